@@ -1,0 +1,225 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// DefaultFragments is the number of fragments of a flow unless set.
+const DefaultFragments = 64
+
+// Flow is a stream processing graph under construction. Build it with the
+// functions of this package, then call Plan (or Validate).
+type Flow struct {
+	name      string
+	fragments int
+	version   string
+
+	sources  []sourceDef
+	stages   []stageDef // keyed stages (one per KeyBy)
+	ops      int        // stateful operators: index into Fragment.ops
+	sinks    int
+	views    []viewDef
+	readerW  []func(r *Reader)   // wiring run for each reader
+	fragW    []func(f *Fragment) // wiring run for each fragment
+	deadSink DeadLetterSink
+	errs     []error
+}
+
+// Option configures a Flow.
+type Option func(*Flow)
+
+// WithFragments sets the number of fragments (key groups), fixed for the
+// life of the flow's state. Default 64.
+func WithFragments(n int) Option { return func(f *Flow) { f.fragments = n } }
+
+// WithVersion sets the flow's version; nodes running different versions of
+// a flow refuse to form a cluster.
+func WithVersion(v string) Option { return func(f *Flow) { f.version = v } }
+
+// WithDeadLetters routes malformed source records and events on which a
+// user function failed to sink, in addition to the engine's log and
+// counters.
+func WithDeadLetters(sink DeadLetterSink) Option { return func(f *Flow) { f.deadSink = sink } }
+
+// New starts a flow.
+func New(name string, opts ...Option) *Flow {
+	f := &Flow{name: name, fragments: DefaultFragments, version: "1"}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
+}
+
+// Name is the flow's name.
+func (f *Flow) Name() string { return f.name }
+
+// Fragments is the number of fragments.
+func (f *Flow) Fragments() int { return f.fragments }
+
+// Version is the flow's version.
+func (f *Flow) Version() string { return f.version }
+
+func (f *Flow) errorf(format string, args ...any) {
+	f.errs = append(f.errs, fmt.Errorf(format, args...))
+}
+
+// Validate reports every problem of the flow, or nil. A flow that does not
+// validate does not run.
+func (f *Flow) Validate() error {
+	errs := append([]error(nil), f.errs...)
+	if f.name == "" {
+		errs = append(errs, errors.New("flow has no name"))
+	}
+	if f.fragments < 1 || f.fragments > 1<<16 {
+		errs = append(errs, fmt.Errorf("flow %q: fragments must be in [1, 65536], got %d", f.name, f.fragments))
+	}
+	if len(f.sources) == 0 {
+		errs = append(errs, fmt.Errorf("flow %q has no source", f.name))
+	}
+	names := map[string]bool{}
+	for _, s := range f.sources {
+		if names["source "+s.name] {
+			errs = append(errs, fmt.Errorf("flow %q: duplicate source name %q", f.name, s.name))
+		}
+		names["source "+s.name] = true
+	}
+	for _, v := range f.views {
+		if names["view "+v.spec.Name] {
+			errs = append(errs, fmt.Errorf("flow %q: duplicate view name %q", f.name, v.spec.Name))
+		}
+		names["view "+v.spec.Name] = true
+	}
+	if len(f.views) == 0 && f.sinks == 0 {
+		errs = append(errs, fmt.Errorf("flow %q has no view and no sink: its results would go nowhere", f.name))
+	}
+	return errors.Join(errs...)
+}
+
+// Plan validates the flow and returns it compiled for an engine. The flow
+// must not be changed afterwards.
+func (f *Flow) Plan() (*Plan, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &Plan{f: f}, nil
+}
+
+// Source is a partitioned, ordered, replayable input: every partition is a
+// sequence of events with increasing offsets, and can be read again from any
+// offset it has produced.
+type Source[T any] interface {
+	// Partitions is the number of partitions; it does not change.
+	Partitions() int
+	// Open starts reading partition p at offset from (0 for the beginning).
+	Open(p int, from int64) (PartitionReader[T], error)
+}
+
+// PartitionReader reads one partition. It is used by one goroutine at a time.
+type PartitionReader[T any] interface {
+	// Read appends at most max events to b and sets b.End to the offset after
+	// everything consumed (including malformed records, which go to b.Bad).
+	// It returns io.EOF when a bounded partition is exhausted; (nil, no
+	// events) means nothing is available now. Read should not block for long:
+	// honour ctx.
+	Read(ctx context.Context, b *ReadBatch[T], max int) error
+	Close() error
+}
+
+// ReadBatch is what a PartitionReader fills.
+type ReadBatch[T any] struct {
+	Events  []T
+	Offsets []int64 // Offsets[i] is the offset of Events[i], increasing
+	Bad     []BadRecord
+	End     int64
+}
+
+// Reset empties the batch, keeping its capacity and its End.
+func (b *ReadBatch[T]) Reset() {
+	clear(b.Events) // drop references for the collector
+	b.Events, b.Offsets, b.Bad = b.Events[:0], b.Offsets[:0], b.Bad[:0]
+}
+
+// BadRecord is an input record that could not be decoded.
+type BadRecord struct {
+	Offset int64
+	Where  string // e.g. the file
+	Raw    []byte
+	Err    error
+}
+
+// DeadLetter is an input that could not be processed: a malformed record,
+// or an event on which a user function failed.
+type DeadLetter struct {
+	Flow      string    `json:"flow"`
+	Source    string    `json:"source"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Fragment  int       `json:"fragment"` // -1 when the failure was before the key
+	Where     string    `json:"where,omitempty"`
+	Key       string    `json:"key,omitempty"`
+	Value     string    `json:"value,omitempty"` // the record or event, printed
+	Error     string    `json:"error"`
+	Time      time.Time `json:"time"`
+}
+
+// DeadLetterSink receives dead letters. It is called from the goroutine of
+// the reader or fragment that produced them and must not block for long.
+type DeadLetterSink interface {
+	WriteDeadLetters(dls []DeadLetter) error
+}
+
+// DeadLetterFunc adapts a function to DeadLetterSink.
+type DeadLetterFunc func([]DeadLetter) error
+
+func (fn DeadLetterFunc) WriteDeadLetters(dls []DeadLetter) error { return fn(dls) }
+
+// Output is one record a sink receives, with a deterministic id: the same
+// input produces the same id on every replay, so an idempotent sink is
+// exactly-once.
+type Output[T any] struct {
+	ID    OutputID
+	Value T
+}
+
+// OutputID identifies an output: the input event (source partition and
+// offset) that produced it and its index among that event's outputs.
+type OutputID struct {
+	Fragment  int // -1 for outputs before the key
+	Source    int
+	Partition int
+	Offset    int64
+	Index     int
+}
+
+// Sink receives outputs in batches, from the goroutine of one reader or
+// fragment at a time (different ones concurrently: a sink must be safe for
+// concurrent use).
+type Sink[T any] interface {
+	Write(out []Output[T]) error
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc[T any] func(out []Output[T]) error
+
+func (fn SinkFunc[T]) Write(out []Output[T]) error { return fn(out) }
+
+type sourceDef struct {
+	name       string
+	partitions int
+	open       func(r *Reader, p int, from int64) error
+}
+
+type stageDef struct {
+	name   string
+	source int
+}
+
+type viewDef struct {
+	spec  splice.Spec
+	query func(f *Fragment, req splice.Request) (splice.Answer, error)
+}

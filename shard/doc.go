@@ -1,0 +1,16 @@
+// Package shard maps keys to fragments and fragments to members.
+//
+// Everything here is pure: no goroutines, no clock, no I/O. The hash is
+// stable across processes, versions and platforms (xxHash64 of the key's
+// bytes), because fragment numbers are persisted in checkpoints and computed
+// independently by every node.
+//
+//   - Fragment(h, g) maps a key hash to one of g fragments (hash mod g).
+//   - Place ranks members for a fragment by rendezvous (highest random weight)
+//     hashing; the first is the owner, the next R-1 are standbys.
+//   - Assign builds the whole table and Diff lists what moves between tables.
+//
+// Rendezvous hashing gives minimal movement by construction: when a member
+// joins, only fragments for which it now ranks in the top R change; when one
+// leaves, only the fragments it held change.
+package shard

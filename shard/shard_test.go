@@ -1,0 +1,149 @@
+package shard
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+func TestHashIsStable(t *testing.T) {
+	// These values are persisted in checkpoints: they must never change.
+	cases := []struct {
+		key  string
+		want uint64
+	}{
+		{"", 0xef46db3751d8e999},
+		{"tessera", String("tessera")},
+	}
+	for _, c := range cases {
+		if got := String(c.key); got != c.want {
+			t.Errorf("String(%q) = %#x, want %#x", c.key, got, c.want)
+		}
+	}
+	if String("abc") != Bytes([]byte("abc")) {
+		t.Error("String and Bytes disagree")
+	}
+}
+
+func TestFragmentInRange(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		h := rapid.Uint64().Draw(t, "h")
+		g := rapid.IntRange(1, 4096).Draw(t, "g")
+		if f := Fragment(h, g); f < 0 || f >= g {
+			t.Fatalf("Fragment(%d, %d) = %d", h, g, f)
+		}
+	})
+}
+
+func TestFragmentBalance(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		g := rapid.IntRange(2, 128).Draw(t, "g")
+		seed := rapid.Int().Draw(t, "seed")
+		n := 2000 * g
+		counts := make([]int, g)
+		for i := range n {
+			counts[Fragment(String(fmt.Sprintf("k%d-%d", seed, i)), g)]++
+		}
+		// Each fragment expects 2000 keys; allow 6 standard deviations.
+		for f, c := range counts {
+			if c < 2000-6*45 || c > 2000+6*45 {
+				t.Fatalf("fragment %d of %d got %d keys of %d", f, g, c, n)
+			}
+		}
+	})
+}
+
+func members(t *rapid.T, label string) []string {
+	n := rapid.IntRange(1, 12).Draw(t, label)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("node-%d", i)
+	}
+	return out
+}
+
+func TestPlaceIsOrderIndependent(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "n")
+		r := rapid.IntRange(1, 4).Draw(t, "r")
+		f := rapid.IntRange(0, 1023).Draw(t, "f")
+		perm := rapid.Permutation(ms).Draw(t, "perm")
+		a, b := Place(f, ms, r), Place(f, perm, r)
+		if !slices.Equal(a, b) {
+			t.Fatalf("order changed placement: %v vs %v", a, b)
+		}
+		if len(a) != min(r, len(ms)) {
+			t.Fatalf("got %d members, want %d", len(a), min(r, len(ms)))
+		}
+		if len(slices.Compact(slices.Sorted(slices.Values(a)))) != len(a) {
+			t.Fatalf("duplicate member in %v", a)
+		}
+	})
+}
+
+func TestAssignBalance(t *testing.T) {
+	// With 256 fragments, every member owns a fair share within a wide margin.
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "n")
+		g := 256
+		tab := Assign(ms, g, 2)
+		fair := float64(g) / float64(len(ms))
+		for _, m := range ms {
+			got := float64(len(tab.Owned(m)))
+			if got < fair*0.4 || got > fair*1.8+2 {
+				t.Fatalf("%s owns %v fragments, fair share %.1f", m, got, fair)
+			}
+		}
+	})
+}
+
+func TestMinimalMovementOnJoin(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "n")
+		g := rapid.IntRange(1, 256).Draw(t, "g")
+		r := rapid.IntRange(1, 3).Draw(t, "r")
+		joined := append(slices.Clone(ms), "newcomer")
+		before, after := Assign(ms, g, r), Assign(joined, g, r)
+		for _, mv := range Diff(before, after) {
+			if mv.To != "newcomer" {
+				t.Fatalf("join moved fragment %d from %s to %s", mv.Fragment, mv.From, mv.To)
+			}
+		}
+		// Standby sets change only by the newcomer taking a place.
+		for f := range g {
+			var kept []string
+			for _, m := range after.Fragments[f] {
+				if m != "newcomer" {
+					kept = append(kept, m)
+				}
+			}
+			if !slices.Equal(kept, before.Fragments[f][:len(kept)]) {
+				t.Fatalf("fragment %d: %v -> %v", f, before.Fragments[f], after.Fragments[f])
+			}
+		}
+	})
+}
+
+func TestMinimalMovementOnLeave(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "n")
+		if len(ms) < 2 {
+			ms = append(ms, "other")
+		}
+		g := rapid.IntRange(1, 256).Draw(t, "g")
+		gone := rapid.SampledFrom(ms).Draw(t, "gone")
+		rest := slices.DeleteFunc(slices.Clone(ms), func(m string) bool { return m == gone })
+		before, after := Assign(ms, g, 2), Assign(rest, g, 2)
+		for _, mv := range Diff(before, after) {
+			if mv.From != gone {
+				t.Fatalf("leave of %s moved fragment %d from %s", gone, mv.Fragment, mv.From)
+			}
+			// The new owner was the standby: it holds the checkpoint already.
+			if want := before.Fragments[mv.Fragment][1]; mv.To != want {
+				t.Fatalf("fragment %d went to %s, standby was %s", mv.Fragment, mv.To, want)
+			}
+		}
+	})
+}

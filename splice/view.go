@@ -1,0 +1,276 @@
+package splice
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+)
+
+// Kind is the kind of a view.
+type Kind string
+
+const (
+	// Keyed views are the per-key state of a stateful operator. Every key
+	// lives in exactly one fragment, so splicing is a disjoint union.
+	Keyed Kind = "keyed"
+	// Aggregate views keep one partial per fragment, spliced by an Algebra.
+	Aggregate Kind = "aggregate"
+)
+
+// Spec describes a view to the query layer. The flow that declares the view
+// fills it in; splice never sees the flow's types, only these functions.
+type Spec struct {
+	Name    string
+	Kind    Kind
+	Algebra string // aggregate views: the algebra's name
+	// FragmentOf maps a key, as written in a URL, to its fragment, or returns
+	// an error if the key does not parse (keyed views).
+	FragmentOf func(key string) (int, error)
+	// CheckAfter validates an after= key (keyed views).
+	CheckAfter func(key string) error
+	// Compare orders entries by key (keyed views): entries carry their key in
+	// Sort, in the view's own type.
+	Compare func(a, b any) int
+	// Splice merges the partials of every fragment into the view's value
+	// (aggregate views). Partials are not modified.
+	Splice func(partials []any) any
+}
+
+// Op is what a request asks of a fragment.
+type Op int
+
+const (
+	OpValue   Op = iota // an aggregate view's partial
+	OpEntries           // a keyed view's entries matching Query
+	OpKey               // one key of a keyed view
+)
+
+// Query selects entries of a keyed view.
+type Query struct {
+	Limit  int    // at most this many entries (> 0)
+	After  string // only keys after this one, in key order; "" for from the start
+	Prefix string // only keys whose printed form has this prefix
+	Top    int    // if > 0: the Top entries by score instead of key order
+}
+
+// Request is one question asked of every fragment (or of one, for OpKey).
+type Request struct {
+	View  string
+	Op    Op
+	Query Query
+	Key   string
+}
+
+// Entry is one key of a keyed view.
+type Entry struct {
+	Key   string  // printed key
+	Value any     // the state, as JSON will show it
+	Score float64 // for Top queries
+	Sort  any     // the key in its own type, for Spec.Compare
+}
+
+// Freshness says how current a fragment's answer is.
+type Freshness struct {
+	Fragment int              `json:"fragment"`
+	Offsets  map[string]int64 `json:"offsets"` // per source partition ("source/partition"): end of the last applied batch
+}
+
+// Answer is one fragment's answer to a Request.
+type Answer struct {
+	Freshness Freshness
+	Partial   any     // OpValue
+	Entries   []Entry // OpEntries, OpKey (at most one)
+}
+
+// Gatherer asks fragments. It is implemented by whatever runs them (a node,
+// a cluster, a test harness); splice does not know how.
+type Gatherer interface {
+	// Views lists the views, in declaration order.
+	Views() []Spec
+	// Gather sends req to every fragment, or only to fragment only if
+	// only >= 0, and returns their answers.
+	Gather(ctx context.Context, req Request, only int) ([]Answer, error)
+}
+
+// Errors that the HTTP layer maps to status codes.
+var (
+	ErrUnknownView = errors.New("unknown view")
+	ErrNotFound    = errors.New("not found")
+	ErrBadRequest  = errors.New("bad request")
+)
+
+// Result is a spliced answer.
+type Result struct {
+	Spec      Spec
+	Value     any     // aggregate views
+	Entries   []Entry // keyed views
+	More      bool    // keyed: more entries follow the last one (page on with after=)
+	Freshness []Freshness
+}
+
+// FindSpec returns the spec of the named view.
+func FindSpec(g Gatherer, name string) (Spec, error) {
+	for _, s := range g.Views() {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return Spec{}, ErrUnknownView
+}
+
+// Evaluate answers a request by asking the fragments and splicing.
+func Evaluate(ctx context.Context, g Gatherer, req Request) (Result, error) {
+	spec, err := FindSpec(g, req.View)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Spec: spec}
+	switch {
+	case spec.Kind == Aggregate:
+		req.Op = OpValue
+		ans, err := g.Gather(ctx, req, -1)
+		if err != nil {
+			return res, err
+		}
+		parts := make([]any, len(ans))
+		for i, a := range ans {
+			parts[i] = a.Partial
+			res.Freshness = append(res.Freshness, a.Freshness)
+		}
+		res.Value = spec.Splice(parts)
+		return res, nil
+	case req.Op == OpKey:
+		f, err := spec.FragmentOf(req.Key)
+		if err != nil {
+			return res, errors.Join(ErrBadRequest, err)
+		}
+		ans, err := g.Gather(ctx, req, f)
+		if err != nil {
+			return res, err
+		}
+		for _, a := range ans {
+			res.Freshness = append(res.Freshness, a.Freshness)
+			res.Entries = append(res.Entries, a.Entries...)
+		}
+		if len(res.Entries) == 0 {
+			return res, ErrNotFound
+		}
+		return res, nil
+	}
+	req.Op = OpEntries
+	if req.Query.After != "" {
+		if err := spec.CheckAfter(req.Query.After); err != nil {
+			return res, errors.Join(ErrBadRequest, err)
+		}
+	}
+	ans, err := g.Gather(ctx, req, -1)
+	if err != nil {
+		return res, err
+	}
+	lists := make([][]Entry, len(ans))
+	for i, a := range ans {
+		lists[i] = a.Entries
+		res.Freshness = append(res.Freshness, a.Freshness)
+	}
+	if req.Query.Top > 0 {
+		res.Entries = MergeTop(lists, req.Query.Top, spec.Compare)
+		return res, nil
+	}
+	res.Entries, res.More = MergeOrdered(lists, req.Query.Limit, spec.Compare)
+	return res, nil
+}
+
+// SelectEntries picks the entries a fragment returns for q from its
+// entries (in any order): the first q.Limit after q.After in key order, or
+// the q.Top best by score. after is the parsed q.After (nil for none).
+// It is used by fragments; it reorders es.
+func SelectEntries(es []Entry, q Query, after any, compare func(a, b any) int) []Entry {
+	keep := es[:0]
+	for _, e := range es {
+		if q.Prefix != "" && !strings.HasPrefix(e.Key, q.Prefix) {
+			continue
+		}
+		if q.Top <= 0 && after != nil && compare(e.Sort, after) <= 0 {
+			continue
+		}
+		keep = append(keep, e)
+	}
+	if q.Top > 0 {
+		slices.SortFunc(keep, func(a, b Entry) int { return byScore(a, b, compare) })
+		return keep[:min(len(keep), q.Top)]
+	}
+	// One more than asked, so the splice can tell whether more follow.
+	n := q.Limit + 1
+	if len(keep) > n {
+		// Partial selection: sort only what survives a bounded max-heap.
+		h := &entryHeap{cmp: compare}
+		for _, e := range keep {
+			if h.Len() < n {
+				heap.Push(h, e)
+			} else if compare(e.Sort, h.es[0].Sort) < 0 {
+				h.es[0] = e
+				heap.Fix(h, 0)
+			}
+		}
+		keep = h.es
+	}
+	slices.SortFunc(keep, func(a, b Entry) int { return compare(a.Sort, b.Sort) })
+	return keep
+}
+
+func byScore(a, b Entry, compare func(a, b any) int) int {
+	if c := cmp.Compare(b.Score, a.Score); c != 0 {
+		return c
+	}
+	return compare(a.Sort, b.Sort)
+}
+
+// entryHeap is a max-heap by key, to keep the n smallest keys.
+type entryHeap struct {
+	es  []Entry
+	cmp func(a, b any) int
+}
+
+func (h *entryHeap) Len() int           { return len(h.es) }
+func (h *entryHeap) Less(i, j int) bool { return h.cmp(h.es[i].Sort, h.es[j].Sort) > 0 }
+func (h *entryHeap) Swap(i, j int)      { h.es[i], h.es[j] = h.es[j], h.es[i] }
+func (h *entryHeap) Push(x any)         { h.es = append(h.es, x.(Entry)) }
+func (h *entryHeap) Pop() any {
+	e := h.es[len(h.es)-1]
+	h.es = h.es[:len(h.es)-1]
+	return e
+}
+
+// MergeOrdered merges lists each sorted by key into the first limit entries
+// in key order, and says whether any entry was left out.
+func MergeOrdered(lists [][]Entry, limit int, compare func(a, b any) int) ([]Entry, bool) {
+	total := 0
+	for _, l := range lists {
+		total += len(l)
+	}
+	out := make([]Entry, 0, min(total, limit))
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	// Fragments' keys are disjoint; a sort of the concatenation is simple and,
+	// for the sizes queries return, as fast as a k-way merge.
+	slices.SortFunc(out, func(a, b Entry) int { return compare(a.Sort, b.Sort) })
+	if len(out) > limit {
+		return out[:limit], true
+	}
+	return out, false
+}
+
+// MergeTop merges per-fragment top lists into the n best by score, ties
+// broken by key.
+func MergeTop(lists [][]Entry, n int, compare func(a, b any) int) []Entry {
+	var out []Entry
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return byScore(a, b, compare) })
+	return out[:min(len(out), n)]
+}
