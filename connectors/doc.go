@@ -1,0 +1,9 @@
+// Package connectors holds sources and sinks, one subpackage each, so that
+// a flow imports only the dependencies of the connectors it uses:
+//
+//   - gen: a deterministic, seeded, partitioned generator.
+//   - file: JSON-lines files, one file per partition.
+//
+// Every source implements flows.Source: partitioned, ordered, replayable
+// from any offset it produced.
+package connectors

@@ -1,0 +1,182 @@
+// Package file reads JSON-lines files, one file per partition.
+//
+// The offset of a record is the byte offset of its line in the file, so a
+// partition is replayed from any offset with one seek. A line that does not
+// decode is not an error of the source: it is returned as a bad record
+// (with the file and offset) for the engine to count, log and dead-letter,
+// and reading goes on.
+//
+// Files are read to their end; with Follow, the reader waits at the end for
+// more lines (like tail -f) instead of reporting io.EOF, and a last line
+// without a newline is taken as incomplete until its newline arrives.
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/tessera-streams/tessera/flows"
+)
+
+// MaxLine is the longest line accepted; longer ones are bad records.
+const MaxLine = 1 << 20
+
+// Source reads files matched by a glob, sorted by name: partition i is the
+// i-th file.
+type Source[T any] struct {
+	files  []string
+	decode func([]byte) (T, error)
+	follow bool
+}
+
+// Option configures a Source.
+type Option func(*options)
+
+type options struct{ follow bool }
+
+// Follow makes readers wait at the end of a file for more lines.
+func Follow() Option { return func(o *options) { o.follow = true } }
+
+// New returns a source over the files matching glob. decode turns a line
+// (without its newline) into an event; nil decodes JSON into T.
+func New[T any](glob string, decode func([]byte) (T, error), opts ...Option) (*Source[T], error) {
+	files, err := filepath.Glob(glob)
+	if err != nil {
+		return nil, fmt.Errorf("file: glob %q: %w", glob, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("file: no file matches %q", glob)
+	}
+	sort.Strings(files)
+	if decode == nil {
+		decode = DecodeJSON[T]
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Source[T]{files: files, decode: decode, follow: o.follow}, nil
+}
+
+// DecodeJSON decodes one JSON value, and rejects trailing data.
+func DecodeJSON[T any](line []byte) (T, error) {
+	var v T
+	d := json.NewDecoder(bytes.NewReader(line))
+	if err := d.Decode(&v); err != nil {
+		return v, err
+	}
+	if d.More() {
+		return v, errors.New("trailing data after the JSON value")
+	}
+	return v, nil
+}
+
+// Files lists the files, one per partition.
+func (s *Source[T]) Files() []string { return s.files }
+
+// Partitions implements flows.Source.
+func (s *Source[T]) Partitions() int { return len(s.files) }
+
+// Open implements flows.Source.
+func (s *Source[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
+	if p < 0 || p >= len(s.files) {
+		return nil, fmt.Errorf("file: no partition %d", p)
+	}
+	f, err := os.Open(s.files[p])
+	if err != nil {
+		return nil, fmt.Errorf("file: %w", err)
+	}
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("file: seek %s to %d: %w", s.files[p], from, err)
+	}
+	return &reader[T]{s: s, f: f, name: s.files[p], br: bufio.NewReaderSize(f, 64<<10), pos: from}, nil
+}
+
+type reader[T any] struct {
+	s       *Source[T]
+	f       *os.File
+	name    string
+	br      *bufio.Reader
+	pos     int64  // offset of the start of the current line
+	lineLen int64  // bytes of the current line consumed so far
+	partial []byte // the current line's bytes consumed so far
+	long    bool   // the current line exceeded MaxLine
+}
+
+func (r *reader[T]) Read(ctx context.Context, b *flows.ReadBatch[T], max int) error {
+	defer func() { b.End = r.pos }()
+	for len(b.Events) < max && len(b.Bad) < max {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		chunk, err := r.br.ReadSlice('\n')
+		r.lineLen += int64(len(chunk))
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if r.lineLen > MaxLine {
+				r.long = true
+				r.partial = r.partial[:0]
+			} else {
+				r.partial = append(r.partial, chunk...)
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("file %s at %d: %w", r.name, r.pos, err)
+		}
+		if err != nil && (r.s.follow || r.lineLen == 0) {
+			// At the end: keep an incomplete line for later, or stop.
+			if !r.long {
+				r.partial = append(r.partial, chunk...)
+			}
+			if r.s.follow {
+				return nil
+			}
+			return io.EOF
+		}
+		line := chunk
+		if len(r.partial) > 0 {
+			line = append(r.partial, chunk...)
+		}
+		if r.lineLen > MaxLine+2 { // allow for "\r\n"
+			r.long = true
+		}
+		start := r.pos
+		r.pos += r.lineLen
+		r.lineLen = 0
+		r.partial = r.partial[:0]
+		r.record(b, start, bytes.TrimRight(line, "\r\n"))
+		if err != nil { // io.EOF after a last line without newline
+			return io.EOF
+		}
+	}
+	return nil
+}
+
+func (r *reader[T]) record(b *flows.ReadBatch[T], off int64, line []byte) {
+	if r.long {
+		r.long = false
+		b.Bad = append(b.Bad, flows.BadRecord{Offset: off, Where: r.name, Err: fmt.Errorf("line longer than %d bytes", MaxLine)})
+		return
+	}
+	if len(bytes.TrimSpace(line)) == 0 {
+		return // blank lines carry nothing
+	}
+	v, err := r.s.decode(line)
+	if err != nil {
+		b.Bad = append(b.Bad, flows.BadRecord{Offset: off, Where: r.name, Raw: bytes.Clone(line), Err: err})
+		return
+	}
+	b.Events = append(b.Events, v)
+	b.Offsets = append(b.Offsets, off)
+}
+
+func (r *reader[T]) Close() error { return r.f.Close() }
