@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,11 +102,7 @@ type FragmentStats struct {
 func (s *FragmentStats) Offsets() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.offsets))
-	for k, v := range s.offsets {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.offsets)
 }
 
 // ReaderStats are a reader's counters.
@@ -252,6 +249,15 @@ func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]sp
 		out = append(out, r.ans)
 	}
 	return out, nil
+}
+
+// Freshness implements splice.Gatherer from the fragments' counters.
+func (e *Engine) Freshness() []splice.Freshness {
+	out := make([]splice.Freshness, len(e.fstats))
+	for i, st := range e.fstats {
+		out[i] = splice.Freshness{Fragment: i, Offsets: st.Offsets()}
+	}
+	return out
 }
 
 // Stop stops the readers, lets the fragments apply what was sent, stops

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sync"
 	"time"
 
@@ -208,14 +209,19 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 		if err != nil {
 			return nil, err
 		}
-		offs := map[string]int64{}
-		for k, v := range d.offsets[i] {
-			offs[k] = v
-		}
-		a.Freshness = splice.Freshness{Fragment: i, Offsets: offs}
+		a.Freshness = splice.Freshness{Fragment: i, Offsets: maps.Clone(d.offsets[i])}
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// Freshness implements splice.Gatherer.
+func (d *Driver) Freshness() []splice.Freshness {
+	out := make([]splice.Freshness, len(d.frags))
+	for i := range d.frags {
+		out[i] = splice.Freshness{Fragment: i, Offsets: maps.Clone(d.offsets[i])}
+	}
+	return out
 }
 
 // Value is an aggregate view's spliced value.

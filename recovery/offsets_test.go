@@ -15,7 +15,7 @@ func TestAdmitRules(t *testing.T) {
 		min       int64
 	}{
 		{0, 10, Apply, 0},
-		{10, 10, Apply, 10},   // empty, in order
+		{10, 10, Apply, 10},    // empty, in order
 		{0, 10, Duplicate, 10}, // replay of what was applied
 		{5, 8, Duplicate, 10},
 		{5, 15, Apply, 10}, // overlap: apply from 10

@@ -2,11 +2,9 @@ package splice
 
 import (
 	"cmp"
-	"container/heap"
 	"context"
 	"errors"
 	"slices"
-	"strings"
 )
 
 // Kind is the kind of a view.
@@ -93,6 +91,8 @@ type Gatherer interface {
 	// Gather sends req to every fragment, or only to fragment only if
 	// only >= 0, and returns their answers.
 	Gather(ctx context.Context, req Request, only int) ([]Answer, error)
+	// Freshness reports every fragment's freshness without asking it.
+	Freshness() []Freshness
 }
 
 // Errors that the HTTP layer maps to status codes.
@@ -183,65 +183,11 @@ func Evaluate(ctx context.Context, g Gatherer, req Request) (Result, error) {
 	return res, nil
 }
 
-// SelectEntries picks the entries a fragment returns for q from its
-// entries (in any order): the first q.Limit after q.After in key order, or
-// the q.Top best by score. after is the parsed q.After (nil for none).
-// It is used by fragments; it reorders es.
-func SelectEntries(es []Entry, q Query, after any, compare func(a, b any) int) []Entry {
-	keep := es[:0]
-	for _, e := range es {
-		if q.Prefix != "" && !strings.HasPrefix(e.Key, q.Prefix) {
-			continue
-		}
-		if q.Top <= 0 && after != nil && compare(e.Sort, after) <= 0 {
-			continue
-		}
-		keep = append(keep, e)
-	}
-	if q.Top > 0 {
-		slices.SortFunc(keep, func(a, b Entry) int { return byScore(a, b, compare) })
-		return keep[:min(len(keep), q.Top)]
-	}
-	// One more than asked, so the splice can tell whether more follow.
-	n := q.Limit + 1
-	if len(keep) > n {
-		// Partial selection: sort only what survives a bounded max-heap.
-		h := &entryHeap{cmp: compare}
-		for _, e := range keep {
-			if h.Len() < n {
-				heap.Push(h, e)
-			} else if compare(e.Sort, h.es[0].Sort) < 0 {
-				h.es[0] = e
-				heap.Fix(h, 0)
-			}
-		}
-		keep = h.es
-	}
-	slices.SortFunc(keep, func(a, b Entry) int { return compare(a.Sort, b.Sort) })
-	return keep
-}
-
 func byScore(a, b Entry, compare func(a, b any) int) int {
 	if c := cmp.Compare(b.Score, a.Score); c != 0 {
 		return c
 	}
 	return compare(a.Sort, b.Sort)
-}
-
-// entryHeap is a max-heap by key, to keep the n smallest keys.
-type entryHeap struct {
-	es  []Entry
-	cmp func(a, b any) int
-}
-
-func (h *entryHeap) Len() int           { return len(h.es) }
-func (h *entryHeap) Less(i, j int) bool { return h.cmp(h.es[i].Sort, h.es[j].Sort) > 0 }
-func (h *entryHeap) Swap(i, j int)      { h.es[i], h.es[j] = h.es[j], h.es[i] }
-func (h *entryHeap) Push(x any)         { h.es = append(h.es, x.(Entry)) }
-func (h *entryHeap) Pop() any {
-	e := h.es[len(h.es)-1]
-	h.es = h.es[:len(h.es)-1]
-	return e
 }
 
 // MergeOrdered merges lists each sorted by key into the first limit entries

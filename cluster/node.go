@@ -1,0 +1,459 @@
+package cluster
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// Config configures a node.
+type Config struct {
+	Flow     *flows.Flow
+	Name     string // node name; the host name if empty
+	HTTPAddr string // listen address, e.g. 127.0.0.1:8080 (port 0 picks one)
+	DataDir  string // where the node keeps its files (dead letters); none if empty
+	Logger   *slog.Logger
+	Engine   actor.Config // engine tuning; zero values take defaults
+	// RateInterval is how often events/s figures are refreshed; default 1s.
+	RateInterval time.Duration
+}
+
+// Validate checks the configuration and the flow.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Flow == nil {
+		errs = append(errs, errors.New("no flow"))
+	} else if err := c.Flow.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("no HTTP address"))
+	} else if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("HTTP address %q: %w", c.HTTPAddr, err))
+	}
+	if c.RateInterval < 0 {
+		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// Node runs a flow and serves its API.
+type Node struct {
+	cfg   Config
+	ready chan struct{}
+	addr  string
+	eng   *actor.Engine
+	reg   *prometheus.Registry
+	dl    deadLetters
+	rates rates
+}
+
+// NewNode returns a node; Run validates and starts it.
+func NewNode(cfg Config) *Node {
+	return &Node{cfg: cfg, ready: make(chan struct{})}
+}
+
+// Ready is closed once the node serves HTTP and its engine runs.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Addr is the HTTP address the node listens on, once Ready.
+func (n *Node) Addr() string { return n.addr }
+
+// Engine is the node's engine, once Ready.
+func (n *Node) Engine() *actor.Engine { return n.eng }
+
+// Run validates the configuration and the flow (returning their errors
+// before anything starts), listens, runs the flow, and serves until ctx is
+// done; then it stops everything it started and returns.
+func (n *Node) Run(ctx context.Context) error {
+	cfg := &n.cfg
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("node config: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.RateInterval == 0 {
+		cfg.RateInterval = time.Second
+	}
+	plan, err := cfg.Flow.Plan()
+	if err != nil {
+		return err
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		n.dl.path = filepath.Join(cfg.DataDir, "deadletters.jsonl")
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	n.addr = ln.Addr().String()
+
+	ecfg := cfg.Engine
+	ecfg.Logger = cfg.Logger
+	ecfg.OnDeadLetters = n.dl.add
+	n.eng, err = actor.Start(plan, ecfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer n.eng.Stop()
+	n.registerMetrics()
+
+	stopping := make(chan struct{})
+	mux := http.NewServeMux()
+	n.routes(mux, stopping)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		n.rates.run(n.eng, cfg.RateInterval, stopping)
+	}()
+	close(n.ready)
+	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", "http://"+n.addr)
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-serveErr:
+		err = fmt.Errorf("http server: %w", err)
+	}
+	close(stopping)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		srv.Close()
+	}
+	wg.Wait()
+	n.eng.Stop()
+	n.dl.close()
+	if err == nil {
+		err = n.eng.Err()
+	}
+	return err
+}
+
+func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
+	splice.Register(mux, n.eng, splice.HandlerConfig{Done: stopping, Logger: n.cfg.Logger})
+	mux.HandleFunc("GET /v1/cluster", n.cluster)
+	mux.HandleFunc("GET /v1/deadletters", func(w http.ResponseWriter, r *http.Request) {
+		splice.WriteJSON(w, http.StatusOK, n.dl.snapshot())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		splice.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.eng.Err(); err != nil {
+			splice.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "error": err.Error()})
+			return
+		}
+		splice.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", n.dashboard)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// Not a route: 405 if the path exists for GET, else 404.
+		probe := r.Clone(r.Context())
+		probe.Method = http.MethodGet
+		if _, pat := mux.Handler(probe); pat != "/" && pat != "" {
+			w.Header().Set("Allow", "GET")
+			splice.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: only GET is allowed", r.Method, r.URL.Path))
+			return
+		}
+		splice.WriteError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ClusterState is the answer of GET /v1/cluster.
+type ClusterState struct {
+	Node         string          `json:"node"`
+	Flow         FlowInfo        `json:"flow"`
+	Members      []Member        `json:"members"`
+	EventsPerSec float64         `json:"events_per_sec"`
+	DeadLetters  int64           `json:"dead_letters"`
+	Fragments    []FragmentState `json:"fragments"`
+	Readers      []ReaderState   `json:"readers"`
+}
+
+// FlowInfo identifies the flow a node runs.
+type FlowInfo struct {
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	Fragments int    `json:"fragments"`
+}
+
+// Member is a node of the cluster.
+type Member struct {
+	Name   string `json:"name"`
+	HTTP   string `json:"http"`
+	Status string `json:"status"`
+}
+
+// FragmentState is one fragment in GET /v1/cluster.
+type FragmentState struct {
+	Fragment     int              `json:"fragment"`
+	Owner        string           `json:"owner"`
+	Events       int64            `json:"events"`
+	EventsPerSec float64          `json:"events_per_sec"`
+	Batches      int64            `json:"batches"`
+	Duplicates   int64            `json:"duplicate_batches"`
+	Gaps         int64            `json:"gaps"`
+	Failures     int64            `json:"failed_events"`
+	Offsets      map[string]int64 `json:"offsets"`
+}
+
+// ReaderState is one source partition in GET /v1/cluster.
+type ReaderState struct {
+	Source       string  `json:"source"`
+	Partition    int     `json:"partition"`
+	Owner        string  `json:"owner"`
+	Position     int64   `json:"position"`
+	Events       int64   `json:"events"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	Malformed    int64   `json:"malformed"`
+	Stalls       int64   `json:"stalls"`
+	Done         bool    `json:"done"`
+}
+
+// State reports the node's view of the cluster.
+func (n *Node) State() ClusterState {
+	plan := n.eng.Plan()
+	fr, rr, total := n.rates.get()
+	st := ClusterState{
+		Node:         n.cfg.Name,
+		Flow:         FlowInfo{Name: plan.Name(), Version: plan.Version(), Fragments: plan.Fragments()},
+		Members:      []Member{{Name: n.cfg.Name, HTTP: n.addr, Status: "alive"}},
+		EventsPerSec: total,
+		DeadLetters:  n.dl.count(),
+	}
+	for i, f := range n.eng.Fragments() {
+		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
+			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Failures: f.Failures.Load(), Offsets: f.Offsets()}
+		if i < len(fr) {
+			fs.EventsPerSec = fr[i]
+		}
+		st.Fragments = append(st.Fragments, fs)
+	}
+	for i, r := range n.eng.Readers() {
+		rs := ReaderState{Source: r.Source, Partition: r.Partition, Owner: n.cfg.Name, Position: r.Position.Load(),
+			Events: r.Events.Load(), Malformed: r.Bad.Load(), Stalls: r.Stalls.Load(), Done: r.Done.Load()}
+		if i < len(rr) {
+			rs.EventsPerSec = rr[i]
+		}
+		st.Readers = append(st.Readers, rs)
+	}
+	return st
+}
+
+func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		splice.WriteError(w, http.StatusBadRequest, "/v1/cluster takes no parameters")
+		return
+	}
+	splice.WriteJSON(w, http.StatusOK, n.State())
+}
+
+func (n *Node) registerMetrics() {
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{n: n})
+}
+
+// collector reads the engine's counters at scrape time.
+type collector struct{ n *Node }
+
+var (
+	mRead      = prometheus.NewDesc("tessera_source_events_total", "Events read from a source partition.", []string{"source", "partition"}, nil)
+	mMalformed = prometheus.NewDesc("tessera_source_malformed_total", "Malformed records in a source partition, sent to the dead-letter output.", []string{"source", "partition"}, nil)
+	mStalls    = prometheus.NewDesc("tessera_reader_stalls_total", "Times a reader waited for a fragment's credits.", []string{"source", "partition"}, nil)
+	mApplied   = prometheus.NewDesc("tessera_fragment_events_total", "Records applied by a fragment.", []string{"fragment"}, nil)
+	mBatches   = prometheus.NewDesc("tessera_fragment_batches_total", "Batches applied by a fragment.", []string{"fragment"}, nil)
+	mFailures  = prometheus.NewDesc("tessera_fragment_failed_events_total", "Events on which a user function failed, sent to the dead-letter output.", []string{"fragment"}, nil)
+	mDead      = prometheus.NewDesc("tessera_dead_letters_total", "Dead letters written.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mRead, mMalformed, mStalls, mApplied, mBatches, mFailures, mDead} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, r := range c.n.eng.Readers() {
+		p := fmt.Sprint(r.Partition)
+		counter(mRead, r.Events.Load(), r.Source, p)
+		counter(mMalformed, r.Bad.Load(), r.Source, p)
+		counter(mStalls, r.Stalls.Load(), r.Source, p)
+	}
+	for _, f := range c.n.eng.Fragments() {
+		id := fmt.Sprint(f.ID)
+		counter(mApplied, f.Events.Load(), id)
+		counter(mBatches, f.Batches.Load(), id)
+		counter(mFailures, f.Failures.Load(), id)
+	}
+	counter(mDead, c.n.dl.count())
+}
+
+// deadLetters keeps the last dead letters and appends all of them to a
+// JSON-lines file.
+type deadLetters struct {
+	mu    sync.Mutex
+	path  string
+	f     *os.File
+	total int64
+	last  []flows.DeadLetter
+	err   bool
+}
+
+const keepDeadLetters = 100
+
+func (d *deadLetters) add(dls []flows.DeadLetter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.total += int64(len(dls))
+	d.last = append(d.last, dls...)
+	if len(d.last) > keepDeadLetters {
+		d.last = append([]flows.DeadLetter(nil), d.last[len(d.last)-keepDeadLetters:]...)
+	}
+	if d.path == "" || d.err {
+		return
+	}
+	if d.f == nil {
+		f, err := os.OpenFile(d.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			d.err = true
+			slog.Error("dead-letter file", "err", err)
+			return
+		}
+		d.f = f
+	}
+	var buf []byte
+	for _, dl := range dls {
+		b, _ := json.Marshal(dl)
+		buf = append(append(buf, b...), '\n')
+	}
+	if _, err := d.f.Write(buf); err != nil {
+		d.err = true
+		slog.Error("dead-letter file", "err", err)
+	}
+}
+
+func (d *deadLetters) count() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.total
+}
+
+func (d *deadLetters) snapshot() map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	last := append([]flows.DeadLetter{}, d.last...)
+	return map[string]any{"total": d.total, "last": last, "file": d.path}
+}
+
+func (d *deadLetters) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f != nil {
+		d.f.Close()
+		d.f = nil
+	}
+}
+
+// rates samples the engine's counters into events/s.
+type rates struct {
+	mu          sync.Mutex
+	frag, read  []float64
+	total       float64
+	lastF       []int64
+	lastR       []int64
+	lastT       time.Time
+	initialized bool
+}
+
+func (r *rates) run(e *actor.Engine, every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	r.sample(e, time.Now())
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			r.sample(e, now)
+		}
+	}
+}
+
+func (r *rates) sample(e *actor.Engine, now time.Time) {
+	fs, rs := e.Fragments(), e.Readers()
+	curF := make([]int64, len(fs))
+	for i, f := range fs {
+		curF[i] = f.Events.Load()
+	}
+	curR := make([]int64, len(rs))
+	for i, x := range rs {
+		curR[i] = x.Events.Load()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.initialized {
+		dt := now.Sub(r.lastT).Seconds()
+		r.frag, r.read, r.total = make([]float64, len(curF)), make([]float64, len(curR)), 0
+		for i := range curF {
+			r.frag[i] = float64(curF[i]-r.lastF[i]) / dt
+		}
+		for i := range curR {
+			r.read[i] = float64(curR[i]-r.lastR[i]) / dt
+			r.total += r.read[i]
+		}
+	}
+	r.lastF, r.lastR, r.lastT, r.initialized = curF, curR, now, true
+}
+
+func (r *rates) get() (frag, read []float64, total float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.frag, r.read, r.total
+}
+
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+func (n *Node) dashboard(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Write(dashboardHTML)
+}

@@ -1,0 +1,211 @@
+// Command wordcount counts words from JSON-lines files or from the
+// deterministic generator, and serves the counts over HTTP.
+//
+//	go run ./examples/wordcount -events 1000000 -seed 7 -http 127.0.0.1:8080
+//
+// Views: "words" (keyed: the count of every word) and "total" (aggregate:
+// the number of words counted).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tessera-streams/tessera/cluster"
+	"github.com/tessera-streams/tessera/connectors/file"
+	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// Line is one input record: {"text": "..."}.
+type Line struct {
+	Text string `json:"text"`
+}
+
+// Flow counts the words of lines.
+func Flow(src flows.Source[Line], fragments int) *flows.Flow {
+	f := flows.New("wordcount", flows.WithFragments(fragments))
+	lines := flows.From(f, "lines", src)
+	words := flows.FlatMap(lines, func(l Line, emit func(string)) { Words(l.Text, emit) })
+	byWord := flows.KeyBy(words, flows.Identity[string])
+	flows.Count(byWord).View("words")
+	flows.AggregateView(byWord.Values(), "total", splice.Count[string](), flows.Identity[string])
+	return f
+}
+
+// Words emits the lower-cased words of text: runs of letters, digits,
+// apostrophes and hyphens. It allocates only for words with upper case.
+func Words(text string, emit func(string)) {
+	start := -1
+	for i := 0; i <= len(text); i++ {
+		in := i < len(text) && wordByte(text[i])
+		switch {
+		case in && start < 0:
+			start = i
+		case !in && start >= 0:
+			emit(lower(text[start:i]))
+			start = -1
+		}
+	}
+}
+
+func wordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '\'' || c == '-' || c >= 0x80
+}
+
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// Vocabulary is the generator's words; word i is drawn with weight
+// 1/(i+1), a Zipf distribution like natural text.
+var Vocabulary = func() []string {
+	v := make([]string, 10_000)
+	for i := range v {
+		v[i] = fmt.Sprintf("w%04d", i)
+	}
+	return v
+}()
+
+var cumulative = func() []float64 {
+	c := make([]float64, len(Vocabulary))
+	sum := 0.0
+	for i := range c {
+		sum += 1 / float64(i+1)
+		c[i] = sum
+	}
+	for i := range c {
+		c[i] /= sum
+	}
+	return c
+}()
+
+// GenWord is the generator's event function: one word per event.
+func GenWord(_ int, _ int64, r *gen.Rand) Line {
+	return Line{Text: Vocabulary[sort.SearchFloat64s(cumulative, r.Float64())]}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "wordcount:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wordcount", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
+		seed       = fs.Uint64("seed", 1, "generator: seed")
+		rate       = fs.Float64("rate", 0, "generator: events per second in all (0: unthrottled)")
+		partitions = fs.Int("partitions", 4, "generator: source partitions")
+		fragments  = fs.Int("fragments", flows.DefaultFragments, "fragments (key groups)")
+		source     = fs.String("source", "gen", "source: gen or file")
+		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
+		httpAddr   = fs.String("http", "127.0.0.1:8080", "HTTP listen address")
+		data       = fs.String("data", "", "data directory (dead letters)")
+		node       = fs.String("node", "", "node name (default: host name)")
+		progress   = fs.Duration("progress", 5*time.Second, "print progress this often (0: never)")
+		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	var src flows.Source[Line]
+	switch *source {
+	case "gen":
+		g, err := gen.New(gen.Config{Partitions: *partitions, Seed: *seed, Events: *events, Rate: *rate}, GenWord)
+		if err != nil {
+			return err
+		}
+		src = g
+	case "file":
+		if *files == "" {
+			return errors.New("-source file needs -files")
+		}
+		s, err := file.New[Line](*files, nil)
+		if err != nil {
+			return err
+		}
+		src = s
+	default:
+		return fmt.Errorf("-source must be gen or file, got %q", *source)
+	}
+
+	n := cluster.NewNode(cluster.Config{
+		Flow: Flow(src, *fragments), Name: *node, HTTPAddr: *httpAddr, DataDir: *data, Logger: logger,
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- n.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-n.Ready():
+	}
+	base := "http://" + n.Addr()
+	fmt.Fprintf(stdout, "wordcount is running. Open:\n"+
+		"  %[1]s/                         dashboard\n"+
+		"  %[1]s/v1/views/total           words counted\n"+
+		"  %[1]s/v1/views/words?top=10    the ten most frequent words\n"+
+		"  %[1]s/v1/views/words/keys/w0001  one word's count\n"+
+		"  %[1]s/v1/views/total/watch     live updates (server-sent events)\n"+
+		"  %[1]s/v1/cluster               fragments, offsets, events/s\n"+
+		"  %[1]s/metrics                  Prometheus metrics\n"+
+		"Ctrl-C stops.\n", base)
+	var tick <-chan time.Time
+	if *progress > 0 {
+		t := time.NewTicker(*progress)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-tick:
+			st := n.State()
+			var read int64
+			done := true
+			for _, r := range st.Readers {
+				read += r.Events
+				done = done && r.Done
+			}
+			state := ""
+			if done {
+				state = " (input finished; serving)"
+			}
+			fmt.Fprintf(stdout, "progress: %d events read, %.0f events/s, %d dead letters%s\n", read, st.EventsPerSec, st.DeadLetters, state)
+		}
+	}
+}

@@ -1,0 +1,441 @@
+package splice
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Query limits.
+const (
+	DefaultLimit = 1000
+	MaxLimit     = 10_000_000
+	MaxTop       = 100_000
+)
+
+// HandlerConfig configures the view routes.
+type HandlerConfig struct {
+	// Done ends watch streams (the node is stopping); nil for never.
+	Done   <-chan struct{}
+	Logger *slog.Logger
+}
+
+// Register adds the view routes to mux:
+//
+//	GET /v1/views                      the views, their kinds and freshness
+//	GET /v1/views/{view}               an aggregate's value, or a keyed view's entries
+//	GET /v1/views/{view}/keys/{key}    one key of a keyed view
+//	GET /v1/views/{view}/watch         server-sent events as the answer changes
+//
+// Keyed queries take limit (default 1000, at most 10,000,000), after (page
+// on after this key), prefix, and top (the top N by value instead of key
+// order). Errors are JSON {"error": "..."}: 404 for an unknown view or key,
+// 400 for bad parameters.
+func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &handler{g: g, cfg: cfg}
+	mux.HandleFunc("GET /v1/views", h.list)
+	mux.HandleFunc("GET /v1/views/{view}", h.view)
+	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
+	mux.HandleFunc("GET /v1/views/{view}/watch", h.watch)
+}
+
+type handler struct {
+	g   Gatherer
+	cfg HandlerConfig
+}
+
+// WriteJSON writes v as JSON with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// WriteError writes {"error": msg} with status code.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
+}
+
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrUnknownView), errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrBadRequest):
+		code = http.StatusBadRequest
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	case errors.Is(err, context.Canceled):
+		return // the client left
+	}
+	if code == http.StatusInternalServerError {
+		h.cfg.Logger.Error("view query", "path", r.URL.Path, "err", err)
+	}
+	WriteError(w, code, cleanError(err))
+}
+
+// cleanError drops the sentinel prefix of joined errors.
+func cleanError(err error) string {
+	if errors.Is(err, ErrUnknownView) || errors.Is(err, ErrNotFound) {
+		return err.Error()
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var b bytes.Buffer
+		for _, e := range j.Unwrap() {
+			if e == ErrBadRequest {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(": ")
+			}
+			b.WriteString(e.Error())
+		}
+		return b.String()
+	}
+	return err.Error()
+}
+
+type viewInfo struct {
+	Name    string `json:"name"`
+	Kind    Kind   `json:"kind"`
+	Algebra string `json:"algebra,omitempty"`
+	URL     string `json:"url"`
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		WriteError(w, http.StatusBadRequest, "/v1/views takes no parameters")
+		return
+	}
+	var vs []viewInfo
+	for _, s := range h.g.Views() {
+		vs = append(vs, viewInfo{Name: s.Name, Kind: s.Kind, Algebra: s.Algebra, URL: "/v1/views/" + url.PathEscape(s.Name)})
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"views": vs, "freshness": h.g.Freshness()})
+}
+
+// ParseQuery reads a keyed query from URL parameters; unknown parameters
+// are errors, so that a typo does not silently return everything.
+func ParseQuery(v url.Values, allowed ...string) (Query, error) {
+	q := Query{Limit: DefaultLimit}
+	ok := map[string]bool{"limit": true, "after": true, "prefix": true, "top": true}
+	for _, a := range allowed {
+		ok[a] = true
+	}
+	for k, vals := range v {
+		if !ok[k] {
+			return q, fmt.Errorf("%w: unknown parameter %q", ErrBadRequest, k)
+		}
+		if len(vals) != 1 {
+			return q, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, k, len(vals))
+		}
+	}
+	num := func(name string, lo, hi int) (int, error) {
+		s := v.Get(name)
+		n, err := strconv.Atoi(s)
+		if err != nil || n < lo || n > hi {
+			return 0, fmt.Errorf("%w: %s must be an integer in [%d, %d], got %q", ErrBadRequest, name, lo, hi, s)
+		}
+		return n, nil
+	}
+	var err error
+	if v.Has("limit") {
+		if q.Limit, err = num("limit", 1, MaxLimit); err != nil {
+			return q, err
+		}
+	}
+	if v.Has("top") {
+		if q.Top, err = num("top", 1, MaxTop); err != nil {
+			return q, err
+		}
+		if v.Has("after") {
+			return q, fmt.Errorf("%w: top and after do not combine", ErrBadRequest)
+		}
+	}
+	q.After, q.Prefix = v.Get("after"), v.Get("prefix")
+	if v.Has("after") && q.After == "" {
+		return q, fmt.Errorf("%w: after is empty", ErrBadRequest)
+	}
+	return q, nil
+}
+
+func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
+	view := r.PathValue("view")
+	spec, err := FindSpec(h.g, view)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+	}
+	params := r.URL.Query()
+	for _, a := range allowed {
+		params.Del(a)
+	}
+	if spec.Kind == Aggregate {
+		if len(params) > 0 {
+			return Result{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
+		}
+		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpValue})
+	}
+	q, err := ParseQuery(params)
+	if err != nil {
+		return Result{}, err
+	}
+	return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
+}
+
+func (h *handler) view(w http.ResponseWriter, r *http.Request) {
+	res, err := h.evaluate(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if res.Spec.Kind == Aggregate {
+		WriteJSON(w, http.StatusOK, aggregateAnswer(res))
+		return
+	}
+	writeEntries(w, res)
+}
+
+type aggAnswer struct {
+	View      string      `json:"view"`
+	Kind      Kind        `json:"kind"`
+	Algebra   string      `json:"algebra"`
+	Value     any         `json:"value"`
+	Freshness []Freshness `json:"freshness"`
+}
+
+func aggregateAnswer(res Result) aggAnswer {
+	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness}
+}
+
+// writeEntries streams a keyed answer: entries may number millions.
+func writeEntries(w http.ResponseWriter, res Result) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(`{"view":`)
+	writeJSONValue(bw, res.Spec.Name)
+	bw.WriteString(`,"kind":"keyed","entries":[`)
+	for i, e := range res.Entries {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		writeEntry(bw, e)
+	}
+	bw.WriteString(`],"more":`)
+	bw.WriteString(strconv.FormatBool(res.More))
+	if res.More && len(res.Entries) > 0 {
+		bw.WriteString(`,"next_after":`)
+		writeJSONValue(bw, res.Entries[len(res.Entries)-1].Key)
+	}
+	bw.WriteString(`,"freshness":`)
+	writeJSONValue(bw, res.Freshness)
+	bw.WriteString("}\n")
+	bw.Flush()
+}
+
+func writeEntry(bw *bufio.Writer, e Entry) {
+	bw.WriteString(`{"key":`)
+	writeJSONValue(bw, e.Key)
+	bw.WriteString(`,"value":`)
+	writeJSONValue(bw, e.Value)
+	bw.WriteByte('}')
+}
+
+func writeJSONValue(bw *bufio.Writer, v any) {
+	switch x := v.(type) {
+	case int64:
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), x, 10))
+		return
+	case string:
+		if safeString(x) {
+			bw.WriteByte('"')
+			bw.WriteString(x)
+			bw.WriteByte('"')
+			return
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(fmt.Sprintf("unencodable value: %v", err))
+	}
+	bw.Write(b)
+}
+
+// safeString reports whether s needs no JSON escaping.
+func safeString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+type keyAnswer struct {
+	View      string      `json:"view"`
+	Key       string      `json:"key"`
+	Value     any         `json:"value"`
+	Freshness []Freshness `json:"freshness"`
+}
+
+func (h *handler) key(w http.ResponseWriter, r *http.Request) {
+	view, key := r.PathValue("view"), r.PathValue("key")
+	if len(r.URL.Query()) > 0 {
+		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
+		return
+	}
+	spec, err := FindSpec(h.g, view)
+	if err != nil {
+		h.fail(w, r, fmt.Errorf("%w %q", ErrUnknownView, view))
+		return
+	}
+	if spec.Kind != Keyed {
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is an aggregate: it has no keys", view))
+		return
+	}
+	res, err := Evaluate(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key})
+	if errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness})
+}
+
+// watch streams the view's answer as server-sent events: a "snapshot"
+// first, then, at every interval in which the answer changed, a "value"
+// (aggregates) or a "changes" event with the entries that changed or
+// appeared and the keys that left the answer.
+func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
+	interval := time.Second
+	if s := r.URL.Query().Get("interval"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 50*time.Millisecond || d > time.Minute {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [50ms, 1m], got %q", s))
+			return
+		}
+		interval = d
+	}
+	res, err := h.evaluate(r, "interval")
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	send := func(event string, v any) bool {
+		b, _ := json.Marshal(v)
+		fmt.Fprintf(bw, "event: %s\ndata: %s\n\n", event, b)
+		if err := bw.Flush(); err != nil {
+			return false
+		}
+		fl.Flush()
+		return true
+	}
+	last := snapshot(res)
+	if !send("snapshot", watchPayload(res)) {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-h.cfg.Done:
+			return
+		case <-t.C:
+		}
+		res, err := h.evaluate(r, "interval")
+		if err != nil {
+			send("error", map[string]string{"error": cleanError(err)})
+			return
+		}
+		cur := snapshot(res)
+		var ok bool
+		if res.Spec.Kind == Aggregate {
+			if bytes.Equal(cur[""], last[""]) {
+				continue
+			}
+			ok = send("value", watchPayload(res))
+		} else {
+			changed, removed := diff(last, cur, res.Entries)
+			if len(changed) == 0 && len(removed) == 0 {
+				continue
+			}
+			ok = send("changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness})
+		}
+		if !ok {
+			return
+		}
+		last = cur
+	}
+}
+
+type jsonEntry struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+func watchPayload(res Result) any {
+	if res.Spec.Kind == Aggregate {
+		return aggregateAnswer(res)
+	}
+	es := make([]jsonEntry, len(res.Entries))
+	for i, e := range res.Entries {
+		es[i] = jsonEntry{e.Key, e.Value}
+	}
+	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness}
+}
+
+// snapshot maps keys ("" for an aggregate) to their encoded values.
+func snapshot(res Result) map[string][]byte {
+	if res.Spec.Kind == Aggregate {
+		b, _ := json.Marshal(res.Value)
+		return map[string][]byte{"": b}
+	}
+	m := make(map[string][]byte, len(res.Entries))
+	for _, e := range res.Entries {
+		m[e.Key], _ = json.Marshal(e.Value)
+	}
+	return m
+}
+
+func diff(old, cur map[string][]byte, entries []Entry) (changed []jsonEntry, removed []string) {
+	changed, removed = []jsonEntry{}, []string{}
+	for _, e := range entries {
+		if o, ok := old[e.Key]; !ok || !bytes.Equal(o, cur[e.Key]) {
+			changed = append(changed, jsonEntry{e.Key, e.Value})
+		}
+	}
+	for k := range old {
+		if _, ok := cur[k]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	slices.Sort(removed)
+	return changed, removed
+}
