@@ -17,7 +17,9 @@
 // carries out what they return; the flowstest harness drives them directly.
 // User functions run inside them; a panic in one is caught at the event,
 // reported with its source partition and offset, and the rest of the batch
-// goes on.
+// goes on. The operators that consume an event run in declaration order: the
+// ones before the failing function have seen the event, the ones after it
+// have not.
 //
 // The hot path is typed end to end with generics: events are never boxed
 // and never encoded in-process; batches of records cross goroutines.

@@ -50,19 +50,21 @@ type table[K comparable, V any] struct {
 
 func newTable[K comparable, V any]() *table[K, V] { return &table[K, V]{idx: map[K]int32{}} }
 
-// slot returns the value of k, creating it with init if absent.
-func (t *table[K, V]) slot(k K, init func() V) (*V, bool) {
+// get returns the value slot of k, if present.
+func (t *table[K, V]) get(k K) (*V, bool) {
 	if i, ok := t.idx[k]; ok {
-		return &t.vals[i], false
+		return &t.vals[i], true
 	}
+	return nil, false
+}
+
+// insert adds k with value v; k must be absent. Operators compute a new
+// key's value before inserting it, so that a failing user function leaves
+// no trace.
+func (t *table[K, V]) insert(k K, v V) {
 	t.idx[k] = int32(len(t.keys))
 	t.keys = append(t.keys, k)
-	var v V
-	if init != nil {
-		v = init()
-	}
 	t.vals = append(t.vals, v)
-	return &t.vals[len(t.vals)-1], true
 }
 
 func (t *table[K, V]) updated(k K, v V) {
@@ -100,14 +102,14 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], name string, updat
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
 	checkStateCodec[T](ks.f, "Reduce", opts)
 	return newTableOp(ks, "Reduce", func(t *table[K, T], k K, v T) {
-		p, fresh := t.slot(k, nil)
-		if fresh {
-			*p = v
-		} else {
+		if p, ok := t.get(k); ok {
 			*p = fn(*p, v)
+			v = *p
+		} else {
+			t.insert(k, v)
 		}
 		if t.subs != nil {
-			t.updated(k, *p)
+			t.updated(k, v)
 		}
 	})
 }
@@ -120,10 +122,16 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
 	return newTableOp(ks, "Aggregate", func(t *table[K, A], k K, v T) {
-		p, _ := t.slot(k, init)
-		*p = add(*p, v)
+		var a A
+		if p, ok := t.get(k); ok {
+			*p = add(*p, v)
+			a = *p
+		} else {
+			a = add(init(), v)
+			t.insert(k, a)
+		}
 		if t.subs != nil {
-			t.updated(k, *p)
+			t.updated(k, a)
 		}
 	})
 }
@@ -131,10 +139,15 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 // Count counts the events of every key.
 func Count[K comparable, T any](ks KeyedStream[K, T]) Table[K, int64] {
 	return newTableOp(ks, "Count", func(t *table[K, int64], k K, _ T) {
-		p, _ := t.slot(k, nil)
-		*p++
+		n := int64(1)
+		if p, ok := t.get(k); ok {
+			*p++
+			n = *p
+		} else {
+			t.insert(k, n)
+		}
 		if t.subs != nil {
-			t.updated(k, *p)
+			t.updated(k, n)
 		}
 	})
 }
