@@ -2,6 +2,7 @@ package file
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -136,6 +137,6 @@ func FuzzDecodeJSON(f *testing.F) {
 }
 
 func quote(s string) string {
-	b, _ := jsonMarshal(s)
+	b, _ := json.Marshal(s)
 	return string(b)
 }

@@ -1,0 +1,45 @@
+GO ?= go
+PKGS := ./...
+
+.PHONY: build test check demo bench bench-quick proto fuzz
+
+build:
+	$(GO) build $(PKGS)
+
+# What CI runs: every test with the race detector (goleak runs in each TestMain).
+test:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@cp go.mod /tmp/tessera-go.mod.bak; cp go.sum /tmp/tessera-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; git diff -- go.mod go.sum; \
+	  cp /tmp/tessera-go.mod.bak go.mod; cp /tmp/tessera-go.sum.bak go.sum; exit 1; fi
+	@$(MAKE) --no-print-directory proto && git diff --exit-code -- internal/wire || (echo "generated code is stale: run make proto"; exit 1)
+
+# The word-count example on the unbounded generator, HTTP on 127.0.0.1:8080.
+demo:
+	$(GO) run ./examples/wordcount -http 127.0.0.1:8080 -data ./data/wordcount
+
+# Engine against plain-Go baselines, in one process.
+bench:
+	$(GO) run ./bench
+
+bench-quick:
+	$(GO) run ./bench -quick
+
+# Regenerates the protobuf code of internal/wire (needs protoc on PATH;
+# protoc-gen-go comes from go.mod's tool line).
+proto:
+	@if ls internal/wire/*.proto >/dev/null 2>&1; then \
+	  protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" --go_out=. --go_opt=module=github.com/tessera-streams/tessera internal/wire/*.proto; \
+	else echo "proto: no .proto files in internal/wire yet"; fi
+
+# A few minutes of coverage-guided fuzzing of every decoder.
+fuzz:
+	for f in FuzzDecodeInt64 FuzzDecodeUint16 FuzzDecodeFloat FuzzDecodeBool FuzzDecodeJSON FuzzDecodeProto; do \
+	  $(GO) test ./flows -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
+	$(GO) test ./connectors/file -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s
+	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime 20s
