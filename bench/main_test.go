@@ -1,0 +1,34 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// A tiny run: the engine's counts must equal the baselines' (run checks),
+// and the results file has the fields tools read.
+func TestSmallRun(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "latest.json")
+	p := params{events: 50_000, keys: 500, fragments: 8, partitions: 2, rounds: 1, batch: 64}
+	if err := run(p, out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []Result
+	if err := json.Unmarshal(b, &rs); err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || rs[0].Name != "keyed-count" || rs[0].Status != "ok" || rs[0].EventsPerSec <= 0 || rs[0].Ratio <= 0 {
+		t.Fatalf("results = %+v", rs)
+	}
+}
