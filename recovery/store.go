@@ -1,0 +1,349 @@
+package recovery
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// ErrCorrupt marks a checkpoint that failed an integrity check: a checksum
+// mismatch, a truncated value, or entries missing from a manifest's count.
+// A fragment never serves state from such a checkpoint.
+var ErrCorrupt = errors.New("corrupt checkpoint")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Manifest describes one fragment checkpoint.
+type Manifest struct {
+	Epoch     uint64                // 1 for the first checkpoint, then +1
+	Fragments int                   // the flow's fragment count, which a restore must match
+	Time      int64                 // unix nanoseconds, when the checkpoint was taken
+	Entries   int64                 // entries of the fragment after this checkpoint
+	Events    int64                 // records the fragment had applied
+	Offsets   map[PartitionID]int64 // the offset vector
+}
+
+// Entry is one key of a fragment's state. Namespace separates operators.
+type Entry struct {
+	Namespace uint16
+	Key       []byte
+	Value     []byte
+}
+
+// Checkpoint is what one atomic, synced batch writes for a fragment:
+// entries changed since the last checkpoint, deletions, namespaces to
+// rewrite whole (Reset: everything in them is deleted before Puts apply),
+// and the new manifest.
+type Checkpoint struct {
+	Manifest Manifest
+	Reset    []uint16
+	Puts     []Entry
+	Deletes  []Entry // Value unused
+}
+
+// Store keeps fragment checkpoints in pebble. It is safe for concurrent
+// use; every Write is one atomic, synced batch.
+type Store struct {
+	db    *pebble.DB
+	bytes atomic.Int64
+}
+
+// Open opens (or creates) a store in dir on fs; fs nil means the OS file
+// system.
+func Open(dir string, fs vfs.FS, logger *slog.Logger) (*Store, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opts := &pebble.Options{FS: fs, Logger: pebbleLogger{logger}, EventListener: &pebble.EventListener{
+		// Pebble's default is to stop the process. Reads of the corrupt
+		// data fail; Load reports them as ErrCorrupt.
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			logger.Error("checkpoint store: data corruption", "path", info.Path, "err", info.Details)
+		},
+	}}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("open checkpoint store %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close flushes the memtable to sstables and closes the store.
+func (s *Store) Close() error {
+	ferr := s.db.Flush()
+	return errors.Join(ferr, s.db.Close())
+}
+
+// BytesWritten is the total size of the batches written.
+func (s *Store) BytesWritten() int64 { return s.bytes.Load() }
+
+func fragPrefix(kind byte, flow string, frag int) []byte {
+	b := make([]byte, 0, len(flow)+8)
+	b = append(b, kind)
+	b = append(b, flow...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint32(b, uint32(frag))
+}
+
+func entryKey(prefix []byte, ns uint16, key []byte) []byte {
+	b := make([]byte, 0, len(prefix)+2+len(key))
+	b = append(b, prefix...)
+	b = binary.BigEndian.AppendUint16(b, ns)
+	return append(b, key...)
+}
+
+// prefixEnd is the first key after every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := slices.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// sealed appends a CRC-32C of key and value to value.
+func sealed(key, value []byte) []byte {
+	c := crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, value)
+	return binary.LittleEndian.AppendUint32(slices.Clip(value), c)
+}
+
+func unseal(key, v []byte) ([]byte, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("%w: value of %d bytes has no checksum", ErrCorrupt, len(v))
+	}
+	body := v[:len(v)-4]
+	want := binary.LittleEndian.Uint32(v[len(v)-4:])
+	if crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, body) != want {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	return body, nil
+}
+
+// Write stores a checkpoint of fragment frag of flow in one synced batch.
+// It returns the number of bytes written.
+func (s *Store) Write(flow string, frag int, cp *Checkpoint) (int, error) {
+	b := s.db.NewBatch()
+	defer b.Close()
+	entries := fragPrefix('e', flow, frag)
+	for _, ns := range cp.Reset {
+		lo := entryKey(entries, ns, nil)
+		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+			return 0, err
+		}
+	}
+	for _, e := range cp.Deletes {
+		if err := b.Delete(entryKey(entries, e.Namespace, e.Key), nil); err != nil {
+			return 0, err
+		}
+	}
+	for _, e := range cp.Puts {
+		k := entryKey(entries, e.Namespace, e.Key)
+		if err := b.Set(k, sealed(k, e.Value), nil); err != nil {
+			return 0, err
+		}
+	}
+	mk := fragPrefix('m', flow, frag)
+	if err := b.Set(mk, sealed(mk, EncodeManifest(cp.Manifest)), nil); err != nil {
+		return 0, err
+	}
+	n := b.Len()
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, fmt.Errorf("write checkpoint of fragment %d: %w", frag, err)
+	}
+	s.bytes.Add(int64(n))
+	return n, nil
+}
+
+// Load reads the last checkpoint of a fragment: its manifest, and each
+// entry through fn (in key order; the slices are valid only during the
+// call). It returns ok=false if the fragment has no checkpoint. Every entry's
+// checksum is verified and their number checked against the manifest; a
+// failure is ErrCorrupt, and fn may have seen some entries.
+func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, ok bool, err error) {
+	defer func() {
+		if err != nil {
+			if pebble.IsCorruptionError(err) && !errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+			}
+			err = fmt.Errorf("restore fragment %d of %s: %w", frag, flow, err)
+		}
+	}()
+	mk := fragPrefix('m', flow, frag)
+	v, closer, err := s.db.Get(mk)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, err
+	}
+	body, err := unseal(mk, v)
+	if err == nil {
+		m, err = DecodeManifest(body)
+	}
+	closer.Close()
+	if err != nil {
+		return m, false, fmt.Errorf("manifest: %w", err)
+	}
+	prefix := fragPrefix('e', flow, frag)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return m, false, err
+	}
+	defer it.Close()
+	var n int64
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return m, false, err
+		}
+		body, err := unseal(k, val)
+		if err != nil {
+			return m, false, fmt.Errorf("entry %x: %w", k[len(prefix):], err)
+		}
+		rest := k[len(prefix):]
+		if len(rest) < 2 {
+			return m, false, fmt.Errorf("%w: entry key %x too short", ErrCorrupt, k)
+		}
+		if err := fn(Entry{Namespace: binary.BigEndian.Uint16(rest), Key: rest[2:], Value: body}); err != nil {
+			return m, false, err
+		}
+		n++
+	}
+	if err := it.Error(); err != nil {
+		return m, false, err
+	}
+	if n != m.Entries {
+		return m, false, fmt.Errorf("%w: %d entries stored, manifest of epoch %d says %d", ErrCorrupt, n, m.Epoch, m.Entries)
+	}
+	return m, true, nil
+}
+
+// Drop deletes every checkpoint of a flow.
+func (s *Store) Drop(flow string) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, kind := range []byte{'e', 'm'} {
+		lo := append([]byte{kind}, flow...)
+		lo = append(lo, 0)
+		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.Sync)
+}
+
+const manifestVersion = 1
+
+// EncodeManifest is the manifest's binary form.
+func EncodeManifest(m Manifest) []byte {
+	b := []byte{manifestVersion}
+	b = binary.AppendUvarint(b, m.Epoch)
+	b = binary.AppendUvarint(b, uint64(m.Fragments))
+	b = binary.AppendVarint(b, m.Time)
+	b = binary.AppendVarint(b, m.Entries)
+	b = binary.AppendVarint(b, m.Events)
+	ps := make([]PartitionID, 0, len(m.Offsets))
+	for p := range m.Offsets {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b PartitionID) int {
+		if a.Source != b.Source {
+			return a.Source - b.Source
+		}
+		return a.Partition - b.Partition
+	})
+	b = binary.AppendUvarint(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = binary.AppendUvarint(b, uint64(p.Source))
+		b = binary.AppendUvarint(b, uint64(p.Partition))
+		b = binary.AppendVarint(b, m.Offsets[p])
+	}
+	return b
+}
+
+// DecodeManifest parses EncodeManifest's output and rejects anything else.
+func DecodeManifest(b []byte) (Manifest, error) {
+	var m Manifest
+	r := bytes.NewReader(b)
+	bad := func(what string) (Manifest, error) {
+		return Manifest{}, fmt.Errorf("%w: manifest: bad %s", ErrCorrupt, what)
+	}
+	v, err := r.ReadByte()
+	if err != nil || v != manifestVersion {
+		return bad("version")
+	}
+	uv := func() (uint64, bool) { x, err := binary.ReadUvarint(r); return x, err == nil }
+	sv := func() (int64, bool) { x, err := binary.ReadVarint(r); return x, err == nil }
+	var ok bool
+	var frags, n uint64
+	if m.Epoch, ok = uv(); !ok {
+		return bad("epoch")
+	}
+	if frags, ok = uv(); !ok || frags == 0 || frags > 1<<16 {
+		return bad("fragments")
+	}
+	m.Fragments = int(frags)
+	if m.Time, ok = sv(); !ok {
+		return bad("time")
+	}
+	if m.Entries, ok = sv(); !ok || m.Entries < 0 {
+		return bad("entries")
+	}
+	if m.Events, ok = sv(); !ok || m.Events < 0 {
+		return bad("events")
+	}
+	if n, ok = uv(); !ok || n > uint64(r.Len()) {
+		return bad("offset count")
+	}
+	m.Offsets = make(map[PartitionID]int64, n)
+	for range n {
+		src, ok1 := uv()
+		part, ok2 := uv()
+		off, ok3 := sv()
+		if !ok1 || !ok2 || !ok3 || src > 1<<16 || part > 1<<24 || off < 0 {
+			return bad("offset")
+		}
+		p := PartitionID{Source: int(src), Partition: int(part)}
+		if _, dup := m.Offsets[p]; dup {
+			return bad("offset (duplicate partition)")
+		}
+		m.Offsets[p] = off
+	}
+	if r.Len() != 0 {
+		return bad("length (trailing bytes)")
+	}
+	return m, nil
+}
+
+// pebbleLogger sends pebble's logs to slog: its Info to Debug, so that a
+// node stays quiet at Info.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "lib", "pebble")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "lib", "pebble")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "lib", "pebble")
+	panic(fmt.Sprintf(format, args...)) // pebble's contract: Fatalf does not return
+}
