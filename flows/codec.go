@@ -19,7 +19,7 @@ import (
 
 // Codec encodes values of T for checkpoints and the network. The in-process
 // path never encodes. Decode must reject malformed input with an error and
-// never panic.
+// never panic, and must not keep b: the caller reuses it.
 type Codec[T any] interface {
 	Append(dst []byte, v T) ([]byte, error)
 	Decode(b []byte) (T, error)

@@ -3,6 +3,7 @@ package flows
 import (
 	"cmp"
 	"container/heap"
+	"encoding/binary"
 	"fmt"
 	"reflect"
 	"slices"
@@ -20,18 +21,21 @@ type StateOption struct{ codec any }
 // checkpoints. c must be a Codec of the state type.
 func WithStateCodec(c any) StateOption { return StateOption{codec: c} }
 
-func checkStateCodec[S any](f *Flow, op string, opts []StateOption) {
+func stateCodec[S any](f *Flow, op string, opts []StateOption) Codec[S] {
 	for _, o := range opts {
 		if o.codec != nil {
-			if _, ok := o.codec.(Codec[S]); !ok {
+			c, ok := o.codec.(Codec[S])
+			if !ok {
 				f.errorf("%s: state codec %T is not a Codec[%s]", op, o.codec, reflect.TypeFor[S]())
 			}
-			return
+			return c
 		}
 	}
-	if _, err := DefaultCodec[S](); err != nil {
+	c, err := DefaultCodec[S]()
+	if err != nil {
 		f.errorf("%s: missing codec for state: %v; pass WithStateCodec", op, err)
 	}
+	return c
 }
 
 // KV is a key and its value.
@@ -40,37 +44,93 @@ type KV[K comparable, V any] struct {
 	Value V
 }
 
-// table is keyed state: one slot per key, found with one map lookup.
+// table is keyed state: one slot per key, found with one map lookup, with
+// the slots changed since the last checkpoint.
 type table[K comparable, V any] struct {
-	idx  map[K]int32
-	keys []K
-	vals []V
-	subs []func(KV[K, V]) // update subscribers
+	idx   map[K]int32
+	keys  []K
+	vals  []V
+	mark  []bool           // mark[i]: slot i changed since the last checkpoint
+	dirty []int32          // the marked slots
+	subs  []func(KV[K, V]) // update subscribers
+	kc    KeyCodec[K]
+	vc    Codec[V]
 }
 
-func newTable[K comparable, V any]() *table[K, V] { return &table[K, V]{idx: map[K]int32{}} }
+func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
+	return &table[K, V]{idx: map[K]int32{}, kc: kc, vc: vc}
+}
 
-// get returns the value slot of k, if present.
-func (t *table[K, V]) get(k K) (*V, bool) {
-	if i, ok := t.idx[k]; ok {
-		return &t.vals[i], true
+// touch marks slot i changed.
+func (t *table[K, V]) touch(i int32) {
+	if !t.mark[i] {
+		t.mark[i] = true
+		t.dirty = append(t.dirty, i)
 	}
-	return nil, false
 }
 
 // insert adds k with value v; k must be absent. Operators compute a new
 // key's value before inserting it, so that a failing user function leaves
 // no trace.
 func (t *table[K, V]) insert(k K, v V) {
-	t.idx[k] = int32(len(t.keys))
+	i := int32(len(t.keys))
+	t.idx[k] = i
 	t.keys = append(t.keys, k)
 	t.vals = append(t.vals, v)
+	t.mark = append(t.mark, true)
+	t.dirty = append(t.dirty, i)
 }
 
 func (t *table[K, V]) updated(k K, v V) {
 	for _, s := range t.subs {
 		s(KV[K, V]{k, v})
 	}
+}
+
+func (t *table[K, V]) delta(ns uint16, d *Delta) error {
+	var buf []byte
+	type span struct{ k0, k1, v1 int }
+	spans := make([]span, 0, len(t.dirty))
+	var err error
+	for _, i := range t.dirty {
+		sp := span{k0: len(buf)}
+		if buf, err = t.kc.Append(buf, t.keys[i]); err != nil {
+			return fmt.Errorf("encode key: %w", err)
+		}
+		sp.k1 = len(buf)
+		if buf, err = t.vc.Append(buf, t.vals[i]); err != nil {
+			return fmt.Errorf("encode state of key %s: %w", t.kc.Format(t.keys[i]), err)
+		}
+		sp.v1 = len(buf)
+		spans = append(spans, sp)
+	}
+	for _, sp := range spans {
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: buf[sp.k0:sp.k1:sp.k1], Value: buf[sp.k1:sp.v1:sp.v1]})
+	}
+	for _, i := range t.dirty {
+		t.mark[i] = false
+	}
+	t.dirty = t.dirty[:0]
+	d.Entries += int64(len(t.keys))
+	return nil
+}
+
+func (t *table[K, V]) restore(ns uint16, key, val []byte) error {
+	k, err := t.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode key: %w", err)
+	}
+	v, err := t.vc.Decode(val)
+	if err != nil {
+		return fmt.Errorf("decode state of key %s: %w", t.kc.Format(k), err)
+	}
+	if _, dup := t.idx[k]; dup {
+		return fmt.Errorf("key %s restored twice", t.kc.Format(k))
+	}
+	t.insert(k, v)
+	t.mark[len(t.mark)-1] = false
+	t.dirty = t.dirty[:len(t.dirty)-1]
+	return nil
 }
 
 // Len is the number of keys.
@@ -85,12 +145,12 @@ type Table[K comparable, V any] struct {
 	f  *Flow
 }
 
-func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], name string, update func(t *table[K, V], k K, v T)) Table[K, V] {
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], update func(t *table[K, V], k K, v T)) Table[K, V] {
 	f := ks.f
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		t := newTable[K, V]()
+		t := newTable[K, V](ks.kc, vc)
 		fr.ops[op] = t
 		ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
 	})
@@ -100,11 +160,12 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], name string, updat
 // Reduce keeps, per key, the first event combined with every later one by
 // fn.
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
-	checkStateCodec[T](ks.f, "Reduce", opts)
-	return newTableOp(ks, "Reduce", func(t *table[K, T], k K, v T) {
-		if p, ok := t.get(k); ok {
-			*p = fn(*p, v)
-			v = *p
+	vc := stateCodec[T](ks.f, "Reduce", opts)
+	return newTableOp(ks, vc, func(t *table[K, T], k K, v T) {
+		if i, ok := t.idx[k]; ok {
+			v = fn(t.vals[i], v)
+			t.vals[i] = v
+			t.touch(i)
 		} else {
 			t.insert(k, v)
 		}
@@ -117,15 +178,16 @@ func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts
 // Aggregate folds every event of a key into an accumulator that starts at
 // init().
 func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add func(acc A, v T) A, opts ...StateOption) Table[K, A] {
-	checkStateCodec[A](ks.f, "Aggregate", opts)
+	vc := stateCodec[A](ks.f, "Aggregate", opts)
 	if init == nil || add == nil {
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
-	return newTableOp(ks, "Aggregate", func(t *table[K, A], k K, v T) {
+	return newTableOp(ks, vc, func(t *table[K, A], k K, v T) {
 		var a A
-		if p, ok := t.get(k); ok {
-			*p = add(*p, v)
-			a = *p
+		if i, ok := t.idx[k]; ok {
+			a = add(t.vals[i], v)
+			t.vals[i] = a
+			t.touch(i)
 		} else {
 			a = add(init(), v)
 			t.insert(k, a)
@@ -138,11 +200,13 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 
 // Count counts the events of every key.
 func Count[K comparable, T any](ks KeyedStream[K, T]) Table[K, int64] {
-	return newTableOp(ks, "Count", func(t *table[K, int64], k K, _ T) {
+	vc, _ := DefaultCodec[int64]()
+	return newTableOp(ks, vc, func(t *table[K, int64], k K, _ T) {
 		n := int64(1)
-		if p, ok := t.get(k); ok {
-			*p++
-			n = *p
+		if i, ok := t.idx[k]; ok {
+			t.vals[i]++
+			n = t.vals[i]
+			t.touch(i)
 		} else {
 			t.insert(k, n)
 		}
@@ -340,12 +404,19 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 		f.errorf("aggregate view %q: its stream (%s) must come after KeyBy: every fragment keeps a partial", name, s.what)
 		return
 	}
+	pc, err := DefaultCodec[P]()
+	if err != nil {
+		f.errorf("aggregate view %q: partials of %s: %v", name, alg.Name(), err)
+	}
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		st := &aggState[P]{p: alg.Zero()}
+		st := &aggState[P]{p: alg.Zero(), pc: pc, dirty: true}
 		fr.ops[op] = st
-		s.attach(&fr.core, func(v T) { st.p = alg.Add(st.p, extract(v)) })
+		s.attach(&fr.core, func(v T) {
+			st.p = alg.Add(st.p, extract(v))
+			st.dirty = true
+		})
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Aggregate, Algebra: alg.Name(),
 		Splice: func(parts []any) any {
@@ -363,7 +434,35 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 	}})
 }
 
-type aggState[P any] struct{ p P }
+// aggState is a fragment's partial of an aggregate view: one entry.
+type aggState[P any] struct {
+	p     P
+	pc    Codec[P]
+	dirty bool
+}
+
+func (a *aggState[P]) delta(ns uint16, d *Delta) error {
+	d.Entries++
+	if !a.dirty {
+		return nil
+	}
+	v, err := a.pc.Append(nil, a.p)
+	if err != nil {
+		return fmt.Errorf("encode partial: %w", err)
+	}
+	d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: []byte{}, Value: v})
+	a.dirty = false
+	return nil
+}
+
+func (a *aggState[P]) restore(_ uint16, key, val []byte) error {
+	p, err := a.pc.Decode(val)
+	if err != nil {
+		return fmt.Errorf("decode partial: %w", err)
+	}
+	a.p, a.dirty = p, false
+	return nil
+}
 
 // Identity returns its argument: the extract function of an aggregate view
 // whose algebra takes the events themselves.
@@ -395,10 +494,16 @@ func (c *Context[K, S, O]) State() (S, bool) {
 }
 
 // SetState replaces the key's state.
-func (c *Context[K, S, O]) SetState(s S) { c.op.state[c.key] = s }
+func (c *Context[K, S, O]) SetState(s S) {
+	c.op.state[c.key] = s
+	c.op.dirty[c.key] = struct{}{}
+}
 
 // ClearState removes the key's state.
-func (c *Context[K, S, O]) ClearState() { delete(c.op.state, c.key) }
+func (c *Context[K, S, O]) ClearState() {
+	delete(c.op.state, c.key)
+	c.op.dirty[c.key] = struct{}{}
+}
 
 // Emit sends an output downstream.
 func (c *Context[K, S, O]) Emit(o O) {
@@ -418,12 +523,14 @@ func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) {
 		return
 	}
 	c.op.pending[t] = struct{}{}
+	c.op.timersDirty = true
 	heap.Push(&c.op.timers, t)
 }
 
 // DeleteProcessingTimer cancels the key's timer at at, if any.
 func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
 	delete(c.op.pending, timerKey[K]{at: at.UnixNano(), key: c.key})
+	c.op.timersDirty = true
 }
 
 type timerKey[K comparable] struct {
@@ -444,13 +551,78 @@ func (h *timerHeap[K]) Pop() any {
 }
 
 type procOp[K comparable, S, O any] struct {
-	state   map[K]S
-	subs    []func(O)
-	timers  timerHeap[K] // may hold deleted timers; pending is the truth
-	pending map[timerKey[K]]struct{}
-	ctx     Context[K, S, O]
-	onTimer func(c *Context[K, S, O], at time.Time)
-	kc      KeyCodec[K]
+	state       map[K]S
+	dirty       map[K]struct{} // keys set or cleared since the last checkpoint
+	subs        []func(O)
+	timers      timerHeap[K] // may hold deleted timers; pending is the truth
+	pending     map[timerKey[K]]struct{}
+	timersDirty bool
+	ctx         Context[K, S, O]
+	onTimer     func(c *Context[K, S, O], at time.Time)
+	kc          KeyCodec[K]
+	sc          Codec[S]
+}
+
+// Process state lives in two namespaces: ns for the states, ns+1 for the
+// timers, which are rewritten whole when they changed (they are few).
+func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
+	var err error
+	for k := range p.dirty {
+		var key []byte
+		if key, err = p.kc.Append(nil, k); err != nil {
+			return fmt.Errorf("encode key: %w", err)
+		}
+		s, ok := p.state[k]
+		if !ok {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+			continue
+		}
+		v, err := p.sc.Append(nil, s)
+		if err != nil {
+			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
+	}
+	clear(p.dirty)
+	if p.timersDirty {
+		d.Reset = append(d.Reset, ns+1)
+		for t := range p.pending {
+			key := binary.BigEndian.AppendUint64(nil, uint64(t.at))
+			if key, err = p.kc.Append(key, t.key); err != nil {
+				return fmt.Errorf("encode timer key: %w", err)
+			}
+			d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: []byte{}})
+		}
+		p.timersDirty = false
+	}
+	d.Entries += int64(len(p.state) + len(p.pending))
+	return nil
+}
+
+func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
+	if ns%2 == 1 { // timers
+		if len(key) < 8 {
+			return fmt.Errorf("timer key of %d bytes", len(key))
+		}
+		k, err := p.kc.Decode(key[8:])
+		if err != nil {
+			return fmt.Errorf("decode timer key: %w", err)
+		}
+		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key)), key: k}
+		p.pending[t] = struct{}{}
+		heap.Push(&p.timers, t)
+		return nil
+	}
+	k, err := p.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode key: %w", err)
+	}
+	s, err := p.sc.Decode(val)
+	if err != nil {
+		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
+	}
+	p.state[k] = s
+	return nil
 }
 
 func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
@@ -460,6 +632,7 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 			continue
 		}
 		delete(p.pending, t)
+		p.timersDirty = true
 		if p.onTimer == nil {
 			continue
 		}
@@ -471,7 +644,7 @@ func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
 	defer func() {
 		if v := recover(); v != nil {
 			fr.cur.Offset = -1
-			fr.fail(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v)
+			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
 		}
 	}()
 	p.ctx.key = t.key
@@ -492,11 +665,12 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	if h.OnEvent == nil {
 		f.errorf("Process: OnEvent must not be nil")
 	}
-	checkStateCodec[S](f, "Process", opts)
+	sc := stateCodec[S](f, "Process", opts)
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		p := &procOp[K, S, O]{state: map[K]S{}, pending: map[timerKey[K]]struct{}{}, onTimer: h.OnTimer, kc: ks.kc}
+		p := &procOp[K, S, O]{state: map[K]S{}, dirty: map[K]struct{}{}, pending: map[timerKey[K]]struct{}{},
+			onTimer: h.OnTimer, kc: ks.kc, sc: sc}
 		p.ctx = Context[K, S, O]{op: p, fr: fr}
 		fr.ops[op] = p
 		fr.timers = append(fr.timers, p)

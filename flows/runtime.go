@@ -70,7 +70,10 @@ type core struct {
 	lastOff int64 // offset of the previous output, for output indexes
 	outIdx  int
 	frag    *Fragment // nil in readers
-	sinks   []interface{ flush() error }
+	sinks   []interface {
+		flush() error
+		discard()
+	}
 	srcSubs []any // readers: func(T) subscribers of the source
 }
 
@@ -226,6 +229,35 @@ func (r *Reader) Take(f int) *Batch {
 	return b
 }
 
+// Rewind moves the reader back to offset to (if it is behind the
+// position): pending records are dropped and every fragment's next batch
+// starts at to. Fragments drop what they applied before (their offset
+// vectors say so).
+func (r *Reader) Rewind(to int64) error {
+	if to >= r.cur.Offset {
+		return nil
+	}
+	if err := r.pump.close(); err != nil {
+		return fmt.Errorf("rewind %s: close: %w", r.plan.PartitionName(r.src, r.part), err)
+	}
+	if err := r.plan.f.sources[r.src].open(r, r.part, to); err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
+	for _, rt := range r.routers {
+		for f := range r.sent {
+			if p := rt.take(f); p != nil {
+				p.release()
+			}
+		}
+	}
+	r.full = r.full[:0]
+	r.cur.Offset = to
+	for f := range r.sent {
+		r.sent[f] = to
+	}
+	return nil
+}
+
 // TakeBad returns the malformed records read since the last call.
 func (r *Reader) TakeBad() []BadRecord {
 	b := r.bad
@@ -296,13 +328,59 @@ type Fragment struct {
 	core
 	id     int
 	stages []any // per keyed stage: *fragStage[K, T]
-	ops    []any // per stateful operator
+	ops    []any // per stateful operator: a stateOp
 	timers []interface {
 		fire(fr *Fragment, now time.Time)
 	}
-	now     time.Time
-	events  int64
-	userErr []DeadLetter
+	now      time.Time
+	events   int64
+	skip     map[EventID]struct{} // events not to apply (dead-lettered)
+	failed   *EventError
+	timerErr []DeadLetter
+}
+
+// EventID identifies a source event.
+type EventID struct {
+	Source    int
+	Partition int
+	Offset    int64
+}
+
+// EventError is a user function's failure on an event. The fragment's
+// state is undefined after it (the event may be half applied): restore the
+// fragment from a checkpoint and replay, or, after retries, Skip the event.
+type EventError struct {
+	Event      EventID
+	DeadLetter DeadLetter
+}
+
+func (e *EventError) Error() string {
+	d := e.DeadLetter
+	return fmt.Sprintf("fragment %d: %s/%d at offset %d, key %q: %s", d.Fragment, d.Source, d.Partition, d.Offset, d.Key, d.Error)
+}
+
+// stateOp is a stateful operator's checkpointing: its changes since the
+// last delta, and the restore of one entry. Namespaces 2i and 2i+1 belong
+// to operator i.
+type stateOp interface {
+	delta(ns uint16, d *Delta) error
+	restore(ns uint16, key, val []byte) error
+}
+
+// StateEntry is one key of a fragment's state in a checkpoint.
+type StateEntry struct {
+	Namespace uint16
+	Key       []byte
+	Value     []byte
+}
+
+// Delta is the change of a fragment's state since the last delta, encoded.
+type Delta struct {
+	Puts    []StateEntry
+	Deletes []StateEntry // keys only
+	Reset   []uint16     // namespaces to clear before Puts apply
+	Entries int64        // entries of the whole state after this delta
+	Events  int64        // records applied in all
 }
 
 // NewFragment builds fragment id with empty state.
@@ -326,57 +404,107 @@ func (fr *Fragment) Events() int64 { return fr.events }
 // SetNow sets the processing time that operators see, until the next call.
 func (fr *Fragment) SetNow(t time.Time) { fr.now = t }
 
+// Skip makes the fragment pass over an event from now on, as if it had no
+// record for this fragment: the engine's decision after a user function
+// failed on it too often.
+func (fr *Fragment) Skip(ev EventID) {
+	if fr.skip == nil {
+		fr.skip = map[EventID]struct{}{}
+	}
+	fr.skip[ev] = struct{}{}
+}
+
+func (fr *Fragment) skipped(off int64) bool {
+	_, ok := fr.skip[EventID{fr.cur.Source, fr.cur.Partition, off}]
+	return ok
+}
+
 // Apply applies the records of b whose offset is at least min (the records
-// below were applied before), and flushes sinks. Events on which a user
-// function panicked are skipped and returned as dead letters; everything
-// else in the batch is applied.
-func (fr *Fragment) Apply(b *Batch, min int64) ([]DeadLetter, error) {
+// below were applied before), and flushes sinks. If a user function panics,
+// Apply stops at that event and returns an *EventError; the fragment must
+// then be restored before it is used again.
+func (fr *Fragment) Apply(b *Batch, min int64) error {
 	fr.cur.Source, fr.cur.Partition = b.Source, b.Partition
 	for _, p := range b.parts {
-		for i := 0; i < p.len(); {
-			i = fr.applyFrom(p, min, i)
+		if err := fr.applySafe(p, min); err != nil {
+			fr.discardSinks()
+			return err
 		}
 	}
 	fr.events += int64(b.Count)
-	dl := fr.userErr
-	fr.userErr = nil
 	if err := fr.flushSinks(); err != nil {
-		return dl, fmt.Errorf("fragment %d sink: %w", fr.id, err)
+		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}
-	return dl, nil
+	return nil
 }
 
-func (fr *Fragment) applyFrom(p payload, min int64, from int) (next int) {
-	next = p.len()
+func (fr *Fragment) applySafe(p payload, min int64) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			key, val := p.describe(fr, fr.curIdx)
-			fr.fail(key, val, v)
-			next = fr.curIdx + 1
+			fr.failed = &EventError{
+				Event:      EventID{fr.cur.Source, fr.cur.Partition, fr.cur.Offset},
+				DeadLetter: fr.deadLetter(key, val, v),
+			}
+			err = fr.failed
 		}
 	}()
-	fr.curIdx = from
-	p.apply(fr, min, from)
-	return next
+	p.apply(fr, min, 0)
+	return nil
 }
 
-func (fr *Fragment) fail(key, val string, v any) {
-	fr.userErr = append(fr.userErr, DeadLetter{
+func (fr *Fragment) deadLetter(key, val string, v any) DeadLetter {
+	return DeadLetter{
 		Flow: fr.plan.f.name, Source: fr.plan.f.sources[fr.cur.Source].name, Partition: fr.cur.Partition,
 		Offset: fr.cur.Offset, Fragment: fr.id, Key: key, Value: val, Error: fmt.Sprintf("panic: %v", v),
 		Time: fr.now,
-	})
+	}
 }
 
+func (fr *Fragment) discardSinks() {
+	for _, s := range fr.sinks {
+		s.discard()
+	}
+}
+
+// TakeDelta encodes the state changed since the last delta and forgets the
+// changes.
+func (fr *Fragment) TakeDelta() (Delta, error) {
+	d := Delta{Events: fr.events}
+	for i, op := range fr.ops {
+		if err := op.(stateOp).delta(uint16(2*i), &d); err != nil {
+			return Delta{}, fmt.Errorf("checkpoint fragment %d: %w", fr.id, err)
+		}
+	}
+	return d, nil
+}
+
+// Restore loads one checkpointed entry into the fragment, which must be
+// new (from NewFragment).
+func (fr *Fragment) Restore(e StateEntry) error {
+	i := int(e.Namespace / 2)
+	if i >= len(fr.ops) {
+		return fmt.Errorf("restore fragment %d: namespace %d belongs to no operator (the flow changed?)", fr.id, e.Namespace)
+	}
+	if err := fr.ops[i].(stateOp).restore(e.Namespace, e.Key, e.Value); err != nil {
+		return fmt.Errorf("restore fragment %d, operator %d: %w", fr.id, i, err)
+	}
+	return nil
+}
+
+// SetEvents sets the applied-records count, as a restore does.
+func (fr *Fragment) SetEvents(n int64) { fr.events = n }
+
 // Advance fires the processing-time timers due at or before now, and
-// returns the timers whose function panicked as dead letters.
+// returns the timers whose function panicked as dead letters (a timer has no
+// input event to replay: it fires once).
 func (fr *Fragment) Advance(now time.Time) ([]DeadLetter, error) {
 	fr.now = now
 	for _, t := range fr.timers {
 		t.fire(fr, now)
 	}
-	dl := fr.userErr
-	fr.userErr = nil
+	dl := fr.timerErr
+	fr.timerErr = nil
 	if err := fr.flushSinks(); err != nil {
 		return dl, fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}

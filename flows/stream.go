@@ -134,6 +134,11 @@ type sinkBuf[T any] struct {
 	out  []Output[T]
 }
 
+func (b *sinkBuf[T]) discard() {
+	clear(b.out)
+	b.out = b.out[:0]
+}
+
 func (b *sinkBuf[T]) flush() error {
 	if len(b.out) == 0 {
 		return nil
@@ -296,7 +301,7 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 	subs := st.subs
 	for i := from; i < len(p.items); i++ {
 		it := &p.items[i]
-		if it.Off < min {
+		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
 			continue
 		}
 		fr.cur.Offset, fr.curIdx = it.Off, i

@@ -10,11 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -79,15 +82,25 @@ func (r *inputReader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int)
 
 func (r *inputReader[T]) Close() error { return nil }
 
-// Driver runs a flow synchronously.
+// Driver runs a flow synchronously, with the engine's rules: offset
+// vectors, checkpoints in a pebble store in memory, and recovery of a
+// fragment from its last checkpoint with replay.
 type Driver struct {
 	plan      *flows.Plan
 	readers   []*flows.Reader
 	frags     []*flows.Fragment
-	offsets   []map[string]int64
+	vecs      []recovery.Vector
+	epochs    []uint64
+	skips     []map[flows.EventID]bool
+	attempts  map[flows.EventID]int
+	store     *recovery.Store
 	now       time.Time
 	dead      []flows.DeadLetter
+	restores  int
 	BatchSize int // records per batch; small values exercise batching
+	// MaxAttempts is how often an event on which a user function fails is
+	// tried (each time after a restore) before it is dead-lettered; default 3.
+	MaxAttempts int
 }
 
 // New validates the flow and opens every source partition at offset 0.
@@ -97,84 +110,182 @@ func New(f *flows.Flow, start time.Time) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{plan: plan, now: start, BatchSize: 256}
-	for si, s := range plan.Sources() {
-		for p := range s.Partitions {
-			r, err := plan.OpenReader(si, p, 0, d.BatchSize)
-			if err != nil {
-				d.Close()
-				return nil, err
-			}
-			d.readers = append(d.readers, r)
-		}
+	store, err := recovery.Open("checkpoints", vfs.NewMem(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return nil, err
 	}
+	d := &Driver{plan: plan, now: start, BatchSize: 256, MaxAttempts: 3, store: store, attempts: map[flows.EventID]int{}}
 	for i := range plan.Fragments() {
 		d.frags = append(d.frags, plan.NewFragment(i))
-		d.offsets = append(d.offsets, map[string]int64{})
+		d.vecs = append(d.vecs, recovery.Vector{})
+		d.epochs = append(d.epochs, 0)
+		d.skips = append(d.skips, map[flows.EventID]bool{})
+	}
+	if err := d.openReaders(); err != nil {
+		d.Close()
+		return nil, err
 	}
 	return d, nil
 }
 
-// Close closes the sources.
+// openReaders opens every partition at the smallest offset any fragment
+// still needs, as a node does when it starts.
+func (d *Driver) openReaders() error {
+	for _, r := range d.readers {
+		r.Close()
+	}
+	d.readers = nil
+	for si, s := range d.plan.Sources() {
+		for p := range s.Partitions {
+			from := int64(-1)
+			for f := range d.frags {
+				if end := d.vecs[f].End(recovery.PartitionID{Source: si, Partition: p}); from < 0 || end < from {
+					from = end
+				}
+			}
+			r, err := d.plan.OpenReader(si, p, max(from, 0), d.BatchSize)
+			if err != nil {
+				return err
+			}
+			d.readers = append(d.readers, r)
+		}
+	}
+	return nil
+}
+
+// Close closes the sources and the store.
 func (d *Driver) Close() error {
 	var errs []error
 	for _, r := range d.readers {
 		errs = append(errs, r.Close())
 	}
+	errs = append(errs, d.store.Close())
 	return errors.Join(errs...)
 }
 
 // Drain reads every source until nothing more is available now, and
-// applies everything read.
+// applies everything read, recovering fragments whose user functions fail.
 func (d *Driver) Drain() error {
 	ctx := context.Background()
-	for _, r := range d.readers {
-		for {
+	for progress := true; progress; {
+		progress = false
+		for _, r := range d.readers {
 			n, err := r.Poll(ctx, d.BatchSize)
 			eof := errors.Is(err, io.EOF)
 			if err != nil && !eof {
 				return err
 			}
+			progress = progress || n > 0
 			for _, b := range r.TakeBad() {
 				d.dead = append(d.dead, flows.DeadLetter{Flow: d.plan.Name(), Source: d.plan.Sources()[r.Source()].Name,
 					Partition: r.Partition(), Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
 			}
 			d.dead = append(d.dead, r.TakeDeadLetters()...)
-			if err := d.deliver(r, r.Full()); err != nil {
-				return err
-			}
+			frags := r.Full()
 			if n == 0 || eof {
-				break
+				frags = frags[:0]
+				for f := range d.frags {
+					if r.Behind(f) {
+						frags = append(frags, f)
+					}
+				}
+			}
+			for _, f := range frags {
+				rewound, err := d.deliver(r, f)
+				if err != nil {
+					return err
+				}
+				if rewound {
+					progress = true
+					break
+				}
 			}
 		}
-		all := make([]int, 0, len(d.frags))
-		for f := range d.frags {
-			if r.Behind(f) {
-				all = append(all, f)
-			}
+	}
+	return nil
+}
+
+// deliver sends fragment f its batch from r. It reports whether the
+// fragment failed and readers were rewound.
+func (d *Driver) deliver(r *flows.Reader, f int) (bool, error) {
+	b := r.Take(f)
+	defer b.Release()
+	verdict, min := d.vecs[f].Admit(recovery.PartitionID{Source: b.Source, Partition: b.Partition}, b.PrevEnd, b.End)
+	switch verdict {
+	case recovery.Duplicate:
+		return false, nil
+	case recovery.Gap:
+		return false, fmt.Errorf("fragment %d: gap in %s: [%d, %d) after %d", f, d.plan.PartitionName(b.Source, b.Partition), b.PrevEnd, b.End, min)
+	}
+	fr := d.frags[f]
+	fr.SetNow(d.now)
+	err := fr.Apply(b, min)
+	var ee *flows.EventError
+	if !errors.As(err, &ee) {
+		return false, err
+	}
+	d.attempts[ee.Event]++
+	if d.attempts[ee.Event] >= d.MaxAttempts {
+		d.skips[f][ee.Event] = true
+		dl := ee.DeadLetter
+		dl.Error = fmt.Sprintf("%s (after %d attempts)", dl.Error, d.attempts[ee.Event])
+		d.dead = append(d.dead, dl)
+	}
+	return true, d.Crash(f)
+}
+
+// Checkpoint writes a checkpoint of every fragment.
+func (d *Driver) Checkpoint() error {
+	for f, fr := range d.frags {
+		d.epochs[f]++
+		cp, err := recovery.Take(fr, &d.vecs[f], d.plan.Fragments(), d.epochs[f], d.now)
+		if err != nil {
+			return err
 		}
-		if err := d.deliver(r, all); err != nil {
+		if _, err := d.store.Write(d.plan.Name(), f, cp); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (d *Driver) deliver(r *flows.Reader, frags []int) error {
-	for _, f := range frags {
-		b := r.Take(f)
-		fr := d.frags[f]
-		fr.SetNow(d.now)
-		dl, err := fr.Apply(b, 0)
-		d.dead = append(d.dead, dl...)
-		b.Release()
-		if err != nil {
+// Crash drops fragment f's state, restores it from its last checkpoint, and
+// rewinds the readers to what it needs; the other fragments keep theirs and
+// drop the replayed records.
+func (d *Driver) Crash(f int) error {
+	r, err := recovery.Restore(d.store, d.plan, f)
+	if err != nil {
+		return err
+	}
+	d.restores++
+	d.frags[f], d.vecs[f], d.epochs[f] = r.Fragment, r.Vector, r.Manifest.Epoch
+	for ev := range d.skips[f] {
+		r.Fragment.Skip(ev)
+	}
+	for _, rd := range d.readers {
+		end := d.vecs[f].End(recovery.PartitionID{Source: rd.Source(), Partition: rd.Partition()})
+		if err := rd.Rewind(end); err != nil {
 			return err
 		}
-		d.offsets[f][d.plan.PartitionName(b.Source, b.Partition)] = b.End
 	}
 	return nil
 }
+
+// Restart simulates a process restart: every fragment is restored from its
+// last checkpoint and the sources are reopened where they are needed.
+func (d *Driver) Restart() error {
+	for f := range d.frags {
+		r, err := recovery.Restore(d.store, d.plan, f)
+		if err != nil {
+			return err
+		}
+		d.frags[f], d.vecs[f], d.epochs[f] = r.Fragment, r.Vector, r.Manifest.Epoch
+	}
+	return d.openReaders()
+}
+
+// Restores counts fragment restores (crashes and failures).
+func (d *Driver) Restores() int { return d.restores }
 
 // Advance moves the processing-time clock by dt and fires due timers.
 func (d *Driver) Advance(dt time.Duration) error {
@@ -209,7 +320,7 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 		if err != nil {
 			return nil, err
 		}
-		a.Freshness = splice.Freshness{Fragment: i, Offsets: maps.Clone(d.offsets[i])}
+		a.Freshness = d.freshness(i)
 		out = append(out, a)
 	}
 	return out, nil
@@ -219,9 +330,17 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 func (d *Driver) Freshness() []splice.Freshness {
 	out := make([]splice.Freshness, len(d.frags))
 	for i := range d.frags {
-		out[i] = splice.Freshness{Fragment: i, Offsets: maps.Clone(d.offsets[i])}
+		out[i] = d.freshness(i)
 	}
 	return out
+}
+
+func (d *Driver) freshness(f int) splice.Freshness {
+	offs := map[string]int64{}
+	for p, end := range d.vecs[f].Snapshot() {
+		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
+	}
+	return splice.Freshness{Fragment: f, Offsets: offs}
 }
 
 // Value is an aggregate view's spliced value.

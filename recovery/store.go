@@ -12,6 +12,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tessera-streams/tessera/flows"
 )
 
 // ErrCorrupt marks a checkpoint that failed an integrity check: a checksum
@@ -32,11 +34,7 @@ type Manifest struct {
 }
 
 // Entry is one key of a fragment's state. Namespace separates operators.
-type Entry struct {
-	Namespace uint16
-	Key       []byte
-	Value     []byte
-}
+type Entry = flows.StateEntry
 
 // Checkpoint is what one atomic, synced batch writes for a fragment:
 // entries changed since the last checkpoint, deletions, namespaces to
@@ -208,6 +206,7 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 	}
 	defer it.Close()
 	var n int64
+	var kbuf, vbuf []byte // fn gets copies: pebble's memory must not change under it
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		val, err := it.ValueAndErr()
@@ -222,7 +221,8 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 		if len(rest) < 2 {
 			return m, false, fmt.Errorf("%w: entry key %x too short", ErrCorrupt, k)
 		}
-		if err := fn(Entry{Namespace: binary.BigEndian.Uint16(rest), Key: rest[2:], Value: body}); err != nil {
+		kbuf, vbuf = append(kbuf[:0], rest[2:]...), append(vbuf[:0], body...)
+		if err := fn(Entry{Namespace: binary.BigEndian.Uint16(rest), Key: kbuf, Value: vbuf}); err != nil {
 			return m, false, err
 		}
 		n++
