@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/recovery"
@@ -25,9 +25,24 @@ type Config struct {
 	Credits      int           // unacknowledged batches per reader and fragment; default 4
 	PollSize     int           // events read per poll; default 1024
 	IdleDelay    time.Duration // wait before polling a source that had nothing; default 10ms
-	TickInterval time.Duration // resolution of processing-time timers; default 50ms
+	TickInterval time.Duration // resolution of timers and checkpoint intervals; default 50ms
 	QueryTimeout time.Duration // per query; default 10s
-	Logger       *slog.Logger
+	// CheckpointInterval is how often each fragment checkpoints; default 1s,
+	// negative for never (a final checkpoint is still taken at Stop).
+	CheckpointInterval time.Duration
+	// MaxAttempts is how often an event on which a user function fails is
+	// tried, each time after restoring the fragment, before it goes to the
+	// dead-letter output; default 3.
+	MaxAttempts int
+	// RetryBackoff is how long a failed fragment waits, times the attempt,
+	// before it asks its readers to replay; meanwhile it serves its restored
+	// state and drops what it is sent, so its readers and every other
+	// fragment go on. Default 100ms.
+	RetryBackoff time.Duration
+	// Store keeps checkpoints. Nil: an in-memory store that lives as long as
+	// the engine (recovery within the run, nothing across restarts).
+	Store  *recovery.Store
+	Logger *slog.Logger
 	// LogActors passes protoactor's own Info and Debug logs through; by
 	// default only its warnings and errors reach Logger.
 	LogActors bool
@@ -61,6 +76,15 @@ func (c *Config) defaults() {
 	if c.QueryTimeout <= 0 {
 		c.QueryTimeout = 10 * time.Second
 	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -71,31 +95,45 @@ func (c *Config) defaults() {
 
 // Engine runs one flow's readers and fragments on one node.
 type Engine struct {
-	plan    *flows.Plan
-	cfg     Config
-	sys     *pa.ActorSystem
-	frags   []*pa.PID
-	fstats  []*FragmentStats
-	readers []*pa.PID
-	rstats  []*ReaderStats
-	live    sync.WaitGroup // readers that have not finished
-	drained chan struct{}
-	stop    chan struct{}
-	bg      sync.WaitGroup // the ticker and retry timers
-	failed  atomic.Value   // first fatal reader error
-	once    sync.Once
+	plan      *flows.Plan
+	cfg       Config
+	store     *recovery.Store
+	ownStore  bool
+	sys       *pa.ActorSystem
+	frags     []*pa.PID
+	fstats    []*FragmentStats
+	readers   []*pa.PID
+	rstats    []*ReaderStats
+	rparts    []recovery.PartitionID
+	writes    chan writeReq
+	drained   chan struct{}
+	stop      chan struct{}
+	bg        sync.WaitGroup // the ticker, the writer and retry timers
+	failed    atomic.Value   // first fatal error
+	once      sync.Once
+	mu        sync.Mutex // guards the drain count
+	unfinish  int        // readers not finished, plus rewinds not yet handled
+	drainOnce sync.Once
 }
 
 // FragmentStats are a fragment's counters, safe to read concurrently.
 type FragmentStats struct {
 	ID         int
-	Events     atomic.Int64 // records applied
+	Events     atomic.Int64 // records applied (since the first start)
 	Batches    atomic.Int64
 	Duplicates atomic.Int64 // batches dropped as duplicates
-	Gaps       atomic.Int64
-	Failures   atomic.Int64 // events dead-lettered after a user function failed
+	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
+	Failures   atomic.Int64 // user-function failures (each restores the fragment)
+	Dead       atomic.Int64 // events dead-lettered after MaxAttempts failures
+	Restores   atomic.Int64 // restores from a checkpoint after a failure
+	Replayed   atomic.Int64 // source offsets received again that were applied before (replays)
+	Epoch      atomic.Uint64
+	CkptTime   atomic.Int64 // unix nanoseconds of the last durable checkpoint
+	CkptBytes  atomic.Int64 // bytes written by checkpoints
 	mu         sync.Mutex
 	offsets    map[string]int64
+	durable    map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
+	ckptErr    error
 }
 
 // Offsets copies the fragment's offset vector, by partition name.
@@ -105,22 +143,45 @@ func (s *FragmentStats) Offsets() map[string]int64 {
 	return maps.Clone(s.offsets)
 }
 
+// CheckpointError is the error of the last failed checkpoint write, if any.
+func (s *FragmentStats) CheckpointError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ckptErr
+}
+
 // ReaderStats are a reader's counters.
 type ReaderStats struct {
 	Source    string
 	Partition int
 	Position  atomic.Int64
-	Events    atomic.Int64
+	Events    atomic.Int64 // events read, replays included
 	Bad       atomic.Int64 // malformed records
 	Stalls    atomic.Int64 // times it waited for credits
-	Done      atomic.Bool  // the partition is exhausted and everything was applied
+	Rewinds   atomic.Int64
+	Done      atomic.Bool // the partition is exhausted and everything was applied
 }
 
-// Start validates nothing (the plan is valid), spawns the fragments and the
-// readers, and starts reading every source partition from offset 0.
-func Start(plan *flows.Plan, cfg Config) (*Engine, error) {
+// Start restores every fragment from its last checkpoint (failing if one
+// cannot be trusted), spawns the fragments and the readers, and starts each
+// reader at the smallest offset any fragment still needs.
+func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
-	e := &Engine{plan: plan, cfg: cfg, drained: make(chan struct{}), stop: make(chan struct{})}
+	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}),
+		writes: make(chan writeReq, plan.Fragments())}
+	if e.store == nil {
+		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
+			return nil, err
+		}
+		e.ownStore = true
+	}
+	restored := make([]recovery.Restored, plan.Fragments())
+	for i := range restored {
+		if restored[i], err = recovery.Restore(e.store, plan, i); err != nil {
+			e.closeStore()
+			return nil, err
+		}
+	}
 	logger := cfg.Logger.With("lib", "protoactor")
 	if !cfg.LogActors {
 		logger = slog.New(minLevel{logger.Handler(), slog.LevelWarn})
@@ -132,13 +193,27 @@ func Start(plan *flows.Plan, cfg Config) (*Engine, error) {
 		pa.WithDeadLetterThrottleInterval(10*time.Millisecond),
 		pa.WithDeadLetterRequestLogging(false),
 	)
+	e.bg.Add(1)
+	go e.writer()
+	defer func() {
+		if err != nil {
+			e.shutdown(false)
+		}
+	}()
 	root := e.sys.Root
-	for i := range plan.Fragments() {
-		st := &FragmentStats{ID: i, offsets: map[string]int64{}}
-		fa := &fragmentActor{e: e, frag: plan.NewFragment(i), stats: st}
+	for i, r := range restored {
+		st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+		st.Epoch.Store(r.Manifest.Epoch)
+		st.CkptTime.Store(r.Manifest.Time)
+		st.Events.Store(r.Manifest.Events)
+		for p, end := range st.durable {
+			st.offsets[plan.PartitionName(p.Source, p.Partition)] = end
+		}
+		fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
+			lastCkpt: cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
+			awaiting: map[recovery.PartitionID]bool{}}
 		pid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return fa }), fmt.Sprintf("%s/kg-%03d", plan.Name(), i))
 		if err != nil {
-			e.shutdown()
 			return nil, fmt.Errorf("spawn fragment %d: %w", i, err)
 		}
 		e.frags = append(e.frags, pid)
@@ -146,34 +221,37 @@ func Start(plan *flows.Plan, cfg Config) (*Engine, error) {
 	}
 	for si, s := range plan.Sources() {
 		for p := range s.Partitions {
-			r, err := plan.OpenReader(si, p, 0, cfg.BatchSize)
+			pid := recovery.PartitionID{Source: si, Partition: p}
+			from := int64(-1)
+			for _, r := range restored {
+				if end := r.Vector.End(pid); from < 0 || end < from {
+					from = end
+				}
+			}
+			r, err := plan.OpenReader(si, p, from, cfg.BatchSize)
 			if err != nil {
-				e.shutdown()
 				return nil, err
 			}
 			st := &ReaderStats{Source: s.Name, Partition: p}
+			st.Position.Store(from)
 			ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, plan.Fragments()), blocked: make([]bool, plan.Fragments())}
 			for i := range ra.credits {
 				ra.credits[i] = cfg.Credits
 			}
-			e.live.Add(1)
-			pid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), fmt.Sprintf("%s/reader-%s-%d", plan.Name(), s.Name, p))
+			e.mu.Lock()
+			e.unfinish++
+			e.mu.Unlock()
+			rpid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), fmt.Sprintf("%s/reader-%s-%d", plan.Name(), s.Name, p))
 			if err != nil {
-				e.live.Done()
 				r.Close()
-				e.shutdown()
 				return nil, fmt.Errorf("spawn reader %s/%d: %w", s.Name, p, err)
 			}
-			e.readers = append(e.readers, pid)
+			e.readers = append(e.readers, rpid)
 			e.rstats = append(e.rstats, st)
+			e.rparts = append(e.rparts, pid)
 		}
 	}
-	e.bg.Add(2)
-	go func() {
-		defer e.bg.Done()
-		e.live.Wait()
-		close(e.drained)
-	}()
+	e.bg.Add(1)
 	go e.tick()
 	for _, pid := range e.readers {
 		root.Send(pid, pollMsg{})
@@ -198,6 +276,34 @@ func (e *Engine) tick() {
 	}
 }
 
+type writeReq struct {
+	frag int
+	cp   *recovery.Checkpoint
+	pid  *pa.PID
+}
+
+// writer commits checkpoints; fragments never wait for it.
+func (e *Engine) writer() {
+	defer e.bg.Done()
+	for req := range e.writes {
+		n, err := e.store.Write(e.plan.Name(), req.frag, req.cp)
+		if req.pid != nil {
+			e.sys.Root.Send(req.pid, ckptDone{epoch: req.cp.Manifest.Epoch, offsets: req.cp.Manifest.Offsets,
+				time: req.cp.Manifest.Time, bytes: n, err: err})
+		}
+	}
+}
+
+// drainCount moves the count of unfinished readers and pending rewinds.
+func (e *Engine) drainCount(d int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.unfinish += d
+	if e.unfinish == 0 {
+		e.drainOnce.Do(func() { close(e.drained) })
+	}
+}
+
 // Plan is the plan the engine runs.
 func (e *Engine) Plan() *flows.Plan { return e.plan }
 
@@ -205,7 +311,8 @@ func (e *Engine) Plan() *flows.Plan { return e.plan }
 // record read has been applied. Unbounded sources never drain.
 func (e *Engine) Drained() <-chan struct{} { return e.drained }
 
-// Err is the first error that stopped a reader, or nil.
+// Err is the first error that stopped a reader or broke checkpointing, or
+// nil.
 func (e *Engine) Err() error {
 	if err, ok := e.failed.Load().(error); ok {
 		return err
@@ -218,6 +325,22 @@ func (e *Engine) Fragments() []*FragmentStats { return e.fstats }
 
 // Readers returns the readers' counters.
 func (e *Engine) Readers() []*ReaderStats { return e.rstats }
+
+// Committed is the offset of a reader's partition up to which every
+// fragment has a durable checkpoint: what a source may commit.
+func (e *Engine) Committed(reader int) int64 {
+	p := e.rparts[reader]
+	c := int64(-1)
+	for _, st := range e.fstats {
+		st.mu.Lock()
+		end := st.durable[p]
+		st.mu.Unlock()
+		if c < 0 || end < c {
+			c = end
+		}
+	}
+	return c
+}
 
 // Views implements splice.Gatherer.
 func (e *Engine) Views() []splice.Spec { return e.plan.Views() }
@@ -255,40 +378,81 @@ func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]sp
 func (e *Engine) Freshness() []splice.Freshness {
 	out := make([]splice.Freshness, len(e.fstats))
 	for i, st := range e.fstats {
-		out[i] = splice.Freshness{Fragment: i, Offsets: st.Offsets()}
+		out[i] = splice.Freshness{Fragment: i, Epoch: st.Epoch.Load(), Offsets: st.Offsets()}
 	}
 	return out
 }
 
-// Stop stops the readers, lets the fragments apply what was sent, stops
-// them, and waits for every goroutine the engine started. Safe to call
-// twice.
-func (e *Engine) Stop() {
-	e.once.Do(e.shutdown)
+// Checkpoint makes every fragment take a checkpoint now and waits until
+// all are durable.
+func (e *Engine) Checkpoint(ctx context.Context) error {
+	timeout := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	var futs []*pa.Future
+	for _, pid := range e.frags {
+		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{}, timeout))
+	}
+	var errs []error
+	for i, f := range futs {
+		res, err := f.Result()
+		if err == nil {
+			err, _ = res.(error)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("checkpoint fragment %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-func (e *Engine) shutdown() {
-	close(e.stop)
+// Stop stops the readers, lets the fragments apply what was sent, takes a
+// final checkpoint of every fragment, stops them, and waits for every
+// goroutine the engine started. Safe to call twice.
+func (e *Engine) Stop() {
+	e.once.Do(func() { e.shutdown(true) })
+}
+
+func (e *Engine) shutdown(final bool) {
+	// Readers stop reading and send every fragment what they have, so
+	// that the final checkpoints cover everything read.
+	var futs []*pa.Future
+	for _, pid := range e.readers {
+		futs = append(futs, e.sys.Root.RequestFuture(pid, stopMsg{}, time.Minute))
+	}
+	for _, f := range futs {
+		_, _ = f.Result()
+	}
 	for _, pid := range e.readers {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
+	if final && len(e.frags) > 0 {
+		if err := e.Checkpoint(context.Background()); err != nil {
+			e.cfg.Logger.Error("final checkpoint", "err", err)
+		}
+	}
+	close(e.stop)
 	for _, pid := range e.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
-	// Readers that stopped before their partition ended will never finish.
-	for _, st := range e.rstats {
-		if !st.Done.Load() {
-			st.Done.Store(true)
-			e.live.Done()
-		}
-	}
+	close(e.writes)
 	e.bg.Wait()
 	e.sys.Shutdown()
+	e.closeStore()
+}
+
+func (e *Engine) closeStore() {
+	if e.ownStore {
+		if err := e.store.Close(); err != nil {
+			e.cfg.Logger.Error("close checkpoint store", "err", err)
+		}
+	}
 }
 
 func (e *Engine) fail(err error) {
 	e.failed.CompareAndSwap(nil, err)
-	e.cfg.Logger.Error("reader stopped", "err", err)
+	e.cfg.Logger.Error("engine failure", "err", err)
 }
 
 func (e *Engine) deadLetters(dls []flows.DeadLetter) {
@@ -332,228 +496,23 @@ type (
 		b      *flows.Batch
 		reader *pa.PID
 	}
-	ackMsg     struct{ fragment int }
-	tickMsg    struct{ now time.Time }
-	queryMsg   struct{ req splice.Request }
+	ackMsg    struct{ fragment int }
+	rewindMsg struct{ to int64 }
+	tickMsg   struct{ now time.Time }
+	queryMsg  struct{ req splice.Request }
+	ckptReq   struct{}
+	ckptOK    struct{}
+	resumeMsg struct{}
+	stopMsg   struct{}
+	ckptDone  struct {
+		epoch   uint64
+		offsets map[recovery.PartitionID]int64
+		time    int64
+		bytes   int
+		err     error
+	}
 	queryReply struct {
 		ans splice.Answer
 		err error
 	}
 )
-
-type readerActor struct {
-	e         *Engine
-	r         *flows.Reader
-	stats     *ReaderStats
-	credits   []int
-	blocked   []bool // a full batch waits for a credit
-	nblocked  int
-	inflight  int
-	polling   bool // a pollMsg is on its way
-	eof       bool
-	finished  bool
-	lastFlush time.Time
-}
-
-func (ra *readerActor) Receive(c pa.Context) {
-	switch m := c.Message().(type) {
-	case pollMsg:
-		ra.polling = false
-		ra.poll(c)
-	case ackMsg:
-		ra.credits[m.fragment]++
-		ra.inflight--
-		if ra.blocked[m.fragment] {
-			ra.blocked[m.fragment] = false
-			ra.nblocked--
-			ra.send(c, m.fragment)
-		}
-		if ra.eof {
-			ra.flushAll(c)
-		}
-		ra.schedule(c, 0)
-	case *pa.Stopping:
-		if err := ra.r.Close(); err != nil {
-			ra.e.cfg.Logger.Warn("close source", "source", ra.stats.Source, "partition", ra.stats.Partition, "err", err)
-		}
-	}
-}
-
-// schedule asks for another poll, after d, unless one is coming, reading is
-// blocked, or the partition is exhausted.
-func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
-	if ra.polling || ra.nblocked > 0 || ra.eof {
-		return
-	}
-	ra.polling = true
-	if d == 0 {
-		c.Send(c.Self(), pollMsg{})
-	} else {
-		ra.e.after(d, c.Self(), pollMsg{})
-	}
-}
-
-func (ra *readerActor) poll(c pa.Context) {
-	if ra.nblocked > 0 || ra.eof {
-		return
-	}
-	n, err := ra.r.Poll(context.Background(), ra.e.cfg.PollSize)
-	ra.stats.Events.Add(int64(n))
-	ra.stats.Position.Store(ra.r.Position())
-	ra.deadLetters()
-	if err != nil && !errors.Is(err, io.EOF) {
-		ra.e.fail(fmt.Errorf("%s: %w", ra.e.plan.PartitionName(ra.r.Source(), ra.r.Partition()), err))
-		ra.eof = true
-		return
-	}
-	for _, f := range ra.r.Full() {
-		if ra.credits[f] == 0 {
-			if !ra.blocked[f] {
-				ra.blocked[f] = true
-				ra.nblocked++
-				ra.stats.Stalls.Add(1)
-			}
-			continue
-		}
-		ra.send(c, f)
-	}
-	if err != nil { // io.EOF
-		ra.eof = true
-		ra.flushAll(c)
-		return
-	}
-	now := ra.e.cfg.Now()
-	if now.Sub(ra.lastFlush) >= ra.e.cfg.BatchDelay {
-		ra.lastFlush = now
-		ra.flushAll(c)
-	}
-	if n == 0 {
-		ra.schedule(c, min(ra.e.cfg.IdleDelay, ra.e.cfg.BatchDelay))
-	} else {
-		ra.schedule(c, 0)
-	}
-}
-
-// flushAll sends every fragment that is behind the position and has a
-// credit; at the end of the partition, it marks the reader finished once
-// everything is acknowledged.
-func (ra *readerActor) flushAll(c pa.Context) {
-	behind := false
-	for f := range ra.credits {
-		if !ra.r.Behind(f) {
-			continue
-		}
-		if ra.credits[f] == 0 {
-			behind = true
-			continue
-		}
-		ra.send(c, f)
-	}
-	if ra.eof && !behind && ra.inflight == 0 && !ra.finished {
-		ra.finished = true
-		ra.stats.Done.Store(true)
-		ra.e.live.Done()
-	}
-}
-
-func (ra *readerActor) send(c pa.Context, f int) {
-	b := ra.r.Take(f)
-	ra.credits[f]--
-	ra.inflight++
-	c.Send(ra.e.frags[f], &batchMsg{b: b, reader: c.Self()})
-}
-
-func (ra *readerActor) deadLetters() {
-	bad := ra.r.TakeBad()
-	dls := ra.r.TakeDeadLetters()
-	if len(bad) == 0 && len(dls) == 0 {
-		return
-	}
-	ra.stats.Bad.Add(int64(len(bad)))
-	for _, b := range bad {
-		ra.e.cfg.Logger.Warn("malformed record", "source", ra.stats.Source, "partition", ra.stats.Partition,
-			"where", b.Where, "offset", b.Offset, "err", b.Err)
-		dls = append(dls, flows.DeadLetter{Flow: ra.e.plan.Name(), Source: ra.stats.Source, Partition: ra.stats.Partition,
-			Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
-	}
-	ra.e.deadLetters(dls)
-}
-
-type fragmentActor struct {
-	e     *Engine
-	frag  *flows.Fragment
-	stats *FragmentStats
-	vec   recovery.Vector
-}
-
-func (fa *fragmentActor) Receive(c pa.Context) {
-	switch m := c.Message().(type) {
-	case *batchMsg:
-		fa.apply(m.b)
-		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
-	case tickMsg:
-		dls, err := fa.frag.Advance(m.now)
-		fa.failed(dls, err)
-	case queryMsg:
-		ans, err := fa.frag.Query(m.req)
-		ans.Freshness = splice.Freshness{Fragment: fa.frag.ID(), Offsets: fa.stats.Offsets()}
-		c.Respond(queryReply{ans: ans, err: err})
-	case *pa.Restarting:
-		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.frag.ID())
-	}
-}
-
-func (fa *fragmentActor) apply(b *flows.Batch) {
-	defer b.Release()
-	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
-	verdict, min := fa.vec.Admit(p, b.PrevEnd, b.End)
-	switch verdict {
-	case recovery.Duplicate:
-		fa.stats.Duplicates.Add(1)
-		return
-	case recovery.Gap:
-		// Within one process batches are never lost; across nodes the
-		// reader rewinds (cluster work). Count it loudly.
-		fa.stats.Gaps.Add(1)
-		fa.e.cfg.Logger.Error("batch gap", "fragment", fa.frag.ID(), "partition", fa.e.plan.PartitionName(b.Source, b.Partition),
-			"recorded", min, "prev_end", b.PrevEnd)
-		return
-	}
-	fa.frag.SetNow(fa.e.cfg.Now())
-	dls, err := fa.frag.Apply(b, min)
-	fa.failed(dls, err)
-	fa.stats.Events.Add(int64(b.Count))
-	fa.stats.Batches.Add(1)
-	fa.stats.mu.Lock()
-	fa.stats.offsets[fa.e.plan.PartitionName(b.Source, b.Partition)] = b.End
-	fa.stats.mu.Unlock()
-}
-
-func (fa *fragmentActor) failed(dls []flows.DeadLetter, err error) {
-	if err != nil {
-		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
-	}
-	if len(dls) == 0 {
-		return
-	}
-	fa.stats.Failures.Add(int64(len(dls)))
-	for _, d := range dls {
-		fa.e.cfg.Logger.Warn("user function failed; event dead-lettered", "fragment", d.Fragment,
-			"source", d.Source, "partition", d.Partition, "offset", d.Offset, "key", d.Key, "err", d.Error)
-	}
-	fa.e.deadLetters(dls)
-}
-
-// minLevel drops records below a level.
-type minLevel struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.min}
-}
-func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

@@ -2,6 +2,7 @@ package actor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -91,48 +94,187 @@ func TestEngineCountsExactly(t *testing.T) {
 	}
 }
 
-func TestPanickingKeyLeavesOthersExact(t *testing.T) {
-	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 3, Events: 100_000}, word)
-	const poison = "w042"
-	want := map[string]int64{}
-	poisoned := 0
-	for p := range 2 {
-		for o := range src.Limit(p) {
-			w := src.Event(p, o)
-			if w == poison {
-				poisoned++
-				continue
-			}
-			want[w]++
+// poisonAt makes the word at (partition 0, offset off) "poison".
+func poisonAt(off int64) func(int, int64, *gen.Rand) string {
+	return func(p int, o int64, r *gen.Rand) string {
+		if p == 0 && o == off {
+			return "poison"
+		}
+		return word(p, o, r)
+	}
+}
+
+func sumOthers(e *Engine, except int) int64 {
+	var n int64
+	for _, f := range e.Fragments() {
+		if f.ID != except {
+			n += f.Events.Load()
 		}
 	}
+	return n
+}
+
+// A user function fails on one event: its fragment restores its last
+// checkpoint and retries after a backoff, while every other fragment keeps
+// counting; after the attempts the event is dead-lettered and every count
+// is exact.
+func TestFailingFragmentRestoresWhileOthersRun(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 3, Events: 60_000, Rate: 40_000}, poisonAt(5_000))
+	want := map[string]int64{}
+	for p := range 2 {
+		for o := range src.Limit(p) {
+			if w := src.Event(p, o); w != "poison" {
+				want[w]++
+			}
+		}
+	}
+	poisoned := shard.Fragment(shard.String("poison"), 64)
 	var mu sync.Mutex
 	var dead []flows.DeadLetter
-	e, err := Start(countFlow(t, src, poison), Config{Logger: quiet(), OnDeadLetters: func(d []flows.DeadLetter) {
-		mu.Lock()
-		dead = append(dead, d...)
-		mu.Unlock()
-	}})
+	e, err := Start(countFlow(t, src, "poison"), Config{Logger: quiet(), CheckpointInterval: 100 * time.Millisecond,
+		MaxAttempts: 2, RetryBackoff: 400 * time.Millisecond,
+		OnDeadLetters: func(d []flows.DeadLetter) {
+			mu.Lock()
+			dead = append(dead, d...)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	pf := e.Fragments()[poisoned]
+	deadline := time.Now().Add(30 * time.Second)
+	for pf.Restores.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the poisoned fragment never failed")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	before, stuck := sumOthers(e, poisoned), pf.Events.Load()
+	time.Sleep(150 * time.Millisecond)
+	if pf.Restores.Load() != 1 || pf.Events.Load() != stuck {
+		t.Fatalf("the poisoned fragment moved during its backoff: %d restores, %d -> %d events", pf.Restores.Load(), stuck, pf.Events.Load())
+	}
+	if after := sumOthers(e, poisoned); after <= before {
+		t.Fatalf("other fragments stalled during the restore: %d -> %d events", before, after)
+	}
+	waitDrained(t, e)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dead) != 1 || dead[0].Key != "poison" || dead[0].Partition != 0 || dead[0].Offset != 5_000 ||
+		!strings.Contains(dead[0].Error, "after 2 attempts") {
+		t.Fatalf("dead letters = %+v", dead)
+	}
+	if pf.Restores.Load() != 2 || pf.Dead.Load() != 1 {
+		t.Fatalf("restores %d, dead %d", pf.Restores.Load(), pf.Dead.Load())
+	}
+	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries) != len(want) {
+		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
+	}
+	for _, en := range res.Entries {
+		if en.Value != want[en.Key] {
+			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
+		}
+	}
+	total, _ := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
+	if total.Value != int64(60_000-1) {
+		t.Fatalf("total = %v", total.Value)
+	}
+}
+
+// A stopped engine takes a final checkpoint; one started on the same store
+// continues where it stopped, replaying nothing.
+func TestRestartContinuesExactly(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := gen.New(gen.Config{Partitions: 3, Seed: 9, Events: 300_000, Rate: 600_000}, word)
+	want := map[string]int64{}
+	for p := range 3 {
+		for o := range src.Limit(p) {
+			want[src.Event(p, o)]++
+		}
+	}
+	open := func() *recovery.Store {
+		s, err := recovery.Open(dir, nil, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	store := open()
+	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	e.Stop()
+	var applied int64
+	for _, f := range e.Fragments() {
+		applied += f.Events.Load()
+	}
+	store.Close()
+	if applied == 0 || applied == 300_000 {
+		t.Fatalf("first run applied %d events: the test needs a stop mid-stream", applied)
+	}
+
+	store = open()
+	defer store.Close()
+	e, err = Start(countFlow(t, src, ""), Config{Logger: quiet(), Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Stop()
 	waitDrained(t, e)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(dead) != poisoned {
-		t.Fatalf("%d dead letters, want %d", len(dead), poisoned)
+	var read, replayed int64
+	for _, r := range e.Readers() {
+		read += r.Events.Load()
 	}
-	for _, d := range dead {
-		if d.Key != poison || !strings.Contains(d.Error, "poisoned") || src.Event(d.Partition, d.Offset) != poison {
-			t.Fatalf("dead letter does not point at the poisoned event: %+v", d)
+	for _, f := range e.Fragments() {
+		replayed += f.Replayed.Load()
+		if f.Epoch.Load() == 0 {
+			t.Fatalf("fragment %d has no checkpoint epoch", f.ID)
 		}
 	}
-	for w, n := range want {
-		res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpKey, Key: w})
-		if err != nil || res.Entries[0].Value != n {
-			t.Fatalf("%s = %v, %v; want %d", w, res.Entries, err, n)
+	if read != 300_000-applied || replayed != 0 {
+		t.Fatalf("second run read %d events (want %d) and replayed %d", read, 300_000-applied, replayed)
+	}
+	res, _ := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
+	for _, en := range res.Entries {
+		if en.Value != want[en.Key] {
+			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
 		}
+	}
+}
+
+// A checkpoint that fails its integrity check stops the start: a node never
+// serves state it cannot trust.
+func TestCorruptCheckpointStopsStart(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 1, Events: 1000}, word)
+	store, _ := recovery.Open(dir, nil, quiet())
+	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDrained(t, e)
+	e.Stop()
+	// Claim more entries than fragment 5 stored.
+	m, _, err := store.Load("count", 5, func(recovery.Entry) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Entries += 7
+	m.Epoch++
+	if _, err := store.Write("count", 5, &recovery.Checkpoint{Manifest: m}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(countFlow(t, src, ""), Config{Logger: quiet(), Store: store})
+	store.Close()
+	if !errors.Is(err, recovery.ErrCorrupt) || !strings.Contains(err.Error(), "restore fragment 5") {
+		t.Fatalf("Start on a corrupt checkpoint: %v", err)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -28,9 +29,11 @@ type Config struct {
 	Flow     *flows.Flow
 	Name     string // node name; the host name if empty
 	HTTPAddr string // listen address, e.g. 127.0.0.1:8080 (port 0 picks one)
-	DataDir  string // where the node keeps its files (dead letters); none if empty
-	Logger   *slog.Logger
-	Engine   actor.Config // engine tuning; zero values take defaults
+	// DataDir is where the node keeps its checkpoints (DataDir/checkpoints)
+	// and dead letters. Empty: checkpoints in memory, lost with the process.
+	DataDir string
+	Logger  *slog.Logger
+	Engine  actor.Config // engine tuning; zero values take defaults
 	// RateInterval is how often events/s figures are refreshed; default 1s.
 	RateInterval time.Duration
 }
@@ -115,6 +118,19 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg := cfg.Engine
 	ecfg.Logger = cfg.Logger
 	ecfg.OnDeadLetters = n.dl.add
+	if cfg.DataDir != "" {
+		store, err := recovery.Open(filepath.Join(cfg.DataDir, "checkpoints"), nil, cfg.Logger)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() {
+			if err := store.Close(); err != nil {
+				cfg.Logger.Error("close checkpoint store", "err", err)
+			}
+		}()
+		ecfg.Store = store
+	}
 	n.eng, err = actor.Start(plan, ecfg)
 	if err != nil {
 		ln.Close()
@@ -167,6 +183,13 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	splice.Register(mux, n.eng, splice.HandlerConfig{Done: stopping, Logger: n.cfg.Logger})
 	mux.HandleFunc("GET /v1/cluster", n.cluster)
+	mux.HandleFunc("POST /v1/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.eng.Checkpoint(r.Context()); err != nil {
+			splice.WriteError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		splice.WriteJSON(w, http.StatusOK, n.eng.Freshness())
+	})
 	mux.HandleFunc("GET /v1/deadletters", func(w http.ResponseWriter, r *http.Request) {
 		splice.WriteJSON(w, http.StatusOK, n.dl.snapshot())
 	})
@@ -184,12 +207,14 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	mux.HandleFunc("GET /{$}", n.dashboard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Not a route: 405 if the path exists for GET, else 404.
-		probe := r.Clone(r.Context())
-		probe.Method = http.MethodGet
-		if _, pat := mux.Handler(probe); pat != "/" && pat != "" {
-			w.Header().Set("Allow", "GET")
-			splice.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: only GET is allowed", r.Method, r.URL.Path))
-			return
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pat := mux.Handler(probe); pat != "/" && pat != "" && m != r.Method {
+				w.Header().Set("Allow", m)
+				splice.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: only %s is allowed", r.Method, r.URL.Path, m))
+				return
+			}
 		}
 		splice.WriteError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -222,15 +247,23 @@ type Member struct {
 
 // FragmentState is one fragment in GET /v1/cluster.
 type FragmentState struct {
-	Fragment     int              `json:"fragment"`
-	Owner        string           `json:"owner"`
-	Events       int64            `json:"events"`
-	EventsPerSec float64          `json:"events_per_sec"`
-	Batches      int64            `json:"batches"`
-	Duplicates   int64            `json:"duplicate_batches"`
-	Gaps         int64            `json:"gaps"`
-	Failures     int64            `json:"failed_events"`
-	Offsets      map[string]int64 `json:"offsets"`
+	Fragment        int              `json:"fragment"`
+	Owner           string           `json:"owner"`
+	Events          int64            `json:"events"`
+	EventsPerSec    float64          `json:"events_per_sec"`
+	Batches         int64            `json:"batches"`
+	Duplicates      int64            `json:"duplicate_batches"`
+	Gaps            int64            `json:"gaps"`
+	Failures        int64            `json:"failures"`      // user-function failures, each followed by a restore
+	DeadLetters     int64            `json:"dead_letters"`  // events skipped after their last attempt
+	Restores        int64            `json:"restores"`      // restores from a checkpoint
+	Replayed        int64            `json:"replayed"`      // source offsets received again after a restore or restart
+	Epoch           uint64           `json:"epoch"`         // of the last durable checkpoint
+	CheckpointAt    *time.Time       `json:"checkpoint_at"` // when it was taken
+	CheckpointAge   float64          `json:"checkpoint_age_sec"`
+	CheckpointBytes int64            `json:"checkpoint_bytes"` // written in all
+	CheckpointErr   string           `json:"checkpoint_error,omitempty"`
+	Offsets         map[string]int64 `json:"offsets"`
 }
 
 // ReaderState is one source partition in GET /v1/cluster.
@@ -241,8 +274,10 @@ type ReaderState struct {
 	Position     int64   `json:"position"`
 	Events       int64   `json:"events"`
 	EventsPerSec float64 `json:"events_per_sec"`
+	Committed    int64   `json:"committed"` // every fragment's checkpoint covers the partition up to here
 	Malformed    int64   `json:"malformed"`
 	Stalls       int64   `json:"stalls"`
+	Rewinds      int64   `json:"rewinds"`
 	Done         bool    `json:"done"`
 }
 
@@ -257,9 +292,19 @@ func (n *Node) State() ClusterState {
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
 	}
+	now := time.Now()
 	for i, f := range n.eng.Fragments() {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
-			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Failures: f.Failures.Load(), Offsets: f.Offsets()}
+			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
+			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), Epoch: f.Epoch.Load(),
+			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets()}
+		if ns := f.CkptTime.Load(); ns != 0 {
+			at := time.Unix(0, ns).UTC()
+			fs.CheckpointAt, fs.CheckpointAge = &at, now.Sub(at).Seconds()
+		}
+		if err := f.CheckpointError(); err != nil {
+			fs.CheckpointErr = err.Error()
+		}
 		if i < len(fr) {
 			fs.EventsPerSec = fr[i]
 		}
@@ -267,7 +312,8 @@ func (n *Node) State() ClusterState {
 	}
 	for i, r := range n.eng.Readers() {
 		rs := ReaderState{Source: r.Source, Partition: r.Partition, Owner: n.cfg.Name, Position: r.Position.Load(),
-			Events: r.Events.Load(), Malformed: r.Bad.Load(), Stalls: r.Stalls.Load(), Done: r.Done.Load()}
+			Events: r.Events.Load(), Committed: n.eng.Committed(i), Malformed: r.Bad.Load(), Stalls: r.Stalls.Load(),
+			Rewinds: r.Rewinds.Load(), Done: r.Done.Load()}
 		if i < len(rr) {
 			rs.EventsPerSec = rr[i]
 		}
@@ -293,17 +339,24 @@ func (n *Node) registerMetrics() {
 type collector struct{ n *Node }
 
 var (
-	mRead      = prometheus.NewDesc("tessera_source_events_total", "Events read from a source partition.", []string{"source", "partition"}, nil)
+	mRead      = prometheus.NewDesc("tessera_source_events_total", "Events read from a source partition, replays included.", []string{"source", "partition"}, nil)
+	mPosition  = prometheus.NewDesc("tessera_source_position", "Offset after the last record read from a source partition.", []string{"source", "partition"}, nil)
+	mCommitted = prometheus.NewDesc("tessera_source_committed", "Offset up to which every fragment's checkpoint covers a source partition.", []string{"source", "partition"}, nil)
 	mMalformed = prometheus.NewDesc("tessera_source_malformed_total", "Malformed records in a source partition, sent to the dead-letter output.", []string{"source", "partition"}, nil)
 	mStalls    = prometheus.NewDesc("tessera_reader_stalls_total", "Times a reader waited for a fragment's credits.", []string{"source", "partition"}, nil)
 	mApplied   = prometheus.NewDesc("tessera_fragment_events_total", "Records applied by a fragment.", []string{"fragment"}, nil)
 	mBatches   = prometheus.NewDesc("tessera_fragment_batches_total", "Batches applied by a fragment.", []string{"fragment"}, nil)
-	mFailures  = prometheus.NewDesc("tessera_fragment_failed_events_total", "Events on which a user function failed, sent to the dead-letter output.", []string{"fragment"}, nil)
+	mFailures  = prometheus.NewDesc("tessera_fragment_failures_total", "User-function failures; each restores the fragment from its checkpoint.", []string{"fragment"}, nil)
+	mPoison    = prometheus.NewDesc("tessera_fragment_dead_letters_total", "Events dead-lettered after their last failed attempt.", []string{"fragment"}, nil)
+	mRestores  = prometheus.NewDesc("tessera_fragment_restores_total", "Restores of a fragment from its last checkpoint.", []string{"fragment"}, nil)
+	mReplayed  = prometheus.NewDesc("tessera_fragment_replayed_offsets_total", "Source offsets received again after a restore or restart.", []string{"fragment"}, nil)
+	mEpoch     = prometheus.NewDesc("tessera_fragment_checkpoint_epoch", "Epoch of the fragment's last durable checkpoint.", []string{"fragment"}, nil)
+	mCkptBytes = prometheus.NewDesc("tessera_fragment_checkpoint_bytes_total", "Bytes written by the fragment's checkpoints.", []string{"fragment"}, nil)
 	mDead      = prometheus.NewDesc("tessera_dead_letters_total", "Dead letters written.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mRead, mMalformed, mStalls, mApplied, mBatches, mFailures, mDead} {
+	for _, d := range []*prometheus.Desc{mRead, mPosition, mCommitted, mMalformed, mStalls, mApplied, mBatches, mFailures, mPoison, mRestores, mReplayed, mEpoch, mCkptBytes, mDead} {
 		ch <- d
 	}
 }
@@ -312,9 +365,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	for _, r := range c.n.eng.Readers() {
+	for i, r := range c.n.eng.Readers() {
 		p := fmt.Sprint(r.Partition)
 		counter(mRead, r.Events.Load(), r.Source, p)
+		ch <- prometheus.MustNewConstMetric(mPosition, prometheus.GaugeValue, float64(r.Position.Load()), r.Source, p)
+		ch <- prometheus.MustNewConstMetric(mCommitted, prometheus.GaugeValue, float64(c.n.eng.Committed(i)), r.Source, p)
 		counter(mMalformed, r.Bad.Load(), r.Source, p)
 		counter(mStalls, r.Stalls.Load(), r.Source, p)
 	}
@@ -323,6 +378,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mApplied, f.Events.Load(), id)
 		counter(mBatches, f.Batches.Load(), id)
 		counter(mFailures, f.Failures.Load(), id)
+		counter(mPoison, f.Dead.Load(), id)
+		counter(mRestores, f.Restores.Load(), id)
+		counter(mReplayed, f.Replayed.Load(), id)
+		counter(mCkptBytes, f.CkptBytes.Load(), id)
+		ch <- prometheus.MustNewConstMetric(mEpoch, prometheus.GaugeValue, float64(f.Epoch.Load()), id)
 	}
 	counter(mDead, c.n.dl.count())
 }

@@ -431,7 +431,6 @@ func (fr *Fragment) Apply(b *Batch, min int64) error {
 			return err
 		}
 	}
-	fr.events += int64(b.Count)
 	if err := fr.flushSinks(); err != nil {
 		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}

@@ -308,6 +308,7 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 		for _, sub := range subs {
 			sub(it.Key, it.Val)
 		}
+		fr.events++
 	}
 }
 

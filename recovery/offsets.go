@@ -61,5 +61,9 @@ func (v *Vector) Set(p PartitionID, end int64) {
 	v.ends[p] = end
 }
 
-// Snapshot copies the vector.
-func (v *Vector) Snapshot() map[PartitionID]int64 { return maps.Clone(v.ends) }
+// Snapshot copies the vector (never nil).
+func (v *Vector) Snapshot() map[PartitionID]int64 {
+	out := make(map[PartitionID]int64, len(v.ends))
+	maps.Copy(out, v.ends)
+	return out
+}

@@ -73,6 +73,7 @@ type Entry struct {
 // Freshness says how current a fragment's answer is.
 type Freshness struct {
 	Fragment int              `json:"fragment"`
+	Epoch    uint64           `json:"epoch"`   // the fragment's last durable checkpoint (0: none yet)
 	Offsets  map[string]int64 `json:"offsets"` // per source partition ("source/partition"): end of the last applied batch
 }
 

@@ -3,7 +3,9 @@
 // The event at (partition, offset) is a pure function of the seed, the
 // partition and the offset, so any partition can be replayed from any
 // offset and two runs with the same seed see the same events. It runs
-// unthrottled or at a set total rate, and either stops after a total number
+// unthrottled or at a set total rate (counted from the source's creation,
+// so that a partition replayed from an older offset catches up at full
+// speed), and either stops after a total number
 // of events or runs forever.
 package gen
 
@@ -52,8 +54,9 @@ func (r *Rand) Float64() float64 { return float64(r.Uint64()>>11) / (1 << 53) }
 // Source generates events of type T with fn, which must be a pure function
 // of its arguments and the Rand it is given.
 type Source[T any] struct {
-	cfg Config
-	fn  func(partition int, offset int64, r *Rand) T
+	cfg   Config
+	fn    func(partition int, offset int64, r *Rand) T
+	start time.Time // the rate counts from here, so a replay runs unthrottled
 }
 
 // New returns a generator source.
@@ -71,7 +74,7 @@ func New[T any](cfg Config, fn func(partition int, offset int64, r *Rand) T) (*S
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Source[T]{cfg: cfg, fn: fn}, nil
+	return &Source[T]{cfg: cfg, fn: fn, start: cfg.Now()}, nil
 }
 
 // Partitions implements flows.Source.
@@ -104,7 +107,7 @@ func (s *Source[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	if from < 0 {
 		return nil, fmt.Errorf("gen: negative offset %d", from)
 	}
-	return &reader[T]{s: s, p: p, next: from, limit: s.Limit(p), start: s.cfg.Now(), base: from}, nil
+	return &reader[T]{s: s, p: p, next: from, limit: s.Limit(p)}, nil
 }
 
 type reader[T any] struct {
@@ -112,8 +115,6 @@ type reader[T any] struct {
 	p     int
 	next  int64
 	limit int64
-	start time.Time
-	base  int64 // offset at start, for the rate
 }
 
 func (r *reader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int) error {
@@ -123,7 +124,7 @@ func (r *reader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int) erro
 	}
 	if rate := r.s.cfg.Rate; rate > 0 {
 		perPart := rate / float64(r.s.cfg.Partitions)
-		due := r.base + int64(r.s.cfg.Now().Sub(r.start).Seconds()*perPart)
+		due := int64(r.s.cfg.Now().Sub(r.s.start).Seconds() * perPart)
 		n = min(n, due-r.next)
 	}
 	for range max64(n, 0) {

@@ -1,0 +1,282 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+type fragmentActor struct {
+	e        *Engine
+	frag     *flows.Fragment
+	vec      recovery.Vector
+	epoch    uint64 // of the last checkpoint taken (maybe not yet durable)
+	stats    *FragmentStats
+	lastCkpt time.Time
+	writing  bool     // a checkpoint is with the writer
+	again    bool     // take another as soon as it is durable
+	waiters  []waiter // on-demand checkpoint requests
+	broken   error    // a checkpoint write failed: no further checkpoints
+	attempts map[flows.EventID]int
+	skips    map[flows.EventID]bool
+	awaiting map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
+}
+
+func minInt(a, b int64) int64 {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+type waiter struct {
+	epoch uint64 // durable at or after this epoch answers it
+	pid   *pa.PID
+}
+
+func (fa *fragmentActor) Receive(c pa.Context) {
+	switch m := c.Message().(type) {
+	case *batchMsg:
+		fa.batch(c, m)
+		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
+	case tickMsg:
+		dls, err := fa.frag.Advance(m.now)
+		fa.timerFailures(dls, err)
+		if iv := fa.e.cfg.CheckpointInterval; iv > 0 && m.now.Sub(fa.lastCkpt) >= iv {
+			fa.checkpoint(c)
+		}
+	case ckptReq:
+		fa.requestCheckpoint(c)
+	case ckptDone:
+		fa.durable(c, m)
+	case resumeMsg:
+		fa.resume(c)
+	case queryMsg:
+		ans, err := fa.frag.Query(m.req)
+		ans.Freshness = splice.Freshness{Fragment: fa.frag.ID(), Epoch: fa.stats.Epoch.Load(), Offsets: fa.stats.Offsets()}
+		c.Respond(queryReply{ans: ans, err: err})
+	case *pa.Restarting:
+		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.frag.ID())
+	}
+}
+
+func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
+	b := m.b
+	defer b.Release()
+	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
+	verdict, min := fa.vec.Admit(p, b.PrevEnd, b.End)
+	if verdict != recovery.Gap && b.PrevEnd < min {
+		fa.stats.Replayed.Add(minInt(b.End, min) - b.PrevEnd)
+	}
+	switch verdict {
+	case recovery.Duplicate:
+		fa.stats.Duplicates.Add(1)
+		return
+	case recovery.Gap:
+		fa.stats.Gaps.Add(1)
+		if !fa.awaiting[p] {
+			fa.awaiting[p] = true
+			fa.e.drainCount(+1)
+			c.Send(m.reader, rewindMsg{to: min})
+		}
+		return
+	}
+	delete(fa.awaiting, p)
+	fa.frag.SetNow(fa.e.cfg.Now())
+	err := fa.frag.Apply(b, min)
+	var ee *flows.EventError
+	if errors.As(err, &ee) {
+		fa.failure(c, ee)
+		return
+	}
+	if err != nil {
+		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
+	}
+	fa.stats.Events.Store(fa.frag.Events())
+	fa.stats.Batches.Add(1)
+	fa.stats.mu.Lock()
+	fa.stats.offsets[fa.e.plan.PartitionName(b.Source, b.Partition)] = b.End
+	fa.stats.mu.Unlock()
+}
+
+// failure handles a user function's failure on an event: the fragment's
+// state may be half updated, so it is restored from its last checkpoint and
+// the readers rewind to it; after MaxAttempts the event is skipped and
+// dead-lettered. Other fragments never stop.
+func (fa *fragmentActor) failure(c pa.Context, ee *flows.EventError) {
+	fa.stats.Failures.Add(1)
+	fa.attempts[ee.Event]++
+	n := fa.attempts[ee.Event]
+	log := fa.e.cfg.Logger.With("fragment", fa.frag.ID(), "source", ee.DeadLetter.Source,
+		"partition", ee.DeadLetter.Partition, "offset", ee.DeadLetter.Offset, "key", ee.DeadLetter.Key)
+	if n >= fa.e.cfg.MaxAttempts {
+		fa.skips[ee.Event] = true
+		delete(fa.attempts, ee.Event)
+		dl := ee.DeadLetter
+		dl.Error = fmt.Sprintf("%s (after %d attempts)", dl.Error, n)
+		fa.stats.Dead.Add(1)
+		log.Warn("user function failed; event dead-lettered", "attempts", n, "err", ee.DeadLetter.Error)
+		fa.e.deadLetters([]flows.DeadLetter{dl})
+	} else {
+		log.Warn("user function failed; restoring the fragment to retry", "attempt", n, "err", ee.DeadLetter.Error)
+	}
+	if err := fa.restore(); err != nil {
+		fa.e.fail(err)
+		return
+	}
+	// Until the backoff ends, batches are gaps against the restored vector:
+	// dropped and acknowledged, so no reader waits for this fragment.
+	for _, p := range fa.e.rparts {
+		fa.awaiting[p] = true
+	}
+	fa.e.drainCount(+1) // not drained while down
+	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(n), c.Self(), resumeMsg{})
+}
+
+// resume asks every reader to replay from the restored offsets.
+func (fa *fragmentActor) resume(c pa.Context) {
+	for i, pid := range fa.e.readers {
+		p := fa.e.rparts[i]
+		fa.awaiting[p] = true
+		fa.e.drainCount(+1)
+		c.Send(pid, rewindMsg{to: fa.vec.End(p)})
+	}
+	fa.e.drainCount(-1)
+}
+
+// restore replaces the fragment's state by its last durable checkpoint.
+func (fa *fragmentActor) restore() error {
+	// A checkpoint on its way to the store would be durable under our feet;
+	// the restore reads whatever is durable now, and so do its offsets.
+	r, err := recovery.Restore(fa.e.store, fa.e.plan, fa.frag.ID())
+	if err != nil {
+		return err
+	}
+	fa.frag, fa.vec = r.Fragment, r.Vector
+	for ev := range fa.skips {
+		fa.frag.Skip(ev)
+	}
+	fa.stats.Restores.Add(1)
+	fa.stats.Events.Store(fa.frag.Events())
+	offs := map[string]int64{}
+	for p, end := range fa.vec.Snapshot() {
+		offs[fa.e.plan.PartitionName(p.Source, p.Partition)] = end
+	}
+	fa.stats.mu.Lock()
+	fa.stats.offsets = offs
+	fa.stats.mu.Unlock()
+	return nil
+}
+
+func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
+	if fa.broken != nil {
+		c.Respond(fa.broken)
+		return
+	}
+	want := fa.epoch + 1
+	if fa.writing {
+		want++ // the one being written may predate the request
+		fa.again = true
+	}
+	fa.waiters = append(fa.waiters, waiter{epoch: want, pid: c.Sender()})
+	if !fa.writing {
+		fa.checkpoint(c)
+	}
+}
+
+// checkpoint hands the changes since the last checkpoint to the writer
+// and goes on; ckptDone says when they are durable.
+func (fa *fragmentActor) checkpoint(c pa.Context) {
+	if fa.writing || fa.broken != nil {
+		return
+	}
+	now := fa.e.cfg.Now()
+	cp, err := recovery.Take(fa.frag, &fa.vec, fa.e.plan.Fragments(), fa.epoch+1, now)
+	if err != nil {
+		fa.breakCheckpoints(c, err)
+		return
+	}
+	fa.epoch++
+	fa.lastCkpt = now
+	fa.writing = true
+	fa.e.writes <- writeReq{frag: fa.frag.ID(), cp: cp, pid: c.Self()}
+}
+
+func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
+	fa.writing = false
+	if m.err != nil {
+		fa.breakCheckpoints(c, m.err)
+		return
+	}
+	fa.stats.Epoch.Store(m.epoch)
+	fa.stats.CkptTime.Store(m.time)
+	fa.stats.CkptBytes.Add(int64(m.bytes))
+	fa.stats.mu.Lock()
+	fa.stats.durable = m.offsets
+	fa.stats.mu.Unlock()
+	keep := fa.waiters[:0]
+	for _, w := range fa.waiters {
+		if m.epoch >= w.epoch {
+			c.Send(w.pid, ckptOK{})
+			continue
+		}
+		keep = append(keep, w)
+	}
+	fa.waiters = keep
+	if fa.again {
+		fa.again = false
+		fa.checkpoint(c)
+	}
+}
+
+// breakCheckpoints stops checkpointing after a failure: the changes taken
+// for the failed checkpoint are gone from the fragment's change set, so a
+// later incremental checkpoint would store a state with holes. The fragment
+// keeps serving from memory; the engine reports the error (readiness).
+func (fa *fragmentActor) breakCheckpoints(c pa.Context, err error) {
+	fa.broken = err
+	fa.stats.mu.Lock()
+	fa.stats.ckptErr = err
+	fa.stats.mu.Unlock()
+	fa.e.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", fa.frag.ID(), err))
+	for _, w := range fa.waiters {
+		c.Send(w.pid, err)
+	}
+	fa.waiters = nil
+}
+
+func (fa *fragmentActor) timerFailures(dls []flows.DeadLetter, err error) {
+	if err != nil {
+		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
+	}
+	if len(dls) == 0 {
+		return
+	}
+	fa.stats.Dead.Add(int64(len(dls)))
+	for _, d := range dls {
+		fa.e.cfg.Logger.Warn("timer function failed; dead-lettered", "fragment", d.Fragment, "key", d.Key, "err", d.Error)
+	}
+	fa.e.deadLetters(dls)
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

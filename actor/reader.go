@@ -1,0 +1,189 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/flows"
+)
+
+type readerActor struct {
+	e         *Engine
+	r         *flows.Reader
+	stats     *ReaderStats
+	credits   []int
+	blocked   []bool // a full batch waits for a credit
+	nblocked  int
+	inflight  int
+	polling   bool // a pollMsg is on its way
+	eof       bool
+	finished  bool
+	stopped   bool // a fatal source error
+	lastFlush time.Time
+}
+
+func (ra *readerActor) Receive(c pa.Context) {
+	switch m := c.Message().(type) {
+	case pollMsg:
+		ra.polling = false
+		ra.poll(c)
+	case ackMsg:
+		ra.credits[m.fragment]++
+		ra.inflight--
+		if ra.blocked[m.fragment] {
+			ra.blocked[m.fragment] = false
+			ra.nblocked--
+			ra.send(c, m.fragment)
+		}
+		if ra.eof {
+			ra.flushAll(c)
+		}
+		ra.schedule(c, 0)
+	case stopMsg:
+		// Flush regardless of credits: the engine is stopping and the
+		// fragments' final checkpoints should cover everything read.
+		ra.stopped = true
+		for f := range ra.credits {
+			if ra.r.Behind(f) {
+				ra.send(c, f)
+			}
+		}
+		c.Respond(stopMsg{})
+	case rewindMsg:
+		ra.rewind(c, m.to)
+		ra.e.drainCount(-1) // the rewind is handled
+	case *pa.Stopping:
+		if err := ra.r.Close(); err != nil {
+			ra.e.cfg.Logger.Warn("close source", "source", ra.stats.Source, "partition", ra.stats.Partition, "err", err)
+		}
+	}
+}
+
+// rewind moves the reader back for a fragment that restored an older
+// checkpoint; the other fragments drop what they already applied.
+func (ra *readerActor) rewind(c pa.Context, to int64) {
+	if ra.stopped || to >= ra.r.Position() {
+		return
+	}
+	if err := ra.r.Rewind(to); err != nil {
+		ra.e.fail(err)
+		ra.stopped = true
+		return
+	}
+	ra.stats.Rewinds.Add(1)
+	ra.stats.Position.Store(to)
+	clear(ra.blocked)
+	ra.nblocked = 0
+	ra.eof = false
+	if ra.finished {
+		ra.finished = false
+		ra.stats.Done.Store(false)
+		ra.e.drainCount(+1)
+	}
+	ra.schedule(c, 0)
+}
+
+// schedule asks for another poll, after d, unless one is coming, reading is
+// blocked, or the partition is exhausted.
+func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
+	if ra.polling || ra.nblocked > 0 || ra.eof || ra.stopped {
+		return
+	}
+	ra.polling = true
+	if d == 0 {
+		c.Send(c.Self(), pollMsg{})
+	} else {
+		ra.e.after(d, c.Self(), pollMsg{})
+	}
+}
+
+func (ra *readerActor) poll(c pa.Context) {
+	if ra.nblocked > 0 || ra.eof || ra.stopped {
+		return
+	}
+	n, err := ra.r.Poll(context.Background(), ra.e.cfg.PollSize)
+	ra.stats.Events.Add(int64(n))
+	ra.stats.Position.Store(ra.r.Position())
+	ra.deadLetters()
+	if err != nil && !errors.Is(err, io.EOF) {
+		ra.e.fail(fmt.Errorf("%s: %w", ra.e.plan.PartitionName(ra.r.Source(), ra.r.Partition()), err))
+		ra.stopped = true
+		return
+	}
+	for _, f := range ra.r.Full() {
+		if ra.credits[f] == 0 {
+			if !ra.blocked[f] {
+				ra.blocked[f] = true
+				ra.nblocked++
+				ra.stats.Stalls.Add(1)
+			}
+			continue
+		}
+		ra.send(c, f)
+	}
+	if err != nil { // io.EOF
+		ra.eof = true
+		ra.flushAll(c)
+		return
+	}
+	now := ra.e.cfg.Now()
+	if now.Sub(ra.lastFlush) >= ra.e.cfg.BatchDelay {
+		ra.lastFlush = now
+		ra.flushAll(c)
+	}
+	if n == 0 {
+		ra.schedule(c, min(ra.e.cfg.IdleDelay, ra.e.cfg.BatchDelay))
+	} else {
+		ra.schedule(c, 0)
+	}
+}
+
+// flushAll sends every fragment that is behind the position and has a
+// credit; at the end of the partition, it marks the reader finished once
+// everything is acknowledged.
+func (ra *readerActor) flushAll(c pa.Context) {
+	behind := false
+	for f := range ra.credits {
+		if !ra.r.Behind(f) {
+			continue
+		}
+		if ra.credits[f] == 0 {
+			behind = true
+			continue
+		}
+		ra.send(c, f)
+	}
+	if ra.eof && !behind && ra.inflight == 0 && !ra.finished {
+		ra.finished = true
+		ra.stats.Done.Store(true)
+		ra.e.drainCount(-1)
+	}
+}
+
+func (ra *readerActor) send(c pa.Context, f int) {
+	b := ra.r.Take(f)
+	ra.credits[f]--
+	ra.inflight++
+	c.Send(ra.e.frags[f], &batchMsg{b: b, reader: c.Self()})
+}
+
+func (ra *readerActor) deadLetters() {
+	bad := ra.r.TakeBad()
+	dls := ra.r.TakeDeadLetters()
+	if len(bad) == 0 && len(dls) == 0 {
+		return
+	}
+	ra.stats.Bad.Add(int64(len(bad)))
+	for _, b := range bad {
+		ra.e.cfg.Logger.Warn("malformed record", "source", ra.stats.Source, "partition", ra.stats.Partition,
+			"where", b.Where, "offset", b.Offset, "err", b.Err)
+		dls = append(dls, flows.DeadLetter{Flow: ra.e.plan.Name(), Source: ra.stats.Source, Partition: ra.stats.Partition,
+			Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
+	}
+	ra.e.deadLetters(dls)
+}
