@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
@@ -128,6 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		data       = fs.String("data", "", "data directory (dead letters)")
 		node       = fs.String("node", "", "node name (default: host name)")
 		progress   = fs.Duration("progress", 5*time.Second, "print progress this often (0: never)")
+		ckpt       = fs.Duration("checkpoint-interval", time.Second, "how often each fragment checkpoints (with -data, to disk)")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -163,8 +165,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-source must be gen or file, got %q", *source)
 	}
 
+	if *ckpt <= 0 {
+		return fmt.Errorf("-checkpoint-interval must be positive, got %v", *ckpt)
+	}
 	n := cluster.NewNode(cluster.Config{
 		Flow: Flow(src, *fragments), Name: *node, HTTPAddr: *httpAddr, DataDir: *data, Logger: logger,
+		Engine: actor.Config{CheckpointInterval: *ckpt},
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()
