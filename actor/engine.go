@@ -263,6 +263,7 @@ func (e *Engine) tick() {
 	defer e.bg.Done()
 	t := time.NewTicker(e.cfg.TickInterval)
 	defer t.Stop()
+	committed := make([]int64, len(e.readers))
 	for {
 		select {
 		case <-e.stop:
@@ -271,6 +272,12 @@ func (e *Engine) tick() {
 			now := e.cfg.Now()
 			for _, pid := range e.frags {
 				e.sys.Root.Send(pid, tickMsg{now: now})
+			}
+			for i, pid := range e.readers {
+				if c := e.Committed(i); c > committed[i] {
+					committed[i] = c
+					e.sys.Root.Send(pid, commitMsg{offset: c})
+				}
 			}
 		}
 	}
@@ -504,6 +511,7 @@ type (
 	ckptOK    struct{}
 	resumeMsg struct{}
 	stopMsg   struct{}
+	commitMsg struct{ offset int64 }
 	ckptDone  struct {
 		epoch   uint64
 		offsets map[recovery.PartitionID]int64

@@ -301,3 +301,76 @@ func TestStopWhileRunningUnbounded(t *testing.T) {
 	e.Stop()
 	e.Stop()
 }
+
+// committingSource records the offsets the engine commits.
+type committingSource struct {
+	*gen.Source[string]
+	mu      sync.Mutex
+	commits map[int][]int64
+}
+
+func (s *committingSource) Open(p int, from int64) (flows.PartitionReader[string], error) {
+	r, err := s.Source.Open(p, from)
+	return &committingReader{PartitionReader: r, s: s, p: p}, err
+}
+
+type committingReader struct {
+	flows.PartitionReader[string]
+	s *committingSource
+	p int
+}
+
+func (r *committingReader) Commit(off int64) error {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	r.s.commits[r.p] = append(r.s.commits[r.p], off)
+	return nil
+}
+
+// Sources that keep a position are committed only what every fragment has
+// checkpointed, in increasing order, up to the end once all is durable.
+func TestCommitsFollowCheckpoints(t *testing.T) {
+	g, _ := gen.New(gen.Config{Partitions: 2, Seed: 4, Events: 100_000, Rate: 200_000}, word)
+	src := &committingSource{Source: g, commits: map[int][]int64{}}
+	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), CheckpointInterval: 50 * time.Millisecond, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	waitDrained(t, e)
+	if err := e.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		src.mu.Lock()
+		last0, last1 := lastOf(src.commits[0]), lastOf(src.commits[1])
+		src.mu.Unlock()
+		if last0 == g.Limit(0) && last1 == g.Limit(1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("final commits %d, %d; want %d, %d", last0, last1, g.Limit(0), g.Limit(1))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	for p, cs := range src.commits {
+		if len(cs) < 3 {
+			t.Errorf("partition %d: only %d commits while running", p, len(cs))
+		}
+		for i := 1; i < len(cs); i++ {
+			if cs[i] <= cs[i-1] {
+				t.Fatalf("partition %d: commits not increasing: %v", p, cs)
+			}
+		}
+	}
+}
+
+func lastOf(xs []int64) int64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	return xs[len(xs)-1]
+}

@@ -54,6 +54,11 @@ func (ra *readerActor) Receive(c pa.Context) {
 			}
 		}
 		c.Respond(stopMsg{})
+	case commitMsg:
+		if err := ra.r.Commit(m.offset); err != nil {
+			ra.e.cfg.Logger.Warn("commit source offset", "source", ra.stats.Source, "partition", ra.stats.Partition,
+				"offset", m.offset, "err", err)
+		}
 	case rewindMsg:
 		ra.rewind(c, m.to)
 		ra.e.drainCount(-1) // the rewind is handled

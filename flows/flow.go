@@ -130,6 +130,14 @@ type PartitionReader[T any] interface {
 	Close() error
 }
 
+// Committer is implemented by partition readers whose source keeps a
+// committed position (a consumer group offset, say). The engine commits an
+// offset once every fragment's durable checkpoint covers the partition up
+// to it, never further.
+type Committer interface {
+	Commit(offset int64) error
+}
+
 // ReadBatch is what a PartitionReader fills.
 type ReadBatch[T any] struct {
 	Events  []T

@@ -136,6 +136,7 @@ type Reader struct {
 	batchSize int
 	pump      interface {
 		poll(r *Reader, ctx context.Context, max int) error
+		commit(offset int64) error
 		close() error
 	}
 	routers []interface {
@@ -258,6 +259,10 @@ func (r *Reader) Rewind(to int64) error {
 	return nil
 }
 
+// Commit tells the source that everything before offset is safely
+// checkpointed, if the source keeps such a position (see Committer).
+func (r *Reader) Commit(offset int64) error { return r.pump.commit(offset) }
+
 // TakeBad returns the malformed records read since the last call.
 func (r *Reader) TakeBad() []BadRecord {
 	b := r.bad
@@ -283,6 +288,13 @@ type pump[T any] struct {
 }
 
 func (p *pump[T]) close() error { return p.r.Close() }
+
+func (p *pump[T]) commit(offset int64) error {
+	if c, ok := p.r.(Committer); ok {
+		return c.Commit(offset)
+	}
+	return nil
+}
 
 func (p *pump[T]) poll(r *Reader, ctx context.Context, max int) error {
 	p.b.Reset()
