@@ -38,6 +38,7 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -101,12 +102,16 @@ type Result struct {
 	Status               string  `json:"status"`
 	Events               int     `json:"events"`
 	EventsPerSec         float64 `json:"events_per_sec"`
-	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"` // the faster baseline
+	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"` // keyed-count: the faster baseline; checkpoint-overhead: no checkpoints
 	Ratio                float64 `json:"ratio"`
-	MapEventsPerSec      float64 `json:"map_baseline_events_per_sec"`
-	ShardedEventsPerSec  float64 `json:"sharded_baseline_events_per_sec"`
+	MapEventsPerSec      float64 `json:"map_baseline_events_per_sec,omitempty"`
+	ShardedEventsPerSec  float64 `json:"sharded_baseline_events_per_sec,omitempty"`
 	Rounds               int     `json:"rounds"`
 	Machine              string  `json:"machine"`
+	CheckpointIntervalMs float64 `json:"checkpoint_interval_ms,omitempty"`
+	RestoreMs            float64 `json:"restore_ms,omitempty"`  // recovery: load a fragment's checkpoint
+	CatchUpMs            float64 `json:"catch_up_ms,omitempty"` // recovery: restart, restore and catch up
+	Keys                 int     `json:"keys,omitempty"`
 }
 
 func run(p params, out string, w io.Writer) error {
@@ -165,13 +170,40 @@ func run(p params, out string, w io.Writer) error {
 	fmt.Fprintf(tw, "keyed-count\tsharded channels\t%.2fM\t%.2f\t\n", res.ShardedEventsPerSec/1e6, res.ShardedEventsPerSec/res.BaselineEventsPerSec)
 	fmt.Fprintf(tw, "keyed-count\ttessera engine\t%.2fM\t%.2f\t\n", res.EventsPerSec/1e6, res.Ratio)
 	tw.Flush()
+	results := []Result{res}
+
+	interval := time.Second
+	if p.events < 5_000_000 {
+		interval = 20 * time.Millisecond // short runs: checkpoint often enough to measure
+	}
+	fmt.Fprintf(w, "checkpoint-overhead: %d events, checkpoints to disk every %v against none\n", 3*p.events, interval)
+	ck, err := checkpointOverhead(keys, idx, p, interval, w)
+	if err != nil {
+		return err
+	}
+	ck.Machine = res.Machine
+	fmt.Fprintf(w, "recovery: one fragment with every key, restored from its checkpoint\n")
+	rec, err := recoveryRun(keys, idx, p, w)
+	if err != nil {
+		return err
+	}
+	rec.Machine = res.Machine
+	results = append(results, ck, rec)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tfigure\tvalue\t")
+	fmt.Fprintf(tw, "checkpoint-overhead\tevents/s with checkpoints every %v\t%.2fM\t\n", interval, ck.EventsPerSec/1e6)
+	fmt.Fprintf(tw, "checkpoint-overhead\tevents/s without\t%.2fM\t\n", ck.BaselineEventsPerSec/1e6)
+	fmt.Fprintf(tw, "checkpoint-overhead\tratio (goal >= 0.90)\t%.2f\t\n", ck.Ratio)
+	fmt.Fprintf(tw, "recovery\trestore a %d-key fragment (goal <= 1s)\t%.1f ms\t\n", rec.Keys, rec.RestoreMs)
+	fmt.Fprintf(tw, "recovery\trestart + catch up %d events\t%.1f ms\t\n", rec.Events, rec.CatchUpMs)
+	tw.Flush()
 	if out == "" {
 		return nil
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	b, _ := json.MarshalIndent([]Result{res}, "", "  ")
+	b, _ := json.MarshalIndent(results, "", "  ")
 	return os.WriteFile(out, append(b, '\n'), 0o644)
 }
 
@@ -258,18 +290,26 @@ func countSharded(keys []string, idx []uint32, p params) map[string]int64 {
 	return out
 }
 
-// sliceSource serves contiguous ranges of the key sequence as partitions.
+// sliceSource serves contiguous ranges of the key sequence, repeated
+// repeat times, as partitions; upto (0, 1] makes each partition end early,
+// with the same offsets.
 type sliceSource struct {
-	keys  []string
-	idx   []uint32
-	parts int
+	keys   []string
+	idx    []uint32
+	parts  int
+	repeat int
+	upto   float64
 }
 
 func (s *sliceSource) Partitions() int { return s.parts }
 
 func (s *sliceSource) Open(p int, from int64) (flows.PartitionReader[string], error) {
-	per := (len(s.idx) + s.parts - 1) / s.parts
-	lo, hi := min(p*per, len(s.idx)), min((p+1)*per, len(s.idx))
+	n := len(s.idx) * max(s.repeat, 1)
+	per := (n + s.parts - 1) / s.parts
+	lo, hi := min(p*per, n), min((p+1)*per, n)
+	if s.upto > 0 && s.upto < 1 {
+		hi = lo + int(float64(hi-lo)*s.upto)
+	}
 	return &sliceReader{s: s, lo: lo, next: lo + int(from), hi: hi}, nil
 }
 
@@ -280,8 +320,9 @@ type sliceReader struct {
 
 func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[string], max int) error {
 	end := min(r.hi, r.next+max)
+	n := len(r.s.idx)
 	for i := r.next; i < end; i++ {
-		b.Events = append(b.Events, r.s.keys[r.s.idx[i]])
+		b.Events = append(b.Events, r.s.keys[r.s.idx[i%n]])
 		b.Offsets = append(b.Offsets, int64(i-r.lo))
 	}
 	r.next = end
@@ -294,9 +335,24 @@ func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[string], max in
 
 func (r *sliceReader) Close() error { return nil }
 
+// engineRun is one run of the keyed count on the engine.
+type engineRun struct {
+	fragments  int
+	repeat     int
+	upto       float64
+	checkpoint time.Duration // the interval; negative for none
+	store      *recovery.Store
+	counts     bool // read the counts back
+}
+
 func countEngine(keys []string, idx []uint32, p params) (time.Duration, map[string]int64, error) {
-	f := flows.New("bench", flows.WithFragments(p.fragments))
-	flows.Count(flows.KeyBy(flows.From(f, "keys", flows.Source[string](&sliceSource{keys, idx, p.partitions})), flows.Identity[string])).View("counts")
+	return runEngine(keys, idx, p, engineRun{fragments: p.fragments, checkpoint: -1, counts: true})
+}
+
+func runEngine(keys []string, idx []uint32, p params, run engineRun) (time.Duration, map[string]int64, error) {
+	f := flows.New("bench", flows.WithFragments(run.fragments))
+	src := &sliceSource{keys: keys, idx: idx, parts: p.partitions, repeat: run.repeat, upto: run.upto}
+	flows.Count(flows.KeyBy(flows.From(f, "keys", flows.Source[string](src)), flows.Identity[string])).View("counts")
 	plan, err := f.Plan()
 	if err != nil {
 		return 0, nil, err
@@ -310,7 +366,8 @@ func countEngine(keys []string, idx []uint32, p params) (time.Duration, map[stri
 		defer stop()
 	}
 	start := time.Now()
-	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch})
+	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch,
+		CheckpointInterval: run.checkpoint, Store: run.store})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -319,6 +376,9 @@ func countEngine(keys []string, idx []uint32, p params) (time.Duration, map[stri
 	d := time.Since(start)
 	if err := e.Err(); err != nil {
 		return 0, nil, err
+	}
+	if !run.counts {
+		return d, nil, nil
 	}
 	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: splice.MaxLimit}})
 	if err != nil {
@@ -329,4 +389,112 @@ func countEngine(keys []string, idx []uint32, p params) (time.Duration, map[stri
 		got[en.Key] = en.Value.(int64)
 	}
 	return d, got, nil
+}
+
+// checkpointOverhead runs the keyed count three times over on the engine,
+// with checkpoints to disk at interval and with none, interleaved.
+func checkpointOverhead(keys []string, idx []uint32, p params, interval time.Duration, w io.Writer) (Result, error) {
+	const repeat = 3
+	var tNone, tCkpt []time.Duration
+	var bytes int64
+	for round := 1; round <= p.rounds; round++ {
+		runtime.GC()
+		d, _, err := runEngine(keys, idx, p, engineRun{fragments: p.fragments, repeat: repeat, checkpoint: -1})
+		if err != nil {
+			return Result{}, err
+		}
+		tNone = append(tNone, d)
+		dir, err := os.MkdirTemp("", "tessera-bench-")
+		if err != nil {
+			return Result{}, err
+		}
+		store, err := recovery.Open(dir, nil, nil)
+		if err != nil {
+			return Result{}, err
+		}
+		runtime.GC()
+		d2, _, err := runEngine(keys, idx, p, engineRun{fragments: p.fragments, repeat: repeat, checkpoint: interval, store: store})
+		bytes = store.BytesWritten()
+		store.Close()
+		os.RemoveAll(dir)
+		if err != nil {
+			return Result{}, err
+		}
+		tCkpt = append(tCkpt, d2)
+		fmt.Fprintf(w, "  round %d: no checkpoints %v, checkpoints every %v %v (%d MB written)\n", round,
+			d.Round(time.Millisecond), interval, d2.Round(time.Millisecond), bytes>>20)
+	}
+	n := float64(len(idx) * repeat)
+	none, with := n/median(tNone).Seconds(), n/median(tCkpt).Seconds()
+	return Result{Name: "checkpoint-overhead", Status: "ok", Events: int(n), Rounds: p.rounds,
+		EventsPerSec: with, BaselineEventsPerSec: none, Ratio: with / none,
+		CheckpointIntervalMs: float64(interval.Milliseconds())}, nil
+}
+
+// recoveryRun measures a fragment holding every key: restoring it from its
+// checkpoint, and a restart that restores it and catches up on the last
+// tenth of the stream.
+func recoveryRun(keys []string, idx []uint32, p params, w io.Writer) (Result, error) {
+	dir, err := os.MkdirTemp("", "tessera-bench-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(dir)
+	store, err := recovery.Open(dir, nil, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	defer store.Close()
+	// The first run reads 90% of every partition; Stop checkpoints.
+	if _, _, err := runEngine(keys, idx, p, engineRun{fragments: 1, upto: 0.9, checkpoint: -1, store: store}); err != nil {
+		return Result{}, err
+	}
+	f := flows.New("bench", flows.WithFragments(1))
+	flows.Count(flows.KeyBy(flows.From(f, "keys", flows.Source[string](&sliceSource{keys: keys, idx: idx, parts: p.partitions})), flows.Identity[string])).View("counts")
+	plan, err := f.Plan()
+	if err != nil {
+		return Result{}, err
+	}
+	var restores []time.Duration
+	var entries int64
+	for range p.rounds {
+		start := time.Now()
+		r, err := recovery.Restore(store, plan, 0)
+		if err != nil {
+			return Result{}, err
+		}
+		restores = append(restores, time.Since(start))
+		entries = r.Manifest.Entries
+	}
+	var catchups []time.Duration
+	for range p.rounds {
+		// A restart from the same checkpoint each round: no final
+		// checkpoint is kept (a copy of the store would be as good).
+		d, counts, err := runEngine(keys, idx, p, engineRun{fragments: 1, checkpoint: -1, store: store, counts: true})
+		if err != nil {
+			return Result{}, err
+		}
+		var total int64
+		for _, c := range counts {
+			total += c
+		}
+		if total != int64(len(idx)) {
+			return Result{}, fmt.Errorf("recovery: %d events counted after the restart, want %d", total, len(idx))
+		}
+		catchups = append(catchups, d)
+		// Put the 90% checkpoint back for the next round.
+		if _, _, err := runEngine(keys, idx, p, engineRun{fragments: 1, upto: 0.9, checkpoint: -1, store: resetStore(store)}); err != nil {
+			return Result{}, err
+		}
+	}
+	rest, catch := median(restores), median(catchups)
+	fmt.Fprintf(w, "  restore of a %d-key fragment: %v; restart + catch-up of %d events: %v\n", entries, rest.Round(time.Microsecond), len(idx)/10, catch.Round(time.Millisecond))
+	return Result{Name: "recovery", Status: "ok", Events: len(idx) / 10, Rounds: p.rounds, RestoreMs: float64(rest.Microseconds()) / 1000,
+		CatchUpMs: float64(catch.Microseconds()) / 1000, Keys: int(entries)}, nil
+}
+
+// resetStore drops the flow's checkpoints.
+func resetStore(s *recovery.Store) *recovery.Store {
+	_ = s.Drop("bench")
+	return s
 }

@@ -28,7 +28,10 @@ func TestSmallRun(t *testing.T) {
 	if err := json.Unmarshal(b, &rs); err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 1 || rs[0].Name != "keyed-count" || rs[0].Status != "ok" || rs[0].EventsPerSec <= 0 || rs[0].Ratio <= 0 {
+	if len(rs) != 3 || rs[0].Name != "keyed-count" || rs[0].Status != "ok" || rs[0].EventsPerSec <= 0 || rs[0].Ratio <= 0 {
 		t.Fatalf("results = %+v", rs)
+	}
+	if rs[1].Name != "checkpoint-overhead" || rs[1].Ratio <= 0 || rs[2].Name != "recovery" || rs[2].Keys != 500 || rs[2].RestoreMs <= 0 {
+		t.Fatalf("results = %+v", rs[1:])
 	}
 }
