@@ -39,6 +39,9 @@ type Config struct {
 	// state and drops what it is sent, so its readers and every other
 	// fragment go on. Default 100ms.
 	RetryBackoff time.Duration
+	// Epoch is the placement epoch that batches carry; fragments drop
+	// batches of an older one. A single node has one placement: 1.
+	Epoch uint64
 	// Store keeps checkpoints. Nil: an in-memory store that lives as long as
 	// the engine (recovery within the run, nothing across restarts).
 	Store  *recovery.Store
@@ -78,6 +81,9 @@ func (c *Config) defaults() {
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = time.Second
+	}
+	if c.Epoch == 0 {
+		c.Epoch = 1
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
@@ -123,6 +129,7 @@ type FragmentStats struct {
 	Batches    atomic.Int64
 	Duplicates atomic.Int64 // batches dropped as duplicates
 	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
+	Fenced     atomic.Int64 // batches dropped as sent under an older placement epoch
 	Failures   atomic.Int64 // user-function failures (each restores the fragment)
 	Dead       atomic.Int64 // events dead-lettered after MaxAttempts failures
 	Restores   atomic.Int64 // restores from a checkpoint after a failure

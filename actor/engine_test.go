@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	pa "github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/goleak"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
@@ -373,4 +374,33 @@ func lastOf(xs []int64) int64 {
 		return -1
 	}
 	return xs[len(xs)-1]
+}
+
+// A batch sent under an older placement epoch is dropped, and records
+// nothing; the next placement's batches apply.
+func TestStaleEpochIsFenced(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 1, Events: 5000}, word)
+	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), Epoch: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	waitDrained(t, e)
+	sink, err := e.sys.Root.SpawnNamed(pa.PropsFromFunc(func(pa.Context) {}), "test/acks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.sys.Root.Stop(sink)
+	before := e.Fragments()[0].Offsets()
+	e.sys.Root.Send(e.frags[0], &batchMsg{b: &flows.Batch{Epoch: 4, PrevEnd: 5000, End: 9000}, reader: sink})
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Fragments()[0].Fenced.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("stale batch not fenced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if after := e.Fragments()[0].Offsets(); after["gen/0"] != before["gen/0"] {
+		t.Fatalf("a fenced batch moved the offsets: %v -> %v", before, after)
+	}
 }

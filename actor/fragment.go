@@ -15,19 +15,20 @@ import (
 )
 
 type fragmentActor struct {
-	e        *Engine
-	frag     *flows.Fragment
-	vec      recovery.Vector
-	epoch    uint64 // of the last checkpoint taken (maybe not yet durable)
-	stats    *FragmentStats
-	lastCkpt time.Time
-	writing  bool     // a checkpoint is with the writer
-	again    bool     // take another as soon as it is durable
-	waiters  []waiter // on-demand checkpoint requests
-	broken   error    // a checkpoint write failed: no further checkpoints
-	attempts map[flows.EventID]int
-	skips    map[flows.EventID]bool
-	awaiting map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
+	e         *Engine
+	frag      *flows.Fragment
+	vec       recovery.Vector
+	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
+	placement uint64 // the newest placement epoch seen
+	stats     *FragmentStats
+	lastCkpt  time.Time
+	writing   bool     // a checkpoint is with the writer
+	again     bool     // take another as soon as it is durable
+	waiters   []waiter // on-demand checkpoint requests
+	broken    error    // a checkpoint write failed: no further checkpoints
+	attempts  map[flows.EventID]int
+	skips     map[flows.EventID]bool
+	awaiting  map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
 }
 
 func minInt(a, b int64) int64 {
@@ -71,6 +72,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	b := m.b
 	defer b.Release()
+	if recovery.Fence(&fa.placement, b.Epoch) == recovery.Fenced {
+		fa.stats.Fenced.Add(1)
+		return
+	}
 	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
 	verdict, min := fa.vec.Admit(p, b.PrevEnd, b.End)
 	if verdict != recovery.Gap && b.PrevEnd < min {

@@ -172,6 +172,7 @@ func (ra *readerActor) flushAll(c pa.Context) {
 
 func (ra *readerActor) send(c pa.Context, f int) {
 	b := ra.r.Take(f)
+	b.Epoch = ra.e.cfg.Epoch
 	ra.credits[f]--
 	ra.inflight++
 	c.Send(ra.e.frags[f], &batchMsg{b: b, reader: c.Self()})

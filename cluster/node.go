@@ -254,6 +254,7 @@ type FragmentState struct {
 	Batches         int64            `json:"batches"`
 	Duplicates      int64            `json:"duplicate_batches"`
 	Gaps            int64            `json:"gaps"`
+	Fenced          int64            `json:"fenced"`        // batches of an older placement epoch, dropped
 	Failures        int64            `json:"failures"`      // user-function failures, each followed by a restore
 	DeadLetters     int64            `json:"dead_letters"`  // events skipped after their last attempt
 	Restores        int64            `json:"restores"`      // restores from a checkpoint
@@ -295,7 +296,7 @@ func (n *Node) State() ClusterState {
 	now := time.Now()
 	for i, f := range n.eng.Fragments() {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
-			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
+			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
 			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), Epoch: f.Epoch.Load(),
 			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets()}
 		if ns := f.CkptTime.Load(); ns != 0 {

@@ -21,10 +21,23 @@ const (
 	// flight. Drop the batch and ask the reader to rewind to the recorded
 	// end.
 	Gap
+	// Fenced: the batch was sent under an older placement epoch, by a
+	// reader that has not yet learned it lost its partition. Drop it.
+	Fenced
 )
 
 func (v Verdict) String() string {
-	return [...]string{"apply", "duplicate", "gap"}[v]
+	return [...]string{"apply", "duplicate", "gap", "fenced"}[v]
+}
+
+// Fence judges a batch's placement epoch against the fragment's: traffic
+// from an older placement is Fenced; a newer one raises the fragment's.
+func Fence(current *uint64, batch uint64) Verdict {
+	if batch < *current {
+		return Fenced
+	}
+	*current = batch
+	return Apply
 }
 
 // Vector is a fragment's offset vector: per source partition, the end of the

@@ -84,3 +84,16 @@ func TestExactlyOnceUnderReplay(t *testing.T) {
 		}
 	})
 }
+
+func TestFence(t *testing.T) {
+	epoch := uint64(3)
+	for _, c := range []struct {
+		batch uint64
+		want  Verdict
+		after uint64
+	}{{3, Apply, 3}, {2, Fenced, 3}, {5, Apply, 5}, {4, Fenced, 5}} {
+		if got := Fence(&epoch, c.batch); got != c.want || epoch != c.after {
+			t.Fatalf("Fence(batch %d) = %v, epoch %d; want %v, %d", c.batch, got, epoch, c.want, c.after)
+		}
+	}
+}
