@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -219,7 +220,8 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
 			lastCkpt: cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
 			awaiting: map[recovery.PartitionID]bool{}}
-		pid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return fa }), fmt.Sprintf("%s/kg-%03d", plan.Name(), i))
+		props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
+		pid, err := root.SpawnNamed(props, fmt.Sprintf("%s/kg-%03d", plan.Name(), i))
 		if err != nil {
 			return nil, fmt.Errorf("spawn fragment %d: %w", i, err)
 		}
@@ -360,31 +362,41 @@ func (e *Engine) Committed(reader int) int64 {
 func (e *Engine) Views() []splice.Spec { return e.plan.Views() }
 
 // Gather implements splice.Gatherer: it asks the fragments' actors, which
-// answer between batches.
+// answer before any batch waiting in their mailboxes (queries have
+// priority), so a query under full ingest waits for at most one batch.
 func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]splice.Answer, error) {
-	var futs []*pa.Future
 	timeout := e.cfg.QueryTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
+	n := len(e.frags)
+	if only >= 0 {
+		n = 1
+	}
+	replies := make(chan queryReply, n)
 	for i, pid := range e.frags {
 		if only >= 0 && i != only {
 			continue
 		}
-		futs = append(futs, e.sys.Root.RequestFuture(pid, queryMsg{req: req}, timeout))
+		e.sys.Root.Send(pid, &queryMsg{req: req, reply: replies})
 	}
-	out := make([]splice.Answer, 0, len(futs))
-	for _, f := range futs {
-		res, err := f.Result()
-		if err != nil {
-			return nil, fmt.Errorf("query %s: %w", req.View, err)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	out := make([]splice.Answer, 0, n)
+	for range n {
+		select {
+		case r := <-replies:
+			if r.err != nil {
+				return nil, r.err
+			}
+			out = append(out, r.ans)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+			return nil, fmt.Errorf("query %s: no answer from %d fragments in %v: %w", req.View, n-len(out), timeout, context.DeadlineExceeded)
 		}
-		r := res.(queryReply)
-		if r.err != nil {
-			return nil, r.err
-		}
-		out = append(out, r.ans)
 	}
+	slices.SortFunc(out, func(a, b splice.Answer) int { return a.Freshness.Fragment - b.Freshness.Fragment })
 	return out, nil
 }
 
@@ -513,7 +525,10 @@ type (
 	ackMsg    struct{ fragment int }
 	rewindMsg struct{ to int64 }
 	tickMsg   struct{ now time.Time }
-	queryMsg  struct{ req splice.Request }
+	queryMsg  struct {
+		req   splice.Request
+		reply chan<- queryReply // buffered for every fragment asked
+	}
 	ckptReq   struct{}
 	ckptOK    struct{}
 	resumeMsg struct{}
@@ -531,3 +546,6 @@ type (
 		err error
 	}
 )
+
+// GetPriority puts queries ahead of batches in a fragment's mailbox.
+func (*queryMsg) GetPriority() int8 { return 7 }

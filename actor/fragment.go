@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -60,10 +61,14 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.durable(c, m)
 	case resumeMsg:
 		fa.resume(c)
-	case queryMsg:
+	case *queryMsg:
 		ans, err := fa.frag.Query(m.req)
 		ans.Freshness = splice.Freshness{Fragment: fa.frag.ID(), Epoch: fa.stats.Epoch.Load(), Offsets: fa.stats.Offsets()}
-		c.Respond(queryReply{ans: ans, err: err})
+		m.reply <- queryReply{ans: ans, err: err}
+		// The asker is now runnable on this P, behind this mailbox's loop,
+		// which under full ingest may run for a whole time slice: let it
+		// have the processor now.
+		runtime.Gosched()
 	case *pa.Restarting:
 		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.frag.ID())
 	}

@@ -12,15 +12,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// A tiny run: the engine's counts must equal the baselines' (run checks),
-// and the results file has the fields tools read.
+// A tiny run of the whole suite: every engine result is checked against the
+// baselines inside, and the results file has what tools read.
 func TestSmallRun(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "latest.json")
-	p := params{events: 50_000, keys: 500, fragments: 8, partitions: 2, rounds: 1, batch: 64}
+	out := t.TempDir()
+	p := params{events: 40_000, keys: 500, fragments: 8, partitions: 2, rounds: 1, batch: 64, quick: true}
 	if err := run(p, out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(out)
+	b, err := os.ReadFile(filepath.Join(out, "latest.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,10 +28,30 @@ func TestSmallRun(t *testing.T) {
 	if err := json.Unmarshal(b, &rs); err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 3 || rs[0].Name != "keyed-count" || rs[0].Status != "ok" || rs[0].EventsPerSec <= 0 || rs[0].Ratio <= 0 {
-		t.Fatalf("results = %+v", rs)
+	byName := map[string]Result{}
+	for _, r := range rs {
+		byName[r.Name] = r
 	}
-	if rs[1].Name != "checkpoint-overhead" || rs[1].Ratio <= 0 || rs[2].Name != "recovery" || rs[2].Keys != 500 || rs[2].RestoreMs <= 0 {
-		t.Fatalf("results = %+v", rs[1:])
+	kc := byName["keyed-count"]
+	if kc.Status != "ok" || kc.EventsPerSec <= 0 || kc.Ratio <= 0 || kc.P99Ms <= 0 {
+		t.Fatalf("keyed-count = %+v", kc)
+	}
+	for _, name := range []string{"stateless", "checkpoint-overhead", "recovery", "query-latency"} {
+		if r := byName[name]; r.Status != "ok" || r.EventsPerSec <= 0 {
+			t.Errorf("%s = %+v", name, r)
+		}
+	}
+	for _, name := range []string{"tumbling-1m", "sliding-30m", "session-windows", "three-nodes"} {
+		if byName[name].Status != "not yet" {
+			t.Errorf("%s = %+v, want not yet", name, byName[name])
+		}
+	}
+	if r := byName["recovery"]; r.Keys != 500 || r.RestoreMs <= 0 {
+		t.Errorf("recovery = %+v", r)
+	}
+	for _, png := range []string{"throughput-by-fragments.png", "latency-keyed-count.png"} {
+		if st, err := os.Stat(filepath.Join(out, png)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", png, err)
+		}
 	}
 }

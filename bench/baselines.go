@@ -1,0 +1,118 @@
+package main
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/tessera-streams/tessera/shard"
+)
+
+// countMap: one goroutine and a map.
+func countMap(in *input) map[string]int64 {
+	m := make(map[string]int64)
+	for _, i := range in.idx {
+		m[in.keys[i]]++
+	}
+	return m
+}
+
+// countSharded: producers hash keys into per-shard batches sent over
+// channels to one goroutine per shard, each with its own map.
+func countSharded(in *input, p params) map[string]int64 {
+	shards := runtime.GOMAXPROCS(0)
+	chans := make([]chan []string, shards)
+	maps := make([]map[string]int64, shards)
+	var workers sync.WaitGroup
+	for s := range shards {
+		chans[s] = make(chan []string, 64)
+		maps[s] = make(map[string]int64)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			m := maps[s]
+			for b := range chans[s] {
+				for _, k := range b {
+					m[k]++
+				}
+			}
+		}()
+	}
+	var producers sync.WaitGroup
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			bufs := make([][]string, shards)
+			for _, i := range in.idx[lo:hi] {
+				k := in.keys[i]
+				s := shard.Fragment(shard.String(k), shards)
+				bufs[s] = append(bufs[s], k)
+				if len(bufs[s]) == p.batch {
+					chans[s] <- bufs[s]
+					bufs[s] = make([]string, 0, p.batch)
+				}
+			}
+			for s, b := range bufs {
+				if len(b) > 0 {
+					chans[s] <- b
+				}
+			}
+		}()
+	}
+	producers.Wait()
+	for _, c := range chans {
+		close(c)
+	}
+	workers.Wait()
+	out := make(map[string]int64)
+	for _, m := range maps {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// statelessKeep is the stateless workload's map and filter: hash the key,
+// keep three quarters.
+func statelessKeep(k string) bool { return shard.String(k)%4 != 0 }
+
+// statelessLoop: one goroutine.
+func statelessLoop(in *input) int64 {
+	var n int64
+	for _, i := range in.idx {
+		if statelessKeep(in.keys[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+// statelessParallel: one goroutine per partition.
+func statelessParallel(in *input, p params) int64 {
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	counts := make([]int64, p.partitions)
+	var wg sync.WaitGroup
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var n int64
+			for _, i := range in.idx[lo:hi] {
+				if statelessKeep(in.keys[i]) {
+					n++
+				}
+			}
+			counts[part] = n
+		}()
+	}
+	wg.Wait()
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// engineRun is one run of a workload on the engine.
+type engineRun struct {
+	stateless  bool // map and filter only; else the keyed count
+	fragments  int
+	repeat     int     // input repetitions; 0 with until: unbounded
+	upto       float64 // see sliceSource
+	checkpoint time.Duration
+	store      *recovery.Store
+	counts     bool // read the counts back
+	// during, if set, runs while the engine ingests, and the run ends when
+	// it returns (for unbounded runs).
+	during func(e *actor.Engine)
+}
+
+type engineResult struct {
+	d       time.Duration
+	events  int64
+	counts  map[string]int64
+	kept    int64     // stateless: events kept by the filter
+	lat     []float64 // sampled end-to-end latencies, ms
+	peakRSS float64
+}
+
+// latencySink records, for sampled events, the time from the source read
+// to the state update (the sink runs after the fragment applied the batch).
+type latencySink struct {
+	mu sync.Mutex
+	ms []float64
+}
+
+func (s *latencySink) Write(out []flows.Output[bev]) error {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	for _, o := range out {
+		s.ms = append(s.ms, float64(now-o.Value.T)/1e6)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// benchFlow is the workloads' flow: the keyed count (with a latency sink),
+// or the stateless map and filter.
+func benchFlow(src flows.Source[bev], fragments int, stateless bool, lat *latencySink, kept *atomic.Int64) *flows.Flow {
+	f := flows.New("bench", flows.WithFragments(max(fragments, 1)))
+	events := flows.From(f, "keys", src)
+	if stateless {
+		keep := flows.Filter(events, func(e bev) bool { return statelessKeep(e.K) })
+		flows.To(keep, flows.SinkFunc[bev](func(out []flows.Output[bev]) error {
+			kept.Add(int64(len(out)))
+			return nil
+		}))
+	} else {
+		ks := flows.KeyBy(events, func(e bev) string { return e.K })
+		flows.Count(ks).View("counts")
+		flows.To(flows.Filter(ks.Values(), func(e bev) bool { return e.T != 0 }), flows.Sink[bev](lat))
+	}
+	return f
+}
+
+// benchPlan is the keyed count's plan with one fragment, for restores.
+func benchPlan() (*flows.Plan, error) {
+	return benchFlow(&sliceSource{parts: 1}, 1, false, &latencySink{}, nil).Plan()
+}
+
+func runEngine(in *input, p params, run engineRun) (engineResult, error) {
+	var res engineResult
+	src := &sliceSource{in: in, parts: p.partitions, repeat: run.repeat, upto: run.upto}
+	lat := &latencySink{}
+	var kept atomic.Int64
+	f := benchFlow(src, run.fragments, run.stateless, lat, &kept)
+	plan, err := f.Plan()
+	if err != nil {
+		return res, err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	resetPeakRSS()
+	if profile != "" {
+		stop, err := startProfile(profile)
+		if err != nil {
+			return res, err
+		}
+		defer stop()
+	}
+	start := time.Now()
+	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch,
+		CheckpointInterval: run.checkpoint, Store: run.store})
+	if err != nil {
+		return res, err
+	}
+	defer e.Stop()
+	if run.during != nil {
+		run.during(e)
+	} else {
+		<-e.Drained()
+	}
+	res.d = time.Since(start)
+	res.peakRSS = peakRSSMB()
+	if err := e.Err(); err != nil {
+		return res, err
+	}
+	for _, r := range e.Readers() {
+		res.events += r.Events.Load()
+	}
+	res.kept = kept.Load()
+	lat.mu.Lock()
+	res.lat = lat.ms
+	lat.mu.Unlock()
+	if !run.counts {
+		return res, nil
+	}
+	ans, err := splice.Evaluate(context.Background(), e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: splice.MaxLimit}})
+	if err != nil {
+		return res, err
+	}
+	res.counts = make(map[string]int64, len(ans.Entries))
+	for _, en := range ans.Entries {
+		res.counts[en.Key] = en.Value.(int64)
+	}
+	return res, nil
+}
+
+func same(want, got map[string]int64) error {
+	if len(want) != len(got) {
+		return fmt.Errorf("%d keys, want %d", len(got), len(want))
+	}
+	for k, n := range want {
+		if got[k] != n {
+			return fmt.Errorf("%s = %d, want %d", k, got[k], n)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/flows"
+)
+
+// input is the pre-generated key sequence every contender reads.
+type input struct {
+	keys []string
+	idx  []uint32
+}
+
+func newInput(events, keys int) *input {
+	in := &input{keys: make([]string, keys), idx: make([]uint32, events)}
+	for i := range in.keys {
+		in.keys[i] = fmt.Sprintf("key-%07d", i)
+	}
+	r := gen.Rand{}
+	for i := range in.idx {
+		in.idx[i] = uint32(r.Intn(keys))
+	}
+	return in
+}
+
+// bev is the engine's event: a key, and for every 1024th event the time it
+// was read from the source (unix ns), for latency.
+type bev struct {
+	K string
+	T int64
+}
+
+const sampleEvery = 1024
+
+// sliceSource serves contiguous ranges of the key sequence, repeated
+// repeat times (0: forever), as partitions; upto in (0, 1) makes each
+// partition end early, with the same offsets.
+type sliceSource struct {
+	in     *input
+	parts  int
+	repeat int
+	upto   float64
+}
+
+func (s *sliceSource) Partitions() int { return s.parts }
+
+func (s *sliceSource) Open(p int, from int64) (flows.PartitionReader[bev], error) {
+	n := len(s.in.idx) * max(s.repeat, 1)
+	per := (n + s.parts - 1) / s.parts
+	lo, hi := min(p*per, n), min((p+1)*per, n)
+	if s.upto > 0 && s.upto < 1 {
+		hi = lo + int(float64(hi-lo)*s.upto)
+	}
+	if s.repeat == 0 {
+		per = (len(s.in.idx) + s.parts - 1) / s.parts
+		lo, hi = p*per, -1
+	}
+	return &sliceReader{s: s, lo: lo, next: lo + int(from), hi: hi}, nil
+}
+
+type sliceReader struct {
+	s            *sliceSource
+	lo, next, hi int // hi < 0: unbounded
+}
+
+func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) error {
+	end := r.next + max
+	if r.hi >= 0 {
+		end = min(r.hi, end)
+	}
+	n := len(r.s.in.idx)
+	now := time.Now().UnixNano()
+	for i := r.next; i < end; i++ {
+		e := bev{K: r.s.in.keys[r.s.in.idx[i%n]]}
+		if i%sampleEvery == 0 {
+			e.T = now
+		}
+		b.Events = append(b.Events, e)
+		b.Offsets = append(b.Offsets, int64(i-r.lo))
+	}
+	r.next = end
+	b.End = int64(end - r.lo)
+	if r.hi >= 0 && r.next >= r.hi {
+		return io.EOF
+	}
+	return nil
+}
+
+func (r *sliceReader) Close() error { return nil }
+
+// resetPeakRSS collects garbage, returns memory to the OS and resets the
+// process's RSS high-water mark (Linux); peakRSSMB reads it.
+func resetPeakRSS() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+func peakRSSMB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
