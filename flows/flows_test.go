@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,7 +194,6 @@ func TestProcessWithTimers(t *testing.T) {
 	in := flowstest.NewInput[string](1)
 	f := flows.New("sessions", flows.WithFragments(8))
 	ks := flows.KeyBy(flows.From(f, "clicks", in), func(u string) string { return u })
-	var closed []string
 	p := flows.Process(ks, flows.Handler[string, string, session, string]{
 		OnEvent: func(c *flows.Context[string, session, string], _ string) {
 			s, ok := c.State()
@@ -212,12 +212,7 @@ func TestProcessWithTimers(t *testing.T) {
 		},
 	})
 	p.View("open", func(s session) float64 { return float64(s.Events) })
-	flows.To(p.Out(), flows.SinkFunc[string](func(out []flows.Output[string]) error {
-		for _, o := range out {
-			closed = append(closed, o.Value)
-		}
-		return nil
-	}))
+	outs := flowstest.Collect(p.Out())
 	d, err := flowstest.New(f, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +225,7 @@ func TestProcessWithTimers(t *testing.T) {
 	if err := d.Advance(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if len(closed) != 0 {
+	if closed := outs.Values(); len(closed) != 0 {
 		t.Fatalf("closed early: %v", closed)
 	}
 	if v, _ := d.Get("open", "ann"); v.(session).Events != 2 {
@@ -239,7 +234,7 @@ func TestProcessWithTimers(t *testing.T) {
 	if err := d.Advance(31 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if len(closed) != 2 || !slicesContain(closed, "ann:2") || !slicesContain(closed, "bob:1") {
+	if closed := outs.Values(); len(closed) != 2 || !slices.Contains(closed, "ann:2") || !slices.Contains(closed, "bob:1") {
 		t.Fatalf("closed = %v", closed)
 	}
 	if _, err := d.Get("open", "ann"); !errors.Is(err, splice.ErrNotFound) {
@@ -247,27 +242,12 @@ func TestProcessWithTimers(t *testing.T) {
 	}
 }
 
-func slicesContain(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
 func TestSinkIDsAreDeterministic(t *testing.T) {
 	run := func() []flows.OutputID {
 		in := flowstest.NewInput[string](2)
 		f := flows.New("ids", flows.WithFragments(4))
-		var ids []flows.OutputID
 		ks := flows.KeyBy(flows.From(f, "in", in), func(s string) string { return s })
-		flows.To(ks.Values(), flows.SinkFunc[string](func(out []flows.Output[string]) error {
-			for _, o := range out {
-				ids = append(ids, o.ID)
-			}
-			return nil
-		}))
+		outs := flowstest.Collect(ks.Values())
 		d, err := flowstest.New(f, t0)
 		if err != nil {
 			t.Fatal(err)
@@ -277,6 +257,10 @@ func TestSinkIDsAreDeterministic(t *testing.T) {
 		in.Push(1, "c")
 		if err := d.Drain(); err != nil {
 			t.Fatal(err)
+		}
+		var ids []flows.OutputID
+		for _, o := range outs.Outputs() {
+			ids = append(ids, o.ID)
 		}
 		return ids
 	}

@@ -366,3 +366,39 @@ func (d *Driver) Entries(view string, q splice.Query) ([]splice.Entry, error) {
 	r, err := splice.Evaluate(context.Background(), d, splice.Request{View: view, Op: splice.OpEntries, Query: q})
 	return r.Entries, err
 }
+
+// Collector keeps every output a stream sends to it; see Collect.
+type Collector[T any] struct {
+	mu  sync.Mutex
+	out []flows.Output[T]
+}
+
+// Collect sends the stream's events to a new Collector, for tests to read.
+func Collect[T any](s flows.Stream[T]) *Collector[T] {
+	c := &Collector[T]{}
+	flows.To(s, flows.SinkFunc[T](func(out []flows.Output[T]) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.out = append(c.out, out...)
+		return nil
+	}))
+	return c
+}
+
+// Values returns the values collected so far, in arrival order.
+func (c *Collector[T]) Values() []T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	vs := make([]T, len(c.out))
+	for i, o := range c.out {
+		vs[i] = o.Value
+	}
+	return vs
+}
+
+// Outputs returns the outputs collected so far, with their ids.
+func (c *Collector[T]) Outputs() []flows.Output[T] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]flows.Output[T](nil), c.out...)
+}

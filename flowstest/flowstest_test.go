@@ -159,7 +159,6 @@ func TestTimersSurviveRestore(t *testing.T) {
 	in := flowstest.NewInput[string](1)
 	f := flows.New("timers", flows.WithFragments(4))
 	ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
-	var fired []string
 	p := flows.Process(ks, flows.Handler[string, string, int, string]{
 		OnEvent: func(c *flows.Context[string, int, string], _ string) {
 			n, _ := c.State()
@@ -173,12 +172,7 @@ func TestTimersSurviveRestore(t *testing.T) {
 		},
 	})
 	p.View("n")
-	flows.To(p.Out(), flows.SinkFunc[string](func(out []flows.Output[string]) error {
-		for _, o := range out {
-			fired = append(fired, o.Value)
-		}
-		return nil
-	}))
+	outs := flowstest.Collect(p.Out())
 	d, err := flowstest.New(f, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +197,7 @@ func TestTimersSurviveRestore(t *testing.T) {
 	if err := d.Advance(2 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	fired := outs.Values()
 	slices.Sort(fired)
 	if !reflect.DeepEqual(fired, []string{"a=2@60", "b=1@60"}) {
 		t.Fatalf("fired %v", fired)
