@@ -23,9 +23,11 @@ check:
 demo:
 	$(GO) run ./examples/wordcount -http 127.0.0.1:8080 -data ./data/wordcount
 
-# Engine against plain-Go baselines, in one process.
+# Every workload on the engine against plain-Go baselines, in one process:
+# a table, bench/results/latest.json and plots. `make bench ARGS=-quick` (or
+# `make bench-quick`) runs the small version.
 bench:
-	$(GO) run ./bench
+	$(GO) run ./bench $(ARGS)
 
 bench-quick:
 	$(GO) run ./bench -quick

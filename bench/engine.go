@@ -64,6 +64,14 @@ func benchFlow(src flows.Source[bev], fragments int, stateless bool, lat *latenc
 		keep := flows.Filter(events, func(e bev) bool { return statelessKeep(e.K) })
 		flows.To(keep, flows.SinkFunc[bev](func(out []flows.Output[bev]) error {
 			kept.Add(int64(len(out)))
+			now := time.Now().UnixNano()
+			lat.mu.Lock()
+			for _, o := range out {
+				if o.Value.T != 0 {
+					lat.ms = append(lat.ms, float64(now-o.Value.T)/1e6)
+				}
+			}
+			lat.mu.Unlock()
 			return nil
 		}))
 	} else {

@@ -43,6 +43,7 @@ func stateless(in *input, p params, w io.Writer) (Result, error) {
 		}
 		tEng = append(tEng, r.d)
 		rss = append(rss, r.peakRSS)
+		lat = append(lat, r.lat...)
 		fmt.Fprintf(w, "  round %d: loop %v, parallel %v, engine %v\n", round, round3(tLoop), round3(tPar), round3(tEng))
 	}
 	base := max(rate(len(in.idx), tLoop), rate(len(in.idx), tPar))
