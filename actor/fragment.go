@@ -16,20 +16,22 @@ import (
 )
 
 type fragmentActor struct {
-	e         *Engine
-	frag      *flows.Fragment
-	vec       recovery.Vector
-	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
-	placement uint64 // the newest placement epoch seen
-	stats     *FragmentStats
-	lastCkpt  time.Time
-	writing   bool     // a checkpoint is with the writer
-	again     bool     // take another as soon as it is durable
-	waiters   []waiter // on-demand checkpoint requests
-	broken    error    // a checkpoint write failed: no further checkpoints
-	attempts  map[flows.EventID]int
-	skips     map[flows.EventID]bool
-	awaiting  map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
+	e           *Engine
+	frag        *flows.Fragment
+	vec         recovery.Vector
+	epoch       uint64 // of the last checkpoint taken (maybe not yet durable)
+	placement   uint64 // the newest placement epoch seen
+	stats       *FragmentStats
+	lastCkpt    time.Time
+	writing     bool     // a checkpoint is with the writer
+	down        bool     // a user function failed: the state is untrusted until restored
+	downAttempt int      // the failed event's attempt, for the backoff
+	again       bool     // take another as soon as it is durable
+	waiters     []waiter // on-demand checkpoint requests
+	broken      error    // a checkpoint write failed: no further checkpoints
+	attempts    map[flows.EventID]int
+	skips       map[flows.EventID]bool
+	awaiting    map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
 }
 
 func minInt(a, b int64) int64 {
@@ -62,6 +64,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case resumeMsg:
 		fa.resume(c)
 	case *queryMsg:
+		if fa.down {
+			m.reply <- queryReply{err: fmt.Errorf("%w: fragment %d is restoring after a failure", splice.ErrUnavailable, fa.frag.ID())}
+			return
+		}
 		ans, err := fa.frag.Query(m.req)
 		ans.Freshness = splice.Freshness{Fragment: fa.frag.ID(), Epoch: fa.stats.Epoch.Load(), Offsets: fa.stats.Offsets()}
 		m.reply <- queryReply{ans: ans, err: err}
@@ -77,6 +83,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	b := m.b
 	defer b.Release()
+	if fa.down {
+		fa.stats.Gaps.Add(1) // the replay after the restore brings it again
+		return
+	}
 	if recovery.Fence(&fa.placement, b.Epoch) == recovery.Fenced {
 		fa.stats.Fenced.Add(1)
 		return
@@ -138,17 +148,31 @@ func (fa *fragmentActor) failure(c pa.Context, ee *flows.EventError) {
 	} else {
 		log.Warn("user function failed; restoring the fragment to retry", "attempt", n, "err", ee.DeadLetter.Error)
 	}
+	// The state may be half updated: apply, checkpoint and serve nothing
+	// until it is restored. A checkpoint on its way to the store was taken
+	// before the failure, from a sound state: let it land first, so that the
+	// restore reads the newest checkpoint and nothing lands after it.
+	fa.down = true
+	fa.downAttempt = n
+	fa.e.drainCount(+1) // not drained while down
+	if !fa.writing {
+		fa.recover(c)
+	}
+}
+
+// recover restores the last checkpoint, then waits a backoff before the
+// replay. Until the backoff ends, batches are gaps against the restored
+// vector: dropped and acknowledged, so no reader waits for this fragment.
+func (fa *fragmentActor) recover(c pa.Context) {
 	if err := fa.restore(); err != nil {
 		fa.e.fail(err)
 		return
 	}
-	// Until the backoff ends, batches are gaps against the restored vector:
-	// dropped and acknowledged, so no reader waits for this fragment.
+	fa.down = false
 	for _, p := range fa.e.rparts {
 		fa.awaiting[p] = true
 	}
-	fa.e.drainCount(+1) // not drained while down
-	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(n), c.Self(), resumeMsg{})
+	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(fa.downAttempt), c.Self(), resumeMsg{})
 }
 
 // resume asks every reader to replay from the restored offsets.
@@ -170,7 +194,7 @@ func (fa *fragmentActor) restore() error {
 	if err != nil {
 		return err
 	}
-	fa.frag, fa.vec = r.Fragment, r.Vector
+	fa.frag, fa.vec, fa.epoch = r.Fragment, r.Vector, r.Manifest.Epoch
 	for ev := range fa.skips {
 		fa.frag.Skip(ev)
 	}
@@ -205,7 +229,7 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
 // checkpoint hands the changes since the last checkpoint to the writer
 // and goes on; ckptDone says when they are durable.
 func (fa *fragmentActor) checkpoint(c pa.Context) {
-	if fa.writing || fa.broken != nil {
+	if fa.writing || fa.broken != nil || fa.down {
 		return
 	}
 	now := fa.e.cfg.Now()
@@ -241,6 +265,9 @@ func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
 		keep = append(keep, w)
 	}
 	fa.waiters = keep
+	if fa.down {
+		fa.recover(c)
+	}
 	if fa.again {
 		fa.again = false
 		fa.checkpoint(c)

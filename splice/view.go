@@ -101,6 +101,7 @@ var (
 	ErrUnknownView = errors.New("unknown view")
 	ErrNotFound    = errors.New("not found")
 	ErrBadRequest  = errors.New("bad request")
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Result is a spliced answer.
