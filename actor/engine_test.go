@@ -404,3 +404,61 @@ func TestStaleEpochIsFenced(t *testing.T) {
 		t.Fatalf("a fenced batch moved the offsets: %v -> %v", before, after)
 	}
 }
+
+// Many failures while checkpoints are constantly in flight: every restore
+// must read a checkpoint consistent with what lands after it, and the
+// result stays exact.
+func TestFailuresDuringCheckpoints(t *testing.T) {
+	poison := func(p int, o int64, r *gen.Rand) string {
+		if o%2500 == 1234 {
+			return "poison"
+		}
+		return word(p, o, r)
+	}
+	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 8, Events: 60_000, Rate: 150_000}, poison)
+	want := map[string]int64{}
+	bad := 0
+	for p := range 2 {
+		for o := range src.Limit(p) {
+			if w := src.Event(p, o); w != "poison" {
+				want[w]++
+			} else {
+				bad++
+			}
+		}
+	}
+	var mu sync.Mutex
+	dead := 0
+	e, err := Start(countFlow(t, src, "poison"), Config{Logger: quiet(), TickInterval: time.Millisecond,
+		CheckpointInterval: time.Millisecond, RetryBackoff: time.Millisecond, MaxAttempts: 3,
+		OnDeadLetters: func(d []flows.DeadLetter) { mu.Lock(); dead += len(d); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	waitDrained(t, e)
+	mu.Lock()
+	if dead != bad {
+		t.Fatalf("%d dead letters, want %d", dead, bad)
+	}
+	mu.Unlock()
+	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries) != len(want) {
+		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
+	}
+	for _, en := range res.Entries {
+		if en.Value != want[en.Key] {
+			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
+		}
+	}
+	var restores int64
+	for _, f := range e.Fragments() {
+		restores += f.Restores.Load()
+	}
+	if restores != int64(3*bad) {
+		t.Fatalf("%d restores, want %d", restores, 3*bad)
+	}
+}
