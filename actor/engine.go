@@ -136,12 +136,22 @@ type FragmentStats struct {
 	Restores   atomic.Int64 // restores from a checkpoint after a failure
 	Replayed   atomic.Int64 // source offsets received again that were applied before (replays)
 	Epoch      atomic.Uint64
+	Watermark  atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
 	CkptTime   atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes  atomic.Int64 // bytes written by checkpoints
 	mu         sync.Mutex
 	offsets    map[string]int64
 	durable    map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
 	ckptErr    error
+}
+
+func (s *FragmentStats) freshness() splice.Freshness {
+	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets()}
+	if wm := s.Watermark.Load(); wm != flows.NoWatermark {
+		t := time.Unix(0, wm).UTC()
+		f.Watermark = &t
+	}
+	return f
 }
 
 // Offsets copies the fragment's offset vector, by partition name.
@@ -211,6 +221,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	root := e.sys.Root
 	for i, r := range restored {
 		st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+		st.Watermark.Store(r.Fragment.Watermark())
 		st.Epoch.Store(r.Manifest.Epoch)
 		st.CkptTime.Store(r.Manifest.Time)
 		st.Events.Store(r.Manifest.Events)
@@ -404,7 +415,7 @@ func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]sp
 func (e *Engine) Freshness() []splice.Freshness {
 	out := make([]splice.Freshness, len(e.fstats))
 	for i, st := range e.fstats {
-		out[i] = splice.Freshness{Fragment: i, Epoch: st.Epoch.Load(), Offsets: st.Offsets()}
+		out[i] = st.freshness()
 	}
 	return out
 }

@@ -462,3 +462,64 @@ func TestFailuresDuringCheckpoints(t *testing.T) {
 		t.Fatalf("%d restores, want %d", restores, 3*bad)
 	}
 }
+
+type tick struct {
+	Key string
+	At  time.Time
+}
+
+// Event time on the engine: watermarks flow with batches, event-time timers
+// fire once per one-second window, and the end of a bounded source
+// completes event time.
+func TestEventTimeOnEngine(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 2, Events: 40_000}, func(p int, o int64, r *gen.Rand) tick {
+		return tick{Key: fmt.Sprintf("k%d", r.Intn(20)), At: t0.Add(time.Duration(o)*10*time.Millisecond - time.Duration(r.Intn(500))*time.Millisecond)}
+	})
+	f := flows.New("et", flows.WithFragments(16))
+	ks := flows.KeyBy(flows.From(f, "gen", flows.Source[tick](src), flows.WithEventTime(func(e tick) time.Time { return e.At }, time.Second)),
+		func(e tick) string { return e.Key })
+	p := flows.Process(ks, flows.Handler[string, tick, int, int]{
+		OnEvent: func(c *flows.Context[string, int, int], e tick) {
+			n, _ := c.State()
+			c.SetState(n + 1)
+			c.SetEventTimer(c.Timestamp().Truncate(time.Second).Add(time.Second))
+		},
+		OnTimer: func(c *flows.Context[string, int, int], _ time.Time) {
+			n, _ := c.State()
+			c.Emit(n)
+			c.ClearState()
+		},
+	})
+	p.View("open")
+	var mu sync.Mutex
+	var emitted int
+	flows.To(p.Out(), flows.SinkFunc[int](func(out []flows.Output[int]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, o := range out {
+			emitted += o.Value
+		}
+		return nil
+	}))
+	plan, err := f.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Start(plan, Config{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	waitDrained(t, e)
+	mu.Lock()
+	defer mu.Unlock()
+	if emitted != 40_000 {
+		t.Fatalf("windows emitted %d events, want 40000", emitted)
+	}
+	for _, fr := range e.Freshness() {
+		if fr.Watermark == nil || fr.Watermark.Year() < 2200 {
+			t.Fatalf("fragment %d watermark %v after the end of the input", fr.Fragment, fr.Watermark)
+		}
+	}
+}

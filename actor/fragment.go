@@ -69,7 +69,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			return
 		}
 		ans, err := fa.frag.Query(m.req)
-		ans.Freshness = splice.Freshness{Fragment: fa.frag.ID(), Epoch: fa.stats.Epoch.Load(), Offsets: fa.stats.Offsets()}
+		ans.Freshness = fa.stats.freshness()
 		m.reply <- queryReply{ans: ans, err: err}
 		// The asker is now runnable on this P, behind this mailbox's loop,
 		// which under full ingest may run for a whole time slice: let it
@@ -121,6 +121,7 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
 	}
 	fa.stats.Events.Store(fa.frag.Events())
+	fa.stats.Watermark.Store(fa.frag.Watermark())
 	fa.stats.Batches.Add(1)
 	fa.stats.mu.Lock()
 	fa.stats.offsets[fa.e.plan.PartitionName(b.Source, b.Partition)] = b.End
@@ -200,6 +201,7 @@ func (fa *fragmentActor) restore() error {
 	}
 	fa.stats.Restores.Add(1)
 	fa.stats.Events.Store(fa.frag.Events())
+	fa.stats.Watermark.Store(fa.frag.Watermark())
 	offs := map[string]int64{}
 	for p, end := range fa.vec.Snapshot() {
 		offs[fa.e.plan.PartitionName(p.Source, p.Partition)] = end

@@ -49,7 +49,7 @@ func (ra *readerActor) Receive(c pa.Context) {
 		// fragments' final checkpoints should cover everything read.
 		ra.stopped = true
 		for f := range ra.credits {
-			if ra.r.Behind(f) {
+			if ra.r.Due(f) {
 				ra.send(c, f)
 			}
 		}
@@ -111,6 +111,7 @@ func (ra *readerActor) poll(c pa.Context) {
 	if ra.nblocked > 0 || ra.eof || ra.stopped {
 		return
 	}
+	ra.r.SetNow(ra.e.cfg.Now())
 	n, err := ra.r.Poll(context.Background(), ra.e.cfg.PollSize)
 	ra.stats.Events.Add(int64(n))
 	ra.stats.Position.Store(ra.r.Position())
@@ -154,7 +155,7 @@ func (ra *readerActor) poll(c pa.Context) {
 func (ra *readerActor) flushAll(c pa.Context) {
 	behind := false
 	for f := range ra.credits {
-		if !ra.r.Behind(f) {
+		if !ra.r.Due(f) {
 			continue
 		}
 		if ra.credits[f] == 0 {

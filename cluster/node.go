@@ -264,6 +264,7 @@ type FragmentState struct {
 	CheckpointAge   float64          `json:"checkpoint_age_sec"`
 	CheckpointBytes int64            `json:"checkpoint_bytes"` // written in all
 	CheckpointErr   string           `json:"checkpoint_error,omitempty"`
+	Watermark       *time.Time       `json:"watermark,omitempty"` // event-time watermark, for flows with event time
 	Offsets         map[string]int64 `json:"offsets"`
 }
 
@@ -305,6 +306,10 @@ func (n *Node) State() ClusterState {
 		}
 		if err := f.CheckpointError(); err != nil {
 			fs.CheckpointErr = err.Error()
+		}
+		if wm := f.Watermark.Load(); wm != flows.NoWatermark {
+			t := time.Unix(0, wm).UTC()
+			fs.Watermark = &t
 		}
 		if i < len(fr) {
 			fs.EventsPerSec = fr[i]

@@ -219,6 +219,7 @@ func (fn SinkFunc[T]) Write(out []Output[T]) error { return fn(out) }
 type sourceDef struct {
 	name       string
 	partitions int
+	et         *eventTime // nil: no event time
 	open       func(r *Reader, p int, from int64) error
 }
 

@@ -482,6 +482,7 @@ type Context[K comparable, S, O any] struct {
 	key K
 	op  *procOp[K, S, O]
 	fr  *Fragment
+	dom TimeDomain // of the firing timer
 }
 
 // Key is the current key.
@@ -515,27 +516,72 @@ func (c *Context[K, S, O]) Emit(o O) {
 // Now is the processing time of the current batch or timer.
 func (c *Context[K, S, O]) Now() time.Time { return c.fr.now }
 
-// SetProcessingTimer asks for OnTimer to be called for this key once the
-// processing time reaches at. Setting the same time twice sets one timer.
-func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) {
-	t := timerKey[K]{at: at.UnixNano(), key: c.key}
-	if _, ok := c.op.pending[t]; ok {
-		return
+// Timestamp is the current event's event time (the zero time for sources
+// without event time, and in timers).
+func (c *Context[K, S, O]) Timestamp() time.Time {
+	if c.fr.cur.TS == 0 {
+		return time.Time{}
 	}
-	c.op.pending[t] = struct{}{}
-	c.op.timersDirty = true
-	heap.Push(&c.op.timers, t)
+	return time.Unix(0, c.fr.cur.TS)
 }
 
-// DeleteProcessingTimer cancels the key's timer at at, if any.
+// Watermark is the fragment's event-time watermark: every event up to it
+// has arrived, but for late ones (the zero time before there is one).
+func (c *Context[K, S, O]) Watermark() time.Time {
+	if wm := c.fr.wms.wm; wm != NoWatermark {
+		return time.Unix(0, wm)
+	}
+	return time.Time{}
+}
+
+// TimeDomain says, during OnTimer, whether the timer is an event-time or a
+// processing-time one.
+func (c *Context[K, S, O]) TimeDomain() TimeDomain { return c.dom }
+
+// TimeDomain is the clock of a timer.
+type TimeDomain uint8
+
+const (
+	ProcessingTime TimeDomain = iota // fires on the processing-time clock
+	EventTime                        // fires when the watermark passes it
+)
+
+// SetProcessingTimer asks for OnTimer to be called for this key once the
+// processing time reaches at. Setting the same time twice sets one timer.
+func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) { c.op.set(c.key, ProcessingTime, at) }
+
+// DeleteProcessingTimer cancels the key's processing-time timer at at.
 func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
-	delete(c.op.pending, timerKey[K]{at: at.UnixNano(), key: c.key})
-	c.op.timersDirty = true
+	c.op.del(c.key, ProcessingTime, at)
+}
+
+// SetEventTimer asks for OnTimer to be called for this key once the
+// watermark reaches at. Event-time timers are deterministic: a replay fires
+// them at the same point of the stream.
+func (c *Context[K, S, O]) SetEventTimer(at time.Time) { c.op.set(c.key, EventTime, at) }
+
+// DeleteEventTimer cancels the key's event-time timer at at.
+func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, EventTime, at) }
+
+func (p *procOp[K, S, O]) set(k K, dom TimeDomain, at time.Time) {
+	t := timerKey[K]{at: at.UnixNano(), key: k, dom: dom}
+	if _, ok := p.pending[t]; ok {
+		return
+	}
+	p.pending[t] = struct{}{}
+	p.timersDirty = true
+	heap.Push(&p.timers[dom], t)
+}
+
+func (p *procOp[K, S, O]) del(k K, dom TimeDomain, at time.Time) {
+	delete(p.pending, timerKey[K]{at: at.UnixNano(), key: k, dom: dom})
+	p.timersDirty = true
 }
 
 type timerKey[K comparable] struct {
 	at  int64
 	key K
+	dom TimeDomain
 }
 
 type timerHeap[K comparable] []timerKey[K]
@@ -554,7 +600,7 @@ type procOp[K comparable, S, O any] struct {
 	state       map[K]S
 	dirty       map[K]struct{} // keys set or cleared since the last checkpoint
 	subs        []func(O)
-	timers      timerHeap[K] // may hold deleted timers; pending is the truth
+	timers      [2]timerHeap[K] // per domain; may hold deleted timers: pending is the truth
 	pending     map[timerKey[K]]struct{}
 	timersDirty bool
 	ctx         Context[K, S, O]
@@ -587,7 +633,7 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	if p.timersDirty {
 		d.Reset = append(d.Reset, ns+1)
 		for t := range p.pending {
-			key := binary.BigEndian.AppendUint64(nil, uint64(t.at))
+			key := binary.BigEndian.AppendUint64([]byte{byte(t.dom)}, uint64(t.at))
 			if key, err = p.kc.Append(key, t.key); err != nil {
 				return fmt.Errorf("encode timer key: %w", err)
 			}
@@ -600,17 +646,17 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 }
 
 func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
-	if ns%2 == 1 { // timers
-		if len(key) < 8 {
+	if ns%2 == 1 { // timers: domain, time, key
+		if len(key) < 9 || key[0] > byte(EventTime) {
 			return fmt.Errorf("timer key of %d bytes", len(key))
 		}
-		k, err := p.kc.Decode(key[8:])
+		k, err := p.kc.Decode(key[9:])
 		if err != nil {
 			return fmt.Errorf("decode timer key: %w", err)
 		}
-		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key)), key: k}
+		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key[1:])), key: k, dom: TimeDomain(key[0])}
 		p.pending[t] = struct{}{}
-		heap.Push(&p.timers, t)
+		heap.Push(&p.timers[t.dom], t)
 		return nil
 	}
 	k, err := p.kc.Decode(key)
@@ -626,8 +672,16 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 }
 
 func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
-	for len(p.timers) > 0 && p.timers[0].at <= now.UnixNano() {
-		t := heap.Pop(&p.timers).(timerKey[K])
+	p.fireDue(fr, ProcessingTime, now.UnixNano())
+}
+
+func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) { p.fireDue(fr, EventTime, wm) }
+
+// fireDue fires the domain's timers at or before t, in time order.
+func (p *procOp[K, S, O]) fireDue(fr *Fragment, dom TimeDomain, t0 int64) {
+	h := &p.timers[dom]
+	for len(*h) > 0 && (*h)[0].at <= t0 {
+		t := heap.Pop(h).(timerKey[K])
 		if _, ok := p.pending[t]; !ok {
 			continue
 		}
@@ -647,7 +701,8 @@ func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
 			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
 		}
 	}()
-	p.ctx.key = t.key
+	p.ctx.key, p.ctx.dom = t.key, t.dom
+	fr.cur.TS = 0
 	p.onTimer(&p.ctx, time.Unix(0, t.at))
 }
 

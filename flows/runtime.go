@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/tessera-streams/tessera/splice"
@@ -59,6 +60,7 @@ type Cursor struct {
 	Source    int
 	Partition int
 	Offset    int64
+	TS        int64 // event time, unix ns (0 without event time)
 }
 
 // core is what readers and fragments share: the current event and the
@@ -116,6 +118,11 @@ type Batch struct {
 	PrevEnd   int64
 	End       int64
 	Count     int
+	// Event time: the partition's watermark once the batch is applied, and
+	// whether the partition is idle. EventTime is false for sources without.
+	EventTime bool
+	Watermark int64
+	Idle      bool
 	parts     []payload
 }
 
@@ -143,11 +150,17 @@ type Reader struct {
 		pending(f int) int
 		take(f int) payload
 	}
-	full    []int   // fragments whose pending batch reached batchSize
-	sent    []int64 // per fragment: End of the last batch taken
-	bad     []BadRecord
-	userErr []DeadLetter
-	events  int64
+	full     []int   // fragments whose pending batch reached batchSize
+	sent     []int64 // per fragment: End of the last batch taken
+	bad      []BadRecord
+	userErr  []DeadLetter
+	events   int64
+	maxTS    int64   // largest event time read (NoWatermark: none)
+	ended    bool    // the partition returned io.EOF
+	sentWM   []int64 // per fragment: the watermark of its last batch
+	sentIdle []bool
+	now      time.Time // processing time, for idleness
+	lastEv   time.Time // processing time of the last event read
 }
 
 // OpenReader opens source src, partition part at offset from, with pending
@@ -156,13 +169,15 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	if src < 0 || src >= len(p.f.sources) || part < 0 || part >= p.f.sources[src].partitions {
 		return nil, fmt.Errorf("no source partition %d/%d", src, part)
 	}
-	r := &Reader{src: src, part: part, batchSize: max(batchSize, 1)}
+	r := &Reader{src: src, part: part, batchSize: max(batchSize, 1), maxTS: NoWatermark}
 	r.plan = p
 	r.cur = Cursor{Source: src, Partition: part, Offset: from}
 	r.lastOff = -1
 	r.sent = make([]int64, p.f.fragments)
+	r.sentWM = make([]int64, p.f.fragments)
+	r.sentIdle = make([]bool, p.f.fragments)
 	for i := range r.sent {
-		r.sent[i] = from
+		r.sent[i], r.sentWM[i] = from, NoWatermark
 	}
 	for _, w := range p.f.readerW {
 		w(r)
@@ -171,6 +186,40 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 		return nil, err
 	}
 	return r, nil
+}
+
+// Idle reports whether an event-time partition has had no event for its
+// idle timeout.
+func (r *Reader) Idle() bool {
+	et := r.plan.f.sources[r.src].et
+	return et != nil && et.idle > 0 && !r.lastEv.IsZero() && r.now.Sub(r.lastEv) >= time.Duration(et.idle)
+}
+
+// Due reports whether fragment f should be sent a batch: it is Behind, or
+// the partition's watermark or idleness changed since its last batch.
+func (r *Reader) Due(f int) bool {
+	if r.sent[f] != r.cur.Offset {
+		return true
+	}
+	return r.plan.f.sources[r.src].et != nil && (r.sentWM[f] != r.Watermark() || r.sentIdle[f] != r.Idle())
+}
+
+// SetNow sets the processing time, used to detect an idle partition.
+func (r *Reader) SetNow(t time.Time) { r.now = t }
+
+// Watermark is the partition's event-time watermark: the largest event time
+// read less the allowed out-of-orderness (NoWatermark before any event).
+func (r *Reader) Watermark() int64 {
+	et := r.plan.f.sources[r.src].et
+	switch {
+	case et == nil:
+		return NoWatermark
+	case r.ended:
+		return math.MaxInt64 // the partition is complete
+	case r.maxTS == NoWatermark:
+		return NoWatermark
+	}
+	return r.maxTS - et.maxDelay
 }
 
 // Source and Partition identify the reader's input.
@@ -189,6 +238,7 @@ func (r *Reader) Events() int64 { return r.events }
 func (r *Reader) Poll(ctx context.Context, max int) (int, error) {
 	before := r.events
 	err := r.pump.poll(r, ctx, max)
+	r.ended = errors.Is(err, io.EOF)
 	if ferr := r.flushSinks(); ferr != nil && err == nil {
 		err = fmt.Errorf("sink: %w", ferr)
 	}
@@ -220,6 +270,10 @@ func (r *Reader) Behind(f int) bool { return r.sent[f] != r.cur.Offset }
 // empty, which still advances the fragment's offset.
 func (r *Reader) Take(f int) *Batch {
 	b := &Batch{Source: r.src, Partition: r.part, PrevEnd: r.sent[f], End: r.cur.Offset}
+	if r.plan.f.sources[r.src].et != nil {
+		b.EventTime, b.Watermark, b.Idle = true, r.Watermark(), r.Idle()
+		r.sentWM[f], r.sentIdle[f] = b.Watermark, b.Idle
+	}
 	for _, rt := range r.routers {
 		if p := rt.take(f); p != nil {
 			b.parts = append(b.parts, p)
@@ -253,6 +307,9 @@ func (r *Reader) Rewind(to int64) error {
 	}
 	r.full = r.full[:0]
 	r.cur.Offset = to
+	// Watermarks restart from the replay: a fragment keeps the larger of
+	// its restored watermark and what the replay brings.
+	r.maxTS, r.ended = NoWatermark, false
 	for f := range r.sent {
 		r.sent[f] = to
 	}
@@ -285,6 +342,7 @@ type pump[T any] struct {
 	r    PartitionReader[T]
 	b    ReadBatch[T]
 	subs []func(T)
+	ts   func(T) time.Time // nil without event time
 }
 
 func (p *pump[T]) close() error { return p.r.Close() }
@@ -326,8 +384,18 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 			next++
 		}
 	}()
+	if p.ts != nil && len(p.b.Events) > 0 {
+		r.lastEv = r.now
+	}
 	for next = i; next < len(p.b.Events); next++ {
 		r.cur.Offset = p.b.Offsets[next]
+		if p.ts != nil {
+			t := p.ts(p.b.Events[next]).UnixNano()
+			r.cur.TS = t
+			if t > r.maxTS {
+				r.maxTS = t
+			}
+		}
 		for _, s := range p.subs {
 			s(p.b.Events[next])
 		}
@@ -343,10 +411,12 @@ type Fragment struct {
 	ops    []any // per stateful operator: a stateOp
 	timers []interface {
 		fire(fr *Fragment, now time.Time)
+		fireEvent(fr *Fragment, wm int64)
 	}
 	now      time.Time
 	events   int64
 	skip     map[EventID]struct{} // events not to apply (dead-lettered)
+	wms      watermarks
 	failed   *EventError
 	timerErr []DeadLetter
 }
@@ -401,10 +471,25 @@ func (p *Plan) NewFragment(id int) *Fragment {
 	fr.plan = p
 	fr.frag = fr
 	fr.lastOff = -1
+	fr.wms = newWatermarks(p)
 	for _, w := range p.f.fragW {
 		w(fr)
 	}
 	return fr
+}
+
+// Watermark is the fragment's event-time watermark (unix ns): the minimum
+// over the active event-time partitions; NoWatermark before all have one.
+func (fr *Fragment) Watermark() int64 { return fr.wms.wm }
+
+// observe takes a batch's watermark and fires the event-time timers it
+// makes due.
+func (fr *Fragment) observe(b *Batch) {
+	if b.EventTime && fr.wms.observe(b.Source, b.Partition, b.Watermark, b.Idle) {
+		for _, t := range fr.timers {
+			t.fireEvent(fr, fr.wms.wm)
+		}
+	}
 }
 
 // ID is the fragment's number.
@@ -443,6 +528,7 @@ func (fr *Fragment) Apply(b *Batch, min int64) error {
 			return err
 		}
 	}
+	fr.observe(b)
 	if err := fr.flushSinks(); err != nil {
 		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}
@@ -487,12 +573,19 @@ func (fr *Fragment) TakeDelta() (Delta, error) {
 			return Delta{}, fmt.Errorf("checkpoint fragment %d: %w", fr.id, err)
 		}
 	}
+	fr.wms.delta(&d)
 	return d, nil
 }
 
 // Restore loads one checkpointed entry into the fragment, which must be
 // new (from NewFragment).
 func (fr *Fragment) Restore(e StateEntry) error {
+	if e.Namespace == watermarkNamespace {
+		if err := fr.wms.restore(e.Key, e.Value); err != nil {
+			return fmt.Errorf("restore fragment %d: %w", fr.id, err)
+		}
+		return nil
+	}
 	i := int(e.Namespace / 2)
 	if i >= len(fr.ops) {
 		return fmt.Errorf("restore fragment %d: namespace %d belongs to no operator (the flow changed?)", fr.id, e.Namespace)

@@ -52,10 +52,11 @@ func isNil(v any) bool {
 	return false
 }
 
-// From adds a source to the flow.
-func From[T any](f *Flow, name string, src Source[T]) Stream[T] {
+// From adds a source to the flow. Options give it event time.
+func From[T any](f *Flow, name string, src Source[T], opts ...SourceOption) Stream[T] {
 	idx := len(f.sources)
 	d := sourceDef{name: name}
+	ts := sourceOptions[T](f, name, &d, opts)
 	if src == nil {
 		f.errorf("source %q is nil", name)
 	} else if d.partitions = src.Partitions(); d.partitions < 1 {
@@ -66,7 +67,7 @@ func From[T any](f *Flow, name string, src Source[T]) Stream[T] {
 		if err != nil {
 			return fmt.Errorf("open %s/%d at %d: %w", name, p, from, err)
 		}
-		pm := &pump[T]{r: pr, b: ReadBatch[T]{End: from}}
+		pm := &pump[T]{r: pr, b: ReadBatch[T]{End: from}, ts: ts}
 		for _, s := range r.srcSubs {
 			pm.subs = append(pm.subs, s.(func(T)))
 		}
@@ -149,12 +150,13 @@ func (b *sinkBuf[T]) flush() error {
 	return err
 }
 
-// Rec is a keyed record in a batch: the key, the event, and the offset of
-// the source event it came from.
+// Rec is a keyed record in a batch: the key, the event, the offset of the
+// source event it came from, and its event time (unix ns; 0 without).
 type Rec[K comparable, T any] struct {
 	Key K
 	Val T
 	Off int64
+	TS  int64
 }
 
 // KeyedStream is a stream partitioned by key: the input of the stateful
@@ -234,7 +236,7 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			if b == nil {
 				b = rt.get()
 			}
-			b = append(b, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset})
+			b = append(b, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, TS: r.cur.TS})
 			rt.bufs[fr] = b
 			if len(b) == r.batchSize {
 				r.full = append(r.full, fr)
@@ -304,7 +306,7 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
 			continue
 		}
-		fr.cur.Offset, fr.curIdx = it.Off, i
+		fr.cur.Offset, fr.cur.TS, fr.curIdx = it.Off, it.TS, i
 		for _, sub := range subs {
 			sub(it.Key, it.Val)
 		}

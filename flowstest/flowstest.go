@@ -170,6 +170,7 @@ func (d *Driver) Drain() error {
 	for progress := true; progress; {
 		progress = false
 		for _, r := range d.readers {
+			r.SetNow(d.now)
 			n, err := r.Poll(ctx, d.BatchSize)
 			eof := errors.Is(err, io.EOF)
 			if err != nil && !eof {
@@ -185,7 +186,7 @@ func (d *Driver) Drain() error {
 			if n == 0 || eof {
 				frags = frags[:0]
 				for f := range d.frags {
-					if r.Behind(f) {
+					if r.Due(f) {
 						frags = append(frags, f)
 					}
 				}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 )
 
 // Kind is the kind of a view.
@@ -72,9 +73,10 @@ type Entry struct {
 
 // Freshness says how current a fragment's answer is.
 type Freshness struct {
-	Fragment int              `json:"fragment"`
-	Epoch    uint64           `json:"epoch"`   // the fragment's last durable checkpoint (0: none yet)
-	Offsets  map[string]int64 `json:"offsets"` // per source partition ("source/partition"): end of the last applied batch
+	Fragment  int              `json:"fragment"`
+	Epoch     uint64           `json:"epoch"`               // the fragment's last durable checkpoint (0: none yet)
+	Offsets   map[string]int64 `json:"offsets"`             // per source partition ("source/partition"): end of the last applied batch
+	Watermark *time.Time       `json:"watermark,omitempty"` // event time complete up to here (flows with event time)
 }
 
 // Answer is one fragment's answer to a Request.
