@@ -204,6 +204,9 @@ func (r *Reader) Due(f int) bool {
 	return r.plan.f.sources[r.src].et != nil && (r.sentWM[f] != r.Watermark() || r.sentIdle[f] != r.Idle())
 }
 
+// SetBatchSize changes how many records make a fragment's batch full.
+func (r *Reader) SetBatchSize(n int) { r.batchSize = max(n, 1) }
+
 // SetNow sets the processing time, used to detect an idle partition.
 func (r *Reader) SetNow(t time.Time) { r.now = t }
 

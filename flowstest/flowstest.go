@@ -171,6 +171,7 @@ func (d *Driver) Drain() error {
 		progress = false
 		for _, r := range d.readers {
 			r.SetNow(d.now)
+			r.SetBatchSize(d.BatchSize)
 			n, err := r.Poll(ctx, d.BatchSize)
 			eof := errors.Is(err, io.EOF)
 			if err != nil && !eof {

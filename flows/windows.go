@@ -1,0 +1,290 @@
+package flows
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Windows assigns events to event-time windows [start, start+size), one
+// every slide: tumbling when slide == size, sliding (hopping) when slide <
+// size. Starts are multiples of slide since the Unix epoch.
+type Windows struct {
+	size, slide int64 // ns
+}
+
+// Tumbling windows of the given size.
+func Tumbling(size time.Duration) Windows { return Windows{int64(size), int64(size)} }
+
+// Sliding windows of the given size, one starting every slide.
+func Sliding(size, slide time.Duration) Windows { return Windows{int64(size), int64(slide)} }
+
+// WindowOption configures WindowAggregate.
+type WindowOption struct{ lateness time.Duration }
+
+// AllowedLateness keeps a window's state for d after the watermark passed
+// its end: a late event inside that time updates the window and emits a
+// Late refinement; a later one goes to the TooLate output.
+func AllowedLateness(d time.Duration) WindowOption { return WindowOption{lateness: d} }
+
+// Firing says why a window result was emitted.
+type Firing uint8
+
+const (
+	OnTime Firing = iota // the watermark passed the window's end
+	Late                 // a late event refined an already fired window
+)
+
+func (f Firing) String() string {
+	if f == Late {
+		return "late"
+	}
+	return "on-time"
+}
+
+// MarshalText prints the firing in JSON answers.
+func (f Firing) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+// WindowResult is a window's value for a key.
+type WindowResult[K comparable, A any] struct {
+	Key    K
+	Start  time.Time
+	End    time.Time
+	Value  A
+	Firing Firing
+}
+
+// Windowed is the result of WindowAggregate.
+type Windowed[K comparable, T, A any] struct {
+	f  *Flow
+	op int
+}
+
+// WindowAggregate folds every event of a key into the event-time windows
+// that contain it, starting from init(), and emits each window's value
+// when the watermark passes its end (OnTime), then again for each late
+// event within the allowed lateness (Late). Events too late for all their
+// windows go to TooLate: never dropped silently. Window state lives in the
+// fragment and is checkpointed. The keyed stream's source needs event time
+// (WithEventTime).
+func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A, opts ...WindowOption) Windowed[K, T, A] {
+	f := ks.f
+	if w.size <= 0 || w.slide <= 0 || w.slide > w.size {
+		f.errorf("WindowAggregate: windows need 0 < slide <= size, got size %v, slide %v", time.Duration(w.size), time.Duration(w.slide))
+	}
+	if init == nil || add == nil {
+		f.errorf("WindowAggregate: init and add must not be nil")
+	}
+	if src := f.sources[f.stages[ks.stage].source]; src.et == nil {
+		f.errorf("WindowAggregate: source %q has no event time (flows.WithEventTime)", src.name)
+	}
+	var lateness int64
+	for _, o := range opts {
+		if o.lateness < 0 {
+			f.errorf("WindowAggregate: negative allowed lateness %v", o.lateness)
+		}
+		lateness = max(lateness, int64(o.lateness))
+	}
+	ac := stateCodec[A](f, "WindowAggregate", nil)
+	op := f.ops
+	f.ops++
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		wo := &windowOp[K, T, A]{w: w, lateness: lateness, init: init, add: add, kc: ks.kc, ac: ac,
+			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}}
+		fr.ops[op] = wo
+		fr.timers = append(fr.timers, wo)
+		ks.subscribe(fr, func(k K, v T) { wo.event(fr, k, v) })
+	})
+	return Windowed[K, T, A]{f: f, op: op}
+}
+
+// Results is the stream of window results.
+func (w Windowed[K, T, A]) Results() Stream[WindowResult[K, A]] {
+	return Stream[WindowResult[K, A]]{f: w.f, what: "WindowAggregate", side: fragmentSide,
+		attach: func(c *core, fn func(WindowResult[K, A])) {
+			wo := c.frag.ops[w.op].(*windowOp[K, T, A])
+			wo.subs = append(wo.subs, fn)
+		}}
+}
+
+// TooLate is the stream of events that arrived after every window they
+// belong to had expired (watermark past end + allowed lateness).
+func (w Windowed[K, T, A]) TooLate() Stream[T] {
+	return Stream[T]{f: w.f, what: "WindowAggregate.TooLate", side: fragmentSide,
+		attach: func(c *core, fn func(T)) {
+			wo := c.frag.ops[w.op].(*windowOp[K, T, A])
+			wo.late = append(wo.late, fn)
+		}}
+}
+
+type winKey[K comparable] struct {
+	key   K
+	start int64
+}
+
+type winState[A any] struct {
+	acc   A
+	fired bool // the on-time firing happened
+}
+
+// winTimer fires a window (cleanup false) or drops its state (cleanup true).
+type winTimer[K comparable] struct {
+	at      int64
+	w       winKey[K]
+	cleanup bool
+}
+
+type winHeap[K comparable] []winTimer[K]
+
+func (h winHeap[K]) Len() int           { return len(h) }
+func (h winHeap[K]) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h winHeap[K]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *winHeap[K]) Push(x any)        { *h = append(*h, x.(winTimer[K])) }
+func (h *winHeap[K]) Pop() any {
+	x := (*h)[len(*h)-1]
+	*h = (*h)[:len(*h)-1]
+	return x
+}
+
+type windowOp[K comparable, T, A any] struct {
+	w        Windows
+	lateness int64
+	init     func() A
+	add      func(A, T) A
+	kc       KeyCodec[K]
+	ac       Codec[A]
+	state    map[winKey[K]]*winState[A]
+	dirty    map[winKey[K]]struct{} // set or deleted since the last checkpoint
+	timers   winHeap[K]
+	subs     []func(WindowResult[K, A])
+	late     []func(T)
+}
+
+func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
+	ts, wm := fr.cur.TS, fr.wms.wm
+	// The last window containing ts starts at the multiple of slide at or
+	// before ts; earlier ones every slide back while they still cover ts.
+	last := ts - mod(ts, wo.w.slide)
+	placed := false
+	for s := last; s > ts-wo.w.size; s -= wo.w.slide {
+		end := s + wo.w.size
+		if end+wo.lateness <= wm && wm != NoWatermark {
+			continue // expired
+		}
+		placed = true
+		wk := winKey[K]{k, s}
+		st, ok := wo.state[wk]
+		if !ok {
+			st = &winState[A]{acc: wo.init()}
+			heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})
+			heap.Push(&wo.timers, winTimer[K]{at: end + wo.lateness, w: wk, cleanup: true})
+		}
+		st.acc = wo.add(st.acc, v)
+		wo.state[wk] = st
+		wo.dirty[wk] = struct{}{}
+		if st.fired { // within the allowed lateness: refine now
+			wo.emit(wk, st, Late)
+		}
+	}
+	if !placed {
+		for _, l := range wo.late {
+			l(v)
+		}
+	}
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+func (wo *windowOp[K, T, A]) emit(wk winKey[K], st *winState[A], f Firing) {
+	r := WindowResult[K, A]{Key: wk.key, Start: time.Unix(0, wk.start).UTC(), End: time.Unix(0, wk.start+wo.w.size).UTC(), Value: st.acc, Firing: f}
+	for _, s := range wo.subs {
+		s(r)
+	}
+}
+
+func (wo *windowOp[K, T, A]) fire(*Fragment, time.Time) {}
+
+// fireEvent fires the windows whose end the watermark passed, and drops the
+// ones past their allowed lateness. A window's firing happens before its
+// cleanup (timers at the same time fire in push order, firing first).
+func (wo *windowOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
+	for len(wo.timers) > 0 && wo.timers[0].at <= wm {
+		t := heap.Pop(&wo.timers).(winTimer[K])
+		st, ok := wo.state[t.w]
+		if !ok {
+			continue
+		}
+		if !t.cleanup {
+			if !st.fired {
+				st.fired = true
+				wo.dirty[t.w] = struct{}{}
+				fr.cur.Offset, fr.cur.TS = -1, 0
+				wo.emit(t.w, st, OnTime)
+			}
+			continue
+		}
+		if !st.fired { // cleanup due before the firing was seen: fire first
+			wo.emit(t.w, st, OnTime)
+		}
+		delete(wo.state, t.w)
+		wo.dirty[t.w] = struct{}{}
+	}
+}
+
+// Window state entries: key = start (8 bytes) + key; value = fired byte +
+// accumulator. Timers follow from the state on restore.
+func (wo *windowOp[K, T, A]) delta(ns uint16, d *Delta) error {
+	for wk := range wo.dirty {
+		key := binary.BigEndian.AppendUint64(nil, uint64(wk.start))
+		key, err := wo.kc.Append(key, wk.key)
+		if err != nil {
+			return fmt.Errorf("encode window key: %w", err)
+		}
+		st, ok := wo.state[wk]
+		if !ok {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+			continue
+		}
+		val := []byte{0}
+		if st.fired {
+			val[0] = 1
+		}
+		if val, err = wo.ac.Append(val, st.acc); err != nil {
+			return fmt.Errorf("encode window state: %w", err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+	}
+	clear(wo.dirty)
+	d.Entries += int64(len(wo.state))
+	return nil
+}
+
+func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
+	if len(key) < 8 || len(val) < 1 {
+		return fmt.Errorf("window entry of %d+%d bytes", len(key), len(val))
+	}
+	k, err := wo.kc.Decode(key[8:])
+	if err != nil {
+		return fmt.Errorf("decode window key: %w", err)
+	}
+	acc, err := wo.ac.Decode(val[1:])
+	if err != nil {
+		return fmt.Errorf("decode window state: %w", err)
+	}
+	wk := winKey[K]{k, int64(binary.BigEndian.Uint64(key))}
+	st := &winState[A]{acc: acc, fired: val[0] == 1}
+	wo.state[wk] = st
+	end := wk.start + wo.w.size
+	if !st.fired {
+		heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})
+	}
+	heap.Push(&wo.timers, winTimer[K]{at: end + wo.lateness, w: wk, cleanup: true})
+	return nil
+}
