@@ -116,3 +116,30 @@ func statelessParallel(in *input, p params) int64 {
 	}
 	return n
 }
+
+type winKey struct {
+	key   string
+	start int64
+}
+
+// windowMap: one goroutine counting per key and window, then emitting
+// every window (summing its value, as the engine's sink does).
+func windowMap(in *input, p params, size, slide int64) (results, sum int64) {
+	m := make(map[winKey]int64)
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		for i := lo; i < hi; i++ {
+			ts := eventTime(i-lo, per)
+			k := in.keys[in.idx[i]]
+			for s := ts - ts%slide; s > ts-size; s -= slide {
+				m[winKey{k, s}]++
+			}
+		}
+	}
+	for _, n := range m {
+		results++
+		sum += n
+	}
+	return results, sum
+}

@@ -155,3 +155,39 @@ func same(want, got map[string]int64) error {
 	}
 	return nil
 }
+
+// windowRun is one run of a windowed count per key on the engine.
+func windowRun(in *input, p params, w flows.Windows) (engineResult, int64, int64, error) {
+	var res engineResult
+	src := &sliceSource{in: in, parts: p.partitions, repeat: 1}
+	f := flows.New("bench-windows", flows.WithFragments(p.fragments))
+	events := flows.From(f, "keys", flows.Source[bev](src), flows.WithEventTime(func(e bev) time.Time { return time.Unix(0, e.E) }, time.Second))
+	ks := flows.KeyBy(events, func(e bev) string { return e.K })
+	win := flows.WindowAggregate(ks, w, func() int64 { return 0 }, func(n int64, _ bev) int64 { return n + 1 })
+	var results, sum atomic.Int64
+	flows.To(win.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func(out []flows.Output[flows.WindowResult[string, int64]]) error {
+		var s int64
+		for _, o := range out {
+			s += o.Value.Value
+		}
+		results.Add(int64(len(out)))
+		sum.Add(s)
+		return nil
+	}))
+	plan, err := f.Plan()
+	if err != nil {
+		return res, 0, 0, err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	resetPeakRSS()
+	start := time.Now()
+	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: -1})
+	if err != nil {
+		return res, 0, 0, err
+	}
+	defer e.Stop()
+	<-e.Drained()
+	res.d = time.Since(start)
+	res.peakRSS = peakRSSMB()
+	return res, results.Load(), sum.Load(), e.Err()
+}

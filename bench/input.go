@@ -39,7 +39,18 @@ func newInput(events, keys int) *input {
 type bev struct {
 	K string
 	T int64
+	E int64 // event time (unix ns): see eventTime
 }
+
+// eventSpan is the event time the input covers: every partition's events
+// are spread evenly over it, in order, so partitions advance together.
+const eventSpan = int64(60 * time.Minute)
+
+var eventBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+
+// eventTime is the event time of the event at position pos of a partition
+// of per events.
+func eventTime(pos, per int) int64 { return eventBase + int64(pos)*(eventSpan/int64(max(per, 1))) }
 
 const sampleEvery = 1024
 
@@ -66,12 +77,13 @@ func (s *sliceSource) Open(p int, from int64) (flows.PartitionReader[bev], error
 		per = (len(s.in.idx) + s.parts - 1) / s.parts
 		lo, hi = p*per, -1
 	}
-	return &sliceReader{s: s, lo: lo, next: lo + int(from), hi: hi}, nil
+	return &sliceReader{s: s, lo: lo, next: lo + int(from), hi: hi, per: per}, nil
 }
 
 type sliceReader struct {
 	s            *sliceSource
 	lo, next, hi int // hi < 0: unbounded
+	per          int // events per partition, for event time
 }
 
 func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) error {
@@ -82,7 +94,7 @@ func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) 
 	n := len(r.s.in.idx)
 	now := time.Now().UnixNano()
 	for i := r.next; i < end; i++ {
-		e := bev{K: r.s.in.keys[r.s.in.idx[i%n]]}
+		e := bev{K: r.s.in.keys[r.s.in.idx[i%n]], E: eventTime(i-r.lo, r.per)}
 		if i%sampleEvery == 0 {
 			e.T = now
 		}

@@ -124,8 +124,14 @@ func run(p params, out string, w io.Writer) error {
 	}{
 		{"stateless", func() (Result, error) { return stateless(in, p, w) }},
 		{"keyed-count", func() (Result, error) { return keyedCount(in, p, w) }},
-		{"tumbling-1m", notYet("tumbling-1m", "event-time windows (issue: event time, windows)")},
-		{"sliding-30m", notYet("sliding-30m", "event-time windows (issue: event time, windows)")},
+		{"tumbling-1m", func() (Result, error) {
+			return windowed(in, p, "tumbling-1m", time.Minute, time.Minute, len(in.idx), w)
+		}},
+		// Every event updates 30 windows: a tenth of the input keeps the
+		// run short.
+		{"sliding-30m", func() (Result, error) {
+			return windowed(in, p, "sliding-30m", 30*time.Minute, time.Minute, len(in.idx)/10, w)
+		}},
 		{"session-windows", notYet("session-windows", "session windows (issue: event time, windows)")},
 		{"checkpoint-overhead", func() (Result, error) { return checkpointOverhead(in, p, w) }},
 		{"recovery", func() (Result, error) { return recoveryRun(in, p, w) }},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -269,4 +270,35 @@ func fragmentSweep(in *input, p params, w io.Writer) ([]sweepPoint, error) {
 		fmt.Fprintf(w, "  %3d fragments: %.2fM events/s\n", g, pt.perSec/1e6)
 	}
 	return out, nil
+}
+
+// windowed counts per key in event-time windows on the engine and in one
+// goroutine with a map, and checks that both emit the same windows.
+func windowed(in *input, p params, name string, size, slide time.Duration, limit int, w io.Writer) (Result, error) {
+	if limit < len(in.idx) {
+		in = &input{keys: in.keys, idx: in.idx[:limit]}
+	}
+	var tMap, tEng []time.Duration
+	var rss []float64
+	wantN, wantSum := windowMap(in, p, int64(size), int64(slide))
+	for round := 1; round <= p.rounds; round++ {
+		runtime.GC()
+		start := time.Now()
+		windowMap(in, p, int64(size), int64(slide))
+		tMap = append(tMap, time.Since(start))
+		r, n, sum, err := windowRun(in, p, flows.Sliding(size, slide))
+		if err != nil {
+			return Result{}, err
+		}
+		if n != wantN || sum != wantSum {
+			return Result{}, fmt.Errorf("engine emitted %d windows summing %d, want %d summing %d", n, sum, wantN, wantSum)
+		}
+		tEng = append(tEng, r.d)
+		rss = append(rss, r.peakRSS)
+		fmt.Fprintf(w, "  round %d: map %v, engine %v (%d windows)\n", round, round3(tMap), round3(tEng), n)
+	}
+	m, e := rate(len(in.idx), tMap), rate(len(in.idx), tEng)
+	return Result{Name: name, Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: e,
+		BaselineEventsPerSec: m, Baseline: "one goroutine with a map per key and window", Ratio: e / m, PeakRSSMB: medianF(rss),
+		Note: fmt.Sprintf("count per key, %v windows every %v over %v of event time; %d window results", size, slide, time.Duration(eventSpan), wantN)}, nil
 }

@@ -126,6 +126,7 @@ type winKey[K comparable] struct {
 type winState[A any] struct {
 	acc   A
 	fired bool // the on-time firing happened
+	dirty bool // in windowOp.dirty
 }
 
 // winTimer fires a window (cleanup false) or drops its state (cleanup true).
@@ -181,8 +182,10 @@ func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 			heap.Push(&wo.timers, winTimer[K]{at: end + wo.lateness, w: wk, cleanup: true})
 		}
 		st.acc = wo.add(st.acc, v)
-		wo.state[wk] = st
-		wo.dirty[wk] = struct{}{}
+		if !ok {
+			wo.state[wk] = st
+		}
+		wo.touch(wk, st)
 		if st.fired { // within the allowed lateness: refine now
 			wo.emit(wk, st, Late)
 		}
@@ -191,6 +194,14 @@ func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		for _, l := range wo.late {
 			l(v)
 		}
+	}
+}
+
+// touch records a window changed since the last checkpoint.
+func (wo *windowOp[K, T, A]) touch(wk winKey[K], st *winState[A]) {
+	if !st.dirty {
+		st.dirty = true
+		wo.dirty[wk] = struct{}{}
 	}
 }
 
@@ -224,7 +235,7 @@ func (wo *windowOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		if !t.cleanup {
 			if !st.fired {
 				st.fired = true
-				wo.dirty[t.w] = struct{}{}
+				wo.touch(t.w, st)
 				fr.cur.Offset, fr.cur.TS = -1, 0
 				wo.emit(t.w, st, OnTime)
 			}
@@ -252,6 +263,7 @@ func (wo *windowOp[K, T, A]) delta(ns uint16, d *Delta) error {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
 			continue
 		}
+		st.dirty = false
 		val := []byte{0}
 		if st.fired {
 			val[0] = 1
