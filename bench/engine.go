@@ -159,9 +159,9 @@ func same(want, got map[string]int64) error {
 // windowRun is one run of a windowed count per key on the engine.
 func windowRun(in *input, p params, w flows.Windows) (engineResult, int64, int64, error) {
 	var res engineResult
-	src := &sliceSource{in: in, parts: p.partitions, repeat: 1}
+	src := &sliceSource{in: in, parts: p.partitions, repeat: 1, eventTime: true}
 	f := flows.New("bench-windows", flows.WithFragments(p.fragments))
-	events := flows.From(f, "keys", flows.Source[bev](src), flows.WithEventTime(func(e bev) time.Time { return time.Unix(0, e.E) }, time.Second))
+	events := flows.From(f, "keys", flows.Source[bev](src), flows.WithEventTime(func(e bev) time.Time { return time.Unix(0, e.T) }, time.Second))
 	ks := flows.KeyBy(events, func(e bev) string { return e.K })
 	win := flows.WindowAggregate(ks, w, func() int64 { return 0 }, func(n int64, _ bev) int64 { return n + 1 })
 	var results, sum atomic.Int64

@@ -38,8 +38,7 @@ func newInput(events, keys int) *input {
 // was read from the source (unix ns), for latency.
 type bev struct {
 	K string
-	T int64
-	E int64 // event time (unix ns): see eventTime
+	T int64 // latency runs: read time of every 1024th event; window runs: event time (see eventTime)
 }
 
 // eventSpan is the event time the input covers: every partition's events
@@ -58,10 +57,11 @@ const sampleEvery = 1024
 // repeat times (0: forever), as partitions; upto in (0, 1) makes each
 // partition end early, with the same offsets.
 type sliceSource struct {
-	in     *input
-	parts  int
-	repeat int
-	upto   float64
+	in        *input
+	parts     int
+	repeat    int
+	upto      float64
+	eventTime bool // bev.T holds event time instead of latency samples
 }
 
 func (s *sliceSource) Partitions() int { return s.parts }
@@ -94,8 +94,10 @@ func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) 
 	n := len(r.s.in.idx)
 	now := time.Now().UnixNano()
 	for i := r.next; i < end; i++ {
-		e := bev{K: r.s.in.keys[r.s.in.idx[i%n]], E: eventTime(i-r.lo, r.per)}
-		if i%sampleEvery == 0 {
+		e := bev{K: r.s.in.keys[r.s.in.idx[i%n]]}
+		if r.s.eventTime {
+			e.T = eventTime(i-r.lo, r.per)
+		} else if i%sampleEvery == 0 {
 			e.T = now
 		}
 		b.Events = append(b.Events, e)

@@ -24,6 +24,12 @@
 // The hot path is typed end to end with generics: events are never boxed
 // and never encoded in-process; batches of records cross goroutines.
 //
+// Event time: a source given WithEventTime stamps its events and emits
+// per-partition watermarks; fragments take the minimum, fire event-time
+// timers of Process functions and close the windows of WindowAggregate
+// (tumbling, sliding; allowed lateness with late refinements and a TooLate
+// output) as it passes.
+//
 // A flow has one keyed stage per path from a source: re-keying the output of
 // a stateful operator (a second shuffle) is not supported yet, and Validate
 // says so.

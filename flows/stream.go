@@ -150,13 +150,13 @@ func (b *sinkBuf[T]) flush() error {
 	return err
 }
 
-// Rec is a keyed record in a batch: the key, the event, the offset of the
-// source event it came from, and its event time (unix ns; 0 without).
+// Rec is a keyed record in a batch: the key, the event, and the offset of
+// the source event it came from. Event times, for sources that have them,
+// travel beside the records (recs.ts), so records of other flows stay small.
 type Rec[K comparable, T any] struct {
 	Key K
 	Val T
 	Off int64
-	TS  int64
 }
 
 // KeyedStream is a stream partitioned by key: the input of the stateful
@@ -229,6 +229,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		}
 		rt := &router[K, T]{stage: stage, pool: pool, bufs: make([][]Rec[K, T], g), r: r}
 		r.routers = append(r.routers, rt)
+		if f.sources[s.src].et != nil {
+			rt.ts = make([][]int64, g)
+		}
 		s.attach(&r.core, func(v T) {
 			k := key(v)
 			fr := shard.Fragment(ks.hash(k), g)
@@ -236,8 +239,11 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			if b == nil {
 				b = rt.get()
 			}
-			b = append(b, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, TS: r.cur.TS})
+			b = append(b, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset})
 			rt.bufs[fr] = b
+			if rt.ts != nil {
+				rt.ts[fr] = append(rt.ts[fr], r.cur.TS)
+			}
 			if len(b) == r.batchSize {
 				r.full = append(r.full, fr)
 			}
@@ -268,6 +274,7 @@ type router[K comparable, T any] struct {
 	stage int
 	pool  *sync.Pool
 	bufs  [][]Rec[K, T]
+	ts    [][]int64 // event times beside bufs; nil without event time
 	r     *Reader
 }
 
@@ -286,13 +293,18 @@ func (rt *router[K, T]) take(f int) payload {
 		return nil
 	}
 	rt.bufs[f] = nil
-	return &recs[K, T]{stage: rt.stage, items: b, pool: rt.pool}
+	p := &recs[K, T]{stage: rt.stage, items: b, pool: rt.pool}
+	if rt.ts != nil {
+		p.ts, rt.ts[f] = rt.ts[f], nil
+	}
+	return p
 }
 
 // recs is one keyed stage's records in a batch.
 type recs[K comparable, T any] struct {
 	stage int
 	items []Rec[K, T]
+	ts    []int64 // event times of items, if the source has event time
 	pool  *sync.Pool
 }
 
@@ -306,7 +318,10 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
 			continue
 		}
-		fr.cur.Offset, fr.cur.TS, fr.curIdx = it.Off, it.TS, i
+		fr.cur.Offset, fr.curIdx = it.Off, i
+		if p.ts != nil {
+			fr.cur.TS = p.ts[i]
+		}
 		for _, sub := range subs {
 			sub(it.Key, it.Val)
 		}
