@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/tessera-streams/tessera/shard"
@@ -138,6 +139,35 @@ func windowMap(in *input, p params, size, slide int64) (results, sum int64) {
 		}
 	}
 	for _, n := range m {
+		results++
+		sum += n
+	}
+	return results, sum
+}
+
+// sessionMap: one goroutine gathering every key's event times, then
+// sorting them and cutting sessions at gaps (emitting each, summing counts).
+func sessionMap(in *input, p params, gap int64) (results, sum int64) {
+	times := make(map[string][]int64)
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		for i := lo; i < hi; i++ {
+			k := in.keys[in.idx[i]]
+			times[k] = append(times[k], eventTime(i-lo, per))
+		}
+	}
+	for _, ts := range times {
+		slices.Sort(ts)
+		n := int64(1)
+		for i := 1; i < len(ts); i++ {
+			if ts[i] >= ts[i-1]+gap {
+				results++
+				sum += n
+				n = 0
+			}
+			n++
+		}
 		results++
 		sum += n
 	}

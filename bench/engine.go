@@ -156,14 +156,21 @@ func same(want, got map[string]int64) error {
 	return nil
 }
 
-// windowRun is one run of a windowed count per key on the engine.
-func windowRun(in *input, p params, w flows.Windows) (engineResult, int64, int64, error) {
+// windowRun is one run of a windowed count per key on the engine: in
+// windows w, or in sessions with the given gap if it is positive.
+func windowRun(in *input, p params, w flows.Windows, gap time.Duration) (engineResult, int64, int64, error) {
 	var res engineResult
 	src := &sliceSource{in: in, parts: p.partitions, repeat: 1, eventTime: true}
 	f := flows.New("bench-windows", flows.WithFragments(p.fragments))
 	events := flows.From(f, "keys", flows.Source[bev](src), flows.WithEventTime(func(e bev) time.Time { return time.Unix(0, e.T) }, time.Second))
 	ks := flows.KeyBy(events, func(e bev) string { return e.K })
-	win := flows.WindowAggregate(ks, w, func() int64 { return 0 }, func(n int64, _ bev) int64 { return n + 1 })
+	count := func(n int64, _ bev) int64 { return n + 1 }
+	var win flows.Windowed[string, bev, int64]
+	if gap > 0 {
+		win = flows.SessionAggregate(ks, gap, func() int64 { return 0 }, count, func(a, b int64) int64 { return a + b })
+	} else {
+		win = flows.WindowAggregate(ks, w, func() int64 { return 0 }, count)
+	}
 	var results, sum atomic.Int64
 	flows.To(win.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func(out []flows.Output[flows.WindowResult[string, int64]]) error {
 		var s int64

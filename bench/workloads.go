@@ -274,19 +274,28 @@ func fragmentSweep(in *input, p params, w io.Writer) ([]sweepPoint, error) {
 
 // windowed counts per key in event-time windows on the engine and in one
 // goroutine with a map, and checks that both emit the same windows.
-func windowed(in *input, p params, name string, size, slide time.Duration, limit int, w io.Writer) (Result, error) {
+func windowed(in *input, p params, name string, size, slide, gap time.Duration, limit int, w io.Writer) (Result, error) {
 	if limit < len(in.idx) {
 		in = &input{keys: in.keys, idx: in.idx[:limit]}
 	}
+	baseline := func() (int64, int64) {
+		if gap > 0 {
+			return sessionMap(in, p, int64(gap))
+		}
+		return windowMap(in, p, int64(size), int64(slide))
+	}
 	var tMap, tEng []time.Duration
 	var rss []float64
-	wantN, wantSum := windowMap(in, p, int64(size), int64(slide))
+	wantN, wantSum := baseline()
 	for round := 1; round <= p.rounds; round++ {
 		runtime.GC()
 		start := time.Now()
-		windowMap(in, p, int64(size), int64(slide))
+		baseline()
 		tMap = append(tMap, time.Since(start))
-		r, n, sum, err := windowRun(in, p, flows.Sliding(size, slide))
+		r, n, sum, err := windowRun(in, p, flows.Windows{}, gap)
+		if gap <= 0 {
+			r, n, sum, err = windowRun(in, p, flows.Sliding(size, slide), 0)
+		}
 		if err != nil {
 			return Result{}, err
 		}
@@ -298,7 +307,12 @@ func windowed(in *input, p params, name string, size, slide time.Duration, limit
 		fmt.Fprintf(w, "  round %d: map %v, engine %v (%d windows)\n", round, round3(tMap), round3(tEng), n)
 	}
 	m, e := rate(len(in.idx), tMap), rate(len(in.idx), tEng)
-	return Result{Name: name, Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: e,
+	res := Result{Name: name, Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: e,
 		BaselineEventsPerSec: m, Baseline: "one goroutine with a map per key and window", Ratio: e / m, PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("count per key, %v windows every %v over %v of event time; %d window results", size, slide, time.Duration(eventSpan), wantN)}, nil
+		Note: fmt.Sprintf("count per key, %v windows every %v over %v of event time; %d window results", size, slide, time.Duration(eventSpan), wantN)}
+	if gap > 0 {
+		res.Baseline = "one goroutine: every key's times sorted and cut at gaps"
+		res.Note = fmt.Sprintf("count per key in sessions with a %v gap over %v of event time; %d sessions", gap, time.Duration(eventSpan), wantN)
+	}
+	return res, nil
 }

@@ -99,23 +99,33 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 	return Windowed[K, T, A]{f: f, op: op}
 }
 
+// windowOutputs is what WindowAggregate's and SessionAggregate's operators
+// share: their result and too-late subscribers.
+type windowOutputs[K comparable, T, A any] interface {
+	outputs() (*[]func(WindowResult[K, A]), *[]func(T))
+}
+
 // Results is the stream of window results.
 func (w Windowed[K, T, A]) Results() Stream[WindowResult[K, A]] {
-	return Stream[WindowResult[K, A]]{f: w.f, what: "WindowAggregate", side: fragmentSide,
+	return Stream[WindowResult[K, A]]{f: w.f, what: "windows", side: fragmentSide,
 		attach: func(c *core, fn func(WindowResult[K, A])) {
-			wo := c.frag.ops[w.op].(*windowOp[K, T, A])
-			wo.subs = append(wo.subs, fn)
+			subs, _ := c.frag.ops[w.op].(windowOutputs[K, T, A]).outputs()
+			*subs = append(*subs, fn)
 		}}
 }
 
 // TooLate is the stream of events that arrived after every window they
 // belong to had expired (watermark past end + allowed lateness).
 func (w Windowed[K, T, A]) TooLate() Stream[T] {
-	return Stream[T]{f: w.f, what: "WindowAggregate.TooLate", side: fragmentSide,
+	return Stream[T]{f: w.f, what: "windows.TooLate", side: fragmentSide,
 		attach: func(c *core, fn func(T)) {
-			wo := c.frag.ops[w.op].(*windowOp[K, T, A])
-			wo.late = append(wo.late, fn)
+			_, late := c.frag.ops[w.op].(windowOutputs[K, T, A]).outputs()
+			*late = append(*late, fn)
 		}}
+}
+
+func (wo *windowOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)) {
+	return &wo.subs, &wo.late
 }
 
 type winKey[K comparable] struct {
@@ -186,7 +196,14 @@ func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 			wo.state[wk] = st
 		}
 		wo.touch(wk, st)
-		if st.fired { // within the allowed lateness: refine now
+		// A late event within the allowed lateness refines a fired window,
+		// or completes one past the watermark that had no event yet: either
+		// way the result goes out now, as late.
+		if st.fired || (wm != NoWatermark && end <= wm) {
+			if !st.fired {
+				st.fired = true
+				wo.touch(wk, st)
+			}
 			wo.emit(wk, st, Late)
 		}
 	}

@@ -1,0 +1,218 @@
+package flowstest_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/flowstest"
+)
+
+type emission struct {
+	key        string
+	start, end int64
+	n          int
+	firing     flows.Firing
+}
+
+type refSession struct {
+	start, end int64
+	n          int
+	fired      bool
+}
+
+// referenceSessions runs session windows sequentially, one event at a time:
+// every emission and the too-late events.
+func referenceSessions(evs []click, gap, delay, lateness time.Duration) ([]emission, int) {
+	state := map[string][]refSession{}
+	var out []emission
+	tooLate := 0
+	wm, maxTS := int64(flows.NoWatermark), int64(flows.NoWatermark)
+	for _, e := range evs {
+		ts := e.At.UnixNano()
+		if wm != flows.NoWatermark && ts+int64(gap)+int64(lateness) <= wm {
+			tooLate++
+		} else {
+			n := refSession{start: ts, end: ts + int64(gap), n: 1}
+			var keep []refSession
+			for _, s := range state[e.User] {
+				if s.start < n.end && n.start < s.end {
+					n.start, n.end, n.n = min(n.start, s.start), max(n.end, s.end), n.n+s.n
+					continue
+				}
+				keep = append(keep, s)
+			}
+			n.fired = wm != flows.NoWatermark && n.end <= wm
+			if n.fired {
+				out = append(out, emission{e.User, n.start, n.end, n.n, flows.Late})
+			}
+			state[e.User] = append(keep, n)
+		}
+		maxTS = max(maxTS, ts)
+		wm = max(wm, maxTS-int64(delay))
+		for k, ss := range state {
+			var keep []refSession
+			for _, s := range ss {
+				if !s.fired && s.end <= wm {
+					s.fired = true
+					out = append(out, emission{k, s.start, s.end, s.n, flows.OnTime})
+				}
+				if s.end+int64(lateness) > wm {
+					keep = append(keep, s)
+				}
+			}
+			state[k] = keep
+		}
+	}
+	for k, ss := range state { // the end of the input completes event time
+		for _, s := range ss {
+			if !s.fired {
+				out = append(out, emission{k, s.start, s.end, s.n, flows.OnTime})
+			}
+		}
+	}
+	return out, tooLate
+}
+
+func sortEmissions(es []emission) {
+	slices.SortFunc(es, func(a, b emission) int {
+		return cmpStr(fmt.Sprint(a), fmt.Sprint(b))
+	})
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func TestSessionAggregateExact(t *testing.T) {
+	const (
+		gap             = 30 * time.Second
+		delay, lateness = 5 * time.Second, 20 * time.Second
+	)
+	rng := rand.New(rand.NewPCG(8, 9))
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	var evs []click
+	clock := t0
+	for range 2000 {
+		clock = clock.Add(time.Duration(rng.IntN(15000)) * time.Millisecond)
+		at := clock.Add(-time.Duration(rng.Int64N(int64(delay))))
+		if rng.IntN(8) == 0 {
+			at = clock.Add(-delay - time.Duration(rng.Int64N(int64(time.Minute))))
+		}
+		evs = append(evs, click{User: []string{"a", "b", "c", "d"}[rng.IntN(4)], At: at})
+	}
+	in := flowstest.NewInput[click](1)
+	f := flows.New("sessions", flows.WithFragments(1))
+	ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, delay)),
+		func(c click) string { return c.User })
+	w := flows.SessionAggregate(ks, gap, func() int { return 0 }, func(n int, _ click) int { return n + 1 },
+		func(a, b int) int { return a + b }, flows.AllowedLateness(lateness))
+	results, late := flowstest.Collect(w.Results()), flowstest.Collect(w.TooLate())
+	d, err := flowstest.New(f, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.BatchSize = 1
+	in.Push(0, evs...)
+	in.Close()
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	var got []emission
+	lateFirings := 0
+	for _, r := range results.Values() {
+		got = append(got, emission{r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing})
+		if r.Firing == flows.Late {
+			lateFirings++
+		}
+	}
+	want, wantTooLate := referenceSessions(evs, gap, delay, lateness)
+	sortEmissions(got)
+	sortEmissions(want)
+	if !reflect.DeepEqual(got, want) {
+		count := map[emission]int{}
+		for _, e := range got {
+			count[e]++
+		}
+		for _, e := range want {
+			count[e]--
+		}
+		for e, n := range count {
+			if n != 0 {
+				t.Logf("%+v (%s..%s): engine %+d", e, time.Unix(0, e.start).UTC().Format("15:04:05"), time.Unix(0, e.end).UTC().Format("15:04:05"), n)
+			}
+		}
+		t.Fatalf("%d emissions, want %d", len(got), len(want))
+	}
+	if lateFirings == 0 || wantTooLate == 0 || len(late.Values()) != wantTooLate {
+		t.Fatalf("late refinements %d, too late %d (want %d): the data must exercise both", lateFirings, len(late.Values()), wantTooLate)
+	}
+}
+
+// Session state survives checkpoints and crashes: the final sessions are
+// those of an uninterrupted run.
+func TestSessionAggregateRestore(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	var evs []click
+	clock := t0
+	for range 1500 {
+		clock = clock.Add(time.Duration(rng.IntN(20000)) * time.Millisecond)
+		evs = append(evs, click{User: []string{"a", "b", "c"}[rng.IntN(3)], At: clock.Add(-time.Duration(rng.IntN(3000)) * time.Millisecond)})
+	}
+	run := func(faults bool) map[emission]bool {
+		in := flowstest.NewInput[click](1)
+		f := flows.New("sessions", flows.WithFragments(3))
+		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 3*time.Second)),
+			func(c click) string { return c.User })
+		w := flows.SessionAggregate(ks, time.Minute, func() int { return 0 }, func(n int, _ click) int { return n + 1 },
+			func(a, b int) int { return a + b })
+		results := flowstest.Collect(w.Results())
+		d, err := flowstest.New(f, time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		d.BatchSize = 5
+		for i, e := range evs {
+			in.Push(0, e)
+			if faults && i%100 == 40 {
+				if err := d.Drain(); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.Checkpoint(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if faults && i%100 == 80 {
+				if err := d.Crash(i % 3); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		in.Close()
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		out := map[emission]bool{}
+		for _, r := range results.Values() {
+			out[emission{r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing}] = true
+		}
+		return out
+	}
+	clean, faulty := run(false), run(true)
+	if len(clean) == 0 || !reflect.DeepEqual(clean, faulty) {
+		t.Fatalf("with crashes %d distinct emissions, without %d", len(faulty), len(clean))
+	}
+}
