@@ -27,8 +27,9 @@
 // Event time: a source given WithEventTime stamps its events and emits
 // per-partition watermarks; fragments take the minimum, fire event-time
 // timers of Process functions and close the windows of WindowAggregate
-// (tumbling, sliding; allowed lateness with late refinements and a TooLate
-// output) as it passes.
+// (tumbling, sliding) and SessionAggregate (merging sessions) as it passes;
+// allowed lateness gives late refinements, and later events go to a TooLate
+// output.
 //
 // A flow has one keyed stage per path from a source: re-keying the output of
 // a stateful operator (a second shuffle) is not supported yet, and Validate
