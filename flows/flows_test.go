@@ -322,6 +322,23 @@ func TestValidate(t *testing.T) {
 			flows.Count(ks).View("v")
 			return f
 		}, "function is nil"},
+		{"window without event time", func() *flows.Flow {
+			f := flows.New("x")
+			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
+			flows.To(flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int { return 0 }, func(n int, _ string) int { return n }).Results(),
+				flows.SinkFunc[flows.WindowResult[string, int]](func([]flows.Output[flows.WindowResult[string, int]]) error { return nil }))
+			return f
+		}, "has no event time"},
+		{"bad sliding windows", func() *flows.Flow {
+			f := flows.New("x")
+			src := flows.From(f, "in", in, flows.WithEventTime(func(string) time.Time { return time.Time{} }, 0))
+			ks := flows.KeyBy(src, flows.Identity[string])
+			flows.To(flows.SessionAggregate(ks, time.Minute, func() int { return 0 }, func(n int, _ string) int { return n },
+				func(a, b int) int { return a + b }, flows.AllowedLateness(-time.Second)).Results(),
+				flows.SinkFunc[flows.WindowResult[string, int]](func([]flows.Output[flows.WindowResult[string, int]]) error { return nil }))
+			flows.WindowAggregate(ks, flows.Sliding(time.Second, time.Minute), func() int { return 0 }, func(n int, _ string) int { return n })
+			return f
+		}, "negative allowed lateness"},
 		{"bad fragments", func() *flows.Flow {
 			f := flows.New("x", flows.WithFragments(0))
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])

@@ -25,19 +25,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	if init == nil || add == nil || merge == nil {
 		f.errorf("SessionAggregate: init, add and merge must not be nil")
 	}
-	if src := f.sources[f.stages[ks.stage].source]; src.et == nil {
-		f.errorf("SessionAggregate: source %q has no event time (flows.WithEventTime)", src.name)
-	}
-	var lateness int64
-	for _, o := range opts {
-		if o.lateness < 0 {
-			f.errorf("SessionAggregate: negative allowed lateness %v", o.lateness)
-		}
-		lateness = max(lateness, int64(o.lateness))
-	}
-	ac := stateCodec[A](f, "SessionAggregate", nil)
-	op := f.ops
-	f.ops++
+	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		so := &sessionOp[K, T, A]{gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
 			kc: ks.kc, ac: ac, state: map[K][]session[A]{}, dirty: map[K]struct{}{}}

@@ -76,19 +76,7 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 	if init == nil || add == nil {
 		f.errorf("WindowAggregate: init and add must not be nil")
 	}
-	if src := f.sources[f.stages[ks.stage].source]; src.et == nil {
-		f.errorf("WindowAggregate: source %q has no event time (flows.WithEventTime)", src.name)
-	}
-	var lateness int64
-	for _, o := range opts {
-		if o.lateness < 0 {
-			f.errorf("WindowAggregate: negative allowed lateness %v", o.lateness)
-		}
-		lateness = max(lateness, int64(o.lateness))
-	}
-	ac := stateCodec[A](f, "WindowAggregate", nil)
-	op := f.ops
-	f.ops++
+	lateness, ac, op := windowOperator[A](f, "WindowAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		wo := &windowOp[K, T, A]{w: w, lateness: lateness, init: init, add: add, kc: ks.kc, ac: ac,
 			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}}
@@ -103,6 +91,25 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 // share: their result and too-late subscribers.
 type windowOutputs[K comparable, T, A any] interface {
 	outputs() (*[]func(WindowResult[K, A]), *[]func(T))
+}
+
+// windowOperator checks what every window operator needs (event time, a
+// lateness that is not negative, a codec for the accumulator) and reserves
+// the operator's slot.
+func windowOperator[A any](f *Flow, name string, stage int, opts []WindowOption) (lateness int64, ac Codec[A], op int) {
+	if src := f.sources[f.stages[stage].source]; src.et == nil {
+		f.errorf("%s: source %q has no event time (flows.WithEventTime)", name, src.name)
+	}
+	for _, o := range opts {
+		if o.lateness < 0 {
+			f.errorf("%s: negative allowed lateness %v", name, o.lateness)
+		}
+		lateness = max(lateness, int64(o.lateness))
+	}
+	ac = stateCodec[A](f, name, nil)
+	op = f.ops
+	f.ops++
+	return lateness, ac, op
 }
 
 // Results is the stream of window results.
