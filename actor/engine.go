@@ -137,6 +137,7 @@ type FragmentStats struct {
 	Replayed   atomic.Int64 // source offsets received again that were applied before (replays)
 	Epoch      atomic.Uint64
 	Watermark  atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
+	TooLate    atomic.Int64 // events too late for every window (replays may count again)
 	CkptTime   atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes  atomic.Int64 // bytes written by checkpoints
 	mu         sync.Mutex

@@ -523,3 +523,46 @@ func TestEventTimeOnEngine(t *testing.T) {
 		}
 	}
 }
+
+// Events too late for every window are counted per fragment.
+func TestTooLateCounted(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 4, Events: 20_000}, func(_ int, o int64, r *gen.Rand) tick {
+		at := t0.Add(time.Duration(o) * 10 * time.Millisecond)
+		if o%5000 == 4999 && o > 5000 {
+			at = t0 // minutes behind the watermark
+		}
+		return tick{Key: fmt.Sprintf("k%d", r.Intn(8)), At: at}
+	})
+	f := flows.New("late", flows.WithFragments(4))
+	ks := flows.KeyBy(flows.From(f, "gen", flows.Source[tick](src), flows.WithEventTime(func(e tick) time.Time { return e.At }, time.Second)),
+		func(e tick) string { return e.Key })
+	w := flows.WindowAggregate(ks, flows.Tumbling(10*time.Second), func() int { return 0 }, func(n int, _ tick) int { return n + 1 })
+	var mu sync.Mutex
+	late := 0
+	flows.To(w.TooLate(), flows.SinkFunc[tick](func(out []flows.Output[tick]) error {
+		mu.Lock()
+		late += len(out)
+		mu.Unlock()
+		return nil
+	}))
+	plan, err := f.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Start(plan, Config{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	waitDrained(t, e)
+	var counted int64
+	for _, fr := range e.Fragments() {
+		counted += fr.TooLate.Load()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if late != 3 || counted != 3 {
+		t.Fatalf("too-late output %d, counted %d; want 3", late, counted)
+	}
+}

@@ -21,6 +21,7 @@ type fragmentActor struct {
 	vec         recovery.Vector
 	epoch       uint64 // of the last checkpoint taken (maybe not yet durable)
 	placement   uint64 // the newest placement epoch seen
+	tooLate     int64  // the fragment's too-late count already added to stats
 	stats       *FragmentStats
 	lastCkpt    time.Time
 	writing     bool     // a checkpoint is with the writer
@@ -122,6 +123,10 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	}
 	fa.stats.Events.Store(fa.frag.Events())
 	fa.stats.Watermark.Store(fa.frag.Watermark())
+	if n := fa.frag.TooLate(); n > fa.tooLate {
+		fa.stats.TooLate.Add(n - fa.tooLate)
+	}
+	fa.tooLate = fa.frag.TooLate()
 	fa.stats.Batches.Add(1)
 	fa.stats.mu.Lock()
 	fa.stats.offsets[fa.e.plan.PartitionName(b.Source, b.Partition)] = b.End
@@ -195,7 +200,7 @@ func (fa *fragmentActor) restore() error {
 	if err != nil {
 		return err
 	}
-	fa.frag, fa.vec, fa.epoch = r.Fragment, r.Vector, r.Manifest.Epoch
+	fa.frag, fa.vec, fa.epoch, fa.tooLate = r.Fragment, r.Vector, r.Manifest.Epoch, 0
 	for ev := range fa.skips {
 		fa.frag.Skip(ev)
 	}

@@ -265,6 +265,7 @@ type FragmentState struct {
 	CheckpointBytes int64            `json:"checkpoint_bytes"` // written in all
 	CheckpointErr   string           `json:"checkpoint_error,omitempty"`
 	Watermark       *time.Time       `json:"watermark,omitempty"` // event-time watermark, for flows with event time
+	TooLate         int64            `json:"too_late"`            // events later than every window's allowed lateness
 	Offsets         map[string]int64 `json:"offsets"`
 }
 
@@ -298,7 +299,7 @@ func (n *Node) State() ClusterState {
 	for i, f := range n.eng.Fragments() {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
 			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
-			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), Epoch: f.Epoch.Load(),
+			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), TooLate: f.TooLate.Load(), Epoch: f.Epoch.Load(),
 			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets()}
 		if ns := f.CkptTime.Load(); ns != 0 {
 			at := time.Unix(0, ns).UTC()
@@ -356,13 +357,14 @@ var (
 	mPoison    = prometheus.NewDesc("tessera_fragment_dead_letters_total", "Events dead-lettered after their last failed attempt.", []string{"fragment"}, nil)
 	mRestores  = prometheus.NewDesc("tessera_fragment_restores_total", "Restores of a fragment from its last checkpoint.", []string{"fragment"}, nil)
 	mReplayed  = prometheus.NewDesc("tessera_fragment_replayed_offsets_total", "Source offsets received again after a restore or restart.", []string{"fragment"}, nil)
+	mTooLate   = prometheus.NewDesc("tessera_fragment_too_late_total", "Events later than every window's allowed lateness, sent to TooLate outputs.", []string{"fragment"}, nil)
 	mEpoch     = prometheus.NewDesc("tessera_fragment_checkpoint_epoch", "Epoch of the fragment's last durable checkpoint.", []string{"fragment"}, nil)
 	mCkptBytes = prometheus.NewDesc("tessera_fragment_checkpoint_bytes_total", "Bytes written by the fragment's checkpoints.", []string{"fragment"}, nil)
 	mDead      = prometheus.NewDesc("tessera_dead_letters_total", "Dead letters written.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mRead, mPosition, mCommitted, mMalformed, mStalls, mApplied, mBatches, mFailures, mPoison, mRestores, mReplayed, mEpoch, mCkptBytes, mDead} {
+	for _, d := range []*prometheus.Desc{mRead, mPosition, mCommitted, mMalformed, mStalls, mApplied, mBatches, mFailures, mPoison, mRestores, mReplayed, mTooLate, mEpoch, mCkptBytes, mDead} {
 		ch <- d
 	}
 }
@@ -387,6 +389,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mPoison, f.Dead.Load(), id)
 		counter(mRestores, f.Restores.Load(), id)
 		counter(mReplayed, f.Replayed.Load(), id)
+		counter(mTooLate, f.TooLate.Load(), id)
 		counter(mCkptBytes, f.CkptBytes.Load(), id)
 		ch <- prometheus.MustNewConstMetric(mEpoch, prometheus.GaugeValue, float64(f.Epoch.Load()), id)
 	}

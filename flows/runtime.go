@@ -420,6 +420,7 @@ type Fragment struct {
 	events   int64
 	skip     map[EventID]struct{} // events not to apply (dead-lettered)
 	wms      watermarks
+	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
 }
@@ -480,6 +481,10 @@ func (p *Plan) NewFragment(id int) *Fragment {
 	}
 	return fr
 }
+
+// TooLate counts the events that window operators sent to their TooLate
+// outputs (since this fragment was built or restored).
+func (fr *Fragment) TooLate() int64 { return fr.tooLate }
 
 // Watermark is the fragment's event-time watermark (unix ns): the minimum
 // over the active event-time partitions; NoWatermark before all have one.

@@ -82,6 +82,7 @@ func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)
 func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	ts, wm := fr.cur.TS, fr.wms.wm
 	if wm != NoWatermark && ts+so.gap+so.lateness <= wm {
+		fr.tooLate++
 		for _, l := range so.late {
 			l(v)
 		}

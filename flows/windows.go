@@ -215,6 +215,7 @@ func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		}
 	}
 	if !placed {
+		fr.tooLate++
 		for _, l := range wo.late {
 			l(v)
 		}
