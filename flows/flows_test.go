@@ -339,6 +339,19 @@ func TestValidate(t *testing.T) {
 			flows.WindowAggregate(ks, flows.Sliding(time.Second, time.Minute), func() int { return 0 }, func(n int, _ string) int { return n })
 			return f
 		}, "negative allowed lateness"},
+		{"TTL on a table", func() *flows.Flow {
+			f := flows.New("x")
+			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
+			flows.Reduce(ks, func(a, b string) string { return b }, flows.WithStateTTL(time.Minute)).View("v")
+			return f
+		}, "WithStateTTL is not supported here yet"},
+		{"TTL without event time", func() *flows.Flow {
+			f := flows.New("x")
+			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
+			flows.Process(ks, flows.Handler[string, string, int, int]{OnEvent: func(*flows.Context[string, int, int], string) {}},
+				flows.WithStateTTL(time.Minute)).View("v")
+			return f
+		}, "needs a source with event time"},
 		{"bad fragments", func() *flows.Flow {
 			f := flows.New("x", flows.WithFragments(0))
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])

@@ -15,7 +15,34 @@ import (
 )
 
 // StateOption configures a stateful operator.
-type StateOption struct{ codec any }
+type StateOption struct {
+	codec any
+	ttl   time.Duration
+}
+
+// WithStateTTL expires a key's state once the watermark passes its last
+// event's time by d, so that per-key state (one per subscriber, say) does
+// not grow forever. It needs event time; Process supports it.
+func WithStateTTL(d time.Duration) StateOption { return StateOption{ttl: d} }
+
+// stateTTL reads the TTL option for operator op, which supports it or not.
+func stateTTL(f *Flow, op string, stage int, opts []StateOption, supported bool) int64 {
+	var ttl time.Duration
+	for _, o := range opts {
+		ttl = max(ttl, o.ttl)
+		if o.ttl < 0 {
+			f.errorf("%s: negative state TTL %v", op, o.ttl)
+		}
+	}
+	switch {
+	case ttl == 0:
+	case !supported:
+		f.errorf("%s: WithStateTTL is not supported here yet (Process supports it)", op)
+	case f.sources[f.stages[stage].source].et == nil:
+		f.errorf("%s: WithStateTTL needs a source with event time (flows.WithEventTime)", op)
+	}
+	return int64(ttl)
+}
 
 // WithStateCodec sets the codec of the operator's state type, used by
 // checkpoints. c must be a Codec of the state type.
@@ -161,6 +188,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], updat
 // fn.
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
 	vc := stateCodec[T](ks.f, "Reduce", opts)
+	stateTTL(ks.f, "Reduce", ks.stage, opts, false)
 	return newTableOp(ks, vc, func(t *table[K, T], k K, v T) {
 		if i, ok := t.idx[k]; ok {
 			v = fn(t.vals[i], v)
@@ -179,6 +207,7 @@ func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts
 // init().
 func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add func(acc A, v T) A, opts ...StateOption) Table[K, A] {
 	vc := stateCodec[A](ks.f, "Aggregate", opts)
+	stateTTL(ks.f, "Aggregate", ks.stage, opts, false)
 	if init == nil || add == nil {
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
@@ -600,13 +629,31 @@ type procOp[K comparable, S, O any] struct {
 	state       map[K]S
 	dirty       map[K]struct{} // keys set or cleared since the last checkpoint
 	subs        []func(O)
-	timers      [2]timerHeap[K] // per domain; may hold deleted timers: pending is the truth
+	timers      [3]timerHeap[K] // per domain (and TTL); may hold deleted timers: pending is the truth
 	pending     map[timerKey[K]]struct{}
 	timersDirty bool
 	ctx         Context[K, S, O]
 	onTimer     func(c *Context[K, S, O], at time.Time)
 	kc          KeyCodec[K]
 	sc          Codec[S]
+	ttl         int64       // 0: state never expires
+	lastTS      map[K]int64 // with a TTL: each key's latest event time
+}
+
+// ttlDomain is the internal timer domain that expires state.
+const ttlDomain TimeDomain = 2
+
+// touchTTL moves key k's expiry to its latest event time plus the TTL.
+func (p *procOp[K, S, O]) touchTTL(k K, ts int64) {
+	last, ok := p.lastTS[k]
+	if ok && ts <= last {
+		return
+	}
+	if ok {
+		p.del(k, ttlDomain, time.Unix(0, last+p.ttl))
+	}
+	p.lastTS[k] = ts
+	p.set(k, ttlDomain, time.Unix(0, ts+p.ttl))
 }
 
 // Process state lives in two namespaces: ns for the states, ns+1 for the
@@ -647,7 +694,7 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 
 func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	if ns%2 == 1 { // timers: domain, time, key
-		if len(key) < 9 || key[0] > byte(EventTime) {
+		if len(key) < 9 || key[0] > byte(ttlDomain) {
 			return fmt.Errorf("timer key of %d bytes", len(key))
 		}
 		k, err := p.kc.Decode(key[9:])
@@ -655,6 +702,9 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 			return fmt.Errorf("decode timer key: %w", err)
 		}
 		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key[1:])), key: k, dom: TimeDomain(key[0])}
+		if t.dom == ttlDomain {
+			p.lastTS[k] = t.at - p.ttl
+		}
 		p.pending[t] = struct{}{}
 		heap.Push(&p.timers[t.dom], t)
 		return nil
@@ -675,7 +725,10 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 	p.fireDue(fr, ProcessingTime, now.UnixNano())
 }
 
-func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) { p.fireDue(fr, EventTime, wm) }
+func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
+	p.fireDue(fr, EventTime, wm)
+	p.fireDue(fr, ttlDomain, wm)
+}
 
 // fireDue fires the domain's timers at or before t, in time order.
 func (p *procOp[K, S, O]) fireDue(fr *Fragment, dom TimeDomain, t0 int64) {
@@ -687,6 +740,14 @@ func (p *procOp[K, S, O]) fireDue(fr *Fragment, dom TimeDomain, t0 int64) {
 		}
 		delete(p.pending, t)
 		p.timersDirty = true
+		if dom == ttlDomain { // the key had no event for the TTL: drop its state
+			delete(p.lastTS, t.key)
+			if _, ok := p.state[t.key]; ok {
+				delete(p.state, t.key)
+				p.dirty[t.key] = struct{}{}
+			}
+			continue
+		}
 		if p.onTimer == nil {
 			continue
 		}
@@ -721,15 +782,19 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		f.errorf("Process: OnEvent must not be nil")
 	}
 	sc := stateCodec[S](f, "Process", opts)
+	ttl := stateTTL(f, "Process", ks.stage, opts, true)
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		p := &procOp[K, S, O]{state: map[K]S{}, dirty: map[K]struct{}{}, pending: map[timerKey[K]]struct{}{},
-			onTimer: h.OnTimer, kc: ks.kc, sc: sc}
+			onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
 		p.ctx = Context[K, S, O]{op: p, fr: fr}
 		fr.ops[op] = p
 		fr.timers = append(fr.timers, p)
 		ks.subscribe(fr, func(k K, v T) {
+			if ttl > 0 {
+				p.touchTTL(k, fr.cur.TS)
+			}
 			p.ctx.key = k
 			h.OnEvent(&p.ctx, v)
 		})
