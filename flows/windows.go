@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -12,16 +13,28 @@ import (
 // size. Starts are multiples of slide since the Unix epoch.
 type Windows struct {
 	size, slide int64 // ns
+	global      bool
 }
 
+// Global is one window per key over all of event time: it fires when the
+// input ends (the watermark completes), and earlier with FireEvery.
+func Global() Windows { return Windows{global: true} }
+
 // Tumbling windows of the given size.
-func Tumbling(size time.Duration) Windows { return Windows{int64(size), int64(size)} }
+func Tumbling(size time.Duration) Windows { return Windows{size: int64(size), slide: int64(size)} }
 
 // Sliding windows of the given size, one starting every slide.
-func Sliding(size, slide time.Duration) Windows { return Windows{int64(size), int64(slide)} }
+func Sliding(size, slide time.Duration) Windows { return Windows{size: int64(size), slide: int64(slide)} }
 
 // WindowOption configures WindowAggregate.
-type WindowOption struct{ lateness time.Duration }
+type WindowOption struct {
+	lateness time.Duration
+	every    int
+}
+
+// FireEvery emits an Early result of a window every n events, before the
+// watermark closes it (a count trigger).
+func FireEvery(n int) WindowOption { return WindowOption{every: n} }
 
 // AllowedLateness keeps a window's state for d after the watermark passed
 // its end: a late event inside that time updates the window and emits a
@@ -34,11 +47,15 @@ type Firing uint8
 const (
 	OnTime Firing = iota // the watermark passed the window's end
 	Late                 // a late event refined an already fired window
+	Early                // a trigger fired before the watermark closed the window
 )
 
 func (f Firing) String() string {
-	if f == Late {
+	switch f {
+	case Late:
 		return "late"
+	case Early:
+		return "early"
 	}
 	return "on-time"
 }
@@ -70,15 +87,22 @@ type Windowed[K comparable, T, A any] struct {
 // (WithEventTime).
 func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A, opts ...WindowOption) Windowed[K, T, A] {
 	f := ks.f
-	if w.size <= 0 || w.slide <= 0 || w.slide > w.size {
+	if !w.global && (w.size <= 0 || w.slide <= 0 || w.slide > w.size) {
 		f.errorf("WindowAggregate: windows need 0 < slide <= size, got size %v, slide %v", time.Duration(w.size), time.Duration(w.slide))
 	}
 	if init == nil || add == nil {
 		f.errorf("WindowAggregate: init and add must not be nil")
 	}
 	lateness, ac, op := windowOperator[A](f, "WindowAggregate", ks.stage, opts)
+	every := 0
+	for _, o := range opts {
+		if o.every < 0 {
+			f.errorf("WindowAggregate: FireEvery needs a positive count, got %d", o.every)
+		}
+		every = max(every, o.every)
+	}
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		wo := &windowOp[K, T, A]{w: w, lateness: lateness, init: init, add: add, kc: ks.kc, ac: ac,
+		wo := &windowOp[K, T, A]{w: w, lateness: lateness, every: every, init: init, add: add, kc: ks.kc, ac: ac,
 			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}}
 		fr.ops[op] = wo
 		fr.timers = append(fr.timers, wo)
@@ -142,6 +166,7 @@ type winKey[K comparable] struct {
 
 type winState[A any] struct {
 	acc   A
+	n     int  // events since the last early firing (FireEvery)
 	fired bool // the on-time firing happened
 	dirty bool // in windowOp.dirty
 }
@@ -168,6 +193,7 @@ func (h *winHeap[K]) Pop() any {
 type windowOp[K comparable, T, A any] struct {
 	w        Windows
 	lateness int64
+	every    int // FireEvery; 0: none
 	init     func() A
 	add      func(A, T) A
 	kc       KeyCodec[K]
@@ -181,38 +207,20 @@ type windowOp[K comparable, T, A any] struct {
 
 func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	ts, wm := fr.cur.TS, fr.wms.wm
+	if wo.w.global {
+		wo.place(k, v, 0, wm)
+		return
+	}
 	// The last window containing ts starts at the multiple of slide at or
 	// before ts; earlier ones every slide back while they still cover ts.
 	last := ts - mod(ts, wo.w.slide)
 	placed := false
 	for s := last; s > ts-wo.w.size; s -= wo.w.slide {
-		end := s + wo.w.size
-		if end+wo.lateness <= wm && wm != NoWatermark {
+		if wm != NoWatermark && s+wo.w.size+wo.lateness <= wm {
 			continue // expired
 		}
 		placed = true
-		wk := winKey[K]{k, s}
-		st, ok := wo.state[wk]
-		if !ok {
-			st = &winState[A]{acc: wo.init()}
-			heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})
-			heap.Push(&wo.timers, winTimer[K]{at: end + wo.lateness, w: wk, cleanup: true})
-		}
-		st.acc = wo.add(st.acc, v)
-		if !ok {
-			wo.state[wk] = st
-		}
-		wo.touch(wk, st)
-		// A late event within the allowed lateness refines a fired window,
-		// or completes one past the watermark that had no event yet: either
-		// way the result goes out now, as late.
-		if st.fired || (wm != NoWatermark && end <= wm) {
-			if !st.fired {
-				st.fired = true
-				wo.touch(wk, st)
-			}
-			wo.emit(wk, st, Late)
-		}
+		wo.place(k, v, s, wm)
 	}
 	if !placed {
 		fr.tooLate++
@@ -220,6 +228,54 @@ func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
 			l(v)
 		}
 	}
+}
+
+// end is the end of the window starting at s (never, for a global one).
+func (wo *windowOp[K, T, A]) end(s int64) int64 {
+	if wo.w.global {
+		return math.MaxInt64
+	}
+	return s + wo.w.size
+}
+
+// place adds an event to the window starting at s.
+func (wo *windowOp[K, T, A]) place(k K, v T, s, wm int64) {
+	end := wo.end(s)
+	wk := winKey[K]{k, s}
+	st, ok := wo.state[wk]
+	if !ok {
+		st = &winState[A]{acc: wo.init()}
+		heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})
+		heap.Push(&wo.timers, winTimer[K]{at: satAdd(end, wo.lateness), w: wk, cleanup: true})
+	}
+	st.acc = wo.add(st.acc, v)
+	st.n++
+	if !ok {
+		wo.state[wk] = st
+	}
+	wo.touch(wk, st)
+	// A late event within the allowed lateness refines a fired window, or
+	// completes one past the watermark that had no event yet: either way
+	// the result goes out now, as late.
+	if st.fired || (wm != NoWatermark && end <= wm) {
+		if !st.fired {
+			st.fired = true
+		}
+		wo.emit(wk, st, Late)
+		return
+	}
+	if wo.every > 0 && st.n >= wo.every {
+		st.n = 0
+		wo.emit(wk, st, Early)
+	}
+}
+
+// satAdd adds without overflowing past math.MaxInt64.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // touch records a window changed since the last checkpoint.
@@ -239,7 +295,10 @@ func mod(a, b int64) int64 {
 }
 
 func (wo *windowOp[K, T, A]) emit(wk winKey[K], st *winState[A], f Firing) {
-	r := WindowResult[K, A]{Key: wk.key, Start: time.Unix(0, wk.start).UTC(), End: time.Unix(0, wk.start+wo.w.size).UTC(), Value: st.acc, Firing: f}
+	r := WindowResult[K, A]{Key: wk.key, Value: st.acc, Firing: f}
+	if !wo.w.global { // a global window has no bounds: zero times
+		r.Start, r.End = time.Unix(0, wk.start).UTC(), time.Unix(0, wk.start+wo.w.size).UTC()
+	}
 	for _, s := range wo.subs {
 		s(r)
 	}
@@ -293,6 +352,7 @@ func (wo *windowOp[K, T, A]) delta(ns uint16, d *Delta) error {
 		if st.fired {
 			val[0] = 1
 		}
+		val = binary.AppendUvarint(val, uint64(st.n))
 		if val, err = wo.ac.Append(val, st.acc); err != nil {
 			return fmt.Errorf("encode window state: %w", err)
 		}
@@ -311,17 +371,21 @@ func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode window key: %w", err)
 	}
-	acc, err := wo.ac.Decode(val[1:])
+	n, l := binary.Uvarint(val[1:])
+	if l <= 0 {
+		return fmt.Errorf("window entry: bad count")
+	}
+	acc, err := wo.ac.Decode(val[1+l:])
 	if err != nil {
 		return fmt.Errorf("decode window state: %w", err)
 	}
 	wk := winKey[K]{k, int64(binary.BigEndian.Uint64(key))}
-	st := &winState[A]{acc: acc, fired: val[0] == 1}
+	st := &winState[A]{acc: acc, fired: val[0] == 1, n: int(n)}
 	wo.state[wk] = st
-	end := wk.start + wo.w.size
+	end := wo.end(wk.start)
 	if !st.fired {
 		heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})
 	}
-	heap.Push(&wo.timers, winTimer[K]{at: end + wo.lateness, w: wk, cleanup: true})
+	heap.Push(&wo.timers, winTimer[K]{at: satAdd(end, wo.lateness), w: wk, cleanup: true})
 	return nil
 }

@@ -1,8 +1,10 @@
 package flowstest_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -196,5 +198,57 @@ func TestWindowAggregateRestore(t *testing.T) {
 	clean, faulty := run(false), run(true)
 	if len(clean) == 0 || !reflect.DeepEqual(clean, faulty) {
 		t.Fatalf("with crashes %d windows differ from %d without", len(faulty), len(clean))
+	}
+}
+
+// A global window fires when the input ends; FireEvery fires it early every
+// n events before that; the counts survive a restore.
+func TestGlobalWindowWithCountTrigger(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	for _, crash := range []bool{false, true} {
+		in := flowstest.NewInput[click](1)
+		f := flows.New("global", flows.WithFragments(2))
+		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0)),
+			func(c click) string { return c.User })
+		w := flows.WindowAggregate(ks, flows.Global(), func() int { return 0 }, func(n int, _ click) int { return n + 1 }, flows.FireEvery(3))
+		results := flowstest.Collect(w.Results())
+		d, err := flowstest.New(f, time.Unix(0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 8 {
+			in.Push(0, click{User: "a", At: t0.Add(time.Duration(i) * time.Hour)})
+			if i == 4 {
+				if err := d.Drain(); err != nil {
+					t.Fatal(err)
+				}
+				if crash {
+					if err := d.Checkpoint(); err != nil {
+						t.Fatal(err)
+					}
+					if err := d.Restart(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		in.Push(0, click{User: "b", At: t0})
+		in.Close()
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range results.Values() {
+			if !r.Start.IsZero() || !r.End.IsZero() {
+				t.Fatalf("a global window with bounds %v..%v", r.Start, r.End)
+			}
+			got = append(got, fmt.Sprintf("%s=%d %s", r.Key, r.Value, r.Firing))
+		}
+		slices.Sort(got)
+		want := []string{"a=3 early", "a=6 early", "a=8 on-time", "b=1 on-time"}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("crash %v: %v, want %v", crash, got, want)
+		}
+		d.Close()
 	}
 }
