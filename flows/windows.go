@@ -24,7 +24,9 @@ func Global() Windows { return Windows{global: true} }
 func Tumbling(size time.Duration) Windows { return Windows{size: int64(size), slide: int64(size)} }
 
 // Sliding windows of the given size, one starting every slide.
-func Sliding(size, slide time.Duration) Windows { return Windows{size: int64(size), slide: int64(slide)} }
+func Sliding(size, slide time.Duration) Windows {
+	return Windows{size: int64(size), slide: int64(slide)}
+}
 
 // WindowOption configures WindowAggregate.
 type WindowOption struct {
