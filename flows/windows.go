@@ -32,7 +32,13 @@ func Sliding(size, slide time.Duration) Windows {
 type WindowOption struct {
 	lateness time.Duration
 	every    int
+	early    time.Duration
 }
+
+// EarlyEvery emits an Early result of every window that changed, each d of
+// processing time, before the watermark closes it (a periodic trigger).
+// Early results depend on when they fire, not only on the events.
+func EarlyEvery(d time.Duration) WindowOption { return WindowOption{early: d} }
 
 // FireEvery emits an Early result of a window every n events, before the
 // watermark closes it (a count trigger).
@@ -96,15 +102,18 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 		f.errorf("WindowAggregate: init and add must not be nil")
 	}
 	lateness, ac, op := windowOperator[A](f, "WindowAggregate", ks.stage, opts)
-	every := 0
+	every, early := 0, time.Duration(0)
 	for _, o := range opts {
 		if o.every < 0 {
 			f.errorf("WindowAggregate: FireEvery needs a positive count, got %d", o.every)
 		}
-		every = max(every, o.every)
+		if o.early < 0 {
+			f.errorf("WindowAggregate: EarlyEvery needs a positive period, got %v", o.early)
+		}
+		every, early = max(every, o.every), max(early, o.early)
 	}
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		wo := &windowOp[K, T, A]{w: w, lateness: lateness, every: every, init: init, add: add, kc: ks.kc, ac: ac,
+		wo := &windowOp[K, T, A]{w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,
 			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}}
 		fr.ops[op] = wo
 		fr.timers = append(fr.timers, wo)
@@ -167,10 +176,11 @@ type winKey[K comparable] struct {
 }
 
 type winState[A any] struct {
-	acc   A
-	n     int  // events since the last early firing (FireEvery)
-	fired bool // the on-time firing happened
-	dirty bool // in windowOp.dirty
+	acc     A
+	n       int  // events since the last early firing (FireEvery)
+	changed bool // since the last periodic early firing (EarlyEvery)
+	fired   bool // the on-time firing happened
+	dirty   bool // in windowOp.dirty
 }
 
 // winTimer fires a window (cleanup false) or drops its state (cleanup true).
@@ -193,18 +203,20 @@ func (h *winHeap[K]) Pop() any {
 }
 
 type windowOp[K comparable, T, A any] struct {
-	w        Windows
-	lateness int64
-	every    int // FireEvery; 0: none
-	init     func() A
-	add      func(A, T) A
-	kc       KeyCodec[K]
-	ac       Codec[A]
-	state    map[winKey[K]]*winState[A]
-	dirty    map[winKey[K]]struct{} // set or deleted since the last checkpoint
-	timers   winHeap[K]
-	subs     []func(WindowResult[K, A])
-	late     []func(T)
+	w         Windows
+	lateness  int64
+	every     int   // FireEvery; 0: none
+	early     int64 // EarlyEvery (ns); 0: none
+	lastEarly int64 // processing time of the last periodic early firing
+	init      func() A
+	add       func(A, T) A
+	kc        KeyCodec[K]
+	ac        Codec[A]
+	state     map[winKey[K]]*winState[A]
+	dirty     map[winKey[K]]struct{} // set or deleted since the last checkpoint
+	timers    winHeap[K]
+	subs      []func(WindowResult[K, A])
+	late      []func(T)
 }
 
 func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
@@ -252,6 +264,7 @@ func (wo *windowOp[K, T, A]) place(k K, v T, s, wm int64) {
 	}
 	st.acc = wo.add(st.acc, v)
 	st.n++
+	st.changed = true
 	if !ok {
 		wo.state[wk] = st
 	}
@@ -306,7 +319,21 @@ func (wo *windowOp[K, T, A]) emit(wk winKey[K], st *winState[A], f Firing) {
 	}
 }
 
-func (wo *windowOp[K, T, A]) fire(*Fragment, time.Time) {}
+// fire is the periodic trigger: on processing time, every changed window
+// that has not fired on time emits an Early result.
+func (wo *windowOp[K, T, A]) fire(fr *Fragment, now time.Time) {
+	if wo.early == 0 || now.UnixNano()-wo.lastEarly < wo.early {
+		return
+	}
+	wo.lastEarly = now.UnixNano()
+	for wk, st := range wo.state {
+		if st.changed && !st.fired {
+			st.changed = false
+			fr.cur.Offset, fr.cur.TS = -1, 0
+			wo.emit(wk, st, Early)
+		}
+	}
+}
 
 // fireEvent fires the windows whose end the watermark passed, and drops the
 // ones past their allowed lateness. A window's firing happens before its

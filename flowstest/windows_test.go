@@ -252,3 +252,44 @@ func TestGlobalWindowWithCountTrigger(t *testing.T) {
 		d.Close()
 	}
 }
+
+// EarlyEvery emits the windows that changed, each period of processing
+// time, until the watermark closes them.
+func TestEarlyEveryPeriod(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	in := flowstest.NewInput[click](1)
+	f := flows.New("early", flows.WithFragments(1))
+	ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0)),
+		func(c click) string { return c.User })
+	w := flows.WindowAggregate(ks, flows.Tumbling(time.Hour), func() int { return 0 }, func(n int, _ click) int { return n + 1 },
+		flows.EarlyEvery(time.Second))
+	results := flowstest.Collect(w.Results())
+	d, err := flowstest.New(f, time.Unix(100, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	step := func(n int, at time.Duration) {
+		for range n {
+			in.Push(0, click{User: "a", At: t0.Add(at)})
+		}
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Advance(time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(2, time.Minute)
+	step(0, time.Minute) // nothing changed: no early result
+	step(3, 2*time.Minute)
+	step(1, 2*time.Hour) // closes the first window on time
+	var got []string
+	for _, r := range results.Values() {
+		got = append(got, fmt.Sprintf("%s %d %s", r.Start.Format("15:04"), r.Value, r.Firing))
+	}
+	want := []string{"08:00 2 early", "08:00 5 early", "08:00 5 on-time", "10:00 1 early"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%v, want %v", got, want)
+	}
+}
