@@ -502,16 +502,7 @@ func TestEventTimeOnEngine(t *testing.T) {
 		}
 		return nil
 	}))
-	plan, err := f.Plan()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Start(plan, Config{Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
-	waitDrained(t, e)
+	e := runToEnd(t, f)
 	mu.Lock()
 	defer mu.Unlock()
 	if emitted != 40_000 {
@@ -546,16 +537,7 @@ func TestTooLateCounted(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}))
-	plan, err := f.Plan()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Start(plan, Config{Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
-	waitDrained(t, e)
+	e := runToEnd(t, f)
 	var counted int64
 	for _, fr := range e.Fragments() {
 		counted += fr.TooLate.Load()
@@ -565,4 +547,21 @@ func TestTooLateCounted(t *testing.T) {
 	if late != 3 || counted != 3 {
 		t.Fatalf("too-late output %d, counted %d; want 3", late, counted)
 	}
+}
+
+// runToEnd starts an engine on f and waits until its bounded sources are
+// drained; the test's cleanup stops it.
+func runToEnd(t *testing.T, f *flows.Flow) *Engine {
+	t.Helper()
+	plan, err := f.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Start(plan, Config{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	waitDrained(t, e)
+	return e
 }

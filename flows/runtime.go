@@ -195,8 +195,9 @@ func (r *Reader) Idle() bool {
 	return et != nil && et.idle > 0 && !r.lastEv.IsZero() && r.now.Sub(r.lastEv) >= time.Duration(et.idle)
 }
 
-// Due reports whether fragment f should be sent a batch: it is Behind, or
-// the partition's watermark or idleness changed since its last batch.
+// Due reports whether fragment f should be sent a batch: records are
+// pending or the position moved since its last batch, or the partition's
+// watermark or idleness changed.
 func (r *Reader) Due(f int) bool {
 	if r.sent[f] != r.cur.Offset {
 		return true
@@ -263,10 +264,6 @@ func (r *Reader) Pending(f int) int {
 	}
 	return n
 }
-
-// Behind reports whether fragment f has not been told of everything read:
-// records are pending or the position moved since its last batch.
-func (r *Reader) Behind(f int) bool { return r.sent[f] != r.cur.Offset }
 
 // Take returns the batch for fragment f: its pending records and the
 // source range they cover, up to the current position. The batch may be

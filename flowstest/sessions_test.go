@@ -163,50 +163,14 @@ func TestSessionAggregateExact(t *testing.T) {
 // Session state survives checkpoints and crashes: the final sessions are
 // those of an uninterrupted run.
 func TestSessionAggregateRestore(t *testing.T) {
-	rng := rand.New(rand.NewPCG(10, 11))
-	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
-	var evs []click
-	clock := t0
-	for range 1500 {
-		clock = clock.Add(time.Duration(rng.IntN(20000)) * time.Millisecond)
-		evs = append(evs, click{User: []string{"a", "b", "c"}[rng.IntN(3)], At: clock.Add(-time.Duration(rng.IntN(3000)) * time.Millisecond)})
-	}
+	evs := walkClicks(rand.New(rand.NewPCG(10, 11)), 1500, []string{"a", "b", "c"}, 20*time.Second, 3*time.Second)
 	run := func(faults bool) map[emission]bool {
-		in := flowstest.NewInput[click](1)
-		f := flows.New("sessions", flows.WithFragments(3))
-		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 3*time.Second)),
-			func(c click) string { return c.User })
-		w := flows.SessionAggregate(ks, time.Minute, func() int { return 0 }, func(n int, _ click) int { return n + 1 },
-			func(a, b int) int { return a + b })
-		results := flowstest.Collect(w.Results())
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		d.BatchSize = 5
-		for i, e := range evs {
-			in.Push(0, e)
-			if faults && i%100 == 40 {
-				if err := d.Drain(); err != nil {
-					t.Fatal(err)
-				}
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if faults && i%100 == 80 {
-				if err := d.Crash(i % 3); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		rs := windowsWithFaults(t, evs, 3, 5, 3*time.Second, faults, func(ks flows.KeyedStream[string, click]) flows.Windowed[string, click, int] {
+			return flows.SessionAggregate(ks, time.Minute, func() int { return 0 }, func(n int, _ click) int { return n + 1 },
+				func(a, b int) int { return a + b })
+		})
 		out := map[emission]bool{}
-		for _, r := range results.Values() {
+		for _, r := range rs {
 			out[emission{r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing}] = true
 		}
 		return out

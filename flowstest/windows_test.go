@@ -148,49 +148,13 @@ func TestWindowAggregateExact(t *testing.T) {
 // crashes at every hundred events, every window's last value is exact and
 // none fires on time twice from the restored state.
 func TestWindowAggregateRestore(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
-	var evs []click
-	clock := t0
-	for range 2000 {
-		clock = clock.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
-		evs = append(evs, click{User: []string{"a", "b", "c", "d"}[rng.IntN(4)], At: clock.Add(-time.Duration(rng.IntN(5000)) * time.Millisecond)})
-	}
+	evs := walkClicks(rand.New(rand.NewPCG(5, 6)), 2000, []string{"a", "b", "c", "d"}, 3*time.Second, 5*time.Second)
 	run := func(faults bool) map[winRef]int {
-		in := flowstest.NewInput[click](1)
-		f := flows.New("windows", flows.WithFragments(4))
-		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 5*time.Second)),
-			func(c click) string { return c.User })
-		w := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int { return 0 }, func(n int, _ click) int { return n + 1 })
-		results := flowstest.Collect(w.Results())
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		d.BatchSize = 7
-		for i, e := range evs {
-			in.Push(0, e)
-			if faults && i%100 == 50 {
-				if err := d.Drain(); err != nil {
-					t.Fatal(err)
-				}
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if faults && i%100 == 90 {
-				if err := d.Crash(i % 4); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		rs := windowsWithFaults(t, evs, 4, 7, 5*time.Second, faults, func(ks flows.KeyedStream[string, click]) flows.Windowed[string, click, int] {
+			return flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int { return 0 }, func(n int, _ click) int { return n + 1 })
+		})
 		out := map[winRef]int{}
-		for _, r := range results.Values() {
+		for _, r := range rs {
 			out[winRef{r.Key, r.Start.UnixNano()}] = r.Value
 		}
 		return out
