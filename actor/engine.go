@@ -56,6 +56,10 @@ type Config struct {
 	// functions) in addition to the flow's dead-letter sink. It is called
 	// from actor goroutines and must not block.
 	OnDeadLetters func([]flows.DeadLetter)
+	// OnAlert receives each alert once it is durable. It must not block.
+	OnAlert func(flows.AlertRecord)
+	// AlertInterval is how often alerts are evaluated; default 100ms.
+	AlertInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -92,6 +96,9 @@ func (c *Config) defaults() {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = 100 * time.Millisecond
 	}
+	if c.AlertInterval <= 0 {
+		c.AlertInterval = 100 * time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -121,6 +128,8 @@ type Engine struct {
 	mu        sync.Mutex // guards the drain count
 	unfinish  int        // readers not finished, plus rewinds not yet handled
 	drainOnce sync.Once
+	hold      atomic.Int64 // window views keep windows ending after it (alerts)
+	alerts    alertLog
 }
 
 // FragmentStats are a fragment's counters, safe to read concurrently.
@@ -201,6 +210,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			return nil, err
 		}
 	}
+	if err = e.loadAlerts(); err != nil {
+		e.closeStore()
+		return nil, err
+	}
 	logger := cfg.Logger.With("lib", "protoactor")
 	if !cfg.LogActors {
 		logger = slog.New(minLevel{logger.Handler(), slog.LevelWarn})
@@ -274,6 +287,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	}
 	e.bg.Add(1)
 	go e.tick()
+	if e.alerts.alerter != nil {
+		e.bg.Add(1)
+		go e.alertLoop()
+	}
 	for _, pid := range e.readers {
 		root.Send(pid, pollMsg{})
 	}
@@ -469,6 +486,7 @@ func (e *Engine) shutdown(final bool) {
 		if err := e.Checkpoint(context.Background()); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
+		e.stepAlerts()
 	}
 	close(e.stop)
 	for _, pid := range e.frags {

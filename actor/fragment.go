@@ -53,6 +53,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.batch(c, m)
 		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
 	case tickMsg:
+		fa.frag.SetHold(fa.e.hold.Load())
 		dls, err := fa.frag.Advance(m.now)
 		fa.timerFailures(dls, err)
 		if iv := fa.e.cfg.CheckpointInterval; iv > 0 && m.now.Sub(fa.lastCkpt) >= iv {
@@ -112,6 +113,7 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	}
 	delete(fa.awaiting, p)
 	fa.frag.SetNow(fa.e.cfg.Now())
+	fa.frag.SetHold(fa.e.hold.Load())
 	err := fa.frag.Apply(b, min)
 	var ee *flows.EventError
 	if errors.As(err, &ee) {

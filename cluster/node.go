@@ -193,6 +193,8 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	mux.HandleFunc("GET /v1/deadletters", func(w http.ResponseWriter, r *http.Request) {
 		splice.WriteJSON(w, http.StatusOK, n.dl.snapshot())
 	})
+	mux.HandleFunc("GET /v1/alerts", n.alertList)
+	mux.HandleFunc("GET /v1/alerts/watch", func(w http.ResponseWriter, r *http.Request) { n.alertWatch(w, r, stopping) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		splice.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

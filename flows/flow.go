@@ -24,6 +24,7 @@ type Flow struct {
 	ops      int        // stateful operators: index into Fragment.ops
 	sinks    int
 	views    []viewDef
+	alerts   []alertDef
 	readerW  []func(r *Reader)   // wiring run for each reader
 	fragW    []func(f *Fragment) // wiring run for each fragment
 	deadSink DeadLetterSink
@@ -93,6 +94,12 @@ func (f *Flow) Validate() error {
 			errs = append(errs, fmt.Errorf("flow %q: duplicate view name %q", f.name, v.spec.Name))
 		}
 		names["view "+v.spec.Name] = true
+	}
+	for _, a := range f.alerts {
+		if a.name == "" || names["alert "+a.name] {
+			errs = append(errs, fmt.Errorf("flow %q: alert name %q is empty or not unique", f.name, a.name))
+		}
+		names["alert "+a.name] = true
 	}
 	if len(f.views) == 0 && f.sinks == 0 {
 		errs = append(errs, fmt.Errorf("flow %q has no view and no sink: its results would go nowhere", f.name))

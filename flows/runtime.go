@@ -420,6 +420,7 @@ type Fragment struct {
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
+	hold     int64 // window views keep windows ending after it (SetHold)
 }
 
 // EventID identifies a source event.
@@ -472,6 +473,7 @@ func (p *Plan) NewFragment(id int) *Fragment {
 	fr.plan = p
 	fr.frag = fr
 	fr.lastOff = -1
+	fr.hold = math.MaxInt64
 	fr.wms = newWatermarks(p)
 	for _, w := range p.f.fragW {
 		w(fr)

@@ -82,8 +82,10 @@ type WindowResult[K comparable, A any] struct {
 
 // Windowed is the result of WindowAggregate.
 type Windowed[K comparable, T, A any] struct {
-	f  *Flow
-	op int
+	f       *Flow
+	op      int
+	w       Windows
+	session bool
 }
 
 // WindowAggregate folds every event of a key into the event-time windows
@@ -114,12 +116,12 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 	}
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		wo := &windowOp[K, T, A]{w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,
-			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}}
+			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}, byStart: map[int64]map[K]*winState[A]{}}
 		fr.ops[op] = wo
 		fr.timers = append(fr.timers, wo)
 		ks.subscribe(fr, func(k K, v T) { wo.event(fr, k, v) })
 	})
-	return Windowed[K, T, A]{f: f, op: op}
+	return Windowed[K, T, A]{f: f, op: op, w: w}
 }
 
 // windowOutputs is what WindowAggregate's and SessionAggregate's operators
@@ -217,6 +219,47 @@ type windowOp[K comparable, T, A any] struct {
 	timers    winHeap[K]
 	subs      []func(WindowResult[K, A])
 	late      []func(T)
+	// views (WindowView) see each window's keys: byStart indexes the state
+	// by window start, kept only when there are views.
+	views   []windowHook[K, A]
+	byStart map[int64]map[K]*winState[A]
+}
+
+// windowHook is a WindowView's side of a window operator.
+type windowHook[K comparable, A any] interface {
+	// closeWindow takes a key's final value of a window as its state goes.
+	closeWindow(k K, start int64, acc A)
+	// expire drops what the view retains no longer, at watermark wm.
+	expire(fr *Fragment, wm int64)
+}
+
+// index adds a new window state to byStart.
+func (wo *windowOp[K, T, A]) index(wk winKey[K], st *winState[A]) {
+	if len(wo.views) == 0 {
+		return
+	}
+	m := wo.byStart[wk.start]
+	if m == nil {
+		m = map[K]*winState[A]{}
+		wo.byStart[wk.start] = m
+	}
+	m[wk.key] = st
+}
+
+// unindex removes a window state that goes, handing its value to the views.
+func (wo *windowOp[K, T, A]) unindex(wk winKey[K], st *winState[A]) {
+	if len(wo.views) == 0 {
+		return
+	}
+	for _, v := range wo.views {
+		v.closeWindow(wk.key, wk.start, st.acc)
+	}
+	if m := wo.byStart[wk.start]; m != nil {
+		delete(m, wk.key)
+		if len(m) == 0 {
+			delete(wo.byStart, wk.start)
+		}
+	}
 }
 
 func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
@@ -267,6 +310,7 @@ func (wo *windowOp[K, T, A]) place(k K, v T, s, wm int64) {
 	st.changed = true
 	if !ok {
 		wo.state[wk] = st
+		wo.index(wk, st)
 	}
 	wo.touch(wk, st)
 	// A late event within the allowed lateness refines a fired window, or
@@ -357,8 +401,12 @@ func (wo *windowOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		if !st.fired { // cleanup due before the firing was seen: fire first
 			wo.emit(t.w, st, OnTime)
 		}
+		wo.unindex(t.w, st)
 		delete(wo.state, t.w)
 		wo.dirty[t.w] = struct{}{}
+	}
+	for _, v := range wo.views {
+		v.expire(fr, wm)
 	}
 }
 
@@ -411,6 +459,7 @@ func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 	wk := winKey[K]{k, int64(binary.BigEndian.Uint64(key))}
 	st := &winState[A]{acc: acc, fired: val[0] == 1, n: int(n)}
 	wo.state[wk] = st
+	wo.index(wk, st)
 	end := wo.end(wk.start)
 	if !st.fired {
 		heap.Push(&wo.timers, winTimer[K]{at: end, w: wk})

@@ -7,10 +7,12 @@ package flowstest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -97,6 +99,8 @@ type Driver struct {
 	now       time.Time
 	dead      []flows.DeadLetter
 	restores  int
+	alerter   *flows.Alerter
+	alertSeq  uint64
 	BatchSize int // records per batch; small values exercise batching
 	// MaxAttempts is how often an event on which a user function fails is
 	// tried (each time after a restore) before it is dead-lettered; default 3.
@@ -115,6 +119,9 @@ func New(f *flows.Flow, start time.Time) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{plan: plan, now: start, BatchSize: 256, MaxAttempts: 3, store: store, attempts: map[flows.EventID]int{}}
+	if len(plan.Alerts()) > 0 {
+		d.alerter = plan.NewAlerter()
+	}
 	for i := range plan.Fragments() {
 		d.frags = append(d.frags, plan.NewFragment(i))
 		d.vecs = append(d.vecs, recovery.Vector{})
@@ -221,6 +228,7 @@ func (d *Driver) deliver(r *flows.Reader, f int) (bool, error) {
 	}
 	fr := d.frags[f]
 	fr.SetNow(d.now)
+	fr.SetHold(d.hold())
 	err := fr.Apply(b, min)
 	var ee *flows.EventError
 	if !errors.As(err, &ee) {
@@ -283,7 +291,58 @@ func (d *Driver) Restart() error {
 		}
 		d.frags[f], d.vecs[f], d.epochs[f] = r.Fragment, r.Vector, r.Manifest.Epoch
 	}
+	if d.alerter != nil {
+		d.alerter = d.plan.NewAlerter()
+		states, recs, err := d.store.LoadAlerts(d.plan.Name())
+		if err != nil {
+			return err
+		}
+		for name, st := range states {
+			if err := d.alerter.Restore(name, st); err != nil {
+				return err
+			}
+		}
+		d.alertSeq = uint64(len(recs))
+	}
 	return d.openReaders()
+}
+
+// hold is how far the alerts have evaluated (Fragment.SetHold).
+func (d *Driver) hold() int64 {
+	if d.alerter == nil {
+		return math.MaxInt64
+	}
+	return d.alerter.Hold()
+}
+
+// StepAlerts evaluates the flow's alerts on the windows completed since the
+// last step and writes the alerts raised with the progress, as an engine
+// does; a Restart resumes from what was written.
+func (d *Driver) StepAlerts() ([]flows.AlertRecord, error) {
+	if d.alerter == nil {
+		return nil, nil
+	}
+	recs, states, err := d.alerter.Step(context.Background(), d, d.now)
+	if err != nil {
+		return nil, err
+	}
+	if d.alerter.Lost > 0 {
+		return nil, fmt.Errorf("%d windows dropped before their alerts were evaluated", d.alerter.Lost)
+	}
+	if len(states) == 0 {
+		return recs, nil
+	}
+	raw := make([][]byte, len(recs))
+	for i, r := range recs {
+		if raw[i], err = json.Marshal(r); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.store.WriteAlerts(d.plan.Name(), states, d.alertSeq, raw); err != nil {
+		return nil, err
+	}
+	d.alertSeq += uint64(len(raw))
+	return recs, nil
 }
 
 // Restores counts fragment restores (crashes and failures).
@@ -293,6 +352,7 @@ func (d *Driver) Restores() int { return d.restores }
 func (d *Driver) Advance(dt time.Duration) error {
 	d.now = d.now.Add(dt)
 	for _, fr := range d.frags {
+		fr.SetHold(d.hold())
 		dl, err := fr.Advance(d.now)
 		d.dead = append(d.dead, dl...)
 		if err != nil {
@@ -342,7 +402,12 @@ func (d *Driver) freshness(f int) splice.Freshness {
 	for p, end := range d.vecs[f].Snapshot() {
 		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
 	}
-	return splice.Freshness{Fragment: f, Offsets: offs}
+	fr := splice.Freshness{Fragment: f, Epoch: d.epochs[f], Offsets: offs}
+	if wm := d.frags[f].Watermark(); wm != flows.NoWatermark {
+		t := time.Unix(0, wm).UTC()
+		fr.Watermark = &t
+	}
+	return fr
 }
 
 // Value is an aggregate view's spliced value.

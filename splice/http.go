@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -36,6 +37,7 @@ type HandlerConfig struct {
 //	GET /v1/views/{view}/keys/{key}    one key of a keyed view
 //	GET /v1/views/{view}/watch         server-sent events as the answer changes
 //
+// Windowed views take window=latest, from and to (RFC 3339), and limit.
 // Keyed queries take limit (default 1000, at most 10,000,000), after (page
 // on after this key), prefix, and top (the top N by value instead of key
 // order). Errors are JSON {"error": "..."}: 404 for an unknown view or key,
@@ -185,6 +187,13 @@ func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
 	for _, a := range allowed {
 		params.Del(a)
 	}
+	if spec.Kind == Windowed {
+		q, err := ParseWindowQuery(params)
+		if err != nil {
+			return Result{}, err
+		}
+		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpWindows, Query: q})
+	}
 	if spec.Kind == Aggregate {
 		if len(params) > 0 {
 			return Result{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
@@ -204,11 +213,98 @@ func (h *handler) view(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if res.Spec.Kind == Aggregate {
+	switch res.Spec.Kind {
+	case Aggregate:
 		WriteJSON(w, http.StatusOK, aggregateAnswer(res))
+		return
+	case Windowed:
+		WriteJSON(w, http.StatusOK, windowedAnswer(res))
 		return
 	}
 	writeEntries(w, res)
+}
+
+// ParseWindowQuery reads a windowed query from URL parameters: window
+// ("latest": the latest complete window), from and to (RFC 3339 times:
+// windows starting in [from, to)), and limit (the latest limit windows in
+// range, default 1000).
+func ParseWindowQuery(v url.Values) (Query, error) {
+	q := Query{Limit: DefaultLimit}
+	for k, vals := range v {
+		switch k {
+		case "window", "from", "to", "limit":
+		default:
+			return q, fmt.Errorf("%w: unknown parameter %q (a windowed view takes window, from, to, limit)", ErrBadRequest, k)
+		}
+		if len(vals) != 1 {
+			return q, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, k, len(vals))
+		}
+	}
+	if v.Has("window") {
+		if w := v.Get("window"); w != "latest" {
+			return q, fmt.Errorf("%w: window must be \"latest\", got %q", ErrBadRequest, w)
+		}
+		q.Latest = true
+	}
+	at := func(name string) (int64, error) {
+		t, err := time.Parse(time.RFC3339Nano, v.Get(name))
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s must be an RFC 3339 time, got %q", ErrBadRequest, name, v.Get(name))
+		}
+		return t.UnixNano(), nil
+	}
+	var err error
+	if v.Has("from") {
+		if q.From, err = at("from"); err != nil {
+			return q, err
+		}
+	} else {
+		q.From = math.MinInt64
+	}
+	if v.Has("to") {
+		if q.To, err = at("to"); err != nil {
+			return q, err
+		}
+		if q.To <= q.From {
+			return q, fmt.Errorf("%w: to must be after from", ErrBadRequest)
+		}
+	}
+	if v.Has("limit") {
+		n, err := strconv.Atoi(v.Get("limit"))
+		if err != nil || n < 1 || n > MaxLimit {
+			return q, fmt.Errorf("%w: limit must be an integer in [1, %d], got %q", ErrBadRequest, MaxLimit, v.Get("limit"))
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+type windowAnswer struct {
+	View      string      `json:"view"`
+	Kind      Kind        `json:"kind"`
+	Algebra   string      `json:"algebra"`
+	Window    *Window     `json:"window,omitempty"`  // ?window=latest
+	Windows   []Window    `json:"windows,omitempty"` // otherwise
+	More      bool        `json:"more"`              // earlier windows in range were left out (limit)
+	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
+	Freshness []Freshness `json:"freshness"`
+}
+
+func windowedAnswer(res Result) windowAnswer {
+	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness}
+	if res.Latest && len(res.Windows) == 1 {
+		a.Window = &res.Windows[0]
+	} else {
+		a.Windows = res.Windows
+		if a.Windows == nil {
+			a.Windows = []Window{}
+		}
+	}
+	if res.Horizon > 0 {
+		t := time.Unix(0, res.Horizon).UTC()
+		a.Horizon = &t
+	}
+	return a
 }
 
 type aggAnswer struct {
@@ -306,7 +402,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if spec.Kind != Keyed {
-		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is an aggregate: it has no keys", view))
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is %s: it has no keys", view, map[Kind]string{Aggregate: "an aggregate", Windowed: "windowed"}[spec.Kind]))
 		return
 	}
 	res, err := Evaluate(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key})
@@ -378,7 +474,13 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		cur := snapshot(res)
 		var ok bool
-		if res.Spec.Kind == Aggregate {
+		if res.Spec.Kind == Windowed {
+			changed, removed := diffWindows(last, cur, res.Windows)
+			if len(changed) == 0 && len(removed) == 0 {
+				continue
+			}
+			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
+		} else if res.Spec.Kind == Aggregate {
 			if bytes.Equal(cur[""], last[""]) {
 				continue
 			}
@@ -403,8 +505,11 @@ type jsonEntry struct {
 }
 
 func watchPayload(res Result) any {
-	if res.Spec.Kind == Aggregate {
+	switch res.Spec.Kind {
+	case Aggregate:
 		return aggregateAnswer(res)
+	case Windowed:
+		return windowedAnswer(res)
 	}
 	es := make([]jsonEntry, len(res.Entries))
 	for i, e := range res.Entries {
@@ -415,6 +520,13 @@ func watchPayload(res Result) any {
 
 // snapshot maps keys ("" for an aggregate) to their encoded values.
 func snapshot(res Result) map[string][]byte {
+	if res.Spec.Kind == Windowed {
+		m := make(map[string][]byte, len(res.Windows))
+		for _, w := range res.Windows {
+			m[w.Start.Format(time.RFC3339Nano)], _ = json.Marshal(w)
+		}
+		return m
+	}
 	if res.Spec.Kind == Aggregate {
 		b, _ := json.Marshal(res.Value)
 		return map[string][]byte{"": b}
@@ -431,6 +543,24 @@ func diff(old, cur map[string][]byte, entries []Entry) (changed []jsonEntry, rem
 	for _, e := range entries {
 		if o, ok := old[e.Key]; !ok || !bytes.Equal(o, cur[e.Key]) {
 			changed = append(changed, jsonEntry{e.Key, e.Value})
+		}
+	}
+	for k := range old {
+		if _, ok := cur[k]; !ok {
+			removed = append(removed, k)
+		}
+	}
+	slices.Sort(removed)
+	return changed, removed
+}
+
+// diffWindows is diff for windowed answers: windows are keyed by start.
+func diffWindows(old, cur map[string][]byte, windows []Window) (changed []Window, removed []string) {
+	changed, removed = []Window{}, []string{}
+	for _, w := range windows {
+		k := w.Start.Format(time.RFC3339Nano)
+		if o, ok := old[k]; !ok || !bytes.Equal(o, cur[k]) {
+			changed = append(changed, w)
 		}
 	}
 	for k := range old {

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -17,6 +19,9 @@ const (
 	Keyed Kind = "keyed"
 	// Aggregate views keep one partial per fragment, spliced by an Algebra.
 	Aggregate Kind = "aggregate"
+	// Windowed views keep one partial per fragment and event-time window,
+	// spliced by an Algebra window by window.
+	Windowed Kind = "windowed"
 )
 
 // Spec describes a view to the query layer. The flow that declares the view
@@ -34,7 +39,8 @@ type Spec struct {
 	// Sort, in the view's own type.
 	Compare func(a, b any) int
 	// Splice merges the partials of every fragment into the view's value
-	// (aggregate views). Partials are not modified.
+	// (aggregate views; windowed views, one window at a time). Partials are
+	// not modified.
 	Splice func(partials []any) any
 }
 
@@ -45,6 +51,7 @@ const (
 	OpValue   Op = iota // an aggregate view's partial
 	OpEntries           // a keyed view's entries matching Query
 	OpKey               // one key of a keyed view
+	OpWindows           // a windowed view's partials of the windows matching Query
 )
 
 // Query selects entries of a keyed view.
@@ -53,6 +60,11 @@ type Query struct {
 	After  string // only keys after this one, in key order; "" for from the start
 	Prefix string // only keys whose printed form has this prefix
 	Top    int    // if > 0: the Top entries by score instead of key order
+
+	// Windowed views: windows starting in [From, To) (Unix ns; To == 0 for
+	// no bound), and, if Latest, only the latest complete one.
+	From, To int64
+	Latest   bool
 }
 
 // Request is one question asked of every fragment (or of one, for OpKey).
@@ -82,8 +94,28 @@ type Freshness struct {
 // Answer is one fragment's answer to a Request.
 type Answer struct {
 	Freshness Freshness
-	Partial   any     // OpValue
-	Entries   []Entry // OpEntries, OpKey (at most one)
+	Partial   any             // OpValue
+	Entries   []Entry         // OpEntries, OpKey (at most one)
+	Windows   []WindowPartial // OpWindows, in start order
+	// Horizon (OpWindows): windows ending before it may have been dropped
+	// by this fragment (Unix ns; 0 for none dropped yet).
+	Horizon int64
+}
+
+// WindowPartial is one fragment's partial of one window.
+type WindowPartial struct {
+	Start, End int64 // Unix ns
+	Partial    any
+}
+
+// Window is a spliced window of a windowed view.
+type Window struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	Value any       `json:"value"`
+	// Complete: every fragment's watermark passed the window's end, so
+	// only late data within the allowed lateness can still refine it.
+	Complete bool `json:"complete"`
 }
 
 // Gatherer asks fragments. It is implemented by whatever runs them (a node,
@@ -109,9 +141,12 @@ var (
 // Result is a spliced answer.
 type Result struct {
 	Spec      Spec
-	Value     any     // aggregate views
-	Entries   []Entry // keyed views
-	More      bool    // keyed: more entries follow the last one (page on with after=)
+	Value     any      // aggregate views
+	Entries   []Entry  // keyed views
+	Windows   []Window // windowed views, in start order
+	More      bool     // keyed: more entries follow the last one (page on with after=); windowed: earlier windows were left out
+	Horizon   int64    // windowed: windows ending before it may have been dropped
+	Latest    bool     // windowed: the answer to Query.Latest
 	Freshness []Freshness
 }
 
@@ -146,6 +181,8 @@ func Evaluate(ctx context.Context, g Gatherer, req Request) (Result, error) {
 		}
 		res.Value = spec.Splice(parts)
 		return res, nil
+	case spec.Kind == Windowed:
+		return evaluateWindows(ctx, g, spec, req)
 	case req.Op == OpKey:
 		f, err := spec.FragmentOf(req.Key)
 		if err != nil {
@@ -223,4 +260,64 @@ func MergeTop(lists [][]Entry, n int, compare func(a, b any) int) []Entry {
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return byScore(a, b, compare) })
 	return out[:min(len(out), n)]
+}
+
+// evaluateWindows splices a windowed view window by window. A window is
+// complete when every fragment's watermark passed its end. Of the windows
+// in range, the latest Query.Limit are returned (or the latest complete
+// one, for Query.Latest).
+func evaluateWindows(ctx context.Context, g Gatherer, spec Spec, req Request) (Result, error) {
+	res := Result{Spec: spec, Latest: req.Query.Latest}
+	req.Op = OpWindows
+	ans, err := g.Gather(ctx, req, -1)
+	if err != nil {
+		return res, err
+	}
+	wm := int64(math.MaxInt64)
+	parts := map[int64][]any{}
+	ends := map[int64]int64{}
+	for _, a := range ans {
+		res.Freshness = append(res.Freshness, a.Freshness)
+		if a.Freshness.Watermark == nil {
+			wm = math.MinInt64
+		} else {
+			wm = min(wm, a.Freshness.Watermark.UnixNano())
+		}
+		res.Horizon = max(res.Horizon, a.Horizon)
+		for _, w := range a.Windows {
+			parts[w.Start] = append(parts[w.Start], w.Partial)
+			ends[w.Start] = w.End
+		}
+	}
+	if len(ans) == 0 {
+		wm = math.MinInt64
+	}
+	starts := make([]int64, 0, len(parts))
+	for s := range parts {
+		starts = append(starts, s)
+	}
+	slices.Sort(starts)
+	if req.Query.Latest {
+		for i := len(starts) - 1; i >= 0; i-- {
+			if s := starts[i]; ends[s] <= wm {
+				starts = starts[i : i+1]
+				break
+			}
+			if i == 0 {
+				starts = nil
+			}
+		}
+		if len(starts) == 0 {
+			return res, fmt.Errorf("%w: no complete window of view %q yet", ErrNotFound, spec.Name)
+		}
+	}
+	if lim := req.Query.Limit; lim > 0 && len(starts) > lim {
+		starts, res.More = starts[len(starts)-lim:], true
+	}
+	res.Windows = make([]Window, len(starts))
+	for i, s := range starts {
+		res.Windows[i] = Window{Start: time.Unix(0, s).UTC(), End: time.Unix(0, ends[s]).UTC(),
+			Value: spec.Splice(parts[s]), Complete: ends[s] <= wm}
+	}
+	return res, nil
 }
