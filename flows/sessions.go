@@ -33,7 +33,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 		fr.timers = append(fr.timers, so)
 		ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
 	})
-	return Windowed[K, T, A]{f: f, op: op, session: true}
+	return Windowed[K, T, A]{f: f, op: op, session: true, in: ks}
 }
 
 type session[A any] struct {

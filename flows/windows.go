@@ -86,6 +86,7 @@ type Windowed[K comparable, T, A any] struct {
 	op      int
 	w       Windows
 	session bool
+	in      KeyedStream[K, T]
 }
 
 // WindowAggregate folds every event of a key into the event-time windows
@@ -121,7 +122,30 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 		fr.timers = append(fr.timers, wo)
 		ks.subscribe(fr, func(k K, v T) { wo.event(fr, k, v) })
 	})
-	return Windowed[K, T, A]{f: f, op: op, w: w}
+	return Windowed[K, T, A]{f: f, op: op, w: w, in: ks}
+}
+
+// ByKey is the stream of window results keyed by their key. A key's
+// results come from its own fragment, so stateful operators (Count,
+// Aggregate, Process) follow without a shuffle: for instance the number of
+// sessions of every user.
+func (w Windowed[K, T, A]) ByKey() KeyedStream[K, WindowResult[K, A]] {
+	f := w.f
+	stage := len(f.stages)
+	parent := f.stages[w.in.stage]
+	f.stages = append(f.stages, stageDef{name: parent.name + ".windows", source: parent.source})
+	ks := KeyedStream[K, WindowResult[K, A]]{f: f, stage: stage, kc: w.in.kc, hash: w.in.hash}
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		st := &fragStage[K, WindowResult[K, A]]{kc: w.in.kc}
+		fr.stages[stage] = st
+		subs, _ := fr.ops[w.op].(windowOutputs[K, T, A]).outputs()
+		*subs = append(*subs, func(r WindowResult[K, A]) {
+			for _, s := range st.subs {
+				s(r.Key, r)
+			}
+		})
+	})
+	return ks
 }
 
 // windowOutputs is what WindowAggregate's and SessionAggregate's operators

@@ -28,8 +28,8 @@ func (v WindowedView[Out]) Name() string { return v.name }
 // window. Each fragment keeps its partial per window, and queries splice
 // them window by window (GET /v1/views/{name}?window=latest, ?from=&to=).
 // A window is queryable from its first event until retain after its end
-// (by the watermark); while it is open its partial follows the keys'
-// current values. Session windows have per-key bounds and have no such
+// (by the watermark; when a bounded input ends, the windows retained then
+// stay); while it is open its partial follows the keys' current values. Session windows have per-key bounds and have no such
 // view.
 //
 // For instance, the number of distinct keys seen in each window:
@@ -114,8 +114,8 @@ func (v *winView[K, A, In, P, Out]) closeWindow(k K, start int64, acc A) {
 // expire drops closed windows past retention whose alerts (if any) were
 // evaluated (Fragment.SetHold).
 func (v *winView[K, A, In, P, Out]) expire(fr *Fragment, wm int64) {
-	if wm == NoWatermark {
-		return
+	if wm == NoWatermark || wm == math.MaxInt64 {
+		return // nothing complete yet, or the input ended: keep the last windows
 	}
 	for s := range v.closed {
 		if end := s + v.size; satAdd(end, v.retain) <= wm && end <= fr.hold {

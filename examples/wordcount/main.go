@@ -13,15 +13,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
@@ -117,20 +114,17 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("wordcount", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var node cluster.Flags
+	if err := node.Register(fs); err != nil {
+		return err
+	}
 	var (
 		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
 		seed       = fs.Uint64("seed", 1, "generator: seed")
 		rate       = fs.Float64("rate", 0, "generator: events per second in all (0: unthrottled)")
 		partitions = fs.Int("partitions", 4, "generator: source partitions")
-		fragments  = fs.Int("fragments", flows.DefaultFragments, "fragments (key groups)")
 		source     = fs.String("source", "gen", "source: gen or file")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
-		httpAddr   = fs.String("http", "127.0.0.1:8080", "HTTP listen address")
-		data       = fs.String("data", "", "data directory (dead letters)")
-		node       = fs.String("node", "", "node name (default: host name)")
-		progress   = fs.Duration("progress", 5*time.Second, "print progress this often (0: never)")
-		ckpt       = fs.Duration("checkpoint-interval", time.Second, "how often each fragment checkpoints (with -data, to disk)")
-		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -138,12 +132,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	logger, err := node.Logger(stderr)
+	if err != nil {
+		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
 	var src flows.Source[Line]
 	switch *source {
 	case "gen":
@@ -164,54 +156,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("-source must be gen or file, got %q", *source)
 	}
-
-	if *ckpt <= 0 {
-		return fmt.Errorf("-checkpoint-interval must be positive, got %v", *ckpt)
-	}
-	n := cluster.NewNode(cluster.Config{
-		Flow: Flow(src, *fragments), Name: *node, HTTPAddr: *httpAddr, DataDir: *data, Logger: logger,
-		Engine: actor.Config{CheckpointInterval: *ckpt},
+	return node.Serve(ctx, Flow(src, node.Fragments), stdout, logger, [][2]string{
+		{"/", "dashboard"},
+		{"/v1/views/total", "words counted"},
+		{"/v1/views/words?top=10", "the ten most frequent words"},
+		{"/v1/views/words/keys/w0001", "one word's count"},
+		{"/v1/views/total/watch", "live updates (server-sent events)"},
+		{"/v1/cluster", "fragments, offsets, events/s"},
+		{"/metrics", "Prometheus metrics"},
 	})
-	errc := make(chan error, 1)
-	go func() { errc <- n.Run(ctx) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-n.Ready():
-	}
-	base := "http://" + n.Addr()
-	fmt.Fprintf(stdout, "wordcount is running. Open:\n"+
-		"  %[1]s/                         dashboard\n"+
-		"  %[1]s/v1/views/total           words counted\n"+
-		"  %[1]s/v1/views/words?top=10    the ten most frequent words\n"+
-		"  %[1]s/v1/views/words/keys/w0001  one word's count\n"+
-		"  %[1]s/v1/views/total/watch     live updates (server-sent events)\n"+
-		"  %[1]s/v1/cluster               fragments, offsets, events/s\n"+
-		"  %[1]s/metrics                  Prometheus metrics\n"+
-		"Ctrl-C stops.\n", base)
-	var tick <-chan time.Time
-	if *progress > 0 {
-		t := time.NewTicker(*progress)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case err := <-errc:
-			return err
-		case <-tick:
-			st := n.State()
-			var read int64
-			done := true
-			for _, r := range st.Readers {
-				read += r.Events
-				done = done && r.Done
-			}
-			state := ""
-			if done {
-				state = " (input finished; serving)"
-			}
-			fmt.Fprintf(stdout, "progress: %d events read, %.0f events/s, %d dead letters%s\n", read, st.EventsPerSec, st.DeadLetters, state)
-		}
-	}
 }

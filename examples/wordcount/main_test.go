@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,45 +17,22 @@ import (
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/exampletest"
 	"github.com/tessera-streams/tessera/splice"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return exampletest.FreePort(t) }
 
-// syncBuffer is an io.Writer safe for the example's output goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func getJSON(t *testing.T, url string, into any) { t.Helper(); exampletest.GetJSON(t, url, into) }
 
 // startExample runs the example in-process with args and returns its base
 // URL once it prints it.
-func startExample(t *testing.T, args ...string) (string, *syncBuffer) {
+func startExample(t *testing.T, args ...string) (string, *exampletest.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &exampletest.Buffer{}, &exampletest.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, out, errOut) }()
 	t.Cleanup(func() {
@@ -78,22 +51,6 @@ func startExample(t *testing.T, args ...string) (string, *syncBuffer) {
 	}
 	t.Fatalf("no URL printed:\n%s\n%s", out.String(), errOut.String())
 	return "", nil
-}
-
-func getJSON(t *testing.T, url string, into any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, into); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
 }
 
 // waitTotal polls the total until it reaches want.

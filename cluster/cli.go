@@ -1,0 +1,143 @@
+package cluster
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/flows"
+)
+
+// Flags are the node flags every example binary shares. Each has an
+// environment variable, TESSERA_ and the flag's name in upper case with
+// dashes as underscores (TESSERA_HTTP, TESSERA_CHECKPOINT_INTERVAL, ...),
+// which sets its default; a flag given on the command line wins.
+type Flags struct {
+	Node       string
+	HTTP       string
+	Data       string
+	Fragments  int
+	Checkpoint time.Duration
+	Progress   time.Duration
+	LogLevel   string
+}
+
+// Register adds the node flags to fs, with defaults from the environment.
+// It returns an error if an environment variable does not parse.
+func (f *Flags) Register(fs *flag.FlagSet) error {
+	var errs []string
+	env := func(name string) (string, bool) {
+		return os.LookupEnv("TESSERA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
+	}
+	str := func(p *string, name, def, usage string) {
+		if v, ok := env(name); ok {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage)
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		if v, ok := env(name); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("TESSERA_%s=%q: %v", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), v, err))
+			}
+			def = d
+		}
+		fs.DurationVar(p, name, def, usage)
+	}
+	str(&f.Node, "node", "", "node name (default: host name)")
+	str(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
+	str(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
+	def := flows.DefaultFragments
+	if v, ok := env("fragments"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("TESSERA_FRAGMENTS=%q: not an integer", v))
+		}
+		def = n
+	}
+	fs.IntVar(&f.Fragments, "fragments", def, "fragments (key groups) of the flow's state")
+	dur(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
+	dur(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
+	str(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if len(errs) > 0 {
+		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Logger is a text logger on w at the flags' level.
+func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// Serve runs flow on a node configured by the flags until ctx ends: it
+// prints the URLs to open (urls: path and what it shows), then a progress
+// line every -progress.
+func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, logger *slog.Logger, urls [][2]string) error {
+	if f.Checkpoint <= 0 {
+		return fmt.Errorf("-checkpoint-interval must be positive, got %v", f.Checkpoint)
+	}
+	if f.Progress < 0 {
+		return fmt.Errorf("-progress must not be negative, got %v", f.Progress)
+	}
+	n := NewNode(Config{
+		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
+		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- n.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-n.Ready():
+	}
+	base := "http://" + n.Addr()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s is running. Open:\n", flow.Name())
+	width := 0
+	for _, u := range urls {
+		width = max(width, len(base)+len(u[0]))
+	}
+	for _, u := range urls {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, base+u[0], u[1])
+	}
+	b.WriteString("Ctrl-C stops.\n")
+	io.WriteString(stdout, b.String())
+	var tick <-chan time.Time
+	if f.Progress > 0 {
+		t := time.NewTicker(f.Progress)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-tick:
+			st := n.State()
+			var read int64
+			done := true
+			for _, r := range st.Readers {
+				read += r.Events
+				done = done && r.Done
+			}
+			state := ""
+			if done {
+				state = " (input finished; serving)"
+			}
+			fmt.Fprintf(stdout, "progress: %d events read, %.0f events/s, %d dead letters%s\n", read, st.EventsPerSec, st.DeadLetters, state)
+		}
+	}
+}

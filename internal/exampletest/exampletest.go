@@ -1,0 +1,177 @@
+// Package exampletest runs example binaries in tests: builds them, starts
+// them as subprocesses on 127.0.0.1, waits for the URLs they print, and
+// reads their JSON API.
+package exampletest
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Build compiles the example in the test's working directory.
+func Build(t testing.TB, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// FreePort is a free TCP address on 127.0.0.1.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Proc is a running example.
+type Proc struct {
+	Cmd    *exec.Cmd
+	Base   string        // http://127.0.0.1:port
+	Exited chan struct{} // closed when the process has exited; Err is then set
+	Err    error
+	stderr *Buffer
+}
+
+// Wait waits for the process to exit and returns its error.
+func (p *Proc) Wait() error {
+	<-p.Exited
+	return p.Err
+}
+
+// Stderr is what the process logged so far.
+func (p *Proc) Stderr() string { return p.stderr.String() }
+
+var urlRE = regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/`)
+
+// Spawn starts bin with args and waits until it prints its first URL. The
+// process is killed when the test ends.
+func Spawn(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stdout, _ := cmd.StdoutPipe()
+	p := &Proc{Cmd: cmd, Exited: make(chan struct{}), stderr: &Buffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := urlRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urls <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		p.Err = cmd.Wait()
+		close(p.Exited)
+	}()
+	select {
+	case p.Base = <-urls:
+	case <-p.Exited:
+		t.Fatalf("example exited before serving: %v\n%s", p.Err, p.Stderr())
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("example did not print its URLs\n%s", p.Stderr())
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.Exited
+	})
+	return p
+}
+
+// GetJSON decodes the JSON answer of GET url, which must be 200.
+func GetJSON(t testing.TB, url string, into any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, into); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// Buffer is an io.Writer safe for concurrent writers and readers.
+type Buffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// ClusterState is the part of GET /v1/cluster the tests read.
+type ClusterState struct {
+	Readers []struct {
+		Events    int64
+		Position  int64
+		Committed int64
+		Done      bool
+	}
+	Fragments []struct {
+		Events     int64
+		Replayed   int64
+		Duplicates int64 `json:"duplicate_batches"`
+		Epoch      uint64
+		Watermark  *time.Time
+	}
+}
+
+// WaitDone polls /v1/cluster until every reader is done and done(state)
+// holds, for up to 90 s.
+func WaitDone(t testing.TB, base string, done func(ClusterState) bool) ClusterState {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		var st ClusterState
+		GetJSON(t, base+"/v1/cluster", &st)
+		all := true
+		for _, r := range st.Readers {
+			all = all && r.Done
+		}
+		if all && (done == nil || done(st)) {
+			return st
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("not finished in 90s")
+	return ClusterState{}
+}
