@@ -339,12 +339,6 @@ func TestValidate(t *testing.T) {
 			flows.WindowAggregate(ks, flows.Sliding(time.Second, time.Minute), func() int { return 0 }, func(n int, _ string) int { return n })
 			return f
 		}, "negative allowed lateness"},
-		{"TTL on a table", func() *flows.Flow {
-			f := flows.New("x")
-			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
-			flows.Reduce(ks, func(a, b string) string { return b }, flows.WithStateTTL(time.Minute)).View("v")
-			return f
-		}, "WithStateTTL is not supported here yet"},
 		{"TTL without event time", func() *flows.Flow {
 			f := flows.New("x")
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])

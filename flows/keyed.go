@@ -22,11 +22,12 @@ type StateOption struct {
 
 // WithStateTTL expires a key's state once the watermark passes its last
 // event's time by d, so that per-key state (one per subscriber, say) does
-// not grow forever. It needs event time; Process supports it.
+// not grow forever. It needs event time. Process, Reduce, Aggregate and
+// Count support it; a table's expired key leaves its view.
 func WithStateTTL(d time.Duration) StateOption { return StateOption{ttl: d} }
 
-// stateTTL reads the TTL option for operator op, which supports it or not.
-func stateTTL(f *Flow, op string, stage int, opts []StateOption, supported bool) int64 {
+// stateTTL reads the TTL option for operator op.
+func stateTTL(f *Flow, op string, stage int, opts []StateOption) int64 {
 	var ttl time.Duration
 	for _, o := range opts {
 		ttl = max(ttl, o.ttl)
@@ -36,8 +37,6 @@ func stateTTL(f *Flow, op string, stage int, opts []StateOption, supported bool)
 	}
 	switch {
 	case ttl == 0:
-	case !supported:
-		f.errorf("%s: WithStateTTL is not supported here yet (Process supports it)", op)
 	case f.sources[f.stages[stage].source].et == nil:
 		f.errorf("%s: WithStateTTL needs a source with event time (flows.WithEventTime)", op)
 	}
@@ -82,6 +81,7 @@ type table[K comparable, V any] struct {
 	subs  []func(KV[K, V]) // update subscribers
 	kc    KeyCodec[K]
 	vc    Codec[V]
+	exp   *tableTTL[K] // nil: state never expires
 }
 
 func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
@@ -106,6 +106,10 @@ func (t *table[K, V]) insert(k K, v V) {
 	t.vals = append(t.vals, v)
 	t.mark = append(t.mark, true)
 	t.dirty = append(t.dirty, i)
+	if t.exp != nil {
+		t.exp.last = append(t.exp.last, NoWatermark)
+		t.exp.queued = append(t.exp.queued, false)
+	}
 }
 
 func (t *table[K, V]) updated(k K, v V) {
@@ -115,6 +119,19 @@ func (t *table[K, V]) updated(k K, v V) {
 }
 
 func (t *table[K, V]) delta(ns uint16, d *Delta) error {
+	if t.exp != nil { // expiries moved slots: keep each marked slot once
+		live := t.dirty[:0]
+		for _, i := range t.dirty {
+			if int(i) < len(t.keys) && t.mark[i] {
+				t.mark[i] = false
+				live = append(live, i)
+			}
+		}
+		for _, i := range live {
+			t.mark[i] = true
+		}
+		t.dirty = live
+	}
 	var buf []byte
 	type span struct{ k0, k1, v1 int }
 	spans := make([]span, 0, len(t.dirty))
@@ -134,6 +151,11 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 	for _, sp := range spans {
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: buf[sp.k0:sp.k1:sp.k1], Value: buf[sp.k1:sp.v1:sp.v1]})
 	}
+	if t.exp != nil {
+		if err := t.ttlDelta(ns+1, d); err != nil {
+			return err
+		}
+	}
 	for _, i := range t.dirty {
 		t.mark[i] = false
 	}
@@ -143,6 +165,12 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 }
 
 func (t *table[K, V]) restore(ns uint16, key, val []byte) error {
+	if ns%2 == 1 {
+		if t.exp == nil {
+			return fmt.Errorf("state TTL entry for a table without a TTL (the flow changed?)")
+		}
+		return t.ttlRestore(key, val)
+	}
 	k, err := t.kc.Decode(key)
 	if err != nil {
 		return fmt.Errorf("decode key: %w", err)
@@ -172,14 +200,24 @@ type Table[K comparable, V any] struct {
 	f  *Flow
 }
 
-func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], update func(t *table[K, V], k K, v T)) Table[K, V] {
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
 	f := ks.f
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
 		fr.ops[op] = t
-		ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
+		if ttl <= 0 {
+			ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
+			return
+		}
+		t.exp = &tableTTL[K]{ttl: ttl}
+		fr.timers = append(fr.timers, t)
+		ks.subscribe(fr, func(k K, v T) {
+			t.expired(k, fr.cur.TS)
+			update(t, k, v)
+			t.exp.seen(t.idx[k], k, fr.cur.TS)
+		})
 	})
 	return Table[K, V]{op: op, kc: ks.kc, hs: ks.hash, f: f}
 }
@@ -188,8 +226,8 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], updat
 // fn.
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
 	vc := stateCodec[T](ks.f, "Reduce", opts)
-	stateTTL(ks.f, "Reduce", ks.stage, opts, false)
-	return newTableOp(ks, vc, func(t *table[K, T], k K, v T) {
+	ttl := stateTTL(ks.f, "Reduce", ks.stage, opts)
+	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
 		if i, ok := t.idx[k]; ok {
 			v = fn(t.vals[i], v)
 			t.vals[i] = v
@@ -207,11 +245,11 @@ func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts
 // init().
 func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add func(acc A, v T) A, opts ...StateOption) Table[K, A] {
 	vc := stateCodec[A](ks.f, "Aggregate", opts)
-	stateTTL(ks.f, "Aggregate", ks.stage, opts, false)
+	ttl := stateTTL(ks.f, "Aggregate", ks.stage, opts)
 	if init == nil || add == nil {
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
-	return newTableOp(ks, vc, func(t *table[K, A], k K, v T) {
+	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
 		var a A
 		if i, ok := t.idx[k]; ok {
 			a = add(t.vals[i], v)
@@ -228,9 +266,10 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 }
 
 // Count counts the events of every key.
-func Count[K comparable, T any](ks KeyedStream[K, T]) Table[K, int64] {
+func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table[K, int64] {
 	vc, _ := DefaultCodec[int64]()
-	return newTableOp(ks, vc, func(t *table[K, int64], k K, _ T) {
+	ttl := stateTTL(ks.f, "Count", ks.stage, opts)
+	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
 		n := int64(1)
 		if i, ok := t.idx[k]; ok {
 			t.vals[i]++
@@ -646,6 +685,14 @@ const ttlDomain TimeDomain = 2
 // touchTTL moves key k's expiry to its latest event time plus the TTL.
 func (p *procOp[K, S, O]) touchTTL(k K, ts int64) {
 	last, ok := p.lastTS[k]
+	if ok && ts >= satAdd(last, p.ttl) {
+		// Expired by event time, whether or not the watermark has said so
+		// yet: expiry follows the key's events, not their batching.
+		if _, had := p.state[k]; had {
+			delete(p.state, k)
+			p.dirty[k] = struct{}{}
+		}
+	}
 	if ok && ts <= last {
 		return
 	}
@@ -782,7 +829,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		f.errorf("Process: OnEvent must not be nil")
 	}
 	sc := stateCodec[S](f, "Process", opts)
-	ttl := stateTTL(f, "Process", ks.stage, opts, true)
+	ttl := stateTTL(f, "Process", ks.stage, opts)
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
