@@ -25,6 +25,11 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	if init == nil || add == nil || merge == nil {
 		f.errorf("SessionAggregate: init, add and merge must not be nil")
 	}
+	for _, o := range opts {
+		if o.every != 0 || o.early != 0 {
+			f.errorf("SessionAggregate: early triggers (FireEvery, EarlyEvery) are for WindowAggregate; sessions fire on the watermark")
+		}
+	}
 	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		so := &sessionOp[K, T, A]{gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
