@@ -45,3 +45,4 @@ fuzz:
 	  $(GO) test ./flows -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
 	$(GO) test ./connectors/file -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime 20s
+	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseWindowQuery$$' -fuzztime 20s

@@ -1,6 +1,7 @@
 package splice
 
 import (
+	"errors"
 	"net/url"
 	"testing"
 )
@@ -19,6 +20,29 @@ func FuzzParseQuery(f *testing.F) {
 			return
 		}
 		if q.Limit < 1 || q.Limit > MaxLimit || q.Top < 0 || q.Top > MaxTop || (q.Top > 0 && q.After != "") {
+			t.Fatalf("accepted %q as %+v", raw, q)
+		}
+	})
+}
+
+func FuzzParseWindowQuery(f *testing.F) {
+	for _, s := range []string{"window=latest", "from=2026-11-02T06:00:00Z&to=2026-11-02T07:00:00Z", "limit=5",
+		"window=first", "from=yesterday", "to=2026-01-01T00:00:00Z&from=2026-02-01T00:00:00Z", "top=3", "limit=0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := ParseWindowQuery(v)
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) {
+				t.Fatalf("%q: error %v is not a bad request", raw, err)
+			}
+			return
+		}
+		if q.Limit < 1 || q.Limit > MaxLimit || (q.To != 0 && q.To <= q.From) || (q.Latest != v.Has("window")) {
 			t.Fatalf("accepted %q as %+v", raw, q)
 		}
 	})

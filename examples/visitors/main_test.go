@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -169,6 +171,34 @@ func TestWindowsAndAlertsExact(t *testing.T) {
 	exampletest.GetJSON(t, base+"/v1/views/visitors?from="+from+"&to="+to, &rng)
 	if len(rng.Windows) != 3 || !rng.Windows[0].Start.Equal(alerts[0]) {
 		t.Fatalf("from %s to %s: %+v", from, to, rng.Windows)
+	}
+}
+
+// Bad queries get a JSON error and the right status.
+func TestBadQueries(t *testing.T) {
+	base := startInProcess(t, "-events", "1000", "-http", "127.0.0.1:0", "-progress", "0", "-log-level", "error")
+	for path, code := range map[string]int{
+		"/v1/views/visitors?window=first":                                      400,
+		"/v1/views/visitors?from=yesterday":                                    400,
+		"/v1/views/visitors?from=2026-11-02T07:00:00Z&to=2026-11-02T06:00:00Z": 400,
+		"/v1/views/visitors?top=3":                                             400,
+		"/v1/views/visitors/keys/u000001":                                      400,
+		"/v1/alerts?limit=0":                                                   400,
+		"/v1/alerts?x=1":                                                       400,
+		"/v1/alerts/watch?since=99":                                            400,
+		"/v1/views/nope?window=latest":                                         404,
+		"/v1/views/visitors?window=latest&from=2030-01-01T00:00:00Z":           404,
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error string }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != code || err != nil || body.Error == "" {
+			t.Errorf("GET %s: %d %+v (%v), want %d with a JSON error", path, resp.StatusCode, body, err, code)
+		}
 	}
 }
 
