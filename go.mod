@@ -68,3 +68,5 @@ require (
 	golang.org/x/sys v0.30.0 // indirect
 	golang.org/x/text v0.22.0 // indirect
 )
+
+tool google.golang.org/protobuf/cmd/protoc-gen-go

@@ -233,6 +233,9 @@ type sourceDef struct {
 type stageDef struct {
 	name   string
 	source int
+	codec  interface { // encodes batches to cross nodes (KeyBy stages)
+		decode(b []byte, n int, et bool) (payload, []byte, error)
+	}
 }
 
 type viewDef struct {

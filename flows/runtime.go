@@ -103,6 +103,7 @@ func (c *core) flushSinks() error {
 
 // payload is one keyed stage's records in a batch, typed inside.
 type payload interface {
+	encode(p *Plan, dst []byte, et bool) ([]byte, error)
 	len() int
 	apply(fr *Fragment, min int64, from int)
 	describe(fr *Fragment, i int) (key, val string)

@@ -192,6 +192,7 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		f.errorf("%s after %s: re-keying after a stateful operator is not supported yet", name, s.what)
 	}
 	var err error
+	var ec Codec[T]
 	for _, o := range opts {
 		if o.keyCodec != nil {
 			if kc, ok := o.keyCodec.(KeyCodec[K]); ok {
@@ -201,15 +202,15 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			}
 		}
 		if o.eventCodec != nil {
-			if _, ok := o.eventCodec.(Codec[T]); !ok {
+			if c, ok := o.eventCodec.(Codec[T]); ok {
+				ec = c
+			} else {
 				f.errorf("%s: event codec %T is not a Codec[%s]", name, o.eventCodec, reflect.TypeFor[T]())
 			}
-		} else if _, err := DefaultCodec[T](); err != nil {
-			f.errorf("%s: missing codec for events: %w; pass WithEventCodec", name, err)
 		}
 	}
-	if len(opts) == 0 {
-		if _, err := DefaultCodec[T](); err != nil {
+	if ec == nil {
+		if ec, err = DefaultCodec[T](); err != nil {
 			f.errorf("%s: missing codec for events: %w; pass WithEventCodec", name, err)
 		}
 	}
@@ -222,6 +223,7 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		ks.hash = keyHasher(ks.kc)
 	}
 	pool := &sync.Pool{}
+	f.stages[stage].codec = &recsCodec[K, T]{stage: stage, kc: ks.kc, ec: ec, pool: pool}
 	g := f.fragments
 	f.readerW = append(f.readerW, func(r *Reader) {
 		if r.src != s.src {

@@ -1,0 +1,267 @@
+package flows
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Batches cross nodes in this encoding (inside a wire.Batch):
+//
+//	version byte (1)
+//	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
+//	flags byte (1: event time, 2: idle); watermark varint (with event time)
+//	parts uvarint, then per part: stage uvarint, records uvarint, and per record
+//	  offset (varint, delta from the previous; the first from prev_end)
+//	  event time (varint, delta from the previous; with event time)
+//	  key and event, each as uvarint length + the codec's bytes
+//
+// Decoding checks every length and bound: a malformed batch is an error,
+// never a panic.
+
+const batchVersion = 1
+
+// maxBatchRecords bounds what a decoded batch may claim to hold.
+const maxBatchRecords = 1 << 20
+
+// EncodeBatch appends b's encoding to dst.
+func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
+	dst = append(dst, batchVersion)
+	dst = binary.AppendUvarint(dst, uint64(b.Source))
+	dst = binary.AppendUvarint(dst, uint64(b.Partition))
+	dst = binary.AppendUvarint(dst, b.Epoch)
+	dst = binary.AppendVarint(dst, b.PrevEnd)
+	dst = binary.AppendVarint(dst, b.End)
+	dst = binary.AppendUvarint(dst, uint64(b.Count))
+	var flags byte
+	if b.EventTime {
+		flags |= 1
+	}
+	if b.Idle {
+		flags |= 2
+	}
+	dst = append(dst, flags)
+	if b.EventTime {
+		dst = binary.AppendVarint(dst, b.Watermark)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.parts)))
+	var err error
+	for _, pl := range b.parts {
+		if dst, err = pl.encode(p, dst, b.EventTime); err != nil {
+			return nil, err
+		}
+	}
+	return dst, nil
+}
+
+// batchReader reads a batch's encoding.
+type batchReader struct {
+	b   []byte
+	err error
+}
+
+func (r *batchReader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("malformed batch: %s", what)
+	}
+}
+
+func (r *batchReader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *batchReader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *batchReader) bytes(what string) []byte {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// DecodeBatch decodes a batch that EncodeBatch encoded for this plan.
+func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
+	if len(data) == 0 || data[0] != batchVersion {
+		return nil, errors.New("malformed batch: unknown version")
+	}
+	r := &batchReader{b: data[1:]}
+	b := &Batch{}
+	src, part := r.uvarint("source"), r.uvarint("partition")
+	b.Epoch = r.uvarint("epoch")
+	b.PrevEnd, b.End = r.varint("prev_end"), r.varint("end")
+	count := r.uvarint("count")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if src >= uint64(len(p.f.sources)) || part >= uint64(p.f.sources[src].partitions) {
+		return nil, fmt.Errorf("malformed batch: no partition %d/%d in flow %q", src, part, p.f.name)
+	}
+	if b.PrevEnd < 0 || b.End < b.PrevEnd || count > maxBatchRecords {
+		return nil, fmt.Errorf("malformed batch: range [%d, %d) of %d records", b.PrevEnd, b.End, count)
+	}
+	b.Source, b.Partition, b.Count = int(src), int(part), int(count)
+	if len(r.b) == 0 {
+		return nil, errors.New("malformed batch: no flags")
+	}
+	flags := r.b[0]
+	r.b = r.b[1:]
+	b.EventTime, b.Idle = flags&1 != 0, flags&2 != 0
+	if b.EventTime != (p.f.sources[src].et != nil) || flags > 3 {
+		return nil, errors.New("malformed batch: event time flags do not match the source")
+	}
+	if b.EventTime {
+		b.Watermark = r.varint("watermark")
+	}
+	nparts := r.uvarint("parts")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if nparts > uint64(len(p.f.stages)) {
+		return nil, fmt.Errorf("malformed batch: %d parts", nparts)
+	}
+	for range nparts {
+		stage := r.uvarint("stage")
+		n := r.uvarint("records")
+		if r.err != nil {
+			b.Release()
+			return nil, r.err
+		}
+		if stage >= uint64(len(p.f.stages)) || p.f.stages[stage].codec == nil || p.f.stages[stage].source != b.Source || n > count {
+			b.Release()
+			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
+		}
+		pl, rest, err := p.f.stages[stage].codec.decode(r.b, int(n), b.EventTime)
+		if err != nil {
+			b.Release()
+			return nil, err
+		}
+		r.b = rest
+		b.parts = append(b.parts, pl)
+	}
+	if len(r.b) != 0 {
+		b.Release()
+		return nil, fmt.Errorf("malformed batch: %d trailing bytes", len(r.b))
+	}
+	return b, nil
+}
+
+// recsCodec encodes a KeyBy stage's records.
+type recsCodec[K comparable, T any] struct {
+	stage int
+	kc    KeyCodec[K]
+	ec    Codec[T]
+	pool  *sync.Pool
+}
+
+func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
+	dst = binary.AppendUvarint(dst, uint64(p.stage))
+	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	var prevOff, prevTS int64
+	var err error
+	for i, it := range p.items {
+		if i == 0 {
+			prevOff = it.Off // the first offset is absolute
+			dst = binary.AppendVarint(dst, it.Off)
+		} else {
+			dst = binary.AppendVarint(dst, it.Off-prevOff)
+			prevOff = it.Off
+		}
+		if et {
+			dst = binary.AppendVarint(dst, p.ts[i]-prevTS)
+			prevTS = p.ts[i]
+		}
+		mark := len(dst)
+		dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
+		if dst, err = c.kc.Append(dst, it.Key); err != nil {
+			return nil, fmt.Errorf("encode key: %w", err)
+		}
+		dst = putLength(dst, mark)
+		mark = len(dst)
+		dst = append(dst, 0, 0, 0, 0, 0)
+		if dst, err = c.ec.Append(dst, it.Val); err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		dst = putLength(dst, mark)
+	}
+	return dst, nil
+}
+
+// putLength writes the length of dst[mark+5:] as a uvarint at mark and
+// closes the gap of the unused reserved bytes.
+func putLength(dst []byte, mark int) []byte {
+	n := len(dst) - mark - 5
+	var tmp [binary.MaxVarintLen64]byte
+	l := binary.PutUvarint(tmp[:], uint64(n))
+	copy(dst[mark:], tmp[:l])
+	copy(dst[mark+l:], dst[mark+5:])
+	return dst[:mark+l+n]
+}
+
+func (c *recsCodec[K, T]) decode(b []byte, n int, et bool) (payload, []byte, error) {
+	r := &batchReader{b: b}
+	p := &recs[K, T]{stage: c.stage, items: make([]Rec[K, T], 0, n), pool: c.pool}
+	if et {
+		p.ts = make([]int64, 0, n)
+	}
+	var off, ts int64
+	for i := range n {
+		d := r.varint("offset")
+		if i == 0 {
+			off = d
+		} else {
+			off += d
+		}
+		if et {
+			ts += r.varint("event time")
+		}
+		kb, vb := r.bytes("key"), r.bytes("event")
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		if (i > 0 && d < 0) || off < 0 {
+			return nil, nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
+		}
+		k, err := c.kc.Decode(kb)
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
+		}
+		v, err := c.ec.Decode(vb)
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
+		}
+		p.items = append(p.items, Rec[K, T]{Key: k, Val: v, Off: off})
+		if et {
+			p.ts = append(p.ts, ts)
+		}
+	}
+	return p, r.b, nil
+}
