@@ -243,7 +243,10 @@ type FlowInfo struct {
 // Member is a node of the cluster.
 type Member struct {
 	Name   string `json:"name"`
+	Gossip string `json:"gossip,omitempty"` // gossip address
+	Remote string `json:"remote,omitempty"` // protoactor remote address
 	HTTP   string `json:"http"`
+	Epoch  uint64 `json:"epoch,omitempty"` // the node's placement epoch
 	Status string `json:"status"`
 }
 
