@@ -55,10 +55,10 @@ type MemberConfig struct {
 // one, and gossips it: every node ends at the same epoch, which only grows,
 // once the member list settled. Traffic from an older epoch is fenced.
 type Membership struct {
-	ml     *memberlist.Memberlist
-	cfg    MemberConfig
-	mu     sync.Mutex
-	self   *wire.Meta
+	ml   *memberlist.Memberlist
+	cfg  MemberConfig
+	mu   sync.Mutex
+	self *wire.Meta
 	// peers are the live nodes, copied in memberlist's event callbacks:
 	// the nodes memberlist.Members returns change under the caller.
 	peers  map[string]peer
