@@ -57,13 +57,18 @@ func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
 
 // batchReader reads a batch's encoding.
 type batchReader struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
+	kind string // "batch" unless set
 }
 
 func (r *batchReader) fail(what string) {
 	if r.err == nil {
-		r.err = fmt.Errorf("malformed batch: %s", what)
+		kind := r.kind
+		if kind == "" {
+			kind = "batch"
+		}
+		r.err = fmt.Errorf("malformed %s: %s", kind, what)
 	}
 }
 

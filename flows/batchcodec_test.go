@@ -154,3 +154,84 @@ func FuzzDecodeBatch(f *testing.F) {
 		_ = fr.Apply(b, b.PrevEnd) // must not panic
 	})
 }
+
+// Answers cross nodes intact: keyed entries (with their keys in their own
+// type, for ordering), aggregate partials and window partials.
+func TestAnswerEncodingRoundTrips(t *testing.T) {
+	in := flowstest.NewInput[stamped](1)
+	for i := range 200 {
+		in.Push(0, stamped{Text: fmt.Sprintf("w%d w%d", i%7, i%3), At: t0.Add(time.Duration(i) * 13 * time.Second)})
+	}
+	in.Close()
+	f := stampedFlow(in, 1)
+	plan, err := f.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := plan.NewFragment(0)
+	for _, b := range batches(t, plan, 16) {
+		if err := fr.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, req := range []splice.Request{
+		{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}},
+		{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000, Top: 2}},
+		{View: "counts", Op: splice.OpKey, Key: "w1"},
+		{View: "per-minute", Op: splice.OpWindows, Query: splice.Query{Limit: 1000}},
+	} {
+		a, err := fr.Query(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Freshness = splice.Freshness{Fragment: 3, Epoch: 9, Offsets: map[string]int64{"lines/0": 200}}
+		enc, err := plan.EncodeAnswer(req.View, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := plan.DecodeAnswer(req.View, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", a) || len(a.Entries)+len(a.Windows) == 0 {
+			t.Fatalf("%v: decoded %+v, want %+v", req, got, a)
+		}
+		if _, err := plan.DecodeAnswer(req.View, enc[:len(enc)-1]); err == nil {
+			t.Fatalf("%v: a truncated answer decoded", req)
+		}
+	}
+}
+
+func FuzzDecodeAnswer(f *testing.F) {
+	in := flowstest.NewInput[stamped](1)
+	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Minute)})
+	in.Close()
+	plan, err := stampedFlow(in, 1).Plan()
+	if err != nil {
+		f.Fatal(err)
+	}
+	fr := plan.NewFragment(0)
+	for _, b := range batches(f, plan, 2) {
+		_ = fr.Apply(b, b.PrevEnd)
+	}
+	for _, req := range []splice.Request{
+		{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 10}},
+		{View: "per-minute", Op: splice.OpWindows, Query: splice.Query{Limit: 10}},
+	} {
+		a, _ := fr.Query(req)
+		enc, err := plan.EncodeAnswer(req.View, a)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(req.View, enc)
+	}
+	f.Fuzz(func(t *testing.T, view string, data []byte) {
+		a, err := plan.DecodeAnswer(view, data)
+		if err != nil {
+			return
+		}
+		if _, err := plan.EncodeAnswer(view, a); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+	})
+}

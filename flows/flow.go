@@ -241,4 +241,8 @@ type stageDef struct {
 type viewDef struct {
 	spec  splice.Spec
 	query func(f *Fragment, req splice.Request) (splice.Answer, error)
+	// To answer across nodes: the codecs of entry values (keyed views) and
+	// partials (aggregate and windowed views), and the key parser.
+	vals, parts valueCodec
+	parseKey    func(string) (any, error)
 }

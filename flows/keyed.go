@@ -198,6 +198,7 @@ type Table[K comparable, V any] struct {
 	kc KeyCodec[K]
 	hs func(K) uint64
 	f  *Flow
+	vc Codec[V]
 }
 
 func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
@@ -219,7 +220,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 			t.exp.seen(t.idx[k], k, fr.cur.TS)
 		})
 	})
-	return Table[K, V]{op: op, kc: ks.kc, hs: ks.hash, f: f}
+	return Table[K, V]{op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
 }
 
 // Reduce keeps, per key, the first event combined with every later one by
@@ -299,7 +300,7 @@ func (t Table[K, V]) Updates() Stream[KV[K, V]] {
 func (t Table[K, V]) View(name string, score ...func(V) float64) Table[K, V] {
 	sc := scorer(t.f, name, score)
 	op := t.op
-	addKeyedView(t.f, name, t.kc, t.hs, func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {
 			if i, ok := tb.idx[*only]; ok {
@@ -330,7 +331,7 @@ func scorer[V any](f *Flow, view string, score []func(V) float64) func(V) float6
 
 // addKeyedView registers a keyed view whose fragments answer with sel:
 // the entries for q (after may be nil), or only the key *only.
-func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(K) uint64,
+func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(K) uint64, vals valueCodec,
 	sel func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry) {
 	if kc == nil {
 		return // KeyBy reported the missing codec
@@ -353,31 +354,32 @@ func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(
 		},
 		Compare: func(a, b any) int { return kc.Compare(a.(K), b.(K)) },
 	}
-	f.views = append(f.views, viewDef{spec: spec, query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
-		switch req.Op {
-		case splice.OpKey:
-			k, err := kc.Parse(req.Key)
-			if err != nil {
-				return splice.Answer{}, err
-			}
-			return splice.Answer{Entries: sel(fr, req.Query, nil, &k)}, nil
-		case splice.OpEntries:
-			var after *K
-			if req.Query.After != "" {
-				k, err := kc.Parse(req.Query.After)
+	f.views = append(f.views, viewDef{spec: spec, vals: vals, parseKey: func(s string) (any, error) { return kc.Parse(s) },
+		query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
+			switch req.Op {
+			case splice.OpKey:
+				k, err := kc.Parse(req.Key)
 				if err != nil {
 					return splice.Answer{}, err
 				}
-				after = &k
+				return splice.Answer{Entries: sel(fr, req.Query, nil, &k)}, nil
+			case splice.OpEntries:
+				var after *K
+				if req.Query.After != "" {
+					k, err := kc.Parse(req.Query.After)
+					if err != nil {
+						return splice.Answer{}, err
+					}
+					after = &k
+				}
+				es := sel(fr, req.Query, after, nil)
+				if es == nil && req.Query.Top > 0 {
+					return splice.Answer{}, fmt.Errorf("%w: view %q has no score for ?top=", splice.ErrBadRequest, name)
+				}
+				return splice.Answer{Entries: es}, nil
 			}
-			es := sel(fr, req.Query, after, nil)
-			if es == nil && req.Query.Top > 0 {
-				return splice.Answer{}, fmt.Errorf("%w: view %q has no score for ?top=", splice.ErrBadRequest, name)
-			}
-			return splice.Answer{Entries: es}, nil
-		}
-		return splice.Answer{}, fmt.Errorf("%w: view %q is keyed", splice.ErrBadRequest, name)
-	}})
+			return splice.Answer{}, fmt.Errorf("%w: view %q is keyed", splice.ErrBadRequest, name)
+		}})
 }
 
 // selectKeys picks a fragment's entries for q among n keys: the first
@@ -494,7 +496,7 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 			}
 			return alg.Result(acc)
 		}}
-	f.views = append(f.views, viewDef{spec: spec, query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
+	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpValue {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is an aggregate: it has no keys", splice.ErrBadRequest, name)
 		}
@@ -820,6 +822,7 @@ type Processed[K comparable, S, O any] struct {
 	op int
 	kc KeyCodec[K]
 	hs func(K) uint64
+	sc Codec[S]
 }
 
 // Process runs a per-key state machine over a keyed stream.
@@ -846,7 +849,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 			h.OnEvent(&p.ctx, v)
 		})
 	})
-	return Processed[K, S, O]{f: f, op: op, kc: ks.kc, hs: ks.hash}
+	return Processed[K, S, O]{f: f, op: op, kc: ks.kc, hs: ks.hash, sc: sc}
 }
 
 // Out is the stream of what the process function emits.
@@ -861,7 +864,7 @@ func (p Processed[K, S, O]) Out() Stream[O] {
 // View exposes the process function's state as a keyed view.
 func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processed[K, S, O] {
 	sc := scorer(p.f, name, score)
-	addKeyedView(p.f, name, p.kc, p.hs, func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
 			if s, ok := po.state[*only]; ok {

@@ -75,7 +75,7 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 			}
 			return alg.Result(acc)
 		}}
-	f.views = append(f.views, viewDef{spec: spec, query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
+	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpWindows {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is windowed: query it by window", splice.ErrBadRequest, name)
 		}

@@ -1,0 +1,185 @@
+package flows
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// valueCodec is a Codec of some type, seen through any.
+type valueCodec struct {
+	enc func([]byte, any) ([]byte, error)
+	dec func([]byte) (any, error)
+}
+
+func anyCodec[V any](c Codec[V]) valueCodec {
+	if c == nil {
+		return valueCodec{}
+	}
+	return valueCodec{
+		enc: func(b []byte, v any) ([]byte, error) {
+			x, ok := v.(V)
+			if !ok {
+				return nil, fmt.Errorf("value of type %T", v)
+			}
+			return c.Append(b, x)
+		},
+		dec: func(b []byte) (any, error) { return c.Decode(b) },
+	}
+}
+
+func (p *Plan) viewDef(view string) (*viewDef, error) {
+	for i := range p.f.views {
+		if p.f.views[i].spec.Name == view {
+			return &p.f.views[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w %q", splice.ErrUnknownView, view)
+}
+
+// EncodeAnswer encodes a fragment's answer to a request on view, to cross
+// nodes:
+//
+//	version byte (1); freshness (uvarint length + JSON); horizon varint
+//	partial: byte 0 (none) or 1 + uvarint length + the partial's codec
+//	entries uvarint, each: key, value (uvarint length + bytes), score (8 bytes)
+//	windows uvarint, each: start, end varint, partial (uvarint length + bytes)
+func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
+	v, err := p.viewDef(view)
+	if err != nil {
+		return nil, err
+	}
+	fr, err := json.Marshal(a.Freshness)
+	if err != nil {
+		return nil, err
+	}
+	b := []byte{1}
+	b = appendBytes(b, fr)
+	b = binary.AppendVarint(b, a.Horizon)
+	withLen := func(b []byte, c valueCodec, x any) ([]byte, error) {
+		if c.enc == nil {
+			return nil, fmt.Errorf("view %q: no codec to send its answers", view)
+		}
+		mark := len(b)
+		b = append(b, 0, 0, 0, 0, 0)
+		b, err := c.enc(b, x)
+		if err != nil {
+			return nil, err
+		}
+		return putLength(b, mark), nil
+	}
+	if a.Partial == nil {
+		b = append(b, 0)
+	} else if b, err = withLen(append(b, 1), v.parts, a.Partial); err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(a.Entries)))
+	for _, e := range a.Entries {
+		b = appendBytes(b, []byte(e.Key))
+		if b, err = withLen(b, v.vals, e.Value); err != nil {
+			return nil, err
+		}
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Score))
+	}
+	b = binary.AppendUvarint(b, uint64(len(a.Windows)))
+	for _, w := range a.Windows {
+		b = binary.AppendVarint(b, w.Start)
+		b = binary.AppendVarint(b, w.End)
+		if b, err = withLen(b, v.parts, w.Partial); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func appendBytes(b, x []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(x)))
+	return append(b, x...)
+}
+
+// DecodeAnswer decodes what EncodeAnswer encoded for view.
+func (p *Plan) DecodeAnswer(view string, data []byte) (splice.Answer, error) {
+	var a splice.Answer
+	v, err := p.viewDef(view)
+	if err != nil {
+		return a, err
+	}
+	if len(data) == 0 || data[0] != 1 {
+		return a, errors.New("malformed answer: unknown version")
+	}
+	r := &batchReader{b: data[1:], kind: "answer"}
+	if fr := r.bytes("freshness"); r.err == nil {
+		if err := json.Unmarshal(fr, &a.Freshness); err != nil {
+			return a, fmt.Errorf("malformed answer: freshness: %w", err)
+		}
+	}
+	a.Horizon = r.varint("horizon")
+	value := func(c valueCodec, what string) any {
+		raw := r.bytes(what)
+		if r.err != nil {
+			return nil
+		}
+		if c.dec == nil {
+			r.fail("no codec for " + what)
+			return nil
+		}
+		x, err := c.dec(raw)
+		if err != nil {
+			r.fail(fmt.Sprintf("%s: %v", what, err))
+		}
+		return x
+	}
+	if r.err == nil && len(r.b) > 0 {
+		flag := r.b[0]
+		r.b = r.b[1:]
+		if flag == 1 {
+			a.Partial = value(v.parts, "partial")
+		}
+	} else {
+		r.fail("partial")
+	}
+	n := r.uvarint("entries")
+	if n > uint64(len(r.b)) {
+		r.fail("entries")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		key := string(r.bytes("key"))
+		val := value(v.vals, "value")
+		if r.err != nil || len(r.b) < 8 {
+			r.fail("score")
+			break
+		}
+		score := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+		r.b = r.b[8:]
+		if v.parseKey == nil {
+			r.fail("entries of a view without keys")
+			break
+		}
+		sort, err := v.parseKey(key)
+		if err != nil {
+			r.fail(fmt.Sprintf("key %q: %v", key, err))
+			break
+		}
+		a.Entries = append(a.Entries, splice.Entry{Key: key, Value: val, Score: score, Sort: sort})
+	}
+	n = r.uvarint("windows")
+	if n > uint64(len(r.b)) {
+		r.fail("windows")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		w := splice.WindowPartial{Start: r.varint("start"), End: r.varint("end")}
+		w.Partial = value(v.parts, "window partial")
+		a.Windows = append(a.Windows, w)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return splice.Answer{}, fmt.Errorf("view %q: %w", view, r.err)
+	}
+	return a, nil
+}
