@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
@@ -56,6 +56,10 @@ type Config struct {
 	// functions) in addition to the flow's dead-letter sink. It is called
 	// from actor goroutines and must not block.
 	OnDeadLetters func([]flows.DeadLetter)
+	// Cluster places the engine on one node of a cluster: it runs the
+	// fragments and source partitions the placement gives it, and reaches
+	// the others over protoactor remote. Nil: one node runs everything.
+	Cluster *ClusterConfig
 	// OnAlert receives each alert once it is durable. It must not block.
 	OnAlert func(flows.AlertRecord)
 	// AlertInterval is how often alerts are evaluated; default 100ms.
@@ -107,6 +111,19 @@ func (c *Config) defaults() {
 	}
 }
 
+// ClusterConfig is the engine's place in a cluster.
+type ClusterConfig struct {
+	Self   string // this node's name
+	Remote string // this node's protoactor remote address, host:port
+	// Placement: the owner of every fragment and of every source partition
+	// (in Plan.Sources order, partitions in order), the remote address of
+	// every node, and the placement epoch that batches carry.
+	Epoch     uint64
+	Fragments []string
+	Readers   []string
+	Remotes   map[string]string
+}
+
 // Engine runs one flow's readers and fragments on one node.
 type Engine struct {
 	plan      *flows.Plan
@@ -114,11 +131,17 @@ type Engine struct {
 	store     *recovery.Store
 	ownStore  bool
 	sys       *pa.ActorSystem
-	frags     []*pa.PID
+	frags     []*pa.PID // the local fragments' actors
 	fstats    []*FragmentStats
-	readers   []*pa.PID
+	readers   []*pa.PID // the local readers' actors
 	rstats    []*ReaderStats
 	rparts    []recovery.PartitionID
+	route     []*pa.PID              // every fragment's actor, local or remote
+	local     []int                  // route index → index in frags, or -1
+	allRead   []*pa.PID              // every reader's actor, local or remote
+	allParts  []recovery.PartitionID // their partitions
+	remote    *remote.Remote
+	querier   *pa.PID
 	writes    chan writeReq
 	drained   chan struct{}
 	stop      chan struct{}
@@ -140,6 +163,7 @@ type FragmentStats struct {
 	Duplicates atomic.Int64 // batches dropped as duplicates
 	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
 	Fenced     atomic.Int64 // batches dropped as sent under an older placement epoch
+	Malformed  atomic.Int64 // batches from other nodes that did not decode
 	Failures   atomic.Int64 // user-function failures (each restores the fragment)
 	Dead       atomic.Int64 // events dead-lettered after MaxAttempts failures
 	Restores   atomic.Int64 // restores from a checkpoint after a failure
@@ -193,6 +217,10 @@ type ReaderStats struct {
 // Start restores every fragment from its last checkpoint (failing if one
 // cannot be trusted), spawns the fragments and the readers, and starts each
 // reader at the smallest offset any fragment still needs.
+//
+// With Config.Cluster, the engine is one node of a cluster: one per process
+// (protoactor's remote.Start sets gRPC's global logger, which races with the
+// gRPC connections of another node in the same process).
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}),
@@ -203,12 +231,32 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 		e.ownStore = true
 	}
-	restored := make([]recovery.Restored, plan.Fragments())
+	cl := cfg.Cluster
+	owns := func(owner []string, i int) bool { return cl == nil || owner[i] == cl.Self }
+	if cl != nil {
+		parts := 0
+		for _, s := range plan.Sources() {
+			parts += s.Partitions
+		}
+		if len(cl.Fragments) != plan.Fragments() || len(cl.Readers) != parts {
+			e.closeStore()
+			return nil, fmt.Errorf("placement of %d fragments and %d partitions for a flow of %d and %d",
+				len(cl.Fragments), len(cl.Readers), plan.Fragments(), parts)
+		}
+		cfg.Epoch = max(cfg.Epoch, cl.Epoch)
+		e.cfg.Epoch = cfg.Epoch
+	}
+	restored := make([]*recovery.Restored, plan.Fragments())
 	for i := range restored {
-		if restored[i], err = recovery.Restore(e.store, plan, i); err != nil {
+		if !owns(cl.fragments(), i) {
+			continue
+		}
+		r, err := recovery.Restore(e.store, plan, i)
+		if err != nil {
 			e.closeStore()
 			return nil, err
 		}
+		restored[i] = &r
 	}
 	if err = e.loadAlerts(); err != nil {
 		e.closeStore()
@@ -232,8 +280,25 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			e.shutdown(false)
 		}
 	}()
+	if cl != nil {
+		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
+			return nil, err
+		}
+	}
 	root := e.sys.Root
+	pidOf := func(owner, name string) *pa.PID {
+		if cl == nil || owner == cl.Self {
+			return pa.NewPID(e.sys.Address(), name)
+		}
+		return pa.NewPID(cl.Remotes[owner], name)
+	}
 	for i, r := range restored {
+		name := fmt.Sprintf("%s/kg-%03d", plan.Name(), i)
+		if r == nil {
+			e.route = append(e.route, pidOf(cl.Fragments[i], name))
+			e.local = append(e.local, -1)
+			continue
+		}
 		st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
 		st.Watermark.Store(r.Fragment.Watermark())
 		st.Epoch.Store(r.Manifest.Epoch)
@@ -243,25 +308,42 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			st.offsets[plan.PartitionName(p.Source, p.Partition)] = end
 		}
 		fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
-			lastCkpt: cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
+			placement: cfg.Epoch, lastCkpt: cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
 			awaiting: map[recovery.PartitionID]bool{}}
 		props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
-		pid, err := root.SpawnNamed(props, fmt.Sprintf("%s/kg-%03d", plan.Name(), i))
+		pid, err := root.SpawnNamed(props, name)
 		if err != nil {
 			return nil, fmt.Errorf("spawn fragment %d: %w", i, err)
 		}
+		e.local = append(e.local, len(e.frags))
+		e.route = append(e.route, pid)
 		e.frags = append(e.frags, pid)
 		e.fstats = append(e.fstats, st)
 	}
+	reader := 0
 	for si, s := range plan.Sources() {
 		for p := range s.Partitions {
 			pid := recovery.PartitionID{Source: si, Partition: p}
+			name := fmt.Sprintf("%s/reader-%s-%d", plan.Name(), s.Name, p)
+			e.allParts = append(e.allParts, pid)
+			if !owns(cl.readers(), reader) {
+				e.allRead = append(e.allRead, pidOf(cl.Readers[reader], name))
+				reader++
+				continue
+			}
+			reader++
+			// Start at the smallest offset a local fragment needs; a remote
+			// fragment that needs an earlier one asks for a rewind.
 			from := int64(-1)
 			for _, r := range restored {
+				if r == nil {
+					continue
+				}
 				if end := r.Vector.End(pid); from < 0 || end < from {
 					from = end
 				}
 			}
+			from = max(from, 0)
 			r, err := plan.OpenReader(si, p, from, cfg.BatchSize)
 			if err != nil {
 				return nil, err
@@ -275,7 +357,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			e.mu.Lock()
 			e.unfinish++
 			e.mu.Unlock()
-			rpid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), fmt.Sprintf("%s/reader-%s-%d", plan.Name(), s.Name, p))
+			rpid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), name)
 			if err != nil {
 				r.Close()
 				return nil, fmt.Errorf("spawn reader %s/%d: %w", s.Name, p, err)
@@ -283,6 +365,13 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			e.readers = append(e.readers, rpid)
 			e.rstats = append(e.rstats, st)
 			e.rparts = append(e.rparts, pid)
+			e.allRead = append(e.allRead, rpid)
+		}
+	}
+	if cl != nil {
+		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
+			plan.Name()+"/query"); err != nil {
+			return nil, fmt.Errorf("spawn query actor: %w", err)
 		}
 	}
 	e.bg.Add(1)
@@ -390,45 +479,6 @@ func (e *Engine) Committed(reader int) int64 {
 // Views implements splice.Gatherer.
 func (e *Engine) Views() []splice.Spec { return e.plan.Views() }
 
-// Gather implements splice.Gatherer: it asks the fragments' actors, which
-// answer before any batch waiting in their mailboxes (queries have
-// priority), so a query under full ingest waits for at most one batch.
-func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]splice.Answer, error) {
-	timeout := e.cfg.QueryTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	n := len(e.frags)
-	if only >= 0 {
-		n = 1
-	}
-	replies := make(chan queryReply, n)
-	for i, pid := range e.frags {
-		if only >= 0 && i != only {
-			continue
-		}
-		e.sys.Root.Send(pid, &queryMsg{req: req, reply: replies})
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	out := make([]splice.Answer, 0, n)
-	for range n {
-		select {
-		case r := <-replies:
-			if r.err != nil {
-				return nil, r.err
-			}
-			out = append(out, r.ans)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-t.C:
-			return nil, fmt.Errorf("query %s: no answer from %d fragments in %v: %w", req.View, n-len(out), timeout, context.DeadlineExceeded)
-		}
-	}
-	slices.SortFunc(out, func(a, b splice.Answer) int { return a.Freshness.Fragment - b.Freshness.Fragment })
-	return out, nil
-}
-
 // Freshness implements splice.Gatherer from the fragments' counters.
 func (e *Engine) Freshness() []splice.Freshness {
 	out := make([]splice.Freshness, len(e.fstats))
@@ -494,6 +544,9 @@ func (e *Engine) shutdown(final bool) {
 	}
 	close(e.writes)
 	e.bg.Wait()
+	if e.remote != nil {
+		e.remote.Shutdown(false)
+	}
 	e.sys.Shutdown()
 	e.closeStore()
 }

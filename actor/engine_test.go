@@ -21,7 +21,12 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(nodeEnv); spec != "" {
+		runChildNode(spec) // a node of a multi-process test; never returns
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

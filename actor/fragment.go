@@ -11,6 +11,7 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -52,6 +53,19 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case *batchMsg:
 		fa.batch(c, m)
 		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
+	case *wire.Batch:
+		// From a reader on another node: decode, apply as a local batch,
+		// and acknowledge over the wire.
+		reader := pa.NewPID(m.ReaderAddress, m.ReaderId)
+		b, err := fa.e.plan.DecodeBatch(m.Records)
+		if err != nil {
+			fa.stats.Malformed.Add(1)
+			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.frag.ID(), "reader", m.ReaderId, "err", err)
+		} else {
+			b.Epoch = m.Epoch
+			fa.batch(c, &batchMsg{b: b, reader: reader})
+		}
+		c.Send(reader, &wire.Ack{Fragment: uint32(fa.frag.ID())})
 	case tickMsg:
 		fa.frag.SetHold(fa.e.hold.Load())
 		dls, err := fa.frag.Advance(m.now)
@@ -107,7 +121,7 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 		if !fa.awaiting[p] {
 			fa.awaiting[p] = true
 			fa.e.drainCount(+1)
-			c.Send(m.reader, rewindMsg{to: min})
+			fa.rewind(c, m.reader, min)
 		}
 		return
 	}
@@ -177,7 +191,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 		return
 	}
 	fa.down = false
-	for _, p := range fa.e.rparts {
+	for _, p := range fa.e.allParts {
 		fa.awaiting[p] = true
 	}
 	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(fa.downAttempt), c.Self(), resumeMsg{})
@@ -185,13 +199,23 @@ func (fa *fragmentActor) recover(c pa.Context) {
 
 // resume asks every reader to replay from the restored offsets.
 func (fa *fragmentActor) resume(c pa.Context) {
-	for i, pid := range fa.e.readers {
-		p := fa.e.rparts[i]
+	for i, pid := range fa.e.allRead {
+		p := fa.e.allParts[i]
 		fa.awaiting[p] = true
-		fa.e.drainCount(+1)
-		c.Send(pid, rewindMsg{to: fa.vec.End(p)})
+		fa.rewind(c, pid, fa.vec.End(p))
 	}
 	fa.e.drainCount(-1)
+}
+
+// rewind asks a reader, local or remote, to read again from offset to. A
+// local rewind counts against the drain until the reader handled it.
+func (fa *fragmentActor) rewind(c pa.Context, reader *pa.PID, to int64) {
+	if fa.e.isLocal(reader) {
+		fa.e.drainCount(+1)
+		c.Send(reader, rewindMsg{to: to})
+		return
+	}
+	c.Send(reader, &wire.Rewind{Fragment: uint32(fa.frag.ID()), To: to})
 }
 
 // restore replaces the fragment's state by its last durable checkpoint.

@@ -10,6 +10,7 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/wire"
 )
 
 type readerActor struct {
@@ -25,6 +26,7 @@ type readerActor struct {
 	finished  bool
 	stopped   bool // a fatal source error
 	lastFlush time.Time
+	buf       []byte // encoding of batches to other nodes
 }
 
 func (ra *readerActor) Receive(c pa.Context) {
@@ -32,19 +34,16 @@ func (ra *readerActor) Receive(c pa.Context) {
 	case pollMsg:
 		ra.polling = false
 		ra.poll(c)
+	case *wire.Ack:
+		if int(m.Fragment) < len(ra.credits) {
+			ra.ack(c, int(m.Fragment))
+		}
+	case *wire.Rewind:
+		ra.rewind(c, m.To)
 	case ackMsg:
-		ra.credits[m.fragment]++
-		ra.inflight--
-		if ra.blocked[m.fragment] {
-			ra.blocked[m.fragment] = false
-			ra.nblocked--
-			ra.send(c, m.fragment)
-		}
-		if ra.eof {
-			ra.flushAll(c)
-		}
-		ra.schedule(c, 0)
+		ra.ack(c, m.fragment)
 	case stopMsg:
+
 		// Flush regardless of credits: the engine is stopping and the
 		// fragments' final checkpoints should cover everything read.
 		ra.stopped = true
@@ -67,6 +66,21 @@ func (ra *readerActor) Receive(c pa.Context) {
 			ra.e.cfg.Logger.Warn("close source", "source", ra.stats.Source, "partition", ra.stats.Partition, "err", err)
 		}
 	}
+}
+
+// ack returns a credit of fragment f.
+func (ra *readerActor) ack(c pa.Context, f int) {
+	ra.credits[f]++
+	ra.inflight--
+	if ra.blocked[f] {
+		ra.blocked[f] = false
+		ra.nblocked--
+		ra.send(c, f)
+	}
+	if ra.eof {
+		ra.flushAll(c)
+	}
+	ra.schedule(c, 0)
 }
 
 // rewind moves the reader back for a fragment that restored an older
@@ -176,7 +190,22 @@ func (ra *readerActor) send(c pa.Context, f int) {
 	b.Epoch = ra.e.cfg.Epoch
 	ra.credits[f]--
 	ra.inflight++
-	c.Send(ra.e.frags[f], &batchMsg{b: b, reader: c.Self()})
+	to := ra.e.route[f]
+	if ra.e.isLocal(to) {
+		c.Send(to, &batchMsg{b: b, reader: c.Self()})
+		return
+	}
+	enc, err := ra.e.plan.EncodeBatch(ra.buf[:0], b)
+	b.Release()
+	if err != nil {
+		ra.e.fail(fmt.Errorf("encode a batch for fragment %d: %w", f, err))
+		ra.stopped = true
+		return
+	}
+	ra.buf = enc
+	self := c.Self()
+	c.Send(to, &wire.Batch{Flow: ra.e.plan.Name(), Fragment: uint32(f), Epoch: b.Epoch,
+		Records: append([]byte(nil), enc...), ReaderAddress: self.Address, ReaderId: self.Id})
 }
 
 func (ra *readerActor) deadLetters() {
