@@ -27,6 +27,10 @@ type Flags struct {
 	Checkpoint time.Duration
 	Progress   time.Duration
 	LogLevel   string
+	Gossip     string
+	Remote     string
+	Join       string // comma-separated gossip addresses
+	Expect     int
 }
 
 // Register adds the node flags to fs, with defaults from the environment.
@@ -67,6 +71,18 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 	dur(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
 	dur(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
 	str(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	str(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
+	str(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
+	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
+	expect := 1
+	if v, ok := env("expect"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("TESSERA_EXPECT=%q: not an integer", v))
+		}
+		expect = n
+	}
+	fs.IntVar(&f.Expect, "expect", expect, "cluster: wait for this many members before placing fragments")
 	if len(errs) > 0 {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
@@ -92,9 +108,16 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	if f.Progress < 0 {
 		return fmt.Errorf("-progress must not be negative, got %v", f.Progress)
 	}
+	var join []string
+	for _, j := range strings.Split(f.Join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			join = append(join, j)
+		}
+	}
 	n := NewNode(Config{
 		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
 		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
+		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect,
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()

@@ -37,7 +37,7 @@ func dump(ms []*Membership) string {
 	return b.String()
 }
 
-func names(ms []Member) string {
+func joinNames(ms []Member) string {
 	var s []string
 	for _, m := range ms {
 		s = append(s, m.Name)
@@ -61,7 +61,7 @@ func TestMembershipConverges(t *testing.T) {
 		return func() bool {
 			e := live[0].Epoch()
 			for _, m := range live {
-				if names(m.Members()) != want || m.Epoch() != e {
+				if joinNames(m.Members()) != want || m.Epoch() != e {
 					return false
 				}
 			}
@@ -107,7 +107,7 @@ func TestMembershipRefusesAnotherFlow(t *testing.T) {
 		t.Logf("refused: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if got := names(a.Members()); got != "a" {
+	if got := joinNames(a.Members()); got != "a" {
 		t.Fatalf("members %s", got)
 	}
 }

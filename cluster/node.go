@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -36,6 +38,16 @@ type Config struct {
 	Engine  actor.Config // engine tuning; zero values take defaults
 	// RateInterval is how often events/s figures are refreshed; default 1s.
 	RateInterval time.Duration
+
+	// Cluster: with a gossip address, the node joins the nodes at Join
+	// (none: it starts a cluster), waits for Expect members (default 1)
+	// and a settled member list, and runs the fragments and source
+	// partitions the placement gives it, reaching the others over
+	// protoactor remote at Remote.
+	Gossip string
+	Join   []string
+	Remote string
+	Expect int
 }
 
 // Validate checks the configuration and the flow.
@@ -51,6 +63,18 @@ func (c *Config) Validate() error {
 	} else if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("HTTP address %q: %w", c.HTTPAddr, err))
 	}
+	if c.Gossip != "" {
+		for what, addr := range map[string]string{"gossip": c.Gossip, "remote": c.Remote} {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s address %q: %w", what, addr, err))
+			}
+		}
+		if c.Expect < 0 {
+			errs = append(errs, fmt.Errorf("expect %d members", c.Expect))
+		}
+	} else if len(c.Join) > 0 || c.Remote != "" {
+		errs = append(errs, errors.New("join and remote need a gossip address"))
+	}
 	if c.RateInterval < 0 {
 		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
 	}
@@ -64,6 +88,8 @@ type Node struct {
 	addr  string
 	eng   *actor.Engine
 	reg   *prometheus.Registry
+	mem   *Membership // nil for a single node
+	place Placement
 	dl    deadLetters
 	rates rates
 }
@@ -95,6 +121,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+		if cfg.Gossip != "" { // several nodes may share a host
+			cfg.Name += "-" + cfg.Gossip
+		}
 	}
 	if cfg.RateInterval == 0 {
 		cfg.RateInterval = time.Second
@@ -118,6 +147,25 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg := cfg.Engine
 	ecfg.Logger = cfg.Logger
 	ecfg.OnDeadLetters = n.dl.add
+	if cfg.Gossip != "" {
+		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
+		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() {
+			if err := n.mem.Leave(time.Second); err != nil {
+				cfg.Logger.Warn("leave the cluster", "err", err)
+			}
+		}()
+		if n.place, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
+			ln.Close()
+			return err
+		}
+		ecfg.Cluster = n.place.engine(cfg.Name)
+		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
+	}
 	if cfg.DataDir != "" {
 		store, err := recovery.Open(filepath.Join(cfg.DataDir, "checkpoints"), nil, cfg.Logger)
 		if err != nil {
@@ -227,6 +275,7 @@ type ClusterState struct {
 	Node         string          `json:"node"`
 	Flow         FlowInfo        `json:"flow"`
 	Members      []Member        `json:"members"`
+	Placement    Placement       `json:"placement"`
 	EventsPerSec float64         `json:"events_per_sec"`
 	DeadLetters  int64           `json:"dead_letters"`
 	Fragments    []FragmentState `json:"fragments"`
@@ -297,8 +346,12 @@ func (n *Node) State() ClusterState {
 		Node:         n.cfg.Name,
 		Flow:         FlowInfo{Name: plan.Name(), Version: plan.Version(), Fragments: plan.Fragments()},
 		Members:      []Member{{Name: n.cfg.Name, HTTP: n.addr, Status: "alive"}},
+		Placement:    n.place,
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
+	}
+	if n.mem != nil {
+		st.Members = n.mem.Members()
 	}
 	now := time.Now()
 	for i, f := range n.eng.Fragments() {
@@ -334,12 +387,66 @@ func (n *Node) State() ClusterState {
 	return st
 }
 
+// cluster answers GET /v1/cluster: this node's state and, in a cluster,
+// every other member's fragments and readers (asked over HTTP), so any node
+// shows the whole cluster. ?scope=local: this node's only.
 func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
-	if len(r.URL.Query()) > 0 {
-		splice.WriteError(w, http.StatusBadRequest, "/v1/cluster takes no parameters")
-		return
+	q := r.URL.Query()
+	local := false
+	for k := range q {
+		if k != "scope" || (q.Get("scope") != "local" && q.Get("scope") != "cluster") {
+			splice.WriteError(w, http.StatusBadRequest, "/v1/cluster takes only scope=local or scope=cluster")
+			return
+		}
+		local = q.Get("scope") == "local"
 	}
-	splice.WriteJSON(w, http.StatusOK, n.State())
+	st := n.State()
+	if !local && n.mem != nil {
+		n.mergePeers(r.Context(), &st)
+	}
+	splice.WriteJSON(w, http.StatusOK, st)
+}
+
+// mergePeers adds the other members' fragments and readers to st; a member
+// that does not answer within two seconds is marked unreachable.
+func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	type answer struct {
+		i  int
+		st ClusterState
+		ok bool
+	}
+	ch := make(chan answer, len(st.Members))
+	asked := 0
+	for i, m := range st.Members {
+		if m.Name == n.cfg.Name || m.HTTP == "" {
+			continue
+		}
+		asked++
+		go func() {
+			var other ClusterState
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTP+"/v1/cluster?scope=local", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&other)
+				resp.Body.Close()
+			}
+			ch <- answer{i: i, st: other, ok: err == nil}
+		}()
+	}
+	for range asked {
+		a := <-ch
+		if !a.ok {
+			st.Members[a.i].Status = "unreachable"
+			continue
+		}
+		st.EventsPerSec += a.st.EventsPerSec
+		st.DeadLetters += a.st.DeadLetters
+		st.Fragments = append(st.Fragments, a.st.Fragments...)
+		st.Readers = append(st.Readers, a.st.Readers...)
+	}
+	slices.SortFunc(st.Fragments, func(a, b FragmentState) int { return a.Fragment - b.Fragment })
 }
 
 func (n *Node) registerMetrics() {

@@ -47,6 +47,7 @@ type Proc struct {
 	Exited chan struct{} // closed when the process has exited; Err is then set
 	Err    error
 	stderr *Buffer
+	urls   chan string
 }
 
 // Wait waits for the process to exit and returns its error.
@@ -64,20 +65,28 @@ var urlRE = regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/`)
 // process is killed when the test ends.
 func Spawn(t testing.TB, bin string, args ...string) *Proc {
 	t.Helper()
+	p := Start(t, bin, args...)
+	p.WaitURL(t)
+	return p
+}
+
+// Start starts bin with args; WaitURL waits for its URL. The process is
+// killed when the test ends.
+func Start(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stdout, _ := cmd.StdoutPipe()
-	p := &Proc{Cmd: cmd, Exited: make(chan struct{}), stderr: &Buffer{}}
+	p := &Proc{Cmd: cmd, Exited: make(chan struct{}), stderr: &Buffer{}, urls: make(chan string, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if m := urlRE.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case urls <- m[1]:
+				case p.urls <- m[1]:
 				default:
 				}
 			}
@@ -88,19 +97,25 @@ func Spawn(t testing.TB, bin string, args ...string) *Proc {
 		p.Err = cmd.Wait()
 		close(p.Exited)
 	}()
-	select {
-	case p.Base = <-urls:
-	case <-p.Exited:
-		t.Fatalf("example exited before serving: %v\n%s", p.Err, p.Stderr())
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("example did not print its URLs\n%s", p.Stderr())
-	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-p.Exited
 	})
 	return p
+}
+
+// WaitURL waits up to 60 s for the process to print its first URL, and
+// sets Base.
+func (p *Proc) WaitURL(t testing.TB) {
+	t.Helper()
+	select {
+	case p.Base = <-p.urls:
+	case <-p.Exited:
+		t.Fatalf("example exited before serving: %v\n%s", p.Err, p.Stderr())
+	case <-time.After(60 * time.Second):
+		p.Cmd.Process.Kill()
+		t.Fatalf("example did not print its URLs\n%s", p.Stderr())
+	}
 }
 
 // GetJSON decodes the JSON answer of GET url, which must be 200.
