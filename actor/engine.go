@@ -131,15 +131,9 @@ type Engine struct {
 	store     *recovery.Store
 	ownStore  bool
 	sys       *pa.ActorSystem
-	frags     []*pa.PID // the local fragments' actors
-	fstats    []*FragmentStats
-	readers   []*pa.PID // the local readers' actors
-	rstats    []*ReaderStats
-	rparts    []recovery.PartitionID
-	route     []*pa.PID              // every fragment's actor, local or remote
-	local     []int                  // route index → index in frags, or -1
-	allRead   []*pa.PID              // every reader's actor, local or remote
-	allParts  []recovery.PartitionID // their partitions
+	layout    atomic.Pointer[layout]
+	placeMu   sync.Mutex             // one placement change at a time
+	allParts  []recovery.PartitionID // every source partition, in source order
 	remote    *remote.Remote
 	querier   *pa.PID
 	writes    chan writeReq
@@ -286,52 +280,32 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}
 	root := e.sys.Root
-	pidOf := func(owner, name string) *pa.PID {
-		if cl == nil || owner == cl.Self {
-			return pa.NewPID(e.sys.Address(), name)
-		}
-		return pa.NewPID(cl.Remotes[owner], name)
-	}
+	l := &layout{epoch: cfg.Epoch}
 	for i, r := range restored {
-		name := fmt.Sprintf("%s/kg-%03d", plan.Name(), i)
 		if r == nil {
-			e.route = append(e.route, pidOf(cl.Fragments[i], name))
-			e.local = append(e.local, -1)
+			l.route = append(l.route, e.pidOf(cl.Fragments[i], e.fragName(i)))
+			l.local = append(l.local, -1)
 			continue
 		}
-		st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
-		st.Watermark.Store(r.Fragment.Watermark())
-		st.Epoch.Store(r.Manifest.Epoch)
-		st.CkptTime.Store(r.Manifest.Time)
-		st.Events.Store(r.Manifest.Events)
-		for p, end := range st.durable {
-			st.offsets[plan.PartitionName(p.Source, p.Partition)] = end
-		}
-		fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
-			placement: cfg.Epoch, lastCkpt: cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
-			awaiting: map[recovery.PartitionID]bool{}}
-		props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
-		pid, err := root.SpawnNamed(props, name)
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch)
 		if err != nil {
-			return nil, fmt.Errorf("spawn fragment %d: %w", i, err)
+			return nil, err
 		}
-		e.local = append(e.local, len(e.frags))
-		e.route = append(e.route, pid)
-		e.frags = append(e.frags, pid)
-		e.fstats = append(e.fstats, st)
+		l.local = append(l.local, len(l.frags))
+		l.route = append(l.route, pid)
+		l.frags = append(l.frags, pid)
+		l.fstats = append(l.fstats, st)
 	}
 	reader := 0
 	for si, s := range plan.Sources() {
 		for p := range s.Partitions {
-			pid := recovery.PartitionID{Source: si, Partition: p}
-			name := fmt.Sprintf("%s/reader-%s-%d", plan.Name(), s.Name, p)
-			e.allParts = append(e.allParts, pid)
+			part := recovery.PartitionID{Source: si, Partition: p}
+			e.allParts = append(e.allParts, part)
 			if !owns(cl.readers(), reader) {
-				e.allRead = append(e.allRead, pidOf(cl.Readers[reader], name))
+				l.allRead = append(l.allRead, e.pidOf(cl.Readers[reader], e.readerName(reader)))
 				reader++
 				continue
 			}
-			reader++
 			// Start at the smallest offset a local fragment needs; a remote
 			// fragment that needs an earlier one asks for a rewind.
 			from := int64(-1)
@@ -339,35 +313,22 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 				if r == nil {
 					continue
 				}
-				if end := r.Vector.End(pid); from < 0 || end < from {
+				if end := r.Vector.End(part); from < 0 || end < from {
 					from = end
 				}
 			}
-			from = max(from, 0)
-			r, err := plan.OpenReader(si, p, from, cfg.BatchSize)
+			rpid, st, err := e.spawnReader(reader, max(from, 0))
 			if err != nil {
 				return nil, err
 			}
-			st := &ReaderStats{Source: s.Name, Partition: p}
-			st.Position.Store(from)
-			ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, plan.Fragments()), blocked: make([]bool, plan.Fragments())}
-			for i := range ra.credits {
-				ra.credits[i] = cfg.Credits
-			}
-			e.mu.Lock()
-			e.unfinish++
-			e.mu.Unlock()
-			rpid, err := root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), name)
-			if err != nil {
-				r.Close()
-				return nil, fmt.Errorf("spawn reader %s/%d: %w", s.Name, p, err)
-			}
-			e.readers = append(e.readers, rpid)
-			e.rstats = append(e.rstats, st)
-			e.rparts = append(e.rparts, pid)
-			e.allRead = append(e.allRead, rpid)
+			reader++
+			l.readers = append(l.readers, rpid)
+			l.rstats = append(l.rstats, st)
+			l.rparts = append(l.rparts, part)
+			l.allRead = append(l.allRead, rpid)
 		}
 	}
+	e.layout.Store(l)
 	if cl != nil {
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
@@ -380,29 +341,120 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		e.bg.Add(1)
 		go e.alertLoop()
 	}
-	for _, pid := range e.readers {
+	for _, pid := range l.readers {
 		root.Send(pid, pollMsg{})
 	}
 	return e, nil
+}
+
+// layout is where the engine's actors are: the local fragments and
+// readers, and every fragment's and reader's actor, local or remote. A
+// placement change swaps in a new one.
+type layout struct {
+	epoch   uint64
+	frags   []*pa.PID // the local fragments' actors
+	fstats  []*FragmentStats
+	readers []*pa.PID // the local readers' actors
+	rstats  []*ReaderStats
+	rparts  []recovery.PartitionID
+	route   []*pa.PID // every fragment's actor, local or remote
+	local   []int     // fragment → index in frags, or -1
+	allRead []*pa.PID // every reader's actor, local or remote (in allParts order)
+}
+
+func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.plan.Name(), i) }
+
+func (e *Engine) readerName(i int) string {
+	p := e.allPartsAt(i)
+	return fmt.Sprintf("%s/reader-%s-%d", e.plan.Name(), e.plan.Sources()[p.Source].Name, p.Partition)
+}
+
+// allPartsAt is source partition i in source order.
+func (e *Engine) allPartsAt(i int) recovery.PartitionID {
+	for si, s := range e.plan.Sources() {
+		if i < s.Partitions {
+			return recovery.PartitionID{Source: si, Partition: i}
+		}
+		i -= s.Partitions
+	}
+	return recovery.PartitionID{Source: -1}
+}
+
+// pidOf is the actor name on owner's node.
+func (e *Engine) pidOf(owner, name string) *pa.PID {
+	cl := e.cfg.Cluster
+	if cl == nil || owner == cl.Self {
+		return pa.NewPID(e.sys.Address(), name)
+	}
+	return pa.NewPID(cl.Remotes[owner], name)
+}
+
+// spawnFragment starts fragment i's actor from its restored state.
+func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PID, *FragmentStats, error) {
+	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+	st.Watermark.Store(r.Fragment.Watermark())
+	st.Epoch.Store(r.Manifest.Epoch)
+	st.CkptTime.Store(r.Manifest.Time)
+	st.Events.Store(r.Manifest.Events)
+	for p, end := range st.durable {
+		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
+	}
+	fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
+		placement: epoch, lastCkpt: e.cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
+		awaiting: map[recovery.PartitionID]bool{}}
+	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
+	pid, err := e.sys.Root.SpawnNamed(props, e.fragName(i))
+	if err != nil {
+		return nil, nil, fmt.Errorf("spawn fragment %d: %w", i, err)
+	}
+	return pid, st, nil
+}
+
+// spawnReader starts the reader of source partition i (in source order)
+// at offset from; it polls once sent a pollMsg.
+func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
+	part := e.allPartsAt(i)
+	src := e.plan.Sources()[part.Source]
+	r, err := e.plan.OpenReader(part.Source, part.Partition, from, e.cfg.BatchSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &ReaderStats{Source: src.Name, Partition: part.Partition}
+	st.Position.Store(from)
+	g := e.plan.Fragments()
+	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g)}
+	for i := range ra.credits {
+		ra.credits[i] = e.cfg.Credits
+	}
+	e.mu.Lock()
+	e.unfinish++
+	e.mu.Unlock()
+	rpid, err := e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), e.readerName(i))
+	if err != nil {
+		r.Close()
+		return nil, nil, fmt.Errorf("spawn reader %s/%d: %w", src.Name, part.Partition, err)
+	}
+	return rpid, st, nil
 }
 
 func (e *Engine) tick() {
 	defer e.bg.Done()
 	t := time.NewTicker(e.cfg.TickInterval)
 	defer t.Stop()
-	committed := make([]int64, len(e.readers))
+	committed := map[*ReaderStats]int64{}
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
 			now := e.cfg.Now()
-			for _, pid := range e.frags {
+			l := e.layout.Load()
+			for _, pid := range l.frags {
 				e.sys.Root.Send(pid, tickMsg{now: now})
 			}
-			for i, pid := range e.readers {
-				if c := e.Committed(i); c > committed[i] {
-					committed[i] = c
+			for i, pid := range l.readers {
+				if c := l.committed(i); c > committed[l.rstats[i]] {
+					committed[l.rstats[i]] = c
 					e.sys.Root.Send(pid, commitMsg{offset: c})
 				}
 			}
@@ -454,18 +506,24 @@ func (e *Engine) Err() error {
 	return nil
 }
 
-// Fragments returns the fragments' counters.
-func (e *Engine) Fragments() []*FragmentStats { return e.fstats }
+// Fragments returns the local fragments' counters.
+func (e *Engine) Fragments() []*FragmentStats { return e.layout.Load().fstats }
 
-// Readers returns the readers' counters.
-func (e *Engine) Readers() []*ReaderStats { return e.rstats }
+// Readers returns the local readers' counters.
+func (e *Engine) Readers() []*ReaderStats { return e.layout.Load().rstats }
 
-// Committed is the offset of a reader's partition up to which every
-// fragment has a durable checkpoint: what a source may commit.
-func (e *Engine) Committed(reader int) int64 {
-	p := e.rparts[reader]
+// Committed is the offset of a local reader's partition up to which every
+// local fragment has a durable checkpoint: what a source may commit (on a
+// single node; a cluster does not commit sources yet).
+func (e *Engine) Committed(reader int) int64 { return e.layout.Load().committed(reader) }
+
+func (l *layout) committed(reader int) int64 {
+	if reader >= len(l.rparts) {
+		return -1
+	}
+	p := l.rparts[reader]
 	c := int64(-1)
-	for _, st := range e.fstats {
+	for _, st := range l.fstats {
 		st.mu.Lock()
 		end := st.durable[p]
 		st.mu.Unlock()
@@ -481,8 +539,9 @@ func (e *Engine) Views() []splice.Spec { return e.plan.Views() }
 
 // Freshness implements splice.Gatherer from the fragments' counters.
 func (e *Engine) Freshness() []splice.Freshness {
-	out := make([]splice.Freshness, len(e.fstats))
-	for i, st := range e.fstats {
+	fstats := e.layout.Load().fstats
+	out := make([]splice.Freshness, len(fstats))
+	for i, st := range fstats {
 		out[i] = st.freshness()
 	}
 	return out
@@ -496,7 +555,8 @@ func (e *Engine) Checkpoint(ctx context.Context) error {
 		timeout = time.Until(d)
 	}
 	var futs []*pa.Future
-	for _, pid := range e.frags {
+	l := e.layout.Load()
+	for _, pid := range l.frags {
 		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{}, timeout))
 	}
 	var errs []error
@@ -506,7 +566,7 @@ func (e *Engine) Checkpoint(ctx context.Context) error {
 			err, _ = res.(error)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("checkpoint fragment %d: %w", i, err))
+			errs = append(errs, fmt.Errorf("checkpoint fragment %d: %w", l.fstats[i].ID, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -522,24 +582,31 @@ func (e *Engine) Stop() {
 func (e *Engine) shutdown(final bool) {
 	// Readers stop reading and send every fragment what they have, so
 	// that the final checkpoints cover everything read.
+	e.placeMu.Lock() // no placement change from here
+	defer e.placeMu.Unlock()
+	l := e.layout.Load()
+	if l == nil {
+		l = &layout{}
+		e.layout.Store(l)
+	}
 	var futs []*pa.Future
-	for _, pid := range e.readers {
+	for _, pid := range l.readers {
 		futs = append(futs, e.sys.Root.RequestFuture(pid, stopMsg{}, time.Minute))
 	}
 	for _, f := range futs {
 		_, _ = f.Result()
 	}
-	for _, pid := range e.readers {
+	for _, pid := range l.readers {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
-	if final && len(e.frags) > 0 {
+	if final && len(l.frags) > 0 {
 		if err := e.Checkpoint(context.Background()); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
 		e.stepAlerts()
 	}
 	close(e.stop)
-	for _, pid := range e.frags {
+	for _, pid := range l.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
 	close(e.writes)

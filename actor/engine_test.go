@@ -397,7 +397,7 @@ func TestStaleEpochIsFenced(t *testing.T) {
 	}
 	defer e.sys.Root.Stop(sink)
 	before := e.Fragments()[0].Offsets()
-	e.sys.Root.Send(e.frags[0], &batchMsg{b: &flows.Batch{Epoch: 4, PrevEnd: 5000, End: 9000}, reader: sink})
+	e.sys.Root.Send(e.layout.Load().frags[0], &batchMsg{b: &flows.Batch{Epoch: 4, PrevEnd: 5000, End: 9000}, reader: sink})
 	deadline := time.Now().Add(10 * time.Second)
 	for e.Fragments()[0].Fenced.Load() == 0 {
 		if time.Now().After(deadline) {

@@ -199,7 +199,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 
 // resume asks every reader to replay from the restored offsets.
 func (fa *fragmentActor) resume(c pa.Context) {
-	for i, pid := range fa.e.allRead {
+	for i, pid := range fa.e.layout.Load().allRead {
 		p := fa.e.allParts[i]
 		fa.awaiting[p] = true
 		fa.rewind(c, pid, fa.vec.End(p))

@@ -186,11 +186,12 @@ func (ra *readerActor) flushAll(c pa.Context) {
 }
 
 func (ra *readerActor) send(c pa.Context, f int) {
+	l := ra.e.layout.Load()
 	b := ra.r.Take(f)
-	b.Epoch = ra.e.cfg.Epoch
+	b.Epoch = l.epoch
 	ra.credits[f]--
 	ra.inflight++
-	to := ra.e.route[f]
+	to := l.route[f]
 	if ra.e.isLocal(to) {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})
 		return

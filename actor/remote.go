@@ -120,14 +120,15 @@ func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]sp
 	}
 	var local []int
 	remote := map[string][]uint32{}
-	for f := range e.route {
+	l := e.layout.Load()
+	for f := range l.route {
 		if only >= 0 && f != only {
 			continue
 		}
-		if e.local[f] >= 0 {
+		if l.local[f] >= 0 {
 			local = append(local, f)
 		} else {
-			addr := e.route[f].Address
+			addr := l.route[f].Address
 			remote[addr] = append(remote[addr], uint32(f))
 		}
 	}
@@ -178,11 +179,12 @@ func (e *Engine) gatherLocal(ctx context.Context, req splice.Request, frags []in
 	}
 	replies := make(chan queryReply, len(frags))
 	n := 0
+	l := e.layout.Load()
 	for _, f := range frags {
-		if f < 0 || f >= len(e.local) || e.local[f] < 0 {
+		if f < 0 || f >= len(l.local) || l.local[f] < 0 {
 			return nil, fmt.Errorf("%w: fragment %d is not on this node", splice.ErrUnavailable, f)
 		}
-		e.sys.Root.Send(e.frags[e.local[f]], &queryMsg{req: req, reply: replies})
+		e.sys.Root.Send(l.frags[l.local[f]], &queryMsg{req: req, reply: replies})
 		n++
 	}
 	t := time.NewTimer(timeout)
