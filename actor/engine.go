@@ -401,7 +401,7 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PI
 	}
 	fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
 		placement: epoch, lastCkpt: e.cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
-		awaiting: map[recovery.PartitionID]bool{}}
+		awaiting: map[recovery.PartitionID]string{}}
 	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
 	pid, err := e.sys.Root.SpawnNamed(props, e.fragName(i))
 	if err != nil {

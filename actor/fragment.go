@@ -33,7 +33,10 @@ type fragmentActor struct {
 	broken      error    // a checkpoint write failed: no further checkpoints
 	attempts    map[flows.EventID]int
 	skips       map[flows.EventID]bool
-	awaiting    map[recovery.PartitionID]bool // a rewind was asked: drop gaps silently
+	// awaiting: a rewind was asked of this reader ("*": of every reader),
+	// so gaps from it are dropped silently until the replay arrives. A gap
+	// from another reader (the partition moved to another node) asks again.
+	awaiting map[recovery.PartitionID]string
 }
 
 func minInt(a, b int64) int64 {
@@ -75,6 +78,8 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case ckptReq:
 		fa.requestCheckpoint(c)
+	case epochMsg:
+		fa.placement = max(fa.placement, m.epoch)
 	case ckptDone:
 		fa.durable(c, m)
 	case resumeMsg:
@@ -118,9 +123,8 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 		return
 	case recovery.Gap:
 		fa.stats.Gaps.Add(1)
-		if !fa.awaiting[p] {
-			fa.awaiting[p] = true
-			fa.e.drainCount(+1)
+		if a, ok := fa.awaiting[p]; !ok || (a != "*" && a != m.reader.String()) {
+			fa.awaiting[p] = m.reader.String()
 			fa.rewind(c, m.reader, min)
 		}
 		return
@@ -192,7 +196,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 	}
 	fa.down = false
 	for _, p := range fa.e.allParts {
-		fa.awaiting[p] = true
+		fa.awaiting[p] = "*"
 	}
 	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(fa.downAttempt), c.Self(), resumeMsg{})
 }
@@ -201,7 +205,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 func (fa *fragmentActor) resume(c pa.Context) {
 	for i, pid := range fa.e.layout.Load().allRead {
 		p := fa.e.allParts[i]
-		fa.awaiting[p] = true
+		fa.awaiting[p] = pid.String()
 		fa.rewind(c, pid, fa.vec.End(p))
 	}
 	fa.e.drainCount(-1)

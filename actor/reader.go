@@ -40,6 +40,18 @@ func (ra *readerActor) Receive(c pa.Context) {
 		}
 	case *wire.Rewind:
 		ra.rewind(c, m.To)
+	case movedMsg:
+		// Batches in flight to a fragment's old owner will not be
+		// acknowledged: take their credits back.
+		for _, f := range m.fragments {
+			ra.inflight -= ra.e.cfg.Credits - ra.credits[f]
+			ra.credits[f] = ra.e.cfg.Credits
+			if ra.blocked[f] {
+				ra.blocked[f] = false
+				ra.nblocked--
+			}
+		}
+		ra.schedule(c, 0)
 	case ackMsg:
 		ra.ack(c, m.fragment)
 	case stopMsg:
@@ -70,6 +82,9 @@ func (ra *readerActor) Receive(c pa.Context) {
 
 // ack returns a credit of fragment f.
 func (ra *readerActor) ack(c pa.Context, f int) {
+	if ra.credits[f] >= ra.e.cfg.Credits {
+		return // a late ack from a fragment's old owner
+	}
 	ra.credits[f]++
 	ra.inflight--
 	if ra.blocked[f] {

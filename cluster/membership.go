@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,12 @@ const (
 	gossipSuspicionMult = 2
 	gossipInterval      = 50 * time.Millisecond
 )
+
+// joinTimeout is how long Join tries seeds that do not answer.
+const joinTimeout = 30 * time.Second
+
+// refusedMark is in the error of a node refused for running another flow.
+const refusedMark = "this cluster runs"
 
 // MemberConfig configures a node's membership.
 type MemberConfig struct {
@@ -112,9 +119,19 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	m.done.Add(1)
 	go m.loop()
 	if len(cfg.Seeds) > 0 {
-		if _, err := ml.Join(cfg.Seeds); err != nil {
-			m.Shutdown()
-			return nil, fmt.Errorf("join %v: %w", cfg.Seeds, err)
+		// Seeds may still be starting: retry for a while, but not a refusal.
+		deadline := time.Now().Add(joinTimeout)
+		for {
+			_, err := ml.Join(cfg.Seeds)
+			if err == nil {
+				break
+			}
+			if strings.Contains(err.Error(), refusedMark) || time.Now().After(deadline) {
+				m.Shutdown()
+				return nil, fmt.Errorf("join %v: %w", cfg.Seeds, err)
+			}
+			m.logger.Info("waiting for a seed to answer", "seeds", cfg.Seeds, "err", err)
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	return m, nil
@@ -148,20 +165,23 @@ func (m *Membership) Members() []Member {
 }
 
 // track records a node's state from a memberlist callback.
-func (m *Membership) track(n *memberlist.Node, alive bool) {
+// It reports whether the node started leaving (a change of placement).
+func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !alive {
 		delete(m.peers, n.Name)
-		return
+		return false
 	}
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.logger.Warn("ignored a node with bad metadata", "node", n.Name, "err", err)
-		return
+		return false
 	}
+	old, had := m.peers[n.Name]
 	m.peers[n.Name] = peer{gossip: n.Address(), meta: meta}
 	m.high = max(m.high, meta.Epoch)
+	return meta.Leaving && (!had || !old.meta.Leaving)
 }
 
 func cmpString(a, b string) int {
@@ -191,6 +211,8 @@ func (m *Membership) Epoch() uint64 {
 func (m *Membership) SetLeaving() error {
 	m.mu.Lock()
 	m.self.Leaving = true
+	m.high = max(m.high, m.self.Epoch) + 1
+	m.self.Epoch = m.high
 	m.mu.Unlock()
 	return m.ml.UpdateNode(time.Second)
 }
@@ -269,8 +291,8 @@ func (m *Membership) compatible(n *memberlist.Node) error {
 	}
 	self := m.cfg.Meta
 	if meta.Flow != self.Flow || meta.Fragments != self.Fragments || meta.Version != self.Version {
-		return fmt.Errorf("node %s runs flow %q (%d fragments, version %q); this cluster runs %q (%d fragments, version %q)",
-			n.Name, meta.Flow, meta.Fragments, meta.Version, self.Flow, self.Fragments, self.Version)
+		return fmt.Errorf("node %s runs flow %q (%d fragments, version %q); %s %q (%d fragments, version %q)",
+			n.Name, meta.Flow, meta.Fragments, meta.Version, refusedMark, self.Flow, self.Fragments, self.Version)
 	}
 	return nil
 }
@@ -309,8 +331,8 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 }
 
 func (e *mlEvents) NotifyUpdate(n *memberlist.Node) {
-	(*Membership)(e).track(n, true)
-	(*Membership)(e).changed(false)
+	leaving := (*Membership)(e).track(n, true)
+	(*Membership)(e).changed(leaving)
 }
 
 func (d *mlMerge) NotifyMerge(peers []*memberlist.Node) error {

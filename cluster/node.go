@@ -88,8 +88,10 @@ type Node struct {
 	addr  string
 	eng   *actor.Engine
 	reg   *prometheus.Registry
-	mem   *Membership // nil for a single node
-	place Placement
+	mem     *Membership // nil for a single node
+	placeMu sync.Mutex
+	place   Placement
+	changes chan struct{} // the members changed
 	dl    deadLetters
 	rates rates
 }
@@ -149,7 +151,14 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg.OnDeadLetters = n.dl.add
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
-		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger})
+		n.changes = make(chan struct{}, 1)
+		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger,
+			OnChange: func() {
+				select {
+				case n.changes <- struct{}{}:
+				default:
+				}
+			}})
 		if err != nil {
 			ln.Close()
 			return err
@@ -194,6 +203,13 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
+	if n.mem != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.follow(stopping, plan)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -212,6 +228,9 @@ func (n *Node) Run(ctx context.Context) error {
 		err = nil
 	case err = <-serveErr:
 		err = fmt.Errorf("http server: %w", err)
+	}
+	if n.mem != nil && err == nil {
+		n.handOff()
 	}
 	close(stopping)
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -341,12 +360,12 @@ type ReaderState struct {
 // State reports the node's view of the cluster.
 func (n *Node) State() ClusterState {
 	plan := n.eng.Plan()
-	fr, rr, total := n.rates.get()
+	total := n.rates.all()
 	st := ClusterState{
 		Node:         n.cfg.Name,
 		Flow:         FlowInfo{Name: plan.Name(), Version: plan.Version(), Fragments: plan.Fragments()},
 		Members:      []Member{{Name: n.cfg.Name, HTTP: n.addr, Status: "alive"}},
-		Placement:    n.place,
+		Placement:    n.placement(),
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
 	}
@@ -354,7 +373,7 @@ func (n *Node) State() ClusterState {
 		st.Members = n.mem.Members()
 	}
 	now := time.Now()
-	for i, f := range n.eng.Fragments() {
+	for _, f := range n.eng.Fragments() {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
 			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
 			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), TooLate: f.TooLate.Load(), Epoch: f.Epoch.Load(),
@@ -370,18 +389,14 @@ func (n *Node) State() ClusterState {
 			t := time.Unix(0, wm).UTC()
 			fs.Watermark = &t
 		}
-		if i < len(fr) {
-			fs.EventsPerSec = fr[i]
-		}
+		fs.EventsPerSec = n.rates.fragment(f)
 		st.Fragments = append(st.Fragments, fs)
 	}
 	for i, r := range n.eng.Readers() {
 		rs := ReaderState{Source: r.Source, Partition: r.Partition, Owner: n.cfg.Name, Position: r.Position.Load(),
 			Events: r.Events.Load(), Committed: n.eng.Committed(i), Malformed: r.Bad.Load(), Stalls: r.Stalls.Load(),
 			Rewinds: r.Rewinds.Load(), Done: r.Done.Load()}
-		if i < len(rr) {
-			rs.EventsPerSec = rr[i]
-		}
+		rs.EventsPerSec = n.rates.reader(r)
 		st.Readers = append(st.Readers, rs)
 	}
 	return st
@@ -574,13 +589,16 @@ func (d *deadLetters) close() {
 	}
 }
 
-// rates samples the engine's counters into events/s.
+// rates samples the engine's counters into events/s, per fragment and
+// reader (keyed by their counters: a placement change adds and removes
+// them).
 type rates struct {
 	mu          sync.Mutex
-	frag, read  []float64
+	frag        map[*actor.FragmentStats]float64
+	read        map[*actor.ReaderStats]float64
 	total       float64
-	lastF       []int64
-	lastR       []int64
+	lastF       map[*actor.FragmentStats]int64
+	lastR       map[*actor.ReaderStats]int64
 	lastT       time.Time
 	initialized bool
 }
@@ -600,35 +618,50 @@ func (r *rates) run(e *actor.Engine, every time.Duration, stop <-chan struct{}) 
 }
 
 func (r *rates) sample(e *actor.Engine, now time.Time) {
-	fs, rs := e.Fragments(), e.Readers()
-	curF := make([]int64, len(fs))
-	for i, f := range fs {
-		curF[i] = f.Events.Load()
+	curF := map[*actor.FragmentStats]int64{}
+	for _, f := range e.Fragments() {
+		curF[f] = f.Events.Load()
 	}
-	curR := make([]int64, len(rs))
-	for i, x := range rs {
-		curR[i] = x.Events.Load()
+	curR := map[*actor.ReaderStats]int64{}
+	for _, x := range e.Readers() {
+		curR[x] = x.Events.Load()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.initialized {
 		dt := now.Sub(r.lastT).Seconds()
-		r.frag, r.read, r.total = make([]float64, len(curF)), make([]float64, len(curR)), 0
-		for i := range curF {
-			r.frag[i] = float64(curF[i]-r.lastF[i]) / dt
+		r.frag, r.read, r.total = map[*actor.FragmentStats]float64{}, map[*actor.ReaderStats]float64{}, 0
+		for f, c := range curF {
+			if last, ok := r.lastF[f]; ok {
+				r.frag[f] = float64(c-last) / dt
+			}
 		}
-		for i := range curR {
-			r.read[i] = float64(curR[i]-r.lastR[i]) / dt
-			r.total += r.read[i]
+		for x, c := range curR {
+			if last, ok := r.lastR[x]; ok {
+				r.read[x] = float64(c-last) / dt
+				r.total += r.read[x]
+			}
 		}
 	}
 	r.lastF, r.lastR, r.lastT, r.initialized = curF, curR, now, true
 }
 
-func (r *rates) get() (frag, read []float64, total float64) {
+func (r *rates) fragment(f *actor.FragmentStats) float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.frag, r.read, r.total
+	return r.frag[f]
+}
+
+func (r *rates) reader(x *actor.ReaderStats) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.read[x]
+}
+
+func (r *rates) all() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
 }
 
 //go:embed dashboard.html

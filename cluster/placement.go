@@ -87,3 +87,82 @@ func names(ms []Member) []string {
 	}
 	return out
 }
+
+func (n *Node) placement() Placement {
+	n.placeMu.Lock()
+	defer n.placeMu.Unlock()
+	return n.place
+}
+
+// follow re-places the flow whenever the members change: once the member
+// list and the epoch have been stable for a while, every node computes the
+// same new placement, and its engine hands off the fragments it lost and
+// starts the ones it gained.
+func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
+	const settle = 300 * time.Millisecond
+	var pending bool
+	var since time.Time
+	var last string
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-n.changes:
+			pending = true
+		case <-t.C:
+		}
+		if !pending {
+			continue
+		}
+		ms := n.mem.Members()
+		key := fmt.Sprint(names(ms), n.mem.Epoch())
+		if key != last {
+			last, since = key, time.Now()
+			continue
+		}
+		if time.Since(since) < settle {
+			continue
+		}
+		pending = false
+		if len(ms) == 0 {
+			continue // the last node is leaving: nothing to place
+		}
+		p := Place(plan, ms, n.mem.Epoch())
+		if p.Epoch <= n.placement().Epoch {
+			continue
+		}
+		if err := n.eng.Place(p.engine(n.cfg.Name)); err != nil {
+			n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
+			continue
+		}
+		n.placeMu.Lock()
+		n.place = p
+		n.placeMu.Unlock()
+		n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
+	}
+}
+
+// handOff leaves gracefully: the node announces it is leaving, so that the
+// others place its fragments and source partitions elsewhere, and waits
+// (up to 10 s) until it owns nothing, having checkpointed what it handed
+// over.
+func (n *Node) handOff() {
+	if err := n.mem.SetLeaving(); err != nil {
+		n.cfg.Logger.Warn("announce leaving", "err", err)
+		return
+	}
+	if len(n.mem.Members()) == 0 {
+		return // the last node: nobody to hand off to
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 {
+			n.cfg.Logger.Info("handed off every fragment")
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.cfg.Logger.Warn("leaving before every fragment was handed off")
+}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,4 +70,113 @@ func TestThreeNodesExact(t *testing.T) {
 	if len(st.Members) != 3 || len(st.Fragments) != 32 || len(st.Placement.Fragments) != 32 || st.Placement.Epoch == 0 {
 		t.Fatalf("cluster state: %+v", st)
 	}
+}
+
+// startCluster starts n wordcount processes that form a cluster (the first
+// starts it, the others join it) and waits for their URLs.
+func startCluster(t *testing.T, bin string, n int, common ...string) (procs []*exampletest.Proc, gossip []string) {
+	t.Helper()
+	for range n {
+		gossip = append(gossip, exampletest.FreePort(t))
+	}
+	for i := range n {
+		procs = append(procs, startNode(t, bin, fmt.Sprintf("n%d", i), gossip[i], gossip[0], n, common...))
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	return procs, gossip
+}
+
+func startNode(t *testing.T, bin, name, gossip, seed string, expect int, common ...string) *exampletest.Proc {
+	args := append([]string{"-node", name, "-http", exampletest.FreePort(t), "-gossip", gossip,
+		"-remote", exampletest.FreePort(t), "-expect", fmt.Sprint(expect), "-data", t.TempDir(),
+		"-progress", "0", "-log-level", "warn"}, common...)
+	if gossip != seed {
+		args = append(args, "-join", seed)
+	}
+	return exampletest.Start(t, bin, args...)
+}
+
+// waitExact waits until base's global total is n, then compares every
+// word with a sequential count.
+func waitExact(t *testing.T, base string, n int64, seed uint64) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var total struct{ Value int64 }
+		resp, err := http.Get(base + "/v1/views/total")
+		if err == nil {
+			if resp.StatusCode == 200 {
+				json.NewDecoder(resp.Body).Decode(&total)
+			}
+			resp.Body.Close()
+		}
+		if total.Value == n {
+			break
+		}
+		if total.Value > n {
+			t.Fatalf("total %d exceeds %d: counted twice", total.Value, n)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("total %d after 90s, want %d", total.Value, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := allWords(t, base)
+	for w, c := range sequentialCounts(n, 4, seed) {
+		if got[w] != c {
+			t.Fatalf("%s = %d, want %d", w, got[w], c)
+		}
+	}
+}
+
+// A node killed mid-stream: its fragments and source partitions move to
+// the others, which replay what they miss; the result is exact.
+func TestNodeKilledMidStreamExact(t *testing.T) {
+	const n = 2_000_000
+	bin := exampletest.Build(t, "wordcount")
+	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", "21", "-fragments", "32", "-rate", "500000",
+		"-checkpoint-interval", "200ms")
+	time.Sleep(1500 * time.Millisecond)
+	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	procs[2].Wait()
+	start := time.Now()
+	waitExact(t, procs[0].Base, n, 21)
+	t.Logf("exact %v after the kill", time.Since(start))
+	var st struct {
+		Members   []struct{ Name string }
+		Fragments []struct{ Fragment int }
+	}
+	getJSON(t, procs[1].Base+"/v1/cluster", &st)
+	if len(st.Members) != 2 || len(st.Fragments) != 32 {
+		t.Fatalf("after the kill: %d members, %d fragments", len(st.Members), len(st.Fragments))
+	}
+}
+
+// A fourth node joins mid-stream and takes over fragments; then a node
+// leaves gracefully (SIGTERM) and hands its fragments off. Exact.
+func TestJoinAndLeaveExact(t *testing.T) {
+	const n = 2_000_000
+	bin := exampletest.Build(t, "wordcount")
+	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "32", "-rate", "400000", "-checkpoint-interval", "200ms"}
+	procs, gossip := startCluster(t, bin, 3, common...)
+	time.Sleep(time.Second)
+	p4 := startNode(t, bin, "n3", exampletest.FreePort(t), gossip[0], 1, common...)
+	p4.WaitURL(t)
+	time.Sleep(time.Second)
+	var st struct{ Fragments []struct{ Owner string } }
+	getJSON(t, p4.Base+"/v1/cluster?scope=local", &st)
+	if len(st.Fragments) == 0 {
+		t.Fatal("the new node took no fragment")
+	}
+	if err := procs[1].Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := procs[1].Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, procs[1].Stderr())
+	}
+	waitExact(t, p4.Base, n, 23)
 }

@@ -1,0 +1,151 @@
+package actor
+
+import (
+	"fmt"
+	"time"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// epochMsg tells a fragment the placement epoch: batches of an older one
+// are fenced from now on.
+type epochMsg struct{ epoch uint64 }
+
+// movedMsg tells a reader the fragments whose owner changed: their
+// unacknowledged batches went to the old owner, so their credits come back
+// (a batch that was lost shows as a gap at the new owner, which asks for a
+// rewind).
+type movedMsg struct{ fragments []int }
+
+// Place applies a new placement (of a newer epoch): fragments this node
+// lost take a final checkpoint and stop; fragments it gained restore their
+// newest local checkpoint (a standby copy, or an old one of its own, or
+// none) and start, and the readers replay what they miss, since a gap
+// makes a fragment ask for a rewind; source partitions move the same way.
+// Every reader routes to the new owners from the next batch on.
+func (e *Engine) Place(cl *ClusterConfig) error {
+	e.placeMu.Lock()
+	defer e.placeMu.Unlock()
+	select {
+	case <-e.stop:
+		return nil
+	default:
+	}
+	old := e.layout.Load()
+	if e.cfg.Cluster == nil || cl.Epoch <= old.epoch {
+		return nil
+	}
+	if len(cl.Fragments) != len(old.route) || len(cl.Readers) != len(old.allRead) {
+		return fmt.Errorf("placement of %d fragments and %d partitions for a flow of %d and %d",
+			len(cl.Fragments), len(cl.Readers), len(old.route), len(old.allRead))
+	}
+	self := e.cfg.Cluster.Self
+	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
+	e.cfg.Cluster = cl
+	l := &layout{epoch: cl.Epoch}
+	var moved []int
+	var gained, lost []int
+	for f, owner := range cl.Fragments {
+		was := old.local[f] >= 0
+		now := owner == self
+		if old.route[f].Address != e.pidOf(owner, "").Address {
+			moved = append(moved, f)
+		}
+		switch {
+		case was && now:
+			i := old.local[f]
+			l.local = append(l.local, len(l.frags))
+			l.route = append(l.route, old.frags[i])
+			l.frags = append(l.frags, old.frags[i])
+			l.fstats = append(l.fstats, old.fstats[i])
+			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch})
+		case was:
+			lost = append(lost, f)
+			l.local = append(l.local, -1)
+			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
+		case now:
+			gained = append(gained, f)
+			r, err := recovery.Restore(e.store, e.plan, f)
+			if err != nil {
+				return err
+			}
+			pid, st, err := e.spawnFragment(f, r, cl.Epoch)
+			if err != nil {
+				return err
+			}
+			l.local = append(l.local, len(l.frags))
+			l.route = append(l.route, pid)
+			l.frags = append(l.frags, pid)
+			l.fstats = append(l.fstats, st)
+		default:
+			l.local = append(l.local, -1)
+			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
+		}
+	}
+	// Fragments that moved away: a final checkpoint, then stop.
+	for _, f := range lost {
+		pid := old.frags[old.local[f]]
+		if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
+			e.cfg.Logger.Warn("final checkpoint of a fragment that moved", "fragment", f, "err", err)
+		}
+		_ = e.sys.Root.PoisonFuture(pid).Wait()
+	}
+	// Readers: keep, stop or start; a new one starts at the smallest offset
+	// a local fragment applied (remote ones ask for earlier if they need).
+	var newReaders []*pa.PID
+	for i, owner := range cl.Readers {
+		part := e.allParts[i]
+		was := -1
+		for j, p := range old.rparts {
+			if p == part {
+				was = j
+			}
+		}
+		now := owner == self
+		switch {
+		case was >= 0 && now:
+			l.readers = append(l.readers, old.readers[was])
+			l.rstats = append(l.rstats, old.rstats[was])
+			l.rparts = append(l.rparts, part)
+			l.allRead = append(l.allRead, old.readers[was])
+		case was >= 0:
+			pid := old.readers[was]
+			_, _ = e.sys.Root.RequestFuture(pid, stopMsg{}, 10*time.Second).Result()
+			_ = e.sys.Root.PoisonFuture(pid).Wait()
+			l.allRead = append(l.allRead, e.pidOf(owner, e.readerName(i)))
+		case now:
+			from := int64(-1)
+			name := e.plan.PartitionName(part.Source, part.Partition)
+			for _, st := range l.fstats {
+				if end := st.Offsets()[name]; from < 0 || end < from {
+					from = end
+				}
+			}
+			pid, st, err := e.spawnReader(i, max(from, 0))
+			if err != nil {
+				return err
+			}
+			l.readers = append(l.readers, pid)
+			l.rstats = append(l.rstats, st)
+			l.rparts = append(l.rparts, part)
+			l.allRead = append(l.allRead, pid)
+			newReaders = append(newReaders, pid)
+		default:
+			l.allRead = append(l.allRead, e.pidOf(owner, e.readerName(i)))
+		}
+	}
+	e.layout.Store(l)
+	for _, pid := range l.readers {
+		if len(moved) > 0 {
+			e.sys.Root.Send(pid, movedMsg{fragments: moved})
+		}
+	}
+	for _, pid := range newReaders {
+		e.sys.Root.Send(pid, pollMsg{})
+	}
+	e.cfg.Logger.Info("placement applied", "epoch", cl.Epoch, "fragments", len(l.frags), "gained", len(gained),
+		"lost", len(lost), "readers", len(l.readers))
+	return nil
+}
