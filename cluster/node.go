@@ -83,17 +83,17 @@ func (c *Config) Validate() error {
 
 // Node runs a flow and serves its API.
 type Node struct {
-	cfg   Config
-	ready chan struct{}
-	addr  string
-	eng   *actor.Engine
-	reg   *prometheus.Registry
+	cfg     Config
+	ready   chan struct{}
+	addr    string
+	eng     *actor.Engine
+	reg     *prometheus.Registry
 	mem     *Membership // nil for a single node
 	placeMu sync.Mutex
 	place   Placement
 	changes chan struct{} // the members changed
-	dl    deadLetters
-	rates rates
+	dl      deadLetters
+	rates   rates
 }
 
 // NewNode returns a node; Run validates and starts it.
