@@ -19,9 +19,10 @@ check:
 	  cp /tmp/tessera-go.mod.bak go.mod; cp /tmp/tessera-go.sum.bak go.sum; exit 1; fi
 	@$(MAKE) --no-print-directory proto && git diff --exit-code -- internal/wire || (echo "generated code is stale: run make proto"; exit 1)
 
-# The word-count example on the unbounded generator, HTTP on 127.0.0.1:8080.
+# A three-node word-count cluster on the unbounded generator, HTTP on
+# 127.0.0.1:8080-8082; Ctrl-C stops all three.
 demo:
-	$(GO) run ./examples/wordcount -http 127.0.0.1:8080 -data ./data/wordcount
+	./scripts/demo.sh
 
 # Every workload on the engine against plain-Go baselines, in one process:
 # a table, bench/results/latest.json and plots. `make bench ARGS=-quick` (or

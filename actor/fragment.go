@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -359,3 +360,13 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 	return minLevel{h.Handler.WithAttrs(as), h.min}
 }
 func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }
+
+// Handle drops protoactor remote's connection errors: a peer that starts,
+// stops or dies makes them by the dozen, and the gossip layer reports
+// membership itself. Batches they lose show as gaps and are replayed.
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "EndpointWriter") || strings.HasPrefix(r.Message, "EndpointReader") {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
