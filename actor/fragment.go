@@ -28,6 +28,7 @@ type fragmentActor struct {
 	lastCkpt    time.Time
 	writing     bool     // a checkpoint is with the writer
 	down        bool     // a user function failed: the state is untrusted until restored
+	backoff     bool     // restored after a failure: input waits for the replay
 	downAttempt int      // the failed event's attempt, for the backoff
 	again       bool     // take another as soon as it is durable
 	waiters     []waiter // on-demand checkpoint requests
@@ -105,8 +106,11 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	b := m.b
 	defer b.Release()
-	if fa.down {
-		fa.stats.Gaps.Add(1) // the replay after the restore brings it again
+	if fa.down || fa.backoff {
+		// The replay after the restore brings it again. A batch that
+		// happens to follow on from the restored offsets waits too: the
+		// backoff holds all input, not only what is out of order.
+		fa.stats.Gaps.Add(1)
 		return
 	}
 	if recovery.Fence(&fa.placement, b.Epoch) == recovery.Fenced {
@@ -195,7 +199,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 		fa.e.fail(err)
 		return
 	}
-	fa.down = false
+	fa.down, fa.backoff = false, true
 	for _, p := range fa.e.allParts {
 		fa.awaiting[p] = "*"
 	}
@@ -204,6 +208,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 
 // resume asks every reader to replay from the restored offsets.
 func (fa *fragmentActor) resume(c pa.Context) {
+	fa.backoff = false
 	for i, pid := range fa.e.layout.Load().allRead {
 		p := fa.e.allParts[i]
 		fa.awaiting[p] = pid.String()
