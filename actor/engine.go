@@ -120,33 +120,39 @@ type ClusterConfig struct {
 	// every node, and the placement epoch that batches carry.
 	Epoch     uint64
 	Fragments []string
+	Standbys  []string // the standby of each fragment ("" for none): it keeps a copy of the checkpoints
 	Readers   []string
 	Remotes   map[string]string
 }
 
 // Engine runs one flow's readers and fragments on one node.
 type Engine struct {
-	plan      *flows.Plan
-	cfg       Config
-	store     *recovery.Store
-	ownStore  bool
-	sys       *pa.ActorSystem
-	layout    atomic.Pointer[layout]
-	placeMu   sync.Mutex             // one placement change at a time
-	allParts  []recovery.PartitionID // every source partition, in source order
-	remote    *remote.Remote
-	querier   *pa.PID
-	writes    chan writeReq
-	drained   chan struct{}
-	stop      chan struct{}
-	bg        sync.WaitGroup // the ticker, the writer and retry timers
-	failed    atomic.Value   // first fatal error
-	once      sync.Once
-	mu        sync.Mutex // guards the drain count
-	unfinish  int        // readers not finished, plus rewinds not yet handled
-	drainOnce sync.Once
-	hold      atomic.Int64 // window views keep windows ending after it (alerts)
-	alerts    alertLog
+	plan     *flows.Plan
+	cfg      Config
+	store    *recovery.Store
+	ownStore bool
+	sys      *pa.ActorSystem
+	layout   atomic.Pointer[layout]
+	placeMu  sync.Mutex             // one placement change at a time
+	allParts []recovery.PartitionID // every source partition, in source order
+	remote   *remote.Remote
+	querier  *pa.PID
+	// replicated counts checkpoints sent to standbys; fencedChunks the
+	// checkpoint chunks refused from a stale owner.
+	replicated   atomic.Int64
+	fencedChunks atomic.Int64
+	self         string // this node's name in a cluster; "" for a single node
+	writes       chan writeReq
+	drained      chan struct{}
+	stop         chan struct{}
+	bg           sync.WaitGroup // the ticker, the writer and retry timers
+	failed       atomic.Value   // first fatal error
+	once         sync.Once
+	mu           sync.Mutex // guards the drain count
+	unfinish     int        // readers not finished, plus rewinds not yet handled
+	drainOnce    sync.Once
+	hold         atomic.Int64 // window views keep windows ending after it (alerts)
+	alerts       alertLog
 }
 
 // FragmentStats are a fragment's counters, safe to read concurrently.
@@ -158,19 +164,25 @@ type FragmentStats struct {
 	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
 	Fenced     atomic.Int64 // batches dropped as sent under an older placement epoch
 	Malformed  atomic.Int64 // batches from other nodes that did not decode
-	Failures   atomic.Int64 // user-function failures (each restores the fragment)
-	Dead       atomic.Int64 // events dead-lettered after MaxAttempts failures
-	Restores   atomic.Int64 // restores from a checkpoint after a failure
-	Replayed   atomic.Int64 // source offsets received again that were applied before (replays)
-	Epoch      atomic.Uint64
-	Watermark  atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
-	TooLate    atomic.Int64 // events too late for every window (replays may count again)
-	CkptTime   atomic.Int64 // unix nanoseconds of the last durable checkpoint
-	CkptBytes  atomic.Int64 // bytes written by checkpoints
-	mu         sync.Mutex
-	offsets    map[string]int64
-	durable    map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
-	ckptErr    error
+	Reasked    atomic.Int64 // rewinds asked again of a remote reader that did not replay
+	// RestoredEpoch and RestoredEvents: the checkpoint the fragment
+	// started from on this node (0, 0: none, it starts empty). After a
+	// failover it is the standby copy.
+	RestoredEpoch  uint64
+	RestoredEvents int64
+	Failures       atomic.Int64 // user-function failures (each restores the fragment)
+	Dead           atomic.Int64 // events dead-lettered after MaxAttempts failures
+	Restores       atomic.Int64 // restores from a checkpoint after a failure
+	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
+	Epoch          atomic.Uint64
+	Watermark      atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
+	TooLate        atomic.Int64 // events too late for every window (replays may count again)
+	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
+	CkptBytes      atomic.Int64 // bytes written by checkpoints
+	mu             sync.Mutex
+	offsets        map[string]int64
+	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
+	ckptErr        error
 }
 
 func (s *FragmentStats) freshness() splice.Freshness {
@@ -237,6 +249,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			return nil, fmt.Errorf("placement of %d fragments and %d partitions for a flow of %d and %d",
 				len(cl.Fragments), len(cl.Readers), plan.Fragments(), parts)
 		}
+		e.self = cl.Self
 		cfg.Epoch = max(cfg.Epoch, cl.Epoch)
 		e.cfg.Epoch = cfg.Epoch
 	}
@@ -278,6 +291,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
 			return nil, err
 		}
+		e.awaitRemotes(cl)
 	}
 	root := e.sys.Root
 	l := &layout{epoch: cfg.Epoch}
@@ -330,6 +344,11 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	}
 	e.layout.Store(l)
 	if cl != nil {
+		l.standby = e.standbys(cl)
+		if _, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
+			plan.Name()+"/replica"); err != nil {
+			return nil, fmt.Errorf("spawn replica actor: %w", err)
+		}
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
@@ -360,6 +379,7 @@ type layout struct {
 	route   []*pa.PID // every fragment's actor, local or remote
 	local   []int     // fragment → index in frags, or -1
 	allRead []*pa.PID // every reader's actor, local or remote (in allParts order)
+	standby []*pa.PID // per fragment: the replica actor of its standby node, nil for none
 }
 
 func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.plan.Name(), i) }
@@ -389,9 +409,21 @@ func (e *Engine) pidOf(owner, name string) *pa.PID {
 	return pa.NewPID(cl.Remotes[owner], name)
 }
 
+// standbys are the replica actors of the fragments' standby nodes.
+func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
+	out := make([]*pa.PID, len(cl.Fragments))
+	for f := range out {
+		if f < len(cl.Standbys) && cl.Standbys[f] != "" && cl.Standbys[f] != cl.Self {
+			out[f] = e.pidOf(cl.Standbys[f], e.plan.Name()+"/replica")
+		}
+	}
+	return out
+}
+
 // spawnFragment starts fragment i's actor from its restored state.
 func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PID, *FragmentStats, error) {
-	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot(),
+		RestoredEpoch: r.Manifest.Epoch, RestoredEvents: r.Manifest.Events}
 	st.Watermark.Store(r.Fragment.Watermark())
 	st.Epoch.Store(r.Manifest.Epoch)
 	st.CkptTime.Store(r.Manifest.Time)
@@ -401,7 +433,11 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PI
 	}
 	fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
 		placement: epoch, lastCkpt: e.cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
-		awaiting: map[recovery.PartitionID]string{}}
+		awaiting: map[recovery.PartitionID]awaited{},
+		// The standby's copy may be of another lineage (an owner that
+		// restored an older copy reuses checkpoint epochs): its first
+		// checkpoint goes whole.
+		fullNext: e.self != ""}
 	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
 	pid, err := e.sys.Root.SpawnNamed(props, e.fragName(i))
 	if err != nil {
@@ -422,7 +458,7 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	st := &ReaderStats{Source: src.Name, Partition: part.Partition}
 	st.Position.Store(from)
 	g := e.plan.Fragments()
-	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g)}
+	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g)}
 	for i := range ra.credits {
 		ra.credits[i] = e.cfg.Credits
 	}
@@ -442,6 +478,7 @@ func (e *Engine) tick() {
 	t := time.NewTicker(e.cfg.TickInterval)
 	defer t.Stop()
 	committed := map[*ReaderStats]int64{}
+	var lastCheck time.Time
 	for {
 		select {
 		case <-e.stop:
@@ -451,6 +488,12 @@ func (e *Engine) tick() {
 			l := e.layout.Load()
 			for _, pid := range l.frags {
 				e.sys.Root.Send(pid, tickMsg{now: now})
+			}
+			if e.self != "" && now.Sub(lastCheck) >= time.Second {
+				lastCheck = now
+				for _, pid := range l.readers {
+					e.sys.Root.Send(pid, creditCheckMsg{})
+				}
 			}
 			for i, pid := range l.readers {
 				if c := l.committed(i); c > committed[l.rstats[i]] {
@@ -466,6 +509,7 @@ type writeReq struct {
 	frag int
 	cp   *recovery.Checkpoint
 	pid  *pa.PID
+	full bool // replicate the whole checkpoint
 }
 
 // writer commits checkpoints; fragments never wait for it.
@@ -473,6 +517,9 @@ func (e *Engine) writer() {
 	defer e.bg.Done()
 	for req := range e.writes {
 		n, err := e.store.Write(e.plan.Name(), req.frag, req.cp)
+		if err == nil && e.self != "" {
+			e.replicate(req.frag, req.cp, req.full)
+		}
 		if req.pid != nil {
 			e.sys.Root.Send(req.pid, ckptDone{epoch: req.cp.Manifest.Epoch, offsets: req.cp.Manifest.Offsets,
 				time: req.cp.Manifest.Time, bytes: n, err: err})

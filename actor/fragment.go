@@ -33,13 +33,27 @@ type fragmentActor struct {
 	again       bool     // take another as soon as it is durable
 	waiters     []waiter // on-demand checkpoint requests
 	broken      error    // a checkpoint write failed: no further checkpoints
+	fullNext    bool     // send the standby the whole next checkpoint
 	attempts    map[flows.EventID]int
 	skips       map[flows.EventID]bool
 	// awaiting: a rewind was asked of this reader ("*": of every reader),
 	// so gaps from it are dropped silently until the replay arrives. A gap
-	// from another reader (the partition moved to another node) asks again.
-	awaiting map[recovery.PartitionID]string
+	// from another reader (the partition moved to another node) asks again,
+	// and so does a tick when a remote reader has not replayed for
+	// rewindTimeout (the rewind or the replay was lost with a connection).
+	awaiting map[recovery.PartitionID]awaited
 }
+
+type awaited struct {
+	reader string // the reader's PID, "*" for any
+	pid    *pa.PID
+	to     int64
+	at     time.Time
+}
+
+// rewindTimeout is how long a fragment waits for a remote reader's replay
+// before it asks again.
+const rewindTimeout = 3 * time.Second
 
 func minInt(a, b int64) int64 {
 	if a < b {
@@ -72,6 +86,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 		c.Send(reader, &wire.Ack{Fragment: uint32(fa.frag.ID())})
 	case tickMsg:
+		fa.reask(c, m.now)
 		fa.frag.SetHold(fa.e.hold.Load())
 		dls, err := fa.frag.Advance(m.now)
 		fa.timerFailures(dls, err)
@@ -82,6 +97,8 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.requestCheckpoint(c)
 	case epochMsg:
 		fa.placement = max(fa.placement, m.epoch)
+	case *wire.Resync:
+		fa.fullNext = true // the standby's copy is missing or behind
 	case ckptDone:
 		fa.durable(c, m)
 	case resumeMsg:
@@ -128,9 +145,8 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 		return
 	case recovery.Gap:
 		fa.stats.Gaps.Add(1)
-		if a, ok := fa.awaiting[p]; !ok || (a != "*" && a != m.reader.String()) {
-			fa.awaiting[p] = m.reader.String()
-			fa.rewind(c, m.reader, min)
+		if a, ok := fa.awaiting[p]; !ok || (a.reader != "*" && a.reader != m.reader.String()) {
+			fa.rewind(c, p, m.reader, min)
 		}
 		return
 	}
@@ -201,7 +217,7 @@ func (fa *fragmentActor) recover(c pa.Context) {
 	}
 	fa.down, fa.backoff = false, true
 	for _, p := range fa.e.allParts {
-		fa.awaiting[p] = "*"
+		fa.awaiting[p] = awaited{reader: "*"}
 	}
 	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(fa.downAttempt), c.Self(), resumeMsg{})
 }
@@ -211,15 +227,28 @@ func (fa *fragmentActor) resume(c pa.Context) {
 	fa.backoff = false
 	for i, pid := range fa.e.layout.Load().allRead {
 		p := fa.e.allParts[i]
-		fa.awaiting[p] = pid.String()
-		fa.rewind(c, pid, fa.vec.End(p))
+		fa.rewind(c, p, pid, fa.vec.End(p))
 	}
 	fa.e.drainCount(-1)
 }
 
-// rewind asks a reader, local or remote, to read again from offset to. A
-// local rewind counts against the drain until the reader handled it.
-func (fa *fragmentActor) rewind(c pa.Context, reader *pa.PID, to int64) {
+// reask repeats the rewinds that remote readers have not answered with a
+// replay for rewindTimeout. A replay that is only slow comes twice: the
+// second copy is a duplicate and dropped.
+func (fa *fragmentActor) reask(c pa.Context, now time.Time) {
+	for p, a := range fa.awaiting {
+		if a.pid != nil && !fa.e.isLocal(a.pid) && now.Sub(a.at) >= rewindTimeout {
+			fa.stats.Reasked.Add(1)
+			fa.rewind(c, p, a.pid, a.to)
+		}
+	}
+}
+
+// rewind asks a reader, local or remote, to read partition p again from
+// offset to. A local rewind counts against the drain until the reader
+// handled it.
+func (fa *fragmentActor) rewind(c pa.Context, p recovery.PartitionID, reader *pa.PID, to int64) {
+	fa.awaiting[p] = awaited{reader: reader.String(), pid: reader, to: to, at: fa.e.cfg.Now()}
 	if fa.e.isLocal(reader) {
 		fa.e.drainCount(+1)
 		c.Send(reader, rewindMsg{to: to})
@@ -289,7 +318,8 @@ func (fa *fragmentActor) checkpoint(c pa.Context) {
 	fa.epoch++
 	fa.lastCkpt = now
 	fa.writing = true
-	fa.e.writes <- writeReq{frag: fa.frag.ID(), cp: cp, pid: c.Self()}
+	fa.e.writes <- writeReq{frag: fa.frag.ID(), cp: cp, pid: c.Self(), full: fa.fullNext}
+	fa.fullNext = false
 }
 
 func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
@@ -368,9 +398,10 @@ func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.W
 
 // Handle drops protoactor remote's connection errors: a peer that starts,
 // stops or dies makes them by the dozen, and the gossip layer reports
-// membership itself. Batches they lose show as gaps and are replayed.
+// membership itself. Batches they lose show as gaps and are replayed. At
+// level debug they are kept.
 func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, "EndpointWriter") || strings.HasPrefix(r.Message, "EndpointReader") {
+	if h.min > slog.LevelDebug && (strings.HasPrefix(r.Message, "EndpointWriter") || strings.HasPrefix(r.Message, "EndpointReader")) {
 		return nil
 	}
 	return h.Handler.Handle(ctx, r)

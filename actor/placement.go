@@ -6,6 +6,7 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -43,10 +44,12 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	}
 	self := e.cfg.Cluster.Self
 	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
+	e.awaitRemotes(cl)
 	e.cfg.Cluster = cl
 	l := &layout{epoch: cl.Epoch}
 	var moved []int
 	var gained, lost []int
+	gainedAt := map[int]recovery.Vector{}
 	for f, owner := range cl.Fragments {
 		was := old.local[f] >= 0
 		now := owner == self
@@ -75,6 +78,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			if err != nil {
 				return err
 			}
+			gainedAt[f] = r.Vector
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)
 			l.frags = append(l.frags, pid)
@@ -136,6 +140,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			l.allRead = append(l.allRead, e.pidOf(owner, e.readerName(i)))
 		}
 	}
+	l.standby = e.standbys(cl)
 	e.layout.Store(l)
 	for _, pid := range l.readers {
 		if len(moved) > 0 {
@@ -144,6 +149,22 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	}
 	for _, pid := range newReaders {
 		e.sys.Root.Send(pid, pollMsg{})
+	}
+	// A gained fragment restored a checkpoint that may be older than what
+	// the readers sent its old owner, and readers that reached the end of
+	// their input send nothing more that would show the gap: ask every
+	// reader to replay from where the fragment is.
+	for _, f := range gained {
+		vec := gainedAt[f]
+		for i, pid := range l.allRead {
+			to := vec.End(e.allParts[i])
+			if e.isLocal(pid) {
+				e.drainCount(+1)
+				e.sys.Root.Send(pid, rewindMsg{to: to})
+			} else {
+				e.sys.Root.Send(pid, &wire.Rewind{Fragment: uint32(f), To: to})
+			}
+		}
 	}
 	e.cfg.Logger.Info("placement applied", "epoch", cl.Epoch, "fragments", len(l.frags), "gained", len(gained),
 		"lost", len(lost), "readers", len(l.readers))

@@ -26,8 +26,20 @@ type readerActor struct {
 	finished  bool
 	stopped   bool // a fatal source error
 	lastFlush time.Time
-	buf       []byte // encoding of batches to other nodes
+	buf       []byte      // encoding of batches to other nodes
+	lastAck   []time.Time // per fragment: when a credit last came back
 }
+
+// creditTimeout is how long a reader waits for a fragment that has all its
+// credits before it takes them back: the batches went to an owner that
+// left or has not started yet, and will show as a gap at the fragment,
+// which asks for a rewind.
+const creditTimeout = 3 * time.Second
+
+// creditCheckMsg makes a reader take back the credits of fragments that
+// have not acknowledged anything for creditTimeout (sent every second in a
+// cluster).
+type creditCheckMsg struct{}
 
 func (ra *readerActor) Receive(c pa.Context) {
 	switch m := c.Message().(type) {
@@ -40,16 +52,28 @@ func (ra *readerActor) Receive(c pa.Context) {
 		}
 	case *wire.Rewind:
 		ra.rewind(c, m.To)
+	case creditCheckMsg:
+		now, took := ra.e.cfg.Now(), false
+		for f, n := range ra.credits {
+			if n < ra.e.cfg.Credits && now.Sub(ra.lastAck[f]) >= creditTimeout {
+				ra.reclaim(f)
+				took = true
+			}
+		}
+		if took {
+			if ra.eof {
+				ra.flushAll(c)
+			}
+			ra.schedule(c, 0)
+		}
 	case movedMsg:
 		// Batches in flight to a fragment's old owner will not be
 		// acknowledged: take their credits back.
 		for _, f := range m.fragments {
-			ra.inflight -= ra.e.cfg.Credits - ra.credits[f]
-			ra.credits[f] = ra.e.cfg.Credits
-			if ra.blocked[f] {
-				ra.blocked[f] = false
-				ra.nblocked--
-			}
+			ra.reclaim(f)
+		}
+		if ra.eof {
+			ra.flushAll(c)
 		}
 		ra.schedule(c, 0)
 	case ackMsg:
@@ -80,6 +104,17 @@ func (ra *readerActor) Receive(c pa.Context) {
 	}
 }
 
+// reclaim takes back fragment f's credits.
+func (ra *readerActor) reclaim(f int) {
+	ra.inflight -= ra.e.cfg.Credits - ra.credits[f]
+	ra.credits[f] = ra.e.cfg.Credits
+	ra.lastAck[f] = ra.e.cfg.Now()
+	if ra.blocked[f] {
+		ra.blocked[f] = false
+		ra.nblocked--
+	}
+}
+
 // ack returns a credit of fragment f.
 func (ra *readerActor) ack(c pa.Context, f int) {
 	if ra.credits[f] >= ra.e.cfg.Credits {
@@ -87,6 +122,7 @@ func (ra *readerActor) ack(c pa.Context, f int) {
 	}
 	ra.credits[f]++
 	ra.inflight--
+	ra.lastAck[f] = ra.e.cfg.Now()
 	if ra.blocked[f] {
 		ra.blocked[f] = false
 		ra.nblocked--
@@ -204,6 +240,9 @@ func (ra *readerActor) send(c pa.Context, f int) {
 	l := ra.e.layout.Load()
 	b := ra.r.Take(f)
 	b.Epoch = l.epoch
+	if ra.credits[f] == ra.e.cfg.Credits {
+		ra.lastAck[f] = ra.e.cfg.Now() // the wait for an ack starts now
+	}
 	ra.credits[f]--
 	ra.inflight++
 	to := l.route[f]

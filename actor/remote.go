@@ -61,6 +61,40 @@ func startRemote(sys *pa.ActorSystem, addr string) (r *remote.Remote, err error)
 	return r, nil
 }
 
+// remoteWait bounds how long a placement waits for the other nodes'
+// remotes to listen.
+const remoteWait = 10 * time.Second
+
+// awaitRemotes waits until every other node's remote in cl accepts
+// connections (at most remoteWait). protoactor's endpoint writer gives up a
+// connection that is refused and tries again two seconds later, holding
+// every message to that node meanwhile: nodes start at about the same
+// time, so each waits a moment for the others rather than two seconds.
+func (e *Engine) awaitRemotes(cl *ClusterConfig) {
+	deadline := time.Now().Add(remoteWait)
+	for name, addr := range cl.Remotes {
+		if name == cl.Self {
+			continue
+		}
+		for {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				e.cfg.Logger.Warn("a node's remote does not answer", "node", name, "remote", addr, "err", err)
+				break
+			}
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
 // isLocal reports whether pid lives in this engine's actor system.
 func (e *Engine) isLocal(pid *pa.PID) bool { return pid.Address == e.sys.Address() }
 

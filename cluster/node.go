@@ -322,18 +322,22 @@ type Member struct {
 type FragmentState struct {
 	Fragment        int              `json:"fragment"`
 	Owner           string           `json:"owner"`
+	Standby         string           `json:"standby,omitempty"` // keeps a copy of its checkpoints, takes over if the owner dies
 	Events          int64            `json:"events"`
+	Lag             int64            `json:"lag"` // source offsets read but not yet applied here, over the partitions it has seen
 	EventsPerSec    float64          `json:"events_per_sec"`
 	Batches         int64            `json:"batches"`
 	Duplicates      int64            `json:"duplicate_batches"`
 	Gaps            int64            `json:"gaps"`
-	Fenced          int64            `json:"fenced"`        // batches of an older placement epoch, dropped
-	Failures        int64            `json:"failures"`      // user-function failures, each followed by a restore
-	DeadLetters     int64            `json:"dead_letters"`  // events skipped after their last attempt
-	Restores        int64            `json:"restores"`      // restores from a checkpoint
-	Replayed        int64            `json:"replayed"`      // source offsets received again after a restore or restart
-	Epoch           uint64           `json:"epoch"`         // of the last durable checkpoint
-	CheckpointAt    *time.Time       `json:"checkpoint_at"` // when it was taken
+	Fenced          int64            `json:"fenced"`          // batches of an older placement epoch, dropped
+	Failures        int64            `json:"failures"`        // user-function failures, each followed by a restore
+	DeadLetters     int64            `json:"dead_letters"`    // events skipped after their last attempt
+	Restores        int64            `json:"restores"`        // restores from a checkpoint
+	Replayed        int64            `json:"replayed"`        // source offsets received again after a restore or restart
+	Epoch           uint64           `json:"epoch"`           // of the last durable checkpoint
+	RestoredEpoch   uint64           `json:"restored_epoch"`  // the checkpoint it started from on this node (0: none)
+	RestoredEvents  int64            `json:"restored_events"` // the events that checkpoint had counted
+	CheckpointAt    *time.Time       `json:"checkpoint_at"`   // when it was taken
 	CheckpointAge   float64          `json:"checkpoint_age_sec"`
 	CheckpointBytes int64            `json:"checkpoint_bytes"` // written in all
 	CheckpointErr   string           `json:"checkpoint_error,omitempty"`
@@ -377,7 +381,10 @@ func (n *Node) State() ClusterState {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
 			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
 			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), TooLate: f.TooLate.Load(), Epoch: f.Epoch.Load(),
-			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets()}
+			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets(), RestoredEpoch: f.RestoredEpoch, RestoredEvents: f.RestoredEvents}
+		if f.ID < len(st.Placement.Standbys) {
+			fs.Standby = st.Placement.Standbys[f.ID]
+		}
 		if ns := f.CkptTime.Load(); ns != 0 {
 			at := time.Unix(0, ns).UTC()
 			fs.CheckpointAt, fs.CheckpointAge = &at, now.Sub(at).Seconds()
@@ -399,7 +406,25 @@ func (n *Node) State() ClusterState {
 		rs.EventsPerSec = n.rates.reader(r)
 		st.Readers = append(st.Readers, rs)
 	}
+	st.lag()
 	return st
+}
+
+// lag sets each fragment's lag from the positions of the readers st has.
+func (st *ClusterState) lag() {
+	pos := map[string]int64{}
+	for _, r := range st.Readers {
+		pos[fmt.Sprintf("%s/%d", r.Source, r.Partition)] = r.Position
+	}
+	for i := range st.Fragments {
+		f := &st.Fragments[i]
+		f.Lag = 0
+		for p, off := range f.Offsets {
+			if at, ok := pos[p]; ok && at > off {
+				f.Lag += at - off
+			}
+		}
+	}
 }
 
 // cluster answers GET /v1/cluster: this node's state and, in a cluster,
@@ -462,6 +487,7 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 		st.Readers = append(st.Readers, a.st.Readers...)
 	}
 	slices.SortFunc(st.Fragments, func(a, b FragmentState) int { return a.Fragment - b.Fragment })
+	st.lag()
 }
 
 func (n *Node) registerMetrics() {

@@ -17,9 +17,15 @@ type Placement struct {
 	Epoch     uint64            `json:"epoch"`
 	Members   []string          `json:"members"`
 	Fragments []string          `json:"fragments"` // owner of each fragment
+	Standbys  []string          `json:"standbys"`  // the standby of each fragment ("" with one member): keeps its checkpoints
 	Readers   []string          `json:"readers"`   // owner of each source partition, in source order
 	Remotes   map[string]string `json:"-"`
 }
+
+// Replicas is how many nodes keep a fragment's checkpoints: its owner and
+// a standby, the next node in rendezvous order, which takes the fragment
+// over if the owner dies.
+const Replicas = 2
 
 // Place computes the placement of plan over members. Source partition i is
 // placed as if it were fragment fragments+i, so that partitions spread
@@ -32,9 +38,14 @@ func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 	}
 	slices.Sort(p.Members)
 	g := plan.Fragments()
-	tab := shard.Assign(p.Members, g, 1)
+	tab := shard.Assign(p.Members, g, Replicas)
 	for f := range g {
 		p.Fragments = append(p.Fragments, tab.Owner(f))
+		standby := ""
+		if len(tab.Fragments[f]) > 1 {
+			standby = tab.Fragments[f][1]
+		}
+		p.Standbys = append(p.Standbys, standby)
 	}
 	i := 0
 	for _, s := range plan.Sources() {
@@ -48,7 +59,7 @@ func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 
 func (p Placement) engine(self string) *actor.ClusterConfig {
 	return &actor.ClusterConfig{Self: self, Remote: p.Remotes[self], Epoch: p.Epoch,
-		Fragments: p.Fragments, Readers: p.Readers, Remotes: p.Remotes}
+		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes}
 }
 
 // settle waits until at least expect members are alive and the member list

@@ -42,6 +42,7 @@ type Entry = flows.StateEntry
 // and the new manifest.
 type Checkpoint struct {
 	Manifest Manifest
+	Full     bool // replaces every entry of the fragment (a standby's copy)
 	Reset    []uint16
 	Puts     []Entry
 	Deletes  []Entry // Value unused
@@ -140,6 +141,11 @@ func (s *Store) Write(flow string, frag int, cp *Checkpoint) (int, error) {
 	b := s.db.NewBatch()
 	defer b.Close()
 	entries := fragPrefix('e', flow, frag)
+	if cp.Full {
+		if err := b.DeleteRange(entries, prefixEnd(entries), nil); err != nil {
+			return 0, err
+		}
+	}
 	for _, ns := range cp.Reset {
 		lo := entryKey(entries, ns, nil)
 		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {

@@ -139,6 +139,15 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", "21", "-fragments", "32", "-rate", "500000",
 		"-checkpoint-interval", "200ms")
 	time.Sleep(1500 * time.Millisecond)
+	type fragment struct {
+		Fragment       int
+		Owner, Standby string
+		Epoch          uint64
+		RestoredEpoch  uint64 `json:"restored_epoch"`
+		RestoredEvents int64  `json:"restored_events"`
+	}
+	var before struct{ Fragments []fragment }
+	getJSON(t, procs[2].Base+"/v1/cluster?scope=local", &before)
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +157,23 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 	t.Logf("exact %v after the kill", time.Since(start))
 	var st struct {
 		Members   []struct{ Name string }
-		Fragments []struct{ Fragment int }
+		Fragments []fragment
 	}
 	getJSON(t, procs[1].Base+"/v1/cluster", &st)
 	if len(st.Members) != 2 || len(st.Fragments) != 32 {
 		t.Fatalf("after the kill: %d members, %d fragments", len(st.Members), len(st.Fragments))
+	}
+	// The killed node's fragments restarted on their standbys from the
+	// copies of their checkpoints, not from nothing.
+	if len(before.Fragments) == 0 {
+		t.Fatal("the killed node owned no fragment")
+	}
+	for _, b := range before.Fragments {
+		a := st.Fragments[b.Fragment]
+		if b.Standby == "" || a.Owner != b.Standby || a.RestoredEpoch == 0 || a.RestoredEvents == 0 {
+			t.Fatalf("fragment %d (epoch %d on n2, standby %q) now on %s from checkpoint %d (%d events)",
+				b.Fragment, b.Epoch, b.Standby, a.Owner, a.RestoredEpoch, a.RestoredEvents)
+		}
 	}
 }
 
