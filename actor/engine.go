@@ -123,6 +123,10 @@ type ClusterConfig struct {
 	Standbys  []string // the standby of each fragment ("" for none): it keeps a copy of the checkpoints
 	Readers   []string
 	Remotes   map[string]string
+	// Leaving: the nodes that are leaving (name → remote address). They
+	// own nothing in this placement but are alive, and hand off what they
+	// owned.
+	Leaving map[string]string
 }
 
 // Engine runs one flow's readers and fragments on one node.
@@ -141,18 +145,25 @@ type Engine struct {
 	// checkpoint chunks refused from a stale owner.
 	replicated   atomic.Int64
 	fencedChunks atomic.Int64
-	self         string // this node's name in a cluster; "" for a single node
-	writes       chan writeReq
-	drained      chan struct{}
-	stop         chan struct{}
-	bg           sync.WaitGroup // the ticker, the writer and retry timers
-	failed       atomic.Value   // first fatal error
-	once         sync.Once
-	mu           sync.Mutex // guards the drain count
-	unfinish     int        // readers not finished, plus rewinds not yet handled
-	drainOnce    sync.Once
-	hold         atomic.Int64 // window views keep windows ending after it (alerts)
-	alerts       alertLog
+	// malformed counts messages from other nodes that did not decode or
+	// were for another flow; handoffs the hand-offs sent and not yet
+	// confirmed by the new owner; handedOff, per fragment, the placement
+	// epoch of a hand-off that arrived before its placement (placeMu).
+	malformed atomic.Int64
+	handoffs  atomic.Int64
+	handedOff map[int]uint64
+	self      string // this node's name in a cluster; "" for a single node
+	writes    chan writeReq
+	drained   chan struct{}
+	stop      chan struct{}
+	bg        sync.WaitGroup // the ticker, the writer and retry timers
+	failed    atomic.Value   // first fatal error
+	once      sync.Once
+	mu        sync.Mutex // guards the drain count
+	unfinish  int        // readers not finished, plus rewinds not yet handled
+	drainOnce sync.Once
+	hold      atomic.Int64 // window views keep windows ending after it (alerts)
+	alerts    alertLog
 }
 
 // FragmentStats are a fragment's counters, safe to read concurrently.
@@ -168,8 +179,8 @@ type FragmentStats struct {
 	// RestoredEpoch and RestoredEvents: the checkpoint the fragment
 	// started from on this node (0, 0: none, it starts empty). After a
 	// failover it is the standby copy.
-	RestoredEpoch  uint64
-	RestoredEvents int64
+	RestoredEpoch  atomic.Uint64
+	RestoredEvents atomic.Int64
 	Failures       atomic.Int64 // user-function failures (each restores the fragment)
 	Dead           atomic.Int64 // events dead-lettered after MaxAttempts failures
 	Restores       atomic.Int64 // restores from a checkpoint after a failure
@@ -230,7 +241,7 @@ type ReaderStats struct {
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}),
-		writes: make(chan writeReq, plan.Fragments())}
+		writes: make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err
@@ -301,7 +312,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			l.local = append(l.local, -1)
 			continue
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch)
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, false)
 		if err != nil {
 			return nil, err
 		}
@@ -420,10 +431,13 @@ func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
 	return out
 }
 
-// spawnFragment starts fragment i's actor from its restored state.
-func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PID, *FragmentStats, error) {
-	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot(),
-		RestoredEpoch: r.Manifest.Epoch, RestoredEvents: r.Manifest.Events}
+// spawnFragment starts fragment i's actor from its restored state. A
+// fragment that waits for a hand-off takes no input until its old owner's
+// last checkpoint arrives (or handoffWait passes).
+func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool) (*pa.PID, *FragmentStats, error) {
+	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+	st.RestoredEpoch.Store(r.Manifest.Epoch)
+	st.RestoredEvents.Store(r.Manifest.Events)
 	st.Watermark.Store(r.Fragment.Watermark())
 	st.Epoch.Store(r.Manifest.Epoch)
 	st.CkptTime.Store(r.Manifest.Time)
@@ -437,11 +451,20 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64) (*pa.PI
 		// The standby's copy may be of another lineage (an owner that
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
-		fullNext: e.self != ""}
+		fullNext: e.self != "", handoff: waitHandoff}
+	if waitHandoff {
+		for _, p := range e.allParts {
+			fa.awaiting[p] = awaited{reader: "*"}
+		}
+		e.drainCount(+1)
+	}
 	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
 	pid, err := e.sys.Root.SpawnNamed(props, e.fragName(i))
 	if err != nil {
 		return nil, nil, fmt.Errorf("spawn fragment %d: %w", i, err)
+	}
+	if waitHandoff {
+		e.after(handoffWait, pid, handoffTimeoutMsg{})
 	}
 	return pid, st, nil
 }
@@ -729,6 +752,7 @@ type (
 	ckptReq   struct{}
 	ckptOK    struct{}
 	resumeMsg struct{}
+	replayMsg struct{} // a fragment that started after a placement change asks the readers to replay
 	stopMsg   struct{}
 	commitMsg struct{ offset int64 }
 	ckptDone  struct {

@@ -18,24 +18,28 @@ import (
 )
 
 type fragmentActor struct {
-	e           *Engine
-	frag        *flows.Fragment
-	vec         recovery.Vector
-	epoch       uint64 // of the last checkpoint taken (maybe not yet durable)
-	placement   uint64 // the newest placement epoch seen
-	tooLate     int64  // the fragment's too-late count already added to stats
-	stats       *FragmentStats
-	lastCkpt    time.Time
-	writing     bool     // a checkpoint is with the writer
-	down        bool     // a user function failed: the state is untrusted until restored
-	backoff     bool     // restored after a failure: input waits for the replay
-	downAttempt int      // the failed event's attempt, for the backoff
-	again       bool     // take another as soon as it is durable
-	waiters     []waiter // on-demand checkpoint requests
-	broken      error    // a checkpoint write failed: no further checkpoints
-	fullNext    bool     // send the standby the whole next checkpoint
-	attempts    map[flows.EventID]int
-	skips       map[flows.EventID]bool
+	e         *Engine
+	frag      *flows.Fragment
+	vec       recovery.Vector
+	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
+	placement uint64 // the newest placement epoch seen
+	tooLate   int64  // the fragment's too-late count already added to stats
+	stats     *FragmentStats
+	lastCkpt  time.Time
+	writing   bool // a checkpoint is with the writer
+	down      bool // a user function failed: the state is untrusted until restored
+	backoff   bool // restored after a failure: input waits for the replay
+	handoff   bool // taken over from a live owner: input waits for its last checkpoint
+	// pendingHandoff: a hand-off that came while a checkpoint was being
+	// written, adopted once it is durable.
+	pendingHandoff *handoffMsg
+	downAttempt    int      // the failed event's attempt, for the backoff
+	again          bool     // take another as soon as it is durable
+	waiters        []waiter // on-demand checkpoint requests
+	broken         error    // a checkpoint write failed: no further checkpoints
+	fullNext       bool     // send the standby the whole next checkpoint
+	attempts       map[flows.EventID]int
+	skips          map[flows.EventID]bool
 	// awaiting: a rewind was asked of this reader ("*": of every reader),
 	// so gaps from it are dropped silently until the replay arrives. A gap
 	// from another reader (the partition moved to another node) asks again,
@@ -103,9 +107,24 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.durable(c, m)
 	case resumeMsg:
 		fa.resume(c)
+	case replayMsg:
+		fa.replay(c)
+	case handoffMsg:
+		fa.handedOff(c, m)
+	case handoffTimeoutMsg:
+		if fa.handoff {
+			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.frag.ID())
+			fa.handoff = false
+			fa.e.drainCount(-1)
+			fa.replay(c)
+		}
 	case *queryMsg:
 		if fa.down {
 			m.reply <- queryReply{err: fmt.Errorf("%w: fragment %d is restoring after a failure", splice.ErrUnavailable, fa.frag.ID())}
+			return
+		}
+		if fa.handoff {
+			m.reply <- queryReply{err: fmt.Errorf("%w: fragment %d is being handed over to this node", splice.ErrUnavailable, fa.frag.ID())}
 			return
 		}
 		ans, err := fa.frag.Query(m.req)
@@ -117,13 +136,15 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		runtime.Gosched()
 	case *pa.Restarting:
 		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.frag.ID())
+	default:
+		fa.e.unknown(m)
 	}
 }
 
 func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 	b := m.b
 	defer b.Release()
-	if fa.down || fa.backoff {
+	if fa.down || fa.backoff || fa.handoff {
 		// The replay after the restore brings it again. A batch that
 		// happens to follow on from the restored offsets waits too: the
 		// backoff holds all input, not only what is out of order.
@@ -232,15 +253,24 @@ func (fa *fragmentActor) resume(c pa.Context) {
 	fa.e.drainCount(-1)
 }
 
-// reask repeats the rewinds that remote readers have not answered with a
-// replay for rewindTimeout. A replay that is only slow comes twice: the
-// second copy is a duplicate and dropped.
+// reask repeats the rewinds that readers have not answered with a replay
+// for rewindTimeout: a remote rewind or its replay can be lost with a
+// connection, and a partition's reader can move to another node meanwhile
+// (the rewind then goes to the reader that has it now). A replay that is
+// only slow comes twice: the second copy is a duplicate and dropped.
 func (fa *fragmentActor) reask(c pa.Context, now time.Time) {
-	for p, a := range fa.awaiting {
-		if a.pid != nil && !fa.e.isLocal(a.pid) && now.Sub(a.at) >= rewindTimeout {
-			fa.stats.Reasked.Add(1)
-			fa.rewind(c, p, a.pid, a.to)
+	l := fa.e.layout.Load()
+	for i, p := range fa.e.allParts {
+		a, ok := fa.awaiting[p]
+		if !ok || a.pid == nil || now.Sub(a.at) < rewindTimeout {
+			continue
 		}
+		pid := l.allRead[i]
+		if pid.String() == a.reader && fa.e.isLocal(pid) {
+			continue // local messages are not lost
+		}
+		fa.stats.Reasked.Add(1)
+		fa.rewind(c, p, pid, a.to)
 	}
 }
 
@@ -265,11 +295,17 @@ func (fa *fragmentActor) restore() error {
 	if err != nil {
 		return err
 	}
+	fa.stats.Restores.Add(1)
+	fa.load(r)
+	return nil
+}
+
+// load replaces the fragment's state by a restored checkpoint.
+func (fa *fragmentActor) load(r recovery.Restored) {
 	fa.frag, fa.vec, fa.epoch, fa.tooLate = r.Fragment, r.Vector, r.Manifest.Epoch, 0
 	for ev := range fa.skips {
 		fa.frag.Skip(ev)
 	}
-	fa.stats.Restores.Add(1)
 	fa.stats.Events.Store(fa.frag.Events())
 	fa.stats.Watermark.Store(fa.frag.Watermark())
 	offs := map[string]int64{}
@@ -278,8 +314,80 @@ func (fa *fragmentActor) restore() error {
 	}
 	fa.stats.mu.Lock()
 	fa.stats.offsets = offs
+	fa.stats.durable = r.Vector.Snapshot()
 	fa.stats.mu.Unlock()
-	return nil
+	fa.stats.Epoch.Store(r.Manifest.Epoch)
+}
+
+// ahead reports whether offsets cover more input than v does.
+func ahead(offsets map[recovery.PartitionID]int64, v *recovery.Vector) bool {
+	var a, b int64
+	for _, end := range offsets {
+		a += end
+	}
+	for _, end := range v.Snapshot() {
+		b += end
+	}
+	return a > b
+}
+
+// replay asks every reader to read again from where the fragment is: a
+// fragment that starts on this node after a placement change restored a
+// checkpoint older than what the readers sent its old owner, and readers
+// that reached the end of their input would send nothing more that shows
+// the gap.
+func (fa *fragmentActor) replay(c pa.Context) {
+	for i, pid := range fa.e.layout.Load().allRead {
+		p := fa.e.allParts[i]
+		fa.rewind(c, p, pid, fa.vec.End(p))
+	}
+}
+
+// handedOff restores the last checkpoint of the fragment's old owner, which
+// handed it to this node, and starts from it: the readers replay from
+// there. A fragment that started already (a node that joined starts its
+// fragments at once, before the old owners hand them over; or the wait
+// timed out) adopts the checkpoint if it is ahead of its own state: any
+// checkpoint with its offset vector is a sound state to go on from.
+func (fa *fragmentActor) handedOff(c pa.Context, m handoffMsg) {
+	e := fa.e
+	done := func() {
+		if m.replyTo != "" {
+			c.Send(pa.NewPID(m.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.frag.ID())})
+		}
+	}
+	if !fa.handoff {
+		if m.placement < fa.placement || fa.down || !ahead(m.cp.Manifest.Offsets, &fa.vec) {
+			e.cfg.Logger.Debug("a hand-off not ahead of the running fragment", "fragment", fa.frag.ID(), "from", m.from)
+			done()
+			return
+		}
+		if fa.writing {
+			fa.pendingHandoff = &m // after the checkpoint being written
+			return
+		}
+		e.drainCount(+1) // balanced below, as for a waiting fragment
+	}
+	if _, err := e.store.Write(e.plan.Name(), fa.frag.ID(), m.cp); err != nil {
+		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.frag.ID(), err))
+		return
+	}
+	r, err := recovery.Restore(e.store, e.plan, fa.frag.ID())
+	if err != nil {
+		e.fail(fmt.Errorf("fragment %d: restore the handed-off checkpoint: %w", fa.frag.ID(), err))
+		return
+	}
+	own := fa.epoch
+	fa.load(r)
+	fa.epoch = max(fa.epoch, own) // epochs only grow: checkpoint waiters count on it
+	fa.fullNext = true            // the standby's copy is of another lineage
+	fa.stats.RestoredEpoch.Store(r.Manifest.Epoch)
+	fa.stats.RestoredEvents.Store(r.Manifest.Events)
+	fa.handoff = false
+	e.drainCount(-1)
+	fa.replay(c)
+	done()
+	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.frag.ID(), "from", m.from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
 }
 
 func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
@@ -287,7 +395,7 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
 		c.Respond(fa.broken)
 		return
 	}
-	if fa.down && !fa.writing {
+	if (fa.down || fa.handoff) && !fa.writing {
 		// Its last checkpoint is its newest sound state.
 		c.Respond(ckptOK{})
 		return
@@ -306,7 +414,7 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
 // checkpoint hands the changes since the last checkpoint to the writer
 // and goes on; ckptDone says when they are durable.
 func (fa *fragmentActor) checkpoint(c pa.Context) {
-	if fa.writing || fa.broken != nil || fa.down {
+	if fa.writing || fa.broken != nil || fa.down || fa.handoff {
 		return
 	}
 	now := fa.e.cfg.Now()
@@ -345,6 +453,10 @@ func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
 	fa.waiters = keep
 	if fa.down {
 		fa.recover(c)
+	}
+	if m := fa.pendingHandoff; m != nil {
+		fa.pendingHandoff = nil
+		fa.handedOff(c, *m)
 	}
 	if fa.again {
 		fa.again = false

@@ -6,7 +6,6 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
-	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -19,6 +18,19 @@ type epochMsg struct{ epoch uint64 }
 // (a batch that was lost shows as a gap at the new owner, which asks for a
 // rewind).
 type movedMsg struct{ fragments []int }
+
+// alive reports whether the node at remote address addr is in the
+// placement or leaving it.
+func alive(addr string, cl *ClusterConfig) bool {
+	for _, m := range []map[string]string{cl.Remotes, cl.Leaving} {
+		for _, a := range m {
+			if a == addr {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Place applies a new placement (of a newer epoch): fragments this node
 // lost take a final checkpoint and stop; fragments it gained restore their
@@ -49,7 +61,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	l := &layout{epoch: cl.Epoch}
 	var moved []int
 	var gained, lost []int
-	gainedAt := map[int]recovery.Vector{}
+	var replay []*pa.PID // gained fragments that start now
 	for f, owner := range cl.Fragments {
 		was := old.local[f] >= 0
 		now := owner == self
@@ -69,16 +81,25 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			l.local = append(l.local, -1)
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
 		case now:
+			// From a live owner (one that left the placement or is
+			// leaving), the fragment is handed off: it waits for that
+			// owner's last checkpoint, unless it came already. From a dead
+			// one it starts from the standby copy in the local store.
 			gained = append(gained, f)
+			from := old.route[f].Address
+			wait := from != e.sys.Address() && alive(from, cl) && e.handedOff[f] < cl.Epoch
+			delete(e.handedOff, f)
 			r, err := recovery.Restore(e.store, e.plan, f)
 			if err != nil {
 				return err
 			}
-			pid, st, err := e.spawnFragment(f, r, cl.Epoch)
+			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait)
 			if err != nil {
 				return err
 			}
-			gainedAt[f] = r.Vector
+			if !wait {
+				replay = append(replay, pid)
+			}
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)
 			l.frags = append(l.frags, pid)
@@ -88,13 +109,23 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
 		}
 	}
-	// Fragments that moved away: a final checkpoint, then stop.
+	// Fragments that moved away: a final checkpoint, stop, and hand the
+	// checkpoint to the new owner.
 	for _, f := range lost {
 		pid := old.frags[old.local[f]]
-		if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
-			e.cfg.Logger.Warn("final checkpoint of a fragment that moved", "fragment", f, "err", err)
-		}
+		_, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result()
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
+		if err != nil {
+			// The new owner waits for nothing sound: it times out and
+			// starts from its own copy, and the readers replay.
+			e.cfg.Logger.Warn("final checkpoint of a fragment that moved", "fragment", f, "err", err)
+			continue
+		}
+		if err := e.handOff(f, e.pidOf(cl.Fragments[f], e.plan.Name()+"/replica"), cl.Epoch); err != nil {
+			e.cfg.Logger.Warn("hand off a fragment", "fragment", f, "to", cl.Fragments[f], "err", err)
+			continue
+		}
+		e.handoffs.Add(1)
 	}
 	// Readers: keep, stop or start; a new one starts at the smallest offset
 	// a local fragment applied (remote ones ask for earlier if they need).
@@ -152,19 +183,10 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	}
 	// A gained fragment restored a checkpoint that may be older than what
 	// the readers sent its old owner, and readers that reached the end of
-	// their input send nothing more that would show the gap: ask every
-	// reader to replay from where the fragment is.
-	for _, f := range gained {
-		vec := gainedAt[f]
-		for i, pid := range l.allRead {
-			to := vec.End(e.allParts[i])
-			if e.isLocal(pid) {
-				e.drainCount(+1)
-				e.sys.Root.Send(pid, rewindMsg{to: to})
-			} else {
-				e.sys.Root.Send(pid, &wire.Rewind{Fragment: uint32(f), To: to})
-			}
-		}
+	// their input send nothing more that would show the gap: it asks every
+	// reader to replay from where it is.
+	for _, pid := range replay {
+		e.sys.Root.Send(pid, replayMsg{})
 	}
 	e.cfg.Logger.Info("placement applied", "epoch", cl.Epoch, "fragments", len(l.frags), "gained", len(gained),
 		"lost", len(lost), "readers", len(l.readers))

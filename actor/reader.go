@@ -101,6 +101,8 @@ func (ra *readerActor) Receive(c pa.Context) {
 		if err := ra.r.Close(); err != nil {
 			ra.e.cfg.Logger.Warn("close source", "source", ra.stats.Source, "partition", ra.stats.Partition, "err", err)
 		}
+	default:
+		ra.e.unknown(m)
 	}
 }
 

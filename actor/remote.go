@@ -95,6 +95,32 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) {
 	}
 }
 
+// unknown counts and drops a message an actor does not handle: from
+// another node, of a type this version does not know here. Lifecycle
+// messages are not counted.
+func (e *Engine) unknown(msg any) {
+	switch msg.(type) {
+	case *pa.Started, *pa.Stopping, *pa.Stopped, *pa.Restarting, *pa.ReceiveTimeout:
+		return
+	}
+	e.malformed.Add(1)
+	e.cfg.Logger.Debug("unknown message dropped", "type", fmt.Sprintf("%T", msg))
+}
+
+// NetStats are an engine's counters of node-to-node traffic.
+type NetStats struct {
+	Replicated      int64 `json:"checkpoints_replicated"`   // checkpoints sent to standbys
+	FencedChunks    int64 `json:"checkpoint_chunks_fenced"` // refused from a stale owner
+	Malformed       int64 `json:"messages_malformed"`       // undecodable, unknown or for another flow
+	HandoffsPending int64 `json:"handoffs_pending"`         // sent, not yet confirmed by the new owner
+}
+
+// NetStats reads the engine's node-to-node counters.
+func (e *Engine) NetStats() NetStats {
+	return NetStats{Replicated: e.replicated.Load(), FencedChunks: e.fencedChunks.Load(),
+		Malformed: e.malformed.Load(), HandoffsPending: e.handoffs.Load()}
+}
+
 // isLocal reports whether pid lives in this engine's actor system.
 func (e *Engine) isLocal(pid *pa.PID) bool { return pid.Address == e.sys.Address() }
 
@@ -104,6 +130,7 @@ type queryActor struct{ e *Engine }
 func (q *queryActor) Receive(c pa.Context) {
 	m, ok := c.Message().(*wire.Query)
 	if !ok {
+		q.e.unknown(c.Message())
 		return
 	}
 	sender := c.Sender()

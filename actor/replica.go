@@ -9,8 +9,14 @@ import (
 	"github.com/tessera-streams/tessera/recovery"
 )
 
-// replicaChunk bounds a checkpoint chunk: gRPC refuses frames over 4 MB.
-const replicaChunk = 1 << 20
+// replicaChunk bounds a checkpoint chunk: gRPC refuses frames over 4 MB,
+// and protoactor's endpoint writer sends several messages in one.
+const replicaChunk = 256 << 10
+
+// handoffWait bounds how long a fragment taken over from a live owner waits
+// for that owner's last checkpoint before it starts from its own copy (and
+// the readers replay the difference).
+const handoffWait = 10 * time.Second
 
 // replicate sends a fragment's checkpoint, once durable here, to its
 // standby (if the placement gives it one): the standby writes it in its
@@ -29,58 +35,99 @@ func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full bool) {
 		}
 		cp = whole
 	}
+	e.sendCheckpoint(l.standby[frag], frag, cp, l.epoch, false)
+	e.replicated.Add(1)
+}
+
+// handOff sends fragment frag's last durable checkpoint, whole, to the
+// replica actor of its new owner, which restores it before it accepts
+// input.
+func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
+	cp, ok, err := e.store.Full(e.plan.Name(), frag)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		cp = &recovery.Checkpoint{Full: true} // never checkpointed: the new owner starts empty
+	}
+	e.sendCheckpoint(to, frag, cp, placement, true)
+	return nil
+}
+
+// sendCheckpoint sends cp in chunks to a replica actor.
+func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, placement uint64, handoff bool) {
 	data := recovery.EncodeCheckpoint(cp)
-	self := e.self
+	replyTo := ""
+	if handoff {
+		replyTo = e.sys.Address()
+	}
+	prev := uint64(0)
+	if cp.Manifest.Epoch > 0 {
+		prev = cp.Manifest.Epoch - 1
+	}
 	for seq := 0; ; seq++ {
 		n := min(len(data), replicaChunk)
-		e.sys.Root.Send(l.standby[frag], &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
-			Epoch: cp.Manifest.Epoch, PrevEpoch: cp.Manifest.Epoch - 1, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
-			Data: data[:n:n], Placement: l.epoch, Owner: self})
+		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
+			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
+			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: handoff, ReplyTo: replyTo})
 		data = data[n:]
 		if len(data) == 0 {
 			break
 		}
 	}
-	e.replicated.Add(1)
 }
 
-// replicaActor keeps the standby copies of other nodes' fragments.
+// replicaActor keeps the standby copies of other nodes' fragments and
+// receives the fragments other nodes hand off to this one.
 type replicaActor struct {
 	e       *Engine
 	partial map[uint32]*assembly
 }
 
 type assembly struct {
-	epoch uint64
-	next  uint32
-	data  []byte
+	epoch   uint64
+	handoff bool
+	next    uint32
+	data    []byte
 }
 
+// handoffMsg brings a fragment waiting for a hand-off its old owner's last
+// checkpoint.
+type handoffMsg struct {
+	cp        *recovery.Checkpoint
+	placement uint64
+	from      string
+	replyTo   string // the old owner's remote address
+}
+
+// handoffTimeoutMsg ends a fragment's wait for a hand-off.
+type handoffTimeoutMsg struct{}
+
 func (ra *replicaActor) Receive(c pa.Context) {
-	m, ok := c.Message().(*wire.CheckpointChunk)
-	if !ok {
+	e := ra.e
+	var m *wire.CheckpointChunk
+	switch msg := c.Message().(type) {
+	case *wire.CheckpointChunk:
+		m = msg
+	case *wire.HandoffDone:
+		e.handoffs.Add(-1)
+		return
+	default:
+		e.unknown(msg)
 		return
 	}
-	e := ra.e
-	l := e.layout.Load()
 	f := int(m.Fragment)
-	switch {
-	case m.Flow != e.plan.Name() || f >= len(l.local):
-		e.cfg.Logger.Warn("checkpoint chunk for another flow or fragment", "flow", m.Flow, "fragment", f)
-		return
-	case l.local[f] >= 0 || m.Placement < l.epoch:
-		// This node owns the fragment now, or the sender placed it under
-		// an older epoch: a stale owner must not overwrite the state.
-		e.fencedChunks.Add(1)
-		e.cfg.Logger.Debug("checkpoint chunk fenced", "fragment", f, "owner", m.Owner, "placement", m.Placement, "here", l.epoch, "local", l.local[f] >= 0)
+	if m.Flow != e.plan.Name() || f >= e.plan.Fragments() {
+		e.malformed.Add(1)
+		e.cfg.Logger.Warn("checkpoint chunk for another flow or fragment", "flow", m.Flow, "fragment", f, "from", m.Owner)
 		return
 	}
 	a := ra.partial[m.Fragment]
 	if m.Seq == 0 {
-		a = &assembly{epoch: m.Epoch}
+		a = &assembly{epoch: m.Epoch, handoff: m.Handoff}
 		ra.partial[m.Fragment] = a
 	}
-	if a == nil || a.epoch != m.Epoch || a.next != m.Seq {
+	if a == nil || a.epoch != m.Epoch || a.handoff != m.Handoff || a.next != m.Seq {
 		delete(ra.partial, m.Fragment) // a chunk went missing: wait for the next checkpoint
 		return
 	}
@@ -92,7 +139,19 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	delete(ra.partial, m.Fragment)
 	cp, err := recovery.DecodeCheckpoint(a.data)
 	if err != nil {
-		e.cfg.Logger.Warn("malformed checkpoint from the owner", "fragment", f, "owner", m.Owner, "err", err)
+		e.malformed.Add(1)
+		e.cfg.Logger.Warn("malformed checkpoint from another node", "fragment", f, "from", m.Owner, "err", err)
+		return
+	}
+	if m.Handoff {
+		ra.handoff(f, cp, m)
+		return
+	}
+	l := e.layout.Load()
+	if l.local[f] >= 0 || m.Placement < l.epoch {
+		// This node owns the fragment now, or the sender placed it under
+		// an older epoch: a stale owner must not overwrite the state.
+		e.fencedChunks.Add(1)
 		return
 	}
 	if !cp.Full {
@@ -110,4 +169,29 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		return
 	}
 	e.cfg.Logger.Debug("standby copy", "fragment", f, "epoch", cp.Manifest.Epoch, "full", cp.Full, "took", time.Since(start))
+}
+
+// handoff takes a fragment's last checkpoint from the owner that hands it
+// to this node: to the fragment if it runs here already (it is waiting for
+// it), else into the store, where the placement that gives this node the
+// fragment restores it.
+func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.CheckpointChunk) {
+	e := ra.e
+	e.placeMu.Lock()
+	defer e.placeMu.Unlock()
+	l := e.layout.Load()
+	if m.Placement < l.epoch {
+		e.fencedChunks.Add(1)
+		e.cfg.Logger.Debug("hand-off under an older placement fenced", "fragment", f, "from", m.Owner, "placement", m.Placement, "here", l.epoch)
+		return
+	}
+	if i := l.local[f]; i >= 0 {
+		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
+		return
+	}
+	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
+		e.cfg.Logger.Error("write a handed-off checkpoint", "fragment", f, "err", err)
+		return
+	}
+	e.handedOff[f] = m.Placement
 }

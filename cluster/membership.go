@@ -164,6 +164,24 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
+// Leaving are the nodes that announced they are leaving and are still
+// alive (name → remote address): they hand off what they owned.
+func (m *Membership) Leaving() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]string{}
+	for name, p := range m.peers {
+		meta := p.meta
+		if name == m.cfg.Name {
+			meta = m.self
+		}
+		if meta.Leaving {
+			out[name] = meta.Remote
+		}
+	}
+	return out
+}
+
 // track records a node's state from a memberlist callback.
 // It reports whether the node started leaving (a change of placement).
 func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {

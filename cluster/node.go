@@ -299,6 +299,9 @@ type ClusterState struct {
 	DeadLetters  int64           `json:"dead_letters"`
 	Fragments    []FragmentState `json:"fragments"`
 	Readers      []ReaderState   `json:"readers"`
+	// Network: per node, checkpoints replicated, chunks fenced, malformed
+	// or unknown messages dropped, hand-offs not yet confirmed.
+	Network map[string]actor.NetStats `json:"network"`
 }
 
 // FlowInfo identifies the flow a node runs.
@@ -372,6 +375,7 @@ func (n *Node) State() ClusterState {
 		Placement:    n.placement(),
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
+		Network:      map[string]actor.NetStats{n.cfg.Name: n.eng.NetStats()},
 	}
 	if n.mem != nil {
 		st.Members = n.mem.Members()
@@ -381,7 +385,7 @@ func (n *Node) State() ClusterState {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
 			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
 			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), TooLate: f.TooLate.Load(), Epoch: f.Epoch.Load(),
-			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets(), RestoredEpoch: f.RestoredEpoch, RestoredEvents: f.RestoredEvents}
+			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets(), RestoredEpoch: f.RestoredEpoch.Load(), RestoredEvents: f.RestoredEvents.Load()}
 		if f.ID < len(st.Placement.Standbys) {
 			fs.Standby = st.Placement.Standbys[f.ID]
 		}
@@ -485,6 +489,9 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 		st.DeadLetters += a.st.DeadLetters
 		st.Fragments = append(st.Fragments, a.st.Fragments...)
 		st.Readers = append(st.Readers, a.st.Readers...)
+		for k, v := range a.st.Network {
+			st.Network[k] = v
+		}
 	}
 	slices.SortFunc(st.Fragments, func(a, b FragmentState) int { return a.Fragment - b.Fragment })
 	st.lag()

@@ -20,6 +20,7 @@ type Placement struct {
 	Standbys  []string          `json:"standbys"`  // the standby of each fragment ("" with one member): keeps its checkpoints
 	Readers   []string          `json:"readers"`   // owner of each source partition, in source order
 	Remotes   map[string]string `json:"-"`
+	Leaving   map[string]string `json:"-"` // nodes leaving, still alive: they hand off
 }
 
 // Replicas is how many nodes keep a fragment's checkpoints: its owner and
@@ -59,7 +60,7 @@ func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 
 func (p Placement) engine(self string) *actor.ClusterConfig {
 	return &actor.ClusterConfig{Self: self, Remote: p.Remotes[self], Epoch: p.Epoch,
-		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes}
+		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes, Leaving: p.Leaving}
 }
 
 // settle waits until at least expect members are alive and the member list
@@ -144,6 +145,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 		if p.Epoch <= n.placement().Epoch {
 			continue
 		}
+		p.Leaving = n.mem.Leaving()
 		if err := n.eng.Place(p.engine(n.cfg.Name)); err != nil {
 			n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
 			continue
@@ -169,7 +171,7 @@ func (n *Node) handOff() {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 {
+		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 {
 			n.cfg.Logger.Info("handed off every fragment")
 			return
 		}

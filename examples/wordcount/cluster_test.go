@@ -102,7 +102,7 @@ func startNode(t *testing.T, bin, name, gossip, seed string, expect int, common 
 // word with a sequential count.
 func waitExact(t *testing.T, base string, n int64, seed uint64) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var total struct{ Value int64 }
 		resp, err := http.Get(base + "/v1/views/total")
@@ -119,6 +119,12 @@ func waitExact(t *testing.T, base string, n int64, seed uint64) {
 			t.Fatalf("total %d exceeds %d: counted twice", total.Value, n)
 		}
 		if time.Now().After(deadline) {
+			if resp, err := http.Get(base + "/v1/cluster"); err == nil {
+				var st json.RawMessage
+				json.NewDecoder(resp.Body).Decode(&st)
+				resp.Body.Close()
+				t.Logf("cluster state: %s", st)
+			}
 			t.Fatalf("total %d after 90s, want %d", total.Value, n)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -188,16 +194,43 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	p4 := startNode(t, bin, "n3", exampletest.FreePort(t), gossip[0], 1, common...)
 	p4.WaitURL(t)
 	time.Sleep(time.Second)
-	var st struct{ Fragments []struct{ Owner string } }
+	type fragment struct {
+		Fragment       int
+		Owner          string
+		Events         int64
+		RestoredEvents int64 `json:"restored_events"`
+	}
+	var st struct{ Fragments []fragment }
 	getJSON(t, p4.Base+"/v1/cluster?scope=local", &st)
 	if len(st.Fragments) == 0 {
 		t.Fatal("the new node took no fragment")
 	}
+	// The new node took its fragments over with their owners' last
+	// checkpoints, not from nothing.
+	for _, f := range st.Fragments {
+		if f.RestoredEvents == 0 {
+			t.Fatalf("fragment %d started on the new node without its old owner's checkpoint", f.Fragment)
+		}
+	}
+	var leaving struct{ Fragments []fragment }
+	getJSON(t, procs[1].Base+"/v1/cluster?scope=local", &leaving)
 	if err := procs[1].Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := procs[1].Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, procs[1].Stderr())
+	}
+	// The leaving node handed its fragments over with a checkpoint taken
+	// as it left: no older than what it had counted before.
+	var after struct{ Fragments []fragment }
+	getJSON(t, p4.Base+"/v1/cluster", &after)
+	if len(leaving.Fragments) == 0 {
+		t.Fatal("the leaving node owned no fragment")
+	}
+	for _, b := range leaving.Fragments {
+		if a := after.Fragments[b.Fragment]; a.RestoredEvents < b.Events {
+			t.Fatalf("fragment %d: %d events on the leaving node, restored on %s from %d", b.Fragment, b.Events, a.Owner, a.RestoredEvents)
+		}
 	}
 	waitExact(t, p4.Base, n, 23)
 }
