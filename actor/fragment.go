@@ -151,11 +151,18 @@ func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
 		fa.stats.Gaps.Add(1)
 		return
 	}
+	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
 	if recovery.Fence(&fa.placement, b.Epoch) == recovery.Fenced {
+		// Sent under an older placement: dropped, and, as for a gap, the
+		// partition's reader is asked to send it again (by then under the
+		// new placement), or a reader that reached its end would leave
+		// the fragment short.
 		fa.stats.Fenced.Add(1)
+		if a, ok := fa.awaiting[p]; !ok || (a.reader != "*" && a.reader != m.reader.String()) {
+			fa.rewind(c, p, m.reader, fa.vec.End(p))
+		}
 		return
 	}
-	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
 	verdict, min := fa.vec.Admit(p, b.PrevEnd, b.End)
 	if verdict != recovery.Gap && b.PrevEnd < min {
 		fa.stats.Replayed.Add(minInt(b.End, min) - b.PrevEnd)
