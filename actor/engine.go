@@ -481,7 +481,7 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	st := &ReaderStats{Source: src.Name, Partition: part.Partition}
 	st.Position.Store(from)
 	g := e.plan.Fragments()
-	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g)}
+	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g), unacked: make([][]int64, g)}
 	for i := range ra.credits {
 		ra.credits[i] = e.cfg.Credits
 	}

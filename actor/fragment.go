@@ -262,8 +262,9 @@ func (fa *fragmentActor) resume(c pa.Context) {
 
 // reask repeats the rewinds that readers have not answered with a replay
 // for rewindTimeout: a remote rewind or its replay can be lost with a
-// connection, and a partition's reader can move to another node meanwhile
-// (the rewind then goes to the reader that has it now). A replay that is
+// connection, a partition's reader can move to another node meanwhile
+// (the rewind then goes to the reader that has it now), and a reader that
+// was itself rewinding may have passed over it. A replay that is
 // only slow comes twice: the second copy is a duplicate and dropped.
 func (fa *fragmentActor) reask(c pa.Context, now time.Time) {
 	l := fa.e.layout.Load()
@@ -272,11 +273,8 @@ func (fa *fragmentActor) reask(c pa.Context, now time.Time) {
 		if !ok || a.pid == nil || now.Sub(a.at) < rewindTimeout {
 			continue
 		}
-		pid := l.allRead[i]
-		if pid.String() == a.reader && fa.e.isLocal(pid) {
-			continue // local messages are not lost
-		}
 		fa.stats.Reasked.Add(1)
+		pid := l.allRead[i]
 		fa.rewind(c, p, pid, a.to)
 	}
 }

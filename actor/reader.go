@@ -28,6 +28,9 @@ type readerActor struct {
 	lastFlush time.Time
 	buf       []byte      // encoding of batches to other nodes
 	lastAck   []time.Time // per fragment: when a credit last came back
+	// unacked: per fragment, the start offsets of the batches sent and not
+	// yet acknowledged, oldest first.
+	unacked [][]int64
 }
 
 // creditTimeout is how long a reader waits for a fragment that has all its
@@ -54,11 +57,21 @@ func (ra *readerActor) Receive(c pa.Context) {
 		ra.rewind(c, m.To)
 	case creditCheckMsg:
 		now, took := ra.e.cfg.Now(), false
+		from := int64(-1)
 		for f, n := range ra.credits {
 			if n < ra.e.cfg.Credits && now.Sub(ra.lastAck[f]) >= creditTimeout {
+				// The batches were lost on the way (a connection broke):
+				// send them again, or, if they were the partition's last,
+				// nothing would ever show the fragment the gap.
+				if u := ra.unacked[f]; len(u) > 0 && (from < 0 || u[0] < from) {
+					from = u[0]
+				}
 				ra.reclaim(f)
 				took = true
 			}
+		}
+		if from >= 0 {
+			ra.rewind(c, from)
 		}
 		if took {
 			if ra.eof {
@@ -110,6 +123,7 @@ func (ra *readerActor) Receive(c pa.Context) {
 func (ra *readerActor) reclaim(f int) {
 	ra.inflight -= ra.e.cfg.Credits - ra.credits[f]
 	ra.credits[f] = ra.e.cfg.Credits
+	ra.unacked[f] = ra.unacked[f][:0]
 	ra.lastAck[f] = ra.e.cfg.Now()
 	if ra.blocked[f] {
 		ra.blocked[f] = false
@@ -124,6 +138,9 @@ func (ra *readerActor) ack(c pa.Context, f int) {
 	}
 	ra.credits[f]++
 	ra.inflight--
+	if u := ra.unacked[f]; len(u) > 0 {
+		ra.unacked[f] = append(u[:0], u[1:]...)
+	}
 	ra.lastAck[f] = ra.e.cfg.Now()
 	if ra.blocked[f] {
 		ra.blocked[f] = false
@@ -247,6 +264,7 @@ func (ra *readerActor) send(c pa.Context, f int) {
 	}
 	ra.credits[f]--
 	ra.inflight++
+	ra.unacked[f] = append(ra.unacked[f], b.PrevEnd)
 	to := l.route[f]
 	if ra.e.isLocal(to) {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})

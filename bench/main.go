@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -36,12 +37,16 @@ type params struct {
 	rounds     int
 	batch      int
 	quick      bool
+	in         *input // the cluster workloads' input, which the nodes generate again
 }
 
 // profile is where to write a CPU profile of the engine runs ("" for none).
 var profile string
 
 var profileRuns int
+
+// only lists the workloads to run ("" for all).
+var only string
 
 // startProfile profiles one engine run; later runs write numbered files.
 func startProfile(path string) (func(), error) {
@@ -61,6 +66,9 @@ func startProfile(path string) (func(), error) {
 }
 
 func main() {
+	if os.Getenv(nodeEnv) != "" {
+		os.Exit(nodeMain(os.Args[1:]))
+	}
 	var p params
 	flag.BoolVar(&p.quick, "quick", false, "a small run (1M events, 10k keys)")
 	flag.IntVar(&p.events, "events", 10_000_000, "events per run")
@@ -70,6 +78,7 @@ func main() {
 	flag.IntVar(&p.rounds, "rounds", 3, "interleaved rounds; medians are reported")
 	flag.IntVar(&p.batch, "batch", 1024, "records per batch (engine and sharded baseline)")
 	out := flag.String("out", "bench/results", "directory for latest.json and the plots ('' for none)")
+	flag.StringVar(&only, "only", "", "run only these workloads (comma-separated names), without the sweep")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of each engine run to this file (numbered after the first)")
 	flag.Parse()
 	if p.quick {
@@ -138,7 +147,20 @@ func run(p params, out string, w io.Writer) error {
 		{"checkpoint-overhead", func() (Result, error) { return checkpointOverhead(in, p, w) }},
 		{"recovery", func() (Result, error) { return recoveryRun(in, p, w) }},
 		{"query-latency", func() (Result, error) { return queryLatency(in, p, w) }},
-		{"three-nodes", notYet("three-nodes", "the gossip cluster (issue: cluster)")},
+		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
+		{"failover", func() (Result, error) { return failover(in, p, w) }},
+	}
+	if only != "" {
+		names := strings.Split(only, ",")
+		steps = slices.DeleteFunc(steps, func(s struct {
+			name string
+			fn   func() (Result, error)
+		}) bool {
+			return !slices.Contains(names, s.name)
+		})
+		if len(steps) == 0 {
+			return fmt.Errorf("-only %q names no workload", only)
+		}
 	}
 	for i, s := range steps {
 		fmt.Fprintf(w, "[%d/%d] %s\n", i+1, len(steps), s.name)
@@ -149,6 +171,10 @@ func run(p params, out string, w io.Writer) error {
 		if err := add(r, err); err != nil {
 			return err
 		}
+	}
+	if only != "" {
+		printTable(w, results)
+		return nil
 	}
 	fmt.Fprintf(w, "[sweep] keyed-count throughput by fragment count\n")
 	sweep, err := fragmentSweep(in, p, w)

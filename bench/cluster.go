@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tessera-streams/tessera/cluster"
+)
+
+// The cluster workloads run the keyed count on nodes that are child
+// processes of this program (TESSERA_BENCH_NODE=1), on 127.0.0.1, each
+// generating the same input and reading the partitions the placement gives
+// it. The parent watches them over HTTP.
+
+const nodeEnv = "TESSERA_BENCH_NODE"
+
+// nodeMain runs one node of a bench cluster: the keyed count over the
+// bench input, with the shared node flags.
+func nodeMain(args []string) int {
+	fs := flag.NewFlagSet("bench-node", flag.ContinueOnError)
+	events := fs.Int("events", 1_000_000, "events")
+	keys := fs.Int("keys", 10_000, "distinct keys")
+	parts := fs.Int("partitions", 2, "source partitions")
+	var nf cluster.Flags
+	if err := nf.Register(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench node:", err)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger, err := nf.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench node:", err)
+		return 2
+	}
+	in := newInput(*events, *keys)
+	f := benchFlow(&sliceSource{in: in, parts: *parts, repeat: 1}, nf.Fragments, false, &latencySink{}, nil)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := nf.Serve(ctx, f, io.Discard, logger, nil); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "bench node:", err)
+		return 1
+	}
+	return 0
+}
+
+type benchNode struct {
+	cmd    *exec.Cmd
+	base   string
+	stderr *bytes.Buffer
+	done   chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer safe for the child's writer and our reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startNodes starts k nodes of a bench cluster and waits until every one
+// answers HTTP.
+func startNodes(p params, k int, dir string) ([]*benchNode, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var gossip []string
+	for range k {
+		g, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		gossip = append(gossip, g)
+	}
+	var nodes []*benchNode
+	for i := range k {
+		httpAddr, err := freePort()
+		if err != nil {
+			return nodes, err
+		}
+		remote, err := freePort()
+		if err != nil {
+			return nodes, err
+		}
+		args := []string{"-node", fmt.Sprintf("n%d", i), "-http", httpAddr, "-gossip", gossip[i], "-remote", remote,
+			"-expect", fmt.Sprint(k), "-data", filepath.Join(dir, fmt.Sprintf("n%d", i)), "-fragments", fmt.Sprint(p.fragments),
+			"-events", fmt.Sprint(len(p.in.idx)), "-keys", fmt.Sprint(len(p.in.keys)), "-partitions", fmt.Sprint(p.partitions),
+			"-log-level", "warn", "-progress", "0", "-checkpoint-interval", "1s"}
+		if i > 0 {
+			args = append(args, "-join", gossip[0])
+		}
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), nodeEnv+"=1")
+		var errBuf syncBuffer
+		cmd.Stderr = &errBuf
+		if err := cmd.Start(); err != nil {
+			return nodes, err
+		}
+		n := &benchNode{cmd: cmd, base: "http://" + httpAddr, stderr: &errBuf.Buffer, done: make(chan struct{})}
+		go func() { cmd.Wait(); close(n.done) }()
+		nodes = append(nodes, n)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, n := range nodes {
+		for {
+			resp, err := http.Get(n.base + "/v1/cluster?scope=local")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-n.done:
+				return nodes, fmt.Errorf("node %s exited", n.base)
+			default:
+			}
+			if time.Now().After(deadline) {
+				return nodes, fmt.Errorf("node %s does not answer", n.base)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nodes, nil
+}
+
+func stopNodes(nodes []*benchNode) {
+	for _, n := range nodes {
+		n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+// clusterView is what the bench reads of GET /v1/cluster.
+type clusterView struct {
+	Members   []struct{ Name string }
+	Fragments []struct {
+		Fragment int
+		Owner    string
+		Events   int64
+	}
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// applied is the number of events every fragment of the cluster applied,
+// and how many fragments answered.
+func applied(base string) (int64, int, error) {
+	var st clusterView
+	if err := getJSON(base+"/v1/cluster", &st); err != nil {
+		return 0, 0, err
+	}
+	var n int64
+	for _, f := range st.Fragments {
+		n += f.Events
+	}
+	return n, len(st.Fragments), nil
+}
+
+// viewCounts reads the keyed count's whole view from a node.
+func viewCounts(base string) (map[string]int64, error) {
+	var es struct {
+		Entries []struct {
+			Key   string
+			Value int64
+		}
+		More bool
+	}
+	if err := getJSON(base+"/v1/views/counts?limit=10000000", &es); err != nil {
+		return nil, err
+	}
+	if es.More {
+		return nil, fmt.Errorf("more than 10 million keys")
+	}
+	out := make(map[string]int64, len(es.Entries))
+	for _, e := range es.Entries {
+		out[e.Key] = e.Value
+	}
+	return out, nil
+}
+
+// clusterRun runs the keyed count on k nodes until every event is applied
+// and returns the throughput from the first applied event to the last
+// (the cluster's start-up excluded), after checking the view is exact.
+// kill, if set, is called with the nodes once a third of the events are
+// applied.
+func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) error) (float64, error) {
+	dir, err := os.MkdirTemp("", "tessera-bench-cluster")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	nodes, err := startNodes(p, k, dir)
+	defer stopNodes(nodes)
+	if err != nil {
+		return 0, nodeErr(err, nodes)
+	}
+	total := int64(len(p.in.idx))
+	var first time.Time
+	var firstN int64
+	killed := kill == nil
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		n, _, err := applied(nodes[0].base)
+		if err == nil && n > 0 && first.IsZero() {
+			first, firstN = time.Now(), n
+		}
+		if err == nil && !killed && n >= total/3 {
+			killed = true
+			if err := kill(nodes); err != nil {
+				return 0, err
+			}
+		}
+		if err == nil && n == total && killed {
+			break
+		}
+		if n > total {
+			return 0, fmt.Errorf("%d events applied of %d: counted twice", n, total)
+		}
+		if time.Now().After(deadline) {
+			return 0, nodeErr(fmt.Errorf("%d of %d events applied after 10 minutes", n, total), nodes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rate := float64(total-firstN) / time.Since(first).Seconds()
+	got, err := viewCounts(nodes[0].base)
+	if err != nil {
+		return 0, err
+	}
+	return rate, same(want, got)
+}
+
+func nodeErr(err error, nodes []*benchNode) error {
+	for _, n := range nodes {
+		if s := n.stderr.String(); s != "" {
+			slog.Warn("bench node", "node", n.base, "stderr", s)
+		}
+	}
+	return err
+}
+
+// threeNodes measures the keyed count on three nodes against one node,
+// both over the same HTTP-observed protocol, and the plain-Go baseline.
+func threeNodes(in *input, p params, w io.Writer) (Result, error) {
+	p.in = in
+	want := countMap(in)
+	var one, three []float64
+	for round := range p.rounds {
+		r1, err := clusterRun(p, 1, want, nil)
+		if err != nil {
+			return Result{Name: "three-nodes"}, fmt.Errorf("one node: %w", err)
+		}
+		r3, err := clusterRun(p, 3, want, nil)
+		if err != nil {
+			return Result{Name: "three-nodes"}, fmt.Errorf("three nodes: %w", err)
+		}
+		one, three = append(one, r1), append(three, r3)
+		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s, 3 nodes %.2fM events/s\n", round+1, r1/1e6, r3/1e6)
+	}
+	base := baselineRate(in, p)
+	r1, r3 := medianF(one), medianF(three)
+	return Result{Name: "three-nodes", Status: "ok", Events: len(in.idx), EventsPerSec: r3, BaselineEventsPerSec: base,
+		Baseline: "sharded plain-Go count", Ratio: r3 / base, Rounds: p.rounds,
+		Note: fmt.Sprintf("3 processes on one machine vs 1 node (%.2fM events/s): %.2fx; every run exact", r1/1e6, r3/r1)}, nil
+}
+
+// baselineRate is the faster plain-Go count's rate on the input.
+func baselineRate(in *input, p params) float64 {
+	start := time.Now()
+	countMap(in)
+	m := time.Since(start)
+	start = time.Now()
+	countSharded(in, p)
+	s := time.Since(start)
+	return float64(len(in.idx)) / min(m, s).Seconds()
+}
+
+// failover kills one of three nodes mid-stream and measures the time until
+// every fragment is served again (from its standby's copy) and until the
+// view is exact.
+func failover(in *input, p params, w io.Writer) (Result, error) {
+	p.in = in
+	want := countMap(in)
+	var serving, exact []time.Duration
+	for round := range p.rounds {
+		var killedAt time.Time
+		var servingAfter time.Duration
+		_, err := clusterRun(p, 3, want, func(nodes []*benchNode) error {
+			if err := nodes[2].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				return err
+			}
+			<-nodes[2].done
+			killedAt = time.Now()
+			for {
+				var st clusterView
+				err := getJSON(nodes[0].base+"/v1/cluster", &st)
+				if err == nil && len(st.Members) == 2 && len(st.Fragments) == p.fragments && ownedBy(st, "n0", "n1") {
+					if _, err := getJSON2(nodes[0].base + "/v1/views/counts?limit=1"); err == nil {
+						servingAfter = time.Since(killedAt)
+						return nil
+					}
+				}
+				if time.Since(killedAt) > time.Minute {
+					return fmt.Errorf("fragments not served a minute after the kill")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+		if err != nil {
+			return Result{Name: "failover"}, err
+		}
+		exactAfter := time.Since(killedAt)
+		serving, exact = append(serving, servingAfter), append(exact, exactAfter)
+		fmt.Fprintf(w, "  round %d: kill -> all fragments serving %v, kill -> view exact %v\n", round+1,
+			servingAfter.Round(time.Millisecond), exactAfter.Round(time.Millisecond))
+	}
+	s, e := median(serving), median(exact)
+	return Result{Name: "failover", Status: "ok", Events: len(in.idx), Rounds: p.rounds, RestoreMs: float64(s.Milliseconds()),
+		CatchUpMs: float64(e.Milliseconds()),
+		Note: fmt.Sprintf("SIGKILL 1 of 3 nodes at a third of the input: all fragments serving again after %v (failure detection included), view exact after %v (the rest of the input included)",
+			s.Round(time.Millisecond), e.Round(time.Millisecond))}, nil
+}
+
+func ownedBy(st clusterView, names ...string) bool {
+	for _, f := range st.Fragments {
+		ok := false
+		for _, n := range names {
+			ok = ok || f.Owner == n
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func getJSON2(url string) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, getJSON(url, &raw)
+}
