@@ -37,11 +37,8 @@ func nodeMain(args []string) int {
 	keys := fs.Int("keys", 10_000, "distinct keys")
 	parts := fs.Int("partitions", 2, "source partitions")
 	var nf cluster.Flags
-	if err := nf.Register(fs); err != nil {
+	if err := nf.Parse(fs, args); err != nil {
 		fmt.Fprintln(os.Stderr, "bench node:", err)
-		return 2
-	}
-	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	logger, err := nf.Logger(os.Stderr)

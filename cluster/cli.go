@@ -2,13 +2,16 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tessera-streams/tessera/actor"
@@ -87,6 +90,36 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// Parse registers the node flags on fs, beside the flags the program
+// defined there, parses args and refuses positional arguments.
+func (f *Flags) Parse(fs *flag.FlagSet, args []string) error {
+	if err := f.Register(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+// Main is an example binary's main: it runs run with the command line
+// until SIGINT or SIGTERM, and exits 2 after -help, 1 with the error
+// (prefixed by name) if run fails.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }
 
 // Logger is a text logger on w at the flags' level.

@@ -15,9 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
@@ -122,17 +119,7 @@ func Generate(g GenParams) func(int, int64, *gen.Rand) Activity {
 	}
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "sessions:", err)
-		os.Exit(1)
-	}
-}
+func main() { cluster.Main("sessions", run) }
 
 // Options are the example's own flags.
 type Options struct {
@@ -175,14 +162,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flagSet(o)
 	fs.SetOutput(stderr)
 	var node cluster.Flags
-	if err := node.Register(fs); err != nil {
+	if err := node.Parse(fs, args); err != nil {
 		return err
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := o.check(); err != nil {
 		return err

@@ -13,11 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/file"
@@ -99,25 +96,12 @@ func GenWord(_ int, _ int64, r *gen.Rand) Line {
 	return Line{Text: Vocabulary[sort.SearchFloat64s(cumulative, r.Float64())]}
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "wordcount:", err)
-		os.Exit(1)
-	}
-}
+func main() { cluster.Main("wordcount", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("wordcount", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var node cluster.Flags
-	if err := node.Register(fs); err != nil {
-		return err
-	}
 	var (
 		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
 		seed       = fs.Uint64("seed", 1, "generator: seed")
@@ -126,11 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		source     = fs.String("source", "gen", "source: gen or file")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := node.Parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	logger, err := node.Logger(stderr)
 	if err != nil {
