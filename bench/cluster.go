@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,10 @@ import (
 // it. The parent watches them over HTTP.
 
 const nodeEnv = "TESSERA_BENCH_NODE"
+
+// nodeProfileEnv names the file a bench node writes its CPU profile to
+// (set from -cpuprofile: the parent's path with the node's name appended).
+const nodeProfileEnv = "TESSERA_BENCH_NODE_CPUPROFILE"
 
 // nodeMain runs one node of a bench cluster: the keyed count over the
 // bench input, with the shared node flags.
@@ -45,6 +50,17 @@ func nodeMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench node:", err)
 		return 2
+	}
+	if path := os.Getenv(nodeProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench node: cpu profile:", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	in := newInput(*events, *keys)
 	f := benchFlow(&sliceSource{in: in, parts: *parts, repeat: 1}, nf.Fragments, false, &latencySink{}, nil)
@@ -119,6 +135,9 @@ func startNodes(p params, k int, dir string) ([]*benchNode, error) {
 		}
 		cmd := exec.Command(exe, args...)
 		cmd.Env = append(os.Environ(), nodeEnv+"=1")
+		if profile != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.n%d", nodeProfileEnv, profile, i))
+		}
 		var errBuf syncBuffer
 		cmd.Stderr = &errBuf
 		if err := cmd.Start(); err != nil {
@@ -154,6 +173,15 @@ func startNodes(p params, k int, dir string) ([]*benchNode, error) {
 
 func stopNodes(nodes []*benchNode) {
 	for _, n := range nodes {
+		if profile != "" {
+			// Let the node stop its CPU profile.
+			n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-n.done:
+				continue
+			case <-time.After(15 * time.Second):
+			}
+		}
 		n.cmd.Process.Kill()
 		<-n.done
 	}

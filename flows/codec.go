@@ -43,9 +43,11 @@ var ErrNoCodec = errors.New("no default codec")
 // a fixed binary form for strings, byte slices, booleans and numbers;
 // protobuf for proto.Message types; MarshalBinary for types that implement
 // encoding.BinaryMarshaler (with a pointer that implements
-// encoding.BinaryUnmarshaler); JSON for structs, slices and maps whose
-// fields are all exported. Other types (channels, functions, interfaces,
-// structs with unexported fields) have none.
+// encoding.BinaryUnmarshaler); a compact binary form for plain structs
+// (every field, nested structs included, an exported boolean, number,
+// string or byte slice; see structCodec); JSON for other structs, slices
+// and maps whose fields are all exported. Other types (channels,
+// functions, interfaces, structs with unexported fields) have none.
 func DefaultCodec[T any]() (Codec[T], error) {
 	rt := reflect.TypeFor[T]()
 	switch {
@@ -69,6 +71,10 @@ func DefaultCodec[T any]() (Codec[T], error) {
 	case reflect.Slice:
 		if rt.Elem().Kind() == reflect.Uint8 {
 			return bytesCodec[T]{}, nil
+		}
+	case reflect.Struct:
+		if c, err := newStructCodec[T](); err == nil {
+			return c, nil
 		}
 	}
 	if err := jsonFaithful(rt, map[reflect.Type]bool{}); err != nil {
