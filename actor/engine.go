@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -229,6 +230,10 @@ type ReaderStats struct {
 	Stalls    atomic.Int64 // times it waited for credits
 	Rewinds   atomic.Int64
 	Done      atomic.Bool // the partition is exhausted and everything was applied
+	// Committed is the offset up to which every fragment, on any node, has
+	// a durable checkpoint of the partition: what the source was committed
+	// (-1 until every fragment checkpointed once).
+	Committed atomic.Int64
 }
 
 // Start restores every fragment from its last checkpoint (failing if one
@@ -360,6 +365,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/replica"); err != nil {
 			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
+		if _, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }),
+			plan.Name()+"/inbox"); err != nil {
+			return nil, fmt.Errorf("spawn inbox actor: %w", err)
+		}
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
@@ -480,8 +489,14 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	}
 	st := &ReaderStats{Source: src.Name, Partition: part.Partition}
 	st.Position.Store(from)
+	st.Committed.Store(-1)
 	g := e.plan.Fragments()
-	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g), unacked: make([][]int64, g)}
+	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g), unacked: make([][]int64, g),
+		durable: make([]int64, g),
+		out:     map[string]*wire.Batches{}, outBytes: map[string]int{}}
+	for i := range ra.durable {
+		ra.durable[i] = -1
+	}
 	for i := range ra.credits {
 		ra.credits[i] = e.cfg.Credits
 	}
@@ -500,7 +515,6 @@ func (e *Engine) tick() {
 	defer e.bg.Done()
 	t := time.NewTicker(e.cfg.TickInterval)
 	defer t.Stop()
-	committed := map[*ReaderStats]int64{}
 	var lastCheck time.Time
 	for {
 		select {
@@ -516,12 +530,6 @@ func (e *Engine) tick() {
 				lastCheck = now
 				for _, pid := range l.readers {
 					e.sys.Root.Send(pid, creditCheckMsg{})
-				}
-			}
-			for i, pid := range l.readers {
-				if c := l.committed(i); c > committed[l.rstats[i]] {
-					committed[l.rstats[i]] = c
-					e.sys.Root.Send(pid, commitMsg{offset: c})
 				}
 			}
 		}
@@ -583,25 +591,14 @@ func (e *Engine) Fragments() []*FragmentStats { return e.layout.Load().fstats }
 func (e *Engine) Readers() []*ReaderStats { return e.layout.Load().rstats }
 
 // Committed is the offset of a local reader's partition up to which every
-// local fragment has a durable checkpoint: what a source may commit (on a
-// single node; a cluster does not commit sources yet).
-func (e *Engine) Committed(reader int) int64 { return e.layout.Load().committed(reader) }
-
-func (l *layout) committed(reader int) int64 {
-	if reader >= len(l.rparts) {
+// fragment of the flow, on this node or another, has a durable checkpoint:
+// what the source was committed.
+func (e *Engine) Committed(reader int) int64 {
+	l := e.layout.Load()
+	if reader >= len(l.rstats) {
 		return -1
 	}
-	p := l.rparts[reader]
-	c := int64(-1)
-	for _, st := range l.fstats {
-		st.mu.Lock()
-		end := st.durable[p]
-		st.mu.Unlock()
-		if c < 0 || end < c {
-			c = end
-		}
-	}
-	return c
+	return l.rstats[reader].Committed.Load()
 }
 
 // Views implements splice.Gatherer.
@@ -754,7 +751,6 @@ type (
 	resumeMsg struct{}
 	replayMsg struct{} // a fragment that started after a placement change asks the readers to replay
 	stopMsg   struct{}
-	commitMsg struct{ offset int64 }
 	ckptDone  struct {
 		epoch   uint64
 		offsets map[recovery.PartitionID]int64

@@ -76,19 +76,20 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case *batchMsg:
 		fa.batch(c, m)
 		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
-	case *wire.Batch:
-		// From a reader on another node: decode, apply as a local batch,
-		// and acknowledge over the wire.
-		reader := pa.NewPID(m.ReaderAddress, m.ReaderId)
-		b, err := fa.e.plan.DecodeBatch(m.Records)
+	case *netBatchMsg:
+		// From a reader on another node, through this node's inbox:
+		// decode, apply as a local batch, and acknowledge through the
+		// inbox, which sends a node's acknowledgements to a reader
+		// together.
+		b, err := fa.e.plan.DecodeBatch(m.records)
 		if err != nil {
 			fa.stats.Malformed.Add(1)
-			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.frag.ID(), "reader", m.ReaderId, "err", err)
+			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.frag.ID(), "reader", m.reader.Id, "err", err)
 		} else {
-			b.Epoch = m.Epoch
-			fa.batch(c, &batchMsg{b: b, reader: reader})
+			b.Epoch = m.epoch
+			fa.batch(c, &batchMsg{b: b, reader: m.reader})
 		}
-		c.Send(reader, &wire.Ack{Fragment: uint32(fa.frag.ID())})
+		c.Send(m.inbox, netAckMsg{reader: m.reader, fragment: uint32(fa.frag.ID())})
 	case tickMsg:
 		fa.reask(c, m.now)
 		fa.frag.SetHold(fa.e.hold.Load())
@@ -447,6 +448,12 @@ func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
 	fa.stats.mu.Lock()
 	fa.stats.durable = m.offsets
 	fa.stats.mu.Unlock()
+	// Every reader, on this node or another, learns how far this
+	// checkpoint covers its partition: it commits its source up to what
+	// every fragment announced.
+	for i, pid := range fa.e.layout.Load().allRead {
+		c.Send(pid, &wire.Durable{Fragment: uint32(fa.frag.ID()), Offset: m.offsets[fa.e.allParts[i]]})
+	}
 	keep := fa.waiters[:0]
 	for _, w := range fa.waiters {
 		if m.epoch >= w.epoch {

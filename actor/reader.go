@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -26,11 +27,23 @@ type readerActor struct {
 	finished  bool
 	stopped   bool // a fatal source error
 	lastFlush time.Time
-	buf       []byte      // encoding of batches to other nodes
 	lastAck   []time.Time // per fragment: when a credit last came back
+	// out holds the batches for other nodes sent this turn, per node
+	// remote address; they leave as one message per node when the turn
+	// ends (flushOut) or the message is full.
+	out map[string]*wire.Batches
+	// outBytes is the size of the records held in out; outBuf the arena
+	// they are encoded into (a new one for each message sent).
+	outBytes map[string]int
+	outBuf   []byte
+	outN     int
 	// unacked: per fragment, the start offsets of the batches sent and not
 	// yet acknowledged, oldest first.
 	unacked [][]int64
+	// durable: per fragment, the offset of this partition its last durable
+	// checkpoint covers (-1 until it said); the source is committed up to
+	// the smallest.
+	durable []int64
 }
 
 // creditTimeout is how long a reader waits for a fragment that has all its
@@ -45,13 +58,22 @@ const creditTimeout = 3 * time.Second
 type creditCheckMsg struct{}
 
 func (ra *readerActor) Receive(c pa.Context) {
+	ra.receive(c)
+	if ra.outN > 0 {
+		ra.flushOut(c)
+	}
+}
+
+func (ra *readerActor) receive(c pa.Context) {
 	switch m := c.Message().(type) {
 	case pollMsg:
 		ra.polling = false
 		ra.poll(c)
-	case *wire.Ack:
-		if int(m.Fragment) < len(ra.credits) {
-			ra.ack(c, int(m.Fragment))
+	case *wire.Acks:
+		for _, f := range m.Fragments {
+			if int(f) < len(ra.credits) {
+				ra.ack(c, int(f))
+			}
 		}
 	case *wire.Rewind:
 		ra.rewind(c, m.To)
@@ -101,11 +123,12 @@ func (ra *readerActor) Receive(c pa.Context) {
 				ra.send(c, f)
 			}
 		}
+		ra.flushOut(c)
 		c.Respond(stopMsg{})
-	case commitMsg:
-		if err := ra.r.Commit(m.offset); err != nil {
-			ra.e.cfg.Logger.Warn("commit source offset", "source", ra.stats.Source, "partition", ra.stats.Partition,
-				"offset", m.offset, "err", err)
+	case *wire.Durable:
+		if int(m.Fragment) < len(ra.durable) && m.Offset > ra.durable[m.Fragment] {
+			ra.durable[m.Fragment] = m.Offset
+			ra.commit()
 		}
 	case rewindMsg:
 		ra.rewind(c, m.to)
@@ -116,6 +139,27 @@ func (ra *readerActor) Receive(c pa.Context) {
 		}
 	default:
 		ra.e.unknown(m)
+	}
+}
+
+// commit commits the source up to the smallest offset every fragment's
+// durable checkpoint covers, when that grew. A fragment that moves keeps
+// the offset its old owner announced: the new owner restores the standby's
+// copy of that checkpoint, or an older one if the owner died before it
+// replicated, and readers rewind to it; sources never restart from their
+// commits, which tell the source what it may trim.
+func (ra *readerActor) commit() {
+	c := slices.Min(ra.durable)
+	if c <= ra.stats.Committed.Load() {
+		return
+	}
+	ra.stats.Committed.Store(c)
+	if c == 0 {
+		return
+	}
+	if err := ra.r.Commit(c); err != nil {
+		ra.e.cfg.Logger.Warn("commit source offset", "source", ra.stats.Source, "partition", ra.stats.Partition,
+			"offset", c, "err", err)
 	}
 }
 
@@ -270,17 +314,61 @@ func (ra *readerActor) send(c pa.Context, f int) {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})
 		return
 	}
-	enc, err := ra.e.plan.EncodeBatch(ra.buf[:0], b)
+	if ra.outBuf == nil {
+		ra.outBuf = make([]byte, 0, 64<<10)
+	}
+	start := len(ra.outBuf)
+	enc, err := ra.e.plan.EncodeBatch(ra.outBuf, b)
 	b.Release()
 	if err != nil {
 		ra.e.fail(fmt.Errorf("encode a batch for fragment %d: %w", f, err))
 		ra.stopped = true
 		return
 	}
-	ra.buf = enc
-	self := c.Self()
-	c.Send(to, &wire.Batch{Flow: ra.e.plan.Name(), Fragment: uint32(f), Epoch: b.Epoch,
-		Records: append([]byte(nil), enc...), ReaderAddress: self.Address, ReaderId: self.Id})
+	// Parts already sent stay valid if the arena grows: they keep the old
+	// array.
+	ra.outBuf = enc
+	part := enc[start:len(enc):len(enc)]
+	addr := to.Address
+	m := ra.out[addr]
+	if m != nil && m.Epoch != b.Epoch && len(m.Fragments) > 0 {
+		ra.sendOut(c, addr, m) // a message carries one placement epoch
+		m = ra.out[addr]
+	}
+	if m == nil {
+		self := c.Self()
+		m = &wire.Batches{Flow: ra.e.plan.Name(), ReaderAddress: self.Address, ReaderId: self.Id}
+		ra.out[addr] = m
+	}
+	m.Epoch = b.Epoch
+	m.Fragments = append(m.Fragments, uint32(f))
+	m.Records = append(m.Records, part)
+	ra.outN++
+	ra.outBytes[addr] += len(part)
+	if ra.outBytes[addr] >= maxBatchesBytes {
+		ra.sendOut(c, addr, m)
+	}
+}
+
+// flushOut sends the batches held for other nodes, one message per node.
+func (ra *readerActor) flushOut(c pa.Context) {
+	for addr, m := range ra.out {
+		if len(m.Fragments) > 0 {
+			ra.sendOut(c, addr, m)
+		}
+	}
+	// The next batches go into a new arena: the messages sent own this
+	// one until protoactor has written them.
+	ra.outBuf = nil
+	ra.outN = 0
+}
+
+func (ra *readerActor) sendOut(c pa.Context, addr string, m *wire.Batches) {
+	c.Send(pa.NewPID(addr, ra.e.plan.Name()+"/inbox"), m)
+	ra.outN -= len(m.Fragments)
+	ra.outBytes[addr] = 0
+	ra.out[addr] = &wire.Batches{Flow: m.Flow, Epoch: m.Epoch, ReaderAddress: m.ReaderAddress, ReaderId: m.ReaderId,
+		Fragments: make([]uint32, 0, len(m.Fragments)), Records: make([][]byte, 0, len(m.Records))}
 }
 
 func (ra *readerActor) deadLetters() {

@@ -55,11 +55,20 @@ func runChildNode(spec string) {
 	plan, err := f.Plan()
 	if err == nil {
 		var e *Engine
-		e, err = Start(plan, Config{Logger: quiet(), BatchSize: 256,
+		// Checkpoints only when told to: the test sees what a reader
+		// commits while these fragments have none.
+		e, err = Start(plan, Config{Logger: quiet(), BatchSize: 256, CheckpointInterval: time.Hour,
 			Cluster: &ClusterConfig{Self: ns.Self, Remote: ns.Remotes[ns.Self], Epoch: 3, Fragments: ns.Fragments, Readers: ns.Readers, Remotes: ns.Remotes}})
 		if err == nil {
 			fmt.Println("ready")
-			io.Copy(io.Discard, os.Stdin)
+			in := bufio.NewScanner(os.Stdin)
+			for in.Scan() {
+				if err := e.Checkpoint(context.Background()); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(1)
+				}
+				fmt.Println("checkpointed")
+			}
 			e.Stop()
 			os.Exit(0)
 		}
@@ -71,14 +80,16 @@ func runChildNode(spec string) {
 // Three nodes on 127.0.0.1 — this process and two child processes — each
 // owning a share of the fragments and reading some source partitions:
 // batches cross over protoactor remote, and a query on this node splices
-// every fragment's answer, exactly.
+// every fragment's answer, exactly. A reader commits its source only up to
+// what every fragment, on every node, checkpointed.
 func TestEnginesAcrossRemote(t *testing.T) {
 	const n = 300_000
-	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: n}, word)
+	g, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: n}, word)
+	src := &committingSource{Source: g, commits: map[int][]int64{}}
 	want := map[string]int64{}
 	for p := range 4 {
-		for o := range src.Limit(p) {
-			want[src.Event(p, o)]++
+		for o := range g.Limit(p) {
+			want[g.Event(p, o)]++
 		}
 	}
 	nodes := []string{"a", "b", "c"}
@@ -95,6 +106,11 @@ func TestEnginesAcrossRemote(t *testing.T) {
 	for p := range 4 {
 		readers = append(readers, shard.Place(1000+p, nodes, 1)[0])
 	}
+	type child struct {
+		stdin io.WriteCloser
+		out   *bufio.Reader
+	}
+	var children []child
 	for _, nd := range nodes[1:] {
 		spec, _ := json.Marshal(nodeSpec{Self: nd, Remotes: remotes, Fragments: frags, Readers: readers, Events: n})
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -111,17 +127,21 @@ func TestEnginesAcrossRemote(t *testing.T) {
 				t.Errorf("node %s: %v", nd, err)
 			}
 		})
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err != nil || line != "ready\n" {
-			t.Fatalf("node %s: %q, %v", nd, line, err)
-		}
+		children = append(children, child{stdin, bufio.NewReader(stdout)})
 	}
-	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), BatchSize: 256,
+	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), BatchSize: 256, CheckpointInterval: 20 * time.Millisecond,
 		Cluster: &ClusterConfig{Self: "a", Remote: remotes["a"], Epoch: 3, Fragments: frags, Readers: readers, Remotes: remotes}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Stop()
+	// Every node waits at its start for the others' remotes: the children
+	// are ready once this one is.
+	for i, ch := range children {
+		if line, err := ch.out.ReadString('\n'); err != nil || line != "ready\n" {
+			t.Fatalf("node %s: %q, %v", nodes[i+1], line, err)
+		}
+	}
 	t.Logf("this node: %d of 64 fragments, %d of 4 readers", len(e.Fragments()), len(e.Readers()))
 	ctx := context.Background()
 	deadline := time.Now().Add(60 * time.Second)
@@ -160,6 +180,49 @@ func TestEnginesAcrossRemote(t *testing.T) {
 	for _, fr := range e.Fragments() {
 		if fr.Malformed.Load() != 0 || fr.Fenced.Load() != 0 {
 			t.Fatalf("fragment %d: %d malformed, %d fenced", fr.ID, fr.Malformed.Load(), fr.Fenced.Load())
+		}
+	}
+
+	// Everything is applied and this node's fragments checkpoint every
+	// 20ms, but the other nodes' fragments have no checkpoint: nothing
+	// may be committed.
+	if len(e.Readers()) == 0 {
+		t.Fatal("this node reads no partition")
+	}
+	if err := e.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // several local checkpoints
+	src.mu.Lock()
+	early := fmt.Sprint(src.commits)
+	src.mu.Unlock()
+	if early != "map[]" {
+		t.Fatalf("committed %s before the other nodes' fragments checkpointed", early)
+	}
+	for i := range e.Readers() {
+		if c := e.Committed(i); c != -1 {
+			t.Fatalf("reader %d: committed %d before every fragment checkpointed", i, c)
+		}
+	}
+	// Once they have, every partition read here is committed to its end.
+	for _, ch := range children {
+		fmt.Fprintln(ch.stdin, "checkpoint")
+		if line, err := ch.out.ReadString('\n'); err != nil || line != "checkpointed\n" {
+			t.Fatalf("child checkpoint: %q, %v", line, err)
+		}
+	}
+	for i, r := range e.Readers() {
+		for c := e.Committed(i); c != g.Limit(r.Partition); c = e.Committed(i) {
+			if time.Now().After(deadline) {
+				t.Fatalf("partition %d committed %d, want %d", r.Partition, c, g.Limit(r.Partition))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		src.mu.Lock()
+		last := lastOf(src.commits[r.Partition])
+		src.mu.Unlock()
+		if last != g.Limit(r.Partition) {
+			t.Fatalf("partition %d: source committed %d, want %d", r.Partition, last, g.Limit(r.Partition))
 		}
 	}
 }

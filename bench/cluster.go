@@ -136,7 +136,7 @@ func startNodes(p params, k int, dir string) ([]*benchNode, error) {
 		cmd := exec.Command(exe, args...)
 		cmd.Env = append(os.Environ(), nodeEnv+"=1")
 		if profile != "" {
-			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.n%d", nodeProfileEnv, profile, i))
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeProfileEnv, profile, k, i))
 		}
 		var errBuf syncBuffer
 		cmd.Stderr = &errBuf

@@ -1,0 +1,117 @@
+package actor
+
+import (
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/internal/wire"
+)
+
+// Batches cross nodes per (reader, node), not per (reader, fragment): a
+// reader's sends of one turn to the fragments one node owns go out as one
+// wire.Batches (outbox), the node's inbox actor hands each part to its
+// fragment, and the fragments' acknowledgements to one reader go back
+// together as one wire.Acks. Credits stay per fragment; only the transport
+// is shared, so a remote message carries many batches, not one.
+
+// maxBatchesBytes bounds one wire.Batches: protoactor's endpoint writer
+// packs up to remoteBatchSize messages into one gRPC frame, which must stay
+// under gRPC's 4 MB limit. A single batch larger than this goes alone.
+const maxBatchesBytes = 256 << 10
+
+// netBatchMsg is one part of a wire.Batches, for the local fragment that
+// decodes and applies it.
+type netBatchMsg struct {
+	records []byte
+	epoch   uint64
+	reader  *pa.PID // the reader on the sending node
+	inbox   *pa.PID // where the fragment acknowledges
+}
+
+// netAckMsg is a fragment's acknowledgement of a netBatchMsg, to its inbox.
+type netAckMsg struct {
+	reader   *pa.PID
+	fragment uint32
+}
+
+// flushAcksMsg makes the inbox send the acknowledgements it holds. It
+// queues behind the acknowledgements already in the mailbox, so all of
+// those go out together.
+type flushAcksMsg struct{}
+
+// inboxActor receives other nodes' readers' batches for this node's
+// fragments and returns the fragments' credits.
+type inboxActor struct {
+	e     *Engine
+	frags []*pa.PID // the local fragment of each index, by its predictable name
+	// acks holds acknowledgements not yet sent, per reader.
+	acks      map[string]*pendingAcks
+	flushing  bool
+	readerIDs map[string]*pa.PID // readers seen, by address/id
+}
+
+type pendingAcks struct {
+	reader *pa.PID
+	frags  []uint32
+}
+
+func newInboxActor(e *Engine) *inboxActor {
+	in := &inboxActor{e: e, acks: map[string]*pendingAcks{}, readerIDs: map[string]*pa.PID{}}
+	for f := range e.plan.Fragments() {
+		in.frags = append(in.frags, pa.NewPID(e.sys.Address(), e.fragName(f)))
+	}
+	return in
+}
+
+func (in *inboxActor) Receive(c pa.Context) {
+	switch m := c.Message().(type) {
+	case *wire.Batches:
+		in.batches(c, m)
+	case netAckMsg:
+		key := m.reader.Address + "/" + m.reader.Id
+		p := in.acks[key]
+		if p == nil {
+			p = &pendingAcks{reader: m.reader}
+			in.acks[key] = p
+		}
+		p.frags = append(p.frags, m.fragment)
+		if !in.flushing {
+			in.flushing = true
+			c.Send(c.Self(), flushAcksMsg{})
+		}
+	case flushAcksMsg:
+		in.flushing = false
+		for key, p := range in.acks {
+			if len(p.frags) == 0 {
+				delete(in.acks, key) // a reader gone quiet
+				continue
+			}
+			c.Send(p.reader, &wire.Acks{Fragments: p.frags})
+			p.frags = nil // the message owns the slice until it is sent
+		}
+	default:
+		in.e.unknown(m)
+	}
+}
+
+// batches hands each part of m to its local fragment.
+func (in *inboxActor) batches(c pa.Context, m *wire.Batches) {
+	e := in.e
+	if m.Flow != e.plan.Name() || len(m.Fragments) != len(m.Records) || m.ReaderAddress == "" {
+		e.malformed.Add(1)
+		e.cfg.Logger.Debug("malformed batches dropped", "flow", m.Flow, "fragments", len(m.Fragments), "parts", len(m.Records))
+		return
+	}
+	key := m.ReaderAddress + "/" + m.ReaderId
+	reader := in.readerIDs[key]
+	if reader == nil {
+		reader = pa.NewPID(m.ReaderAddress, m.ReaderId)
+		in.readerIDs[key] = reader
+	}
+	for i, f := range m.Fragments {
+		if int(f) >= len(in.frags) {
+			e.malformed.Add(1)
+			continue
+		}
+		c.Send(in.frags[f], &netBatchMsg{records: m.Records[i], epoch: m.Epoch, reader: reader, inbox: c.Self()})
+	}
+}
