@@ -128,6 +128,25 @@ type ClusterConfig struct {
 	// own nothing in this placement but are alive, and hand off what they
 	// owned.
 	Leaving map[string]string
+	// For a node joining a running cluster: AwaitHandoff marks the
+	// fragments a live node owns now and hands off to this one when it
+	// sees it (they wait for that checkpoint instead of replaying from the
+	// local store); ReaderFrom, per source partition (in Readers order),
+	// where the cluster committed it (-1 unknown): a reader this node takes
+	// over starts there rather than at the start of its empty store.
+	AwaitHandoff []bool
+	ReaderFrom   []int64
+}
+
+func (c *ClusterConfig) awaitHandoff(f int) bool {
+	return c != nil && f < len(c.AwaitHandoff) && c.AwaitHandoff[f]
+}
+
+func (c *ClusterConfig) readerFrom(i int) int64 {
+	if c == nil || i >= len(c.ReaderFrom) {
+		return -1
+	}
+	return c.ReaderFrom[i]
 }
 
 // Engine runs one flow's readers and fragments on one node.
@@ -304,8 +323,17 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}()
 	if cl != nil {
+		// Until the layout is stored, hand-offs wait for it (replicaActor
+		// takes placeMu): the nodes that owned this node's fragments hand
+		// them off as soon as its remote answers.
+		e.placeMu.Lock()
+		defer e.placeMu.Unlock()
 		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
 			return nil, err
+		}
+		if _, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
+			plan.Name()+"/replica"); err != nil {
+			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
 		e.awaitRemotes(cl)
 	}
@@ -317,7 +345,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			l.local = append(l.local, -1)
 			continue
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, false)
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, cl.awaitHandoff(i))
 		if err != nil {
 			return nil, err
 		}
@@ -347,7 +375,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 					from = end
 				}
 			}
-			rpid, st, err := e.spawnReader(reader, max(from, 0))
+			rpid, st, err := e.spawnReader(reader, max(from, cl.readerFrom(reader), 0))
 			if err != nil {
 				return nil, err
 			}
@@ -361,10 +389,6 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	e.layout.Store(l)
 	if cl != nil {
 		l.standby = e.standbys(cl)
-		if _, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
-			plan.Name()+"/replica"); err != nil {
-			return nil, fmt.Errorf("spawn replica actor: %w", err)
-		}
 		if _, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }),
 			plan.Name()+"/inbox"); err != nil {
 			return nil, fmt.Errorf("spawn inbox actor: %w", err)

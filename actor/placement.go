@@ -111,9 +111,16 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	}
 	// Fragments that moved away: a final checkpoint, stop, and hand the
 	// checkpoint to the new owner.
-	for _, f := range lost {
+	// The final checkpoints are taken together: each fragment writes its
+	// own, and the readers' batches to the old owners are lost until the
+	// new ones replay.
+	finals := make([]*pa.Future, len(lost))
+	for i, f := range lost {
+		finals[i] = e.sys.Root.RequestFuture(old.frags[old.local[f]], ckptReq{}, 10*time.Second)
+	}
+	for i, f := range lost {
 		pid := old.frags[old.local[f]]
-		_, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result()
+		_, err := finals[i].Result()
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 		if err != nil {
 			// The new owner waits for nothing sound: it times out and

@@ -116,6 +116,14 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		e.unknown(msg)
 		return
 	}
+	if e.layout.Load() == nil {
+		// The engine is starting: wait until its fragments run.
+		e.placeMu.Lock()
+		e.placeMu.Unlock() //nolint:staticcheck // a barrier, not a critical section
+		if e.layout.Load() == nil {
+			return // it failed to start
+		}
+	}
 	f := int(m.Fragment)
 	if m.Flow != e.plan.Name() || f >= e.plan.Fragments() {
 		e.malformed.Add(1)

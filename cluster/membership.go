@@ -157,7 +157,8 @@ func (m *Membership) Members() []Member {
 		if p.meta.Leaving {
 			continue
 		}
-		out = append(out, Member{Name: name, Gossip: p.gossip, Remote: p.meta.Remote, HTTP: p.meta.Http, Epoch: p.meta.Epoch, Status: "alive"})
+		out = append(out, Member{Name: name, Gossip: p.gossip, Remote: p.meta.Remote, HTTP: p.meta.Http, Epoch: p.meta.Epoch,
+			Running: p.meta.Running, Status: "alive"})
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return cmpString(a.Name, b.Name) })
@@ -222,6 +223,15 @@ func (m *Membership) Epoch() uint64 {
 	e = max(e, m.self.Epoch)
 	m.mu.Unlock()
 	return e
+}
+
+// SetRunning marks the node's engine as running in its metadata: a node
+// that joins later waits for this one to hand off the fragments it takes.
+func (m *Membership) SetRunning() error {
+	m.mu.Lock()
+	m.self.Running = true
+	m.mu.Unlock()
+	return m.ml.UpdateNode(time.Second)
 }
 
 // SetLeaving marks the node as leaving in its metadata: the others place

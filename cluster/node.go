@@ -173,6 +173,7 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
+		n.joinRunning(ctx, plan, ecfg.Cluster)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
 	if cfg.DataDir != "" {
@@ -194,6 +195,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.eng.Stop()
+	if n.mem != nil {
+		if err := n.mem.SetRunning(); err != nil {
+			cfg.Logger.Warn("announce running", "err", err)
+		}
+	}
 	n.registerMetrics()
 
 	stopping := make(chan struct{})
@@ -318,7 +324,10 @@ type Member struct {
 	Remote string `json:"remote,omitempty"` // protoactor remote address
 	HTTP   string `json:"http"`
 	Epoch  uint64 `json:"epoch,omitempty"` // the node's placement epoch
-	Status string `json:"status"`
+	// Running: its engine runs (a node still starting, or one that has
+	// not yet joined a placement, is not).
+	Running bool   `json:"running"`
+	Status  string `json:"status"`
 }
 
 // FragmentState is one fragment in GET /v1/cluster.
@@ -469,13 +478,7 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 		}
 		asked++
 		go func() {
-			var other ClusterState
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTP+"/v1/cluster?scope=local", nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err == nil {
-				err = json.NewDecoder(resp.Body).Decode(&other)
-				resp.Body.Close()
-			}
+			other, err := peerState(ctx, m.HTTP)
 			ch <- answer{i: i, st: other, ok: err == nil}
 		}()
 	}
@@ -495,6 +498,24 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 	}
 	slices.SortFunc(st.Fragments, func(a, b FragmentState) int { return a.Fragment - b.Fragment })
 	st.lag()
+}
+
+// peerState reads another node's own fragments and readers.
+func peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
+	var st ClusterState
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?scope=local", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /v1/cluster on %s: %s", httpAddr, resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 func (n *Node) registerMetrics() {

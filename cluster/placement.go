@@ -100,6 +100,59 @@ func names(ms []Member) []string {
 	return out
 }
 
+// joinRunning prepares a node that joins a running cluster: the fragments
+// it takes from the running nodes wait for their hand-off, and the source
+// partitions it takes start where the cluster committed them (the running
+// nodes' GET /v1/cluster), not at the start of this node's empty store.
+// The running nodes own what the placement over them alone gives them.
+func (n *Node) joinRunning(ctx context.Context, plan *flows.Plan, cl *actor.ClusterConfig) {
+	var running []Member
+	for _, m := range n.mem.Members() {
+		if m.Running && m.Name != n.cfg.Name {
+			running = append(running, m)
+		}
+	}
+	if len(running) == 0 {
+		return // the cluster starts: nothing to take over
+	}
+	prev := Place(plan, running, 0)
+	cl.AwaitHandoff = make([]bool, len(cl.Fragments))
+	for f, owner := range cl.Fragments {
+		cl.AwaitHandoff[f] = owner == n.cfg.Name && prev.Fragments[f] != ""
+	}
+	type part struct {
+		source    string
+		partition int
+	}
+	var parts []part
+	for _, s := range plan.Sources() {
+		for p := range s.Partitions {
+			parts = append(parts, part{s.Name, p})
+		}
+	}
+	committed := map[part]int64{}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, m := range running {
+		st, err := peerState(ctx, m.HTTP)
+		if err != nil {
+			n.cfg.Logger.Debug("read a running node's readers", "node", m.Name, "err", err)
+			continue
+		}
+		for _, r := range st.Readers {
+			committed[part{r.Source, r.Partition}] = r.Committed
+		}
+	}
+	cl.ReaderFrom = make([]int64, len(cl.Readers))
+	for i, owner := range cl.Readers {
+		cl.ReaderFrom[i] = -1
+		if c, ok := committed[parts[i]]; ok && owner == n.cfg.Name {
+			cl.ReaderFrom[i] = c
+		}
+	}
+	n.cfg.Logger.Info("joining a running cluster", "running", names(running))
+}
+
 func (n *Node) placement() Placement {
 	n.placeMu.Lock()
 	defer n.placeMu.Unlock()

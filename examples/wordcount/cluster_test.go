@@ -186,11 +186,17 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 // A fourth node joins mid-stream and takes over fragments; then a node
 // leaves gracefully (SIGTERM) and hands its fragments off. Exact.
 func TestJoinAndLeaveExact(t *testing.T) {
-	const n = 2_000_000
+	const n = 3_000_000
 	bin := exampletest.Build(t, "wordcount")
 	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "32", "-rate", "400000", "-checkpoint-interval", "200ms"}
 	procs, gossip := startCluster(t, bin, 3, common...)
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second)
+	type reader struct {
+		Partition        int
+		Position, Events int64
+	}
+	var before struct{ Readers []reader }
+	getJSON(t, procs[0].Base+"/v1/cluster", &before)
 	p4 := startNode(t, bin, "n3", exampletest.FreePort(t), gossip[0], 1, common...)
 	p4.WaitURL(t)
 	time.Sleep(time.Second)
@@ -200,14 +206,31 @@ func TestJoinAndLeaveExact(t *testing.T) {
 		Events         int64
 		RestoredEvents int64 `json:"restored_events"`
 	}
+	// The fragments the new node took waited for their old owners'
+	// hand-offs: each restored what its old owner had counted, and asked
+	// the readers to replay only what followed, while the fragment moved.
+	// (Starting from its empty store instead, each would ask every reader
+	// for its partition again from offset 0: more than all read before the
+	// join.)
 	var st struct{ Fragments []fragment }
 	getJSON(t, p4.Base+"/v1/cluster?scope=local", &st)
 	if len(st.Fragments) == 0 {
 		t.Fatal("the new node took no fragment")
 	}
-	// (A node that joins starts its fragments at once and replays; it
-	// adopts an old owner's hand-off only if it is ahead of the replay, so
-	// which one wins is timing: exactness is what holds either way.)
+	for _, f := range st.Fragments {
+		if f.RestoredEvents == 0 {
+			t.Errorf("fragment %d on the new node restored nothing from a hand-off", f.Fragment)
+		}
+	}
+	var joined struct{ Readers []reader }
+	getJSON(t, p4.Base+"/v1/cluster", &joined)
+	for _, b := range before.Readers {
+		for _, r := range joined.Readers {
+			if r.Partition == b.Partition && r.Events-r.Position >= b.Position {
+				t.Errorf("partition %d: read again %d events after the join, of %d read before it", r.Partition, r.Events-r.Position, b.Position)
+			}
+		}
+	}
 	var leaving struct{ Fragments []fragment }
 	getJSON(t, procs[1].Base+"/v1/cluster?scope=local", &leaving)
 	if err := procs[1].Cmd.Process.Signal(syscall.SIGTERM); err != nil {
