@@ -188,7 +188,7 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 func TestJoinAndLeaveExact(t *testing.T) {
 	const n = 3_000_000
 	bin := exampletest.Build(t, "wordcount")
-	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "32", "-rate", "400000", "-checkpoint-interval", "200ms"}
+	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "30", "-rate", "400000", "-checkpoint-interval", "200ms"}
 	procs, gossip := startCluster(t, bin, 3, common...)
 	time.Sleep(2 * time.Second)
 	type reader struct {
@@ -220,6 +220,18 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	for _, f := range st.Fragments {
 		if f.RestoredEvents == 0 {
 			t.Errorf("fragment %d on the new node restored nothing from a hand-off", f.Fragment)
+		}
+	}
+	// With 30 fragments, the new node also takes source partition 0: it
+	// reads it from where the cluster committed it, not from the start.
+	var own struct{ Readers []reader }
+	getJSON(t, p4.Base+"/v1/cluster?scope=local", &own)
+	if len(own.Readers) == 0 {
+		t.Error("the new node took no source partition")
+	}
+	for _, r := range own.Readers {
+		if r.Events >= r.Position {
+			t.Errorf("partition %d: the new node read %d events to reach %d: it started from the beginning", r.Partition, r.Events, r.Position)
 		}
 	}
 	var joined struct{ Readers []reader }
