@@ -228,6 +228,13 @@ func (n *Node) handOff() {
 			n.cfg.Logger.Info("handed off every fragment")
 			return
 		}
+		if len(n.mem.Members()) == 0 {
+			// The others are leaving too (a whole cluster stopped at
+			// once): every node keeps what it owns in its final
+			// checkpoints, for its next start.
+			n.cfg.Logger.Info("every node is leaving: keeping the fragments")
+			return
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	n.cfg.Logger.Warn("leaving before every fragment was handed off")
