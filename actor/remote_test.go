@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	pa "github.com/asynkron/protoactor-go/actor"
+
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -63,11 +66,20 @@ func runChildNode(spec string) {
 			fmt.Println("ready")
 			in := bufio.NewScanner(os.Stdin)
 			for in.Scan() {
-				if err := e.Checkpoint(context.Background()); err != nil {
-					fmt.Fprintln(os.Stderr, err)
-					os.Exit(1)
+				switch in.Text() {
+				case "checkpoint":
+					if err := e.Checkpoint(context.Background()); err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(1)
+					}
+					fmt.Println("checkpointed")
+				case "malformed":
+					var batches int64
+					for _, f := range e.Fragments() {
+						batches += f.Malformed.Load()
+					}
+					fmt.Println(e.NetStats().Malformed, batches)
 				}
-				fmt.Println("checkpointed")
 			}
 			e.Stop()
 			os.Exit(0)
@@ -224,5 +236,41 @@ func TestEnginesAcrossRemote(t *testing.T) {
 		if last != g.Limit(r.Partition) {
 			t.Fatalf("partition %d: source committed %d, want %d", r.Partition, last, g.Limit(r.Partition))
 		}
+	}
+
+	// Malformed and unknown messages to node b are dropped and counted:
+	// batches for another flow, with parts that do not match, for a
+	// fragment that does not exist, of records that do not decode; a
+	// message its inbox does not know; a checkpoint chunk for another flow.
+	bFrag := uint32(0)
+	for f, owner := range frags {
+		if owner == "b" {
+			bFrag = uint32(f)
+			break
+		}
+	}
+	root, b := e.sys.Root, remotes["b"]
+	self := e.sys.Address()
+	root.Send(pa.NewPID(b, "count/inbox"), &wire.Batches{Flow: "other", ReaderAddress: self, ReaderId: "r", Fragments: []uint32{bFrag}, Records: [][]byte{{0}}})
+	root.Send(pa.NewPID(b, "count/inbox"), &wire.Batches{Flow: "count", ReaderAddress: self, ReaderId: "r", Fragments: []uint32{bFrag, bFrag}, Records: [][]byte{{0}}})
+	root.Send(pa.NewPID(b, "count/inbox"), &wire.Batches{Flow: "count", ReaderAddress: self, ReaderId: "r", Fragments: []uint32{999}, Records: [][]byte{{0}}})
+	root.Send(pa.NewPID(b, "count/inbox"), &wire.Batches{Flow: "count", ReaderAddress: self, ReaderId: "r", Fragments: []uint32{bFrag}, Records: [][]byte{{0xff, 0xff, 0xff}}})
+	root.Send(pa.NewPID(b, "count/inbox"), &wire.Meta{Flow: "count"})
+	root.Send(pa.NewPID(b, "count/replica"), &wire.CheckpointChunk{Flow: "other", Last: true})
+	for {
+		fmt.Fprintln(children[0].stdin, "malformed")
+		line, err := children[0].out.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs, batches int
+		fmt.Sscan(line, &msgs, &batches)
+		if msgs == 5 && batches == 1 {
+			break
+		}
+		if msgs > 5 || batches > 1 || time.Now().After(deadline) {
+			t.Fatalf("node b counted %d malformed messages and %d malformed batches, want 5 and 1", msgs, batches)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
