@@ -161,6 +161,7 @@ type Engine struct {
 	allParts []recovery.PartitionID // every source partition, in source order
 	remote   *remote.Remote
 	querier  *pa.PID
+	inbox    *pa.PID // in a cluster: other nodes' batches in, acknowledgements and announcements out
 	// replicated counts checkpoints sent to standbys; fencedChunks the
 	// checkpoint chunks refused from a stale owner.
 	replicated   atomic.Int64
@@ -335,6 +336,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/replica"); err != nil {
 			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
+		if e.inbox, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }),
+			plan.Name()+"/inbox"); err != nil {
+			return nil, fmt.Errorf("spawn inbox actor: %w", err)
+		}
 		e.awaitRemotes(cl)
 	}
 	root := e.sys.Root
@@ -389,10 +394,6 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	e.layout.Store(l)
 	if cl != nil {
 		l.standby = e.standbys(cl)
-		if _, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }),
-			plan.Name()+"/inbox"); err != nil {
-			return nil, fmt.Errorf("spawn inbox actor: %w", err)
-		}
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)

@@ -451,8 +451,15 @@ func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
 	// Every reader, on this node or another, learns how far this
 	// checkpoint covers its partition: it commits its source up to what
 	// every fragment announced.
+	// Readers on other nodes hear it through this node's inbox, which
+	// sends each reader the announcements of all its fragments together.
 	for i, pid := range fa.e.layout.Load().allRead {
-		c.Send(pid, &wire.Durable{Fragment: uint32(fa.frag.ID()), Offset: m.offsets[fa.e.allParts[i]]})
+		off := m.offsets[fa.e.allParts[i]]
+		if fa.e.isLocal(pid) {
+			c.Send(pid, &wire.Durable{Fragments: []uint32{uint32(fa.frag.ID())}, Offsets: []int64{off}})
+		} else if inbox := fa.e.inbox; inbox != nil {
+			c.Send(inbox, netDurableMsg{reader: pid, fragment: uint32(fa.frag.ID()), offset: off})
+		}
 	}
 	keep := fa.waiters[:0]
 	for _, w := range fa.waiters {

@@ -33,25 +33,51 @@ type netAckMsg struct {
 	fragment uint32
 }
 
+// netDurableMsg is a fragment's announcement of its durable checkpoint to
+// a reader on another node, through its inbox.
+type netDurableMsg struct {
+	reader   *pa.PID
+	fragment uint32
+	offset   int64
+}
+
 // flushAcksMsg makes the inbox send the acknowledgements it holds. It
 // queues behind the acknowledgements already in the mailbox, so all of
 // those go out together.
 type flushAcksMsg struct{}
 
 // inboxActor receives other nodes' readers' batches for this node's
-// fragments and returns the fragments' credits.
+// fragments, and returns the fragments' credits and announces their durable
+// checkpoints to those readers, a node's to one reader together.
 type inboxActor struct {
 	e     *Engine
 	frags []*pa.PID // the local fragment of each index, by its predictable name
-	// acks holds acknowledgements not yet sent, per reader.
+	// acks holds acknowledgements and durable announcements not yet
+	// sent, per reader.
 	acks      map[string]*pendingAcks
 	flushing  bool
 	readerIDs map[string]*pa.PID // readers seen, by address/id
 }
 
 type pendingAcks struct {
-	reader *pa.PID
-	frags  []uint32
+	reader  *pa.PID
+	frags   []uint32
+	durable *wire.Durable
+}
+
+// pending returns what is held for reader, and makes sure a flush follows.
+func (in *inboxActor) pending(c pa.Context, reader *pa.PID) *pendingAcks {
+	key := reader.Address + "/" + reader.Id
+	p := in.acks[key]
+	if p == nil {
+		p = &pendingAcks{reader: reader}
+		in.acks[key] = p
+	}
+	if !in.flushing {
+		in.flushing = true
+		c.Send(c.Self(), flushAcksMsg{})
+	}
+	return p
 }
 
 func newInboxActor(e *Engine) *inboxActor {
@@ -67,26 +93,31 @@ func (in *inboxActor) Receive(c pa.Context) {
 	case *wire.Batches:
 		in.batches(c, m)
 	case netAckMsg:
-		key := m.reader.Address + "/" + m.reader.Id
-		p := in.acks[key]
-		if p == nil {
-			p = &pendingAcks{reader: m.reader}
-			in.acks[key] = p
-		}
+		p := in.pending(c, m.reader)
 		p.frags = append(p.frags, m.fragment)
-		if !in.flushing {
-			in.flushing = true
-			c.Send(c.Self(), flushAcksMsg{})
+	case netDurableMsg:
+		p := in.pending(c, m.reader)
+		if p.durable == nil {
+			p.durable = &wire.Durable{}
 		}
+		p.durable.Fragments = append(p.durable.Fragments, m.fragment)
+		p.durable.Offsets = append(p.durable.Offsets, m.offset)
 	case flushAcksMsg:
 		in.flushing = false
 		for key, p := range in.acks {
-			if len(p.frags) == 0 {
+			if len(p.frags) == 0 && p.durable == nil {
 				delete(in.acks, key) // a reader gone quiet
 				continue
 			}
-			c.Send(p.reader, &wire.Acks{Fragments: p.frags})
-			p.frags = nil // the message owns the slice until it is sent
+			// The messages own their slices until they are sent.
+			if len(p.frags) > 0 {
+				c.Send(p.reader, &wire.Acks{Fragments: p.frags})
+				p.frags = nil
+			}
+			if p.durable != nil {
+				c.Send(p.reader, p.durable)
+				p.durable = nil
+			}
 		}
 	default:
 		in.e.unknown(m)

@@ -126,8 +126,14 @@ func (ra *readerActor) receive(c pa.Context) {
 		ra.flushOut(c)
 		c.Respond(stopMsg{})
 	case *wire.Durable:
-		if int(m.Fragment) < len(ra.durable) && m.Offset > ra.durable[m.Fragment] {
-			ra.durable[m.Fragment] = m.Offset
+		grew := false
+		for i, f := range m.Fragments {
+			if int(f) < len(ra.durable) && i < len(m.Offsets) && m.Offsets[i] > ra.durable[f] {
+				ra.durable[f] = m.Offsets[i]
+				grew = true
+			}
+		}
+		if grew {
 			ra.commit()
 		}
 	case rewindMsg:
