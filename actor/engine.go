@@ -318,9 +318,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	)
 	e.bg.Add(1)
 	go e.writer()
+	eng := e // the results are nil when an error returns
 	defer func() {
 		if err != nil {
-			e.shutdown(false)
+			eng.shutdown(false)
 		}
 	}()
 	if cl != nil {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,5 +274,23 @@ func TestEnginesAcrossRemote(t *testing.T) {
 			t.Fatalf("node b counted %d malformed messages and %d malformed batches, want 5 and 1", msgs, batches)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A node whose remote address is taken fails to start with an error that
+// names it, and leaves nothing running.
+func TestStartFailsOnTakenRemote(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	g, _ := gen.New(gen.Config{Partitions: 2, Seed: 1, Events: 10}, word)
+	_, err = Start(countFlow(t, g, ""), Config{Logger: quiet(),
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: slices.Repeat([]string{"a"}, 64),
+			Readers: []string{"a", "a"}, Remotes: map[string]string{"a": addr}}})
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Start on a taken remote address: %v", err)
 	}
 }

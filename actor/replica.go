@@ -124,6 +124,11 @@ func (ra *replicaActor) Receive(c pa.Context) {
 			return // it failed to start
 		}
 	}
+	select {
+	case <-e.stop:
+		return // stopping, or it failed to start
+	default:
+	}
 	f := int(m.Fragment)
 	if m.Flow != e.plan.Name() || f >= e.plan.Fragments() {
 		e.malformed.Add(1)
@@ -188,13 +193,18 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
 	l := e.layout.Load()
+	if i := l.local[f]; i >= 0 {
+		// The fragment decides: one waiting for its hand-off takes it
+		// even from a placement a little older than this node's (the old
+		// owner placed before the last epoch bump; its checkpoint is sound
+		// and the readers replay from it); a running one only if it is
+		// ahead and not older than the fragment's placement.
+		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
+		return
+	}
 	if m.Placement < l.epoch {
 		e.fencedChunks.Add(1)
 		e.cfg.Logger.Debug("hand-off under an older placement fenced", "fragment", f, "from", m.Owner, "placement", m.Placement, "here", l.epoch)
-		return
-	}
-	if i := l.local[f]; i >= 0 {
-		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
 		return
 	}
 	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
