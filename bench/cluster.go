@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
+	"github.com/tessera-streams/tessera/internal/freeport"
 )
 
 // The cluster workloads run the keyed count on nodes that are child
@@ -92,14 +92,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.Buffer.Write(p)
 }
 
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freePort() (string, error) { return freeport.Addr() }
 
 // startNodes starts k nodes of a bench cluster and waits until every one
 // answers HTTP.
