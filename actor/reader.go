@@ -36,6 +36,7 @@ type readerActor struct {
 	// they are encoded into (a new one for each message sent).
 	outBytes map[string]int
 	outBuf   []byte
+	outLast  int // the size of the last arena, to size the next one
 	outN     int
 	// unacked: per fragment, the start offsets of the batches sent and not
 	// yet acknowledged, oldest first.
@@ -321,7 +322,7 @@ func (ra *readerActor) send(c pa.Context, f int) {
 		return
 	}
 	if ra.outBuf == nil {
-		ra.outBuf = make([]byte, 0, 64<<10)
+		ra.outBuf = make([]byte, 0, max(ra.outLast+ra.outLast/4, 4<<10))
 	}
 	start := len(ra.outBuf)
 	enc, err := ra.e.plan.EncodeBatch(ra.outBuf, b)
@@ -363,8 +364,9 @@ func (ra *readerActor) flushOut(c pa.Context) {
 			ra.sendOut(c, addr, m)
 		}
 	}
-	// The next batches go into a new arena: the messages sent own this
-	// one until protoactor has written them.
+	// The next batches go into a new arena, sized after this one: the
+	// messages sent own this one until protoactor has written them.
+	ra.outLast = len(ra.outBuf)
 	ra.outBuf = nil
 	ra.outN = 0
 }
