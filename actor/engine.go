@@ -570,16 +570,52 @@ type writeReq struct {
 }
 
 // writer commits checkpoints; fragments never wait for it.
+//
+// Checkpoints that queued while the last ones were written are committed
+// together: each in its own batch, then one sync for all (group commit),
+// so that the disk flushes once per round, not once per fragment.
 func (e *Engine) writer() {
 	defer e.bg.Done()
+	const most = 256
+	reqs := make([]writeReq, 0, most)
+	ns := make([]int, most)
+	errs := make([]error, most)
 	for req := range e.writes {
-		n, err := e.store.Write(e.plan.Name(), req.frag, req.cp)
-		if err == nil && e.self != "" {
-			e.replicate(req.frag, req.cp, req.full)
+		reqs = append(reqs[:0], req)
+	more:
+		for len(reqs) < most {
+			select {
+			case r, ok := <-e.writes:
+				if !ok {
+					break more
+				}
+				reqs = append(reqs, r)
+			default:
+				break more
+			}
 		}
-		if req.pid != nil {
-			e.sys.Root.Send(req.pid, ckptDone{epoch: req.cp.Manifest.Epoch, offsets: req.cp.Manifest.Offsets,
-				time: req.cp.Manifest.Time, bytes: n, err: err})
+		written := false
+		for i, r := range reqs {
+			ns[i], errs[i] = e.store.WriteUnsynced(e.plan.Name(), r.frag, r.cp)
+			written = written || errs[i] == nil
+		}
+		if written {
+			if err := e.store.Sync(); err != nil {
+				for i := range reqs {
+					if errs[i] == nil {
+						errs[i] = err
+					}
+				}
+			}
+		}
+		for i, r := range reqs {
+			if errs[i] == nil && e.self != "" {
+				e.replicate(r.frag, r.cp, r.full)
+			}
+			if r.pid != nil {
+				e.sys.Root.Send(r.pid, ckptDone{epoch: r.cp.Manifest.Epoch, offsets: r.cp.Manifest.Offsets,
+					time: r.cp.Manifest.Time, bytes: ns[i], err: errs[i]})
+			}
 		}
 	}
 }

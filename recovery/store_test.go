@@ -181,6 +181,68 @@ func TestCheckpointIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// Checkpoints written unsynced (group commit) are each whole or absent
+// after a crash before the sync, and all there after it.
+func TestGroupCommitIsDurableAfterSync(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s, err := Open("db", fs, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const frags, keys = 8, 50
+	cp := func(epoch, frag int) *Checkpoint {
+		c := &Checkpoint{Manifest: Manifest{Epoch: uint64(epoch), Fragments: frags, Entries: keys,
+			Offsets: map[PartitionID]int64{{0, 0}: int64(epoch*100 + frag)}}}
+		for k := range keys {
+			c.Puts = append(c.Puts, put(0, fmt.Sprintf("k%03d", k), fmt.Sprintf("%d/%d", epoch, frag)))
+		}
+		return c
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	check := func(fs *vfs.MemFS, round int, synced bool) {
+		t.Helper()
+		c, err := Open("db", fs, quiet())
+		if err != nil {
+			t.Fatalf("reopen after crash: %v", err)
+		}
+		defer c.Close()
+		for f := range frags {
+			m, got, ok, err := load(t, c, f)
+			if err != nil {
+				t.Fatalf("round %d, fragment %d: %v", round, f, err)
+			}
+			epoch := 0
+			if ok {
+				epoch = int(m.Epoch)
+			}
+			if epoch != round && (synced || epoch != round-1) {
+				t.Fatalf("round %d (synced %v), fragment %d: checkpoint of epoch %d", round, synced, f, epoch)
+			}
+			if ok && (m.Offsets[PartitionID{0, 0}] != int64(epoch*100+f) || len(got) != keys) {
+				t.Fatalf("fragment %d: epoch %d with offsets %v and %d entries", f, epoch, m.Offsets, len(got))
+			}
+			for k, v := range got {
+				if v != fmt.Sprintf("%d/%d", epoch, f) {
+					t.Fatalf("fragment %d, epoch %d: entry %s = %s", f, epoch, k, v)
+				}
+			}
+		}
+	}
+	for round := 1; round <= 10; round++ {
+		for f := range frags {
+			if _, err := s.WriteUnsynced("flow", f, cp(round, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng}), round, false)
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		check(fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng}), round, true)
+	}
+}
+
 func TestManifestRoundTrip(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		m := Manifest{
