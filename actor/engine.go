@@ -161,7 +161,9 @@ type Engine struct {
 	allParts []recovery.PartitionID // every source partition, in source order
 	remote   *remote.Remote
 	querier  *pa.PID
-	inbox    *pa.PID // in a cluster: other nodes' batches in, acknowledgements and announcements out
+	inbox    *pa.PID       // in a cluster: other nodes' batches in, acknowledgements and announcements out
+	replica  *pa.PID       // in a cluster: standby copies and hand-offs in
+	started  chan struct{} // closed when Start returns
 	// replicated counts checkpoints sent to standbys; fencedChunks the
 	// checkpoint chunks refused from a stale owner.
 	replicated   atomic.Int64
@@ -265,7 +267,7 @@ type ReaderStats struct {
 // gRPC connections of another node in the same process).
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
-	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}),
+	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		writes: make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
@@ -324,16 +326,18 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			eng.shutdown(false)
 		}
 	}()
+	defer close(eng.started) // before the clean-up above
 	if cl != nil {
-		// Until the layout is stored, hand-offs wait for it (replicaActor
-		// takes placeMu): the nodes that owned this node's fragments hand
-		// them off as soon as its remote answers.
+		// The replica actor runs from here on, but handles nothing until
+		// Start returns (started) and placements wait for placeMu: the
+		// nodes that owned this node's fragments hand them off as soon as
+		// its remote answers, and the hand-offs find the fragments waiting.
 		e.placeMu.Lock()
 		defer e.placeMu.Unlock()
 		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
 			return nil, err
 		}
-		if _, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
+		if e.replica, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
 			plan.Name()+"/replica"); err != nil {
 			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
@@ -709,6 +713,11 @@ func (e *Engine) Stop() {
 }
 
 func (e *Engine) shutdown(final bool) {
+	if e.replica != nil {
+		// It writes standby copies and hand-offs to the store, and takes
+		// placeMu for hand-offs: stopped first.
+		_ = e.sys.Root.PoisonFuture(e.replica).Wait()
+	}
 	// Readers stop reading and send every fragment what they have, so
 	// that the final checkpoints cover everything read.
 	e.placeMu.Lock() // no placement change from here

@@ -82,6 +82,7 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 type replicaActor struct {
 	e       *Engine
 	partial map[uint32]*assembly
+	syncing bool // a syncMsg is on its way
 }
 
 type assembly struct {
@@ -112,14 +113,19 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	case *wire.HandoffDone:
 		e.handoffs.Add(-1)
 		return
+	case syncMsg:
+		ra.syncing = false
+		if err := e.store.Sync(); err != nil {
+			e.cfg.Logger.Error("sync standby copies", "err", err)
+		}
+		return
 	default:
 		e.unknown(msg)
 		return
 	}
 	if e.layout.Load() == nil {
 		// The engine is starting: wait until its fragments run.
-		e.placeMu.Lock()
-		e.placeMu.Unlock() //nolint:staticcheck // a barrier, not a critical section
+		<-e.started
 		if e.layout.Load() == nil {
 			return // it failed to start
 		}
@@ -176,13 +182,23 @@ func (ra *replicaActor) Receive(c pa.Context) {
 			return
 		}
 	}
+	// Standby copies that arrive together share one disk sync: it queues
+	// behind them. A copy lost to a crash before it is noticed by the next
+	// incremental one, which then asks for a full copy.
 	start := time.Now()
-	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
+	if _, err := e.store.WriteUnsynced(e.plan.Name(), f, cp); err != nil {
 		e.cfg.Logger.Error("write a standby copy", "fragment", f, "err", err)
 		return
 	}
+	if !ra.syncing {
+		ra.syncing = true
+		c.Send(c.Self(), syncMsg{})
+	}
 	e.cfg.Logger.Debug("standby copy", "fragment", f, "epoch", cp.Manifest.Epoch, "full", cp.Full, "took", time.Since(start))
 }
+
+// syncMsg makes the replica actor sync the standby copies it wrote.
+type syncMsg struct{}
 
 // handoff takes a fragment's last checkpoint from the owner that hands it
 // to this node: to the fragment if it runs here already (it is waiting for
