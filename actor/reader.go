@@ -32,8 +32,9 @@ type readerActor struct {
 	// remote address; they leave as one message per node when the turn
 	// ends (flushOut) or the message is full.
 	out map[string]*wire.Batches
-	// outBytes is the size of the records held in out; outBuf the arena
-	// they are encoded into (a new one for each message sent).
+	// outBytes is the size of the records held in out, per node; outBuf
+	// the arena they are encoded into (a new one each turn: the messages
+	// sent keep theirs until protoactor has written them).
 	outBytes map[string]int
 	outBuf   []byte
 	outLast  int // the size of the last arena, to size the next one

@@ -29,6 +29,7 @@ type structCodec[T any] struct {
 type fieldOp struct {
 	off  uintptr
 	kind reflect.Kind
+	bits int    // of an integer
 	name string // for errors: Outer.Inner.Field
 }
 
@@ -56,9 +57,10 @@ func (c *structCodec[T]) compile(rt reflect.Type, base uintptr, prefix string) e
 			return fmt.Errorf("field %s is unexported", name)
 		}
 		switch k := f.Type.Kind(); k {
-		case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-			reflect.Float32, reflect.Float64, reflect.String:
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			c.ops = append(c.ops, fieldOp{off: base + f.Offset, kind: k, bits: f.Type.Bits(), name: name})
+		case reflect.Bool, reflect.Float32, reflect.Float64, reflect.String:
 			c.ops = append(c.ops, fieldOp{off: base + f.Offset, kind: k, name: name})
 		case reflect.Slice:
 			if f.Type.Elem().Kind() != reflect.Uint8 {
@@ -148,26 +150,17 @@ func (c *structCodec[T]) Decode(b []byte) (T, error) {
 			if x, n = binary.Varint(b); n <= 0 {
 				return v, c.bad(op, "bad varint")
 			}
+			if op.bits < 64 && (x < -1<<(op.bits-1) || x >= 1<<(op.bits-1)) {
+				return v, c.bad(op, "out of range")
+			}
 			switch op.kind {
 			case reflect.Int:
-				if int64(int(x)) != x {
-					return v, c.bad(op, "out of range")
-				}
 				*(*int)(fp) = int(x)
 			case reflect.Int8:
-				if x < math.MinInt8 || x > math.MaxInt8 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*int8)(fp) = int8(x)
 			case reflect.Int16:
-				if x < math.MinInt16 || x > math.MaxInt16 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*int16)(fp) = int16(x)
 			case reflect.Int32:
-				if x < math.MinInt32 || x > math.MaxInt32 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*int32)(fp) = int32(x)
 			default:
 				*(*int64)(fp) = x
@@ -177,26 +170,17 @@ func (c *structCodec[T]) Decode(b []byte) (T, error) {
 			if x, n = binary.Uvarint(b); n <= 0 {
 				return v, c.bad(op, "bad uvarint")
 			}
+			if op.bits < 64 && x >= 1<<op.bits {
+				return v, c.bad(op, "out of range")
+			}
 			switch op.kind {
 			case reflect.Uint:
-				if uint64(uint(x)) != x {
-					return v, c.bad(op, "out of range")
-				}
 				*(*uint)(fp) = uint(x)
 			case reflect.Uint8:
-				if x > math.MaxUint8 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*uint8)(fp) = uint8(x)
 			case reflect.Uint16:
-				if x > math.MaxUint16 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*uint16)(fp) = uint16(x)
 			case reflect.Uint32:
-				if x > math.MaxUint32 {
-					return v, c.bad(op, "out of range")
-				}
 				*(*uint32)(fp) = uint32(x)
 			default:
 				*(*uint64)(fp) = x

@@ -83,6 +83,23 @@ func TestStructCodecChoice(t *testing.T) {
 	if _, err := c.Decode([]byte{0x80, 0x02}); err == nil || !strings.Contains(err.Error(), "small.N: out of range") {
 		t.Errorf("int8 out of range: %v", err)
 	}
+	type wide struct {
+		U uint16
+		I int32
+	}
+	wc, _ := DefaultCodec[wide]()
+	for _, bad := range [][]byte{
+		{0x80, 0x80, 0x04, 0},             // U = 65536
+		{0, 0x80, 0x80, 0x80, 0x80, 0x10}, // I = 2^31
+		{0, 0x81, 0x80, 0x80, 0x80, 0x10}, // I = -2^31 - 1
+	} {
+		if _, err := wc.Decode(bad); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%x: %v", bad, err)
+		}
+	}
+	if v, err := wc.Decode([]byte{0xff, 0xff, 0x03, 0xff, 0xff, 0xff, 0xff, 0x0f}); err != nil || v.U != 65535 || v.I != -1<<31 {
+		t.Errorf("the widest values: %+v, %v", v, err)
+	}
 	type flag struct{ B bool }
 	fc, _ := DefaultCodec[flag]()
 	if _, err := fc.Decode([]byte{2}); err == nil {
