@@ -77,36 +77,31 @@ type partWM struct {
 	seen bool
 }
 
-// watermarks is a fragment's event-time state: the watermark of every
-// event-time partition, and its own, the minimum over the active ones.
+// watermarks is a fragment's event-time state for one input channel (a
+// source, or an exchange): the watermark of each of its partitions, and
+// the channel's, the minimum over the active ones. The stages fed by the
+// channel follow it: their timers fire and their windows close as it
+// passes.
 type watermarks struct {
-	index map[[2]int]int // (source, partition) -> position in parts
-	parts []partWM
-	wm    int64 // monotone
+	parts []partWM // nil: the channel has no event time
+	wm    int64    // monotone
 }
 
-func newWatermarks(p *Plan) watermarks {
-	w := watermarks{index: map[[2]int]int{}, wm: NoWatermark}
-	for si, s := range p.f.sources {
-		if s.et == nil {
-			continue
-		}
-		for part := range s.partitions {
-			w.index[[2]int{si, part}] = len(w.parts)
-			w.parts = append(w.parts, partWM{wm: NoWatermark})
-		}
+func newWatermarks(parts int) watermarks {
+	w := watermarks{parts: make([]partWM, parts), wm: NoWatermark}
+	for i := range w.parts {
+		w.parts[i].wm = NoWatermark
 	}
 	return w
 }
 
 // observe records a partition's watermark from a batch and returns whether
-// the fragment's watermark advanced.
-func (w *watermarks) observe(src, part int, wm int64, idle bool) bool {
-	i, ok := w.index[[2]int{src, part}]
-	if !ok {
+// the channel's watermark advanced.
+func (w *watermarks) observe(part int, wm int64, idle bool) bool {
+	if part < 0 || part >= len(w.parts) {
 		return false
 	}
-	p := &w.parts[i]
+	p := &w.parts[part]
 	p.seen, p.idle = true, idle
 	if wm > p.wm {
 		p.wm = wm
@@ -135,42 +130,45 @@ func (w *watermarks) recompute() bool {
 }
 
 // Watermarks live in a reserved namespace of the checkpoint: one entry per
-// event-time partition.
+// event-time partition of every channel, keyed by channel and partition.
 const watermarkNamespace = math.MaxUint16
 
-func (w *watermarks) delta(d *Delta) {
-	if len(w.parts) == 0 {
-		return
-	}
-	d.Reset = append(d.Reset, watermarkNamespace)
-	for sp, i := range w.index {
-		p := w.parts[i]
-		if !p.seen {
-			continue
+func (fr *Fragment) wmDelta(d *Delta) {
+	reset := false
+	for ch := range fr.wms {
+		w := &fr.wms[ch]
+		for part, p := range w.parts {
+			if !reset {
+				d.Reset = append(d.Reset, watermarkNamespace)
+				reset = true
+			}
+			if !p.seen {
+				continue
+			}
+			key := binary.BigEndian.AppendUint32(nil, uint32(ch))
+			key = binary.BigEndian.AppendUint32(key, uint32(part))
+			val := binary.BigEndian.AppendUint64(nil, uint64(p.wm))
+			if p.idle {
+				val = append(val, 1)
+			} else {
+				val = append(val, 0)
+			}
+			d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: key, Value: val})
+			d.Entries++
 		}
-		key := binary.BigEndian.AppendUint32(nil, uint32(sp[0]))
-		key = binary.BigEndian.AppendUint32(key, uint32(sp[1]))
-		val := binary.BigEndian.AppendUint64(nil, uint64(p.wm))
-		if p.idle {
-			val = append(val, 1)
-		} else {
-			val = append(val, 0)
-		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: key, Value: val})
-		d.Entries++
 	}
 }
 
-func (w *watermarks) restore(key, val []byte) error {
+func (fr *Fragment) wmRestore(key, val []byte) error {
 	if len(key) != 8 || len(val) != 9 {
 		return fmt.Errorf("watermark entry of %d+%d bytes", len(key), len(val))
 	}
-	sp := [2]int{int(binary.BigEndian.Uint32(key)), int(binary.BigEndian.Uint32(key[4:]))}
-	i, ok := w.index[sp]
-	if !ok {
-		return fmt.Errorf("watermark of %d/%d, which has no event time in this flow", sp[0], sp[1])
+	ch, part := int(binary.BigEndian.Uint32(key)), int(binary.BigEndian.Uint32(key[4:]))
+	if ch >= len(fr.wms) || part >= len(fr.wms[ch].parts) {
+		return fmt.Errorf("watermark of %d/%d, which has no event time in this flow", ch, part)
 	}
-	w.parts[i] = partWM{wm: int64(binary.BigEndian.Uint64(val)), idle: val[8] == 1, seen: true}
+	w := &fr.wms[ch]
+	w.parts[part] = partWM{wm: int64(binary.BigEndian.Uint64(val)), idle: val[8] == 1, seen: true}
 	w.recompute()
 	return nil
 }

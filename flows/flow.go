@@ -21,6 +21,7 @@ type Flow struct {
 
 	sources  []sourceDef
 	stages   []stageDef // keyed stages (one per KeyBy)
+	edges    []edgeDef  // exchanges: KeyBy after a stateful operator
 	ops      int        // stateful operators: index into Fragment.ops
 	sinks    int
 	views    []viewDef
@@ -201,14 +202,59 @@ type Output[T any] struct {
 	Value T
 }
 
-// OutputID identifies an output: the input event (source partition and
-// offset) that produced it and its index among that event's outputs.
+// Cause is what made an output.
+type Cause uint8
+
+const (
+	// CauseEvent: an input event, named by its channel and offset.
+	CauseEvent Cause = iota
+	// CauseEventTimer: a Process event-time timer of a key.
+	CauseEventTimer
+	// CauseProcessingTimer: a Process processing-time timer of a key, or a
+	// periodic early window firing.
+	CauseProcessingTimer
+	// CauseWindow: a window closed by the watermark (on time).
+	CauseWindow
+)
+
+func (c Cause) String() string {
+	switch c {
+	case CauseEventTimer:
+		return "et"
+	case CauseProcessingTimer:
+		return "pt"
+	case CauseWindow:
+		return "w"
+	}
+	return "e"
+}
+
+// OutputID identifies an output by what caused it, never by batching,
+// timing or replay: an input event (its channel — a source or an exchange,
+// see Plan.Channels — partition and offset), or a timer or window of a key
+// (the operator, the key and the time), and the output's index among that
+// cause's outputs in the fragment. A replay emits the same outputs with the
+// same ids.
 type OutputID struct {
 	Fragment  int // -1 for outputs before the key
-	Source    int
-	Partition int
-	Offset    int64
+	Cause     Cause
+	Source    int   // CauseEvent: the input channel
+	Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
+	Offset    int64 // CauseEvent: the event's offset
+	Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
+	Op        int   // timers and windows: the operator, in declaration order
+	Key       string
+	At        int64 // timers: the timer's time; windows: the window's end (unix ns)
 	Index     int
+}
+
+// String is a stable, compact text form of the id: a message id or record
+// key for sinks that deduplicate.
+func (id OutputID) String() string {
+	if id.Cause == CauseEvent {
+		return fmt.Sprintf("%d/e/%d/%d/%d/%d/%d", id.Fragment, id.Source, id.Partition, id.Offset, id.Record, id.Index)
+	}
+	return fmt.Sprintf("%d/%s/%d/%d/%s/%d", id.Fragment, id.Cause, id.Op, id.At, id.Key, id.Index)
 }
 
 // Sink receives outputs in batches, from the goroutine of one reader or
@@ -230,12 +276,23 @@ type sourceDef struct {
 	open       func(r *Reader, p int, from int64) error
 }
 
+// stageDef is a keyed stage: the records of one KeyBy, in the fragments.
 type stageDef struct {
 	name   string
-	source int
+	source int // the source at the root of the stage's path (its event time)
+	edge   int // the exchange that feeds it, or -1: readers of source feed it
+	parent int // a stage keyed alike whose time it shares (Windowed.ByKey), or -1
 	codec  interface { // encodes batches to cross nodes (KeyBy stages)
 		decode(b []byte, n int, et bool) (payload, []byte, error)
 	}
+}
+
+// edgeDef is an exchange: a KeyBy of a stream inside the fragments. Every
+// fragment's output on it is a partition of an input channel of the next
+// stage (see exchange.go).
+type edgeDef struct {
+	stage int // the stage it feeds
+	from  int // the stage whose stream it re-keys: its watermark flows on
 }
 
 type viewDef struct {

@@ -309,13 +309,14 @@ func TestValidate(t *testing.T) {
 			flows.Aggregate(ks, func() opaque { return opaque{} }, func(o opaque, _ string) opaque { return o }).View("v")
 			return f
 		}, "missing codec for state"},
-		{"re-key after state", func() *flows.Flow {
+		{"event-time order without event time", func() *flows.Flow {
 			f := flows.New("x")
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
-			ks2 := flows.KeyBy(ks.Values(), flows.Identity[string])
-			flows.Count(ks2).View("v")
+			p := flows.Process(ks, flows.Handler[string, string, int, string]{OnEvent: func(*flows.Context[string, int, string], string) {}},
+				flows.InEventTimeOrder())
+			flows.Count(flows.KeyBy(p.Out(), flows.Identity[string])).View("v")
 			return f
-		}, "re-keying"},
+		}, "InEventTimeOrder needs a source with event time"},
 		{"nil function", func() *flows.Flow {
 			f := flows.New("x")
 			ks := flows.KeyBy(flows.Map[string, string](flows.From(f, "in", in), nil), flows.Identity[string])

@@ -3,7 +3,6 @@ package flows
 import (
 	"cmp"
 	"container/heap"
-	"encoding/binary"
 	"fmt"
 	"reflect"
 	"slices"
@@ -16,8 +15,9 @@ import (
 
 // StateOption configures a stateful operator.
 type StateOption struct {
-	codec any
-	ttl   time.Duration
+	codec   any
+	ttl     time.Duration
+	ordered bool
 }
 
 // WithStateTTL expires a key's state once the watermark passes its last
@@ -193,12 +193,12 @@ func (t *table[K, V]) Len() int { return len(t.keys) }
 
 // Table is the keyed state of Reduce, Aggregate or Count: one value per key.
 type Table[K comparable, V any] struct {
-	ks KeyedStream[K, V]
-	op int
-	kc KeyCodec[K]
-	hs func(K) uint64
-	f  *Flow
-	vc Codec[V]
+	stage int
+	op    int
+	kc    KeyCodec[K]
+	hs    func(K) uint64
+	f     *Flow
+	vc    Codec[V]
 }
 
 func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
@@ -213,14 +213,14 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 			return
 		}
 		t.exp = &tableTTL[K]{ttl: ttl}
-		fr.timers = append(fr.timers, t)
+		fr.addTimers(ks.stage, t)
 		ks.subscribe(fr, func(k K, v T) {
 			t.expired(k, fr.cur.TS)
 			update(t, k, v)
 			t.exp.seen(t.idx[k], k, fr.cur.TS)
 		})
 	})
-	return Table[K, V]{op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
+	return Table[K, V]{stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
 }
 
 // Reduce keeps, per key, the first event combined with every later one by
@@ -288,7 +288,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 // Updates is the stream of the table's changes: the key and its new value,
 // after every event.
 func (t Table[K, V]) Updates() Stream[KV[K, V]] {
-	return Stream[KV[K, V]]{f: t.f, what: "Updates", side: fragmentSide,
+	return Stream[KV[K, V]]{f: t.f, what: "Updates", side: fragmentSide, stage: t.stage,
 		attach: func(c *core, fn func(KV[K, V])) {
 			tb := c.frag.ops[t.op].(*table[K, V])
 			tb.subs = append(tb.subs, fn)
@@ -538,345 +538,3 @@ func (a *aggState[P]) restore(_ uint16, key, val []byte) error {
 // whose algebra takes the events themselves.
 func Identity[T any](v T) T { return v }
 
-// Handler is a process function: a per-key state machine with typed state
-// S that emits O. OnEvent is called for every event of a key, OnTimer (if
-// set) when a timer of the key fires. The Context is valid only during the
-// call.
-type Handler[K comparable, T, S, O any] struct {
-	OnEvent func(c *Context[K, S, O], v T)
-	OnTimer func(c *Context[K, S, O], at time.Time)
-}
-
-// Context is what a process function sees of its key.
-type Context[K comparable, S, O any] struct {
-	key K
-	op  *procOp[K, S, O]
-	fr  *Fragment
-	dom TimeDomain // of the firing timer
-}
-
-// Key is the current key.
-func (c *Context[K, S, O]) Key() K { return c.key }
-
-// State returns the key's state and whether it has any.
-func (c *Context[K, S, O]) State() (S, bool) {
-	s, ok := c.op.state[c.key]
-	return s, ok
-}
-
-// SetState replaces the key's state.
-func (c *Context[K, S, O]) SetState(s S) {
-	c.op.state[c.key] = s
-	c.op.dirty[c.key] = struct{}{}
-}
-
-// ClearState removes the key's state.
-func (c *Context[K, S, O]) ClearState() {
-	delete(c.op.state, c.key)
-	c.op.dirty[c.key] = struct{}{}
-}
-
-// Emit sends an output downstream.
-func (c *Context[K, S, O]) Emit(o O) {
-	for _, s := range c.op.subs {
-		s(o)
-	}
-}
-
-// Now is the processing time of the current batch or timer.
-func (c *Context[K, S, O]) Now() time.Time { return c.fr.now }
-
-// Timestamp is the current event's event time (the zero time for sources
-// without event time, and in timers).
-func (c *Context[K, S, O]) Timestamp() time.Time {
-	if c.fr.cur.TS == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, c.fr.cur.TS)
-}
-
-// Watermark is the fragment's event-time watermark: every event up to it
-// has arrived, but for late ones (the zero time before there is one).
-func (c *Context[K, S, O]) Watermark() time.Time {
-	if wm := c.fr.wms.wm; wm != NoWatermark {
-		return time.Unix(0, wm)
-	}
-	return time.Time{}
-}
-
-// TimeDomain says, during OnTimer, whether the timer is an event-time or a
-// processing-time one.
-func (c *Context[K, S, O]) TimeDomain() TimeDomain { return c.dom }
-
-// TimeDomain is the clock of a timer.
-type TimeDomain uint8
-
-const (
-	ProcessingTime TimeDomain = iota // fires on the processing-time clock
-	EventTime                        // fires when the watermark passes it
-)
-
-// SetProcessingTimer asks for OnTimer to be called for this key once the
-// processing time reaches at. Setting the same time twice sets one timer.
-func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) { c.op.set(c.key, ProcessingTime, at) }
-
-// DeleteProcessingTimer cancels the key's processing-time timer at at.
-func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
-	c.op.del(c.key, ProcessingTime, at)
-}
-
-// SetEventTimer asks for OnTimer to be called for this key once the
-// watermark reaches at. Event-time timers are deterministic: a replay fires
-// them at the same point of the stream.
-func (c *Context[K, S, O]) SetEventTimer(at time.Time) { c.op.set(c.key, EventTime, at) }
-
-// DeleteEventTimer cancels the key's event-time timer at at.
-func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, EventTime, at) }
-
-func (p *procOp[K, S, O]) set(k K, dom TimeDomain, at time.Time) {
-	t := timerKey[K]{at: at.UnixNano(), key: k, dom: dom}
-	if _, ok := p.pending[t]; ok {
-		return
-	}
-	p.pending[t] = struct{}{}
-	p.timersDirty = true
-	heap.Push(&p.timers[dom], t)
-}
-
-func (p *procOp[K, S, O]) del(k K, dom TimeDomain, at time.Time) {
-	delete(p.pending, timerKey[K]{at: at.UnixNano(), key: k, dom: dom})
-	p.timersDirty = true
-}
-
-type timerKey[K comparable] struct {
-	at  int64
-	key K
-	dom TimeDomain
-}
-
-type timerHeap[K comparable] []timerKey[K]
-
-func (h timerHeap[K]) Len() int           { return len(h) }
-func (h timerHeap[K]) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h timerHeap[K]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap[K]) Push(x any)        { *h = append(*h, x.(timerKey[K])) }
-func (h *timerHeap[K]) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
-
-type procOp[K comparable, S, O any] struct {
-	state       map[K]S
-	dirty       map[K]struct{} // keys set or cleared since the last checkpoint
-	subs        []func(O)
-	timers      [3]timerHeap[K] // per domain (and TTL); may hold deleted timers: pending is the truth
-	pending     map[timerKey[K]]struct{}
-	timersDirty bool
-	ctx         Context[K, S, O]
-	onTimer     func(c *Context[K, S, O], at time.Time)
-	kc          KeyCodec[K]
-	sc          Codec[S]
-	ttl         int64       // 0: state never expires
-	lastTS      map[K]int64 // with a TTL: each key's latest event time
-}
-
-// ttlDomain is the internal timer domain that expires state.
-const ttlDomain TimeDomain = 2
-
-// touchTTL moves key k's expiry to its latest event time plus the TTL.
-func (p *procOp[K, S, O]) touchTTL(k K, ts int64) {
-	last, ok := p.lastTS[k]
-	if ok && ts >= satAdd(last, p.ttl) {
-		// Expired by event time, whether or not the watermark has said so
-		// yet: expiry follows the key's events, not their batching.
-		if _, had := p.state[k]; had {
-			delete(p.state, k)
-			p.dirty[k] = struct{}{}
-		}
-	}
-	if ok && ts <= last {
-		return
-	}
-	if ok {
-		p.del(k, ttlDomain, time.Unix(0, last+p.ttl))
-	}
-	p.lastTS[k] = ts
-	p.set(k, ttlDomain, time.Unix(0, ts+p.ttl))
-}
-
-// Process state lives in two namespaces: ns for the states, ns+1 for the
-// timers, which are rewritten whole when they changed (they are few).
-func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
-	var err error
-	for k := range p.dirty {
-		var key []byte
-		if key, err = p.kc.Append(nil, k); err != nil {
-			return fmt.Errorf("encode key: %w", err)
-		}
-		s, ok := p.state[k]
-		if !ok {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
-			continue
-		}
-		v, err := p.sc.Append(nil, s)
-		if err != nil {
-			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
-		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
-	}
-	clear(p.dirty)
-	if p.timersDirty {
-		d.Reset = append(d.Reset, ns+1)
-		for t := range p.pending {
-			key := binary.BigEndian.AppendUint64([]byte{byte(t.dom)}, uint64(t.at))
-			if key, err = p.kc.Append(key, t.key); err != nil {
-				return fmt.Errorf("encode timer key: %w", err)
-			}
-			d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: []byte{}})
-		}
-		p.timersDirty = false
-	}
-	d.Entries += int64(len(p.state) + len(p.pending))
-	return nil
-}
-
-func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
-	if ns%2 == 1 { // timers: domain, time, key
-		if len(key) < 9 || key[0] > byte(ttlDomain) {
-			return fmt.Errorf("timer key of %d bytes", len(key))
-		}
-		k, err := p.kc.Decode(key[9:])
-		if err != nil {
-			return fmt.Errorf("decode timer key: %w", err)
-		}
-		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key[1:])), key: k, dom: TimeDomain(key[0])}
-		if t.dom == ttlDomain {
-			p.lastTS[k] = t.at - p.ttl
-		}
-		p.pending[t] = struct{}{}
-		heap.Push(&p.timers[t.dom], t)
-		return nil
-	}
-	k, err := p.kc.Decode(key)
-	if err != nil {
-		return fmt.Errorf("decode key: %w", err)
-	}
-	s, err := p.sc.Decode(val)
-	if err != nil {
-		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
-	}
-	p.state[k] = s
-	return nil
-}
-
-func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
-	p.fireDue(fr, ProcessingTime, now.UnixNano())
-}
-
-func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
-	p.fireDue(fr, EventTime, wm)
-	p.fireDue(fr, ttlDomain, wm)
-}
-
-// fireDue fires the domain's timers at or before t, in time order.
-func (p *procOp[K, S, O]) fireDue(fr *Fragment, dom TimeDomain, t0 int64) {
-	h := &p.timers[dom]
-	for len(*h) > 0 && (*h)[0].at <= t0 {
-		t := heap.Pop(h).(timerKey[K])
-		if _, ok := p.pending[t]; !ok {
-			continue
-		}
-		delete(p.pending, t)
-		p.timersDirty = true
-		if dom == ttlDomain { // the key had no event for the TTL: drop its state
-			delete(p.lastTS, t.key)
-			if _, ok := p.state[t.key]; ok {
-				delete(p.state, t.key)
-				p.dirty[t.key] = struct{}{}
-			}
-			continue
-		}
-		if p.onTimer == nil {
-			continue
-		}
-		p.fireOne(fr, t)
-	}
-}
-
-func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
-	defer func() {
-		if v := recover(); v != nil {
-			fr.cur.Offset = -1
-			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
-		}
-	}()
-	p.ctx.key, p.ctx.dom = t.key, t.dom
-	fr.cur.TS = 0
-	p.onTimer(&p.ctx, time.Unix(0, t.at))
-}
-
-// Processed is the result of Process: its output stream and its state.
-type Processed[K comparable, S, O any] struct {
-	f  *Flow
-	op int
-	kc KeyCodec[K]
-	hs func(K) uint64
-	sc Codec[S]
-}
-
-// Process runs a per-key state machine over a keyed stream.
-func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S, O], opts ...StateOption) Processed[K, S, O] {
-	f := ks.f
-	if h.OnEvent == nil {
-		f.errorf("Process: OnEvent must not be nil")
-	}
-	sc := stateCodec[S](f, "Process", opts)
-	ttl := stateTTL(f, "Process", ks.stage, opts)
-	op := f.ops
-	f.ops++
-	f.fragW = append(f.fragW, func(fr *Fragment) {
-		p := &procOp[K, S, O]{state: map[K]S{}, dirty: map[K]struct{}{}, pending: map[timerKey[K]]struct{}{},
-			onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
-		p.ctx = Context[K, S, O]{op: p, fr: fr}
-		fr.ops[op] = p
-		fr.timers = append(fr.timers, p)
-		ks.subscribe(fr, func(k K, v T) {
-			if ttl > 0 {
-				p.touchTTL(k, fr.cur.TS)
-			}
-			p.ctx.key = k
-			h.OnEvent(&p.ctx, v)
-		})
-	})
-	return Processed[K, S, O]{f: f, op: op, kc: ks.kc, hs: ks.hash, sc: sc}
-}
-
-// Out is the stream of what the process function emits.
-func (p Processed[K, S, O]) Out() Stream[O] {
-	return Stream[O]{f: p.f, what: "Process", side: fragmentSide,
-		attach: func(c *core, fn func(O)) {
-			po := c.frag.ops[p.op].(*procOp[K, S, O])
-			po.subs = append(po.subs, fn)
-		}}
-}
-
-// View exposes the process function's state as a keyed view.
-func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processed[K, S, O] {
-	sc := scorer(p.f, name, score)
-	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
-		po := fr.ops[p.op].(*procOp[K, S, O])
-		if only != nil {
-			if s, ok := po.state[*only]; ok {
-				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
-			}
-			return nil
-		}
-		keys := make([]K, 0, len(po.state))
-		for k := range po.state {
-			keys = append(keys, k)
-		}
-		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, sc)
-	})
-	return p
-}

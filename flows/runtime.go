@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -50,9 +51,21 @@ func (p *Plan) Views() []splice.Spec {
 	return out
 }
 
-// PartitionName is how a source partition is named in offsets and logs.
-func (p *Plan) PartitionName(src, part int) string {
-	return fmt.Sprintf("%s/%d", p.f.sources[src].name, part)
+// PartitionName is how a partition of an input channel (a source, or an
+// exchange, whose partitions are the upstream fragments) is named in
+// offsets and logs.
+func (p *Plan) PartitionName(ch, part int) string {
+	return fmt.Sprintf("%s/%d", p.channelName(ch), part)
+}
+
+func (p *Plan) channelName(ch int) string {
+	switch {
+	case ch >= 0 && ch < len(p.f.sources):
+		return p.f.sources[ch].name
+	case p.IsExchange(ch):
+		return p.f.stages[p.f.edges[ch-len(p.f.sources)].stage].name
+	}
+	return fmt.Sprintf("channel#%d", ch)
 }
 
 // Cursor is the input event being processed.
@@ -66,12 +79,18 @@ type Cursor struct {
 // core is what readers and fragments share: the current event and the
 // sinks, and the subscription points operators attach to.
 type core struct {
-	plan    *Plan
-	cur     Cursor
-	curIdx  int   // index of the current record in its batch (fragments)
-	lastOff int64 // offset of the previous output, for output indexes
-	outIdx  int
-	frag    *Fragment // nil in readers
+	plan   *Plan
+	cur    Cursor
+	curIdx int // index of the current record in its batch (fragments)
+	// What the outputs emitted now come from (OutputID): the current event,
+	// or a timer or window of an operator; and the next output's index.
+	cause    Cause
+	causeOp  int
+	causeAt  int64
+	causeKey interface{ firingKey() string }
+	record   int
+	outIdx   int
+	frag     *Fragment // nil in readers
 	sinks   []interface {
 		flush() error
 		discard()
@@ -79,13 +98,28 @@ type core struct {
 	srcSubs []any // readers: func(T) subscribers of the source
 }
 
+// event makes record rec of the input event at offset off the cause of
+// what is emitted next.
+func (c *core) event(off int64, rec int) {
+	c.cur.Offset, c.cause, c.record, c.outIdx = off, CauseEvent, rec, 0
+}
+
+// firing makes a timer or window of operator op, for the key k formats,
+// the cause of what is emitted next; ts is the event time of those outputs.
+func (c *core) firing(cause Cause, op int, at, ts int64, k interface{ firingKey() string }) {
+	c.cause, c.causeOp, c.causeAt, c.causeKey, c.outIdx = cause, op, at, k, 0
+	c.cur.Offset, c.cur.TS = -1, ts
+}
+
 func (c *core) outputID() OutputID {
-	if c.cur.Offset != c.lastOff {
-		c.lastOff, c.outIdx = c.cur.Offset, 0
-	}
-	id := OutputID{Fragment: -1, Source: c.cur.Source, Partition: c.cur.Partition, Offset: c.cur.Offset, Index: c.outIdx}
+	id := OutputID{Fragment: -1, Cause: c.cause, Index: c.outIdx}
 	if c.frag != nil {
 		id.Fragment = c.frag.id
+	}
+	if c.cause == CauseEvent {
+		id.Source, id.Partition, id.Offset, id.Record = c.cur.Source, c.cur.Partition, c.cur.Offset, c.record
+	} else {
+		id.Op, id.At, id.Key = c.causeOp, c.causeAt, c.causeKey.firingKey()
 	}
 	c.outIdx++
 	return id
@@ -106,6 +140,7 @@ type payload interface {
 	encode(p *Plan, dst []byte, et bool) ([]byte, error)
 	len() int
 	apply(fr *Fragment, min int64, from int)
+	stageOf() int
 	describe(fr *Fragment, i int) (key, val string)
 	release()
 }
@@ -173,7 +208,6 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	r := &Reader{src: src, part: part, batchSize: max(batchSize, 1), maxTS: NoWatermark}
 	r.plan = p
 	r.cur = Cursor{Source: src, Partition: part, Offset: from}
-	r.lastOff = -1
 	r.sent = make([]int64, p.f.fragments)
 	r.sentWM = make([]int64, p.f.fragments)
 	r.sentIdle = make([]bool, p.f.fragments)
@@ -378,7 +412,7 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 	defer func() {
 		if v := recover(); v != nil {
 			r.userErr = append(r.userErr, DeadLetter{
-				Flow: r.plan.f.name, Source: r.plan.f.sources[r.src].name, Partition: r.part,
+				Flow: r.plan.f.name, Source: r.plan.channelName(r.src), Partition: r.part,
 				Offset: r.cur.Offset, Fragment: -1, Value: fmt.Sprintf("%+v", p.b.Events[next]),
 				Error: fmt.Sprintf("panic: %v", v),
 			})
@@ -389,7 +423,7 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 		r.lastEv = r.now
 	}
 	for next = i; next < len(p.b.Events); next++ {
-		r.cur.Offset = p.b.Offsets[next]
+		r.event(p.b.Offsets[next], 0)
 		if p.ts != nil {
 			t := p.ts(p.b.Events[next]).UnixNano()
 			r.cur.TS = t
@@ -410,21 +444,48 @@ type Fragment struct {
 	id     int
 	stages []any // per keyed stage: *fragStage[K, T]
 	ops    []any // per stateful operator: a stateOp
-	timers []interface {
-		fire(fr *Fragment, now time.Time)
-		fireEvent(fr *Fragment, wm int64)
-	}
-	now      time.Time
-	events   int64
-	skip     map[EventID]struct{} // events not to apply (dead-lettered)
-	wms      watermarks
+	timers []timerReg
+	out    []exchangeOut // per exchange, in channel order
+	now    time.Time
+	events int64
+	skip   map[EventID]struct{} // events not to apply (dead-lettered)
+	// wms: per input channel, its event time; stageDom: per stage, the
+	// channel whose watermark it follows; curDom: the one of the stage
+	// running now.
+	wms      []watermarks
+	stageDom []int
+	curDom   int
+	// failing describes the event running outside a batch's records (one
+	// that waited for the watermark), for its dead letter.
+	failing interface{ describeFailing() (key, val string) }
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
 	hold     int64 // window views keep windows ending after it (SetHold)
 }
 
-// EventID identifies a source event.
+// timerReg is an operator's timers and the channel whose watermark they
+// follow.
+type timerReg struct {
+	dom int
+	t   interface {
+		fire(fr *Fragment, now time.Time)
+		fireEvent(fr *Fragment, wm int64)
+	}
+}
+
+// addTimers registers an operator of stage's timers.
+func (fr *Fragment) addTimers(stage int, t interface {
+	fire(fr *Fragment, now time.Time)
+	fireEvent(fr *Fragment, wm int64)
+}) {
+	fr.timers = append(fr.timers, timerReg{dom: fr.stageDom[stage], t: t})
+}
+
+// wm is the watermark of the stage running now.
+func (fr *Fragment) wm() int64 { return fr.wms[fr.curDom].wm }
+
+// EventID identifies an input event: a channel, partition and offset.
 type EventID struct {
 	Source    int
 	Partition int
@@ -473,9 +534,19 @@ func (p *Plan) NewFragment(id int) *Fragment {
 	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops)}
 	fr.plan = p
 	fr.frag = fr
-	fr.lastOff = -1
 	fr.hold = math.MaxInt64
-	fr.wms = newWatermarks(p)
+	fr.wms = make([]watermarks, p.channels())
+	for ch := range fr.wms {
+		if p.channelET(ch) {
+			fr.wms[ch] = newWatermarks(p.channelParts(ch))
+		} else {
+			fr.wms[ch].wm = NoWatermark
+		}
+	}
+	fr.stageDom = make([]int, len(p.f.stages))
+	for s := range fr.stageDom {
+		fr.stageDom[s] = p.stageChannel(s)
+	}
 	for _, w := range p.f.fragW {
 		w(fr)
 	}
@@ -487,17 +558,50 @@ func (p *Plan) NewFragment(id int) *Fragment {
 func (fr *Fragment) TooLate() int64 { return fr.tooLate }
 
 // Watermark is the fragment's event-time watermark (unix ns): the minimum
-// over the active event-time partitions; NoWatermark before all have one.
-func (fr *Fragment) Watermark() int64 { return fr.wms.wm }
-
-// observe takes a batch's watermark and fires the event-time timers it
-// makes due.
-func (fr *Fragment) observe(b *Batch) {
-	if b.EventTime && fr.wms.observe(b.Source, b.Partition, b.Watermark, b.Idle) {
-		for _, t := range fr.timers {
-			t.fireEvent(fr, fr.wms.wm)
+// over its event-time input channels; NoWatermark before all have one.
+func (fr *Fragment) Watermark() int64 {
+	low, any := int64(math.MaxInt64), false
+	for _, w := range fr.wms {
+		if w.parts != nil {
+			low, any = min(low, w.wm), true
 		}
 	}
+	if !any {
+		return NoWatermark
+	}
+	return low
+}
+
+// observe takes a batch's watermark and fires the event-time timers it
+// makes due in the stages its channel feeds.
+func (fr *Fragment) observe(b *Batch) {
+	if !b.EventTime || b.Source < 0 || b.Source >= len(fr.wms) {
+		return
+	}
+	if w := &fr.wms[b.Source]; w.observe(b.Partition, b.Watermark, b.Idle) {
+		for _, t := range fr.timers {
+			if t.dom == b.Source {
+				fr.curDom = t.dom
+				t.t.fireEvent(fr, w.wm)
+			}
+		}
+	}
+}
+
+// Observe takes the watermark of a batch whose records were all applied
+// before (a replay): it still carries the partition's progress, which a
+// fragment that missed it (it restored after the batch was first sent)
+// needs to complete its windows and timers.
+func (fr *Fragment) Observe(b *Batch) error {
+	fr.cur.Source, fr.cur.Partition = b.Source, b.Partition
+	if err := fr.observeSafe(b); err != nil {
+		fr.discardSinks()
+		return err
+	}
+	if err := fr.flushSinks(); err != nil {
+		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
+	}
+	return nil
 }
 
 // ID is the fragment's number.
@@ -536,14 +640,38 @@ func (fr *Fragment) Apply(b *Batch, min int64) error {
 			return err
 		}
 	}
-	fr.observe(b)
+	if err := fr.observeSafe(b); err != nil {
+		fr.discardSinks()
+		return err
+	}
 	if err := fr.flushSinks(); err != nil {
 		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}
 	return nil
 }
 
+// observeSafe observes a batch's watermark; a user function that panics
+// on an event that waited for it is an *EventError, as in Apply.
+func (fr *Fragment) observeSafe(b *Batch) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if fr.failing == nil {
+				// Not an event's: a window's result failed downstream.
+				fr.timerErr = append(fr.timerErr, fr.deadLetter("", "event-time firing", v))
+				return
+			}
+			key, val := fr.failing.describeFailing()
+			fr.failing = nil
+			fr.failed = &EventError{Event: EventID{fr.cur.Source, fr.cur.Partition, fr.cur.Offset}, DeadLetter: fr.deadLetter(key, val, v)}
+			err = fr.failed
+		}
+	}()
+	fr.observe(b)
+	return nil
+}
+
 func (fr *Fragment) applySafe(p payload, min int64) (err error) {
+	fr.curDom = fr.stageDom[p.stageOf()]
 	defer func() {
 		if v := recover(); v != nil {
 			key, val := p.describe(fr, fr.curIdx)
@@ -560,7 +688,7 @@ func (fr *Fragment) applySafe(p payload, min int64) (err error) {
 
 func (fr *Fragment) deadLetter(key, val string, v any) DeadLetter {
 	return DeadLetter{
-		Flow: fr.plan.f.name, Source: fr.plan.f.sources[fr.cur.Source].name, Partition: fr.cur.Partition,
+		Flow: fr.plan.f.name, Source: fr.plan.channelName(fr.cur.Source), Partition: fr.cur.Partition,
 		Offset: fr.cur.Offset, Fragment: fr.id, Key: key, Value: val, Error: fmt.Sprintf("panic: %v", v),
 		Time: fr.now,
 	}
@@ -581,15 +709,29 @@ func (fr *Fragment) TakeDelta() (Delta, error) {
 			return Delta{}, fmt.Errorf("checkpoint fragment %d: %w", fr.id, err)
 		}
 	}
-	fr.wms.delta(&d)
+	for _, w := range fr.out {
+		if err := w.delta(&d); err != nil {
+			return Delta{}, fmt.Errorf("checkpoint fragment %d: %w", fr.id, err)
+		}
+	}
+	fr.wmDelta(&d)
 	return d, nil
 }
 
 // Restore loads one checkpointed entry into the fragment, which must be
 // new (from NewFragment).
 func (fr *Fragment) Restore(e StateEntry) error {
-	if e.Namespace == watermarkNamespace {
-		if err := fr.wms.restore(e.Key, e.Value); err != nil {
+	switch e.Namespace {
+	case watermarkNamespace:
+		if err := fr.wmRestore(e.Key, e.Value); err != nil {
+			return fmt.Errorf("restore fragment %d: %w", fr.id, err)
+		}
+		return nil
+	case exchangeNamespace:
+		if len(e.Key) < 2 || int(binary.BigEndian.Uint16(e.Key)) >= len(fr.out) {
+			return fmt.Errorf("restore fragment %d: an entry of no exchange (the flow changed?)", fr.id)
+		}
+		if err := fr.out[binary.BigEndian.Uint16(e.Key)].restore(e.Key, e.Value); err != nil {
 			return fmt.Errorf("restore fragment %d: %w", fr.id, err)
 		}
 		return nil
@@ -607,13 +749,72 @@ func (fr *Fragment) Restore(e StateEntry) error {
 // SetEvents sets the applied-records count, as a restore does.
 func (fr *Fragment) SetEvents(n int64) { fr.events = n }
 
+// Restored ends a restore: the fragment tells every fragment downstream
+// of it where its outputs are (see TakeOutputs).
+func (fr *Fragment) Restored() {
+	for _, w := range fr.out {
+		w.restored()
+	}
+}
+
+// TakeOutputs calls fn with every batch due to a fragment downstream (its
+// own id included): the records emitted on the exchanges since the last
+// call, or a watermark that moved. The batches share the records the
+// fragment keeps until Trim: a receiver must not change them.
+func (fr *Fragment) TakeOutputs(fn func(dest int, b *Batch)) {
+	for _, w := range fr.out {
+		for d := range fr.plan.f.fragments {
+			if w.due(d) {
+				fn(d, w.take(d))
+			}
+		}
+	}
+}
+
+// Resend is the batch of records on exchange channel ch for fragment dest
+// from number from up to what was sent, for a downstream fragment that
+// restored an older checkpoint; nil if it is not behind.
+func (fr *Fragment) Resend(ch, dest int, from int64) *Batch {
+	if w := fr.exchange(ch); w != nil && dest >= 0 && dest < fr.plan.f.fragments {
+		return w.resend(dest, from)
+	}
+	return nil
+}
+
+// Trim forgets the records on exchange channel ch for fragment dest that
+// are numbered below upto: dest's durable checkpoint covers them.
+func (fr *Fragment) Trim(ch, dest int, upto int64) {
+	if w := fr.exchange(ch); w != nil && dest >= 0 && dest < fr.plan.f.fragments {
+		w.trim(dest, upto)
+	}
+}
+
+// Retained is the number of records the fragment keeps for fragments
+// downstream of it.
+func (fr *Fragment) Retained() int {
+	n := 0
+	for _, w := range fr.out {
+		n += w.retained()
+	}
+	return n
+}
+
+func (fr *Fragment) exchange(ch int) exchangeOut {
+	e := ch - len(fr.plan.f.sources)
+	if e < 0 || e >= len(fr.out) {
+		return nil
+	}
+	return fr.out[e]
+}
+
 // Advance fires the processing-time timers due at or before now, and
 // returns the timers whose function panicked as dead letters (a timer has no
 // input event to replay: it fires once).
 func (fr *Fragment) Advance(now time.Time) ([]DeadLetter, error) {
 	fr.now = now
 	for _, t := range fr.timers {
-		t.fire(fr, now)
+		fr.curDom = t.dom
+		t.t.fire(fr, now)
 	}
 	dl := fr.timerErr
 	fr.timerErr = nil

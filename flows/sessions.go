@@ -32,10 +32,10 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	}
 	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		so := &sessionOp[K, T, A]{gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
+		so := &sessionOp[K, T, A]{op: op, gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
 			kc: ks.kc, ac: ac, state: map[K][]session[A]{}, dirty: map[K]struct{}{}}
 		fr.ops[op] = so
-		fr.timers = append(fr.timers, so)
+		fr.addTimers(ks.stage, so)
 		ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
 	})
 	return Windowed[K, T, A]{f: f, op: op, session: true, in: ks}
@@ -67,6 +67,8 @@ func (h *sessHeap[K]) Pop() any {
 }
 
 type sessionOp[K comparable, T, A any] struct {
+	op   int
+	fkey K // the key of the session firing now
 	gap, lateness int64
 	init          func() A
 	add           func(A, T) A
@@ -85,7 +87,7 @@ func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)
 }
 
 func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
-	ts, wm := fr.cur.TS, fr.wms.wm
+	ts, wm := fr.cur.TS, fr.wm()
 	if wm != NoWatermark && ts+so.gap+so.lateness <= wm {
 		fr.tooLate++
 		for _, l := range so.late {
@@ -131,6 +133,8 @@ func (so *sessionOp[K, T, A]) emit(k K, s session[A], f Firing) {
 
 func (so *sessionOp[K, T, A]) fire(*Fragment, time.Time) {}
 
+func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
+
 func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
 		t := heap.Pop(&so.timers).(sessTimer[K])
@@ -142,7 +146,8 @@ func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		if !ss[i].fired {
 			ss[i].fired = true
 			so.dirty[t.key] = struct{}{}
-			fr.cur.Offset, fr.cur.TS = -1, 0
+			so.fkey = t.key
+			fr.firing(CauseWindow, so.op, ss[i].end, ss[i].end-1, so)
 			so.emit(t.key, ss[i], OnTime)
 		}
 		if t.cleanup {

@@ -17,10 +17,11 @@ const (
 
 // Stream is a typed stream of events inside a flow.
 type Stream[T any] struct {
-	f    *Flow
-	what string
-	side side
-	src  int // reader side: the source
+	f     *Flow
+	what  string
+	side  side
+	src   int // reader side: the source
+	stage int // fragment side: the keyed stage whose records or timers produce the events
 	// attach subscribes fn to this stream's events in one reader or fragment.
 	attach func(c *core, fn func(T))
 }
@@ -82,14 +83,14 @@ func From[T any](f *Flow, name string, src Source[T], opts ...SourceOption) Stre
 // Map transforms every event.
 func Map[T, U any](s Stream[T], fn func(T) U) Stream[U] {
 	s.ok("Map", fn)
-	return Stream[U]{f: s.f, what: "Map", side: s.side, src: s.src,
+	return Stream[U]{f: s.f, what: "Map", side: s.side, src: s.src, stage: s.stage,
 		attach: func(c *core, next func(U)) { s.attach(c, func(v T) { next(fn(v)) }) }}
 }
 
 // Filter keeps the events for which keep returns true.
 func Filter[T any](s Stream[T], keep func(T) bool) Stream[T] {
 	s.ok("Filter", keep)
-	return Stream[T]{f: s.f, what: "Filter", side: s.side, src: s.src,
+	return Stream[T]{f: s.f, what: "Filter", side: s.side, src: s.src, stage: s.stage,
 		attach: func(c *core, next func(T)) {
 			s.attach(c, func(v T) {
 				if keep(v) {
@@ -103,7 +104,7 @@ func Filter[T any](s Stream[T], keep func(T) bool) Stream[T] {
 // each. The events it emits share the input's offset.
 func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
 	s.ok("FlatMap", fn)
-	return Stream[U]{f: s.f, what: "FlatMap", side: s.side, src: s.src,
+	return Stream[U]{f: s.f, what: "FlatMap", side: s.side, src: s.src, stage: s.stage,
 		attach: func(c *core, next func(U)) { s.attach(c, func(v T) { fn(v, next) }) }}
 }
 
@@ -180,17 +181,24 @@ func WithKeyCodec(kc any) KeyOption { return KeyOption{keyCodec: kc} }
 func WithEventCodec(c any) KeyOption { return KeyOption{eventCodec: c} }
 
 // KeyBy partitions a stream by key: events with the same key go to the
-// same fragment, in source order per partition. A flow path has one KeyBy.
+// same fragment, in source order per partition. Any stream can be keyed:
+// a source's (the readers route it), or one inside the fragments — the
+// output of Process, a table's Updates, window results — which goes
+// through an exchange (see exchange.go): exactly once, in the order each
+// upstream fragment emitted it.
 func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) KeyedStream[K, T] {
 	f := s.f
 	s.ok("KeyBy", key)
 	stage := len(f.stages)
 	name := fmt.Sprintf("KeyBy#%d", stage)
-	f.stages = append(f.stages, stageDef{name: name, source: s.src})
-	ks := KeyedStream[K, T]{f: f, stage: stage}
-	if s.side != readerSide {
-		f.errorf("%s after %s: re-keying after a stateful operator is not supported yet", name, s.what)
+	sd := stageDef{name: name, source: s.src, edge: -1, parent: -1}
+	if s.side == fragmentSide {
+		sd.source = f.stages[s.stage].source
+		sd.edge = len(f.edges)
+		f.edges = append(f.edges, edgeDef{stage: stage, from: s.stage})
 	}
+	f.stages = append(f.stages, sd)
+	ks := KeyedStream[K, T]{f: f, stage: stage}
 	var err error
 	var ec Codec[T]
 	for _, o := range opts {
@@ -223,7 +231,20 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		ks.hash = keyHasher(ks.kc)
 	}
 	pool := &sync.Pool{}
-	f.stages[stage].codec = &recsCodec[K, T]{stage: stage, kc: ks.kc, ec: ec, pool: pool}
+	codec := &recsCodec[K, T]{stage: stage, kc: ks.kc, ec: ec, pool: pool}
+	f.stages[stage].codec = codec
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		fr.stages[stage] = &fragStage[K, T]{kc: ks.kc}
+	})
+	if s.side == fragmentSide {
+		edge := sd.edge
+		f.fragW = append(f.fragW, func(fr *Fragment) {
+			w := newExWriter(fr, edge, codec, ks.hash)
+			fr.out = append(fr.out, w)
+			s.attach(&fr.core, func(v T) { w.emit(key(v), v) })
+		})
+		return ks
+	}
 	g := f.fragments
 	f.readerW = append(f.readerW, func(r *Reader) {
 		if r.src != s.src {
@@ -251,15 +272,12 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			}
 		})
 	})
-	f.fragW = append(f.fragW, func(fr *Fragment) {
-		fr.stages[stage] = &fragStage[K, T]{kc: ks.kc}
-	})
 	return ks
 }
 
 // Values is the stream of the keyed stream's events, in the fragments.
 func (ks KeyedStream[K, T]) Values() Stream[T] {
-	return Stream[T]{f: ks.f, what: ks.f.stages[ks.stage].name, side: fragmentSide,
+	return Stream[T]{f: ks.f, what: ks.f.stages[ks.stage].name, side: fragmentSide, stage: ks.stage,
 		attach: func(c *core, fn func(T)) {
 			st := c.frag.stages[ks.stage].(*fragStage[K, T])
 			st.subs = append(st.subs, func(_ K, v T) { fn(v) })
@@ -312,6 +330,8 @@ type recs[K comparable, T any] struct {
 
 func (p *recs[K, T]) len() int { return len(p.items) }
 
+func (p *recs[K, T]) stageOf() int { return p.stage }
+
 func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 	st := fr.stages[p.stage].(*fragStage[K, T])
 	subs := st.subs
@@ -320,7 +340,12 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
 			continue
 		}
-		fr.cur.Offset, fr.curIdx = it.Off, i
+		rec := 0
+		if i > 0 && p.items[i-1].Off == it.Off {
+			rec = fr.record + 1 // another record of the same event
+		}
+		fr.event(it.Off, rec)
+		fr.curIdx = i
 		if p.ts != nil {
 			fr.cur.TS = p.ts[i]
 		}
@@ -338,6 +363,9 @@ func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
 }
 
 func (p *recs[K, T]) release() {
+	if p.pool == nil {
+		return // an exchange's records: the upstream keeps them
+	}
 	clear(p.items)
 	b := p.items[:0]
 	p.items = nil

@@ -116,10 +116,10 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 		every, early = max(every, o.every), max(early, o.early)
 	}
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		wo := &windowOp[K, T, A]{w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,
+		wo := &windowOp[K, T, A]{op: op, w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,
 			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}, byStart: map[int64]map[K]*winState[A]{}}
 		fr.ops[op] = wo
-		fr.timers = append(fr.timers, wo)
+		fr.addTimers(ks.stage, wo)
 		ks.subscribe(fr, func(k K, v T) { wo.event(fr, k, v) })
 	})
 	return Windowed[K, T, A]{f: f, op: op, w: w, in: ks}
@@ -133,7 +133,7 @@ func (w Windowed[K, T, A]) ByKey() KeyedStream[K, WindowResult[K, A]] {
 	f := w.f
 	stage := len(f.stages)
 	parent := f.stages[w.in.stage]
-	f.stages = append(f.stages, stageDef{name: parent.name + ".windows", source: parent.source})
+	f.stages = append(f.stages, stageDef{name: parent.name + ".windows", source: parent.source, edge: -1, parent: w.in.stage})
 	ks := KeyedStream[K, WindowResult[K, A]]{f: f, stage: stage, kc: w.in.kc, hash: w.in.hash}
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		st := &fragStage[K, WindowResult[K, A]]{kc: w.in.kc}
@@ -175,7 +175,7 @@ func windowOperator[A any](f *Flow, name string, stage int, opts []WindowOption)
 
 // Results is the stream of window results.
 func (w Windowed[K, T, A]) Results() Stream[WindowResult[K, A]] {
-	return Stream[WindowResult[K, A]]{f: w.f, what: "windows", side: fragmentSide,
+	return Stream[WindowResult[K, A]]{f: w.f, what: "windows", side: fragmentSide, stage: w.in.stage,
 		attach: func(c *core, fn func(WindowResult[K, A])) {
 			subs, _ := c.frag.ops[w.op].(windowOutputs[K, T, A]).outputs()
 			*subs = append(*subs, fn)
@@ -185,7 +185,7 @@ func (w Windowed[K, T, A]) Results() Stream[WindowResult[K, A]] {
 // TooLate is the stream of events that arrived after every window they
 // belong to had expired (watermark past end + allowed lateness).
 func (w Windowed[K, T, A]) TooLate() Stream[T] {
-	return Stream[T]{f: w.f, what: "windows.TooLate", side: fragmentSide,
+	return Stream[T]{f: w.f, what: "windows.TooLate", side: fragmentSide, stage: w.in.stage,
 		attach: func(c *core, fn func(T)) {
 			_, late := c.frag.ops[w.op].(windowOutputs[K, T, A]).outputs()
 			*late = append(*late, fn)
@@ -229,6 +229,9 @@ func (h *winHeap[K]) Pop() any {
 }
 
 type windowOp[K comparable, T, A any] struct {
+	op        int
+	fkey      K // the key and start of the window firing now
+	fstart    int64
 	w         Windows
 	lateness  int64
 	every     int   // FireEvery; 0: none
@@ -287,7 +290,7 @@ func (wo *windowOp[K, T, A]) unindex(wk winKey[K], st *winState[A]) {
 }
 
 func (wo *windowOp[K, T, A]) event(fr *Fragment, k K, v T) {
-	ts, wm := fr.cur.TS, fr.wms.wm
+	ts, wm := fr.cur.TS, fr.wm()
 	if wo.w.global {
 		wo.place(k, v, 0, wm)
 		return
@@ -397,10 +400,25 @@ func (wo *windowOp[K, T, A]) fire(fr *Fragment, now time.Time) {
 	for wk, st := range wo.state {
 		if st.changed && !st.fired {
 			st.changed = false
-			fr.cur.Offset, fr.cur.TS = -1, 0
+			wo.fkey = wk.key
+			fr.firing(CauseProcessingTimer, wo.op, now.UnixNano(), wo.resultTime(fr, wk), wo)
 			wo.emit(wk, st, Early)
 		}
 	}
+}
+
+func (wo *windowOp[K, T, A]) firingKey() string {
+	return fmt.Sprintf("%s@%d", wo.kc.Format(wo.fkey), wo.fstart)
+}
+
+// resultTime is the event time of a window's result: its last instant
+// (the watermark, for a global window).
+func (wo *windowOp[K, T, A]) resultTime(fr *Fragment, wk winKey[K]) int64 {
+	wo.fstart = wk.start
+	if wo.w.global {
+		return max(fr.wm(), 0)
+	}
+	return wk.start + wo.w.size - 1
 }
 
 // fireEvent fires the windows whose end the watermark passed, and drops the
@@ -417,12 +435,15 @@ func (wo *windowOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 			if !st.fired {
 				st.fired = true
 				wo.touch(t.w, st)
-				fr.cur.Offset, fr.cur.TS = -1, 0
+				wo.fkey = t.w.key
+				fr.firing(CauseWindow, wo.op, wo.end(t.w.start), wo.resultTime(fr, t.w), wo)
 				wo.emit(t.w, st, OnTime)
 			}
 			continue
 		}
 		if !st.fired { // cleanup due before the firing was seen: fire first
+			wo.fkey = t.w.key
+			fr.firing(CauseWindow, wo.op, wo.end(t.w.start), wo.resultTime(fr, t.w), wo)
 			wo.emit(t.w, st, OnTime)
 		}
 		wo.unindex(t.w, st)

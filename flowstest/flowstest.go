@@ -84,27 +84,34 @@ func (r *inputReader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int)
 
 func (r *inputReader[T]) Close() error { return nil }
 
-// Driver runs a flow synchronously, with the engine's rules: offset
-// vectors, checkpoints in a pebble store in memory, and recovery of a
-// fragment from its last checkpoint with replay.
+// Driver runs a flow synchronously with the engine's own rules: every
+// fragment is a recovery.Machine — the state machine the engine's fragment
+// actors carry out — with checkpoints in a pebble store in memory,
+// exchanges between stages, and recovery of a fragment from its last
+// checkpoint with replay. Batches, acknowledgements, rewinds and trims go
+// through a queue in order; nothing runs concurrently.
 type Driver struct {
 	plan      *flows.Plan
 	readers   []*flows.Reader
-	frags     []*flows.Fragment
-	vecs      []recovery.Vector
-	epochs    []uint64
-	skips     []map[flows.EventID]bool
-	attempts  map[flows.EventID]int
+	machines  []*recovery.Machine
 	store     *recovery.Store
 	now       time.Time
 	dead      []flows.DeadLetter
 	restores  int
 	alerter   *flows.Alerter
 	alertSeq  uint64
+	queue     []delivery
 	BatchSize int // records per batch; small values exercise batching
 	// MaxAttempts is how often an event on which a user function fails is
 	// tried (each time after a restore) before it is dead-lettered; default 3.
 	MaxAttempts int
+}
+
+// delivery is a batch on its way to a fragment.
+type delivery struct {
+	dest int
+	b    *flows.Batch
+	from recovery.From
 }
 
 // New validates the flow and opens every source partition at offset 0.
@@ -118,21 +125,24 @@ func New(f *flows.Flow, start time.Time) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{plan: plan, now: start, BatchSize: 256, MaxAttempts: 3, store: store, attempts: map[flows.EventID]int{}}
+	d := &Driver{plan: plan, now: start, BatchSize: 256, MaxAttempts: 3, store: store}
 	if len(plan.Alerts()) > 0 {
 		d.alerter = plan.NewAlerter()
 	}
 	for i := range plan.Fragments() {
-		d.frags = append(d.frags, plan.NewFragment(i))
-		d.vecs = append(d.vecs, recovery.Vector{})
-		d.epochs = append(d.epochs, 0)
-		d.skips = append(d.skips, map[flows.EventID]bool{})
+		d.machines = append(d.machines, d.newMachine(recovery.Restored{Fragment: plan.NewFragment(i)}, i))
 	}
 	if err := d.openReaders(); err != nil {
 		d.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+func (d *Driver) newMachine(r recovery.Restored, f int) *recovery.Machine {
+	m := recovery.NewMachine(d.plan, f, r, 0, false, recovery.MachineConfig{MaxAttempts: d.MaxAttempts, Backoff: -1})
+	m.SetNow(d.now)
+	return m
 }
 
 // openReaders opens every partition at the smallest offset any fragment
@@ -145,8 +155,8 @@ func (d *Driver) openReaders() error {
 	for si, s := range d.plan.Sources() {
 		for p := range s.Partitions {
 			from := int64(-1)
-			for f := range d.frags {
-				if end := d.vecs[f].End(recovery.PartitionID{Source: si, Partition: p}); from < 0 || end < from {
+			for _, m := range d.machines {
+				if end := m.Vector().End(recovery.PartitionID{Source: si, Partition: p}); from < 0 || end < from {
 					from = end
 				}
 			}
@@ -171,12 +181,13 @@ func (d *Driver) Close() error {
 }
 
 // Drain reads every source until nothing more is available now, and
-// applies everything read, recovering fragments whose user functions fail.
+// applies everything read — through every stage — recovering fragments
+// whose user functions fail.
 func (d *Driver) Drain() error {
 	ctx := context.Background()
 	for progress := true; progress; {
 		progress = false
-		for _, r := range d.readers {
+		for ri, r := range d.readers {
 			r.SetNow(d.now)
 			r.SetBatchSize(d.BatchSize)
 			n, err := r.Poll(ctx, d.BatchSize)
@@ -193,103 +204,151 @@ func (d *Driver) Drain() error {
 			frags := r.Full()
 			if n == 0 || eof {
 				frags = frags[:0]
-				for f := range d.frags {
+				for f := range d.machines {
 					if r.Due(f) {
 						frags = append(frags, f)
 					}
 				}
 			}
+			pos := r.Position()
 			for _, f := range frags {
-				rewound, err := d.deliver(r, f)
-				if err != nil {
-					return err
-				}
-				if rewound {
-					progress = true
-					break
-				}
+				d.queue = append(d.queue, delivery{dest: f, b: r.Take(f), from: recovery.From{Key: fmt.Sprintf("reader-%d", ri)}})
+			}
+			if err := d.run(); err != nil {
+				return err
+			}
+			if r.Position() < pos { // a fragment restored: it rewound readers
+				progress = true
 			}
 		}
 	}
 	return nil
 }
 
-// deliver sends fragment f its batch from r. It reports whether the
-// fragment failed and readers were rewound.
-func (d *Driver) deliver(r *flows.Reader, f int) (bool, error) {
-	b := r.Take(f)
-	defer b.Release()
-	verdict, min := d.vecs[f].Admit(recovery.PartitionID{Source: b.Source, Partition: b.Partition}, b.PrevEnd, b.End)
-	switch verdict {
-	case recovery.Duplicate:
-		return false, nil
-	case recovery.Gap:
-		return false, fmt.Errorf("fragment %d: gap in %s: [%d, %d) after %d", f, d.plan.PartitionName(b.Source, b.Partition), b.PrevEnd, b.End, min)
-	}
-	fr := d.frags[f]
-	fr.SetNow(d.now)
-	fr.SetHold(d.hold())
-	err := fr.Apply(b, min)
-	var ee *flows.EventError
-	if !errors.As(err, &ee) {
-		return false, err
-	}
-	d.attempts[ee.Event]++
-	if d.attempts[ee.Event] >= d.MaxAttempts {
-		d.skips[f][ee.Event] = true
-		dl := ee.DeadLetter
-		dl.Error = fmt.Sprintf("%s (after %d attempts)", dl.Error, d.attempts[ee.Event])
-		d.dead = append(d.dead, dl)
-	}
-	return true, d.Crash(f)
-}
-
-// Checkpoint writes a checkpoint of every fragment.
-func (d *Driver) Checkpoint() error {
-	for f, fr := range d.frags {
-		d.epochs[f]++
-		cp, err := recovery.Take(fr, &d.vecs[f], d.plan.Fragments(), d.epochs[f], d.now)
-		if err != nil {
-			return err
-		}
-		if _, err := d.store.Write(d.plan.Name(), f, cp); err != nil {
+// run delivers the queued batches, and what they cause, until none is
+// left.
+func (d *Driver) run() error {
+	for len(d.queue) > 0 {
+		q := d.queue[0]
+		d.queue = d.queue[1:]
+		m := d.machines[q.dest]
+		m.SetNow(d.now)
+		m.Step(q.b, q.from)
+		if err := d.ready(q.dest); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// ready carries out fragment f's actions.
+func (d *Driver) ready(f int) error {
+	rd := d.machines[f].Ready()
+	for _, s := range rd.Sends {
+		d.queue = append(d.queue, delivery{dest: s.Dest, b: s.Batch, from: recovery.From{Key: fmt.Sprintf("fragment-%d", f), Ref: f, Seq: s.Seq}})
+	}
+	for _, a := range rd.Acks {
+		if u, ok := a.Ref.(int); ok {
+			d.machines[u].Acked(a.Seq)
+			if err := d.ready(u); err != nil {
+				return err
+			}
+		}
+	}
+	for _, rw := range rd.Rewinds {
+		if err := d.rewind(f, rw); err != nil {
+			return err
+		}
+	}
+	for _, t := range rd.Trims {
+		d.machines[t.Part.Partition].Trim(t.Part.Source, f, t.Upto)
+	}
+	d.dead = append(d.dead, rd.DeadLetters...)
+	if len(rd.Errors) > 0 {
+		return errors.Join(rd.Errors...)
+	}
+	if rd.Restore {
+		r, err := recovery.Restore(d.store, d.plan, f)
+		if err != nil {
+			return err
+		}
+		d.restores++
+		d.machines[f].Restored(r, false)
+		return d.ready(f)
+	}
+	return nil
+}
+
+// rewind asks a channel partition to send fragment f its records again.
+func (d *Driver) rewind(f int, rw recovery.Rewind) error {
+	if d.plan.IsExchange(rw.Part.Source) {
+		u := rw.Part.Partition
+		d.machines[u].SetNow(d.now)
+		d.machines[u].Resend(rw.Part.Source, f, rw.To)
+		return d.ready(u)
+	}
+	i := 0
+	for si, s := range d.plan.Sources() {
+		if si == rw.Part.Source {
+			return d.readers[i+rw.Part.Partition].Rewind(rw.To)
+		}
+		i += s.Partitions
+	}
+	return fmt.Errorf("rewind of unknown partition %v", rw.Part)
+}
+
+// Checkpoint writes a checkpoint of every fragment.
+func (d *Driver) Checkpoint() error {
+	for f, m := range d.machines {
+		m.SetNow(d.now)
+		cp, err := m.Checkpoint()
+		if err != nil {
+			return err
+		}
+		if cp == nil {
+			return fmt.Errorf("fragment %d took no checkpoint (down or writing)", f)
+		}
+		_, err = d.store.Write(d.plan.Name(), f, cp)
+		m.Durable(cp.Manifest.Offsets, err)
+		if err != nil {
+			return err
+		}
+		if err := d.ready(f); err != nil {
+			return err
+		}
+	}
+	return d.run()
+}
+
 // Crash drops fragment f's state, restores it from its last checkpoint, and
-// rewinds the readers to what it needs; the other fragments keep theirs and
-// drop the replayed records.
+// has every channel partition replay what it needs; the other fragments
+// keep theirs and drop the replayed records.
 func (d *Driver) Crash(f int) error {
 	r, err := recovery.Restore(d.store, d.plan, f)
 	if err != nil {
 		return err
 	}
 	d.restores++
-	d.frags[f], d.vecs[f], d.epochs[f] = r.Fragment, r.Vector, r.Manifest.Epoch
-	for ev := range d.skips[f] {
-		r.Fragment.Skip(ev)
+	m := d.machines[f]
+	m.SetNow(d.now)
+	m.Restored(r, true)
+	m.Start()
+	if err := d.ready(f); err != nil {
+		return err
 	}
-	for _, rd := range d.readers {
-		end := d.vecs[f].End(recovery.PartitionID{Source: rd.Source(), Partition: rd.Partition()})
-		if err := rd.Rewind(end); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.run()
 }
 
 // Restart simulates a process restart: every fragment is restored from its
 // last checkpoint and the sources are reopened where they are needed.
 func (d *Driver) Restart() error {
-	for f := range d.frags {
+	d.queue = nil
+	for f := range d.machines {
 		r, err := recovery.Restore(d.store, d.plan, f)
 		if err != nil {
 			return err
 		}
-		d.frags[f], d.vecs[f], d.epochs[f] = r.Fragment, r.Vector, r.Manifest.Epoch
+		d.machines[f] = d.newMachine(r, f)
 	}
 	if d.alerter != nil {
 		d.alerter = d.plan.NewAlerter()
@@ -304,7 +363,16 @@ func (d *Driver) Restart() error {
 		}
 		d.alertSeq = uint64(len(recs))
 	}
-	return d.openReaders()
+	if err := d.openReaders(); err != nil {
+		return err
+	}
+	for f, m := range d.machines {
+		m.Start()
+		if err := d.ready(f); err != nil {
+			return err
+		}
+	}
+	return d.run()
 }
 
 // hold is how far the alerts have evaluated (Fragment.SetHold).
@@ -351,15 +419,14 @@ func (d *Driver) Restores() int { return d.restores }
 // Advance moves the processing-time clock by dt and fires due timers.
 func (d *Driver) Advance(dt time.Duration) error {
 	d.now = d.now.Add(dt)
-	for _, fr := range d.frags {
-		fr.SetHold(d.hold())
-		dl, err := fr.Advance(d.now)
-		d.dead = append(d.dead, dl...)
-		if err != nil {
+	for f, m := range d.machines {
+		m.Fragment().SetHold(d.hold())
+		m.Tick(d.now)
+		if err := d.ready(f); err != nil {
 			return err
 		}
 	}
-	return nil
+	return d.run()
 }
 
 // Now is the driver's processing time.
@@ -374,11 +441,11 @@ func (d *Driver) Views() []splice.Spec { return d.plan.Views() }
 // Gather implements splice.Gatherer.
 func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]splice.Answer, error) {
 	var out []splice.Answer
-	for i, fr := range d.frags {
+	for i, m := range d.machines {
 		if only >= 0 && i != only {
 			continue
 		}
-		a, err := fr.Query(req)
+		a, err := m.Fragment().Query(req)
 		if err != nil {
 			return nil, err
 		}
@@ -390,8 +457,8 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 
 // Freshness implements splice.Gatherer.
 func (d *Driver) Freshness() []splice.Freshness {
-	out := make([]splice.Freshness, len(d.frags))
-	for i := range d.frags {
+	out := make([]splice.Freshness, len(d.machines))
+	for i := range d.machines {
 		out[i] = d.freshness(i)
 	}
 	return out
@@ -399,11 +466,12 @@ func (d *Driver) Freshness() []splice.Freshness {
 
 func (d *Driver) freshness(f int) splice.Freshness {
 	offs := map[string]int64{}
-	for p, end := range d.vecs[f].Snapshot() {
+	m := d.machines[f]
+	for p, end := range m.Vector().Snapshot() {
 		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
 	}
-	fr := splice.Freshness{Fragment: f, Epoch: d.epochs[f], Offsets: offs}
-	if wm := d.frags[f].Watermark(); wm != flows.NoWatermark {
+	fr := splice.Freshness{Fragment: f, Epoch: m.Epoch(), Offsets: offs}
+	if wm := m.Fragment().Watermark(); wm != flows.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		fr.Watermark = &t
 	}

@@ -53,5 +53,6 @@ func Restore(s *Store, plan *flows.Plan, id int) (Restored, error) {
 		r.Vector.Set(p, end)
 	}
 	fr.SetEvents(m.Events)
+	fr.Restored()
 	return r, nil
 }

@@ -1,0 +1,646 @@
+package flows
+
+import (
+	"cmp"
+	"container/heap"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// Handler is a process function: a per-key state machine with typed state
+// S that emits O. OnEvent is called for every event of a key, OnTimer (if
+// set) when a timer of the key fires. The Context is valid only during the
+// call.
+type Handler[K comparable, T, S, O any] struct {
+	OnEvent func(c *Context[K, S, O], v T)
+	OnTimer func(c *Context[K, S, O], at time.Time)
+}
+
+// Context is what a process function sees of its key.
+type Context[K comparable, S, O any] struct {
+	key K
+	op  *procOp[K, S, O]
+	fr  *Fragment
+	dom TimeDomain // of the firing timer
+}
+
+// Key is the current key.
+func (c *Context[K, S, O]) Key() K { return c.key }
+
+// State returns the key's state and whether it has any.
+func (c *Context[K, S, O]) State() (S, bool) {
+	s, ok := c.op.state[c.key]
+	return s, ok
+}
+
+// SetState replaces the key's state.
+func (c *Context[K, S, O]) SetState(s S) {
+	c.op.state[c.key] = s
+	c.op.dirty[c.key] = struct{}{}
+}
+
+// ClearState removes the key's state.
+func (c *Context[K, S, O]) ClearState() {
+	delete(c.op.state, c.key)
+	c.op.dirty[c.key] = struct{}{}
+}
+
+// Emit sends an output downstream.
+func (c *Context[K, S, O]) Emit(o O) {
+	for _, s := range c.op.subs {
+		s(o)
+	}
+}
+
+// Now is the processing time of the current batch or timer.
+func (c *Context[K, S, O]) Now() time.Time { return c.fr.now }
+
+// Timestamp is the current event's event time, or in an event-time timer
+// the timer's time (the zero time for sources without event time, and in
+// processing-time timers).
+func (c *Context[K, S, O]) Timestamp() time.Time {
+	if c.fr.cur.TS == 0 || c.dom == ProcessingTime && c.fr.cause == CauseProcessingTimer {
+		return time.Time{}
+	}
+	return time.Unix(0, c.fr.cur.TS)
+}
+
+// Watermark is the watermark of the stage's input: every event up to it
+// has arrived, but for late ones (the zero time before there is one).
+func (c *Context[K, S, O]) Watermark() time.Time {
+	if wm := c.fr.wm(); wm != NoWatermark {
+		return time.Unix(0, wm)
+	}
+	return time.Time{}
+}
+
+// TimeDomain says, during OnTimer, whether the timer is an event-time or a
+// processing-time one.
+func (c *Context[K, S, O]) TimeDomain() TimeDomain { return c.dom }
+
+// TimeDomain is the clock of a timer.
+type TimeDomain uint8
+
+const (
+	ProcessingTime TimeDomain = iota // fires on the processing-time clock
+	EventTime                        // fires when the watermark passes it
+)
+
+// SetProcessingTimer asks for OnTimer to be called for this key once the
+// processing time reaches at. Setting the same time twice sets one timer.
+func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) { c.op.set(c.key, ProcessingTime, at.UnixNano()) }
+
+// DeleteProcessingTimer cancels the key's processing-time timer at at.
+func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
+	c.op.del(c.key, ProcessingTime, at.UnixNano())
+}
+
+// SetEventTimer asks for OnTimer to be called for this key once the
+// watermark reaches at. Event-time timers are deterministic: a replay fires
+// them at the same point of the stream.
+func (c *Context[K, S, O]) SetEventTimer(at time.Time) { c.op.set(c.key, EventTime, at.UnixNano()) }
+
+// DeleteEventTimer cancels the key's event-time timer at at.
+func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, EventTime, at.UnixNano()) }
+
+// ttlDomain is the internal timer domain that expires state.
+const ttlDomain TimeDomain = 2
+
+type timerKey[K comparable] struct {
+	at  int64
+	key K
+	dom TimeDomain
+}
+
+// timerHeap orders timers by time; at the same time, a key's own timers
+// (event time) before its expiry (ttlDomain).
+type timerHeap[K comparable] []timerKey[K]
+
+func (h timerHeap[K]) Len() int { return len(h) }
+func (h timerHeap[K]) Less(i, j int) bool {
+	if h[i].at != h[j].at {
+		return h[i].at < h[j].at
+	}
+	return h[i].dom < h[j].dom
+}
+func (h timerHeap[K]) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap[K]) Push(x any)   { *h = append(*h, x.(timerKey[K])) }
+func (h *timerHeap[K]) Pop() any {
+	x := (*h)[len(*h)-1]
+	*h = (*h)[:len(*h)-1]
+	return x
+}
+
+type procOp[K comparable, S, O any] struct {
+	op    int // the operator's number: outputs of its timers name it
+	state map[K]S
+	dirty map[K]struct{} // keys set or cleared since the last checkpoint
+	subs  []func(O)
+	// timers: processing time in [0], event time and expiries together in
+	// [1] (they fire in one order); they may hold deleted timers: pending
+	// is the truth. user counts each key's pending timers of its own.
+	timers      [2]timerHeap[K]
+	pending     map[timerKey[K]]struct{}
+	user        map[K]int32
+	timersDirty bool
+	ctx         Context[K, S, O]
+	onTimer     func(c *Context[K, S, O], at time.Time)
+	kc          KeyCodec[K]
+	sc          Codec[S]
+	ttl         int64       // 0: state never expires
+	lastTS      map[K]int64 // with a TTL: each key's latest event time
+	ord         orderedInput[K]
+}
+
+func (p *procOp[K, S, O]) heapOf(dom TimeDomain) *timerHeap[K] {
+	if dom == ProcessingTime {
+		return &p.timers[0]
+	}
+	return &p.timers[1]
+}
+
+func (p *procOp[K, S, O]) set(k K, dom TimeDomain, at int64) {
+	t := timerKey[K]{at: at, key: k, dom: dom}
+	if _, ok := p.pending[t]; ok {
+		return
+	}
+	p.pending[t] = struct{}{}
+	if dom != ttlDomain {
+		p.user[k]++
+	}
+	p.timersDirty = true
+	heap.Push(p.heapOf(dom), t)
+}
+
+func (p *procOp[K, S, O]) del(k K, dom TimeDomain, at int64) {
+	t := timerKey[K]{at: at, key: k, dom: dom}
+	if _, ok := p.pending[t]; !ok {
+		return
+	}
+	p.unpend(t)
+}
+
+// unpend forgets a pending timer.
+func (p *procOp[K, S, O]) unpend(t timerKey[K]) {
+	delete(p.pending, t)
+	if t.dom != ttlDomain {
+		if p.user[t.key]--; p.user[t.key] <= 0 {
+			delete(p.user, t.key)
+		}
+	}
+	p.timersDirty = true
+}
+
+func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
+
+// seen moves key k's expiry to its latest event time plus the TTL. Without
+// event-time order, an event that comes the TTL after the key's last one
+// finds the state expired — unless the key has timers pending: they are
+// its state's future, and expiry waits for them (by the watermark).
+func (p *procOp[K, S, O]) seen(k K, ts int64) {
+	last, ok := p.lastTS[k]
+	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.user[k] == 0 {
+		if _, had := p.state[k]; had {
+			delete(p.state, k)
+			p.dirty[k] = struct{}{}
+		}
+	}
+	if ok && ts <= last {
+		return
+	}
+	if ok {
+		p.del(k, ttlDomain, satAdd(last, p.ttl))
+	}
+	p.lastTS[k] = ts
+	p.set(k, ttlDomain, satAdd(ts, p.ttl))
+}
+
+// Process state lives in two namespaces: ns for the states, ns+1 for the
+// timers, which are rewritten whole when they changed.
+func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
+	var err error
+	for k := range p.dirty {
+		var key []byte
+		if key, err = p.kc.Append(nil, k); err != nil {
+			return fmt.Errorf("encode key: %w", err)
+		}
+		s, ok := p.state[k]
+		if !ok {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+			continue
+		}
+		v, err := p.sc.Append(nil, s)
+		if err != nil {
+			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
+	}
+	clear(p.dirty)
+	if p.timersDirty {
+		d.Reset = append(d.Reset, ns+1)
+		for t := range p.pending {
+			key := binary.BigEndian.AppendUint64([]byte{byte(t.dom)}, uint64(t.at))
+			if key, err = p.kc.Append(key, t.key); err != nil {
+				return fmt.Errorf("encode timer key: %w", err)
+			}
+			d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: []byte{}})
+		}
+		p.timersDirty = false
+	}
+	d.Entries += int64(len(p.state) + len(p.pending))
+	return nil
+}
+
+func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
+	if ns%2 == 1 { // timers: domain, time, key
+		if len(key) < 9 || key[0] > byte(ttlDomain) {
+			return fmt.Errorf("timer key of %d bytes", len(key))
+		}
+		k, err := p.kc.Decode(key[9:])
+		if err != nil {
+			return fmt.Errorf("decode timer key: %w", err)
+		}
+		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key[1:])), key: k, dom: TimeDomain(key[0])}
+		if t.dom == ttlDomain {
+			p.lastTS[k] = t.at - p.ttl
+		}
+		p.set(k, t.dom, t.at)
+		p.timersDirty = false
+		return nil
+	}
+	k, err := p.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode key: %w", err)
+	}
+	s, err := p.sc.Decode(val)
+	if err != nil {
+		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
+	}
+	p.state[k] = s
+	return nil
+}
+
+func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
+	h := &p.timers[0]
+	t0 := now.UnixNano()
+	for len(*h) > 0 && (*h)[0].at <= t0 {
+		t := heap.Pop(h).(timerKey[K])
+		if _, ok := p.pending[t]; !ok {
+			continue
+		}
+		p.unpend(t)
+		if p.onTimer != nil {
+			ts := fr.wm()
+			if ts == NoWatermark {
+				ts = 0
+			}
+			fr.firing(CauseProcessingTimer, p.op, t.at, ts, p)
+			p.fireOne(fr, t)
+		}
+	}
+}
+
+// fireEvent runs the key's event time up to the watermark wm: the event
+// timers and expiries due, in time order, and with event-time order the
+// events buffered up to wm between them (at the same time: a key's timers,
+// then its expiry, then its events).
+func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
+	h := &p.timers[1]
+	for {
+		tOK := len(*h) > 0 && (*h)[0].at <= wm
+		if p.ord != nil {
+			if ev, ok := p.ord.next(wm); ok && (!tOK || ev < (*h)[0].at) {
+				p.ord.applyNext(fr)
+				continue
+			}
+		}
+		if !tOK {
+			return
+		}
+		t := heap.Pop(h).(timerKey[K])
+		if _, ok := p.pending[t]; !ok {
+			continue
+		}
+		if t.dom == ttlDomain {
+			if p.user[t.key] > 0 {
+				// Timers of its own are pending: the state waits for them.
+				p.unpend(t)
+				p.set(t.key, ttlDomain, p.lastTimer(t.key))
+				continue
+			}
+			p.unpend(t)
+			delete(p.lastTS, t.key)
+			if _, ok := p.state[t.key]; ok {
+				delete(p.state, t.key)
+				p.dirty[t.key] = struct{}{}
+			}
+			continue
+		}
+		p.unpend(t)
+		if p.onTimer != nil {
+			fr.firing(CauseEventTimer, p.op, t.at, t.at, p)
+			p.fireOne(fr, t)
+		}
+	}
+}
+
+// lastTimer is the time of key k's latest pending timer of its own.
+func (p *procOp[K, S, O]) lastTimer(k K) int64 {
+	last := int64(NoWatermark)
+	for t := range p.pending {
+		if t.key == k && t.dom != ttlDomain {
+			last = max(last, t.at)
+		}
+	}
+	return last
+}
+
+func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
+	defer func() {
+		if v := recover(); v != nil {
+			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
+		}
+	}()
+	p.ctx.key, p.ctx.dom = t.key, t.dom
+	p.onTimer(&p.ctx, time.Unix(0, t.at))
+}
+
+// Processed is the result of Process: its output stream and its state.
+type Processed[K comparable, S, O any] struct {
+	f     *Flow
+	stage int
+	op    int
+	kc    KeyCodec[K]
+	hs    func(K) uint64
+	sc    Codec[S]
+}
+
+// InEventTimeOrder makes Process see each fragment's events in event-time
+// order, between its timers: an event waits until the watermark passes its
+// time, then runs after every timer (and state expiry) due before it, as in
+// a sequential run over the events sorted by time. The results then
+// depend on the events alone — not on how partitions interleave, lag or
+// are batched — at the price of the watermark's delay. Events at the same
+// time run in the order of their channel, partition and offset. Late
+// events (behind the watermark) run at once. The waiting events are part
+// of the checkpoint. It needs event time.
+func InEventTimeOrder() StateOption { return StateOption{ordered: true} }
+
+// Process runs a per-key state machine over a keyed stream.
+//
+// With WithStateTTL, a key's state expires once the watermark passes its
+// last event by the TTL, after every timer due before; a key with timers of
+// its own pending keeps its state until they have fired. Without
+// InEventTimeOrder an event that comes the TTL after its key's last one
+// (and finds no timer pending) starts from no state, whatever the
+// watermark says.
+func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S, O], opts ...StateOption) Processed[K, S, O] {
+	f := ks.f
+	if h.OnEvent == nil {
+		f.errorf("Process: OnEvent must not be nil")
+	}
+	sc := stateCodec[S](f, "Process", opts)
+	ttl := stateTTL(f, "Process", ks.stage, opts)
+	ordered := false
+	for _, o := range opts {
+		ordered = ordered || o.ordered
+	}
+	if ordered && f.sources[f.stages[ks.stage].source].et == nil {
+		f.errorf("Process: InEventTimeOrder needs a source with event time (flows.WithEventTime)")
+	}
+	op := f.ops
+	f.ops++
+	ordOp := -1
+	if ordered {
+		ordOp = f.ops
+		f.ops++
+	}
+	codec, _ := f.stages[ks.stage].codec.(*recsCodec[K, T])
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		p := &procOp[K, S, O]{op: op, state: map[K]S{}, dirty: map[K]struct{}{}, pending: map[timerKey[K]]struct{}{},
+			user: map[K]int32{}, onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
+		p.ctx = Context[K, S, O]{op: p, fr: fr}
+		fr.ops[op] = p
+		fr.addTimers(ks.stage, p)
+		if !ordered {
+			ks.subscribe(fr, func(k K, v T) {
+				if ttl > 0 {
+					p.seen(k, fr.cur.TS)
+				}
+				p.ctx.key, p.ctx.dom = k, EventTime
+				h.OnEvent(&p.ctx, v)
+			})
+			return
+		}
+		buf := &eventBuffer[K, T]{fr: fr, codec: codec, run: func(k K, v T) {
+			if ttl > 0 {
+				p.seen(k, fr.cur.TS)
+			}
+			p.ctx.key, p.ctx.dom = k, EventTime
+			h.OnEvent(&p.ctx, v)
+		}}
+		p.ord = buf
+		fr.ops[ordOp] = buf
+		ks.subscribe(fr, func(k K, v T) {
+			if wm := fr.wm(); wm != NoWatermark && fr.cur.TS <= wm {
+				buf.run(k, v) // late: it runs at once
+				return
+			}
+			buf.add(k, v)
+		})
+	})
+	return Processed[K, S, O]{f: f, stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, sc: sc}
+}
+
+// Out is the stream of what the process function emits.
+func (p Processed[K, S, O]) Out() Stream[O] {
+	return Stream[O]{f: p.f, what: "Process", side: fragmentSide, stage: p.stage,
+		attach: func(c *core, fn func(O)) {
+			po := c.frag.ops[p.op].(*procOp[K, S, O])
+			po.subs = append(po.subs, fn)
+		}}
+}
+
+// View exposes the process function's state as a keyed view.
+func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processed[K, S, O] {
+	sc := scorer(p.f, name, score)
+	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+		po := fr.ops[p.op].(*procOp[K, S, O])
+		if only != nil {
+			if s, ok := po.state[*only]; ok {
+				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
+			}
+			return nil
+		}
+		keys := make([]K, 0, len(po.state))
+		for k := range po.state {
+			keys = append(keys, k)
+		}
+		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, sc)
+	})
+	return p
+}
+
+// orderedInput is a Process's buffer of events waiting for the watermark
+// (nil without InEventTimeOrder).
+type orderedInput[K comparable] interface {
+	// next is the time of the earliest waiting event, if it is at or
+	// before wm.
+	next(wm int64) (int64, bool)
+	// applyNext runs the earliest waiting event.
+	applyNext(fr *Fragment)
+}
+
+// buffered is an event waiting for the watermark, with where it came from.
+type buffered[K comparable, T any] struct {
+	ts    int64
+	ch    int32
+	part  int32
+	off   int64
+	sub   int32 // among records of one input event (FlatMap before KeyBy)
+	key   K
+	val   T
+	saved bool // in a checkpoint
+}
+
+func (a *buffered[K, T]) cmp(b *buffered[K, T]) int {
+	if c := cmp.Compare(a.ts, b.ts); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.ch, b.ch); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.part, b.part); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.off, b.off); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.sub, b.sub)
+}
+
+type bufHeap[K comparable, T any] []*buffered[K, T]
+
+func (h bufHeap[K, T]) Len() int           { return len(h) }
+func (h bufHeap[K, T]) Less(i, j int) bool { return h[i].cmp(h[j]) < 0 }
+func (h bufHeap[K, T]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *bufHeap[K, T]) Push(x any)        { *h = append(*h, x.(*buffered[K, T])) }
+func (h *bufHeap[K, T]) Pop() any {
+	x := (*h)[len(*h)-1]
+	(*h)[len(*h)-1] = nil
+	*h = (*h)[:len(*h)-1]
+	return x
+}
+
+// eventBuffer holds a Process's events until the watermark passes them.
+// Its checkpoint entries (its own namespace) are keyed by the event's
+// place in the order; applied ones are deleted.
+type eventBuffer[K comparable, T any] struct {
+	fr      *Fragment
+	codec   *recsCodec[K, T]
+	run     func(k K, v T)
+	h       bufHeap[K, T]
+	cur     *buffered[K, T] // the event running now
+	gone    [][]byte // keys of saved events applied since the last checkpoint
+	last    [3]int64 // channel, partition and offset of the last event added
+	lastSub int32
+}
+
+func (b *eventBuffer[K, T]) add(k K, v T) {
+	c := b.fr.cur
+	e := &buffered[K, T]{ts: c.TS, ch: int32(c.Source), part: int32(c.Partition), off: c.Offset, key: k, val: v}
+	if b.last == [3]int64{int64(c.Source), int64(c.Partition), c.Offset} {
+		b.lastSub++
+		e.sub = b.lastSub
+	} else {
+		b.last, b.lastSub = [3]int64{int64(c.Source), int64(c.Partition), c.Offset}, 0
+	}
+	heap.Push(&b.h, e)
+}
+
+func (b *eventBuffer[K, T]) next(wm int64) (int64, bool) {
+	if len(b.h) == 0 || b.h[0].ts > wm {
+		return 0, false
+	}
+	return b.h[0].ts, true
+}
+
+func (b *eventBuffer[K, T]) applyNext(fr *Fragment) {
+	e := heap.Pop(&b.h).(*buffered[K, T])
+	if e.saved {
+		b.gone = append(b.gone, b.key(e))
+	}
+	fr.cur.Source, fr.cur.Partition, fr.cur.TS = int(e.ch), int(e.part), e.ts
+	if fr.skip != nil && fr.skipped(e.off) {
+		return
+	}
+	fr.event(e.off, int(e.sub))
+	b.cur, fr.failing = e, b
+	b.run(e.key, e.val)
+	b.cur, fr.failing = nil, nil
+}
+
+func (b *eventBuffer[K, T]) describeFailing() (key, val string) {
+	return b.codec.kc.Format(b.cur.key), fmt.Sprintf("%+v", b.cur.val)
+}
+
+func (b *eventBuffer[K, T]) key(e *buffered[K, T]) []byte {
+	k := binary.BigEndian.AppendUint64(nil, uint64(e.ts)^(1<<63)) // sorts as signed
+	k = binary.BigEndian.AppendUint32(k, uint32(e.ch))
+	k = binary.BigEndian.AppendUint32(k, uint32(e.part))
+	k = binary.BigEndian.AppendUint64(k, uint64(e.off))
+	return binary.BigEndian.AppendUint32(k, uint32(e.sub))
+}
+
+func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
+	for _, k := range b.gone {
+		d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: k})
+	}
+	b.gone = b.gone[:0]
+	for _, e := range b.h {
+		if e.saved {
+			continue
+		}
+		val := binary.AppendVarint(nil, e.ts)
+		mark := len(val)
+		val = append(val, 0, 0, 0, 0, 0)
+		var err error
+		if val, err = b.codec.kc.Append(val, e.key); err != nil {
+			return fmt.Errorf("encode waiting event's key: %w", err)
+		}
+		val = putLength(val, mark)
+		if val, err = b.codec.ec.Append(val, e.val); err != nil {
+			return fmt.Errorf("encode waiting event: %w", err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: b.key(e), Value: val})
+		e.saved = true
+	}
+	d.Entries += int64(len(b.h))
+	return nil
+}
+
+func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {
+	if len(key) != 28 {
+		return fmt.Errorf("waiting event key of %d bytes", len(key))
+	}
+	r := &batchReader{b: val, kind: "waiting event"}
+	ts := r.varint("time")
+	kb := r.bytes("key")
+	if r.err != nil {
+		return r.err
+	}
+	k, err := b.codec.kc.Decode(kb)
+	if err != nil {
+		return fmt.Errorf("decode waiting event's key: %w", err)
+	}
+	v, err := b.codec.ec.Decode(r.b)
+	if err != nil {
+		return fmt.Errorf("decode waiting event: %w", err)
+	}
+	heap.Push(&b.h, &buffered[K, T]{ts: ts, ch: int32(binary.BigEndian.Uint32(key[8:])), part: int32(binary.BigEndian.Uint32(key[12:])),
+		off: int64(binary.BigEndian.Uint64(key[16:])), sub: int32(binary.BigEndian.Uint32(key[24:])), key: k, val: v, saved: true})
+	return nil
+}

@@ -1,0 +1,516 @@
+package recovery
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+)
+
+// Machine is the rules of one fragment, as a state machine: the batches
+// it is sent, their acknowledgements, failures of user functions, restores,
+// checkpoints and their durability, the outputs it sends fragments
+// downstream and what they ask of it again. It is driven by calls and
+// answers with actions (Ready), in the manner of etcd raft's RawNode: it
+// does no I/O, starts no goroutine and reads no clock. The fragment actor
+// carries the actions out over protoactor; the flowstest harness and the
+// simulation carry them out in memory. Nothing else holds these rules.
+//
+// The rules, for a batch of channel partition p covering [PrevEnd, End):
+//   - fence: a batch sent under an older placement epoch is dropped, and
+//     its sender asked to send again from the recorded end (it was
+//     re-placed);
+//   - admit (Vector.Admit): a duplicate is dropped, but its watermark is
+//     still observed (a fragment restored after the batch was first sent
+//     needs that progress); a gap is dropped and the channel partition
+//     asked to rewind to the recorded end, once per sender until it
+//     replays; an overlap applies the records at or after the end;
+//   - a user function that fails on an event leaves the state untrusted:
+//     the fragment is restored from its last durable checkpoint (after a
+//     checkpoint being written lands), holds all input for a backoff that
+//     grows with the attempts, then asks every channel partition to replay
+//     from its restored vector; after MaxAttempts the event is skipped and
+//     dead-lettered;
+//   - a rewind unanswered for RewindTimeout is asked again (the request or
+//     the replay was lost with a connection);
+//   - a fragment waiting for a hand-off takes no input until the old
+//     owner's checkpoint (or the wait's end);
+//   - a batch is acknowledged once the batches it made for fragments
+//     downstream are acknowledged (dropped batches at once): back-pressure
+//     runs from the last stage to the sources, and no acknowledgement waits
+//     for one of an earlier stage, so the waits cannot form a cycle.
+type Machine struct {
+	plan      *flows.Plan
+	id        int
+	frag      *flows.Fragment
+	vec       Vector
+	cfg       MachineConfig
+	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
+	placement uint64 // the newest placement epoch seen
+	now       time.Time
+
+	down    bool      // a user function failed: the state is untrusted until restored
+	backoff time.Time // restored after a failure: input waits until then (zero: not waiting)
+	waiting bool      // taken over from a live owner: input waits for its last checkpoint
+	writing bool      // a checkpoint is with the writer
+	broken  error     // a checkpoint failed: no further checkpoints
+
+	downAttempt int
+	attempts    map[flows.EventID]int
+	skips       map[flows.EventID]bool
+	awaiting    map[PartitionID]awaited
+
+	// Acknowledgements held until the batches they made are acknowledged:
+	// the sends' owners, by batch number.
+	nextSend uint64
+	owners   map[uint64]*held
+
+	ready Ready
+}
+
+// MachineConfig are a machine's limits. Zero fields take the defaults.
+type MachineConfig struct {
+	MaxAttempts   int           // default 3
+	Backoff       time.Duration // times the attempt; default 100ms, negative for none
+	RewindTimeout time.Duration // default 3s
+}
+
+func (c *MachineConfig) defaults() {
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Backoff == 0 {
+		c.Backoff = 100 * time.Millisecond
+	}
+	if c.RewindTimeout <= 0 {
+		c.RewindTimeout = 3 * time.Second
+	}
+}
+
+// From is where a batch came from, as the driver names it: Key identifies
+// the sender (a rewind is asked of it again only if a gap comes from
+// another); Ref is the driver's handle to answer it; Seq, for an exchange
+// batch, its number at the sender (to acknowledge it).
+type From struct {
+	Key string
+	Ref any
+	Seq uint64
+}
+
+type awaited struct {
+	from   string // the sender asked; "" for any
+	to     int64
+	at     time.Time
+	repeat bool // asked, and asked again after RewindTimeout until answered
+}
+
+type held struct {
+	from    From
+	pending int
+}
+
+// Ready is what the driver is to carry out, in this order.
+type Ready struct {
+	// Sends are batches for fragments downstream (exchanges); each is
+	// acknowledged with Acked(Seq).
+	Sends []Send
+	// Acks are the batches to acknowledge to their senders.
+	Acks []From
+	// Rewinds ask a channel partition to send again from To: for a source
+	// partition, its reader; for an exchange partition, the upstream
+	// fragment (Resend). Ask is the sender to ask, nil for whoever has it.
+	Rewinds []Rewind
+	// Trims tell upstream fragments how far this fragment's durable
+	// checkpoint covers their outputs (Trim).
+	Trims []Trim
+	// DeadLetters are events and timers given up on.
+	DeadLetters []flows.DeadLetter
+	// Restore: load the fragment's last durable checkpoint and call
+	// Restored with it.
+	Restore bool
+	// Errors are failures to report (sinks); the fragment goes on.
+	Errors []error
+	// Counters of what happened, for the driver's statistics.
+	Applied, Duplicates, Gaps, Fenced, Failures, Reasked int
+	Replayed                                            int64
+}
+
+// Send is a batch for fragment Dest.
+type Send struct {
+	Dest  int
+	Seq   uint64
+	Batch *flows.Batch
+}
+
+// Rewind asks channel partition Part to be sent again from To.
+type Rewind struct {
+	Part PartitionID
+	To   int64
+	Ask  *From
+}
+
+// Trim tells upstream fragment Part.Partition of exchange channel
+// Part.Source that this fragment's durable checkpoint covers its outputs
+// up to Upto.
+type Trim struct {
+	Part PartitionID
+	Upto int64
+}
+
+// NewMachine makes the machine of fragment id from its restored state, at
+// placement epoch placement. A fragment that waits for a hand-off takes no
+// input until Restored or StopWaiting.
+func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHandoff bool, cfg MachineConfig) *Machine {
+	cfg.defaults()
+	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
+		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
+		owners: map[uint64]*held{}, waiting: waitHandoff}
+	if waitHandoff {
+		m.awaitAll()
+	}
+	return m
+}
+
+// Fragment is the fragment's state; the driver may read it (queries,
+// statistics) between calls.
+func (m *Machine) Fragment() *flows.Fragment { return m.frag }
+
+// Vector is the fragment's offset vector.
+func (m *Machine) Vector() *Vector { return &m.vec }
+
+// Epoch is the epoch of the last checkpoint taken.
+func (m *Machine) Epoch() uint64 { return m.epoch }
+
+// Serving reports whether the fragment's state may be read: it is not
+// untrusted after a failure nor waiting for a hand-off.
+func (m *Machine) Serving() error {
+	switch {
+	case m.down:
+		return fmt.Errorf("fragment %d is restoring after a failure", m.id)
+	case m.waiting:
+		return fmt.Errorf("fragment %d is being handed over to this node", m.id)
+	}
+	return nil
+}
+
+// Waiting reports whether the fragment waits for a hand-off.
+func (m *Machine) Waiting() bool { return m.waiting }
+
+// Down reports whether the fragment failed and waits for its restore.
+func (m *Machine) Down() bool { return m.down }
+
+// Writing reports whether a checkpoint is with the writer.
+func (m *Machine) Writing() bool { return m.writing }
+
+// Broken is the error that stopped checkpoints, if any.
+func (m *Machine) Broken() error { return m.broken }
+
+// Ready returns the actions accumulated since the last call and forgets
+// them.
+func (m *Machine) Ready() Ready {
+	r := m.ready
+	m.ready = Ready{}
+	return r
+}
+
+// SetNow sets the processing time for the calls that follow.
+func (m *Machine) SetNow(t time.Time) { m.now = t }
+
+// Placement raises the placement epoch the fragment fences batches with.
+func (m *Machine) Placement(epoch uint64) { m.placement = max(m.placement, epoch) }
+
+// Step judges a batch and, if it is admitted, applies it.
+func (m *Machine) Step(b *flows.Batch, from From) {
+	defer b.Release()
+	if m.down || m.waiting || !m.backoff.IsZero() {
+		// The replay after the restore (or the hand-off) brings it again.
+		// A batch that happens to follow on from the restored offsets waits
+		// too: the backoff holds all input, not only what is out of order.
+		m.ready.Gaps++
+		m.ready.Acks = append(m.ready.Acks, from)
+		return
+	}
+	p := PartitionID{Source: b.Source, Partition: b.Partition}
+	if Fence(&m.placement, b.Epoch) == Fenced {
+		m.ready.Fenced++
+		m.ready.Acks = append(m.ready.Acks, from)
+		m.gap(p, from, m.vec.End(p))
+		return
+	}
+	verdict, min := m.vec.Admit(p, b.PrevEnd, b.End)
+	if verdict != Gap && b.PrevEnd < min {
+		m.ready.Replayed += minInt64(b.End, min) - b.PrevEnd
+	}
+	switch verdict {
+	case Duplicate:
+		m.ready.Duplicates++
+		m.frag.SetNow(m.now)
+		m.result(m.frag.Observe(b), from)
+		return
+	case Gap:
+		m.ready.Gaps++
+		m.ready.Acks = append(m.ready.Acks, from)
+		m.gap(p, from, min)
+		return
+	}
+	delete(m.awaiting, p)
+	m.frag.SetNow(m.now)
+	m.result(m.frag.Apply(b, min), from)
+}
+
+// gap asks for p again from to, unless that was asked of this sender (or
+// of any) and not yet answered.
+func (m *Machine) gap(p PartitionID, from From, to int64) {
+	if a, ok := m.awaiting[p]; ok && (a.from == "" || a.from == from.Key) {
+		return
+	}
+	m.rewind(p, &from, to)
+}
+
+func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
+	a := awaited{to: to, at: m.now, repeat: true}
+	if ask != nil {
+		a.from = ask.Key
+	}
+	m.awaiting[p] = a
+	m.ready.Rewinds = append(m.ready.Rewinds, Rewind{Part: p, To: to, Ask: ask})
+}
+
+// result takes what applying (or observing) a batch from from did.
+func (m *Machine) result(err error, from From) {
+	var ee *flows.EventError
+	if errors.As(err, &ee) {
+		m.ready.Acks = append(m.ready.Acks, from)
+		m.failure(ee)
+		return
+	}
+	if err != nil {
+		m.ready.Errors = append(m.ready.Errors, err)
+	}
+	m.ready.Applied++
+	m.sendOutputs(&held{from: from})
+}
+
+// sendOutputs sends the batches due downstream; h, if given, is
+// acknowledged once the ones with records are.
+func (m *Machine) sendOutputs(h *held) {
+	m.frag.TakeOutputs(func(dest int, b *flows.Batch) {
+		m.nextSend++
+		m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
+		if h != nil && b.Count > 0 {
+			h.pending++
+			m.owners[m.nextSend] = h
+		}
+	})
+	if h != nil && h.pending == 0 {
+		m.ready.Acks = append(m.ready.Acks, h.from)
+	}
+}
+
+// Acked takes the acknowledgement of send seq by its fragment.
+func (m *Machine) Acked(seq uint64) {
+	h, ok := m.owners[seq]
+	if !ok {
+		return // a batch of a state since restored, or one nobody waits for
+	}
+	delete(m.owners, seq)
+	if h.pending--; h.pending == 0 {
+		m.ready.Acks = append(m.ready.Acks, h.from)
+	}
+}
+
+// releaseHeld acknowledges every held batch: the state that made their
+// outputs is gone (a restore); what they brought is replayed.
+func (m *Machine) releaseHeld() {
+	seen := map[*held]bool{}
+	for seq, h := range m.owners {
+		delete(m.owners, seq)
+		if !seen[h] {
+			seen[h] = true
+			m.ready.Acks = append(m.ready.Acks, h.from)
+		}
+	}
+}
+
+// failure handles a user function's failure on an event.
+func (m *Machine) failure(ee *flows.EventError) {
+	m.ready.Failures++
+	m.attempts[ee.Event]++
+	n := m.attempts[ee.Event]
+	if n >= m.cfg.MaxAttempts {
+		m.skips[ee.Event] = true
+		delete(m.attempts, ee.Event)
+		dl := ee.DeadLetter
+		dl.Error = fmt.Sprintf("%s (after %d attempts)", dl.Error, n)
+		m.ready.DeadLetters = append(m.ready.DeadLetters, dl)
+	}
+	// The state may be half updated: apply, checkpoint and serve nothing
+	// until it is restored. A checkpoint on its way to the store was taken
+	// before the failure, from a sound state: let it land first, so that the
+	// restore reads the newest checkpoint and nothing lands after it.
+	m.down, m.downAttempt = true, n
+	m.releaseHeld()
+	if !m.writing {
+		m.ready.Restore = true
+	}
+}
+
+// Attempts is how often the event failed so far (0 after it was skipped).
+func (m *Machine) Attempts(ev flows.EventID) int { return m.attempts[ev] }
+
+// Restored replaces the fragment's state by a checkpoint loaded from the
+// store, after a Restore action (a failure), or a hand-off (handoff true).
+// After a failure, input waits for the backoff, then every channel
+// partition replays from the restored vector; after a hand-off at once.
+func (m *Machine) Restored(r Restored, handoff bool) {
+	own := m.epoch
+	m.frag, m.vec = r.Fragment, r.Vector
+	m.epoch = max(r.Manifest.Epoch, own) // epochs only grow: checkpoint waiters count on it
+	for ev := range m.skips {
+		m.frag.Skip(ev)
+	}
+	m.releaseHeld()
+	if handoff || !m.down {
+		m.waiting, m.down = false, false
+		m.replayAll()
+		return
+	}
+	m.down = false
+	if m.cfg.Backoff < 0 {
+		m.replayAll()
+		return
+	}
+	m.backoff = m.now.Add(m.cfg.Backoff * time.Duration(m.downAttempt))
+	m.awaitAll()
+}
+
+// Start sends every fragment downstream where this one's outputs are (a
+// restored fragment's, and they ask for what they lack): called once
+// after NewMachine.
+func (m *Machine) Start() { m.sendOutputs(nil) }
+
+// StopWaiting ends the wait for a hand-off that did not come: the fragment
+// goes on from its own state and asks every channel partition to replay.
+func (m *Machine) StopWaiting() {
+	if m.waiting {
+		m.waiting = false
+		m.replayAll()
+	}
+}
+
+// awaitAll drops every channel's gaps silently until the replay.
+func (m *Machine) awaitAll() {
+	for _, p := range m.inputs() {
+		m.awaiting[p] = awaited{}
+	}
+}
+
+// replayAll asks every channel partition to send again from the vector.
+func (m *Machine) replayAll() {
+	for _, p := range m.inputs() {
+		m.rewind(p, nil, m.vec.End(p))
+	}
+}
+
+// inputs is every channel partition.
+func (m *Machine) inputs() []PartitionID {
+	var out []PartitionID
+	for ch, c := range m.plan.Channels() {
+		for part := range c.Partitions {
+			out = append(out, PartitionID{Source: ch, Partition: part})
+		}
+	}
+	return out
+}
+
+// Tick moves the processing time: processing-time timers fire, a backoff
+// that ended asks for the replay, and rewinds unanswered for
+// RewindTimeout are asked again (of whoever has the partition now).
+func (m *Machine) Tick(now time.Time) {
+	m.now = now
+	if !m.backoff.IsZero() && !now.Before(m.backoff) {
+		m.backoff = time.Time{}
+		m.replayAll()
+	}
+	for p, a := range m.awaiting {
+		if a.repeat && now.Sub(a.at) >= m.cfg.RewindTimeout {
+			m.ready.Reasked++
+			m.rewind(p, nil, a.to)
+		}
+	}
+	if m.down || m.waiting {
+		return
+	}
+	dls, err := m.frag.Advance(now)
+	m.ready.DeadLetters = append(m.ready.DeadLetters, dls...)
+	if err != nil {
+		m.ready.Errors = append(m.ready.Errors, err)
+	}
+	m.sendOutputs(nil)
+}
+
+// Resend sends fragment dest its records of exchange channel ch again
+// from from: it restored an older checkpoint. A fragment that is down
+// answers nothing (what it holds may be a half-applied event's); once
+// restored it tells every fragment downstream where it is, and they ask
+// again.
+func (m *Machine) Resend(ch, dest int, from int64) {
+	if m.down {
+		return
+	}
+	if b := m.frag.Resend(ch, dest, from); b != nil {
+		m.nextSend++
+		m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
+	}
+}
+
+// Trim forgets the records of exchange channel ch that fragment dest's
+// durable checkpoint covers.
+func (m *Machine) Trim(ch, dest int, upto int64) { m.frag.Trim(ch, dest, upto) }
+
+// Checkpoint takes the next checkpoint, for the writer; nil when one is
+// being written, checkpoints are broken, or the state is not sound (down,
+// waiting for a hand-off). Durable says when it is durable.
+func (m *Machine) Checkpoint() (*Checkpoint, error) {
+	if m.writing || m.broken != nil || m.down || m.waiting {
+		return nil, nil
+	}
+	cp, err := Take(m.frag, &m.vec, m.plan.Fragments(), m.epoch+1, m.now)
+	if err != nil {
+		m.broken = err
+		return nil, err
+	}
+	m.epoch++
+	m.writing = true
+	return cp, nil
+}
+
+// Durable takes the writer's answer for the checkpoint being written.
+// After a failure that waited for it, the restore follows; upstream
+// fragments learn how far it covers their outputs.
+func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
+	m.writing = false
+	if err != nil {
+		// The changes taken for the failed checkpoint are gone from the
+		// fragment's change set: a later incremental checkpoint would store
+		// a state with holes.
+		m.broken = err
+		return
+	}
+	for p, end := range offsets {
+		if m.plan.IsExchange(p.Source) {
+			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
+		}
+	}
+	if m.down {
+		m.ready.Restore = true
+	}
+}
+
+func minInt64(a, b int64) int64 {
+	if a < b {
+		return a
+	}
+	return b
+}
