@@ -213,6 +213,7 @@ type FragmentStats struct {
 	TooLate        atomic.Int64 // events too late for every window (replays may count again)
 	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes      atomic.Int64 // bytes written by checkpoints
+	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
 	mu             sync.Mutex
 	offsets        map[string]int64
 	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
@@ -397,6 +398,9 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}
 	e.layout.Store(l)
+	for _, pid := range l.frags {
+		root.Send(pid, startMsg{})
+	}
 	if cl != nil {
 		l.standby = e.standbys(cl)
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
@@ -437,6 +441,21 @@ func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.pla
 func (e *Engine) readerName(i int) string {
 	p := e.allPartsAt(i)
 	return fmt.Sprintf("%s/reader-%s-%d", e.plan.Name(), e.plan.Sources()[p.Source].Name, p.Partition)
+}
+
+// partIndex is the index of source partition p in allParts, or -1.
+func (e *Engine) partIndex(p recovery.PartitionID) int {
+	i := 0
+	for si, s := range e.plan.Sources() {
+		if si == p.Source {
+			if p.Partition < 0 || p.Partition >= s.Partitions {
+				return -1
+			}
+			return i + p.Partition
+		}
+		i += s.Partitions
+	}
+	return -1
 }
 
 // allPartsAt is source partition i in source order.
@@ -484,17 +503,15 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	for p, end := range st.durable {
 		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
-	fa := &fragmentActor{e: e, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, stats: st,
-		placement: epoch, lastCkpt: e.cfg.Now(), attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{},
-		awaiting: map[recovery.PartitionID]awaited{},
+	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: rewindTimeout, Replicated: e.self != ""})
+	m.SetNow(e.cfg.Now())
+	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(),
 		// The standby's copy may be of another lineage (an owner that
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
-		fullNext: e.self != "", handoff: waitHandoff}
+		fullNext: e.self != ""}
 	if waitHandoff {
-		for _, p := range e.allParts {
-			fa.awaiting[p] = awaited{reader: "*"}
-		}
 		e.drainCount(+1)
 	}
 	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
@@ -819,8 +836,9 @@ type (
 	}
 	ckptReq   struct{}
 	ckptOK    struct{}
-	resumeMsg struct{}
-	replayMsg struct{} // a fragment that started after a placement change asks the readers to replay
+	// startMsg starts a fragment once the layout is in place (Machine.Start);
+	// replay: it started after a placement change (Machine.Replay).
+	startMsg struct{ replay bool }
 	stopMsg   struct{}
 	ckptDone  struct {
 		epoch   uint64

@@ -2,7 +2,6 @@ package actor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -17,305 +16,355 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
+// fragmentActor carries out one fragment's recovery.Machine: it feeds it
+// the batches, acknowledgements, ticks and checkpoint results that arrive,
+// and sends, writes and restores what the machine's Ready says. The rules
+// themselves (fencing, admission, gaps and rewinds, retries and backoff,
+// hand-off waits, held acknowledgements, exchange outputs) are the
+// machine's; the flowstest harness drives the same machine.
 type fragmentActor struct {
-	e         *Engine
-	frag      *flows.Fragment
-	vec       recovery.Vector
-	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
-	placement uint64 // the newest placement epoch seen
-	tooLate   int64  // the fragment's too-late count already added to stats
-	stats     *FragmentStats
-	lastCkpt  time.Time
-	writing   bool // a checkpoint is with the writer
-	down      bool // a user function failed: the state is untrusted until restored
-	backoff   bool // restored after a failure: input waits for the replay
-	handoff   bool // taken over from a live owner: input waits for its last checkpoint
+	e        *Engine
+	id       int
+	m        *recovery.Machine
+	tooLate  int64 // the fragment's too-late count already added to stats
+	stats    *FragmentStats
+	lastCkpt time.Time
 	// pendingHandoff: a hand-off that came while a checkpoint was being
 	// written, adopted once it is durable.
 	pendingHandoff *handoffMsg
-	downAttempt    int      // the failed event's attempt, for the backoff
-	again          bool     // take another as soon as it is durable
+	again          bool     // take another checkpoint as soon as it is durable
 	waiters        []waiter // on-demand checkpoint requests
-	broken         error    // a checkpoint write failed: no further checkpoints
 	fullNext       bool     // send the standby the whole next checkpoint
-	attempts       map[flows.EventID]int
-	skips          map[flows.EventID]bool
-	// awaiting: a rewind was asked of this reader ("*": of every reader),
-	// so gaps from it are dropped silently until the replay arrives. A gap
-	// from another reader (the partition moved to another node) asks again,
-	// and so does a tick when a remote reader has not replayed for
-	// rewindTimeout (the rewind or the replay was lost with a connection).
-	awaiting map[recovery.PartitionID]awaited
-}
-
-type awaited struct {
-	reader string // the reader's PID, "*" for any
-	pid    *pa.PID
-	to     int64
-	at     time.Time
+	holding        bool     // counted against the drain: down or in its backoff
 }
 
 // rewindTimeout is how long a fragment waits for a remote reader's replay
 // before it asks again.
 const rewindTimeout = 3 * time.Second
 
-func minInt(a, b int64) int64 {
-	if a < b {
-		return a
-	}
-	return b
-}
-
 type waiter struct {
 	epoch uint64 // durable at or after this epoch answers it
 	pid   *pa.PID
 }
 
+// Senders of batches, as the machine's From.Ref: a reader on this node (a
+// *pa.PID), a sender on another node (through this node's inbox), or an
+// upstream fragment on this node.
+type (
+	netSender struct{ sender, inbox *pa.PID }
+	exSender  struct{ pid *pa.PID }
+)
+
+// Messages between fragments on one node: an exchange batch, its
+// acknowledgement, a request to send one again (Machine.Resend), and a
+// downstream checkpoint's coverage (Machine.Trim).
+type (
+	exBatchMsg struct {
+		b    *flows.Batch
+		from *pa.PID
+		seq  uint64
+	}
+	exAckMsg    struct{ seq uint64 }
+	exRewindMsg struct {
+		ch, dest int
+		from     int64
+	}
+	exTrimMsg struct {
+		ch, dest int
+		upto     int64
+	}
+)
+
 func (fa *fragmentActor) Receive(c pa.Context) {
-	switch m := c.Message().(type) {
+	m := fa.m
+	switch msg := c.Message().(type) {
 	case *batchMsg:
-		fa.batch(c, m)
-		c.Send(m.reader, ackMsg{fragment: fa.frag.ID()})
+		fa.step(c, msg.b, recovery.From{Key: msg.reader.String(), Ref: msg.reader})
+	case *exBatchMsg:
+		fa.step(c, msg.b, recovery.From{Key: msg.from.String(), Ref: exSender{msg.from}, Seq: msg.seq})
+		fa.e.drainCount(-1) // counted by its sender
 	case *netBatchMsg:
-		// From a reader on another node, through this node's inbox:
-		// decode, apply as a local batch, and acknowledge through the
-		// inbox, which sends a node's acknowledgements to a reader
-		// together.
-		b, err := fa.e.plan.DecodeBatch(m.records)
+		// From another node, through this node's inbox: decode, apply as a
+		// local batch, and acknowledge through the inbox, which sends a
+		// node's acknowledgements to one sender together.
+		from := recovery.From{Key: msg.sender.String(), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
+		b, err := fa.e.plan.DecodeBatch(msg.records)
 		if err != nil {
 			fa.stats.Malformed.Add(1)
-			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.frag.ID(), "reader", m.reader.Id, "err", err)
-		} else {
-			b.Epoch = m.epoch
-			fa.batch(c, &batchMsg{b: b, reader: m.reader})
+			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.id, "sender", msg.sender.Id, "err", err)
+			fa.ack(c, from)
+			return
 		}
-		c.Send(m.inbox, netAckMsg{reader: m.reader, fragment: uint32(fa.frag.ID())})
+		b.Epoch = msg.epoch
+		fa.step(c, b, from)
+	case exAckMsg:
+		m.Acked(msg.seq)
+	case *wire.Acks:
+		for _, seq := range msg.Seqs {
+			m.Acked(seq)
+		}
+	case exRewindMsg:
+		m.SetNow(fa.e.cfg.Now())
+		m.Resend(msg.ch, msg.dest, msg.from)
+		fa.e.drainCount(-1) // the rewind is handled
+	case *wire.Rewind:
+		m.SetNow(fa.e.cfg.Now())
+		m.Resend(int(msg.Channel), int(msg.Fragment), msg.To)
+	case exTrimMsg:
+		m.Trim(msg.ch, msg.dest, msg.upto)
+	case *wire.Durable:
+		for i, f := range msg.Fragments {
+			if i < len(msg.Offsets) {
+				m.Trim(int(msg.Channel), int(f), msg.Offsets[i])
+			}
+		}
 	case tickMsg:
-		fa.reask(c, m.now)
-		fa.frag.SetHold(fa.e.hold.Load())
-		dls, err := fa.frag.Advance(m.now)
-		fa.timerFailures(dls, err)
-		if iv := fa.e.cfg.CheckpointInterval; iv > 0 && m.now.Sub(fa.lastCkpt) >= iv {
+		fr := m.Fragment()
+		fr.SetHold(fa.e.hold.Load())
+		m.Tick(msg.now)
+		if iv := fa.e.cfg.CheckpointInterval; iv > 0 && msg.now.Sub(fa.lastCkpt) >= iv {
 			fa.checkpoint(c)
 		}
 	case ckptReq:
 		fa.requestCheckpoint(c)
 	case epochMsg:
-		fa.placement = max(fa.placement, m.epoch)
+		m.Placement(msg.epoch)
+	case startMsg:
+		m.SetNow(fa.e.cfg.Now())
+		if msg.replay {
+			m.Replay()
+		}
+		m.Start()
 	case *wire.Resync:
 		fa.fullNext = true // the standby's copy is missing or behind
 	case ckptDone:
-		fa.durable(c, m)
-	case resumeMsg:
-		fa.resume(c)
-	case replayMsg:
-		fa.replay(c)
+		fa.durable(c, msg)
 	case handoffMsg:
-		fa.handedOff(c, m)
+		fa.handedOff(c, msg)
 	case handoffTimeoutMsg:
-		if fa.handoff {
-			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.frag.ID())
-			fa.handoff = false
+		if m.Waiting() {
+			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
 			fa.e.drainCount(-1)
-			fa.replay(c)
+			m.SetNow(fa.e.cfg.Now())
+			m.StopWaiting()
 		}
 	case *queryMsg:
-		if fa.down {
-			m.reply <- queryReply{err: fmt.Errorf("%w: fragment %d is restoring after a failure", splice.ErrUnavailable, fa.frag.ID())}
+		if err := m.Serving(); err != nil {
+			msg.reply <- queryReply{err: fmt.Errorf("%w: %w", splice.ErrUnavailable, err)}
 			return
 		}
-		if fa.handoff {
-			m.reply <- queryReply{err: fmt.Errorf("%w: fragment %d is being handed over to this node", splice.ErrUnavailable, fa.frag.ID())}
-			return
-		}
-		ans, err := fa.frag.Query(m.req)
+		ans, err := m.Fragment().Query(msg.req)
 		ans.Freshness = fa.stats.freshness()
-		m.reply <- queryReply{ans: ans, err: err}
+		msg.reply <- queryReply{ans: ans, err: err}
 		// The asker is now runnable on this P, behind this mailbox's loop,
 		// which under full ingest may run for a whole time slice: let it
 		// have the processor now.
 		runtime.Gosched()
+		return
 	case *pa.Restarting:
-		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.frag.ID())
+		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.id)
+		return
+	case *pa.Started, *pa.Stopping, *pa.Stopped:
+		return
 	default:
-		fa.e.unknown(m)
-	}
-}
-
-func (fa *fragmentActor) batch(c pa.Context, m *batchMsg) {
-	b := m.b
-	defer b.Release()
-	if fa.down || fa.backoff || fa.handoff {
-		// The replay after the restore brings it again. A batch that
-		// happens to follow on from the restored offsets waits too: the
-		// backoff holds all input, not only what is out of order.
-		fa.stats.Gaps.Add(1)
+		fa.e.unknown(msg)
 		return
 	}
+	fa.carry(c)
+}
+
+// step hands the machine a batch.
+func (fa *fragmentActor) step(c pa.Context, b *flows.Batch, from recovery.From) {
+	m := fa.m
 	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
-	if recovery.Fence(&fa.placement, b.Epoch) == recovery.Fenced {
-		// Sent under an older placement: dropped, and, as for a gap, the
-		// partition's reader is asked to send it again (by then under the
-		// new placement), or a reader that reached its end would leave
-		// the fragment short.
-		fa.stats.Fenced.Add(1)
-		if a, ok := fa.awaiting[p]; !ok || (a.reader != "*" && a.reader != m.reader.String()) {
-			fa.rewind(c, p, m.reader, fa.vec.End(p))
+	now := fa.e.cfg.Now()
+	m.SetNow(now)
+	m.Fragment().SetHold(fa.e.hold.Load())
+	before := m.Vector().End(p)
+	m.Step(b, from)
+	if end := m.Vector().End(p); end != before {
+		fa.stats.mu.Lock()
+		fa.stats.offsets[fa.e.plan.PartitionName(p.Source, p.Partition)] = end
+		fa.stats.mu.Unlock()
+	}
+}
+
+// carry carries out the machine's actions.
+func (fa *fragmentActor) carry(c pa.Context) {
+	e, m, st := fa.e, fa.m, fa.stats
+	for {
+		rd := m.Ready()
+		l := e.layout.Load()
+		fa.sends(c, l, rd.Sends)
+		for _, a := range rd.Acks {
+			fa.ack(c, a)
 		}
-		return
-	}
-	verdict, min := fa.vec.Admit(p, b.PrevEnd, b.End)
-	if verdict != recovery.Gap && b.PrevEnd < min {
-		fa.stats.Replayed.Add(minInt(b.End, min) - b.PrevEnd)
-	}
-	switch verdict {
-	case recovery.Duplicate:
-		fa.stats.Duplicates.Add(1)
-		return
-	case recovery.Gap:
-		fa.stats.Gaps.Add(1)
-		if a, ok := fa.awaiting[p]; !ok || (a.reader != "*" && a.reader != m.reader.String()) {
-			fa.rewind(c, p, m.reader, min)
+		for _, rw := range rd.Rewinds {
+			fa.rewind(c, l, rw)
 		}
-		return
+		for _, t := range rd.Trims {
+			u := t.Part.Partition
+			if u >= len(l.route) {
+				continue
+			}
+			if to := l.route[u]; e.isLocal(to) {
+				c.Send(to, exTrimMsg{ch: t.Part.Source, dest: fa.id, upto: t.Upto})
+			} else {
+				c.Send(to, &wire.Durable{Fragments: []uint32{uint32(fa.id)}, Offsets: []int64{t.Upto}, Channel: uint32(t.Part.Source)})
+			}
+		}
+		for _, err := range rd.Errors {
+			e.cfg.Logger.Error("fragment output", "fragment", fa.id, "err", err)
+		}
+		if rd.Failures > 0 {
+			e.cfg.Logger.Warn("user function failed; restoring the fragment to retry", "fragment", fa.id)
+		}
+		if len(rd.DeadLetters) > 0 {
+			st.Dead.Add(int64(len(rd.DeadLetters)))
+			for _, d := range rd.DeadLetters {
+				e.cfg.Logger.Warn("dead-lettered", "fragment", d.Fragment, "source", d.Source, "partition", d.Partition,
+					"offset", d.Offset, "key", d.Key, "err", d.Error)
+			}
+			e.deadLetters(rd.DeadLetters)
+		}
+		st.Gaps.Add(int64(rd.Gaps))
+		st.Duplicates.Add(int64(rd.Duplicates))
+		st.Fenced.Add(int64(rd.Fenced))
+		st.Failures.Add(int64(rd.Failures))
+		st.Reasked.Add(int64(rd.Reasked))
+		st.Replayed.Add(rd.Replayed)
+		st.Batches.Add(int64(rd.Applied))
+		fr := m.Fragment()
+		st.Events.Store(fr.Events())
+		st.Watermark.Store(fr.Watermark())
+		st.Retained.Store(int64(fr.Retained()))
+		if n := fr.TooLate(); n > fa.tooLate {
+			st.TooLate.Add(n - fa.tooLate)
+		}
+		fa.tooLate = fr.TooLate()
+		if h := m.Down() || m.Holding(); h != fa.holding {
+			fa.holding = h
+			if h {
+				e.drainCount(+1) // not drained while down
+			} else {
+				e.drainCount(-1)
+			}
+		}
+		if !rd.Restore {
+			return
+		}
+		r, err := recovery.Restore(e.store, e.plan, fa.id)
+		if err != nil {
+			e.fail(err)
+			return
+		}
+		st.Restores.Add(1)
+		m.Restored(r, false)
+		fa.load(r)
 	}
-	delete(fa.awaiting, p)
-	fa.frag.SetNow(fa.e.cfg.Now())
-	fa.frag.SetHold(fa.e.hold.Load())
-	err := fa.frag.Apply(b, min)
-	var ee *flows.EventError
-	if errors.As(err, &ee) {
-		fa.failure(c, ee)
-		return
-	}
-	if err != nil {
-		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
-	}
-	fa.stats.Events.Store(fa.frag.Events())
-	fa.stats.Watermark.Store(fa.frag.Watermark())
-	if n := fa.frag.TooLate(); n > fa.tooLate {
-		fa.stats.TooLate.Add(n - fa.tooLate)
-	}
-	fa.tooLate = fa.frag.TooLate()
-	fa.stats.Batches.Add(1)
-	fa.stats.mu.Lock()
-	fa.stats.offsets[fa.e.plan.PartitionName(b.Source, b.Partition)] = b.End
-	fa.stats.mu.Unlock()
 }
 
-// failure handles a user function's failure on an event: the fragment's
-// state may be half updated, so it is restored from its last checkpoint and
-// the readers rewind to it; after MaxAttempts the event is skipped and
-// dead-lettered. Other fragments never stop.
-func (fa *fragmentActor) failure(c pa.Context, ee *flows.EventError) {
-	fa.stats.Failures.Add(1)
-	fa.attempts[ee.Event]++
-	n := fa.attempts[ee.Event]
-	log := fa.e.cfg.Logger.With("fragment", fa.frag.ID(), "source", ee.DeadLetter.Source,
-		"partition", ee.DeadLetter.Partition, "offset", ee.DeadLetter.Offset, "key", ee.DeadLetter.Key)
-	if n >= fa.e.cfg.MaxAttempts {
-		fa.skips[ee.Event] = true
-		delete(fa.attempts, ee.Event)
-		dl := ee.DeadLetter
-		dl.Error = fmt.Sprintf("%s (after %d attempts)", dl.Error, n)
-		fa.stats.Dead.Add(1)
-		log.Warn("user function failed; event dead-lettered", "attempts", n, "err", ee.DeadLetter.Error)
-		fa.e.deadLetters([]flows.DeadLetter{dl})
-	} else {
-		log.Warn("user function failed; restoring the fragment to retry", "attempt", n, "err", ee.DeadLetter.Error)
-	}
-	// The state may be half updated: apply, checkpoint and serve nothing
-	// until it is restored. A checkpoint on its way to the store was taken
-	// before the failure, from a sound state: let it land first, so that the
-	// restore reads the newest checkpoint and nothing lands after it.
-	fa.down = true
-	fa.downAttempt = n
-	fa.e.drainCount(+1) // not drained while down
-	if !fa.writing {
-		fa.recover(c)
-	}
-}
-
-// recover restores the last checkpoint, then waits a backoff before the
-// replay. Until the backoff ends, batches are gaps against the restored
-// vector: dropped and acknowledged, so no reader waits for this fragment.
-func (fa *fragmentActor) recover(c pa.Context) {
-	if err := fa.restore(); err != nil {
-		fa.e.fail(err)
-		return
-	}
-	fa.down, fa.backoff = false, true
-	for _, p := range fa.e.allParts {
-		fa.awaiting[p] = awaited{reader: "*"}
-	}
-	fa.e.after(fa.e.cfg.RetryBackoff*time.Duration(fa.downAttempt), c.Self(), resumeMsg{})
-}
-
-// resume asks every reader to replay from the restored offsets.
-func (fa *fragmentActor) resume(c pa.Context) {
-	fa.backoff = false
-	for i, pid := range fa.e.layout.Load().allRead {
-		p := fa.e.allParts[i]
-		fa.rewind(c, p, pid, fa.vec.End(p))
-	}
-	fa.e.drainCount(-1)
-}
-
-// reask repeats the rewinds that readers have not answered with a replay
-// for rewindTimeout: a remote rewind or its replay can be lost with a
-// connection, a partition's reader can move to another node meanwhile
-// (the rewind then goes to the reader that has it now), and a reader that
-// was itself rewinding may have passed over it. A replay that is
-// only slow comes twice: the second copy is a duplicate and dropped.
-func (fa *fragmentActor) reask(c pa.Context, now time.Time) {
-	l := fa.e.layout.Load()
-	for i, p := range fa.e.allParts {
-		a, ok := fa.awaiting[p]
-		if !ok || a.pid == nil || now.Sub(a.at) < rewindTimeout {
+// sends sends batches to fragments downstream: by pointer on this node,
+// encoded and one message per node otherwise.
+func (fa *fragmentActor) sends(c pa.Context, l *layout, sends []recovery.Send) {
+	var out map[string]*wire.Batches
+	var buf []byte
+	for _, s := range sends {
+		s.Batch.Epoch = l.epoch
+		to := l.route[s.Dest]
+		if fa.e.isLocal(to) {
+			fa.e.drainCount(+1)
+			c.Send(to, &exBatchMsg{b: s.Batch, from: c.Self(), seq: s.Seq})
 			continue
 		}
-		fa.stats.Reasked.Add(1)
-		pid := l.allRead[i]
-		fa.rewind(c, p, pid, a.to)
+		start := len(buf)
+		enc, err := fa.e.plan.EncodeBatch(buf, s.Batch)
+		if err != nil {
+			fa.e.fail(fmt.Errorf("fragment %d: encode a batch for fragment %d: %w", fa.id, s.Dest, err))
+			continue
+		}
+		buf = enc
+		if out == nil {
+			out = map[string]*wire.Batches{}
+		}
+		msg := out[to.Address]
+		if msg == nil {
+			self := c.Self()
+			msg = &wire.Batches{Flow: fa.e.plan.Name(), Epoch: l.epoch, ReaderAddress: self.Address, ReaderId: self.Id}
+			out[to.Address] = msg
+		}
+		msg.Fragments = append(msg.Fragments, uint32(s.Dest))
+		msg.Records = append(msg.Records, enc[start:len(enc):len(enc)])
+		msg.Seqs = append(msg.Seqs, s.Seq)
+	}
+	for addr, msg := range out {
+		c.Send(pa.NewPID(addr, fa.e.plan.Name()+"/inbox"), msg)
 	}
 }
 
-// rewind asks a reader, local or remote, to read partition p again from
-// offset to. A local rewind counts against the drain until the reader
-// handled it.
-func (fa *fragmentActor) rewind(c pa.Context, p recovery.PartitionID, reader *pa.PID, to int64) {
-	fa.awaiting[p] = awaited{reader: reader.String(), pid: reader, to: to, at: fa.e.cfg.Now()}
-	if fa.e.isLocal(reader) {
-		fa.e.drainCount(+1)
-		c.Send(reader, rewindMsg{to: to})
+// ack acknowledges a batch to its sender.
+func (fa *fragmentActor) ack(c pa.Context, a recovery.From) {
+	switch to := a.Ref.(type) {
+	case *pa.PID:
+		c.Send(to, ackMsg{fragment: fa.id})
+	case exSender:
+		c.Send(to.pid, exAckMsg{seq: a.Seq})
+	case netSender:
+		c.Send(to.inbox, netAckMsg{sender: to.sender, fragment: uint32(fa.id), seq: a.Seq})
+	}
+}
+
+// rewind asks a channel partition to send again: a source partition's
+// reader (the sender the machine names, or whoever reads it now), or an
+// upstream fragment. A local rewind counts against the drain until it is
+// handled.
+func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
+	e := fa.e
+	p := rw.Part
+	if e.plan.IsExchange(p.Source) {
+		if p.Partition >= len(l.route) {
+			return
+		}
+		to := l.route[p.Partition]
+		if e.isLocal(to) {
+			e.drainCount(+1)
+			c.Send(to, exRewindMsg{ch: p.Source, dest: fa.id, from: rw.To})
+		} else {
+			c.Send(to, &wire.Rewind{Fragment: uint32(fa.id), To: rw.To, Channel: uint32(p.Source)})
+		}
 		return
 	}
-	c.Send(reader, &wire.Rewind{Fragment: uint32(fa.frag.ID()), To: to})
-}
-
-// restore replaces the fragment's state by its last durable checkpoint.
-func (fa *fragmentActor) restore() error {
-	// A checkpoint on its way to the store would be durable under our feet;
-	// the restore reads whatever is durable now, and so do its offsets.
-	r, err := recovery.Restore(fa.e.store, fa.e.plan, fa.frag.ID())
-	if err != nil {
-		return err
+	var to *pa.PID
+	if rw.Ask != nil {
+		switch ref := rw.Ask.Ref.(type) {
+		case *pa.PID:
+			to = ref
+		case netSender:
+			to = ref.sender
+		}
 	}
-	fa.stats.Restores.Add(1)
-	fa.load(r)
-	return nil
+	if to == nil {
+		i := e.partIndex(p)
+		if i < 0 || i >= len(l.allRead) {
+			return
+		}
+		to = l.allRead[i]
+	}
+	if e.isLocal(to) {
+		e.drainCount(+1)
+		c.Send(to, rewindMsg{to: rw.To})
+		return
+	}
+	c.Send(to, &wire.Rewind{Fragment: uint32(fa.id), To: rw.To})
 }
 
-// load replaces the fragment's state by a restored checkpoint.
+// load takes a restored checkpoint's statistics.
 func (fa *fragmentActor) load(r recovery.Restored) {
-	fa.frag, fa.vec, fa.epoch, fa.tooLate = r.Fragment, r.Vector, r.Manifest.Epoch, 0
-	for ev := range fa.skips {
-		fa.frag.Skip(ev)
-	}
-	fa.stats.Events.Store(fa.frag.Events())
-	fa.stats.Watermark.Store(fa.frag.Watermark())
+	fa.tooLate = 0
+	fa.stats.Events.Store(r.Fragment.Events())
+	fa.stats.Watermark.Store(r.Fragment.Watermark())
 	offs := map[string]int64{}
-	for p, end := range fa.vec.Snapshot() {
+	for p, end := range r.Vector.Snapshot() {
 		offs[fa.e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
 	fa.stats.mu.Lock()
@@ -337,82 +386,71 @@ func ahead(offsets map[recovery.PartitionID]int64, v *recovery.Vector) bool {
 	return a > b
 }
 
-// replay asks every reader to read again from where the fragment is: a
-// fragment that starts on this node after a placement change restored a
-// checkpoint older than what the readers sent its old owner, and readers
-// that reached the end of their input would send nothing more that shows
-// the gap.
-func (fa *fragmentActor) replay(c pa.Context) {
-	for i, pid := range fa.e.layout.Load().allRead {
-		p := fa.e.allParts[i]
-		fa.rewind(c, p, pid, fa.vec.End(p))
-	}
-}
-
 // handedOff restores the last checkpoint of the fragment's old owner, which
-// handed it to this node, and starts from it: the readers replay from
-// there. A fragment that started already (a node that joined starts its
-// fragments at once, before the old owners hand them over; or the wait
-// timed out) adopts the checkpoint if it is ahead of its own state: any
-// checkpoint with its offset vector is a sound state to go on from.
-func (fa *fragmentActor) handedOff(c pa.Context, m handoffMsg) {
-	e := fa.e
+// handed it to this node, and starts from it: every channel partition
+// replays from there. A fragment that started already (the wait timed out)
+// adopts the checkpoint if it is ahead of its own state: any checkpoint
+// with its offset vector is a sound state to go on from.
+func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
+	e, m := fa.e, fa.m
 	done := func() {
-		if m.replyTo != "" {
-			c.Send(pa.NewPID(m.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.frag.ID())})
+		if msg.replyTo != "" {
+			c.Send(pa.NewPID(msg.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
 		}
 	}
-	if !fa.handoff {
-		if m.placement < fa.placement || fa.down || !ahead(m.cp.Manifest.Offsets, &fa.vec) {
-			e.cfg.Logger.Debug("a hand-off not ahead of the running fragment", "fragment", fa.frag.ID(), "from", m.from)
+	waiting := m.Waiting()
+	if !waiting {
+		if msg.placement < m.PlacementEpoch() || m.Down() || !ahead(msg.cp.Manifest.Offsets, m.Vector()) {
+			e.cfg.Logger.Debug("a hand-off not ahead of the running fragment", "fragment", fa.id, "from", msg.from)
 			done()
 			return
 		}
-		if fa.writing {
-			fa.pendingHandoff = &m // after the checkpoint being written
+		if m.Writing() {
+			fa.pendingHandoff = &msg // after the checkpoint being written
 			return
 		}
-		e.drainCount(+1) // balanced below, as for a waiting fragment
 	}
-	if _, err := e.store.Write(e.plan.Name(), fa.frag.ID(), m.cp); err != nil {
-		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.frag.ID(), err))
+	if _, err := e.store.Write(e.plan.Name(), fa.id, msg.cp); err != nil {
+		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.id, err))
 		return
 	}
-	r, err := recovery.Restore(e.store, e.plan, fa.frag.ID())
+	r, err := recovery.Restore(e.store, e.plan, fa.id)
 	if err != nil {
-		e.fail(fmt.Errorf("fragment %d: restore the handed-off checkpoint: %w", fa.frag.ID(), err))
+		e.fail(fmt.Errorf("fragment %d: restore the handed-off checkpoint: %w", fa.id, err))
 		return
 	}
-	own := fa.epoch
+	m.SetNow(e.cfg.Now())
+	m.Restored(r, true)
+	m.Start()
 	fa.load(r)
-	fa.epoch = max(fa.epoch, own) // epochs only grow: checkpoint waiters count on it
-	fa.fullNext = true            // the standby's copy is of another lineage
+	fa.fullNext = true // the standby's copy is of another lineage
 	fa.stats.RestoredEpoch.Store(r.Manifest.Epoch)
 	fa.stats.RestoredEvents.Store(r.Manifest.Events)
-	fa.handoff = false
-	e.drainCount(-1)
-	fa.replay(c)
+	if waiting {
+		e.drainCount(-1)
+	}
 	done()
-	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.frag.ID(), "from", m.from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
+	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.id, "from", msg.from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
 }
 
 func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
-	if fa.broken != nil {
-		c.Respond(fa.broken)
+	m := fa.m
+	if err := m.Broken(); err != nil {
+		c.Respond(err)
 		return
 	}
-	if (fa.down || fa.handoff) && !fa.writing {
+	if (m.Down() || m.Waiting()) && !m.Writing() {
 		// Its last checkpoint is its newest sound state.
 		c.Respond(ckptOK{})
 		return
 	}
-	want := fa.epoch + 1
-	if fa.writing {
+	want := m.Epoch() + 1
+	if m.Writing() {
 		want++ // the one being written may predate the request
 		fa.again = true
 	}
 	fa.waiters = append(fa.waiters, waiter{epoch: want, pid: c.Sender()})
-	if !fa.writing {
+	if !m.Writing() {
 		fa.checkpoint(c)
 	}
 }
@@ -420,62 +458,60 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
 // checkpoint hands the changes since the last checkpoint to the writer
 // and goes on; ckptDone says when they are durable.
 func (fa *fragmentActor) checkpoint(c pa.Context) {
-	if fa.writing || fa.broken != nil || fa.down || fa.handoff {
-		return
-	}
 	now := fa.e.cfg.Now()
-	cp, err := recovery.Take(fa.frag, &fa.vec, fa.e.plan.Fragments(), fa.epoch+1, now)
+	fa.m.SetNow(now)
+	cp, err := fa.m.Checkpoint()
 	if err != nil {
 		fa.breakCheckpoints(c, err)
 		return
 	}
-	fa.epoch++
+	if cp == nil {
+		return
+	}
 	fa.lastCkpt = now
-	fa.writing = true
-	fa.e.writes <- writeReq{frag: fa.frag.ID(), cp: cp, pid: c.Self(), full: fa.fullNext}
+	fa.e.writes <- writeReq{frag: fa.id, cp: cp, pid: c.Self(), full: fa.fullNext}
 	fa.fullNext = false
 }
 
-func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
-	fa.writing = false
-	if m.err != nil {
-		fa.breakCheckpoints(c, m.err)
+func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
+	fa.m.Durable(msg.offsets, msg.err)
+	if msg.err != nil {
+		fa.breakCheckpoints(c, msg.err)
 		return
 	}
-	fa.stats.Epoch.Store(m.epoch)
-	fa.stats.CkptTime.Store(m.time)
-	fa.stats.CkptBytes.Add(int64(m.bytes))
-	fa.stats.mu.Lock()
-	fa.stats.durable = m.offsets
-	fa.stats.mu.Unlock()
+	st := fa.stats
+	st.Epoch.Store(msg.epoch)
+	st.CkptTime.Store(msg.time)
+	st.CkptBytes.Add(int64(msg.bytes))
+	st.mu.Lock()
+	st.durable = msg.offsets
+	st.mu.Unlock()
 	// Every reader, on this node or another, learns how far this
 	// checkpoint covers its partition: it commits its source up to what
-	// every fragment announced.
-	// Readers on other nodes hear it through this node's inbox, which
-	// sends each reader the announcements of all its fragments together.
+	// every fragment announced. Readers on other nodes hear it through this
+	// node's inbox, which sends each reader the announcements of all its
+	// fragments together. Exchange outputs upstream need no holding back:
+	// the producers keep them in their own checkpoints.
 	for i, pid := range fa.e.layout.Load().allRead {
-		off := m.offsets[fa.e.allParts[i]]
+		off := msg.offsets[fa.e.allParts[i]]
 		if fa.e.isLocal(pid) {
-			c.Send(pid, &wire.Durable{Fragments: []uint32{uint32(fa.frag.ID())}, Offsets: []int64{off}})
+			c.Send(pid, &wire.Durable{Fragments: []uint32{uint32(fa.id)}, Offsets: []int64{off}})
 		} else if inbox := fa.e.inbox; inbox != nil {
-			c.Send(inbox, netDurableMsg{reader: pid, fragment: uint32(fa.frag.ID()), offset: off})
+			c.Send(inbox, netDurableMsg{reader: pid, fragment: uint32(fa.id), offset: off})
 		}
 	}
 	keep := fa.waiters[:0]
 	for _, w := range fa.waiters {
-		if m.epoch >= w.epoch {
+		if msg.epoch >= w.epoch {
 			c.Send(w.pid, ckptOK{})
 			continue
 		}
 		keep = append(keep, w)
 	}
 	fa.waiters = keep
-	if fa.down {
-		fa.recover(c)
-	}
-	if m := fa.pendingHandoff; m != nil {
+	if h := fa.pendingHandoff; h != nil {
 		fa.pendingHandoff = nil
-		fa.handedOff(c, *m)
+		fa.handedOff(c, *h)
 	}
 	if fa.again {
 		fa.again = false
@@ -488,29 +524,14 @@ func (fa *fragmentActor) durable(c pa.Context, m ckptDone) {
 // later incremental checkpoint would store a state with holes. The fragment
 // keeps serving from memory; the engine reports the error (readiness).
 func (fa *fragmentActor) breakCheckpoints(c pa.Context, err error) {
-	fa.broken = err
 	fa.stats.mu.Lock()
 	fa.stats.ckptErr = err
 	fa.stats.mu.Unlock()
-	fa.e.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", fa.frag.ID(), err))
+	fa.e.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", fa.id, err))
 	for _, w := range fa.waiters {
 		c.Send(w.pid, err)
 	}
 	fa.waiters = nil
-}
-
-func (fa *fragmentActor) timerFailures(dls []flows.DeadLetter, err error) {
-	if err != nil {
-		fa.e.cfg.Logger.Error("fragment output", "fragment", fa.frag.ID(), "err", err)
-	}
-	if len(dls) == 0 {
-		return
-	}
-	fa.stats.Dead.Add(int64(len(dls)))
-	for _, d := range dls {
-		fa.e.cfg.Logger.Warn("timer function failed; dead-lettered", "fragment", d.Fragment, "key", d.Key, "err", d.Error)
-	}
-	fa.e.deadLetters(dls)
 }
 
 // minLevel drops records below a level.

@@ -23,14 +23,16 @@ const maxBatchesBytes = 256 << 10
 type netBatchMsg struct {
 	records []byte
 	epoch   uint64
-	reader  *pa.PID // the reader on the sending node
+	sender  *pa.PID // the reader or upstream fragment on the sending node
+	seq     uint64  // an upstream fragment's number of the batch
 	inbox   *pa.PID // where the fragment acknowledges
 }
 
 // netAckMsg is a fragment's acknowledgement of a netBatchMsg, to its inbox.
 type netAckMsg struct {
-	reader   *pa.PID
+	sender   *pa.PID
 	fragment uint32
+	seq      uint64
 }
 
 // netDurableMsg is a fragment's announcement of its durable checkpoint to
@@ -62,6 +64,7 @@ type inboxActor struct {
 type pendingAcks struct {
 	reader  *pa.PID
 	frags   []uint32
+	seqs    []uint64
 	durable *wire.Durable
 }
 
@@ -93,8 +96,11 @@ func (in *inboxActor) Receive(c pa.Context) {
 	case *wire.Batches:
 		in.batches(c, m)
 	case netAckMsg:
-		p := in.pending(c, m.reader)
+		p := in.pending(c, m.sender)
 		p.frags = append(p.frags, m.fragment)
+		if m.seq != 0 {
+			p.seqs = append(p.seqs, m.seq)
+		}
 	case netDurableMsg:
 		p := in.pending(c, m.reader)
 		if p.durable == nil {
@@ -111,8 +117,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 			}
 			// The messages own their slices until they are sent.
 			if len(p.frags) > 0 {
-				c.Send(p.reader, &wire.Acks{Fragments: p.frags})
-				p.frags = nil
+				c.Send(p.reader, &wire.Acks{Fragments: p.frags, Seqs: p.seqs})
+				p.frags, p.seqs = nil, nil
 			}
 			if p.durable != nil {
 				c.Send(p.reader, p.durable)
@@ -127,7 +133,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 // batches hands each part of m to its local fragment.
 func (in *inboxActor) batches(c pa.Context, m *wire.Batches) {
 	e := in.e
-	if m.Flow != e.plan.Name() || len(m.Fragments) != len(m.Records) || m.ReaderAddress == "" {
+	if m.Flow != e.plan.Name() || len(m.Fragments) != len(m.Records) || m.ReaderAddress == "" ||
+		(len(m.Seqs) != 0 && len(m.Seqs) != len(m.Records)) {
 		e.malformed.Add(1)
 		e.cfg.Logger.Debug("malformed batches dropped", "flow", m.Flow, "fragments", len(m.Fragments), "parts", len(m.Records))
 		return
@@ -143,6 +150,10 @@ func (in *inboxActor) batches(c pa.Context, m *wire.Batches) {
 			e.malformed.Add(1)
 			continue
 		}
-		c.Send(in.frags[f], &netBatchMsg{records: m.Records[i], epoch: m.Epoch, reader: reader, inbox: c.Self()})
+		var seq uint64
+		if len(m.Seqs) > 0 {
+			seq = m.Seqs[i]
+		}
+		c.Send(in.frags[f], &netBatchMsg{records: m.Records[i], epoch: m.Epoch, sender: reader, seq: seq, inbox: c.Self()})
 	}
 }

@@ -61,7 +61,8 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	l := &layout{epoch: cl.Epoch}
 	var moved []int
 	var gained, lost []int
-	var replay []*pa.PID // gained fragments that start now
+	var started []*pa.PID // gained fragments
+	var replay []bool     // ... that start now (not waiting for a hand-off)
 	for f, owner := range cl.Fragments {
 		was := old.local[f] >= 0
 		now := owner == self
@@ -97,9 +98,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			if err != nil {
 				return err
 			}
-			if !wait {
-				replay = append(replay, pid)
-			}
+			started, replay = append(started, pid), append(replay, !wait)
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)
 			l.frags = append(l.frags, pid)
@@ -192,8 +191,8 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	// the readers sent its old owner, and readers that reached the end of
 	// their input send nothing more that would show the gap: it asks every
 	// reader to replay from where it is.
-	for _, pid := range replay {
-		e.sys.Root.Send(pid, replayMsg{})
+	for i, pid := range started {
+		e.sys.Root.Send(pid, startMsg{replay: replay[i]})
 	}
 	e.cfg.Logger.Info("placement applied", "epoch", cl.Epoch, "fragments", len(l.frags), "gained", len(gained),
 		"lost", len(lost), "readers", len(l.readers))

@@ -126,7 +126,7 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if src >= uint64(len(p.f.sources)) || part >= uint64(p.f.sources[src].partitions) {
+	if src >= uint64(p.channels()) || part >= uint64(p.channelParts(int(src))) {
 		return nil, fmt.Errorf("malformed batch: no partition %d/%d in flow %q", src, part, p.f.name)
 	}
 	if b.PrevEnd < 0 || b.End < b.PrevEnd || count > maxBatchRecords {
@@ -139,7 +139,7 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
 	flags := r.b[0]
 	r.b = r.b[1:]
 	b.EventTime, b.Idle = flags&1 != 0, flags&2 != 0
-	if b.EventTime != (p.f.sources[src].et != nil) || flags > 3 {
+	if b.EventTime != p.channelET(int(src)) || flags > 3 {
 		return nil, errors.New("malformed batch: event time flags do not match the source")
 	}
 	if b.EventTime {
@@ -159,7 +159,7 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
 			b.Release()
 			return nil, r.err
 		}
-		if stage >= uint64(len(p.f.stages)) || p.f.stages[stage].codec == nil || p.f.stages[stage].source != b.Source || n > count {
+		if stage >= uint64(len(p.f.stages)) || p.f.stages[stage].codec == nil || p.stageChannel(int(stage)) != b.Source || n > count {
 			b.Release()
 			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
 		}

@@ -66,6 +66,8 @@ type Machine struct {
 	nextSend uint64
 	owners   map[uint64]*held
 
+	lastDurable map[PartitionID]int64 // Replicated: the newest durable checkpoint's vector
+
 	ready Ready
 }
 
@@ -74,6 +76,11 @@ type MachineConfig struct {
 	MaxAttempts   int           // default 3
 	Backoff       time.Duration // times the attempt; default 100ms, negative for none
 	RewindTimeout time.Duration // default 3s
+	// Replicated: checkpoints are copied to a standby, which may restore
+	// the one before the newest durable one (the owner died before it
+	// replicated): upstream fragments are told to forget outputs only up
+	// to the checkpoint before.
+	Replicated bool
 }
 
 func (c *MachineConfig) defaults() {
@@ -193,6 +200,12 @@ func (m *Machine) Serving() error {
 	}
 	return nil
 }
+
+// Holding reports whether input waits for a backoff after a restore.
+func (m *Machine) Holding() bool { return !m.backoff.IsZero() }
+
+// PlacementEpoch is the newest placement epoch the fragment has seen.
+func (m *Machine) PlacementEpoch() uint64 { return m.placement }
 
 // Waiting reports whether the fragment waits for a hand-off.
 func (m *Machine) Waiting() bool { return m.waiting }
@@ -388,7 +401,18 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 // Start sends every fragment downstream where this one's outputs are (a
 // restored fragment's, and they ask for what they lack): called once
 // after NewMachine.
-func (m *Machine) Start() { m.sendOutputs(nil) }
+func (m *Machine) Start() {
+	if !m.waiting {
+		m.sendOutputs(nil)
+	}
+}
+
+// Replay asks every channel partition to send again from the fragment's
+// vector: a fragment that starts on a node after a placement change
+// restored a checkpoint that may be older than what its old owner was
+// sent, and senders that reached their end would send nothing that shows
+// the gap.
+func (m *Machine) Replay() { m.replayAll() }
 
 // StopWaiting ends the wait for a hand-off that did not come: the fragment
 // goes on from its own state and asks every channel partition to replay.
@@ -498,7 +522,11 @@ func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
 		m.broken = err
 		return
 	}
-	for p, end := range offsets {
+	covered := offsets
+	if m.cfg.Replicated {
+		covered, m.lastDurable = m.lastDurable, offsets
+	}
+	for p, end := range covered {
 		if m.plan.IsExchange(p.Source) {
 			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
 		}
