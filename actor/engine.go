@@ -828,19 +828,22 @@ type (
 		reader *pa.PID
 	}
 	ackMsg    struct{ fragment int }
-	rewindMsg struct{ to int64 }
-	tickMsg   struct{ now time.Time }
-	queryMsg  struct {
+	rewindMsg struct {
+		to       int64
+		fragment int
+	}
+	tickMsg  struct{ now time.Time }
+	queryMsg struct {
 		req   splice.Request
 		reply chan<- queryReply // buffered for every fragment asked
 	}
-	ckptReq   struct{}
-	ckptOK    struct{}
+	ckptReq struct{}
+	ckptOK  struct{}
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
 	// replay: it started after a placement change (Machine.Replay).
 	startMsg struct{ replay bool }
-	stopMsg   struct{}
-	ckptDone  struct {
+	stopMsg  struct{}
+	ckptDone struct {
 		epoch   uint64
 		offsets map[recovery.PartitionID]int64
 		time    int64

@@ -352,7 +352,7 @@ func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
 	}
 	if e.isLocal(to) {
 		e.drainCount(+1)
-		c.Send(to, rewindMsg{to: rw.To})
+		c.Send(to, rewindMsg{to: rw.To, fragment: fa.id})
 		return
 	}
 	c.Send(to, &wire.Rewind{Fragment: uint32(fa.id), To: rw.To})

@@ -78,7 +78,7 @@ func (ra *readerActor) receive(c pa.Context) {
 			}
 		}
 	case *wire.Rewind:
-		ra.rewind(c, m.To)
+		ra.rewind(c, m.To, int(m.Fragment))
 	case creditCheckMsg:
 		now, took := ra.e.cfg.Now(), false
 		from := int64(-1)
@@ -95,7 +95,7 @@ func (ra *readerActor) receive(c pa.Context) {
 			}
 		}
 		if from >= 0 {
-			ra.rewind(c, from)
+			ra.rewind(c, from, -1)
 		}
 		if took {
 			if ra.eof {
@@ -139,7 +139,7 @@ func (ra *readerActor) receive(c pa.Context) {
 			ra.commit()
 		}
 	case rewindMsg:
-		ra.rewind(c, m.to)
+		ra.rewind(c, m.to, m.fragment)
 		ra.e.drainCount(-1) // the rewind is handled
 	case *pa.Stopping:
 		if err := ra.r.Close(); err != nil {
@@ -205,10 +205,21 @@ func (ra *readerActor) ack(c pa.Context, f int) {
 	ra.schedule(c, 0)
 }
 
-// rewind moves the reader back for a fragment that restored an older
-// checkpoint; the other fragments drop what they already applied.
-func (ra *readerActor) rewind(c pa.Context, to int64) {
-	if ra.stopped || to >= ra.r.Position() {
+// rewind moves the reader back for fragment f, which restored an older
+// checkpoint; the other fragments drop what they already applied. A
+// fragment that is not behind is sent its next batch even if nothing
+// changed (it may lack the watermark, the end of the input's above all).
+func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
+	if ra.stopped {
+		return
+	}
+	if to >= ra.r.Position() {
+		if f >= 0 && f < len(ra.credits) {
+			ra.r.Remind(f)
+			if ra.credits[f] > 0 {
+				ra.send(c, f)
+			}
+		}
 		return
 	}
 	if err := ra.r.Rewind(to); err != nil {

@@ -16,10 +16,16 @@ import (
 // partition is:
 //
 //   - each output gets the next number of the fragment's sequence on that
-//     exchange; a replay from a checkpoint reproduces the same records with
-//     the same numbers (the operators are deterministic and the sequence is
-//     checkpointed with the state), so downstream fragments keep their
-//     offset vector over upstream fragments and drop what they applied;
+//     exchange, and is sent only once a durable checkpoint of the fragment
+//     covers it. A fragment's outputs depend on how its input partitions
+//     interleaved, which a replay after a crash does not repeat; but what
+//     was sent was in a durable checkpoint — records, numbers and the
+//     state that made them — so a restored fragment never contradicts what
+//     any fragment downstream has seen: its new outputs continue the
+//     sequence after the checkpoint. Downstream fragments keep their offset
+//     vector over upstream fragments and drop what they applied. The price
+//     is latency: a stage sees its input one checkpoint interval late; the
+//     watermark it is sent is the one of the same checkpoint;
 //   - the upstream keeps its outputs, per downstream fragment, until that
 //     fragment's durable checkpoint covers them (Trim), and writes the ones
 //     not yet covered into its own checkpoints, so a downstream fragment
@@ -115,6 +121,7 @@ type exchangeOut interface {
 	delta(d *Delta) error
 	restore(key, val []byte) error
 	restored()
+	released()
 	retained() int
 }
 
@@ -131,6 +138,10 @@ type exWriter[K comparable, T any] struct {
 	dests       []exDest[K, T]
 	saved       int64 // outputs before it are in checkpoints
 	seqSaved    int64 // the sequence number last written to a checkpoint
+	// Outputs numbered below rel may be sent, with the watermark relWM: a
+	// durable checkpoint covers them; mark and markWM are the checkpoint
+	// being written's (Fragment.Released).
+	rel, relWM, mark, markWM int64
 }
 
 // exDest is what an upstream fragment keeps for one downstream fragment.
@@ -151,6 +162,7 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
 		fr: fr, codec: codec, hash: hash, dests: make([]exDest[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
+	w.relWM, w.markWM = NoWatermark, NoWatermark
 	for i := range w.dests {
 		w.dests[i].sentWM = NoWatermark
 	}
@@ -175,27 +187,40 @@ func (w *exWriter[K, T]) emit(k K, v T) {
 
 func (w *exWriter[K, T]) wm() int64 { return w.fr.wms[w.from].wm }
 
-func (w *exWriter[K, T]) due(d int) bool {
-	dd := &w.dests[d]
-	return dd.force || len(dd.log) > dd.sentAt || (w.et && dd.sentWM != w.wm())
+// releasedAt is the index in dd's log of the first record not released.
+func (w *exWriter[K, T]) releasedAt(dd *exDest[K, T]) int {
+	n := dd.sentAt
+	for n < len(dd.log) && dd.log[n].Off < w.rel {
+		n++
+	}
+	return n
 }
 
-// take is the batch for fragment d: its records since the last batch, and
-// the watermark.
+func (w *exWriter[K, T]) due(d int) bool {
+	dd := &w.dests[d]
+	return dd.force || (dd.sentAt < len(dd.log) && dd.log[dd.sentAt].Off < w.rel) || (w.et && dd.sentWM != w.relWM)
+}
+
+// take is the batch for fragment d: its records released since the last
+// batch, and the watermark of their checkpoint.
 func (w *exWriter[K, T]) take(d int) *Batch {
 	dd := &w.dests[d]
-	n := len(dd.log)
-	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: dd.sent, End: w.seq, Count: n - dd.sentAt}
+	n := w.releasedAt(dd)
+	end := max(w.rel, dd.sent)
+	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: dd.sent, End: end, Count: n - dd.sentAt}
 	if b.Count > 0 {
 		b.parts = []payload{w.part(dd, dd.sentAt, n)}
 	}
 	if w.et {
-		b.EventTime, b.Watermark = true, w.wm()
+		b.EventTime, b.Watermark = true, w.relWM
 		dd.sentWM = b.Watermark
 	}
-	dd.sent, dd.sentAt, dd.force = w.seq, n, false
+	dd.sent, dd.sentAt, dd.force = end, n, false
 	return b
 }
+
+// released makes the outputs of the checkpoint just durable sendable.
+func (w *exWriter[K, T]) released() { w.rel, w.relWM = max(w.rel, w.mark), max(w.relWM, w.markWM) }
 
 // part is the records log[i:j] of dd as a batch part. The batch shares the
 // log's array: records are never changed once logged.
@@ -324,15 +349,17 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		}
 		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(1, i, from), Value: val})
 		dd.spans = append(dd.spans, [2]int64{from, w.seq})
-		d.Entries++
 	}
 	w.saved = w.seq
+	w.mark, w.markWM = w.seq, w.wm()
 	if w.seq != w.seqSaved {
 		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(0, 0, 0),
 			Value: binary.AppendVarint(nil, w.seq)})
 		w.seqSaved = w.seq
 	}
-	d.Entries++
+	if w.seqSaved > 0 {
+		d.Entries++
+	}
 	for i := range w.dests {
 		d.Entries += int64(len(w.dests[i].spans))
 	}
@@ -345,7 +372,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		if k <= 0 || k != len(val) || n < 0 {
 			return fmt.Errorf("exchange %d: malformed sequence number", w.edge)
 		}
-		w.seq, w.saved, w.seqSaved = n, n, n
+		w.seq, w.saved, w.seqSaved, w.mark, w.rel = n, n, n, n, n
 		return nil
 	}
 	if len(key) != 15 || key[2] != 1 {
@@ -385,14 +412,15 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 	return nil
 }
 
-// restored follows a restore: every fragment is sent a batch that tells
-// it where this one is, and asks for what it lacks (a gap).
+// restored follows a restore: everything restored is durable, and every
+// fragment is sent a batch that tells it where this one is, and asks for
+// what it lacks (a gap).
 func (w *exWriter[K, T]) restored() {
+	w.mark, w.rel = w.seq, w.seq
+	w.markWM, w.relWM = w.wm(), w.wm()
 	for i := range w.dests {
 		dd := &w.dests[i]
 		dd.sent, dd.sentAt, dd.force = w.seq, len(dd.log), true
-		if w.et {
-			dd.sentWM = w.wm()
-		}
+		dd.sentWM = w.relWM
 	}
 }

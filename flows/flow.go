@@ -279,9 +279,9 @@ type sourceDef struct {
 // stageDef is a keyed stage: the records of one KeyBy, in the fragments.
 type stageDef struct {
 	name   string
-	source int // the source at the root of the stage's path (its event time)
-	edge   int // the exchange that feeds it, or -1: readers of source feed it
-	parent int // a stage keyed alike whose time it shares (Windowed.ByKey), or -1
+	source int         // the source at the root of the stage's path (its event time)
+	edge   int         // the exchange that feeds it, or -1: readers of source feed it
+	parent int         // a stage keyed alike whose time it shares (Windowed.ByKey), or -1
 	codec  interface { // encodes batches to cross nodes (KeyBy stages)
 		decode(b []byte, n int, et bool) (payload, []byte, error)
 	}

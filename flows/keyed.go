@@ -537,4 +537,3 @@ func (a *aggState[P]) restore(_ uint16, key, val []byte) error {
 // Identity returns its argument: the extract function of an aggregate view
 // whose algebra takes the events themselves.
 func Identity[T any](v T) T { return v }
-

@@ -91,7 +91,9 @@ const (
 
 // SetProcessingTimer asks for OnTimer to be called for this key once the
 // processing time reaches at. Setting the same time twice sets one timer.
-func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) { c.op.set(c.key, ProcessingTime, at.UnixNano()) }
+func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) {
+	c.op.set(c.key, ProcessingTime, at.UnixNano())
+}
 
 // DeleteProcessingTimer cancels the key's processing-time timer at at.
 func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
@@ -544,8 +546,8 @@ type eventBuffer[K comparable, T any] struct {
 	run     func(k K, v T)
 	h       bufHeap[K, T]
 	cur     *buffered[K, T] // the event running now
-	gone    [][]byte // keys of saved events applied since the last checkpoint
-	last    [3]int64 // channel, partition and offset of the last event added
+	gone    [][]byte        // keys of saved events applied since the last checkpoint
+	last    [3]int64        // channel, partition and offset of the last event added
 	lastSub int32
 }
 

@@ -91,7 +91,7 @@ type core struct {
 	record   int
 	outIdx   int
 	frag     *Fragment // nil in readers
-	sinks   []interface {
+	sinks    []interface {
 		flush() error
 		discard()
 	}
@@ -195,6 +195,7 @@ type Reader struct {
 	ended    bool    // the partition returned io.EOF
 	sentWM   []int64 // per fragment: the watermark of its last batch
 	sentIdle []bool
+	remind   []bool    // per fragment: send it a batch even if nothing changed
 	now      time.Time // processing time, for idleness
 	lastEv   time.Time // processing time of the last event read
 }
@@ -211,6 +212,7 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	r.sent = make([]int64, p.f.fragments)
 	r.sentWM = make([]int64, p.f.fragments)
 	r.sentIdle = make([]bool, p.f.fragments)
+	r.remind = make([]bool, p.f.fragments)
 	for i := range r.sent {
 		r.sent[i], r.sentWM[i] = from, NoWatermark
 	}
@@ -234,7 +236,7 @@ func (r *Reader) Idle() bool {
 // pending or the position moved since its last batch, or the partition's
 // watermark or idleness changed.
 func (r *Reader) Due(f int) bool {
-	if r.sent[f] != r.cur.Offset {
+	if r.sent[f] != r.cur.Offset || r.remind[f] {
 		return true
 	}
 	return r.plan.f.sources[r.src].et != nil && (r.sentWM[f] != r.Watermark() || r.sentIdle[f] != r.Idle())
@@ -315,8 +317,19 @@ func (r *Reader) Take(f int) *Batch {
 			b.Count += p.len()
 		}
 	}
-	r.sent[f] = r.cur.Offset
+	r.sent[f], r.remind[f] = r.cur.Offset, false
 	return b
+}
+
+// Remind makes fragment f's next batch due even if nothing changed since
+// its last one: f restored a checkpoint that is not behind the reader
+// (Rewind does nothing for it), but it lacks the watermark the reader sent
+// its old state — at the end of a bounded input, the one that completes
+// its windows and timers.
+func (r *Reader) Remind(f int) {
+	if f >= 0 && f < len(r.remind) {
+		r.remind[f] = true
+	}
 }
 
 // Rewind moves the reader back to offset to (if it is behind the
@@ -446,9 +459,11 @@ type Fragment struct {
 	ops    []any // per stateful operator: a stateOp
 	timers []timerReg
 	out    []exchangeOut // per exchange, in channel order
-	now    time.Time
-	events int64
-	skip   map[EventID]struct{} // events not to apply (dead-lettered)
+	// committed: sinks delivered on durable checkpoints (OnCheckpoint)
+	committed []interface{ release() error }
+	now       time.Time
+	events    int64
+	skip      map[EventID]struct{} // events not to apply (dead-lettered)
 	// wms: per input channel, its event time; stageDom: per stage, the
 	// channel whose watermark it follows; curDom: the one of the stage
 	// running now.
@@ -457,7 +472,7 @@ type Fragment struct {
 	curDom   int
 	// failing describes the event running outside a batch's records (one
 	// that waited for the watermark), for its dead letter.
-	failing interface{ describeFailing() (key, val string) }
+	failing  interface{ describeFailing() (key, val string) }
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
@@ -757,10 +772,31 @@ func (fr *Fragment) Restored() {
 	}
 }
 
+// Released says that the last checkpoint taken (TakeDelta) is durable —
+// or, after a restore, that the restored one is: the exchange outputs it
+// covers may be sent, and the OnCheckpoint sinks are delivered what it
+// covers.
+func (fr *Fragment) Released() error {
+	for _, w := range fr.out {
+		w.released()
+	}
+	var errs []error
+	for _, s := range fr.committed {
+		if err := s.release(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
+	}
+	return nil
+}
+
 // TakeOutputs calls fn with every batch due to a fragment downstream (its
-// own id included): the records emitted on the exchanges since the last
-// call, or a watermark that moved. The batches share the records the
-// fragment keeps until Trim: a receiver must not change them.
+// own id included): the records emitted on the exchanges that a durable
+// checkpoint covers (see Released) and were not sent yet, or a watermark
+// that moved. The batches share the records the fragment keeps until
+// Trim: a receiver must not change them.
 func (fr *Fragment) TakeOutputs(fn func(dest int, b *Batch)) {
 	for _, w := range fr.out {
 		for d := range fr.plan.f.fragments {

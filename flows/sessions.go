@@ -67,8 +67,8 @@ func (h *sessHeap[K]) Pop() any {
 }
 
 type sessionOp[K comparable, T, A any] struct {
-	op   int
-	fkey K // the key of the session firing now
+	op            int
+	fkey          K // the key of the session firing now
 	gap, lateness int64
 	init          func() A
 	add           func(A, T) A

@@ -109,10 +109,19 @@ func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
 }
 
 // To sends the stream's events to a sink. Before the key, the sink is
-// called by the readers; after it, by the fragments.
-func To[T any](s Stream[T], sink Sink[T]) {
+// called by the readers; after it, by the fragments. See OnCheckpoint for
+// when outputs are delivered, and what exactly-once means for each way.
+func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 	s.ok("To", sink)
 	s.f.sinks++
+	committed := false
+	for _, o := range opts {
+		committed = committed || o.committed
+	}
+	if committed {
+		toCommitted(s, sink)
+		return
+	}
 	wire := func(c *core) {
 		buf := &sinkBuf[T]{sink: sink}
 		c.sinks = append(c.sinks, buf)

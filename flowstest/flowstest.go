@@ -101,7 +101,9 @@ type Driver struct {
 	alerter   *flows.Alerter
 	alertSeq  uint64
 	queue     []delivery
-	BatchSize int // records per batch; small values exercise batching
+	sends     int  // batches fragments sent each other
+	reminded  bool // a reader was reminded of a fragment (Reader.Remind)
+	BatchSize int  // records per batch; small values exercise batching
 	// MaxAttempts is how often an event on which a user function fails is
 	// tried (each time after a restore) before it is dead-lettered; default 3.
 	MaxAttempts int
@@ -217,12 +219,31 @@ func (d *Driver) Drain() error {
 			if err := d.run(); err != nil {
 				return err
 			}
-			if r.Position() < pos { // a fragment restored: it rewound readers
-				progress = true
+			if r.Position() < pos || d.reminded { // a fragment restored: it rewound readers
+				progress, d.reminded = true, false
 			}
 		}
 	}
 	return nil
+}
+
+// Settle drains, then takes checkpoints and drains again until every
+// stage has applied everything: outputs between stages leave a fragment
+// once a durable checkpoint covers them, as in the engine (where
+// checkpoints come every interval).
+func (d *Driver) Settle() error {
+	for {
+		if err := d.Drain(); err != nil {
+			return err
+		}
+		before := d.sends
+		if err := d.Checkpoint(); err != nil {
+			return err
+		}
+		if d.sends == before {
+			return nil
+		}
+	}
 }
 
 // run delivers the queued batches, and what they cause, until none is
@@ -244,6 +265,7 @@ func (d *Driver) run() error {
 // ready carries out fragment f's actions.
 func (d *Driver) ready(f int) error {
 	rd := d.machines[f].Ready()
+	d.sends += len(rd.Sends)
 	for _, s := range rd.Sends {
 		d.queue = append(d.queue, delivery{dest: s.Dest, b: s.Batch, from: recovery.From{Key: fmt.Sprintf("fragment-%d", f), Ref: f, Seq: s.Seq}})
 	}
@@ -290,7 +312,13 @@ func (d *Driver) rewind(f int, rw recovery.Rewind) error {
 	i := 0
 	for si, s := range d.plan.Sources() {
 		if si == rw.Part.Source {
-			return d.readers[i+rw.Part.Partition].Rewind(rw.To)
+			r := d.readers[i+rw.Part.Partition]
+			if rw.To >= r.Position() {
+				r.Remind(f)
+				d.reminded = true
+				return nil
+			}
+			return r.Rewind(rw.To)
 		}
 		i += s.Partitions
 	}
@@ -508,15 +536,16 @@ type Collector[T any] struct {
 	out []flows.Output[T]
 }
 
-// Collect sends the stream's events to a new Collector, for tests to read.
-func Collect[T any](s flows.Stream[T]) *Collector[T] {
+// Collect sends the stream's events to a new Collector, for tests to read;
+// opts are To's (flows.OnCheckpoint).
+func Collect[T any](s flows.Stream[T], opts ...flows.SinkOption) *Collector[T] {
 	c := &Collector[T]{}
 	flows.To(s, flows.SinkFunc[T](func(out []flows.Output[T]) error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.out = append(c.out, out...)
 		return nil
-	}))
+	}), opts...)
 	return c
 }
 

@@ -36,10 +36,14 @@ import (
 //     the replay was lost with a connection);
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
-//   - a batch is acknowledged once the batches it made for fragments
-//     downstream are acknowledged (dropped batches at once): back-pressure
-//     runs from the last stage to the sources, and no acknowledgement waits
-//     for one of an earlier stage, so the waits cannot form a cycle.
+//   - outputs for fragments downstream (exchanges) leave once a durable
+//     checkpoint covers them (see flows' exchange.go): Durable sends them;
+//   - a batch is acknowledged once applied (dropped batches at once),
+//     unless the fragment keeps more than MaxRetained outputs that no
+//     downstream checkpoint covers yet: then acknowledgements wait until
+//     downstream checkpoints catch up, and back-pressure reaches the
+//     sources. Downstream checkpoints never wait for upstream ones, so the
+//     wait cannot form a cycle.
 type Machine struct {
 	plan      *flows.Plan
 	id        int
@@ -61,10 +65,10 @@ type Machine struct {
 	skips       map[flows.EventID]bool
 	awaiting    map[PartitionID]awaited
 
-	// Acknowledgements held until the batches they made are acknowledged:
-	// the sends' owners, by batch number.
+	// Batches sent downstream are numbered; acknowledgements held while
+	// too many outputs are retained.
 	nextSend uint64
-	owners   map[uint64]*held
+	held     []From
 
 	lastDurable map[PartitionID]int64 // Replicated: the newest durable checkpoint's vector
 
@@ -76,6 +80,7 @@ type MachineConfig struct {
 	MaxAttempts   int           // default 3
 	Backoff       time.Duration // times the attempt; default 100ms, negative for none
 	RewindTimeout time.Duration // default 3s
+	MaxRetained   int           // outputs kept for downstream checkpoints before input waits; default 1<<20
 	// Replicated: checkpoints are copied to a standby, which may restore
 	// the one before the newest durable one (the owner died before it
 	// replicated): upstream fragments are told to forget outputs only up
@@ -92,6 +97,9 @@ func (c *MachineConfig) defaults() {
 	}
 	if c.RewindTimeout <= 0 {
 		c.RewindTimeout = 3 * time.Second
+	}
+	if c.MaxRetained <= 0 {
+		c.MaxRetained = 1 << 20
 	}
 }
 
@@ -112,15 +120,10 @@ type awaited struct {
 	repeat bool // asked, and asked again after RewindTimeout until answered
 }
 
-type held struct {
-	from    From
-	pending int
-}
-
 // Ready is what the driver is to carry out, in this order.
 type Ready struct {
-	// Sends are batches for fragments downstream (exchanges); each is
-	// acknowledged with Acked(Seq).
+	// Sends are batches for fragments downstream (exchanges); Acked(Seq)
+	// takes their acknowledgements.
 	Sends []Send
 	// Acks are the batches to acknowledge to their senders.
 	Acks []From
@@ -140,7 +143,7 @@ type Ready struct {
 	Errors []error
 	// Counters of what happened, for the driver's statistics.
 	Applied, Duplicates, Gaps, Fenced, Failures, Reasked int
-	Replayed                                            int64
+	Replayed                                             int64
 }
 
 // Send is a batch for fragment Dest.
@@ -172,7 +175,7 @@ func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHand
 	cfg.defaults()
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
-		owners: map[uint64]*held{}, waiting: waitHandoff}
+		waiting: waitHandoff}
 	if waitHandoff {
 		m.awaitAll()
 	}
@@ -302,47 +305,33 @@ func (m *Machine) result(err error, from From) {
 		m.ready.Errors = append(m.ready.Errors, err)
 	}
 	m.ready.Applied++
-	m.sendOutputs(&held{from: from})
+	m.sendOutputs()
+	if m.frag.Retained() > m.cfg.MaxRetained {
+		m.held = append(m.held, from)
+		return
+	}
+	m.ready.Acks = append(m.ready.Acks, from)
 }
 
-// sendOutputs sends the batches due downstream; h, if given, is
-// acknowledged once the ones with records are.
-func (m *Machine) sendOutputs(h *held) {
+// sendOutputs sends the batches due downstream.
+func (m *Machine) sendOutputs() {
 	m.frag.TakeOutputs(func(dest int, b *flows.Batch) {
 		m.nextSend++
 		m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
-		if h != nil && b.Count > 0 {
-			h.pending++
-			m.owners[m.nextSend] = h
-		}
 	})
-	if h != nil && h.pending == 0 {
-		m.ready.Acks = append(m.ready.Acks, h.from)
-	}
 }
 
-// Acked takes the acknowledgement of send seq by its fragment.
-func (m *Machine) Acked(seq uint64) {
-	h, ok := m.owners[seq]
-	if !ok {
-		return // a batch of a state since restored, or one nobody waits for
-	}
-	delete(m.owners, seq)
-	if h.pending--; h.pending == 0 {
-		m.ready.Acks = append(m.ready.Acks, h.from)
-	}
-}
+// Acked takes the acknowledgement of send seq by its fragment. Nothing
+// waits for it: what a fragment downstream has is known by its durable
+// checkpoints (Trim), not by acknowledgements.
+func (m *Machine) Acked(uint64) {}
 
-// releaseHeld acknowledges every held batch: the state that made their
-// outputs is gone (a restore); what they brought is replayed.
-func (m *Machine) releaseHeld() {
-	seen := map[*held]bool{}
-	for seq, h := range m.owners {
-		delete(m.owners, seq)
-		if !seen[h] {
-			seen[h] = true
-			m.ready.Acks = append(m.ready.Acks, h.from)
-		}
+// releaseHeld acknowledges the held batches, once the outputs retained
+// are few enough again, or the state that made them is gone (a restore).
+func (m *Machine) releaseHeld(all bool) {
+	if len(m.held) > 0 && (all || m.frag.Retained() <= m.cfg.MaxRetained) {
+		m.ready.Acks = append(m.ready.Acks, m.held...)
+		m.held = m.held[:0]
 	}
 }
 
@@ -363,7 +352,7 @@ func (m *Machine) failure(ee *flows.EventError) {
 	// before the failure, from a sound state: let it land first, so that the
 	// restore reads the newest checkpoint and nothing lands after it.
 	m.down, m.downAttempt = true, n
-	m.releaseHeld()
+	m.releaseHeld(true)
 	if !m.writing {
 		m.ready.Restore = true
 	}
@@ -383,7 +372,7 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 	for ev := range m.skips {
 		m.frag.Skip(ev)
 	}
-	m.releaseHeld()
+	m.releaseHeld(true)
 	if handoff || !m.down {
 		m.waiting, m.down = false, false
 		m.replayAll()
@@ -402,9 +391,13 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 // restored fragment's, and they ask for what they lack): called once
 // after NewMachine.
 func (m *Machine) Start() {
-	if !m.waiting {
-		m.sendOutputs(nil)
+	if m.waiting {
+		return
 	}
+	if err := m.frag.Released(); err != nil { // what the restored checkpoint holds
+		m.ready.Errors = append(m.ready.Errors, err)
+	}
+	m.sendOutputs()
 }
 
 // Replay asks every channel partition to send again from the fragment's
@@ -471,7 +464,7 @@ func (m *Machine) Tick(now time.Time) {
 	if err != nil {
 		m.ready.Errors = append(m.ready.Errors, err)
 	}
-	m.sendOutputs(nil)
+	m.sendOutputs()
 }
 
 // Resend sends fragment dest its records of exchange channel ch again
@@ -491,7 +484,10 @@ func (m *Machine) Resend(ch, dest int, from int64) {
 
 // Trim forgets the records of exchange channel ch that fragment dest's
 // durable checkpoint covers.
-func (m *Machine) Trim(ch, dest int, upto int64) { m.frag.Trim(ch, dest, upto) }
+func (m *Machine) Trim(ch, dest int, upto int64) {
+	m.frag.Trim(ch, dest, upto)
+	m.releaseHeld(false)
+}
 
 // Checkpoint takes the next checkpoint, for the writer; nil when one is
 // being written, checkpoints are broken, or the state is not sound (down,
@@ -533,7 +529,12 @@ func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
 	}
 	if m.down {
 		m.ready.Restore = true
+		return
 	}
+	if err := m.frag.Released(); err != nil {
+		m.ready.Errors = append(m.ready.Errors, err)
+	}
+	m.sendOutputs()
 }
 
 func minInt64(a, b int64) int64 {
