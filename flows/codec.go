@@ -153,8 +153,6 @@ func jsonFaithful(rt reflect.Type, seen map[reflect.Type]bool) error {
 	return fmt.Errorf("%s values cannot be encoded", rt.Kind())
 }
 
-var errShort = errors.New("truncated value")
-
 type stringCodec[T any] struct{}
 
 func (stringCodec[T]) Append(dst []byte, v T) ([]byte, error) {
