@@ -115,6 +115,28 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 	}
 }
 
+// Run is an example binary's run (see Main) once it has its own flags in
+// fs: it parses args into them and the node flags, builds the flow with
+// build (which checks the program's flags and makes its source), and
+// serves it with urls until ctx ends (see Serve).
+func Run(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer,
+	build func(node *Flags) (*flows.Flow, error), urls [][2]string) error {
+	fs.SetOutput(stderr)
+	var node Flags
+	if err := node.Parse(fs, args); err != nil {
+		return err
+	}
+	flow, err := build(&node)
+	if err != nil {
+		return err
+	}
+	logger, err := node.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	return node.Serve(ctx, flow, stdout, logger, urls)
+}
+
 // Logger is a text logger on w at the flags' level.
 func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
