@@ -10,8 +10,7 @@
 // source → the state it changes updated, sampled every 1024th event), and
 // the peak RSS of the run (the process's high-water mark, reset before it;
 // it includes the shared input, about 50 MB in the full run). Results go to
-// bench/results/latest.json and plots to bench/results/*.png. Workloads
-// whose feature has not landed yet are listed as "not yet".
+// bench/results/latest.json and plots to bench/results/*.png.
 package main
 
 import (
@@ -93,7 +92,7 @@ func main() {
 // Result is one workload's figures, as written to latest.json.
 type Result struct {
 	Name                 string  `json:"name"`
-	Status               string  `json:"status"` // "ok" or "not yet"
+	Status               string  `json:"status"` // "ok"
 	Events               int     `json:"events,omitempty"`
 	EventsPerSec         float64 `json:"events_per_sec"`
 	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"`
@@ -200,12 +199,6 @@ func run(p params, out string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "wrote %s/latest.json, throughput-by-fragments.png, latency-keyed-count.png\n", out)
 	return nil
-}
-
-func notYet(name, what string) func() (Result, error) {
-	return func() (Result, error) {
-		return Result{Name: name, Status: "not yet", Note: "needs " + what}, nil
-	}
 }
 
 func printTable(w io.Writer, rs []Result) {

@@ -40,9 +40,8 @@ type Flags struct {
 // It returns an error if an environment variable does not parse.
 func (f *Flags) Register(fs *flag.FlagSet) error {
 	var errs []string
-	env := func(name string) (string, bool) {
-		return os.LookupEnv("TESSERA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
-	}
+	envName := func(name string) string { return "TESSERA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
+	env := func(name string) (string, bool) { return os.LookupEnv(envName(name)) }
 	str := func(p *string, name, def, usage string) {
 		if v, ok := env(name); ok {
 			def = v
@@ -53,39 +52,33 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 		if v, ok := env(name); ok {
 			d, err := time.ParseDuration(v)
 			if err != nil {
-				errs = append(errs, fmt.Sprintf("TESSERA_%s=%q: %v", strings.ToUpper(strings.ReplaceAll(name, "-", "_")), v, err))
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", envName(name), v, err))
 			}
 			def = d
 		}
 		fs.DurationVar(p, name, def, usage)
 	}
+	integer := func(p *int, name string, def int, usage string) {
+		if v, ok := env(name); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: not an integer", envName(name), v))
+			}
+			def = n
+		}
+		fs.IntVar(p, name, def, usage)
+	}
 	str(&f.Node, "node", "", "node name (default: host name)")
 	str(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
 	str(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
-	def := flows.DefaultFragments
-	if v, ok := env("fragments"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("TESSERA_FRAGMENTS=%q: not an integer", v))
-		}
-		def = n
-	}
-	fs.IntVar(&f.Fragments, "fragments", def, "fragments (key groups) of the flow's state")
+	integer(&f.Fragments, "fragments", flows.DefaultFragments, "fragments (key groups) of the flow's state")
 	dur(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
 	dur(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
 	str(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
 	str(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
 	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
-	expect := 1
-	if v, ok := env("expect"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("TESSERA_EXPECT=%q: not an integer", v))
-		}
-		expect = n
-	}
-	fs.IntVar(&f.Expect, "expect", expect, "cluster: wait for this many members before placing fragments")
+	integer(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
 	if len(errs) > 0 {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
@@ -120,6 +113,28 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
+}
+
+// Run is an example binary's run (see Main) once it has its own flags in
+// fs: it parses args into them and the node flags, builds the flow with
+// build (which checks the program's flags and makes its source), and
+// serves it with urls until ctx ends (see Serve).
+func Run(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer,
+	build func(node *Flags) (*flows.Flow, error), urls [][2]string) error {
+	fs.SetOutput(stderr)
+	var node Flags
+	if err := node.Parse(fs, args); err != nil {
+		return err
+	}
+	flow, err := build(&node)
+	if err != nil {
+		return err
+	}
+	logger, err := node.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	return node.Serve(ctx, flow, stdout, logger, urls)
 }
 
 // Logger is a text logger on w at the flags' level.

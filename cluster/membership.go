@@ -161,7 +161,7 @@ func (m *Membership) Members() []Member {
 			Running: p.meta.Running, Status: "alive"})
 	}
 	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -201,16 +201,6 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 	m.peers[n.Name] = peer{gossip: n.Address(), meta: meta}
 	m.high = max(m.high, meta.Epoch)
 	return meta.Leaving && (!had || !old.meta.Leaving)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Epoch is the placement epoch: the largest epoch of a live member.

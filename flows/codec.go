@@ -45,9 +45,10 @@ var ErrNoCodec = errors.New("no default codec")
 // encoding.BinaryMarshaler (with a pointer that implements
 // encoding.BinaryUnmarshaler); a compact binary form for plain structs
 // (every field, nested structs included, an exported boolean, number,
-// string or byte slice; see structCodec); JSON for other structs, slices
-// and maps whose fields are all exported. Other types (channels,
-// functions, interfaces, structs with unexported fields) have none.
+// string, byte slice or time.Time; see structCodec); JSON for other
+// structs, slices and maps whose fields are all exported. Other types
+// (channels, functions, interfaces, structs with unexported fields) have
+// none.
 func DefaultCodec[T any]() (Codec[T], error) {
 	rt := reflect.TypeFor[T]()
 	switch {
@@ -151,8 +152,6 @@ func jsonFaithful(rt reflect.Type, seen map[reflect.Type]bool) error {
 	}
 	return fmt.Errorf("%s values cannot be encoded", rt.Kind())
 }
-
-var errShort = errors.New("truncated value")
 
 type stringCodec[T any] struct{}
 

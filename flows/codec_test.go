@@ -78,6 +78,7 @@ func TestNoDefaultCodec(t *testing.T) {
 	if _, err := DefaultCodec[chan int](); !errors.Is(err, ErrNoCodec) {
 		t.Errorf("chan: %v", err)
 	}
+	//lint:ignore U1000 the field is never used: it is there to be unexported
 	type hidden struct{ x int }
 	if _, err := DefaultCodec[hidden](); !errors.Is(err, ErrNoCodec) {
 		t.Errorf("unexported field: %v", err)

@@ -270,6 +270,7 @@ func TestSinkIDsAreDeterministic(t *testing.T) {
 	}
 }
 
+//lint:ignore U1000 the field is never used: it is there to be unexported
 type opaque struct{ n int } // unexported field: no default codec
 
 func TestValidate(t *testing.T) {

@@ -3,35 +3,61 @@ package flows
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"time"
 	"unsafe"
 )
 
 // structCodec is the default codec of plain structs: structs whose fields,
-// nested structs included, are all exported booleans, numbers, strings or
-// byte slices. It is compiled once from the type into a list of field
-// operations at fixed offsets, so encoding and decoding are a loop over
-// that list without reflection (only strings and byte slices allocate on
-// decode). Events, state and answers of such types cross nodes and go to
-// checkpoints in this form, several times smaller and faster than JSON.
+// nested structs included, are all exported booleans, numbers, strings,
+// byte slices or time.Time values. It is compiled once from the type into
+// a list of field operations at fixed offsets, so encoding and decoding
+// are a loop over that list without reflection (only strings and byte
+// slices allocate on decode). Events, state and answers of such types
+// cross nodes and go to checkpoints in this form, several times smaller
+// and faster than JSON.
 //
 // The encoding is the fields in declaration order: a boolean as one byte
-// (0 or 1), a signed integer as a zig-zag varint, an unsigned one as a
-// uvarint, a float as its IEEE 754 bits in 4 or 8 little-endian bytes, a
-// string or byte slice as a uvarint length and the bytes (for byte slices
-// the length plus one, with 0 for nil).
+// (0 or 1), a signed integer (time.Duration among them) as a zig-zag
+// varint, an unsigned one as a uvarint, a float as its IEEE 754 bits in 4
+// or 8 little-endian bytes, a string or byte slice as a uvarint length and
+// the bytes (for byte slices the length plus one, with 0 for nil).
+//
+// A time.Time is its instant, after a tag byte that says which of two
+// forms follows: 0, the Unix time in nanoseconds in 8 little-endian bytes,
+// for the instants from 1678 to 2262 that UnixNano covers; 1, the Unix
+// time in seconds as a zig-zag varint and the nanoseconds within the
+// second as a uvarint, for the others (the zero time, year 1, among them).
+// Each instant has exactly one form; the decoder refuses the other. The
+// location and the monotonic clock reading are not kept: a time decodes
+// in UTC, as t.UTC() returns it, so compare decoded times with Equal (or
+// convert with In). The zero time decodes as time.Time{}: IsZero is true.
+// (A time.Time on its own is no struct here: its MarshalBinary keeps the
+// zone offset.)
 type structCodec[T any] struct {
 	ops []fieldOp
 }
 
 type fieldOp struct {
 	off  uintptr
-	kind reflect.Kind
-	bits int    // of an integer
-	name string // for errors: Outer.Inner.Field
+	kind reflect.Kind // reflect.Struct for a time.Time
+	bits int          // of an integer
+	name string       // for errors: Outer.Inner.Field
 }
+
+// The tags of a time.Time's two forms, and the Unix seconds whose
+// instants all have a Unix time in nanoseconds: those in
+// [minNanoSec, maxNanoSec).
+const (
+	timeNanos = 0
+	timeWide  = 1
+
+	minNanoSec = math.MinInt64 / 1_000_000_000
+	maxNanoSec = math.MaxInt64 / 1_000_000_000
+)
 
 // newStructCodec compiles T's fields, or reports why T is not a plain
 // struct.
@@ -55,6 +81,10 @@ func (c *structCodec[T]) compile(rt reflect.Type, base uintptr, prefix string) e
 		name := prefix + rt.Name() + "." + f.Name
 		if !f.IsExported() {
 			return fmt.Errorf("field %s is unexported", name)
+		}
+		if f.Type == reflect.TypeFor[time.Time]() {
+			c.ops = append(c.ops, fieldOp{off: base + f.Offset, kind: reflect.Struct, name: name})
+			continue
 		}
 		switch k := f.Type.Kind(); k {
 		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
@@ -126,6 +156,16 @@ func (c *structCodec[T]) Append(dst []byte, v T) ([]byte, error) {
 			}
 			dst = binary.AppendUvarint(dst, uint64(len(b))+1)
 			dst = append(dst, b...)
+		case reflect.Struct:
+			t := (*time.Time)(fp)
+			if s := t.Unix(); s >= minNanoSec && s < maxNanoSec {
+				dst = append(dst, timeNanos)
+				dst = binary.LittleEndian.AppendUint64(dst, uint64(t.UnixNano()))
+				break
+			}
+			dst = append(dst, timeWide)
+			dst = binary.AppendVarint(dst, t.Unix())
+			dst = binary.AppendUvarint(dst, uint64(t.Nanosecond()))
 		}
 	}
 	return dst, nil
@@ -219,6 +259,11 @@ func (c *structCodec[T]) Decode(b []byte) (T, error) {
 				*(*[]byte)(fp) = append([]byte{}, data...)
 			}
 			n = m + int(l)
+		case reflect.Struct:
+			var err error
+			if n, err = decodeTime(b, (*time.Time)(fp)); err != nil {
+				return v, c.bad(op, err.Error())
+			}
 		}
 		b = b[n:]
 	}
@@ -226,6 +271,44 @@ func (c *structCodec[T]) Decode(b []byte) (T, error) {
 		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
 	}
 	return v, nil
+}
+
+// decodeTime decodes a time.Time from the front of b into t and returns
+// its length.
+func decodeTime(b []byte, t *time.Time) (int, error) {
+	if len(b) == 0 {
+		return 0, errors.New("truncated")
+	}
+	switch b[0] {
+	case timeNanos:
+		if len(b) < 9 {
+			return 0, errors.New("truncated")
+		}
+		ns := int64(binary.LittleEndian.Uint64(b[1:]))
+		if ns < minNanoSec*1_000_000_000 || ns >= maxNanoSec*1_000_000_000 {
+			return 0, errors.New("time in the wrong form")
+		}
+		*t = time.Unix(0, ns).UTC()
+		return 9, nil
+	case timeWide:
+		s, m := binary.Varint(b[1:])
+		if m <= 0 {
+			return 0, errors.New("bad varint")
+		}
+		ns, k := binary.Uvarint(b[1+m:])
+		if k <= 0 {
+			return 0, errors.New("bad uvarint")
+		}
+		if ns >= 1e9 {
+			return 0, errors.New("nanoseconds out of range")
+		}
+		if s >= minNanoSec && s < maxNanoSec {
+			return 0, errors.New("time in the wrong form")
+		}
+		*t = time.Unix(s, int64(ns)).UTC()
+		return 1 + m + k, nil
+	}
+	return 0, fmt.Errorf("unknown time form %d", b[0])
 }
 
 func (c *structCodec[T]) bad(op *fieldOp, what string) error {

@@ -62,7 +62,7 @@ func stateful(in flows.Source[string]) *flows.Flow {
 	return f
 }
 
-func answers(t *rapid.T, d *flowstest.Driver) map[string]any {
+func answers(t rapid.TB, d *flowstest.Driver) map[string]any {
 	out := map[string]any{}
 	for _, v := range []string{"distinct", "top"} {
 		out[v], _ = d.Value(v)
@@ -79,17 +79,18 @@ func answers(t *rapid.T, d *flowstest.Driver) map[string]any {
 	return out
 }
 
+// A step of a recovery scenario.
+type step struct {
+	kind int // 0 push, 1 drain, 2 checkpoint, 3 crash a fragment, 4 restart
+	part int
+	line string
+	frag int
+}
+
 // Restore and replay give the state of an uninterrupted run, whatever the
 // checkpoint and failure points.
 func TestRecoveryEqualsUninterrupted(t *testing.T) {
-	t0 := time.Unix(0, 0)
 	rapid.Check(t, func(t *rapid.T) {
-		type step struct {
-			kind int // 0 push, 1 drain, 2 checkpoint, 3 crash a fragment, 4 restart
-			part int
-			line string
-			frag int
-		}
 		steps := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) step {
 			return step{
 				kind: rapid.IntRange(0, 4).Draw(t, "kind"),
@@ -98,58 +99,93 @@ func TestRecoveryEqualsUninterrupted(t *testing.T) {
 				frag: rapid.IntRange(0, 7).Draw(t, "frag"),
 			}
 		}), 1, 60).Draw(t, "steps")
-		batch := rapid.IntRange(1, 20).Draw(t, "batch")
+		checkRecovery(t, steps, rapid.IntRange(1, 20).Draw(t, "batch"))
+	})
+}
 
-		run := func(faults bool) map[string]any {
-			in := flowstest.NewInput[string](3)
-			d, err := flowstest.New(stateful(in), t0)
+// Scenarios TestRecoveryEqualsUninterrupted once failed on, with the
+// failure they showed.
+func TestRecoveryRegressions(t *testing.T) {
+	push := func(part int, line string) step { return step{kind: 0, part: part, line: line} }
+	drain, checkpoint, restart := step{kind: 1}, step{kind: 2}, step{kind: 4}
+	crash := func(frag int) step { return step{kind: 3, frag: frag} }
+	for _, c := range []struct {
+		name  string
+		steps []step
+	}{
+		// "restore fragment 3 of prop: entry 0004: corrupt checkpoint:
+		// checksum mismatch".
+		{"restart twice after a checkpoint", []step{push(0, "apple"), drain, push(0, "avocado"), checkpoint, restart, restart}},
+		// The run with the restart kept a streak the uninterrupted run had
+		// cleared. The property then had a sixth kind of step, since
+		// removed and left out here (it came after each of these two
+		// steps); from the failure, it moved processing time and a timer
+		// cleared the streak, a timer the restart lost. Timers are checked
+		// apart, in TestTimersSurviveRestore.
+		{"restart before the first drain", []step{push(0, "apple"), restart}},
+		// Two partitions' events for one key ("apple", "avocado") applied
+		// in another order after the crash: keys now carry their
+		// partition, so per-key order is source order.
+		{"crash between partitions", []step{push(0, ""), push(0, "apple"), crash(0), push(1, "avocado")}},
+	} {
+		t.Run(c.name, func(t *testing.T) { checkRecovery(t, c.steps, 1) })
+	}
+}
+
+// checkRecovery runs steps twice, with and without their checkpoints,
+// crashes and restarts, and compares the views.
+func checkRecovery(t rapid.TB, steps []step, batch int) {
+	t.Helper()
+	t0 := time.Unix(0, 0)
+	run := func(faults bool) map[string]any {
+		in := flowstest.NewInput[string](3)
+		d, err := flowstest.New(stateful(in), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		d.BatchSize = batch
+		for _, s := range steps {
+			var err error
+			switch s.kind {
+			case 0:
+				var ws []string
+				for _, w := range strings.Fields(s.line) {
+					ws = append(ws, fmt.Sprint(s.part)+w)
+				}
+				in.Push(s.part, strings.Join(ws, " "))
+			case 1:
+				err = d.Drain()
+			case 2:
+				if faults {
+					err = d.Checkpoint()
+				}
+			case 3:
+				if faults {
+					if err = d.Crash(s.frag); err == nil {
+						err = d.Drain() // catch up before time moves
+					}
+				}
+			case 4:
+				if faults {
+					if err = d.Restart(); err == nil {
+						err = d.Drain()
+					}
+				}
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer d.Close()
-			d.BatchSize = batch
-			for _, s := range steps {
-				var err error
-				switch s.kind {
-				case 0:
-					var ws []string
-					for _, w := range strings.Fields(s.line) {
-						ws = append(ws, fmt.Sprint(s.part)+w)
-					}
-					in.Push(s.part, strings.Join(ws, " "))
-				case 1:
-					err = d.Drain()
-				case 2:
-					if faults {
-						err = d.Checkpoint()
-					}
-				case 3:
-					if faults {
-						if err = d.Crash(s.frag); err == nil {
-							err = d.Drain() // catch up before time moves
-						}
-					}
-				case 4:
-					if faults {
-						if err = d.Restart(); err == nil {
-							err = d.Drain()
-						}
-					}
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
-			return answers(t, d)
 		}
-		clean, faulty := run(false), run(true)
-		if !reflect.DeepEqual(clean, faulty) {
-			t.Fatalf("uninterrupted %v\nwith failures %v", clean, faulty)
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
 		}
-	})
+		return answers(t, d)
+	}
+	clean, faulty := run(false), run(true)
+	if !reflect.DeepEqual(clean, faulty) {
+		t.Fatalf("uninterrupted %v\nwith failures %v", clean, faulty)
+	}
 }
 
 // Timers are checkpointed: a fragment restored from a checkpoint taken

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,18 +81,8 @@ func referenceSessions(evs []click, gap, delay, lateness time.Duration) ([]emiss
 
 func sortEmissions(es []emission) {
 	slices.SortFunc(es, func(a, b emission) int {
-		return cmpStr(fmt.Sprint(a), fmt.Sprint(b))
+		return strings.Compare(fmt.Sprint(a), fmt.Sprint(b))
 	})
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func TestSessionAggregateExact(t *testing.T) {

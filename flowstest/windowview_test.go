@@ -64,7 +64,7 @@ func referenceVisitors(parts [][]click) (starts []int64, wins map[int64]refWindo
 	return starts, wins
 }
 
-func allWindows(t *rapid.T, d *flowstest.Driver, view string) []splice.Window {
+func allWindows(t rapid.TB, d *flowstest.Driver, view string) []splice.Window {
 	res, err := splice.Evaluate(context.Background(), d, splice.Request{View: view, Op: splice.OpWindows,
 		Query: splice.Query{From: math.MinInt64, Limit: math.MaxInt}})
 	if err != nil {
@@ -79,133 +79,147 @@ func allWindows(t *rapid.T, d *flowstest.Driver, view string) []splice.Window {
 func TestWindowViewAndAlertExact(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		seed := rapid.Uint64().Draw(t, "seed")
-		rng := rand.New(rand.NewPCG(seed, 1))
 		nparts := rapid.IntRange(1, 3).Draw(t, "partitions")
 		fragments := rapid.IntRange(1, 8).Draw(t, "fragments")
-		delay := 2 * time.Minute
 		pool := rapid.IntRange(3, 40).Draw(t, "users")
-		var users []string
-		for i := range pool {
-			users = append(users, fmt.Sprintf("u%02d", i))
-		}
-		parts := make([][]click, nparts)
-		for p := range parts {
-			// Bursts of activity make the distinct count rise and fall.
-			parts[p] = walkClicks(rng, 300, users, 20*time.Second, delay)
-			for i := range parts[p] {
-				if (i/60)%2 == 1 {
-					parts[p][i].User = users[0]
-				}
+		limit := int64(rapid.IntRange(1, pool).Draw(t, "limit"))
+		checkWindowViewAndAlert(t, seed, nparts, fragments, pool, limit, rapid.IntRange(1, 64).Draw(t, "batch"))
+	})
+}
+
+// An input TestWindowViewAndAlertExact once failed on: "0 alerts, want 2
+// (limit 1)".
+func TestWindowViewAndAlertExactRegression(t *testing.T) {
+	checkWindowViewAndAlert(t, 0, 1, 1, 3, 1, 1)
+}
+
+// checkWindowViewAndAlert compares the windows and alerts of nparts
+// partitions of clicks by pool users, made from seed, with a sequential
+// reference; the seed also picks the checkpoints, crashes and restarts.
+func checkWindowViewAndAlert(t rapid.TB, seed uint64, nparts, fragments, pool int, limit int64, batch int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	delay := 2 * time.Minute
+	var users []string
+	for i := range pool {
+		users = append(users, fmt.Sprintf("u%02d", i))
+	}
+	parts := make([][]click, nparts)
+	for p := range parts {
+		// Bursts of activity make the distinct count rise and fall.
+		parts[p] = walkClicks(rng, 300, users, 20*time.Second, delay)
+		for i := range parts[p] {
+			if (i/60)%2 == 1 {
+				parts[p][i].User = users[0]
 			}
 		}
-		starts, ref := referenceVisitors(parts)
-		limit := int64(rapid.IntRange(1, pool).Draw(t, "limit"))
+	}
+	starts, ref := referenceVisitors(parts)
 
-		in := flowstest.NewInput[click](nparts)
-		d, err := flowstest.New(visitorsFlow(in, fragments, delay, limit), time.Unix(0, 0))
+	in := flowstest.NewInput[click](nparts)
+	d, err := flowstest.New(visitorsFlow(in, fragments, delay, limit), time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.BatchSize = batch
+	var got []flows.AlertRecord
+	step := func() {
+		recs, err := d.StepAlerts()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer d.Close()
-		d.BatchSize = rapid.IntRange(1, 64).Draw(t, "batch")
-		var got []flows.AlertRecord
-		step := func() {
-			recs, err := d.StepAlerts()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, recs...)
-		}
-		next := make([]int, nparts)
-		for done := false; !done; {
-			done = true
-			for p := range parts {
-				n := min(len(parts[p])-next[p], rng.IntN(40))
-				in.Push(p, parts[p][next[p]:next[p]+n]...)
-				next[p] += n
-				done = done && next[p] == len(parts[p])
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
-			switch rng.IntN(8) {
-			case 0, 1, 2:
-				step()
-			case 3:
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-			case 4:
-				if err := d.Crash(rng.IntN(fragments)); err != nil {
-					t.Fatal(err)
-				}
-			case 5:
-				step()
-				if err := d.Restart(); err != nil { // what was not checkpointed is replayed
-					t.Fatal(err)
-				}
-			}
+		got = append(got, recs...)
+	}
+	next := make([]int, nparts)
+	for done := false; !done; {
+		done = true
+		for p := range parts {
+			n := min(len(parts[p])-next[p], rng.IntN(40))
+			in.Push(p, parts[p][next[p]:next[p]+n]...)
+			next[p] += n
+			done = done && next[p] == len(parts[p])
 		}
 		if err := d.Drain(); err != nil {
 			t.Fatal(err)
 		}
-		// Every event is in: every window, complete or not, is exact.
-		for _, view := range []string{"visitors", "events"} {
-			seen := 0
-			for _, w := range allWindows(t, d, view) {
-				r, ok := ref[w.Start.UnixNano()]
-				if !ok || w.End.Sub(w.Start) != 10*time.Minute {
-					t.Fatalf("%s: window %v–%v has no events in the reference", view, w.Start, w.End)
-				}
-				want := r.users
-				if view == "events" {
-					want = r.events
-				}
-				if w.Value.(int64) != want {
-					t.Fatalf("%s: window %v: %v, want %d", view, w.Start, w.Value, want)
-				}
-				seen++
+		switch rng.IntN(8) {
+		case 0, 1, 2:
+			step()
+		case 3:
+			if err := d.Checkpoint(); err != nil {
+				t.Fatal(err)
 			}
-			if nonEmpty := countNonEmpty(ref); seen != nonEmpty {
-				t.Fatalf("%s: %d windows, want %d", view, seen, nonEmpty)
+		case 4:
+			if err := d.Crash(rng.IntN(fragments)); err != nil {
+				t.Fatal(err)
+			}
+		case 5:
+			step()
+			if err := d.Restart(); err != nil { // what was not checkpointed is replayed
+				t.Fatal(err)
 			}
 		}
-		// The latest complete window is the last one the watermark passed.
-		res, err := splice.Evaluate(context.Background(), d, splice.Request{View: "visitors", Op: splice.OpWindows,
-			Query: splice.Query{From: math.MinInt64, Latest: true}})
-		if err == nil {
-			if len(res.Windows) != 1 || !res.Windows[0].Complete {
-				t.Fatalf("latest: %+v", res.Windows)
+	}
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	// Every event is in: every window, complete or not, is exact.
+	for _, view := range []string{"visitors", "events"} {
+		seen := 0
+		for _, w := range allWindows(t, d, view) {
+			r, ok := ref[w.Start.UnixNano()]
+			if !ok || w.End.Sub(w.Start) != 10*time.Minute {
+				t.Fatalf("%s: window %v–%v has no events in the reference", view, w.Start, w.End)
 			}
-			for _, f := range d.Freshness() {
-				if f.Watermark.Before(res.Windows[0].End) {
-					t.Fatalf("latest window ends %v after fragment %d's watermark %v", res.Windows[0].End, f.Fragment, f.Watermark)
-				}
+			want := r.users
+			if view == "events" {
+				want = r.events
+			}
+			if w.Value.(int64) != want {
+				t.Fatalf("%s: window %v: %v, want %d", view, w.Start, w.Value, want)
+			}
+			seen++
+		}
+		if nonEmpty := countNonEmpty(ref); seen != nonEmpty {
+			t.Fatalf("%s: %d windows, want %d", view, seen, nonEmpty)
+		}
+	}
+	// The latest complete window is the last one the watermark passed.
+	res, err := splice.Evaluate(context.Background(), d, splice.Request{View: "visitors", Op: splice.OpWindows,
+		Query: splice.Query{From: math.MinInt64, Latest: true}})
+	if err == nil {
+		if len(res.Windows) != 1 || !res.Windows[0].Complete {
+			t.Fatalf("latest: %+v", res.Windows)
+		}
+		for _, f := range d.Freshness() {
+			if f.Watermark.Before(res.Windows[0].End) {
+				t.Fatalf("latest window ends %v after fragment %d's watermark %v", res.Windows[0].End, f.Fragment, f.Watermark)
 			}
 		}
-		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
-		step()
+	}
+	in.Close()
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	step()
 
-		var want []int64
-		prev := int64(0)
-		for _, s := range starts {
-			if cur := ref[s].users; prev <= limit && cur > limit {
-				want = append(want, s)
-			}
-			prev = ref[s].users
+	var want []int64
+	prev := int64(0)
+	for _, s := range starts {
+		if cur := ref[s].users; prev <= limit && cur > limit {
+			want = append(want, s)
 		}
-		if len(got) != len(want) {
-			t.Fatalf("%d alerts, want %d (limit %d): %v", len(got), len(want), limit, got)
+		prev = ref[s].users
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d alerts, want %d (limit %d): %v", len(got), len(want), limit, got)
+	}
+	for i, r := range got {
+		if r.Start.UnixNano() != want[i] || r.Value.(int64) != ref[want[i]].users || r.Value.(int64) <= limit {
+			t.Fatalf("alert %d: %+v, want window %v", i, r, time.Unix(0, want[i]).UTC())
 		}
-		for i, r := range got {
-			if r.Start.UnixNano() != want[i] || r.Value.(int64) != ref[want[i]].users || r.Value.(int64) <= limit {
-				t.Fatalf("alert %d: %+v, want window %v", i, r, time.Unix(0, want[i]).UTC())
-			}
-		}
-	})
+	}
 }
 
 func countNonEmpty(ref map[int64]refWindow) int {

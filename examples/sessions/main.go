@@ -159,24 +159,16 @@ func (o *Options) check() error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := &Options{}
-	fs := flagSet(o)
-	fs.SetOutput(stderr)
-	var node cluster.Flags
-	if err := node.Parse(fs, args); err != nil {
-		return err
-	}
-	if err := o.check(); err != nil {
-		return err
-	}
-	logger, err := node.Logger(stderr)
-	if err != nil {
-		return err
-	}
-	src, err := gen.New(gen.Config{Partitions: o.Partitions, Seed: o.Seed, Events: o.Events, Rate: o.Rate}, Generate(o.Gen))
-	if err != nil {
-		return err
-	}
-	return node.Serve(ctx, Flow(src, o.Gap, o.Gen.MaxDelay, node.Fragments), stdout, logger, [][2]string{
+	return cluster.Run(ctx, flagSet(o), args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
+		if err := o.check(); err != nil {
+			return nil, err
+		}
+		src, err := gen.New(gen.Config{Partitions: o.Partitions, Seed: o.Seed, Events: o.Events, Rate: o.Rate}, Generate(o.Gen))
+		if err != nil {
+			return nil, err
+		}
+		return Flow(src, o.Gap, o.Gen.MaxDelay, node.Fragments), nil
+	}, [][2]string{
 		{"/", "dashboard"},
 		{"/v1/views/session_minutes", "session lengths (histogram, minutes)"},
 		{"/v1/views/sessions", "sessions closed"},

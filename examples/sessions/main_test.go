@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,7 +12,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 	"github.com/tessera-streams/tessera/splice"
@@ -29,14 +27,7 @@ var testArgs = []string{"-events", "300000", "-seed", "3", "-partitions", "3", "
 func sequential(t *testing.T, args []string) (map[string]User, splice.Histogram) {
 	t.Helper()
 	o := &Options{}
-	fs := flagSet(o)
-	var node cluster.Flags
-	if err := node.Register(fs); err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
+	exampletest.ParseFlags(t, flagSet(o), args)
 	src, err := gen.New(gen.Config{Partitions: o.Partitions, Seed: o.Seed, Events: o.Events}, Generate(o.Gen))
 	if err != nil {
 		t.Fatal(err)
@@ -114,26 +105,7 @@ func TestSessionsExact(t *testing.T) {
 	if hist.Count < int64(2*len(users)) {
 		t.Fatalf("%d sessions of %d users: the generator should give users several", hist.Count, len(users))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &exampletest.Buffer{}, &exampletest.Buffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, append(testArgs, "-http", "127.0.0.1:0"), out, errOut) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v\n%s", err, errOut.String())
-		}
-	}()
-	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/v1/cluster`)
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			base = m[1]
-		}
-	}
-	if base == "" {
-		t.Fatalf("no URL printed:\n%s", errOut.String())
-	}
+	base := exampletest.Run(t, run, "/v1/cluster", append(testArgs, "-http", "127.0.0.1:0")...)
 	waitSessions(t, base, hist.Count)
 	checkExact(t, base, users, hist)
 }

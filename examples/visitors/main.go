@@ -131,25 +131,17 @@ func (o *Options) check() error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := &Options{}
-	fs := flagSet(o)
-	fs.SetOutput(stderr)
-	var node cluster.Flags
-	if err := node.Parse(fs, args); err != nil {
-		return err
-	}
-	if err := o.check(); err != nil {
-		return err
-	}
-	logger, err := node.Logger(stderr)
-	if err != nil {
-		return err
-	}
-	src, err := gen.New(gen.Config{Partitions: o.Partitions, Seed: o.Seed, Events: o.Events, Rate: o.Rate}, Generate(o.Gen))
-	if err != nil {
-		return err
-	}
-	o.Flow.Fragments = node.Fragments
-	return node.Serve(ctx, Flow(src, o.Flow), stdout, logger, [][2]string{
+	return cluster.Run(ctx, flagSet(o), args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
+		if err := o.check(); err != nil {
+			return nil, err
+		}
+		src, err := gen.New(gen.Config{Partitions: o.Partitions, Seed: o.Seed, Events: o.Events, Rate: o.Rate}, Generate(o.Gen))
+		if err != nil {
+			return nil, err
+		}
+		o.Flow.Fragments = node.Fragments
+		return Flow(src, o.Flow), nil
+	}, [][2]string{
 		{"/", "dashboard"},
 		{"/v1/views/visitors?window=latest", "visitors in the latest complete window"},
 		{"/v1/views/visitors?limit=60", "the last 60 windows"},

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
@@ -42,14 +40,7 @@ type alert struct {
 func sequential(t *testing.T, args []string) (wins map[time.Time]int64, alerts []time.Time) {
 	t.Helper()
 	o := &Options{}
-	fs := flagSet(o)
-	var node cluster.Flags
-	if err := node.Register(fs); err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
+	exampletest.ParseFlags(t, flagSet(o), args)
 	if err := o.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,28 +109,6 @@ func checkExact(t *testing.T, base string, wantWins map[time.Time]int64, wantAle
 	}
 }
 
-func startInProcess(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &exampletest.Buffer{}, &exampletest.Buffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, out, errOut) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v\n%s", err, errOut.String())
-		}
-	})
-	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/v1/alerts`)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m[1]
-		}
-	}
-	t.Fatalf("no URL printed:\n%s\n%s", out.String(), errOut.String())
-	return ""
-}
-
 // waitAlerts waits until the run has read everything and evaluated every
 // window: alerts are evaluated a moment after the windows complete.
 func waitAlerts(t *testing.T, base string, last time.Time) {
@@ -156,7 +125,7 @@ func TestWindowsAndAlertsExact(t *testing.T) {
 	if len(alerts) < 3 {
 		t.Fatalf("the test configuration crosses the threshold %d times; want several", len(alerts))
 	}
-	base := startInProcess(t, append(testArgs, "-http", "127.0.0.1:0")...)
+	base := exampletest.Run(t, run, "/v1/alerts", append(testArgs, "-http", "127.0.0.1:0")...)
 	waitAlerts(t, base, alerts[len(alerts)-1])
 	checkExact(t, base, wins, alerts)
 
@@ -176,7 +145,7 @@ func TestWindowsAndAlertsExact(t *testing.T) {
 
 // Bad queries get a JSON error and the right status.
 func TestBadQueries(t *testing.T) {
-	base := startInProcess(t, "-events", "1000", "-http", "127.0.0.1:0", "-progress", "0", "-log-level", "error")
+	base := exampletest.Run(t, run, "/v1/alerts", "-events", "1000", "-http", "127.0.0.1:0", "-progress", "0", "-log-level", "error")
 	for path, code := range map[string]int{
 		"/v1/views/visitors?window=first":                                      400,
 		"/v1/views/visitors?from=yesterday":                                    400,

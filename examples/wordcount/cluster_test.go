@@ -37,7 +37,7 @@ func TestThreeNodesExact(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		var total struct{ Value int64 }
-		getJSON(t, procs[0].Base+"/v1/views/total", &total)
+		exampletest.GetJSON(t, procs[0].Base+"/v1/views/total", &total)
 		if total.Value == n {
 			break
 		}
@@ -66,7 +66,7 @@ func TestThreeNodesExact(t *testing.T) {
 		}
 		Fragments []struct{ Fragment int }
 	}
-	getJSON(t, procs[1].Base+"/v1/cluster", &st)
+	exampletest.GetJSON(t, procs[1].Base+"/v1/cluster", &st)
 	if len(st.Members) != 3 || len(st.Fragments) != 32 || len(st.Placement.Fragments) != 32 || st.Placement.Epoch == 0 {
 		t.Fatalf("cluster state: %+v", st)
 	}
@@ -153,7 +153,7 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 		RestoredEvents int64  `json:"restored_events"`
 	}
 	var before struct{ Fragments []fragment }
-	getJSON(t, procs[2].Base+"/v1/cluster?scope=local", &before)
+	exampletest.GetJSON(t, procs[2].Base+"/v1/cluster?scope=local", &before)
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 		Members   []struct{ Name string }
 		Fragments []fragment
 	}
-	getJSON(t, procs[1].Base+"/v1/cluster", &st)
+	exampletest.GetJSON(t, procs[1].Base+"/v1/cluster", &st)
 	if len(st.Members) != 2 || len(st.Fragments) != 32 {
 		t.Fatalf("after the kill: %d members, %d fragments", len(st.Members), len(st.Fragments))
 	}
@@ -196,7 +196,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 		Position, Events int64
 	}
 	var before struct{ Readers []reader }
-	getJSON(t, procs[0].Base+"/v1/cluster", &before)
+	exampletest.GetJSON(t, procs[0].Base+"/v1/cluster", &before)
 	p4 := startNode(t, bin, "n3", exampletest.FreePort(t), gossip[0], 1, common...)
 	p4.WaitURL(t)
 	time.Sleep(time.Second)
@@ -213,7 +213,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	// for its partition again from offset 0: more than all read before the
 	// join.)
 	var st struct{ Fragments []fragment }
-	getJSON(t, p4.Base+"/v1/cluster?scope=local", &st)
+	exampletest.GetJSON(t, p4.Base+"/v1/cluster?scope=local", &st)
 	if len(st.Fragments) == 0 {
 		t.Fatal("the new node took no fragment")
 	}
@@ -225,7 +225,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	// With 30 fragments, the new node also takes source partition 0: it
 	// reads it from where the cluster committed it, not from the start.
 	var own struct{ Readers []reader }
-	getJSON(t, p4.Base+"/v1/cluster?scope=local", &own)
+	exampletest.GetJSON(t, p4.Base+"/v1/cluster?scope=local", &own)
 	if len(own.Readers) == 0 {
 		t.Error("the new node took no source partition")
 	}
@@ -235,7 +235,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 		}
 	}
 	var joined struct{ Readers []reader }
-	getJSON(t, p4.Base+"/v1/cluster", &joined)
+	exampletest.GetJSON(t, p4.Base+"/v1/cluster", &joined)
 	for _, b := range before.Readers {
 		for _, r := range joined.Readers {
 			if r.Partition == b.Partition && r.Events-r.Position >= b.Position {
@@ -244,7 +244,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 		}
 	}
 	var leaving struct{ Fragments []fragment }
-	getJSON(t, procs[1].Base+"/v1/cluster?scope=local", &leaving)
+	exampletest.GetJSON(t, procs[1].Base+"/v1/cluster?scope=local", &leaving)
 	if err := procs[1].Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	// The leaving node handed its fragments over with a checkpoint taken
 	// as it left: no older than what it had counted before.
 	var after struct{ Fragments []fragment }
-	getJSON(t, p4.Base+"/v1/cluster", &after)
+	exampletest.GetJSON(t, p4.Base+"/v1/cluster", &after)
 	if len(leaving.Fragments) == 0 {
 		t.Fatal("the leaving node owned no fragment")
 	}
@@ -284,7 +284,7 @@ func TestStaleOwnerFencedExact(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var st struct{ Members []struct{ Name string } }
-		getJSON(t, procs[0].Base+"/v1/cluster?scope=local", &st)
+		exampletest.GetJSON(t, procs[0].Base+"/v1/cluster?scope=local", &st)
 		if len(st.Members) == 2 {
 			break
 		}
@@ -305,7 +305,7 @@ func TestStaleOwnerFencedExact(t *testing.T) {
 			Fenced int64 `json:"checkpoint_chunks_fenced"`
 		}
 	}
-	getJSON(t, procs[0].Base+"/v1/cluster", &st)
+	exampletest.GetJSON(t, procs[0].Base+"/v1/cluster", &st)
 	var fenced int64
 	for _, f := range st.Fragments {
 		fenced += f.Fenced
@@ -362,7 +362,7 @@ func TestClusterStoppedAndRestartedExact(t *testing.T) {
 			RestoredEvents int64 `json:"restored_events"`
 		}
 	}
-	getJSON(t, procs[0].Base+"/v1/cluster", &st)
+	exampletest.GetJSON(t, procs[0].Base+"/v1/cluster", &st)
 	restored := 0
 	for _, f := range st.Fragments {
 		if f.RestoredEvents > 0 {

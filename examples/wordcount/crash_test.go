@@ -16,7 +16,7 @@ func waitFinished(t *testing.T, base string, n int64) exampletest.ClusterState {
 	t.Helper()
 	return exampletest.WaitDone(t, base, func(exampletest.ClusterState) bool {
 		var total struct{ Value int64 }
-		getJSON(t, base+"/v1/views/total", &total)
+		exampletest.GetJSON(t, base+"/v1/views/total", &total)
 		if total.Value > n {
 			t.Fatalf("total %d exceeds %d: counted twice", total.Value, n)
 		}
@@ -49,7 +49,7 @@ func TestSIGKILLRestartsAreExact(t *testing.T) {
 		"-checkpoint-interval", "100ms"}
 	kills := 0
 	for kills < 5 {
-		p := exampletest.Spawn(t, bin, append(args, "-http", freePort(t))...)
+		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 		time.Sleep(time.Duration(50+rng.IntN(500)) * time.Millisecond)
 		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -57,7 +57,7 @@ func TestSIGKILLRestartsAreExact(t *testing.T) {
 		p.Wait()
 		kills++
 	}
-	p := exampletest.Spawn(t, bin, append(args, "-http", freePort(t))...)
+	p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 	st := waitFinished(t, p.Base, n)
 	var read, epochs int64
 	for _, r := range st.Readers {
@@ -89,7 +89,7 @@ func TestSIGTERMThenRestartReplaysNothing(t *testing.T) {
 	bin := exampletest.Build(t, "wordcount")
 	data := t.TempDir()
 	args := []string{"-events", fmt.Sprint(n), "-seed", "11", "-data", data, "-progress", "0", "-log-level", "warn"}
-	p := exampletest.Spawn(t, bin, append(args, "-http", freePort(t))...)
+	p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 	time.Sleep(200 * time.Millisecond)
 	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -102,7 +102,7 @@ func TestSIGTERMThenRestartReplaysNothing(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no exit 30s after SIGTERM")
 	}
-	p = exampletest.Spawn(t, bin, append(args, "-http", freePort(t))...)
+	p = exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 	st := waitFinished(t, p.Base, n)
 	// Replayed counts every source offset a fragment received that it had
 	// applied before: a reader that started below any fragment's checkpoint

@@ -100,8 +100,6 @@ func main() { cluster.Main("wordcount", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("wordcount", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var node cluster.Flags
 	var (
 		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
 		seed       = fs.Uint64("seed", 1, "generator: seed")
@@ -110,34 +108,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		source     = fs.String("source", "gen", "source: gen or file")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
 	)
-	if err := node.Parse(fs, args); err != nil {
-		return err
-	}
-	logger, err := node.Logger(stderr)
-	if err != nil {
-		return err
-	}
-	var src flows.Source[Line]
-	switch *source {
-	case "gen":
-		g, err := gen.New(gen.Config{Partitions: *partitions, Seed: *seed, Events: *events, Rate: *rate}, GenWord)
-		if err != nil {
-			return err
+	return cluster.Run(ctx, fs, args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
+		var src flows.Source[Line]
+		switch *source {
+		case "gen":
+			g, err := gen.New(gen.Config{Partitions: *partitions, Seed: *seed, Events: *events, Rate: *rate}, GenWord)
+			if err != nil {
+				return nil, err
+			}
+			src = g
+		case "file":
+			if *files == "" {
+				return nil, errors.New("-source file needs -files")
+			}
+			s, err := file.New[Line](*files, nil)
+			if err != nil {
+				return nil, err
+			}
+			src = s
+		default:
+			return nil, fmt.Errorf("-source must be gen or file, got %q", *source)
 		}
-		src = g
-	case "file":
-		if *files == "" {
-			return errors.New("-source file needs -files")
-		}
-		s, err := file.New[Line](*files, nil)
-		if err != nil {
-			return err
-		}
-		src = s
-	default:
-		return fmt.Errorf("-source must be gen or file, got %q", *source)
-	}
-	return node.Serve(ctx, Flow(src, node.Fragments), stdout, logger, [][2]string{
+		return Flow(src, node.Fragments), nil
+	}, [][2]string{
 		{"/", "dashboard"},
 		{"/v1/views/total", "words counted"},
 		{"/v1/views/words?top=10", "the ten most frequent words"},

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,43 +22,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func freePort(t *testing.T) string { return exampletest.FreePort(t) }
-
-func getJSON(t *testing.T, url string, into any) { t.Helper(); exampletest.GetJSON(t, url, into) }
-
-// startExample runs the example in-process with args and returns its base
-// URL once it prints it.
-func startExample(t *testing.T, args ...string) (string, *exampletest.Buffer) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &exampletest.Buffer{}, &exampletest.Buffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, out, errOut) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v\n%s", err, errOut.String())
-		}
-	})
-	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/v1/views/total`)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m[1], errOut
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no URL printed:\n%s\n%s", out.String(), errOut.String())
-	return "", nil
-}
-
 // waitTotal polls the total until it reaches want.
 func waitTotal(t *testing.T, base string, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var total struct{ Value int64 }
 	for time.Now().Before(deadline) {
-		getJSON(t, base+"/v1/views/total", &total)
+		exampletest.GetJSON(t, base+"/v1/views/total", &total)
 		if total.Value == want {
 			return
 		}
@@ -81,7 +50,7 @@ type entries struct {
 
 func allWords(t *testing.T, base string) map[string]int64 {
 	var es entries
-	getJSON(t, base+"/v1/views/words?limit=10000000", &es)
+	exampletest.GetJSON(t, base+"/v1/views/words?limit=10000000", &es)
 	if es.More {
 		t.Fatal("more entries than 10 million")
 	}
@@ -122,8 +91,8 @@ func TestFileCorpusExact(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, fmt.Sprintf("part-%d.jsonl", p)), []byte(b.String()), 0o644)
 	}
 	data := t.TempDir()
-	base, _ := startExample(t, "-source", "file", "-files", filepath.Join(dir, "*.jsonl"),
-		"-fragments", "64", "-http", freePort(t), "-data", data, "-progress", "0")
+	base := exampletest.Run(t, run, "/v1/views/total", "-source", "file", "-files", filepath.Join(dir, "*.jsonl"),
+		"-fragments", "64", "-http", exampletest.FreePort(t), "-data", data, "-progress", "0")
 	waitTotal(t, base, total)
 	got := allWords(t, base)
 	if len(got) != len(want) {
@@ -135,14 +104,14 @@ func TestFileCorpusExact(t *testing.T) {
 		}
 	}
 	var dl struct{ Total int64 }
-	getJSON(t, base+"/v1/deadletters", &dl)
+	exampletest.GetJSON(t, base+"/v1/deadletters", &dl)
 	if dl.Total != 3*6 {
 		t.Fatalf("%d dead letters, want 18 malformed lines", dl.Total)
 	}
 	var cl struct {
 		Fragments []struct{ Offsets map[string]int64 }
 	}
-	getJSON(t, base+"/v1/cluster", &cl)
+	exampletest.GetJSON(t, base+"/v1/cluster", &cl)
 	if len(cl.Fragments) != 64 {
 		t.Fatalf("%d fragments", len(cl.Fragments))
 	}
@@ -152,7 +121,7 @@ func TestFileCorpusExact(t *testing.T) {
 // harness running the same flow sequentially.
 func TestGeneratorContract(t *testing.T) {
 	const n = 200_000
-	base, _ := startExample(t, "-events", fmt.Sprint(n), "-seed", "7", "-http", freePort(t), "-data", t.TempDir(), "-progress", "0")
+	base := exampletest.Run(t, run, "/v1/views/total", "-events", fmt.Sprint(n), "-seed", "7", "-http", exampletest.FreePort(t), "-data", t.TempDir(), "-progress", "0")
 	waitTotal(t, base, n)
 
 	// The same flow, run sequentially by the harness.
@@ -179,7 +148,7 @@ func TestGeneratorContract(t *testing.T) {
 		}
 	}
 	var top entries
-	getJSON(t, base+"/v1/views/words?top=10", &top)
+	exampletest.GetJSON(t, base+"/v1/views/words?top=10", &top)
 	if len(top.Entries) != 10 || top.Entries[0].Key != "w0000" {
 		t.Fatalf("top = %+v", top.Entries)
 	}
@@ -187,7 +156,7 @@ func TestGeneratorContract(t *testing.T) {
 		Key   string
 		Value int64
 	}
-	getJSON(t, base+"/v1/views/words/keys/w0001", &one)
+	exampletest.GetJSON(t, base+"/v1/views/words/keys/w0001", &one)
 	if one.Value != got["w0001"] {
 		t.Fatalf("w0001 = %d, want %d", one.Value, got["w0001"])
 	}

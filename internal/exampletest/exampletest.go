@@ -1,11 +1,13 @@
 // Package exampletest runs example binaries in tests: builds them, starts
-// them as subprocesses on 127.0.0.1, waits for the URLs they print, and
-// reads their JSON API.
+// them as subprocesses on 127.0.0.1 or runs them in-process, waits for the
+// URLs they print, and reads their JSON API.
 package exampletest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/internal/freeport"
 )
 
@@ -116,6 +119,41 @@ func (p *Proc) WaitURL(t testing.TB) {
 		p.Cmd.Process.Kill()
 		t.Fatalf("example did not print its URLs\n%s", p.Stderr())
 	}
+}
+
+// ParseFlags parses args into fs, which holds an example's own flags, and
+// the node flags, as the example's run does.
+func ParseFlags(t testing.TB, fs *flag.FlagSet, args []string) {
+	t.Helper()
+	var node cluster.Flags
+	if err := node.Parse(fs, args); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Run runs an example's run function in-process with args until the test
+// ends, when it cancels it and reports its error. It returns the base URL
+// (http://127.0.0.1:port) once run prints the URL of path, within 30 s.
+func Run(t testing.TB, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error, path string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := &Buffer{}, &Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, out, errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v\n%s", err, errOut.String())
+		}
+	})
+	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)` + regexp.QuoteMeta(path))
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no URL printed:\n%s\n%s", out.String(), errOut.String())
+	return ""
 }
 
 // GetJSON decodes the JSON answer of GET url, which must be 200.
