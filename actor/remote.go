@@ -193,10 +193,6 @@ func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]sp
 			remote[addr] = append(remote[addr], uint32(f))
 		}
 	}
-	type result struct {
-		ans []splice.Answer
-		err error
-	}
 	var futs []*pa.Future
 	for addr, frags := range remote {
 		q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After,
