@@ -417,3 +417,22 @@ func TestTripPipelineEqualsSequential(t *testing.T) {
 		}
 	}
 }
+
+// The state TTL follows the watermark: with one partition hours behind the
+// others (its pings pushed only after the others' first hours), no
+// subscriber's state expires early, none of its trips is lost, and the
+// result equals the sequential reference, with crashes too.
+func TestTTLWithPartitionHoursBehind(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 1))
+	parts := makePings(rng, 60, 5, 60, 2)
+	const chunk, lag = 40, 40
+	ahead := parts[0][min(chunk*lag, len(parts[0])-1)].At.Sub(parts[1][0].At)
+	if ahead < 3*time.Hour {
+		t.Fatalf("partition 0 is only %v ahead when partition 1 starts", ahead)
+	}
+	t.Logf("partition 0 is %v ahead of partition 1 when it starts", ahead.Round(time.Minute))
+	for i, crashes := range []bool{false, true} {
+		run := runPipeline(t, parts, 4, rand.New(rand.NewPCG(uint64(i), 9)), faultPlan{batch: 16, chunk: chunk, lag: lag, crashes: crashes})
+		checkAgainstReference(t, run, parts)
+	}
+}
