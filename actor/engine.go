@@ -214,6 +214,7 @@ type FragmentStats struct {
 	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes      atomic.Int64 // bytes written by checkpoints
 	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
+	Complete       atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
 	mu             sync.Mutex
 	offsets        map[string]int64
 	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
@@ -221,7 +222,7 @@ type FragmentStats struct {
 }
 
 func (s *FragmentStats) freshness() splice.Freshness {
-	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets()}
+	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets(), Complete: s.Complete.Load()}
 	if wm := s.Watermark.Load(); wm != flows.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		f.Watermark = &t

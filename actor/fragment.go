@@ -238,6 +238,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		st.Events.Store(fr.Events())
 		st.Watermark.Store(fr.Watermark())
 		st.Retained.Store(int64(fr.Retained()))
+		st.Complete.Store(fr.Complete())
 		if n := fr.TooLate(); n > fa.tooLate {
 			st.TooLate.Add(n - fa.tooLate)
 		}

@@ -297,14 +297,18 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 
 // ClusterState is the answer of GET /v1/cluster.
 type ClusterState struct {
-	Node         string          `json:"node"`
-	Flow         FlowInfo        `json:"flow"`
-	Members      []Member        `json:"members"`
-	Placement    Placement       `json:"placement"`
-	EventsPerSec float64         `json:"events_per_sec"`
-	DeadLetters  int64           `json:"dead_letters"`
-	Fragments    []FragmentState `json:"fragments"`
-	Readers      []ReaderState   `json:"readers"`
+	Node         string    `json:"node"`
+	Flow         FlowInfo  `json:"flow"`
+	Members      []Member  `json:"members"`
+	Placement    Placement `json:"placement"`
+	EventsPerSec float64   `json:"events_per_sec"`
+	DeadLetters  int64     `json:"dead_letters"`
+	// Complete: every fragment (of this node, with scope=local) applied
+	// all its input to the end and sent everything downstream — a bounded
+	// input is fully processed and the views are final.
+	Complete  bool            `json:"complete"`
+	Fragments []FragmentState `json:"fragments"`
+	Readers   []ReaderState   `json:"readers"`
 	// Network: per node, checkpoints replicated, chunks fenced, malformed
 	// or unknown messages dropped, hand-offs not yet confirmed.
 	Network map[string]actor.NetStats `json:"network"`
@@ -356,6 +360,8 @@ type FragmentState struct {
 	Watermark       *time.Time       `json:"watermark,omitempty"` // event-time watermark, for flows with event time
 	TooLate         int64            `json:"too_late"`            // events later than every window's allowed lateness
 	Offsets         map[string]int64 `json:"offsets"`
+	Retained        int64            `json:"retained"` // outputs kept for downstream fragments' checkpoints
+	Complete        bool             `json:"complete"` // every input ended and was applied, every output sent
 }
 
 // ReaderState is one source partition in GET /v1/cluster.
@@ -394,7 +400,8 @@ func (n *Node) State() ClusterState {
 		fs := FragmentState{Fragment: f.ID, Owner: n.cfg.Name, Events: f.Events.Load(), Batches: f.Batches.Load(),
 			Duplicates: f.Duplicates.Load(), Gaps: f.Gaps.Load(), Fenced: f.Fenced.Load(), Failures: f.Failures.Load(), DeadLetters: f.Dead.Load(),
 			Restores: f.Restores.Load(), Replayed: f.Replayed.Load(), TooLate: f.TooLate.Load(), Epoch: f.Epoch.Load(),
-			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets(), RestoredEpoch: f.RestoredEpoch.Load(), RestoredEvents: f.RestoredEvents.Load()}
+			CheckpointBytes: f.CkptBytes.Load(), Offsets: f.Offsets(), RestoredEpoch: f.RestoredEpoch.Load(), RestoredEvents: f.RestoredEvents.Load(),
+			Retained: f.Retained.Load(), Complete: f.Complete.Load()}
 		if f.ID < len(st.Placement.Standbys) {
 			fs.Standby = st.Placement.Standbys[f.ID]
 		}
@@ -456,6 +463,10 @@ func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
 	st := n.State()
 	if !local && n.mem != nil {
 		n.mergePeers(r.Context(), &st)
+	}
+	st.Complete = len(st.Fragments) == st.Flow.Fragments || local
+	for _, f := range st.Fragments {
+		st.Complete = st.Complete && f.Complete
 	}
 	splice.WriteJSON(w, http.StatusOK, st)
 }

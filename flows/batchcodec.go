@@ -11,7 +11,7 @@ import (
 //
 //	version byte (1)
 //	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
-//	flags byte (1: event time, 2: idle); watermark varint (with event time)
+//	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
 //	parts uvarint, then per part: stage uvarint, records uvarint, and per record
 //	  offset (varint, delta from the previous; the first from prev_end)
 //	  event time (varint, delta from the previous; with event time)
@@ -40,6 +40,9 @@ func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
 	}
 	if b.Idle {
 		flags |= 2
+	}
+	if b.Done {
+		flags |= 4
 	}
 	dst = append(dst, flags)
 	if b.EventTime {
@@ -138,8 +141,8 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
 	}
 	flags := r.b[0]
 	r.b = r.b[1:]
-	b.EventTime, b.Idle = flags&1 != 0, flags&2 != 0
-	if b.EventTime != p.channelET(int(src)) || flags > 3 {
+	b.EventTime, b.Idle, b.Done = flags&1 != 0, flags&2 != 0, flags&4 != 0
+	if b.EventTime != p.channelET(int(src)) || flags > 7 {
 		return nil, errors.New("malformed batch: event time flags do not match the source")
 	}
 	if b.EventTime {

@@ -122,6 +122,7 @@ type exchangeOut interface {
 	restore(key, val []byte) error
 	restored()
 	released()
+	sentAll() bool
 	retained() int
 }
 
@@ -142,6 +143,10 @@ type exWriter[K comparable, T any] struct {
 	// durable checkpoint covers them; mark and markWM are the checkpoint
 	// being written's (Fragment.Released).
 	rel, relWM, mark, markWM int64
+	// ancestors are the channels the re-keyed stream comes from, directly
+	// or through earlier exchanges: when all their partitions ended and
+	// every output is released, the exchange's partition ends too.
+	ancestors []int
 }
 
 // exDest is what an upstream fragment keeps for one downstream fragment.
@@ -153,6 +158,7 @@ type exDest[K comparable, T any] struct {
 	sentAt int         // index in log of the first record not sent
 	sentWM int64
 	force  bool       // send a batch even if nothing changed (after a restore)
+	done   bool       // its last batch said the partition ended
 	spans  [][2]int64 // checkpoint entries holding its records: [from, to)
 }
 
@@ -162,6 +168,13 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
 		fr: fr, codec: codec, hash: hash, dests: make([]exDest[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
+	for ch := w.from; ; {
+		w.ancestors = append(w.ancestors, ch)
+		if !p.IsExchange(ch) {
+			break
+		}
+		ch = p.stageChannel(p.f.edges[ch-len(p.f.sources)].from)
+	}
 	w.relWM, w.markWM = NoWatermark, NoWatermark
 	for i := range w.dests {
 		w.dests[i].sentWM = NoWatermark
@@ -198,7 +211,36 @@ func (w *exWriter[K, T]) releasedAt(dd *exDest[K, T]) int {
 
 func (w *exWriter[K, T]) due(d int) bool {
 	dd := &w.dests[d]
-	return dd.force || (dd.sentAt < len(dd.log) && dd.log[dd.sentAt].Off < w.rel) || (w.et && dd.sentWM != w.relWM)
+	return dd.force || (dd.sentAt < len(dd.log) && dd.log[dd.sentAt].Off < w.rel) || (w.et && dd.sentWM != w.relWM) ||
+		dd.done != w.finished()
+}
+
+// finished reports whether the exchange's partition of this fragment has
+// ended: its inputs ended and all it made is released.
+func (w *exWriter[K, T]) finished() bool {
+	if w.rel != w.seq {
+		return false
+	}
+	for _, ch := range w.ancestors {
+		if slices.Contains(w.fr.done[ch], false) {
+			return false
+		}
+	}
+	return true
+}
+
+// sentAll reports whether every fragment was sent everything, the end
+// included.
+func (w *exWriter[K, T]) sentAll() bool {
+	if !w.finished() {
+		return false
+	}
+	for i := range w.dests {
+		if !w.dests[i].done {
+			return false
+		}
+	}
+	return true
 }
 
 // take is the batch for fragment d: its records released since the last
@@ -215,7 +257,8 @@ func (w *exWriter[K, T]) take(d int) *Batch {
 		b.EventTime, b.Watermark = true, w.relWM
 		dd.sentWM = b.Watermark
 	}
-	dd.sent, dd.sentAt, dd.force = end, n, false
+	b.Done = n == len(dd.log) && w.finished()
+	dd.sent, dd.sentAt, dd.force, dd.done = end, n, false, b.Done
 	return b
 }
 
@@ -238,7 +281,7 @@ func (w *exWriter[K, T]) part(dd *exDest[K, T], i, j int) *recs[K, T] {
 func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 	dd := &w.dests[d]
 	if from >= dd.sent {
-		b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: from}
+		b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: from, Done: dd.done && from == dd.sent}
 		if w.et {
 			b.EventTime, b.Watermark = true, dd.sentWM
 		}
@@ -253,7 +296,7 @@ func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 		}
 		return 0
 	})
-	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: dd.sentAt - i}
+	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: dd.sentAt - i, Done: dd.done}
 	if b.Count > 0 {
 		b.parts = []payload{w.part(dd, i, dd.sentAt)}
 	}

@@ -159,7 +159,11 @@ type Batch struct {
 	EventTime bool
 	Watermark int64
 	Idle      bool
-	parts     []payload
+	// Done: the partition ends at End (a bounded input read to its end,
+	// or an upstream fragment whose inputs all ended and whose outputs are
+	// all sent).
+	Done  bool
+	parts []payload
 }
 
 // Release returns the batch's buffers for reuse. The batch must not be used
@@ -196,6 +200,7 @@ type Reader struct {
 	sentWM   []int64 // per fragment: the watermark of its last batch
 	sentIdle []bool
 	remind   []bool    // per fragment: send it a batch even if nothing changed
+	sentDone []bool // per fragment: its last batch said the partition ended
 	now      time.Time // processing time, for idleness
 	lastEv   time.Time // processing time of the last event read
 }
@@ -213,6 +218,7 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	r.sentWM = make([]int64, p.f.fragments)
 	r.sentIdle = make([]bool, p.f.fragments)
 	r.remind = make([]bool, p.f.fragments)
+	r.sentDone = make([]bool, p.f.fragments)
 	for i := range r.sent {
 		r.sent[i], r.sentWM[i] = from, NoWatermark
 	}
@@ -236,7 +242,7 @@ func (r *Reader) Idle() bool {
 // pending or the position moved since its last batch, or the partition's
 // watermark or idleness changed.
 func (r *Reader) Due(f int) bool {
-	if r.sent[f] != r.cur.Offset || r.remind[f] {
+	if r.sent[f] != r.cur.Offset || r.remind[f] || r.sentDone[f] != r.ended {
 		return true
 	}
 	return r.plan.f.sources[r.src].et != nil && (r.sentWM[f] != r.Watermark() || r.sentIdle[f] != r.Idle())
@@ -306,7 +312,8 @@ func (r *Reader) Pending(f int) int {
 // source range they cover, up to the current position. The batch may be
 // empty, which still advances the fragment's offset.
 func (r *Reader) Take(f int) *Batch {
-	b := &Batch{Source: r.src, Partition: r.part, PrevEnd: r.sent[f], End: r.cur.Offset}
+	b := &Batch{Source: r.src, Partition: r.part, PrevEnd: r.sent[f], End: r.cur.Offset, Done: r.ended}
+	r.sentDone[f] = r.ended
 	if r.plan.f.sources[r.src].et != nil {
 		b.EventTime, b.Watermark, b.Idle = true, r.Watermark(), r.Idle()
 		r.sentWM[f], r.sentIdle[f] = b.Watermark, b.Idle
@@ -468,6 +475,8 @@ type Fragment struct {
 	// channel whose watermark it follows; curDom: the one of the stage
 	// running now.
 	wms      []watermarks
+	done     [][]bool // per channel and partition: it ended (Batch.Done)
+	undone   int      // partitions not ended
 	stageDom []int
 	curDom   int
 	// failing describes the event running outside a batch's records (one
@@ -558,6 +567,11 @@ func (p *Plan) NewFragment(id int) *Fragment {
 			fr.wms[ch].wm = NoWatermark
 		}
 	}
+	fr.done = make([][]bool, p.channels())
+	for ch := range fr.done {
+		fr.done[ch] = make([]bool, p.channelParts(ch))
+		fr.undone += len(fr.done[ch])
+	}
 	fr.stageDom = make([]int, len(p.f.stages))
 	for s := range fr.stageDom {
 		fr.stageDom[s] = p.stageChannel(s)
@@ -590,7 +604,14 @@ func (fr *Fragment) Watermark() int64 {
 // observe takes a batch's watermark and fires the event-time timers it
 // makes due in the stages its channel feeds.
 func (fr *Fragment) observe(b *Batch) {
-	if !b.EventTime || b.Source < 0 || b.Source >= len(fr.wms) {
+	if b.Source < 0 || b.Source >= len(fr.wms) {
+		return
+	}
+	if d := fr.done[b.Source]; b.Done && b.Partition >= 0 && b.Partition < len(d) && !d[b.Partition] {
+		d[b.Partition] = true
+		fr.undone--
+	}
+	if !b.EventTime {
 		return
 	}
 	if w := &fr.wms[b.Source]; w.observe(b.Partition, b.Watermark, b.Idle) {
@@ -823,6 +844,22 @@ func (fr *Fragment) Trim(ch, dest int, upto int64) {
 	if w := fr.exchange(ch); w != nil && dest >= 0 && dest < fr.plan.f.fragments {
 		w.trim(dest, upto)
 	}
+}
+
+// Complete reports whether the fragment has applied all of its inputs and
+// every input ended (bounded sources read to their end, upstream
+// fragments complete), and sent all its outputs downstream: its state is
+// final.
+func (fr *Fragment) Complete() bool {
+	if fr.undone > 0 {
+		return false
+	}
+	for _, w := range fr.out {
+		if !w.sentAll() {
+			return false
+		}
+	}
+	return true
 }
 
 // Retained is the number of records the fragment keeps for fragments

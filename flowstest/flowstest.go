@@ -498,7 +498,7 @@ func (d *Driver) freshness(f int) splice.Freshness {
 	for p, end := range m.Vector().Snapshot() {
 		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
 	}
-	fr := splice.Freshness{Fragment: f, Epoch: m.Epoch(), Offsets: offs}
+	fr := splice.Freshness{Fragment: f, Epoch: m.Epoch(), Offsets: offs, Complete: m.Fragment().Complete()}
 	if wm := m.Fragment().Watermark(); wm != flows.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		fr.Watermark = &t

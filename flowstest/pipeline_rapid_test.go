@@ -31,7 +31,7 @@ func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int
 	f := flows.New("pipeline", flows.WithFragments(fragments))
 	words := flows.From(f, "words", in)
 	t := flows.Count(flows.KeyBy(words, flows.Identity[string])).View("stage0")
-	sinks := []*flowstest.Collector[flows.KV[string, int64]]{flowstest.Collect(t.Updates())}
+	sinks := []*flowstest.Collector[flows.KV[string, int64]]{flowstest.Collect(t.Updates(), flows.OnCheckpoint())}
 	for s := 1; s < stages; s++ {
 		ups := t.Updates()
 		ks := flows.KeyBy(ups, func(kv flows.KV[string, int64]) string {
@@ -43,7 +43,7 @@ func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int
 			t = flows.Count(ks)
 		}
 		t = t.View(fmt.Sprintf("stage%d", s))
-		sinks = append(sinks, flowstest.Collect(t.Updates()))
+		sinks = append(sinks, flowstest.Collect(t.Updates(), flows.OnCheckpoint()))
 	}
 	return f, sinks
 }

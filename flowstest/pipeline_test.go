@@ -320,6 +320,11 @@ func runPipeline(t testing.TB, parts [][]ping, fragments int, rng *rand.Rand, fp
 			break
 		}
 	}
+	for _, fr := range d.Freshness() {
+		if fr.Complete {
+			t.Fatalf("fragment %d is complete before the end of the input", fr.Fragment)
+		}
+	}
 	if fp.crashLast {
 		if err := d.Checkpoint(); err != nil {
 			t.Fatal(err)
@@ -340,6 +345,11 @@ func runPipeline(t testing.TB, parts [][]ping, fragments int, rng *rand.Rand, fp
 	}
 	if err := d.Settle(); err != nil {
 		t.Fatal(err)
+	}
+	for _, fr := range d.Freshness() {
+		if !fr.Complete {
+			t.Fatalf("fragment %d is not complete at the end of the input", fr.Fragment)
+		}
 	}
 	if fp.crashes && d.Restores() == 0 {
 		t.Fatalf("plan %+v crashed no fragment", fp)

@@ -287,11 +287,13 @@ type windowAnswer struct {
 	Windows   []Window    `json:"windows,omitempty"` // otherwise
 	More      bool        `json:"more"`              // earlier windows in range were left out (limit)
 	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
+	Complete  bool        `json:"complete"`          // every fragment's input ended and was applied: the answer is final
 	Freshness []Freshness `json:"freshness"`
 }
 
 func windowedAnswer(res Result) windowAnswer {
-	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness}
+	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness,
+		Complete: res.Complete()}
 	if res.Latest && len(res.Windows) == 1 {
 		a.Window = &res.Windows[0]
 	} else {
@@ -312,11 +314,13 @@ type aggAnswer struct {
 	Kind      Kind        `json:"kind"`
 	Algebra   string      `json:"algebra"`
 	Value     any         `json:"value"`
+	Complete  bool        `json:"complete"`
 	Freshness []Freshness `json:"freshness"`
 }
 
 func aggregateAnswer(res Result) aggAnswer {
-	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness}
+	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness,
+		Complete: res.Complete()}
 }
 
 // writeEntries streams a keyed answer: entries may number millions.
@@ -339,6 +343,8 @@ func writeEntries(w http.ResponseWriter, res Result) {
 		bw.WriteString(`,"next_after":`)
 		writeJSONValue(bw, res.Entries[len(res.Entries)-1].Key)
 	}
+	bw.WriteString(`,"complete":`)
+	bw.WriteString(strconv.FormatBool(res.Complete()))
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString("}\n")
@@ -387,6 +393,7 @@ type keyAnswer struct {
 	View      string      `json:"view"`
 	Key       string      `json:"key"`
 	Value     any         `json:"value"`
+	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
 	Freshness []Freshness `json:"freshness"`
 }
 
@@ -413,7 +420,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete()})
 }
 
 // watch streams the view's answer as server-sent events: a "snapshot"

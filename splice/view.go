@@ -89,6 +89,10 @@ type Freshness struct {
 	Epoch     uint64           `json:"epoch"`               // the fragment's last durable checkpoint (0: none yet)
 	Offsets   map[string]int64 `json:"offsets"`             // per source partition ("source/partition"): end of the last applied batch
 	Watermark *time.Time       `json:"watermark,omitempty"` // event time complete up to here (flows with event time)
+	// Complete: the fragment applied every input to its end (bounded
+	// sources read out, upstream fragments complete) and sent everything
+	// downstream: its state is final.
+	Complete bool `json:"complete"`
 }
 
 // Answer is one fragment's answer to a Request.
@@ -148,6 +152,20 @@ type Result struct {
 	Horizon   int64    // windowed: windows ending before it may have been dropped
 	Latest    bool     // windowed: the answer to Query.Latest
 	Freshness []Freshness
+}
+
+// Complete reports whether every fragment that answered is complete: the
+// answer is final (a bounded input fully processed).
+func (r Result) Complete() bool {
+	if len(r.Freshness) == 0 {
+		return false
+	}
+	for _, f := range r.Freshness {
+		if !f.Complete {
+			return false
+		}
+	}
+	return true
 }
 
 // FindSpec returns the spec of the named view.

@@ -200,32 +200,35 @@ func tryJSON(url string, v any) bool {
 	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
 }
 
-// waitTrips polls the trips view until it holds n, for up to 90 s.
-func waitTrips(t *testing.T, base string, n int64) {
+// waitComplete polls the views until they say they are complete (the
+// input fully processed, through both stages), for up to 90 s, and
+// checks that they then hold n trips.
+func waitComplete(t *testing.T, base string, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		var total struct{ Value int64 }
-		var od struct{ Entries []struct{ Value int64 } }
-		if !tryJSON(base+"/v1/views/trips", &total) || !tryJSON(base+"/v1/views/od?limit=100000", &od) {
-			if time.Now().After(deadline) {
-				t.Fatal("no answer for 90 s")
+		var total struct {
+			Value    int64
+			Complete bool
+		}
+		var od struct {
+			Entries  []struct{ Value int64 }
+			Complete bool
+		}
+		var cl struct{ Complete bool }
+		if tryJSON(base+"/v1/views/trips", &total) && tryJSON(base+"/v1/views/od?limit=100000", &od) &&
+			tryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
+			var sum int64
+			for _, e := range od.Entries {
+				sum += e.Value
 			}
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		var sum int64
-		for _, e := range od.Entries {
-			sum += e.Value
-		}
-		if total.Value == n && sum == n {
+			if total.Value != n || sum != n {
+				t.Fatalf("complete with %d trips, od cells summing to %d; want %d", total.Value, sum, n)
+			}
 			return
 		}
-		if total.Value > n || sum > n {
-			t.Fatalf("trips %d, od cells sum %d: more than %d", total.Value, sum, n)
-		}
 		if time.Now().After(deadline) {
-			t.Fatalf("trips %d, od cells sum %d after 90 s, want %d", total.Value, sum, n)
+			t.Fatalf("not complete after 90 s (trips %d, od %v, cluster %v)", total.Value, od.Complete, cl.Complete)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -264,7 +267,7 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	}
 	p := exampletest.Start(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 	p.WaitURL(t)
-	waitTrips(t, p.Base, int64(len(want)))
+	waitComplete(t, p.Base, int64(len(want)))
 	checkExact(t, p.Base, want, wantOD, data)
 }
 
@@ -300,7 +303,7 @@ func TestThreeNodesOneKilledExact(t *testing.T) {
 	}
 	procs[2].Wait()
 	start := time.Now()
-	waitTrips(t, procs[0].Base, int64(len(want)))
+	waitComplete(t, procs[0].Base, int64(len(want)))
 	t.Logf("%d trips exact %v after the kill", len(want), time.Since(start))
 	checkExact(t, procs[0].Base, want, wantOD, dirs...)
 	checkExact(t, procs[1].Base, want, wantOD, dirs...)
