@@ -211,6 +211,23 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
+// A glob that matches a directory stops the command with a clear error
+// before anything serves (it used to log an engine failure and then serve
+// a healthy-looking node counting nothing).
+func TestGlobMatchingADirectoryFails(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.jsonl"), []byte(`{"text":"a b"}`+"\n"), 0o644)
+	os.Mkdir(filepath.Join(dir, "old.jsonl"), 0o755)
+	var out strings.Builder
+	err := run(context.Background(), []string{"-source", "file", "-files", filepath.Join(dir, "*.jsonl"), "-http", "127.0.0.1:0"}, &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "old.jsonl is a directory") {
+		t.Fatalf("run = %v, want the directory named", err)
+	}
+	if strings.Contains(out.String(), "is running") {
+		t.Fatalf("printed %q", out.String())
+	}
+}
+
 func TestWords(t *testing.T) {
 	var got []string
 	Words("Hello, World! don't-stop 42x  ÉTÉ", func(w string) { got = append(got, w) })
