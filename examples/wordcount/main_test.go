@@ -196,6 +196,9 @@ func TestGeneratorContract(t *testing.T) {
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-source", "kafka"},
+		{"-source", "kafka", "-brokers", "127.0.0.1:1"},
+		{"-source", "nats", "-stream", "S"},
+		{"-source", "pulsar"},
 		{"-source", "file"},
 		{"-source", "file", "-files", "/nonexistent/*.jsonl"},
 		{"-partitions", "0"},
