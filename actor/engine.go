@@ -179,8 +179,9 @@ type Engine struct {
 	writes    chan writeReq
 	drained   chan struct{}
 	stop      chan struct{}
-	bg        sync.WaitGroup // the ticker, the writer and retry timers
-	failed    atomic.Value   // first fatal error
+	bg        sync.WaitGroup        // the ticker, the writer and retry timers
+	failed    atomic.Pointer[error] // the first fatal error
+	failedCh  chan struct{}         // closed with the first fatal error
 	once      sync.Once
 	mu        sync.Mutex // guards the drain count
 	unfinish  int        // readers not finished, plus rewinds not yet handled
@@ -270,7 +271,8 @@ type ReaderStats struct {
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
-		writes: make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}}
+		failedCh: make(chan struct{}),
+		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err
@@ -662,11 +664,17 @@ func (e *Engine) Drained() <-chan struct{} { return e.drained }
 // Err is the first error that stopped a reader or broke checkpointing, or
 // nil.
 func (e *Engine) Err() error {
-	if err, ok := e.failed.Load().(error); ok {
-		return err
+	if err := e.failed.Load(); err != nil {
+		return *err
 	}
 	return nil
 }
+
+// Failed is closed when the engine meets its first fatal error (Err): a
+// reader stopped, or checkpoints or alerts can no longer be written. The
+// engine keeps serving what it holds; what to do is the caller's choice
+// (cluster.Node stops).
+func (e *Engine) Failed() <-chan struct{} { return e.failedCh }
 
 // Fragments returns the local fragments' counters.
 func (e *Engine) Fragments() []*FragmentStats { return e.layout.Load().fstats }
@@ -783,7 +791,11 @@ func (e *Engine) closeStore() {
 }
 
 func (e *Engine) fail(err error) {
-	e.failed.CompareAndSwap(nil, err)
+	// A pointer, not an atomic.Value: a second error of another type
+	// would make Value.CompareAndSwap panic.
+	if e.failed.CompareAndSwap(nil, &err) {
+		close(e.failedCh)
+	}
 	e.cfg.Logger.Error("engine failure", "err", err)
 }
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -569,4 +571,78 @@ func runToEnd(t *testing.T, f *flows.Flow) *Engine {
 	t.Cleanup(e.Stop)
 	waitDrained(t, e)
 	return e
+}
+
+// failingSource's partitions fail at their first read, each with an error
+// of another type.
+type failingSource struct{}
+
+func (failingSource) Partitions() int { return 2 }
+
+func (failingSource) Open(p int, _ int64) (flows.PartitionReader[string], error) {
+	return failingReader(p), nil
+}
+
+type failingReader int
+
+type readError struct{ p int }
+
+func (e readError) Error() string { return fmt.Sprintf("partition %d is gone", e.p) }
+
+func (r failingReader) Read(context.Context, *flows.ReadBatch[string], int) error {
+	if r == 0 {
+		return readError{0}
+	}
+	return fmt.Errorf("read: %w", readError{int(r)})
+}
+
+func (failingReader) Close() error { return nil }
+
+// countHandler counts the records logged with one message.
+type countHandler struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int64
+}
+
+func (h countHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// A source error is fatal and reported: Failed closes and Err names the
+// partition; later failures, of any error type, are logged, and Err stays
+// the first.
+func TestSourceFailureIsReported(t *testing.T) {
+	var failures atomic.Int64
+	logger := slog.New(countHandler{Handler: slog.NewTextHandler(io.Discard, nil), msg: "engine failure", n: &failures})
+	e, err := Start(countFlow(t, failingSource{}, ""), Config{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	select {
+	case <-e.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Failed not closed 10s after the source failed")
+	}
+	var re readError
+	if err := e.Err(); !errors.As(err, &re) || !strings.HasPrefix(err.Error(), fmt.Sprintf("gen/%d: ", re.p)) {
+		t.Fatalf("Err() = %v, want the partition's read error", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for failures.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d failures logged, want one per partition", failures.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Checkpoint and alert failures are of other error types.
+	first := e.Err()
+	e.fail(errors.New("checkpoint store closed"))
+	if e.Err() != first || failures.Load() != 3 {
+		t.Fatalf("after a third failure: Err() = %v, %d logged", e.Err(), failures.Load())
+	}
 }

@@ -523,7 +523,8 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 // breakCheckpoints stops checkpointing after a failure: the changes taken
 // for the failed checkpoint are gone from the fragment's change set, so a
 // later incremental checkpoint would store a state with holes. The fragment
-// keeps serving from memory; the engine reports the error (readiness).
+// keeps serving from memory; the engine reports the error (Engine.Failed),
+// on which a cluster.Node stops.
 func (fa *fragmentActor) breakCheckpoints(c pa.Context, err error) {
 	fa.stats.mu.Lock()
 	fa.stats.ckptErr = err

@@ -113,6 +113,11 @@ func (n *Node) Engine() *actor.Engine { return n.eng }
 // Run validates the configuration and the flow (returning their errors
 // before anything starts), listens, runs the flow, and serves until ctx is
 // done; then it stops everything it started and returns.
+//
+// A fatal error of the engine (a source partition that fails, checkpoints
+// that cannot be written) stops the node too, and Run returns that error:
+// a node never goes on serving a flow that no longer moves. Until it has
+// stopped, /readyz answers 503 and /v1/cluster carries the error.
 func (n *Node) Run(ctx context.Context) error {
 	cfg := &n.cfg
 	if err := cfg.Validate(); err != nil {
@@ -234,6 +239,13 @@ func (n *Node) Run(ctx context.Context) error {
 		err = nil
 	case err = <-serveErr:
 		err = fmt.Errorf("http server: %w", err)
+	case <-n.eng.Failed():
+		// A reader stopped or checkpoints broke: the node would serve
+		// views that no longer move while looking healthy. Stop loudly;
+		// a supervisor restarts it from its checkpoints, and in a cluster
+		// the others take over its fragments.
+		err = n.eng.Err()
+		cfg.Logger.Error("the flow failed; stopping the node", "err", err)
 	}
 	if n.mem != nil && err == nil {
 		n.handOff()
@@ -312,6 +324,8 @@ type ClusterState struct {
 	// Network: per node, checkpoints replicated, chunks fenced, malformed
 	// or unknown messages dropped, hand-offs not yet confirmed.
 	Network map[string]actor.NetStats `json:"network"`
+	// Error is the fatal error that is stopping this node, if any.
+	Error string `json:"error,omitempty"`
 }
 
 // FlowInfo identifies the flow a node runs.
@@ -391,6 +405,9 @@ func (n *Node) State() ClusterState {
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
 		Network:      map[string]actor.NetStats{n.cfg.Name: n.eng.NetStats()},
+	}
+	if err := n.eng.Err(); err != nil {
+		st.Error = err.Error()
 	}
 	if n.mem != nil {
 		st.Members = n.mem.Members()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -368,5 +369,43 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 			t.Errorf("%q: node became ready", c.want)
 		default:
 		}
+	}
+}
+
+// brokenSource fails at the first read, as a file that turned into a
+// directory or a deleted topic does.
+type brokenSource struct{}
+
+func (brokenSource) Partitions() int { return 1 }
+func (brokenSource) Open(int, int64) (flows.PartitionReader[string], error) {
+	return brokenReader{}, nil
+}
+
+type brokenReader struct{}
+
+func (brokenReader) Read(context.Context, *flows.ReadBatch[string], int) error {
+	return errors.New("read /data/in.jsonl: is a directory")
+}
+func (brokenReader) Close() error { return nil }
+
+// A source that fails stops the node with its error: no node goes on
+// answering /healthz 200 and a total of 0 for a flow that cannot read.
+func TestSourceFailureStopsNode(t *testing.T) {
+	n := NewNode(Config{Flow: testFlow(brokenSource{}), HTTPAddr: "127.0.0.1:0", Logger: quiet()})
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "gen/0: read /data/in.jsonl: is a directory") {
+			t.Fatalf("Run() = %v, want the source's error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the node still runs 20s after its source failed")
+	}
+	if st := n.State(); !strings.Contains(st.Error, "is a directory") {
+		t.Fatalf("/v1/cluster error = %q", st.Error)
+	}
+	if _, err := http.Get("http://" + n.Addr() + "/healthz"); err == nil {
+		t.Fatal("the stopped node still answers /healthz")
 	}
 }

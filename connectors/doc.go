@@ -3,6 +3,11 @@
 //
 //   - gen: a deterministic, seeded, partitioned generator.
 //   - file: JSON-lines files, one file per partition.
+//   - kafka: Kafka topics (franz-go), one source partition per topic
+//     partition, and a sink keyed by output id.
+//   - nats: NATS JetStream (nats.go), one source partition per subject
+//     filter of a stream, and a sink that JetStream deduplicates by
+//     output id.
 //
 // Every source implements flows.Source: partitioned, ordered, replayable
 // from any offset it produced.

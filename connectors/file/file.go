@@ -30,7 +30,8 @@ import (
 const MaxLine = 1 << 20
 
 // Source reads files matched by a glob, sorted by name: partition i is the
-// i-th file.
+// i-th file. Every match must be a regular file: a glob that matches a
+// directory is an error of New, not a partition that fails later.
 type Source[T any] struct {
 	files  []string
 	decode func([]byte) (T, error)
@@ -55,6 +56,15 @@ func New[T any](glob string, decode func([]byte) (T, error), opts ...Option) (*S
 	if len(files) == 0 {
 		return nil, fmt.Errorf("file: no file matches %q", glob)
 	}
+	for _, name := range files {
+		fi, err := os.Stat(name)
+		if err != nil {
+			return nil, fmt.Errorf("file: %w", err)
+		}
+		if err := regular(name, fi); err != nil {
+			return nil, fmt.Errorf("file: glob %q: %w", glob, err)
+		}
+	}
 	sort.Strings(files)
 	if decode == nil {
 		decode = DecodeJSON[T]
@@ -64,6 +74,19 @@ func New[T any](glob string, decode func([]byte) (T, error), opts ...Option) (*S
 		opt(&o)
 	}
 	return &Source[T]{files: files, decode: decode, follow: o.follow}, nil
+}
+
+// regular refuses what cannot be a partition: a directory (a glob such as
+// dir/* that also matches a subdirectory), a pipe or a device, none of
+// which can be read again from an offset.
+func regular(name string, fi os.FileInfo) error {
+	switch {
+	case fi.IsDir():
+		return fmt.Errorf("%s is a directory, not a file: each partition is one file (narrow the glob)", name)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file (%v): a partition must be a file that can be read again from an offset", name, fi.Mode().Type())
+	}
+	return nil
 }
 
 // DecodeJSON decodes one JSON value, and rejects trailing data.
@@ -93,6 +116,14 @@ func (s *Source[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	f, err := os.Open(s.files[p])
 	if err != nil {
 		return nil, fmt.Errorf("file: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = regular(s.files[p], fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("file: partition %d: %w", p, err)
 	}
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
 		f.Close()

@@ -140,3 +140,31 @@ func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// A glob that matches a directory is refused by New with a message that
+// says so; a file that became a directory is refused by Open.
+func TestDirectoryIsNotAPartition(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.jsonl", `{"text":"a"}`+"\n")
+	if err := os.Mkdir(filepath.Join(dir, "b.jsonl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New[line](filepath.Join(dir, "*.jsonl"), nil)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "b.jsonl")+" is a directory") {
+		t.Fatalf("New = %v, want a directory error", err)
+	}
+	s, err := New[line](filepath.Join(dir, "a.jsonl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "a.jsonl"))
+	if err := os.Mkdir(filepath.Join(dir, "a.jsonl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if pr, err := s.Open(0, 0); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		if pr != nil {
+			pr.Close()
+		}
+		t.Fatalf("Open = %v, want a directory error", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync"
 	"time"
 
 	"github.com/tessera-streams/tessera/flows"
@@ -56,7 +57,21 @@ func (r *Rand) Float64() float64 { return float64(r.Uint64()>>11) / (1 << 53) }
 type Source[T any] struct {
 	cfg   Config
 	fn    func(partition int, offset int64, r *Rand) T
-	start time.Time // the rate counts from here, so a replay runs unthrottled
+	mu    sync.Mutex // guards sched
+	sched []schedule // per partition, with a rate
+}
+
+// schedule is a partition's rate schedule: offset at is due at time t0, and
+// offsets after it at the partition's rate.
+type schedule struct {
+	t0 time.Time
+	at int64
+	ok bool // set by the partition's first Open
+}
+
+// due is the offset the schedule has reached at now.
+func (s schedule) due(now time.Time, perPart float64) int64 {
+	return s.at + int64(now.Sub(s.t0).Seconds()*perPart)
 }
 
 // New returns a generator source.
@@ -74,7 +89,7 @@ func New[T any](cfg Config, fn func(partition int, offset int64, r *Rand) T) (*S
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Source[T]{cfg: cfg, fn: fn, start: cfg.Now()}, nil
+	return &Source[T]{cfg: cfg, fn: fn, sched: make([]schedule, cfg.Partitions)}, nil
 }
 
 // Partitions implements flows.Source.
@@ -107,14 +122,27 @@ func (s *Source[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	if from < 0 {
 		return nil, fmt.Errorf("gen: negative offset %d", from)
 	}
-	return &reader[T]{s: s, p: p, next: from, limit: s.Limit(p)}, nil
+	r := &reader[T]{s: s, p: p, next: from, limit: s.Limit(p)}
+	if s.cfg.Rate > 0 {
+		r.perPart = s.cfg.Rate / float64(s.cfg.Partitions)
+		now := s.cfg.Now()
+		s.mu.Lock()
+		if sc := s.sched[p]; !sc.ok || sc.due(now, r.perPart) < from {
+			s.sched[p] = schedule{t0: now, at: from, ok: true}
+		}
+		r.sched = s.sched[p]
+		s.mu.Unlock()
+	}
+	return r, nil
 }
 
 type reader[T any] struct {
-	s     *Source[T]
-	p     int
-	next  int64
-	limit int64
+	s       *Source[T]
+	p       int
+	next    int64
+	limit   int64
+	perPart float64  // events per second of this partition; 0 unthrottled
+	sched   schedule // a copy: Read takes no lock
 }
 
 func (r *reader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int) error {
@@ -122,10 +150,8 @@ func (r *reader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int) erro
 	if r.limit >= 0 {
 		n = min(n, r.limit-r.next)
 	}
-	if rate := r.s.cfg.Rate; rate > 0 {
-		perPart := rate / float64(r.s.cfg.Partitions)
-		due := int64(r.s.cfg.Now().Sub(r.s.start).Seconds() * perPart)
-		n = min(n, due-r.next)
+	if r.perPart > 0 {
+		n = min(n, r.sched.due(r.s.cfg.Now(), r.perPart)-r.next)
 	}
 	for range max64(n, 0) {
 		b.Events = append(b.Events, r.s.Event(r.p, r.next))

@@ -80,3 +80,49 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A restarted process opens its partitions at the restored offsets: they go
+// on at the rate from there at once, not after as long as the last run took.
+// A rewind within the run catches up at full speed; an open ahead of the
+// schedule starts a new one there.
+func TestRateAfterRestart(t *testing.T) {
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	s, _ := New(Config{Partitions: 2, Rate: 100, Now: clock}, word)
+	read := func(pr flows.PartitionReader[int]) (int, int64) {
+		t.Helper()
+		var b flows.ReadBatch[int]
+		if err := pr.Read(context.Background(), &b, 1_000_000); err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Events) > 0 && b.Offsets[0] != b.End-int64(len(b.Events)) {
+			t.Fatalf("offsets %d.. end %d", b.Offsets[0], b.End)
+		}
+		return len(b.Events), b.End
+	}
+	pr, _ := s.Open(0, 1_000_000) // restored after a long run
+	if n, end := read(pr); n != 0 || end != 1_000_000 {
+		t.Fatalf("at the restored offset: %d events, end %d", n, end)
+	}
+	now = now.Add(2 * time.Second)
+	if n, end := read(pr); n != 100 || end != 1_000_100 {
+		t.Fatalf("2s after the restart: %d events, end %d; want 100 (half of 100/s for 2s)", n, end)
+	}
+	// A rewind catches up at once, to the schedule and no further.
+	back, _ := s.Open(0, 1_000_000)
+	if n, end := read(back); n != 100 || end != 1_000_100 {
+		t.Fatalf("rewound reader: %d events, end %d", n, end)
+	}
+	// Opened ahead of the schedule: a new schedule from there.
+	ahead, _ := s.Open(0, 5_000_000)
+	now = now.Add(time.Second)
+	if n, end := read(ahead); n != 50 || end != 5_000_050 {
+		t.Fatalf("reader opened ahead: %d events, end %d", n, end)
+	}
+	// The other partition's schedule starts at its own first open.
+	other, _ := s.Open(1, 7)
+	now = now.Add(time.Second)
+	if n, end := read(other); n != 50 || end != 57 {
+		t.Fatalf("partition 1: %d events, end %d", n, end)
+	}
+}

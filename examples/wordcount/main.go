@@ -1,7 +1,12 @@
-// Command wordcount counts words from JSON-lines files or from the
-// deterministic generator, and serves the counts over HTTP.
+// Command wordcount counts words from the deterministic generator, JSON-lines
+// files, Kafka topics or a NATS JetStream stream, and serves the counts over
+// HTTP.
 //
 //	go run ./examples/wordcount -events 1000000 -seed 7 -http 127.0.0.1:8080
+//	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines
+//	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
+//
+// Kafka records and JetStream messages are {"text": "..."} in JSON.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
 // the number of words counted).
@@ -15,10 +20,13 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/connectors/kafka"
+	"github.com/tessera-streams/tessera/connectors/nats"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -105,9 +113,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		seed       = fs.Uint64("seed", 1, "generator: seed")
 		rate       = fs.Float64("rate", 0, "generator: events per second in all (0: unthrottled)")
 		partitions = fs.Int("partitions", 4, "generator: source partitions")
-		source     = fs.String("source", "gen", "source: gen or file")
+		source     = fs.String("source", "gen", "source: gen, file, kafka or nats")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
+		brokers    = fs.String("brokers", "", "kafka source: comma-separated seed brokers")
+		topics     = fs.String("topics", "", "kafka source: comma-separated topics; every partition of each is a source partition")
+		group      = fs.String("group", "", "kafka source: consumer group whose offsets follow the checkpoints (empty: none)")
+		natsURL    = fs.String("nats", "", "nats source: server URL")
+		stream     = fs.String("stream", "", "nats source: JetStream stream")
+		subjects   = fs.String("subjects", "", "nats source: comma-separated subject filters, one per partition (empty: the stream's subjects)")
 	)
+	var closers []func() error // sources to close once the node stops
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
 	return cluster.Run(ctx, fs, args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
 		var src flows.Source[Line]
 		switch *source {
@@ -126,8 +146,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return nil, err
 			}
 			src = s
+		case "kafka":
+			if *brokers == "" || *topics == "" {
+				return nil, errors.New("-source kafka needs -brokers and -topics")
+			}
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second) // to describe the topics
+			defer cancel()
+			s, err := kafka.New(dctx, kafka.Config[Line]{Brokers: list(*brokers), Topics: list(*topics), Group: *group})
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, func() error { s.Close(); return nil })
+			src = s
+		case "nats":
+			if *natsURL == "" || *stream == "" {
+				return nil, errors.New("-source nats needs -nats and -stream")
+			}
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second) // to describe the stream
+			defer cancel()
+			s, err := nats.New(dctx, nats.Config[Line]{URL: *natsURL, Stream: *stream, Subjects: list(*subjects)})
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, func() error { s.Close(); return nil })
+			src = s
 		default:
-			return nil, fmt.Errorf("-source must be gen or file, got %q", *source)
+			return nil, fmt.Errorf("-source must be gen, file, kafka or nats, got %q", *source)
 		}
 		return Flow(src, node.Fragments), nil
 	}, [][2]string{
@@ -139,4 +183,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"/v1/cluster", "fragments, offsets, events/s"},
 		{"/metrics", "Prometheus metrics"},
 	})
+}
+
+// list splits a comma-separated flag, dropping empty items.
+func list(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

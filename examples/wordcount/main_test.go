@@ -165,6 +165,9 @@ func TestGeneratorContract(t *testing.T) {
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-source", "kafka"},
+		{"-source", "kafka", "-brokers", "127.0.0.1:1"},
+		{"-source", "nats", "-stream", "S"},
+		{"-source", "pulsar"},
 		{"-source", "file"},
 		{"-source", "file", "-files", "/nonexistent/*.jsonl"},
 		{"-partitions", "0"},
@@ -177,6 +180,23 @@ func TestBadFlags(t *testing.T) {
 		if err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// A glob that matches a directory stops the command with a clear error
+// before anything serves (it used to log an engine failure and then serve
+// a healthy-looking node counting nothing).
+func TestGlobMatchingADirectoryFails(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.jsonl"), []byte(`{"text":"a b"}`+"\n"), 0o644)
+	os.Mkdir(filepath.Join(dir, "old.jsonl"), 0o755)
+	var out strings.Builder
+	err := run(context.Background(), []string{"-source", "file", "-files", filepath.Join(dir, "*.jsonl"), "-http", "127.0.0.1:0"}, &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "old.jsonl is a directory") {
+		t.Fatalf("run = %v, want the directory named", err)
+	}
+	if strings.Contains(out.String(), "is running") {
+		t.Fatalf("printed %q", out.String())
 	}
 }
 

@@ -1,0 +1,54 @@
+// Package nats reads NATS JetStream streams as a Tessera source and writes
+// outputs to JetStream, on nats.go's jetstream package.
+//
+// # Source
+//
+// A source reads one stream. Each subject filter of Config.Subjects (by
+// default the stream's own subjects, in its configuration's order) is one
+// Tessera source partition, in that order; filters must not overlap, or a
+// message would be read by two partitions.
+//
+// The offset of a message is its stream sequence number. Open(p, from)
+// starts an ordered consumer (an ephemeral, flow-controlled consumer that
+// the library recreates after a gap) filtered to partition p's subject,
+// delivering from stream sequence from (0: the first message). ReadBatch.End
+// is the sequence of the last message consumed plus one, the sequence to
+// resume at. A partition's offsets increase but have gaps: the sequences in
+// between belong to other subjects.
+//
+// The connection and its consumers are JetStream's own: there is no
+// durable consumer and no group, since Tessera's placement decides which
+// node reads a partition and checkpoints say where to resume. One
+// connection per Source carries every reader's consumer.
+//
+// Config.Decode sees the whole jetstream.Msg: subject, headers, data and
+// metadata (the time the stream stored it, for event time). A message it
+// rejects goes to ReadBatch.Bad with its sequence.
+//
+// A stream that is deleted, or deleted and created again, under a reader
+// is an error returned by Read (the reader checks the stream when the
+// consumer reports trouble and every CheckInterval while idle). JetStream
+// does not tell a consumer that messages it has not read yet were removed
+// by the stream's limits or a purge: keep those limits above what a
+// checkpoint may still need.
+//
+// JetStream has no consumer-group offset to commit. With TrimCommitted,
+// Commit (which the engine calls once every fragment's durable checkpoint
+// covers a partition up to an offset) purges the partition's messages
+// below that offset instead, in the background: for a stream that exists
+// only to feed this flow.
+//
+// # Sink
+//
+// Sink publishes each flows.Output to one subject with the header
+// Nats-Msg-Id set to the output's id printed with its field names
+// ("{Fragment:3 Source:0 Partition:1 Offset:42 Index:0}"), and returns
+// once JetStream has acknowledged every message. Within the stream's
+// duplicate window (StreamConfig.Duplicates, 2 minutes by default) a
+// replayed output is acknowledged as a duplicate and not stored again, so
+// the sink is exactly-once for replays shorter than the window; make the
+// window longer than a recovery may take. Messages whose acknowledgement
+// does not come are published again, which the same window makes safe.
+//
+// Tests run against an embedded nats-server.
+package nats
