@@ -200,7 +200,7 @@ type Reader struct {
 	sentWM   []int64 // per fragment: the watermark of its last batch
 	sentIdle []bool
 	remind   []bool    // per fragment: send it a batch even if nothing changed
-	sentDone []bool // per fragment: its last batch said the partition ended
+	sentDone []bool    // per fragment: its last batch said the partition ended
 	now      time.Time // processing time, for idleness
 	lastEv   time.Time // processing time of the last event read
 }
