@@ -8,14 +8,19 @@
 // reader stops reading until it acknowledges: back-pressure reaches the
 // source.
 //
-// A fragment actor owns one flows.Fragment: it judges each batch against its
-// offset vector (recovery.Vector), applies it, acknowledges it, fires
-// processing-time timers on ticks, and answers view queries between batches.
-// A user function that panics is caught at the event by the flows runtime:
-// the event goes to the dead-letter output with its partition and offset and
-// the fragment goes on; other fragments never notice. A panic that escapes
-// (a bug in the engine) makes protoactor restart the actor; the fragment's
-// state lives outside the actor and survives the restart.
+// A fragment actor carries out one fragment's recovery.Machine: it hands
+// it the batches, acknowledgements, ticks and checkpoint results that
+// arrive, and does what its Ready says — acknowledge, ask readers or
+// upstream fragments to send again, send exchange batches to other
+// fragments (by pointer on this node, per destination node in wire.Batches
+// otherwise), tell upstream fragments what its durable checkpoint covers,
+// dead-letter, restore from the store. The rules live in the machine, so
+// the flowstest harness checks the same ones. A user function that panics
+// makes the machine restore the fragment from its last checkpoint and
+// replay (after MaxAttempts the event is skipped and dead-lettered); other
+// fragments never notice. A panic that escapes (a bug in the engine) makes
+// protoactor restart the actor; the machine lives outside the actor and
+// survives the restart.
 //
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.

@@ -1,7 +1,15 @@
-// Package recovery holds the rules of exactly-once state: the offset vector
-// a fragment keeps per source partition, and what a batch means against it.
+// Package recovery holds the rules of exactly-once state and the store
+// that keeps it.
 //
-// The rules are pure (no I/O, no clock): the fragment actor asks Admit and
-// carries out the verdict. The checkpoint store that persists vectors with
-// state comes with the checkpoint work; see DESIGN.md.
+//   - Machine is one fragment's rules as a pure state machine (fencing,
+//     admission against the offset vector, gaps and rewinds, failures,
+//     restores and backoff, hand-off waits, exchange outputs and their
+//     trims, checkpoints and their durability). It does no I/O: the actor
+//     package and flowstest carry out its Ready actions.
+//   - Vector is a fragment's offset vector over its input channels (source
+//     partitions and exchange partitions) and Admit its rule for a batch.
+//   - Take, Restore and Store write and read checkpoints in pebble (through
+//     a vfs.FS, so that tests crash it): each checkpoint is one atomic
+//     batch of the state changed since the last one, with its vector;
+//     checkpoints queued together share one disk sync.
 package recovery
