@@ -566,3 +566,50 @@ func (c *Collector[T]) Outputs() []flows.Output[T] {
 	defer c.mu.Unlock()
 	return append([]flows.Output[T](nil), c.out...)
 }
+
+// ValueOf is an aggregate view's spliced value as a V (an error names the
+// type it is if it is not one).
+func ValueOf[V any](d *Driver, view string) (V, error) {
+	v, err := d.Value(view)
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	return as[V](view, v)
+}
+
+// GetOf is one key's value in a keyed view as a V; splice.ErrNotFound if
+// absent.
+func GetOf[V any](d *Driver, view, key string) (V, error) {
+	v, err := d.Get(view, key)
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	return as[V](view, v)
+}
+
+// EntriesOf answers a keyed query with the values as Vs, in the answer's
+// order.
+func EntriesOf[V any](d *Driver, view string, q splice.Query) ([]flows.KV[string, V], error) {
+	es, err := d.Entries(view, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]flows.KV[string, V], len(es))
+	for i, e := range es {
+		if out[i].Value, err = as[V](view, e.Value); err != nil {
+			return nil, err
+		}
+		out[i].Key = e.Key
+	}
+	return out, nil
+}
+
+func as[V any](view string, v any) (V, error) {
+	x, ok := v.(V)
+	if !ok {
+		return x, fmt.Errorf("view %q holds %T, not %T", view, v, x)
+	}
+	return x, nil
+}

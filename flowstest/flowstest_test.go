@@ -239,3 +239,35 @@ func TestTimersSurviveRestore(t *testing.T) {
 		t.Fatalf("fired %v", fired)
 	}
 }
+
+// The typed getters return a view's values in their own types, and say so
+// when asked for another.
+func TestTypedGetters(t *testing.T) {
+	in := flowstest.NewInput[string](1)
+	f := flows.New("typed", flows.WithFragments(2))
+	ks := flows.KeyBy(flows.From(f, "words", in), flows.Identity[string])
+	flows.Count(ks).View("words")
+	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
+	d, err := flowstest.New(f, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	in.Push(0, "a", "b", "a")
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := flowstest.GetOf[int64](d, "words", "a"); err != nil || n != 2 {
+		t.Fatalf("a = %d, %v", n, err)
+	}
+	if n, err := flowstest.ValueOf[int64](d, "total"); err != nil || n != 3 {
+		t.Fatalf("total = %d, %v", n, err)
+	}
+	es, err := flowstest.EntriesOf[int64](d, "words", splice.Query{})
+	if err != nil || len(es) != 2 || es[0] != (flows.KV[string, int64]{Key: "a", Value: 2}) {
+		t.Fatalf("entries %v, %v", es, err)
+	}
+	if _, err := flowstest.GetOf[string](d, "words", "a"); err == nil || !strings.Contains(err.Error(), "holds int64") {
+		t.Fatalf("a as a string: %v", err)
+	}
+}

@@ -105,13 +105,13 @@ func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, b
 	out := pipelineOutputs{views: map[string]map[string]int64{}, sinks: map[string][]int64{}}
 	for s := range stages {
 		view := fmt.Sprintf("stage%d", s)
-		es, err := d.Entries(view, splice.Query{})
+		es, err := flowstest.EntriesOf[int64](d, view, splice.Query{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := map[string]int64{}
 		for _, e := range es {
-			m[e.Key] = e.Value.(int64)
+			m[e.Key] = e.Value
 		}
 		out.views[view] = m
 	}
