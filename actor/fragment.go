@@ -36,6 +36,7 @@ type fragmentActor struct {
 	waiters        []waiter // on-demand checkpoint requests
 	fullNext       bool     // send the standby the whole next checkpoint
 	holding        bool     // counted against the drain: down or in its backoff
+	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 }
 
 // rewindTimeout is how long a fragment waits for a remote reader's replay
@@ -243,6 +244,14 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			st.TooLate.Add(n - fa.tooLate)
 		}
 		fa.tooLate = fr.TooLate()
+		if o := fr.Holding(); o != fa.outputs {
+			fa.outputs = o
+			if o {
+				e.drainCount(+1)
+			} else {
+				e.drainCount(-1)
+			}
+		}
 		if h := m.Down() || m.Holding(); h != fa.holding {
 			fa.holding = h
 			if h {

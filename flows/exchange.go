@@ -123,6 +123,7 @@ type exchangeOut interface {
 	restored()
 	released()
 	sentAll() bool
+	holding() bool
 	retained() int
 }
 
@@ -227,6 +228,19 @@ func (w *exWriter[K, T]) finished() bool {
 		}
 	}
 	return true
+}
+
+// holding reports whether outputs wait to be released or sent.
+func (w *exWriter[K, T]) holding() bool {
+	if w.seq != w.rel {
+		return true
+	}
+	for i := range w.dests {
+		if dd := &w.dests[i]; dd.sentAt < len(dd.log) {
+			return true
+		}
+	}
+	return false
 }
 
 // sentAll reports whether every fragment was sent everything, the end

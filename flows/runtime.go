@@ -862,6 +862,17 @@ func (fr *Fragment) Complete() bool {
 	return true
 }
 
+// Holding reports whether outputs on exchanges wait for a checkpoint to
+// be released, or to be sent.
+func (fr *Fragment) Holding() bool {
+	for _, w := range fr.out {
+		if w.holding() {
+			return true
+		}
+	}
+	return false
+}
+
 // Retained is the number of records the fragment keeps for fragments
 // downstream of it.
 func (fr *Fragment) Retained() int {

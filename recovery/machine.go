@@ -38,8 +38,8 @@ import (
 //     owner's checkpoint (or the wait's end);
 //   - outputs for fragments downstream (exchanges) leave once a durable
 //     checkpoint covers them (see flows' exchange.go): Durable sends them;
-//   - a batch is acknowledged once applied (dropped batches at once),
-//     unless the fragment keeps more than MaxRetained outputs that no
+//   - a batch is acknowledged once applied or observed (dropped batches
+//     at once), unless the fragment keeps more than MaxRetained outputs that no
 //     downstream checkpoint covers yet: then acknowledgements wait until
 //     downstream checkpoints catch up, and back-pressure reaches the
 //     sources. Downstream checkpoints never wait for upstream ones, so the
@@ -262,7 +262,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 	case Duplicate:
 		m.ready.Duplicates++
 		m.frag.SetNow(m.now)
-		m.result(m.frag.Observe(b), from)
+		m.result(m.frag.Observe(b), from, false)
 		return
 	case Gap:
 		m.ready.Gaps++
@@ -272,7 +272,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 	}
 	delete(m.awaiting, p)
 	m.frag.SetNow(m.now)
-	m.result(m.frag.Apply(b, min), from)
+	m.result(m.frag.Apply(b, min), from, true)
 }
 
 // gap asks for p again from to, unless that was asked of this sender (or
@@ -293,8 +293,9 @@ func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
 	m.ready.Rewinds = append(m.ready.Rewinds, Rewind{Part: p, To: to, Ask: ask})
 }
 
-// result takes what applying (or observing) a batch from from did.
-func (m *Machine) result(err error, from From) {
+// result takes what applying (or observing, for a duplicate) a batch from
+// from did.
+func (m *Machine) result(err error, from From, applied bool) {
 	var ee *flows.EventError
 	if errors.As(err, &ee) {
 		m.ready.Acks = append(m.ready.Acks, from)
@@ -304,7 +305,9 @@ func (m *Machine) result(err error, from From) {
 	if err != nil {
 		m.ready.Errors = append(m.ready.Errors, err)
 	}
-	m.ready.Applied++
+	if applied {
+		m.ready.Applied++
+	}
 	m.sendOutputs()
 	if m.frag.Retained() > m.cfg.MaxRetained {
 		m.held = append(m.held, from)
@@ -514,8 +517,12 @@ func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
 	if err != nil {
 		// The changes taken for the failed checkpoint are gone from the
 		// fragment's change set: a later incremental checkpoint would store
-		// a state with holes.
+		// a state with holes. A failure that waited for this write still
+		// restores (the last durable checkpoint is sound).
 		m.broken = err
+		if m.down {
+			m.ready.Restore = true
+		}
 		return
 	}
 	covered := offsets
