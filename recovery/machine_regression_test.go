@@ -10,15 +10,10 @@ import (
 )
 
 // A user function fails while a checkpoint is being written, and that
-// write fails. The machine rightly waits for the write's answer before it
-// asks for the restore (failure, machine.go:356), but Durable returns on
-// the error (machine.go:518-519) before it looks at the failure
-// (machine.go:530-531), so no Restore ever comes: the fragment stays down
-// for good, serves nothing and drops all its input as gaps, and with
-// checkpoints broken nothing else restores it. Its last durable checkpoint
-// (or the failed one, if it landed after all: a pebble batch is all or
-// nothing) is a sound state: it should be restored and go on, as after any
-// other failure.
+// write fails: Durable must still ask for the restore (it once returned on
+// the error first, and the fragment stayed down for good, serving nothing
+// and dropping all its input as gaps). Its last durable checkpoint is a
+// sound state to go on from.
 func TestMachineFailureThenFailedCheckpointRestores(t *testing.T) {
 	r := countRig(t, newStore(t), "failed-write", 2, 1)
 	failingInput(r, 1)
