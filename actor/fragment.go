@@ -384,16 +384,21 @@ func (fa *fragmentActor) load(r recovery.Restored) {
 	fa.stats.Epoch.Store(r.Manifest.Epoch)
 }
 
-// ahead reports whether offsets cover more input than v does.
+// ahead reports whether offsets cover at least what v does on every
+// channel partition, and more on one. A checkpoint behind on any partition
+// is not adopted: upstream fragments may have forgotten the outputs it
+// would need again, since this fragment's own checkpoints cover them.
 func ahead(offsets map[recovery.PartitionID]int64, v *recovery.Vector) bool {
-	var a, b int64
-	for _, end := range offsets {
-		a += end
+	more := false
+	for p, end := range v.Snapshot() {
+		if offsets[p] < end {
+			return false
+		}
 	}
-	for _, end := range v.Snapshot() {
-		b += end
+	for p, end := range offsets {
+		more = more || end > v.End(p)
 	}
-	return a > b
+	return more
 }
 
 // handedOff restores the last checkpoint of the fragment's old owner, which
