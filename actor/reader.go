@@ -213,18 +213,16 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 	if ra.stopped {
 		return
 	}
-	if to >= ra.r.Position() {
-		if f >= 0 && f < len(ra.credits) {
-			ra.r.Remind(f)
-			if ra.credits[f] > 0 {
-				ra.send(c, f)
-			}
-		}
-		return
-	}
-	if err := ra.r.Rewind(to); err != nil {
+	rewound, err := ra.r.RewindFor(f, to)
+	if err != nil {
 		ra.e.fail(err)
 		ra.stopped = true
+		return
+	}
+	if !rewound {
+		if f >= 0 && f < len(ra.credits) && ra.credits[f] > 0 {
+			ra.send(c, f)
+		}
 		return
 	}
 	ra.stats.Rewinds.Add(1)

@@ -328,6 +328,18 @@ func (r *Reader) Take(f int) *Batch {
 	return b
 }
 
+// RewindFor answers fragment f's request to read again from to: the reader
+// rewinds if to is behind its position (every fragment then drops what it
+// applied before), and otherwise reminds f (Remind). It reports whether it
+// rewound.
+func (r *Reader) RewindFor(f int, to int64) (bool, error) {
+	if to >= r.cur.Offset {
+		r.Remind(f)
+		return false, nil
+	}
+	return true, r.Rewind(to)
+}
+
 // Remind makes fragment f's next batch due even if nothing changed since
 // its last one: f restored a checkpoint that is not behind the reader
 // (Rewind does nothing for it), but it lacks the watermark the reader sent

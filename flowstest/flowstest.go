@@ -312,13 +312,9 @@ func (d *Driver) rewind(f int, rw recovery.Rewind) error {
 	i := 0
 	for si, s := range d.plan.Sources() {
 		if si == rw.Part.Source {
-			r := d.readers[i+rw.Part.Partition]
-			if rw.To >= r.Position() {
-				r.Remind(f)
-				d.reminded = true
-				return nil
-			}
-			return r.Rewind(rw.To)
+			rewound, err := d.readers[i+rw.Part.Partition].RewindFor(f, rw.To)
+			d.reminded = d.reminded || !rewound
+			return err
 		}
 		i += s.Partitions
 	}
