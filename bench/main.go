@@ -9,9 +9,14 @@
 // plain-Go baseline, the p50/p99 end-to-end latency (an event read from the
 // source → the state it changes updated, sampled every 1024th event), and
 // the peak RSS of the run (the process's high-water mark, reset before it;
-// it includes the shared input, about 50 MB in the full run). Results go to
-// bench/results/latest.json and plots to bench/results/*.png. Workloads
+// it includes the shared input, about 50 MB in the full run). Workloads
 // whose feature has not landed yet are listed as "not yet".
+//
+// Results (latest.json and the plots) go to -out, by default
+// bench/results/local/, which git ignores: an ordinary run never changes a
+// tracked file. bench/results/ holds the committed reference run, which
+// only `make bench-reference` (-out bench/results) refreshes; a -quick run
+// may not write there.
 package main
 
 import (
@@ -39,6 +44,13 @@ type params struct {
 	quick      bool
 	in         *input // the cluster workloads' input, which the nodes generate again
 }
+
+// Where results go: the committed reference run, refreshed on purpose,
+// and the default for every other run, ignored by git.
+const (
+	referenceDir = "bench/results"
+	localDir     = "bench/results/local"
+)
 
 // profile is where to write a CPU profile of the engine runs ("" for none).
 var profile string
@@ -77,12 +89,16 @@ func main() {
 	flag.IntVar(&p.partitions, "partitions", runtime.GOMAXPROCS(0), "source partitions (and baseline producers)")
 	flag.IntVar(&p.rounds, "rounds", 3, "interleaved rounds; medians are reported")
 	flag.IntVar(&p.batch, "batch", 1024, "records per batch (engine and sharded baseline)")
-	out := flag.String("out", "bench/results", "directory for latest.json and the plots ('' for none)")
+	out := flag.String("out", localDir, "directory for latest.json and the plots ('' for none); "+referenceDir+" is the committed reference run")
 	flag.StringVar(&only, "only", "", "run only these workloads (comma-separated names), without the sweep")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of each engine run to this file (numbered after the first)")
 	flag.Parse()
 	if p.quick {
 		p.events, p.keys = 1_000_000, 10_000
+		if *out != "" && filepath.Clean(*out) == referenceDir {
+			fmt.Fprintf(os.Stderr, "bench: a -quick run does not replace the reference run in %s\n", referenceDir)
+			os.Exit(2)
+		}
 	}
 	if err := run(p, *out, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
