@@ -318,7 +318,7 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 	}
 	base := baselineRate(in, p)
 	r1, r3 := medianF(one), medianF(three)
-	return Result{Name: "three-nodes", Status: "ok", Events: len(in.idx), EventsPerSec: r3, BaselineEventsPerSec: base,
+	return Result{Name: "three-nodes", Events: len(in.idx), EventsPerSec: r3, BaselineEventsPerSec: base,
 		Baseline: "sharded plain-Go count", Ratio: r3 / base, Rounds: p.rounds,
 		Note: fmt.Sprintf("3 processes on one machine vs 1 node (%.2fM events/s): %.2fx; every run exact", r1/1e6, r3/r1)}, nil
 }
@@ -374,7 +374,7 @@ func failover(in *input, p params, w io.Writer) (Result, error) {
 			servingAfter.Round(time.Millisecond), exactAfter.Round(time.Millisecond))
 	}
 	s, e := median(serving), median(exact)
-	return Result{Name: "failover", Status: "ok", Events: len(in.idx), Rounds: p.rounds, RestoreMs: float64(s.Milliseconds()),
+	return Result{Name: "failover", Events: len(in.idx), Rounds: p.rounds, RestoreMs: float64(s.Milliseconds()),
 		CatchUpMs: float64(e.Milliseconds()),
 		Note: fmt.Sprintf("SIGKILL 1 of 3 nodes at a third of the input: all fragments serving again after %v (failure detection included), view exact after %v (the rest of the input included)",
 			s.Round(time.Millisecond), e.Round(time.Millisecond))}, nil

@@ -109,7 +109,8 @@ func main() {
 // Result is one workload's figures, as written to latest.json.
 type Result struct {
 	Name                 string  `json:"name"`
-	Status               string  `json:"status"` // "ok" or "not yet"
+	Status               string  `json:"status"` // see status
+	Goal                 *Goal   `json:"goal,omitempty"`
 	Events               int     `json:"events,omitempty"`
 	EventsPerSec         float64 `json:"events_per_sec"`
 	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"`
@@ -140,6 +141,7 @@ func run(p params, out string, w io.Writer) error {
 			return fmt.Errorf("%s: %w", r.Name, err)
 		}
 		r.Machine = machine
+		r.Status = status(r)
 		results = append(results, r)
 		return nil
 	}
@@ -220,13 +222,13 @@ func run(p params, out string, w io.Writer) error {
 
 func notYet(name, what string) func() (Result, error) {
 	return func() (Result, error) {
-		return Result{Name: name, Status: "not yet", Note: "needs " + what}, nil
+		return Result{Name: name, Status: statusNotYet, Note: "needs " + what}, nil
 	}
 }
 
 func printTable(w io.Writer, rs []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tstatus\tevents/s\tbaseline events/s\tratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
+	fmt.Fprintln(tw, "workload\tstatus\tgoal\tevents/s\tbaseline events/s\tratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
 	num := func(v float64, f string) string {
 		if v == 0 {
 			return "-"
@@ -234,7 +236,7 @@ func printTable(w io.Writer, rs []Result) {
 		return fmt.Sprintf(f, v)
 	}
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status, r.Goal,
 			num(r.EventsPerSec/1e6, "%.2fM"), num(r.BaselineEventsPerSec/1e6, "%.2fM"), num(r.Ratio, "%.2f"),
 			num(r.P50Ms, "%.2f"), num(r.P99Ms, "%.2f"), num(r.PeakRSSMB, "%.0f"), r.Note)
 	}
