@@ -78,6 +78,28 @@ type benchNode struct {
 	base   string
 	stderr *bytes.Buffer
 	done   chan struct{}
+	// cpu is the node's CPU time at its latest reading (readCPU), cpu0 at
+	// the start of the measured span.
+	cpu, cpu0 time.Duration
+}
+
+// readCPU reads the CPU time of every node still running (procCPU). A
+// node that has exited keeps its last reading: read them all just before
+// killing one.
+func readCPU(nodes []*benchNode) error {
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+			continue
+		default:
+		}
+		c, err := procCPU(n.cmd.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("node %s: cpu: %w", n.base, err)
+		}
+		n.cpu = c
+	}
+	return nil
 }
 
 // syncBuffer is a bytes.Buffer safe for the child's writer and our reads.
@@ -238,21 +260,32 @@ func viewCounts(base string) (map[string]int64, error) {
 	return out, nil
 }
 
+// clusterSpan is what a cluster run measured from its first observed
+// applied event to its last.
+type clusterSpan struct {
+	rate float64 // events/s
+	cpu  float64 // CPU ns per event, summed over the nodes
+}
+
 // clusterRun runs the keyed count on k nodes until every event is applied
-// and returns the throughput from the first applied event to the last
-// (the cluster's start-up excluded), after checking the view is exact.
-// kill, if set, is called with the nodes once a third of the events are
-// applied.
-func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) error) (float64, error) {
+// and returns the throughput and CPU per event from the first observed
+// applied event to the last (the cluster's start-up excluded), after
+// checking the view is exact. The CPU is every node's, read from
+// /proc/<pid>/stat at both ends of the span while the node runs (a node
+// killed meanwhile counts until its kill), so neither a node's start-up
+// (each generates the input) nor its shutdown is counted, which
+// getrusage(RUSAGE_CHILDREN) over the nodes' lives would. kill, if set, is
+// called with the nodes once a third of the events are applied.
+func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) error) (clusterSpan, error) {
 	dir, err := os.MkdirTemp("", "tessera-bench-cluster")
 	if err != nil {
-		return 0, err
+		return clusterSpan{}, err
 	}
 	defer os.RemoveAll(dir)
 	nodes, err := startNodes(p, k, dir)
 	defer stopNodes(nodes)
 	if err != nil {
-		return 0, nodeErr(err, nodes)
+		return clusterSpan{}, nodeErr(err, nodes)
 	}
 	total := int64(len(p.in.idx))
 	var first time.Time
@@ -263,30 +296,47 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 		n, _, err := applied(nodes[0].base)
 		if err == nil && n > 0 && first.IsZero() {
 			first, firstN = time.Now(), n
+			if err := readCPU(nodes); err != nil {
+				return clusterSpan{}, err
+			}
+			for _, nd := range nodes {
+				nd.cpu0 = nd.cpu
+			}
 		}
 		if err == nil && !killed && n >= total/3 {
 			killed = true
+			if err := readCPU(nodes); err != nil {
+				return clusterSpan{}, err
+			}
 			if err := kill(nodes); err != nil {
-				return 0, err
+				return clusterSpan{}, err
 			}
 		}
 		if err == nil && n == total && killed {
 			break
 		}
 		if n > total {
-			return 0, fmt.Errorf("%d events applied of %d: counted twice", n, total)
+			return clusterSpan{}, fmt.Errorf("%d events applied of %d: counted twice", n, total)
 		}
 		if time.Now().After(deadline) {
-			return 0, nodeErr(fmt.Errorf("%d of %d events applied after 10 minutes", n, total), nodes)
+			return clusterSpan{}, nodeErr(fmt.Errorf("%d of %d events applied after 10 minutes", n, total), nodes)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	rate := float64(total-firstN) / time.Since(first).Seconds()
+	span := time.Since(first)
+	if err := readCPU(nodes); err != nil {
+		return clusterSpan{}, err
+	}
+	var cpu time.Duration
+	for _, nd := range nodes {
+		cpu += nd.cpu - nd.cpu0
+	}
+	res := clusterSpan{rate: float64(total-firstN) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(max(total-firstN, 1))}
 	got, err := viewCounts(nodes[0].base)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
-	return rate, same(want, got)
+	return res, same(want, got)
 }
 
 func nodeErr(err error, nodes []*benchNode) error {
@@ -303,7 +353,7 @@ func nodeErr(err error, nodes []*benchNode) error {
 func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 	p.in = in
 	want := countMap(in)
-	var one, three []float64
+	var one, three []clusterSpan
 	for round := range p.rounds {
 		r1, err := clusterRun(p, 1, want, nil)
 		if err != nil {
@@ -314,24 +364,33 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 			return Result{Name: "three-nodes"}, fmt.Errorf("three nodes: %w", err)
 		}
 		one, three = append(one, r1), append(three, r3)
-		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s, 3 nodes %.2fM events/s\n", round+1, r1/1e6, r3/1e6)
+		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s %.0f ns CPU/event, 3 nodes %.2fM events/s %.0f ns CPU/event\n",
+			round+1, r1.rate/1e6, r1.cpu, r3.rate/1e6, r3.cpu)
 	}
-	base := baselineRate(in, p)
-	r1, r3 := medianF(one), medianF(three)
-	return Result{Name: "three-nodes", Events: len(in.idx), EventsPerSec: r3, BaselineEventsPerSec: base,
-		Baseline: "sharded plain-Go count", Ratio: r3 / base, Rounds: p.rounds,
-		Note: fmt.Sprintf("3 processes on one machine vs 1 node (%.2fM events/s): %.2fx; every run exact", r1/1e6, r3/r1)}, nil
+	base, baseCPU := baselineRate(in, p)
+	r1, r3 := medianSpan(one), medianSpan(three)
+	r := Result{Name: "three-nodes", Events: len(in.idx), Baseline: "sharded plain-Go count", Versus: "plain Go", Rounds: p.rounds,
+		Note: fmt.Sprintf("3 processes on one machine vs 1 node (%.2fM events/s): %.2fx; every run exact", r1.rate/1e6, r3.rate/r1.rate)}
+	r.against(r3.rate, r3.cpu, base, baseCPU)
+	return r, nil
 }
 
-// baselineRate is the faster plain-Go count's rate on the input.
-func baselineRate(in *input, p params) float64 {
-	start := time.Now()
-	countMap(in)
-	m := time.Since(start)
-	start = time.Now()
-	countSharded(in, p)
-	s := time.Since(start)
-	return float64(len(in.idx)) / min(m, s).Seconds()
+// medianSpan is the median rate and the median CPU per event of the runs.
+func medianSpan(ss []clusterSpan) clusterSpan {
+	rates, cpus := make([]float64, len(ss)), make([]float64, len(ss))
+	for i, s := range ss {
+		rates[i], cpus[i] = s.rate, s.cpu
+	}
+	return clusterSpan{medianF(rates), medianF(cpus)}
+}
+
+// baselineRate is the faster plain-Go count's rate on the input, and the
+// cheaper one's CPU per event.
+func baselineRate(in *input, p params) (float64, float64) {
+	m := measure(func() { countMap(in) })
+	s := measure(func() { countSharded(in, p) })
+	n := len(in.idx)
+	return max(costs{m}.rate(n), costs{s}.rate(n)), cheapest(n, costs{m}, costs{s})
 }
 
 // failover kills one of three nodes mid-stream and measures the time until
@@ -341,10 +400,11 @@ func failover(in *input, p params, w io.Writer) (Result, error) {
 	p.in = in
 	want := countMap(in)
 	var serving, exact []time.Duration
+	var cpu []float64
 	for round := range p.rounds {
 		var killedAt time.Time
 		var servingAfter time.Duration
-		_, err := clusterRun(p, 3, want, func(nodes []*benchNode) error {
+		r, err := clusterRun(p, 3, want, func(nodes []*benchNode) error {
 			if err := nodes[2].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				return err
 			}
@@ -369,14 +429,14 @@ func failover(in *input, p params, w io.Writer) (Result, error) {
 			return Result{Name: "failover"}, err
 		}
 		exactAfter := time.Since(killedAt)
-		serving, exact = append(serving, servingAfter), append(exact, exactAfter)
-		fmt.Fprintf(w, "  round %d: kill -> all fragments serving %v, kill -> view exact %v\n", round+1,
-			servingAfter.Round(time.Millisecond), exactAfter.Round(time.Millisecond))
+		serving, exact, cpu = append(serving, servingAfter), append(exact, exactAfter), append(cpu, r.cpu)
+		fmt.Fprintf(w, "  round %d: kill -> all fragments serving %v, kill -> view exact %v; %.0f ns CPU/event\n", round+1,
+			servingAfter.Round(time.Millisecond), exactAfter.Round(time.Millisecond), r.cpu)
 	}
 	s, e := median(serving), median(exact)
-	return Result{Name: "failover", Events: len(in.idx), Rounds: p.rounds, RestoreMs: float64(s.Milliseconds()),
+	return Result{Name: "failover", Events: len(in.idx), Rounds: p.rounds, CPUNsPerEvent: medianF(cpu), RestoreMs: float64(s.Milliseconds()),
 		CatchUpMs: float64(e.Milliseconds()),
-		Note: fmt.Sprintf("SIGKILL 1 of 3 nodes at a third of the input: all fragments serving again after %v (failure detection included), view exact after %v (the rest of the input included)",
+		Note: fmt.Sprintf("SIGKILL 1 of 3 nodes at a third of the input: all fragments serving again after %v (failure detection included), view exact after %v (the rest of the input included); CPU per event: the three nodes', the killed one's until its kill, replays included",
 			s.Round(time.Millisecond), e.Round(time.Millisecond))}, nil
 }
 

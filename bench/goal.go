@@ -60,6 +60,10 @@ func (r Result) figure(name string) (float64, bool) {
 		return r.EventsPerSec, true
 	case "ratio":
 		return r.Ratio, true
+	case "cpu_ns_per_event":
+		return r.CPUNsPerEvent, true
+	case "cpu_ratio":
+		return r.CPURatio, true
 	case "p50_ms":
 		return r.P50Ms, true
 	case "p99_ms":

@@ -115,19 +115,28 @@ type Result struct {
 	EventsPerSec         float64 `json:"events_per_sec"`
 	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"`
 	Baseline             string  `json:"baseline,omitempty"` // what the baseline is
-	Ratio                float64 `json:"ratio"`
-	P50Ms                float64 `json:"p50_ms"`
-	P99Ms                float64 `json:"p99_ms"`
-	PeakRSSMB            float64 `json:"peak_rss_mb"`
-	Rounds               int     `json:"rounds,omitempty"`
-	Machine              string  `json:"machine"`
-	Note                 string  `json:"note,omitempty"`
-	MapEventsPerSec      float64 `json:"map_baseline_events_per_sec,omitempty"`
-	ShardedEventsPerSec  float64 `json:"sharded_baseline_events_per_sec,omitempty"`
-	CheckpointIntervalMs float64 `json:"checkpoint_interval_ms,omitempty"`
-	RestoreMs            float64 `json:"restore_ms,omitempty"`
-	CatchUpMs            float64 `json:"catch_up_ms,omitempty"`
-	Keys                 int     `json:"keys,omitempty"`
+	Versus               string  `json:"versus,omitempty"`   // the baseline in a word or two, for the table
+	Ratio                float64 `json:"ratio"`              // events/s over the baseline's: above 1, the engine is faster
+	// CPU time (user + system) per event, in ns: the engine's and the
+	// baseline's, and the engine's over the baseline's (above 1, the engine
+	// spends more). See cpu.go for how each is measured.
+	CPUNsPerEvent         float64 `json:"cpu_ns_per_event"`
+	BaselineCPUNsPerEvent float64 `json:"baseline_cpu_ns_per_event"`
+	CPURatio              float64 `json:"cpu_ratio"`
+	P50Ms                 float64 `json:"p50_ms"`
+	P99Ms                 float64 `json:"p99_ms"`
+	PeakRSSMB             float64 `json:"peak_rss_mb"`
+	Rounds                int     `json:"rounds,omitempty"`
+	Machine               string  `json:"machine"`
+	Note                  string  `json:"note,omitempty"`
+	MapEventsPerSec       float64 `json:"map_baseline_events_per_sec,omitempty"`
+	ShardedEventsPerSec   float64 `json:"sharded_baseline_events_per_sec,omitempty"`
+	MapCPUNsPerEvent      float64 `json:"map_baseline_cpu_ns_per_event,omitempty"`
+	ShardedCPUNsPerEvent  float64 `json:"sharded_baseline_cpu_ns_per_event,omitempty"`
+	CheckpointIntervalMs  float64 `json:"checkpoint_interval_ms,omitempty"`
+	RestoreMs             float64 `json:"restore_ms,omitempty"`
+	CatchUpMs             float64 `json:"catch_up_ms,omitempty"`
+	Keys                  int     `json:"keys,omitempty"`
 }
 
 func run(p params, out string, w io.Writer) error {
@@ -206,7 +215,10 @@ func run(p params, out string, w io.Writer) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	b, _ := json.MarshalIndent(results, "", "  ")
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(out, "latest.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
@@ -228,7 +240,7 @@ func notYet(name, what string) func() (Result, error) {
 
 func printTable(w io.Writer, rs []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tstatus\tgoal\tevents/s\tbaseline events/s\tratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
+	fmt.Fprintln(tw, "workload\tstatus\tgoal\tevents/s\tCPU ns/event\tvs\tbaseline events/s\tbaseline CPU ns/event\tratio\tCPU ratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
 	num := func(v float64, f string) string {
 		if v == 0 {
 			return "-"
@@ -236,11 +248,33 @@ func printTable(w io.Writer, rs []Result) {
 		return fmt.Sprintf(f, v)
 	}
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status, r.Goal,
-			num(r.EventsPerSec/1e6, "%.2fM"), num(r.BaselineEventsPerSec/1e6, "%.2fM"), num(r.Ratio, "%.2f"),
+		vs := r.Versus
+		if vs == "" {
+			vs = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status, r.Goal,
+			num(r.EventsPerSec/1e6, "%.2fM"), num(r.CPUNsPerEvent, "%.0f"), vs,
+			num(r.BaselineEventsPerSec/1e6, "%.2fM"), num(r.BaselineCPUNsPerEvent, "%.0f"), num(r.Ratio, "%.2f"), num(r.CPURatio, "%.2f"),
 			num(r.P50Ms, "%.2f"), num(r.P99Ms, "%.2f"), num(r.PeakRSSMB, "%.0f"), r.Note)
 	}
 	tw.Flush()
+}
+
+// against sets the engine's and the baseline's throughput and CPU per
+// event, and their ratios (a ratio is left out when a side has no figure).
+func (r *Result) against(rate, cpu, baseRate, baseCPU float64) {
+	r.EventsPerSec, r.CPUNsPerEvent = rate, cpu
+	r.BaselineEventsPerSec, r.BaselineCPUNsPerEvent = baseRate, baseCPU
+	r.Ratio, r.CPURatio = ratio(rate, baseRate), ratio(cpu, baseCPU)
+}
+
+// ratio is a/b, or 0 (no figure) unless both are positive: a baseline too
+// quick to measure must not make an infinite ratio.
+func ratio(a, b float64) float64 {
+	if a > 0 && b > 0 {
+		return a / b
+	}
+	return 0
 }
 
 func median(ds []time.Duration) time.Duration {

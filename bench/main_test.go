@@ -54,8 +54,15 @@ func TestSmallRun(t *testing.T) {
 		t.Fatalf("keyed-count = %+v", kc)
 	}
 	for _, name := range []string{"stateless", "checkpoint-overhead", "recovery", "query-latency", "tumbling-1m", "sliding-30m", "session-windows"} {
-		if r := byName[name]; r.EventsPerSec <= 0 {
+		if r := byName[name]; r.EventsPerSec <= 0 || r.CPUNsPerEvent <= 0 {
 			t.Errorf("%s = %+v", name, r)
+		}
+	}
+	// The rows against a baseline in this process have its CPU per event.
+	for _, name := range []string{"stateless", "keyed-count", "checkpoint-overhead", "tumbling-1m", "sliding-30m", "session-windows"} {
+		r := byName[name]
+		if r.BaselineCPUNsPerEvent <= 0 || r.CPURatio != r.CPUNsPerEvent/r.BaselineCPUNsPerEvent {
+			t.Errorf("%s: CPU per event %v, baseline %v, ratio %v", name, r.CPUNsPerEvent, r.BaselineCPUNsPerEvent, r.CPURatio)
 		}
 	}
 	if r := byName["three-nodes"]; r.EventsPerSec <= 0 || r.Ratio <= 0 {
