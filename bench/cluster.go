@@ -41,6 +41,7 @@ func nodeMain(args []string) int {
 	events := fs.Int("events", 1_000_000, "events")
 	keys := fs.Int("keys", 10_000, "distinct keys")
 	parts := fs.Int("partitions", 2, "source partitions")
+	hold := fs.String("hold", "", "read no input until this file exists")
 	var nf cluster.Flags
 	if err := nf.Parse(fs, args); err != nil {
 		fmt.Fprintln(os.Stderr, "bench node:", err)
@@ -63,7 +64,11 @@ func nodeMain(args []string) int {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	in := newInput(*events, *keys)
-	f := benchFlow(&sliceSource{in: in, parts: *parts, repeat: 1}, nf.Fragments, false, &latencySink{}, nil)
+	src := &sliceSource{in: in, parts: *parts, repeat: 1}
+	if *hold != "" {
+		src.gate = &fileGate{path: *hold}
+	}
+	f := benchFlow(src, nf.Fragments, false, &latencySink{}, nil)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := nf.Serve(ctx, f, io.Discard, logger, nil); err != nil && !errors.Is(err, context.Canceled) {
@@ -122,9 +127,10 @@ func (b *syncBuffer) String() string {
 
 func freePort() (string, error) { return freeport.Addr() }
 
-// startNodes starts k nodes of a bench cluster and waits until every one
-// answers HTTP.
-func startNodes(p params, k int, dir string) ([]*benchNode, error) {
+// startNodes starts k nodes of a bench cluster, which read no input until
+// the file hold exists, and waits until every one answers HTTP (a node
+// answers once it is placed and its engine runs).
+func startNodes(p params, k int, dir, hold string) ([]*benchNode, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -150,7 +156,7 @@ func startNodes(p params, k int, dir string) ([]*benchNode, error) {
 		args := []string{"-node", fmt.Sprintf("n%d", i), "-http", httpAddr, "-gossip", gossip[i], "-remote", remote,
 			"-expect", fmt.Sprint(k), "-data", filepath.Join(dir, fmt.Sprintf("n%d", i)), "-fragments", fmt.Sprint(p.fragments),
 			"-events", fmt.Sprint(len(p.in.idx)), "-keys", fmt.Sprint(len(p.in.keys)), "-partitions", fmt.Sprint(p.partitions),
-			"-log-level", "warn", "-progress", "0", "-checkpoint-interval", "1s"}
+			"-log-level", "warn", "-progress", "0", "-checkpoint-interval", "1s", "-hold", hold}
 		if i > 0 {
 			args = append(args, "-join", gossip[0])
 		}
@@ -266,8 +272,8 @@ func viewCounts(base string) (map[string]int64, error) {
 	return out, nil
 }
 
-// clusterSpan is what a cluster run measured from its first observed
-// applied event to its last.
+// clusterSpan is what a cluster run measured from the release of its
+// input to its last applied event.
 type clusterSpan struct {
 	rate  float64   // events/s
 	cpu   float64   // CPU ns per event, summed over the nodes
@@ -275,41 +281,43 @@ type clusterSpan struct {
 }
 
 // clusterRun runs the keyed count on k nodes until every event is applied
-// and returns the throughput and CPU per event from the first observed
-// applied event to the last (the cluster's start-up excluded), once the
-// view is exact. The CPU is every node's, read from
-// /proc/<pid>/stat at both ends of the span while the node runs (a node
-// killed meanwhile counts until its kill), so neither a node's start-up
-// (each generates the input) nor its shutdown is counted, which
-// getrusage(RUSAGE_CHILDREN) over the nodes' lives would. kill, if set, is
-// called with the nodes once a third of the events are applied.
+// and the view is exact. The nodes hold their input until every one runs;
+// throughput and CPU per event are measured from its release to the last
+// applied event (observed every 10 ms), so the cluster's start-up is
+// excluded and even a small input spans a measurable time. The CPU is
+// every node's, read from /proc/<pid>/stat at both ends of the span while
+// the node runs (a node killed meanwhile counts until its kill), so
+// neither a node's start-up (each generates the input) nor its shutdown is
+// counted, which getrusage(RUSAGE_CHILDREN) over the nodes' lives would.
+// kill, if set, is called with the nodes once a third of the events are
+// applied.
 func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) error) (clusterSpan, error) {
 	dir, err := os.MkdirTemp("", "tessera-bench-cluster")
 	if err != nil {
 		return clusterSpan{}, err
 	}
 	defer os.RemoveAll(dir)
-	nodes, err := startNodes(p, k, dir)
+	hold := filepath.Join(dir, "release")
+	nodes, err := startNodes(p, k, dir, hold)
 	defer stopNodes(nodes)
 	if err != nil {
 		return clusterSpan{}, nodeErr(err, nodes)
 	}
+	if err := readCPU(nodes); err != nil {
+		return clusterSpan{}, err
+	}
+	for _, nd := range nodes {
+		nd.cpu0 = nd.cpu
+	}
+	start := time.Now()
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		return clusterSpan{}, err
+	}
 	total := int64(len(p.in.idx))
-	var first time.Time
-	var firstN int64
 	killed := kill == nil
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline := start.Add(10 * time.Minute)
 	for {
 		n, _, err := applied(nodes[0].base)
-		if err == nil && n > 0 && first.IsZero() {
-			first, firstN = time.Now(), n
-			if err := readCPU(nodes); err != nil {
-				return clusterSpan{}, err
-			}
-			for _, nd := range nodes {
-				nd.cpu0 = nd.cpu
-			}
-		}
 		if err == nil && !killed && n >= total/3 {
 			killed = true
 			if err := readCPU(nodes); err != nil {
@@ -330,7 +338,7 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	span := time.Since(first)
+	span := time.Since(start)
 	if err := readCPU(nodes); err != nil {
 		return clusterSpan{}, err
 	}
@@ -338,7 +346,7 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 	for _, nd := range nodes {
 		cpu += nd.cpu - nd.cpu0
 	}
-	res := clusterSpan{rate: float64(total-firstN) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(max(total-firstN, 1))}
+	res := clusterSpan{rate: float64(total) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(total)}
 	if res.exact, err = waitExact(nodes[0].base, want, time.Minute); err != nil {
 		return res, nodeErr(err, nodes)
 	}
