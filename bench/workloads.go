@@ -83,7 +83,7 @@ func keyedCount(in *input, p params, w io.Writer) (Result, error) {
 	r := Result{Name: "keyed-count", Events: n, Rounds: p.rounds, Versus: "plain Go",
 		Baseline:        "faster of one map and sharded goroutines fed by channels (CPU: the cheaper)",
 		MapEventsPerSec: m, ShardedEventsPerSec: s, MapCPUNsPerEvent: mc, ShardedCPUNsPerEvent: sc, PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("%d keys, %d fragments; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", len(in.keys), p.fragments, m/1e6, mc, s/1e6, sc)}
+		Note: fmt.Sprintf("%d events, %d keys, %d fragments; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", n, len(in.keys), p.fragments, m/1e6, mc, s/1e6, sc)}
 	r.against(eng.rate(n), eng.cpuPerEvent(n), max(m, s), min(mc, sc))
 	r.P50Ms, r.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	return r, nil
