@@ -1,16 +1,23 @@
-// Command bench runs Tessera's workloads against plain-Go baselines in the
-// same process, interleaved, and prints one table:
+// Command bench runs Tessera's workloads against baselines in the same
+// process, interleaved, and prints one table:
 //
 //	go run ./bench           # the full suite (a few minutes on 2 cores)
-//	go run ./bench -quick    # a smaller version, well under a minute
+//	go run ./bench -quick    # a smaller version, about a minute
 //
 // Every engine run is checked for exact results. The table gives, per
-// workload, the median events/s over the rounds, the ratio to the faster
-// plain-Go baseline, the p50/p99 end-to-end latency (an event read from the
-// source → the state it changes updated, sampled every 1024th event), and
-// the peak RSS of the run (the process's high-water mark, reset before it;
-// it includes the shared input, about 50 MB in the full run). Workloads
-// whose feature has not landed yet are listed as "not yet".
+// workload, the median events/s over the rounds and the median CPU time
+// per event (user + system: the machine-independent figure on a shared
+// machine; see cpu.go), the same for the row's baseline (vs: the faster
+// plain-Go program, the engine without checkpoints, one node), their
+// ratios, the p50/p99 end-to-end latency (an event read from the source →
+// the state it changes updated, sampled every 1024th event), and the peak
+// RSS of the run (the process's high-water mark, reset before it; it
+// includes the shared input, about 50 MB in the full run). The status
+// checks the row's goal, if it has one (goal.go). Workloads whose feature
+// has not landed yet are listed as "not yet".
+//
+// A workload is one entry of the steps in run: a function that returns
+// its Result, built with against for the engine and its baseline.
 //
 // Results (latest.json and the plots) go to -out, by default
 // bench/results/local/, which git ignores: an ordinary run never changes a
