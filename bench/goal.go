@@ -4,10 +4,9 @@ import "fmt"
 
 // The status column: what a row's figures say about its goal.
 const (
-	statusOK     = "ok"      // the row meets its goal
-	statusMissed = "missed"  // the row misses its goal
-	statusNoGoal = "-"       // the row has no goal
-	statusNotYet = "not yet" // the workload's feature has not landed
+	statusOK     = "ok"     // the row meets its goal
+	statusMissed = "missed" // the row misses its goal
+	statusNoGoal = "-"      // the row has no goal
 )
 
 // Goal is a bound one of a row's figures must keep for the row to be ok.
@@ -30,9 +29,6 @@ func (g *Goal) String() string {
 // status is a row's verdict. A goal on a figure the row does not have, or
 // with an unknown operator, is missed rather than passed.
 func status(r Result) string {
-	if r.Status == statusNotYet {
-		return statusNotYet
-	}
 	if r.Goal == nil {
 		return statusNoGoal
 	}

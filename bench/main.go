@@ -13,8 +13,7 @@
 // the state it changes updated, sampled every 1024th event), and the peak
 // RSS of the run (the process's high-water mark, reset before it; it
 // includes the shared input, about 50 MB in the full run). The status
-// checks the row's goal, if it has one (goal.go). Workloads whose feature
-// has not landed yet are listed as "not yet".
+// checks the row's goal, if it has one (goal.go).
 //
 // A workload is one entry of the steps in run: a function that returns
 // its Result, built with against for the engine and its baseline.
@@ -251,12 +250,6 @@ func run(p params, out string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "wrote %s/latest.json, throughput-by-fragments.png, latency-keyed-count.png\n", out)
 	return nil
-}
-
-func notYet(name, what string) func() (Result, error) {
-	return func() (Result, error) {
-		return Result{Name: name, Status: statusNotYet, Note: "needs " + what}, nil
-	}
 }
 
 func printTable(w io.Writer, rs []Result) {
