@@ -30,7 +30,7 @@ type engineRun struct {
 }
 
 type engineResult struct {
-	d       time.Duration
+	cost    cost // from the engine's start to every event applied
 	events  int64
 	counts  map[string]int64
 	kept    int64     // stateless: events kept by the filter
@@ -106,7 +106,7 @@ func runEngine(in *input, p params, run engineRun) (engineResult, error) {
 		}
 		defer stop()
 	}
-	start := time.Now()
+	cpu, start := cpuTime(), time.Now()
 	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch,
 		CheckpointInterval: run.checkpoint, Store: run.store})
 	if err != nil {
@@ -118,7 +118,7 @@ func runEngine(in *input, p params, run engineRun) (engineResult, error) {
 	} else {
 		<-e.Drained()
 	}
-	res.d = time.Since(start)
+	res.cost = cost{time.Since(start), cpuTime() - cpu}
 	res.peakRSS = peakRSSMB()
 	if err := e.Err(); err != nil {
 		return res, err
@@ -187,14 +187,14 @@ func windowRun(in *input, p params, w flows.Windows, gap time.Duration) (engineR
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	resetPeakRSS()
-	start := time.Now()
+	cpu, start := cpuTime(), time.Now()
 	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: -1})
 	if err != nil {
 		return res, 0, 0, err
 	}
 	defer e.Stop()
 	<-e.Drained()
-	res.d = time.Since(start)
+	res.cost = cost{time.Since(start), cpuTime() - cpu}
 	res.peakRSS = peakRSSMB()
 	return res, results.Load(), sum.Load(), e.Err()
 }

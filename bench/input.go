@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
@@ -61,7 +62,28 @@ type sliceSource struct {
 	parts     int
 	repeat    int
 	upto      float64
-	eventTime bool // bev.T holds event time instead of latency samples
+	eventTime bool      // bev.T holds event time instead of latency samples
+	gate      *fileGate // nil: read at once
+}
+
+// fileGate holds a source's readers back until a file exists: a cluster
+// run releases the input once every node runs, so its clock starts with
+// the input rather than with whichever node is placed first.
+type fileGate struct {
+	path string
+	open atomic.Bool
+}
+
+// opened says whether the file exists yet (a nil gate is open).
+func (g *fileGate) opened() bool {
+	if g == nil || g.open.Load() {
+		return true
+	}
+	if _, err := os.Stat(g.path); err != nil {
+		return false
+	}
+	g.open.Store(true)
+	return true
 }
 
 func (s *sliceSource) Partitions() int { return s.parts }
@@ -87,6 +109,9 @@ type sliceReader struct {
 }
 
 func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) error {
+	if !r.s.gate.opened() {
+		return nil // nothing yet: the engine polls again
+	}
 	end := r.next + max
 	if r.hi >= 0 {
 		end = min(r.hi, end)

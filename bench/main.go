@@ -1,16 +1,28 @@
-// Command bench runs Tessera's workloads against plain-Go baselines in the
-// same process, interleaved, and prints one table:
+// Command bench runs Tessera's workloads against baselines in the same
+// process, interleaved, and prints one table:
 //
 //	go run ./bench           # the full suite (a few minutes on 2 cores)
-//	go run ./bench -quick    # a smaller version, well under a minute
+//	go run ./bench -quick    # a smaller version, about a minute
 //
 // Every engine run is checked for exact results. The table gives, per
-// workload, the median events/s over the rounds, the ratio to the faster
-// plain-Go baseline, the p50/p99 end-to-end latency (an event read from the
-// source → the state it changes updated, sampled every 1024th event), and
-// the peak RSS of the run (the process's high-water mark, reset before it;
-// it includes the shared input, about 50 MB in the full run). Results go to
-// bench/results/latest.json and plots to bench/results/*.png.
+// workload, the median events/s over the rounds and the median CPU time
+// per event (user + system: the machine-independent figure on a shared
+// machine; see cpu.go), the same for the row's baseline (vs: the faster
+// plain-Go program, the engine without checkpoints, one node), their
+// ratios, the p50/p99 end-to-end latency (an event read from the source →
+// the state it changes updated, sampled every 1024th event), and the peak
+// RSS of the run (the process's high-water mark, reset before it; it
+// includes the shared input, about 50 MB in the full run). The status
+// checks the row's goal, if it has one (goal.go).
+//
+// A workload is one entry of the steps in run: a function that returns
+// its Result, built with against for the engine and its baseline.
+//
+// Results (latest.json and the plots) go to -out, by default
+// bench/results/local/, which git ignores: an ordinary run never changes a
+// tracked file. bench/results/ holds the committed reference run, which
+// only `make bench-reference` (-out bench/results) refreshes; a -quick run
+// may not write there.
 package main
 
 import (
@@ -30,6 +42,7 @@ import (
 
 type params struct {
 	events     int
+	keyed      int // the keyed count's and the sweep's events, if more than events
 	keys       int
 	fragments  int
 	partitions int
@@ -38,6 +51,13 @@ type params struct {
 	quick      bool
 	in         *input // the cluster workloads' input, which the nodes generate again
 }
+
+// Where results go: the committed reference run, refreshed on purpose,
+// and the default for every other run, ignored by git.
+const (
+	referenceDir = "bench/results"
+	localDir     = "bench/results/local"
+)
 
 // profile is where to write a CPU profile of the engine runs ("" for none).
 var profile string
@@ -69,19 +89,29 @@ func main() {
 		os.Exit(nodeMain(os.Args[1:]))
 	}
 	var p params
-	flag.BoolVar(&p.quick, "quick", false, "a small run (1M events, 10k keys)")
+	flag.BoolVar(&p.quick, "quick", false, "a small run (1M events, 5M for the keyed count and the sweep; 10k keys)")
 	flag.IntVar(&p.events, "events", 10_000_000, "events per run")
 	flag.IntVar(&p.keys, "keys", 100_000, "distinct keys")
 	flag.IntVar(&p.fragments, "fragments", 64, "engine fragments")
 	flag.IntVar(&p.partitions, "partitions", runtime.GOMAXPROCS(0), "source partitions (and baseline producers)")
 	flag.IntVar(&p.rounds, "rounds", 3, "interleaved rounds; medians are reported")
 	flag.IntVar(&p.batch, "batch", 1024, "records per batch (engine and sharded baseline)")
-	out := flag.String("out", "bench/results", "directory for latest.json and the plots ('' for none)")
+	out := flag.String("out", localDir, "directory for latest.json and the plots ('' for none); "+referenceDir+" is the committed reference run")
 	flag.StringVar(&only, "only", "", "run only these workloads (comma-separated names), without the sweep")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of each engine run to this file (numbered after the first)")
 	flag.Parse()
 	if p.quick {
 		p.events, p.keys = 1_000_000, 10_000
+		// Like the full run, the keyed count is timed from the engine's
+		// start, as its baselines are from theirs: start-up is a cost every
+		// run pays. At 1M events it was a tenth to a half of an engine run
+		// here (10-80 ms to start 64 fragments and apply a first batch,
+		// against 100-200 ms of counting); at 5M it is a few percent.
+		p.keyed = 5_000_000
+		if *out != "" && filepath.Clean(*out) == referenceDir {
+			fmt.Fprintf(os.Stderr, "bench: a -quick run does not replace the reference run in %s\n", referenceDir)
+			os.Exit(2)
+		}
 	}
 	if err := run(p, *out, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -92,37 +122,55 @@ func main() {
 // Result is one workload's figures, as written to latest.json.
 type Result struct {
 	Name                 string  `json:"name"`
-	Status               string  `json:"status"` // "ok"
+	Status               string  `json:"status"` // see status
+	Goal                 *Goal   `json:"goal,omitempty"`
 	Events               int     `json:"events,omitempty"`
 	EventsPerSec         float64 `json:"events_per_sec"`
 	BaselineEventsPerSec float64 `json:"baseline_events_per_sec"`
 	Baseline             string  `json:"baseline,omitempty"` // what the baseline is
-	Ratio                float64 `json:"ratio"`
-	P50Ms                float64 `json:"p50_ms"`
-	P99Ms                float64 `json:"p99_ms"`
-	PeakRSSMB            float64 `json:"peak_rss_mb"`
-	Rounds               int     `json:"rounds,omitempty"`
-	Machine              string  `json:"machine"`
-	Note                 string  `json:"note,omitempty"`
-	MapEventsPerSec      float64 `json:"map_baseline_events_per_sec,omitempty"`
-	ShardedEventsPerSec  float64 `json:"sharded_baseline_events_per_sec,omitempty"`
-	CheckpointIntervalMs float64 `json:"checkpoint_interval_ms,omitempty"`
-	RestoreMs            float64 `json:"restore_ms,omitempty"`
-	CatchUpMs            float64 `json:"catch_up_ms,omitempty"`
-	Keys                 int     `json:"keys,omitempty"`
+	Versus               string  `json:"versus,omitempty"`   // the baseline in a word or two, for the table
+	Ratio                float64 `json:"ratio"`              // events/s over the baseline's: above 1, the engine is faster
+	// CPU time (user + system) per event, in ns: the engine's and the
+	// baseline's, and the engine's over the baseline's (above 1, the engine
+	// spends more). See cpu.go for how each is measured.
+	CPUNsPerEvent         float64 `json:"cpu_ns_per_event"`
+	BaselineCPUNsPerEvent float64 `json:"baseline_cpu_ns_per_event"`
+	CPURatio              float64 `json:"cpu_ratio"`
+	P50Ms                 float64 `json:"p50_ms"`
+	P99Ms                 float64 `json:"p99_ms"`
+	PeakRSSMB             float64 `json:"peak_rss_mb"`
+	Rounds                int     `json:"rounds,omitempty"`
+	Machine               string  `json:"machine"`
+	Note                  string  `json:"note,omitempty"`
+	MapEventsPerSec       float64 `json:"map_baseline_events_per_sec,omitempty"`
+	ShardedEventsPerSec   float64 `json:"sharded_baseline_events_per_sec,omitempty"`
+	MapCPUNsPerEvent      float64 `json:"map_baseline_cpu_ns_per_event,omitempty"`
+	ShardedCPUNsPerEvent  float64 `json:"sharded_baseline_cpu_ns_per_event,omitempty"`
+	CheckpointIntervalMs  float64 `json:"checkpoint_interval_ms,omitempty"`
+	RestoreMs             float64 `json:"restore_ms,omitempty"`
+	CatchUpMs             float64 `json:"catch_up_ms,omitempty"`
+	Keys                  int     `json:"keys,omitempty"`
 }
 
 func run(p params, out string, w io.Writer) error {
 	machine := fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(w, "tessera bench: %d events, %d keys, %d fragments, %d partitions, %d rounds, on %s\n",
 		p.events, p.keys, p.fragments, p.partitions, p.rounds, machine)
+	if p.keyed > p.events {
+		fmt.Fprintf(w, "  keyed-count and the sweep: %d events\n", p.keyed)
+	}
 	in := newInput(p.events, p.keys)
+	kin := in
+	if p.keyed > p.events {
+		kin = newInput(p.keyed, p.keys)
+	}
 	var results []Result
 	add := func(r Result, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Name, err)
 		}
 		r.Machine = machine
+		r.Status = status(r)
 		results = append(results, r)
 		return nil
 	}
@@ -131,7 +179,7 @@ func run(p params, out string, w io.Writer) error {
 		fn   func() (Result, error)
 	}{
 		{"stateless", func() (Result, error) { return stateless(in, p, w) }},
-		{"keyed-count", func() (Result, error) { return keyedCount(in, p, w) }},
+		{"keyed-count", func() (Result, error) { return keyedCount(kin, p, w) }},
 		{"tumbling-1m", func() (Result, error) {
 			return windowed(in, p, "tumbling-1m", time.Minute, time.Minute, 0, len(in.idx), w)
 		}},
@@ -176,7 +224,7 @@ func run(p params, out string, w io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(w, "[sweep] keyed-count throughput by fragment count\n")
-	sweep, err := fragmentSweep(in, p, w)
+	sweep, err := fragmentSweep(kin, p, w)
 	if err != nil {
 		return err
 	}
@@ -187,7 +235,10 @@ func run(p params, out string, w io.Writer) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	b, _ := json.MarshalIndent(results, "", "  ")
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(out, "latest.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
@@ -203,7 +254,7 @@ func run(p params, out string, w io.Writer) error {
 
 func printTable(w io.Writer, rs []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tstatus\tevents/s\tbaseline events/s\tratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
+	fmt.Fprintln(tw, "workload\tstatus\tgoal\tevents/s\tCPU ns/event\tvs\tbaseline events/s\tbaseline CPU ns/event\tratio\tCPU ratio\tp50 ms\tp99 ms\tpeak RSS MB\tnote")
 	num := func(v float64, f string) string {
 		if v == 0 {
 			return "-"
@@ -211,11 +262,33 @@ func printTable(w io.Writer, rs []Result) {
 		return fmt.Sprintf(f, v)
 	}
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status,
-			num(r.EventsPerSec/1e6, "%.2fM"), num(r.BaselineEventsPerSec/1e6, "%.2fM"), num(r.Ratio, "%.2f"),
+		vs := r.Versus
+		if vs == "" {
+			vs = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status, r.Goal,
+			num(r.EventsPerSec/1e6, "%.2fM"), num(r.CPUNsPerEvent, "%.0f"), vs,
+			num(r.BaselineEventsPerSec/1e6, "%.2fM"), num(r.BaselineCPUNsPerEvent, "%.0f"), num(r.Ratio, "%.2f"), num(r.CPURatio, "%.2f"),
 			num(r.P50Ms, "%.2f"), num(r.P99Ms, "%.2f"), num(r.PeakRSSMB, "%.0f"), r.Note)
 	}
 	tw.Flush()
+}
+
+// against sets the engine's and the baseline's throughput and CPU per
+// event, and their ratios (a ratio is left out when a side has no figure).
+func (r *Result) against(rate, cpu, baseRate, baseCPU float64) {
+	r.EventsPerSec, r.CPUNsPerEvent = rate, cpu
+	r.BaselineEventsPerSec, r.BaselineCPUNsPerEvent = baseRate, baseCPU
+	r.Ratio, r.CPURatio = ratio(rate, baseRate), ratio(cpu, baseCPU)
+}
+
+// ratio is a/b, or 0 (no figure) unless both are positive: a baseline too
+// quick to measure must not make an infinite ratio.
+func ratio(a, b float64) float64 {
+	if a > 0 && b > 0 {
+		return a / b
+	}
+	return 0
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -34,22 +34,43 @@ func TestSmallRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	byName := map[string]Result{}
+	// The rows with a goal; every other row says it has none.
+	goals := map[string]string{"checkpoint-overhead": "ratio >= 0.9", "recovery": "restore_ms <= 1000", "query-latency": "p99_ms <= 5"}
 	for _, r := range rs {
 		byName[r.Name] = r
+		want := goals[r.Name]
+		if want == "" {
+			want = "-"
+		}
+		if got := r.Goal.String(); got != want {
+			t.Errorf("%s: goal %s, want %s", r.Name, got, want)
+		}
+		if r.Status != status(r) {
+			t.Errorf("%s: status %q, but its figures say %q", r.Name, r.Status, status(r))
+		}
 	}
 	kc := byName["keyed-count"]
-	if kc.Status != "ok" || kc.EventsPerSec <= 0 || kc.Ratio <= 0 || kc.P99Ms <= 0 {
+	if kc.EventsPerSec <= 0 || kc.Ratio <= 0 || kc.P99Ms <= 0 {
 		t.Fatalf("keyed-count = %+v", kc)
 	}
 	for _, name := range []string{"stateless", "checkpoint-overhead", "recovery", "query-latency", "tumbling-1m", "sliding-30m", "session-windows"} {
-		if r := byName[name]; r.Status != "ok" || r.EventsPerSec <= 0 {
+		if r := byName[name]; r.EventsPerSec <= 0 || r.CPUNsPerEvent <= 0 {
 			t.Errorf("%s = %+v", name, r)
 		}
 	}
-	if r := byName["three-nodes"]; r.Status != "ok" || r.EventsPerSec <= 0 || r.Ratio <= 0 {
+	// The rows against a baseline in this process have its CPU per event.
+	for _, name := range []string{"stateless", "keyed-count", "checkpoint-overhead", "tumbling-1m", "sliding-30m", "session-windows"} {
+		r := byName[name]
+		if r.BaselineCPUNsPerEvent <= 0 || r.CPURatio != r.CPUNsPerEvent/r.BaselineCPUNsPerEvent {
+			t.Errorf("%s: CPU per event %v, baseline %v, ratio %v", name, r.CPUNsPerEvent, r.BaselineCPUNsPerEvent, r.CPURatio)
+		}
+	}
+	// The nodes' CPU is read in 10 ms ticks: one node's share of this tiny
+	// input may be under one, three nodes' and a failover's are not.
+	if r := byName["three-nodes"]; r.EventsPerSec <= 0 || r.BaselineEventsPerSec <= 0 || r.Ratio != r.EventsPerSec/r.BaselineEventsPerSec || r.CPUNsPerEvent <= 0 {
 		t.Errorf("three-nodes = %+v", r)
 	}
-	if r := byName["failover"]; r.Status != "ok" || r.RestoreMs <= 0 || r.CatchUpMs < r.RestoreMs {
+	if r := byName["failover"]; r.RestoreMs <= 0 || r.CatchUpMs < r.RestoreMs || r.CPUNsPerEvent <= 0 {
 		t.Errorf("failover = %+v", r)
 	}
 	if r := byName["recovery"]; r.Keys != 500 || r.RestoreMs <= 0 {

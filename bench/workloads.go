@@ -17,24 +17,19 @@ import (
 // lastLatencies are the keyed count's sampled latencies, for the plot.
 var lastLatencies []float64
 
-func rate(n int, ds []time.Duration) float64 { return float64(n) / median(ds).Seconds() }
-
 func stateless(in *input, p params, w io.Writer) (Result, error) {
 	want := statelessLoop(in)
-	var tLoop, tPar, tEng []time.Duration
-	var lat []float64
-	var rss []float64
+	var loop, par, eng costs
+	var lat, rss []float64
 	for round := 1; round <= p.rounds; round++ {
 		runtime.GC()
-		start := time.Now()
-		statelessLoop(in)
-		tLoop = append(tLoop, time.Since(start))
+		loop = append(loop, measure(func() { statelessLoop(in) }))
 		runtime.GC()
-		start = time.Now()
-		if got := statelessParallel(in, p); got != want {
+		var got int64
+		par = append(par, measure(func() { got = statelessParallel(in, p) }))
+		if got != want {
 			return Result{}, fmt.Errorf("parallel baseline kept %d, want %d", got, want)
 		}
-		tPar = append(tPar, time.Since(start))
 		r, err := runEngine(in, p, engineRun{stateless: true, repeat: 1, checkpoint: -1})
 		if err != nil {
 			return Result{}, err
@@ -42,37 +37,33 @@ func stateless(in *input, p params, w io.Writer) (Result, error) {
 		if r.kept != want {
 			return Result{}, fmt.Errorf("engine kept %d, want %d", r.kept, want)
 		}
-		tEng = append(tEng, r.d)
+		eng = append(eng, r.cost)
 		rss = append(rss, r.peakRSS)
 		lat = append(lat, r.lat...)
-		fmt.Fprintf(w, "  round %d: loop %v, parallel %v, engine %v\n", round, round3(tLoop), round3(tPar), round3(tEng))
+		fmt.Fprintf(w, "  round %d: loop %v, parallel %v, engine %v\n", round, loop.last(), par.last(), eng.last())
 	}
-	base := max(rate(len(in.idx), tLoop), rate(len(in.idx), tPar))
-	eng := rate(len(in.idx), tEng)
-	r := Result{Name: "stateless", Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: eng,
-		BaselineEventsPerSec: base, Baseline: "faster of one loop and one goroutine per partition", Ratio: eng / base,
+	n := len(in.idx)
+	r := Result{Name: "stateless", Events: n, Rounds: p.rounds, Versus: "plain Go",
+		Baseline:  "faster of one loop and one goroutine per partition (CPU: the cheaper)",
 		PeakRSSMB: medianF(rss), Note: "map+filter, no key: readers only"}
+	r.against(eng.rate(n), eng.cpuPerEvent(n), max(loop.rate(n), par.rate(n)), cheapest(n, loop, par))
 	r.P50Ms, r.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	return r, nil
 }
 
-func round3(ds []time.Duration) time.Duration { return ds[len(ds)-1].Round(time.Millisecond) }
-
 func keyedCount(in *input, p params, w io.Writer) (Result, error) {
 	want := countMap(in)
-	var tMap, tSharded, tEng []time.Duration
+	var cmap, sharded, eng costs
 	var lat, rss []float64
 	for round := 1; round <= p.rounds; round++ {
 		runtime.GC()
-		start := time.Now()
-		countMap(in)
-		tMap = append(tMap, time.Since(start))
+		cmap = append(cmap, measure(func() { countMap(in) }))
 		runtime.GC()
-		start = time.Now()
-		if err := same(want, countSharded(in, p)); err != nil {
+		var got map[string]int64
+		sharded = append(sharded, measure(func() { got = countSharded(in, p) }))
+		if err := same(want, got); err != nil {
 			return Result{}, fmt.Errorf("sharded baseline: %w", err)
 		}
-		tSharded = append(tSharded, time.Since(start))
 		r, err := runEngine(in, p, engineRun{fragments: p.fragments, repeat: 1, checkpoint: -1, counts: true})
 		if err != nil {
 			return Result{}, err
@@ -80,17 +71,20 @@ func keyedCount(in *input, p params, w io.Writer) (Result, error) {
 		if err := same(want, r.counts); err != nil {
 			return Result{}, fmt.Errorf("engine: %w", err)
 		}
-		tEng = append(tEng, r.d)
+		eng = append(eng, r.cost)
 		lat = append(lat, r.lat...)
 		rss = append(rss, r.peakRSS)
-		fmt.Fprintf(w, "  round %d: map %v, sharded %v, engine %v\n", round, round3(tMap), round3(tSharded), round3(tEng))
+		fmt.Fprintf(w, "  round %d: map %v, sharded %v, engine %v\n", round, cmap.last(), sharded.last(), eng.last())
 	}
 	lastLatencies = append([]float64(nil), lat...)
-	m, s, e := rate(len(in.idx), tMap), rate(len(in.idx), tSharded), rate(len(in.idx), tEng)
-	r := Result{Name: "keyed-count", Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: e,
-		BaselineEventsPerSec: max(m, s), Baseline: "faster of one map and sharded goroutines fed by channels", Ratio: e / max(m, s),
-		MapEventsPerSec: m, ShardedEventsPerSec: s, PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("%d keys, %d fragments; map %.2fM/s, sharded %.2fM/s", len(in.keys), p.fragments, m/1e6, s/1e6)}
+	n := len(in.idx)
+	m, s := cmap.rate(n), sharded.rate(n)
+	mc, sc := cmap.cpuPerEvent(n), sharded.cpuPerEvent(n)
+	r := Result{Name: "keyed-count", Events: n, Rounds: p.rounds, Versus: "plain Go",
+		Baseline:        "faster of one map and sharded goroutines fed by channels (CPU: the cheaper)",
+		MapEventsPerSec: m, ShardedEventsPerSec: s, MapCPUNsPerEvent: mc, ShardedCPUNsPerEvent: sc, PeakRSSMB: medianF(rss),
+		Note: fmt.Sprintf("%d events, %d keys, %d fragments; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", n, len(in.keys), p.fragments, m/1e6, mc, s/1e6, sc)}
+	r.against(eng.rate(n), eng.cpuPerEvent(n), max(m, s), min(mc, sc))
 	r.P50Ms, r.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	return r, nil
 }
@@ -103,14 +97,14 @@ func checkpointOverhead(in *input, p params, w io.Writer) (Result, error) {
 	if p.quick {
 		interval = 20 * time.Millisecond // short runs: checkpoint often enough to count
 	}
-	var tNone, tCkpt []time.Duration
+	var none, ckpt costs
 	var lat, rss []float64
 	for round := 1; round <= p.rounds; round++ {
 		r, err := runEngine(in, p, engineRun{fragments: p.fragments, repeat: repeat, checkpoint: -1})
 		if err != nil {
 			return Result{}, err
 		}
-		tNone = append(tNone, r.d)
+		none = append(none, r.cost)
 		dir, err := os.MkdirTemp("", "tessera-bench-")
 		if err != nil {
 			return Result{}, err
@@ -126,18 +120,18 @@ func checkpointOverhead(in *input, p params, w io.Writer) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		tCkpt = append(tCkpt, r2.d)
+		ckpt = append(ckpt, r2.cost)
 		lat = append(lat, r2.lat...)
 		rss = append(rss, r2.peakRSS)
 		fmt.Fprintf(w, "  round %d: no checkpoints %v, checkpoints every %v %v (%d MB written)\n", round,
-			r.d.Round(time.Millisecond), interval, r2.d.Round(time.Millisecond), written>>20)
+			none.last(), interval, ckpt.last(), written>>20)
 	}
 	n := len(in.idx) * repeat
-	none, with := rate(n, tNone), rate(n, tCkpt)
-	res := Result{Name: "checkpoint-overhead", Status: "ok", Events: n, Rounds: p.rounds,
-		EventsPerSec: with, BaselineEventsPerSec: none, Baseline: "the engine without checkpoints", Ratio: with / none,
+	res := Result{Name: "checkpoint-overhead", Events: n, Rounds: p.rounds, Goal: atLeast("ratio", 0.9),
+		Baseline: "the engine without checkpoints", Versus: "no checkpoints",
 		CheckpointIntervalMs: float64(interval.Milliseconds()), PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("keyed count, checkpoints to disk every %v; goal ratio >= 0.90", interval)}
+		Note: fmt.Sprintf("keyed count, checkpoints to disk every %v", interval)}
+	res.against(ckpt.rate(n), ckpt.cpuPerEvent(n), none.rate(n), none.cpuPerEvent(n))
 	res.P50Ms, res.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	return res, nil
 }
@@ -157,7 +151,8 @@ func recoveryRun(in *input, p params, w io.Writer) (Result, error) {
 	}
 	defer store.Close()
 	first := engineRun{fragments: 1, repeat: 1, upto: 0.9, checkpoint: -1, store: store}
-	var restores, catchups []time.Duration
+	var restores []time.Duration
+	var catchups costs
 	var entries int64
 	var rss []float64
 	for round := 1; round <= p.rounds; round++ {
@@ -190,16 +185,17 @@ func recoveryRun(in *input, p params, w io.Writer) (Result, error) {
 		if total != int64(len(in.idx)) {
 			return Result{}, fmt.Errorf("%d events counted after the restart, want %d", total, len(in.idx))
 		}
-		catchups = append(catchups, r.d)
+		catchups = append(catchups, r.cost)
 		rss = append(rss, r.peakRSS)
 		fmt.Fprintf(w, "  round %d: restore %v, restart + catch-up of %d events %v\n", round,
-			restores[len(restores)-1].Round(time.Microsecond), r.events, r.d.Round(time.Millisecond))
+			restores[len(restores)-1].Round(time.Microsecond), r.events, catchups.last())
 	}
-	rest, catch := median(restores), median(catchups)
-	return Result{Name: "recovery", Status: "ok", Events: len(in.idx) / 10, Rounds: p.rounds,
-		EventsPerSec: float64(len(in.idx)/10) / catch.Seconds(), RestoreMs: float64(rest.Microseconds()) / 1000,
+	n := len(in.idx) / 10
+	rest, catch := median(restores), catchups.wall()
+	return Result{Name: "recovery", Events: n, Rounds: p.rounds, Goal: atMost("restore_ms", 1000),
+		EventsPerSec: catchups.rate(n), CPUNsPerEvent: catchups.cpuPerEvent(n), RestoreMs: float64(rest.Microseconds()) / 1000,
 		CatchUpMs: float64(catch.Microseconds()) / 1000, Keys: int(entries), PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("restore of a %d-key fragment %.1f ms (goal <= 1 s); restart + catch-up %.0f ms", entries,
+		Note: fmt.Sprintf("restore of a %d-key fragment %.1f ms; restart + catch-up %.0f ms (events/s and CPU: the catch-up's, restore included)", entries,
 			float64(rest.Microseconds())/1000, float64(catch.Microseconds())/1000)}, nil
 }
 
@@ -242,14 +238,14 @@ func queryLatency(in *input, p params, w io.Writer) (Result, error) {
 	if len(point) == 0 {
 		return Result{}, fmt.Errorf("no query answered")
 	}
-	ingest := float64(ingested) / r.d.Seconds()
+	ingest := float64(ingested) / r.cost.wall.Seconds()
 	p50, p99 := percentile(point, 0.5), percentile(point, 0.99)
 	a50, a99 := percentile(agg, 0.5), percentile(agg, 0.99)
 	fmt.Fprintf(w, "  %d point lookups: p50 %.2f ms, p99 %.2f ms; %d top-10 queries over every fragment: p50 %.2f ms, p99 %.2f ms; ingest %.2fM events/s\n",
 		len(point), p50, p99, len(agg), a50, a99, ingest/1e6)
-	return Result{Name: "query-latency", Status: "ok", Events: int(ingested), EventsPerSec: ingest, P50Ms: p50, P99Ms: p99,
-		PeakRSSMB: r.peakRSS,
-		Note:      fmt.Sprintf("point lookup p50/p99 (goal p99 <= 5 ms) under full-speed ingest; top-10 over %d fragments p50 %.2f ms, p99 %.2f ms", p.fragments, a50, a99)}, nil
+	return Result{Name: "query-latency", Goal: atMost("p99_ms", 5), Events: int(ingested), EventsPerSec: ingest,
+		CPUNsPerEvent: float64(r.cost.cpu.Nanoseconds()) / float64(max(ingested, 1)), P50Ms: p50, P99Ms: p99, PeakRSSMB: r.peakRSS,
+		Note: fmt.Sprintf("point lookup p50/p99 under full-speed ingest (CPU per event: the queries' included); top-10 over %d fragments p50 %.2f ms, p99 %.2f ms", p.fragments, a50, a99)}, nil
 }
 
 type sweepPoint struct {
@@ -265,9 +261,10 @@ func fragmentSweep(in *input, p params, w io.Writer) ([]sweepPoint, error) {
 		if err != nil {
 			return nil, err
 		}
-		pt := sweepPoint{g, float64(len(in.idx)) / r.d.Seconds()}
+		pt := sweepPoint{g, float64(len(in.idx)) / r.cost.wall.Seconds()}
 		out = append(out, pt)
-		fmt.Fprintf(w, "  %3d fragments: %.2fM events/s\n", g, pt.perSec/1e6)
+		fmt.Fprintf(w, "  %3d fragments: %.2fM events/s, %.0f ns CPU/event\n", g, pt.perSec/1e6,
+			float64(r.cost.cpu.Nanoseconds())/float64(len(in.idx)))
 	}
 	return out, nil
 }
@@ -284,32 +281,32 @@ func windowed(in *input, p params, name string, size, slide, gap time.Duration, 
 		}
 		return windowMap(in, p, int64(size), int64(slide))
 	}
-	var tMap, tEng []time.Duration
+	var base, eng costs
 	var rss []float64
 	wantN, wantSum := baseline()
 	for round := 1; round <= p.rounds; round++ {
 		runtime.GC()
-		start := time.Now()
-		baseline()
-		tMap = append(tMap, time.Since(start))
-		r, n, sum, err := windowRun(in, p, flows.Windows{}, gap)
+		base = append(base, measure(func() { baseline() }))
+		var win flows.Windows // sessions: none
 		if gap <= 0 {
-			r, n, sum, err = windowRun(in, p, flows.Sliding(size, slide), 0)
+			win = flows.Sliding(size, slide)
 		}
+		r, n, sum, err := windowRun(in, p, win, gap)
 		if err != nil {
 			return Result{}, err
 		}
 		if n != wantN || sum != wantSum {
 			return Result{}, fmt.Errorf("engine emitted %d windows summing %d, want %d summing %d", n, sum, wantN, wantSum)
 		}
-		tEng = append(tEng, r.d)
+		eng = append(eng, r.cost)
 		rss = append(rss, r.peakRSS)
-		fmt.Fprintf(w, "  round %d: map %v, engine %v (%d windows)\n", round, round3(tMap), round3(tEng), n)
+		fmt.Fprintf(w, "  round %d: map %v, engine %v (%d windows)\n", round, base.last(), eng.last(), n)
 	}
-	m, e := rate(len(in.idx), tMap), rate(len(in.idx), tEng)
-	res := Result{Name: name, Status: "ok", Events: len(in.idx), Rounds: p.rounds, EventsPerSec: e,
-		BaselineEventsPerSec: m, Baseline: "one goroutine with a map per key and window", Ratio: e / m, PeakRSSMB: medianF(rss),
+	n := len(in.idx)
+	res := Result{Name: name, Events: n, Rounds: p.rounds, Versus: "plain Go",
+		Baseline: "one goroutine with a map per key and window", PeakRSSMB: medianF(rss),
 		Note: fmt.Sprintf("count per key, %v windows every %v over %v of event time; %d window results", size, slide, time.Duration(eventSpan), wantN)}
+	res.against(eng.rate(n), eng.cpuPerEvent(n), base.rate(n), base.cpuPerEvent(n))
 	if gap > 0 {
 		res.Baseline = "one goroutine: every key's times sorted and cut at gaps"
 		res.Note = fmt.Sprintf("count per key in sessions with a %v gap over %v of event time; %d sessions", gap, time.Duration(eventSpan), wantN)
