@@ -64,7 +64,11 @@ func Open(dir string, fs vfs.FS, logger *slog.Logger) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	opts := &pebble.Options{FS: fs, Logger: pebbleLogger{logger}, EventListener: &pebble.EventListener{
+	// A large memtable: exchange outputs are written with one checkpoint and
+	// deleted a checkpoint or two later, and in one memtable the write and
+	// its deletion never reach an sstable (the compactions of that churn
+	// took a quarter of a two-stage pipeline's CPU with the default).
+	opts := &pebble.Options{FS: fs, MemTableSize: 64 << 20, Logger: pebbleLogger{logger}, EventListener: &pebble.EventListener{
 		// Pebble's default is to stop the process. Reads of the corrupt
 		// data fail; Load reports them as ErrCorrupt.
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
