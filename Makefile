@@ -46,5 +46,6 @@ fuzz:
 	$(GO) test ./connectors/file -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime 20s
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseWindowQuery$$' -fuzztime 20s
+	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseWindowedKeyedQuery$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeCheckpoint$$' -fuzztime 20s
