@@ -41,13 +41,25 @@ func (p *Plan) viewDef(view string) (*viewDef, error) {
 	return nil, fmt.Errorf("%w %q", splice.ErrUnknownView, view)
 }
 
+// answerVersion is the version of the answers of view v: 2 for windowed
+// keyed views, whose windows carry entries; 1, which nodes built before
+// them read, for the others.
+func answerVersion(v *viewDef) byte {
+	if v.spec.Kind == splice.WindowedKeyed {
+		return 2
+	}
+	return 1
+}
+
 // EncodeAnswer encodes a fragment's answer to a request on view, to cross
 // nodes:
 //
-//	version byte (1); freshness (uvarint length + JSON); horizon varint
+//	version byte (1, or 2 for windowed keyed views); freshness (uvarint length + JSON); horizon varint
 //	partial: byte 0 (none) or 1 + uvarint length + the partial's codec
 //	entries uvarint, each: key, value (uvarint length + bytes), score (8 bytes)
-//	windows uvarint, each: start, end varint, partial (uvarint length + bytes)
+//	windows uvarint, each: start, end varint, then
+//	  version 1: partial (uvarint length + bytes)
+//	  version 2: partial as above (byte 0 or 1 + ...), keys uvarint, entries as above
 func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
 	v, err := p.viewDef(view)
 	if err != nil {
@@ -57,7 +69,8 @@ func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := []byte{1}
+	version := answerVersion(v)
+	b := []byte{version}
 	b = appendBytes(b, fr)
 	b = binary.AppendVarint(b, a.Horizon)
 	withLen := func(b []byte, c valueCodec, x any) ([]byte, error) {
@@ -72,24 +85,47 @@ func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
 		}
 		return putLength(b, mark), nil
 	}
-	if a.Partial == nil {
-		b = append(b, 0)
-	} else if b, err = withLen(append(b, 1), v.parts, a.Partial); err != nil {
+	partial := func(b []byte, x any) ([]byte, error) {
+		if x == nil {
+			return append(b, 0), nil
+		}
+		return withLen(append(b, 1), v.parts, x)
+	}
+	entries := func(b []byte, es []splice.Entry) ([]byte, error) {
+		b = binary.AppendUvarint(b, uint64(len(es)))
+		for _, e := range es {
+			b = appendBytes(b, []byte(e.Key))
+			if b, err = withLen(b, v.vals, e.Value); err != nil {
+				return nil, err
+			}
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Score))
+		}
+		return b, nil
+	}
+	if b, err = partial(b, a.Partial); err != nil {
 		return nil, err
 	}
-	b = binary.AppendUvarint(b, uint64(len(a.Entries)))
-	for _, e := range a.Entries {
-		b = appendBytes(b, []byte(e.Key))
-		if b, err = withLen(b, v.vals, e.Value); err != nil {
-			return nil, err
-		}
-		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Score))
+	if b, err = entries(b, a.Entries); err != nil {
+		return nil, err
 	}
 	b = binary.AppendUvarint(b, uint64(len(a.Windows)))
 	for _, w := range a.Windows {
 		b = binary.AppendVarint(b, w.Start)
 		b = binary.AppendVarint(b, w.End)
-		if b, err = withLen(b, v.parts, w.Partial); err != nil {
+		if version == 1 {
+			if w.Keys != 0 || len(w.Entries) > 0 {
+				return nil, fmt.Errorf("view %q: window entries in an answer of a view without them", view)
+			}
+			if b, err = withLen(b, v.parts, w.Partial); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if b, err = partial(b, w.Partial); err != nil {
+			return nil, err
+		}
+		b = binary.AppendUvarint(b, uint64(w.Keys))
+		if b, err = entries(b, w.Entries); err != nil {
 			return nil, err
 		}
 	}
@@ -108,7 +144,11 @@ func (p *Plan) DecodeAnswer(view string, data []byte) (splice.Answer, error) {
 	if err != nil {
 		return a, err
 	}
-	if len(data) == 0 || data[0] != 1 {
+	version := answerVersion(v)
+	if len(data) == 0 || data[0] != version {
+		if len(data) > 0 && (data[0] == 1 || data[0] == 2) {
+			return a, fmt.Errorf("view %q: answer of version %d, want %d (a node of another build?)", view, data[0], version)
+		}
 		return a, errors.New("malformed answer: unknown version")
 	}
 	r := &batchReader{b: data[1:], kind: "answer"}
@@ -133,46 +173,65 @@ func (p *Plan) DecodeAnswer(view string, data []byte) (splice.Answer, error) {
 		}
 		return x
 	}
-	if r.err == nil && len(r.b) > 0 {
+	partial := func(what string) any {
+		if r.err != nil || len(r.b) == 0 {
+			r.fail(what)
+			return nil
+		}
 		flag := r.b[0]
 		r.b = r.b[1:]
-		if flag == 1 {
-			a.Partial = value(v.parts, "partial")
+		switch flag {
+		case 0:
+			return nil
+		case 1:
+			return value(v.parts, what)
 		}
-	} else {
-		r.fail("partial")
+		r.fail(what)
+		return nil
 	}
-	n := r.uvarint("entries")
-	if n > uint64(len(r.b)) {
-		r.fail("entries")
+	entries := func() []splice.Entry {
+		n := r.uvarint("entries")
+		if n > uint64(len(r.b)) {
+			r.fail("entries")
+		}
+		var es []splice.Entry
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			key := string(r.bytes("key"))
+			val := value(v.vals, "value")
+			if r.err != nil || len(r.b) < 8 {
+				r.fail("score")
+				break
+			}
+			score := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+			r.b = r.b[8:]
+			if v.parseKey == nil {
+				r.fail("entries of a view without keys")
+				break
+			}
+			sort, err := v.parseKey(key)
+			if err != nil {
+				r.fail(fmt.Sprintf("key %q: %v", key, err))
+				break
+			}
+			es = append(es, splice.Entry{Key: key, Value: val, Score: score, Sort: sort})
+		}
+		return es
 	}
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		key := string(r.bytes("key"))
-		val := value(v.vals, "value")
-		if r.err != nil || len(r.b) < 8 {
-			r.fail("score")
-			break
-		}
-		score := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
-		r.b = r.b[8:]
-		if v.parseKey == nil {
-			r.fail("entries of a view without keys")
-			break
-		}
-		sort, err := v.parseKey(key)
-		if err != nil {
-			r.fail(fmt.Sprintf("key %q: %v", key, err))
-			break
-		}
-		a.Entries = append(a.Entries, splice.Entry{Key: key, Value: val, Score: score, Sort: sort})
-	}
-	n = r.uvarint("windows")
+	a.Partial = partial("partial")
+	a.Entries = entries()
+	n := r.uvarint("windows")
 	if n > uint64(len(r.b)) {
 		r.fail("windows")
 	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		w := splice.WindowPartial{Start: r.varint("start"), End: r.varint("end")}
-		w.Partial = value(v.parts, "window partial")
+		if version == 1 {
+			w.Partial = value(v.parts, "window partial")
+		} else {
+			w.Partial = partial("window partial")
+			w.Keys = int64(r.uvarint("window keys"))
+			w.Entries = entries()
+		}
 		a.Windows = append(a.Windows, w)
 	}
 	if r.err == nil && len(r.b) != 0 {

@@ -336,24 +336,7 @@ func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(
 	if kc == nil {
 		return // KeyBy reported the missing codec
 	}
-	g := f.fragments
-	spec := splice.Spec{
-		Name: name, Kind: splice.Keyed,
-		FragmentOf: func(key string) (int, error) {
-			k, err := kc.Parse(key)
-			if err != nil {
-				return 0, fmt.Errorf("key %q: %w", key, err)
-			}
-			return shard.Fragment(hash(k), g), nil
-		},
-		CheckAfter: func(key string) error {
-			if _, err := kc.Parse(key); err != nil {
-				return fmt.Errorf("after %q: %w", key, err)
-			}
-			return nil
-		},
-		Compare: func(a, b any) int { return kc.Compare(a.(K), b.(K)) },
-	}
+	spec := keyedSpec(f, name, splice.Keyed, kc, hash)
 	f.views = append(f.views, viewDef{spec: spec, vals: vals, parseKey: func(s string) (any, error) { return kc.Parse(s) },
 		query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 			switch req.Op {
@@ -380,6 +363,29 @@ func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(
 			}
 			return splice.Answer{}, fmt.Errorf("%w: view %q is keyed", splice.ErrBadRequest, name)
 		}})
+}
+
+// keyedSpec is the spec of a view whose entries are keys of kc, each in
+// the fragment its hash names.
+func keyedSpec[K comparable](f *Flow, name string, kind splice.Kind, kc KeyCodec[K], hash func(K) uint64) splice.Spec {
+	g := f.fragments
+	return splice.Spec{
+		Name: name, Kind: kind,
+		FragmentOf: func(key string) (int, error) {
+			k, err := kc.Parse(key)
+			if err != nil {
+				return 0, fmt.Errorf("key %q: %w", key, err)
+			}
+			return shard.Fragment(hash(k), g), nil
+		},
+		CheckAfter: func(key string) error {
+			if _, err := kc.Parse(key); err != nil {
+				return fmt.Errorf("after %q: %w", key, err)
+			}
+			return nil
+		},
+		Compare: func(a, b any) int { return kc.Compare(a.(K), b.(K)) },
+	}
 }
 
 // selectKeys picks a fragment's entries for q among n keys: the first

@@ -87,6 +87,7 @@ type Windowed[K comparable, T, A any] struct {
 	w       Windows
 	session bool
 	in      KeyedStream[K, T]
+	ac      Codec[A] // the accumulator's (WindowAggregate)
 }
 
 // WindowAggregate folds every event of a key into the event-time windows
@@ -122,7 +123,7 @@ func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, in
 		fr.addTimers(ks.stage, wo)
 		ks.subscribe(fr, func(k K, v T) { wo.event(fr, k, v) })
 	})
-	return Windowed[K, T, A]{f: f, op: op, w: w, in: ks}
+	return Windowed[K, T, A]{f: f, op: op, w: w, in: ks, ac: ac}
 }
 
 // ByKey is the stream of window results keyed by their key. A key's
@@ -246,13 +247,14 @@ type windowOp[K comparable, T, A any] struct {
 	timers    winHeap[K]
 	subs      []func(WindowResult[K, A])
 	late      []func(T)
-	// views (WindowView) see each window's keys: byStart indexes the state
-	// by window start, kept only when there are views.
+	// views (WindowView, KeyedView) see each window's keys: byStart
+	// indexes the state by window start, kept only when there are views.
 	views   []windowHook[K, A]
 	byStart map[int64]map[K]*winState[A]
 }
 
-// windowHook is a WindowView's side of a window operator.
+// windowHook is a view's side of a window operator (WindowView,
+// Windowed.KeyedView).
 type windowHook[K comparable, A any] interface {
 	// closeWindow takes a key's final value of a window as its state goes.
 	closeWindow(k K, start int64, acc A)

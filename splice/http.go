@@ -33,15 +33,17 @@ type HandlerConfig struct {
 // Register adds the view routes to mux:
 //
 //	GET /v1/views                      the views, their kinds and freshness
-//	GET /v1/views/{view}               an aggregate's value, or a keyed view's entries
-//	GET /v1/views/{view}/keys/{key}    one key of a keyed view
+//	GET /v1/views/{view}               an aggregate's value, a keyed view's entries, or windows
+//	GET /v1/views/{view}/keys/{key}    one key of a keyed or windowed keyed view
 //	GET /v1/views/{view}/watch         server-sent events as the answer changes
 //
 // Windowed views take window=latest, from and to (RFC 3339), and limit.
 // Keyed queries take limit (default 1000, at most 10,000,000), after (page
 // on after this key), prefix, and top (the top N by value instead of key
-// order). Errors are JSON {"error": "..."}: 404 for an unknown view or key,
-// 400 for bad parameters.
+// order). Windowed keyed views take both: window, from and to choose the
+// windows, and limit, after, prefix and top the entries of each window; a
+// key of one takes window, from and to. Errors are JSON {"error": "..."}:
+// 404 for an unknown view or key, 400 for bad parameters.
 func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -194,6 +196,13 @@ func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
 		}
 		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpWindows, Query: q})
 	}
+	if spec.Kind == WindowedKeyed {
+		q, err := ParseWindowedKeyedQuery(params)
+		if err != nil {
+			return Result{}, err
+		}
+		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
+	}
 	if spec.Kind == Aggregate {
 		if len(params) > 0 {
 			return Result{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
@@ -220,6 +229,9 @@ func (h *handler) view(w http.ResponseWriter, r *http.Request) {
 	case Windowed:
 		WriteJSON(w, http.StatusOK, windowedAnswer(res))
 		return
+	case WindowedKeyed:
+		writeKeyedWindows(w, res)
+		return
 	}
 	writeEntries(w, res)
 }
@@ -240,9 +252,26 @@ func ParseWindowQuery(v url.Values) (Query, error) {
 			return q, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, k, len(vals))
 		}
 	}
+	if err := parseWindowRange(v, &q); err != nil {
+		return q, err
+	}
+	if v.Has("limit") {
+		n, err := strconv.Atoi(v.Get("limit"))
+		if err != nil || n < 1 || n > MaxLimit {
+			return q, fmt.Errorf("%w: limit must be an integer in [1, %d], got %q", ErrBadRequest, MaxLimit, v.Get("limit"))
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// parseWindowRange reads the window selection of a windowed or windowed
+// keyed query: window ("latest"), from and to (RFC 3339 times: windows
+// starting in [from, to)).
+func parseWindowRange(v url.Values, q *Query) error {
 	if v.Has("window") {
 		if w := v.Get("window"); w != "latest" {
-			return q, fmt.Errorf("%w: window must be \"latest\", got %q", ErrBadRequest, w)
+			return fmt.Errorf("%w: window must be \"latest\", got %q", ErrBadRequest, w)
 		}
 		q.Latest = true
 	}
@@ -254,29 +283,21 @@ func ParseWindowQuery(v url.Values) (Query, error) {
 		return t.UnixNano(), nil
 	}
 	var err error
+	q.From = math.MinInt64
 	if v.Has("from") {
 		if q.From, err = at("from"); err != nil {
-			return q, err
+			return err
 		}
-	} else {
-		q.From = math.MinInt64
 	}
 	if v.Has("to") {
 		if q.To, err = at("to"); err != nil {
-			return q, err
+			return err
 		}
 		if q.To <= q.From {
-			return q, fmt.Errorf("%w: to must be after from", ErrBadRequest)
+			return fmt.Errorf("%w: to must be after from", ErrBadRequest)
 		}
 	}
-	if v.Has("limit") {
-		n, err := strconv.Atoi(v.Get("limit"))
-		if err != nil || n < 1 || n > MaxLimit {
-			return q, fmt.Errorf("%w: limit must be an integer in [1, %d], got %q", ErrBadRequest, MaxLimit, v.Get("limit"))
-		}
-		q.Limit = n
-	}
-	return q, nil
+	return nil
 }
 
 type windowAnswer struct {
@@ -399,13 +420,17 @@ type keyAnswer struct {
 
 func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 	view, key := r.PathValue("view"), r.PathValue("key")
-	if len(r.URL.Query()) > 0 {
-		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
-		return
-	}
 	spec, err := FindSpec(h.g, view)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("%w %q", ErrUnknownView, view))
+		return
+	}
+	if spec.Kind == WindowedKeyed {
+		h.windowKey(w, r, view, key)
+		return
+	}
+	if len(r.URL.Query()) > 0 {
+		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
 		return
 	}
 	if spec.Kind != Keyed {
@@ -487,6 +512,12 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
+		} else if res.Spec.Kind == WindowedKeyed {
+			changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
+			if len(changed) == 0 && len(removed) == 0 {
+				continue
+			}
+			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
 		} else if res.Spec.Kind == Aggregate {
 			if bytes.Equal(cur[""], last[""]) {
 				continue
@@ -517,6 +548,8 @@ func watchPayload(res Result) any {
 		return aggregateAnswer(res)
 	case Windowed:
 		return windowedAnswer(res)
+	case WindowedKeyed:
+		return keyedWindowsJSON(res)
 	}
 	es := make([]jsonEntry, len(res.Entries))
 	for i, e := range res.Entries {
@@ -527,6 +560,13 @@ func watchPayload(res Result) any {
 
 // snapshot maps keys ("" for an aggregate) to their encoded values.
 func snapshot(res Result) map[string][]byte {
+	if res.Spec.Kind == WindowedKeyed {
+		m := make(map[string][]byte, len(res.KeyedWindows))
+		for _, kw := range res.KeyedWindows {
+			m[kw.Start.Format(time.RFC3339Nano)] = keyedWindowJSON(kw)
+		}
+		return m
+	}
 	if res.Spec.Kind == Windowed {
 		m := make(map[string][]byte, len(res.Windows))
 		for _, w := range res.Windows {

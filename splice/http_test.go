@@ -47,3 +47,28 @@ func FuzzParseWindowQuery(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseWindowedKeyedQuery(f *testing.F) {
+	for _, s := range []string{"window=latest&top=10", "from=2026-11-02T06:00:00Z&to=2026-11-02T07:00:00Z&limit=50&after=z03-%3Ez11",
+		"prefix=z03-%3E", "window=latest&after=a&top=1", "window=all", "limit=0", "to=2026-01-01T00:00:00Z&from=2026-02-01T00:00:00Z",
+		"x=1", "after=", "top=1&top=2", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := ParseWindowedKeyedQuery(v)
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) {
+				t.Fatalf("%q: error %v is not a bad request", raw, err)
+			}
+			return
+		}
+		if q.Limit < 1 || q.Limit > MaxLimit || q.Top < 0 || q.Top > MaxTop || (q.Top > 0 && q.After != "") ||
+			(v.Has("after") && q.After == "") || (q.To != 0 && q.To <= q.From) || q.Latest != v.Has("window") {
+			t.Fatalf("accepted %q as %+v", raw, q)
+		}
+	})
+}

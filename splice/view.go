@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 )
@@ -22,6 +21,10 @@ const (
 	// Windowed views keep one partial per fragment and event-time window,
 	// spliced by an Algebra window by window.
 	Windowed Kind = "windowed"
+	// WindowedKeyed views are, per event-time window, the keys of a window
+	// operator with their values. A key lives in one fragment, so each
+	// window is a disjoint union, as in a Keyed view.
+	WindowedKeyed Kind = "windowed-keyed"
 )
 
 // Spec describes a view to the query layer. The flow that declares the view
@@ -31,12 +34,12 @@ type Spec struct {
 	Kind    Kind
 	Algebra string // aggregate views: the algebra's name
 	// FragmentOf maps a key, as written in a URL, to its fragment, or returns
-	// an error if the key does not parse (keyed views).
+	// an error if the key does not parse (keyed and windowed keyed views).
 	FragmentOf func(key string) (int, error)
-	// CheckAfter validates an after= key (keyed views).
+	// CheckAfter validates an after= key (keyed and windowed keyed views).
 	CheckAfter func(key string) error
-	// Compare orders entries by key (keyed views): entries carry their key in
-	// Sort, in the view's own type.
+	// Compare orders entries by key (keyed and windowed keyed views):
+	// entries carry their key in Sort, in the view's own type.
 	Compare func(a, b any) int
 	// Splice merges the partials of every fragment into the view's value
 	// (aggregate views; windowed views, one window at a time). Partials are
@@ -51,7 +54,16 @@ const (
 	OpValue   Op = iota // an aggregate view's partial
 	OpEntries           // a keyed view's entries matching Query
 	OpKey               // one key of a keyed view
-	OpWindows           // a windowed view's partials of the windows matching Query
+	// OpWindows asks a windowed view for its partials of the windows
+	// matching Query, a windowed keyed view for those windows and their
+	// numbers of keys.
+	OpWindows
+	// OpWindowEntries asks a windowed keyed view for the windows matching
+	// Query, each with its entries matching Query.
+	OpWindowEntries
+	// OpWindowKey asks a windowed keyed view for the windows matching
+	// Query, each with Key's entry if it holds it.
+	OpWindowKey
 )
 
 // Query selects entries of a keyed view.
@@ -61,8 +73,11 @@ type Query struct {
 	Prefix string // only keys whose printed form has this prefix
 	Top    int    // if > 0: the Top entries by score instead of key order
 
-	// Windowed views: windows starting in [From, To) (Unix ns; To == 0 for
-	// no bound), and, if Latest, only the latest complete one.
+	// Windowed and windowed keyed views: windows starting in [From, To)
+	// (Unix ns; To == 0 for no bound), and, if Latest, only the latest
+	// complete one. Limit, After, Prefix and Top select the entries of each
+	// window of a windowed keyed view; Limit counts the windows of a
+	// windowed view.
 	From, To int64
 	Latest   bool
 }
@@ -106,10 +121,14 @@ type Answer struct {
 	Horizon int64
 }
 
-// WindowPartial is one fragment's partial of one window.
+// WindowPartial is one fragment's partial of one window, or, for a
+// windowed keyed view, the number of keys it holds of the window and the
+// entries the request selected among them.
 type WindowPartial struct {
 	Start, End int64 // Unix ns
 	Partial    any
+	Keys       int64
+	Entries    []Entry
 }
 
 // Window is a spliced window of a windowed view.
@@ -144,14 +163,17 @@ var (
 
 // Result is a spliced answer.
 type Result struct {
-	Spec      Spec
-	Value     any      // aggregate views
-	Entries   []Entry  // keyed views
-	Windows   []Window // windowed views, in start order
-	More      bool     // keyed: more entries follow the last one (page on with after=); windowed: earlier windows were left out
-	Horizon   int64    // windowed: windows ending before it may have been dropped
-	Latest    bool     // windowed: the answer to Query.Latest
-	Freshness []Freshness
+	Spec    Spec
+	Value   any      // aggregate views
+	Entries []Entry  // keyed views
+	Windows []Window // windowed views, in start order
+	// KeyedWindows: windowed keyed views, in start order.
+	KeyedWindows []KeyedWindow
+	More         bool   // keyed: more entries follow the last one (page on with after=); windowed: earlier windows were left out; windowed keyed: a window has more entries
+	NextAfter    string // windowed keyed, if More: the after= of the next page
+	Horizon      int64  // windowed and windowed keyed: windows ending before it may have been dropped
+	Latest       bool   // windowed and windowed keyed: the answer to Query.Latest
+	Freshness    []Freshness
 }
 
 // Complete reports whether every fragment that answered is complete: the
@@ -201,6 +223,8 @@ func Evaluate(ctx context.Context, g Gatherer, req Request) (Result, error) {
 		return res, nil
 	case spec.Kind == Windowed:
 		return evaluateWindows(ctx, g, spec, req)
+	case spec.Kind == WindowedKeyed:
+		return evaluateKeyedWindows(ctx, g, spec, req)
 	case req.Op == OpKey:
 		f, err := spec.FragmentOf(req.Key)
 		if err != nil {
@@ -291,24 +315,16 @@ func evaluateWindows(ctx context.Context, g Gatherer, spec Spec, req Request) (R
 	if err != nil {
 		return res, err
 	}
-	wm := int64(math.MaxInt64)
+	wm := completeUpTo(ans)
 	parts := map[int64][]any{}
 	ends := map[int64]int64{}
 	for _, a := range ans {
 		res.Freshness = append(res.Freshness, a.Freshness)
-		if a.Freshness.Watermark == nil {
-			wm = math.MinInt64
-		} else {
-			wm = min(wm, a.Freshness.Watermark.UnixNano())
-		}
 		res.Horizon = max(res.Horizon, a.Horizon)
 		for _, w := range a.Windows {
 			parts[w.Start] = append(parts[w.Start], w.Partial)
 			ends[w.Start] = w.End
 		}
-	}
-	if len(ans) == 0 {
-		wm = math.MinInt64
 	}
 	starts := make([]int64, 0, len(parts))
 	for s := range parts {
