@@ -195,6 +195,17 @@ func (fa *fragmentActor) carry(c pa.Context) {
 	e, m, st := fa.e, fa.m, fa.stats
 	for {
 		rd := m.Ready()
+		// The statistics first: an acknowledgement below may let a waiter
+		// (Drained) read them.
+		fr := m.Fragment()
+		st.Events.Store(fr.Events())
+		st.Watermark.Store(fr.Watermark())
+		st.Retained.Store(int64(fr.Retained()))
+		st.Complete.Store(fr.Complete())
+		if n := fr.TooLate(); n > fa.tooLate {
+			st.TooLate.Add(n - fa.tooLate)
+		}
+		fa.tooLate = fr.TooLate()
 		l := e.layout.Load()
 		fa.sends(c, l, rd.Sends)
 		for _, a := range rd.Acks {
@@ -235,15 +246,6 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		st.Reasked.Add(int64(rd.Reasked))
 		st.Replayed.Add(rd.Replayed)
 		st.Batches.Add(int64(rd.Applied))
-		fr := m.Fragment()
-		st.Events.Store(fr.Events())
-		st.Watermark.Store(fr.Watermark())
-		st.Retained.Store(int64(fr.Retained()))
-		st.Complete.Store(fr.Complete())
-		if n := fr.TooLate(); n > fa.tooLate {
-			st.TooLate.Add(n - fa.tooLate)
-		}
-		fa.tooLate = fr.TooLate()
 		if o := fr.Holding(); o != fa.outputs {
 			fa.outputs = o
 			if o {
