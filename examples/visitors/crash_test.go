@@ -19,10 +19,10 @@ func TestSIGKILLAlertsOncePerCrossing(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 1))
 	t.Logf("kill points seeded with %d; %d alerts expected", seed, len(alerts))
-	// At 100,000 pings/s the input lasts 4 s, a run at a time: the rate counts
-	// from each start, so a restarted run reaches at most where the time
-	// since its start allows.
-	args := append(append([]string(nil), testArgs...), "-data", data, "-checkpoint-interval", "100ms", "-rate", "100000")
+	// At 30,000 pings/s the input lasts about 13 s over the runs together:
+	// a restarted run's rate counts from the offset it restored, so kills a
+	// few seconds apart fall between alerts.
+	args := append(append([]string(nil), testArgs...), "-data", data, "-checkpoint-interval", "100ms", "-rate", "30000")
 	between := 0 // kills after some alerts and before the last
 	for kills := 0; kills < 12 && between < 2; kills++ {
 		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
