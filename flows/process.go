@@ -466,13 +466,14 @@ func (p Processed[K, S, O]) Out() Stream[O] {
 		}}
 }
 
-// View exposes the process function's state as a keyed view.
-func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processed[K, S, O] {
-	sc := scorer(p.f, name, score)
+// View exposes the process function's state as a keyed view (see ScoreBy
+// and PublishIf for its options).
+func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K, S, O] {
+	o := resolveViewOptions(opts)
 	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
-			if s, ok := po.state[*only]; ok {
+			if s, ok := po.state[*only]; ok && o.publish(s) {
 				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
 			}
 			return nil
@@ -481,7 +482,7 @@ func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processe
 		for k := range po.state {
 			keys = append(keys, k)
 		}
-		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, sc)
+		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, o)
 	})
 	return p
 }
