@@ -168,3 +168,43 @@ func TestDirectoryIsNotAPartition(t *testing.T) {
 		t.Fatalf("Open = %v, want a directory error", err)
 	}
 }
+
+// The sink appends outputs as JSON lines with their ids, after what the
+// file held.
+func TestSinkAppendsLines(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "out.jsonl")
+	for _, batch := range [][]string{{"a", "b"}, {"c"}} {
+		s, err := NewSink[line](name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []flows.Output[line]
+		for i, text := range batch {
+			out = append(out, flows.Output[line]{ID: flows.OutputID{Offset: int64(i)}, Value: line{Text: text}})
+		}
+		if err := s.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var v Line[line]
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.ID == "" {
+			t.Fatalf("line %q has no id", l)
+		}
+		got = append(got, v.Value.Text)
+	}
+	if strings.Join(got, ",") != "a,b,c" {
+		t.Fatalf("lines %v, want a, b, c", got)
+	}
+}

@@ -9,7 +9,7 @@
 // sees no ping for the TTL expires by the watermark. Stage two re-keys the
 // trips by origin→destination and hour and counts them. Every trip also
 // goes to an idempotent sink: DATA/trips-NODE.jsonl, one line per trip
-// with its output id, delivered once a checkpoint covers it.
+// with its output id (file.Line), delivered once a checkpoint covers it.
 //
 // Views: "od" (keyed: trips per "ORIGIN->DEST@HOUR") and "trips"
 // (aggregate: the number of trips).
@@ -17,16 +17,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
+	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
@@ -172,37 +171,6 @@ func mix(a, b uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// fileSink appends trips as JSON lines with their output ids, synced per
-// write: a restore delivers a checkpoint's outputs again, and a reader
-// keeps one line per id.
-type fileSink struct {
-	mu sync.Mutex
-	f  *os.File
-}
-
-// Line is a line of the trips file.
-type Line struct {
-	ID   string `json:"id"`
-	Trip Trip   `json:"trip"`
-}
-
-func (s *fileSink) Write(out []flows.Output[Trip]) error {
-	var buf []byte
-	for _, o := range out {
-		b, err := json.Marshal(Line{ID: o.ID.String(), Trip: o.Value})
-		if err != nil {
-			return err
-		}
-		buf = append(append(buf, b...), '\n')
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.f.Write(buf); err != nil {
-		return err
-	}
-	return s.f.Sync()
-}
-
 func main() { cluster.Main("trips", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -214,10 +182,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate       = fs.Float64("rate", 0, "generator: pings per second in all (0: unthrottled)")
 		partitions = fs.Int("partitions", 4, "generator: source partitions")
 	)
-	var sink *fileSink
+	var sink *file.Sink[Trip]
 	defer func() {
 		if sink != nil {
-			sink.f.Close()
+			sink.Close()
 		}
 	}()
 	return cluster.Run(ctx, fs, args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
@@ -237,12 +205,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if node.Node != "" {
 				name = "trips-" + node.Node + ".jsonl"
 			}
-			fh, err := os.OpenFile(filepath.Join(node.Data, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			fs, err := file.NewSink[Trip](filepath.Join(node.Data, name))
 			if err != nil {
 				return nil, err
 			}
-			sink = &fileSink{f: fh}
-			s = sink
+			sink, s = fs, fs
 		}
 		return Flow(g, DefaultParams, node.Fragments, s), nil
 	}, [][2]string{

@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
@@ -132,16 +133,16 @@ func readTrips(t *testing.T, dirs ...string) []Trip {
 			}
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
-				var l Line
+				var l file.Line[Trip]
 				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 					f.Close()
 					t.Fatalf("%s: %v", name, err)
 				}
-				if prev, ok := byID[l.ID]; ok && !sameTrip(prev, l.Trip) {
+				if prev, ok := byID[l.ID]; ok && !sameTrip(prev, l.Value) {
 					f.Close()
-					t.Fatalf("output %s written as %+v, then as %+v", l.ID, prev, l.Trip)
+					t.Fatalf("output %s written as %+v, then as %+v", l.ID, prev, l.Value)
 				}
-				byID[l.ID] = l.Trip
+				byID[l.ID] = l.Value
 			}
 			f.Close()
 		}
