@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -20,12 +21,16 @@ func tripKey(d pipeline.Detected) string {
 	return fmt.Sprintf("%d %d %d %d %d", d.Sub, d.From, d.To, d.Depart.UnixNano(), d.Arrive.UnixNano())
 }
 
-// readTrips reads the trips files of a data directory, one trip per output
-// id; an id written twice must carry the same trip.
-func readTrips(t *testing.T, dir string) map[string]bool {
+// readTrips reads the trips files of data directories, one trip per
+// output id; an id written twice must carry the same trip.
+func readTrips(t *testing.T, dirs ...string) map[string]bool {
 	t.Helper()
 	byID := map[string]string{}
-	files, _ := filepath.Glob(filepath.Join(dir, "trips*.jsonl"))
+	var files []string
+	for _, dir := range dirs {
+		fs, _ := filepath.Glob(filepath.Join(dir, "trips*.jsonl"))
+		files = append(files, fs...)
+	}
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
@@ -78,21 +83,7 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	p := exampletest.Start(t, bin, append(args, "-http", exampletest.FreePort(t))...)
 	p.WaitURL(t)
 	waitComplete(t, p.Base, len(want.Trips))
-	all := func(m map[pipeline.WindowKey]pipeline.Cell) map[pipeline.WindowKey]counts {
-		out, _ := published(m, 1)
-		return out
-	}
-	sameEntries(t, "od", pages(t, p.Base, "od", "", 100000, 1), all(want.Hourly))
-	sameEntries(t, "od-day", pages(t, p.Base, "od-day", "", 100000, 1), all(want.Daily))
-	got := readTrips(t, data)
-	if len(got) != len(want.Trips) {
-		t.Fatalf("trips file: %d trips, want %d", len(got), len(want.Trips))
-	}
-	for _, d := range want.Trips {
-		if !got[tripKey(d)] {
-			t.Fatalf("trips file lacks %+v", d)
-		}
-	}
+	checkExact(t, p.Base, want, data)
 	var acc pipeline.Accuracy
 	b, err := os.ReadFile(filepath.Join(data, "accuracy.json"))
 	if err != nil {
@@ -107,4 +98,61 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "truth.jsonl")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkExact compares a node's OD views, every cell (k = 1), and the
+// trips files of the data directories with the sequential program's.
+func checkExact(t *testing.T, base string, want pipeline.Result, dirs ...string) {
+	t.Helper()
+	all := func(m map[pipeline.WindowKey]pipeline.Cell) map[pipeline.WindowKey]counts {
+		out, _ := published(m, 1)
+		return out
+	}
+	sameEntries(t, "od", pages(t, base, "od", "", 100000, 1), all(want.Hourly))
+	sameEntries(t, "od-day", pages(t, base, "od-day", "", 100000, 1), all(want.Daily))
+	got := readTrips(t, dirs...)
+	if len(got) != len(want.Trips) {
+		t.Fatalf("trips files: %d trips, want %d", len(got), len(want.Trips))
+	}
+	for _, d := range want.Trips {
+		if !got[tripKey(d)] {
+			t.Fatalf("trips files lack %+v", d)
+		}
+	}
+}
+
+// Three nodes run the example; one is killed with SIGKILL mid-stream:
+// both survivors' OD views, and the nodes' trips files together, equal
+// the sequential program's.
+func TestThreeNodesOneKilledExact(t *testing.T) {
+	args, _, want := testArgs(t, 1500, 16, "-k", "1", "-rate", "40000") // the input lasts about 2.5 s
+	bin := exampletest.Build(t, "transport")
+	var gossip, dirs []string
+	for range 3 {
+		gossip = append(gossip, exampletest.FreePort(t))
+		dirs = append(dirs, t.TempDir())
+	}
+	var procs []*exampletest.Proc
+	for i := range 3 {
+		a := append(slices.Clone(args), "-node", fmt.Sprintf("n%d", i), "-http", exampletest.FreePort(t),
+			"-gossip", gossip[i], "-remote", exampletest.FreePort(t), "-expect", "3", "-data", dirs[i])
+		if i > 0 {
+			a = append(a, "-join", gossip[0])
+		}
+		procs = append(procs, exampletest.Start(t, bin, a...))
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	procs[2].Wait()
+	start := time.Now()
+	waitComplete(t, procs[0].Base, len(want.Trips))
+	t.Logf("%d trips exact %v after the kill", len(want.Trips), time.Since(start))
+	checkExact(t, procs[0].Base, want, dirs...)
+	waitComplete(t, procs[1].Base, len(want.Trips))
+	checkExact(t, procs[1].Base, want, dirs...)
 }
