@@ -260,7 +260,9 @@ func TestKAnonymityInEveryQueryForm(t *testing.T) {
 				best = append(best, entry{key.Key, c})
 			}
 		}
-		slices.SortFunc(best, func(a, b entry) int { return cmp.Or(cmp.Compare(b.Value.Trips, a.Value.Trips), strings.Compare(a.Key, b.Key)) })
+		slices.SortFunc(best, func(a, b entry) int {
+			return cmp.Or(cmp.Compare(b.Value.Trips, a.Value.Trips), strings.Compare(a.Key, b.Key))
+		})
 		if !slices.Equal(w.Entries, best[:min(3, len(best))]) {
 			t.Fatalf("od top 3 of %v: %v, want %v", w.Start, w.Entries, best[:min(3, len(best))])
 		}

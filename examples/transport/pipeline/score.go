@@ -28,7 +28,7 @@ type Accuracy struct {
 	DepartErrorMinutes float64 `json:"depart_error_minutes"`
 	// DepartBias: the matched trips' mean departure error (detected − true).
 	DepartBiasMinutes float64   `json:"depart_bias_minutes"`
-	Hours              []HourTVD `json:"hours"`
+	Hours             []HourTVD `json:"hours"`
 }
 
 // HourTVD is one hour's OD error.
