@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,9 @@ type Config struct {
 	Engine  actor.Config // engine tuning; zero values take defaults
 	// RateInterval is how often events/s figures are refreshed; default 1s.
 	RateInterval time.Duration
+	// Pages are the program's own GET routes beside the API (a page and
+	// its assets, say), by path pattern ("/transport", "/transport/{file}").
+	Pages map[string]http.Handler
 
 	// Cluster: with a gossip address, the node joins the nodes at Join
 	// (none: it starts a cluster), waits for Expect members (default 1)
@@ -78,7 +82,31 @@ func (c *Config) Validate() error {
 	if c.RateInterval < 0 {
 		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
 	}
+	for pattern, h := range c.Pages {
+		if err := checkPage(pattern, h); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkPage refuses a page that would shadow or clash with the API's
+// routes (ServeMux panics on a clash).
+func checkPage(pattern string, h http.Handler) (err error) {
+	if h == nil || !strings.HasPrefix(pattern, "/") || strings.HasPrefix(pattern, "/v1/") || pattern == "/" || pattern == "/{$}" {
+		return fmt.Errorf("page %q: a page needs a handler and a path of its own, outside / and /v1/", pattern)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("page %q: %v", pattern, r)
+		}
+	}()
+	mux := http.NewServeMux()
+	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "/"} {
+		mux.Handle(p, http.NotFoundHandler())
+	}
+	mux.Handle("GET "+pattern, h)
+	return nil
 }
 
 // Node runs a flow and serves its API.
@@ -292,6 +320,9 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", n.dashboard)
+	for pattern, h := range n.cfg.Pages {
+		mux.Handle("GET "+pattern, h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Not a route: 405 if the path exists for GET, else 404.
 		for _, m := range []string{http.MethodGet, http.MethodPost} {

@@ -356,6 +356,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{HTTPAddr: "127.0.0.1:0"}, "no flow"},
 		{Config{Flow: testFlow(src), HTTPAddr: "nonsense"}, "HTTP address"},
 		{Config{Flow: testFlow(src), HTTPAddr: ln.Addr().String()}, "address already in use"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/v1/mine": http.NotFoundHandler()}}, "outside / and /v1/"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/metrics": http.NotFoundHandler()}}, "conflicts"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/page": nil}}, "needs a handler"},
 	}
 	for _, c := range cases {
 		c.cfg.Logger = quiet()
