@@ -23,15 +23,23 @@
 // output id, delivered once a checkpoint covers them). The accuracy is
 // the detector's own steps run over the same pings, which the example's
 // tests hold equal to the flow's results.
+//
+// Every node serves the page /transport (embedded, no external assets):
+// the zones as a grid shaded by people on the move, the strongest flows
+// of an hour drawn between them, the hour's OD matrix as a heatmap with
+// an hour slider, and a pair's travel times, kept live by a watch of the
+// od view; and the accuracy.
 package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -41,6 +49,7 @@ import (
 	"github.com/tessera-streams/tessera/examples/transport/pipeline"
 	"github.com/tessera-streams/tessera/examples/transport/sim"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/splice"
 )
 
 func main() { cluster.Main("transport", run) }
@@ -105,6 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil, err
 		}
 		net := pipeline.NetworkOf(s)
+		acc := pipeline.Score(pipeline.Sequential(s.Parts, net, o.Flow).Trips, s.Truth)
+		node.Pages = sitePages(s, acc)
 		if node.Data != "" {
 			if err := os.MkdirAll(node.Data, 0o755); err != nil {
 				return nil, err
@@ -112,7 +123,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := writeTruth(filepath.Join(node.Data, "truth.jsonl"), s); err != nil {
 				return nil, err
 			}
-			acc := pipeline.Score(pipeline.Sequential(s.Parts, net, o.Flow).Trips, s.Truth)
 			if err := writeJSON(filepath.Join(node.Data, "accuracy.json"), acc); err != nil {
 				return nil, err
 			}
@@ -128,6 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.Flow.Fragments = node.Fragments
 		return pipeline.Flow(s.Source(o.Rate, nil), net, o.Flow), nil
 	}, [][2]string{
+		{"/transport", "the transport page: zones, flows, hourly OD heatmap, travel times (live)"},
 		{"/", "dashboard"},
 		{"/v1/views/od?window=latest&top=10", "the ten strongest flows of the latest complete hour"},
 		{"/v1/views/od-day?top=10", "the ten strongest flows of each day"},
@@ -136,6 +147,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"/v1/alerts", "crowded zones"},
 		{"/v1/cluster", "fragments, watermarks, events/s"},
 	})
+}
+
+//go:embed page.html
+var page []byte
+
+// sitePages are the example's page and the data it draws beside the views:
+// the zones, and the detector's accuracy.
+func sitePages(s *sim.Sim, acc pipeline.Accuracy) map[string]http.Handler {
+	type zone struct {
+		Name   string  `json:"name"`
+		Weight float64 `json:"weight"`
+	}
+	zs := make([]zone, len(s.Zones))
+	for i, z := range s.Zones {
+		zs[i] = zone{z.Name, z.Weight}
+	}
+	side := 1
+	for side*side < len(zs) {
+		side++
+	}
+	return map[string]http.Handler{
+		"/transport": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write(page)
+		}),
+		"/transport/zones": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			splice.WriteJSON(w, http.StatusOK, map[string]any{"zones": zs, "side": side})
+		}),
+		"/transport/accuracy": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			splice.WriteJSON(w, http.StatusOK, acc)
+		}),
+	}
 }
 
 // truthLine is a line of truth.jsonl.

@@ -367,3 +367,37 @@ func TestKAnonymityInEveryQueryForm(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// The page is served by the node with everything it draws: no external
+// asset, the zones of the simulation and the detector's accuracy.
+func TestPageServed(t *testing.T) {
+	args, s, _ := testArgs(t, 200, 16)
+	base := exampletest.Run(t, run, "/transport", append(args, "-http", exampletest.FreePort(t))...)
+	resp, err := http.Get(base + "/transport")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	_, err = bufio.NewReader(resp.Body).WriteTo(&b)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(b.String(), "<canvas") {
+		t.Fatalf("GET /transport: %d %v", resp.StatusCode, err)
+	}
+	if strings.Contains(b.String(), "http://") || strings.Contains(b.String(), "https://") {
+		t.Fatal("the page loads something from elsewhere")
+	}
+	var zones struct {
+		Zones []struct{ Name string }
+		Side  int
+	}
+	exampletest.GetJSON(t, base+"/transport/zones", &zones)
+	if len(zones.Zones) != len(s.Zones) || zones.Side*zones.Side < len(s.Zones) || zones.Zones[3].Name != s.Zones[3].Name {
+		t.Fatalf("zones: %d on a side of %d", len(zones.Zones), zones.Side)
+	}
+	var acc pipeline.Accuracy
+	exampletest.GetJSON(t, base+"/transport/accuracy", &acc)
+	if acc.True != len(s.Truth) || acc.Precision <= 0 {
+		t.Fatalf("accuracy: %+v", acc)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
