@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,19 +68,8 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	bin := exampletest.Build(t, "transport")
 	data := t.TempDir()
 	args = append(args, "-data", data, "-rate", "60000") // the input lasts about 2 s: the kills fall in it
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 1))
-	t.Logf("%d trips; kill points seeded with %d", len(want.Trips), seed)
-	for range 4 {
-		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
-		time.Sleep(time.Duration(100+rng.IntN(900)) * time.Millisecond)
-		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		p.Wait()
-	}
-	p := exampletest.Start(t, bin, append(args, "-http", exampletest.FreePort(t))...)
-	p.WaitURL(t)
+	t.Logf("%d trips", len(want.Trips))
+	p := exampletest.KillRestarts(t, bin, args, 4, 100*time.Millisecond, 900*time.Millisecond)
 	waitComplete(t, p.Base, len(want.Trips))
 	checkExact(t, p.Base, want, data)
 	var acc pipeline.Accuracy

@@ -160,7 +160,7 @@ func waitComplete(t *testing.T, base string, n int) {
 			Complete bool
 		}
 		var cl struct{ Complete bool }
-		if tryJSON(base+"/v1/views/trips", &a) && tryJSON(base+"/v1/cluster", &cl) && a.Complete && cl.Complete {
+		if exampletest.TryJSON(base+"/v1/views/trips", &a) && exampletest.TryJSON(base+"/v1/cluster", &cl) && a.Complete && cl.Complete {
 			if a.Value != int64(n) {
 				t.Fatalf("complete with %d trips, want %d", a.Value, n)
 			}
@@ -171,17 +171,6 @@ func waitComplete(t *testing.T, base string, n int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// tryJSON gets url into v; false unless it answered 200 (a node restarting
-// or being failed over answers otherwise).
-func tryJSON(url string, v any) bool {
-	resp, err := http.Get(url)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
 }
 
 func status(t *testing.T, url string) int {

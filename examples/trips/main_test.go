@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -190,17 +188,6 @@ func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64,
 	}
 }
 
-// tryJSON gets url into v; false unless it answered 200 (a node being
-// failed over answers 503).
-func tryJSON(url string, v any) bool {
-	resp, err := http.Get(url)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
-}
-
 // waitComplete polls the views until they say they are complete (the
 // input fully processed, through both stages), for up to 90 s, and
 // checks that they then hold n trips.
@@ -217,8 +204,8 @@ func waitComplete(t *testing.T, base string, n int64) {
 			Complete bool
 		}
 		var cl struct{ Complete bool }
-		if tryJSON(base+"/v1/views/trips", &total) && tryJSON(base+"/v1/views/od?limit=100000", &od) &&
-			tryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
+		if exampletest.TryJSON(base+"/v1/views/trips", &total) && exampletest.TryJSON(base+"/v1/views/od?limit=100000", &od) &&
+			exampletest.TryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
 			var sum int64
 			for _, e := range od.Entries {
 				sum += e.Value
@@ -252,22 +239,11 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	}
 	bin := exampletest.Build(t, "trips")
 	data := t.TempDir()
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 1))
-	t.Logf("%d trips; kill points seeded with %d", len(want), seed)
+	t.Logf("%d trips", len(want))
 	args := []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs), "-zones", fmt.Sprint(testZones),
 		"-partitions", fmt.Sprint(testParts), "-data", data, "-progress", "0", "-log-level", "warn",
 		"-checkpoint-interval", "100ms", "-fragments", "16"}
-	for range 5 {
-		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
-		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond)
-		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		p.Wait()
-	}
-	p := exampletest.Start(t, bin, append(args, "-http", exampletest.FreePort(t))...)
-	p.WaitURL(t)
+	p := exampletest.KillRestarts(t, bin, args, 5, 100*time.Millisecond, 700*time.Millisecond)
 	waitComplete(t, p.Base, int64(len(want)))
 	checkExact(t, p.Base, want, wantOD, data)
 }

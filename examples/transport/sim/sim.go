@@ -39,6 +39,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/tessera-streams/tessera/connectors/gen"
 )
 
 // Config sizes the simulated country and its noise.
@@ -203,27 +205,19 @@ func (s *Sim) Pings() int {
 // ZoneOf is the zone of a cell.
 func (s *Sim) ZoneOf(cell int32) int32 { return s.Cells[cell].Zone }
 
-// rng is splitmix64: small, fast and seeded per subscriber, so a
+// rng is a subscriber's (or the country's) own random stream, so a
 // subscriber's life does not depend on the others'.
-type rng struct{ s uint64 }
+type rng struct{ *gen.Rand }
 
 func newRng(seed, stream uint64) *rng {
-	r := &rng{s: seed*0x9e3779b97f4a7c15 ^ stream*0xd1b54a32d192ed03}
-	r.next()
+	r := &rng{gen.NewRand(seed*0x9e3779b97f4a7c15 ^ stream*0xd1b54a32d192ed03)}
+	r.Uint64()
 	return r
 }
 
-func (r *rng) next() uint64 {
-	r.s += 0x9e3779b97f4a7c15
-	z := r.s
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+func (r *rng) float() float64 { return r.Float64() }
 
-func (r *rng) float() float64 { return float64(r.next()>>11) / (1 << 53) }
-
-func (r *rng) intn(n int) int { return int(r.float() * float64(n)) }
+func (r *rng) intn(n int) int { return r.Intn(n) }
 
 // exp is an exponential variate with mean m.
 func (r *rng) exp(m float64) float64 { return -m * math.Log(1-r.float()) }
