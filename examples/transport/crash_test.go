@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -115,23 +114,8 @@ func checkExact(t *testing.T, base string, want pipeline.Result, dirs ...string)
 func TestThreeNodesOneKilledExact(t *testing.T) {
 	args, _, want := testArgs(t, 1500, 16, "-k", "1", "-rate", "40000") // the input lasts about 2.5 s
 	bin := exampletest.Build(t, "transport")
-	var gossip, dirs []string
-	for range 3 {
-		gossip = append(gossip, exampletest.FreePort(t))
-		dirs = append(dirs, t.TempDir())
-	}
-	var procs []*exampletest.Proc
-	for i := range 3 {
-		a := append(slices.Clone(args), "-node", fmt.Sprintf("n%d", i), "-http", exampletest.FreePort(t),
-			"-gossip", gossip[i], "-remote", exampletest.FreePort(t), "-expect", "3", "-data", dirs[i])
-		if i > 0 {
-			a = append(a, "-join", gossip[0])
-		}
-		procs = append(procs, exampletest.Start(t, bin, a...))
-	}
-	for _, p := range procs {
-		p.WaitURL(t)
-	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	procs := exampletest.StartCluster(t, bin, args, dirs)
 	time.Sleep(1200 * time.Millisecond)
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -255,25 +255,10 @@ func TestThreeNodesOneKilledExact(t *testing.T) {
 	const n = 400_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	bin := exampletest.Build(t, "trips")
-	var gossip, dirs []string
-	for range 3 {
-		gossip = append(gossip, exampletest.FreePort(t))
-		dirs = append(dirs, t.TempDir())
-	}
-	var procs []*exampletest.Proc
-	for i := range 3 {
-		args := []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs), "-zones", fmt.Sprint(testZones),
-			"-partitions", fmt.Sprint(testParts), "-rate", "100000", "-fragments", "16", "-progress", "0", "-log-level", "warn",
-			"-checkpoint-interval", "200ms", "-node", fmt.Sprintf("n%d", i), "-http", exampletest.FreePort(t),
-			"-gossip", gossip[i], "-remote", exampletest.FreePort(t), "-expect", "3", "-data", dirs[i]}
-		if i > 0 {
-			args = append(args, "-join", gossip[0])
-		}
-		procs = append(procs, exampletest.Start(t, bin, args...))
-	}
-	for _, p := range procs {
-		p.WaitURL(t)
-	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	procs := exampletest.StartCluster(t, bin, []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs),
+		"-zones", fmt.Sprint(testZones), "-partitions", fmt.Sprint(testParts), "-rate", "100000", "-fragments", "16",
+		"-progress", "0", "-log-level", "warn", "-checkpoint-interval", "200ms"}, dirs)
 	time.Sleep(1500 * time.Millisecond) // mid-stream: the input takes about 4 s at this rate
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

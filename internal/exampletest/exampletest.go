@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -177,6 +178,31 @@ func KillRestarts(t testing.TB, bin string, args []string, kills int, min, sprea
 		p.Wait()
 	}
 	return Spawn(t, bin, append(slices.Clone(args), "-http", FreePort(t))...)
+}
+
+// StartCluster starts len(dirs) nodes of bin with args, each with its
+// own name (n0, n1, ...), HTTP, gossip and remote addresses and data
+// directory, joined to the first and expecting them all, and waits until
+// each serves.
+func StartCluster(t testing.TB, bin string, args []string, dirs []string) []*Proc {
+	t.Helper()
+	gossip := make([]string, len(dirs))
+	for i := range gossip {
+		gossip[i] = FreePort(t)
+	}
+	procs := make([]*Proc, len(dirs))
+	for i := range procs {
+		a := append(slices.Clone(args), "-node", fmt.Sprintf("n%d", i), "-http", FreePort(t), "-gossip", gossip[i],
+			"-remote", FreePort(t), "-expect", fmt.Sprint(len(dirs)), "-data", dirs[i])
+		if i > 0 {
+			a = append(a, "-join", gossip[0])
+		}
+		procs[i] = Start(t, bin, a...)
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	return procs
 }
 
 // TryJSON decodes the JSON answer of GET url into v, and says whether it
