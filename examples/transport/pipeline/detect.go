@@ -43,8 +43,8 @@ type Params struct {
 
 // DefaultParams are the example's, for the simulator's default noise.
 func DefaultParams() Params {
-	return Params{Dwell: 25 * time.Minute, Silence: time.Hour, Lead: 5 * time.Minute, PingPong: 4 * time.Minute, TTL: 6 * time.Hour, Lateness: 6 * time.Hour,
-		MaxDelay: sim.DefaultConfig().MaxDelay()}
+	return Params{Dwell: 25 * time.Minute, Silence: time.Hour, PingPong: 4 * time.Minute, Lead: 5 * time.Minute,
+		TTL: 6 * time.Hour, Lateness: 6 * time.Hour, MaxDelay: sim.DefaultConfig().MaxDelay()}
 }
 
 // Stay is a subscriber's detection state.
@@ -53,8 +53,9 @@ type Stay struct {
 	Run     Run // the current run of pings in one zone
 	Prev    Run // the run before
 	Last    time.Time
-	// The last confirmed stay: its zone, its last ping, and the first
-	// ping outside it since (zero: none).
+	// The last confirmed stay: its zone, its last ping while the phone
+	// was still there, and the first ping since that was not (zero:
+	// none): the departure's evidence.
 	HasAnchor bool
 	Anchor    int32
 	AnchorEnd time.Time
