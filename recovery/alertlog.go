@@ -68,6 +68,7 @@ type AlertLog struct {
 	answered    map[string]bool
 	syncAt      time.Time
 	held        *AlertStep
+	heldAt      uint64 // the placement epoch held was prepared under
 	pending     *AlertStep
 	pendingAt   time.Time
 	pendingWait time.Duration // before the prepare is sent again
@@ -136,7 +137,7 @@ type AlertMsg struct {
 	Prepared, PreparedAt uint64
 	Fenced               bool       // Ack, Answer: refused; the sender is at a newer placement or has another owner
 	NotYet               bool       // Answer: the sender has not applied the asker's placement yet: ask again
-	Held                 *AlertStep // Answer: the step the sender holds prepared
+	Held                 *AlertStep // Answer: the step the sender holds prepared, and PreparedAt
 }
 
 // AlertWrite appends records (numbered from First, which is the number of
@@ -217,7 +218,7 @@ func (l *AlertLog) Place(epoch uint64, owner, standby string, members, leaving [
 		return
 	}
 	l.answered = map[string]bool{}
-	l.held = l.prepared
+	l.held, l.heldAt = l.prepared, l.preparedAt
 	l.sendSyncs(now)
 	l.maybeReady(now)
 }
@@ -363,7 +364,7 @@ func (l *AlertLog) onSync(m AlertMsg) {
 			a.First = m.Total
 		}
 		a.States, a.Lost = l.states, l.lost
-		a.Held = l.prepared
+		a.Held, a.PreparedAt = l.prepared, l.preparedAt
 	}
 	l.send(a)
 }
@@ -375,8 +376,12 @@ func (l *AlertLog) onAnswer(m AlertMsg, now time.Time) {
 	l.answered[m.From] = true
 	l.peers[m.From] = &alertPeer{version: m.Version, total: m.Total, known: true}
 	l.extend(m.AlertStep, m.Total, true)
-	if h := m.Held; h != nil && (l.held == nil || h.Version > l.held.Version) {
-		l.held = h
+	// Of two steps prepared with the same version, only the one prepared
+	// under the newer placement may have been committed: an owner drops
+	// its step at a placement change, and prepares it again.
+	if h := m.Held; h != nil && (l.held == nil || h.Version > l.held.Version ||
+		(h.Version == l.held.Version && m.PreparedAt > l.heldAt)) {
+		l.held, l.heldAt = h, m.PreparedAt
 	}
 	l.maybeReady(now)
 }

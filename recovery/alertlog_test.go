@@ -115,6 +115,69 @@ func TestAlertLogStaleOwnerFenced(t *testing.T) {
 	}
 }
 
+// Two nodes hold a prepared step of the same version: one its owner
+// dropped at a placement change (X, prepared under epoch 1), one it
+// prepared again under epoch 2, committed and announced (Y) before it
+// died. The new owner takes Y over, not X.
+func TestAlertLogNewestPreparedTakenOver(t *testing.T) {
+	now := time.Unix(0, 0)
+	logs := map[string]*AlertLog{}
+	for _, n := range []string{"a", "b", "c"} {
+		logs[n] = NewAlertLog(AlertLogConfig{Self: n, Cluster: true}, 0, 0, nil)
+	}
+	// deliver hands every message sent to the nodes in to, and drops the
+	// others; it returns what was written.
+	deliver := func(to ...string) (writes []AlertWrite) {
+		for busy := true; busy; {
+			busy = false
+			for _, n := range []string{"a", "b", "c"} {
+				rd := logs[n].Ready()
+				writes = append(writes, rd.Writes...)
+				for _, m := range rd.Sends {
+					if slices.Contains(to, m.To) {
+						logs[m.To].Receive(m, now)
+						busy = true
+					}
+				}
+			}
+		}
+		return writes
+	}
+	place := func(epoch uint64, owner, standby string, members ...string) {
+		for _, n := range members {
+			logs[n].Place(epoch, owner, standby, members, nil, now)
+		}
+	}
+	place(1, "a", "c", "a", "b", "c")
+	deliver("a", "b", "c")
+	logs["a"].Propose(0, [][]byte{[]byte("X")}, map[string][]byte{"x": {1}}, 0, now)
+	deliver("c") // c holds X; its acknowledgement is lost
+	place(2, "a", "b", "a", "b")
+	deliver("a", "b")
+	if !logs["a"].Propose(0, [][]byte{[]byte("Y")}, map[string][]byte{"x": {2}}, 0, now) {
+		t.Fatal("proposal refused")
+	}
+	var committed bool
+	for _, m := range logs["a"].Ready().Sends {
+		logs[m.To].Receive(m, now) // the prepare to b
+	}
+	for _, m := range logs["b"].Ready().Sends {
+		logs["a"].Receive(m, now) // its acknowledgement: a commits Y
+	}
+	for _, w := range logs["a"].Ready().Writes {
+		committed = committed || (w.Announce && string(w.Records[0]) == "Y")
+	}
+	if !committed {
+		t.Fatal("the owner did not commit Y")
+	}
+	// a dies before b learns of the commit; c comes back.
+	place(3, "c", "b", "b", "c")
+	writes := deliver("b", "c")
+	if len(writes) != 1 || string(writes[0].Records[0]) != "Y" {
+		t.Fatalf("the new owner committed %+v, want Y", writes)
+	}
+}
+
 const simWindows = 200
 
 // crossing: the truth raises an alert at these windows.
@@ -351,8 +414,8 @@ func (s *alertSim) run(steps int) {
 	// The input ends: every node comes back and applies the placement,
 	// and the log settles.
 	s.complete = simWindows
-	for _, n := range s.nodes {
-		switch n.state {
+	for _, name := range s.names {
+		switch n := s.nodes[name]; n.state {
 		case simDead:
 			s.restart(n)
 		case simPaused:
@@ -475,8 +538,8 @@ func (s *alertSim) step() {
 		if !s.faults {
 			return
 		}
-		for _, n := range s.nodes {
-			switch n.state {
+		for _, name := range s.names {
+			switch n := s.nodes[name]; n.state {
 			case simDead:
 				s.restart(n)
 				return
@@ -500,19 +563,36 @@ func (s *alertSim) step() {
 	}
 }
 
-// replicated: the newest committed step is held by two nodes (in their
-// logs or prepared): one more failure loses nothing (Replicas = 2). A
-// node just restarted has lost its prepared step and maybe the end of its
-// log: killing another at once would be a second failure.
+// replicated: the newest committed step is held by two running nodes, in
+// their logs or prepared (the same step, not one its owner dropped): one
+// more failure loses nothing (Replicas = 2). A node just restarted has
+// lost its prepared step and maybe the end of its log: failing another
+// at once would be a second failure.
 func (s *alertSim) replicated() bool {
-	var newest uint64
-	for _, n := range s.nodes {
-		newest = max(newest, n.log.version)
+	var newest *simNode
+	for _, name := range s.names {
+		if n := s.nodes[name]; n.running() && (newest == nil || n.log.version > newest.log.version) {
+			newest = n
+		}
 	}
 	holders := 0
-	for _, n := range s.nodes {
-		if n.log.version == newest || (n.log.prepared != nil && n.log.prepared.Version == newest) {
+	for _, name := range s.names {
+		n := s.nodes[name]
+		if !n.running() {
+			continue
+		}
+		if n.log.version == newest.log.version {
 			holders++
+			continue
+		}
+		if p := n.log.prepared; p != nil && p.Version == newest.log.version && p.Total() == uint64(len(newest.records)) {
+			same := true
+			for i, r := range p.Records {
+				same = same && string(r) == newest.records[p.First+uint64(i)]
+			}
+			if same {
+				holders++
+			}
 		}
 	}
 	return holders >= 2
@@ -527,8 +607,8 @@ func (s *alertSim) kill(n *simNode) {
 	keep := n.synced + s.rng.IntN(len(n.writes)-n.synced+1)
 	n.writes = n.writes[:keep]
 	n.synced = keep
-	for l, q := range s.links {
-		if l.from == n.name {
+	for _, l := range s.linkKeys {
+		if q := s.links[l]; l.from == n.name {
 			s.links[l] = q[:s.rng.IntN(len(q)+1)]
 		}
 	}
