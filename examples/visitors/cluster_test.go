@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,11 +56,19 @@ func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
 		t.Fatalf("placement of the alerts: %q, want an owner and a standby", st.Placement.Alerts)
 	}
 	owner, standby := st.Placement.Alerts[0], st.Placement.Alerts[1]
+	third := ""
 	for _, name := range names {
 		if got := clusterAlerts(t, procs[name].Base); got.Owner != owner {
 			t.Fatalf("%s says %q owns the alerts, the placement %q", name, got.Owner, owner)
 		}
+		if name != owner && name != standby {
+			third = name
+		}
 	}
+	// A watch on the third node, which neither evaluates nor takes over,
+	// from the first alert on: it must see every alert once, in order,
+	// across the failover.
+	watch := watchAlerts(t, procs[third].Base+"/v1/alerts/watch?since=0")
 
 	// Before the kill: each node's list is, at every look, a prefix of
 	// the sequential alerts (an alert raised by every node would show on
@@ -132,6 +145,15 @@ func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
 		waitAlerts(t, procs[name].Base, alerts[len(alerts)-1])
 		checkExact(t, procs[name].Base, wins, alerts)
 	}
+	events := watch()
+	if len(events) != len(alerts) {
+		t.Fatalf("the watch on %s saw %d alerts, want %d", third, len(events), len(alerts))
+	}
+	for i, ev := range events {
+		if ev.id != i+1 || !ev.alert.Start.Equal(alerts[i]) || ev.alert.Value != wins[alerts[i]] {
+			t.Fatalf("watch event %d: id %d, %+v; want id %d, the window at %v", i, ev.id, ev.alert, i+1, alerts[i])
+		}
+	}
 
 	// Every crossing was announced (logged at Warn) by the node that
 	// raised it: before the kill by the old owner, after it by the new
@@ -163,12 +185,77 @@ func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
 	if again > 1 {
 		t.Errorf("%d alerts announced twice; only one step of the old owner may be", again)
 	}
-	t.Logf("%d alerts; owner %s, standby %s; listed before the kill %v, after it %v; announced by node %v (%d twice); "+
+	t.Logf("%d alerts; owner %s, standby %s; listed before the kill %v, after it %v, watched on %s %d; announced by node %v (%d twice); "+
 		"alerts moved %v after the kill, first alert after it raised %v after it",
-		len(alerts), owner, standby, before, lens(t, procs, survivors), perNode, again, failover.Round(time.Millisecond), firstAfter.Round(time.Millisecond))
+		len(alerts), owner, standby, before, lens(t, procs, survivors), third, len(events), perNode, again,
+		failover.Round(time.Millisecond), firstAfter.Round(time.Millisecond))
 }
 
 var alertLine = regexp.MustCompile(`msg=alert .*window_start=(\S+)`)
+
+type watched struct {
+	id    int
+	alert alert
+}
+
+// watchAlerts reads the server-sent events of url until the returned
+// function is called, which returns them.
+func watchAlerts(t *testing.T, url string) func() []watched {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	var (
+		mu     sync.Mutex
+		events []watched
+		bad    error
+		done   = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(resp.Body)
+		var ev watched
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				ev.id, _ = strconv.Atoi(strings.TrimPrefix(line, "id: "))
+			case strings.HasPrefix(line, "data: "):
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.alert); err != nil {
+					mu.Lock()
+					bad = err
+					mu.Unlock()
+				}
+			case line == "":
+				if ev.id != 0 {
+					mu.Lock()
+					events = append(events, ev)
+					mu.Unlock()
+				}
+				ev = watched{}
+			}
+		}
+	}()
+	stop := func() {
+		resp.Body.Close()
+		<-done
+	}
+	t.Cleanup(stop)
+	return func() []watched {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if bad != nil {
+			t.Fatalf("watch %s: %v", url, bad)
+		}
+		return events
+	}
+}
 
 type alertList struct {
 	Owner   string
