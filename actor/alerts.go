@@ -390,6 +390,16 @@ func (e *Engine) sendAlert(m recovery.AlertMsg) {
 		m.Records = recs
 	}
 	pid := pa.NewPID(addr, e.plan.Name()+"/alerts")
+	for _, w := range alertParts(m, e.plan.Name(), e.self, e.sys.Address()) {
+		e.sys.Root.Send(pid, w)
+	}
+}
+
+// alertParts encodes a message of the alert log from node self (at remote
+// address replyTo) as wire messages of at most alertChunk bytes of records
+// (or one record), all but the last marked More; the last carries Held.
+func alertParts(m recovery.AlertMsg, flow, self, replyTo string) []*wire.AlertLog {
+	var out []*wire.AlertLog
 	recs, first := m.Records, m.First
 	for {
 		n, size := 0, 0
@@ -400,14 +410,14 @@ func (e *Engine) sendAlert(m recovery.AlertMsg) {
 		part := m.AlertStep
 		part.First, part.Records = first, recs[:n:n]
 		w := encodeAlertStep(&part, m.Total)
-		w.Flow, w.Kind, w.Node, w.ReplyTo, w.Placement = e.plan.Name(), uint32(m.Kind), e.self, e.sys.Address(), m.Placement
+		w.Flow, w.Kind, w.Node, w.ReplyTo, w.Placement = flow, uint32(m.Kind), self, replyTo, m.Placement
 		w.Prepared, w.PreparedAt, w.Fenced, w.NotYet, w.More = m.Prepared, m.PreparedAt, m.Fenced, m.NotYet, n < len(recs)
 		if m.Held != nil && !w.More {
 			w.Held = encodeAlertStep(m.Held, m.Held.Total())
 		}
-		e.sys.Root.Send(pid, w)
+		out = append(out, w)
 		if !w.More {
-			return
+			return out
 		}
 		first += uint64(n)
 		recs = recs[n:]
@@ -487,7 +497,8 @@ func (e *Engine) receiveAlert(w *wire.AlertLog) {
 
 // assemble joins a message sent in pieces: nil until its last piece. A
 // piece that does not follow the ones held starts again (a lost piece
-// shows as a gap to the log, which asks again).
+// shows as a gap to the log, which asks again). It takes the pieces over:
+// the first grows into the message.
 func (a *alertLog) assemble(w *wire.AlertLog) *wire.AlertLog {
 	key := fmt.Sprint(w.Node, "/", w.Kind)
 	buf := a.parts[key]
