@@ -61,7 +61,8 @@ type Config struct {
 	// fragments and source partitions the placement gives it, and reaches
 	// the others over protoactor remote. Nil: one node runs everything.
 	Cluster *ClusterConfig
-	// OnAlert receives each alert once it is durable. It must not block.
+	// OnAlert receives each alert once it is durable (in a cluster, on the
+	// node that raised it; see doc.go). It must not block.
 	OnAlert func(flows.AlertRecord)
 	// AlertInterval is how often alerts are evaluated; default 100ms.
 	AlertInterval time.Duration
@@ -136,6 +137,9 @@ type ClusterConfig struct {
 	// over starts there rather than at the start of its empty store.
 	AwaitHandoff []bool
 	ReaderFrom   []int64
+	// Alerts: the node that evaluates the flow's alerts and its standby,
+	// if any (a flow with alerts needs them; see doc.go).
+	Alerts []string
 }
 
 func (c *ClusterConfig) awaitHandoff(f int) bool {
@@ -410,10 +414,13 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
 		}
+		if err = e.startAlerts(cl); err != nil {
+			return nil, err
+		}
 	}
 	e.bg.Add(1)
 	go e.tick()
-	if e.alerts.alerter != nil {
+	if e.alerts.m != nil {
 		e.bg.Add(1)
 		go e.alertLoop()
 	}
@@ -767,9 +774,10 @@ func (e *Engine) shutdown(final bool) {
 		if err := e.Checkpoint(context.Background()); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
-		e.stepAlerts()
+		e.finalAlerts()
 	}
 	close(e.stop)
+	e.stopAlerts()
 	for _, pid := range l.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}

@@ -12,4 +12,9 @@
 //     a vfs.FS, so that tests crash it): each checkpoint is one atomic
 //     batch of the state changed since the last one, with its vector;
 //     checkpoints queued together share one disk sync.
+//   - AlertLog is, the same way, the rules of a flow's alert log in a
+//     cluster: one node evaluates the alerts, prepares each step with its
+//     standby before it writes and announces it, and every node keeps a
+//     copy; a new owner catches up from every node before it evaluates, so
+//     that no crossing is raised twice or skipped across a failover.
 package recovery
