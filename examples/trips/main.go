@@ -7,12 +7,15 @@
 // event-time timers finds stays (the same zone for at least the dwell
 // time) and emits a trip from one stay's zone to the next's; state that
 // sees no ping for the TTL expires by the watermark. Stage two re-keys the
-// trips by origin→destination and hour and counts them. Every trip also
+// trips by origin→destination and counts them in hourly event-time
+// windows (a trip's time is when it was confirmed: arrival plus the
+// dwell). Every trip also
 // goes to an idempotent sink: DATA/trips-NODE.jsonl, one line per trip
 // with its output id, delivered once a checkpoint covers it.
 //
-// Views: "od" (keyed: trips per "ORIGIN->DEST@HOUR") and "trips"
-// (aggregate: the number of trips).
+// Views: "od" (windowed keyed: trips per "ORIGIN->DEST" and hour, e.g.
+// /v1/views/od?window=latest&top=10) and "trips" (aggregate: the number
+// of trips).
 package main
 
 import (
@@ -99,8 +102,11 @@ func (p Params) OnTimer(sub string, s Stay, at time.Time) (Stay, *Trip) {
 	return s, t
 }
 
-// ODKey is a trip's key in the od view: origin, destination and the hour
-// it was confirmed in (its event time: arrival plus the dwell).
+// ODPair is a trip's key in the od view: origin and destination.
+func ODPair(t Trip) string { return t.From + "->" + t.To }
+
+// ODKey is a trip's origin, destination and the hour it was confirmed in
+// (its event time: arrival plus the dwell): one cell of the od view.
 func (p Params) ODKey(t Trip) string {
 	return fmt.Sprintf("%s->%s@%s", t.From, t.To, t.Arrive.Add(p.Dwell).Truncate(time.Hour).UTC().Format("2006-01-02T15"))
 }
@@ -131,13 +137,19 @@ func Flow(src flows.Source[Ping], p Params, fragments int, sink flows.Sink[Trip]
 			c.SetState(s)
 		},
 	}, flows.InEventTimeOrder(), flows.WithStateTTL(p.TTL)).Out()
-	flows.Count(flows.KeyBy(trips, p.ODKey)).View("od")
+	flows.WindowAggregate(flows.KeyBy(trips, ODPair), flows.Tumbling(time.Hour),
+		func() int64 { return 0 }, func(n int64, _ Trip) int64 { return n + 1 }).
+		KeyedView("od", ODRetain)
 	flows.AggregateView(trips, "trips", splice.Count[Trip](), flows.Identity[Trip])
 	if sink != nil {
 		flows.To(trips, sink, flows.OnCheckpoint())
 	}
 	return f
 }
+
+// ODRetain is how long the od view keeps an hour after the watermark
+// passed it.
+const ODRetain = 7 * 24 * time.Hour
 
 // The generator: subscriber s pings every Step, its k-th ping a little
 // after t0 + k·Step; it stays in a zone for a run of pings of its own
@@ -247,7 +259,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return Flow(g, DefaultParams, node.Fragments, s), nil
 	}, [][2]string{
 		{"/v1/views/trips", "trips detected"},
-		{"/v1/views/od?top=10", "the ten busiest origin→destination hours"},
+		{"/v1/views/od?window=latest&top=10", "the ten busiest origin→destination pairs of the latest complete hour"},
 		{"/v1/cluster", "fragments, offsets, events/s"},
 	})
 }

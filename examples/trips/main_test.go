@@ -161,17 +161,7 @@ func tripKey(t Trip) string {
 // reference.
 func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64, dirs ...string) {
 	t.Helper()
-	var od struct {
-		Entries []struct {
-			Key   string
-			Value int64
-		}
-	}
-	exampletest.GetJSON(t, base+"/v1/views/od?limit=100000", &od)
-	got := map[string]int64{}
-	for _, e := range od.Entries {
-		got[e.Key] = e.Value
-	}
+	got := getOD(t, base)
 	if !maps.Equal(got, wantOD) {
 		t.Fatalf("od: %d cells, want %d", len(got), len(wantOD))
 	}
@@ -187,6 +177,44 @@ func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64,
 	if !maps.Equal(gk, wk) {
 		t.Fatalf("trips file: %d trips, want %d", len(gk), len(wk))
 	}
+}
+
+// odAnswer is an answer of the windowed keyed view od.
+type odAnswer struct {
+	Windows []struct {
+		Start    time.Time
+		Complete bool
+		Entries  []struct {
+			Key   string
+			Value int64
+		}
+		More bool
+	}
+	More     bool
+	Complete bool
+}
+
+// cells flattens the answer into "ORIGIN->DEST@HOUR" cells, as Params.ODKey
+// names them.
+func (a odAnswer) cells() map[string]int64 {
+	got := map[string]int64{}
+	for _, w := range a.Windows {
+		for _, e := range w.Entries {
+			got[e.Key+"@"+w.Start.UTC().Format("2006-01-02T15")] = e.Value
+		}
+	}
+	return got
+}
+
+// getOD reads every cell of the od view in one page.
+func getOD(t *testing.T, base string) map[string]int64 {
+	t.Helper()
+	var od odAnswer
+	exampletest.GetJSON(t, base+"/v1/views/od?limit=100000", &od)
+	if od.More {
+		t.Fatal("od: more than one page")
+	}
+	return od.cells()
 }
 
 // tryJSON gets url into v; false unless it answered 200 (a node being
@@ -211,16 +239,13 @@ func waitComplete(t *testing.T, base string, n int64) {
 			Value    int64
 			Complete bool
 		}
-		var od struct {
-			Entries  []struct{ Value int64 }
-			Complete bool
-		}
+		var od odAnswer
 		var cl struct{ Complete bool }
 		if tryJSON(base+"/v1/views/trips", &total) && tryJSON(base+"/v1/views/od?limit=100000", &od) &&
 			tryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
 			var sum int64
-			for _, e := range od.Entries {
-				sum += e.Value
+			for _, v := range od.cells() {
+				sum += v
 			}
 			if total.Value != n || sum != n {
 				t.Fatalf("complete with %d trips, od cells summing to %d; want %d", total.Value, sum, n)
