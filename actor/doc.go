@@ -6,7 +6,10 @@
 // mailboxes are unbounded; the bound is ours). A full batch is sent at once;
 // a partial one after BatchDelay. When a fragment is out of credits the
 // reader stops reading until it acknowledges: back-pressure reaches the
-// source.
+// source. These rules (and when a partition is finished, when credits
+// that never came back are taken back, and up to where the source is
+// committed) are recovery.Credits, a pure state machine the reader actor
+// carries out.
 //
 // A fragment actor carries out one fragment's recovery.Machine: it hands
 // it the batches, acknowledgements, ticks and checkpoint results that

@@ -548,15 +548,8 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	st.Position.Store(from)
 	st.Committed.Store(-1)
 	g := e.plan.Fragments()
-	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g), unacked: make([][]int64, g),
-		durable: make([]int64, g),
-		out:     map[string]*wire.Batches{}, outBytes: map[string]int{}}
-	for i := range ra.durable {
-		ra.durable[i] = -1
-	}
-	for i := range ra.credits {
-		ra.credits[i] = e.cfg.Credits
-	}
+	ra := &readerActor{e: e, r: r, stats: st, cr: recovery.NewCredits(g, e.cfg.Credits, e.cfg.Now()),
+		out: map[string]*wire.Batches{}, outBytes: map[string]int{}}
 	e.mu.Lock()
 	e.unfinish++
 	e.mu.Unlock()

@@ -6,6 +6,10 @@
 //     restores and backoff, hand-off waits, exchange outputs and their
 //     trims, checkpoints and their durability). It does no I/O: the actor
 //     package and flowstest carry out its Ready actions.
+//   - Credits is a source partition reader's flow control as a pure state
+//     machine: credits per fragment, blocking, taking back credits that
+//     never came back, when the partition is finished, and up to where the
+//     source may be committed.
 //   - Vector is a fragment's offset vector over its input channels (source
 //     partitions and exchange partitions) and Admit its rule for a batch.
 //   - Take, Restore and Store write and read checkpoints in pebble (through
