@@ -68,6 +68,35 @@ type Config struct {
 	AlertInterval time.Duration
 }
 
+// Validate reports a configuration that cannot work: negative sizes,
+// counts or durations (zero takes the default; only CheckpointInterval
+// may be negative, for never), or a cluster placement without a node.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"BatchSize", int64(c.BatchSize)}, {"BatchDelay", int64(c.BatchDelay)}, {"Credits", int64(c.Credits)},
+		{"PollSize", int64(c.PollSize)}, {"IdleDelay", int64(c.IdleDelay)}, {"TickInterval", int64(c.TickInterval)},
+		{"QueryTimeout", int64(c.QueryTimeout)}, {"MaxAttempts", int64(c.MaxAttempts)},
+		{"RetryBackoff", int64(c.RetryBackoff)}, {"AlertInterval", int64(c.AlertInterval)},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is negative (%d); zero takes the default", n.name, n.v))
+		}
+	}
+	if cl := c.Cluster; cl != nil {
+		if cl.Self == "" {
+			errs = append(errs, errors.New("Cluster.Self is empty: the node needs a name"))
+		}
+		if cl.Remote == "" {
+			errs = append(errs, errors.New("Cluster.Remote is empty: the node needs a protoactor remote address"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1024
@@ -273,6 +302,9 @@ type ReaderStats struct {
 // (protoactor's remote.Start sets gRPC's global logger, which races with the
 // gRPC connections of another node in the same process).
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("engine config: %w", err)
+	}
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,9 @@ func (c *Config) Validate() error {
 	} else if err := c.Flow.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Engine.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("no HTTP address"))
 	} else if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -85,6 +89,7 @@ func (c *Config) Validate() error {
 type Node struct {
 	cfg     Config
 	ready   chan struct{}
+	ran     atomic.Bool // Run was called: a node runs once
 	addr    string
 	eng     *actor.Engine
 	reg     *prometheus.Registry
@@ -118,7 +123,12 @@ func (n *Node) Engine() *actor.Engine { return n.eng }
 // that cannot be written) stops the node too, and Run returns that error:
 // a node never goes on serving a flow that no longer moves. Until it has
 // stopped, /readyz answers 503 and /v1/cluster carries the error.
+//
+// A Node runs once: a second call to Run returns an error.
 func (n *Node) Run(ctx context.Context) error {
+	if n.ran.Swap(true) {
+		return errors.New("cluster: Run called twice on one node (make a new Node to run again)")
+	}
 	cfg := &n.cfg
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("node config: %w", err)

@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
@@ -356,6 +357,7 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{HTTPAddr: "127.0.0.1:0"}, "no flow"},
 		{Config{Flow: testFlow(src), HTTPAddr: "nonsense"}, "HTTP address"},
 		{Config{Flow: testFlow(src), HTTPAddr: ln.Addr().String()}, "address already in use"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Engine: actor.Config{Credits: -1}}, "Credits is negative"},
 	}
 	for _, c := range cases {
 		c.cfg.Logger = quiet()
@@ -368,6 +370,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		case <-n.Ready():
 			t.Errorf("%q: node became ready", c.want)
 		default:
+		}
+		if err := n.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+			t.Errorf("a second Run() = %v, want an error that says so", err)
 		}
 	}
 }
