@@ -105,7 +105,7 @@ func (c *Config) defaults() {
 		c.BatchDelay = 5 * time.Millisecond
 	}
 	if c.Credits <= 0 {
-		c.Credits = 4
+		c.Credits = recovery.DefaultCredits
 	}
 	if c.PollSize <= 0 {
 		c.PollSize = 1024
@@ -546,7 +546,7 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
-		Backoff: e.cfg.RetryBackoff, RewindTimeout: rewindTimeout, Replicated: e.self != ""})
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: e.self != ""})
 	m.SetNow(e.cfg.Now())
 	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(),
 		// The standby's copy may be of another lineage (an owner that

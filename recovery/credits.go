@@ -10,6 +10,10 @@ import (
 // owner that left or has not started yet, or were lost with a connection.
 const CreditTimeout = 3 * time.Second
 
+// DefaultCredits is how many batches a reader sends a fragment before it
+// waits for an acknowledgement, unless configured otherwise.
+const DefaultCredits = 4
+
 // Credits is the flow control of one source partition's reader, as a pure
 // state machine: how many batches each fragment may have in flight, which
 // fragments a full batch waits for, when the partition is finished, and up
