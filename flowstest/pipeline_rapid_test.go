@@ -157,9 +157,18 @@ func TestRandomPipelinesRecoverExactly(t *testing.T) {
 // The same under a network that loses, duplicates and reorders batches and
 // acknowledgements between readers and fragments and between stages: the
 // machines find every loss (gaps, acknowledgements that do not come) and
-// the result is the uninterrupted run's.
+// the result is the uninterrupted run's. A thousand schedules (ten rounds
+// of rapid's hundred; -short: one round).
 func TestRandomPipelinesUnderNetworkFaults(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) { checkRandomPipeline(t, true) })
+	rounds := 10
+	if testing.Short() {
+		rounds = 1
+	}
+	for r := range rounds {
+		t.Run(fmt.Sprint("round", r), func(t *testing.T) {
+			rapid.Check(t, func(t *rapid.T) { checkRandomPipeline(t, true) })
+		})
+	}
 }
 
 func checkRandomPipeline(t *rapid.T, network bool) {
