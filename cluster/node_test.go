@@ -356,6 +356,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{HTTPAddr: "127.0.0.1:0"}, "no flow"},
 		{Config{Flow: testFlow(src), HTTPAddr: "nonsense"}, "HTTP address"},
 		{Config{Flow: testFlow(src), HTTPAddr: ln.Addr().String()}, "address already in use"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0", Streams: []Stream{localStream{}}},
+			`stream "in" keeps pushed events on this node only`},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Streams: []Stream{localStream{}, localStream{}}}, `stream "in" given twice`},
 	}
 	for _, c := range cases {
 		c.cfg.Logger = quiet()
@@ -409,3 +412,10 @@ func TestSourceFailureStopsNode(t *testing.T) {
 		t.Fatal("the stopped node still answers /healthz")
 	}
 }
+
+// localStream is a stream whose events stay on the node.
+type localStream struct{}
+
+func (localStream) ServeHTTP(http.ResponseWriter, *http.Request) {}
+func (localStream) Name() string                                 { return "in" }
+func (localStream) NodeLocal() bool                              { return true }
