@@ -131,9 +131,20 @@ func (l *Log) expireKeys(b *pebble.Batch, now time.Time) (int, error) {
 		if len(k) < 9 {
 			continue
 		}
-		b.Delete(append([]byte{kindKey}, k[9:]...), nil)
 		b.Delete(k, nil)
 		n++
+		// The key may have been used again since (a retry after it
+		// expired): its record is then newer than this index entry.
+		key := append([]byte{kindKey}, k[9:]...)
+		v, closer, err := l.db.Get(key)
+		if err != nil {
+			continue // gone already
+		}
+		newer := len(v) >= 8 && binary.BigEndian.Uint64(v) != binary.BigEndian.Uint64(k[1:9])
+		closer.Close()
+		if !newer {
+			b.Delete(key, nil)
+		}
 	}
 	return n, it.Error()
 }
