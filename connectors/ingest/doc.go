@@ -11,7 +11,11 @@
 // it syncs go into the next pebble batch together, so concurrent requests
 // share one fsync (group commit), and offsets are assigned in that one
 // place. Readers see an event only once it is durable, so a reader never
-// reads what a crash could take back.
+// reads what a crash could take back. A write to the WAL that fails stops
+// the process (pebble holds a failed commit fatal, and so do we: the disk
+// can no longer be trusted); nothing of that batch was acknowledged, and a
+// restart recovers what was synced. Any other failed commit fails its
+// appends and every later one (ErrBroken, HTTP 503).
 //
 // Retention: a partition's events are deleted once the flow has committed
 // them (every fragment's durable checkpoint covers them, see

@@ -384,3 +384,4 @@ func TestPartitionsFixed(t *testing.T) {
 		t.Fatal("a stream name with a slash")
 	}
 }
+
