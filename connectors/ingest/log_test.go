@@ -384,4 +384,3 @@ func TestPartitionsFixed(t *testing.T) {
 		t.Fatal("a stream name with a slash")
 	}
 }
-
