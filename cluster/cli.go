@@ -34,6 +34,9 @@ type Flags struct {
 	Remote     string
 	Join       string // comma-separated gossip addresses
 	Expect     int
+	// Streams are not flags: a program's build function adds the streams
+	// that take pushed events (see Config.Streams).
+	Streams []Stream
 }
 
 // Register adds the node flags to fs, with defaults from the environment.
@@ -165,7 +168,7 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	n := NewNode(Config{
 		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
 		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
-		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect,
+		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams,
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()

@@ -358,6 +358,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{Flow: testFlow(src), HTTPAddr: "nonsense"}, "HTTP address"},
 		{Config{Flow: testFlow(src), HTTPAddr: ln.Addr().String()}, "address already in use"},
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Engine: actor.Config{Credits: -1}}, "Credits is negative"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0", Streams: []Stream{localStream{}}},
+			`stream "in" keeps pushed events on this node only`},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Streams: []Stream{localStream{}, localStream{}}}, `stream "in" given twice`},
 	}
 	for _, c := range cases {
 		c.cfg.Logger = quiet()
@@ -414,3 +417,10 @@ func TestSourceFailureStopsNode(t *testing.T) {
 		t.Fatal("the stopped node still answers /healthz")
 	}
 }
+
+// localStream is a stream whose events stay on the node.
+type localStream struct{}
+
+func (localStream) ServeHTTP(http.ResponseWriter, *http.Request) {}
+func (localStream) Name() string                                 { return "in" }
+func (localStream) NodeLocal() bool                              { return true }

@@ -8,6 +8,9 @@
 //   - nats: NATS JetStream (nats.go), one source partition per subject
 //     filter of a stream, and a sink that JetStream deduplicates by
 //     output id.
+//   - ingest: events pushed over HTTP into an embedded, partitioned,
+//     pebble-backed log, acknowledged once durable; the log's streams
+//     are sources.
 //
 // Every source implements flows.Source: partitioned, ordered, replayable
 // from any offset it produced.

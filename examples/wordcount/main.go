@@ -5,8 +5,10 @@
 //	go run ./examples/wordcount -events 1000000 -seed 7 -http 127.0.0.1:8080
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines
 //	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
+//	go run ./examples/wordcount -source http -data /tmp/wc  # POST /v1/streams/lines/events
 //
-// Kafka records and JetStream messages are {"text": "..."} in JSON.
+// Kafka records, JetStream messages and pushed lines are {"text": "..."} in
+// JSON.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
 // the number of words counted).
@@ -112,8 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
 		seed       = fs.Uint64("seed", 1, "generator: seed")
 		rate       = fs.Float64("rate", 0, "generator: events per second in all (0: unthrottled)")
-		partitions = fs.Int("partitions", 4, "generator: source partitions")
-		source     = fs.String("source", "gen", "source: gen, file, kafka or nats")
+		partitions = fs.Int("partitions", 4, "generator and http: source partitions")
+		source     = fs.String("source", "gen", "source: gen, file, kafka, nats or http")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
 		brokers    = fs.String("brokers", "", "kafka source: comma-separated seed brokers")
 		topics     = fs.String("topics", "", "kafka source: comma-separated topics; every partition of each is a source partition")
@@ -170,8 +172,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			closers = append(closers, func() error { s.Close(); return nil })
 			src = s
+		case "http":
+			s, closeLog, err := httpSource(node, *partitions)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, closeLog)
+			src = s
 		default:
-			return nil, fmt.Errorf("-source must be gen, file, kafka or nats, got %q", *source)
+			return nil, fmt.Errorf("-source must be gen, file, kafka, nats or http, got %q", *source)
 		}
 		return Flow(src, node.Fragments), nil
 	}, [][2]string{
