@@ -4,7 +4,8 @@
 //   - gen: a deterministic, seeded, partitioned generator.
 //   - file: JSON-lines files, one file per partition.
 //   - kafka: Kafka topics (franz-go), one source partition per topic
-//     partition, and a sink keyed by output id.
+//     partition; a sink keyed by output id (at-least-once) and a
+//     transactional, exactly-once one.
 //   - nats: NATS JetStream (nats.go), one source partition per subject
 //     filter of a stream, and a sink that JetStream deduplicates by
 //     output id.
