@@ -2,7 +2,8 @@
 // a flow imports only the dependencies of the connectors it uses:
 //
 //   - gen: a deterministic, seeded, partitioned generator.
-//   - file: JSON-lines files, one file per partition.
+//   - file: JSON-lines files, one file per partition; an exactly-once
+//     sink of JSON lines, one file per fragment.
 //   - kafka: Kafka topics (franz-go), one source partition per topic
 //     partition; a sink keyed by output id (at-least-once) and a
 //     transactional, exactly-once one.
