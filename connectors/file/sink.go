@@ -37,6 +37,7 @@ type fragFile struct {
 	f    *os.File // nil until opened, and after a failed Write
 	skip string   // the id of the last line when opened; "" for none
 	used bool     // a Write ran since the file was opened
+	shut bool     // the sink is closed: never open again
 }
 
 // Line is one line of a sink's file.
@@ -94,6 +95,9 @@ func (s *Sink[T]) Write(out []flows.Output[T]) error {
 
 	ff.mu.Lock()
 	defer ff.mu.Unlock()
+	if ff.shut {
+		return errors.New("file sink: closed")
+	}
 	if err := s.write(ff, frag, out); err != nil {
 		if ff.f != nil {
 			ff.f.Close()
@@ -238,6 +242,7 @@ func (s *Sink[T]) Close() error {
 			errs = append(errs, ff.f.Close())
 			ff.f = nil
 		}
+		ff.shut = true
 		ff.mu.Unlock()
 	}
 	return errors.Join(errs...)

@@ -88,11 +88,15 @@
 // (plus the checkpoint's write) after it was made, and a Write's records
 // are produced only then, in a burst.
 //
-// Limits. Skipping needs the redelivered outputs to carry the ids the
-// committed ones had: true when the restored checkpoint is the one whose
-// outputs were released, and otherwise (a standby that restores the
-// checkpoint before the owner's newest) when the fragment's outputs do not
-// depend on how its input partitions interleave (see flows.OnCheckpoint).
+// Skipping needs the redelivered outputs to hold, as a prefix, every
+// output committed since the restored checkpoint was taken. On one node a
+// restore loads the newest durable checkpoint, which holds them. In a
+// cluster a standby may restore the checkpoint before the owner's newest
+// (its copy of the newest had not arrived), so there OnCheckpoint sinks are
+// delivered one checkpoint late (flows.Fragment.LagReleases): another
+// interval of latency, and no output is committed that the standby's copy
+// does not hold.
+//
 // A zombie that writes again after being fenced re-initialises and fences
 // the new owner in turn; both skip by the same marker, so the topic still
 // holds one history as long as both produce the same one, which the

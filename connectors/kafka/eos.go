@@ -67,6 +67,7 @@ type txnProducer struct {
 	cl   *kgo.Client // nil until (re)initialised
 	skip string      // the marker read at initialisation; "" for none
 	used bool        // a Write ran since initialisation
+	shut bool        // the sink is closed: never initialise again
 }
 
 // NewExactlyOnceSink returns a transactional sink to cfg.Topic, which must
@@ -190,6 +191,9 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.shut {
+		return errors.New("kafka sink: closed")
+	}
 	ctx := context.Background()
 	if s.cfg.WriteTimeout > 0 {
 		var cancel context.CancelFunc
@@ -405,6 +409,7 @@ func (s *ExactlyOnceSink[T]) Close() error {
 				p.cl.Close()
 				p.cl = nil
 			}
+			p.shut = true
 			p.mu.Unlock()
 		}
 		s.admin.Close()
