@@ -118,45 +118,36 @@ func (s *ExactlyOnceSink[T]) prepareTopics(ctx context.Context) error {
 	} else if d.Err != nil {
 		return fmt.Errorf("topic %q: %w", s.cfg.Topic, d.Err)
 	}
-	d, ok := details[s.cfg.ProgressTopic]
-	switch {
-	case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
-		compact := map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")}
-		_, err := adm.CreateTopic(ctx, s.cfg.ProgressPartitions, -1, compact, s.cfg.ProgressTopic)
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create progress topic %q: %w", s.cfg.ProgressTopic, err)
-		}
-		if err == nil {
-			s.parts = s.cfg.ProgressPartitions
-			return s.awaitTopic(ctx, adm, s.cfg.ProgressTopic)
-		}
-		// Another node created it first: read its partition count.
-		details, err = adm.ListTopics(ctx, s.cfg.ProgressTopic)
-		if err != nil {
-			return fmt.Errorf("describe topic %q: %w", s.cfg.ProgressTopic, err)
-		}
-		d = details[s.cfg.ProgressTopic]
-	case d.Err != nil:
+	if d, ok := details[s.cfg.ProgressTopic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+		s.parts = int32(len(d.Partitions))
+		return nil
+	} else if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 		return fmt.Errorf("topic %q: %w", s.cfg.ProgressTopic, d.Err)
 	}
-	if len(d.Partitions) == 0 {
-		return fmt.Errorf("topic %q has no partitions", s.cfg.ProgressTopic)
+	compact := map[string]*string{"cleanup.policy": kmsg.StringPtr("compact")}
+	_, err = adm.CreateTopic(ctx, s.cfg.ProgressPartitions, -1, compact, s.cfg.ProgressTopic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create progress topic %q: %w", s.cfg.ProgressTopic, err)
 	}
-	s.parts = int32(len(d.Partitions))
-	return nil
+	// Created here or by another node at once: wait until the brokers
+	// serve it, and take its partition count from them.
+	s.parts, err = awaitTopic(ctx, adm, s.cfg.ProgressTopic)
+	return err
 }
 
-// awaitTopic polls until the brokers list offsets of a topic just
-// created (metadata reaches them after the creation is acknowledged).
-func (s *ExactlyOnceSink[T]) awaitTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+// awaitTopic polls until the brokers list the offsets of a topic just
+// created (metadata reaches them after the creation is acknowledged), and
+// returns its partition count. (Offsets, not ListTopics, which answers
+// from the client's metadata cache for a few seconds.)
+func awaitTopic(ctx context.Context, adm *kadm.Client, topic string) (int32, error) {
 	for {
 		offs, err := adm.ListStartOffsets(ctx, topic)
-		if err == nil && offs.Error() == nil {
-			return nil
+		if err == nil && offs.Error() == nil && len(offs[topic]) > 0 {
+			return int32(len(offs[topic])), nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topic %q created but not served: %w", topic, errors.Join(err, offs.Error(), ctx.Err()))
+			return 0, fmt.Errorf("topic %q created but not served: %w", topic, errors.Join(err, offs.Error(), ctx.Err()))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

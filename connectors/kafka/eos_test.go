@@ -218,3 +218,30 @@ func TestExactlyOnceSinkConfig(t *testing.T) {
 		t.Fatal("a Write mixing fragments: no error")
 	}
 }
+
+// Nodes that start at once all create the progress topic: one wins, the
+// others wait until it is served, and all see its partitions.
+func TestExactlyOnceSinksCreateProgressTopicAtOnce(t *testing.T) {
+	_, brokers := cluster(t, map[string]int32{"out": 1})
+	errs := make(chan error, 4)
+	sinks := make(chan *ExactlyOnceSink[line], 4)
+	for range 4 {
+		go func() {
+			s, err := NewExactlyOnceSink(context.Background(), ExactlyOnceConfig[line]{
+				SinkConfig: SinkConfig[line]{Brokers: brokers, Topic: "out"}, Flow: "wc", ProgressPartitions: 5})
+			errs <- err
+			sinks <- s
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		if s := <-sinks; s != nil {
+			if s.parts != 5 {
+				t.Errorf("a sink sees %d progress partitions, want 5", s.parts)
+			}
+			s.Close()
+		}
+	}
+}
