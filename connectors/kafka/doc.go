@@ -97,6 +97,14 @@
 // interval of latency, and no output is committed that the standby's copy
 // does not hold.
 //
+// Markers of several fragments share a partition of the progress topic,
+// and read_committed stops at the first transaction still open there: an
+// initialising producer waits until every transaction open on its marker's
+// partition has ended (a dead owner's is aborted when its fragment's next
+// owner initialises, or after TransactionTimeout), so that it never reads
+// a marker older than its fragment's last. More ProgressPartitions make
+// that wait rarer.
+//
 // A zombie that writes again after being fenced re-initialises and fences
 // the new owner in turn; both skip by the same marker, so the topic still
 // holds one history as long as both produce the same one, which the

@@ -17,7 +17,8 @@ import (
 	"github.com/tessera-streams/tessera/flows"
 )
 
-// scanTimeout bounds the read of a progress marker.
+// scanTimeout bounds the read of a progress marker, and the wait for the
+// transactions open on its partition to end.
 const scanTimeout = 30 * time.Second
 
 // ErrFenced wraps the error of a Write whose transaction Kafka refused
@@ -308,23 +309,53 @@ func (s *ExactlyOnceSink[T]) initProducer(ctx context.Context, p *txnProducer) e
 // windows that grow from the end until one holds the key or the start is
 // reached (in a compacted topic, each fragment's last marker is near the
 // end; the scan costs one fetch in the usual case).
+//
+// The partition is shared by the markers of several fragments, and
+// read_committed reads only up to the last stable offset: the first
+// offset of a transaction still open, which may be another fragment's
+// (a dead owner's, until its next owner initialises or Kafka times it
+// out) with this fragment's last marker after it. So the scan first waits
+// until the last stable offset reaches the high watermark read after this
+// producer's initialisation: everything written before is then decided,
+// this fragment's last marker included.
 func (s *ExactlyOnceSink[T]) lastMarker(ctx context.Context, txn string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, scanTimeout)
+	defer cancel()
 	topic, part := s.cfg.ProgressTopic, progressPartition(txn, s.parts)
 	adm := kadm.NewClient(s.admin)
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	offset := func(list func(context.Context, ...string) (kadm.ListedOffsets, error)) (int64, error) {
+		offs, err := list(ctx, topic)
+		if err != nil {
+			return 0, err
+		}
+		o, ok := offs.Lookup(topic, part)
+		if !ok || o.Err != nil {
+			return 0, fmt.Errorf("no offset of %s/%d: %w", topic, part, o.Err)
+		}
+		return o.Offset, nil
+	}
+	start, err := offset(adm.ListStartOffsets)
 	if err != nil {
 		return "", fmt.Errorf("read marker: %w", err)
 	}
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	hwm, err := offset(adm.ListEndOffsets)
 	if err != nil {
 		return "", fmt.Errorf("read marker: %w", err)
 	}
-	so, ok1 := starts.Lookup(topic, part)
-	eo, ok2 := ends.Lookup(topic, part)
-	if !ok1 || !ok2 || so.Err != nil || eo.Err != nil {
-		return "", fmt.Errorf("read marker: no offsets of %s/%d: %w", topic, part, errors.Join(so.Err, eo.Err))
+	var end int64
+	for {
+		if end, err = offset(adm.ListCommittedOffsets); err != nil {
+			return "", fmt.Errorf("read marker: %w", err)
+		}
+		if end >= hwm {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("read marker: a transaction holds %s/%d at %d (below %d): %w", topic, part, end, hwm, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	start, end := so.Offset, eo.Offset
 	for window := int64(256); ; window *= 8 {
 		from := max(start, end-window)
 		marker, found, err := s.scanMarker(ctx, topic, part, from, end, txn)
@@ -353,9 +384,7 @@ func (s *ExactlyOnceSink[T]) scanMarker(ctx context.Context, topic string, part 
 	}
 	defer cl.Close()
 	// A record of the range missing (compacted away) would leave the scan
-	// waiting for it: bound it even when Writes are not.
-	ctx, cancel := context.WithTimeout(ctx, scanTimeout)
-	defer cancel()
+	// waiting for it: lastMarker bounds it even when Writes are not.
 	var marker string
 	found := false
 	for next := from; next < end; {

@@ -245,3 +245,51 @@ func TestExactlyOnceSinksCreateProgressTopicAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Another fragment's transaction left open on the progress partition (a
+// dead owner's) holds read_committed below this fragment's last marker:
+// initialising waits until it ends rather than read an older marker.
+func TestExactlyOnceSinkWaitsForOpenMarkers(t *testing.T) {
+	_, brokers := cluster(t, map[string]int32{"out": 1})
+	s := newEOS(t, brokers)
+	if err := s.Write(fragmentOutputs(0, 0, 5, "a")); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(s.TransactionalID(1)),
+		kgo.RecordPartitioner(progressPartitioner{topic: "out.tessera-progress", parts: 3}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	if err := dead.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	// The dead owner's marker goes to the partition of fragment 0's.
+	key := s.TransactionalID(0)
+	if err := dead.ProduceSync(context.Background(), &kgo.Record{Topic: "out.tessera-progress", Key: []byte(key), Value: []byte("not a marker")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(fragmentOutputs(0, 5, 10, "a")); err != nil { // its marker is after the open transaction
+		t.Fatal(err)
+	}
+	s.Close()
+
+	restarted := newEOS(t, brokers)
+	done := make(chan error, 1)
+	go func() { done <- restarted.Write(fragmentOutputs(0, 5, 12, "a")) }() // 5..9 were committed
+	select {
+	case err := <-done:
+		t.Fatalf("the Write did not wait for the open transaction: %v", err)
+	case <-time.After(100 * time.Millisecond): // a wait that should not end: nothing to poll
+	}
+	if err := dead.EndTransaction(context.Background(), kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := countKeys(t, readCommitted(t, brokers, "out"))
+	if len(got) != 12 {
+		t.Fatalf("%d outputs in the topic, want 12", len(got))
+	}
+}
