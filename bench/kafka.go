@@ -18,7 +18,6 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/kafka"
 	"github.com/tessera-streams/tessera/flows"
-	"github.com/tessera-streams/tessera/splice"
 )
 
 // The Kafka rows run against kfake, franz-go's in-process Kafka, in this
@@ -146,33 +145,34 @@ func kafkaEngine(brokers []string, p params) (engineResult, error) {
 	f := flows.New("bench-kafka", flows.WithFragments(p.fragments))
 	ks := flows.KeyBy(flows.From(f, "keys", flows.Source[string](src)), flows.Identity[string])
 	flows.Count(ks).View("counts")
-	plan, err := f.Plan()
-	if err != nil {
-		return res, err
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	resetPeakRSS()
-	cpu, start := cpuTime(), time.Now()
-	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: -1})
+	e, spent, err := startFlow(f, p, -1)
 	if err != nil {
 		return res, err
 	}
 	defer e.Stop()
 	<-e.Drained()
-	res.cost = cost{time.Since(start), cpuTime() - cpu}
+	res.cost = spent()
 	res.peakRSS = peakRSSMB()
 	if err := e.Err(); err != nil {
 		return res, err
 	}
-	ans, err := splice.Evaluate(context.Background(), e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: splice.MaxLimit}})
+	res.counts, err = engineCounts(e)
+	return res, err
+}
+
+// startFlow plans f and starts it on an engine with the bench's batch
+// sizes and a checkpoint interval (negative: none); spent says what the
+// run has cost since just before the start.
+func startFlow(f *flows.Flow, p params, interval time.Duration) (e *actor.Engine, spent func() cost, err error) {
+	plan, err := f.Plan()
 	if err != nil {
-		return res, err
+		return nil, nil, err
 	}
-	res.counts = make(map[string]int64, len(ans.Entries))
-	for _, en := range ans.Entries {
-		res.counts[en.Key] = en.Value.(int64)
-	}
-	return res, nil
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	resetPeakRSS()
+	cpu, start := cpuTime(), time.Now()
+	e, err = actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: interval})
+	return e, func() cost { return cost{time.Since(start), cpuTime() - cpu} }, err
 }
 
 // keyCount is an output of the sink rows: a key's count after an event.
@@ -268,14 +268,7 @@ func sinkEngine(in *input, n int, p params, brokers []string, topic string, exac
 	ks := flows.KeyBy(flows.From(f, "keys", flows.Source[bev](src)), func(e bev) string { return e.K })
 	updates := flows.Map(flows.Count(ks).Updates(), func(kv flows.KV[string, int64]) keyCount { return keyCount{kv.Key, kv.Value} })
 	flows.To(updates, flows.Sink[keyCount](counted), flows.OnCheckpoint())
-	plan, err := f.Plan()
-	if err != nil {
-		return res, err
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	resetPeakRSS()
-	cpu, start := cpuTime(), time.Now()
-	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: interval})
+	e, spent, err := startFlow(f, p, interval)
 	if err != nil {
 		return res, err
 	}
@@ -290,7 +283,7 @@ func sinkEngine(in *input, n int, p params, brokers []string, topic string, exac
 			return res, fmt.Errorf("%d of %d outputs delivered after 5 minutes", counted.n.Load(), applied)
 		}
 	}
-	res.cost = cost{time.Since(start), cpuTime() - cpu}
+	res.cost = spent()
 	res.peakRSS = peakRSSMB()
 	if got := counted.n.Load(); got != applied || applied == 0 {
 		return res, fmt.Errorf("%d outputs delivered for %d events", got, applied)

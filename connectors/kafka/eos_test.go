@@ -14,14 +14,24 @@ import (
 	"github.com/tessera-streams/tessera/flows"
 )
 
-// ReadCommitted reads every committed record of topic up to its last
-// stable offsets, as a read_committed consumer sees them (transaction
-// markers left out).
+// readCommitted reads every committed record of topic up to its last
+// stable offsets, as a read_committed consumer sees them.
 func readCommitted(t testing.TB, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	return readRecords(t, brokers, topic, true)
+}
+
+// readRecords reads topic up to its end offsets (committed: its last
+// stable offsets, read committed), transaction markers left out.
+func readRecords(t testing.TB, brokers []string, topic string, committed bool) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ends, err := admin(t, brokers).ListCommittedOffsets(ctx, topic)
+	list, isolation := admin(t, brokers).ListEndOffsets, kgo.ReadUncommitted()
+	if committed {
+		list, isolation = admin(t, brokers).ListCommittedOffsets, kgo.ReadCommitted()
+	}
+	ends, err := list(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +42,7 @@ func readCommitted(t testing.TB, brokers []string, topic string) []*kgo.Record {
 		}
 	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(isolation), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}

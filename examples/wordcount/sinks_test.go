@@ -391,31 +391,14 @@ func readSinkFiles(t *testing.T, dir string) []update {
 // them).
 func TestNATSSinkSIGKILLExact(t *testing.T) {
 	const n = 200_000
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { // after the example stops
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready in 10s")
-	}
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	url, js := natsServer(t)
 	ctx := context.Background()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "COUNTS", Subjects: []string{"counts"}, Duplicates: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	bin := exampletest.Build(t, "wordcount")
-	args := append(genArgs(n, t.TempDir()), "-sink", "nats", "-nats", ns.ClientURL(), "-sink-subject", "counts")
+	args := append(genArgs(n, t.TempDir()), "-sink", "nats", "-nats", url, "-sink-subject", "counts")
 	p := killRestarts(t, bin, args, 5, nil)
 	waitFinished(t, p.Base, n)
 	waitFor(t, "all updates in the stream", func() bool {
@@ -448,4 +431,33 @@ func TestNATSSinkSIGKILLExact(t *testing.T) {
 		}
 	}
 	checkUpdates(t, got, sequentialCounts(n, 4, 7))
+}
+
+// natsServer starts a NATS server with JetStream on 127.0.0.1, in the test
+// process so that it outlives the examples killed, and returns its URL and
+// a JetStream client.
+func natsServer(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { // after the examples stop
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready in 10s")
+	}
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns.ClientURL(), js
 }
