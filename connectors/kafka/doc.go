@@ -105,12 +105,22 @@
 // a marker older than its fragment's last. More ProgressPartitions make
 // that wait rarer.
 //
-// A zombie that writes again after being fenced re-initialises and fences
-// the new owner in turn; both skip by the same marker, so the topic still
-// holds one history as long as both produce the same one, which the
-// engine's placement fencing makes short-lived. The marker of a fragment
-// is looked for in one partition of the progress topic, chosen by the
-// partition count when the sink is made: never add partitions to it.
+// A zombie (an old owner that has not yet learned the fragment moved, say
+// one that was SIGSTOPped) fails its next Write with ErrFenced, and nothing
+// it produced in that transaction becomes visible. It must not simply
+// re-initialise: that would fence the new owner in turn, and its pending
+// outputs, which do not hold the new owner's marker, would be committed
+// again. So after ErrFenced a fragment's Writes fail at once for
+// FenceBackoff (10 s), time for the engine's placement fencing to stop the
+// zombie's fragment; after that the sink takes the fragment back, as an
+// owner the fragment has moved back to must (which therefore delivers
+// one FenceBackoff late, once). A zombie that stays unaware for longer
+// than that can still duplicate outputs: the sink cannot tell it from an
+// owner that took the fragment back.
+//
+// The marker of a fragment is looked for in one partition of the progress
+// topic, chosen by the partition count when the sink is made: never add
+// partitions to it.
 //
 // Tests run against kfake, franz-go's in-process implementation of the
 // Kafka protocol.

@@ -43,6 +43,13 @@ type ExactlyOnceConfig[T any] struct {
 	// before aborting it (0: franz-go's 40 s). A Write holds one
 	// transaction open for as long as it takes.
 	TransactionTimeout time.Duration
+	// FenceBackoff is how long, after a Write of a fragment failed with
+	// ErrFenced, the fragment's Writes fail at once instead of
+	// re-initialising its producer, which would fence the newer owner in
+	// turn: time for the engine to learn that the fragment moved and stop
+	// this (zombie) copy. 0: 10 s; negative: none. An owner that really
+	// took the fragment back waits for it once.
+	FenceBackoff time.Duration
 }
 
 // ExactlyOnceSink writes the outputs of each fragment in Kafka
@@ -69,6 +76,9 @@ type txnProducer struct {
 	skip string      // the marker read at initialisation; "" for none
 	used bool        // a Write ran since initialisation
 	shut bool        // the sink is closed: never initialise again
+	// fenced is when a Write of this producer was last fenced; zero if
+	// it was not since it last initialised.
+	fenced time.Time
 }
 
 // NewExactlyOnceSink returns a transactional sink to cfg.Topic, which must
@@ -91,6 +101,9 @@ func NewExactlyOnceSink[T any](ctx context.Context, cfg ExactlyOnceConfig[T]) (*
 	}
 	if cfg.ProgressTopic == "" {
 		cfg.ProgressTopic = cfg.Topic + ".tessera-progress"
+	}
+	if cfg.FenceBackoff == 0 {
+		cfg.FenceBackoff = 10 * time.Second
 	}
 	if cfg.ProgressPartitions == 0 {
 		cfg.ProgressPartitions = 1
@@ -186,6 +199,10 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 	if p.shut {
 		return errors.New("kafka sink: closed")
 	}
+	if !p.fenced.IsZero() && time.Since(p.fenced) < s.cfg.FenceBackoff {
+		return fmt.Errorf("kafka sink: fragment %d (%s): %w %v ago: not taking it back before %v",
+			frag, p.id, ErrFenced, time.Since(p.fenced).Round(time.Millisecond), s.cfg.FenceBackoff)
+	}
 	ctx := context.Background()
 	if s.cfg.WriteTimeout > 0 {
 		var cancel context.CancelFunc
@@ -198,6 +215,7 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 			p.cl = nil
 		}
 		if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+			p.fenced = time.Now()
 			err = fmt.Errorf("%w: %w", ErrFenced, err)
 		}
 		return fmt.Errorf("kafka sink: fragment %d (%s): %w", frag, p.id, err)
@@ -300,7 +318,7 @@ func (s *ExactlyOnceSink[T]) initProducer(ctx context.Context, p *txnProducer) e
 		cl.Close()
 		return err
 	}
-	p.cl, p.skip, p.used = cl, marker, false
+	p.cl, p.skip, p.used, p.fenced = cl, marker, false, time.Time{}
 	return nil
 }
 

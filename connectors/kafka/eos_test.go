@@ -186,6 +186,14 @@ func TestExactlyOnceSinkFencesZombie(t *testing.T) {
 	if !errors.Is(err, ErrFenced) {
 		t.Fatalf("the old owner's Write after fencing = %v, want ErrFenced", err)
 	}
+	// Until FenceBackoff has passed, the old owner does not take the
+	// fragment back (which would fence the new owner): the owner goes on.
+	if err := old.Write(fragmentOutputs(0, 8, 12, "old")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the old owner's second Write = %v, want ErrFenced", err)
+	}
+	if err := owner.Write(fragmentOutputs(0, 8, 10, "new")); err != nil {
+		t.Fatalf("the owner's Write after the old owner's retry: %v", err)
+	}
 	if err := zombie.EndTransaction(context.Background(), kgo.TryCommit); err == nil {
 		t.Fatal("the zombie committed after a new owner initialised")
 	}
@@ -193,13 +201,13 @@ func TestExactlyOnceSinkFencesZombie(t *testing.T) {
 	if _, ok := got["zombie"]; ok {
 		t.Fatal("the zombie's aborted record is visible")
 	}
-	for _, o := range fragmentOutputs(0, 8, 12, "") {
+	for _, o := range fragmentOutputs(0, 10, 12, "") {
 		if _, ok := got[outputKey(o.ID)]; ok {
 			t.Fatalf("output %s written by the fenced owner is visible", outputKey(o.ID))
 		}
 	}
 	want := map[string]string{}
-	for _, o := range append(append(fragmentOutputs(0, 0, 5, "old"), fragmentOutputs(0, 5, 8, "new")...), fragmentOutputs(7, 0, 3, "new")...) {
+	for _, o := range append(append(fragmentOutputs(0, 0, 5, "old"), fragmentOutputs(0, 5, 10, "new")...), fragmentOutputs(7, 0, 3, "new")...) {
 		want[outputKey(o.ID)] = fmt.Sprintf(`{"text":%q}`, o.Value.Text)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -300,5 +308,37 @@ func TestExactlyOnceSinkWaitsForOpenMarkers(t *testing.T) {
 	got := countKeys(t, readCommitted(t, brokers, "out"))
 	if len(got) != 12 {
 		t.Fatalf("%d outputs in the topic, want 12", len(got))
+	}
+}
+
+// After FenceBackoff, a fenced sink takes its fragment back (an owner the
+// fragment moved back to): it fences the other and skips what it
+// committed.
+func TestExactlyOnceSinkTakesFragmentBackAfterBackoff(t *testing.T) {
+	_, brokers := cluster(t, map[string]int32{"out": 1})
+	cfg := ExactlyOnceConfig[line]{SinkConfig: SinkConfig[line]{Brokers: brokers, Topic: "out"}, Flow: "wc", FenceBackoff: -1}
+	a, err := NewExactlyOnceSink(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := newEOS(t, brokers)
+	if err := a.Write(fragmentOutputs(0, 0, 3, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Write(fragmentOutputs(0, 0, 6, "b")); err != nil { // 0..2 skipped
+		t.Fatal(err)
+	}
+	if err := a.Write(fragmentOutputs(0, 3, 4, "a")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Write = %v, want ErrFenced", err)
+	}
+	if err := a.Write(fragmentOutputs(0, 3, 8, "a")); err != nil { // 3..5 skipped: b committed them
+		t.Fatal(err)
+	}
+	if err := b.Write(fragmentOutputs(0, 6, 7, "b")); !errors.Is(err, ErrFenced) {
+		t.Fatalf("the fragment was taken back, but Write = %v, want ErrFenced", err)
+	}
+	if got := countKeys(t, readCommitted(t, brokers, "out")); len(got) != 8 {
+		t.Fatalf("%d outputs, want 8", len(got))
 	}
 }
