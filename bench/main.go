@@ -198,6 +198,8 @@ func run(p params, out string, w io.Writer) error {
 		{"http-ingest", func() (Result, error) { return httpIngest(in, p, w) }},
 		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
 		{"failover", func() (Result, error) { return failover(in, p, w) }},
+		{"kafka-source", func() (Result, error) { return kafkaSource(in, p, w) }},
+		{"kafka-eos-sink", func() (Result, error) { return kafkaEOSSink(in, p, w) }},
 	}
 	if only != "" {
 		names := strings.Split(only, ",")

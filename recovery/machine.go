@@ -103,7 +103,8 @@ type MachineConfig struct {
 	// Replicated: checkpoints are copied to a standby, which may restore
 	// the one before the newest durable one (the owner died before it
 	// replicated): upstream fragments are told to forget outputs only up
-	// to the checkpoint before.
+	// to the checkpoint before, and OnCheckpoint sinks are delivered what
+	// that one covers (flows.Fragment.LagReleases).
 	Replicated bool
 }
 
@@ -195,6 +196,9 @@ func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHand
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
 		waiting: waitHandoff}
+	if cfg.Replicated {
+		m.frag.LagReleases()
+	}
 	if waitHandoff {
 		m.awaitAll()
 	}
@@ -429,6 +433,9 @@ func (m *Machine) Attempts(ev flows.EventID) int { return m.attempts[ev] }
 func (m *Machine) Restored(r Restored, handoff bool) {
 	own := m.epoch
 	m.frag, m.vec = r.Fragment, r.Vector
+	if m.cfg.Replicated {
+		m.frag.LagReleases()
+	}
 	m.epoch = max(r.Manifest.Epoch, own) // epochs only grow: checkpoint waiters count on it
 	m.unacked = m.unacked[:0]            // the restored fragment tells every fragment where it is
 	for ev := range m.skips {

@@ -6,12 +6,15 @@
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines
 //	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
 //	go run ./examples/wordcount -source http -data /tmp/wc  # POST /v1/streams/lines/events
+//	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines -sink kafka -sink-topic counts
 //
 // Kafka records, JetStream messages and pushed lines are {"text": "..."} in
 // JSON.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
-// the number of words counted).
+// the number of words counted). With -sink (sinks.go), every count update
+// {"word": ..., "count": ...} also goes, exactly once, to JSON-lines files,
+// a Kafka topic (transactions) or a JetStream subject.
 package main
 
 import (
@@ -38,13 +41,13 @@ type Line struct {
 	Text string `json:"text"`
 }
 
-// Flow counts the words of lines.
-func Flow(src flows.Source[Line], fragments int) *flows.Flow {
+// Flow counts the words of lines; the sinks receive every count update.
+func Flow(src flows.Source[Line], fragments int, sinks ...flows.Sink[WordCount]) *flows.Flow {
 	f := flows.New("wordcount", flows.WithFragments(fragments))
 	lines := flows.From(f, "lines", src)
 	words := flows.FlatMap(lines, func(l Line, emit func(string)) { Words(l.Text, emit) })
 	byWord := flows.KeyBy(words, flows.Identity[string])
-	flows.Count(byWord).View("words")
+	toSinks(flows.Count(byWord).View("words"), sinks)
 	flows.AggregateView(byWord.Values(), "total", splice.Count[string](), flows.Identity[string])
 	return f
 }
@@ -124,7 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		stream     = fs.String("stream", "", "nats source: JetStream stream")
 		subjects   = fs.String("subjects", "", "nats source: comma-separated subject filters, one per partition (empty: the stream's subjects)")
 	)
-	var closers []func() error // sources to close once the node stops
+	sinkFlags := addSinkFlags(fs)
+	var closers []func() error // sources and sinks to close once the node stops
 	defer func() {
 		for _, c := range closers {
 			c()
@@ -182,7 +186,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		default:
 			return nil, fmt.Errorf("-source must be gen, file, kafka, nats or http, got %q", *source)
 		}
-		return Flow(src, node.Fragments), nil
+		sinks, err := sinkFlags.open(ctx, "wordcount", *brokers, *natsURL, &closers)
+		if err != nil {
+			return nil, err
+		}
+		return Flow(src, node.Fragments, sinks...), nil
 	}, [][2]string{
 		{"/", "dashboard"},
 		{"/v1/views/total", "words counted"},
