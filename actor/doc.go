@@ -6,7 +6,10 @@
 // mailboxes are unbounded; the bound is ours). A full batch is sent at once;
 // a partial one after BatchDelay. When a fragment is out of credits the
 // reader stops reading until it acknowledges: back-pressure reaches the
-// source.
+// source. These rules (and when a partition is finished, when credits
+// that never came back are taken back, and up to where the source is
+// committed) are recovery.Credits, a pure state machine the reader actor
+// carries out.
 //
 // A fragment actor carries out one fragment's recovery.Machine: it hands
 // it the batches, acknowledgements, ticks and checkpoint results that
@@ -24,4 +27,59 @@
 //
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.
+//
+// # Alerts
+//
+// A flow's alerts (flows.Alert) are evaluated on the spliced windowed views
+// by one node: on a single node, its engine; in a cluster, the owner the
+// placement gives the alerts (cluster.Place: the owner and the standby of a
+// pseudo-fragment after the fragments and the source partitions, by the
+// same rendezvous hashing, computed alike on every node), so that a
+// crossing is raised once for the cluster, not once per node. Every node
+// keeps a copy of the alert log (the records raised, numbered from 0, and
+// every alert's state) and answers /v1/alerts from it. recovery.AlertLog
+// holds the rules; alerts.go carries out its writes and messages.
+//
+// A step of the owner: it evaluates the windows completed since its last
+// step (a query to every fragment) and sends the records raised and the
+// alerts' new states to its standby, which holds them in memory (prepared)
+// and acknowledges; the owner then writes them with the states in one
+// synced batch, announces them (a Warn log line, Config.OnAlert), and sends
+// them to every node, which appends them to its copy. Fragments keep the
+// windows the committed states have not evaluated yet (Fragment.SetHold):
+// each node derives the hold from its copy. On a single node, or in a
+// cluster of one, a step is written and announced at once, as before.
+//
+// When the owner dies, the placement moves the alerts to its standby, the
+// next node in rendezvous order. A new owner evaluates nothing before it
+// has asked every node of its placement what it holds, and has every
+// answer: it appends the longest copy, then a step prepared with it that
+// extends the copy. Where the owner died in a step:
+//
+//   - while evaluating, or before its standby held the step: nothing of it
+//     was written or announced; the new owner evaluates those windows
+//     again from the committed states and raises their crossings, once;
+//   - after its standby held the step, before writing it: the new owner
+//     takes the prepared step over and commits it as its own; it had not
+//     been announced, and is now, once;
+//   - after writing and announcing it, before the others had it: the
+//     standby's prepared step is that step, taken over as above. The log
+//     holds it once and every node lists it once, but the log line and
+//     OnAlert see it again, on the new owner: across a failover they are
+//     at-least-once (a window of one disk sync and one message), with the
+//     alert and window as a record's identity, as sinks see outputs. (A
+//     single node that crashes between its write and OnAlert does not call
+//     it again after a restart: at-most-once, as before.)
+//
+// A node answers a new owner only once it applied that placement, and from
+// then on refuses (fences) the steps of an older placement or of another
+// owner: a stale owner (stopped, then resumed before it learned of the new
+// placement) can no longer commit. A node whose copy is behind is sent what
+// it lacks, with the states at the owner's version. All this holds while
+// one of the owner and its standby survives each placement change, as the
+// fragments' replicated checkpoints assume; if both die at once, the steps
+// only they held are evaluated again by the next owner (raised a second
+// time), and a node whose membership view lags by a settle interval may
+// accept a stale owner's step (two owners at once), as it may a stale
+// owner's batches.
 package actor

@@ -61,10 +61,40 @@ type Config struct {
 	// fragments and source partitions the placement gives it, and reaches
 	// the others over protoactor remote. Nil: one node runs everything.
 	Cluster *ClusterConfig
-	// OnAlert receives each alert once it is durable. It must not block.
+	// OnAlert receives each alert once it is durable (in a cluster, on the
+	// node that raised it; see doc.go). It must not block.
 	OnAlert func(flows.AlertRecord)
 	// AlertInterval is how often alerts are evaluated; default 100ms.
 	AlertInterval time.Duration
+}
+
+// Validate reports a configuration that cannot work: negative sizes,
+// counts or durations (zero takes the default; only CheckpointInterval
+// may be negative, for never), or a cluster placement without a node.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"BatchSize", int64(c.BatchSize)}, {"BatchDelay", int64(c.BatchDelay)}, {"Credits", int64(c.Credits)},
+		{"PollSize", int64(c.PollSize)}, {"IdleDelay", int64(c.IdleDelay)}, {"TickInterval", int64(c.TickInterval)},
+		{"QueryTimeout", int64(c.QueryTimeout)}, {"MaxAttempts", int64(c.MaxAttempts)},
+		{"RetryBackoff", int64(c.RetryBackoff)}, {"AlertInterval", int64(c.AlertInterval)},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is negative (%d); zero takes the default", n.name, n.v))
+		}
+	}
+	if cl := c.Cluster; cl != nil {
+		if cl.Self == "" {
+			errs = append(errs, errors.New("Cluster.Self is empty: the node needs a name"))
+		}
+		if cl.Remote == "" {
+			errs = append(errs, errors.New("Cluster.Remote is empty: the node needs a protoactor remote address"))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Config) defaults() {
@@ -75,7 +105,7 @@ func (c *Config) defaults() {
 		c.BatchDelay = 5 * time.Millisecond
 	}
 	if c.Credits <= 0 {
-		c.Credits = 4
+		c.Credits = recovery.DefaultCredits
 	}
 	if c.PollSize <= 0 {
 		c.PollSize = 1024
@@ -136,6 +166,9 @@ type ClusterConfig struct {
 	// over starts there rather than at the start of its empty store.
 	AwaitHandoff []bool
 	ReaderFrom   []int64
+	// Alerts: the node that evaluates the flow's alerts and its standby,
+	// if any (a flow with alerts needs them; see doc.go).
+	Alerts []string
 }
 
 func (c *ClusterConfig) awaitHandoff(f int) bool {
@@ -269,6 +302,9 @@ type ReaderStats struct {
 // (protoactor's remote.Start sets gRPC's global logger, which races with the
 // gRPC connections of another node in the same process).
 func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("engine config: %w", err)
+	}
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),
@@ -410,10 +446,13 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
 		}
+		if err = e.startAlerts(cl); err != nil {
+			return nil, err
+		}
 	}
 	e.bg.Add(1)
 	go e.tick()
-	if e.alerts.alerter != nil {
+	if e.alerts.m != nil {
 		e.bg.Add(1)
 		go e.alertLoop()
 	}
@@ -507,7 +546,7 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
-		Backoff: e.cfg.RetryBackoff, RewindTimeout: rewindTimeout, Replicated: e.self != ""})
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: e.self != ""})
 	m.SetNow(e.cfg.Now())
 	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(),
 		// The standby's copy may be of another lineage (an owner that
@@ -541,15 +580,8 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	st.Position.Store(from)
 	st.Committed.Store(-1)
 	g := e.plan.Fragments()
-	ra := &readerActor{e: e, r: r, stats: st, credits: make([]int, g), blocked: make([]bool, g), lastAck: make([]time.Time, g), unacked: make([][]int64, g),
-		durable: make([]int64, g),
-		out:     map[string]*wire.Batches{}, outBytes: map[string]int{}}
-	for i := range ra.durable {
-		ra.durable[i] = -1
-	}
-	for i := range ra.credits {
-		ra.credits[i] = e.cfg.Credits
-	}
+	ra := &readerActor{e: e, r: r, stats: st, cr: recovery.NewCredits(g, e.cfg.Credits, e.cfg.Now()),
+		out: map[string]*wire.Batches{}, outBytes: map[string]int{}}
 	e.mu.Lock()
 	e.unfinish++
 	e.mu.Unlock()
@@ -767,9 +799,10 @@ func (e *Engine) shutdown(final bool) {
 		if err := e.Checkpoint(context.Background()); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
-		e.stepAlerts()
+		e.finalAlerts()
 	}
 	close(e.stop)
+	e.stopAlerts()
 	for _, pid := range l.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}

@@ -39,10 +39,6 @@ type fragmentActor struct {
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 }
 
-// rewindTimeout is how long a fragment waits for a remote reader's replay
-// before it asks again.
-const rewindTimeout = 3 * time.Second
-
 type waiter struct {
 	epoch uint64 // durable at or after this epoch answers it
 	pid   *pa.PID

@@ -58,6 +58,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
 	e.awaitRemotes(cl)
 	e.cfg.Cluster = cl
+	e.placeAlerts(cl)
 	l := &layout{epoch: cl.Epoch}
 	var moved []int
 	var gained, lost []int

@@ -5,29 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/recovery"
 )
 
 type readerActor struct {
 	e         *Engine
 	r         *flows.Reader
 	stats     *ReaderStats
-	credits   []int
-	blocked   []bool // a full batch waits for a credit
-	nblocked  int
-	inflight  int
-	polling   bool // a pollMsg is on its way
-	eof       bool
-	finished  bool
-	stopped   bool // a fatal source error
+	cr        *recovery.Credits // the flow control rules: credits, blocking, finishing, commits
+	polling   bool              // a pollMsg is on its way
+	stopped   bool              // a fatal source error
 	lastFlush time.Time
-	lastAck   []time.Time // per fragment: when a credit last came back
 	// out holds the batches for other nodes sent this turn, per node
 	// remote address; they leave as one message per node when the turn
 	// ends (flushOut) or the message is full.
@@ -39,24 +33,11 @@ type readerActor struct {
 	outBuf   []byte
 	outLast  int // the size of the last arena, to size the next one
 	outN     int
-	// unacked: per fragment, the start offsets of the batches sent and not
-	// yet acknowledged, oldest first.
-	unacked [][]int64
-	// durable: per fragment, the offset of this partition its last durable
-	// checkpoint covers (-1 until it said); the source is committed up to
-	// the smallest.
-	durable []int64
 }
 
-// creditTimeout is how long a reader waits for a fragment that has all its
-// credits before it takes them back: the batches went to an owner that
-// left or has not started yet, and will show as a gap at the fragment,
-// which asks for a rewind.
-const creditTimeout = 3 * time.Second
-
 // creditCheckMsg makes a reader take back the credits of fragments that
-// have not acknowledged anything for creditTimeout (sent every second in a
-// cluster).
+// have not acknowledged anything for recovery.CreditTimeout (sent every
+// second in a cluster).
 type creditCheckMsg struct{}
 
 func (ra *readerActor) Receive(c pa.Context) {
@@ -73,32 +54,20 @@ func (ra *readerActor) receive(c pa.Context) {
 		ra.poll(c)
 	case *wire.Acks:
 		for _, f := range m.Fragments {
-			if int(f) < len(ra.credits) {
-				ra.ack(c, int(f))
-			}
+			ra.ack(c, int(f))
 		}
 	case *wire.Rewind:
 		ra.rewind(c, m.To, int(m.Fragment))
 	case creditCheckMsg:
-		now, took := ra.e.cfg.Now(), false
-		from := int64(-1)
-		for f, n := range ra.credits {
-			if n < ra.e.cfg.Credits && now.Sub(ra.lastAck[f]) >= creditTimeout {
-				// The batches were lost on the way (a connection broke):
-				// send them again, or, if they were the partition's last,
-				// nothing would ever show the fragment the gap.
-				if u := ra.unacked[f]; len(u) > 0 && (from < 0 || u[0] < from) {
-					from = u[0]
-				}
-				ra.reclaim(f)
-				took = true
-			}
-		}
+		// Batches lost on the way (a connection broke) are sent again: if
+		// they were the partition's last, nothing would ever show the
+		// fragment the gap.
+		from, took := ra.cr.Expire(ra.e.cfg.Now())
 		if from >= 0 {
 			ra.rewind(c, from, -1)
 		}
 		if took {
-			if ra.eof {
+			if ra.cr.Ended() {
 				ra.flushAll(c)
 			}
 			ra.schedule(c, 0)
@@ -106,10 +75,13 @@ func (ra *readerActor) receive(c pa.Context) {
 	case movedMsg:
 		// Batches in flight to a fragment's old owner will not be
 		// acknowledged: take their credits back.
+		now := ra.e.cfg.Now()
 		for _, f := range m.fragments {
-			ra.reclaim(f)
+			if f >= 0 && f < ra.cr.Fragments() {
+				ra.cr.Reclaim(f, now)
+			}
 		}
-		if ra.eof {
+		if ra.cr.Ended() {
 			ra.flushAll(c)
 		}
 		ra.schedule(c, 0)
@@ -120,7 +92,7 @@ func (ra *readerActor) receive(c pa.Context) {
 		// Flush regardless of credits: the engine is stopping and the
 		// fragments' final checkpoints should cover everything read.
 		ra.stopped = true
-		for f := range ra.credits {
+		for f := range ra.cr.Fragments() {
 			if ra.r.Due(f) {
 				ra.send(c, f)
 			}
@@ -128,15 +100,12 @@ func (ra *readerActor) receive(c pa.Context) {
 		ra.flushOut(c)
 		c.Respond(stopMsg{})
 	case *wire.Durable:
-		grew := false
 		for i, f := range m.Fragments {
-			if int(f) < len(ra.durable) && i < len(m.Offsets) && m.Offsets[i] > ra.durable[f] {
-				ra.durable[f] = m.Offsets[i]
-				grew = true
+			if i < len(m.Offsets) {
+				if to, grew := ra.cr.Durable(int(f), m.Offsets[i]); grew {
+					ra.commit(to)
+				}
 			}
-		}
-		if grew {
-			ra.commit()
 		}
 	case rewindMsg:
 		ra.rewind(c, m.to, m.fragment)
@@ -150,17 +119,13 @@ func (ra *readerActor) receive(c pa.Context) {
 	}
 }
 
-// commit commits the source up to the smallest offset every fragment's
-// durable checkpoint covers, when that grew. A fragment that moves keeps
-// the offset its old owner announced: the new owner restores the standby's
+// commit commits the source up to offset c, the smallest offset every
+// fragment's durable checkpoint covers. A fragment that moves keeps the
+// offset its old owner announced: the new owner restores the standby's
 // copy of that checkpoint, or an older one if the owner died before it
 // replicated, and readers rewind to it; sources never restart from their
 // commits, which tell the source what it may trim.
-func (ra *readerActor) commit() {
-	c := slices.Min(ra.durable)
-	if c <= ra.stats.Committed.Load() {
-		return
-	}
+func (ra *readerActor) commit(c int64) {
 	ra.stats.Committed.Store(c)
 	if c == 0 {
 		return
@@ -171,35 +136,17 @@ func (ra *readerActor) commit() {
 	}
 }
 
-// reclaim takes back fragment f's credits.
-func (ra *readerActor) reclaim(f int) {
-	ra.inflight -= ra.e.cfg.Credits - ra.credits[f]
-	ra.credits[f] = ra.e.cfg.Credits
-	ra.unacked[f] = ra.unacked[f][:0]
-	ra.lastAck[f] = ra.e.cfg.Now()
-	if ra.blocked[f] {
-		ra.blocked[f] = false
-		ra.nblocked--
-	}
-}
-
-// ack returns a credit of fragment f.
+// ack returns a credit of fragment f (a late ack from a fragment's old
+// owner changes nothing).
 func (ra *readerActor) ack(c pa.Context, f int) {
-	if ra.credits[f] >= ra.e.cfg.Credits {
-		return // a late ack from a fragment's old owner
+	unblocked, ok := ra.cr.Ack(f, ra.e.cfg.Now())
+	if !ok {
+		return
 	}
-	ra.credits[f]++
-	ra.inflight--
-	if u := ra.unacked[f]; len(u) > 0 {
-		ra.unacked[f] = append(u[:0], u[1:]...)
-	}
-	ra.lastAck[f] = ra.e.cfg.Now()
-	if ra.blocked[f] {
-		ra.blocked[f] = false
-		ra.nblocked--
+	if unblocked {
 		ra.send(c, f)
 	}
-	if ra.eof {
+	if ra.cr.Ended() {
 		ra.flushAll(c)
 	}
 	ra.schedule(c, 0)
@@ -220,18 +167,14 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 		return
 	}
 	if !rewound {
-		if f >= 0 && f < len(ra.credits) && ra.credits[f] > 0 {
+		if f >= 0 && f < ra.cr.Fragments() && ra.cr.CanSend(f) {
 			ra.send(c, f)
 		}
 		return
 	}
 	ra.stats.Rewinds.Add(1)
 	ra.stats.Position.Store(to)
-	clear(ra.blocked)
-	ra.nblocked = 0
-	ra.eof = false
-	if ra.finished {
-		ra.finished = false
+	if ra.cr.Rewound() {
 		ra.stats.Done.Store(false)
 		ra.e.drainCount(+1)
 	}
@@ -241,7 +184,7 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 // schedule asks for another poll, after d, unless one is coming, reading is
 // blocked, or the partition is exhausted.
 func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
-	if ra.polling || ra.nblocked > 0 || ra.eof || ra.stopped {
+	if ra.polling || !ra.cr.MayPoll() || ra.stopped {
 		return
 	}
 	ra.polling = true
@@ -253,7 +196,7 @@ func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
 }
 
 func (ra *readerActor) poll(c pa.Context) {
-	if ra.nblocked > 0 || ra.eof || ra.stopped {
+	if !ra.cr.MayPoll() || ra.stopped {
 		return
 	}
 	ra.r.SetNow(ra.e.cfg.Now())
@@ -267,10 +210,8 @@ func (ra *readerActor) poll(c pa.Context) {
 		return
 	}
 	for _, f := range ra.r.Full() {
-		if ra.credits[f] == 0 {
-			if !ra.blocked[f] {
-				ra.blocked[f] = true
-				ra.nblocked++
+		if !ra.cr.CanSend(f) {
+			if ra.cr.Block(f) {
 				ra.stats.Stalls.Add(1)
 			}
 			continue
@@ -278,7 +219,7 @@ func (ra *readerActor) poll(c pa.Context) {
 		ra.send(c, f)
 	}
 	if err != nil { // io.EOF
-		ra.eof = true
+		ra.cr.EOF()
 		ra.flushAll(c)
 		return
 	}
@@ -299,18 +240,17 @@ func (ra *readerActor) poll(c pa.Context) {
 // everything is acknowledged.
 func (ra *readerActor) flushAll(c pa.Context) {
 	behind := false
-	for f := range ra.credits {
+	for f := range ra.cr.Fragments() {
 		if !ra.r.Due(f) {
 			continue
 		}
-		if ra.credits[f] == 0 {
+		if !ra.cr.CanSend(f) {
 			behind = true
 			continue
 		}
 		ra.send(c, f)
 	}
-	if ra.eof && !behind && ra.inflight == 0 && !ra.finished {
-		ra.finished = true
+	if ra.cr.Flushed(behind) {
 		ra.stats.Done.Store(true)
 		ra.e.drainCount(-1)
 	}
@@ -320,12 +260,7 @@ func (ra *readerActor) send(c pa.Context, f int) {
 	l := ra.e.layout.Load()
 	b := ra.r.Take(f)
 	b.Epoch = l.epoch
-	if ra.credits[f] == ra.e.cfg.Credits {
-		ra.lastAck[f] = ra.e.cfg.Now() // the wait for an ack starts now
-	}
-	ra.credits[f]--
-	ra.inflight++
-	ra.unacked[f] = append(ra.unacked[f], b.PrevEnd)
+	ra.cr.Sent(f, b.PrevEnd, ra.e.cfg.Now())
 	to := l.route[f]
 	if ra.e.isLocal(to) {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})

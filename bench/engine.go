@@ -133,15 +133,21 @@ func runEngine(in *input, p params, run engineRun) (engineResult, error) {
 	if !run.counts {
 		return res, nil
 	}
+	res.counts, err = engineCounts(e)
+	return res, err
+}
+
+// engineCounts reads every entry of the keyed view "counts" of an engine.
+func engineCounts(e *actor.Engine) (map[string]int64, error) {
 	ans, err := splice.Evaluate(context.Background(), e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: splice.MaxLimit}})
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	res.counts = make(map[string]int64, len(ans.Entries))
+	counts := make(map[string]int64, len(ans.Entries))
 	for _, en := range ans.Entries {
-		res.counts[en.Key] = en.Value.(int64)
+		counts[en.Key] = en.Value.(int64)
 	}
-	return res, nil
+	return counts, nil
 }
 
 func same(want, got map[string]int64) error {

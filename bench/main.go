@@ -196,8 +196,11 @@ func run(p params, out string, w io.Writer) error {
 		{"checkpoint-overhead", func() (Result, error) { return checkpointOverhead(in, p, w) }},
 		{"recovery", func() (Result, error) { return recoveryRun(in, p, w) }},
 		{"query-latency", func() (Result, error) { return queryLatency(in, p, w) }},
+		{"http-ingest", func() (Result, error) { return httpIngest(in, p, w) }},
 		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
 		{"failover", func() (Result, error) { return failover(in, p, w) }},
+		{"kafka-source", func() (Result, error) { return kafkaSource(in, p, w) }},
+		{"kafka-eos-sink", func() (Result, error) { return kafkaEOSSink(in, p, w) }},
 	}
 	if only != "" {
 		names := strings.Split(only, ",")

@@ -152,6 +152,13 @@ func twoStageEngine(in *input, p params) (cost, map[int64]int64, float64, error)
 	}
 	defer store.Close()
 	resetPeakRSS()
+	if profile != "" {
+		stop, err := startProfile(profile)
+		if err != nil {
+			return cost{}, nil, 0, err
+		}
+		defer stop()
+	}
 	cpu, start := cpuTime(), time.Now()
 	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: twoStageInterval,
 		Store: store})

@@ -15,8 +15,16 @@ type alertsAnswer struct {
 	Alerts  []flows.AlertInfo `json:"alerts"`
 	Total   uint64            `json:"total"` // alerts raised since the flow's state began
 	Lost    int64             `json:"lost_windows"`
-	Records []json.RawMessage `json:"records"` // the latest ones, oldest first
+	Records []json.RawMessage `json:"records"`         // the latest ones, oldest first
+	Owner   string            `json:"owner,omitempty"` // in a cluster, the node that evaluates the alerts
 }
+
+// In a cluster one node evaluates the flow's alerts and every node holds a
+// copy of the alert log it keeps (see actor/doc.go): any node answers
+// /v1/alerts and /v1/alerts/watch for the whole cluster, with every alert
+// once, numbered alike on every node, so that a watcher reconnecting to
+// another node with ?since=N misses and repeats nothing. A node's copy may
+// lag the owner's by a message.
 
 // alertList answers GET /v1/alerts[?limit=N]: the declared alerts and the
 // latest records (default 100).
@@ -45,7 +53,7 @@ func (n *Node) alertList(w http.ResponseWriter, r *http.Request) {
 	if infos == nil {
 		infos = []flows.AlertInfo{}
 	}
-	splice.WriteJSON(w, http.StatusOK, alertsAnswer{Alerts: infos, Total: total, Lost: lost, Records: recs})
+	splice.WriteJSON(w, http.StatusOK, alertsAnswer{Alerts: infos, Total: total, Lost: lost, Records: recs, Owner: n.eng.AlertOwner()})
 }
 
 // alertWatch streams alerts as server-sent events: "alert" events, one per

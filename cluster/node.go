@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,23 @@ type Config struct {
 	Join   []string
 	Remote string
 	Expect int
+
+	// Streams take events pushed over HTTP at POST
+	// /v1/streams/{stream}/events (connectors/ingest makes them). A stream
+	// whose events live only on this node (NodeLocal) is refused in a
+	// cluster: the node would acknowledge what its death could lose.
+	Streams []Stream
+}
+
+// Stream is a stream that takes pushed events: its handler answers POST
+// /v1/streams/{Name}/events, and must answer 200 only once the events are
+// durable. Handlers are called concurrently.
+type Stream interface {
+	http.Handler
+	Name() string
+	// NodeLocal is true when acknowledged events are kept on this node
+	// only (an embedded log), not in a replicated store.
+	NodeLocal() bool
 }
 
 // Validate checks the configuration and the flow.
@@ -60,6 +78,9 @@ func (c *Config) Validate() error {
 	if c.Flow == nil {
 		errs = append(errs, errors.New("no flow"))
 	} else if err := c.Flow.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Engine.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.HTTPAddr == "" {
@@ -81,6 +102,17 @@ func (c *Config) Validate() error {
 	}
 	if c.RateInterval < 0 {
 		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
+	}
+	streams := map[string]bool{}
+	for _, s := range c.Streams {
+		if streams[s.Name()] {
+			errs = append(errs, fmt.Errorf("stream %q given twice", s.Name()))
+		}
+		streams[s.Name()] = true
+		if c.Gossip != "" && s.NodeLocal() {
+			errs = append(errs, fmt.Errorf("stream %q keeps pushed events on this node only, and a cluster member must not acknowledge what its death could lose: "+
+				"HTTP ingest into the embedded log needs a single node (no gossip address)", s.Name()))
+		}
 	}
 	for pattern, h := range c.Pages {
 		if err := checkPage(pattern, h); err != nil {
@@ -113,6 +145,7 @@ func checkPage(pattern string, h http.Handler) (err error) {
 type Node struct {
 	cfg     Config
 	ready   chan struct{}
+	ran     atomic.Bool // Run was called: a node runs once
 	addr    string
 	eng     *actor.Engine
 	reg     *prometheus.Registry
@@ -146,7 +179,12 @@ func (n *Node) Engine() *actor.Engine { return n.eng }
 // that cannot be written) stops the node too, and Run returns that error:
 // a node never goes on serving a flow that no longer moves. Until it has
 // stopped, /readyz answers 503 and /v1/cluster carries the error.
+//
+// A Node runs once: a second call to Run returns an error.
 func (n *Node) Run(ctx context.Context) error {
+	if n.ran.Swap(true) {
+		return errors.New("cluster: Run called twice on one node (make a new Node to run again)")
+	}
 	cfg := &n.cfg
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("node config: %w", err)
@@ -296,6 +334,18 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	splice.Register(mux, n.eng, splice.HandlerConfig{Done: stopping, Logger: n.cfg.Logger})
 	mux.HandleFunc("GET /v1/cluster", n.cluster)
+	streams := map[string]Stream{}
+	for _, s := range n.cfg.Streams {
+		streams[s.Name()] = s
+	}
+	mux.HandleFunc("POST /v1/streams/{stream}/events", func(w http.ResponseWriter, r *http.Request) {
+		s, ok := streams[r.PathValue("stream")]
+		if !ok {
+			splice.WriteError(w, http.StatusNotFound, fmt.Sprintf("no stream %q", r.PathValue("stream")))
+			return
+		}
+		s.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("POST /v1/checkpoint", func(w http.ResponseWriter, r *http.Request) {
 		if err := n.eng.Checkpoint(r.Context()); err != nil {
 			splice.WriteError(w, http.StatusInternalServerError, err.Error())

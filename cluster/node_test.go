@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
@@ -356,6 +357,10 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{HTTPAddr: "127.0.0.1:0"}, "no flow"},
 		{Config{Flow: testFlow(src), HTTPAddr: "nonsense"}, "HTTP address"},
 		{Config{Flow: testFlow(src), HTTPAddr: ln.Addr().String()}, "address already in use"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Engine: actor.Config{Credits: -1}}, "Credits is negative"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0", Streams: []Stream{localStream{}}},
+			`stream "in" keeps pushed events on this node only`},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Streams: []Stream{localStream{}, localStream{}}}, `stream "in" given twice`},
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/v1/mine": http.NotFoundHandler()}}, "outside / and /v1/"},
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/metrics": http.NotFoundHandler()}}, "conflicts"},
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/page": nil}}, "needs a handler"},
@@ -371,6 +376,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		case <-n.Ready():
 			t.Errorf("%q: node became ready", c.want)
 		default:
+		}
+		if err := n.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+			t.Errorf("a second Run() = %v, want an error that says so", err)
 		}
 	}
 }
@@ -412,3 +420,10 @@ func TestSourceFailureStopsNode(t *testing.T) {
 		t.Fatal("the stopped node still answers /healthz")
 	}
 }
+
+// localStream is a stream whose events stay on the node.
+type localStream struct{}
+
+func (localStream) ServeHTTP(http.ResponseWriter, *http.Request) {}
+func (localStream) Name() string                                 { return "in" }
+func (localStream) NodeLocal() bool                              { return true }

@@ -21,6 +21,10 @@ type Placement struct {
 	Readers   []string          `json:"readers"`   // owner of each source partition, in source order
 	Remotes   map[string]string `json:"-"`
 	Leaving   map[string]string `json:"-"` // nodes leaving, still alive: they hand off
+
+	// Alerts: the node that evaluates the flow's alerts and its standby
+	// (none for a flow without alerts).
+	Alerts []string `json:"alerts,omitempty"`
 }
 
 // Replicas is how many nodes keep a fragment's checkpoints: its owner and
@@ -30,7 +34,15 @@ const Replicas = 2
 
 // Place computes the placement of plan over members. Source partition i is
 // placed as if it were fragment fragments+i, so that partitions spread
-// independently of fragments.
+// independently of fragments; the flow's alerts as if they were the
+// fragment after the partitions, with an owner and a standby like a
+// fragment's.
+//
+// The alerts share one owner rather than one per alert: their records
+// form one log, numbered for /v1/alerts/watch, written with their states
+// in one synced batch. Evaluating an alert is a query to every fragment,
+// so the load it moves is small; a flow with many alerts could place
+// each on its own, with a log per alert.
 func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 	p := Placement{Epoch: epoch, Remotes: map[string]string{}}
 	for _, m := range members {
@@ -55,12 +67,15 @@ func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 			i++
 		}
 	}
+	if len(plan.Alerts()) > 0 {
+		p.Alerts = shard.Place(g+i, p.Members, Replicas)
+	}
 	return p
 }
 
 func (p Placement) engine(self string) *actor.ClusterConfig {
 	return &actor.ClusterConfig{Self: self, Remote: p.Remotes[self], Epoch: p.Epoch,
-		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes, Leaving: p.Leaving}
+		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes, Leaving: p.Leaving, Alerts: p.Alerts}
 }
 
 // settle waits until at least expect members are alive and the member list

@@ -42,7 +42,8 @@
 // delivered at once (To) or once a durable checkpoint covers the outputs
 // (To with OnCheckpoint): the first is exactly-once for an idempotent sink
 // only when the outputs do not depend on how partitions interleave, the
-// second always.
+// second always; with Fragment.LagReleases (replicated checkpoints), once
+// the checkpoint after the one that covers them is durable.
 //
 // # User functions that fail
 //

@@ -140,6 +140,7 @@ type exWriter[K comparable, T any] struct {
 	dests       []exDest[K, T]
 	saved       int64 // outputs before it are in checkpoints
 	seqSaved    int64 // the sequence number last written to a checkpoint
+	recBytes    int   // about how many bytes a record takes encoded, to size a checkpoint entry at once
 	// Outputs numbered below rel may be sent, with the watermark relWM: a
 	// durable checkpoint covers them; mark and markWM are the checkpoint
 	// being written's (Fragment.Released).
@@ -342,7 +343,15 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 	}
 	dd.sentAt = max(dd.sentAt-i, 0)
 	if len(dd.log) == 0 {
-		dd.log, dd.ts = nil, nil // a new array, not the tail of the old one
+		// A new array, not the tail of the old one, sized for about as
+		// many records as this trim forgot: growing from nil again each
+		// interval copied every record several times.
+		dd.log = make([]Rec[K, T], 0, i)
+		if w.et {
+			dd.ts = make([]int64, 0, i)
+		} else {
+			dd.ts = nil
+		}
 	}
 }
 
@@ -399,11 +408,12 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		if j == len(dd.log) || from >= w.seq {
 			continue
 		}
-		val := binary.AppendVarint(nil, w.seq)
+		val := binary.AppendVarint(make([]byte, 0, 32+(len(dd.log)-j)*max(w.recBytes, 8)), w.seq)
 		var err error
 		if val, err = w.part(dd, j, len(dd.log)).encode(w.fr.plan, val, w.et); err != nil {
 			return fmt.Errorf("exchange %d: %w", w.edge, err)
 		}
+		w.recBytes = (len(val) + len(dd.log) - j - 1) / (len(dd.log) - j)
 		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(1, i, from), Value: val})
 		dd.spans = append(dd.spans, [2]int64{from, w.seq})
 	}

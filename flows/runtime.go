@@ -479,7 +479,8 @@ type Fragment struct {
 	timers []timerReg
 	out    []exchangeOut // per exchange, in channel order
 	// committed: sinks delivered on durable checkpoints (OnCheckpoint)
-	committed []interface{ release() error }
+	committed []interface{ release(lag bool) error }
+	lag       bool // see LagReleases
 	now       time.Time
 	events    int64
 	skip      map[EventID]struct{} // events not to apply (dead-lettered)
@@ -815,7 +816,7 @@ func (fr *Fragment) Released() error {
 	}
 	var errs []error
 	for _, s := range fr.committed {
-		if err := s.release(); err != nil {
+		if err := s.release(fr.lag); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -824,6 +825,15 @@ func (fr *Fragment) Released() error {
 	}
 	return nil
 }
+
+// LagReleases makes Released deliver to the OnCheckpoint sinks what the
+// checkpoint before the newest durable one covers, not the newest: for a
+// fragment whose standby may restore that older checkpoint (its copy of
+// the newest one may not have arrived), so that a restore never brings
+// back fewer outputs than were delivered since (an exactly-once sink that
+// skips a delivered prefix needs it). It costs one checkpoint interval of
+// latency.
+func (fr *Fragment) LagReleases() { fr.lag = true }
 
 // TakeOutputs calls fn with every batch due to a fragment downstream (its
 // own id included): the records emitted on the exchanges that a durable

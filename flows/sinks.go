@@ -14,8 +14,13 @@ type SinkOption struct{ committed bool }
 // each output of one history of the fragment, exactly once, whatever
 // crashes and replays happen — one checkpoint interval late. Outputs
 // covered by a checkpoint but not yet delivered are in the checkpoint
-// and delivered again after a restore, with the same ids: an idempotent
-// sink (or one that drops ids it has) sees each once.
+// and delivered again after a restore, in the same order, with the same
+// ids: an idempotent sink (or one that drops ids it has) sees each once.
+// In a cluster, where a standby may restore the checkpoint before the
+// owner's newest durable one, outputs are delivered one checkpoint later
+// (when the next one is durable), so that whatever a restore brings back
+// holds, as a prefix, everything delivered since it was taken (see
+// Fragment.LagReleases).
 //
 // Without it, outputs leave as they are made, with ids fixed by their
 // cause. That is exactly-once for an idempotent sink when the outputs do
@@ -34,6 +39,7 @@ type committedSink[T any] struct {
 	out    []Output[T]
 	marked int  // out[:marked] are covered by the checkpoint being written
 	ready  int  // out[:ready] are covered by a durable checkpoint
+	behind int  // with a release lag: out[:behind] are covered by the checkpoint before the newest durable one
 	dirty  bool // out[:marked] changed since the last checkpoint
 }
 
@@ -45,9 +51,14 @@ func (s *committedSink[T]) discard() {
 	s.out = s.out[:s.marked]
 }
 
-// release delivers the outputs a durable checkpoint covers.
-func (s *committedSink[T]) release() error {
-	s.ready = max(s.ready, s.marked)
+// release delivers the outputs a durable checkpoint covers: the one just
+// made durable, or with lag the one before it.
+func (s *committedSink[T]) release(lag bool) error {
+	covered := s.marked
+	if lag {
+		covered, s.behind = s.behind, s.marked
+	}
+	s.ready = max(s.ready, covered)
 	if s.ready == 0 {
 		return nil
 	}
@@ -58,6 +69,7 @@ func (s *committedSink[T]) release() error {
 	clear(s.out[n:])
 	s.out = s.out[:n]
 	s.marked -= s.ready
+	s.behind = max(0, s.behind-s.ready)
 	s.ready = 0
 	s.dirty = true
 	return nil
@@ -112,6 +124,7 @@ func (s *committedSink[T]) restore(_ uint16, _, val []byte) error {
 		return errors.New("malformed sink entry: trailing bytes")
 	}
 	s.marked = len(s.out) // durable: delivered again at the next release
+	s.behind = s.marked   // even with a lag: this is the checkpoint restored
 	return nil
 }
 

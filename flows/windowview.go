@@ -217,7 +217,9 @@ func (fr *Fragment) SetHold(t int64) { fr.hold = t }
 // Engines evaluate alerts on the spliced view and write each alert and the
 // evaluation's progress in one durable step, so an alert is raised once
 // per crossing across crashes and restarts (for windows whose values the
-// replay reproduces: no allowed lateness, no events too late).
+// replay reproduces: no allowed lateness, no events too late). In a
+// cluster one node evaluates them and every node lists them, each once,
+// across the failure of that node (see package actor).
 func Alert[Out any](v WindowedView[Out], name string, fire func(prev, cur Out) bool) {
 	f := v.f
 	if f == nil {

@@ -2,7 +2,10 @@
 // deterministically, for tests: push events into an Input, Drain, move
 // the processing-time clock with Advance, and read the views with the same
 // query evaluation the HTTP API uses. It is the flows package's runtime
-// (readers and fragments) without actors, goroutines or a clock.
+// (readers and fragments) and the engine's rules (recovery.Machine,
+// recovery.Credits) without actors, goroutines or a clock. Crash,
+// Restart and Faults (a network that loses, duplicates and reorders
+// messages) test a flow's recovery.
 package flowstest
 
 import (
@@ -13,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -85,14 +89,16 @@ func (r *inputReader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int)
 func (r *inputReader[T]) Close() error { return nil }
 
 // Driver runs a flow synchronously with the engine's own rules: every
-// fragment is a recovery.Machine — the state machine the engine's fragment
-// actors carry out — with checkpoints in a pebble store in memory,
-// exchanges between stages, and recovery of a fragment from its last
-// checkpoint with replay. Batches, acknowledgements, rewinds and trims go
-// through a queue in order; nothing runs concurrently.
+// fragment is a recovery.Machine and every reader's flow control a
+// recovery.Credits — the state machines the engine's actors carry out —
+// with checkpoints in a pebble store in memory, exchanges between stages,
+// and recovery of a fragment from its last checkpoint with replay.
+// Batches, acknowledgements, rewinds and trims go through a queue, in
+// order unless Faults say otherwise; nothing runs concurrently.
 type Driver struct {
 	plan      *flows.Plan
 	readers   []*flows.Reader
+	credits   []*recovery.Credits // per reader
 	machines  []*recovery.Machine
 	store     *recovery.Store
 	now       time.Time
@@ -107,13 +113,48 @@ type Driver struct {
 	// MaxAttempts is how often an event on which a user function fails is
 	// tried (each time after a restore) before it is dead-lettered; default 3.
 	MaxAttempts int
+	// Faults make the queue between readers and fragments, and between
+	// fragments, lose, duplicate and reorder messages.
+	Faults Faults
+	faulty Faulted
 }
 
-// delivery is a batch on its way to a fragment.
+// Faults are the network's misbehaviour in a Driver, every choice drawn
+// from Rand (nil: none). Lost batches and acknowledgements are found as
+// the engine finds them: a gap at the next batch, or an acknowledgement
+// that does not come within recovery.CreditTimeout (a reader's batch) or
+// the machine's RewindTimeout (a fragment's) — Settle moves the clock past
+// those while anything is in flight. Batches between fragments are
+// duplicated as a copy decoded from the wire encoding; a reader's batches
+// are not (a TCP connection or a pointer does not duplicate, and credits
+// count acknowledgements per batch).
+type Faults struct {
+	Rand      *rand.Rand
+	Drop      float64 // a batch or an acknowledgement is lost
+	Duplicate float64 // a batch between fragments arrives twice
+	Reorder   float64 // a message overtakes those queued before it
+}
+
+// Faulted counts the faults a Driver injected.
+type Faulted struct{ Dropped, Duplicated, Reordered int }
+
+// Faulted is what the faults did so far.
+func (d *Driver) Faulted() Faulted { return d.faulty }
+
+func (d *Driver) fault(p float64) bool {
+	return d.Faults.Rand != nil && p > 0 && d.Faults.Rand.Float64() < p
+}
+
+// readerRef is the handle of reader i in a delivery's From.
+type readerRef int
+
+// delivery is a message on its way to a fragment: a batch, or (ack) a
+// reader's or upstream fragment's acknowledgement going back.
 type delivery struct {
 	dest int
 	b    *flows.Batch
 	from recovery.From
+	ack  bool
 }
 
 // New validates the flow and opens every source partition at offset 0.
@@ -153,7 +194,7 @@ func (d *Driver) openReaders() error {
 	for _, r := range d.readers {
 		r.Close()
 	}
-	d.readers = nil
+	d.readers, d.credits = nil, nil
 	for si, s := range d.plan.Sources() {
 		for p := range s.Partitions {
 			from := int64(-1)
@@ -167,6 +208,7 @@ func (d *Driver) openReaders() error {
 				return err
 			}
 			d.readers = append(d.readers, r)
+			d.credits = append(d.credits, recovery.NewCredits(len(d.machines), recovery.DefaultCredits, d.now))
 		}
 	}
 	return nil
@@ -184,25 +226,35 @@ func (d *Driver) Close() error {
 
 // Drain reads every source until nothing more is available now, and
 // applies everything read — through every stage — recovering fragments
-// whose user functions fail.
+// whose user functions fail. A reader sends a fragment at most
+// recovery.DefaultCredits batches it has not acknowledged, as in the
+// engine.
 func (d *Driver) Drain() error {
 	ctx := context.Background()
 	for progress := true; progress; {
 		progress = false
 		for ri, r := range d.readers {
-			r.SetNow(d.now)
-			r.SetBatchSize(d.BatchSize)
-			n, err := r.Poll(ctx, d.BatchSize)
-			eof := errors.Is(err, io.EOF)
-			if err != nil && !eof {
-				return err
+			cr := d.credits[ri]
+			n, eof := 0, cr.Ended()
+			if cr.MayPoll() {
+				r.SetNow(d.now)
+				r.SetBatchSize(d.BatchSize)
+				var err error
+				n, err = r.Poll(ctx, d.BatchSize)
+				eof = errors.Is(err, io.EOF)
+				if err != nil && !eof {
+					return err
+				}
+				if eof {
+					cr.EOF()
+				}
+				for _, b := range r.TakeBad() {
+					d.dead = append(d.dead, flows.DeadLetter{Flow: d.plan.Name(), Source: d.plan.Sources()[r.Source()].Name,
+						Partition: r.Partition(), Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
+				}
+				d.dead = append(d.dead, r.TakeDeadLetters()...)
 			}
 			progress = progress || n > 0
-			for _, b := range r.TakeBad() {
-				d.dead = append(d.dead, flows.DeadLetter{Flow: d.plan.Name(), Source: d.plan.Sources()[r.Source()].Name,
-					Partition: r.Partition(), Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
-			}
-			d.dead = append(d.dead, r.TakeDeadLetters()...)
 			frags := r.Full()
 			if n == 0 || eof {
 				frags = frags[:0]
@@ -214,7 +266,11 @@ func (d *Driver) Drain() error {
 			}
 			pos := r.Position()
 			for _, f := range frags {
-				d.queue = append(d.queue, delivery{dest: f, b: r.Take(f), from: recovery.From{Key: fmt.Sprintf("reader-%d", ri)}})
+				if !cr.CanSend(f) {
+					cr.Block(f) // an acknowledgement sends it
+					continue
+				}
+				d.sendReader(ri, f)
 			}
 			if err := d.run(); err != nil {
 				return err
@@ -227,12 +283,35 @@ func (d *Driver) Drain() error {
 	return nil
 }
 
+// sendReader queues reader ri's batch for fragment f.
+func (d *Driver) sendReader(ri, f int) {
+	b := d.readers[ri].Take(f)
+	d.credits[ri].Sent(f, b.PrevEnd, d.now)
+	d.queue = append(d.queue, delivery{dest: f, b: b, from: recovery.From{Key: fmt.Sprintf("reader-%d", ri), Ref: readerRef(ri)}})
+}
+
+// inFlight reports whether a reader or a fragment waits for an
+// acknowledgement.
+func (d *Driver) inFlight() bool {
+	for _, cr := range d.credits {
+		if cr.InFlight() > 0 {
+			return true
+		}
+	}
+	for _, m := range d.machines {
+		if m.Unacknowledged() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Settle drains, then takes checkpoints and drains again until every
 // stage has applied everything: outputs between stages leave a fragment
 // once a durable checkpoint covers them, as in the engine (where
 // checkpoints come every interval).
 func (d *Driver) Settle() error {
-	for {
+	for lost := 0; ; {
 		if err := d.Drain(); err != nil {
 			return err
 		}
@@ -240,8 +319,19 @@ func (d *Driver) Settle() error {
 		if err := d.Checkpoint(); err != nil {
 			return err
 		}
-		if d.sends == before {
+		if d.sends != before {
+			continue
+		}
+		if d.Faults.Rand == nil || !d.inFlight() {
 			return nil
+		}
+		// Something was lost on the way: wait as long as the engine would
+		// before sending it again.
+		if lost++; lost > 1000 {
+			return errors.New("flowstest: messages still in flight after 1000 timeouts")
+		}
+		if err := d.Advance(max(recovery.CreditTimeout, recovery.DefaultRewindTimeout)); err != nil {
+			return err
 		}
 	}
 }
@@ -250,13 +340,57 @@ func (d *Driver) Settle() error {
 // left.
 func (d *Driver) run() error {
 	for len(d.queue) > 0 {
-		q := d.queue[0]
-		d.queue = d.queue[1:]
+		i := 0
+		if len(d.queue) > 1 && d.fault(d.Faults.Reorder) {
+			i = 1 + d.Faults.Rand.IntN(len(d.queue)-1)
+			d.faulty.Reordered++
+		}
+		q := d.queue[i]
+		d.queue = append(d.queue[:i], d.queue[i+1:]...)
+		if d.fault(d.Faults.Drop) {
+			d.faulty.Dropped++
+			if q.b != nil {
+				q.b.Release()
+			}
+			continue
+		}
+		if q.ack {
+			if err := d.ack(q.dest, q.from); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, ok := q.from.Ref.(int); ok && d.fault(d.Faults.Duplicate) {
+			enc, err := d.plan.EncodeBatch(nil, q.b)
+			if err != nil {
+				return err
+			}
+			dup, err := d.plan.DecodeBatch(enc)
+			if err != nil {
+				return err
+			}
+			d.faulty.Duplicated++
+			d.queue = append(d.queue, delivery{dest: q.dest, b: dup, from: q.from})
+		}
 		m := d.machines[q.dest]
 		m.SetNow(d.now)
 		m.Step(q.b, q.from)
 		if err := d.ready(q.dest); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// ack carries fragment f's acknowledgement to its sender.
+func (d *Driver) ack(f int, to recovery.From) error {
+	switch ref := to.Ref.(type) {
+	case int:
+		d.machines[ref].Acked(to.Seq)
+		return d.ready(ref)
+	case readerRef:
+		if unblocked, _ := d.credits[ref].Ack(f, d.now); unblocked {
+			d.sendReader(int(ref), f)
 		}
 	}
 	return nil
@@ -270,12 +404,7 @@ func (d *Driver) ready(f int) error {
 		d.queue = append(d.queue, delivery{dest: s.Dest, b: s.Batch, from: recovery.From{Key: fmt.Sprintf("fragment-%d", f), Ref: f, Seq: s.Seq}})
 	}
 	for _, a := range rd.Acks {
-		if u, ok := a.Ref.(int); ok {
-			d.machines[u].Acked(a.Seq)
-			if err := d.ready(u); err != nil {
-				return err
-			}
-		}
+		d.queue = append(d.queue, delivery{dest: f, from: a, ack: true})
 	}
 	for _, rw := range rd.Rewinds {
 		if err := d.rewind(f, rw); err != nil {
@@ -312,7 +441,11 @@ func (d *Driver) rewind(f int, rw recovery.Rewind) error {
 	i := 0
 	for si, s := range d.plan.Sources() {
 		if si == rw.Part.Source {
-			rewound, err := d.readers[i+rw.Part.Partition].RewindFor(f, rw.To)
+			ri := i + rw.Part.Partition
+			rewound, err := d.readers[ri].RewindFor(f, rw.To)
+			if rewound {
+				d.credits[ri].Rewound()
+			}
 			d.reminded = d.reminded || !rewound
 			return err
 		}
@@ -443,6 +576,17 @@ func (d *Driver) Restores() int { return d.restores }
 // Advance moves the processing-time clock by dt and fires due timers.
 func (d *Driver) Advance(dt time.Duration) error {
 	d.now = d.now.Add(dt)
+	for ri, cr := range d.credits {
+		// Credits that did not come back: the batches or their
+		// acknowledgements were lost; send again from the oldest.
+		if from, _ := cr.Expire(d.now); from >= 0 {
+			if rewound, err := d.readers[ri].RewindFor(-1, from); err != nil {
+				return err
+			} else if rewound {
+				cr.Rewound()
+			}
+		}
+	}
 	for f, m := range d.machines {
 		m.Fragment().SetHold(d.hold())
 		m.Tick(d.now)

@@ -48,7 +48,7 @@ func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int
 	return f, sinks
 }
 
-func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, batch int, faults []int, rng *rand.Rand) pipelineOutputs {
+func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, batch int, faults []int, rng *rand.Rand, net flowstest.Faults) pipelineOutputs {
 	in := flowstest.NewInput[string](len(words))
 	f, sinks := buildPipeline(in, fragments, stages, sumAt)
 	d, err := flowstest.New(f, time.Unix(0, 0))
@@ -57,6 +57,7 @@ func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, b
 	}
 	defer d.Close()
 	d.BatchSize = batch
+	d.Faults = net
 	pos := make([]int, len(words))
 	for step := 0; ; step++ {
 		more := false
@@ -101,6 +102,9 @@ func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, b
 	}
 	if err := d.Settle(); err != nil {
 		t.Fatal(err)
+	}
+	if net.Rand != nil {
+		t.Logf("faults: %+v", d.Faulted())
 	}
 	out := pipelineOutputs{views: map[string]map[string]int64{}, sinks: map[string][]int64{}}
 	for s := range stages {
@@ -147,53 +151,79 @@ func runRandomPipeline(t *rapid.T, words [][]string, fragments, stages, sumAt, b
 // values depend on how partitions interleave cannot match a run's by id;
 // TestTripPipelineEqualsSequential checks ids with event-time order.)
 func TestRandomPipelinesRecoverExactly(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		stages := rapid.IntRange(2, 3).Draw(t, "stages")
-		// The last stage may sum instead of count: a sum's running values
-		// depend on the order of its input, so no stage re-keys by them.
-		sumAt := 0 // none
-		if rapid.Bool().Draw(t, "sum at the last stage") {
-			sumAt = stages - 1
-		}
-		fragments := rapid.IntRange(1, 6).Draw(t, "fragments")
-		partitions := rapid.IntRange(1, 3).Draw(t, "partitions")
-		seed := rapid.Uint64().Draw(t, "seed")
-		rng := rand.New(rand.NewPCG(seed, 5))
-		vocab := []string{"a", "bb", "ccc", "dd", "e", "ffff", "g", "hh"}
-		words := make([][]string, partitions)
-		want := map[string]int64{}
-		for p := range words {
-			for range rng.IntN(150) {
-				w := vocab[rng.IntN(len(vocab))]
-				if p == 0 {
-					w = vocab[rng.IntN(2)] // a skewed partition
-				}
-				words[p] = append(words[p], w)
-				want[w]++
+	rapid.Check(t, func(t *rapid.T) { checkRandomPipeline(t, false) })
+}
+
+// The same under a network that loses, duplicates and reorders batches and
+// acknowledgements between readers and fragments and between stages: the
+// machines find every loss (gaps, acknowledgements that do not come) and
+// the result is the uninterrupted run's. A thousand schedules (ten rounds
+// of rapid's hundred; -short: one round).
+func TestRandomPipelinesUnderNetworkFaults(t *testing.T) {
+	rounds := 10
+	if testing.Short() {
+		rounds = 1
+	}
+	for r := range rounds {
+		t.Run(fmt.Sprint("round", r), func(t *testing.T) {
+			rapid.Check(t, func(t *rapid.T) { checkRandomPipeline(t, true) })
+		})
+	}
+}
+
+func checkRandomPipeline(t *rapid.T, network bool) {
+	stages := rapid.IntRange(2, 3).Draw(t, "stages")
+	// The last stage may sum instead of count: a sum's running values
+	// depend on the order of its input, so no stage re-keys by them.
+	sumAt := 0 // none
+	if rapid.Bool().Draw(t, "sum at the last stage") {
+		sumAt = stages - 1
+	}
+	fragments := rapid.IntRange(1, 6).Draw(t, "fragments")
+	partitions := rapid.IntRange(1, 3).Draw(t, "partitions")
+	seed := rapid.Uint64().Draw(t, "seed")
+	rng := rand.New(rand.NewPCG(seed, 5))
+	vocab := []string{"a", "bb", "ccc", "dd", "e", "ffff", "g", "hh"}
+	words := make([][]string, partitions)
+	want := map[string]int64{}
+	for p := range words {
+		for range rng.IntN(150) {
+			w := vocab[rng.IntN(len(vocab))]
+			if p == 0 {
+				w = vocab[rng.IntN(2)] // a skewed partition
 			}
+			words[p] = append(words[p], w)
+			want[w]++
 		}
-		clean := runRandomPipeline(t, words, fragments, stages, sumAt, 1024, nil, rand.New(rand.NewPCG(seed, 6)))
-		if !maps.Equal(clean.views["stage0"], want) {
-			t.Fatalf("stage 0: %v, want %v", clean.views["stage0"], want)
+	}
+	clean := runRandomPipeline(t, words, fragments, stages, sumAt, 1024, nil, rand.New(rand.NewPCG(seed, 6)), flowstest.Faults{})
+	if !maps.Equal(clean.views["stage0"], want) {
+		t.Fatalf("stage 0: %v, want %v", clean.views["stage0"], want)
+	}
+	faults := rapid.SliceOfN(rapid.IntRange(0, 3), 0, 12).Draw(t, "faults")
+	batch := rapid.IntRange(1, 40).Draw(t, "batch")
+	var net flowstest.Faults
+	if network {
+		net = flowstest.Faults{Rand: rand.New(rand.NewPCG(seed, 8)),
+			Drop:      rapid.Float64Range(0, 0.2).Draw(t, "drop"),
+			Duplicate: rapid.Float64Range(0, 0.3).Draw(t, "duplicate"),
+			Reorder:   rapid.Float64Range(0, 0.5).Draw(t, "reorder")}
+	}
+	got := runRandomPipeline(t, words, fragments, stages, sumAt, batch, faults, rand.New(rand.NewPCG(seed, 7)), net)
+	for view, w := range clean.views {
+		if !maps.Equal(got.views[view], w) {
+			t.Fatalf("view %s: %v, want %v", view, got.views[view], w)
 		}
-		faults := rapid.SliceOfN(rapid.IntRange(0, 3), 0, 12).Draw(t, "faults")
-		batch := rapid.IntRange(1, 40).Draw(t, "batch")
-		got := runRandomPipeline(t, words, fragments, stages, sumAt, batch, faults, rand.New(rand.NewPCG(seed, 7)))
-		for view, w := range clean.views {
-			if !maps.Equal(got.views[view], w) {
-				t.Fatalf("view %s: %v, want %v", view, got.views[view], w)
-			}
+	}
+	for k, want := range clean.sinks {
+		stage := 0
+		fmt.Sscanf(k, "%d", &stage)
+		g := got.sinks[k]
+		if len(g) != len(want) || (stage != sumAt && !slices.Equal(g, want)) {
+			t.Fatalf("sink %q: delivered %v, want %v", k, g, want)
 		}
-		for k, want := range clean.sinks {
-			stage := 0
-			fmt.Sscanf(k, "%d", &stage)
-			g := got.sinks[k]
-			if len(g) != len(want) || (stage != sumAt && !slices.Equal(g, want)) {
-				t.Fatalf("sink %q: delivered %v, want %v", k, g, want)
-			}
-		}
-		if len(got.sinks) != len(clean.sinks) {
-			t.Fatalf("sinks: %d keys, want %d", len(got.sinks), len(clean.sinks))
-		}
-	})
+	}
+	if len(got.sinks) != len(clean.sinks) {
+		t.Fatalf("sinks: %d keys, want %d", len(got.sinks), len(clean.sinks))
+	}
 }

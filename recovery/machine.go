@@ -1,8 +1,10 @@
 package recovery
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tessera-streams/tessera/flows"
@@ -38,6 +40,9 @@ import (
 //     owner's checkpoint (or the wait's end);
 //   - outputs for fragments downstream (exchanges) leave once a durable
 //     checkpoint covers them (see flows' exchange.go): Durable sends them;
+//     a batch sent downstream and not acknowledged for RewindTimeout was
+//     lost (a connection broke) and is sent again, with everything sent
+//     to that fragment since;
 //   - a batch is acknowledged once applied or observed (dropped batches
 //     at once), unless the fragment keeps more than MaxRetained outputs that no
 //     downstream checkpoint covers yet: then acknowledgements wait until
@@ -69,22 +74,37 @@ type Machine struct {
 	// too many outputs are retained.
 	nextSend uint64
 	held     []From
+	unacked  []sentBatch // batches sent downstream and not acknowledged, in order
 
 	lastDurable map[PartitionID]int64 // Replicated: the newest durable checkpoint's vector
 
 	ready Ready
 }
 
+// DefaultRewindTimeout is how long a fragment waits for a replay it asked
+// for, or for the acknowledgement of a batch it sent, before it asks or
+// sends again.
+const DefaultRewindTimeout = 3 * time.Second
+
+// sentBatch is a batch sent downstream, until its acknowledgement.
+type sentBatch struct {
+	seq      uint64
+	ch, dest int
+	from     int64
+	at       time.Time
+}
+
 // MachineConfig are a machine's limits. Zero fields take the defaults.
 type MachineConfig struct {
 	MaxAttempts   int           // default 3
 	Backoff       time.Duration // times the attempt; default 100ms, negative for none
-	RewindTimeout time.Duration // default 3s
+	RewindTimeout time.Duration // default DefaultRewindTimeout
 	MaxRetained   int           // outputs kept for downstream checkpoints before input waits; default 1<<20
 	// Replicated: checkpoints are copied to a standby, which may restore
 	// the one before the newest durable one (the owner died before it
 	// replicated): upstream fragments are told to forget outputs only up
-	// to the checkpoint before.
+	// to the checkpoint before, and OnCheckpoint sinks are delivered what
+	// that one covers (flows.Fragment.LagReleases).
 	Replicated bool
 }
 
@@ -96,7 +116,7 @@ func (c *MachineConfig) defaults() {
 		c.Backoff = 100 * time.Millisecond
 	}
 	if c.RewindTimeout <= 0 {
-		c.RewindTimeout = 3 * time.Second
+		c.RewindTimeout = DefaultRewindTimeout
 	}
 	if c.MaxRetained <= 0 {
 		c.MaxRetained = 1 << 20
@@ -142,8 +162,8 @@ type Ready struct {
 	// Errors are failures to report (sinks); the fragment goes on.
 	Errors []error
 	// Counters of what happened, for the driver's statistics.
-	Applied, Duplicates, Gaps, Fenced, Failures, Reasked int
-	Replayed                                             int64
+	Applied, Duplicates, Gaps, Fenced, Failures, Reasked, Resent int
+	Replayed                                                     int64
 }
 
 // Send is a batch for fragment Dest.
@@ -176,6 +196,9 @@ func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHand
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
 		waiting: waitHandoff}
+	if cfg.Replicated {
+		m.frag.LagReleases()
+	}
 	if waitHandoff {
 		m.awaitAll()
 	}
@@ -318,16 +341,55 @@ func (m *Machine) result(err error, from From, applied bool) {
 
 // sendOutputs sends the batches due downstream.
 func (m *Machine) sendOutputs() {
-	m.frag.TakeOutputs(func(dest int, b *flows.Batch) {
-		m.nextSend++
-		m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
-	})
+	m.frag.TakeOutputs(m.send)
 }
 
-// Acked takes the acknowledgement of send seq by its fragment. Nothing
-// waits for it: what a fragment downstream has is known by its durable
-// checkpoints (Trim), not by acknowledgements.
-func (m *Machine) Acked(uint64) {}
+func (m *Machine) send(dest int, b *flows.Batch) {
+	m.nextSend++
+	m.unacked = append(m.unacked, sentBatch{seq: m.nextSend, ch: b.Source, dest: dest, from: b.PrevEnd, at: m.now})
+	m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
+}
+
+// Acked takes the acknowledgement of send seq by its fragment. What a
+// fragment downstream has is known by its durable checkpoints (Trim);
+// acknowledgements only tell that a batch arrived: one unacknowledged for
+// RewindTimeout was lost on the way (a connection broke) and is sent
+// again — else a lost last batch would leave its fragment short for good.
+func (m *Machine) Acked(seq uint64) {
+	i, ok := slices.BinarySearchFunc(m.unacked, seq, func(s sentBatch, seq uint64) int { return cmp.Compare(s.seq, seq) })
+	if ok {
+		m.unacked = slices.Delete(m.unacked, i, i+1)
+	}
+}
+
+// Unacknowledged is the number of batches sent downstream and not
+// acknowledged.
+func (m *Machine) Unacknowledged() int { return len(m.unacked) }
+
+// resendLost sends again, to each fragment, from the oldest of its batches
+// unacknowledged for RewindTimeout (its records since then, in one batch).
+func (m *Machine) resendLost() {
+	if m.down || len(m.unacked) == 0 || m.now.Sub(m.unacked[0].at) < m.cfg.RewindTimeout {
+		return
+	}
+	type dest struct{ ch, dest int }
+	var lost []sentBatch
+	seen := map[dest]bool{}
+	m.unacked = slices.DeleteFunc(m.unacked, func(s sentBatch) bool {
+		if m.now.Sub(s.at) < m.cfg.RewindTimeout {
+			return false
+		}
+		if d := (dest{s.ch, s.dest}); !seen[d] {
+			seen[d] = true
+			lost = append(lost, s)
+		}
+		return true
+	})
+	for _, s := range lost {
+		m.ready.Resent++
+		m.Resend(s.ch, s.dest, s.from)
+	}
+}
 
 // releaseHeld acknowledges the held batches, once the outputs retained
 // are few enough again, or the state that made them is gone (a restore).
@@ -371,7 +433,11 @@ func (m *Machine) Attempts(ev flows.EventID) int { return m.attempts[ev] }
 func (m *Machine) Restored(r Restored, handoff bool) {
 	own := m.epoch
 	m.frag, m.vec = r.Fragment, r.Vector
+	if m.cfg.Replicated {
+		m.frag.LagReleases()
+	}
 	m.epoch = max(r.Manifest.Epoch, own) // epochs only grow: checkpoint waiters count on it
+	m.unacked = m.unacked[:0]            // the restored fragment tells every fragment where it is
 	for ev := range m.skips {
 		m.frag.Skip(ev)
 	}
@@ -459,6 +525,7 @@ func (m *Machine) Tick(now time.Time) {
 			m.rewind(p, nil, a.to)
 		}
 	}
+	m.resendLost()
 	if m.down || m.waiting {
 		return
 	}
@@ -480,8 +547,7 @@ func (m *Machine) Resend(ch, dest int, from int64) {
 		return
 	}
 	if b := m.frag.Resend(ch, dest, from); b != nil {
-		m.nextSend++
-		m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
+		m.send(dest, b)
 	}
 }
 

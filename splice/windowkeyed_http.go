@@ -74,6 +74,7 @@ type windowKeyAnswer struct {
 	Windows   []windowValue `json:"windows,omitempty"` // otherwise: the windows in range that hold the key
 	Horizon   *time.Time    `json:"horizon,omitempty"`
 	Freshness []Freshness   `json:"freshness"`
+	Complete  bool          `json:"complete"` // the key's fragment applied its whole input: the values are final
 }
 
 // windowKey answers GET /v1/views/{view}/keys/{key} of a windowed keyed
@@ -96,7 +97,7 @@ func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key st
 		h.fail(w, r, err)
 		return
 	}
-	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness}
+	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete()}
 	vs := make([]windowValue, len(res.KeyedWindows))
 	for i, kw := range res.KeyedWindows {
 		vs[i] = windowValue{Start: kw.Start, End: kw.End, Complete: kw.Complete, Value: kw.Entries[0].Value}
@@ -133,7 +134,8 @@ func writeKeyedWindows(w http.ResponseWriter, res Result) {
 //	{"view": ..., "kind": "windowed-keyed",
 //	 "window": W (window=latest) or "windows": [W, ...],
 //	 "more": bool, "next_after": key (if more: the after= of the next page),
-//	 "horizon": time (if windows may have been dropped), "freshness": [...]}
+//	 "horizon": time (if windows may have been dropped), "freshness": [...],
+//	 "complete": bool (every fragment applied its whole input)}
 //
 // with each W {"start", "end", "complete", "keys" (how many the window
 // holds), "entries": [{"key", "value"}, ...], "more"}. A page is one range
@@ -167,6 +169,8 @@ func appendKeyedWindows(bw *bufio.Writer, res Result) {
 	}
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
+	bw.WriteString(`,"complete":`)
+	bw.WriteString(strconv.FormatBool(res.Complete()))
 	bw.WriteByte('}')
 }
 

@@ -1,4 +1,5 @@
-// Package file reads JSON-lines files, one file per partition.
+// Package file reads JSON-lines files, one file per partition, and writes
+// outputs as JSON lines, one file per fragment.
 //
 // The offset of a record is the byte offset of its line in the file, so a
 // partition is replayed from any offset with one seek. A line that does not
@@ -9,6 +10,12 @@
 // Files are read to their end; with Follow, the reader waits at the end for
 // more lines (like tail -f) instead of reporting io.EOF, and a last line
 // without a newline is taken as incomplete until its newline arrives.
+//
+// Sink writes outputs as JSON lines, one file per fragment, exactly once
+// with flows.OnCheckpoint: every Write is appended and fsynced, and after
+// a crash the file's last complete line names the last output written, so
+// the redelivery of outputs the file already holds is skipped (see
+// Sink.Write).
 package file
 
 import (

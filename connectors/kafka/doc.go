@@ -44,18 +44,83 @@
 // goroutine of the Source, in the background: Commit never waits for the
 // network.
 //
-// # Sink
+// # Sinks
 //
-// Sink produces each flows.Output to one topic, the record key being the
-// output's id printed with its field names
-// ("{Fragment:3 Source:0 Partition:1 Offset:42 Index:0}") and the value the
-// user's encoding. Write returns
-// once every record is acknowledged by all in-sync replicas (acks=all, with
-// franz-go's idempotent producer). Outputs are at-least-once: a replay
-// writes them again, with the same keys, so a compacted topic keeps each
-// output once, and a consumer can drop duplicates by key. An exactly-once
-// (transactional) sink would need the engine to tell it when a fragment's
-// checkpoint is taken and when it is durable; it has no such hooks yet.
+// Sink (at-least-once) produces each flows.Output to one topic, the record
+// key being the output's id (flows.OutputID.String, e.g. "3/e/0/1/42/0/0")
+// and the value the user's encoding. Write returns once every record is
+// acknowledged by all in-sync replicas (acks=all, with franz-go's
+// idempotent producer). A replay writes outputs again, with the same keys,
+// so a compacted topic keeps each output once, and a consumer can drop
+// duplicates by key.
+//
+// ExactlyOnceSink is for flows.To(stream, sink, flows.OnCheckpoint()),
+// which delivers a fragment's outputs only once a durable checkpoint of the
+// fragment covers them, and delivers again, in the same order and with the
+// same ids, what a checkpoint covers but a later checkpoint does not record
+// as delivered. Each fragment has its own transactional producer, made on
+// its first Write, with the transactional id "<Flow>-<fragment>": when a
+// fragment moves, its new owner's producer initialises with the same id,
+// which makes Kafka fence the old owner (its commits fail with
+// ProducerFenced or InvalidProducerEpoch, reported as ErrFenced) and abort
+// a transaction it left open. One Write is one transaction, holding the
+// outputs and a progress marker: a record keyed by the transactional id,
+// whose value is the id of the Write's last output, in ProgressTopic
+// ("<Topic>.tessera-progress" by default, created compacted if missing).
+// When a producer is initialised (its first Write, or the first after a
+// failed or fenced transaction, which drops the producer and returns the
+// error so that the engine delivers the outputs again), it reads the
+// fragment's last committed marker with read_committed, and its next Write
+// skips its outputs up to and including that id: they were committed by a
+// transaction whose success the checkpoint did not record (the process
+// died between the commit and the next checkpoint, or a commit's outcome
+// was unknown). A consumer reading with read_committed sees each output
+// once.
+//
+// This is two-phase commit in this sense: outputs are pre-committed into
+// the fragment's checkpoint (phase one) and committed to Kafka after the
+// checkpoint is durable (phase two); the marker makes phase two idempotent.
+// Flink's sink instead opens the transaction before the checkpoint and,
+// after a crash, resumes and commits the dead producer's transaction by
+// its producer id and epoch; franz-go has no API to resume another
+// producer's transaction, so a transaction here never spans a checkpoint.
+// The cost is latency: an output reaches Kafka one checkpoint interval
+// (plus the checkpoint's write) after it was made, and a Write's records
+// are produced only then, in a burst.
+//
+// Skipping needs the redelivered outputs to hold, as a prefix, every
+// output committed since the restored checkpoint was taken. On one node a
+// restore loads the newest durable checkpoint, which holds them. In a
+// cluster a standby may restore the checkpoint before the owner's newest
+// (its copy of the newest had not arrived), so there OnCheckpoint sinks are
+// delivered one checkpoint late (flows.Fragment.LagReleases): another
+// interval of latency, and no output is committed that the standby's copy
+// does not hold.
+//
+// Markers of several fragments share a partition of the progress topic,
+// and read_committed stops at the first transaction still open there: an
+// initialising producer waits until every transaction open on its marker's
+// partition has ended (a dead owner's is aborted when its fragment's next
+// owner initialises, or after TransactionTimeout), so that it never reads
+// a marker older than its fragment's last. More ProgressPartitions make
+// that wait rarer.
+//
+// A zombie (an old owner that has not yet learned the fragment moved, say
+// one that was SIGSTOPped) fails its next Write with ErrFenced, and nothing
+// it produced in that transaction becomes visible. It must not simply
+// re-initialise: that would fence the new owner in turn, and its pending
+// outputs, which do not hold the new owner's marker, would be committed
+// again. So after ErrFenced a fragment's Writes fail at once for
+// FenceBackoff (10 s), time for the engine's placement fencing to stop the
+// zombie's fragment; after that the sink takes the fragment back, as an
+// owner the fragment has moved back to must (which therefore delivers
+// one FenceBackoff late, once). A zombie that stays unaware for longer
+// than that can still duplicate outputs: the sink cannot tell it from an
+// owner that took the fragment back.
+//
+// The marker of a fragment is looked for in one partition of the progress
+// topic, chosen by the partition count when the sink is made: never add
+// partitions to it.
 //
 // Tests run against kfake, franz-go's in-process implementation of the
 // Kafka protocol.

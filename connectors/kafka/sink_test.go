@@ -6,50 +6,18 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tessera-streams/tessera/flows"
 )
 
-// readTopic reads every record of topic up to its end offsets.
+// readTopic reads every record of topic up to its end offsets, committed
+// or not.
 func readTopic(t testing.TB, brokers []string, topic string) []*kgo.Record {
 	t.Helper()
-	ctx := context.Background()
-	ends, err := admin(t, brokers).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := fs.Err0(); err != nil {
-			t.Fatalf("reading %s: %v (%d partitions short)", topic, err, len(want))
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			recs = append(recs, r)
-			if r.Offset+1 >= want[r.Partition] {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return recs
+	return readRecords(t, brokers, topic, false)
 }
 
 func outputs(n int, tag string) []flows.Output[line] {

@@ -19,8 +19,8 @@
 // is ever answered, in any query form. With -data, the node writes the
 // simulation's ground truth (DATA/truth.jsonl: every true trip), the
 // detector's accuracy against it (DATA/accuracy.json: precision, recall,
-// od_tvd), and the detected trips (DATA/trips-NODE.jsonl, one line per
-// output id, delivered once a checkpoint covers them). The accuracy is
+// od_tvd), and the detected trips (DATA/trips/, a JSON-lines file per
+// fragment, exactly once: file.Sink with flows.OnCheckpoint). The accuracy is
 // the detector's own steps run over the same pings, which the example's
 // tests hold equal to the flow's results.
 //
@@ -126,11 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := writeJSON(filepath.Join(node.Data, "accuracy.json"), acc); err != nil {
 				return nil, err
 			}
-			name := "trips.jsonl"
-			if node.Node != "" {
-				name = "trips-" + node.Node + ".jsonl"
-			}
-			if sink, err = file.NewSink[pipeline.Detected](filepath.Join(node.Data, name)); err != nil {
+			if sink, err = file.NewSink[pipeline.Detected](filepath.Join(node.Data, "trips"), nil); err != nil {
 				return nil, err
 			}
 			o.Flow.Sink = sink

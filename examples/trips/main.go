@@ -7,25 +7,30 @@
 // event-time timers finds stays (the same zone for at least the dwell
 // time) and emits a trip from one stay's zone to the next's; state that
 // sees no ping for the TTL expires by the watermark. Stage two re-keys the
-// trips by origin→destination and hour and counts them. Every trip also
+// trips by origin→destination and counts them in hourly event-time
+// windows (a trip's time is when it was confirmed: arrival plus the
+// dwell). Every trip also
 // goes to an idempotent sink: DATA/trips-NODE.jsonl, one line per trip
-// with its output id (file.Line), delivered once a checkpoint covers it.
+// with its output id, delivered once a checkpoint covers it.
 //
-// Views: "od" (keyed: trips per "ORIGIN->DEST@HOUR") and "trips"
-// (aggregate: the number of trips).
+// Views: "od" (windowed keyed: trips per "ORIGIN->DEST" and hour, e.g.
+// /v1/views/od?window=latest&top=10) and "trips" (aggregate: the number
+// of trips).
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
-	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
@@ -98,8 +103,11 @@ func (p Params) OnTimer(sub string, s Stay, at time.Time) (Stay, *Trip) {
 	return s, t
 }
 
-// ODKey is a trip's key in the od view: origin, destination and the hour
-// it was confirmed in (its event time: arrival plus the dwell).
+// ODPair is a trip's key in the od view: origin and destination.
+func ODPair(t Trip) string { return t.From + "->" + t.To }
+
+// ODKey is a trip's origin, destination and the hour it was confirmed in
+// (its event time: arrival plus the dwell): one cell of the od view.
 func (p Params) ODKey(t Trip) string {
 	return fmt.Sprintf("%s->%s@%s", t.From, t.To, t.Arrive.Add(p.Dwell).Truncate(time.Hour).UTC().Format("2006-01-02T15"))
 }
@@ -130,13 +138,19 @@ func Flow(src flows.Source[Ping], p Params, fragments int, sink flows.Sink[Trip]
 			c.SetState(s)
 		},
 	}, flows.InEventTimeOrder(), flows.WithStateTTL(p.TTL)).Out()
-	flows.Count(flows.KeyBy(trips, p.ODKey)).View("od")
+	flows.WindowAggregate(flows.KeyBy(trips, ODPair), flows.Tumbling(time.Hour),
+		func() int64 { return 0 }, func(n int64, _ Trip) int64 { return n + 1 }).
+		KeyedView("od", ODRetain)
 	flows.AggregateView(trips, "trips", splice.Count[Trip](), flows.Identity[Trip])
 	if sink != nil {
 		flows.To(trips, sink, flows.OnCheckpoint())
 	}
 	return f
 }
+
+// ODRetain is how long the od view keeps an hour after the watermark
+// passed it.
+const ODRetain = 7 * 24 * time.Hour
 
 // The generator: subscriber s pings every Step, its k-th ping a little
 // after t0 + k·Step; it stays in a zone for a run of pings of its own
@@ -171,6 +185,81 @@ func mix(a, b uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
+// fileSink appends trips as JSON lines with their output ids, synced per
+// write: a restore delivers a checkpoint's outputs again, and a reader
+// keeps one line per id.
+type fileSink struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// Line is a line of the trips file.
+type Line struct {
+	ID   string `json:"id"`
+	Trip Trip   `json:"trip"`
+}
+
+func (s *fileSink) Write(out []flows.Output[Trip]) error {
+	var buf []byte
+	for _, o := range out {
+		b, err := json.Marshal(Line{ID: o.ID.String(), Trip: o.Value})
+		if err != nil {
+			return err
+		}
+		buf = append(append(buf, b...), '\n')
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.f.Write(buf); err != nil {
+		return err
+	}
+	return s.f.Sync()
+}
+
+// openLines opens a JSON-lines file to append to. A line cut short by a
+// crash in the middle of a write is dropped first: the write had not
+// returned, so the trips it held come again when the fragment replays.
+func openLines(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	end, err := completeLines(f)
+	if err == nil {
+		err = f.Truncate(end)
+	}
+	if err == nil {
+		_, err = f.Seek(end, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("trips file: %w", err)
+	}
+	return f, nil
+}
+
+// completeLines is the length of f up to its last newline, read from the
+// end.
+func completeLines(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	for end := st.Size(); end > 0; {
+		start := max(0, end-int64(len(buf)))
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
+}
+
 func main() { cluster.Main("trips", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -182,10 +271,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rate       = fs.Float64("rate", 0, "generator: pings per second in all (0: unthrottled)")
 		partitions = fs.Int("partitions", 4, "generator: source partitions")
 	)
-	var sink *file.Sink[Trip]
+	var sink *fileSink
 	defer func() {
 		if sink != nil {
-			sink.Close()
+			sink.f.Close()
 		}
 	}()
 	return cluster.Run(ctx, fs, args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
@@ -205,16 +294,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if node.Node != "" {
 				name = "trips-" + node.Node + ".jsonl"
 			}
-			fs, err := file.NewSink[Trip](filepath.Join(node.Data, name))
+			fh, err := openLines(filepath.Join(node.Data, name))
 			if err != nil {
 				return nil, err
 			}
-			sink, s = fs, fs
+			sink = &fileSink{f: fh}
+			s = sink
 		}
 		return Flow(g, DefaultParams, node.Fragments, s), nil
 	}, [][2]string{
 		{"/v1/views/trips", "trips detected"},
-		{"/v1/views/od?top=10", "the ten busiest origin→destination hours"},
+		{"/v1/views/od?window=latest&top=10", "the ten busiest origin→destination pairs of the latest complete hour"},
 		{"/v1/cluster", "fragments, offsets, events/s"},
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +18,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
@@ -131,16 +132,16 @@ func readTrips(t *testing.T, dirs ...string) []Trip {
 			}
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
-				var l file.Line[Trip]
+				var l Line
 				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 					f.Close()
 					t.Fatalf("%s: %v", name, err)
 				}
-				if prev, ok := byID[l.ID]; ok && !sameTrip(prev, l.Value) {
+				if prev, ok := byID[l.ID]; ok && !sameTrip(prev, l.Trip) {
 					f.Close()
-					t.Fatalf("output %s written as %+v, then as %+v", l.ID, prev, l.Value)
+					t.Fatalf("output %s written as %+v, then as %+v", l.ID, prev, l.Trip)
 				}
-				byID[l.ID] = l.Value
+				byID[l.ID] = l.Trip
 			}
 			f.Close()
 		}
@@ -160,17 +161,7 @@ func tripKey(t Trip) string {
 // reference.
 func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64, dirs ...string) {
 	t.Helper()
-	var od struct {
-		Entries []struct {
-			Key   string
-			Value int64
-		}
-	}
-	exampletest.GetJSON(t, base+"/v1/views/od?limit=100000", &od)
-	got := map[string]int64{}
-	for _, e := range od.Entries {
-		got[e.Key] = e.Value
-	}
+	got := getOD(t, base)
 	if !maps.Equal(got, wantOD) {
 		t.Fatalf("od: %d cells, want %d", len(got), len(wantOD))
 	}
@@ -188,6 +179,55 @@ func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64,
 	}
 }
 
+// odAnswer is an answer of the windowed keyed view od.
+type odAnswer struct {
+	Windows []struct {
+		Start    time.Time
+		Complete bool
+		Entries  []struct {
+			Key   string
+			Value int64
+		}
+		More bool
+	}
+	More     bool
+	Complete bool
+}
+
+// cells flattens the answer into "ORIGIN->DEST@HOUR" cells, as Params.ODKey
+// names them.
+func (a odAnswer) cells() map[string]int64 {
+	got := map[string]int64{}
+	for _, w := range a.Windows {
+		for _, e := range w.Entries {
+			got[e.Key+"@"+w.Start.UTC().Format("2006-01-02T15")] = e.Value
+		}
+	}
+	return got
+}
+
+// getOD reads every cell of the od view in one page.
+func getOD(t *testing.T, base string) map[string]int64 {
+	t.Helper()
+	var od odAnswer
+	exampletest.GetJSON(t, base+"/v1/views/od?limit=100000", &od)
+	if od.More {
+		t.Fatal("od: more than one page")
+	}
+	return od.cells()
+}
+
+// tryJSON gets url into v; false unless it answered 200 (a node being
+// failed over answers 503).
+func tryJSON(url string, v any) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
+}
+
 // waitComplete polls the views until they say they are complete (the
 // input fully processed, through both stages), for up to 90 s, and
 // checks that they then hold n trips.
@@ -199,16 +239,13 @@ func waitComplete(t *testing.T, base string, n int64) {
 			Value    int64
 			Complete bool
 		}
-		var od struct {
-			Entries  []struct{ Value int64 }
-			Complete bool
-		}
+		var od odAnswer
 		var cl struct{ Complete bool }
-		if exampletest.TryJSON(base+"/v1/views/trips", &total) && exampletest.TryJSON(base+"/v1/views/od?limit=100000", &od) &&
-			exampletest.TryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
+		if tryJSON(base+"/v1/views/trips", &total) && tryJSON(base+"/v1/views/od?limit=100000", &od) &&
+			tryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
 			var sum int64
-			for _, e := range od.Entries {
-				sum += e.Value
+			for _, v := range od.cells() {
+				sum += v
 			}
 			if total.Value != n || sum != n {
 				t.Fatalf("complete with %d trips, od cells summing to %d; want %d", total.Value, sum, n)
@@ -239,11 +276,22 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 	}
 	bin := exampletest.Build(t, "trips")
 	data := t.TempDir()
-	t.Logf("%d trips", len(want))
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t.Logf("%d trips; kill points seeded with %d", len(want), seed)
 	args := []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs), "-zones", fmt.Sprint(testZones),
 		"-partitions", fmt.Sprint(testParts), "-data", data, "-progress", "0", "-log-level", "warn",
 		"-checkpoint-interval", "100ms", "-fragments", "16"}
-	p := exampletest.KillRestarts(t, bin, args, 5, 100*time.Millisecond, 700*time.Millisecond)
+	for range 5 {
+		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
+		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond)
+		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.Wait()
+	}
+	p := exampletest.Start(t, bin, append(args, "-http", exampletest.FreePort(t))...)
+	p.WaitURL(t)
 	waitComplete(t, p.Base, int64(len(want)))
 	checkExact(t, p.Base, want, wantOD, data)
 }
@@ -255,10 +303,25 @@ func TestThreeNodesOneKilledExact(t *testing.T) {
 	const n = 400_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	bin := exampletest.Build(t, "trips")
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	procs := exampletest.StartCluster(t, bin, []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs),
-		"-zones", fmt.Sprint(testZones), "-partitions", fmt.Sprint(testParts), "-rate", "100000", "-fragments", "16",
-		"-progress", "0", "-log-level", "warn", "-checkpoint-interval", "200ms"}, dirs)
+	var gossip, dirs []string
+	for range 3 {
+		gossip = append(gossip, exampletest.FreePort(t))
+		dirs = append(dirs, t.TempDir())
+	}
+	var procs []*exampletest.Proc
+	for i := range 3 {
+		args := []string{"-events", fmt.Sprint(n), "-subscribers", fmt.Sprint(testSubs), "-zones", fmt.Sprint(testZones),
+			"-partitions", fmt.Sprint(testParts), "-rate", "100000", "-fragments", "16", "-progress", "0", "-log-level", "warn",
+			"-checkpoint-interval", "200ms", "-node", fmt.Sprintf("n%d", i), "-http", exampletest.FreePort(t),
+			"-gossip", gossip[i], "-remote", exampletest.FreePort(t), "-expect", "3", "-data", dirs[i]}
+		if i > 0 {
+			args = append(args, "-join", gossip[0])
+		}
+		procs = append(procs, exampletest.Start(t, bin, args...))
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
 	time.Sleep(1500 * time.Millisecond) // mid-stream: the input takes about 4 s at this rate
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -79,24 +76,7 @@ func TestKafkaSource(t *testing.T) {
 
 // -source nats counts the messages of a JetStream stream, exactly.
 func TestNATSSource(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { // after the example stops
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready in 10s")
-	}
-	nc, err := natsgo.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	url, js := natsServer(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LINES", Subjects: []string{"lines.*"}}); err != nil {
 		t.Fatal(err)
@@ -108,7 +88,7 @@ func TestNATSSource(t *testing.T) {
 		}
 	}
 	<-js.PublishAsyncComplete()
-	base := exampletest.Run(t, run, "/v1/views/total", "-source", "nats", "-nats", ns.ClientURL(), "-stream", "LINES", "-subjects", "lines.0,lines.1",
+	base := exampletest.Run(t, run, "/v1/views/total", "-source", "nats", "-nats", url, "-stream", "LINES", "-subjects", "lines.0,lines.1",
 		"-fragments", "16", "-http", exampletest.FreePort(t), "-progress", "0")
 	waitTotal(t, base, total)
 	checkWords(t, base, want)

@@ -5,11 +5,16 @@
 //	go run ./examples/wordcount -events 1000000 -seed 7 -http 127.0.0.1:8080
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines
 //	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
+//	go run ./examples/wordcount -source http -data /tmp/wc  # POST /v1/streams/lines/events
+//	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines -sink kafka -sink-topic counts
 //
-// Kafka records and JetStream messages are {"text": "..."} in JSON.
+// Kafka records, JetStream messages and pushed lines are {"text": "..."} in
+// JSON.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
-// the number of words counted).
+// the number of words counted). With -sink (sinks.go), every count update
+// {"word": ..., "count": ...} also goes, exactly once, to JSON-lines files,
+// a Kafka topic (transactions) or a JetStream subject.
 package main
 
 import (
@@ -36,13 +41,13 @@ type Line struct {
 	Text string `json:"text"`
 }
 
-// Flow counts the words of lines.
-func Flow(src flows.Source[Line], fragments int) *flows.Flow {
+// Flow counts the words of lines; the sinks receive every count update.
+func Flow(src flows.Source[Line], fragments int, sinks ...flows.Sink[WordCount]) *flows.Flow {
 	f := flows.New("wordcount", flows.WithFragments(fragments))
 	lines := flows.From(f, "lines", src)
 	words := flows.FlatMap(lines, func(l Line, emit func(string)) { Words(l.Text, emit) })
 	byWord := flows.KeyBy(words, flows.Identity[string])
-	flows.Count(byWord).View("words")
+	toSinks(flows.Count(byWord).View("words"), sinks)
 	flows.AggregateView(byWord.Values(), "total", splice.Count[string](), flows.Identity[string])
 	return f
 }
@@ -112,8 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		events     = fs.Int64("events", 0, "generator: stop after this many events in all (0: unbounded)")
 		seed       = fs.Uint64("seed", 1, "generator: seed")
 		rate       = fs.Float64("rate", 0, "generator: events per second in all (0: unthrottled)")
-		partitions = fs.Int("partitions", 4, "generator: source partitions")
-		source     = fs.String("source", "gen", "source: gen, file, kafka or nats")
+		partitions = fs.Int("partitions", 4, "generator and http: source partitions")
+		source     = fs.String("source", "gen", "source: gen, file, kafka, nats or http")
 		files      = fs.String("files", "", "file source: glob of JSON-lines files, one per partition")
 		brokers    = fs.String("brokers", "", "kafka source: comma-separated seed brokers")
 		topics     = fs.String("topics", "", "kafka source: comma-separated topics; every partition of each is a source partition")
@@ -122,7 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		stream     = fs.String("stream", "", "nats source: JetStream stream")
 		subjects   = fs.String("subjects", "", "nats source: comma-separated subject filters, one per partition (empty: the stream's subjects)")
 	)
-	var closers []func() error // sources to close once the node stops
+	sinkFlags := addSinkFlags(fs)
+	var closers []func() error // sources and sinks to close once the node stops
 	defer func() {
 		for _, c := range closers {
 			c()
@@ -170,10 +176,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			closers = append(closers, func() error { s.Close(); return nil })
 			src = s
+		case "http":
+			s, closeLog, err := httpSource(node, *partitions)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, closeLog)
+			src = s
 		default:
-			return nil, fmt.Errorf("-source must be gen, file, kafka or nats, got %q", *source)
+			return nil, fmt.Errorf("-source must be gen, file, kafka, nats or http, got %q", *source)
 		}
-		return Flow(src, node.Fragments), nil
+		sinks, err := sinkFlags.open(ctx, "wordcount", *brokers, *natsURL, &closers)
+		if err != nil {
+			return nil, err
+		}
+		return Flow(src, node.Fragments, sinks...), nil
 	}, [][2]string{
 		{"/", "dashboard"},
 		{"/v1/views/total", "words counted"},

@@ -255,6 +255,7 @@ func (s *Buffer) String() string {
 // ClusterState is the part of GET /v1/cluster the tests read.
 type ClusterState struct {
 	Readers []struct {
+		Partition int
 		Events    int64
 		Position  int64
 		Committed int64

@@ -1,0 +1,60 @@
+// Package ingest is push ingest over HTTP into an embedded, partitioned,
+// durable log, and a Tessera source over that log.
+//
+// # The log
+//
+// A Log is one pebble database (github.com/cockroachdb/pebble/v2, the
+// package's heavy dependency, kept here). It holds named streams, each with
+// a fixed number of partitions; an event's offset is its position in its
+// partition (0, 1, 2, …, dense). Appends are acknowledged only once they
+// are synced to disk. One goroutine of the Log writes: appends queued while
+// it syncs go into the next pebble batch together, so concurrent requests
+// share one fsync (group commit), and offsets are assigned in that one
+// place. Readers see an event only once it is durable, so a reader never
+// reads what a crash could take back. A write to the WAL that fails stops
+// the process (pebble holds a failed commit fatal, and so do we: the disk
+// can no longer be trusted); nothing of that batch was acknowledged, and a
+// restart recovers what was synced. Any other failed commit fails its
+// appends and every later one (ErrBroken, HTTP 503).
+//
+// Retention: a partition's events are deleted once the flow has committed
+// them (every fragment's durable checkpoint covers them, see
+// flows.Committer) and they are older than Options.MaxAge, or the log is
+// over Options.MaxBytes. Events the flow has not committed are never
+// deleted: a log over MaxBytes refuses appends (ErrFull, HTTP 503) until
+// the flow catches up. Replay from any offset still in the log; an offset
+// retention deleted is an error of Open, never a silent jump.
+//
+// # Idempotency
+//
+// An append may carry an idempotency key (the HTTP Idempotency-Key
+// header). The key, a hash of the request body and the append's result are
+// written in the same pebble batch as the events, so a retry after any
+// crash finds either nothing (the append was lost with the crash and is
+// applied now) or the result (returned again, nothing appended). The
+// check runs in the writer goroutine, so two concurrent requests with one
+// key are applied once too. A key is kept for Options.IdempotencyTTL; a
+// retry with the same key and another body is refused (ErrKeyReused, 422).
+//
+// # HTTP
+//
+// Stream.ServeHTTP answers POST /v1/streams/{stream}/events (cluster.Node
+// mounts it, see cluster.Config.Streams): a body of JSON lines
+// (application/x-ndjson) or one JSON array (application/json). Every event
+// is decoded with the stream's decoder before anything is appended, so a
+// malformed event fails the whole request (400) and changes nothing. The
+// answer, 200 {"accepted": N, "partitions": [{"partition", "from", "to"}]},
+// comes once the events are durable; [from, to) are their offsets. Errors
+// are JSON {"error": "..."}: 413 over the body limit, 415 for another
+// content type, 422 for a reused idempotency key, 429 with Retry-After
+// while the flow has more than MaxUnread bytes of the stream left to read,
+// 503 with Retry-After while the log is full or closing.
+//
+// The log lives on one node's disk: a node of a cluster must not
+// acknowledge events its death could lose, so cluster.Node refuses a
+// stream of this package when it runs as a member of a cluster
+// (Stream.NodeLocal).
+//
+// The package never sleeps on the event path and owns its goroutines: the
+// writer and the retention loop stop in Close, which waits for them.
+package ingest

@@ -1,0 +1,463 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tessera-streams/tessera/connectors/file"
+	"github.com/tessera-streams/tessera/internal/exampletest"
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// update is one output a sink received: its id and value.
+type update struct {
+	id string
+	WordCount
+}
+
+// checkUpdates fails unless the updates are exactly the reference: for
+// every word counted n times, the counts 1..n, each once, under distinct
+// output ids.
+func checkUpdates(t *testing.T, got []update, want map[string]int64) {
+	t.Helper()
+	var total int64
+	for _, n := range want {
+		total += n
+	}
+	ids := map[string]bool{}
+	seen := map[WordCount]bool{}
+	for _, u := range got {
+		if ids[u.id] {
+			t.Fatalf("output %s (%s = %d) delivered twice", u.id, u.Word, u.Count)
+		}
+		ids[u.id] = true
+		if seen[u.WordCount] {
+			t.Fatalf("update %s = %d delivered twice (second id %s)", u.Word, u.Count, u.id)
+		}
+		seen[u.WordCount] = true
+		if u.Count < 1 || u.Count > want[u.Word] {
+			t.Fatalf("update %s = %d, but %s is counted %d times", u.Word, u.Count, u.Word, want[u.Word])
+		}
+	}
+	if int64(len(got)) != total {
+		t.Fatalf("%d updates delivered, want %d (one per word counted): lost some", len(got), total)
+	}
+}
+
+// killRestarts runs bin with args, SIGKILLs it at kills random moments
+// 100–700 ms after it serves, calling after(i) once each dead process
+// is gone, and returns a last run.
+func killRestarts(t *testing.T, bin string, args []string, kills int, after func(i int)) *exampletest.Proc {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 2))
+	t.Logf("kill points seeded with %d", seed)
+	for i := range kills {
+		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
+		time.Sleep(time.Duration(100+rng.IntN(600)) * time.Millisecond) // a random kill point, not a wait for a condition
+		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.Wait()
+		if after != nil {
+			after(i)
+		}
+	}
+	return exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
+}
+
+// waitFor polls cond every 20 ms for up to 60 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("%s: not within 60s", what)
+}
+
+// checkpointOffsets is, for every input partition, the smallest end
+// offset that the fragments' last checkpoints in a (stopped) node's data
+// directory cover: what a restart resumes from.
+func checkpointOffsets(t *testing.T, data string, fragments, partitions int) map[int]int64 {
+	t.Helper()
+	st, err := recovery.Open(filepath.Join(data, "checkpoints"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	min := map[int]int64{}
+	for p := range partitions {
+		min[p] = -1
+	}
+	for f := range fragments {
+		m, _, err := st.Manifest("wordcount", f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := range partitions {
+			end := m.Offsets[recovery.PartitionID{Source: 0, Partition: p}] // 0 if none
+			if min[p] < 0 || end < min[p] {
+				min[p] = end
+			}
+		}
+	}
+	return min
+}
+
+// -sink kafka: the node is SIGKILLed five times while lines arrive, and
+// restarted on its data directory. The output topic, read with
+// read_committed, holds every count update exactly once; after every kill,
+// the group's committed offsets are at or below what the checkpoints on
+// disk cover.
+func TestKafkaSinkSIGKILLExact(t *testing.T) {
+	const parts, nLines, fragments = 3, 40_000, 8
+	brokers, cl := kafkaLines(t, parts)
+	adm := kadm.NewClient(cl)
+	vs, want, _ := lines(nLines)
+	bin := exampletest.Build(t, "wordcount")
+	fed := feedLines(t, cl, vs, parts, 150*time.Millisecond)
+	data := t.TempDir()
+	args := []string{"-source", "kafka", "-brokers", strings.Join(brokers, ","), "-topics", "lines", "-group", "wordcount",
+		"-sink", "kafka", "-sink-topic", "counts", "-fragments", fmt.Sprint(fragments), "-data", data,
+		"-checkpoint-interval", "100ms", "-progress", "0", "-log-level", "error"}
+	var commits int
+	p := killRestarts(t, bin, args, 5, func(kill int) {
+		t.Logf("kill %d with %d of %d lines fed", kill+1, fed(), nLines)
+		cps := checkpointOffsets(t, data, fragments, parts)
+		offs, err := adm.FetchOffsets(context.Background(), "wordcount")
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			return // nothing committed yet
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for part := range parts {
+			o, ok := offs.Lookup("lines", int32(part))
+			if !ok {
+				continue
+			}
+			commits++
+			if o.At > cps[part] {
+				t.Fatalf("after kill %d: group committed lines/%d at %d, checkpoints cover only %d", kill+1, part, o.At, cps[part])
+			}
+		}
+	})
+	var total int64
+	for _, n := range want {
+		total += n
+	}
+	waitTotal(t, p.Base, total)
+	t.Logf("%d group commits checked against the checkpoints", commits)
+	checkKafkaUpdates(t, brokers, want)
+}
+
+// checkKafkaUpdates waits until the output topic holds as many committed
+// updates as words were counted, and checks them.
+func checkKafkaUpdates(t *testing.T, brokers []string, want map[string]int64) {
+	t.Helper()
+	var total int64
+	for _, n := range want {
+		total += n
+	}
+	var got []update
+	waitFor(t, "all updates committed to the output topic", func() bool {
+		got = readCommittedUpdates(t, brokers, "counts")
+		return int64(len(got)) >= total
+	})
+	checkUpdates(t, got, want)
+}
+
+// kafkaLines starts an in-process Kafka, in the test process so that it
+// outlives the nodes killed, with the topics lines and counts, and
+// returns its brokers and an admin client (which also produces, to
+// partitions set by hand).
+func kafkaLines(t *testing.T, parts int32) ([]string, *kgo.Client) {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, "lines"), kfake.SeedTopics(parts, "counts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close) // after the examples stop
+	brokers := c.ListenAddrs()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return brokers, cl
+}
+
+// feedLines produces vs to the topic lines in the background, 1000 every
+// interval, round-robin over parts partitions; it returns how many were
+// produced so far. The test waits for the feed to end (and fails on its
+// error) when it ends.
+func feedLines(t *testing.T, cl *kgo.Client, vs []string, parts int, every time.Duration) func() int64 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var fed atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; i < len(vs); i += 1000 {
+			var recs []*kgo.Record
+			for j, v := range vs[i:min(i+1000, len(vs))] {
+				recs = append(recs, &kgo.Record{Topic: "lines", Partition: int32((i + j) % parts), Value: []byte(v)})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				done <- err
+				return
+			}
+			fed.Add(int64(len(recs)))
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				done <- ctx.Err()
+				return
+			}
+		}
+		done <- nil
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && err != context.Canceled {
+			t.Errorf("feeding lines: %v", err)
+		}
+	})
+	return fed.Load
+}
+
+// -sink kafka on three nodes, one SIGKILLed while lines arrive: its
+// fragments restart on their standbys (which may hold the checkpoint
+// before the newest), and the output topic, read with read_committed,
+// holds every count update exactly once.
+func TestKafkaSinkNodeKilledExact(t *testing.T) {
+	const parts, nLines = 3, 30_000
+	brokers, cl := kafkaLines(t, parts)
+	vs, want, total := lines(nLines)
+	bin := exampletest.Build(t, "wordcount")
+	procs, _ := startCluster(t, bin, 3, "-source", "kafka", "-brokers", strings.Join(brokers, ","), "-topics", "lines",
+		"-group", "wordcount", "-sink", "kafka", "-sink-topic", "counts", "-fragments", "12", "-checkpoint-interval", "100ms")
+	fed := feedLines(t, cl, vs, parts, 100*time.Millisecond)
+	waitFor(t, "a third of the lines fed", func() bool { return fed() >= nLines/3 })
+	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	procs[2].Wait()
+	t.Logf("n2 killed with %d of %d lines fed", fed(), nLines)
+	// Until the cluster sees n2 gone, queries may fail: they are retried.
+	waitFor(t, "the total on n0", func() bool {
+		var v struct{ Value int64 }
+		resp, err := http.Get(procs[0].Base + "/v1/views/total")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&v) != nil {
+			return false
+		}
+		if v.Value > total {
+			t.Fatalf("total %d exceeds %d", v.Value, total)
+		}
+		return v.Value == total
+	})
+	checkKafkaUpdates(t, brokers, want)
+}
+
+func readCommittedUpdates(t *testing.T, brokers []string, topic string) []update {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	var got []update
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			t.Fatalf("read %s: %v", topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Offset+1 >= end {
+				delete(left, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			u := update{id: string(r.Key)}
+			if err := json.Unmarshal(r.Value, &u.WordCount); err != nil {
+				t.Fatalf("record %s: %v", r.Value, err)
+			}
+			got = append(got, u)
+		})
+	}
+	return got
+}
+
+// genArgs runs the generator at a rate that keeps the node busy across the
+// kills.
+func genArgs(n int64, data string) []string {
+	return []string{"-events", fmt.Sprint(n), "-seed", "7", "-rate", "100000", "-data", data, "-progress", "0",
+		"-log-level", "error", "-checkpoint-interval", "100ms", "-fragments", "8"}
+}
+
+// -sink file: SIGKILLed five times and restarted, the node leaves files
+// that hold every count update exactly once, every line whole.
+func TestFileSinkSIGKILLExact(t *testing.T) {
+	const n = 300_000
+	bin := exampletest.Build(t, "wordcount")
+	data, out := t.TempDir(), t.TempDir()
+	args := append(genArgs(n, data), "-sink", "file", "-sink-dir", out)
+	p := killRestarts(t, bin, args, 5, nil)
+	waitFinished(t, p.Base, n)
+	var got []update
+	waitFor(t, "all updates in the files", func() bool {
+		got = readSinkFiles(t, out)
+		return len(got) >= n
+	})
+	checkUpdates(t, got, sequentialCounts(n, 4, 7))
+}
+
+func readSinkFiles(t *testing.T, dir string) []update {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "fragment-*.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []update
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.SplitAfter(string(b), "\n") {
+			if l == "" {
+				continue
+			}
+			var fl file.Line
+			u := update{}
+			if !strings.HasSuffix(l, "\n") || json.Unmarshal([]byte(l), &fl) != nil || json.Unmarshal(fl.Value, &u.WordCount) != nil {
+				t.Fatalf("%s line %d is torn or malformed: %q", name, i+1, l)
+			}
+			u.id = fl.ID
+			got = append(got, u)
+		}
+	}
+	return got
+}
+
+// -sink nats: SIGKILLed five times and restarted, the node leaves a
+// stream that holds every count update exactly once (redeliveries carry
+// their output ids as Nats-Msg-Id, and JetStream's duplicate window drops
+// them).
+func TestNATSSinkSIGKILLExact(t *testing.T) {
+	const n = 200_000
+	url, js := natsServer(t)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "COUNTS", Subjects: []string{"counts"}, Duplicates: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := exampletest.Build(t, "wordcount")
+	args := append(genArgs(n, t.TempDir()), "-sink", "nats", "-nats", url, "-sink-subject", "counts")
+	p := killRestarts(t, bin, args, 5, nil)
+	waitFinished(t, p.Base, n)
+	waitFor(t, "all updates in the stream", func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs >= n
+	})
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []update
+	for uint64(len(got)) < info.State.Msgs {
+		b, err := cons.Fetch(int(info.State.Msgs)-len(got), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			u := update{id: m.Headers().Get(natsgo.MsgIdHdr)}
+			if err := json.Unmarshal(m.Data(), &u.WordCount); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, u)
+		}
+		if err := b.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkUpdates(t, got, sequentialCounts(n, 4, 7))
+}
+
+// natsServer starts a NATS server with JetStream on 127.0.0.1, in the test
+// process so that it outlives the examples killed, and returns its URL and
+// a JetStream client.
+func natsServer(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { // after the examples stop
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready in 10s")
+	}
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns.ClientURL(), js
+}

@@ -1,0 +1,138 @@
+package recovery
+
+import (
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// A reader blocks on a fragment without credits, an acknowledgement
+// unblocks it, and credits that do not come back are taken back after
+// CreditTimeout with the oldest batch in flight to rewind to.
+func TestCreditsBlockAckExpire(t *testing.T) {
+	c := NewCredits(2, 2, t0)
+	c.Sent(0, 0, t0)
+	c.Sent(0, 10, t0.Add(time.Second))
+	if c.CanSend(0) || !c.CanSend(1) {
+		t.Fatal("fragment 0 has credits left, or fragment 1 has none")
+	}
+	if !c.Block(0) || c.Block(0) || c.MayPoll() {
+		t.Fatal("a blocked fragment does not stop polling once")
+	}
+	if unblocked, ok := c.Ack(0, t0.Add(2*time.Second)); !unblocked || !ok || !c.MayPoll() {
+		t.Fatalf("ack: unblocked %v ok %v may poll %v", unblocked, ok, c.MayPoll())
+	}
+	if from, took := c.Expire(t0.Add(2*time.Second + CreditTimeout - 1)); took || from != -1 {
+		t.Fatal("credits taken back before the timeout")
+	}
+	if from, took := c.Expire(t0.Add(2*time.Second + CreditTimeout)); !took || from != 10 {
+		t.Fatalf("expire: from %d took %v, want 10 true", from, took)
+	}
+	if c.InFlight() != 0 || !c.CanSend(0) {
+		t.Fatal("expired credits not back")
+	}
+	if _, ok := c.Ack(0, t0); ok {
+		t.Fatal("a late acknowledgement returned a credit beyond the maximum")
+	}
+}
+
+// The partition is finished only once read to the end with nothing in
+// flight and nothing due; a rewind unfinishes it.
+func TestCreditsFinish(t *testing.T) {
+	c := NewCredits(1, 1, t0)
+	c.Sent(0, 0, t0)
+	c.EOF()
+	if c.Flushed(false) {
+		t.Fatal("finished with a batch in flight")
+	}
+	c.Ack(0, t0)
+	if c.Flushed(true) {
+		t.Fatal("finished while a fragment is behind")
+	}
+	if !c.Flushed(false) || c.Flushed(false) || !c.Finished() {
+		t.Fatal("not finished once, when everything was acknowledged")
+	}
+	if !c.Rewound() || c.Finished() || c.Ended() || !c.MayPoll() {
+		t.Fatal("a rewind did not reopen the partition")
+	}
+}
+
+// Under any sequence of calls: in-flight batches are the credits spent,
+// credits stay within [0, max], the commit offset never falls and is the
+// smallest durable offset once every fragment said one, and a finished
+// partition has nothing in flight.
+func TestCreditsProperties(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		frags := rapid.IntRange(1, 5).Draw(t, "fragments")
+		most := rapid.IntRange(1, 4).Draw(t, "credits")
+		c := NewCredits(frags, most, t0)
+		now := t0
+		durable := make([]int64, frags)
+		for i := range durable {
+			durable[i] = -1
+		}
+		last := int64(-1)
+		var pos int64
+		for range rapid.IntRange(0, 200).Draw(t, "steps") {
+			f := rapid.IntRange(0, frags-1).Draw(t, "f")
+			now = now.Add(time.Duration(rapid.IntRange(0, 2000).Draw(t, "ms")) * time.Millisecond)
+			switch rapid.IntRange(0, 7).Draw(t, "op") {
+			case 0, 1:
+				switch {
+				case c.Finished(): // a finished reader sends nothing until a rewind
+				case c.CanSend(f):
+					c.Sent(f, pos, now)
+					pos += 10
+				default:
+					c.Block(f)
+				}
+			case 2, 3:
+				c.Ack(f, now)
+			case 4:
+				c.Expire(now)
+			case 5:
+				c.Reclaim(f, now)
+			case 6:
+				if rapid.Bool().Draw(t, "eof") {
+					c.EOF()
+				} else {
+					c.Rewound()
+				}
+			case 7:
+				off := rapid.Int64Range(0, 100).Draw(t, "offset")
+				to, grew := c.Durable(f, off)
+				if off > durable[f] {
+					durable[f] = off
+				}
+				want := durable[0]
+				for _, d := range durable {
+					want = min(want, d)
+				}
+				if grew != (want > last) || (want > last && to != want) {
+					t.Fatalf("durable: commit to %d (grew %v) after %d, want %d", to, grew, last, want)
+				}
+				last = max(last, want)
+			}
+			c.Flushed(false)
+			spent := 0
+			for g := range frags {
+				if c.credits[g] < 0 || c.credits[g] > most {
+					t.Fatalf("fragment %d has %d credits of %d", g, c.credits[g], most)
+				}
+				spent += most - c.credits[g]
+				if len(c.unacked[g]) != most-c.credits[g] {
+					t.Fatalf("fragment %d: %d batches unacknowledged, %d credits spent", g, len(c.unacked[g]), most-c.credits[g])
+				}
+			}
+			if spent != c.InFlight() {
+				t.Fatalf("%d in flight, %d credits spent", c.InFlight(), spent)
+			}
+			if c.Finished() && (c.InFlight() != 0 || !c.Ended()) {
+				t.Fatal("finished with batches in flight or before the end")
+			}
+		}
+	})
+}
