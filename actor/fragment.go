@@ -151,7 +151,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case *queryMsg:
 		if err := m.Serving(); err != nil {
-			msg.reply <- queryReply{err: fmt.Errorf("%w: %w", splice.ErrUnavailable, err)}
+			msg.reply <- queryReply{err: &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}}
 			return
 		}
 		ans, err := m.Fragment().Query(msg.req)

@@ -165,6 +165,15 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
+// Alive reports whether the named node is a live member (leaving or not):
+// memberlist has not declared it dead. Safe for concurrent use.
+func (m *Membership) Alive(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.peers[name]
+	return ok
+}
+
 // Leaving are the nodes that announced they are leaving and are still
 // alive (name → remote address): they hand off what they owned.
 func (m *Membership) Leaving() map[string]string {

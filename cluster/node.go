@@ -178,6 +178,7 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
+		ecfg.Live = n.mem.Alive
 		n.joinRunning(ctx, plan, ecfg.Cluster)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}

@@ -74,6 +74,27 @@ func WriteError(w http.ResponseWriter, code int, msg string) {
 	WriteJSON(w, code, map[string]string{"error": msg})
 }
 
+// unavailableAnswer is the body of a 503: the fragments that could not
+// answer (moving to another node, restoring), and when to ask again.
+type unavailableAnswer struct {
+	Error      string `json:"error"`
+	Fragments  []int  `json:"fragments,omitempty"`
+	RetryAfter int    `json:"retry_after_sec"`
+}
+
+// WriteUnavailable answers 503 with Retry-After (whole seconds, at least
+// one) and the fragments err names, if it is an *UnavailableError.
+func WriteUnavailable(w http.ResponseWriter, err error) {
+	a := unavailableAnswer{Error: cleanError(err), RetryAfter: 1}
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		a.Fragments = ue.Fragments
+		a.RetryAfter = max(1, int(math.Ceil(ue.RetryAfter.Seconds())))
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(a.RetryAfter))
+	WriteJSON(w, http.StatusServiceUnavailable, a)
+}
+
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusInternalServerError
 	switch {
@@ -82,7 +103,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest
 	case errors.Is(err, ErrUnavailable):
-		code = http.StatusServiceUnavailable
+		WriteUnavailable(w, err)
+		return
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):
@@ -309,12 +331,13 @@ type windowAnswer struct {
 	More      bool        `json:"more"`              // earlier windows in range were left out (limit)
 	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
 	Complete  bool        `json:"complete"`          // every fragment's input ended and was applied: the answer is final
+	Stale     bool        `json:"stale,omitempty"`   // a fragment answered from a standby's copy
 	Freshness []Freshness `json:"freshness"`
 }
 
 func windowedAnswer(res Result) windowAnswer {
 	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness,
-		Complete: res.Complete()}
+		Complete: res.Complete(), Stale: res.Stale()}
 	if res.Latest && len(res.Windows) == 1 {
 		a.Window = &res.Windows[0]
 	} else {
@@ -336,12 +359,13 @@ type aggAnswer struct {
 	Algebra   string      `json:"algebra"`
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"`
+	Stale     bool        `json:"stale,omitempty"` // a fragment answered from a standby's copy
 	Freshness []Freshness `json:"freshness"`
 }
 
 func aggregateAnswer(res Result) aggAnswer {
 	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness,
-		Complete: res.Complete()}
+		Complete: res.Complete(), Stale: res.Stale()}
 }
 
 // writeEntries streams a keyed answer: entries may number millions.
@@ -366,10 +390,19 @@ func writeEntries(w http.ResponseWriter, res Result) {
 	}
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
+	writeStale(bw, res)
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString("}\n")
 	bw.Flush()
+}
+
+// writeStale adds "stale":true to a streamed answer that a standby's copy
+// answered in part.
+func writeStale(bw *bufio.Writer, res Result) {
+	if res.Stale() {
+		bw.WriteString(`,"stale":true`)
+	}
 }
 
 func writeEntry(bw *bufio.Writer, e Entry) {
@@ -415,6 +448,7 @@ type keyAnswer struct {
 	Key       string      `json:"key"`
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
+	Stale     bool        `json:"stale,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
@@ -445,13 +479,14 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete()})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()})
 }
 
 // watch streams the view's answer as server-sent events: a "snapshot"
 // first, then, at every interval in which the answer changed, a "value"
 // (aggregates) or a "changes" event with the entries that changed or
-// appeared and the keys that left the answer.
+// appeared and the keys that left the answer. While fragments move to
+// another node it sends "unavailable" events and goes on.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	interval := time.Second
 	if s := r.URL.Query().Get("interval"); s != "" {
@@ -500,6 +535,16 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		}
 		res, err := h.evaluate(r, "interval")
+		var ue *UnavailableError
+		if errors.As(err, &ue) {
+			// Fragments are moving: say so and try again at the next
+			// interval rather than end the stream.
+			if !send("unavailable", unavailableAnswer{Error: cleanError(err), Fragments: ue.Fragments,
+				RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}) {
+				return
+			}
+			continue
+		}
 		if err != nil {
 			send("error", map[string]string{"error": cleanError(err)})
 			return
