@@ -353,7 +353,21 @@ func (e *mlEvents) NotifyJoin(n *memberlist.Node) {
 }
 
 func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
-	(*Membership)(e).track(n, false)
+	m := (*Membership)(e)
+	// A node that stops gracefully announces it is leaving first (its
+	// metadata): memberlist's Node.State cannot tell, it is not updated
+	// before this call.
+	m.mu.Lock()
+	p, ok := m.peers[n.Name]
+	m.mu.Unlock()
+	if ok && p.meta.Leaving {
+		m.logger.Info("member left", "node", n.Name, "gossip", n.Address())
+	} else {
+		// Its fragments fail over to their standbys: an operator wants
+		// to know, even with Info off.
+		m.logger.Warn("member died", "node", n.Name, "gossip", n.Address())
+	}
+	m.track(n, false)
 	(*Membership)(e).changed(true)
 }
 

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,35 @@ func startMember(t *testing.T, name string, seeds []string, meta *wire.Meta) *Me
 		t.Fatal(err)
 	}
 	return m
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logged reports whether a text-handler log has a line at level with msg
+// about node.
+func logged(log, level, msg, node string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level="+level+" ") && strings.Contains(l, fmt.Sprintf("msg=%q", msg)) && strings.Contains(l, " node="+node+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // eventually polls cond for up to 10 s.
@@ -53,7 +84,12 @@ func TestMembershipConverges(t *testing.T) {
 	meta := func(i int) *wire.Meta {
 		return &wire.Meta{Remote: fmt.Sprintf("127.0.0.1:%d", 9000+i), Flow: "f", Fragments: 8, Version: "1"}
 	}
-	a := startMember(t, "a", nil, meta(0))
+	var logs syncBuffer
+	a, err := Join(MemberConfig{Name: "a", Bind: "127.0.0.1:0", Meta: meta(0),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := startMember(t, "b", []string{a.Addr()}, meta(1))
 	c := startMember(t, "c", []string{a.Addr()}, meta(2))
 	all := []*Membership{a, b, c}
@@ -73,6 +109,10 @@ func TestMembershipConverges(t *testing.T) {
 	if got := a.Members()[1].Remote; got != "127.0.0.1:9001" {
 		t.Fatalf("b's remote address %q", got)
 	}
+	if err := c.SetLeaving(); err != nil { // as a node that stops does, handing off first
+		t.Fatal(err)
+	}
+	eventually(t, "c leaving", func() bool { _, ok := a.Leaving()["c"]; return ok }, all...)
 	if err := c.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -81,10 +121,16 @@ func TestMembershipConverges(t *testing.T) {
 	if e2 <= e3 {
 		t.Fatalf("epoch %d after a leave, %d before", e2, e3)
 	}
+	if l := logs.String(); !logged(l, "INFO", "member left", "c") || logged(l, "WARN", "member died", "c") {
+		t.Fatalf("a graceful leave is logged at Info, not as a death:\n%s", l)
+	}
 	b.Shutdown() // a crash: no goodbye
 	start := time.Now()
 	eventually(t, "b declared dead", agree("a", all[:1]))
 	t.Logf("crash detected in %v", time.Since(start))
+	if l := logs.String(); !logged(l, "WARN", "member died", "b") {
+		t.Fatalf("a death is logged at Warn:\n%s", l)
+	}
 	if a.Epoch() <= e2 {
 		t.Fatalf("epoch %d after a crash, %d before", a.Epoch(), e2)
 	}

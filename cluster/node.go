@@ -469,7 +469,11 @@ func (st *ClusterState) lag() {
 // every other member's fragments and readers (asked over HTTP), so any node
 // shows the whole cluster. ?scope=local: this node's only.
 func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := splice.Params(r)
+	if err != nil {
+		splice.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	local := false
 	for k := range q {
 		if k != "scope" || (q.Get("scope") != "local" && q.Get("scope") != "cluster") {

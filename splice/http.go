@@ -145,7 +145,7 @@ type viewInfo struct {
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
-	if len(r.URL.Query()) > 0 {
+	if r.URL.RawQuery != "" {
 		WriteError(w, http.StatusBadRequest, "/v1/views takes no parameters")
 		return
 	}
@@ -154,6 +154,17 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		vs = append(vs, viewInfo{Name: s.Name, Kind: s.Kind, Algebra: s.Algebra, URL: "/v1/views/" + url.PathEscape(s.Name)})
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"views": vs, "freshness": h.g.Freshness()})
+}
+
+// Params parses r's query string. A malformed one (a bad %-escape, a
+// semicolon) is a bad request: url.URL.Query drops such pairs silently, so
+// that ?after=%ZZ would answer from the start.
+func Params(r *http.Request) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed query string: %v", ErrBadRequest, err)
+	}
+	return v, nil
 }
 
 // ParseQuery reads a keyed query from URL parameters; unknown parameters
@@ -207,7 +218,10 @@ func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%w %q", ErrUnknownView, view)
 	}
-	params := r.URL.Query()
+	params, err := Params(r)
+	if err != nil {
+		return Result{}, err
+	}
 	for _, a := range allowed {
 		params.Del(a)
 	}
@@ -463,7 +477,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.windowKey(w, r, view, key)
 		return
 	}
-	if len(r.URL.Query()) > 0 {
+	if r.URL.RawQuery != "" {
 		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
 		return
 	}
@@ -489,7 +503,12 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 // another node it sends "unavailable" events and goes on.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	interval := time.Second
-	if s := r.URL.Query().Get("interval"); s != "" {
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if s := params.Get("interval"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 50*time.Millisecond || d > time.Minute {
 			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [50ms, 1m], got %q", s))

@@ -81,7 +81,12 @@ type windowKeyAnswer struct {
 // windowKey answers GET /v1/views/{view}/keys/{key} of a windowed keyed
 // view.
 func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key string) {
-	q, err := parseWindowKeyQuery(r.URL.Query())
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	q, err := parseWindowKeyQuery(params)
 	if err != nil {
 		h.fail(w, r, err)
 		return
