@@ -2,6 +2,7 @@ package actor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,11 @@ type Config struct {
 	// that is not. Nil: only whether its remote accepts connections
 	// counts. It must be safe for concurrent use and must not block.
 	Live func(node string) bool
+	// RemoteTLS, in a cluster, makes node-to-node messages mutual TLS: it
+	// is the gRPC server's and every connection's configuration, so it
+	// holds this node's certificate, the CA as RootCAs and ClientCAs, and
+	// requires client certificates. Nil: plaintext.
+	RemoteTLS *tls.Config
 }
 
 func (c *Config) defaults() {
@@ -351,7 +357,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		// its remote answers, and the hand-offs find the fragments waiting.
 		e.placeMu.Lock()
 		defer e.placeMu.Unlock()
-		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
+		if e.remote, err = startRemote(e.sys, cl.Remote, cfg.RemoteTLS); err != nil {
 			return nil, err
 		}
 		if e.replica, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),

@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 func (c *ClusterConfig) fragments() []string {
@@ -30,8 +33,10 @@ func (c *ClusterConfig) readers() []string {
 const remoteBatchSize = 8
 
 // startRemote serves protoactor remote on addr. The port is checked first:
-// protoactor panics when it is taken.
-func startRemote(sys *pa.ActorSystem, addr string) (r *remote.Remote, err error) {
+// protoactor panics when it is taken. With tlsCfg (mutual TLS: a
+// certificate, the CA for both sides, client certificates required), the
+// gRPC server and every connection to another node use it.
+func startRemote(sys *pa.ActorSystem, addr string, tlsCfg *tls.Config) (r *remote.Remote, err error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("remote address %q: %w", addr, err)
@@ -50,7 +55,13 @@ func startRemote(sys *pa.ActorSystem, addr string) (r *remote.Remote, err error)
 			r, err = nil, fmt.Errorf("remote on %s: %v", addr, v)
 		}
 	}()
-	r = remote.NewRemote(sys, remote.Configure(host, port, remote.WithEndpointWriterBatchSize(remoteBatchSize)))
+	opts := []remote.ConfigOption{remote.WithEndpointWriterBatchSize(remoteBatchSize)}
+	if tlsCfg != nil {
+		// protoactor dials with grpc.WithInsecure unless given dial options.
+		opts = append(opts, remote.WithServerOptions(grpc.Creds(credentials.NewTLS(tlsCfg.Clone()))),
+			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg.Clone()))))
+	}
+	r = remote.NewRemote(sys, remote.Configure(host, port, opts...))
 	r.Start()
 	return r, nil
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -155,5 +156,39 @@ func TestMembershipRefusesAnotherFlow(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := joinNames(a.Members()); got != "a" {
 		t.Fatalf("members %s", got)
+	}
+}
+
+// With a gossip key, a node with another key or none cannot join: its
+// Join fails and the members never list it.
+func TestGossipKeyKeepsStrangersOut(t *testing.T) {
+	key := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	meta := &wire.Meta{Flow: "f", Fragments: 8, Version: "1"}
+	join := func(name string, k []byte, seeds []string) (*Membership, error) {
+		return Join(MemberConfig{Name: name, Bind: "127.0.0.1:0", Seeds: seeds, Meta: meta, Logger: quiet(), Key: k,
+			JoinTimeout: time.Second})
+	}
+	a, err := join("a", key(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := join("b", key(1), []string{a.Addr()})
+	if err != nil {
+		t.Fatalf("a node with the key: %v", err)
+	}
+	defer b.Shutdown()
+	eventually(t, "b joined", func() bool { return joinNames(a.Members()) == "a,b" }, a, b)
+	for name, k := range map[string][]byte{"wrong-key": key(2), "no-key": nil} {
+		if m, err := join(name, k, []string{a.Addr()}); err == nil {
+			m.Shutdown()
+			t.Errorf("%s joined", name)
+		}
+	}
+	if got := joinNames(a.Members()); got != "a,b" {
+		t.Fatalf("members %s", got)
+	}
+	if _, err := join("short", []byte("0123456789"), nil); err == nil {
+		t.Fatal("a 10-byte key accepted")
 	}
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,10 @@ type Config struct {
 	Join   []string
 	Remote string
 	Expect int
+
+	// Security: TLS, tokens, gossip encryption, node-to-node TLS
+	// (security.go). The zero value protects nothing.
+	Security Security
 }
 
 // Validate checks the configuration and the flow.
@@ -75,6 +80,12 @@ func (c *Config) Validate() error {
 	} else if len(c.Join) > 0 || c.Remote != "" {
 		errs = append(errs, errors.New("join and remote need a gossip address"))
 	}
+	if k := len(c.Security.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		errs = append(errs, fmt.Errorf("gossip key of %d bytes: want 16, 24 or 32", k))
+	}
+	if c.Gossip == "" && (c.Security.GossipKey != nil || c.Security.RemoteTLS != nil) {
+		errs = append(errs, errors.New("a gossip key and node-to-node TLS need a gossip address"))
+	}
 	if c.RateInterval < 0 {
 		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
 	}
@@ -92,6 +103,7 @@ type Node struct {
 	placeMu sync.Mutex
 	place   Placement
 	changes chan struct{} // the members changed
+	peers   *http.Client  // asks the other nodes
 	dl      deadLetters
 	rates   rates
 }
@@ -106,6 +118,9 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 
 // Addr is the HTTP address the node listens on, once Ready.
 func (n *Node) Addr() string { return n.addr }
+
+// URL is the node's base URL (http:// or https://), once Ready.
+func (n *Node) URL() string { return n.cfg.Security.scheme() + "://" + n.addr }
 
 // Engine is the node's engine, once Ready.
 func (n *Node) Engine() *actor.Engine { return n.eng }
@@ -150,6 +165,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	n.addr = ln.Addr().String()
+	if cfg.Security.TLS != nil {
+		ln = tls.NewListener(ln, cfg.Security.TLS.Clone())
+	}
+	n.peers = cfg.Security.peerClient()
+	defer n.peers.CloseIdleConnections()
 
 	ecfg := cfg.Engine
 	ecfg.Logger = cfg.Logger
@@ -157,7 +177,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
 		n.changes = make(chan struct{}, 1)
-		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger,
+		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
 			OnChange: func() {
 				select {
 				case n.changes <- struct{}{}:
@@ -179,6 +199,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
 		ecfg.Live = n.mem.Alive
+		ecfg.RemoteTLS = cfg.Security.RemoteTLS
 		n.joinRunning(ctx, plan, ecfg.Cluster)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
@@ -211,7 +232,7 @@ func (n *Node) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	mux := http.NewServeMux()
 	n.routes(mux, stopping)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: cfg.Security.guard(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -233,7 +254,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.rates.run(n.eng, cfg.RateInterval, stopping)
 	}()
 	close(n.ready)
-	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", "http://"+n.addr)
+	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", n.URL())
 
 	select {
 	case <-ctx.Done():
@@ -511,7 +532,7 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 		}
 		asked++
 		go func() {
-			other, err := peerState(ctx, m.HTTP)
+			other, err := n.peerState(ctx, m.HTTP)
 			ch <- answer{i: i, st: other, ok: err == nil}
 		}()
 	}
@@ -534,13 +555,13 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 }
 
 // peerState reads another node's own fragments and readers.
-func peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
+func (n *Node) peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
 	var st ClusterState
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?scope=local", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.cfg.Security.scheme()+"://"+httpAddr+"/v1/cluster?scope=local", nil)
 	if err != nil {
 		return st, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.peers.Do(req)
 	if err != nil {
 		return st, err
 	}

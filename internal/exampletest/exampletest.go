@@ -62,7 +62,7 @@ func (p *Proc) Wait() error {
 // Stderr is what the process logged so far.
 func (p *Proc) Stderr() string { return p.stderr.String() }
 
-var urlRE = regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/`)
+var urlRE = regexp.MustCompile(`(https?://127\.0\.0\.1:\d+)/`)
 
 // Spawn starts bin with args and waits until it prints its first URL. The
 // process is killed when the test ends.
@@ -146,7 +146,7 @@ func Run(t testing.TB, run func(ctx context.Context, args []string, stdout, stde
 			t.Errorf("run: %v\n%s", err, errOut.String())
 		}
 	})
-	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)` + regexp.QuoteMeta(path))
+	re := regexp.MustCompile(`(https?://127\.0\.0\.1:\d+)` + regexp.QuoteMeta(path))
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			return m[1]
