@@ -310,7 +310,7 @@ func TestKeyedViewIntKeysOrderNumerically(t *testing.T) {
 func TestWatchStreamsChanges(t *testing.T) {
 	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 2, Rate: 2000}, word)
 	r := start(t, Config{Flow: testFlow(src)})
-	for _, path := range []string{"/v1/views/total/watch?interval=50ms", "/v1/views/counts/watch?interval=50ms&prefix=k0"} {
+	for _, path := range []string{"/v1/views/total/watch?interval=250ms", "/v1/views/counts/watch?interval=250ms&prefix=k0"} {
 		resp, err := http.Get(r.base + path)
 		if err != nil {
 			t.Fatal(err)

@@ -37,6 +37,8 @@ type HandlerConfig struct {
 //	GET /v1/views/{view}/keys/{key}    one key of a keyed or windowed keyed view
 //	GET /v1/views/{view}/watch         server-sent events as the answer changes
 //
+// A watch takes interval (250ms to 1m, default 1s); its watchers of the
+// same request and interval share one evaluation per interval.
 // Windowed views take window=latest, from and to (RFC 3339), and limit.
 // Keyed queries take limit (default 1000, at most 10,000,000), after (page
 // on after this key), prefix, and top (the top N by value instead of key
@@ -48,7 +50,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &handler{g: g, cfg: cfg}
+	h := &handler{g: g, cfg: cfg, hub: newWatchHub(g, cfg.Done)}
 	mux.HandleFunc("GET /v1/views", h.list)
 	mux.HandleFunc("GET /v1/views/{view}", h.view)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
@@ -58,6 +60,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 type handler struct {
 	g   Gatherer
 	cfg HandlerConfig
+	hub *watchHub
 }
 
 // WriteJSON writes v as JSON with status code.
@@ -212,44 +215,45 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 	return q, nil
 }
 
-func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
+func (h *handler) evaluate(r *http.Request) (Result, error) {
+	req, err := h.request(r)
+	if err != nil {
+		return Result{}, err
+	}
+	return Evaluate(r.Context(), h.g, req)
+}
+
+// request reads the view request of r's path and parameters (but the
+// parameters allowed, which the caller reads).
+func (h *handler) request(r *http.Request, allowed ...string) (Request, error) {
 	view := r.PathValue("view")
 	spec, err := FindSpec(h.g, view)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+		return Request{}, fmt.Errorf("%w %q", ErrUnknownView, view)
 	}
 	params, err := Params(r)
 	if err != nil {
-		return Result{}, err
+		return Request{}, err
 	}
 	for _, a := range allowed {
 		params.Del(a)
 	}
-	if spec.Kind == Windowed {
-		q, err := ParseWindowQuery(params)
-		if err != nil {
-			return Result{}, err
-		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpWindows, Query: q})
-	}
-	if spec.Kind == WindowedKeyed {
-		q, err := ParseWindowedKeyedQuery(params)
-		if err != nil {
-			return Result{}, err
-		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
-	}
-	if spec.Kind == Aggregate {
+	var q Query
+	switch spec.Kind {
+	case Windowed:
+		q, err = ParseWindowQuery(params)
+		return Request{View: view, Op: OpWindows, Query: q}, err
+	case WindowedKeyed:
+		q, err = ParseWindowedKeyedQuery(params)
+		return Request{View: view, Op: OpEntries, Query: q}, err
+	case Aggregate:
 		if len(params) > 0 {
-			return Result{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
+			return Request{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
 		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpValue})
+		return Request{View: view, Op: OpValue}, nil
 	}
-	q, err := ParseQuery(params)
-	if err != nil {
-		return Result{}, err
-	}
-	return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
+	q, err = ParseQuery(params)
+	return Request{View: view, Op: OpEntries, Query: q}, err
 }
 
 func (h *handler) view(w http.ResponseWriter, r *http.Request) {
@@ -496,11 +500,18 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()})
 }
 
+// MinWatchInterval is the shortest interval a watch may ask for: every
+// interval costs one evaluation of the view (shared by its watchers).
+const MinWatchInterval = 250 * time.Millisecond
+
 // watch streams the view's answer as server-sent events: a "snapshot"
 // first, then, at every interval in which the answer changed, a "value"
 // (aggregates) or a "changes" event with the entries that changed or
 // appeared and the keys that left the answer. While fragments move to
 // another node it sends "unavailable" events and goes on.
+//
+// Watchers of the same view, parameters and interval share one evaluation
+// per interval (watch.go); each diffs against what it last sent.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	interval := time.Second
 	params, err := Params(r)
@@ -510,13 +521,13 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	if s := params.Get("interval"); s != "" {
 		d, err := time.ParseDuration(s)
-		if err != nil || d < 50*time.Millisecond || d > time.Minute {
-			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [50ms, 1m], got %q", s))
+		if err != nil || d < MinWatchInterval || d > time.Minute {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [%v, 1m], got %q", MinWatchInterval, s))
 			return
 		}
 		interval = d
 	}
-	res, err := h.evaluate(r, "interval")
+	req, err := h.request(r, "interval")
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -524,6 +535,15 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return
+	}
+	sub, first := h.hub.subscribe(r.Context(), req, interval)
+	if sub == nil {
+		return // the client left
+	}
+	defer h.hub.unsubscribe(sub)
+	if first.err != nil {
+		h.fail(w, r, first.err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -539,36 +559,34 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return true
 	}
-	last := snapshot(res)
-	if !send("snapshot", watchPayload(res)) {
+	last := first.snap
+	if !send("snapshot", watchPayload(first.res)) {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
+		var u *watchUpdate
 		select {
 		case <-r.Context().Done():
 			return
 		case <-h.cfg.Done:
 			return
-		case <-t.C:
+		case u = <-sub.ch:
 		}
-		res, err := h.evaluate(r, "interval")
 		var ue *UnavailableError
-		if errors.As(err, &ue) {
+		if errors.As(u.err, &ue) {
 			// Fragments are moving: say so and try again at the next
 			// interval rather than end the stream.
-			if !send("unavailable", unavailableAnswer{Error: cleanError(err), Fragments: ue.Fragments,
+			if !send("unavailable", unavailableAnswer{Error: cleanError(u.err), Fragments: ue.Fragments,
 				RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}) {
 				return
 			}
 			continue
 		}
-		if err != nil {
-			send("error", map[string]string{"error": cleanError(err)})
+		if u.err != nil {
+			send("error", map[string]string{"error": cleanError(u.err)})
 			return
 		}
-		cur := snapshot(res)
+		res, cur := u.res, u.snap
 		var ok bool
 		if res.Spec.Kind == Windowed {
 			changed, removed := diffWindows(last, cur, res.Windows)
