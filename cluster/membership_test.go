@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tessera-streams/tessera/internal/syncbuf"
 	"github.com/tessera-streams/tessera/internal/wire"
 )
 
@@ -19,24 +19,6 @@ func startMember(t *testing.T, name string, seeds []string, meta *wire.Meta) *Me
 		t.Fatal(err)
 	}
 	return m
-}
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // logged reports whether a text-handler log has a line at level with msg
@@ -85,7 +67,7 @@ func TestMembershipConverges(t *testing.T) {
 	meta := func(i int) *wire.Meta {
 		return &wire.Meta{Remote: fmt.Sprintf("127.0.0.1:%d", 9000+i), Flow: "f", Fragments: 8, Version: "1"}
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	a, err := Join(MemberConfig{Name: "a", Bind: "127.0.0.1:0", Meta: meta(0),
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {

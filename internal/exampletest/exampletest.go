@@ -13,13 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/internal/freeport"
+	"github.com/tessera-streams/tessera/internal/syncbuf"
 )
 
 // Build compiles the example in the test's working directory.
@@ -174,22 +173,7 @@ func GetJSON(t testing.TB, url string, into any) {
 }
 
 // Buffer is an io.Writer safe for concurrent writers and readers.
-type Buffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type Buffer = syncbuf.Buffer
 
 // ClusterState is the part of GET /v1/cluster the tests read.
 type ClusterState struct {
