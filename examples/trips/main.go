@@ -19,6 +19,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -215,6 +216,50 @@ func (s *fileSink) Write(out []flows.Output[Trip]) error {
 	return s.f.Sync()
 }
 
+// openLines opens a JSON-lines file to append to. A line cut short by a
+// crash in the middle of a write is dropped first: the write had not
+// returned, so the trips it held come again when the fragment replays.
+func openLines(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	end, err := completeLines(f)
+	if err == nil {
+		err = f.Truncate(end)
+	}
+	if err == nil {
+		_, err = f.Seek(end, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("trips file: %w", err)
+	}
+	return f, nil
+}
+
+// completeLines is the length of f up to its last newline, read from the
+// end.
+func completeLines(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	for end := st.Size(); end > 0; {
+		start := max(0, end-int64(len(buf)))
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
+}
+
 func main() { cluster.Main("trips", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -249,7 +294,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if node.Node != "" {
 				name = "trips-" + node.Node + ".jsonl"
 			}
-			fh, err := os.OpenFile(filepath.Join(node.Data, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			fh, err := openLines(filepath.Join(node.Data, name))
 			if err != nil {
 				return nil, err
 			}
