@@ -17,6 +17,7 @@ require (
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	go.uber.org/goleak v1.3.0
 	gonum.org/v1/plot v0.15.2
+	google.golang.org/grpc v1.60.1
 	google.golang.org/protobuf v1.36.5
 	pgregory.net/rapid v1.2.0
 )
@@ -102,7 +103,6 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20231002182017-d307bd883b97 // indirect
-	google.golang.org/grpc v1.60.1 // indirect
 	honnef.co/go/tools v0.8.2 // indirect
 )
 

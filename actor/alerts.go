@@ -236,7 +236,7 @@ func (e *Engine) stepAlerts() {
 		case <-ctx.Done():
 		}
 	}()
-	recs, progressed, err := al.Step(ctx, e, now)
+	recs, progressed, err := al.Step(ctx, liveGatherer{e}, now)
 	if err != nil {
 		// A fragment restoring after a failure cannot answer: try again at
 		// the next step. Progress made before the error is kept.

@@ -28,6 +28,22 @@
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.
 //
+// # Queries
+//
+// A view query asks every fragment it needs at once: local fragments
+// through their mailboxes (queries go ahead of batches), other nodes'
+// through their query actors. A node that does not answer is probed; once
+// it is unreachable (its remote refuses connections, or the membership
+// declared it dead) the query stops waiting for it and asks its fragments'
+// standbys, which answer from the live fragment if they have taken it over,
+// else from their copy of its last replicated checkpoint, marked stale.
+// What no one can answer fails the query at once with a
+// splice.UnavailableError naming the fragments (a 503 with Retry-After).
+// Within about half a second of a node's death, a query answers; it never
+// waits for the transport's own timeouts, and no transport error reaches
+// the user. Alerts never use standby copies. The rules and timings are in
+// query.go.
+//
 // # Alerts
 //
 // A flow's alerts (flows.Alert) are evaluated on the spliced windowed views

@@ -2,6 +2,7 @@ package actor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +29,10 @@ type Config struct {
 	PollSize     int           // events read per poll; default 1024
 	IdleDelay    time.Duration // wait before polling a source that had nothing; default 10ms
 	TickInterval time.Duration // resolution of timers and checkpoint intervals; default 50ms
-	QueryTimeout time.Duration // per query; default 10s
+	// QueryTimeout bounds a query to fragments whose nodes can be reached;
+	// default 10s. Fragments on a node that cannot be reached answer from
+	// a standby's copy, or the query fails at once (query.go).
+	QueryTimeout time.Duration
 	// CheckpointInterval is how often each fragment checkpoints; default 1s,
 	// negative for never (a final checkpoint is still taken at Stop).
 	CheckpointInterval time.Duration
@@ -66,6 +70,16 @@ type Config struct {
 	OnAlert func(flows.AlertRecord)
 	// AlertInterval is how often alerts are evaluated; default 100ms.
 	AlertInterval time.Duration
+	// Live reports whether a node (by name) is a live member of the
+	// cluster, as the membership sees it: a query stops waiting for a node
+	// that is not. Nil: only whether its remote accepts connections
+	// counts. It must be safe for concurrent use and must not block.
+	Live func(node string) bool
+	// RemoteTLS, in a cluster, makes node-to-node messages mutual TLS: it
+	// is the gRPC server's and every connection's configuration, so it
+	// holds this node's certificate, the CA as RootCAs and ClientCAs, and
+	// requires client certificates. Nil: plaintext.
+	RemoteTLS *tls.Config
 }
 
 // Validate reports a configuration that cannot work: negative sizes,
@@ -220,6 +234,7 @@ type Engine struct {
 	unfinish  int        // readers not finished, plus rewinds not yet handled
 	drainOnce sync.Once
 	hold      atomic.Int64 // window views keep windows ending after it (alerts)
+	down      sync.Map     // remote address → when a query found it unreachable (query.go)
 	alerts    alertLog
 }
 
@@ -374,7 +389,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		// its remote answers, and the hand-offs find the fragments waiting.
 		e.placeMu.Lock()
 		defer e.placeMu.Unlock()
-		if e.remote, err = startRemote(e.sys, cl.Remote); err != nil {
+		if e.remote, err = startRemote(e.sys, cl.Remote, cfg.RemoteTLS); err != nil {
 			return nil, err
 		}
 		if e.replica, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &replicaActor{e: e, partial: map[uint32]*assembly{}} }),
@@ -441,7 +456,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		root.Send(pid, startMsg{})
 	}
 	if cl != nil {
-		l.standby = e.standbys(cl)
+		l.standby, l.cl = e.standbys(cl), cl
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
@@ -472,10 +487,11 @@ type layout struct {
 	readers []*pa.PID // the local readers' actors
 	rstats  []*ReaderStats
 	rparts  []recovery.PartitionID
-	route   []*pa.PID // every fragment's actor, local or remote
-	local   []int     // fragment → index in frags, or -1
-	allRead []*pa.PID // every reader's actor, local or remote (in allParts order)
-	standby []*pa.PID // per fragment: the replica actor of its standby node, nil for none
+	route   []*pa.PID      // every fragment's actor, local or remote
+	local   []int          // fragment → index in frags, or -1
+	allRead []*pa.PID      // every reader's actor, local or remote (in allParts order)
+	standby []*pa.PID      // per fragment: the replica actor of its standby node, nil for none
+	cl      *ClusterConfig // the placement (nil for a single node); not modified
 }
 
 func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.plan.Name(), i) }

@@ -147,7 +147,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case *queryMsg:
 		if err := m.Serving(); err != nil {
-			msg.reply <- queryReply{err: fmt.Errorf("%w: %w", splice.ErrUnavailable, err)}
+			msg.reply <- queryReply{err: &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}}
 			return
 		}
 		ans, err := m.Fragment().Query(msg.req)
@@ -202,6 +202,11 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			st.TooLate.Add(n - fa.tooLate)
 		}
 		fa.tooLate = fr.TooLate()
+		// Not drained while down or holding outputs: counted before the
+		// acknowledgements go, which may let a reader finish, and released
+		// after the rewinds are counted, or the engine would look drained
+		// in between.
+		fa.countHolds(true)
 		l := e.layout.Load()
 		fa.sends(c, l, rd.Sends)
 		for _, a := range rd.Acks {
@@ -242,22 +247,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		st.Reasked.Add(int64(rd.Reasked))
 		st.Replayed.Add(rd.Replayed)
 		st.Batches.Add(int64(rd.Applied))
-		if o := fr.Holding(); o != fa.outputs {
-			fa.outputs = o
-			if o {
-				e.drainCount(+1)
-			} else {
-				e.drainCount(-1)
-			}
-		}
-		if h := m.Down() || m.Holding(); h != fa.holding {
-			fa.holding = h
-			if h {
-				e.drainCount(+1) // not drained while down
-			} else {
-				e.drainCount(-1)
-			}
-		}
+		fa.countHolds(false)
 		if !rd.Restore {
 			return
 		}
@@ -270,6 +260,28 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		m.Restored(r, false)
 		fa.load(r)
 	}
+}
+
+// countHolds counts, in the engine's drain count, a fragment that is down
+// or holds outputs back: only the holds that began (begin) or only those
+// that ended.
+func (fa *fragmentActor) countHolds(begin bool) {
+	m := fa.m
+	if o := m.Fragment().Holding(); o != fa.outputs && o == begin {
+		fa.outputs = o
+		fa.e.drainCount(holdDelta(o))
+	}
+	if h := m.Down() || m.Holding(); h != fa.holding && h == begin {
+		fa.holding = h
+		fa.e.drainCount(holdDelta(h))
+	}
+}
+
+func holdDelta(begins bool) int {
+	if begins {
+		return +1
+	}
+	return -1
 }
 
 // sends sends batches to fragments downstream: by pointer on this node,

@@ -178,7 +178,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			l.allRead = append(l.allRead, e.pidOf(owner, e.readerName(i)))
 		}
 	}
-	l.standby = e.standbys(cl)
+	l.standby, l.cl = e.standbys(cl), cl
 	e.layout.Store(l)
 	for _, pid := range l.readers {
 		if len(moved) > 0 {

@@ -334,8 +334,10 @@ func (ra *readerActor) deadLetters() {
 	for _, b := range bad {
 		ra.e.cfg.Logger.Warn("malformed record", "source", ra.stats.Source, "partition", ra.stats.Partition,
 			"where", b.Where, "offset", b.Offset, "err", b.Err)
-		dls = append(dls, flows.DeadLetter{Flow: ra.e.plan.Name(), Source: ra.stats.Source, Partition: ra.stats.Partition,
-			Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
+		dl := flows.DeadLetter{Flow: ra.e.plan.Name(), Source: ra.stats.Source, Partition: ra.stats.Partition,
+			Offset: b.Offset, Fragment: -1, Where: b.Where, Error: b.Err.Error()}
+		dl.SetRaw(b.Raw)
+		dls = append(dls, dl)
 	}
 	ra.e.deadLetters(dls)
 }

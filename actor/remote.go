@@ -1,19 +1,16 @@
 package actor
 
 import (
-	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
-
-	"github.com/tessera-streams/tessera/internal/wire"
-	"github.com/tessera-streams/tessera/splice"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 func (c *ClusterConfig) fragments() []string {
@@ -36,8 +33,10 @@ func (c *ClusterConfig) readers() []string {
 const remoteBatchSize = 8
 
 // startRemote serves protoactor remote on addr. The port is checked first:
-// protoactor panics when it is taken.
-func startRemote(sys *pa.ActorSystem, addr string) (r *remote.Remote, err error) {
+// protoactor panics when it is taken. With tlsCfg (mutual TLS: a
+// certificate, the CA for both sides, client certificates required), the
+// gRPC server and every connection to another node use it.
+func startRemote(sys *pa.ActorSystem, addr string, tlsCfg *tls.Config) (r *remote.Remote, err error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("remote address %q: %w", addr, err)
@@ -56,7 +55,13 @@ func startRemote(sys *pa.ActorSystem, addr string) (r *remote.Remote, err error)
 			r, err = nil, fmt.Errorf("remote on %s: %v", addr, v)
 		}
 	}()
-	r = remote.NewRemote(sys, remote.Configure(host, port, remote.WithEndpointWriterBatchSize(remoteBatchSize)))
+	opts := []remote.ConfigOption{remote.WithEndpointWriterBatchSize(remoteBatchSize)}
+	if tlsCfg != nil {
+		// protoactor dials with grpc.WithInsecure unless given dial options.
+		opts = append(opts, remote.WithServerOptions(grpc.Creds(credentials.NewTLS(tlsCfg.Clone()))),
+			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg.Clone()))))
+	}
+	r = remote.NewRemote(sys, remote.Configure(host, port, opts...))
 	r.Start()
 	return r, nil
 }
@@ -123,142 +128,3 @@ func (e *Engine) NetStats() NetStats {
 
 // isLocal reports whether pid lives in this engine's actor system.
 func (e *Engine) isLocal(pid *pa.PID) bool { return pid.Address == e.sys.Address() }
-
-// queryActor answers other nodes' view queries from the local fragments.
-type queryActor struct{ e *Engine }
-
-func (q *queryActor) Receive(c pa.Context) {
-	m, ok := c.Message().(*wire.Query)
-	if !ok {
-		q.e.unknown(c.Message())
-		return
-	}
-	sender := c.Sender()
-	if sender == nil {
-		return
-	}
-	e := q.e
-	req := splice.Request{View: m.View, Op: splice.Op(m.Op), Key: m.Key, Query: splice.Query{
-		Limit: int(m.Limit), After: m.After, Prefix: m.Prefix, Top: int(m.Top), From: m.From, To: m.To, Latest: m.Latest}}
-	frags := make([]int, len(m.Fragments))
-	for i, f := range m.Fragments {
-		frags[i] = int(f)
-	}
-	// Answer off the actor: the local fragments answer through their own
-	// mailboxes.
-	e.bg.Add(1)
-	go func() {
-		defer e.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.QueryTimeout)
-		defer cancel()
-		reply := &wire.QueryReply{Id: m.Id}
-		ans, err := e.gatherLocal(ctx, req, frags)
-		for _, a := range ans {
-			b, eerr := e.plan.EncodeAnswer(req.View, a)
-			if eerr != nil {
-				err = eerr
-				break
-			}
-			reply.Answers = append(reply.Answers, b)
-		}
-		if err != nil {
-			reply.Answers, reply.Error = nil, err.Error()
-			if errors.Is(err, splice.ErrUnavailable) {
-				reply.Error = "unavailable: " + reply.Error
-			}
-		}
-		e.sys.Root.Send(sender, reply)
-	}()
-}
-
-// Gather implements splice.Gatherer: local fragments answer through their
-// actors (queries jump ahead of batches in their mailboxes); the other
-// nodes' fragments through those nodes' query actors.
-func (e *Engine) Gather(ctx context.Context, req splice.Request, only int) ([]splice.Answer, error) {
-	timeout := e.cfg.QueryTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	var local []int
-	remote := map[string][]uint32{}
-	l := e.layout.Load()
-	for f := range l.route {
-		if only >= 0 && f != only {
-			continue
-		}
-		if l.local[f] >= 0 {
-			local = append(local, f)
-		} else {
-			addr := l.route[f].Address
-			remote[addr] = append(remote[addr], uint32(f))
-		}
-	}
-	var futs []*pa.Future
-	for addr, frags := range remote {
-		q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After,
-			Prefix: req.Query.Prefix, Top: int32(req.Query.Top), Key: req.Key, From: req.Query.From, To: req.Query.To,
-			Latest: req.Query.Latest, Fragments: frags}
-		futs = append(futs, e.sys.Root.RequestFuture(pa.NewPID(addr, e.plan.Name()+"/query"), q, timeout))
-	}
-	out, err := e.gatherLocal(ctx, req, local)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range futs {
-		res, err := f.Result()
-		if err != nil {
-			return nil, fmt.Errorf("%w: query %s: a node did not answer: %v", splice.ErrUnavailable, req.View, err)
-		}
-		r, ok := res.(*wire.QueryReply)
-		if !ok {
-			return nil, fmt.Errorf("query %s: unexpected reply %T", req.View, res)
-		}
-		if r.Error != "" {
-			return nil, fmt.Errorf("%w: query %s on another node: %s", splice.ErrUnavailable, req.View, r.Error)
-		}
-		for _, b := range r.Answers {
-			a, err := e.plan.DecodeAnswer(req.View, b)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, func(a, b splice.Answer) int { return a.Freshness.Fragment - b.Freshness.Fragment })
-	return out, nil
-}
-
-// gatherLocal asks the local fragments frags.
-func (e *Engine) gatherLocal(ctx context.Context, req splice.Request, frags []int) ([]splice.Answer, error) {
-	timeout := e.cfg.QueryTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	replies := make(chan queryReply, len(frags))
-	n := 0
-	l := e.layout.Load()
-	for _, f := range frags {
-		if f < 0 || f >= len(l.local) || l.local[f] < 0 {
-			return nil, fmt.Errorf("%w: fragment %d is not on this node", splice.ErrUnavailable, f)
-		}
-		e.sys.Root.Send(l.frags[l.local[f]], &queryMsg{req: req, reply: replies})
-		n++
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	out := make([]splice.Answer, 0, n)
-	for range n {
-		select {
-		case r := <-replies:
-			if r.err != nil {
-				return nil, r.err
-			}
-			out = append(out, r.ans)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-t.C:
-			return nil, fmt.Errorf("query %s: no answer from %d fragments in %v: %w", req.View, n-len(out), timeout, context.DeadlineExceeded)
-		}
-	}
-	return out, nil
-}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,12 +14,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/internal/freeport"
+	"github.com/tessera-streams/tessera/internal/syncbuf"
 )
 
 // The cluster workloads run the keyed count on nodes that are child
@@ -81,7 +80,7 @@ func nodeMain(args []string) int {
 type benchNode struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	// cpu is the node's CPU time at its latest reading (readCPU), cpu0 at
 	// the start of the measured span.
@@ -105,24 +104,6 @@ func readCPU(nodes []*benchNode) error {
 		n.cpu = c
 	}
 	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for the child's writer and our reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.String()
 }
 
 func freePort() (string, error) { return freeport.Addr() }
@@ -165,7 +146,7 @@ func startNodes(p params, k int, dir, hold string) ([]*benchNode, error) {
 		if profile != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeProfileEnv, profile, k, i))
 		}
-		errBuf := new(syncBuffer)
+		errBuf := new(syncbuf.Buffer)
 		cmd.Stderr = errBuf
 		if err := cmd.Start(); err != nil {
 			return nodes, err

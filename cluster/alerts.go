@@ -30,13 +30,18 @@ type alertsAnswer struct {
 // latest records (default 100).
 func (n *Node) alertList(w http.ResponseWriter, r *http.Request) {
 	limit := 100
-	for k := range r.URL.Query() {
+	params, err := splice.Params(r)
+	if err != nil {
+		splice.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	for k := range params {
 		if k != "limit" {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q (only limit)", k))
 			return
 		}
 	}
-	if s := r.URL.Query().Get("limit"); s != "" {
+	if s := params.Get("limit"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > 10_000 {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer in [1, 10000], got %q", s))
@@ -62,13 +67,18 @@ func (n *Node) alertList(w http.ResponseWriter, r *http.Request) {
 func (n *Node) alertWatch(w http.ResponseWriter, r *http.Request, stopping <-chan struct{}) {
 	recs, total, _, changed := n.eng.Alerts()
 	sent := total
-	for k := range r.URL.Query() {
+	params, err := splice.Params(r)
+	if err != nil {
+		splice.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	for k := range params {
 		if k != "since" {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q (only since)", k))
 			return
 		}
 	}
-	if s := r.URL.Query().Get("since"); s != "" {
+	if s := params.Get("since"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || v > total {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("since must be an integer in [0, %d], got %q", total, s))

@@ -41,6 +41,14 @@ type Flags struct {
 	// Pages are the program's own GET routes (see Config.Pages): not a
 	// flag, a program's build function sets them.
 	Pages map[string]http.Handler
+
+	// Security (see Security): files, never secrets on the command line.
+	TLSCert       string
+	TLSKey        string
+	TLSCA         string
+	AuthTokenFile string
+	AuthHealth    bool
+	GossipKey     string
 }
 
 // Register adds the node flags to fs, with defaults from the environment.
@@ -65,6 +73,16 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 		}
 		fs.DurationVar(p, name, def, usage)
 	}
+	boolean := func(p *bool, name string, def bool, usage string) {
+		if v, ok := env(name); ok {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: not a boolean", envName(name), v))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, usage)
+	}
 	integer := func(p *int, name string, def int, usage string) {
 		if v, ok := env(name); ok {
 			n, err := strconv.Atoi(v)
@@ -86,6 +104,12 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 	str(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
 	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
 	integer(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
+	str(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
+	str(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
+	str(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
+	str(&f.AuthTokenFile, "auth-token-file", "", "security: bearer tokens, one \"ROLE TOKEN\" per line (roles read, write, admin); every /v1/ route then needs one")
+	boolean(&f.AuthHealth, "auth-health", false, "security: with -auth-token-file, /healthz, /readyz and /metrics need a token too")
+	str(&f.GossipKey, "gossip-key", "", "security: file with a base64 gossip key of 16, 24 or 32 bytes: encrypted gossip, nodes without it cannot join")
 	if len(errs) > 0 {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
@@ -144,6 +168,32 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io
 	return node.Serve(ctx, flow, stdout, logger, urls)
 }
 
+// Security reads the files the security flags name.
+func (f *Flags) Security() (Security, error) {
+	var sec Security
+	var err error
+	if sec.TLS, sec.RemoteTLS, sec.PeerCAs, err = LoadTLS(f.TLSCert, f.TLSKey, f.TLSCA); err != nil {
+		return sec, err
+	}
+	if f.AuthTokenFile != "" {
+		if sec.Tokens, err = LoadTokens(f.AuthTokenFile); err != nil {
+			return sec, err
+		}
+	} else if f.AuthHealth {
+		return sec, errors.New("-auth-health needs -auth-token-file")
+	}
+	sec.ProtectHealth = f.AuthHealth
+	if f.GossipKey != "" {
+		if sec.GossipKey, err = LoadGossipKey(f.GossipKey); err != nil {
+			return sec, err
+		}
+	}
+	if f.Gossip == "" {
+		sec.RemoteTLS = nil // one node: no peer to present a certificate to
+	}
+	return sec, nil
+}
+
 // Logger is a text logger on w at the flags' level.
 func (f *Flags) Logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
@@ -163,6 +213,10 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	if f.Progress < 0 {
 		return fmt.Errorf("-progress must not be negative, got %v", f.Progress)
 	}
+	sec, err := f.Security()
+	if err != nil {
+		return err
+	}
 	var join []string
 	for _, j := range strings.Split(f.Join, ",") {
 		if j = strings.TrimSpace(j); j != "" {
@@ -172,7 +226,7 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	n := NewNode(Config{
 		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
 		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
-		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams, Pages: f.Pages,
+		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams, Security: sec, Pages: f.Pages,
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()
@@ -181,7 +235,7 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 		return err
 	case <-n.Ready():
 	}
-	base := "http://" + n.Addr()
+	base := n.URL()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s is running. Open:\n", flow.Name())
 	width := 0

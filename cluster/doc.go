@@ -3,4 +3,12 @@
 // Config.Streams), and owns every goroutine it starts. A single node is a
 // cluster of one; membership (memberlist), remote fragments and failover
 // build on this package.
+//
+// Security (security.go) is opt-in and configured by files: HTTPS for the
+// API, bearer tokens with the roles read, write and admin in front of every
+// /v1/ route (a guard around the whole mux, so a new route is covered by
+// its method and path: GET needs read, POST /v1/streams/... write, any
+// other change admin), gossip encrypted with a shared key, and mutual TLS
+// between nodes' protoactor remotes. Secrets are never logged and never
+// taken from the command line.
 package cluster

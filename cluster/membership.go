@@ -36,7 +36,7 @@ const (
 	gossipInterval      = 50 * time.Millisecond
 )
 
-// joinTimeout is how long Join tries seeds that do not answer.
+// joinTimeout is how long Join tries seeds that do not answer, by default.
 const joinTimeout = 30 * time.Second
 
 // refusedMark is in the error of a node refused for running another flow.
@@ -52,6 +52,13 @@ type MemberConfig struct {
 	// OnChange is called, from a goroutine of the membership, after the
 	// members or their metadata changed. It must not block for long.
 	OnChange func()
+	// Key, if set, encrypts and authenticates gossip (AES-GCM with a key
+	// of 16, 24 or 32 bytes): a node without it cannot join, and its
+	// messages are dropped.
+	Key []byte
+	// JoinTimeout is how long Join tries seeds that do not answer;
+	// default 30s.
+	JoinTimeout time.Duration
 }
 
 // Membership is a node's view of the gossip cluster (hashicorp/memberlist):
@@ -107,6 +114,14 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	c.Merge = (*mlMerge)(m)
 	c.Alive = (*mlAlive)(m)
 	c.Logger = log.New(slogWriter{m.logger}, "", 0)
+	if cfg.Key != nil {
+		kr, err := memberlist.NewKeyring(nil, cfg.Key)
+		if err != nil {
+			return nil, fmt.Errorf("gossip key: %w", err)
+		}
+		c.Keyring = kr
+		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	}
 	ml, err := memberlist.Create(c)
 	if err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
@@ -120,7 +135,11 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	go m.loop()
 	if len(cfg.Seeds) > 0 {
 		// Seeds may still be starting: retry for a while, but not a refusal.
-		deadline := time.Now().Add(joinTimeout)
+		wait := cfg.JoinTimeout
+		if wait <= 0 {
+			wait = joinTimeout
+		}
+		deadline := time.Now().Add(wait)
 		for {
 			_, err := ml.Join(cfg.Seeds)
 			if err == nil {
@@ -163,6 +182,15 @@ func (m *Membership) Members() []Member {
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Alive reports whether the named node is a live member (leaving or not):
+// memberlist has not declared it dead. Safe for concurrent use.
+func (m *Membership) Alive(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.peers[name]
+	return ok
 }
 
 // Leaving are the nodes that announced they are leaving and are still
@@ -344,7 +372,21 @@ func (e *mlEvents) NotifyJoin(n *memberlist.Node) {
 }
 
 func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
-	(*Membership)(e).track(n, false)
+	m := (*Membership)(e)
+	// A node that stops gracefully announces it is leaving first (its
+	// metadata): memberlist's Node.State cannot tell, it is not updated
+	// before this call.
+	m.mu.Lock()
+	p, ok := m.peers[n.Name]
+	m.mu.Unlock()
+	if ok && p.meta.Leaving {
+		m.logger.Info("member left", "node", n.Name, "gossip", n.Address())
+	} else {
+		// Its fragments fail over to their standbys: an operator wants
+		// to know, even with Info off.
+		m.logger.Warn("member died", "node", n.Name, "gossip", n.Address())
+	}
+	m.track(n, false)
 	(*Membership)(e).changed(true)
 }
 

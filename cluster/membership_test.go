@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tessera-streams/tessera/internal/syncbuf"
 	"github.com/tessera-streams/tessera/internal/wire"
 )
 
@@ -16,6 +19,17 @@ func startMember(t *testing.T, name string, seeds []string, meta *wire.Meta) *Me
 		t.Fatal(err)
 	}
 	return m
+}
+
+// logged reports whether a text-handler log has a line at level with msg
+// about node.
+func logged(log, level, msg, node string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level="+level+" ") && strings.Contains(l, fmt.Sprintf("msg=%q", msg)) && strings.Contains(l, " node="+node+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // eventually polls cond for up to 10 s.
@@ -53,7 +67,12 @@ func TestMembershipConverges(t *testing.T) {
 	meta := func(i int) *wire.Meta {
 		return &wire.Meta{Remote: fmt.Sprintf("127.0.0.1:%d", 9000+i), Flow: "f", Fragments: 8, Version: "1"}
 	}
-	a := startMember(t, "a", nil, meta(0))
+	var logs syncbuf.Buffer
+	a, err := Join(MemberConfig{Name: "a", Bind: "127.0.0.1:0", Meta: meta(0),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := startMember(t, "b", []string{a.Addr()}, meta(1))
 	c := startMember(t, "c", []string{a.Addr()}, meta(2))
 	all := []*Membership{a, b, c}
@@ -73,6 +92,11 @@ func TestMembershipConverges(t *testing.T) {
 	if got := a.Members()[1].Remote; got != "127.0.0.1:9001" {
 		t.Fatalf("b's remote address %q", got)
 	}
+	// As a node that stops does, handing off first. The update may not
+	// be broadcast within SetLeaving's second on a busy machine: what
+	// counts is that a sees it.
+	_ = c.SetLeaving()
+	eventually(t, "c leaving", func() bool { _, ok := a.Leaving()["c"]; return ok }, all...)
 	if err := c.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -81,10 +105,16 @@ func TestMembershipConverges(t *testing.T) {
 	if e2 <= e3 {
 		t.Fatalf("epoch %d after a leave, %d before", e2, e3)
 	}
+	if l := logs.String(); !logged(l, "INFO", "member left", "c") || logged(l, "WARN", "member died", "c") {
+		t.Fatalf("a graceful leave is logged at Info, not as a death:\n%s", l)
+	}
 	b.Shutdown() // a crash: no goodbye
 	start := time.Now()
 	eventually(t, "b declared dead", agree("a", all[:1]))
 	t.Logf("crash detected in %v", time.Since(start))
+	if l := logs.String(); !logged(l, "WARN", "member died", "b") {
+		t.Fatalf("a death is logged at Warn:\n%s", l)
+	}
 	if a.Epoch() <= e2 {
 		t.Fatalf("epoch %d after a crash, %d before", a.Epoch(), e2)
 	}
@@ -109,5 +139,39 @@ func TestMembershipRefusesAnotherFlow(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := joinNames(a.Members()); got != "a" {
 		t.Fatalf("members %s", got)
+	}
+}
+
+// With a gossip key, a node with another key or none cannot join: its
+// Join fails and the members never list it.
+func TestGossipKeyKeepsStrangersOut(t *testing.T) {
+	key := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	meta := &wire.Meta{Flow: "f", Fragments: 8, Version: "1"}
+	join := func(name string, k []byte, seeds []string) (*Membership, error) {
+		return Join(MemberConfig{Name: name, Bind: "127.0.0.1:0", Seeds: seeds, Meta: meta, Logger: quiet(), Key: k,
+			JoinTimeout: time.Second})
+	}
+	a, err := join("a", key(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := join("b", key(1), []string{a.Addr()})
+	if err != nil {
+		t.Fatalf("a node with the key: %v", err)
+	}
+	defer b.Shutdown()
+	eventually(t, "b joined", func() bool { return joinNames(a.Members()) == "a,b" }, a, b)
+	for name, k := range map[string][]byte{"wrong-key": key(2), "no-key": nil} {
+		if m, err := join(name, k, []string{a.Addr()}); err == nil {
+			m.Shutdown()
+			t.Errorf("%s joined", name)
+		}
+	}
+	if got := joinNames(a.Members()); got != "a,b" {
+		t.Fatalf("members %s", got)
+	}
+	if _, err := join("short", []byte("0123456789"), nil); err == nil {
+		t.Fatal("a 10-byte key accepted")
 	}
 }

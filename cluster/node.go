@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,8 @@ type Config struct {
 	RateInterval time.Duration
 	// Pages are the program's own GET routes beside the API (a page and
 	// its assets, say), by path pattern ("/transport", "/transport/{file}").
+	// Like the dashboard they stay open when tokens guard the API: a page
+	// holds no data a token would guard, and reads the views through /v1/.
 	Pages map[string]http.Handler
 
 	// Cluster: with a gossip address, the node joins the nodes at Join
@@ -53,6 +56,10 @@ type Config struct {
 	Join   []string
 	Remote string
 	Expect int
+
+	// Security: TLS, tokens, gossip encryption, node-to-node TLS
+	// (security.go). The zero value protects nothing.
+	Security Security
 
 	// Streams take events pushed over HTTP at POST
 	// /v1/streams/{stream}/events (connectors/ingest makes them). A stream
@@ -99,6 +106,12 @@ func (c *Config) Validate() error {
 		}
 	} else if len(c.Join) > 0 || c.Remote != "" {
 		errs = append(errs, errors.New("join and remote need a gossip address"))
+	}
+	if k := len(c.Security.GossipKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		errs = append(errs, fmt.Errorf("gossip key of %d bytes: want 16, 24 or 32", k))
+	}
+	if c.Gossip == "" && (c.Security.GossipKey != nil || c.Security.RemoteTLS != nil) {
+		errs = append(errs, errors.New("a gossip key and node-to-node TLS need a gossip address"))
 	}
 	if c.RateInterval < 0 {
 		errs = append(errs, fmt.Errorf("rate interval %v is negative", c.RateInterval))
@@ -153,6 +166,7 @@ type Node struct {
 	placeMu sync.Mutex
 	place   Placement
 	changes chan struct{} // the members changed
+	peers   *http.Client  // asks the other nodes
 	dl      deadLetters
 	rates   rates
 }
@@ -167,6 +181,9 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 
 // Addr is the HTTP address the node listens on, once Ready.
 func (n *Node) Addr() string { return n.addr }
+
+// URL is the node's base URL (http:// or https://), once Ready.
+func (n *Node) URL() string { return n.cfg.Security.scheme() + "://" + n.addr }
 
 // Engine is the node's engine, once Ready.
 func (n *Node) Engine() *actor.Engine { return n.eng }
@@ -216,6 +233,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	n.addr = ln.Addr().String()
+	if cfg.Security.TLS != nil {
+		ln = tls.NewListener(ln, cfg.Security.TLS.Clone())
+	}
+	n.peers = cfg.Security.peerClient()
+	defer n.peers.CloseIdleConnections()
 
 	ecfg := cfg.Engine
 	ecfg.Logger = cfg.Logger
@@ -223,7 +245,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
 		n.changes = make(chan struct{}, 1)
-		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger,
+		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
 			OnChange: func() {
 				select {
 				case n.changes <- struct{}{}:
@@ -244,6 +266,8 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
+		ecfg.Live = n.mem.Alive
+		ecfg.RemoteTLS = cfg.Security.RemoteTLS
 		n.joinRunning(ctx, plan, ecfg.Cluster)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
@@ -276,7 +300,7 @@ func (n *Node) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	mux := http.NewServeMux()
 	n.routes(mux, stopping)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: cfg.Security.guard(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -298,7 +322,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.rates.run(n.eng, cfg.RateInterval, stopping)
 	}()
 	close(n.ready)
-	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", "http://"+n.addr)
+	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", n.URL())
 
 	select {
 	case <-ctx.Done():
@@ -549,7 +573,11 @@ func (st *ClusterState) lag() {
 // every other member's fragments and readers (asked over HTTP), so any node
 // shows the whole cluster. ?scope=local: this node's only.
 func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := splice.Params(r)
+	if err != nil {
+		splice.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	local := false
 	for k := range q {
 		if k != "scope" || (q.Get("scope") != "local" && q.Get("scope") != "cluster") {
@@ -587,7 +615,7 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 		}
 		asked++
 		go func() {
-			other, err := peerState(ctx, m.HTTP)
+			other, err := n.peerState(ctx, m.HTTP)
 			ch <- answer{i: i, st: other, ok: err == nil}
 		}()
 	}
@@ -610,13 +638,13 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 }
 
 // peerState reads another node's own fragments and readers.
-func peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
+func (n *Node) peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
 	var st ClusterState
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cluster?scope=local", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.cfg.Security.scheme()+"://"+httpAddr+"/v1/cluster?scope=local", nil)
 	if err != nil {
 		return st, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.peers.Do(req)
 	if err != nil {
 		return st, err
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
@@ -309,7 +311,7 @@ func TestKeyedViewIntKeysOrderNumerically(t *testing.T) {
 func TestWatchStreamsChanges(t *testing.T) {
 	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 2, Rate: 2000}, word)
 	r := start(t, Config{Flow: testFlow(src)})
-	for _, path := range []string{"/v1/views/total/watch?interval=50ms", "/v1/views/counts/watch?interval=50ms&prefix=k0"} {
+	for _, path := range []string{"/v1/views/total/watch?interval=250ms", "/v1/views/counts/watch?interval=250ms&prefix=k0"} {
 		resp, err := http.Get(r.base + path)
 		if err != nil {
 			t.Fatal(err)
@@ -427,3 +429,63 @@ type localStream struct{}
 func (localStream) ServeHTTP(http.ResponseWriter, *http.Request) {}
 func (localStream) Name() string                                 { return "in" }
 func (localStream) NodeLocal() bool                              { return true }
+
+// A malformed record keeps a bounded prefix of its bytes, as read (base64
+// in JSON when they are not UTF-8), and its size; a huge printed event is
+// cut too.
+func TestDeadLetterKeepsBoundedRawBytes(t *testing.T) {
+	dir := t.TempDir()
+	huge := bytes.Repeat([]byte{0xff, 0xfe, 'x'}, 100_000) // not UTF-8, 300 kB
+	long := strings.Repeat("é", 50_000)                    // UTF-8, 100 kB
+	data := append(append([]byte("\"a\"\n"), huge...), '\n')
+	data = append(append(data, long...), "\n\"b\"\n"...)
+	if err := os.WriteFile(filepath.Join(dir, "in.jsonl"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := file.New(filepath.Join(dir, "*.jsonl"), func(b []byte) (string, error) {
+		var s string
+		err := json.Unmarshal(b, &s)
+		return s, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{Flow: testFlow(src), Name: "n1", DataDir: t.TempDir()})
+	waitDone(t, r)
+	var dl struct {
+		Total int64
+		Last  []flows.DeadLetter
+	}
+	get(t, r.base+"/v1/deadletters", &dl)
+	if dl.Total != 2 || len(dl.Last) != 2 {
+		t.Fatalf("dead letters: %+v", dl)
+	}
+	bin, text := dl.Last[0], dl.Last[1]
+	if bin.Offset > text.Offset {
+		bin, text = text, bin
+	}
+	if bin.Value != "" || !bytes.Equal(bin.Raw, huge[:flows.DeadLetterKeep]) || bin.Size != len(huge) || !bin.Truncated {
+		t.Fatalf("binary record: value %q, %d raw bytes (prefix equal: %v), size %d, truncated %v",
+			bin.Value, len(bin.Raw), bytes.HasPrefix(huge, bin.Raw), bin.Size, bin.Truncated)
+	}
+	if len(text.Raw) != 0 || len(text.Value) > flows.DeadLetterKeep || !strings.HasPrefix(long, text.Value) ||
+		len(text.Value) < flows.DeadLetterKeep-1 || text.Size != len(long) || !text.Truncated {
+		t.Fatalf("text record: %d value bytes, %d raw, size %d, truncated %v", len(text.Value), len(text.Raw), text.Size, text.Truncated)
+	}
+}
+
+// A malformed %-escape in a query string is a 400 with a JSON error, not
+// a parameter silently dropped.
+func TestMalformedEscapesAre400(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 1, Events: 100}, word)
+	r := start(t, Config{Flow: testFlow(src), Name: "n1"})
+	waitDone(t, r)
+	for _, u := range []string{"/v1/views/counts?after=%ZZ", "/v1/views/counts?top=%ZZ", "/v1/views/counts?limit=%ZZ",
+		"/v1/views/counts?limit=5&after=k1%", "/v1/views/total?%ZZ", "/v1/views?%ZZ", "/v1/views/counts/keys/k1?a=%ZZ",
+		"/v1/views/counts/watch?interval=%ZZ", "/v1/cluster?scope=%ZZ", "/v1/alerts?limit=%ZZ", "/v1/alerts/watch?since=%ZZ"} {
+		var e struct{ Error string }
+		if code := get(t, r.base+u, &e); code != 400 || e.Error == "" {
+			t.Errorf("%s: %d %+v", u, code, e)
+		}
+	}
+}

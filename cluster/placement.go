@@ -149,7 +149,7 @@ func (n *Node) joinRunning(ctx context.Context, plan *flows.Plan, cl *actor.Clus
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for _, m := range running {
-		st, err := peerState(ctx, m.HTTP)
+		st, err := n.peerState(ctx, m.HTTP)
 		if err != nil {
 			n.cfg.Logger.Debug("read a running node's readers", "node", m.Name, "err", err)
 			continue

@@ -1,10 +1,12 @@
 package flows
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -171,16 +173,55 @@ type BadRecord struct {
 // DeadLetter is an input that could not be processed: a malformed record,
 // or an event on which a user function failed.
 type DeadLetter struct {
-	Flow      string    `json:"flow"`
-	Source    string    `json:"source"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Fragment  int       `json:"fragment"` // -1 when the failure was before the key
-	Where     string    `json:"where,omitempty"`
-	Key       string    `json:"key,omitempty"`
-	Value     string    `json:"value,omitempty"` // the record or event, printed
+	Flow      string `json:"flow"`
+	Source    string `json:"source"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Fragment  int    `json:"fragment"` // -1 when the failure was before the key
+	Where     string `json:"where,omitempty"`
+	Key       string `json:"key,omitempty"`
+	// Value is the record or event, printed: at most DeadLetterKeep bytes
+	// of it (cut at a character boundary). A malformed record whose bytes
+	// are not valid UTF-8 keeps them in Raw instead (at most
+	// DeadLetterKeep; base64 in JSON), so that none is lost to U+FFFD
+	// replacement. Size is the whole value's length in bytes, Truncated
+	// whether Value or Raw holds less.
+	Value     string    `json:"value,omitempty"`
+	Raw       []byte    `json:"raw,omitempty"`
+	Size      int       `json:"size"`
+	Truncated bool      `json:"truncated,omitempty"`
 	Error     string    `json:"error"`
 	Time      time.Time `json:"time"`
+}
+
+// DeadLetterKeep bounds the bytes of a value a dead letter keeps: a huge
+// record must not make every dead letter that size in memory, in the
+// dead-letter file and in /v1/deadletters.
+const DeadLetterKeep = 4 << 10
+
+// SetValue sets the printed value, keeping at most DeadLetterKeep bytes.
+func (d *DeadLetter) SetValue(v string) {
+	d.Size = len(v)
+	if len(v) > DeadLetterKeep {
+		cut := DeadLetterKeep
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		v, d.Truncated = v[:cut], true
+	}
+	d.Value = v
+}
+
+// SetRaw sets a malformed record's bytes: as Value if they are valid
+// UTF-8, else a copy of at most DeadLetterKeep of them in Raw.
+func (d *DeadLetter) SetRaw(raw []byte) {
+	if utf8.Valid(raw) {
+		d.Raw = nil
+		d.SetValue(string(raw))
+		return
+	}
+	keep := raw[:min(len(raw), DeadLetterKeep)]
+	d.Value, d.Raw, d.Size, d.Truncated = "", bytes.Clone(keep), len(raw), len(keep) < len(raw)
 }
 
 // DeadLetterSink receives dead letters. It is called from the goroutine of

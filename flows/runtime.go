@@ -443,11 +443,12 @@ func (p *pump[T]) poll(r *Reader, ctx context.Context, max int) error {
 func (p *pump[T]) run(r *Reader, i int) (next int) {
 	defer func() {
 		if v := recover(); v != nil {
-			r.userErr = append(r.userErr, DeadLetter{
+			dl := DeadLetter{
 				Flow: r.plan.f.name, Source: r.plan.channelName(r.src), Partition: r.part,
-				Offset: r.cur.Offset, Fragment: -1, Value: fmt.Sprintf("%+v", p.b.Events[next]),
-				Error: fmt.Sprintf("panic: %v", v),
-			})
+				Offset: r.cur.Offset, Fragment: -1, Error: fmt.Sprintf("panic: %v", v),
+			}
+			dl.SetValue(fmt.Sprintf("%+v", p.b.Events[next]))
+			r.userErr = append(r.userErr, dl)
 			next++
 		}
 	}()
@@ -736,11 +737,13 @@ func (fr *Fragment) applySafe(p payload, min int64) (err error) {
 }
 
 func (fr *Fragment) deadLetter(key, val string, v any) DeadLetter {
-	return DeadLetter{
+	dl := DeadLetter{
 		Flow: fr.plan.f.name, Source: fr.plan.channelName(fr.cur.Source), Partition: fr.cur.Partition,
-		Offset: fr.cur.Offset, Fragment: fr.id, Key: key, Value: val, Error: fmt.Sprintf("panic: %v", v),
+		Offset: fr.cur.Offset, Fragment: fr.id, Key: key, Error: fmt.Sprintf("panic: %v", v),
 		Time: fr.now,
 	}
+	dl.SetValue(val)
+	return dl
 }
 
 func (fr *Fragment) discardSinks() {

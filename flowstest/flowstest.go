@@ -249,8 +249,10 @@ func (d *Driver) Drain() error {
 					cr.EOF()
 				}
 				for _, b := range r.TakeBad() {
-					d.dead = append(d.dead, flows.DeadLetter{Flow: d.plan.Name(), Source: d.plan.Sources()[r.Source()].Name,
-						Partition: r.Partition(), Offset: b.Offset, Fragment: -1, Where: b.Where, Value: string(b.Raw), Error: b.Err.Error()})
+					dl := flows.DeadLetter{Flow: d.plan.Name(), Source: d.plan.Sources()[r.Source()].Name,
+						Partition: r.Partition(), Offset: b.Offset, Fragment: -1, Where: b.Where, Error: b.Err.Error()}
+					dl.SetRaw(b.Raw)
+					d.dead = append(d.dead, dl)
 				}
 				d.dead = append(d.dead, r.TakeDeadLetters()...)
 			}

@@ -37,6 +37,8 @@ type HandlerConfig struct {
 //	GET /v1/views/{view}/keys/{key}    one key of a keyed or windowed keyed view
 //	GET /v1/views/{view}/watch         server-sent events as the answer changes
 //
+// A watch takes interval (250ms to 1m, default 1s); its watchers of the
+// same request and interval share one evaluation per interval.
 // Windowed views take window=latest, from and to (RFC 3339), and limit.
 // Keyed queries take limit (default 1000, at most 10,000,000), after (page
 // on after this key), prefix, and top (the top N by value instead of key
@@ -48,7 +50,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &handler{g: g, cfg: cfg}
+	h := &handler{g: g, cfg: cfg, hub: newWatchHub(g, cfg.Done)}
 	mux.HandleFunc("GET /v1/views", h.list)
 	mux.HandleFunc("GET /v1/views/{view}", h.view)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
@@ -58,6 +60,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 type handler struct {
 	g   Gatherer
 	cfg HandlerConfig
+	hub *watchHub
 }
 
 // WriteJSON writes v as JSON with status code.
@@ -74,6 +77,27 @@ func WriteError(w http.ResponseWriter, code int, msg string) {
 	WriteJSON(w, code, map[string]string{"error": msg})
 }
 
+// unavailableAnswer is the body of a 503: the fragments that could not
+// answer (moving to another node, restoring), and when to ask again.
+type unavailableAnswer struct {
+	Error      string `json:"error"`
+	Fragments  []int  `json:"fragments,omitempty"`
+	RetryAfter int    `json:"retry_after_sec"`
+}
+
+// WriteUnavailable answers 503 with Retry-After (whole seconds, at least
+// one) and the fragments err names, if it is an *UnavailableError.
+func WriteUnavailable(w http.ResponseWriter, err error) {
+	a := unavailableAnswer{Error: cleanError(err), RetryAfter: 1}
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		a.Fragments = ue.Fragments
+		a.RetryAfter = max(1, int(math.Ceil(ue.RetryAfter.Seconds())))
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(a.RetryAfter))
+	WriteJSON(w, http.StatusServiceUnavailable, a)
+}
+
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := http.StatusInternalServerError
 	switch {
@@ -82,7 +106,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrBadRequest):
 		code = http.StatusBadRequest
 	case errors.Is(err, ErrUnavailable):
-		code = http.StatusServiceUnavailable
+		WriteUnavailable(w, err)
+		return
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled):
@@ -123,7 +148,7 @@ type viewInfo struct {
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
-	if len(r.URL.Query()) > 0 {
+	if r.URL.RawQuery != "" {
 		WriteError(w, http.StatusBadRequest, "/v1/views takes no parameters")
 		return
 	}
@@ -132,6 +157,17 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		vs = append(vs, viewInfo{Name: s.Name, Kind: s.Kind, Algebra: s.Algebra, URL: "/v1/views/" + url.PathEscape(s.Name)})
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"views": vs, "freshness": h.g.Freshness()})
+}
+
+// Params parses r's query string. A malformed one (a bad %-escape, a
+// semicolon) is a bad request: url.URL.Query drops such pairs silently, so
+// that ?after=%ZZ would answer from the start.
+func Params(r *http.Request) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed query string: %v", ErrBadRequest, err)
+	}
+	return v, nil
 }
 
 // ParseQuery reads a keyed query from URL parameters; unknown parameters
@@ -179,41 +215,45 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 	return q, nil
 }
 
-func (h *handler) evaluate(r *http.Request, allowed ...string) (Result, error) {
-	view := r.PathValue("view")
-	spec, err := FindSpec(h.g, view)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w %q", ErrUnknownView, view)
-	}
-	params := r.URL.Query()
-	for _, a := range allowed {
-		params.Del(a)
-	}
-	if spec.Kind == Windowed {
-		q, err := ParseWindowQuery(params)
-		if err != nil {
-			return Result{}, err
-		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpWindows, Query: q})
-	}
-	if spec.Kind == WindowedKeyed {
-		q, err := ParseWindowedKeyedQuery(params)
-		if err != nil {
-			return Result{}, err
-		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
-	}
-	if spec.Kind == Aggregate {
-		if len(params) > 0 {
-			return Result{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
-		}
-		return Evaluate(r.Context(), h.g, Request{View: view, Op: OpValue})
-	}
-	q, err := ParseQuery(params)
+func (h *handler) evaluate(r *http.Request) (Result, error) {
+	req, err := h.request(r)
 	if err != nil {
 		return Result{}, err
 	}
-	return Evaluate(r.Context(), h.g, Request{View: view, Op: OpEntries, Query: q})
+	return Evaluate(r.Context(), h.g, req)
+}
+
+// request reads the view request of r's path and parameters (but the
+// parameters allowed, which the caller reads).
+func (h *handler) request(r *http.Request, allowed ...string) (Request, error) {
+	view := r.PathValue("view")
+	spec, err := FindSpec(h.g, view)
+	if err != nil {
+		return Request{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+	}
+	params, err := Params(r)
+	if err != nil {
+		return Request{}, err
+	}
+	for _, a := range allowed {
+		params.Del(a)
+	}
+	var q Query
+	switch spec.Kind {
+	case Windowed:
+		q, err = ParseWindowQuery(params)
+		return Request{View: view, Op: OpWindows, Query: q}, err
+	case WindowedKeyed:
+		q, err = ParseWindowedKeyedQuery(params)
+		return Request{View: view, Op: OpEntries, Query: q}, err
+	case Aggregate:
+		if len(params) > 0 {
+			return Request{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
+		}
+		return Request{View: view, Op: OpValue}, nil
+	}
+	q, err = ParseQuery(params)
+	return Request{View: view, Op: OpEntries, Query: q}, err
 }
 
 func (h *handler) view(w http.ResponseWriter, r *http.Request) {
@@ -309,12 +349,13 @@ type windowAnswer struct {
 	More      bool        `json:"more"`              // earlier windows in range were left out (limit)
 	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
 	Complete  bool        `json:"complete"`          // every fragment's input ended and was applied: the answer is final
+	Stale     bool        `json:"stale,omitempty"`   // a fragment answered from a standby's copy
 	Freshness []Freshness `json:"freshness"`
 }
 
 func windowedAnswer(res Result) windowAnswer {
 	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness,
-		Complete: res.Complete()}
+		Complete: res.Complete(), Stale: res.Stale()}
 	if res.Latest && len(res.Windows) == 1 {
 		a.Window = &res.Windows[0]
 	} else {
@@ -336,12 +377,13 @@ type aggAnswer struct {
 	Algebra   string      `json:"algebra"`
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"`
+	Stale     bool        `json:"stale,omitempty"` // a fragment answered from a standby's copy
 	Freshness []Freshness `json:"freshness"`
 }
 
 func aggregateAnswer(res Result) aggAnswer {
 	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness,
-		Complete: res.Complete()}
+		Complete: res.Complete(), Stale: res.Stale()}
 }
 
 // writeEntries streams a keyed answer: entries may number millions.
@@ -366,10 +408,19 @@ func writeEntries(w http.ResponseWriter, res Result) {
 	}
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
+	writeStale(bw, res)
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString("}\n")
 	bw.Flush()
+}
+
+// writeStale adds "stale":true to a streamed answer that a standby's copy
+// answered in part.
+func writeStale(bw *bufio.Writer, res Result) {
+	if res.Stale() {
+		bw.WriteString(`,"stale":true`)
+	}
 }
 
 func writeEntry(bw *bufio.Writer, e Entry) {
@@ -415,6 +466,7 @@ type keyAnswer struct {
 	Key       string      `json:"key"`
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
+	Stale     bool        `json:"stale,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
@@ -429,7 +481,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.windowKey(w, r, view, key)
 		return
 	}
-	if len(r.URL.Query()) > 0 {
+	if r.URL.RawQuery != "" {
 		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
 		return
 	}
@@ -445,24 +497,37 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete()})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()})
 }
+
+// MinWatchInterval is the shortest interval a watch may ask for: every
+// interval costs one evaluation of the view (shared by its watchers).
+const MinWatchInterval = 250 * time.Millisecond
 
 // watch streams the view's answer as server-sent events: a "snapshot"
 // first, then, at every interval in which the answer changed, a "value"
 // (aggregates) or a "changes" event with the entries that changed or
-// appeared and the keys that left the answer.
+// appeared and the keys that left the answer. While fragments move to
+// another node it sends "unavailable" events and goes on.
+//
+// Watchers of the same view, parameters and interval share one evaluation
+// per interval (watch.go); each diffs against what it last sent.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	interval := time.Second
-	if s := r.URL.Query().Get("interval"); s != "" {
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if s := params.Get("interval"); s != "" {
 		d, err := time.ParseDuration(s)
-		if err != nil || d < 50*time.Millisecond || d > time.Minute {
-			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [50ms, 1m], got %q", s))
+		if err != nil || d < MinWatchInterval || d > time.Minute {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [%v, 1m], got %q", MinWatchInterval, s))
 			return
 		}
 		interval = d
 	}
-	res, err := h.evaluate(r, "interval")
+	req, err := h.request(r, "interval")
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -470,6 +535,15 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return
+	}
+	sub, first := h.hub.subscribe(r.Context(), req, interval)
+	if sub == nil {
+		return // the client left
+	}
+	defer h.hub.unsubscribe(sub)
+	if first.err != nil {
+		h.fail(w, r, first.err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -485,26 +559,34 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return true
 	}
-	last := snapshot(res)
-	if !send("snapshot", watchPayload(res)) {
+	last := first.snap
+	if !send("snapshot", watchPayload(first.res)) {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
+		var u *watchUpdate
 		select {
 		case <-r.Context().Done():
 			return
 		case <-h.cfg.Done:
 			return
-		case <-t.C:
+		case u = <-sub.ch:
 		}
-		res, err := h.evaluate(r, "interval")
-		if err != nil {
-			send("error", map[string]string{"error": cleanError(err)})
+		var ue *UnavailableError
+		if errors.As(u.err, &ue) {
+			// Fragments are moving: say so and try again at the next
+			// interval rather than end the stream.
+			if !send("unavailable", unavailableAnswer{Error: cleanError(u.err), Fragments: ue.Fragments,
+				RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}) {
+				return
+			}
+			continue
+		}
+		if u.err != nil {
+			send("error", map[string]string{"error": cleanError(u.err)})
 			return
 		}
-		cur := snapshot(res)
+		res, cur := u.res, u.snap
 		var ok bool
 		if res.Spec.Kind == Windowed {
 			changed, removed := diffWindows(last, cur, res.Windows)

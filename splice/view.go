@@ -108,6 +108,10 @@ type Freshness struct {
 	// sources read out, upstream fragments complete) and sent everything
 	// downstream: its state is final.
 	Complete bool `json:"complete"`
+	// Stale: the fragment's owner could not be reached, and the answer
+	// comes from a standby's copy of its last replicated checkpoint, as
+	// of Epoch and Offsets.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Answer is one fragment's answer to a Request.
@@ -161,6 +165,30 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 )
 
+// UnavailableError says which fragments could not answer, and why: their
+// owner cannot be reached (and no standby copy could answer for it), or
+// they are being restored or handed over. It is ErrUnavailable, and the
+// HTTP layer answers 503 with Retry-After.
+type UnavailableError struct {
+	Fragments  []int         // in order
+	Reason     string        // why, in words a user can act on
+	RetryAfter time.Duration // when asking again is likely to succeed
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("%s %v unavailable: %s", plural(len(e.Fragments), "fragment", "fragments"), e.Fragments, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrUnavailable) hold.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
 // Result is a spliced answer.
 type Result struct {
 	Spec    Spec
@@ -188,6 +216,17 @@ func (r Result) Complete() bool {
 		}
 	}
 	return true
+}
+
+// Stale reports whether a fragment answered from a standby's copy (its
+// owner could not be reached).
+func (r Result) Stale() bool {
+	for _, f := range r.Freshness {
+		if f.Stale {
+			return true
+		}
+	}
+	return false
 }
 
 // FindSpec returns the spec of the named view.

@@ -75,12 +75,18 @@ type windowKeyAnswer struct {
 	Horizon   *time.Time    `json:"horizon,omitempty"`
 	Freshness []Freshness   `json:"freshness"`
 	Complete  bool          `json:"complete"` // the key's fragment applied its whole input: the values are final
+	Stale     bool          `json:"stale,omitempty"`
 }
 
 // windowKey answers GET /v1/views/{view}/keys/{key} of a windowed keyed
 // view.
 func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key string) {
-	q, err := parseWindowKeyQuery(r.URL.Query())
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	q, err := parseWindowKeyQuery(params)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -97,7 +103,7 @@ func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key st
 		h.fail(w, r, err)
 		return
 	}
-	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete()}
+	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()}
 	vs := make([]windowValue, len(res.KeyedWindows))
 	for i, kw := range res.KeyedWindows {
 		vs[i] = windowValue{Start: kw.Start, End: kw.End, Complete: kw.Complete, Value: kw.Entries[0].Value}
@@ -171,6 +177,7 @@ func appendKeyedWindows(bw *bufio.Writer, res Result) {
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
+	writeStale(bw, res)
 	bw.WriteByte('}')
 }
 

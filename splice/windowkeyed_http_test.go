@@ -282,7 +282,7 @@ func TestKeyedWindowViewWatch(t *testing.T) {
 	get(t, srv, "/v1/views/od?window=latest&top=2", http.StatusOK, &direct)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/views/od/watch?window=latest&top=2&interval=50ms", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/views/od/watch?window=latest&top=2&interval=250ms", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,14 +16,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/internal/freeport"
+	"github.com/tessera-streams/tessera/internal/syncbuf"
 )
 
 // Build compiles the example in the test's working directory.
@@ -66,7 +65,7 @@ func (p *Proc) Wait() error {
 // Stderr is what the process logged so far.
 func (p *Proc) Stderr() string { return p.stderr.String() }
 
-var urlRE = regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/`)
+var urlRE = regexp.MustCompile(`(https?://127\.0\.0\.1:\d+)/`)
 
 // Spawn starts bin with args and waits until it prints its first URL. The
 // process is killed when the test ends.
@@ -150,7 +149,7 @@ func Run(t testing.TB, run func(ctx context.Context, args []string, stdout, stde
 			t.Errorf("run: %v\n%s", err, errOut.String())
 		}
 	})
-	re := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)` + regexp.QuoteMeta(path))
+	re := regexp.MustCompile(`(https?://127\.0\.0\.1:\d+)` + regexp.QuoteMeta(path))
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			return m[1]
@@ -235,22 +234,7 @@ func GetJSON(t testing.TB, url string, into any) {
 }
 
 // Buffer is an io.Writer safe for concurrent writers and readers.
-type Buffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type Buffer = syncbuf.Buffer
 
 // ClusterState is the part of GET /v1/cluster the tests read.
 type ClusterState struct {
