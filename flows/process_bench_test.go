@@ -31,6 +31,12 @@ func BenchmarkProcessInEventTimeOrder(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchApply(b, plan, events)
+}
+
+// benchApply applies plan's input, read in batches of 1024, to a new
+// fragment b.N times, and reports the time per event.
+func benchApply(b *testing.B, plan *flows.Plan, events int) {
 	bs := batches(b, plan, 1024)
 	b.ReportAllocs()
 	b.ResetTimer()

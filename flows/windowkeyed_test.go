@@ -131,18 +131,7 @@ func BenchmarkWindowKeyedView(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			bs := batches(b, plan, 1024)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				fr := plan.NewFragment(0)
-				for _, bt := range bs {
-					if err := fr.Apply(bt, bt.PrevEnd); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+			benchApply(b, plan, events)
 		})
 	}
 }
