@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test check demo bench bench-quick bench-reference proto fuzz
+.PHONY: build test check demo demo-transport bench bench-quick bench-reference proto fuzz
 
 build:
 	$(GO) build $(PKGS)
@@ -24,6 +24,11 @@ check:
 # 127.0.0.1:8080-8082; Ctrl-C stops all three.
 demo:
 	./scripts/demo.sh
+
+# The transport example on three nodes (2M simulated pings at 100k/s):
+# its page at http://127.0.0.1:8080/transport.
+demo-transport:
+	EXAMPLE=transport ./scripts/demo.sh -events 2000000 -rate 100000
 
 # Every workload on the engine against plain-Go baselines, in one process:
 # a table, and latest.json and plots in bench/results/local/ (ignored by

@@ -181,6 +181,7 @@ func run(p params, out string, w io.Writer) error {
 		{"stateless", func() (Result, error) { return stateless(in, p, w) }},
 		{"keyed-count", func() (Result, error) { return keyedCount(kin, p, w) }},
 		{"two-stage", func() (Result, error) { return twoStage(kin, p, w) }},
+		{"transport", func() (Result, error) { return transport(p, w) }},
 		{"tumbling-1m", func() (Result, error) {
 			return windowed(in, p, "tumbling-1m", time.Minute, time.Minute, 0, len(in.idx), w)
 		}},

@@ -36,7 +36,8 @@ func TestSmallRun(t *testing.T) {
 	byName := map[string]Result{}
 	// The rows with a goal; every other row says it has none.
 	goals := map[string]string{"checkpoint-overhead": "ratio >= 0.9", "recovery": "restore_ms <= 1000", "query-latency": "p99_ms <= 5", "two-stage": "ratio >= 0.5",
-		"http-ingest": "ratio >= 0.4", "kafka-source": "ratio >= 0.5", "kafka-eos-sink": "ratio >= 0.5"}
+		"http-ingest": "ratio >= 0.4", "kafka-source": "ratio >= 0.5", "kafka-eos-sink": "ratio >= 0.5",
+		"transport": "events_per_sec >= 1.5e+06"}
 	for _, r := range rs {
 		byName[r.Name] = r
 		want := goals[r.Name]
@@ -60,7 +61,8 @@ func TestSmallRun(t *testing.T) {
 		}
 	}
 	// The rows against a baseline in this process have its CPU per event.
-	for _, name := range []string{"stateless", "keyed-count", "checkpoint-overhead", "tumbling-1m", "sliding-30m", "session-windows", "kafka-source", "kafka-eos-sink"} {
+	for _, name := range []string{"stateless", "keyed-count", "checkpoint-overhead", "tumbling-1m", "sliding-30m", "session-windows", "kafka-source", "kafka-eos-sink",
+		"transport"} {
 		r := byName[name]
 		if r.BaselineCPUNsPerEvent <= 0 || r.CPURatio != r.CPUNsPerEvent/r.BaselineCPUNsPerEvent {
 			t.Errorf("%s: CPU per event %v, baseline %v, ratio %v", name, r.CPUNsPerEvent, r.BaselineCPUNsPerEvent, r.CPURatio)

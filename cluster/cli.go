@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -37,6 +38,9 @@ type Flags struct {
 	// Streams are not flags: a program's build function adds the streams
 	// that take pushed events (see Config.Streams).
 	Streams []Stream
+	// Pages are the program's own GET routes (see Config.Pages): not a
+	// flag, a program's build function sets them.
+	Pages map[string]http.Handler
 
 	// Security (see Security): files, never secrets on the command line.
 	TLSCert       string
@@ -222,7 +226,7 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	n := NewNode(Config{
 		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
 		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
-		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams, Security: sec,
+		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams, Security: sec, Pages: f.Pages,
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()

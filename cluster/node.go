@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,11 @@ type Config struct {
 	Engine  actor.Config // engine tuning; zero values take defaults
 	// RateInterval is how often events/s figures are refreshed; default 1s.
 	RateInterval time.Duration
+	// Pages are the program's own GET routes beside the API (a page and
+	// its assets, say), by path pattern ("/transport", "/transport/{file}").
+	// Like the dashboard they stay open when tokens guard the API: a page
+	// holds no data a token would guard, and reads the views through /v1/.
+	Pages map[string]http.Handler
 
 	// Cluster: with a gossip address, the node joins the nodes at Join
 	// (none: it starts a cluster), waits for Expect members (default 1)
@@ -121,7 +127,31 @@ func (c *Config) Validate() error {
 				"HTTP ingest into the embedded log needs a single node (no gossip address)", s.Name()))
 		}
 	}
+	for pattern, h := range c.Pages {
+		if err := checkPage(pattern, h); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkPage refuses a page that would shadow or clash with the API's
+// routes (ServeMux panics on a clash).
+func checkPage(pattern string, h http.Handler) (err error) {
+	if h == nil || !strings.HasPrefix(pattern, "/") || strings.HasPrefix(pattern, "/v1/") || pattern == "/" || pattern == "/{$}" {
+		return fmt.Errorf("page %q: a page needs a handler and a path of its own, outside / and /v1/", pattern)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("page %q: %v", pattern, r)
+		}
+	}()
+	mux := http.NewServeMux()
+	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "/"} {
+		mux.Handle(p, http.NotFoundHandler())
+	}
+	mux.Handle("GET "+pattern, h)
+	return nil
 }
 
 // Node runs a flow and serves its API.
@@ -364,6 +394,9 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", n.dashboard)
+	for pattern, h := range n.cfg.Pages {
+		mux.Handle("GET "+pattern, h)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Not a route: 405 if the path exists for GET, else 404.
 		for _, m := range []string{http.MethodGet, http.MethodPost} {

@@ -363,6 +363,9 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0", Streams: []Stream{localStream{}}},
 			`stream "in" keeps pushed events on this node only`},
 		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Streams: []Stream{localStream{}, localStream{}}}, `stream "in" given twice`},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/v1/mine": http.NotFoundHandler()}}, "outside / and /v1/"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/metrics": http.NotFoundHandler()}}, "conflicts"},
+		{Config{Flow: testFlow(src), HTTPAddr: "127.0.0.1:0", Pages: map[string]http.Handler{"/page": nil}}, "needs a handler"},
 	}
 	for _, c := range cases {
 		c.cfg.Logger = quiet()

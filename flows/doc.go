@@ -65,6 +65,9 @@
 // stage it re-keys, as of the checkpoint that released its records, so a
 // stage's timers and windows fire after the records before them arrived.
 // Allowed lateness gives late refinements; later events go to TooLate.
+// Restamp gives records after a key a new event time (a trip emitted
+// when it is confirmed, dated by its departure): downstream they may
+// arrive late, and windows take them within their allowed lateness.
 // Process with InEventTimeOrder sees its events in event-time order
 // between its timers, so its results depend on the events only. State TTL
 // expires a key by the watermark, after its due timers, and never while it

@@ -211,7 +211,7 @@ func TestProcessWithTimers(t *testing.T) {
 			}
 		},
 	})
-	p.View("open", func(s session) float64 { return float64(s.Events) })
+	p.View("open", flows.ScoreBy(func(s session) float64 { return float64(s.Events) }))
 	outs := flowstest.Collect(p.Out())
 	d, err := flowstest.New(f, t0)
 	if err != nil {

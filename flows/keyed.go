@@ -295,38 +295,22 @@ func (t Table[K, V]) Updates() Stream[KV[K, V]] {
 		}}
 }
 
-// View exposes the table as a keyed view. score, if given, ranks values for
-// ?top= queries; numbers rank by value without one.
-func (t Table[K, V]) View(name string, score ...func(V) float64) Table[K, V] {
-	sc := scorer(t.f, name, score)
+// View exposes the table as a keyed view (see ScoreBy and PublishIf for
+// its options).
+func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
+	o := resolveViewOptions(opts)
 	op := t.op
 	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {
-			if i, ok := tb.idx[*only]; ok {
+			if i, ok := tb.idx[*only]; ok && o.publish(tb.vals[i]) {
 				return []splice.Entry{{Key: t.kc.Format(*only), Value: tb.vals[i], Sort: *only}}
 			}
 			return nil
 		}
-		return selectKeys(len(tb.keys), func(i int) (K, V) { return tb.keys[i], tb.vals[i] }, q, after, t.kc, sc)
+		return selectKeys(len(tb.keys), func(i int) (K, V) { return tb.keys[i], tb.vals[i] }, q, after, t.kc, o)
 	})
 	return t
-}
-
-func scorer[V any](f *Flow, view string, score []func(V) float64) func(V) float64 {
-	if len(score) > 0 && score[0] != nil {
-		return score[0]
-	}
-	rv := reflect.TypeFor[V]()
-	switch rv.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return func(v V) float64 { return float64(reflect.ValueOf(v).Int()) }
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return func(v V) float64 { return float64(reflect.ValueOf(v).Uint()) }
-	case reflect.Float32, reflect.Float64:
-		return func(v V) float64 { return reflect.ValueOf(v).Float() }
-	}
-	return nil // ?top= on this view is a bad request
 }
 
 // addKeyedView registers a keyed view whose fragments answer with sel:
@@ -390,10 +374,12 @@ func keyedSpec[K comparable](f *Flow, name string, kind splice.Kind, kc KeyCodec
 
 // selectKeys picks a fragment's entries for q among n keys: the first
 // q.Limit+1 after *after in key order (one more than asked, so the splice
-// can tell whether more follow), or the q.Top best by score. It filters and
+// can tell whether more follow), or the q.Top best by score, among the
+// entries o publishes. It filters and
 // ranks in the keys' own types and boxes only what it returns. It returns
 // nil for a Top query without a scorer.
-func selectKeys[K comparable, V any](n int, at func(int) (K, V), q splice.Query, after *K, kc KeyCodec[K], score func(V) float64) []splice.Entry {
+func selectKeys[K comparable, V any](n int, at func(int) (K, V), q splice.Query, after *K, kc KeyCodec[K], o viewOptions[V]) []splice.Entry {
+	score := o.score
 	if q.Top > 0 && score == nil {
 		return nil
 	}
@@ -409,6 +395,9 @@ func selectKeys[K comparable, V any](n int, at func(int) (K, V), q splice.Query,
 			continue
 		}
 		if q.Top <= 0 && after != nil && kc.Compare(k, *after) <= 0 {
+			continue
+		}
+		if !o.publish(v) {
 			continue
 		}
 		c := cand{k: k, v: v}

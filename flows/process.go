@@ -466,13 +466,14 @@ func (p Processed[K, S, O]) Out() Stream[O] {
 		}}
 }
 
-// View exposes the process function's state as a keyed view.
-func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processed[K, S, O] {
-	sc := scorer(p.f, name, score)
+// View exposes the process function's state as a keyed view (see ScoreBy
+// and PublishIf for its options).
+func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K, S, O] {
+	o := resolveViewOptions(opts)
 	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
-			if s, ok := po.state[*only]; ok {
+			if s, ok := po.state[*only]; ok && o.publish(s) {
 				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
 			}
 			return nil
@@ -481,7 +482,7 @@ func (p Processed[K, S, O]) View(name string, score ...func(S) float64) Processe
 		for k := range po.state {
 			keys = append(keys, k)
 		}
-		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, sc)
+		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, o)
 	})
 	return p
 }
@@ -524,17 +525,49 @@ func (a *buffered[K, T]) cmp(b *buffered[K, T]) int {
 	return cmp.Compare(a.sub, b.sub)
 }
 
-type bufHeap[K comparable, T any] []*buffered[K, T]
+// bufHeap is a min-heap of waiting events by their place in the order,
+// held by value: an event costs no allocation of its own.
+type bufHeap[K comparable, T any] []buffered[K, T]
 
-func (h bufHeap[K, T]) Len() int           { return len(h) }
-func (h bufHeap[K, T]) Less(i, j int) bool { return h[i].cmp(h[j]) < 0 }
-func (h bufHeap[K, T]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *bufHeap[K, T]) Push(x any)        { *h = append(*h, x.(*buffered[K, T])) }
-func (h *bufHeap[K, T]) Pop() any {
-	x := (*h)[len(*h)-1]
-	(*h)[len(*h)-1] = nil
-	*h = (*h)[:len(*h)-1]
-	return x
+func (h bufHeap[K, T]) less(i, j int) bool { return h[i].cmp(&h[j]) < 0 }
+
+func (h *bufHeap[K, T]) push(e buffered[K, T]) {
+	*h = append(*h, e)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
+			break
+		}
+		q[i], q[parent] = q[parent], q[i]
+		i = parent
+	}
+}
+
+// pop removes the earliest event into *into.
+func (h *bufHeap[K, T]) pop(into *buffered[K, T]) {
+	q := *h
+	n := len(q) - 1
+	*into = q[0]
+	q[0] = q[n]
+	q[n] = buffered[K, T]{} // drop references for the collector
+	q = q[:n]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
 }
 
 // eventBuffer holds a Process's events until the watermark passes them.
@@ -545,7 +578,8 @@ type eventBuffer[K comparable, T any] struct {
 	codec   *recsCodec[K, T]
 	run     func(k K, v T)
 	h       bufHeap[K, T]
-	cur     *buffered[K, T] // the event running now
+	running buffered[K, T]  // the event running now, out of the heap
+	cur     *buffered[K, T] // &running while it runs
 	gone    [][]byte        // keys of saved events applied since the last checkpoint
 	last    [3]int64        // channel, partition and offset of the last event added
 	lastSub int32
@@ -553,14 +587,14 @@ type eventBuffer[K comparable, T any] struct {
 
 func (b *eventBuffer[K, T]) add(k K, v T) {
 	c := b.fr.cur
-	e := &buffered[K, T]{ts: c.TS, ch: int32(c.Source), part: int32(c.Partition), off: c.Offset, key: k, val: v}
+	e := buffered[K, T]{ts: c.TS, ch: int32(c.Source), part: int32(c.Partition), off: c.Offset, key: k, val: v}
 	if b.last == [3]int64{int64(c.Source), int64(c.Partition), c.Offset} {
 		b.lastSub++
 		e.sub = b.lastSub
 	} else {
 		b.last, b.lastSub = [3]int64{int64(c.Source), int64(c.Partition), c.Offset}, 0
 	}
-	heap.Push(&b.h, e)
+	b.h.push(e)
 }
 
 func (b *eventBuffer[K, T]) next(wm int64) (int64, bool) {
@@ -571,18 +605,21 @@ func (b *eventBuffer[K, T]) next(wm int64) (int64, bool) {
 }
 
 func (b *eventBuffer[K, T]) applyNext(fr *Fragment) {
-	e := heap.Pop(&b.h).(*buffered[K, T])
+	b.h.pop(&b.running)
+	e := &b.running
 	if e.saved {
 		b.gone = append(b.gone, b.key(e))
 	}
 	fr.cur.Source, fr.cur.Partition, fr.cur.TS = int(e.ch), int(e.part), e.ts
 	if fr.skip != nil && fr.skipped(e.off) {
+		b.running = buffered[K, T]{}
 		return
 	}
 	fr.event(e.off, int(e.sub))
 	b.cur, fr.failing = e, b
 	b.run(e.key, e.val)
 	b.cur, fr.failing = nil, nil
+	b.running = buffered[K, T]{}
 }
 
 func (b *eventBuffer[K, T]) describeFailing() (key, val string) {
@@ -602,7 +639,8 @@ func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
 		d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: k})
 	}
 	b.gone = b.gone[:0]
-	for _, e := range b.h {
+	for i := range b.h {
+		e := &b.h[i]
 		if e.saved {
 			continue
 		}
@@ -642,7 +680,7 @@ func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode waiting event: %w", err)
 	}
-	heap.Push(&b.h, &buffered[K, T]{ts: ts, ch: int32(binary.BigEndian.Uint32(key[8:])), part: int32(binary.BigEndian.Uint32(key[12:])),
+	b.h.push(buffered[K, T]{ts: ts, ch: int32(binary.BigEndian.Uint32(key[8:])), part: int32(binary.BigEndian.Uint32(key[12:])),
 		off: int64(binary.BigEndian.Uint64(key[16:])), sub: int32(binary.BigEndian.Uint32(key[24:])), key: k, val: v, saved: true})
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/tessera-streams/tessera/shard"
 )
@@ -106,6 +107,29 @@ func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
 	s.ok("FlatMap", fn)
 	return Stream[U]{f: s.f, what: "FlatMap", side: s.side, src: s.src, stage: s.stage,
 		attach: func(c *core, next func(U)) { s.attach(c, func(v T) { fn(v, next) }) }}
+}
+
+// Restamp gives the events of a stream after a key a new event time:
+// the stages downstream (a KeyBy's windows, InEventTimeOrder) see ts(v)
+// as the event's time. A process function that emits a trip when a timer
+// confirms it, say, can date the trip by its departure. An event restamped
+// behind its stage's watermark arrives late downstream: windows take it
+// within their allowed lateness (AllowedLateness), and send it to TooLate
+// after. Before the key, event time is the source's (WithEventTime).
+func Restamp[T any](s Stream[T], ts func(T) time.Time) Stream[T] {
+	s.ok("Restamp", ts)
+	if s.side == readerSide {
+		s.f.errorf("Restamp after %s: before the key, event time comes from the source (flows.WithEventTime)", s.what)
+	}
+	return Stream[T]{f: s.f, what: "Restamp", side: s.side, src: s.src, stage: s.stage,
+		attach: func(c *core, next func(T)) {
+			s.attach(c, func(v T) {
+				was := c.cur.TS
+				c.cur.TS = ts(v).UnixNano()
+				next(v)
+				c.cur.TS = was
+			})
+		}}
 }
 
 // To sends the stream's events to a sink. Before the key, the sink is

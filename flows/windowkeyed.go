@@ -21,8 +21,9 @@ import (
 // lateness, while the window operator still holds it). When a bounded
 // input ends, the windows retained then stay; its partitions end one after
 // the other, and the watermark of the ones still reading may drop windows
-// meanwhile. score, if given, ranks values for top queries; numbers rank
-// by value without one.
+// meanwhile. ScoreBy ranks values for top queries (numbers rank by value
+// without it); PublishIf leaves entries out of every answer, and out of
+// each window's count of keys.
 //
 // A query chooses windows — window=latest (the latest window every
 // fragment's watermark passed: complete, as for WindowView), from and to
@@ -50,7 +51,7 @@ import (
 // when the window's state goes. It keeps the final values of the windows
 // whose state the operator dropped, and checkpoints them. Session windows have per-key bounds and the global
 // window none: neither has such a view (Validate says so).
-func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, score ...func(A) float64) Windowed[K, T, A] {
+func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...ViewOption[A]) Windowed[K, T, A] {
 	f := w.f
 	switch {
 	case w.session:
@@ -65,13 +66,13 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, score ..
 	case w.in.kc == nil || w.ac == nil:
 		return w // KeyBy or WindowAggregate reported the missing codec
 	}
-	sc := scorer(f, name, score)
+	o := resolveViewOptions(opts)
 	kc, ac, size := w.in.kc, w.ac, w.w.size
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		wo := fr.ops[w.op].(*windowOp[K, T, A])
-		kv := &winKeyed[K, A]{kc: kc, ac: ac, size: size, retain: int64(retain), next: math.MaxInt64,
+		kv := &winKeyed[K, A]{kc: kc, ac: ac, publish: o.keep, size: size, retain: int64(retain), next: math.MaxInt64,
 			closed: map[int64]*closedWindow[K, A]{}, puts: map[int64]struct{}{}, gone: map[int64][]KV[K, A]{}}
 		fr.ops[op] = kv
 		wo.views = append(wo.views, kv)
@@ -86,7 +87,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, score ..
 			case splice.OpWindows:
 				return kv.answer(open, q, nil), nil
 			case splice.OpWindowEntries:
-				if q.Top > 0 && sc == nil {
+				if q.Top > 0 && o.score == nil {
 					return splice.Answer{}, fmt.Errorf("%w: view %q has no score for ?top=", splice.ErrBadRequest, name)
 				}
 				var after *K
@@ -99,7 +100,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, score ..
 				}
 				return kv.answer(open, q, func(s int64, p *splice.WindowPartial) {
 					kvs := kv.window(s, open[s])
-					p.Entries = selectKeys(len(kvs), func(i int) (K, A) { return kvs[i].Key, kvs[i].Value }, q, after, kc, sc)
+					p.Entries = selectKeys(len(kvs), func(i int) (K, A) { return kvs[i].Key, kvs[i].Value }, q, after, kc, o)
 				}), nil
 			case splice.OpWindowKey:
 				k, err := kc.Parse(req.Key)
@@ -107,7 +108,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, score ..
 					return splice.Answer{}, errors.Join(splice.ErrBadRequest, fmt.Errorf("key %q: %w", req.Key, err))
 				}
 				return kv.answer(open, q, func(s int64, p *splice.WindowPartial) {
-					if a, ok := kv.lookup(s, open[s], k); ok {
+					if a, ok := kv.lookup(s, open[s], k); ok && o.publish(a) {
 						p.Entries = []splice.Entry{{Key: kc.Format(k), Value: a, Sort: k}}
 					}
 				}), nil
@@ -144,6 +145,7 @@ func (c *closedWindow[K, A]) find(k K, kc KeyCodec[K]) int {
 type winKeyed[K comparable, A any] struct {
 	kc           KeyCodec[K]
 	ac           Codec[A]
+	publish      func(A) bool // nil: every entry
 	size, retain int64
 	closed       map[int64]*closedWindow[K, A]
 	entries      int64 // keys of every closed window
@@ -226,8 +228,17 @@ func (v *winKeyed[K, A]) answer(open map[int64]map[K]*winState[A], q splice.Quer
 // a window's state at one watermark, after which no event enters it. The
 // functions below still take the union, open values first.
 
-// count is the number of keys of window s.
+// count is the number of keys of window s that the view publishes.
 func (v *winKeyed[K, A]) count(s int64, open map[K]*winState[A]) int64 {
+	if v.publish != nil {
+		n := int64(0)
+		for _, e := range v.window(s, open) {
+			if v.publish(e.Value) {
+				n++
+			}
+		}
+		return n
+	}
 	c := v.closed[s]
 	if c == nil {
 		return int64(len(open))

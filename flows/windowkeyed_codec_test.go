@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -12,7 +13,7 @@ import (
 // number of keys and entries (their values, scores and keys in their own
 // type), for every request such a view answers.
 func TestKeyedWindowAnswerEncodingRoundTrips(t *testing.T) {
-	plan, fr := wordsFragment(t, 200, func(s wordStats) float64 { return float64(s.N) })
+	plan, fr := wordsFragment(t, 200, flows.ScoreBy(func(s wordStats) float64 { return float64(s.N) }))
 	all := splice.Query{From: math.MinInt64, Limit: 1000}
 	for _, req := range []splice.Request{
 		{View: "words", Op: splice.OpWindows, Query: all},

@@ -21,7 +21,7 @@ type wordStats struct {
 // wordsByMinute counts words and keeps the time of their last use in
 // two-minute windows every minute: a keyed window view of a struct value
 // ("words"), next to a keyed view ("counts").
-func wordsByMinute(in flows.Source[stamped], fragments int, score ...func(wordStats) float64) *flows.Flow {
+func wordsByMinute(in flows.Source[stamped], fragments int, opts ...flows.ViewOption[wordStats]) *flows.Flow {
 	f := flows.New("words", flows.WithFragments(fragments))
 	src := flows.From(f, "lines", in, flows.WithEventTime(func(s stamped) time.Time { return s.At }, time.Second))
 	words := flows.FlatMap(src, func(s stamped, emit func(stamped)) {
@@ -32,17 +32,17 @@ func wordsByMinute(in flows.Source[stamped], fragments int, score ...func(wordSt
 	ks := flows.KeyBy(words, func(s stamped) string { return s.Text })
 	flows.WindowAggregate(ks, flows.Sliding(2*time.Minute, time.Minute), func() wordStats { return wordStats{} },
 		func(a wordStats, s stamped) wordStats { return wordStats{a.N + 1, s.At} }).
-		KeyedView("words", time.Hour, score...)
+		KeyedView("words", time.Hour, opts...)
 	flows.Count(ks).View("counts")
 	return f
 }
 
-func wordsFragment(t testing.TB, n int, score ...func(wordStats) float64) (*flows.Plan, *flows.Fragment) {
+func wordsFragment(t testing.TB, n int, opts ...flows.ViewOption[wordStats]) (*flows.Plan, *flows.Fragment) {
 	in := flowstest.NewInput[stamped](1)
 	for i := range n {
 		in.Push(0, stamped{Text: fmt.Sprintf("w%d w%d", i%7, i%3), At: t0.Add(time.Duration(i) * 13 * time.Second)})
 	}
-	plan, err := wordsByMinute(in, 1, score...).Plan()
+	plan, err := wordsByMinute(in, 1, opts...).Plan()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,18 +131,7 @@ func BenchmarkWindowKeyedView(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			bs := batches(b, plan, 1024)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				fr := plan.NewFragment(0)
-				for _, bt := range bs {
-					if err := fr.Apply(bt, bt.PrevEnd); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+			benchApply(b, plan, events)
 		})
 	}
 }

@@ -44,7 +44,7 @@ func odFlow(in flows.Source[journey], fragments int, delay, lateness, retain tim
 		KeyedView("od", retain)
 	flows.WindowAggregate(od, flows.Sliding(time.Hour, 20*time.Minute), func() odStats { return odStats{} },
 		func(s odStats, t journey) odStats { return odStats{s.Trips + 1, s.Minutes + t.Minutes} }, flows.AllowedLateness(lateness)).
-		KeyedView("od-minutes", retain, func(s odStats) float64 { return float64(s.Minutes) })
+		KeyedView("od-minutes", retain, flows.ScoreBy(func(s odStats) float64 { return float64(s.Minutes) }))
 	return f
 }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Starts a three-node wordcount cluster on 127.0.0.1 (HTTP on 8080, 8081,
-# 8082), each node with its own data directory under ./data/demo, and stops
-# all three on Ctrl-C.
+# Starts a three-node cluster of an example (EXAMPLE, default wordcount)
+# on 127.0.0.1 (HTTP on 8080, 8081, 8082), each node with its own data
+# directory under ./data/demo, and stops all three on Ctrl-C. Arguments go
+# to every node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go build -o bin/wordcount ./examples/wordcount
+example="${EXAMPLE:-wordcount}"
+go build -o "bin/$example" "./examples/$example"
 pids=()
 stop() {
   trap - INT TERM
@@ -15,9 +17,9 @@ stop() {
 trap stop INT TERM
 for i in 0 1 2; do
   args=(-node "node$i" -http "127.0.0.1:808$i" -gossip "127.0.0.1:1794$i" -remote "127.0.0.1:1795$i"
-        -data "./data/demo/node$i" -expect 3 -log-level warn)
+        -data "./data/demo/$example/node$i" -expect 3 -log-level warn)
   if [ "$i" != 0 ]; then args+=(-join 127.0.0.1:17940 -progress 0); fi
-  ./bin/wordcount "${args[@]}" "$@" &
+  "./bin/$example" "${args[@]}" "$@" &
   pids+=($!)
 done
 wait "${pids[@]}"

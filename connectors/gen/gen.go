@@ -34,6 +34,10 @@ type Config struct {
 // Rand is a small, fast, deterministic random source for one event.
 type Rand struct{ s uint64 }
 
+// NewRand returns a Rand seeded with seed, for programs that draw their
+// own deterministic streams (a simulation's, per subject).
+func NewRand(seed uint64) *Rand { return &Rand{s: seed} }
+
 // Uint64 returns the next random number (splitmix64).
 func (r *Rand) Uint64() uint64 {
 	r.s += 0x9e3779b97f4a7c15

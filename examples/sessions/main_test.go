@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -116,18 +114,7 @@ func TestSIGKILLSessionsExact(t *testing.T) {
 	users, hist := sequential(t, testArgs)
 	bin := exampletest.Build(t, "sessions")
 	args := append(append([]string(nil), testArgs...), "-data", t.TempDir(), "-checkpoint-interval", "100ms", "-rate", "150000")
-	seed := uint64(time.Now().UnixNano())
-	rng := rand.New(rand.NewPCG(seed, 1))
-	t.Logf("kill points seeded with %d", seed)
-	for range 3 {
-		p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
-		time.Sleep(time.Duration(200+rng.IntN(1500)) * time.Millisecond)
-		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		p.Wait()
-	}
-	p := exampletest.Spawn(t, bin, append(args, "-http", exampletest.FreePort(t))...)
+	p := exampletest.KillRestarts(t, bin, args, 3, 200*time.Millisecond, 1500*time.Millisecond)
 	waitSessions(t, p.Base, hist.Count)
 	checkExact(t, p.Base, users, hist)
 }

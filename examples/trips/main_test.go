@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -165,14 +164,21 @@ func checkExact(t *testing.T, base string, want []Trip, wantOD map[string]int64,
 	if !maps.Equal(got, wantOD) {
 		t.Fatalf("od: %d cells, want %d", len(got), len(wantOD))
 	}
-	gotTrips := readTrips(t, dirs...)
-	gk := map[string]bool{}
-	for _, tr := range gotTrips {
-		gk[tripKey(tr)] = true
-	}
 	wk := map[string]bool{}
 	for _, tr := range want {
 		wk[tripKey(tr)] = true
+	}
+	// In a cluster a sink is delivered one checkpoint after its outputs
+	// (a standby's copy must be able to redeliver them): wait for it.
+	var gk map[string]bool
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		gk = map[string]bool{}
+		for _, tr := range readTrips(t, dirs...) {
+			gk[tripKey(tr)] = true
+		}
+		if len(gk) >= len(wk) || time.Now().After(deadline) {
+			break
+		}
 	}
 	if !maps.Equal(gk, wk) {
 		t.Fatalf("trips file: %d trips, want %d", len(gk), len(wk))
@@ -217,17 +223,6 @@ func getOD(t *testing.T, base string) map[string]int64 {
 	return od.cells()
 }
 
-// tryJSON gets url into v; false unless it answered 200 (a node being
-// failed over answers 503).
-func tryJSON(url string, v any) bool {
-	resp, err := http.Get(url)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
-}
-
 // waitComplete polls the views until they say they are complete (the
 // input fully processed, through both stages), for up to 90 s, and
 // checks that they then hold n trips.
@@ -241,8 +236,8 @@ func waitComplete(t *testing.T, base string, n int64) {
 		}
 		var od odAnswer
 		var cl struct{ Complete bool }
-		if tryJSON(base+"/v1/views/trips", &total) && tryJSON(base+"/v1/views/od?limit=100000", &od) &&
-			tryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
+		if exampletest.TryJSON(base+"/v1/views/trips", &total) && exampletest.TryJSON(base+"/v1/views/od?limit=100000", &od) &&
+			exampletest.TryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
 			var sum int64
 			for _, v := range od.cells() {
 				sum += v

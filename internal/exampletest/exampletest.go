@@ -8,11 +8,15 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,6 +157,63 @@ func Run(t testing.TB, run func(ctx context.Context, args []string, stdout, stde
 	}
 	t.Fatalf("no URL printed:\n%s\n%s", out.String(), errOut.String())
 	return ""
+}
+
+// KillRestarts runs bin with args (and a fresh -http address) kills
+// times, each killed with SIGKILL once it has served for a random time
+// in [min, min+spread) (seeded, and the seed logged), then starts it once
+// more and returns it serving.
+func KillRestarts(t testing.TB, bin string, args []string, kills int, min, spread time.Duration) *Proc {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t.Logf("kill points seeded with %d", seed)
+	for range kills {
+		p := Spawn(t, bin, append(slices.Clone(args), "-http", FreePort(t))...)
+		time.Sleep(min + time.Duration(rng.Int64N(int64(spread))))
+		if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		p.Wait()
+	}
+	return Spawn(t, bin, append(slices.Clone(args), "-http", FreePort(t))...)
+}
+
+// StartCluster starts len(dirs) nodes of bin with args, each with its
+// own name (n0, n1, ...), HTTP, gossip and remote addresses and data
+// directory, joined to the first and expecting them all, and waits until
+// each serves.
+func StartCluster(t testing.TB, bin string, args []string, dirs []string) []*Proc {
+	t.Helper()
+	gossip := make([]string, len(dirs))
+	for i := range gossip {
+		gossip[i] = FreePort(t)
+	}
+	procs := make([]*Proc, len(dirs))
+	for i := range procs {
+		a := append(slices.Clone(args), "-node", fmt.Sprintf("n%d", i), "-http", FreePort(t), "-gossip", gossip[i],
+			"-remote", FreePort(t), "-expect", fmt.Sprint(len(dirs)), "-data", dirs[i])
+		if i > 0 {
+			a = append(a, "-join", gossip[0])
+		}
+		procs[i] = Start(t, bin, a...)
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	return procs
+}
+
+// TryJSON decodes the JSON answer of GET url into v, and says whether it
+// could: false unless it answered 200 (a node restarting or being failed
+// over answers otherwise, or not at all).
+func TryJSON(url string, v any) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
 }
 
 // GetJSON decodes the JSON answer of GET url, which must be 200.
