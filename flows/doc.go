@@ -63,7 +63,10 @@
 // sessions) close as it passes. An exchange carries the watermark of the
 // stage it re-keys, as of the checkpoint that released its records, so a
 // stage's timers and windows fire after the records before them arrived.
-// Allowed lateness gives late refinements; later events go to TooLate.
+// Sliding windows with a merge (WindowAggregateMerge) and tumbling ones
+// keep a key's events in slices that windows share, so an event costs one
+// update whatever the overlap (windowslice.go). Allowed lateness gives
+// late refinements; later events go to TooLate.
 // Process with InEventTimeOrder sees its events in event-time order
 // between its timers, so its results depend on the events only. State TTL
 // expires a key by the watermark, after its due timers, and never while it
