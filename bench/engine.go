@@ -191,6 +191,13 @@ func windowRun(in *input, p params, w flows.Windows, sliding bool, gap time.Dura
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	resetPeakRSS()
+	if profile != "" {
+		stop, err := startProfile(profile)
+		if err != nil {
+			return res, 0, 0, err
+		}
+		defer stop()
+	}
 	cpu, start := cpuTime(), time.Now()
 	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: -1})
 	if err != nil {

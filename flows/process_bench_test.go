@@ -1,0 +1,75 @@
+package flows_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/flowstest"
+)
+
+// BenchmarkProcessTimers runs a Process that detects the end of each
+// key's activity: every event moves the key's event-time timer to its time
+// plus a gap (delete the old, set the new), and the timer emits. With a
+// state TTL, every event also moves the key's expiry. It reports the CPU
+// time per event of one fragment applying batches.
+func BenchmarkProcessTimers(b *testing.B) {
+	for _, ttl := range []time.Duration{0, time.Hour} {
+		b.Run(fmt.Sprintf("ttl=%v", ttl), func(b *testing.B) {
+			const events, keys = 200_000, 2_000
+			in := flowstest.NewInput[stamped](1)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := range events {
+				// A key's events come about every 200 s: most move a pending
+				// timer, some come after it fired.
+				in.Push(0, stamped{Text: fmt.Sprintf("k%d", rng.IntN(keys)), At: t0.Add(time.Duration(i) * 100 * time.Millisecond)})
+			}
+			f := flows.New("timers", flows.WithFragments(1))
+			ks := flows.KeyBy(flows.From(f, "lines", in, flows.WithEventTime(func(s stamped) time.Time { return s.At }, time.Second)),
+				func(s stamped) string { return s.Text })
+			const gap = 5 * time.Minute
+			var opts []flows.StateOption
+			if ttl > 0 {
+				opts = append(opts, flows.WithStateTTL(ttl))
+			}
+			out := flows.Process(ks, flows.Handler[string, stamped, int64, int64]{
+				OnEvent: func(c *flows.Context[string, int64, int64], s stamped) {
+					n, ok := c.State()
+					if ok {
+						c.DeleteEventTimer(time.Unix(0, n))
+					}
+					at := s.At.Add(gap).UnixNano()
+					c.SetState(at)
+					c.SetEventTimer(time.Unix(0, at))
+				},
+				OnTimer: func(c *flows.Context[string, int64, int64], at time.Time) {
+					c.Emit(at.UnixNano())
+					c.ClearState()
+				},
+			}, opts...).Out()
+			fired := 0
+			flows.To(out, flows.SinkFunc[int64](func(os []flows.Output[int64]) error { fired += len(os); return nil }))
+			plan, err := f.Plan()
+			if err != nil {
+				b.Fatal(err)
+			}
+			bs := batches(b, plan, 1024)
+			b.ResetTimer()
+			for range b.N {
+				fired = 0
+				fr := plan.NewFragment(0)
+				for _, bt := range bs {
+					if err := fr.Apply(bt, bt.PrevEnd); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if fired == 0 {
+					b.Fatal("no timer fired")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+		})
+	}
+}
