@@ -146,6 +146,73 @@ func windowMap(in *input, p params, size, slide int64) (results, sum int64) {
 	return results, sum
 }
 
+// windowSharded: producers hash keys into per-shard batches of (key,
+// event time) sent over channels to one goroutine per shard, each counting
+// per key and window in its own map, then emitting every window.
+func windowSharded(in *input, p params, size, slide int64) (results, sum int64) {
+	type ev struct {
+		key string
+		ts  int64
+	}
+	shards := runtime.GOMAXPROCS(0)
+	chans := make([]chan []ev, shards)
+	res := make([][2]int64, shards)
+	var workers sync.WaitGroup
+	for s := range shards {
+		chans[s] = make(chan []ev, 64)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			m := make(map[winKey]int64)
+			for b := range chans[s] {
+				for _, e := range b {
+					for w := e.ts - e.ts%slide; w > e.ts-size; w -= slide {
+						m[winKey{e.key, w}]++
+					}
+				}
+			}
+			for _, n := range m {
+				res[s][0]++
+				res[s][1] += n
+			}
+		}()
+	}
+	var producers sync.WaitGroup
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			bufs := make([][]ev, shards)
+			for i := lo; i < hi; i++ {
+				k := in.keys[in.idx[i]]
+				s := shard.Fragment(shard.String(k), shards)
+				bufs[s] = append(bufs[s], ev{k, eventTime(i-lo, per)})
+				if len(bufs[s]) == p.batch {
+					chans[s] <- bufs[s]
+					bufs[s] = make([]ev, 0, p.batch)
+				}
+			}
+			for s, b := range bufs {
+				if len(b) > 0 {
+					chans[s] <- b
+				}
+			}
+		}()
+	}
+	producers.Wait()
+	for _, c := range chans {
+		close(c)
+	}
+	workers.Wait()
+	for _, r := range res {
+		results += r[0]
+		sum += r[1]
+	}
+	return results, sum
+}
+
 // windowSliced: one goroutine counting per key and slice (gcd of size and
 // slide), then combining every key's windows from its slices with a running
 // sum: what a hand-written sliding count does, each event counted once.

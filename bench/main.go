@@ -152,6 +152,9 @@ type Result struct {
 	Keys                  int     `json:"keys,omitempty"`
 	// VsTumbling: the sliding row's events/s over the tumbling row's.
 	VsTumbling float64 `json:"vs_tumbling,omitempty"`
+	// The window rows' baseline's peak RSS, and the engine's over it.
+	BaselinePeakRSSMB float64 `json:"baseline_peak_rss_mb,omitempty"`
+	RSSRatio          float64 `json:"rss_ratio,omitempty"`
 }
 
 func run(p params, out string, w io.Writer) error {
