@@ -492,9 +492,7 @@ func (wo *windowOp[K, T, A]) fire(fr *Fragment, now time.Time) {
 	}
 }
 
-func (wo *windowOp[K, T, A]) firingKey() string {
-	return fmt.Sprintf("%s@%d", wo.kc.Format(wo.fkey), wo.fstart)
-}
+func (wo *windowOp[K, T, A]) firingKey() string { return windowFiringKey(wo.kc, wo.fkey, wo.fstart) }
 
 // resultTime is the event time of a window's result: its last instant
 // (the watermark, for a global window).

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -55,6 +57,7 @@ type sliceAcc[A any] struct {
 type sliceKey[K comparable, A any] struct {
 	key    K
 	slices []sliceAcc[A]
+	buf    []sliceAcc[A] // slices' array from its first element: dropped slices leave room before slices
 	due    int64
 	timed  bool // due is set: a timer in sliceOp.timers stands for it
 }
@@ -207,6 +210,23 @@ func (so *sliceOp[K, T, A]) newRow(k K) int32 {
 	return row
 }
 
+// room moves a key's slices to the front of their array when it is full
+// but slices were dropped before them: a drop costs no copy, and a key's
+// array is copied once per array's worth of drops, not at every drop. It
+// says whether one more slice needs a new array.
+func (ks *sliceKey[K, A]) room() bool {
+	if len(ks.slices) < cap(ks.slices) {
+		return false
+	}
+	if cap(ks.buf) == cap(ks.slices) {
+		return true // no room before the slices either
+	}
+	n := copy(ks.buf[:cap(ks.buf)], ks.slices)
+	clear(ks.buf[n:cap(ks.buf)])
+	ks.slices = ks.buf[:n]
+	return false
+}
+
 // slice finds or makes the slice starting at t: in order, a key's next
 // slice is its last one or comes after it.
 func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
@@ -215,14 +235,22 @@ func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
 		return n - 1, false
 	}
 	if n == 0 || ks.slices[n-1].start < t {
+		grow := ks.room()
 		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
+		if grow {
+			ks.buf = ks.slices[:0]
+		}
 		return n, true
 	}
 	i, found := slices.BinarySearchFunc(ks.slices, t, func(s sliceAcc[A], t int64) int { return cmpInt64(s.start, t) })
 	if found {
 		return i, false
 	}
+	grow := ks.room()
 	ks.slices = slices.Insert(ks.slices, i, sliceAcc[A]{start: t, acc: so.init()})
+	if grow {
+		ks.buf = ks.slices[:0]
+	}
 	return i, true
 }
 
@@ -258,6 +286,11 @@ func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
 // value combines the key's slices of window j (which has one at least).
 func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) A {
 	lo, hi := so.window(ks, j)
+	return so.combine(ks, lo, hi)
+}
+
+// combine merges the key's slices lo to hi (one at least).
+func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 	if hi-lo == 1 || so.merge == nil {
 		return ks.slices[lo].acc
 	}
@@ -334,8 +367,19 @@ func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
 
 func (so *sliceOp[K, T, A]) fire(*Fragment, time.Time) {}
 
-func (so *sliceOp[K, T, A]) firingKey() string {
-	return fmt.Sprintf("%s@%d", so.kc.Format(so.fkey), so.fstart)
+func (so *sliceOp[K, T, A]) firingKey() string { return windowFiringKey(so.kc, so.fkey, so.fstart) }
+
+// windowFiringKey is the key of a window's outputs: the key and the start
+// ("key@start"), made in one allocation (it is one per window result).
+func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
+	ks := kc.Format(k)
+	var b strings.Builder
+	b.Grow(len(ks) + 21)
+	b.WriteString(ks)
+	b.WriteByte('@')
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], start, 10))
+	return b.String()
 }
 
 // fireEvent runs every key's firings and cleanups up to the watermark, in
@@ -376,7 +420,7 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) {
 		if lo, hi := so.window(ks, j); hi > lo {
 			so.fkey, so.fstart = ks.key, j*so.slide
 			fr.firing(CauseWindow, so.op, at, at-1, so)
-			so.emit(ks.key, j, so.value(ks, j), OnTime)
+			so.emit(ks.key, j, so.combine(ks, lo, hi), OnTime)
 		}
 	}
 	// The first window not gone: every one whose cleanup is before `at` is.
@@ -427,9 +471,8 @@ func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 	}
 	if n > 0 {
 		so.nslices -= int64(n)
-		copy(ks.slices, ks.slices[n:])
-		clear(ks.slices[len(ks.slices)-n:])
-		ks.slices = ks.slices[:len(ks.slices)-n]
+		clear(ks.slices[:n])
+		ks.slices = ks.slices[n:] // room() takes the space back
 	}
 }
 
