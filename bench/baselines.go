@@ -39,34 +39,7 @@ func countSharded(in *input, p params) map[string]int64 {
 			}
 		}()
 	}
-	var producers sync.WaitGroup
-	per := (len(in.idx) + p.partitions - 1) / p.partitions
-	for part := range p.partitions {
-		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
-		producers.Add(1)
-		go func() {
-			defer producers.Done()
-			bufs := make([][]string, shards)
-			for _, i := range in.idx[lo:hi] {
-				k := in.keys[i]
-				s := shard.Fragment(shard.String(k), shards)
-				bufs[s] = append(bufs[s], k)
-				if len(bufs[s]) == p.batch {
-					chans[s] <- bufs[s]
-					bufs[s] = make([]string, 0, p.batch)
-				}
-			}
-			for s, b := range bufs {
-				if len(b) > 0 {
-					chans[s] <- b
-				}
-			}
-		}()
-	}
-	producers.Wait()
-	for _, c := range chans {
-		close(c)
-	}
+	feedShards(in, p, p.batch, chans, func(k string, _ int64) string { return k })
 	workers.Wait()
 	out := make(map[string]int64)
 	for _, m := range maps {
@@ -124,26 +97,67 @@ type winKey struct {
 	start int64
 }
 
-// windowMap: one goroutine counting per key and window, then emitting
-// every window (summing its value, as the engine's sink does).
-func windowMap(in *input, p params, size, slide int64) (results, sum int64) {
-	m := make(map[winKey]int64)
+// eachEvent calls fn with every event's key and event time, partition
+// after partition, in one goroutine.
+func eachEvent(in *input, p params, fn func(key string, ts int64)) {
 	per := (len(in.idx) + p.partitions - 1) / p.partitions
 	for part := range p.partitions {
 		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
 		for i := lo; i < hi; i++ {
-			ts := eventTime(i-lo, per)
-			k := in.keys[in.idx[i]]
-			for s := ts - ts%slide; s > ts-size; s -= slide {
-				m[winKey{k, s}]++
-			}
+			fn(in.keys[in.idx[i]], eventTime(i-lo, per))
 		}
 	}
+}
+
+// windowMap: one goroutine counting per key and window, then emitting
+// every window (summing its value, as the engine's sink does).
+func windowMap(in *input, p params, size, slide int64) (results, sum int64) {
+	m := make(map[winKey]int64)
+	eachEvent(in, p, func(k string, ts int64) {
+		for s := ts - ts%slide; s > ts-size; s -= slide {
+			m[winKey{k, s}]++
+		}
+	})
 	for _, n := range m {
 		results++
 		sum += n
 	}
 	return results, sum
+}
+
+// feedShards has one producer per partition route each event, made by
+// ev from its key and event time, by the key's shard in batches of batch
+// events over chans; it returns once every producer is done and chans are
+// closed.
+func feedShards[E any](in *input, p params, batch int, chans []chan []E, ev func(key string, ts int64) E) {
+	var producers sync.WaitGroup
+	per := (len(in.idx) + p.partitions - 1) / p.partitions
+	for part := range p.partitions {
+		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			bufs := make([][]E, len(chans))
+			for i := lo; i < hi; i++ {
+				k := in.keys[in.idx[i]]
+				s := shard.Fragment(shard.String(k), len(chans))
+				bufs[s] = append(bufs[s], ev(k, eventTime(i-lo, per)))
+				if len(bufs[s]) == batch {
+					chans[s] <- bufs[s]
+					bufs[s] = make([]E, 0, batch)
+				}
+			}
+			for s, b := range bufs {
+				if len(b) > 0 {
+					chans[s] <- b
+				}
+			}
+		}()
+	}
+	producers.Wait()
+	for _, c := range chans {
+		close(c)
+	}
 }
 
 // windowSharded: producers hash keys into per-shard batches of (key,
@@ -177,34 +191,7 @@ func windowSharded(in *input, p params, size, slide int64) (results, sum int64) 
 			}
 		}()
 	}
-	var producers sync.WaitGroup
-	per := (len(in.idx) + p.partitions - 1) / p.partitions
-	for part := range p.partitions {
-		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
-		producers.Add(1)
-		go func() {
-			defer producers.Done()
-			bufs := make([][]ev, shards)
-			for i := lo; i < hi; i++ {
-				k := in.keys[in.idx[i]]
-				s := shard.Fragment(shard.String(k), shards)
-				bufs[s] = append(bufs[s], ev{k, eventTime(i-lo, per)})
-				if len(bufs[s]) == p.batch {
-					chans[s] <- bufs[s]
-					bufs[s] = make([]ev, 0, p.batch)
-				}
-			}
-			for s, b := range bufs {
-				if len(b) > 0 {
-					chans[s] <- b
-				}
-			}
-		}()
-	}
-	producers.Wait()
-	for _, c := range chans {
-		close(c)
-	}
+	feedShards(in, p, p.batch, chans, func(k string, ts int64) ev { return ev{k, ts} })
 	workers.Wait()
 	for _, r := range res {
 		results += r[0]
@@ -222,14 +209,7 @@ func windowSliced(in *input, p params, size, slide int64) (results, sum int64) {
 		g, b = b, g%b
 	}
 	m := make(map[winKey]int64)
-	per := (len(in.idx) + p.partitions - 1) / p.partitions
-	for part := range p.partitions {
-		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
-		for i := lo; i < hi; i++ {
-			ts := eventTime(i-lo, per)
-			m[winKey{in.keys[in.idx[i]], ts - ts%g}]++
-		}
-	}
+	eachEvent(in, p, func(k string, ts int64) { m[winKey{k, ts - ts%g}]++ })
 	type slice struct{ start, n int64 }
 	byKey := make(map[string][]slice)
 	for wk, n := range m {
