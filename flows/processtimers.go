@@ -1,7 +1,6 @@
 package flows
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 )
@@ -49,28 +48,13 @@ type timerKey[K comparable] struct {
 	dom TimeDomain
 }
 
-// timerHeap orders timers by time; at the same time, a key's own timers
+// before orders timers by time; at the same time, a key's own timers
 // (event time) before its expiry (ttlDomain).
-type timerHeap[K comparable] []timerKey[K]
-
-func (h timerHeap[K]) Len() int { return len(h) }
-func (h timerHeap[K]) Less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
-	}
-	return h[i].dom < h[j].dom
-}
-func (h timerHeap[K]) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap[K]) Push(x any)   { *h = append(*h, x.(timerKey[K])) }
-func (h *timerHeap[K]) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
+func (a timerKey[K]) before(b timerKey[K]) bool { return a.at < b.at || a.at == b.at && a.dom < b.dom }
 
 type procTimers[K comparable] struct {
 	keys   map[K]*procKey // keys with pending timers, or a heap entry
-	timers [2]timerHeap[K]
+	timers [2][]timerKey[K]
 	nkeys  int // keys with pending timers
 	// tdirty lists the keys whose timers changed since the last
 	// checkpoint, kept once one was taken or restored (the first writes
@@ -110,7 +94,7 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 
 func (p *procTimers[K]) push(k K, pk *procKey, h int, t procTimer) {
 	pk.due[h], pk.timed[h] = t, true
-	heap.Push(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom})
+	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom})
 }
 
 func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {
@@ -164,12 +148,12 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 	t := procTimer{e.at, e.dom}
 	pk := p.keys[e.key]
 	if pk == nil || !pk.timed[h] || pk.due[h] != t {
-		heap.Pop(hp)
+		heapPop(hp)
 		return e, false
 	}
 	for i, x := range pk.ts {
 		if x == t {
-			heap.Pop(hp)
+			heapPop(hp)
 			pk.timed[h] = false
 			p.remove(e.key, pk, i)
 			return e, true
@@ -178,10 +162,10 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 	if next, ok := pk.first(h); ok {
 		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom}
 		pk.due[h] = next
-		heap.Fix(hp, 0)
+		heapFix(*hp, 0)
 		return e, false
 	}
-	heap.Pop(hp)
+	heapPop(hp)
 	pk.timed[h] = false
 	p.tidy(e.key, pk)
 	return e, false

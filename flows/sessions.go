@@ -2,7 +2,6 @@ package flows
 
 import (
 	"cmp"
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -81,17 +80,7 @@ type sessTimer[K comparable] struct {
 	key K
 }
 
-type sessHeap[K comparable] []sessTimer[K]
-
-func (h sessHeap[K]) Len() int           { return len(h) }
-func (h sessHeap[K]) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h sessHeap[K]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *sessHeap[K]) Push(x any)        { *h = append(*h, x.(sessTimer[K])) }
-func (h *sessHeap[K]) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
+func (a sessTimer[K]) before(b sessTimer[K]) bool { return a.at < b.at }
 
 type sessionOp[K comparable, T, A any] struct {
 	op            int
@@ -108,7 +97,7 @@ type sessionOp[K comparable, T, A any] struct {
 	// was taken or restored: the first one writes every key.
 	dirty    []K
 	tracking bool
-	timers   sessHeap[K]
+	timers   []sessTimer[K]
 	subs     []func(WindowResult[K, A])
 	late     []func(T)
 }
@@ -174,7 +163,7 @@ func (so *sessionOp[K, T, A]) touch(k K, sk *sessKey[A]) {
 
 func (so *sessionOp[K, T, A]) setTimer(k K, sk *sessKey[A], at int64) {
 	sk.due, sk.timed = at, true
-	heap.Push(&so.timers, sessTimer[K]{at: at, key: k})
+	heapPush(&so.timers, sessTimer[K]{at: at, key: k})
 }
 
 func (so *sessionOp[K, T, A]) emit(k K, s session[A], f Firing) {
@@ -193,7 +182,7 @@ func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) 
 // time, a key's sessions in start order, each fired before it is dropped.
 func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := heap.Pop(&so.timers).(sessTimer[K])
+		t := heapPop(&so.timers)
 		sk := so.state[t.key]
 		if sk == nil || !sk.timed || sk.due != t.at {
 			continue // stale: the key's timer moved, or it has no sessions

@@ -1,7 +1,6 @@
 package flows
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -69,17 +68,7 @@ type sliceTimer struct {
 	row int32
 }
 
-type sliceHeap []sliceTimer
-
-func (h sliceHeap) Len() int           { return len(h) }
-func (h sliceHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h sliceHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *sliceHeap) Push(x any)        { *h = append(*h, x.(sliceTimer)) }
-func (h *sliceHeap) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
+func (a sliceTimer) before(b sliceTimer) bool { return a.at < b.at }
 
 type sliceOp[K comparable, T, A any] struct {
 	op                int
@@ -93,7 +82,7 @@ type sliceOp[K comparable, T, A any] struct {
 	rows              map[K]int32
 	keys              []sliceKey[K, A]
 	free              []int32 // rows of keys without slices
-	timers            sliceHeap
+	timers            []sliceTimer
 	// fired: the watermark the windows followed. Every window ending at
 	// or before it fired, and every one whose end + lateness is at or
 	// before it is gone.
@@ -340,7 +329,7 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 func (so *sliceOp[K, T, A]) setTimer(row int32, at int64) {
 	ks := &so.keys[row]
 	ks.due, ks.timed = at, true
-	heap.Push(&so.timers, sliceTimer{at: at, row: row})
+	heapPush(&so.timers, sliceTimer{at: at, row: row})
 }
 
 // schedule sets every key's timer from the restored state.
@@ -389,7 +378,7 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		so.schedule()
 	}
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := heap.Pop(&so.timers).(sliceTimer)
+		t := heapPop(&so.timers)
 		ks := &so.keys[t.row]
 		if !ks.timed || ks.due != t.at {
 			continue // stale: the key's timer moved or it has no state
