@@ -182,12 +182,12 @@ func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) 
 // time, a key's sessions in start order, each fired before it is dropped.
 func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := heapPop(&so.timers)
+		t := so.timers[0]
 		sk := so.state[t.key]
 		if sk == nil || !sk.timed || sk.due != t.at {
-			continue // stale: the key's timer moved, or it has no sessions
+			heapPop(&so.timers) // stale: the key's timer moved, or it has no sessions
+			continue
 		}
-		sk.timed = false
 		keep := sk.ss[:0]
 		for _, s := range sk.ss {
 			if !s.fired && s.end <= t.at {
@@ -206,10 +206,14 @@ func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		clear(sk.ss[len(keep):])
 		sk.ss = keep
 		if len(keep) == 0 {
+			heapPop(&so.timers)
 			delete(so.state, t.key)
 			continue
 		}
-		so.setTimer(t.key, sk, sk.next(so.lateness))
+		// The key's entry moves in place to its next time.
+		sk.due = sk.next(so.lateness)
+		so.timers[0].at = sk.due
+		heapDown(so.timers, 0)
 	}
 }
 

@@ -378,13 +378,22 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		so.schedule()
 	}
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := heapPop(&so.timers)
+		t := so.timers[0]
 		ks := &so.keys[t.row]
 		if !ks.timed || ks.due != t.at {
-			continue // stale: the key's timer moved or it has no state
+			heapPop(&so.timers) // stale: the key's timer moved or it has no state
+			continue
 		}
-		ks.timed = false
-		so.run(fr, t.row, t.at)
+		// The key's entry moves in place to its next time (one sift down,
+		// where popping and pushing again would be two).
+		if next, ok := so.run(fr, t.row, t.at); ok {
+			ks.due = next
+			so.timers[0].at = next
+			heapDown(so.timers, 0)
+		} else {
+			ks.timed = false
+			heapPop(&so.timers)
+		}
 	}
 	so.advance(wm)
 	for _, v := range so.views {
@@ -401,8 +410,9 @@ func (so *sliceOp[K, T, A]) advance(wm int64) {
 
 // run fires the window of key row ending at `at`, then drops the windows
 // whose state goes at `at`: one, or at the end of time every window whose
-// lateness saturates. Every earlier firing and cleanup of the key ran.
-func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) {
+// lateness saturates. Every earlier firing and cleanup of the key ran. It
+// returns the key's next time, if it has slices left.
+func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool) {
 	ks := &so.keys[row]
 	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
 		j := floorDiv(d, so.slide)
@@ -428,11 +438,9 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) {
 	}
 	if len(ks.slices) == 0 {
 		so.release(row)
-		return
+		return 0, false
 	}
-	if due, ok := so.nextDue(ks, at); ok {
-		so.setTimer(row, due)
-	}
+	return so.nextDue(ks, at)
 }
 
 // drop ends window j of a key: its final value goes to the views, and the
