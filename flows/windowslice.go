@@ -302,27 +302,22 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 		}
 	}
 	best, ok := int64(0), false
-	cand := func(at int64) {
-		if at > after && (!ok || at < best) {
-			best, ok = at, true
+	// The first slice whose last window is jfrom or later, and that
+	// window's time (a binary search: a key may hold size/gcd slices).
+	next := func(jfrom int64, at func(int64) int64) {
+		i := 0
+		if jfrom != math.MinInt64 {
+			i, _ = slices.BinarySearchFunc(ks.slices, jfrom*so.slide, func(s sliceAcc[A], t int64) int { return cmpInt64(s.start, t) })
+		}
+		if i < len(ks.slices) {
+			j := max(so.first(ks.slices[i].start), jfrom)
+			if t := at(j); j <= so.last(ks.slices[i].start) && t > after && (!ok || t < best) {
+				best, ok = t, true
+			}
 		}
 	}
-	fireDone, cleanDone := false, false
-	for i := range ks.slices {
-		t := ks.slices[i].start
-		jmin, jmax := so.first(t), so.last(t)
-		if j := max(jmin, cleanFrom); !cleanDone && j <= jmax {
-			cand(so.cleanup(j))
-			cleanDone = true
-		}
-		if j := max(jmin, fireFrom); !fireDone && j <= jmax {
-			cand(so.end(j))
-			fireDone = true
-		}
-		if fireDone && cleanDone {
-			break
-		}
-	}
+	next(cleanFrom, so.cleanup)
+	next(fireFrom, so.end)
 	return best, ok
 }
 
