@@ -231,7 +231,7 @@ func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
 		}
 		return n, true
 	}
-	i, found := slices.BinarySearchFunc(ks.slices, t, func(s sliceAcc[A], t int64) int { return cmpInt64(s.start, t) })
+	i, found := searchSlices(ks.slices, t)
 	if found {
 		return i, false
 	}
@@ -243,14 +243,20 @@ func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
 	return i, true
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// searchSlices is the index of the first slice starting at or after t, and
+// whether it starts at t (slices.BinarySearchFunc, without its comparator
+// call per step).
+func searchSlices[A any](ss []sliceAcc[A], t int64) (int, bool) {
+	lo, hi := 0, len(ss)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ss[m].start < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
 	}
-	return 0
+	return lo, lo < len(ss) && ss[lo].start == t
 }
 
 // touch records a slice changed since the last checkpoint.
@@ -264,7 +270,7 @@ func (so *sliceOp[K, T, A]) touch(k K, s *sliceAcc[A]) {
 // window returns the range of the key's slices in window j.
 func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
 	s := j * so.slide
-	lo, _ = slices.BinarySearchFunc(ks.slices, s, func(x sliceAcc[A], t int64) int { return cmpInt64(x.start, t) })
+	lo, _ = searchSlices(ks.slices, s)
 	hi = lo
 	for hi < len(ks.slices) && ks.slices[hi].start < s+so.size {
 		hi++
@@ -307,7 +313,7 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 	next := func(jfrom int64, at func(int64) int64) {
 		i := 0
 		if jfrom != math.MinInt64 {
-			i, _ = slices.BinarySearchFunc(ks.slices, jfrom*so.slide, func(s sliceAcc[A], t int64) int { return cmpInt64(s.start, t) })
+			i, _ = searchSlices(ks.slices, jfrom*so.slide)
 		}
 		if i < len(ks.slices) {
 			j := max(so.first(ks.slices[i].start), jfrom)
@@ -517,7 +523,7 @@ func (so *sliceOp[K, T, A]) delta(ns uint16, d *Delta) error {
 	for _, wk := range so.dirty {
 		if row, ok := so.rows[wk.key]; ok {
 			ks := &so.keys[row]
-			if i, found := slices.BinarySearchFunc(ks.slices, wk.start, func(s sliceAcc[A], t int64) int { return cmpInt64(s.start, t) }); found {
+			if i, found := searchSlices(ks.slices, wk.start); found {
 				if err := put(wk.key, &ks.slices[i]); err != nil {
 					return err
 				}
