@@ -123,26 +123,15 @@ func BenchmarkWindowKeyedView(b *testing.B) {
 			src := flows.From(f, "lines", in, flows.WithEventTime(func(s stamped) time.Time { return s.At }, time.Second))
 			ks := flows.KeyBy(src, func(s stamped) string { return s.Text })
 			w := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int64 { return 0 }, func(n int64, _ stamped) int64 { return n + 1 })
-			flows.To(w.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func([]flows.Output[flows.WindowResult[string, int64]]) error { return nil }))
+			results := 0
+			flows.To(w.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func(os []flows.Output[flows.WindowResult[string, int64]]) error {
+				results += len(os)
+				return nil
+			}))
 			if withView {
 				w.KeyedView("words", time.Hour)
 			}
-			plan, err := f.Plan()
-			if err != nil {
-				b.Fatal(err)
-			}
-			bs := batches(b, plan, 1024)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				fr := plan.NewFragment(0)
-				for _, bt := range bs {
-					if err := fr.Apply(bt, bt.PrevEnd); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+			benchFragment(b, f, events, &results)
 		})
 	}
 }

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
-
-	"github.com/tessera-streams/tessera/flows"
-	"github.com/tessera-streams/tessera/flowstest"
 )
 
 // Session windows emit what the sequential reference emits, for random
@@ -33,33 +30,12 @@ func TestSessionAggregateMatchesReference(t *testing.T) {
 			}
 			evs = append(evs, click{User: rapid.SampledFrom([]string{"a", "b", "c"}).Draw(t, "user"), At: at})
 		}
-		in := flowstest.NewInput[click](1)
-		f := flows.New("sessions", flows.WithFragments(1))
-		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, delay)),
-			func(c click) string { return c.User })
-		w := flows.SessionAggregate(ks, gap, func() int { return 0 }, func(n int, _ click) int { return n + 1 },
-			func(a, b int) int { return a + b }, flows.AllowedLateness(lateness))
-		results, late := flowstest.Collect(w.Results()), flowstest.Collect(w.TooLate())
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		d.BatchSize = 1
-		in.Push(0, evs...)
-		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
-		var got []emission
-		for _, r := range results.Values() {
-			got = append(got, emission{r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing})
-		}
+		got, tooLate := runSessions(t, evs, gap, delay, lateness)
 		want, wantTooLate := referenceSessions(evs, gap, delay, lateness)
 		sortEmissions(got)
 		sortEmissions(want)
-		if !reflect.DeepEqual(got, want) || len(late.Values()) != wantTooLate {
-			t.Fatalf("emitted %+v (%d too late), want %+v (%d)", got, len(late.Values()), want, wantTooLate)
+		if !reflect.DeepEqual(got, want) || tooLate != wantTooLate {
+			t.Fatalf("emitted %+v (%d too late), want %+v (%d)", got, tooLate, want, wantTooLate)
 		}
 	})
 }
