@@ -164,7 +164,7 @@ func same(want, got map[string]int64) error {
 
 // windowRun is one run of a windowed count per key on the engine: in
 // windows w, or in sessions with the given gap if it is positive.
-func windowRun(in *input, p params, w flows.Windows, gap time.Duration) (engineResult, int64, int64, error) {
+func windowRun(in *input, p params, w flows.Windows, sliding bool, gap time.Duration) (engineResult, int64, int64, error) {
 	var res engineResult
 	src := &sliceSource{in: in, parts: p.partitions, repeat: 1, eventTime: true}
 	f := flows.New("bench-windows", flows.WithFragments(p.fragments))
@@ -172,9 +172,13 @@ func windowRun(in *input, p params, w flows.Windows, gap time.Duration) (engineR
 	ks := flows.KeyBy(events, func(e bev) string { return e.K })
 	count := func(n int64, _ bev) int64 { return n + 1 }
 	var win flows.Windowed[string, bev, int64]
-	if gap > 0 {
-		win = flows.SessionAggregate(ks, gap, func() int64 { return 0 }, count, func(a, b int64) int64 { return a + b })
-	} else {
+	add := func(a, b int64) int64 { return a + b }
+	switch {
+	case gap > 0:
+		win = flows.SessionAggregate(ks, gap, func() int64 { return 0 }, count, add)
+	case sliding:
+		win = flows.WindowAggregateMerge(ks, w, func() int64 { return 0 }, count, add)
+	default:
 		win = flows.WindowAggregate(ks, w, func() int64 { return 0 }, count)
 	}
 	var results, sum atomic.Int64
@@ -193,6 +197,13 @@ func windowRun(in *input, p params, w flows.Windows, gap time.Duration) (engineR
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	resetPeakRSS()
+	if profile != "" {
+		stop, err := startProfile(profile)
+		if err != nil {
+			return res, 0, 0, err
+		}
+		defer stop()
+	}
 	cpu, start := cpuTime(), time.Now()
 	e, err := actor.Start(plan, actor.Config{Logger: logger, BatchSize: p.batch, PollSize: p.batch, CheckpointInterval: -1})
 	if err != nil {

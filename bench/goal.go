@@ -68,6 +68,10 @@ func (r Result) figure(name string) (float64, bool) {
 		return r.RestoreMs, true
 	case "catch_up_ms":
 		return r.CatchUpMs, true
+	case "rss_ratio":
+		return r.RSSRatio, r.RSSRatio > 0
+	case "vs_tumbling":
+		return r.VsTumbling, r.VsTumbling > 0
 	}
 	return 0, false
 }

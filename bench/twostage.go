@@ -14,7 +14,6 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/recovery"
-	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -85,34 +84,7 @@ func spectrumSharded(in *input, p params) map[int64]int64 {
 			}
 		}()
 	}
-	var producers sync.WaitGroup
-	per := (len(in.idx) + p.partitions - 1) / p.partitions
-	for part := range p.partitions {
-		lo, hi := min(part*per, len(in.idx)), min((part+1)*per, len(in.idx))
-		producers.Add(1)
-		go func() {
-			defer producers.Done()
-			bufs := make([][]string, shards)
-			for _, i := range in.idx[lo:hi] {
-				k := in.keys[i]
-				s := shard.Fragment(shard.String(k), shards)
-				bufs[s] = append(bufs[s], k)
-				if len(bufs[s]) == 1024 {
-					first[s] <- bufs[s]
-					bufs[s] = nil
-				}
-			}
-			for s, b := range bufs {
-				if len(b) > 0 {
-					first[s] <- b
-				}
-			}
-		}()
-	}
-	producers.Wait()
-	for _, c := range first {
-		close(c)
-	}
+	feedShards(in, p, 1024, first, func(k string, _ int64) string { return k })
 	w1.Wait()
 	for _, c := range second {
 		close(c)

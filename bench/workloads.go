@@ -269,29 +269,46 @@ func fragmentSweep(in *input, p params, w io.Writer) ([]sweepPoint, error) {
 	return out, nil
 }
 
-// windowed counts per key in event-time windows on the engine and in one
-// goroutine with a map, and checks that both emit the same windows.
+// windowed counts per key in event-time windows on the engine and in
+// plain Go, and checks that both emit the same windows. Tumbling windows
+// have two baselines, one goroutine with a map and sharded goroutines (the
+// faster and the cheaper count); sliding ones a sliced loop; sessions a
+// sort per key. Each baseline's peak RSS is measured as the engine's is.
 func windowed(in *input, p params, name string, size, slide, gap time.Duration, limit int, w io.Writer) (Result, error) {
 	if limit < len(in.idx) {
 		in = &input{keys: in.keys, idx: in.idx[:limit]}
 	}
 	baseline := func() (int64, int64) {
-		if gap > 0 {
+		switch {
+		case gap > 0:
 			return sessionMap(in, p, int64(gap))
+		case slide < size:
+			return windowSliced(in, p, int64(size), int64(slide))
 		}
 		return windowMap(in, p, int64(size), int64(slide))
 	}
-	var base, eng costs
-	var rss []float64
+	tumbling := gap <= 0 && slide == size
+	var base, sharded, eng costs
+	var rss, baseRSS []float64
 	wantN, wantSum := baseline()
 	for round := 1; round <= p.rounds; round++ {
-		runtime.GC()
+		resetPeakRSS()
 		base = append(base, measure(func() { baseline() }))
+		baseRSS = append(baseRSS, peakRSSMB())
+		if tumbling {
+			resetPeakRSS()
+			var n, sum int64
+			sharded = append(sharded, measure(func() { n, sum = windowSharded(in, p, int64(size), int64(slide)) }))
+			baseRSS[len(baseRSS)-1] = min(baseRSS[len(baseRSS)-1], peakRSSMB())
+			if n != wantN || sum != wantSum {
+				return Result{}, fmt.Errorf("sharded baseline emitted %d windows summing %d, want %d summing %d", n, sum, wantN, wantSum)
+			}
+		}
 		var win flows.Windows // sessions: none
 		if gap <= 0 {
 			win = flows.Sliding(size, slide)
 		}
-		r, n, sum, err := windowRun(in, p, win, gap)
+		r, n, sum, err := windowRun(in, p, win, slide < size, gap)
 		if err != nil {
 			return Result{}, err
 		}
@@ -300,16 +317,34 @@ func windowed(in *input, p params, name string, size, slide, gap time.Duration, 
 		}
 		eng = append(eng, r.cost)
 		rss = append(rss, r.peakRSS)
-		fmt.Fprintf(w, "  round %d: map %v, engine %v (%d windows)\n", round, base.last(), eng.last(), n)
+		if tumbling {
+			fmt.Fprintf(w, "  round %d: map %v, sharded %v, engine %v (%d windows)\n", round, base.last(), sharded.last(), eng.last(), n)
+		} else {
+			fmt.Fprintf(w, "  round %d: plain Go %v, engine %v (%d windows)\n", round, base.last(), eng.last(), n)
+		}
 	}
 	n := len(in.idx)
 	res := Result{Name: name, Events: n, Rounds: p.rounds, Versus: "plain Go",
-		Baseline: "one goroutine with a map per key and window", PeakRSSMB: medianF(rss),
+		Baseline: "one goroutine with a map per key and window", PeakRSSMB: medianF(rss), BaselinePeakRSSMB: medianF(baseRSS),
 		Note: fmt.Sprintf("count per key, %v windows every %v over %v of event time; %d window results", size, slide, time.Duration(eventSpan), wantN)}
 	res.against(eng.rate(n), eng.cpuPerEvent(n), base.rate(n), base.cpuPerEvent(n))
-	if gap > 0 {
+	switch {
+	case tumbling:
+		m, s := base.rate(n), sharded.rate(n)
+		res.Baseline = "faster of one map per key and window and sharded goroutines fed by channels (CPU: the cheaper)"
+		res.MapEventsPerSec, res.ShardedEventsPerSec = m, s
+		res.MapCPUNsPerEvent, res.ShardedCPUNsPerEvent = base.cpuPerEvent(n), sharded.cpuPerEvent(n)
+		res.Note += fmt.Sprintf("; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", m/1e6, res.MapCPUNsPerEvent, s/1e6, res.ShardedCPUNsPerEvent)
+		res.against(eng.rate(n), eng.cpuPerEvent(n), max(m, s), cheapest(n, base, sharded))
+		res.Goal = atLeast("ratio", 0.6)
+	case slide < size:
+		res.Baseline = "one goroutine counting per key and slice (gcd of size and slide), windows summed from slices"
+		res.Note += "; the engine's windows are sliced too (WindowAggregateMerge)"
+	case gap > 0:
 		res.Baseline = "one goroutine: every key's times sorted and cut at gaps"
 		res.Note = fmt.Sprintf("count per key in sessions with a %v gap over %v of event time; %d sessions", gap, time.Duration(eventSpan), wantN)
 	}
+	res.RSSRatio = ratio(res.PeakRSSMB, res.BaselinePeakRSSMB)
+	res.Note += fmt.Sprintf("; peak RSS %.0f MB, plain Go %.0f MB (%.2f×)", res.PeakRSSMB, res.BaselinePeakRSSMB, res.RSSRatio)
 	return res, nil
 }

@@ -64,7 +64,10 @@
 // sessions) close as it passes. An exchange carries the watermark of the
 // stage it re-keys, as of the checkpoint that released its records, so a
 // stage's timers and windows fire after the records before them arrived.
-// Allowed lateness gives late refinements; later events go to TooLate.
+// Sliding windows with a merge (WindowAggregateMerge) and tumbling ones
+// keep a key's events in slices that windows share, so an event costs one
+// update whatever the overlap (windowslice.go). Allowed lateness gives
+// late refinements; later events go to TooLate.
 // Restamp gives records after a key a new event time (a trip emitted
 // when it is confirmed, dated by its departure): downstream they may
 // arrive late, and windows take them within their allowed lateness.

@@ -2,7 +2,6 @@ package flows
 
 import (
 	"cmp"
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -111,89 +110,19 @@ func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, Even
 // ttlDomain is the internal timer domain that expires state.
 const ttlDomain TimeDomain = 2
 
-type timerKey[K comparable] struct {
-	at  int64
-	key K
-	dom TimeDomain
-}
-
-// timerHeap orders timers by time; at the same time, a key's own timers
-// (event time) before its expiry (ttlDomain).
-type timerHeap[K comparable] []timerKey[K]
-
-func (h timerHeap[K]) Len() int { return len(h) }
-func (h timerHeap[K]) Less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
-	}
-	return h[i].dom < h[j].dom
-}
-func (h timerHeap[K]) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap[K]) Push(x any)   { *h = append(*h, x.(timerKey[K])) }
-func (h *timerHeap[K]) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
-
 type procOp[K comparable, S, O any] struct {
 	op    int // the operator's number: outputs of its timers name it
 	state map[K]S
 	dirty map[K]struct{} // keys set or cleared since the last checkpoint
 	subs  []func(O)
-	// timers: processing time in [0], event time and expiries together in
-	// [1] (they fire in one order); they may hold deleted timers: pending
-	// is the truth. user counts each key's pending timers of its own.
-	timers      [2]timerHeap[K]
-	pending     map[timerKey[K]]struct{}
-	user        map[K]int32
-	timersDirty bool
-	ctx         Context[K, S, O]
-	onTimer     func(c *Context[K, S, O], at time.Time)
-	kc          KeyCodec[K]
-	sc          Codec[S]
-	ttl         int64       // 0: state never expires
-	lastTS      map[K]int64 // with a TTL: each key's latest event time
-	ord         orderedInput[K]
-}
-
-func (p *procOp[K, S, O]) heapOf(dom TimeDomain) *timerHeap[K] {
-	if dom == ProcessingTime {
-		return &p.timers[0]
-	}
-	return &p.timers[1]
-}
-
-func (p *procOp[K, S, O]) set(k K, dom TimeDomain, at int64) {
-	t := timerKey[K]{at: at, key: k, dom: dom}
-	if _, ok := p.pending[t]; ok {
-		return
-	}
-	p.pending[t] = struct{}{}
-	if dom != ttlDomain {
-		p.user[k]++
-	}
-	p.timersDirty = true
-	heap.Push(p.heapOf(dom), t)
-}
-
-func (p *procOp[K, S, O]) del(k K, dom TimeDomain, at int64) {
-	t := timerKey[K]{at: at, key: k, dom: dom}
-	if _, ok := p.pending[t]; !ok {
-		return
-	}
-	p.unpend(t)
-}
-
-// unpend forgets a pending timer.
-func (p *procOp[K, S, O]) unpend(t timerKey[K]) {
-	delete(p.pending, t)
-	if t.dom != ttlDomain {
-		if p.user[t.key]--; p.user[t.key] <= 0 {
-			delete(p.user, t.key)
-		}
-	}
-	p.timersDirty = true
+	procTimers[K]
+	ctx     Context[K, S, O]
+	onTimer func(c *Context[K, S, O], at time.Time)
+	kc      KeyCodec[K]
+	sc      Codec[S]
+	ttl     int64       // 0: state never expires
+	lastTS  map[K]int64 // with a TTL: each key's latest event time
+	ord     orderedInput[K]
 }
 
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
@@ -204,7 +133,7 @@ func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
 // its state's future, and expiry waits for them (by the watermark).
 func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	last, ok := p.lastTS[k]
-	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.user[k] == 0 {
+	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.userTimers(k) == 0 {
 		if _, had := p.state[k]; had {
 			delete(p.state, k)
 			p.dirty[k] = struct{}{}
@@ -241,37 +170,20 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
 	}
 	clear(p.dirty)
-	if p.timersDirty {
-		d.Reset = append(d.Reset, ns+1)
-		for t := range p.pending {
-			key := binary.BigEndian.AppendUint64([]byte{byte(t.dom)}, uint64(t.at))
-			if key, err = p.kc.Append(key, t.key); err != nil {
-				return fmt.Errorf("encode timer key: %w", err)
-			}
-			d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: []byte{}})
-		}
-		p.timersDirty = false
+	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
+		return err
 	}
-	d.Entries += int64(len(p.state) + len(p.pending))
+	d.Entries += int64(len(p.state))
 	return nil
 }
 
 func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
-	if ns%2 == 1 { // timers: domain, time, key
-		if len(key) < 9 || key[0] > byte(ttlDomain) {
-			return fmt.Errorf("timer key of %d bytes", len(key))
-		}
-		k, err := p.kc.Decode(key[9:])
-		if err != nil {
-			return fmt.Errorf("decode timer key: %w", err)
-		}
-		t := timerKey[K]{at: int64(binary.BigEndian.Uint64(key[1:])), key: k, dom: TimeDomain(key[0])}
-		if t.dom == ttlDomain {
-			p.lastTS[k] = t.at - p.ttl
-		}
-		p.set(k, t.dom, t.at)
-		p.timersDirty = false
-		return nil
+	if ns%2 == 1 {
+		return p.restoreTimers(p.kc, key, val, func(k K, t procTimer) {
+			if t.dom == ttlDomain {
+				p.lastTS[k] = t.at - p.ttl
+			}
+		})
 	}
 	k, err := p.kc.Decode(key)
 	if err != nil {
@@ -289,11 +201,10 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 	h := &p.timers[0]
 	t0 := now.UnixNano()
 	for len(*h) > 0 && (*h)[0].at <= t0 {
-		t := heap.Pop(h).(timerKey[K])
-		if _, ok := p.pending[t]; !ok {
+		t, ok := p.due(0)
+		if !ok {
 			continue
 		}
-		p.unpend(t)
 		if p.onTimer != nil {
 			ts := fr.wm()
 			if ts == NoWatermark {
@@ -302,6 +213,7 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 			fr.firing(CauseProcessingTimer, p.op, t.at, ts, p)
 			p.fireOne(fr, t)
 		}
+		p.rearm(t.key, 0)
 	}
 }
 
@@ -322,42 +234,31 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 		if !tOK {
 			return
 		}
-		t := heap.Pop(h).(timerKey[K])
-		if _, ok := p.pending[t]; !ok {
-			continue
+		t, ok := p.due(1)
+		if !ok {
+			continue // the earliest entry was stale
 		}
 		if t.dom == ttlDomain {
-			if p.user[t.key] > 0 {
+			if last, ok := p.lastTimer(t.key); ok {
 				// Timers of its own are pending: the state waits for them.
-				p.unpend(t)
-				p.set(t.key, ttlDomain, p.lastTimer(t.key))
+				p.set(t.key, ttlDomain, last)
+				p.rearm(t.key, 1)
 				continue
 			}
-			p.unpend(t)
 			delete(p.lastTS, t.key)
 			if _, ok := p.state[t.key]; ok {
 				delete(p.state, t.key)
 				p.dirty[t.key] = struct{}{}
 			}
+			p.rearm(t.key, 1)
 			continue
 		}
-		p.unpend(t)
 		if p.onTimer != nil {
 			fr.firing(CauseEventTimer, p.op, t.at, t.at, p)
 			p.fireOne(fr, t)
 		}
+		p.rearm(t.key, 1)
 	}
-}
-
-// lastTimer is the time of key k's latest pending timer of its own.
-func (p *procOp[K, S, O]) lastTimer(k K) int64 {
-	last := int64(NoWatermark)
-	for t := range p.pending {
-		if t.key == k && t.dom != ttlDomain {
-			last = max(last, t.at)
-		}
-	}
-	return last
 }
 
 func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
@@ -422,8 +323,8 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	}
 	codec, _ := f.stages[ks.stage].codec.(*recsCodec[K, T])
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		p := &procOp[K, S, O]{op: op, state: map[K]S{}, dirty: map[K]struct{}{}, pending: map[timerKey[K]]struct{}{},
-			user: map[K]int32{}, onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
+		p := &procOp[K, S, O]{op: op, state: map[K]S{}, dirty: map[K]struct{}{}, procTimers: newProcTimers[K](),
+			onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
 		p.ctx = Context[K, S, O]{op: p, fr: fr}
 		fr.ops[op] = p
 		fr.addTimers(ks.stage, p)
@@ -526,7 +427,9 @@ func (a *buffered[K, T]) cmp(b *buffered[K, T]) int {
 }
 
 // bufHeap is a min-heap of waiting events by their place in the order,
-// held by value: an event costs no allocation of its own.
+// held by value: an event costs no allocation of its own. It compares in
+// place, not through heap.go's before(E), which copies two whole events
+// per comparison (BenchmarkProcessInEventTimeOrder: 165 → 300 ns/event).
 type bufHeap[K comparable, T any] []buffered[K, T]
 
 func (h bufHeap[K, T]) less(i, j int) bool { return h[i].cmp(&h[j]) < 0 }

@@ -27,26 +27,5 @@ func BenchmarkProcessInEventTimeOrder(b *testing.B) {
 			c.SetState(n + 1)
 		},
 	}, flows.InEventTimeOrder()).View("n")
-	plan, err := f.Plan()
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchApply(b, plan, events)
-}
-
-// benchApply applies plan's input, read in batches of 1024, to a new
-// fragment b.N times, and reports the time per event.
-func benchApply(b *testing.B, plan *flows.Plan, events int) {
-	bs := batches(b, plan, 1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		fr := plan.NewFragment(0)
-		for _, bt := range bs {
-			if err := fr.Apply(bt, bt.PrevEnd); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+	benchFragment(b, f, events, nil)
 }

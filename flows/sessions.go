@@ -2,9 +2,9 @@ package flows
 
 import (
 	"cmp"
-	"container/heap"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -33,7 +33,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		so := &sessionOp[K, T, A]{op: op, gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
-			kc: ks.kc, ac: ac, state: map[K][]session[A]{}, dirty: map[K]struct{}{}}
+			kc: ks.kc, ac: ac, state: map[K]*sessKey[A]{}}
 		fr.ops[op] = so
 		fr.addTimers(ks.stage, so)
 		ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
@@ -47,24 +47,40 @@ type session[A any] struct {
 	fired      bool
 }
 
+// sessKey is a key's sessions, sorted by start and disjoint, and the time
+// of its next firing or cleanup: one timer per key stands for all of them.
+// An event that extends a session does not move the timer; when it comes,
+// the key's timer moves on to what is due next (per-key coalescing: an
+// event costs no heap operation unless it makes the key due earlier).
+type sessKey[A any] struct {
+	ss    []session[A]
+	due   int64
+	timed bool // a timer in sessionOp.timers is at due
+	dirty bool // in sessionOp.dirty
+}
+
+// next is the time of the key's next firing (an unfired session's end) or
+// cleanup (a fired one's end plus the lateness).
+func (sk *sessKey[A]) next(lateness int64) int64 {
+	at := int64(math.MaxInt64)
+	for _, s := range sk.ss {
+		if s.fired {
+			at = min(at, satAdd(s.end, lateness))
+		} else {
+			at = min(at, s.end)
+		}
+	}
+	return at
+}
+
+// sessTimer is a key's timer; the key's due is the truth, and a timer that
+// no longer matches it is stale.
 type sessTimer[K comparable] struct {
-	at      int64
-	key     K
-	end     int64 // the session's end when the timer was set
-	cleanup bool
+	at  int64
+	key K
 }
 
-type sessHeap[K comparable] []sessTimer[K]
-
-func (h sessHeap[K]) Len() int           { return len(h) }
-func (h sessHeap[K]) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h sessHeap[K]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *sessHeap[K]) Push(x any)        { *h = append(*h, x.(sessTimer[K])) }
-func (h *sessHeap[K]) Pop() any {
-	x := (*h)[len(*h)-1]
-	*h = (*h)[:len(*h)-1]
-	return x
-}
+func (a sessTimer[K]) before(b sessTimer[K]) bool { return a.at < b.at }
 
 type sessionOp[K comparable, T, A any] struct {
 	op            int
@@ -75,11 +91,15 @@ type sessionOp[K comparable, T, A any] struct {
 	merge         func(A, A) A
 	kc            KeyCodec[K]
 	ac            Codec[A]
-	state         map[K][]session[A] // per key, sorted by start, disjoint
-	dirty         map[K]struct{}
-	timers        sessHeap[K]
-	subs          []func(WindowResult[K, A])
-	late          []func(T)
+	state         map[K]*sessKey[A]
+	// dirty lists the keys changed since the last checkpoint (a key may
+	// be listed twice if it went and came back); kept once a checkpoint
+	// was taken or restored: the first one writes every key.
+	dirty    []K
+	tracking bool
+	timers   []sessTimer[K]
+	subs     []func(WindowResult[K, A])
+	late     []func(T)
 }
 
 func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)) {
@@ -95,10 +115,14 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		}
 		return
 	}
-	ss := so.state[k]
+	sk := so.state[k]
+	if sk == nil {
+		sk = &sessKey[A]{}
+		so.state[k] = sk
+	}
 	n := session[A]{start: ts, end: ts + so.gap, acc: so.add(so.init(), v)}
-	keep := ss[:0] // filtered in place: writes never pass reads
-	for _, s := range ss {
+	keep := sk.ss[:0] // filtered in place: writes never pass reads
+	for _, s := range sk.ss {
 		if s.start < n.end && n.start < s.end { // overlap: merge
 			n.start, n.end = min(n.start, s.start), max(n.end, s.end)
 			n.acc = so.merge(s.acc, n.acc)
@@ -114,14 +138,32 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	if len(keep) > 1 {
 		slices.SortFunc(keep, func(a, b session[A]) int { return cmp.Compare(a.start, b.start) })
 	}
-	so.state[k] = keep
-	so.dirty[k] = struct{}{}
+	if len(keep) < len(sk.ss) {
+		clear(sk.ss[len(keep):]) // what merged away
+	}
+	sk.ss = keep
+	so.touch(k, sk)
 	if n.fired {
 		so.emit(k, n, Late)
-	} else {
-		heap.Push(&so.timers, sessTimer[K]{at: n.end, key: k, end: n.end})
 	}
-	heap.Push(&so.timers, sessTimer[K]{at: n.end + so.lateness, key: k, end: n.end, cleanup: true})
+	// The merged sessions' times may have been the key's next: the timer
+	// stays, and finds nothing due when it comes.
+	if at := sk.next(so.lateness); !sk.timed || at < sk.due {
+		so.setTimer(k, sk, at)
+	}
+}
+
+// touch records a key changed since the last checkpoint.
+func (so *sessionOp[K, T, A]) touch(k K, sk *sessKey[A]) {
+	if so.tracking && !sk.dirty {
+		sk.dirty = true
+		so.dirty = append(so.dirty, k)
+	}
+}
+
+func (so *sessionOp[K, T, A]) setTimer(k K, sk *sessKey[A], at int64) {
+	sk.due, sk.timed = at, true
+	heapPush(&so.timers, sessTimer[K]{at: at, key: k})
 }
 
 func (so *sessionOp[K, T, A]) emit(k K, s session[A], f Firing) {
@@ -135,48 +177,61 @@ func (so *sessionOp[K, T, A]) fire(*Fragment, time.Time) {}
 
 func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
 
+// fireEvent fires the sessions whose end the watermark passed and drops
+// the ones past their allowed lateness, key by key in time order: at one
+// time, a key's sessions in start order, each fired before it is dropped.
 func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := heap.Pop(&so.timers).(sessTimer[K])
-		ss := so.state[t.key]
-		i := slices.IndexFunc(ss, func(s session[A]) bool { return s.end == t.end })
-		if i < 0 {
-			continue // merged into another session since
+		t := so.timers[0]
+		sk := so.state[t.key]
+		if sk == nil || !sk.timed || sk.due != t.at {
+			heapPop(&so.timers) // stale: the key's timer moved, or it has no sessions
+			continue
 		}
-		if !ss[i].fired {
-			ss[i].fired = true
-			so.dirty[t.key] = struct{}{}
-			so.fkey = t.key
-			fr.firing(CauseWindow, so.op, ss[i].end, ss[i].end-1, so)
-			so.emit(t.key, ss[i], OnTime)
-		}
-		if t.cleanup {
-			ss = slices.Delete(ss, i, i+1)
-			if len(ss) == 0 {
-				delete(so.state, t.key)
-			} else {
-				so.state[t.key] = ss
+		keep := sk.ss[:0]
+		for _, s := range sk.ss {
+			if !s.fired && s.end <= t.at {
+				s.fired = true
+				so.touch(t.key, sk)
+				so.fkey = t.key
+				fr.firing(CauseWindow, so.op, s.end, s.end-1, so)
+				so.emit(t.key, s, OnTime)
 			}
-			so.dirty[t.key] = struct{}{}
+			if s.fired && satAdd(s.end, so.lateness) <= t.at {
+				so.touch(t.key, sk)
+				continue
+			}
+			keep = append(keep, s)
 		}
+		clear(sk.ss[len(keep):])
+		sk.ss = keep
+		if len(keep) == 0 {
+			heapPop(&so.timers)
+			delete(so.state, t.key)
+			continue
+		}
+		// The key's entry moves in place to its next time.
+		sk.due = sk.next(so.lateness)
+		so.timers[0].at = sk.due
+		heapDown(so.timers, 0)
 	}
 }
 
 // One entry per key: its sessions (start, end, fired, accumulator length,
 // accumulator). Timers follow from the state on restore.
 func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
-	for k := range so.dirty {
+	put := func(k K, sk *sessKey[A]) error {
 		key, err := so.kc.Append(nil, k)
 		if err != nil {
 			return fmt.Errorf("encode session key: %w", err)
 		}
-		ss, ok := so.state[k]
-		if !ok {
+		if sk == nil {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
-			continue
+			return nil
 		}
+		sk.dirty = false
 		var val []byte
-		for _, s := range ss {
+		for _, s := range sk.ss {
 			val = binary.AppendVarint(val, s.start)
 			val = binary.AppendVarint(val, s.end)
 			if s.fired {
@@ -192,8 +247,24 @@ func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
 			val = append(val, acc...)
 		}
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		return nil
+	}
+	if !so.tracking {
+		d.Reset = append(d.Reset, ns)
+		for k, sk := range so.state {
+			if err := put(k, sk); err != nil {
+				return err
+			}
+		}
+		so.tracking = true
+	}
+	for _, k := range so.dirty {
+		if err := put(k, so.state[k]); err != nil {
+			return err
+		}
 	}
 	clear(so.dirty)
+	so.dirty = so.dirty[:0]
 	d.Entries += int64(len(so.state))
 	return nil
 }
@@ -225,11 +296,13 @@ func (so *sessionOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 		}
 		val = val[n+int(l):]
 		ss = append(ss, s)
-		if !s.fired {
-			heap.Push(&so.timers, sessTimer[K]{at: s.end, key: k, end: s.end})
-		}
-		heap.Push(&so.timers, sessTimer[K]{at: s.end + so.lateness, key: k, end: s.end, cleanup: true})
 	}
-	so.state[k] = ss
+	if len(ss) == 0 {
+		return fmt.Errorf("session entry of key %s without sessions", so.kc.Format(k))
+	}
+	so.tracking = true
+	sk := &sessKey[A]{ss: ss}
+	so.state[k] = sk
+	so.setTimer(k, sk, sk.next(so.lateness))
 	return nil
 }

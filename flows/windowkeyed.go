@@ -46,8 +46,10 @@ import (
 // (or ?from=&to=: the windows in range that hold the key).
 //
 // The view reads the window operator's state when asked, through the
-// index of windows by start that WindowView uses too (one map insert per
-// key and window, none per event); a key of a window costs it one append
+// index by start that WindowView uses too (one map insert per key and
+// window, or per key and slice for sliced windows, none per event;
+// a sliced window's value is combined from its slices when read); a key
+// of a window costs it one append
 // when the window's state goes. It keeps the final values of the windows
 // whose state the operator dropped, and checkpoints them. Session windows have per-key bounds and the global
 // window none: neither has such a view (Validate says so).
@@ -71,16 +73,16 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		wo := fr.ops[w.op].(*windowOp[K, T, A])
+		wo := fr.ops[w.op].(windowIndexed[K, A])
 		kv := &winKeyed[K, A]{kc: kc, ac: ac, publish: o.keep, size: size, retain: int64(retain), next: math.MaxInt64,
 			closed: map[int64]*closedWindow[K, A]{}, puts: map[int64]struct{}{}, gone: map[int64][]KV[K, A]{}}
 		fr.ops[op] = kv
-		wo.views = append(wo.views, kv)
+		wo.addView(kv)
 	})
 	spec := keyedSpec(f, name, splice.WindowedKeyed, kc, w.in.hash)
 	f.views = append(f.views, viewDef{spec: spec, vals: anyCodec(ac), parseKey: func(s string) (any, error) { return kc.Parse(s) },
 		query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
-			open := fr.ops[w.op].(*windowOp[K, T, A]).byStart
+			open := fr.ops[w.op].(windowIndexed[K, A]).openWindows()
 			kv := fr.ops[op].(*winKeyed[K, A])
 			q := req.Query
 			switch req.Op {
@@ -99,7 +101,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 					after = &k
 				}
 				return kv.answer(open, q, func(s int64, p *splice.WindowPartial) {
-					kvs := kv.window(s, open[s])
+					kvs := kv.window(s, open)
 					p.Entries = selectKeys(len(kvs), func(i int) (K, A) { return kvs[i].Key, kvs[i].Value }, q, after, kc, o)
 				}), nil
 			case splice.OpWindowKey:
@@ -108,7 +110,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 					return splice.Answer{}, errors.Join(splice.ErrBadRequest, fmt.Errorf("key %q: %w", req.Key, err))
 				}
 				return kv.answer(open, q, func(s int64, p *splice.WindowPartial) {
-					if a, ok := kv.lookup(s, open[s], k); ok && o.publish(a) {
+					if a, ok := kv.lookup(s, open, k); ok && o.publish(a) {
 						p.Entries = []splice.Entry{{Key: kc.Format(k), Value: a, Sort: k}}
 					}
 				}), nil
@@ -200,7 +202,7 @@ func (v *winKeyed[K, A]) expire(_ *Fragment, wm int64) {
 
 // answer lists the windows starting in [q.From, q.To), closed or open, in
 // start order, each filled in by fill (if not nil).
-func (v *winKeyed[K, A]) answer(open map[int64]map[K]*winState[A], q splice.Query, fill func(s int64, p *splice.WindowPartial)) splice.Answer {
+func (v *winKeyed[K, A]) answer(open openWindows[K, A], q splice.Query, fill func(s int64, p *splice.WindowPartial)) splice.Answer {
 	in := func(s int64) bool { return s >= q.From && (q.To == 0 || s < q.To) }
 	var starts []int64
 	for s := range v.closed {
@@ -208,7 +210,7 @@ func (v *winKeyed[K, A]) answer(open map[int64]map[K]*winState[A], q splice.Quer
 			starts = append(starts, s)
 		}
 	}
-	for s := range open {
+	for _, s := range open.openStarts() {
 		if _, ok := v.closed[s]; !ok && in(s) {
 			starts = append(starts, s)
 		}
@@ -216,7 +218,7 @@ func (v *winKeyed[K, A]) answer(open map[int64]map[K]*winState[A], q splice.Quer
 	slices.Sort(starts)
 	out := make([]splice.WindowPartial, len(starts))
 	for i, s := range starts {
-		out[i] = splice.WindowPartial{Start: s, End: s + v.size, Keys: v.count(s, open[s])}
+		out[i] = splice.WindowPartial{Start: s, End: s + v.size, Keys: v.count(s, open)}
 		if fill != nil {
 			fill(s, &out[i])
 		}
@@ -229,7 +231,7 @@ func (v *winKeyed[K, A]) answer(open map[int64]map[K]*winState[A], q splice.Quer
 // functions below still take the union, open values first.
 
 // count is the number of keys of window s that the view publishes.
-func (v *winKeyed[K, A]) count(s int64, open map[K]*winState[A]) int64 {
+func (v *winKeyed[K, A]) count(s int64, open openWindows[K, A]) int64 {
 	if v.publish != nil {
 		n := int64(0)
 		for _, e := range v.window(s, open) {
@@ -240,12 +242,12 @@ func (v *winKeyed[K, A]) count(s int64, open map[K]*winState[A]) int64 {
 		return n
 	}
 	c := v.closed[s]
+	n := open.openCount(s)
 	if c == nil {
-		return int64(len(open))
+		return int64(n)
 	}
-	n := len(open)
 	for _, e := range c.kvs {
-		if _, ok := open[e.Key]; !ok {
+		if _, ok := open.openGet(s, e.Key); !ok {
 			n++
 		}
 	}
@@ -254,25 +256,23 @@ func (v *winKeyed[K, A]) count(s int64, open map[K]*winState[A]) int64 {
 
 // window returns window s's keys and values: a closed window's own slice,
 // or one made from the open state.
-func (v *winKeyed[K, A]) window(s int64, open map[K]*winState[A]) []KV[K, A] {
+func (v *winKeyed[K, A]) window(s int64, open openWindows[K, A]) []KV[K, A] {
 	c := v.closed[s]
-	if len(open) == 0 {
+	n := open.openCount(s)
+	if n == 0 {
 		if c == nil {
 			return nil
 		}
 		return c.kvs
 	}
-	n := len(open)
 	if c != nil {
 		n += len(c.kvs)
 	}
 	kvs := make([]KV[K, A], 0, n)
-	for k, st := range open {
-		kvs = append(kvs, KV[K, A]{k, st.acc})
-	}
+	open.openEach(s, func(k K, a A) { kvs = append(kvs, KV[K, A]{k, a}) })
 	if c != nil {
 		for _, e := range c.kvs {
-			if _, ok := open[e.Key]; !ok {
+			if _, ok := open.openGet(s, e.Key); !ok {
 				kvs = append(kvs, e)
 			}
 		}
@@ -281,9 +281,9 @@ func (v *winKeyed[K, A]) window(s int64, open map[K]*winState[A]) []KV[K, A] {
 }
 
 // lookup is key k's value in window s.
-func (v *winKeyed[K, A]) lookup(s int64, open map[K]*winState[A], k K) (A, bool) {
-	if st, ok := open[k]; ok {
-		return st.acc, true
+func (v *winKeyed[K, A]) lookup(s int64, open openWindows[K, A], k K) (A, bool) {
+	if a, ok := open.openGet(s, k); ok {
+		return a, true
 	}
 	if c := v.closed[s]; c != nil {
 		if i := c.find(k, v.kc); i >= 0 {

@@ -123,15 +123,15 @@ func BenchmarkWindowKeyedView(b *testing.B) {
 			src := flows.From(f, "lines", in, flows.WithEventTime(func(s stamped) time.Time { return s.At }, time.Second))
 			ks := flows.KeyBy(src, func(s stamped) string { return s.Text })
 			w := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int64 { return 0 }, func(n int64, _ stamped) int64 { return n + 1 })
-			flows.To(w.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func([]flows.Output[flows.WindowResult[string, int64]]) error { return nil }))
+			results := 0
+			flows.To(w.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func(os []flows.Output[flows.WindowResult[string, int64]]) error {
+				results += len(os)
+				return nil
+			}))
 			if withView {
 				w.KeyedView("words", time.Hour)
 			}
-			plan, err := f.Plan()
-			if err != nil {
-				b.Fatal(err)
-			}
-			benchApply(b, plan, events)
+			benchFragment(b, f, events, &results)
 		})
 	}
 }

@@ -97,26 +97,62 @@ type Windowed[K comparable, T, A any] struct {
 // windows go to TooLate: never dropped silently. Window state lives in the
 // fragment and is checkpointed. The keyed stream's source needs event time
 // (WithEventTime).
+//
+// Tumbling windows keep one accumulator per key and window. Sliding
+// windows without a merge do too, and an event updates each of the
+// size/slide windows over it: give WindowAggregateMerge a merge to share
+// slices between them instead.
 func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A, opts ...WindowOption) Windowed[K, T, A] {
+	return windowAggregate(ks, "WindowAggregate", w, init, add, nil, opts)
+}
+
+// WindowAggregateMerge is WindowAggregate for accumulators that merge:
+// merge(a, b) is the accumulator of the events of a and of b, associative,
+// with init() neutral. It may change and return a, and must neither change
+// b nor keep a reference to it. Sliding windows then keep a key's events in
+// slices of gcd(size, slide) — an event updates one slice, however many
+// windows are over it — and combine a window from its slices when it
+// fires: the state per key depends on the time its windows span, not on
+// how many overlap. Results, firings, lateness and views are
+// WindowAggregate's. Early triggers (FireEvery, EarlyEvery) and the global
+// window keep a state per window, as WindowAggregate does.
+func WindowAggregateMerge[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A, merge func(A, A) A,
+	opts ...WindowOption) Windowed[K, T, A] {
+	if merge == nil {
+		ks.f.errorf("WindowAggregateMerge: merge must not be nil")
+	}
+	return windowAggregate(ks, "WindowAggregateMerge", w, init, add, merge, opts)
+}
+
+func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, w Windows, init func() A, add func(A, T) A, merge func(A, A) A,
+	opts []WindowOption) Windowed[K, T, A] {
 	f := ks.f
 	if !w.global && (w.size <= 0 || w.slide <= 0 || w.slide > w.size) {
-		f.errorf("WindowAggregate: windows need 0 < slide <= size, got size %v, slide %v", time.Duration(w.size), time.Duration(w.slide))
+		f.errorf("%s: windows need 0 < slide <= size, got size %v, slide %v", name, time.Duration(w.size), time.Duration(w.slide))
 	}
 	if init == nil || add == nil {
-		f.errorf("WindowAggregate: init and add must not be nil")
+		f.errorf("%s: init and add must not be nil", name)
 	}
-	lateness, ac, op := windowOperator[A](f, "WindowAggregate", ks.stage, opts)
+	lateness, ac, op := windowOperator[A](f, name, ks.stage, opts)
 	every, early := 0, time.Duration(0)
 	for _, o := range opts {
 		if o.every < 0 {
-			f.errorf("WindowAggregate: FireEvery needs a positive count, got %d", o.every)
+			f.errorf("%s: FireEvery needs a positive count, got %d", name, o.every)
 		}
 		if o.early < 0 {
-			f.errorf("WindowAggregate: EarlyEvery needs a positive period, got %v", o.early)
+			f.errorf("%s: EarlyEvery needs a positive period, got %v", name, o.early)
 		}
 		every, early = max(every, o.every), max(early, o.early)
 	}
+	sliced := slicedWindows(w, merge != nil, every, early)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
+		if sliced {
+			so := newSliceOp(op, w, lateness, init, add, merge, ks.kc, ac)
+			fr.ops[op] = so
+			fr.addTimers(ks.stage, so)
+			ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
+			return
+		}
 		wo := &windowOp[K, T, A]{op: op, w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,
 			state: map[winKey[K]]*winState[A]{}, dirty: map[winKey[K]]struct{}{}, byStart: map[int64]map[K]*winState[A]{}}
 		fr.ops[op] = wo
@@ -251,6 +287,53 @@ type windowOp[K comparable, T, A any] struct {
 	// indexes the state by window start, kept only when there are views.
 	views   []windowHook[K, A]
 	byStart map[int64]map[K]*winState[A]
+}
+
+// windowIndexed is what views (WindowView, KeyedView) need of a window
+// operator: to hear of windows that close, and to read the open ones.
+type windowIndexed[K comparable, A any] interface {
+	addView(h windowHook[K, A])
+	openWindows() openWindows[K, A]
+}
+
+// openWindows are the windows whose state a window operator holds.
+type openWindows[K comparable, A any] interface {
+	// openStarts lists the starts of open windows (in no order).
+	openStarts() []int64
+	// openCount is the number of keys of window s.
+	openCount(s int64) int
+	// openEach calls fn with every key of window s and its value.
+	openEach(s int64, fn func(K, A))
+	// openGet is key k's value in window s.
+	openGet(s int64, k K) (A, bool)
+}
+
+func (wo *windowOp[K, T, A]) addView(h windowHook[K, A]) { wo.views = append(wo.views, h) }
+
+func (wo *windowOp[K, T, A]) openWindows() openWindows[K, A] { return wo }
+
+func (wo *windowOp[K, T, A]) openStarts() []int64 {
+	out := make([]int64, 0, len(wo.byStart))
+	for s := range wo.byStart {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (wo *windowOp[K, T, A]) openCount(s int64) int { return len(wo.byStart[s]) }
+
+func (wo *windowOp[K, T, A]) openEach(s int64, fn func(K, A)) {
+	for k, st := range wo.byStart[s] {
+		fn(k, st.acc)
+	}
+}
+
+func (wo *windowOp[K, T, A]) openGet(s int64, k K) (A, bool) {
+	if st, ok := wo.byStart[s][k]; ok {
+		return st.acc, true
+	}
+	var zero A
+	return zero, false
 }
 
 // windowHook is a view's side of a window operator (WindowView,
@@ -409,9 +492,7 @@ func (wo *windowOp[K, T, A]) fire(fr *Fragment, now time.Time) {
 	}
 }
 
-func (wo *windowOp[K, T, A]) firingKey() string {
-	return fmt.Sprintf("%s@%d", wo.kc.Format(wo.fkey), wo.fstart)
-}
+func (wo *windowOp[K, T, A]) firingKey() string { return windowFiringKey(wo.kc, wo.fkey, wo.fstart) }
 
 // resultTime is the event time of a window's result: its last instant
 // (the watermark, for a global window).
@@ -490,6 +571,9 @@ func (wo *windowOp[K, T, A]) delta(ns uint16, d *Delta) error {
 func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 	if len(key) < 8 || len(val) < 1 {
 		return fmt.Errorf("window entry of %d+%d bytes", len(key), len(val))
+	}
+	if val[0] > 1 {
+		return fmt.Errorf("window entry of kind %d: the state was kept in slices (WindowAggregateMerge)", val[0])
 	}
 	k, err := wo.kc.Decode(key[8:])
 	if err != nil {

@@ -61,11 +61,11 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		wo := fr.ops[w.op].(*windowOp[K, T, A])
+		wo := fr.ops[w.op].(windowIndexed[K, A])
 		vo := &winView[K, A, In, P, Out]{alg: alg, extract: extract, pc: pc, size: w.w.size, retain: int64(retain),
 			closed: map[int64]P{}, dirty: map[int64]struct{}{}}
 		fr.ops[op] = vo
-		wo.views = append(wo.views, vo)
+		wo.addView(vo)
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Windowed, Algebra: alg.Name(),
 		Splice: func(parts []any) any {
@@ -79,9 +79,9 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 		if req.Op != splice.OpWindows {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is windowed: query it by window", splice.ErrBadRequest, name)
 		}
-		wo := fr.ops[w.op].(*windowOp[K, T, A])
+		wo := fr.ops[w.op].(windowIndexed[K, A])
 		vo := fr.ops[op].(*winView[K, A, In, P, Out])
-		return vo.query(wo.byStart, req.Query), nil
+		return vo.query(wo.openWindows(), req.Query), nil
 	}})
 	v.ok = true
 	return v
@@ -128,7 +128,7 @@ func (v *winView[K, A, In, P, Out]) expire(fr *Fragment, wm int64) {
 	}
 }
 
-func (v *winView[K, A, In, P, Out]) query(open map[int64]map[K]*winState[A], q splice.Query) splice.Answer {
+func (v *winView[K, A, In, P, Out]) query(open openWindows[K, A], q splice.Query) splice.Answer {
 	in := func(s int64) bool { return s >= q.From && (q.To == 0 || s < q.To) }
 	var starts []int64
 	for s := range v.closed {
@@ -136,7 +136,7 @@ func (v *winView[K, A, In, P, Out]) query(open map[int64]map[K]*winState[A], q s
 			starts = append(starts, s)
 		}
 	}
-	for s := range open {
+	for _, s := range open.openStarts() {
 		if _, ok := v.closed[s]; !ok && in(s) {
 			starts = append(starts, s)
 		}
@@ -150,9 +150,7 @@ func (v *winView[K, A, In, P, Out]) query(open map[int64]map[K]*winState[A], q s
 		} else {
 			p = v.alg.Zero()
 		}
-		for k, st := range open[s] {
-			p = v.alg.Add(p, v.extract(k, st.acc))
-		}
+		open.openEach(s, func(k K, a A) { p = v.alg.Add(p, v.extract(k, a)) })
 		out[i] = splice.WindowPartial{Start: s, End: s + v.size, Partial: p}
 	}
 	return splice.Answer{Windows: out, Horizon: v.horizon}
