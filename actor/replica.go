@@ -175,7 +175,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	}
 	if !cp.Full {
 		have, ok, err := e.store.Manifest(e.plan.Name(), f)
-		if err != nil || !ok || have.Epoch != m.PrevEpoch {
+		if err != nil || !recovery.FollowsCopy(have, ok, m.PrevEpoch) {
 			// No copy, or not the one this change applies to: ask for all.
 			e.cfg.Logger.Debug("standby copy missing or behind: resync", "fragment", f, "have", have.Epoch, "prev", m.PrevEpoch, "err", err)
 			c.Send(l.route[f], &wire.Resync{Fragment: m.Fragment})

@@ -27,9 +27,12 @@
 //
 // Faults: Kill (a crash: memory lost, the store keeps what was synced and
 // a random part of the rest), Restart, Leave (graceful, with hand-offs),
-// Partition and Cut (symmetric and one-way) and Heal, DiskFull (writes
-// fail with ENOSPC through pebble's errorfs), and the network's Faults:
-// delay, loss, duplication and reordering of messages between nodes.
+// Partition and Cut (symmetric and one-way) and Heal, Pause and Resume
+// (SIGSTOP: a zombie), DiskFull, and the network's Faults: delay, loss,
+// duplication and reordering of messages between nodes. A full disk
+// crashes its node at its next write: pebble treats a failed write-ahead
+// log write as fatal (tried with pebble's errorfs: recovery's logger
+// panics on pebble's Fatalf), so that is what a real node does too.
 //
 // What is not simulated: the protoactor transport and memberlist
 // themselves (their failures appear as the faults above), the engine's

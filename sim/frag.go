@@ -71,7 +71,7 @@ func (n *node) lose(f int, to string, epoch uint64) {
 	fr := n.frags[f]
 	delete(n.frags, f)
 	fr.m.SetNow(c.now)
-	if err := n.checkpoint(f, fr, false); err != nil {
+	if err := n.checkpoint(f, fr, false); err != nil || !n.up {
 		c.trace("%s: final checkpoint of fragment %d: %v", n.name, f, err)
 		return // the new owner times out and starts from its own copy
 	}
@@ -108,6 +108,9 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string) {
 			c.counts.Fenced++
 			return
 		}
+		if !n.writable() {
+			return
+		}
 		if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
 			n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
 			return
@@ -118,6 +121,9 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string) {
 	m := fr.m
 	waiting := m.Waiting()
 	if !waiting && (placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(cp.Manifest.Offsets, m.Vector())) {
+		return
+	}
+	if !n.writable() {
 		return
 	}
 	if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
@@ -150,6 +156,9 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	if cp == nil {
 		return nil
 	}
+	if !n.writable() {
+		return errCrashed
+	}
 	_, err = n.st.Write(c.plan.Name(), f, cp)
 	fr.m.Durable(cp.Manifest.Offsets, err)
 	if err != nil {
@@ -160,6 +169,9 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	}
 	return nil
 }
+
+// errCrashed says the node crashed while it carried something out.
+var errCrashed = errors.New("sim: the node crashed")
 
 // replicate sends a durable checkpoint to the fragment's standby.
 func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
@@ -191,6 +203,7 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	c := n.c
 	if n.frags[f] != nil || n.placed == nil || placement < n.placed.epoch {
 		c.counts.Fenced++
+		c.trace("%s fences a standby copy of fragment %d from %s (placement %d)", n.name, f, owner, placement)
 		return
 	}
 	cp, err := recovery.DecodeCheckpoint(data)
@@ -200,7 +213,8 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	}
 	if !full {
 		have, ok, err := n.st.Manifest(c.plan.Name(), f)
-		if err != nil || !ok || have.Epoch != prev {
+		if err != nil || !recovery.FollowsCopy(have, ok, prev) {
+			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
 			from := n.name
 			c.send(from, owner, func(d *node) {
 				if fr := d.frags[f]; fr != nil {
@@ -210,11 +224,15 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 			return
 		}
 	}
+	if !n.writable() {
+		return
+	}
 	if _, err := n.st.WriteUnsynced(c.plan.Name(), f, cp); err != nil {
 		c.trace("%s: write a standby copy of fragment %d: %v", n.name, f, err)
 		return
 	}
 	n.needSync = true
+	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
 }
 
 // sync syncs the standby copies written this turn (they share one sync).
@@ -249,6 +267,9 @@ func (n *node) tickFragments() {
 		}
 		if fr := n.frags[f]; fr != nil && c.now.Sub(fr.lastCkpt) >= c.cfg.CheckpointInterval {
 			if err := n.checkpoint(f, fr, true); err != nil {
+				if !n.up {
+					return
+				}
 				n.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", f, err))
 				return
 			}

@@ -1,15 +1,12 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/shard"
@@ -24,8 +21,12 @@ type node struct {
 	name string
 	inc  int // incarnation: raised at every start
 	up   bool
-	fs   *vfs.MemFS
-	st   *recovery.Store
+	// paused: the process is stopped (SIGSTOP): it neither ticks nor
+	// handles messages, which wait in held until it resumes.
+	paused bool
+	held   []func()
+	fs     *vfs.MemFS
+	st     *recovery.Store
 
 	// Membership: when each peer was last heard, its member epoch and
 	// whether it runs or leaves; this node's epoch (raised past every
@@ -98,12 +99,34 @@ func (c *Cluster) Kill(name string) error {
 	if !n.up {
 		return fmt.Errorf("sim: %s is not running", name)
 	}
+	return n.crash("killed")
+}
+
+// crash ends the process at once: the store keeps what was synced and a
+// random half of the rest.
+func (n *node) crash(why string) error {
+	c := n.c
 	c.counts.Crashes++
 	crashed := n.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: c.crashRand()})
-	err = n.stop()
+	err := n.stop()
 	n.fs = crashed
-	c.trace("%s killed", name)
+	c.trace("%s crashed: %s", n.name, why)
 	return err
+}
+
+// writable reports whether the node may write to its store. On a full
+// disk it may not: pebble treats a failed write-ahead-log write as fatal
+// (its Fatalf, which recovery's logger turns into a panic), so the process
+// dies at its first write — the simulation crashes the node there.
+func (n *node) writable() bool {
+	if !n.c.full[n.name] {
+		return true
+	}
+	n.c.counts.DiskFull++
+	if err := n.crash("disk full: pebble stops the process on a failed write"); err != nil {
+		n.c.errs = append(n.c.errs, err)
+	}
+	return false
 }
 
 // Restart kills a running node and starts it again.
@@ -135,6 +158,43 @@ func (c *Cluster) Leave(name string) error {
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	c.trace("%s leaves", name)
+	return nil
+}
+
+// Pause stops a node as SIGSTOP does: it keeps its memory and placement
+// but neither ticks nor handles messages, which wait for it; the others
+// stop hearing it and declare it dead.
+func (c *Cluster) Pause(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up || n.paused {
+		return fmt.Errorf("sim: %s is not running", name)
+	}
+	n.paused = true
+	c.trace("%s paused", name)
+	return nil
+}
+
+// Resume resumes a paused node: it handles the messages that waited for
+// it, in order, then ticks again from where it was — a zombie until it
+// learns the placement moved on without it.
+func (c *Cluster) Resume(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up || !n.paused {
+		return fmt.Errorf("sim: %s is not paused", name)
+	}
+	n.paused = false
+	held := n.held
+	n.held = nil
+	c.trace("%s resumed with %d messages waiting", name, len(held))
+	for _, fn := range held {
+		fn()
+	}
 	return nil
 }
 
@@ -170,9 +230,9 @@ func (c *Cluster) Cut(from, to string) error {
 // Heal restores every link.
 func (c *Cluster) Heal() { clear(c.cut) }
 
-// DiskFull makes every write to a node's store fail (ENOSPC) from now
-// on, or (full false) succeed again. A failed checkpoint stops the
-// node's checkpoints, on which a node stops, as cluster.Node does.
+// DiskFull fills a node's disk (or, full false, frees it): its next write
+// to its store crashes it, as pebble stops a process whose write-ahead log
+// cannot be written, and it cannot start while its disk is full.
 func (c *Cluster) DiskFull(name string, full bool) error {
 	n, err := c.node(name)
 	if err != nil {
@@ -190,18 +250,12 @@ func (c *Cluster) node(name string) (*node, error) {
 	return n, nil
 }
 
-// errDiskFull is the error writes fail with while a disk is full.
-var errDiskFull = fmt.Errorf("write: %w", syscall.ENOSPC)
-
 func (n *node) start() error {
 	c := n.c
-	var fs vfs.FS = errorfs.Wrap(n.fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite && c.full[n.name] {
-			return errDiskFull
-		}
-		return nil
-	}))
-	st, err := recovery.Open("store", fs, c.cfg.Logger)
+	if c.full[n.name] {
+		return fmt.Errorf("sim: %s cannot start: its disk is full", n.name)
+	}
+	st, err := recovery.Open("store", n.fs, c.cfg.Logger)
 	if err != nil {
 		return fmt.Errorf("sim: %s: %w", n.name, err)
 	}
@@ -221,7 +275,9 @@ func (n *node) start() error {
 		if !n.up || n.inc != inc {
 			return
 		}
-		n.tick()
+		if !n.paused {
+			n.tick()
+		}
 		if n.up && n.inc == inc {
 			c.at(c.now.Add(c.cfg.Tick), tick)
 		}
@@ -236,14 +292,14 @@ func (n *node) stop() error {
 	if !n.up {
 		return nil
 	}
-	n.up = false
+	n.up, n.paused, n.held = false, false, nil
 	for _, r := range n.readers {
 		_ = r.r.Close()
 	}
 	n.frags, n.readers, n.placed = nil, nil, nil
 	err := n.st.Close()
 	n.st = nil
-	if err != nil && !errors.Is(err, syscall.ENOSPC) {
+	if err != nil {
 		return fmt.Errorf("sim: close %s: %w", n.name, err)
 	}
 	return nil
@@ -393,6 +449,9 @@ func (n *node) place(next *placed) error {
 			n.frags[f].m.Placement(next.epoch)
 		case shard.Lose:
 			n.lose(f, ch.To, next.epoch)
+			if !n.up {
+				return nil // it crashed (a full disk)
+			}
 		case shard.Gain:
 			wait := ch.Handoff && n.handedOff[f] < next.epoch
 			delete(n.handedOff, f)

@@ -108,7 +108,7 @@ type Faults struct {
 type Counts struct {
 	Messages, Dropped, Duplicated, Reordered, Cut int64 // between nodes
 	Placements, Handoffs, Replicated, Fenced      int64
-	Crashes, Restarts                             int64
+	Crashes, Restarts, DiskFull                   int64
 }
 
 // Cluster is a simulated cluster running one flow: nodes in one process,
@@ -258,11 +258,7 @@ func (c *Cluster) send(from, to string, msg func(n *node)) {
 	}
 	if from == to {
 		inc := dst.inc
-		c.at(c.now, func() {
-			if dst.up && dst.inc == inc {
-				msg(dst)
-			}
-		})
+		c.at(c.now, func() { dst.deliver(inc, msg) })
 		return
 	}
 	c.counts.Messages++
@@ -291,11 +287,37 @@ func (c *Cluster) send(from, to string, msg func(n *node)) {
 				c.counts.Cut++
 				return
 			}
-			if dst.up && dst.inc == inc {
-				msg(dst)
-			}
+			dst.deliver(inc, msg)
 		})
 	}
+}
+
+// deliver runs msg at n, if n still runs the incarnation it was sent to;
+// a paused node holds it until it resumes.
+func (n *node) deliver(inc int, msg func(*node)) {
+	if !n.up || n.inc != inc {
+		return
+	}
+	if n.paused {
+		n.held = append(n.held, func() {
+			if n.up && n.inc == inc {
+				msg(n)
+			}
+		})
+		return
+	}
+	msg(n)
+}
+
+// SetFaults changes the network's faults from now on.
+func (c *Cluster) SetFaults(f Faults) error {
+	cfg := c.cfg
+	cfg.Faults = f
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	c.cfg.Faults = f
+	return nil
 }
 
 func (c *Cluster) fault(p float64) bool { return p > 0 && c.rng.Float64() < p }

@@ -151,3 +151,34 @@ func orNone(xs []string) string {
 	}
 	return strings.Join(xs, " ")
 }
+
+// Status describes every fragment each running node runs: its
+// checkpoint epoch and placement epoch, its offset vector, and whether
+// it waits, is down or holds input back.
+func (c *Cluster) Status() string {
+	var b strings.Builder
+	for _, name := range c.Up() {
+		n := c.nodes[name]
+		for _, f := range sortedKeys(n.frags) {
+			m := n.frags[f].m
+			fmt.Fprintf(&b, "%s fragment %d: epoch %d, placement %d", name, f, m.Epoch(), m.PlacementEpoch())
+			if err := m.Serving(); err != nil {
+				fmt.Fprintf(&b, " (%v)", err)
+			}
+			if m.Holding() {
+				b.WriteString(" (holding)")
+			}
+			if u := m.Unacknowledged(); u > 0 {
+				fmt.Fprintf(&b, ", %d unacknowledged", u)
+			}
+			snap := m.Vector().Snapshot()
+			var ps []string
+			for p, end := range snap {
+				ps = append(ps, fmt.Sprintf("%s=%d", c.plan.PartitionName(p.Source, p.Partition), end))
+			}
+			slices.Sort(ps)
+			fmt.Fprintf(&b, "; %s\n", strings.Join(ps, " "))
+		}
+	}
+	return b.String()
+}
