@@ -48,7 +48,7 @@ func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
 		return err
 	}
 	if !ok {
-		cp = &recovery.Checkpoint{Full: true} // never checkpointed: the new owner starts empty
+		cp = recovery.Empty(e.plan.Fragments()) // never checkpointed: the new owner starts empty
 	}
 	e.sendCheckpoint(to, frag, cp, placement, true)
 	return nil

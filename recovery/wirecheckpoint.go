@@ -181,3 +181,11 @@ func FollowsCopy(have Manifest, ok bool, prev uint64) bool {
 	}
 	return have.Epoch == prev
 }
+
+// Empty is the checkpoint of a fragment of a flow of fragments fragments
+// that never took one: what its owner hands off, so that the new owner
+// starts empty at once. (A zero Checkpoint does not decode: a manifest
+// names its flow's fragment count.)
+func Empty(fragments int) *Checkpoint {
+	return &Checkpoint{Full: true, Manifest: Manifest{Fragments: fragments}}
+}

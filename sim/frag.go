@@ -84,18 +84,29 @@ func (n *node) lose(f int, to string, epoch uint64) {
 		return
 	}
 	if !ok {
-		cp = &recovery.Checkpoint{Full: true}
+		cp = recovery.Empty(c.plan.Fragments())
 	}
 	data := recovery.EncodeCheckpoint(cp)
 	from := n.name
 	c.counts.Handoffs++
 	c.trace("%s hands fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
-	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from) })
+	n.pending[f] = true
+	inc := n.inc
+	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+}
+
+// handoffDone tells the old owner that its hand-off of f was taken.
+func (n *node) handoffDone(f int, to string, inc int) {
+	n.c.send(n.name, to, func(d *node) {
+		if d.inc == inc {
+			delete(d.pending, f)
+		}
+	})
 }
 
 // handoff takes a fragment's last checkpoint from the owner that hands it
 // over, as the engine's replica actor and fragment actor do.
-func (n *node) handoff(f int, data []byte, placement uint64, from string) {
+func (n *node) handoff(f int, data []byte, placement uint64, from string, inc int) {
 	c := n.c
 	cp, err := recovery.DecodeCheckpoint(data)
 	if err != nil {
@@ -121,6 +132,7 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string) {
 	m := fr.m
 	waiting := m.Waiting()
 	if !waiting && (placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(cp.Manifest.Offsets, m.Vector())) {
+		n.handoffDone(f, from, inc)
 		return
 	}
 	if !n.writable() {
@@ -140,6 +152,7 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string) {
 	m.Restored(r, true)
 	m.Start()
 	fr.fullNext = true
+	n.handoffDone(f, from, inc)
 	n.carry(f)
 }
 

@@ -28,11 +28,11 @@ type node struct {
 	fs     *vfs.MemFS
 	st     *recovery.Store
 
-	// Membership: when each peer was last heard, its member epoch and
-	// whether it runs or leaves; this node's epoch (raised past every
-	// epoch seen on every change of its member list, as cluster.Membership
-	// does), the member list it last saw, and since when.
-	heard    map[string]time.Time
+	// Membership: what this node knows of each peer, directly or by gossip
+	// (its newest heartbeat: when, its member epoch, whether it runs or
+	// leaves); this node's epoch (raised past every epoch seen on every
+	// change of its member list, as cluster.Membership does), the member
+	// list it last saw, and since when.
 	peers    map[string]peerInfo
 	epoch    uint64
 	high     uint64
@@ -40,7 +40,10 @@ type node struct {
 	since    time.Time
 	running  bool // placed at least once
 	leaving  bool
-	left     bool // handed everything off: stops at the next tick
+	// leftBy: a leaving node stops once it owns nothing and every hand-off
+	// it sent was taken (pending), or at this deadline, as cluster.Node.
+	leftBy  time.Time
+	pending map[int]bool
 	lastBeat time.Time
 
 	placed    *placed
@@ -51,6 +54,7 @@ type node struct {
 }
 
 type peerInfo struct {
+	at               time.Time // when the peer sent it
 	epoch            uint64
 	running, leaving bool
 }
@@ -144,8 +148,9 @@ func (c *Cluster) Restart(name string) error {
 	return n.start()
 }
 
-// Leave makes a node leave gracefully: it hands its fragments off to
-// their new owners and then stops.
+// Leave makes a node leave gracefully: it announces it, hands its
+// fragments off to their new owners and stops once they took them (or
+// after 10 s), as cluster.Node does.
 func (c *Cluster) Leave(name string) error {
 	n, err := c.node(name)
 	if err != nil {
@@ -154,9 +159,11 @@ func (c *Cluster) Leave(name string) error {
 	if !n.up {
 		return fmt.Errorf("sim: %s is not running", name)
 	}
-	n.leaving = true
+	n.leaving, n.leftBy = true, c.now.Add(10*time.Second)
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
+	n.lastBeat = c.now
+	n.beat() // announced at once, as memberlist's UpdateNode broadcasts
 	c.trace("%s leaves", name)
 	return nil
 }
@@ -261,8 +268,8 @@ func (n *node) start() error {
 	}
 	n.inc++
 	n.up, n.st = true, st
-	n.heard, n.peers = map[string]time.Time{}, map[string]peerInfo{}
-	n.alive, n.since, n.running, n.leaving, n.left = []string{n.name}, c.now, false, false, false
+	n.peers = map[string]peerInfo{}
+	n.alive, n.since, n.running, n.leaving, n.pending = []string{n.name}, c.now, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
@@ -310,7 +317,8 @@ func (n *node) stop() error {
 // fragments.
 func (n *node) tick() {
 	c := n.c
-	if n.left {
+	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
+		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0)) {
 		c.trace("%s left", n.name)
 		_ = n.stop()
 		return
@@ -332,30 +340,43 @@ func (n *node) tick() {
 	n.sync()
 }
 
-// beat tells every other node this one is alive, with its epoch.
+// beat tells every other node this one is alive, with its epoch, and
+// passes on the newest heartbeat it knows of every other node: a node is
+// declared dead only when no path brings its heartbeats (as memberlist's
+// indirect probes and gossip do), so a link cut one way between two nodes
+// that others still connect declares nobody dead.
 func (n *node) beat() {
-	info := peerInfo{epoch: n.epoch, running: n.running, leaving: n.leaving}
+	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving}}
+	for p, info := range n.peers {
+		news[p] = info
+	}
 	from := n.name
 	for _, to := range n.c.names {
 		if to == from {
 			continue
 		}
-		n.c.send(from, to, func(d *node) { d.heartbeat(from, info) })
+		n.c.send(from, to, func(d *node) { d.heartbeat(news) })
 	}
 }
 
-func (n *node) heartbeat(from string, info peerInfo) {
-	n.heard[from] = n.c.now
-	n.peers[from] = info
-	n.high = max(n.high, info.epoch)
+func (n *node) heartbeat(news map[string]peerInfo) {
+	for p, info := range news {
+		if p == n.name {
+			continue
+		}
+		if had, ok := n.peers[p]; !ok || info.at.After(had.at) {
+			n.peers[p] = info
+			n.high = max(n.high, info.epoch)
+		}
+	}
 }
 
 // detect updates the member list: this node and every peer heard within
 // Detect. A change raises this node's epoch past every epoch it has seen.
 func (n *node) detect() {
 	alive := []string{n.name}
-	for p, t := range n.heard {
-		if n.c.now.Sub(t) < n.c.cfg.Detect {
+	for p, info := range n.peers {
+		if n.c.now.Sub(info.at) < n.c.cfg.Detect {
 			alive = append(alive, p)
 		}
 	}
@@ -493,9 +514,6 @@ func (n *node) place(next *placed) error {
 		}
 		fr.m.Start()
 		n.carry(f)
-	}
-	if n.leaving && len(n.frags) == 0 && len(n.readers) == 0 {
-		n.left = true
 	}
 	return nil
 }

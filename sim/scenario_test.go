@@ -19,7 +19,7 @@ import (
 // commands and prints what it shows. Rewrite the expected output with
 // go test ./sim -run TestScenarios -rewrite.
 //
-//	cluster seed=1 fragments=8 partitions=2   (optional, before the first start)
+//	cluster seed=1 fragments=8 partitions=2 stages=2   (optional, before the first start; stages=1 drops the groups stage)
 //	start n1 n2 n3          start or restart nodes
 //	push 10000              append events to the input
 //	kill n2 | restart n2 | leave n2 | pause n1 | resume n1
@@ -57,7 +57,7 @@ func (s *scenario) close(t *testing.T) {
 	}
 }
 
-func (s *scenario) init(seed uint64, fragments, parts int) error {
+func (s *scenario) init(seed uint64, fragments, parts, stages int) error {
 	if s.w != nil {
 		return fmt.Errorf("the cluster exists already")
 	}
@@ -65,7 +65,7 @@ func (s *scenario) init(seed uint64, fragments, parts int) error {
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	w, err := newWorld(cfg, fragments, parts)
+	w, err := newWorld(cfg, fragments, parts, stages)
 	s.w = w
 	return err
 }
@@ -80,7 +80,7 @@ func names(d *datadriven.TestData) []string {
 
 func (s *scenario) do(d *datadriven.TestData) (string, error) {
 	if d.Cmd == "cluster" {
-		seed, fragments, parts := uint64(1), 8, 2
+		seed, fragments, parts, stages := uint64(1), 8, 2, 2
 		for _, a := range d.CmdArgs {
 			if len(a.Vals) != 1 {
 				return "", fmt.Errorf("%s wants one value", a.Key)
@@ -96,14 +96,16 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 				fragments = v
 			case "partitions":
 				parts = v
+			case "stages":
+				stages = v
 			default:
 				return "", fmt.Errorf("unknown argument %s", a.Key)
 			}
 		}
-		return "ok\n", s.init(seed, fragments, parts)
+		return "ok\n", s.init(seed, fragments, parts, stages)
 	}
 	if s.w == nil {
-		if err := s.init(1, 8, 2); err != nil {
+		if err := s.init(1, 8, 2, 2); err != nil {
 			return "", err
 		}
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestSmoke(t *testing.T) {
-	w, err := newWorld(sim.Config{Seed: 1}, 8, 2)
+	w, err := newWorld(sim.Config{Seed: 1}, 8, 2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

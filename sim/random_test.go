@@ -1,0 +1,240 @@
+package sim_test
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/sim"
+)
+
+var (
+	schedules = flag.Int("schedules", 1000, "TestRandomSchedules: how many seeded fault schedules to run")
+	maxFail   = flag.Int("maxfail", 3, "TestRandomSchedules: stop after this many failing seeds")
+	firstSeed = flag.Uint64("seed", 1, "TestRandomSchedules: the first seed (a failure names its seed: -schedules 1 -seed N replays it)")
+)
+
+// TestRandomSchedules runs seeded random fault schedules on simulated
+// clusters: nodes crash, restart, pause (and resume as zombies), leave and
+// join; the network loses, duplicates, delays and reorders messages and is
+// cut one way or partitioned; disks fill up — while events stream in. After
+// the faults stop (heal, restart), every schedule must end exact: the views
+// equal a sequential count and the sink holds one output per event, never
+// two values for one output id. A failure prints its seed and the
+// schedule; the same seed replays it identically.
+//
+// Split-brain partitions (both sides keep running the same fragments) run
+// on the one-stage flow only: with an exchange after them, two lineages
+// of one fragment number their outputs differently and the downstream
+// fragments mix them (see testdata/known_split_brain_exchange.txt).
+func TestRandomSchedules(t *testing.T) {
+	n := *schedules
+	if testing.Short() {
+		n = min(n, 100)
+	}
+	failed := 0
+	for i := range n {
+		seed := *firstSeed + uint64(i)
+		log, problems := runSchedule(t, seed)
+		if len(problems) > 0 {
+			failed++
+			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
+				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
+			if failed >= *maxFail {
+				t.Fatalf("stopped after %d failures", failed)
+			}
+		}
+	}
+}
+
+// runSchedule runs the schedule of one seed and returns what it did and
+// what is not exact at its end.
+func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
+	rng := rand.New(rand.NewPCG(seed, 0x5c4ed))
+	stages := 1 + rng.IntN(2)
+	fragments, parts := 2+rng.IntN(7), 1+rng.IntN(3)
+	nodes := 2 + rng.IntN(4)
+	say := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
+	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
+	cfg := sim.Config{Seed: seed}
+	if os.Getenv("SIM_TRACE") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	w, err := newWorld(cfg, fragments, parts, stages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := w.c.Close(); err != nil {
+			problems = append(problems, fmt.Sprintf("close: %v", err))
+		}
+	}()
+	c := w.c
+	var names []string
+	for i := range nodes {
+		names = append(names, fmt.Sprintf("n%d", i+1))
+	}
+	if err := c.Start(names...); err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]bool{}
+	full := map[string]bool{}
+	paused := map[string]bool{}
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	// Running nodes that may take a fault: at least one other keeps going.
+	running := func() []string {
+		var out []string
+		for _, n := range c.Up() {
+			if !paused[n] {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	down := func() []string {
+		var out []string
+		for _, n := range c.Nodes() {
+			if !slices.Contains(c.Up(), n) && !left[n] {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	steps := 4 + rng.IntN(6)
+	for range steps {
+		if rng.IntN(2) == 0 {
+			k := 50 + rng.IntN(800)
+			w.push(k)
+			say("push %d", k)
+		}
+		dt := time.Duration(200+rng.IntN(3000)) * time.Millisecond
+		c.Run(dt)
+		say("run %v", dt)
+		up := running()
+		switch a := rng.IntN(12); {
+		case a == 0 && len(up) > 1:
+			n := pick(up)
+			must(t, c.Kill(n))
+			say("kill %s", n)
+		case a == 1 && len(down()) > 0:
+			n := pick(down())
+			if full[n] {
+				must(t, c.DiskFull(n, false))
+				delete(full, n)
+				say("disk-ok %s", n)
+			}
+			must(t, c.Restart(n))
+			say("restart %s", n)
+		case a == 2 && len(up) > 1:
+			n := pick(up)
+			must(t, c.Pause(n))
+			paused[n] = true
+			say("pause %s", n)
+		case a == 3 && len(paused) > 0:
+			for _, n := range sortedNames(paused) {
+				must(t, c.Resume(n))
+				say("resume %s", n)
+			}
+			clear(paused)
+		case a == 4 && stages == 1 && len(up) > 1:
+			perm := rng.Perm(len(up))
+			k := 1 + rng.IntN(len(up)-1)
+			var x, y []string
+			for i, j := range perm {
+				if i < k {
+					x = append(x, up[j])
+				} else {
+					y = append(y, up[j])
+				}
+			}
+			slices.Sort(x)
+			slices.Sort(y)
+			must(t, c.Partition(x, y))
+			say("partition %s | %s", strings.Join(x, " "), strings.Join(y, " "))
+		case a == 5 && len(up) > 1:
+			from := pick(up)
+			to := pick(up)
+			if from != to {
+				must(t, c.Cut(from, to))
+				say("cut %s -> %s", from, to)
+			}
+		case a == 6:
+			c.Heal()
+			say("heal")
+		case a == 7 && len(up) > 1:
+			n := pick(up)
+			must(t, c.Leave(n))
+			left[n] = true
+			say("leave %s", n)
+		case a == 8 && len(c.Nodes()) < 7:
+			n := fmt.Sprintf("n%d", len(c.Nodes())+1)
+			must(t, c.Start(n))
+			say("start %s", n)
+		case a == 9 && len(up) > 1:
+			n := pick(up)
+			must(t, c.DiskFull(n, true))
+			full[n] = true
+			say("disk-full %s", n)
+		case a == 10 || a == 11:
+			f := sim.Faults{Delay: time.Duration(rng.IntN(6)) * time.Millisecond}
+			if rng.IntN(2) == 0 {
+				f.Drop = float64(rng.IntN(11)) / 100
+			}
+			if rng.IntN(2) == 0 {
+				f.Duplicate = float64(rng.IntN(21)) / 100
+			}
+			if rng.IntN(2) == 0 {
+				f.Reorder = float64(rng.IntN(31)) / 100
+			}
+			must(t, c.SetFaults(f))
+			say("faults drop=%v duplicate=%v reorder=%v delay=%v", f.Drop, f.Duplicate, f.Reorder, f.Delay)
+		}
+	}
+	// The faults stop: the network heals, paused nodes resume, full disks
+	// are freed and crashed nodes restart; a schedule that left no node
+	// running starts its first node again.
+	must(t, c.SetFaults(sim.Faults{}))
+	c.Heal()
+	for _, n := range sortedNames(paused) {
+		must(t, c.Resume(n))
+	}
+	for _, n := range sortedNames(full) {
+		must(t, c.DiskFull(n, false))
+	}
+	for _, n := range down() {
+		must(t, c.Restart(n))
+	}
+	if len(c.Up()) == 0 {
+		must(t, c.Restart(names[0]))
+	}
+	say("heal, resume, restart: %v up", c.Up())
+	w.push(100)
+	problems = w.settle(3 * time.Minute)
+	if len(problems) > 0 && os.Getenv("SIM_TRACE") != "" {
+		fmt.Fprintln(os.Stderr, w.c.Status())
+	}
+	say("ended at %v: %+v", c.Elapsed(), c.Counts())
+	return log, problems
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sortedNames(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
