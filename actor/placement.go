@@ -105,6 +105,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 		default:
 			l.local = append(l.local, -1)
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
+			e.forwardHandoff(f, owner, cl.Epoch)
 		}
 	}
 	// Fragments that moved away: a final checkpoint, stop, and hand the

@@ -95,6 +95,21 @@ func (n *node) lose(f int, to string, epoch uint64) {
 	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
 }
 
+// forward passes on a hand-off this node took for a fragment it was to
+// own and now does not: the old owner handed it its newest state, which
+// nobody else has (the fragment's new owner waits for it).
+func (n *node) forward(f int, to string, epoch uint64) {
+	c := n.c
+	cp, ok, err := n.st.Full(c.plan.Name(), f)
+	if err != nil || !ok {
+		return
+	}
+	data, from, inc := recovery.EncodeCheckpoint(cp), n.name, n.inc
+	c.counts.Handoffs++
+	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
+	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+}
+
 // handoffDone tells the old owner that its hand-off of f was taken.
 func (n *node) handoffDone(f int, to string, inc int) {
 	n.c.send(n.name, to, func(d *node) {

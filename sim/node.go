@@ -33,17 +33,17 @@ type node struct {
 	// leaves); this node's epoch (raised past every epoch seen on every
 	// change of its member list, as cluster.Membership does), the member
 	// list it last saw, and since when.
-	peers    map[string]peerInfo
-	epoch    uint64
-	high     uint64
-	alive    []string
-	since    time.Time
-	running  bool // placed at least once
-	leaving  bool
+	peers   map[string]peerInfo
+	epoch   uint64
+	high    uint64
+	alive   []string
+	since   time.Time
+	running bool // placed at least once
+	leaving bool
 	// leftBy: a leaving node stops once it owns nothing and every hand-off
 	// it sent was taken (pending), or at this deadline, as cluster.Node.
-	leftBy  time.Time
-	pending map[int]bool
+	leftBy   time.Time
+	pending  map[int]bool
 	lastBeat time.Time
 
 	placed    *placed
@@ -480,6 +480,11 @@ func (n *node) place(next *placed) error {
 				return err
 			}
 			started = append(started, f)
+		case shard.Elsewhere:
+			if _, ok := n.handedOff[f]; ok && ch.To != "" {
+				delete(n.handedOff, f)
+				n.forward(f, ch.To, next.epoch)
+			}
 		}
 	}
 	n.placed = next
