@@ -404,6 +404,11 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	}
 	root := e.sys.Root
 	l := &layout{epoch: cfg.Epoch}
+	// A fragment restored from a checkpoint (its own, a standby copy or a
+	// hand-off that came before) asks every reader to replay from its
+	// offsets: readers elsewhere may have gone past them with nothing more
+	// to send that would show the gap (found by the simulation).
+	var replay []bool
 	for i, r := range restored {
 		if r == nil {
 			l.route = append(l.route, e.pidOf(cl.Fragments[i], e.fragName(i)))
@@ -414,6 +419,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		if err != nil {
 			return nil, err
 		}
+		replay = append(replay, r.Found && !cl.awaitHandoff(i))
 		l.local = append(l.local, len(l.frags))
 		l.route = append(l.route, pid)
 		l.frags = append(l.frags, pid)
@@ -452,8 +458,8 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}
 	e.layout.Store(l)
-	for _, pid := range l.frags {
-		root.Send(pid, startMsg{})
+	for j, pid := range l.frags {
+		root.Send(pid, startMsg{replay: replay[j]})
 	}
 	if cl != nil {
 		l.standby, l.cl = e.standbys(cl), cl

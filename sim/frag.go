@@ -20,6 +20,7 @@ type frag struct {
 	lastCkpt time.Time
 	deadline time.Time // of the wait for a hand-off
 	fullNext bool      // send the standby the whole next checkpoint
+	found    bool      // it started from a checkpoint
 }
 
 // reader is a source partition's reader a node owns, with its flow
@@ -55,7 +56,7 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	}
 	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true})
 	m.SetNow(c.now)
-	fr := &frag{m: m, lastCkpt: c.now}
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found}
 	if wait {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}

@@ -514,7 +514,10 @@ func (n *node) place(next *placed) error {
 	for _, f := range started {
 		fr := n.frags[f]
 		fr.m.SetNow(c.now)
-		if !fr.m.Waiting() && !first {
+		// As the engine: a fragment gained by a placement change asks every
+		// reader to replay from its offsets; at the first placement only
+		// one restored from a checkpoint (Engine.Start).
+		if !fr.m.Waiting() && (!first || fr.found) {
 			fr.m.Replay()
 		}
 		fr.m.Start()

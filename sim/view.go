@@ -28,13 +28,13 @@ func (c *Cluster) Converged() bool {
 		}
 	}
 	for f, owner := range ref.layout.Fragments {
-		fr := c.nodes[owner].frags[f]
-		if fr == nil || fr.m.Serving() != nil || fr.m.Holding() {
+		o := c.nodes[owner]
+		if o == nil || o.frags[f] == nil || o.frags[f].m.Serving() != nil || o.frags[f].m.Holding() {
 			return false
 		}
 	}
 	for i, owner := range ref.layout.Readers {
-		if c.nodes[owner].readers[i] == nil {
+		if o := c.nodes[owner]; o == nil || o.readers[i] == nil {
 			return false
 		}
 	}
@@ -64,7 +64,7 @@ func (c *Cluster) Gather(_ context.Context, req splice.Request, only int) ([]spl
 		}
 		o := c.nodes[owner]
 		var fr *frag
-		if o.up {
+		if o != nil && o.up {
 			fr = o.frags[f]
 		}
 		if fr == nil {
