@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,7 @@ var (
 //     isolates a node (573, 964). The replay interleaves the fragment's
 //     input partitions anew, so its outputs after that checkpoint differ
 //     from what downstream fragments applied, and they mix the two.
+//
 // So two-stage schedules draw network faults, joins and graceful leaves
 // only; one-stage schedules draw every fault but pauses.
 func TestRandomSchedules(t *testing.T) {
@@ -52,27 +55,81 @@ func TestRandomSchedules(t *testing.T) {
 	if testing.Short() {
 		n = min(n, 100)
 	}
+	// Schedules are independent clusters, each driven by one goroutine:
+	// they run side by side, their reports in seed order.
+	type result struct {
+		log, problems []string
+	}
+	results := make([]chan result, n)
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	next := make(chan int)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				log, problems := runSchedule(*firstSeed + uint64(i))
+				results[i] <- result{log, problems}
+			}
+		}()
+	}
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(stop)
 	failed := 0
 	for i := range n {
 		seed := *firstSeed + uint64(i)
-		log, problems := runSchedule(t, seed)
+		r := <-results[i]
 		if testing.Verbose() {
-			t.Logf("seed %d: %s", seed, log[len(log)-1])
+			t.Logf("seed %d: %s", seed, r.log[len(r.log)-1])
 		}
-		if len(problems) > 0 {
+		if len(r.problems) > 0 {
 			failed++
 			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
-				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
+				seed, seed, strings.Join(r.problems, "\n"), strings.Join(r.log, "\n"))
 			if failed >= *maxFail {
-				t.Fatalf("stopped after %d failures", failed)
+				t.Errorf("stopped after %d failures", failed)
+				return
 			}
 		}
 	}
 }
 
+// failure is a schedule that could not go on (a fault the simulation
+// refused).
+type failure struct{ err error }
+
+func must(err error) {
+	if err != nil {
+		panic(failure{err})
+	}
+}
+
 // runSchedule runs the schedule of one seed and returns what it did and
 // what is not exact at its end.
-func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
+func runSchedule(seed uint64) (log, problems []string) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(failure)
+			if !ok {
+				panic(r)
+			}
+			problems = append(problems, f.err.Error())
+		}
+	}()
 	rng := rand.New(rand.NewPCG(seed, 0x5c4ed))
 	stages := 1 + rng.IntN(2)
 	fragments, parts := 2+rng.IntN(7), 1+rng.IntN(3)
@@ -87,9 +144,7 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	w, err := newWorld(cfg, fragments, parts, stages)
-	if err != nil {
-		t.Fatal(err)
-	}
+	must(err)
 	defer func() {
 		if err := w.c.Close(); err != nil {
 			problems = append(problems, fmt.Sprintf("close: %v", err))
@@ -100,9 +155,7 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 	for i := range nodes {
 		names = append(names, fmt.Sprintf("n%d", i+1))
 	}
-	if err := c.Start(names...); err != nil {
-		t.Fatal(err)
-	}
+	must(c.Start(names...))
 	left := map[string]bool{}
 	full := map[string]bool{}
 	paused := map[string]bool{}
@@ -140,25 +193,25 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 		switch a := rng.IntN(12); {
 		case a == 0 && nodeLoss && len(up) > 1:
 			n := pick(up)
-			must(t, c.Kill(n))
+			must(c.Kill(n))
 			say("kill %s", n)
 		case a == 1 && len(down()) > 0:
 			n := pick(down())
 			if full[n] {
-				must(t, c.DiskFull(n, false))
+				must(c.DiskFull(n, false))
 				delete(full, n)
 				say("disk-ok %s", n)
 			}
-			must(t, c.Restart(n))
+			must(c.Restart(n))
 			say("restart %s", n)
 		case a == 2 && pauses && len(up) > 1:
 			n := pick(up)
-			must(t, c.Pause(n))
+			must(c.Pause(n))
 			paused[n] = true
 			say("pause %s", n)
 		case a == 3 && len(paused) > 0:
 			for _, n := range sortedNames(paused) {
-				must(t, c.Resume(n))
+				must(c.Resume(n))
 				say("resume %s", n)
 			}
 			clear(paused)
@@ -175,13 +228,13 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 			}
 			slices.Sort(x)
 			slices.Sort(y)
-			must(t, c.Partition(x, y))
+			must(c.Partition(x, y))
 			say("partition %s | %s", strings.Join(x, " "), strings.Join(y, " "))
 		case a == 5 && nodeLoss && len(up) > 1:
 			from := pick(up)
 			to := pick(up)
 			if from != to {
-				must(t, c.Cut(from, to))
+				must(c.Cut(from, to))
 				say("cut %s -> %s", from, to)
 			}
 		case a == 6:
@@ -189,16 +242,16 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 			say("heal")
 		case a == 7 && len(up) > 1:
 			n := pick(up)
-			must(t, c.Leave(n))
+			must(c.Leave(n))
 			left[n] = true
 			say("leave %s", n)
 		case a == 8 && len(c.Nodes()) < 7:
 			n := fmt.Sprintf("n%d", len(c.Nodes())+1)
-			must(t, c.Start(n))
+			must(c.Start(n))
 			say("start %s", n)
 		case a == 9 && nodeLoss && len(up) > 1:
 			n := pick(up)
-			must(t, c.DiskFull(n, true))
+			must(c.DiskFull(n, true))
 			full[n] = true
 			say("disk-full %s", n)
 		case a == 10 || a == 11:
@@ -212,26 +265,26 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 			if rng.IntN(2) == 0 {
 				f.Reorder = float64(rng.IntN(31)) / 100
 			}
-			must(t, c.SetFaults(f))
+			must(c.SetFaults(f))
 			say("faults drop=%v duplicate=%v reorder=%v delay=%v", f.Drop, f.Duplicate, f.Reorder, f.Delay)
 		}
 	}
 	// The faults stop: the network heals, paused nodes resume, full disks
 	// are freed and crashed nodes restart; a schedule that left no node
 	// running starts its first node again.
-	must(t, c.SetFaults(sim.Faults{}))
+	must(c.SetFaults(sim.Faults{}))
 	c.Heal()
 	for _, n := range sortedNames(paused) {
-		must(t, c.Resume(n))
+		must(c.Resume(n))
 	}
 	for _, n := range sortedNames(full) {
-		must(t, c.DiskFull(n, false))
+		must(c.DiskFull(n, false))
 	}
 	for _, n := range down() {
-		must(t, c.Restart(n))
+		must(c.Restart(n))
 	}
 	if len(c.Up()) == 0 {
-		must(t, c.Restart(names[0]))
+		must(c.Restart(names[0]))
 	}
 	say("heal, resume, restart: %v up", c.Up())
 	w.push(100)
@@ -241,13 +294,6 @@ func runSchedule(t *testing.T, seed uint64) (log, problems []string) {
 	}
 	say("ended at %v: %+v", c.Elapsed(), c.Counts())
 	return log, problems
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func sortedNames(m map[string]bool) []string {
@@ -263,8 +309,8 @@ func sortedNames(m map[string]bool) []string {
 // thing, message for message (what it did and every counter agree).
 func TestReplayIsIdentical(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
-		a, pa := runSchedule(t, seed)
-		b, pb := runSchedule(t, seed)
+		a, pa := runSchedule(seed)
+		b, pb := runSchedule(seed)
 		if !slices.Equal(a, b) || !slices.Equal(pa, pb) {
 			t.Fatalf("seed %d ran differently:\n%s\n%v\n---\n%s\n%v", seed, strings.Join(a, "\n"), pa, strings.Join(b, "\n"), pb)
 		}
