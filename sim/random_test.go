@@ -48,6 +48,7 @@ var (
 //     300, 845: there is no quorum). The replay interleaves the fragment's
 //     input partitions anew, so its outputs after that checkpoint differ
 //     from what downstream fragments applied, and they mix the two.
+//
 // So two-stage schedules draw network faults, joins and graceful leaves
 // only; one-stage schedules draw every fault but pauses.
 func TestRandomSchedules(t *testing.T) {
