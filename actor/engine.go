@@ -404,6 +404,12 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	}
 	root := e.sys.Root
 	l := &layout{epoch: cfg.Epoch}
+	// In a cluster, a fragment restored from a checkpoint (its own, a
+	// standby copy or a hand-off that came before) asks every reader to
+	// replay from its offsets: readers on other nodes may have gone past
+	// them with nothing more to send that would show the gap (found by the
+	// simulation). On one node the readers start where the fragments are.
+	var replay []bool
 	for i, r := range restored {
 		if r == nil {
 			l.route = append(l.route, e.pidOf(cl.Fragments[i], e.fragName(i)))
@@ -414,6 +420,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		if err != nil {
 			return nil, err
 		}
+		replay = append(replay, r.Found && cl != nil && !cl.awaitHandoff(i))
 		l.local = append(l.local, len(l.frags))
 		l.route = append(l.route, pid)
 		l.frags = append(l.frags, pid)
@@ -452,8 +459,8 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}
 	e.layout.Store(l)
-	for _, pid := range l.frags {
-		root.Send(pid, startMsg{})
+	for j, pid := range l.frags {
+		root.Send(pid, startMsg{replay: replay[j]})
 	}
 	if cl != nil {
 		l.standby, l.cl = e.standbys(cl), cl

@@ -394,23 +394,6 @@ func (fa *fragmentActor) load(r recovery.Restored) {
 	fa.stats.Epoch.Store(r.Manifest.Epoch)
 }
 
-// ahead reports whether offsets cover at least what v does on every
-// channel partition, and more on one. A checkpoint behind on any partition
-// is not adopted: upstream fragments may have forgotten the outputs it
-// would need again, since this fragment's own checkpoints cover them.
-func ahead(offsets map[recovery.PartitionID]int64, v *recovery.Vector) bool {
-	more := false
-	for p, end := range v.Snapshot() {
-		if offsets[p] < end {
-			return false
-		}
-	}
-	for p, end := range offsets {
-		more = more || end > v.End(p)
-	}
-	return more
-}
-
 // handedOff restores the last checkpoint of the fragment's old owner, which
 // handed it to this node, and starts from it: every channel partition
 // replays from there. A fragment that started already (the wait timed out)
@@ -425,7 +408,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 	}
 	waiting := m.Waiting()
 	if !waiting {
-		if msg.placement < m.PlacementEpoch() || m.Down() || !ahead(msg.cp.Manifest.Offsets, m.Vector()) {
+		if msg.placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(msg.cp.Manifest.Offsets, m.Vector()) {
 			e.cfg.Logger.Debug("a hand-off not ahead of the running fragment", "fragment", fa.id, "from", msg.from)
 			done()
 			return

@@ -7,6 +7,7 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // epochMsg tells a fragment the placement epoch: batches of an older one
@@ -19,17 +20,16 @@ type epochMsg struct{ epoch uint64 }
 // rewind).
 type movedMsg struct{ fragments []int }
 
-// alive reports whether the node at remote address addr is in the
-// placement or leaving it.
-func alive(addr string, cl *ClusterConfig) bool {
-	for _, m := range []map[string]string{cl.Remotes, cl.Leaving} {
-		for _, a := range m {
-			if a == addr {
-				return true
-			}
-		}
+// placementPlan is what this node does with each fragment when the
+// placement changes from old to cl (shard.Changes): keep, gain (waiting for
+// a hand-off from a live owner) or lose it.
+func placementPlan(old, cl *ClusterConfig) []shard.Change {
+	live := func(name string) bool {
+		_, in := cl.Remotes[name]
+		_, leaving := cl.Leaving[name]
+		return in || leaving
 	}
-	return false
+	return shard.Changes(cl.Self, old.Fragments, cl.Fragments, live)
 }
 
 // Place applies a new placement (of a newer epoch): fragments this node
@@ -57,6 +57,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	self := e.cfg.Cluster.Self
 	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
 	e.awaitRemotes(cl)
+	plan := placementPlan(e.cfg.Cluster, cl)
 	e.cfg.Cluster = cl
 	e.placeAlerts(cl)
 	l := &layout{epoch: cl.Epoch}
@@ -65,31 +66,28 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	var started []*pa.PID // gained fragments
 	var replay []bool     // ... that start now (not waiting for a hand-off)
 	for f, owner := range cl.Fragments {
-		was := old.local[f] >= 0
-		now := owner == self
 		if old.route[f].Address != e.pidOf(owner, "").Address {
 			moved = append(moved, f)
 		}
-		switch {
-		case was && now:
+		switch plan[f].Kind {
+		case shard.Keep:
 			i := old.local[f]
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, old.frags[i])
 			l.frags = append(l.frags, old.frags[i])
 			l.fstats = append(l.fstats, old.fstats[i])
 			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch})
-		case was:
+		case shard.Lose:
 			lost = append(lost, f)
 			l.local = append(l.local, -1)
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
-		case now:
+		case shard.Gain:
 			// From a live owner (one that left the placement or is
 			// leaving), the fragment is handed off: it waits for that
 			// owner's last checkpoint, unless it came already. From a dead
 			// one it starts from the standby copy in the local store.
 			gained = append(gained, f)
-			from := old.route[f].Address
-			wait := from != e.sys.Address() && alive(from, cl) && e.handedOff[f] < cl.Epoch
+			wait := plan[f].Handoff && e.handedOff[f] < cl.Epoch
 			delete(e.handedOff, f)
 			r, err := recovery.Restore(e.store, e.plan, f)
 			if err != nil {
@@ -107,6 +105,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 		default:
 			l.local = append(l.local, -1)
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
+			e.forwardHandoff(f, owner, cl.Epoch)
 		}
 	}
 	// Fragments that moved away: a final checkpoint, stop, and hand the

@@ -48,10 +48,29 @@ func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
 		return err
 	}
 	if !ok {
-		cp = &recovery.Checkpoint{Full: true} // never checkpointed: the new owner starts empty
+		cp = recovery.Empty(e.plan.Fragments()) // never checkpointed: the new owner starts empty
 	}
 	e.sendCheckpoint(to, frag, cp, placement, true)
 	return nil
+}
+
+// forwardHandoff passes on a hand-off this node took for fragment f before
+// a placement gave it the fragment (placeMu held), now that the placement
+// gives f to owner: the old owner handed this node its newest state, which
+// nobody else has, and the new owner waits for a hand-off. (Found by the
+// simulation: two nodes joining at once, the first handed a fragment that
+// the placement then gave the second, which waited 10 s and started from
+// its own older copy.)
+func (e *Engine) forwardHandoff(f int, owner string, placement uint64) {
+	if _, ok := e.handedOff[f]; !ok || owner == "" || owner == e.self {
+		return
+	}
+	delete(e.handedOff, f)
+	if err := e.handOff(f, e.pidOf(owner, e.plan.Name()+"/replica"), placement); err != nil {
+		e.cfg.Logger.Warn("forward a hand-off", "fragment", f, "to", owner, "err", err)
+		return
+	}
+	e.handoffs.Add(1)
 }
 
 // sendCheckpoint sends cp in chunks to a replica actor.
@@ -175,7 +194,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	}
 	if !cp.Full {
 		have, ok, err := e.store.Manifest(e.plan.Name(), f)
-		if err != nil || !ok || have.Epoch != m.PrevEpoch {
+		if err != nil || !recovery.FollowsCopy(have, ok, m.PrevEpoch) {
 			// No copy, or not the one this change applies to: ask for all.
 			e.cfg.Logger.Debug("standby copy missing or behind: resync", "fragment", f, "have", have.Epoch, "prev", m.PrevEpoch, "err", err)
 			c.Send(l.route[f], &wire.Resync{Fragment: m.Fragment})

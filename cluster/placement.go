@@ -50,26 +50,12 @@ func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
 		p.Remotes[m.Name] = m.Remote
 	}
 	slices.Sort(p.Members)
-	g := plan.Fragments()
-	tab := shard.Assign(p.Members, g, Replicas)
-	for f := range g {
-		p.Fragments = append(p.Fragments, tab.Owner(f))
-		standby := ""
-		if len(tab.Fragments[f]) > 1 {
-			standby = tab.Fragments[f][1]
-		}
-		p.Standbys = append(p.Standbys, standby)
-	}
-	i := 0
+	parts := 0
 	for _, s := range plan.Sources() {
-		for range s.Partitions {
-			p.Readers = append(p.Readers, shard.Place(g+i, p.Members, 1)[0])
-			i++
-		}
+		parts += s.Partitions
 	}
-	if len(plan.Alerts()) > 0 {
-		p.Alerts = shard.Place(g+i, p.Members, Replicas)
-	}
+	l := shard.LayOut(p.Members, plan.Fragments(), parts, len(plan.Alerts()) > 0)
+	p.Fragments, p.Standbys, p.Readers, p.Alerts = l.Fragments, l.Standbys, l.Readers, l.Alerts
 	return p
 }
 

@@ -43,7 +43,8 @@
 // (To with OnCheckpoint): the first is exactly-once for an idempotent sink
 // only when the outputs do not depend on how partitions interleave, the
 // second always; with Fragment.LagReleases (replicated checkpoints), once
-// the checkpoint after the one that covers them is durable.
+// the checkpoint after the one that covers them is durable — and the
+// outputs on an exchange leave for the fragments downstream then too.
 //
 // # User functions that fail
 //

@@ -121,7 +121,7 @@ type exchangeOut interface {
 	delta(d *Delta) error
 	restore(key, val []byte) error
 	restored()
-	released()
+	released(lag bool)
 	sentAll() bool
 	holding() bool
 	retained() int
@@ -143,8 +143,11 @@ type exWriter[K comparable, T any] struct {
 	recBytes    int   // about how many bytes a record takes encoded, to size a checkpoint entry at once
 	// Outputs numbered below rel may be sent, with the watermark relWM: a
 	// durable checkpoint covers them; mark and markWM are the checkpoint
-	// being written's (Fragment.Released).
+	// being written's (Fragment.Released); behind and behindWM the
+	// previous checkpoint's, released instead of the newest with
+	// Fragment.LagReleases.
 	rel, relWM, mark, markWM int64
+	behind, behindWM         int64
 	// ancestors are the channels the re-keyed stream comes from, directly
 	// or through earlier exchanges: when all their partitions ended and
 	// every output is released, the exchange's partition ends too.
@@ -177,7 +180,7 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 		}
 		ch = p.stageChannel(p.f.edges[ch-len(p.f.sources)].from)
 	}
-	w.relWM, w.markWM = NoWatermark, NoWatermark
+	w.relWM, w.markWM, w.behindWM = NoWatermark, NoWatermark, NoWatermark
 	for i := range w.dests {
 		w.dests[i].sentWM = NoWatermark
 	}
@@ -277,8 +280,15 @@ func (w *exWriter[K, T]) take(d int) *Batch {
 	return b
 }
 
-// released makes the outputs of the checkpoint just durable sendable.
-func (w *exWriter[K, T]) released() { w.rel, w.relWM = max(w.rel, w.mark), max(w.relWM, w.markWM) }
+// released makes the outputs of the checkpoint just durable sendable; with
+// lag, those of the checkpoint before it (a standby may restore that one).
+func (w *exWriter[K, T]) released(lag bool) {
+	mark, markWM := w.mark, w.markWM
+	if lag {
+		mark, markWM, w.behind, w.behindWM = w.behind, w.behindWM, w.mark, w.markWM
+	}
+	w.rel, w.relWM = max(w.rel, mark), max(w.relWM, markWM)
+}
 
 // part is the records log[i:j] of dd as a batch part. The batch shares the
 // log's array: records are never changed once logged.
@@ -483,8 +493,8 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 // fragment is sent a batch that tells it where this one is, and asks for
 // what it lacks (a gap).
 func (w *exWriter[K, T]) restored() {
-	w.mark, w.rel = w.seq, w.seq
-	w.markWM, w.relWM = w.wm(), w.wm()
+	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
+	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
 	for i := range w.dests {
 		dd := &w.dests[i]
 		dd.sent, dd.sentAt, dd.force = w.seq, len(dd.log), true

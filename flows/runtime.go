@@ -815,7 +815,7 @@ func (fr *Fragment) Restored() {
 // covers.
 func (fr *Fragment) Released() error {
 	for _, w := range fr.out {
-		w.released()
+		w.released(fr.lag)
 	}
 	var errs []error
 	for _, s := range fr.committed {
@@ -829,13 +829,16 @@ func (fr *Fragment) Released() error {
 	return nil
 }
 
-// LagReleases makes Released deliver to the OnCheckpoint sinks what the
-// checkpoint before the newest durable one covers, not the newest: for a
-// fragment whose standby may restore that older checkpoint (its copy of
-// the newest one may not have arrived), so that a restore never brings
-// back fewer outputs than were delivered since (an exactly-once sink that
-// skips a delivered prefix needs it). It costs one checkpoint interval of
-// latency.
+// LagReleases makes Released deliver to the OnCheckpoint sinks, and send
+// on the exchanges, what the checkpoint before the newest durable one
+// covers, not the newest: for a fragment whose standby may restore that
+// older checkpoint (its copy of the newest one may not have arrived), so
+// that a restore never brings back fewer outputs than were delivered
+// since (an exactly-once sink that skips a delivered prefix needs it), and
+// never contradicts what fragments downstream applied (a replay
+// interleaves its input partitions anew, so the outputs after the
+// restored checkpoint may come out in another order). It costs one
+// checkpoint interval of latency per stage.
 func (fr *Fragment) LagReleases() { fr.lag = true }
 
 // TakeOutputs calls fn with every batch due to a fragment downstream (its

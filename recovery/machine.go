@@ -39,7 +39,8 @@ import (
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
 //   - outputs for fragments downstream (exchanges) leave once a durable
-//     checkpoint covers them (see flows' exchange.go): Durable sends them;
+//     checkpoint covers them (see flows' exchange.go), with Replicated
+//     once the checkpoint after it is durable: Durable sends them;
 //     a batch sent downstream and not acknowledged for RewindTimeout was
 //     lost (a connection broke) and is sent again, with everything sent
 //     to that fragment since;

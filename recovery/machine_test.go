@@ -846,6 +846,14 @@ func TestMachineExchangeTrims(t *testing.T) {
 			if len(rd.Trims) != 0 {
 				t.Fatalf("trims %v of a source channel", rd.Trims)
 			}
+			if replicated {
+				// A replicated fragment's outputs leave one checkpoint
+				// later: its standby may restore the one before the newest.
+				if len(rd.Sends) != 0 {
+					t.Fatalf("%d batches sent at the first checkpoint", len(rd.Sends))
+				}
+				rd = r.checkpoint(t, m0, 0)
+			}
 			count, end := sent(t, rd.Sends, 0, nil)
 			deliver(ms, 0, rd.Sends)
 
@@ -865,6 +873,7 @@ func TestMachineExchangeTrims(t *testing.T) {
 			want = map[recovery.PartitionID]int64{part(exchangeCh, 0): end[1], part(exchangeCh, 1): own[1]}
 			if replicated {
 				want = map[recovery.PartitionID]int64{part(exchangeCh, 0): end[1]}
+				_, own = sent(t, rd.Sends, 1, nil) // its own outputs leave now
 			}
 			if got := trims(rd.Trims); !maps.Equal(got, want) || own[1] == 0 {
 				t.Fatalf("second checkpoint's trims %v, want %v", got, want)

@@ -80,3 +80,21 @@ func (v *Vector) Snapshot() map[PartitionID]int64 {
 	maps.Copy(out, v.ends)
 	return out
 }
+
+// Ahead reports whether offsets cover at least what v does on every
+// channel partition, and more on one. A fragment running already adopts a
+// handed-off checkpoint only if it is ahead: one behind on any partition
+// is not, since upstream fragments may have forgotten the outputs it would
+// need again (this fragment's own checkpoints cover them).
+func Ahead(offsets map[PartitionID]int64, v *Vector) bool {
+	more := false
+	for p, end := range v.Snapshot() {
+		if offsets[p] < end {
+			return false
+		}
+	}
+	for p, end := range offsets {
+		more = more || end > v.End(p)
+	}
+	return more
+}

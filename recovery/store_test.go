@@ -349,3 +349,19 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// The checkpoint of a fragment that never took one crosses the wire (a
+// hand-off) and restores an empty fragment; a zero Checkpoint did not
+// decode, and the new owner waited for the hand-off until its timeout.
+func TestEmptyCheckpointCrossesTheWire(t *testing.T) {
+	if _, err := DecodeCheckpoint(EncodeCheckpoint(&Checkpoint{Full: true})); err == nil {
+		t.Fatal("a checkpoint naming no fragment count decoded")
+	}
+	cp, err := DecodeCheckpoint(EncodeCheckpoint(Empty(8)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cp.Full || cp.Manifest.Fragments != 8 || cp.Manifest.Epoch != 0 || len(cp.Puts) != 0 {
+		t.Fatalf("decoded %+v", cp)
+	}
+}

@@ -169,3 +169,23 @@ func (s *Store) Full(flow string, frag int) (cp *Checkpoint, ok bool, err error)
 	cp.Manifest = m
 	return cp, ok, err
 }
+
+// FollowsCopy reports whether an incremental copy of a checkpoint that
+// follows epoch prev applies to the copy a standby holds (have, if ok): it
+// applies on the copy of epoch prev, and a fragment's first checkpoint
+// (prev 0), which holds its whole state, applies on none. Otherwise the
+// standby asks for a full copy.
+func FollowsCopy(have Manifest, ok bool, prev uint64) bool {
+	if !ok {
+		return prev == 0
+	}
+	return have.Epoch == prev
+}
+
+// Empty is the checkpoint of a fragment of a flow of fragments fragments
+// that never took one: what its owner hands off, so that the new owner
+// starts empty at once. (A zero Checkpoint does not decode: a manifest
+// names its flow's fragment count.)
+func Empty(fragments int) *Checkpoint {
+	return &Checkpoint{Full: true, Manifest: Manifest{Fragments: fragments}}
+}

@@ -126,3 +126,109 @@ func Diff(old, new Table) []Move {
 	}
 	return out
 }
+
+// Layout is where one flow runs: the owner and standby of every fragment
+// and the owner of every source partition.
+type Layout struct {
+	Fragments []string // owner of each fragment
+	Standbys  []string // standby of each fragment ("" with one member)
+	Readers   []string // owner of each source partition, in source order
+	Alerts    []string // owner and standby of the flow's alerts (nil without alerts)
+}
+
+// LayOut places g fragments (an owner and, with two members or more, a
+// standby each), partitions source partitions and, if alerts, the flow's
+// alerts over members. Source partition i is placed as if it were fragment
+// g+i, so that partitions spread independently of fragments; the alerts as
+// the fragment after the partitions. Every node computes the same layout
+// from the same members, in any order.
+func LayOut(members []string, g, partitions int, alerts bool) Layout {
+	const replicas = 2
+	var l Layout
+	tab := Assign(members, g, replicas)
+	for f := range g {
+		l.Fragments = append(l.Fragments, tab.Owner(f))
+		standby := ""
+		if len(tab.Fragments[f]) > 1 {
+			standby = tab.Fragments[f][1]
+		}
+		l.Standbys = append(l.Standbys, standby)
+	}
+	for i := range partitions {
+		owner := ""
+		if p := Place(g+i, members, 1); len(p) > 0 {
+			owner = p[0]
+		}
+		l.Readers = append(l.Readers, owner)
+	}
+	if alerts {
+		l.Alerts = Place(g+partitions, members, replicas)
+	}
+	return l
+}
+
+// Kind is what a member does with one fragment when the placement
+// changes.
+type Kind int
+
+const (
+	Elsewhere Kind = iota // neither owned before nor after
+	Keep                  // owned before and after
+	Gain                  // owned after, not before
+	Lose                  // owned before, not after
+)
+
+// Change is what member self does with one fragment.
+type Change struct {
+	Fragment int
+	Kind     Kind
+	From, To string // the owner before and after ("" for none)
+	// Handoff, for a gained fragment: its old owner is alive (in the new
+	// placement, or leaving it), so it hands its last checkpoint over and
+	// the fragment waits for it; from a dead owner the fragment starts from
+	// its local standby copy.
+	Handoff bool
+}
+
+// Changes is the plan of member self when the owners of fragments change
+// from old to new (both one owner per fragment, "" for none): one Change
+// per fragment, in fragment order, from Diff. alive says whether a member
+// is alive in the new placement.
+func Changes(self string, old, new []string, alive func(string) bool) []Change {
+	out := make([]Change, len(new))
+	for f, o := range new {
+		out[f] = Change{Fragment: f, From: ownerAt(old, f), To: o, Kind: Elsewhere}
+		if o == self && out[f].From == self {
+			out[f].Kind = Keep
+		}
+	}
+	for _, mv := range Diff(tableOf(old), tableOf(new)) {
+		c := &out[mv.Fragment]
+		switch {
+		case mv.To == self:
+			c.Kind = Gain
+			c.Handoff = mv.From != "" && alive(mv.From)
+		case mv.From == self:
+			c.Kind = Lose
+		}
+	}
+	return out
+}
+
+func ownerAt(owners []string, f int) string {
+	if f < len(owners) {
+		return owners[f]
+	}
+	return ""
+}
+
+// tableOf is a table of one owner per fragment, as Diff takes.
+func tableOf(owners []string) Table {
+	t := Table{Replicas: 1, Fragments: make([][]string, len(owners))}
+	for f, o := range owners {
+		if o != "" {
+			t.Fragments[f] = []string{o}
+		}
+	}
+	return t
+}

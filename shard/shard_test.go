@@ -149,3 +149,49 @@ func TestMinimalMovementOnLeave(t *testing.T) {
 		}
 	})
 }
+
+func TestChangesFollowDiff(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "n")
+		g := rapid.IntRange(1, 64).Draw(t, "g")
+		before := LayOut(ms, g, 3, false)
+		gone := rapid.SampledFrom(ms).Draw(t, "gone")
+		rest := slices.DeleteFunc(slices.Clone(ms), func(m string) bool { return m == gone })
+		after := LayOut(append(rest, "newcomer"), g, 3, false)
+		alive := func(m string) bool { return m != gone }
+		moves := Diff(tableOf(before.Fragments), tableOf(after.Fragments))
+		for _, self := range append(ms, "newcomer") {
+			cs := Changes(self, before.Fragments, after.Fragments, alive)
+			if len(cs) != g {
+				t.Fatalf("%d changes for %d fragments", len(cs), g)
+			}
+			for f, c := range cs {
+				was, is := before.Fragments[f] == self, after.Fragments[f] == self
+				want := map[[2]bool]Kind{{true, true}: Keep, {false, true}: Gain, {true, false}: Lose, {false, false}: Elsewhere}[[2]bool{was, is}]
+				if c.Kind != want || c.Fragment != f || c.From != before.Fragments[f] || c.To != after.Fragments[f] {
+					t.Fatalf("%s, fragment %d: %+v, want kind %d", self, f, c, want)
+				}
+				if c.Handoff != (c.Kind == Gain && c.From != gone) {
+					t.Fatalf("%s, fragment %d: hand-off %v from %s (gone %s)", self, f, c.Handoff, c.From, gone)
+				}
+			}
+		}
+		for _, mv := range moves {
+			if mv.From == mv.To {
+				t.Fatalf("a move that moves nothing: %+v", mv)
+			}
+		}
+	})
+}
+
+func TestLayOutWithoutMembers(t *testing.T) {
+	l := LayOut(nil, 4, 2, true)
+	for f, o := range l.Fragments {
+		if o != "" || l.Standbys[f] != "" {
+			t.Fatalf("fragment %d placed on %q with no members", f, o)
+		}
+	}
+	if len(l.Readers) != 2 || l.Readers[0] != "" || len(l.Alerts) != 0 {
+		t.Fatalf("readers %q, alerts %q with no members", l.Readers, l.Alerts)
+	}
+}

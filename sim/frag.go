@@ -1,0 +1,605 @@
+package sim
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// frag is a fragment a node owns: the engine's recovery.Machine, carried
+// out as the fragment actor carries it out.
+type frag struct {
+	m        *recovery.Machine
+	lastCkpt time.Time
+	deadline time.Time // of the wait for a hand-off
+	fullNext bool      // send the standby the whole next checkpoint
+	found    bool      // it started from a checkpoint
+}
+
+// reader is a source partition's reader a node owns, with its flow
+// control (recovery.Credits).
+type reader struct {
+	n         *node
+	idx       int
+	r         *flows.Reader
+	cr        *recovery.Credits
+	lastCheck time.Time
+}
+
+// Senders as the machines' From.Ref: a reader or a fragment, on a node in
+// one incarnation.
+type (
+	readerRef struct {
+		node string
+		inc  int
+		part int
+	}
+	fragRef struct {
+		node string
+		inc  int
+		frag int
+	}
+)
+
+func (n *node) gain(f int, epoch uint64, wait bool) error {
+	c := n.c
+	r, err := recovery.Restore(n.st, c.plan, f)
+	if err != nil {
+		return fmt.Errorf("restore fragment %d: %w", f, err)
+	}
+	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true})
+	m.SetNow(c.now)
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found}
+	if wait {
+		fr.deadline = c.now.Add(c.cfg.HandoffWait)
+	}
+	n.frags[f] = fr
+	c.trace("%s gains fragment %d (restored epoch %d, wait %v)", n.name, f, r.Manifest.Epoch, wait)
+	return nil
+}
+
+// lose takes a final checkpoint of fragment f, stops it and hands its
+// last durable checkpoint to its new owner.
+func (n *node) lose(f int, to string, epoch uint64) {
+	c := n.c
+	fr := n.frags[f]
+	delete(n.frags, f)
+	fr.m.SetNow(c.now)
+	if err := n.checkpoint(f, fr, false); err != nil || !n.up {
+		c.trace("%s: final checkpoint of fragment %d: %v", n.name, f, err)
+		return // the new owner times out and starts from its own copy
+	}
+	if to == "" {
+		return
+	}
+	cp, ok, err := n.st.Full(c.plan.Name(), f)
+	if err != nil {
+		c.trace("%s: read fragment %d for a hand-off: %v", n.name, f, err)
+		return
+	}
+	if !ok {
+		cp = recovery.Empty(c.plan.Fragments())
+	}
+	data := recovery.EncodeCheckpoint(cp)
+	from := n.name
+	c.counts.Handoffs++
+	c.trace("%s hands fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
+	n.pending[f] = true
+	inc := n.inc
+	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+}
+
+// forward passes on a hand-off this node took for a fragment it was to
+// own and now does not: the old owner handed it its newest state, which
+// nobody else has (the fragment's new owner waits for it).
+func (n *node) forward(f int, to string, epoch uint64) {
+	c := n.c
+	cp, ok, err := n.st.Full(c.plan.Name(), f)
+	if err != nil || !ok {
+		return
+	}
+	data, from, inc := recovery.EncodeCheckpoint(cp), n.name, n.inc
+	c.counts.Handoffs++
+	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
+	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+}
+
+// handoffDone tells the old owner that its hand-off of f was taken.
+func (n *node) handoffDone(f int, to string, inc int) {
+	n.c.send(n.name, to, func(d *node) {
+		if d.inc == inc {
+			delete(d.pending, f)
+		}
+	})
+}
+
+// handoff takes a fragment's last checkpoint from the owner that hands it
+// over, as the engine's replica actor and fragment actor do.
+func (n *node) handoff(f int, data []byte, placement uint64, from string, inc int) {
+	c := n.c
+	cp, err := recovery.DecodeCheckpoint(data)
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("%s: hand-off of fragment %d: %w", n.name, f, err))
+		return
+	}
+	fr := n.frags[f]
+	if fr == nil {
+		if n.placed != nil && placement < n.placed.epoch {
+			c.counts.Fenced++
+			return
+		}
+		if !n.writable() {
+			return
+		}
+		if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
+			n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
+			return
+		}
+		n.handedOff[f] = placement
+		return
+	}
+	m := fr.m
+	waiting := m.Waiting()
+	if !waiting && (placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(cp.Manifest.Offsets, m.Vector())) {
+		n.handoffDone(f, from, inc)
+		return
+	}
+	if !n.writable() {
+		return
+	}
+	if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
+		n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
+		return
+	}
+	r, err := recovery.Restore(n.st, c.plan, f)
+	if err != nil {
+		n.fail(fmt.Errorf("restore the handed-off checkpoint of fragment %d: %w", f, err))
+		return
+	}
+	c.trace("%s takes fragment %d from %s (epoch %d)", n.name, f, from, r.Manifest.Epoch)
+	m.SetNow(c.now)
+	m.Restored(r, true)
+	m.Start()
+	fr.fullNext = true
+	n.handoffDone(f, from, inc)
+	n.carry(f)
+}
+
+// checkpoint takes, writes and replicates fragment f's next checkpoint.
+// The write is synced at once: the engine's group commit only shares the
+// sync between fragments.
+func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
+	c := n.c
+	fr.lastCkpt = c.now
+	cp, err := fr.m.Checkpoint()
+	if err != nil {
+		return err
+	}
+	if cp == nil {
+		return nil
+	}
+	if !n.writable() {
+		return errCrashed
+	}
+	_, err = n.st.Write(c.plan.Name(), f, cp)
+	fr.m.Durable(cp.Manifest.Offsets, err)
+	if err != nil {
+		return err
+	}
+	if replicate {
+		n.replicate(f, fr, cp)
+	}
+	return nil
+}
+
+// errCrashed says the node crashed while it carried something out.
+var errCrashed = errors.New("sim: the node crashed")
+
+// replicate sends a durable checkpoint to the fragment's standby.
+func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
+	c := n.c
+	standby := n.placed.layout.Standbys[f]
+	if standby == "" || standby == n.name {
+		return
+	}
+	if fr.fullNext {
+		whole, ok, err := n.st.Full(c.plan.Name(), f)
+		if err != nil || !ok {
+			return
+		}
+		cp = whole
+		fr.fullNext = false
+	}
+	prev := uint64(0)
+	if cp.Manifest.Epoch > 0 {
+		prev = cp.Manifest.Epoch - 1
+	}
+	data, full, epoch, from := recovery.EncodeCheckpoint(cp), cp.Full, n.placed.epoch, n.name
+	c.counts.Replicated++
+	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from) })
+}
+
+// standbyCopy stores a standby copy, as the engine's replica actor: not
+// from a stale owner, and an incremental one only on the copy it follows.
+func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64, owner string) {
+	c := n.c
+	if n.frags[f] != nil || n.placed == nil || placement < n.placed.epoch {
+		c.counts.Fenced++
+		c.trace("%s fences a standby copy of fragment %d from %s (placement %d)", n.name, f, owner, placement)
+		return
+	}
+	cp, err := recovery.DecodeCheckpoint(data)
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("%s: standby copy of fragment %d: %w", n.name, f, err))
+		return
+	}
+	if !full {
+		have, ok, err := n.st.Manifest(c.plan.Name(), f)
+		if err != nil || !recovery.FollowsCopy(have, ok, prev) {
+			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
+			from := n.name
+			c.send(from, owner, func(d *node) {
+				if fr := d.frags[f]; fr != nil {
+					fr.fullNext = true
+				}
+			})
+			return
+		}
+	}
+	if !n.writable() {
+		return
+	}
+	if _, err := n.st.WriteUnsynced(c.plan.Name(), f, cp); err != nil {
+		c.trace("%s: write a standby copy of fragment %d: %v", n.name, f, err)
+		return
+	}
+	n.needSync = true
+	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
+}
+
+// sync syncs the standby copies written this turn (they share one sync).
+func (n *node) sync() {
+	if !n.needSync || n.st == nil {
+		return
+	}
+	n.needSync = false
+	if err := n.st.Sync(); err != nil {
+		n.c.trace("%s: sync standby copies: %v", n.name, err)
+	}
+}
+
+// tickFragments moves the fragments' clocks, ends hand-off waits that
+// timed out, and checkpoints every CheckpointInterval.
+func (n *node) tickFragments() {
+	c := n.c
+	for _, f := range sortedKeys(n.frags) {
+		fr := n.frags[f]
+		if fr == nil {
+			continue
+		}
+		m := fr.m
+		if m.Waiting() && !c.now.Before(fr.deadline) {
+			m.SetNow(c.now)
+			m.StopWaiting()
+		}
+		m.Tick(c.now)
+		n.carry(f)
+		if !n.up {
+			return
+		}
+		if fr := n.frags[f]; fr != nil && c.now.Sub(fr.lastCkpt) >= c.cfg.CheckpointInterval {
+			if err := n.checkpoint(f, fr, true); err != nil {
+				if !n.up {
+					return
+				}
+				n.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", f, err))
+				return
+			}
+			n.carry(f)
+			if !n.up {
+				return
+			}
+		}
+	}
+}
+
+// carry carries out fragment f's actions, as the fragment actor does.
+func (n *node) carry(f int) {
+	c := n.c
+	for n.up {
+		fr := n.frags[f]
+		if fr == nil {
+			return
+		}
+		m := fr.m
+		rd := m.Ready()
+		// The machine collects some actions from maps: their order is
+		// fixed here, so that a seed replays identically.
+		slices.SortFunc(rd.Rewinds, func(a, b recovery.Rewind) int {
+			return cmp.Or(cmp.Compare(a.Part.Source, b.Part.Source), cmp.Compare(a.Part.Partition, b.Part.Partition))
+		})
+		slices.SortFunc(rd.Trims, func(a, b recovery.Trim) int {
+			return cmp.Or(cmp.Compare(a.Part.Source, b.Part.Source), cmp.Compare(a.Part.Partition, b.Part.Partition))
+		})
+		for _, s := range rd.Sends {
+			n.sendExchange(f, s)
+		}
+		for _, a := range rd.Acks {
+			n.ack(f, a)
+		}
+		for _, rw := range rd.Rewinds {
+			n.rewindFor(f, rw)
+		}
+		for _, t := range rd.Trims {
+			u, ch, upto := t.Part.Partition, t.Part.Source, t.Upto
+			c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
+				if fr := d.frags[u]; fr != nil {
+					fr.m.Trim(ch, f, upto)
+					d.carry(u)
+				}
+			})
+		}
+		c.errs = append(c.errs, rd.Errors...)
+		c.dead = append(c.dead, rd.DeadLetters...)
+		if !rd.Restore {
+			return
+		}
+		r, err := recovery.Restore(n.st, c.plan, f)
+		if err != nil {
+			n.fail(err)
+			return
+		}
+		m.Restored(r, false)
+	}
+}
+
+// sendExchange sends an exchange batch to the downstream fragment's owner.
+func (n *node) sendExchange(f int, s recovery.Send) {
+	c := n.c
+	s.Batch.Epoch = n.placed.epoch
+	data, err := c.plan.EncodeBatch(nil, s.Batch)
+	s.Batch.Release()
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("%s: encode a batch of fragment %d: %w", n.name, f, err))
+		return
+	}
+	from := fragRef{node: n.name, inc: n.inc, frag: f}
+	dest, seq, epoch := s.Dest, s.Seq, n.placed.epoch
+	c.send(n.name, n.placed.layout.Fragments[dest], func(d *node) {
+		d.step(dest, data, epoch, recovery.From{Key: fmt.Sprintf("%s#%d/f%d", from.node, from.inc, from.frag), Ref: from, Seq: seq})
+	})
+}
+
+// step hands fragment f a batch that arrived.
+func (n *node) step(f int, data []byte, epoch uint64, from recovery.From) {
+	c := n.c
+	fr := n.frags[f]
+	if fr == nil {
+		return // not (or no longer) its owner: the sender finds out by its timeouts
+	}
+	b, err := c.plan.DecodeBatch(data)
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("%s: decode a batch for fragment %d: %w", n.name, f, err))
+		return
+	}
+	b.Epoch = epoch
+	fr.m.SetNow(c.now)
+	fr.m.Step(b, from)
+	n.carry(f)
+}
+
+// ack acknowledges a batch to its sender.
+func (n *node) ack(f int, a recovery.From) {
+	c := n.c
+	switch ref := a.Ref.(type) {
+	case readerRef:
+		c.send(n.name, ref.node, func(d *node) {
+			if r := d.readers[ref.part]; r != nil && d.inc == ref.inc {
+				r.ack(f)
+			}
+		})
+	case fragRef:
+		seq := a.Seq
+		c.send(n.name, ref.node, func(d *node) {
+			if fr := d.frags[ref.frag]; fr != nil && d.inc == ref.inc {
+				fr.m.Acked(seq)
+				d.carry(ref.frag)
+			}
+		})
+	}
+}
+
+// rewindFor asks a channel partition to send fragment f its records again:
+// the upstream fragment's owner for an exchange; for a source partition,
+// the reader the machine names, or whoever reads it now.
+func (n *node) rewindFor(f int, rw recovery.Rewind) {
+	c := n.c
+	p, to := rw.Part, rw.To
+	if c.plan.IsExchange(p.Source) {
+		u := p.Partition
+		c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
+			if fr := d.frags[u]; fr != nil {
+				fr.m.SetNow(c.now)
+				fr.m.Resend(p.Source, f, to)
+				d.carry(u)
+			}
+		})
+		return
+	}
+	i := slices.Index(c.parts, partRef{p.Source, p.Partition})
+	if i < 0 {
+		return
+	}
+	dest, inc := n.placed.layout.Readers[i], -1
+	if rw.Ask != nil {
+		if ref, ok := rw.Ask.Ref.(readerRef); ok {
+			dest, inc = ref.node, ref.inc
+		}
+	}
+	c.send(n.name, dest, func(d *node) {
+		if r := d.readers[i]; r != nil && (inc < 0 || inc == d.inc) {
+			r.rewind(to, f)
+		}
+	})
+}
+
+// startReader starts reading source partition i at the smallest offset a
+// local fragment applied (remote ones ask for earlier if they need).
+func (n *node) startReader(i int) error {
+	c := n.c
+	p := recovery.PartitionID{Source: c.parts[i].source, Partition: c.parts[i].partition}
+	from := int64(-1)
+	for _, f := range sortedKeys(n.frags) {
+		if end := n.frags[f].m.Vector().End(p); from < 0 || end < from {
+			from = end
+		}
+	}
+	r, err := c.plan.OpenReader(p.Source, p.Partition, max(from, 0), c.cfg.BatchSize)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", c.plan.PartitionName(p.Source, p.Partition), err)
+	}
+	n.readers[i] = &reader{n: n, idx: i, r: r, cr: recovery.NewCredits(c.plan.Fragments(), recovery.DefaultCredits, c.now), lastCheck: c.now}
+	c.trace("%s reads %s from %d", n.name, c.plan.PartitionName(p.Source, p.Partition), max(from, 0))
+	return nil
+}
+
+// tickReaders polls the readers and takes back credits that did not
+// come back.
+func (n *node) tickReaders() {
+	c := n.c
+	for _, i := range sortedKeys(n.readers) {
+		r := n.readers[i]
+		if c.now.Sub(r.lastCheck) >= time.Second {
+			r.lastCheck = c.now
+			from, took := r.cr.Expire(c.now)
+			if from >= 0 {
+				r.rewind(from, -1)
+			}
+			if took && r.cr.Ended() {
+				r.flushAll()
+			}
+		}
+		if err := r.poll(); err != nil {
+			n.fail(err)
+			return
+		}
+	}
+}
+
+func (r *reader) poll() error {
+	c := r.n.c
+	for range 4 {
+		if !r.cr.MayPoll() {
+			return nil
+		}
+		r.r.SetNow(c.now)
+		got, err := r.r.Poll(context.Background(), c.cfg.PollSize)
+		r.r.TakeBad()
+		c.dead = append(c.dead, r.r.TakeDeadLetters()...)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		for _, f := range r.r.Full() {
+			if !r.cr.CanSend(f) {
+				r.cr.Block(f)
+				continue
+			}
+			r.send(f)
+		}
+		if err != nil {
+			r.cr.EOF()
+			r.flushAll()
+			return nil
+		}
+		if got == 0 {
+			break
+		}
+	}
+	r.flushAll()
+	return nil
+}
+
+// flushAll sends every fragment that is behind the position and has a
+// credit.
+func (r *reader) flushAll() {
+	behind := false
+	for f := range r.cr.Fragments() {
+		if !r.r.Due(f) {
+			continue
+		}
+		if !r.cr.CanSend(f) {
+			behind = true
+			continue
+		}
+		r.send(f)
+	}
+	r.cr.Flushed(behind)
+}
+
+func (r *reader) send(f int) {
+	n, c := r.n, r.n.c
+	b := r.r.Take(f)
+	b.Epoch = n.placed.epoch
+	r.cr.Sent(f, b.PrevEnd, c.now)
+	data, err := c.plan.EncodeBatch(nil, b)
+	b.Release()
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("%s: encode a batch for fragment %d: %w", n.name, f, err))
+		return
+	}
+	from := readerRef{node: n.name, inc: n.inc, part: r.idx}
+	epoch := n.placed.epoch
+	key := fmt.Sprintf("%s#%d/r%d", from.node, from.inc, from.part)
+	c.send(n.name, n.placed.layout.Fragments[f], func(d *node) {
+		d.step(f, data, epoch, recovery.From{Key: key, Ref: from})
+	})
+}
+
+func (r *reader) ack(f int) {
+	unblocked, ok := r.cr.Ack(f, r.n.c.now)
+	if !ok {
+		return
+	}
+	if unblocked {
+		r.send(f)
+	}
+	if r.cr.Ended() {
+		r.flushAll()
+	}
+}
+
+// rewind moves the reader back for fragment f (-1: for every fragment);
+// a fragment that is not behind is sent its next batch even if nothing
+// changed (it may lack the watermark).
+func (r *reader) rewind(to int64, f int) {
+	rewound, err := r.r.RewindFor(f, to)
+	if err != nil {
+		r.n.c.errs = append(r.n.c.errs, err)
+		return
+	}
+	if !rewound {
+		if f >= 0 && f < r.cr.Fragments() && r.cr.CanSend(f) {
+			r.send(f)
+		}
+		return
+	}
+	r.cr.Rewound()
+}
+
+// stop flushes regardless of credits (the fragments' final checkpoints
+// should cover everything read) and closes the reader.
+func (r *reader) stop() {
+	for f := range r.cr.Fragments() {
+		if r.r.Due(f) {
+			r.send(f)
+		}
+	}
+	_ = r.r.Close()
+}

@@ -1,0 +1,562 @@
+package sim
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/shard"
+)
+
+// node is one simulated process: its failure detector and member epoch,
+// the placement it applied, its fragments and readers, and its checkpoint
+// store (pebble on a crashable in-memory file system, which outlives the
+// process).
+type node struct {
+	c    *Cluster
+	name string
+	inc  int // incarnation: raised at every start
+	up   bool
+	// paused: the process is stopped (SIGSTOP): it neither ticks nor
+	// handles messages, which wait in held until it resumes.
+	paused bool
+	held   []func()
+	fs     *vfs.MemFS
+	st     *recovery.Store
+
+	// Membership: what this node knows of each peer, directly or by gossip
+	// (its newest heartbeat: when, its member epoch, whether it runs or
+	// leaves); this node's epoch (raised past every epoch seen on every
+	// change of its member list, as cluster.Membership does), the member
+	// list it last saw, and since when.
+	peers   map[string]peerInfo
+	epoch   uint64
+	high    uint64
+	alive   []string
+	since   time.Time
+	running bool // placed at least once
+	leaving bool
+	// leftBy: a leaving node stops once it owns nothing and every hand-off
+	// it sent was taken (pending), or at this deadline, as cluster.Node.
+	leftBy   time.Time
+	pending  map[int]bool
+	lastBeat time.Time
+
+	placed    *placed
+	frags     map[int]*frag
+	readers   map[int]*reader // by source partition index
+	handedOff map[int]uint64  // hand-offs that came before their placement
+	needSync  bool            // standby copies written without a sync
+}
+
+type peerInfo struct {
+	at               time.Time // when the peer sent it
+	epoch            uint64
+	running, leaving bool
+}
+
+// placed is the placement a node applied.
+type placed struct {
+	epoch   uint64
+	members []string
+	leaving []string
+	layout  shard.Layout
+}
+
+func (c *Cluster) newNode(name string) *node {
+	return &node{c: c, name: name, fs: vfs.NewCrashableMem()}
+}
+
+// Start starts nodes: new ones join the cluster (every node knows every
+// other's name, as seeds), stopped ones restart from their store.
+func (c *Cluster) Start(names ...string) error {
+	for _, name := range names {
+		n := c.nodes[name]
+		if n == nil {
+			n = c.newNode(name)
+			c.nodes[name] = n
+			c.names = append(c.names, name)
+			slices.Sort(c.names)
+		}
+		if n.up {
+			return fmt.Errorf("sim: %s is running", name)
+		}
+		if err := n.start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Kill crashes a node: its memory is gone, its store keeps what was
+// synced and a random part of what was not (a torn write), and its
+// messages in flight to it are lost.
+func (c *Cluster) Kill(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up {
+		return fmt.Errorf("sim: %s is not running", name)
+	}
+	return n.crash("killed")
+}
+
+// crash ends the process at once: the store keeps what was synced and a
+// random half of the rest.
+func (n *node) crash(why string) error {
+	c := n.c
+	c.counts.Crashes++
+	crashed := n.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: c.crashRand()})
+	err := n.stop()
+	n.fs = crashed
+	c.trace("%s crashed: %s", n.name, why)
+	return err
+}
+
+// writable reports whether the node may write to its store. On a full
+// disk it may not: pebble treats a failed write-ahead-log write as fatal
+// (its Fatalf, which recovery's logger turns into a panic), so the process
+// dies at its first write — the simulation crashes the node there.
+func (n *node) writable() bool {
+	if !n.c.full[n.name] {
+		return true
+	}
+	n.c.counts.DiskFull++
+	if err := n.crash("disk full: pebble stops the process on a failed write"); err != nil {
+		n.c.errs = append(n.c.errs, err)
+	}
+	return false
+}
+
+// Restart kills a running node and starts it again.
+func (c *Cluster) Restart(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if n.up {
+		if err := c.Kill(name); err != nil {
+			return err
+		}
+	}
+	c.counts.Restarts++
+	return n.start()
+}
+
+// Leave makes a node leave gracefully: it announces it, hands its
+// fragments off to their new owners and stops once they took them (or
+// after 10 s), as cluster.Node does.
+func (c *Cluster) Leave(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up {
+		return fmt.Errorf("sim: %s is not running", name)
+	}
+	n.leaving, n.leftBy = true, c.now.Add(10*time.Second)
+	n.high = max(n.high, n.epoch) + 1
+	n.epoch = n.high
+	n.lastBeat = c.now
+	n.beat() // announced at once, as memberlist's UpdateNode broadcasts
+	c.trace("%s leaves", name)
+	return nil
+}
+
+// Pause stops a node as SIGSTOP does: it keeps its memory and placement
+// but neither ticks nor handles messages, which wait for it; the others
+// stop hearing it and declare it dead.
+func (c *Cluster) Pause(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up || n.paused {
+		return fmt.Errorf("sim: %s is not running", name)
+	}
+	n.paused = true
+	c.trace("%s paused", name)
+	return nil
+}
+
+// Resume resumes a paused node: it handles the messages that waited for
+// it, in order, then ticks again from where it was — a zombie until it
+// learns the placement moved on without it.
+func (c *Cluster) Resume(name string) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if !n.up || !n.paused {
+		return fmt.Errorf("sim: %s is not paused", name)
+	}
+	n.paused = false
+	held := n.held
+	n.held = nil
+	c.trace("%s resumed with %d messages waiting", name, len(held))
+	for _, fn := range held {
+		fn()
+	}
+	return nil
+}
+
+// Partition cuts every link between the two sides, both ways; a side
+// keeps its links within itself.
+func (c *Cluster) Partition(a, b []string) error {
+	for _, x := range a {
+		for _, y := range b {
+			if err := c.Cut(x, y); err != nil {
+				return err
+			}
+			if err := c.Cut(y, x); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Cut cuts the link from one node to another, one way: what from sends
+// to is lost, what to sends from arrives.
+func (c *Cluster) Cut(from, to string) error {
+	if _, err := c.node(from); err != nil {
+		return err
+	}
+	if _, err := c.node(to); err != nil {
+		return err
+	}
+	c.cut[[2]string{from, to}] = true
+	return nil
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() { clear(c.cut) }
+
+// DiskFull fills a node's disk (or, full false, frees it): its next write
+// to its store crashes it, as pebble stops a process whose write-ahead log
+// cannot be written, and it cannot start while its disk is full.
+func (c *Cluster) DiskFull(name string, full bool) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	c.full[n.name] = full
+	return nil
+}
+
+func (c *Cluster) node(name string) (*node, error) {
+	n := c.nodes[name]
+	if n == nil {
+		return nil, fmt.Errorf("sim: no node %s", name)
+	}
+	return n, nil
+}
+
+func (n *node) start() error {
+	c := n.c
+	if c.full[n.name] {
+		return fmt.Errorf("sim: %s cannot start: its disk is full", n.name)
+	}
+	st, err := recovery.Open("store", n.fs, c.cfg.Logger)
+	if err != nil {
+		return fmt.Errorf("sim: %s: %w", n.name, err)
+	}
+	n.inc++
+	n.up, n.st = true, st
+	n.peers = map[string]peerInfo{}
+	n.alive, n.since, n.running, n.leaving, n.pending = []string{n.name}, c.now, false, false, map[int]bool{}
+	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
+	n.high = max(n.high, n.epoch) + 1
+	n.epoch = n.high
+	c.trace("%s started (incarnation %d)", n.name, n.inc)
+	inc := n.inc
+	// Nodes tick out of phase, each at its own offset.
+	first := c.now.Add(time.Duration(c.rng.Int64N(int64(c.cfg.Tick))))
+	var tick func()
+	tick = func() {
+		if !n.up || n.inc != inc {
+			return
+		}
+		if !n.paused {
+			n.tick()
+		}
+		if n.up && n.inc == inc {
+			c.at(c.now.Add(c.cfg.Tick), tick)
+		}
+	}
+	c.at(first, tick)
+	return nil
+}
+
+// stop ends the process: memory is gone, the store closed (a Kill takes
+// its crash image first).
+func (n *node) stop() error {
+	if !n.up {
+		return nil
+	}
+	n.up, n.paused, n.held = false, false, nil
+	for _, r := range n.readers {
+		_ = r.r.Close()
+	}
+	n.frags, n.readers, n.placed = nil, nil, nil
+	err := n.st.Close()
+	n.st = nil
+	if err != nil {
+		return fmt.Errorf("sim: close %s: %w", n.name, err)
+	}
+	return nil
+}
+
+// tick is one turn of a node: heartbeats, the failure detector, a new
+// placement if the member list or epoch changed, then the readers and
+// fragments.
+func (n *node) tick() {
+	c := n.c
+	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
+		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0)) {
+		c.trace("%s left", n.name)
+		_ = n.stop()
+		return
+	}
+	if c.now.Sub(n.lastBeat) >= c.cfg.Heartbeat {
+		n.lastBeat = c.now
+		n.beat()
+	}
+	n.detect()
+	if err := n.maybePlace(); err != nil {
+		n.fail(err)
+		return
+	}
+	if !n.up {
+		return
+	}
+	n.tickFragments()
+	n.tickReaders()
+	n.sync()
+}
+
+// beat tells every other node this one is alive, with its epoch, and
+// passes on the newest heartbeat it knows of every other node: a node is
+// declared dead only when no path brings its heartbeats (as memberlist's
+// indirect probes and gossip do), so a link cut one way between two nodes
+// that others still connect declares nobody dead.
+func (n *node) beat() {
+	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving}}
+	for p, info := range n.peers {
+		news[p] = info
+	}
+	from := n.name
+	for _, to := range n.c.names {
+		if to == from {
+			continue
+		}
+		n.c.send(from, to, func(d *node) { d.heartbeat(news) })
+	}
+}
+
+func (n *node) heartbeat(news map[string]peerInfo) {
+	for p, info := range news {
+		if p == n.name {
+			continue
+		}
+		if had, ok := n.peers[p]; !ok || info.at.After(had.at) {
+			n.peers[p] = info
+			n.high = max(n.high, info.epoch)
+		}
+	}
+}
+
+// detect updates the member list: this node and every peer heard within
+// Detect. A change raises this node's epoch past every epoch it has seen.
+func (n *node) detect() {
+	alive := []string{n.name}
+	for p, info := range n.peers {
+		if n.c.now.Sub(info.at) < n.c.cfg.Detect {
+			alive = append(alive, p)
+		}
+	}
+	slices.Sort(alive)
+	if slices.Equal(alive, n.alive) {
+		return
+	}
+	n.c.trace("%s sees %v", n.name, alive)
+	n.alive, n.since = alive, n.c.now
+	top := max(n.epoch, n.high)
+	for _, p := range alive {
+		top = max(top, n.peers[p].epoch)
+	}
+	n.epoch, n.high = top+1, top+1
+}
+
+// placementEpoch is the largest epoch of a live member, as
+// cluster.Membership.Epoch.
+func (n *node) placementEpoch() uint64 {
+	e := n.epoch
+	for _, p := range n.alive {
+		if p != n.name {
+			e = max(e, n.peers[p].epoch)
+		}
+	}
+	return e
+}
+
+// maybePlace places when the member list or the epoch changed: a
+// starting node once its member list has been still for Settle.
+func (n *node) maybePlace() error {
+	c := n.c
+	if !n.running && c.now.Sub(n.since) < c.cfg.Settle {
+		return nil
+	}
+	var members, leaving []string
+	for _, m := range n.alive {
+		if (m == n.name && n.leaving) || (m != n.name && n.peers[m].leaving) {
+			leaving = append(leaving, m)
+			continue
+		}
+		members = append(members, m)
+	}
+	epoch := n.placementEpoch()
+	if p := n.placed; p != nil && p.epoch == epoch && slices.Equal(p.members, members) && slices.Equal(p.leaving, leaving) {
+		return nil
+	}
+	if p := n.placed; p != nil && epoch < p.epoch {
+		return nil // placements only move forward
+	}
+	l := shard.LayOut(members, c.plan.Fragments(), len(c.parts), false)
+	next := &placed{epoch: epoch, members: members, leaving: leaving, layout: l}
+	return n.place(next)
+}
+
+// place carries out a new placement as the engine's Place does, from the
+// plan shard.Changes computes: kept fragments learn the epoch; lost ones
+// take a final checkpoint, stop and are handed to their new owner; gained
+// ones restore their newest local checkpoint and start (after a hand-off
+// from a live owner); readers move the same way.
+func (n *node) place(next *placed) error {
+	c := n.c
+	c.counts.Placements++
+	first := n.placed == nil
+	var oldOwners []string
+	if first {
+		// As a node that joins a running cluster: the running nodes own
+		// what the placement over them alone gives them.
+		var running []string
+		for _, m := range next.members {
+			if m != n.name && n.peers[m].running {
+				running = append(running, m)
+			}
+		}
+		if len(running) > 0 {
+			oldOwners = shard.LayOut(running, c.plan.Fragments(), len(c.parts), false).Fragments
+		}
+	} else {
+		oldOwners = n.placed.layout.Fragments
+	}
+	live := func(m string) bool {
+		return slices.Contains(next.members, m) || slices.Contains(next.leaving, m)
+	}
+	changes := shard.Changes(n.name, oldOwners, next.layout.Fragments, live)
+	c.trace("%s places epoch %d over %v (leaving %v)", n.name, next.epoch, next.members, next.leaving)
+	var started []int
+	for _, ch := range changes {
+		f := ch.Fragment
+		switch ch.Kind {
+		case shard.Keep:
+			n.frags[f].m.Placement(next.epoch)
+		case shard.Lose:
+			n.lose(f, ch.To, next.epoch)
+			if !n.up {
+				return nil // it crashed (a full disk)
+			}
+		case shard.Gain:
+			wait := ch.Handoff && n.handedOff[f] < next.epoch
+			delete(n.handedOff, f)
+			if err := n.gain(f, next.epoch, wait); err != nil {
+				return err
+			}
+			started = append(started, f)
+		case shard.Elsewhere:
+			if _, ok := n.handedOff[f]; ok && ch.To != "" {
+				delete(n.handedOff, f)
+				n.forward(f, ch.To, next.epoch)
+			}
+		}
+	}
+	n.placed = next
+	n.running = true
+	var moved []int
+	for f, o := range next.layout.Fragments {
+		if f >= len(oldOwners) || oldOwners[f] != o {
+			moved = append(moved, f)
+		}
+	}
+	for i, owner := range next.layout.Readers {
+		r := n.readers[i]
+		switch {
+		case r != nil && owner != n.name:
+			r.stop()
+			delete(n.readers, i)
+		case r == nil && owner == n.name:
+			if err := n.startReader(i); err != nil {
+				return err
+			}
+		case r != nil:
+			for _, f := range moved {
+				r.cr.Reclaim(f, c.now)
+			}
+		}
+	}
+	for _, f := range started {
+		fr := n.frags[f]
+		fr.m.SetNow(c.now)
+		// As the engine: a fragment gained by a placement change asks every
+		// reader to replay from its offsets; at the first placement only
+		// one restored from a checkpoint (Engine.Start).
+		if !fr.m.Waiting() && (!first || fr.found) {
+			fr.m.Replay()
+		}
+		fr.m.Start()
+		n.carry(f)
+	}
+	return nil
+}
+
+// fail stops a node after an error it cannot go on from (a checkpoint
+// that failed: the engine stops, and so does cluster.Node).
+func (n *node) fail(err error) {
+	n.c.errs = append(n.c.errs, fmt.Errorf("%s: %w", n.name, err))
+	n.c.trace("%s fails: %v", n.name, err)
+	_ = n.stop()
+}
+
+// Members is the member list a node sees (nil if it is down).
+func (c *Cluster) Members(name string) []string {
+	n := c.nodes[name]
+	if n == nil || !n.up {
+		return nil
+	}
+	return slices.Clone(n.alive)
+}
+
+// Up lists the running nodes, sorted.
+func (c *Cluster) Up() []string {
+	var out []string
+	for _, name := range c.names {
+		if c.nodes[name].up {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Nodes lists every node ever started, sorted.
+func (c *Cluster) Nodes() []string { return slices.Clone(c.names) }
+
+// peersSorted returns the keys of a map in order (deterministic
+// iteration).
+func sortedKeys[V any](m map[int]V) []int { return slices.Sorted(maps.Keys(m)) }

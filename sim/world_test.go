@@ -1,0 +1,189 @@
+package sim_test
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/shard"
+	"github.com/tessera-streams/tessera/sim"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// world is a two-stage flow on a simulated cluster, and what it should
+// compute: events are counted per key (the view "counts"); every count's
+// update goes to a sink that delivers once a checkpoint covers it, keyed
+// by output id; the updates are keyed again by group (an exchange) and
+// counted (the view "groups").
+type world struct {
+	c      *sim.Cluster
+	stages int // 2: the groups stage after an exchange; 1: counts only
+	in     *flowstest.Input[int64]
+	parts  int
+	pushed int
+	sink   map[flows.OutputID]flows.KV[string, int64]
+	// contradictions are outputs delivered twice with different values.
+	contradictions []string
+	// want caches the expected views for want[2] events.
+	want struct {
+		counts, groups map[string]int64
+		n              int
+	}
+}
+
+const (
+	worldKeys   = 24
+	worldGroups = 5
+)
+
+func keyOf(v int64) string         { return fmt.Sprintf("k%02d", (v*7919)%worldKeys) }
+func groupOf(key string) string    { return fmt.Sprintf("g%d", shard.String(key)%worldGroups) }
+func partitionOf(i, parts int) int { return i % parts }
+
+func newWorld(cfg sim.Config, fragments, parts, stages int) (*world, error) {
+	w := &world{in: flowstest.NewInput[int64](parts), parts: parts, stages: stages, sink: map[flows.OutputID]flows.KV[string, int64]{}}
+	f := flows.New("sim", flows.WithFragments(fragments))
+	evs := flows.From(f, "events", w.in)
+	counts := flows.Count(flows.KeyBy(evs, keyOf)).View("counts")
+	upd := counts.Updates()
+	flows.To(upd, flows.SinkFunc[flows.KV[string, int64]](func(out []flows.Output[flows.KV[string, int64]]) error {
+		for _, o := range out {
+			if had, ok := w.sink[o.ID]; ok && had != o.Value {
+				w.contradictions = append(w.contradictions, fmt.Sprintf("%v: %v then %v", o.ID, had, o.Value))
+			}
+			w.sink[o.ID] = o.Value
+		}
+		return nil
+	}), flows.OnCheckpoint())
+	if stages > 1 {
+		flows.Count(flows.KeyBy(upd, func(kv flows.KV[string, int64]) string { return groupOf(kv.Key) })).View("groups")
+	}
+	c, err := sim.New(f, cfg)
+	if err != nil {
+		return nil, err
+	}
+	w.c = c
+	return w, nil
+}
+
+// push appends n events, spread over the partitions.
+func (w *world) push(n int) {
+	for range n {
+		w.in.Push(partitionOf(w.pushed, w.parts), int64(w.pushed))
+		w.pushed++
+	}
+}
+
+func (w *world) expected() (counts, groups map[string]int64) {
+	if w.want.counts == nil || w.want.n != w.pushed {
+		counts, groups = map[string]int64{}, map[string]int64{}
+		for i := range w.pushed {
+			k := keyOf(int64(i))
+			counts[k]++
+			groups[groupOf(k)]++
+		}
+		w.want.counts, w.want.groups, w.want.n = counts, groups, w.pushed
+	}
+	return w.want.counts, w.want.groups
+}
+
+func (w *world) view(name string) (map[string]int64, error) {
+	r, err := w.c.Query(splice.Request{View: name, Op: splice.OpEntries, Query: splice.Query{Limit: 1 << 20}})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, e := range r.Entries {
+		v, ok := e.Value.(int64)
+		if !ok {
+			return nil, fmt.Errorf("view %s: %s holds %T", name, e.Key, e.Value)
+		}
+		out[e.Key] = v
+	}
+	return out, nil
+}
+
+// problems lists how the cluster differs from the exact answer: the views
+// against a sequential count, the sink against one output per event.
+func (w *world) problems() []string {
+	var out []string
+	if !w.c.Converged() {
+		return append(out, "not converged:\n"+w.c.Placement())
+	}
+	wantCounts, wantGroups := w.expected()
+	views := map[string]map[string]int64{"counts": wantCounts}
+	if w.stages > 1 {
+		views["groups"] = wantGroups
+	}
+	for _, name := range slices.Sorted(maps.Keys(views)) {
+		want := views[name]
+		got, err := w.view(name)
+		if err != nil {
+			out = append(out, fmt.Sprintf("view %s: %v", name, err))
+			continue
+		}
+		if !maps.Equal(got, want) {
+			out = append(out, fmt.Sprintf("view %s: %s", name, diff(got, want)))
+		}
+	}
+	seen := map[[2]int64]int{}
+	for id := range w.sink {
+		seen[[2]int64{int64(id.Partition), id.Offset}]++
+	}
+	missing, twice := 0, 0
+	for i := range w.pushed {
+		p := partitionOf(i, w.parts)
+		off := int64(i / w.parts)
+		switch seen[[2]int64{int64(p), off}] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			twice++
+		}
+	}
+	if len(w.sink) != w.pushed || missing > 0 || twice > 0 {
+		out = append(out, fmt.Sprintf("sink: %d outputs for %d events (%d events without one, %d with more than one id)", len(w.sink), w.pushed, missing, twice))
+	}
+	if n := len(w.contradictions); n > 0 {
+		out = append(out, fmt.Sprintf("sink: %d outputs delivered again with another value, first %s", n, w.contradictions[0]))
+	}
+	if err := w.c.Err(); err != nil {
+		out = append(out, fmt.Sprintf("errors: %v", err))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// settle heals nothing: it runs until the answer is exact, for at most
+// limit, and returns what is still wrong then.
+func (w *world) settle(limit time.Duration) []string {
+	var last []string
+	w.c.RunUntil(limit, 250*time.Millisecond, func() bool {
+		last = w.problems()
+		return len(last) == 0
+	})
+	return last
+}
+
+func diff(got, want map[string]int64) string {
+	var d []string
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if got[k] != want[k] {
+			d = append(d, fmt.Sprintf("%s=%d want %d", k, got[k], want[k]))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(got)) {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s=%d unexpected", k, got[k]))
+		}
+	}
+	if len(d) > 6 {
+		d = append(d[:6], fmt.Sprintf("... %d more", len(d)-6))
+	}
+	return strings.Join(d, ", ")
+}
