@@ -279,7 +279,8 @@ func (e *Engine) alertsCheckPause() {
 	if e.pause == nil || a.m == nil {
 		return
 	}
-	n, _ := e.pause.Observe(time.Now())
+	n, gap := e.pause.Observe(time.Now())
+	e.notePause(gap)
 	if n == a.pauses {
 		return
 	}

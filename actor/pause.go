@@ -83,11 +83,17 @@ func (e *Engine) watchPause(now time.Time, seen *uint64) {
 		return
 	}
 	*seen = n
+	e.notePause(gap)
+	e.pokePaused()
+}
+
+// notePause logs a pause found by a reading of the clock (gap > 0): one
+// reading finds each.
+func (e *Engine) notePause(gap time.Duration) {
 	if gap > 0 {
 		e.cfg.Logger.Warn("this node was paused longer than the others wait before taking its fragments over: they restore and wait for a hand-off",
 			"paused", gap.Round(time.Millisecond), "limit", e.pause.limit)
 	}
-	e.pokePaused()
 }
 
 // pauseCount is the pauses seen so far (0 outside a cluster).
@@ -120,7 +126,8 @@ func (fa *fragmentActor) checkPause(c pa.Context) {
 	if p == nil {
 		return
 	}
-	n, _ := p.Observe(time.Now())
+	n, gap := p.Observe(time.Now())
+	fa.e.notePause(gap)
 	if n == fa.pauses {
 		return
 	}

@@ -32,6 +32,7 @@ import (
 // update is one output a sink received: its id and value.
 type update struct {
 	id string
+	at string // where it was read from (Kafka: partition, offset, producer id and epoch), for failure messages
 	WordCount
 }
 
@@ -44,17 +45,17 @@ func checkUpdates(t *testing.T, got []update, want map[string]int64) {
 	for _, n := range want {
 		total += n
 	}
-	ids := map[string]bool{}
-	seen := map[WordCount]bool{}
+	ids := map[string]update{}
+	seen := map[WordCount]update{}
 	for _, u := range got {
-		if ids[u.id] {
-			t.Fatalf("output %s (%s = %d) delivered twice", u.id, u.Word, u.Count)
+		if first, ok := ids[u.id]; ok {
+			t.Fatalf("output %s (%s = %d) delivered twice: %s and %s", u.id, u.Word, u.Count, first.at, u.at)
 		}
-		ids[u.id] = true
-		if seen[u.WordCount] {
-			t.Fatalf("update %s = %d delivered twice (second id %s)", u.Word, u.Count, u.id)
+		ids[u.id] = u
+		if first, ok := seen[u.WordCount]; ok {
+			t.Fatalf("update %s = %d delivered twice: %s %s and %s %s", u.Word, u.Count, first.id, first.at, u.id, u.at)
 		}
-		seen[u.WordCount] = true
+		seen[u.WordCount] = u
 		if u.Count < 1 || u.Count > want[u.Word] {
 			t.Fatalf("update %s = %d, but %s is counted %d times", u.Word, u.Count, u.Word, want[u.Word])
 		}
@@ -324,7 +325,7 @@ func readCommittedUpdates(t *testing.T, brokers []string, topic string) []update
 			if r.Attrs.IsControl() {
 				return
 			}
-			u := update{id: string(r.Key)}
+			u := update{id: string(r.Key), at: fmt.Sprintf("%d/%d by producer %d.%d", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch)}
 			if err := json.Unmarshal(r.Value, &u.WordCount); err != nil {
 				t.Fatalf("record %s: %v", r.Value, err)
 			}
@@ -546,6 +547,12 @@ func TestKafkaSinkNodeStoppedExact(t *testing.T) {
 	// its first write was fenced: look again after that.
 	time.Sleep(12 * time.Second)
 	checkUpdates(t, readCommittedUpdates(t, brokers, "counts"), want)
+	// Each stop is noticed by n2's clock (a stop as long as the others'
+	// take-over time) or by its membership refuting its death.
+	log := procs[2].Stderr()
+	if n := strings.Count(log, "this node was paused") + strings.Count(log, "this node was declared dead"); n < rounds {
+		t.Fatalf("n2 noticed %d of its %d stops", n, rounds)
+	}
 }
 
 // wordsIn is the number of words in lines (JSON lines of Line).
