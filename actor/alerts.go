@@ -43,6 +43,7 @@ type alertLog struct {
 	addrs    map[string]string  // remote address of each node, by name
 	parts    map[string]*wire.AlertLog
 	proposed []proposedAlert // the records of the step this node evaluated last
+	pauses   uint64          // the pauses of the node the log has handled (pause.go)
 }
 
 // proposedAlert keeps a record this node raised as evaluated, so that
@@ -194,6 +195,7 @@ func (e *Engine) tickAlerts() {
 	if a.stopped {
 		return
 	}
+	e.alertsCheckPause()
 	a.m.Tick(e.cfg.Now())
 	e.carryAlerts()
 }
@@ -262,10 +264,42 @@ func (e *Engine) stepAlerts() {
 	if a.stopped {
 		return
 	}
+	e.alertsCheckPause() // a step evaluated across a pause is dropped
 	if a.m.Propose(base, raw, progressed, al.Lost, now) {
 		a.proposed = proposed
 	}
 	e.carryAlerts()
+}
+
+// alertsCheckPause (a.mu held): after a pause of the node, an owner of the
+// alerts drops the step it has not committed and catches up again before
+// it evaluates or commits anything (recovery.AlertLog.Resumed).
+func (e *Engine) alertsCheckPause() {
+	a := &e.alerts
+	if e.pause == nil || a.m == nil {
+		return
+	}
+	n, gap := e.pause.Observe(time.Now())
+	e.notePause(gap)
+	if n == a.pauses {
+		return
+	}
+	a.pauses = n
+	a.m.Resumed(e.cfg.Now())
+	e.carryAlerts()
+}
+
+// pausedAlerts makes the alerts notice a pause of the node at once.
+func (e *Engine) pausedAlerts() {
+	a := &e.alerts
+	if a.m == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.stopped {
+		e.alertsCheckPause()
+	}
 }
 
 // finalAlerts evaluates once more as a single node stops: its fragments
@@ -471,6 +505,7 @@ func (e *Engine) receiveAlert(w *wire.AlertLog) {
 	if a.stopped {
 		return
 	}
+	e.alertsCheckPause()
 	if w.Node != "" && w.ReplyTo != "" {
 		a.addrs[w.Node] = w.ReplyTo
 	}

@@ -28,6 +28,36 @@
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.
 //
+// # A paused node
+//
+// A node whose process was stopped (SIGSTOP, a paused VM, a stall of the
+// whole process) long enough for the others to declare it dead has had its
+// fragments placed elsewhere under placements it never applied: it
+// computes epochs from the members' metadata, and its own view always
+// includes itself, so it may rejoin under a placement identical to the one
+// it last applied and, left alone, go on from the state it held when it
+// stopped, releasing outputs the interim owner had already delivered.
+// It notices the pause itself (pause.go): every fragment, before it
+// handles a message, and the engine's ticker read a shared clock, and a
+// gap longer than Config.PauseLimit between two readings (the least time
+// after which the others may have taken its fragments over; cluster sets
+// it) counts one pause, found by whichever reading comes first; Resumed
+// counts one too (the membership refuted the node's death). After a pause
+// every fragment drops its in-memory state and pending outputs, releases
+// nothing, restores its last durable checkpoint (once one being written
+// lands) and waits for a hand-off (recovery.Machine.Resumed): the node
+// that owned it meanwhile hands it back when it applies the placement
+// that returns the fragment, and the fragment goes on from that
+// checkpoint; without one within handoffWait (nobody took it over: the
+// others had not declared the node dead yet), from its own. The alert
+// owner drops the step it has not committed and catches up again, as at
+// a placement change (recovery.AlertLog.Resumed); its older placement
+// keeps it fenced until it applies the others'. Readers keep their state:
+// their batches carry the old epoch and are fenced by the interim owners,
+// and fragments rewind them where they need. What no reading can catch:
+// a sink write already in flight when the process stopped, which the
+// sink's own fencing must refuse (the Kafka sink's transactions do).
+//
 // # Queries
 //
 // A view query asks every fragment it needs at once: local fragments

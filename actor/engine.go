@@ -75,6 +75,15 @@ type Config struct {
 	// that is not. Nil: only whether its remote accepts connections
 	// counts. It must be safe for concurrent use and must not block.
 	Live func(node string) bool
+	// PauseLimit, in a cluster, is how long the node's process may stand
+	// still (SIGSTOP, a paused VM, a stall) before the others may have
+	// declared it dead and placed its fragments elsewhere: after a longer
+	// gap in its own clock, every fragment drops its state and pending
+	// outputs, restores its last durable checkpoint and waits for a
+	// hand-off from the node that owned it meanwhile (doc.go, "A paused
+	// node"). cluster.Node sets it from its gossip timings. Zero: the
+	// clock is not watched (Resumed still works).
+	PauseLimit time.Duration
 	// RemoteTLS, in a cluster, makes node-to-node messages mutual TLS: it
 	// is the gRPC server's and every connection's configuration, so it
 	// holds this node's certificate, the CA as RootCAs and ClientCAs, and
@@ -95,6 +104,7 @@ func (c *Config) Validate() error {
 		{"PollSize", int64(c.PollSize)}, {"IdleDelay", int64(c.IdleDelay)}, {"TickInterval", int64(c.TickInterval)},
 		{"QueryTimeout", int64(c.QueryTimeout)}, {"MaxAttempts", int64(c.MaxAttempts)},
 		{"RetryBackoff", int64(c.RetryBackoff)}, {"AlertInterval", int64(c.AlertInterval)},
+		{"PauseLimit", int64(c.PauseLimit)},
 	} {
 		if n.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative (%d); zero takes the default", n.name, n.v))
@@ -236,6 +246,7 @@ type Engine struct {
 	hold      atomic.Int64 // window views keep windows ending after it (alerts)
 	down      sync.Map     // remote address → when a query found it unreachable (query.go)
 	alerts    alertLog
+	pause     *pauseClock // in a cluster: notices that the process was stopped
 }
 
 // FragmentStats are a fragment's counters, safe to read concurrently.
@@ -343,6 +354,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 				len(cl.Fragments), len(cl.Readers), plan.Fragments(), parts)
 		}
 		e.self = cl.Self
+		e.pause = &pauseClock{limit: cfg.PauseLimit}
 		cfg.Epoch = max(cfg.Epoch, cl.Epoch)
 		e.cfg.Epoch = cfg.Epoch
 	}
@@ -571,7 +583,7 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
 		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: e.self != ""})
 	m.SetNow(e.cfg.Now())
-	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(),
+	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(), pauses: e.pauseCount(),
 		// The standby's copy may be of another lineage (an owner that
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
@@ -621,11 +633,15 @@ func (e *Engine) tick() {
 	t := time.NewTicker(e.cfg.TickInterval)
 	defer t.Stop()
 	var lastCheck time.Time
+	pauses := e.pauseCount()
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
+			if e.pause != nil {
+				e.watchPause(time.Now(), &pauses)
+			}
 			now := e.cfg.Now()
 			l := e.layout.Load()
 			for _, pid := range l.frags {

@@ -37,6 +37,8 @@ type fragmentActor struct {
 	fullNext       bool     // send the standby the whole next checkpoint
 	holding        bool     // counted against the drain: down or in its backoff
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
+	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
+	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
 }
 
 type waiter struct {
@@ -74,6 +76,7 @@ type (
 
 func (fa *fragmentActor) Receive(c pa.Context) {
 	m := fa.m
+	fa.checkPause(c)
 	switch msg := c.Message().(type) {
 	case *batchMsg:
 		fa.step(c, msg.b, recovery.From{Key: msg.reader.String(), Ref: msg.reader})
@@ -138,8 +141,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.durable(c, msg)
 	case handoffMsg:
 		fa.handedOff(c, msg)
+	case pausedMsg:
+		// checkPause did the work.
 	case handoffTimeoutMsg:
-		if m.Waiting() {
+		if msg.wait == fa.waits && m.Waiting() {
 			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
 			fa.e.drainCount(-1)
 			m.SetNow(fa.e.cfg.Now())
@@ -257,8 +262,21 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			return
 		}
 		st.Restores.Add(1)
+		waiting := m.Waiting()
 		m.Restored(r, false)
 		fa.load(r)
+		if m.Waiting() && !waiting {
+			// Restored after a pause: the node that owned the fragment
+			// meanwhile hands it back once it applies the placement that
+			// gives it to this node again.
+			fa.waits++
+			e.drainCount(+1)
+			e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+		}
+		if h := fa.pendingHandoff; h != nil && m.Waiting() {
+			fa.pendingHandoff = nil
+			fa.handedOff(c, *h)
+		}
 	}
 }
 
@@ -405,6 +423,10 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		if msg.replyTo != "" {
 			c.Send(pa.NewPID(msg.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
 		}
+	}
+	if m.Resuming() {
+		fa.pendingHandoff = &msg // after the restore that follows the pause
+		return
 	}
 	waiting := m.Waiting()
 	if !waiting {

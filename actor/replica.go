@@ -120,8 +120,9 @@ type handoffMsg struct {
 	replyTo   string // the old owner's remote address
 }
 
-// handoffTimeoutMsg ends a fragment's wait for a hand-off.
-type handoffTimeoutMsg struct{}
+// handoffTimeoutMsg ends a fragment's wait for a hand-off: its wait-th
+// (0: the one it was spawned with).
+type handoffTimeoutMsg struct{ wait uint64 }
 
 func (ra *replicaActor) Receive(c pa.Context) {
 	e := ra.e

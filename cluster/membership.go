@@ -36,6 +36,19 @@ const (
 	gossipInterval      = 50 * time.Millisecond
 )
 
+// failureDetection is the least time a node must be silent before the
+// others may declare it dead: a probe interval and timeout, then the
+// suspicion timeout (SuspicionMult × ProbeInterval for up to 10 nodes).
+const failureDetection = gossipProbeInterval + gossipProbeTimeout + gossipSuspicionMult*gossipProbeInterval
+
+// PauseLimit is how long a node's process may stand still (SIGSTOP, a
+// paused VM) before the others may have placed its fragments elsewhere:
+// they declare it dead after failureDetection and apply a placement
+// without it once the members are stable for placementSettle. A node
+// whose own clock shows a longer gap treats its fragments as handed off
+// (actor.Config.PauseLimit).
+const PauseLimit = failureDetection + placementSettle
+
 // joinTimeout is how long Join tries seeds that do not answer, by default.
 const joinTimeout = 30 * time.Second
 
@@ -59,6 +72,11 @@ type MemberConfig struct {
 	// JoinTimeout is how long Join tries seeds that do not answer;
 	// default 30s.
 	JoinTimeout time.Duration
+	// OnDeclaredDead is called, from a goroutine of the membership, when
+	// this node learns that the others declared it dead while it ran on
+	// (it was paused, or cut off): it refutes, and rejoins as a member the
+	// others may have placed nothing on meanwhile. It must not block.
+	OnDeclaredDead func()
 }
 
 // Membership is a node's view of the gossip cluster (hashicorp/memberlist):
@@ -113,7 +131,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	c.Events = (*mlEvents)(m)
 	c.Merge = (*mlMerge)(m)
 	c.Alive = (*mlAlive)(m)
-	c.Logger = log.New(slogWriter{m.logger}, "", 0)
+	c.Logger = log.New(slogWriter{l: m.logger, dead: m.declaredDead}, "", 0)
 	if cfg.Key != nil {
 		kr, err := memberlist.NewKeyring(nil, cfg.Key)
 		if err != nil {
@@ -415,12 +433,32 @@ func (d *mlAlive) NotifyAlive(p *memberlist.Node) error {
 	return nil
 }
 
+// refutedDead is in the line memberlist (v0.5.1, state.go deadNode) logs
+// when this node receives the news of its own death and refutes it: it
+// offers no other hook for it.
+const refutedDead = "memberlist: Refuting a dead message"
+
+// declaredDead is called when memberlist refuted this node's death.
+func (m *Membership) declaredDead() {
+	m.logger.Warn("the others declared this node dead: refuted; it rejoins")
+	if m.cfg.OnDeclaredDead != nil {
+		m.cfg.OnDeclaredDead()
+	}
+}
+
 // slogWriter passes memberlist's log lines to slog at Debug (its warnings
-// about suspected nodes are expected during failover).
-type slogWriter struct{ l *slog.Logger }
+// about suspected nodes are expected during failover), and tells dead
+// when memberlist refutes this node's death.
+type slogWriter struct {
+	l    *slog.Logger
+	dead func()
+}
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Debug(string(bytes.TrimSpace(p)))
+	if w.dead != nil && bytes.Contains(p, []byte(refutedDead)) {
+		w.dead()
+	}
 	return len(p), nil
 }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"fmt"
+	"log"
 	"log/slog"
 	"strings"
 	"testing"
@@ -173,5 +174,24 @@ func TestGossipKeyKeepsStrangersOut(t *testing.T) {
 	}
 	if _, err := join("short", []byte("0123456789"), nil); err == nil {
 		t.Fatal("a 10-byte key accepted")
+	}
+}
+
+// memberlist (v0.5.1) says only in a log line that this node refuted the
+// news of its own death: the line, as its logger writes it, reaches
+// OnDeclaredDead once; a refuted suspicion (the others had not declared
+// it dead) and other lines do not.
+func TestRefutedDeathReachesOnDeclaredDead(t *testing.T) {
+	calls := 0
+	w := slogWriter{l: slog.New(slog.DiscardHandler), dead: func() { calls++ }}
+	l := log.New(w, "", 0)
+	l.Printf("[WARN] memberlist: Refuting a suspect message (from: %s)", "n0")
+	l.Printf("[DEBUG] memberlist: Stream connection from=%s", "127.0.0.1:1")
+	if calls != 0 {
+		t.Fatalf("OnDeclaredDead called %d times for a suspicion", calls)
+	}
+	l.Printf("[WARN] memberlist: Refuting a dead message (from: %s)", "n0")
+	if calls != 1 {
+		t.Fatalf("OnDeclaredDead called %d times for a refuted death, want 1", calls)
 	}
 }

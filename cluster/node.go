@@ -166,6 +166,7 @@ type Node struct {
 	placeMu sync.Mutex
 	place   Placement
 	changes chan struct{} // the members changed
+	dead    chan struct{} // the others declared this node dead (it refuted)
 	peers   *http.Client  // asks the other nodes
 	dl      deadLetters
 	rates   rates
@@ -244,11 +245,17 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg.OnDeadLetters = n.dl.add
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
-		n.changes = make(chan struct{}, 1)
+		n.changes, n.dead = make(chan struct{}, 1), make(chan struct{}, 1)
 		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
 			OnChange: func() {
 				select {
 				case n.changes <- struct{}{}:
+				default:
+				}
+			},
+			OnDeclaredDead: func() {
+				select {
+				case n.dead <- struct{}{}:
 				default:
 				}
 			}})
@@ -267,6 +274,15 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
 		ecfg.Live = n.mem.Alive
+		if ecfg.PauseLimit == 0 {
+			ecfg.PauseLimit = PauseLimit
+		}
+		// A node restarted under the name of one the others saw die refutes
+		// that death as it joins: nothing of its old run is in memory.
+		select {
+		case <-n.dead:
+		default:
+		}
 		ecfg.RemoteTLS = cfg.Security.RemoteTLS
 		n.joinRunning(ctx, plan, ecfg.Cluster)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)

@@ -160,12 +160,15 @@ func (n *Node) placement() Placement {
 	return n.place
 }
 
+// placementSettle is how long the member list and the epoch must stay the
+// same before a node applies the placement they give.
+const placementSettle = 300 * time.Millisecond
+
 // follow re-places the flow whenever the members change: once the member
 // list and the epoch have been stable for a while, every node computes the
 // same new placement, and its engine hands off the fragments it lost and
 // starts the ones it gained.
 func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
-	const settle = 300 * time.Millisecond
 	var pending bool
 	var since time.Time
 	var last string
@@ -177,6 +180,11 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 			return
 		case <-n.changes:
 			pending = true
+		case <-n.dead:
+			// It ran on while the others saw it dead: they may have placed
+			// its fragments elsewhere under placements it never applied.
+			n.eng.Resumed("its membership refuted its death")
+			continue
 		case <-t.C:
 		}
 		if !pending {
@@ -188,7 +196,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 			last, since = key, time.Now()
 			continue
 		}
-		if time.Since(since) < settle {
+		if time.Since(since) < placementSettle {
 			continue
 		}
 		pending = false

@@ -301,8 +301,22 @@ func (id OutputID) String() string {
 // Sink receives outputs in batches, from the goroutine of one reader or
 // fragment at a time (different ones concurrently: a sink must be safe for
 // concurrent use).
+//
+// An OnCheckpoint sink may also implement RestoredSink: it is told when a
+// fragment restores a checkpoint that holds outputs to deliver again.
 type Sink[T any] interface {
 	Write(out []Output[T]) error
+}
+
+// RestoredSink is a Sink told, from the fragment's goroutine, when
+// fragment restores a checkpoint holding outputs that it delivers again
+// (after a restart, a failover, a hand-off, a failure, or a pause of its
+// node): what an earlier owner of the fragment committed, or this node
+// before the fragment moved away and back, may be among them. A
+// transactional sink starts the fragment's session afresh there, which
+// learns what was committed.
+type RestoredSink interface {
+	Restored(fragment int)
 }
 
 // SinkFunc adapts a function to Sink.

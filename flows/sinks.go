@@ -125,6 +125,9 @@ func (s *committedSink[T]) restore(_ uint16, _, val []byte) error {
 	}
 	s.marked = len(s.out) // durable: delivered again at the next release
 	s.behind = s.marked   // even with a lag: this is the checkpoint restored
+	if rs, ok := s.sink.(RestoredSink); ok && len(s.out) > 0 {
+		rs.Restored(s.out[0].ID.Fragment)
+	}
 	return nil
 }
 

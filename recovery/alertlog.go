@@ -223,6 +223,24 @@ func (l *AlertLog) Place(epoch uint64, owner, standby string, members, leaving [
 	l.maybeReady(now)
 }
 
+// Resumed: this node was paused (or declared dead) long enough for the
+// others to move the alerts elsewhere and back, under placements it never
+// saw. An owner drops the step it has not committed and catches up again,
+// as at a placement change: it evaluates nothing until every node of its
+// placement answered, and a node at a newer placement refuses it until
+// this node applies that placement too.
+func (l *AlertLog) Resumed(now time.Time) {
+	if !l.cfg.Cluster || l.owner != l.cfg.Self {
+		return
+	}
+	l.pending, l.ready = nil, false
+	l.answered = map[string]bool{}
+	l.held, l.heldAt = l.prepared, l.preparedAt
+	l.peers = map[string]*alertPeer{}
+	l.sendSyncs(now)
+	l.maybeReady(now)
+}
+
 // Evaluate reports whether this node may evaluate a step now (it owns the
 // alerts, caught up, and has no step waiting for its standby), and from
 // which version and states.

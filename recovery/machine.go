@@ -38,6 +38,12 @@ import (
 //     the replay was lost with a connection);
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
+//   - a fragment on a node that was paused long enough for the others to
+//     take it over (Resumed) trusts nothing it holds: like a failed one it
+//     applies, checkpoints and releases nothing, restores its last durable
+//     checkpoint (after one being written lands), and then waits for a
+//     hand-off, from the node that owned it meanwhile, as a fragment taken
+//     over from a live owner does;
 //   - outputs for fragments downstream (exchanges) leave once a durable
 //     checkpoint covers them (see flows' exchange.go), with Replicated
 //     once the checkpoint after it is durable: Durable sends them;
@@ -63,6 +69,7 @@ type Machine struct {
 	down    bool      // a user function failed: the state is untrusted until restored
 	backoff time.Time // restored after a failure: input waits until then (zero: not waiting)
 	waiting bool      // taken over from a live owner: input waits for its last checkpoint
+	resumed bool      // the node was paused: the restore that follows waits for a hand-off
 	writing bool      // a checkpoint is with the writer
 	broken  error     // a checkpoint failed: no further checkpoints
 
@@ -424,13 +431,34 @@ func (m *Machine) failure(ee *flows.EventError) {
 	}
 }
 
+// Resumed drops the fragment's state: its node was stopped (or declared
+// dead) for long enough that another node may have taken the fragment
+// over, applied what came meanwhile and released its outputs. Nothing the
+// fragment holds is released: no outputs, no checkpoint; input is dropped
+// (and acknowledged). It restores its last durable checkpoint (a Restore
+// action, after a checkpoint being written lands) and then waits for a
+// hand-off (Restored(r, true)) or the wait's end (StopWaiting).
+func (m *Machine) Resumed() {
+	m.resumed, m.down = true, true
+	m.backoff = time.Time{}
+	m.releaseHeld(true)
+	if !m.writing {
+		m.ready.Restore = true
+	}
+}
+
+// Resuming reports whether the fragment dropped its state after a pause
+// and its restore has not happened yet: a hand-off waits for it.
+func (m *Machine) Resuming() bool { return m.resumed }
+
 // Attempts is how often the event failed so far (0 after it was skipped).
 func (m *Machine) Attempts(ev flows.EventID) int { return m.attempts[ev] }
 
 // Restored replaces the fragment's state by a checkpoint loaded from the
 // store, after a Restore action (a failure), or a hand-off (handoff true).
 // After a failure, input waits for the backoff, then every channel
-// partition replays from the restored vector; after a hand-off at once.
+// partition replays from the restored vector; after a hand-off at once;
+// after Resumed, input waits for a hand-off.
 func (m *Machine) Restored(r Restored, handoff bool) {
 	own := m.epoch
 	m.frag, m.vec = r.Fragment, r.Vector
@@ -443,6 +471,12 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 		m.frag.Skip(ev)
 	}
 	m.releaseHeld(true)
+	if m.resumed && !handoff {
+		m.resumed, m.down, m.waiting = false, false, true
+		m.awaitAll()
+		return
+	}
+	m.resumed = false
 	if handoff || !m.down {
 		m.waiting, m.down = false, false
 		m.replayAll()

@@ -1272,3 +1272,106 @@ func TestMachineRecoversExactly(t *testing.T) {
 	})
 	t.Logf("over %d runs: %v", runs, total)
 }
+
+// A fragment on a node that was paused (SIGSTOP) long enough for another
+// node to take it over and then went on: at Resumed it releases nothing it
+// holds — not the outputs of the checkpoint being written when it stopped
+// — applies nothing, restores its own last durable checkpoint and waits
+// for the hand-off of the node that owned it meanwhile, from whose state
+// it goes on.
+func TestMachineResumedDropsStaleState(t *testing.T) {
+	for _, writing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("writing=%v", writing), func(t *testing.T) {
+			r, ms := exchangeWorld(t, recovery.MachineConfig{})
+			m := ms[0]
+			m.Step(r.batch(t, 0, 0, 6, 0), reader(0))
+			r.checkpoint(t, m, 0) // durable: the standby has it too
+			standby := newStore(t)
+			own := r.restore(t, 0)
+			if _, err := standby.Write(r.plan.Name(), 0, mustFull(t, r.store, r.plan.Name(), 0)); err != nil {
+				t.Fatal(err)
+			}
+			m.Step(r.batch(t, 0, 6, 12, 0), reader(0)) // 6 more count updates, not yet released
+			var cp *recovery.Checkpoint
+			if writing {
+				cp = r.write(t, m, 0) // with the writer when the node stopped
+			}
+
+			// Meanwhile the standby took the fragment over and went on to 25.
+			interim := recovery.NewMachine(r.plan, 0, restoreFrom(t, standby, r.plan), 0, false, recovery.MachineConfig{})
+			interim.SetNow(r.now)
+			interim.Step(r.batch(t, 0, 6, 25, 0), reader(0))
+			cpI, err := interim.Checkpoint()
+			if err != nil || cpI == nil {
+				t.Fatalf("interim checkpoint: %v %v", cpI, err)
+			}
+			if _, err := standby.Write(r.plan.Name(), 0, cpI); err != nil {
+				t.Fatal(err)
+			}
+			handedOff := restoreFrom(t, standby, r.plan)
+
+			m.Resumed()
+			rd := m.Ready()
+			if rd.Restore == writing || len(rd.Sends) != 0 || !m.Down() || !m.Resuming() || m.Serving() == nil {
+				t.Fatalf("at Resumed (writing %v): restore %v, %d sends, down %v, serving %v", writing, rd.Restore, len(rd.Sends), m.Down(), m.Serving())
+			}
+			m.Step(r.batch(t, 0, 12, 25, 0), reader(0))
+			m.Tick(r.now.Add(time.Hour))
+			if rd := m.Ready(); rd.Applied != 0 || len(rd.Sends) != 0 || len(rd.Acks) != 1 {
+				t.Fatalf("input after Resumed: %+v", rd)
+			}
+			if cp, err := m.Checkpoint(); cp != nil || err != nil {
+				t.Fatalf("a checkpoint after Resumed: %v %v", cp, err)
+			}
+			if writing {
+				m.Durable(cp.Manifest.Offsets, nil)
+				rd := m.Ready()
+				if len(rd.Sends) != 0 {
+					t.Fatalf("the checkpoint written across the pause released %d batches of stale outputs", len(rd.Sends))
+				}
+				if !rd.Restore {
+					t.Fatal("no restore once the checkpoint being written is durable")
+				}
+				own = r.restore(t, 0)
+			}
+			m.Restored(own, false)
+			if rd := m.Ready(); len(rd.Rewinds) != 0 || len(rd.Sends) != 0 {
+				t.Fatalf("a resumed fragment asked for input or sent before its hand-off: %+v", rd)
+			}
+			if !m.Waiting() || m.Down() || m.Resuming() || m.Serving() == nil {
+				t.Fatalf("after the restore: waiting %v, down %v, resuming %v", m.Waiting(), m.Down(), m.Resuming())
+			}
+			m.Step(r.batch(t, 0, 12, 25, 0), reader(0))
+			if rd := m.Ready(); rd.Applied != 0 {
+				t.Fatalf("input applied while waiting for the hand-off: %+v", rd)
+			}
+
+			m.Restored(handedOff, true)
+			want := []rewind{{part(sourceCh, 0), 25, ""}, {part(exchangeCh, 0), 0, ""}, {part(exchangeCh, 1), 0, ""}}
+			if got := rewinds(m.Ready().Rewinds); !slices.Equal(got, want) {
+				t.Fatalf("replay after the hand-off %v, want %v", got, want)
+			}
+			if m.Waiting() || m.Serving() != nil || m.Vector().End(part(sourceCh, 0)) != 25 {
+				t.Fatalf("after the hand-off: waiting %v, serving %v, at %d", m.Waiting(), m.Serving(), m.Vector().End(part(sourceCh, 0)))
+			}
+		})
+	}
+}
+
+func mustFull(t *testing.T, s *recovery.Store, flow string, frag int) *recovery.Checkpoint {
+	t.Helper()
+	cp, ok, err := s.Full(flow, frag)
+	if err != nil || !ok {
+		t.Fatalf("full checkpoint of %d: %v %v", frag, ok, err)
+	}
+	return cp
+}
+
+func restoreFrom(t *testing.T, s *recovery.Store, plan *flows.Plan) recovery.Restored {
+	t.Helper()
+	rs, err := recovery.Restore(s, plan, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}

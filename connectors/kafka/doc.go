@@ -114,9 +114,19 @@
 // FenceBackoff (10 s), time for the engine's placement fencing to stop the
 // zombie's fragment; after that the sink takes the fragment back, as an
 // owner the fragment has moved back to must (which therefore delivers
-// one FenceBackoff late, once). A zombie that stays unaware for longer
-// than that can still duplicate outputs: the sink cannot tell it from an
-// owner that took the fragment back.
+// one FenceBackoff late, once). The engine makes a zombie aware: a node
+// that finds it was paused long enough for the others to take its
+// fragments over drops their state and restores the checkpoint the
+// interim owner hands back (actor/doc.go, "A paused node").
+//
+// A fragment that restores a checkpoint holding outputs to deliver again
+// (a restart, a failover, a hand-off, a pause) calls Restored
+// (flows.RestoredSink): the sink ends the fragment's producer session, and
+// the next Write initialises a new one, which fences any other owner and
+// skips what the last marker says was committed — also outputs this
+// node's producer committed before the fragment moved away and back. A
+// producer also skips, in any Write, the outputs up to the last one it
+// committed itself.
 //
 // The marker of a fragment is looked for in one partition of the progress
 // topic, chosen by the partition count when the sink is made: never add

@@ -75,7 +75,13 @@ type txnProducer struct {
 	cl   *kgo.Client // nil until (re)initialised
 	skip string      // the marker read at initialisation; "" for none
 	used bool        // a Write ran since initialisation
-	shut bool        // the sink is closed: never initialise again
+	// last is the last output this producer committed (if any): a
+	// fragment that moved away and back to this node restores a state
+	// whose pending outputs may hold, as a prefix, outputs this producer
+	// committed when it owned the fragment before; they are skipped.
+	last    flows.OutputID
+	hasLast bool
+	shut    bool // the sink is closed: never initialise again
 	// fenced is when a Write of this producer was last fenced; zero if
 	// it was not since it last initialised.
 	fenced time.Time
@@ -223,6 +229,27 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 	return nil
 }
 
+// Restored ends the fragment's producer session (flows.RestoredSink): the
+// fragment restored a checkpoint and delivers its pending outputs again,
+// and an earlier owner may have committed some of them (or this producer,
+// before the fragment moved away and back). The next Write initialises a
+// producer, which fences any other owner and reads the fragment's last
+// marker: the outputs up to it are skipped.
+func (s *ExactlyOnceSink[T]) Restored(frag int) {
+	p, err := s.producer(frag)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cl != nil {
+		p.cl.Close()
+		p.cl = nil
+	}
+}
+
+var _ flows.RestoredSink = (*ExactlyOnceSink[int])(nil)
+
 func (s *ExactlyOnceSink[T]) producer(frag int) (*txnProducer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -246,9 +273,17 @@ func (s *ExactlyOnceSink[T]) write(ctx context.Context, p *txnProducer, out []fl
 	if !p.used {
 		p.used = true
 		out = skipCommitted(out, p.skip)
-		if len(out) == 0 {
-			return nil
+	}
+	if p.hasLast {
+		for i := range out {
+			if out[i].ID == p.last {
+				out = out[i+1:]
+				break
+			}
 		}
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	recs := make([]kgo.Record, len(out)+1)
 	ptrs := make([]*kgo.Record, len(recs))
@@ -273,6 +308,7 @@ func (s *ExactlyOnceSink[T]) write(ctx context.Context, p *txnProducer, out []fl
 	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("commit %d outputs: %w", len(out), err)
 	}
+	p.last, p.hasLast = out[len(out)-1].ID, true
 	return nil
 }
 
@@ -318,7 +354,7 @@ func (s *ExactlyOnceSink[T]) initProducer(ctx context.Context, p *txnProducer) e
 		cl.Close()
 		return err
 	}
-	p.cl, p.skip, p.used, p.fenced = cl, marker, false, time.Time{}
+	p.cl, p.skip, p.used, p.fenced, p.hasLast = cl, marker, false, time.Time{}, false
 	return nil
 }
 
