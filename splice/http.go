@@ -216,44 +216,64 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 }
 
 func (h *handler) evaluate(r *http.Request) (Result, error) {
-	req, err := h.request(r)
+	req, o, err := h.request(r)
 	if err != nil {
 		return Result{}, err
 	}
-	return Evaluate(r.Context(), h.g, req)
+	return EvaluateRead(r.Context(), h.g, req, o)
 }
 
-// request reads the view request of r's path and parameters (but the
-// parameters allowed, which the caller reads).
-func (h *handler) request(r *http.Request, allowed ...string) (Request, error) {
+// request reads the view request of r's path and parameters, with its
+// read options (but the parameters allowed, which the caller reads).
+func (h *handler) request(r *http.Request, allowed ...string) (Request, ReadOptions, error) {
 	view := r.PathValue("view")
 	spec, err := FindSpec(h.g, view)
 	if err != nil {
-		return Request{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+		return Request{}, ReadOptions{}, fmt.Errorf("%w %q", ErrUnknownView, view)
 	}
 	params, err := Params(r)
 	if err != nil {
-		return Request{}, err
+		return Request{}, ReadOptions{}, err
 	}
 	for _, a := range allowed {
 		params.Del(a)
+	}
+	o, err := ParseReadOptions(params)
+	if err != nil {
+		return Request{}, o, err
 	}
 	var q Query
 	switch spec.Kind {
 	case Windowed:
 		q, err = ParseWindowQuery(params)
-		return Request{View: view, Op: OpWindows, Query: q}, err
+		return Request{View: view, Op: OpWindows, Query: q}, o, err
 	case WindowedKeyed:
 		q, err = ParseWindowedKeyedQuery(params)
-		return Request{View: view, Op: OpEntries, Query: q}, err
+		return Request{View: view, Op: OpEntries, Query: q}, o, err
 	case Aggregate:
 		if len(params) > 0 {
-			return Request{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
+			return Request{}, o, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters but consistency, min_offsets and timeout", ErrBadRequest, view)
 		}
-		return Request{View: view, Op: OpValue}, nil
+		return Request{View: view, Op: OpValue}, o, nil
 	}
 	q, err = ParseQuery(params)
-	return Request{View: view, Op: OpEntries, Query: q}, err
+	return Request{View: view, Op: OpEntries, Query: q}, o, err
+}
+
+// cutOf is res's cut for a JSON answer (nil when it has none: watches).
+func cutOf(res Result) *Cut {
+	if res.Cut.Consistency == "" {
+		return nil
+	}
+	return &res.Cut
+}
+
+// writeCut adds "cut" to a streamed answer that has one.
+func writeCut(bw *bufio.Writer, res Result) {
+	if c := cutOf(res); c != nil {
+		bw.WriteString(`,"cut":`)
+		writeJSONValue(bw, c)
+	}
 }
 
 func (h *handler) view(w http.ResponseWriter, r *http.Request) {
@@ -350,12 +370,13 @@ type windowAnswer struct {
 	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
 	Complete  bool        `json:"complete"`          // every fragment's input ended and was applied: the answer is final
 	Stale     bool        `json:"stale,omitempty"`   // a fragment answered from a standby's copy
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
 func windowedAnswer(res Result) windowAnswer {
 	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness,
-		Complete: res.Complete(), Stale: res.Stale()}
+		Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 	if res.Latest && len(res.Windows) == 1 {
 		a.Window = &res.Windows[0]
 	} else {
@@ -378,12 +399,13 @@ type aggAnswer struct {
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"`
 	Stale     bool        `json:"stale,omitempty"` // a fragment answered from a standby's copy
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
 func aggregateAnswer(res Result) aggAnswer {
 	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness,
-		Complete: res.Complete(), Stale: res.Stale()}
+		Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 }
 
 // writeEntries streams a keyed answer: entries may number millions.
@@ -409,6 +431,7 @@ func writeEntries(w http.ResponseWriter, res Result) {
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
 	writeStale(bw, res)
+	writeCut(bw, res)
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString("}\n")
@@ -467,6 +490,7 @@ type keyAnswer struct {
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
 	Stale     bool        `json:"stale,omitempty"`
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
@@ -481,15 +505,25 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.windowKey(w, r, view, key)
 		return
 	}
-	if r.URL.RawQuery != "" {
-		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	o, err := ParseReadOptions(params)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if len(params) > 0 {
+		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters but consistency, min_offsets and timeout")
 		return
 	}
 	if spec.Kind != Keyed {
 		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is %s: it has no keys", view, map[Kind]string{Aggregate: "an aggregate", Windowed: "windowed"}[spec.Kind]))
 		return
 	}
-	res, err := Evaluate(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key})
+	res, err := EvaluateRead(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key}, o)
 	if errors.Is(err, ErrNotFound) {
 		err = fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view)
 	}
@@ -497,7 +531,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)})
 }
 
 // MinWatchInterval is the shortest interval a watch may ask for: every
@@ -527,7 +561,10 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		interval = d
 	}
-	req, err := h.request(r, "interval")
+	req, o, err := h.request(r, "interval")
+	if err == nil && (o.Consistency != Latest || o.MinOffsets != nil || params.Has("timeout")) {
+		err = fmt.Errorf("%w: a watch takes no consistency, min_offsets or timeout: it follows the latest answer", ErrBadRequest)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
