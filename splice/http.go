@@ -44,7 +44,11 @@ type HandlerConfig struct {
 // on after this key), prefix, and top (the top N by value instead of key
 // order). Windowed keyed views take both: window, from and to choose the
 // windows, and limit, after, prefix and top the entries of each window; a
-// key of one takes window, from and to. Errors are JSON {"error": "..."}:
+// key of one takes window, from and to. Every query and key lookup also
+// takes consistency (latest, the default, or snapshot: one cut), min_offsets
+// (source/partition:offset pairs, comma-separated: answer once they are
+// covered) and timeout (how long to wait for them; 504 after), and its
+// answer states its cut (read.go). Errors are JSON {"error": "..."}:
 // 404 for an unknown view or key, 400 for bad parameters.
 func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
@@ -596,7 +600,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		return true
 	}
-	last := first.snap
+	last, lastSeq := first.snap, first.seq
 	if !send("snapshot", watchPayload(first.res)) {
 		return
 	}
@@ -623,37 +627,61 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 			send("error", map[string]string{"error": cleanError(u.err)})
 			return
 		}
-		res, cur := u.res, u.snap
-		var ok bool
-		if res.Spec.Kind == Windowed {
-			changed, removed := diffWindows(last, cur, res.Windows)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
-		} else if res.Spec.Kind == WindowedKeyed {
-			changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
-		} else if res.Spec.Kind == Aggregate {
-			if bytes.Equal(cur[""], last[""]) {
-				continue
-			}
-			ok = send("value", watchPayload(res))
+		// Watchers that sent the group's previous update (nearly all)
+		// share one diff, encoded once; one that fell behind diffs alone.
+		var ev []byte
+		if u.prevSeq != 0 && u.prevSeq == lastSeq {
+			ev = u.sharedChange()
 		} else {
-			changed, removed := diff(last, cur, res.Entries)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness})
+			ev = changeEvent(last, u)
 		}
-		if !ok {
+		last, lastSeq = u.snap, u.seq
+		if ev == nil {
+			continue // nothing changed
+		}
+		bw.Write(ev)
+		if bw.Flush() != nil {
 			return
 		}
-		last = cur
+		fl.Flush()
 	}
+}
+
+// changeEvent is the server-sent event that takes a watcher from the
+// answer whose snapshot is last to u's, or nil if nothing changed: a
+// "value" (aggregates) or "changes" with the entries or windows that
+// changed or appeared and those that left.
+func changeEvent(last map[string][]byte, u *watchUpdate) []byte {
+	res, cur := u.res, u.snap
+	var event string
+	var v any
+	switch res.Spec.Kind {
+	case Windowed:
+		changed, removed := diffWindows(last, cur, res.Windows)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness}
+	case WindowedKeyed:
+		changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness}
+	case Aggregate:
+		if bytes.Equal(cur[""], last[""]) {
+			return nil
+		}
+		event, v = "value", watchPayload(res)
+	default:
+		changed, removed := diff(last, cur, res.Entries)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness}
+	}
+	b, _ := json.Marshal(v)
+	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", event, b)
 }
 
 type jsonEntry struct {

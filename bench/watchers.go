@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// watcherCount is the watchers row's number of server-sent-event clients.
+const watcherCount = 1000
+
+// watchers connects 1,000 watchers of one view (the keyed count's top 10,
+// every 250 ms) over HTTP on 127.0.0.1 while the keyed count ingests at
+// full speed, and measures point lookups over HTTP meanwhile: the watchers
+// share one evaluation per interval (splice's watch hub), so the lookups
+// should not see them.
+func watchers(in *input, p params, w io.Writer) (Result, error) {
+	dur := 5 * time.Second
+	if p.quick {
+		dur = 2 * time.Second
+	}
+	var point []float64
+	var ingested int64
+	var events, connected atomic.Int64
+	var runErr error
+	r, err := runEngine(in, p, engineRun{fragments: p.fragments, repeat: 0, checkpoint: time.Second, during: func(e *actor.Engine) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			runErr = err
+			return
+		}
+		done := make(chan struct{})
+		mux := http.NewServeMux()
+		splice.Register(mux, e, splice.HandlerConfig{Done: done})
+		srv := &http.Server{Handler: mux}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); srv.Serve(ln) }()
+		base := "http://" + ln.Addr().String()
+		ctx, cancel := context.WithCancel(context.Background())
+		tr := &http.Transport{MaxIdleConnsPerHost: 4}
+		client := &http.Client{Transport: tr}
+		for range watcherCount {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/views/counts/watch?top=10&interval=250ms", nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					return
+				}
+				defer resp.Body.Close()
+				connected.Add(1)
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					if len(sc.Bytes()) > 6 && string(sc.Bytes()[:6]) == "event:" {
+						events.Add(1)
+					}
+				}
+			}()
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for connected.Load() < watcherCount && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if connected.Load() < watcherCount {
+			runErr = fmt.Errorf("%d of %d watchers connected in 30s", connected.Load(), watcherCount)
+		} else {
+			end := time.Now().Add(dur)
+			for i := 0; time.Now().Before(end); i++ {
+				start := time.Now()
+				resp, err := client.Get(base + "/v1/views/counts/keys/" + in.keys[i%len(in.keys)])
+				if err != nil {
+					runErr = err
+					break
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+					runErr = fmt.Errorf("point lookup: %s", resp.Status)
+					break
+				}
+				point = append(point, float64(time.Since(start).Microseconds())/1000)
+				time.Sleep(time.Millisecond)
+			}
+		}
+		for _, rs := range e.Readers() {
+			ingested += rs.Events.Load()
+		}
+		cancel()
+		close(done)
+		srv.Close()
+		wg.Wait()
+		tr.CloseIdleConnections()
+	}})
+	if err == nil {
+		err = runErr
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if len(point) == 0 {
+		return Result{}, fmt.Errorf("no query answered")
+	}
+	ingest := float64(ingested) / r.cost.wall.Seconds()
+	p50, p99 := percentile(point, 0.5), percentile(point, 0.99)
+	fmt.Fprintf(w, "  %d watchers got %d events; %d point lookups over HTTP: p50 %.2f ms, p99 %.2f ms; ingest %.2fM events/s\n",
+		watcherCount, events.Load(), len(point), p50, p99, ingest/1e6)
+	return Result{Name: "watchers", Goal: atMost("p99_ms", 5), Events: int(ingested), EventsPerSec: ingest,
+		CPUNsPerEvent: float64(r.cost.cpu.Nanoseconds()) / float64(max(ingested, 1)), P50Ms: p50, P99Ms: p99, PeakRSSMB: r.peakRSS,
+		Note: fmt.Sprintf("point lookups over HTTP with %d SSE watchers of the top 10 (every 250 ms) connected, under full-speed ingest; the watchers received %d events",
+			watcherCount, events.Load())}, nil
+}
