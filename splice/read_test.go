@@ -159,4 +159,3 @@ func TestParseReadOptions(t *testing.T) {
 		}
 	}
 }
-
