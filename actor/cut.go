@@ -31,18 +31,22 @@ import (
 // the batches in flight and the evaluation: a few milliseconds on one
 // node. Snapshot reads that arrive together each pause on their own id,
 // and a reader reads again once none holds it. A pause is a lease: a
-// reader resumes by itself after pauseLease, so that a coordinator that
-// dies never stops the input. A reader that rewinds while paused (a
-// fragment restored an older checkpoint) drops its pauses with an error.
+// reader resumes by itself once the read's deadline has passed by
+// leaseMargin (at most maxLease), so that a coordinator that dies stops
+// the input no longer than its read's timeout. A reader that rewinds while
+// paused (a fragment restored an older checkpoint) drops its pauses with
+// an error. A lease that ran out before the evaluation is no harm: the
+// answers no longer match the cut, and the read asks again.
 //
 // Only a flow without exchanges can be held this way: a stage after a
 // second KeyBy sees its input one checkpoint later (see the flows
 // package), so its fragments are not at the cut when the readers are.
 const (
-	pauseLease = 2 * time.Second
-	// pauseWait bounds the wait for every reader's answer; a snapshot read
-	// tries again within its own timeout.
-	pauseWait = time.Second
+	leaseMargin = time.Second
+	maxLease    = splice.MaxReadTimeout + leaseMargin
+	// pauseWait bounds the wait for every reader's answer of a read
+	// without a deadline.
+	pauseWait = splice.DefaultReadTimeout
 )
 
 // pauseHold is one snapshot read holding a reader still.
@@ -79,8 +83,8 @@ func (ra *readerActor) pause(c pa.Context, m *wire.Pause) {
 	}
 	ra.pauses[m.Id] = &pauseHold{asker: asker}
 	lease := time.Duration(m.LeaseMs) * time.Millisecond
-	if lease <= 0 || lease > pauseLease {
-		lease = pauseLease
+	if lease <= 0 || lease > maxLease {
+		lease = maxLease
 	}
 	ra.e.after(lease, c.Self(), pauseLeaseMsg{m.Id})
 	ra.settle(c)
@@ -148,14 +152,15 @@ func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
 	id := rand.Uint64() | 1
 	wait := pauseWait
 	if d, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(d))
+		wait = time.Until(d)
 	}
 	if wait <= 0 {
 		return nil, nil, context.DeadlineExceeded
 	}
+	lease := wait + leaseMargin
 	futs := make([]*pa.Future, len(l.allRead))
 	for i, pid := range l.allRead {
-		futs[i] = e.sys.Root.RequestFuture(pid, &wire.Pause{Id: id, LeaseMs: pauseLease.Milliseconds()}, wait)
+		futs[i] = e.sys.Root.RequestFuture(pid, &wire.Pause{Id: id, LeaseMs: lease.Milliseconds()}, wait)
 	}
 	release := func() {
 		for _, pid := range l.allRead {
