@@ -573,8 +573,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
@@ -590,60 +589,31 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriter(w)
-	send := func(event string, v any) bool {
-		b, _ := json.Marshal(v)
-		fmt.Fprintf(bw, "event: %s\ndata: %s\n\n", event, b)
-		if err := bw.Flush(); err != nil {
-			return false
+	// The group's goroutine writes the events after the snapshot (see
+	// watchHub); unsubscribe waits for a write in progress, so none comes
+	// after this handler returns.
+	rc := http.NewResponseController(w)
+	write := func(b []byte) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return err
 		}
-		fl.Flush()
-		return true
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		// No deadline left behind for what the connection does next (a
+		// writer that cannot set one never had one).
+		_ = rc.SetWriteDeadline(time.Time{})
+		return nil
 	}
-	last, lastSeq := first.snap, first.seq
-	if !send("snapshot", watchPayload(first.res)) {
+	if write(sseEvent("snapshot", watchPayload(first.res))) != nil {
 		return
 	}
-	for {
-		var u *watchUpdate
-		select {
-		case <-r.Context().Done():
-			return
-		case <-h.cfg.Done:
-			return
-		case u = <-sub.ch:
-		}
-		var ue *UnavailableError
-		if errors.As(u.err, &ue) {
-			// Fragments are moving: say so and try again at the next
-			// interval rather than end the stream.
-			if !send("unavailable", unavailableAnswer{Error: cleanError(u.err), Fragments: ue.Fragments,
-				RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}) {
-				return
-			}
-			continue
-		}
-		if u.err != nil {
-			send("error", map[string]string{"error": cleanError(u.err)})
-			return
-		}
-		// Watchers that sent the group's previous update (nearly all)
-		// share one diff, encoded once; one that fell behind diffs alone.
-		var ev []byte
-		if u.prevSeq != 0 && u.prevSeq == lastSeq {
-			ev = u.sharedChange()
-		} else {
-			ev = changeEvent(last, u)
-		}
-		last, lastSeq = u.snap, u.seq
-		if ev == nil {
-			continue // nothing changed
-		}
-		bw.Write(ev)
-		if bw.Flush() != nil {
-			return
-		}
-		fl.Flush()
+	h.hub.start(sub, first, write)
+	select {
+	case <-r.Context().Done():
+	case <-h.cfg.Done:
+	case <-sub.ended:
 	}
 }
 
