@@ -594,7 +594,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	// after this handler returns.
 	rc := http.NewResponseController(w)
 	write := func(b []byte) error {
-		_ = rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout(len(b))))
 		if _, err := w.Write(b); err != nil {
 			return err
 		}
@@ -606,7 +606,9 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		_ = rc.SetWriteDeadline(time.Time{})
 		return nil
 	}
-	if write(sseEvent("snapshot", watchPayload(first.res))) != nil {
+	// The snapshot, written by this goroutine, may take as long as the
+	// client wants.
+	if _, err := w.Write(sseEvent("snapshot", watchPayload(first.res))); err != nil || rc.Flush() != nil {
 		return
 	}
 	h.hub.start(sub, first, write)

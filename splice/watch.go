@@ -21,7 +21,7 @@ import (
 // other, rather than waking a goroutine per watcher: a thousand goroutines
 // made runnable at once every interval would queue every other request of
 // the process (a point lookup) behind them. A write that does not complete
-// within watchWriteTimeout (a client that stopped reading) ends that
+// within writeTimeout (a client that stopped reading) ends that
 // watcher's stream, so a slow client never holds the others back.
 //
 // A group starts with its first watcher, which waits for its first
@@ -38,8 +38,13 @@ type watchHub struct {
 	groups map[watchKey]*watchGroup
 }
 
-// watchWriteTimeout bounds one event's write to one watcher.
+// watchWriteTimeout bounds one small event's write to one watcher; a
+// large one gets more time, as if the client read 10 MB/s.
 const watchWriteTimeout = 200 * time.Millisecond
+
+func writeTimeout(n int) time.Duration {
+	return watchWriteTimeout + time.Duration(n/10)*time.Microsecond
+}
 
 type watchKey struct {
 	req      Request
