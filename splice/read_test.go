@@ -2,7 +2,9 @@ package splice
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -156,6 +158,48 @@ func TestParseReadOptions(t *testing.T) {
 		}
 		if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: err %v, want %q", tc.q, err, tc.err)
+		}
+	}
+}
+
+// Over HTTP: every answer states its cut; a snapshot of a gatherer that
+// cannot cut and a watch with read options are 400; a min_offsets never
+// reached is a JSON 504.
+func TestReadOptionsOverHTTP(t *testing.T) {
+	g := &movingGatherer{answers: []Answer{
+		{Partial: int64(2), Freshness: Freshness{Fragment: 0, Offsets: map[string]int64{"in/0": 4, "in/1": 7}}},
+		{Partial: int64(3), Freshness: Freshness{Fragment: 1, Offsets: map[string]int64{"in/0": 6, "in/1": 5}}},
+	}}
+	srv := serve(t, g)
+	var a struct {
+		Value int64
+		Cut   Cut
+	}
+	resp, err := http.Get(srv.URL + "/v1/views/total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	resp.Body.Close()
+	if err != nil || a.Value != 5 || a.Cut.Consistency != Latest || FormatOffsets(a.Cut.Offsets) != "in/0:4,in/1:5" {
+		t.Fatalf("answer %+v (%v), want the latest cut in/0:4,in/1:5", a, err)
+	}
+	for q, want := range map[string]int{
+		"/v1/views/total?consistency=snapshot":                    400,
+		"/v1/views/total/watch?consistency=snapshot":              400,
+		"/v1/views/total?min_offsets=in/0:5&timeout=30ms":         504,
+		"/v1/views/total?min_offsets=in/0:4,in/1:5&timeout=30ms":  200,
+		"/v1/views/total?min_offsets=in/0:4,in/1:%ZZ&timeout=3ms": 400,
+	} {
+		resp, err := http.Get(srv.URL + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want != 200 && e.Error == "") {
+			t.Errorf("%s: %d %q, want %d with an error", q, resp.StatusCode, e.Error, want)
 		}
 	}
 }
