@@ -53,10 +53,12 @@ const (
 type pauseHold struct {
 	asker    *pa.PID // where the Paused goes
 	answered bool
+	until    time.Time // its lease
 }
 
-// pauseLeaseMsg ends a pause whose lease ran out.
-type pauseLeaseMsg struct{ id uint64 }
+// pauseLeaseMsg makes a reader end the pauses whose lease ran out. A
+// reader has at most one on its way (leaseCheck), for its earliest lease.
+type pauseLeaseMsg struct{}
 
 func (ra *readerActor) name() string {
 	return ra.e.plan.PartitionName(ra.r.Source(), ra.r.Partition())
@@ -81,13 +83,40 @@ func (ra *readerActor) pause(c pa.Context, m *wire.Pause) {
 	if _, ok := ra.pauses[m.Id]; ok {
 		return
 	}
-	ra.pauses[m.Id] = &pauseHold{asker: asker}
 	lease := time.Duration(m.LeaseMs) * time.Millisecond
 	if lease <= 0 || lease > maxLease {
 		lease = maxLease
 	}
-	ra.e.after(lease, c.Self(), pauseLeaseMsg{m.Id})
+	ra.pauses[m.Id] = &pauseHold{asker: asker, until: time.Now().Add(lease)}
+	ra.leaseCheck(c)
 	ra.settle(c)
+}
+
+// leaseCheck makes sure a pauseLeaseMsg comes by the earliest lease.
+func (ra *readerActor) leaseCheck(c pa.Context) {
+	var first time.Time
+	for _, h := range ra.pauses {
+		if first.IsZero() || h.until.Before(first) {
+			first = h.until
+		}
+	}
+	if first.IsZero() || (!ra.leaseAt.IsZero() && !ra.leaseAt.After(first)) {
+		return
+	}
+	ra.leaseAt = first
+	ra.e.after(time.Until(first), c.Self(), pauseLeaseMsg{})
+}
+
+// leaseEnded ends the pauses whose lease ran out.
+func (ra *readerActor) leaseEnded(c pa.Context) {
+	ra.leaseAt = time.Time{}
+	now := time.Now()
+	for id, h := range ra.pauses {
+		if !h.until.After(now) {
+			ra.resume(c, id)
+		}
+	}
+	ra.leaseCheck(c)
 }
 
 // settle sends the fragments what they still lack up to the position

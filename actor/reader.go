@@ -35,7 +35,8 @@ type readerActor struct {
 	outN     int
 	// pauses are the snapshot reads holding the reader still (cut.go), by
 	// id: while there is one, the reader does not poll.
-	pauses map[uint64]*pauseHold
+	pauses  map[uint64]*pauseHold
+	leaseAt time.Time // when the pauseLeaseMsg on its way comes (zero: none)
 }
 
 // creditCheckMsg makes a reader take back the credits of fragments that
@@ -58,7 +59,7 @@ func (ra *readerActor) receive(c pa.Context) {
 	case *wire.Pause:
 		ra.pause(c, m)
 	case pauseLeaseMsg:
-		ra.resume(c, m.id)
+		ra.leaseEnded(c)
 	case *wire.Acks:
 		for _, f := range m.Fragments {
 			ra.ack(c, int(f))
