@@ -217,6 +217,7 @@ func run(p params, out string, w io.Writer) error {
 		{"checkpoint-overhead", func() (Result, error) { return checkpointOverhead(in, p, w) }},
 		{"recovery", func() (Result, error) { return recoveryRun(in, p, w) }},
 		{"query-latency", func() (Result, error) { return queryLatency(in, p, w) }},
+		{"snapshot-reads", func() (Result, error) { return snapshotReads(in, p, w) }},
 		{"watchers", func() (Result, error) { return watchers(in, p, w) }},
 		{"http-ingest", func() (Result, error) { return httpIngest(in, p, w) }},
 		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
