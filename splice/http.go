@@ -633,13 +633,13 @@ func changeEvent(last map[string][]byte, u *watchUpdate) []byte {
 		if len(changed) == 0 && len(removed) == 0 {
 			return nil
 		}
-		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
 	case WindowedKeyed:
 		changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
 		if len(changed) == 0 && len(removed) == 0 {
 			return nil
 		}
-		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
 	case Aggregate:
 		if bytes.Equal(cur[""], last[""]) {
 			return nil
@@ -650,7 +650,7 @@ func changeEvent(last map[string][]byte, u *watchUpdate) []byte {
 		if len(changed) == 0 && len(removed) == 0 {
 			return nil
 		}
-		event, v = "changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness}
+		event, v = "changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
 	}
 	b, _ := json.Marshal(v)
 	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", event, b)
@@ -674,7 +674,7 @@ func watchPayload(res Result) any {
 	for i, e := range res.Entries {
 		es[i] = jsonEntry{e.Key, e.Value}
 	}
-	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness}
+	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness, "cut": cutOf(res)}
 }
 
 // snapshot maps keys ("" for an aggregate) to their encoded values.

@@ -207,6 +207,7 @@ func (h *watchHub) evaluate(g *watchGroup) *watchUpdate {
 	if err != nil {
 		return &watchUpdate{err: err}
 	}
+	res.Cut = Cut{Consistency: Latest, Offsets: LowerCut(res.Freshness)}
 	return &watchUpdate{res: res, snap: snapshot(res)}
 }
 
