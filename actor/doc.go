@@ -60,9 +60,11 @@
 //
 // # Queries
 //
-// A view query asks every fragment it needs at once: local fragments
-// through their mailboxes (queries go ahead of batches), other nodes'
-// through their query actors. A node that does not answer is probed; once
+// A view query asks every fragment it needs: local fragments directly, on
+// the asker's goroutine under the fragment's read lock (the actor holds
+// the write lock for each message it handles, so a query waits for at most
+// one message, never for the mailbox's queue), other nodes' through their
+// query actors, at once. A node that does not answer is probed; once
 // it is unreachable (its remote refuses connections, or the membership
 // declared it dead) the query stops waiting for it and asks its fragments'
 // standbys, which answer from the live fragment if they have taken it over,
@@ -73,6 +75,11 @@
 // waits for the transport's own timeouts, and no transport error reaches
 // the user. Alerts never use standby copies. The rules and timings are in
 // query.go.
+//
+// A snapshot read (splice.Cutter, cut.go) holds every reader of the
+// flow, on every node, still at a batch boundary once every fragment
+// applied exactly what it read: the readers' positions are one cut. See
+// cut.go for the protocol, its lease and its cost.
 //
 // # Alerts
 //

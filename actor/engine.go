@@ -279,6 +279,7 @@ type FragmentStats struct {
 	offsets        map[string]int64
 	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
 	ckptErr        error
+	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
 }
 
 func (s *FragmentStats) freshness() splice.Freshness {
@@ -588,6 +589,7 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
 		fullNext: e.self != ""}
+	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)
 	}
@@ -917,11 +919,7 @@ type (
 		to       int64
 		fragment int
 	}
-	tickMsg  struct{ now time.Time }
-	queryMsg struct {
-		req   splice.Request
-		reply chan<- queryReply // buffered for every fragment asked
-	}
+	tickMsg struct{ now time.Time }
 	ckptReq struct{}
 	ckptOK  struct{}
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
@@ -935,11 +933,4 @@ type (
 		bytes   int
 		err     error
 	}
-	queryReply struct {
-		ans splice.Answer
-		err error
-	}
 )
-
-// GetPriority puts queries ahead of batches in a fragment's mailbox.
-func (*queryMsg) GetPriority() int8 { return 7 }

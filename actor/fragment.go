@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -39,6 +39,33 @@ type fragmentActor struct {
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
+	// mu is held by Receive for every message, and for reading by query:
+	// a view query reads the fragment's state on the asker's goroutine,
+	// between two messages, rather than waiting for its turn in the
+	// mailbox. stopped (under mu): the actor stopped; its state is no
+	// longer this node's to answer from.
+	mu      sync.RWMutex
+	stopped bool
+}
+
+// query answers a view request from the fragment's state, on the
+// caller's goroutine: it waits at most for the message being handled (a
+// batch applied, a checkpoint taken), never for the mailbox's queue, which
+// under full ingest holds many batches and is run only when the scheduler
+// gets to the actor's goroutine. Fragment.Query only reads the state, so
+// queries run together.
+func (fa *fragmentActor) query(req splice.Request) (splice.Answer, error) {
+	fa.mu.RLock()
+	defer fa.mu.RUnlock()
+	if fa.stopped {
+		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, Reason: fmt.Sprintf("fragment %d stopped on this node: the placement is changing", fa.id), RetryAfter: time.Second}
+	}
+	if err := fa.m.Serving(); err != nil {
+		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}
+	}
+	ans, err := fa.m.Fragment().Query(req)
+	ans.Freshness = fa.stats.freshness()
+	return ans, err
 }
 
 type waiter struct {
@@ -75,6 +102,8 @@ type (
 )
 
 func (fa *fragmentActor) Receive(c pa.Context) {
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
 	m := fa.m
 	fa.checkPause(c)
 	switch msg := c.Message().(type) {
@@ -150,23 +179,13 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			m.SetNow(fa.e.cfg.Now())
 			m.StopWaiting()
 		}
-	case *queryMsg:
-		if err := m.Serving(); err != nil {
-			msg.reply <- queryReply{err: &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}}
-			return
-		}
-		ans, err := m.Fragment().Query(msg.req)
-		ans.Freshness = fa.stats.freshness()
-		msg.reply <- queryReply{ans: ans, err: err}
-		// The asker is now runnable on this P, behind this mailbox's loop,
-		// which under full ingest may run for a whole time slice: let it
-		// have the processor now.
-		runtime.Gosched()
-		return
 	case *pa.Restarting:
 		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.id)
 		return
-	case *pa.Started, *pa.Stopping, *pa.Stopped:
+	case *pa.Stopped:
+		fa.stopped = true
+		return
+	case *pa.Started, *pa.Stopping:
 		return
 	default:
 		fa.e.unknown(msg)

@@ -315,40 +315,33 @@ func (e *Engine) decodeReply(c *call, res any, lost *missing) ([]splice.Answer, 
 	return out, nil
 }
 
-// gatherLocal asks the local fragments frags. A fragment that is not here
-// or not serving (restoring, waiting for its hand-off) goes to unavail.
+// gatherLocal asks the local fragments frags, on this goroutine (see
+// fragmentActor.query). A fragment that is not here or not serving
+// (restoring, waiting for its hand-off) goes to unavail.
 func (e *Engine) gatherLocal(ctx context.Context, req splice.Request, frags []int, deadline time.Time, unavail *missing) ([]splice.Answer, error) {
-	replies := make(chan queryReply, len(frags))
-	n := 0
 	l := e.layout.Load()
+	out := make([]splice.Answer, 0, len(frags))
 	for _, f := range frags {
 		if f < 0 || f >= len(l.local) || l.local[f] < 0 {
 			unavail.add(fmt.Sprintf("fragment %d is not on node %s: the placement is changing", f, e.nodeName()), f)
 			continue
 		}
-		e.sys.Root.Send(l.frags[l.local[f]], &queryMsg{req: req, reply: replies})
-		n++
-	}
-	t := time.NewTimer(max(0, time.Until(deadline)))
-	defer t.Stop()
-	out := make([]splice.Answer, 0, n)
-	for got := 0; got < n; got++ {
-		select {
-		case r := <-replies:
-			var ue *splice.UnavailableError
-			if errors.As(r.err, &ue) {
-				unavail.add(ue.Reason, ue.Fragments...)
-				continue
-			}
-			if r.err != nil {
-				return nil, r.err
-			}
-			out = append(out, r.ans)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-t.C:
-			return nil, fmt.Errorf("query %s: no answer from %d local fragments in %v: %w", req.View, n-got, e.cfg.QueryTimeout, context.DeadlineExceeded)
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("query %s: local fragments did not answer in %v: %w", req.View, e.cfg.QueryTimeout, context.DeadlineExceeded)
+		}
+		ans, err := l.fstats[l.local[f]].fa.query(req)
+		var ue *splice.UnavailableError
+		if errors.As(err, &ue) {
+			unavail.add(ue.Reason, ue.Fragments...)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ans)
 	}
 	return out, nil
 }

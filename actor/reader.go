@@ -33,6 +33,10 @@ type readerActor struct {
 	outBuf   []byte
 	outLast  int // the size of the last arena, to size the next one
 	outN     int
+	// pauses are the snapshot reads holding the reader still (cut.go), by
+	// id: while there is one, the reader does not poll.
+	pauses  map[uint64]*pauseHold
+	leaseAt time.Time // when the pauseLeaseMsg on its way comes (zero: none)
 }
 
 // creditCheckMsg makes a reader take back the credits of fragments that
@@ -52,10 +56,15 @@ func (ra *readerActor) receive(c pa.Context) {
 	case pollMsg:
 		ra.polling = false
 		ra.poll(c)
+	case *wire.Pause:
+		ra.pause(c, m)
+	case pauseLeaseMsg:
+		ra.leaseEnded(c)
 	case *wire.Acks:
 		for _, f := range m.Fragments {
 			ra.ack(c, int(f))
 		}
+		ra.settle(c)
 	case *wire.Rewind:
 		ra.rewind(c, m.To, int(m.Fragment))
 	case creditCheckMsg:
@@ -87,8 +96,9 @@ func (ra *readerActor) receive(c pa.Context) {
 		ra.schedule(c, 0)
 	case ackMsg:
 		ra.ack(c, m.fragment)
+		ra.settle(c)
 	case stopMsg:
-
+		ra.unpause(c, "the engine is stopping")
 		// Flush regardless of credits: the engine is stopping and the
 		// fragments' final checkpoints should cover everything read.
 		ra.stopped = true
@@ -160,6 +170,11 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 	if ra.stopped {
 		return
 	}
+	if len(ra.pauses) > 0 && to < ra.r.Position() {
+		// A fragment restored an older checkpoint: the partition is not
+		// at one position for every fragment now.
+		ra.unpause(c, fmt.Sprintf("%s rewound to %d for fragment %d", ra.name(), to, f))
+	}
 	rewound, err := ra.r.RewindFor(f, to)
 	if err != nil {
 		ra.e.fail(err)
@@ -184,7 +199,7 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 // schedule asks for another poll, after d, unless one is coming, reading is
 // blocked, or the partition is exhausted.
 func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
-	if ra.polling || !ra.cr.MayPoll() || ra.stopped {
+	if ra.polling || !ra.cr.MayPoll() || ra.stopped || len(ra.pauses) > 0 {
 		return
 	}
 	ra.polling = true
@@ -196,7 +211,7 @@ func (ra *readerActor) schedule(c pa.Context, d time.Duration) {
 }
 
 func (ra *readerActor) poll(c pa.Context) {
-	if !ra.cr.MayPoll() || ra.stopped {
+	if !ra.cr.MayPoll() || ra.stopped || len(ra.pauses) > 0 {
 		return
 	}
 	ra.r.SetNow(ra.e.cfg.Now())

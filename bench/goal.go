@@ -32,6 +32,11 @@ func status(r Result) string {
 	if r.Goal == nil {
 		return statusNoGoal
 	}
+	if r.And != nil {
+		if s := status(Result{Goal: r.And, TopP99Ms: r.TopP99Ms, TopP50Ms: r.TopP50Ms, P99Ms: r.P99Ms, P50Ms: r.P50Ms}); s != statusOK {
+			return s
+		}
+	}
 	v, ok := r.figure(r.Goal.Figure)
 	if !ok {
 		return statusMissed
@@ -64,6 +69,8 @@ func (r Result) figure(name string) (float64, bool) {
 		return r.P50Ms, true
 	case "p99_ms":
 		return r.P99Ms, true
+	case "top_p99_ms":
+		return r.TopP99Ms, r.TopP99Ms > 0
 	case "restore_ms":
 		return r.RestoreMs, true
 	case "catch_up_ms":

@@ -388,6 +388,24 @@ func selectKeys[K comparable, V any](n int, at func(int) (K, V), q splice.Query,
 		v V
 		s float64
 	}
+	var cmpf func(a, b cand) int
+	limit := q.Limit + 1
+	if q.Top > 0 {
+		limit = q.Top
+		cmpf = func(a, b cand) int {
+			if c := cmp.Compare(b.s, a.s); c != 0 {
+				return c
+			}
+			return kc.Compare(a.k, b.k)
+		}
+	} else {
+		cmpf = func(a, b cand) int { return kc.Compare(a.k, b.k) }
+	}
+	// A small limit among many keys keeps the best `limit` in a bounded
+	// heap while it scans (a top-10 of a fragment's keys allocates ten
+	// candidates, not one per key); else every candidate is sorted.
+	bounded := limit*4 < n
+	h := &candHeap[cand]{less: func(a, b cand) bool { return cmpf(a, b) > 0 }}
 	var cs []cand
 	for i := range n {
 		k, v := at(i)
@@ -404,32 +422,17 @@ func selectKeys[K comparable, V any](n int, at func(int) (K, V), q splice.Query,
 		if q.Top > 0 {
 			c.s = score(v)
 		}
-		cs = append(cs, c)
-	}
-	var cmpf func(a, b cand) int
-	limit := q.Limit + 1
-	if q.Top > 0 {
-		limit = q.Top
-		cmpf = func(a, b cand) int {
-			if c := cmp.Compare(b.s, a.s); c != 0 {
-				return c
-			}
-			return kc.Compare(a.k, b.k)
+		switch {
+		case !bounded:
+			cs = append(cs, c)
+		case len(h.xs) < limit:
+			heap.Push(h, c)
+		case cmpf(c, h.xs[0]) < 0:
+			h.xs[0] = c
+			heap.Fix(h, 0)
 		}
-	} else {
-		cmpf = func(a, b cand) int { return kc.Compare(a.k, b.k) }
 	}
-	if len(cs) > limit*4 {
-		// Keep the best `limit` with a bounded heap, then sort those.
-		h := &candHeap[cand]{less: func(a, b cand) bool { return cmpf(a, b) > 0 }}
-		for _, c := range cs {
-			if len(h.xs) < limit {
-				heap.Push(h, c)
-			} else if cmpf(c, h.xs[0]) < 0 {
-				h.xs[0] = c
-				heap.Fix(h, 0)
-			}
-		}
+	if bounded {
 		cs = h.xs
 	}
 	slices.SortFunc(cs, cmpf)

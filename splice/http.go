@@ -44,7 +44,11 @@ type HandlerConfig struct {
 // on after this key), prefix, and top (the top N by value instead of key
 // order). Windowed keyed views take both: window, from and to choose the
 // windows, and limit, after, prefix and top the entries of each window; a
-// key of one takes window, from and to. Errors are JSON {"error": "..."}:
+// key of one takes window, from and to. Every query and key lookup also
+// takes consistency (latest, the default, or snapshot: one cut), min_offsets
+// (source/partition:offset pairs, comma-separated: answer once they are
+// covered) and timeout (how long to wait for them; 504 after), and its
+// answer states its cut (read.go). Errors are JSON {"error": "..."}:
 // 404 for an unknown view or key, 400 for bad parameters.
 func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
@@ -216,44 +220,64 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 }
 
 func (h *handler) evaluate(r *http.Request) (Result, error) {
-	req, err := h.request(r)
+	req, o, err := h.request(r)
 	if err != nil {
 		return Result{}, err
 	}
-	return Evaluate(r.Context(), h.g, req)
+	return EvaluateRead(r.Context(), h.g, req, o)
 }
 
-// request reads the view request of r's path and parameters (but the
-// parameters allowed, which the caller reads).
-func (h *handler) request(r *http.Request, allowed ...string) (Request, error) {
+// request reads the view request of r's path and parameters, with its
+// read options (but the parameters allowed, which the caller reads).
+func (h *handler) request(r *http.Request, allowed ...string) (Request, ReadOptions, error) {
 	view := r.PathValue("view")
 	spec, err := FindSpec(h.g, view)
 	if err != nil {
-		return Request{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+		return Request{}, ReadOptions{}, fmt.Errorf("%w %q", ErrUnknownView, view)
 	}
 	params, err := Params(r)
 	if err != nil {
-		return Request{}, err
+		return Request{}, ReadOptions{}, err
 	}
 	for _, a := range allowed {
 		params.Del(a)
+	}
+	o, err := ParseReadOptions(params)
+	if err != nil {
+		return Request{}, o, err
 	}
 	var q Query
 	switch spec.Kind {
 	case Windowed:
 		q, err = ParseWindowQuery(params)
-		return Request{View: view, Op: OpWindows, Query: q}, err
+		return Request{View: view, Op: OpWindows, Query: q}, o, err
 	case WindowedKeyed:
 		q, err = ParseWindowedKeyedQuery(params)
-		return Request{View: view, Op: OpEntries, Query: q}, err
+		return Request{View: view, Op: OpEntries, Query: q}, o, err
 	case Aggregate:
 		if len(params) > 0 {
-			return Request{}, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters", ErrBadRequest, view)
+			return Request{}, o, fmt.Errorf("%w: view %q is an aggregate: it takes no query parameters but consistency, min_offsets and timeout", ErrBadRequest, view)
 		}
-		return Request{View: view, Op: OpValue}, nil
+		return Request{View: view, Op: OpValue}, o, nil
 	}
 	q, err = ParseQuery(params)
-	return Request{View: view, Op: OpEntries, Query: q}, err
+	return Request{View: view, Op: OpEntries, Query: q}, o, err
+}
+
+// cutOf is res's cut for a JSON answer (nil when it has none: watches).
+func cutOf(res Result) *Cut {
+	if res.Cut.Consistency == "" {
+		return nil
+	}
+	return &res.Cut
+}
+
+// writeCut adds "cut" to a streamed answer that has one.
+func writeCut(bw *bufio.Writer, res Result) {
+	if c := cutOf(res); c != nil {
+		bw.WriteString(`,"cut":`)
+		writeJSONValue(bw, c)
+	}
 }
 
 func (h *handler) view(w http.ResponseWriter, r *http.Request) {
@@ -350,12 +374,13 @@ type windowAnswer struct {
 	Horizon   *time.Time  `json:"horizon,omitempty"` // windows ending before it may have been dropped (retention)
 	Complete  bool        `json:"complete"`          // every fragment's input ended and was applied: the answer is final
 	Stale     bool        `json:"stale,omitempty"`   // a fragment answered from a standby's copy
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
 func windowedAnswer(res Result) windowAnswer {
 	a := windowAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, More: res.More, Freshness: res.Freshness,
-		Complete: res.Complete(), Stale: res.Stale()}
+		Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 	if res.Latest && len(res.Windows) == 1 {
 		a.Window = &res.Windows[0]
 	} else {
@@ -378,12 +403,13 @@ type aggAnswer struct {
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"`
 	Stale     bool        `json:"stale,omitempty"` // a fragment answered from a standby's copy
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
 func aggregateAnswer(res Result) aggAnswer {
 	return aggAnswer{View: res.Spec.Name, Kind: res.Spec.Kind, Algebra: res.Spec.Algebra, Value: res.Value, Freshness: res.Freshness,
-		Complete: res.Complete(), Stale: res.Stale()}
+		Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 }
 
 // writeEntries streams a keyed answer: entries may number millions.
@@ -409,6 +435,7 @@ func writeEntries(w http.ResponseWriter, res Result) {
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
 	writeStale(bw, res)
+	writeCut(bw, res)
 	bw.WriteString(`,"freshness":`)
 	writeJSONValue(bw, res.Freshness)
 	bw.WriteString("}\n")
@@ -467,6 +494,7 @@ type keyAnswer struct {
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
 	Stale     bool        `json:"stale,omitempty"`
+	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
 }
 
@@ -481,15 +509,25 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.windowKey(w, r, view, key)
 		return
 	}
-	if r.URL.RawQuery != "" {
-		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters")
+	params, err := Params(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	o, err := ParseReadOptions(params)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if len(params) > 0 {
+		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters but consistency, min_offsets and timeout")
 		return
 	}
 	if spec.Kind != Keyed {
 		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is %s: it has no keys", view, map[Kind]string{Aggregate: "an aggregate", Windowed: "windowed"}[spec.Kind]))
 		return
 	}
-	res, err := Evaluate(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key})
+	res, err := EvaluateRead(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key}, o)
 	if errors.Is(err, ErrNotFound) {
 		err = fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view)
 	}
@@ -497,7 +535,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)})
 }
 
 // MinWatchInterval is the shortest interval a watch may ask for: every
@@ -527,13 +565,15 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		interval = d
 	}
-	req, err := h.request(r, "interval")
+	req, o, err := h.request(r, "interval")
+	if err == nil && (o.Consistency != Latest || o.MinOffsets != nil || params.Has("timeout")) {
+		err = fmt.Errorf("%w: a watch takes no consistency, min_offsets or timeout: it follows the latest answer", ErrBadRequest)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
@@ -549,74 +589,71 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriter(w)
-	send := func(event string, v any) bool {
-		b, _ := json.Marshal(v)
-		fmt.Fprintf(bw, "event: %s\ndata: %s\n\n", event, b)
-		if err := bw.Flush(); err != nil {
-			return false
+	// The group's goroutine writes the events after the snapshot (see
+	// watchHub); unsubscribe waits for a write in progress, so none comes
+	// after this handler returns.
+	rc := http.NewResponseController(w)
+	write := func(b []byte) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout(len(b))))
+		if _, err := w.Write(b); err != nil {
+			return err
 		}
-		fl.Flush()
-		return true
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		// No deadline left behind for what the connection does next (a
+		// writer that cannot set one never had one).
+		_ = rc.SetWriteDeadline(time.Time{})
+		return nil
 	}
-	last := first.snap
-	if !send("snapshot", watchPayload(first.res)) {
+	// The snapshot, written by this goroutine, may take as long as the
+	// client wants.
+	if _, err := w.Write(sseEvent("snapshot", watchPayload(first.res))); err != nil || rc.Flush() != nil {
 		return
 	}
-	for {
-		var u *watchUpdate
-		select {
-		case <-r.Context().Done():
-			return
-		case <-h.cfg.Done:
-			return
-		case u = <-sub.ch:
-		}
-		var ue *UnavailableError
-		if errors.As(u.err, &ue) {
-			// Fragments are moving: say so and try again at the next
-			// interval rather than end the stream.
-			if !send("unavailable", unavailableAnswer{Error: cleanError(u.err), Fragments: ue.Fragments,
-				RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}) {
-				return
-			}
-			continue
-		}
-		if u.err != nil {
-			send("error", map[string]string{"error": cleanError(u.err)})
-			return
-		}
-		res, cur := u.res, u.snap
-		var ok bool
-		if res.Spec.Kind == Windowed {
-			changed, removed := diffWindows(last, cur, res.Windows)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
-		} else if res.Spec.Kind == WindowedKeyed {
-			changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness})
-		} else if res.Spec.Kind == Aggregate {
-			if bytes.Equal(cur[""], last[""]) {
-				continue
-			}
-			ok = send("value", watchPayload(res))
-		} else {
-			changed, removed := diff(last, cur, res.Entries)
-			if len(changed) == 0 && len(removed) == 0 {
-				continue
-			}
-			ok = send("changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness})
-		}
-		if !ok {
-			return
-		}
-		last = cur
+	h.hub.start(sub, first, write)
+	select {
+	case <-r.Context().Done():
+	case <-h.cfg.Done:
+	case <-sub.ended:
 	}
+}
+
+// changeEvent is the server-sent event that takes a watcher from the
+// answer whose snapshot is last to u's, or nil if nothing changed: a
+// "value" (aggregates) or "changes" with the entries or windows that
+// changed or appeared and those that left.
+func changeEvent(last map[string][]byte, u *watchUpdate) []byte {
+	res, cur := u.res, u.snap
+	var event string
+	var v any
+	switch res.Spec.Kind {
+	case Windowed:
+		changed, removed := diffWindows(last, cur, res.Windows)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
+	case WindowedKeyed:
+		changed, removed := diffKeyedWindows(last, cur, res.KeyedWindows)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"windows": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
+	case Aggregate:
+		if bytes.Equal(cur[""], last[""]) {
+			return nil
+		}
+		event, v = "value", watchPayload(res)
+	default:
+		changed, removed := diff(last, cur, res.Entries)
+		if len(changed) == 0 && len(removed) == 0 {
+			return nil
+		}
+		event, v = "changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
+	}
+	b, _ := json.Marshal(v)
+	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", event, b)
 }
 
 type jsonEntry struct {
@@ -637,7 +674,7 @@ func watchPayload(res Result) any {
 	for i, e := range res.Entries {
 		es[i] = jsonEntry{e.Key, e.Value}
 	}
-	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness}
+	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness, "cut": cutOf(res)}
 }
 
 // snapshot maps keys ("" for an aggregate) to their encoded values.

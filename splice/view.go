@@ -202,6 +202,7 @@ type Result struct {
 	Horizon      int64  // windowed and windowed keyed: windows ending before it may have been dropped
 	Latest       bool   // windowed and windowed keyed: the answer to Query.Latest
 	Freshness    []Freshness
+	Cut          Cut // set by EvaluateRead
 }
 
 // Complete reports whether every fragment that answered is complete: the

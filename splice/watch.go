@@ -2,27 +2,48 @@ package splice
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
 	"sync"
 	"time"
 )
 
 // watchHub shares evaluations among watchers: the watchers of one request
 // (view, parameters) and interval form a group, whose goroutine evaluates
-// the view once per interval and hands every watcher the result. A
-// thousand watchers of a view cost one evaluation per interval, plus each
-// one's diff and write.
+// the view once per interval and writes every watcher its change. A
+// thousand watchers of a view cost one evaluation per interval, one diff
+// (the watchers that sent the group's previous result share the change to
+// the next, encoded once) and a thousand writes of the same bytes.
+//
+// The group's goroutine writes the events itself, one watcher after the
+// other, rather than waking a goroutine per watcher: a thousand goroutines
+// made runnable at once every interval would queue every other request of
+// the process (a point lookup) behind them. A write that does not complete
+// within writeTimeout (a client that stopped reading) ends that
+// watcher's stream, so a slow client never holds the others back.
 //
 // A group starts with its first watcher, which waits for its first
 // evaluation (later ones start from the group's latest), and stops when its
 // last watcher leaves: unsubscribe waits for its goroutine. A watcher that
-// falls behind skips to the newest result (it diffs against what it sent
-// last, so it loses nothing but intermediate states).
+// has not sent the previous result (it just joined, or an evaluation
+// failed) diffs against what it sent last, so it loses nothing but
+// intermediate states.
 type watchHub struct {
 	g    Gatherer
 	done <-chan struct{} // stops every group (the node is stopping)
 
 	mu     sync.Mutex
 	groups map[watchKey]*watchGroup
+}
+
+// watchWriteTimeout bounds one small event's write to one watcher; a
+// large one gets more time, as if the client read 10 MB/s.
+const watchWriteTimeout = 200 * time.Millisecond
+
+func writeTimeout(n int) time.Duration {
+	return watchWriteTimeout + time.Duration(n/10)*time.Microsecond
 }
 
 type watchKey struct {
@@ -46,11 +67,57 @@ type watchUpdate struct {
 	res  Result
 	snap map[string][]byte
 	err  error
+	// seq numbers the group's updates from 1; prevSeq and prevSnap are
+	// the update before (0, nil if there is none or it failed), whose
+	// watchers share this update's change event, made once (shared).
+	seq, prevSeq uint64
+	prevSnap     map[string][]byte
+	once         sync.Once
+	change       []byte
 }
 
+// shared is the event that takes a watcher that sent the group's
+// previous update to u: the change, an "unavailable" event, or an "error"
+// (end says the stream ends with it). Made once for every watcher.
+func (u *watchUpdate) shared() (ev []byte, end bool) {
+	u.once.Do(func() { u.change, _ = u.event(u.prevSnap) })
+	var ue *UnavailableError
+	return u.change, u.err != nil && !errors.As(u.err, &ue)
+}
+
+// event is the event that takes a watcher from the answer whose snapshot
+// is last to u (nil: nothing changed).
+func (u *watchUpdate) event(last map[string][]byte) ([]byte, bool) {
+	var ue *UnavailableError
+	switch {
+	case errors.As(u.err, &ue):
+		// Fragments are moving: say so, and the next interval tries again.
+		return sseEvent("unavailable", unavailableAnswer{Error: cleanError(u.err), Fragments: ue.Fragments,
+			RetryAfter: max(1, int(math.Ceil(ue.RetryAfter.Seconds())))}), false
+	case u.err != nil:
+		return sseEvent("error", map[string]string{"error": cleanError(u.err)}), true
+	}
+	return changeEvent(last, u), false
+}
+
+func sseEvent(event string, v any) []byte {
+	b, _ := json.Marshal(v)
+	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", event, b)
+}
+
+// watcher is one client's stream. Once started, the group's goroutine
+// writes its events through write; ended is closed when it stops doing so
+// for good (a write failed, or an error ended the stream).
 type watcher struct {
-	g  *watchGroup
-	ch chan *watchUpdate // the newest update not yet taken
+	g      *watchGroup
+	active bool // hub.mu: the group writes to it
+
+	mu      sync.Mutex // held while writing
+	gone    bool       // no more writes: its handler returned, or it ended
+	write   func([]byte) error
+	last    map[string][]byte // what it sent last
+	lastSeq uint64
+	ended   chan struct{}
 }
 
 func newWatchHub(g Gatherer, done <-chan struct{}) *watchHub {
@@ -59,6 +126,7 @@ func newWatchHub(g Gatherer, done <-chan struct{}) *watchHub {
 
 // subscribe adds a watcher of req at interval and returns it with the
 // group's latest evaluation, once there is one; nil if ctx ends first.
+// The group writes to it only once it is started.
 func (h *watchHub) subscribe(ctx context.Context, req Request, interval time.Duration) (*watcher, *watchUpdate) {
 	key := watchKey{req, interval}
 	h.mu.Lock()
@@ -69,7 +137,7 @@ func (h *watchHub) subscribe(ctx context.Context, req Request, interval time.Dur
 		h.groups[key] = g
 		go h.run(g)
 	}
-	w := &watcher{g: g, ch: make(chan *watchUpdate, 1)}
+	w := &watcher{g: g, ended: make(chan struct{})}
 	g.subs[w] = struct{}{}
 	h.mu.Unlock()
 	select {
@@ -80,16 +148,26 @@ func (h *watchHub) subscribe(ctx context.Context, req Request, interval time.Dur
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	select {
-	case <-w.ch: // last is newer, or the same
-	default:
-	}
 	return w, g.last
 }
 
-// unsubscribe removes w; the last watcher of a group stops it and waits
-// for its goroutine.
+// start has the group write w's events through write from its next
+// update on; first is what w's client was sent already.
+func (h *watchHub) start(w *watcher, first *watchUpdate, write func([]byte) error) {
+	w.mu.Lock()
+	w.write, w.last, w.lastSeq = write, first.snap, first.seq
+	w.mu.Unlock()
+	h.mu.Lock()
+	w.active = true
+	h.mu.Unlock()
+}
+
+// unsubscribe removes w and waits for any write to it to end; the last
+// watcher of a group stops it and waits for its goroutine.
 func (h *watchHub) unsubscribe(w *watcher) {
+	w.mu.Lock()
+	w.gone = true
+	w.mu.Unlock()
 	g := w.g
 	h.mu.Lock()
 	delete(g.subs, w)
@@ -129,18 +207,60 @@ func (h *watchHub) evaluate(g *watchGroup) *watchUpdate {
 	if err != nil {
 		return &watchUpdate{err: err}
 	}
+	res.Cut = Cut{Consistency: Latest, Offsets: LowerCut(res.Freshness)}
 	return &watchUpdate{res: res, snap: snapshot(res)}
 }
 
+// publish makes u the group's latest update and writes it to every
+// started watcher, one after the other.
 func (h *watchHub) publish(g *watchGroup, u *watchUpdate) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	g.last = u
-	for w := range g.subs {
-		select {
-		case <-w.ch: // not taken yet: the newer one replaces it
-		default:
+	if p := g.last; p != nil {
+		u.seq = p.seq + 1
+		if p.err == nil && u.err == nil {
+			u.prevSeq, u.prevSnap = p.seq, p.snap
 		}
-		w.ch <- u
+	} else {
+		u.seq = 1
+	}
+	g.last = u
+	ws := make([]*watcher, 0, len(g.subs))
+	for w := range g.subs {
+		if w.active {
+			ws = append(ws, w)
+		}
+	}
+	h.mu.Unlock()
+	for _, w := range ws {
+		if g.ctx.Err() != nil {
+			return
+		}
+		w.deliver(u)
+	}
+}
+
+// deliver writes w the event that takes it to u, if any.
+func (w *watcher) deliver(u *watchUpdate) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gone {
+		return
+	}
+	var ev []byte
+	var end bool
+	if u.err != nil || (u.prevSeq != 0 && u.prevSeq == w.lastSeq) {
+		ev, end = u.shared()
+	} else {
+		ev, end = u.event(w.last)
+	}
+	if u.err == nil {
+		w.last, w.lastSeq = u.snap, u.seq
+	}
+	if ev != nil && w.write(ev) != nil {
+		end = true
+	}
+	if end {
+		w.gone = true
+		close(w.ended)
 	}
 }

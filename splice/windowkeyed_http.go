@@ -76,6 +76,7 @@ type windowKeyAnswer struct {
 	Freshness []Freshness   `json:"freshness"`
 	Complete  bool          `json:"complete"` // the key's fragment applied its whole input: the values are final
 	Stale     bool          `json:"stale,omitempty"`
+	Cut       *Cut          `json:"cut,omitempty"`
 }
 
 // windowKey answers GET /v1/views/{view}/keys/{key} of a windowed keyed
@@ -86,12 +87,17 @@ func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key st
 		h.fail(w, r, err)
 		return
 	}
+	o, err := ParseReadOptions(params)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	q, err := parseWindowKeyQuery(params)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	res, err := Evaluate(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key, Query: q})
+	res, err := EvaluateRead(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key, Query: q}, o)
 	switch {
 	case err != ErrNotFound: // the key's absence is the plain sentinel; other errors say what they are
 	case q.Latest:
@@ -103,7 +109,7 @@ func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key st
 		h.fail(w, r, err)
 		return
 	}
-	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale()}
+	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 	vs := make([]windowValue, len(res.KeyedWindows))
 	for i, kw := range res.KeyedWindows {
 		vs[i] = windowValue{Start: kw.Start, End: kw.End, Complete: kw.Complete, Value: kw.Entries[0].Value}
@@ -178,6 +184,7 @@ func appendKeyedWindows(bw *bufio.Writer, res Result) {
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
 	writeStale(bw, res)
+	writeCut(bw, res)
 	bw.WriteByte('}')
 }
 

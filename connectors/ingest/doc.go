@@ -43,8 +43,12 @@
 // (application/x-ndjson) or one JSON array (application/json). Every event
 // is decoded with the stream's decoder before anything is appended, so a
 // malformed event fails the whole request (400) and changes nothing. The
-// answer, 200 {"accepted": N, "partitions": [{"partition", "from", "to"}]},
-// comes once the events are durable; [from, to) are their offsets. Errors
+// answer, 200 {"accepted": N, "partitions": [{"partition", "from", "to"}],
+// "min_offsets": "stream/0:to,..."}, comes once the events are durable;
+// [from, to) are their offsets, and min_offsets, given to a view query
+// (?min_offsets=), makes it answer only once it covers them:
+// read-your-writes, when the flow reads the stream as a source of the same
+// name. Errors
 // are JSON {"error": "..."}: 413 over the body limit, 415 for another
 // content type, 422 for a reused idempotency key, 429 with Retry-After
 // while the flow has more than MaxUnread bytes of the stream left to read,

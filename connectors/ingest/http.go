@@ -24,6 +24,22 @@ const retryAfter = 1
 type Answer struct {
 	Stream string `json:"stream"`
 	Result
+	// MinOffsets is a read-your-writes token: a view query with
+	// ?min_offsets= this answers only once it covers these events (when
+	// the flow reads the stream as a source of the same name).
+	MinOffsets string `json:"min_offsets,omitempty"`
+}
+
+// minOffsets is the token of res: stream/partition:to, per partition.
+func minOffsets(stream string, res Result) string {
+	m := make(map[string]int64, len(res.Partitions))
+	for _, p := range res.Partitions {
+		m[fmt.Sprintf("%s/%d", stream, p.Partition)] = p.To
+	}
+	if len(m) == 0 {
+		return ""
+	}
+	return splice.FormatOffsets(m)
 }
 
 // ServeHTTP appends the events of a POST (see the package doc) and
@@ -87,7 +103,7 @@ func (s *Stream[T]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	splice.WriteJSON(w, http.StatusOK, Answer{Stream: s.cfg.Name, Result: res})
+	splice.WriteJSON(w, http.StatusOK, Answer{Stream: s.cfg.Name, Result: res, MinOffsets: minOffsets(s.cfg.Name, res)})
 }
 
 // busy answers 429 or 503 with Retry-After, and reports true, when an

@@ -1,0 +1,24 @@
+// Package splice merges fragments' answers into views: the merge
+// algebras, query evaluation, and the HTTP handlers of views.
+//
+// Evaluate asks a Gatherer (whatever runs the fragments: an actor.Engine, a
+// test harness) and splices the answers; splice never knows the cluster.
+// It is pure but for its HTTP layer: the handlers, the watch hub
+// (watch.go: watchers of one request and interval share one evaluation,
+// and one encoded diff to the next answer) and EvaluateRead (read.go),
+// which wait on the clock.
+//
+// # Consistency
+//
+// A read is Latest by default: each fragment answers from its state at
+// that instant, and the answer's Cut gives, per source partition, the
+// least offset the fragments applied (every event below it is in the
+// answer). A Snapshot read asks a Cutter to hold its input still at one
+// cut, evaluates, and checks that every fragment's answer reports exactly
+// the cut's offsets (else it asks again, within the read's timeout): every
+// fragment as of the same source offsets. ReadOptions.MinOffsets makes a
+// read wait until its answer covers those offsets (read-your-writes); a
+// read that cannot within its timeout fails with a CutTimeoutError (504).
+// How a cut is had is the Cutter's business (actor/cut.go: readers stand
+// still at a batch boundary).
+package splice
