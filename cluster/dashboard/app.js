@@ -152,6 +152,8 @@ new ResizeObserver(() => {
 const color = (i) => PALETTE[i % PALETTE.length];
 const line = (label, i, extra = {}) => ({ label, stroke: color(i), width: 1.5, spanGaps: false, ...extra });
 const bars = () => uPlot.paths.bars({ size: [0.7, 40] });
+// padded keeps the outer bars of a bar chart whole.
+const padded = (u, min, max) => [min - 0.5, max + 0.5];
 
 // --- the cluster ------------------------------------------------------------
 
@@ -293,7 +295,7 @@ function renderCheckpoints(c) {
   if (!charts['chart-ckpt']) {
     chart('chart-ckpt', {
       height: 180,
-      scales: { x: { time: false }, ms: {} },
+      scales: { x: { time: false, range: padded }, ms: {} },
       series: [{ label: 'fragment' },
         { label: 'age s', fill: color(0) + '99', stroke: color(0), paths: bars(), points: { show: false }, value: (u, v) => fmt(v, 1) },
         { label: 'duration ms', stroke: color(3), scale: 'ms', width: 0, points: { show: true, size: 5, fill: color(3) }, value: (u, v) => fmt(v, 1) }],
@@ -463,7 +465,7 @@ function exploreKeyed(v) {
     search, el('button', { text: 'find key', onclick: () => { state.mode = 'key'; state.key = search.value; run(); } }),
     el('button', { text: 'search prefix', onclick: () => { state.mode = 'prefix'; state.prefix = search.value; state.pages = ['']; run(); } }));
   const u = chart('ex-chart', {
-    height: 160, scales: { x: { time: false } },
+    height: 160, scales: { x: { time: false, range: padded } },
     series: [{ label: 'rank' }, { label: 'value', fill: color(0) + '99', stroke: color(0), paths: bars(), points: { show: false }, value: (u, x) => fmt(x, 2) }],
     axes: [{ label: 'rank', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, { size: 70, values: (u, vs) => vs.map((x) => fmt(x)) }],
   }, [[], []]);
