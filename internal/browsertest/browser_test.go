@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
@@ -111,7 +112,12 @@ func wait[T any](p *page, timeout time.Duration, what, expr string) T {
 	p.t.Helper()
 	v, err := chromedp.Run(p.ctx, chromedp.Poll[T](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond)))
 	if err != nil {
-		p.shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+		p.shot("failed-" + strings.Map(func(r rune) rune {
+			if unicode.IsLetter(r) || unicode.IsDigit(r) {
+				return r
+			}
+			return '-'
+		}, what))
 		p.t.Fatalf("%s: not within %v: %v", what, timeout, err)
 	}
 	return v
