@@ -68,6 +68,7 @@ function needToken(status, msg) {
     ? `The token given cannot read this node's API (${msg}). Paste a token with the read role. `
     : `Every /v1/ route of this node needs a bearer token with the read role (the node runs with -auth-token-file${token ? '; the token given is unknown' : ''}). Paste one: it is kept in this tab only (session storage) and sent as Authorization: Bearer …. `;
   setLive(false, 'needs a token');
+  $('summary').textContent = 'this node needs a bearer token';
 }
 
 $('auth-form').addEventListener('submit', (e) => {
@@ -503,11 +504,28 @@ function exploreKeyed(v) {
 }
 
 function exploreWindowedKeyed(v) {
-  const state = { n: 10, key: '' };
+  const state = { n: 10, key: '', pick: '', windows: [] };
   const topN = el('input', { type: 'number', min: 1, max: 1000, value: 10, style: 'width:5em' });
   const keyIn = el('input', { type: 'search', placeholder: 'key: its value per window', size: 28 });
+  const pick = el('select', { id: 'ex-window', title: 'the window the table shows' });
+  pick.addEventListener('change', () => { state.pick = pick.value; showWindow(); });
   $('ex-controls').append('top', topN, 'per window', el('button', { text: 'show', onclick: () => { state.n = +topN.value || 10; state.key = ''; run(); } }),
-    keyIn, el('button', { text: 'chart key', onclick: () => { state.key = keyIn.value; run(); } }));
+    'window', pick, keyIn, el('button', { text: 'chart key', onclick: () => { state.key = keyIn.value; run(); } }));
+  // showWindow fills the table with the chosen window: by default the
+  // latest that holds entries (the newest may hold none yet, or none
+  // published).
+  function showWindow() {
+    const ws = state.windows;
+    let w = ws.find((x) => x.start === state.pick);
+    if (!w) w = ws.slice().reverse().find((x) => x.entries.length) || ws.at(-1);
+    pick.textContent = '';
+    for (const x of ws.slice().reverse()) {
+      pick.append(el('option', { value: x.start, text: `${clock(x.start)}–${clock(x.end)} · ${fmt(x.keys)} keys${x.complete ? '' : ' (open)'}` }));
+    }
+    if (w) pick.value = w.start;
+    table(['key', 'value'], w ? w.entries.map((e) => [e.key, show(e.value)]) : []);
+    return w;
+  }
   async function run() {
     try {
       if (state.key) {
@@ -527,9 +545,9 @@ function exploreWindowedKeyed(v) {
         axes: [{}, { size: 60 }, { side: 1, scale: 'v', grid: { show: false }, size: 60 }],
         scales: { v: {} },
       }, [ws.map((w) => Date.parse(w.start) / 1000), ws.map((w) => w.keys), ws.map((w) => w.entries.length ? num(w.entries[0].value) : null)]);
-      const last = ws.at(-1);
-      table(['key', 'value'], last ? last.entries.map((e) => [e.key, show(e.value)]) : []);
-      status(`${ws.length} windows; the table shows the top ${state.n} of the latest` + (last ? ` (${clock(last.start)}–${clock(last.end)}${last.complete ? '' : ', open'})` : '') + ' · ' + freshness(a));
+      state.windows = ws;
+      const w = showWindow();
+      status(`${ws.length} windows; the table shows the top ${state.n} of the window chosen` + (w ? ` (${clock(w.start)}–${clock(w.end)}${w.complete ? '' : ', open'})` : '') + ' · ' + freshness(a));
     } catch (e) {
       if (e.name === 'AbortError' || e instanceof AuthError) return;
       status(e.message, true);

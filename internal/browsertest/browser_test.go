@@ -16,7 +16,33 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// bins holds the examples the tests build, once per run.
+var bins struct {
+	sync.Mutex
+	dir   string
+	built map[string]string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "browsertest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins.dir, bins.built = dir, map[string]string{}
+	code := 0
+	defer func() {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}()
+	code = m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+}
 
 // chromium finds the browser; without one the test fails under CI and
 // skips elsewhere, saying what is missing.
@@ -41,11 +67,17 @@ func chromium(t *testing.T) string {
 // build compiles the example at ../../examples/name.
 func build(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
+	bins.Lock()
+	defer bins.Unlock()
+	if bin, ok := bins.built[name]; ok {
+		return bin
+	}
+	bin := filepath.Join(bins.dir, name)
 	out, err := exec.Command("go", "build", "-o", bin, "../../examples/"+name).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
+	bins.built[name] = bin
 	return bin
 }
 
@@ -99,10 +131,16 @@ func open(t *testing.T, url string) *page {
 			t.Errorf("the page threw: %s", e)
 		}
 	})
-	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatalf("load %s: %v", url, err)
-	}
+	p.load(url)
 	return p
+}
+
+// load navigates the tab to url.
+func (p *page) load(url string) {
+	p.t.Helper()
+	if err := chromedp.Do(p.ctx, chromedp.Navigate(url)); err != nil {
+		p.t.Fatalf("load %s: %v", url, err)
+	}
 }
 
 // wait polls the JavaScript expression until it is truthy and returns its

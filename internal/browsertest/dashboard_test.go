@@ -2,6 +2,9 @@ package browsertest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -62,6 +65,19 @@ func TestDashboardThreeNodes(t *testing.T) {
 	t.Logf("members %s; %d throughput points, %.0f events/s; top word count %v then %v", names, points, rate, first, grown)
 	p.shot("dashboard-three-nodes")
 
+	// The aggregate view: its value over time, from its watch stream.
+	wait[bool](p, 30*time.Second, "the total view listed", `(() => { const b = document.querySelector('#views tr[data-view="total"] button'); return b ? (b.click(), true) : false; })()`)
+	total := wait[float64](p, 30*time.Second, "the aggregate's value", `(() => {
+		const r = document.querySelector('#ex-table tbody tr');
+		const v = document.getElementById('explorer').dataset.view === 'total' && r && r.cells[1] && +r.cells[1].textContent;
+		return v > 0 && v;
+	})()`)
+	wait[bool](p, 30*time.Second, "the aggregate's value grows and is charted", fmt.Sprintf(`(() => {
+		const r = document.querySelector('#ex-table tbody tr');
+		return +r.cells[1].textContent > %v && %s('#ex-chart canvas').all > 200;
+	})()`, total, paintedJS))
+	p.shot("dashboard-aggregate-view")
+
 	// Kill n2: the page shows it within 3 s, as unreachable (n0 cannot
 	// reach it) or died (the membership declared it dead).
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -86,4 +102,36 @@ func TestDashboardThreeNodes(t *testing.T) {
 	})()`)
 	wait[bool](p, 30*time.Second, "the fragments run again", `document.getElementById('members').dataset.moving === '0'`)
 	p.shot("dashboard-after-failover")
+}
+
+// With tokens required, the page says what it needs, refuses an unknown
+// token, and works with a read token.
+func TestDashboardAsksForAToken(t *testing.T) {
+	chromium(t)
+	bin := build(t, "wordcount")
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	const readToken = "read-token-for-the-page-0123456789"
+	if err := os.WriteFile(tokens, []byte("read "+readToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc := exampletest.Spawn(t, bin, "-rate", "5000", "-progress", "0", "-log-level", "warn", "-http", exampletest.FreePort(t),
+		"-auth-token-file", tokens)
+	p := open(t, proc.Base+"/")
+	const asks = `!document.getElementById('auth').hidden && document.getElementById('auth-why').textContent`
+	if why := wait[string](p, 30*time.Second, "the page asks for a token", asks); !strings.Contains(why, "read role") {
+		t.Fatalf("the page says %q", why)
+	}
+	p.shot("dashboard-asks-for-a-token")
+	submit := func(token string) {
+		eval[bool](p, fmt.Sprintf(`(() => { document.getElementById('auth-token').value = %q; document.getElementById('auth-form').requestSubmit(); return true; })()`, token))
+	}
+	submit("not-a-token-of-this-node-000000")
+	if why := wait[string](p, 30*time.Second, "the page refuses an unknown token", asks+` && document.getElementById('auth-why').textContent.includes('unknown') && document.getElementById('auth-why').textContent`); why == "" {
+		t.Fatal("no reason given")
+	}
+	submit(readToken)
+	wait[bool](p, 30*time.Second, "the page works with a read token", `document.getElementById('auth').hidden &&
+		document.querySelectorAll('#members .member').length === 1 && +(document.body.dataset.updates || 0) >= 2 &&
+		document.querySelectorAll('#ex-table tbody tr').length >= 5`)
+	p.shot("dashboard-with-a-token")
 }

@@ -91,4 +91,17 @@ func TestTransportPage(t *testing.T) {
 	})()`)
 	t.Logf("travel times of %s: %s", pair, trips)
 	p.shot("transport-travel-times")
+
+	// The dashboard's explorer of a windowed keyed view: the od view's
+	// windows charted, the latest window's top cells in the table.
+	p.load(proc.Base + "/")
+	wait[bool](p, 30*time.Second, "the od view listed", `(() => { const b = document.querySelector('#views tr[data-view="od"] button'); return b ? (b.click(), true) : false; })()`)
+	top := wait[string](p, 30*time.Second, "the od view in the dashboard's explorer", `(() => {
+		const rows = [...document.querySelectorAll('#ex-table tbody tr')].filter(r => r.cells.length === 2);
+		const status = document.getElementById('ex-status').textContent;
+		return document.getElementById('explorer').dataset.view === 'od' && rows.length > 0 && /^\d+ windows/.test(status) &&
+			`+paintedJS+`('#ex-chart canvas').all > 200 && rows[0].cells[0].textContent + ' ' + rows[0].cells[1].textContent;
+	})()`)
+	t.Logf("dashboard explorer, od: %s", top)
+	p.shot("dashboard-od-view")
 }
