@@ -152,6 +152,8 @@ new ResizeObserver(() => {
 
 const color = (i) => PALETTE[i % PALETTE.length];
 const line = (label, i, extra = {}) => ({ label, stroke: color(i), width: 1.5, spanGaps: false, ...extra });
+// yAxis labels counts in full, with room for them.
+const yAxis = (extra = {}) => ({ size: 80, values: (u, vs) => vs.map((v) => fmt(v)), ...extra });
 const bars = () => uPlot.paths.bars({ size: [0.7, 40] });
 // padded keeps the outer bars of a bar chart whole.
 const padded = (u, min, max) => [min - 0.5, max + 0.5];
@@ -171,13 +173,13 @@ let updates = 0;
 function initSeriesCharts() {
   throughput = chart('chart-throughput', {
     series: [{}, line('read', 0, { value: (u, v) => fmt(v) }), line('applied', 1, { value: (u, v) => fmt(v) })],
-    axes: [{}, { size: 70, values: (u, vs) => vs.map((v) => fmt(v)) }],
+    axes: [{}, yAxis()],
   }, [series.t, series.read, series.applied]);
   const parts = partitions || [];
   lagChart = chart('chart-lag', {
     legend: { show: parts.length <= 16 },
     series: [{}, ...parts.map((p, i) => line(p, i, { value: (u, v) => fmt(v) }))],
-    axes: [{}, { size: 70, values: (u, vs) => vs.map((v) => fmt(v)) }],
+    axes: [{}, yAxis()],
   }, [series.t, ...series.lag]);
 }
 
@@ -468,7 +470,7 @@ function exploreKeyed(v) {
   const u = chart('ex-chart', {
     height: 160, scales: { x: { time: false, range: padded } },
     series: [{ label: 'rank' }, { label: 'value', fill: color(0) + '99', stroke: color(0), paths: bars(), points: { show: false }, value: (u, x) => fmt(x, 2) }],
-    axes: [{ label: 'rank', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, { size: 70, values: (u, vs) => vs.map((x) => fmt(x)) }],
+    axes: [{ label: 'rank', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, yAxis()],
   }, [[], []]);
   const base = `${v.url}`;
   async function run() {
@@ -531,7 +533,7 @@ function exploreWindowedKeyed(v) {
       if (state.key) {
         const a = await query(`${v.url}/keys/${encodeURIComponent(state.key)}`);
         const ws = a.windows || (a.window ? [a.window] : []);
-        chart('ex-chart', { height: 200, series: [{}, line(state.key, 0, { value: (u, x) => fmt(x, 2) })] },
+        chart('ex-chart', { height: 200, series: [{}, line(state.key, 0, { value: (u, x) => fmt(x, 2) })], axes: [{}, yAxis()] },
           [ws.map((w) => Date.parse(w.start) / 1000), ws.map((w) => num(w.value))]);
         table(['window', 'value'], ws.slice().reverse().map((w) => [`${clock(w.start)}–${clock(w.end)}${w.complete ? '' : ' (open)'}`, show(w.value)]));
         status(`${ws.length} windows hold ${state.key} · ` + freshness(a));
@@ -542,7 +544,7 @@ function exploreWindowedKeyed(v) {
       chart('ex-chart', {
         height: 200,
         series: [{}, line('keys in window', 0, { value: (u, x) => fmt(x) }), line('top value', 1, { scale: 'v', value: (u, x) => fmt(x, 2) })],
-        axes: [{}, { size: 60 }, { side: 1, scale: 'v', grid: { show: false }, size: 60 }],
+        axes: [{}, yAxis(), yAxis({ side: 1, scale: 'v', grid: { show: false } })],
         scales: { v: {} },
       }, [ws.map((w) => Date.parse(w.start) / 1000), ws.map((w) => w.keys), ws.map((w) => w.entries.length ? num(w.entries[0].value) : null)]);
       state.windows = ws;
@@ -561,7 +563,7 @@ function exploreWindowed(v) {
     try {
       const a = await query(`${v.url}?limit=500`);
       const ws = a.windows || (a.window ? [a.window] : []);
-      chart('ex-chart', { height: 200, series: [{}, line(v.name, 0, { value: (u, x) => fmt(x, 2) })] },
+      chart('ex-chart', { height: 200, series: [{}, line(v.name, 0, { value: (u, x) => fmt(x, 2) })], axes: [{}, yAxis()] },
         [ws.map((w) => Date.parse(w.start) / 1000), ws.map((w) => num(w.value))]);
       table(['window', 'value'], ws.slice(-20).reverse().map((w) => [`${clock(w.start)}–${clock(w.end)}${w.complete ? '' : ' (open)'}`, show(w.value)]));
       status(`${ws.length} windows · ` + freshness(a));
@@ -576,7 +578,7 @@ function exploreWindowed(v) {
 // An aggregate's value over time, as its watch stream pushes it.
 function exploreAggregate(v) {
   const pts = { t: [], v: [] };
-  const u = chart('ex-chart', { height: 200, series: [{}, line(v.name, 0, { value: (u, x) => fmt(x, 2) })] }, [[], []]);
+  const u = chart('ex-chart', { height: 200, series: [{}, line(v.name, 0, { value: (u, x) => fmt(x, 2) })], axes: [{}, yAxis()] }, [[], []]);
   const ex = explorer;
   const onValue = (a) => {
     pts.t.push(Date.now() / 1000);
