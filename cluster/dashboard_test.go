@@ -178,6 +178,22 @@ func TestDashboardAPI(t *testing.T) {
 		t.Fatalf("watch: %d states: %+v", len(states), states)
 	}
 
+	// Dead letters: this node's, or every member's (one here).
+	var local, all DeadLetterAnswer
+	for deadline := time.Now().Add(20 * time.Second); local.Total == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter")
+		}
+		get(t, r.base+"/v1/deadletters", &local)
+	}
+	get(t, r.base+"/v1/deadletters?scope=cluster", &all)
+	if all.Total < local.Total || all.Nodes["n1"] != all.Total || len(all.Nodes) != 1 || len(all.Last) == 0 || all.Last[0].Key != "bad" {
+		t.Fatalf("dead letters of the cluster: %+v, of the node: %+v", all, local)
+	}
+	if code := get(t, r.base+"/v1/deadletters?scope=everywhere", nil); code != 400 {
+		t.Errorf("a bad scope: %d", code)
+	}
+
 	// A view query, timed by route.
 	get(t, r.base+"/v1/views/counts?top=3", nil)
 	resp, err = http.Get(r.base + "/metrics")

@@ -232,7 +232,7 @@ function onState(data) {
   renderMembers(c, timeline);
   renderCheckpoints(c);
   renderTimeline(timeline);
-  $('dl-total').textContent = `${fmt(c.dead_letters)} in the cluster; the latest on this node:`;
+  $('dl-total').textContent = `${fmt(c.dead_letters)} in the cluster; the latest of them:`;
 }
 
 function renderMembers(c, timeline) {
@@ -375,7 +375,7 @@ async function loadAlerts(signal) {
 }
 
 async function loadDeadLetters() {
-  const d = await getJSON('/v1/deadletters');
+  const d = await getJSON('/v1/deadletters?scope=cluster');
   const tb = $('deadletters').tBodies[0];
   tb.textContent = '';
   const last = (d.last || []).slice(-50).reverse();
@@ -384,7 +384,7 @@ async function loadDeadLetters() {
     tb.append(el('tr', {}, el('td', { class: 'num', text: x.fragment }), el('td', { text: `${x.source}/${x.partition}@${x.offset}` }),
       el('td', { class: 'error', text: x.error }), el('td', { text: value + (x.truncated ? ` … (${x.size} bytes)` : '') })));
   }
-  if (!last.length) tb.append(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: 'none on this node' })));
+  if (!last.length) tb.append(el('tr', {}, el('td', { colspan: 4, class: 'muted', text: 'none' })));
 }
 
 // --- the view explorer --------------------------------------------------------

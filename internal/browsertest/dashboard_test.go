@@ -23,6 +23,15 @@ func TestDashboardThreeNodes(t *testing.T) {
 		"-progress", "0", "-log-level", "warn"}, []string{t.TempDir(), t.TempDir(), t.TempDir()})
 	p := open(t, procs[0].Base+"/")
 
+	// Any node answers for every member's dead letters (none here).
+	var dl struct{ Nodes map[string]int64 }
+	for deadline := time.Now().Add(30 * time.Second); len(dl.Nodes) < 3; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letters of the cluster from %d nodes: %v", len(dl.Nodes), dl.Nodes)
+		}
+		exampletest.TryJSON(procs[0].Base+"/v1/deadletters?scope=cluster", &dl)
+	}
+
 	// Members: three, alive, owning the 16 fragments between them, each
 	// with standby copies.
 	names := wait[string](p, 60*time.Second, "three live members own every fragment", `(() => {
