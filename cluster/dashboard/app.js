@@ -184,6 +184,7 @@ function initSeriesCharts() {
 }
 
 function push(t, read, applied, lags) {
+  if (series.t.length && t <= series.t.at(-1)) return; // uPlot needs increasing times
   series.t.push(t); series.read.push(read); series.applied.push(applied);
   lags.forEach((v, i) => series.lag[i].push(v));
   if (series.t.length > KEEP) {
