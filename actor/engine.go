@@ -61,6 +61,11 @@ type Config struct {
 	// functions) in addition to the flow's dead-letter sink. It is called
 	// from actor goroutines and must not block.
 	OnDeadLetters func([]flows.DeadLetter)
+	// OnCheckpoint is told of each durable checkpoint of a fragment on
+	// this node: how long it took from being taken to being durable, and
+	// the bytes it wrote. It is called from actor goroutines and must not
+	// block.
+	OnCheckpoint func(fragment int, took time.Duration, bytes int)
 	// Cluster places the engine on one node of a cluster: it runs the
 	// fragments and source partitions the placement gives it, and reaches
 	// the others over protoactor remote. Nil: one node runs everything.
@@ -273,6 +278,7 @@ type FragmentStats struct {
 	TooLate        atomic.Int64 // events too late for every window (replays may count again)
 	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes      atomic.Int64 // bytes written by checkpoints
+	CkptTook       atomic.Int64 // ns from taking the last durable checkpoint to its being durable
 	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
 	Complete       atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
 	mu             sync.Mutex

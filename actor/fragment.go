@@ -532,6 +532,11 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 	st.Epoch.Store(msg.epoch)
 	st.CkptTime.Store(msg.time)
 	st.CkptBytes.Add(int64(msg.bytes))
+	took := max(0, fa.e.cfg.Now().UnixNano()-msg.time)
+	st.CkptTook.Store(took)
+	if on := fa.e.cfg.OnCheckpoint; on != nil {
+		on(fa.id, time.Duration(took), msg.bytes)
+	}
 	st.mu.Lock()
 	st.durable = msg.offsets
 	st.mu.Unlock()

@@ -4,6 +4,14 @@
 // cluster of one; membership (memberlist), remote fragments and failover
 // build on this package.
 //
+// The dashboard (dashboard.go, the page and its assets in dashboard/,
+// embedded) reads only the /v1/ API: /v1/cluster/watch streams the merged
+// cluster state (one evaluation per interval shared by all watchers), and
+// /v1/cluster/history serves what a snapshot cannot: throughput and lag
+// per source partition over the last samples and a timeline of member
+// changes and fragment moves (history.go), in memory bounded per node.
+// metrics.go exports the Prometheus metrics.
+//
 // Security (security.go) is opt-in and configured by files: HTTPS for the
 // API, bearer tokens with the roles read, write and admin in front of every
 // /v1/ route (a guard around the whole mux, so a new route is covered by

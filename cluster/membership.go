@@ -65,6 +65,10 @@ type MemberConfig struct {
 	// OnChange is called, from a goroutine of the membership, after the
 	// members or their metadata changed. It must not block for long.
 	OnChange func()
+	// OnMember, if set, is told when a node joins, leaves gracefully or
+	// dies, from memberlist's callbacks: it must be safe for concurrent
+	// use and must not block.
+	OnMember func(MemberEvent)
 	// Key, if set, encrypts and authenticates gossip (AES-GCM with a key
 	// of 16, 24 or 32 bytes): a node without it cannot join, and its
 	// messages are dropped.
@@ -384,8 +388,29 @@ func (*mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (*mlDelegate) LocalState(join bool) []byte                { return nil }
 func (*mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
+// MemberEvent is a change of the member list, as one node saw it.
+type MemberEvent struct {
+	Node string
+	HTTP string // the node's HTTP address, if its metadata was known
+	Kind string // "joined", "left" (gracefully, after handing off) or "died"
+}
+
+func (m *Membership) tell(ev MemberEvent) {
+	if m.cfg.OnMember != nil {
+		m.cfg.OnMember(ev)
+	}
+}
+
 func (e *mlEvents) NotifyJoin(n *memberlist.Node) {
-	(*Membership)(e).track(n, true)
+	m := (*Membership)(e)
+	m.track(n, true)
+	ev := MemberEvent{Node: n.Name, Kind: "joined"}
+	m.mu.Lock()
+	if p, ok := m.peers[n.Name]; ok {
+		ev.HTTP = p.meta.Http
+	}
+	m.mu.Unlock()
+	m.tell(ev)
 	(*Membership)(e).changed(true)
 }
 
@@ -397,7 +422,12 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 	m.mu.Lock()
 	p, ok := m.peers[n.Name]
 	m.mu.Unlock()
+	ev := MemberEvent{Node: n.Name, Kind: "died"}
+	if ok {
+		ev.HTTP = p.meta.Http
+	}
 	if ok && p.meta.Leaving {
+		ev.Kind = "left"
 		m.logger.Info("member left", "node", n.Name, "gossip", n.Address())
 	} else {
 		// Its fragments fail over to their standbys: an operator wants
@@ -405,6 +435,7 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 		m.logger.Warn("member died", "node", n.Name, "gossip", n.Address())
 	}
 	m.track(n, false)
+	m.tell(ev)
 	(*Membership)(e).changed(true)
 }
 

@@ -3,11 +3,11 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tessera-streams/tessera/actor"
@@ -147,7 +146,7 @@ func checkPage(pattern string, h http.Handler) (err error) {
 		}
 	}()
 	mux := http.NewServeMux()
-	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "/"} {
+	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "GET /dashboard/{file}", "/"} {
 		mux.Handle(p, http.NotFoundHandler())
 	}
 	mux.Handle("GET "+pattern, h)
@@ -170,6 +169,9 @@ type Node struct {
 	peers   *http.Client  // asks the other nodes
 	dl      deadLetters
 	rates   rates
+	hist    history
+	met     *metrics
+	shared  sharedState // the merged cluster state the dashboard's watchers share
 }
 
 // NewNode returns a node; Run validates and starts it.
@@ -239,14 +241,28 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.peers = cfg.Security.peerClient()
 	defer n.peers.CloseIdleConnections()
+	n.met = newMetrics()
+	var parts []string
+	for _, s := range plan.Sources() {
+		for p := range s.Partitions {
+			parts = append(parts, fmt.Sprintf("%s/%d", s.Name, p))
+		}
+	}
+	n.hist.init(parts)
 
 	ecfg := cfg.Engine
 	ecfg.Logger = cfg.Logger
 	ecfg.OnDeadLetters = n.dl.add
+	ecfg.OnCheckpoint = func(_ int, took time.Duration, _ int) { n.met.ckpt.Observe(took.Seconds()) }
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
 		n.changes, n.dead = make(chan struct{}, 1), make(chan struct{}, 1)
 		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
+			OnMember: func(ev MemberEvent) {
+				if ev.Node != cfg.Name {
+					n.hist.member(ev, time.Now())
+				}
+			},
 			OnChange: func() {
 				select {
 				case n.changes <- struct{}{}:
@@ -316,7 +332,7 @@ func (n *Node) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	mux := http.NewServeMux()
 	n.routes(mux, stopping)
-	srv := &http.Server{Handler: cfg.Security.guard(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: n.met.timed(cfg.Security.guard(mux)), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -335,8 +351,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		n.rates.run(n.eng, cfg.RateInterval, stopping)
+		n.rates.run(n.eng, &n.hist, cfg.RateInterval, stopping)
 	}()
+	n.hist.event(Event{At: time.Now(), Kind: "started", Node: cfg.Name, Epoch: n.place.Epoch})
 	close(n.ready)
 	cfg.Logger.Info("node running", "node", cfg.Name, "flow", plan.Name(), "http", n.URL())
 
@@ -374,6 +391,8 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	splice.Register(mux, n.eng, splice.HandlerConfig{Done: stopping, Logger: n.cfg.Logger})
 	mux.HandleFunc("GET /v1/cluster", n.cluster)
+	mux.HandleFunc("GET /v1/cluster/history", n.history)
+	mux.HandleFunc("GET /v1/cluster/watch", func(w http.ResponseWriter, r *http.Request) { n.clusterWatch(w, r, stopping) })
 	streams := map[string]Stream{}
 	for _, s := range n.cfg.Streams {
 		streams[s.Name()] = s
@@ -393,9 +412,7 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 		}
 		splice.WriteJSON(w, http.StatusOK, n.eng.Freshness())
 	})
-	mux.HandleFunc("GET /v1/deadletters", func(w http.ResponseWriter, r *http.Request) {
-		splice.WriteJSON(w, http.StatusOK, n.dl.snapshot())
-	})
+	mux.HandleFunc("GET /v1/deadletters", n.deadLetters)
 	mux.HandleFunc("GET /v1/alerts", n.alertList)
 	mux.HandleFunc("GET /v1/alerts/watch", func(w http.ResponseWriter, r *http.Request) { n.alertWatch(w, r, stopping) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -410,6 +427,7 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", n.dashboard)
+	mux.Handle("GET /dashboard/{file}", dashboardAssets)
 	for pattern, h := range n.cfg.Pages {
 		mux.Handle("GET "+pattern, h)
 	}
@@ -447,6 +465,9 @@ type ClusterState struct {
 	Network map[string]actor.NetStats `json:"network"`
 	// Error is the fatal error that is stopping this node, if any.
 	Error string `json:"error,omitempty"`
+	// Gone: the members that left or died, as the node that answers saw
+	// them (and that have not come back).
+	Gone []Gone `json:"gone,omitempty"`
 }
 
 // FlowInfo identifies the flow a node runs.
@@ -490,7 +511,8 @@ type FragmentState struct {
 	RestoredEvents  int64            `json:"restored_events"` // the events that checkpoint had counted
 	CheckpointAt    *time.Time       `json:"checkpoint_at"`   // when it was taken
 	CheckpointAge   float64          `json:"checkpoint_age_sec"`
-	CheckpointBytes int64            `json:"checkpoint_bytes"` // written in all
+	CheckpointTook  float64          `json:"checkpoint_duration_sec"` // the last one, from being taken to being durable
+	CheckpointBytes int64            `json:"checkpoint_bytes"`        // written in all
 	CheckpointErr   string           `json:"checkpoint_error,omitempty"`
 	Watermark       *time.Time       `json:"watermark,omitempty"` // event-time watermark, for flows with event time
 	TooLate         int64            `json:"too_late"`            // events later than every window's allowed lateness
@@ -532,6 +554,7 @@ func (n *Node) State() ClusterState {
 	}
 	if n.mem != nil {
 		st.Members = n.mem.Members()
+		st.Gone = n.hist.departed()
 	}
 	now := time.Now()
 	for _, f := range n.eng.Fragments() {
@@ -546,6 +569,7 @@ func (n *Node) State() ClusterState {
 		if ns := f.CkptTime.Load(); ns != 0 {
 			at := time.Unix(0, ns).UTC()
 			fs.CheckpointAt, fs.CheckpointAge = &at, now.Sub(at).Seconds()
+			fs.CheckpointTook = time.Duration(f.CkptTook.Load()).Seconds()
 		}
 		if err := f.CheckpointError(); err != nil {
 			fs.CheckpointErr = err.Error()
@@ -589,28 +613,12 @@ func (st *ClusterState) lag() {
 // every other member's fragments and readers (asked over HTTP), so any node
 // shows the whole cluster. ?scope=local: this node's only.
 func (n *Node) cluster(w http.ResponseWriter, r *http.Request) {
-	q, err := splice.Params(r)
+	local, err := scopeParam(r)
 	if err != nil {
 		splice.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	local := false
-	for k := range q {
-		if k != "scope" || (q.Get("scope") != "local" && q.Get("scope") != "cluster") {
-			splice.WriteError(w, http.StatusBadRequest, "/v1/cluster takes only scope=local or scope=cluster")
-			return
-		}
-		local = q.Get("scope") == "local"
-	}
-	st := n.State()
-	if !local && n.mem != nil {
-		n.mergePeers(r.Context(), &st)
-	}
-	st.Complete = len(st.Fragments) == st.Flow.Fragments || local
-	for _, f := range st.Fragments {
-		st.Complete = st.Complete && f.Complete
-	}
-	splice.WriteJSON(w, http.StatusOK, st)
+	splice.WriteJSON(w, http.StatusOK, n.merged(r.Context(), local))
 }
 
 // mergePeers adds the other members' fragments and readers to st; a member
@@ -656,78 +664,8 @@ func (n *Node) mergePeers(ctx context.Context, st *ClusterState) {
 // peerState reads another node's own fragments and readers.
 func (n *Node) peerState(ctx context.Context, httpAddr string) (ClusterState, error) {
 	var st ClusterState
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.cfg.Security.scheme()+"://"+httpAddr+"/v1/cluster?scope=local", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := n.peers.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /v1/cluster on %s: %s", httpAddr, resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-func (n *Node) registerMetrics() {
-	n.reg = prometheus.NewRegistry()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{n: n})
-}
-
-// collector reads the engine's counters at scrape time.
-type collector struct{ n *Node }
-
-var (
-	mRead      = prometheus.NewDesc("tessera_source_events_total", "Events read from a source partition, replays included.", []string{"source", "partition"}, nil)
-	mPosition  = prometheus.NewDesc("tessera_source_position", "Offset after the last record read from a source partition.", []string{"source", "partition"}, nil)
-	mCommitted = prometheus.NewDesc("tessera_source_committed", "Offset up to which every fragment's checkpoint covers a source partition.", []string{"source", "partition"}, nil)
-	mMalformed = prometheus.NewDesc("tessera_source_malformed_total", "Malformed records in a source partition, sent to the dead-letter output.", []string{"source", "partition"}, nil)
-	mStalls    = prometheus.NewDesc("tessera_reader_stalls_total", "Times a reader waited for a fragment's credits.", []string{"source", "partition"}, nil)
-	mApplied   = prometheus.NewDesc("tessera_fragment_events_total", "Records applied by a fragment.", []string{"fragment"}, nil)
-	mBatches   = prometheus.NewDesc("tessera_fragment_batches_total", "Batches applied by a fragment.", []string{"fragment"}, nil)
-	mFailures  = prometheus.NewDesc("tessera_fragment_failures_total", "User-function failures; each restores the fragment from its checkpoint.", []string{"fragment"}, nil)
-	mPoison    = prometheus.NewDesc("tessera_fragment_dead_letters_total", "Events dead-lettered after their last failed attempt.", []string{"fragment"}, nil)
-	mRestores  = prometheus.NewDesc("tessera_fragment_restores_total", "Restores of a fragment from its last checkpoint.", []string{"fragment"}, nil)
-	mReplayed  = prometheus.NewDesc("tessera_fragment_replayed_offsets_total", "Source offsets received again after a restore or restart.", []string{"fragment"}, nil)
-	mTooLate   = prometheus.NewDesc("tessera_fragment_too_late_total", "Events later than every window's allowed lateness, sent to TooLate outputs.", []string{"fragment"}, nil)
-	mEpoch     = prometheus.NewDesc("tessera_fragment_checkpoint_epoch", "Epoch of the fragment's last durable checkpoint.", []string{"fragment"}, nil)
-	mCkptBytes = prometheus.NewDesc("tessera_fragment_checkpoint_bytes_total", "Bytes written by the fragment's checkpoints.", []string{"fragment"}, nil)
-	mDead      = prometheus.NewDesc("tessera_dead_letters_total", "Dead letters written.", nil, nil)
-)
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mRead, mPosition, mCommitted, mMalformed, mStalls, mApplied, mBatches, mFailures, mPoison, mRestores, mReplayed, mTooLate, mEpoch, mCkptBytes, mDead} {
-		ch <- d
-	}
-}
-
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	counter := func(d *prometheus.Desc, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	for i, r := range c.n.eng.Readers() {
-		p := fmt.Sprint(r.Partition)
-		counter(mRead, r.Events.Load(), r.Source, p)
-		ch <- prometheus.MustNewConstMetric(mPosition, prometheus.GaugeValue, float64(r.Position.Load()), r.Source, p)
-		ch <- prometheus.MustNewConstMetric(mCommitted, prometheus.GaugeValue, float64(c.n.eng.Committed(i)), r.Source, p)
-		counter(mMalformed, r.Bad.Load(), r.Source, p)
-		counter(mStalls, r.Stalls.Load(), r.Source, p)
-	}
-	for _, f := range c.n.eng.Fragments() {
-		id := fmt.Sprint(f.ID)
-		counter(mApplied, f.Events.Load(), id)
-		counter(mBatches, f.Batches.Load(), id)
-		counter(mFailures, f.Failures.Load(), id)
-		counter(mPoison, f.Dead.Load(), id)
-		counter(mRestores, f.Restores.Load(), id)
-		counter(mReplayed, f.Replayed.Load(), id)
-		counter(mTooLate, f.TooLate.Load(), id)
-		counter(mCkptBytes, f.CkptBytes.Load(), id)
-		ch <- prometheus.MustNewConstMetric(mEpoch, prometheus.GaugeValue, float64(f.Epoch.Load()), id)
-	}
-	counter(mDead, c.n.dl.count())
+	err := n.peerGet(ctx, httpAddr, "/v1/cluster?scope=local", &st)
+	return st, err
 }
 
 // deadLetters keeps the last dead letters and appends all of them to a
@@ -780,11 +718,71 @@ func (d *deadLetters) count() int64 {
 	return d.total
 }
 
-func (d *deadLetters) snapshot() map[string]any {
+// DeadLetterAnswer is the answer of GET /v1/deadletters.
+type DeadLetterAnswer struct {
+	Total int64              `json:"total"`
+	Last  []flows.DeadLetter `json:"last"`           // the latest, oldest first
+	File  string             `json:"file,omitempty"` // scope=local: where this node appends them all
+	// Nodes: scope=cluster, each answering member's total.
+	Nodes map[string]int64 `json:"nodes,omitempty"`
+}
+
+func (d *deadLetters) snapshot() DeadLetterAnswer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	last := append([]flows.DeadLetter{}, d.last...)
-	return map[string]any{"total": d.total, "last": last, "file": d.path}
+	return DeadLetterAnswer{Total: d.total, Last: append([]flows.DeadLetter{}, d.last...), File: d.path}
+}
+
+// deadLetters answers GET /v1/deadletters: this node's latest dead
+// letters and total, or with scope=cluster every member's, the latest
+// keepDeadLetters of them all (a member that does not answer within two
+// seconds is left out, and missing from Nodes).
+func (n *Node) deadLetters(w http.ResponseWriter, r *http.Request) {
+	q, err := splice.Params(r)
+	if err != nil {
+		splice.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cluster := false
+	for k := range q {
+		if k != "scope" || (q.Get("scope") != "local" && q.Get("scope") != "cluster") {
+			splice.WriteError(w, http.StatusBadRequest, "/v1/deadletters takes only scope=local (the default) or scope=cluster")
+			return
+		}
+		cluster = q.Get("scope") == "cluster"
+	}
+	a := n.dl.snapshot()
+	if !cluster {
+		splice.WriteJSON(w, http.StatusOK, a)
+		return
+	}
+	a.File, a.Nodes = "", map[string]int64{n.cfg.Name: a.Total}
+	if n.mem != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, m := range n.mem.Members() {
+			if m.Name == n.cfg.Name || m.HTTP == "" {
+				continue
+			}
+			wg.Go(func() {
+				var other DeadLetterAnswer
+				if err := n.peerGet(ctx, m.HTTP, "/v1/deadletters?scope=local", &other); err != nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				a.Total += other.Total
+				a.Last = append(a.Last, other.Last...)
+				a.Nodes[m.Name] = other.Total
+			})
+		}
+		wg.Wait()
+	}
+	slices.SortStableFunc(a.Last, func(x, y flows.DeadLetter) int { return x.Time.Compare(y.Time) })
+	a.Last = a.Last[max(0, len(a.Last)-keepDeadLetters):]
+	splice.WriteJSON(w, http.StatusOK, a)
 }
 
 func (d *deadLetters) close() {
@@ -810,7 +808,7 @@ type rates struct {
 	initialized bool
 }
 
-func (r *rates) run(e *actor.Engine, every time.Duration, stop <-chan struct{}) {
+func (r *rates) run(e *actor.Engine, h *history, every time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	r.sample(e, time.Now())
@@ -820,8 +818,21 @@ func (r *rates) run(e *actor.Engine, every time.Duration, stop <-chan struct{}) 
 			return
 		case now := <-t.C:
 			r.sample(e, now)
+			r.record(e, h, now)
 		}
 	}
+}
+
+// record adds the rates just sampled to the history.
+func (r *rates) record(e *actor.Engine, h *history, now time.Time) {
+	r.mu.Lock()
+	read := maps.Clone(r.read)
+	var applied float64
+	for _, v := range r.frag {
+		applied += v
+	}
+	r.mu.Unlock()
+	h.record(now, e, read, applied)
 }
 
 func (r *rates) sample(e *actor.Engine, now time.Time) {
@@ -869,12 +880,4 @@ func (r *rates) all() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.total
-}
-
-//go:embed dashboard.html
-var dashboardHTML []byte
-
-func (n *Node) dashboard(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Write(dashboardHTML)
 }

@@ -213,8 +213,15 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 			continue
 		}
 		n.placeMu.Lock()
+		old := n.place
 		n.place = p
 		n.placeMu.Unlock()
+		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
+			n.hist.event(ev)
+			if ev.To == n.cfg.Name {
+				n.met.moves.WithLabelValues(ev.Kind).Add(float64(len(ev.Fragments)))
+			}
+		}
 		n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
 	}
 }

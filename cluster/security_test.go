@@ -120,6 +120,9 @@ func TestTokensAndTLS(t *testing.T) {
 		{"GET", "/healthz", "", 200},
 		{"GET", "/metrics", "", 200},
 		{"GET", "/", "", 200},
+		{"GET", "/dashboard/app.js", "", 200}, // the page and its assets hold no data
+		{"GET", "/v1/cluster/history", "", 401},
+		{"GET", "/v1/cluster/watch?interval=bad", readToken, 400},
 	} {
 		code, msg := request(t, c, tc.method, base+tc.path, tc.token)
 		if code != tc.want || (code >= 400 && msg == "") {
