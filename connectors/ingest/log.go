@@ -16,6 +16,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tessera-streams/tessera/connectors/push"
 )
 
 // Errors callers branch on (wrapped).
@@ -25,7 +27,7 @@ var (
 	// ErrFull: the log holds MaxBytes of events the flow has not committed.
 	ErrFull = errors.New("ingest: log full")
 	// ErrKeyReused: an idempotency key came back with another body.
-	ErrKeyReused = errors.New("ingest: idempotency key reused with another body")
+	ErrKeyReused = fmt.Errorf("ingest: %w", push.ErrKeyReused)
 	// ErrTrimmed: an offset retention has deleted.
 	ErrTrimmed = errors.New("ingest: offset no longer in the log")
 	// ErrBroken: a write failed; the log takes no more appends.
@@ -320,20 +322,10 @@ func (p *partition) unread() int64 {
 }
 
 // Result is what an append did: the events' offsets, by partition.
-type Result struct {
-	Accepted   int        `json:"accepted"`
-	Partitions []Appended `json:"partitions"`
-	// Replayed is true when the idempotency key was applied before: this is
-	// that append's result and nothing was appended now.
-	Replayed bool `json:"-"`
-}
+type Result = push.Result
 
 // Appended is one partition's part of an append: offsets [From, To).
-type Appended struct {
-	Partition int   `json:"partition"`
-	From      int64 `json:"from"`
-	To        int64 `json:"to"`
-}
+type Appended = push.Appended
 
 // appendReq is one append on its way through the writer.
 type appendReq struct {
