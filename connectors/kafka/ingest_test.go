@@ -173,7 +173,9 @@ func TestIngestConcurrentAttemptsApplyOnce(t *testing.T) {
 }
 
 // lines splits a body into its events.
-func (b bodyLines) events() [][]byte { return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
+func (b bodyLines) events() [][]byte {
+	return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
 
 type bodyLines []byte
 
