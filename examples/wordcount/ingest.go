@@ -11,12 +11,14 @@ import (
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/connectors/ingest"
 	"github.com/tessera-streams/tessera/connectors/kafka"
+	"github.com/tessera-streams/tessera/connectors/nats"
 	"github.com/tessera-streams/tessera/flows"
 )
 
 // ingestFlags say where -source http keeps the pushed lines.
 type ingestFlags struct {
 	kind, brokers, topics, group string
+	natsURL, stream, subjects    string
 	partitions                   int
 }
 
@@ -28,6 +30,10 @@ type ingestFlags struct {
 //   - -ingest kafka: the topic of -topics, which the node produces the lines
 //     into in transactions (transactional id wordcount-lines-<node>), and
 //     which the flow reads as a Kafka source: for a cluster.
+//   - -ingest nats: the JetStream stream of -stream, which the node
+//     publishes the lines to (the Idempotency-Key in their Nats-Msg-Id), on
+//     the subjects of -subjects (default: the stream's), one per
+//     partition, and which the flow reads as a NATS source: for a cluster.
 //
 // It returns what to close once the node has stopped.
 func httpSource(ctx context.Context, node *cluster.Flags, f ingestFlags) (flows.Source[Line], func() error, error) {
@@ -70,7 +76,24 @@ func httpSource(ctx context.Context, node *cluster.Flags, f ingestFlags) (flows.
 		}
 		node.Streams = append(node.Streams, in)
 		return s, func() error { return errors.Join(in.Close(), s.Close()) }, nil
+	case "nats":
+		if f.natsURL == "" || f.stream == "" {
+			return nil, nil, errors.New("-source http -ingest nats needs -nats and -stream")
+		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second) // to describe the stream
+		defer cancel()
+		in, err := nats.NewIngest(dctx, nats.IngestConfig[Line]{URL: f.natsURL, Name: "lines", Stream: f.stream, Subjects: list(f.subjects)})
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := nats.New(dctx, nats.Config[Line]{URL: f.natsURL, Stream: f.stream, Subjects: in.Subjects()})
+		if err != nil {
+			in.Close()
+			return nil, nil, err
+		}
+		node.Streams = append(node.Streams, in)
+		return s, func() error { return errors.Join(in.Close(), s.Close()) }, nil
 	default:
-		return nil, nil, fmt.Errorf("-ingest must be log or kafka, got %q", f.kind)
+		return nil, nil, fmt.Errorf("-ingest must be log, kafka or nats, got %q", f.kind)
 	}
 }

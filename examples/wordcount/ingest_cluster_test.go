@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tessera-streams/tessera/connectors/push"
 	"github.com/tessera-streams/tessera/internal/exampletest"
@@ -83,12 +86,27 @@ func (c *anyNodeClient) push(key string, body []byte) push.Answer {
 // is SIGKILLed mid-stream. Every line acknowledged is counted exactly once
 // in the views of the two nodes left.
 func TestHTTPIngestKafkaClusterExact(t *testing.T) {
+	brokers, _ := kafkaLines(t, 4)
+	ingestClusterExact(t, "-ingest", "kafka", "-brokers", strings.Join(brokers, ","), "-topics", "lines", "-group", "wordcount")
+}
+
+// The same with -ingest nats: the node publishes the lines to a JetStream
+// stream with the key in their Nats-Msg-Id, and the stream's duplicate
+// window drops a retry's.
+func TestHTTPIngestNATSClusterExact(t *testing.T) {
+	url, js := natsServer(t)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LINES",
+		Subjects: []string{"lines.0", "lines.1", "lines.2", "lines.3"}, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	ingestClusterExact(t, "-ingest", "nats", "-nats", url, "-stream", "LINES")
+}
+
+func ingestClusterExact(t *testing.T, ingestArgs ...string) {
 	const clients, perRequest = 6, 250
 	n := clusterPushLines()
-	brokers, _ := kafkaLines(t, 4)
 	bin := exampletest.Build(t, "wordcount")
-	procs, _ := startCluster(t, bin, 3, "-source", "http", "-ingest", "kafka", "-brokers", strings.Join(brokers, ","),
-		"-topics", "lines", "-group", "wordcount", "-fragments", "12", "-checkpoint-interval", "100ms")
+	procs, _ := startCluster(t, bin, 3, append([]string{"-source", "http", "-fragments", "12", "-checkpoint-interval", "100ms"}, ingestArgs...)...)
 	urls := make([]string, len(procs))
 	for i, p := range procs {
 		urls[i] = p.Base + "/v1/streams/lines/events"

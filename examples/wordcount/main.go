@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		natsURL    = fs.String("nats", "", "nats source: server URL")
 		stream     = fs.String("stream", "", "nats source: JetStream stream")
 		subjects   = fs.String("subjects", "", "nats source: comma-separated subject filters, one per partition (empty: the stream's subjects)")
-		ingestTo   = fs.String("ingest", "log", "http source: where pushed lines are kept: log (the embedded log in -data; one node) or kafka (the topic of -topics at -brokers; a cluster)")
+		ingestTo   = fs.String("ingest", "log", "http source: where pushed lines are kept: log (the embedded log in -data; one node), kafka (the topic of -topics at -brokers) or nats (the stream of -stream at -nats); kafka and nats for a cluster")
 	)
 	sinkFlags := addSinkFlags(fs)
 	var closers []func() error // sources and sinks to close once the node stops
@@ -179,7 +179,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			closers = append(closers, func() error { s.Close(); return nil })
 			src = s
 		case "http":
-			s, closeIngest, err := httpSource(ctx, node, ingestFlags{kind: *ingestTo, brokers: *brokers, topics: *topics, group: *group, partitions: *partitions})
+			s, closeIngest, err := httpSource(ctx, node, ingestFlags{kind: *ingestTo, brokers: *brokers, topics: *topics, group: *group,
+				natsURL: *natsURL, stream: *stream, subjects: *subjects, partitions: *partitions})
 			if err != nil {
 				return nil, err
 			}
