@@ -42,7 +42,9 @@ func ingestBody(tag string, n int) []byte {
 	return b.Bytes()
 }
 
-func splitLines(b []byte) [][]byte { return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
+func splitLines(b []byte) [][]byte {
+	return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
 
 func postIngest(t testing.TB, h http.Handler, key, contentType string, b []byte) (int, http.Header, map[string]any) {
 	t.Helper()
