@@ -50,10 +50,15 @@
 // while the flow has more than MaxUnread bytes of the stream left to read,
 // 503 with Retry-After while the log is full or closing.
 //
+// The request contract (body kinds, decoding, answers) is connectors/push,
+// which the brokers' ingest shares.
+//
 // The log lives on one node's disk: a node of a cluster must not
 // acknowledge events its death could lose, so cluster.Node refuses a
 // stream of this package when it runs as a member of a cluster
-// (Stream.NodeLocal).
+// (Stream.NodeLocal). In a cluster, push into Kafka or JetStream instead
+// (kafka.Ingest, nats.Ingest): the node answers once the broker has the
+// events, and the flow reads the topic or stream as its source.
 //
 // The package never sleeps on the event path and owns its goroutines: the
 // writer and the retention loop stop in Close, which waits for them.

@@ -239,22 +239,40 @@ func (in *Ingest[T]) append(ctx context.Context, pr *push.Request[T]) (push.Resu
 	}
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.AckTimeout)
 	defer cancel()
-	acks, err := in.publish(ctx, msgs)
-	if err != nil {
+	fail := func(err error) (push.Result, error) {
 		if errors.Is(err, context.Canceled) {
 			return push.Result{}, err
 		}
 		return push.Result{}, fmt.Errorf("nats ingest: %w: %w", push.ErrUnavailable, err)
 	}
+	// With a key, the first event goes alone: if the stream holds it
+	// already, from a request with another body, nothing is published.
+	first := 0
+	if pr.Key != "" {
+		first = 1
+	}
+	acks, err := in.publish(ctx, msgs[:first])
+	if err != nil {
+		return fail(err)
+	}
+	if first == 1 && acks[0].Duplicate {
+		m, err := in.stream.GetMsg(ctx, acks[0].Sequence)
+		if err != nil {
+			return fail(fmt.Errorf("read message %d back: %w", acks[0].Sequence, err))
+		}
+		if m.Header.Get(hashHeader) != hash {
+			return push.Result{}, fmt.Errorf("nats ingest: %w", push.ErrKeyReused)
+		}
+	}
+	rest, err := in.publish(ctx, msgs[first:])
+	if err != nil {
+		return fail(err)
+	}
+	acks = append(acks, rest...)
 	res := push.Result{Accepted: len(msgs), Partitions: []push.Appended{}, Replayed: pr.Key != ""}
 	at := map[int]int{}
-	firstDup := -1
 	for i, a := range acks {
-		if !a.Duplicate {
-			res.Replayed = false
-		} else if firstDup < 0 {
-			firstDup = i
-		}
+		res.Replayed = res.Replayed && a.Duplicate
 		seq := int64(a.Sequence)
 		j, ok := at[parts[i]]
 		if !ok {
@@ -264,16 +282,6 @@ func (in *Ingest[T]) append(ctx context.Context, pr *push.Request[T]) (push.Resu
 		}
 		p := &res.Partitions[j]
 		p.From, p.To = min(p.From, seq), max(p.To, seq+1)
-	}
-	if pr.Key != "" && firstDup >= 0 {
-		// The key was seen: with this body, or another?
-		m, err := in.stream.GetMsg(ctx, acks[firstDup].Sequence)
-		if err != nil {
-			return push.Result{}, fmt.Errorf("nats ingest: %w: read message %d back: %w", push.ErrUnavailable, acks[firstDup].Sequence, err)
-		}
-		if m.Header.Get(hashHeader) != hash {
-			return push.Result{}, fmt.Errorf("nats ingest: %w", push.ErrKeyReused)
-		}
 	}
 	return res, nil
 }

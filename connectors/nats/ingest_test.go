@@ -78,7 +78,8 @@ func streamTexts(t testing.TB, js jetstream.JetStream) map[string]int {
 
 // A push is acknowledged with its sequences once JetStream stored it; a
 // retry with the same key on another node replays the answer and stores
-// nothing; the key with another body is 422; bad bodies are JSON 4xx.
+// nothing; the key with another (longer) body is 422 and stores nothing;
+// bad bodies are JSON 4xx.
 func TestIngestIdempotentAcrossNodes(t *testing.T) {
 	url, js := embedded(t)
 	linesStream(t, js)
@@ -91,7 +92,7 @@ func TestIngestIdempotentAcrossNodes(t *testing.T) {
 	if code != 200 || h.Get("Idempotent-Replayed") != "true" || fmt.Sprint(again) != fmt.Sprint(first) {
 		t.Fatalf("retry on another node: %d %v %v, first %v", code, h, again, first)
 	}
-	if code, _, a := postIngest(t, b, "k1", "application/x-ndjson", ingestBody("b", 5)); code != 422 || a["error"] == nil {
+	if code, _, a := postIngest(t, b, "k1", "application/x-ndjson", ingestBody("b", 8)); code != 422 || a["error"] == nil {
 		t.Fatalf("key reused with another body: %d %v", code, a)
 	}
 	for _, c := range []struct {
