@@ -11,11 +11,16 @@
 // it syncs go into the next pebble batch together, so concurrent requests
 // share one fsync (group commit), and offsets are assigned in that one
 // place. Readers see an event only once it is durable, so a reader never
-// reads what a crash could take back. A write to the WAL that fails stops
-// the process (pebble holds a failed commit fatal, and so do we: the disk
-// can no longer be trusted); nothing of that batch was acknowledged, and a
-// restart recovers what was synced. Any other failed commit fails its
-// appends and every later one (ErrBroken, HTTP 503).
+// reads what a crash could take back. A commit that fails — a WAL write or
+// sync included — fails its appends and every later one (ErrBroken, HTTP
+// 503 with Retry-After): the disk can no longer be trusted, and a restart
+// recovers what was synced; nothing of the failed batch was acknowledged.
+// (Pebble holds a failed WAL write fatal when the commit waits for its
+// sync, so the writer applies each batch without waiting and then waits for
+// the sync, which returns the error. Pebble still stops the process if a
+// batch is applied after the WAL has failed — the writer applies none, and
+// retention stops committing, but the two may race — or if it cannot
+// create a new WAL file when a memtable fills.)
 //
 // Retention: a partition's events are deleted once the flow has committed
 // them (every fragment's durable checkpoint covers them, see

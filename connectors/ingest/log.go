@@ -483,7 +483,7 @@ func (l *Log) commit(group []*appendReq) {
 		b.Set(partKey(kindNext, k.s.name, k.p), binary.BigEndian.AppendUint64(nil, uint64(to)), nil)
 	}
 	if !b.Empty() {
-		if err := b.Commit(pebble.Sync); err != nil {
+		if err := l.commitSynced(b); err != nil {
 			err = fmt.Errorf("%w: %w", ErrBroken, err)
 			l.err.Store(&err)
 			l.opts.Logger.Error("ingest log: write failed; no more appends", "err", err)
@@ -515,6 +515,25 @@ func (l *Log) commit(group []*appendReq) {
 		}
 		close(r.done)
 	}
+}
+
+// commitSynced commits b and waits until the WAL holds it on disk.
+//
+// Not b.Commit(pebble.Sync): pebble treats a failed WAL write or sync in
+// a commit that waits for it as fatal (Logger.Fatalf, which panics).
+// Applied without waiting for the sync, the failure comes back from
+// SyncWait instead, and the log answers 503 from then on. The batch is in
+// the memtable by then, readable, but nothing reads it: a partition's end
+// moves only after SyncWait, and after a failure no append is taken.
+// Residual: pebble still panics if the WAL had already failed when the
+// next batch is applied (the writer applies none after a failure, but the
+// retention goroutine may race it: it stops committing once the log is
+// broken), or if it cannot create a new WAL file when a memtable fills.
+func (l *Log) commitSynced(b *pebble.Batch) error {
+	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		return err
+	}
+	return b.SyncWait()
 }
 
 type headAt struct {

@@ -98,6 +98,9 @@ func (l *Log) Trim() error {
 	if len(trim) == 0 && keys == 0 {
 		return nil
 	}
+	if err := l.Err(); err != nil {
+		return nil // the WAL failed: a commit now would be fatal (see commitSynced)
+	}
 	// Not synced: a trim lost in a crash is done again after it.
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("trim: %w", err)
