@@ -85,7 +85,7 @@ func (l *Log) Trim() error {
 		best.part.mu.Lock()
 		bm := best.part.batches[best.n]
 		best.part.mu.Unlock()
-		b.DeleteRange(offsetKey(kindEvent, best.s.name, best.p, bm.from), offsetKey(kindEvent, best.s.name, best.p, bm.to), nil)
+		b.DeleteRange(offsetKey(kindBlock, best.s.name, best.p, bm.from), offsetKey(kindBlock, best.s.name, best.p, bm.to), nil)
 		b.Delete(offsetKey(kindHeader, best.s.name, best.p, bm.from), nil)
 		best.n++
 		best.bytes += bm.bytes
