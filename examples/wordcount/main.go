@@ -7,10 +7,13 @@
 //	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
 //	go run ./examples/wordcount -source http -data /tmp/wc  # POST /v1/streams/lines/events
 //	go run ./examples/wordcount -source http -ingest kafka -brokers localhost:9092 -topics lines  # in a cluster
+//	go run ./examples/wordcount -source http -ingest nats -nats nats://localhost:4222 -stream LINES  # in a cluster
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines -sink kafka -sink-topic counts
 //
 // Kafka records, JetStream messages and pushed lines are {"text": "..."} in
-// JSON.
+// JSON. With -source http the node serves POST /v1/streams/lines/events
+// (ingest.go): into its embedded log on one node, into Kafka or JetStream
+// (-ingest kafka|nats) in a cluster.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
 // the number of words counted). With -sink (sinks.go), every count update
