@@ -61,9 +61,10 @@ type Config struct {
 	Security Security
 
 	// Streams take events pushed over HTTP at POST
-	// /v1/streams/{stream}/events (connectors/ingest makes them). A stream
-	// whose events live only on this node (NodeLocal) is refused in a
-	// cluster: the node would acknowledge what its death could lose.
+	// /v1/streams/{stream}/events (connectors/ingest makes them for a
+	// single node, kafka.NewIngest and nats.NewIngest for a cluster). A
+	// stream whose events live only on this node (NodeLocal) is refused in
+	// a cluster: the node would acknowledge what its death could lose.
 	Streams []Stream
 }
 
@@ -123,7 +124,7 @@ func (c *Config) Validate() error {
 		streams[s.Name()] = true
 		if c.Gossip != "" && s.NodeLocal() {
 			errs = append(errs, fmt.Errorf("stream %q keeps pushed events on this node only, and a cluster member must not acknowledge what its death could lose: "+
-				"HTTP ingest into the embedded log needs a single node (no gossip address)", s.Name()))
+				"HTTP ingest into the embedded log needs a single node (no gossip address); in a cluster, push into Kafka or JetStream (kafka.NewIngest, nats.NewIngest)", s.Name()))
 		}
 	}
 	for pattern, h := range c.Pages {

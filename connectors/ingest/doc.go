@@ -11,11 +11,16 @@
 // it syncs go into the next pebble batch together, so concurrent requests
 // share one fsync (group commit), and offsets are assigned in that one
 // place. Readers see an event only once it is durable, so a reader never
-// reads what a crash could take back. A write to the WAL that fails stops
-// the process (pebble holds a failed commit fatal, and so do we: the disk
-// can no longer be trusted); nothing of that batch was acknowledged, and a
-// restart recovers what was synced. Any other failed commit fails its
-// appends and every later one (ErrBroken, HTTP 503).
+// reads what a crash could take back. A commit that fails — a WAL write or
+// sync included — fails its appends and every later one (ErrBroken, HTTP
+// 503 with Retry-After): the disk can no longer be trusted, and a restart
+// recovers what was synced; nothing of the failed batch was acknowledged.
+// (Pebble holds a failed WAL write fatal when the commit waits for its
+// sync, so the writer applies each batch without waiting and then waits for
+// the sync, which returns the error. Pebble still stops the process if a
+// batch is applied after the WAL has failed — the writer applies none, and
+// retention stops committing, but the two may race — or if it cannot
+// create a new WAL file when a memtable fills.)
 //
 // Retention: a partition's events are deleted once the flow has committed
 // them (every fragment's durable checkpoint covers them, see
@@ -54,10 +59,15 @@
 // while the flow has more than MaxUnread bytes of the stream left to read,
 // 503 with Retry-After while the log is full or closing.
 //
+// The request contract (body kinds, decoding, answers) is connectors/push,
+// which the brokers' ingest shares.
+//
 // The log lives on one node's disk: a node of a cluster must not
 // acknowledge events its death could lose, so cluster.Node refuses a
 // stream of this package when it runs as a member of a cluster
-// (Stream.NodeLocal).
+// (Stream.NodeLocal). In a cluster, push into Kafka or JetStream instead
+// (kafka.Ingest, nats.Ingest): the node answers once the broker has the
+// events, and the flow reads the topic or stream as its source.
 //
 // The package never sleeps on the event path and owns its goroutines: the
 // writer and the retention loop stop in Close, which waits for them.

@@ -4,31 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 
-	"github.com/cespare/xxhash/v2"
-
+	"github.com/tessera-streams/tessera/connectors/push"
 	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
 // MaxKeyLen is the longest Idempotency-Key accepted.
-const MaxKeyLen = 255
-
-// retryAfter is the Retry-After of 429 and 503 answers, in seconds.
-const retryAfter = 1
+const MaxKeyLen = push.MaxKeyLen
 
 // Answer is the body of a 200 answer.
-type Answer struct {
-	Stream string `json:"stream"`
-	Result
-	// MinOffsets is a read-your-writes token: a view query with
-	// ?min_offsets= this answers only once it covers these events (when
-	// the flow reads the stream as a source of the same name).
-	MinOffsets string `json:"min_offsets,omitempty"`
-}
+type Answer = push.Answer
 
 // minOffsets is the token of res: stream/partition:to, per partition.
 func minOffsets(stream string, res Result) string {
@@ -45,65 +33,23 @@ func minOffsets(stream string, res Result) string {
 // ServeHTTP appends the events of a POST (see the package doc) and
 // answers once they are durable.
 func (s *Stream[T]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		splice.WriteError(w, http.StatusMethodNotAllowed, "only POST appends events")
+	pr := push.Read(w, r, s.cfg.MaxBody, s.cfg.Decode)
+	if pr == nil {
 		return
 	}
-	kind, err := kindOf(r.Header.Get("Content-Type"))
-	if err != nil {
-		splice.WriteError(w, http.StatusUnsupportedMediaType, err.Error())
-		return
-	}
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > MaxKeyLen {
-		splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("Idempotency-Key longer than %d bytes", MaxKeyLen))
-		return
-	}
-	if r.ContentLength > s.cfg.MaxBody {
-		splice.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBody))
-		return
-	}
-	if s.busy(w, 0) {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			splice.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", s.cfg.MaxBody))
-			return
-		}
-		splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("read the body: %v", err))
-		return
-	}
-	req, err := s.request(kind, body, key)
-	if err != nil {
-		splice.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if req.size > 0 && s.busy(w, req.size) {
+	req := s.place(pr)
+	if s.busy(w, req.size) {
 		return
 	}
 	res, err := s.append(r.Context(), req)
 	switch {
-	case err == nil:
 	case errors.Is(err, ErrKeyReused):
-		splice.WriteError(w, http.StatusUnprocessableEntity, "Idempotency-Key "+strconv.Quote(key)+" was used with another body")
+		splice.WriteError(w, http.StatusUnprocessableEntity, "Idempotency-Key "+strconv.Quote(pr.Key)+" was used with another body")
 		return
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrBroken):
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-		splice.WriteError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return // the client is gone; a retry with its key finds what happened
-	default:
-		splice.WriteError(w, http.StatusInternalServerError, err.Error())
-		return
+		err = fmt.Errorf("%w: %w", push.ErrUnavailable, err)
 	}
-	if res.Replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	splice.WriteJSON(w, http.StatusOK, Answer{Stream: s.cfg.Name, Result: res, MinOffsets: minOffsets(s.cfg.Name, res)})
+	push.ReplyWithToken(w, s.cfg.Name, res, err, func(res Result) string { return minOffsets(s.cfg.Name, res) })
 }
 
 // busy answers 429 or 503 with Retry-After, and reports true, when an
@@ -122,51 +68,32 @@ func (s *Stream[T]) busy(w http.ResponseWriter, size int) bool {
 	default:
 		return false
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
-	splice.WriteError(w, code, msg)
+	push.Retry(w, code, msg)
 	return true
 }
 
-// request splits and decodes a body into an append: every event is
-// decoded, so a malformed one fails the whole request before anything is
-// written.
-func (s *Stream[T]) request(kind bodyKind, body []byte, key string) (*appendReq, error) {
-	events, numbers, err := splitBody(kind, body)
-	if err != nil {
-		return nil, err
-	}
-	req := &appendReq{s: s.s, key: key}
-	if key != "" {
-		req.hash = xxhash.Sum64(body)
-	}
+// place makes an append of a decoded request: by Config.Key, or the
+// whole request to the next partition round-robin.
+func (s *Stream[T]) place(pr *push.Request[T]) *appendReq {
+	req := &appendReq{s: s.s, key: pr.Key, hash: pr.Hash, size: pr.Size}
 	n := len(s.s.parts)
-	var byPart [][][]byte
-	if s.cfg.Key != nil {
-		byPart = make([][][]byte, n)
-	}
-	for i, ev := range events {
-		v, err := s.cfg.Decode(ev)
-		if err != nil {
-			return nil, &malformed{Event: numbers[i], Err: err}
-		}
-		req.size += len(ev)
-		if byPart != nil {
-			p := shard.Fragment(shard.String(s.cfg.Key(v)), n)
-			byPart[p] = append(byPart[p], ev)
-		}
-	}
 	switch {
-	case len(events) == 0:
-	case byPart == nil:
-		req.parts = []partEvents{{p: int((s.rr.Add(1) - 1) % uint64(n)), events: events}}
+	case len(pr.Events) == 0:
+	case s.cfg.Key == nil:
+		req.parts = []partEvents{{p: int((s.rr.Add(1) - 1) % uint64(n)), events: pr.Events}}
 	default:
+		byPart := make([][][]byte, n)
+		for i, v := range pr.Values {
+			p := shard.Fragment(shard.String(s.cfg.Key(v)), n)
+			byPart[p] = append(byPart[p], pr.Events[i])
+		}
 		for p, evs := range byPart {
 			if len(evs) > 0 {
 				req.parts = append(req.parts, partEvents{p: p, events: evs})
 			}
 		}
 	}
-	return req, nil
+	return req
 }
 
 // Append appends events (each one JSON line or value, which Decode must
@@ -177,11 +104,11 @@ func (s *Stream[T]) Append(ctx context.Context, key string, events ...[]byte) (R
 	for _, ev := range events {
 		body = append(append(body, ev...), '\n')
 	}
-	req, err := s.request(ndjson, body, key)
+	pr, err := push.Decode(push.NDJSON, body, key, s.cfg.Decode)
 	if err != nil {
 		return Result{}, err
 	}
-	return s.append(ctx, req)
+	return s.append(ctx, s.place(pr))
 }
 
 func (s *Stream[T]) append(ctx context.Context, req *appendReq) (Result, error) {

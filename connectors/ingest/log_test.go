@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,5 +383,21 @@ func TestPartitionsFixed(t *testing.T) {
 	}
 	if _, err := NewStream(l, Config[event]{Name: "a/b", Partitions: 3}); err == nil {
 		t.Fatal("a stream name with a slash")
+	}
+}
+
+// Events stored a key each (the layout before blocks) are refused at open
+// with an error that says so, never read as missing.
+func TestOldLayoutRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openLog(t, fs, Options{})
+	newStream(t, l, Config[event]{Partitions: 1})
+	if err := l.db.Set(offsetKey(kindEvent, "events", 0, 0), line(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = openLog(t, fs, Options{})
+	if _, err := NewStream(l, Config[event]{Name: "events", Partitions: 1}); err == nil || !strings.Contains(err.Error(), "earlier version") {
+		t.Fatalf("open a stream in the old layout: %v", err)
 	}
 }

@@ -85,7 +85,7 @@ func (l *Log) Trim() error {
 		best.part.mu.Lock()
 		bm := best.part.batches[best.n]
 		best.part.mu.Unlock()
-		b.DeleteRange(offsetKey(kindEvent, best.s.name, best.p, bm.from), offsetKey(kindEvent, best.s.name, best.p, bm.to), nil)
+		b.DeleteRange(offsetKey(kindBlock, best.s.name, best.p, bm.from), offsetKey(kindBlock, best.s.name, best.p, bm.to), nil)
 		b.Delete(offsetKey(kindHeader, best.s.name, best.p, bm.from), nil)
 		best.n++
 		best.bytes += bm.bytes
@@ -97,6 +97,9 @@ func (l *Log) Trim() error {
 	}
 	if len(trim) == 0 && keys == 0 {
 		return nil
+	}
+	if err := l.Err(); err != nil {
+		return nil // the WAL failed: a commit now would be fatal (see commitSynced)
 	}
 	// Not synced: a trim lost in a crash is done again after it.
 	if err := b.Commit(pebble.NoSync); err != nil {

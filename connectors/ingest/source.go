@@ -117,7 +117,7 @@ func (s *Stream[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	part := s.s.parts[p]
 	part.read.Store(from)
 	return &reader[T]{s: s, p: p, part: part, pos: from, where: fmt.Sprintf("%s/%d", s.cfg.Name, p),
-		lo: partKey(kindEvent, s.cfg.Name, p)}, nil
+		lo: partKey(kindBlock, s.cfg.Name, p)}, nil
 }
 
 type reader[T any] struct {
@@ -126,7 +126,7 @@ type reader[T any] struct {
 	part  *partition
 	pos   int64 // the next offset to read
 	where string
-	lo    []byte // the partition's event key prefix
+	lo    []byte // the partition's block key prefix
 }
 
 // Read implements flows.PartitionReader: it returns at once with what is
@@ -140,35 +140,46 @@ func (r *reader[T]) Read(ctx context.Context, b *flows.ReadBatch[T], max int) er
 	if r.pos >= end {
 		return nil
 	}
-	it, err := r.s.l.db.NewIter(&pebble.IterOptions{
-		LowerBound: binary.BigEndian.AppendUint64(bytes.Clone(r.lo), uint64(r.pos)),
-		UpperBound: binary.BigEndian.AppendUint64(bytes.Clone(r.lo), uint64(end)),
-	})
+	key := func(off int64) []byte { return binary.BigEndian.AppendUint64(bytes.Clone(r.lo), uint64(off)) }
+	it, err := r.s.l.db.NewIter(&pebble.IterOptions{LowerBound: r.lo, UpperBound: key(end)})
 	if err != nil {
 		return fmt.Errorf("ingest %s: %w", r.where, err)
 	}
 	next := r.pos
-	for it.First(); it.Valid(); it.Next() {
-		off := int64(binary.BigEndian.Uint64(it.Key()[len(r.lo):]))
-		if off != next {
+	// The block holding pos is the last that starts at or before it.
+	for ok := it.SeekLT(key(r.pos + 1)); ok && next < end; ok = it.Next() {
+		from := int64(binary.BigEndian.Uint64(it.Key()[len(r.lo):]))
+		if from > next {
 			it.Close()
-			return fmt.Errorf("ingest %s: offset %d missing (found %d): %w", r.where, next, off, ErrTrimmed)
+			return fmt.Errorf("ingest %s: offset %d missing (a block starts at %d): %w", r.where, next, from, ErrTrimmed)
 		}
-		next++
-		raw, err := it.ValueAndErr()
+		block, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
-			return fmt.Errorf("ingest %s at %d: %w", r.where, off, err)
+			return fmt.Errorf("ingest %s at %d: %w", r.where, from, err)
 		}
-		v, err := r.s.cfg.Decode(raw)
-		if err != nil {
-			// Every event was decoded before it was appended: only a
-			// decoder that changed can get here.
-			b.Bad = append(b.Bad, flows.BadRecord{Offset: off, Where: r.where, Raw: bytes.Clone(raw), Err: err})
-			continue
+		for off := from; len(block) > 0 && off < end; off++ {
+			n, k := binary.Uvarint(block)
+			if k <= 0 || uint64(len(block)-k) < n {
+				it.Close()
+				return fmt.Errorf("ingest %s: block at %d is corrupt at offset %d", r.where, from, off)
+			}
+			raw := block[k : k+int(n)]
+			block = block[k+int(n):]
+			if off < next {
+				continue
+			}
+			next = off + 1
+			v, err := r.s.cfg.Decode(raw)
+			if err != nil {
+				// Every event was decoded before it was appended: only a
+				// decoder that changed can get here.
+				b.Bad = append(b.Bad, flows.BadRecord{Offset: off, Where: r.where, Raw: bytes.Clone(raw), Err: err})
+				continue
+			}
+			b.Events = append(b.Events, v)
+			b.Offsets = append(b.Offsets, off)
 		}
-		b.Events = append(b.Events, v)
-		b.Offsets = append(b.Offsets, off)
 	}
 	err = errors.Join(it.Error(), it.Close())
 	if err == nil && next != end {

@@ -1,5 +1,6 @@
-// Package kafka reads Kafka topics as a Tessera source and writes outputs
-// to a Kafka topic, on franz-go (github.com/twmb/franz-go).
+// Package kafka reads Kafka topics as a Tessera source, writes outputs to
+// a Kafka topic, and takes events pushed over HTTP into a topic, on
+// franz-go (github.com/twmb/franz-go).
 //
 // # Source
 //
@@ -131,6 +132,51 @@
 // The marker of a fragment is looked for in one partition of the progress
 // topic, chosen by the partition count when the sink is made: never add
 // partitions to it.
+//
+// # HTTP ingest
+//
+// Ingest is a cluster.Stream: it answers POST /v1/streams/{stream}/events
+// (the contract of connectors/push: JSON lines or a JSON array, every event
+// decoded before anything is produced, 400/413/415, 429 and 503 with
+// Retry-After) by producing the events into Config.Topic, and answers 200
+// only once a Kafka transaction holding them has committed (acks=all). A
+// flow reads the topic with a Source, read committed, placed by Tessera
+// like any Kafka source. Each node has one transactional producer
+// (IngestConfig.TransactionalID, stable across the node's restarts), and
+// one writer goroutine puts the requests queued while a transaction runs
+// into the next one (group commit).
+//
+// A retried request with the same Idempotency-Key is applied once across
+// nodes. Franz-go's idempotent producer dedupes only the retries of one
+// producer session, so the keys are kept in Kafka: a ledger topic
+// ("<Topic>.tessera-ingest", one partition) holds one record per
+// transaction, written in the transaction, listing its keys with their body
+// hashes and results. Every node reads the ledger, uncommitted records and
+// transaction markers included, and so knows every key's attempts and their
+// fates. The rule: an attempt of a key wins if it commits and no attempt of
+// the key earlier in the ledger committed. A transaction, after producing
+// its events and its ledger record at offset o, waits until the node has
+// read the ledger up to o and every earlier attempt of its keys has ended
+// (committed or aborted); if one of them committed, it aborts and those
+// requests are answered with the earlier result (Idempotent-Replayed) or
+// 422 for another body; the others go again. An attempt waits only for
+// earlier ones, so no two wait for each other; and one that committed was
+// never preceded by a committed attempt of its keys, so a key's events are
+// committed at most once, and, since a client retries until it has a 200,
+// exactly once. A retry of a key the node has already read committed is
+// answered from memory, without a transaction.
+//
+// The cost of the design: an attempt left open by a node that died holds
+// back the retries of its keys (only those: other requests go on) until
+// Kafka aborts it, after IngestConfig.TransactionTimeout (10 s), or the
+// node restarts with its transactional id; meanwhile the retries are
+// answered 503 after AckTimeout. Every node reads the whole ledger at start
+// and keeps its keys for IdempotencyTTL (24 h): memory and start-up time
+// grow with the requests in a TTL; the ledger topic is created with a
+// retention of twice the TTL. Two nodes with the same transactional id
+// fence each other at every transaction (correct, and slow). Whether a key
+// is within its TTL is judged by each node's clock against the ledger
+// record's timestamp.
 //
 // Tests run against kfake, franz-go's in-process implementation of the
 // Kafka protocol.

@@ -1,5 +1,6 @@
-// Package nats reads NATS JetStream streams as a Tessera source and writes
-// outputs to JetStream, on nats.go's jetstream package.
+// Package nats reads NATS JetStream streams as a Tessera source, writes
+// outputs to JetStream, and takes events pushed over HTTP into a stream, on
+// nats.go's jetstream package.
 //
 // # Source
 //
@@ -57,6 +58,29 @@
 // (examples/wordcount's TestNATSSinkSIGKILLExact kills and restarts a node
 // five times). Without it, that holds only for outputs that do not
 // depend on how the fragment's inputs interleave (see flows.OnCheckpoint).
+//
+// # HTTP ingest
+//
+// Ingest is a cluster.Stream: it answers POST /v1/streams/{stream}/events
+// (the contract of connectors/push) by publishing each event to its
+// partition's subject of a stream, and answers 200 only once JetStream has
+// acknowledged every event (PubAck: stored, replicated as the stream is).
+// A flow reads the stream with a Source over the same subjects. Each
+// event's Nats-Msg-Id is "<Idempotency-Key>/<index in the request>", so a
+// retry of the request, on any node, is dropped by the stream's duplicate
+// window event by event, and an event whose acknowledgement did not come is
+// simply published again; the answer's sequences are those JetStream
+// acknowledges, the first attempt's for duplicates. A keyed request goes
+// whole to the partition its key hashes to, so that its retries land on
+// the subject its first attempt did. A key is applied once only within the
+// window (StreamConfig.Duplicates, 2 minutes by default): make it longer
+// than clients retry for. Every event of a keyed request carries the hash
+// of the request's body (header Tessera-Body-Hash), and its first event is
+// published alone: when JetStream answers that it is a duplicate of a
+// message with another hash, the key was reused with another body, nothing
+// more is published and the answer is 422 (two such requests at the same
+// moment may both pass: JetStream cannot look a key up). A request without
+// a key gets a random id, for its own republishing only.
 //
 // Tests run against an embedded nats-server.
 package nats

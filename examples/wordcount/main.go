@@ -6,10 +6,14 @@
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines
 //	go run ./examples/wordcount -source nats -nats nats://localhost:4222 -stream LINES
 //	go run ./examples/wordcount -source http -data /tmp/wc  # POST /v1/streams/lines/events
+//	go run ./examples/wordcount -source http -ingest kafka -brokers localhost:9092 -topics lines  # in a cluster
+//	go run ./examples/wordcount -source http -ingest nats -nats nats://localhost:4222 -stream LINES  # in a cluster
 //	go run ./examples/wordcount -source kafka -brokers localhost:9092 -topics lines -sink kafka -sink-topic counts
 //
 // Kafka records, JetStream messages and pushed lines are {"text": "..."} in
-// JSON.
+// JSON. With -source http the node serves POST /v1/streams/lines/events
+// (ingest.go): into its embedded log on one node, into Kafka or JetStream
+// (-ingest kafka|nats) in a cluster.
 //
 // Views: "words" (keyed: the count of every word) and "total" (aggregate:
 // the number of words counted). With -sink (sinks.go), every count update
@@ -126,6 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		natsURL    = fs.String("nats", "", "nats source: server URL")
 		stream     = fs.String("stream", "", "nats source: JetStream stream")
 		subjects   = fs.String("subjects", "", "nats source: comma-separated subject filters, one per partition (empty: the stream's subjects)")
+		ingestTo   = fs.String("ingest", "log", "http source: where pushed lines are kept: log (the embedded log in -data; one node), kafka (the topic of -topics at -brokers) or nats (the stream of -stream at -nats); kafka and nats for a cluster")
 	)
 	sinkFlags := addSinkFlags(fs)
 	var closers []func() error // sources and sinks to close once the node stops
@@ -177,11 +182,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			closers = append(closers, func() error { s.Close(); return nil })
 			src = s
 		case "http":
-			s, closeLog, err := httpSource(node, *partitions)
+			s, closeIngest, err := httpSource(ctx, node, ingestFlags{kind: *ingestTo, brokers: *brokers, topics: *topics, group: *group,
+				natsURL: *natsURL, stream: *stream, subjects: *subjects, partitions: *partitions})
 			if err != nil {
 				return nil, err
 			}
-			closers = append(closers, closeLog)
+			closers = append(closers, closeIngest)
 			src = s
 		default:
 			return nil, fmt.Errorf("-source must be gen, file, kafka, nats or http, got %q", *source)

@@ -168,6 +168,11 @@ func TestBadFlags(t *testing.T) {
 		{"-source", "kafka", "-brokers", "127.0.0.1:1"},
 		{"-source", "nats", "-stream", "S"},
 		{"-source", "pulsar"},
+		{"-source", "http", "-ingest", "pulsar", "-data", "/nonexistent"},
+		{"-source", "http", "-ingest", "kafka", "-topics", "lines"},
+		{"-source", "http", "-ingest", "kafka", "-brokers", "127.0.0.1:1", "-topics", "a,b"},
+		{"-source", "http", "-ingest", "nats", "-stream", "S"},
+		{"-source", "http", "-gossip", "127.0.0.1:0", "-remote", "127.0.0.1:0", "-data", t.TempDir()}, // the embedded log in a cluster
 		{"-source", "file"},
 		{"-source", "file", "-files", "/nonexistent/*.jsonl"},
 		{"-partitions", "0"},

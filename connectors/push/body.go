@@ -1,4 +1,4 @@
-package ingest
+package push
 
 import (
 	"bytes"
@@ -9,28 +9,29 @@ import (
 	"mime"
 )
 
-// Body kinds, by Content-Type.
-type bodyKind int
+// Kind is the kind of a request body, by its Content-Type.
+type Kind int
 
+// Body kinds.
 const (
-	ndjson    bodyKind = iota // application/x-ndjson: one event a line
-	jsonArray                 // application/json: one array of events
+	NDJSON    Kind = iota // application/x-ndjson (or application/jsonl): one event a line
+	JSONArray             // application/json: one array of events
 )
 
 // errContentType is a Content-Type the handler does not take (415).
 var errContentType = errors.New("unsupported content type")
 
-// kindOf reads a Content-Type header.
-func kindOf(contentType string) (bodyKind, error) {
+// KindOf reads a Content-Type header.
+func KindOf(contentType string) (Kind, error) {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return 0, fmt.Errorf("%w %q: want application/x-ndjson or application/json", errContentType, contentType)
 	}
 	switch mt {
 	case "application/x-ndjson", "application/jsonl":
-		return ndjson, nil
+		return NDJSON, nil
 	case "application/json":
-		return jsonArray, nil
+		return JSONArray, nil
 	}
 	return 0, fmt.Errorf("%w %q: want application/x-ndjson or application/json", errContentType, mt)
 }
@@ -57,8 +58,8 @@ func (e *malformed) Unwrap() error { return e.Err }
 // carry nothing and are skipped. A JSON array must hold nothing after it.
 // It checks the JSON syntax of array elements only; lines are checked by
 // the stream's decoder.
-func splitBody(kind bodyKind, body []byte) (events [][]byte, numbers []int, err error) {
-	if kind == ndjson {
+func splitBody(kind Kind, body []byte) (events [][]byte, numbers []int, err error) {
+	if kind == NDJSON {
 		line := 0
 		for len(body) > 0 {
 			line++

@@ -1,4 +1,4 @@
-package ingest
+package push
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ func FuzzSplitBody(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		evs, nums, err := splitBody(ndjson, body)
+		evs, nums, err := splitBody(NDJSON, body)
 		if err != nil {
 			t.Fatalf("x-ndjson: %v", err)
 		}
@@ -35,7 +35,7 @@ func FuzzSplitBody(f *testing.F) {
 				t.Fatalf("event %d = %q, line %d = %q", i, ev, nums[i], want)
 			}
 		}
-		evs, _, err = splitBody(jsonArray, body)
+		evs, _, err = splitBody(JSONArray, body)
 		var arr []json.RawMessage
 		jerr := json.Unmarshal(body, &arr)
 		if err != nil {
