@@ -53,14 +53,15 @@ type Stay struct {
 	Run     Run // the current run of pings in one zone
 	Prev    Run // the run before
 	Last    time.Time
-	// The last confirmed stay: its zone, its last ping while the phone
-	// was still there, and the first ping since that was not (zero:
-	// none): the departure's evidence.
-	HasAnchor bool
-	Anchor    int32
-	AnchorEnd time.Time
-	Left      time.Time
-	Outside   bool // the last ping was outside Anchor
+	// The last confirmed stay: its zone and cell, its last ping by that
+	// cell, and the first ping since by another (zero: none): the
+	// departure lies between the two.
+	HasAnchor  bool
+	Anchor     int32
+	AnchorCell int32 // the cell that served the phone at the stay
+	AnchorEnd  time.Time
+	Left       time.Time
+	Outside    bool // the last ping was outside Anchor
 }
 
 // Run is a run of consecutive pings in one zone.
@@ -73,15 +74,22 @@ type Run struct {
 	Cell, Cell1, Cell2 int32
 }
 
-// settled says whether the phone looked still at the run's last ping:
-// seen once, or by the cell of the ping before, or of the one before that
-// (a ping-pong handover to a neighbour and back). A phone passing through
-// a zone is handed from cell to cell.
-func (r Run) settled() bool { return r.Pings == 1 || r.still() }
-
-// still is settled, with two pings at least.
+// still says whether the phone looked still at the run's last ping: seen
+// by the cell of the ping before, or of the one before that (a ping-pong
+// handover to a neighbour and back). A phone passing through a zone is
+// handed from cell to cell.
 func (r Run) still() bool {
 	return r.Pings > 1 && r.Cell == r.Cell1 || r.Pings > 2 && r.Cell == r.Cell2
+}
+
+// stillCell is the cell the phone looked still at: the last one, unless
+// it was a ping-pong handover away from the one before and the one before
+// that.
+func (r Run) stillCell() int32 {
+	if r.Pings > 2 && r.Cell != r.Cell1 && r.Cell != r.Cell2 && r.Cell1 == r.Cell2 {
+		return r.Cell1
+	}
+	return r.Cell
 }
 
 func (r *Run) add(cell int32) {
@@ -125,13 +133,19 @@ func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at time.Time) (next
 	}
 	s.Last = at
 	if s.HasAnchor {
-		// Still at the anchor: in its zone, by the cell of the ping
-		// before. The first ping otherwise is the departure's best
-		// estimate: a phone leaving is handed over within minutes.
-		if zone == s.Anchor && s.Run.settled() {
+		// Still at the anchor: served by its cell. The first ping by
+		// another cell is the departure's best evidence: a phone leaving
+		// is handed over within minutes; a ping-pong handover comes back
+		// to the anchor's cell and clears it.
+		switch {
+		case zone == s.Anchor && cell == s.AnchorCell:
 			s.AnchorEnd, s.Left = at, time.Time{}
-		} else if s.Left.IsZero() {
+		case s.Left.IsZero():
 			s.Left = at
+		case zone == s.Anchor && s.Run.still() && at.Sub(s.Left) >= p.Dwell:
+			// Still in the anchor's zone, by another cell, for the
+			// dwell time: that cell serves the stay now.
+			s.AnchorCell, s.AnchorEnd, s.Left = cell, at, time.Time{}
 		}
 		// On the move: outside the anchor twice in a row (a ping-pong
 		// handover is one ping away and one back).
@@ -180,6 +194,6 @@ func (p Params) confirm(sub uint64, s Stay) (Stay, *Detected) {
 		}
 		t = &Detected{Sub: sub, From: s.Anchor, To: s.Run.Zone, Depart: depart, Arrive: s.Run.Since}
 	}
-	s.HasAnchor, s.Anchor, s.AnchorEnd, s.Left, s.Outside = true, s.Run.Zone, s.Last, time.Time{}, false
+	s.HasAnchor, s.Anchor, s.AnchorCell, s.AnchorEnd, s.Left, s.Outside = true, s.Run.Zone, s.Run.stillCell(), s.Last, time.Time{}, false
 	return s, t
 }
