@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tessera-streams/tessera/examples/transport/sim"
 	"github.com/tessera-streams/tessera/flowstest"
@@ -25,6 +27,7 @@ func BenchmarkFlow(b *testing.B) {
 	want := len(Sequential(s.Parts, net, o).Trips)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := cpuTime()
 	for range b.N {
 		d, err := flowstest.New(Flow(s.Source(0, nil), net, o), c.Start)
 		if err != nil {
@@ -40,6 +43,15 @@ func BenchmarkFlow(b *testing.B) {
 		d.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*s.Pings()), "ns/ping")
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*s.Pings()), "cpu-ns/ping")
+}
+
+// cpuTime is the process's user and system CPU time: on a loaded machine
+// a steadier measure than the elapsed time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkSequential is the same computation as a plain program.
@@ -53,8 +65,11 @@ func BenchmarkSequential(b *testing.B) {
 	net := NetworkOf(s)
 	o := DefaultOptions()
 	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime()
 	for range b.N {
 		Sequential(s.Parts, net, o)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*s.Pings()), "ns/ping")
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N*s.Pings()), "cpu-ns/ping")
 }
