@@ -85,8 +85,17 @@ func decodePing(cells int) func(*kgo.Record) (sim.Ping, error) {
 func (k *KafkaOptions) kafkaSource(ctx context.Context, s *sim.Sim) (*kafka.Source[sim.Ping], error) {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second) // to describe the topic
 	defer cancel()
-	return kafka.New(dctx, kafka.Config[sim.Ping]{Brokers: k.brokers(), Topics: []string{k.Topic}, Group: k.Group,
+	src, err := kafka.New(dctx, kafka.Config[sim.Ping]{Brokers: k.brokers(), Topics: []string{k.Topic}, Group: k.Group,
 		Bounded: k.Bounded, Decode: decodePing(len(s.Cells))})
+	if err != nil {
+		return nil, err
+	}
+	// A partition no element writes would hold the watermark back.
+	if src.Partitions() != len(s.Parts) {
+		src.Close()
+		return nil, fmt.Errorf("-source kafka: %s has %d partitions, the simulation %d (-partitions)", k.Topic, src.Partitions(), len(s.Parts))
+	}
+	return src, nil
 }
 
 // produce writes each partition of the simulation, in delivery order,
@@ -114,8 +123,8 @@ func (k *KafkaOptions) produce(ctx context.Context, s *sim.Sim) (int, error) {
 		}
 	} else if d.Err != nil {
 		return 0, fmt.Errorf("produce: describe %s: %w", k.Topic, d.Err)
-	} else if len(d.Partitions) < len(s.Parts) {
-		return 0, fmt.Errorf("produce: %s has %d partitions, the simulation %d", k.Topic, len(d.Partitions), len(s.Parts))
+	} else if len(d.Partitions) != len(s.Parts) {
+		return 0, fmt.Errorf("produce: %s has %d partitions, the simulation %d (-partitions)", k.Topic, len(d.Partitions), len(s.Parts))
 	}
 	n := 0
 	var mu sync.Mutex

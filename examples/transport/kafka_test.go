@@ -48,6 +48,16 @@ func TestKafkaSourceSameAsSimulation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A topic of another number of partitions is refused.
+	if err := run(context.Background(), append(args, "-partitions", "3", "-produce"), &out, &errOut); err == nil ||
+		!strings.Contains(err.Error(), "pings has 4 partitions, the simulation 3") {
+		t.Fatalf("-produce into a topic of 4 partitions with -partitions 3: %v", err)
+	}
+	if err := run(context.Background(), append(args, "-partitions", "3", "-source", "kafka"), &out, &errOut); err == nil ||
+		!strings.Contains(err.Error(), "pings has 4 partitions, the simulation 3") {
+		t.Fatalf("-source kafka from a topic of 4 partitions with -partitions 3: %v", err)
+	}
+
 	base := exampletest.Run(t, run, "/v1/cluster", append(args, "-source", "kafka", "-bounded", "-http", exampletest.FreePort(t))...)
 	waitComplete(t, base, len(want.Trips))
 	wantOD, heldOD := published(want.Hourly, k)
