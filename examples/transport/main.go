@@ -24,6 +24,19 @@
 // the detector's own steps run over the same pings, which the example's
 // tests hold equal to the flow's results.
 //
+// The pings can come from Kafka instead, a partition per network element,
+// each record a ping in 21 bytes (AppendPing): -produce fills the topic
+// with the simulation's pings and exits, and -source kafka reads it (with
+// -bounded, up to the ends the partitions had at start, as a batch run):
+//
+//	go run ./examples/transport -events 2000000 -produce -brokers localhost:9092 -topic pings
+//	go run ./examples/transport -events 2000000 -source kafka -brokers localhost:9092 -topic pings -http 127.0.0.1:8080
+//
+// The node still simulates, with the same flags, for what the pings do not
+// carry: the cell plan (zones and names) and the ground truth its accuracy
+// is scored on. A record that is not a ping of a known cell is
+// dead-lettered.
+//
 // Every node serves the page /transport (embedded, no external assets):
 // the zones as a grid shaded by people on the move, the strongest flows
 // of an hour drawn between them, the hour's OD matrix as a heatmap with
@@ -61,6 +74,7 @@ type Options struct {
 	Noise  string
 	Sim    sim.Config
 	Flow   pipeline.Options
+	Kafka  KafkaOptions
 }
 
 func flagSet(o *Options) *flag.FlagSet {
@@ -76,6 +90,7 @@ func flagSet(o *Options) *flag.FlagSet {
 	fs.Float64Var(&o.Rate, "rate", 0, "pings per second in all (0: unthrottled)")
 	fs.Int64Var(&o.Flow.K, "k", o.Flow.K, "publish only OD and zone entries backed by at least this many distinct subscribers")
 	fs.Int64Var(&o.Flow.Crowd, "crowd", o.Flow.Crowd, "alert when more people than this are on the move in a zone")
+	o.Kafka.register(fs)
 	return fs
 }
 
@@ -90,6 +105,9 @@ func (o *Options) check() error {
 	if o.Events < 0 || o.Rate < 0 || o.Flow.K < 1 {
 		return errors.New("-events and -rate must not be negative, -k must be positive")
 	}
+	if err := o.Kafka.check(); err != nil {
+		return err
+	}
 	if o.Events > 0 {
 		o.Sim.Subscribers = max(1, int(o.Events/int64(sim.PingsPerSubscriberDay*max(o.Sim.Days, 1))))
 	}
@@ -97,21 +115,32 @@ func (o *Options) check() error {
 	return nil
 }
 
+// errProduced ends a -produce run before a node starts.
+var errProduced = errors.New("produced")
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := &Options{}
-	var sink *file.Sink[pipeline.Detected]
+	var closers []func() error // the sink and the source, once the node stops
 	defer func() {
-		if sink != nil {
-			sink.Close()
+		for _, c := range closers {
+			c()
 		}
 	}()
-	return cluster.Run(ctx, flagSet(o), args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
+	err := cluster.Run(ctx, flagSet(o), args, stdout, stderr, func(node *cluster.Flags) (*flows.Flow, error) {
 		if err := o.check(); err != nil {
 			return nil, err
 		}
 		s, err := sim.Simulate(o.Sim)
 		if err != nil {
 			return nil, err
+		}
+		if o.Kafka.Produce {
+			n, err := o.Kafka.produce(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "produced %d pings of %d subscribers into %s (%d partitions)\n", n, o.Sim.Subscribers, o.Kafka.Topic, len(s.Parts))
+			return nil, errProduced
 		}
 		net := pipeline.NetworkOf(s)
 		acc := pipeline.Score(pipeline.Sequential(s.Parts, net, o.Flow).Trips, s.Truth)
@@ -126,13 +155,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := writeJSON(filepath.Join(node.Data, "accuracy.json"), acc); err != nil {
 				return nil, err
 			}
-			if sink, err = file.NewSink[pipeline.Detected](filepath.Join(node.Data, "trips"), nil); err != nil {
+			sink, err := file.NewSink[pipeline.Detected](filepath.Join(node.Data, "trips"), nil)
+			if err != nil {
 				return nil, err
 			}
+			closers = append(closers, sink.Close)
 			o.Flow.Sink = sink
 		}
 		o.Flow.Fragments = node.Fragments
-		return pipeline.Flow(s.Source(o.Rate, nil), net, o.Flow), nil
+		var src flows.Source[sim.Ping] = s.Source(o.Rate, nil)
+		if o.Kafka.Source == "kafka" {
+			ks, err := o.Kafka.kafkaSource(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, ks.Close)
+			src = ks
+		}
+		return pipeline.Flow(src, net, o.Flow), nil
 	}, [][2]string{
 		{"/transport", "the transport page: zones, flows, hourly OD heatmap, travel times (live)"},
 		{"/", "dashboard"},
@@ -143,6 +183,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"/v1/alerts", "crowded zones"},
 		{"/v1/cluster", "fragments, watermarks, events/s"},
 	})
+	if errors.Is(err, errProduced) {
+		return nil
+	}
+	return err
 }
 
 //go:embed page.html

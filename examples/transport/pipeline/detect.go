@@ -7,6 +7,18 @@
 //
 // The flow and the sequential program share the detector's steps (OnPing,
 // OnTimer) and the cells' arithmetic; only the driving differs.
+//
+// The detector is written for the engine's hot path: its state (Stay) and
+// its input (Event) hold no pointer and no time.Time, a step returns its
+// outputs and timers in fixed arrays, a subscriber's state expires by one
+// event-time timer per TTL (set again when it fires early) rather than
+// one moved at every ping, and a subscriber on the move is emitted once
+// per zone and window of people on the move, which count distinct
+// subscribers (BenchmarkFlow measures the flow's CPU per ping).
+//
+// A departure is dated from the anchor stay's own cell: it lies between
+// the last ping by that cell and the first by another (a ping-pong
+// handover comes back and clears it), at most Lead before the latter.
 package pipeline
 
 import (
@@ -39,49 +51,71 @@ type Params struct {
 	Lateness time.Duration
 	// MaxDelay: pings arrive out of order by up to this.
 	MaxDelay time.Duration
+	// MoveEvery: the windows of people on the move. A subscriber's move
+	// is emitted once per zone and window: the windows count distinct
+	// subscribers.
+	MoveEvery time.Duration
 }
 
 // DefaultParams are the example's, for the simulator's default noise.
 func DefaultParams() Params {
 	return Params{Dwell: 25 * time.Minute, Silence: time.Hour, PingPong: 4 * time.Minute, Lead: 5 * time.Minute,
-		TTL: 6 * time.Hour, Lateness: 6 * time.Hour, MaxDelay: sim.DefaultConfig().MaxDelay()}
+		TTL: 6 * time.Hour, Lateness: 6 * time.Hour, MaxDelay: sim.DefaultConfig().MaxDelay(), MoveEvery: 15 * time.Minute}
 }
 
-// Stay is a subscriber's detection state.
+// Stay is a subscriber's detection state. Its times are Unix nanoseconds
+// (0: none), so that it holds no pointer: a map of a million of them costs
+// the garbage collector nothing.
 type Stay struct {
 	Started bool
 	Run     Run // the current run of pings in one zone
 	Prev    Run // the run before
-	Last    time.Time
-	// The last confirmed stay: its zone, its last ping while the phone
-	// was still there, and the first ping since that was not (zero:
-	// none): the departure's evidence.
-	HasAnchor bool
-	Anchor    int32
-	AnchorEnd time.Time
-	Left      time.Time
-	Outside   bool // the last ping was outside Anchor
+	Last    int64
+	// The last confirmed stay: its zone and cell, its last ping by that
+	// cell, and the first ping since by another (0: none): the departure
+	// lies between the two.
+	HasAnchor  bool
+	Anchor     int32
+	AnchorCell int32 // the cell that served the phone at the stay
+	AnchorEnd  int64
+	Left       int64
+	Outside    bool // the last ping was outside Anchor
+	// The zone and MoveEvery window of the last move emitted.
+	MoveZone   int32
+	MoveWindow int64
+	// Expiry is the time of the state's expiry timer: when it fires, the
+	// state goes if TTL has passed since the last ping, or the timer is
+	// set again to when it will have. (One timer per TTL, not a timer
+	// moved at every ping.)
+	Expiry int64
 }
 
 // Run is a run of consecutive pings in one zone.
 type Run struct {
 	Zone  int32
-	Since time.Time // its first ping
+	Since int64 // its first ping
 	Pings int32
 	// The cells of its last three pings, the last first (as many as it
 	// has pings).
 	Cell, Cell1, Cell2 int32
 }
 
-// settled says whether the phone looked still at the run's last ping:
-// seen once, or by the cell of the ping before, or of the one before that
-// (a ping-pong handover to a neighbour and back). A phone passing through
-// a zone is handed from cell to cell.
-func (r Run) settled() bool { return r.Pings == 1 || r.still() }
-
-// still is settled, with two pings at least.
+// still says whether the phone looked still at the run's last ping: seen
+// by the cell of the ping before, or of the one before that (a ping-pong
+// handover to a neighbour and back). A phone passing through a zone is
+// handed from cell to cell.
 func (r Run) still() bool {
 	return r.Pings > 1 && r.Cell == r.Cell1 || r.Pings > 2 && r.Cell == r.Cell2
+}
+
+// stillCell is the cell the phone looked still at: the last one, unless
+// it was a ping-pong handover away from the one before and the one before
+// that.
+func (r Run) stillCell() int32 {
+	if r.Pings > 2 && r.Cell != r.Cell1 && r.Cell != r.Cell2 && r.Cell1 == r.Cell2 {
+		return r.Cell1
+	}
+	return r.Cell
 }
 
 func (r *Run) add(cell int32) {
@@ -89,8 +123,8 @@ func (r *Run) add(cell int32) {
 	r.Cell2, r.Cell1, r.Cell = r.Cell1, r.Cell, cell
 }
 
-// Detected is what the detector emits: a trip, or (Move) a ping of a
-// subscriber on the move, in zone To at Arrive.
+// Detected is what the detector emits: a trip, or (Move) a subscriber on
+// the move, seen in zone To at Arrive.
 type Detected struct {
 	Move   bool
 	Sub    uint64
@@ -103,17 +137,32 @@ type Detected struct {
 // Minutes is a trip's travel time.
 func (d Detected) Minutes() float64 { return d.Arrive.Sub(d.Depart).Minutes() }
 
-// OnPing is the detector's step for a ping by a cell of zone at time
-// at. It returns the next state, the time of a timer to set (zero: none),
-// and what to emit: a move, or a trip to a stay the ping confirms.
-func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at time.Time) (next Stay, timer time.Time, out []Detected) {
+// Step is what a step of the detector asks for beside the next state:
+// what to emit (a move, a trip, or both: D[:N]), event-time timers to set
+// (0: none), and whether the state expired.
+type Step struct {
+	N      int
+	D      [2]Detected
+	Timers [2]int64
+	Clear  bool
+}
+
+func (o *Step) add(d Detected) { o.D[o.N] = d; o.N++ }
+
+func unix(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// OnPing is the detector's step for a ping by a cell of zone at time at
+// (Unix nanoseconds). It returns the next state and what to do: timers to
+// set, and what to emit: a move, or a trip to a stay the ping confirms.
+func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Stay, out Step) {
 	if !s.Started {
-		return Stay{Started: true, Run: Run{Zone: zone, Since: at, Pings: 1, Cell: cell}, Last: at}, at.Add(p.Silence), nil
+		out.Timers = [2]int64{at + int64(p.Silence), at + int64(p.TTL)}
+		return Stay{Started: true, Run: Run{Zone: zone, Since: at, Pings: 1, Cell: cell}, Last: at, Expiry: out.Timers[1]}, out
 	}
 	switch {
 	case zone == s.Run.Zone:
 		s.Run.add(cell)
-	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at.Sub(s.Run.Since) <= p.PingPong:
+	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at-s.Run.Since <= int64(p.PingPong):
 		// Back from a short excursion (a ping-pong handover): the run
 		// before goes on, and its timer, set when it began, is still to
 		// come or has found it elsewhere; this ping may confirm it.
@@ -121,33 +170,44 @@ func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at time.Time) (next
 		s.Run.add(cell)
 	default:
 		s.Prev, s.Run = s.Run, Run{Zone: zone, Since: at, Pings: 1, Cell: cell}
-		timer = at.Add(p.Silence)
+		out.Timers[0] = at + int64(p.Silence)
 	}
 	s.Last = at
 	if s.HasAnchor {
-		// Still at the anchor: in its zone, by the cell of the ping
-		// before. The first ping otherwise is the departure's best
-		// estimate: a phone leaving is handed over within minutes.
-		if zone == s.Anchor && s.Run.settled() {
-			s.AnchorEnd, s.Left = at, time.Time{}
-		} else if s.Left.IsZero() {
+		// Still at the anchor: served by its cell. The first ping by
+		// another cell is the departure's best evidence: a phone leaving
+		// is handed over within minutes; a ping-pong handover comes back
+		// to the anchor's cell and clears it.
+		switch {
+		case zone == s.Anchor && cell == s.AnchorCell:
+			s.AnchorEnd, s.Left = at, 0
+		case s.Left == 0:
 			s.Left = at
+		case zone == s.Anchor && s.Run.still() && at-s.Left >= int64(p.Dwell):
+			// Still in the anchor's zone, by another cell, for the
+			// dwell time: that cell serves the stay now.
+			s.AnchorCell, s.AnchorEnd, s.Left = cell, at, 0
 		}
 		// On the move: outside the anchor twice in a row (a ping-pong
-		// handover is one ping away and one back).
+		// handover is one ping away and one back); once per zone and
+		// window.
 		if zone != s.Anchor && s.Outside {
-			out = append(out, Detected{Move: true, Sub: sub, To: zone, Arrive: at})
+			if w := at - at%int64(p.MoveEvery); zone != s.MoveZone || w != s.MoveWindow {
+				s.MoveZone, s.MoveWindow = zone, w
+				out.add(Detected{Move: true, Sub: sub, To: zone, Arrive: unix(at)})
+			}
 		}
 		s.Outside = zone != s.Anchor
 	}
 	// Seen in the zone over the dwell time: a stay, moving or not.
-	if p.isNew(s) && !at.Before(s.Run.Since.Add(p.Dwell)) {
-		var t *Detected
-		if s, t = p.confirm(sub, s); t != nil {
-			out = append(out, *t)
+	if p.isNew(s) && at >= s.Run.Since+int64(p.Dwell) {
+		var t Detected
+		var ok bool
+		if s, t, ok = p.confirm(sub, s); ok {
+			out.add(t)
 		}
 	}
-	return s, timer, out
+	return s, out
 }
 
 func (p Params) isNew(s Stay) bool { return !s.HasAnchor || s.Run.Zone != s.Anchor }
@@ -156,30 +216,44 @@ func (p Params) isNew(s Stay) bool { return !s.HasAnchor || s.Run.Zone != s.Anch
 // run began the silence time ago with no ping elsewhere since, and the
 // phone looked still when last seen, it is a stay, and if it is not in
 // the anchor's zone, a trip ends there. (A phone last seen passing
-// through and then silent has not shown where it stopped.)
-func (p Params) OnTimer(sub uint64, s Stay, at time.Time) (Stay, *Detected) {
-	if !s.Started || at.Before(s.Run.Since.Add(p.Silence)) || !p.isNew(s) || !s.Run.still() {
-		return s, nil
+// through and then silent has not shown where it stopped.) At the
+// expiry timer, the state goes if the phone has been silent for TTL.
+func (p Params) OnTimer(sub uint64, s Stay, at int64) (Stay, Step) {
+	var out Step
+	if !s.Started {
+		return s, out
 	}
-	return p.confirm(sub, s)
+	if at >= s.Run.Since+int64(p.Silence) && p.isNew(s) && s.Run.still() {
+		var t Detected
+		var ok bool
+		if s, t, ok = p.confirm(sub, s); ok {
+			out.add(t)
+		}
+	}
+	if s.Expiry != 0 && at >= s.Expiry {
+		if at >= s.Last+int64(p.TTL) {
+			out.Clear = true
+			return Stay{}, out
+		}
+		s.Expiry = s.Last + int64(p.TTL)
+		out.Timers[0] = s.Expiry
+	}
+	return s, out
 }
 
 // confirm makes the current run the anchor, and returns the trip from the
 // anchor before: it left at the first ping outside that anchor.
-func (p Params) confirm(sub uint64, s Stay) (Stay, *Detected) {
-	var t *Detected
-	if s.HasAnchor && s.Run.Zone != s.Anchor {
+func (p Params) confirm(sub uint64, s Stay) (Stay, Detected, bool) {
+	var t Detected
+	ok := s.HasAnchor && s.Run.Zone != s.Anchor
+	if ok {
 		depart := s.Left
-		if depart.IsZero() || depart.After(s.Run.Since) {
+		if depart == 0 || depart > s.Run.Since {
 			depart = s.Run.Since
 		}
-		if early := depart.Add(-p.Lead); early.After(s.AnchorEnd) {
-			depart = early
-		} else {
-			depart = s.AnchorEnd
-		}
-		t = &Detected{Sub: sub, From: s.Anchor, To: s.Run.Zone, Depart: depart, Arrive: s.Run.Since}
+		depart = max(depart-int64(p.Lead), s.AnchorEnd)
+		t = Detected{Sub: sub, From: s.Anchor, To: s.Run.Zone, Depart: unix(depart), Arrive: unix(s.Run.Since)}
 	}
-	s.HasAnchor, s.Anchor, s.AnchorEnd, s.Left, s.Outside = true, s.Run.Zone, s.Last, time.Time{}, false
-	return s, t
+	s.HasAnchor, s.Anchor, s.AnchorCell, s.AnchorEnd, s.Left, s.Outside = true, s.Run.Zone, s.Run.stillCell(), s.Last, 0, false
+	return s, t, ok
 }

@@ -35,6 +35,10 @@ func TestDetector(t *testing.T) {
 			{"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->C 07:55"}},
 		{"silent after arriving still: a stay once the silence is long enough", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
 			{"08:10", 2}, {"08:12", 2}, {"11:00", 4}, {"11:40", 4}}, []string{"A->B 07:55", "B->C 10:55"}},
+		{"silent for the TTL: the stay before is forgotten", []ping{{"07:00", 0}, {"07:30", 0}, {"14:00", 2}, {"14:30", 2},
+			{"15:00", 2}}, nil},
+		{"silent for less than the TTL: a trip", []ping{{"07:00", 0}, {"07:30", 0}, {"12:00", 0}, {"14:00", 2}, {"14:30", 2},
+			{"15:00", 2}}, []string{"A->B 13:55"}},
 	} {
 		var pings []sim.Ping
 		for _, p := range c.pings {

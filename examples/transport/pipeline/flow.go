@@ -27,6 +27,14 @@ func NetworkOf(s *sim.Sim) Network {
 	return n
 }
 
+// Event is what the detector needs of a ping: its subscriber, time (Unix
+// nanoseconds) and cell.
+type Event struct {
+	Sub  uint64
+	At   int64
+	Cell int32
+}
+
 // OD is a trip's key in the OD views: "ORIGIN->DEST" by zone name.
 func (n Network) OD(t Detected) string { return n.Zones[t.From] + "->" + n.Zones[t.To] }
 
@@ -36,25 +44,24 @@ type Options struct {
 	K         int64         // publish only entries of at least K distinct subscribers
 	Fragments int           // key groups (0: the framework's default)
 	Retain    time.Duration // windows stay queryable this long after their end
-	MoveEvery time.Duration // the windows of people on the move
 	Crowd     int64         // the crowded alert's threshold: people on the move in a zone
 	Sink      flows.Sink[Detected]
 }
 
 // DefaultOptions are the example's.
 func DefaultOptions() Options {
-	return Options{Params: DefaultParams(), K: 10, Retain: 14 * 24 * time.Hour, MoveEvery: 15 * time.Minute, Crowd: 40}
+	return Options{Params: DefaultParams(), K: 10, Retain: 14 * 24 * time.Hour, Crowd: 40}
 }
 
 // Flow is the transport flow over src:
 //
-//	pings ─KeyBy sub─▶ detector (stays, event-time timers, TTL) ─▶ trips ─KeyBy OD─▶ od, od-day, traveltime
+//	pings ─KeyBy sub─▶ detector (stays, event-time timers, expiry) ─▶ trips ─KeyBy OD─▶ od, od-day, traveltime
 //	                                                           └▶ moves ─KeyBy zone─▶ moving, crowds ▶ alert crowded
 //
 // Views: "od" (hourly OD matrix, windowed keyed, by departure),
 // "od-day" (daily), "traveltime" (per OD pair, a histogram of minutes),
-// "moving" (people on the move per zone, per MoveEvery), "crowds" (the
-// five zones with most people on the move, per MoveEvery), "trips" and
+// "moving" (people on the move per zone, per Params.MoveEvery), "crowds"
+// (the five zones with most people on the move, per Params.MoveEvery), "trips" and
 // "too-late" (trips the OD windows no longer took: 0 unless Lateness is
 // too short). Every OD and zone entry is published only when at least K
 // distinct subscribers back it. Trips go to the sink once a checkpoint
@@ -63,31 +70,24 @@ func Flow(src flows.Source[sim.Ping], net Network, o Options) *flows.Flow {
 	p := o.Params
 	f := flows.New("transport", flows.WithFragments(o.Fragments))
 	pings := flows.From(f, "pings", src, flows.WithEventTime(func(p sim.Ping) time.Time { return p.At }, p.MaxDelay))
-	bySub := flows.KeyBy(pings, func(p sim.Ping) uint64 { return p.Sub })
-	out := flows.Process(bySub, flows.Handler[uint64, sim.Ping, Stay, Detected]{
-		OnEvent: func(c *flows.Context[uint64, Stay, Detected], ping sim.Ping) {
+	// What the detector needs of a ping, without a pointer: the pings
+	// waiting for the watermark are cheap to hold and move.
+	events := flows.Map(pings, func(p sim.Ping) Event { return Event{Sub: p.Sub, At: p.At.UnixNano(), Cell: p.Cell} })
+	bySub := flows.KeyBy(events, func(e Event) uint64 { return e.Sub })
+	out := flows.Process(bySub, flows.Handler[uint64, Event, Stay, Detected]{
+		OnEvent: func(c *flows.Context[uint64, Stay, Detected], e Event) {
 			s, _ := c.State()
-			s, timer, out := p.OnPing(c.Key(), s, ping.Cell, net.CellZone[ping.Cell], ping.At)
-			if !timer.IsZero() {
-				c.SetEventTimer(timer)
-			}
-			for _, d := range out {
-				c.Emit(d)
-			}
-			c.SetState(s)
+			s, st := p.OnPing(c.Key(), s, e.Cell, net.CellZone[e.Cell], e.At)
+			carry(c, s, st)
 		},
 		OnTimer: func(c *flows.Context[uint64, Stay, Detected], at time.Time) {
-			s, ok := c.State()
-			if !ok {
-				return
+			if s, ok := c.State(); ok {
+				if next, st := p.OnTimer(c.Key(), s, at.UnixNano()); next != s || st.Clear {
+					carry(c, next, st)
+				}
 			}
-			s, t := p.OnTimer(c.Key(), s, at)
-			if t != nil {
-				c.Emit(*t)
-			}
-			c.SetState(s)
 		},
-	}, flows.InEventTimeOrder(), flows.WithStateTTL(p.TTL)).Out()
+	}, flows.InEventTimeOrder()).Out()
 
 	trips := flows.Restamp(flows.Filter(out, func(d Detected) bool { return !d.Move }), func(d Detected) time.Time { return d.Depart })
 	od := flows.KeyBy(trips, net.OD)
@@ -104,7 +104,7 @@ func Flow(src flows.Source[sim.Ping], net Network, o Options) *flows.Flow {
 	flows.AggregateView(hourly.TooLate(), "too-late", splice.Count[Detected](), flows.Identity[Detected])
 
 	moves := flows.KeyBy(flows.Filter(out, func(d Detected) bool { return d.Move }), func(d Detected) string { return net.Zones[d.To] })
-	crowds := flows.WindowAggregate(moves, flows.Tumbling(o.MoveEvery), func() Crowd { return Crowd{} }, AddMove)
+	crowds := flows.WindowAggregate(moves, flows.Tumbling(p.MoveEvery), func() Crowd { return Crowd{} }, AddMove)
 	crowds.KeyedView("moving", o.Retain, flows.ScoreBy(func(c Crowd) float64 { return float64(c.People()) }),
 		flows.PublishIf(func(c Crowd) bool { return c.People() >= o.K }))
 	top := flows.WindowView(crowds, "crowds", splice.Top(5), func(zone string, c Crowd) splice.Scored {
@@ -118,6 +118,23 @@ func Flow(src flows.Source[sim.Ping], net Network, o Options) *flows.Flow {
 		flows.To(trips, o.Sink, flows.OnCheckpoint())
 	}
 	return f
+}
+
+// carry does what a detector's step asks.
+func carry(c *flows.Context[uint64, Stay, Detected], s Stay, st Step) {
+	for _, t := range st.Timers {
+		if t != 0 {
+			c.SetEventTimer(time.Unix(0, t))
+		}
+	}
+	for i := range st.N {
+		c.Emit(st.D[i])
+	}
+	if st.Clear {
+		c.ClearState()
+		return
+	}
+	c.SetState(s)
 }
 
 // Crowded says whether a zone has more than threshold people on the move

@@ -27,10 +27,9 @@ type Result struct {
 
 // Sequential computes the flow's results with a plain program over the
 // partitions' pings: each subscriber's pings in event-time order (ties by
-// partition and offset), its timers and state expiry between them at
-// their times (timers, then expiry, then pings at one time), everything
-// at the end of the input — as the flow's detector sees them with
-// InEventTimeOrder and no late pings. Then it counts as the flow's later
+// partition and offset), its timers between them at their times (timers
+// before pings at one time), every timer at the end of the input — as the
+// flow's detector sees them with InEventTimeOrder and no late pings. Then it counts as the flow's later
 // stages do, every entry, whatever its number of subscribers.
 func Sequential(parts [][]sim.Ping, net Network, o Options) Result {
 	type ev struct {
@@ -59,46 +58,28 @@ func Sequential(parts [][]sim.Ping, net Network, o Options) Result {
 			return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
 		})
 		var s Stay
-		var last, expiry int64
 		timers = timers[:0]
-		runUntil := func(t int64) {
-			for {
-				if len(timers) > 0 && timers[0] <= t && (expiry == 0 || expiry >= timers[0]) {
-					at := timers[0]
-					timers = timers[1:]
-					var d *Detected
-					if s, d = p.OnTimer(sub, s, time.Unix(0, at)); d != nil {
-						out = append(out, *d)
-					}
-					continue
-				}
-				if expiry != 0 && expiry <= t {
-					if len(timers) > 0 { // its own timers pending: expiry waits for them
-						expiry = max(expiry, timers[len(timers)-1])
-						continue
-					}
-					s, last, expiry = Stay{}, 0, 0
-					continue
-				}
-				return
-			}
-		}
-		for _, e := range evs {
-			runUntil(e.at)
-			var timer time.Time
-			var ds []Detected
-			s, timer, ds = p.OnPing(sub, s, e.cell, net.CellZone[e.cell], time.Unix(0, e.at))
-			out = append(out, ds...)
-			if !timer.IsZero() {
-				if t := timer.UnixNano(); !slices.Contains(timers, t) {
+		carry := func(next Stay, st Step) {
+			s = next
+			out = append(out, st.D[:st.N]...)
+			for _, t := range st.Timers {
+				if t != 0 && !slices.Contains(timers, t) {
 					i, _ := slices.BinarySearch(timers, t)
 					timers = slices.Insert(timers, i, t)
 				}
 			}
-			if e.at > last {
-				last = e.at
-				expiry = last + int64(p.TTL)
+		}
+		// The timers due by t, in time order, each once.
+		runUntil := func(t int64) {
+			for len(timers) > 0 && timers[0] <= t {
+				at := timers[0]
+				timers = timers[1:]
+				carry(p.OnTimer(sub, s, at))
 			}
+		}
+		for _, e := range evs {
+			runUntil(e.at)
+			carry(p.OnPing(sub, s, e.cell, net.CellZone[e.cell], e.at))
 		}
 		runUntil(math.MaxInt64)
 	}
@@ -112,7 +93,7 @@ func Count(detected []Detected, net Network, o Options) Result {
 	r := Result{Hourly: map[WindowKey]Cell{}, Daily: map[WindowKey]Cell{}, Travel: map[string]TravelTimes{}, Moving: map[WindowKey]Crowd{}}
 	for _, d := range detected {
 		if d.Move {
-			k := WindowKey{d.Arrive.Truncate(o.MoveEvery).UTC(), net.Zones[d.To]}
+			k := WindowKey{d.Arrive.Truncate(o.Params.MoveEvery).UTC(), net.Zones[d.To]}
 			r.Moving[k] = AddMove(r.Moving[k], d)
 			continue
 		}
