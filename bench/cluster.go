@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -32,6 +33,12 @@ const nodeEnv = "TESSERA_BENCH_NODE"
 // nodeProfileEnv names the file a bench node writes its CPU profile to
 // (set from -cpuprofile: the parent's path with the node's name appended).
 const nodeProfileEnv = "TESSERA_BENCH_NODE_CPUPROFILE"
+
+// nodeTraceEnv names the file a bench node writes its execution trace to
+// (set from -trace, named like the profiles): `go tool trace -pprof=sched`
+// shows the time goroutines were ready to run but had no CPU, -pprof=sync
+// and -pprof=net where they waited.
+const nodeTraceEnv = "TESSERA_BENCH_NODE_TRACE"
 
 // nodeMain runs one node of a bench cluster: the keyed count over the
 // bench input, with the shared node flags.
@@ -61,6 +68,17 @@ func nodeMain(args []string) int {
 			return 2
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if path := os.Getenv(nodeTraceEnv); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench node: trace:", err)
+			return 2
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	in := newInput(*events, *keys)
 	src := &sliceSource{in: in, parts: *parts, repeat: 1}
@@ -146,6 +164,9 @@ func startNodes(p params, k int, dir, hold string) ([]*benchNode, error) {
 		if profile != "" {
 			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeProfileEnv, profile, k, i))
 		}
+		if tracePath != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeTraceEnv, tracePath, k, i))
+		}
 		errBuf := new(syncbuf.Buffer)
 		cmd.Stderr = errBuf
 		if err := cmd.Start(); err != nil {
@@ -198,6 +219,7 @@ func stopNodes(nodes []*benchNode) {
 // clusterView is what the bench reads of GET /v1/cluster.
 type clusterView struct {
 	Members   []struct{ Name string }
+	Readers   []struct{ Stalls int64 }
 	Fragments []struct {
 		Fragment int
 		Owner    string
@@ -256,9 +278,14 @@ func viewCounts(base string) (map[string]int64, error) {
 // clusterSpan is what a cluster run measured from the release of its
 // input to its last applied event.
 type clusterSpan struct {
-	rate  float64   // events/s
-	cpu   float64   // CPU ns per event, summed over the nodes
-	exact time.Time // when the view was first read exact
+	rate  float64 // events/s
+	cpu   float64 // CPU ns per event, summed over the nodes
+	cores float64 // CPU time over the span's wall time, summed over the nodes
+	// stalls is how often a reader waited for a fragment's credits: few
+	// stalls and cores near the machine's share say the run is paced by
+	// CPU, not by acknowledgements.
+	stalls int64
+	exact  time.Time // when the view was first read exact
 }
 
 // clusterRun runs the keyed count on k nodes until every event is applied
@@ -327,7 +354,16 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 	for _, nd := range nodes {
 		cpu += nd.cpu - nd.cpu0
 	}
-	res := clusterSpan{rate: float64(total) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(total)}
+	res := clusterSpan{rate: float64(total) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(total),
+		cores: cpu.Seconds() / span.Seconds()}
+	var st clusterView
+	if err := getJSON(nodes[0].base+"/v1/cluster", &st); err == nil {
+		for _, r := range st.Readers {
+			res.stalls += r.Stalls
+		}
+	} else {
+		res.stalls = -1 // only reported
+	}
 	if res.exact, err = waitExact(nodes[0].base, want, time.Minute); err != nil {
 		return res, nodeErr(err, nodes)
 	}
@@ -382,8 +418,8 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 			return Result{Name: "three-nodes"}, fmt.Errorf("three nodes: %w", err)
 		}
 		one, three = append(one, r1), append(three, r3)
-		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s %.0f ns CPU/event, 3 nodes %.2fM events/s %.0f ns CPU/event\n",
-			round+1, r1.rate/1e6, r1.cpu, r3.rate/1e6, r3.cpu)
+		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls), 3 nodes %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls)\n",
+			round+1, r1.rate/1e6, r1.cpu, r1.cores, r1.stalls, r3.rate/1e6, r3.cpu, r3.cores, r3.stalls)
 	}
 	r1, r3 := medianSpan(one), medianSpan(three)
 	r := Result{Name: "three-nodes", Events: len(in.idx), Rounds: p.rounds, Versus: "1 node",

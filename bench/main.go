@@ -64,6 +64,9 @@ var profile string
 
 var profileRuns int
 
+// tracePath is where cluster nodes write execution traces ("" for none).
+var tracePath string
+
 // only lists the workloads to run ("" for all).
 var only string
 
@@ -99,6 +102,7 @@ func main() {
 	out := flag.String("out", localDir, "directory for latest.json and the plots ('' for none); "+referenceDir+" is the committed reference run")
 	flag.StringVar(&only, "only", "", "run only these workloads (comma-separated names), without the sweep")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of each engine run to this file (numbered after the first)")
+	flag.StringVar(&tracePath, "trace", "", "write an execution trace of each cluster node to this file with the node count and name appended")
 	flag.Parse()
 	if p.quick {
 		p.events, p.keys = 1_000_000, 10_000

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -84,5 +85,32 @@ func TestSmallRun(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, png)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", png, err)
 		}
+	}
+}
+
+// A one-node cluster run with -trace: the node writes its execution trace,
+// and the span says how much CPU the node had and how often its readers
+// waited for credits (what tells a CPU-bound run from a paced one).
+func TestClusterRunTrace(t *testing.T) {
+	dir := t.TempDir()
+	tracePath = filepath.Join(dir, "t")
+	defer func() { tracePath = "" }()
+	in := newInput(20_000, 100)
+	p := params{in: in, fragments: 4, partitions: 2}
+	res, err := clusterRun(p, 1, countMap(in), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node's CPU is read in 10 ms ticks and may be under one here:
+	// check that cores is CPU per event times the rate, not its size.
+	if res.rate <= 0 || res.stalls < 0 || math.Abs(res.cores-res.cpu*res.rate/1e9) > 1e-9*max(1, res.cores) {
+		t.Errorf("span = %+v", res)
+	}
+	fi, err := os.Stat(tracePath + ".1nodes.n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() == 0 {
+		t.Error("empty trace")
 	}
 }
