@@ -49,6 +49,17 @@ const failureDetection = gossipProbeInterval + gossipProbeTimeout + gossipSuspic
 // (actor.Config.PauseLimit).
 const PauseLimit = failureDetection + placementSettle
 
+// reconnectInterval is how often a node tries to join again the members
+// it saw die (not leave), for reconnectFor after each death. After a
+// network partition heals, each side has declared the other dead;
+// memberlist gossips only to live members (and to the dead only while
+// it still has news to spread), so without these joins the two sides
+// may never merge again.
+const (
+	reconnectInterval = time.Second
+	reconnectFor      = time.Hour
+)
+
 // joinTimeout is how long Join tries seeds that do not answer, by default.
 const joinTimeout = 30 * time.Second
 
@@ -98,7 +109,8 @@ type Membership struct {
 	// peers are the live nodes, copied in memberlist's event callbacks:
 	// the nodes memberlist.Members returns change under the caller.
 	peers  map[string]peer
-	high   uint64 // the largest epoch ever seen, so that a bump after a death still grows
+	failed map[string]failure // members seen dying, not leaving: joined again until they come back
+	high   uint64             // the largest epoch ever seen, so that a bump after a death still grows
 	bump   chan struct{}
 	stop   chan struct{}
 	done   sync.WaitGroup
@@ -121,7 +133,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Bind)
 	}
 	m := &Membership{cfg: cfg, self: proto.Clone(cfg.Meta).(*wire.Meta), bump: make(chan struct{}, 1), peers: map[string]peer{},
-		stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
+		failed: map[string]failure{}, stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
 	c := memberlist.DefaultLANConfig()
 	c.Name = cfg.Name
 	c.BindAddr, c.BindPort = host, port
@@ -153,8 +165,9 @@ func Join(cfg MemberConfig) (*Membership, error) {
 		// The port picked is in the local node's address.
 		m.cfg.Bind = net.JoinHostPort(host, strconv.Itoa(int(ml.LocalNode().Port)))
 	}
-	m.done.Add(1)
+	m.done.Add(2)
 	go m.loop()
+	go m.reconnect()
 	if len(cfg.Seeds) > 0 {
 		// Seeds may still be starting: retry for a while, but not a refusal.
 		wait := cfg.JoinTimeout
@@ -184,6 +197,12 @@ func (m *Membership) Addr() string { return m.cfg.Bind }
 type peer struct {
 	gossip string
 	meta   *wire.Meta
+}
+
+// failure is a member seen dying: its gossip address, and when.
+type failure struct {
+	gossip string
+	at     time.Time
 }
 
 // Members lists the live members, sorted by name; members that are
@@ -239,9 +258,13 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !alive {
+		if p, ok := m.peers[n.Name]; ok && !p.meta.Leaving && n.Name != m.cfg.Name {
+			m.failed[n.Name] = failure{gossip: n.Address(), at: time.Now()}
+		}
 		delete(m.peers, n.Name)
 		return false
 	}
+	delete(m.failed, n.Name)
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.logger.Warn("ignored a node with bad metadata", "node", n.Name, "err", err)
@@ -326,6 +349,45 @@ func (m *Membership) loop() {
 		}
 		if m.cfg.OnChange != nil {
 			m.cfg.OnChange()
+		}
+	}
+}
+
+// reconnect joins again, every reconnectInterval, the members seen dying
+// in the last reconnectFor (see reconnectInterval). A push-pull with one
+// tells it of its death, which it refutes, and this node of its own,
+// which it refutes in turn: both sides then see each other alive.
+func (m *Membership) reconnect() {
+	defer m.done.Done()
+	tick := time.NewTicker(reconnectInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		m.mu.Lock()
+		addrs := map[string]string{}
+		for name, f := range m.failed {
+			if time.Since(f.at) > reconnectFor {
+				delete(m.failed, name)
+				continue
+			}
+			addrs[name] = f.gossip
+		}
+		m.mu.Unlock()
+		for name, addr := range addrs {
+			select {
+			case <-m.stop:
+				return
+			default:
+			}
+			if _, err := m.ml.Join([]string{addr}); err != nil {
+				m.logger.Debug("rejoin a member seen dying", "node", name, "gossip", addr, "err", err)
+			} else {
+				m.logger.Info("rejoined a member seen dying", "node", name, "gossip", addr)
+			}
 		}
 	}
 }

@@ -65,7 +65,9 @@ func (p *Proc) Wait() error {
 // Stderr is what the process logged so far.
 func (p *Proc) Stderr() string { return p.stderr.String() }
 
-var urlRE = regexp.MustCompile(`(https?://127\.0\.0\.1:\d+)/`)
+// urlRE matches the URL an example prints: on 127.0.0.1, or on the
+// address of a network namespace a test made (see wordcount's netns test).
+var urlRE = regexp.MustCompile(`(https?://(?:127\.0\.0\.1|10\.\d+\.\d+\.\d+):\d+)/`)
 
 // Spawn starts bin with args and waits until it prints its first URL. The
 // process is killed when the test ends.

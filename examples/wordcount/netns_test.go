@@ -1,0 +1,348 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tessera-streams/tessera/internal/exampletest"
+)
+
+// A real network partition: three nodes, each in a network namespace of
+// its own, joined by veth pairs to a bridge in a fourth namespace. One
+// node's link is cut (its veth set down on the bridge side) mid-stream:
+// both sides declare the other dead, the two survivors take over its
+// fragments and partitions while the cut node goes on alone. Healed, the
+// cut node rejoins, drops what it did alone, and every node answers the
+// exact count.
+//
+// It needs root and iproute2's ip; without them it skips, except with CI
+// set as root, where it fails. The namespaces' addresses (10.213.0.0/24)
+// exist only inside them; the test reaches the nodes from the bridge's
+// namespace.
+func TestNetnsPartitionHealExact(t *testing.T) {
+	const n = 2_000_000
+	const seed = 37
+	nw := newNetnsNet(t, 3)
+	bin := exampletest.Build(t, "wordcount")
+	procs := make([]*exampletest.Proc, 3)
+	for i := range procs {
+		addr := nw.addr(i)
+		args := []string{"netns", "exec", nw.nodes[i], bin,
+			"-node", fmt.Sprintf("n%d", i), "-http", addr + ":8080", "-gossip", addr + ":7946", "-remote", addr + ":8090",
+			"-expect", "3", "-data", t.TempDir(), "-progress", "0", "-log-level", "warn",
+			"-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", "32", "-rate", "300000", "-checkpoint-interval", "200ms"}
+		if i > 0 {
+			args = append(args, "-join", nw.addr(0)+":7946")
+		}
+		procs[i] = exampletest.Start(t, "ip", args...)
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	c := nw.client(t)
+
+	type fragment struct {
+		Fragment int
+		Owner    string
+	}
+	type state struct {
+		Members   []struct{ Name string }
+		Fragments []fragment
+	}
+	// Mid-stream: the cluster has counted some but not all.
+	nw.until(t, 20*time.Second, "the stream to be under way", func() bool {
+		var total struct{ Value int64 }
+		return c.get(procs[0].Base+"/v1/views/total", &total) && total.Value >= n/10
+	})
+	var owned state
+	c.mustGet(t, procs[2].Base+"/v1/cluster?scope=local", &owned)
+	if len(owned.Fragments) == 0 {
+		t.Fatal("n2 owned no fragment before the cut")
+	}
+
+	nw.cut(t, 2)
+	cutAt := time.Now()
+	nw.until(t, 20*time.Second, "n0 and n1 to take over n2's fragments", func() bool {
+		var st state
+		if !c.get(procs[0].Base+"/v1/cluster", &st) || len(st.Members) != 2 || len(st.Fragments) != 32 {
+			return false
+		}
+		for _, f := range st.Fragments {
+			if f.Owner != "n0" && f.Owner != "n1" {
+				return false
+			}
+		}
+		return true
+	})
+	var during struct{ Value int64 }
+	c.mustGet(t, procs[0].Base+"/v1/views/total", &during)
+	t.Logf("n2 cut off with %d fragments; %v later the others own all 32, at total %d of %d",
+		len(owned.Fragments), time.Since(cutAt).Round(time.Millisecond), during.Value, n)
+
+	nw.heal(t, 2)
+	healAt := time.Now()
+	for i, p := range procs {
+		nw.until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
+			var st state
+			return c.get(p.Base+"/v1/cluster?scope=local", &st) && len(st.Members) == 3
+		})
+	}
+	for i, p := range procs {
+		c.waitExact(t, p.Base, n, seed)
+		t.Logf("n%d exact %v after the heal", i, time.Since(healAt).Round(time.Millisecond))
+	}
+	for i, p := range procs {
+		select {
+		case <-p.Exited:
+			t.Fatalf("n%d exited: %v\n%s", i, p.Err, p.Stderr())
+		default:
+		}
+	}
+}
+
+// netnsNet is a bridge namespace and one namespace per node, each node's
+// namespace joined to the bridge by a veth pair: eth0 inside the node's,
+// bI on the bridge br0. All are removed when the test ends.
+type netnsNet struct {
+	bridge string   // namespace of the bridge, 10.213.0.254
+	nodes  []string // namespace of node i, 10.213.0.(i+1)
+}
+
+const netnsPrefix = "tessera-test-"
+
+func (nw *netnsNet) addr(i int) string { return fmt.Sprintf("10.213.0.%d", i+1) }
+
+// newNetnsNet makes the namespaces and links, or skips (fails with CI set
+// and root) where it cannot.
+func newNetnsNet(t *testing.T, nodes int) *netnsNet {
+	t.Helper()
+	cannot := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv("CI") != "" && os.Geteuid() == 0 {
+			t.Fatalf("CI as root must run the network-namespace test: %s", msg)
+		}
+		t.Skipf("network-namespace test not run: %s (it needs root and iproute2's ip; CI runs it as root)", msg)
+	}
+	if os.Geteuid() != 0 {
+		cannot("not root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		cannot("no ip command: %v", err)
+	}
+	removeStaleNetns(t)
+	// Unique per run: the test's pid and a random suffix.
+	id := fmt.Sprintf("%s%d-%x-", netnsPrefix, os.Getpid(), rand.Uint32())
+	nw := &netnsNet{bridge: id + "br"}
+	add := func(ns string) error {
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %v: %s", ns, err, strings.TrimSpace(string(out)))
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+			}
+		})
+		return nil
+	}
+	if err := add(nw.bridge); err != nil {
+		cannot("%v", err)
+	}
+	ip(t, "-n", nw.bridge, "link", "set", "lo", "up")
+	ip(t, "-n", nw.bridge, "link", "add", "br0", "type", "bridge")
+	ip(t, "-n", nw.bridge, "addr", "add", "10.213.0.254/24", "dev", "br0")
+	ip(t, "-n", nw.bridge, "link", "set", "br0", "up")
+	for i := range nodes {
+		ns := fmt.Sprintf("%sn%d", id, i)
+		if err := add(ns); err != nil {
+			t.Fatal(err)
+		}
+		nw.nodes = append(nw.nodes, ns)
+		// Links live inside the namespaces: deleting those removes them,
+		// and their names clash with nothing outside.
+		veth := fmt.Sprintf("b%d", i)
+		ip(t, "-n", nw.bridge, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		ip(t, "-n", nw.bridge, "link", "set", veth, "master", "br0")
+		ip(t, "-n", nw.bridge, "link", "set", veth, "up")
+		ip(t, "-n", ns, "link", "set", "lo", "up")
+		ip(t, "-n", ns, "addr", "add", nw.addr(i)+"/24", "dev", "eth0")
+		ip(t, "-n", ns, "link", "set", "eth0", "up")
+	}
+	return nw
+}
+
+// removeStaleNetns deletes the namespaces an earlier run of this test
+// left behind when it could not clean up (killed, or timed out): those
+// whose pid no longer runs.
+func removeStaleNetns(t *testing.T) {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), netnsPrefix)
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err == nil {
+			continue // another run, still going
+		}
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			t.Logf("remove stale namespace %s: %v: %s", e.Name(), err, out)
+		}
+	}
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// cut sets node i's veth down on the bridge: nothing passes either way.
+func (nw *netnsNet) cut(t *testing.T, i int) {
+	t.Helper()
+	ip(t, "-n", nw.bridge, "link", "set", fmt.Sprintf("b%d", i), "down")
+}
+
+// heal sets node i's veth up again.
+func (nw *netnsNet) heal(t *testing.T, i int) {
+	t.Helper()
+	ip(t, "-n", nw.bridge, "link", "set", fmt.Sprintf("b%d", i), "up")
+}
+
+// until polls cond every 50 ms until it holds, or fails after limit.
+func (nw *netnsNet) until(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", limit, what)
+		}
+	}
+}
+
+// nsClient is an HTTP client whose connections are made inside the
+// bridge's namespace.
+type nsClient struct{ *http.Client }
+
+func (nw *netnsNet) client(t *testing.T) nsClient {
+	path := filepath.Join("/run/netns", nw.bridge)
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			// The thread moves to the namespace and is never unlocked:
+			// it ends with this goroutine, and no other goroutine runs
+			// in the namespace.
+			runtime.LockOSThread()
+			f, err := os.Open(path)
+			if err != nil {
+				res <- result{nil, err}
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				res <- result{nil, fmt.Errorf("setns %s: %w", path, err)}
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr) // the socket is made on this thread
+			res <- result{c, err}
+		}()
+		r := <-res
+		return r.c, r.err
+	}
+	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return nsClient{&http.Client{Transport: tr, Timeout: 5 * time.Second}}
+}
+
+// get decodes the JSON answer of GET url into v, and says whether it
+// could (an answer 200).
+func (c nsClient) get(url string, v any) bool {
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
+}
+
+func (c nsClient) mustGet(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// waitExact is the cluster tests' waitExact over c: base's global total
+// reaches n, never more, and every word equals a sequential count.
+func (c nsClient) waitExact(t *testing.T, base string, n int64, seed uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var total struct{ Value int64 }
+		c.get(base+"/v1/views/total", &total)
+		if total.Value == n {
+			break
+		}
+		if total.Value > n {
+			t.Fatalf("%s: total %d exceeds %d: counted twice", base, total.Value, n)
+		}
+		if time.Now().After(deadline) {
+			var st json.RawMessage
+			c.get(base+"/v1/cluster", &st)
+			t.Fatalf("%s: total %d after 30s, want %d; cluster state: %s", base, total.Value, n, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var es entries
+	c.mustGet(t, base+"/v1/views/words?limit=10000000", &es)
+	if es.More {
+		t.Fatalf("%s: words view has more than one page", base)
+	}
+	got := map[string]int64{}
+	for _, e := range es.Entries {
+		got[e.Key] = e.Value
+	}
+	want := sequentialCounts(n, 4, seed)
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d words, want %d", base, len(got), len(want))
+	}
+	for w, cnt := range want {
+		if got[w] != cnt {
+			t.Fatalf("%s: %s = %d, want %d", base, w, got[w], cnt)
+		}
+	}
+}
