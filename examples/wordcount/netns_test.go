@@ -163,7 +163,9 @@ func newNetnsNet(t *testing.T, nodes int) *netnsNet {
 		return nil
 	}
 	if err := add(nw.bridge); err != nil {
-		cannot("%v", err)
+		// Root without the right to make namespaces (a container without
+		// CAP_SYS_ADMIN) is the machine's limit, not a failure of the test.
+		t.Skipf("network-namespace test not run: this machine refuses namespaces: %v", err)
 	}
 	ip(t, "-n", nw.bridge, "link", "set", "lo", "up")
 	ip(t, "-n", nw.bridge, "link", "add", "br0", "type", "bridge")
