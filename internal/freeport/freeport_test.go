@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestAddrIsFreeAndBelowEphemeral(t *testing.T) {
@@ -27,5 +28,13 @@ func TestAddrIsFreeAndBelowEphemeral(t *testing.T) {
 	}
 	if len(seen) < 40 {
 		t.Fatalf("only %d distinct ports in 50 picks", len(seen))
+	}
+}
+
+func TestClaimedPortIsNotHandedOutAgain(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(low+int(time.Now().UnixNano()%int64(high-low)))
+	first := claim(addr)
+	if claim(addr) {
+		t.Fatalf("%s claimed twice (first claim: %v)", addr, first)
 	}
 }
