@@ -86,14 +86,10 @@ func (n *Node) alertWatch(w http.ResponseWriter, r *http.Request, stopping <-cha
 		}
 		sent = v
 	}
-	fl, ok := w.(http.Flusher)
+	fl, ok := splice.StartEvents(w)
 	if !ok {
-		splice.WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	for {
 		// recs holds the latest records; the first of them is record number

@@ -197,14 +197,10 @@ func (n *Node) clusterWatch(w http.ResponseWriter, r *http.Request, stopping <-c
 		}
 		every = d
 	}
-	fl, ok := w.(http.Flusher)
+	fl, ok := splice.StartEvents(w)
 	if !ok {
-		splice.WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriter(w)
 	t := time.NewTicker(every)
 	defer t.Stop()

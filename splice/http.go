@@ -586,9 +586,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, first.err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	startEvents(w)
 	// The group's goroutine writes the events after the snapshot (see
 	// watchHub); unsubscribe waits for a write in progress, so none comes
 	// after this handler returns.
@@ -736,4 +734,23 @@ func diffWindows(old, cur map[string][]byte, windows []Window) (changed []Window
 	}
 	slices.Sort(removed)
 	return changed, removed
+}
+
+// StartEvents begins a server-sent event stream: it answers 500 (and
+// returns false) when the connection cannot stream, else writes the
+// stream's headers and returns the flusher that pushes each event out.
+func StartEvents(w http.ResponseWriter) (http.Flusher, bool) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return nil, false
+	}
+	startEvents(w)
+	return fl, true
+}
+
+func startEvents(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
 }

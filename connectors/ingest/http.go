@@ -100,11 +100,7 @@ func (s *Stream[T]) place(pr *push.Request[T]) *appendReq {
 // take) to the stream, placed as a request's would be, and returns once
 // they are durable. key is an idempotency key, or "".
 func (s *Stream[T]) Append(ctx context.Context, key string, events ...[]byte) (Result, error) {
-	var body []byte
-	for _, ev := range events {
-		body = append(append(body, ev...), '\n')
-	}
-	pr, err := push.Decode(push.NDJSON, body, key, s.cfg.Decode)
+	pr, err := push.Events(key, events, s.cfg.Decode)
 	if err != nil {
 		return Result{}, err
 	}

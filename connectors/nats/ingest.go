@@ -167,26 +167,14 @@ func (in *Ingest[T]) DuplicateWindow() time.Duration { return in.window }
 
 // ServeHTTP answers POST /v1/streams/{Name}/events: see the package doc.
 func (in *Ingest[T]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pr := push.Read(w, r, in.cfg.MaxBody, in.cfg.Decode)
-	if pr == nil {
-		return
-	}
-	res, err := in.append(r.Context(), pr)
-	if errors.Is(err, push.ErrKeyReused) {
-		err = fmt.Errorf("Idempotency-Key %q: %w", pr.Key, err)
-	}
-	push.Reply(w, in.cfg.Name, res, err)
+	push.Serve(w, r, in.cfg.Name, in.cfg.MaxBody, in.cfg.Decode, in.append)
 }
 
 // Append appends events (each one JSON value, which Decode must take), as
 // a request with idempotency key key ("" for none) would, and returns once
 // JetStream has acknowledged them.
 func (in *Ingest[T]) Append(ctx context.Context, key string, events ...[]byte) (push.Result, error) {
-	var body []byte
-	for _, ev := range events {
-		body = append(append(body, ev...), '\n')
-	}
-	pr, err := push.Decode(push.NDJSON, body, key, in.cfg.Decode)
+	pr, err := push.Events(key, events, in.cfg.Decode)
 	if err != nil {
 		return push.Result{}, err
 	}

@@ -92,6 +92,33 @@ func Decode[T any](kind Kind, body []byte, key string, decode func([]byte) (T, e
 	return req, nil
 }
 
+// Events is the request a POST of events (one JSON value each) as JSON
+// lines with idempotency key key ("" for none) would make: what a
+// stream's Append takes.
+func Events[T any](key string, events [][]byte, decode func([]byte) (T, error)) (*Request[T], error) {
+	var body []byte
+	for _, ev := range events {
+		body = append(append(body, ev...), '\n')
+	}
+	return Decode(NDJSON, body, key, decode)
+}
+
+// Serve answers POST /v1/streams/{stream}/events for a stream that keeps
+// its events elsewhere (a broker): read, append, reply. A key reused with
+// another body is named in the 422.
+func Serve[T any](w http.ResponseWriter, r *http.Request, stream string, maxBody int64, decode func([]byte) (T, error),
+	appendReq func(context.Context, *Request[T]) (Result, error)) {
+	pr := Read(w, r, maxBody, decode)
+	if pr == nil {
+		return
+	}
+	res, err := appendReq(r.Context(), pr)
+	if errors.Is(err, ErrKeyReused) {
+		err = fmt.Errorf("Idempotency-Key %q: %w", pr.Key, err)
+	}
+	Reply(w, stream, res, err)
+}
+
 // Read reads and decodes the request of POST /v1/streams/{stream}/events.
 // A request it refuses it answers itself, with a JSON error (405, 415,
 // 400, 413), and returns nil.

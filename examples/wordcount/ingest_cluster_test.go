@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tessera-streams/tessera/connectors/push"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
@@ -27,57 +24,6 @@ func clusterPushLines() int {
 		return 20_000
 	}
 	return 60_000
-}
-
-// anyNodeClient posts each request to a node picked at random, and on a
-// failure (a refused connection, a node that died mid-request, a 429 or
-// 503) posts it again with the same Idempotency-Key, to a node picked
-// again.
-type anyNodeClient struct {
-	t        *testing.T
-	http     *http.Client
-	urls     []string
-	rng      *rand.Rand
-	retried  *atomic.Int64 // requests that failed once at least
-	replayed *atomic.Int64 // answers that were replays after a failure
-}
-
-func (c *anyNodeClient) push(key string, body []byte) push.Answer {
-	for attempt := 0; ; attempt++ {
-		if attempt == 1 {
-			c.retried.Add(1)
-		}
-		url := c.urls[c.rng.IntN(len(c.urls))]
-		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-ndjson")
-		req.Header.Set("Idempotency-Key", key)
-		resp, err := c.http.Do(req)
-		if err != nil {
-			time.Sleep(time.Duration(5+c.rng.IntN(20)) * time.Millisecond)
-			continue
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case http.StatusOK:
-			if attempt > 0 && resp.Header.Get("Idempotent-Replayed") == "true" {
-				c.replayed.Add(1)
-			}
-			var a push.Answer
-			if err := json.Unmarshal(b, &a); err != nil {
-				c.t.Errorf("%s: answer %q: %v", key, b, err)
-			}
-			return a
-		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-			if resp.Header.Get("Retry-After") == "" {
-				c.t.Errorf("%s: %d without Retry-After", key, resp.StatusCode)
-			}
-			time.Sleep(time.Duration(5+c.rng.IntN(20)) * time.Millisecond)
-		default:
-			c.t.Errorf("%s: %d %s", key, resp.StatusCode, b)
-			return push.Answer{}
-		}
-	}
 }
 
 // -source http -ingest kafka on three nodes: clients push lines to random
@@ -134,7 +80,7 @@ func ingestClusterExact(t *testing.T, ingestArgs ...string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := &anyNodeClient{t: t, urls: urls, rng: rand.New(rand.NewPCG(seed, uint64(c)+2)),
+			cl := &pushClient{t: t, urls: urls, rng: rand.New(rand.NewPCG(seed, uint64(c)+2)),
 				http: &http.Client{Timeout: 30 * time.Second}, retried: &retried, replayed: &replayed}
 			for r, body := range bodies[c] {
 				key := fmt.Sprintf("c%d-r%d", c, r)

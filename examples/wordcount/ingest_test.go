@@ -27,21 +27,27 @@ func pushLines() int {
 }
 
 // pushClient posts requests until each is acknowledged, through kills and
-// restarts of the node, and now and then posts an acknowledged request
-// again: the same Idempotency-Key must give the same answer and count
-// nothing twice.
+// restarts of nodes, each attempt to one of urls picked at random (after a
+// failure, a refused connection, a node that died mid-request, a 429 or
+// 503, that may be another node); the tests now and then post an
+// acknowledged request again: the same Idempotency-Key must give the same
+// answer and count nothing twice.
 type pushClient struct {
 	t        *testing.T
 	http     *http.Client
-	url      string
+	urls     []string
 	rng      *rand.Rand
+	retried  *atomic.Int64 // requests that failed once at least (nil: not counted)
 	replayed *atomic.Int64 // answers that were replays after a failed attempt
 }
 
 // push posts body with key until a 200, and returns its answer.
 func (c *pushClient) push(key string, body []byte) ingest.Answer {
 	for attempt := 0; ; attempt++ {
-		req, _ := http.NewRequest(http.MethodPost, c.url, bytes.NewReader(body))
+		if attempt == 1 && c.retried != nil {
+			c.retried.Add(1)
+		}
+		req, _ := http.NewRequest(http.MethodPost, c.urls[c.rng.IntN(len(c.urls))], bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		req.Header.Set("Idempotency-Key", key)
 		resp, err := c.http.Do(req)
@@ -145,7 +151,7 @@ func TestHTTPIngestSIGKILLExact(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pc := &pushClient{t: t, url: url, replayed: &replayed, rng: rand.New(rand.NewPCG(seed, uint64(c)+2)),
+			pc := &pushClient{t: t, urls: []string{url}, replayed: &replayed, rng: rand.New(rand.NewPCG(seed, uint64(c)+2)),
 				http: &http.Client{Timeout: 30 * time.Second}}
 			for r, body := range bodies[c] {
 				key := fmt.Sprintf("c%d-r%d", c, r)
