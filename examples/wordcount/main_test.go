@@ -64,6 +64,7 @@ func allWords(t *testing.T, base string) map[string]int64 {
 // A known corpus in files, 64 fragments: every count equals a sequential
 // count, and malformed lines go to the dead-letter output.
 func TestFileCorpusExact(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	want := map[string]int64{}
 	var total int64
@@ -120,6 +121,7 @@ func TestFileCorpusExact(t *testing.T) {
 // The generator contract: -events N counts exactly N words, equal to the
 // harness running the same flow sequentially.
 func TestGeneratorContract(t *testing.T) {
+	t.Parallel()
 	const n = 200_000
 	base := exampletest.Run(t, run, "/v1/views/total", "-events", fmt.Sprint(n), "-seed", "7", "-http", exampletest.FreePort(t), "-data", t.TempDir(), "-progress", "0")
 	waitTotal(t, base, n)
@@ -163,6 +165,7 @@ func TestGeneratorContract(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"-source", "kafka"},
 		{"-source", "kafka", "-brokers", "127.0.0.1:1"},
@@ -192,6 +195,7 @@ func TestBadFlags(t *testing.T) {
 // before anything serves (it used to log an engine failure and then serve
 // a healthy-looking node counting nothing).
 func TestGlobMatchingADirectoryFails(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "a.jsonl"), []byte(`{"text":"a b"}`+"\n"), 0o644)
 	os.Mkdir(filepath.Join(dir, "old.jsonl"), 0o755)
@@ -206,6 +210,7 @@ func TestGlobMatchingADirectoryFails(t *testing.T) {
 }
 
 func TestWords(t *testing.T) {
+	t.Parallel()
 	var got []string
 	Words("Hello, World! don't-stop 42x  ÉTÉ", func(w string) { got = append(got, w) })
 	if strings.Join(got, "|") != "hello|world|don't-stop|42x|été" {
