@@ -49,7 +49,6 @@ func checkWords(t *testing.T, base string, want map[string]int64) {
 
 // -source kafka counts the lines of a topic's partitions, exactly.
 func TestKafkaSource(t *testing.T) {
-	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "lines"))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +76,6 @@ func TestKafkaSource(t *testing.T) {
 
 // -source nats counts the messages of a JetStream stream, exactly.
 func TestNATSSource(t *testing.T) {
-	t.Parallel()
 	url, js := natsServer(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LINES", Subjects: []string{"lines.*"}}); err != nil {

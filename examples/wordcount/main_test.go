@@ -64,7 +64,6 @@ func allWords(t *testing.T, base string) map[string]int64 {
 // A known corpus in files, 64 fragments: every count equals a sequential
 // count, and malformed lines go to the dead-letter output.
 func TestFileCorpusExact(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	want := map[string]int64{}
 	var total int64
@@ -121,7 +120,6 @@ func TestFileCorpusExact(t *testing.T) {
 // The generator contract: -events N counts exactly N words, equal to the
 // harness running the same flow sequentially.
 func TestGeneratorContract(t *testing.T) {
-	t.Parallel()
 	const n = 200_000
 	base := exampletest.Run(t, run, "/v1/views/total", "-events", fmt.Sprint(n), "-seed", "7", "-http", exampletest.FreePort(t), "-data", t.TempDir(), "-progress", "0")
 	waitTotal(t, base, n)
