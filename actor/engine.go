@@ -287,7 +287,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 				len(cl.Fragments), len(cl.Readers), plan.Fragments(), parts)
 		}
 		e.self = cl.Self
-		e.pause = &pauseClock{limit: cfg.PauseLimit}
+		e.pause = newPauseClock(cfg.PauseLimit)
 		cfg.Epoch = max(cfg.Epoch, cl.Epoch)
 		e.cfg.Epoch = cfg.Epoch
 	}
