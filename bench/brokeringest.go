@@ -85,6 +85,24 @@ func serveLoopback(h http.Handler) (url string, stop func(), err error) {
 	}, nil
 }
 
+// pushProfiled serves h on loopback and pushes the bodies to it, with a
+// CPU profile of the push when -cpuprofile is set and engine is.
+func pushProfiled(h http.Handler, bodies [][]byte, engine bool) (cost, []float64, error) {
+	url, stop, err := serveLoopback(h)
+	if err != nil {
+		return cost{}, nil, err
+	}
+	defer stop()
+	if engine && profile != "" {
+		stopProfile, err := startProfile(profile)
+		if err != nil {
+			return cost{}, nil, err
+		}
+		defer stopProfile()
+	}
+	return pushAll(url, bodies)
+}
+
 // checkLines reads a request body as plainIngest does: every line JSON.
 func checkLines(body []byte) ([][]byte, error) {
 	var lines [][]byte
@@ -190,12 +208,7 @@ func kafkaPush(bodies [][]byte, n int, p params, engine bool) (cost, []float64, 
 			return cl.ProduceSync(ctx, recs...).FirstErr()
 		})
 	}
-	url, stop, err := serveLoopback(h)
-	if err != nil {
-		return cost{}, nil, err
-	}
-	c, lat, err := pushAll(url, bodies)
-	stop()
+	c, lat, err := pushProfiled(h, bodies, engine)
 	if err != nil {
 		return cost{}, nil, err
 	}
@@ -333,12 +346,7 @@ func natsPush(bodies [][]byte, n int, p params, engine bool) (cost, []float64, e
 			return nil
 		})
 	}
-	url, stop, err := serveLoopback(h)
-	if err != nil {
-		return cost{}, nil, err
-	}
-	c, lat, err := pushAll(url, bodies)
-	stop()
+	c, lat, err := pushProfiled(h, bodies, engine)
 	if err != nil {
 		return cost{}, nil, err
 	}
