@@ -59,7 +59,9 @@
 // their batches carry the old epoch and are fenced by the interim owners,
 // and fragments rewind them where they need. What no reading can catch:
 // a sink write already in flight when the process stopped, which the
-// sink's own fencing must refuse (the Kafka sink's transactions do).
+// sink must refuse itself (the Kafka sink's transactions do, and its
+// Writes watch for a pause: one that initialised its producer only after
+// the stop would fence the new owner instead).
 //
 // # Queries
 //
