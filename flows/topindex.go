@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"reflect"
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/tessera-streams/tessera/splice"
@@ -51,7 +50,7 @@ type topCand[K comparable, V any] struct {
 
 // topIndex is one view's top set over one fragment's table. Its working
 // heap belongs to the fragment's driver (changed while it applies
-// events); pub, under mu, is what queries read.
+// events); cur, the published copy, is what queries read.
 type topIndex[K comparable, V any] struct {
 	view  string
 	kc    KeyCodec[K]
@@ -61,11 +60,30 @@ type topIndex[K comparable, V any] struct {
 	valid bool // the invariant holds (see above)
 	dirty bool // changed since the last publish
 
-	want     atomic.Bool // a query found pub invalid: build again on publish
-	mu       sync.Mutex  // guards pub and pubValid
-	pub      []topCand[K, V]
-	pubValid bool
+	want  atomic.Bool // a query found the published set invalid: build again on publish
+	cur   atomic.Pointer[topSnap[K, V]]
+	spare []*topSnap[K, V] // the driver's: copies no longer current, to reuse
 }
+
+// topSnap is a published copy of a top set. A query reads the current one
+// without a lock: it counts itself in readers, checks that the copy is
+// still current (else tries again), reads, and counts itself out. The
+// driver writes only a copy that is not current and that no reader counts
+// itself in — one a query counted itself in later sees that it is no
+// longer current and leaves it unread — so a copy is never written while
+// read, and publishing allocates only while queries hold every spare.
+//
+// A lock would be simpler, but on a loaded machine its holder (the driver,
+// in the middle of a copy) can lose its CPU for milliseconds, and a
+// top-10 asks 64 fragments.
+type topSnap[K comparable, V any] struct {
+	cands   []topCand[K, V]
+	valid   bool
+	readers atomic.Int32
+}
+
+// keepSpares bounds the copies a top set keeps for reuse.
+const keepSpares = 3
 
 // topPublisher is a top set as the fragment sees it: the view it serves,
 // what Publish calls, and what QueryPublished asks.
@@ -222,11 +240,23 @@ func (x *topIndex[K, V]) publishFrom(t *table[K, V]) {
 	if !x.dirty {
 		return
 	}
-	x.mu.Lock()
-	clear(x.pub)
-	x.pub = append(x.pub[:0], x.heap...)
-	x.pubValid = x.valid
-	x.mu.Unlock()
+	var b *topSnap[K, V]
+	for i, sp := range x.spare {
+		if sp.readers.Load() == 0 {
+			b = sp
+			x.spare = slices.Delete(x.spare, i, i+1)
+			break
+		}
+	}
+	if b == nil {
+		b = &topSnap[K, V]{cands: make([]topCand[K, V], 0, topDepth)}
+	}
+	clear(b.cands)
+	b.cands = append(b.cands[:0], x.heap...)
+	b.valid = x.valid
+	if old := x.cur.Swap(b); old != nil && len(x.spare) < keepSpares {
+		x.spare = append(x.spare, old)
+	}
 	x.dirty = false
 	if x.valid {
 		x.want.Store(false)
@@ -237,10 +267,22 @@ func (x *topIndex[K, V]) publishFrom(t *table[K, V]) {
 // it is invalid.
 func (x *topIndex[K, V]) top(n int) ([]splice.Entry, bool) {
 	var buf [topDepth]topCand[K, V]
-	x.mu.Lock()
-	ok := x.pubValid
-	cs := append(buf[:0], x.pub...)
-	x.mu.Unlock()
+	var cs []topCand[K, V]
+	var ok bool
+	for {
+		p := x.cur.Load()
+		if p == nil {
+			return nil, false
+		}
+		p.readers.Add(1)
+		if x.cur.Load() != p {
+			p.readers.Add(-1)
+			continue // published anew meanwhile: p may be being rewritten
+		}
+		cs, ok = append(buf[:0], p.cands...), p.valid
+		p.readers.Add(-1)
+		break
+	}
 	if !ok {
 		x.want.Store(true)
 		return nil, false
