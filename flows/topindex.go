@@ -159,16 +159,18 @@ func (x *topIndex[K, V]) note(t *table[K, V], i int32) {
 	}
 	v := t.vals[i]
 	p := x.pos[i]
+	sc := x.o.score(v)
+	full := len(x.heap) == topDepth
+	if p < 0 && full && !cmp.Less(x.heap[0].s, sc) {
+		// The common case: an outsider that does not score above the
+		// set, published or not; no key to read, nothing to move.
+		return
+	}
 	if !x.o.publish(v) {
 		if p >= 0 {
 			x.invalidate()
 		}
 		return
-	}
-	sc := x.o.score(v)
-	full := len(x.heap) == topDepth
-	if p < 0 && full && !cmp.Less(x.heap[0].s, sc) {
-		return // the common case: no key to read, nothing to move
 	}
 	c := topCand[K, V]{slot: i, k: t.keys[i], v: v, s: sc}
 	switch {
