@@ -38,9 +38,26 @@ import (
 // an error. A lease that ran out before the evaluation is no harm: the
 // answers no longer match the cut, and the read asks again.
 //
-// Only a flow without exchanges can be held this way: a stage after a
-// second KeyBy sees its input one checkpoint later (see the flows
-// package), so its fragments are not at the cut when the readers are.
+// Only a flow without exchanges can be held this way. A cut of a
+// pipeline means every stage as of the same source offsets: the stage
+// after a second KeyBy must have applied exactly what the stage before
+// produced from the cut's input. But a fragment sends its exchange outputs
+// only once a durable checkpoint covers them (flows/exchange.go: a
+// restored upstream must never contradict what downstream saw), so when
+// the readers stand still every first-stage fragment is at the cut and
+// the next stage is at the first stage's last checkpoints, up to a
+// checkpoint interval behind — and standing still longer does not move it,
+// since nothing more is released until the next checkpoint. Making one cut
+// would take, per snapshot read and while the input stands still: a
+// checkpoint of every fragment at once (a disk sync each) so that their
+// outputs up to the cut leave, a wait until every fragment downstream
+// applied them, one more such round per further exchange (each stage's
+// outputs wait for its own checkpoint), and answers that report, per
+// exchange, the output sequence each upstream fragment had reached at the
+// cut, to check each downstream fragment's offsets against (today's
+// freshness carries source offsets only). Pause refuses such flows with
+// ErrBadRequest and says so; their views answer "latest" reads, each
+// fragment with its own freshness.
 const (
 	leaseMargin = time.Second
 	maxLease    = splice.MaxReadTimeout + leaseMargin
@@ -175,7 +192,10 @@ func (ra *readerActor) unpause(c pa.Context, why string) {
 // error that is splice.ErrUnavailable may pass if asked again.
 func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
 	if len(e.plan.Exchanges()) > 0 {
-		return nil, nil, fmt.Errorf("%w: snapshot reads of a flow with a second KeyBy (an exchange) are not supported: its later stages see their input one checkpoint after the first", splice.ErrBadRequest)
+		return nil, nil, fmt.Errorf("%w: snapshot reads of flow %s are not supported: it keys again (%s), and a stage after an exchange "+
+			"receives the stage before's outputs only once a checkpoint of it is durable, so no pause of the input makes every stage "+
+			"stand at the same source offsets; read with consistency=latest, whose answer gives each fragment's offsets",
+			splice.ErrBadRequest, e.plan.Name(), strings.Join(e.exchangeNames(), ", "))
 	}
 	l := e.layout.Load()
 	id := rand.Uint64() | 1
@@ -223,3 +243,14 @@ func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
 }
 
 var _ splice.Cutter = (*Engine)(nil)
+
+// exchangeNames names the flow's exchanges, as its input channels do.
+func (e *Engine) exchangeNames() []string {
+	var out []string
+	for _, ch := range e.plan.Channels() {
+		if ch.Exchange {
+			out = append(out, ch.Name)
+		}
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package actor
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,7 +93,14 @@ func TestPauseRefusesExchanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Stop()
-	if _, _, err := e.Pause(context.Background()); !errors.Is(err, splice.ErrBadRequest) {
+	_, _, err = e.Pause(context.Background())
+	if !errors.Is(err, splice.ErrBadRequest) {
 		t.Fatalf("Pause = %v, want a bad request", err)
+	}
+	// The error says which exchange and why, and what to do instead.
+	for _, want := range []string{"flow two", "keys again", "checkpoint", "consistency=latest"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Pause's error %q does not say %q", err, want)
+		}
 	}
 }

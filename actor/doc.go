@@ -69,7 +69,11 @@
 // the asker's goroutine under the fragment's read lock (the actor holds
 // the write lock for each message it handles, so a query waits for at most
 // one message, never for the mailbox's queue), other nodes' through their
-// query actors, at once. A node that does not answer is probed; once
+// query actors, at once. A ?top= query of a keyed view does not even wait
+// for that message: the fragment publishes its view's best entries when it
+// ends each message (flows.Fragment.Publish), and the query reads them
+// without the lock, checking with a sequence count of the messages that
+// the answer's offsets are those of what it read (readpath.go). A node that does not answer is probed; once
 // it is unreachable (its remote refuses connections, or the membership
 // declared it dead) the query stops waiting for it and asks its fragments'
 // standbys, which answer from the live fragment if they have taken it over,

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -46,6 +47,10 @@ type fragmentActor struct {
 	// longer this node's to answer from.
 	mu      sync.RWMutex
 	stopped bool
+	// readable: the fragment whose published state queries may read
+	// without mu, nil while it is not serving (readpath.go).
+	readable atomic.Pointer[flows.Fragment]
+	seq      atomic.Uint64 // odd while a message is handled (readpath.go)
 }
 
 // query answers a view request from the fragment's state, on the
@@ -55,6 +60,9 @@ type fragmentActor struct {
 // gets to the actor's goroutine. Fragment.Query only reads the state, so
 // queries run together.
 func (fa *fragmentActor) query(req splice.Request) (splice.Answer, error) {
+	if ans, ok := fa.queryPublished(req); ok {
+		return ans, nil
+	}
 	fa.mu.RLock()
 	defer fa.mu.RUnlock()
 	if fa.stopped {
@@ -102,8 +110,8 @@ type (
 )
 
 func (fa *fragmentActor) Receive(c pa.Context) {
-	fa.mu.Lock()
-	defer fa.mu.Unlock()
+	fa.lock()
+	defer fa.unlock()
 	m := fa.m
 	fa.checkPause(c)
 	switch msg := c.Message().(type) {

@@ -67,6 +67,33 @@ type sharedState struct {
 	mu sync.Mutex
 	at time.Time
 	st ClusterState
+	// The merged timeline, on its own lock: its questions to the others
+	// must not hold up the state's.
+	tlMu sync.Mutex
+	tlAt time.Time
+	tl   []Event
+}
+
+// sharedTimeline returns the timeline merged over the members, computed
+// anew if the last one is older than fresh; a single node's is its own.
+// Shared like sharedMerged's answer.
+func (n *Node) sharedTimeline(fresh time.Duration) []Event {
+	if n.mem == nil {
+		return n.hist.tail(watchTimeline)
+	}
+	s := &n.shared
+	s.tlMu.Lock()
+	defer s.tlMu.Unlock()
+	if time.Since(s.tlAt) >= fresh {
+		timelines := map[string][]Event{n.cfg.Name: n.hist.tail(keepEvents)}
+		for _, other := range n.peerHistories(context.Background(), true) {
+			if other.Node != "" && other.Node != n.cfg.Name {
+				timelines[other.Node] = other.Timeline
+			}
+		}
+		s.tl, s.tlAt = mergeTimelines(timelines, watchTimeline), time.Now()
+	}
+	return s.tl
 }
 
 // sharedMerged returns the merged state, computed anew if the last one is
@@ -84,10 +111,11 @@ func (n *Node) sharedMerged(fresh time.Duration) ClusterState {
 }
 
 // history answers GET /v1/cluster/history: throughput and lag sampled
-// every rate interval over the last minutes, merged over the members
-// (scope=local: this node's own), and the timeline this node saw.
+// every rate interval over the last minutes and the timeline, both merged
+// over the members (scope=local: this node's own). ?timeline=only leaves
+// the samples out (what /v1/cluster/watch asks the others for).
 func (n *Node) history(w http.ResponseWriter, r *http.Request) {
-	local, err := scopeParam(r)
+	local, only, err := historyParams(r)
 	if err != nil {
 		splice.WriteError(w, http.StatusBadRequest, err.Error())
 		return
@@ -95,12 +123,20 @@ func (n *Node) history(w http.ResponseWriter, r *http.Request) {
 	a := n.hist.answer(n.cfg.Name, n.cfg.RateInterval, keepEvents)
 	if !local && n.mem != nil {
 		nodes := [][]Sample{a.Samples}
-		for _, other := range n.peerHistories(r.Context()) {
+		timelines := map[string][]Event{a.Node: a.Timeline}
+		for _, other := range n.peerHistories(r.Context(), only) {
 			if slices.Equal(other.Partitions, a.Partitions) {
 				nodes = append(nodes, other.Samples)
 			}
+			if other.Node != "" && other.Node != a.Node {
+				timelines[other.Node] = other.Timeline
+			}
 		}
 		a.Samples = mergeSamples(nodes, n.cfg.RateInterval, len(a.Partitions))
+		a.Timeline = mergeTimelines(timelines, keepEvents)
+	}
+	if only {
+		a.Samples = []Sample{}
 	}
 	splice.WriteJSON(w, http.StatusOK, a)
 }
@@ -118,9 +154,29 @@ func scopeParam(r *http.Request) (local bool, err error) {
 	return q.Get("scope") == "local", nil
 }
 
+func historyParams(r *http.Request) (local, timelineOnly bool, err error) {
+	q, err := splice.Params(r)
+	if err != nil {
+		return false, false, err
+	}
+	for k := range q {
+		switch v := q.Get(k); {
+		case k == "scope" && (v == "local" || v == "cluster"):
+		case k == "timeline" && v == "only":
+		default:
+			return false, false, fmt.Errorf("%s takes only scope=local or scope=cluster, and timeline=only", r.URL.Path)
+		}
+	}
+	return q.Get("scope") == "local", q.Get("timeline") == "only", nil
+}
+
 // peerHistories asks the other live members for their own samples; a
 // member that does not answer within two seconds is left out.
-func (n *Node) peerHistories(ctx context.Context) []HistoryAnswer {
+func (n *Node) peerHistories(ctx context.Context, timelineOnly bool) []HistoryAnswer {
+	path := "/v1/cluster/history?scope=local"
+	if timelineOnly {
+		path += "&timeline=only"
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -132,7 +188,7 @@ func (n *Node) peerHistories(ctx context.Context) []HistoryAnswer {
 		}
 		wg.Go(func() {
 			var a HistoryAnswer
-			if err := n.peerGet(ctx, m.HTTP, "/v1/cluster/history?scope=local", &a); err != nil {
+			if err := n.peerGet(ctx, m.HTTP, path, &a); err != nil {
 				n.cfg.Logger.Debug("read a member's history", "node", m.Name, "err", err)
 				return
 			}
@@ -172,7 +228,7 @@ const (
 // /v1/cluster/watch.
 type clusterWatchEvent struct {
 	Cluster  ClusterState `json:"cluster"`
-	Timeline []Event      `json:"timeline"` // the latest events this node saw, oldest first
+	Timeline []Event      `json:"timeline"` // the latest events, merged over the members, oldest first
 }
 
 // clusterWatch streams the merged cluster state as server-sent events
@@ -205,7 +261,17 @@ func (n *Node) clusterWatch(w http.ResponseWriter, r *http.Request, stopping <-c
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		ev := clusterWatchEvent{Cluster: n.sharedMerged(every / 2), Timeline: n.hist.tail(watchTimeline)}
+		// The state and the timeline each ask the other members (for up
+		// to 2 s if one hangs): ask at once, not one after the other.
+		var tl []Event
+		got := make(chan struct{})
+		go func() {
+			defer close(got)
+			tl = n.sharedTimeline(every / 2)
+		}()
+		ev := clusterWatchEvent{Cluster: n.sharedMerged(every / 2)}
+		<-got
+		ev.Timeline = tl
 		b, err := json.Marshal(ev)
 		if err != nil {
 			n.cfg.Logger.Error("encode the cluster state", "err", err)

@@ -144,6 +144,13 @@ func TestDashboardAPI(t *testing.T) {
 	if code := get(t, r.base+"/v1/cluster/history?scope=all", nil); code != 400 {
 		t.Errorf("a bad scope: %d", code)
 	}
+	if code := get(t, r.base+"/v1/cluster/history?timeline=some", nil); code != 400 {
+		t.Errorf("a bad timeline parameter: %d", code)
+	}
+	var tl HistoryAnswer
+	if code := get(t, r.base+"/v1/cluster/history?scope=local&timeline=only", &tl); code != 200 || len(tl.Samples) != 0 || len(tl.Timeline) == 0 {
+		t.Errorf("timeline=only: %d, %d samples, timeline %+v", code, len(tl.Samples), tl.Timeline)
+	}
 
 	// The watch: two state events, each the whole cluster.
 	for _, bad := range []string{"?interval=10ms", "?interval=x", "?every=1s", "?interval=%ZZ"} {
@@ -240,5 +247,62 @@ func TestDashboardAPI(t *testing.T) {
 		if !strings.Contains(metrics, "# TYPE "+base+" ") {
 			t.Errorf("the Grafana dashboard queries %s, which no node exports", name)
 		}
+	}
+}
+
+// Timelines merge over the members: what several nodes recorded shows
+// once with the nodes that saw it, at the earliest time; what one node
+// recorded twice shows twice; the result is in time order and bounded.
+func TestMergeTimelines(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(100, 0).Add(time.Duration(ms) * time.Millisecond) }
+	move := Event{Kind: "failover", From: "n2", To: "n1", Fragments: []int{1, 4}, Epoch: 7}
+	moveAt := func(ms int) Event { m := move; m.At = at(ms); return m }
+	byNode := map[string][]Event{
+		"n1": {
+			{At: at(0), Kind: "started", Node: "n1", Epoch: 1},
+			{At: at(3000), Kind: "died", Node: "n2"},
+			moveAt(3100),
+			{At: at(20000), Kind: "joined", Node: "n2"},
+			{At: at(40000), Kind: "died", Node: "n2"}, // n2 died again: a second event
+		},
+		"n3": {
+			{At: at(500), Kind: "started", Node: "n3", Epoch: 2},
+			{At: at(2900), Kind: "died", Node: "n2"}, // n3 noticed first
+			moveAt(3300),
+			{At: at(20100), Kind: "joined", Node: "n2"},
+		},
+		// n2 restarted after its death: it knows only what came since.
+		"n2": {{At: at(19000), Kind: "started", Node: "n2", Epoch: 8}},
+	}
+	got := mergeTimelines(byNode, 100)
+	type line struct {
+		ms   int
+		kind string
+		seen string
+	}
+	want := []line{
+		{0, "started", "n1"}, {500, "started", "n3"}, {2900, "died", "n1,n3"}, {3100, "failover", "n1,n3"},
+		{19000, "started", "n2"}, {20000, "joined", "n1,n3"}, {40000, "died", "n1"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("merged %d events, want %d: %+v", len(got), len(want), got)
+	}
+	for i, w := range want {
+		g := got[i]
+		if !g.At.Equal(at(w.ms)) || g.Kind != w.kind || strings.Join(g.SeenBy, ",") != w.seen {
+			t.Errorf("event %d: %v %s seen by %v, want %+v", i, g.At.Sub(at(0)), g.Kind, g.SeenBy, w)
+		}
+	}
+	if !slices.Equal(got[3].Fragments, []int{1, 4}) || got[3].From != "n2" || got[3].Epoch != 7 {
+		t.Errorf("the failover lost its detail: %+v", got[3])
+	}
+	// Moves of different epochs, or of other fragments, are not one.
+	other := moveAt(3100)
+	other.Epoch = 8
+	if n := len(mergeTimelines(map[string][]Event{"n1": {moveAt(3100)}, "n3": {other}}, 100)); n != 2 {
+		t.Errorf("moves of two epochs merged: %d events", n)
+	}
+	if last := mergeTimelines(byNode, 2); len(last) != 2 || last[1].Kind != "died" || !last[1].At.Equal(at(40000)) {
+		t.Errorf("bounded to the latest 2: %+v", last)
 	}
 }

@@ -9,7 +9,10 @@
 // cluster state (one evaluation per interval shared by all watchers), and
 // /v1/cluster/history serves what a snapshot cannot: throughput and lag
 // per source partition over the last samples and a timeline of member
-// changes and fragment moves (history.go), in memory bounded per node.
+// changes and fragment moves (history.go), in memory bounded per node,
+// both merged over the members when asked: an event that several nodes
+// recorded (a death each detected, a move each computed) shows once, with
+// the nodes that saw it.
 // metrics.go exports the Prometheus metrics.
 //
 // Security (security.go) is opt-in and configured by files: HTTPS for the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,9 @@ type Event struct {
 	To        string `json:"to,omitempty"`
 	Fragments []int  `json:"fragments,omitempty"`
 	Epoch     uint64 `json:"epoch,omitempty"`
+	// SeenBy: in a timeline merged over the members, the nodes that
+	// recorded the event (At is the earliest of their times).
+	SeenBy []string `json:"seen_by,omitempty"`
 }
 
 // Gone is a member that left or died, as this node saw it.
@@ -62,8 +66,10 @@ type HistoryAnswer struct {
 	IntervalSec float64  `json:"interval_sec"`
 	Partitions  []string `json:"partitions"` // source/partition, in plan order
 	Samples     []Sample `json:"samples"`    // oldest first
-	// Timeline: as the node that answers saw it since it started, oldest
-	// first (every node sees the same placement changes).
+	// Timeline, oldest first: scope=local, as the node that answers saw
+	// it since it started; else merged over the members that answered
+	// (mergeTimelines), so that a node that joined late, or restarted,
+	// shows what the others saw before.
 	Timeline []Event `json:"timeline"`
 }
 
@@ -252,4 +258,67 @@ func moves(old, next Placement, alive func(string) bool, at time.Time) []Event {
 		evs = append(evs, Event{At: at, Kind: kind, From: p.from, To: p.to, Fragments: groups[p], Epoch: next.Epoch})
 	}
 	return evs
+}
+
+// sameEventWithin is how far apart two nodes may record one member event
+// (a death each detected, a join each learned of by gossip) and still be
+// taken for one: more than gossip's spread and the clocks' skew, less than
+// a member takes to die, restart and join again.
+const sameEventWithin = 10 * time.Second
+
+// sameEvent reports whether a and b, recorded by different nodes, are one
+// event. Every node computes a placement change from the same member list,
+// so a move is one if its epoch, owners and fragments are.
+func sameEvent(a, b Event) bool {
+	if a.Kind != b.Kind || a.Node != b.Node || a.From != b.From || a.To != b.To || a.Epoch != b.Epoch ||
+		!slices.Equal(a.Fragments, b.Fragments) {
+		return false
+	}
+	if a.Kind == "failover" || a.Kind == "handoff" {
+		return true
+	}
+	d := a.At.Sub(b.At)
+	return d < sameEventWithin && d > -sameEventWithin
+}
+
+// mergeTimelines merges the timelines of several nodes (by node name) into
+// one, oldest first, keeping the latest keep events. An event several
+// nodes recorded appears once, with SeenBy naming them and the earliest
+// time; one node's own events are never merged with each other (a member
+// that died twice died twice).
+func mergeTimelines(byNode map[string][]Event, keep int) []Event {
+	type rec struct {
+		ev   Event
+		node string
+	}
+	var all []rec
+	for node, evs := range byNode {
+		for _, ev := range evs {
+			all = append(all, rec{ev, node})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b rec) int {
+		if c := a.ev.At.Compare(b.ev.At); c != 0 {
+			return c
+		}
+		return strings.Compare(a.node, b.node)
+	})
+	var out []Event // a few hundred events a node: a scan per event is cheap
+	for _, r := range all {
+		merged := false
+		for i := len(out) - 1; i >= 0 && !merged; i-- {
+			m := &out[i]
+			if !slices.Contains(m.SeenBy, r.node) && sameEvent(*m, r.ev) {
+				m.SeenBy = append(m.SeenBy, r.node)
+				slices.Sort(m.SeenBy)
+				merged = true
+			}
+		}
+		if !merged {
+			ev := r.ev
+			ev.SeenBy = []string{r.node}
+			out = append(out, ev)
+		}
+	}
+	return out[max(0, len(out)-keep):]
 }

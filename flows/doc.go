@@ -17,7 +17,11 @@
 //     keys (exchanges, see exchange.go).
 //
 // Both are plain, single-threaded state machines: no goroutines, no clock
-// (time comes in through SetNow and Advance), no network. The rules that
+// (time comes in through SetNow and Advance), no network. One exception
+// is read-only and safe at any time: QueryPublished answers a keyed view's
+// ?top= from the best entries the fragment last published (Publish, which
+// the driver calls between messages; topindex.go), so that such a query
+// need not wait for a batch being applied. The rules that
 // decide which batches a fragment applies, and what happens after a
 // failure, are recovery.Machine's; the actor package and the flowstest
 // harness carry them out.

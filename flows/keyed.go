@@ -82,7 +82,8 @@ type table[K comparable, V any] struct {
 	subs  []func(KV[K, V]) // update subscribers
 	kc    KeyCodec[K]
 	vc    Codec[V]
-	exp   *tableTTL[K] // nil: state never expires
+	exp   *tableTTL[K]      // nil: state never expires
+	tops  []*topIndex[K, V] // views' top sets (topindex.go), told every change
 }
 
 func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
@@ -91,6 +92,9 @@ func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
 
 // touch marks slot i changed.
 func (t *table[K, V]) touch(i int32) {
+	for _, x := range t.tops {
+		x.note(t, i)
+	}
 	if !t.mark[i] {
 		t.mark[i] = true
 		t.dirty = append(t.dirty, i)
@@ -110,6 +114,9 @@ func (t *table[K, V]) insert(k K, v V) {
 	if t.exp != nil {
 		t.exp.last = append(t.exp.last, NoWatermark)
 		t.exp.queued = append(t.exp.queued, false)
+	}
+	for _, x := range t.tops {
+		x.note(t, i)
 	}
 }
 
@@ -301,6 +308,14 @@ func (t Table[K, V]) Updates() Stream[KV[K, V]] {
 func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
 	o := resolveViewOptions(opts)
 	op := t.op
+	if o.score != nil && plainValue(reflect.TypeFor[V]()) {
+		t.f.fragW = append(t.f.fragW, func(fr *Fragment) {
+			tb := fr.ops[op].(*table[K, V])
+			x := newTopIndex(name, t.kc, o)
+			tb.tops = append(tb.tops, x)
+			fr.tops = append(fr.tops, tableTop[K, V]{x, tb})
+		})
+	}
 	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {

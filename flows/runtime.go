@@ -506,7 +506,8 @@ type Fragment struct {
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
-	hold     int64 // window views keep windows ending after it (SetHold)
+	hold     int64          // window views keep windows ending after it (SetHold)
+	tops     []topPublisher // keyed views' top sets (topindex.go)
 }
 
 // timerReg is an operator's timers and the channel whose watermark they

@@ -86,6 +86,9 @@ func (t *table[K, V]) expired(k K, ts int64) {
 // then name slots past the end or unmarked: delta skips those.
 func (t *table[K, V]) remove(i int32) {
 	n := int32(len(t.keys)) - 1
+	for _, x := range t.tops {
+		x.removed(i, n)
+	}
 	delete(t.idx, t.keys[i])
 	if i != n {
 		t.keys[i], t.vals[i], t.mark[i] = t.keys[n], t.vals[n], t.mark[n]

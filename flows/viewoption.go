@@ -52,8 +52,21 @@ func resolveViewOptions[V any](opts []ViewOption[V]) viewOptions[V] {
 	return o
 }
 
-// numberScore ranks numbers by value; nil for other types.
+// numberScore ranks numbers by value; nil for other types. The common
+// types convert without reflection: a top set scores every change of a
+// key (topindex.go).
 func numberScore[V any]() func(V) float64 {
+	var zero V
+	switch any(zero).(type) {
+	case int64:
+		return func(v V) float64 { return float64(any(v).(int64)) }
+	case int:
+		return func(v V) float64 { return float64(any(v).(int)) }
+	case float64:
+		return func(v V) float64 { return any(v).(float64) }
+	case uint64:
+		return func(v V) float64 { return float64(any(v).(uint64)) }
+	}
 	switch reflect.TypeFor[V]().Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return func(v V) float64 { return float64(reflect.ValueOf(v).Int()) }

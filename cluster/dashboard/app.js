@@ -342,7 +342,8 @@ function renderTimeline(timeline) {
   const ol = $('timeline');
   ol.textContent = '';
   for (const ev of timeline.slice().reverse()) {
-    ol.append(el('li', { class: ev.kind }, el('time', { text: clock(ev.at) }), describe(ev)));
+    const seen = (ev.seen_by || []).length ? ` · seen by ${ev.seen_by.join(', ')}` : '';
+    ol.append(el('li', { class: ev.kind }, el('time', { text: clock(ev.at) }), describe(ev) + seen));
   }
   if (!timeline.length) ol.append(el('li', { class: 'muted', text: 'nothing yet' }));
 }

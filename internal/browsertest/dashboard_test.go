@@ -100,10 +100,12 @@ func TestDashboardThreeNodes(t *testing.T) {
 	t.Logf("n2 shown %s %v after SIGKILL", status, time.Since(killed).Round(time.Millisecond))
 	p.shot("dashboard-n2-killed")
 
-	// Its fragments fail over to their standbys: the timeline says so, the
-	// two others own all 16, and nothing is left moving.
+	// Its fragments fail over to their standbys: the timeline, merged over
+	// the members, says so once, as seen by both survivors; the two others
+	// own all 16, and nothing is left moving.
 	wait[bool](p, 30*time.Second, "the failover shows in the timeline", `(() => {
-		const failover = [...document.querySelectorAll('#timeline li.failover')].some(li => li.textContent.includes('n2 →'));
+		const failover = [...document.querySelectorAll('#timeline li.failover')].some(li => li.textContent.includes('n2 →') &&
+			li.textContent.includes('seen by n0, n1'));
 		const died = [...document.querySelectorAll('#timeline li.died')].some(li => li.textContent.includes('n2 died'));
 		const alive = [...document.querySelectorAll('#members .member')].filter(m => m.querySelector('.status').textContent === 'alive');
 		const own = alive.reduce((n, m) => n + m.querySelectorAll('.chip.own').length, 0);
