@@ -123,3 +123,45 @@ func TestEventBufferCheckpoint(t *testing.T) {
 	want(run(restore(), 1000), 2, 4)
 }
 
+// A fragment's watermarks checkpoint as one entry and restore from it, and
+// from the entries of one partition each that older checkpoints hold,
+// which the next checkpoint deletes.
+func TestWatermarkCheckpoint(t *testing.T) {
+	newFr := func() *Fragment { return &Fragment{wms: []watermarks{{wm: NoWatermark}, newWatermarks(3)}} }
+	fr := newFr()
+	fr.wms[1].observe(0, 50, false)
+	fr.wms[1].observe(2, 70, true)
+	var d Delta
+	fr.wmDelta(&d)
+	if len(d.Puts) != 1 || len(d.Reset) != 0 || d.Entries != 1 {
+		t.Fatalf("delta %+v, want one entry", d)
+	}
+	again := newFr()
+	if err := again.wmRestore(d.Puts[0].Key, d.Puts[0].Value); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(again.wms[1].parts, fr.wms[1].parts) || again.wms[1].wm != fr.wms[1].wm {
+		t.Fatalf("restored %+v, want %+v", again.wms[1], fr.wms[1])
+	}
+
+	old := newFr()
+	for part, wm := range []int64{40, 60, 80} {
+		key := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), uint32(part))
+		if err := old.wmRestore(key, append(binary.BigEndian.AppendUint64(nil, uint64(wm)), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if old.wms[1].wm != 40 {
+		t.Fatalf("watermark %d, want 40", old.wms[1].wm)
+	}
+	d = Delta{}
+	old.wmDelta(&d)
+	if !slices.Equal(d.Reset, []uint16{watermarkNamespace}) || len(d.Puts) != 1 || d.Entries != 1 {
+		t.Fatalf("delta %+v, want the namespace reset and one entry", d)
+	}
+	d = Delta{}
+	old.wmDelta(&d)
+	if len(d.Reset) != 0 {
+		t.Fatalf("the second delta resets %v again", d.Reset)
+	}
+}
