@@ -100,8 +100,8 @@ type Stay struct {
 
 // Run is a run of consecutive pings in one zone.
 type Run struct {
-	Zone  int32
 	Since int64 // its first ping
+	Zone  int32
 	Pings int32
 	// The cells of its last three pings, the last first (as many as it
 	// has pings).
