@@ -75,10 +75,11 @@ func DefaultParams() Params {
 // (0: none), so that it holds no pointer: a map of a million of them costs
 // the garbage collector nothing.
 type Stay struct {
-	Started bool
-	Run     Run // the current run of pings in one zone
-	Prev    Run // the run before
-	Last    int64
+	Started  bool
+	Run      Run   // the current run of pings in one zone
+	Prev     Run   // the run before
+	PrevLast int64 // its last ping
+	Last     int64
 	// The last confirmed stay: its zone and cell, its last ping by that
 	// cell, and the first ping since by another (0: none): the departure
 	// lies between the two.
@@ -193,15 +194,16 @@ func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Sta
 	switch {
 	case zone == s.Run.Zone:
 		s.Run.add(cell, s.Last)
-	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at-s.Run.Since <= int64(p.PingPong):
-		// Back from a short excursion (a ping-pong handover): the run
-		// before goes on, and its timer, set when it began, is still to
-		// come or has found it elsewhere; this ping may confirm it.
-		since := s.Run.Since // the excursion's: the run before was seen last before it
+	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at-s.Run.Since <= int64(p.PingPong) &&
+		s.Run.Since-s.PrevLast <= int64(p.PingPong):
+		// Back from a short excursion (a ping-pong handover, which
+		// comes with other pings, not after a silence): the run before
+		// goes on, and its timer, set when it began, is still to come or
+		// has found it elsewhere; this ping may confirm it.
 		s.Run = s.Prev
-		s.Run.add(cell, since)
+		s.Run.add(cell, s.PrevLast)
 	default:
-		s.Prev, s.Run = s.Run, newRun(zone, cell, at)
+		s.Prev, s.Run, s.PrevLast = s.Run, newRun(zone, cell, at), s.Last
 		out.Timers[0] = at + int64(p.Silence)
 	}
 	s.Last = at

@@ -37,6 +37,8 @@ func TestDetector(t *testing.T) {
 			{"08:05", 2}, {"08:07", 3}, {"08:09", 3}, {"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->C 07:56"}},
 		{"silent after settling in B, one cell for 15 minutes: a stay", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
 			{"08:05", 3}, {"08:10", 2}, {"08:25", 2}, {"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->B 07:56", "B->C 09:26"}},
+		{"back to a zone passed through, after a silence, is no ping-pong", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
+			{"08:05", 2}, {"08:08", 3}, {"08:12", 3}, {"08:50", 4}, {"08:51", 3}, {"08:52", 4}, {"09:30", 4}}, []string{"A->C 07:56"}},
 		{"silent after arriving still: a stay once the silence is long enough", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
 			{"08:10", 2}, {"08:12", 2}, {"11:00", 4}, {"11:40", 4}}, []string{"A->B 07:56", "B->C 10:56"}},
 		{"silent for the TTL: the stay before is forgotten", []ping{{"07:00", 0}, {"07:30", 0}, {"14:00", 2}, {"14:30", 2},

@@ -20,8 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // distance alone); stays seen by one ping only; a departure known only to
 // lie between the last ping by the origin's cell and the first by
 // another, which moves a trip across an hour's end now and then (276 of
-// the 5021 trips matched; dating every matched trip right would leave
-// 0.044); and slow trips split at a zone they crossed.
+// the 5030 trips matched; dating every matched trip right would leave
+// 0.042); and slow trips split at a zone they crossed.
 func TestAccuracyOnDefaultNoise(t *testing.T) {
 	c := sim.DefaultConfig()
 	c.Subscribers = 3000
