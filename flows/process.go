@@ -123,6 +123,9 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
+	// entryBytes: the bytes of a key and its state in the last delta, to
+	// size the next one's array.
+	entryBytes int
 }
 
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
@@ -152,22 +155,30 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 // Process state lives in two namespaces: ns for the states, ns+1 for the
 // timers, which are rewritten whole when they changed.
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
+	// The keys and values share one array (sized by the last delta's),
+	// not two each: a slice handed to the delta is never written again (if
+	// it runs out, a larger array takes the next ones).
+	buf := make([]byte, 0, len(p.dirty)*max(p.entryBytes, 16))
 	var err error
 	for k := range p.dirty {
-		var key []byte
-		if key, err = p.kc.Append(nil, k); err != nil {
+		at := len(buf)
+		if buf, err = p.kc.Append(buf, k); err != nil {
 			return fmt.Errorf("encode key: %w", err)
 		}
+		key := buf[at:len(buf):len(buf)]
 		s, ok := p.state[k]
 		if !ok {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
 			continue
 		}
-		v, err := p.sc.Append(nil, s)
-		if err != nil {
+		at = len(buf)
+		if buf, err = p.sc.Append(buf, s); err != nil {
 			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
+	}
+	if len(p.dirty) > 0 {
+		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
 	}
 	clear(p.dirty)
 	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
