@@ -77,7 +77,10 @@
 // when it is confirmed, dated by its departure): downstream they may
 // arrive late, and windows take them within their allowed lateness.
 // Process with InEventTimeOrder sees its events in event-time order
-// between its timers, so its results depend on the events only. State TTL
+// between its timers, so its results depend on the events only; the
+// events waiting for the watermark are checkpointed in segments (one
+// entry for those added between two checkpoints, deleted once all are
+// applied) beside the place of the last one applied. State TTL
 // expires a key by the watermark, after its due timers, and never while it
 // has timers of its own pending.
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"time"
 )
 
@@ -85,6 +86,9 @@ type partWM struct {
 type watermarks struct {
 	parts []partWM // nil: the channel has no event time
 	wm    int64    // monotone
+	// legacy: restored from entries of one partition each, which the
+	// next checkpoint replaces.
+	legacy bool
 }
 
 func newWatermarks(parts int) watermarks {
@@ -129,46 +133,90 @@ func (w *watermarks) recompute() bool {
 	return false
 }
 
-// Watermarks live in a reserved namespace of the checkpoint: one entry per
-// event-time partition of every channel, keyed by channel and partition.
+// Watermarks live in a reserved namespace of the checkpoint, in one entry
+// (key wmKey): every event-time partition seen, of every channel — one put
+// per checkpoint, not one per partition (a stage after an exchange has a
+// partition per upstream fragment). Older checkpoints hold an entry per
+// partition, keyed by channel and partition; they still restore.
 const watermarkNamespace = math.MaxUint16
 
+var wmKey = []byte{'w'}
+
 func (fr *Fragment) wmDelta(d *Delta) {
-	reset := false
+	var val []byte
+	n := 0
 	for ch := range fr.wms {
 		w := &fr.wms[ch]
-		for part, p := range w.parts {
-			if !reset {
+		if w.legacy {
+			if !slices.Contains(d.Reset, watermarkNamespace) {
 				d.Reset = append(d.Reset, watermarkNamespace)
-				reset = true
 			}
+			w.legacy = false
+		}
+		for part, p := range w.parts {
 			if !p.seen {
 				continue
 			}
-			key := binary.BigEndian.AppendUint32(nil, uint32(ch))
-			key = binary.BigEndian.AppendUint32(key, uint32(part))
-			val := binary.BigEndian.AppendUint64(nil, uint64(p.wm))
+			val = binary.AppendUvarint(val, uint64(ch))
+			val = binary.AppendUvarint(val, uint64(part))
+			val = binary.AppendVarint(val, p.wm)
 			if p.idle {
 				val = append(val, 1)
 			} else {
 				val = append(val, 0)
 			}
-			d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: key, Value: val})
-			d.Entries++
+			n++
 		}
 	}
+	if n == 0 {
+		return
+	}
+	out := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen64), uint64(n))
+	d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: wmKey, Value: append(out, val...)})
+	d.Entries++
 }
 
 func (fr *Fragment) wmRestore(key, val []byte) error {
+	if string(key) == string(wmKey) {
+		r := &batchReader{b: val, kind: "watermarks"}
+		n := r.uvarint("count")
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			ch, part, wm := r.uvarint("channel"), r.uvarint("partition"), r.varint("watermark")
+			if r.err != nil {
+				break
+			}
+			if len(r.b) == 0 {
+				r.fail("idle")
+				break
+			}
+			idle := r.b[0] == 1
+			r.b = r.b[1:]
+			if err := fr.wmSet(ch, part, wm, idle); err != nil {
+				return err
+			}
+		}
+		if r.err == nil && len(r.b) != 0 {
+			r.fail("trailing bytes")
+		}
+		return r.err
+	}
 	if len(key) != 8 || len(val) != 9 {
 		return fmt.Errorf("watermark entry of %d+%d bytes", len(key), len(val))
 	}
-	ch, part := int(binary.BigEndian.Uint32(key)), int(binary.BigEndian.Uint32(key[4:]))
-	if ch >= len(fr.wms) || part >= len(fr.wms[ch].parts) {
+	ch, part := uint64(binary.BigEndian.Uint32(key)), uint64(binary.BigEndian.Uint32(key[4:]))
+	if err := fr.wmSet(ch, part, int64(binary.BigEndian.Uint64(val)), val[8] == 1); err != nil {
+		return err
+	}
+	fr.wms[ch].legacy = true
+	return nil
+}
+
+func (fr *Fragment) wmSet(ch, part uint64, wm int64, idle bool) error {
+	if ch >= uint64(len(fr.wms)) || part >= uint64(len(fr.wms[ch].parts)) {
 		return fmt.Errorf("watermark of %d/%d, which has no event time in this flow", ch, part)
 	}
 	w := &fr.wms[ch]
-	w.parts[part] = partWM{wm: int64(binary.BigEndian.Uint64(val)), idle: val[8] == 1, seen: true}
+	w.parts[part] = partWM{wm: wm, idle: idle, seen: true}
 	w.recompute()
 	return nil
 }

@@ -123,6 +123,9 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
+	// entryBytes: the bytes of a key and its state in the last delta, to
+	// size the next one's array.
+	entryBytes int
 }
 
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
@@ -152,22 +155,30 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 // Process state lives in two namespaces: ns for the states, ns+1 for the
 // timers, which are rewritten whole when they changed.
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
+	// The keys and values share one array (sized by the last delta's),
+	// not two each: a slice handed to the delta is never written again (if
+	// it runs out, a larger array takes the next ones).
+	buf := make([]byte, 0, len(p.dirty)*max(p.entryBytes, 16))
 	var err error
 	for k := range p.dirty {
-		var key []byte
-		if key, err = p.kc.Append(nil, k); err != nil {
+		at := len(buf)
+		if buf, err = p.kc.Append(buf, k); err != nil {
 			return fmt.Errorf("encode key: %w", err)
 		}
+		key := buf[at:len(buf):len(buf)]
 		s, ok := p.state[k]
 		if !ok {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
 			continue
 		}
-		v, err := p.sc.Append(nil, s)
-		if err != nil {
+		at = len(buf)
+		if buf, err = p.sc.Append(buf, s); err != nil {
 			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: v})
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
+	}
+	if len(p.dirty) > 0 {
+		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
 	}
 	clear(p.dirty)
 	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
@@ -474,8 +485,19 @@ func (h *bufHeap[K, T]) pop(into *buffered[K, T]) {
 }
 
 // eventBuffer holds a Process's events until the watermark passes them.
-// Its checkpoint entries (its own namespace) are keyed by the event's
-// place in the order; applied ones are deleted.
+//
+// Its checkpoint (its own namespace) is in segments, not an entry per
+// event: a checkpoint writes the events added since the one before and
+// still waiting as one entry, keyed by the latest of them, and records
+// the place of the last event applied (the frontier). The buffer applies
+// its events in order and takes only events after the frontier (an event
+// at or behind the watermark runs at once), so every event up to the
+// frontier has been applied: a restore skips those, and a segment whose
+// latest event is behind the frontier is deleted. A segment thus costs a
+// checkpoint one put and one delete, whatever its events, at the price
+// of keeping applied events on disk until their segment goes; events
+// applied before any checkpoint saw them are never written. (Checkpoints
+// of an entry per event, keyed by its 28-byte place, still restore.)
 type eventBuffer[K comparable, T any] struct {
 	fr      *Fragment
 	codec   *recsCodec[K, T]
@@ -483,10 +505,55 @@ type eventBuffer[K comparable, T any] struct {
 	h       bufHeap[K, T]
 	running buffered[K, T]  // the event running now, out of the heap
 	cur     *buffered[K, T] // &running while it runs
-	gone    [][]byte        // keys of saved events applied since the last checkpoint
 	last    [3]int64        // channel, partition and offset of the last event added
 	lastSub int32
+	// The last event applied (its place in the order), and whether it
+	// changed since the last checkpoint; stale: a restore left events up
+	// to the frontier in h.
+	applied         bufPos
+	frontier        bufPlace
+	moved, stale    bool
+	hasFrontier     bool         // in the checkpoint
+	segs            []bufSegment // in the checkpoint
+	scratch, valBuf []byte
 }
+
+// bufPos is an event's place in the order.
+type bufPos struct {
+	ts       int64
+	ch, part int32
+	off      int64
+	sub      int32
+}
+
+// bufPlace is an event's place in the order as bytes that sort the same
+// way: time (as signed), channel, partition, offset, record.
+type bufPlace [28]byte
+
+func (p bufPos) place() bufPlace {
+	var b bufPlace
+	binary.BigEndian.PutUint64(b[0:], uint64(p.ts)^(1<<63)) // sorts as signed
+	binary.BigEndian.PutUint32(b[8:], uint32(p.ch))
+	binary.BigEndian.PutUint32(b[12:], uint32(p.part))
+	binary.BigEndian.PutUint64(b[16:], uint64(p.off))
+	binary.BigEndian.PutUint32(b[24:], uint32(p.sub))
+	return b
+}
+
+// bufSegment is a checkpoint entry of waiting events: its key and the
+// place of its latest event.
+type bufSegment struct {
+	key    []byte
+	latest bufPlace
+}
+
+// The keys of the buffer's namespace: the frontier, and a segment (the
+// prefix, then its latest event's place). A 28-byte key is an older
+// checkpoint's single event.
+const (
+	bufFrontierKey = 0
+	bufSegmentKey  = 1
+)
 
 func (b *eventBuffer[K, T]) add(k K, v T) {
 	c := b.fr.cur
@@ -501,18 +568,32 @@ func (b *eventBuffer[K, T]) add(k K, v T) {
 }
 
 func (b *eventBuffer[K, T]) next(wm int64) (int64, bool) {
+	if b.stale {
+		b.dropApplied()
+	}
 	if len(b.h) == 0 || b.h[0].ts > wm {
 		return 0, false
 	}
 	return b.h[0].ts, true
 }
 
+// dropApplied drops the restored events that were applied before the
+// checkpoint: the earliest, up to the frontier.
+func (b *eventBuffer[K, T]) dropApplied() {
+	b.stale = false
+	var e buffered[K, T]
+	for len(b.h) > 0 {
+		if p := b.h[0].place(); string(p[:]) > string(b.frontier[:]) {
+			return
+		}
+		b.h.pop(&e)
+	}
+}
+
 func (b *eventBuffer[K, T]) applyNext(fr *Fragment) {
 	b.h.pop(&b.running)
 	e := &b.running
-	if e.saved {
-		b.gone = append(b.gone, b.key(e))
-	}
+	b.applied, b.moved = bufPos{e.ts, e.ch, e.part, e.off, e.sub}, true
 	fr.cur.Source, fr.cur.Partition, fr.cur.TS = int(e.ch), int(e.part), e.ts
 	if fr.skip != nil && fr.skipped(e.off) {
 		b.running = buffered[K, T]{}
@@ -529,61 +610,142 @@ func (b *eventBuffer[K, T]) describeFailing() (key, val string) {
 	return b.codec.kc.Format(b.cur.key), fmt.Sprintf("%+v", b.cur.val)
 }
 
-func (b *eventBuffer[K, T]) key(e *buffered[K, T]) []byte {
-	k := binary.BigEndian.AppendUint64(nil, uint64(e.ts)^(1<<63)) // sorts as signed
-	k = binary.BigEndian.AppendUint32(k, uint32(e.ch))
-	k = binary.BigEndian.AppendUint32(k, uint32(e.part))
-	k = binary.BigEndian.AppendUint64(k, uint64(e.off))
-	return binary.BigEndian.AppendUint32(k, uint32(e.sub))
-}
+func (e *buffered[K, T]) place() bufPlace { return bufPos{e.ts, e.ch, e.part, e.off, e.sub}.place() }
 
 func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
-	for _, k := range b.gone {
-		d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: k})
+	if b.moved {
+		b.frontier = b.applied.place()
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: []byte{bufFrontierKey}, Value: append([]byte(nil), b.frontier[:]...)})
+		b.moved, b.hasFrontier = false, true
+		segs := b.segs[:0]
+		for _, g := range b.segs {
+			if string(g.latest[:]) <= string(b.frontier[:]) {
+				d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: g.key})
+				continue
+			}
+			segs = append(segs, g)
+		}
+		clear(b.segs[len(segs):])
+		b.segs = segs
 	}
-	b.gone = b.gone[:0]
+	val := b.valBuf[:0]
+	var latest bufPlace
+	n := 0
 	for i := range b.h {
 		e := &b.h[i]
 		if e.saved {
 			continue
 		}
-		val := binary.AppendVarint(nil, e.ts)
-		mark := len(val)
-		val = append(val, 0, 0, 0, 0, 0)
 		var err error
-		if val, err = b.codec.kc.Append(val, e.key); err != nil {
-			return fmt.Errorf("encode waiting event's key: %w", err)
+		if val, err = b.appendEvent(val, e); err != nil {
+			return err
 		}
-		val = putLength(val, mark)
-		if val, err = b.codec.ec.Append(val, e.val); err != nil {
-			return fmt.Errorf("encode waiting event: %w", err)
+		if p := e.place(); n == 0 || string(p[:]) > string(latest[:]) {
+			latest = p
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: b.key(e), Value: val})
 		e.saved = true
+		n++
 	}
-	d.Entries += int64(len(b.h))
+	if n > 0 {
+		key := append([]byte{bufSegmentKey}, latest[:]...)
+		v := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen32), uint64(n))
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: append(v, val...)})
+		b.segs = append(b.segs, bufSegment{key: key, latest: latest})
+	}
+	b.valBuf = val[:0]
+	d.Entries += int64(len(b.segs))
+	if b.hasFrontier {
+		d.Entries++
+	}
 	return nil
 }
 
-func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {
-	if len(key) != 28 {
-		return fmt.Errorf("waiting event key of %d bytes", len(key))
+// appendEvent appends a waiting event to a segment: its place (time as a
+// varint, the rest as uvarints), then its key and value, each after its
+// length.
+func (b *eventBuffer[K, T]) appendEvent(dst []byte, e *buffered[K, T]) ([]byte, error) {
+	dst = binary.AppendVarint(dst, e.ts)
+	dst = binary.AppendUvarint(dst, uint64(uint32(e.ch)))
+	dst = binary.AppendUvarint(dst, uint64(uint32(e.part)))
+	dst = binary.AppendUvarint(dst, uint64(e.off))
+	dst = binary.AppendUvarint(dst, uint64(uint32(e.sub)))
+	var err error
+	if b.scratch, err = b.codec.kc.Append(b.scratch[:0], e.key); err != nil {
+		return dst, fmt.Errorf("encode waiting event's key: %w", err)
 	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
+	dst = append(dst, b.scratch...)
+	if b.scratch, err = b.codec.ec.Append(b.scratch[:0], e.val); err != nil {
+		return dst, fmt.Errorf("encode waiting event: %w", err)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
+	return append(dst, b.scratch...), nil
+}
+
+func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {
+	switch {
+	case len(key) == 1 && key[0] == bufFrontierKey:
+		if len(val) != len(b.frontier) {
+			return fmt.Errorf("waiting events' frontier of %d bytes", len(val))
+		}
+		b.frontier, b.stale, b.hasFrontier = bufPlace(val), true, true
+		return nil
+	case len(key) == 1+len(bufPlace{}) && key[0] == bufSegmentKey:
+		r := &batchReader{b: val, kind: "segment of waiting events"}
+		n := r.uvarint("count")
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			e := buffered[K, T]{ts: r.varint("time"), ch: int32(r.uvarint("channel")), part: int32(r.uvarint("partition")),
+				off: int64(r.uvarint("offset")), sub: int32(r.uvarint("record")), saved: true}
+			kb, vb := r.bytes("key"), r.bytes("value")
+			if r.err != nil {
+				break
+			}
+			if err := b.restoreEvent(&e, kb, vb); err != nil {
+				return err
+			}
+		}
+		if r.err == nil && len(r.b) != 0 {
+			r.fail("trailing bytes")
+		}
+		if r.err != nil {
+			return r.err
+		}
+		b.segs = append(b.segs, bufSegment{key: append([]byte(nil), key...), latest: bufPlace(key[1:])})
+		return nil
+	case len(key) == len(bufPlace{}):
+		return b.restoreSingle(key, val)
+	}
+	return fmt.Errorf("waiting events: a key of %d bytes", len(key))
+}
+
+func (b *eventBuffer[K, T]) restoreEvent(e *buffered[K, T], kb, vb []byte) error {
+	k, err := b.codec.kc.Decode(kb)
+	if err != nil {
+		return fmt.Errorf("decode waiting event's key: %w", err)
+	}
+	v, err := b.codec.ec.Decode(vb)
+	if err != nil {
+		return fmt.Errorf("decode waiting event: %w", err)
+	}
+	e.key, e.val = k, v
+	b.h.push(*e)
+	return nil
+}
+
+// restoreSingle restores an event of an older checkpoint, an entry of its
+// own: a segment of one.
+func (b *eventBuffer[K, T]) restoreSingle(key, val []byte) error {
 	r := &batchReader{b: val, kind: "waiting event"}
 	ts := r.varint("time")
 	kb := r.bytes("key")
 	if r.err != nil {
 		return r.err
 	}
-	k, err := b.codec.kc.Decode(kb)
-	if err != nil {
-		return fmt.Errorf("decode waiting event's key: %w", err)
+	e := buffered[K, T]{ts: ts, ch: int32(binary.BigEndian.Uint32(key[8:])), part: int32(binary.BigEndian.Uint32(key[12:])),
+		off: int64(binary.BigEndian.Uint64(key[16:])), sub: int32(binary.BigEndian.Uint32(key[24:])), saved: true}
+	if err := b.restoreEvent(&e, kb, r.b); err != nil {
+		return err
 	}
-	v, err := b.codec.ec.Decode(r.b)
-	if err != nil {
-		return fmt.Errorf("decode waiting event: %w", err)
-	}
-	b.h.push(buffered[K, T]{ts: ts, ch: int32(binary.BigEndian.Uint32(key[8:])), part: int32(binary.BigEndian.Uint32(key[12:])),
-		off: int64(binary.BigEndian.Uint64(key[16:])), sub: int32(binary.BigEndian.Uint32(key[24:])), key: k, val: v, saved: true})
+	b.segs = append(b.segs, bufSegment{key: append([]byte(nil), key...), latest: bufPlace(key)})
 	return nil
 }

@@ -63,6 +63,9 @@ type procTimers[K comparable] struct {
 	tdirty    []K
 	ttracking bool
 	migrate   bool
+	// timerBytes: the bytes of a key's timer entry in the last delta, to
+	// size the next one's array.
+	timerBytes int
 }
 
 func newProcTimers[K comparable]() procTimers[K] { return procTimers[K]{keys: map[K]*procKey{}} }
@@ -229,22 +232,31 @@ func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
 const timerEntry = 0xff
 
 func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
+	// The keys and values share one array, as in procOp.delta.
+	n := len(p.tdirty)
+	if !p.ttracking || p.migrate {
+		n = len(p.keys)
+	}
+	buf := make([]byte, 0, n*max(p.timerBytes, 16))
 	put := func(k K) error {
-		key, err := kc.Append([]byte{timerEntry}, k)
-		if err != nil {
+		at := len(buf)
+		var err error
+		if buf, err = kc.Append(append(buf, timerEntry), k); err != nil {
 			return fmt.Errorf("encode timer key: %w", err)
 		}
+		key := buf[at:len(buf):len(buf)]
 		pk := p.keys[k]
 		if pk == nil || len(pk.ts) == 0 {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
 			return nil
 		}
 		pk.tdirty = false
-		val := binary.AppendUvarint(nil, uint64(len(pk.ts)))
+		at = len(buf)
+		buf = binary.AppendUvarint(buf, uint64(len(pk.ts)))
 		for _, t := range pk.ts {
-			val = binary.AppendVarint(append(val, byte(t.dom)), t.at)
+			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
 		return nil
 	}
 	if !p.ttracking || p.migrate {
@@ -264,6 +276,9 @@ func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
 				return err
 			}
 		}
+	}
+	if n > 0 {
+		p.timerBytes = (len(buf) + n - 1) / n
 	}
 	clear(p.tdirty)
 	p.tdirty = p.tdirty[:0]

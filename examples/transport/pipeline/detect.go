@@ -19,6 +19,9 @@
 // A departure is dated from the anchor stay's own cell: it lies between
 // the last ping by that cell and the first by another (a ping-pong
 // handover comes back and clears it), at most Lead before the latter.
+// A run in a zone becomes a stay by its dwell time, or by a silence
+// after it if the phone looked settled there: not handed from cell to
+// cell (Params.Settled).
 package pipeline
 
 import (
@@ -34,6 +37,10 @@ type Params struct {
 	// Silence: a run whose phone then stays silent this long (no ping
 	// elsewhere) is a stay too, if the phone looked still when last seen.
 	Silence time.Duration
+	// Settled: a silent run of more than two pings is a stay only if one
+	// cell served it this long (a phone passing through a zone is handed
+	// from cell to cell).
+	Settled time.Duration
 	// PingPong: a run in another zone shorter than this that returns to
 	// the zone before is a ping-pong handover, not a move: the run before
 	// goes on.
@@ -41,7 +48,8 @@ type Params struct {
 	// Lead: how long a phone that leaves takes, typically, to show it by
 	// a ping elsewhere (a handover or a session on the way): a departure
 	// is dated this long before the first such ping, but not before the
-	// last ping at the stay. (On the simulator, about 5 minutes.)
+	// last ping at the stay. (On the simulator, 4 minutes: the median
+	// wait is under that, but a slow or silent start pulls it later.)
 	Lead time.Duration
 	// TTL: a subscriber's state expires after this long without pings.
 	TTL time.Duration
@@ -59,7 +67,7 @@ type Params struct {
 
 // DefaultParams are the example's, for the simulator's default noise.
 func DefaultParams() Params {
-	return Params{Dwell: 25 * time.Minute, Silence: time.Hour, PingPong: 4 * time.Minute, Lead: 5 * time.Minute,
+	return Params{Dwell: 25 * time.Minute, Silence: time.Hour, Settled: 12 * time.Minute, PingPong: 4 * time.Minute, Lead: 4 * time.Minute,
 		TTL: 6 * time.Hour, Lateness: 6 * time.Hour, MaxDelay: sim.DefaultConfig().MaxDelay(), MoveEvery: 15 * time.Minute}
 }
 
@@ -67,10 +75,11 @@ func DefaultParams() Params {
 // (0: none), so that it holds no pointer: a map of a million of them costs
 // the garbage collector nothing.
 type Stay struct {
-	Started bool
-	Run     Run // the current run of pings in one zone
-	Prev    Run // the run before
-	Last    int64
+	Started  bool
+	Run      Run   // the current run of pings in one zone
+	Prev     Run   // the run before
+	PrevLast int64 // its last ping
+	Last     int64
 	// The last confirmed stay: its zone and cell, its last ping by that
 	// cell, and the first ping since by another (0: none): the departure
 	// lies between the two.
@@ -92,12 +101,17 @@ type Stay struct {
 
 // Run is a run of consecutive pings in one zone.
 type Run struct {
-	Zone  int32
 	Since int64 // its first ping
+	Zone  int32
 	Pings int32
 	// The cells of its last three pings, the last first (as many as it
 	// has pings).
 	Cell, Cell1, Cell2 int32
+	// The cell the phone stays at in the run: its first, or the last one
+	// to serve two pings in a row since (a ping-pong handover away and
+	// back leaves it), and the first ping of that stretch.
+	Still      int32
+	StillSince int64
 }
 
 // still says whether the phone looked still at the run's last ping: seen
@@ -118,9 +132,27 @@ func (r Run) stillCell() int32 {
 	return r.Cell
 }
 
-func (r *Run) add(cell int32) {
+// add adds a ping by cell; prev is the time of the run's ping before.
+func (r *Run) add(cell int32, prev int64) {
+	if cell != r.Still && cell == r.Cell {
+		r.Still, r.StillSince = cell, prev
+	}
 	r.Pings++
 	r.Cell2, r.Cell1, r.Cell = r.Cell1, r.Cell, cell
+}
+
+func newRun(zone, cell int32, at int64) Run {
+	return Run{Zone: zone, Since: at, Pings: 1, Cell: cell, Still: cell, StillSince: at}
+}
+
+// settled says whether a phone last seen at time last, looking still,
+// had settled in the run: seen there once or twice only (the arrival
+// and perhaps a ping on), or by one cell for at least span. A phone
+// that goes silent while passing through a zone, seen by a few of its
+// cells in turn, has not shown where it stopped, even if its last two
+// pings came from one cell.
+func (r Run) settled(last int64, span time.Duration) bool {
+	return r.Pings <= 2 || last-r.StillSince >= int64(span)
 }
 
 // Detected is what the detector emits: a trip, or (Move) a subscriber on
@@ -157,19 +189,21 @@ func unix(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Stay, out Step) {
 	if !s.Started {
 		out.Timers = [2]int64{at + int64(p.Silence), at + int64(p.TTL)}
-		return Stay{Started: true, Run: Run{Zone: zone, Since: at, Pings: 1, Cell: cell}, Last: at, Expiry: out.Timers[1]}, out
+		return Stay{Started: true, Run: newRun(zone, cell, at), Last: at, Expiry: out.Timers[1]}, out
 	}
 	switch {
 	case zone == s.Run.Zone:
-		s.Run.add(cell)
-	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at-s.Run.Since <= int64(p.PingPong):
-		// Back from a short excursion (a ping-pong handover): the run
-		// before goes on, and its timer, set when it began, is still to
-		// come or has found it elsewhere; this ping may confirm it.
+		s.Run.add(cell, s.Last)
+	case zone == s.Prev.Zone && s.Prev.Pings > 0 && at-s.Run.Since <= int64(p.PingPong) &&
+		s.Run.Since-s.PrevLast <= int64(p.PingPong):
+		// Back from a short excursion (a ping-pong handover, which
+		// comes with other pings, not after a silence): the run before
+		// goes on, and its timer, set when it began, is still to come or
+		// has found it elsewhere; this ping may confirm it.
 		s.Run = s.Prev
-		s.Run.add(cell)
+		s.Run.add(cell, s.PrevLast)
 	default:
-		s.Prev, s.Run = s.Run, Run{Zone: zone, Since: at, Pings: 1, Cell: cell}
+		s.Prev, s.Run, s.PrevLast = s.Run, newRun(zone, cell, at), s.Last
 		out.Timers[0] = at + int64(p.Silence)
 	}
 	s.Last = at
@@ -223,7 +257,7 @@ func (p Params) OnTimer(sub uint64, s Stay, at int64) (Stay, Step) {
 	if !s.Started {
 		return s, out
 	}
-	if at >= s.Run.Since+int64(p.Silence) && p.isNew(s) && s.Run.still() {
+	if at >= s.Run.Since+int64(p.Silence) && p.isNew(s) && s.Run.still() && s.Run.settled(s.Last, p.Settled) {
 		var t Detected
 		var ok bool
 		if s, t, ok = p.confirm(sub, s); ok {

@@ -28,17 +28,23 @@ func TestDetector(t *testing.T) {
 		want  []string // FROM->TO departing at
 	}{
 		{"a trip, dated Lead before the first ping away", []ping{{"07:00", 0}, {"07:20", 0}, {"07:40", 0}, {"08:10", 1}, {"08:15", 2},
-			{"08:30", 3}, {"08:50", 3}, {"09:20", 3}}, []string{"A->B 08:05"}},
+			{"08:30", 3}, {"08:50", 3}, {"09:20", 3}}, []string{"A->B 08:06"}},
 		{"a ping-pong to a neighbour zone and back is no trip", []ping{{"07:00", 0}, {"07:30", 0}, {"07:31", 2}, {"07:32", 0},
 			{"08:10", 0}, {"08:40", 0}}, nil},
 		{"silent after passing through B: no stay there", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1}, {"08:05", 2}, {"08:09", 3},
-			{"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->C 07:55"}},
+			{"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->C 07:56"}},
+		{"silent after passing through B, its last two pings by one cell: no stay there", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
+			{"08:05", 2}, {"08:07", 3}, {"08:09", 3}, {"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->C 07:56"}},
+		{"silent after settling in B, one cell for 15 minutes: a stay", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
+			{"08:05", 3}, {"08:10", 2}, {"08:25", 2}, {"09:30", 4}, {"10:00", 4}, {"10:30", 4}}, []string{"A->B 07:56", "B->C 09:26"}},
+		{"back to a zone passed through, after a silence, is no ping-pong", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
+			{"08:05", 2}, {"08:08", 3}, {"08:12", 3}, {"08:50", 4}, {"08:51", 3}, {"08:52", 4}, {"09:30", 4}}, []string{"A->C 07:56"}},
 		{"silent after arriving still: a stay once the silence is long enough", []ping{{"07:00", 0}, {"07:30", 0}, {"08:00", 1},
-			{"08:10", 2}, {"08:12", 2}, {"11:00", 4}, {"11:40", 4}}, []string{"A->B 07:55", "B->C 10:55"}},
+			{"08:10", 2}, {"08:12", 2}, {"11:00", 4}, {"11:40", 4}}, []string{"A->B 07:56", "B->C 10:56"}},
 		{"silent for the TTL: the stay before is forgotten", []ping{{"07:00", 0}, {"07:30", 0}, {"14:00", 2}, {"14:30", 2},
 			{"15:00", 2}}, nil},
 		{"silent for less than the TTL: a trip", []ping{{"07:00", 0}, {"07:30", 0}, {"12:00", 0}, {"14:00", 2}, {"14:30", 2},
-			{"15:00", 2}}, []string{"A->B 13:55"}},
+			{"15:00", 2}}, []string{"A->B 13:56"}},
 	} {
 		var pings []sim.Ping
 		for _, p := range c.pings {

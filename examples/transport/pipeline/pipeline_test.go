@@ -13,15 +13,15 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // On the simulator's default noise the detector finds the true trips:
-// precision and recall at least 0.9. The hourly OD matrices are within a
-// total variation distance of 0.11, short of the goal of 0.1. What is
-// left (go test -run TestAccuracyOnDefaultNoise -v): the trips of
-// phones silent at their destination, which no detector can see (62 of
-// 5244, 0.012 of the distance alone); stays seen by one ping only; a
-// departure known only to lie between the last ping by the origin's
-// cell and the first by another, which moves a trip across an hour's
-// end now and then (dating every matched trip right would leave 0.048);
-// and slow trips split at a zone they crossed.
+// precision and recall at least 0.9, and the hourly OD matrices within a
+// total variation distance of 0.1. What is left (go test -run
+// TestAccuracyOnDefaultNoise -v): the trips of phones silent at their
+// destination, which no detector can see (62 of 5244, 0.012 of the
+// distance alone); stays seen by one ping only; a departure known only to
+// lie between the last ping by the origin's cell and the first by
+// another, which moves a trip across an hour's end now and then (276 of
+// the 5030 trips matched; dating every matched trip right would leave
+// 0.042); and slow trips split at a zone they crossed.
 func TestAccuracyOnDefaultNoise(t *testing.T) {
 	c := sim.DefaultConfig()
 	c.Subscribers = 3000
@@ -36,8 +36,8 @@ func TestAccuracyOnDefaultNoise(t *testing.T) {
 	t.Logf("precision %.3f recall %.3f od_tvd %.3f (%d detected, %d true, median departure error %.1f min); "+
 		"%d true trips show no ping at their destination: od_tvd %.3f for the others exactly",
 		a.Precision, a.Recall, a.ODTVD, a.Detected, a.True, a.DepartErrorMinutes, a.True-len(seen), floor.ODTVD)
-	if a.Precision < 0.9 || a.Recall < 0.9 || a.ODTVD > 0.11 {
-		t.Fatalf("precision %.3f, recall %.3f, od_tvd %.3f: want >= 0.9, >= 0.9, <= 0.11", a.Precision, a.Recall, a.ODTVD)
+	if a.Precision < 0.9 || a.Recall < 0.9 || a.ODTVD > 0.1 {
+		t.Fatalf("precision %.3f, recall %.3f, od_tvd %.3f: want >= 0.9, >= 0.9, <= 0.1", a.Precision, a.Recall, a.ODTVD)
 	}
 }
 
