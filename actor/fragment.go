@@ -108,15 +108,15 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	fa.checkPause(c)
 	switch msg := c.Message().(type) {
 	case *batchMsg:
-		fa.step(c, msg.b, recovery.From{Key: msg.reader.String(), Ref: msg.reader})
+		fa.step(c, msg.b, recovery.From{Key: senderKey(msg.reader), Ref: msg.reader})
 	case *exBatchMsg:
-		fa.step(c, msg.b, recovery.From{Key: msg.from.String(), Ref: exSender{msg.from}, Seq: msg.seq})
+		fa.step(c, msg.b, recovery.From{Key: senderKey(msg.from), Ref: exSender{msg.from}, Seq: msg.seq})
 		fa.e.drainCount(-1) // counted by its sender
 	case *netBatchMsg:
 		// From another node, through this node's inbox: decode, apply as a
 		// local batch, and acknowledge through the inbox, which sends a
 		// node's acknowledgements to one sender together.
-		from := recovery.From{Key: msg.sender.String(), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
+		from := recovery.From{Key: senderKey(msg.sender), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
 		b, err := fa.e.plan.DecodeBatch(msg.records)
 		if err != nil {
 			fa.stats.Malformed.Add(1)
@@ -193,6 +193,11 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	}
 	fa.carry(c)
 }
+
+// senderKey names a batch's sender for the machine (From.Key). PID.String
+// formats the PID as protobuf text, which cost more than applying a small
+// batch.
+func senderKey(pid *pa.PID) string { return pid.Address + "/" + pid.Id }
 
 // step hands the machine a batch.
 func (fa *fragmentActor) step(c pa.Context, b *flows.Batch, from recovery.From) {
