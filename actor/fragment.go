@@ -39,6 +39,10 @@ type fragmentActor struct {
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
+	// intern gives the batches from other nodes the strings decoded
+	// before (keys repeat): no allocation per record, and the table's
+	// lookups compare pointers.
+	intern flows.Interner
 	// mu is held by Receive for every message, and for reading by query:
 	// a view query reads the fragment's state on the asker's goroutine,
 	// between two messages, rather than waiting for its turn in the
@@ -117,7 +121,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		// local batch, and acknowledge through the inbox, which sends a
 		// node's acknowledgements to one sender together.
 		from := recovery.From{Key: senderKey(msg.sender), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
-		b, err := fa.e.plan.DecodeBatch(msg.records)
+		b, err := fa.e.plan.DecodeBatchInterned(msg.records, &fa.intern)
 		if err != nil {
 			fa.stats.Malformed.Add(1)
 			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.id, "sender", msg.sender.Id, "err", err)

@@ -469,7 +469,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords {
 		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
 	}
-	pl, rest, err := w.codec.decode(r.b, int(n), w.et)
+	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
 	if err != nil {
 		return fmt.Errorf("exchange %d: %w", w.edge, err)
 	}
