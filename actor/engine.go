@@ -594,7 +594,9 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// The standby's copy may be of another lineage (an owner that
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
-		fullNext: e.self != ""}
+		fullNext: e.self != "",
+		// A fragment that starts empty checkpoints its whole state first.
+		fromEmpty: e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff}
 	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)
@@ -670,6 +672,9 @@ type writeReq struct {
 	cp   *recovery.Checkpoint
 	pid  *pa.PID
 	full bool // replicate the whole checkpoint
+	// whole: cp holds the whole state already (the first checkpoint of a
+	// fragment that started empty), so a full copy need not be read back.
+	whole bool
 }
 
 // writer commits checkpoints; fragments never wait for it.
@@ -713,7 +718,7 @@ func (e *Engine) writer() {
 		}
 		for i, r := range reqs {
 			if errs[i] == nil && e.self != "" {
-				e.replicate(r.frag, r.cp, r.full)
+				e.replicate(r.frag, r.cp, r.full, r.whole)
 			}
 			if r.pid != nil {
 				e.sys.Root.Send(r.pid, ckptDone{epoch: r.cp.Manifest.Epoch, offsets: r.cp.Manifest.Offsets,

@@ -35,6 +35,7 @@ type fragmentActor struct {
 	again          bool     // take another checkpoint as soon as it is durable
 	waiters        []waiter // on-demand checkpoint requests
 	fullNext       bool     // send the standby the whole next checkpoint
+	fromEmpty      bool     // started empty and took no checkpoint yet: the next one is whole
 	holding        bool     // counted against the drain: down or in its backoff
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
@@ -426,7 +427,7 @@ func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
 
 // load takes a restored checkpoint's statistics.
 func (fa *fragmentActor) load(r recovery.Restored) {
-	fa.tooLate = 0
+	fa.tooLate, fa.fromEmpty = 0, false
 	fa.stats.Events.Store(r.Fragment.Events())
 	fa.stats.Watermark.Store(r.Fragment.Watermark())
 	offs := map[string]int64{}
@@ -527,8 +528,8 @@ func (fa *fragmentActor) checkpoint(c pa.Context) {
 		return
 	}
 	fa.lastCkpt = now
-	fa.e.writes <- writeReq{frag: fa.id, cp: cp, pid: c.Self(), full: fa.fullNext}
-	fa.fullNext = false
+	fa.e.writes <- writeReq{frag: fa.id, cp: cp, pid: c.Self(), full: fa.fullNext, whole: fa.fromEmpty}
+	fa.fullNext, fa.fromEmpty = false, false
 }
 
 func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
