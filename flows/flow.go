@@ -116,7 +116,9 @@ func (f *Flow) Plan() (*Plan, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	return &Plan{f: f}, nil
+	p := &Plan{f: f}
+	p.nameParts()
+	return p, nil
 }
 
 // Source is a partitioned, ordered, replayable input: every partition is a
