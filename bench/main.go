@@ -224,6 +224,8 @@ func run(p params, out string, w io.Writer) error {
 		{"snapshot-reads", func() (Result, error) { return snapshotReads(in, p, w) }},
 		{"watchers", func() (Result, error) { return watchers(in, p, w) }},
 		{"http-ingest", func() (Result, error) { return httpIngest(in, p, w) }},
+		{"kafka-ingest", func() (Result, error) { return kafkaIngest(in, p, w) }},
+		{"nats-ingest", func() (Result, error) { return natsIngest(in, p, w) }},
 		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
 		{"failover", func() (Result, error) { return failover(in, p, w) }},
 		{"kafka-source", func() (Result, error) { return kafkaSource(in, p, w) }},

@@ -38,6 +38,7 @@ func TestSmallRun(t *testing.T) {
 	// The rows with a goal; every other row says it has none.
 	goals := map[string]string{"checkpoint-overhead": "ratio >= 0.9", "recovery": "restore_ms <= 1000", "query-latency": "p99_ms <= 5", "watchers": "p99_ms <= 5", "two-stage": "ratio >= 0.5",
 		"http-ingest": "ratio >= 0.4", "kafka-source": "ratio >= 0.5", "kafka-eos-sink": "ratio >= 0.5",
+		"kafka-ingest": "ratio >= 0.5", "nats-ingest": "ratio >= 0.5",
 		"transport":   "events_per_sec >= 1.5e+06",
 		"sliding-30m": "vs_tumbling >= 0.8", "session-windows": "ratio >= 0.5", "tumbling-1m": "ratio >= 0.6"}
 	for _, r := range rs {
@@ -64,7 +65,7 @@ func TestSmallRun(t *testing.T) {
 	}
 	// The rows against a baseline in this process have its CPU per event.
 	for _, name := range []string{"stateless", "keyed-count", "checkpoint-overhead", "tumbling-1m", "sliding-30m", "session-windows", "kafka-source", "kafka-eos-sink",
-		"transport"} {
+		"transport", "kafka-ingest", "nats-ingest"} {
 		r := byName[name]
 		if r.BaselineCPUNsPerEvent <= 0 || r.CPURatio != r.CPUNsPerEvent/r.BaselineCPUNsPerEvent {
 			t.Errorf("%s: CPU per event %v, baseline %v, ratio %v", name, r.CPUNsPerEvent, r.BaselineCPUNsPerEvent, r.CPURatio)

@@ -21,6 +21,7 @@ type frag struct {
 	deadline time.Time // of the wait for a hand-off
 	fullNext bool      // send the standby the whole next checkpoint
 	found    bool      // it started from a checkpoint
+	pauses   uint64    // the node's pauses it has handled
 }
 
 // reader is a source partition's reader a node owns, with its flow
@@ -56,7 +57,7 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	}
 	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true})
 	m.SetNow(c.now)
-	fr := &frag{m: m, lastCkpt: c.now, found: r.Found}
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, pauses: n.pause.Count()}
 	if wait {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}
@@ -129,7 +130,10 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		c.errs = append(c.errs, fmt.Errorf("%s: hand-off of fragment %d: %w", n.name, f, err))
 		return
 	}
-	fr := n.frags[f]
+	fr := n.fragment(f)
+	if !n.up {
+		return
+	}
 	if fr == nil {
 		if n.placed != nil && placement < n.placed.epoch {
 			c.counts.Fenced++
@@ -246,7 +250,7 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
 			from := n.name
 			c.send(from, owner, func(d *node) {
-				if fr := d.frags[f]; fr != nil {
+				if fr := d.fragment(f); fr != nil {
 					fr.fullNext = true
 				}
 			})
@@ -340,7 +344,7 @@ func (n *node) carry(f int) {
 		for _, t := range rd.Trims {
 			u, ch, upto := t.Part.Partition, t.Part.Source, t.Upto
 			c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
-				if fr := d.frags[u]; fr != nil {
+				if fr := d.fragment(u); fr != nil {
 					fr.m.Trim(ch, f, upto)
 					d.carry(u)
 				}
@@ -356,7 +360,15 @@ func (n *node) carry(f int) {
 			n.fail(err)
 			return
 		}
+		waiting := m.Waiting()
 		m.Restored(r, false)
+		if m.Waiting() && !waiting {
+			// Restored after a pause: the node that owned the fragment
+			// meanwhile hands it back once it applies the placement that
+			// gives it to this node again; the wait is bounded as a gained
+			// fragment's.
+			fr.deadline = c.now.Add(c.cfg.HandoffWait)
+		}
 	}
 }
 
@@ -380,7 +392,7 @@ func (n *node) sendExchange(f int, s recovery.Send) {
 // step hands fragment f a batch that arrived.
 func (n *node) step(f int, data []byte, epoch uint64, from recovery.From) {
 	c := n.c
-	fr := n.frags[f]
+	fr := n.fragment(f)
 	if fr == nil {
 		return // not (or no longer) its owner: the sender finds out by its timeouts
 	}
@@ -408,7 +420,10 @@ func (n *node) ack(f int, a recovery.From) {
 	case fragRef:
 		seq := a.Seq
 		c.send(n.name, ref.node, func(d *node) {
-			if fr := d.frags[ref.frag]; fr != nil && d.inc == ref.inc {
+			if d.inc != ref.inc {
+				return
+			}
+			if fr := d.fragment(ref.frag); fr != nil {
 				fr.m.Acked(seq)
 				d.carry(ref.frag)
 			}
@@ -425,7 +440,7 @@ func (n *node) rewindFor(f int, rw recovery.Rewind) {
 	if c.plan.IsExchange(p.Source) {
 		u := p.Partition
 		c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
-			if fr := d.frags[u]; fr != nil {
+			if fr := d.fragment(u); fr != nil {
 				fr.m.SetNow(c.now)
 				fr.m.Resend(p.Source, f, to)
 				d.carry(u)
@@ -451,7 +466,8 @@ func (n *node) rewindFor(f int, rw recovery.Rewind) {
 }
 
 // startReader starts reading source partition i at the smallest offset a
-// local fragment applied (remote ones ask for earlier if they need).
+// local fragment applied: its first batch to every fragment says where
+// it starts, and remote ones behind it ask for earlier.
 func (n *node) startReader(i int) error {
 	c := n.c
 	p := recovery.PartitionID{Source: c.parts[i].source, Partition: c.parts[i].partition}

@@ -59,6 +59,12 @@
 // while the flow has more than MaxUnread bytes of the stream left to read,
 // 503 with Retry-After while the log is full or closing.
 //
+// An event is decoded once: the values the check made are kept with the
+// append, in memory, for the partition's open reader (up to 8 MiB of
+// events a partition), which takes them instead of decoding the stored
+// bytes again; a reader further behind, or reading again after a rewind,
+// decodes from the log.
+//
 // The request contract (body kinds, decoding, answers) is connectors/push,
 // which the brokers' ingest shares.
 //

@@ -80,16 +80,18 @@ func (s *Stream[T]) place(pr *push.Request[T]) *appendReq {
 	switch {
 	case len(pr.Events) == 0:
 	case s.cfg.Key == nil:
-		req.parts = []partEvents{{p: int((s.rr.Add(1) - 1) % uint64(n)), events: pr.Events}}
+		req.parts = []partEvents{{p: int((s.rr.Add(1) - 1) % uint64(n)), events: pr.Events, vals: pr.Values}}
 	default:
 		byPart := make([][][]byte, n)
+		vals := make([][]T, n)
 		for i, v := range pr.Values {
 			p := shard.Fragment(shard.String(s.cfg.Key(v)), n)
 			byPart[p] = append(byPart[p], pr.Events[i])
+			vals[p] = append(vals[p], v)
 		}
 		for p, evs := range byPart {
 			if len(evs) > 0 {
-				req.parts = append(req.parts, partEvents{p: p, events: evs})
+				req.parts = append(req.parts, partEvents{p: p, events: evs, vals: vals[p]})
 			}
 		}
 	}

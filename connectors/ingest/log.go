@@ -130,6 +130,32 @@ type partition struct {
 	start   int64 // the first offset held
 	batches []batchMeta
 	cum     int64 // bytes appended since open, the prefix sums' total
+
+	// readers counts the partition's open readers: only while one is open
+	// does the writer keep the decoded events of appends (tail) for it.
+	readers atomic.Int32
+	// tail holds, under mu, the decoded events of the latest appends not
+	// read yet, in offset order: the HTTP edge decoded every event to
+	// check it, and a reader takes these instead of decoding the bytes
+	// again (which cost as much as the check). At most maxTailBytes of
+	// events (their encoded size); appends past it are decoded by the
+	// reader.
+	tail      []decodedRun
+	tailBytes int64
+}
+
+// maxTailBytes bounds a partition's tail (the encoded size of the events
+// it holds decoded): a reader that keeps up reads appends from it; one
+// further behind decodes from the log.
+const maxTailBytes = 8 << 20
+
+// decodedRun is one append's decoded events in a partition: offsets
+// [from, to), vals a []T of to-from values (the stream's T; the log is
+// not generic).
+type decodedRun struct {
+	from, to int64
+	bytes    int64
+	vals     any
 }
 
 // batchMeta describes the events of one append in one partition.
@@ -359,6 +385,7 @@ type appendReq struct {
 type partEvents struct {
 	p      int
 	events [][]byte
+	vals   any // nil, or a []T of the events decoded, for the partition's tail
 }
 
 // append queues req and waits until it is durable (or failed). The
@@ -495,7 +522,7 @@ func (l *Log) commit(group []*appendReq) {
 			hv = binary.BigEndian.AppendUint64(hv, uint64(n))
 			hv = binary.BigEndian.AppendUint64(hv, uint64(now))
 			b.Set(offsetKey(kindHeader, r.s.name, pe.p, from), hv, nil)
-			heads = append(heads, headAt{part: r.s.parts[pe.p], meta: batchMeta{from: from, to: to, bytes: n, at: now}})
+			heads = append(heads, headAt{part: r.s.parts[pe.p], meta: batchMeta{from: from, to: to, bytes: n, at: now}, vals: pe.vals})
 			r.res.Accepted += len(pe.events)
 			r.res.Partitions = append(r.res.Partitions, Appended{Partition: pe.p, From: from, To: to})
 		}
@@ -520,6 +547,7 @@ func (l *Log) commit(group []*appendReq) {
 		h.part.cum += h.meta.bytes
 		h.meta.cum = h.part.cum
 		h.part.batches = append(h.part.batches, h.meta)
+		h.part.keep(h.meta, h.vals)
 		h.part.mu.Unlock()
 		l.bytes.Add(h.meta.bytes)
 	}
@@ -563,6 +591,20 @@ func (l *Log) commitSynced(b *pebble.Batch) error {
 type headAt struct {
 	part *partition
 	meta batchMeta
+	vals any // the append's decoded events in the partition, or nil
+}
+
+// keep adds an append's decoded events to the partition's tail, under
+// p.mu and before the partition's end moves past them (so that a reader
+// finds them the first time it can read them), if a reader is open and
+// the tail has room. Runs are added in offset order: one writer assigns
+// the offsets.
+func (p *partition) keep(m batchMeta, vals any) {
+	if vals == nil || p.readers.Load() == 0 || p.tailBytes+m.bytes > maxTailBytes {
+		return
+	}
+	p.tail = append(p.tail, decodedRun{from: m.from, to: m.to, bytes: m.bytes, vals: vals})
+	p.tailBytes += m.bytes
 }
 
 // keyRecord is the value of an idempotency key.

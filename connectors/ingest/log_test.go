@@ -401,3 +401,87 @@ func TestOldLayoutRefused(t *testing.T) {
 		t.Fatalf("open a stream in the old layout: %v", err)
 	}
 }
+
+// A reader open while events are appended takes them as the append
+// decoded them, not decoding their bytes again; what it has not seen
+// decoded (appended before it opened, or read again after a rewind) it
+// decodes from the log. Either way it reads every event once, in order.
+func TestReaderTakesDecodedAppends(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), Options{})
+	var decodes atomic.Int64
+	s := newStream(t, l, Config[event]{Partitions: 2, Key: func(e event) string { return fmt.Sprint(e.N % 3) },
+		Decode: func(b []byte) (event, error) {
+			decodes.Add(1)
+			return DecodeJSON[event](b)
+		}})
+	ctx := context.Background()
+	n := 0
+	appendN := func(k int) {
+		t.Helper()
+		var evs [][]byte
+		for range k {
+			evs = append(evs, line(n))
+			n++
+		}
+		if _, err := s.Append(ctx, "", evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(10) // before any reader: read from the log
+	readers := make([]flows.PartitionReader[event], 2)
+	for p := range readers {
+		r, err := s.Open(p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		readers[p] = r
+	}
+	for _, k := range []int{5, 1, 13} {
+		appendN(k)
+	}
+	before := decodes.Load()
+	got := map[int]int{} // event number → times read
+	for p, r := range readers {
+		var next int64
+		for {
+			var b flows.ReadBatch[event]
+			if err := r.Read(ctx, &b, 4); err != nil {
+				t.Fatal(err)
+			}
+			for i, ev := range b.Events {
+				if b.Offsets[i] != next {
+					t.Fatalf("partition %d: offset %d, want %d", p, b.Offsets[i], next)
+				}
+				next++
+				if want := (event{Text: fmt.Sprintf("e%d", ev.N), N: ev.N}); ev != want {
+					t.Fatalf("partition %d offset %d: %+v", p, b.Offsets[i], ev)
+				}
+				got[ev.N]++
+			}
+			if len(b.Events) == 0 {
+				if b.End != s.End(p) {
+					t.Fatalf("partition %d: read stopped at %d, end %d", p, b.End, s.End(p))
+				}
+				break
+			}
+		}
+	}
+	for i := range n {
+		if got[i] != 1 {
+			t.Fatalf("event %d read %d times", i, got[i])
+		}
+	}
+	// The 10 events appended before the readers opened were decoded again;
+	// the 19 after, not.
+	if d := decodes.Load() - before; d != 10 {
+		t.Fatalf("the readers decoded %d events, want the 10 appended before they opened", d)
+	}
+	// Read again from the start: from the log, the same events.
+	before = decodes.Load()
+	evs, _ := readAll(t, s, 0, 0)
+	evs1, _ := readAll(t, s, 1, 0)
+	if len(evs)+len(evs1) != n || decodes.Load()-before != int64(n) {
+		t.Fatalf("a second read gave %d events with %d decodes, want %d of each", len(evs)+len(evs1), decodes.Load()-before, n)
+	}
+}

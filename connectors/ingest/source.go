@@ -116,6 +116,7 @@ func (s *Stream[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	}
 	part := s.s.parts[p]
 	part.read.Store(from)
+	part.readers.Add(1)
 	return &reader[T]{s: s, p: p, part: part, pos: from, where: fmt.Sprintf("%s/%d", s.cfg.Name, p),
 		lo: partKey(kindBlock, s.cfg.Name, p)}, nil
 }
@@ -127,6 +128,7 @@ type reader[T any] struct {
 	pos   int64 // the next offset to read
 	where string
 	lo    []byte // the partition's block key prefix
+	shut  bool   // Close ran
 }
 
 // Read implements flows.PartitionReader: it returns at once with what is
@@ -139,6 +141,15 @@ func (r *reader[T]) Read(ctx context.Context, b *flows.ReadBatch[T], max int) er
 	end := min(r.part.end.Load(), r.pos+int64(max))
 	if r.pos >= end {
 		return nil
+	}
+	var cached int64 // the next append in the tail starts there (or -1)
+	if r.pos, cached = r.fromTail(b, end); r.pos >= end {
+		b.End = r.pos
+		r.part.read.Store(r.pos)
+		return nil
+	}
+	if cached > r.pos {
+		end = min(end, cached) // read the tail next time
 	}
 	key := func(off int64) []byte { return binary.BigEndian.AppendUint64(bytes.Clone(r.lo), uint64(off)) }
 	it, err := r.s.l.db.NewIter(&pebble.IterOptions{LowerBound: r.lo, UpperBound: key(end)})
@@ -207,4 +218,68 @@ func (r *reader[T]) Commit(offset int64) error {
 	return nil
 }
 
-func (r *reader[T]) Close() error { return nil }
+// fromTail appends to b the events from the reader's position up to end
+// that the partition's tail holds decoded, and returns the position after
+// them and where the tail's next append starts (-1 if it holds none). It
+// drops what is behind the position: a value is handed out once (a
+// reader opened again at an earlier offset decodes from the log), so a
+// flow that changes an event in place cannot change a replay's.
+func (r *reader[T]) fromTail(b *flows.ReadBatch[T], end int64) (pos, next int64) {
+	p := r.part
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pos = r.pos
+	for len(p.tail) > 0 {
+		run := &p.tail[0]
+		if run.to <= pos {
+			p.drop()
+			continue
+		}
+		if run.from > pos || pos >= end {
+			return pos, run.from
+		}
+		vals, ok := run.vals.([]T)
+		if !ok || int64(len(vals)) != run.to-run.from { // not this stream's: never kept
+			p.drop()
+			continue
+		}
+		upto := min(run.to, end)
+		for off := pos; off < upto; off++ {
+			b.Events = append(b.Events, vals[off-run.from])
+			b.Offsets = append(b.Offsets, off)
+		}
+		clear(vals[pos-run.from : upto-run.from])
+		run.vals, run.from, pos = vals[upto-run.from:], upto, upto
+		if run.from == run.to {
+			p.drop()
+		}
+	}
+	return pos, -1
+}
+
+// drop removes the tail's first append, under p.mu.
+func (p *partition) drop() {
+	p.tailBytes -= p.tail[0].bytes
+	p.tail[0] = decodedRun{}
+	p.tail = p.tail[1:]
+	if len(p.tail) == 0 {
+		p.tail = nil // let the backing array go
+	}
+}
+
+// Close stops the partition keeping decoded appends for this reader; once
+// no reader is open, it keeps none.
+func (r *reader[T]) Close() error {
+	if r.shut {
+		return nil
+	}
+	r.shut = true
+	if r.part.readers.Add(-1) == 0 {
+		r.part.mu.Lock()
+		for len(r.part.tail) > 0 {
+			r.part.drop()
+		}
+		r.part.mu.Unlock()
+	}
+	return nil
+}

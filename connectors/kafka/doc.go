@@ -118,7 +118,16 @@
 // one FenceBackoff late, once). The engine makes a zombie aware: a node
 // that finds it was paused long enough for the others to take its
 // fragments over drops their state and restores the checkpoint the
-// interim owner hands back (actor/doc.go, "A paused node").
+// interim owner hands back (actor/doc.go, "A paused node"). What the
+// engine cannot catch is a Write already running when the process was
+// stopped; Kafka refuses its produce and commit once the new owner has
+// initialised, unless the Write initialises its producer only after the
+// stop: then it fences the new owner and would commit outputs the new
+// owner committed already. So the sink watches for pauses itself (a
+// goroutine reads the clock every PauseLimit/4; a gap over PauseLimit, 1 s
+// by default, is a stop), and a Write during which one happened commits
+// nothing and fails with ErrPaused: it checks after initialising its
+// producer and again before it commits.
 //
 // A fragment that restores a checkpoint holding outputs to deliver again
 // (a restart, a failover, a hand-off, a pause) calls Restored

@@ -26,6 +26,12 @@ const scanTimeout = 30 * time.Second
 // of the fragment) initialised since: nothing of that Write is visible.
 var ErrFenced = errors.New("kafka sink: fenced by a newer owner of the fragment")
 
+// ErrPaused wraps the error of a Write during which this process was
+// found stopped (SIGSTOP, a paused VM) for longer than
+// ExactlyOnceConfig.PauseLimit: another node may have taken the fragment
+// over meanwhile, so the Write commits nothing.
+var ErrPaused = errors.New("kafka sink: the process was paused during the write")
+
 // ExactlyOnceConfig configures an ExactlyOnceSink.
 type ExactlyOnceConfig[T any] struct {
 	SinkConfig[T]
@@ -50,6 +56,15 @@ type ExactlyOnceConfig[T any] struct {
 	// this (zombie) copy. 0: 10 s; negative: none. An owner that really
 	// took the fragment back waits for it once.
 	FenceBackoff time.Duration
+	// PauseLimit: a Write that finds the process was stopped longer than
+	// this since the Write began (two readings of the clock that far
+	// apart, while a goroutine reads it every PauseLimit/4) commits
+	// nothing and fails with ErrPaused. Keep it at most the time after
+	// which the cluster may place a silent node's fragments elsewhere
+	// (cluster.PauseLimit). 0: 1 s; negative: no watch.
+	PauseLimit time.Duration
+	// Now is the clock the pause watch reads; nil: time.Now.
+	Now func() time.Time
 }
 
 // ExactlyOnceSink writes the outputs of each fragment in Kafka
@@ -65,6 +80,9 @@ type ExactlyOnceSink[T any] struct {
 	frags    map[int]*txnProducer
 	closed   bool
 	closeOne sync.Once
+	watch    *pauseWatch // nil: no watch
+	stop     chan struct{}
+	wg       sync.WaitGroup // the watch's goroutine
 }
 
 // txnProducer is one fragment's transactional producer. A fragment's
@@ -114,17 +132,75 @@ func NewExactlyOnceSink[T any](ctx context.Context, cfg ExactlyOnceConfig[T]) (*
 	if cfg.ProgressPartitions == 0 {
 		cfg.ProgressPartitions = 1
 	}
+	if cfg.PauseLimit == 0 {
+		cfg.PauseLimit = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	opts := append(cfg.Options[:len(cfg.Options):len(cfg.Options)], kgo.SeedBrokers(cfg.Brokers...))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
-	s := &ExactlyOnceSink[T]{cfg: cfg, admin: cl, frags: map[int]*txnProducer{}}
+	s := &ExactlyOnceSink[T]{cfg: cfg, admin: cl, frags: map[int]*txnProducer{}, stop: make(chan struct{})}
 	if err := s.prepareTopics(ctx); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
+	if cfg.PauseLimit > 0 {
+		s.watch = &pauseWatch{limit: cfg.PauseLimit, now: cfg.Now}
+		s.watch.observe()
+		s.wg.Add(1)
+		go s.watchPauses()
+	}
 	return s, nil
+}
+
+// watchPauses reads the clock every PauseLimit/4 until Close, so that a
+// long wait of a Write (a slow broker, a transaction that holds the
+// markers back) is not taken for a pause: only a stopped process leaves a
+// gap longer than the limit.
+func (s *ExactlyOnceSink[T]) watchPauses() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.PauseLimit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.watch.observe()
+		}
+	}
+}
+
+// pauseWatch notices that the process was stopped: a gap between two
+// readings of the clock, by whichever goroutine, longer than the limit.
+// The first reading after a gap counts it; every later one sees the count.
+type pauseWatch struct {
+	limit time.Duration
+	now   func() time.Time
+	mu    sync.Mutex
+	last  time.Time
+	count uint64
+}
+
+// observe reads the clock and returns the pauses seen so far.
+func (w *pauseWatch) observe() uint64 {
+	if w == nil {
+		return 0
+	}
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() && now.Sub(w.last) > w.limit {
+		w.count++
+	}
+	if now.After(w.last) {
+		w.last = now
+	}
+	return w.count
 }
 
 func (s *ExactlyOnceSink[T]) prepareTopics(ctx context.Context) error {
@@ -215,7 +291,7 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		defer cancel()
 	}
-	if err := s.write(ctx, p, out); err != nil {
+	if err := s.write(ctx, p, out, s.watch.observe()); err != nil {
 		if p.cl != nil {
 			p.cl.Close()
 			p.cl = nil
@@ -264,11 +340,29 @@ func (s *ExactlyOnceSink[T]) producer(frag int) (*txnProducer, error) {
 	return p, nil
 }
 
-func (s *ExactlyOnceSink[T]) write(ctx context.Context, p *txnProducer, out []flows.Output[T]) error {
+// write commits out in one transaction; pauses is the pause count read
+// when the Write began.
+//
+// A Write begun before the process was stopped must not go on after it:
+// while it was stopped, another node may have taken the fragment over and
+// committed more of its outputs. Kafka refuses what the stopped producer
+// sends once the new owner has initialised — unless this Write initialises
+// its producer only now, after the stop: then it is this Write that fences
+// the new owner, reads the new owner's marker (not among this fragment's
+// stale outputs, so nothing is skipped) and commits outputs the new owner
+// committed already (seen: a node SIGSTOPped inside its fragment's first
+// Write delivered the fragment's first outputs twice). The fragment's
+// engine notices the pause at its next message and restores; the Write
+// must not commit before that, so it checks the pause watch once its
+// producer is initialised and again before it commits.
+func (s *ExactlyOnceSink[T]) write(ctx context.Context, p *txnProducer, out []flows.Output[T], pauses uint64) error {
 	if p.cl == nil {
 		if err := s.initProducer(ctx, p); err != nil {
 			return err
 		}
+	}
+	if s.watch.observe() != pauses {
+		return ErrPaused
 	}
 	if !p.used {
 		p.used = true
@@ -304,6 +398,11 @@ func (s *ExactlyOnceSink[T]) write(ctx context.Context, p *txnProducer, out []fl
 	}
 	if err := p.cl.ProduceSync(ctx, ptrs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce %d outputs: %w", len(out), err)
+	}
+	if s.watch.observe() != pauses {
+		// Abort rather than leave the transaction open: an open one holds
+		// back read_committed readers of the markers until it ends.
+		return errors.Join(ErrPaused, p.cl.EndTransaction(ctx, kgo.TryAbort))
 	}
 	if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("commit %d outputs: %w", len(out), err)
@@ -473,6 +572,8 @@ func (s *ExactlyOnceSink[T]) scanMarker(ctx context.Context, topic string, part 
 // times out. Safe to call twice.
 func (s *ExactlyOnceSink[T]) Close() error {
 	s.closeOne.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
 		s.mu.Lock()
 		s.closed = true
 		frags := s.frags

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -392,5 +393,53 @@ func TestExactlyOnceSinkTakesFragmentBackAfterBackoff(t *testing.T) {
 	}
 	if got := countKeys(t, readCommitted(t, brokers, "out")); len(got) != 8 {
 		t.Fatalf("%d outputs, want 8", len(got))
+	}
+}
+
+// stopAtInit is a clock that jumps by stop the first time a producer
+// sends InitProducerID once armed: the process stopped just as a Write
+// initialised its producer.
+type stopAtInit struct {
+	ns    atomic.Int64
+	armed atomic.Bool
+	stop  time.Duration
+}
+
+func (c *stopAtInit) now() time.Time { return time.Unix(0, c.ns.Load()) }
+
+func (c *stopAtInit) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, _ error) {
+	if key == 22 && c.armed.CompareAndSwap(true, false) { // InitProducerID
+		c.ns.Add(int64(c.stop))
+	}
+}
+
+// A node stopped inside a Write, before the Write initialised its
+// producer, while another node took the fragment over and committed more:
+// resumed, the Write initialises (fencing the new owner), but it finds the
+// pause and commits nothing — its outputs are the new owner's, already
+// committed. Without the pause watch it commits them again.
+func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
+	_, brokers := cluster(t, map[string]int32{"out": 2})
+	clock := &stopAtInit{stop: 2 * time.Second}
+	clock.ns.Store(time.Now().UnixNano())
+	zombie, err := NewExactlyOnceSink(context.Background(), ExactlyOnceConfig[line]{
+		SinkConfig: SinkConfig[line]{Brokers: brokers, Topic: "out", Options: []kgo.Opt{kgo.WithHooks(clock)}},
+		Flow:       "wc", ProgressPartitions: 3, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Close()
+	// The new owner restored the zombie's checkpoint (outputs 0-9
+	// pending) and committed them with more.
+	owner := newEOS(t, brokers)
+	if err := owner.Write(fragmentOutputs(0, 0, 15, "a")); err != nil {
+		t.Fatal(err)
+	}
+	clock.armed.Store(true)
+	if err := zombie.Write(fragmentOutputs(0, 0, 10, "a")); !errors.Is(err, ErrPaused) {
+		t.Fatalf("a Write across a pause: %v, want ErrPaused", err)
+	}
+	if got := countKeys(t, readCommitted(t, brokers, "out")); len(got) != 15 {
+		t.Fatalf("%d outputs in the topic, want the new owner's 15", len(got))
 	}
 }
