@@ -121,14 +121,6 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-// compareEntries orders state entries as their store keys are ordered.
-func compareEntries(a, b flows.StateEntry) int {
-	if a.Namespace != b.Namespace {
-		return int(a.Namespace) - int(b.Namespace)
-	}
-	return bytes.Compare(a.Key, b.Key)
-}
-
 // sealed appends a CRC-32C of key and value to value.
 func sealed(key, value []byte) []byte {
 	c := crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, value)
@@ -184,14 +176,6 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 			return 0, err
 		}
 	}
-	// In key order, the memtable inserts each entry next to the one
-	// before (pebble's inserter starts from the last insert's place),
-	// instead of searching the whole skiplist for each: a fragment's
-	// changes come in the order its keys were touched, and these searches
-	// were most of a checkpoint's cost. Equal keys keep their order (the
-	// later wins).
-	slices.SortStableFunc(cp.Deletes, compareEntries)
-	slices.SortStableFunc(cp.Puts, compareEntries)
 	for _, e := range cp.Deletes {
 		if err := b.Delete(entryKey(entries, e.Namespace, e.Key), nil); err != nil {
 			return 0, err
