@@ -520,7 +520,9 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// The standby's copy may be of another lineage (an owner that
 		// restored an older copy reuses checkpoint epochs): its first
 		// checkpoint goes whole.
-		fullNext: e.self != ""}
+		fullNext: e.self != "",
+		// A fragment that starts empty checkpoints its whole state first.
+		fromEmpty: e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff}
 	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)

@@ -36,10 +36,15 @@ type fragmentActor struct {
 	again          bool     // take another checkpoint as soon as it is durable
 	waiters        []waiter // on-demand checkpoint requests
 	fullNext       bool     // send the standby the whole next checkpoint
+	fromEmpty      bool     // started empty and took no checkpoint yet: the next one is whole
 	holding        bool     // counted against the drain: down or in its backoff
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
+	// intern gives the batches from other nodes the strings decoded
+	// before (keys repeat): no allocation per record, and the table's
+	// lookups compare pointers.
+	intern flows.Interner
 	// mu is held by Receive for every message, and for reading by query:
 	// a view query reads the fragment's state on the asker's goroutine,
 	// between two messages, rather than waiting for its turn in the
@@ -116,16 +121,16 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	fa.checkPause(c)
 	switch msg := c.Message().(type) {
 	case *batchMsg:
-		fa.step(c, msg.b, recovery.From{Key: msg.reader.String(), Ref: msg.reader})
+		fa.step(c, msg.b, recovery.From{Key: senderKey(msg.reader), Ref: msg.reader})
 	case *exBatchMsg:
-		fa.step(c, msg.b, recovery.From{Key: msg.from.String(), Ref: exSender{msg.from}, Seq: msg.seq})
+		fa.step(c, msg.b, recovery.From{Key: senderKey(msg.from), Ref: exSender{msg.from}, Seq: msg.seq})
 		fa.e.drainCount(-1) // counted by its sender
 	case *netBatchMsg:
 		// From another node, through this node's inbox: decode, apply as a
 		// local batch, and acknowledge through the inbox, which sends a
 		// node's acknowledgements to one sender together.
-		from := recovery.From{Key: msg.sender.String(), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
-		b, err := fa.e.plan.DecodeBatch(msg.records)
+		from := recovery.From{Key: senderKey(msg.sender), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
+		b, err := fa.e.plan.DecodeBatchInterned(msg.records, &fa.intern)
 		if err != nil {
 			fa.stats.Malformed.Add(1)
 			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.id, "sender", msg.sender.Id, "err", err)
@@ -201,6 +206,11 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	}
 	fa.carry(c)
 }
+
+// senderKey names a batch's sender for the machine (From.Key). PID.String
+// formats the PID as protobuf text, which cost more than applying a small
+// batch.
+func senderKey(pid *pa.PID) string { return pid.Address + "/" + pid.Id }
 
 // step hands the machine a batch.
 func (fa *fragmentActor) step(c pa.Context, b *flows.Batch, from recovery.From) {
@@ -425,7 +435,7 @@ func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
 
 // load takes a restored checkpoint's statistics.
 func (fa *fragmentActor) load(r recovery.Restored) {
-	fa.tooLate = 0
+	fa.tooLate, fa.fromEmpty = 0, false
 	fa.stats.Events.Store(r.Fragment.Events())
 	fa.stats.Watermark.Store(r.Fragment.Watermark())
 	offs := map[string]int64{}
@@ -526,8 +536,8 @@ func (fa *fragmentActor) checkpoint(c pa.Context) {
 		return
 	}
 	fa.lastCkpt = now
-	fa.e.writes <- writeReq{frag: fa.id, cp: cp, pid: c.Self(), full: fa.fullNext}
-	fa.fullNext = false
+	fa.e.writes <- writeReq{frag: fa.id, cp: cp, pid: c.Self(), full: fa.fullNext, whole: fa.fromEmpty}
+	fa.fullNext, fa.fromEmpty = false, false
 }
 
 func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {

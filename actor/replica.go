@@ -21,13 +21,18 @@ const handoffWait = 10 * time.Second
 // replicate sends a fragment's checkpoint, once durable here, to its
 // standby (if the placement gives it one): the standby writes it in its
 // own store, and restores it if the fragment fails over to it. full sends
-// the whole checkpoint (the standby asked for it) instead of the change.
-func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full bool) {
+// the whole checkpoint (the standby asked for it) instead of the change:
+// read back from the store, unless cp is whole already (whole).
+func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full, whole bool) {
 	l := e.layout.Load()
 	if frag >= len(l.standby) || l.standby[frag] == nil {
 		return
 	}
-	if full {
+	if full && whole {
+		c := *cp
+		c.Full = true
+		cp = &c
+	} else if full {
 		whole, ok, err := e.store.Full(e.plan.Name(), frag)
 		if err != nil || !ok {
 			e.cfg.Logger.Warn("read a full checkpoint for the standby", "fragment", frag, "err", err)

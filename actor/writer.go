@@ -11,6 +11,9 @@ type writeReq struct {
 	cp   *recovery.Checkpoint
 	pid  *pa.PID
 	full bool // replicate the whole checkpoint
+	// whole: cp holds the whole state already (the first checkpoint of a
+	// fragment that started empty), so a full copy need not be read back.
+	whole bool
 }
 
 // writer commits checkpoints; fragments never wait for it.
@@ -54,7 +57,7 @@ func (e *Engine) writer() {
 		}
 		for i, r := range reqs {
 			if errs[i] == nil && e.self != "" {
-				e.replicate(r.frag, r.cp, r.full)
+				e.replicate(r.frag, r.cp, r.full, r.whole)
 			}
 			if r.pid != nil {
 				e.sys.Root.Send(r.pid, ckptDone{epoch: r.cp.Manifest.Epoch, offsets: r.cp.Manifest.Offsets,

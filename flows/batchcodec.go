@@ -116,7 +116,11 @@ func (r *batchReader) bytes(what string) []byte {
 }
 
 // DecodeBatch decodes a batch that EncodeBatch encoded for this plan.
-func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
+func (p *Plan) DecodeBatch(data []byte) (*Batch, error) { return p.DecodeBatchInterned(data, nil) }
+
+// DecodeBatchInterned is DecodeBatch taking the strings of keys and events
+// from in (a fragment's own; nil for none).
+func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 	if len(data) == 0 || data[0] != batchVersion {
 		return nil, errors.New("malformed batch: unknown version")
 	}
@@ -166,7 +170,7 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) {
 			b.Release()
 			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
 		}
-		pl, rest, err := p.f.stages[stage].codec.decode(r.b, int(n), b.EventTime)
+		pl, rest, err := p.f.stages[stage].codec.decode(r.b, int(n), b.EventTime, in)
 		if err != nil {
 			b.Release()
 			return nil, err
@@ -234,9 +238,20 @@ func putLength(dst []byte, mark int) []byte {
 	return dst[:mark+l+n]
 }
 
-func (c *recsCodec[K, T]) decode(b []byte, n int, et bool) (payload, []byte, error) {
+func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
 	r := &batchReader{b: b}
-	p := &recs[K, T]{stage: c.stage, items: make([]Rec[K, T], 0, n), pool: c.pool}
+	var items []Rec[K, T]
+	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
+		items = (*s)[:0]
+	} else {
+		items = make([]Rec[K, T], 0, n)
+	}
+	p := &recs[K, T]{stage: c.stage, items: items, pool: c.pool}
+	kd, _ := c.kc.(internDecoder[K])
+	ed, _ := c.ec.(internDecoder[T])
+	if in == nil {
+		kd, ed = nil, nil
+	}
 	if et {
 		p.ts = make([]int64, 0, n)
 	}
@@ -258,11 +273,22 @@ func (c *recsCodec[K, T]) decode(b []byte, n int, et bool) (payload, []byte, err
 		if (i > 0 && d < 0) || off < 0 {
 			return nil, nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
 		}
-		k, err := c.kc.Decode(kb)
+		var k K
+		var err error
+		if kd != nil {
+			k, err = kd.decodeInterned(kb, in)
+		} else {
+			k, err = c.kc.Decode(kb)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
 		}
-		v, err := c.ec.Decode(vb)
+		var v T
+		if ed != nil {
+			v, err = ed.decodeInterned(vb, in)
+		} else {
+			v, err = c.ec.Decode(vb)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
 		}

@@ -82,12 +82,19 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 			t.Fatal(err)
 		}
 		direct, decoded := plan.NewFragment(0), plan.NewFragment(0)
+		var intern flows.Interner
+		interned := rapid.Bool().Draw(t, "interned")
 		for _, b := range batches(t, plan, rapid.IntRange(1, 40).Draw(t, "batch")) {
 			enc, err := plan.EncodeBatch(nil, b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := plan.DecodeBatch(enc)
+			var d *flows.Batch
+			if interned {
+				d, err = plan.DecodeBatchInterned(enc, &intern)
+			} else {
+				d, err = plan.DecodeBatch(enc)
+			}
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}

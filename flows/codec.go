@@ -163,6 +163,11 @@ func (stringCodec[T]) Decode(b []byte) (T, error) {
 	*(*string)(unsafe.Pointer(&v)) = string(b)
 	return v, nil
 }
+func (stringCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
+	var v T
+	*(*string)(unsafe.Pointer(&v)) = in.String(b)
+	return v, nil
+}
 func (stringCodec[T]) Format(k T) string { return *(*string)(unsafe.Pointer(&k)) }
 func (c stringCodec[T]) Parse(s string) (T, error) {
 	return c.Decode(unsafe.Slice(unsafe.StringData(s), len(s)))

@@ -114,8 +114,7 @@ func (p *Plan) Exchanges() []int {
 // exchangeOut is a fragment's side of one exchange, typed inside.
 type exchangeOut interface {
 	channel() int
-	due(d int) bool
-	take(d int) *Batch
+	takeDue(fn func(dest int, b *Batch))
 	resend(d int, from int64) *Batch
 	trim(d int, upto int64)
 	delta(d *Delta) error
@@ -152,6 +151,15 @@ type exWriter[K comparable, T any] struct {
 	// or through earlier exchanges: when all their partitions ended and
 	// every output is released, the exchange's partition ends too.
 	ancestors []int
+	// kept is the number of records in the dests' logs (retained).
+	kept int
+	// After a scan that took every batch due, no fragment is due again
+	// until what was released, its watermark or the end changes, or a
+	// restore forces a batch to every fragment: scanned says so, with
+	// what the scan saw; a fragment asks it for every batch it applies.
+	scanned               bool
+	scannedRel, scannedWM int64
+	scannedFinished       bool
 }
 
 // exDest is what an upstream fragment keeps for one downstream fragment.
@@ -198,6 +206,7 @@ func (w *exWriter[K, T]) emit(k K, v T) {
 		return // its fragment has it in a durable checkpoint already (a replay)
 	}
 	d.log = append(d.log, Rec[K, T]{Key: k, Val: v, Off: n})
+	w.kept++
 	if w.et {
 		d.ts = append(d.ts, w.fr.cur.TS)
 	}
@@ -212,6 +221,25 @@ func (w *exWriter[K, T]) releasedAt(dd *exDest[K, T]) int {
 		n++
 	}
 	return n
+}
+
+// mayBeDue reports whether a fragment may be due a batch: not if nothing
+// changed since the last scan (takeDue).
+func (w *exWriter[K, T]) mayBeDue() bool {
+	return !w.scanned || w.rel != w.scannedRel || w.relWM != w.scannedWM || w.finished() != w.scannedFinished
+}
+
+// takeDue hands fn the batch due to each fragment.
+func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
+	if !w.mayBeDue() {
+		return
+	}
+	for d := range w.dests {
+		if w.due(d) {
+			fn(d, w.take(d))
+		}
+	}
+	w.scanned, w.scannedRel, w.scannedWM, w.scannedFinished = true, w.rel, w.relWM, w.finished()
 }
 
 func (w *exWriter[K, T]) due(d int) bool {
@@ -346,6 +374,7 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 	if i == 0 {
 		return
 	}
+	w.kept -= i
 	clear(dd.log[:i]) // the batches sent keep their own view
 	dd.log = dd.log[i:]
 	if w.et {
@@ -366,13 +395,7 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 }
 
 // retained is the number of records kept for downstream fragments.
-func (w *exWriter[K, T]) retained() int {
-	n := 0
-	for i := range w.dests {
-		n += len(w.dests[i].log)
-	}
-	return n
-}
+func (w *exWriter[K, T]) retained() int { return w.kept }
 
 // An exchange's checkpoint entries live in exchangeNamespace under
 // edge (2 bytes) and a kind byte: kind 0 holds the sequence number; kind 1
@@ -450,6 +473,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 			return fmt.Errorf("exchange %d: malformed sequence number", w.edge)
 		}
 		w.seq, w.saved, w.seqSaved, w.mark, w.rel = n, n, n, n, n
+		w.scanned = false
 		return nil
 	}
 	if len(key) != 15 || key[2] != 1 {
@@ -469,7 +493,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords {
 		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
 	}
-	pl, rest, err := w.codec.decode(r.b, int(n), w.et)
+	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
 	if err != nil {
 		return fmt.Errorf("exchange %d: %w", w.edge, err)
 	}
@@ -482,6 +506,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return fmt.Errorf("exchange %d: records entries out of order", w.edge)
 	}
 	dd.log = append(dd.log, p.items...)
+	w.kept += len(p.items)
 	if w.et {
 		dd.ts = append(dd.ts, p.ts...)
 	}
@@ -493,6 +518,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 // fragment is sent a batch that tells it where this one is, and asks for
 // what it lacks (a gap).
 func (w *exWriter[K, T]) restored() {
+	w.scanned = false
 	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
 	for i := range w.dests {

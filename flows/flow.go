@@ -116,7 +116,9 @@ func (f *Flow) Plan() (*Plan, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	return &Plan{f: f}, nil
+	p := &Plan{f: f}
+	p.nameParts()
+	return p, nil
 }
 
 // Source is a partitioned, ordered, replayable input: every partition is a
@@ -338,7 +340,7 @@ type stageDef struct {
 	edge   int         // the exchange that feeds it, or -1: readers of source feed it
 	parent int         // a stage keyed alike whose time it shares (Windowed.ByKey), or -1
 	codec  interface { // encodes batches to cross nodes (KeyBy stages)
-		decode(b []byte, n int, et bool) (payload, []byte, error)
+		decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error)
 	}
 }
 

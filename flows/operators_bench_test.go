@@ -126,3 +126,59 @@ func BenchmarkWindows(b *testing.B) {
 		})
 	}
 }
+
+// keyedEvent carries its key again, as most events do.
+type keyedEvent struct {
+	K string
+	T int64
+}
+
+// BenchmarkDecodeApply decodes batches from another node and applies them
+// to a keyed count, with the strings decoded anew or through the
+// fragment's interner, reporting the time and allocations per event.
+func BenchmarkDecodeApply(b *testing.B) {
+	const events, keys = 200_000, 2_000
+	in := flowstest.NewInput[keyedEvent](1)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range events {
+		in.Push(0, keyedEvent{K: fmt.Sprintf("key-%06d", rng.IntN(keys)), T: int64(i)})
+	}
+	in.Close()
+	f := flows.New("decode", flows.WithFragments(1))
+	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
+	plan, err := f.Plan()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var encoded [][]byte
+	for _, bt := range batches(b, plan, 1024) {
+		enc, err := plan.EncodeBatch(nil, bt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		encoded = append(encoded, enc)
+	}
+	for _, interned := range []bool{false, true} {
+		b.Run(fmt.Sprintf("interned=%v", interned), func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				fr := plan.NewFragment(0)
+				var intern *flows.Interner
+				if interned {
+					intern = new(flows.Interner)
+				}
+				for _, enc := range encoded {
+					bt, err := plan.DecodeBatchInterned(enc, intern)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := fr.Apply(bt, bt.PrevEnd); err != nil {
+						b.Fatal(err)
+					}
+					bt.Release()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+		})
+	}
+}

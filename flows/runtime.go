@@ -13,7 +13,10 @@ import (
 )
 
 // Plan is a validated flow, compiled for an engine.
-type Plan struct{ f *Flow }
+type Plan struct {
+	f     *Flow
+	names [][]string // PartitionName's answers, made once: the engine asks for every batch
+}
 
 // SourceInfo describes a source of a plan.
 type SourceInfo struct {
@@ -55,7 +58,25 @@ func (p *Plan) Views() []splice.Spec {
 // exchange, whose partitions are the upstream fragments) is named in
 // offsets and logs.
 func (p *Plan) PartitionName(ch, part int) string {
+	if ch >= 0 && ch < len(p.names) && part >= 0 && part < len(p.names[ch]) {
+		return p.names[ch][part]
+	}
+	return p.partitionName(ch, part)
+}
+
+func (p *Plan) partitionName(ch, part int) string {
 	return fmt.Sprintf("%s/%d", p.channelName(ch), part)
+}
+
+// nameParts makes PartitionName's answers.
+func (p *Plan) nameParts() {
+	p.names = make([][]string, p.channels())
+	for ch := range p.names {
+		p.names[ch] = make([]string, p.channelParts(ch))
+		for part := range p.names[ch] {
+			p.names[ch][part] = p.partitionName(ch, part)
+		}
+	}
 }
 
 func (p *Plan) channelName(ch int) string {
@@ -856,11 +877,7 @@ func (fr *Fragment) LagReleases() { fr.lag = true }
 // Trim: a receiver must not change them.
 func (fr *Fragment) TakeOutputs(fn func(dest int, b *Batch)) {
 	for _, w := range fr.out {
-		for d := range fr.plan.f.fragments {
-			if w.due(d) {
-				fn(d, w.take(d))
-			}
-		}
+		w.takeDue(fn)
 	}
 }
 

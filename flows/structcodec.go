@@ -171,7 +171,9 @@ func (c *structCodec[T]) Append(dst []byte, v T) ([]byte, error) {
 	return dst, nil
 }
 
-func (c *structCodec[T]) Decode(b []byte) (T, error) {
+func (c *structCodec[T]) Decode(b []byte) (T, error) { return c.decodeInterned(b, nil) }
+
+func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
 	var v T
 	p := unsafe.Pointer(&v)
 	for i := range c.ops {
@@ -254,7 +256,7 @@ func (c *structCodec[T]) Decode(b []byte) (T, error) {
 			}
 			data := b[m : m+int(l)]
 			if op.kind == reflect.String {
-				*(*string)(fp) = string(data)
+				*(*string)(fp) = in.String(data)
 			} else {
 				*(*[]byte)(fp) = append([]byte{}, data...)
 			}

@@ -182,8 +182,14 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 		}
 	}
 	for _, e := range cp.Puts {
-		k := entryKey(entries, e.Namespace, e.Key)
-		if err := b.Set(k, sealed(k, e.Value), nil); err != nil {
+		// Key, value and checksum are written in place in the batch:
+		// building them apart copied every value twice more.
+		op := b.SetDeferred(len(entries)+2+len(e.Key), len(e.Value)+4)
+		k := binary.BigEndian.AppendUint16(append(op.Key[:0], entries...), e.Namespace)
+		k = append(k, e.Key...)
+		v := append(op.Value[:0], e.Value...)
+		binary.LittleEndian.AppendUint32(v, crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, e.Value))
+		if err := op.Finish(); err != nil {
 			return 0, err
 		}
 	}
