@@ -54,9 +54,11 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	if err != nil {
 		return fmt.Errorf("restore fragment %d: %w", f, err)
 	}
-	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true})
+	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true, Confirm: true})
 	m.SetNow(c.now)
-	fr := &frag{m: m, lastCkpt: c.now, found: r.Found}
+	// The standby is sent the whole first checkpoint: a new lineage's
+	// numbers do not follow the copy it has.
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, fullNext: true}
 	if wait {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}
@@ -135,6 +137,10 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 			c.counts.Fenced++
 			return
 		}
+		if n.older(f, cp) {
+			n.handedOff[f] = placement // the newer copy here is what to start from
+			return
+		}
 		if !n.writable() {
 			return
 		}
@@ -151,6 +157,40 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		n.handoffDone(f, from, inc)
 		return
 	}
+	if n.older(f, cp) || (m.Stale() && !n.newer(f, cp)) {
+		// The old owner's copy is of an older lineage than the one here
+		// (it restored an older copy and, finding it stale, took no
+		// checkpoint): the one here is the newest state.
+		c.trace("%s keeps its own copy of fragment %d over %s's hand-off (epoch %d)", n.name, f, from, cp.Manifest.Epoch)
+		n.handoffDone(f, from, inc)
+		m.SetNow(c.now)
+		m.StopWaiting()
+		n.carry(f)
+		return
+	}
+	n.take(f, fr, cp, from)
+	n.handoffDone(f, from, inc)
+}
+
+// older reports whether cp is of an older lineage than this node's own
+// copy of fragment f (a larger epoch is a newer lineage, or later in the
+// same one: recovery.MachineConfig.Confirm).
+func (n *node) older(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
+	return err == nil && ok && have.Epoch > cp.Manifest.Epoch
+}
+
+// newer reports whether cp is newer than this node's own copy of f.
+func (n *node) newer(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
+	return err == nil && (!ok || have.Epoch < cp.Manifest.Epoch)
+}
+
+// take restores fragment f from a checkpoint handed to it (a hand-off, or
+// a newer copy a stale fragment fetched).
+func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
+	c := n.c
+	m := fr.m
 	if !n.writable() {
 		return
 	}
@@ -168,8 +208,45 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 	m.Restored(r, true)
 	m.Start()
 	fr.fullNext = true
-	n.handoffDone(f, from, inc)
 	n.carry(f)
+}
+
+// fetch asks every other member for its copy of fragment f: the one this
+// node restored is older than what fragments downstream applied.
+func (n *node) fetch(f int) {
+	c := n.c
+	to, inc := n.name, n.inc
+	for _, p := range n.alive {
+		if p == n.name {
+			continue
+		}
+		c.send(n.name, p, func(d *node) {
+			cp, ok, err := d.st.Full(c.plan.Name(), f)
+			if err != nil || !ok {
+				return
+			}
+			data, from := recovery.EncodeCheckpoint(cp), d.name
+			c.send(from, to, func(r *node) {
+				if r.inc == inc {
+					r.offer(f, data, from)
+				}
+			})
+		})
+	}
+}
+
+// offer takes a copy of fragment f that another node had, if f is stale
+// here and the copy newer than its own.
+func (n *node) offer(f int, data []byte, from string) {
+	fr := n.frags[f]
+	if fr == nil || !fr.m.Stale() {
+		return
+	}
+	cp, err := recovery.DecodeCheckpoint(data)
+	if err != nil || !n.newer(f, cp) {
+		return
+	}
+	n.take(f, fr, cp, from)
 }
 
 // checkpoint takes, writes and replicates fragment f's next checkpoint.
@@ -193,8 +270,8 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	if err != nil {
 		return err
 	}
-	if replicate {
-		n.replicate(f, fr, cp)
+	if replicate && !n.replicate(f, fr, cp) {
+		fr.m.Copied(cp.Manifest.Epoch) // no standby: durable here is all there is
 	}
 	return nil
 }
@@ -202,17 +279,18 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 // errCrashed says the node crashed while it carried something out.
 var errCrashed = errors.New("sim: the node crashed")
 
-// replicate sends a durable checkpoint to the fragment's standby.
-func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
+// replicate sends a durable checkpoint to the fragment's standby, which
+// confirms it once synced (Machine.Copied); false if it has none.
+func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) bool {
 	c := n.c
 	standby := n.placed.layout.Standbys[f]
 	if standby == "" || standby == n.name {
-		return
+		return false
 	}
-	if fr.fullNext {
+	if fr.fullNext || cp == nil {
 		whole, ok, err := n.st.Full(c.plan.Name(), f)
 		if err != nil || !ok {
-			return
+			return true // asked again at the next Recopy
 		}
 		cp = whole
 		fr.fullNext = false
@@ -221,14 +299,31 @@ func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
 	if cp.Manifest.Epoch > 0 {
 		prev = cp.Manifest.Epoch - 1
 	}
-	data, full, epoch, from := recovery.EncodeCheckpoint(cp), cp.Full, n.placed.epoch, n.name
+	data, full, epoch, from, inc := recovery.EncodeCheckpoint(cp), cp.Full, n.placed.epoch, n.name, n.inc
 	c.counts.Replicated++
-	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from) })
+	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from, inc) })
+	return true
+}
+
+// recopy sends the standby the whole last durable checkpoint again: it
+// did not confirm the last one in time (lost, fenced, or the standby
+// changed).
+func (n *node) recopy(f int) {
+	fr := n.frags[f]
+	if fr == nil {
+		return
+	}
+	fr.fullNext = true
+	if !n.replicate(f, fr, nil) {
+		if e, ok := fr.m.Copying(); ok {
+			fr.m.Copied(e)
+		}
+	}
 }
 
 // standbyCopy stores a standby copy, as the engine's replica actor: not
 // from a stale owner, and an incremental one only on the copy it follows.
-func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64, owner string) {
+func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64, owner string, ownerInc int) {
 	c := n.c
 	if n.frags[f] != nil || n.placed == nil || placement < n.placed.epoch {
 		c.counts.Fenced++
@@ -246,8 +341,9 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
 			from := n.name
 			c.send(from, owner, func(d *node) {
-				if fr := d.frags[f]; fr != nil {
-					fr.fullNext = true
+				if d.inc == ownerInc {
+					d.recopy(f)
+					d.carry(f)
 				}
 			})
 			return
@@ -262,6 +358,16 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	}
 	n.needSync = true
 	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
+	epoch, from := cp.Manifest.Epoch, n.name
+	n.confirms = append(n.confirms, func() {
+		c.send(from, owner, func(d *node) {
+			if fr := d.frags[f]; fr != nil && d.inc == ownerInc {
+				fr.m.SetNow(c.now)
+				fr.m.Copied(epoch)
+				d.carry(f)
+			}
+		})
+	})
 }
 
 // sync syncs the standby copies written this turn (they share one sync).
@@ -270,8 +376,14 @@ func (n *node) sync() {
 		return
 	}
 	n.needSync = false
+	confirms := n.confirms
+	n.confirms = nil
 	if err := n.st.Sync(); err != nil {
 		n.c.trace("%s: sync standby copies: %v", n.name, err)
+		return
+	}
+	for _, fn := range confirms {
+		fn() // the copies are durable: their owners may release what they cover
 	}
 }
 
@@ -348,6 +460,16 @@ func (n *node) carry(f int) {
 		}
 		c.errs = append(c.errs, rd.Errors...)
 		c.dead = append(c.dead, rd.DeadLetters...)
+		if rd.Stale != nil {
+			c.counts.Stale++
+			c.trace("%s: %v", n.name, rd.Stale)
+		}
+		if rd.Fetch {
+			n.fetch(f)
+		}
+		if rd.Recopy {
+			n.recopy(f)
+		}
 		if !rd.Restore {
 			return
 		}
@@ -406,10 +528,10 @@ func (n *node) ack(f int, a recovery.From) {
 			}
 		})
 	case fragRef:
-		seq := a.Seq
+		seq, end := a.Seq, a.End
 		c.send(n.name, ref.node, func(d *node) {
 			if fr := d.frags[ref.frag]; fr != nil && d.inc == ref.inc {
-				fr.m.Acked(seq)
+				fr.m.AckedEnd(seq, end)
 				d.carry(ref.frag)
 			}
 		})

@@ -51,6 +51,7 @@ type node struct {
 	readers   map[int]*reader // by source partition index
 	handedOff map[int]uint64  // hand-offs that came before their placement
 	needSync  bool            // standby copies written without a sync
+	confirms  []func()        // to their owners once the standby copies are synced
 }
 
 type peerInfo struct {
@@ -299,7 +300,7 @@ func (n *node) stop() error {
 	if !n.up {
 		return nil
 	}
-	n.up, n.paused, n.held = false, false, nil
+	n.up, n.paused, n.held, n.confirms, n.needSync = false, false, nil, nil, false
 	for _, r := range n.readers {
 		_ = r.r.Close()
 	}
