@@ -125,6 +125,7 @@ type exchangeOut interface {
 	sentAll() bool
 	holding() bool
 	retained() int
+	kept(d int) (base, sent int64)
 }
 
 // exWriter is fragment fr's output on one exchange.
@@ -364,6 +365,10 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 		}
 	}
 }
+
+// kept is where fragment d's records begin (its durable checkpoint covers
+// those before) and end (what was sent).
+func (w *exWriter[K, T]) kept(d int) (base, sent int64) { return w.dests[d].base, w.dests[d].sent }
 
 // retained is the number of records kept for downstream fragments.
 func (w *exWriter[K, T]) retained() int {

@@ -97,6 +97,7 @@ type Machine struct {
 	copyOffsets map[PartitionID]int64
 	copyAt      time.Time
 	verifying   map[[2]int]bool
+	unsettled   map[PartitionID]bool // exchange inputs not heard from since the restore
 	probeFrom   uint64
 	stale       bool
 	staleAt     time.Time
@@ -216,6 +217,10 @@ type Ready struct {
 	// stale.
 	Stale error
 	Fetch bool
+	// Behinds (Confirm) tell fragments downstream that asked for records
+	// this fragment no longer keeps (their durable checkpoints covered
+	// them) to check whether they restored a copy older than that (Behind).
+	Behinds []Behind
 	// Counters of what happened, for the driver's statistics.
 	Applied, Duplicates, Gaps, Fenced, Failures, Reasked, Resent int
 	Replayed                                                     int64
@@ -233,6 +238,13 @@ type Rewind struct {
 	Part PartitionID
 	To   int64
 	Ask  *From
+}
+
+// Behind tells fragment Dest that this fragment's records on exchange
+// channel Ch begin at Upto: Dest's durable checkpoint covered them.
+type Behind struct {
+	Dest, Ch int
+	Upto     int64
 }
 
 // Trim tells upstream fragment Part.Partition of exchange channel
@@ -343,7 +355,10 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 		// sender's check after its restore: what applying b adds is
 		// released by the sender already, so the end before b will do.
 		from.End = m.vec.End(p)
-		if m.down || m.waiting {
+		if m.down || m.waiting || len(m.unsettled) > 0 {
+			// Its own restored copy may yet prove stale (an upstream
+			// says Behind) and be replaced by a newer one: its end
+			// proves nothing until every upstream answered.
 			from.End = -1
 		}
 	}
@@ -367,6 +382,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 	}
 	switch verdict {
 	case Duplicate:
+		delete(m.unsettled, p)
 		m.ready.Duplicates++
 		m.frag.SetNow(m.now)
 		m.result(m.frag.Observe(b), from, false)
@@ -378,6 +394,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 		return
 	}
 	delete(m.awaiting, p)
+	delete(m.unsettled, p)
 	m.frag.SetNow(m.now)
 	m.result(m.frag.Apply(b, min), from, true)
 }
@@ -474,26 +491,47 @@ func (m *Machine) startVerify() {
 		return
 	}
 	m.verifying = map[[2]int]bool{}
+	m.unsettled = map[PartitionID]bool{}
 	m.probeFrom = m.nextSend
 	for _, ch := range m.plan.Exchanges() {
 		for d := range m.plan.Fragments() {
 			m.verifying[[2]int{ch, d}] = true
+			m.unsettled[PartitionID{Source: ch, Partition: d}] = true
 		}
 	}
 }
 
 // goStale stops a fragment whose restored checkpoint is older than what
 // fragment s.dest applied of its outputs: a replay would interleave its
-// inputs anew and contradict what that fragment applied. It waits for a
-// newer copy (Fetch), as for a hand-off.
+// inputs anew and contradict what that fragment applied.
 func (m *Machine) goStale(s sentBatch, end int64) {
+	m.stop(fmt.Errorf("fragment %d restored a checkpoint that covers its outputs on channel %d up to %d, but fragment %d applied them up to %d: it waits for a newer copy",
+		m.id, s.ch, s.end, s.dest, end))
+}
+
+// Behind takes an upstream fragment's word that its records for this one
+// on exchange channel ch begin at upto (Confirm): if this fragment is
+// before that, it restored a checkpoint older than a durable one of its
+// own, and the records between are gone from upstream: it stops and waits
+// for a newer copy.
+func (m *Machine) Behind(ch, upstream int, upto int64) {
+	p := PartitionID{Source: ch, Partition: upstream}
+	if !m.cfg.Confirm || m.stale || m.down || m.waiting || m.vec.End(p) >= upto {
+		return
+	}
+	m.stop(fmt.Errorf("fragment %d restored a checkpoint that applied fragment %d's outputs on channel %d up to %d, but a durable checkpoint of its own covered them up to %d: it waits for a newer copy",
+		m.id, upstream, ch, m.vec.End(p), upto))
+}
+
+// stop makes the fragment wait for a newer copy (Fetch), as for a
+// hand-off: it applies, checkpoints and releases nothing meanwhile.
+func (m *Machine) stop(why error) {
 	m.stale, m.staleAt = true, m.now
 	m.waiting = true
 	clear(m.verifying)
 	m.unacked = m.unacked[:0]
 	m.awaitAll()
-	m.ready.Stale = fmt.Errorf("fragment %d restored a checkpoint that covers its outputs on channel %d up to %d, but fragment %d applied them up to %d: it waits for a newer copy",
-		m.id, s.ch, s.end, s.dest, end)
+	m.ready.Stale = why
 	m.ready.Fetch = true
 }
 
@@ -747,6 +785,21 @@ func (m *Machine) Tick(now time.Time) {
 // again.
 func (m *Machine) Resend(ch, dest int, from int64) {
 	if m.down {
+		return
+	}
+	base, sent := m.frag.Kept(ch, dest)
+	if m.cfg.Confirm && from > sent && m.verifying[[2]int{ch, dest}] {
+		// It applied more than this fragment sent since its restore: the
+		// restored copy is stale (an answer at from would look like
+		// agreement).
+		m.goStale(sentBatch{ch: ch, dest: dest, end: sent}, from)
+		return
+	}
+	if m.cfg.Confirm && from < base {
+		// Its durable checkpoint covered these records; if it asks for them,
+		// it restored an older copy (or the request is an old one): it
+		// checks (Behind). Records from base on would leave a hole.
+		m.ready.Behinds = append(m.ready.Behinds, Behind{Dest: dest, Ch: ch, Upto: base})
 		return
 	}
 	if b := m.frag.Resend(ch, dest, from); b != nil {

@@ -113,6 +113,33 @@ func (n *node) forward(f int, to string, epoch uint64) {
 	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
 }
 
+// askHandoff asks the old owner a gained fragment waits for whether it
+// has the fragment to hand off: a node that restarted within the failure
+// detection window finds the others still count it as the owner of what
+// it owned before, and takes the placement over the running nodes as
+// the old one, naming owners that never had the fragment. One that says
+// it has none (it owns it neither now nor hands it off) ends the wait at
+// once: the fragment starts from its own copy, which a fragment
+// downstream may prove stale (then it fetches a newer one).
+func (n *node) askHandoff(f int, owner string) {
+	c := n.c
+	if owner == "" || owner == n.name {
+		return
+	}
+	asker, inc := n.name, n.inc
+	c.send(asker, owner, func(d *node) {
+		if d.frags[f] != nil || d.pending[f] {
+			return // it hands the fragment off when it places
+		}
+		c.send(d.name, asker, func(w *node) {
+			if fr := w.frags[f]; fr != nil && w.inc == inc && fr.m.Waiting() && !fr.m.Stale() {
+				c.trace("%s: %s has no fragment %d to hand off: the wait ends", w.name, d.name, f)
+				fr.deadline = c.now
+			}
+		})
+	})
+}
+
 // handoffDone tells the old owner that its hand-off of f was taken.
 func (n *node) handoffDone(f int, to string, inc int) {
 	n.c.send(n.name, to, func(d *node) {
@@ -469,6 +496,16 @@ func (n *node) carry(f int) {
 		}
 		if rd.Recopy {
 			n.recopy(f)
+		}
+		for _, b := range rd.Behinds {
+			d, ch, upto := b.Dest, b.Ch, b.Upto
+			c.send(n.name, n.placed.layout.Fragments[d], func(o *node) {
+				if fr := o.frags[d]; fr != nil {
+					fr.m.SetNow(c.now)
+					fr.m.Behind(ch, f, upto)
+					o.carry(d)
+				}
+			})
 		}
 		if !rd.Restore {
 			return

@@ -480,6 +480,9 @@ func (n *node) place(next *placed) error {
 			if err := n.gain(f, next.epoch, wait); err != nil {
 				return err
 			}
+			if wait {
+				n.askHandoff(f, ch.From)
+			}
 			started = append(started, f)
 		case shard.Elsewhere:
 			if _, ok := n.handedOff[f]; ok && ch.To != "" {

@@ -138,7 +138,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 	say := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
 	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
 	// Faults a flow of this shape is known to fail under (see above).
-	nodeLoss := stages == 1 || *allFaults
+	splits := stages == 1 || *allFaults
 	pauses := *allFaults
 	cfg := sim.Config{Seed: seed}
 	if os.Getenv("SIM_TRACE") != "" {
@@ -192,7 +192,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 		say("run %v", dt)
 		up := running()
 		switch a := rng.IntN(12); {
-		case a == 0 && nodeLoss && len(up) > 1:
+		case a == 0 && len(up) > 1:
 			n := pick(up)
 			must(c.Kill(n))
 			say("kill %s", n)
@@ -216,7 +216,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 				say("resume %s", n)
 			}
 			clear(paused)
-		case a == 4 && nodeLoss && len(up) > 1:
+		case a == 4 && splits && len(up) > 1:
 			perm := rng.Perm(len(up))
 			k := 1 + rng.IntN(len(up)-1)
 			var x, y []string
@@ -231,7 +231,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 			slices.Sort(y)
 			must(c.Partition(x, y))
 			say("partition %s | %s", strings.Join(x, " "), strings.Join(y, " "))
-		case a == 5 && nodeLoss && len(up) > 1:
+		case a == 5 && splits && len(up) > 1:
 			from := pick(up)
 			to := pick(up)
 			if from != to {
@@ -250,7 +250,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 			n := fmt.Sprintf("n%d", len(c.Nodes())+1)
 			must(c.Start(n))
 			say("start %s", n)
-		case a == 9 && nodeLoss && len(up) > 1:
+		case a == 9 && len(up) > 1:
 			n := pick(up)
 			must(c.DiskFull(n, true))
 			full[n] = true
