@@ -34,23 +34,32 @@ var (
 // (TestReplayIsIdentical).
 //
 // Known failures, left out of the schedules until fixed (-allfaults draws
-// every fault for every flow: then 76 of seeds 1–1,000 fail, and no
-// one-stage schedule without a pause):
+// every fault for every flow: then 28 of seeds 1–1,000 fail, and no
+// one-stage schedule without a pause; 76 did before strong productions,
+// recovery.MachineConfig.Confirm):
 //   - a paused node that resumes (a zombie) keeps the fragments it owned
-//     before, and sink outputs go missing (one stage: seeds 302, 573, 862;
-//     with an exchange 44 more) — the zombie-owner bug, fixed apart;
-//   - with an exchange (two stages), any fault that makes a fragment
-//     start again from a checkpoint older than the one whose outputs it
-//     had sent downstream (29 seeds): owner and standby lost close
-//     together (161, 344, 964), a node restarted within the failure
-//     detection window (426: its joiner's hand-off wait names an owner
-//     that never owned the fragment), split brain after a partition (129,
-//     300, 845: there is no quorum). The replay interleaves the fragment's
-//     input partitions anew, so its outputs after that checkpoint differ
-//     from what downstream fragments applied, and they mix the two.
+//     before, and sink outputs go missing (22 seeds, one stage: 302, 573,
+//     862) — the zombie-owner bug, fixed apart;
+//   - with an exchange (two stages), split brain: a partition (or a
+//     one-way cut that makes one side declare the other dead) lets both
+//     sides own a fragment and release outputs; there is no quorum, so
+//     when they meet again one side's lineage replaces the other's and
+//     fragments downstream have applied outputs of both (6 seeds: 300,
+//     817, 925 failed before too; 676, 693 and 736 passed before, by the
+//     luck of which side won). A fragment that finds itself behind what a
+//     downstream applied stops and waits for a newer copy rather than
+//     miscount, but a lineage that diverged is not detected.
 //
-// So two-stage schedules draw network faults, joins and graceful leaves
-// only; one-stage schedules draw every fault but pauses.
+// Fixed, and run by TestFixedSeeds with every fault: a fragment that
+// started again from a checkpoint older than the one whose outputs it had
+// sent downstream — owner and standby lost close together, a node
+// restarted within the failure detection window, a disk full — which made
+// its replay interleave its input partitions anew and contradict what
+// downstream fragments applied (26 of the 29 two-stage seeds that failed;
+// two of them, 129 and 845, are partitions that now end well).
+//
+// So two-stage schedules draw every fault but partitions, one-way cuts
+// and pauses; one-stage schedules every fault but pauses.
 func TestRandomSchedules(t *testing.T) {
 	n := *schedules
 	if testing.Short() {
@@ -73,7 +82,7 @@ func TestRandomSchedules(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				log, problems := runSchedule(*firstSeed + uint64(i))
+				log, problems := runSchedule(*firstSeed+uint64(i), *allFaults)
 				results[i] <- result{log, problems}
 			}
 		}()
@@ -109,6 +118,26 @@ func TestRandomSchedules(t *testing.T) {
 	}
 }
 
+// fixedSeeds are seeds that failed with every fault drawn (-allfaults)
+// before strong productions (recovery.MachineConfig.Confirm): two-stage
+// schedules whose fragments started again from copies older than what
+// their downstream fragments applied (owner and standby lost together:
+// 161, 344, 964; a node restarted within the failure detection window:
+// 426), and their kin.
+var fixedSeeds = []uint64{17, 51, 65, 97, 129, 161, 216, 265, 274, 344, 350, 367, 377, 411, 426, 449, 571, 724, 787, 801, 811, 825, 845, 857, 909, 964}
+
+// TestFixedSeeds replays, with every fault drawn, the schedules that
+// failed before the fix that fixedSeeds names.
+func TestFixedSeeds(t *testing.T) {
+	for _, seed := range fixedSeeds {
+		log, problems := runSchedule(seed, true)
+		if len(problems) > 0 {
+			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -allfaults -schedules 1 -seed %d):\n%s\nschedule:\n%s",
+				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
+		}
+	}
+}
+
 // failure is a schedule that could not go on (a fault the simulation
 // refused).
 type failure struct{ err error }
@@ -121,7 +150,7 @@ func must(err error) {
 
 // runSchedule runs the schedule of one seed and returns what it did and
 // what is not exact at its end.
-func runSchedule(seed uint64) (log, problems []string) {
+func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, ok := r.(failure)
@@ -138,8 +167,8 @@ func runSchedule(seed uint64) (log, problems []string) {
 	say := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
 	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
 	// Faults a flow of this shape is known to fail under (see above).
-	splits := stages == 1 || *allFaults
-	pauses := *allFaults
+	splits := stages == 1 || allFaults
+	pauses := allFaults
 	cfg := sim.Config{Seed: seed}
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -310,8 +339,8 @@ func sortedNames(m map[string]bool) []string {
 // thing, message for message (what it did and every counter agree).
 func TestReplayIsIdentical(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
-		a, pa := runSchedule(seed)
-		b, pb := runSchedule(seed)
+		a, pa := runSchedule(seed, false)
+		b, pb := runSchedule(seed, false)
 		if !slices.Equal(a, b) || !slices.Equal(pa, pb) {
 			t.Fatalf("seed %d ran differently:\n%s\n%v\n---\n%s\n%v", seed, strings.Join(a, "\n"), pa, strings.Join(b, "\n"), pb)
 		}
