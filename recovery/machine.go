@@ -558,6 +558,11 @@ func (m *Machine) Copied(epoch uint64) {
 	m.sendOutputs()
 }
 
+// Verifying reports whether the fragment waits, after a restore, for
+// fragments downstream to say where they are (Confirm): it takes no
+// checkpoint until then.
+func (m *Machine) Verifying() bool { return len(m.verifying) > 0 }
+
 // Copying reports whether a durable checkpoint waits for its standby's
 // confirmation, and which.
 func (m *Machine) Copying() (uint64, bool) { return m.copyEpoch, m.copying }
