@@ -46,7 +46,10 @@ import (
 //     over from a live owner does;
 //   - outputs for fragments downstream (exchanges) leave once a durable
 //     checkpoint covers them (see flows' exchange.go), with Replicated
-//     once the checkpoint after it is durable: Durable sends them;
+//     once the checkpoint after it is durable: Durable sends them; with
+//     Confirm once the standby confirms the copy (Copied), and a fragment
+//     started from a copy checks it against what its downstream fragments
+//     applied first (the package doc: strong productions);
 //     a batch sent downstream and not acknowledged for RewindTimeout was
 //     lost (a connection broke) and is sent again, with everything sent
 //     to that fragment since;
