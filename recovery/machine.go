@@ -450,7 +450,11 @@ func (m *Machine) sendOutputs() {
 
 func (m *Machine) send(dest int, b *flows.Batch) {
 	m.nextSend++
-	m.unacked = append(m.unacked, sentBatch{seq: m.nextSend, ch: b.Source, dest: dest, from: b.PrevEnd, end: b.End, at: m.now})
+	at := m.now
+	if m.verifying[[2]int{b.Source, dest}] {
+		at = m.probeAgainAt() // a probe lost (its fragment not placed yet) costs a tenth
+	}
+	m.unacked = append(m.unacked, sentBatch{seq: m.nextSend, ch: b.Source, dest: dest, from: b.PrevEnd, end: b.End, at: at})
 	m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
 }
 
@@ -477,6 +481,7 @@ func (m *Machine) AckedEnd(seq uint64, end int64) {
 	if k := [2]int{s.ch, s.dest}; m.cfg.Confirm && s.seq > m.probeFrom && m.verifying[k] {
 		switch {
 		case end < 0:
+			m.unacked[i].at = m.probeAgainAt()
 			return
 		case end > s.end:
 			m.goStale(s, end)
@@ -485,6 +490,13 @@ func (m *Machine) AckedEnd(seq uint64, end int64) {
 		delete(m.verifying, k)
 	}
 	m.unacked = slices.Delete(m.unacked, i, i+1)
+}
+
+// probeAgainAt is the send time that makes resendLost send a probe again
+// a tenth of RewindTimeout from now: the answer is on its way (the
+// receiver is placed, or has heard from its upstreams) soon.
+func (m *Machine) probeAgainAt() time.Time {
+	return m.now.Add(m.cfg.RewindTimeout/10 - m.cfg.RewindTimeout)
 }
 
 // startVerify asks, after a restore, every fragment downstream where it
