@@ -281,12 +281,9 @@ func (e *Engine) alertsCheckPause() {
 	}
 	n, gap := e.pause.Observe(time.Now())
 	e.notePause(gap)
-	if n == a.pauses {
-		return
+	if a.m.FollowPauses(n, &a.pauses, e.cfg.Now()) {
+		e.carryAlerts()
 	}
-	a.pauses = n
-	a.m.Resumed(e.cfg.Now())
-	e.carryAlerts()
 }
 
 // pausedAlerts makes the alerts notice a pause of the node at once.

@@ -42,10 +42,13 @@
 // gap longer than Config.PauseLimit between two readings (the least time
 // after which the others may have taken its fragments over; cluster sets
 // it) counts one pause, found by whichever reading comes first; Resumed
-// counts one too (the membership refuted the node's death). After a pause
-// every fragment drops its in-memory state and pending outputs, releases
-// nothing, restores its last durable checkpoint (once one being written
-// lands) and waits for a hand-off (recovery.Machine.Resumed): the node
+// counts one too (the membership refuted the node's death). The rule is
+// recovery.PauseClock and recovery.Machine.FollowPauses, which the
+// simulation (package sim) runs too; this package only guards the clock
+// with a lock and pokes idle fragments. After a pause every fragment
+// drops its in-memory state and pending outputs, releases nothing,
+// restores its last durable checkpoint (once one being written lands)
+// and waits for a hand-off (recovery.Machine.Resumed): the node
 // that owned it meanwhile hands it back when it applies the placement
 // that returns the fragment, and the fragment goes on from that
 // checkpoint; without one within handoffWait (nobody took it over: the

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -254,79 +253,6 @@ type Engine struct {
 	pause     *pauseClock // in a cluster: notices that the process was stopped
 }
 
-// FragmentStats are a fragment's counters, safe to read concurrently.
-type FragmentStats struct {
-	ID         int
-	Events     atomic.Int64 // records applied (since the first start)
-	Batches    atomic.Int64
-	Duplicates atomic.Int64 // batches dropped as duplicates
-	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
-	Fenced     atomic.Int64 // batches dropped as sent under an older placement epoch
-	Malformed  atomic.Int64 // batches from other nodes that did not decode
-	Reasked    atomic.Int64 // rewinds asked again of a remote reader that did not replay
-	// RestoredEpoch and RestoredEvents: the checkpoint the fragment
-	// started from on this node (0, 0: none, it starts empty). After a
-	// failover it is the standby copy.
-	RestoredEpoch  atomic.Uint64
-	RestoredEvents atomic.Int64
-	Failures       atomic.Int64 // user-function failures (each restores the fragment)
-	Dead           atomic.Int64 // events dead-lettered after MaxAttempts failures
-	Restores       atomic.Int64 // restores from a checkpoint after a failure
-	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
-	Epoch          atomic.Uint64
-	Watermark      atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
-	TooLate        atomic.Int64 // events too late for every window (replays may count again)
-	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
-	CkptBytes      atomic.Int64 // bytes written by checkpoints
-	CkptTook       atomic.Int64 // ns from taking the last durable checkpoint to its being durable
-	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
-	Complete       atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
-	mu             sync.Mutex
-	offsets        map[string]int64
-	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
-	ckptErr        error
-	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
-}
-
-func (s *FragmentStats) freshness() splice.Freshness {
-	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets(), Complete: s.Complete.Load()}
-	if wm := s.Watermark.Load(); wm != flows.NoWatermark {
-		t := time.Unix(0, wm).UTC()
-		f.Watermark = &t
-	}
-	return f
-}
-
-// Offsets copies the fragment's offset vector, by partition name.
-func (s *FragmentStats) Offsets() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.offsets)
-}
-
-// CheckpointError is the error of the last failed checkpoint write, if any.
-func (s *FragmentStats) CheckpointError() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ckptErr
-}
-
-// ReaderStats are a reader's counters.
-type ReaderStats struct {
-	Source    string
-	Partition int
-	Position  atomic.Int64
-	Events    atomic.Int64 // events read, replays included
-	Bad       atomic.Int64 // malformed records
-	Stalls    atomic.Int64 // times it waited for credits
-	Rewinds   atomic.Int64
-	Done      atomic.Bool // the partition is exhausted and everything was applied
-	// Committed is the offset up to which every fragment, on any node, has
-	// a durable checkpoint of the partition: what the source was committed
-	// (-1 until every fragment checkpointed once).
-	Committed atomic.Int64
-}
-
 // Start restores every fragment from its last checkpoint (failing if one
 // cannot be trusted), spawns the fragments and the readers, and starts each
 // reader at the smallest offset any fragment still needs.
@@ -361,7 +287,7 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 				len(cl.Fragments), len(cl.Readers), plan.Fragments(), parts)
 		}
 		e.self = cl.Self
-		e.pause = &pauseClock{limit: cfg.PauseLimit}
+		e.pause = newPauseClock(cfg.PauseLimit)
 		cfg.Epoch = max(cfg.Epoch, cl.Epoch)
 		e.cfg.Epoch = cfg.Epoch
 	}
@@ -665,64 +591,6 @@ func (e *Engine) tick() {
 	}
 }
 
-type writeReq struct {
-	frag int
-	cp   *recovery.Checkpoint
-	pid  *pa.PID
-	full bool // replicate the whole checkpoint
-}
-
-// writer commits checkpoints; fragments never wait for it.
-//
-// Checkpoints that queued while the last ones were written are committed
-// together: each in its own batch, then one sync for all (group commit),
-// so that the disk flushes once per round, not once per fragment.
-func (e *Engine) writer() {
-	defer e.bg.Done()
-	const most = 256
-	reqs := make([]writeReq, 0, most)
-	ns := make([]int, most)
-	errs := make([]error, most)
-	for req := range e.writes {
-		reqs = append(reqs[:0], req)
-	more:
-		for len(reqs) < most {
-			select {
-			case r, ok := <-e.writes:
-				if !ok {
-					break more
-				}
-				reqs = append(reqs, r)
-			default:
-				break more
-			}
-		}
-		written := false
-		for i, r := range reqs {
-			ns[i], errs[i] = e.store.WriteUnsynced(e.plan.Name(), r.frag, r.cp)
-			written = written || errs[i] == nil
-		}
-		if written {
-			if err := e.store.Sync(); err != nil {
-				for i := range reqs {
-					if errs[i] == nil {
-						errs[i] = err
-					}
-				}
-			}
-		}
-		for i, r := range reqs {
-			if errs[i] == nil && e.self != "" {
-				e.replicate(r.frag, r.cp, r.full)
-			}
-			if r.pid != nil {
-				e.sys.Root.Send(r.pid, ckptDone{epoch: r.cp.Manifest.Epoch, offsets: r.cp.Manifest.Offsets,
-					time: r.cp.Manifest.Time, bytes: ns[i], err: errs[i]})
-			}
-		}
-	}
-}
-
 // drainCount moves the count of unfinished readers and pending rewinds.
 func (e *Engine) drainCount(d int) {
 	e.mu.Lock()
@@ -913,30 +781,3 @@ func (e *Engine) after(d time.Duration, pid *pa.PID, msg any) {
 		}
 	}()
 }
-
-type (
-	pollMsg  struct{}
-	batchMsg struct {
-		b      *flows.Batch
-		reader *pa.PID
-	}
-	ackMsg    struct{ fragment int }
-	rewindMsg struct {
-		to       int64
-		fragment int
-	}
-	tickMsg struct{ now time.Time }
-	ckptReq struct{}
-	ckptOK  struct{}
-	// startMsg starts a fragment once the layout is in place (Machine.Start);
-	// replay: it started after a placement change (Machine.Replay).
-	startMsg struct{ replay bool }
-	stopMsg  struct{}
-	ckptDone struct {
-		epoch   uint64
-		offsets map[recovery.PartitionID]int64
-		time    int64
-		bytes   int
-		err     error
-	}
-)

@@ -5,27 +5,23 @@ import (
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/recovery"
 )
 
-// pauseClock notices that the node's process was stopped: SIGSTOP, a
-// paused VM or container, a stall of the whole process. Every goroutine
-// that is about to act on the fragments' state reads the clock through
-// Observe; a gap between two readings longer than the limit is a pause.
-// The first reading after it, whichever goroutine makes it, counts the
-// pause once, and every later reading sees the new count: a fragment
-// compares the count with the one it last handled before it applies or
-// releases anything. Declare counts a pause learned otherwise (the
-// membership refuted the node's death).
-//
-// The limit is the least time after which the others may have declared
-// the node dead and placed its fragments elsewhere (cluster sets it from
-// its gossip and settle timings): a shorter stop cannot have let another
-// node take a fragment over, and a longer one may have.
+// pauseClock is the node's recovery.PauseClock, shared by the fragment
+// actors, the engine's ticker and the alerts: every goroutine that is about
+// to act on the fragments' state reads it through Observe, and each
+// follows the count it returns (recovery.Machine.FollowPauses,
+// recovery.AlertLog.FollowPauses). The limit is cluster.PauseLimit, set
+// from the gossip and settle timings.
 type pauseClock struct {
-	limit time.Duration
-	mu    sync.Mutex
-	last  time.Time // the latest reading
-	count uint64    // pauses seen
+	mu sync.Mutex
+	c  *recovery.PauseClock
+}
+
+func newPauseClock(limit time.Duration) *pauseClock {
+	return &pauseClock{c: recovery.NewPauseClock(limit)}
 }
 
 // Observe records that the process runs at now and returns the number of
@@ -33,30 +29,25 @@ type pauseClock struct {
 func (p *pauseClock) Observe(now time.Time) (count uint64, gap time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.last.IsZero() && p.limit > 0 && now.Sub(p.last) > p.limit {
-		p.count++
-		gap = now.Sub(p.last)
-	}
-	if now.After(p.last) {
-		p.last = now
-	}
-	return p.count, gap
+	return p.c.Observe(now)
 }
 
 // Declare counts a pause the node learned of from the others.
 func (p *pauseClock) Declare() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count++
-	return p.count
+	return p.c.Declare()
 }
 
 // Count is the number of pauses seen so far.
 func (p *pauseClock) Count() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.count
+	return p.c.Count()
 }
+
+// limit is the pause limit (fixed at the start).
+func (p *pauseClock) limit() time.Duration { return p.c.Limit() }
 
 // pausedMsg makes a fragment read the pause clock (it does on every
 // message); the engine sends it once it noticed a pause, so that idle
@@ -92,7 +83,7 @@ func (e *Engine) watchPause(now time.Time, seen *uint64) {
 func (e *Engine) notePause(gap time.Duration) {
 	if gap > 0 {
 		e.cfg.Logger.Warn("this node was paused longer than the others wait before taking its fragments over: they restore and wait for a hand-off",
-			"paused", gap.Round(time.Millisecond), "limit", e.pause.limit)
+			"paused", gap.Round(time.Millisecond), "limit", e.pause.limit())
 	}
 }
 
@@ -128,11 +119,9 @@ func (fa *fragmentActor) checkPause(c pa.Context) {
 	}
 	n, gap := p.Observe(time.Now())
 	fa.e.notePause(gap)
-	if n == fa.pauses {
+	if !fa.m.FollowPauses(n, &fa.pauses) {
 		return
 	}
-	fa.pauses = n
 	fa.e.cfg.Logger.Info("fragment drops its state after a pause", "fragment", fa.id)
-	fa.m.Resumed()
 	fa.carry(c)
 }

@@ -1,6 +1,7 @@
 package flows_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -270,8 +271,60 @@ func TestSinkIDsAreDeterministic(t *testing.T) {
 	}
 }
 
-//lint:ignore U1000 the field is never used: it is there to be unexported
 type opaque struct{ n int } // unexported field: no default codec
+
+// opaqueCodec is a user's codec for opaque.
+type opaqueCodec struct{}
+
+func (opaqueCodec) Append(dst []byte, v opaque) ([]byte, error) {
+	return binary.AppendVarint(dst, int64(v.n)), nil
+}
+
+func (opaqueCodec) Decode(b []byte) (opaque, error) {
+	n, k := binary.Varint(b)
+	if k <= 0 || k != len(b) {
+		return opaque{}, fmt.Errorf("opaque: bad varint of %d bytes", len(b))
+	}
+	return opaque{int(n)}, nil
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// A state type without a default codec runs with the codec the flow
+// passes, checkpoints included.
+func TestUserStateCodec(t *testing.T) {
+	f := flows.New("x", flows.WithFragments(2))
+	in := flowstest.NewInput[string](1)
+	ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
+	flows.Aggregate(ks, func() opaque { return opaque{} }, func(o opaque, _ string) opaque { return opaque{o.n + 1} },
+		flows.WithStateCodec[opaque](opaqueCodec{})).View("n")
+	d, err := flowstest.New(f, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	in.Push(0, "a", "b", "a")
+	for _, step := range []func() error{d.Drain, d.Checkpoint, func() error { return d.Crash(0) }, func() error { return d.Crash(1) }} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.Push(0, "a")
+	if err := d.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := flowstest.GetOf[opaque](d, "n", "a"); err != nil || got.n != 3 {
+		t.Fatalf("a = %v, %v; want 3 after restoring through the codec", got, err)
+	}
+	if d.Restores() != 2 {
+		t.Fatalf("%d restores, want 2", d.Restores())
+	}
+}
 
 func TestValidate(t *testing.T) {
 	in := flowstest.NewInput[string](1)
@@ -310,6 +363,19 @@ func TestValidate(t *testing.T) {
 			flows.Aggregate(ks, func() opaque { return opaque{} }, func(o opaque, _ string) opaque { return o }).View("v")
 			return f
 		}, "missing codec for state"},
+		{"state codec of another type", func() *flows.Flow {
+			f := flows.New("x")
+			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])
+			flows.Aggregate(ks, func() opaque { return opaque{} }, func(o opaque, _ string) opaque { return o },
+				flows.WithStateCodec(must(flows.DefaultCodec[int]()))).View("v")
+			return f
+		}, "is not a Codec[flows_test.opaque]"},
+		{"key codec of another type", func() *flows.Flow {
+			f := flows.New("x")
+			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string], flows.WithKeyCodec(must(flows.DefaultKeyCodec[int]())))
+			flows.Count(ks).View("v")
+			return f
+		}, "is not a KeyCodec[string]"},
 		{"event-time order without event time", func() *flows.Flow {
 			f := flows.New("x")
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])

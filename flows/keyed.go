@@ -44,8 +44,9 @@ func stateTTL(f *Flow, op string, stage int, opts []StateOption) int64 {
 }
 
 // WithStateCodec sets the codec of the operator's state type, used by
-// checkpoints. c must be a Codec of the state type.
-func WithStateCodec(c any) StateOption { return StateOption{codec: c} }
+// checkpoints. Its type must be the operator's state type: a codec of
+// another type fails the flow's Validate.
+func WithStateCodec[S any](c Codec[S]) StateOption { return StateOption{codec: c} }
 
 func stateCodec[S any](f *Flow, op string, opts []StateOption) Codec[S] {
 	for _, o := range opts {

@@ -221,6 +221,13 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	r.sentDone = make([]bool, p.f.fragments)
 	for i := range r.sent {
 		r.sent[i], r.sentWM[i] = from, NoWatermark
+		// A reader that starts past the beginning (it moved, or restarted)
+		// tells every fragment where it starts, even with nothing to send:
+		// a fragment behind that offset sees the gap and asks for a
+		// rewind. Without it, a fragment whose rewind the old reader
+		// answered just before it moved (an empty batch at the position
+		// it had rewound to, before it read again) would wait forever.
+		r.remind[i] = from > 0
 	}
 	for _, w := range p.f.readerW {
 		w(r)

@@ -206,12 +206,14 @@ type KeyedStream[K comparable, T any] struct {
 type KeyOption struct{ keyCodec, eventCodec any }
 
 // WithKeyCodec sets the codec of the key type (needed for keys other than
-// strings and integers). kc must be a KeyCodec of the key type.
-func WithKeyCodec(kc any) KeyOption { return KeyOption{keyCodec: kc} }
+// strings and integers). Its type must be the KeyBy's key type: a codec of
+// another type fails the flow's Validate.
+func WithKeyCodec[K any](kc KeyCodec[K]) KeyOption { return KeyOption{keyCodec: kc} }
 
 // WithEventCodec sets the codec of the event type, used when events cross
-// nodes. c must be a Codec of the event type.
-func WithEventCodec(c any) KeyOption { return KeyOption{eventCodec: c} }
+// nodes. Its type must be the keyed stream's event type: a codec of another
+// type fails the flow's Validate.
+func WithEventCodec[T any](c Codec[T]) KeyOption { return KeyOption{eventCodec: c} }
 
 // KeyBy partitions a stream by key: events with the same key go to the
 // same fragment, in source order per partition. Any stream can be keyed:

@@ -10,6 +10,10 @@
 //     machine: credits per fragment, blocking, taking back credits that
 //     never came back, when the partition is finished, and up to where the
 //     source may be committed.
+//   - PauseClock is a node's rule for noticing that its process stood
+//     still long enough for the others to take its fragments over, and
+//     Machine.FollowPauses (AlertLog.FollowPauses) what a fragment (the
+//     alert log) does about it: the engine and the simulation both run it.
 //   - Vector is a fragment's offset vector over its input channels (source
 //     partitions and exchange partitions) and Admit its rule for a batch.
 //   - Take, Restore and Store write and read checkpoints in pebble (through

@@ -838,7 +838,20 @@ func (m *Machine) Trim(ch, dest int, upto int64) {
 // being written, checkpoints are broken, or the state is not sound (down,
 // waiting for a hand-off). Durable says when it is durable.
 func (m *Machine) Checkpoint() (*Checkpoint, error) {
-	if m.writing || m.broken != nil || m.down || m.waiting || m.copying || len(m.verifying) > 0 {
+	if m.copying {
+		return nil, nil
+	}
+	return m.FinalCheckpoint()
+}
+
+// FinalCheckpoint is the checkpoint a fragment that is handed off takes
+// last: with Confirm it does not wait for the standby's copy of the one
+// before (nothing is released from it here; its new owner restores it and
+// checks it as any copy). Neither takes one before the fragment's
+// downstream fragments said where they are: a copy that may be stale must
+// not outnumber the copies that are not.
+func (m *Machine) FinalCheckpoint() (*Checkpoint, error) {
+	if m.writing || m.broken != nil || m.down || m.waiting || len(m.verifying) > 0 {
 		return nil, nil
 	}
 	cp, err := Take(m.frag, &m.vec, m.plan.Fragments(), m.epoch+1, m.now)

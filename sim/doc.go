@@ -14,6 +14,10 @@
 //     carries out too: kept fragments learn the epoch, lost ones take a
 //     final checkpoint and are handed off, gained ones restore their
 //     newest local copy or wait for a live owner's hand-off;
+//   - a node reads its pause clock (recovery.PauseClock) on every tick
+//     and before any fragment handles a message, as the engine does, and
+//     after a gap longer than Config.PauseLimit every fragment drops its
+//     state and waits for a hand-off (recovery.Machine.FollowPauses);
 //   - checkpoints go to a real pebble store per node (recovery.Store on
 //     pebble's crashable in-memory file system) and are replicated to the
 //     fragment's standby, which refuses copies from a stale owner and
@@ -31,14 +35,17 @@
 // Faults: Kill (a crash: memory lost, the store keeps what was synced and
 // a random part of the rest), Restart, Leave (graceful, with hand-offs),
 // Partition and Cut (symmetric and one-way) and Heal, Pause and Resume
-// (SIGSTOP: a zombie), DiskFull, and the network's Faults: delay, loss,
+// (SIGSTOP: a zombie, until its pause clock shows the gap), DiskFull, and the network's Faults: delay, loss,
 // duplication and reordering of messages between nodes. A full disk
 // crashes its node at its next write: pebble treats a failed write-ahead
 // log write as fatal (tried with pebble's errorfs: recovery's logger
 // panics on pebble's Fatalf), so that is what a real node does too.
 //
 // What is not simulated: the protoactor transport and memberlist
-// themselves (their failures appear as the faults above), the engine's
+// themselves (their failures appear as the faults above; so a node that
+// ran on while the others declared it dead, on the far side of a
+// partition, never learns of it as memberlist's refutation tells a real
+// node, and keeps its fragments after the heal), the engine's
 // group commit (a checkpoint is written and synced at once), source
 // commits (recovery never starts from them), alerts and queries routed
 // between nodes (Gather asks each fragment's owner directly).

@@ -21,6 +21,7 @@ type frag struct {
 	deadline time.Time // of the wait for a hand-off
 	fullNext bool      // send the standby the whole next checkpoint
 	found    bool      // it started from a checkpoint
+	pauses   uint64    // the node's pauses it has handled
 }
 
 // reader is a source partition's reader a node owns, with its flow
@@ -58,7 +59,7 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	m.SetNow(c.now)
 	// The standby is sent the whole first checkpoint: a new lineage's
 	// numbers do not follow the copy it has.
-	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, fullNext: true}
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, fullNext: true, pauses: n.pause.Count()}
 	if wait {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}
@@ -128,11 +129,14 @@ func (n *node) askHandoff(f int, owner string) {
 	}
 	asker, inc := n.name, n.inc
 	c.send(asker, owner, func(d *node) {
-		if d.frags[f] != nil || d.pending[f] {
+		if d.fragment(f) != nil || d.pending[f] {
 			return // it hands the fragment off when it places
 		}
 		c.send(d.name, asker, func(w *node) {
-			if fr := w.frags[f]; fr != nil && w.inc == inc && fr.m.Waiting() && !fr.m.Stale() {
+			if w.inc != inc {
+				return
+			}
+			if fr := w.fragment(f); fr != nil && fr.m.Waiting() && !fr.m.Stale() {
 				c.trace("%s: %s has no fragment %d to hand off: the wait ends", w.name, d.name, f)
 				fr.deadline = c.now
 			}
@@ -158,7 +162,10 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		c.errs = append(c.errs, fmt.Errorf("%s: hand-off of fragment %d: %w", n.name, f, err))
 		return
 	}
-	fr := n.frags[f]
+	fr := n.fragment(f)
+	if !n.up {
+		return
+	}
 	if fr == nil {
 		if n.placed != nil && placement < n.placed.epoch {
 			c.counts.Fenced++
@@ -191,7 +198,14 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		c.trace("%s keeps its own copy of fragment %d over %s's hand-off (epoch %d)", n.name, f, from, cp.Manifest.Epoch)
 		n.handoffDone(f, from, inc)
 		m.SetNow(c.now)
-		m.StopWaiting()
+		if waiting {
+			m.StopWaiting()
+		} else if !m.Stale() {
+			// The old owner was sent input past this copy (it is ahead):
+			// readers that sent it will not send this one that input
+			// unless asked.
+			m.Replay()
+		}
 		n.carry(f)
 		return
 	}
@@ -265,7 +279,7 @@ func (n *node) fetch(f int) {
 // offer takes a copy of fragment f that another node had, if f is stale
 // here and the copy newer than its own.
 func (n *node) offer(f int, data []byte, from string) {
-	fr := n.frags[f]
+	fr := n.fragment(f)
 	if fr == nil || !fr.m.Stale() {
 		return
 	}
@@ -282,7 +296,11 @@ func (n *node) offer(f int, data []byte, from string) {
 func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	c := n.c
 	fr.lastCkpt = c.now
-	cp, err := fr.m.Checkpoint()
+	take := fr.m.Checkpoint
+	if !replicate {
+		take = fr.m.FinalCheckpoint // a hand-off's: the new owner waits for it
+	}
+	cp, err := take()
 	if err != nil {
 		return err
 	}
@@ -368,7 +386,7 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
 			from := n.name
 			c.send(from, owner, func(d *node) {
-				if d.inc == ownerInc {
+				if d.inc == ownerInc && d.fragment(f) != nil {
 					d.recopy(f)
 					d.carry(f)
 				}
@@ -388,7 +406,10 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	epoch, from := cp.Manifest.Epoch, n.name
 	n.confirms = append(n.confirms, func() {
 		c.send(from, owner, func(d *node) {
-			if fr := d.frags[f]; fr != nil && d.inc == ownerInc {
+			if d.inc != ownerInc {
+				return
+			}
+			if fr := d.fragment(f); fr != nil {
 				fr.m.SetNow(c.now)
 				fr.m.Copied(epoch)
 				d.carry(f)
@@ -479,7 +500,7 @@ func (n *node) carry(f int) {
 		for _, t := range rd.Trims {
 			u, ch, upto := t.Part.Partition, t.Part.Source, t.Upto
 			c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
-				if fr := d.frags[u]; fr != nil {
+				if fr := d.fragment(u); fr != nil {
 					fr.m.Trim(ch, f, upto)
 					d.carry(u)
 				}
@@ -500,7 +521,7 @@ func (n *node) carry(f int) {
 		for _, b := range rd.Behinds {
 			d, ch, upto := b.Dest, b.Ch, b.Upto
 			c.send(n.name, n.placed.layout.Fragments[d], func(o *node) {
-				if fr := o.frags[d]; fr != nil {
+				if fr := o.fragment(d); fr != nil {
 					fr.m.SetNow(c.now)
 					fr.m.Behind(ch, f, upto)
 					o.carry(d)
@@ -515,7 +536,15 @@ func (n *node) carry(f int) {
 			n.fail(err)
 			return
 		}
+		waiting := m.Waiting()
 		m.Restored(r, false)
+		if m.Waiting() && !waiting {
+			// Restored after a pause: the node that owned the fragment
+			// meanwhile hands it back once it applies the placement that
+			// gives it to this node again; the wait is bounded as a gained
+			// fragment's.
+			fr.deadline = c.now.Add(c.cfg.HandoffWait)
+		}
 	}
 }
 
@@ -539,7 +568,7 @@ func (n *node) sendExchange(f int, s recovery.Send) {
 // step hands fragment f a batch that arrived.
 func (n *node) step(f int, data []byte, epoch uint64, from recovery.From) {
 	c := n.c
-	fr := n.frags[f]
+	fr := n.fragment(f)
 	if fr == nil {
 		return // not (or no longer) its owner: the sender finds out by its timeouts
 	}
@@ -567,7 +596,10 @@ func (n *node) ack(f int, a recovery.From) {
 	case fragRef:
 		seq, end := a.Seq, a.End
 		c.send(n.name, ref.node, func(d *node) {
-			if fr := d.frags[ref.frag]; fr != nil && d.inc == ref.inc {
+			if d.inc != ref.inc {
+				return
+			}
+			if fr := d.fragment(ref.frag); fr != nil {
 				fr.m.AckedEnd(seq, end)
 				d.carry(ref.frag)
 			}
@@ -584,7 +616,7 @@ func (n *node) rewindFor(f int, rw recovery.Rewind) {
 	if c.plan.IsExchange(p.Source) {
 		u := p.Partition
 		c.send(n.name, n.placed.layout.Fragments[u], func(d *node) {
-			if fr := d.frags[u]; fr != nil {
+			if fr := d.fragment(u); fr != nil {
 				fr.m.SetNow(c.now)
 				fr.m.Resend(p.Source, f, to)
 				d.carry(u)
@@ -610,7 +642,8 @@ func (n *node) rewindFor(f int, rw recovery.Rewind) {
 }
 
 // startReader starts reading source partition i at the smallest offset a
-// local fragment applied (remote ones ask for earlier if they need).
+// local fragment applied: its first batch to every fragment says where
+// it starts, and remote ones behind it ask for earlier.
 func (n *node) startReader(i int) error {
 	c := n.c
 	p := recovery.PartitionID{Source: c.parts[i].source, Partition: c.parts[i].partition}

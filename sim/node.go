@@ -25,6 +25,11 @@ type node struct {
 	// handles messages, which wait in held until it resumes.
 	paused bool
 	held   []func()
+	// pause is the node's pause clock (recovery.PauseClock), read before
+	// anything acts on the fragments, as the engine reads it; pauses is
+	// the count its fragments were told of.
+	pause  *recovery.PauseClock
+	pauses uint64
 	fs     *vfs.MemFS
 	st     *recovery.Store
 
@@ -186,8 +191,12 @@ func (c *Cluster) Pause(name string) error {
 }
 
 // Resume resumes a paused node: it handles the messages that waited for
-// it, in order, then ticks again from where it was — a zombie until it
-// learns the placement moved on without it.
+// it, in order, then ticks again from where it was. Like a real node it
+// reads its pause clock before anything acts on its fragments: after a
+// pause longer than Config.PauseLimit (the others may have declared it
+// dead and taken its fragments over) every fragment drops its state,
+// restores its last checkpoint and waits for a hand-off, so that it is
+// never a zombie owner; after a shorter one it goes on.
 func (c *Cluster) Resume(name string) error {
 	n, err := c.node(name)
 	if err != nil {
@@ -269,6 +278,8 @@ func (n *node) start() error {
 	}
 	n.inc++
 	n.up, n.st = true, st
+	n.pause, n.pauses = recovery.NewPauseClock(c.cfg.PauseLimit), 0
+	n.pause.Observe(c.now)
 	n.peers = map[string]peerInfo{}
 	n.alive, n.since, n.running, n.leaving, n.pending = []string{n.name}, c.now, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
@@ -318,6 +329,10 @@ func (n *node) stop() error {
 // fragments.
 func (n *node) tick() {
 	c := n.c
+	n.readClock()
+	if !n.up {
+		return
+	}
 	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
 		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0)) {
 		c.trace("%s left", n.name)
@@ -339,6 +354,46 @@ func (n *node) tick() {
 	n.tickFragments()
 	n.tickReaders()
 	n.sync()
+}
+
+// readClock reads the node's pause clock, as the engine's ticker and
+// every fragment actor do before they act; after a pause it has not told
+// its fragments of, every fragment drops its state (the engine's rule:
+// recovery.PauseClock, recovery.Machine.FollowPauses).
+func (n *node) readClock() {
+	c := n.c
+	count, gap := n.pause.Observe(c.now)
+	if gap > 0 {
+		c.trace("%s was paused for %v (limit %v): its fragments restore and wait for a hand-off", n.name, gap, n.pause.Limit())
+	}
+	if count == n.pauses {
+		return
+	}
+	n.pauses = count
+	for _, f := range sortedKeys(n.frags) {
+		fr := n.frags[f]
+		if fr == nil {
+			continue
+		}
+		fr.m.SetNow(c.now)
+		if fr.m.FollowPauses(count, &fr.pauses) {
+			c.counts.Resumed++
+			n.carry(f)
+		}
+		if !n.up {
+			return
+		}
+	}
+}
+
+// fragment is fragment f, if the node owns it, for a message it is about
+// to handle: as a fragment actor, it reads the pause clock first.
+func (n *node) fragment(f int) *frag {
+	n.readClock()
+	if !n.up {
+		return nil
+	}
+	return n.frags[f]
 }
 
 // beat tells every other node this one is alive, with its epoch, and
@@ -511,7 +566,9 @@ func (n *node) place(next *placed) error {
 			}
 		case r != nil:
 			for _, f := range moved {
-				r.cr.Reclaim(f, c.now)
+				if from := r.cr.Reclaim(f, c.now); from >= 0 {
+					r.rewind(from, f)
+				}
 			}
 		}
 	}
@@ -545,6 +602,16 @@ func (c *Cluster) Members(name string) []string {
 		return nil
 	}
 	return slices.Clone(n.alive)
+}
+
+// Pauses is how many pauses a running node noticed since it started
+// (its recovery.PauseClock's count), 0 if it is down.
+func (c *Cluster) Pauses(name string) uint64 {
+	n := c.nodes[name]
+	if n == nil || !n.up {
+		return 0
+	}
+	return n.pause.Count()
 }
 
 // Up lists the running nodes, sorted.

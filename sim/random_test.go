@@ -34,35 +34,37 @@ var (
 // (TestReplayIsIdentical).
 //
 // Known failures, left out of the schedules until fixed (-allfaults draws
-// every fault for every flow: then 33 of seeds 1–1,000 fail, and no
-// one-stage schedule without a pause; 76 did before strong productions,
-// recovery.MachineConfig.Confirm):
-//   - a paused node that resumes (a zombie) keeps the fragments it owned
-//     before, and sink outputs go missing (21 seeds, one stage: 302, 573,
-//     862) — the zombie-owner bug, fixed apart;
-//   - with an exchange (two stages), split brain: a partition (or a
-//     one-way cut that makes one side declare the other dead) lets both
-//     sides own a fragment and release outputs; there is no quorum, so
-//     when they meet again one side's lineage replaces the other's and
-//     fragments downstream may have applied outputs of both (12 seeds:
-//     90, 129, 216, 300, 467, 667, 676, 693, 736, 817, 825, 925). Which
-//     side wins depends on timing, so which partition schedules pass
-//     changes with it: 129, 216, 825 failed before too and pass with some
-//     timings of the strong rule, 90 and 467 passed before. A fragment
-//     that finds itself behind what a downstream applied stops and waits
-//     for a newer copy rather than miscount, but two lineages that both
-//     went on are not detected.
+// every fault for every flow: then 17 of seeds 1–1,000 fail, all with an
+// exchange; 76 did before strong productions, recovery.MachineConfig
+// Confirm, and the pause rule):
+//   - split brain (16 seeds: 65, 90, 129, 152, 216, 300, 336, 667, 676,
+//     684, 693, 736, 817, 825, 924, 925): a partition (or a one-way cut
+//     that makes one side declare the other dead) lets both sides own a
+//     fragment and release outputs; there is no quorum, so when they meet
+//     again one side's lineage replaces the other's and fragments
+//     downstream may have applied outputs of both. Which side wins
+//     depends on timing, so which partition schedules pass changes with
+//     it. A fragment that finds itself behind what a downstream applied
+//     stops and waits for a newer copy rather than miscount (so some of
+//     them end not converged instead of wrong), but two lineages that
+//     both went on are not detected;
+//   - a pause with an exchange (seed 76): after a long pause and a full
+//     disk, fragments downstream stay behind an upstream fragment's
+//     outputs (not yet understood).
 //
 // Fixed, and run by TestFixedSeeds with every fault: a fragment that
 // started again from a checkpoint older than the one whose outputs it had
 // sent downstream — owner and standby lost close together, a node
-// restarted within the failure detection window, a full disk — which made
-// its replay interleave its input partitions anew and contradict what
-// downstream fragments applied (23 of the 29 two-stage seeds that failed
-// without a pause before; the other 6 are the split brains above).
+// restarted within the failure detection window, a full disk, a pause —
+// which made its replay interleave its input partitions anew and
+// contradict what downstream fragments applied.
 //
 // So two-stage schedules draw every fault but partitions, one-way cuts
-// and pauses; one-stage schedules every fault but pauses.
+// and pauses; one-stage schedules every fault, pauses included. A paused
+// node that resumes runs the engine's pause rule (recovery.PauseClock):
+// it drops the fragments it owned and takes them back by hand-off, so it
+// is never a zombie owner (without the rule seeds 302, 573 and 862 lose
+// outputs; testdata/zombie_resumes.txt is one of them, shortened).
 func TestRandomSchedules(t *testing.T) {
 	n := *schedules
 	if testing.Short() {
@@ -126,9 +128,11 @@ func TestRandomSchedules(t *testing.T) {
 // schedules whose fragments started again from copies older than what
 // their downstream fragments applied — owner and standby lost together
 // (161, 344, 964), a node restarted within the failure detection window
-// (426), a full disk — and their kin. Some of them partition the network
-// too, without a split brain that lets both sides release outputs.
-var fixedSeeds = []uint64{17, 51, 65, 97, 161, 265, 274, 344, 350, 367, 377, 411, 426, 449, 571, 724, 787, 801, 811, 845, 857, 909, 964}
+// (426), a full disk — and their kin. Many of them partition the network
+// too, without a split brain that lets both sides release outputs; as
+// the known failures above say, such schedules pass or fail by timing, so
+// a change of timing may move one of them there.
+var fixedSeeds = []uint64{17, 51, 97, 161, 265, 274, 344, 350, 367, 377, 411, 426, 449, 571, 724, 787, 801, 811, 845, 857, 909, 964}
 
 // TestFixedSeeds replays, with every fault drawn, the schedules that
 // failed before the fix that fixedSeeds names.
@@ -172,7 +176,7 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
 	// Faults a flow of this shape is known to fail under (see above).
 	splits := stages == 1 || allFaults
-	pauses := allFaults
+	pauses := stages == 1 || allFaults
 	cfg := sim.Config{Seed: seed}
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

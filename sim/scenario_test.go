@@ -19,7 +19,8 @@ import (
 // commands and prints what it shows. Rewrite the expected output with
 // go test ./sim -run TestScenarios -rewrite.
 //
-//	cluster seed=1 fragments=8 partitions=2 stages=2   (optional, before the first start; stages=1 drops the groups stage)
+//	cluster seed=1 fragments=8 partitions=2 stages=2   (optional, before the first start; stages=1 drops the groups stage;
+//	                        pause-limit=1h sets Config.PauseLimit: a node paused for less does not notice it)
 //	start n1 n2 n3          start or restart nodes
 //	push 10000              append events to the input
 //	kill n2 | restart n2 | leave n2 | pause n1 | resume n1
@@ -30,7 +31,7 @@ import (
 //	disk-full n2 | disk-ok n2
 //	run 5s                  move the virtual clock
 //	check exact             run (at most 2 minutes) until the cluster is whole, the views equal a sequential count and the sink holds one output per event
-//	show placement | show members | show counts | show stale
+//	show placement | show members | show counts | show pauses | show stale
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		s := &scenario{}
@@ -57,11 +58,10 @@ func (s *scenario) close(t *testing.T) {
 	}
 }
 
-func (s *scenario) init(seed uint64, fragments, parts, stages int) error {
+func (s *scenario) init(cfg sim.Config, fragments, parts, stages int) error {
 	if s.w != nil {
 		return fmt.Errorf("the cluster exists already")
 	}
-	cfg := sim.Config{Seed: seed}
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -81,9 +81,18 @@ func names(d *datadriven.TestData) []string {
 func (s *scenario) do(d *datadriven.TestData) (string, error) {
 	if d.Cmd == "cluster" {
 		seed, fragments, parts, stages := uint64(1), 8, 2, 2
+		var pauseLimit time.Duration
 		for _, a := range d.CmdArgs {
 			if len(a.Vals) != 1 {
 				return "", fmt.Errorf("%s wants one value", a.Key)
+			}
+			if a.Key == "pause-limit" {
+				v, err := time.ParseDuration(a.Vals[0])
+				if err != nil {
+					return "", err
+				}
+				pauseLimit = v
+				continue
 			}
 			v, err := strconv.Atoi(a.Vals[0])
 			if err != nil {
@@ -102,10 +111,10 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 				return "", fmt.Errorf("unknown argument %s", a.Key)
 			}
 		}
-		return "ok\n", s.init(seed, fragments, parts, stages)
+		return "ok\n", s.init(sim.Config{Seed: seed, PauseLimit: pauseLimit}, fragments, parts, stages)
 	}
 	if s.w == nil {
-		if err := s.init(1, 8, 2, 2); err != nil {
+		if err := s.init(sim.Config{Seed: 1}, 8, 2, 2); err != nil {
 			return "", err
 		}
 	}
@@ -204,7 +213,7 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 	case "show":
 		what := names(d)
 		if len(what) != 1 {
-			return "", fmt.Errorf("show wants one of: placement, members, counts, stale")
+			return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
 		}
 		switch what[0] {
 		case "placement":
@@ -224,12 +233,19 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 			return b.String(), nil
 		case "stale":
 			return fmt.Sprintf("stale copies found %d\n", c.Counts().Stale), nil
+		case "pauses":
+			var b strings.Builder
+			for _, n := range c.Up() {
+				fmt.Fprintf(&b, "%s noticed %d pauses\n", n, c.Pauses(n))
+			}
+			fmt.Fprintf(&b, "fragments that dropped their state after a pause: %d\n", c.Counts().Resumed)
+			return b.String(), nil
 		case "counts":
 			k := c.Counts()
 			return fmt.Sprintf("handoffs %d, fenced %d, crashes %d, restarts %d; messages %d: dropped %d, duplicated %d, reordered %d, cut %d\n",
 				k.Handoffs, k.Fenced, k.Crashes, k.Restarts, k.Messages, k.Dropped, k.Duplicated, k.Reordered, k.Cut), nil
 		}
-		return "", fmt.Errorf("show wants one of: placement, members, counts, stale")
+		return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
 	}
 	return "", fmt.Errorf("unknown command %q", d.Cmd)
 }

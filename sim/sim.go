@@ -32,6 +32,15 @@ type Config struct {
 	// declared dead (default 2s); Settle how long a starting node waits
 	// for its member list to stop changing before it places (default 1s).
 	Heartbeat, Detect, Settle time.Duration
+	// PauseLimit is how long a node's process may stand still (Pause)
+	// before it treats its fragments as taken over when it runs again
+	// (recovery.PauseClock, the engine's rule). It is the least silence
+	// after which the others may declare the node dead, as
+	// cluster.PauseLimit is for a real cluster (default Detect −
+	// Heartbeat: the last heartbeat a node sent before it stopped may be
+	// up to a heartbeat older than its last reading of the clock, and the
+	// others place as soon as they declare it dead).
+	PauseLimit time.Duration
 	// CheckpointInterval is how often a fragment checkpoints (default 1s).
 	CheckpointInterval time.Duration
 	// HandoffWait bounds a gained fragment's wait for its old owner's last
@@ -58,6 +67,7 @@ func (c *Config) defaults() {
 	def(&c.Heartbeat, 250*time.Millisecond)
 	def(&c.Detect, 2*time.Second)
 	def(&c.Settle, time.Second)
+	def(&c.PauseLimit, c.Detect-c.Heartbeat)
 	def(&c.CheckpointInterval, time.Second)
 	def(&c.HandoffWait, 10*time.Second)
 	def(&c.Latency, time.Millisecond)
@@ -90,6 +100,9 @@ func (c Config) Validate() error {
 	if c.Detect > 0 && c.Heartbeat > 0 && c.Detect <= 2*c.Heartbeat {
 		errs = append(errs, fmt.Errorf("sim: detect timeout %v should be more than two heartbeats (%v)", c.Detect, c.Heartbeat))
 	}
+	if c.PauseLimit < 0 {
+		errs = append(errs, fmt.Errorf("sim: negative pause limit %v", c.PauseLimit))
+	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
@@ -110,6 +123,9 @@ type Counts struct {
 	Placements, Handoffs, Replicated, Fenced      int64
 	Stale                                         int64 // fragments that restored a copy older than what downstream applied
 	Crashes, Restarts, DiskFull                   int64
+	// Resumed counts fragments that dropped their state after their
+	// node's pause (recovery.Machine.FollowPauses).
+	Resumed int64
 }
 
 // Cluster is a simulated cluster running one flow: nodes in one process,

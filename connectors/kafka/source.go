@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tessera-streams/tessera/connectors/internal/commit"
 	"github.com/tessera-streams/tessera/flows"
 )
 
@@ -54,7 +55,7 @@ type Source[T any] struct {
 	bounds []int64     // per source partition, with Bounded: its end offset at New
 	cl     *kgo.Client // for metadata and commits
 	admin  *kadm.Client
-	com    *committer // nil without a group
+	com    *commit.Committer[topicPartition] // nil without a group
 	once   sync.Once
 	cerr   error
 }
@@ -108,7 +109,7 @@ func New[T any](ctx context.Context, cfg Config[T]) (*Source[T], error) {
 		return nil, fmt.Errorf("kafka source: %w", err)
 	}
 	if cfg.Group != "" {
-		s.com = newCommitter(s.admin, cfg.Group)
+		s.com = commit.New("kafka", commitRound(s.admin, cfg.Group))
 	}
 	return s, nil
 }
@@ -183,7 +184,7 @@ func (s *Source[T]) End(p int) int64 {
 func (s *Source[T]) Close() error {
 	s.once.Do(func() {
 		if s.com != nil {
-			s.cerr = s.com.close()
+			s.cerr = s.com.Close()
 		}
 		s.admin.Close()
 	})
@@ -421,7 +422,7 @@ func (r *reader[T]) Commit(offset int64) error {
 	if r.s.com == nil {
 		return nil
 	}
-	return r.s.com.commit(r.tp, offset)
+	return r.s.com.Commit(r.tp, offset)
 }
 
 func (r *reader[T]) Close() error {
@@ -431,110 +432,28 @@ func (r *reader[T]) Close() error {
 	return nil
 }
 
-// committer sends the offsets readers commit, one request for all the
-// partitions that moved since the last one.
-type committer struct {
-	admin   *kadm.Client
-	group   string
-	mu      sync.Mutex
-	pending map[topicPartition]int64
-	errs    map[topicPartition]error // of the last request, returned by the next commit
-	closed  bool
-	wake    chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-}
-
-func newCommitter(admin *kadm.Client, group string) *committer {
-	c := &committer{admin: admin, group: group, pending: map[topicPartition]int64{}, errs: map[topicPartition]error{},
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go c.run()
-	return c
-}
-
-func (c *committer) commit(tp topicPartition, offset int64) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return errors.New("kafka: commit after the source was closed")
-	}
-	if offset > c.pending[tp] {
-		c.pending[tp] = offset
-	}
-	err := c.errs[tp]
-	delete(c.errs, tp)
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-	return err
-}
-
-func (c *committer) run() {
-	defer close(c.done)
-	for {
-		select {
-		case <-c.wake:
-			c.send(10 * time.Second)
-		case <-c.stop:
-			c.send(5 * time.Second) // what came last
-			return
+// commitRound commits a round of offsets for the group in one request.
+func commitRound(admin *kadm.Client, group string) commit.Send[topicPartition] {
+	return func(ctx context.Context, batch map[topicPartition]int64) map[topicPartition]error {
+		var os kadm.Offsets
+		for tp, off := range batch {
+			os.AddOffset(tp.topic, tp.part, off, -1)
 		}
-	}
-}
-
-// send commits what is pending; what fails is pending again, unless a
-// newer offset came meanwhile.
-func (c *committer) send(timeout time.Duration) {
-	c.mu.Lock()
-	batch := c.pending
-	c.pending = map[topicPartition]int64{}
-	c.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-	var os kadm.Offsets
-	for tp, off := range batch {
-		os.AddOffset(tp.topic, tp.part, off, -1)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	resps, err := c.admin.CommitOffsets(ctx, c.group, os)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for tp, off := range batch {
-		perr := err
-		if perr == nil {
-			if r, ok := resps.Lookup(tp.topic, tp.part); !ok {
-				perr = errors.New("no answer for the partition")
-			} else {
-				perr = r.Err
+		resps, err := admin.CommitOffsets(ctx, group, os)
+		errs := map[topicPartition]error{}
+		for tp, off := range batch {
+			perr := err
+			if perr == nil {
+				if r, ok := resps.Lookup(tp.topic, tp.part); !ok {
+					perr = errors.New("no answer for the partition")
+				} else {
+					perr = r.Err
+				}
+			}
+			if perr != nil {
+				errs[tp] = fmt.Errorf("kafka: commit %s/%d at %d for group %q: %w", tp.topic, tp.part, off, group, perr)
 			}
 		}
-		if perr == nil {
-			continue
-		}
-		c.errs[tp] = fmt.Errorf("kafka: commit %s/%d at %d for group %q: %w", tp.topic, tp.part, off, c.group, perr)
-		if off > c.pending[tp] {
-			c.pending[tp] = off
-		}
+		return errs
 	}
-}
-
-func (c *committer) close() error {
-	c.once.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
-		close(c.stop)
-	})
-	<-c.done
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var errs []error
-	for _, err := range c.errs {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tessera-streams/tessera/connectors/internal/commit"
 	"github.com/tessera-streams/tessera/flows"
 )
 
@@ -50,9 +51,9 @@ type Source[T any] struct {
 	nc      *natsgo.Conn
 	js      jetstream.JetStream
 	stream  jetstream.Stream
-	created time.Time // the stream's creation: another one is another stream
-	bounds  []int64   // per partition, with Bounded: the sequence after its last message at New
-	trim    *trimmer  // nil without TrimCommitted
+	created time.Time                 // the stream's creation: another one is another stream
+	bounds  []int64                   // per partition, with Bounded: the sequence after its last message at New
+	trim    *commit.Committer[string] // nil without TrimCommitted
 	once    sync.Once
 	cerr    error
 }
@@ -102,7 +103,7 @@ func New[T any](ctx context.Context, cfg Config[T]) (*Source[T], error) {
 		return nil, fmt.Errorf("nats source: %w", err)
 	}
 	if cfg.TrimCommitted {
-		s.trim = newTrimmer(s.stream)
+		s.trim = commit.New("nats", purgeRound(s.stream))
 	}
 	return s, nil
 }
@@ -170,7 +171,7 @@ func (s *Source[T]) End(p int) int64 {
 func (s *Source[T]) Close() error {
 	s.once.Do(func() {
 		if s.trim != nil {
-			s.cerr = s.trim.close()
+			s.cerr = s.trim.Close()
 		}
 		s.nc.Close()
 	})
@@ -396,7 +397,7 @@ func (r *reader[T]) Commit(offset int64) error {
 	if r.s.trim == nil {
 		return nil
 	}
-	return r.s.trim.commit(r.subj, offset)
+	return r.s.trim.Commit(r.subj, offset)
 }
 
 func (r *reader[T]) Close() error {
@@ -413,93 +414,18 @@ func (r *reader[T]) Close() error {
 	return nil
 }
 
-// trimmer purges below the committed offsets, one subject at a time.
-type trimmer struct {
-	stream  jetstream.Stream
-	mu      sync.Mutex
-	pending map[string]int64
-	errs    map[string]error
-	closed  bool
-	wake    chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
-}
-
-func newTrimmer(stream jetstream.Stream) *trimmer {
-	t := &trimmer{stream: stream, pending: map[string]int64{}, errs: map[string]error{},
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go t.run()
-	return t
-}
-
-func (t *trimmer) commit(subj string, offset int64) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return errors.New("nats: commit after the source was closed")
-	}
-	if offset > t.pending[subj] {
-		t.pending[subj] = offset
-	}
-	err := t.errs[subj]
-	delete(t.errs, subj)
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-	return err
-}
-
-func (t *trimmer) run() {
-	defer close(t.done)
-	for {
-		select {
-		case <-t.wake:
-			t.send(10 * time.Second)
-		case <-t.stop:
-			t.send(5 * time.Second)
-			return
+// purgeRound purges each subject below its committed offset.
+func purgeRound(stream jetstream.Stream) commit.Send[string] {
+	return func(ctx context.Context, batch map[string]int64) map[string]error {
+		errs := map[string]error{}
+		for subj, off := range batch {
+			err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(uint64(off)))
+			if err != nil {
+				errs[subj] = fmt.Errorf("nats: purge %s below %d: %w", subj, off, err)
+			}
 		}
+		return errs
 	}
-}
-
-func (t *trimmer) send(timeout time.Duration) {
-	t.mu.Lock()
-	batch := t.pending
-	t.pending = map[string]int64{}
-	t.mu.Unlock()
-	for subj, off := range batch {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err := t.stream.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(uint64(off)))
-		cancel()
-		if err == nil {
-			continue
-		}
-		t.mu.Lock()
-		t.errs[subj] = fmt.Errorf("nats: purge %s below %d: %w", subj, off, err)
-		if off > t.pending[subj] {
-			t.pending[subj] = off
-		}
-		t.mu.Unlock()
-	}
-}
-
-func (t *trimmer) close() error {
-	t.once.Do(func() {
-		t.mu.Lock()
-		t.closed = true
-		t.mu.Unlock()
-		close(t.stop)
-	})
-	<-t.done
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var errs []error
-	for _, err := range t.errs {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }
 
 // subjectsCollide reports whether some subject matches both filters: tokens

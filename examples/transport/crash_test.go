@@ -70,6 +70,7 @@ func readTrips(t *testing.T, dirs ...string) map[string]bool {
 // the sequential program's trips, each once. Its accuracy file scores the
 // detector against the ground truth.
 func TestSIGKILLRestartsExact(t *testing.T) {
+	t.Parallel()
 	args, _, want := testArgs(t, 1500, 16, "-k", "1")
 	bin := exampletest.Build(t, "transport")
 	data := t.TempDir()
@@ -125,6 +126,7 @@ func checkExact(t *testing.T, base string, want pipeline.Result, dirs ...string)
 // both survivors' OD views, and the nodes' trips files together, equal
 // the sequential program's.
 func TestThreeNodesOneKilledExact(t *testing.T) {
+	t.Parallel()
 	args, _, want := testArgs(t, 1500, 16, "-k", "1", "-rate", "40000") // the input lasts about 2.5 s
 	bin := exampletest.Build(t, "transport")
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}

@@ -82,6 +82,7 @@ func TestKafkaSourceSameAsSimulation(t *testing.T) {
 
 // Flags that cannot work are clear errors before anything starts.
 func TestSourceFlagErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want string

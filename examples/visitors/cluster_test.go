@@ -24,6 +24,7 @@ import (
 // raised once, none before it again, and every window and alert ends
 // exact on both survivors.
 func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
+	t.Parallel()
 	wins, alerts := sequential(t, testArgs)
 	if len(alerts) < 4 {
 		t.Fatalf("the test configuration crosses the threshold %d times; want several on each side of the kill", len(alerts))

@@ -13,6 +13,7 @@ import (
 // between two alerts, and restarted on the same data directory each time:
 // every window ends exact, and every alert was raised exactly once.
 func TestSIGKILLAlertsOncePerCrossing(t *testing.T) {
+	t.Parallel()
 	wins, alerts := sequential(t, testArgs)
 	bin := exampletest.Build(t, "visitors")
 	data := t.TempDir()

@@ -172,6 +172,7 @@ func TestBadQueries(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"-users", "0"},
 		{"-step", "0s"},

@@ -15,6 +15,7 @@ import (
 // partitions and owns a share of the fragments; every node answers with
 // the global view, equal to a sequential count.
 func TestThreeNodesExact(t *testing.T) {
+	t.Parallel()
 	const n = 1_000_000
 	bin := exampletest.Build(t, "wordcount")
 	var gossip []string
@@ -140,6 +141,7 @@ func waitExact(t *testing.T, base string, n int64, seed uint64) {
 // A node killed mid-stream: its fragments and source partitions move to
 // the others, which replay what they miss; the result is exact.
 func TestNodeKilledMidStreamExact(t *testing.T) {
+	t.Parallel()
 	const n = 2_000_000
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", "21", "-fragments", "32", "-rate", "500000",
@@ -186,6 +188,7 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 // A fourth node joins mid-stream and takes over fragments; then a node
 // leaves gracefully (SIGTERM) and hands its fragments off. Exact.
 func TestJoinAndLeaveExact(t *testing.T) {
+	t.Parallel()
 	const n = 3_000_000
 	bin := exampletest.Build(t, "wordcount")
 	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "30", "-rate", "400000", "-checkpoint-interval", "200ms"}
@@ -271,6 +274,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 // owns its fragments: what it sends under its old placement epoch is
 // fenced, it rejoins, and the result is exact.
 func TestStaleOwnerFencedExact(t *testing.T) {
+	t.Parallel()
 	const n = 2_000_000
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", "29", "-fragments", "32", "-rate", "300000",
@@ -325,6 +329,7 @@ func TestStaleOwnerFencedExact(t *testing.T) {
 // checkpoint; started again on the same data, it ends exact, and its
 // fragments restored those checkpoints rather than replaying from nothing.
 func TestClusterStoppedAndRestartedExact(t *testing.T) {
+	t.Parallel()
 	const n = 2_000_000
 	bin := exampletest.Build(t, "wordcount")
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}

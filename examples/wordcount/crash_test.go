@@ -39,6 +39,7 @@ func sequentialCounts(n int64, partitions int, seed uint64) map[string]int64 {
 // same data directory each time; the final view equals a run without
 // crashes, exactly.
 func TestSIGKILLRestartsAreExact(t *testing.T) {
+	t.Parallel()
 	const n = 4_000_000
 	bin := exampletest.Build(t, "wordcount")
 	data := t.TempDir()
@@ -85,6 +86,7 @@ func TestSIGKILLRestartsAreExact(t *testing.T) {
 // SIGTERM takes a final checkpoint and exits 0; the next start replays
 // nothing and finishes exactly.
 func TestSIGTERMThenRestartReplaysNothing(t *testing.T) {
+	t.Parallel()
 	const n = 3_000_000
 	bin := exampletest.Build(t, "wordcount")
 	data := t.TempDir()

@@ -63,6 +63,7 @@ func queryLoop(base string, paths []string, interval time.Duration, killed func(
 // names the fragments that are moving. No answer shows the actor
 // library's internals.
 func TestQueriesAnswerWhileANodeDies(t *testing.T) {
+	t.Parallel()
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-seed", "5", "-fragments", "32", "-rate", "200000", "-checkpoint-interval", "200ms")
 	waitTotalAtLeast(t, procs[0].Base, 100_000)

@@ -32,6 +32,7 @@ func clusterPushLines() int {
 // is SIGKILLed mid-stream. Every line acknowledged is counted exactly once
 // in the views of the two nodes left.
 func TestHTTPIngestKafkaClusterExact(t *testing.T) {
+	t.Parallel()
 	brokers, _ := kafkaLines(t, 4)
 	ingestClusterExact(t, "-ingest", "kafka", "-brokers", strings.Join(brokers, ","), "-topics", "lines", "-group", "wordcount")
 }
@@ -40,6 +41,7 @@ func TestHTTPIngestKafkaClusterExact(t *testing.T) {
 // stream with the key in their Nats-Msg-Id, and the stream's duplicate
 // window drops a retry's.
 func TestHTTPIngestNATSClusterExact(t *testing.T) {
+	t.Parallel()
 	url, js := natsServer(t)
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "LINES",
 		Subjects: []string{"lines.0", "lines.1", "lines.2", "lines.3"}, Duplicates: 10 * time.Minute}); err != nil {

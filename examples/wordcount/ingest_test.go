@@ -100,6 +100,7 @@ func postStatus(t *testing.T, url, contentType string, body []byte) (int, map[st
 // Malformed, oversized and wrong-type bodies, sent first, get JSON 4xx
 // and count nothing.
 func TestHTTPIngestSIGKILLExact(t *testing.T) {
+	t.Parallel()
 	const clients, perRequest, kills = 8, 500, 3
 	n := pushLines()
 	bin := exampletest.Build(t, "wordcount")

@@ -163,6 +163,7 @@ func TestGeneratorContract(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"-source", "kafka"},
 		{"-source", "kafka", "-brokers", "127.0.0.1:1"},
@@ -192,6 +193,7 @@ func TestBadFlags(t *testing.T) {
 // before anything serves (it used to log an engine failure and then serve
 // a healthy-looking node counting nothing).
 func TestGlobMatchingADirectoryFails(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "a.jsonl"), []byte(`{"text":"a b"}`+"\n"), 0o644)
 	os.Mkdir(filepath.Join(dir, "old.jsonl"), 0o755)
@@ -206,6 +208,7 @@ func TestGlobMatchingADirectoryFails(t *testing.T) {
 }
 
 func TestWords(t *testing.T) {
+	t.Parallel()
 	var got []string
 	Words("Hello, World! don't-stop 42x  ÉTÉ", func(w string) { got = append(got, w) })
 	if strings.Join(got, "|") != "hello|world|don't-stop|42x|été" {

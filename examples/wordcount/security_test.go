@@ -24,6 +24,7 @@ import (
 // read token that writes, and a client without a certificate at the
 // node-to-node port all fail.
 func TestThreeNodesSecured(t *testing.T) {
+	t.Parallel()
 	const n = 300_000
 	bin := exampletest.Build(t, "wordcount")
 	certs := testcert.Write(t, "wordcount")

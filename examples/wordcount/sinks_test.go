@@ -133,6 +133,7 @@ func checkpointOffsets(t *testing.T, data string, fragments, partitions int) map
 // the group's committed offsets are at or below what the checkpoints on
 // disk cover.
 func TestKafkaSinkSIGKILLExact(t *testing.T) {
+	t.Parallel()
 	const parts, nLines, fragments = 3, 40_000, 8
 	brokers, cl := kafkaLines(t, parts)
 	adm := kadm.NewClient(cl)
@@ -255,6 +256,7 @@ func feedLines(t *testing.T, cl *kgo.Client, vs []string, parts int, every time.
 // before the newest), and the output topic, read with read_committed,
 // holds every count update exactly once.
 func TestKafkaSinkNodeKilledExact(t *testing.T) {
+	t.Parallel()
 	const parts, nLines = 3, 30_000
 	brokers, cl := kafkaLines(t, parts)
 	vs, want, total := lines(nLines)
@@ -345,6 +347,7 @@ func genArgs(n int64, data string) []string {
 // -sink file: SIGKILLed five times and restarted, the node leaves files
 // that hold every count update exactly once, every line whole.
 func TestFileSinkSIGKILLExact(t *testing.T) {
+	t.Parallel()
 	const n = 300_000
 	bin := exampletest.Build(t, "wordcount")
 	data, out := t.TempDir(), t.TempDir()
@@ -392,6 +395,7 @@ func readSinkFiles(t *testing.T, dir string) []update {
 // their output ids as Nats-Msg-Id, and JetStream's duplicate window drops
 // them).
 func TestNATSSinkSIGKILLExact(t *testing.T) {
+	t.Parallel()
 	const n = 200_000
 	url, js := natsServer(t)
 	ctx := context.Background()
@@ -481,6 +485,7 @@ func natsServer(t *testing.T) (string, jetstream.JetStream) {
 // TESSERA_KNOWN_FAILURES=1 and does not count as passing until it passes
 // in every run.
 func TestKafkaSinkNodeStoppedExact(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("TESSERA_KNOWN_FAILURES") == "" {
 		t.Skip("known failure (a resumed node's fragment can deliver its first outputs twice, in some runs): set TESSERA_KNOWN_FAILURES=1 to run it")
 	}

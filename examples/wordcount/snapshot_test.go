@@ -62,6 +62,7 @@ func cutSum(c *splice.Cut) int64 {
 // A latest read splices fragments at different offsets and breaks this
 // (each fragment's count is its own). Cuts only move forward.
 func TestSnapshotReadsAreOneCut(t *testing.T) {
+	t.Parallel()
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-seed", "11", "-fragments", "16", "-partitions", "4", "-rate", "200000", "-checkpoint-interval", "200ms")
 	waitTotalAtLeast(t, procs[0].Base, 50_000)
@@ -117,6 +118,7 @@ func TestSnapshotReadsAreOneCut(t *testing.T) {
 // says complete, and its cut is the whole input; a min_offsets beyond the
 // input's end is a JSON 504 that says what it waited for, not a hang.
 func TestSnapshotCompleteOnBoundedInput(t *testing.T) {
+	t.Parallel()
 	const events = 30_000
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-seed", "3", "-events", fmt.Sprint(events), "-fragments", "8", "-partitions", "3")
@@ -153,6 +155,7 @@ func TestSnapshotCompleteOnBoundedInput(t *testing.T) {
 // min_offsets token, and a read with it sees the words just pushed, at
 // once, latest or snapshot.
 func TestReadYourWrites(t *testing.T) {
+	t.Parallel()
 	bin := exampletest.Build(t, "wordcount")
 	p := exampletest.Start(t, bin, "-source", "http", "-data", t.TempDir(), "-http", exampletest.FreePort(t), "-progress", "0",
 		"-log-level", "warn", "-partitions", "3", "-fragments", "8")

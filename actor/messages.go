@@ -1,0 +1,38 @@
+package actor
+
+import (
+	"time"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// The messages of the fragment and reader actors within a node.
+type (
+	pollMsg  struct{}
+	batchMsg struct {
+		b      *flows.Batch
+		reader *pa.PID
+	}
+	ackMsg    struct{ fragment int }
+	rewindMsg struct {
+		to       int64
+		fragment int
+	}
+	tickMsg struct{ now time.Time }
+	ckptReq struct{}
+	ckptOK  struct{}
+	// startMsg starts a fragment once the layout is in place (Machine.Start);
+	// replay: it started after a placement change (Machine.Replay).
+	startMsg struct{ replay bool }
+	stopMsg  struct{}
+	ckptDone struct {
+		epoch   uint64
+		offsets map[recovery.PartitionID]int64
+		time    int64
+		bytes   int
+		err     error
+	}
+)

@@ -1,0 +1,85 @@
+package actor
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// FragmentStats are a fragment's counters, safe to read concurrently.
+type FragmentStats struct {
+	ID         int
+	Events     atomic.Int64 // records applied (since the first start)
+	Batches    atomic.Int64
+	Duplicates atomic.Int64 // batches dropped as duplicates
+	Gaps       atomic.Int64 // batches dropped after a loss, each followed by a rewind
+	Fenced     atomic.Int64 // batches dropped as sent under an older placement epoch
+	Malformed  atomic.Int64 // batches from other nodes that did not decode
+	Reasked    atomic.Int64 // rewinds asked again of a remote reader that did not replay
+	// RestoredEpoch and RestoredEvents: the checkpoint the fragment
+	// started from on this node (0, 0: none, it starts empty). After a
+	// failover it is the standby copy.
+	RestoredEpoch  atomic.Uint64
+	RestoredEvents atomic.Int64
+	Failures       atomic.Int64 // user-function failures (each restores the fragment)
+	Dead           atomic.Int64 // events dead-lettered after MaxAttempts failures
+	Restores       atomic.Int64 // restores from a checkpoint after a failure
+	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
+	Epoch          atomic.Uint64
+	Watermark      atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
+	TooLate        atomic.Int64 // events too late for every window (replays may count again)
+	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
+	CkptBytes      atomic.Int64 // bytes written by checkpoints
+	CkptTook       atomic.Int64 // ns from taking the last durable checkpoint to its being durable
+	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
+	Complete       atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
+	mu             sync.Mutex
+	offsets        map[string]int64
+	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
+	ckptErr        error
+	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
+}
+
+func (s *FragmentStats) freshness() splice.Freshness {
+	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets(), Complete: s.Complete.Load()}
+	if wm := s.Watermark.Load(); wm != flows.NoWatermark {
+		t := time.Unix(0, wm).UTC()
+		f.Watermark = &t
+	}
+	return f
+}
+
+// Offsets copies the fragment's offset vector, by partition name.
+func (s *FragmentStats) Offsets() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.offsets)
+}
+
+// CheckpointError is the error of the last failed checkpoint write, if any.
+func (s *FragmentStats) CheckpointError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ckptErr
+}
+
+// ReaderStats are a reader's counters.
+type ReaderStats struct {
+	Source    string
+	Partition int
+	Position  atomic.Int64
+	Events    atomic.Int64 // events read, replays included
+	Bad       atomic.Int64 // malformed records
+	Stalls    atomic.Int64 // times it waited for credits
+	Rewinds   atomic.Int64
+	Done      atomic.Bool // the partition is exhausted and everything was applied
+	// Committed is the offset up to which every fragment, on any node, has
+	// a durable checkpoint of the partition: what the source was committed
+	// (-1 until every fragment checkpointed once).
+	Committed atomic.Int64
+}
