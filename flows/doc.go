@@ -49,6 +49,8 @@
 // second always; with Fragment.LagReleases (replicated checkpoints), once
 // the checkpoint after the one that covers them is durable — and the
 // outputs on an exchange leave for the fragments downstream then too.
+// (Who calls Released decides: recovery's strong rule calls it once the
+// standby confirmed its copy, without the lag.)
 //
 // # User functions that fail
 //

@@ -25,7 +25,11 @@ import (
 //     sequence after the checkpoint. Downstream fragments keep their offset
 //     vector over upstream fragments and drop what they applied. The price
 //     is latency: a stage sees its input one checkpoint interval late; the
-//     watermark it is sent is the one of the same checkpoint;
+//     watermark it is sent is the one of the same checkpoint. A restored
+//     fragment holds only what its copy holds: recovery's strong rule
+//     (MachineConfig.Confirm) also waits for the standby's copy, and checks
+//     a restored copy against what downstream fragments applied, since
+//     both copies of the newest checkpoint can be lost at once;
 //   - the upstream keeps its outputs, per downstream fragment, until that
 //     fragment's durable checkpoint covers them (Trim), and writes the ones
 //     not yet covered into its own checkpoints, so a downstream fragment
@@ -124,6 +128,7 @@ type exchangeOut interface {
 	sentAll() bool
 	holding() bool
 	retained() int
+	kept(d int) (base, sent int64)
 }
 
 // exWriter is fragment fr's output on one exchange.
@@ -393,6 +398,10 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 		}
 	}
 }
+
+// kept is where fragment d's records begin (its durable checkpoint covers
+// those before) and end (what was sent).
+func (w *exWriter[K, T]) kept(d int) (base, sent int64) { return w.dests[d].base, w.dests[d].sent }
 
 // retained is the number of records kept for downstream fragments.
 func (w *exWriter[K, T]) retained() int { return w.kept }

@@ -891,6 +891,17 @@ func (fr *Fragment) Resend(ch, dest int, from int64) *Batch {
 	return nil
 }
 
+// Kept is the range of numbers of the fragment's records on exchange
+// channel ch for fragment dest that it can send again: from base (dest's
+// durable checkpoint covers those before, Trim) to sent; zeros for no such
+// exchange.
+func (fr *Fragment) Kept(ch, dest int) (base, sent int64) {
+	if w := fr.exchange(ch); w != nil && dest >= 0 && dest < fr.plan.f.fragments {
+		return w.kept(dest)
+	}
+	return 0, 0
+}
+
 // Trim forgets the records on exchange channel ch for fragment dest that
 // are numbered below upto: dest's durable checkpoint covers them.
 func (fr *Fragment) Trim(ch, dest int, upto int64) {

@@ -115,13 +115,21 @@ func (c *Credits) unblock(f int) bool {
 }
 
 // Reclaim takes back f's credits: its batches in flight will not be
-// acknowledged.
-func (c *Credits) Reclaim(f int, now time.Time) {
+// acknowledged. from is the oldest offset they began at (-1: none): a
+// fragment that moved to an owner that does not replay (it owned the
+// fragment already, on the other side of a partition) never sees them
+// otherwise, so the reader sends them again from there.
+func (c *Credits) Reclaim(f int, now time.Time) (from int64) {
+	from = -1
+	if u := c.unacked[f]; len(u) > 0 {
+		from = u[0]
+	}
 	c.inflight -= c.max - c.credits[f]
 	c.credits[f] = c.max
 	c.unacked[f] = c.unacked[f][:0]
 	c.lastAck[f] = now
 	c.unblock(f)
+	return from
 }
 
 // Expire takes back the credits of fragments that acknowledged nothing

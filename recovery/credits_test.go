@@ -39,6 +39,20 @@ func TestCreditsBlockAckExpire(t *testing.T) {
 	}
 }
 
+// A fragment that moved gives back its credits and names the oldest
+// offset in flight, which its new owner may never ask for.
+func TestCreditsReclaim(t *testing.T) {
+	c := NewCredits(2, 2, t0)
+	c.Sent(1, 5, t0)
+	c.Sent(1, 9, t0)
+	if from := c.Reclaim(1, t0); from != 5 || c.InFlight() != 0 || !c.CanSend(1) {
+		t.Fatalf("reclaim: from %d, %d in flight", from, c.InFlight())
+	}
+	if from := c.Reclaim(1, t0); from != -1 {
+		t.Fatalf("a second reclaim names %d in flight", from)
+	}
+}
+
 // The partition is finished only once read to the end with nothing in
 // flight and nothing due; a rewind unfinishes it.
 func TestCreditsFinish(t *testing.T) {

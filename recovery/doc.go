@@ -20,6 +20,49 @@
 //     a vfs.FS, so that tests crash it): each checkpoint is one atomic
 //     batch of the state changed since the last one, with its vector;
 //     checkpoints queued together share one disk sync.
+//   - Strong productions (MachineConfig.Confirm) are how a pipeline stays
+//     exact when a fragment restarts from a copy. A fragment's outputs on
+//     an exchange depend on how its input partitions interleaved, which a
+//     replay does not repeat; so what a fragment downstream applied must
+//     never be newer than the copy the fragment restarts from. Three rules
+//     make it so, all in the Machine:
+//     (1) a checkpoint's outputs (exchanges, OnCheckpoint sinks) leave, and
+//     upstream fragments learn what it covers of theirs (trims), only once
+//     the standby confirms it holds the checkpoint synced (Copied; at once
+//     without a standby), and the next checkpoint waits for that — state,
+//     input position and outputs durable together in two places, as
+//     MillWheel's strong productions and Kafka Streams' exactly-once
+//     commits (there a replicated topic; here the standby's pebble);
+//     (2) a fragment started from any copy asks every fragment downstream
+//     where it is (the acknowledgement of its first batch carries the
+//     receiver's end) and checkpoints nothing until all answered; one that
+//     applied more than the copy holds proves it stale: the fragment
+//     applies, checkpoints and releases nothing and fetches a newer copy
+//     from the other nodes until one comes — it refuses, loudly, rather
+//     than contradict what was applied. A downstream's answer counts only
+//     once it has heard from every upstream since its own restore, since
+//     its own copy may yet prove stale; (3) a downstream fragment that asks
+//     for records its upstream no longer keeps (its own durable checkpoint
+//     covered them) restored an older copy than its own: told so (Behind),
+//     it stops and fetches the same way. Every start from a copy begins a
+//     new lineage, numbered past those of older placements (epoch =
+//     placement << 32 and up), so a hand-off or a fetched copy replaces a
+//     node's own copy only if it is newer.
+//     Why not the alternative, deterministic replay from an order log of
+//     the input interleaving: the log would have to be durable in two
+//     places before outputs leave anyway (rule 1), and then the checkpoint
+//     itself is; rules 2–3 catch what replication alone cannot (both
+//     copies of the newest checkpoint lost at once) without logging every
+//     batch. The cost is latency: a stage sees its input one standby round
+//     trip after the checkpoint, and a start waits for its downstream
+//     fragments' answers (a round trip; a RewindTimeout when one is away).
+//     What remains: with no quorum, a network partition lets both sides
+//     own a fragment and release outputs; when they meet, one lineage
+//     replaces the other and downstream fragments may have applied both.
+//     The simulation (package sim) carries the rules out; the actor
+//     engine still releases with Fragment.LagReleases (Replicated without
+//     Confirm): its wire messages carry neither standby confirmations nor
+//     receivers' ends yet.
 //   - AlertLog is, the same way, the rules of a flow's alert log in a
 //     cluster: one node evaluates the alerts, prepares each step with its
 //     standby before it writes and announces it, and every node keeps a

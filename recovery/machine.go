@@ -46,7 +46,10 @@ import (
 //     over from a live owner does;
 //   - outputs for fragments downstream (exchanges) leave once a durable
 //     checkpoint covers them (see flows' exchange.go), with Replicated
-//     once the checkpoint after it is durable: Durable sends them;
+//     once the checkpoint after it is durable: Durable sends them; with
+//     Confirm once the standby confirms the copy (Copied), and a fragment
+//     started from a copy checks it against what its downstream fragments
+//     applied first (the package doc: strong productions);
 //     a batch sent downstream and not acknowledged for RewindTimeout was
 //     lost (a connection broke) and is sent again, with everything sent
 //     to that fragment since;
@@ -86,6 +89,22 @@ type Machine struct {
 
 	lastDurable map[PartitionID]int64 // Replicated: the newest durable checkpoint's vector
 
+	// Confirm (see MachineConfig): the durable checkpoint whose standby
+	// copy is awaited, its vector and when it was last sent; the
+	// downstream fragments (exchange channel, fragment) that have not yet
+	// said where they are since the last restore, and the first send
+	// number after it; stale: a downstream fragment applied more than
+	// the restored checkpoint holds.
+	copying     bool
+	copyEpoch   uint64
+	copyOffsets map[PartitionID]int64
+	copyAt      time.Time
+	verifying   map[[2]int]bool
+	unsettled   map[PartitionID]bool // exchange inputs not heard from since the restore
+	probeFrom   uint64
+	stale       bool
+	staleAt     time.Time
+
 	ready Ready
 }
 
@@ -99,6 +118,7 @@ type sentBatch struct {
 	seq      uint64
 	ch, dest int
 	from     int64
+	end      int64
 	at       time.Time
 }
 
@@ -114,6 +134,21 @@ type MachineConfig struct {
 	// to the checkpoint before, and OnCheckpoint sinks are delivered what
 	// that one covers (flows.Fragment.LagReleases).
 	Replicated bool
+	// Confirm (with Replicated) is the strong rule: a checkpoint's
+	// outputs (exchanges, OnCheckpoint sinks) are released, and upstream
+	// fragments told it covers theirs, only once the driver confirms that
+	// the standby holds it durably (Copied; at once where there is no
+	// standby), and no checkpoint is taken before the last one is
+	// confirmed. After every restore the fragment asks every fragment
+	// downstream where it is (the acknowledgement of its first batch
+	// carries the receiver's end, From.End, given to AckedEnd) and takes
+	// no checkpoint until all answered; if one applied more than the
+	// restored checkpoint holds, the copy is stale: the fragment applies,
+	// checkpoints and releases nothing and asks for a newer copy
+	// (Ready.Fetch) until one comes (Restored with handoff true). No lag
+	// (LagReleases) is needed then. The driver must carry out Copied,
+	// AckedEnd, Recopy and Fetch; without Confirm it need not.
+	Confirm bool
 }
 
 func (c *MachineConfig) defaults() {
@@ -139,6 +174,11 @@ type From struct {
 	Key string
 	Ref any
 	Seq uint64
+	// End is set by the machine on the acknowledgement of an exchange
+	// batch: how far the receiver applied the sender's partition, -1 if
+	// it does not know yet (it waits for a hand-off or a restore). The
+	// driver passes it back to the sender (AckedEnd).
+	End int64
 }
 
 type awaited struct {
@@ -169,6 +209,21 @@ type Ready struct {
 	Restore bool
 	// Errors are failures to report (sinks); the fragment goes on.
 	Errors []error
+	// Recopy (Confirm): the standby did not confirm the last durable
+	// checkpoint in time: send it the whole checkpoint again (to the
+	// fragment's standby now), or call Copied if there is none.
+	Recopy bool
+	// Stale (Confirm) says, once, why the fragment stopped: it restored a
+	// checkpoint older than what a fragment downstream applied. Fetch asks
+	// the driver to offer it a newer copy from any node that has one
+	// (Restored with handoff true), again every RewindTimeout while it is
+	// stale.
+	Stale error
+	Fetch bool
+	// Behinds (Confirm) tell fragments downstream that asked for records
+	// this fragment no longer keeps (their durable checkpoints covered
+	// them) to check whether they restored a copy older than that (Behind).
+	Behinds []Behind
 	// Counters of what happened, for the driver's statistics.
 	Applied, Duplicates, Gaps, Fenced, Failures, Reasked, Resent int
 	Replayed                                                     int64
@@ -188,6 +243,13 @@ type Rewind struct {
 	Ask  *From
 }
 
+// Behind tells fragment Dest that this fragment's records on exchange
+// channel Ch begin at Upto: Dest's durable checkpoint covered them.
+type Behind struct {
+	Dest, Ch int
+	Upto     int64
+}
+
 // Trim tells upstream fragment Part.Partition of exchange channel
 // Part.Source that this fragment's durable checkpoint covers its outputs
 // up to Upto.
@@ -204,8 +266,22 @@ func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHand
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
 		waiting: waitHandoff}
-	if cfg.Replicated {
+	if cfg.Replicated && !cfg.Confirm {
 		m.frag.LagReleases()
+	}
+	if cfg.Confirm {
+		// Every start from a checkpoint begins a new lineage: its replay
+		// interleaves the inputs anew. Its checkpoints are numbered past
+		// every lineage of an older placement, so that of two copies the
+		// one with the larger epoch is the live one (hand-offs and fetched
+		// copies are judged by it).
+		m.epoch = max(m.epoch, placement<<32)
+		if !r.Found {
+			m.frag.Restored() // tells every fragment downstream where it is: at 0
+		}
+		if !waitHandoff {
+			m.startVerify()
+		}
 	}
 	if waitHandoff {
 		m.awaitAll()
@@ -229,11 +305,17 @@ func (m *Machine) Serving() error {
 	switch {
 	case m.down:
 		return fmt.Errorf("fragment %d is restoring after a failure", m.id)
+	case m.stale:
+		return fmt.Errorf("fragment %d restored a checkpoint older than what fragments downstream applied: it waits for a newer copy", m.id)
 	case m.waiting:
 		return fmt.Errorf("fragment %d is being handed over to this node", m.id)
 	}
 	return nil
 }
+
+// Stale reports whether the fragment waits for a copy newer than the one
+// it restored (Confirm).
+func (m *Machine) Stale() bool { return m.stale }
 
 // Holding reports whether input waits for a backoff after a restore.
 func (m *Machine) Holding() bool { return !m.backoff.IsZero() }
@@ -270,6 +352,19 @@ func (m *Machine) Placement(epoch uint64) { m.placement = max(m.placement, epoch
 // Step judges a batch and, if it is admitted, applies it.
 func (m *Machine) Step(b *flows.Batch, from From) {
 	defer b.Release()
+	p := PartitionID{Source: b.Source, Partition: b.Partition}
+	if m.cfg.Confirm && m.plan.IsExchange(p.Source) {
+		// Where this fragment is on the sender's partition, for the
+		// sender's check after its restore: what applying b adds is
+		// released by the sender already, so the end before b will do.
+		from.End = m.vec.End(p)
+		if m.down || m.waiting || len(m.unsettled) > 0 {
+			// Its own restored copy may yet prove stale (an upstream
+			// says Behind) and be replaced by a newer one: its end
+			// proves nothing until every upstream answered.
+			from.End = -1
+		}
+	}
 	if m.down || m.waiting || !m.backoff.IsZero() {
 		// The replay after the restore (or the hand-off) brings it again.
 		// A batch that happens to follow on from the restored offsets waits
@@ -278,7 +373,6 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 		m.ready.Acks = append(m.ready.Acks, from)
 		return
 	}
-	p := PartitionID{Source: b.Source, Partition: b.Partition}
 	if Fence(&m.placement, b.Epoch) == Fenced {
 		m.ready.Fenced++
 		m.ready.Acks = append(m.ready.Acks, from)
@@ -291,6 +385,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 	}
 	switch verdict {
 	case Duplicate:
+		delete(m.unsettled, p)
 		m.ready.Duplicates++
 		m.frag.SetNow(m.now)
 		m.result(m.frag.Observe(b), from, false)
@@ -302,6 +397,7 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 		return
 	}
 	delete(m.awaiting, p)
+	delete(m.unsettled, p)
 	m.frag.SetNow(m.now)
 	m.result(m.frag.Apply(b, min), from, true)
 }
@@ -354,7 +450,11 @@ func (m *Machine) sendOutputs() {
 
 func (m *Machine) send(dest int, b *flows.Batch) {
 	m.nextSend++
-	m.unacked = append(m.unacked, sentBatch{seq: m.nextSend, ch: b.Source, dest: dest, from: b.PrevEnd, at: m.now})
+	at := m.now
+	if m.verifying[[2]int{b.Source, dest}] {
+		at = m.probeAgainAt() // a probe lost (its fragment not placed yet) costs a tenth
+	}
+	m.unacked = append(m.unacked, sentBatch{seq: m.nextSend, ch: b.Source, dest: dest, from: b.PrevEnd, end: b.End, at: at})
 	m.ready.Sends = append(m.ready.Sends, Send{Dest: dest, Seq: m.nextSend, Batch: b})
 }
 
@@ -363,12 +463,124 @@ func (m *Machine) send(dest int, b *flows.Batch) {
 // acknowledgements only tell that a batch arrived: one unacknowledged for
 // RewindTimeout was lost on the way (a connection broke) and is sent
 // again — else a lost last batch would leave its fragment short for good.
-func (m *Machine) Acked(seq uint64) {
+func (m *Machine) Acked(seq uint64) { m.AckedEnd(seq, -1) }
+
+// AckedEnd is Acked with the receiver's end on this fragment's partition
+// (From.End), which Confirm checks after a restore: an end beyond the
+// batch's (whose End is where the restored checkpoint left the exchange)
+// means the receiver applied outputs this checkpoint does not hold, and
+// the fragment is stale; an end within it that the receiver is where this
+// fragment is. An acknowledgement without the end (-1: the receiver waits
+// for its own state) leaves the batch to be sent again.
+func (m *Machine) AckedEnd(seq uint64, end int64) {
 	i, ok := slices.BinarySearchFunc(m.unacked, seq, func(s sentBatch, seq uint64) int { return cmp.Compare(s.seq, seq) })
-	if ok {
-		m.unacked = slices.Delete(m.unacked, i, i+1)
+	if !ok {
+		return
+	}
+	s := m.unacked[i]
+	if k := [2]int{s.ch, s.dest}; m.cfg.Confirm && s.seq > m.probeFrom && m.verifying[k] {
+		switch {
+		case end < 0:
+			m.unacked[i].at = m.probeAgainAt()
+			return
+		case end > s.end:
+			m.goStale(s, end)
+			return
+		}
+		delete(m.verifying, k)
+	}
+	m.unacked = slices.Delete(m.unacked, i, i+1)
+}
+
+// probeAgainAt is the send time that makes resendLost send a probe again
+// a tenth of RewindTimeout from now: the answer is on its way (the
+// receiver is placed, or has heard from its upstreams) soon.
+func (m *Machine) probeAgainAt() time.Time {
+	return m.now.Add(m.cfg.RewindTimeout/10 - m.cfg.RewindTimeout)
+}
+
+// startVerify asks, after a restore, every fragment downstream where it
+// is (the restored exchanges send each a batch: Fragment.Restored).
+func (m *Machine) startVerify() {
+	if !m.cfg.Confirm {
+		return
+	}
+	m.verifying = map[[2]int]bool{}
+	m.unsettled = map[PartitionID]bool{}
+	m.probeFrom = m.nextSend
+	for _, ch := range m.plan.Exchanges() {
+		for d := range m.plan.Fragments() {
+			m.verifying[[2]int{ch, d}] = true
+			m.unsettled[PartitionID{Source: ch, Partition: d}] = true
+		}
 	}
 }
+
+// goStale stops a fragment whose restored checkpoint is older than what
+// fragment s.dest applied of its outputs: a replay would interleave its
+// inputs anew and contradict what that fragment applied.
+func (m *Machine) goStale(s sentBatch, end int64) {
+	m.stop(fmt.Errorf("fragment %d restored a checkpoint that covers its outputs on channel %d up to %d, but fragment %d applied them up to %d: it waits for a newer copy",
+		m.id, s.ch, s.end, s.dest, end))
+}
+
+// Behind takes an upstream fragment's word that its records for this one
+// on exchange channel ch begin at upto (Confirm): if this fragment is
+// before that, it restored a checkpoint older than a durable one of its
+// own, and the records between are gone from upstream: it stops and waits
+// for a newer copy.
+func (m *Machine) Behind(ch, upstream int, upto int64) {
+	p := PartitionID{Source: ch, Partition: upstream}
+	if !m.cfg.Confirm || m.stale || m.down || m.waiting || m.vec.End(p) >= upto {
+		return
+	}
+	m.stop(fmt.Errorf("fragment %d restored a checkpoint that applied fragment %d's outputs on channel %d up to %d, but a durable checkpoint of its own covered them up to %d: it waits for a newer copy",
+		m.id, upstream, ch, m.vec.End(p), upto))
+}
+
+// stop makes the fragment wait for a newer copy (Fetch), as for a
+// hand-off: it applies, checkpoints and releases nothing meanwhile.
+func (m *Machine) stop(why error) {
+	m.stale, m.staleAt = true, m.now
+	m.waiting = true
+	clear(m.verifying)
+	m.unacked = m.unacked[:0]
+	m.awaitAll()
+	m.ready.Stale = why
+	m.ready.Fetch = true
+}
+
+// Copied confirms that the fragment's standby holds checkpoint epoch
+// durably (Confirm): its outputs are released and upstream fragments
+// told how far it covers theirs.
+func (m *Machine) Copied(epoch uint64) {
+	if !m.copying || epoch < m.copyEpoch {
+		return
+	}
+	m.copying = false
+	for p, end := range m.copyOffsets {
+		if m.plan.IsExchange(p.Source) {
+			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
+		}
+	}
+	m.copyOffsets = nil
+	if m.down || m.waiting {
+		return
+	}
+	if err := m.frag.Released(); err != nil {
+		m.ready.Errors = append(m.ready.Errors, err)
+	}
+	m.sendOutputs()
+}
+
+// Verifying reports whether the fragment waits, after a restore, for
+// fragments downstream to say where they are (Confirm): it takes no
+// checkpoint until then.
+func (m *Machine) Verifying() bool { return len(m.verifying) > 0 }
+
+// Copying reports whether a durable checkpoint waits for its standby's
+// confirmation, and which.
+func (m *Machine) Copying() (uint64, bool) { return m.copyEpoch, m.copying }
 
 // Unacknowledged is the number of batches sent downstream and not
 // acknowledged.
@@ -462,9 +674,13 @@ func (m *Machine) Attempts(ev flows.EventID) int { return m.attempts[ev] }
 func (m *Machine) Restored(r Restored, handoff bool) {
 	own := m.epoch
 	m.frag, m.vec = r.Fragment, r.Vector
-	if m.cfg.Replicated {
+	if m.cfg.Replicated && !m.cfg.Confirm {
 		m.frag.LagReleases()
 	}
+	if m.cfg.Confirm && !r.Found {
+		m.frag.Restored()
+	}
+	m.stale = false
 	m.epoch = max(r.Manifest.Epoch, own) // epochs only grow: checkpoint waiters count on it
 	m.unacked = m.unacked[:0]            // the restored fragment tells every fragment where it is
 	for ev := range m.skips {
@@ -477,6 +693,7 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 		return
 	}
 	m.resumed = false
+	m.startVerify()
 	if handoff || !m.down {
 		m.waiting, m.down = false, false
 		m.replayAll()
@@ -514,8 +731,9 @@ func (m *Machine) Replay() { m.replayAll() }
 // StopWaiting ends the wait for a hand-off that did not come: the fragment
 // goes on from its own state and asks every channel partition to replay.
 func (m *Machine) StopWaiting() {
-	if m.waiting {
+	if m.waiting && !m.stale {
 		m.waiting = false
+		m.startVerify()
 		m.replayAll()
 	}
 }
@@ -561,6 +779,14 @@ func (m *Machine) Tick(now time.Time) {
 		}
 	}
 	m.resendLost()
+	if m.copying && now.Sub(m.copyAt) >= m.cfg.RewindTimeout {
+		m.copyAt = now
+		m.ready.Recopy = true
+	}
+	if m.stale && now.Sub(m.staleAt) >= m.cfg.RewindTimeout {
+		m.staleAt = now
+		m.ready.Fetch = true
+	}
 	if m.down || m.waiting {
 		return
 	}
@@ -581,6 +807,21 @@ func (m *Machine) Resend(ch, dest int, from int64) {
 	if m.down {
 		return
 	}
+	base, sent := m.frag.Kept(ch, dest)
+	if m.cfg.Confirm && from > sent && m.verifying[[2]int{ch, dest}] {
+		// It applied more than this fragment sent since its restore: the
+		// restored copy is stale (an answer at from would look like
+		// agreement).
+		m.goStale(sentBatch{ch: ch, dest: dest, end: sent}, from)
+		return
+	}
+	if m.cfg.Confirm && from < base {
+		// Its durable checkpoint covered these records; if it asks for them,
+		// it restored an older copy (or the request is an old one): it
+		// checks (Behind). Records from base on would leave a hole.
+		m.ready.Behinds = append(m.ready.Behinds, Behind{Dest: dest, Ch: ch, Upto: base})
+		return
+	}
 	if b := m.frag.Resend(ch, dest, from); b != nil {
 		m.send(dest, b)
 	}
@@ -597,7 +838,20 @@ func (m *Machine) Trim(ch, dest int, upto int64) {
 // being written, checkpoints are broken, or the state is not sound (down,
 // waiting for a hand-off). Durable says when it is durable.
 func (m *Machine) Checkpoint() (*Checkpoint, error) {
-	if m.writing || m.broken != nil || m.down || m.waiting {
+	if m.copying {
+		return nil, nil
+	}
+	return m.FinalCheckpoint()
+}
+
+// FinalCheckpoint is the checkpoint a fragment that is handed off takes
+// last: with Confirm it does not wait for the standby's copy of the one
+// before (nothing is released from it here; its new owner restores it and
+// checks it as any copy). Neither takes one before the fragment's
+// downstream fragments said where they are: a copy that may be stale must
+// not outnumber the copies that are not.
+func (m *Machine) FinalCheckpoint() (*Checkpoint, error) {
+	if m.writing || m.broken != nil || m.down || m.waiting || len(m.verifying) > 0 {
 		return nil, nil
 	}
 	cp, err := Take(m.frag, &m.vec, m.plan.Fragments(), m.epoch+1, m.now)
@@ -621,6 +875,13 @@ func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
 		// a state with holes. A failure that waited for this write still
 		// restores (the last durable checkpoint is sound).
 		m.broken = err
+		if m.down {
+			m.ready.Restore = true
+		}
+		return
+	}
+	if m.cfg.Confirm {
+		m.copying, m.copyEpoch, m.copyOffsets, m.copyAt = true, m.epoch, offsets, m.now
 		if m.down {
 			m.ready.Restore = true
 		}

@@ -20,7 +20,10 @@
 //     state and waits for a hand-off (recovery.Machine.FollowPauses);
 //   - checkpoints go to a real pebble store per node (recovery.Store on
 //     pebble's crashable in-memory file system) and are replicated to the
-//     fragment's standby, which refuses copies from a stale owner.
+//     fragment's standby, which refuses copies from a stale owner and
+//     confirms the others once synced: the machines run recovery's strong
+//     rule (MachineConfig.Confirm), and a fragment that finds its copy
+//     stale fetches a newer one from every other member.
 //
 // Membership is modelled: each node hears every other's heartbeats and
 // declares a node dead after Config.Detect unheard; on a change it raises

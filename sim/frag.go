@@ -55,9 +55,11 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	if err != nil {
 		return fmt.Errorf("restore fragment %d: %w", f, err)
 	}
-	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true})
+	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true, Confirm: true})
 	m.SetNow(c.now)
-	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, pauses: n.pause.Count()}
+	// The standby is sent the whole first checkpoint: a new lineage's
+	// numbers do not follow the copy it has.
+	fr := &frag{m: m, lastCkpt: c.now, found: r.Found, fullNext: true, pauses: n.pause.Count()}
 	if wait {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}
@@ -112,6 +114,36 @@ func (n *node) forward(f int, to string, epoch uint64) {
 	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
 }
 
+// askHandoff asks the old owner a gained fragment waits for whether it
+// has the fragment to hand off: a node that restarted within the failure
+// detection window finds the others still count it as the owner of what
+// it owned before, and takes the placement over the running nodes as
+// the old one, naming owners that never had the fragment. One that says
+// it has none (it owns it neither now nor hands it off) ends the wait at
+// once: the fragment starts from its own copy, which a fragment
+// downstream may prove stale (then it fetches a newer one).
+func (n *node) askHandoff(f int, owner string) {
+	c := n.c
+	if owner == "" || owner == n.name {
+		return
+	}
+	asker, inc := n.name, n.inc
+	c.send(asker, owner, func(d *node) {
+		if d.fragment(f) != nil || d.pending[f] {
+			return // it hands the fragment off when it places
+		}
+		c.send(d.name, asker, func(w *node) {
+			if w.inc != inc {
+				return
+			}
+			if fr := w.fragment(f); fr != nil && fr.m.Waiting() && !fr.m.Stale() {
+				c.trace("%s: %s has no fragment %d to hand off: the wait ends", w.name, d.name, f)
+				fr.deadline = c.now
+			}
+		})
+	})
+}
+
 // handoffDone tells the old owner that its hand-off of f was taken.
 func (n *node) handoffDone(f int, to string, inc int) {
 	n.c.send(n.name, to, func(d *node) {
@@ -139,6 +171,10 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 			c.counts.Fenced++
 			return
 		}
+		if n.older(f, cp) {
+			n.handedOff[f] = placement // the newer copy here is what to start from
+			return
+		}
 		if !n.writable() {
 			return
 		}
@@ -155,6 +191,47 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		n.handoffDone(f, from, inc)
 		return
 	}
+	if n.older(f, cp) || (m.Stale() && !n.newer(f, cp)) {
+		// The old owner's copy is of an older lineage than the one here
+		// (it restored an older copy and, finding it stale, took no
+		// checkpoint): the one here is the newest state.
+		c.trace("%s keeps its own copy of fragment %d over %s's hand-off (epoch %d)", n.name, f, from, cp.Manifest.Epoch)
+		n.handoffDone(f, from, inc)
+		m.SetNow(c.now)
+		if waiting {
+			m.StopWaiting()
+		} else if !m.Stale() {
+			// The old owner was sent input past this copy (it is ahead):
+			// readers that sent it will not send this one that input
+			// unless asked.
+			m.Replay()
+		}
+		n.carry(f)
+		return
+	}
+	n.take(f, fr, cp, from)
+	n.handoffDone(f, from, inc)
+}
+
+// older reports whether cp is of an older lineage than this node's own
+// copy of fragment f (a larger epoch is a newer lineage, or later in the
+// same one: recovery.MachineConfig.Confirm).
+func (n *node) older(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
+	return err == nil && ok && have.Epoch > cp.Manifest.Epoch
+}
+
+// newer reports whether cp is newer than this node's own copy of f.
+func (n *node) newer(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
+	return err == nil && (!ok || have.Epoch < cp.Manifest.Epoch)
+}
+
+// take restores fragment f from a checkpoint handed to it (a hand-off, or
+// a newer copy a stale fragment fetched).
+func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
+	c := n.c
+	m := fr.m
 	if !n.writable() {
 		return
 	}
@@ -172,8 +249,45 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 	m.Restored(r, true)
 	m.Start()
 	fr.fullNext = true
-	n.handoffDone(f, from, inc)
 	n.carry(f)
+}
+
+// fetch asks every other member for its copy of fragment f: the one this
+// node restored is older than what fragments downstream applied.
+func (n *node) fetch(f int) {
+	c := n.c
+	to, inc := n.name, n.inc
+	for _, p := range n.alive {
+		if p == n.name {
+			continue
+		}
+		c.send(n.name, p, func(d *node) {
+			cp, ok, err := d.st.Full(c.plan.Name(), f)
+			if err != nil || !ok {
+				return
+			}
+			data, from := recovery.EncodeCheckpoint(cp), d.name
+			c.send(from, to, func(r *node) {
+				if r.inc == inc {
+					r.offer(f, data, from)
+				}
+			})
+		})
+	}
+}
+
+// offer takes a copy of fragment f that another node had, if f is stale
+// here and the copy newer than its own.
+func (n *node) offer(f int, data []byte, from string) {
+	fr := n.fragment(f)
+	if fr == nil || !fr.m.Stale() {
+		return
+	}
+	cp, err := recovery.DecodeCheckpoint(data)
+	if err != nil || !n.newer(f, cp) {
+		return
+	}
+	n.take(f, fr, cp, from)
 }
 
 // checkpoint takes, writes and replicates fragment f's next checkpoint.
@@ -182,7 +296,11 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	c := n.c
 	fr.lastCkpt = c.now
-	cp, err := fr.m.Checkpoint()
+	take := fr.m.Checkpoint
+	if !replicate {
+		take = fr.m.FinalCheckpoint // a hand-off's: the new owner waits for it
+	}
+	cp, err := take()
 	if err != nil {
 		return err
 	}
@@ -197,8 +315,8 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	if err != nil {
 		return err
 	}
-	if replicate {
-		n.replicate(f, fr, cp)
+	if replicate && !n.replicate(f, fr, cp) {
+		fr.m.Copied(cp.Manifest.Epoch) // no standby: durable here is all there is
 	}
 	return nil
 }
@@ -206,17 +324,18 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 // errCrashed says the node crashed while it carried something out.
 var errCrashed = errors.New("sim: the node crashed")
 
-// replicate sends a durable checkpoint to the fragment's standby.
-func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
+// replicate sends a durable checkpoint to the fragment's standby, which
+// confirms it once synced (Machine.Copied); false if it has none.
+func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) bool {
 	c := n.c
 	standby := n.placed.layout.Standbys[f]
 	if standby == "" || standby == n.name {
-		return
+		return false
 	}
-	if fr.fullNext {
+	if fr.fullNext || cp == nil {
 		whole, ok, err := n.st.Full(c.plan.Name(), f)
 		if err != nil || !ok {
-			return
+			return true // asked again at the next Recopy
 		}
 		cp = whole
 		fr.fullNext = false
@@ -225,14 +344,31 @@ func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) {
 	if cp.Manifest.Epoch > 0 {
 		prev = cp.Manifest.Epoch - 1
 	}
-	data, full, epoch, from := recovery.EncodeCheckpoint(cp), cp.Full, n.placed.epoch, n.name
+	data, full, epoch, from, inc := recovery.EncodeCheckpoint(cp), cp.Full, n.placed.epoch, n.name, n.inc
 	c.counts.Replicated++
-	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from) })
+	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from, inc) })
+	return true
+}
+
+// recopy sends the standby the whole last durable checkpoint again: it
+// did not confirm the last one in time (lost, fenced, or the standby
+// changed).
+func (n *node) recopy(f int) {
+	fr := n.frags[f]
+	if fr == nil {
+		return
+	}
+	fr.fullNext = true
+	if !n.replicate(f, fr, nil) {
+		if e, ok := fr.m.Copying(); ok {
+			fr.m.Copied(e)
+		}
+	}
 }
 
 // standbyCopy stores a standby copy, as the engine's replica actor: not
 // from a stale owner, and an incremental one only on the copy it follows.
-func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64, owner string) {
+func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64, owner string, ownerInc int) {
 	c := n.c
 	if n.frags[f] != nil || n.placed == nil || placement < n.placed.epoch {
 		c.counts.Fenced++
@@ -250,8 +386,9 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 			c.trace("%s asks %s for all of fragment %d (has %d, copy follows %d)", n.name, owner, f, have.Epoch, prev)
 			from := n.name
 			c.send(from, owner, func(d *node) {
-				if fr := d.fragment(f); fr != nil {
-					fr.fullNext = true
+				if d.inc == ownerInc && d.fragment(f) != nil {
+					d.recopy(f)
+					d.carry(f)
 				}
 			})
 			return
@@ -266,6 +403,19 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	}
 	n.needSync = true
 	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
+	epoch, from := cp.Manifest.Epoch, n.name
+	n.confirms = append(n.confirms, func() {
+		c.send(from, owner, func(d *node) {
+			if d.inc != ownerInc {
+				return
+			}
+			if fr := d.fragment(f); fr != nil {
+				fr.m.SetNow(c.now)
+				fr.m.Copied(epoch)
+				d.carry(f)
+			}
+		})
+	})
 }
 
 // sync syncs the standby copies written this turn (they share one sync).
@@ -274,8 +424,14 @@ func (n *node) sync() {
 		return
 	}
 	n.needSync = false
+	confirms := n.confirms
+	n.confirms = nil
 	if err := n.st.Sync(); err != nil {
 		n.c.trace("%s: sync standby copies: %v", n.name, err)
+		return
+	}
+	for _, fn := range confirms {
+		fn() // the copies are durable: their owners may release what they cover
 	}
 }
 
@@ -352,6 +508,26 @@ func (n *node) carry(f int) {
 		}
 		c.errs = append(c.errs, rd.Errors...)
 		c.dead = append(c.dead, rd.DeadLetters...)
+		if rd.Stale != nil {
+			c.counts.Stale++
+			c.trace("%s: %v", n.name, rd.Stale)
+		}
+		if rd.Fetch {
+			n.fetch(f)
+		}
+		if rd.Recopy {
+			n.recopy(f)
+		}
+		for _, b := range rd.Behinds {
+			d, ch, upto := b.Dest, b.Ch, b.Upto
+			c.send(n.name, n.placed.layout.Fragments[d], func(o *node) {
+				if fr := o.fragment(d); fr != nil {
+					fr.m.SetNow(c.now)
+					fr.m.Behind(ch, f, upto)
+					o.carry(d)
+				}
+			})
+		}
 		if !rd.Restore {
 			return
 		}
@@ -418,13 +594,13 @@ func (n *node) ack(f int, a recovery.From) {
 			}
 		})
 	case fragRef:
-		seq := a.Seq
+		seq, end := a.Seq, a.End
 		c.send(n.name, ref.node, func(d *node) {
 			if d.inc != ref.inc {
 				return
 			}
 			if fr := d.fragment(ref.frag); fr != nil {
-				fr.m.Acked(seq)
+				fr.m.AckedEnd(seq, end)
 				d.carry(ref.frag)
 			}
 		})

@@ -56,6 +56,7 @@ type node struct {
 	readers   map[int]*reader // by source partition index
 	handedOff map[int]uint64  // hand-offs that came before their placement
 	needSync  bool            // standby copies written without a sync
+	confirms  []func()        // to their owners once the standby copies are synced
 }
 
 type peerInfo struct {
@@ -310,7 +311,7 @@ func (n *node) stop() error {
 	if !n.up {
 		return nil
 	}
-	n.up, n.paused, n.held = false, false, nil
+	n.up, n.paused, n.held, n.confirms, n.needSync = false, false, nil, nil, false
 	for _, r := range n.readers {
 		_ = r.r.Close()
 	}
@@ -534,6 +535,9 @@ func (n *node) place(next *placed) error {
 			if err := n.gain(f, next.epoch, wait); err != nil {
 				return err
 			}
+			if wait {
+				n.askHandoff(f, ch.From)
+			}
 			started = append(started, f)
 		case shard.Elsewhere:
 			if _, ok := n.handedOff[f]; ok && ch.To != "" {
@@ -562,7 +566,9 @@ func (n *node) place(next *placed) error {
 			}
 		case r != nil:
 			for _, f := range moved {
-				r.cr.Reclaim(f, c.now)
+				if from := r.cr.Reclaim(f, c.now); from >= 0 {
+					r.rewind(from, f)
+				}
 			}
 		}
 	}

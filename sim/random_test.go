@@ -34,25 +34,33 @@ var (
 // (TestReplayIsIdentical).
 //
 // Known failures, left out of the schedules until fixed (-allfaults draws
-// every fault for every flow: then 64 of seeds 1–1,000 fail, all with an
-// exchange, none with one stage):
-//   - with an exchange (two stages), any fault that makes a fragment
-//     start again from a checkpoint older than the one whose outputs it
-//     had sent downstream: owner and standby lost close together (161,
-//     344, 964), a node restarted within the failure detection window
-//     (426: its joiner's hand-off wait names an owner that never owned
-//     the fragment), split brain after a partition (129, 300, 845: there
-//     is no quorum), and a pause (35 of the 64 seeds pause a node; 596
-//     has only a cut and network faults besides): a paused owner is,
-//     for its fragments, a lost one — the interim owner starts from the
-//     standby's copy, which may be older than what the paused owner had
-//     sent downstream, or from nothing when the standby was paused too.
-//     The replay interleaves the fragment's input partitions anew, so its
-//     outputs after that checkpoint differ from what downstream fragments
-//     applied, and they mix the two.
+// every fault for every flow: then 17 of seeds 1–1,000 fail, all with an
+// exchange; 76 did before strong productions, recovery.MachineConfig
+// Confirm, and the pause rule):
+//   - split brain (16 seeds: 65, 90, 129, 152, 216, 300, 336, 667, 676,
+//     684, 693, 736, 817, 825, 924, 925): a partition (or a one-way cut
+//     that makes one side declare the other dead) lets both sides own a
+//     fragment and release outputs; there is no quorum, so when they meet
+//     again one side's lineage replaces the other's and fragments
+//     downstream may have applied outputs of both. Which side wins
+//     depends on timing, so which partition schedules pass changes with
+//     it. A fragment that finds itself behind what a downstream applied
+//     stops and waits for a newer copy rather than miscount (so some of
+//     them end not converged instead of wrong), but two lineages that
+//     both went on are not detected;
+//   - a pause with an exchange (seed 76): after a long pause and a full
+//     disk, fragments downstream stay behind an upstream fragment's
+//     outputs (not yet understood).
 //
-// So two-stage schedules draw network faults, joins and graceful leaves
-// only; one-stage schedules draw every fault, pauses included. A paused
+// Fixed, and run by TestFixedSeeds with every fault: a fragment that
+// started again from a checkpoint older than the one whose outputs it had
+// sent downstream — owner and standby lost close together, a node
+// restarted within the failure detection window, a full disk, a pause —
+// which made its replay interleave its input partitions anew and
+// contradict what downstream fragments applied.
+//
+// So two-stage schedules draw every fault but partitions, one-way cuts
+// and pauses; one-stage schedules every fault, pauses included. A paused
 // node that resumes runs the engine's pause rule (recovery.PauseClock):
 // it drops the fragments it owned and takes them back by hand-off, so it
 // is never a zombie owner (without the rule seeds 302, 573 and 862 lose
@@ -79,7 +87,7 @@ func TestRandomSchedules(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				log, problems := runSchedule(*firstSeed + uint64(i))
+				log, problems := runSchedule(*firstSeed+uint64(i), *allFaults)
 				results[i] <- result{log, problems}
 			}
 		}()
@@ -115,6 +123,29 @@ func TestRandomSchedules(t *testing.T) {
 	}
 }
 
+// fixedSeeds are seeds that failed with every fault drawn (-allfaults)
+// before strong productions (recovery.MachineConfig.Confirm): two-stage
+// schedules whose fragments started again from copies older than what
+// their downstream fragments applied — owner and standby lost together
+// (161, 344, 964), a node restarted within the failure detection window
+// (426), a full disk — and their kin. Many of them partition the network
+// too, without a split brain that lets both sides release outputs; as
+// the known failures above say, such schedules pass or fail by timing, so
+// a change of timing may move one of them there.
+var fixedSeeds = []uint64{17, 51, 97, 161, 265, 274, 344, 350, 367, 377, 411, 426, 449, 571, 724, 787, 801, 811, 845, 857, 909, 964}
+
+// TestFixedSeeds replays, with every fault drawn, the schedules that
+// failed before the fix that fixedSeeds names.
+func TestFixedSeeds(t *testing.T) {
+	for _, seed := range fixedSeeds {
+		log, problems := runSchedule(seed, true)
+		if len(problems) > 0 {
+			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -allfaults -schedules 1 -seed %d):\n%s\nschedule:\n%s",
+				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
+		}
+	}
+}
+
 // failure is a schedule that could not go on (a fault the simulation
 // refused).
 type failure struct{ err error }
@@ -127,7 +158,7 @@ func must(err error) {
 
 // runSchedule runs the schedule of one seed and returns what it did and
 // what is not exact at its end.
-func runSchedule(seed uint64) (log, problems []string) {
+func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, ok := r.(failure)
@@ -144,7 +175,8 @@ func runSchedule(seed uint64) (log, problems []string) {
 	say := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
 	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
 	// Faults a flow of this shape is known to fail under (see above).
-	nodeLoss := stages == 1 || *allFaults
+	splits := stages == 1 || allFaults
+	pauses := stages == 1 || allFaults
 	cfg := sim.Config{Seed: seed}
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -197,7 +229,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 		say("run %v", dt)
 		up := running()
 		switch a := rng.IntN(12); {
-		case a == 0 && nodeLoss && len(up) > 1:
+		case a == 0 && len(up) > 1:
 			n := pick(up)
 			must(c.Kill(n))
 			say("kill %s", n)
@@ -210,7 +242,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 			}
 			must(c.Restart(n))
 			say("restart %s", n)
-		case a == 2 && nodeLoss && len(up) > 1:
+		case a == 2 && pauses && len(up) > 1:
 			n := pick(up)
 			must(c.Pause(n))
 			paused[n] = true
@@ -221,7 +253,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 				say("resume %s", n)
 			}
 			clear(paused)
-		case a == 4 && nodeLoss && len(up) > 1:
+		case a == 4 && splits && len(up) > 1:
 			perm := rng.Perm(len(up))
 			k := 1 + rng.IntN(len(up)-1)
 			var x, y []string
@@ -236,7 +268,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 			slices.Sort(y)
 			must(c.Partition(x, y))
 			say("partition %s | %s", strings.Join(x, " "), strings.Join(y, " "))
-		case a == 5 && nodeLoss && len(up) > 1:
+		case a == 5 && splits && len(up) > 1:
 			from := pick(up)
 			to := pick(up)
 			if from != to {
@@ -255,7 +287,7 @@ func runSchedule(seed uint64) (log, problems []string) {
 			n := fmt.Sprintf("n%d", len(c.Nodes())+1)
 			must(c.Start(n))
 			say("start %s", n)
-		case a == 9 && nodeLoss && len(up) > 1:
+		case a == 9 && len(up) > 1:
 			n := pick(up)
 			must(c.DiskFull(n, true))
 			full[n] = true
@@ -315,8 +347,8 @@ func sortedNames(m map[string]bool) []string {
 // thing, message for message (what it did and every counter agree).
 func TestReplayIsIdentical(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
-		a, pa := runSchedule(seed)
-		b, pb := runSchedule(seed)
+		a, pa := runSchedule(seed, false)
+		b, pb := runSchedule(seed, false)
 		if !slices.Equal(a, b) || !slices.Equal(pa, pb) {
 			t.Fatalf("seed %d ran differently:\n%s\n%v\n---\n%s\n%v", seed, strings.Join(a, "\n"), pa, strings.Join(b, "\n"), pb)
 		}

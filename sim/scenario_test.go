@@ -31,7 +31,7 @@ import (
 //	disk-full n2 | disk-ok n2
 //	run 5s                  move the virtual clock
 //	check exact             run (at most 2 minutes) until the cluster is whole, the views equal a sequential count and the sink holds one output per event
-//	show placement | show members | show counts | show pauses
+//	show placement | show members | show counts | show pauses | show stale
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		s := &scenario{}
@@ -213,7 +213,7 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 	case "show":
 		what := names(d)
 		if len(what) != 1 {
-			return "", fmt.Errorf("show wants one of: placement, members, counts, pauses")
+			return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
 		}
 		switch what[0] {
 		case "placement":
@@ -231,6 +231,8 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 				fmt.Fprintf(&b, "%s sees %s\n", n, strings.Join(ms, " "))
 			}
 			return b.String(), nil
+		case "stale":
+			return fmt.Sprintf("stale copies found %d\n", c.Counts().Stale), nil
 		case "pauses":
 			var b strings.Builder
 			for _, n := range c.Up() {
@@ -243,7 +245,7 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 			return fmt.Sprintf("handoffs %d, fenced %d, crashes %d, restarts %d; messages %d: dropped %d, duplicated %d, reordered %d, cut %d\n",
 				k.Handoffs, k.Fenced, k.Crashes, k.Restarts, k.Messages, k.Dropped, k.Duplicated, k.Reordered, k.Cut), nil
 		}
-		return "", fmt.Errorf("show wants one of: placement, members, counts, pauses")
+		return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
 	}
 	return "", fmt.Errorf("unknown command %q", d.Cmd)
 }

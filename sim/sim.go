@@ -121,6 +121,7 @@ type Faults struct {
 type Counts struct {
 	Messages, Dropped, Duplicated, Reordered, Cut int64 // between nodes
 	Placements, Handoffs, Replicated, Fenced      int64
+	Stale                                         int64 // fragments that restored a copy older than what downstream applied
 	Crashes, Restarts, DiskFull                   int64
 	// Resumed counts fragments that dropped their state after their
 	// node's pause (recovery.Machine.FollowPauses).

@@ -1,0 +1,201 @@
+package recovery_test
+
+import (
+	"testing"
+
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// The strong rule (MachineConfig.Confirm), driven by hand on exchangeWorld:
+// outputs leave once the standby confirms the checkpoint, a fragment
+// restored from a copy older than what a downstream applied stops, and a
+// downstream restored older than its own durable checkpoint is found out.
+
+var confirmCfg = recovery.MachineConfig{Replicated: true, Confirm: true, Backoff: -1}
+
+// exchange carries the machines' sends, acknowledgements and exchange
+// rewinds between them until nothing moves, ticking past RewindTimeout so
+// that probes answered "unknown" are sent again. It returns what the
+// machines made ready besides (stale notices, behinds, fetches).
+func exchange(t *testing.T, r *rig, ms []*recovery.Machine) []recovery.Ready {
+	t.Helper()
+	other := make([]recovery.Ready, len(ms))
+	var carry func(f int) bool
+	carry = func(f int) bool {
+		rd := ms[f].Ready()
+		other[f].Stale = cmpErr(other[f].Stale, rd.Stale)
+		other[f].Fetch = other[f].Fetch || rd.Fetch
+		other[f].Behinds = append(other[f].Behinds, rd.Behinds...)
+		for _, a := range rd.Acks {
+			if ref, ok := a.Ref.(int); ok && ms[ref] != nil {
+				ms[ref].AckedEnd(a.Seq, a.End)
+				carry(ref)
+			}
+		}
+		for _, rw := range rd.Rewinds {
+			if u := rw.Part.Partition; rw.Part.Source == exchangeCh && ms[u] != nil {
+				ms[u].Resend(exchangeCh, f, rw.To)
+				carry(u)
+			}
+		}
+		for _, s := range rd.Sends {
+			if d := ms[s.Dest]; d != nil {
+				d.Step(s.Batch, recovery.From{Key: "fragment", Ref: f, Seq: s.Seq})
+				carry(s.Dest)
+			}
+		}
+		return len(rd.Sends) > 0
+	}
+	for round := range 8 {
+		moved := false
+		for f, m := range ms {
+			if m == nil {
+				continue
+			}
+			if round > 0 {
+				r.now = r.now.Add(recovery.DefaultRewindTimeout)
+				m.Tick(r.now)
+			}
+			moved = carry(f) || moved
+		}
+		if !moved && round > 0 {
+			break
+		}
+	}
+	return other
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// confirmed takes m's checkpoint, makes it durable and confirms its
+// standby copy; it returns the checkpoint and what the confirmation made
+// ready.
+func confirmed(t *testing.T, r *rig, m *recovery.Machine, id int) (*recovery.Checkpoint, recovery.Ready) {
+	t.Helper()
+	cp := r.write(t, m, id)
+	m.Durable(cp.Manifest.Offsets, nil)
+	if rd := m.Ready(); len(rd.Sends) != 0 || len(rd.Trims) != 0 {
+		t.Fatalf("a durable checkpoint not yet copied released %d batches and %d trims", len(rd.Sends), len(rd.Trims))
+	}
+	if again, _ := m.Checkpoint(); again != nil {
+		t.Fatal("a checkpoint taken while the last one waits for its copy")
+	}
+	m.Copied(cp.Manifest.Epoch)
+	return cp, m.Ready()
+}
+
+func TestMachineConfirmReleasesOnCopied(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	m0, m1 := ms[0], ms[1]
+	for _, m := range ms {
+		m.Start()
+	}
+	if !m0.Verifying() {
+		t.Fatal("a new fragment does not ask its downstream fragments where they are")
+	}
+	if cp, _ := m0.Checkpoint(); cp != nil {
+		t.Fatal("a checkpoint taken before the downstream fragments answered")
+	}
+	exchange(t, r, ms[:])
+	if m0.Verifying() || m1.Verifying() {
+		t.Fatal("still verifying after every fragment answered")
+	}
+	m0.Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	m0.Ready()
+	_, rd := confirmed(t, r, m0, 0)
+	count, _ := sent(t, rd.Sends, 0, map[int]int64{0: 0, 1: 0})
+	if count[0]+count[1] != 12 {
+		t.Fatalf("the confirmed checkpoint released %v, want its 12 updates", count)
+	}
+}
+
+func TestMachineConfirmStaleCopyStops(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	old := newStore(t) // a standby that kept only the first checkpoint
+	for _, m := range ms {
+		m.Start()
+	}
+	exchange(t, r, ms[:])
+	m0 := ms[0]
+	m0.Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	m0.Ready()
+	first, _ := confirmed(t, r, m0, 0)
+	if _, err := old.Write(r.plan.Name(), 0, first); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, r, ms[:])
+	m0.Step(r.batch(t, 0, 12, 25, 0), reader(0))
+	m0.Ready()
+	confirmed(t, r, m0, 0)
+	exchange(t, r, ms[:]) // fragment 1 applies the 13th update
+	applied := ms[1].Vector().End(part(exchangeCh, 0))
+
+	// Fragment 0 starts again from the old copy: fragment 1 applied more.
+	rs, err := recovery.Restore(old, r.plan, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms[0] = recovery.NewMachine(r.plan, 0, rs, 0, false, confirmCfg)
+	ms[0].SetNow(r.now)
+	ms[0].Start()
+	other := exchange(t, r, ms[:])
+	if !ms[0].Stale() || other[0].Stale == nil || !other[0].Fetch || ms[0].Serving() == nil {
+		t.Fatalf("fragment 0 restored an older copy than fragment 1 applied (%d): stale %v, %v", applied, ms[0].Stale(), other[0].Stale)
+	}
+	if cp, _ := ms[0].Checkpoint(); cp != nil {
+		t.Fatal("a stale fragment took a checkpoint")
+	}
+	// The newer copy comes: it goes on.
+	ms[0].Restored(r.restore(t, 0), true)
+	ms[0].Start()
+	exchange(t, r, ms[:])
+	if ms[0].Stale() || ms[0].Verifying() || ms[0].Serving() != nil {
+		t.Fatalf("with the newer copy: stale %v, verifying %v", ms[0].Stale(), ms[0].Verifying())
+	}
+}
+
+func TestMachineConfirmBehind(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	for _, m := range ms {
+		m.Start()
+	}
+	exchange(t, r, ms[:])
+	m0, m1 := ms[0], ms[1]
+	m0.Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	m0.Ready()
+	confirmed(t, r, m0, 0)
+	exchange(t, r, ms[:])
+	m1.Step(r.batch(t, 0, 0, 25, 1), reader(0))
+	m1.Ready()
+	_, rd := confirmed(t, r, m1, 1)
+	upto := trims(rd.Trims)[part(exchangeCh, 0)]
+	if upto == 0 {
+		t.Fatalf("fragment 1's confirmed checkpoint trims %v", rd.Trims)
+	}
+	m0.Trim(exchangeCh, 1, upto)
+	m0.Ready()
+
+	// Fragment 1 starts again with nothing (its copies lost): fragment 0
+	// no longer has what it asks for, and says so.
+	ms[1] = recovery.NewMachine(r.plan, 1, recovery.Restored{Fragment: r.plan.NewFragment(1)}, 0, false, confirmCfg)
+	ms[1].SetNow(r.now)
+	m0.Resend(exchangeCh, 1, 0)
+	bs := m0.Ready().Behinds
+	if len(bs) != 1 || bs[0].Dest != 1 || bs[0].Upto != upto {
+		t.Fatalf("behinds %+v, want fragment 1 told its records begin at %d", bs, upto)
+	}
+	ms[1].Behind(bs[0].Ch, 0, bs[0].Upto)
+	if rd := ms[1].Ready(); !ms[1].Stale() || rd.Stale == nil || !rd.Fetch {
+		t.Fatalf("a fragment behind its own durable checkpoint goes on: %+v", rd)
+	}
+	// A fragment that is not behind ignores the word.
+	m0.Behind(exchangeCh, 1, 0)
+	if m0.Stale() {
+		t.Fatal("a fragment at its end took a behind for stale")
+	}
+}
