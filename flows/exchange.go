@@ -156,8 +156,8 @@ type exWriter[K comparable, T any] struct {
 	// or through earlier exchanges: when all their partitions ended and
 	// every output is released, the exchange's partition ends too.
 	ancestors []int
-	// kept is the number of records in the dests' logs (retained).
-	kept int
+	// nkept is the number of records in the dests' logs (retained).
+	nkept int
 	// After a scan that took every batch due, no fragment is due again
 	// until what was released, its watermark or the end changes, or a
 	// restore forces a batch to every fragment: scanned says so, with
@@ -211,7 +211,7 @@ func (w *exWriter[K, T]) emit(k K, v T) {
 		return // its fragment has it in a durable checkpoint already (a replay)
 	}
 	d.log = append(d.log, Rec[K, T]{Key: k, Val: v, Off: n})
-	w.kept++
+	w.nkept++
 	if w.et {
 		d.ts = append(d.ts, w.fr.cur.TS)
 	}
@@ -379,7 +379,7 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 	if i == 0 {
 		return
 	}
-	w.kept -= i
+	w.nkept -= i
 	clear(dd.log[:i]) // the batches sent keep their own view
 	dd.log = dd.log[i:]
 	if w.et {
@@ -404,7 +404,7 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 func (w *exWriter[K, T]) kept(d int) (base, sent int64) { return w.dests[d].base, w.dests[d].sent }
 
 // retained is the number of records kept for downstream fragments.
-func (w *exWriter[K, T]) retained() int { return w.kept }
+func (w *exWriter[K, T]) retained() int { return w.nkept }
 
 // An exchange's checkpoint entries live in exchangeNamespace under
 // edge (2 bytes) and a kind byte: kind 0 holds the sequence number; kind 1
@@ -515,7 +515,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return fmt.Errorf("exchange %d: records entries out of order", w.edge)
 	}
 	dd.log = append(dd.log, p.items...)
-	w.kept += len(p.items)
+	w.nkept += len(p.items)
 	if w.et {
 		dd.ts = append(dd.ts, p.ts...)
 	}
