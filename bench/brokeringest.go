@@ -140,35 +140,50 @@ func plainHandler(parts int, do func(ctx context.Context, lines [][]byte, part i
 	})
 }
 
-func kafkaIngest(in *input, p params, w io.Writer) (Result, error) {
+// brokerRow describes one broker ingest row.
+type brokerRow struct {
+	name, versus, baseline, note string
+	labels                       [2]string // the baseline's and the engine's, in the progress lines
+	// push pushes the bodies through the engine's ingest or the plain
+	// handler and checks that the broker holds n events.
+	push func(bodies [][]byte, n int, p params, engine bool) (cost, []float64, error)
+}
+
+// run measures the row: baseline and engine interleaved, p.rounds each.
+func (b brokerRow) run(in *input, p params, w io.Writer) (Result, error) {
 	n := brokerEvents(in, p)
 	bodies, _ := ingestBodies(in, n)
 	var eng, base costs
 	var lat, rss []float64
 	for round := 1; round <= p.rounds; round++ {
 		runtime.GC()
-		c, _, err := kafkaPush(bodies, n, p, false)
+		c, _, err := b.push(bodies, n, p, false)
 		if err != nil {
 			return Result{}, fmt.Errorf("baseline: %w", err)
 		}
 		base = append(base, c)
 		runtime.GC()
 		resetPeakRSS()
-		c, l, err := kafkaPush(bodies, n, p, true)
+		c, l, err := b.push(bodies, n, p, true)
 		if err != nil {
 			return Result{}, err
 		}
 		eng, lat, rss = append(eng, c), append(lat, l...), append(rss, peakRSSMB())
-		fmt.Fprintf(w, "  round %d: plain net/http + franz-go %v, kafka.Ingest %v\n", round, base.last(), eng.last())
+		fmt.Fprintf(w, "  round %d: %s %v, %s %v\n", round, b.labels[0], base.last(), b.labels[1], eng.last())
 	}
-	r := Result{Name: "kafka-ingest", Events: n, Rounds: p.rounds, Versus: "http+franz-go", Goal: atLeast("ratio", 0.5),
-		Baseline:  "a plain net/http handler producing each request's lines with franz-go's idempotent producer (acks=all), no transaction",
-		PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("%d clients over loopback, %d events a request, kfake in process; figure: events in committed transactions acknowledged/s; p50/p99: request acknowledgement; CPU includes the clients and the broker",
-			ingestClients, ingestBatch)}
+	r := Result{Name: b.name, Events: n, Rounds: p.rounds, Versus: b.versus, Goal: atLeast("ratio", 0.5),
+		Baseline: b.baseline, PeakRSSMB: medianF(rss), Note: b.note}
 	r.against(eng.rate(n), eng.cpuPerEvent(n), base.rate(n), base.cpuPerEvent(n))
 	r.P50Ms, r.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	return r, nil
+}
+
+func kafkaIngest(in *input, p params, w io.Writer) (Result, error) {
+	return brokerRow{name: "kafka-ingest", versus: "http+franz-go",
+		baseline: "a plain net/http handler producing each request's lines with franz-go's idempotent producer (acks=all), no transaction",
+		note: fmt.Sprintf("%d clients over loopback, %d events a request, kfake in process; figure: events in committed transactions acknowledged/s; p50/p99: request acknowledgement; CPU includes the clients and the broker",
+			ingestClients, ingestBatch),
+		labels: [2]string{"plain net/http + franz-go", "kafka.Ingest"}, push: kafkaPush}.run(in, p, w)
 }
 
 // kafkaPush pushes the bodies into a fresh kfake topic through
@@ -245,34 +260,11 @@ func committedRecords(brokers []string, topic string, n int) (int, error) {
 }
 
 func natsIngest(in *input, p params, w io.Writer) (Result, error) {
-	n := brokerEvents(in, p)
-	bodies, _ := ingestBodies(in, n)
-	var eng, base costs
-	var lat, rss []float64
-	for round := 1; round <= p.rounds; round++ {
-		runtime.GC()
-		c, _, err := natsPush(bodies, n, p, false)
-		if err != nil {
-			return Result{}, fmt.Errorf("baseline: %w", err)
-		}
-		base = append(base, c)
-		runtime.GC()
-		resetPeakRSS()
-		c, l, err := natsPush(bodies, n, p, true)
-		if err != nil {
-			return Result{}, err
-		}
-		eng, lat, rss = append(eng, c), append(lat, l...), append(rss, peakRSSMB())
-		fmt.Fprintf(w, "  round %d: plain net/http + JetStream %v, nats.Ingest %v\n", round, base.last(), eng.last())
-	}
-	r := Result{Name: "nats-ingest", Events: n, Rounds: p.rounds, Versus: "http+jetstream", Goal: atLeast("ratio", 0.5),
-		Baseline:  "a plain net/http handler publishing each request's lines to JetStream (PublishMsgAsync, every acknowledgement awaited), no message ids",
-		PeakRSSMB: medianF(rss),
-		Note: fmt.Sprintf("%d clients over loopback, %d events a request, nats-server in process (file store); figure: events acknowledged by JetStream/s; p50/p99: request acknowledgement; CPU includes the clients and the server",
-			ingestClients, ingestBatch)}
-	r.against(eng.rate(n), eng.cpuPerEvent(n), base.rate(n), base.cpuPerEvent(n))
-	r.P50Ms, r.P99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
-	return r, nil
+	return brokerRow{name: "nats-ingest", versus: "http+jetstream",
+		baseline: "a plain net/http handler publishing each request's lines to JetStream (PublishMsgAsync, every acknowledgement awaited), no message ids",
+		note: fmt.Sprintf("%d clients over loopback, %d events a request, nats-server in process (file store); figure: events acknowledged by JetStream/s; p50/p99: request acknowledgement; CPU includes the clients and the server",
+			ingestClients, ingestBatch),
+		labels: [2]string{"plain net/http + JetStream", "nats.Ingest"}, push: natsPush}.run(in, p, w)
 }
 
 // natsPush pushes the bodies into a fresh JetStream stream through

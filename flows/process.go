@@ -443,7 +443,6 @@ func (a *buffered[K, T]) cmp(b *buffered[K, T]) int {
 // per comparison (BenchmarkProcessInEventTimeOrder: 165 → 300 ns/event).
 type bufHeap[K comparable, T any] []buffered[K, T]
 
-
 func (h *bufHeap[K, T]) push(e buffered[K, T]) {
 	*h = append(*h, e)
 	q := *h
