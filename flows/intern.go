@@ -9,22 +9,28 @@ import "hash/maphash"
 // the state holds, whose comparison stops at the pointer. It is a
 // two-way cache of internSlots strings: bounded, and a key that
 // never repeats costs one hash and one comparison more than a plain
-// decode, not a map that grows. The string it returned last is checked
-// first: an event usually carries its key again, decoded right after it.
-// An Interner belongs to one goroutine; the zero value is ready.
+// decode, not a map that grows. Only short strings are kept (keys and
+// names, up to internMax bytes): a long one is a payload, rarely repeated,
+// and holding 4,096 of them could keep megabytes alive per fragment. The
+// string it returned last is checked first: an event usually carries its
+// key again, decoded right after it. An Interner belongs to one
+// goroutine; the zero value is ready.
 type Interner struct {
 	slots []string
 	last  string
 }
 
-const internSlots = 1 << 12
+const (
+	internSlots = 1 << 12
+	internMax   = 128 // bytes: at most 512 KiB of strings held per Interner
+)
 
 var internSeed = maphash.MakeSeed()
 
 // String returns a string equal to b: the one it returned before for the
 // same bytes, if it still holds it. A nil Interner allocates a new string.
 func (in *Interner) String(b []byte) string {
-	if in == nil {
+	if in == nil || len(b) > internMax {
 		return string(b)
 	}
 	if string(b) == in.last {

@@ -53,3 +53,24 @@ func TestInterner(t *testing.T) {
 		t.Fatalf("nil interner gave %q", s)
 	}
 }
+
+// A long string (a payload, not a key) is decoded, never held.
+func TestInternerKeepsNoLongStrings(t *testing.T) {
+	var in Interner
+	long := make([]byte, internMax+1)
+	for i := range long {
+		long[i] = 'x'
+	}
+	a, b := in.String(long), in.String(long)
+	if a != string(long) || unsafe.StringData(a) == unsafe.StringData(b) {
+		t.Fatalf("a %d-byte string was held", len(long))
+	}
+	for _, s := range in.slots {
+		if len(s) > internMax {
+			t.Fatalf("a %d-byte string is in a slot", len(s))
+		}
+	}
+	if short := long[:internMax]; unsafe.StringData(in.String(short)) != unsafe.StringData(in.String(short)) {
+		t.Fatalf("a %d-byte string was not held", internMax)
+	}
+}

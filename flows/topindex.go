@@ -29,8 +29,9 @@ import (
 // grow (a count) never scans, and one whose scores fall scans at most once
 // per query, as every query did before.
 //
-// Publish copies the set into a buffer of its own under a mutex held for
-// that copy only; QueryPublished reads that buffer. The fragment's driver
+// Publish copies the set into a spare buffer no reader is counted in and
+// swaps it in atomically (no lock); QueryPublished reads the buffer it
+// finds current. The fragment's driver
 // calls Publish when it has finished with a message (a batch boundary), so
 // a query that reads the buffer sees the fragment as of the end of a
 // batch, as a query under the driver's lock does, without waiting for the

@@ -81,6 +81,7 @@ type ExactlyOnceSink[T any] struct {
 	closed   bool
 	closeOne sync.Once
 	watch    *pauseWatch // nil: no watch
+	started  uint64      // the pause count when the sink started
 	stop     chan struct{}
 	wg       sync.WaitGroup // the watch's goroutine
 }
@@ -100,6 +101,11 @@ type txnProducer struct {
 	last    flows.OutputID
 	hasLast bool
 	shut    bool // the sink is closed: never initialise again
+	// pauses is the pause count when this fragment's producer last acted
+	// (a Write, Restored) or, before that, when the sink started: a pause
+	// since then may have come between the engine's own pause check and
+	// this Write, so the Write commits nothing (ErrPaused).
+	pauses uint64
 	// fenced is when a Write of this producer was last fenced; zero if
 	// it was not since it last initialised.
 	fenced time.Time
@@ -150,7 +156,7 @@ func NewExactlyOnceSink[T any](ctx context.Context, cfg ExactlyOnceConfig[T]) (*
 	}
 	if cfg.PauseLimit > 0 {
 		s.watch = &pauseWatch{limit: cfg.PauseLimit, now: cfg.Now}
-		s.watch.observe()
+		s.started = s.watch.observe()
 		s.wg.Add(1)
 		go s.watchPauses()
 	}
@@ -163,7 +169,7 @@ func NewExactlyOnceSink[T any](ctx context.Context, cfg ExactlyOnceConfig[T]) (*
 // gap longer than the limit.
 func (s *ExactlyOnceSink[T]) watchPauses() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.PauseLimit / 4)
+	t := time.NewTicker(max(s.cfg.PauseLimit/4, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -291,7 +297,22 @@ func (s *ExactlyOnceSink[T]) Write(out []flows.Output[T]) error {
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.WriteTimeout)
 		defer cancel()
 	}
-	if err := s.write(ctx, p, out, s.watch.observe()); err != nil {
+	pauses := s.watch.observe()
+	if pauses != p.pauses {
+		// Stopped after the engine last checked but before this Write (or
+		// before an earlier one): the fragment may have moved meanwhile.
+		// The engine notices the pause too and restores; the Write after
+		// that goes ahead.
+		p.pauses = pauses
+		if p.cl != nil {
+			p.cl.Close()
+			p.cl = nil
+		}
+		return fmt.Errorf("kafka sink: fragment %d (%s): %w (before it began)", frag, p.id, ErrPaused)
+	}
+	err = s.write(ctx, p, out, pauses)
+	p.pauses = s.watch.observe()
+	if err != nil {
 		if p.cl != nil {
 			p.cl.Close()
 			p.cl = nil
@@ -322,6 +343,7 @@ func (s *ExactlyOnceSink[T]) Restored(frag int) {
 		p.cl.Close()
 		p.cl = nil
 	}
+	p.pauses = s.watch.observe()
 }
 
 var _ flows.RestoredSink = (*ExactlyOnceSink[int])(nil)
@@ -334,7 +356,7 @@ func (s *ExactlyOnceSink[T]) producer(frag int) (*txnProducer, error) {
 	}
 	p := s.frags[frag]
 	if p == nil {
-		p = &txnProducer{id: s.TransactionalID(frag)}
+		p = &txnProducer{id: s.TransactionalID(frag), pauses: s.started}
 		s.frags[frag] = p
 	}
 	return p, nil

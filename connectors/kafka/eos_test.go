@@ -443,3 +443,40 @@ func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
 		t.Fatalf("%d outputs in the topic, want the new owner's 15", len(got))
 	}
 }
+
+// A node stopped after its fragment's last pause check but before the
+// sink's Write began (the pause already counted when the Write starts)
+// commits nothing either.
+func TestExactlyOnceSinkPausedBeforeWrite(t *testing.T) {
+	_, brokers := cluster(t, map[string]int32{"out": 2})
+	clock := &stopAtInit{}
+	clock.ns.Store(time.Now().UnixNano())
+	zombie, err := NewExactlyOnceSink(context.Background(), ExactlyOnceConfig[line]{
+		SinkConfig: SinkConfig[line]{Brokers: brokers, Topic: "out"},
+		Flow:       "wc", ProgressPartitions: 3, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Close()
+	owner := newEOS(t, brokers)
+	if err := owner.Write(fragmentOutputs(0, 0, 15, "a")); err != nil {
+		t.Fatal(err)
+	}
+	clock.ns.Add(int64(2 * time.Second))
+	zombie.watch.observe() // the watch reads the clock first
+	if err := zombie.Write(fragmentOutputs(0, 0, 10, "a")); !errors.Is(err, ErrPaused) {
+		t.Fatalf("a Write after a pause: %v, want ErrPaused", err)
+	}
+	if got := countKeys(t, readCommitted(t, brokers, "out")); len(got) != 15 {
+		t.Fatalf("%d outputs in the topic, want the new owner's 15", len(got))
+	}
+	// The engine restores the fragment (Restored); its next Write goes
+	// ahead and skips what the marker says was committed.
+	zombie.Restored(0)
+	if err := zombie.Write(fragmentOutputs(0, 0, 20, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if got := countKeys(t, readCommitted(t, brokers, "out")); len(got) != 20 {
+		t.Fatalf("%d outputs in the topic, want 20", len(got))
+	}
+}

@@ -19,7 +19,9 @@ import (
 type Send[P comparable] func(ctx context.Context, batch map[P]int64) map[P]error
 
 // Committer sends the offsets readers commit. A failed partition is sent
-// again in the next round, unless a newer offset came meanwhile.
+// again in the next round, unless a newer offset came meanwhile; a round
+// with failures is followed by one after a backoff (1 s, doubling to 30 s)
+// even if no reader commits again, so an idle source's offsets get there.
 type Committer[P comparable] struct {
 	name    string
 	send    Send[P]
@@ -33,6 +35,7 @@ type Committer[P comparable] struct {
 	done    chan struct{}
 	once    sync.Once
 	settled func() // tests: called after each round's outcome is recorded
+	retry   time.Duration
 }
 
 // Rounds are bounded: a round that takes longer is cancelled, and what it
@@ -40,16 +43,18 @@ type Committer[P comparable] struct {
 const (
 	roundTimeout = 10 * time.Second
 	finalTimeout = 5 * time.Second // the round at Close
+	retryFirst   = time.Second
+	retryMost    = 30 * time.Second
 )
 
 // New starts a committer; name prefixes its own errors ("kafka", "nats").
 func New[P comparable](name string, send Send[P]) *Committer[P] {
-	return start(name, send, func() {})
+	return start(name, send, func() {}, retryFirst)
 }
 
-func start[P comparable](name string, send Send[P], settled func()) *Committer[P] {
+func start[P comparable](name string, send Send[P], settled func(), retry time.Duration) *Committer[P] {
 	c := &Committer[P]{name: name, send: send, pending: map[P]int64{}, high: map[P]int64{}, errs: map[P]error{},
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), settled: settled}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), settled: settled, retry: retry}
 	go c.run()
 	return c
 }
@@ -80,42 +85,54 @@ func (c *Committer[P]) Commit(p P, offset int64) error {
 
 func (c *Committer[P]) run() {
 	defer close(c.done)
+	var retry <-chan time.Time
+	backoff := c.retry
 	for {
 		select {
 		case <-c.wake:
-			c.round(roundTimeout)
+		case <-retry:
 		case <-c.stop:
 			c.round(finalTimeout) // what came last
 			return
 		}
+		retry = nil
+		if c.round(roundTimeout) {
+			retry = time.After(backoff)
+			backoff = min(2*backoff, max(retryMost, c.retry))
+		} else {
+			backoff = c.retry
+		}
 	}
 }
 
-func (c *Committer[P]) round(timeout time.Duration) {
+// round sends what is pending and reports whether some of it failed.
+func (c *Committer[P]) round(timeout time.Duration) (failed bool) {
 	c.mu.Lock()
 	batch := c.pending
 	c.pending = map[P]int64{}
 	c.mu.Unlock()
 	if len(batch) == 0 {
-		return
+		return false
 	}
 	defer c.settled()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	failed := c.send(ctx, batch)
+	errs := c.send(ctx, batch)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, off := range batch {
-		err := failed[p]
+		err := errs[p]
 		if err == nil {
 			delete(c.errs, p) // an older failure is moot
 			continue
 		}
 		c.errs[p] = err
+		failed = true
 		if _, newer := c.pending[p]; !newer {
 			c.pending[p] = off
 		}
 	}
+	return failed
 }
 
 // Close sends what is pending in a last round, stops, and returns the

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -39,8 +40,10 @@ func (b *broker) send(_ context.Context, batch map[string]int64) map[string]erro
 	return errs
 }
 
+// committer starts a committer on b that retries only when a reader
+// commits (the retry after a backoff is tested apart).
 func (b *broker) committer() *Committer[string] {
-	return start("test", b.send, func() { b.settled <- struct{}{} })
+	return start("test", b.send, func() { b.settled <- struct{}{} }, time.Hour)
 }
 
 func (b *broker) sent() string {
@@ -123,5 +126,24 @@ func TestALaterSuccessClearsAFailure(t *testing.T) {
 	}
 	if b.sent() != "map[a:1] map[a:2]" {
 		t.Fatalf("rounds %q", b.sent())
+	}
+}
+
+// A failed round is retried after a backoff even if no reader commits
+// again (an idle source).
+func TestFailedRoundIsRetriedWithoutACommit(t *testing.T) {
+	b := newBroker(map[string]int{"a": 2})
+	c := start("test", b.send, func() { b.settled <- struct{}{} }, time.Millisecond)
+	if err := c.Commit("a", 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // fails, fails again, then goes through
+		<-b.settled
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close = %v after the retry went through", err)
+	}
+	if got, want := b.sent(), "map[a:1] map[a:1] map[a:1]"; got != want {
+		t.Fatalf("rounds %q, want %q", got, want)
 	}
 }
