@@ -70,7 +70,9 @@ func TestInternerKeepsNoLongStrings(t *testing.T) {
 			t.Fatalf("a %d-byte string is in a slot", len(s))
 		}
 	}
-	if short := long[:internMax]; unsafe.StringData(in.String(short)) != unsafe.StringData(in.String(short)) {
+	short := long[:internMax]
+	c, d := in.String(short), in.String(short)
+	if unsafe.StringData(c) != unsafe.StringData(d) {
 		t.Fatalf("a %d-byte string was not held", internMax)
 	}
 }
