@@ -413,12 +413,11 @@ func (c *stopAtInit) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ 
 	}
 }
 
-// A node stopped inside a Write, before the Write initialised its
-// producer, while another node took the fragment over and committed more:
-// resumed, the Write initialises (fencing the new owner), but it finds the
-// pause and commits nothing — its outputs are the new owner's, already
-// committed. Without the pause watch it commits them again.
-func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
+// pausedZombie is a sink on a virtual clock (a zombie-to-be) whose
+// fragment 0 a new owner has restored (outputs 0-9 pending) and committed
+// with more (0-14); clock.stop is the pause to come.
+func pausedZombie(t *testing.T) (*ExactlyOnceSink[line], *stopAtInit, []string) {
+	t.Helper()
 	_, brokers := cluster(t, map[string]int32{"out": 2})
 	clock := &stopAtInit{stop: 2 * time.Second}
 	clock.ns.Store(time.Now().UnixNano())
@@ -428,13 +427,21 @@ func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zombie.Close()
-	// The new owner restored the zombie's checkpoint (outputs 0-9
-	// pending) and committed them with more.
+	t.Cleanup(func() { zombie.Close() })
 	owner := newEOS(t, brokers)
 	if err := owner.Write(fragmentOutputs(0, 0, 15, "a")); err != nil {
 		t.Fatal(err)
 	}
+	return zombie, clock, brokers
+}
+
+// A node stopped inside a Write, before the Write initialised its
+// producer, while another node took the fragment over and committed more:
+// resumed, the Write initialises (fencing the new owner), but it finds the
+// pause and commits nothing — its outputs are the new owner's, already
+// committed. Without the pause watch it commits them again.
+func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
+	zombie, clock, brokers := pausedZombie(t)
 	clock.armed.Store(true)
 	if err := zombie.Write(fragmentOutputs(0, 0, 10, "a")); !errors.Is(err, ErrPaused) {
 		t.Fatalf("a Write across a pause: %v, want ErrPaused", err)
@@ -448,21 +455,8 @@ func TestExactlyOnceSinkPausedDuringInit(t *testing.T) {
 // sink's Write began (the pause already counted when the Write starts)
 // commits nothing either.
 func TestExactlyOnceSinkPausedBeforeWrite(t *testing.T) {
-	_, brokers := cluster(t, map[string]int32{"out": 2})
-	clock := &stopAtInit{}
-	clock.ns.Store(time.Now().UnixNano())
-	zombie, err := NewExactlyOnceSink(context.Background(), ExactlyOnceConfig[line]{
-		SinkConfig: SinkConfig[line]{Brokers: brokers, Topic: "out"},
-		Flow:       "wc", ProgressPartitions: 3, Now: clock.now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zombie.Close()
-	owner := newEOS(t, brokers)
-	if err := owner.Write(fragmentOutputs(0, 0, 15, "a")); err != nil {
-		t.Fatal(err)
-	}
-	clock.ns.Add(int64(2 * time.Second))
+	zombie, clock, brokers := pausedZombie(t)
+	clock.ns.Add(int64(clock.stop))
 	zombie.watch.observe() // the watch reads the clock first
 	if err := zombie.Write(fragmentOutputs(0, 0, 10, "a")); !errors.Is(err, ErrPaused) {
 		t.Fatalf("a Write after a pause: %v, want ErrPaused", err)
