@@ -34,13 +34,7 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 		})
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Aggregate, Algebra: alg.Name(),
-		Splice: func(parts []any) any {
-			acc := alg.Zero()
-			for _, p := range parts {
-				acc = alg.Merge(acc, p.(P))
-			}
-			return alg.Result(acc)
-		}}
+		Splice: spliceParts(alg)}
 	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpValue {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is an aggregate: it has no keys", splice.ErrBadRequest, name)
@@ -82,3 +76,15 @@ func (a *aggState[P]) restore(_ uint16, key, val []byte) error {
 // Identity returns its argument: the extract function of an aggregate view
 // whose algebra takes the events themselves.
 func Identity[T any](v T) T { return v }
+
+// spliceParts merges the fragments' partials of an algebra's view into
+// its result.
+func spliceParts[In, P, Out any](alg splice.Algebra[In, P, Out]) func(parts []any) any {
+	return func(parts []any) any {
+		acc := alg.Zero()
+		for _, p := range parts {
+			acc = alg.Merge(acc, p.(P))
+		}
+		return alg.Result(acc)
+	}
+}

@@ -68,13 +68,7 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 		wo.addView(vo)
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Windowed, Algebra: alg.Name(),
-		Splice: func(parts []any) any {
-			acc := alg.Zero()
-			for _, p := range parts {
-				acc = alg.Merge(acc, p.(P))
-			}
-			return alg.Result(acc)
-		}}
+		Splice: spliceParts(alg)}
 	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpWindows {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is windowed: query it by window", splice.ErrBadRequest, name)

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
 )
 
 // scanTimeout bounds the read of a progress marker, and the wait for the
@@ -155,7 +156,7 @@ func NewExactlyOnceSink[T any](ctx context.Context, cfg ExactlyOnceConfig[T]) (*
 		return nil, fmt.Errorf("kafka sink: %w", err)
 	}
 	if cfg.PauseLimit > 0 {
-		s.watch = &pauseWatch{limit: cfg.PauseLimit, now: cfg.Now}
+		s.watch = &pauseWatch{now: cfg.Now, clock: recovery.NewPauseClock(cfg.PauseLimit)}
 		s.started = s.watch.observe()
 		s.wg.Add(1)
 		go s.watchPauses()
@@ -181,15 +182,15 @@ func (s *ExactlyOnceSink[T]) watchPauses() {
 	}
 }
 
-// pauseWatch notices that the process was stopped: a gap between two
-// readings of the clock, by whichever goroutine, longer than the limit.
-// The first reading after a gap counts it; every later one sees the count.
+// pauseWatch notices that the process was stopped by the node's own rule
+// (recovery.PauseClock: a gap between two readings of the clock, by
+// whichever goroutine, longer than the limit), shared by the sink's
+// goroutines. The first reading after a gap counts it; every later one
+// sees the count.
 type pauseWatch struct {
-	limit time.Duration
 	now   func() time.Time
 	mu    sync.Mutex
-	last  time.Time
-	count uint64
+	clock *recovery.PauseClock
 }
 
 // observe reads the clock and returns the pauses seen so far.
@@ -200,13 +201,8 @@ func (w *pauseWatch) observe() uint64 {
 	now := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.last.IsZero() && now.Sub(w.last) > w.limit {
-		w.count++
-	}
-	if now.After(w.last) {
-		w.last = now
-	}
-	return w.count
+	n, _ := w.clock.Observe(now)
+	return n
 }
 
 func (s *ExactlyOnceSink[T]) prepareTopics(ctx context.Context) error {
