@@ -178,6 +178,11 @@ type exDest[K comparable, T any] struct {
 	force  bool       // send a batch even if nothing changed (after a restore)
 	done   bool       // its last batch said the partition ended
 	spans  [][2]int64 // checkpoint entries holding its records: [from, to)
+	// baseSaved is the base the checkpoint holds: a restored fragment
+	// knows which records it no longer has (Kept), so a fragment
+	// downstream that asks for them learns it restored an older copy
+	// instead of being sent the records after them as if they followed.
+	baseSaved int64
 }
 
 func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64) *exWriter[K, T] {
@@ -409,25 +414,34 @@ func (w *exWriter[K, T]) retained() int { return w.nkept }
 // An exchange's checkpoint entries live in exchangeNamespace under
 // edge (2 bytes) and a kind byte: kind 0 holds the sequence number; kind 1
 // the records for fragment d (4 bytes) numbered from (8 bytes) on, up to
-// the number in the value's head.
+// the number in the value's head; kind 2 the number below which fragment
+// d's records are forgotten (its durable checkpoint covers them: trim).
 const exchangeNamespace = math.MaxUint16 - 1
 
 func (w *exWriter[K, T]) entryKey(kind byte, d int, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(nil, uint16(w.edge))
 	k = append(k, kind)
-	if kind == 1 {
+	switch kind {
+	case 1:
 		k = binary.BigEndian.AppendUint32(k, uint32(d))
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
+	case 2:
+		k = binary.BigEndian.AppendUint32(k, uint32(d))
 	}
 	return k
 }
 
 // delta writes the records logged since the last checkpoint that no
 // downstream checkpoint covers yet, deletes the entries now covered, and
-// writes the sequence number.
+// writes the sequence number and the trim points that moved.
 func (w *exWriter[K, T]) delta(d *Delta) error {
 	for i := range w.dests {
 		dd := &w.dests[i]
+		if dd.base != dd.baseSaved {
+			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(2, i, 0),
+				Value: binary.AppendVarint(nil, dd.base)})
+			dd.baseSaved = dd.base
+		}
 		keep := dd.spans[:0]
 		for _, sp := range dd.spans {
 			if sp[1] <= dd.base {
@@ -471,6 +485,9 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 	}
 	for i := range w.dests {
 		d.Entries += int64(len(w.dests[i].spans))
+		if w.dests[i].baseSaved > 0 {
+			d.Entries++
+		}
 	}
 	return nil
 }
@@ -483,6 +500,17 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		}
 		w.seq, w.saved, w.seqSaved, w.mark, w.rel = n, n, n, n, n
 		w.scanned = false
+		return nil
+	}
+	if len(key) == 7 && key[2] == 2 {
+		// Keys sort the trim point of fragment d after its records.
+		d := int(binary.BigEndian.Uint32(key[3:]))
+		base, k := binary.Varint(val)
+		if d >= len(w.dests) || k <= 0 || k != len(val) || base < 0 {
+			return fmt.Errorf("exchange %d: malformed trim point", w.edge)
+		}
+		w.trim(d, base)
+		w.dests[d].baseSaved = base
 		return nil
 	}
 	if len(key) != 15 || key[2] != 1 {
