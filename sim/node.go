@@ -596,9 +596,7 @@ func (n *node) place(next *placed) error {
 			}
 		case r != nil:
 			for _, f := range moved {
-				if from := r.cr.Reclaim(f, c.now); from >= 0 {
-					r.rewind(from, f)
-				}
+				r.rewind(r.cr.Moved(f, c.now, r.r.Position()), f)
 			}
 		}
 	}
