@@ -52,6 +52,12 @@ var (
 //     schedules pass changes with it (411 and 845 passed by such timing
 //     and were fixed seeds once).
 //
+// Beyond the 1,000 schedules make test runs, seeds 1–3,000 pass; of
+// 3,001–6,000 three fail, not yet understood: 3296 (two stages; kill,
+// disk full, leave: not converged), 3812 (two stages; disk full, leave,
+// kill and restart: miscounts) and 4934 (one stage; partition, pause,
+// full disk: 12 events lost).
+//
 // Fixed, and run by TestFixedSeeds with every fault: a fragment that
 // started again from a checkpoint older than the one whose outputs it had
 // sent downstream — owner and standby lost close together, a node
@@ -210,10 +216,12 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	slow := map[string]bool{}
 	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 	// Running nodes that may take a fault: at least one other keeps going.
+	// A node told to leave is on its way out (it stops once it handed its
+	// fragments off): it is not counted as one that keeps going.
 	running := func() []string {
 		var out []string
 		for _, n := range c.Up() {
-			if !paused[n] {
+			if !paused[n] && !left[n] {
 				out = append(out, n)
 			}
 		}
@@ -348,8 +356,9 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	for _, n := range down() {
 		must(c.Restart(n))
 	}
-	if len(c.Up()) == 0 {
+	if len(running()) == 0 {
 		must(c.Restart(names[0]))
+		delete(left, names[0])
 	}
 	say("heal, resume, restart: %v up", c.Up())
 	w.push(100)
