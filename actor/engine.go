@@ -513,8 +513,12 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	for p, end := range st.durable {
 		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
+	// Strong productions (recovery's package doc): a checkpoint's outputs
+	// leave once its standby confirmed its copy (at once on a single node
+	// or without a standby: ckptDone.copying), and a fragment started from
+	// any copy checks it against what its downstream fragments applied.
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
-		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: e.self != ""})
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: true, Confirm: true})
 	m.SetNow(e.cfg.Now())
 	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(), pauses: e.pauseCount(),
 		// The standby's copy may be of another lineage (an owner that
@@ -522,7 +526,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// checkpoint goes whole.
 		fullNext: e.self != "",
 		// A fragment that starts empty checkpoints its whole state first.
-		fromEmpty: e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff}
+		fromEmpty: e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
+		waitCounted: waitHandoff}
 	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)

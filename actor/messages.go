@@ -34,5 +34,9 @@ type (
 		time    int64
 		bytes   int
 		err     error
+		// copying: the checkpoint went to a standby, whose Copied
+		// releases its outputs; else it has none and durable here is all
+		// there is.
+		copying bool
 	}
 )

@@ -83,11 +83,14 @@ func (ra *readerActor) receive(c pa.Context) {
 		}
 	case movedMsg:
 		// Batches in flight to a fragment's old owner will not be
-		// acknowledged: take their credits back.
+		// acknowledged: take their credits back, and send them again (an
+		// owner that kept the fragment across a partition does not ask).
 		now := ra.e.cfg.Now()
 		for _, f := range m.fragments {
 			if f >= 0 && f < ra.cr.Fragments() {
-				ra.cr.Reclaim(f, now)
+				if from := ra.cr.Reclaim(f, now); from >= 0 {
+					ra.rewind(c, from, f)
+				}
 			}
 		}
 		if ra.cr.Ended() {
