@@ -38,16 +38,17 @@ type FragmentStats struct {
 	CkptTook       atomic.Int64 // ns from taking the last durable checkpoint to its being durable
 	Retained       atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
 	Complete       atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
-	// Stale: the fragment restored a copy older than what fragments
-	// downstream applied and refuses until a newer one comes (Stales
-	// counts such stops).
-	Stale  atomic.Bool
-	Stales atomic.Int64
 	mu             sync.Mutex
 	offsets        map[string]int64
 	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
 	ckptErr        error
 	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
+
+	// Stale: the fragment restored a copy older than what fragments
+	// downstream applied and refuses until a newer one comes (Stales
+	// counts such stops).
+	Stale  atomic.Bool
+	Stales atomic.Int64
 }
 
 func (s *FragmentStats) freshness() splice.Freshness {
