@@ -194,6 +194,10 @@ type ClusterConfig struct {
 	// over starts there rather than at the start of its empty store.
 	AwaitHandoff []bool
 	ReaderFrom   []int64
+	// HandoffFrom, per fragment that awaits a hand-off, the node that
+	// owns it now ("" unknown): it is asked whether it has the fragment
+	// at all, and the wait ends at once if it has not.
+	HandoffFrom []string
 	// Alerts: the node that evaluates the flow's alerts and its standby,
 	// if any (a flow with alerts needs them; see doc.go).
 	Alerts []string
@@ -406,6 +410,11 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 	e.layout.Store(l)
 	for j, pid := range l.frags {
 		root.Send(pid, startMsg{replay: replay[j]})
+	}
+	for f := range restored {
+		if restored[f] != nil && cl.awaitHandoff(f) && f < len(cl.HandoffFrom) {
+			e.askHandoff(f, cl.HandoffFrom[f])
+		}
 	}
 	if cl != nil {
 		l.standby, l.cl = e.standbys(cl), cl
@@ -662,7 +671,11 @@ func (e *Engine) Freshness() []splice.Freshness {
 
 // Checkpoint makes every fragment take a checkpoint now and waits until
 // all are durable.
-func (e *Engine) Checkpoint(ctx context.Context) error {
+func (e *Engine) Checkpoint(ctx context.Context) error { return e.checkpoint(ctx, false) }
+
+// checkpoint is Checkpoint; final (the engine stops) does not wait for
+// fragments that cannot checkpoint yet.
+func (e *Engine) checkpoint(ctx context.Context, final bool) error {
 	timeout := time.Minute
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -670,7 +683,7 @@ func (e *Engine) Checkpoint(ctx context.Context) error {
 	var futs []*pa.Future
 	l := e.layout.Load()
 	for _, pid := range l.frags {
-		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{}, timeout))
+		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{final: final}, timeout))
 	}
 	var errs []error
 	for i, f := range futs {
@@ -718,7 +731,7 @@ func (e *Engine) shutdown(final bool) {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
 	if final && len(l.frags) > 0 {
-		if err := e.Checkpoint(context.Background()); err != nil {
+		if err := e.checkpoint(context.Background(), true); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
 		e.finalAlerts()

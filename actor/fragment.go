@@ -171,6 +171,13 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		m.Behind(int(msg.Channel), int(msg.Upstream), msg.Upto)
 	case offerMsg:
 		fa.offer(c, msg)
+	case noHandoffMsg:
+		if m.Waiting() && !m.Stale() && !m.Resuming() {
+			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
+			fa.endWait()
+			m.SetNow(fa.e.cfg.Now())
+			m.StopWaiting()
+		}
 	case exRewindMsg:
 		m.SetNow(fa.e.cfg.Now())
 		m.Resend(msg.ch, msg.dest, msg.from)
@@ -194,7 +201,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			fa.checkpoint(c, false)
 		}
 	case ckptReq:
-		fa.requestCheckpoint(c)
+		fa.requestCheckpoint(c, msg.final)
 	case epochMsg:
 		m.Placement(msg.epoch)
 	case startMsg:
@@ -621,14 +628,17 @@ func (fa *fragmentActor) recopy() {
 	}
 }
 
-func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
+func (fa *fragmentActor) requestCheckpoint(c pa.Context, final bool) {
 	m := fa.m
 	if err := m.Broken(); err != nil {
 		c.Respond(err)
 		return
 	}
-	if (m.Down() || m.Waiting()) && !m.Writing() {
-		// Its last checkpoint is its newest sound state.
+	if (m.Down() || m.Waiting() || (final && m.Verifying())) && !m.Writing() {
+		// Its last checkpoint is its newest sound state. (A restored
+		// fragment checks its copy against its downstream fragments before
+		// it checkpoints: a round trip, unless one is unreachable, which a
+		// stop or a hand-off does not wait for.)
 		c.Respond(ckptOK{})
 		return
 	}

@@ -135,6 +135,39 @@ type assembly struct {
 	data    []byte
 }
 
+// noHandoffMsg tells a fragment waiting for a hand-off that the node it
+// waits for has none to give.
+type noHandoffMsg struct{}
+
+// askHandoff asks owner whether it has fragment f to hand off to this
+// node (wire.HandoffAsk).
+func (e *Engine) askHandoff(f int, owner string) {
+	if owner == "" || owner == e.self {
+		return
+	}
+	e.sys.Root.Send(e.pidOf(owner, e.plan.Name()+"/replica"),
+		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address()})
+}
+
+// handoffAsk answers a node waiting for a hand-off of a fragment this node
+// neither owns nor is placing: a placement being applied finishes first
+// (placeMu), so a hand-off it sends goes out before the answer.
+func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
+	e := ra.e
+	if m.Flow != e.plan.Name() || int(m.Fragment) >= e.plan.Fragments() || m.ReplyTo == "" {
+		e.malformed.Add(1)
+		return
+	}
+	e.placeMu.Lock()
+	l := e.layout.Load()
+	owns := l == nil || l.local[m.Fragment] >= 0
+	e.placeMu.Unlock()
+	if owns {
+		return // it hands the fragment off when it places
+	}
+	c.Send(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), &wire.NoHandoff{Fragment: m.Fragment})
+}
+
 // offerMsg brings a stale fragment a copy another node had (Fetch).
 type offerMsg struct {
 	cp   *recovery.Checkpoint
@@ -179,6 +212,16 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		return
 	case *wire.Fetch:
 		ra.fetch(msg)
+		return
+	case *wire.HandoffAsk:
+		ra.handoffAsk(c, msg)
+		return
+	case *wire.NoHandoff:
+		if l := e.layout.Load(); l != nil && int(msg.Fragment) < len(l.local) {
+			if i := l.local[msg.Fragment]; i >= 0 {
+				c.Send(l.frags[i], noHandoffMsg{})
+			}
+		}
 		return
 	default:
 		e.unknown(msg)
