@@ -407,6 +407,10 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			l.allRead = append(l.allRead, rpid)
 		}
 	}
+	if cl != nil {
+		// Before the layout is published: fragments read it (Recopy, Fetch).
+		l.standby, l.cl = e.standbys(cl), cl
+	}
 	e.layout.Store(l)
 	for j, pid := range l.frags {
 		root.Send(pid, startMsg{replay: replay[j]})
@@ -417,7 +421,6 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}
 	if cl != nil {
-		l.standby, l.cl = e.standbys(cl), cl
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)

@@ -244,6 +244,15 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	}
 	fa.carry(c)
 	if len(fa.waiters) > 0 && !m.Writing() {
+		if m.Down() || m.Waiting() {
+			// It went down or stale meanwhile: as requestCheckpoint, its
+			// last checkpoint is its newest sound state.
+			for _, w := range fa.waiters {
+				c.Send(w.pid, ckptOK{})
+			}
+			fa.waiters = nil
+			return
+		}
 		// A requested checkpoint that could not be taken when asked (a
 		// restored fragment checks its copy against its downstream
 		// fragments first: a round trip) may be taken now.
