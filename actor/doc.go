@@ -25,6 +25,22 @@
 // protoactor restart the actor; the machine lives outside the actor and
 // survives the restart.
 //
+// The machines run recovery's strong rule (MachineConfig.Confirm; the
+// package doc of recovery says why). The writer sends each durable
+// checkpoint to the fragment's standby, whose replica actor writes it and,
+// once synced, confirms it to the owner (wire.Copied): only then does the
+// machine release the checkpoint's exchange outputs and OnCheckpoint
+// deliveries and take the next periodic checkpoint; a fragment without a
+// standby confirms at once. A copy unconfirmed for RewindTimeout goes
+// again whole (Recopy). Acknowledgements of exchange batches carry how far
+// the receiver applied the sender (wire.Acks.ends): a restored fragment
+// that finds a downstream fragment ahead of its copy, or is told it is
+// behind its own durable checkpoint (wire.Behind), refuses — it applies,
+// checkpoints and releases nothing, counted in FragmentStats.Stale — and
+// asks every node for a newer copy (wire.Fetch) every RewindTimeout until
+// one offers it. A hand-off of an older lineage than this node's own copy
+// is not taken over that copy.
+//
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.
 //

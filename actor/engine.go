@@ -194,6 +194,10 @@ type ClusterConfig struct {
 	// over starts there rather than at the start of its empty store.
 	AwaitHandoff []bool
 	ReaderFrom   []int64
+	// HandoffFrom, per fragment that awaits a hand-off, the node that
+	// owns it now ("" unknown): it is asked whether it has the fragment
+	// at all, and the wait ends at once if it has not.
+	HandoffFrom []string
 	// Alerts: the node that evaluates the flow's alerts and its standby,
 	// if any (a flow with alerts needs them; see doc.go).
 	Alerts []string
@@ -403,12 +407,20 @@ func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
 			l.allRead = append(l.allRead, rpid)
 		}
 	}
+	if cl != nil {
+		// Before the layout is published: fragments read it (Recopy, Fetch).
+		l.standby, l.cl = e.standbys(cl), cl
+	}
 	e.layout.Store(l)
 	for j, pid := range l.frags {
 		root.Send(pid, startMsg{replay: replay[j]})
 	}
+	for f := range restored {
+		if restored[f] != nil && cl.awaitHandoff(f) && f < len(cl.HandoffFrom) {
+			e.askHandoff(f, cl.HandoffFrom[f])
+		}
+	}
 	if cl != nil {
-		l.standby, l.cl = e.standbys(cl), cl
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
 			plan.Name()+"/query"); err != nil {
 			return nil, fmt.Errorf("spawn query actor: %w", err)
@@ -513,8 +525,12 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	for p, end := range st.durable {
 		st.offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 	}
+	// Strong productions (recovery's package doc): a checkpoint's outputs
+	// leave once its standby confirmed its copy (at once on a single node
+	// or without a standby: ckptDone.copying), and a fragment started from
+	// any copy checks it against what its downstream fragments applied.
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
-		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: e.self != ""})
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: true, Confirm: true})
 	m.SetNow(e.cfg.Now())
 	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(), pauses: e.pauseCount(),
 		// The standby's copy may be of another lineage (an owner that
@@ -522,7 +538,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// checkpoint goes whole.
 		fullNext: e.self != "",
 		// A fragment that starts empty checkpoints its whole state first.
-		fromEmpty: e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff}
+		fromEmpty:   e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
+		waitCounted: waitHandoff}
 	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)
@@ -657,7 +674,11 @@ func (e *Engine) Freshness() []splice.Freshness {
 
 // Checkpoint makes every fragment take a checkpoint now and waits until
 // all are durable.
-func (e *Engine) Checkpoint(ctx context.Context) error {
+func (e *Engine) Checkpoint(ctx context.Context) error { return e.checkpoint(ctx, false) }
+
+// checkpoint is Checkpoint; final (the engine stops) does not wait for
+// fragments that cannot checkpoint yet.
+func (e *Engine) checkpoint(ctx context.Context, final bool) error {
 	timeout := time.Minute
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -665,7 +686,7 @@ func (e *Engine) Checkpoint(ctx context.Context) error {
 	var futs []*pa.Future
 	l := e.layout.Load()
 	for _, pid := range l.frags {
-		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{}, timeout))
+		futs = append(futs, e.sys.Root.RequestFuture(pid, ckptReq{final: final}, timeout))
 	}
 	var errs []error
 	for i, f := range futs {
@@ -713,7 +734,7 @@ func (e *Engine) shutdown(final bool) {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
 	if final && len(l.frags) > 0 {
-		if err := e.Checkpoint(context.Background()); err != nil {
+		if err := e.checkpoint(context.Background(), true); err != nil {
 			e.cfg.Logger.Error("final checkpoint", "err", err)
 		}
 		e.finalAlerts()

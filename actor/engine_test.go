@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(nodeEnv); spec != "" {
 		runChildNode(spec) // a node of a multi-process test; never returns
 	}
+	if spec := os.Getenv(stagesEnv); spec != "" {
+		runStageNode(spec) // a node of the two-stage tests; never returns
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -41,6 +41,7 @@ type fragmentActor struct {
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
+	waitCounted    bool     // a wait for a hand-off is counted against the drain
 	// intern gives the batches from other nodes the strings decoded
 	// before (keys repeat): no allocation per record, and the table's
 	// lookups compare pointers.
@@ -103,7 +104,10 @@ type (
 		from *pa.PID
 		seq  uint64
 	}
-	exAckMsg    struct{ seq uint64 }
+	exAckMsg struct {
+		seq uint64
+		end int64 // the receiver's end on the sender's partition (From.End)
+	}
 	exRewindMsg struct {
 		ch, dest int
 		from     int64
@@ -111,6 +115,11 @@ type (
 	exTrimMsg struct {
 		ch, dest int
 		upto     int64
+	}
+	// exBehindMsg: Machine.Behind, from an upstream fragment on this node.
+	exBehindMsg struct {
+		ch, upstream int
+		upto         int64
 	}
 )
 
@@ -140,10 +149,34 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		b.Epoch = msg.epoch
 		fa.step(c, b, from)
 	case exAckMsg:
-		m.Acked(msg.seq)
+		m.SetNow(fa.e.cfg.Now())
+		m.AckedEnd(msg.seq, msg.end)
 	case *wire.Acks:
-		for _, seq := range msg.Seqs {
-			m.Acked(seq)
+		m.SetNow(fa.e.cfg.Now())
+		for i, seq := range msg.Seqs {
+			end := int64(-1) // unknown: a check after a restore asks again
+			if i < len(msg.Ends) {
+				end = msg.Ends[i]
+			}
+			m.AckedEnd(seq, end)
+		}
+	case *wire.Copied:
+		m.SetNow(fa.e.cfg.Now())
+		m.Copied(msg.Epoch)
+	case exBehindMsg:
+		m.SetNow(fa.e.cfg.Now())
+		m.Behind(msg.ch, msg.upstream, msg.upto)
+	case *wire.Behind:
+		m.SetNow(fa.e.cfg.Now())
+		m.Behind(int(msg.Channel), int(msg.Upstream), msg.Upto)
+	case offerMsg:
+		fa.offer(c, msg)
+	case noHandoffMsg:
+		if m.Waiting() && !m.Stale() && !m.Resuming() {
+			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
+			fa.endWait()
+			m.SetNow(fa.e.cfg.Now())
+			m.StopWaiting()
 		}
 	case exRewindMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -165,10 +198,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fr.SetHold(fa.e.hold.Load())
 		m.Tick(msg.now)
 		if iv := fa.e.cfg.CheckpointInterval; iv > 0 && msg.now.Sub(fa.lastCkpt) >= iv {
-			fa.checkpoint(c)
+			fa.checkpoint(c, false)
 		}
 	case ckptReq:
-		fa.requestCheckpoint(c)
+		fa.requestCheckpoint(c, msg.final)
 	case epochMsg:
 		m.Placement(msg.epoch)
 	case startMsg:
@@ -178,7 +211,12 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 		m.Start()
 	case *wire.Resync:
-		fa.fullNext = true // the standby's copy is missing or behind
+		// The standby's copy is missing or behind: it is sent whole, now
+		// if a checkpoint waits for its confirmation.
+		fa.fullNext = true
+		if _, copying := m.Copying(); copying {
+			fa.recopy()
+		}
 	case ckptDone:
 		fa.durable(c, msg)
 	case handoffMsg:
@@ -186,9 +224,9 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case pausedMsg:
 		// checkPause did the work.
 	case handoffTimeoutMsg:
-		if msg.wait == fa.waits && m.Waiting() {
+		if msg.wait == fa.waits && m.Waiting() && !m.Stale() {
 			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
-			fa.e.drainCount(-1)
+			fa.endWait()
 			m.SetNow(fa.e.cfg.Now())
 			m.StopWaiting()
 		}
@@ -205,6 +243,37 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	}
 	fa.carry(c)
+	if len(fa.waiters) > 0 && !m.Writing() {
+		if m.Down() || m.Waiting() {
+			// It went down or stale meanwhile: as requestCheckpoint, its
+			// last checkpoint is its newest sound state.
+			for _, w := range fa.waiters {
+				c.Send(w.pid, ckptOK{})
+			}
+			fa.waiters = nil
+			return
+		}
+		// A requested checkpoint that could not be taken when asked (a
+		// restored fragment checks its copy against its downstream
+		// fragments first: a round trip) may be taken now.
+		fa.checkpoint(c, true)
+	}
+}
+
+// endWait ends a wait for a hand-off counted against the drain.
+func (fa *fragmentActor) endWait() {
+	if fa.waitCounted {
+		fa.waitCounted = false
+		fa.e.drainCount(-1)
+	}
+}
+
+// beginWait counts a wait for a hand-off against the drain.
+func (fa *fragmentActor) beginWait() {
+	if !fa.waitCounted {
+		fa.waitCounted = true
+		fa.e.drainCount(+1)
+	}
 }
 
 // senderKey names a batch's sender for the machine (From.Key). PID.String
@@ -268,6 +337,27 @@ func (fa *fragmentActor) carry(c pa.Context) {
 				c.Send(to, &wire.Durable{Fragments: []uint32{uint32(fa.id)}, Offsets: []int64{t.Upto}, Channel: uint32(t.Part.Source)})
 			}
 		}
+		for _, b := range rd.Behinds {
+			if b.Dest >= len(l.route) {
+				continue
+			}
+			if to := l.route[b.Dest]; e.isLocal(to) {
+				c.Send(to, exBehindMsg{ch: b.Ch, upstream: fa.id, upto: b.Upto})
+			} else {
+				c.Send(to, &wire.Behind{Fragment: uint32(b.Dest), Upstream: uint32(fa.id), Channel: uint32(b.Ch), Upto: b.Upto})
+			}
+		}
+		if rd.Stale != nil {
+			st.Stales.Add(1)
+			e.cfg.Logger.Error("fragment refuses its restored copy", "fragment", fa.id, "err", rd.Stale)
+		}
+		st.Stale.Store(m.Stale())
+		if rd.Fetch {
+			e.fetch(fa.id)
+		}
+		if rd.Recopy {
+			fa.recopy()
+		}
 		for _, err := range rd.Errors {
 			e.cfg.Logger.Error("fragment output", "fragment", fa.id, "err", err)
 		}
@@ -307,7 +397,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			// meanwhile hands it back once it applies the placement that
 			// gives it to this node again.
 			fa.waits++
-			e.drainCount(+1)
+			fa.beginWait()
 			e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
 		}
 		if h := fa.pendingHandoff; h != nil && m.Waiting() {
@@ -317,16 +407,16 @@ func (fa *fragmentActor) carry(c pa.Context) {
 	}
 }
 
-// countHolds counts, in the engine's drain count, a fragment that is down
-// or holds outputs back: only the holds that began (begin) or only those
-// that ended.
+// countHolds counts, in the engine's drain count, a fragment that is down,
+// stale or holds outputs back: only the holds that began (begin) or only
+// those that ended.
 func (fa *fragmentActor) countHolds(begin bool) {
 	m := fa.m
 	if o := m.Fragment().Holding(); o != fa.outputs && o == begin {
 		fa.outputs = o
 		fa.e.drainCount(holdDelta(o))
 	}
-	if h := m.Down() || m.Holding(); h != fa.holding && h == begin {
+	if h := m.Down() || m.Holding() || m.Stale(); h != fa.holding && h == begin {
 		fa.holding = h
 		fa.e.drainCount(holdDelta(h))
 	}
@@ -383,9 +473,9 @@ func (fa *fragmentActor) ack(c pa.Context, a recovery.From) {
 	case *pa.PID:
 		c.Send(to, ackMsg{fragment: fa.id})
 	case exSender:
-		c.Send(to.pid, exAckMsg{seq: a.Seq})
+		c.Send(to.pid, exAckMsg{seq: a.Seq, end: a.End})
 	case netSender:
-		c.Send(to.inbox, netAckMsg{sender: to.sender, fragment: uint32(fa.id), seq: a.Seq})
+		c.Send(to.inbox, netAckMsg{sender: to.sender, fragment: uint32(fa.id), seq: a.Seq, end: a.End})
 	}
 }
 
@@ -477,14 +567,52 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 			return
 		}
 	}
-	if _, err := e.store.Write(e.plan.Name(), fa.id, msg.cp); err != nil {
-		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.id, err))
+	if e.olderCopy(fa.id, msg.cp) || (m.Stale() && !e.newerCopy(fa.id, msg.cp)) {
+		// The old owner's copy is of an older lineage than the one here
+		// (it restored an older copy and, finding it stale, took no
+		// checkpoint): the one here is the newest state.
+		e.cfg.Logger.Debug("own copy kept over a hand-off of an older lineage", "fragment", fa.id, "from", msg.from, "epoch", msg.cp.Manifest.Epoch)
+		done()
+		m.SetNow(e.cfg.Now())
+		if waiting {
+			fa.endWait()
+			m.StopWaiting()
+		} else if !m.Stale() {
+			// The old owner was sent input past this copy (it is ahead):
+			// readers that sent it will not send this one that input
+			// unless asked.
+			m.Replay()
+		}
 		return
+	}
+	if !fa.take(msg.cp, msg.from) {
+		return
+	}
+	fa.endWait()
+	done()
+}
+
+// offer takes a copy another node had, if the fragment is stale and the
+// copy newer than its own (recovery.Ready.Fetch).
+func (fa *fragmentActor) offer(c pa.Context, msg offerMsg) {
+	if !fa.m.Stale() || fa.m.Writing() || !fa.e.newerCopy(fa.id, msg.cp) {
+		return
+	}
+	fa.take(msg.cp, msg.from)
+}
+
+// take restores the fragment from a checkpoint handed to it (a hand-off,
+// or a newer copy a stale fragment fetched) and starts from it.
+func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
+	e, m := fa.e, fa.m
+	if _, err := e.store.Write(e.plan.Name(), fa.id, cp); err != nil {
+		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.id, err))
+		return false
 	}
 	r, err := recovery.Restore(e.store, e.plan, fa.id)
 	if err != nil {
 		e.fail(fmt.Errorf("fragment %d: restore the handed-off checkpoint: %w", fa.id, err))
-		return
+		return false
 	}
 	m.SetNow(e.cfg.Now())
 	m.Restored(r, true)
@@ -493,21 +621,33 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 	fa.fullNext = true // the standby's copy is of another lineage
 	fa.stats.RestoredEpoch.Store(r.Manifest.Epoch)
 	fa.stats.RestoredEvents.Store(r.Manifest.Events)
-	if waiting {
-		e.drainCount(-1)
-	}
-	done()
-	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.id, "from", msg.from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
+	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.id, "from", from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
+	return true
 }
 
-func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
+// recopy sends the standby the whole last durable checkpoint again: it
+// did not confirm the last one in time (lost, fenced, or the standby
+// changed); with no standby, durable here is all there is.
+func (fa *fragmentActor) recopy() {
+	fa.fullNext = true
+	if fa.e.self == "" || !fa.e.replicate(fa.id, nil, true, false) {
+		if epoch, ok := fa.m.Copying(); ok {
+			fa.m.Copied(epoch)
+		}
+	}
+}
+
+func (fa *fragmentActor) requestCheckpoint(c pa.Context, final bool) {
 	m := fa.m
 	if err := m.Broken(); err != nil {
 		c.Respond(err)
 		return
 	}
-	if (m.Down() || m.Waiting()) && !m.Writing() {
-		// Its last checkpoint is its newest sound state.
+	if (m.Down() || m.Waiting() || (final && m.Verifying())) && !m.Writing() {
+		// Its last checkpoint is its newest sound state. (A restored
+		// fragment checks its copy against its downstream fragments before
+		// it checkpoints: a round trip, unless one is unreachable, which a
+		// stop or a hand-off does not wait for.)
 		c.Respond(ckptOK{})
 		return
 	}
@@ -518,16 +658,23 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context) {
 	}
 	fa.waiters = append(fa.waiters, waiter{epoch: want, pid: c.Sender()})
 	if !m.Writing() {
-		fa.checkpoint(c)
+		fa.checkpoint(c, true)
 	}
 }
 
 // checkpoint hands the changes since the last checkpoint to the writer
-// and goes on; ckptDone says when they are durable.
-func (fa *fragmentActor) checkpoint(c pa.Context) {
+// and goes on; ckptDone says when they are durable. A requested one
+// (Engine.Checkpoint: a test, a hand-off, the engine's stop) does not
+// wait for the standby's confirmation of the one before: nothing is
+// released from it before its own confirmation.
+func (fa *fragmentActor) checkpoint(c pa.Context, requested bool) {
 	now := fa.e.cfg.Now()
 	fa.m.SetNow(now)
-	cp, err := fa.m.Checkpoint()
+	take := fa.m.Checkpoint
+	if requested {
+		take = fa.m.FinalCheckpoint
+	}
+	cp, err := take()
 	if err != nil {
 		fa.breakCheckpoints(c, err)
 		return
@@ -545,6 +692,9 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 	if msg.err != nil {
 		fa.breakCheckpoints(c, msg.err)
 		return
+	}
+	if !msg.copying {
+		fa.m.Copied(msg.epoch) // no standby: durable here is all there is
 	}
 	st := fa.stats
 	st.Epoch.Store(msg.epoch)
@@ -587,7 +737,7 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 	}
 	if fa.again {
 		fa.again = false
-		fa.checkpoint(c)
+		fa.checkpoint(c, true)
 	}
 }
 

@@ -33,6 +33,7 @@ type netAckMsg struct {
 	sender   *pa.PID
 	fragment uint32
 	seq      uint64
+	end      int64 // to an upstream fragment: recovery.From.End
 }
 
 // netDurableMsg is a fragment's announcement of its durable checkpoint to
@@ -65,6 +66,7 @@ type pendingAcks struct {
 	reader  *pa.PID
 	frags   []uint32
 	seqs    []uint64
+	ends    []int64
 	durable *wire.Durable
 }
 
@@ -100,6 +102,7 @@ func (in *inboxActor) Receive(c pa.Context) {
 		p.frags = append(p.frags, m.fragment)
 		if m.seq != 0 {
 			p.seqs = append(p.seqs, m.seq)
+			p.ends = append(p.ends, m.end)
 		}
 	case netDurableMsg:
 		p := in.pending(c, m.reader)
@@ -117,8 +120,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 			}
 			// The messages own their slices until they are sent.
 			if len(p.frags) > 0 {
-				c.Send(p.reader, &wire.Acks{Fragments: p.frags, Seqs: p.seqs})
-				p.frags, p.seqs = nil, nil
+				c.Send(p.reader, &wire.Acks{Fragments: p.frags, Seqs: p.seqs, Ends: p.ends})
+				p.frags, p.seqs, p.ends = nil, nil, nil
 			}
 			if p.durable != nil {
 				c.Send(p.reader, p.durable)

@@ -22,7 +22,9 @@ type (
 		fragment int
 	}
 	tickMsg struct{ now time.Time }
-	ckptReq struct{}
+	// ckptReq asks for a checkpoint; final (a stop, a hand-off): one
+	// that cannot be taken yet is not waited for.
+	ckptReq struct{ final bool }
 	ckptOK  struct{}
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
 	// replay: it started after a placement change (Machine.Replay).
@@ -34,5 +36,9 @@ type (
 		time    int64
 		bytes   int
 		err     error
+		// copying: the checkpoint went to a standby, whose Copied
+		// releases its outputs; else it has none and durable here is all
+		// there is.
+		copying bool
 	}
 )

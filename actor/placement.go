@@ -98,6 +98,9 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 				return err
 			}
 			started, replay = append(started, pid), append(replay, !wait)
+			if wait {
+				defer e.askHandoff(f, plan[f].From) // once the layout routes to it
+			}
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)
 			l.frags = append(l.frags, pid)
@@ -115,7 +118,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	// new ones replay.
 	finals := make([]*pa.Future, len(lost))
 	for i, f := range lost {
-		finals[i] = e.sys.Root.RequestFuture(old.frags[old.local[f]], ckptReq{}, 10*time.Second)
+		finals[i] = e.sys.Root.RequestFuture(old.frags[old.local[f]], ckptReq{final: true}, 10*time.Second)
 	}
 	for i, f := range lost {
 		pid := old.frags[old.local[f]]

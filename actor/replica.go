@@ -20,13 +20,20 @@ const handoffWait = 10 * time.Second
 
 // replicate sends a fragment's checkpoint, once durable here, to its
 // standby (if the placement gives it one): the standby writes it in its
-// own store, and restores it if the fragment fails over to it. full sends
-// the whole checkpoint (the standby asked for it) instead of the change:
-// read back from the store, unless cp is whole already (whole).
-func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full, whole bool) {
+// own store, confirms it once synced (wire.Copied), and restores it if the
+// fragment fails over to it. full sends the whole checkpoint (the standby
+// asked for it) instead of the change: read back from the store, unless cp
+// is whole already (whole); cp nil sends the last durable one whole. It
+// reports whether the fragment has a standby, whose confirmation to wait
+// for (a copy that could not be sent is sent again at the fragment's next
+// Recopy).
+func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full, whole bool) bool {
 	l := e.layout.Load()
 	if frag >= len(l.standby) || l.standby[frag] == nil {
-		return
+		return false
+	}
+	if cp == nil {
+		full, whole = true, false
 	}
 	if full && whole {
 		c := *cp
@@ -36,12 +43,13 @@ func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full, whole bool) 
 		whole, ok, err := e.store.Full(e.plan.Name(), frag)
 		if err != nil || !ok {
 			e.cfg.Logger.Warn("read a full checkpoint for the standby", "fragment", frag, "err", err)
-			return
+			return true
 		}
 		cp = whole
 	}
-	e.sendCheckpoint(l.standby[frag], frag, cp, l.epoch, false)
+	e.sendCheckpoint(l.standby[frag], frag, cp, l.epoch, chunkCopy)
 	e.replicated.Add(1)
+	return true
 }
 
 // handOff sends fragment frag's last durable checkpoint, whole, to the
@@ -55,7 +63,7 @@ func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
 	if !ok {
 		cp = recovery.Empty(e.plan.Fragments()) // never checkpointed: the new owner starts empty
 	}
-	e.sendCheckpoint(to, frag, cp, placement, true)
+	e.sendCheckpoint(to, frag, cp, placement, chunkHandoff)
 	return nil
 }
 
@@ -78,13 +86,18 @@ func (e *Engine) forwardHandoff(f int, owner string, placement uint64) {
 	e.handoffs.Add(1)
 }
 
+// What a checkpoint is sent to a replica actor as: a standby copy, a
+// hand-off, or an offer (the answer to a Fetch).
+const (
+	chunkCopy = iota
+	chunkHandoff
+	chunkOffer
+)
+
 // sendCheckpoint sends cp in chunks to a replica actor.
-func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, placement uint64, handoff bool) {
+func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, placement uint64, kind int) {
 	data := recovery.EncodeCheckpoint(cp)
-	replyTo := ""
-	if handoff {
-		replyTo = e.sys.Address()
-	}
+	replyTo := e.sys.Address()
 	prev := uint64(0)
 	if cp.Manifest.Epoch > 0 {
 		prev = cp.Manifest.Epoch - 1
@@ -93,7 +106,8 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 		n := min(len(data), replicaChunk)
 		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
 			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
-			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: handoff, ReplyTo: replyTo})
+			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: kind == chunkHandoff, ReplyTo: replyTo,
+			Offer: kind == chunkOffer})
 		data = data[n:]
 		if len(data) == 0 {
 			break
@@ -106,7 +120,12 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 type replicaActor struct {
 	e       *Engine
 	partial map[uint32]*assembly
-	syncing bool // a syncMsg is on its way
+	offers  map[string]map[uint32]*assembly // offers being assembled, by sender and fragment
+	syncing bool                            // a syncMsg is on its way
+	// confirms are the standby copies written since the last sync, to
+	// confirm to their owners once synced.
+	confirms []*wire.Copied
+	owners   []string // the owners' remote addresses, in confirms order
 }
 
 type assembly struct {
@@ -114,6 +133,45 @@ type assembly struct {
 	handoff bool
 	next    uint32
 	data    []byte
+}
+
+// noHandoffMsg tells a fragment waiting for a hand-off that the node it
+// waits for has none to give.
+type noHandoffMsg struct{}
+
+// askHandoff asks owner whether it has fragment f to hand off to this
+// node (wire.HandoffAsk).
+func (e *Engine) askHandoff(f int, owner string) {
+	if owner == "" || owner == e.self {
+		return
+	}
+	e.sys.Root.Send(e.pidOf(owner, e.plan.Name()+"/replica"),
+		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address()})
+}
+
+// handoffAsk answers a node waiting for a hand-off of a fragment this node
+// neither owns nor is placing: a placement being applied finishes first
+// (placeMu), so a hand-off it sends goes out before the answer.
+func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
+	e := ra.e
+	if m.Flow != e.plan.Name() || int(m.Fragment) >= e.plan.Fragments() || m.ReplyTo == "" {
+		e.malformed.Add(1)
+		return
+	}
+	e.placeMu.Lock()
+	l := e.layout.Load()
+	owns := l == nil || l.local[m.Fragment] >= 0
+	e.placeMu.Unlock()
+	if owns {
+		return // it hands the fragment off when it places
+	}
+	c.Send(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), &wire.NoHandoff{Fragment: m.Fragment})
+}
+
+// offerMsg brings a stale fragment a copy another node had (Fetch).
+type offerMsg struct {
+	cp   *recovery.Checkpoint
+	from string
 }
 
 // handoffMsg brings a fragment waiting for a hand-off its old owner's last
@@ -140,8 +198,29 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		return
 	case syncMsg:
 		ra.syncing = false
+		confirms, owners := ra.confirms, ra.owners
+		ra.confirms, ra.owners = nil, nil
 		if err := e.store.Sync(); err != nil {
 			e.cfg.Logger.Error("sync standby copies", "err", err)
+			return // unconfirmed: the owners send them again (Recopy)
+		}
+		// The copies are durable here: their owners may release what
+		// they cover.
+		for i, cm := range confirms {
+			c.Send(pa.NewPID(owners[i], e.fragName(int(cm.Fragment))), cm)
+		}
+		return
+	case *wire.Fetch:
+		ra.fetch(msg)
+		return
+	case *wire.HandoffAsk:
+		ra.handoffAsk(c, msg)
+		return
+	case *wire.NoHandoff:
+		if l := e.layout.Load(); l != nil && int(msg.Fragment) < len(l.local) {
+			if i := l.local[msg.Fragment]; i >= 0 {
+				c.Send(l.frags[i], noHandoffMsg{})
+			}
 		}
 		return
 	default:
@@ -166,13 +245,19 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		e.cfg.Logger.Warn("checkpoint chunk for another flow or fragment", "flow", m.Flow, "fragment", f, "from", m.Owner)
 		return
 	}
-	a := ra.partial[m.Fragment]
+	partial, key := ra.partial, m.Fragment
+	if m.Offer {
+		// Every node answers a Fetch at once: offers are kept apart by
+		// sender.
+		partial = ra.offerParts(m.ReplyTo)
+	}
+	a := partial[key]
 	if m.Seq == 0 {
 		a = &assembly{epoch: m.Epoch, handoff: m.Handoff}
-		ra.partial[m.Fragment] = a
+		partial[key] = a
 	}
 	if a == nil || a.epoch != m.Epoch || a.handoff != m.Handoff || a.next != m.Seq {
-		delete(ra.partial, m.Fragment) // a chunk went missing: wait for the next checkpoint
+		delete(partial, key) // a chunk went missing: wait for the next checkpoint
 		return
 	}
 	a.data = append(a.data, m.Data...)
@@ -180,7 +265,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	if !m.Last {
 		return
 	}
-	delete(ra.partial, m.Fragment)
+	delete(partial, key)
 	cp, err := recovery.DecodeCheckpoint(a.data)
 	if err != nil {
 		e.malformed.Add(1)
@@ -192,6 +277,12 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		return
 	}
 	l := e.layout.Load()
+	if m.Offer {
+		if i := l.local[f]; i >= 0 {
+			c.Send(l.frags[i], offerMsg{cp: cp, from: m.Owner})
+		}
+		return
+	}
 	if l.local[f] >= 0 || m.Placement < l.epoch {
 		// This node owns the fragment now, or the sender placed it under
 		// an older epoch: a stale owner must not overwrite the state.
@@ -203,7 +294,11 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		if err != nil || !recovery.FollowsCopy(have, ok, m.PrevEpoch) {
 			// No copy, or not the one this change applies to: ask for all.
 			e.cfg.Logger.Debug("standby copy missing or behind: resync", "fragment", f, "have", have.Epoch, "prev", m.PrevEpoch, "err", err)
-			c.Send(l.route[f], &wire.Resync{Fragment: m.Fragment})
+			to := l.route[f]
+			if m.ReplyTo != "" {
+				to = pa.NewPID(m.ReplyTo, e.fragName(f)) // the owner that waits for the copy
+			}
+			c.Send(to, &wire.Resync{Fragment: m.Fragment})
 			return
 		}
 	}
@@ -214,6 +309,10 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	if _, err := e.store.WriteUnsynced(e.plan.Name(), f, cp); err != nil {
 		e.cfg.Logger.Error("write a standby copy", "fragment", f, "err", err)
 		return
+	}
+	if m.ReplyTo != "" {
+		ra.confirms = append(ra.confirms, &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch})
+		ra.owners = append(ra.owners, m.ReplyTo)
 	}
 	if !ra.syncing {
 		ra.syncing = true
@@ -248,9 +347,86 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		e.cfg.Logger.Debug("hand-off under an older placement fenced", "fragment", f, "from", m.Owner, "placement", m.Placement, "here", l.epoch)
 		return
 	}
+	if e.olderCopy(f, cp) {
+		// The old owner's copy is of an older lineage than the one here
+		// (it restored an older copy and took no checkpoint since): the
+		// one here is what to start from, with no wait.
+		e.handedOff[f] = m.Placement
+		return
+	}
 	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
 		e.cfg.Logger.Error("write a handed-off checkpoint", "fragment", f, "err", err)
 		return
 	}
 	e.handedOff[f] = m.Placement
+}
+
+// fetch asks every other node for its copy of fragment f (recovery's
+// Ready.Fetch): the copy the fragment restored here is older than what its
+// downstream fragments applied. Nodes that have one offer it (offerMsg).
+func (e *Engine) fetch(f int) {
+	l := e.layout.Load()
+	if l == nil || l.cl == nil {
+		return // a single node has no other copy: the fragment refuses
+	}
+	fm := &wire.Fetch{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address()}
+	for name, addr := range l.cl.Remotes {
+		if name != e.self {
+			e.sys.Root.Send(pa.NewPID(addr, e.plan.Name()+"/replica"), fm)
+		}
+	}
+	for name, addr := range l.cl.Leaving {
+		if name != e.self {
+			e.sys.Root.Send(pa.NewPID(addr, e.plan.Name()+"/replica"), fm)
+		}
+	}
+}
+
+// offerParts is where the offers of the node at addr are assembled, by
+// fragment.
+func (ra *replicaActor) offerParts(addr string) map[uint32]*assembly {
+	if ra.offers == nil {
+		ra.offers = map[string]map[uint32]*assembly{}
+	}
+	p := ra.offers[addr]
+	if p == nil {
+		p = map[uint32]*assembly{}
+		ra.offers[addr] = p
+	}
+	return p
+}
+
+// fetch answers a stale fragment's owner that asks for a newer copy:
+// this node's copy of the fragment's last checkpoint (a standby copy, a
+// hand-off taken, or its own), if it has one.
+func (ra *replicaActor) fetch(m *wire.Fetch) {
+	e := ra.e
+	f := int(m.Fragment)
+	if m.Flow != e.plan.Name() || f >= e.plan.Fragments() || m.ReplyTo == "" {
+		e.malformed.Add(1)
+		return
+	}
+	cp, ok, err := e.store.Full(e.plan.Name(), f)
+	if err != nil || !ok {
+		return
+	}
+	placement := uint64(0)
+	if l := e.layout.Load(); l != nil {
+		placement = l.epoch
+	}
+	e.sendCheckpoint(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), f, cp, placement, chunkOffer)
+}
+
+// olderCopy reports whether cp is of an older lineage than this node's own
+// copy of fragment f (a larger epoch is a newer lineage, or later in the
+// same one: recovery.MachineConfig.Confirm).
+func (e *Engine) olderCopy(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := e.store.Manifest(e.plan.Name(), f)
+	return err == nil && ok && have.Epoch > cp.Manifest.Epoch
+}
+
+// newerCopy reports whether cp is newer than this node's own copy of f.
+func (e *Engine) newerCopy(f int, cp *recovery.Checkpoint) bool {
+	have, ok, err := e.store.Manifest(e.plan.Name(), f)
+	return err == nil && (!ok || have.Epoch < cp.Manifest.Epoch)
 }

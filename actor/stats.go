@@ -43,6 +43,12 @@ type FragmentStats struct {
 	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
 	ckptErr        error
 	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
+
+	// Stale: the fragment restored a copy older than what fragments
+	// downstream applied and refuses until a newer one comes (Stales
+	// counts such stops).
+	Stale  atomic.Bool
+	Stales atomic.Int64
 }
 
 func (s *FragmentStats) freshness() splice.Freshness {

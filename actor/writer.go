@@ -56,12 +56,13 @@ func (e *Engine) writer() {
 			}
 		}
 		for i, r := range reqs {
+			copying := false
 			if errs[i] == nil && e.self != "" {
-				e.replicate(r.frag, r.cp, r.full, r.whole)
+				copying = e.replicate(r.frag, r.cp, r.full, r.whole)
 			}
 			if r.pid != nil {
 				e.sys.Root.Send(r.pid, ckptDone{epoch: r.cp.Manifest.Epoch, offsets: r.cp.Manifest.Offsets,
-					time: r.cp.Manifest.Time, bytes: ns[i], err: errs[i]})
+					time: r.cp.Manifest.Time, bytes: ns[i], err: errs[i], copying: copying})
 			}
 		}
 	}

@@ -118,8 +118,12 @@ func (n *Node) joinRunning(ctx context.Context, plan *flows.Plan, cl *actor.Clus
 	}
 	prev := Place(plan, running, 0)
 	cl.AwaitHandoff = make([]bool, len(cl.Fragments))
+	cl.HandoffFrom = make([]string, len(cl.Fragments))
 	for f, owner := range cl.Fragments {
 		cl.AwaitHandoff[f] = owner == n.cfg.Name && prev.Fragments[f] != ""
+		if cl.AwaitHandoff[f] {
+			cl.HandoffFrom[f] = prev.Fragments[f]
+		}
 	}
 	type part struct {
 		source    string

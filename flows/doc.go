@@ -46,11 +46,13 @@
 // delivered at once (To) or once a durable checkpoint covers the outputs
 // (To with OnCheckpoint): the first is exactly-once for an idempotent sink
 // only when the outputs do not depend on how partitions interleave, the
-// second always; with Fragment.LagReleases (replicated checkpoints), once
-// the checkpoint after the one that covers them is durable — and the
-// outputs on an exchange leave for the fragments downstream then too.
-// (Who calls Released decides: recovery's strong rule calls it once the
-// standby confirmed its copy, without the lag.)
+// second always. Who calls Released decides when: the engine and the
+// simulation run recovery's strong rule, which calls it once the
+// checkpoint's standby copy is confirmed synced (at once without a
+// standby), and the outputs on an exchange leave for the fragments
+// downstream then too. Fragment.LagReleases, for a driver that replicates
+// checkpoints without confirmations, delays both to the checkpoint after
+// the one that covers them; no driver here uses it.
 //
 // # User functions that fail
 //

@@ -27,9 +27,10 @@ import (
 //     is latency: a stage sees its input one checkpoint interval late; the
 //     watermark it is sent is the one of the same checkpoint. A restored
 //     fragment holds only what its copy holds: recovery's strong rule
-//     (MachineConfig.Confirm) also waits for the standby's copy, and checks
-//     a restored copy against what downstream fragments applied, since
-//     both copies of the newest checkpoint can be lost at once;
+//     (MachineConfig.Confirm), which the engine and the simulation run,
+//     also waits for the standby's confirmed copy, and checks a restored
+//     copy against what downstream fragments applied, since both copies of
+//     the newest checkpoint can be lost at once;
 //   - the upstream keeps its outputs, per downstream fragment, until that
 //     fragment's durable checkpoint covers them (Trim), and writes the ones
 //     not yet covered into its own checkpoints, so a downstream fragment

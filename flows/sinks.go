@@ -17,10 +17,11 @@ type SinkOption struct{ committed bool }
 // and delivered again after a restore, in the same order, with the same
 // ids: an idempotent sink (or one that drops ids it has) sees each once.
 // In a cluster, where a standby may restore the checkpoint before the
-// owner's newest durable one, outputs are delivered one checkpoint later
-// (when the next one is durable), so that whatever a restore brings back
-// holds, as a prefix, everything delivered since it was taken (see
-// Fragment.LagReleases).
+// owner's newest durable one, the engine delivers them once the standby
+// confirmed its copy of the checkpoint (recovery's strong rule), so that
+// whatever a restore brings back holds, as a prefix, everything delivered
+// since it was taken. (Fragment.LagReleases, one checkpoint later, is the
+// fallback for a driver without confirmations.)
 //
 // Without it, outputs leave as they are made, with ids fixed by their
 // cause. That is exactly-once for an idempotent sink when the outputs do

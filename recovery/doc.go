@@ -59,10 +59,14 @@
 //     What remains: with no quorum, a network partition lets both sides
 //     own a fragment and release outputs; when they meet, one lineage
 //     replaces the other and downstream fragments may have applied both.
-//     The simulation (package sim) carries the rules out; the actor
-//     engine still releases with Fragment.LagReleases (Replicated without
-//     Confirm): its wire messages carry neither standby confirmations nor
-//     receivers' ends yet.
+//     The actor engine and the simulation (package sim) both carry the
+//     rules out: a standby confirms a copy once it is synced (wire.Copied),
+//     acknowledgements of exchange batches carry the receiver's end
+//     (wire.Acks), and a stale fragment asks every node for its copy
+//     (wire.Fetch). A fragment without a standby (a single node, or a
+//     cluster of one) confirms at once: durable here is all there is.
+//     Fragment.LagReleases (Replicated without Confirm) is what a driver
+//     that cannot confirm copies would have to fall back to; neither does.
 //   - AlertLog is, the same way, the rules of a flow's alert log in a
 //     cluster: one node evaluates the alerts, prepares each step with its
 //     standby before it writes and announces it, and every node keeps a

@@ -23,13 +23,11 @@
 //     fragment's standby, which refuses copies from a stale owner and
 //     confirms the others once synced: the machines run recovery's strong
 //     rule (MachineConfig.Confirm), and a fragment that finds its copy
-//     stale fetches a newer one from every other member. This is one place
-//     where the simulation runs ahead of the engine: the actor engine does
-//     not yet set Confirm (its wire messages carry no standby confirmation
-//     and no receiver's end), so for flows with an exchange the engine
-//     keeps the older rule (releases lagged by a checkpoint) and the
-//     failovers that rule loses (both copies of the newest checkpoint lost
-//     at once) are not yet covered there.
+//     stale fetches a newer one from every other member. The actor engine
+//     runs the same rule over protoactor remote (standby confirmations,
+//     receivers' ends in acknowledgements, fetches and offers between
+//     replica actors); its tests on real processes lose an owner and its
+//     standby at once (actor/confirm_test.go).
 //
 // Membership is modelled: each node hears every other's heartbeats and
 // declares a node dead after Config.Detect unheard; on a change it raises

@@ -94,9 +94,10 @@
 // restore loads the newest durable checkpoint, which holds them. In a
 // cluster a standby may restore the checkpoint before the owner's newest
 // (its copy of the newest had not arrived), so there OnCheckpoint sinks are
-// delivered one checkpoint late (flows.Fragment.LagReleases): another
-// interval of latency, and no output is committed that the standby's copy
-// does not hold.
+// delivered only once the standby confirmed its synced copy of the
+// checkpoint (recovery.MachineConfig.Confirm): a standby round trip of
+// latency, and no output is committed that the standby's copy does not
+// hold.
 //
 // Markers of several fragments share a partition of the progress topic,
 // and read_committed stops at the first transaction still open there: an
