@@ -41,6 +41,10 @@ type fragmentActor struct {
 	outputs        bool     // counted against the drain: exchange outputs wait for a checkpoint
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
+
+	// releases: snapshot reads waiting for the outputs to leave (cut.go).
+	releases []releaseWait
+
 	// intern gives the batches from other nodes the strings decoded
 	// before (keys repeat): no allocation per record, and the table's
 	// lookups compare pointers.
@@ -169,6 +173,8 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case ckptReq:
 		fa.requestCheckpoint(c)
+	case *wire.Release:
+		fa.release(c, msg)
 	case epochMsg:
 		m.Placement(msg.epoch)
 	case startMsg:
@@ -197,6 +203,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	case *pa.Stopped:
 		fa.stopped = true
+		fa.settleReleases(c)
 		return
 	case *pa.Started, *pa.Stopping:
 		return
@@ -205,6 +212,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	}
 	fa.carry(c)
+	fa.settleReleases(c)
 }
 
 // senderKey names a batch's sender for the machine (From.Key). PID.String

@@ -902,6 +902,16 @@ func (fr *Fragment) Kept(ch, dest int) (base, sent int64) {
 	return 0, 0
 }
 
+// Made is the number of outputs the fragment made on exchange channel ch:
+// its next output's number (zero for no such exchange). A cut of a
+// pipeline (actor/cut.go) reports it per upstream fragment.
+func (fr *Fragment) Made(ch int) int64 {
+	if w := fr.exchange(ch); w != nil {
+		return w.made()
+	}
+	return 0
+}
+
 // Trim forgets the records on exchange channel ch for fragment dest that
 // are numbered below upto: dest's durable checkpoint covers them.
 func (fr *Fragment) Trim(ch, dest int, upto int64) {
@@ -931,6 +941,17 @@ func (fr *Fragment) Complete() bool {
 func (fr *Fragment) Holding() bool {
 	for _, w := range fr.out {
 		if w.holding() {
+			return true
+		}
+	}
+	return false
+}
+
+// Unreleased reports whether outputs on exchanges wait for a checkpoint
+// to release them (Holding also counts those released and not yet sent).
+func (fr *Fragment) Unreleased() bool {
+	for _, w := range fr.out {
+		if w.unreleased() {
 			return true
 		}
 	}
