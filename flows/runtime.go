@@ -527,7 +527,13 @@ type Fragment struct {
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
-	hold     int64          // window views keep windows ending after it (SetHold)
+	hold     int64 // window views keep windows ending after it (SetHold)
+	// gen counts Publish calls; instance tells this fragment from the one
+	// a restore builds; changes are the views that can say which keys
+	// changed since a generation (viewchanges.go).
+	gen      uint64
+	instance uint64
+	changes  []changeTracker
 	tops     []topPublisher // keyed views' top sets (topindex.go)
 }
 
@@ -598,7 +604,7 @@ type Delta struct {
 
 // NewFragment builds fragment id with empty state.
 func (p *Plan) NewFragment(id int) *Fragment {
-	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops)}
+	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops), instance: instances.Add(1)}
 	fr.plan = p
 	fr.frag = fr
 	fr.hold = math.MaxInt64
@@ -998,6 +1004,9 @@ func (fr *Fragment) Advance(now time.Time) ([]DeadLetter, error) {
 func (fr *Fragment) Query(req splice.Request) (splice.Answer, error) {
 	for _, v := range fr.plan.f.views {
 		if v.spec.Name == req.View {
+			if req.Op == splice.OpChanges {
+				return fr.queryChanges(req), nil
+			}
 			return v.query(fr, req)
 		}
 	}
