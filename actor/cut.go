@@ -2,6 +2,7 @@ package actor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -38,26 +39,43 @@ import (
 // an error. A lease that ran out before the evaluation is no harm: the
 // answers no longer match the cut, and the read asks again.
 //
-// Only a flow without exchanges can be held this way. A cut of a
-// pipeline means every stage as of the same source offsets: the stage
-// after a second KeyBy must have applied exactly what the stage before
-// produced from the cut's input. But a fragment sends its exchange outputs
-// only once a durable checkpoint covers them (flows/exchange.go: a
-// restored upstream must never contradict what downstream saw), so when
-// the readers stand still every first-stage fragment is at the cut and
-// the next stage is at the first stage's last checkpoints, up to a
-// checkpoint interval behind — and standing still longer does not move it,
-// since nothing more is released until the next checkpoint. Making one cut
-// would take, per snapshot read and while the input stands still: a
-// checkpoint of every fragment at once (a disk sync each) so that their
-// outputs up to the cut leave, a wait until every fragment downstream
-// applied them, one more such round per further exchange (each stage's
-// outputs wait for its own checkpoint), and answers that report, per
-// exchange, the output sequence each upstream fragment had reached at the
-// cut, to check each downstream fragment's offsets against (today's
-// freshness carries source offsets only). Pause refuses such flows with
-// ErrBadRequest and says so; their views answer "latest" reads, each
-// fragment with its own freshness.
+// A flow that keys again (exchanges) needs more than standing readers: a
+// fragment sends its exchange outputs only once a checkpoint covers them
+// (flows/exchange.go: a restored upstream must never contradict what
+// downstream saw), so when the readers stand still every first-stage
+// fragment is at the cut but the next stage is at the first stage's last
+// released outputs, up to a checkpoint interval behind — and standing
+// still longer does not move it. So, with the readers held, Pause runs
+// rounds of releases (releaseAll, wire.Release): every fragment is asked
+// to let go of every output it made so far. A fragment that holds some
+// takes a checkpoint at once, and another each time one lands while some
+// still wait, until its release rule lets them go — a durable checkpoint
+// on a single node, the one after it on a cluster node
+// (recovery.MachineConfig.Replicated), the standby's confirmation of the
+// copy under Confirm — so the request works whichever rule releases, and
+// the rule stays the machine's. It answers (wire.Released) once they are
+// sent and every fragment downstream acknowledged them (applied), with,
+// per exchange, the number of outputs it made and the end of what it sent
+// each fragment downstream. A fragment downstream that applied them may
+// have made outputs for a further exchange: a round in which no fragment
+// held any is the last (a chain of k exchanges takes k rounds and one in
+// which nobody waits; more than one per exchange means timers keep making
+// outputs, and the read fails as unavailable and tries again). The cut
+// then states, per exchange, each upstream fragment's output count
+// (splice.Cut.Exchanges), and splice.EvaluateRead checks each fragment's
+// answer against what each upstream fragment sent it (splice.Hold.Applied)
+// as against the source offsets. A latest read with min_offsets of such
+// a flow is answered from a cut too (splice.Staged): no fragment's source
+// offsets say that the later stages applied those events.
+//
+// The price, per snapshot read of a pipeline, while the input stands
+// still: a checkpoint of every fragment that holds outputs (a disk sync
+// each, group-committed), two on a cluster node, and the acknowledgements
+// of the released batches. Measured with a two-stage flow of 16 fragments
+// on pebble on disk on a shared 2-core machine: p50 10–17 ms, p90 70–90
+// ms. The releases run within the read's deadline, as the readers' lease
+// does: a fragment drops a Release whose lease ran out, and a read whose
+// deadline passes lets the readers go.
 const (
 	leaseMargin = time.Second
 	maxLease    = splice.MaxReadTimeout + leaseMargin
@@ -188,15 +206,11 @@ func (ra *readerActor) unpause(c pa.Context, why string) {
 }
 
 // Pause implements splice.Cutter: it holds every reader of the flow still
-// at one cut and returns it, with the function that lets them read on. An
-// error that is splice.ErrUnavailable may pass if asked again.
-func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
-	if len(e.plan.Exchanges()) > 0 {
-		return nil, nil, fmt.Errorf("%w: snapshot reads of flow %s are not supported: it keys again (%s), and a stage after an exchange "+
-			"receives the stage before's outputs only once a checkpoint of it is durable, so no pause of the input makes every stage "+
-			"stand at the same source offsets; read with consistency=latest, whose answer gives each fragment's offsets",
-			splice.ErrBadRequest, e.plan.Name(), strings.Join(e.exchangeNames(), ", "))
-	}
+// at one cut and, in a flow that keys again, lets every stage apply what
+// the stage before made up to it (releaseAll); it returns the cut with
+// the function that lets the readers read on. An error that is
+// splice.ErrUnavailable may pass if asked again.
+func (e *Engine) Pause(ctx context.Context) (splice.Hold, func(), error) {
 	l := e.layout.Load()
 	id := rand.Uint64() | 1
 	wait := pauseWait
@@ -204,8 +218,9 @@ func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
 		wait = time.Until(d)
 	}
 	if wait <= 0 {
-		return nil, nil, context.DeadlineExceeded
+		return splice.Hold{}, nil, context.DeadlineExceeded
 	}
+	deadline := time.Now().Add(wait)
 	lease := wait + leaseMargin
 	futs := make([]*pa.Future, len(l.allRead))
 	for i, pid := range l.allRead {
@@ -232,25 +247,198 @@ func (e *Engine) Pause(ctx context.Context) (map[string]int64, func(), error) {
 			cut[p.Partition] = p.Position
 		}
 	}
+	hold := splice.Hold{Offsets: cut}
+	if len(why) == 0 && e.plan.HasExchanges() {
+		var err error
+		if hold, err = e.releaseAll(l, id, deadline, cut); err != nil {
+			why = append(why, err.Error())
+		}
+	}
 	if len(why) > 0 {
 		release()
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return splice.Hold{}, nil, err
 		}
-		return nil, nil, &splice.UnavailableError{Reason: "no cut: " + strings.Join(why, "; "), RetryAfter: time.Second}
+		return splice.Hold{}, nil, &splice.UnavailableError{Reason: "no cut: " + strings.Join(why, "; "), RetryAfter: time.Second}
 	}
-	return cut, release, nil
+	return hold, release, nil
 }
 
-var _ splice.Cutter = (*Engine)(nil)
-
-// exchangeNames names the flow's exchanges, as its input channels do.
-func (e *Engine) exchangeNames() []string {
-	var out []string
-	for _, ch := range e.plan.Channels() {
-		if ch.Exchange {
-			out = append(out, ch.Name)
+// releaseAll makes every stage of a pipeline apply what the stage before
+// made from the input up to cut, while the readers stand still there: in
+// rounds, every fragment is asked to let go of the outputs it made so far
+// (a checkpoint, or two, or the standby's confirmation: the release rule
+// is the machine's) and answers once the fragments downstream
+// acknowledged them. A fragment downstream that applied them may have
+// made outputs of its own for the stage after it: a round in which no
+// fragment held any is the last, and its answers are the cut's exchange
+// positions. Without timers that fire on their own, a flow needs a round
+// per exchange in a chain, and one more.
+func (e *Engine) releaseAll(l *layout, id uint64, deadline time.Time, cut map[string]int64) (splice.Hold, error) {
+	n := e.plan.Fragments()
+	rounds := len(e.plan.Exchanges()) + 1
+	for range rounds {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return splice.Hold{}, fmt.Errorf("the stages did not apply the cut's input in time")
 		}
+		futs := make([]*pa.Future, n)
+		for f := range n {
+			if f < len(l.route) && l.route[f] != nil {
+				futs[f] = e.sys.Root.RequestFuture(l.route[f], &wire.Release{Id: id, LeaseMs: wait.Milliseconds()}, wait)
+			}
+		}
+		answers := make([]*wire.Released, n)
+		var why []string
+		waited := false
+		for f, fut := range futs {
+			if fut == nil {
+				why = append(why, fmt.Sprintf("fragment %d has no owner", f))
+				continue
+			}
+			res, err := fut.Result()
+			switch r, ok := res.(*wire.Released); {
+			case err != nil:
+				why = append(why, fmt.Sprintf("fragment %d did not release its outputs in %v", f, wait.Round(time.Millisecond)))
+			case !ok:
+				why = append(why, fmt.Sprintf("fragment %d answered with a %T", f, res))
+			case r.Error != "":
+				why = append(why, r.Error)
+			default:
+				answers[f] = r
+				waited = waited || r.Waited
+			}
+		}
+		if len(why) > 0 {
+			return splice.Hold{}, errors.New(strings.Join(why, "; "))
+		}
+		if !waited {
+			return e.holdOf(cut, answers), nil
+		}
+	}
+	return splice.Hold{}, fmt.Errorf("fragments still made outputs after %d rounds of releases (timers firing?)", rounds)
+}
+
+// holdOf is the cut with the exchanges' positions the fragments answered.
+func (e *Engine) holdOf(cut map[string]int64, answers []*wire.Released) splice.Hold {
+	n := e.plan.Fragments()
+	chans := e.plan.Channels()
+	h := splice.Hold{Offsets: cut, Exchanges: map[string][]int64{}, Applied: make(map[int]map[string]int64, n)}
+	for d := range n {
+		h.Applied[d] = map[string]int64{}
+	}
+	for u, a := range answers {
+		for _, x := range a.Exchanges {
+			ch := int(x.Channel)
+			if ch >= len(chans) {
+				continue
+			}
+			made := h.Exchanges[chans[ch].Name]
+			if made == nil {
+				made = make([]int64, n)
+				h.Exchanges[chans[ch].Name] = made
+			}
+			made[u] = x.Made
+			p := e.plan.PartitionName(ch, u)
+			for d, end := range x.Sent {
+				if d < n {
+					h.Applied[d][p] = end
+				}
+			}
+		}
+	}
+	return h
+}
+
+// KeysAgain implements splice.Staged: the flow has exchanges.
+func (e *Engine) KeysAgain() bool { return e.plan.HasExchanges() }
+
+var (
+	_ splice.Cutter = (*Engine)(nil)
+	_ splice.Staged = (*Engine)(nil)
+)
+
+// releaseWait is a Release a fragment has not answered yet.
+type releaseWait struct {
+	id     uint64
+	asker  *pa.PID
+	until  time.Time // its lease
+	waited bool      // outputs were held when it came
+}
+
+// release takes a snapshot read's request to let every output made so far
+// leave (settleReleases answers it).
+func (fa *fragmentActor) release(c pa.Context, m *wire.Release) {
+	lease := time.Duration(m.LeaseMs) * time.Millisecond
+	if lease <= 0 || lease > maxLease {
+		lease = maxLease
+	}
+	fa.releases = append(fa.releases, releaseWait{id: m.Id, asker: c.Sender(), until: time.Now().Add(lease),
+		waited: fa.m.Fragment().Holding() || fa.m.Unacknowledged() > 0})
+}
+
+// settleReleases answers the Releases once every output the fragment made
+// is released, sent and acknowledged, and otherwise takes a checkpoint if
+// outputs wait for one and none is being written. Whichever rule releases
+// outputs (a durable checkpoint, the checkpoint after it, the standby's
+// confirmation of its copy: recovery.MachineConfig), they leave after some
+// checkpoint that covers them, so checkpointing until none waits reaches
+// it; the rule itself stays the machine's.
+func (fa *fragmentActor) settleReleases(c pa.Context) {
+	if len(fa.releases) == 0 {
+		return
+	}
+	m := fa.m
+	why := ""
+	switch {
+	case fa.stopped:
+		why = fmt.Sprintf("fragment %d stopped on this node", fa.id)
+	case m.Broken() != nil:
+		why = fmt.Sprintf("fragment %d takes no checkpoints: %v", fa.id, m.Broken())
+	case m.Serving() != nil:
+		why = m.Serving().Error()
+	}
+	now := time.Now()
+	fr := m.Fragment()
+	settled := !fr.Holding() && m.Unacknowledged() == 0
+	var made []*wire.ExchangeMade
+	keep := fa.releases[:0]
+	for _, w := range fa.releases {
+		switch {
+		case why != "":
+			c.Send(w.asker, &wire.Released{Id: w.id, Fragment: uint32(fa.id), Error: why})
+		case settled:
+			if made == nil {
+				made = fa.made()
+			}
+			// The answers share made: their receivers only read it.
+			c.Send(w.asker, &wire.Released{Id: w.id, Fragment: uint32(fa.id), Waited: w.waited, Exchanges: made})
+		case !w.until.After(now):
+			c.Send(w.asker, &wire.Released{Id: w.id, Fragment: uint32(fa.id),
+				Error: fmt.Sprintf("fragment %d did not release its outputs within its lease", fa.id)})
+		default:
+			keep = append(keep, w)
+		}
+	}
+	clear(fa.releases[len(keep):])
+	fa.releases = keep
+	if len(keep) > 0 && fr.Unreleased() && !m.Writing() {
+		fa.checkpoint(c, false)
+	}
+}
+
+// made is, on each exchange, the outputs the fragment made and the end of
+// what it sent each fragment downstream.
+func (fa *fragmentActor) made() []*wire.ExchangeMade {
+	fr := fa.m.Fragment()
+	n := fa.e.plan.Fragments()
+	var out []*wire.ExchangeMade
+	for _, ch := range fa.e.plan.Exchanges() {
+		x := &wire.ExchangeMade{Channel: uint32(ch), Made: fr.Made(ch), Sent: make([]int64, n)}
+		for d := range n {
+			_, x.Sent[d] = fr.Kept(ch, d)
+		}
+		out = append(out, x)
 	}
 	return out
 }

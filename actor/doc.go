@@ -103,8 +103,10 @@
 //
 // A snapshot read (splice.Cutter, cut.go) holds every reader of the
 // flow, on every node, still at a batch boundary once every fragment
-// applied exactly what it read: the readers' positions are one cut. See
-// cut.go for the protocol, its lease and its cost.
+// applied exactly what it read: the readers' positions are one cut. In a
+// flow that keys again, rounds of checkpoints then release every stage's
+// outputs up to the cut until every stage applied them. See cut.go for
+// the protocol, its lease and its cost.
 //
 // # Alerts
 //

@@ -42,6 +42,10 @@ type fragmentActor struct {
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
 	waitCounted    bool     // a wait for a hand-off is counted against the drain
+
+	// releases: snapshot reads waiting for the outputs to leave (cut.go).
+	releases []releaseWait
+
 	// intern gives the batches from other nodes the strings decoded
 	// before (keys repeat): no allocation per record, and the table's
 	// lookups compare pointers.
@@ -202,6 +206,8 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case ckptReq:
 		fa.requestCheckpoint(c, msg.final)
+	case *wire.Release:
+		fa.release(c, msg)
 	case epochMsg:
 		m.Placement(msg.epoch)
 	case startMsg:
@@ -235,6 +241,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	case *pa.Stopped:
 		fa.stopped = true
+		fa.settleReleases(c)
 		return
 	case *pa.Started, *pa.Stopping:
 		return
@@ -243,6 +250,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	}
 	fa.carry(c)
+	fa.settleReleases(c)
 	if len(fa.waiters) > 0 && !m.Writing() {
 		if m.Down() || m.Waiting() {
 			// It went down or stale meanwhile: as requestCheckpoint, its

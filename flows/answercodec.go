@@ -51,6 +51,13 @@ func answerVersion(v *viewDef) byte {
 	return 1
 }
 
+// answerHead is an encoded answer's JSON head: its freshness and, for
+// splice.OpChanges, the fragment's mark.
+type answerHead struct {
+	splice.Freshness
+	Changes *splice.ChangeMark `json:"changes,omitempty"`
+}
+
 // EncodeAnswer encodes a fragment's answer to a request on view, to cross
 // nodes:
 //
@@ -65,7 +72,9 @@ func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, err := json.Marshal(a.Freshness)
+	// A changes answer's mark travels in the freshness's JSON (older
+	// decoders ignore the field).
+	fr, err := json.Marshal(answerHead{Freshness: a.Freshness, Changes: a.Changes})
 	if err != nil {
 		return nil, err
 	}
@@ -153,9 +162,11 @@ func (p *Plan) DecodeAnswer(view string, data []byte) (splice.Answer, error) {
 	}
 	r := &batchReader{b: data[1:], kind: "answer"}
 	if fr := r.bytes("freshness"); r.err == nil {
-		if err := json.Unmarshal(fr, &a.Freshness); err != nil {
+		var h answerHead
+		if err := json.Unmarshal(fr, &h); err != nil {
 			return a, fmt.Errorf("malformed answer: freshness: %w", err)
 		}
+		a.Freshness, a.Changes = h.Freshness, h.Changes
 	}
 	a.Horizon = r.varint("horizon")
 	value := func(c valueCodec, what string) any {

@@ -209,6 +209,55 @@ func TestAnswerEncodingRoundTrips(t *testing.T) {
 	}
 }
 
+// A changes answer crosses nodes with its mark: the changed entries, the
+// fragment's instance and generation, and the keys it hides.
+func TestChangesAnswerRoundTrips(t *testing.T) {
+	in := flowstest.NewInput[stamped](1)
+	for i := range 50 {
+		in.Push(0, stamped{Text: fmt.Sprintf("w%d", i%5), At: t0.Add(time.Duration(i) * time.Second)})
+	}
+	in.Close()
+	plan, err := stampedFlow(in, 1).Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := plan.NewFragment(0)
+	first, err := fr.Query(splice.Request{View: "counts", Op: splice.OpChanges})
+	if err != nil || first.Changes == nil || !first.Changes.Reset {
+		t.Fatalf("changes without a mark: %+v, %v; want a reset with the fragment's mark", first, err)
+	}
+	since := splice.FormatMarks([]splice.ChangeMark{*first.Changes})
+	for _, b := range batches(t, plan, 16) {
+		if err := fr.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr.Publish() // the batch boundary, where a driver publishes
+	req := splice.Request{View: "counts", Op: splice.OpChanges, Since: since}
+	a, err := fr.Query(req)
+	if err != nil || a.Changes == nil || a.Changes.Reset || len(a.Entries) != 5 {
+		t.Fatalf("changes since %s: %+v, %v; want the 5 words", since, a, err)
+	}
+	a.Changes.Hidden = []string{"w9"}
+	enc, err := plan.EncodeAnswer(req.View, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := plan.DecodeAnswer(req.View, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%+v", got.Entries) != fmt.Sprintf("%+v", a.Entries) || got.Changes == nil ||
+		fmt.Sprintf("%+v", *got.Changes) != fmt.Sprintf("%+v", *a.Changes) {
+		t.Fatalf("decoded %+v (mark %+v), want %+v (mark %+v)", got, got.Changes, a, a.Changes)
+	}
+	// Nothing changed since: nothing to send.
+	again, err := fr.Query(splice.Request{View: "counts", Op: splice.OpChanges, Since: splice.FormatMarks([]splice.ChangeMark{*a.Changes})})
+	if err != nil || again.Changes.Reset || len(again.Entries) != 0 {
+		t.Fatalf("changes after none: %+v, %v", again, err)
+	}
+}
+
 func FuzzDecodeAnswer(f *testing.F) {
 	in := flowstest.NewInput[stamped](1)
 	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Minute)})

@@ -130,6 +130,8 @@ type exchangeOut interface {
 	holding() bool
 	retained() int
 	kept(d int) (base, sent int64)
+	made() int64
+	unreleased() bool
 }
 
 // exWriter is fragment fr's output on one exchange.
@@ -408,6 +410,13 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 // kept is where fragment d's records begin (its durable checkpoint covers
 // those before) and end (what was sent).
 func (w *exWriter[K, T]) kept(d int) (base, sent int64) { return w.dests[d].base, w.dests[d].sent }
+
+// made is the number of the next output: every output numbered below it
+// was made.
+func (w *exWriter[K, T]) made() int64 { return w.seq }
+
+// unreleased reports whether outputs wait for a checkpoint to release them.
+func (w *exWriter[K, T]) unreleased() bool { return w.rel < w.seq }
 
 // retained is the number of records kept for downstream fragments.
 func (w *exWriter[K, T]) retained() int { return w.nkept }

@@ -26,6 +26,10 @@ type table[K comparable, V any] struct {
 	vc    Codec[V]
 	exp   *tableTTL[K]      // nil: state never expires
 	tops  []*topIndex[K, V] // views' top sets (topindex.go), told every change
+	// gen, for a table shown as a view: the fragment's publish generation
+	// (viewchanges.go); stamp[i] is the generation slot i last changed in.
+	gen   *uint64
+	stamp []uint64
 }
 
 func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
@@ -36,6 +40,9 @@ func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
 func (t *table[K, V]) touch(i int32) {
 	for _, x := range t.tops {
 		x.note(t, i)
+	}
+	if t.gen != nil {
+		t.stamp[i] = *t.gen
 	}
 	if !t.mark[i] {
 		t.mark[i] = true
@@ -53,6 +60,9 @@ func (t *table[K, V]) insert(k K, v V) {
 	t.vals = append(t.vals, v)
 	t.mark = append(t.mark, true)
 	t.dirty = append(t.dirty, i)
+	if t.gen != nil {
+		t.stamp = append(t.stamp, *t.gen)
+	}
 	if t.exp != nil {
 		t.exp.last = append(t.exp.last, NoWatermark)
 		t.exp.queued = append(t.exp.queued, false)
@@ -258,6 +268,14 @@ func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
 			fr.tops = append(fr.tops, tableTop[K, V]{x, tb})
 		})
 	}
+	t.f.fragW = append(t.f.fragW, func(fr *Fragment) {
+		tb := fr.ops[op].(*table[K, V])
+		if tb.gen == nil {
+			tb.gen = &fr.gen
+			tb.stamp = make([]uint64, len(tb.keys))
+		}
+		fr.changes = append(fr.changes, tableChanges[K, V]{view: name, t: tb, o: o})
+	})
 	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {

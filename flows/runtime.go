@@ -527,7 +527,13 @@ type Fragment struct {
 	tooLate  int64 // events later than every window's allowed lateness
 	failed   *EventError
 	timerErr []DeadLetter
-	hold     int64          // window views keep windows ending after it (SetHold)
+	hold     int64 // window views keep windows ending after it (SetHold)
+	// gen counts Publish calls; instance tells this fragment from the one
+	// a restore builds; changes are the views that can say which keys
+	// changed since a generation (viewchanges.go).
+	gen      uint64
+	instance uint64
+	changes  []changeTracker
 	tops     []topPublisher // keyed views' top sets (topindex.go)
 }
 
@@ -598,7 +604,7 @@ type Delta struct {
 
 // NewFragment builds fragment id with empty state.
 func (p *Plan) NewFragment(id int) *Fragment {
-	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops)}
+	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops), instance: instances.Add(1)}
 	fr.plan = p
 	fr.frag = fr
 	fr.hold = math.MaxInt64
@@ -902,6 +908,16 @@ func (fr *Fragment) Kept(ch, dest int) (base, sent int64) {
 	return 0, 0
 }
 
+// Made is the number of outputs the fragment made on exchange channel ch:
+// its next output's number (zero for no such exchange). A cut of a
+// pipeline (actor/cut.go) reports it per upstream fragment.
+func (fr *Fragment) Made(ch int) int64 {
+	if w := fr.exchange(ch); w != nil {
+		return w.made()
+	}
+	return 0
+}
+
 // Trim forgets the records on exchange channel ch for fragment dest that
 // are numbered below upto: dest's durable checkpoint covers them.
 func (fr *Fragment) Trim(ch, dest int, upto int64) {
@@ -931,6 +947,17 @@ func (fr *Fragment) Complete() bool {
 func (fr *Fragment) Holding() bool {
 	for _, w := range fr.out {
 		if w.holding() {
+			return true
+		}
+	}
+	return false
+}
+
+// Unreleased reports whether outputs on exchanges wait for a checkpoint
+// to release them (Holding also counts those released and not yet sent).
+func (fr *Fragment) Unreleased() bool {
+	for _, w := range fr.out {
+		if w.unreleased() {
 			return true
 		}
 	}
@@ -977,6 +1004,9 @@ func (fr *Fragment) Advance(now time.Time) ([]DeadLetter, error) {
 func (fr *Fragment) Query(req splice.Request) (splice.Answer, error) {
 	for _, v := range fr.plan.f.views {
 		if v.spec.Name == req.View {
+			if req.Op == splice.OpChanges {
+				return fr.queryChanges(req), nil
+			}
 			return v.query(fr, req)
 		}
 	}

@@ -94,6 +94,9 @@ func (t *table[K, V]) remove(i int32) {
 		t.keys[i], t.vals[i], t.mark[i] = t.keys[n], t.vals[n], t.mark[n]
 		t.exp.last[i], t.exp.queued[i] = t.exp.last[n], t.exp.queued[n]
 		t.idx[t.keys[i]] = i
+		if t.gen != nil {
+			t.stamp[i] = t.stamp[n]
+		}
 		if t.mark[i] {
 			t.dirty = append(t.dirty, i)
 		}
@@ -103,6 +106,9 @@ func (t *table[K, V]) remove(i int32) {
 	t.keys[n], t.vals[n] = zk, zv
 	t.keys, t.vals, t.mark = t.keys[:n], t.vals[:n], t.mark[:n]
 	t.exp.last, t.exp.queued = t.exp.last[:n], t.exp.queued[:n]
+	if t.gen != nil {
+		t.stamp = t.stamp[:n]
+	}
 }
 
 // ttlDelta writes, in namespace ns, the last event time of every changed

@@ -344,8 +344,10 @@ func plainValue(t reflect.Type) bool {
 // Publish makes the fragment's state as it is now what QueryPublished
 // answers from. A driver calls it between two messages, under the lock
 // that its queries take for Query; it costs a copy of each view's top set
-// that changed.
+// that changed. It also starts a new generation: what changes from here on
+// is stamped after every changes mark given so far (viewchanges.go).
 func (fr *Fragment) Publish() {
+	fr.gen++ // what changes from here on is after every mark given so far
 	for _, p := range fr.tops {
 		p.publish()
 	}

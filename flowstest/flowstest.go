@@ -380,6 +380,8 @@ func (d *Driver) run() error {
 		if err := d.ready(q.dest); err != nil {
 			return err
 		}
+		// A batch boundary, where the engine's fragments publish too.
+		d.machines[q.dest].Fragment().Publish()
 	}
 	return nil
 }

@@ -5,8 +5,9 @@
 // test harness) and splices the answers; splice never knows the cluster.
 // It is pure but for its HTTP layer: the handlers, the watch hub
 // (watch.go: watchers of one request and interval share one evaluation,
-// and one encoded diff to the next answer) and EvaluateRead (read.go),
-// which wait on the clock.
+// and one encoded diff to the next answer; for a keyed view, built from
+// the entries the fragments changed since the last one, OpChanges,
+// watchdelta.go) and EvaluateRead (read.go), which wait on the clock.
 //
 // # Consistency
 //
@@ -16,9 +17,16 @@
 // answer). A Snapshot read asks a Cutter to hold its input still at one
 // cut, evaluates, and checks that every fragment's answer reports exactly
 // the cut's offsets (else it asks again, within the read's timeout): every
-// fragment as of the same source offsets. ReadOptions.MinOffsets makes a
-// read wait until its answer covers those offsets (read-your-writes); a
-// read that cannot within its timeout fails with a CutTimeoutError (504).
-// How a cut is had is the Cutter's business (actor/cut.go: readers stand
-// still at a batch boundary).
+// fragment as of the same source offsets. In a flow that keys again, the
+// cut (Hold) also says, per exchange, how many outputs each upstream
+// fragment made from that input (Cut.Exchanges), and each fragment's
+// answer must report having applied exactly what its upstream fragments
+// sent it of them: every stage is as of the same source offsets.
+// ReadOptions.MinOffsets makes a read wait until its answer covers those
+// offsets (read-your-writes; for a flow that keys again, a Staged
+// gatherer, from a cut, since no fragment's offsets say that the later
+// stages applied them); a read that cannot within its timeout fails with
+// a CutTimeoutError (504). How a cut is had is the Cutter's business
+// (actor/cut.go: readers stand still at a batch boundary, and checkpoints
+// release each stage's outputs).
 package splice

@@ -33,18 +33,38 @@ type Cut struct {
 	// beyond; for a latest read, every fragment applied at least the
 	// events below them (some applied more).
 	Offsets map[string]int64 `json:"offsets"`
+	// Exchanges (a snapshot of a flow that keys again): per exchange, by
+	// name, per upstream fragment, how many outputs it had made on it at
+	// the cut. Every one of them, and nothing beyond, is applied by the
+	// fragments downstream: every stage is as of Offsets.
+	Exchanges map[string][]int64 `json:"exchanges,omitempty"`
+}
+
+// Hold is the cut a Cutter holds its input at.
+type Hold struct {
+	// Offsets, per source partition ("source/partition"): every fragment
+	// applied exactly the events below them and none beyond.
+	Offsets map[string]int64
+	// Exchanges, per exchange (a stage after a second KeyBy), per upstream
+	// fragment: the number of outputs it made on it from the input up to
+	// Offsets (Cut.Exchanges).
+	Exchanges map[string][]int64
+	// Applied, per fragment: the ends it must report on the exchanges'
+	// partitions ("exchange/upstream"), which are what each upstream
+	// fragment sent it of those outputs. Nil for a flow without exchanges.
+	Applied map[int]map[string]int64
 }
 
 // Cutter is a Gatherer that can hold its input still at one cut.
 type Cutter interface {
 	Gatherer
 	// Pause stops reading every source partition at a batch boundary once
-	// every fragment applied what was read before it, and returns the cut:
-	// per source partition ("source/partition"), the offset every fragment
-	// applied exactly up to. Until release is called (once), no fragment
+	// every fragment applied what was read before it — and, in a flow that
+	// keys again, every stage applied what the stage before made from it —
+	// and returns the cut. Until release is called (once), no fragment
 	// applies anything beyond it. An error that is ErrUnavailable may pass
 	// if asked again.
-	Pause(ctx context.Context) (cut map[string]int64, release func(), err error)
+	Pause(ctx context.Context) (cut Hold, release func(), err error)
 }
 
 // ReadOptions are a read's consistency and read-your-writes bound.
@@ -152,12 +172,25 @@ func FormatOffsets(m map[string]int64) string {
 	return b.String()
 }
 
+// Staged is a Gatherer that may say its flow keys again: the stages after
+// an exchange apply their input later than the fragments' source offsets
+// show (actor/cut.go), so only a cut tells that they applied given input.
+type Staged interface {
+	KeysAgain() bool
+}
+
 // EvaluateRead answers req as o asks: Evaluate, once the answer covers
-// o.MinOffsets, from one cut for a Snapshot. It waits (between tries, for
-// at most o.Timeout), so, like the HTTP handlers, it reads the clock.
+// o.MinOffsets, from one cut for a Snapshot. A latest read with
+// MinOffsets of a flow that keys again (Staged) is answered from a cut:
+// that every stage covers the offsets shows in no fragment's offsets
+// alone. It waits (between tries, for at most o.Timeout), so, like the
+// HTTP handlers, it reads the clock.
 func EvaluateRead(ctx context.Context, g Gatherer, req Request, o ReadOptions) (Result, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultReadTimeout
+	}
+	if s, ok := g.(Staged); ok && o.MinOffsets != nil && s.KeysAgain() {
+		o.Consistency = Snapshot
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -213,10 +246,11 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 	if !ok {
 		return Result{}, "", fmt.Errorf("%w: this server cannot answer snapshot reads", ErrBadRequest)
 	}
-	cut, release, err := c.Pause(ctx)
+	hold, release, err := c.Pause(ctx)
 	if err != nil {
 		return Result{}, "", err
 	}
+	cut := hold.Offsets
 	for p := range minOffsets {
 		if _, ok := cut[p]; !ok {
 			release()
@@ -232,17 +266,17 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 	release()
 	if errors.Is(err, ErrNotFound) {
 		// Absent at the cut, if every fragment asked was at it.
-		if why := notAt(res.Freshness, cut); why != "" {
+		if why := notAt(res.Freshness, hold); why != "" {
 			return Result{}, why, nil
 		}
 	}
 	if err != nil {
 		return res, "", err
 	}
-	if why := notAt(res.Freshness, cut); why != "" {
+	if why := notAt(res.Freshness, hold); why != "" {
 		return Result{}, why, nil
 	}
-	res.Cut = Cut{Consistency: Snapshot, Offsets: cut}
+	res.Cut = Cut{Consistency: Snapshot, Offsets: cut, Exchanges: hold.Exchanges}
 	return res, "", nil
 }
 
@@ -296,16 +330,23 @@ func below(cut, minOffsets map[string]int64) string {
 	return ""
 }
 
-// notAt says which fragment's answer is not exactly at cut ("" if all
-// are): it restored, moved, or answered from a standby's copy meanwhile.
-func notAt(fs []Freshness, cut map[string]int64) string {
+// notAt says which fragment's answer is not exactly at the cut ("" if
+// all are): it restored, moved, or answered from a standby's copy
+// meanwhile, or (downstream of an exchange) has not applied what its
+// upstream fragments made up to the cut.
+func notAt(fs []Freshness, hold Hold) string {
 	for _, f := range fs {
 		if f.Stale {
 			return fmt.Sprintf("fragment %d answered from a standby's copy", f.Fragment)
 		}
-		for p, off := range cut {
+		for p, off := range hold.Offsets {
 			if f.Offsets[p] != off {
 				return fmt.Sprintf("fragment %d is at %s %d, not at the cut's %d", f.Fragment, p, f.Offsets[p], off)
+			}
+		}
+		for p, off := range hold.Applied[f.Fragment] {
+			if f.Offsets[p] != off {
+				return fmt.Sprintf("fragment %d applied %s up to %d, not the cut's %d", f.Fragment, p, f.Offsets[p], off)
 			}
 		}
 	}

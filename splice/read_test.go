@@ -66,7 +66,7 @@ func (m *modelCutter) Gather(_ context.Context, req Request, _ int) ([]Answer, e
 	return out, nil
 }
 
-func (m *modelCutter) Pause(context.Context) (map[string]int64, func(), error) {
+func (m *modelCutter) Pause(context.Context) (Hold, func(), error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.read += 1 + int64(rapid.IntRange(0, 5).Draw(m.rt, "read")) // read since the last pause
@@ -78,7 +78,7 @@ func (m *modelCutter) Pause(context.Context) (map[string]int64, func(), error) {
 		m.applied[0] = max(0, m.read-3)
 	}
 	m.paused = true
-	return map[string]int64{"in/0": m.read}, func() {
+	return Hold{Offsets: map[string]int64{"in/0": m.read}}, func() {
 		m.mu.Lock()
 		m.paused = false
 		m.mu.Unlock()
@@ -200,6 +200,30 @@ func TestReadOptionsOverHTTP(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want || (want != 200 && e.Error == "") {
 			t.Errorf("%s: %d %q, want %d with an error", q, resp.StatusCode, e.Error, want)
+		}
+	}
+}
+
+// A fragment downstream of an exchange is at the cut only if it applied
+// exactly what each upstream fragment sent it up to the cut: less (a
+// checkpoint behind) or more (outputs made after the cut) is not.
+func TestNotAtChecksExchanges(t *testing.T) {
+	hold := Hold{Offsets: map[string]int64{"in/0": 10}, Exchanges: map[string][]int64{"x": {7, 3}},
+		Applied: map[int]map[string]int64{0: {"x/0": 5, "x/1": 3}, 1: {"x/0": 7, "x/1": 0}}}
+	at := func(f int, x0, x1 int64) Freshness {
+		return Freshness{Fragment: f, Offsets: map[string]int64{"in/0": 10, "x/0": x0, "x/1": x1}}
+	}
+	for _, c := range []struct {
+		fs   []Freshness
+		want string
+	}{
+		{[]Freshness{at(0, 5, 3), at(1, 7, 0)}, ""},
+		{[]Freshness{at(0, 5, 3), at(1, 6, 0)}, "fragment 1 applied x/0 up to 6, not the cut's 7"},
+		{[]Freshness{at(0, 5, 4), at(1, 7, 0)}, "fragment 0 applied x/1 up to 4, not the cut's 3"},
+		{[]Freshness{{Fragment: 0, Offsets: map[string]int64{"in/0": 9, "x/0": 5, "x/1": 3}}}, "fragment 0 is at in/0 9, not at the cut's 10"},
+	} {
+		if got := notAt(c.fs, hold); got != c.want {
+			t.Errorf("notAt(%v) = %q, want %q", c.fs, got, c.want)
 		}
 	}
 }

@@ -64,6 +64,12 @@ const (
 	// OpWindowKey asks a windowed keyed view for the windows matching
 	// Query, each with Key's entry if it holds it.
 	OpWindowKey
+	// OpChanges asks a keyed view for the entries that changed since the
+	// fragment's mark in Request.Since (MarkOf), matching Query.Prefix,
+	// with its mark now (Answer.Changes), which names the changed keys
+	// the view does not show (ChangeMark.Hidden). A watch builds its diffs
+	// from them (watchdelta.go).
+	OpChanges
 )
 
 // Query selects entries of a keyed view.
@@ -88,6 +94,9 @@ type Request struct {
 	Op    Op
 	Query Query
 	Key   string
+	// Since (OpChanges): every fragment's mark, as FormatMarks writes
+	// them; a string, so that a Request stays comparable.
+	Since string
 }
 
 // Entry is one key of a keyed view.
@@ -123,6 +132,22 @@ type Answer struct {
 	// Horizon (OpWindows): windows ending before it may have been dropped
 	// by this fragment (Unix ns; 0 for none dropped yet).
 	Horizon int64
+	// Changes (OpChanges): where the fragment's changes stand now.
+	Changes *ChangeMark
+}
+
+// ChangeMark is where a fragment's changes of a view stand (OpChanges).
+type ChangeMark struct {
+	Instance uint64 `json:"instance"` // the fragment's state object: a restore makes another
+	Gen      uint64 `json:"gen"`      // its publish generation
+	// Reset: the fragment cannot tell what changed since the mark asked
+	// about — it was restored or moved since, its view forgets keys (a
+	// state TTL) or keeps no changes, or too many keys changed — and
+	// Entries are empty: evaluate the whole view.
+	Reset bool `json:"reset,omitempty"`
+	// Hidden: keys that changed and that the view does not show (a
+	// PublishIf that does not hold).
+	Hidden []string `json:"hidden,omitempty"`
 }
 
 // WindowPartial is one fragment's partial of one window, or, for a

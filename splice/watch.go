@@ -15,7 +15,10 @@ import (
 // the view once per interval and writes every watcher its change. A
 // thousand watchers of a view cost one evaluation per interval, one diff
 // (the watchers that sent the group's previous result share the change to
-// the next, encoded once) and a thousand writes of the same bytes.
+// the next, encoded once) and a thousand writes of the same bytes. A
+// keyed view's evaluation and diff are built from the entries its
+// fragments changed since the group's last answer (watchdelta.go), not
+// from the whole view.
 //
 // The group's goroutine writes the events itself, one watcher after the
 // other, rather than waking a goroutine per watcher: a thousand goroutines
@@ -59,6 +62,7 @@ type watchGroup struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the group's goroutine returns
+	delta  *deltaWatch   // a keyed view's answer kept from changes (watchdelta.go); the group's goroutine's
 }
 
 // watchUpdate is one evaluation, with its snapshot for diffs; shared by
@@ -74,13 +78,23 @@ type watchUpdate struct {
 	prevSnap     map[string][]byte
 	once         sync.Once
 	change       []byte
+	// delta: built from the fragments' changes on the update before,
+	// whose watchers deltaEvent takes here (nil: nothing changed).
+	delta      bool
+	deltaEvent []byte
 }
 
 // shared is the event that takes a watcher that sent the group's
 // previous update to u: the change, an "unavailable" event, or an "error"
 // (end says the stream ends with it). Made once for every watcher.
 func (u *watchUpdate) shared() (ev []byte, end bool) {
-	u.once.Do(func() { u.change, _ = u.event(u.prevSnap) })
+	u.once.Do(func() {
+		if u.delta {
+			u.change = u.deltaEvent
+			return
+		}
+		u.change, _ = u.event(u.prevSnap)
+	})
 	var ue *UnavailableError
 	return u.change, u.err != nil && !errors.As(u.err, &ue)
 }
@@ -203,6 +217,9 @@ func (h *watchHub) run(g *watchGroup) {
 }
 
 func (h *watchHub) evaluate(g *watchGroup) *watchUpdate {
+	if u := h.evaluateDelta(g); u != nil {
+		return u
+	}
 	res, err := Evaluate(g.ctx, h.g, g.key.req)
 	if err != nil {
 		return &watchUpdate{err: err}
