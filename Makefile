@@ -13,10 +13,13 @@ build:
 # detector, every case: 1,000 fault schedules, rapid's hundred checks, ten
 # rounds of network faults. Both passes are the test. -vet=off: make check
 # (which CI runs first) vets every package with all of vet's analyzers, of
-# which go test's default is a subset, run again (40 s of CPU).
+# which go test's default is a subset, run again (40 s of CPU). -parallel
+# 4: the example packages' parallel tests start processes and mostly wait
+# on them (rates, failure detection); examples/wordcount's use 100 s of CPU
+# in all, and two at a time left the cores idle.
 FULLPKGS := ./sim ./flowstest
 test:
-	$(GO) test -race -vet=off -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(PKGS)
 	$(GO) test -vet=off -count=1 -timeout 20m $(FULLPKGS)
 
 # Static checks: formatting, vet, a tidy go.mod, staticcheck (a tool line in

@@ -12,12 +12,16 @@ import (
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-// waitFinished waits until every reader is done and the total is n.
+// waitFinished waits until every reader is done and the total is n. A
+// query that fails meanwhile (a 504 while the restarted node replays on a
+// loaded machine) is asked again, as waitExact does.
 func waitFinished(t *testing.T, base string, n int64) exampletest.ClusterState {
 	t.Helper()
 	return exampletest.WaitDone(t, base, func(exampletest.ClusterState) bool {
 		var total struct{ Value int64 }
-		exampletest.GetJSON(t, base+"/v1/views/total", &total)
+		if !exampletest.TryJSON(base+"/v1/views/total", &total) {
+			return false
+		}
 		if total.Value > n {
 			t.Fatalf("total %d exceeds %d: counted twice", total.Value, n)
 		}
