@@ -149,7 +149,6 @@ func waitAlerts(t *testing.T, base string, last time.Time) {
 }
 
 func TestWindowsAndAlertsExact(t *testing.T) {
-	t.Parallel() // CPU-bound, in-process: it runs while the other tests' processes wait
 	wins, alerts := sequential(t, testArgs)
 	if len(alerts) < 3 {
 		t.Fatalf("the test configuration crosses the threshold %d times; want several", len(alerts))
