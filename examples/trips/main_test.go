@@ -262,6 +262,7 @@ const (
 // restarted on its data directory: its views and its trips file equal the
 // sequential reference.
 func TestSIGKILLRestartsExact(t *testing.T) {
+	t.Parallel()
 	const n = 300_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	if len(want) < 1000 {
@@ -293,6 +294,7 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 // every surviving node's views and the nodes' trips files together equal
 // the reference.
 func TestThreeNodesOneKilledExact(t *testing.T) {
+	t.Parallel()
 	const n = 400_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	bin := exampletest.Build(t, "trips")
