@@ -6,9 +6,21 @@ PKGS := ./...
 build:
 	$(GO) build $(PKGS)
 
-# What CI runs: every test with the race detector (goleak runs in each TestMain).
+# What CI runs, in two passes. First every test with the race detector
+# (goleak runs in each TestMain). There the randomized tests of sim and
+# flowstest run a tenth or a fifth of their cases (sim/race_test.go says
+# why); the second pass runs those two packages again without the race
+# detector, every case: 1,000 fault schedules, rapid's hundred checks, ten
+# rounds of network faults. Both passes are the test. -vet=off: make check
+# (which CI runs first) vets every package with all of vet's analyzers, of
+# which go test's default is a subset, run again (40 s of CPU). -parallel
+# 4: the example packages' parallel tests start processes and mostly wait
+# on them (rates, failure detection); examples/wordcount's use 100 s of CPU
+# in all, and two at a time left the cores idle.
+FULLPKGS := ./sim ./flowstest
 test:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(PKGS)
+	$(GO) test -vet=off -count=1 -timeout 20m $(FULLPKGS)
 
 # Static checks: formatting, vet, a tidy go.mod, staticcheck (a tool line in
 # go.mod) and current generated code. govulncheck is not run here: it needs vuln.go.dev,

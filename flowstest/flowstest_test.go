@@ -1,6 +1,7 @@
 package flowstest_test
 
 import (
+	"flag"
 	"fmt"
 	"reflect"
 	"slices"
@@ -16,7 +17,23 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if raceDetector && !flagSet("rapid.checks") {
+		// A fifth of rapid's cases, as -short: the property tests'
+		// coverage is then all but a few statements of the full run's,
+		// and make test runs the full count without the race detector.
+		flag.Set("rapid.checks", "20")
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// flagSet is whether the command line set the flag name.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 type streak struct {
 	Last  string

@@ -158,10 +158,10 @@ func TestRandomPipelinesRecoverExactly(t *testing.T) {
 // acknowledgements between readers and fragments and between stages: the
 // machines find every loss (gaps, acknowledgements that do not come) and
 // the result is the uninterrupted run's. A thousand schedules (ten rounds
-// of rapid's hundred; -short: one round).
+// of rapid's hundred; -short or the race detector: one round).
 func TestRandomPipelinesUnderNetworkFaults(t *testing.T) {
 	rounds := 10
-	if testing.Short() {
+	if testing.Short() || raceDetector {
 		rounds = 1
 	}
 	for r := range rounds {

@@ -8,14 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 	"github.com/tessera-streams/tessera/splice"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 var testArgs = []string{"-events", "300000", "-seed", "3", "-partitions", "3", "-users", "500",
 	"-fragments", "16", "-progress", "0", "-log-level", "error"}

@@ -13,14 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/tessera-streams/tessera/examples/transport/pipeline"
 	"github.com/tessera-streams/tessera/examples/transport/sim"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 // testArgs are the example's flags for a small country; want is what
 // the sequential program computes from the same simulation.

@@ -15,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 // reference runs the pipeline sequentially: each subscriber's pings in
 // event-time order (ties by partition and offset), its timers and expiry
@@ -264,6 +262,7 @@ const (
 // restarted on its data directory: its views and its trips file equal the
 // sequential reference.
 func TestSIGKILLRestartsExact(t *testing.T) {
+	t.Parallel()
 	const n = 300_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	if len(want) < 1000 {
@@ -295,6 +294,7 @@ func TestSIGKILLRestartsExact(t *testing.T) {
 // every surviving node's views and the nodes' trips files together equal
 // the reference.
 func TestThreeNodesOneKilledExact(t *testing.T) {
+	t.Parallel()
 	const n = 400_000
 	want, wantOD := reference(DefaultParams, testSubs, testZones, testParts, n)
 	bin := exampletest.Build(t, "trips")

@@ -5,16 +5,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 // testArgs is a small, quick configuration: a population swinging between
 // 80 and 800 users every 2 hours of event time (a ping every 500ms per partition), a 30-minute window
@@ -35,9 +34,38 @@ type alert struct {
 	Previous   int64
 }
 
+// sequentialRuns holds what sequential computed, by its arguments: the
+// tests share one input, which costs seconds under the race detector.
+// Callers must not change what it returns.
+var sequentialRuns struct {
+	sync.Mutex
+	done map[string]sequentialRun
+}
+
+type sequentialRun struct {
+	wins   map[time.Time]int64
+	alerts []time.Time
+}
+
 // sequential computes the distinct users of every window and the windows
 // at which the count rises above threshold, from the generator's events.
 func sequential(t *testing.T, args []string) (wins map[time.Time]int64, alerts []time.Time) {
+	t.Helper()
+	key := strings.Join(args, " ")
+	sequentialRuns.Lock()
+	defer sequentialRuns.Unlock() // a second test waits for the first's result
+	if r, ok := sequentialRuns.done[key]; ok {
+		return r.wins, r.alerts
+	}
+	wins, alerts = computeSequential(t, args)
+	if sequentialRuns.done == nil {
+		sequentialRuns.done = map[string]sequentialRun{}
+	}
+	sequentialRuns.done[key] = sequentialRun{wins, alerts}
+	return wins, alerts
+}
+
+func computeSequential(t *testing.T, args []string) (wins map[time.Time]int64, alerts []time.Time) {
 	t.Helper()
 	o := &Options{}
 	exampletest.ParseFlags(t, flagSet(o), args)

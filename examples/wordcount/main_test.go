@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
@@ -20,7 +18,7 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 // waitTotal polls the total until it reaches want.
 func waitTotal(t *testing.T, base string, want int64) {

@@ -37,6 +37,7 @@ import (
 // exist only inside them; the test reaches the nodes from the bridge's
 // namespace.
 func TestNetnsPartitionHealExact(t *testing.T) {
+	t.Parallel() // its namespaces and addresses are its own
 	const n = 2_000_000
 	const seed = 37
 	nw := newNetnsNet(t, 3)

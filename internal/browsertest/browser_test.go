@@ -13,36 +13,11 @@ import (
 	"unicode"
 
 	"github.com/chromedp/chromedp"
-	"go.uber.org/goleak"
+
+	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-// bins holds the examples the tests build, once per run.
-var bins struct {
-	sync.Mutex
-	dir   string
-	built map[string]string
-}
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "browsertest")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins.dir, bins.built = dir, map[string]string{}
-	code := 0
-	defer func() {
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}()
-	code = m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-}
+func TestMain(m *testing.M) { exampletest.Main(m) }
 
 // chromium finds the browser; without one the test fails under CI and
 // skips elsewhere, saying what is missing.
@@ -64,21 +39,10 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// build compiles the example at ../../examples/name.
+// build compiles the example at ../../examples/name, once per run.
 func build(t *testing.T, name string) string {
 	t.Helper()
-	bins.Lock()
-	defer bins.Unlock()
-	if bin, ok := bins.built[name]; ok {
-		return bin
-	}
-	bin := filepath.Join(bins.dir, name)
-	out, err := exec.Command("go", "build", "-o", bin, "../../examples/"+name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, out)
-	}
-	bins.built[name] = bin
-	return bin
+	return exampletest.BuildDir(t, "../../examples/"+name, name)
 }
 
 // page is a tab of a headless Chromium started for one test.

@@ -12,28 +12,91 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/tessera-streams/tessera/cluster"
 	"github.com/tessera-streams/tessera/internal/freeport"
 	"github.com/tessera-streams/tessera/internal/syncbuf"
 )
 
-// Build compiles the example in the test's working directory.
+// built holds the examples Build compiled in this test binary: a
+// package's tests share one binary per example, as linking one costs
+// seconds of CPU (the example packages have up to twenty tests that start
+// one). Main removes them when the tests end.
+var built struct {
+	sync.Mutex
+	dir  string
+	bins map[string]*buildOnce // by the directory built
+}
+
+type buildOnce struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// Build compiles the example in the test's working directory, once per
+// test binary (the package's TestMain must call Main).
 func Build(t testing.TB, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	return BuildDir(t, ".", name)
+}
+
+// BuildDir compiles the package in dir (relative to the test's working
+// directory) as name, once per test binary (the package's TestMain must
+// call Main).
+func BuildDir(t testing.TB, dir, name string) string {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	return bin
+	built.Lock()
+	if built.dir == "" {
+		if built.dir, err = os.MkdirTemp("", "exampletest-"); err != nil {
+			built.Unlock()
+			t.Fatal(err)
+		}
+		built.bins = map[string]*buildOnce{}
+	}
+	b := built.bins[abs]
+	if b == nil {
+		b = &buildOnce{bin: filepath.Join(built.dir, fmt.Sprintf("%s-%d", name, len(built.bins)))}
+		built.bins[abs] = b
+	}
+	built.Unlock()
+	b.once.Do(func() {
+		if out, err := exec.Command("go", "build", "-o", b.bin, abs).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", abs, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.bin
+}
+
+// Main runs a package's tests as goleak.VerifyTestMain does (with opts),
+// then removes the binaries Build made.
+func Main(m *testing.M, opts ...goleak.Option) {
+	goleak.VerifyTestMain(m, append(opts, goleak.Cleanup(func(code int) {
+		built.Lock()
+		if built.dir != "" {
+			os.RemoveAll(built.dir)
+		}
+		built.Unlock()
+		os.Exit(code)
+	}))...)
 }
 
 // FreePort is a free TCP address on 127.0.0.1.
