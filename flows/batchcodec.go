@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,25 +10,46 @@ import (
 
 // Batches cross nodes in this encoding (inside a wire.Batch):
 //
-//	version byte (1)
+//	version byte (2; 1 is read too)
 //	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
 //	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
 //	parts uvarint, then per part: stage uvarint, records uvarint, and per record
 //	  offset (varint, delta from the previous; the first from prev_end)
 //	  event time (varint, delta from the previous; with event time)
-//	  key and event, each as uvarint length + the codec's bytes
+//	  key as uvarint length + the codec's bytes
+//	  event: uvarint h, then
+//	    h even: the codec's h/2 bytes (version 1: h is the length itself)
+//	    h odd: uvarint at, then the h/2 bytes of the event's encoding
+//	      without the key's bytes, which stood at byte at
+//
+// An event usually holds its key (a field of it, or it is the key): sent
+// once, a record of the keyed count is about half the bytes, and every copy
+// between the reader and the fragment (the encoding, protobuf on both
+// sides, gRPC) and the garbage they leave shrink with it. The splice is at
+// the level of bytes, so it is exact for any codec.
 //
 // Decoding checks every length and bound: a malformed batch is an error,
-// never a panic.
+// never a panic. The records of an exchange's log in a checkpoint
+// (exchange.go) keep the version 1 form of a part.
 
-const batchVersion = 1
+const batchVersion = 2
+
+// minSharedKey is the shortest key encoding worth splicing out of its
+// event: the position costs a byte.
+const minSharedKey = 2
 
 // maxBatchRecords bounds what a decoded batch may claim to hold.
 const maxBatchRecords = 1 << 20
 
 // EncodeBatch appends b's encoding to dst.
 func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
-	dst = append(dst, batchVersion)
+	return p.encodeBatch(dst, b, batchVersion)
+}
+
+// encodeBatch appends b's encoding in version v (1 is for tests: a node of
+// the version before sends it).
+func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
+	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(b.Source))
 	dst = binary.AppendUvarint(dst, uint64(b.Partition))
 	dst = binary.AppendUvarint(dst, b.Epoch)
@@ -51,7 +73,12 @@ func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(b.parts)))
 	var err error
 	for _, pl := range b.parts {
-		if dst, err = pl.encode(p, dst, b.EventTime); err != nil {
+		if v == 1 {
+			dst, err = pl.encode(p, dst, b.EventTime)
+		} else {
+			dst, err = pl.encodeWire(p, dst, b.EventTime)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -101,8 +128,10 @@ func (r *batchReader) varint(what string) int64 {
 	return v
 }
 
-func (r *batchReader) bytes(what string) []byte {
-	n := r.uvarint(what)
+func (r *batchReader) bytes(what string) []byte { return r.take(r.uvarint(what), what) }
+
+// take reads the next n bytes.
+func (r *batchReader) take(n uint64, what string) []byte {
 	if r.err != nil {
 		return nil
 	}
@@ -121,9 +150,10 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) { return p.DecodeBatchIn
 // DecodeBatchInterned is DecodeBatch taking the strings of keys and events
 // from in (a fragment's own; nil for none).
 func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
-	if len(data) == 0 || data[0] != batchVersion {
+	if len(data) == 0 || (data[0] != batchVersion && data[0] != 1) {
 		return nil, errors.New("malformed batch: unknown version")
 	}
+	shared := data[0] == batchVersion
 	r := &batchReader{b: data[1:]}
 	b := &Batch{}
 	src, part := r.uvarint("source"), r.uvarint("partition")
@@ -170,7 +200,7 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 			b.Release()
 			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
 		}
-		pl, rest, err := p.f.stages[stage].codec.decode(r.b, int(n), b.EventTime, in)
+		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, shared)
 		if err != nil {
 			b.Release()
 			return nil, err
@@ -193,7 +223,19 @@ type recsCodec[K comparable, T any] struct {
 	pool  *sync.Pool
 }
 
+// encode appends the records in the version 1 form, which an exchange's
+// log keeps in checkpoints.
 func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, false)
+}
+
+// encodeWire appends the records in the form batches cross nodes in: an
+// event that holds its key's bytes is sent without them.
+func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, true)
+}
+
+func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, error) {
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
@@ -211,20 +253,64 @@ func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
 			dst = binary.AppendVarint(dst, p.ts[i]-prevTS)
 			prevTS = p.ts[i]
 		}
-		mark := len(dst)
+		kmark := len(dst)
 		dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
 		if dst, err = c.kc.Append(dst, it.Key); err != nil {
 			return nil, fmt.Errorf("encode key: %w", err)
 		}
-		dst = putLength(dst, mark)
-		mark = len(dst)
-		dst = append(dst, 0, 0, 0, 0, 0)
+		dst = putLength(dst, kmark)
+		kend := len(dst)
+		mark := len(dst)
+		if !share {
+			dst = append(dst, 0, 0, 0, 0, 0)
+			if dst, err = c.ec.Append(dst, it.Val); err != nil {
+				return nil, fmt.Errorf("encode event: %w", err)
+			}
+			dst = putLength(dst, mark)
+			continue
+		}
+		dst = append(dst, make([]byte, spliceRoom)...)
 		if dst, err = c.ec.Append(dst, it.Val); err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		dst = putLength(dst, mark)
+		dst = spliceKey(dst, kmark, kend, mark)
 	}
 	return dst, nil
+}
+
+// spliceRoom is the room spliceKey's header may take: h (an event under
+// 2^35 bytes, shifted) in 6 bytes, at in 5.
+const spliceRoom = 11
+
+// spliceKey writes the event encoded at dst[mark+spliceRoom:] in the shared form:
+// without the bytes of the key encoded (with its length) at
+// dst[kmark:kend], if it holds them, and with its header h (and at) in
+// front.
+func spliceKey(dst []byte, kmark, kend, mark int) []byte {
+	_, m := binary.Uvarint(dst[kmark:kend])
+	key, ev := dst[kmark+m:kend], dst[mark+spliceRoom:]
+	at := -1
+	if len(key) >= minSharedKey {
+		at = bytes.Index(ev, key)
+	}
+	var tmp [2 * binary.MaxVarintLen64]byte
+	var l int
+	n := len(ev)
+	if at < 0 {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1)
+	} else {
+		l = binary.PutUvarint(tmp[:], uint64(n-len(key))<<1|1)
+		l += binary.PutUvarint(tmp[l:], uint64(at))
+	}
+	copy(dst[mark:], tmp[:l])
+	w := mark + l
+	if at < 0 {
+		w += copy(dst[w:], ev)
+	} else {
+		w += copy(dst[w:], ev[:at])
+		w += copy(dst[w:], ev[at+len(key):])
+	}
+	return dst[:w]
 }
 
 // putLength writes the length of dst[mark+5:] as a uvarint at mark and
@@ -238,7 +324,14 @@ func putLength(dst []byte, mark int) []byte {
 	return dst[:mark+l+n]
 }
 
+// decode reads n records in the version 1 form (an exchange's log).
 func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
+	return c.decodeParts(b, n, et, in, false)
+}
+
+// decodeParts reads n records; shared: in the form that may splice an
+// event's key out of it (encodeWire).
+func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error) {
 	r := &batchReader{b: b}
 	var items []Rec[K, T]
 	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
@@ -248,13 +341,17 @@ func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payloa
 	}
 	p := &recs[K, T]{stage: c.stage, items: items, pool: c.pool}
 	kd, _ := c.kc.(internDecoder[K])
-	ed, _ := c.ec.(internDecoder[T])
+	ed, copies := c.ec.(internDecoder[T])
 	if in == nil {
 		kd, ed = nil, nil
 	}
 	if et {
 		p.ts = make([]int64, 0, n)
 	}
+	// scratch is where an event is put back together with its key: reused
+	// for codecs of ours, which copy what they keep; a fresh one for each
+	// event of any other, which may keep the bytes it was given.
+	var scratch []byte
 	var off, ts int64
 	for i := range n {
 		d := r.varint("offset")
@@ -266,7 +363,26 @@ func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payloa
 		if et {
 			ts += r.varint("event time")
 		}
-		kb, vb := r.bytes("key"), r.bytes("event")
+		kb := r.bytes("key")
+		var vb []byte
+		if !shared {
+			vb = r.bytes("event")
+		} else if h := r.uvarint("event"); h&1 == 0 {
+			vb = r.take(h>>1, "event")
+		} else {
+			at := r.uvarint("key position")
+			rest := r.take(h>>1, "event")
+			if r.err == nil && at > uint64(len(rest)) {
+				r.fail("key position")
+			}
+			if r.err == nil {
+				if !copies {
+					scratch = nil
+				}
+				scratch = append(append(append(scratch[:0], rest[:at]...), kb...), rest[at:]...)
+				vb = scratch
+			}
+		}
 		if r.err != nil {
 			return nil, nil, r.err
 		}

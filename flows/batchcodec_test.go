@@ -131,7 +131,7 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 
 func FuzzDecodeBatch(f *testing.F) {
 	in := flowstest.NewInput[stamped](1)
-	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Second)}, stamped{"", t0.Add(2 * time.Second)})
+	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Second)}, stamped{"", t0.Add(2 * time.Second)}, stamped{"bb ccc", t0.Add(3 * time.Second)})
 	in.Close()
 	plan, err := stampedFlow(in, 1).Plan()
 	if err != nil {

@@ -158,7 +158,8 @@ func (c *core) flushSinks() error {
 
 // payload is one keyed stage's records in a batch, typed inside.
 type payload interface {
-	encode(p *Plan, dst []byte, et bool) ([]byte, error)
+	encode(p *Plan, dst []byte, et bool) ([]byte, error)     // the form an exchange's log keeps
+	encodeWire(p *Plan, dst []byte, et bool) ([]byte, error) // the form batches cross nodes in
 	len() int
 	apply(fr *Fragment, min int64, from int)
 	stageOf() int
