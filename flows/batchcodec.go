@@ -197,34 +197,55 @@ func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
-	var prevOff, prevTS int64
+	var enc recsEncoder
 	var err error
-	for i, it := range p.items {
-		if i == 0 {
-			prevOff = it.Off // the first offset is absolute
-			dst = binary.AppendVarint(dst, it.Off)
-		} else {
-			dst = binary.AppendVarint(dst, it.Off-prevOff)
-			prevOff = it.Off
-		}
+	for i := range p.items {
+		var ts int64
 		if et {
-			dst = binary.AppendVarint(dst, p.ts[i]-prevTS)
-			prevTS = p.ts[i]
+			ts = p.ts[i]
 		}
-		mark := len(dst)
-		dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
-		if dst, err = c.kc.Append(dst, it.Key); err != nil {
-			return nil, fmt.Errorf("encode key: %w", err)
+		if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et); err != nil {
+			return nil, err
 		}
-		dst = putLength(dst, mark)
-		mark = len(dst)
-		dst = append(dst, 0, 0, 0, 0, 0)
-		if dst, err = c.ec.Append(dst, it.Val); err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
-		}
-		dst = putLength(dst, mark)
 	}
 	return dst, nil
+}
+
+// recsEncoder is where a run of records being encoded is: the offset and
+// event time of the one before.
+type recsEncoder struct {
+	n               int
+	prevOff, prevTS int64
+}
+
+// appendRec appends one record of a run: its offset (the first absolute,
+// then the difference from the one before), event time (with et: the
+// difference), key and event.
+func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et bool) ([]byte, error) {
+	if e.n == 0 {
+		dst = binary.AppendVarint(dst, it.Off)
+	} else {
+		dst = binary.AppendVarint(dst, it.Off-e.prevOff)
+	}
+	e.prevOff = it.Off
+	e.n++
+	if et {
+		dst = binary.AppendVarint(dst, ts-e.prevTS)
+		e.prevTS = ts
+	}
+	mark := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
+	var err error
+	if dst, err = c.kc.Append(dst, it.Key); err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	dst = putLength(dst, mark)
+	mark = len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0)
+	if dst, err = c.ec.Append(dst, it.Val); err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	return putLength(dst, mark), nil
 }
 
 // putLength writes the length of dst[mark+5:] as a uvarint at mark and
