@@ -118,7 +118,7 @@ func TestExchangeCheckpointRoundTrips(t *testing.T) {
 			store := exStore{}
 			m := &exModel{recs: make([][]Rec[int64, countUpdate], fragments)}
 			applied := make([]int64, fragments) // what each fragment applied
-			ends := make([][]int64, fragments)   // the ends of its batches
+			ends := make([][]int64, fragments)  // the ends of its batches
 			for step := range 60 {
 				switch rng.IntN(4) {
 				case 0, 1:
