@@ -31,12 +31,15 @@ import (
 //     (MachineConfig.Confirm) also waits for the standby's copy, and checks
 //     a restored copy against what downstream fragments applied, since
 //     both copies of the newest checkpoint can be lost at once;
-//   - the upstream keeps its outputs, per downstream fragment, until that
-//     fragment's durable checkpoint covers them (Trim), and writes the ones
-//     not yet covered into its own checkpoints, so a downstream fragment
-//     restored to an older checkpoint is sent them again (Resend) — from
-//     memory, or from the upstream's checkpoint if the upstream restarted
-//     too — while nobody else stops or rolls back.
+//   - the upstream keeps its outputs until the durable checkpoint of the
+//     fragment each goes to covers them (Trim), and writes them into its
+//     own checkpoints — one entry per checkpoint, for every downstream
+//     fragment — so a downstream fragment restored to an older checkpoint
+//     is sent them again (Resend) — from memory, or from the upstream's
+//     checkpoint if the upstream restarted too — while nobody else stops
+//     or rolls back. The outputs are one log in the order of their
+//     numbers, split by destination only when a checkpoint releases them
+//     (see exWriter).
 //
 // This is MillWheel's "strong productions" with the production log kept
 // in the producer's own checkpoint, and Kafka Streams' repartition topics
