@@ -83,11 +83,13 @@ func (ra *readerActor) receive(c pa.Context) {
 		}
 	case movedMsg:
 		// Batches in flight to a fragment's old owner will not be
-		// acknowledged: take their credits back.
+		// acknowledged: take their credits back and send the new owner
+		// from there, or a batch at the position that shows it its gap
+		// (recovery.Credits.Moved).
 		now := ra.e.cfg.Now()
 		for _, f := range m.fragments {
 			if f >= 0 && f < ra.cr.Fragments() {
-				ra.cr.Reclaim(f, now)
+				ra.rewind(c, ra.cr.Moved(f, now, ra.r.Position()), f)
 			}
 		}
 		if ra.cr.Ended() {

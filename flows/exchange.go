@@ -226,6 +226,11 @@ type exDest struct {
 	sentWM int64
 	force  bool // send a batch even if nothing changed (after a restore)
 	done   bool // its last batch said the partition ended
+	// baseSaved is the base the checkpoint holds: a restored fragment
+	// knows which records it no longer has (Kept), so a fragment
+	// downstream that asks for them learns it restored an older copy
+	// instead of being sent the records after them as if they followed.
+	baseSaved int64
 	// need is where its records not covered by its durable checkpoint
 	// are: the ranges of the log handed to its batches, oldest first. The
 	// log keeps everything from the oldest range of any fragment on.
@@ -518,30 +523,43 @@ func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 
 // An exchange's checkpoint entries live in exchangeNamespace under edge (2
 // bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
-// records numbered from (8 bytes) on, for every fragment, up to the number
-// in the value's head. Kind 1 is the format before, which a restore still
-// reads: the records for fragment d (4 bytes) numbered from (8 bytes) on.
+// number below which fragment d's (4 bytes) records are forgotten (its
+// durable checkpoint covers them: trim); kind 3 the records numbered from
+// (8 bytes) on, for every fragment, up to the number in the value's head.
+// Kind 1 is the format before, which a restore still reads: the records
+// for fragment d (4 bytes) numbered from (8 bytes) on.
 const exchangeNamespace = math.MaxUint16 - 1
 
 const (
 	exSeqEntry    = 0
 	exDestEntry   = 1 // the format of one entry per destination
-	exRecordEntry = 2
+	exTrimEntry   = 2
+	exRecordEntry = 3
 )
 
 func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
-	if kind == exRecordEntry {
+	switch kind {
+	case exRecordEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
+	case exTrimEntry:
+		k = binary.BigEndian.AppendUint32(k, uint32(from))
 	}
 	return k
 }
 
 // delta writes the records logged since the last checkpoint as one entry,
 // deletes the entries no fragment needs any more, and writes the sequence
-// number.
+// number and the trim points that moved.
 func (w *exWriter[K, T]) delta(d *Delta) error {
+	for i := range w.dests {
+		if dd := &w.dests[i]; dd.base != dd.baseSaved {
+			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimEntry, int64(i)),
+				Value: binary.AppendVarint(nil, dd.base)})
+			dd.baseSaved = dd.base
+		}
+	}
 	need := w.needed()
 	keep := w.spans[:0]
 	for _, sp := range w.spans {
@@ -579,6 +597,11 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		d.Entries++
 	}
 	d.Entries += int64(len(w.spans))
+	for i := range w.dests {
+		if w.dests[i].baseSaved > 0 {
+			d.Entries++
+		}
+	}
 	return nil
 }
 
@@ -626,6 +649,15 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		}
 		w.seq, w.saved, w.seqSaved, w.mark, w.rel = n, n, n, n, n
 		w.scanned = false
+		return nil
+	}
+	if len(key) == 7 && key[2] == exTrimEntry {
+		d := binary.BigEndian.Uint32(key[3:])
+		base, k := binary.Varint(val)
+		if d >= uint32(len(w.dests)) || k <= 0 || k != len(val) || base < 0 {
+			return fmt.Errorf("exchange %d: malformed trim point", w.edge)
+		}
+		w.dests[d].base, w.dests[d].baseSaved = base, base
 		return nil
 	}
 	var from int64
@@ -721,7 +753,7 @@ func (w *exWriter[K, T]) restored() {
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
 	clear(w.counts)
 	w.scan(w.lo, w.seq, func(c *exChunk[K, T], i int) {
-		if d := c.dest[i]; d != noDest {
+		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
 			w.counts[d]++
 		}
 	})

@@ -132,6 +132,21 @@ func (c *Credits) Reclaim(f int, now time.Time) (from int64) {
 	return from
 }
 
+// Moved is the reader's rule for fragment f whose owner changed: it takes
+// back f's credits (Reclaim) and returns where to send f from again — the
+// oldest offset in flight, or else position, the reader's own: a batch
+// there (empty if nothing is new) shows the new owner its gap. Without it,
+// batches the old owner acknowledged while it waited for a hand-off it
+// never took (they were to come again by its replay) are lost when the
+// new owner already ran the fragment and does not replay (it owned it on
+// the other side of a partition): sim seed 1105 lost 43 events so.
+func (c *Credits) Moved(f int, now time.Time, position int64) (from int64) {
+	if from = c.Reclaim(f, now); from < 0 {
+		from = position
+	}
+	return from
+}
+
 // Expire takes back the credits of fragments that acknowledged nothing
 // for CreditTimeout; from is the oldest offset they had in flight (-1:
 // none), to rewind to. took reports whether any credit came back.

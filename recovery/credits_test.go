@@ -53,6 +53,23 @@ func TestCreditsReclaim(t *testing.T) {
 	}
 }
 
+// A moved fragment is sent again from the oldest batch in flight, or, with
+// none (its old owner acknowledged them), from the reader's position, so
+// that the new owner sees its gap.
+func TestCreditsMoved(t *testing.T) {
+	c := NewCredits(2, 2, t0)
+	c.Sent(1, 5, t0)
+	c.Sent(1, 9, t0)
+	if from := c.Moved(1, t0, 12); from != 5 || c.InFlight() != 0 || !c.CanSend(1) {
+		t.Fatalf("moved with batches in flight: from %d, %d in flight", from, c.InFlight())
+	}
+	c.Sent(0, 12, t0)
+	c.Ack(0, t0)
+	if from := c.Moved(0, t0, 20); from != 20 {
+		t.Fatalf("moved with every batch acknowledged: from %d, want the position 20", from)
+	}
+}
+
 // The partition is finished only once read to the end with nothing in
 // flight and nothing due; a rewind unfinishes it.
 func TestCreditsFinish(t *testing.T) {

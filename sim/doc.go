@@ -41,8 +41,12 @@
 // Faults: Kill (a crash: memory lost, the store keeps what was synced and
 // a random part of the rest), Restart, Leave (graceful, with hand-offs),
 // Partition and Cut (symmetric and one-way) and Heal, Pause and Resume
-// (SIGSTOP: a zombie, until its pause clock shows the gap), DiskFull, and the network's Faults: delay, loss,
-// duplication and reordering of messages between nodes. A full disk
+// (SIGSTOP: a zombie, until its pause clock shows the gap), DiskFull,
+// SlowDisk, and the network's Faults: delay, loss, duplication and
+// reordering of messages between nodes. On a slow disk every sync ends
+// later, as the engine's group-commit writer answers later: fragments go
+// on applying input while their checkpoints are written, standby copies
+// are confirmed late, and a crash meanwhile tears the write. A full disk
 // crashes its node at its next write: pebble treats a failed write-ahead
 // log write as fatal (tried with pebble's errorfs: recovery's logger
 // panics on pebble's Fatalf), so that is what a real node does too.
@@ -52,7 +56,9 @@
 // ran on while the others declared it dead, on the far side of a
 // partition, never learns of it as memberlist's refutation tells a real
 // node, and keeps its fragments after the heal), the engine's
-// group commit (a checkpoint is written and synced at once), source
+// group commit (each checkpoint is synced on its own: at once, or after
+// a slow disk's delay; and a fragment that moves away writes its final
+// checkpoint at once, not after the write in flight), source
 // commits (recovery never starts from them), alerts and queries routed
 // between nodes (Gather asks each fragment's owner directly).
 //

@@ -22,6 +22,11 @@ type frag struct {
 	fullNext bool      // send the standby the whole next checkpoint
 	found    bool      // it started from a checkpoint
 	pauses   uint64    // the node's pauses it has handled
+	// writing is the checkpoint being written on a slow disk (written,
+	// not yet synced); handoff a hand-off that came meanwhile, taken once
+	// the write ends, as the fragment actor keeps it (pendingHandoff).
+	writing *recovery.Checkpoint
+	handoff func()
 }
 
 // reader is a source partition's reader a node owns, with its flow
@@ -73,6 +78,15 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 func (n *node) lose(f int, to string, epoch uint64) {
 	c := n.c
 	fr := n.frags[f]
+	if fr.writing != nil {
+		// The engine asks for the final checkpoint and gets it after the
+		// one being written: the simulation lets that write end now.
+		fr.handoff = nil
+		n.endWrite(f, fr)
+		if !n.up {
+			return
+		}
+	}
 	delete(n.frags, f)
 	fr.m.SetNow(c.now)
 	if err := n.checkpoint(f, fr, false); err != nil || !n.up {
@@ -191,6 +205,11 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		n.handoffDone(f, from, inc)
 		return
 	}
+	if !waiting && fr.writing != nil {
+		fr.handoff = func() { n.handoff(f, data, placement, from, inc) } // after the write
+		c.counts.HandoffsAfterWrite++
+		return
+	}
 	if n.older(f, cp) || (m.Stale() && !n.newer(f, cp)) {
 		// The old owner's copy is of an older lineage than the one here
 		// (it restored an older copy and, finding it stale, took no
@@ -291,8 +310,11 @@ func (n *node) offer(f int, data []byte, from string) {
 }
 
 // checkpoint takes, writes and replicates fragment f's next checkpoint.
-// The write is synced at once: the engine's group commit only shares the
-// sync between fragments.
+// On a fast disk the write is synced at once: the engine's group commit
+// only shares the sync between fragments. On a slow one (SlowDisk) the
+// checkpoint is written now and synced after the disk's delay,
+// as the engine's writer goroutine answers later while the fragment goes
+// on (endWrite); a crash before keeps a random part of it.
 func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	c := n.c
 	fr.lastCkpt = c.now
@@ -310,7 +332,51 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	if !n.writable() {
 		return errCrashed
 	}
-	_, err = n.st.Write(c.plan.Name(), f, cp)
+	slow := c.slow[n.name]
+	if slow <= 0 || !replicate {
+		_, err = n.st.Write(c.plan.Name(), f, cp)
+		return n.durable(f, fr, cp, err, replicate)
+	}
+	if _, err := n.st.WriteUnsynced(c.plan.Name(), f, cp); err != nil {
+		return n.durable(f, fr, cp, err, replicate)
+	}
+	fr.writing = cp
+	c.counts.SlowWrites++
+	inc := n.inc
+	c.at(c.now.Add(slow), func() {
+		n.deliver(inc, func(n *node) {
+			if n.frags[f] == fr && fr.writing == cp {
+				n.endWrite(f, fr)
+			}
+		})
+	})
+	return nil
+}
+
+// endWrite ends the slow write of fragment f's checkpoint: it syncs, and
+// the fragment learns it is durable and takes the hand-off that waited.
+func (n *node) endWrite(f int, fr *frag) {
+	c := n.c
+	cp := fr.writing
+	fr.writing = nil
+	if !n.writable() {
+		return
+	}
+	fr.m.SetNow(c.now)
+	if err := n.durable(f, fr, cp, n.st.Sync(), true); err != nil {
+		n.fail(fmt.Errorf("fragment %d: checkpoints stopped: %w", f, err))
+		return
+	}
+	n.carry(f)
+	if h := fr.handoff; h != nil && n.up && n.frags[f] == fr {
+		fr.handoff = nil
+		h()
+	}
+}
+
+// durable tells fragment f's machine how its checkpoint's write ended and
+// sends a durable one to the standby.
+func (n *node) durable(f int, fr *frag, cp *recovery.Checkpoint, err error, replicate bool) error {
 	fr.m.Durable(cp.Manifest.Offsets, err)
 	if err != nil {
 		return err
@@ -418,14 +484,34 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 	})
 }
 
-// sync syncs the standby copies written this turn (they share one sync).
+// sync syncs the standby copies written this turn (they share one sync);
+// on a slow disk (SlowDisk) the sync ends after the disk's delay, and one
+// sync at a time runs.
 func (n *node) sync() {
-	if !n.needSync || n.st == nil {
+	if !n.needSync || n.st == nil || n.syncing {
 		return
 	}
 	n.needSync = false
 	confirms := n.confirms
 	n.confirms = nil
+	slow := n.c.slow[n.name]
+	if slow <= 0 {
+		n.synced(confirms)
+		return
+	}
+	n.syncing = true
+	inc := n.inc
+	n.c.at(n.c.now.Add(slow), func() {
+		n.deliver(inc, func(n *node) {
+			n.syncing = false
+			n.synced(confirms)
+		})
+	})
+}
+
+// synced syncs the store and sends the confirmations of the standby
+// copies it made durable.
+func (n *node) synced(confirms []func()) {
 	if err := n.st.Sync(); err != nil {
 		n.c.trace("%s: sync standby copies: %v", n.name, err)
 		return

@@ -57,6 +57,7 @@ type node struct {
 	handedOff map[int]uint64  // hand-offs that came before their placement
 	needSync  bool            // standby copies written without a sync
 	confirms  []func()        // to their owners once the standby copies are synced
+	syncing   bool            // a sync of standby copies runs on a slow disk
 }
 
 type peerInfo struct {
@@ -117,6 +118,11 @@ func (c *Cluster) Kill(name string) error {
 func (n *node) crash(why string) error {
 	c := n.c
 	c.counts.Crashes++
+	for _, fr := range n.frags {
+		if fr != nil && fr.writing != nil {
+			c.counts.TornWrites++
+		}
+	}
 	crashed := n.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: c.crashRand()})
 	err := n.stop()
 	n.fs = crashed
@@ -259,6 +265,30 @@ func (c *Cluster) DiskFull(name string, full bool) error {
 	return nil
 }
 
+// SlowDisk makes a node's disk slow (d > 0) or fast again (d = 0): every
+// sync of its store — a fragment's checkpoint, the standby copies it keeps
+// — ends d later, as the engine's group-commit writer waits on a slow
+// device. Fragments go on applying input meanwhile, a hand-off that comes
+// during a checkpoint's write waits for it, and a crash before the sync
+// ends keeps a random part of what was written. A final checkpoint (the
+// fragment moves away) is written at once: the wait for the write before
+// it is not simulated.
+func (c *Cluster) SlowDisk(name string, d time.Duration) error {
+	n, err := c.node(name)
+	if err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("sim: negative disk delay %v", d)
+	}
+	if d == 0 {
+		delete(c.slow, n.name)
+	} else {
+		c.slow[n.name] = d
+	}
+	return nil
+}
+
 func (c *Cluster) node(name string) (*node, error) {
 	n := c.nodes[name]
 	if n == nil {
@@ -311,7 +341,7 @@ func (n *node) stop() error {
 	if !n.up {
 		return nil
 	}
-	n.up, n.paused, n.held, n.confirms, n.needSync = false, false, nil, nil, false
+	n.up, n.paused, n.held, n.confirms, n.needSync, n.syncing = false, false, nil, nil, false, false
 	for _, r := range n.readers {
 		_ = r.r.Close()
 	}
@@ -566,9 +596,7 @@ func (n *node) place(next *placed) error {
 			}
 		case r != nil:
 			for _, f := range moved {
-				if from := r.cr.Reclaim(f, c.now); from >= 0 {
-					r.rewind(from, f)
-				}
+				r.rewind(r.cr.Moved(f, c.now, r.r.Position()), f)
 			}
 		}
 	}

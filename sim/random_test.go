@@ -25,7 +25,7 @@ var (
 
 // TestRandomSchedules runs seeded random fault schedules on simulated
 // clusters while events stream in: nodes crash (with torn unsynced
-// writes), restart, leave and join, disks fill up; the network loses,
+// writes), restart, leave and join, disks fill up or get slow; the network loses,
 // duplicates, delays and reorders messages and is cut one way or
 // partitioned. After the faults stop (heal, restart), every schedule must
 // end exact: the views equal a sequential count and the sink holds one
@@ -35,22 +35,22 @@ var (
 //
 // Known failures, left out of the schedules until fixed (-allfaults draws
 // every fault for every flow: then 17 of seeds 1–1,000 fail, all with an
-// exchange; 76 did before strong productions, recovery.MachineConfig
-// Confirm, and the pause rule):
-//   - split brain (16 seeds: 65, 90, 129, 152, 216, 300, 336, 667, 676,
-//     684, 693, 736, 817, 825, 924, 925): a partition (or a one-way cut
-//     that makes one side declare the other dead) lets both sides own a
+// exchange and a partition; 76 did before strong productions,
+// recovery.MachineConfig.Confirm, the pause rule and trim points kept in
+// checkpoints):
+//   - split brain (88, 90, 129, 216, 300, 336, 411, 519, 676, 684, 736,
+//     817, 825, 845, 924, 925, 981): a partition (or a one-way cut that
+//     makes one side declare the other dead) lets both sides own a
 //     fragment and release outputs; there is no quorum, so when they meet
 //     again one side's lineage replaces the other's and fragments
-//     downstream may have applied outputs of both. Which side wins
-//     depends on timing, so which partition schedules pass changes with
-//     it. A fragment that finds itself behind what a downstream applied
-//     stops and waits for a newer copy rather than miscount (so some of
-//     them end not converged instead of wrong), but two lineages that
-//     both went on are not detected;
-//   - a pause with an exchange (seed 76): after a long pause and a full
-//     disk, fragments downstream stay behind an upstream fragment's
-//     outputs (not yet understood).
+//     downstream may have applied outputs of both. Seven of them end not
+//     converged: a fragment finds itself behind what a downstream applied,
+//     or a downstream behind its own durable checkpoint (Behind), and
+//     waits for a newer copy that only the other lineage had, rather than
+//     miscount; ten miscount: two lineages that both went on are not
+//     detected. Which side wins depends on timing, so which partition
+//     schedules pass changes with it (411 and 845 passed by such timing
+//     and were fixed seeds once).
 //
 // Fixed, and run by TestFixedSeeds with every fault: a fragment that
 // started again from a checkpoint older than the one whose outputs it had
@@ -128,11 +128,18 @@ func TestRandomSchedules(t *testing.T) {
 // schedules whose fragments started again from copies older than what
 // their downstream fragments applied — owner and standby lost together
 // (161, 344, 964), a node restarted within the failure detection window
-// (426), a full disk — and their kin. Many of them partition the network
+// (426), a full disk — and their kin; and 76 (a pause, a crash and slow
+// disks), which failed until exchanges kept their trim points in their
+// checkpoints: an upstream fragment restarted on the crashed node resent a
+// downstream one that had restored an older copy the records after a
+// hole, as if they followed; and 1105 (one stage: a partition and a
+// paused node), which lost events until a reader sent every fragment that
+// moved a batch at its position (recovery.Credits.Moved). Many of them
+// partition the network
 // too, without a split brain that lets both sides release outputs; as
 // the known failures above say, such schedules pass or fail by timing, so
 // a change of timing may move one of them there.
-var fixedSeeds = []uint64{17, 51, 97, 161, 265, 274, 344, 350, 367, 377, 411, 426, 449, 571, 724, 787, 801, 811, 845, 857, 909, 964}
+var fixedSeeds = []uint64{17, 51, 76, 97, 161, 265, 274, 344, 350, 367, 377, 426, 449, 571, 724, 787, 801, 811, 857, 909, 964, 1105}
 
 // TestFixedSeeds replays, with every fault drawn, the schedules that
 // failed before the fix that fixedSeeds names.
@@ -197,6 +204,10 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	left := map[string]bool{}
 	full := map[string]bool{}
 	paused := map[string]bool{}
+	// Slow disks are drawn from a generator of their own, so that the
+	// other faults of a seed stay what they were before slow disks.
+	disk := rand.New(rand.NewPCG(seed, 0xd15c))
+	slow := map[string]bool{}
 	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 	// Running nodes that may take a fault: at least one other keeps going.
 	running := func() []string {
@@ -228,6 +239,19 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 		c.Run(dt)
 		say("run %v", dt)
 		up := running()
+		if disk.IntN(6) == 0 && len(up) > 0 {
+			n := up[disk.IntN(len(up))]
+			d := time.Duration(20+disk.IntN(1500)) * time.Millisecond
+			must(c.SlowDisk(n, d))
+			slow[n] = true
+			say("slow-disk %s %v", n, d)
+		} else if disk.IntN(4) == 0 && len(slow) > 0 {
+			for _, n := range sortedNames(slow) {
+				must(c.SlowDisk(n, 0))
+				say("fast-disk %s", n)
+			}
+			clear(slow)
+		}
 		switch a := rng.IntN(12); {
 		case a == 0 && len(up) > 1:
 			n := pick(up)
@@ -317,6 +341,9 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	}
 	for _, n := range sortedNames(full) {
 		must(c.DiskFull(n, false))
+	}
+	for _, n := range sortedNames(slow) {
+		must(c.SlowDisk(n, 0))
 	}
 	for _, n := range down() {
 		must(c.Restart(n))

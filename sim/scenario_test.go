@@ -29,9 +29,10 @@ import (
 //	heal                    restore every link
 //	faults drop=0.1 duplicate=0.1 reorder=0.2 delay=5ms
 //	disk-full n2 | disk-ok n2
+//	slow-disk n2 300ms      every sync of n2's store ends 300ms later (fast-disk n2 undoes it)
 //	run 5s                  move the virtual clock
 //	check exact             run (at most 2 minutes) until the cluster is whole, the views equal a sequential count and the sink holds one output per event
-//	show placement | show members | show counts | show pauses | show stale
+//	show placement | show members | show counts | show pauses | show stale | show disk
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		s := &scenario{}
@@ -142,6 +143,23 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 		return each(c.Resume)
 	case "disk-full", "disk-ok":
 		return each(func(n string) error { return c.DiskFull(n, d.Cmd == "disk-full") })
+	case "slow-disk":
+		ns := names(d)
+		if len(ns) < 2 {
+			return "", fmt.Errorf("slow-disk wants nodes and a delay: slow-disk n1 300ms")
+		}
+		delay, err := time.ParseDuration(ns[len(ns)-1])
+		if err != nil {
+			return "", err
+		}
+		for _, n := range ns[:len(ns)-1] {
+			if err := c.SlowDisk(n, delay); err != nil {
+				return "", err
+			}
+		}
+		return "ok\n", nil
+	case "fast-disk":
+		return each(func(n string) error { return c.SlowDisk(n, 0) })
 	case "push":
 		n, err := strconv.Atoi(names(d)[0])
 		if err != nil {
@@ -213,7 +231,7 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 	case "show":
 		what := names(d)
 		if len(what) != 1 {
-			return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
+			return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale, disk")
 		}
 		switch what[0] {
 		case "placement":
@@ -240,12 +258,16 @@ func (s *scenario) do(d *datadriven.TestData) (string, error) {
 			}
 			fmt.Fprintf(&b, "fragments that dropped their state after a pause: %d\n", c.Counts().Resumed)
 			return b.String(), nil
+		case "disk":
+			k := c.Counts()
+			return fmt.Sprintf("slow writes %d, cut short by a crash %d; hand-offs that waited for a write %d\n",
+				k.SlowWrites, k.TornWrites, k.HandoffsAfterWrite), nil
 		case "counts":
 			k := c.Counts()
 			return fmt.Sprintf("handoffs %d, fenced %d, crashes %d, restarts %d; messages %d: dropped %d, duplicated %d, reordered %d, cut %d\n",
 				k.Handoffs, k.Fenced, k.Crashes, k.Restarts, k.Messages, k.Dropped, k.Duplicated, k.Reordered, k.Cut), nil
 		}
-		return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale")
+		return "", fmt.Errorf("show wants one of: placement, members, counts, pauses, stale, disk")
 	}
 	return "", fmt.Errorf("unknown command %q", d.Cmd)
 }

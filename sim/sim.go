@@ -126,6 +126,9 @@ type Counts struct {
 	// Resumed counts fragments that dropped their state after their
 	// node's pause (recovery.Machine.FollowPauses).
 	Resumed int64
+	// On slow disks (SlowDisk): checkpoints written to be synced later,
+	// those a crash cut short, and hand-offs that waited for a write.
+	SlowWrites, TornWrites, HandoffsAfterWrite int64
 }
 
 // Cluster is a simulated cluster running one flow: nodes in one process,
@@ -139,12 +142,13 @@ type Cluster struct {
 	events eventHeap
 	seq    uint64
 	nodes  map[string]*node
-	names  []string           // every node ever started, sorted
-	cut    map[[2]string]bool // from → to: messages are lost
-	parts  []partRef          // every source partition, in source order
-	dead   []flows.DeadLetter // dead letters of every node
-	errs   []error            // failures a node reported (sinks, checkpoints)
-	full   map[string]bool    // nodes whose disk is full
+	names  []string                 // every node ever started, sorted
+	cut    map[[2]string]bool       // from → to: messages are lost
+	parts  []partRef                // every source partition, in source order
+	dead   []flows.DeadLetter       // dead letters of every node
+	errs   []error                  // failures a node reported (sinks, checkpoints)
+	full   map[string]bool          // nodes whose disk is full
+	slow   map[string]time.Duration // nodes whose disk syncs this much later
 	counts Counts
 	trace  func(format string, args ...any)
 }
@@ -162,7 +166,7 @@ func New(f *flows.Flow, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{plan: plan, cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x7e55e7a)), now: cfg.Start,
-		nodes: map[string]*node{}, cut: map[[2]string]bool{}, full: map[string]bool{}}
+		nodes: map[string]*node{}, cut: map[[2]string]bool{}, full: map[string]bool{}, slow: map[string]time.Duration{}}
 	for si, s := range plan.Sources() {
 		for p := range s.Partitions {
 			c.parts = append(c.parts, partRef{si, p})
