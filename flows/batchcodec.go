@@ -239,41 +239,16 @@ func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, 
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
-	var prevOff, prevTS int64
+	var enc recsEncoder
 	var err error
-	for i, it := range p.items {
-		if i == 0 {
-			prevOff = it.Off // the first offset is absolute
-			dst = binary.AppendVarint(dst, it.Off)
-		} else {
-			dst = binary.AppendVarint(dst, it.Off-prevOff)
-			prevOff = it.Off
-		}
+	for i := range p.items {
+		var ts int64
 		if et {
-			dst = binary.AppendVarint(dst, p.ts[i]-prevTS)
-			prevTS = p.ts[i]
+			ts = p.ts[i]
 		}
-		kmark := len(dst)
-		dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
-		if dst, err = c.kc.Append(dst, it.Key); err != nil {
-			return nil, fmt.Errorf("encode key: %w", err)
+		if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
+			return nil, err
 		}
-		dst = putLength(dst, kmark)
-		kend := len(dst)
-		mark := len(dst)
-		if !share {
-			dst = append(dst, 0, 0, 0, 0, 0)
-			if dst, err = c.ec.Append(dst, it.Val); err != nil {
-				return nil, fmt.Errorf("encode event: %w", err)
-			}
-			dst = putLength(dst, mark)
-			continue
-		}
-		dst = append(dst, make([]byte, spliceRoom)...)
-		if dst, err = c.ec.Append(dst, it.Val); err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
-		}
-		dst = spliceKey(dst, kmark, kend, mark)
 	}
 	return dst, nil
 }
@@ -311,6 +286,52 @@ func spliceKey(dst []byte, kmark, kend, mark int) []byte {
 		w += copy(dst[w:], ev[at+len(key):])
 	}
 	return dst[:w]
+}
+
+// recsEncoder is where a run of records being encoded is: the offset and
+// event time of the one before.
+type recsEncoder struct {
+	n               int
+	prevOff, prevTS int64
+}
+
+// appendRec appends one record of a run: its offset (the first absolute,
+// then the difference from the one before), event time (with et: the
+// difference), key and event; with share, an event that holds its key's
+// bytes without them (the wire form, spliceKey).
+func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et, share bool) ([]byte, error) {
+	if e.n == 0 {
+		dst = binary.AppendVarint(dst, it.Off)
+	} else {
+		dst = binary.AppendVarint(dst, it.Off-e.prevOff)
+	}
+	e.prevOff = it.Off
+	e.n++
+	if et {
+		dst = binary.AppendVarint(dst, ts-e.prevTS)
+		e.prevTS = ts
+	}
+	kmark := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
+	var err error
+	if dst, err = c.kc.Append(dst, it.Key); err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	dst = putLength(dst, kmark)
+	kend := len(dst)
+	mark := len(dst)
+	if !share {
+		dst = append(dst, 0, 0, 0, 0, 0)
+		if dst, err = c.ec.Append(dst, it.Val); err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		return putLength(dst, mark), nil
+	}
+	dst = append(dst, make([]byte, spliceRoom)...)
+	if dst, err = c.ec.Append(dst, it.Val); err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	return spliceKey(dst, kmark, kend, mark), nil
 }
 
 // putLength writes the length of dst[mark+5:] as a uvarint at mark and

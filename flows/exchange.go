@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -31,12 +32,15 @@ import (
 //     also waits for the standby's confirmed copy, and checks a restored
 //     copy against what downstream fragments applied, since both copies of
 //     the newest checkpoint can be lost at once;
-//   - the upstream keeps its outputs, per downstream fragment, until that
-//     fragment's durable checkpoint covers them (Trim), and writes the ones
-//     not yet covered into its own checkpoints, so a downstream fragment
-//     restored to an older checkpoint is sent them again (Resend) — from
-//     memory, or from the upstream's checkpoint if the upstream restarted
-//     too — while nobody else stops or rolls back.
+//   - the upstream keeps its outputs until the durable checkpoint of the
+//     fragment each goes to covers them (Trim), and writes them into its
+//     own checkpoints — one entry per checkpoint, for every downstream
+//     fragment — so a downstream fragment restored to an older checkpoint
+//     is sent them again (Resend) — from memory, or from the upstream's
+//     checkpoint if the upstream restarted too — while nobody else stops
+//     or rolls back. The outputs are one log in the order of their
+//     numbers, split by destination only when a checkpoint releases them
+//     (see exWriter).
 //
 // This is MillWheel's "strong productions" with the production log kept
 // in the producer's own checkpoint, and Kafka Streams' repartition topics
@@ -135,6 +139,17 @@ type exchangeOut interface {
 }
 
 // exWriter is fragment fr's output on one exchange.
+//
+// Its outputs are kept in one log, in the order of their numbers, each
+// with the fragment it goes to: emitting a record appends it, and no more.
+// The log is split by destination only when a checkpoint releases a range
+// of it (takeDue): each destination's records of that range are copied
+// once into its batch, which owns them. Keeping 64 logs, one per
+// destination, made every output a scattered append and every log's
+// growth a copy; and it made a checkpoint write one entry per destination.
+// The price of one log: a range is forgotten only once no destination can
+// ask for any of its records again (trim), so one downstream fragment that
+// falls behind keeps every record after its oldest one, not only its own.
 type exWriter[K comparable, T any] struct {
 	edge, stage int
 	ch          int
@@ -144,10 +159,27 @@ type exWriter[K comparable, T any] struct {
 	codec       *recsCodec[K, T]
 	hash        func(K) uint64
 	seq         int64 // the number of the next output
-	dests       []exDest[K, T]
-	saved       int64 // outputs before it are in checkpoints
-	seqSaved    int64 // the sequence number last written to a checkpoint
-	recBytes    int   // about how many bytes a record takes encoded, to size a checkpoint entry at once
+	dests       []exDest
+	// The log: the records numbered lo to seq, in chunks of exChunk records;
+	// chunks[0] holds the numbers from first*exChunk on. holes counts the
+	// slots that hold no record (noDest: from a restore of entries that
+	// left out what their destinations had).
+	chunks []*exChunk[K, T]
+	first  int64
+	lo     int64
+	holes  int
+	split  int64 // records numbered below were handed to their batches
+	// Checkpoint entries: spans of records written, from the newest
+	// delta's saved on; legacy, the keys of entries in the format of one
+	// entry per destination, which a restore read and the next delta
+	// replaces.
+	saved    int64 // outputs before it are in checkpoints
+	seqSaved int64 // the sequence number last written to a checkpoint
+	spans    [][2]int64
+	legacy   [][]byte
+	rest     []restoredRec[K, T] // records read by restore, until restored
+	needN    int                 // records in the dests' need ranges
+	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
 	// Outputs numbered below rel may be sent, with the watermark relWM: a
 	// durable checkpoint covers them; mark and markWM are the checkpoint
 	// being written's (Fragment.Released); behind and behindWM the
@@ -159,8 +191,6 @@ type exWriter[K comparable, T any] struct {
 	// or through earlier exchanges: when all their partitions ended and
 	// every output is released, the exchange's partition ends too.
 	ancestors []int
-	// nkept is the number of records in the dests' logs (retained).
-	nkept int
 	// After a scan that took every batch due, no fragment is due again
 	// until what was released, its watermark or the end changes, or a
 	// restore forces a batch to every fragment: scanned says so, with
@@ -168,31 +198,61 @@ type exWriter[K comparable, T any] struct {
 	scanned               bool
 	scannedRel, scannedWM int64
 	scannedFinished       bool
+	// Per destination, scratch of takeDue.
+	counts []int
+	parts  []*recs[K, T]
 }
 
-// exDest is what an upstream fragment keeps for one downstream fragment.
-type exDest[K comparable, T any] struct {
-	log    []Rec[K, T] // records for it numbered base and up, in order
-	ts     []int64     // their event times, with event time
-	base   int64       // records numbered below are covered by its durable checkpoint
-	sent   int64       // End of the last batch sent
-	sentAt int         // index in log of the first record not sent
+// exChunkBits sizes the log's chunks: 1024 records.
+const exChunkBits = 10
+
+const exChunkLen = 1 << exChunkBits
+
+// noDest marks a slot of the log that holds no record.
+const noDest = math.MaxUint32
+
+type exChunk[K comparable, T any] struct {
+	recs [exChunkLen]Rec[K, T]
+	dest [exChunkLen]uint32
+	ts   []int64 // with event time
+}
+
+type restoredRec[K comparable, T any] struct {
+	rec Rec[K, T]
+	ts  int64
+}
+
+// exDest is what an upstream fragment keeps of one downstream fragment.
+type exDest struct {
+	base   int64 // records numbered below are covered by its durable checkpoint
+	sent   int64 // End of the last batch sent
 	sentWM int64
-	force  bool       // send a batch even if nothing changed (after a restore)
-	done   bool       // its last batch said the partition ended
-	spans  [][2]int64 // checkpoint entries holding its records: [from, to)
+	force  bool // send a batch even if nothing changed (after a restore)
+	done   bool // its last batch said the partition ended
 	// baseSaved is the base the checkpoint holds: a restored fragment
 	// knows which records it no longer has (Kept), so a fragment
 	// downstream that asks for them learns it restored an older copy
 	// instead of being sent the records after them as if they followed.
 	baseSaved int64
+	// need is where its records not covered by its durable checkpoint
+	// are: the ranges of the log handed to its batches, oldest first. The
+	// log keeps everything from the oldest range of any fragment on.
+	need []exRange
+}
+
+// exRange is a range of the log, [from, to), holding n records for one
+// fragment.
+type exRange struct {
+	from, to int64
+	n        int
 }
 
 func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64) *exWriter[K, T] {
 	p := fr.plan
 	e := p.f.edges[edge]
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
-		fr: fr, codec: codec, hash: hash, dests: make([]exDest[K, T], p.f.fragments)}
+		fr: fr, codec: codec, hash: hash, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
+		parts: make([]*recs[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
 	for ch := w.from; ; {
 		w.ancestors = append(w.ancestors, ch)
@@ -210,31 +270,33 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 
 func (w *exWriter[K, T]) channel() int { return w.ch }
 
-// emit numbers a record and keeps it for its fragment.
+// slot is where record number n lives in the log, a chunk added if n is
+// the first of one. n must be at least lo and at most seq.
+func (w *exWriter[K, T]) slot(n int64) (*exChunk[K, T], int) {
+	c := int(n>>exChunkBits - w.first)
+	if c == len(w.chunks) {
+		ck := new(exChunk[K, T])
+		if w.et {
+			ck.ts = make([]int64, exChunkLen)
+		}
+		w.chunks = append(w.chunks, ck)
+	}
+	return w.chunks[c], int(n & (exChunkLen - 1))
+}
+
+// emit numbers a record and logs it.
 func (w *exWriter[K, T]) emit(k K, v T) {
 	n := w.seq
 	w.seq++
-	d := &w.dests[shard.Fragment(w.hash(k), len(w.dests))]
-	if n < d.base {
-		return // its fragment has it in a durable checkpoint already (a replay)
-	}
-	d.log = append(d.log, Rec[K, T]{Key: k, Val: v, Off: n})
-	w.nkept++
+	c, i := w.slot(n)
+	c.recs[i] = Rec[K, T]{Key: k, Val: v, Off: n}
+	c.dest[i] = uint32(shard.Fragment(w.hash(k), len(w.dests)))
 	if w.et {
-		d.ts = append(d.ts, w.fr.cur.TS)
+		c.ts[i] = w.fr.cur.TS
 	}
 }
 
 func (w *exWriter[K, T]) wm() int64 { return w.fr.wms[w.from].wm }
-
-// releasedAt is the index in dd's log of the first record not released.
-func (w *exWriter[K, T]) releasedAt(dd *exDest[K, T]) int {
-	n := dd.sentAt
-	for n < len(dd.log) && dd.log[n].Off < w.rel {
-		n++
-	}
-	return n
-}
 
 // mayBeDue reports whether a fragment may be due a batch: not if nothing
 // changed since the last scan (takeDue).
@@ -242,23 +304,88 @@ func (w *exWriter[K, T]) mayBeDue() bool {
 	return !w.scanned || w.rel != w.scannedRel || w.relWM != w.scannedWM || w.finished() != w.scannedFinished
 }
 
-// takeDue hands fn the batch due to each fragment.
+// takeDue hands fn the batch due to each fragment: the records released
+// since the last call are split by destination here.
 func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
 	if !w.mayBeDue() {
 		return
 	}
-	for d := range w.dests {
-		if w.due(d) {
-			fn(d, w.take(d))
+	from, to := w.split, max(w.split, w.rel)
+	clear(w.counts)
+	w.scan(from, to, func(c *exChunk[K, T], i int) {
+		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
+			w.counts[d]++
+		}
+	})
+	parts := w.parts
+	defer clear(parts)
+	for d, n := range w.counts {
+		if n > 0 {
+			parts[d] = w.newPart(n)
+			w.dests[d].need = append(w.dests[d].need, exRange{from, to, n})
+			w.needN += n
 		}
 	}
-	w.scanned, w.scannedRel, w.scannedWM, w.scannedFinished = true, w.rel, w.relWM, w.finished()
+	if to > from {
+		w.scan(from, to, func(c *exChunk[K, T], i int) {
+			d := c.dest[i]
+			if d == noDest || c.recs[i].Off < w.dests[d].base {
+				return // its fragment has it in a durable checkpoint already (a replay)
+			}
+			p := parts[d]
+			p.items = append(p.items, c.recs[i])
+			if w.et {
+				p.ts = append(p.ts, c.ts[i])
+			}
+		})
+	}
+	w.split = to
+	fin := w.finished()
+	for d := range w.dests {
+		dd := &w.dests[d]
+		if parts[d] == nil && !dd.force && (!w.et || dd.sentWM == w.relWM) && dd.done == fin {
+			continue
+		}
+		end := max(w.rel, dd.sent)
+		b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: dd.sent, End: end, Done: fin}
+		if p := parts[d]; p != nil {
+			b.Count, b.parts = len(p.items), []payload{p}
+		}
+		if w.et {
+			b.EventTime, b.Watermark = true, w.relWM
+			dd.sentWM = b.Watermark
+		}
+		dd.sent, dd.force, dd.done = end, false, fin
+		fn(d, b)
+	}
+	w.scanned, w.scannedRel, w.scannedWM, w.scannedFinished = true, w.rel, w.relWM, fin
 }
 
-func (w *exWriter[K, T]) due(d int) bool {
-	dd := &w.dests[d]
-	return dd.force || (dd.sentAt < len(dd.log) && dd.log[dd.sentAt].Off < w.rel) || (w.et && dd.sentWM != w.relWM) ||
-		dd.done != w.finished()
+// newPart is an empty batch part with room for n records.
+func (w *exWriter[K, T]) newPart(n int) *recs[K, T] {
+	p := &recs[K, T]{stage: w.stage, pool: w.codec.pool}
+	if s, ok := w.codec.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
+		p.items = (*s)[:0]
+	} else {
+		p.items = make([]Rec[K, T], 0, n)
+	}
+	if w.et {
+		p.ts = make([]int64, 0, n)
+	}
+	return p
+}
+
+// scan calls fn with the slot of every record numbered from from to to
+// (within lo and seq).
+func (w *exWriter[K, T]) scan(from, to int64, fn func(c *exChunk[K, T], i int)) {
+	for n := from; n < to; {
+		c, i := w.slot(n)
+		j := min(exChunkLen, i+int(to-n))
+		for k := i; k < j; k++ {
+			fn(c, k)
+		}
+		n += int64(j - i)
+	}
 }
 
 // finished reports whether the exchange's partition of this fragment has
@@ -276,22 +403,12 @@ func (w *exWriter[K, T]) finished() bool {
 }
 
 // holding reports whether outputs wait to be released or sent.
-func (w *exWriter[K, T]) holding() bool {
-	if w.seq != w.rel {
-		return true
-	}
-	for i := range w.dests {
-		if dd := &w.dests[i]; dd.sentAt < len(dd.log) {
-			return true
-		}
-	}
-	return false
-}
+func (w *exWriter[K, T]) holding() bool { return w.seq != w.rel || w.split != w.rel }
 
 // sentAll reports whether every fragment was sent everything, the end
 // included.
 func (w *exWriter[K, T]) sentAll() bool {
-	if !w.finished() {
+	if !w.finished() || w.split != w.rel {
 		return false
 	}
 	for i := range w.dests {
@@ -302,25 +419,6 @@ func (w *exWriter[K, T]) sentAll() bool {
 	return true
 }
 
-// take is the batch for fragment d: its records released since the last
-// batch, and the watermark of their checkpoint.
-func (w *exWriter[K, T]) take(d int) *Batch {
-	dd := &w.dests[d]
-	n := w.releasedAt(dd)
-	end := max(w.rel, dd.sent)
-	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: dd.sent, End: end, Count: n - dd.sentAt}
-	if b.Count > 0 {
-		b.parts = []payload{w.part(dd, dd.sentAt, n)}
-	}
-	if w.et {
-		b.EventTime, b.Watermark = true, w.relWM
-		dd.sentWM = b.Watermark
-	}
-	b.Done = n == len(dd.log) && w.finished()
-	dd.sent, dd.sentAt, dd.force, dd.done = end, n, false, b.Done
-	return b
-}
-
 // released makes the outputs of the checkpoint just durable sendable; with
 // lag, those of the checkpoint before it (a standby may restore that one).
 func (w *exWriter[K, T]) released(lag bool) {
@@ -329,16 +427,6 @@ func (w *exWriter[K, T]) released(lag bool) {
 		mark, markWM, w.behind, w.behindWM = w.behind, w.behindWM, w.mark, w.markWM
 	}
 	w.rel, w.relWM = max(w.rel, mark), max(w.relWM, markWM)
-}
-
-// part is the records log[i:j] of dd as a batch part. The batch shares the
-// log's array: records are never changed once logged.
-func (w *exWriter[K, T]) part(dd *exDest[K, T], i, j int) *recs[K, T] {
-	p := &recs[K, T]{stage: w.stage, items: dd.log[i:j:j]}
-	if w.et {
-		p.ts = dd.ts[i:j:j]
-	}
-	return p
 }
 
 // resend is fragment d's records again from number from up to what was
@@ -353,18 +441,25 @@ func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 		}
 		return b
 	}
-	i, _ := slices.BinarySearchFunc(dd.log[:dd.sentAt], from, func(r Rec[K, T], off int64) int {
-		switch {
-		case r.Off < off:
-			return -1
-		case r.Off > off:
-			return 1
+	lo, hi := max(from, w.lo), min(dd.sent, w.split)
+	n := 0
+	w.scan(lo, hi, func(c *exChunk[K, T], i int) {
+		if c.dest[i] == uint32(d) {
+			n++
 		}
-		return 0
 	})
-	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: dd.sentAt - i, Done: dd.done}
-	if b.Count > 0 {
-		b.parts = []payload{w.part(dd, i, dd.sentAt)}
+	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: n, Done: dd.done}
+	if n > 0 {
+		p := w.newPart(n)
+		w.scan(lo, hi, func(c *exChunk[K, T], i int) {
+			if c.dest[i] == uint32(d) {
+				p.items = append(p.items, c.recs[i])
+				if w.et {
+					p.ts = append(p.ts, c.ts[i])
+				}
+			}
+		})
+		b.parts = []payload{p}
 	}
 	if w.et {
 		b.EventTime, b.Watermark = true, dd.sentWM
@@ -372,8 +467,8 @@ func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 	return b
 }
 
-// trim forgets fragment d's records numbered below upto: its durable
-// checkpoint covers them.
+// trim notes that fragment d's durable checkpoint covers its records
+// numbered below upto, and forgets the log's chunks no fragment needs.
 func (w *exWriter[K, T]) trim(d int, upto int64) {
 	dd := &w.dests[d]
 	if upto <= dd.base {
@@ -381,30 +476,43 @@ func (w *exWriter[K, T]) trim(d int, upto int64) {
 	}
 	dd.base = upto
 	i := 0
-	for i < len(dd.log) && dd.log[i].Off < upto {
+	for i < len(dd.need) && dd.need[i].to <= upto {
+		w.needN -= dd.need[i].n
 		i++
 	}
-	if i == 0 {
-		return
-	}
-	w.nkept -= i
-	clear(dd.log[:i]) // the batches sent keep their own view
-	dd.log = dd.log[i:]
-	if w.et {
-		dd.ts = dd.ts[i:]
-	}
-	dd.sentAt = max(dd.sentAt-i, 0)
-	if len(dd.log) == 0 {
-		// A new array, not the tail of the old one, sized for about as
-		// many records as this trim forgot: growing from nil again each
-		// interval copied every record several times.
-		dd.log = make([]Rec[K, T], 0, i)
-		if w.et {
-			dd.ts = make([]int64, 0, i)
-		} else {
-			dd.ts = nil
+	dd.need = append(dd.need[:0], dd.need[i:]...)
+	w.forget(w.needed())
+}
+
+// needed is the number of the oldest record that a fragment may still be
+// sent: the log keeps everything from it on.
+func (w *exWriter[K, T]) needed() int64 {
+	n := w.split
+	for i := range w.dests {
+		if nd := w.dests[i].need; len(nd) > 0 {
+			n = min(n, nd[0].from)
 		}
 	}
+	return n
+}
+
+// forget drops the log's records numbered below n, whole chunks at a time.
+func (w *exWriter[K, T]) forget(n int64) {
+	if n <= w.lo {
+		return
+	}
+	if w.holes > 0 {
+		w.scan(w.lo, n, func(c *exChunk[K, T], i int) {
+			if c.dest[i] == noDest {
+				w.holes--
+			}
+		})
+	}
+	w.lo = n
+	drop := min(int(n>>exChunkBits-w.first), len(w.chunks))
+	clear(w.chunks[:drop])
+	w.chunks = w.chunks[drop:]
+	w.first = n >> exChunkBits
 }
 
 // kept is where fragment d's records begin (its durable checkpoint covers
@@ -418,83 +526,88 @@ func (w *exWriter[K, T]) made() int64 { return w.seq }
 // unreleased reports whether outputs wait for a checkpoint to release them.
 func (w *exWriter[K, T]) unreleased() bool { return w.rel < w.seq }
 
-// retained is the number of records kept for downstream fragments.
-func (w *exWriter[K, T]) retained() int { return w.nkept }
+// retained is the number of records kept for downstream fragments: those
+// a fragment's durable checkpoint does not cover yet. (The log may hold
+// more: a range goes once no fragment needs any record of it.)
+func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 
-// An exchange's checkpoint entries live in exchangeNamespace under
-// edge (2 bytes) and a kind byte: kind 0 holds the sequence number; kind 1
-// the records for fragment d (4 bytes) numbered from (8 bytes) on, up to
-// the number in the value's head; kind 2 the number below which fragment
-// d's records are forgotten (its durable checkpoint covers them: trim).
+// An exchange's checkpoint entries live in exchangeNamespace under edge (2
+// bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
+// number below which fragment d's (4 bytes) records are forgotten (its
+// durable checkpoint covers them: trim); kind 3 the records numbered from
+// (8 bytes) on, for every fragment, up to the number in the value's head.
+// Kind 1 is the format before, which a restore still reads: the records
+// for fragment d (4 bytes) numbered from (8 bytes) on.
 const exchangeNamespace = math.MaxUint16 - 1
 
-func (w *exWriter[K, T]) entryKey(kind byte, d int, from int64) []byte {
-	k := binary.BigEndian.AppendUint16(nil, uint16(w.edge))
+const (
+	exSeqEntry    = 0
+	exDestEntry   = 1 // the format of one entry per destination
+	exTrimEntry   = 2
+	exRecordEntry = 3
+)
+
+func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
+	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
 	switch kind {
-	case 1:
-		k = binary.BigEndian.AppendUint32(k, uint32(d))
+	case exRecordEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
-	case 2:
-		k = binary.BigEndian.AppendUint32(k, uint32(d))
+	case exTrimEntry:
+		k = binary.BigEndian.AppendUint32(k, uint32(from))
 	}
 	return k
 }
 
-// delta writes the records logged since the last checkpoint that no
-// downstream checkpoint covers yet, deletes the entries now covered, and
-// writes the sequence number and the trim points that moved.
+// delta writes the records logged since the last checkpoint as one entry,
+// deletes the entries no fragment needs any more, and writes the sequence
+// number and the trim points that moved.
 func (w *exWriter[K, T]) delta(d *Delta) error {
 	for i := range w.dests {
-		dd := &w.dests[i]
-		if dd.base != dd.baseSaved {
-			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(2, i, 0),
+		if dd := &w.dests[i]; dd.base != dd.baseSaved {
+			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimEntry, int64(i)),
 				Value: binary.AppendVarint(nil, dd.base)})
 			dd.baseSaved = dd.base
 		}
-		keep := dd.spans[:0]
-		for _, sp := range dd.spans {
-			if sp[1] <= dd.base {
-				d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(1, i, sp[0])})
-				continue
-			}
-			keep = append(keep, sp)
-		}
-		dd.spans = keep
-		from := max(w.saved, dd.base)
-		j, _ := slices.BinarySearchFunc(dd.log, from, func(r Rec[K, T], off int64) int {
-			if r.Off < off {
-				return -1
-			}
-			if r.Off > off {
-				return 1
-			}
-			return 0
-		})
-		if j == len(dd.log) || from >= w.seq {
+	}
+	need := w.needed()
+	keep := w.spans[:0]
+	for _, sp := range w.spans {
+		if sp[1] <= need {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, sp[0])})
 			continue
 		}
-		val := binary.AppendVarint(make([]byte, 0, 32+(len(dd.log)-j)*max(w.recBytes, 8)), w.seq)
-		var err error
-		if val, err = w.part(dd, j, len(dd.log)).encode(w.fr.plan, val, w.et); err != nil {
+		keep = append(keep, sp)
+	}
+	w.spans = keep
+	from := max(w.saved, w.lo)
+	if len(w.legacy) > 0 {
+		// Entries of the format before: their records are rewritten in one.
+		for _, k := range w.legacy {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: k})
+		}
+		w.legacy, from = nil, w.lo
+	}
+	if from < w.seq {
+		val, err := w.encodeRange(from, w.seq)
+		if err != nil {
 			return fmt.Errorf("exchange %d: %w", w.edge, err)
 		}
-		w.recBytes = (len(val) + len(dd.log) - j - 1) / (len(dd.log) - j)
-		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(1, i, from), Value: val})
-		dd.spans = append(dd.spans, [2]int64{from, w.seq})
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, from), Value: val})
+		w.spans = append(w.spans, [2]int64{from, w.seq})
 	}
 	w.saved = w.seq
 	w.mark, w.markWM = w.seq, w.wm()
 	if w.seq != w.seqSaved {
-		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(0, 0, 0),
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exSeqEntry, 0),
 			Value: binary.AppendVarint(nil, w.seq)})
 		w.seqSaved = w.seq
 	}
 	if w.seqSaved > 0 {
 		d.Entries++
 	}
+	d.Entries += int64(len(w.spans))
 	for i := range w.dests {
-		d.Entries += int64(len(w.dests[i].spans))
 		if w.dests[i].baseSaved > 0 {
 			d.Entries++
 		}
@@ -502,8 +615,44 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 	return nil
 }
 
+// encodeRange is a records entry's value: to, then the records numbered
+// from to to as a batch part encodes them (the holes left out).
+func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
+	n := int(to - from)
+	if w.holes > 0 {
+		n = 0
+		w.scan(from, to, func(c *exChunk[K, T], i int) {
+			if c.dest[i] != noDest {
+				n++
+			}
+		})
+	}
+	val := binary.AppendVarint(make([]byte, 0, 32+n*max(w.recBytes, 8)), to)
+	val = binary.AppendUvarint(val, uint64(w.stage))
+	val = binary.AppendUvarint(val, uint64(n))
+	var enc recsEncoder
+	var err error
+	w.scan(from, to, func(c *exChunk[K, T], i int) {
+		if err != nil || c.dest[i] == noDest {
+			return
+		}
+		var ts int64
+		if w.et {
+			ts = c.ts[i]
+		}
+		val, err = w.codec.appendRec(val, &enc, &c.recs[i], ts, w.et, false)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		w.recBytes = (len(val) + n - 1) / n
+	}
+	return val, nil
+}
+
 func (w *exWriter[K, T]) restore(key, val []byte) error {
-	if len(key) == 3 && key[2] == 0 {
+	if len(key) == 3 && key[2] == exSeqEntry {
 		n, k := binary.Varint(val)
 		if k <= 0 || k != len(val) || n < 0 {
 			return fmt.Errorf("exchange %d: malformed sequence number", w.edge)
@@ -512,32 +661,31 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		w.scanned = false
 		return nil
 	}
-	if len(key) == 7 && key[2] == 2 {
-		// Keys sort the trim point of fragment d after its records.
-		d := int(binary.BigEndian.Uint32(key[3:]))
+	if len(key) == 7 && key[2] == exTrimEntry {
+		d := binary.BigEndian.Uint32(key[3:])
 		base, k := binary.Varint(val)
-		if d >= len(w.dests) || k <= 0 || k != len(val) || base < 0 {
+		if d >= uint32(len(w.dests)) || k <= 0 || k != len(val) || base < 0 {
 			return fmt.Errorf("exchange %d: malformed trim point", w.edge)
 		}
-		w.trim(d, base)
-		w.dests[d].baseSaved = base
+		w.dests[d].base, w.dests[d].baseSaved = base, base
 		return nil
 	}
-	if len(key) != 15 || key[2] != 1 {
+	var from int64
+	switch {
+	case len(key) == 11 && key[2] == exRecordEntry:
+		from = int64(binary.BigEndian.Uint64(key[3:]))
+	case len(key) == 15 && key[2] == exDestEntry:
+		from = int64(binary.BigEndian.Uint64(key[7:]))
+	default:
 		return fmt.Errorf("exchange %d: malformed entry key", w.edge)
 	}
-	d := int(binary.BigEndian.Uint32(key[3:]))
-	from := int64(binary.BigEndian.Uint64(key[7:]))
-	if d >= len(w.dests) {
-		return fmt.Errorf("exchange %d: records for fragment %d of %d", w.edge, d, len(w.dests))
-	}
 	to, k := binary.Varint(val)
-	if k <= 0 || to < from {
-		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
+	if k <= 0 || from < 0 || to < from || to > w.seq {
+		return fmt.Errorf("exchange %d: malformed records entry [%d, %d) (of %d records made)", w.edge, from, to, w.seq)
 	}
 	r := &batchReader{b: val[k:], kind: "exchange entry"}
 	stage, n := r.uvarint("stage"), r.uvarint("records")
-	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords {
+	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords || n > uint64(to-from) {
 		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
 	}
 	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
@@ -548,29 +696,86 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
 	}
 	p := pl.(*recs[K, T])
-	dd := &w.dests[d]
-	if len(dd.log) > 0 && len(p.items) > 0 && p.items[0].Off <= dd.log[len(dd.log)-1].Off {
-		return fmt.Errorf("exchange %d: records entries out of order", w.edge)
+	defer p.release()
+	if key[2] == exDestEntry {
+		d := binary.BigEndian.Uint32(key[3:])
+		if d >= uint32(len(w.dests)) {
+			return fmt.Errorf("exchange %d: records for fragment %d of %d", w.edge, d, len(w.dests))
+		}
+		for _, it := range p.items {
+			if got := shard.Fragment(w.hash(it.Key), len(w.dests)); got != int(d) {
+				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, got)
+			}
+		}
+		w.legacy = append(w.legacy, slices.Clone(key))
+	} else if len(w.legacy) > 0 || len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
+		return fmt.Errorf("exchange %d: records entries overlap or mix formats", w.edge)
 	}
-	dd.log = append(dd.log, p.items...)
-	w.nkept += len(p.items)
-	if w.et {
-		dd.ts = append(dd.ts, p.ts...)
+	for i, it := range p.items {
+		if it.Off < from || it.Off >= to || (i > 0 && it.Off <= p.items[i-1].Off) {
+			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, it.Off, from, to)
+		}
+		var ts int64
+		if w.et {
+			ts = p.ts[i]
+		}
+		w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
 	}
-	dd.spans = append(dd.spans, [2]int64{from, to})
+	if key[2] == exRecordEntry {
+		w.spans = append(w.spans, [2]int64{from, to})
+	}
 	return nil
 }
 
-// restored follows a restore: everything restored is durable, and every
-// fragment is sent a batch that tells it where this one is, and asks for
-// what it lacks (a gap).
+// restored follows a restore: the log is rebuilt from the entries read,
+// everything restored is durable, and every fragment is sent a batch that
+// tells it where this one is, and asks for what it lacks (a gap).
 func (w *exWriter[K, T]) restored() {
-	w.scanned = false
+	if len(w.legacy) > 0 {
+		// One entry per destination: the records interleave.
+		slices.SortFunc(w.rest, func(a, b restoredRec[K, T]) int { return cmp.Compare(a.rec.Off, b.rec.Off) })
+	}
+	w.chunks, w.holes, w.lo = nil, 0, w.seq
+	if len(w.rest) > 0 {
+		w.lo = w.rest[0].rec.Off
+	}
+	w.first = w.lo >> exChunkBits
+	n := w.lo
+	for _, r := range append(w.rest, restoredRec[K, T]{rec: Rec[K, T]{Off: w.seq}}) {
+		for ; n < r.rec.Off; n++ {
+			c, i := w.slot(n)
+			c.dest[i] = noDest
+			w.holes++
+		}
+		if n == w.seq || r.rec.Off < n {
+			continue // the end; or a record restored twice
+		}
+		c, i := w.slot(n)
+		c.recs[i], c.dest[i] = r.rec, uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
+		if w.et {
+			c.ts[i] = r.ts
+		}
+		n++
+	}
+	w.rest = nil
+	w.scanned, w.split = false, w.seq
 	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
+	clear(w.counts)
+	w.scan(w.lo, w.seq, func(c *exChunk[K, T], i int) {
+		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
+			w.counts[d]++
+		}
+	})
+	w.needN = 0
 	for i := range w.dests {
 		dd := &w.dests[i]
-		dd.sent, dd.sentAt, dd.force = w.seq, len(dd.log), true
+		dd.sent, dd.force = w.seq, true
 		dd.sentWM = w.relWM
+		dd.need = dd.need[:0]
+		if n := w.counts[i]; n > 0 {
+			dd.need = append(dd.need, exRange{w.lo, w.seq, n})
+			w.needN += n
+		}
 	}
 }

@@ -399,7 +399,7 @@ func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
 
 func (p *recs[K, T]) release() {
 	if p.pool == nil {
-		return // an exchange's records: the upstream keeps them
+		return
 	}
 	clear(p.items)
 	b := p.items[:0]

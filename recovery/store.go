@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
@@ -68,6 +69,11 @@ func Open(dir string, fs vfs.FS, logger *slog.Logger) (*Store, error) {
 	// deleted a checkpoint or two later, and in one memtable the write and
 	// its deletion never reach an sstable (the compactions of that churn
 	// took a quarter of a two-stage pipeline's CPU with the default).
+	//
+	// Flushed tables are not compressed: what a flush writes is mostly
+	// exchange outputs still waiting for a downstream checkpoint, deleted
+	// by the next compaction, so compressing them (and decompressing them
+	// to compact) was work for nothing. Deeper levels compress.
 	opts := &pebble.Options{FS: fs, MemTableSize: 64 << 20, Logger: pebbleLogger{logger}, EventListener: &pebble.EventListener{
 		// Pebble's default is to stop the process. Reads of the corrupt
 		// data fail; Load reports them as ErrCorrupt.
@@ -75,6 +81,8 @@ func Open(dir string, fs vfs.FS, logger *slog.Logger) (*Store, error) {
 			logger.Error("checkpoint store: data corruption", "path", info.Path, "err", info.Details)
 		},
 	}}
+	opts.Levels[0].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	opts.Levels[1].Compression = func() *sstable.CompressionProfile { return sstable.SnappyCompression }
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		if pebble.IsCorruptionError(err) {
