@@ -334,6 +334,9 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		for _, rw := range rd.Rewinds {
 			fa.rewind(c, l, rw)
 		}
+		if rd.Commits != nil {
+			fa.announce(c, l, rd.Commits)
+		}
 		for _, t := range rd.Trims {
 			u := t.Part.Partition
 			if u >= len(l.route) {
@@ -695,6 +698,26 @@ func (fa *fragmentActor) checkpoint(c pa.Context, requested bool) {
 	fa.fullNext, fa.fromEmpty = false, false
 }
 
+// announce tells every reader, on this node or another, how far the
+// fragment's newest checkpoint a restore may start from covers its
+// partition (recovery.Ready.Commits: with Confirm, once the standby
+// confirmed it): a reader commits its source up to what every fragment
+// announced, and a source may drop what lies before. Readers on other
+// nodes hear it through this node's inbox, which sends each reader the
+// announcements of all its fragments together. Exchange outputs upstream
+// need no holding back: the producers keep them in their own checkpoints.
+func (fa *fragmentActor) announce(c pa.Context, l *layout, covered map[recovery.PartitionID]int64) {
+	e := fa.e
+	for i, pid := range l.allRead {
+		off := covered[e.allParts[i]]
+		if e.isLocal(pid) {
+			c.Send(pid, &wire.Durable{Fragments: []uint32{uint32(fa.id)}, Offsets: []int64{off}})
+		} else if inbox := e.inbox; inbox != nil {
+			c.Send(inbox, netDurableMsg{reader: pid, fragment: uint32(fa.id), offset: off})
+		}
+	}
+}
+
 func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 	fa.m.Durable(msg.offsets, msg.err)
 	if msg.err != nil {
@@ -716,20 +739,6 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 	st.mu.Lock()
 	st.durable = msg.offsets
 	st.mu.Unlock()
-	// Every reader, on this node or another, learns how far this
-	// checkpoint covers its partition: it commits its source up to what
-	// every fragment announced. Readers on other nodes hear it through this
-	// node's inbox, which sends each reader the announcements of all its
-	// fragments together. Exchange outputs upstream need no holding back:
-	// the producers keep them in their own checkpoints.
-	for i, pid := range fa.e.layout.Load().allRead {
-		off := msg.offsets[fa.e.allParts[i]]
-		if fa.e.isLocal(pid) {
-			c.Send(pid, &wire.Durable{Fragments: []uint32{uint32(fa.id)}, Offsets: []int64{off}})
-		} else if inbox := fa.e.inbox; inbox != nil {
-			c.Send(inbox, netDurableMsg{reader: pid, fragment: uint32(fa.id), offset: off})
-		}
-	}
 	keep := fa.waiters[:0]
 	for _, w := range fa.waiters {
 		if msg.epoch >= w.epoch {

@@ -202,6 +202,13 @@ type Ready struct {
 	// Trims tell upstream fragments how far this fragment's durable
 	// checkpoint covers their outputs (Trim).
 	Trims []Trim
+	// Commits is the vector of the newest checkpoint a restore may start
+	// from — durable and, with Confirm, confirmed by the standby; with
+	// Replicated alone, the one before the newest durable — for the
+	// readers: they commit their sources up to what every fragment's
+	// Commits cover (a source may then drop what lies before). Nil when
+	// nothing new is covered.
+	Commits map[PartitionID]int64
 	// DeadLetters are events and timers given up on.
 	DeadLetters []flows.DeadLetter
 	// Restore: load the fragment's last durable checkpoint and call
@@ -563,6 +570,7 @@ func (m *Machine) Copied(epoch uint64) {
 			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
 		}
 	}
+	m.ready.Commits = m.copyOffsets
 	m.copyOffsets = nil
 	if m.down || m.waiting {
 		return
@@ -896,6 +904,7 @@ func (m *Machine) Durable(offsets map[PartitionID]int64, err error) {
 			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
 		}
 	}
+	m.ready.Commits = covered
 	if m.down {
 		m.ready.Restore = true
 		return

@@ -241,3 +241,27 @@ func TestMachineConfirmBehindAfterUpstreamRestart(t *testing.T) {
 		t.Fatalf("behinds %+v, want fragment 1 told its records begin at %d", bs, upto)
 	}
 }
+
+// Readers commit their sources only up to checkpoints a restore may start
+// from: with Confirm, once the standby confirmed the copy (a source may
+// drop what a commit covers, and the owner's copy alone can be lost).
+func TestMachineConfirmCommitsOnCopied(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	for _, m := range ms {
+		m.Start()
+	}
+	exchange(t, r, ms[:])
+	m0 := ms[0]
+	m0.Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	m0.Ready()
+	cp := r.write(t, m0, 0)
+	m0.Durable(cp.Manifest.Offsets, nil)
+	if rd := m0.Ready(); rd.Commits != nil {
+		t.Fatalf("a durable checkpoint not yet copied lets the readers commit %v", rd.Commits)
+	}
+	m0.Copied(cp.Manifest.Epoch)
+	rd := m0.Ready()
+	if got := rd.Commits[part(0, 0)]; got != 12 {
+		t.Fatalf("after the standby's confirmation the readers may commit %v, want events/0 at 12", rd.Commits)
+	}
+}
