@@ -52,10 +52,21 @@ var (
 //     schedules pass changes with it (411 and 845 passed by such timing
 //     and were fixed seeds once).
 //
-// Beyond the 1,000 schedules make test runs, seeds 1–3,000 pass; of
-// 3,001–6,000 three failed: 4934 and 3296 are fixed (fixedDrawnSeeds);
+// Beyond the 1,000 schedules make test runs, seeds 1–9,000 pass but
+// 3812; 3296, 4934 and 7979 failed and are fixed (fixedDrawnSeeds).
 // 3812 (two stages; disk full, leave, kill and restart: miscounts) is
-// not yet fixed.
+// the two-lineage class above without a partition: fragment 1's owner
+// (n2, killed) and standby (n4, full disk) were down together, as was
+// every copy of fragment 0, which had applied fragment 1's outputs up to
+// 97; the one node left (n3) started both from nothing, fragment 0 found
+// itself behind fragment 2 and waited, but nothing live had applied
+// fragment 1's outputs, so its new lineage went on. When n2 and n4
+// restarted, fragment 0 came back from n4's copy holding the old
+// lineage's 97 outputs, and the new lineage, already past 97, passed
+// the position check. Telling the lineages apart needs a lineage on
+// exchange positions, or a fragment that starts from nothing after the
+// first placement waiting for members that died (a choice of
+// consistency over availability): neither is built.
 //
 // Fixed, and run by TestFixedSeeds with every fault: a fragment that
 // started again from a checkpoint older than the one whose outputs it had
@@ -171,8 +182,13 @@ var fixedSeeds = []uint64{17, 51, 76, 97, 161, 265, 274, 344, 350, 367, 377, 426
 //   - 3296 (two stages) ended not converged because a node left while
 //     the only other running one had a full disk: the hand-off crashed
 //     it and the leaver was gone with the only copies. The schedules no
-//     longer do that (see the leave case in runSchedule).
-var fixedDrawnSeeds = []uint64{3296, 4934}
+//     longer do that (see the leave case in runSchedule);
+//   - 7979 (two stages) ended not converged: it filled the disks of both
+//     its nodes, a node started later alone began every fragment anew,
+//     and the old nodes came back with the older lineage (the class of
+//     3812 below). The schedules fill a disk only while another running
+//     node's disk works.
+var fixedDrawnSeeds = []uint64{3296, 4934, 7979}
 
 // TestFixedSeeds replays the schedules that failed before the fix that
 // fixedSeeds (with every fault drawn) and fixedDrawnSeeds name.
@@ -251,7 +267,8 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 	// Running nodes that may take a fault: at least one other keeps going.
 	// A node told to leave is on its way out (it stops once it handed its
-	// fragments off): it is not counted as one that keeps going.
+	// fragments off): it is not counted as one that keeps going; nor, for
+	// a full disk or a leave, is one whose disk is full.
 	running := func() []string {
 		var out []string
 		for _, n := range c.Up() {
@@ -363,6 +380,12 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 			say("start %s", n)
 		case a == 9 && len(up) > 1:
 			n := pick(up)
+			// A full disk crashes its node at its next write: it is not
+			// one that keeps going (seed 7979 filled both disks of two
+			// nodes, and a node started later began every fragment anew).
+			if !slices.ContainsFunc(up, func(m string) bool { return m != n && !full[m] }) {
+				break
+			}
 			must(c.DiskFull(n, true))
 			full[n] = true
 			say("disk-full %s", n)
