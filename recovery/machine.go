@@ -27,7 +27,9 @@ import (
 //     still observed (a fragment restored after the batch was first sent
 //     needs that progress); a gap is dropped and the channel partition
 //     asked to rewind to the recorded end, once per sender until it
-//     replays; an overlap applies the records at or after the end;
+//     replays (a replay asked of whoever reads a source partition does
+//     not stand for a reader whose batch shows a gap: that one is asked
+//     too); an overlap applies the records at or after the end;
 //   - a user function that fails on an event leaves the state untrusted:
 //     the fragment is restored from its last durable checkpoint (after a
 //     checkpoint being written lands), holds all input for a backoff that
