@@ -27,7 +27,9 @@ import (
 //     still observed (a fragment restored after the batch was first sent
 //     needs that progress); a gap is dropped and the channel partition
 //     asked to rewind to the recorded end, once per sender until it
-//     replays; an overlap applies the records at or after the end;
+//     replays (a replay asked of whoever reads a source partition does
+//     not stand for a reader whose batch shows a gap: that one is asked
+//     too); an overlap applies the records at or after the end;
 //   - a user function that fails on an event leaves the state untrusted:
 //     the fragment is restored from its last durable checkpoint (after a
 //     checkpoint being written lands), holds all input for a backoff that
@@ -409,10 +411,22 @@ func (m *Machine) Step(b *flows.Batch, from From) {
 	m.result(m.frag.Apply(b, min), from, true)
 }
 
-// gap asks for p again from to, unless that was asked of this sender (or
-// of any) and not yet answered.
+// gap asks for p again from to, unless that was asked of this sender
+// and not yet answered, or the fragment drops gaps until its replay.
+//
+// A replay asked of whoever reads a source partition does not cover a gap
+// from a reader that is ahead of the fragment: the driver names the
+// reader of its own placement, which after a heal may be a node that is
+// about to lose the partition to the sender. That one answers at the
+// fragment's end (with an empty batch if it has read nothing new),
+// which ends the wait, while the sender, which read further for the
+// fragment's old owner on its side of the partition, never hears of the
+// gap: sim seed 4934 lost 12 events so. So the sender is asked too. An
+// exchange's rewind goes to the upstream fragment's owner whoever sent
+// the batch, so asking again there would only repeat the same request.
 func (m *Machine) gap(p PartitionID, from From, to int64) {
-	if a, ok := m.awaiting[p]; ok && (a.from == "" || a.from == from.Key) {
+	if a, ok := m.awaiting[p]; ok &&
+		(a.from == from.Key || a.from == "" && (!a.repeat || m.plan.IsExchange(p.Source))) {
 		return
 	}
 	m.rewind(p, &from, to)
