@@ -665,6 +665,14 @@ func (so *sliceOp[K, T, A]) openKeys(s int64, fn func(k K, ks *sliceKey[K, A], j
 }
 
 func (so *sliceOp[K, T, A]) openCount(s int64) int {
+	if so.gran == so.size {
+		// Tumbling: a window is its one slice, whose keys byStart holds
+		// (a watch asks every interval: no per-key search).
+		if mod(s, so.slide) != 0 || so.cleanup(s/so.slide) <= so.fired {
+			return 0
+		}
+		return len(so.byStart[s])
+	}
 	n := 0
 	so.openKeys(s, func(K, *sliceKey[K, A], int64) { n++ })
 	return n
@@ -676,12 +684,30 @@ func (so *sliceOp[K, T, A]) openEach(s int64, fn func(K, A)) {
 
 func (so *sliceOp[K, T, A]) trackChanges(gen *uint64) { so.gen = gen }
 
+// openChanged is openKeys that looks at a key's slices only if its stamp
+// says it changed: most keys of a watched window did not.
 func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
-	so.openKeys(s, func(k K, ks *sliceKey[K, A], j int64) {
-		if ks.stamp >= since {
-			fn(k, so.value(ks, j))
+	if mod(s, so.slide) != 0 {
+		return
+	}
+	j := s / so.slide
+	if so.cleanup(j) <= so.fired {
+		return
+	}
+	for t, m := range so.byStart {
+		if t < s || t >= s+so.size {
+			continue
 		}
-	})
+		for k := range m {
+			ks := &so.keys[so.rows[k]]
+			if ks.stamp < since {
+				continue
+			}
+			if lo, hi := so.window(ks, j); ks.slices[lo].start == t {
+				fn(k, so.combine(ks, lo, hi))
+			}
+		}
+	}
 }
 
 func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {
