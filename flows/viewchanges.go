@@ -7,7 +7,8 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-// Changes of keyed and aggregate views, for watches (splice.OpChanges).
+// Changes of keyed, windowed and aggregate views, for watches
+// (splice.OpChanges).
 //
 // A fragment counts its Publish calls (gen), which a driver makes at every
 // batch boundary. A table shown as a view stamps each slot with the
@@ -25,6 +26,8 @@ import (
 // changes request answers the partial if it changed since the mark, or
 // that it did not (Unchanged), and, for no valid mark, the partial — a
 // partial is a state, not an increment, so there is never a reset.
+// Window operators under a KeyedView or a WindowView stamp their state
+// (windowkeyed.go, windowview.go).
 
 // instances numbers Fragments, so that a mark names the state it was
 // taken of.

@@ -8,10 +8,10 @@
 // and one encoded diff to the next answer; for a keyed view and a
 // windowed keyed view's range of windows, built from the entries the
 // fragments changed since the last one, OpChanges, watchdelta.go and
-// watchwindows.go; for an aggregate view, from the partials of the
-// fragments whose partial changed; windowed views, window=latest and
-// after= watches evaluate the whole view) and EvaluateRead (read.go),
-// which wait on the clock.
+// watchwindows.go; for an aggregate or a windowed view, from the
+// partials of the fragments and windows that changed; a windowed keyed
+// view's window=latest and after= watches evaluate the whole view) and
+// EvaluateRead (read.go), which wait on the clock.
 //
 // # Consistency
 //

@@ -71,7 +71,9 @@ const (
 	// asks for the fragment's partial if it changed since the mark
 	// (ChangeMark.Unchanged if not). Of a windowed keyed view, it asks for
 	// the windows matching Query, each with its number of keys and the
-	// entries changed since. A watch builds its diffs from them
+	// entries changed since; of a windowed view, for the windows in range
+	// that changed since, each with its partial. A watch builds its diffs
+	// from them
 	// (watchdelta.go, watchwindows.go).
 	OpChanges
 )

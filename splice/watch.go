@@ -19,8 +19,8 @@ import (
 // keyed view's evaluation and diff are built from the entries its
 // fragments changed since the group's last answer (watchdelta.go), not
 // from the whole view; so are a windowed keyed view's over a range of
-// windows (watchwindows.go), and an aggregate view's merge asks only the
-// fragments whose partial changed.
+// windows (watchwindows.go), and an aggregate or windowed view's merge
+// asks only for the partials that changed.
 //
 // The group's goroutine writes the events itself, one watcher after the
 // other, rather than waking a goroutine per watcher: a thousand goroutines

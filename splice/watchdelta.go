@@ -48,6 +48,10 @@ type deltaWatch struct {
 	// wins: a windowed keyed view's windows, each with its own page or
 	// top set before cutPage (watchwindows.go).
 	wins []KeyedWindow
+	// wparts: a windowed view's partials, by window start and fragment
+	// (watchwindows.go); horizon, the largest the fragments reported.
+	wparts  map[int64]*windowParts
+	horizon int64
 }
 
 // deltaEligible reports whether req's watch can follow the fragments'
@@ -56,6 +60,8 @@ func deltaEligible(spec Spec, req Request) bool {
 	switch spec.Kind {
 	case Aggregate:
 		return spec.Splice != nil
+	case Windowed:
+		return req.Op == OpWindows && spec.Splice != nil
 	case WindowedKeyed:
 		return req.Op == OpEntries && !req.Query.Latest && req.Query.After == "" && spec.Compare != nil
 	}
@@ -89,6 +95,8 @@ func (h *watchHub) evaluateDelta(g *watchGroup) *watchUpdate {
 		return h.aggregateDelta(g, spec, d, ans)
 	case WindowedKeyed:
 		return h.keyedWindowsDelta(g, spec, d, ans)
+	case Windowed:
+		return h.windowsDelta(g, spec, d, ans)
 	}
 	marks := make([]ChangeMark, len(ans))
 	reset := !d.have

@@ -138,3 +138,122 @@ func (d *deltaWatch) applyWindows(spec Spec, q Query, ans []Answer) *watchUpdate
 	u.deltaEvent = changeEvent(d.snap, u)
 	return u
 }
+
+// A windowed view's watch group keeps every fragment's partial of every
+// window in its range: a fragment answers a changes request with the
+// windows that changed since the mark (a key changed, or the window
+// closed), each with its partial, and the group merges again only those
+// windows. A fragment that dropped a window since the mark, or restored,
+// answers Reset: the group asks every fragment for every window's partial
+// (OpWindows), as a full evaluation does, and goes on from there.
+
+// windowParts is one window's partials, by fragment (nil: the fragment
+// does not hold it).
+type windowParts struct {
+	end   int64
+	parts []any
+	value any  // spliced from parts
+	valid bool // value is parts'
+}
+
+// windowsDelta is a windowed view's next update from the fragments'
+// answers to a changes request.
+func (h *watchHub) windowsDelta(g *watchGroup, spec Spec, d *deltaWatch, ans []Answer) *watchUpdate {
+	marks, reset, err := takeMarks(ans)
+	if err != nil {
+		d.have = false
+		return &watchUpdate{err: err}
+	}
+	delta := d.have && !reset
+	if !delta {
+		// Whole, as of no earlier than the marks just taken.
+		req := g.key.req
+		req.Op = OpWindows
+		if ans, err = h.g.Gather(g.ctx, req, -1); err != nil {
+			d.have = false
+			return &watchUpdate{err: err}
+		}
+		d.wparts, d.horizon = map[int64]*windowParts{}, 0
+	}
+	n := len(marks)
+	for _, a := range ans {
+		f := a.Freshness.Fragment
+		if f < 0 || f >= 1<<20 {
+			d.have = false
+			return &watchUpdate{err: fmt.Errorf("an answer of fragment %d", f)}
+		}
+		n = max(n, f+1)
+		d.horizon = max(d.horizon, a.Horizon)
+		for _, w := range a.Windows {
+			p := d.wparts[w.Start]
+			if p == nil {
+				p = &windowParts{end: w.End}
+				d.wparts[w.Start] = p
+			}
+			if f >= len(p.parts) {
+				p.parts = append(p.parts, make([]any, f+1-len(p.parts))...)
+			}
+			p.parts[f], p.valid = w.Partial, false
+		}
+	}
+	res, err := windowsResult(spec, g.key.req.Query, d.wparts, ans, d.horizon)
+	if err != nil {
+		d.have = false
+		return &watchUpdate{err: err}
+	}
+	res.Cut = Cut{Consistency: Latest, Offsets: LowerCut(res.Freshness)}
+	u := &watchUpdate{res: res, snap: snapshot(res), delta: delta}
+	if delta {
+		// d.snap is the group's previous update's, whenever that one
+		// succeeded: the only case in which its watchers share this event.
+		u.deltaEvent = changeEvent(d.snap, u)
+	}
+	d.marks, d.have, d.res, d.snap = marks, true, u.res, u.snap
+	return u
+}
+
+// windowsResult is evaluateWindows's answer from the partials held: the
+// windows in range (the latest complete one, or the last Limit), each
+// spliced from its fragments' partials, complete by the answers'
+// watermarks.
+func windowsResult(spec Spec, q Query, wparts map[int64]*windowParts, ans []Answer, horizon int64) (Result, error) {
+	res := Result{Spec: spec, Latest: q.Latest, Horizon: horizon}
+	for _, a := range ans {
+		res.Freshness = append(res.Freshness, a.Freshness)
+	}
+	wm := completeUpTo(ans)
+	starts := make([]int64, 0, len(wparts))
+	for s := range wparts {
+		starts = append(starts, s)
+	}
+	slices.Sort(starts)
+	if q.Latest {
+		i := len(starts) - 1
+		for i >= 0 && wparts[starts[i]].end > wm {
+			i--
+		}
+		if i < 0 {
+			return res, fmt.Errorf("%w: no complete window of view %q yet", ErrNotFound, spec.Name)
+		}
+		starts = starts[i : i+1]
+	}
+	if lim := q.Limit; lim > 0 && len(starts) > lim {
+		starts, res.More = starts[len(starts)-lim:], true
+	}
+	res.Windows = make([]Window, len(starts))
+	for i, s := range starts {
+		p := wparts[s]
+		if !p.valid {
+			parts := make([]any, 0, len(p.parts))
+			for _, x := range p.parts {
+				if x != nil {
+					parts = append(parts, x)
+				}
+			}
+			p.value, p.valid = spec.Splice(parts), true
+		}
+		res.Windows[i] = Window{Start: time.Unix(0, s).UTC(), End: time.Unix(0, p.end).UTC(),
+			Value: p.value, Complete: p.end <= wm}
+	}
+	return res, nil
+}
