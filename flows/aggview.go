@@ -31,7 +31,9 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 		s.attach(&fr.core, func(v T) {
 			st.p = alg.Add(st.p, extract(v))
 			st.dirty = true
+			st.stamp = fr.gen
 		})
+		fr.changes = append(fr.changes, aggChanges[P]{view: name, st: st, clone: alg.Clone})
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Aggregate, Algebra: alg.Name(),
 		Splice: spliceParts(alg)}
@@ -48,6 +50,30 @@ type aggState[P any] struct {
 	p     P
 	pc    Codec[P]
 	dirty bool
+	// stamp is the fragment's publish generation when p last changed
+	// (viewchanges.go): a watch whose mark is later need not be sent p.
+	stamp uint64
+}
+
+// aggChanges tells a watch whether a fragment's partial changed since a
+// mark, so that the watch asks each fragment for its partial only when it
+// did (splice.ChangeMark.Unchanged).
+type aggChanges[P any] struct {
+	view  string
+	st    *aggState[P]
+	clone func(P) P
+}
+
+func (c aggChanges[P]) viewName() string { return c.view }
+
+// changedSince is the fragment's partial, or nil if it has not changed in
+// generation since or later (valid: since is a mark of this fragment).
+func (c aggChanges[P]) changedSince(_ splice.Query, since uint64, valid bool, now *splice.ChangeMark) splice.Answer {
+	if valid && c.st.stamp < since {
+		now.Unchanged = true
+		return splice.Answer{Changes: now}
+	}
+	return splice.Answer{Partial: c.clone(c.st.p), Changes: now}
 }
 
 func (a *aggState[P]) delta(ns uint16, d *Delta) error {

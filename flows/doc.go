@@ -23,8 +23,9 @@
 // the driver calls between messages; topindex.go), so that such a query
 // need not wait for a batch being applied. Publish also moves the
 // fragment's generation, with which a table shown as a view stamps the
-// keys that change, so that a watch can ask which entries changed since
-// (splice.OpChanges, viewchanges.go). The rules that
+// keys that change (a window operator under a KeyedView or WindowView its
+// state, an aggregate view its partial), so that a watch can ask which
+// entries changed since (splice.OpChanges, viewchanges.go). The rules that
 // decide which batches a fragment applies, and what happens after a
 // failure, are recovery.Machine's; the actor package and the flowstest
 // harness carry them out.

@@ -605,7 +605,8 @@ type Delta struct {
 
 // NewFragment builds fragment id with empty state.
 func (p *Plan) NewFragment(id int) *Fragment {
-	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops), instance: instances.Add(1)}
+	// gen starts at 1: state that never changed (stamp 0) is before every mark.
+	fr := &Fragment{id: id, stages: make([]any, len(p.f.stages)), ops: make([]any, p.f.ops), instance: instances.Add(1), gen: 1}
 	fr.plan = p
 	fr.frag = fr
 	fr.hold = math.MaxInt64

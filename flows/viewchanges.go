@@ -7,7 +7,8 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-// Changes of keyed views, for watches (splice.OpChanges).
+// Changes of keyed, windowed and aggregate views, for watches
+// (splice.OpChanges).
 //
 // A fragment counts its Publish calls (gen), which a driver makes at every
 // batch boundary. A table shown as a view stamps each slot with the
@@ -20,6 +21,13 @@ import (
 // of the old state asks for a reset, as does a view that forgets keys (a
 // state TTL: deletions are not stamped), a view with no table (Process),
 // and more changes than maxChanges (the whole view is then cheaper).
+//
+// An aggregate view stamps its partial the same way (aggview.go): a
+// changes request answers the partial if it changed since the mark, or
+// that it did not (Unchanged), and, for no valid mark, the partial — a
+// partial is a state, not an increment, so there is never a reset.
+// Window operators under a KeyedView or a WindowView stamp their state
+// (windowkeyed.go, windowview.go).
 
 // instances numbers Fragments, so that a mark names the state it was
 // taken of.
@@ -30,9 +38,12 @@ var instances atomic.Uint64
 const maxChanges = 4096
 
 // changeTracker is a view whose changes a fragment can tell.
+// changedSince answers a changes request of the view with the fragment's
+// mark now; valid says that since is a mark of this fragment's state
+// (else the view answers as if everything changed, or asks for a reset).
 type changeTracker interface {
 	viewName() string
-	changed(q splice.Query, since uint64, max int) (es []splice.Entry, hidden []string, ok bool)
+	changedSince(q splice.Query, since uint64, valid bool, now *splice.ChangeMark) splice.Answer
 }
 
 type tableChanges[K comparable, V any] struct {
@@ -42,6 +53,16 @@ type tableChanges[K comparable, V any] struct {
 }
 
 func (c tableChanges[K, V]) viewName() string { return c.view }
+
+func (c tableChanges[K, V]) changedSince(q splice.Query, since uint64, valid bool, now *splice.ChangeMark) splice.Answer {
+	if !valid {
+		now.Reset = true
+		return splice.Answer{Changes: now}
+	}
+	es, hidden, ok := c.changed(q, since, maxChanges)
+	now.Reset, now.Hidden = !ok, hidden
+	return splice.Answer{Entries: es, Changes: now}
+}
 
 // changed is the entries changed in generation since or later, among
 // those matching q.Prefix, and the keys among them the view does not
@@ -80,17 +101,11 @@ func (c tableChanges[K, V]) changed(q splice.Query, since uint64, max int) (out 
 func (fr *Fragment) queryChanges(req splice.Request) splice.Answer {
 	now := &splice.ChangeMark{Instance: fr.instance, Gen: fr.gen}
 	since, ok := splice.MarkOf(req.Since, fr.id)
-	if !ok || since.Instance != fr.instance || since.Gen > fr.gen {
-		now.Reset = true
-		return splice.Answer{Changes: now}
-	}
+	valid := ok && since.Instance == fr.instance && since.Gen <= fr.gen
 	for _, c := range fr.changes {
-		if c.viewName() != req.View {
-			continue
+		if c.viewName() == req.View {
+			return c.changedSince(req.Query, since.Gen, valid, now)
 		}
-		es, hidden, ok := c.changed(req.Query, since.Gen, maxChanges)
-		now.Reset, now.Hidden = !ok, hidden
-		return splice.Answer{Entries: es, Changes: now}
 	}
 	now.Reset = true
 	return splice.Answer{Changes: now}

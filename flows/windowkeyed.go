@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tessera-streams/tessera/splice"
@@ -78,6 +79,9 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 			closed: map[int64]*closedWindow[K, A]{}, puts: map[int64]struct{}{}, gone: map[int64][]KV[K, A]{}}
 		fr.ops[op] = kv
 		wo.addView(kv)
+		wo.trackChanges(&fr.gen)
+		kv.gen = &fr.gen
+		fr.changes = append(fr.changes, winKeyedChanges[K, A]{view: name, kv: kv, wo: wo, o: o})
 	})
 	spec := keyedSpec(f, name, splice.WindowedKeyed, kc, w.in.hash)
 	f.views = append(f.views, viewDef{spec: spec, vals: anyCodec(ac), parseKey: func(s string) (any, error) { return kc.Parse(s) },
@@ -126,6 +130,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 type closedWindow[K comparable, A any] struct {
 	kvs    []KV[K, A]
 	sorted bool
+	stamp  uint64 // the fragment's generation when the window closed (0: restored)
 }
 
 // find is the index of key k, or -1.
@@ -158,11 +163,18 @@ type winKeyed[K comparable, A any] struct {
 	gone         map[int64][]KV[K, A]
 	horizon      int64 // the largest end of a dropped window
 	horizonDirty bool
+	// gen is the fragment's publish generation; dropped, the generation
+	// in which the view last dropped a window (its keys go unstamped).
+	gen     *uint64
+	dropped uint64
 }
 
 func (v *winKeyed[K, A]) closeWindow(k K, start int64, acc A) {
 	v.put(k, start, acc)
 	v.puts[start] = struct{}{}
+	if v.gen != nil {
+		v.closed[start].stamp = *v.gen
+	}
 }
 
 // put adds key k's final value of window start. A window closes once,
@@ -191,6 +203,9 @@ func (v *winKeyed[K, A]) expire(_ *Fragment, wm int64) {
 			continue
 		}
 		v.entries -= int64(len(c.kvs))
+		if v.gen != nil {
+			v.dropped = *v.gen
+		}
 		delete(v.closed, s)
 		delete(v.puts, s)
 		v.gone[s] = c.kvs // to delete: the keys may have been checkpointed
@@ -370,4 +385,68 @@ func (v *winKeyed[K, A]) restore(_ uint16, key, val []byte) error {
 	}
 	v.put(k, int64(binary.BigEndian.Uint64(key)), acc)
 	return nil
+}
+
+// winKeyedChanges tells a watch which keys of a KeyedView's windows
+// changed since a mark (splice.OpChanges): the windows in the query's
+// range, each with its number of keys and the entries whose keys the
+// window operator stamped since (open windows only: a closed window's
+// values are final; all the keys of a window that closed since),
+// matching the query's prefix. A key of a sliced
+// window is stamped once for all its slices, so a key that changed in one
+// window is named in the others that hold it too (with its value: the
+// watch finds it unchanged). It asks for a reset after a window was
+// dropped since the mark (its keys leave unstamped), for a view with
+// PublishIf (an entry may leave a window), and for more than maxChanges
+// entries.
+type winKeyedChanges[K comparable, A any] struct {
+	view string
+	kv   *winKeyed[K, A]
+	wo   windowIndexed[K, A]
+	o    viewOptions[A]
+}
+
+func (c winKeyedChanges[K, A]) viewName() string { return c.view }
+
+func (c winKeyedChanges[K, A]) changedSince(q splice.Query, since uint64, valid bool, now *splice.ChangeMark) splice.Answer {
+	kv := c.kv
+	if !valid || c.o.keep != nil || since <= kv.dropped || (q.Top > 0 && c.o.score == nil) {
+		now.Reset = true
+		return splice.Answer{Changes: now}
+	}
+	open := c.wo.openWindows()
+	n := 0
+	a := kv.answer(open, q, func(s int64, p *splice.WindowPartial) {
+		add := func(k K, v A) {
+			if n > maxChanges {
+				return
+			}
+			key := kv.kc.Format(k)
+			if q.Prefix != "" && !strings.HasPrefix(key, q.Prefix) {
+				return
+			}
+			n++
+			e := splice.Entry{Key: key, Value: v, Sort: k}
+			if c.o.score != nil {
+				e.Score = c.o.score(v)
+			}
+			p.Entries = append(p.Entries, e)
+		}
+		open.openChanged(s, since, add)
+		// A window that closed since: its keys' stamps went with its
+		// state, so all of them (once per window).
+		if c := kv.closed[s]; c != nil && c.stamp >= since {
+			for _, e := range c.kvs {
+				if _, ok := open.openGet(s, e.Key); !ok {
+					add(e.Key, e.Value)
+				}
+			}
+		}
+	})
+	if n > maxChanges {
+		now.Reset = true
+		return splice.Answer{Changes: now}
+	}
+	a.Changes = now
+	return a
 }

@@ -240,10 +240,11 @@ type winKey[K comparable] struct {
 
 type winState[A any] struct {
 	acc     A
-	n       int  // events since the last early firing (FireEvery)
-	changed bool // since the last periodic early firing (EarlyEvery)
-	fired   bool // the on-time firing happened
-	dirty   bool // in windowOp.dirty
+	n       int    // events since the last early firing (FireEvery)
+	changed bool   // since the last periodic early firing (EarlyEvery)
+	fired   bool   // the on-time firing happened
+	dirty   bool   // in windowOp.dirty
+	stamp   uint64 // the fragment's generation when acc last changed, for a KeyedView's watches (viewchanges.go)
 }
 
 // winTimer fires a window (cleanup false) or drops its state (cleanup true).
@@ -287,6 +288,7 @@ type windowOp[K comparable, T, A any] struct {
 	// indexes the state by window start, kept only when there are views.
 	views   []windowHook[K, A]
 	byStart map[int64]map[K]*winState[A]
+	gen     *uint64 // the fragment's publish generation, once a KeyedView tracks changes
 }
 
 // windowIndexed is what views (WindowView, KeyedView) need of a window
@@ -294,6 +296,9 @@ type windowOp[K comparable, T, A any] struct {
 type windowIndexed[K comparable, A any] interface {
 	addView(h windowHook[K, A])
 	openWindows() openWindows[K, A]
+	// trackChanges has the operator stamp what changes with the
+	// fragment's generation gen (openChanged).
+	trackChanges(gen *uint64)
 }
 
 // openWindows are the windows whose state a window operator holds.
@@ -306,6 +311,10 @@ type openWindows[K comparable, A any] interface {
 	openEach(s int64, fn func(K, A))
 	// openGet is key k's value in window s.
 	openGet(s int64, k K) (A, bool)
+	// openChanged calls fn with every key of window s whose value may
+	// have changed in generation since or later (trackChanges), and its
+	// value; it may name keys that did not change.
+	openChanged(s int64, since uint64, fn func(K, A))
 }
 
 func (wo *windowOp[K, T, A]) addView(h windowHook[K, A]) { wo.views = append(wo.views, h) }
@@ -325,6 +334,16 @@ func (wo *windowOp[K, T, A]) openCount(s int64) int { return len(wo.byStart[s]) 
 func (wo *windowOp[K, T, A]) openEach(s int64, fn func(K, A)) {
 	for k, st := range wo.byStart[s] {
 		fn(k, st.acc)
+	}
+}
+
+func (wo *windowOp[K, T, A]) trackChanges(gen *uint64) { wo.gen = gen }
+
+func (wo *windowOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
+	for k, st := range wo.byStart[s] {
+		if st.stamp >= since {
+			fn(k, st.acc)
+		}
 	}
 }
 
@@ -420,6 +439,9 @@ func (wo *windowOp[K, T, A]) place(k K, v T, s, wm int64) {
 	st.acc = wo.add(st.acc, v)
 	st.n++
 	st.changed = true
+	if wo.gen != nil {
+		st.stamp = *wo.gen
+	}
 	if !ok {
 		wo.state[wk] = st
 		wo.index(wk, st)

@@ -59,6 +59,10 @@ type sliceKey[K comparable, A any] struct {
 	buf    []sliceAcc[A] // slices' array from its first element: dropped slices leave room before slices
 	due    int64
 	timed  bool // due is set: a timer in sliceOp.timers stands for it
+	// stamp: the fragment's generation when any of the key's slices last
+	// changed, for a KeyedView's watches (one per key, not per slice: a
+	// watch may be told of a key's window that did not change).
+	stamp uint64
 }
 
 // sliceTimer is a key's timer: the row and the time it was set for. The
@@ -99,6 +103,7 @@ type sliceOp[K comparable, T, A any] struct {
 	dirty               []winKey[K]              // slices set or dropped since the last checkpoint
 	firedSaved, wStored bool                     // the fired mark in the last checkpoint is current; one is stored
 	restoredW           bool                     // a restore read the fired mark (windowOp's entries have none)
+	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
 }
 
 func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge func(A, A) A,
@@ -165,6 +170,9 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	s := &ks.slices[i]
 	s.acc = so.add(s.acc, v)
 	so.touch(k, s)
+	if so.gen != nil {
+		ks.stamp = *so.gen
+	}
 	if created {
 		so.nslices++
 		so.index(k, t)
@@ -657,6 +665,14 @@ func (so *sliceOp[K, T, A]) openKeys(s int64, fn func(k K, ks *sliceKey[K, A], j
 }
 
 func (so *sliceOp[K, T, A]) openCount(s int64) int {
+	if so.gran == so.size {
+		// Tumbling: a window is its one slice, whose keys byStart holds
+		// (a watch asks every interval: no per-key search).
+		if mod(s, so.slide) != 0 || so.cleanup(s/so.slide) <= so.fired {
+			return 0
+		}
+		return len(so.byStart[s])
+	}
 	n := 0
 	so.openKeys(s, func(K, *sliceKey[K, A], int64) { n++ })
 	return n
@@ -664,6 +680,34 @@ func (so *sliceOp[K, T, A]) openCount(s int64) int {
 
 func (so *sliceOp[K, T, A]) openEach(s int64, fn func(K, A)) {
 	so.openKeys(s, func(k K, ks *sliceKey[K, A], j int64) { fn(k, so.value(ks, j)) })
+}
+
+func (so *sliceOp[K, T, A]) trackChanges(gen *uint64) { so.gen = gen }
+
+// openChanged is openKeys that looks at a key's slices only if its stamp
+// says it changed: most keys of a watched window did not.
+func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
+	if mod(s, so.slide) != 0 {
+		return
+	}
+	j := s / so.slide
+	if so.cleanup(j) <= so.fired {
+		return
+	}
+	for t, m := range so.byStart {
+		if t < s || t >= s+so.size {
+			continue
+		}
+		for k := range m {
+			ks := &so.keys[so.rows[k]]
+			if ks.stamp < since {
+				continue
+			}
+			if lo, hi := so.window(ks, j); ks.slices[lo].start == t {
+				fn(k, so.combine(ks, lo, hi))
+			}
+		}
+	}
 }
 
 func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {

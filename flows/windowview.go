@@ -66,6 +66,9 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 			closed: map[int64]P{}, dirty: map[int64]struct{}{}}
 		fr.ops[op] = vo
 		wo.addView(vo)
+		wo.trackChanges(&fr.gen)
+		vo.gen = &fr.gen
+		fr.changes = append(fr.changes, winViewChanges[K, A, In, P, Out]{view: name, vo: vo, wo: wo})
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Windowed, Algebra: alg.Name(),
 		Splice: spliceParts(alg)}
@@ -94,6 +97,12 @@ type winView[K comparable, A, In, P, Out any] struct {
 	dirty        map[int64]struct{} // starts set or dropped since the last checkpoint
 	horizon      int64              // the largest end of a dropped window
 	horizonDirty bool
+	// gen is the fragment's publish generation; closedAt, the generation
+	// in which each closed window last took a key; dropped, the one in
+	// which a window was last dropped (watches: winViewChanges).
+	gen      *uint64
+	closedAt map[int64]uint64
+	dropped  uint64
 }
 
 func (v *winView[K, A, In, P, Out]) closeWindow(k K, start int64, acc A) {
@@ -103,6 +112,12 @@ func (v *winView[K, A, In, P, Out]) closeWindow(k K, start int64, acc A) {
 	}
 	v.closed[start] = v.alg.Add(p, v.extract(k, acc))
 	v.dirty[start] = struct{}{}
+	if v.gen != nil {
+		if v.closedAt == nil {
+			v.closedAt = map[int64]uint64{}
+		}
+		v.closedAt[start] = *v.gen
+	}
 }
 
 // expire drops closed windows past retention whose alerts (if any) were
@@ -114,6 +129,10 @@ func (v *winView[K, A, In, P, Out]) expire(fr *Fragment, wm int64) {
 	for s := range v.closed {
 		if end := s + v.size; satAdd(end, v.retain) <= wm && end <= fr.hold {
 			delete(v.closed, s)
+			delete(v.closedAt, s)
+			if v.gen != nil {
+				v.dropped = *v.gen
+			}
 			v.dirty[s] = struct{}{}
 			if end > v.horizon {
 				v.horizon, v.horizonDirty = end, true
@@ -123,6 +142,17 @@ func (v *winView[K, A, In, P, Out]) expire(fr *Fragment, wm int64) {
 }
 
 func (v *winView[K, A, In, P, Out]) query(open openWindows[K, A], q splice.Query) splice.Answer {
+	starts := v.starts(open, q)
+	out := make([]splice.WindowPartial, len(starts))
+	for i, s := range starts {
+		out[i] = splice.WindowPartial{Start: s, End: s + v.size, Partial: v.fold(open, s)}
+	}
+	return splice.Answer{Windows: out, Horizon: v.horizon}
+}
+
+// starts lists the windows starting in [q.From, q.To), closed or open, in
+// start order.
+func (v *winView[K, A, In, P, Out]) starts(open openWindows[K, A], q splice.Query) []int64 {
 	in := func(s int64) bool { return s >= q.From && (q.To == 0 || s < q.To) }
 	var starts []int64
 	for s := range v.closed {
@@ -136,18 +166,54 @@ func (v *winView[K, A, In, P, Out]) query(open openWindows[K, A], q splice.Query
 		}
 	}
 	slices.Sort(starts)
-	out := make([]splice.WindowPartial, len(starts))
-	for i, s := range starts {
-		p, ok := v.closed[s]
-		if ok {
-			p = v.alg.Clone(p)
-		} else {
-			p = v.alg.Zero()
-		}
-		open.openEach(s, func(k K, a A) { p = v.alg.Add(p, v.extract(k, a)) })
-		out[i] = splice.WindowPartial{Start: s, End: s + v.size, Partial: p}
+	return starts
+}
+
+// fold is window s's partial: its closed part and its open keys.
+func (v *winView[K, A, In, P, Out]) fold(open openWindows[K, A], s int64) P {
+	p, ok := v.closed[s]
+	if ok {
+		p = v.alg.Clone(p)
+	} else {
+		p = v.alg.Zero()
 	}
-	return splice.Answer{Windows: out, Horizon: v.horizon}
+	open.openEach(s, func(k K, a A) { p = v.alg.Add(p, v.extract(k, a)) })
+	return p
+}
+
+// winViewChanges tells a watch which windows of a WindowView changed since
+// a mark (splice.OpChanges): those in the query's range that took a key
+// as they closed, or whose open state was stamped since, each with its
+// partial; the others are left out. A window dropped since the mark asks
+// for a reset (the watch would not know it left).
+type winViewChanges[K comparable, A, In, P, Out any] struct {
+	view string
+	vo   *winView[K, A, In, P, Out]
+	wo   windowIndexed[K, A]
+}
+
+func (c winViewChanges[K, A, In, P, Out]) viewName() string { return c.view }
+
+func (c winViewChanges[K, A, In, P, Out]) changedSince(q splice.Query, since uint64, valid bool, now *splice.ChangeMark) splice.Answer {
+	v := c.vo
+	if !valid || since <= v.dropped {
+		now.Reset = true
+		return splice.Answer{Changes: now}
+	}
+	open := c.wo.openWindows()
+	var out []splice.WindowPartial
+	for _, s := range v.starts(open, q) {
+		changed := false
+		if at, ok := v.closedAt[s]; ok && at >= since {
+			changed = true
+		} else {
+			open.openChanged(s, since, func(K, A) { changed = true })
+		}
+		if changed {
+			out = append(out, splice.WindowPartial{Start: s, End: s + v.size, Partial: v.fold(open, s)})
+		}
+	}
+	return splice.Answer{Windows: out, Horizon: v.horizon, Changes: now}
 }
 
 // Entries: key = start (8 bytes) → partial; key "h" → horizon.

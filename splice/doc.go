@@ -5,9 +5,13 @@
 // test harness) and splices the answers; splice never knows the cluster.
 // It is pure but for its HTTP layer: the handlers, the watch hub
 // (watch.go: watchers of one request and interval share one evaluation,
-// and one encoded diff to the next answer; for a keyed view, built from
-// the entries the fragments changed since the last one, OpChanges,
-// watchdelta.go) and EvaluateRead (read.go), which wait on the clock.
+// and one encoded diff to the next answer; for a keyed view and a
+// windowed keyed view's range of windows, built from the entries the
+// fragments changed since the last one, OpChanges, watchdelta.go and
+// watchwindows.go; for an aggregate or a windowed view, from the
+// partials of the fragments and windows that changed; a windowed keyed
+// view's window=latest and after= watches evaluate the whole view) and
+// EvaluateRead (read.go), which wait on the clock.
 //
 // # Consistency
 //

@@ -30,3 +30,6 @@ func (s *WatchStepper) Step() (res Result, event []byte, delta bool, err error) 
 
 // Close ends the group.
 func (s *WatchStepper) Close() { s.g.cancel() }
+
+// KeyedWindowJSON is a window as a watch's events carry it.
+func KeyedWindowJSON(kw KeyedWindow) []byte { return keyedWindowJSON(kw) }

@@ -67,8 +67,14 @@ const (
 	// OpChanges asks a keyed view for the entries that changed since the
 	// fragment's mark in Request.Since (MarkOf), matching Query.Prefix,
 	// with its mark now (Answer.Changes), which names the changed keys
-	// the view does not show (ChangeMark.Hidden). A watch builds its diffs
-	// from them (watchdelta.go).
+	// the view does not show (ChangeMark.Hidden). Of an aggregate view, it
+	// asks for the fragment's partial if it changed since the mark
+	// (ChangeMark.Unchanged if not). Of a windowed keyed view, it asks for
+	// the windows matching Query, each with its number of keys and the
+	// entries changed since; of a windowed view, for the windows in range
+	// that changed since, each with its partial. A watch builds its diffs
+	// from them
+	// (watchdelta.go, watchwindows.go).
 	OpChanges
 )
 
@@ -148,6 +154,10 @@ type ChangeMark struct {
 	// Hidden: keys that changed and that the view does not show (a
 	// PublishIf that does not hold).
 	Hidden []string `json:"hidden,omitempty"`
+	// Unchanged (an aggregate view): the fragment's partial is the one it
+	// had at the mark asked about, and Answer.Partial is nil. Otherwise an
+	// aggregate view's answer carries its partial, even for no valid mark.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // WindowPartial is one fragment's partial of one window, or, for a

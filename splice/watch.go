@@ -18,7 +18,9 @@ import (
 // the next, encoded once) and a thousand writes of the same bytes. A
 // keyed view's evaluation and diff are built from the entries its
 // fragments changed since the group's last answer (watchdelta.go), not
-// from the whole view.
+// from the whole view; so are a windowed keyed view's over a range of
+// windows (watchwindows.go), and an aggregate or windowed view's merge
+// asks only for the partials that changed.
 //
 // The group's goroutine writes the events itself, one watcher after the
 // other, rather than waking a goroutine per watcher: a thousand goroutines

@@ -25,7 +25,8 @@ import (
 //     and whether more follow. A changed key inside the page's range is
 //     put in, one beyond it when more follow is not, and the page is cut
 //     back to Limit; a key that leaves the view (hidden) while more
-//     follow would need the next one: the whole view is evaluated;
+//     follow would need the next one, or may have been the last one after
+//     the page: the whole view is evaluated;
 //   - a top-n set holds the n best and, when it holds n, no entry outside
 //     scores better than its lowest. A changed key is a candidate; a
 //     member whose new score falls below the old lowest, or that leaves
@@ -36,18 +37,34 @@ import (
 // An after= page is evaluated whole each interval (the key to compare
 // with is known only in the view's own type, which the fragments parse).
 
-// deltaWatch is a keyed watch group's answer as of marks (have: it is
+// deltaWatch is a watch group's answer as of marks (have: it is
 // current; else the next interval evaluates the view whole).
 type deltaWatch struct {
 	marks []ChangeMark // by fragment
 	have  bool
 	res   Result
 	snap  map[string][]byte
+	parts []any // an aggregate view's partials, by fragment
+	// wins: a windowed keyed view's windows, each with its own page or
+	// top set before cutPage (watchwindows.go).
+	wins []KeyedWindow
+	// wparts: a windowed view's partials, by window start and fragment
+	// (watchwindows.go); horizon, the largest the fragments reported.
+	wparts  map[int64]*windowParts
+	horizon int64
 }
 
 // deltaEligible reports whether req's watch can follow the fragments'
 // changes.
 func deltaEligible(spec Spec, req Request) bool {
+	switch spec.Kind {
+	case Aggregate:
+		return spec.Splice != nil
+	case Windowed:
+		return req.Op == OpWindows && spec.Splice != nil
+	case WindowedKeyed:
+		return req.Op == OpEntries && !req.Query.Latest && req.Query.After == "" && spec.Compare != nil
+	}
 	return spec.Kind == Keyed && req.Op == OpEntries && req.Query.After == "" && spec.Compare != nil
 }
 
@@ -72,6 +89,14 @@ func (h *watchHub) evaluateDelta(g *watchGroup) *watchUpdate {
 	if err != nil {
 		d.have = false
 		return &watchUpdate{err: err}
+	}
+	switch spec.Kind {
+	case Aggregate:
+		return h.aggregateDelta(g, spec, d, ans)
+	case WindowedKeyed:
+		return h.keyedWindowsDelta(g, spec, d, ans)
+	case Windowed:
+		return h.windowsDelta(g, spec, d, ans)
 	}
 	marks := make([]ChangeMark, len(ans))
 	reset := !d.have
@@ -192,6 +217,15 @@ func applyPage(spec Spec, limit int, old []Entry, more bool, changed []Entry, by
 		}
 		out = append(out, e)
 	}
+	if more {
+		// A key beyond the page that left the view may have been the
+		// last one after it: whether more follow is unknown.
+		for k := range gone {
+			if !in[k] {
+				return nil, false, false
+			}
+		}
+	}
 	sorted := true
 	for _, e := range changed {
 		if in[e.Key] {
@@ -255,4 +289,75 @@ func changesEvent(changed []jsonEntry, removed []string, res Result) []byte {
 	}
 	b, _ := json.Marshal(map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)})
 	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", "changes", b)
+}
+
+// aggregateDelta is an aggregate view's next update from the fragments'
+// answers to a changes request: each answers its partial only if it
+// changed since the group's mark, so a fragment that saw no event is
+// neither encoded nor sent again, and an interval in which none changed
+// costs no merge and no encoding. The partials are merged as Evaluate
+// does; the watchers' "value" event is made from the result.
+func (h *watchHub) aggregateDelta(g *watchGroup, spec Spec, d *deltaWatch, ans []Answer) *watchUpdate {
+	marks := make([]ChangeMark, len(d.parts))
+	parts := make([]any, len(d.parts))
+	copy(parts, d.parts)
+	seen := make([]bool, len(d.parts))
+	fresh := make([]Freshness, 0, len(ans))
+	changed := !d.have
+	for _, a := range ans {
+		f := a.Freshness.Fragment
+		if f < 0 || f >= 1<<20 {
+			d.have = false
+			return &watchUpdate{err: fmt.Errorf("an answer of fragment %d", f)}
+		}
+		if f >= len(parts) {
+			n := f + 1 - len(parts)
+			parts = append(parts, make([]any, n)...)
+			marks = append(marks, make([]ChangeMark, n)...)
+			seen = append(seen, make([]bool, n)...)
+		}
+		fresh = append(fresh, a.Freshness)
+		c := a.Changes
+		switch {
+		case c == nil || c.Reset:
+			// A fragment that cannot answer changes: evaluate whole, and
+			// ask every fragment for its partial next time.
+			d.have, d.parts = false, nil
+			res, err := Evaluate(g.ctx, h.g, g.key.req)
+			if err != nil {
+				return &watchUpdate{err: err}
+			}
+			res.Cut = Cut{Consistency: Latest, Offsets: LowerCut(res.Freshness)}
+			d.res, d.snap = res, snapshot(res)
+			return &watchUpdate{res: res, snap: d.snap}
+		case c.Unchanged:
+			if !d.have || f >= len(d.parts) || d.parts[f] == nil {
+				// Unchanged since a mark the group holds no partial of: a
+				// peer's mistake; start over.
+				d.have, d.parts = false, nil
+				return &watchUpdate{err: fmt.Errorf("fragment %d answered an unchanged partial of view %q the watch does not hold", f, spec.Name)}
+			}
+		default:
+			parts[f], changed = a.Partial, true
+		}
+		marks[f], seen[f] = ChangeMark{Instance: c.Instance, Gen: c.Gen}, true
+	}
+	if len(ans) != len(parts) || slices.Contains(seen, false) {
+		// Fragments answered once each, or the group's partials are
+		// not the view's: start over.
+		d.have, d.parts = false, nil
+		return &watchUpdate{err: fmt.Errorf("view %q: %d fragments answered, the watch holds %d partials", spec.Name, len(ans), len(parts))}
+	}
+	res := Result{Spec: spec, Freshness: fresh, Value: d.res.Value}
+	res.Cut = Cut{Consistency: Latest, Offsets: LowerCut(fresh)}
+	u := &watchUpdate{res: res, snap: d.snap, delta: true}
+	if changed {
+		u.res.Value = spec.Splice(parts)
+		u.snap = snapshot(u.res)
+		// d.snap is the group's previous update's, whenever that one
+		// succeeded: the only case in which its watchers share this event.
+		u.deltaEvent = changeEvent(d.snap, u)
+	}
+	d.marks, d.parts, d.have, d.res, d.snap = marks, parts, true, u.res, u.snap
+	return u
 }

@@ -96,10 +96,21 @@ func gatherKeyedWindows(ans []Answer, res *Result) (map[int64]*keyedWindowParts,
 // too, not only the key's: completeness and the latest window depend on
 // all of them.
 func evaluateKeyedWindows(ctx context.Context, g Gatherer, spec Spec, req Request) (Result, error) {
-	res := Result{Spec: spec, Latest: req.Query.Latest}
 	if req.Op == OpKey {
 		return evaluateWindowKey(ctx, g, spec, req)
 	}
+	res, err := evaluateKeyedWindowsUncut(ctx, g, spec, req)
+	if err == nil && req.Query.Top <= 0 {
+		cutPage(&res, spec.Compare)
+	}
+	return res, err
+}
+
+// evaluateKeyedWindowsUncut is evaluateKeyedWindows's answer to OpEntries
+// before cutPage: each window's own page (a watch keeps them,
+// watchwindows.go).
+func evaluateKeyedWindowsUncut(ctx context.Context, g Gatherer, spec Spec, req Request) (Result, error) {
+	res := Result{Spec: spec, Latest: req.Query.Latest}
 	q := req.Query
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
@@ -147,9 +158,6 @@ func evaluateKeyedWindows(ctx context.Context, g Gatherer, spec Spec, req Reques
 			kw.Entries, kw.More = MergeOrdered(p.lists, q.Limit, spec.Compare)
 		}
 		res.KeyedWindows[i] = kw
-	}
-	if q.Top <= 0 {
-		cutPage(&res, spec.Compare)
 	}
 	return res, nil
 }
