@@ -64,6 +64,10 @@ var profile string
 
 var profileRuns int
 
+// memProfile, with profile, is where an allocation profile is written
+// after each profiled run.
+var memProfile string
+
 // tracePath is where cluster nodes write execution traces ("" for none).
 var tracePath string
 
@@ -84,7 +88,22 @@ func startProfile(path string) (func(), error) {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		if memProfile != "" {
+			// The allocations of the whole process so far: the engine's
+			// run dominates them.
+			path := memProfile
+			if profileRuns > 1 {
+				path = fmt.Sprintf("%s.%d", path, profileRuns)
+			}
+			if m, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(m, 0)
+				m.Close()
+			}
+		}
+	}, nil
 }
 
 func main() {
@@ -101,6 +120,7 @@ func main() {
 	flag.IntVar(&p.batch, "batch", 1024, "records per batch (engine and sharded baseline)")
 	out := flag.String("out", localDir, "directory for latest.json and the plots ('' for none); "+referenceDir+" is the committed reference run")
 	flag.StringVar(&only, "only", "", "run only these workloads (comma-separated names), without the sweep")
+	flag.StringVar(&memProfile, "memprofile", "", "with -cpuprofile, write an allocation profile after each engine run to this file")
 	flag.StringVar(&profile, "cpuprofile", "", "write a CPU profile of each engine run to this file (numbered after the first)")
 	flag.StringVar(&tracePath, "trace", "", "write an execution trace of each cluster node to this file with the node count and name appended")
 	flag.Parse()

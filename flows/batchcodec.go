@@ -312,20 +312,20 @@ func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], t
 		e.prevTS = ts
 	}
 	kmark := len(dst)
-	dst = append(dst, 0, 0, 0, 0, 0) // room for a length of up to 2^35
+	dst = append(dst, 0) // room for a length below 128, moved if longer
 	var err error
 	if dst, err = c.kc.Append(dst, it.Key); err != nil {
 		return nil, fmt.Errorf("encode key: %w", err)
 	}
-	dst = putLength(dst, kmark)
+	dst = putShortLength(dst, kmark)
 	kend := len(dst)
 	mark := len(dst)
 	if !share {
-		dst = append(dst, 0, 0, 0, 0, 0)
+		dst = append(dst, 0)
 		if dst, err = c.ec.Append(dst, it.Val); err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		return putLength(dst, mark), nil
+		return putShortLength(dst, mark), nil
 	}
 	dst = append(dst, make([]byte, spliceRoom)...)
 	if dst, err = c.ec.Append(dst, it.Val); err != nil {
@@ -343,6 +343,24 @@ func putLength(dst []byte, mark int) []byte {
 	copy(dst[mark:], tmp[:l])
 	copy(dst[mark+l:], dst[mark+5:])
 	return dst[:mark+l+n]
+}
+
+// putShortLength writes the length of dst[mark+1:] as a uvarint at mark,
+// moving the bytes after it if it takes more than the one byte reserved.
+// Keys and events are mostly shorter than 128 bytes: reserving 5 bytes, as
+// putLength does, moved every one of them back by 4.
+func putShortLength(dst []byte, mark int) []byte {
+	n := len(dst) - mark - 1
+	if n < 0x80 {
+		dst[mark] = byte(n)
+		return dst
+	}
+	var tmp [binary.MaxVarintLen64]byte
+	l := binary.PutUvarint(tmp[:], uint64(n))
+	dst = append(dst, tmp[:l-1]...)
+	copy(dst[mark+l:], dst[mark+1:mark+1+n])
+	copy(dst[mark:], tmp[:l])
+	return dst
 }
 
 // decode reads n records in the version 1 form (an exchange's log).

@@ -3,6 +3,7 @@ package flows
 import (
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -30,7 +31,13 @@ type table[K comparable, V any] struct {
 	// (viewchanges.go); stamp[i] is the generation slot i last changed in.
 	gen   *uint64
 	stamp []uint64
+	// Scratch of delta: where each entry is in its buffer, and about how
+	// many bytes an entry took in the last one.
+	spans      []entrySpan
+	entryBytes int
 }
+
+type entrySpan struct{ k0, k1, v1 int }
 
 func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
 	return &table[K, V]{idx: map[K]int32{}, kc: kc, vc: vc}
@@ -92,12 +99,14 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 		}
 		t.dirty = live
 	}
-	var buf []byte
-	type span struct{ k0, k1, v1 int }
-	spans := make([]span, 0, len(t.dirty))
+	// One buffer holds every entry, sized at once from the entries of the
+	// checkpoint before (with room to grow): grown by appending, it cost
+	// twice its size in copies and garbage.
+	buf := make([]byte, 0, len(t.dirty)*(t.entryBytes+t.entryBytes/4+2))
+	spans := t.spans[:0]
 	var err error
 	for _, i := range t.dirty {
-		sp := span{k0: len(buf)}
+		sp := entrySpan{k0: len(buf)}
 		if buf, err = t.kc.Append(buf, t.keys[i]); err != nil {
 			return fmt.Errorf("encode key: %w", err)
 		}
@@ -108,9 +117,14 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 		sp.v1 = len(buf)
 		spans = append(spans, sp)
 	}
+	if len(t.dirty) > 0 {
+		t.entryBytes = (len(buf) + len(t.dirty) - 1) / len(t.dirty)
+	}
+	d.Puts = slices.Grow(d.Puts, len(spans))
 	for _, sp := range spans {
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: buf[sp.k0:sp.k1:sp.k1], Value: buf[sp.k1:sp.v1:sp.v1]})
 	}
+	t.spans = spans[:0]
 	if t.exp != nil {
 		if err := t.ttlDelta(ns+1, d); err != nil {
 			return err
