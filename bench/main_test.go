@@ -39,7 +39,7 @@ func TestSmallRun(t *testing.T) {
 	goals := map[string]string{"checkpoint-overhead": "ratio >= 0.9", "recovery": "restore_ms <= 1000", "query-latency": "p99_ms <= 5", "watchers": "p99_ms <= 5", "two-stage": "ratio >= 0.5",
 		"http-ingest": "ratio >= 0.4", "kafka-source": "ratio >= 0.5", "kafka-eos-sink": "ratio >= 0.5",
 		"kafka-ingest": "ratio >= 0.5", "nats-ingest": "ratio >= 0.5",
-		"transport":   "events_per_sec >= 1.5e+06",
+		"transport": "events_per_sec >= 1.5e+06", "three-nodes": "cpu_ratio <= 1.5",
 		"sliding-30m": "vs_tumbling >= 0.8", "session-windows": "ratio >= 0.5", "tumbling-1m": "ratio >= 0.6"}
 	for _, r := range rs {
 		byName[r.Name] = r
