@@ -641,52 +641,11 @@ func (so *sliceOp[K, T, A]) openStarts() []int64 {
 	return out
 }
 
-// openKeys calls fn with every key of window s and its slices there.
-func (so *sliceOp[K, T, A]) openKeys(s int64, fn func(k K, ks *sliceKey[K, A], j int64)) {
-	if mod(s, so.slide) != 0 {
-		return
-	}
-	j := s / so.slide
-	if so.cleanup(j) <= so.fired {
-		return
-	}
-	for t, m := range so.byStart {
-		if t < s || t >= s+so.size {
-			continue
-		}
-		for k := range m {
-			ks := &so.keys[so.rows[k]]
-			// A key with several slices in the window counts at its first.
-			if lo, _ := so.window(ks, j); ks.slices[lo].start == t {
-				fn(k, ks, j)
-			}
-		}
-	}
-}
-
-func (so *sliceOp[K, T, A]) openCount(s int64) int {
-	if so.gran == so.size {
-		// Tumbling: a window is its one slice, whose keys byStart holds
-		// (a watch asks every interval: no per-key search).
-		if mod(s, so.slide) != 0 || so.cleanup(s/so.slide) <= so.fired {
-			return 0
-		}
-		return len(so.byStart[s])
-	}
-	n := 0
-	so.openKeys(s, func(K, *sliceKey[K, A], int64) { n++ })
-	return n
-}
-
-func (so *sliceOp[K, T, A]) openEach(s int64, fn func(K, A)) {
-	so.openKeys(s, func(k K, ks *sliceKey[K, A], j int64) { fn(k, so.value(ks, j)) })
-}
-
-func (so *sliceOp[K, T, A]) trackChanges(gen *uint64) { so.gen = gen }
-
-// openChanged is openKeys that looks at a key's slices only if its stamp
-// says it changed: most keys of a watched window did not.
-func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
+// openKeys calls fn with every key of window s whose stamp is since or
+// later (0: every key), and the key's slices lo to hi in the window: a
+// watch looks at a key's slices only if it changed, and most keys of a
+// watched window did not.
+func (so *sliceOp[K, T, A]) openKeys(s int64, since uint64, fn func(k K, ks *sliceKey[K, A], lo, hi int)) {
 	if mod(s, so.slide) != 0 {
 		return
 	}
@@ -703,11 +662,38 @@ func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
 			if ks.stamp < since {
 				continue
 			}
+			// A key with several slices in the window counts at its first.
 			if lo, hi := so.window(ks, j); ks.slices[lo].start == t {
-				fn(k, so.combine(ks, lo, hi))
+				fn(k, ks, lo, hi)
 			}
 		}
 	}
+}
+
+func (so *sliceOp[K, T, A]) openCount(s int64) int {
+	if so.gran == so.size {
+		// Tumbling: a window is its one slice, whose keys byStart holds
+		// (a watch asks every interval: no per-key search).
+		if mod(s, so.slide) != 0 || so.cleanup(s/so.slide) <= so.fired {
+			return 0
+		}
+		return len(so.byStart[s])
+	}
+	n := 0
+	so.openKeys(s, 0, func(K, *sliceKey[K, A], int, int) { n++ })
+	return n
+}
+
+func (so *sliceOp[K, T, A]) openEach(s int64, fn func(K, A)) {
+	so.openKeys(s, 0, func(k K, ks *sliceKey[K, A], lo, hi int) { fn(k, so.combine(ks, lo, hi)) })
+}
+
+func (so *sliceOp[K, T, A]) trackChanges(gen *uint64) { so.gen = gen }
+
+// openChanged calls fn with every key of window s changed since
+// (openWindows.openChanged).
+func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
+	so.openKeys(s, since, func(k K, ks *sliceKey[K, A], lo, hi int) { fn(k, so.combine(ks, lo, hi)) })
 }
 
 func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {
