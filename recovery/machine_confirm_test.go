@@ -159,8 +159,12 @@ func TestMachineConfirmStaleCopyStops(t *testing.T) {
 	}
 }
 
-func TestMachineConfirmBehind(t *testing.T) {
-	r, ms := exchangeWorld(t, confirmCfg)
+// trimmedWorld is two fragments under Confirm where fragment 1 applied
+// fragment 0's outputs, its confirmed checkpoint covers them, and fragment
+// 0 forgot them up to upto (Trim).
+func trimmedWorld(t *testing.T) (r *rig, ms [2]*recovery.Machine, upto int64) {
+	t.Helper()
+	r, ms = exchangeWorld(t, confirmCfg)
 	for _, m := range ms {
 		m.Start()
 	}
@@ -173,12 +177,18 @@ func TestMachineConfirmBehind(t *testing.T) {
 	m1.Step(r.batch(t, 0, 0, 25, 1), reader(0))
 	m1.Ready()
 	_, rd := confirmed(t, r, m1, 1)
-	upto := trims(rd.Trims)[part(exchangeCh, 0)]
+	upto = trims(rd.Trims)[part(exchangeCh, 0)]
 	if upto == 0 {
 		t.Fatalf("fragment 1's confirmed checkpoint trims %v", rd.Trims)
 	}
 	m0.Trim(exchangeCh, 1, upto)
 	m0.Ready()
+	return r, ms, upto
+}
+
+func TestMachineConfirmBehind(t *testing.T) {
+	r, ms, upto := trimmedWorld(t)
+	m0 := ms[0]
 
 	// Fragment 1 starts again with nothing (its copies lost): fragment 0
 	// no longer has what it asks for, and says so.
@@ -206,25 +216,8 @@ func TestMachineConfirmBehind(t *testing.T) {
 // than sent the records after the hole as if they followed what it has
 // (sim seed 76 counted 276 updates short that way).
 func TestMachineConfirmBehindAfterUpstreamRestart(t *testing.T) {
-	r, ms := exchangeWorld(t, confirmCfg)
-	for _, m := range ms {
-		m.Start()
-	}
-	exchange(t, r, ms[:])
-	m0, m1 := ms[0], ms[1]
-	m0.Step(r.batch(t, 0, 0, 12, 0), reader(0))
-	m0.Ready()
-	confirmed(t, r, m0, 0)
-	exchange(t, r, ms[:])
-	m1.Step(r.batch(t, 0, 0, 25, 1), reader(0))
-	m1.Ready()
-	_, rd := confirmed(t, r, m1, 1)
-	upto := trims(rd.Trims)[part(exchangeCh, 0)]
-	if upto == 0 {
-		t.Fatalf("fragment 1's confirmed checkpoint trims %v", rd.Trims)
-	}
-	m0.Trim(exchangeCh, 1, upto)
-	m0.Ready()
+	r, ms, upto := trimmedWorld(t)
+	m0 := ms[0]
 	confirmed(t, r, m0, 0) // the trim is in fragment 0's durable checkpoint
 
 	// Fragment 0 restarts from that checkpoint, fragment 1 with nothing.

@@ -101,13 +101,7 @@ func TestWatchAggregateFromChanges(t *testing.T) {
 			}
 			crashed := false
 			if step > 0 && rapid.IntRange(0, 5).Draw(rt, "crash") == 0 {
-				if err := d.Checkpoint(); err != nil {
-					rt.Fatal(err)
-				}
-				f := rapid.IntRange(0, 3).Draw(rt, "fragment")
-				if err := d.Crash(f); err != nil {
-					rt.Fatal(err)
-				}
+				f := crashOne(rt, d)
 				if err := d.Drain(); err != nil {
 					rt.Fatal(err)
 				}

@@ -34,6 +34,19 @@ func deltaFlow(in flows.Source[string]) *flows.Flow {
 // view's answer now, for pages, prefixes and top sets, in the order a
 // full evaluation gives. Views whose entries only grow follow the changes
 // after the first interval.
+// crashOne checkpoints every fragment and crashes one of the 4, drawn, as
+// may happen between two watch intervals; it returns which.
+func crashOne(rt *rapid.T, d *flowstest.Driver) int {
+	if err := d.Checkpoint(); err != nil {
+		rt.Fatal(err)
+	}
+	f := rapid.IntRange(0, 3).Draw(rt, "fragment")
+	if err := d.Crash(f); err != nil {
+		rt.Fatal(err)
+	}
+	return f
+}
+
 func TestWatchDiffsFromChanges(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		in := flowstest.NewInput[string](2)
@@ -61,12 +74,7 @@ func TestWatchDiffsFromChanges(t *testing.T) {
 				rt.Fatal(err)
 			}
 			if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
-				if err := d.Checkpoint(); err != nil {
-					rt.Fatal(err)
-				}
-				if err := d.Crash(rapid.IntRange(0, 3).Draw(rt, "fragment")); err != nil {
-					rt.Fatal(err)
-				}
+				crashOne(rt, d)
 				crashed = true
 			}
 			res, ev, delta, err := w.Step()

@@ -23,6 +23,19 @@ type timedKey struct {
 	At  time.Time
 }
 
+// pushTimed moves now on by up to 40 minutes and pushes up to 30 events
+// of the keys k0 to k<keys-1> at times up to 30 minutes before it (late
+// and too late ones among them); it returns the new now.
+func pushTimed(rt *rapid.T, in *flowstest.Input[timedKey], now time.Time, keys int) time.Time {
+	now = now.Add(time.Duration(rapid.IntRange(0, 40).Draw(rt, "minutes")) * time.Minute)
+	for range rapid.IntRange(0, 30).Draw(rt, "events") {
+		at := now.Add(-time.Duration(rapid.IntRange(0, 30).Draw(rt, "late")) * time.Minute)
+		in.Push(rapid.IntRange(0, 1).Draw(rt, "partition"),
+			timedKey{fmt.Sprintf("k%d", rapid.IntRange(0, keys-1).Draw(rt, "key")), at})
+	}
+	return now
+}
+
 // windowsFlow counts keys per window in windowed keyed views over 4
 // fragments: hourly tumbling windows (sliced state), two-hour windows
 // sliding by the hour with per-window state ("sliding") and with slices
@@ -71,22 +84,12 @@ func TestWatchKeyedWindowsFromChanges(t *testing.T) {
 		var prev map[string]json.RawMessage
 		followed := 0
 		for step := range rapid.IntRange(2, 12).Draw(rt, "steps") {
-			now = now.Add(time.Duration(rapid.IntRange(0, 40).Draw(rt, "minutes")) * time.Minute)
-			for range rapid.IntRange(0, 30).Draw(rt, "events") {
-				at := now.Add(-time.Duration(rapid.IntRange(0, 30).Draw(rt, "late")) * time.Minute)
-				in.Push(rapid.IntRange(0, 1).Draw(rt, "partition"),
-					timedKey{fmt.Sprintf("k%d", rapid.IntRange(0, keys-1).Draw(rt, "key")), at})
-			}
+			now = pushTimed(rt, in, now, keys)
 			if err := d.Drain(); err != nil {
 				rt.Fatal(err)
 			}
 			if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
-				if err := d.Checkpoint(); err != nil {
-					rt.Fatal(err)
-				}
-				if err := d.Crash(rapid.IntRange(0, 3).Draw(rt, "fragment")); err != nil {
-					rt.Fatal(err)
-				}
+				crashOne(rt, d)
 				if err := d.Drain(); err != nil {
 					rt.Fatal(err)
 				}

@@ -63,22 +63,12 @@ func TestWatchWindowsFromChanges(t *testing.T) {
 		now := t0
 		var prev map[string]json.RawMessage
 		for step := range rapid.IntRange(2, 12).Draw(rt, "steps") {
-			now = now.Add(time.Duration(rapid.IntRange(0, 40).Draw(rt, "minutes")) * time.Minute)
-			for range rapid.IntRange(0, 30).Draw(rt, "events") {
-				at := now.Add(-time.Duration(rapid.IntRange(0, 30).Draw(rt, "late")) * time.Minute)
-				in.Push(rapid.IntRange(0, 1).Draw(rt, "partition"),
-					timedKey{fmt.Sprintf("k%d", rapid.IntRange(0, keys-1).Draw(rt, "key")), at})
-			}
+			now = pushTimed(rt, in, now, keys)
 			if err := d.Drain(); err != nil {
 				rt.Fatal(err)
 			}
 			if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
-				if err := d.Checkpoint(); err != nil {
-					rt.Fatal(err)
-				}
-				if err := d.Crash(rapid.IntRange(0, 3).Draw(rt, "fragment")); err != nil {
-					rt.Fatal(err)
-				}
+				crashOne(rt, d)
 				if err := d.Drain(); err != nil {
 					rt.Fatal(err)
 				}
