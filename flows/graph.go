@@ -7,7 +7,9 @@ import (
 )
 
 // Flow is a stream processing graph under construction. Build it with the
-// functions of this package, then call Plan (or Validate).
+// functions of this package, then hand it to an engine: cluster.Config's
+// Flow to run it, flowstest.New to test it. Validate reports its problems
+// without running it.
 //
 // Its methods:
 //
@@ -16,9 +18,6 @@ import (
 //
 //	func (f *Flow) Name() string
 //	    Name is the flow's name.
-//
-//	func (f *Flow) Plan() (*Plan, error)
-//	    Plan validates the flow and returns it compiled for an engine.
 //
 //	func (f *Flow) Validate() error
 //	    Validate reports every problem of the flow, or nil.
@@ -47,9 +46,7 @@ func WithVersion(v string) Option { return flowcore.WithVersion(v) }
 func WithDeadLetters(sink DeadLetterSink) Option { return flowcore.WithDeadLetters(sink) }
 
 // DefaultFragments is the number of fragments of a flow unless set.
-const (
-	DefaultFragments = flowcore.DefaultFragments
-)
+const DefaultFragments = flowcore.DefaultFragments
 
 // Stream is a typed stream of events inside a flow.
 //
@@ -118,8 +115,8 @@ type KeyedStream[K comparable, T any] = flowcore.KeyedStream[K, T]
 // same fragment, in source order per partition. Any stream can be keyed:
 // a source's (the readers route it), or one inside the fragments — the
 // output of Process, a table's Updates, window results — which goes
-// through an exchange (see exchange.go): exactly once, in the order each
-// upstream fragment emitted it.
+// through an exchange: exactly once, in the order each upstream fragment
+// emitted it.
 func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) KeyedStream[K, T] {
 	return flowcore.KeyBy[T, K](s, key, opts...)
 }

@@ -32,10 +32,10 @@ type PartitionReader[T any] = flowcore.PartitionReader[T]
 // ReadBatch is what a PartitionReader fills.
 //
 //	type ReadBatch[T any] struct {
-//		Events	[]T
-//		Offsets	[]int64	// Offsets[i] is the offset of Events[i], increasing
-//		Bad	[]BadRecord
-//		End	int64
+//		Events  []T
+//		Offsets []int64 // Offsets[i] is the offset of Events[i], increasing
+//		Bad     []BadRecord
+//		End     int64
 //	}
 //
 // Its methods:
@@ -47,10 +47,10 @@ type ReadBatch[T any] = flowcore.ReadBatch[T]
 // BadRecord is an input record that could not be decoded.
 //
 //	type BadRecord struct {
-//		Offset	int64
-//		Where	string	// e.g. the file
-//		Raw	[]byte
-//		Err	error
+//		Offset int64
+//		Where  string // e.g. the file
+//		Raw    []byte
+//		Err    error
 //	}
 type BadRecord = flowcore.BadRecord
 
@@ -110,8 +110,7 @@ type SinkOption = flowcore.SinkOption
 // owner's newest durable one, the engine delivers them once the standby
 // confirmed its copy of the checkpoint (recovery's strong rule), so that
 // whatever a restore brings back holds, as a prefix, everything delivered
-// since it was taken. (Fragment.LagReleases, one checkpoint later, is the
-// fallback for a driver without confirmations.)
+// since it was taken.
 //
 // Without it, outputs leave as they are made, with ids fixed by their
 // cause. That is exactly-once for an idempotent sink when the outputs do
@@ -131,29 +130,29 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) { flowcore.To[T](s
 // exactly-once.
 //
 //	type Output[T any] struct {
-//		ID	OutputID
-//		Value	T
+//		ID    OutputID
+//		Value T
 //	}
 type Output[T any] = flowcore.Output[T]
 
 // OutputID identifies an output by what caused it, never by batching,
-// timing or replay: an input event (its channel — a source or an exchange,
-// see Plan.Channels — partition and offset), or a timer or window of a key
-// (the operator, the key and the time), and the output's index among that
-// cause's outputs in the fragment. A replay emits the same outputs with the
-// same ids.
+// timing or replay: an input event (its channel — a source, numbered in
+// the order of From, or an exchange, numbered after them — partition and
+// offset), or a timer or window of a key (the operator, the key and the
+// time), and the output's index among that cause's outputs in the
+// fragment. A replay emits the same outputs with the same ids.
 //
 //	type OutputID struct {
-//		Fragment	int	// -1 for outputs before the key
-//		Cause		Cause
-//		Source		int	// CauseEvent: the input channel
-//		Partition	int	// CauseEvent: its partition (an exchange's: the upstream fragment)
-//		Offset		int64	// CauseEvent: the event's offset
-//		Record		int	// CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
-//		Op		int	// timers and windows: the operator, in declaration order
-//		Key		string
-//		At		int64	// timers: the timer's time; windows: the window's end (unix ns)
-//		Index		int
+//		Fragment  int // -1 for outputs before the key
+//		Cause     Cause
+//		Source    int   // CauseEvent: the input channel
+//		Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
+//		Offset    int64 // CauseEvent: the event's offset
+//		Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
+//		Op        int   // timers and windows: the operator, in declaration order
+//		Key       string
+//		At        int64 // timers: the timer's time; windows: the window's end (unix ns)
+//		Index     int
 //	}
 //
 // Its methods:
@@ -184,9 +183,9 @@ const (
 // EventID identifies an input event: a channel, partition and offset.
 //
 //	type EventID struct {
-//		Source		int
-//		Partition	int
-//		Offset		int64
+//		Source    int
+//		Partition int
+//		Offset    int64
 //	}
 type EventID = flowcore.EventID
 
@@ -194,25 +193,25 @@ type EventID = flowcore.EventID
 // or an event on which a user function failed.
 //
 //	type DeadLetter struct {
-//		Flow		string	`json:"flow"`
-//		Source		string	`json:"source"`
-//		Partition	int	`json:"partition"`
-//		Offset		int64	`json:"offset"`
-//		Fragment	int	`json:"fragment"`	// -1 when the failure was before the key
-//		Where		string	`json:"where,omitempty"`
-//		Key		string	`json:"key,omitempty"`
+//		Flow      string `json:"flow"`
+//		Source    string `json:"source"`
+//		Partition int    `json:"partition"`
+//		Offset    int64  `json:"offset"`
+//		Fragment  int    `json:"fragment"` // -1 when the failure was before the key
+//		Where     string `json:"where,omitempty"`
+//		Key       string `json:"key,omitempty"`
 //		// Value is the record or event, printed: at most DeadLetterKeep bytes
 //		// of it (cut at a character boundary). A malformed record whose bytes
 //		// are not valid UTF-8 keeps them in Raw instead (at most
 //		// DeadLetterKeep; base64 in JSON), so that none is lost to U+FFFD
 //		// replacement. Size is the whole value's length in bytes, Truncated
 //		// whether Value or Raw holds less.
-//		Value		string		`json:"value,omitempty"`
-//		Raw		[]byte		`json:"raw,omitempty"`
-//		Size		int		`json:"size"`
-//		Truncated	bool		`json:"truncated,omitempty"`
-//		Error		string		`json:"error"`
-//		Time		time.Time	`json:"time"`
+//		Value     string    `json:"value,omitempty"`
+//		Raw       []byte    `json:"raw,omitempty"`
+//		Size      int       `json:"size"`
+//		Truncated bool      `json:"truncated,omitempty"`
+//		Error     string    `json:"error"`
+//		Time      time.Time `json:"time"`
 //	}
 //
 // Its methods:
@@ -223,6 +222,11 @@ type EventID = flowcore.EventID
 //	func (d *DeadLetter) SetValue(v string)
 //	    SetValue sets the printed value, keeping at most DeadLetterKeep bytes.
 type DeadLetter = flowcore.DeadLetter
+
+// DeadLetterKeep bounds the bytes of a value a dead letter keeps: a huge
+// record must not make every dead letter that size in memory, in the
+// dead-letter file and in /v1/deadletters.
+const DeadLetterKeep = flowcore.DeadLetterKeep
 
 // DeadLetterFunc adapts a function to DeadLetterSink.
 //
@@ -267,7 +271,7 @@ type KeyCodec[K any] = flowcore.KeyCodec[K]
 // encoding.BinaryMarshaler (with a pointer that implements
 // encoding.BinaryUnmarshaler); a compact binary form for plain structs
 // (every field, nested structs included, an exported boolean, number,
-// string, byte slice or time.Time; see structCodec); JSON for other
+// string, byte slice or time.Time); JSON for other
 // structs, slices and maps whose fields are all exported. Other types
 // (channels, functions, interfaces, structs with unexported fields) have
 // none.
@@ -279,6 +283,4 @@ func DefaultKeyCodec[K any]() (KeyCodec[K], error) { return flowcore.DefaultKeyC
 
 // ErrNoCodec is returned (wrapped) by DefaultCodec for types it cannot
 // encode faithfully; pass a codec explicitly for those.
-var (
-	ErrNoCodec = flowcore.ErrNoCodec
-)
+var ErrNoCodec = flowcore.ErrNoCodec

@@ -38,8 +38,8 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 // KV is a key and its value.
 //
 //	type KV[K comparable, V any] struct {
-//		Key	K
-//		Value	V
+//		Key   K
+//		Value V
 //	}
 type KV[K comparable, V any] = flowcore.KV[K, V]
 
@@ -86,8 +86,8 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 // call.
 //
 //	type Handler[K comparable, T, S, O any] struct {
-//		OnEvent	func(c *Context[K, S, O], v T)
-//		OnTimer	func(c *Context[K, S, O], at time.Time)
+//		OnEvent func(c *Context[K, S, O], v T)
+//		OnTimer func(c *Context[K, S, O], at time.Time)
 //	}
 type Handler[K comparable, T, S, O any] = flowcore.Handler[K, T, S, O]
 

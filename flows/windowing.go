@@ -102,11 +102,11 @@ type Windowed[K comparable, T, A any] = flowcore.Windowed[K, T, A]
 // WindowResult is a window's value for a key.
 //
 //	type WindowResult[K comparable, A any] struct {
-//		Key	K
-//		Start	time.Time
-//		End	time.Time
-//		Value	A
-//		Firing	Firing
+//		Key    K
+//		Start  time.Time
+//		End    time.Time
+//		Value  A
+//		Firing Firing
 //	}
 type WindowResult[K comparable, A any] = flowcore.WindowResult[K, A]
 
@@ -132,8 +132,8 @@ const (
 // them window by window (GET /v1/views/{name}?window=latest, ?from=&to=).
 // A window is queryable from its first event until retain after its end
 // (by the watermark; when a bounded input ends, the windows retained then
-// stay); while it is open its partial follows the keys' current values. Session windows have per-key bounds and have no such
-// view.
+// stay); while it is open its partial follows the keys' current values.
+// Session windows have per-key bounds and have no such view.
 //
 // For instance, the number of distinct keys seen in each window:
 //
@@ -173,12 +173,12 @@ func Alert[Out any](v WindowedView[Out], name string, fire func(prev, cur Out) b
 // AlertRecord is one raised alert.
 //
 //	type AlertRecord struct {
-//		Alert		string		`json:"alert"`
-//		View		string		`json:"view"`
-//		Start		time.Time	`json:"start"`
-//		End		time.Time	`json:"end"`
-//		Value		any		`json:"value"`
-//		Previous	any		`json:"previous"`
-//		Raised		time.Time	`json:"raised"`	// processing time of the evaluation
+//		Alert    string    `json:"alert"`
+//		View     string    `json:"view"`
+//		Start    time.Time `json:"start"`
+//		End      time.Time `json:"end"`
+//		Value    any       `json:"value"`
+//		Previous any       `json:"previous"`
+//		Raised   time.Time `json:"raised"` // processing time of the evaluation
 //	}
 type AlertRecord = flowcore.AlertRecord

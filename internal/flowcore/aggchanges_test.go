@@ -7,6 +7,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -21,7 +22,7 @@ func TestAggregateChangesRoundTrip(t *testing.T) {
 	f := flows.New("aggchanges", flows.WithFragments(1))
 	flows.AggregateView(flows.KeyBy(flows.From(f, "in", in), flows.Identity[string]).Values(), "total",
 		splice.Count[string](), flows.Identity[string])
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestWindowChangesRoundTrip(t *testing.T) {
 	w := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int64 { return 0 }, func(n int64, _ stamped) int64 { return n + 1 })
 	flows.WindowView(w, "per-minute", splice.Sum[int64](), func(_ string, n int64) int64 { return n }, time.Hour)
 	w.KeyedView("by-key", time.Hour)
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}

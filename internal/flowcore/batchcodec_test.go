@@ -13,6 +13,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -39,13 +40,13 @@ func stampedFlow(in flows.Source[stamped], fragments int) *flows.Flow {
 }
 
 // batches reads every batch a reader of partition 0 makes.
-func batches(t interface{ Fatal(...any) }, plan *flows.Plan, size int) []*flows.Batch {
+func batches(t interface{ Fatal(...any) }, plan *flowcore.Plan, size int) []*flowcore.Batch {
 	r, err := plan.OpenReader(0, 0, 0, size)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []*flows.Batch
+	var out []*flowcore.Batch
 	for {
 		n, err := r.Poll(context.Background(), size)
 		eof := errors.Is(err, io.EOF)
@@ -77,19 +78,19 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 			in.Push(0, stamped{Text: strings.Join(parts, " "), At: t0.Add(time.Duration(i) * 7 * time.Second)})
 		}
 		in.Close()
-		plan, err := stampedFlow(in, 3).Plan()
+		plan, err := flowcore.Compile(stampedFlow(in, 3))
 		if err != nil {
 			t.Fatal(err)
 		}
 		direct, decoded := plan.NewFragment(0), plan.NewFragment(0)
-		var intern flows.Interner
+		var intern flowcore.Interner
 		interned := rapid.Bool().Draw(t, "interned")
 		for _, b := range batches(t, plan, rapid.IntRange(1, 40).Draw(t, "batch")) {
 			enc, err := plan.EncodeBatch(nil, b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var d *flows.Batch
+			var d *flowcore.Batch
 			if interned {
 				d, err = plan.DecodeBatchInterned(enc, &intern)
 			} else {
@@ -133,7 +134,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	in := flowstest.NewInput[stamped](1)
 	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Second)}, stamped{"", t0.Add(2 * time.Second)}, stamped{"bb ccc", t0.Add(3 * time.Second)})
 	in.Close()
-	plan, err := stampedFlow(in, 1).Plan()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestAnswerEncodingRoundTrips(t *testing.T) {
 	}
 	in.Close()
 	f := stampedFlow(in, 1)
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestChangesAnswerRoundTrips(t *testing.T) {
 		in.Push(0, stamped{Text: fmt.Sprintf("w%d", i%5), At: t0.Add(time.Duration(i) * time.Second)})
 	}
 	in.Close()
-	plan, err := stampedFlow(in, 1).Plan()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func FuzzDecodeAnswer(f *testing.F) {
 	in := flowstest.NewInput[stamped](1)
 	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Minute)})
 	in.Close()
-	plan, err := stampedFlow(in, 1).Plan()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
 	if err != nil {
 		f.Fatal(err)
 	}

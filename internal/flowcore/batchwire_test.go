@@ -20,7 +20,7 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 		in.Push(0, stamped{Text: fmt.Sprintf("word-%03d", i%37), At: t0.Add(time.Duration(i) * time.Second)})
 	}
 	in.Close()
-	plan, err := stampedFlow(in, 1).Plan()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 		}
 		n1, n2, records = n1+len(e1), n2+len(e2), records+b.Count
 		for _, c := range []struct {
-			fr  *flows.Fragment
+			fr  *flowcore.Fragment
 			enc []byte
 		}{{v1, e1}, {v2, e2}} {
 			d, err := plan.DecodeBatch(c.enc)
@@ -62,7 +62,7 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, fr := range map[string]*flows.Fragment{"version 1": v1, "version 2": v2} {
+	for name, fr := range map[string]*flowcore.Fragment{"version 1": v1, "version 2": v2} {
 		got, err := fr.Query(req)
 		if err != nil {
 			t.Fatal(err)
@@ -94,12 +94,12 @@ func TestBatchSharedKeyKeptBytes(t *testing.T) {
 	f := flows.New("kept", flows.WithFragments(1))
 	ks := flows.KeyBy(flows.From(f, "lines", in), func(b []byte) string { return string(b[:3]) }, flows.WithEventCodec[[]byte](keepCodec{}))
 	flows.Count(ks).View("counts")
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fr := plan.NewFragment(0)
-	var decoded []*flows.Batch
+	var decoded []*flowcore.Batch
 	for _, b := range batches(t, plan, 64) {
 		enc, err := plan.EncodeBatch(nil, b)
 		if err != nil {

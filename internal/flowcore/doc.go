@@ -1,12 +1,21 @@
-// Package flows is the user API: a Flow is a typed graph of streams from
-// sources through stateless operators (Map, Filter, FlatMap), keys
-// (KeyBy), keyed stateful operators (Reduce, Aggregate, Count, Process,
-// WindowAggregate, SessionAggregate) to sinks and views. Any stream can be
-// keyed, any number of times: a source's, or one that a stateful
-// operator makes (Process's Out, a table's Updates, window Results).
+// Package flowcore implements flows and holds what only engines use. A
+// Flow is a typed graph of streams from sources through stateless
+// operators (Map, Filter, FlatMap), keys (KeyBy), keyed stateful operators
+// (Reduce, Aggregate, Count, Process, WindowAggregate, SessionAggregate) to
+// sinks and views. Any stream can be keyed, any number of times: a
+// source's, or one that a stateful operator makes (Process's Out, a
+// table's Updates, window Results).
 //
-// A flow is only a description. Plan validates it and compiles it into
-// the two things an engine runs:
+// Users see this package through flows, which aliases its user types and
+// forwards its user functions (flows/doc.go says why aliases, not a split
+// along an interface); everything else exported here is plumbing for the
+// packages that run flows — actor, cluster, recovery, sim, flowstest,
+// bench — and internal keeps it out of users' reach. Compile is a
+// function, not a method of Flow, so that flows.Flow shows only what a
+// user calls.
+//
+// A flow is only a description. Compile validates it and compiles it into
+// a Plan, which makes the two things an engine runs:
 //
 //   - a Reader per source partition: it reads a batch of events, runs the
 //     stateless operators before the first key, and routes (key, value,

@@ -31,7 +31,7 @@ func exchangeWriter(t testing.TB, fragments int) *exWriter[int64, countUpdate] {
 	f := New("ex", WithFragments(fragments))
 	counts := Count(KeyBy(From(f, "in", Source[string](idleSource{})), func(s string) string { return s }))
 	Count(KeyBy(counts.Updates(), func(kv countUpdate) int64 { return kv.Value })).View("spectrum")
-	plan, err := f.Plan()
+	plan, err := Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,9 +110,10 @@ func (f *Flow) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Plan validates the flow and returns it compiled for an engine. The flow
-// must not be changed afterwards.
-func (f *Flow) Plan() (*Plan, error) {
+// Compile validates the flow and returns it compiled for an engine. The flow
+// must not be changed afterwards. It is a function, not a method of Flow,
+// so that the user's Flow (flows.Flow) shows only what a user calls.
+func Compile(f *Flow) (*Plan, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}

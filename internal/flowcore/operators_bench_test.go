@@ -8,6 +8,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // BenchmarkProcessTimers runs a Process that detects the end of each
@@ -61,7 +62,7 @@ func BenchmarkProcessTimers(b *testing.B) {
 // counts what the flow's sink received in a run (which must not be none);
 // nil when the flow has no sink.
 func benchFragment(b *testing.B, f *flows.Flow, events int, outputs *int) {
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func BenchmarkDecodeApply(b *testing.B) {
 	in.Close()
 	f := flows.New("decode", flows.WithFragments(1))
 	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -163,9 +164,9 @@ func BenchmarkDecodeApply(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
 				fr := plan.NewFragment(0)
-				var intern *flows.Interner
+				var intern *flowcore.Interner
 				if interned {
-					intern = new(flows.Interner)
+					intern = new(flowcore.Interner)
 				}
 				for _, enc := range encoded {
 					bt, err := plan.DecodeBatchInterned(enc, intern)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // BenchmarkProcessInEventTimeOrder applies out-of-order events to a
@@ -56,7 +57,7 @@ func BenchmarkProcessCheckpoint(b *testing.B) {
 		},
 		OnTimer: func(c *flows.Context[string, int64, int64], _ time.Time) { c.ClearState() },
 	}, flows.InEventTimeOrder()).View("n")
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		b.Fatal(err)
 	}

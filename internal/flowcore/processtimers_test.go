@@ -9,11 +9,12 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // timersFlow: every event of a key moves its event-time timer to a minute
 // after it, and the timer emits the key and the time.
-func timersFlow(t *testing.T, n int) (*flows.Plan, *[]string) {
+func timersFlow(t *testing.T, n int) (*flowcore.Plan, *[]string) {
 	t.Helper()
 	in := flowstest.NewInput[stamped](1)
 	for i := range n {
@@ -42,7 +43,7 @@ func timersFlow(t *testing.T, n int) (*flows.Plan, *[]string) {
 		}
 		return nil
 	}))
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same timers, one entry each: domain, time, key.
-	old := flows.Delta{Entries: d.Entries}
+	old := flowcore.Delta{Entries: d.Entries}
 	timers := 0
 	for _, e := range d.Puts {
 		if e.Namespace%2 == 0 || e.Namespace == 0xffff || len(e.Key) == 0 || e.Key[0] != 0xff {
@@ -79,7 +80,7 @@ func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
 		for range n {
 			at, l := binary.Varint(v[1:])
 			key := binary.BigEndian.AppendUint64([]byte{v[0]}, uint64(at))
-			old.Puts = append(old.Puts, flows.StateEntry{Namespace: e.Namespace, Key: append(key, e.Key[1:]...)})
+			old.Puts = append(old.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append(key, e.Key[1:]...)})
 			v = v[1+l:]
 			timers++
 		}
@@ -88,7 +89,7 @@ func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
 		t.Fatalf("%d timers checkpointed: the test needs some", timers)
 	}
 	var outs [2][]string
-	for i, delta := range []flows.Delta{d, old} {
+	for i, delta := range []flowcore.Delta{d, old} {
 		plan, got := timersFlow(t, 200)
 		fr, err := restoreInto(plan, delta)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // A reader that starts past the beginning (it moved to another node, or
@@ -24,7 +25,7 @@ func TestReaderStartingLateTellsEveryFragment(t *testing.T) {
 	const fragments = 4
 	f := flows.New("late", flows.WithFragments(fragments))
 	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(v int64) int64 { return v % 7 })).View("counts")
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -35,7 +36,7 @@ func BenchmarkCountApply(b *testing.B) {
 // BenchmarkTop10 answers a top-10 of a fragment holding a 64th of 100k
 // keys, by a scan (Query) and from the published set (QueryPublished).
 func BenchmarkTop10(b *testing.B) {
-	plan, err := countFlow(50_000, 1563).Plan()
+	plan, err := flowcore.Compile(countFlow(50_000, 1563))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -37,12 +38,12 @@ func wordsByMinute(in flows.Source[stamped], fragments int, opts ...flows.ViewOp
 	return f
 }
 
-func wordsFragment(t testing.TB, n int, opts ...flows.ViewOption[wordStats]) (*flows.Plan, *flows.Fragment) {
+func wordsFragment(t testing.TB, n int, opts ...flows.ViewOption[wordStats]) (*flowcore.Plan, *flowcore.Fragment) {
 	in := flowstest.NewInput[stamped](1)
 	for i := range n {
 		in.Push(0, stamped{Text: fmt.Sprintf("w%d w%d", i%7, i%3), At: t0.Add(time.Duration(i) * 13 * time.Second)})
 	}
-	plan, err := wordsByMinute(in, 1, opts...).Plan()
+	plan, err := flowcore.Compile(wordsByMinute(in, 1, opts...))
 	if err != nil {
 		t.Fatal(err)
 	}

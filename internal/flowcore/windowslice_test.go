@@ -9,12 +9,13 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // windowFlow counts events per key in windows w, one key per event's text,
 // with the operator the layout asks for: "window" keeps a state per window
 // (FireEvery with a count never reached), "slice" keeps slices.
-func windowFlow(t *testing.T, n int, w flows.Windows, layout string) (*flows.Plan, *[]string) {
+func windowFlow(t *testing.T, n int, w flows.Windows, layout string) (*flowcore.Plan, *[]string) {
 	t.Helper()
 	in := flowstest.NewInput[stamped](1)
 	for i := range n {
@@ -38,7 +39,7 @@ func windowFlow(t *testing.T, n int, w flows.Windows, layout string) (*flows.Pla
 		}
 		return nil
 	}))
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func windowFlow(t *testing.T, n int, w flows.Windows, layout string) (*flows.Pla
 }
 
 // restoreInto restores fragment 0 of plan from the entries of a delta.
-func restoreInto(plan *flows.Plan, d flows.Delta) (*flows.Fragment, error) {
+func restoreInto(plan *flowcore.Plan, d flowcore.Delta) (*flowcore.Fragment, error) {
 	fr := plan.NewFragment(0)
 	for _, e := range d.Puts {
 		if err := fr.Restore(e); err != nil {
