@@ -48,7 +48,7 @@ import (
 //     hand-off, from the node that owned it meanwhile, as a fragment taken
 //     over from a live owner does;
 //   - outputs for fragments downstream (exchanges) leave once a durable
-//     checkpoint covers them (see flows' exchange.go), with Replicated
+//     checkpoint covers them (see internal/flowcore's exchange.go), with Replicated
 //     once the checkpoint after it is durable: Durable sends them; with
 //     Confirm once the standby confirms the copy (Copied), and a fragment
 //     started from a copy checks it against what its downstream fragments
