@@ -170,14 +170,14 @@ type Cause = flowcore.Cause
 
 const (
 	// CauseEvent: an input event, named by its channel and offset.
-	CauseEvent = flowcore.CauseEvent
+	CauseEvent Cause = flowcore.CauseEvent
 	// CauseEventTimer: a Process event-time timer of a key.
-	CauseEventTimer = flowcore.CauseEventTimer
+	CauseEventTimer Cause = flowcore.CauseEventTimer
 	// CauseProcessingTimer: a Process processing-time timer of a key, or a
 	// periodic early window firing.
-	CauseProcessingTimer = flowcore.CauseProcessingTimer
+	CauseProcessingTimer Cause = flowcore.CauseProcessingTimer
 	// CauseWindow: a window closed by the watermark (on time).
-	CauseWindow = flowcore.CauseWindow
+	CauseWindow Cause = flowcore.CauseWindow
 )
 
 // EventID identifies an input event: a channel, partition and offset.

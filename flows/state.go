@@ -139,8 +139,8 @@ type Context[K comparable, S, O any] = flowcore.Context[K, S, O]
 type TimeDomain = flowcore.TimeDomain
 
 const (
-	ProcessingTime = flowcore.ProcessingTime // fires on the processing-time clock
-	EventTime      = flowcore.EventTime      // fires when the watermark passes it
+	ProcessingTime TimeDomain = flowcore.ProcessingTime // fires on the processing-time clock
+	EventTime      TimeDomain = flowcore.EventTime      // fires when the watermark passes it
 )
 
 // Processed is the result of Process: its output stream and its state.

@@ -121,9 +121,9 @@ type WindowResult[K comparable, A any] = flowcore.WindowResult[K, A]
 type Firing = flowcore.Firing
 
 const (
-	OnTime = flowcore.OnTime // the watermark passed the window's end
-	Late   = flowcore.Late   // a late event refined an already fired window
-	Early  = flowcore.Early  // a trigger fired before the watermark closed the window
+	OnTime Firing = flowcore.OnTime // the watermark passed the window's end
+	Late   Firing = flowcore.Late   // a late event refined an already fired window
+	Early  Firing = flowcore.Early  // a trigger fired before the watermark closed the window
 )
 
 // WindowView declares a view of a windowed aggregate by window: for each
