@@ -23,7 +23,6 @@ import (
 	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
-	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -465,12 +464,12 @@ func TestDeadLetterKeepsBoundedRawBytes(t *testing.T) {
 	if bin.Offset > text.Offset {
 		bin, text = text, bin
 	}
-	if bin.Value != "" || !bytes.Equal(bin.Raw, huge[:flowcore.DeadLetterKeep]) || bin.Size != len(huge) || !bin.Truncated {
+	if bin.Value != "" || !bytes.Equal(bin.Raw, huge[:flows.DeadLetterKeep]) || bin.Size != len(huge) || !bin.Truncated {
 		t.Fatalf("binary record: value %q, %d raw bytes (prefix equal: %v), size %d, truncated %v",
 			bin.Value, len(bin.Raw), bytes.HasPrefix(huge, bin.Raw), bin.Size, bin.Truncated)
 	}
-	if len(text.Raw) != 0 || len(text.Value) > flowcore.DeadLetterKeep || !strings.HasPrefix(long, text.Value) ||
-		len(text.Value) < flowcore.DeadLetterKeep-1 || text.Size != len(long) || !text.Truncated {
+	if len(text.Raw) != 0 || len(text.Value) > flows.DeadLetterKeep || !strings.HasPrefix(long, text.Value) ||
+		len(text.Value) < flows.DeadLetterKeep-1 || text.Size != len(long) || !text.Truncated {
 		t.Fatalf("text record: %d value bytes, %d raw, size %d, truncated %v", len(text.Value), len(text.Raw), text.Size, text.Truncated)
 	}
 }
