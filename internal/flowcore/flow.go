@@ -15,7 +15,7 @@ import (
 const DefaultFragments = 64
 
 // Flow is a stream processing graph under construction. Build it with the
-// functions of this package, then call Plan (or Validate).
+// functions of this package, then Compile it (or Validate it).
 type Flow struct {
 	name      string
 	fragments int
