@@ -74,7 +74,7 @@ proto:
 # A few minutes of coverage-guided fuzzing of every decoder.
 fuzz:
 	for f in FuzzDecodeInt64 FuzzDecodeUint16 FuzzDecodeFloat FuzzDecodeBool FuzzDecodeJSON FuzzDecodeStruct FuzzDecodeProto FuzzDecodeBatch FuzzDecodeAnswer FuzzDecodeKeyedWindowAnswer; do \
-	  $(GO) test ./flows -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
+	  $(GO) test ./internal/flowcore -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
 	$(GO) test ./connectors/file -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s
 	$(GO) test ./connectors/ingest -run '^$$' -fuzz '^FuzzSplitBody$$' -fuzztime 20s
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime 20s

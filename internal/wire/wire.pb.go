@@ -129,7 +129,7 @@ func (x *Meta) GetRunning() bool {
 // a reader's, or an upstream fragment's outputs on an exchange. The
 // sender's sends of one turn go out as one message per node, and the
 // receiving node's inbox hands each part to its fragment. Part i is
-// fragment fragments[i]'s records in the flow's own encoding (flows.Batch,
+// fragment fragments[i]'s records in the flow's own encoding (flowcore.Batch,
 // which carries its channel partition and offsets).
 type Batches struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
