@@ -67,6 +67,14 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 // settle waits until at least expect members are alive and the member list
 // and epoch have not changed for a second, then returns the placement.
 func (n *Node) settle(ctx context.Context, m *Membership, plan *flows.Plan, expect int) (Placement, error) {
+	// A node that placed before counts a majority of the membership it
+	// last agreed on, as follow does: restarted on the minority side of a
+	// partition, it waits rather than start every fragment from its own
+	// copies while the majority goes on.
+	prev, err := loadAgreed(n.cfg.DataDir)
+	if err != nil {
+		return Placement{}, err
+	}
 	var last string
 	var since, logged time.Time
 	t := time.NewTicker(50 * time.Millisecond)
@@ -78,12 +86,14 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flows.Plan, expe
 		if key != last {
 			last, since = key, now
 		}
-		if len(ms) >= expect && now.Sub(since) >= time.Second {
+		majority := shard.Majority(prev.Members, side(ms, m.Leaving()))
+		if len(ms) >= expect && majority && now.Sub(since) >= time.Second {
 			return Place(plan, ms, m.Epoch()), nil
 		}
 		if now.Sub(logged) >= 2*time.Second {
 			logged = now
-			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect)
+			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect,
+				"agreed", prev.Members, "majority", majority)
 		}
 		select {
 		case <-ctx.Done():
@@ -172,8 +182,15 @@ const placementSettle = 300 * time.Millisecond
 // list and the epoch have been stable for a while, every node computes the
 // same new placement, and its engine hands off the fragments it lost and
 // starts the ones it gained.
+//
+// Before it places, and on every tick, it applies the majority rule
+// (shard.Majority over the members of the last placement it applied):
+// a node that sees no majority of them stops every fragment and reader at
+// once (actor.Engine.Fence) and places nothing until it sees a majority
+// again; then it places as the others do, and every fragment it is given
+// waits for its owner's hand-off. See doc.go, "Quorum".
 func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
-	var pending bool
+	var pending, fenced bool
 	var since time.Time
 	var last string
 	t := time.NewTicker(50 * time.Millisecond)
@@ -187,14 +204,36 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 		case <-n.dead:
 			// It ran on while the others saw it dead: they may have placed
 			// its fragments elsewhere under placements it never applied.
-			n.eng.Resumed("its membership refuted its death")
+			if !fenced {
+				n.eng.Resumed("its membership refuted its death")
+			}
 			continue
 		case <-t.C:
+		}
+		ms := n.mem.Members()
+		switch majority := hasMajority(n.placement(), ms, n.mem.Leaving()); {
+		case !majority && !fenced:
+			fenced = true
+			n.fenced.Store(true)
+			p := n.placement()
+			n.cfg.Logger.Warn("no majority of the last agreed membership: this node stops owning until it sees one",
+				"agreed", p.Members, "sees", names(ms))
+			if err := n.eng.Fence(fenceConfig(plan, p, n.cfg.Name)); err != nil {
+				n.cfg.Logger.Error("fence", "err", err)
+			}
+			n.hist.event(Event{At: time.Now(), Kind: "fenced", Node: n.cfg.Name, Epoch: p.Epoch})
+			continue
+		case majority && fenced:
+			fenced = false
+			n.fenced.Store(false)
+			n.cfg.Logger.Warn("a majority again: this node places and takes fragments back by hand-off", "sees", names(ms))
+			pending, last = true, ""
+		case fenced:
+			continue
 		}
 		if !pending {
 			continue
 		}
-		ms := n.mem.Members()
 		key := fmt.Sprint(names(ms), n.mem.Epoch())
 		if key != last {
 			last, since = key, time.Now()
@@ -220,6 +259,9 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 		old := n.place
 		n.place = p
 		n.placeMu.Unlock()
+		if err := saveAgreed(n.cfg.DataDir, p); err != nil {
+			n.cfg.Logger.Warn("keep the agreed membership", "err", err)
+		}
 		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
 			n.hist.event(ev)
 			if ev.To == n.cfg.Name {

@@ -27,10 +27,11 @@ import (
 // A real network partition: three nodes, each in a network namespace of
 // its own, joined by veth pairs to a bridge in a fourth namespace. One
 // node's link is cut (its veth set down on the bridge side) mid-stream:
-// both sides declare the other dead, the two survivors take over its
-// fragments and partitions while the cut node goes on alone. Healed, the
-// cut node rejoins, drops what it did alone, and every node answers the
-// exact count.
+// both sides declare the other dead, the two survivors (a majority of
+// three) take over its fragments and partitions, while the cut node, with
+// no majority, stops owning (fenced: cluster's doc, "Quorum"). Healed,
+// the cut node rejoins, takes fragments back by hand-off, and every node
+// answers the exact count.
 //
 // It needs root and iproute2's ip; without them it skips, except with CI
 // set as root, where it fails. The namespaces' addresses (10.213.0.0/24)
