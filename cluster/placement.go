@@ -195,6 +195,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 	var last string
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	n.mem.Touch()
 	for {
 		select {
 		case <-stop:
@@ -211,12 +212,13 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 		case <-t.C:
 		}
 		ms := n.mem.Members()
-		switch majority := hasMajority(n.placement(), ms, n.mem.Leaving()); {
+		agreed := n.placement()
+		switch majority := hasMajority(agreed, n.mem.Heard(lease(len(agreed.Members)))); {
 		case !majority && !fenced:
 			fenced = true
 			n.fenced.Store(true)
 			p := n.placement()
-			n.cfg.Logger.Warn("no majority of the last agreed membership: this node stops owning until it sees one",
+			n.cfg.Logger.Warn("no majority of the last agreed membership heard this node lately: it stops owning until one does",
 				"agreed", p.Members, "sees", names(ms))
 			if err := n.eng.Fence(fenceConfig(plan, p, n.cfg.Name)); err != nil {
 				n.cfg.Logger.Error("fence", "err", err)
@@ -239,7 +241,14 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 			last, since = key, time.Now()
 			continue
 		}
-		if time.Since(since) < placementSettle {
+		wait := placementSettle
+		if lostMember(agreed, ms, n.mem.Leaving()) {
+			// Without a member that died or is cut off: it stops owning
+			// once its lease ran out, counted from its last round trip
+			// with each of us, before the death we saw.
+			wait = max(wait, lease(len(agreed.Members)))
+		}
+		if time.Since(since) < wait {
 			continue
 		}
 		pending = false

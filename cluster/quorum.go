@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
@@ -79,10 +80,35 @@ func side(ms []Member, leaving map[string]string) []string {
 	return out
 }
 
+// lease is how long a round trip with a member (Membership.Heard) counts
+// as that member hearing this node, in a cluster whose agreed membership
+// has members nodes: a node probes one peer every gossipProbeInterval, so
+// each peer about once a round of members probes, and a shuffled round may
+// put two probes of a peer up to two rounds apart; the probe timeout on
+// top. A node that had no round trip with a majority within the lease
+// stops owning (follow); a majority that declares a member dead waits the
+// lease before it places without it, so the member stopped first.
+func lease(members int) time.Duration {
+	return time.Duration(2*max(members, 2))*gossipProbeInterval + gossipProbeTimeout
+}
+
 // hasMajority applies shard.Majority to the members of the last placement
-// this node applied (its agreed membership) and the members it sees now.
-func hasMajority(last Placement, ms []Member, leaving map[string]string) bool {
-	return shard.Majority(last.Members, side(ms, leaving))
+// this node applied (its agreed membership) and the members that heard it.
+func hasMajority(last Placement, heard []string) bool {
+	return shard.Majority(last.Members, heard)
+}
+
+// lostMember reports whether a member of the last placement is neither
+// alive nor leaving in ms: it died (or is cut off), and the placement
+// without it waits the lease.
+func lostMember(last Placement, ms []Member, leaving map[string]string) bool {
+	now := side(ms, leaving)
+	for _, m := range last.Members {
+		if !slices.Contains(now, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // fenceConfig is the placement a node that lost its majority assumes the

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The agreed membership outlives a restart: kept after every placement,
@@ -33,10 +34,25 @@ func TestAgreedMembershipKept(t *testing.T) {
 	}
 }
 
-// A node counts the members it sees, leaving or not, against the members
-// of its last placement.
+// A node counts the members that heard it against the members of its
+// last placement; a placement without a member that is neither alive nor
+// leaving waits the lease.
 func TestHasMajority(t *testing.T) {
 	last := Placement{Members: []string{"n1", "n2", "n3"}}
+	cases := []struct {
+		heard []string
+		want  bool
+	}{
+		{[]string{"n1", "n2", "n3"}, true},
+		{[]string{"n2", "n3"}, true},
+		{[]string{"n3"}, false},
+		{[]string{"n3", "n4", "n5"}, false}, // joiners do not count
+	}
+	for _, c := range cases {
+		if got := hasMajority(last, c.heard); got != c.want {
+			t.Errorf("heard by %v: majority %v, want %v", c.heard, got, c.want)
+		}
+	}
 	ms := func(names ...string) []Member {
 		var out []Member
 		for _, n := range names {
@@ -44,20 +60,17 @@ func TestHasMajority(t *testing.T) {
 		}
 		return out
 	}
-	cases := []struct {
-		sees    []Member
-		leaving map[string]string
-		want    bool
-	}{
-		{ms("n1", "n2", "n3"), nil, true},
-		{ms("n2", "n3"), nil, true},
-		{ms("n3"), nil, false},
-		{ms("n3"), map[string]string{"n2": "addr"}, true}, // a leaver still counts while alive
-		{ms("n3", "n4", "n5"), nil, false},                // joiners do not
+	if lostMember(last, ms("n1", "n2", "n3"), nil) || lostMember(last, ms("n1", "n3"), map[string]string{"n2": "addr"}) {
+		t.Error("a member alive or leaving counted as lost")
 	}
-	for _, c := range cases {
-		if got := hasMajority(last, c.sees, c.leaving); got != c.want {
-			t.Errorf("sees %v (leaving %v): majority %v, want %v", names(c.sees), c.leaving, got, c.want)
+	if !lostMember(last, ms("n1", "n3"), nil) {
+		t.Error("a member gone without leaving not counted as lost")
+	}
+	// The lease outlasts two rounds of probes: each peer is probed at
+	// least once within it.
+	for n := 1; n <= 9; n++ {
+		if l := lease(n); l <= time.Duration(2*max(n, 2))*gossipProbeInterval {
+			t.Errorf("lease(%d) = %v: not two rounds of probes", n, l)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,17 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 	for i, p := range procs {
 		c.waitExact(t, p.Base, n, seed)
 		t.Logf("n%d exact %v after the heal", i, time.Since(healAt).Round(time.Millisecond))
+	}
+	// The cut node, and only it, stopped owning for want of a majority.
+	for i, p := range procs {
+		var h struct {
+			Timeline []struct{ Kind, Node string }
+		}
+		c.mustGet(t, p.Base+"/v1/cluster/history?scope=local", &h)
+		fenced := slices.ContainsFunc(h.Timeline, func(ev struct{ Kind, Node string }) bool { return ev.Kind == "fenced" })
+		if fenced != (i == 2) {
+			t.Errorf("n%d fenced: %v, want %v (timeline %v)\n%s", i, fenced, i == 2, h.Timeline, p.Stderr())
+		}
 	}
 	for i, p := range procs {
 		select {
