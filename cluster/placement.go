@@ -281,10 +281,19 @@ func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
 	}
 }
 
+// leaveMargin is how long a leaving node stays past the new owners' wait
+// for its hand-offs (actor.HandoffWait): a new owner whose hand-off was
+// lost starts from its own copy when its wait ends and, finding it stale,
+// fetches a newer one from every node — the leaver's among them only if
+// it is still there. (Found by the simulation, seed 3950: a hand-off lost
+// as the leaver left at the very end of the wait, with the only newest
+// copy.)
+const leaveMargin = 5 * time.Second
+
 // handOff leaves gracefully: the node announces it is leaving, so that the
 // others place its fragments and source partitions elsewhere, and waits
-// (up to 10 s) until it owns nothing, having checkpointed what it handed
-// over.
+// (up to actor.HandoffWait + leaveMargin) until it owns nothing, having
+// checkpointed what it handed over.
 func (n *Node) handOff() {
 	if err := n.mem.SetLeaving(); err != nil {
 		n.cfg.Logger.Warn("announce leaving", "err", err)
@@ -293,7 +302,7 @@ func (n *Node) handOff() {
 	if len(n.mem.Members()) == 0 {
 		return // the last node: nobody to hand off to
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(actor.HandoffWait + leaveMargin)
 	for time.Now().Before(deadline) {
 		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 {
 			n.cfg.Logger.Info("handed off every fragment")

@@ -178,7 +178,8 @@ func (c *Cluster) Restart(name string) error {
 
 // Leave makes a node leave gracefully: it announces it, hands its
 // fragments off to their new owners and stops once they took them (or
-// after 10 s), as cluster.Node does.
+// 5 s after the new owners' wait for them, HandoffWait), as cluster.Node
+// does.
 func (c *Cluster) Leave(name string) error {
 	n, err := c.node(name)
 	if err != nil {
@@ -187,7 +188,10 @@ func (c *Cluster) Leave(name string) error {
 	if !n.up {
 		return fmt.Errorf("sim: %s is not running", name)
 	}
-	n.leaving, n.leftBy = true, c.now.Add(10*time.Second)
+	// As cluster.Node: past the new owners' wait for the hand-offs, so
+	// that one whose hand-off was lost can still fetch this node's copy
+	// (seed 3950).
+	n.leaving, n.leftBy = true, c.now.Add(c.cfg.HandoffWait+5*time.Second)
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	n.lastBeat = c.now
