@@ -59,8 +59,9 @@ var (
 // (its agreed membership was n2 n3 after n1 left: the even tie goes to
 // n2): it waits for the others instead of starting a lineage.
 //
-// Known failures: none among seeds 1–1,000 (make test) with every fault
-// drawn. What the schedules do not draw, because the rule does not cover
+// Known failures: none among seeds 1–6,000 with every fault drawn (make
+// test runs the first 1,000; the 6,000 were run once, after the fix of
+// 3950 below). What the schedules do not draw, because the rule does not cover
 // it: a graceful leave while a link is cut (see the leave case in
 // runSchedule). The others may never hear it, keep the leaver in their
 // agreed membership and, with an even one whose lowest member left,
@@ -156,9 +157,14 @@ func TestRandomSchedules(t *testing.T) {
 //     downstream fragments applied (miscounts, or not converged when a
 //     fragment waited for a copy only the other lineage had), until a
 //     node without a majority of its agreed membership stopped owning
-//     (shard.Majority).
+//     (shard.Majority);
+//   - 3950 (two stages, message loss, a leave) ended not converged: the
+//     leaver's hand-off of a fragment was lost, and the leaver left at its
+//     deadline just as the new owner's wait for the hand-off ended; that
+//     owner's own copy was stale and the only newer one gone. A leaver
+//     now stays past the new owners' wait (cluster.Node, Cluster.Leave).
 var fixedSeeds = []uint64{17, 51, 76, 88, 90, 97, 129, 161, 216, 265, 274, 300, 344, 350, 367, 377, 411, 426, 449, 519, 571,
-	676, 684, 724, 736, 787, 801, 811, 845, 857, 909, 920, 924, 964, 981, 1105}
+	676, 684, 724, 736, 787, 801, 811, 845, 857, 909, 920, 924, 964, 981, 1105, 3950}
 
 // fixedDrawnSeeds are seeds beyond the thousand make test runs that failed
 // with the draw before the majority rule (-allfaults=false):
