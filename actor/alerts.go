@@ -15,6 +15,7 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
@@ -85,7 +86,7 @@ func (e *Engine) loadAlerts() error {
 }
 
 // alerter is an evaluator of the flow's alerts at states.
-func (e *Engine) alerter(states map[string][]byte) (*flows.Alerter, error) {
+func (e *Engine) alerter(states map[string][]byte) (*flowcore.Alerter, error) {
 	al := e.plan.NewAlerter()
 	for name, st := range states {
 		if err := al.Restore(name, st); err != nil {

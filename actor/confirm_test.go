@@ -16,6 +16,7 @@ import (
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -43,7 +44,7 @@ type stageSpec struct {
 	Readers   []string
 }
 
-func spectrumPlan(events int64) (*flows.Plan, error) {
+func spectrumPlan(events int64) (*flowcore.Plan, error) {
 	src, err := gen.New(gen.Config{Partitions: 4, Seed: 11, Events: events}, word)
 	if err != nil {
 		return nil, err
@@ -53,7 +54,7 @@ func spectrumPlan(events int64) (*flows.Plan, error) {
 	counts := flows.Count(ks)
 	flows.Count(flows.KeyBy(counts.Updates(), func(kv flows.KV[string, int64]) int64 { return kv.Value })).View("spectrum")
 	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
-	return f.Plan()
+	return flowcore.Compile(f)
 }
 
 // wantSpectrum is the flow's answer for the first events of the source:

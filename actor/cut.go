@@ -41,7 +41,7 @@ import (
 //
 // A flow that keys again (exchanges) needs more than standing readers: a
 // fragment sends its exchange outputs only once a checkpoint covers them
-// (flows/exchange.go: a restored upstream must never contradict what
+// (internal/flowcore/exchange.go: a restored upstream must never contradict what
 // downstream saw), so when the readers stand still every first-stage
 // fragment is at the cut but the next stage is at the first stage's last
 // released outputs, up to a checkpoint interval behind — and standing

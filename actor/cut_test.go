@@ -10,6 +10,7 @@ import (
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -84,14 +85,14 @@ func waitPast(t *testing.T, e *Engine, cut map[string]int64) {
 // those (view "reached"): reached[c] is the number of words counted at
 // least c times. At one cut of both stages, reached[1] is the number of
 // words in counts and reached sums to total, the events read.
-func twoStages(t *testing.T, src flows.Source[string]) *flows.Plan {
+func twoStages(t *testing.T, src flows.Source[string]) *flowcore.Plan {
 	f := flows.New("two", flows.WithFragments(16))
 	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
 	counts := flows.Count(ks).View("counts")
 	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
 	again := flows.KeyBy(counts.Updates(), func(kv flows.KV[string, int64]) string { return strconv.FormatInt(kv.Value, 10) })
 	flows.Count(again).View("reached")
-	p, err := f.Plan()
+	p, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package actor runs a flow's readers and fragments as protoactor-go actors.
 //
-// A reader actor owns one source partition: it polls the flows.Reader,
+// A reader actor owns one source partition: it polls the flowcore.Reader,
 // sends each fragment its pending records as one batch message, and keeps at
 // most Credits unacknowledged batches in flight per fragment (protoactor's
 // mailboxes are unbounded; the bound is ours). A full batch is sent at once;
@@ -101,7 +101,7 @@
 // one message, never for the mailbox's queue), other nodes' through their
 // query actors, at once. A ?top= query of a keyed view does not even wait
 // for that message: the fragment publishes its view's best entries when it
-// ends each message (flows.Fragment.Publish), and the query reads them
+// ends each message (flowcore.Fragment.Publish), and the query reads them
 // without the lock, checking with a sequence count of the messages that
 // the answer's offsets are those of what it read (readpath.go). A node that does not answer is probed; once
 // it is unreachable (its remote refuses connections, or the membership

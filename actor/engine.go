@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
@@ -216,7 +217,7 @@ func (c *ClusterConfig) readerFrom(i int) int64 {
 
 // Engine runs one flow's readers and fragments on one node.
 type Engine struct {
-	plan     *flows.Plan
+	plan     *flowcore.Plan
 	cfg      Config
 	store    *recovery.Store
 	ownStore bool
@@ -264,7 +265,7 @@ type Engine struct {
 // With Config.Cluster, the engine is one node of a cluster: one per process
 // (protoactor's remote.Start sets gRPC's global logger, which races with the
 // gRPC connections of another node in the same process).
-func Start(plan *flows.Plan, cfg Config) (e *Engine, err error) {
+func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("engine config: %w", err)
 	}
@@ -621,7 +622,7 @@ func (e *Engine) drainCount(d int) {
 }
 
 // Plan is the plan the engine runs.
-func (e *Engine) Plan() *flows.Plan { return e.plan }
+func (e *Engine) Plan() *flowcore.Plan { return e.plan }
 
 // Drained is closed when every source partition is exhausted and every
 // record read has been applied. Unbounded sources never drain.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
@@ -39,7 +40,7 @@ func quiet() *slog.Logger {
 
 func word(_ int, _ int64, r *gen.Rand) string { return fmt.Sprintf("w%03d", r.Intn(500)) }
 
-func countFlow(t *testing.T, src flows.Source[string], poison string) *flows.Plan {
+func countFlow(t *testing.T, src flows.Source[string], poison string) *flowcore.Plan {
 	f := flows.New("count", flows.WithFragments(64))
 	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
 	flows.Aggregate(ks, func() int64 { return 0 }, func(n int64, w string) int64 {
@@ -49,7 +50,7 @@ func countFlow(t *testing.T, src flows.Source[string], poison string) *flows.Pla
 		return n + 1
 	}).View("words")
 	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
-	p, err := f.Plan()
+	p, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +407,7 @@ func TestStaleEpochIsFenced(t *testing.T) {
 	}
 	defer e.sys.Root.Stop(sink)
 	before := e.Fragments()[0].Offsets()
-	e.sys.Root.Send(e.layout.Load().frags[0], &batchMsg{b: &flows.Batch{Epoch: 4, PrevEnd: 5000, End: 9000}, reader: sink})
+	e.sys.Root.Send(e.layout.Load().frags[0], &batchMsg{b: &flowcore.Batch{Epoch: 4, PrevEnd: 5000, End: 9000}, reader: sink})
 	deadline := time.Now().Add(10 * time.Second)
 	for e.Fragments()[0].Fenced.Load() == 0 {
 		if time.Now().After(deadline) {
@@ -567,7 +568,7 @@ func TestTooLateCounted(t *testing.T) {
 // drained; the test's cleanup stops it.
 func runToEnd(t *testing.T, f *flows.Flow) *Engine {
 	t.Helper()
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		t.Fatal(err)
 	}

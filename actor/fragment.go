@@ -11,7 +11,7 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
@@ -49,7 +49,7 @@ type fragmentActor struct {
 	// intern gives the batches from other nodes the strings decoded
 	// before (keys repeat): no allocation per record, and the table's
 	// lookups compare pointers.
-	intern flows.Interner
+	intern flowcore.Interner
 	// mu is held by Receive for every message, and for reading by query:
 	// a view query reads the fragment's state on the asker's goroutine,
 	// between two messages, rather than waiting for its turn in the
@@ -59,7 +59,7 @@ type fragmentActor struct {
 	stopped bool
 	// readable: the fragment whose published state queries may read
 	// without mu, nil while it is not serving (readpath.go).
-	readable atomic.Pointer[flows.Fragment]
+	readable atomic.Pointer[flowcore.Fragment]
 	seq      atomic.Uint64 // odd while a message is handled (readpath.go)
 }
 
@@ -104,7 +104,7 @@ type (
 // downstream checkpoint's coverage (Machine.Trim).
 type (
 	exBatchMsg struct {
-		b    *flows.Batch
+		b    *flowcore.Batch
 		from *pa.PID
 		seq  uint64
 	}
@@ -290,7 +290,7 @@ func (fa *fragmentActor) beginWait() {
 func senderKey(pid *pa.PID) string { return pid.Address + "/" + pid.Id }
 
 // step hands the machine a batch.
-func (fa *fragmentActor) step(c pa.Context, b *flows.Batch, from recovery.From) {
+func (fa *fragmentActor) step(c pa.Context, b *flowcore.Batch, from recovery.From) {
 	m := fa.m
 	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
 	now := fa.e.cfg.Now()

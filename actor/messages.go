@@ -5,7 +5,7 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -13,7 +13,7 @@ import (
 type (
 	pollMsg  struct{}
 	batchMsg struct {
-		b      *flows.Batch
+		b      *flowcore.Batch
 		reader *pa.PID
 	}
 	ackMsg    struct{ fragment int }

@@ -11,7 +11,7 @@ import (
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
@@ -405,7 +405,7 @@ func (e *Engine) fromCopy(req splice.Request, f int) (a splice.Answer, ok bool, 
 		for p, end := range r.Manifest.Offsets {
 			a.Freshness.Offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 		}
-		if wm := r.Fragment.Watermark(); wm != flows.NoWatermark {
+		if wm := r.Fragment.Watermark(); wm != flowcore.NoWatermark {
 			t := time.Unix(0, wm).UTC()
 			a.Freshness.Watermark = &t
 		}

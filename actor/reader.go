@@ -10,13 +10,14 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
 type readerActor struct {
 	e         *Engine
-	r         *flows.Reader
+	r         *flowcore.Reader
 	stats     *ReaderStats
 	cr        *recovery.Credits // the flow control rules: credits, blocking, finishing, commits
 	polling   bool              // a pollMsg is on its way

@@ -11,7 +11,7 @@ func (fa *fragmentActor) lock() {
 }
 
 // unlock ends a message: the fragment publishes what it holds now for the
-// queries that read without its lock (flows.Fragment.Publish), and says
+// queries that read without its lock (flowcore.Fragment.Publish), and says
 // whether they may (it serves: not stopped, restoring or waiting for a
 // hand-off). A message ends at a batch boundary, so such a query sees the
 // fragment between two batches, as one under the lock does, without

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/freeport"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/shard"
@@ -56,7 +57,7 @@ func runChildNode(spec string) {
 	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
 	flows.Count(ks).View("words")
 	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err == nil {
 		var e *Engine
 		// Checkpoints only when told to: the test sees what a reader

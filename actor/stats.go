@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -31,7 +31,7 @@ type FragmentStats struct {
 	Restores       atomic.Int64 // restores from a checkpoint after a failure
 	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
 	Epoch          atomic.Uint64
-	Watermark      atomic.Int64 // event-time watermark, unix ns (flows.NoWatermark: none)
+	Watermark      atomic.Int64 // event-time watermark, unix ns (flowcore.NoWatermark: none)
 	TooLate        atomic.Int64 // events too late for every window (replays may count again)
 	CkptTime       atomic.Int64 // unix nanoseconds of the last durable checkpoint
 	CkptBytes      atomic.Int64 // bytes written by checkpoints
@@ -53,7 +53,7 @@ type FragmentStats struct {
 
 func (s *FragmentStats) freshness() splice.Freshness {
 	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets(), Complete: s.Complete.Load()}
-	if wm := s.Watermark.Load(); wm != flows.NoWatermark {
+	if wm := s.Watermark.Load(); wm != flowcore.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		f.Watermark = &t
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -83,8 +84,8 @@ func benchFlow(src flows.Source[bev], fragments int, stateless bool, lat *latenc
 }
 
 // benchPlan is the keyed count's plan with one fragment, for restores.
-func benchPlan() (*flows.Plan, error) {
-	return benchFlow(&sliceSource{parts: 1}, 1, false, &latencySink{}, nil).Plan()
+func benchPlan() (*flowcore.Plan, error) {
+	return flowcore.Compile(benchFlow(&sliceSource{parts: 1}, 1, false, &latencySink{}, nil))
 }
 
 func runEngine(in *input, p params, run engineRun) (engineResult, error) {
@@ -93,7 +94,7 @@ func runEngine(in *input, p params, run engineRun) (engineResult, error) {
 	lat := &latencySink{}
 	var kept atomic.Int64
 	f := benchFlow(src, run.fragments, run.stateless, lat, &kept)
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return res, err
 	}
@@ -191,7 +192,7 @@ func windowRun(in *input, p params, w flows.Windows, sliding bool, gap time.Dura
 		sum.Add(s)
 		return nil
 	}))
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return res, 0, 0, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/kafka"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // The Kafka rows run against kfake, franz-go's in-process Kafka, in this
@@ -164,7 +165,7 @@ func kafkaEngine(brokers []string, p params) (engineResult, error) {
 // sizes and a checkpoint interval (negative: none); spent says what the
 // run has cost since just before the start.
 func startFlow(f *flows.Flow, p params, interval time.Duration) (e *actor.Engine, spent func() cost, err error) {
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return nil, nil, err
 	}

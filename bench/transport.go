@@ -12,6 +12,7 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/examples/transport/pipeline"
 	"github.com/tessera-streams/tessera/examples/transport/sim"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -33,7 +34,7 @@ const (
 )
 
 func transportEngine(s *sim.Sim, net pipeline.Network, o pipeline.Options, p params) (cost, int64, float64, error) {
-	plan, err := pipeline.Flow(s.Source(0, nil), net, o).Plan()
+	plan, err := flowcore.Compile(pipeline.Flow(s.Source(0, nil), net, o))
 	if err != nil {
 		return cost{}, 0, 0, err
 	}

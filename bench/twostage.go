@@ -13,6 +13,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -108,7 +109,7 @@ func twoStageEngine(in *input, p params) (cost, map[int64]int64, float64, error)
 	f := flows.New("two-stage", flows.WithFragments(p.fragments))
 	counts := flows.Count(flows.KeyBy(flows.From(f, "keys", flows.Source[bev](src)), func(e bev) string { return e.K }))
 	flows.Count(flows.KeyBy(counts.Updates(), func(kv flows.KV[string, int64]) int64 { return kv.Value })).View("spectrum")
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return cost{}, nil, 0, err
 	}

@@ -7,16 +7,16 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
 type alertsAnswer struct {
-	Alerts  []flows.AlertInfo `json:"alerts"`
-	Total   uint64            `json:"total"` // alerts raised since the flow's state began
-	Lost    int64             `json:"lost_windows"`
-	Records []json.RawMessage `json:"records"`         // the latest ones, oldest first
-	Owner   string            `json:"owner,omitempty"` // in a cluster, the node that evaluates the alerts
+	Alerts  []flowcore.AlertInfo `json:"alerts"`
+	Total   uint64               `json:"total"` // alerts raised since the flow's state began
+	Lost    int64                `json:"lost_windows"`
+	Records []json.RawMessage    `json:"records"`         // the latest ones, oldest first
+	Owner   string               `json:"owner,omitempty"` // in a cluster, the node that evaluates the alerts
 }
 
 // In a cluster one node evaluates the flow's alerts and every node holds a
@@ -56,7 +56,7 @@ func (n *Node) alertList(w http.ResponseWriter, r *http.Request) {
 	}
 	infos := n.eng.Plan().Alerts()
 	if infos == nil {
-		infos = []flows.AlertInfo{}
+		infos = []flowcore.AlertInfo{}
 	}
 	splice.WriteJSON(w, http.StatusOK, alertsAnswer{Alerts: infos, Total: total, Lost: lost, Records: recs, Owner: n.eng.AlertOwner()})
 }

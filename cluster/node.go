@@ -20,6 +20,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
@@ -220,7 +221,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if cfg.RateInterval == 0 {
 		cfg.RateInterval = time.Second
 	}
-	plan, err := cfg.Flow.Plan()
+	plan, err := flowcore.Compile(cfg.Flow)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/actor"
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/shard"
 )
 
@@ -43,7 +43,7 @@ const Replicas = 2
 // in one synced batch. Evaluating an alert is a query to every fragment,
 // so the load it moves is small; a flow with many alerts could place
 // each on its own, with a log per alert.
-func Place(plan *flows.Plan, members []Member, epoch uint64) Placement {
+func Place(plan *flowcore.Plan, members []Member, epoch uint64) Placement {
 	p := Placement{Epoch: epoch, Remotes: map[string]string{}}
 	for _, m := range members {
 		p.Members = append(p.Members, m.Name)
@@ -66,7 +66,7 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 
 // settle waits until at least expect members are alive and the member list
 // and epoch have not changed for a second, then returns the placement.
-func (n *Node) settle(ctx context.Context, m *Membership, plan *flows.Plan, expect int) (Placement, error) {
+func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int) (Placement, error) {
 	// A node that placed before counts a majority of the membership it
 	// last agreed on, as follow does: restarted on the minority side of a
 	// partition, it waits rather than start every fragment from its own
@@ -116,7 +116,7 @@ func names(ms []Member) []string {
 // partitions it takes start where the cluster committed them (the running
 // nodes' GET /v1/cluster), not at the start of this node's empty store.
 // The running nodes own what the placement over them alone gives them.
-func (n *Node) joinRunning(ctx context.Context, plan *flows.Plan, cl *actor.ClusterConfig) {
+func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.ClusterConfig) {
 	var running []Member
 	for _, m := range n.mem.Members() {
 		if m.Running && m.Name != n.cfg.Name {
@@ -189,7 +189,7 @@ const placementSettle = 300 * time.Millisecond
 // once (actor.Engine.Fence) and places nothing until it sees a majority
 // again; then it places as the others do, and every fragment it is given
 // waits for its owner's hand-off. See doc.go, "Quorum".
-func (n *Node) follow(stop <-chan struct{}, plan *flows.Plan) {
+func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 	var pending, fenced bool
 	var since time.Time
 	var last string

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/actor"
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/shard"
 )
 
@@ -114,7 +114,7 @@ func lostMember(last Placement, ms []Member, leaving map[string]string) bool {
 // fenceConfig is the placement a node that lost its majority assumes the
 // others apply: its last one's members without it, at its epoch
 // (actor.Engine.Fence).
-func fenceConfig(plan *flows.Plan, last Placement, self string) *actor.ClusterConfig {
+func fenceConfig(plan *flowcore.Plan, last Placement, self string) *actor.ClusterConfig {
 	var others []Member
 	for _, m := range last.Members {
 		if m != self {

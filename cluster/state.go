@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/actor"
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -144,7 +144,7 @@ func (n *Node) State() ClusterState {
 		if err := f.CheckpointError(); err != nil {
 			fs.CheckpointErr = err.Error()
 		}
-		if wm := f.Watermark.Load(); wm != flows.NoWatermark {
+		if wm := f.Watermark.Load(); wm != flowcore.NoWatermark {
 			t := time.Unix(0, wm).UTC()
 			fs.Watermark = &t
 		}

@@ -1,97 +1,85 @@
-// Package flows is the user API: a Flow is a typed graph of streams from
-// sources through stateless operators (Map, Filter, FlatMap), keys
-// (KeyBy), keyed stateful operators (Reduce, Aggregate, Count, Process,
-// WindowAggregate, SessionAggregate) to sinks and views. Any stream can be
-// keyed, any number of times: a source's, or one that a stateful
-// operator makes (Process's Out, a table's Updates, window Results).
+// Package flows is what a flow's author writes against: a Flow is a typed
+// graph of streams from sources (From) through stateless operators (Map,
+// Filter, FlatMap), keys (KeyBy), keyed stateful operators (Reduce,
+// Aggregate, Count, Process, WindowAggregate, WindowAggregateMerge,
+// SessionAggregate) to sinks (To) and views (Table.View, Processed.View,
+// Windowed.KeyedView, AggregateView, WindowView) and alerts (Alert). Any
+// stream can be keyed, any number of times: a source's, or one that a
+// stateful operator makes (Processed.Out, Table.Updates, Windowed.Results).
 //
-// A flow is only a description. Plan validates it and compiles it into
-// the two things an engine runs:
+// A flow is only a description. An engine runs it: package cluster on one
+// node or many (cluster.Run, or cluster.Config's Flow), package flowstest
+// in a test, with a virtual clock and injected faults. Validate reports
+// every problem of a flow at once, before anything runs.
 //
-//   - a Reader per source partition: it reads a batch of events, runs the
-//     stateless operators before the first key, and routes (key, value,
-//     offset) records into one pending batch per fragment;
-//   - a Fragment per key group: it applies batches in order to its keyed
-//     state, fires timers, feeds views and sinks, answers queries, and
-//     sends the records it re-keys to the fragments that own their new
-//     keys (exchanges, see exchange.go).
+// # Keys and fragments
 //
-// Both are plain, single-threaded state machines: no goroutines, no clock
-// (time comes in through SetNow and Advance), no network. One exception
-// is read-only and safe at any time: QueryPublished answers a keyed view's
-// ?top= from the best entries the fragment last published (Publish, which
-// the driver calls between messages; topindex.go), so that such a query
-// need not wait for a batch being applied. Publish also moves the
-// fragment's generation, with which a table shown as a view stamps the
-// keys that change (a window operator under a KeyedView or WindowView its
-// state, an aggregate view its partial), so that a watch can ask which
-// entries changed since (splice.OpChanges, viewchanges.go). The rules that
-// decide which batches a fragment applies, and what happens after a
-// failure, are recovery.Machine's; the actor package and the flowstest
-// harness carry them out.
-//
-// # Channels and exchanges
-//
-// A fragment's inputs are channels: the sources, then the exchanges (Plan
-// Channels). A source channel's partitions are the source's; an exchange's
-// partitions are the upstream fragments, whose outputs on it carry a
-// sequence number as source events carry an offset. A fragment keeps one
-// offset vector over all of them. An exchange's outputs leave their
-// fragment once a durable checkpoint covers them: a restored fragment
-// never contradicts what it sent, however its inputs interleave on
-// replay. Each stage therefore sees its input one checkpoint interval
-// after the stage before made it.
+// The state of a flow is split into a fixed number of fragments (key
+// groups, WithFragments; default DefaultFragments): a key's state lives in
+// one fragment, which one node owns at a time, and every fragment
+// checkpoints and recovers on its own. A view answers from all fragments
+// spliced: a keyed view is the union of their keys, an aggregate view
+// merges their partials with the view's algebra (package splice).
 //
 // # Outputs
 //
 // Every output has an OutputID fixed by its cause: the input event (its
 // channel, partition and offset, and its record among the event's), or a
-// timer or window of a key (the operator, the key, the time). Sinks are
-// delivered at once (To) or once a durable checkpoint covers the outputs
-// (To with OnCheckpoint): the first is exactly-once for an idempotent sink
-// only when the outputs do not depend on how partitions interleave, the
-// second always. Who calls Released decides when: the engine and the
-// simulation run recovery's strong rule, which calls it once the
-// checkpoint's standby copy is confirmed synced (at once without a
-// standby), and the outputs on an exchange leave for the fragments
-// downstream then too. Fragment.LagReleases, for a driver that replicates
-// checkpoints without confirmations, delays both to the checkpoint after
-// the one that covers them; no driver here uses it.
+// timer or window of a key (the operator, the key, the time). A replay
+// after a crash emits the same outputs with the same ids. Sinks get them
+// at once (To) or once a durable checkpoint covers them (To with
+// OnCheckpoint): the first is exactly-once for an idempotent sink only
+// when the outputs do not depend on how partitions interleave, the second
+// always.
 //
 // # User functions that fail
 //
-// A user function that panics is caught at the event: Apply stops there
-// and returns an *EventError naming the event. The fragment's state is
-// then untrusted (the event may be half applied): the engine restores the
-// fragment from its last checkpoint and replays, and after MaxAttempts
-// skips the event and dead-letters it (recovery.Machine). Before the key
-// (in readers), the event is dead-lettered and the batch goes on. A timer
-// function that panics is dead-lettered: a timer fires once.
+// A user function that panics on an event after KeyBy makes the engine
+// restore the event's fragment from its last checkpoint and replay; after
+// a few attempts the event is skipped and dead-lettered (WithDeadLetters).
+// Before the key the event is dead-lettered at once and the batch goes on.
+// A timer function that panics is dead-lettered: a timer fires once.
+// Malformed source records (ReadBatch.Bad) are dead letters too.
 //
 // # Event time
 //
 // A source given WithEventTime stamps its events and emits per-partition
-// watermarks. Each channel has its own watermark in a fragment — the
-// minimum over its partitions — and the stages it feeds follow it: their
-// event-time timers fire and their windows (tumbling, sliding; merging
-// sessions) close as it passes. An exchange carries the watermark of the
-// stage it re-keys, as of the checkpoint that released its records, so a
-// stage's timers and windows fire after the records before them arrived.
-// Sliding windows with a merge (WindowAggregateMerge) and tumbling ones
-// keep a key's events in slices that windows share, so an event costs one
-// update whatever the overlap (windowslice.go). Allowed lateness gives
-// late refinements; later events go to TooLate.
-// Restamp gives records after a key a new event time (a trip emitted
-// when it is confirmed, dated by its departure): downstream they may
-// arrive late, and windows take them within their allowed lateness.
-// Process with InEventTimeOrder sees its events in event-time order
-// between its timers, so its results depend on the events only; the
-// events waiting for the watermark are checkpointed in segments (one
-// entry for those added between two checkpoints, deleted once all are
-// applied) beside the place of the last one applied. State TTL
-// expires a key by the watermark, after its due timers, and never while it
-// has timers of its own pending.
+// watermarks; each stage follows its input's watermark, the smallest over
+// the input's partitions.
+// Event-time timers fire and windows (Tumbling, Sliding, Global; merging
+// sessions) close as the watermark passes them. AllowedLateness gives late
+// refinements; later events go to Windowed.TooLate, never dropped
+// silently. Restamp dates the records after a key anew (a trip emitted
+// when it is confirmed, dated by its departure). Process with
+// InEventTimeOrder sees its events in event-time order between its
+// timers, so that its results depend on the events only. WithStateTTL
+// expires a key's state by the watermark.
 //
-// The hot path is typed end to end with generics: events are never boxed
-// and never encoded in-process; batches of records cross goroutines.
+// # Sources, sinks and codecs
+//
+// A Source is partitioned and replayable from any offset it produced (its
+// PartitionReader fills a ReadBatch); a reader that also implements
+// Committer is told how far every fragment's checkpoint covers its
+// partition. A Sink receives batches of Output; a RestoredSink is told
+// when a fragment delivers outputs again after a restore. Events, keys
+// and state are encoded only for checkpoints and between nodes, with
+// DefaultCodec and DefaultKeyCodec unless WithEventCodec, WithKeyCodec or
+// WithStateCodec says otherwise; the codec options are typed, and one of
+// the wrong type fails Validate.
+//
+// # This package and the engine
+//
+// flows holds only what a flow's author calls. The implementation is
+// internal/flowcore, which also holds what only engines use (the compiled
+// Plan, the Reader and Fragment state machines, batches and their wire
+// form, deltas, the alert evaluator) for actor, cluster, recovery, sim and
+// flowstest. The types here are aliases of flowcore's (type Stream[T any]
+// = flowcore.Stream[T]) and the functions forward to it: a value crosses
+// with no conversion and the event path is flowcore's alone, while the
+// operators and the machines that run them stay one piece — an operator's
+// node in the graph is the code that applies it in a fragment, and
+// splitting the two would put an interface call on every event. Each type's
+// comment lists its methods, since go doc shows an alias without them.
+//
+// Like flowcore, flows is pure: no goroutines, no clock, no network.
 package flows

@@ -23,6 +23,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -96,15 +97,15 @@ func (r *inputReader[T]) Close() error { return nil }
 // Batches, acknowledgements, rewinds and trims go through a queue, in
 // order unless Faults say otherwise; nothing runs concurrently.
 type Driver struct {
-	plan      *flows.Plan
-	readers   []*flows.Reader
+	plan      *flowcore.Plan
+	readers   []*flowcore.Reader
 	credits   []*recovery.Credits // per reader
 	machines  []*recovery.Machine
 	store     *recovery.Store
 	now       time.Time
 	dead      []flows.DeadLetter
 	restores  int
-	alerter   *flows.Alerter
+	alerter   *flowcore.Alerter
 	alertSeq  uint64
 	queue     []delivery
 	sends     int  // batches fragments sent each other
@@ -152,7 +153,7 @@ type readerRef int
 // reader's or upstream fragment's acknowledgement going back.
 type delivery struct {
 	dest int
-	b    *flows.Batch
+	b    *flowcore.Batch
 	from recovery.From
 	ack  bool
 }
@@ -160,7 +161,7 @@ type delivery struct {
 // New validates the flow and opens every source partition at offset 0.
 // The clock starts at start.
 func New(f *flows.Flow, start time.Time) (*Driver, error) {
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return nil, err
 	}
@@ -643,7 +644,7 @@ func (d *Driver) freshness(f int) splice.Freshness {
 		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
 	}
 	fr := splice.Freshness{Fragment: f, Epoch: m.Epoch(), Offsets: offs, Complete: m.Fragment().Complete()}
-	if wm := m.Fragment().Watermark(); wm != flows.NoWatermark {
+	if wm := m.Fragment().Watermark(); wm != flowcore.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		fr.Watermark = &t
 	}

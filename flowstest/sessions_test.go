@@ -11,6 +11,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 type emission struct {
@@ -32,10 +33,10 @@ func referenceSessions(evs []click, gap, delay, lateness time.Duration) ([]emiss
 	state := map[string][]refSession{}
 	var out []emission
 	tooLate := 0
-	wm, maxTS := int64(flows.NoWatermark), int64(flows.NoWatermark)
+	wm, maxTS := int64(flowcore.NoWatermark), int64(flowcore.NoWatermark)
 	for _, e := range evs {
 		ts := e.At.UnixNano()
-		if wm != flows.NoWatermark && ts+int64(gap)+int64(lateness) <= wm {
+		if wm != flowcore.NoWatermark && ts+int64(gap)+int64(lateness) <= wm {
 			tooLate++
 		} else {
 			n := refSession{start: ts, end: ts + int64(gap), n: 1}
@@ -47,7 +48,7 @@ func referenceSessions(evs []click, gap, delay, lateness time.Duration) ([]emiss
 				}
 				keep = append(keep, s)
 			}
-			n.fired = wm != flows.NoWatermark && n.end <= wm
+			n.fired = wm != flowcore.NoWatermark && n.end <= wm
 			if n.fired {
 				out = append(out, emission{e.User, n.start, n.end, n.n, flows.Late})
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -107,7 +108,7 @@ type state struct {
 }
 
 func (r *refOD) present(st state, s int64) bool {
-	return st.dropWM == flows.NoWatermark || s+r.size+r.keep > st.dropWM
+	return st.dropWM == flowcore.NoWatermark || s+r.size+r.keep > st.dropWM
 }
 
 // horizon is the largest end of a dropped window.
@@ -272,7 +273,7 @@ func driverState(t testing.TB, d *flowstest.Driver, st *state) {
 	wm := int64(math.MaxInt64)
 	for _, f := range d.Freshness() {
 		if f.Watermark == nil {
-			wm = flows.NoWatermark
+			wm = flowcore.NoWatermark
 			break
 		}
 		wm = min(wm, f.Watermark.UnixNano())
@@ -304,7 +305,7 @@ func TestKeyedWindowViewExact(t *testing.T) {
 	defer d.Close()
 	d.BatchSize = 16
 	refs := map[string]*refOD{"od": newRefOD("od", retain), "od-minutes": newRefOD("od-minutes", retain)}
-	st := state{wm: flows.NoWatermark, dropWM: flows.NoWatermark}
+	st := state{wm: flowcore.NoWatermark, dropWM: flowcore.NoWatermark}
 	next := make([]int, len(parts))
 	checks := 0
 	check := func() {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 type winRef struct {
@@ -28,25 +29,25 @@ func referenceWindows(evs []click, size, slide, delay, lateness time.Duration) (
 	final := map[winRef]int{}
 	var tooLate []click
 	lateFirings := 0
-	wm := int64(flows.NoWatermark)
-	maxTS := int64(flows.NoWatermark)
+	wm := int64(flowcore.NoWatermark)
+	maxTS := int64(flowcore.NoWatermark)
 	for _, e := range evs {
 		ts := e.At.UnixNano()
 		placed := false
 		last := ts - ((ts%int64(slide))+int64(slide))%int64(slide)
 		for s := last; s > ts-int64(size); s -= int64(slide) {
 			end := s + int64(size)
-			if wm != flows.NoWatermark && end+int64(lateness) <= wm {
+			if wm != flowcore.NoWatermark && end+int64(lateness) <= wm {
 				continue
 			}
 			placed = true
 			w := winRef{e.User, s}
-			if counts[w] == 0 && wm != flows.NoWatermark && end <= wm {
+			if counts[w] == 0 && wm != flowcore.NoWatermark && end <= wm {
 				bornLate++
 			}
 			counts[w]++
 			final[w] = counts[w]
-			if fired[w] || (wm != flows.NoWatermark && end <= wm) {
+			if fired[w] || (wm != flowcore.NoWatermark && end <= wm) {
 				fired[w] = true
 				lateFirings++
 			}

@@ -4,14 +4,14 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // Take builds the next checkpoint of a fragment: the state changed since
 // its last checkpoint and its offset vector. It is called by the fragment's
 // owner between batches; writing it (Store.Write) may happen elsewhere,
 // later.
-func Take(fr *flows.Fragment, vec *Vector, fragments int, epoch uint64, now time.Time) (*Checkpoint, error) {
+func Take(fr *flowcore.Fragment, vec *Vector, fragments int, epoch uint64, now time.Time) (*Checkpoint, error) {
 	d, err := fr.TakeDelta()
 	if err != nil {
 		return nil, err
@@ -25,7 +25,7 @@ func Take(fr *flows.Fragment, vec *Vector, fragments int, epoch uint64, now time
 
 // Restored is a fragment rebuilt from its last checkpoint.
 type Restored struct {
-	Fragment *flows.Fragment
+	Fragment *flowcore.Fragment
 	Vector   Vector
 	Manifest Manifest // zero if there was no checkpoint
 	Found    bool
@@ -35,7 +35,7 @@ type Restored struct {
 // empty if it has none. A checkpoint that fails its integrity checks, or
 // that belongs to a flow with another fragment count, is an error: the
 // fragment must not serve what it cannot trust.
-func Restore(s *Store, plan *flows.Plan, id int) (Restored, error) {
+func Restore(s *Store, plan *flowcore.Plan, id int) (Restored, error) {
 	fr := plan.NewFragment(id)
 	m, ok, err := s.Load(plan.Name(), id, fr.Restore)
 	if err != nil {

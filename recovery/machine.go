@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // Machine is the rules of one fragment, as a state machine: the batches
@@ -47,7 +48,7 @@ import (
 //     hand-off, from the node that owned it meanwhile, as a fragment taken
 //     over from a live owner does;
 //   - outputs for fragments downstream (exchanges) leave once a durable
-//     checkpoint covers them (see flows' exchange.go), with Replicated
+//     checkpoint covers them (see internal/flowcore's exchange.go), with Replicated
 //     once the checkpoint after it is durable: Durable sends them; with
 //     Confirm once the standby confirms the copy (Copied), and a fragment
 //     started from a copy checks it against what its downstream fragments
@@ -62,9 +63,9 @@ import (
 //     sources. Downstream checkpoints never wait for upstream ones, so the
 //     wait cannot form a cycle.
 type Machine struct {
-	plan      *flows.Plan
+	plan      *flowcore.Plan
 	id        int
-	frag      *flows.Fragment
+	frag      *flowcore.Fragment
 	vec       Vector
 	cfg       MachineConfig
 	epoch     uint64 // of the last checkpoint taken (maybe not yet durable)
@@ -134,7 +135,7 @@ type MachineConfig struct {
 	// the one before the newest durable one (the owner died before it
 	// replicated): upstream fragments are told to forget outputs only up
 	// to the checkpoint before, and OnCheckpoint sinks are delivered what
-	// that one covers (flows.Fragment.LagReleases).
+	// that one covers (flowcore.Fragment.LagReleases).
 	Replicated bool
 	// Confirm (with Replicated) is the strong rule: a checkpoint's
 	// outputs (exchanges, OnCheckpoint sinks) are released, and upstream
@@ -242,7 +243,7 @@ type Ready struct {
 type Send struct {
 	Dest  int
 	Seq   uint64
-	Batch *flows.Batch
+	Batch *flowcore.Batch
 }
 
 // Rewind asks channel partition Part to be sent again from To.
@@ -270,7 +271,7 @@ type Trim struct {
 // NewMachine makes the machine of fragment id from its restored state, at
 // placement epoch placement. A fragment that waits for a hand-off takes no
 // input until Restored or StopWaiting.
-func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHandoff bool, cfg MachineConfig) *Machine {
+func NewMachine(plan *flowcore.Plan, id int, r Restored, placement uint64, waitHandoff bool, cfg MachineConfig) *Machine {
 	cfg.defaults()
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
@@ -300,7 +301,7 @@ func NewMachine(plan *flows.Plan, id int, r Restored, placement uint64, waitHand
 
 // Fragment is the fragment's state; the driver may read it (queries,
 // statistics) between calls.
-func (m *Machine) Fragment() *flows.Fragment { return m.frag }
+func (m *Machine) Fragment() *flowcore.Fragment { return m.frag }
 
 // Vector is the fragment's offset vector.
 func (m *Machine) Vector() *Vector { return &m.vec }
@@ -359,7 +360,7 @@ func (m *Machine) SetNow(t time.Time) { m.now = t }
 func (m *Machine) Placement(epoch uint64) { m.placement = max(m.placement, epoch) }
 
 // Step judges a batch and, if it is admitted, applies it.
-func (m *Machine) Step(b *flows.Batch, from From) {
+func (m *Machine) Step(b *flowcore.Batch, from From) {
 	defer b.Release()
 	p := PartitionID{Source: b.Source, Partition: b.Partition}
 	if m.cfg.Confirm && m.plan.IsExchange(p.Source) {
@@ -444,7 +445,7 @@ func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
 // result takes what applying (or observing, for a duplicate) a batch from
 // from did.
 func (m *Machine) result(err error, from From, applied bool) {
-	var ee *flows.EventError
+	var ee *flowcore.EventError
 	if errors.As(err, &ee) {
 		m.ready.Acks = append(m.ready.Acks, from)
 		m.failure(ee)
@@ -469,7 +470,7 @@ func (m *Machine) sendOutputs() {
 	m.frag.TakeOutputs(m.send)
 }
 
-func (m *Machine) send(dest int, b *flows.Batch) {
+func (m *Machine) send(dest int, b *flowcore.Batch) {
 	m.nextSend++
 	at := m.now
 	if m.verifying[[2]int{b.Source, dest}] {
@@ -643,7 +644,7 @@ func (m *Machine) releaseHeld(all bool) {
 }
 
 // failure handles a user function's failure on an event.
-func (m *Machine) failure(ee *flows.EventError) {
+func (m *Machine) failure(ee *flowcore.EventError) {
 	m.ready.Failures++
 	m.attempts[ee.Event]++
 	n := m.attempts[ee.Event]

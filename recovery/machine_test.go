@@ -17,6 +17,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
@@ -60,7 +61,7 @@ func (f *failer) handler() flows.Handler[string, ev, int64, int64] {
 // rig is a flow's plan, its input and a checkpoint store, for machines
 // driven by hand.
 type rig struct {
-	plan  *flows.Plan
+	plan  *flowcore.Plan
 	in    *flowstest.Input[ev]
 	store *recovery.Store
 	now   time.Time
@@ -98,7 +99,7 @@ func countRig(t rapid.TB, store *recovery.Store, name string, partitions, fragme
 	flows.Count(ks).View("counts")
 	fail := &failer{calls: map[int]int{}}
 	flows.Process(ks, fail.handler())
-	plan, err := fl.Plan()
+	plan, err := flowcore.Compile(fl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func exchangeRig(t testing.TB, store *recovery.Store, fragments int) *rig {
 	fail := &failer{calls: map[int]int{}}
 	flows.Process(ks, fail.handler())
 	flows.Count(flows.KeyBy(counts.Updates(), func(kv flows.KV[string, int64]) int64 { return kv.Value })).View("reached")
-	plan, err := fl.Plan()
+	plan, err := flowcore.Compile(fl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func (r *rig) push(p int, keys ...string) {
 
 // batch is what a reader of partition p opened at from sends fragment
 // frag once it has read up to to.
-func (r *rig) batch(t rapid.TB, p int, from, to int64, frag int) *flows.Batch {
+func (r *rig) batch(t rapid.TB, p int, from, to int64, frag int) *flowcore.Batch {
 	t.Helper()
 	rd, err := r.plan.OpenReader(sourceCh, p, from, 64)
 	if err != nil {
@@ -418,7 +419,7 @@ func TestMachineDuplicateCarriesWatermark(t *testing.T) {
 	src := flows.From(fl, "ticks", in, flows.WithEventTime(func(e tick) time.Time { return e.At }, 0))
 	results := flowstest.Collect(flows.WindowAggregate(flows.KeyBy(src, func(e tick) string { return e.Key }),
 		flows.Tumbling(time.Minute), func() int { return 0 }, func(n int, _ tick) int { return n + 1 }).Results())
-	plan, err := fl.Plan()
+	plan, err := flowcore.Compile(fl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -984,7 +985,7 @@ type walk struct {
 	r       *rig
 	m       *recovery.Machine
 	cfg     recovery.MachineConfig
-	readers []*flows.Reader
+	readers []*flowcore.Reader
 	events  [][]ev   // per partition, the input
 	net     []flight // batches on their way
 	writing *recovery.Checkpoint
@@ -996,7 +997,7 @@ type walk struct {
 }
 
 type flight struct {
-	b        *flows.Batch
+	b        *flowcore.Batch
 	p        int
 	from, to int64
 }
@@ -1367,7 +1368,7 @@ func mustFull(t *testing.T, s *recovery.Store, flow string, frag int) *recovery.
 	return cp
 }
 
-func restoreFrom(t *testing.T, s *recovery.Store, plan *flows.Plan) recovery.Restored {
+func restoreFrom(t *testing.T, s *recovery.Store, plan *flowcore.Plan) recovery.Restored {
 	t.Helper()
 	rs, err := recovery.Restore(s, plan, 0)
 	if err != nil {

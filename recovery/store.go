@@ -14,8 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // ErrCorrupt marks a checkpoint that failed an integrity check: a checksum
@@ -36,7 +35,7 @@ type Manifest struct {
 }
 
 // Entry is one key of a fragment's state. Namespace separates operators.
-type Entry = flows.StateEntry
+type Entry = flowcore.StateEntry
 
 // Checkpoint is what one atomic, synced batch writes for a fragment:
 // entries changed since the last checkpoint, deletions, namespaces to

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -34,7 +34,7 @@ type frag struct {
 type reader struct {
 	n         *node
 	idx       int
-	r         *flows.Reader
+	r         *flowcore.Reader
 	cr        *recovery.Credits
 	lastCheck time.Time
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 )
 
 // Config is a simulated cluster's clock, failure detector and faults.
@@ -137,7 +138,7 @@ type Counts struct {
 // over an in-memory network and a virtual clock. It is not safe for
 // concurrent use: one goroutine drives it (Run and the fault methods).
 type Cluster struct {
-	plan   *flows.Plan
+	plan   *flowcore.Plan
 	cfg    Config
 	rng    *rand.Rand
 	now    time.Time
@@ -163,7 +164,7 @@ func New(f *flows.Flow, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +184,7 @@ func New(f *flows.Flow, cfg Config) (*Cluster, error) {
 }
 
 // Plan is the flow's plan, shared by every node.
-func (c *Cluster) Plan() *flows.Plan { return c.plan }
+func (c *Cluster) Plan() *flowcore.Plan { return c.plan }
 
 // Now is the virtual clock.
 func (c *Cluster) Now() time.Time { return c.now }

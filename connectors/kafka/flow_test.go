@@ -18,13 +18,14 @@ import (
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
 
 type count = flows.KV[string, int64]
 
-func wordFlow(src flows.Source[line], sink flows.Sink[count]) *flows.Plan {
+func wordFlow(src flows.Source[line], sink flows.Sink[count]) *flowcore.Plan {
 	f := flows.New("wordcount", flows.WithFragments(8))
 	ws := flows.FlatMap(flows.From(f, "lines", src), func(l line, emit func(string)) {
 		for _, w := range strings.Fields(l.Text) {
@@ -33,7 +34,7 @@ func wordFlow(src flows.Source[line], sink flows.Sink[count]) *flows.Plan {
 	})
 	counts := flows.Count(flows.KeyBy(ws, flows.Identity[string])).View("words")
 	flows.To(counts.Updates(), sink)
-	plan, err := f.Plan()
+	plan, err := flowcore.Compile(f)
 	if err != nil {
 		panic(err)
 	}

@@ -34,31 +34,15 @@ import (
 // the cut node rejoins, takes fragments back by hand-off, and every node
 // answers the exact count.
 //
-// It needs root and iproute2's ip; without them it skips, except with CI
-// set as root, where it fails. The namespaces' addresses (10.213.0.0/24)
-// exist only inside them; the test reaches the nodes from the bridge's
-// namespace.
+// It needs root and iproute2's ip (TestNetnsOneWayCutExact iptables too);
+// without them it skips, except with CI set as root, where it fails. The
+// namespaces' addresses (10.213.0.0/24) exist only inside them; the test
+// reaches the nodes from the bridge's namespace.
 func TestNetnsPartitionHealExact(t *testing.T) {
 	t.Parallel() // its namespaces and addresses are its own
 	const n = 2_000_000
 	const seed = 37
-	nw := newNetnsNet(t, 3)
-	bin := exampletest.Build(t, "wordcount")
-	procs := make([]*exampletest.Proc, 3)
-	for i := range procs {
-		addr := nw.addr(i)
-		args := []string{"netns", "exec", nw.nodes[i], bin,
-			"-node", fmt.Sprintf("n%d", i), "-http", addr + ":8080", "-gossip", addr + ":7946", "-remote", addr + ":8090",
-			"-expect", "3", "-data", t.TempDir(), "-progress", "0", "-log-level", "warn",
-			"-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", "32", "-rate", "300000", "-checkpoint-interval", "200ms"}
-		if i > 0 {
-			args = append(args, "-join", nw.addr(0)+":7946")
-		}
-		procs[i] = exampletest.Start(t, "ip", args...)
-	}
-	for _, p := range procs {
-		p.WaitURL(t)
-	}
+	nw, procs := startNetnsCluster(t, n, seed)
 	c := nw.client(t)
 
 	type fragment struct {
@@ -107,20 +91,110 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 			return c.get(p.Base+"/v1/cluster?scope=local", &st) && len(st.Members) == 3
 		})
 	}
+	c.allExact(t, procs, n, seed, healAt)
+	// The cut node, and only it, stopped owning for want of a majority.
+	for i, p := range procs {
+		if fenced := c.fenced(t, p); fenced != (i == 2) {
+			t.Errorf("n%d fenced: %v, want %v\n%s", i, fenced, i == 2, p.Stderr())
+		}
+	}
+}
+
+// fenced reports whether a node's history records that it stopped owning
+// for want of a majority (cluster's doc, "Quorum").
+func (c nsClient) fenced(t *testing.T, p *exampletest.Proc) bool {
+	t.Helper()
+	var h struct{ Timeline []struct{ Kind string } }
+	c.mustGet(t, p.Base+"/v1/cluster/history?scope=local", &h)
+	return slices.ContainsFunc(h.Timeline, func(ev struct{ Kind string }) bool { return ev.Kind == "fenced" })
+}
+
+// TestNetnsOneWayCutExact cuts one direction of one link with iptables:
+// nothing from n0 reaches n2 (dropped on n2's way in), while n2 still
+// reaches n0 and n1 reaches both. Gossip's indirect probes through n1 may
+// keep all three members alive, but no TCP connection between n0 and n2
+// completes (a SYN or its answer is lost), so batches, acknowledgements
+// and checkpoint copies between them stall or go round by failover. Held
+// for longer than failure detection, then lifted: every node answers the
+// exact count.
+func TestNetnsOneWayCutExact(t *testing.T) {
+	t.Parallel()
+	const n = 2_000_000
+	const seed = 41
+	nw, procs := startNetnsCluster(t, n, seed, "iptables")
+	c := nw.client(t)
+	nw.until(t, 20*time.Second, "the stream to be under way", func() bool {
+		var total struct{ Value int64 }
+		return c.get(procs[0].Base+"/v1/views/total", &total) && total.Value >= n/10
+	})
+	rule := []string{"INPUT", "-s", nw.addr(0), "-j", "DROP"}
+	nw.iptables(t, 2, append([]string{"-A"}, rule...)...)
+	cutAt := time.Now()
+	var at struct{ Value int64 }
+	c.mustGet(t, procs[1].Base+"/v1/views/total", &at)
+	// Longer than the nodes' failure detection and rewind timeouts, so
+	// that whatever they decide about the cut happens while it holds.
+	time.Sleep(8 * time.Second)
+	type member struct{ Name string }
+	var seen []string
+	for i, p := range procs {
+		var st struct{ Members []member }
+		if c.get(p.Base+"/v1/cluster?scope=local", &st) {
+			seen = append(seen, fmt.Sprintf("n%d sees %d members", i, len(st.Members)))
+		}
+	}
+	nw.iptables(t, 2, append([]string{"-D"}, rule...)...)
+	healAt := time.Now()
+	t.Logf("n0 -> n2 cut at total %d for %v; %s", at.Value, healAt.Sub(cutAt).Round(time.Millisecond), strings.Join(seen, ", "))
+	for i, p := range procs {
+		nw.until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
+			var st struct{ Members []member }
+			return c.get(p.Base+"/v1/cluster?scope=local", &st) && len(st.Members) == 3
+		})
+	}
+	c.allExact(t, procs, n, seed, healAt)
+	var fenced []string
+	for i, p := range procs {
+		if c.fenced(t, p) {
+			fenced = append(fenced, fmt.Sprintf("n%d", i))
+		}
+	}
+	t.Logf("stopped owning for want of a majority during the cut: %v", fenced)
+}
+
+// startNetnsCluster starts three wordcount nodes, one in each node
+// namespace of a new netnsNet, counting the generator's first n events of
+// seed at 300,000 a second, and waits for their HTTP servers. tools are
+// commands the test needs beside ip.
+func startNetnsCluster(t *testing.T, n int64, seed uint64, tools ...string) (*netnsNet, []*exampletest.Proc) {
+	t.Helper()
+	nw := newNetnsNet(t, 3, tools...)
+	bin := exampletest.Build(t, "wordcount")
+	procs := make([]*exampletest.Proc, 3)
+	for i := range procs {
+		addr := nw.addr(i)
+		args := []string{"netns", "exec", nw.nodes[i], bin,
+			"-node", fmt.Sprintf("n%d", i), "-http", addr + ":8080", "-gossip", addr + ":7946", "-remote", addr + ":8090",
+			"-expect", "3", "-data", t.TempDir(), "-progress", "0", "-log-level", "warn",
+			"-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", "32", "-rate", "300000", "-checkpoint-interval", "200ms"}
+		if i > 0 {
+			args = append(args, "-join", nw.addr(0)+":7946")
+		}
+		procs[i] = exampletest.Start(t, "ip", args...)
+	}
+	for _, p := range procs {
+		p.WaitURL(t)
+	}
+	return nw, procs
+}
+
+// allExact waits until every node answers the exact count, and checks
+// that none exited on the way.
+func (c nsClient) allExact(t *testing.T, procs []*exampletest.Proc, n int64, seed uint64, healAt time.Time) {
+	t.Helper()
 	for i, p := range procs {
 		c.waitExact(t, p.Base, n, seed)
 		t.Logf("n%d exact %v after the heal", i, time.Since(healAt).Round(time.Millisecond))
-	}
-	// The cut node, and only it, stopped owning for want of a majority.
-	for i, p := range procs {
-		var h struct {
-			Timeline []struct{ Kind, Node string }
-		}
-		c.mustGet(t, p.Base+"/v1/cluster/history?scope=local", &h)
-		fenced := slices.ContainsFunc(h.Timeline, func(ev struct{ Kind, Node string }) bool { return ev.Kind == "fenced" })
-		if fenced != (i == 2) {
-			t.Errorf("n%d fenced: %v, want %v (timeline %v)\n%s", i, fenced, i == 2, h.Timeline, p.Stderr())
-		}
 	}
 	for i, p := range procs {
 		select {
@@ -144,8 +218,8 @@ const netnsPrefix = "tessera-test-"
 func (nw *netnsNet) addr(i int) string { return fmt.Sprintf("10.213.0.%d", i+1) }
 
 // newNetnsNet makes the namespaces and links, or skips (fails with CI set
-// and root) where it cannot.
-func newNetnsNet(t *testing.T, nodes int) *netnsNet {
+// and root) where it cannot: not root, or without ip or one of tools.
+func newNetnsNet(t *testing.T, nodes int, tools ...string) *netnsNet {
 	t.Helper()
 	cannot := func(format string, args ...any) {
 		t.Helper()
@@ -153,13 +227,15 @@ func newNetnsNet(t *testing.T, nodes int) *netnsNet {
 		if os.Getenv("CI") != "" && os.Geteuid() == 0 {
 			t.Fatalf("CI as root must run the network-namespace test: %s", msg)
 		}
-		t.Skipf("network-namespace test not run: %s (it needs root and iproute2's ip; CI runs it as root)", msg)
+		t.Skipf("network-namespace test not run: %s (it needs root, iproute2's ip and, for the one-way cut, iptables; CI runs it as root)", msg)
 	}
 	if os.Geteuid() != 0 {
 		cannot("not root")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		cannot("no ip command: %v", err)
+	for _, tool := range append([]string{"ip"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			cannot("no %s command: %v", tool, err)
+		}
 	}
 	removeStaleNetns(t)
 	// Unique per run: the test's pid and a random suffix.
@@ -244,6 +320,16 @@ func (nw *netnsNet) cut(t *testing.T, i int) {
 func (nw *netnsNet) heal(t *testing.T, i int) {
 	t.Helper()
 	ip(t, "-n", nw.bridge, "link", "set", fmt.Sprintf("b%d", i), "up")
+}
+
+// iptables runs iptables with args in node i's namespace, or fails the
+// test.
+func (nw *netnsNet) iptables(t *testing.T, i int, args ...string) {
+	t.Helper()
+	full := append([]string{"netns", "exec", nw.nodes[i], "iptables", "-w"}, args...)
+	if out, err := exec.Command("ip", full...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(full, " "), err, out)
+	}
 }
 
 // until polls cond every 50 ms until it holds, or fails after limit.

@@ -1,0 +1,456 @@
+package flowcore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Batches cross nodes in this encoding (inside a wire.Batch):
+//
+//	version byte (2; 1 is read too)
+//	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
+//	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
+//	parts uvarint, then per part: stage uvarint, records uvarint, and per record
+//	  offset (varint, delta from the previous; the first from prev_end)
+//	  event time (varint, delta from the previous; with event time)
+//	  key as uvarint length + the codec's bytes
+//	  event: uvarint h, then
+//	    h even: the codec's h/2 bytes (version 1: h is the length itself)
+//	    h odd: uvarint at, then the h/2 bytes of the event's encoding
+//	      without the key's bytes, which stood at byte at
+//
+// An event usually holds its key (a field of it, or it is the key): sent
+// once, a record of the keyed count is about half the bytes, and every copy
+// between the reader and the fragment (the encoding, protobuf on both
+// sides, gRPC) and the garbage they leave shrink with it. The splice is at
+// the level of bytes, so it is exact for any codec.
+//
+// Decoding checks every length and bound: a malformed batch is an error,
+// never a panic. The records of an exchange's log in a checkpoint
+// (exchange.go) keep the version 1 form of a part.
+
+const batchVersion = 2
+
+// minSharedKey is the shortest key encoding worth splicing out of its
+// event: the position costs a byte.
+const minSharedKey = 2
+
+// maxBatchRecords bounds what a decoded batch may claim to hold.
+const maxBatchRecords = 1 << 20
+
+// EncodeBatch appends b's encoding to dst.
+func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
+	return p.encodeBatch(dst, b, batchVersion)
+}
+
+// encodeBatch appends b's encoding in version v (1 is for tests: a node of
+// the version before sends it).
+func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
+	dst = append(dst, v)
+	dst = binary.AppendUvarint(dst, uint64(b.Source))
+	dst = binary.AppendUvarint(dst, uint64(b.Partition))
+	dst = binary.AppendUvarint(dst, b.Epoch)
+	dst = binary.AppendVarint(dst, b.PrevEnd)
+	dst = binary.AppendVarint(dst, b.End)
+	dst = binary.AppendUvarint(dst, uint64(b.Count))
+	var flags byte
+	if b.EventTime {
+		flags |= 1
+	}
+	if b.Idle {
+		flags |= 2
+	}
+	if b.Done {
+		flags |= 4
+	}
+	dst = append(dst, flags)
+	if b.EventTime {
+		dst = binary.AppendVarint(dst, b.Watermark)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.parts)))
+	var err error
+	for _, pl := range b.parts {
+		if v == 1 {
+			dst, err = pl.encode(p, dst, b.EventTime)
+		} else {
+			dst, err = pl.encodeWire(p, dst, b.EventTime)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return dst, nil
+}
+
+// batchReader reads a batch's encoding.
+type batchReader struct {
+	b    []byte
+	err  error
+	kind string // "batch" unless set
+}
+
+func (r *batchReader) fail(what string) {
+	if r.err == nil {
+		kind := r.kind
+		if kind == "" {
+			kind = "batch"
+		}
+		r.err = fmt.Errorf("malformed %s: %s", kind, what)
+	}
+}
+
+func (r *batchReader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *batchReader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *batchReader) bytes(what string) []byte { return r.take(r.uvarint(what), what) }
+
+// take reads the next n bytes.
+func (r *batchReader) take(n uint64, what string) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// DecodeBatch decodes a batch that EncodeBatch encoded for this plan.
+func (p *Plan) DecodeBatch(data []byte) (*Batch, error) { return p.DecodeBatchInterned(data, nil) }
+
+// DecodeBatchInterned is DecodeBatch taking the strings of keys and events
+// from in (a fragment's own; nil for none).
+func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
+	if len(data) == 0 || (data[0] != batchVersion && data[0] != 1) {
+		return nil, errors.New("malformed batch: unknown version")
+	}
+	shared := data[0] == batchVersion
+	r := &batchReader{b: data[1:]}
+	b := &Batch{}
+	src, part := r.uvarint("source"), r.uvarint("partition")
+	b.Epoch = r.uvarint("epoch")
+	b.PrevEnd, b.End = r.varint("prev_end"), r.varint("end")
+	count := r.uvarint("count")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if src >= uint64(p.channels()) || part >= uint64(p.channelParts(int(src))) {
+		return nil, fmt.Errorf("malformed batch: no partition %d/%d in flow %q", src, part, p.f.name)
+	}
+	if b.PrevEnd < 0 || b.End < b.PrevEnd || count > maxBatchRecords {
+		return nil, fmt.Errorf("malformed batch: range [%d, %d) of %d records", b.PrevEnd, b.End, count)
+	}
+	b.Source, b.Partition, b.Count = int(src), int(part), int(count)
+	if len(r.b) == 0 {
+		return nil, errors.New("malformed batch: no flags")
+	}
+	flags := r.b[0]
+	r.b = r.b[1:]
+	b.EventTime, b.Idle, b.Done = flags&1 != 0, flags&2 != 0, flags&4 != 0
+	if b.EventTime != p.channelET(int(src)) || flags > 7 {
+		return nil, errors.New("malformed batch: event time flags do not match the source")
+	}
+	if b.EventTime {
+		b.Watermark = r.varint("watermark")
+	}
+	nparts := r.uvarint("parts")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if nparts > uint64(len(p.f.stages)) {
+		return nil, fmt.Errorf("malformed batch: %d parts", nparts)
+	}
+	for range nparts {
+		stage := r.uvarint("stage")
+		n := r.uvarint("records")
+		if r.err != nil {
+			b.Release()
+			return nil, r.err
+		}
+		if stage >= uint64(len(p.f.stages)) || p.f.stages[stage].codec == nil || p.stageChannel(int(stage)) != b.Source || n > count {
+			b.Release()
+			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
+		}
+		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, shared)
+		if err != nil {
+			b.Release()
+			return nil, err
+		}
+		r.b = rest
+		b.parts = append(b.parts, pl)
+	}
+	if len(r.b) != 0 {
+		b.Release()
+		return nil, fmt.Errorf("malformed batch: %d trailing bytes", len(r.b))
+	}
+	return b, nil
+}
+
+// recsCodec encodes a KeyBy stage's records.
+type recsCodec[K comparable, T any] struct {
+	stage int
+	kc    KeyCodec[K]
+	ec    Codec[T]
+	pool  *sync.Pool
+}
+
+// encode appends the records in the version 1 form, which an exchange's
+// log keeps in checkpoints.
+func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, false)
+}
+
+// encodeWire appends the records in the form batches cross nodes in: an
+// event that holds its key's bytes is sent without them.
+func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, true)
+}
+
+func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, error) {
+	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
+	dst = binary.AppendUvarint(dst, uint64(p.stage))
+	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	var enc recsEncoder
+	var err error
+	for i := range p.items {
+		var ts int64
+		if et {
+			ts = p.ts[i]
+		}
+		if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
+			return nil, err
+		}
+	}
+	return dst, nil
+}
+
+// spliceRoom is the room spliceKey's header may take: h (an event under
+// 2^35 bytes, shifted) in 6 bytes, at in 5.
+const spliceRoom = 11
+
+// spliceKey writes the event encoded at dst[mark+spliceRoom:] in the shared form:
+// without the bytes of the key encoded (with its length) at
+// dst[kmark:kend], if it holds them, and with its header h (and at) in
+// front.
+func spliceKey(dst []byte, kmark, kend, mark int) []byte {
+	_, m := binary.Uvarint(dst[kmark:kend])
+	key, ev := dst[kmark+m:kend], dst[mark+spliceRoom:]
+	at := -1
+	if len(key) >= minSharedKey {
+		at = bytes.Index(ev, key)
+	}
+	var tmp [2 * binary.MaxVarintLen64]byte
+	var l int
+	n := len(ev)
+	if at < 0 {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1)
+	} else {
+		l = binary.PutUvarint(tmp[:], uint64(n-len(key))<<1|1)
+		l += binary.PutUvarint(tmp[l:], uint64(at))
+	}
+	copy(dst[mark:], tmp[:l])
+	w := mark + l
+	if at < 0 {
+		w += copy(dst[w:], ev)
+	} else {
+		w += copy(dst[w:], ev[:at])
+		w += copy(dst[w:], ev[at+len(key):])
+	}
+	return dst[:w]
+}
+
+// recsEncoder is where a run of records being encoded is: the offset and
+// event time of the one before.
+type recsEncoder struct {
+	n               int
+	prevOff, prevTS int64
+}
+
+// appendRec appends one record of a run: its offset (the first absolute,
+// then the difference from the one before), event time (with et: the
+// difference), key and event; with share, an event that holds its key's
+// bytes without them (the wire form, spliceKey).
+func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et, share bool) ([]byte, error) {
+	if e.n == 0 {
+		dst = binary.AppendVarint(dst, it.Off)
+	} else {
+		dst = binary.AppendVarint(dst, it.Off-e.prevOff)
+	}
+	e.prevOff = it.Off
+	e.n++
+	if et {
+		dst = binary.AppendVarint(dst, ts-e.prevTS)
+		e.prevTS = ts
+	}
+	kmark := len(dst)
+	dst = append(dst, 0) // room for a length below 128, moved if longer
+	var err error
+	if dst, err = c.kc.Append(dst, it.Key); err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	dst = putShortLength(dst, kmark)
+	kend := len(dst)
+	mark := len(dst)
+	if !share {
+		dst = append(dst, 0)
+		if dst, err = c.ec.Append(dst, it.Val); err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		return putShortLength(dst, mark), nil
+	}
+	dst = append(dst, make([]byte, spliceRoom)...)
+	if dst, err = c.ec.Append(dst, it.Val); err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	return spliceKey(dst, kmark, kend, mark), nil
+}
+
+// putLength writes the length of dst[mark+5:] as a uvarint at mark and
+// closes the gap of the unused reserved bytes.
+func putLength(dst []byte, mark int) []byte {
+	n := len(dst) - mark - 5
+	var tmp [binary.MaxVarintLen64]byte
+	l := binary.PutUvarint(tmp[:], uint64(n))
+	copy(dst[mark:], tmp[:l])
+	copy(dst[mark+l:], dst[mark+5:])
+	return dst[:mark+l+n]
+}
+
+// putShortLength writes the length of dst[mark+1:] as a uvarint at mark,
+// moving the bytes after it if it takes more than the one byte reserved.
+// Keys and events are mostly shorter than 128 bytes: reserving 5 bytes, as
+// putLength does, moved every one of them back by 4.
+func putShortLength(dst []byte, mark int) []byte {
+	n := len(dst) - mark - 1
+	if n < 0x80 {
+		dst[mark] = byte(n)
+		return dst
+	}
+	var tmp [binary.MaxVarintLen64]byte
+	l := binary.PutUvarint(tmp[:], uint64(n))
+	dst = append(dst, tmp[:l-1]...)
+	copy(dst[mark+l:], dst[mark+1:mark+1+n])
+	copy(dst[mark:], tmp[:l])
+	return dst
+}
+
+// decode reads n records in the version 1 form (an exchange's log).
+func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
+	return c.decodeParts(b, n, et, in, false)
+}
+
+// decodeParts reads n records; shared: in the form that may splice an
+// event's key out of it (encodeWire).
+func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error) {
+	r := &batchReader{b: b}
+	var items []Rec[K, T]
+	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
+		items = (*s)[:0]
+	} else {
+		items = make([]Rec[K, T], 0, n)
+	}
+	p := &recs[K, T]{stage: c.stage, items: items, pool: c.pool}
+	kd, _ := c.kc.(internDecoder[K])
+	ed, copies := c.ec.(internDecoder[T])
+	if in == nil {
+		kd, ed = nil, nil
+	}
+	if et {
+		p.ts = make([]int64, 0, n)
+	}
+	// scratch is where an event is put back together with its key: reused
+	// for codecs of ours, which copy what they keep; a fresh one for each
+	// event of any other, which may keep the bytes it was given.
+	var scratch []byte
+	var off, ts int64
+	for i := range n {
+		d := r.varint("offset")
+		if i == 0 {
+			off = d
+		} else {
+			off += d
+		}
+		if et {
+			ts += r.varint("event time")
+		}
+		kb := r.bytes("key")
+		var vb []byte
+		if !shared {
+			vb = r.bytes("event")
+		} else if h := r.uvarint("event"); h&1 == 0 {
+			vb = r.take(h>>1, "event")
+		} else {
+			at := r.uvarint("key position")
+			rest := r.take(h>>1, "event")
+			if r.err == nil && at > uint64(len(rest)) {
+				r.fail("key position")
+			}
+			if r.err == nil {
+				if !copies {
+					scratch = nil
+				}
+				scratch = append(append(append(scratch[:0], rest[:at]...), kb...), rest[at:]...)
+				vb = scratch
+			}
+		}
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		if (i > 0 && d < 0) || off < 0 {
+			return nil, nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
+		}
+		var k K
+		var err error
+		if kd != nil {
+			k, err = kd.decodeInterned(kb, in)
+		} else {
+			k, err = c.kc.Decode(kb)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
+		}
+		var v T
+		if ed != nil {
+			v, err = ed.decodeInterned(vb, in)
+		} else {
+			v, err = c.ec.Decode(vb)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
+		}
+		p.items = append(p.items, Rec[K, T]{Key: k, Val: v, Off: off})
+		if et {
+			p.ts = append(p.ts, ts)
+		}
+	}
+	return p, r.b, nil
+}

@@ -1,0 +1,126 @@
+package flowcore_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// An event that holds its key crosses nodes without the key's bytes, and a
+// batch of the version before (every event whole) still decodes to the
+// same state.
+func TestBatchSendsKeyOnce(t *testing.T) {
+	in := flowstest.NewInput[stamped](1)
+	for i := range 500 {
+		in.Push(0, stamped{Text: fmt.Sprintf("word-%03d", i%37), At: t0.Add(time.Duration(i) * time.Second)})
+	}
+	in.Close()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, v1, v2 := plan.NewFragment(0), plan.NewFragment(0), plan.NewFragment(0)
+	var n1, n2, records int
+	for _, b := range batches(t, plan, 64) {
+		e1, err := plan.EncodeBatchV1(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, err := plan.EncodeBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n1, n2, records = n1+len(e1), n2+len(e2), records+b.Count
+		for _, c := range []struct {
+			fr  *flowcore.Fragment
+			enc []byte
+		}{{v1, e1}, {v2, e2}} {
+			d, err := plan.DecodeBatch(c.enc)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if err := c.fr.Apply(d, d.PrevEnd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := direct.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each record's 8-byte key is left out of its event, for a byte of its
+	// position.
+	if n1-n2 < 7*records {
+		t.Fatalf("%d records: %d bytes shared, %d without sharing", records, n2, n1)
+	}
+	req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}}
+	want, err := direct.Query(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, fr := range map[string]*flowcore.Fragment{"version 1": v1, "version 2": v2} {
+		got, err := fr.Query(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 37 {
+			t.Fatalf("%s: %v, want %v", name, got.Entries, want.Entries)
+		}
+	}
+}
+
+// keepCodec decodes an event as the very bytes it is given, as a user's
+// codec may.
+type keepCodec struct{}
+
+func (keepCodec) Append(dst []byte, v []byte) ([]byte, error) { return append(dst, v...), nil }
+func (keepCodec) Decode(b []byte) ([]byte, error)             { return b, nil }
+
+// An event put back together with its key is its own bytes: a codec that
+// keeps them is not handed a buffer that the next event overwrites.
+func TestBatchSharedKeyKeptBytes(t *testing.T) {
+	in := flowstest.NewInput[[]byte](1)
+	var want [][]byte
+	for i := range 50 {
+		ev := []byte(fmt.Sprintf("k%02d|payload %d", i%5, i))
+		want = append(want, ev)
+		in.Push(0, ev)
+	}
+	in.Close()
+	f := flows.New("kept", flows.WithFragments(1))
+	ks := flows.KeyBy(flows.From(f, "lines", in), func(b []byte) string { return string(b[:3]) }, flows.WithEventCodec[[]byte](keepCodec{}))
+	flows.Count(ks).View("counts")
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := plan.NewFragment(0)
+	var decoded []*flowcore.Batch
+	for _, b := range batches(t, plan, 64) {
+		enc, err := plan.EncodeBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := plan.DecodeBatch(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded = append(decoded, d)
+	}
+	var got []string
+	for _, d := range decoded {
+		got = append(got, flowcore.BatchEvents(fr, d)...)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != fmt.Sprintf("%+v", want[i]) {
+			t.Fatalf("event %d is %s, want %v", i, got[i], want[i])
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package flowcore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// SourceOption configures a source in From.
+type SourceOption struct {
+	ts       any // func(T) time.Time
+	maxDelay time.Duration
+	idle     time.Duration
+}
+
+// WithEventTime gives a source event time: ts extracts an event's timestamp,
+// and the source's partitions emit watermarks that trail the largest
+// timestamp seen by maxOutOfOrder (bounded out-of-orderness). ts must take
+// the source's event type.
+func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) SourceOption {
+	return SourceOption{ts: ts, maxDelay: maxOutOfOrder}
+}
+
+// WithIdleTimeout marks a partition idle when it has had no event for d of
+// processing time: an idle partition does not hold the watermark back,
+// until it has events again. Default: never idle.
+func WithIdleTimeout(d time.Duration) SourceOption { return SourceOption{idle: d} }
+
+// NoWatermark is the watermark before any event: nothing is complete.
+const NoWatermark = math.MinInt64
+
+type eventTime struct {
+	maxDelay int64 // ns
+	idle     int64 // ns; 0: never
+}
+
+func sourceOptions[T any](f *Flow, name string, d *sourceDef, opts []SourceOption) func(T) time.Time {
+	var ts func(T) time.Time
+	for _, o := range opts {
+		if o.ts != nil {
+			fn, ok := o.ts.(func(T) time.Time)
+			if !ok || fn == nil {
+				f.errorf("source %q: WithEventTime needs a func(%s) time.Time, got %T", name, reflect.TypeFor[T](), o.ts)
+				continue
+			}
+			if o.maxDelay < 0 {
+				f.errorf("source %q: negative out-of-orderness %v", name, o.maxDelay)
+			}
+			ts = fn
+			if d.et == nil {
+				d.et = &eventTime{}
+			}
+			d.et.maxDelay = int64(o.maxDelay)
+		}
+		if o.idle != 0 {
+			if o.idle < 0 {
+				f.errorf("source %q: negative idle timeout %v", name, o.idle)
+			}
+			if d.et == nil {
+				d.et = &eventTime{}
+			}
+			d.et.idle = int64(o.idle)
+		}
+	}
+	if d.et != nil && ts == nil {
+		f.errorf("source %q: WithIdleTimeout without WithEventTime", name)
+	}
+	return ts
+}
+
+// partWM is a fragment's view of one event-time partition's watermark.
+type partWM struct {
+	wm   int64
+	idle bool
+	seen bool
+}
+
+// watermarks is a fragment's event-time state for one input channel (a
+// source, or an exchange): the watermark of each of its partitions, and
+// the channel's, the minimum over the active ones. The stages fed by the
+// channel follow it: their timers fire and their windows close as it
+// passes.
+type watermarks struct {
+	parts []partWM // nil: the channel has no event time
+	wm    int64    // monotone
+	// legacy: restored from entries of one partition each, which the
+	// next checkpoint replaces.
+	legacy bool
+}
+
+func newWatermarks(parts int) watermarks {
+	w := watermarks{parts: make([]partWM, parts), wm: NoWatermark}
+	for i := range w.parts {
+		w.parts[i].wm = NoWatermark
+	}
+	return w
+}
+
+// observe records a partition's watermark from a batch and returns whether
+// the channel's watermark advanced.
+func (w *watermarks) observe(part int, wm int64, idle bool) bool {
+	if part < 0 || part >= len(w.parts) {
+		return false
+	}
+	p := &w.parts[part]
+	p.seen, p.idle = true, idle
+	if wm > p.wm {
+		p.wm = wm
+	}
+	return w.recompute()
+}
+
+func (w *watermarks) recompute() bool {
+	low, any := int64(math.MaxInt64), false
+	for _, p := range w.parts {
+		if p.idle {
+			continue
+		}
+		any = true
+		if !p.seen {
+			low = NoWatermark
+			break
+		}
+		low = min(low, p.wm)
+	}
+	if any && low > w.wm {
+		w.wm = low
+		return true
+	}
+	return false
+}
+
+// Watermarks live in a reserved namespace of the checkpoint, in one entry
+// (key wmKey): every event-time partition seen, of every channel — one put
+// per checkpoint, not one per partition (a stage after an exchange has a
+// partition per upstream fragment). Older checkpoints hold an entry per
+// partition, keyed by channel and partition; they still restore.
+const watermarkNamespace = math.MaxUint16
+
+var wmKey = []byte{'w'}
+
+func (fr *Fragment) wmDelta(d *Delta) {
+	var val []byte
+	n := 0
+	for ch := range fr.wms {
+		w := &fr.wms[ch]
+		if w.legacy {
+			if !slices.Contains(d.Reset, watermarkNamespace) {
+				d.Reset = append(d.Reset, watermarkNamespace)
+			}
+			w.legacy = false
+		}
+		for part, p := range w.parts {
+			if !p.seen {
+				continue
+			}
+			val = binary.AppendUvarint(val, uint64(ch))
+			val = binary.AppendUvarint(val, uint64(part))
+			val = binary.AppendVarint(val, p.wm)
+			if p.idle {
+				val = append(val, 1)
+			} else {
+				val = append(val, 0)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	out := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen64), uint64(n))
+	d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: wmKey, Value: append(out, val...)})
+	d.Entries++
+}
+
+func (fr *Fragment) wmRestore(key, val []byte) error {
+	if string(key) == string(wmKey) {
+		r := &batchReader{b: val, kind: "watermarks"}
+		n := r.uvarint("count")
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			ch, part, wm := r.uvarint("channel"), r.uvarint("partition"), r.varint("watermark")
+			if r.err != nil {
+				break
+			}
+			if len(r.b) == 0 {
+				r.fail("idle")
+				break
+			}
+			idle := r.b[0] == 1
+			r.b = r.b[1:]
+			if err := fr.wmSet(ch, part, wm, idle); err != nil {
+				return err
+			}
+		}
+		if r.err == nil && len(r.b) != 0 {
+			r.fail("trailing bytes")
+		}
+		return r.err
+	}
+	if len(key) != 8 || len(val) != 9 {
+		return fmt.Errorf("watermark entry of %d+%d bytes", len(key), len(val))
+	}
+	ch, part := uint64(binary.BigEndian.Uint32(key)), uint64(binary.BigEndian.Uint32(key[4:]))
+	if err := fr.wmSet(ch, part, int64(binary.BigEndian.Uint64(val)), val[8] == 1); err != nil {
+		return err
+	}
+	fr.wms[ch].legacy = true
+	return nil
+}
+
+func (fr *Fragment) wmSet(ch, part uint64, wm int64, idle bool) error {
+	if ch >= uint64(len(fr.wms)) || part >= uint64(len(fr.wms[ch].parts)) {
+		return fmt.Errorf("watermark of %d/%d, which has no event time in this flow", ch, part)
+	}
+	w := &fr.wms[ch]
+	w.parts[part] = partWM{wm: wm, idle: idle, seen: true}
+	w.recompute()
+	return nil
+}

@@ -1,0 +1,804 @@
+package flowcore
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/tessera-streams/tessera/shard"
+)
+
+// An exchange is a KeyBy of a stream inside the fragments (after Process,
+// a table's Updates, window results): the records go to the fragments that
+// own their new keys. Every fragment's output on an exchange is one
+// partition of an input channel of the next stage, exactly as a source
+// partition is:
+//
+//   - each output gets the next number of the fragment's sequence on that
+//     exchange, and is sent only once a durable checkpoint of the fragment
+//     covers it. A fragment's outputs depend on how its input partitions
+//     interleaved, which a replay after a crash does not repeat; but what
+//     was sent was in a durable checkpoint — records, numbers and the
+//     state that made them — so a restored fragment never contradicts what
+//     any fragment downstream has seen: its new outputs continue the
+//     sequence after the checkpoint. Downstream fragments keep their offset
+//     vector over upstream fragments and drop what they applied. The price
+//     is latency: a stage sees its input one checkpoint interval late; the
+//     watermark it is sent is the one of the same checkpoint. A restored
+//     fragment holds only what its copy holds: recovery's strong rule
+//     (MachineConfig.Confirm), which the engine and the simulation run,
+//     also waits for the standby's confirmed copy, and checks a restored
+//     copy against what downstream fragments applied, since both copies of
+//     the newest checkpoint can be lost at once;
+//   - the upstream keeps its outputs until the durable checkpoint of the
+//     fragment each goes to covers them (Trim), and writes them into its
+//     own checkpoints — one entry per checkpoint, for every downstream
+//     fragment — so a downstream fragment restored to an older checkpoint
+//     is sent them again (Resend) — from memory, or from the upstream's
+//     checkpoint if the upstream restarted too — while nobody else stops
+//     or rolls back. The outputs are one log in the order of their
+//     numbers, split by destination only when a checkpoint releases them
+//     (see exWriter).
+//
+// This is MillWheel's "strong productions" with the production log kept
+// in the producer's own checkpoint, and Kafka Streams' repartition topics
+// without the topic: records cross by pointer inside a node and in the
+// node-to-node batches otherwise, and only the tail that no downstream
+// checkpoint covers yet touches the disk, in the same group-committed batch
+// as the producer's checkpoint.
+
+// ChannelInfo describes an input channel of the fragments: a source, or an
+// exchange whose partitions are the upstream fragments.
+type ChannelInfo struct {
+	Name       string
+	Partitions int
+	Exchange   bool
+}
+
+// Channels lists the fragments' input channels: the sources in
+// declaration order, then the exchanges. Batch.Source and the channel of
+// an offset vector's entries index this list.
+func (p *Plan) Channels() []ChannelInfo {
+	out := make([]ChannelInfo, 0, len(p.f.sources)+len(p.f.edges))
+	for _, s := range p.f.sources {
+		out = append(out, ChannelInfo{Name: s.name, Partitions: s.partitions})
+	}
+	for _, e := range p.f.edges {
+		out = append(out, ChannelInfo{Name: p.f.stages[e.stage].name, Partitions: p.f.fragments, Exchange: true})
+	}
+	return out
+}
+
+// channels is the number of input channels.
+func (p *Plan) channels() int { return len(p.f.sources) + len(p.f.edges) }
+
+// edgeChannel is the channel of exchange e.
+func (p *Plan) edgeChannel(e int) int { return len(p.f.sources) + e }
+
+// IsExchange reports whether channel ch is an exchange.
+func (p *Plan) IsExchange(ch int) bool { return ch >= len(p.f.sources) && ch < p.channels() }
+
+// channelParts is the number of partitions of channel ch.
+func (p *Plan) channelParts(ch int) int {
+	if ch < len(p.f.sources) {
+		return p.f.sources[ch].partitions
+	}
+	return p.f.fragments
+}
+
+// channelET reports whether channel ch carries event time.
+func (p *Plan) channelET(ch int) bool {
+	if ch < len(p.f.sources) {
+		return p.f.sources[ch].et != nil
+	}
+	return p.f.sources[p.f.stages[p.f.edges[ch-len(p.f.sources)].from].source].et != nil
+}
+
+// stageChannel is the channel that feeds stage s.
+func (p *Plan) stageChannel(s int) int {
+	st := p.f.stages[s]
+	switch {
+	case st.parent >= 0:
+		return p.stageChannel(st.parent)
+	case st.edge >= 0:
+		return p.edgeChannel(st.edge)
+	}
+	return st.source
+}
+
+// HasExchanges reports whether the flow re-keys inside the fragments.
+func (p *Plan) HasExchanges() bool { return len(p.f.edges) > 0 }
+
+// Exchanges lists the channels on which fragments send each other records.
+func (p *Plan) Exchanges() []int {
+	out := make([]int, len(p.f.edges))
+	for e := range out {
+		out[e] = p.edgeChannel(e)
+	}
+	return out
+}
+
+// exchangeOut is a fragment's side of one exchange, typed inside.
+type exchangeOut interface {
+	channel() int
+	takeDue(fn func(dest int, b *Batch))
+	resend(d int, from int64) *Batch
+	trim(d int, upto int64)
+	delta(d *Delta) error
+	restore(key, val []byte) error
+	restored()
+	released(lag bool)
+	sentAll() bool
+	holding() bool
+	retained() int
+	kept(d int) (base, sent int64)
+	made() int64
+	unreleased() bool
+}
+
+// exWriter is fragment fr's output on one exchange.
+//
+// Its outputs are kept in one log, in the order of their numbers, each
+// with the fragment it goes to: emitting a record appends it, and no more.
+// The log is split by destination only when a checkpoint releases a range
+// of it (takeDue): each destination's records of that range are copied
+// once into its batch, which owns them. Keeping 64 logs, one per
+// destination, made every output a scattered append and every log's
+// growth a copy; and it made a checkpoint write one entry per destination.
+// The price of one log: a range is forgotten only once no destination can
+// ask for any of its records again (trim), so one downstream fragment that
+// falls behind keeps every record after its oldest one, not only its own.
+type exWriter[K comparable, T any] struct {
+	edge, stage int
+	ch          int
+	from        int // the channel whose watermark the re-keyed stream follows
+	et          bool
+	fr          *Fragment
+	codec       *recsCodec[K, T]
+	hash        func(K) uint64
+	seq         int64 // the number of the next output
+	dests       []exDest
+	// The log: the records numbered lo to seq, in chunks of exChunk records;
+	// chunks[0] holds the numbers from first*exChunk on. holes counts the
+	// slots that hold no record (noDest: from a restore of entries that
+	// left out what their destinations had).
+	chunks []*exChunk[K, T]
+	free   []*exChunk[K, T] // chunks forgotten, for the log to reuse (at most exFree)
+	first  int64
+	lo     int64
+	holes  int
+	split  int64 // records numbered below were handed to their batches
+	// Checkpoint entries: spans of records written, from the newest
+	// delta's saved on; legacy, the keys of entries in the format of one
+	// entry per destination, which a restore read and the next delta
+	// replaces.
+	saved    int64 // outputs before it are in checkpoints
+	seqSaved int64 // the sequence number last written to a checkpoint
+	spans    [][2]int64
+	legacy   [][]byte
+	rest     []restoredRec[K, T] // records read by restore, until restored
+	needN    int                 // records in the dests' need ranges
+	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
+	// Outputs numbered below rel may be sent, with the watermark relWM: a
+	// durable checkpoint covers them; mark and markWM are the checkpoint
+	// being written's (Fragment.Released); behind and behindWM the
+	// previous checkpoint's, released instead of the newest with
+	// Fragment.LagReleases.
+	rel, relWM, mark, markWM int64
+	behind, behindWM         int64
+	// ancestors are the channels the re-keyed stream comes from, directly
+	// or through earlier exchanges: when all their partitions ended and
+	// every output is released, the exchange's partition ends too.
+	ancestors []int
+	// After a scan that took every batch due, no fragment is due again
+	// until what was released, its watermark or the end changes, or a
+	// restore forces a batch to every fragment: scanned says so, with
+	// what the scan saw; a fragment asks it for every batch it applies.
+	scanned               bool
+	scannedRel, scannedWM int64
+	scannedFinished       bool
+	// Per destination, scratch of takeDue.
+	counts []int
+	parts  []*recs[K, T]
+}
+
+// exChunkBits sizes the log's chunks: 1024 records.
+const exChunkBits = 10
+
+const exChunkLen = 1 << exChunkBits
+
+// exFree is how many forgotten chunks a log keeps to reuse: a fragment
+// that keeps up forgets about as many chunks per checkpoint interval as it
+// fills, and fresh chunks were a quarter of what the fragments allocated
+// (the two-stage bench). A few suffice; more would hold memory idle.
+const exFree = 8
+
+// noDest marks a slot of the log that holds no record.
+const noDest = math.MaxUint32
+
+type exChunk[K comparable, T any] struct {
+	recs [exChunkLen]Rec[K, T]
+	dest [exChunkLen]uint32
+	ts   []int64 // with event time
+}
+
+type restoredRec[K comparable, T any] struct {
+	rec Rec[K, T]
+	ts  int64
+}
+
+// exDest is what an upstream fragment keeps of one downstream fragment.
+type exDest struct {
+	base   int64 // records numbered below are covered by its durable checkpoint
+	sent   int64 // End of the last batch sent
+	sentWM int64
+	force  bool // send a batch even if nothing changed (after a restore)
+	done   bool // its last batch said the partition ended
+	// baseSaved is the base the checkpoint holds: a restored fragment
+	// knows which records it no longer has (Kept), so a fragment
+	// downstream that asks for them learns it restored an older copy
+	// instead of being sent the records after them as if they followed.
+	baseSaved int64
+	// need is where its records not covered by its durable checkpoint
+	// are: the ranges of the log handed to its batches, oldest first. The
+	// log keeps everything from the oldest range of any fragment on.
+	need []exRange
+}
+
+// exRange is a range of the log, [from, to), holding n records for one
+// fragment.
+type exRange struct {
+	from, to int64
+	n        int
+}
+
+func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64) *exWriter[K, T] {
+	p := fr.plan
+	e := p.f.edges[edge]
+	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
+		fr: fr, codec: codec, hash: hash, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
+		parts: make([]*recs[K, T], p.f.fragments)}
+	w.et = p.channelET(w.ch)
+	for ch := w.from; ; {
+		w.ancestors = append(w.ancestors, ch)
+		if !p.IsExchange(ch) {
+			break
+		}
+		ch = p.stageChannel(p.f.edges[ch-len(p.f.sources)].from)
+	}
+	w.relWM, w.markWM, w.behindWM = NoWatermark, NoWatermark, NoWatermark
+	for i := range w.dests {
+		w.dests[i].sentWM = NoWatermark
+	}
+	return w
+}
+
+func (w *exWriter[K, T]) channel() int { return w.ch }
+
+// slot is where record number n lives in the log, a chunk added if n is
+// the first of one. n must be at least lo and at most seq.
+func (w *exWriter[K, T]) slot(n int64) (*exChunk[K, T], int) {
+	c := int(n>>exChunkBits - w.first)
+	if c == len(w.chunks) {
+		var ck *exChunk[K, T]
+		if n := len(w.free); n > 0 {
+			ck, w.free = w.free[n-1], w.free[:n-1]
+		} else {
+			ck = new(exChunk[K, T])
+			if w.et {
+				ck.ts = make([]int64, exChunkLen)
+			}
+		}
+		w.chunks = append(w.chunks, ck)
+	}
+	return w.chunks[c], int(n & (exChunkLen - 1))
+}
+
+// emit numbers a record and logs it.
+func (w *exWriter[K, T]) emit(k K, v T) {
+	n := w.seq
+	w.seq++
+	c, i := w.slot(n)
+	c.recs[i] = Rec[K, T]{Key: k, Val: v, Off: n}
+	c.dest[i] = uint32(shard.Fragment(w.hash(k), len(w.dests)))
+	if w.et {
+		c.ts[i] = w.fr.cur.TS
+	}
+}
+
+func (w *exWriter[K, T]) wm() int64 { return w.fr.wms[w.from].wm }
+
+// mayBeDue reports whether a fragment may be due a batch: not if nothing
+// changed since the last scan (takeDue).
+func (w *exWriter[K, T]) mayBeDue() bool {
+	return !w.scanned || w.rel != w.scannedRel || w.relWM != w.scannedWM || w.finished() != w.scannedFinished
+}
+
+// takeDue hands fn the batch due to each fragment: the records released
+// since the last call are split by destination here.
+func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
+	if !w.mayBeDue() {
+		return
+	}
+	from, to := w.split, max(w.split, w.rel)
+	clear(w.counts)
+	w.scan(from, to, func(c *exChunk[K, T], i int) {
+		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
+			w.counts[d]++
+		}
+	})
+	parts := w.parts
+	defer clear(parts)
+	for d, n := range w.counts {
+		if n > 0 {
+			parts[d] = w.newPart(n)
+			w.dests[d].need = append(w.dests[d].need, exRange{from, to, n})
+			w.needN += n
+		}
+	}
+	if to > from {
+		w.scan(from, to, func(c *exChunk[K, T], i int) {
+			d := c.dest[i]
+			if d == noDest || c.recs[i].Off < w.dests[d].base {
+				return // its fragment has it in a durable checkpoint already (a replay)
+			}
+			p := parts[d]
+			p.items = append(p.items, c.recs[i])
+			if w.et {
+				p.ts = append(p.ts, c.ts[i])
+			}
+		})
+	}
+	w.split = to
+	fin := w.finished()
+	for d := range w.dests {
+		dd := &w.dests[d]
+		if parts[d] == nil && !dd.force && (!w.et || dd.sentWM == w.relWM) && dd.done == fin {
+			continue
+		}
+		end := max(w.rel, dd.sent)
+		b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: dd.sent, End: end, Done: fin}
+		if p := parts[d]; p != nil {
+			b.Count, b.parts = len(p.items), []payload{p}
+		}
+		if w.et {
+			b.EventTime, b.Watermark = true, w.relWM
+			dd.sentWM = b.Watermark
+		}
+		dd.sent, dd.force, dd.done = end, false, fin
+		fn(d, b)
+	}
+	w.scanned, w.scannedRel, w.scannedWM, w.scannedFinished = true, w.rel, w.relWM, fin
+}
+
+// newPart is an empty batch part with room for n records.
+func (w *exWriter[K, T]) newPart(n int) *recs[K, T] {
+	p := &recs[K, T]{stage: w.stage, pool: w.codec.pool}
+	if s, ok := w.codec.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
+		p.items = (*s)[:0]
+	} else {
+		p.items = make([]Rec[K, T], 0, n)
+	}
+	if w.et {
+		p.ts = make([]int64, 0, n)
+	}
+	return p
+}
+
+// scan calls fn with the slot of every record numbered from from to to
+// (within lo and seq).
+func (w *exWriter[K, T]) scan(from, to int64, fn func(c *exChunk[K, T], i int)) {
+	for n := from; n < to; {
+		c, i := w.slot(n)
+		j := min(exChunkLen, i+int(to-n))
+		for k := i; k < j; k++ {
+			fn(c, k)
+		}
+		n += int64(j - i)
+	}
+}
+
+// finished reports whether the exchange's partition of this fragment has
+// ended: its inputs ended and all it made is released.
+func (w *exWriter[K, T]) finished() bool {
+	if w.rel != w.seq {
+		return false
+	}
+	for _, ch := range w.ancestors {
+		if slices.Contains(w.fr.done[ch], false) {
+			return false
+		}
+	}
+	return true
+}
+
+// holding reports whether outputs wait to be released or sent.
+func (w *exWriter[K, T]) holding() bool { return w.seq != w.rel || w.split != w.rel }
+
+// sentAll reports whether every fragment was sent everything, the end
+// included.
+func (w *exWriter[K, T]) sentAll() bool {
+	if !w.finished() || w.split != w.rel {
+		return false
+	}
+	for i := range w.dests {
+		if !w.dests[i].done {
+			return false
+		}
+	}
+	return true
+}
+
+// released makes the outputs of the checkpoint just durable sendable; with
+// lag, those of the checkpoint before it (a standby may restore that one).
+func (w *exWriter[K, T]) released(lag bool) {
+	mark, markWM := w.mark, w.markWM
+	if lag {
+		mark, markWM, w.behind, w.behindWM = w.behind, w.behindWM, w.mark, w.markWM
+	}
+	w.rel, w.relWM = max(w.rel, mark), max(w.relWM, markWM)
+}
+
+// resend is fragment d's records again from number from up to what was
+// sent: d restored an older checkpoint. A fragment that is not behind gets
+// an empty batch at from: it answers its request.
+func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
+	dd := &w.dests[d]
+	if from >= dd.sent {
+		b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: from, Done: dd.done && from == dd.sent}
+		if w.et {
+			b.EventTime, b.Watermark = true, dd.sentWM
+		}
+		return b
+	}
+	lo, hi := max(from, w.lo), min(dd.sent, w.split)
+	n := 0
+	w.scan(lo, hi, func(c *exChunk[K, T], i int) {
+		if c.dest[i] == uint32(d) {
+			n++
+		}
+	})
+	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: n, Done: dd.done}
+	if n > 0 {
+		p := w.newPart(n)
+		w.scan(lo, hi, func(c *exChunk[K, T], i int) {
+			if c.dest[i] == uint32(d) {
+				p.items = append(p.items, c.recs[i])
+				if w.et {
+					p.ts = append(p.ts, c.ts[i])
+				}
+			}
+		})
+		b.parts = []payload{p}
+	}
+	if w.et {
+		b.EventTime, b.Watermark = true, dd.sentWM
+	}
+	return b
+}
+
+// trim notes that fragment d's durable checkpoint covers its records
+// numbered below upto, and forgets the log's chunks no fragment needs.
+func (w *exWriter[K, T]) trim(d int, upto int64) {
+	dd := &w.dests[d]
+	if upto <= dd.base {
+		return
+	}
+	dd.base = upto
+	i := 0
+	for i < len(dd.need) && dd.need[i].to <= upto {
+		w.needN -= dd.need[i].n
+		i++
+	}
+	dd.need = append(dd.need[:0], dd.need[i:]...)
+	w.forget(w.needed())
+}
+
+// needed is the number of the oldest record that a fragment may still be
+// sent: the log keeps everything from it on.
+func (w *exWriter[K, T]) needed() int64 {
+	n := w.split
+	for i := range w.dests {
+		if nd := w.dests[i].need; len(nd) > 0 {
+			n = min(n, nd[0].from)
+		}
+	}
+	return n
+}
+
+// forget drops the log's records numbered below n, whole chunks at a time.
+func (w *exWriter[K, T]) forget(n int64) {
+	if n <= w.lo {
+		return
+	}
+	if w.holes > 0 {
+		w.scan(w.lo, n, func(c *exChunk[K, T], i int) {
+			if c.dest[i] == noDest {
+				w.holes--
+			}
+		})
+	}
+	w.lo = n
+	drop := min(int(n>>exChunkBits-w.first), len(w.chunks))
+	for _, ck := range w.chunks[:drop] {
+		if len(w.free) == exFree {
+			break
+		}
+		// Not cleared: every slot is written before it is read again, and
+		// what a few free chunks keep alive was live a moment ago
+		// (clearing would write every slot once more).
+		w.free = append(w.free, ck)
+	}
+	clear(w.chunks[:drop])
+	w.chunks = w.chunks[drop:]
+	w.first = n >> exChunkBits
+}
+
+// kept is where fragment d's records begin (its durable checkpoint covers
+// those before) and end (what was sent).
+func (w *exWriter[K, T]) kept(d int) (base, sent int64) { return w.dests[d].base, w.dests[d].sent }
+
+// made is the number of the next output: every output numbered below it
+// was made.
+func (w *exWriter[K, T]) made() int64 { return w.seq }
+
+// unreleased reports whether outputs wait for a checkpoint to release them.
+func (w *exWriter[K, T]) unreleased() bool { return w.rel < w.seq }
+
+// retained is the number of records kept for downstream fragments: those
+// a fragment's durable checkpoint does not cover yet. (The log may hold
+// more: a range goes once no fragment needs any record of it.)
+func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
+
+// An exchange's checkpoint entries live in exchangeNamespace under edge (2
+// bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
+// number below which fragment d's (4 bytes) records are forgotten (its
+// durable checkpoint covers them: trim); kind 3 the records numbered from
+// (8 bytes) on, for every fragment, up to the number in the value's head.
+// Kind 1 is the format before, which a restore still reads: the records
+// for fragment d (4 bytes) numbered from (8 bytes) on.
+const exchangeNamespace = math.MaxUint16 - 1
+
+const (
+	exSeqEntry    = 0
+	exDestEntry   = 1 // the format of one entry per destination
+	exTrimEntry   = 2
+	exRecordEntry = 3
+)
+
+func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
+	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
+	k = append(k, kind)
+	switch kind {
+	case exRecordEntry:
+		k = binary.BigEndian.AppendUint64(k, uint64(from))
+	case exTrimEntry:
+		k = binary.BigEndian.AppendUint32(k, uint32(from))
+	}
+	return k
+}
+
+// delta writes the records logged since the last checkpoint as one entry,
+// deletes the entries no fragment needs any more, and writes the sequence
+// number and the trim points that moved.
+func (w *exWriter[K, T]) delta(d *Delta) error {
+	for i := range w.dests {
+		if dd := &w.dests[i]; dd.base != dd.baseSaved {
+			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimEntry, int64(i)),
+				Value: binary.AppendVarint(nil, dd.base)})
+			dd.baseSaved = dd.base
+		}
+	}
+	need := w.needed()
+	keep := w.spans[:0]
+	for _, sp := range w.spans {
+		if sp[1] <= need {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, sp[0])})
+			continue
+		}
+		keep = append(keep, sp)
+	}
+	w.spans = keep
+	from := max(w.saved, w.lo)
+	if len(w.legacy) > 0 {
+		// Entries of the format before: their records are rewritten in one.
+		for _, k := range w.legacy {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: k})
+		}
+		w.legacy, from = nil, w.lo
+	}
+	if from < w.seq {
+		val, err := w.encodeRange(from, w.seq)
+		if err != nil {
+			return fmt.Errorf("exchange %d: %w", w.edge, err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, from), Value: val})
+		w.spans = append(w.spans, [2]int64{from, w.seq})
+	}
+	w.saved = w.seq
+	w.mark, w.markWM = w.seq, w.wm()
+	if w.seq != w.seqSaved {
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exSeqEntry, 0),
+			Value: binary.AppendVarint(nil, w.seq)})
+		w.seqSaved = w.seq
+	}
+	if w.seqSaved > 0 {
+		d.Entries++
+	}
+	d.Entries += int64(len(w.spans))
+	for i := range w.dests {
+		if w.dests[i].baseSaved > 0 {
+			d.Entries++
+		}
+	}
+	return nil
+}
+
+// encodeRange is a records entry's value: to, then the records numbered
+// from to to as a batch part encodes them (the holes left out).
+func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
+	n := int(to - from)
+	if w.holes > 0 {
+		n = 0
+		w.scan(from, to, func(c *exChunk[K, T], i int) {
+			if c.dest[i] != noDest {
+				n++
+			}
+		})
+	}
+	// Room for a little more than the last entry's records took: one byte
+	// more per record than the buffer holds (counts grow) copied it all.
+	val := binary.AppendVarint(make([]byte, 0, 32+n*(max(w.recBytes, 8)+w.recBytes/8+1)), to)
+	val = binary.AppendUvarint(val, uint64(w.stage))
+	val = binary.AppendUvarint(val, uint64(n))
+	var enc recsEncoder
+	var err error
+	w.scan(from, to, func(c *exChunk[K, T], i int) {
+		if err != nil || c.dest[i] == noDest {
+			return
+		}
+		var ts int64
+		if w.et {
+			ts = c.ts[i]
+		}
+		val, err = w.codec.appendRec(val, &enc, &c.recs[i], ts, w.et, false)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		w.recBytes = (len(val) + n - 1) / n
+	}
+	return val, nil
+}
+
+func (w *exWriter[K, T]) restore(key, val []byte) error {
+	if len(key) == 3 && key[2] == exSeqEntry {
+		n, k := binary.Varint(val)
+		if k <= 0 || k != len(val) || n < 0 {
+			return fmt.Errorf("exchange %d: malformed sequence number", w.edge)
+		}
+		w.seq, w.saved, w.seqSaved, w.mark, w.rel = n, n, n, n, n
+		w.scanned = false
+		return nil
+	}
+	if len(key) == 7 && key[2] == exTrimEntry {
+		d := binary.BigEndian.Uint32(key[3:])
+		base, k := binary.Varint(val)
+		if d >= uint32(len(w.dests)) || k <= 0 || k != len(val) || base < 0 {
+			return fmt.Errorf("exchange %d: malformed trim point", w.edge)
+		}
+		w.dests[d].base, w.dests[d].baseSaved = base, base
+		return nil
+	}
+	var from int64
+	switch {
+	case len(key) == 11 && key[2] == exRecordEntry:
+		from = int64(binary.BigEndian.Uint64(key[3:]))
+	case len(key) == 15 && key[2] == exDestEntry:
+		from = int64(binary.BigEndian.Uint64(key[7:]))
+	default:
+		return fmt.Errorf("exchange %d: malformed entry key", w.edge)
+	}
+	to, k := binary.Varint(val)
+	if k <= 0 || from < 0 || to < from || to > w.seq {
+		return fmt.Errorf("exchange %d: malformed records entry [%d, %d) (of %d records made)", w.edge, from, to, w.seq)
+	}
+	r := &batchReader{b: val[k:], kind: "exchange entry"}
+	stage, n := r.uvarint("stage"), r.uvarint("records")
+	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords || n > uint64(to-from) {
+		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
+	}
+	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
+	if err != nil {
+		return fmt.Errorf("exchange %d: %w", w.edge, err)
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
+	}
+	p := pl.(*recs[K, T])
+	defer p.release()
+	if key[2] == exDestEntry {
+		d := binary.BigEndian.Uint32(key[3:])
+		if d >= uint32(len(w.dests)) {
+			return fmt.Errorf("exchange %d: records for fragment %d of %d", w.edge, d, len(w.dests))
+		}
+		for _, it := range p.items {
+			if got := shard.Fragment(w.hash(it.Key), len(w.dests)); got != int(d) {
+				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, got)
+			}
+		}
+		w.legacy = append(w.legacy, slices.Clone(key))
+	} else if len(w.legacy) > 0 || len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
+		return fmt.Errorf("exchange %d: records entries overlap or mix formats", w.edge)
+	}
+	for i, it := range p.items {
+		if it.Off < from || it.Off >= to || (i > 0 && it.Off <= p.items[i-1].Off) {
+			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, it.Off, from, to)
+		}
+		var ts int64
+		if w.et {
+			ts = p.ts[i]
+		}
+		w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
+	}
+	if key[2] == exRecordEntry {
+		w.spans = append(w.spans, [2]int64{from, to})
+	}
+	return nil
+}
+
+// restored follows a restore: the log is rebuilt from the entries read,
+// everything restored is durable, and every fragment is sent a batch that
+// tells it where this one is, and asks for what it lacks (a gap).
+func (w *exWriter[K, T]) restored() {
+	if len(w.legacy) > 0 {
+		// One entry per destination: the records interleave.
+		slices.SortFunc(w.rest, func(a, b restoredRec[K, T]) int { return cmp.Compare(a.rec.Off, b.rec.Off) })
+	}
+	w.chunks, w.holes, w.lo = nil, 0, w.seq
+	if len(w.rest) > 0 {
+		w.lo = w.rest[0].rec.Off
+	}
+	w.first = w.lo >> exChunkBits
+	n := w.lo
+	for _, r := range append(w.rest, restoredRec[K, T]{rec: Rec[K, T]{Off: w.seq}}) {
+		for ; n < r.rec.Off; n++ {
+			c, i := w.slot(n)
+			c.dest[i] = noDest
+			w.holes++
+		}
+		if n == w.seq || r.rec.Off < n {
+			continue // the end; or a record restored twice
+		}
+		c, i := w.slot(n)
+		c.recs[i], c.dest[i] = r.rec, uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
+		if w.et {
+			c.ts[i] = r.ts
+		}
+		n++
+	}
+	w.rest = nil
+	w.scanned, w.split = false, w.seq
+	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
+	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
+	clear(w.counts)
+	w.scan(w.lo, w.seq, func(c *exChunk[K, T], i int) {
+		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
+			w.counts[d]++
+		}
+	})
+	w.needN = 0
+	for i := range w.dests {
+		dd := &w.dests[i]
+		dd.sent, dd.force = w.seq, true
+		dd.sentWM = w.relWM
+		dd.need = dd.need[:0]
+		if n := w.counts[i]; n > 0 {
+			dd.need = append(dd.need, exRange{w.lo, w.seq, n})
+			w.needN += n
+		}
+	}
+}

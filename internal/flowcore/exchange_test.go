@@ -1,0 +1,418 @@
+package flowcore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/tessera-streams/tessera/shard"
+)
+
+// idleSource is a source that is never read: the tests here drive an
+// exchange's writer directly.
+type idleSource struct{}
+
+func (idleSource) Partitions() int { return 1 }
+func (idleSource) Open(int, int64) (PartitionReader[string], error) {
+	return nil, errors.New("not read")
+}
+
+type countUpdate = KV[string, int64]
+
+// exchangeWriter is fragment 0's writer of a flow that counts per key and
+// re-keys the count updates by their value, over fragments fragments.
+func exchangeWriter(t testing.TB, fragments int) *exWriter[int64, countUpdate] {
+	t.Helper()
+	f := New("ex", WithFragments(fragments))
+	counts := Count(KeyBy(From(f, "in", Source[string](idleSource{})), func(s string) string { return s }))
+	Count(KeyBy(counts.Updates(), func(kv countUpdate) int64 { return kv.Value })).View("spectrum")
+	plan, err := Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan.NewFragment(0).out[0].(*exWriter[int64, countUpdate])
+}
+
+// exStore is a fragment's exchange entries as a store keeps them.
+type exStore map[string][]byte
+
+func (s exStore) checkpoint(t testing.TB, w *exWriter[int64, countUpdate]) {
+	t.Helper()
+	var d Delta
+	if err := w.delta(&d); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range d.Deletes {
+		if _, ok := s[string(e.Key)]; !ok {
+			t.Fatalf("the delta deletes %x, which the store does not hold", e.Key)
+		}
+		delete(s, string(e.Key))
+	}
+	for _, e := range d.Puts {
+		s[string(e.Key)] = e.Value
+	}
+	if d.Entries != int64(len(s)) {
+		t.Fatalf("the delta counts %d entries, the store holds %d", d.Entries, len(s))
+	}
+}
+
+// restore reads the entries into w in key order, as a store does.
+func (s exStore) restore(w *exWriter[int64, countUpdate]) error {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := w.restore([]byte(k), s[k]); err != nil {
+			return err
+		}
+	}
+	w.restored()
+	return nil
+}
+
+// items is what a batch carries for the exchange, as (number, key) pairs.
+func items(b *Batch) []string {
+	var out []string
+	for _, p := range b.parts {
+		for _, it := range p.(*recs[int64, countUpdate]).items {
+			out = append(out, fmt.Sprintf("%d:%d:%s", it.Off, it.Key, it.Val.Key))
+		}
+	}
+	return out
+}
+
+// exModel is what each fragment downstream must be sendable: every record
+// emitted for it, by number.
+type exModel struct {
+	recs [][]Rec[int64, countUpdate]
+}
+
+func (m *exModel) want(d int, from, to int64) []string {
+	var out []string
+	for _, r := range m.recs[d] {
+		if r.Off >= from && r.Off < to {
+			out = append(out, fmt.Sprintf("%d:%d:%s", r.Off, r.Key, r.Val.Key))
+		}
+	}
+	return out
+}
+
+// An exchange's outputs survive checkpoints and restores: after any run of
+// emits, checkpoints, releases and trims, a writer restored from the
+// store sends every fragment again exactly the records it was sent from
+// where its durable checkpoint may have left it, and its log forgets only
+// what every fragment's checkpoint covers.
+func TestExchangeCheckpointRoundTrips(t *testing.T) {
+	const fragments = 8
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			w := exchangeWriter(t, fragments)
+			store := exStore{}
+			m := &exModel{recs: make([][]Rec[int64, countUpdate], fragments)}
+			applied := make([]int64, fragments) // what each fragment applied
+			ends := make([][]int64, fragments)  // the ends of its batches
+			for step := range 60 {
+				switch rng.IntN(4) {
+				case 0, 1:
+					for range rng.IntN(3000) {
+						v := int64(rng.IntN(40))
+						k := fmt.Sprint("k", rng.IntN(100))
+						d := shard.Fragment(w.hash(v), fragments)
+						m.recs[d] = append(m.recs[d], Rec[int64, countUpdate]{Key: v, Val: countUpdate{Key: k, Value: v}, Off: w.seq})
+						w.emit(v, countUpdate{Key: k, Value: v})
+					}
+				case 2:
+					store.checkpoint(t, w)
+					w.released(false)
+					w.takeDue(func(d int, b *Batch) {
+						if b.PrevEnd != applied[d] {
+							t.Fatalf("step %d: fragment %d was sent [%d, %d) after %d", step, d, b.PrevEnd, b.End, applied[d])
+						}
+						if got, want := items(b), m.want(d, b.PrevEnd, b.End); !slices.Equal(got, want) {
+							t.Fatalf("step %d: fragment %d was sent %v, want %v", step, d, got, want)
+						}
+						applied[d] = b.End
+						ends[d] = append(ends[d], b.End)
+						b.Release()
+					})
+				case 3:
+					// Its durable checkpoint covers one of its batches.
+					if d := rng.IntN(fragments); len(ends[d]) > 0 {
+						w.trim(d, ends[d][rng.IntN(len(ends[d]))])
+					}
+				}
+				if n := w.retained(); n < 0 || int64(n) > w.seq {
+					t.Fatalf("step %d: %d records retained of %d", step, n, w.seq)
+				}
+			}
+			for d := range fragments {
+				// What a fragment restored to its durable checkpoint asks for.
+				base, _ := w.kept(d)
+				b := w.resend(d, base)
+				if got, want := items(b), m.want(d, base, b.End); !slices.Equal(got, want) {
+					t.Fatalf("fragment %d resent from %d: %v, want %v", d, base, got, want)
+				}
+				b.Release()
+			}
+			store.checkpoint(t, w)
+			r := exchangeWriter(t, fragments)
+			if err := store.restore(r); err != nil {
+				t.Fatal(err)
+			}
+			if r.seq != w.seq {
+				t.Fatalf("restored sequence %d, want %d", r.seq, w.seq)
+			}
+			for d := range fragments {
+				base, _ := w.kept(d)
+				b := r.resend(d, base)
+				if b.End != w.seq {
+					t.Fatalf("fragment %d resent up to %d, want %d", d, b.End, w.seq)
+				}
+				if got, want := items(b), m.want(d, base, w.seq); !slices.Equal(got, want) {
+					t.Fatalf("fragment %d resent from %d: %v, want %v", d, base, got, want)
+				}
+				b.Release()
+			}
+			// The restored writer checkpoints on: one more round restores
+			// the same again.
+			store.checkpoint(t, r)
+			again := exchangeWriter(t, fragments)
+			if err := store.restore(again); err != nil {
+				t.Fatal(err)
+			}
+			if again.retained() != r.retained() {
+				t.Fatalf("a second restore retains %d records, the first %d", again.retained(), r.retained())
+			}
+		})
+	}
+}
+
+// legacyEntry is a records entry in the format of one entry per fragment
+// downstream, which checkpoints written before held.
+func legacyEntry(t testing.TB, w *exWriter[int64, countUpdate], d int, rs []Rec[int64, countUpdate], to int64) (key, val []byte) {
+	t.Helper()
+	key = binary.BigEndian.AppendUint16(nil, uint16(w.edge))
+	key = append(key, exDestEntry)
+	key = binary.BigEndian.AppendUint32(key, uint32(d))
+	key = binary.BigEndian.AppendUint64(key, uint64(rs[0].Off))
+	val = binary.AppendVarint(nil, to)
+	val, err := (&recs[int64, countUpdate]{stage: w.stage, items: rs}).encode(w.fr.plan, val, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, val
+}
+
+// A checkpoint in the format before (one records entry per fragment
+// downstream) restores: every fragment is sent its records again, and the
+// next checkpoint replaces those entries by one.
+func TestExchangeRestoresLegacyEntries(t *testing.T) {
+	const fragments = 4
+	w := exchangeWriter(t, fragments)
+	per := make([][]Rec[int64, countUpdate], fragments)
+	const n = 50
+	for i := range int64(n) {
+		d := shard.Fragment(w.hash(i), fragments)
+		per[d] = append(per[d], Rec[int64, countUpdate]{Key: i, Val: countUpdate{Key: fmt.Sprint("k", i), Value: i}, Off: i})
+	}
+	store := exStore{string(w.entryKey(exSeqEntry, 0)): binary.AppendVarint(nil, n)}
+	skipped := -1
+	for d, rs := range per {
+		if len(rs) == 0 {
+			continue
+		}
+		if skipped < 0 {
+			skipped = d // its checkpoint covered its records: no entry
+			continue
+		}
+		k, v := legacyEntry(t, w, d, rs, n)
+		store[string(k)] = v
+	}
+	r := exchangeWriter(t, fragments)
+	if err := store.restore(r); err != nil {
+		t.Fatal(err)
+	}
+	check := func(r *exWriter[int64, countUpdate]) {
+		t.Helper()
+		for d, rs := range per {
+			b := r.resend(d, 0)
+			var want []string
+			if d != skipped {
+				for _, it := range rs {
+					want = append(want, fmt.Sprintf("%d:%d:%s", it.Off, it.Key, it.Val.Key))
+				}
+			}
+			if got := items(b); !slices.Equal(got, want) {
+				t.Fatalf("fragment %d resent %v, want %v", d, got, want)
+			}
+		}
+	}
+	check(r)
+	store.checkpoint(t, r)
+	for k := range store {
+		if k[2] == exDestEntry {
+			t.Fatalf("the checkpoint after a restore kept the entry %x of the format before", k)
+		}
+	}
+	again := exchangeWriter(t, fragments)
+	if err := store.restore(again); err != nil {
+		t.Fatal(err)
+	}
+	check(again)
+}
+
+// Entries that contradict each other fail the restore with an error that
+// says so, never a panic or a silent hole.
+func TestExchangeRestoreRejectsContradictions(t *testing.T) {
+	w := exchangeWriter(t, 4)
+	for range 10 {
+		w.emit(3, countUpdate{Key: "a", Value: 3})
+	}
+	store := exStore{}
+	store.checkpoint(t, w)
+	for range 10 {
+		w.emit(4, countUpdate{Key: "b", Value: 4})
+	}
+	store.checkpoint(t, w)
+	seqKey := string(w.entryKey(exSeqEntry, 0))
+	cases := map[string]func(s exStore){
+		"no sequence number": func(s exStore) { delete(s, seqKey) },
+		"records beyond the sequence number": func(s exStore) {
+			s[seqKey] = binary.AppendVarint(nil, 5)
+		},
+		"overlapping entries": func(s exStore) {
+			// The second entry claims to start inside the first.
+			k := w.entryKey(exRecordEntry, 10)
+			v := s[string(k)]
+			delete(s, string(k))
+			s[string(w.entryKey(exRecordEntry, 5))] = v
+		},
+		"both formats": func(s exStore) {
+			k, v := legacyEntry(t, w, shard.Fragment(w.hash(3), 4), []Rec[int64, countUpdate]{{Key: 3, Val: countUpdate{Key: "a", Value: 3}}}, 1)
+			s[string(k)] = v
+		},
+		"a record for another fragment": func(s exStore) {
+			d := (shard.Fragment(w.hash(3), 4) + 1) % 4
+			k, v := legacyEntry(t, w, d, []Rec[int64, countUpdate]{{Key: 3, Val: countUpdate{Key: "a", Value: 3}}}, 1)
+			for k := range s {
+				if k != seqKey {
+					delete(s, k)
+				}
+			}
+			s[string(k)] = v
+		},
+	}
+	for name, spoil := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := exStore{}
+			for k, v := range store {
+				s[k] = v
+			}
+			spoil(s)
+			err := s.restore(exchangeWriter(t, 4))
+			if err == nil || !strings.Contains(err.Error(), "exchange 0") {
+				t.Fatalf("restore: %v, want an error about the exchange", err)
+			}
+		})
+	}
+}
+
+// A restore of any entry bytes returns an error or a writer that works.
+func FuzzExchangeRestore(f *testing.F) {
+	w := exchangeWriter(f, 4)
+	for i := range int64(30) {
+		w.emit(i%7, countUpdate{Key: fmt.Sprint("k", i), Value: i % 7})
+	}
+	store := exStore{}
+	store.checkpoint(f, w)
+	for k, v := range store {
+		f.Add([]byte(k), v)
+	}
+	k, v := legacyEntry(f, w, 1, []Rec[int64, countUpdate]{{Key: 1, Val: countUpdate{Key: "a", Value: 1}, Off: 3}}, 30)
+	f.Add(k, v)
+	f.Fuzz(func(t *testing.T, key, val []byte) {
+		r := exchangeWriter(t, 4)
+		if err := r.restore(r.entryKey(exSeqEntry, 0), binary.AppendVarint(nil, 30)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.restore(key, val); err != nil {
+			return
+		}
+		r.restored()
+		for d := range 4 {
+			r.resend(d, 0).Release()
+		}
+		r.emit(1, countUpdate{Key: "x", Value: 1})
+		var d Delta
+		if err := r.delta(&d); err != nil {
+			t.Fatal(err)
+		}
+		r.released(false)
+		r.takeDue(func(_ int, b *Batch) { b.Release() })
+		for d := range 4 {
+			r.trim(d, r.seq)
+		}
+		if r.retained() != 0 {
+			t.Fatalf("%d records retained after every fragment covered all", r.retained())
+		}
+	})
+}
+
+// BenchmarkExchange is one fragment's output on an exchange to 64
+// fragments, as the two-stage pipeline makes it: records emitted,
+// checkpointed, released to their fragments, and trimmed a checkpoint
+// later. It reports the time per record. "spread" sends records to every
+// fragment, "skewed" to a few (a count of counts: the counts of all keys
+// are close).
+func BenchmarkExchange(b *testing.B) {
+	for _, spread := range []int64{1 << 20, 4} {
+		name := "spread"
+		if spread < 64 {
+			name = "skewed"
+		}
+		b.Run(name, func(b *testing.B) {
+			const perCheckpoint = 4096
+			w := exchangeWriter(b, 64)
+			keys := make([]string, 1000)
+			for i := range keys {
+				keys[i] = fmt.Sprint("k", i)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			vals := make([]int64, perCheckpoint)
+			sent, prev := make([]int64, 64), make([]int64, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += perCheckpoint {
+				for j := range vals {
+					vals[j] = int64(i/perCheckpoint) + rng.Int64N(spread)
+				}
+				for j, v := range vals {
+					w.emit(v, countUpdate{Key: keys[j%len(keys)], Value: v})
+				}
+				var d Delta
+				if err := w.delta(&d); err != nil {
+					b.Fatal(err)
+				}
+				w.released(false)
+				w.takeDue(func(d int, bt *Batch) {
+					sent[d] = bt.End
+					bt.Release()
+				})
+				// Downstream checkpoints cover what they were sent a
+				// checkpoint before.
+				for d := range prev {
+					w.trim(d, prev[d])
+				}
+				copy(prev, sent)
+			}
+		})
+	}
+}

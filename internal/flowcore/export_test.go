@@ -1,0 +1,17 @@
+package flowcore
+
+// EncodeBatchV1 encodes b as a node of the version before sends it: every
+// event whole, its key's bytes included.
+func (p *Plan) EncodeBatchV1(dst []byte, b *Batch) ([]byte, error) { return p.encodeBatch(dst, b, 1) }
+
+// BatchEvents prints the events of b as fragment fr describes them.
+func BatchEvents(fr *Fragment, b *Batch) []string {
+	var out []string
+	for _, pl := range b.parts {
+		for i := range pl.len() {
+			_, v := pl.describe(fr, i)
+			out = append(out, v)
+		}
+	}
+	return out
+}

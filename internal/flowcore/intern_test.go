@@ -1,0 +1,99 @@
+package flowcore
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"unsafe"
+)
+
+// A key seen again is the same string, without an allocation, and the
+// interner stays bounded.
+func TestInterner(t *testing.T) {
+	var in Interner
+	k1 := []byte("key-1")
+	var k2 []byte
+	slots := func(k []byte) [2]uint64 {
+		h := maphash.Bytes(internSeed, k)
+		return [2]uint64{h & (internSlots - 1), (h >> 32) & (internSlots - 1)}
+	}
+	for i := 2; k2 == nil; i++ { // a key in other slots than key-1
+		k := []byte("key-" + strconv.Itoa(i))
+		a, b := slots(k), slots(k1)
+		if a[0] != b[0] && a[0] != b[1] && a[1] != b[0] && a[1] != b[1] {
+			k2 = k
+		}
+	}
+	a, b := in.String(k1), in.String(k1)
+	if a != "key-1" || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Fatalf("%q and %q are not one string", a, b)
+	}
+	if c := in.String(k2); c != string(k2) || unsafe.StringData(c) == unsafe.StringData(a) {
+		t.Fatalf("%s gave %q", k2, c)
+	}
+	if d := in.String(k1); unsafe.StringData(d) != unsafe.StringData(a) {
+		t.Fatalf("key-1 after %s is a new string", k2)
+	}
+	if n := testing.AllocsPerRun(100, func() { in.String(k1); in.String(k2) }); n != 0 {
+		t.Fatalf("%v allocations for strings held", n)
+	}
+	for i := range 3 * internSlots {
+		if s := in.String([]byte(strconv.Itoa(i))); s != strconv.Itoa(i) {
+			t.Fatalf("%d gave %q", i, s)
+		}
+	}
+	if len(in.slots) != internSlots {
+		t.Fatalf("%d slots, want %d", len(in.slots), internSlots)
+	}
+	if e := in.String(nil); e != "" {
+		t.Fatalf("no bytes gave %q", e)
+	}
+	var none *Interner
+	if s := none.String([]byte("k")); s != "k" {
+		t.Fatalf("nil interner gave %q", s)
+	}
+}
+
+// A long string (a payload, not a key) is decoded, never held.
+func TestInternerKeepsNoLongStrings(t *testing.T) {
+	var in Interner
+	long := make([]byte, internMax+1)
+	for i := range long {
+		long[i] = 'x'
+	}
+	a, b := in.String(long), in.String(long)
+	if a != string(long) || unsafe.StringData(a) == unsafe.StringData(b) {
+		t.Fatalf("a %d-byte string was held", len(long))
+	}
+	for _, s := range in.slots {
+		if len(s) > internMax {
+			t.Fatalf("a %d-byte string is in a slot", len(s))
+		}
+	}
+	short := long[:internMax]
+	c, d := in.String(short), in.String(short)
+	if unsafe.StringData(c) != unsafe.StringData(d) {
+		t.Fatalf("a %d-byte string was not held", internMax)
+	}
+}
+
+// BenchmarkInterner looks up keys of 21 fragments' interners (one node of
+// three with 64 fragments) at random, as a node decoding other nodes'
+// batches of a keyed count over 100k keys does: most lookups miss the
+// caches.
+func BenchmarkInterner(b *testing.B) {
+	ins := make([]Interner, 21)
+	keys := make([][][]byte, len(ins))
+	for f := range ins {
+		for i := range 1600 {
+			keys[f] = append(keys[f], []byte(fmt.Sprintf("key-%07d", i*64+f)))
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; b.Loop(); i++ {
+		f := rng.IntN(len(ins))
+		ins[f].String(keys[f][rng.IntN(len(keys[f]))])
+	}
+}

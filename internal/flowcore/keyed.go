@@ -1,0 +1,304 @@
+package flowcore
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/tessera-streams/tessera/splice"
+)
+
+// KV is a key and its value.
+type KV[K comparable, V any] struct {
+	Key   K
+	Value V
+}
+
+// table is keyed state: one slot per key, found with one map lookup, with
+// the slots changed since the last checkpoint.
+type table[K comparable, V any] struct {
+	idx   map[K]int32
+	keys  []K
+	vals  []V
+	mark  []bool           // mark[i]: slot i changed since the last checkpoint
+	dirty []int32          // the marked slots
+	subs  []func(KV[K, V]) // update subscribers
+	kc    KeyCodec[K]
+	vc    Codec[V]
+	exp   *tableTTL[K]      // nil: state never expires
+	tops  []*topIndex[K, V] // views' top sets (topindex.go), told every change
+	// gen, for a table shown as a view: the fragment's publish generation
+	// (viewchanges.go); stamp[i] is the generation slot i last changed in.
+	gen   *uint64
+	stamp []uint64
+	// Scratch of delta: where each entry is in its buffer, and about how
+	// many bytes an entry took in the last one.
+	spans      []entrySpan
+	entryBytes int
+}
+
+type entrySpan struct{ k0, k1, v1 int }
+
+func newTable[K comparable, V any](kc KeyCodec[K], vc Codec[V]) *table[K, V] {
+	return &table[K, V]{idx: map[K]int32{}, kc: kc, vc: vc}
+}
+
+// touch marks slot i changed.
+func (t *table[K, V]) touch(i int32) {
+	for _, x := range t.tops {
+		x.note(t, i)
+	}
+	if t.gen != nil {
+		t.stamp[i] = *t.gen
+	}
+	if !t.mark[i] {
+		t.mark[i] = true
+		t.dirty = append(t.dirty, i)
+	}
+}
+
+// insert adds k with value v; k must be absent. Operators compute a new
+// key's value before inserting it, so that a failing user function leaves
+// no trace.
+func (t *table[K, V]) insert(k K, v V) {
+	i := int32(len(t.keys))
+	t.idx[k] = i
+	t.keys = append(t.keys, k)
+	t.vals = append(t.vals, v)
+	t.mark = append(t.mark, true)
+	t.dirty = append(t.dirty, i)
+	if t.gen != nil {
+		t.stamp = append(t.stamp, *t.gen)
+	}
+	if t.exp != nil {
+		t.exp.last = append(t.exp.last, NoWatermark)
+		t.exp.queued = append(t.exp.queued, false)
+	}
+	for _, x := range t.tops {
+		x.note(t, i)
+	}
+}
+
+func (t *table[K, V]) updated(k K, v V) {
+	for _, s := range t.subs {
+		s(KV[K, V]{k, v})
+	}
+}
+
+func (t *table[K, V]) delta(ns uint16, d *Delta) error {
+	if t.exp != nil { // expiries moved slots: keep each marked slot once
+		live := t.dirty[:0]
+		for _, i := range t.dirty {
+			if int(i) < len(t.keys) && t.mark[i] {
+				t.mark[i] = false
+				live = append(live, i)
+			}
+		}
+		for _, i := range live {
+			t.mark[i] = true
+		}
+		t.dirty = live
+	}
+	// One buffer holds every entry, sized at once from the entries of the
+	// checkpoint before (with room to grow): grown by appending, it cost
+	// twice its size in copies and garbage.
+	buf := make([]byte, 0, len(t.dirty)*(t.entryBytes+t.entryBytes/4+2))
+	spans := t.spans[:0]
+	var err error
+	for _, i := range t.dirty {
+		sp := entrySpan{k0: len(buf)}
+		if buf, err = t.kc.Append(buf, t.keys[i]); err != nil {
+			return fmt.Errorf("encode key: %w", err)
+		}
+		sp.k1 = len(buf)
+		if buf, err = t.vc.Append(buf, t.vals[i]); err != nil {
+			return fmt.Errorf("encode state of key %s: %w", t.kc.Format(t.keys[i]), err)
+		}
+		sp.v1 = len(buf)
+		spans = append(spans, sp)
+	}
+	if len(t.dirty) > 0 {
+		t.entryBytes = (len(buf) + len(t.dirty) - 1) / len(t.dirty)
+	}
+	d.Puts = slices.Grow(d.Puts, len(spans))
+	for _, sp := range spans {
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: buf[sp.k0:sp.k1:sp.k1], Value: buf[sp.k1:sp.v1:sp.v1]})
+	}
+	t.spans = spans[:0]
+	if t.exp != nil {
+		if err := t.ttlDelta(ns+1, d); err != nil {
+			return err
+		}
+	}
+	for _, i := range t.dirty {
+		t.mark[i] = false
+	}
+	t.dirty = t.dirty[:0]
+	d.Entries += int64(len(t.keys))
+	return nil
+}
+
+func (t *table[K, V]) restore(ns uint16, key, val []byte) error {
+	if ns%2 == 1 {
+		if t.exp == nil {
+			return fmt.Errorf("state TTL entry for a table without a TTL (the flow changed?)")
+		}
+		return t.ttlRestore(key, val)
+	}
+	k, err := t.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode key: %w", err)
+	}
+	v, err := t.vc.Decode(val)
+	if err != nil {
+		return fmt.Errorf("decode state of key %s: %w", t.kc.Format(k), err)
+	}
+	if _, dup := t.idx[k]; dup {
+		return fmt.Errorf("key %s restored twice", t.kc.Format(k))
+	}
+	t.insert(k, v)
+	t.mark[len(t.mark)-1] = false
+	t.dirty = t.dirty[:len(t.dirty)-1]
+	return nil
+}
+
+// Len is the number of keys.
+func (t *table[K, V]) Len() int { return len(t.keys) }
+
+// Table is the keyed state of Reduce, Aggregate or Count: one value per key.
+type Table[K comparable, V any] struct {
+	stage int
+	op    int
+	kc    KeyCodec[K]
+	hs    func(K) uint64
+	f     *Flow
+	vc    Codec[V]
+}
+
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
+	f := ks.f
+	op := f.ops
+	f.ops++
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		t := newTable[K, V](ks.kc, vc)
+		fr.ops[op] = t
+		if ttl <= 0 {
+			ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
+			return
+		}
+		t.exp = &tableTTL[K]{ttl: ttl}
+		fr.addTimers(ks.stage, t)
+		ks.subscribe(fr, func(k K, v T) {
+			t.expired(k, fr.cur.TS)
+			update(t, k, v)
+			t.exp.seen(t.idx[k], k, fr.cur.TS)
+		})
+	})
+	return Table[K, V]{stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
+}
+
+// Reduce keeps, per key, the first event combined with every later one by
+// fn.
+func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
+	vc := stateCodec[T](ks.f, "Reduce", opts)
+	ttl := stateTTL(ks.f, "Reduce", ks.stage, opts)
+	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
+		if i, ok := t.idx[k]; ok {
+			v = fn(t.vals[i], v)
+			t.vals[i] = v
+			t.touch(i)
+		} else {
+			t.insert(k, v)
+		}
+		if t.subs != nil {
+			t.updated(k, v)
+		}
+	})
+}
+
+// Aggregate folds every event of a key into an accumulator that starts at
+// init().
+func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add func(acc A, v T) A, opts ...StateOption) Table[K, A] {
+	vc := stateCodec[A](ks.f, "Aggregate", opts)
+	ttl := stateTTL(ks.f, "Aggregate", ks.stage, opts)
+	if init == nil || add == nil {
+		ks.f.errorf("Aggregate: init and add must not be nil")
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
+		var a A
+		if i, ok := t.idx[k]; ok {
+			a = add(t.vals[i], v)
+			t.vals[i] = a
+			t.touch(i)
+		} else {
+			a = add(init(), v)
+			t.insert(k, a)
+		}
+		if t.subs != nil {
+			t.updated(k, a)
+		}
+	})
+}
+
+// Count counts the events of every key.
+func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table[K, int64] {
+	vc, _ := DefaultCodec[int64]()
+	ttl := stateTTL(ks.f, "Count", ks.stage, opts)
+	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
+		n := int64(1)
+		if i, ok := t.idx[k]; ok {
+			t.vals[i]++
+			n = t.vals[i]
+			t.touch(i)
+		} else {
+			t.insert(k, n)
+		}
+		if t.subs != nil {
+			t.updated(k, n)
+		}
+	})
+}
+
+// Updates is the stream of the table's changes: the key and its new value,
+// after every event.
+func (t Table[K, V]) Updates() Stream[KV[K, V]] {
+	return Stream[KV[K, V]]{f: t.f, what: "Updates", side: fragmentSide, stage: t.stage,
+		attach: func(c *core, fn func(KV[K, V])) {
+			tb := c.frag.ops[t.op].(*table[K, V])
+			tb.subs = append(tb.subs, fn)
+		}}
+}
+
+// View exposes the table as a keyed view (see ScoreBy and PublishIf for
+// its options).
+func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
+	o := resolveViewOptions(opts)
+	op := t.op
+	if o.score != nil && plainValue(reflect.TypeFor[V]()) {
+		t.f.fragW = append(t.f.fragW, func(fr *Fragment) {
+			tb := fr.ops[op].(*table[K, V])
+			x := newTopIndex(name, t.kc, o)
+			tb.tops = append(tb.tops, x)
+			fr.tops = append(fr.tops, tableTop[K, V]{x, tb})
+		})
+	}
+	t.f.fragW = append(t.f.fragW, func(fr *Fragment) {
+		tb := fr.ops[op].(*table[K, V])
+		if tb.gen == nil {
+			tb.gen = &fr.gen
+			tb.stamp = make([]uint64, len(tb.keys))
+		}
+		fr.changes = append(fr.changes, tableChanges[K, V]{view: name, t: tb, o: o})
+	})
+	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+		tb := fr.ops[op].(*table[K, V])
+		if only != nil {
+			if i, ok := tb.idx[*only]; ok && o.publish(tb.vals[i]) {
+				return []splice.Entry{{Key: t.kc.Format(*only), Value: tb.vals[i], Sort: *only}}
+			}
+			return nil
+		}
+		return selectKeys(len(tb.keys), func(i int) (K, V) { return tb.keys[i], tb.vals[i] }, q, after, t.kc, o)
+	})
+	return t
+}

@@ -1,0 +1,333 @@
+package flowcore
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Process timers: a key's pending timers live with the key, and each of
+// the two heaps (processing time; event time and expiries, which fire in
+// one order) holds one entry per key, at the key's earliest timer of that
+// heap. Re-setting a key's timer — delete the old, set a later one, as a
+// handler does on every event, and as every event moves a key's expiry —
+// touches the key's few timers and no heap: a set pushes only when it
+// makes the key due earlier, and a delete never does. An entry whose
+// timer went is stale: when it comes, the key is re-armed at its earliest
+// timer left (one heap operation per watermark that reaches it, not one
+// per event). Timers fire in the order they did with one heap entry per
+// timer: by time, and at one time a key's own timers before its expiry.
+
+// procTimer is one pending timer of a key.
+type procTimer struct {
+	at  int64
+	dom TimeDomain
+}
+
+func (a procTimer) less(b procTimer) bool { return a.at < b.at || a.at == b.at && a.dom < b.dom }
+
+// heapOf is the heap a timer's domain fires from.
+func heapOf(dom TimeDomain) int {
+	if dom == ProcessingTime {
+		return 0
+	}
+	return 1
+}
+
+// procKey is a key's pending timers (a few: unsorted) and, per heap, the
+// timer its entry there stands for.
+type procKey struct {
+	ts     []procTimer
+	due    [2]procTimer
+	timed  [2]bool // an entry in the heap is at due
+	tdirty bool    // in procTimers.tdirty
+}
+
+type timerKey[K comparable] struct {
+	at  int64
+	key K
+	dom TimeDomain
+}
+
+// before orders timers by time; at the same time, a key's own timers
+// (event time) before its expiry (ttlDomain).
+func (a timerKey[K]) before(b timerKey[K]) bool { return a.at < b.at || a.at == b.at && a.dom < b.dom }
+
+type procTimers[K comparable] struct {
+	keys   map[K]*procKey // keys with pending timers, or a heap entry
+	timers [2][]timerKey[K]
+	nkeys  int // keys with pending timers
+	// tdirty lists the keys whose timers changed since the last
+	// checkpoint, kept once one was taken or restored (the first writes
+	// every key's). migrate: a restore read timers in the format of one
+	// entry per timer, which the next checkpoint replaces.
+	tdirty    []K
+	ttracking bool
+	migrate   bool
+	// timerBytes: the bytes of a key's timer entry in the last delta, to
+	// size the next one's array.
+	timerBytes int
+}
+
+func newProcTimers[K comparable]() procTimers[K] { return procTimers[K]{keys: map[K]*procKey{}} }
+
+func (p *procTimers[K]) set(k K, dom TimeDomain, at int64) { p.add(k, procTimer{at, dom}, true) }
+
+func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
+	pk := p.keys[k]
+	if pk == nil {
+		pk = &procKey{}
+		p.keys[k] = pk
+	}
+	for _, x := range pk.ts {
+		if x == t {
+			return
+		}
+	}
+	if len(pk.ts) == 0 {
+		p.nkeys++
+	}
+	pk.ts = append(pk.ts, t)
+	if touch {
+		p.touchTimers(k, pk)
+	}
+	if h := heapOf(t.dom); !pk.timed[h] || t.less(pk.due[h]) {
+		p.push(k, pk, h, t)
+	}
+}
+
+func (p *procTimers[K]) push(k K, pk *procKey, h int, t procTimer) {
+	pk.due[h], pk.timed[h] = t, true
+	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom})
+}
+
+func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {
+	pk := p.keys[k]
+	if pk == nil {
+		return
+	}
+	for i, x := range pk.ts {
+		if x == (procTimer{at, dom}) {
+			p.remove(k, pk, i)
+			return
+		}
+	}
+}
+
+// remove forgets a key's pending timer; its heap entry, if it has one,
+// goes stale.
+func (p *procTimers[K]) remove(k K, pk *procKey, i int) {
+	last := len(pk.ts) - 1
+	pk.ts[i] = pk.ts[last]
+	pk.ts = pk.ts[:last]
+	p.touchTimers(k, pk)
+	if len(pk.ts) == 0 {
+		p.nkeys--
+		p.tidy(k, pk)
+	}
+}
+
+// tidy forgets a key without timers once no heap entry stands for it: a
+// key whose only timer moves (its expiry, at every event) keeps its row.
+func (p *procTimers[K]) tidy(k K, pk *procKey) {
+	if len(pk.ts) == 0 && !pk.timed[0] && !pk.timed[1] {
+		delete(p.keys, k)
+	}
+}
+
+func (p *procTimers[K]) touchTimers(k K, pk *procKey) {
+	if p.ttracking && !pk.tdirty {
+		pk.tdirty = true
+		p.tdirty = append(p.tdirty, k)
+	}
+}
+
+// due takes the earliest entry of heap h, which the caller saw is due:
+// its timer, forgotten as it fires, or false if the entry was stale. An
+// entry whose timer was deleted moves in place to the key's next timer
+// (one sift down, where popping and pushing again would be two).
+func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
+	hp := &p.timers[h]
+	e := (*hp)[0]
+	t := procTimer{e.at, e.dom}
+	pk := p.keys[e.key]
+	if pk == nil || !pk.timed[h] || pk.due[h] != t {
+		heapPop(hp)
+		return e, false
+	}
+	for i, x := range pk.ts {
+		if x == t {
+			heapPop(hp)
+			pk.timed[h] = false
+			p.remove(e.key, pk, i)
+			return e, true
+		}
+	}
+	if next, ok := pk.first(h); ok {
+		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom}
+		pk.due[h] = next
+		heapFix(*hp, 0)
+		return e, false
+	}
+	heapPop(hp)
+	pk.timed[h] = false
+	p.tidy(e.key, pk)
+	return e, false
+}
+
+// first is the key's earliest timer of heap h.
+func (pk *procKey) first(h int) (procTimer, bool) {
+	var first procTimer
+	found := false
+	for _, x := range pk.ts {
+		if heapOf(x.dom) == h && (!found || x.less(first)) {
+			first, found = x, true
+		}
+	}
+	return first, found
+}
+
+// rearm gives key k an entry in heap h at its earliest timer there, unless
+// it has one at least as early.
+func (p *procTimers[K]) rearm(k K, h int) {
+	pk := p.keys[k]
+	if pk == nil {
+		return
+	}
+	if first, found := pk.first(h); found && (!pk.timed[h] || first.less(pk.due[h])) {
+		p.push(k, pk, h, first)
+	}
+}
+
+// userTimers is the number of key k's pending timers of its own.
+func (p *procTimers[K]) userTimers(k K) int {
+	n := 0
+	if pk := p.keys[k]; pk != nil {
+		for _, x := range pk.ts {
+			if x.dom != ttlDomain {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// lastTimer is the time of key k's latest pending timer of its own.
+func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
+	last, ok := int64(NoWatermark), false
+	if pk := p.keys[k]; pk != nil {
+		for _, x := range pk.ts {
+			if x.dom != ttlDomain {
+				last, ok = max(last, x.at), true
+			}
+		}
+	}
+	return last, ok
+}
+
+// Timer entries (the operator's second namespace), one per key with
+// timers: key = timerEntry + the key; value = the number of timers, then
+// each one's domain (a byte) and time (varint). Before, each timer was an
+// entry of its own: key = domain (0-2) + time (8 bytes) + the key, empty
+// value; those still restore, and the next checkpoint rewrites them.
+const timerEntry = 0xff
+
+func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
+	// The keys and values share one array, as in procOp.delta.
+	n := len(p.tdirty)
+	if !p.ttracking || p.migrate {
+		n = len(p.keys)
+	}
+	buf := make([]byte, 0, n*max(p.timerBytes, 16))
+	put := func(k K) error {
+		at := len(buf)
+		var err error
+		if buf, err = kc.Append(append(buf, timerEntry), k); err != nil {
+			return fmt.Errorf("encode timer key: %w", err)
+		}
+		key := buf[at:len(buf):len(buf)]
+		pk := p.keys[k]
+		if pk == nil || len(pk.ts) == 0 {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+			return nil
+		}
+		pk.tdirty = false
+		at = len(buf)
+		buf = binary.AppendUvarint(buf, uint64(len(pk.ts)))
+		for _, t := range pk.ts {
+			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
+		return nil
+	}
+	if !p.ttracking || p.migrate {
+		d.Reset = append(d.Reset, ns)
+		for k, pk := range p.keys {
+			if len(pk.ts) == 0 {
+				continue
+			}
+			if err := put(k); err != nil {
+				return err
+			}
+		}
+		p.ttracking, p.migrate = true, false
+	} else {
+		for _, k := range p.tdirty {
+			if err := put(k); err != nil {
+				return err
+			}
+		}
+	}
+	if n > 0 {
+		p.timerBytes = (len(buf) + n - 1) / n
+	}
+	clear(p.tdirty)
+	p.tdirty = p.tdirty[:0]
+	d.Entries += int64(p.nkeys)
+	return nil
+}
+
+// restoreTimers restores a timer entry, of either format; seen hears of
+// each timer.
+func (p *procTimers[K]) restoreTimers(kc KeyCodec[K], key, val []byte, seen func(K, procTimer)) error {
+	p.ttracking = true
+	if len(key) > 0 && key[0] == timerEntry {
+		k, err := kc.Decode(key[1:])
+		if err != nil {
+			return fmt.Errorf("decode timer key: %w", err)
+		}
+		n, l := binary.Uvarint(val)
+		if l <= 0 || n == 0 || n > uint64(len(val)) {
+			return fmt.Errorf("timers of key %s: bad count", kc.Format(k))
+		}
+		val = val[l:]
+		for range n {
+			if len(val) < 2 || val[0] > byte(ttlDomain) {
+				return fmt.Errorf("timers of key %s: bad timer", kc.Format(k))
+			}
+			t := procTimer{dom: TimeDomain(val[0])}
+			if t.at, l = binary.Varint(val[1:]); l <= 0 {
+				return fmt.Errorf("timers of key %s: bad time", kc.Format(k))
+			}
+			val = val[1+l:]
+			seen(k, t)
+			p.add(k, t, false)
+		}
+		if len(val) != 0 {
+			return fmt.Errorf("timers of key %s: %d bytes left", kc.Format(k), len(val))
+		}
+		return nil
+	}
+	// One entry per timer: domain, time, key.
+	if len(key) < 9 || key[0] > byte(ttlDomain) {
+		return fmt.Errorf("timer key of %d bytes", len(key))
+	}
+	k, err := kc.Decode(key[9:])
+	if err != nil {
+		return fmt.Errorf("decode timer key: %w", err)
+	}
+	t := procTimer{at: int64(binary.BigEndian.Uint64(key[1:])), dom: TimeDomain(key[0])}
+	seen(k, t)
+	p.add(k, t, false)
+	p.migrate = true
+	return nil
+}

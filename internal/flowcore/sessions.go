@@ -1,0 +1,308 @@
+package flowcore
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// SessionAggregate folds every event of a key into session windows: an
+// event opens [t, t+gap), and sessions that overlap merge (their
+// accumulators combined with merge). A session fires when the watermark
+// passes its end (OnTime); with allowed lateness, a late event that lands
+// in a fired session refines it (Late). An event whose own [t, t+gap) ended
+// more than the allowed lateness before the watermark goes to TooLate.
+// Session state lives in the fragment and is checkpointed.
+func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Duration, init func() A, add func(A, T) A,
+	merge func(A, A) A, opts ...WindowOption) Windowed[K, T, A] {
+	f := ks.f
+	if gap <= 0 {
+		f.errorf("SessionAggregate: gap must be positive, got %v", gap)
+	}
+	if init == nil || add == nil || merge == nil {
+		f.errorf("SessionAggregate: init, add and merge must not be nil")
+	}
+	for _, o := range opts {
+		if o.every != 0 || o.early != 0 {
+			f.errorf("SessionAggregate: early triggers (FireEvery, EarlyEvery) are for WindowAggregate; sessions fire on the watermark")
+		}
+	}
+	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		so := &sessionOp[K, T, A]{op: op, gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
+			kc: ks.kc, ac: ac, state: map[K]*sessKey[A]{}}
+		fr.ops[op] = so
+		fr.addTimers(ks.stage, so)
+		ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
+	})
+	return Windowed[K, T, A]{f: f, op: op, session: true, in: ks}
+}
+
+type session[A any] struct {
+	start, end int64
+	acc        A
+	fired      bool
+}
+
+// sessKey is a key's sessions, sorted by start and disjoint, and the time
+// of its next firing or cleanup: one timer per key stands for all of them.
+// An event that extends a session does not move the timer; when it comes,
+// the key's timer moves on to what is due next (per-key coalescing: an
+// event costs no heap operation unless it makes the key due earlier).
+type sessKey[A any] struct {
+	ss    []session[A]
+	due   int64
+	timed bool // a timer in sessionOp.timers is at due
+	dirty bool // in sessionOp.dirty
+}
+
+// next is the time of the key's next firing (an unfired session's end) or
+// cleanup (a fired one's end plus the lateness).
+func (sk *sessKey[A]) next(lateness int64) int64 {
+	at := int64(math.MaxInt64)
+	for _, s := range sk.ss {
+		if s.fired {
+			at = min(at, satAdd(s.end, lateness))
+		} else {
+			at = min(at, s.end)
+		}
+	}
+	return at
+}
+
+// sessTimer is a key's timer; the key's due is the truth, and a timer that
+// no longer matches it is stale.
+type sessTimer[K comparable] struct {
+	at  int64
+	key K
+}
+
+func (a sessTimer[K]) before(b sessTimer[K]) bool { return a.at < b.at }
+
+type sessionOp[K comparable, T, A any] struct {
+	op            int
+	fkey          K // the key of the session firing now
+	gap, lateness int64
+	init          func() A
+	add           func(A, T) A
+	merge         func(A, A) A
+	kc            KeyCodec[K]
+	ac            Codec[A]
+	state         map[K]*sessKey[A]
+	// dirty lists the keys changed since the last checkpoint (a key may
+	// be listed twice if it went and came back); kept once a checkpoint
+	// was taken or restored: the first one writes every key.
+	dirty    []K
+	tracking bool
+	timers   []sessTimer[K]
+	subs     []func(WindowResult[K, A])
+	late     []func(T)
+}
+
+func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)) {
+	return &so.subs, &so.late
+}
+
+func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
+	ts, wm := fr.cur.TS, fr.wm()
+	if wm != NoWatermark && ts+so.gap+so.lateness <= wm {
+		fr.tooLate++
+		for _, l := range so.late {
+			l(v)
+		}
+		return
+	}
+	sk := so.state[k]
+	if sk == nil {
+		sk = &sessKey[A]{}
+		so.state[k] = sk
+	}
+	n := session[A]{start: ts, end: ts + so.gap, acc: so.add(so.init(), v)}
+	keep := sk.ss[:0] // filtered in place: writes never pass reads
+	for _, s := range sk.ss {
+		if s.start < n.end && n.start < s.end { // overlap: merge
+			n.start, n.end = min(n.start, s.start), max(n.end, s.end)
+			n.acc = so.merge(s.acc, n.acc)
+			continue
+		}
+		keep = append(keep, s)
+	}
+	// A session that ends before the watermark (late data within the
+	// allowed lateness) goes out now, as late; one that ends later fires on
+	// time, even if a part of it fired before a merge.
+	n.fired = wm != NoWatermark && n.end <= wm
+	keep = append(keep, n)
+	if len(keep) > 1 {
+		slices.SortFunc(keep, func(a, b session[A]) int { return cmp.Compare(a.start, b.start) })
+	}
+	if len(keep) < len(sk.ss) {
+		clear(sk.ss[len(keep):]) // what merged away
+	}
+	sk.ss = keep
+	so.touch(k, sk)
+	if n.fired {
+		so.emit(k, n, Late)
+	}
+	// The merged sessions' times may have been the key's next: the timer
+	// stays, and finds nothing due when it comes.
+	if at := sk.next(so.lateness); !sk.timed || at < sk.due {
+		so.setTimer(k, sk, at)
+	}
+}
+
+// touch records a key changed since the last checkpoint.
+func (so *sessionOp[K, T, A]) touch(k K, sk *sessKey[A]) {
+	if so.tracking && !sk.dirty {
+		sk.dirty = true
+		so.dirty = append(so.dirty, k)
+	}
+}
+
+func (so *sessionOp[K, T, A]) setTimer(k K, sk *sessKey[A], at int64) {
+	sk.due, sk.timed = at, true
+	heapPush(&so.timers, sessTimer[K]{at: at, key: k})
+}
+
+func (so *sessionOp[K, T, A]) emit(k K, s session[A], f Firing) {
+	r := WindowResult[K, A]{Key: k, Start: time.Unix(0, s.start).UTC(), End: time.Unix(0, s.end).UTC(), Value: s.acc, Firing: f}
+	for _, sub := range so.subs {
+		sub(r)
+	}
+}
+
+func (so *sessionOp[K, T, A]) fire(*Fragment, time.Time) {}
+
+func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
+
+// fireEvent fires the sessions whose end the watermark passed and drops
+// the ones past their allowed lateness, key by key in time order: at one
+// time, a key's sessions in start order, each fired before it is dropped.
+func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
+	for len(so.timers) > 0 && so.timers[0].at <= wm {
+		t := so.timers[0]
+		sk := so.state[t.key]
+		if sk == nil || !sk.timed || sk.due != t.at {
+			heapPop(&so.timers) // stale: the key's timer moved, or it has no sessions
+			continue
+		}
+		keep := sk.ss[:0]
+		for _, s := range sk.ss {
+			if !s.fired && s.end <= t.at {
+				s.fired = true
+				so.touch(t.key, sk)
+				so.fkey = t.key
+				fr.firing(CauseWindow, so.op, s.end, s.end-1, so)
+				so.emit(t.key, s, OnTime)
+			}
+			if s.fired && satAdd(s.end, so.lateness) <= t.at {
+				so.touch(t.key, sk)
+				continue
+			}
+			keep = append(keep, s)
+		}
+		clear(sk.ss[len(keep):])
+		sk.ss = keep
+		if len(keep) == 0 {
+			heapPop(&so.timers)
+			delete(so.state, t.key)
+			continue
+		}
+		// The key's entry moves in place to its next time.
+		sk.due = sk.next(so.lateness)
+		so.timers[0].at = sk.due
+		heapDown(so.timers, 0)
+	}
+}
+
+// One entry per key: its sessions (start, end, fired, accumulator length,
+// accumulator). Timers follow from the state on restore.
+func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
+	put := func(k K, sk *sessKey[A]) error {
+		key, err := so.kc.Append(nil, k)
+		if err != nil {
+			return fmt.Errorf("encode session key: %w", err)
+		}
+		if sk == nil {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+			return nil
+		}
+		sk.dirty = false
+		var val []byte
+		for _, s := range sk.ss {
+			val = binary.AppendVarint(val, s.start)
+			val = binary.AppendVarint(val, s.end)
+			if s.fired {
+				val = append(val, 1)
+			} else {
+				val = append(val, 0)
+			}
+			acc, err := so.ac.Append(nil, s.acc)
+			if err != nil {
+				return fmt.Errorf("encode session state: %w", err)
+			}
+			val = binary.AppendUvarint(val, uint64(len(acc)))
+			val = append(val, acc...)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		return nil
+	}
+	if !so.tracking {
+		d.Reset = append(d.Reset, ns)
+		for k, sk := range so.state {
+			if err := put(k, sk); err != nil {
+				return err
+			}
+		}
+		so.tracking = true
+	}
+	for _, k := range so.dirty {
+		if err := put(k, so.state[k]); err != nil {
+			return err
+		}
+	}
+	clear(so.dirty)
+	so.dirty = so.dirty[:0]
+	d.Entries += int64(len(so.state))
+	return nil
+}
+
+func (so *sessionOp[K, T, A]) restore(_ uint16, key, val []byte) error {
+	k, err := so.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode session key: %w", err)
+	}
+	var ss []session[A]
+	for len(val) > 0 {
+		var s session[A]
+		var n int
+		if s.start, n = binary.Varint(val); n <= 0 {
+			return fmt.Errorf("session start")
+		}
+		val = val[n:]
+		if s.end, n = binary.Varint(val); n <= 0 || len(val) <= n {
+			return fmt.Errorf("session end")
+		}
+		val = val[n:]
+		s.fired, val = val[0] == 1, val[1:]
+		l, n := binary.Uvarint(val)
+		if n <= 0 || uint64(len(val)-n) < l {
+			return fmt.Errorf("session accumulator")
+		}
+		if s.acc, err = so.ac.Decode(val[n : n+int(l)]); err != nil {
+			return fmt.Errorf("decode session state: %w", err)
+		}
+		val = val[n+int(l):]
+		ss = append(ss, s)
+	}
+	if len(ss) == 0 {
+		return fmt.Errorf("session entry of key %s without sessions", so.kc.Format(k))
+	}
+	so.tracking = true
+	sk := &sessKey[A]{ss: ss}
+	so.state[k] = sk
+	so.setTimer(k, sk, sk.next(so.lateness))
+	return nil
+}

@@ -1,0 +1,416 @@
+package flowcore
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/tessera-streams/tessera/shard"
+)
+
+type side int8
+
+const (
+	readerSide   side = iota // before the key: runs in the reader of a source partition
+	fragmentSide             // after the key: runs in the fragment that owns the key
+)
+
+// Stream is a typed stream of events inside a flow.
+type Stream[T any] struct {
+	f     *Flow
+	what  string
+	side  side
+	src   int // reader side: the source
+	stage int // fragment side: the keyed stage whose records or timers produce the events
+	// attach subscribes fn to this stream's events in one reader or fragment.
+	attach func(c *core, fn func(T))
+}
+
+// Flow is the flow the stream belongs to.
+func (s Stream[T]) Flow() *Flow { return s.f }
+
+func (s Stream[T]) ok(op string, fns ...any) bool {
+	if s.f == nil {
+		panic(fmt.Sprintf("tessera: %s on a zero Stream: streams come from flows.From or an operator", op))
+	}
+	for _, fn := range fns {
+		if isNil(fn) {
+			s.f.errorf("%s after %s: function is nil", op, s.what)
+			return false
+		}
+	}
+	return true
+}
+
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Func, reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Chan:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// From adds a source to the flow. Options give it event time.
+func From[T any](f *Flow, name string, src Source[T], opts ...SourceOption) Stream[T] {
+	idx := len(f.sources)
+	d := sourceDef{name: name}
+	ts := sourceOptions[T](f, name, &d, opts)
+	if src == nil {
+		f.errorf("source %q is nil", name)
+	} else if d.partitions = src.Partitions(); d.partitions < 1 {
+		f.errorf("source %q has %d partitions", name, d.partitions)
+	}
+	d.open = func(r *Reader, p int, from int64) error {
+		pr, err := src.Open(p, from)
+		if err != nil {
+			return fmt.Errorf("open %s/%d at %d: %w", name, p, from, err)
+		}
+		pm := &pump[T]{r: pr, b: ReadBatch[T]{End: from}, ts: ts}
+		for _, s := range r.srcSubs {
+			pm.subs = append(pm.subs, s.(func(T)))
+		}
+		r.pump = pm
+		return nil
+	}
+	f.sources = append(f.sources, d)
+	return Stream[T]{f: f, what: "source " + name, side: readerSide, src: idx,
+		attach: func(c *core, fn func(T)) { c.srcSubs = append(c.srcSubs, fn) }}
+}
+
+// Map transforms every event.
+func Map[T, U any](s Stream[T], fn func(T) U) Stream[U] {
+	s.ok("Map", fn)
+	return Stream[U]{f: s.f, what: "Map", side: s.side, src: s.src, stage: s.stage,
+		attach: func(c *core, next func(U)) { s.attach(c, func(v T) { next(fn(v)) }) }}
+}
+
+// Filter keeps the events for which keep returns true.
+func Filter[T any](s Stream[T], keep func(T) bool) Stream[T] {
+	s.ok("Filter", keep)
+	return Stream[T]{f: s.f, what: "Filter", side: s.side, src: s.src, stage: s.stage,
+		attach: func(c *core, next func(T)) {
+			s.attach(c, func(v T) {
+				if keep(v) {
+					next(v)
+				}
+			})
+		}}
+}
+
+// FlatMap turns every event into zero or more events: fn calls emit for
+// each. The events it emits share the input's offset.
+func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
+	s.ok("FlatMap", fn)
+	return Stream[U]{f: s.f, what: "FlatMap", side: s.side, src: s.src, stage: s.stage,
+		attach: func(c *core, next func(U)) { s.attach(c, func(v T) { fn(v, next) }) }}
+}
+
+// Restamp gives the events of a stream after a key a new event time:
+// the stages downstream (a KeyBy's windows, InEventTimeOrder) see ts(v)
+// as the event's time. A process function that emits a trip when a timer
+// confirms it, say, can date the trip by its departure. An event restamped
+// behind its stage's watermark arrives late downstream: windows take it
+// within their allowed lateness (AllowedLateness), and send it to TooLate
+// after. Before the key, event time is the source's (WithEventTime).
+func Restamp[T any](s Stream[T], ts func(T) time.Time) Stream[T] {
+	s.ok("Restamp", ts)
+	if s.side == readerSide {
+		s.f.errorf("Restamp after %s: before the key, event time comes from the source (flows.WithEventTime)", s.what)
+	}
+	return Stream[T]{f: s.f, what: "Restamp", side: s.side, src: s.src, stage: s.stage,
+		attach: func(c *core, next func(T)) {
+			s.attach(c, func(v T) {
+				was := c.cur.TS
+				c.cur.TS = ts(v).UnixNano()
+				next(v)
+				c.cur.TS = was
+			})
+		}}
+}
+
+// To sends the stream's events to a sink. Before the key, the sink is
+// called by the readers; after it, by the fragments. See OnCheckpoint for
+// when outputs are delivered, and what exactly-once means for each way.
+func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
+	s.ok("To", sink)
+	s.f.sinks++
+	committed := false
+	for _, o := range opts {
+		committed = committed || o.committed
+	}
+	if committed {
+		toCommitted(s, sink)
+		return
+	}
+	wire := func(c *core) {
+		buf := &sinkBuf[T]{sink: sink}
+		c.sinks = append(c.sinks, buf)
+		s.attach(c, func(v T) {
+			buf.out = append(buf.out, Output[T]{ID: c.outputID(), Value: v})
+		})
+	}
+	if s.side == readerSide {
+		s.f.readerW = append(s.f.readerW, func(r *Reader) {
+			if r.src == s.src {
+				wire(&r.core)
+			}
+		})
+	} else {
+		s.f.fragW = append(s.f.fragW, func(fr *Fragment) { wire(&fr.core) })
+	}
+}
+
+type sinkBuf[T any] struct {
+	sink Sink[T]
+	out  []Output[T]
+}
+
+func (b *sinkBuf[T]) discard() {
+	clear(b.out)
+	b.out = b.out[:0]
+}
+
+func (b *sinkBuf[T]) flush() error {
+	if len(b.out) == 0 {
+		return nil
+	}
+	err := b.sink.Write(b.out)
+	clear(b.out)
+	b.out = b.out[:0]
+	return err
+}
+
+// Rec is a keyed record in a batch: the key, the event, and the offset of
+// the source event it came from. Event times, for sources that have them,
+// travel beside the records (recs.ts), so records of other flows stay small.
+type Rec[K comparable, T any] struct {
+	Key K
+	Val T
+	Off int64
+}
+
+// KeyedStream is a stream partitioned by key: the input of the stateful
+// operators. Every key belongs to one fragment.
+type KeyedStream[K comparable, T any] struct {
+	f     *Flow
+	stage int
+	kc    KeyCodec[K]
+	hash  func(K) uint64
+}
+
+// KeyOption configures KeyBy.
+type KeyOption struct{ keyCodec, eventCodec any }
+
+// WithKeyCodec sets the codec of the key type (needed for keys other than
+// strings and integers). Its type must be the KeyBy's key type: a codec of
+// another type fails the flow's Validate.
+func WithKeyCodec[K any](kc KeyCodec[K]) KeyOption { return KeyOption{keyCodec: kc} }
+
+// WithEventCodec sets the codec of the event type, used when events cross
+// nodes. Its type must be the keyed stream's event type: a codec of another
+// type fails the flow's Validate.
+func WithEventCodec[T any](c Codec[T]) KeyOption { return KeyOption{eventCodec: c} }
+
+// KeyBy partitions a stream by key: events with the same key go to the
+// same fragment, in source order per partition. Any stream can be keyed:
+// a source's (the readers route it), or one inside the fragments — the
+// output of Process, a table's Updates, window results — which goes
+// through an exchange (see exchange.go): exactly once, in the order each
+// upstream fragment emitted it.
+func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) KeyedStream[K, T] {
+	f := s.f
+	s.ok("KeyBy", key)
+	stage := len(f.stages)
+	name := fmt.Sprintf("KeyBy#%d", stage)
+	sd := stageDef{name: name, source: s.src, edge: -1, parent: -1}
+	if s.side == fragmentSide {
+		sd.source = f.stages[s.stage].source
+		sd.edge = len(f.edges)
+		f.edges = append(f.edges, edgeDef{stage: stage, from: s.stage})
+	}
+	f.stages = append(f.stages, sd)
+	ks := KeyedStream[K, T]{f: f, stage: stage}
+	var err error
+	var ec Codec[T]
+	for _, o := range opts {
+		if o.keyCodec != nil {
+			if kc, ok := o.keyCodec.(KeyCodec[K]); ok {
+				ks.kc = kc
+			} else {
+				f.errorf("%s: key codec %T is not a KeyCodec[%s]", name, o.keyCodec, reflect.TypeFor[K]())
+			}
+		}
+		if o.eventCodec != nil {
+			if c, ok := o.eventCodec.(Codec[T]); ok {
+				ec = c
+			} else {
+				f.errorf("%s: event codec %T is not a Codec[%s]", name, o.eventCodec, reflect.TypeFor[T]())
+			}
+		}
+	}
+	if ec == nil {
+		if ec, err = DefaultCodec[T](); err != nil {
+			f.errorf("%s: missing codec for events: %w; pass WithEventCodec", name, err)
+		}
+	}
+	if ks.kc == nil {
+		if ks.kc, err = DefaultKeyCodec[K](); err != nil {
+			f.errorf("%s: missing codec: %w; pass WithKeyCodec", name, err)
+		}
+	}
+	if ks.kc != nil {
+		ks.hash = keyHasher(ks.kc)
+	}
+	pool := &sync.Pool{}
+	codec := &recsCodec[K, T]{stage: stage, kc: ks.kc, ec: ec, pool: pool}
+	f.stages[stage].codec = codec
+	f.fragW = append(f.fragW, func(fr *Fragment) {
+		fr.stages[stage] = &fragStage[K, T]{kc: ks.kc}
+	})
+	if s.side == fragmentSide {
+		edge := sd.edge
+		f.fragW = append(f.fragW, func(fr *Fragment) {
+			w := newExWriter(fr, edge, codec, ks.hash)
+			fr.out = append(fr.out, w)
+			s.attach(&fr.core, func(v T) { w.emit(key(v), v) })
+		})
+		return ks
+	}
+	g := f.fragments
+	f.readerW = append(f.readerW, func(r *Reader) {
+		if r.src != s.src {
+			return
+		}
+		rt := &router[K, T]{stage: stage, pool: pool, bufs: make([][]Rec[K, T], g), r: r}
+		r.routers = append(r.routers, rt)
+		if f.sources[s.src].et != nil {
+			rt.ts = make([][]int64, g)
+		}
+		s.attach(&r.core, func(v T) {
+			k := key(v)
+			fr := shard.Fragment(ks.hash(k), g)
+			b := rt.bufs[fr]
+			if b == nil {
+				b = rt.get()
+			}
+			b = append(b, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset})
+			rt.bufs[fr] = b
+			if rt.ts != nil {
+				rt.ts[fr] = append(rt.ts[fr], r.cur.TS)
+			}
+			if len(b) == r.batchSize {
+				r.full = append(r.full, fr)
+			}
+		})
+	})
+	return ks
+}
+
+// Values is the stream of the keyed stream's events, in the fragments.
+func (ks KeyedStream[K, T]) Values() Stream[T] {
+	return Stream[T]{f: ks.f, what: ks.f.stages[ks.stage].name, side: fragmentSide, stage: ks.stage,
+		attach: func(c *core, fn func(T)) {
+			st := c.frag.stages[ks.stage].(*fragStage[K, T])
+			st.subs = append(st.subs, func(_ K, v T) { fn(v) })
+		}}
+}
+
+func (ks KeyedStream[K, T]) subscribe(fr *Fragment, fn func(K, T)) {
+	st := fr.stages[ks.stage].(*fragStage[K, T])
+	st.subs = append(st.subs, fn)
+}
+
+// router is a reader's pending batches for one keyed stage, per fragment.
+type router[K comparable, T any] struct {
+	stage int
+	pool  *sync.Pool
+	bufs  [][]Rec[K, T]
+	ts    [][]int64 // event times beside bufs; nil without event time
+	r     *Reader
+}
+
+func (rt *router[K, T]) get() []Rec[K, T] {
+	if p, ok := rt.pool.Get().(*[]Rec[K, T]); ok {
+		return (*p)[:0]
+	}
+	return make([]Rec[K, T], 0, rt.r.batchSize)
+}
+
+func (rt *router[K, T]) pending(f int) int { return len(rt.bufs[f]) }
+
+func (rt *router[K, T]) take(f int) payload {
+	b := rt.bufs[f]
+	if len(b) == 0 {
+		return nil
+	}
+	rt.bufs[f] = nil
+	p := &recs[K, T]{stage: rt.stage, items: b, pool: rt.pool}
+	if rt.ts != nil {
+		p.ts, rt.ts[f] = rt.ts[f], nil
+	}
+	return p
+}
+
+// recs is one keyed stage's records in a batch.
+type recs[K comparable, T any] struct {
+	stage int
+	items []Rec[K, T]
+	ts    []int64 // event times of items, if the source has event time
+	pool  *sync.Pool
+}
+
+func (p *recs[K, T]) len() int { return len(p.items) }
+
+func (p *recs[K, T]) stageOf() int { return p.stage }
+
+func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
+	st := fr.stages[p.stage].(*fragStage[K, T])
+	subs := st.subs
+	for i := from; i < len(p.items); i++ {
+		it := &p.items[i]
+		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
+			continue
+		}
+		rec := 0
+		if i > 0 && p.items[i-1].Off == it.Off {
+			rec = fr.record + 1 // another record of the same event
+		}
+		fr.event(it.Off, rec)
+		fr.curIdx = i
+		if p.ts != nil {
+			fr.cur.TS = p.ts[i]
+		}
+		for _, sub := range subs {
+			sub(it.Key, it.Val)
+		}
+		fr.events++
+	}
+}
+
+func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
+	st := fr.stages[p.stage].(*fragStage[K, T])
+	it := p.items[i]
+	return st.kc.Format(it.Key), fmt.Sprintf("%+v", it.Val)
+}
+
+func (p *recs[K, T]) release() {
+	if p.pool == nil {
+		return
+	}
+	clear(p.items)
+	b := p.items[:0]
+	p.items = nil
+	p.pool.Put(&b)
+}
+
+// Items exposes the records, for engines that encode batches.
+func (p *recs[K, T]) Items() []Rec[K, T] { return p.items }
+
+type fragStage[K comparable, T any] struct {
+	kc   KeyCodec[K]
+	subs []func(K, T)
+}

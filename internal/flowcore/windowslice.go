@@ -1,0 +1,714 @@
+package flowcore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Window slicing (Flink's panes; Scotty, Traub et al., ICDE 2018): the
+// event-time axis is cut into slices of gcd(size, slide), aligned as
+// windows are, so that every window is a whole number of slices and every
+// slice lies in the same windows as each of its instants. A key keeps one
+// accumulator per slice that has events; an event updates its slice only,
+// whatever the number of windows over it. A window's value is combined
+// from its slices with the aggregate's merge when it is asked for: at its
+// firing, a late refinement, its close (views) or a query.
+//
+// Combining recomputes a window from its slices each time, in time order,
+// starting from init(): a result costs one merge per non-empty slice of
+// the key in the window (at most size/gcd), and the state holds nothing
+// but the slices. A two-stack or an aggregate tree would make a result
+// O(1) amortised merges, but would keep a partial per slice and need a
+// copy of accumulators that merge may modify; with the slices' counts
+// seen here (tens per window) recomputing is cheaper than keeping them.
+// An algebra with an inverse could subtract instead; merge alone has none.
+//
+// Tumbling windows are slices of their own size: a window is one slice and
+// needs no merge. Early triggers (FireEvery, EarlyEvery) count and mark
+// per window, and the global window has no slices: both keep windowOp's
+// state per window.
+//
+// Layout: a key's slices are one sorted slice of (start, accumulator) in
+// a flat table of keys, found through one map from key to row. One timer
+// per key (its next firing or cleanup) stands for all its windows.
+
+// slicedWindows says whether WindowAggregate keeps slices for windows w
+// with these options: merge is needed where a window spans slices.
+func slicedWindows(w Windows, hasMerge bool, every int, early time.Duration) bool {
+	return !w.global && every == 0 && early == 0 && (hasMerge || w.slide == w.size)
+}
+
+// sliceAcc is a key's accumulator of one slice.
+type sliceAcc[A any] struct {
+	start int64
+	acc   A
+	dirty bool // in sliceOp.dirty since the last checkpoint
+	saved bool // written by a checkpoint: dropping it writes a delete
+}
+
+// sliceKey is a key's row: its slices, sorted by start, and the time of
+// its next firing or cleanup (its timer).
+type sliceKey[K comparable, A any] struct {
+	key    K
+	slices []sliceAcc[A]
+	buf    []sliceAcc[A] // slices' array from its first element: dropped slices leave room before slices
+	due    int64
+	timed  bool // due is set: a timer in sliceOp.timers stands for it
+	// stamp: the fragment's generation when any of the key's slices last
+	// changed, for a KeyedView's watches (one per key, not per slice: a
+	// watch may be told of a key's window that did not change).
+	stamp uint64
+}
+
+// sliceTimer is a key's timer: the row and the time it was set for. The
+// row's due is the truth; a timer that no longer matches it is stale.
+type sliceTimer struct {
+	at  int64
+	row int32
+}
+
+func (a sliceTimer) before(b sliceTimer) bool { return a.at < b.at }
+
+type sliceOp[K comparable, T, A any] struct {
+	op                int
+	size, slide, gran int64 // gran: the slices' length, gcd(size, slide)
+	lateness          int64
+	init              func() A
+	add               func(A, T) A
+	merge             func(A, A) A // nil for tumbling windows
+	kc                KeyCodec[K]
+	ac                Codec[A]
+	rows              map[K]int32
+	keys              []sliceKey[K, A]
+	free              []int32 // rows of keys without slices
+	timers            []sliceTimer
+	// fired: the watermark the windows followed. Every window ending at
+	// or before it fired, and every one whose end + lateness is at or
+	// before it is gone.
+	fired               int64
+	nslices             int64
+	reschedule          bool // restored: timers follow from the state at the next event or watermark
+	fkey                K    // the key and start of the window firing now
+	fstart              int64
+	subs                []func(WindowResult[K, A])
+	late                []func(T)
+	views               []windowHook[K, A]
+	byStart             map[int64]map[K]struct{} // slice start → keys, kept only when there are views
+	tracking            bool                     // dirty is kept: a checkpoint was taken or restored
+	dirty               []winKey[K]              // slices set or dropped since the last checkpoint
+	firedSaved, wStored bool                     // the fired mark in the last checkpoint is current; one is stored
+	restoredW           bool                     // a restore read the fired mark (windowOp's entries have none)
+	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
+}
+
+func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge func(A, A) A,
+	kc KeyCodec[K], ac Codec[A]) *sliceOp[K, T, A] {
+	return &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gcd(w.size, w.slide), lateness: lateness,
+		init: init, add: add, merge: merge, kc: kc, ac: ac, rows: map[K]int32{}, fired: NoWatermark,
+		byStart: map[int64]map[K]struct{}{}}
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// floorDiv is a/b rounded down (b > 0).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+func (so *sliceOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)) {
+	return &so.subs, &so.late
+}
+
+func (so *sliceOp[K, T, A]) addView(h windowHook[K, A]) { so.views = append(so.views, h) }
+
+func (so *sliceOp[K, T, A]) openWindows() openWindows[K, A] { return so }
+
+// end of window j (the one starting at j*slide), and the time its state
+// goes.
+func (so *sliceOp[K, T, A]) end(j int64) int64     { return j*so.slide + so.size }
+func (so *sliceOp[K, T, A]) cleanup(j int64) int64 { return satAdd(so.end(j), so.lateness) }
+
+// first and last window over slice t.
+func (so *sliceOp[K, T, A]) first(t int64) int64 { return floorDiv(t-so.size, so.slide) + 1 }
+func (so *sliceOp[K, T, A]) last(t int64) int64  { return floorDiv(t, so.slide) }
+
+func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
+	if so.reschedule {
+		so.schedule()
+	}
+	ts, wm := fr.cur.TS, fr.wm()
+	so.advance(wm)
+	jmax := so.last(ts)
+	if wm != NoWatermark && so.cleanup(jmax) <= wm {
+		fr.tooLate++ // every window over ts is gone
+		for _, l := range so.late {
+			l(v)
+		}
+		return
+	}
+	t := ts - mod(ts, so.gran)
+	row, ok := so.rows[k]
+	if !ok {
+		row = so.newRow(k)
+	}
+	ks := &so.keys[row]
+	i, created := so.slice(ks, t)
+	s := &ks.slices[i]
+	s.acc = so.add(s.acc, v)
+	so.touch(k, s)
+	if so.gen != nil {
+		ks.stamp = *so.gen
+	}
+	if created {
+		so.nslices++
+		so.index(k, t)
+		// The slice's windows may fire before the key's timer.
+		if at, ok := so.nextDue(ks, so.fired); ok && (!ks.timed || at < ks.due) {
+			so.setTimer(row, at)
+		}
+	}
+	// Windows over ts that the watermark passed, within the allowed
+	// lateness, are refined now (latest first, as they were placed).
+	if wm == NoWatermark || so.end(so.first(ts)) > so.fired {
+		return
+	}
+	for j := jmax; j >= so.first(ts); j-- {
+		if end := so.end(j); end <= so.fired && so.cleanup(j) > wm {
+			so.emit(k, j, so.value(ks, j), Late)
+		}
+	}
+}
+
+// newRow takes a row for key k.
+func (so *sliceOp[K, T, A]) newRow(k K) int32 {
+	var row int32
+	if n := len(so.free); n > 0 {
+		row, so.free = so.free[n-1], so.free[:n-1]
+		so.keys[row].key = k
+	} else {
+		row = int32(len(so.keys))
+		so.keys = append(so.keys, sliceKey[K, A]{key: k})
+	}
+	so.rows[k] = row
+	return row
+}
+
+// room moves a key's slices to the front of their array when it is full
+// but slices were dropped before them: a drop costs no copy, and a key's
+// array is copied once per array's worth of drops, not at every drop. It
+// says whether one more slice needs a new array.
+func (ks *sliceKey[K, A]) room() bool {
+	if len(ks.slices) < cap(ks.slices) {
+		return false
+	}
+	if cap(ks.buf) == cap(ks.slices) {
+		return true // no room before the slices either
+	}
+	n := copy(ks.buf[:cap(ks.buf)], ks.slices)
+	clear(ks.buf[n:cap(ks.buf)])
+	ks.slices = ks.buf[:n]
+	return false
+}
+
+// slice finds or makes the slice starting at t: in order, a key's next
+// slice is its last one or comes after it.
+func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
+	n := len(ks.slices)
+	if n > 0 && ks.slices[n-1].start == t {
+		return n - 1, false
+	}
+	if n == 0 || ks.slices[n-1].start < t {
+		grow := ks.room()
+		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
+		if grow {
+			ks.buf = ks.slices[:0]
+		}
+		return n, true
+	}
+	i, found := searchSlices(ks.slices, t)
+	if found {
+		return i, false
+	}
+	grow := ks.room()
+	ks.slices = slices.Insert(ks.slices, i, sliceAcc[A]{start: t, acc: so.init()})
+	if grow {
+		ks.buf = ks.slices[:0]
+	}
+	return i, true
+}
+
+// searchSlices is the index of the first slice starting at or after t, and
+// whether it starts at t (slices.BinarySearchFunc, without its comparator
+// call per step).
+func searchSlices[A any](ss []sliceAcc[A], t int64) (int, bool) {
+	lo, hi := 0, len(ss)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ss[m].start < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(ss) && ss[lo].start == t
+}
+
+// touch records a slice changed since the last checkpoint.
+func (so *sliceOp[K, T, A]) touch(k K, s *sliceAcc[A]) {
+	if so.tracking && !s.dirty {
+		s.dirty = true
+		so.dirty = append(so.dirty, winKey[K]{k, s.start})
+	}
+}
+
+// window returns the range of the key's slices in window j.
+func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
+	s := j * so.slide
+	lo, _ = searchSlices(ks.slices, s)
+	hi = lo
+	for hi < len(ks.slices) && ks.slices[hi].start < s+so.size {
+		hi++
+	}
+	return lo, hi
+}
+
+// value combines the key's slices of window j (which has one at least).
+func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) A {
+	lo, hi := so.window(ks, j)
+	return so.combine(ks, lo, hi)
+}
+
+// combine merges the key's slices lo to hi (one at least).
+func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
+	if hi-lo == 1 || so.merge == nil {
+		return ks.slices[lo].acc
+	}
+	acc := so.init()
+	for i := lo; i < hi; i++ {
+		acc = so.merge(acc, ks.slices[i].acc)
+	}
+	return acc
+}
+
+// nextDue is the time of the key's next firing or cleanup after `after`.
+// A slice lies in windows first(t) to last(t), both growing with t: the
+// first slice with a window left to fire (or to drop) has the earliest.
+func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
+	fireFrom, cleanFrom := int64(math.MinInt64), int64(math.MinInt64) // the first windows ending (going) after `after`
+	if x := after - so.size; after >= math.MinInt64+so.size {
+		fireFrom = floorDiv(x, so.slide) + 1
+		if x >= math.MinInt64+so.lateness {
+			cleanFrom = floorDiv(x-so.lateness, so.slide) + 1
+		}
+	}
+	best, ok := int64(0), false
+	// The first slice whose last window is jfrom or later, and that
+	// window's time (a binary search: a key may hold size/gcd slices).
+	next := func(jfrom int64, at func(int64) int64) {
+		i := 0
+		if jfrom != math.MinInt64 {
+			i, _ = searchSlices(ks.slices, jfrom*so.slide)
+		}
+		if i < len(ks.slices) {
+			j := max(so.first(ks.slices[i].start), jfrom)
+			if t := at(j); j <= so.last(ks.slices[i].start) && t > after && (!ok || t < best) {
+				best, ok = t, true
+			}
+		}
+	}
+	next(cleanFrom, so.cleanup)
+	next(fireFrom, so.end)
+	return best, ok
+}
+
+func (so *sliceOp[K, T, A]) setTimer(row int32, at int64) {
+	ks := &so.keys[row]
+	ks.due, ks.timed = at, true
+	heapPush(&so.timers, sliceTimer{at: at, row: row})
+}
+
+// schedule sets every key's timer from the restored state.
+func (so *sliceOp[K, T, A]) schedule() {
+	so.reschedule = false
+	for row := range so.keys {
+		ks := &so.keys[row]
+		if len(ks.slices) == 0 {
+			continue
+		}
+		if at, ok := so.nextDue(ks, so.fired); ok {
+			so.setTimer(int32(row), at)
+		}
+	}
+}
+
+func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
+	s := j * so.slide
+	r := WindowResult[K, A]{Key: k, Start: time.Unix(0, s).UTC(), End: time.Unix(0, s+so.size).UTC(), Value: acc, Firing: f}
+	for _, sub := range so.subs {
+		sub(r)
+	}
+}
+
+func (so *sliceOp[K, T, A]) fire(*Fragment, time.Time) {}
+
+func (so *sliceOp[K, T, A]) firingKey() string { return windowFiringKey(so.kc, so.fkey, so.fstart) }
+
+// windowFiringKey is the key of a window's outputs: the key and the start
+// ("key@start"), made in one allocation (it is one per window result).
+func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
+	ks := kc.Format(k)
+	var b strings.Builder
+	b.Grow(len(ks) + 21)
+	b.WriteString(ks)
+	b.WriteByte('@')
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], start, 10))
+	return b.String()
+}
+
+// fireEvent runs every key's firings and cleanups up to the watermark, in
+// time order: at one time, a key's firing before its cleanup.
+func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
+	if so.reschedule {
+		so.schedule()
+	}
+	for len(so.timers) > 0 && so.timers[0].at <= wm {
+		t := so.timers[0]
+		ks := &so.keys[t.row]
+		if !ks.timed || ks.due != t.at {
+			heapPop(&so.timers) // stale: the key's timer moved or it has no state
+			continue
+		}
+		// The key's entry moves in place to its next time (one sift down,
+		// where popping and pushing again would be two).
+		if next, ok := so.run(fr, t.row, t.at); ok {
+			ks.due = next
+			so.timers[0].at = next
+			heapDown(so.timers, 0)
+		} else {
+			ks.timed = false
+			heapPop(&so.timers)
+		}
+	}
+	so.advance(wm)
+	for _, v := range so.views {
+		v.expire(fr, wm)
+	}
+}
+
+// advance moves the watermark the windows followed to wm (if later).
+func (so *sliceOp[K, T, A]) advance(wm int64) {
+	if wm > so.fired {
+		so.fired, so.firedSaved = wm, false
+	}
+}
+
+// run fires the window of key row ending at `at`, then drops the windows
+// whose state goes at `at`: one, or at the end of time every window whose
+// lateness saturates. Every earlier firing and cleanup of the key ran. It
+// returns the key's next time, if it has slices left.
+func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool) {
+	ks := &so.keys[row]
+	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
+		j := floorDiv(d, so.slide)
+		if lo, hi := so.window(ks, j); hi > lo {
+			so.fkey, so.fstart = ks.key, j*so.slide
+			fr.firing(CauseWindow, so.op, at, at-1, so)
+			so.emit(ks.key, j, so.combine(ks, lo, hi), OnTime)
+		}
+	}
+	// The first window not gone: every one whose cleanup is before `at` is.
+	next := int64(math.MinInt64)
+	if x := at - 1 - so.size; at-1 >= math.MinInt64+so.size && x >= math.MinInt64+so.lateness {
+		next = floorDiv(x-so.lateness, so.slide) + 1
+	}
+	for len(ks.slices) > 0 {
+		t := ks.slices[0].start
+		j := max(so.first(t), next)
+		if j > so.last(t) || so.cleanup(j) != at {
+			break
+		}
+		so.drop(ks, j)
+		next = j + 1
+	}
+	if len(ks.slices) == 0 {
+		so.release(row)
+		return 0, false
+	}
+	return so.nextDue(ks, at)
+}
+
+// drop ends window j of a key: its final value goes to the views, and the
+// slices no later window holds go.
+func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
+	if len(so.views) > 0 {
+		acc := so.value(ks, j)
+		for _, v := range so.views {
+			v.closeWindow(ks.key, j*so.slide, acc)
+		}
+	}
+	n := 0
+	for n < len(ks.slices) && so.last(ks.slices[n].start) <= j {
+		s := &ks.slices[n]
+		if so.tracking && s.saved && !s.dirty {
+			so.dirty = append(so.dirty, winKey[K]{ks.key, s.start})
+		}
+		if m := so.byStart[s.start]; m != nil {
+			delete(m, ks.key)
+			if len(m) == 0 {
+				delete(so.byStart, s.start)
+			}
+		}
+		n++
+	}
+	if n > 0 {
+		so.nslices -= int64(n)
+		clear(ks.slices[:n])
+		ks.slices = ks.slices[n:] // room() takes the space back
+	}
+}
+
+// release frees the row of a key without slices.
+func (so *sliceOp[K, T, A]) release(row int32) {
+	ks := &so.keys[row]
+	delete(so.rows, ks.key)
+	var zero K
+	ks.key, ks.timed = zero, false
+	so.free = append(so.free, row)
+}
+
+// Slice entries: key = start (8 bytes) + key; value = sliceEntry +
+// accumulator. Key "w" holds the watermark the windows followed: the
+// firings and cleanups done, from which timers follow on restore.
+// windowOp's entries (a fired byte, 0 or 1, then a count and the
+// accumulator) restore as slices for tumbling windows, whose windows are
+// their slices; for sliding ones they are refused: windows overlap.
+const sliceEntry = 2
+
+func (so *sliceOp[K, T, A]) delta(ns uint16, d *Delta) error {
+	put := func(k K, s *sliceAcc[A]) error {
+		key := binary.BigEndian.AppendUint64(nil, uint64(s.start))
+		key, err := so.kc.Append(key, k)
+		if err != nil {
+			return fmt.Errorf("encode window key: %w", err)
+		}
+		val, err := so.ac.Append([]byte{sliceEntry}, s.acc)
+		if err != nil {
+			return fmt.Errorf("encode window state: %w", err)
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		s.dirty, s.saved = false, true
+		return nil
+	}
+	if !so.tracking {
+		// The first checkpoint writes the whole state: until one is taken,
+		// changes are not tracked (a run without checkpoints keeps no list).
+		d.Reset = append(d.Reset, ns)
+		for row := range so.keys {
+			ks := &so.keys[row]
+			for i := range ks.slices {
+				if err := put(ks.key, &ks.slices[i]); err != nil {
+					return err
+				}
+			}
+		}
+		so.tracking, so.wStored, so.firedSaved = true, false, false
+	}
+	for _, wk := range so.dirty {
+		if row, ok := so.rows[wk.key]; ok {
+			ks := &so.keys[row]
+			if i, found := searchSlices(ks.slices, wk.start); found {
+				if err := put(wk.key, &ks.slices[i]); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		key := binary.BigEndian.AppendUint64(nil, uint64(wk.start))
+		key, err := so.kc.Append(key, wk.key)
+		if err != nil {
+			return fmt.Errorf("encode window key: %w", err)
+		}
+		d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+	}
+	clear(so.dirty)
+	so.dirty = so.dirty[:0]
+	if !so.firedSaved || !so.wStored {
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: []byte("w"), Value: binary.BigEndian.AppendUint64(nil, uint64(so.fired))})
+		so.firedSaved, so.wStored = true, true
+	}
+	d.Entries += so.nslices + 1
+	return nil
+}
+
+func (so *sliceOp[K, T, A]) restore(_ uint16, key, val []byte) error {
+	so.tracking, so.reschedule = true, true
+	if string(key) == "w" {
+		if len(val) != 8 {
+			return fmt.Errorf("window watermark entry of %d bytes", len(val))
+		}
+		so.fired, so.restoredW, so.wStored, so.firedSaved = int64(binary.BigEndian.Uint64(val)), true, true, true
+		return nil
+	}
+	if len(key) < 8 || len(val) < 1 {
+		return fmt.Errorf("window entry of %d+%d bytes", len(key), len(val))
+	}
+	k, err := so.kc.Decode(key[8:])
+	if err != nil {
+		return fmt.Errorf("decode window key: %w", err)
+	}
+	start := int64(binary.BigEndian.Uint64(key))
+	acc := val[1:]
+	switch val[0] {
+	case sliceEntry:
+	case 0, 1: // windowOp's
+		if so.size != so.slide {
+			return fmt.Errorf("window entry of key %s holds a whole sliding window: the state was kept per window (WindowAggregate without a merge)", so.kc.Format(k))
+		}
+		_, l := binary.Uvarint(acc)
+		if l <= 0 {
+			return fmt.Errorf("window entry: bad count")
+		}
+		acc = acc[l:]
+		if val[0] == 1 && !so.restoredW {
+			so.fired = max(so.fired, start+so.size)
+		}
+	default:
+		return fmt.Errorf("window entry of an unknown kind %d", val[0])
+	}
+	a, err := so.ac.Decode(acc)
+	if err != nil {
+		return fmt.Errorf("decode window state: %w", err)
+	}
+	row, ok := so.rows[k]
+	if !ok {
+		row = so.newRow(k)
+	}
+	ks := &so.keys[row]
+	i, created := so.slice(ks, start)
+	if !created {
+		return fmt.Errorf("window entry of key %s at %d twice", so.kc.Format(k), start)
+	}
+	ks.slices[i].acc, ks.slices[i].saved = a, true
+	so.nslices++
+	so.index(k, start)
+	return nil
+}
+
+// index adds a key's new slice to byStart.
+func (so *sliceOp[K, T, A]) index(k K, t int64) {
+	if len(so.views) == 0 {
+		return
+	}
+	m := so.byStart[t]
+	if m == nil {
+		m = map[K]struct{}{}
+		so.byStart[t] = m
+	}
+	m[k] = struct{}{}
+}
+
+// The open windows, for views: a window is open from its first slice
+// until its state goes.
+
+func (so *sliceOp[K, T, A]) openStarts() []int64 {
+	seen := map[int64]struct{}{}
+	for t := range so.byStart {
+		for j := so.first(t); j <= so.last(t); j++ {
+			if so.cleanup(j) > so.fired {
+				seen[j*so.slide] = struct{}{}
+			}
+		}
+	}
+	out := make([]int64, 0, len(seen))
+	for s := range seen {
+		out = append(out, s)
+	}
+	return out
+}
+
+// openKeys calls fn with every key of window s whose stamp is since or
+// later (0: every key), and the key's slices lo to hi in the window: a
+// watch looks at a key's slices only if it changed, and most keys of a
+// watched window did not.
+func (so *sliceOp[K, T, A]) openKeys(s int64, since uint64, fn func(k K, ks *sliceKey[K, A], lo, hi int)) {
+	if mod(s, so.slide) != 0 {
+		return
+	}
+	j := s / so.slide
+	if so.cleanup(j) <= so.fired {
+		return
+	}
+	for t, m := range so.byStart {
+		if t < s || t >= s+so.size {
+			continue
+		}
+		for k := range m {
+			ks := &so.keys[so.rows[k]]
+			if ks.stamp < since {
+				continue
+			}
+			// A key with several slices in the window counts at its first.
+			if lo, hi := so.window(ks, j); ks.slices[lo].start == t {
+				fn(k, ks, lo, hi)
+			}
+		}
+	}
+}
+
+func (so *sliceOp[K, T, A]) openCount(s int64) int {
+	if so.gran == so.size {
+		// Tumbling: a window is its one slice, whose keys byStart holds
+		// (a watch asks every interval: no per-key search).
+		if mod(s, so.slide) != 0 || so.cleanup(s/so.slide) <= so.fired {
+			return 0
+		}
+		return len(so.byStart[s])
+	}
+	n := 0
+	so.openKeys(s, 0, func(K, *sliceKey[K, A], int, int) { n++ })
+	return n
+}
+
+func (so *sliceOp[K, T, A]) openEach(s int64, fn func(K, A)) {
+	so.openKeys(s, 0, func(k K, ks *sliceKey[K, A], lo, hi int) { fn(k, so.combine(ks, lo, hi)) })
+}
+
+func (so *sliceOp[K, T, A]) trackChanges(gen *uint64) { so.gen = gen }
+
+// openChanged calls fn with every key of window s changed since
+// (openWindows.openChanged).
+func (so *sliceOp[K, T, A]) openChanged(s int64, since uint64, fn func(K, A)) {
+	so.openKeys(s, since, func(k K, ks *sliceKey[K, A], lo, hi int) { fn(k, so.combine(ks, lo, hi)) })
+}
+
+func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {
+	var zero A
+	row, ok := so.rows[k]
+	if !ok || mod(s, so.slide) != 0 {
+		return zero, false
+	}
+	j := s / so.slide
+	if so.cleanup(j) <= so.fired {
+		return zero, false
+	}
+	ks := &so.keys[row]
+	if lo, hi := so.window(ks, j); hi > lo {
+		return so.value(ks, j), true
+	}
+	return zero, false
+}
