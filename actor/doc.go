@@ -79,6 +79,20 @@
 // Writes watch for a pause: one that initialised its producer only after
 // the stop would fence the new owner instead).
 //
+// # A node without a majority
+//
+// Fence (placement.go) is what cluster.Node calls when its node sees no
+// majority of the last agreed membership (shard.Majority; cluster's doc,
+// "Quorum"): every local fragment and reader stops at once — no final
+// checkpoint, no hand-off, nothing released, no source read or committed —
+// and the layout routes every fragment to the owner the others are assumed
+// to give it (the same members without this node). The store keeps the
+// checkpoints taken before; the others' lineages are newer (their
+// placement epochs are higher) and replace them. When the node sees a
+// majority again, the next Place finds every fragment it is given gained
+// from a live owner and waits for its hand-off. The replica actor keeps
+// taking standby copies meanwhile; the alert log is not fenced.
+//
 // # Queries
 //
 // A view query asks every fragment it needs: local fragments directly, on

@@ -201,3 +201,55 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 		"lost", len(lost), "readers", len(l.readers))
 	return nil
 }
+
+// Fence stops every fragment and reader of this node at once, without a
+// final checkpoint or a hand-off: the node lost the majority of its
+// cluster's last agreed membership (cluster.Node applies shard.Majority),
+// so the other side may place its fragments elsewhere and go on from the
+// copies it has. Nothing the stopped fragments hold is released, no
+// checkpoint is taken after this, no source is read; what they held is
+// gone (the checkpoints already in the local store stay: the others'
+// newer lineages replace them, epochs only grow). cl is the placement the
+// node assumes the others apply — the same members without it, at the
+// epoch it last applied — so that when it sees a majority again and
+// applies their newer placement, every fragment it is given is gained,
+// waiting for a hand-off from the node that owns it there. The replica
+// actor keeps taking standby copies meanwhile.
+func (e *Engine) Fence(cl *ClusterConfig) error {
+	e.placeMu.Lock()
+	defer e.placeMu.Unlock()
+	select {
+	case <-e.stop:
+		return nil
+	default:
+	}
+	old := e.layout.Load()
+	if e.cfg.Cluster == nil {
+		return nil
+	}
+	if len(cl.Fragments) != len(old.route) || len(cl.Readers) != len(old.allRead) {
+		return fmt.Errorf("fence with a placement of %d fragments and %d partitions for a flow of %d and %d",
+			len(cl.Fragments), len(cl.Readers), len(old.route), len(old.allRead))
+	}
+	cl.Self, cl.Remote = e.cfg.Cluster.Self, e.cfg.Cluster.Remote
+	cl.Epoch = old.epoch
+	for _, pid := range old.readers {
+		_ = e.sys.Root.PoisonFuture(pid).Wait()
+	}
+	for _, pid := range old.frags {
+		_ = e.sys.Root.PoisonFuture(pid).Wait()
+	}
+	e.cfg.Cluster = cl
+	l := &layout{epoch: old.epoch}
+	for f, owner := range cl.Fragments {
+		l.local = append(l.local, -1)
+		l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
+	}
+	for i, owner := range cl.Readers {
+		l.allRead = append(l.allRead, e.pidOf(owner, e.readerName(i)))
+	}
+	l.standby, l.cl = e.standbys(cl), cl
+	e.layout.Store(l)
+	e.cfg.Logger.Warn("fenced: this node stopped its fragments and readers", "fragments", len(old.frags), "readers", len(old.readers))
+	return nil
+}

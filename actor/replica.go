@@ -18,6 +18,13 @@ const replicaChunk = 256 << 10
 // the readers replay the difference).
 const handoffWait = 10 * time.Second
 
+// HandoffWait is how long a fragment gained from a live owner waits for
+// its hand-off before it starts from its own copy: a node that leaves
+// stays longer than this while its hand-offs are unconfirmed
+// (cluster.Node), so that a new owner whose hand-off was lost, finding
+// its own copy stale, can still fetch the leaver's.
+const HandoffWait = handoffWait
+
 // replicate sends a fragment's checkpoint, once durable here, to its
 // standby (if the placement gives it one): the standby writes it in its
 // own store, confirms it once synced (wire.Copied), and restores it if the

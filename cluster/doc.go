@@ -15,6 +15,48 @@
 // the nodes that saw it.
 // metrics.go exports the Prometheus metrics.
 //
+// Quorum (quorum.go, follow in placement.go). A node owns fragments only
+// while a majority of the last agreed membership — the members of the
+// last placement it applied, kept in DataDir/membership.json across
+// restarts — heard it lately, by shard.Majority, the rule the simulation
+// (package sim) runs too: more than half of those members, or exactly
+// half holding the lowest-ordered one (of an even split, one half goes on
+// and the other stops, without a word between them). A member counts
+// while this node had a round trip with it within the lease (a join, or
+// an ack of this node's memberlist probe: Membership.Heard), not while
+// memberlist merely lists it: an isolated node is slow to declare the
+// others dead (memberlist's suspicion timeout grows without
+// confirmations from others), and one cut off one way never does. A
+// majority that sees a member die waits the lease before it places
+// without it, so the member stopped first. A node that loses its
+// majority stops every fragment and reader at once, without a final
+// checkpoint or a hand-off (actor.Engine.Fence), places nothing, and
+// reports "fenced" in GET /v1/cluster and its history; when a majority
+// hears it again it applies the others' placement, and every fragment it
+// is given waits for its owner's hand-off. A restarted node waits in
+// settle until it sees a majority of the membership it kept. The two
+// sides of a partition therefore never both own a fragment and release
+// outputs that fragments downstream apply (two lineages that meet at the
+// heal). The price is availability: a side without a majority processes
+// nothing — a minority, the half of an even split without the lowest
+// member, a pair that lost its lowest member (two nodes survive the loss
+// of the second, not of the first), the last nodes after more than half
+// died at once — and its views stand still until the others are back; a
+// cluster of three survives the loss of any one node. Failover after a
+// death waits the lease (1.6 s for three members) on top of detection;
+// a node whose probes go unanswered for a lease (a stalled process, a
+// saturated link) stops owning and takes its fragments back by hand-off.
+// The alternative, every side going on and reconciling later, cannot be
+// made exact once downstream fragments applied both sides' outputs.
+//
+// Not covered: the node does not learn a newer agreed membership from its
+// peers as the simulation does, so a stale node counts against its own
+// last placement. The alert log is not fenced: an alert owner on a
+// minority side goes on evaluating (each step still needs its standby's
+// confirmation). A member that leaves while cut off from the others stays
+// in their agreed membership; only an operator could take it out, and no
+// command does yet.
+//
 // Security (security.go) is opt-in and configured by files: HTTPS for the
 // API, bearer tokens with the roles read, write and admin in front of every
 // /v1/ route (a guard around the whole mux, so a new route is covered by

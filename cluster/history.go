@@ -40,7 +40,7 @@ type Sample struct {
 // or fragments that moved between nodes at a placement change.
 type Event struct {
 	At   time.Time `json:"at"`
-	Kind string    `json:"kind"` // started, joined, left, died, failover, handoff
+	Kind string    `json:"kind"` // started, joined, left, died, failover, handoff, fenced
 	Node string    `json:"node,omitempty"`
 	// A move: From → To, the fragments that moved, the new epoch.
 	From      string `json:"from,omitempty"`

@@ -110,11 +110,16 @@ type Membership struct {
 	// the nodes memberlist.Members returns change under the caller.
 	peers  map[string]peer
 	failed map[string]failure // members seen dying, not leaving: joined again until they come back
-	high   uint64             // the largest epoch ever seen, so that a bump after a death still grows
-	bump   chan struct{}
-	stop   chan struct{}
-	done   sync.WaitGroup
-	logger *slog.Logger
+	// contact is, per peer, the last round trip with it: its join, or an
+	// ack of this node's probe (memberlist's PingDelegate). A peer that
+	// acked a probe had this node's ping, so it heard this node then
+	// (Heard, the lease of the majority rule).
+	contact map[string]time.Time
+	high    uint64 // the largest epoch ever seen, so that a bump after a death still grows
+	bump    chan struct{}
+	stop    chan struct{}
+	done    sync.WaitGroup
+	logger  *slog.Logger
 }
 
 // Join starts the membership and joins the seeds. A node whose flow
@@ -133,7 +138,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Bind)
 	}
 	m := &Membership{cfg: cfg, self: proto.Clone(cfg.Meta).(*wire.Meta), bump: make(chan struct{}, 1), peers: map[string]peer{},
-		failed: map[string]failure{}, stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
+		failed: map[string]failure{}, contact: map[string]time.Time{}, stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
 	c := memberlist.DefaultLANConfig()
 	c.Name = cfg.Name
 	c.BindAddr, c.BindPort = host, port
@@ -147,6 +152,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	c.Events = (*mlEvents)(m)
 	c.Merge = (*mlMerge)(m)
 	c.Alive = (*mlAlive)(m)
+	c.Ping = (*mlPing)(m)
 	c.Logger = log.New(slogWriter{l: m.logger, dead: m.declaredDead}, "", 0)
 	if cfg.Key != nil {
 		kr, err := memberlist.NewKeyring(nil, cfg.Key)
@@ -265,6 +271,9 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 		return false
 	}
 	delete(m.failed, n.Name)
+	if _, ok := m.peers[n.Name]; !ok {
+		m.contact[n.Name] = time.Now() // a join is a round trip
+	}
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.logger.Warn("ignored a node with bad metadata", "node", n.Name, "err", err)
@@ -274,6 +283,34 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 	m.peers[n.Name] = peer{gossip: n.Address(), meta: meta}
 	m.high = max(m.high, meta.Epoch)
 	return meta.Leaving && (!had || !old.meta.Leaving)
+}
+
+// Heard lists the live members (leaving or not) with which this node had
+// a round trip within window — a join, or an ack of its probe — and this
+// node itself: the members that heard it lately. Safe for concurrent use.
+func (m *Membership) Heard(window time.Duration) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []string{m.cfg.Name}
+	now := time.Now()
+	for name := range m.peers {
+		if at, ok := m.contact[name]; ok && name != m.cfg.Name && now.Sub(at) < window {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Touch counts a round trip with every live member now: a node that
+// starts following the placement gives each the time to answer a probe.
+func (m *Membership) Touch() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for name := range m.peers {
+		m.contact[name] = now
+	}
 }
 
 // Epoch is the placement epoch: the largest epoch of a live member.
@@ -432,7 +469,19 @@ type (
 	mlEvents   Membership
 	mlMerge    Membership
 	mlAlive    Membership
+	mlPing     Membership
 )
+
+func (*mlPing) AckPayload() []byte { return nil }
+
+// NotifyPingComplete records a round trip with other: it acked this
+// node's probe.
+func (p *mlPing) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	m := (*Membership)(p)
+	m.mu.Lock()
+	m.contact[other.Name] = time.Now()
+	m.mu.Unlock()
+}
 
 func (d *mlDelegate) NodeMeta(limit int) []byte {
 	m := (*Membership)(d)

@@ -163,6 +163,7 @@ type Node struct {
 	mem     *Membership // nil for a single node
 	placeMu sync.Mutex
 	place   Placement
+	fenced  atomic.Bool   // no majority of the last agreed membership: it owns nothing (follow)
 	changes chan struct{} // the members changed
 	dead    chan struct{} // the others declared this node dead (it refuted)
 	peers   *http.Client  // asks the other nodes
@@ -284,6 +285,10 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}()
 		if n.place, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
+			ln.Close()
+			return err
+		}
+		if err := saveAgreed(cfg.DataDir, n.place); err != nil {
 			ln.Close()
 			return err
 		}

@@ -67,6 +67,14 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 // settle waits until at least expect members are alive and the member list
 // and epoch have not changed for a second, then returns the placement.
 func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int) (Placement, error) {
+	// A node that placed before counts a majority of the membership it
+	// last agreed on, as follow does: restarted on the minority side of a
+	// partition, it waits rather than start every fragment from its own
+	// copies while the majority goes on.
+	prev, err := loadAgreed(n.cfg.DataDir)
+	if err != nil {
+		return Placement{}, err
+	}
 	var last string
 	var since, logged time.Time
 	t := time.NewTicker(50 * time.Millisecond)
@@ -78,12 +86,14 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 		if key != last {
 			last, since = key, now
 		}
-		if len(ms) >= expect && now.Sub(since) >= time.Second {
+		majority := shard.Majority(prev.Members, side(ms, m.Leaving()))
+		if len(ms) >= expect && majority && now.Sub(since) >= time.Second {
 			return Place(plan, ms, m.Epoch()), nil
 		}
 		if now.Sub(logged) >= 2*time.Second {
 			logged = now
-			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect)
+			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect,
+				"agreed", prev.Members, "majority", majority)
 		}
 		select {
 		case <-ctx.Done():
@@ -172,12 +182,20 @@ const placementSettle = 300 * time.Millisecond
 // list and the epoch have been stable for a while, every node computes the
 // same new placement, and its engine hands off the fragments it lost and
 // starts the ones it gained.
+//
+// Before it places, and on every tick, it applies the majority rule
+// (shard.Majority over the members of the last placement it applied):
+// a node that sees no majority of them stops every fragment and reader at
+// once (actor.Engine.Fence) and places nothing until it sees a majority
+// again; then it places as the others do, and every fragment it is given
+// waits for its owner's hand-off. See doc.go, "Quorum".
 func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
-	var pending bool
+	var pending, fenced bool
 	var since time.Time
 	var last string
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	n.mem.Touch()
 	for {
 		select {
 		case <-stop:
@@ -187,20 +205,50 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		case <-n.dead:
 			// It ran on while the others saw it dead: they may have placed
 			// its fragments elsewhere under placements it never applied.
-			n.eng.Resumed("its membership refuted its death")
+			if !fenced {
+				n.eng.Resumed("its membership refuted its death")
+			}
 			continue
 		case <-t.C:
+		}
+		ms := n.mem.Members()
+		agreed := n.placement()
+		switch majority := hasMajority(agreed, n.mem.Heard(lease(len(agreed.Members)))); {
+		case !majority && !fenced:
+			fenced = true
+			n.fenced.Store(true)
+			p := n.placement()
+			n.cfg.Logger.Warn("no majority of the last agreed membership heard this node lately: it stops owning until one does",
+				"agreed", p.Members, "sees", names(ms))
+			if err := n.eng.Fence(fenceConfig(plan, p, n.cfg.Name)); err != nil {
+				n.cfg.Logger.Error("fence", "err", err)
+			}
+			n.hist.event(Event{At: time.Now(), Kind: "fenced", Node: n.cfg.Name, Epoch: p.Epoch})
+			continue
+		case majority && fenced:
+			fenced = false
+			n.fenced.Store(false)
+			n.cfg.Logger.Warn("a majority again: this node places and takes fragments back by hand-off", "sees", names(ms))
+			pending, last = true, ""
+		case fenced:
+			continue
 		}
 		if !pending {
 			continue
 		}
-		ms := n.mem.Members()
 		key := fmt.Sprint(names(ms), n.mem.Epoch())
 		if key != last {
 			last, since = key, time.Now()
 			continue
 		}
-		if time.Since(since) < placementSettle {
+		wait := placementSettle
+		if lostMember(agreed, ms, n.mem.Leaving()) {
+			// Without a member that died or is cut off: it stops owning
+			// once its lease ran out, counted from its last round trip
+			// with each of us, before the death we saw.
+			wait = max(wait, lease(len(agreed.Members)))
+		}
+		if time.Since(since) < wait {
 			continue
 		}
 		pending = false
@@ -220,6 +268,9 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		old := n.place
 		n.place = p
 		n.placeMu.Unlock()
+		if err := saveAgreed(n.cfg.DataDir, p); err != nil {
+			n.cfg.Logger.Warn("keep the agreed membership", "err", err)
+		}
 		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
 			n.hist.event(ev)
 			if ev.To == n.cfg.Name {
@@ -230,10 +281,19 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 	}
 }
 
+// leaveMargin is how long a leaving node stays past the new owners' wait
+// for its hand-offs (actor.HandoffWait): a new owner whose hand-off was
+// lost starts from its own copy when its wait ends and, finding it stale,
+// fetches a newer one from every node — the leaver's among them only if
+// it is still there. (Found by the simulation, seed 3950: a hand-off lost
+// as the leaver left at the very end of the wait, with the only newest
+// copy.)
+const leaveMargin = 5 * time.Second
+
 // handOff leaves gracefully: the node announces it is leaving, so that the
 // others place its fragments and source partitions elsewhere, and waits
-// (up to 10 s) until it owns nothing, having checkpointed what it handed
-// over.
+// (up to actor.HandoffWait + leaveMargin) until it owns nothing, having
+// checkpointed what it handed over.
 func (n *Node) handOff() {
 	if err := n.mem.SetLeaving(); err != nil {
 		n.cfg.Logger.Warn("announce leaving", "err", err)
@@ -242,7 +302,7 @@ func (n *Node) handOff() {
 	if len(n.mem.Members()) == 0 {
 		return // the last node: nobody to hand off to
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(actor.HandoffWait + leaveMargin)
 	for time.Now().Before(deadline) {
 		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 {
 			n.cfg.Logger.Info("handed off every fragment")

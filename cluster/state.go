@@ -31,6 +31,9 @@ type ClusterState struct {
 	Network map[string]actor.NetStats `json:"network"`
 	// Error is the fatal error that is stopping this node, if any.
 	Error string `json:"error,omitempty"`
+	// Fenced: the node sees no majority of the members of its placement
+	// (the last agreed membership) and owns nothing until it does.
+	Fenced bool `json:"fenced,omitempty"`
 	// Gone: the members that left or died, as the node that answers saw
 	// them (and that have not come back).
 	Gone []Gone `json:"gone,omitempty"`
@@ -114,6 +117,7 @@ func (n *Node) State() ClusterState {
 		EventsPerSec: total,
 		DeadLetters:  n.dl.count(),
 		Network:      map[string]actor.NetStats{n.cfg.Name: n.eng.NetStats()},
+		Fenced:       n.fenced.Load(),
 	}
 	if err := n.eng.Err(); err != nil {
 		st.Error = err.Error()

@@ -56,9 +56,12 @@
 //     batch. The cost is latency: a stage sees its input one standby round
 //     trip after the checkpoint, and a start waits for its downstream
 //     fragments' answers (a round trip; a RewindTimeout when one is away).
-//     What remains: with no quorum, a network partition lets both sides
-//     own a fragment and release outputs; when they meet, one lineage
-//     replaces the other and downstream fragments may have applied both.
+//     A network partition must not let both sides own a fragment and
+//     release outputs (when they met, one lineage would replace the other
+//     and downstream fragments may have applied both): only a side with a
+//     majority of the last agreed membership owns (shard.Majority, applied
+//     by cluster.Node and by the simulation), and a side without one stops
+//     its fragments and readers.
 //     The actor engine and the simulation (package sim) both carry the
 //     rules out: a standby confirms a copy once it is synced (wire.Copied),
 //     acknowledgements of exchange batches carry the receiver's end

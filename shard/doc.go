@@ -9,6 +9,10 @@
 //   - Place ranks members for a fragment by rendezvous (highest random weight)
 //     hashing; the first is the owner, the next R-1 are standbys.
 //   - Assign builds the whole table and Diff lists what moves between tables.
+//   - Majority decides whether a side of a split cluster may own fragments:
+//     more than half of the last agreed membership, or exactly half with its
+//     lowest-ordered member (see its doc for why a side without a majority
+//     stops rather than goes on).
 //
 // Rendezvous hashing gives minimal movement by construction: when a member
 // joins, only fragments for which it now ranks in the top R change; when one

@@ -34,7 +34,33 @@
 // its epoch past every epoch it has seen, and the placement epoch is the
 // largest epoch of a live member — the rules of cluster.Membership over
 // memberlist. A partition therefore makes each side declare the other
-// dead and place alone, as gossip would.
+// dead, as gossip would.
+//
+// Quorum. Only a side that holds a majority of the last agreed membership
+// places and owns (shard.Majority, the rule cluster.Node applies too): the
+// agreed membership is the member list of the last placement applied (the
+// newest a node knows of, its own or one a peer's heartbeat carries, by
+// placement epoch; a graceful leaver is not in it), and of an even split
+// the half that holds its lowest-ordered member goes on. A node counts the
+// members that hear it, not those it hears: every heartbeat says when the
+// sender last heard each node, and a member counts while it confirmed one
+// of this node's heartbeats within Detect − Heartbeat — before the others
+// may declare it dead, so a node cut off, even one way, learns that it
+// lost its majority before the majority can place its fragments
+// elsewhere. It then stops every fragment and reader at once, keeping its
+// store (fence): nothing is released, checkpointed or read on that side,
+// and what its fragments held is dropped. When it sees a majority again
+// it places as a restarted node does, waiting for the running nodes'
+// hand-offs of what it gains. This is consistency over availability: a
+// side without a majority (a minority, the half of an even split without
+// the lowest member, or the last nodes after more than half died at once)
+// processes nothing until the others are back: a user of that side sees
+// its views stand still or unavailable, never two histories that later
+// contradict each other. Before the rule both sides
+// placed alone, and with an exchange fragments downstream applied the
+// outputs of two lineages of a fragment (TestRandomSchedules names the
+// seeds). What the rule does not cover: a member that leaves gracefully
+// while cut off from the others stays in their agreed membership.
 //
 // Faults: Kill (a crash: memory lost, the store keeps what was synced and
 // a random part of the rest), Restart, Leave (graceful, with hand-offs),
@@ -50,10 +76,9 @@
 // panics on pebble's Fatalf), so that is what a real node does too.
 //
 // What is not simulated: the protoactor transport and memberlist
-// themselves (their failures appear as the faults above; so a node that
-// ran on while the others declared it dead, on the far side of a
-// partition, never learns of it as memberlist's refutation tells a real
-// node, and keeps its fragments after the heal), the engine's
+// themselves (their failures appear as the faults above; a node that the
+// others declared dead learns it from its lapsed majority, not from
+// memberlist's refutation), the engine's
 // group commit (each checkpoint is synced on its own: at once, or after
 // a slow disk's delay; and a fragment that moves away writes its final
 // checkpoint at once, not after the write in flight), source

@@ -45,6 +45,15 @@ type node struct {
 	since   time.Time
 	running bool // placed at least once
 	leaving bool
+	// agreed is the membership of the last placement this node applied
+	// (its members, not the nodes leaving it), and agreedEpoch its placement epoch: the
+	// list a majority is counted against (shard.Majority). Like the
+	// epochs, it outlives a restart (a real node keeps it with its
+	// store). fenced: the node lost its majority and dropped what it
+	// owned (fence); it places again once it sees a majority.
+	agreed      []string
+	agreedEpoch uint64
+	fenced      bool
 	// leftBy: a leaving node stops once it owns nothing and every hand-off
 	// it sent was taken (pending), or at this deadline, as cluster.Node.
 	leftBy   time.Time
@@ -64,6 +73,13 @@ type peerInfo struct {
 	at               time.Time // when the peer sent it
 	epoch            uint64
 	running, leaving bool
+	// heard is, for every node the peer has news of, when that node sent
+	// the newest heartbeat the peer has of it (by that node's clock): a
+	// node learns from it that the peer still hears it (quorum).
+	heard map[string]time.Time
+	// agreed and agreedEpoch are the peer's last agreed membership.
+	agreed      []string
+	agreedEpoch uint64
 }
 
 // placed is the placement a node applied.
@@ -162,7 +178,8 @@ func (c *Cluster) Restart(name string) error {
 
 // Leave makes a node leave gracefully: it announces it, hands its
 // fragments off to their new owners and stops once they took them (or
-// after 10 s), as cluster.Node does.
+// 5 s after the new owners' wait for them, HandoffWait), as cluster.Node
+// does.
 func (c *Cluster) Leave(name string) error {
 	n, err := c.node(name)
 	if err != nil {
@@ -171,7 +188,10 @@ func (c *Cluster) Leave(name string) error {
 	if !n.up {
 		return fmt.Errorf("sim: %s is not running", name)
 	}
-	n.leaving, n.leftBy = true, c.now.Add(10*time.Second)
+	// As cluster.Node: past the new owners' wait for the hand-offs, so
+	// that one whose hand-off was lost can still fetch this node's copy
+	// (seed 3950).
+	n.leaving, n.leftBy = true, c.now.Add(c.cfg.HandoffWait+5*time.Second)
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	n.lastBeat = c.now
@@ -313,6 +333,7 @@ func (n *node) start() error {
 	n.peers = map[string]peerInfo{}
 	n.alive, n.since, n.running, n.leaving, n.pending = []string{n.name}, c.now, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
+	n.fenced = false
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	c.trace("%s started (incarnation %d)", n.name, n.inc)
@@ -374,15 +395,17 @@ func (n *node) tick() {
 		n.beat()
 	}
 	n.detect()
-	if err := n.maybePlace(); err != nil {
-		n.fail(err)
-		return
+	if n.holdsQuorum() {
+		if err := n.maybePlace(); err != nil {
+			n.fail(err)
+			return
+		}
+		if !n.up {
+			return
+		}
+		n.tickFragments()
+		n.tickReaders()
 	}
-	if !n.up {
-		return
-	}
-	n.tickFragments()
-	n.tickReaders()
 	n.sync()
 }
 
@@ -420,7 +443,7 @@ func (n *node) readClock() {
 // to handle: as a fragment actor, it reads the pause clock first.
 func (n *node) fragment(f int) *frag {
 	n.readClock()
-	if !n.up {
+	if !n.up || !n.holdsQuorum() {
 		return nil
 	}
 	return n.frags[f]
@@ -432,7 +455,12 @@ func (n *node) fragment(f int) *frag {
 // indirect probes and gossip do), so a link cut one way between two nodes
 // that others still connect declares nobody dead.
 func (n *node) beat() {
-	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving}}
+	heard := make(map[string]time.Time, len(n.peers))
+	for p, info := range n.peers {
+		heard[p] = info.at
+	}
+	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving,
+		heard: heard, agreed: n.agreed, agreedEpoch: n.agreedEpoch}}
 	for p, info := range n.peers {
 		news[p] = info
 	}
@@ -477,6 +505,78 @@ func (n *node) detect() {
 		top = max(top, n.peers[p].epoch)
 	}
 	n.epoch, n.high = top+1, top+1
+}
+
+// lease is how long a heartbeat of this node that a peer confirmed
+// having counts as the peer hearing it: Detect − Heartbeat, the least
+// silence after which the others may declare the node dead (its
+// newest heartbeat a peer confirmed is at most as new as the newest the
+// peer has, and the peer declares it dead Detect after that one). A node
+// therefore learns that it lost its majority before a majority can place
+// its fragments elsewhere, with a heartbeat's margin for its ticks.
+func (n *node) lease() time.Duration { return n.c.cfg.Detect - n.c.cfg.Heartbeat }
+
+// quorum reports whether this node is on a side that may own fragments:
+// the members of the newest agreed membership it knows of (its own or a
+// peer's, by placement epoch) that still hear it — they confirmed one of
+// its heartbeats within the lease — hold a majority of it
+// (shard.Majority, the rule cluster.Node applies too). A node counts
+// the peers that hear it, not the peers it hears: one cut off one way,
+// whose heartbeats no longer reach the others while theirs reach it,
+// sees everyone alive but is declared dead by them; it must stop before
+// they place its fragments elsewhere.
+func (n *node) quorum() bool {
+	agreed, epoch := n.agreed, n.agreedEpoch
+	for _, p := range slices.Sorted(maps.Keys(n.peers)) {
+		if info := n.peers[p]; info.agreedEpoch > epoch {
+			agreed, epoch = info.agreed, info.agreedEpoch
+		}
+	}
+	side := []string{n.name}
+	for p, info := range n.peers {
+		if s, ok := info.heard[n.name]; ok && n.c.now.Sub(s) < n.lease() {
+			side = append(side, p)
+		}
+	}
+	return shard.Majority(agreed, side)
+}
+
+// holdsQuorum checks the node's quorum before it places or lets a
+// fragment or reader act: a node that lost it is fenced (fence) and
+// places again — as a node that joins a running cluster — once it holds
+// it again.
+func (n *node) holdsQuorum() bool {
+	ok := n.quorum()
+	switch {
+	case !ok && !n.fenced && n.placed != nil:
+		n.fence()
+	case ok && n.fenced:
+		n.fenced = false
+		n.c.trace("%s sees a majority again: it joins as a restarted node", n.name)
+	}
+	return ok
+}
+
+// fence stops every fragment and reader of a node that lost its
+// majority, as a crash would but keeping its store: nothing they hold is
+// released, no checkpoint is taken, no source read, and what they held
+// is gone (the majority may go on with it meanwhile, from the copies it
+// has). The node forgets its placement: when it sees a majority again it
+// places as a starting node does, waiting for the running nodes'
+// hand-offs of what it gains, so it never resumes a fragment the others
+// owned meanwhile. Standby copies it keeps stay (they are the copies of
+// owners that hold a majority, or were before the fence).
+func (n *node) fence() {
+	c := n.c
+	c.counts.Fences++
+	c.trace("%s lost its majority (agreed %v): it stops its fragments and readers", n.name, n.agreed)
+	n.fenced = true
+	for _, i := range sortedKeys(n.readers) {
+		_ = n.readers[i].r.Close()
+	}
+	n.frags, n.readers, n.placed, n.running = map[int]*frag{}, map[int]*reader{}, nil, false
+	n.pending, n.handedOff = map[int]bool{}, map[int]uint64{}
+	n.since = c.now
 }
 
 // placementEpoch is the largest epoch of a live member, as
@@ -578,6 +678,8 @@ func (n *node) place(next *placed) error {
 	}
 	n.placed = next
 	n.running = true
+	n.agreed = slices.Clone(next.members) // a leaver is not counted: its leave was announced
+	n.agreedEpoch = next.epoch
 	var moved []int
 	for f, o := range next.layout.Fragments {
 		if f >= len(oldOwners) || oldOwners[f] != o {
@@ -621,6 +723,13 @@ func (n *node) fail(err error) {
 	n.c.errs = append(n.c.errs, fmt.Errorf("%s: %w", n.name, err))
 	n.c.trace("%s fails: %v", n.name, err)
 	_ = n.stop()
+}
+
+// Owns reports whether a node applies a placement: it runs, placed, and
+// holds a majority of its last agreed membership (it is not fenced).
+func (c *Cluster) Owns(name string) bool {
+	n := c.nodes[name]
+	return n != nil && n.up && !n.paused && !n.fenced && n.placed != nil
 }
 
 // Members is the member list a node sees (nil if it is down).

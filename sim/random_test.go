@@ -18,7 +18,7 @@ import (
 
 var (
 	schedules = flag.Int("schedules", 0, "TestRandomSchedules: how many seeded fault schedules to run (0: 1,000, or 100 with the race detector on)")
-	allFaults = flag.Bool("allfaults", false, "TestRandomSchedules: draw every fault for every flow, the known failures too")
+	allFaults = flag.Bool("allfaults", true, "TestRandomSchedules: draw every fault for every flow (false: the draw before the majority rule, in which two-stage flows drew no partitions, cuts or pauses; fixedDrawnSeeds were found with it)")
 	maxFail   = flag.Int("maxfail", 3, "TestRandomSchedules: stop after this many failing seeds")
 	firstSeed = flag.Uint64("seed", 1, "TestRandomSchedules: the first seed (a failure names its seed: -schedules 1 -seed N replays it)")
 )
@@ -33,55 +33,40 @@ var (
 // its seed and the schedule; the same seed replays it identically
 // (TestReplayIsIdentical).
 //
-// Known failures, left out of the schedules until fixed (-allfaults draws
-// every fault for every flow: then 14 of seeds 1–1,000 fail, all with an
-// exchange and a partition or a long pause; 76 did before strong productions,
+// Every schedule draws every fault, for one-stage and two-stage flows
+// alike; -allfaults=false replays the draw used before the majority rule
+// (below), in which two-stage flows drew no partitions, one-way cuts or
+// pauses, because those were known failures: a split brain.
+//
+// The split brain, fixed: a partition, or a one-way cut that makes the
+// others declare a node dead, or a long pause, let both sides own a
+// fragment and release outputs; with no quorum each side placed alone, and
+// when they met again one lineage replaced the other while fragments
+// downstream had applied outputs of both (-allfaults failed 14 of seeds
+// 1–1,000 so; 76 before strong productions,
 // recovery.MachineConfig.Confirm, the pause rule and trim points kept in
-// checkpoints):
-//   - split brain (88, 90, 129, 216, 300, 411, 519, 676, 684, 736, 845,
-//     920, 924, 981): a partition (or a one-way cut that
-//     makes one side declare the other dead) lets both sides own a
-//     fragment and release outputs; there is no quorum, so when they meet
-//     again one side's lineage replaces the other's and fragments
-//     downstream may have applied outputs of both. Some end not
-//     converged: a fragment finds itself behind what a downstream applied,
-//     or a downstream behind its own durable checkpoint (Behind), and
-//     waits for a newer copy that only the other lineage had, rather than
-//     miscount; the others miscount: two lineages that both went on are not
-//     detected. Which side wins depends on timing, so which partition
-//     schedules pass changes with it (411 and 845 passed by such timing
-//     and were fixed seeds once; 336, 817, 825 and 925 pass at present,
-//     and 920 fails since the gap rule that fixed 4934 moved timings).
+// checkpoints). A node now owns only while the members of its last agreed
+// membership that hear it hold a majority of it (shard.Majority, the lowest
+// member breaking an even tie); one that loses it stops its fragments and
+// readers before the majority can place them elsewhere, and joins again
+// as a restarted node when it sees a majority (the package doc,
+// "Quorum"). Those seeds are in fixedSeeds now. So is 3812 (the default
+// draw then), the same two-lineage class without a partition: fragment 1's
+// owner (n2, killed) and standby (n4, full disk) were down together, as
+// was every copy of fragment 0; the one node left (n3) started both from
+// nothing, and when n2 and n4 came back the old copies met the new
+// lineage, which had passed the position check. n3 holds no majority now
+// (its agreed membership was n2 n3 after n1 left: the even tie goes to
+// n2): it waits for the others instead of starting a lineage.
 //
-// Beyond the 1,000 schedules make test runs, seeds 1–9,000 pass but
-// 3812; 3296, 4934 and 7979 failed and are fixed (fixedDrawnSeeds).
-// 3812 (two stages; disk full, leave, kill and restart: miscounts) is
-// the two-lineage class above without a partition: fragment 1's owner
-// (n2, killed) and standby (n4, full disk) were down together, as was
-// every copy of fragment 0, which had applied fragment 1's outputs up to
-// 97; the one node left (n3) started both from nothing, fragment 0 found
-// itself behind fragment 2 and waited, but nothing live had applied
-// fragment 1's outputs, so its new lineage went on. When n2 and n4
-// restarted, fragment 0 came back from n4's copy holding the old
-// lineage's 97 outputs, and the new lineage, already past 97, passed
-// the position check. Telling the lineages apart needs a lineage on
-// exchange positions, or a fragment that starts from nothing after the
-// first placement waiting for members that died (a choice of
-// consistency over availability): neither is built.
-//
-// Fixed, and run by TestFixedSeeds with every fault: a fragment that
-// started again from a checkpoint older than the one whose outputs it had
-// sent downstream — owner and standby lost close together, a node
-// restarted within the failure detection window, a full disk, a pause —
-// which made its replay interleave its input partitions anew and
-// contradict what downstream fragments applied.
-//
-// So two-stage schedules draw every fault but partitions, one-way cuts
-// and pauses; one-stage schedules every fault, pauses included. A paused
-// node that resumes runs the engine's pause rule (recovery.PauseClock):
-// it drops the fragments it owned and takes them back by hand-off, so it
-// is never a zombie owner (without the rule seeds 302, 573 and 862 lose
-// outputs; testdata/zombie_resumes.txt is one of them, shortened).
+// Known failures: none among seeds 1–6,000 with every fault drawn (make
+// test runs the first 1,000; the 6,000 were run once, after the fix of
+// 3950 below). What the schedules do not draw, because the rule does not cover
+// it: a graceful leave while a link is cut (see the leave case in
+// runSchedule). The others may never hear it, keep the leaver in their
+// agreed membership and, with an even one whose lowest member left,
+// stop for good: only an operator could take a member out of the agreed
+// membership, and no command does yet.
 //
 // With the race detector on, the default is the first 100 seeds: they
 // cover all but a few rare branches of the single-goroutine machines that
@@ -153,27 +138,36 @@ func TestRandomSchedules(t *testing.T) {
 	}
 }
 
-// fixedSeeds are seeds that failed with every fault drawn (-allfaults)
-// before strong productions (recovery.MachineConfig.Confirm): two-stage
-// schedules whose fragments started again from copies older than what
-// their downstream fragments applied — owner and standby lost together
-// (161, 344, 964), a node restarted within the failure detection window
-// (426), a full disk — and their kin; and 76 (a pause, a crash and slow
-// disks), which failed until exchanges kept their trim points in their
-// checkpoints: an upstream fragment restarted on the crashed node resent a
-// downstream one that had restored an older copy the records after a
-// hole, as if they followed; and 1105 (one stage: a partition and a
-// paused node), which lost events until a reader sent every fragment that
-// moved a batch at its position (recovery.Credits.Moved). Many of them
-// partition the network
-// too, without a split brain that lets both sides release outputs; as
-// the known failures above say, such schedules pass or fail by timing, so
-// a change of timing may move one of them there.
-var fixedSeeds = []uint64{17, 51, 76, 97, 161, 265, 274, 344, 350, 367, 377, 426, 449, 571, 724, 787, 801, 811, 857, 909, 964, 1105}
+// fixedSeeds are seeds that failed with every fault drawn:
+//   - 161, 344, 964 (owner and standby lost together), 426 (a node
+//     restarted within the failure detection window), a full disk, and
+//     their kin, until strong productions (recovery.MachineConfig.Confirm):
+//     two-stage schedules whose fragments started again from copies older
+//     than what their downstream fragments applied;
+//   - 76 (a pause, a crash and slow disks), until exchanges kept their trim
+//     points in their checkpoints: an upstream fragment restarted on the
+//     crashed node resent a downstream one that had restored an older copy
+//     the records after a hole, as if they followed;
+//   - 1105 (one stage: a partition and a paused node), which lost events
+//     until a reader sent every fragment that moved a batch at its
+//     position (recovery.Credits.Moved);
+//   - 88, 90, 129, 216, 300, 411, 519, 676, 684, 736, 845, 920, 924, 981
+//     (two stages; a partition, a one-way cut or a long pause): a split
+//     brain, both sides owning fragments and releasing outputs that
+//     downstream fragments applied (miscounts, or not converged when a
+//     fragment waited for a copy only the other lineage had), until a
+//     node without a majority of its agreed membership stopped owning
+//     (shard.Majority);
+//   - 3950 (two stages, message loss, a leave) ended not converged: the
+//     leaver's hand-off of a fragment was lost, and the leaver left at its
+//     deadline just as the new owner's wait for the hand-off ended; that
+//     owner's own copy was stale and the only newer one gone. A leaver
+//     now stays past the new owners' wait (cluster.Node, Cluster.Leave).
+var fixedSeeds = []uint64{17, 51, 76, 88, 90, 97, 129, 161, 216, 265, 274, 300, 344, 350, 367, 377, 411, 426, 449, 519, 571,
+	676, 684, 724, 736, 787, 801, 811, 845, 857, 909, 920, 924, 964, 981, 1105, 3950}
 
 // fixedDrawnSeeds are seeds beyond the thousand make test runs that failed
-// with the faults drawn by default (-allfaults draws a different
-// schedule for them):
+// with the draw before the majority rule (-allfaults=false):
 //   - 4934 (one stage: a partition, a pause, a full disk) lost 12 events
 //     until a fragment asked a reader whose batch showed a gap for a
 //     rewind even while a replay asked of whoever reads the partition was
@@ -186,10 +180,13 @@ var fixedSeeds = []uint64{17, 51, 76, 97, 161, 265, 274, 344, 350, 367, 377, 426
 //     longer do that (see the leave case in runSchedule);
 //   - 7979 (two stages) ended not converged: it filled the disks of both
 //     its nodes, a node started later alone began every fragment anew,
-//     and the old nodes came back with the older lineage (the class of
-//     3812 below). The schedules fill a disk only while another running
-//     node's disk works.
-var fixedDrawnSeeds = []uint64{3296, 4934, 7979}
+//     and the old nodes came back with the older lineage. The schedules
+//     fill a disk only while another running node's disk works;
+//   - 3812 (two stages; disk full, leave, kill and restart) miscounted:
+//     a lone node started fragments from nothing while their owners and
+//     standbys were down, and their old copies came back later (see
+//     above); fixed by the majority rule.
+var fixedDrawnSeeds = []uint64{3296, 3812, 4934, 7979}
 
 // TestFixedSeeds replays the schedules that failed before the fix that
 // fixedSeeds (with every fault drawn) and fixedDrawnSeeds name.
@@ -197,14 +194,14 @@ func TestFixedSeeds(t *testing.T) {
 	for _, seed := range fixedSeeds {
 		log, problems := runSchedule(seed, true)
 		if len(problems) > 0 {
-			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -allfaults -schedules 1 -seed %d):\n%s\nschedule:\n%s",
+			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
 				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
 		}
 	}
 	for _, seed := range fixedDrawnSeeds {
 		log, problems := runSchedule(seed, false)
 		if len(problems) > 0 {
-			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
+			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomSchedules -allfaults=false -schedules 1 -seed %d):\n%s\nschedule:\n%s",
 				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
 		}
 	}
@@ -238,7 +235,8 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	nodes := 2 + rng.IntN(4)
 	say := func(format string, args ...any) { log = append(log, fmt.Sprintf(format, args...)) }
 	say("%d nodes, %d fragments, %d partitions, %d stages", nodes, fragments, parts, stages)
-	// Faults a flow of this shape is known to fail under (see above).
+	// The draw before the majority rule left out of two-stage flows the
+	// faults they failed under then (see above).
 	splits := stages == 1 || allFaults
 	pauses := stages == 1 || allFaults
 	cfg := sim.Config{Seed: seed}
@@ -265,6 +263,7 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 	// other faults of a seed stay what they were before slow disks.
 	disk := rand.New(rand.NewPCG(seed, 0xd15c))
 	slow := map[string]bool{}
+	cuts := false // a link is cut (Partition, Cut) until the next heal
 	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 	// Running nodes that may take a fault: at least one other keeps going.
 	// A node told to leave is on its way out (it stops once it handed its
@@ -351,16 +350,19 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 			slices.Sort(x)
 			slices.Sort(y)
 			must(c.Partition(x, y))
+			cuts = true
 			say("partition %s | %s", strings.Join(x, " "), strings.Join(y, " "))
 		case a == 5 && splits && len(up) > 1:
 			from := pick(up)
 			to := pick(up)
 			if from != to {
 				must(c.Cut(from, to))
+				cuts = true
 				say("cut %s -> %s", from, to)
 			}
 		case a == 6:
 			c.Heal()
+			cuts = false
 			say("heal")
 		case a == 7 && len(up) > 1:
 			n := pick(up)
@@ -369,7 +371,13 @@ func runSchedule(seed uint64, allFaults bool) (log, problems []string) {
 			// whose disk is full crashes at its first write. Seed 3296
 			// lost the only copies so, as a real node would: the engine
 			// too leaves once no other member is alive.
-			if !slices.ContainsFunc(up, func(m string) bool { return m != n && !full[m] }) {
+			// A leave is announced to the members the leaver reaches: one
+			// cut off from the majority (or on its way out of it) would
+			// leave the others counting it in their agreed membership for
+			// good, which only an operator could undo (see the known
+			// failures): the leaver and the one that takes over own.
+			// Nor while a link is cut: the others may not hear the leave.
+			if cuts || !c.Owns(n) || !slices.ContainsFunc(up, func(m string) bool { return m != n && !full[m] && c.Owns(m) }) {
 				break
 			}
 			must(c.Leave(n))
@@ -449,8 +457,8 @@ func sortedNames(m map[string]bool) []string {
 // thing, message for message (what it did and every counter agree).
 func TestReplayIsIdentical(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
-		a, pa := runSchedule(seed, false)
-		b, pb := runSchedule(seed, false)
+		a, pa := runSchedule(seed, true)
+		b, pb := runSchedule(seed, true)
 		if !slices.Equal(a, b) || !slices.Equal(pa, pb) {
 			t.Fatalf("seed %d ran differently:\n%s\n%v\n---\n%s\n%v", seed, strings.Join(a, "\n"), pa, strings.Join(b, "\n"), pb)
 		}

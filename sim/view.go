@@ -107,9 +107,12 @@ func (c *Cluster) Placement() string {
 	for _, name := range c.Up() {
 		p := c.nodes[name].placed
 		var d strings.Builder
-		if p == nil {
+		switch n := c.nodes[name]; {
+		case n.fenced:
+			fmt.Fprintf(&d, "  fenced: no majority of %s (epoch %d); owns nothing\n", strings.Join(n.agreed, " "), n.agreedEpoch)
+		case p == nil:
 			d.WriteString("  not placed yet\n")
-		} else {
+		default:
 			fmt.Fprintf(&d, "  epoch %d, members %s", p.epoch, strings.Join(p.members, " "))
 			if len(p.leaving) > 0 {
 				fmt.Fprintf(&d, ", leaving %s", strings.Join(p.leaving, " "))

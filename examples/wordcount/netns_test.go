@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,9 +28,11 @@ import (
 // A real network partition: three nodes, each in a network namespace of
 // its own, joined by veth pairs to a bridge in a fourth namespace. One
 // node's link is cut (its veth set down on the bridge side) mid-stream:
-// the two survivors, a majority, take over its fragments and partitions.
-// Healed, the cut node rejoins, drops whatever it did alone, and every
-// node answers the exact count.
+// both sides declare the other dead, the two survivors (a majority of
+// three) take over its fragments and partitions, while the cut node, with
+// no majority, stops owning (fenced: cluster's doc, "Quorum"). Healed,
+// the cut node rejoins, takes fragments back by hand-off, and every node
+// answers the exact count.
 //
 // It needs root and iproute2's ip (TestNetnsOneWayCutExact iptables too);
 // without them it skips, except with CI set as root, where it fails. The
@@ -89,6 +92,21 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 		})
 	}
 	c.allExact(t, procs, n, seed, healAt)
+	// The cut node, and only it, stopped owning for want of a majority.
+	for i, p := range procs {
+		if fenced := c.fenced(t, p); fenced != (i == 2) {
+			t.Errorf("n%d fenced: %v, want %v\n%s", i, fenced, i == 2, p.Stderr())
+		}
+	}
+}
+
+// fenced reports whether a node's history records that it stopped owning
+// for want of a majority (cluster's doc, "Quorum").
+func (c nsClient) fenced(t *testing.T, p *exampletest.Proc) bool {
+	t.Helper()
+	var h struct{ Timeline []struct{ Kind string } }
+	c.mustGet(t, p.Base+"/v1/cluster/history?scope=local", &h)
+	return slices.ContainsFunc(h.Timeline, func(ev struct{ Kind string }) bool { return ev.Kind == "fenced" })
 }
 
 // TestNetnsOneWayCutExact cuts one direction of one link with iptables:
@@ -135,6 +153,13 @@ func TestNetnsOneWayCutExact(t *testing.T) {
 		})
 	}
 	c.allExact(t, procs, n, seed, healAt)
+	var fenced []string
+	for i, p := range procs {
+		if c.fenced(t, p) {
+			fenced = append(fenced, fmt.Sprintf("n%d", i))
+		}
+	}
+	t.Logf("stopped owning for want of a majority during the cut: %v", fenced)
 }
 
 // startNetnsCluster starts three wordcount nodes, one in each node

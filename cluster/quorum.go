@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/tessera-streams/tessera/actor"
+	"github.com/tessera-streams/tessera/internal/flowcore"
+	"github.com/tessera-streams/tessera/shard"
+)
+
+// agreedFile is where a node keeps the membership of the last placement it
+// applied (DataDir/membership.json): a restarted node counts its majority
+// against it before it places (settle), as a running node does against its
+// last placement (follow).
+const agreedFile = "membership.json"
+
+// agreed is the last agreed membership: the members of a placement a node
+// applied, and its epoch.
+type agreed struct {
+	Epoch   uint64   `json:"epoch"`
+	Members []string `json:"members"`
+}
+
+// loadAgreed reads the last agreed membership kept in dir; none (zero) if
+// dir is empty or holds none yet.
+func loadAgreed(dir string) (agreed, error) {
+	if dir == "" {
+		return agreed{}, nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, agreedFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return agreed{}, nil
+	}
+	if err != nil {
+		return agreed{}, fmt.Errorf("read the last agreed membership: %w", err)
+	}
+	var a agreed
+	if err := json.Unmarshal(b, &a); err != nil {
+		return agreed{}, fmt.Errorf("read the last agreed membership %s: %w", filepath.Join(dir, agreedFile), err)
+	}
+	return a, nil
+}
+
+// saveAgreed keeps p's membership in dir (written aside, then renamed: a
+// crash leaves the old one or the new one).
+func saveAgreed(dir string, p Placement) error {
+	if dir == "" {
+		return nil
+	}
+	b, err := json.Marshal(agreed{Epoch: p.Epoch, Members: p.Members})
+	if err != nil {
+		return fmt.Errorf("keep the agreed membership: %w", err)
+	}
+	tmp := filepath.Join(dir, agreedFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("keep the agreed membership: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, agreedFile)); err != nil {
+		return fmt.Errorf("keep the agreed membership: %w", err)
+	}
+	return nil
+}
+
+// side is what this node sees of the cluster for the majority rule: the
+// live members, leaving or not.
+func side(ms []Member, leaving map[string]string) []string {
+	out := names(ms)
+	for name := range leaving {
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// lease is how long a round trip with a member (Membership.Heard) counts
+// as that member hearing this node, in a cluster whose agreed membership
+// has members nodes: a node probes one peer every gossipProbeInterval, so
+// each peer about once a round of members probes, and a shuffled round may
+// put two probes of a peer up to two rounds apart; the probe timeout on
+// top. A node that had no round trip with a majority within the lease
+// stops owning (follow); a majority that declares a member dead waits the
+// lease before it places without it, so the member stopped first.
+func lease(members int) time.Duration {
+	return time.Duration(2*max(members, 2))*gossipProbeInterval + gossipProbeTimeout
+}
+
+// hasMajority applies shard.Majority to the members of the last placement
+// this node applied (its agreed membership) and the members that heard it.
+func hasMajority(last Placement, heard []string) bool {
+	return shard.Majority(last.Members, heard)
+}
+
+// lostMember reports whether a member of the last placement is neither
+// alive nor leaving in ms: it died (or is cut off), and the placement
+// without it waits the lease.
+func lostMember(last Placement, ms []Member, leaving map[string]string) bool {
+	now := side(ms, leaving)
+	for _, m := range last.Members {
+		if !slices.Contains(now, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// fenceConfig is the placement a node that lost its majority assumes the
+// others apply: its last one's members without it, at its epoch
+// (actor.Engine.Fence).
+func fenceConfig(plan *flowcore.Plan, last Placement, self string) *actor.ClusterConfig {
+	var others []Member
+	for _, m := range last.Members {
+		if m != self {
+			others = append(others, Member{Name: m, Remote: last.Remotes[m]})
+		}
+	}
+	return Place(plan, others, last.Epoch).engine(self)
+}
