@@ -321,19 +321,33 @@ func TestWatchStreamsChanges(t *testing.T) {
 		}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(nil, 1<<20)
+		// A snapshot, then two updates. A tick whose query a busy
+		// machine's fragments did not answer in time is an "unavailable"
+		// event, which a watcher sees and goes on from: up to ten are
+		// let through, anything else fails.
 		var events []string
 		var last []byte
-		for len(events) < 3 && sc.Scan() {
+		updates, unavailable := 0, 0
+		for updates < 2 && unavailable <= 10 && sc.Scan() {
 			line := sc.Text()
 			if ev, ok := strings.CutPrefix(line, "event: "); ok {
 				events = append(events, ev)
+				switch {
+				case len(events) == 1:
+				case ev == "value" || ev == "changes":
+					updates++
+				case ev == "unavailable":
+					unavailable++
+				default:
+					t.Fatalf("%s: events %v", path, events)
+				}
 			}
 			if d, ok := strings.CutPrefix(line, "data: "); ok {
 				last = []byte(d)
 			}
 		}
 		resp.Body.Close()
-		if len(events) < 3 || events[0] != "snapshot" || (events[1] != "value" && events[1] != "changes") {
+		if updates < 2 || events[0] != "snapshot" {
 			t.Fatalf("%s: events %v (scan err %v)", path, events, sc.Err())
 		}
 		if !json.Valid(last) {
