@@ -28,12 +28,15 @@ type readerActor struct {
 	// ends (flushOut) or the message is full.
 	out map[string]*wire.Batches
 	// outBytes is the size of the records held in out, per node; outBuf
-	// the arena they are encoded into (a new one each turn: the messages
-	// sent keep theirs until protoactor has written them).
-	outBytes map[string]int
-	outBuf   []byte
-	outLast  int // the size of the last arena, to size the next one
-	outN     int
+	// the arena they are encoded into. Each part is capped at its end and
+	// the arena is only ever appended to, so the bytes of a part sent stay
+	// as they are until protoactor has written them: the next turns' parts
+	// go after them, and a full arena is left to the messages that hold
+	// it for a new one (outChunk), never grown by copying the parts in it.
+	outBytes  map[string]int
+	outBuf    []byte
+	outPerRec int // bytes per record encoded, smoothed: the room a batch needs
+	outN      int
 	// pauses are the snapshot reads holding the reader still (cut.go), by
 	// id: while there is one, the reader does not poll.
 	pauses  map[uint64]*pauseHold
@@ -284,8 +287,9 @@ func (ra *readerActor) send(c pa.Context, f int) {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})
 		return
 	}
-	if ra.outBuf == nil {
-		ra.outBuf = make([]byte, 0, max(ra.outLast+ra.outLast/4, 4<<10))
+	count := b.Count
+	if need := outRoom(count, ra.outPerRec); cap(ra.outBuf)-len(ra.outBuf) < need {
+		ra.outBuf = make([]byte, 0, max(outChunk, need))
 	}
 	start := len(ra.outBuf)
 	enc, err := ra.e.plan.EncodeBatch(ra.outBuf, b)
@@ -295,10 +299,13 @@ func (ra *readerActor) send(c pa.Context, f int) {
 		ra.stopped = true
 		return
 	}
-	// Parts already sent stay valid if the arena grows: they keep the old
-	// array.
+	// Parts already sent stay valid if the arena grows (a batch larger
+	// than its room): they keep the old array.
 	ra.outBuf = enc
 	part := enc[start:len(enc):len(enc)]
+	if count > 0 {
+		ra.outPerRec = (7*ra.outPerRec + len(part)/count + 1) / 8
+	}
 	addr := to.Address
 	m := ra.out[addr]
 	if m != nil && m.Epoch != b.Epoch && len(m.Fragments) > 0 {
@@ -327,11 +334,19 @@ func (ra *readerActor) flushOut(c pa.Context) {
 			ra.sendOut(c, addr, m)
 		}
 	}
-	// The next batches go into a new arena, sized after this one: the
-	// messages sent own this one until protoactor has written them.
-	ra.outLast = len(ra.outBuf)
-	ra.outBuf = nil
 	ra.outN = 0
+}
+
+// outChunk is the size of a new arena for batches to other nodes: a
+// turn's batches for other nodes (a few tens of kilobytes every few
+// milliseconds) fill one over several turns.
+const outChunk = 64 << 10
+
+// outRoom is the room a batch of count records needs in the arena, with
+// perRec bytes a record seen so far (a header, and a quarter more): a
+// batch that outgrows it grows the arena by copying.
+func outRoom(count, perRec int) int {
+	return 256 + count*max(perRec, 16)*5/4
 }
 
 func (ra *readerActor) sendOut(c pa.Context, addr string, m *wire.Batches) {

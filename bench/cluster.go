@@ -32,7 +32,12 @@ const nodeEnv = "TESSERA_BENCH_NODE"
 
 // nodeProfileEnv names the file a bench node writes its CPU profile to
 // (set from -cpuprofile: the parent's path with the node's name appended).
+// A node that holds its input profiles the measured span only (spanProfile).
 const nodeProfileEnv = "TESSERA_BENCH_NODE_CPUPROFILE"
+
+// spanEnd is appended to the hold file's name for the file the parent
+// writes once it has read the nodes' CPU time at the end of the span.
+const spanEnd = ".end"
 
 // nodeTraceEnv names the file a bench node writes its execution trace to
 // (set from -trace, named like the profiles): `go tool trace -pprof=sched`
@@ -60,14 +65,19 @@ func nodeMain(args []string) int {
 	}
 	if path := os.Getenv(nodeProfileEnv); path != "" {
 		f, err := os.Create(path)
-		if err == nil {
+		if err == nil && *hold == "" {
 			err = pprof.StartCPUProfile(f)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench node: cpu profile:", err)
 			return 2
 		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+		if *hold == "" {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		} else {
+			stop := spanProfile(f, *hold)
+			defer func() { stop(); f.Close() }()
+		}
 	}
 	if path := os.Getenv(nodeTraceEnv); path != "" {
 		f, err := os.Create(path)
@@ -93,6 +103,49 @@ func nodeMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// spanProfile writes the node's CPU profile to f from the release of the
+// input (the file hold exists) to the end of the measured span (the parent
+// writes hold+spanEnd once it has read the nodes' CPU time), so that the
+// profile shows what the CPU per event counts: not the node's start-up
+// (generating the input, placement, restore) nor its shutdown (the
+// store's flush), which made a profile of the whole run overstate the
+// checkpoints. stop ends the profile, if it began, and waits.
+func spanProfile(f *os.File, hold string) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		started := false
+		defer func() {
+			if started {
+				pprof.StopCPUProfile()
+			}
+		}()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if started {
+				if _, err := os.Stat(hold + spanEnd); err == nil {
+					return
+				}
+				continue
+			}
+			if _, err := os.Stat(hold); err == nil {
+				if err := pprof.StartCPUProfile(f); err != nil {
+					fmt.Fprintln(os.Stderr, "bench node: cpu profile:", err)
+					return
+				}
+				started = true
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 type benchNode struct {
@@ -348,6 +401,9 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 	}
 	span := time.Since(start)
 	if err := readCPU(nodes); err != nil {
+		return clusterSpan{}, err
+	}
+	if err := os.WriteFile(hold+spanEnd, nil, 0o644); err != nil {
 		return clusterSpan{}, err
 	}
 	var cpu time.Duration

@@ -115,3 +115,24 @@ func TestClusterRunTrace(t *testing.T) {
 		t.Error("empty trace")
 	}
 }
+
+// A one-node cluster run with -cpuprofile: the node profiles the measured
+// span (from the input's release to the parent's end mark) and writes the
+// profile when it stops.
+func TestClusterRunSpanProfile(t *testing.T) {
+	dir := t.TempDir()
+	profile = filepath.Join(dir, "p")
+	defer func() { profile = "" }()
+	in := newInput(20_000, 100)
+	p := params{in: in, fragments: 4, partitions: 2}
+	if _, err := clusterRun(p, 1, countMap(in), nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(profile + ".1nodes.n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() == 0 {
+		t.Error("empty profile: the node never began it (or never stopped it)")
+	}
+}

@@ -115,6 +115,17 @@ func DecodeCheckpoint(b []byte) (*Checkpoint, error) {
 		if !ok {
 			return bad("entries")
 		}
+		// Sized once: an entry takes at least 3 bytes (namespace and key
+		// length), so a count the data cannot hold is refused before it
+		// sizes anything.
+		if k > len(b)/3 {
+			return bad("entry count")
+		}
+		if withValue && k > 0 {
+			cp.Puts = make([]Entry, 0, k)
+		} else if k > 0 {
+			cp.Deletes = make([]Entry, 0, k)
+		}
 		for range k {
 			var e Entry
 			var ok1, ok2, ok3 = true, true, true

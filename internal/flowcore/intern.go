@@ -17,7 +17,14 @@ import "hash/maphash"
 // goroutine; the zero value is ready.
 type Interner struct {
 	slots []string
-	last  string
+	// tags holds 16 bits of each slot's hash (0: empty), a small array
+	// that stays in the caches: a lookup reads a slot, and its string's
+	// bytes, only where the tag matches. Decoding batches from other nodes
+	// missed the caches on most slots and strings it read; a key in its
+	// second slot, or a new one, cost a miss or two on the first for
+	// nothing.
+	tags []uint16
+	last string
 }
 
 const (
@@ -38,22 +45,26 @@ func (in *Interner) String(b []byte) string {
 	}
 	if in.slots == nil {
 		in.slots = make([]string, internSlots)
+		in.tags = make([]uint16, internSlots)
 	}
 	h := maphash.Bytes(internSeed, b)
-	s1, s2 := &in.slots[h&(internSlots-1)], &in.slots[(h>>32)&(internSlots-1)]
+	i1, i2 := h&(internSlots-1), (h>>32)&(internSlots-1)
+	tag := uint16(h>>48) | 1
+	t1, t2 := in.tags[i1], in.tags[i2]
 	switch {
-	case string(b) == *s1:
-		in.last = *s1
-	case string(b) == *s2:
-		in.last = *s2
+	case t1 == tag && string(b) == in.slots[i1]:
+		in.last = in.slots[i1]
+	case t2 == tag && string(b) == in.slots[i2]:
+		in.last = in.slots[i2]
 	default:
 		// Two places per string: with one, keys that share a slot pushed
 		// each other out on every batch.
 		s := string(b)
-		if *s1 != "" && (*s2 == "" || h&(1<<31) != 0) {
-			s1 = s2
+		at := i1
+		if t1 != 0 && (t2 == 0 || h&(1<<31) != 0) {
+			at = i2
 		}
-		*s1, in.last = s, s
+		in.slots[at], in.tags[at], in.last = s, tag, s
 	}
 	return in.last
 }
