@@ -103,7 +103,7 @@ func (t *table[K, V]) blockDelta(ns uint16, d *Delta) error {
 // order, after any entries of one key each).
 func (t *table[K, V]) blockRestore(key, val []byte) error {
 	if len(key) != 4 {
-		return fmt.Errorf("table block entry with a key of %d bytes", len(key))
+		return fmt.Errorf("table block entry with a key of %d bytes (a table that had a TTL? the flow changed?)", len(key))
 	}
 	b := int(binary.BigEndian.Uint32(key))
 	if t.perKey || b<<tableBlockBits != len(t.keys) {
