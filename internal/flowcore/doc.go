@@ -99,7 +99,10 @@
 // entry for those added between two checkpoints, deleted once all are
 // applied) beside the place of the last one applied. State TTL
 // expires a key by the watermark, after its due timers, and never while it
-// has timers of its own pending.
+// has timers of its own pending. A table (Count, Reduce, Aggregate)
+// without a TTL checkpoints its keys in blocks of 32, one entry each,
+// rewritten when any of its keys changed (tableblocks.go); with a TTL, one
+// entry per key.
 //
 // The hot path is typed end to end with generics: events are never boxed
 // and never encoded in-process; batches of records cross goroutines.

@@ -35,6 +35,13 @@ type table[K comparable, V any] struct {
 	// many bytes an entry took in the last one.
 	spans      []entrySpan
 	entryBytes int
+	// Without a TTL, a table checkpoints blocks of slots (tableBlock
+	// slots an entry); blockMark and blocks are delta's scratch. perKey
+	// says a restore read entries of one key each (the format before):
+	// the next delta deletes them and writes every block.
+	blockMark []bool
+	blocks    []int32
+	perKey    bool
 }
 
 type entrySpan struct{ k0, k1, v1 int }
@@ -86,19 +93,23 @@ func (t *table[K, V]) updated(k K, v V) {
 }
 
 func (t *table[K, V]) delta(ns uint16, d *Delta) error {
-	if t.exp != nil { // expiries moved slots: keep each marked slot once
-		live := t.dirty[:0]
-		for _, i := range t.dirty {
-			if int(i) < len(t.keys) && t.mark[i] {
-				t.mark[i] = false
-				live = append(live, i)
-			}
-		}
-		for _, i := range live {
-			t.mark[i] = true
-		}
-		t.dirty = live
+	if t.exp == nil {
+		return t.blockDelta(ns, d)
 	}
+	// A table with a TTL writes an entry per key, in namespace ns, and its
+	// keys' event times in ns+1 (tablettl.go). Expiries moved slots: keep
+	// each marked slot once.
+	live := t.dirty[:0]
+	for _, i := range t.dirty {
+		if int(i) < len(t.keys) && t.mark[i] {
+			t.mark[i] = false
+			live = append(live, i)
+		}
+	}
+	for _, i := range live {
+		t.mark[i] = true
+	}
+	t.dirty = live
 	// One buffer holds every entry, sized at once from the entries of the
 	// checkpoint before (with room to grow): grown by appending, it cost
 	// twice its size in copies and garbage.
@@ -125,10 +136,8 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: buf[sp.k0:sp.k1:sp.k1], Value: buf[sp.k1:sp.v1:sp.v1]})
 	}
 	t.spans = spans[:0]
-	if t.exp != nil {
-		if err := t.ttlDelta(ns+1, d); err != nil {
-			return err
-		}
+	if err := t.ttlDelta(ns+1, d); err != nil {
+		return err
 	}
 	for _, i := range t.dirty {
 		t.mark[i] = false
@@ -141,9 +150,12 @@ func (t *table[K, V]) delta(ns uint16, d *Delta) error {
 func (t *table[K, V]) restore(ns uint16, key, val []byte) error {
 	if ns%2 == 1 {
 		if t.exp == nil {
-			return fmt.Errorf("state TTL entry for a table without a TTL (the flow changed?)")
+			return t.blockRestore(key, val)
 		}
 		return t.ttlRestore(key, val)
+	}
+	if t.exp == nil {
+		t.perKey = true
 	}
 	k, err := t.kc.Decode(key)
 	if err != nil {

@@ -1,12 +1,14 @@
 package flowcore
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/tessera-streams/tessera/splice"
@@ -209,10 +211,16 @@ type Reader struct {
 		close() error
 	}
 	routers []interface {
+		route()
 		pending(f int) int
 		take(f int) payload
 	}
-	full     []int   // fragments whose pending batch reached batchSize
+	full []int // fragments whose pending batch reached batchSize
+	// Scratch of Poll: the records routed so far, and the batches that a
+	// poll filled with the place of the record that filled them, to list
+	// them in full in that order (the order appending as they came gave).
+	routed   int32
+	crossed  []crossing
 	sent     []int64 // per fragment: End of the last batch taken
 	bad      []BadRecord
 	userErr  []DeadLetter
@@ -298,6 +306,13 @@ func (r *Reader) Watermark() int64 {
 	return r.maxTS - et.maxDelay
 }
 
+// crossing is a batch that a poll filled: fragment f's, by the record
+// routed at.
+type crossing struct {
+	at int32
+	f  int
+}
+
 // Source and Partition identify the reader's input.
 func (r *Reader) Source() int    { return r.src }
 func (r *Reader) Partition() int { return r.part }
@@ -314,6 +329,14 @@ func (r *Reader) Events() int64 { return r.events }
 func (r *Reader) Poll(ctx context.Context, max int) (int, error) {
 	before := r.events
 	err := r.pump.poll(r, ctx, max)
+	for _, rt := range r.routers {
+		rt.route()
+	}
+	slices.SortFunc(r.crossed, func(a, b crossing) int { return cmp.Compare(a.at, b.at) })
+	for _, c := range r.crossed {
+		r.full = append(r.full, c.f)
+	}
+	r.crossed, r.routed = r.crossed[:0], 0
 	r.ended = errors.Is(err, io.EOF)
 	if ferr := r.flushSinks(); ferr != nil && err == nil {
 		err = fmt.Errorf("sink: %w", ferr)
