@@ -117,7 +117,10 @@ func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
 		maxBefore = max(maxBefore, n)
 	}
 	moved := map[string]bool{}
-	deadline = time.Now().Add(45 * time.Second)
+	// A liveness bound, not a speed check: on a loaded 2-core machine
+	// (make test runs the example packages side by side) the standby's
+	// catch-up after the majority's lease has taken over 45 s.
+	deadline = time.Now().Add(90 * time.Second)
 	for done := false; !done; {
 		done = true
 		for _, name := range survivors {
@@ -138,7 +141,7 @@ func TestClusterAlertsOnceAcrossOwnerFailover(t *testing.T) {
 			done = done && len(moved) == len(survivors) && len(al.Records) == len(alerts)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("45 s after the kill: owners moved on %v, alerts %v", moved, lens(t, procs, survivors))
+			t.Fatalf("90 s after the kill: owners moved on %v, alerts %v", moved, lens(t, procs, survivors))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
