@@ -38,7 +38,21 @@ func placementPlan(old, cl *ClusterConfig) []shard.Change {
 // none) and start, and the readers replay what they miss, since a gap
 // makes a fragment ask for a rewind; source partitions move the same way.
 // Every reader routes to the new owners from the next batch on.
-func (e *Engine) Place(cl *ClusterConfig) error {
+func (e *Engine) Place(cl *ClusterConfig) error { return e.place(cl, false) }
+
+// Resume starts again, from the local store, the fragments and readers cl
+// gives this node, after a Fence, when the node sees a majority again and
+// the cluster placed nothing new meanwhile: cl is the placement it applied
+// before the fence, at the same epoch. No node can own any of its
+// fragments under that epoch but this one (a placement only changes with
+// a newer epoch), so each starts from its newest local checkpoint without
+// waiting for a hand-off, as after a crash, and the readers replay what it
+// misses. Without Resume, a fence that no membership change followed — a
+// loaded machine whose round trips overran the lease on every node at once
+// — left every fragment stopped for good.
+func (e *Engine) Resume(cl *ClusterConfig) error { return e.place(cl, true) }
+
+func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
 	select {
@@ -47,7 +61,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 	default:
 	}
 	old := e.layout.Load()
-	if e.cfg.Cluster == nil || cl.Epoch <= old.epoch {
+	if e.cfg.Cluster == nil || cl.Epoch < old.epoch || (cl.Epoch == old.epoch) != resume {
 		return nil
 	}
 	if len(cl.Fragments) != len(old.route) || len(cl.Readers) != len(old.allRead) {
@@ -87,7 +101,7 @@ func (e *Engine) Place(cl *ClusterConfig) error {
 			// owner's last checkpoint, unless it came already. From a dead
 			// one it starts from the standby copy in the local store.
 			gained = append(gained, f)
-			wait := plan[f].Handoff && e.handedOff[f] < cl.Epoch
+			wait := !resume && plan[f].Handoff && e.handedOff[f] < cl.Epoch
 			delete(e.handedOff, f)
 			r, err := recovery.Restore(e.store, e.plan, f)
 			if err != nil {

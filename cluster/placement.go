@@ -190,7 +190,7 @@ const placementSettle = 300 * time.Millisecond
 // again; then it places as the others do, and every fragment it is given
 // waits for its owner's hand-off. See doc.go, "Quorum".
 func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
-	var pending, fenced bool
+	var pending, fenced, resume bool
 	var since time.Time
 	var last string
 	t := time.NewTicker(50 * time.Millisecond)
@@ -229,7 +229,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			fenced = false
 			n.fenced.Store(false)
 			n.cfg.Logger.Warn("a majority again: this node places and takes fragments back by hand-off", "sees", names(ms))
-			pending, last = true, ""
+			pending, last, resume = true, "", true
 		case fenced:
 			continue
 		}
@@ -257,8 +257,20 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		}
 		p := Place(plan, ms, n.mem.Epoch())
 		if p.Epoch <= n.placement().Epoch {
+			if resume && p.Epoch == n.placement().Epoch {
+				// Fenced and back with no newer placement: nobody else
+				// owns what this node owned (actor.Engine.Resume).
+				resume = false
+				p.Leaving = n.mem.Leaving()
+				if err := n.eng.Resume(p.engine(n.cfg.Name)); err != nil {
+					n.cfg.Logger.Error("resume after a fence", "epoch", p.Epoch, "err", err)
+					continue
+				}
+				n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
+			}
 			continue
 		}
+		resume = false // a newer placement: its gained fragments wait for hand-offs
 		p.Leaving = n.mem.Leaving()
 		if err := n.eng.Place(p.engine(n.cfg.Name)); err != nil {
 			n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
