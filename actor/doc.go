@@ -90,7 +90,10 @@
 // checkpoints taken before; the others' lineages are newer (their
 // placement epochs are higher) and replace them. When the node sees a
 // majority again, the next Place finds every fragment it is given gained
-// from a live owner and waits for its hand-off. The replica actor keeps
+// from a live owner and waits for its hand-off; when no newer placement
+// came meanwhile, Resume starts the fragments and readers of the same one
+// again from the local store, as after a crash, since no node can own
+// them under that epoch but this one. The replica actor keeps
 // taking standby copies meanwhile; the alert log is not fenced.
 //
 // # Queries

@@ -33,7 +33,11 @@
 // checkpoint or a hand-off (actor.Engine.Fence), places nothing, and
 // reports "fenced" in GET /v1/cluster and its history; when a majority
 // hears it again it applies the others' placement, and every fragment it
-// is given waits for its owner's hand-off. A restarted node waits in
+// is given waits for its owner's hand-off; if the cluster placed nothing
+// newer meanwhile (no membership change: a loaded machine whose round
+// trips overran the lease, maybe on every node at once), nobody else can
+// own its fragments, and it starts them again from its own checkpoints
+// (actor.Engine.Resume). A restarted node waits in
 // settle until it sees a majority of the membership it kept. The two
 // sides of a partition therefore never both own a fragment and release
 // outputs that fragments downstream apply (two lineages that meet at the
