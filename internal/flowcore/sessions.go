@@ -56,34 +56,38 @@ type session[A any] struct {
 // Rows sit in one flat table that the key map indexes, and a key's only
 // session (the common case: a session closes before the next opens) sits
 // in the row itself: an event costs the map probe and one row, not a chase
-// through a per-key allocation and a slice of sessions.
-type sessRow[K comparable, A any] struct {
-	key   K
+// through a per-key allocation and a slice of sessions. The row holds
+// only what an event reads (its key sits in a table beside it) and stays
+// within a cache line or so.
+type sessRow[A any] struct {
 	one   [1]session[A] // the sessions when there is at most one (more is empty)
 	n1    uint8         // 0 or 1: whether one holds a session
 	timed bool          // a timer in sessionOp.timers is at due
 	dirty bool          // in sessionOp.dirty
 	live  bool          // the row holds a key (a free row is on sessionOp.free)
 	due   int64
-	more  []session[A] // the sessions when there are two or more
+	more  *[]session[A] // the sessions when there are two or more; made at the first time
 }
 
 // sessions returns the row's sessions; the slice may point into the row,
 // so it is used before the table grows.
-func (r *sessRow[K, A]) sessions() []session[A] {
-	if len(r.more) > 0 {
-		return r.more
+func (r *sessRow[A]) sessions() []session[A] {
+	if r.n1 == 0 && r.more != nil {
+		return *r.more
 	}
 	return r.one[:r.n1]
 }
 
 // set makes ss the row's sessions (ss may be what sessions returned).
-func (r *sessRow[K, A]) set(ss []session[A]) {
+func (r *sessRow[A]) set(ss []session[A]) {
 	if len(ss) > 1 {
-		if len(r.more) > 0 && &ss[0] != &r.more[0] {
-			clear(r.more[:cap(r.more)]) // a new array: the old drops its accumulators
+		if r.more == nil {
+			r.more = new([]session[A])
 		}
-		r.more = ss
+		if old := *r.more; len(old) > 0 && &ss[0] != &old[0] {
+			clear(old[:cap(old)]) // a new array: the old drops its accumulators
+		}
+		*r.more = ss
 		r.one[0], r.n1 = session[A]{}, 0
 		return
 	}
@@ -95,14 +99,15 @@ func (r *sessRow[K, A]) set(ss []session[A]) {
 		r.n1 = 0
 	}
 	if r.more != nil {
-		clear(r.more[:cap(r.more)])
-		r.more = r.more[:0]
+		m := *r.more
+		clear(m[:cap(m)])
+		*r.more = m[:0]
 	}
 }
 
 // next is the time of the key's next firing (an unfired session's end) or
 // cleanup (a fired one's end plus the lateness).
-func (r *sessRow[K, A]) next(lateness int64) int64 {
+func (r *sessRow[A]) next(lateness int64) int64 {
 	at := int64(math.MaxInt64)
 	for _, s := range r.sessions() {
 		if s.fired {
@@ -136,7 +141,8 @@ type sessionOp[K comparable, T, A any] struct {
 	kc            KeyCodec[K]
 	ac            Codec[A]
 	idx           map[K]int32 // key → row
-	rows          []sessRow[K, A]
+	rows          []sessRow[A]
+	keys          []K     // each row's key
 	free          []int32 // rows without a key, reused first
 	// dirty lists the keys changed since the last checkpoint (a key may
 	// be listed twice if it went and came back); kept once a checkpoint
@@ -153,7 +159,7 @@ func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)
 }
 
 // row returns k's row, made if k has none.
-func (so *sessionOp[K, T, A]) row(k K) (int32, *sessRow[K, A]) {
+func (so *sessionOp[K, T, A]) row(k K) (int32, *sessRow[A]) {
 	if i, ok := so.idx[k]; ok {
 		return i, &so.rows[i]
 	}
@@ -162,20 +168,23 @@ func (so *sessionOp[K, T, A]) row(k K) (int32, *sessRow[K, A]) {
 		i, so.free = so.free[n-1], so.free[:n-1]
 	} else {
 		i = int32(len(so.rows))
-		so.rows = append(so.rows, sessRow[K, A]{})
+		so.rows = append(so.rows, sessRow[A]{})
+		so.keys = append(so.keys, k)
 	}
 	so.idx[k] = i
+	so.keys[i] = k
 	r := &so.rows[i]
-	r.key, r.live = k, true
+	r.live = true
 	return i, r
 }
 
 // drop frees the row of a key without sessions.
 func (so *sessionOp[K, T, A]) drop(i int32) {
+	delete(so.idx, so.keys[i])
+	var zero K
+	so.keys[i] = zero
 	r := &so.rows[i]
-	delete(so.idx, r.key)
-	more := r.more[:0]
-	*r = sessRow[K, A]{more: more} // the zero row keeps its spare array
+	*r = sessRow[A]{more: r.more} // the zero row keeps its spare array, emptied by set
 	so.free = append(so.free, i)
 }
 
@@ -193,7 +202,7 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	// A session that ends before the watermark (late data within the
 	// allowed lateness) goes out now, as late; one that ends later fires on
 	// time, even if a part of it fired before a merge.
-	if r.n1 == 1 && len(r.more) == 0 && r.one[0].start < n.end && n.start < r.one[0].end {
+	if r.n1 == 1 && r.one[0].start < n.end && n.start < r.one[0].end {
 		// The common case: the event extends the key's only session.
 		s := &r.one[0]
 		s.start, s.end = min(n.start, s.start), max(n.end, s.end)
@@ -221,7 +230,7 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		}
 		r.set(keep)
 	}
-	so.touch(r)
+	so.touch(i, r)
 	if n.fired {
 		so.emit(k, n, Late)
 	}
@@ -233,14 +242,14 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 }
 
 // touch records a key changed since the last checkpoint.
-func (so *sessionOp[K, T, A]) touch(r *sessRow[K, A]) {
+func (so *sessionOp[K, T, A]) touch(i int32, r *sessRow[A]) {
 	if so.tracking && !r.dirty {
 		r.dirty = true
-		so.dirty = append(so.dirty, r.key)
+		so.dirty = append(so.dirty, so.keys[i])
 	}
 }
 
-func (so *sessionOp[K, T, A]) setTimer(i int32, r *sessRow[K, A], at int64) {
+func (so *sessionOp[K, T, A]) setTimer(i int32, r *sessRow[A], at int64) {
 	r.due, r.timed = at, true
 	heapPush(&so.timers, sessTimer{at: at, row: i})
 }
@@ -272,13 +281,13 @@ func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		for _, s := range ss {
 			if !s.fired && s.end <= t.at {
 				s.fired = true
-				so.touch(r)
-				so.fkey = r.key
+				so.touch(t.row, r)
+				so.fkey = so.keys[t.row]
 				fr.firing(CauseWindow, so.op, s.end, s.end-1, so)
-				so.emit(r.key, s, OnTime)
+				so.emit(so.fkey, s, OnTime)
 			}
 			if s.fired && satAdd(s.end, so.lateness) <= t.at {
-				so.touch(r)
+				so.touch(t.row, r)
 				continue
 			}
 			keep = append(keep, s)
@@ -300,7 +309,7 @@ func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 // One entry per key: its sessions (start, end, fired, accumulator length,
 // accumulator). Timers follow from the state on restore.
 func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
-	put := func(k K, sk *sessRow[K, A]) error {
+	put := func(k K, sk *sessRow[A]) error {
 		key, err := so.kc.Append(nil, k)
 		if err != nil {
 			return fmt.Errorf("encode session key: %w", err)
@@ -339,7 +348,7 @@ func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
 		so.tracking = true
 	}
 	for _, k := range so.dirty {
-		var r *sessRow[K, A]
+		var r *sessRow[A]
 		if i, ok := so.idx[k]; ok {
 			r = &so.rows[i]
 		}
