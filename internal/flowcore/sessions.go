@@ -33,7 +33,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		so := &sessionOp[K, T, A]{op: op, gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
-			kc: ks.kc, ac: ac, state: map[K]*sessKey[A]{}}
+			kc: ks.kc, ac: ac, idx: map[K]int32{}}
 		fr.ops[op] = so
 		fr.addTimers(ks.stage, so)
 		ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
@@ -47,23 +47,69 @@ type session[A any] struct {
 	fired      bool
 }
 
-// sessKey is a key's sessions, sorted by start and disjoint, and the time
+// sessRow is a key's sessions, sorted by start and disjoint, and the time
 // of its next firing or cleanup: one timer per key stands for all of them.
 // An event that extends a session does not move the timer; when it comes,
 // the key's timer moves on to what is due next (per-key coalescing: an
 // event costs no heap operation unless it makes the key due earlier).
-type sessKey[A any] struct {
-	ss    []session[A]
+//
+// Rows sit in one flat table that the key map indexes, and a key's only
+// session (the common case: a session closes before the next opens) sits
+// in the row itself: an event costs the map probe and one row, not a chase
+// through a per-key allocation and a slice of sessions. The row holds
+// only what an event reads (its key sits in a table beside it) and stays
+// within a cache line or so.
+type sessRow[A any] struct {
+	one   [1]session[A] // the sessions when there is at most one (more is empty)
+	n1    uint8         // 0 or 1: whether one holds a session
+	timed bool          // a timer in sessionOp.timers is at due
+	dirty bool          // in sessionOp.dirty
+	live  bool          // the row holds a key (a free row is on sessionOp.free)
 	due   int64
-	timed bool // a timer in sessionOp.timers is at due
-	dirty bool // in sessionOp.dirty
+	more  *[]session[A] // the sessions when there are two or more; made at the first time
+}
+
+// sessions returns the row's sessions; the slice may point into the row,
+// so it is used before the table grows.
+func (r *sessRow[A]) sessions() []session[A] {
+	if r.n1 == 0 && r.more != nil {
+		return *r.more
+	}
+	return r.one[:r.n1]
+}
+
+// set makes ss the row's sessions (ss may be what sessions returned).
+func (r *sessRow[A]) set(ss []session[A]) {
+	if len(ss) > 1 {
+		if r.more == nil {
+			r.more = new([]session[A])
+		}
+		if old := *r.more; len(old) > 0 && &ss[0] != &old[0] {
+			clear(old[:cap(old)]) // a new array: the old drops its accumulators
+		}
+		*r.more = ss
+		r.one[0], r.n1 = session[A]{}, 0
+		return
+	}
+	if len(ss) == 1 {
+		r.one[0] = ss[0]
+		r.n1 = 1
+	} else {
+		r.one[0] = session[A]{}
+		r.n1 = 0
+	}
+	if r.more != nil {
+		m := *r.more
+		clear(m[:cap(m)])
+		*r.more = m[:0]
+	}
 }
 
 // next is the time of the key's next firing (an unfired session's end) or
 // cleanup (a fired one's end plus the lateness).
-func (sk *sessKey[A]) next(lateness int64) int64 {
+func (r *sessRow[A]) next(lateness int64) int64 {
 	at := int64(math.MaxInt64)
-	for _, s := range sk.ss {
+	for _, s := range r.sessions() {
 		if s.fired {
 			at = min(at, satAdd(s.end, lateness))
 		} else {
@@ -73,14 +119,17 @@ func (sk *sessKey[A]) next(lateness int64) int64 {
 	return at
 }
 
-// sessTimer is a key's timer; the key's due is the truth, and a timer that
-// no longer matches it is stale.
-type sessTimer[K comparable] struct {
+// sessTimer is a row's timer; the row's due is the truth, and a timer that
+// no longer matches it is stale. A row freed and reused by another key
+// keeps its old timers harmless: one that matches the new key's due is
+// that key's due time, and after a row is handled at a time its due moves
+// strictly later.
+type sessTimer struct {
 	at  int64
-	key K
+	row int32
 }
 
-func (a sessTimer[K]) before(b sessTimer[K]) bool { return a.at < b.at }
+func (a sessTimer) before(b sessTimer) bool { return a.at < b.at }
 
 type sessionOp[K comparable, T, A any] struct {
 	op            int
@@ -91,19 +140,52 @@ type sessionOp[K comparable, T, A any] struct {
 	merge         func(A, A) A
 	kc            KeyCodec[K]
 	ac            Codec[A]
-	state         map[K]*sessKey[A]
+	idx           map[K]int32 // key → row
+	rows          []sessRow[A]
+	keys          []K     // each row's key
+	free          []int32 // rows without a key, reused first
 	// dirty lists the keys changed since the last checkpoint (a key may
 	// be listed twice if it went and came back); kept once a checkpoint
 	// was taken or restored: the first one writes every key.
 	dirty    []K
 	tracking bool
-	timers   []sessTimer[K]
+	timers   []sessTimer
 	subs     []func(WindowResult[K, A])
 	late     []func(T)
 }
 
 func (so *sessionOp[K, T, A]) outputs() (*[]func(WindowResult[K, A]), *[]func(T)) {
 	return &so.subs, &so.late
+}
+
+// row returns k's row, made if k has none.
+func (so *sessionOp[K, T, A]) row(k K) (int32, *sessRow[A]) {
+	if i, ok := so.idx[k]; ok {
+		return i, &so.rows[i]
+	}
+	var i int32
+	if n := len(so.free); n > 0 {
+		i, so.free = so.free[n-1], so.free[:n-1]
+	} else {
+		i = int32(len(so.rows))
+		so.rows = append(so.rows, sessRow[A]{})
+		so.keys = append(so.keys, k)
+	}
+	so.idx[k] = i
+	so.keys[i] = k
+	r := &so.rows[i]
+	r.live = true
+	return i, r
+}
+
+// drop frees the row of a key without sessions.
+func (so *sessionOp[K, T, A]) drop(i int32) {
+	delete(so.idx, so.keys[i])
+	var zero K
+	so.keys[i] = zero
+	r := &so.rows[i]
+	*r = sessRow[A]{more: r.more} // the zero row keeps its spare array, emptied by set
+	so.free = append(so.free, i)
 }
 
 func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
@@ -115,55 +197,61 @@ func (so *sessionOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		}
 		return
 	}
-	sk := so.state[k]
-	if sk == nil {
-		sk = &sessKey[A]{}
-		so.state[k] = sk
-	}
+	i, r := so.row(k)
 	n := session[A]{start: ts, end: ts + so.gap, acc: so.add(so.init(), v)}
-	keep := sk.ss[:0] // filtered in place: writes never pass reads
-	for _, s := range sk.ss {
-		if s.start < n.end && n.start < s.end { // overlap: merge
-			n.start, n.end = min(n.start, s.start), max(n.end, s.end)
-			n.acc = so.merge(s.acc, n.acc)
-			continue
-		}
-		keep = append(keep, s)
-	}
 	// A session that ends before the watermark (late data within the
 	// allowed lateness) goes out now, as late; one that ends later fires on
 	// time, even if a part of it fired before a merge.
-	n.fired = wm != NoWatermark && n.end <= wm
-	keep = append(keep, n)
-	if len(keep) > 1 {
-		slices.SortFunc(keep, func(a, b session[A]) int { return cmp.Compare(a.start, b.start) })
+	if r.n1 == 1 && r.one[0].start < n.end && n.start < r.one[0].end {
+		// The common case: the event extends the key's only session.
+		s := &r.one[0]
+		s.start, s.end = min(n.start, s.start), max(n.end, s.end)
+		s.acc = so.merge(s.acc, n.acc)
+		s.fired = wm != NoWatermark && s.end <= wm
+		n = *s
+	} else {
+		ss := r.sessions()
+		keep := ss[:0] // filtered in place: writes never pass reads
+		for _, s := range ss {
+			if s.start < n.end && n.start < s.end { // overlap: merge
+				n.start, n.end = min(n.start, s.start), max(n.end, s.end)
+				n.acc = so.merge(s.acc, n.acc)
+				continue
+			}
+			keep = append(keep, s)
+		}
+		n.fired = wm != NoWatermark && n.end <= wm
+		keep = append(keep, n)
+		if len(keep) > 1 {
+			slices.SortFunc(keep, func(a, b session[A]) int { return cmp.Compare(a.start, b.start) })
+		}
+		if len(keep) < len(ss) {
+			clear(ss[len(keep):]) // what merged away
+		}
+		r.set(keep)
 	}
-	if len(keep) < len(sk.ss) {
-		clear(sk.ss[len(keep):]) // what merged away
-	}
-	sk.ss = keep
-	so.touch(k, sk)
+	so.touch(i, r)
 	if n.fired {
 		so.emit(k, n, Late)
 	}
 	// The merged sessions' times may have been the key's next: the timer
 	// stays, and finds nothing due when it comes.
-	if at := sk.next(so.lateness); !sk.timed || at < sk.due {
-		so.setTimer(k, sk, at)
+	if at := r.next(so.lateness); !r.timed || at < r.due {
+		so.setTimer(i, r, at)
 	}
 }
 
 // touch records a key changed since the last checkpoint.
-func (so *sessionOp[K, T, A]) touch(k K, sk *sessKey[A]) {
-	if so.tracking && !sk.dirty {
-		sk.dirty = true
-		so.dirty = append(so.dirty, k)
+func (so *sessionOp[K, T, A]) touch(i int32, r *sessRow[A]) {
+	if so.tracking && !r.dirty {
+		r.dirty = true
+		so.dirty = append(so.dirty, so.keys[i])
 	}
 }
 
-func (so *sessionOp[K, T, A]) setTimer(k K, sk *sessKey[A], at int64) {
-	sk.due, sk.timed = at, true
-	heapPush(&so.timers, sessTimer[K]{at: at, key: k})
+func (so *sessionOp[K, T, A]) setTimer(i int32, r *sessRow[A], at int64) {
+	r.due, r.timed = at, true
+	heapPush(&so.timers, sessTimer{at: at, row: i})
 }
 
 func (so *sessionOp[K, T, A]) emit(k K, s session[A], f Firing) {
@@ -183,36 +271,37 @@ func (so *sessionOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) 
 func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for len(so.timers) > 0 && so.timers[0].at <= wm {
 		t := so.timers[0]
-		sk := so.state[t.key]
-		if sk == nil || !sk.timed || sk.due != t.at {
-			heapPop(&so.timers) // stale: the key's timer moved, or it has no sessions
+		r := &so.rows[t.row]
+		if !r.live || !r.timed || r.due != t.at {
+			heapPop(&so.timers) // stale: the key's timer moved, or the row has no key
 			continue
 		}
-		keep := sk.ss[:0]
-		for _, s := range sk.ss {
+		ss := r.sessions()
+		keep := ss[:0]
+		for _, s := range ss {
 			if !s.fired && s.end <= t.at {
 				s.fired = true
-				so.touch(t.key, sk)
-				so.fkey = t.key
+				so.touch(t.row, r)
+				so.fkey = so.keys[t.row]
 				fr.firing(CauseWindow, so.op, s.end, s.end-1, so)
-				so.emit(t.key, s, OnTime)
+				so.emit(so.fkey, s, OnTime)
 			}
 			if s.fired && satAdd(s.end, so.lateness) <= t.at {
-				so.touch(t.key, sk)
+				so.touch(t.row, r)
 				continue
 			}
 			keep = append(keep, s)
 		}
-		clear(sk.ss[len(keep):])
-		sk.ss = keep
+		clear(ss[len(keep):])
+		r.set(keep)
 		if len(keep) == 0 {
 			heapPop(&so.timers)
-			delete(so.state, t.key)
+			so.drop(t.row)
 			continue
 		}
 		// The key's entry moves in place to its next time.
-		sk.due = sk.next(so.lateness)
-		so.timers[0].at = sk.due
+		r.due = r.next(so.lateness)
+		so.timers[0].at = r.due
 		heapDown(so.timers, 0)
 	}
 }
@@ -220,7 +309,7 @@ func (so *sessionOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 // One entry per key: its sessions (start, end, fired, accumulator length,
 // accumulator). Timers follow from the state on restore.
 func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
-	put := func(k K, sk *sessKey[A]) error {
+	put := func(k K, sk *sessRow[A]) error {
 		key, err := so.kc.Append(nil, k)
 		if err != nil {
 			return fmt.Errorf("encode session key: %w", err)
@@ -231,7 +320,7 @@ func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
 		}
 		sk.dirty = false
 		var val []byte
-		for _, s := range sk.ss {
+		for _, s := range sk.sessions() {
 			val = binary.AppendVarint(val, s.start)
 			val = binary.AppendVarint(val, s.end)
 			if s.fired {
@@ -251,21 +340,25 @@ func (so *sessionOp[K, T, A]) delta(ns uint16, d *Delta) error {
 	}
 	if !so.tracking {
 		d.Reset = append(d.Reset, ns)
-		for k, sk := range so.state {
-			if err := put(k, sk); err != nil {
+		for k, i := range so.idx {
+			if err := put(k, &so.rows[i]); err != nil {
 				return err
 			}
 		}
 		so.tracking = true
 	}
 	for _, k := range so.dirty {
-		if err := put(k, so.state[k]); err != nil {
+		var r *sessRow[A]
+		if i, ok := so.idx[k]; ok {
+			r = &so.rows[i]
+		}
+		if err := put(k, r); err != nil {
 			return err
 		}
 	}
 	clear(so.dirty)
 	so.dirty = so.dirty[:0]
-	d.Entries += int64(len(so.state))
+	d.Entries += int64(len(so.idx))
 	return nil
 }
 
@@ -301,8 +394,8 @@ func (so *sessionOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 		return fmt.Errorf("session entry of key %s without sessions", so.kc.Format(k))
 	}
 	so.tracking = true
-	sk := &sessKey[A]{ss: ss}
-	so.state[k] = sk
-	so.setTimer(k, sk, sk.next(so.lateness))
+	i, r := so.row(k)
+	r.set(ss)
+	so.setTimer(i, r, r.next(so.lateness))
 	return nil
 }

@@ -382,9 +382,16 @@ func (rt *router[K, T]) route() {
 		}
 		rt.bufs[f] = b
 		if rt.ts != nil {
-			for _, i := range rt.order[lo:hi] {
-				rt.ts[f] = append(rt.ts[f], rt.inTS[i])
+			ts := rt.ts[f]
+			if ts == nil {
+				// Sized once for the batch: grown by appends it would be
+				// allocated, copied and cleared a dozen times.
+				ts = make([]int64, 0, max(rt.r.batchSize, int(hi-lo)))
 			}
+			for _, i := range rt.order[lo:hi] {
+				ts = append(ts, rt.inTS[i])
+			}
+			rt.ts[f] = ts
 		}
 		if bs := rt.r.batchSize; was < bs && len(b) >= bs {
 			at := rt.inAt[rt.order[lo+int32(bs-was)-1]]
