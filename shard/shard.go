@@ -22,7 +22,14 @@ func Uint64(v uint64) uint64 {
 }
 
 // Fragment maps a key hash to a fragment in [0, g). g must be positive.
-func Fragment(h uint64, g int) int { return int(h % uint64(g)) }
+// It is h mod g; a power of two (the default of 64 fragments) takes a mask
+// instead of a 64-bit division, which every routed record pays.
+func Fragment(h uint64, g int) int {
+	if g&(g-1) == 0 {
+		return int(h & uint64(g-1))
+	}
+	return int(h % uint64(g))
+}
 
 // score is the rendezvous weight of member m for fragment f.
 func score(m string, f int) uint64 {

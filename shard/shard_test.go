@@ -31,11 +31,25 @@ func TestFragmentInRange(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		h := rapid.Uint64().Draw(t, "h")
 		g := rapid.IntRange(1, 4096).Draw(t, "g")
-		if f := Fragment(h, g); f < 0 || f >= g {
-			t.Fatalf("Fragment(%d, %d) = %d", h, g, f)
+		if f := Fragment(h, g); f < 0 || f >= g || uint64(f) != h%uint64(g) {
+			t.Fatalf("Fragment(%d, %d) = %d, want %d", h, g, f, h%uint64(g))
 		}
 	})
 }
+
+func BenchmarkFragment(b *testing.B) {
+	for _, g := range []int{64, 60} {
+		b.Run(fmt.Sprint(g), func(b *testing.B) {
+			s := 0
+			for i := range b.N {
+				s += Fragment(uint64(i)*0x9e3779b97f4a7c15, g)
+			}
+			sink = s
+		})
+	}
+}
+
+var sink int
 
 func TestFragmentBalance(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {

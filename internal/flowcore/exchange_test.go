@@ -1,6 +1,7 @@
 package flowcore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -414,5 +415,35 @@ func BenchmarkExchange(b *testing.B) {
 				copy(prev, sent)
 			}
 		})
+	}
+}
+
+// TestExchangeEncodeTyped checks that the typed loop of a records entry
+// writes the bytes the codecs write, so a restore reads either.
+func TestExchangeEncodeTyped(t *testing.T) {
+	w := exchangeWriter(t, 64)
+	for i := range 3000 {
+		v := int64(i*7919%100) - 50
+		if i%5 == 0 {
+			v = int64(i) << 40
+		}
+		w.emit(v, countUpdate{Key: strings.Repeat("k", i%200), Value: int64(i) * -3})
+	}
+	for _, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}} {
+		got, ok := w.encodeTyped(nil, r[0], r[1])
+		if !ok {
+			t.Fatal("no typed loop for an int64 key and a plain struct")
+		}
+		var want []byte
+		var enc recsEncoder
+		w.scan(r[0], r[1], func(c *exChunk[int64, countUpdate], i int) {
+			var err error
+			if want, err = w.codec.appendRec(want, &enc, &c.recs[i], 0, false, false); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if !bytes.Equal(got, want) {
+			t.Fatalf("records [%d, %d): typed loop wrote %d bytes, the codecs %d, and they differ", r[0], r[1], len(got), len(want))
+		}
 	}
 }

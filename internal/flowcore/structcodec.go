@@ -109,7 +109,12 @@ func (c *structCodec[T]) compile(rt reflect.Type, base uintptr, prefix string) e
 }
 
 func (c *structCodec[T]) Append(dst []byte, v T) ([]byte, error) {
-	p := unsafe.Pointer(&v)
+	return c.appendAt(dst, unsafe.Pointer(&v)), nil
+}
+
+// appendAt encodes the T at p: a caller that holds a T in place (an
+// exchange's log) encodes it without copying it first.
+func (c *structCodec[T]) appendAt(dst []byte, p unsafe.Pointer) []byte {
 	for i := range c.ops {
 		op := &c.ops[i]
 		fp := unsafe.Add(p, op.off)
@@ -168,7 +173,7 @@ func (c *structCodec[T]) Append(dst []byte, v T) ([]byte, error) {
 			dst = binary.AppendUvarint(dst, uint64(t.Nanosecond()))
 		}
 	}
-	return dst, nil
+	return dst
 }
 
 func (c *structCodec[T]) Decode(b []byte) (T, error) { return c.decodeInterned(b, nil) }
