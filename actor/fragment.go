@@ -46,10 +46,6 @@ type fragmentActor struct {
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
 
-	// intern gives the batches from other nodes the strings decoded
-	// before (keys repeat): no allocation per record, and the table's
-	// lookups compare pointers.
-	intern flowcore.Interner
 	// mu is held by Receive for every message, and for reading by query:
 	// a view query reads the fragment's state on the asker's goroutine,
 	// between two messages, rather than waiting for its turn in the
@@ -143,7 +139,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		// local batch, and acknowledge through the inbox, which sends a
 		// node's acknowledgements to one sender together.
 		from := recovery.From{Key: senderKey(msg.sender), Ref: netSender{msg.sender, msg.inbox}, Seq: msg.seq}
-		b, err := fa.e.plan.DecodeBatchInterned(msg.records, &fa.intern)
+		b, err := fa.e.plan.DecodeBatchInterned(msg.records, m.Fragment().Interner())
 		if err != nil {
 			fa.stats.Malformed.Add(1)
 			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.id, "sender", msg.sender.Id, "err", err)

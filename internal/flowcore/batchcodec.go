@@ -384,6 +384,7 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	if in == nil {
 		kd, ed = nil, nil
 	}
+	find := in.keyFinder(c.stage)
 	if et {
 		p.ts = make([]int64, 0, n)
 	}
@@ -431,7 +432,9 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		var k K
 		var err error
 		if kd != nil {
+			in.find = find
 			k, err = kd.decodeInterned(kb, in)
+			in.find = nil
 		} else {
 			k, err = c.kc.Decode(kb)
 		}

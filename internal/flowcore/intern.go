@@ -25,6 +25,15 @@ type Interner struct {
 	// nothing.
 	tags []uint16
 	last string
+	// stageKeys[s], when set, finds a key of keyed stage s in a table of
+	// the fragment the Interner belongs to (Fragment.Interner), by its
+	// bytes: the string the state holds. A key decoded from another
+	// node's batch is then looked up once in the table's map, which the
+	// apply reads again from the caches and compares by pointer, rather
+	// than in the slots first: they missed the caches as often as the
+	// map. find is the one of the key being decoded now.
+	stageKeys []func(b []byte) (string, bool)
+	find      func(b []byte) (string, bool)
 }
 
 const (
@@ -42,6 +51,12 @@ func (in *Interner) String(b []byte) string {
 	}
 	if string(b) == in.last {
 		return in.last
+	}
+	if in.find != nil {
+		if s, ok := in.find(b); ok {
+			in.last = s
+			return s
+		}
 	}
 	if in.slots == nil {
 		in.slots = make([]string, internSlots)
@@ -72,4 +87,44 @@ func (in *Interner) String(b []byte) string {
 // internDecoder is a codec that can take its strings from an Interner.
 type internDecoder[T any] interface {
 	decodeInterned(b []byte, in *Interner) (T, error)
+}
+
+// keysOf has i find the keys of stage with find, unless a table of the
+// stage was given before (any one holds every key the stage applied).
+func (in *Interner) keysOf(stage int, find func(b []byte) (string, bool)) {
+	if find == nil {
+		return
+	}
+	if stage >= len(in.stageKeys) {
+		in.stageKeys = append(in.stageKeys, make([]func([]byte) (string, bool), stage+1-len(in.stageKeys))...)
+	}
+	if in.stageKeys[stage] == nil {
+		in.stageKeys[stage] = find
+	}
+}
+
+// keyFinder is the finder of stage's keys, or nil.
+func (in *Interner) keyFinder(stage int) func(b []byte) (string, bool) {
+	if in == nil || stage >= len(in.stageKeys) {
+		return nil
+	}
+	return in.stageKeys[stage]
+}
+
+// stringKeys finds a key by its bytes, for a table keyed by plain strings
+// (nil for any other key type): the map lookup with the conversion in its
+// index expression does not allocate.
+func (t *table[K, V]) stringKeys() func(b []byte) (string, bool) {
+	idx, ok := any(t.idx).(map[string]int32)
+	if !ok {
+		return nil
+	}
+	keys := any(&t.keys).(*[]string) // the field: it grows by append
+	return func(b []byte) (string, bool) {
+		i, ok := idx[string(b)]
+		if !ok {
+			return "", false
+		}
+		return (*keys)[i], true
+	}
 }

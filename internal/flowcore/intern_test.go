@@ -97,3 +97,28 @@ func BenchmarkInterner(b *testing.B) {
 		ins[f].String(keys[f][rng.IntN(len(keys[f]))])
 	}
 }
+
+func TestInternerFindsTableKeys(t *testing.T) {
+	tb := newTable[string, int64](nil, nil)
+	tb.insert("alpha", 1)
+	var in Interner
+	in.keysOf(0, tb.stringKeys())
+	in.find = in.keyFinder(0)
+	if got := in.String([]byte("alpha")); unsafe.StringData(got) != unsafe.StringData(tb.keys[0]) {
+		t.Errorf("a known key decoded to %q, not the table's own string", got)
+	}
+	if got := in.String([]byte("beta")); got != "beta" {
+		t.Errorf("an unknown key decoded to %q", got)
+	}
+	tb.insert("beta", 1) // a key inserted after the finder was made
+	in.String([]byte("alpha"))
+	if got := in.String([]byte("beta")); unsafe.StringData(got) != unsafe.StringData(tb.keys[1]) {
+		t.Errorf("a key inserted later decoded to %q, not the table's own string", got)
+	}
+	if in.keyFinder(1) != nil || (*Interner)(nil).keyFinder(0) != nil {
+		t.Error("a stage without a table has a finder")
+	}
+	if newTable[int64, int64](nil, nil).stringKeys() != nil {
+		t.Error("a table of int64 keys finds keys by their bytes")
+	}
+}

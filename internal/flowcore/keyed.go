@@ -194,6 +194,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
 		fr.ops[op] = t
+		fr.intern.keysOf(ks.stage, t.stringKeys())
 		if ttl <= 0 {
 			ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
 			return

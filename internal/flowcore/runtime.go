@@ -559,7 +559,15 @@ type Fragment struct {
 	instance uint64
 	changes  []changeTracker
 	tops     []topPublisher // keyed views' top sets (topindex.go)
+	// intern: for the batches from other nodes (Interner), finding keys
+	// in this fragment's tables.
+	intern Interner
 }
+
+// Interner is the fragment's Interner for decoding the batches other nodes
+// send it (Plan.DecodeBatchInterned): it finds a known key's string in the
+// fragment's state. It belongs to the fragment's goroutine.
+func (fr *Fragment) Interner() *Interner { return &fr.intern }
 
 // timerReg is an operator's timers and the channel whose watermark they
 // follow.
