@@ -208,6 +208,11 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			if !fenced {
 				n.eng.Resumed("its membership refuted its death")
 			}
+			// Declared dead while fenced: the others may have placed its
+			// fragments elsewhere under an epoch it has not seen yet, so it
+			// waits for a newer placement (their join of it brings one)
+			// rather than resume the old one.
+			resume = false
 			continue
 		case <-t.C:
 		}
@@ -242,6 +247,12 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			continue
 		}
 		wait := placementSettle
+		if resume {
+			// Back from a fence: long enough for a newer epoch the others
+			// placed meanwhile to reach it by gossip before it takes the
+			// old placement up again (Resume).
+			wait = max(wait, resumeSettle)
+		}
 		if lostMember(agreed, ms, n.mem.Leaving()) {
 			// Without a member that died or is cut off: it stops owning
 			// once its lease ran out, counted from its last round trip
@@ -264,6 +275,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 				p.Leaving = n.mem.Leaving()
 				if err := n.eng.Resume(p.engine(n.cfg.Name)); err != nil {
 					n.cfg.Logger.Error("resume after a fence", "epoch", p.Epoch, "err", err)
+					pending, resume = true, true // again on the next tick
 					continue
 				}
 				n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
@@ -301,6 +313,14 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 // as the leaver left at the very end of the wait, with the only newest
 // copy.)
 const leaveMargin = 5 * time.Second
+
+// resumeSettle is how long a node back from a fence sees the same members
+// and epoch before it resumes its old placement (actor.Engine.Resume): if
+// the others declared it dead and placed without it, their newer epoch
+// comes by gossip (a push-pull, their alive messages) well within it, and
+// so does the news of its death, after which it waits for their newer
+// placement instead.
+const resumeSettle = 3 * time.Second
 
 // handOff leaves gracefully: the node announces it is leaving, so that the
 // others place its fragments and source partitions elsewhere, and waits
