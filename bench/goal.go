@@ -33,7 +33,9 @@ func status(r Result) string {
 		return statusNoGoal
 	}
 	if r.And != nil {
-		if s := status(Result{Goal: r.And, TopP99Ms: r.TopP99Ms, TopP50Ms: r.TopP50Ms, P99Ms: r.P99Ms, P50Ms: r.P50Ms}); s != statusOK {
+		and := r
+		and.Goal, and.And = r.And, nil
+		if s := status(and); s != statusOK {
 			return s
 		}
 	}

@@ -23,6 +23,9 @@ func TestStatus(t *testing.T) {
 		{"a figure the row does not have", Result{Ratio: 1, Goal: atLeast("ratoi", 0.9)}, statusMissed},
 		{"an unknown operator", Result{Ratio: 1, Goal: &Goal{"ratio", ">", 0.9}}, statusMissed},
 		{"NaN", Result{Ratio: math.NaN(), Goal: atLeast("ratio", 0.9)}, statusMissed},
+		{"tumbling within both goals", Result{Ratio: 0.8, RSSRatio: 1.5, Goal: atLeast("ratio", 0.6), And: atMost("rss_ratio", 2)}, statusOK},
+		{"tumbling over its RSS bound", Result{Ratio: 0.8, RSSRatio: 2.5, Goal: atLeast("ratio", 0.6), And: atMost("rss_ratio", 2)}, statusMissed},
+		{"tumbling under its ratio", Result{Ratio: 0.5, RSSRatio: 1.5, Goal: atLeast("ratio", 0.6), And: atMost("rss_ratio", 2)}, statusMissed},
 		{"a status set by the workload is ignored", Result{Status: statusOK, Ratio: 0.5, Goal: atLeast("ratio", 0.9)}, statusMissed},
 	} {
 		if got := status(c.r); got != c.want {

@@ -80,7 +80,7 @@ func keyedCount(in *input, p params, w io.Writer) (Result, error) {
 	n := len(in.idx)
 	m, s := cmap.rate(n), sharded.rate(n)
 	mc, sc := cmap.cpuPerEvent(n), sharded.cpuPerEvent(n)
-	r := Result{Name: "keyed-count", Events: n, Rounds: p.rounds, Versus: "plain Go",
+	r := Result{Name: "keyed-count", Events: n, Rounds: p.rounds, Versus: "plain Go", Goal: atLeast("ratio", 0.8),
 		Baseline:        "faster of one map and sharded goroutines fed by channels (CPU: the cheaper)",
 		MapEventsPerSec: m, ShardedEventsPerSec: s, MapCPUNsPerEvent: mc, ShardedCPUNsPerEvent: sc, PeakRSSMB: medianF(rss),
 		Note: fmt.Sprintf("%d events, %d keys, %d fragments; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", n, len(in.keys), p.fragments, m/1e6, mc, s/1e6, sc)}
@@ -384,6 +384,7 @@ func windowed(in *input, p params, name string, size, slide, gap time.Duration, 
 		res.Note += fmt.Sprintf("; map %.2fM/s %.0f ns/event, sharded %.2fM/s %.0f ns/event", m/1e6, res.MapCPUNsPerEvent, s/1e6, res.ShardedCPUNsPerEvent)
 		res.against(eng.rate(n), eng.cpuPerEvent(n), max(m, s), cheapest(n, base, sharded))
 		res.Goal = atLeast("ratio", 0.6)
+		res.And = atMost("rss_ratio", 2) // RSS at most twice plain Go's
 	case slide < size:
 		res.Baseline = "one goroutine counting per key and slice (gcd of size and slide), windows summed from slices"
 		res.Note += "; the engine's windows are sliced too (WindowAggregateMerge)"
