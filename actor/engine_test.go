@@ -87,18 +87,7 @@ func TestEngineCountsExactly(t *testing.T) {
 	if err != nil || res.Value != int64(200_000) {
 		t.Fatalf("total = %v, %v", res.Value, err)
 	}
-	all, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all.Entries) != len(want) {
-		t.Fatalf("%d words, want %d", len(all.Entries), len(want))
-	}
-	for _, en := range all.Entries {
-		if en.Value != want[en.Key] {
-			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
-		}
-	}
+	checkWords(t, e, want)
 	for _, fr := range e.Fragments() {
 		if fr.Duplicates.Load() != 0 || fr.Gaps.Load() != 0 {
 			t.Fatalf("fragment %d: %d duplicates, %d gaps", fr.ID, fr.Duplicates.Load(), fr.Gaps.Load())
@@ -184,18 +173,7 @@ func TestFailingFragmentRestoresWhileOthersRun(t *testing.T) {
 	if pf.Restores.Load() != 2 || pf.Dead.Load() != 1 {
 		t.Fatalf("restores %d, dead %d", pf.Restores.Load(), pf.Dead.Load())
 	}
-	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Entries) != len(want) {
-		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
-	}
-	for _, en := range res.Entries {
-		if en.Value != want[en.Key] {
-			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
-		}
-	}
+	checkWords(t, e, want)
 	total, _ := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
 	if total.Value != int64(60_000-1) {
 		t.Fatalf("total = %v", total.Value)
@@ -457,18 +435,7 @@ func TestFailuresDuringCheckpoints(t *testing.T) {
 		t.Fatalf("%d dead letters, want %d", dead, bad)
 	}
 	mu.Unlock()
-	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Entries) != len(want) {
-		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
-	}
-	for _, en := range res.Entries {
-		if en.Value != want[en.Key] {
-			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
-		}
-	}
+	checkWords(t, e, want)
 	var restores int64
 	for _, f := range e.Fragments() {
 		restores += f.Restores.Load()
@@ -652,5 +619,22 @@ func TestSourceFailureIsReported(t *testing.T) {
 	e.fail(errors.New("checkpoint store closed"))
 	if e.Err() != first || failures.Load() != 3 {
 		t.Fatalf("after a third failure: Err() = %v, %d logged", e.Err(), failures.Load())
+	}
+}
+
+// checkWords fails unless e's words view holds exactly the counts of want.
+func checkWords(t *testing.T, e *Engine, want map[string]int64) {
+	t.Helper()
+	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries) != len(want) {
+		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
+	}
+	for _, en := range res.Entries {
+		if en.Value != want[en.Key] {
+			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
+		}
 	}
 }

@@ -118,16 +118,5 @@ func fenceThenBack(t *testing.T, epoch uint64) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	all, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all.Entries) != len(want) {
-		t.Fatalf("%d words, want %d", len(all.Entries), len(want))
-	}
-	for _, en := range all.Entries {
-		if en.Value != want[en.Key] {
-			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
-		}
-	}
+	checkWords(t, e, want)
 }

@@ -157,6 +157,12 @@ func (t *table[K, V]) restore(ns uint16, key, val []byte) error {
 	if t.exp == nil {
 		t.perKey = true
 	}
+	return t.restoreOne(key, val)
+}
+
+// restoreOne decodes one restored key and its state into the table, clean
+// (a restored key is not a change), refusing a key restored twice.
+func (t *table[K, V]) restoreOne(key, val []byte) error {
 	k, err := t.kc.Decode(key)
 	if err != nil {
 		return fmt.Errorf("decode key: %w", err)

@@ -119,20 +119,9 @@ func (t *table[K, V]) blockRestore(key, val []byte) error {
 		if r.err != nil {
 			break
 		}
-		k, err := t.kc.Decode(kb)
-		if err != nil {
-			return fmt.Errorf("decode key: %w", err)
+		if err := t.restoreOne(kb, vb); err != nil {
+			return err
 		}
-		v, err := t.vc.Decode(vb)
-		if err != nil {
-			return fmt.Errorf("decode state of key %s: %w", t.kc.Format(k), err)
-		}
-		if _, dup := t.idx[k]; dup {
-			return fmt.Errorf("key %s restored twice", t.kc.Format(k))
-		}
-		t.insert(k, v)
-		t.mark[len(t.mark)-1] = false
-		t.dirty = t.dirty[:len(t.dirty)-1]
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("trailing bytes")
