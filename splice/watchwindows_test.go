@@ -36,6 +36,30 @@ func pushTimed(rt *rapid.T, in *flowstest.Input[timedKey], now time.Time, keys i
 	return now
 }
 
+// stepTimed is a step of the windowed watch properties: it pushes timed
+// events (pushTimed) and drains them, and from the second step on crashes
+// one fragment one time in ten (crashOne) and drains again; it returns the
+// new now.
+func stepTimed(rt *rapid.T, d *flowstest.Driver, in *flowstest.Input[timedKey], now time.Time, keys, step int) time.Time {
+	now = pushTimed(rt, in, now, keys)
+	if err := d.Drain(); err != nil {
+		rt.Fatal(err)
+	}
+	if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
+		crashOne(rt, d)
+		if err := d.Drain(); err != nil {
+			rt.Fatal(err)
+		}
+	}
+	return now
+}
+
+// sameRaw reports whether two answers hold the same JSON bytes under the
+// same keys.
+func sameRaw(a, b map[string]json.RawMessage) bool {
+	return maps.EqualFunc(a, b, func(x, y json.RawMessage) bool { return bytes.Equal(x, y) })
+}
+
 // windowsFlow counts keys per window in windowed keyed views over 4
 // fragments: hourly tumbling windows (sliced state), two-hour windows
 // sliding by the hour with per-window state ("sliding") and with slices
@@ -84,16 +108,7 @@ func TestWatchKeyedWindowsFromChanges(t *testing.T) {
 		var prev map[string]json.RawMessage
 		followed := 0
 		for step := range rapid.IntRange(2, 12).Draw(rt, "steps") {
-			now = pushTimed(rt, in, now, keys)
-			if err := d.Drain(); err != nil {
-				rt.Fatal(err)
-			}
-			if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
-				crashOne(rt, d)
-				if err := d.Drain(); err != nil {
-					rt.Fatal(err)
-				}
-			}
+			now = stepTimed(rt, d, in, now, keys, step)
 			res, ev, delta, err := w.Step()
 			full, ferr := splice.Evaluate(context.Background(), d, req)
 			if ferr != nil || err != nil {
@@ -103,13 +118,13 @@ func TestWatchKeyedWindowsFromChanges(t *testing.T) {
 				rt.Fatalf("step %d: the watch's error %v, a full evaluation's %v", step, err, ferr)
 			}
 			got, want := windowsMap(res.KeyedWindows), windowsMap(full.KeyedWindows)
-			if !maps.EqualFunc(got, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) ||
+			if !sameRaw(got, want) ||
 				res.More != full.More || res.NextAfter != full.NextAfter {
 				rt.Fatalf("step %d: the watch's answer is %s (next %q), a full evaluation's %s (next %q)",
 					step, mapString(got), res.NextAfter, mapString(want), full.NextAfter)
 			}
 			if prev != nil {
-				if after := applyWindowsEvent(rt, prev, ev); !maps.EqualFunc(after, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+				if after := applyWindowsEvent(rt, prev, ev); !sameRaw(after, want) {
 					rt.Fatalf("step %d: the event %s applied to %s gives %s, a full evaluation %s", step, ev, mapString(prev), mapString(after), mapString(want))
 				}
 				if delta {

@@ -1,12 +1,10 @@
 package splice_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"testing"
 	"time"
 
@@ -63,16 +61,7 @@ func TestWatchWindowsFromChanges(t *testing.T) {
 		now := t0
 		var prev map[string]json.RawMessage
 		for step := range rapid.IntRange(2, 12).Draw(rt, "steps") {
-			now = pushTimed(rt, in, now, keys)
-			if err := d.Drain(); err != nil {
-				rt.Fatal(err)
-			}
-			if step > 0 && rapid.IntRange(0, 9).Draw(rt, "crash") == 0 {
-				crashOne(rt, d)
-				if err := d.Drain(); err != nil {
-					rt.Fatal(err)
-				}
-			}
+			now = stepTimed(rt, d, in, now, keys, step)
 			res, ev, _, err := w.Step()
 			full, ferr := splice.Evaluate(context.Background(), d, req)
 			if ferr != nil || err != nil {
@@ -83,14 +72,14 @@ func TestWatchWindowsFromChanges(t *testing.T) {
 				rt.Fatalf("step %d: the watch's error %v, a full evaluation's %v", step, err, ferr)
 			}
 			got, want := windowValues(res.Windows), windowValues(full.Windows)
-			if !maps.EqualFunc(got, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) || res.More != full.More {
+			if !sameRaw(got, want) || res.More != full.More {
 				rt.Fatalf("step %d: the watch's answer is %s (more %v), a full evaluation's %s (more %v)", step, mapString(got), res.More, mapString(want), full.More)
 			}
 			if prev != nil && ev != nil {
-				if after := applyWindowsEvent(rt, prev, ev); !maps.EqualFunc(after, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+				if after := applyWindowsEvent(rt, prev, ev); !sameRaw(after, want) {
 					rt.Fatalf("step %d: the event %s applied to %s gives %s, a full evaluation %s", step, ev, mapString(prev), mapString(after), mapString(want))
 				}
-			} else if prev != nil && !maps.EqualFunc(prev, want, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+			} else if prev != nil && !sameRaw(prev, want) {
 				rt.Fatalf("step %d: no event, but the answer went from %s to %s", step, mapString(prev), mapString(want))
 			}
 			prev = want
