@@ -149,7 +149,27 @@ func (e *Engine) placeAlerts(cl *ClusterConfig) {
 	if len(cl.Alerts) > 1 {
 		standby = cl.Alerts[1]
 	}
-	a.m.Place(cl.Epoch, cl.Alerts[0], standby, members, leaving, e.cfg.Now())
+	now := e.cfg.Now()
+	a.m.Place(cl.Epoch, cl.Alerts[0], standby, members, leaving, now)
+	a.m.Unfence(now) // Resume: the same placement again, after a fence
+	e.carryAlerts()
+}
+
+// fenceAlerts stops the alerts with the fragments when the node loses its
+// majority (Engine.Fence): no step is evaluated, committed or taken as a
+// standby until it is placed again.
+func (e *Engine) fenceAlerts() {
+	a := &e.alerts
+	if a.m == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
+	}
+	a.m.Fence()
+	a.proposed = nil
 	e.carryAlerts()
 }
 

@@ -94,7 +94,10 @@
 // came meanwhile, Resume starts the fragments and readers of the same one
 // again from the local store, as after a crash, since no node can own
 // them under that epoch but this one. The replica actor keeps
-// taking standby copies meanwhile; the alert log is not fenced.
+// taking standby copies meanwhile. The alert log is fenced too
+// (recovery.AlertLog.Fence): as owner the node evaluates and commits
+// nothing, as standby it refuses every prepare, and it catches up again
+// before it evaluates once Place or Resume gives it the alerts back.
 //
 // # Queries
 //

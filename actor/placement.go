@@ -228,7 +228,9 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 // epoch it last applied — so that when it sees a majority again and
 // applies their newer placement, every fragment it is given is gained,
 // waiting for a hand-off from the node that owns it there. The replica
-// actor keeps taking standby copies meanwhile.
+// actor keeps taking standby copies meanwhile. The alerts stop too
+// (recovery.AlertLog.Fence): as owner the node evaluates and commits
+// nothing, as standby it refuses prepares, until Place or Resume.
 func (e *Engine) Fence(cl *ClusterConfig) error {
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
@@ -264,6 +266,7 @@ func (e *Engine) Fence(cl *ClusterConfig) error {
 	}
 	l.standby, l.cl = e.standbys(cl), cl
 	e.layout.Store(l)
-	e.cfg.Logger.Warn("fenced: this node stopped its fragments and readers", "fragments", len(old.frags), "readers", len(old.readers))
+	e.fenceAlerts()
+	e.cfg.Logger.Warn("fenced: this node stopped its fragments, readers and alerts", "fragments", len(old.frags), "readers", len(old.readers))
 	return nil
 }

@@ -57,13 +57,15 @@
 // a node whose probes go unanswered for a lease (a stalled process, a
 // saturated link) stops owning and takes its fragments back by hand-off.
 // The alternative, every side going on and reconciling later, cannot be
-// made exact once downstream fragments applied both sides' outputs.
+// made exact once downstream fragments applied both sides' outputs. The
+// alert log is fenced with the fragments (recovery.AlertLog.Fence): an
+// alert owner cut off together with its standby (two of five) would
+// otherwise commit a step the new owner on the majority side evaluates
+// again, and the crossing would be raised on both sides.
 //
 // Not covered: the node does not learn a newer agreed membership from its
 // peers as the simulation does, so a stale node counts against its own
-// last placement. The alert log is not fenced: an alert owner on a
-// minority side goes on evaluating (each step still needs its standby's
-// confirmation). A member that leaves while cut off from the others stays
+// last placement. A member that leaves while cut off from the others stays
 // in their agreed membership; only an operator could take it out, and no
 // command does yet.
 //

@@ -37,6 +37,12 @@ import (
 //     the step it has not committed (the next owner evaluates those
 //     windows again, from the committed state) and catches up again if it
 //     owns the alerts in the new placement;
+//   - a node cut off from the majority of its cluster is fenced (Fence)
+//     before the majority places the alerts elsewhere: as owner it drops
+//     the step it has not committed and evaluates nothing, as standby it
+//     refuses prepares, until it applies a placement again. Without it, an
+//     owner cut off together with its standby (two of five nodes) could
+//     commit a step the new owner on the other side evaluates again;
 //   - a node whose copy is behind (a lost message, a new node) is sent the
 //     records it lacks with the states at the owner's version; messages
 //     not acknowledged are sent again after Retry.
@@ -78,6 +84,11 @@ type AlertLog struct {
 	// owner's placement epoch then.
 	prepared   *AlertStep
 	preparedAt uint64
+
+	// fenced: the node lost the majority of its cluster (Fence) and
+	// neither evaluates, commits nor takes a prepared step until it
+	// applies a placement again (Place, Unfence).
+	fenced bool
 
 	rd AlertReady
 }
@@ -209,7 +220,7 @@ func (l *AlertLog) Place(epoch uint64, owner, standby string, members, leaving [
 	if !l.cfg.Cluster || epoch <= l.epoch {
 		return
 	}
-	l.epoch, l.owner, l.standby = epoch, owner, standby
+	l.epoch, l.owner, l.standby, l.fenced = epoch, owner, standby, false
 	l.members = slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == l.cfg.Self })
 	l.leaving = slices.DeleteFunc(slices.Clone(leaving), func(m string) bool { return m == l.cfg.Self })
 	l.pending, l.ready, l.answered, l.held = nil, false, nil, nil
@@ -230,7 +241,7 @@ func (l *AlertLog) Place(epoch uint64, owner, standby string, members, leaving [
 // placement answered, and a node at a newer placement refuses it until
 // this node applies that placement too.
 func (l *AlertLog) Resumed(now time.Time) {
-	if !l.cfg.Cluster || l.owner != l.cfg.Self {
+	if !l.cfg.Cluster || l.owner != l.cfg.Self || l.fenced {
 		return
 	}
 	l.pending, l.ready = nil, false
@@ -241,11 +252,39 @@ func (l *AlertLog) Resumed(now time.Time) {
 	l.maybeReady(now)
 }
 
+// Fence: this node no longer hears a majority of its cluster, which will
+// place the alerts without it. It stops at once: as owner it drops the
+// step it has not committed and evaluates nothing; as standby it refuses
+// the prepares of any owner. It still appends commits (they are
+// committed) and answers catch-ups. A placement of a newer epoch (Place)
+// or the same one again (Unfence) ends the fence.
+func (l *AlertLog) Fence() {
+	if !l.cfg.Cluster {
+		return
+	}
+	l.fenced = true
+	l.pending, l.ready, l.answered, l.held = nil, false, nil, nil
+}
+
+// Unfence: the node hears a majority again and the cluster placed nothing
+// new meanwhile, so it applies the same placement again. As owner it
+// catches up again before it evaluates, as after a pause (Resumed).
+func (l *AlertLog) Unfence(now time.Time) {
+	if !l.fenced {
+		return
+	}
+	l.fenced = false
+	l.Resumed(now)
+}
+
+// Fenced reports whether the node is fenced.
+func (l *AlertLog) Fenced() bool { return l.fenced }
+
 // Evaluate reports whether this node may evaluate a step now (it owns the
 // alerts, caught up, and has no step waiting for its standby), and from
 // which version and states.
 func (l *AlertLog) Evaluate() (version uint64, states map[string][]byte, ok bool) {
-	if l.owner != l.cfg.Self || !l.ready || l.pending != nil {
+	if l.owner != l.cfg.Self || !l.ready || l.pending != nil || l.fenced {
 		return 0, nil, false
 	}
 	return l.version, maps.Clone(l.states), true
@@ -272,7 +311,7 @@ func (l *AlertLog) Propose(base uint64, records [][]byte, progressed map[string]
 
 // Tick sends again what was not answered.
 func (l *AlertLog) Tick(now time.Time) {
-	if l.owner != l.cfg.Self || !l.cfg.Cluster {
+	if l.owner != l.cfg.Self || !l.cfg.Cluster || l.fenced {
 		return
 	}
 	if !l.ready {
@@ -310,9 +349,9 @@ func (l *AlertLog) Receive(m AlertMsg, now time.Time) {
 	}
 }
 
-// fenced: m comes from an older placement, or from a node that is not the
+// stale: m comes from an older placement, or from a node that is not the
 // owner in this one.
-func (l *AlertLog) fenced(m AlertMsg) bool {
+func (l *AlertLog) stale(m AlertMsg) bool {
 	return m.Placement < l.epoch || (m.Placement == l.epoch && m.From != l.owner)
 }
 
@@ -326,7 +365,7 @@ func (l *AlertLog) ack(to string) AlertMsg {
 }
 
 func (l *AlertLog) onPrepare(m AlertMsg) {
-	if l.fenced(m) {
+	if l.fenced || l.stale(m) {
 		a := l.ack(m.From)
 		a.Fenced = true
 		l.send(a)
@@ -340,7 +379,7 @@ func (l *AlertLog) onPrepare(m AlertMsg) {
 }
 
 func (l *AlertLog) onCommit(m AlertMsg) {
-	if l.fenced(m) {
+	if l.stale(m) {
 		a := l.ack(m.From)
 		a.Fenced = true
 		l.send(a)

@@ -13,12 +13,14 @@ import (
 
 var alertSeeds = flag.Int("alertlog.seeds", 400, "seeds of TestAlertLogSimulated")
 
-// The alert log's rules, simulated: three nodes exchange messages over
+// The alert log's rules, simulated: three or five nodes exchange messages over
 // FIFO links that may lose them, apply placements late, evaluate slowly
 // (the log may move on meanwhile), and fail one at a time: killed (their
 // memory and what they were sending are lost, and so may be their writes
 // after the last synced one) and restarted, or stopped while the others
-// place without them and resumed (a stale owner) before they rejoin;
+// place without them and resumed (a stale owner) before they rejoin, or
+// (of five) the owner and its standby cut off from the others together,
+// fenced, while the others place without them, until the cut heals;
 // owners especially, right after they committed or prepared a step. The
 // truth is the sequence of crossings a sequential evaluation raises, and
 // every record names the node that raised it: every node's log must
@@ -31,19 +33,20 @@ func TestAlertLogSimulated(t *testing.T) {
 	if testing.Short() {
 		seeds = min(seeds, 50)
 	}
-	var kills, pauses, dups, takeovers int
+	var kills, pauses, cuts, dups, takeovers int
 	for seed := range uint64(seeds) {
 		s := newAlertSim(t, seed)
 		s.run(2000)
 		kills += s.kills
 		pauses += s.pauses
+		cuts += s.cuts
 		dups += s.dups()
 		takeovers += s.takeovers
 	}
-	t.Logf("%d seeds: %d kills, %d pauses, %d prepared steps taken over by a new owner, %d crossings announced twice (an owner died between its commit and its standby learning of it)",
-		seeds, kills, pauses, takeovers, dups)
-	if kills == 0 || takeovers == 0 {
-		t.Fatalf("the simulation never killed an owner mid-step (kills %d, takeovers %d)", kills, takeovers)
+	t.Logf("%d seeds: %d kills, %d pauses, %d cuts, %d prepared steps taken over by a new owner, %d crossings announced twice (an owner died between its commit and its standby learning of it)",
+		seeds, kills, pauses, cuts, takeovers, dups)
+	if kills == 0 || takeovers == 0 || cuts == 0 {
+		t.Fatalf("the simulation never killed or cut off an owner mid-step (kills %d, takeovers %d, cuts %d)", kills, takeovers, cuts)
 	}
 }
 
@@ -112,6 +115,72 @@ func TestAlertLogStaleOwnerFenced(t *testing.T) {
 	a.Receive(rd.Sends[0], now)
 	if rd := a.Ready(); len(rd.Writes) != 0 {
 		t.Fatalf("the stale owner committed: %+v", rd)
+	}
+}
+
+// The owner and its standby are cut off from the other three of five
+// nodes, and fenced: the owner evaluates nothing and the standby refuses
+// its prepares (it never learns of the placement the others make without
+// them), so the new owner on the other side is the only one to raise what
+// comes next. Placed again, the owner catches up before it evaluates.
+func TestAlertLogCutOffOwnerAndStandbyFenced(t *testing.T) {
+	now := time.Unix(0, 0)
+	a := NewAlertLog(AlertLogConfig{Self: "a", Cluster: true}, 0, 0, nil)
+	b := NewAlertLog(AlertLogConfig{Self: "b", Cluster: true}, 0, 0, nil)
+	five := []string{"a", "b", "c", "d", "e"}
+	a.Place(1, "a", "b", five, nil, now)
+	b.Place(1, "a", "b", five, nil, now)
+	a.Ready()
+	b.Ready()
+	for _, n := range []string{"b", "c", "d", "e"} {
+		a.Receive(AlertMsg{Kind: AlertAnswer, From: n, Placement: 1}, now)
+	}
+	if _, _, ok := a.Evaluate(); !ok {
+		t.Fatal("the owner did not catch up")
+	}
+	a.Fence()
+	b.Fence()
+	if _, _, ok := a.Evaluate(); ok {
+		t.Fatal("a fenced owner may evaluate")
+	}
+	if a.Propose(0, [][]byte{[]byte("x@1")}, map[string][]byte{"x": {1}}, 0, now) {
+		t.Fatal("a fenced owner's step was taken")
+	}
+	a.Tick(now.Add(time.Hour))
+	if rd := a.Ready(); len(rd.Writes)+len(rd.Sends) != 0 {
+		t.Fatalf("a fenced owner acts: %+v", rd)
+	}
+	// A prepare sent just before the fence reaches the standby after it.
+	b.Receive(AlertMsg{Kind: AlertPrepare, From: "a", To: "b", Placement: 1,
+		AlertStep: AlertStep{Version: 1, Records: [][]byte{[]byte("x@1")}}, Total: 1}, now)
+	if rd := b.Ready(); len(rd.Sends) != 1 || !rd.Sends[0].Fenced || b.prepared != nil {
+		t.Fatalf("a fenced standby took a prepare: %+v", rd)
+	}
+	// The cut heals and nothing was placed meanwhile (a fence on every
+	// node at once, a loaded machine): the same placement again, and the
+	// owner first catches up.
+	a.Place(1, "a", "b", five, nil, now) // not newer: nothing changes
+	if !a.Fenced() {
+		t.Fatal("a placement of the same epoch ended the fence")
+	}
+	a.Unfence(now)
+	if _, _, ok := a.Evaluate(); ok || a.Fenced() {
+		t.Fatal("unfenced, the owner evaluates before it caught up, or is still fenced")
+	}
+	if rd := a.Ready(); len(rd.Sends) != 4 || rd.Sends[0].Kind != AlertSync {
+		t.Fatalf("unfenced, the owner does not catch up: %+v", rd)
+	}
+	for _, n := range []string{"b", "c", "d", "e"} {
+		a.Receive(AlertMsg{Kind: AlertAnswer, From: n, Placement: 1}, now)
+	}
+	if _, _, ok := a.Evaluate(); !ok {
+		t.Fatal("caught up again, the owner may not evaluate")
+	}
+	// Or the others placed the alerts on c meanwhile.
+	a.Fence()
+	a.Place(2, "c", "d", five, nil, now)
+	if _, _, ok := a.Evaluate(); ok || a.Fenced() {
+		t.Fatal("placed again, a is still fenced, or owns the alerts")
 	}
 }
 
@@ -202,6 +271,7 @@ const (
 	simPaused                 // stopped (SIGSTOP): the others placed without it
 	simStale                  // running again, not yet a member: a stale owner
 	simDead
+	simCut // running, cut off from the majority (fenced): the others placed without it
 )
 
 type simNode struct {
@@ -219,7 +289,9 @@ type simNode struct {
 	evaluating bool
 }
 
-func (n *simNode) running() bool { return n.state == simUp || n.state == simStale }
+func (n *simNode) running() bool {
+	return n.state == simUp || n.state == simStale || n.state == simCut
+}
 
 type simLink struct{ from, to string }
 
@@ -238,6 +310,7 @@ type alertSim struct {
 	retry     time.Duration
 	kills     int
 	pauses    int
+	cuts      int
 	takeovers int
 	raised    map[int]string // the record at each position of the log, once raised
 }
@@ -247,6 +320,9 @@ func newAlertSim(t *testing.T, seed uint64) *alertSim {
 		links: map[simLink][]AlertMsg{}, raised: map[int]string{}}
 	s.retry = time.Duration(5+s.rng.IntN(40)) * 10 * time.Millisecond // a step is 10ms
 	s.names = []string{"n0", "n1", "n2"}
+	if seed%2 == 1 {
+		s.names = append(s.names, "n3", "n4")
+	}
 	s.rng.Shuffle(len(s.names), func(i, j int) { s.names[i], s.names[j] = s.names[j], s.names[i] })
 	for _, n := range s.names {
 		s.nodes[n] = &simNode{name: n, log: NewAlertLog(AlertLogConfig{Self: n, Cluster: true, Retry: s.retry}, 0, 0, nil)}
@@ -318,12 +394,56 @@ func (s *alertSim) carry(n *simNode, takeover bool) {
 	// Targeted faults: an owner dies, or stops, right after it committed
 	// a step or prepared one, with what it was sending.
 	if s.faults && n.log.owner == n.name && len(rd.Writes)+len(rd.Sends) > 0 && s.rng.IntN(12) == 0 && s.replicated() && s.allUp() {
-		if s.rng.IntN(2) == 0 {
-			s.kill(n)
-		} else {
-			s.pause(n)
-		}
+		s.fail(n)
 	}
+}
+
+// fail kills, pauses or (of five nodes) cuts off n.
+func (s *alertSim) fail(n *simNode) {
+	switch r := s.rng.IntN(3); {
+	case r == 2 && len(s.names) == 5 && s.cut():
+	case r == 0:
+		s.kill(n)
+	default:
+		s.pause(n)
+	}
+}
+
+// cut cuts the owner and its standby off from the other three, if one of
+// those holds the newest committed step (Replicas = 2: the other side
+// can go on without the two). The two are fenced before the others place
+// without them: they stopped hearing a majority, and their lease runs
+// out before the others declare them dead (cluster/doc.go, "Quorum").
+func (s *alertSim) cut() bool {
+	owner, standby, _ := s.placement()
+	if standby == "" {
+		return false
+	}
+	var newest uint64
+	for _, n := range s.nodes {
+		newest = max(newest, n.log.version)
+	}
+	held := false
+	for _, n := range s.nodes {
+		held = held || (n.name != owner && n.name != standby && n.log.version == newest)
+	}
+	if !held {
+		return false
+	}
+	s.cuts++
+	for _, name := range []string{owner, standby} {
+		n := s.nodes[name]
+		n.state = simCut
+		n.log.Fence()
+		s.carry(n, false)
+	}
+	s.epoch++
+	return true
+}
+
+// across: a message between the two sides of a cut is lost.
+func (s *alertSim) across(l simLink) bool {
+	return (s.nodes[l.from].state == simCut) != (s.nodes[l.to].state == simCut)
 }
 
 func (s *alertSim) allUp() bool {
@@ -421,7 +541,7 @@ func (s *alertSim) run(steps int) {
 		case simPaused:
 			n.state = simStale
 			fallthrough
-		case simStale:
+		case simStale, simCut:
 			s.rejoin(n)
 		}
 	}
@@ -497,7 +617,7 @@ func (s *alertSim) step() {
 			}
 			m := s.links[l][0]
 			s.links[l] = s.links[l][1:]
-			if s.faults && s.rng.IntN(20) == 0 {
+			if (s.faults && s.rng.IntN(20) == 0) || s.across(l) {
 				continue // lost
 			}
 			if n := s.nodes[l.to]; n.running() {
@@ -529,7 +649,7 @@ func (s *alertSim) step() {
 		s.complete = min(simWindows, s.complete+1)
 	case r < 90: // a node applies the newest placement (late)
 		for _, n := range s.running() {
-			if n.applied < s.epoch && s.rng.IntN(2) == 0 {
+			if n.state != simCut && n.applied < s.epoch && s.rng.IntN(2) == 0 {
 				s.apply(n)
 				return
 			}
@@ -546,20 +666,15 @@ func (s *alertSim) step() {
 			case simPaused:
 				n.state = simStale // resumes: it still believes its old placement
 				return
-			case simStale:
-				s.rejoin(n)
+			case simStale, simCut:
+				s.rejoin(n) // a cut heals one node at a time
 				return
 			}
 		}
 		if s.rng.IntN(3) > 0 || !s.replicated() || !s.allUp() {
 			return
 		}
-		n := s.nodes[s.names[s.rng.IntN(3)]]
-		if s.rng.IntN(2) == 0 {
-			s.kill(n)
-		} else {
-			s.pause(n)
-		}
+		s.fail(s.nodes[s.names[s.rng.IntN(len(s.names))]])
 	}
 }
 
