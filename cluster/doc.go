@@ -22,8 +22,11 @@
 // (package sim) runs too: more than half of those members, or exactly
 // half holding the lowest-ordered one (of an even split, one half goes on
 // and the other stops, without a word between them). A member counts
-// while this node had a round trip with it within the lease (a join, or
-// an ack of this node's memberlist probe: Membership.Heard), not while
+// while this node had a round trip with it within the lease (a join, an
+// ack of this node's memberlist probe, or the echo of a heartbeat sent
+// within the lease, however late it came back: Membership.Heard,
+// roundtrip.go; memberlist's probe alone counts only acks within its
+// 100 ms timeout, and a loaded machine fenced itself), not while
 // memberlist merely lists it: an isolated node is slow to declare the
 // others dead (memberlist's suspicion timeout grows without
 // confirmations from others), and one cut off one way never does. A

@@ -110,12 +110,16 @@ type Membership struct {
 	// the nodes memberlist.Members returns change under the caller.
 	peers  map[string]peer
 	failed map[string]failure // members seen dying, not leaving: joined again until they come back
-	// contact is, per peer, the last round trip with it: its join, or an
-	// ack of this node's probe (memberlist's PingDelegate). A peer that
-	// acked a probe had this node's ping, so it heard this node then
-	// (Heard, the lease of the majority rule).
+	// contact is, per peer, the last round trip with it: its join, an
+	// ack of this node's probe (memberlist's PingDelegate), or the echo
+	// of a heartbeat, as of when the heartbeat went (roundtrip.go). A peer
+	// that acked or echoed had this node's message, so it heard this node
+	// then (Heard, the lease of the majority rule).
 	contact map[string]time.Time
-	high    uint64 // the largest epoch ever seen, so that a bump after a death still grows
+	beats   roundTrips   // the heartbeats sent (roundtrip.go)
+	echoes  chan beatMsg // echoes of peers' heartbeats, to send
+	echoed  uint64       // echoes received of this node's heartbeats
+	high    uint64       // the largest epoch ever seen, so that a bump after a death still grows
 	bump    chan struct{}
 	stop    chan struct{}
 	done    sync.WaitGroup
@@ -138,7 +142,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Bind)
 	}
 	m := &Membership{cfg: cfg, self: proto.Clone(cfg.Meta).(*wire.Meta), bump: make(chan struct{}, 1), peers: map[string]peer{},
-		failed: map[string]failure{}, contact: map[string]time.Time{}, stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
+		failed: map[string]failure{}, contact: map[string]time.Time{}, echoes: make(chan beatMsg, 256), stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
 	c := memberlist.DefaultLANConfig()
 	c.Name = cfg.Name
 	c.BindAddr, c.BindPort = host, port
@@ -171,9 +175,10 @@ func Join(cfg MemberConfig) (*Membership, error) {
 		// The port picked is in the local node's address.
 		m.cfg.Bind = net.JoinHostPort(host, strconv.Itoa(int(ml.LocalNode().Port)))
 	}
-	m.done.Add(2)
+	m.done.Add(3)
 	go m.loop()
 	go m.reconnect()
+	go m.heartbeat()
 	if len(cfg.Seeds) > 0 {
 		// Seeds may still be starting: retry for a while, but not a refusal.
 		wait := cfg.JoinTimeout
@@ -286,7 +291,8 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 }
 
 // Heard lists the live members (leaving or not) with which this node had
-// a round trip within window — a join, or an ack of its probe — and this
+// a round trip within window — a join, an ack of its probe, or an echo of
+// a heartbeat it sent within window — and this
 // node itself: the members that heard it lately. Safe for concurrent use.
 func (m *Membership) Heard(window time.Duration) []string {
 	m.mu.Lock()
@@ -494,7 +500,7 @@ func (d *mlDelegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (*mlDelegate) NotifyMsg([]byte)                           {}
+func (d *mlDelegate) NotifyMsg(b []byte)                       { (*Membership)(d).onBeat(b) }
 func (*mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (*mlDelegate) LocalState(join bool) []byte                { return nil }
 func (*mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
