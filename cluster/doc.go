@@ -66,9 +66,15 @@
 // otherwise commit a step the new owner on the majority side evaluates
 // again, and the crossing would be raised on both sides.
 //
-// Not covered: the node does not learn a newer agreed membership from its
-// peers as the simulation does, so a stale node counts against its own
-// last placement. A member that leaves while cut off from the others stays
+// Each node gossips the last placement it applied (its epoch and members,
+// Membership.SetAgreed) and counts against the newest agreed membership it
+// knows of, its own or a peer's, as the simulation's nodes do: a node that
+// missed placements while cut off or stopped does not count against
+// members the others no longer count (newestAgreed). A restarted node
+// waits in settle for a majority of the newer of what it kept and what
+// its peers gossip.
+//
+// Not covered: a member that leaves while cut off from the others stays
 // in their agreed membership; only an operator could take it out, and no
 // command does yet.
 //

@@ -340,6 +340,29 @@ func (m *Membership) SetRunning() error {
 	return m.ml.UpdateNode(time.Second)
 }
 
+// SetAgreed gossips the last placement this node applied, its epoch and
+// members: a node that missed placements (cut off, stopped) counts its
+// majority against the newest one it hears of (Agreed).
+func (m *Membership) SetAgreed(epoch uint64, members []string) error {
+	m.mu.Lock()
+	m.self.AgreedEpoch, m.self.Agreed = epoch, slices.Clone(members)
+	m.mu.Unlock()
+	return m.ml.UpdateNode(time.Second)
+}
+
+// Agreed is the newest agreed membership a live peer gossips (SetAgreed),
+// by placement epoch: zero if none does.
+func (m *Membership) Agreed() (epoch uint64, members []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, p := range m.peers {
+		if name != m.cfg.Name && p.meta.AgreedEpoch > epoch {
+			epoch, members = p.meta.AgreedEpoch, slices.Clone(p.meta.Agreed)
+		}
+	}
+	return epoch, members
+}
+
 // SetLeaving marks the node as leaving in its metadata: the others place
 // its fragments elsewhere while it still runs (a graceful hand-off).
 func (m *Membership) SetLeaving() error {
@@ -493,6 +516,13 @@ func (d *mlDelegate) NodeMeta(limit int) []byte {
 	m := (*Membership)(d)
 	m.mu.Lock()
 	b, err := proto.Marshal(m.self)
+	if err == nil && len(b) > limit && len(m.self.Agreed) > 0 {
+		// Too many members to gossip the agreed membership: the others
+		// count against their own (as before the field existed).
+		meta := proto.Clone(m.self).(*wire.Meta)
+		meta.AgreedEpoch, meta.Agreed = 0, nil
+		b, err = proto.Marshal(meta)
+	}
 	m.mu.Unlock()
 	if err != nil || len(b) > limit {
 		m.logger.Error("node metadata does not fit", "bytes", len(b), "limit", limit, "err", err)

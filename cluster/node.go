@@ -292,6 +292,9 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
+		if err := n.mem.SetAgreed(n.place.Epoch, n.place.Members); err != nil {
+			cfg.Logger.Debug("gossip the agreed membership", "err", err)
+		}
 		ecfg.Cluster = n.place.engine(cfg.Name)
 		ecfg.Live = n.mem.Alive
 		if ecfg.PauseLimit == 0 {

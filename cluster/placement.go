@@ -86,6 +86,9 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 		if key != last {
 			last, since = key, now
 		}
+		if e, members := m.Agreed(); e > prev.Epoch && len(members) > 0 {
+			prev = agreed{Epoch: e, Members: members} // it missed placements while it was down
+		}
 		majority := shard.Majority(prev.Members, side(ms, m.Leaving()))
 		if len(ms) >= expect && majority && now.Sub(since) >= time.Second {
 			return Place(plan, ms, m.Epoch()), nil
@@ -217,14 +220,14 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		case <-t.C:
 		}
 		ms := n.mem.Members()
-		agreed := n.placement()
-		switch majority := hasMajority(agreed, n.mem.Heard(lease(len(agreed.Members)))); {
+		agreed := newestAgreed(n.placement(), n.mem)
+		switch majority := shard.Majority(agreed, n.mem.Heard(lease(len(agreed)))); {
 		case !majority && !fenced:
 			fenced = true
 			n.fenced.Store(true)
 			p := n.placement()
 			n.cfg.Logger.Warn("no majority of the last agreed membership heard this node lately: it stops owning until one does",
-				"agreed", p.Members, "sees", names(ms))
+				"agreed", agreed, "sees", names(ms))
 			if err := n.eng.Fence(fenceConfig(plan, p, n.cfg.Name)); err != nil {
 				n.cfg.Logger.Error("fence", "err", err)
 			}
@@ -257,7 +260,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			// Without a member that died or is cut off: it stops owning
 			// once its lease ran out, counted from its last round trip
 			// with each of us, before the death we saw.
-			wait = max(wait, lease(len(agreed.Members)))
+			wait = max(wait, lease(len(agreed)))
 		}
 		if time.Since(since) < wait {
 			continue
@@ -294,6 +297,9 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		n.placeMu.Unlock()
 		if err := saveAgreed(n.cfg.DataDir, p); err != nil {
 			n.cfg.Logger.Warn("keep the agreed membership", "err", err)
+		}
+		if err := n.mem.SetAgreed(p.Epoch, p.Members); err != nil {
+			n.cfg.Logger.Debug("gossip the agreed membership", "err", err)
 		}
 		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
 			n.hist.event(ev)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/internal/flowcore"
-	"github.com/tessera-streams/tessera/shard"
 )
 
 // agreedFile is where a node keeps the membership of the last placement it
@@ -92,18 +91,27 @@ func lease(members int) time.Duration {
 	return time.Duration(2*max(members, 2))*gossipProbeInterval + gossipProbeTimeout
 }
 
-// hasMajority applies shard.Majority to the members of the last placement
-// this node applied (its agreed membership) and the members that heard it.
-func hasMajority(last Placement, heard []string) bool {
-	return shard.Majority(last.Members, heard)
+// newestAgreed is the agreed membership a node counts its majority
+// against: the members of the last placement it applied, or of a newer
+// one a peer applied and gossips (Membership.Agreed), as the simulation's
+// nodes do. A node that missed placements — cut off, or stopped, while the
+// cluster grew or shrank — would otherwise count against members the
+// others no longer count: three of an old five it still hears could make
+// it a majority beside the true majority of the new membership.
+func newestAgreed(own Placement, m *Membership) []string {
+	peerEpoch, peerMembers := m.Agreed()
+	if peerEpoch > own.Epoch && len(peerMembers) > 0 {
+		return peerMembers
+	}
+	return own.Members
 }
 
-// lostMember reports whether a member of the last placement is neither
+// lostMember reports whether a member of the agreed membership is neither
 // alive nor leaving in ms: it died (or is cut off), and the placement
 // without it waits the lease.
-func lostMember(last Placement, ms []Member, leaving map[string]string) bool {
+func lostMember(agreed []string, ms []Member, leaving map[string]string) bool {
 	now := side(ms, leaving)
-	for _, m := range last.Members {
+	for _, m := range agreed {
 		if !slices.Contains(now, m) {
 			return true
 		}

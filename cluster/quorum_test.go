@@ -6,6 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // The agreed membership outlives a restart: kept after every placement,
@@ -35,10 +38,16 @@ func TestAgreedMembershipKept(t *testing.T) {
 }
 
 // A node counts the members that heard it against the members of its
-// last placement; a placement without a member that is neither alive nor
-// leaving waits the lease.
+// last placement, or of a newer one a live peer gossips (a node that
+// missed placements); a placement without a member that is neither alive
+// nor leaving waits the lease.
 func TestHasMajority(t *testing.T) {
-	last := Placement{Members: []string{"n1", "n2", "n3"}}
+	last := Placement{Epoch: 4, Members: []string{"n1", "n2", "n3"}}
+	m := &Membership{cfg: MemberConfig{Name: "n3"}, peers: map[string]peer{
+		"n3": {meta: &wire.Meta{AgreedEpoch: 9, Agreed: []string{"n9"}}}, // itself: its own placement counts
+		"n1": {meta: &wire.Meta{AgreedEpoch: 3, Agreed: []string{"n1", "n3"}}},
+		"n2": {meta: &wire.Meta{}},
+	}}
 	cases := []struct {
 		heard []string
 		want  bool
@@ -49,9 +58,18 @@ func TestHasMajority(t *testing.T) {
 		{[]string{"n3", "n4", "n5"}, false}, // joiners do not count
 	}
 	for _, c := range cases {
-		if got := hasMajority(last, c.heard); got != c.want {
+		if got := shard.Majority(newestAgreed(last, m), c.heard); got != c.want {
 			t.Errorf("heard by %v: majority %v, want %v", c.heard, got, c.want)
 		}
+	}
+	// The cluster grew to five while n3 was stopped; n1 applied it. n3 is
+	// heard by n2 only: a majority of its own three, not of the five.
+	m.peers["n1"] = peer{meta: &wire.Meta{AgreedEpoch: 6, Agreed: []string{"n1", "n2", "n3", "n4", "n5"}}}
+	if shard.Majority(newestAgreed(last, m), []string{"n2", "n3"}) {
+		t.Error("a node that missed a placement counted against its own older one")
+	}
+	if !shard.Majority(newestAgreed(last, m), []string{"n2", "n3", "n4"}) {
+		t.Error("three of the newest five is no majority")
 	}
 	ms := func(names ...string) []Member {
 		var out []Member
@@ -60,10 +78,10 @@ func TestHasMajority(t *testing.T) {
 		}
 		return out
 	}
-	if lostMember(last, ms("n1", "n2", "n3"), nil) || lostMember(last, ms("n1", "n3"), map[string]string{"n2": "addr"}) {
+	if lostMember(last.Members, ms("n1", "n2", "n3"), nil) || lostMember(last.Members, ms("n1", "n3"), map[string]string{"n2": "addr"}) {
 		t.Error("a member alive or leaving counted as lost")
 	}
-	if !lostMember(last, ms("n1", "n3"), nil) {
+	if !lostMember(last.Members, ms("n1", "n3"), nil) {
 		t.Error("a member gone without leaving not counted as lost")
 	}
 	// The lease outlasts two rounds of probes: each peer is probed at
@@ -72,5 +90,24 @@ func TestHasMajority(t *testing.T) {
 		if l := lease(n); l <= time.Duration(2*max(n, 2))*gossipProbeInterval {
 			t.Errorf("lease(%d) = %v: not two rounds of probes", n, l)
 		}
+	}
+}
+
+// The last placement a node applied reaches its peers by gossip.
+func TestAgreedMembershipGossiped(t *testing.T) {
+	meta := &wire.Meta{Remote: "127.0.0.1:9000", Flow: "f", Fragments: 8, Version: "1"}
+	a := startMember(t, "a", nil, meta)
+	defer a.Shutdown()
+	b := startMember(t, "b", []string{a.Addr()}, meta)
+	defer b.Shutdown()
+	if err := a.SetAgreed(5, []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b learns a's agreed membership", func() bool {
+		e, ms := b.Agreed()
+		return e == 5 && slices.Equal(ms, []string{"a", "b"})
+	}, a, b)
+	if e, _ := a.Agreed(); e != 0 {
+		t.Errorf("a counts its own gossip as a peer's (epoch %d)", e)
 	}
 }

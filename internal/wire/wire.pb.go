@@ -26,15 +26,20 @@ const (
 // Meta is a node's gossip metadata: where to reach it and what it runs.
 // Nodes whose flow identity differs refuse each other at join.
 type Meta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Remote        string                 `protobuf:"bytes,1,opt,name=remote,proto3" json:"remote,omitempty"`        // protoactor remote address (host:port)
-	Http          string                 `protobuf:"bytes,2,opt,name=http,proto3" json:"http,omitempty"`            // HTTP API address
-	Flow          string                 `protobuf:"bytes,3,opt,name=flow,proto3" json:"flow,omitempty"`            // flow name
-	Fragments     uint32                 `protobuf:"varint,4,opt,name=fragments,proto3" json:"fragments,omitempty"` // fragment count
-	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`      // flow version
-	Epoch         uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`         // the node's placement epoch (see cluster.Placement)
-	Leaving       bool                   `protobuf:"varint,7,opt,name=leaving,proto3" json:"leaving,omitempty"`     // handing its fragments off before it leaves
-	Running       bool                   `protobuf:"varint,8,opt,name=running,proto3" json:"running,omitempty"`     // its engine runs: it hands off what it loses to a joining node
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Remote    string                 `protobuf:"bytes,1,opt,name=remote,proto3" json:"remote,omitempty"`        // protoactor remote address (host:port)
+	Http      string                 `protobuf:"bytes,2,opt,name=http,proto3" json:"http,omitempty"`            // HTTP API address
+	Flow      string                 `protobuf:"bytes,3,opt,name=flow,proto3" json:"flow,omitempty"`            // flow name
+	Fragments uint32                 `protobuf:"varint,4,opt,name=fragments,proto3" json:"fragments,omitempty"` // fragment count
+	Version   string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`      // flow version
+	Epoch     uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`         // the node's placement epoch (see cluster.Placement)
+	Leaving   bool                   `protobuf:"varint,7,opt,name=leaving,proto3" json:"leaving,omitempty"`     // handing its fragments off before it leaves
+	Running   bool                   `protobuf:"varint,8,opt,name=running,proto3" json:"running,omitempty"`     // its engine runs: it hands off what it loses to a joining node
+	// The last placement the node applied: its epoch and members (its
+	// agreed membership). A node counts its majority against the newest
+	// agreed membership it knows of, its own or a peer's (cluster.Quorum).
+	AgreedEpoch   uint64   `protobuf:"varint,9,opt,name=agreed_epoch,json=agreedEpoch,proto3" json:"agreed_epoch,omitempty"`
+	Agreed        []string `protobuf:"bytes,10,rep,name=agreed,proto3" json:"agreed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,6 +128,20 @@ func (x *Meta) GetRunning() bool {
 		return x.Running
 	}
 	return false
+}
+
+func (x *Meta) GetAgreedEpoch() uint64 {
+	if x != nil {
+		return x.AgreedEpoch
+	}
+	return 0
+}
+
+func (x *Meta) GetAgreed() []string {
+	if x != nil {
+		return x.Agreed
+	}
+	return nil
 }
 
 // Batches carries one sender's batches for fragments owned by one node:
@@ -1713,7 +1732,7 @@ var File_internal_wire_wire_proto protoreflect.FileDescriptor
 
 const file_internal_wire_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\xc8\x01\n" +
+	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x83\x02\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06remote\x18\x01 \x01(\tR\x06remote\x12\x12\n" +
 	"\x04http\x18\x02 \x01(\tR\x04http\x12\x12\n" +
@@ -1722,7 +1741,10 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aleaving\x18\a \x01(\bR\aleaving\x12\x18\n" +
-	"\arunning\x18\b \x01(\bR\arunning\"\xc3\x01\n" +
+	"\arunning\x18\b \x01(\bR\arunning\x12!\n" +
+	"\fagreed_epoch\x18\t \x01(\x04R\vagreedEpoch\x12\x16\n" +
+	"\x06agreed\x18\n" +
+	" \x03(\tR\x06agreed\"\xc3\x01\n" +
 	"\aBatches\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12%\n" +
