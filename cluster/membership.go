@@ -121,6 +121,7 @@ type Membership struct {
 	echoed  uint64       // echoes received of this node's heartbeats
 	high    uint64       // the largest epoch ever seen, so that a bump after a death still grows
 	bump    chan struct{}
+	update  chan struct{} // the metadata changed: gossip it (SetAgreed)
 	stop    chan struct{}
 	done    sync.WaitGroup
 	logger  *slog.Logger
@@ -141,7 +142,7 @@ func Join(cfg MemberConfig) (*Membership, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Bind)
 	}
-	m := &Membership{cfg: cfg, self: proto.Clone(cfg.Meta).(*wire.Meta), bump: make(chan struct{}, 1), peers: map[string]peer{},
+	m := &Membership{cfg: cfg, self: proto.Clone(cfg.Meta).(*wire.Meta), bump: make(chan struct{}, 1), update: make(chan struct{}, 1), peers: map[string]peer{},
 		failed: map[string]failure{}, contact: map[string]time.Time{}, echoes: make(chan beatMsg, 256), stop: make(chan struct{}), logger: cfg.Logger.With("part", "gossip")}
 	c := memberlist.DefaultLANConfig()
 	c.Name = cfg.Name
@@ -343,11 +344,15 @@ func (m *Membership) SetRunning() error {
 // SetAgreed gossips the last placement this node applied, its epoch and
 // members: a node that missed placements (cut off, stopped) counts its
 // majority against the newest one it hears of (Agreed).
-func (m *Membership) SetAgreed(epoch uint64, members []string) error {
+// It does not wait for the gossip: the membership's loop sends it.
+func (m *Membership) SetAgreed(epoch uint64, members []string) {
 	m.mu.Lock()
 	m.self.AgreedEpoch, m.self.Agreed = epoch, slices.Clone(members)
 	m.mu.Unlock()
-	return m.ml.UpdateNode(time.Second)
+	select {
+	case m.update <- struct{}{}:
+	default: // an update is pending: it carries this one
+	}
 }
 
 // Agreed is the newest agreed membership a live peer gossips (SetAgreed),
@@ -400,6 +405,11 @@ func (m *Membership) loop() {
 		select {
 		case <-m.stop:
 			return
+		case <-m.update:
+			if err := m.ml.UpdateNode(time.Second); err != nil {
+				m.logger.Debug("gossip the node's metadata", "err", err)
+			}
+			continue
 		case <-m.bump:
 		}
 		m.mu.Lock()

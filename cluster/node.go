@@ -292,9 +292,7 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		if err := n.mem.SetAgreed(n.place.Epoch, n.place.Members); err != nil {
-			cfg.Logger.Debug("gossip the agreed membership", "err", err)
-		}
+		n.mem.SetAgreed(n.place.Epoch, n.place.Members)
 		ecfg.Cluster = n.place.engine(cfg.Name)
 		ecfg.Live = n.mem.Alive
 		if ecfg.PauseLimit == 0 {

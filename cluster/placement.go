@@ -298,9 +298,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		if err := saveAgreed(n.cfg.DataDir, p); err != nil {
 			n.cfg.Logger.Warn("keep the agreed membership", "err", err)
 		}
-		if err := n.mem.SetAgreed(p.Epoch, p.Members); err != nil {
-			n.cfg.Logger.Debug("gossip the agreed membership", "err", err)
-		}
+		n.mem.SetAgreed(p.Epoch, p.Members)
 		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
 			n.hist.event(ev)
 			if ev.To == n.cfg.Name {
