@@ -210,10 +210,10 @@ type call struct {
 	node, addr string
 	view       string
 	frags      []int
-	fut        *pa.Future
+	reply      *pa.PID // the call's replyActor
 	sent       time.Time
 	done       chan callResult
-	received   bool
+	stopped    bool // its reply actor was stopped
 	down       bool // the node was found unreachable
 }
 
@@ -222,9 +222,29 @@ type callResult struct {
 	err error
 }
 
-// abandoned completes a future that a query stopped waiting for, so that
-// the goroutine waiting on it ends now rather than at its timeout.
-type abandoned struct{}
+// replyActor takes the answer of one call: the other node's reply, or
+// the dead letter its endpoint returns when it cannot deliver the query.
+// Its mailbox orders that answer and the stop of a call the query stopped
+// waiting for; a protoactor future does not, and a reply racing a second
+// completion of the same future (a timeout, an abandon) raced on its
+// result.
+type replyActor struct{ done chan callResult }
+
+func (r *replyActor) Receive(c pa.Context) {
+	var res callResult
+	switch m := c.Message().(type) {
+	case *pa.Started, *pa.Stopping, *pa.Stopped, *pa.Restarting:
+		return
+	case *pa.DeadLetterResponse:
+		res.err = pa.ErrDeadLetter
+	default:
+		res.res = m
+	}
+	select {
+	case r.done <- res:
+	default: // the call has its answer
+	}
+}
 
 func (e *Engine) ask(l *layout, addr string, req splice.Request, frags []int, standby bool, deadline time.Time) *call {
 	q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After,
@@ -234,19 +254,17 @@ func (e *Engine) ask(l *layout, addr string, req splice.Request, frags []int, st
 		q.Fragments = append(q.Fragments, uint32(f))
 	}
 	c := &call{node: l.nodeAt(addr), addr: addr, view: req.View, frags: frags, sent: time.Now(), done: make(chan callResult, 1)}
-	c.fut = e.sys.Root.RequestFuture(pa.NewPID(addr, e.plan.Name()+"/query"), q, max(time.Until(deadline), time.Millisecond))
-	go func() {
-		res, err := c.fut.Result()
-		c.done <- callResult{res, err}
-	}()
+	c.reply = e.sys.Root.Spawn(pa.PropsFromProducer(func() pa.Actor { return &replyActor{done: c.done} }))
+	e.sys.Root.RequestWithCustomSender(pa.NewPID(addr, e.plan.Name()+"/query"), q, c.reply)
 	return c
 }
 
+// abandon ends a call, answered or not: its reply actor stops, and a reply
+// that comes later goes to dead letters.
 func (e *Engine) abandon(c *call) {
-	if !c.received {
-		e.sys.Root.Send(c.fut.PID(), abandoned{})
-		<-c.done
-		c.received = true
+	if !c.stopped {
+		c.stopped = true
+		e.sys.Root.Stop(c.reply)
 	}
 }
 
@@ -260,7 +278,6 @@ func (e *Engine) collect(ctx context.Context, c *call, deadline time.Time, lost 
 	for {
 		select {
 		case r := <-c.done:
-			c.received = true
 			if r.err != nil {
 				// The node's endpoint is gone (dead letter), or its query
 				// actor is not there (the node is starting or stopping).
