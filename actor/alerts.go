@@ -159,18 +159,25 @@ func (e *Engine) placeAlerts(cl *ClusterConfig) {
 // majority (Engine.Fence): no step is evaluated, committed or taken as a
 // standby until it is placed again.
 func (e *Engine) fenceAlerts() {
+	e.withAlerts(func(a *alertLog) {
+		a.m.Fence()
+		a.proposed = nil
+		e.carryAlerts()
+	})
+}
+
+// withAlerts runs f with a.mu held, if the flow has alerts and the log
+// still writes.
+func (e *Engine) withAlerts(f func(a *alertLog)) {
 	a := &e.alerts
 	if a.m == nil {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.stopped {
-		return
+	if !a.stopped {
+		f(a)
 	}
-	a.m.Fence()
-	a.proposed = nil
-	e.carryAlerts()
 }
 
 // alertLoop drives the alert log: it ticks it (messages not answered go
@@ -210,15 +217,11 @@ func (e *Engine) alertLoop() {
 }
 
 func (e *Engine) tickAlerts() {
-	a := &e.alerts
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.stopped {
-		return
-	}
-	e.alertsCheckPause()
-	a.m.Tick(e.cfg.Now())
-	e.carryAlerts()
+	e.withAlerts(func(a *alertLog) {
+		e.alertsCheckPause()
+		a.m.Tick(e.cfg.Now())
+		e.carryAlerts()
+	})
 }
 
 // stepAlerts evaluates the windows completed since the last step, if this
@@ -309,15 +312,7 @@ func (e *Engine) alertsCheckPause() {
 
 // pausedAlerts makes the alerts notice a pause of the node at once.
 func (e *Engine) pausedAlerts() {
-	a := &e.alerts
-	if a.m == nil {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.stopped {
-		e.alertsCheckPause()
-	}
+	e.withAlerts(func(*alertLog) { e.alertsCheckPause() })
 }
 
 // finalAlerts evaluates once more as a single node stops: its fragments

@@ -92,20 +92,3 @@ func TestHasMajority(t *testing.T) {
 		}
 	}
 }
-
-// The last placement a node applied reaches its peers by gossip.
-func TestAgreedMembershipGossiped(t *testing.T) {
-	meta := &wire.Meta{Remote: "127.0.0.1:9000", Flow: "f", Fragments: 8, Version: "1"}
-	a := startMember(t, "a", nil, meta)
-	defer a.Shutdown()
-	b := startMember(t, "b", []string{a.Addr()}, meta)
-	defer b.Shutdown()
-	a.SetAgreed(5, []string{"a", "b"})
-	eventually(t, "b learns a's agreed membership", func() bool {
-		e, ms := b.Agreed()
-		return e == 5 && slices.Equal(ms, []string{"a", "b"})
-	}, a, b)
-	if e, _ := a.Agreed(); e != 0 {
-		t.Errorf("a counts its own gossip as a peer's (epoch %d)", e)
-	}
-}

@@ -58,8 +58,9 @@ func TestHeartbeatEchoIsARoundTripFromItsSending(t *testing.T) {
 	}
 }
 
-// Two members on loopback echo each other's heartbeats.
-func TestHeartbeatsEchoedOverGossip(t *testing.T) {
+// Two members on loopback echo each other's heartbeats, and the last
+// placement one applied reaches the other by gossip.
+func TestGossipCarriesHeartbeatsAndTheAgreedMembership(t *testing.T) {
 	meta := &wire.Meta{Remote: "127.0.0.1:9000", Flow: "f", Fragments: 8, Version: "1"}
 	a := startMember(t, "a", nil, meta)
 	defer a.Shutdown()
@@ -71,6 +72,15 @@ func TestHeartbeatsEchoedOverGossip(t *testing.T) {
 		return m.echoed
 	}
 	eventually(t, "both members echoed", func() bool { return echoed(a) > 0 && echoed(b) > 0 }, a, b)
+
+	a.SetAgreed(5, []string{"a", "b"})
+	eventually(t, "b learns a's agreed membership", func() bool {
+		e, ms := b.Agreed()
+		return e == 5 && slices.Equal(ms, []string{"a", "b"})
+	}, a, b)
+	if e, _ := a.Agreed(); e != 0 {
+		t.Errorf("a counts its own gossip as a peer's (epoch %d)", e)
+	}
 }
 
 func FuzzDecodeBeat(f *testing.F) {
