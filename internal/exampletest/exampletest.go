@@ -282,16 +282,28 @@ func TryJSON(url string, v any) bool {
 }
 
 // GetJSON decodes the JSON answer of GET url, which must be 200.
+//
+// A 503 is asked again, as a client does that honours its Retry-After (a
+// fragment restoring, or a node that is still starting, answers nothing
+// for a moment), for up to 20 s.
 func GetJSON(t testing.TB, url string, into any) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+	var body []byte
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+		}
+		break
 	}
 	if err := json.Unmarshal(body, into); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
