@@ -177,4 +177,3 @@ func BenchmarkInternerDecodeApply(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*part), "ns/key")
 	_ = sum
 }
-
