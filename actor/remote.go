@@ -11,6 +11,8 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 )
 
 func (c *ClusterConfig) fragments() []string {
@@ -55,15 +57,46 @@ func startRemote(sys *pa.ActorSystem, addr string, tlsCfg *tls.Config) (r *remot
 			r, err = nil, fmt.Errorf("remote on %s: %v", addr, v)
 		}
 	}()
-	opts := []remote.ConfigOption{remote.WithEndpointWriterBatchSize(remoteBatchSize)}
+	server, dial := transportOptions()
+	// protoactor's dial options replace its default, grpc.WithInsecure.
+	creds := insecure.NewCredentials()
 	if tlsCfg != nil {
-		// protoactor dials with grpc.WithInsecure unless given dial options.
-		opts = append(opts, remote.WithServerOptions(grpc.Creds(credentials.NewTLS(tlsCfg.Clone()))),
-			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg.Clone()))))
+		server = append(server, grpc.Creds(credentials.NewTLS(tlsCfg.Clone())))
+		creds = credentials.NewTLS(tlsCfg.Clone())
 	}
+	dial = append(dial, grpc.WithTransportCredentials(creds))
+	opts := []remote.ConfigOption{remote.WithEndpointWriterBatchSize(remoteBatchSize),
+		remote.WithServerOptions(server...), remote.WithDialOptions(dial...)}
 	r = remote.NewRemote(sys, remote.Configure(host, port, opts...))
 	r.Start()
 	return r, nil
+}
+
+// The HTTP/2 windows and socket buffers of node-to-node connections.
+// Batches travel in messages of up to maxBatchesBytes, packed by
+// remoteBatchSize into one gRPC message: with gRPC's defaults (a 64 KiB
+// window grown by ping-measured estimates, 32 KiB buffers) such a message
+// took a window update every 64 KiB and a write and a read system call
+// every 32 KiB. A window of a few such messages lets a sender go on
+// while the receiver works through the last one; the memory it may hold
+// per connection is bounded by it.
+const (
+	netWindow = 4 << 20
+	netBuffer = 256 << 10
+)
+
+// transportOptions are the gRPC options of the remote's server and of its
+// connections to other nodes: larger windows and buffers, and buffers
+// that are not cleared before use (dirtyPool, also for the messages'
+// encoding: netCodec).
+func transportOptions() ([]grpc.ServerOption, []grpc.DialOption) {
+	server := []grpc.ServerOption{experimental.BufferPool(netPool), grpc.ForceServerCodecV2(netCodec{}),
+		grpc.InitialWindowSize(netWindow), grpc.InitialConnWindowSize(netWindow),
+		grpc.WriteBufferSize(netBuffer), grpc.ReadBufferSize(netBuffer)}
+	dial := []grpc.DialOption{experimental.WithBufferPool(netPool), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(netCodec{})),
+		grpc.WithInitialWindowSize(netWindow), grpc.WithInitialConnWindowSize(netWindow),
+		grpc.WithWriteBufferSize(netBuffer), grpc.WithReadBufferSize(netBuffer)}
+	return server, dial
 }
 
 // remoteWait bounds how long a placement waits for the other nodes'
