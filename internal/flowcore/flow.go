@@ -303,7 +303,9 @@ func (id OutputID) String() string {
 
 // Sink receives outputs in batches, from the goroutine of one reader or
 // fragment at a time (different ones concurrently: a sink must be safe for
-// concurrent use).
+// concurrent use). A Write holds the outputs of one input batch, or part
+// of them: a batch that makes many (a watermark firing many windows) is
+// written in chunks of a few thousand as they are made.
 //
 // An OnCheckpoint sink may also implement RestoredSink: it is told when a
 // fragment restores a checkpoint that holds outputs to deliver again.

@@ -278,7 +278,11 @@ func (so *sliceOp[K, T, A]) touch(k K, s *sliceAcc[A]) {
 // window returns the range of the key's slices in window j.
 func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
 	s := j * so.slide
-	lo, _ = searchSlices(ks.slices, s)
+	// Firings run in time order and cleanups drop slices from the front:
+	// the window firing is most often the key's first (no search).
+	if len(ks.slices) > 0 && ks.slices[0].start < s {
+		lo, _ = searchSlices(ks.slices, s)
+	}
 	hi = lo
 	for hi < len(ks.slices) && ks.slices[hi].start < s+so.size {
 		hi++
