@@ -282,13 +282,13 @@ func (c Cause) String() string {
 type OutputID struct {
 	Fragment  int // -1 for outputs before the key
 	Cause     Cause
-	Source    int   // CauseEvent: the input channel
-	Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
-	Offset    int64 // CauseEvent: the event's offset
-	Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
-	Op        int   // timers and windows: the operator, in declaration order
-	Key       string
-	At        int64 // timers: the timer's time; windows: the window's end (unix ns)
+	Source    int    // CauseEvent: the input channel
+	Partition int    // CauseEvent: its partition (an exchange's: the upstream fragment)
+	Offset    int64  // CauseEvent: the event's offset
+	Record    int    // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
+	Op        int    // timers and windows: the operator, in declaration order
+	Key       string // timers and windows: the key; windows kept per window (early firings): "key@start"
+	At        int64  // timers: the timer's time; windows: the window's end (unix ns)
 	Index     int
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -619,4 +621,17 @@ func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 	}
 	heap.Push(&wo.timers, winTimer[K]{at: satAdd(end, wo.lateness), w: wk, cleanup: true})
 	return nil
+}
+
+// windowFiringKey is the key of a window's outputs: the key and the start
+// ("key@start"), made in one allocation (it is one per window result).
+func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
+	ks := kc.Format(k)
+	var b strings.Builder
+	b.Grow(len(ks) + 21)
+	b.WriteString(ks)
+	b.WriteByte('@')
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], start, 10))
+	return b.String()
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -93,8 +91,7 @@ type sliceOp[K comparable, T, A any] struct {
 	fired               int64
 	nslices             int64
 	reschedule          bool // restored: timers follow from the state at the next event or watermark
-	fkey                K    // the key and start of the window firing now
-	fstart              int64
+	fkey                K    // the key of the window firing now
 	subs                []func(WindowResult[K, A])
 	late                []func(T)
 	views               []windowHook[K, A]
@@ -176,8 +173,16 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	if created {
 		so.nslices++
 		so.index(k, t)
-		// The slice's windows may fire before the key's timer.
-		if at, ok := so.nextDue(ks, so.fired); ok && (!ks.timed || at < ks.due) {
+		// The slice's windows may fire before the key's timer. A timed
+		// key's due is at or before every time its other slices have
+		// left, so only the new slice's own times can move it.
+		var at int64
+		if ks.timed {
+			at, ok = so.sliceDue(t, so.fired)
+		} else {
+			at, ok = so.nextDue(ks, so.fired)
+		}
+		if ok && (!ks.timed || at < ks.due) {
 			so.setTimer(row, at)
 		}
 	}
@@ -312,13 +317,7 @@ func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 // A slice lies in windows first(t) to last(t), both growing with t: the
 // first slice with a window left to fire (or to drop) has the earliest.
 func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
-	fireFrom, cleanFrom := int64(math.MinInt64), int64(math.MinInt64) // the first windows ending (going) after `after`
-	if x := after - so.size; after >= math.MinInt64+so.size {
-		fireFrom = floorDiv(x, so.slide) + 1
-		if x >= math.MinInt64+so.lateness {
-			cleanFrom = floorDiv(x-so.lateness, so.slide) + 1
-		}
-	}
+	fireFrom, cleanFrom := so.froms(after)
 	best, ok := int64(0), false
 	// The first slice whose last window is jfrom or later, and that
 	// window's time (a binary search: a key may hold size/gcd slices).
@@ -336,6 +335,33 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 	}
 	next(cleanFrom, so.cleanup)
 	next(fireFrom, so.end)
+	return best, ok
+}
+
+// froms are the first windows ending, and going, after `after`.
+func (so *sliceOp[K, T, A]) froms(after int64) (fireFrom, cleanFrom int64) {
+	fireFrom, cleanFrom = math.MinInt64, math.MinInt64
+	if x := after - so.size; after >= math.MinInt64+so.size {
+		fireFrom = floorDiv(x, so.slide) + 1
+		if x >= math.MinInt64+so.lateness {
+			cleanFrom = floorDiv(x-so.lateness, so.slide) + 1
+		}
+	}
+	return fireFrom, cleanFrom
+}
+
+// sliceDue is nextDue of the slice starting at t alone.
+func (so *sliceOp[K, T, A]) sliceDue(t, after int64) (int64, bool) {
+	fireFrom, cleanFrom := so.froms(after)
+	best, ok := int64(0), false
+	if j := max(so.first(t), fireFrom); j <= so.last(t) && so.end(j) > after {
+		best, ok = so.end(j), true
+	}
+	if j := max(so.first(t), cleanFrom); j <= so.last(t) {
+		if at := so.cleanup(j); at > after && (!ok || at < best) {
+			best, ok = at, true
+		}
+	}
 	return best, ok
 }
 
@@ -369,20 +395,12 @@ func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
 
 func (so *sliceOp[K, T, A]) fire(*Fragment, time.Time) {}
 
-func (so *sliceOp[K, T, A]) firingKey() string { return windowFiringKey(so.kc, so.fkey, so.fstart) }
-
-// windowFiringKey is the key of a window's outputs: the key and the start
-// ("key@start"), made in one allocation (it is one per window result).
-func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
-	ks := kc.Format(k)
-	var b strings.Builder
-	b.Grow(len(ks) + 21)
-	b.WriteString(ks)
-	b.WriteByte('@')
-	var num [20]byte
-	b.Write(strconv.AppendInt(num[:0], start, 10))
-	return b.String()
-}
+// firingKey is the key of a window's outputs. A sliced window fires once,
+// at its end, which the outputs' At holds: the key alone names the window
+// with it, and a string key is its own (no copy, no allocation per
+// result). windowOp's windows fire early and repeatedly, so its outputs
+// name the window's start too (windowFiringKey).
+func (so *sliceOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
 
 // fireEvent runs every key's firings and cleanups up to the watermark, in
 // time order: at one time, a key's firing before its cleanup.
@@ -430,7 +448,7 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
 		j := floorDiv(d, so.slide)
 		if lo, hi := so.window(ks, j); hi > lo {
-			so.fkey, so.fstart = ks.key, j*so.slide
+			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
 			so.emit(ks.key, j, so.combine(ks, lo, hi), OnTime)
 		}
