@@ -193,7 +193,8 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	}
 	for j := jmax; j >= so.first(ts); j-- {
 		if end := so.end(j); end <= so.fired && so.cleanup(j) > wm {
-			so.emit(k, j, so.value(ks, j), Late)
+			acc, _ := so.value(ks, j) // the event's slice is in it
+			so.emit(k, j, acc, Late)
 		}
 	}
 }
@@ -282,23 +283,46 @@ func (so *sliceOp[K, T, A]) touch(k K, s *sliceAcc[A]) {
 
 // window returns the range of the key's slices in window j.
 func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
-	s := j * so.slide
-	// Firings run in time order and cleanups drop slices from the front:
-	// the window firing is most often the key's first (no search).
-	if len(ks.slices) > 0 && ks.slices[0].start < s {
-		lo, _ = searchSlices(ks.slices, s)
-	}
+	lo = so.windowFirst(ks, j)
 	hi = lo
-	for hi < len(ks.slices) && ks.slices[hi].start < s+so.size {
+	for hi < len(ks.slices) && ks.slices[hi].start < j*so.slide+so.size {
 		hi++
 	}
 	return lo, hi
 }
 
-// value combines the key's slices of window j (which has one at least).
-func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) A {
-	lo, hi := so.window(ks, j)
-	return so.combine(ks, lo, hi)
+// windowFirst is the index of the key's first slice at or after window
+// j's start.
+func (so *sliceOp[K, T, A]) windowFirst(ks *sliceKey[K, A], j int64) int {
+	// Firings run in time order and cleanups drop slices from the front:
+	// the window firing is most often the key's first (no search).
+	if s := j * so.slide; len(ks.slices) > 0 && ks.slices[0].start < s {
+		lo, _ := searchSlices(ks.slices, s)
+		return lo
+	}
+	return 0
+}
+
+// value combines the key's slices of window j, in one pass over them (a
+// firing reads up to size/gcd slices: finding the last one first would
+// read them twice). ok is false if the window has none.
+func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) (acc A, ok bool) {
+	ss := ks.slices[so.windowFirst(ks, j):]
+	end := j*so.slide + so.size
+	if len(ss) == 0 || ss[0].start >= end {
+		return acc, false
+	}
+	if so.merge == nil || len(ss) == 1 || ss[1].start >= end {
+		return ss[0].acc, true
+	}
+	acc = so.init()
+	for i := range ss {
+		if ss[i].start >= end {
+			break
+		}
+		acc = so.merge(acc, ss[i].acc)
+	}
+	return acc, true
 }
 
 // combine merges the key's slices lo to hi (one at least).
@@ -447,10 +471,10 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 	ks := &so.keys[row]
 	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
 		j := floorDiv(d, so.slide)
-		if lo, hi := so.window(ks, j); hi > lo {
+		if acc, ok := so.value(ks, j); ok {
 			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
-			so.emit(ks.key, j, so.combine(ks, lo, hi), OnTime)
+			so.emit(ks.key, j, acc, OnTime)
 		}
 	}
 	// The first window not gone: every one whose cleanup is before `at` is.
@@ -478,7 +502,7 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 // slices no later window holds go.
 func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 	if len(so.views) > 0 {
-		acc := so.value(ks, j)
+		acc, _ := so.value(ks, j) // a window's cleanup is due only if it has slices
 		for _, v := range so.views {
 			v.closeWindow(ks.key, j*so.slide, acc)
 		}
@@ -729,8 +753,5 @@ func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {
 		return zero, false
 	}
 	ks := &so.keys[row]
-	if lo, hi := so.window(ks, j); hi > lo {
-		return so.value(ks, j), true
-	}
-	return zero, false
+	return so.value(ks, j)
 }
