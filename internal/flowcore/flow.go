@@ -287,7 +287,7 @@ type OutputID struct {
 	Offset    int64  // CauseEvent: the event's offset
 	Record    int    // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
 	Op        int    // timers and windows: the operator, in declaration order
-	Key       string // timers and windows: the key; windows kept per window (early firings): "key@start"
+	Key       string // timers and windows: the key; a window's early firings: "key@start"
 	At        int64  // timers: the timer's time; windows: the window's end (unix ns)
 	Index     int
 }

@@ -419,11 +419,8 @@ func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
 
 func (so *sliceOp[K, T, A]) fire(*Fragment, time.Time) {}
 
-// firingKey is the key of a window's outputs. A sliced window fires once,
-// at its end, which the outputs' At holds: the key alone names the window
-// with it, and a string key is its own (no copy, no allocation per
-// result). windowOp's windows fire early and repeatedly, so its outputs
-// name the window's start too (windowFiringKey).
+// firingKey is the key of a window's outputs: the key alone, as windowOp's
+// on-time firings (the outputs' At, the window's end, names the window).
 func (so *sliceOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
 
 // fireEvent runs every key's firings and cleanups up to the watermark, in
