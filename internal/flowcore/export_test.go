@@ -15,3 +15,6 @@ func BatchEvents(fr *Fragment, b *Batch) []string {
 	}
 	return out
 }
+
+// SinkChunk is the most outputs a sink's buffer holds before a write.
+const SinkChunk = sinkChunk

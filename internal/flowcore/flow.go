@@ -282,13 +282,13 @@ func (c Cause) String() string {
 type OutputID struct {
 	Fragment  int // -1 for outputs before the key
 	Cause     Cause
-	Source    int   // CauseEvent: the input channel
-	Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
-	Offset    int64 // CauseEvent: the event's offset
-	Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
-	Op        int   // timers and windows: the operator, in declaration order
-	Key       string
-	At        int64 // timers: the timer's time; windows: the window's end (unix ns)
+	Source    int    // CauseEvent: the input channel
+	Partition int    // CauseEvent: its partition (an exchange's: the upstream fragment)
+	Offset    int64  // CauseEvent: the event's offset
+	Record    int    // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
+	Op        int    // timers and windows: the operator, in declaration order
+	Key       string // timers and windows: the key; a window's early firings: "key@start"
+	At        int64  // timers: the timer's time; windows: the window's end (unix ns)
 	Index     int
 }
 
@@ -303,7 +303,9 @@ func (id OutputID) String() string {
 
 // Sink receives outputs in batches, from the goroutine of one reader or
 // fragment at a time (different ones concurrently: a sink must be safe for
-// concurrent use).
+// concurrent use). A Write holds the outputs of one input batch, or part
+// of them: a batch that makes many (a watermark firing many windows) is
+// written in chunks of a few thousand as they are made.
 //
 // An OnCheckpoint sink may also implement RestoredSink: it is told when a
 // fragment restores a checkpoint that holds outputs to deliver again.

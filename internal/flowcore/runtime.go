@@ -119,6 +119,8 @@ type core struct {
 		discard()
 	}
 	srcSubs []any // readers: func(T) subscribers of the source
+	// sinkErrs: sink writes that failed before the batch ended (flushEarly).
+	sinkErrs []error
 }
 
 // event makes record rec of the input event at offset off the cause of
@@ -148,8 +150,17 @@ func (c *core) outputID() OutputID {
 	return id
 }
 
+// flushEarly writes a full sink buffer before the batch ends (sinkChunk);
+// its error is the batch's, returned by the next flushSinks.
+func (c *core) flushEarly(s interface{ flush() error }) {
+	if err := s.flush(); err != nil {
+		c.sinkErrs = append(c.sinkErrs, err)
+	}
+}
+
 func (c *core) flushSinks() error {
-	var errs []error
+	errs := c.sinkErrs
+	c.sinkErrs = nil
 	for _, s := range c.sinks {
 		if err := s.flush(); err != nil {
 			errs = append(errs, err)

@@ -152,6 +152,9 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 		c.sinks = append(c.sinks, buf)
 		s.attach(c, func(v T) {
 			buf.out = append(buf.out, Output[T]{ID: c.outputID(), Value: v})
+			if len(buf.out) >= sinkChunk {
+				c.flushEarly(buf)
+			}
 		})
 	}
 	if s.side == readerSide {
@@ -164,6 +167,15 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 		s.f.fragW = append(s.f.fragW, func(fr *Fragment) { wire(&fr.core) })
 	}
 }
+
+// sinkChunk bounds the outputs a sink's buffer holds. A batch that makes
+// more — a watermark firing every key's windows at once, the end of a
+// bounded input firing all windows still open — writes them in chunks as
+// they are made: one buffer grown to hold them all cost the fragment its
+// peak for good (a buffer keeps its capacity) and a copy at every growth.
+// Outputs written early are not taken back if the batch then fails; its
+// replay makes them again with the same ids, as any replay does.
+const sinkChunk = 4096
 
 type sinkBuf[T any] struct {
 	sink Sink[T]

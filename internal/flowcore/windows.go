@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -270,6 +272,7 @@ type windowOp[K comparable, T, A any] struct {
 	op        int
 	fkey      K // the key and start of the window firing now
 	fstart    int64
+	fearly    bool // the firing now is an early one (processing time)
 	w         Windows
 	lateness  int64
 	every     int   // FireEvery; 0: none
@@ -507,14 +510,25 @@ func (wo *windowOp[K, T, A]) fire(fr *Fragment, now time.Time) {
 	for wk, st := range wo.state {
 		if st.changed && !st.fired {
 			st.changed = false
-			wo.fkey = wk.key
+			wo.fkey, wo.fearly = wk.key, true
 			fr.firing(CauseProcessingTimer, wo.op, now.UnixNano(), wo.resultTime(fr, wk), wo)
 			wo.emit(wk, st, Early)
 		}
 	}
 }
 
-func (wo *windowOp[K, T, A]) firingKey() string { return windowFiringKey(wo.kc, wo.fkey, wo.fstart) }
+// firingKey is the key of a window's outputs. A window fires on time
+// once, at its end, which the outputs' At holds: the key alone names it
+// with that, and a string key is its own (no copy, no allocation per
+// result); sliceOp's names are the same, so that state moved between the
+// two layouts replays with the same ids. Early firings happen at any
+// processing time: their key names the window's start too.
+func (wo *windowOp[K, T, A]) firingKey() string {
+	if wo.fearly {
+		return windowFiringKey(wo.kc, wo.fkey, wo.fstart)
+	}
+	return wo.kc.Format(wo.fkey)
+}
 
 // resultTime is the event time of a window's result: its last instant
 // (the watermark, for a global window).
@@ -540,14 +554,14 @@ func (wo *windowOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 			if !st.fired {
 				st.fired = true
 				wo.touch(t.w, st)
-				wo.fkey = t.w.key
+				wo.fkey, wo.fearly = t.w.key, false
 				fr.firing(CauseWindow, wo.op, wo.end(t.w.start), wo.resultTime(fr, t.w), wo)
 				wo.emit(t.w, st, OnTime)
 			}
 			continue
 		}
 		if !st.fired { // cleanup due before the firing was seen: fire first
-			wo.fkey = t.w.key
+			wo.fkey, wo.fearly = t.w.key, false
 			fr.firing(CauseWindow, wo.op, wo.end(t.w.start), wo.resultTime(fr, t.w), wo)
 			wo.emit(t.w, st, OnTime)
 		}
@@ -619,4 +633,17 @@ func (wo *windowOp[K, T, A]) restore(_ uint16, key, val []byte) error {
 	}
 	heap.Push(&wo.timers, winTimer[K]{at: satAdd(end, wo.lateness), w: wk, cleanup: true})
 	return nil
+}
+
+// windowFiringKey is the key of a window's early outputs: the key and the
+// start ("key@start"), made in one allocation.
+func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
+	ks := kc.Format(k)
+	var b strings.Builder
+	b.Grow(len(ks) + 21)
+	b.WriteString(ks)
+	b.WriteByte('@')
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], start, 10))
+	return b.String()
 }

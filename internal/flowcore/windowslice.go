@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -93,8 +91,7 @@ type sliceOp[K comparable, T, A any] struct {
 	fired               int64
 	nslices             int64
 	reschedule          bool // restored: timers follow from the state at the next event or watermark
-	fkey                K    // the key and start of the window firing now
-	fstart              int64
+	fkey                K    // the key of the window firing now
 	subs                []func(WindowResult[K, A])
 	late                []func(T)
 	views               []windowHook[K, A]
@@ -176,8 +173,16 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	if created {
 		so.nslices++
 		so.index(k, t)
-		// The slice's windows may fire before the key's timer.
-		if at, ok := so.nextDue(ks, so.fired); ok && (!ks.timed || at < ks.due) {
+		// The slice's windows may fire before the key's timer. A timed
+		// key's due is at or before every time its other slices have
+		// left, so only the new slice's own times can move it.
+		var at int64
+		if ks.timed {
+			at, ok = so.sliceDue(t, so.fired)
+		} else {
+			at, ok = so.nextDue(ks, so.fired)
+		}
+		if ok && (!ks.timed || at < ks.due) {
 			so.setTimer(row, at)
 		}
 	}
@@ -188,7 +193,8 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	}
 	for j := jmax; j >= so.first(ts); j-- {
 		if end := so.end(j); end <= so.fired && so.cleanup(j) > wm {
-			so.emit(k, j, so.value(ks, j), Late)
+			acc, _ := so.value(ks, j) // the event's slice is in it
+			so.emit(k, j, acc, Late)
 		}
 	}
 }
@@ -277,19 +283,46 @@ func (so *sliceOp[K, T, A]) touch(k K, s *sliceAcc[A]) {
 
 // window returns the range of the key's slices in window j.
 func (so *sliceOp[K, T, A]) window(ks *sliceKey[K, A], j int64) (lo, hi int) {
-	s := j * so.slide
-	lo, _ = searchSlices(ks.slices, s)
+	lo = so.windowFirst(ks, j)
 	hi = lo
-	for hi < len(ks.slices) && ks.slices[hi].start < s+so.size {
+	for hi < len(ks.slices) && ks.slices[hi].start < j*so.slide+so.size {
 		hi++
 	}
 	return lo, hi
 }
 
-// value combines the key's slices of window j (which has one at least).
-func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) A {
-	lo, hi := so.window(ks, j)
-	return so.combine(ks, lo, hi)
+// windowFirst is the index of the key's first slice at or after window
+// j's start.
+func (so *sliceOp[K, T, A]) windowFirst(ks *sliceKey[K, A], j int64) int {
+	// Firings run in time order and cleanups drop slices from the front:
+	// the window firing is most often the key's first (no search).
+	if s := j * so.slide; len(ks.slices) > 0 && ks.slices[0].start < s {
+		lo, _ := searchSlices(ks.slices, s)
+		return lo
+	}
+	return 0
+}
+
+// value combines the key's slices of window j, in one pass over them (a
+// firing reads up to size/gcd slices: finding the last one first would
+// read them twice). ok is false if the window has none.
+func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) (acc A, ok bool) {
+	ss := ks.slices[so.windowFirst(ks, j):]
+	end := j*so.slide + so.size
+	if len(ss) == 0 || ss[0].start >= end {
+		return acc, false
+	}
+	if so.merge == nil || len(ss) == 1 || ss[1].start >= end {
+		return ss[0].acc, true
+	}
+	acc = so.init()
+	for i := range ss {
+		if ss[i].start >= end {
+			break
+		}
+		acc = so.merge(acc, ss[i].acc)
+	}
+	return acc, true
 }
 
 // combine merges the key's slices lo to hi (one at least).
@@ -308,13 +341,7 @@ func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 // A slice lies in windows first(t) to last(t), both growing with t: the
 // first slice with a window left to fire (or to drop) has the earliest.
 func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
-	fireFrom, cleanFrom := int64(math.MinInt64), int64(math.MinInt64) // the first windows ending (going) after `after`
-	if x := after - so.size; after >= math.MinInt64+so.size {
-		fireFrom = floorDiv(x, so.slide) + 1
-		if x >= math.MinInt64+so.lateness {
-			cleanFrom = floorDiv(x-so.lateness, so.slide) + 1
-		}
-	}
+	fireFrom, cleanFrom := so.froms(after)
 	best, ok := int64(0), false
 	// The first slice whose last window is jfrom or later, and that
 	// window's time (a binary search: a key may hold size/gcd slices).
@@ -332,6 +359,33 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 	}
 	next(cleanFrom, so.cleanup)
 	next(fireFrom, so.end)
+	return best, ok
+}
+
+// froms are the first windows ending, and going, after `after`.
+func (so *sliceOp[K, T, A]) froms(after int64) (fireFrom, cleanFrom int64) {
+	fireFrom, cleanFrom = math.MinInt64, math.MinInt64
+	if x := after - so.size; after >= math.MinInt64+so.size {
+		fireFrom = floorDiv(x, so.slide) + 1
+		if x >= math.MinInt64+so.lateness {
+			cleanFrom = floorDiv(x-so.lateness, so.slide) + 1
+		}
+	}
+	return fireFrom, cleanFrom
+}
+
+// sliceDue is nextDue of the slice starting at t alone.
+func (so *sliceOp[K, T, A]) sliceDue(t, after int64) (int64, bool) {
+	fireFrom, cleanFrom := so.froms(after)
+	best, ok := int64(0), false
+	if j := max(so.first(t), fireFrom); j <= so.last(t) && so.end(j) > after {
+		best, ok = so.end(j), true
+	}
+	if j := max(so.first(t), cleanFrom); j <= so.last(t) {
+		if at := so.cleanup(j); at > after && (!ok || at < best) {
+			best, ok = at, true
+		}
+	}
 	return best, ok
 }
 
@@ -365,20 +419,9 @@ func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
 
 func (so *sliceOp[K, T, A]) fire(*Fragment, time.Time) {}
 
-func (so *sliceOp[K, T, A]) firingKey() string { return windowFiringKey(so.kc, so.fkey, so.fstart) }
-
-// windowFiringKey is the key of a window's outputs: the key and the start
-// ("key@start"), made in one allocation (it is one per window result).
-func windowFiringKey[K comparable](kc KeyCodec[K], k K, start int64) string {
-	ks := kc.Format(k)
-	var b strings.Builder
-	b.Grow(len(ks) + 21)
-	b.WriteString(ks)
-	b.WriteByte('@')
-	var num [20]byte
-	b.Write(strconv.AppendInt(num[:0], start, 10))
-	return b.String()
-}
+// firingKey is the key of a window's outputs: the key alone, as windowOp's
+// on-time firings (the outputs' At, the window's end, names the window).
+func (so *sliceOp[K, T, A]) firingKey() string { return so.kc.Format(so.fkey) }
 
 // fireEvent runs every key's firings and cleanups up to the watermark, in
 // time order: at one time, a key's firing before its cleanup.
@@ -425,10 +468,10 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 	ks := &so.keys[row]
 	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
 		j := floorDiv(d, so.slide)
-		if lo, hi := so.window(ks, j); hi > lo {
-			so.fkey, so.fstart = ks.key, j*so.slide
+		if acc, ok := so.value(ks, j); ok {
+			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
-			so.emit(ks.key, j, so.combine(ks, lo, hi), OnTime)
+			so.emit(ks.key, j, acc, OnTime)
 		}
 	}
 	// The first window not gone: every one whose cleanup is before `at` is.
@@ -456,7 +499,7 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 // slices no later window holds go.
 func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 	if len(so.views) > 0 {
-		acc := so.value(ks, j)
+		acc, _ := so.value(ks, j) // a window's cleanup is due only if it has slices
 		for _, v := range so.views {
 			v.closeWindow(ks.key, j*so.slide, acc)
 		}
@@ -707,8 +750,5 @@ func (so *sliceOp[K, T, A]) openGet(s int64, k K) (A, bool) {
 		return zero, false
 	}
 	ks := &so.keys[row]
-	if lo, hi := so.window(ks, j); hi > lo {
-		return so.value(ks, j), true
-	}
-	return zero, false
+	return so.value(ks, j)
 }

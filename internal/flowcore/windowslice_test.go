@@ -1,6 +1,7 @@
 package flowcore_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -117,6 +118,63 @@ func TestSliceRestoresPerWindowCheckpoints(t *testing.T) {
 		slices.Sort(*out)
 		if len(*out) == 0 || len(*out) >= len(*all) || !slices.Equal(*out, tail) {
 			t.Fatalf("after the restore %v, want the tail of %v", *out, *all)
+		}
+	}
+}
+
+// A batch whose watermark fires more windows than a sink buffer holds
+// writes them in chunks as they are made, every one once; a chunk's
+// failed write is the batch's error.
+func TestSinkWritesLargeFiringsInChunks(t *testing.T) {
+	const keys = 2*flowcore.SinkChunk + 100
+	for _, fail := range []bool{false, true} {
+		in := flowstest.NewInput[stamped](1)
+		evs := make([]stamped, 0, keys+1)
+		for i := range keys {
+			evs = append(evs, stamped{Text: fmt.Sprintf("k%d", i), At: t0})
+		}
+		// One batch: the last event's watermark closes every key's window.
+		evs = append(evs, stamped{Text: "k0", At: t0.Add(time.Hour)})
+		in.Push(0, evs...)
+		f := flows.New("chunks", flows.WithFragments(1))
+		ks := flows.KeyBy(flows.From(f, "in", in, flows.WithEventTime(func(s stamped) time.Time { return s.At }, 0)),
+			func(s stamped) string { return s.Text })
+		win := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), func() int64 { return 0 }, func(n int64, _ stamped) int64 { return n + 1 })
+		var writes []int
+		seen := map[string]bool{}
+		flows.To(win.Results(), flows.SinkFunc[flows.WindowResult[string, int64]](func(out []flows.Output[flows.WindowResult[string, int64]]) error {
+			writes = append(writes, len(out))
+			for _, o := range out {
+				if seen[o.ID.String()] {
+					t.Errorf("output %s written twice", o.ID)
+				}
+				seen[o.ID.String()] = true
+			}
+			if fail && len(writes) == 1 {
+				return errors.New("sink down")
+			}
+			return nil
+		}))
+		d, err := flowstest.New(f, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.Drain()
+		d.Close()
+		if fail {
+			if err == nil || !strings.Contains(err.Error(), "sink down") {
+				t.Fatalf("failing sink: Drain returned %v, want its error", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != keys { // every key's first window (k0's last stays open)
+			t.Fatalf("%d outputs, want %d", len(seen), keys)
+		}
+		if len(writes) < 3 || slices.Max(writes) > flowcore.SinkChunk {
+			t.Fatalf("writes of %v outputs, want chunks of at most %d", writes, flowcore.SinkChunk)
 		}
 	}
 }
