@@ -193,7 +193,10 @@ type Table[K comparable, V any] struct {
 	vc    Codec[V]
 }
 
-func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
+// newTableOp adds a table operator: update applies an event to the table;
+// bulk makes the form that applies a batch's records to a table without
+// subscribers (see fragStage).
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T), bulk func(t *table[K, V]) bulkFunc[K, T]) Table[K, V] {
 	f := ks.f
 	op := f.ops
 	f.ops++
@@ -202,7 +205,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 		fr.ops[op] = t
 		fr.intern.keysOf(ks.stage, t.stringKeys())
 		if ttl <= 0 {
-			ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
+			ks.subscribeBulk(fr, func(k K, v T) { update(t, k, v) }, bulk(t), func() bool { return t.subs == nil })
 			return
 		}
 		t.exp = &tableTTL[K]{ttl: ttl}
@@ -216,23 +219,42 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 	return Table[K, V]{stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
 }
 
+// bulkOf is the bulk form that applies each record with add.
+func bulkOf[K comparable, T, V any](add func(t *table[K, V], k K, v T) int32) func(t *table[K, V]) bulkFunc[K, T] {
+	return func(t *table[K, V]) bulkFunc[K, T] {
+		return func(fr *Fragment, items []Rec[K, T], min int64) {
+			for i := range items {
+				it := &items[i]
+				if it.Off < min {
+					continue
+				}
+				fr.curIdx, fr.cur.Offset = i, it.Off
+				add(t, it.Key, it.Val)
+			}
+		}
+	}
+}
+
 // Reduce keeps, per key, the first event combined with every later one by
 // fn.
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
 	vc := stateCodec[T](ks.f, "Reduce", opts)
 	ttl := stateTTL(ks.f, "Reduce", ks.stage, opts)
-	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
+	add := func(t *table[K, T], k K, v T) int32 {
 		if i, ok := t.idx[k]; ok {
-			v = fn(t.vals[i], v)
-			t.vals[i] = v
+			t.vals[i] = fn(t.vals[i], v)
 			t.touch(i)
-		} else {
-			t.insert(k, v)
+			return i
 		}
+		t.insert(k, v)
+		return int32(len(t.keys) - 1)
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
+		i := add(t, k, v)
 		if t.subs != nil {
-			t.updated(k, v)
+			t.updated(k, t.vals[i])
 		}
-	})
+	}, bulkOf(add))
 }
 
 // Aggregate folds every event of a key into an accumulator that starts at
@@ -243,37 +265,57 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 	if init == nil || add == nil {
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
-	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
-		var a A
+	apply := func(t *table[K, A], k K, v T) int32 {
 		if i, ok := t.idx[k]; ok {
-			a = add(t.vals[i], v)
-			t.vals[i] = a
+			t.vals[i] = add(t.vals[i], v)
 			t.touch(i)
-		} else {
-			a = add(init(), v)
-			t.insert(k, a)
+			return i
 		}
+		t.insert(k, add(init(), v))
+		return int32(len(t.keys) - 1)
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
+		i := apply(t, k, v)
 		if t.subs != nil {
-			t.updated(k, a)
+			t.updated(k, t.vals[i])
 		}
-	})
+	}, bulkOf(apply))
 }
 
 // Count counts the events of every key.
 func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table[K, int64] {
 	vc, _ := DefaultCodec[int64]()
 	ttl := stateTTL(ks.f, "Count", ks.stage, opts)
-	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
-		n := int64(1)
+	add := func(t *table[K, int64], k K) int64 {
 		if i, ok := t.idx[k]; ok {
 			t.vals[i]++
-			n = t.vals[i]
 			t.touch(i)
-		} else {
-			t.insert(k, n)
+			return t.vals[i]
 		}
+		t.insert(k, 1)
+		return 1
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
+		n := add(t, k)
 		if t.subs != nil {
 			t.updated(k, n)
+		}
+	}, func(t *table[K, int64]) bulkFunc[K, T] {
+		// Written out rather than bulkOf(add): a count is the lookup and
+		// the increment, and a call per record would be a good part of it.
+		return func(_ *Fragment, items []Rec[K, T], min int64) {
+			for i := range items {
+				it := &items[i]
+				if it.Off < min {
+					continue
+				}
+				if j, ok := t.idx[it.Key]; ok {
+					t.vals[j]++
+					t.touch(j)
+				} else {
+					t.insert(it.Key, 1)
+				}
+			}
 		}
 	})
 }
