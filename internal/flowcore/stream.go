@@ -192,6 +192,10 @@ type Rec[K comparable, T any] struct {
 	Key K
 	Val T
 	Off int64
+	// h is the key's stable hash if the reader that routed the record
+	// computed it (0: not known; a batch decoded from another node or an
+	// exchange's): the fragment's table finds the key by it (tableindex.go).
+	h uint64
 }
 
 // KeyedStream is a stream partitioned by key: the input of the stateful
@@ -293,8 +297,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		}
 		s.attach(&r.core, func(v T) {
 			k := key(v)
-			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset})
-			rt.inFr = append(rt.inFr, int32(shard.Fragment(ks.hash(k), g)))
+			h := ks.hash(k)
+			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, h: h})
+			rt.inFr = append(rt.inFr, int32(shard.Fragment(h, g)))
 			rt.inAt = append(rt.inAt, r.routed)
 			r.routed++
 			if rt.ts != nil {
