@@ -300,7 +300,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			h := ks.hash(k)
 			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, h: h})
 			rt.inFr = append(rt.inFr, int32(shard.Fragment(h, g)))
-			rt.inAt = append(rt.inAt, r.routed)
+			if len(r.routers) > 1 {
+				rt.inAt = append(rt.inAt, r.routed) // else a record's place is its index in in
+			}
 			r.routed++
 			if rt.ts != nil {
 				rt.inTS = append(rt.inTS, r.cur.TS)
@@ -348,8 +350,8 @@ type router[K comparable, T any] struct {
 	ts    [][]int64 // event times beside bufs; nil without event time
 	r     *Reader
 	// The poll's records, their fragments, their places among the records
-	// of every router of the reader (Reader.routed) and event times, until
-	// route.
+	// of every router of the reader (Reader.routed; kept only if the
+	// reader has other routers) and event times, until route.
 	in   []Rec[K, T]
 	inFr []int32
 	inAt []int32
@@ -408,7 +410,10 @@ func (rt *router[K, T]) route() {
 			rt.ts[f] = ts
 		}
 		if bs := rt.r.batchSize; was < bs && len(b) >= bs {
-			at := rt.inAt[rt.order[lo+int32(bs-was)-1]]
+			at := rt.order[lo+int32(bs-was)-1]
+			if len(rt.inAt) > 0 {
+				at = rt.inAt[at]
+			}
 			rt.r.crossed = append(rt.r.crossed, crossing{at: at, f: f})
 		}
 		lo = hi
