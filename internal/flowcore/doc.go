@@ -105,5 +105,8 @@
 // entry per key.
 //
 // The hot path is typed end to end with generics: events are never boxed
-// and never encoded in-process; batches of records cross goroutines.
+// and never encoded in-process; batches of records cross goroutines. A
+// record carries the key hash its reader routed it by, and a table of
+// string or integer keys finds the key by that hash (tableindex.go); a
+// table nobody subscribed to applies a batch in one loop (fragStage).
 package flowcore

@@ -1,6 +1,10 @@
 package flowcore
 
-import "hash/maphash"
+import (
+	"hash/maphash"
+
+	"github.com/tessera-streams/tessera/shard"
+)
 
 // Interner hands out one string for each distinct byte sequence it is
 // given, as far as it remembers, so that a fragment decoding batches from
@@ -115,11 +119,20 @@ func (in *Interner) keyFinder(stage int) func(b []byte) (string, bool) {
 // (nil for any other key type): the map lookup with the conversion in its
 // index expression does not allocate.
 func (t *table[K, V]) stringKeys() func(b []byte) (string, bool) {
-	idx, ok := any(t.idx).(map[string]int32)
+	keys, ok := any(&t.keys).(*[]string) // the field: it grows by append
 	if !ok {
 		return nil
 	}
-	keys := any(&t.keys).(*[]string) // the field: it grows by append
+	if t.hash != nil {
+		return func(b []byte) (string, bool) {
+			p := hxFindBytes(&t.hx, *keys, b, shard.Bytes(b))
+			if p < 0 {
+				return "", false
+			}
+			return (*keys)[t.hx.slotAt(p)], true
+		}
+	}
+	idx := any(t.idx).(map[string]int32)
 	return func(b []byte) (string, bool) {
 		i, ok := idx[string(b)]
 		if !ok {

@@ -14,10 +14,13 @@ type KV[K comparable, V any] struct {
 	Value V
 }
 
-// table is keyed state: one slot per key, found with one map lookup, with
+// table is keyed state: one slot per key, found with one map lookup (or,
+// for keys with a cheap stable hash, in a hashIndex: tableindex.go), with
 // the slots changed since the last checkpoint.
 type table[K comparable, V any] struct {
-	idx   map[K]int32
+	idx   map[K]int32 // nil when hash is set
+	hash  func(K) uint64
+	hx    hashIndex
 	keys  []K
 	vals  []V
 	mark  []bool           // mark[i]: slot i changed since the last checkpoint
@@ -67,9 +70,12 @@ func (t *table[K, V]) touch(i int32) {
 // insert adds k with value v; k must be absent. Operators compute a new
 // key's value before inserting it, so that a failing user function leaves
 // no trace.
-func (t *table[K, V]) insert(k K, v V) {
+func (t *table[K, V]) insert(k K, v V) { t.insertH(k, 0, v) }
+
+// insertH is insert for a key whose hash is h (0: not known).
+func (t *table[K, V]) insertH(k K, h uint64, v V) {
 	i := int32(len(t.keys))
-	t.idx[k] = i
+	t.indexAdd(k, h, i)
 	t.keys = append(t.keys, k)
 	t.vals = append(t.vals, v)
 	t.mark = append(t.mark, true)
@@ -171,7 +177,7 @@ func (t *table[K, V]) restoreOne(key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode state of key %s: %w", t.kc.Format(k), err)
 	}
-	if _, dup := t.idx[k]; dup {
+	if _, dup := t.lookup(k, 0); dup {
 		return fmt.Errorf("key %s restored twice", t.kc.Format(k))
 	}
 	t.insert(k, v)
@@ -193,16 +199,22 @@ type Table[K comparable, V any] struct {
 	vc    Codec[V]
 }
 
-func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T)) Table[K, V] {
+// newTableOp adds a table operator: update applies an event to the table;
+// bulk makes the form that applies a batch's records to a table without
+// subscribers (see fragStage).
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T), bulk func(t *table[K, V]) bulkFunc[K, T]) Table[K, V] {
 	f := ks.f
 	op := f.ops
 	f.ops++
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
+		if ks.hash != nil && hashIndexed[K]() {
+			t.idx, t.hash = nil, ks.hash
+		}
 		fr.ops[op] = t
 		fr.intern.keysOf(ks.stage, t.stringKeys())
 		if ttl <= 0 {
-			ks.subscribe(fr, func(k K, v T) { update(t, k, v) })
+			ks.subscribeBulk(fr, func(k K, v T) { update(t, k, v) }, bulk(t), func() bool { return t.subs == nil })
 			return
 		}
 		t.exp = &tableTTL[K]{ttl: ttl}
@@ -210,10 +222,27 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 		ks.subscribe(fr, func(k K, v T) {
 			t.expired(k, fr.cur.TS)
 			update(t, k, v)
-			t.exp.seen(t.idx[k], k, fr.cur.TS)
+			i, _ := t.lookup(k, 0)
+			t.exp.seen(i, k, fr.cur.TS)
 		})
 	})
 	return Table[K, V]{stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}
+}
+
+// bulkOf is the bulk form that applies each record with add.
+func bulkOf[K comparable, T, V any](add func(t *table[K, V], k K, h uint64, v T) int32) func(t *table[K, V]) bulkFunc[K, T] {
+	return func(t *table[K, V]) bulkFunc[K, T] {
+		return func(fr *Fragment, items []Rec[K, T], min int64) {
+			for i := range items {
+				it := &items[i]
+				if it.Off < min {
+					continue
+				}
+				fr.curIdx, fr.cur.Offset = i, it.Off
+				add(t, it.Key, it.h, it.Val)
+			}
+		}
+	}
 }
 
 // Reduce keeps, per key, the first event combined with every later one by
@@ -221,18 +250,21 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts ...StateOption) Table[K, T] {
 	vc := stateCodec[T](ks.f, "Reduce", opts)
 	ttl := stateTTL(ks.f, "Reduce", ks.stage, opts)
-	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
-		if i, ok := t.idx[k]; ok {
-			v = fn(t.vals[i], v)
-			t.vals[i] = v
+	add := func(t *table[K, T], k K, h uint64, v T) int32 {
+		if i, ok := t.lookup(k, h); ok {
+			t.vals[i] = fn(t.vals[i], v)
 			t.touch(i)
-		} else {
-			t.insert(k, v)
+			return i
 		}
+		t.insertH(k, h, v)
+		return int32(len(t.keys) - 1)
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
+		i := add(t, k, 0, v)
 		if t.subs != nil {
-			t.updated(k, v)
+			t.updated(k, t.vals[i])
 		}
-	})
+	}, bulkOf(add))
 }
 
 // Aggregate folds every event of a key into an accumulator that starts at
@@ -243,37 +275,57 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 	if init == nil || add == nil {
 		ks.f.errorf("Aggregate: init and add must not be nil")
 	}
-	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
-		var a A
-		if i, ok := t.idx[k]; ok {
-			a = add(t.vals[i], v)
-			t.vals[i] = a
+	apply := func(t *table[K, A], k K, h uint64, v T) int32 {
+		if i, ok := t.lookup(k, h); ok {
+			t.vals[i] = add(t.vals[i], v)
 			t.touch(i)
-		} else {
-			a = add(init(), v)
-			t.insert(k, a)
+			return i
 		}
+		t.insertH(k, h, add(init(), v))
+		return int32(len(t.keys) - 1)
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
+		i := apply(t, k, 0, v)
 		if t.subs != nil {
-			t.updated(k, a)
+			t.updated(k, t.vals[i])
 		}
-	})
+	}, bulkOf(apply))
 }
 
 // Count counts the events of every key.
 func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table[K, int64] {
 	vc, _ := DefaultCodec[int64]()
 	ttl := stateTTL(ks.f, "Count", ks.stage, opts)
-	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
-		n := int64(1)
-		if i, ok := t.idx[k]; ok {
+	add := func(t *table[K, int64], k K) int64 {
+		if i, ok := t.lookup(k, 0); ok {
 			t.vals[i]++
-			n = t.vals[i]
 			t.touch(i)
-		} else {
-			t.insert(k, n)
+			return t.vals[i]
 		}
+		t.insert(k, 1)
+		return 1
+	}
+	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
+		n := add(t, k)
 		if t.subs != nil {
 			t.updated(k, n)
+		}
+	}, func(t *table[K, int64]) bulkFunc[K, T] {
+		// Written out rather than bulkOf(add): a count is the lookup and
+		// the increment, and a call per record would be a good part of it.
+		return func(_ *Fragment, items []Rec[K, T], min int64) {
+			for i := range items {
+				it := &items[i]
+				if it.Off < min {
+					continue
+				}
+				if j, ok := t.lookup(it.Key, it.h); ok {
+					t.vals[j]++
+					t.touch(j)
+				} else {
+					t.insertH(it.Key, it.h, 1)
+				}
+			}
 		}
 	})
 }
@@ -312,7 +364,7 @@ func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
 	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {
-			if i, ok := tb.idx[*only]; ok && o.publish(tb.vals[i]) {
+			if i, ok := tb.lookup(*only, 0); ok && o.publish(tb.vals[i]) {
 				return []splice.Entry{{Key: t.kc.Format(*only), Value: tb.vals[i], Sort: *only}}
 			}
 			return nil

@@ -204,6 +204,10 @@ type Rec[K comparable, T any] struct {
 	Key K
 	Val T
 	Off int64
+	// h is the key's stable hash if the reader that routed the record
+	// computed it (0: not known; a batch decoded from another node or an
+	// exchange's): the fragment's table finds the key by it (tableindex.go).
+	h uint64
 }
 
 // KeyedStream is a stream partitioned by key: the input of the stateful
@@ -305,9 +309,12 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		}
 		s.attach(&r.core, func(v T) {
 			k := key(v)
-			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset})
-			rt.inFr = append(rt.inFr, int32(shard.Fragment(ks.hash(k), g)))
-			rt.inAt = append(rt.inAt, r.routed)
+			h := ks.hash(k)
+			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, h: h})
+			rt.inFr = append(rt.inFr, int32(shard.Fragment(h, g)))
+			if len(r.routers) > 1 {
+				rt.inAt = append(rt.inAt, r.routed) // else a record's place is its index in in
+			}
 			r.routed++
 			if rt.ts != nil {
 				rt.inTS = append(rt.inTS, r.cur.TS)
@@ -331,6 +338,15 @@ func (ks KeyedStream[K, T]) subscribe(fr *Fragment, fn func(K, T)) {
 	st.subs = append(st.subs, fn)
 }
 
+// subscribeBulk subscribes fn, and says that bulk may apply a whole
+// batch's records for it at once while may() holds (see fragStage).
+func (ks KeyedStream[K, T]) subscribeBulk(fr *Fragment, fn func(K, T), bulk bulkFunc[K, T], may func() bool) {
+	st := fr.stages[ks.stage].(*fragStage[K, T])
+	st.bulks = append(st.bulks, make([]bulkSub[K, T], len(st.subs)-len(st.bulks))...)
+	st.subs = append(st.subs, fn)
+	st.bulks = append(st.bulks, bulkSub[K, T]{fn: bulk, may: may})
+}
+
 // router is a reader's pending batches for one keyed stage, per fragment.
 //
 // A poll's records are first kept in the order they come (in), then
@@ -346,8 +362,8 @@ type router[K comparable, T any] struct {
 	ts    [][]int64 // event times beside bufs; nil without event time
 	r     *Reader
 	// The poll's records, their fragments, their places among the records
-	// of every router of the reader (Reader.routed) and event times, until
-	// route.
+	// of every router of the reader (Reader.routed; kept only if the
+	// reader has other routers) and event times, until route.
 	in   []Rec[K, T]
 	inFr []int32
 	inAt []int32
@@ -406,7 +422,10 @@ func (rt *router[K, T]) route() {
 			rt.ts[f] = ts
 		}
 		if bs := rt.r.batchSize; was < bs && len(b) >= bs {
-			at := rt.inAt[rt.order[lo+int32(bs-was)-1]]
+			at := rt.order[lo+int32(bs-was)-1]
+			if len(rt.inAt) > 0 {
+				at = rt.inAt[at]
+			}
 			rt.r.crossed = append(rt.r.crossed, crossing{at: at, f: f})
 		}
 		lo = hi
@@ -452,6 +471,13 @@ func (p *recs[K, T]) stageOf() int { return p.stage }
 func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 	st := fr.stages[p.stage].(*fragStage[K, T])
 	subs := st.subs
+	if from == 0 && fr.skip == nil && st.bulks != nil {
+		var bulk []bulkFunc[K, T]
+		bulk, subs = st.split()
+		for _, b := range bulk {
+			b(fr, p.items, min)
+		}
+	}
 	for i := from; i < len(p.items); i++ {
 		it := &p.items[i]
 		if it.Off < min || (fr.skip != nil && fr.skipped(it.Off)) {
@@ -492,7 +518,50 @@ func (p *recs[K, T]) release() {
 // Items exposes the records, for engines that encode batches.
 func (p *recs[K, T]) Items() []Rec[K, T] { return p.items }
 
+// fragStage is a keyed stage in a fragment: the operators subscribed to
+// its records, called for every record in the order they subscribed.
+//
+// A subscriber whose effects stay in its own state (a table nobody
+// subscribed to, without a TTL: Count, Aggregate, Reduce) may also give a
+// bulk form that applies a batch's records in one loop: no call through
+// two closures per record, and the record's key and the state stay in
+// registers. Running it over the batch before the other subscribers run
+// record by record changes nothing they or a query can see: queries come
+// between batches, and after a user function fails the fragment's state
+// is not trusted anyway (the engine restores it).
 type fragStage[K comparable, T any] struct {
-	kc   KeyCodec[K]
-	subs []func(K, T)
+	kc    KeyCodec[K]
+	subs  []func(K, T)
+	bulks []bulkSub[K, T] // beside subs (shorter if the last have none)
+	// split's answer, made at the first batch (subscribers and what
+	// their may says are fixed once the fragment is built).
+	split1 bool
+	bulk   []bulkFunc[K, T]
+	each   []func(K, T)
+}
+
+// bulkFunc applies the records of items whose offset is at least min.
+// While it runs, fr.curIdx and fr.cur.Offset name the record it applies
+// (a user function that panics is reported at it).
+type bulkFunc[K comparable, T any] func(fr *Fragment, items []Rec[K, T], min int64)
+
+type bulkSub[K comparable, T any] struct {
+	fn  bulkFunc[K, T]
+	may func() bool
+}
+
+// split returns the bulk forms to run over a batch, and the subscribers
+// left to call per record.
+func (st *fragStage[K, T]) split() (bulk []bulkFunc[K, T], each []func(K, T)) {
+	if !st.split1 {
+		st.split1 = true
+		for i, fn := range st.subs {
+			if i < len(st.bulks) && st.bulks[i].fn != nil && st.bulks[i].may() {
+				st.bulk = append(st.bulk, st.bulks[i].fn)
+			} else {
+				st.each = append(st.each, fn)
+			}
+		}
+	}
+	return st.bulk, st.each
 }

@@ -54,7 +54,7 @@ func (t *table[K, V]) fireEvent(_ *Fragment, wm int64) {
 	e := t.exp
 	for len(e.exp) > 0 && e.exp[0].at <= wm {
 		x := heap.Pop(&e.exp).(ttlEntry[K])
-		i, ok := t.idx[x.key]
+		i, ok := t.lookup(x.key, 0)
 		if !ok {
 			continue
 		}
@@ -77,7 +77,7 @@ func (t *table[K, V]) expire(i int32) {
 // has said so yet. This makes expiry a function of the key's events, not
 // of how they were batched.
 func (t *table[K, V]) expired(k K, ts int64) {
-	if i, ok := t.idx[k]; ok && ts >= satAdd(t.exp.last[i], t.exp.ttl) {
+	if i, ok := t.lookup(k, 0); ok && ts >= satAdd(t.exp.last[i], t.exp.ttl) {
 		t.expire(i)
 	}
 }
@@ -89,11 +89,11 @@ func (t *table[K, V]) remove(i int32) {
 	for _, x := range t.tops {
 		x.removed(i, n)
 	}
-	delete(t.idx, t.keys[i])
+	t.indexDelete(t.keys[i])
 	if i != n {
 		t.keys[i], t.vals[i], t.mark[i] = t.keys[n], t.vals[n], t.mark[n]
 		t.exp.last[i], t.exp.queued[i] = t.exp.last[n], t.exp.queued[n]
-		t.idx[t.keys[i]] = i
+		t.indexMove(t.keys[i], i)
 		if t.gen != nil {
 			t.stamp[i] = t.stamp[n]
 		}
@@ -143,7 +143,7 @@ func (t *table[K, V]) ttlRestore(key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode key: %w", err)
 	}
-	i, ok := t.idx[k]
+	i, ok := t.lookup(k, 0)
 	if !ok || len(val) != 8 {
 		return fmt.Errorf("state TTL entry of key %s without a value, or of %d bytes", t.kc.Format(k), len(val))
 	}
