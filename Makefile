@@ -29,12 +29,19 @@ build:
 # start processes and mostly wait on them (rates, failure detection);
 # examples/wordcount's use 100 s of CPU in all, and two at a time left the
 # cores idle.
+#
+# go test starts packages in the order it is given them (./... repeats
+# none), two at a time: SLOWFIRST are the packages that take longest,
+# started first, so that the short ones fill the other slot around them
+# rather than one of them starting last and running alone. (Their results
+# print first too, so the others' wait for them.)
 FULLPKGS := ./sim ./flowstest
+SLOWFIRST := ./examples/wordcount ./examples/visitors ./actor ./internal/browsertest ./bench
 test:
 	@$(MAKE) --no-print-directory -j2 test-race test-full
 
 test-race:
-	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(SLOWFIRST) $(PKGS)
 
 test-full:
 	$(GO) test -vet=off -count=1 -timeout 20m $(FULLPKGS)
