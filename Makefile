@@ -7,25 +7,43 @@ export GOTOOLCHAIN := go1.27.3
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test check demo demo-transport bench bench-quick bench-reference proto fuzz
+.PHONY: build test test-race test-full check demo demo-transport bench bench-quick bench-reference proto fuzz
 
 build:
 	$(GO) build $(PKGS)
 
-# What CI runs, in two passes. First every test with the race detector
-# (goleak runs in each TestMain). There the randomized tests of sim and
-# flowstest run a tenth or a fifth of their cases (sim/race_test.go says
-# why); the second pass runs those two packages again without the race
+# What CI runs, in two passes. test-race runs every test with the race
+# detector (goleak runs in each TestMain). There the randomized tests of
+# sim and flowstest run a tenth or a fifth of their cases (sim/race_test.go
+# says why); test-full runs those two packages again without the race
 # detector, every case: 1,000 fault schedules, rapid's hundred checks, ten
-# rounds of network faults. Both passes are the test. -vet=off: make check
-# (which CI runs first) vets every package with all of vet's analyzers, of
-# which go test's default is a subset, run again (40 s of CPU). -parallel
-# 4: the example packages' parallel tests start processes and mostly wait
-# on them (rates, failure detection); examples/wordcount's use 100 s of CPU
-# in all, and two at a time left the cores idle.
+# rounds of network faults. Both passes are the test, and they run at the
+# same time: the race pass leaves the cores idle for long stretches (tests
+# that wait on processes, failure detection and rates), which the full
+# pass's half-minute of CPU fills; one after the other they took that much
+# longer. Each go test prints a package's result once the package ends, so
+# the two passes' lines interleave but do not mix; either pass failing
+# fails make test. -vet=off: make check (which CI runs first) vets every package
+# with all of vet's analyzers, of which go test's default is a subset, run
+# again (40 s of CPU). -parallel 4: the example packages' parallel tests
+# start processes and mostly wait on them (rates, failure detection);
+# examples/wordcount's use 100 s of CPU in all, and two at a time left the
+# cores idle.
+#
+# go test starts packages in the order it is given them (./... repeats
+# none), two at a time: SLOWFIRST are the packages that take longest,
+# started first, so that the short ones fill the other slot around them
+# rather than one of them starting last and running alone. (Their results
+# print first too, so the others' wait for them.)
 FULLPKGS := ./sim ./flowstest
+SLOWFIRST := ./examples/wordcount ./examples/visitors ./actor ./internal/browsertest ./bench
 test:
-	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory -j2 test-race test-full
+
+test-race:
+	$(GO) test -race -vet=off -parallel 4 -count=1 -timeout 20m $(SLOWFIRST) $(PKGS)
+
+test-full:
 	$(GO) test -vet=off -count=1 -timeout 20m $(FULLPKGS)
 
 # Static checks: formatting, vet, a tidy go.mod, staticcheck and govulncheck

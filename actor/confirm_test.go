@@ -333,6 +333,7 @@ func spectrumDiff(got, want map[string]int64) string {
 // starts from nothing and the surviving node applies two lineages: some
 // counts twice, others never.
 func TestOwnerAndStandbyLostThenExact(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	const first, all = 40_000, 80_000
 	remotes := map[string]string{"a": freeAddr(t), "b": freeAddr(t), "s": freeAddr(t)}
 	frags := make([]string, 16)
@@ -384,6 +385,7 @@ func TestOwnerAndStandbyLostThenExact(t *testing.T) {
 // checkpoints are durable here; once the owner's placement catches up,
 // the standby takes the copies, confirms them, and the answer is exact.
 func TestStandbyConfirmationGatesRelease(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	const events = 40_000
 	remotes := map[string]string{"p": freeAddr(t), "s": freeAddr(t)}
 	spec := stageSpec{Events: events, Remotes: remotes, Fragments: slices.Repeat([]string{"p"}, 16),

@@ -94,6 +94,11 @@ type Config struct {
 	// holds this node's certificate, the CA as RootCAs and ClientCAs, and
 	// requires client certificates. Nil: plaintext.
 	RemoteTLS *tls.Config
+	// RemoteWait, in a cluster, bounds how long a placement waits for the
+	// other nodes' remotes to accept connections before it goes on
+	// without them (see awaitRemotes); default 10s. Tests whose placement
+	// names a node that never listens set it short.
+	RemoteWait time.Duration
 }
 
 // Validate reports a configuration that cannot work: negative sizes,
@@ -109,7 +114,7 @@ func (c *Config) Validate() error {
 		{"PollSize", int64(c.PollSize)}, {"IdleDelay", int64(c.IdleDelay)}, {"TickInterval", int64(c.TickInterval)},
 		{"QueryTimeout", int64(c.QueryTimeout)}, {"MaxAttempts", int64(c.MaxAttempts)},
 		{"RetryBackoff", int64(c.RetryBackoff)}, {"AlertInterval", int64(c.AlertInterval)},
-		{"PauseLimit", int64(c.PauseLimit)},
+		{"PauseLimit", int64(c.PauseLimit)}, {"RemoteWait", int64(c.RemoteWait)},
 	} {
 		if n.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative (%d); zero takes the default", n.name, n.v))
@@ -162,6 +167,9 @@ func (c *Config) defaults() {
 	}
 	if c.AlertInterval <= 0 {
 		c.AlertInterval = 100 * time.Millisecond
+	}
+	if c.RemoteWait <= 0 {
+		c.RemoteWait = defaultRemoteWait
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -24,6 +24,11 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
+// TestMain runs a child node when the environment names one. The tests
+// that start a protoactor remote in this process (Config.Cluster) run one
+// at a time, as a process holds one remote; those that do not, and wait on
+// child processes or backoffs or spend their own CPU, run in parallel
+// (after the others), so that one's waits hold no core from the rest.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(nodeEnv); spec != "" {
 		runChildNode(spec) // a node of a multi-process test; never returns
@@ -70,6 +75,7 @@ func waitDrained(t *testing.T, e *Engine) {
 }
 
 func TestEngineCountsExactly(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	src, _ := gen.New(gen.Config{Partitions: 3, Seed: 7, Events: 200_000}, word)
 	want := map[string]int64{}
 	for p := range 3 {
@@ -120,6 +126,7 @@ func sumOthers(e *Engine, except int) int64 {
 // counting; after the attempts the event is dead-lettered and every count
 // is exact.
 func TestFailingFragmentRestoresWhileOthersRun(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 3, Events: 60_000, Rate: 40_000}, poisonAt(5_000))
 	want := map[string]int64{}
 	for p := range 2 {
@@ -402,6 +409,7 @@ func TestStaleEpochIsFenced(t *testing.T) {
 // must read a checkpoint consistent with what lands after it, and the
 // result stays exact.
 func TestFailuresDuringCheckpoints(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	poison := func(p int, o int64, r *gen.Rand) string {
 		if o%2500 == 1234 {
 			return "poison"

@@ -42,7 +42,10 @@ func fenceThenBack(t *testing.T, epoch uint64) {
 	}
 	addr, gone := freeAddr(t), freeAddr(t)
 	plan := countFlow(t, src, "")
+	// RemoteWait short: resumed, the placement names b, whose address
+	// nothing serves, and the engine waits that long for it.
 	e, err := Start(plan, Config{Logger: quiet(), Store: diskStore(t), CheckpointInterval: 20 * time.Millisecond,
+		RemoteWait: 500 * time.Millisecond,
 		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: slices.Repeat([]string{"a"}, 64),
 			Readers: slices.Repeat([]string{"a"}, 3), Remotes: map[string]string{"a": addr}}})
 	if err != nil {
@@ -73,7 +76,7 @@ func fenceThenBack(t *testing.T, epoch uint64) {
 			// Resumed, b is a live member, as the others are in a
 			// cluster: a fragment gained from it would wait for its
 			// hand-off under a newer placement, never when resumed. (The
-			// engine first waits remoteWait for b's address, which
+			// engine first waits RemoteWait for b's address, which
 			// nothing serves here.)
 			remotes["b"] = gone
 		}

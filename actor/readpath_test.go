@@ -16,6 +16,7 @@ import (
 // then every fragment's answer is the one a scan under its lock gives, and
 // the spliced top-n is the best n of every entry.
 func TestTopReadsThePublishedSets(t *testing.T) {
+	t.Parallel() // no remote in this process (see TestMain)
 	src, _ := gen.New(gen.Config{Partitions: 2, Seed: 3, Events: 200_000}, word)
 	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), BatchSize: 64})
 	if err != nil {

@@ -99,17 +99,17 @@ func transportOptions() ([]grpc.ServerOption, []grpc.DialOption) {
 	return server, dial
 }
 
-// remoteWait bounds how long a placement waits for the other nodes'
-// remotes to listen.
-const remoteWait = 10 * time.Second
+// defaultRemoteWait is Config.RemoteWait's default: how long a placement
+// waits for the other nodes' remotes to listen.
+const defaultRemoteWait = 10 * time.Second
 
 // awaitRemotes waits until every other node's remote in cl accepts
-// connections (at most remoteWait). protoactor's endpoint writer gives up a
+// connections (at most Config.RemoteWait). protoactor's endpoint writer gives up a
 // connection that is refused and tries again two seconds later, holding
 // every message to that node meanwhile: nodes start at about the same
 // time, so each waits a moment for the others rather than two seconds.
 func (e *Engine) awaitRemotes(cl *ClusterConfig) {
-	deadline := time.Now().Add(remoteWait)
+	deadline := time.Now().Add(e.cfg.RemoteWait)
 	for name, addr := range cl.Remotes {
 		if name == cl.Self {
 			continue

@@ -64,7 +64,7 @@ func cutSum(c *splice.Cut) int64 {
 func TestSnapshotReadsAreOneCut(t *testing.T) {
 	t.Parallel()
 	bin := exampletest.Build(t, "wordcount")
-	procs, _ := startCluster(t, bin, 3, "-seed", "11", "-fragments", "16", "-partitions", "4", "-rate", "200000", "-checkpoint-interval", "200ms")
+	procs, _ := startCluster(t, bin, 3, "-seed", "11", "-fragments", "16", "-partitions", "4", "-rate", "100000", "-checkpoint-interval", "200ms")
 	waitTotalAtLeast(t, procs[0].Base, 50_000)
 	last := map[string]int64{}
 	rapid.Check(t, func(rt *rapid.T) {

@@ -17,6 +17,7 @@ import (
 // move; a node killed with SIGKILL shows on the page within 3 s, and the
 // failover of its fragments in the timeline.
 func TestDashboardThreeNodes(t *testing.T) {
+	t.Parallel()
 	chromium(t) // before building and starting anything
 	bin := build(t, "wordcount")
 	procs := exampletest.StartCluster(t, bin, []string{"-rate", "20000", "-fragments", "16", "-checkpoint-interval", "250ms",
@@ -118,6 +119,7 @@ func TestDashboardThreeNodes(t *testing.T) {
 // With tokens required, the page says what it needs, refuses an unknown
 // token, and works with a read token.
 func TestDashboardAsksForAToken(t *testing.T) {
+	t.Parallel()
 	chromium(t)
 	bin := build(t, "wordcount")
 	tokens := filepath.Join(t.TempDir(), "tokens")

@@ -8,4 +8,8 @@
 // the reason, elsewhere. Screenshots go to TESSERA_SCREENSHOTS if set,
 // else to the test's artifact directory (go test -artifacts -outputdir
 // DIR keeps them).
+//
+// The tests run in parallel, each with its own Chromium, example processes
+// and ports: they mostly wait for pages and clusters to move, and one's
+// build or run uses the cores while another waits.
 package browsertest

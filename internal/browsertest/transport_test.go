@@ -14,6 +14,7 @@ import (
 // heatmap with its hour slider, a pair's travel times, and the accuracy
 // figures the example computed against the ground truth.
 func TestTransportPage(t *testing.T) {
+	t.Parallel()
 	chromium(t)
 	bin := build(t, "transport")
 	proc := exampletest.Spawn(t, bin, "-subscribers", "1500", "-zones", "16", "-k", "3", "-fragments", "16",
