@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"unsafe"
 
 	"github.com/tessera-streams/tessera/shard"
@@ -166,7 +167,7 @@ type exWriter[K comparable, T any] struct {
 	// slots that hold no record (noDest: from a restore of entries that
 	// left out what their destinations had).
 	chunks []*exChunk[K, T]
-	free   []*exChunk[K, T] // chunks forgotten, for the log to reuse (at most exFree)
+	free   *exChunks[K, T] // chunks forgotten, for the logs of the exchange to reuse
 	first  int64
 	lo     int64
 	holes  int
@@ -210,11 +211,54 @@ const exChunkBits = 10
 
 const exChunkLen = 1 << exChunkBits
 
-// exFree is how many forgotten chunks a log keeps to reuse: a fragment
-// that keeps up forgets about as many chunks per checkpoint interval as it
-// fills, and fresh chunks were a quarter of what the fragments allocated
-// (the two-stage bench). A few suffice; more would hold memory idle.
+// exFree is how many forgotten chunks an exchange keeps to reuse, per
+// fragment: a fragment that keeps up forgets about as many chunks per
+// checkpoint interval as it fills, and fresh chunks were a quarter of what
+// the fragments allocated (the two-stage bench). A few suffice; more
+// would hold memory idle.
 const exFree = 8
+
+// exChunks is the forgotten chunks of one exchange, shared by the logs of
+// all its fragments. A log forgets in bursts — a whole checkpoint
+// interval's chunks once the slowest fragment downstream covers them —
+// and fills at an even pace: with a few free chunks of its own, a third of
+// the chunks the two-stage bench's logs filled were fresh (and a fresh
+// chunk's pages are faulted in as emit first writes them). Shared, one
+// log's burst serves the others' growth, with the same bound on what is
+// held idle (exFree per fragment). The lock is taken once per chunk.
+type exChunks[K comparable, T any] struct {
+	mu   sync.Mutex
+	free []*exChunk[K, T]
+	max  int
+}
+
+func newExChunks[K comparable, T any](fragments int) *exChunks[K, T] {
+	return &exChunks[K, T]{max: exFree * max(fragments, 1)}
+}
+
+// get is a free chunk, or nil.
+func (p *exChunks[K, T]) get() *exChunk[K, T] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.free)
+	if n == 0 {
+		return nil
+	}
+	ck := p.free[n-1]
+	p.free[n-1] = nil
+	p.free = p.free[:n-1]
+	return ck
+}
+
+// put keeps the chunks for reuse, as many as there is room for.
+func (p *exChunks[K, T]) put(cks []*exChunk[K, T]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Not cleared: every slot is written before it is read again, and
+	// what a few free chunks keep alive was live a moment ago (clearing
+	// would write every slot once more).
+	p.free = append(p.free, cks[:min(len(cks), p.max-len(p.free))]...)
+}
 
 // noDest marks a slot of the log that holds no record.
 const noDest = math.MaxUint32
@@ -258,11 +302,11 @@ type exRange struct {
 	n        int
 }
 
-func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64) *exWriter[K, T] {
+func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64, free *exChunks[K, T]) *exWriter[K, T] {
 	p := fr.plan
 	e := p.f.edges[edge]
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
-		fr: fr, codec: codec, hash: hash, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
+		fr: fr, codec: codec, hash: hash, free: free, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
 		parts: make([]*recs[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
 	for ch := w.from; ; {
@@ -286,10 +330,8 @@ func (w *exWriter[K, T]) channel() int { return w.ch }
 func (w *exWriter[K, T]) slot(n int64) (*exChunk[K, T], int) {
 	c := int(n>>exChunkBits - w.first)
 	if c == len(w.chunks) {
-		var ck *exChunk[K, T]
-		if n := len(w.free); n > 0 {
-			ck, w.free = w.free[n-1], w.free[:n-1]
-		} else {
+		ck := w.free.get()
+		if ck == nil {
 			ck = new(exChunk[K, T])
 			if w.et {
 				ck.ts = make([]int64, exChunkLen)
@@ -541,14 +583,8 @@ func (w *exWriter[K, T]) forget(n int64) {
 	}
 	w.lo = n
 	drop := min(int(n>>exChunkBits-w.first), len(w.chunks))
-	for _, ck := range w.chunks[:drop] {
-		if len(w.free) == exFree {
-			break
-		}
-		// Not cleared: every slot is written before it is read again, and
-		// what a few free chunks keep alive was live a moment ago
-		// (clearing would write every slot once more).
-		w.free = append(w.free, ck)
+	if drop > 0 {
+		w.free.put(w.chunks[:drop])
 	}
 	clear(w.chunks[:drop])
 	w.chunks = w.chunks[drop:]
