@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"unsafe"
 
 	"github.com/tessera-streams/tessera/shard"
 )
@@ -183,6 +182,11 @@ type exWriter[K comparable, T any] struct {
 	rest     []restoredRec[K, T] // records read by restore, until restored
 	needN    int                 // records in the dests' need ranges
 	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
+	// The kind of the records entries it writes: exCompactEntry with
+	// compact, else exRecordEntry. restKind is the kind of those a
+	// restore read (entries of another kind are rewritten, as legacy).
+	recKind, restKind byte
+	compact           *exCompact[K, T]
 	// Outputs numbered below rel may be sent, with the watermark relWM: a
 	// durable checkpoint covers them; mark and markWM are the checkpoint
 	// being written's (Fragment.Released); behind and behindWM the
@@ -309,6 +313,10 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 		fr: fr, codec: codec, hash: hash, free: free, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
 		parts: make([]*recs[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
+	w.recKind = exRecordEntry
+	if w.compact = newExCompact(codec.kc, codec.ec, w.et); w.compact != nil {
+		w.recKind = exCompactEntry
+	}
 	for ch := w.from; ; {
 		w.ancestors = append(w.ancestors, ch)
 		if !p.IsExchange(ch) {
@@ -611,9 +619,13 @@ func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 // bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
 // number below which fragment d's (4 bytes) records are forgotten (its
 // durable checkpoint covers them: trim); kind 3 the records numbered from
-// (8 bytes) on, for every fragment, up to the number in the value's head.
-// Kind 1 is the format before, which a restore still reads: the records
-// for fragment d (4 bytes) numbered from (8 bytes) on.
+// (8 bytes) on, for every fragment, up to the number in the value's head,
+// as a batch part encodes them; kind 4 the same in the compact form
+// (exchangecompact.go), which an exchange of integer keys and plain
+// structs writes instead. Kind 1 is the format before, which a restore
+// still reads: the records for fragment d (4 bytes) numbered from (8
+// bytes) on. A restore reads records entries of any kind; the next
+// checkpoint rewrites those of a kind the exchange does not write.
 const exchangeNamespace = math.MaxUint16 - 1
 
 const (
@@ -627,7 +639,7 @@ func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
 	switch kind {
-	case exRecordEntry:
+	case exRecordEntry, exCompactEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
 	case exTrimEntry:
 		k = binary.BigEndian.AppendUint32(k, uint32(from))
@@ -650,7 +662,7 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 	keep := w.spans[:0]
 	for _, sp := range w.spans {
 		if sp[1] <= need {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, sp[0])})
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(w.recKind, sp[0])})
 			continue
 		}
 		keep = append(keep, sp)
@@ -669,7 +681,7 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		if err != nil {
 			return fmt.Errorf("exchange %d: %w", w.edge, err)
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, from), Value: val})
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(w.recKind, from), Value: val})
 		w.spans = append(w.spans, [2]int64{from, w.seq})
 	}
 	w.saved = w.seq
@@ -708,7 +720,8 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	val := binary.AppendVarint(make([]byte, 0, 32+n*(max(w.recBytes, 8)+w.recBytes/8+1)), to)
 	val = binary.AppendUvarint(val, uint64(w.stage))
 	val = binary.AppendUvarint(val, uint64(n))
-	if val, ok := w.encodeTyped(val, from, to); ok {
+	if w.compact != nil {
+		val = w.compact.encode(w, val, from, to)
 		if n > 0 {
 			w.recBytes = (len(val) + n - 1) / n
 		}
@@ -737,45 +750,6 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	return val, nil
 }
 
-// encodeTyped is encodeRange's loop for the common exchange of an integer
-// key and a plain struct (a count re-keyed by its value): the same bytes
-// recsCodec.appendRec writes, without two codec calls through interfaces
-// and two error checks per record, and without copying the record's
-// event to encode it. It reports false for other codecs and with event
-// time.
-func (w *exWriter[K, T]) encodeTyped(val []byte, from, to int64) ([]byte, bool) {
-	ki, ok := w.codec.kc.(intCodec[K])
-	if !ok || w.et {
-		return val, false
-	}
-	sc, ok := w.codec.ec.(*structCodec[T])
-	if !ok {
-		return val, false
-	}
-	first, prev := true, int64(0)
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, _ int64) {
-		for k := i; k < j; k++ {
-			if c.dest[k] == noDest {
-				continue
-			}
-			r := &c.recs[k]
-			if first {
-				val, first = binary.AppendVarint(val, r.Off), false
-			} else {
-				val = binary.AppendVarint(val, r.Off-prev)
-			}
-			prev = r.Off
-			// A varint key takes at most 10 bytes: its length is one byte.
-			mark := len(val)
-			val = binary.AppendVarint(append(val, 0), ki.get(&r.Key))
-			val[mark] = byte(len(val) - mark - 1)
-			mark = len(val)
-			val = putShortLength(sc.appendAt(append(val, 0), unsafe.Pointer(&r.Val)), mark)
-		}
-	})
-	return val, true
-}
-
 func (w *exWriter[K, T]) restore(key, val []byte) error {
 	if len(key) == 3 && key[2] == exSeqEntry {
 		n, k := binary.Varint(val)
@@ -796,10 +770,14 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return nil
 	}
 	var from int64
+	var kind byte
+	if len(key) > 2 {
+		kind = key[2]
+	}
 	switch {
-	case len(key) == 11 && key[2] == exRecordEntry:
+	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry):
 		from = int64(binary.BigEndian.Uint64(key[3:]))
-	case len(key) == 15 && key[2] == exDestEntry:
+	case len(key) == 15 && kind == exDestEntry:
 		from = int64(binary.BigEndian.Uint64(key[7:]))
 	default:
 		return fmt.Errorf("exchange %d: malformed entry key", w.edge)
@@ -813,40 +791,67 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords || n > uint64(to-from) {
 		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
 	}
-	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
-	if err != nil {
-		return fmt.Errorf("exchange %d: %w", w.edge, err)
+	// The entries of one checkpoint are of one kind; a restore follows
+	// them in the order of their keys, which is the order of their numbers
+	// within a kind.
+	if w.restKind != 0 && w.restKind != kind {
+		return fmt.Errorf("exchange %d: records entries mix formats", w.edge)
 	}
-	if len(rest) != 0 {
-		return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
+	w.restKind = kind
+	if kind != exDestEntry && len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
+		return fmt.Errorf("exchange %d: records entries overlap", w.edge)
 	}
-	p := pl.(*recs[K, T])
-	defer p.release()
-	if key[2] == exDestEntry {
+	at := len(w.rest)
+	if kind == exCompactEntry {
+		if w.compact == nil {
+			return fmt.Errorf("exchange %d: a compact records entry, which this exchange's codecs cannot read", w.edge)
+		}
+		err := w.compact.decode(r.b, int(n), from, to, func(rec Rec[K, T]) {
+			w.rest = append(w.rest, restoredRec[K, T]{rec: rec})
+		})
+		if err != nil {
+			return fmt.Errorf("exchange %d: %w", w.edge, err)
+		}
+	} else {
+		pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
+		if err != nil {
+			return fmt.Errorf("exchange %d: %w", w.edge, err)
+		}
+		if len(rest) != 0 {
+			return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
+		}
+		p := pl.(*recs[K, T])
+		for i, it := range p.items {
+			var ts int64
+			if w.et {
+				ts = p.ts[i]
+			}
+			w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
+		}
+		p.release()
+	}
+	got := w.rest[at:]
+	for i := range got {
+		if off := got[i].rec.Off; off < from || off >= to || (i > 0 && off <= got[i-1].rec.Off) {
+			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, off, from, to)
+		}
+	}
+	switch {
+	case kind == exDestEntry:
 		d := binary.BigEndian.Uint32(key[3:])
 		if d >= uint32(len(w.dests)) {
 			return fmt.Errorf("exchange %d: records for fragment %d of %d", w.edge, d, len(w.dests))
 		}
-		for _, it := range p.items {
-			if got := shard.Fragment(w.hash(it.Key), len(w.dests)); got != int(d) {
-				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, got)
+		for i := range got {
+			if f := shard.Fragment(w.hash(got[i].rec.Key), len(w.dests)); f != int(d) {
+				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, f)
 			}
 		}
 		w.legacy = append(w.legacy, slices.Clone(key))
-	} else if len(w.legacy) > 0 || len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
-		return fmt.Errorf("exchange %d: records entries overlap or mix formats", w.edge)
-	}
-	for i, it := range p.items {
-		if it.Off < from || it.Off >= to || (i > 0 && it.Off <= p.items[i-1].Off) {
-			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, it.Off, from, to)
-		}
-		var ts int64
-		if w.et {
-			ts = p.ts[i]
-		}
-		w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
-	}
-	if key[2] == exRecordEntry {
+	case kind != w.recKind:
+		// Rewritten in the exchange's own kind by the next checkpoint.
+		w.legacy = append(w.legacy, slices.Clone(key))
+	default:
 		w.spans = append(w.spans, [2]int64{from, to})
 	}
 	return nil
@@ -882,7 +887,7 @@ func (w *exWriter[K, T]) restored() {
 		}
 		n++
 	}
-	w.rest = nil
+	w.rest, w.restKind = nil, 0
 	w.scanned, w.split = false, w.seq
 	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
