@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -166,7 +167,7 @@ type exWriter[K comparable, T any] struct {
 	// slots that hold no record (noDest: from a restore of entries that
 	// left out what their destinations had).
 	chunks []*exChunk[K, T]
-	free   *exChunks[K, T] // chunks forgotten, for the logs of the exchange to reuse
+	pools  *exPools[K, T] // chunks forgotten and batch parts released, for the exchange's writers to reuse
 	first  int64
 	lo     int64
 	holes  int
@@ -222,26 +223,53 @@ const exChunkLen = 1 << exChunkBits
 // would hold memory idle.
 const exFree = 8
 
-// exChunks is the forgotten chunks of one exchange, shared by the logs of
-// all its fragments. A log forgets in bursts — a whole checkpoint
-// interval's chunks once the slowest fragment downstream covers them —
-// and fills at an even pace: with a few free chunks of its own, a third of
+// exPools holds the forgotten chunks of one exchange, shared by the logs
+// of all its fragments, and the records of its batch parts once applied.
+//
+// Chunks: a log forgets in bursts — a whole checkpoint interval's chunks
+// once the slowest fragment downstream covers them — and fills at an even
+// pace: with a few free chunks of its own, a third of
 // the chunks the two-stage bench's logs filled were fresh (and a fresh
 // chunk's pages are faulted in as emit first writes them). Shared, one
 // log's burst serves the others' growth, with the same bound on what is
 // held idle (exFree per fragment). The lock is taken once per chunk.
-type exChunks[K comparable, T any] struct {
-	mu   sync.Mutex
-	free []*exChunk[K, T]
-	max  int
+//
+// Parts: a release splits its records by destination into parts of any
+// size, from one record to thousands (a count of counts sends most to a
+// few fragments), so one pool of slices missed whenever the slice it
+// offered was too small, and the parts were a fifth of what the
+// two-stage bench allocated. A part's capacity is a power of two, and it
+// goes back to the pool of its size (recs.release puts it in p.pool).
+type exPools[K comparable, T any] struct {
+	mu    sync.Mutex
+	free  []*exChunk[K, T]
+	max   int
+	parts [exPartClasses]sync.Pool
 }
 
-func newExChunks[K comparable, T any](fragments int) *exChunks[K, T] {
-	return &exChunks[K, T]{max: exFree * max(fragments, 1)}
+// exPartClasses bounds the parts pooled: up to 2^23 records.
+const exPartClasses = 24
+
+func newExPools[K comparable, T any](fragments int) *exPools[K, T] {
+	return &exPools[K, T]{max: exFree * max(fragments, 1)}
+}
+
+// part is an empty slice of records with room for n, and the pool it
+// goes back to (nil if too large to pool).
+func (p *exPools[K, T]) part(n int) ([]Rec[K, T], *sync.Pool) {
+	c := bits.Len(uint(max(n, 1) - 1))
+	if c >= exPartClasses {
+		return make([]Rec[K, T], 0, n), nil
+	}
+	pool := &p.parts[c]
+	if s, ok := pool.Get().(*[]Rec[K, T]); ok {
+		return (*s)[:0], pool
+	}
+	return make([]Rec[K, T], 0, 1<<c), pool
 }
 
 // get is a free chunk, or nil.
-func (p *exChunks[K, T]) get() *exChunk[K, T] {
+func (p *exPools[K, T]) get() *exChunk[K, T] {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.free)
@@ -255,7 +283,7 @@ func (p *exChunks[K, T]) get() *exChunk[K, T] {
 }
 
 // put keeps the chunks for reuse, as many as there is room for.
-func (p *exChunks[K, T]) put(cks []*exChunk[K, T]) {
+func (p *exPools[K, T]) put(cks []*exChunk[K, T]) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Not cleared: every slot is written before it is read again, and
@@ -306,11 +334,11 @@ type exRange struct {
 	n        int
 }
 
-func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64, free *exChunks[K, T]) *exWriter[K, T] {
+func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64, pools *exPools[K, T]) *exWriter[K, T] {
 	p := fr.plan
 	e := p.f.edges[edge]
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
-		fr: fr, codec: codec, hash: hash, free: free, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
+		fr: fr, codec: codec, hash: hash, pools: pools, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
 		parts: make([]*recs[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
 	w.recKind = exRecordEntry
@@ -338,7 +366,7 @@ func (w *exWriter[K, T]) channel() int { return w.ch }
 func (w *exWriter[K, T]) slot(n int64) (*exChunk[K, T], int) {
 	c := int(n>>exChunkBits - w.first)
 	if c == len(w.chunks) {
-		ck := w.free.get()
+		ck := w.pools.get()
 		if ck == nil {
 			ck = new(exChunk[K, T])
 			if w.et {
@@ -431,12 +459,8 @@ func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
 
 // newPart is an empty batch part with room for n records.
 func (w *exWriter[K, T]) newPart(n int) *recs[K, T] {
-	p := &recs[K, T]{stage: w.stage, pool: w.codec.pool}
-	if s, ok := w.codec.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
-		p.items = (*s)[:0]
-	} else {
-		p.items = make([]Rec[K, T], 0, n)
-	}
+	p := &recs[K, T]{stage: w.stage}
+	p.items, p.pool = w.pools.part(n)
 	if w.et {
 		p.ts = make([]int64, 0, n)
 	}
@@ -592,7 +616,7 @@ func (w *exWriter[K, T]) forget(n int64) {
 	w.lo = n
 	drop := min(int(n>>exChunkBits-w.first), len(w.chunks))
 	if drop > 0 {
-		w.free.put(w.chunks[:drop])
+		w.pools.put(w.chunks[:drop])
 	}
 	clear(w.chunks[:drop])
 	w.chunks = w.chunks[drop:]

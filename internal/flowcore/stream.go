@@ -274,9 +274,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 	})
 	if s.side == fragmentSide {
 		edge := sd.edge
-		free := newExChunks[K, T](f.fragments)
+		pools := newExPools[K, T](f.fragments)
 		f.fragW = append(f.fragW, func(fr *Fragment) {
-			w := newExWriter(fr, edge, codec, ks.hash, free)
+			w := newExWriter(fr, edge, codec, ks.hash, pools)
 			fr.out = append(fr.out, w)
 			s.attach(&fr.core, func(v T) { w.emit(key(v), v) })
 		})
