@@ -295,13 +295,27 @@ func (p *exPools[K, T]) put(cks []*exChunk[K, T]) {
 // noDest marks a slot of the log that holds no record.
 const noDest = math.MaxUint32
 
-// exChunk is a piece of the log. The record in the slot of number n has
-// Off n (emit numbers it so, a restore puts it there): a loop over slots
-// knows a record's number without reading it.
+// exChunk is a piece of the log. The record in the slot of number n is
+// numbered n: a slot holds the record without its number, which a loop
+// over slots knows (runs), and a batch part is given (Rec.Off). Without
+// it a record of the two-stage bench takes 32 bytes instead of 40, and
+// emit's stores to the log (a tenth of that bench's CPU, mostly waiting
+// for the lines they write) touch a fifth fewer lines.
 type exChunk[K comparable, T any] struct {
-	recs [exChunkLen]Rec[K, T]
+	recs [exChunkLen]exRec[K, T]
 	dest [exChunkLen]uint32
 	ts   []int64 // with event time
+}
+
+// exRec is a record in the log.
+type exRec[K comparable, T any] struct {
+	Key K
+	Val T
+}
+
+// rec is the record in slot i of the chunk, numbered n.
+func (c *exChunk[K, T]) rec(i int, n int64) Rec[K, T] {
+	return Rec[K, T]{Key: c.recs[i].Key, Val: c.recs[i].Val, Off: n}
 }
 
 type restoredRec[K comparable, T any] struct {
@@ -383,7 +397,7 @@ func (w *exWriter[K, T]) emit(k K, v T) {
 	n := w.seq
 	w.seq++
 	c, i := w.slot(n)
-	c.recs[i] = Rec[K, T]{Key: k, Val: v, Off: n}
+	c.recs[i] = exRec[K, T]{Key: k, Val: v}
 	c.dest[i] = uint32(shard.Fragment(w.hash(k), len(w.dests)))
 	if w.et {
 		c.ts[i] = w.fr.cur.TS
@@ -429,7 +443,7 @@ func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
 				continue // its fragment has it in a durable checkpoint already (a replay)
 			}
 			p := parts[d]
-			p.items = append(p.items, c.recs[k])
+			p.items = append(p.items, c.rec(k, n+int64(k-i)))
 			if w.et {
 				p.ts = append(p.ts, c.ts[k])
 			}
@@ -556,11 +570,13 @@ func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: n, Done: dd.done}
 	if n > 0 {
 		p := w.newPart(n)
-		w.scan(lo, hi, func(c *exChunk[K, T], i int) {
-			if c.dest[i] == uint32(d) {
-				p.items = append(p.items, c.recs[i])
-				if w.et {
-					p.ts = append(p.ts, c.ts[i])
+		w.runs(lo, hi, func(c *exChunk[K, T], i, j int, n int64) {
+			for k := i; k < j; k++ {
+				if c.dest[k] == uint32(d) {
+					p.items = append(p.items, c.rec(k, n+int64(k-i)))
+					if w.et {
+						p.ts = append(p.ts, c.ts[k])
+					}
 				}
 			}
 		})
@@ -753,7 +769,7 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	}
 	var enc recsEncoder
 	var err error
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, _ int64) {
+	w.runs(from, to, func(c *exChunk[K, T], i, j int, n int64) {
 		for k := i; k < j && err == nil; k++ {
 			if c.dest[k] == noDest {
 				continue
@@ -762,7 +778,8 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 			if w.et {
 				ts = c.ts[k]
 			}
-			val, err = w.codec.appendRec(val, &enc, &c.recs[k], ts, w.et, false)
+			r := c.rec(k, n+int64(k-i))
+			val, err = w.codec.appendRec(val, &enc, &r, ts, w.et, false)
 		}
 	})
 	if err != nil {
@@ -905,7 +922,8 @@ func (w *exWriter[K, T]) restored() {
 			continue // the end; or a record restored twice
 		}
 		c, i := w.slot(n)
-		c.recs[i], c.dest[i] = r.rec, uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
+		c.recs[i] = exRec[K, T]{Key: r.rec.Key, Val: r.rec.Val}
+		c.dest[i] = uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
 		if w.et {
 			c.ts[i] = r.ts
 		}
@@ -916,9 +934,11 @@ func (w *exWriter[K, T]) restored() {
 	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
 	clear(w.counts)
-	w.scan(w.lo, w.seq, func(c *exChunk[K, T], i int) {
-		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
-			w.counts[d]++
+	w.runs(w.lo, w.seq, func(c *exChunk[K, T], i, j int, n int64) {
+		for k := i; k < j; k++ {
+			if d := c.dest[k]; d != noDest && n+int64(k-i) >= w.dests[d].base {
+				w.counts[d]++
+			}
 		}
 	})
 	w.needN = 0

@@ -451,7 +451,11 @@ func TestExchangeCompactEntry(t *testing.T) {
 			t.Fatalf("records [%d, %d): %v", r[0], r[1], err)
 		}
 		var want []Rec[int64, countUpdate]
-		w.scan(r[0], r[1], func(c *exChunk[int64, countUpdate], i int) { want = append(want, c.recs[i]) })
+		w.runs(r[0], r[1], func(c *exChunk[int64, countUpdate], i, j int, n int64) {
+			for k := i; k < j; k++ {
+				want = append(want, c.rec(k, n+int64(k-i)))
+			}
+		})
 		if !slices.Equal(got, want) {
 			t.Fatalf("records [%d, %d): decoded %v, want %v", r[0], r[1], got, want)
 		}

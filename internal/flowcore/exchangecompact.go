@@ -61,14 +61,14 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) 
 	x.strs.reset()
 	prev := from
 	ops := x.sc.ops
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, _ int64) {
+	w.runs(from, to, func(c *exChunk[K, T], i, j int, n int64) {
 		for k := i; k < j; k++ {
 			if c.dest[k] == noDest {
 				continue
 			}
-			r := &c.recs[k]
-			val = binary.AppendUvarint(val, uint64(r.Off-prev))
-			prev = r.Off
+			r, off := &c.recs[k], n+int64(k-i)
+			val = binary.AppendUvarint(val, uint64(off-prev))
+			prev = off
 			val = binary.AppendVarint(val, x.kc.get(&r.Key))
 			p := unsafe.Pointer(&r.Val)
 			for o := range ops {
