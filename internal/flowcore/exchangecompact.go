@@ -73,6 +73,10 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) 
 			p := unsafe.Pointer(&r.Val)
 			for o := range ops {
 				op := &ops[o]
+				if op.kind == reflect.Int64 { // a count: spared the call
+					val = binary.AppendVarint(val, *(*int64)(unsafe.Add(p, op.off)))
+					continue
+				}
 				if op.kind != reflect.String {
 					val = appendField(val, op, p)
 					continue
