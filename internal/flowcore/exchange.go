@@ -5,8 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
-	"unsafe"
+	"sync"
 
 	"github.com/tessera-streams/tessera/shard"
 )
@@ -166,7 +167,7 @@ type exWriter[K comparable, T any] struct {
 	// slots that hold no record (noDest: from a restore of entries that
 	// left out what their destinations had).
 	chunks []*exChunk[K, T]
-	free   []*exChunk[K, T] // chunks forgotten, for the log to reuse (at most exFree)
+	pools  *exPools[K, T] // chunks forgotten and batch parts released, for the exchange's writers to reuse
 	first  int64
 	lo     int64
 	holes  int
@@ -182,6 +183,11 @@ type exWriter[K comparable, T any] struct {
 	rest     []restoredRec[K, T] // records read by restore, until restored
 	needN    int                 // records in the dests' need ranges
 	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
+	// The kind of the records entries it writes: exCompactEntry with
+	// compact, else exRecordEntry. restKind is the kind of those a
+	// restore read (entries of another kind are rewritten, as legacy).
+	recKind, restKind byte
+	compact           *exCompact[K, T]
 	// Outputs numbered below rel may be sent, with the watermark relWM: a
 	// durable checkpoint covers them; mark and markWM are the checkpoint
 	// being written's (Fragment.Released); behind and behindWM the
@@ -210,22 +216,106 @@ const exChunkBits = 10
 
 const exChunkLen = 1 << exChunkBits
 
-// exFree is how many forgotten chunks a log keeps to reuse: a fragment
-// that keeps up forgets about as many chunks per checkpoint interval as it
-// fills, and fresh chunks were a quarter of what the fragments allocated
-// (the two-stage bench). A few suffice; more would hold memory idle.
+// exFree is how many forgotten chunks an exchange keeps to reuse, per
+// fragment: a fragment that keeps up forgets about as many chunks per
+// checkpoint interval as it fills, and fresh chunks were a quarter of what
+// the fragments allocated (the two-stage bench). A few suffice; more
+// would hold memory idle.
 const exFree = 8
+
+// exPools holds the forgotten chunks of one exchange, shared by the logs
+// of all its fragments, and the records of its batch parts once applied.
+//
+// Chunks: a log forgets in bursts — a whole checkpoint interval's chunks
+// once the slowest fragment downstream covers them — and fills at an even
+// pace: with a few free chunks of its own, a third of
+// the chunks the two-stage bench's logs filled were fresh (and a fresh
+// chunk's pages are faulted in as emit first writes them). Shared, one
+// log's burst serves the others' growth, with the same bound on what is
+// held idle (exFree per fragment). The lock is taken once per chunk.
+//
+// Parts: a release splits its records by destination into parts of any
+// size, from one record to thousands (a count of counts sends most to a
+// few fragments), so one pool of slices missed whenever the slice it
+// offered was too small, and the parts were a fifth of what the
+// two-stage bench allocated. A part's capacity is a power of two, and it
+// goes back to the pool of its size (recs.release puts it in p.pool).
+type exPools[K comparable, T any] struct {
+	mu    sync.Mutex
+	free  []*exChunk[K, T]
+	max   int
+	parts [exPartClasses]sync.Pool
+}
+
+// exPartClasses bounds the parts pooled: up to 2^23 records.
+const exPartClasses = 24
+
+func newExPools[K comparable, T any](fragments int) *exPools[K, T] {
+	return &exPools[K, T]{max: exFree * max(fragments, 1)}
+}
+
+// part is an empty slice of records with room for n, and the pool it
+// goes back to (nil if too large to pool).
+func (p *exPools[K, T]) part(n int) ([]Rec[K, T], *sync.Pool) {
+	c := bits.Len(uint(max(n, 1) - 1))
+	if c >= exPartClasses {
+		return make([]Rec[K, T], 0, n), nil
+	}
+	pool := &p.parts[c]
+	if s, ok := pool.Get().(*[]Rec[K, T]); ok {
+		return (*s)[:0], pool
+	}
+	return make([]Rec[K, T], 0, 1<<c), pool
+}
+
+// get is a free chunk, or nil.
+func (p *exPools[K, T]) get() *exChunk[K, T] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.free)
+	if n == 0 {
+		return nil
+	}
+	ck := p.free[n-1]
+	p.free[n-1] = nil
+	p.free = p.free[:n-1]
+	return ck
+}
+
+// put keeps the chunks for reuse, as many as there is room for.
+func (p *exPools[K, T]) put(cks []*exChunk[K, T]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Not cleared: every slot is written before it is read again, and
+	// what a few free chunks keep alive was live a moment ago (clearing
+	// would write every slot once more).
+	p.free = append(p.free, cks[:min(len(cks), p.max-len(p.free))]...)
+}
 
 // noDest marks a slot of the log that holds no record.
 const noDest = math.MaxUint32
 
-// exChunk is a piece of the log. The record in the slot of number n has
-// Off n (emit numbers it so, a restore puts it there): a loop over slots
-// knows a record's number without reading it.
+// exChunk is a piece of the log. The record in the slot of number n is
+// numbered n: a slot holds the record without its number, which a loop
+// over slots knows (runs), and a batch part is given (Rec.Off). Without
+// it a record of the two-stage bench takes 32 bytes instead of 40, and
+// emit's stores to the log (a tenth of that bench's CPU, mostly waiting
+// for the lines they write) touch a fifth fewer lines.
 type exChunk[K comparable, T any] struct {
-	recs [exChunkLen]Rec[K, T]
+	recs [exChunkLen]exRec[K, T]
 	dest [exChunkLen]uint32
 	ts   []int64 // with event time
+}
+
+// exRec is a record in the log.
+type exRec[K comparable, T any] struct {
+	Key K
+	Val T
+}
+
+// rec is the record in slot i of the chunk, numbered n.
+func (c *exChunk[K, T]) rec(i int, n int64) Rec[K, T] {
+	return Rec[K, T]{Key: c.recs[i].Key, Val: c.recs[i].Val, Off: n}
 }
 
 type restoredRec[K comparable, T any] struct {
@@ -258,13 +348,17 @@ type exRange struct {
 	n        int
 }
 
-func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64) *exWriter[K, T] {
+func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K, T], hash func(K) uint64, pools *exPools[K, T]) *exWriter[K, T] {
 	p := fr.plan
 	e := p.f.edges[edge]
 	w := &exWriter[K, T]{edge: edge, stage: e.stage, ch: p.edgeChannel(edge), from: p.stageChannel(e.from),
-		fr: fr, codec: codec, hash: hash, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
+		fr: fr, codec: codec, hash: hash, pools: pools, dests: make([]exDest, p.f.fragments), counts: make([]int, p.f.fragments),
 		parts: make([]*recs[K, T], p.f.fragments)}
 	w.et = p.channelET(w.ch)
+	w.recKind = exRecordEntry
+	if w.compact = newExCompact(codec.kc, codec.ec, w.et); w.compact != nil {
+		w.recKind = exCompactEntry
+	}
 	for ch := w.from; ; {
 		w.ancestors = append(w.ancestors, ch)
 		if !p.IsExchange(ch) {
@@ -286,10 +380,8 @@ func (w *exWriter[K, T]) channel() int { return w.ch }
 func (w *exWriter[K, T]) slot(n int64) (*exChunk[K, T], int) {
 	c := int(n>>exChunkBits - w.first)
 	if c == len(w.chunks) {
-		var ck *exChunk[K, T]
-		if n := len(w.free); n > 0 {
-			ck, w.free = w.free[n-1], w.free[:n-1]
-		} else {
+		ck := w.pools.get()
+		if ck == nil {
 			ck = new(exChunk[K, T])
 			if w.et {
 				ck.ts = make([]int64, exChunkLen)
@@ -305,7 +397,7 @@ func (w *exWriter[K, T]) emit(k K, v T) {
 	n := w.seq
 	w.seq++
 	c, i := w.slot(n)
-	c.recs[i] = Rec[K, T]{Key: k, Val: v, Off: n}
+	c.recs[i] = exRec[K, T]{Key: k, Val: v}
 	c.dest[i] = uint32(shard.Fragment(w.hash(k), len(w.dests)))
 	if w.et {
 		c.ts[i] = w.fr.cur.TS
@@ -351,7 +443,7 @@ func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
 				continue // its fragment has it in a durable checkpoint already (a replay)
 			}
 			p := parts[d]
-			p.items = append(p.items, c.recs[k])
+			p.items = append(p.items, c.rec(k, n+int64(k-i)))
 			if w.et {
 				p.ts = append(p.ts, c.ts[k])
 			}
@@ -381,12 +473,8 @@ func (w *exWriter[K, T]) takeDue(fn func(dest int, b *Batch)) {
 
 // newPart is an empty batch part with room for n records.
 func (w *exWriter[K, T]) newPart(n int) *recs[K, T] {
-	p := &recs[K, T]{stage: w.stage, pool: w.codec.pool}
-	if s, ok := w.codec.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
-		p.items = (*s)[:0]
-	} else {
-		p.items = make([]Rec[K, T], 0, n)
-	}
+	p := &recs[K, T]{stage: w.stage}
+	p.items, p.pool = w.pools.part(n)
 	if w.et {
 		p.ts = make([]int64, 0, n)
 	}
@@ -482,11 +570,13 @@ func (w *exWriter[K, T]) resend(d int, from int64) *Batch {
 	b := &Batch{Source: w.ch, Partition: w.fr.id, PrevEnd: from, End: dd.sent, Count: n, Done: dd.done}
 	if n > 0 {
 		p := w.newPart(n)
-		w.scan(lo, hi, func(c *exChunk[K, T], i int) {
-			if c.dest[i] == uint32(d) {
-				p.items = append(p.items, c.recs[i])
-				if w.et {
-					p.ts = append(p.ts, c.ts[i])
+		w.runs(lo, hi, func(c *exChunk[K, T], i, j int, n int64) {
+			for k := i; k < j; k++ {
+				if c.dest[k] == uint32(d) {
+					p.items = append(p.items, c.rec(k, n+int64(k-i)))
+					if w.et {
+						p.ts = append(p.ts, c.ts[k])
+					}
 				}
 			}
 		})
@@ -541,14 +631,8 @@ func (w *exWriter[K, T]) forget(n int64) {
 	}
 	w.lo = n
 	drop := min(int(n>>exChunkBits-w.first), len(w.chunks))
-	for _, ck := range w.chunks[:drop] {
-		if len(w.free) == exFree {
-			break
-		}
-		// Not cleared: every slot is written before it is read again, and
-		// what a few free chunks keep alive was live a moment ago
-		// (clearing would write every slot once more).
-		w.free = append(w.free, ck)
+	if drop > 0 {
+		w.pools.put(w.chunks[:drop])
 	}
 	clear(w.chunks[:drop])
 	w.chunks = w.chunks[drop:]
@@ -575,9 +659,13 @@ func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 // bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
 // number below which fragment d's (4 bytes) records are forgotten (its
 // durable checkpoint covers them: trim); kind 3 the records numbered from
-// (8 bytes) on, for every fragment, up to the number in the value's head.
-// Kind 1 is the format before, which a restore still reads: the records
-// for fragment d (4 bytes) numbered from (8 bytes) on.
+// (8 bytes) on, for every fragment, up to the number in the value's head,
+// as a batch part encodes them; kind 4 the same in the compact form
+// (exchangecompact.go), which an exchange of integer keys and plain
+// structs writes instead. Kind 1 is the format before, which a restore
+// still reads: the records for fragment d (4 bytes) numbered from (8
+// bytes) on. A restore reads records entries of any kind; the next
+// checkpoint rewrites those of a kind the exchange does not write.
 const exchangeNamespace = math.MaxUint16 - 1
 
 const (
@@ -591,7 +679,7 @@ func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
 	switch kind {
-	case exRecordEntry:
+	case exRecordEntry, exCompactEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
 	case exTrimEntry:
 		k = binary.BigEndian.AppendUint32(k, uint32(from))
@@ -614,7 +702,7 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 	keep := w.spans[:0]
 	for _, sp := range w.spans {
 		if sp[1] <= need {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, sp[0])})
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(w.recKind, sp[0])})
 			continue
 		}
 		keep = append(keep, sp)
@@ -633,7 +721,7 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		if err != nil {
 			return fmt.Errorf("exchange %d: %w", w.edge, err)
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exRecordEntry, from), Value: val})
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(w.recKind, from), Value: val})
 		w.spans = append(w.spans, [2]int64{from, w.seq})
 	}
 	w.saved = w.seq
@@ -672,7 +760,8 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	val := binary.AppendVarint(make([]byte, 0, 32+n*(max(w.recBytes, 8)+w.recBytes/8+1)), to)
 	val = binary.AppendUvarint(val, uint64(w.stage))
 	val = binary.AppendUvarint(val, uint64(n))
-	if val, ok := w.encodeTyped(val, from, to); ok {
+	if w.compact != nil {
+		val = w.compact.encode(w, val, from, to)
 		if n > 0 {
 			w.recBytes = (len(val) + n - 1) / n
 		}
@@ -680,7 +769,7 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	}
 	var enc recsEncoder
 	var err error
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, _ int64) {
+	w.runs(from, to, func(c *exChunk[K, T], i, j int, n int64) {
 		for k := i; k < j && err == nil; k++ {
 			if c.dest[k] == noDest {
 				continue
@@ -689,7 +778,8 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 			if w.et {
 				ts = c.ts[k]
 			}
-			val, err = w.codec.appendRec(val, &enc, &c.recs[k], ts, w.et, false)
+			r := c.rec(k, n+int64(k-i))
+			val, err = w.codec.appendRec(val, &enc, &r, ts, w.et, false)
 		}
 	})
 	if err != nil {
@@ -699,45 +789,6 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 		w.recBytes = (len(val) + n - 1) / n
 	}
 	return val, nil
-}
-
-// encodeTyped is encodeRange's loop for the common exchange of an integer
-// key and a plain struct (a count re-keyed by its value): the same bytes
-// recsCodec.appendRec writes, without two codec calls through interfaces
-// and two error checks per record, and without copying the record's
-// event to encode it. It reports false for other codecs and with event
-// time.
-func (w *exWriter[K, T]) encodeTyped(val []byte, from, to int64) ([]byte, bool) {
-	ki, ok := w.codec.kc.(intCodec[K])
-	if !ok || w.et {
-		return val, false
-	}
-	sc, ok := w.codec.ec.(*structCodec[T])
-	if !ok {
-		return val, false
-	}
-	first, prev := true, int64(0)
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, _ int64) {
-		for k := i; k < j; k++ {
-			if c.dest[k] == noDest {
-				continue
-			}
-			r := &c.recs[k]
-			if first {
-				val, first = binary.AppendVarint(val, r.Off), false
-			} else {
-				val = binary.AppendVarint(val, r.Off-prev)
-			}
-			prev = r.Off
-			// A varint key takes at most 10 bytes: its length is one byte.
-			mark := len(val)
-			val = binary.AppendVarint(append(val, 0), ki.get(&r.Key))
-			val[mark] = byte(len(val) - mark - 1)
-			mark = len(val)
-			val = putShortLength(sc.appendAt(append(val, 0), unsafe.Pointer(&r.Val)), mark)
-		}
-	})
-	return val, true
 }
 
 func (w *exWriter[K, T]) restore(key, val []byte) error {
@@ -760,10 +811,14 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return nil
 	}
 	var from int64
+	var kind byte
+	if len(key) > 2 {
+		kind = key[2]
+	}
 	switch {
-	case len(key) == 11 && key[2] == exRecordEntry:
+	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry):
 		from = int64(binary.BigEndian.Uint64(key[3:]))
-	case len(key) == 15 && key[2] == exDestEntry:
+	case len(key) == 15 && kind == exDestEntry:
 		from = int64(binary.BigEndian.Uint64(key[7:]))
 	default:
 		return fmt.Errorf("exchange %d: malformed entry key", w.edge)
@@ -777,40 +832,67 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 	if r.err != nil || stage != uint64(w.stage) || n > maxBatchRecords || n > uint64(to-from) {
 		return fmt.Errorf("exchange %d: malformed records entry", w.edge)
 	}
-	pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
-	if err != nil {
-		return fmt.Errorf("exchange %d: %w", w.edge, err)
+	// The entries of one checkpoint are of one kind; a restore follows
+	// them in the order of their keys, which is the order of their numbers
+	// within a kind.
+	if w.restKind != 0 && w.restKind != kind {
+		return fmt.Errorf("exchange %d: records entries mix formats", w.edge)
 	}
-	if len(rest) != 0 {
-		return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
+	w.restKind = kind
+	if kind != exDestEntry && len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
+		return fmt.Errorf("exchange %d: records entries overlap", w.edge)
 	}
-	p := pl.(*recs[K, T])
-	defer p.release()
-	if key[2] == exDestEntry {
+	at := len(w.rest)
+	if kind == exCompactEntry {
+		if w.compact == nil {
+			return fmt.Errorf("exchange %d: a compact records entry, which this exchange's codecs cannot read", w.edge)
+		}
+		err := w.compact.decode(r.b, int(n), from, to, func(rec Rec[K, T]) {
+			w.rest = append(w.rest, restoredRec[K, T]{rec: rec})
+		})
+		if err != nil {
+			return fmt.Errorf("exchange %d: %w", w.edge, err)
+		}
+	} else {
+		pl, rest, err := w.codec.decode(r.b, int(n), w.et, nil)
+		if err != nil {
+			return fmt.Errorf("exchange %d: %w", w.edge, err)
+		}
+		if len(rest) != 0 {
+			return fmt.Errorf("exchange %d: %d trailing bytes in a records entry", w.edge, len(rest))
+		}
+		p := pl.(*recs[K, T])
+		for i, it := range p.items {
+			var ts int64
+			if w.et {
+				ts = p.ts[i]
+			}
+			w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
+		}
+		p.release()
+	}
+	got := w.rest[at:]
+	for i := range got {
+		if off := got[i].rec.Off; off < from || off >= to || (i > 0 && off <= got[i-1].rec.Off) {
+			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, off, from, to)
+		}
+	}
+	switch {
+	case kind == exDestEntry:
 		d := binary.BigEndian.Uint32(key[3:])
 		if d >= uint32(len(w.dests)) {
 			return fmt.Errorf("exchange %d: records for fragment %d of %d", w.edge, d, len(w.dests))
 		}
-		for _, it := range p.items {
-			if got := shard.Fragment(w.hash(it.Key), len(w.dests)); got != int(d) {
-				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, got)
+		for i := range got {
+			if f := shard.Fragment(w.hash(got[i].rec.Key), len(w.dests)); f != int(d) {
+				return fmt.Errorf("exchange %d: a record for fragment %d goes to %d (the flow changed?)", w.edge, d, f)
 			}
 		}
 		w.legacy = append(w.legacy, slices.Clone(key))
-	} else if len(w.legacy) > 0 || len(w.rest) > 0 && from < w.rest[len(w.rest)-1].rec.Off+1 {
-		return fmt.Errorf("exchange %d: records entries overlap or mix formats", w.edge)
-	}
-	for i, it := range p.items {
-		if it.Off < from || it.Off >= to || (i > 0 && it.Off <= p.items[i-1].Off) {
-			return fmt.Errorf("exchange %d: record numbered %d in a records entry [%d, %d)", w.edge, it.Off, from, to)
-		}
-		var ts int64
-		if w.et {
-			ts = p.ts[i]
-		}
-		w.rest = append(w.rest, restoredRec[K, T]{rec: it, ts: ts})
-	}
-	if key[2] == exRecordEntry {
+	case kind != w.recKind:
+		// Rewritten in the exchange's own kind by the next checkpoint.
+		w.legacy = append(w.legacy, slices.Clone(key))
+	default:
 		w.spans = append(w.spans, [2]int64{from, to})
 	}
 	return nil
@@ -840,20 +922,23 @@ func (w *exWriter[K, T]) restored() {
 			continue // the end; or a record restored twice
 		}
 		c, i := w.slot(n)
-		c.recs[i], c.dest[i] = r.rec, uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
+		c.recs[i] = exRec[K, T]{Key: r.rec.Key, Val: r.rec.Val}
+		c.dest[i] = uint32(shard.Fragment(w.hash(r.rec.Key), len(w.dests)))
 		if w.et {
 			c.ts[i] = r.ts
 		}
 		n++
 	}
-	w.rest = nil
+	w.rest, w.restKind = nil, 0
 	w.scanned, w.split = false, w.seq
 	w.mark, w.rel, w.behind = w.seq, w.seq, w.seq
 	w.markWM, w.relWM, w.behindWM = w.wm(), w.wm(), w.wm()
 	clear(w.counts)
-	w.scan(w.lo, w.seq, func(c *exChunk[K, T], i int) {
-		if d := c.dest[i]; d != noDest && c.recs[i].Off >= w.dests[d].base {
-			w.counts[d]++
+	w.runs(w.lo, w.seq, func(c *exChunk[K, T], i, j int, n int64) {
+		for k := i; k < j; k++ {
+			if d := c.dest[k]; d != noDest && n+int64(k-i) >= w.dests[d].base {
+				w.counts[d]++
+			}
 		}
 	})
 	w.needN = 0

@@ -1,7 +1,6 @@
 package flowcore
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -291,10 +290,10 @@ func TestExchangeRestoreRejectsContradictions(t *testing.T) {
 		},
 		"overlapping entries": func(s exStore) {
 			// The second entry claims to start inside the first.
-			k := w.entryKey(exRecordEntry, 10)
+			k := w.entryKey(w.recKind, 10)
 			v := s[string(k)]
 			delete(s, string(k))
-			s[string(w.entryKey(exRecordEntry, 5))] = v
+			s[string(w.entryKey(w.recKind, 5))] = v
 		},
 		"both formats": func(s exStore) {
 			k, v := legacyEntry(t, w, shard.Fragment(w.hash(3), 4), []Rec[int64, countUpdate]{{Key: 3, Val: countUpdate{Key: "a", Value: 3}}}, 1)
@@ -329,8 +328,9 @@ func TestExchangeRestoreRejectsContradictions(t *testing.T) {
 // A restore of any entry bytes returns an error or a writer that works.
 func FuzzExchangeRestore(f *testing.F) {
 	w := exchangeWriter(f, 4)
+	keys := []string{"a", "bb", "", "ccc"} // repeated: the compact form refers to them
 	for i := range int64(30) {
-		w.emit(i%7, countUpdate{Key: fmt.Sprint("k", i), Value: i % 7})
+		w.emit(i%7, countUpdate{Key: keys[i%4], Value: i % 7})
 	}
 	store := exStore{}
 	store.checkpoint(f, w)
@@ -418,32 +418,109 @@ func BenchmarkExchange(b *testing.B) {
 	}
 }
 
-// TestExchangeEncodeTyped checks that the typed loop of a records entry
-// writes the bytes the codecs write, so a restore reads either.
-func TestExchangeEncodeTyped(t *testing.T) {
+// The compact form of a records entry decodes to the records the log
+// holds: keys of any sign and size, a string repeated by pointer, an equal
+// string elsewhere, the empty string, and strings longer than a byte's
+// length. It is smaller than the form of a batch part.
+func TestExchangeCompactEntry(t *testing.T) {
 	w := exchangeWriter(t, 64)
+	if w.compact == nil || w.recKind != exCompactEntry {
+		t.Fatal("no compact form for an int64 key and a plain struct")
+	}
+	shared := make([]string, 50)
+	for i := range shared {
+		shared[i] = strings.Repeat(fmt.Sprint("k", i), i%7*30)
+	}
 	for i := range 3000 {
 		v := int64(i*7919%100) - 50
 		if i%5 == 0 {
 			v = int64(i) << 40
 		}
-		w.emit(v, countUpdate{Key: strings.Repeat("k", i%200), Value: int64(i) * -3})
-	}
-	for _, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}} {
-		got, ok := w.encodeTyped(nil, r[0], r[1])
-		if !ok {
-			t.Fatal("no typed loop for an int64 key and a plain struct")
+		key := shared[i%len(shared)]
+		if i%11 == 0 {
+			key = strings.Clone(key) // equal bytes elsewhere
 		}
-		var want []byte
-		var enc recsEncoder
-		w.scan(r[0], r[1], func(c *exChunk[int64, countUpdate], i int) {
-			var err error
-			if want, err = w.codec.appendRec(want, &enc, &c.recs[i], 0, false, false); err != nil {
-				t.Fatal(err)
+		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
+	}
+	for _, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}} {
+		head := binary.AppendVarint(nil, r[1])
+		val := w.compact.encode(w, head, r[0], r[1])
+		var got []Rec[int64, countUpdate]
+		err := w.compact.decode(val[len(head):], int(r[1]-r[0]), r[0], r[1], func(rec Rec[int64, countUpdate]) { got = append(got, rec) })
+		if err != nil {
+			t.Fatalf("records [%d, %d): %v", r[0], r[1], err)
+		}
+		var want []Rec[int64, countUpdate]
+		w.runs(r[0], r[1], func(c *exChunk[int64, countUpdate], i, j int, n int64) {
+			for k := i; k < j; k++ {
+				want = append(want, c.rec(k, n+int64(k-i)))
 			}
 		})
-		if !bytes.Equal(got, want) {
-			t.Fatalf("records [%d, %d): typed loop wrote %d bytes, the codecs %d, and they differ", r[0], r[1], len(got), len(want))
+		if !slices.Equal(got, want) {
+			t.Fatalf("records [%d, %d): decoded %v, want %v", r[0], r[1], got, want)
+		}
+		if r[1]-r[0] > 1000 {
+			var part []byte
+			var enc recsEncoder
+			for i := range want {
+				if part, err = w.codec.appendRec(part, &enc, &want[i], 0, false, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(val) >= len(part) {
+				t.Fatalf("records [%d, %d): compact form of %d bytes, as a batch part %d", r[0], r[1], len(val), len(part))
+			}
 		}
 	}
+}
+
+// A checkpoint whose records entries are in the form of a batch part
+// (kind 3, what checkpoints held before the compact form) restores into an
+// exchange that writes compact entries, and the next checkpoint replaces
+// them by one compact entry.
+func TestExchangeRestoresPartEntries(t *testing.T) {
+	const fragments = 4
+	w := exchangeWriter(t, fragments)
+	w.compact, w.recKind = nil, exRecordEntry // writes kind 3, as before
+	per := make([][]string, fragments)
+	store := exStore{}
+	for i := range int64(120) {
+		w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
+		d := shard.Fragment(w.hash(i%9), fragments)
+		per[d] = append(per[d], fmt.Sprintf("%d:%d:k%d", i, i%9, i%5))
+		if i%40 == 39 {
+			store.checkpoint(t, w)
+		}
+	}
+	check := func(r *exWriter[int64, countUpdate]) {
+		t.Helper()
+		for d := range fragments {
+			if got := items(r.resend(d, 0)); !slices.Equal(got, per[d]) {
+				t.Fatalf("fragment %d resent %v, want %v", d, got, per[d])
+			}
+		}
+	}
+	r := exchangeWriter(t, fragments)
+	if err := store.restore(r); err != nil {
+		t.Fatal(err)
+	}
+	check(r)
+	store.checkpoint(t, r)
+	compact := 0
+	for k := range store {
+		switch k[2] {
+		case exRecordEntry:
+			t.Fatalf("the checkpoint after a restore kept the entry %x of the form before", k)
+		case exCompactEntry:
+			compact++
+		}
+	}
+	if compact != 1 {
+		t.Fatalf("%d compact entries, want 1", compact)
+	}
+	again := exchangeWriter(t, fragments)
+	if err := store.restore(again); err != nil {
+		t.Fatal(err)
+	}
+	check(again)
 }

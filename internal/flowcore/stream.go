@@ -290,8 +290,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 	})
 	if s.side == fragmentSide {
 		edge := sd.edge
+		pools := newExPools[K, T](f.fragments)
 		f.fragW = append(f.fragW, func(fr *Fragment) {
-			w := newExWriter(fr, edge, codec, ks.hash)
+			w := newExWriter(fr, edge, codec, ks.hash, pools)
 			fr.out = append(fr.out, w)
 			s.attach(&fr.core, func(v T) { w.emit(key(v), v) })
 		})

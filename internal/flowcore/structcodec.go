@@ -116,62 +116,67 @@ func (c *structCodec[T]) Append(dst []byte, v T) ([]byte, error) {
 // exchange's log) encodes it without copying it first.
 func (c *structCodec[T]) appendAt(dst []byte, p unsafe.Pointer) []byte {
 	for i := range c.ops {
-		op := &c.ops[i]
-		fp := unsafe.Add(p, op.off)
-		switch op.kind {
-		case reflect.Bool:
-			b := byte(0)
-			if *(*bool)(fp) {
-				b = 1
-			}
-			dst = append(dst, b)
-		case reflect.Int:
-			dst = binary.AppendVarint(dst, int64(*(*int)(fp)))
-		case reflect.Int8:
-			dst = binary.AppendVarint(dst, int64(*(*int8)(fp)))
-		case reflect.Int16:
-			dst = binary.AppendVarint(dst, int64(*(*int16)(fp)))
-		case reflect.Int32:
-			dst = binary.AppendVarint(dst, int64(*(*int32)(fp)))
-		case reflect.Int64:
-			dst = binary.AppendVarint(dst, *(*int64)(fp))
-		case reflect.Uint:
-			dst = binary.AppendUvarint(dst, uint64(*(*uint)(fp)))
-		case reflect.Uint8:
-			dst = binary.AppendUvarint(dst, uint64(*(*uint8)(fp)))
-		case reflect.Uint16:
-			dst = binary.AppendUvarint(dst, uint64(*(*uint16)(fp)))
-		case reflect.Uint32:
-			dst = binary.AppendUvarint(dst, uint64(*(*uint32)(fp)))
-		case reflect.Uint64:
-			dst = binary.AppendUvarint(dst, *(*uint64)(fp))
-		case reflect.Float32:
-			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(*(*float32)(fp)))
-		case reflect.Float64:
-			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(*(*float64)(fp)))
-		case reflect.String:
-			s := *(*string)(fp)
-			dst = binary.AppendUvarint(dst, uint64(len(s)))
-			dst = append(dst, s...)
-		case reflect.Slice:
-			b := *(*[]byte)(fp)
-			if b == nil {
-				dst = append(dst, 0)
-				break
-			}
-			dst = binary.AppendUvarint(dst, uint64(len(b))+1)
-			dst = append(dst, b...)
-		case reflect.Struct:
-			t := (*time.Time)(fp)
-			if s := t.Unix(); s >= minNanoSec && s < maxNanoSec {
-				dst = append(dst, timeNanos)
-				dst = binary.LittleEndian.AppendUint64(dst, uint64(t.UnixNano()))
-				break
-			}
-			dst = append(dst, timeWide)
-			dst = binary.AppendVarint(dst, t.Unix())
-			dst = binary.AppendUvarint(dst, uint64(t.Nanosecond()))
+		dst = appendField(dst, &c.ops[i], p)
+	}
+	return dst
+}
+
+// appendField encodes the field op of the struct at p.
+func appendField(dst []byte, op *fieldOp, p unsafe.Pointer) []byte {
+	fp := unsafe.Add(p, op.off)
+	switch op.kind {
+	case reflect.Bool:
+		b := byte(0)
+		if *(*bool)(fp) {
+			b = 1
 		}
+		dst = append(dst, b)
+	case reflect.Int:
+		dst = binary.AppendVarint(dst, int64(*(*int)(fp)))
+	case reflect.Int8:
+		dst = binary.AppendVarint(dst, int64(*(*int8)(fp)))
+	case reflect.Int16:
+		dst = binary.AppendVarint(dst, int64(*(*int16)(fp)))
+	case reflect.Int32:
+		dst = binary.AppendVarint(dst, int64(*(*int32)(fp)))
+	case reflect.Int64:
+		dst = binary.AppendVarint(dst, *(*int64)(fp))
+	case reflect.Uint:
+		dst = binary.AppendUvarint(dst, uint64(*(*uint)(fp)))
+	case reflect.Uint8:
+		dst = binary.AppendUvarint(dst, uint64(*(*uint8)(fp)))
+	case reflect.Uint16:
+		dst = binary.AppendUvarint(dst, uint64(*(*uint16)(fp)))
+	case reflect.Uint32:
+		dst = binary.AppendUvarint(dst, uint64(*(*uint32)(fp)))
+	case reflect.Uint64:
+		dst = binary.AppendUvarint(dst, *(*uint64)(fp))
+	case reflect.Float32:
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(*(*float32)(fp)))
+	case reflect.Float64:
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(*(*float64)(fp)))
+	case reflect.String:
+		s := *(*string)(fp)
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	case reflect.Slice:
+		b := *(*[]byte)(fp)
+		if b == nil {
+			dst = append(dst, 0)
+			break
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(b))+1)
+		dst = append(dst, b...)
+	case reflect.Struct:
+		t := (*time.Time)(fp)
+		if s := t.Unix(); s >= minNanoSec && s < maxNanoSec {
+			dst = append(dst, timeNanos)
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(t.UnixNano()))
+			break
+		}
+		dst = append(dst, timeWide)
+		dst = binary.AppendVarint(dst, t.Unix())
+		dst = binary.AppendUvarint(dst, uint64(t.Nanosecond()))
 	}
 	return dst
 }
@@ -182,95 +187,9 @@ func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
 	var v T
 	p := unsafe.Pointer(&v)
 	for i := range c.ops {
-		op := &c.ops[i]
-		fp := unsafe.Add(p, op.off)
-		var n int
-		switch op.kind {
-		case reflect.Bool:
-			if len(b) == 0 || b[0] > 1 {
-				return v, c.bad(op, "not a boolean")
-			}
-			*(*bool)(fp) = b[0] == 1
-			n = 1
-		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-			var x int64
-			if x, n = binary.Varint(b); n <= 0 {
-				return v, c.bad(op, "bad varint")
-			}
-			if op.bits < 64 && (x < -1<<(op.bits-1) || x >= 1<<(op.bits-1)) {
-				return v, c.bad(op, "out of range")
-			}
-			switch op.kind {
-			case reflect.Int:
-				*(*int)(fp) = int(x)
-			case reflect.Int8:
-				*(*int8)(fp) = int8(x)
-			case reflect.Int16:
-				*(*int16)(fp) = int16(x)
-			case reflect.Int32:
-				*(*int32)(fp) = int32(x)
-			default:
-				*(*int64)(fp) = x
-			}
-		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-			var x uint64
-			if x, n = binary.Uvarint(b); n <= 0 {
-				return v, c.bad(op, "bad uvarint")
-			}
-			if op.bits < 64 && x >= 1<<op.bits {
-				return v, c.bad(op, "out of range")
-			}
-			switch op.kind {
-			case reflect.Uint:
-				*(*uint)(fp) = uint(x)
-			case reflect.Uint8:
-				*(*uint8)(fp) = uint8(x)
-			case reflect.Uint16:
-				*(*uint16)(fp) = uint16(x)
-			case reflect.Uint32:
-				*(*uint32)(fp) = uint32(x)
-			default:
-				*(*uint64)(fp) = x
-			}
-		case reflect.Float32:
-			if len(b) < 4 {
-				return v, c.bad(op, "truncated")
-			}
-			*(*float32)(fp) = math.Float32frombits(binary.LittleEndian.Uint32(b))
-			n = 4
-		case reflect.Float64:
-			if len(b) < 8 {
-				return v, c.bad(op, "truncated")
-			}
-			*(*float64)(fp) = math.Float64frombits(binary.LittleEndian.Uint64(b))
-			n = 8
-		case reflect.String, reflect.Slice:
-			l, m := binary.Uvarint(b)
-			if m <= 0 {
-				return v, c.bad(op, "bad length")
-			}
-			if op.kind == reflect.Slice {
-				if l == 0 { // nil
-					n = m
-					break
-				}
-				l--
-			}
-			if l > uint64(len(b)-m) {
-				return v, c.bad(op, "truncated")
-			}
-			data := b[m : m+int(l)]
-			if op.kind == reflect.String {
-				*(*string)(fp) = in.String(data)
-			} else {
-				*(*[]byte)(fp) = append([]byte{}, data...)
-			}
-			n = m + int(l)
-		case reflect.Struct:
-			var err error
-			if n, err = decodeTime(b, (*time.Time)(fp)); err != nil {
-				return v, c.bad(op, err.Error())
-			}
+		n, err := decodeField(b, &c.ops[i], p, in)
+		if err != nil {
+			return v, err
 		}
 		b = b[n:]
 	}
@@ -278,6 +197,101 @@ func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
 		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
 	}
 	return v, nil
+}
+
+// decodeField decodes the field op of the struct at p from the front of b
+// and returns its length.
+func decodeField(b []byte, op *fieldOp, p unsafe.Pointer, in *Interner) (int, error) {
+	fp := unsafe.Add(p, op.off)
+	var n int
+	switch op.kind {
+	case reflect.Bool:
+		if len(b) == 0 || b[0] > 1 {
+			return 0, badField(op, "not a boolean")
+		}
+		*(*bool)(fp) = b[0] == 1
+		n = 1
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		var x int64
+		if x, n = binary.Varint(b); n <= 0 {
+			return 0, badField(op, "bad varint")
+		}
+		if op.bits < 64 && (x < -1<<(op.bits-1) || x >= 1<<(op.bits-1)) {
+			return 0, badField(op, "out of range")
+		}
+		switch op.kind {
+		case reflect.Int:
+			*(*int)(fp) = int(x)
+		case reflect.Int8:
+			*(*int8)(fp) = int8(x)
+		case reflect.Int16:
+			*(*int16)(fp) = int16(x)
+		case reflect.Int32:
+			*(*int32)(fp) = int32(x)
+		default:
+			*(*int64)(fp) = x
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		var x uint64
+		if x, n = binary.Uvarint(b); n <= 0 {
+			return 0, badField(op, "bad uvarint")
+		}
+		if op.bits < 64 && x >= 1<<op.bits {
+			return 0, badField(op, "out of range")
+		}
+		switch op.kind {
+		case reflect.Uint:
+			*(*uint)(fp) = uint(x)
+		case reflect.Uint8:
+			*(*uint8)(fp) = uint8(x)
+		case reflect.Uint16:
+			*(*uint16)(fp) = uint16(x)
+		case reflect.Uint32:
+			*(*uint32)(fp) = uint32(x)
+		default:
+			*(*uint64)(fp) = x
+		}
+	case reflect.Float32:
+		if len(b) < 4 {
+			return 0, badField(op, "truncated")
+		}
+		*(*float32)(fp) = math.Float32frombits(binary.LittleEndian.Uint32(b))
+		n = 4
+	case reflect.Float64:
+		if len(b) < 8 {
+			return 0, badField(op, "truncated")
+		}
+		*(*float64)(fp) = math.Float64frombits(binary.LittleEndian.Uint64(b))
+		n = 8
+	case reflect.String, reflect.Slice:
+		l, m := binary.Uvarint(b)
+		if m <= 0 {
+			return 0, badField(op, "bad length")
+		}
+		if op.kind == reflect.Slice {
+			if l == 0 { // nil
+				n = m
+				break
+			}
+			l--
+		}
+		if l > uint64(len(b)-m) {
+			return 0, badField(op, "truncated")
+		}
+		data := b[m : m+int(l)]
+		if op.kind == reflect.String {
+			*(*string)(fp) = in.String(data)
+		} else {
+			*(*[]byte)(fp) = append([]byte{}, data...)
+		}
+		n = m + int(l)
+	case reflect.Struct:
+		var err error
+		if n, err = decodeTime(b, (*time.Time)(fp)); err != nil {
+			return 0, badField(op, err.Error())
+		}
+	}
+	return n, nil
 }
 
 // decodeTime decodes a time.Time from the front of b into t and returns
@@ -318,6 +332,6 @@ func decodeTime(b []byte, t *time.Time) (int, error) {
 	return 0, fmt.Errorf("unknown time form %d", b[0])
 }
 
-func (c *structCodec[T]) bad(op *fieldOp, what string) error {
+func badField(op *fieldOp, what string) error {
 	return fmt.Errorf("field %s: %s", op.name, what)
 }

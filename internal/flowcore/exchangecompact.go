@@ -1,0 +1,215 @@
+package flowcore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"unsafe"
+)
+
+// The compact form of an exchange's records entry (kind 4), for the
+// common exchange of an integer key and a plain struct without event time
+// (a table's updates re-keyed by a number: a count of counts).
+//
+// A records entry is most of what a checkpoint of such a fragment writes,
+// and it is written once and deleted a few checkpoint intervals later: its
+// bytes cost their encoding, the store's log, memtable, flush and
+// compaction. In the form of a batch part (kind 3), a record of the
+// two-stage bench took 19 bytes, 12 of them the updated key's string,
+// which a fragment's updates repeat: in one checkpoint interval a
+// fragment updates each of its keys dozens of times. The compact form
+// leaves out the lengths that a batch part puts before the key and the
+// event, and writes a string once per entry: later records refer to it.
+//
+// The value: to (varint), the stage and the number of records (uvarints),
+// then per record the distance of its number from the number of the
+// record before (from, for the first; a uvarint), the key (varint), and
+// the event's fields as structCodec writes them, except strings: a
+// uvarint r, then for r = 0 a string in structCodec's form, which becomes
+// the entry's next string, and otherwise the entry's r-th string.
+//
+// Strings are found again by where their bytes are, not by their bytes: a
+// table's updates carry the table's own string of a key, so a key's
+// updates share one pointer, and a lookup costs a hash of two words. Two
+// equal strings elsewhere are written twice, which is only bigger.
+const exCompactEntry = 4
+
+// exCompact is what an exchange writer needs for the compact form.
+type exCompact[K comparable, T any] struct {
+	kc   intCodec[K]
+	sc   *structCodec[T]
+	strs exStrings
+}
+
+// newExCompact is the compact form for codecs kc and ec with event time
+// et, or nil if the exchange cannot use it.
+func newExCompact[K comparable, T any](kc KeyCodec[K], ec Codec[T], et bool) *exCompact[K, T] {
+	ki, ok := kc.(intCodec[K])
+	if !ok || et {
+		return nil
+	}
+	sc, ok := ec.(*structCodec[T])
+	if !ok {
+		return nil
+	}
+	return &exCompact[K, T]{kc: ki, sc: sc}
+}
+
+// encode appends the records in the log's slots from to to (the holes left
+// out) after val, which holds the entry's head.
+func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) []byte {
+	x.strs.reset()
+	prev := from
+	ops := x.sc.ops
+	w.runs(from, to, func(c *exChunk[K, T], i, j int, n int64) {
+		for k := i; k < j; k++ {
+			if c.dest[k] == noDest {
+				continue
+			}
+			r, off := &c.recs[k], n+int64(k-i)
+			val = binary.AppendUvarint(val, uint64(off-prev))
+			prev = off
+			val = binary.AppendVarint(val, x.kc.get(&r.Key))
+			p := unsafe.Pointer(&r.Val)
+			for o := range ops {
+				op := &ops[o]
+				if op.kind == reflect.Int64 { // a count: spared the call
+					val = binary.AppendVarint(val, *(*int64)(unsafe.Add(p, op.off)))
+					continue
+				}
+				if op.kind != reflect.String {
+					val = appendField(val, op, p)
+					continue
+				}
+				s := *(*string)(unsafe.Add(p, op.off))
+				if ref := x.strs.find(s); ref > 0 {
+					val = binary.AppendUvarint(val, uint64(ref))
+					continue
+				}
+				val = binary.AppendUvarint(append(val, 0), uint64(len(s)))
+				val = append(val, s...)
+			}
+		}
+	})
+	return val
+}
+
+// decode reads n records numbered from from to to from b, which follows
+// the entry's head, and hands each to fn in order.
+func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, fn func(Rec[K, T])) error {
+	var strs []string
+	prev := from
+	for i := range n {
+		d, m := binary.Uvarint(b)
+		if m <= 0 || d > uint64(to-prev) || (i > 0 && d == 0) {
+			return fmt.Errorf("record %d of a compact records entry: bad number", i)
+		}
+		b = b[m:]
+		var r Rec[K, T]
+		r.Off = prev + int64(d)
+		prev = r.Off
+		if r.Off >= to {
+			return fmt.Errorf("record %d of a compact records entry: numbered %d, past %d", i, r.Off, to)
+		}
+		k, m := binary.Varint(b)
+		if m <= 0 {
+			return fmt.Errorf("record %d of a compact records entry: bad key", i)
+		}
+		if err := x.kc.set(&r.Key, k); err != nil {
+			return fmt.Errorf("record %d of a compact records entry: %w", i, err)
+		}
+		b = b[m:]
+		p := unsafe.Pointer(&r.Val)
+		for o := range x.sc.ops {
+			op := &x.sc.ops[o]
+			if op.kind == reflect.String {
+				ref, m := binary.Uvarint(b)
+				if m <= 0 || ref > uint64(len(strs)) {
+					return fmt.Errorf("record %d of a compact records entry: field %s: bad string reference", i, op.name)
+				}
+				b = b[m:]
+				if ref > 0 {
+					*(*string)(unsafe.Add(p, op.off)) = strs[ref-1]
+					continue
+				}
+			}
+			m, err := decodeField(b, op, p, nil)
+			if err != nil {
+				return fmt.Errorf("record %d of a compact records entry: %w", i, err)
+			}
+			b = b[m:]
+			if op.kind == reflect.String {
+				strs = append(strs, *(*string)(unsafe.Add(p, op.off)))
+			}
+		}
+		fn(r)
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%d trailing bytes in a compact records entry", len(b))
+	}
+	return nil
+}
+
+// exStrings numbers the strings of one entry, from 1, by where their bytes
+// are and their length: an open-addressed table, kept from entry to entry
+// and cleared for each.
+type exStrings struct {
+	slots []exString
+	n     int // strings numbered
+}
+
+type exString struct {
+	p   uintptr // the string's bytes; the log keeps them alive while an entry is encoded
+	l   int
+	ref int // 0: empty slot
+}
+
+func (t *exStrings) reset() {
+	clear(t.slots)
+	t.n = 0
+}
+
+// find is the number of s if the entry holds it already, or 0 after
+// numbering it.
+func (t *exStrings) find(s string) int {
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+	}
+	p, l := uintptr(unsafe.Pointer(unsafe.StringData(s))), len(s)
+	if l == 0 {
+		p = 0
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := exStringHash(p, l) & mask; ; i = (i + 1) & mask {
+		e := &t.slots[i]
+		if e.ref == 0 {
+			t.n++
+			*e = exString{p: p, l: l, ref: t.n}
+			return 0
+		}
+		if e.p == p && e.l == l {
+			return e.ref
+		}
+	}
+}
+
+func (t *exStrings) grow() {
+	old := t.slots
+	t.slots = make([]exString, max(256, 2*len(old)))
+	mask := uint64(len(t.slots) - 1)
+	for _, e := range old {
+		if e.ref == 0 {
+			continue
+		}
+		i := exStringHash(e.p, e.l) & mask
+		for t.slots[i].ref != 0 {
+			i = (i + 1) & mask
+		}
+		t.slots[i] = e
+	}
+}
+
+func exStringHash(p uintptr, l int) uint64 {
+	h := (uint64(p) ^ uint64(l)<<56) * 0x9e3779b97f4a7c15
+	return h ^ h>>32
+}
