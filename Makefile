@@ -91,7 +91,7 @@ proto:
 
 # A few minutes of coverage-guided fuzzing of every decoder.
 fuzz:
-	for f in FuzzDecodeInt64 FuzzDecodeUint16 FuzzDecodeFloat FuzzDecodeBool FuzzDecodeJSON FuzzDecodeStruct FuzzDecodeProto FuzzDecodeBatch FuzzDecodeAnswer FuzzDecodeKeyedWindowAnswer; do \
+	for f in FuzzDecodeInt64 FuzzDecodeUint16 FuzzDecodeFloat FuzzDecodeBool FuzzDecodeJSON FuzzDecodeStruct FuzzDecodeProto FuzzDecodeBatch FuzzDecodeAnswer FuzzDecodeKeyedWindowAnswer FuzzExchangeRestore; do \
 	  $(GO) test ./internal/flowcore -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
 	$(GO) test ./connectors/file -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime 20s
 	$(GO) test ./connectors/ingest -run '^$$' -fuzz '^FuzzSplitBody$$' -fuzztime 20s
@@ -100,3 +100,4 @@ fuzz:
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseWindowedKeyedQuery$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeCheckpoint$$' -fuzztime 20s
+	$(GO) test ./cluster -run '^$$' -fuzz '^FuzzDecodeBeat$$' -fuzztime 20s
