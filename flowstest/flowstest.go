@@ -294,7 +294,11 @@ func (d *Driver) sendReader(ri, f int) {
 }
 
 // inFlight reports whether a reader or a fragment waits for an
-// acknowledgement.
+// acknowledgement, or a fragment for a rewind it asked for: a resend lost
+// on the way is asked again only after RewindTimeout (Settle advances the
+// clock by it). Without the rewind, Settle stopped while a fragment that
+// had restored an older checkpoint waited for a resend the network lost,
+// and the records it lacked never came.
 func (d *Driver) inFlight() bool {
 	for _, cr := range d.credits {
 		if cr.InFlight() > 0 {
@@ -302,7 +306,7 @@ func (d *Driver) inFlight() bool {
 		}
 	}
 	for _, m := range d.machines {
-		if m.Unacknowledged() > 0 {
+		if m.Unacknowledged() > 0 || m.Rewinding() {
 			return true
 		}
 	}

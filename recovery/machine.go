@@ -609,6 +609,18 @@ func (m *Machine) Copying() (uint64, bool) { return m.copyEpoch, m.copying }
 // acknowledged.
 func (m *Machine) Unacknowledged() int { return len(m.unacked) }
 
+// Rewinding reports whether the fragment waits for a rewind it asked for
+// and will ask again after RewindTimeout (Tick): the records it lacks
+// are on their way, or were lost on the way again.
+func (m *Machine) Rewinding() bool {
+	for _, a := range m.awaiting {
+		if a.repeat {
+			return true
+		}
+	}
+	return false
+}
+
 // resendLost sends again, to each fragment, from the oldest of its batches
 // unacknowledged for RewindTimeout (its records since then, in one batch).
 func (m *Machine) resendLost() {
