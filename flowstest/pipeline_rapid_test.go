@@ -215,8 +215,8 @@ func checkRandomPipeline(t *rapid.T, network bool) {
 // crashes and asks fragment 1 to resend from its checkpoint, the network
 // loses the resend, and fragment 1 crashes too. Fragment 2 asks again
 // only after RewindTimeout, and flowstest's Settle stopped before it (it
-// counted unacknowledged batches in flight, not rewinds): stage 1 lacked
-// seven updates.
+// counted unacknowledged batches in flight, not rewinds): the seven
+// records of the lost resend never reached stage 1.
 func TestPipelineLostResendAskedAgain(t *testing.T) {
 	pipelineCase{stages: 3, fragments: 3, partitions: 3, seed: 0x12, faults: []int{3, 1, 0, 1, 2, 1, 2}, batch: 8,
 		network: true, drop: 0.0019014310134033985, duplicate: 3.156142974195103e-27, reorder: 0.02360607317677932}.check(t)
