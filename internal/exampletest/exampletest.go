@@ -76,7 +76,7 @@ func BuildDir(t testing.TB, dir, name string) string {
 	}
 	built.Unlock()
 	b.once.Do(func() {
-		if out, err := exec.Command("go", "build", "-o", b.bin, abs).CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-ldflags=-w", "-o", b.bin, abs).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", abs, err, out)
 		}
 	})
