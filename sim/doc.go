@@ -59,7 +59,12 @@
 // contradict each other. Before the rule both sides
 // placed alone, and with an exchange fragments downstream applied the
 // outputs of two lineages of a fragment (TestRandomSchedules names the
-// seeds). What the rule does not cover: a member that leaves gracefully
+// seeds). A node that joins a running cluster (the others are its seeds)
+// counts as having a majority only once a peer heard it, until it applies
+// a placement: alone, with no agreed membership of its own, it would start
+// every fragment anew beside the lineage of nodes that are only down (a
+// real node's Join fails while no seed answers). What the rule does not
+// cover: a member that leaves gracefully
 // while cut off from the others stays in their agreed membership.
 //
 // Faults: Kill (a crash: memory lost, the store keeps what was synced and

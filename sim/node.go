@@ -54,6 +54,13 @@ type node struct {
 	agreed      []string
 	agreedEpoch uint64
 	fenced      bool
+	// seeded: the node joined a cluster that had nodes already (they are
+	// its seeds). Until it has applied a placement it counts as having a
+	// majority only once a peer heard it, as a real node's Join fails
+	// while no seed answers: alone, with no agreed membership of its
+	// own, it would place over itself and start every fragment anew
+	// beside the lineage of nodes that are only down (seed 6892).
+	seeded bool
 	// leftBy: a leaving node stops once it owns nothing and every hand-off
 	// it sent was taken (pending), or at this deadline, as cluster.Node.
 	leftBy   time.Time
@@ -91,7 +98,7 @@ type placed struct {
 }
 
 func (c *Cluster) newNode(name string) *node {
-	return &node{c: c, name: name, fs: vfs.NewCrashableMem()}
+	return &node{c: c, name: name, fs: vfs.NewCrashableMem(), seeded: len(c.nodes) > 0}
 }
 
 // Start starts nodes: new ones join the cluster (every node knows every
@@ -537,6 +544,9 @@ func (n *node) quorum() bool {
 		if s, ok := info.heard[n.name]; ok && n.c.now.Sub(s) < n.lease() {
 			side = append(side, p)
 		}
+	}
+	if n.seeded && epoch == 0 && len(side) == 1 {
+		return false // no seed answered yet
 	}
 	return shard.Majority(agreed, side)
 }
