@@ -651,6 +651,9 @@ func (n *node) place(next *placed, s shard.Step) error {
 	c := n.c
 	c.counts.Placements++
 	first, resume := s.First, s.Kind == shard.StepResume
+	if resume {
+		c.counts.Resumes++
+	}
 	var oldOwners []string
 	if first {
 		// As a node that joins a running cluster: the running nodes own
