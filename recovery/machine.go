@@ -38,7 +38,9 @@ import (
 //     from its restored vector; after MaxAttempts the event is skipped and
 //     dead-lettered;
 //   - a rewind unanswered for RewindTimeout is asked again (the request or
-//     the replay was lost with a connection);
+//     the replay was lost with a connection); and after a tenth of it from
+//     where a replay got to if a batch dropped as a gap meanwhile showed
+//     that the sender has more (the replay came out of order);
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
 //   - a fragment on a node that was paused long enough for the others to
@@ -189,6 +191,11 @@ type awaited struct {
 	to     int64
 	at     time.Time
 	repeat bool // asked, and asked again after RewindTimeout until answered
+	// beyond is the largest End of a batch dropped as a gap meanwhile:
+	// its sender had records up to there, and a replay that fills less
+	// leaves the wait on (see Step), not asked yet: a gap asks at once.
+	beyond  int64
+	unasked bool
 }
 
 // Ready is what the driver is to carry out, in this order.
@@ -404,16 +411,36 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 		m.ready.Gaps++
 		m.ready.Acks = append(m.ready.Acks, from)
 		m.gap(p, from, min)
+		if a, ok := m.awaiting[p]; ok && b.End > a.beyond {
+			a.beyond = b.End
+			m.awaiting[p] = a
+		}
 		return
 	}
+	a, asked := m.awaiting[p]
 	delete(m.awaiting, p)
 	delete(m.unsettled, p)
 	m.frag.SetNow(m.now)
 	m.result(m.frag.Apply(b, min), from, true)
+	if end := m.vec.End(p); asked && a.beyond > end && !m.down {
+		// The replay's batches may come out of order (a network that
+		// reorders, or the answers to two requests crossing): a later one
+		// that came first was dropped as a gap, silently since its sender
+		// was asked already, and this one fills only part of the hole. No
+		// sender will send the rest unless asked: a reader at its end has
+		// nothing due, and every batch was acknowledged (sim scenario
+		// duplication_reordering left a fragment 416 offsets short for
+		// good). The wait goes on from here, asked again a tenth of
+		// RewindTimeout from now unless the rest, still on its way, comes
+		// first.
+		m.awaiting[p] = awaited{from: a.from, to: end, at: m.probeAgainAt(), repeat: true, unasked: true}
+	}
 }
 
 // gap asks for p again from to, unless that was asked of this sender
-// and not yet answered, or the fragment drops gaps until its replay.
+// and not yet answered, or the fragment drops gaps until its replay. (A
+// wait that goes on after a replay filled part of the hole was not asked
+// yet: a gap asks at once.)
 //
 // A replay asked of whoever reads a source partition does not cover a gap
 // from a reader that is ahead of the fragment: the driver names the
@@ -426,7 +453,7 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 // exchange's rewind goes to the upstream fragment's owner whoever sent
 // the batch, so asking again there would only repeat the same request.
 func (m *Machine) gap(p PartitionID, from From, to int64) {
-	if a, ok := m.awaiting[p]; ok &&
+	if a, ok := m.awaiting[p]; ok && !a.unasked &&
 		(a.from == from.Key || a.from == "" && (!a.repeat || m.plan.IsExchange(p.Source))) {
 		return
 	}
@@ -516,7 +543,8 @@ func (m *Machine) AckedEnd(seq uint64, end int64) {
 
 // probeAgainAt is the send time that makes resendLost send a probe again
 // a tenth of RewindTimeout from now: the answer is on its way (the
-// receiver is placed, or has heard from its upstreams) soon.
+// receiver is placed, or has heard from its upstreams) soon. As the time
+// of a rewind, it makes Tick ask again as soon.
 func (m *Machine) probeAgainAt() time.Time {
 	return m.now.Add(m.cfg.RewindTimeout/10 - m.cfg.RewindTimeout)
 }
