@@ -670,7 +670,17 @@ func (m *Machine) resendLost() {
 	})
 	for _, s := range lost {
 		m.ready.Resent++
-		m.Resend(s.ch, s.dest, s.from)
+		from := s.from
+		if base, _ := m.frag.Kept(s.ch, s.dest); m.cfg.Confirm && from < base {
+			// The receiver's confirmed checkpoint covers the records before
+			// base (Trim came since the batch left): it has them. Resend
+			// would answer a request for them with Behind, and a probe of
+			// a verifying fragment would be gone with no batch to answer
+			// it: sim seed 1833 kept a fragment verifying for good, its
+			// outputs never released.
+			from = base
+		}
+		m.Resend(s.ch, s.dest, from)
 	}
 }
 

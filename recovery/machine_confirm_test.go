@@ -258,3 +258,43 @@ func TestMachineConfirmCommitsOnCopied(t *testing.T) {
 		t.Fatalf("after the standby's confirmation the readers may commit %v, want events/0 at 12", rd.Commits)
 	}
 }
+
+// A batch lost on its way is sent again from where its receiver's
+// confirmed checkpoint does not cover (Trim), not from where it began: a
+// request for records the receiver's checkpoint covers is answered Behind,
+// not with a batch, and a restored fragment's probe of that receiver
+// would be gone with nothing left to answer it — the fragment verified
+// for good and never released its outputs (sim seed 1833: a fragment
+// that answered a request from 0 while it waited for a hand-off, then
+// restored, had that batch still unacknowledged when the receiver's
+// checkpoint covered it).
+func TestMachineConfirmLostBatchResentPastTrim(t *testing.T) {
+	r, _, upto := trimmedWorld(t)
+	t0 := r.now
+	m0 := recovery.NewMachine(r.plan, 0, r.restore(t, 0), 0, true, confirmCfg)
+	m0.SetNow(t0)
+	m0.Resend(exchangeCh, 1, 0) // fragment 1 asks while fragment 0 waits: the batch is lost
+	if s := m0.Ready().Sends; len(s) != 1 || s[0].Batch.PrevEnd != 0 {
+		t.Fatalf("the answer while waiting: %+v", s)
+	}
+	m0.StopWaiting()
+	m0.Tick(t0)
+	for _, s := range m0.Ready().Sends { // the probes: fragment 1 does not know yet
+		end := int64(-1)
+		if s.Dest == 0 {
+			end = s.Batch.End
+		}
+		m0.AckedEnd(s.Seq, end)
+	}
+	m0.Trim(exchangeCh, 1, upto) // fragment 1's confirmed checkpoint covers the records
+	m0.Ready()
+	m0.Tick(t0.Add(recovery.DefaultRewindTimeout))
+	rd := m0.Ready()
+	if len(rd.Behinds) != 0 || len(rd.Sends) != 1 || rd.Sends[0].Dest != 1 || rd.Sends[0].Batch.PrevEnd != upto {
+		t.Fatalf("the lost batch sent again: %d sends, behinds %+v; want one to fragment 1 from %d", len(rd.Sends), rd.Behinds, upto)
+	}
+	m0.AckedEnd(rd.Sends[0].Seq, upto)
+	if m0.Verifying() {
+		t.Fatal("still verifying once fragment 1 said where it is")
+	}
+}
