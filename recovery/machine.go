@@ -38,9 +38,11 @@ import (
 //     from its restored vector; after MaxAttempts the event is skipped and
 //     dead-lettered;
 //   - a rewind unanswered for RewindTimeout is asked again (the request or
-//     the replay was lost with a connection); and after a tenth of it from
-//     where a replay got to if a batch dropped as a gap meanwhile showed
-//     that the sender has more (the replay came out of order);
+//     the replay was lost with a connection); after a tenth of it for an
+//     exchange partition not heard from since a restore (Confirm: the
+//     answer may have gone to the fragment's old owner), and from where a
+//     replay got to if a batch dropped as a gap meanwhile showed that the
+//     sender has more (the replay came out of order);
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
 //   - a fragment on a node that was paused long enough for the others to
@@ -462,6 +464,22 @@ func (m *Machine) gap(p PartitionID, from From, to int64) {
 
 func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
 	a := awaited{to: to, at: m.now, repeat: true}
+	if m.unsettled[p] {
+		// After a restore (Confirm), the upstream fragment's answer is
+		// what settles p, and until every input settled this fragment
+		// answers its own upstreams' probes with -1: their first
+		// checkpoints wait on it, and so does its own (its downstream
+		// fragments answer it alike). An upstream that has not applied
+		// the placement that moved this fragment yet sends its answer to
+		// the fragment's old owner, where it is lost, and one with no new
+		// outputs sends nothing else: after a failover every restored
+		// fragment took its first checkpoint only after RewindTimeout,
+		// and a second crash within those seconds found no standby copy
+		// of it (sim scenario kill_both_in_turn). Asked again a tenth of
+		// RewindTimeout from now, as a probe is resent: by then the
+		// upstream has most likely placed.
+		a.at = m.probeAgainAt()
+	}
 	if ask != nil {
 		a.from = ask.Key
 	}
@@ -651,8 +669,22 @@ func (m *Machine) Rewinding() bool {
 
 // resendLost sends again, to each fragment, from the oldest of its batches
 // unacknowledged for RewindTimeout (its records since then, in one batch).
+//
+// Every batch is looked at, not only the oldest: a probe's time is set
+// back to make it due a tenth of RewindTimeout on (probeAgainAt), and an
+// older batch sent since less than RewindTimeout would hold it back.
 func (m *Machine) resendLost() {
-	if m.down || len(m.unacked) == 0 || m.now.Sub(m.unacked[0].at) < m.cfg.RewindTimeout {
+	if m.down {
+		return
+	}
+	due := false
+	for _, s := range m.unacked {
+		if m.now.Sub(s.at) >= m.cfg.RewindTimeout {
+			due = true
+			break
+		}
+	}
+	if !due {
 		return
 	}
 	type dest struct{ ch, dest int }
