@@ -41,12 +41,13 @@
 // trips overran the lease, maybe on every node at once), nobody else can
 // own its fragments, and it starts them again from its own checkpoints
 // (actor.Engine.Resume) — once it has seen the same members and epoch for
-// resumeSettle (3 s), and only if it did not learn meanwhile that the
-// others declared it dead (then their join of it brings a newer
+// shard.DefaultFollow.Resume (3 s), and only if it did not learn meanwhile
+// that the others declared it dead (then their join of it brings a newer
 // placement). That is a time bound on gossip, not a proof: a newer epoch
 // that took longer to arrive would let it resume beside an owner of that
-// epoch until the next placement (not yet covered; the simulation does
-// not model Resume). A restarted node waits in
+// epoch until the next placement. When to place, fence and resume is the
+// rule of shard.Follower, which the simulation's nodes follow too (package
+// sim). A restarted node waits in
 // settle until it sees a majority of the membership it kept. The two
 // sides of a partition therefore never both own a fragment and release
 // outputs that fragments downstream apply (two lineages that meet at the

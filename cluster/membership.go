@@ -44,10 +44,10 @@ const failureDetection = gossipProbeInterval + gossipProbeTimeout + gossipSuspic
 // PauseLimit is how long a node's process may stand still (SIGSTOP, a
 // paused VM) before the others may have placed its fragments elsewhere:
 // they declare it dead after failureDetection and apply a placement
-// without it once the members are stable for placementSettle. A node
+// without it once the members are stable for shard.DefaultFollow.Settle. A node
 // whose own clock shows a longer gap treats its fragments as handed off
 // (actor.Config.PauseLimit).
-const PauseLimit = failureDetection + placementSettle
+const PauseLimit = failureDetection + 300*time.Millisecond // shard.DefaultFollow.Settle
 
 // reconnectInterval is how often a node tries to join again the members
 // it saw die (not leave), for reconnectFor after each death. After a

@@ -23,6 +23,7 @@ import (
 	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -163,15 +164,18 @@ type Node struct {
 	mem     *Membership // nil for a single node
 	placeMu sync.Mutex
 	place   Placement
-	fenced  atomic.Bool   // no majority of the last agreed membership: it owns nothing (follow)
-	changes chan struct{} // the members changed
-	dead    chan struct{} // the others declared this node dead (it refuted)
-	peers   *http.Client  // asks the other nodes
-	dl      deadLetters
-	rates   rates
-	hist    history
-	met     *metrics
-	shared  sharedState // the merged cluster state the dashboard's watchers share
+	fenced  atomic.Bool // no majority of the last agreed membership: it owns nothing (follow)
+	// follower decides when the node places, fences and resumes (settle,
+	// follow); only their goroutine uses it.
+	follower *shard.Follower
+	changes  chan struct{} // the members changed
+	dead     chan struct{} // the others declared this node dead (it refuted)
+	peers    *http.Client  // asks the other nodes
+	dl       deadLetters
+	rates    rates
+	hist     history
+	met      *metrics
+	shared   sharedState // the merged cluster state the dashboard's watchers share
 }
 
 // NewNode returns a node; Run validates and starts it.
@@ -251,6 +255,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.hist.init(parts)
 
 	ecfg := cfg.Engine
+	var first shard.Step // the follower's first placement, carried out when the engine starts
 	ecfg.Logger = cfg.Logger
 	ecfg.OnDeadLetters = n.dl.add
 	ecfg.OnCheckpoint = func(_ int, took time.Duration, _ int) { n.met.ckpt.Observe(took.Seconds()) }
@@ -284,7 +289,7 @@ func (n *Node) Run(ctx context.Context) error {
 				cfg.Logger.Warn("leave the cluster", "err", err)
 			}
 		}()
-		if n.place, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
+		if n.place, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
 			ln.Close()
 			return err
 		}
@@ -328,6 +333,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer n.eng.Stop()
 	if n.mem != nil {
+		n.follower.Done(first, nil)
 		if err := n.mem.SetRunning(); err != nil {
 			cfg.Logger.Warn("announce running", "err", err)
 		}

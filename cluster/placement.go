@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"context"
-	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -64,34 +64,40 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 		Fragments: p.Fragments, Standbys: p.Standbys, Readers: p.Readers, Remotes: p.Remotes, Leaving: p.Leaving, Alerts: p.Alerts}
 }
 
-// settle waits until at least expect members are alive and the member list
-// and epoch have not changed for a second, then returns the placement.
-func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int) (Placement, error) {
+// settle waits until the node's Follower places for the first time (at
+// least expect members alive, a majority of the last agreed membership
+// among them, the member list and epoch still for a second), then returns
+// the placement and the Follower's step, which Run reports carried out
+// once the engine started.
+func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int) (Placement, shard.Step, error) {
 	// A node that placed before counts a majority of the membership it
 	// last agreed on, as follow does: restarted on the minority side of a
 	// partition, it waits rather than start every fragment from its own
 	// copies while the majority goes on.
 	prev, err := loadAgreed(n.cfg.DataDir)
 	if err != nil {
-		return Placement{}, err
+		return Placement{}, shard.Step{}, err
 	}
-	var last string
-	var since, logged time.Time
+	cfg := shard.DefaultFollow
+	cfg.Expect = expect
+	n.follower = shard.NewFollower(cfg)
+	var logged time.Time
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		ms := m.Members()
-		key := fmt.Sprint(names(ms), m.Epoch())
-		now := time.Now()
-		if key != last {
-			last, since = key, now
-		}
+		leaving := m.Leaving()
 		if e, members := m.Agreed(); e > prev.Epoch && len(members) > 0 {
 			prev = agreed{Epoch: e, Members: members} // it missed placements while it was down
 		}
-		majority := shard.Majority(prev.Members, side(ms, m.Leaving()))
-		if len(ms) >= expect && majority && now.Sub(since) >= time.Second {
-			return Place(plan, ms, m.Epoch()), nil
+		// Before it starts, a node counts the members it sees: none heard
+		// its probes for long enough to count round trips yet.
+		majority := shard.Majority(prev.Members, side(ms, leaving))
+		now := time.Now()
+		s := n.follower.Next(shard.View{Now: now, Members: names(ms), Leaving: sortedNames(leaving),
+			Epoch: m.Epoch(), Agreed: prev.Members, Majority: majority})
+		if s.Kind == shard.StepPlace {
+			return Place(plan, ms, s.Epoch), s, nil
 		}
 		if now.Sub(logged) >= 2*time.Second {
 			logged = now
@@ -100,7 +106,7 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 		}
 		select {
 		case <-ctx.Done():
-			return Placement{}, ctx.Err()
+			return Placement{}, shard.Step{}, ctx.Err()
 		case <-t.C:
 		}
 	}
@@ -113,6 +119,9 @@ func names(ms []Member) []string {
 	}
 	return out
 }
+
+// sortedNames are the names of a name → address map, sorted.
+func sortedNames(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
 // joinRunning prepares a node that joins a running cluster: the fragments
 // it takes from the running nodes wait for their hand-off, and the source
@@ -177,25 +186,21 @@ func (n *Node) placement() Placement {
 	return n.place
 }
 
-// placementSettle is how long the member list and the epoch must stay the
-// same before a node applies the placement they give.
-const placementSettle = 300 * time.Millisecond
-
-// follow re-places the flow whenever the members change: once the member
-// list and the epoch have been stable for a while, every node computes the
-// same new placement, and its engine hands off the fragments it lost and
-// starts the ones it gained.
+// follow re-places the flow whenever the members change, by the rule of
+// the node's shard.Follower (the simulation's nodes follow the same one):
+// once the member list and the epoch have been still for a while, every
+// node computes the same new placement, and its engine hands off the
+// fragments it lost and starts the ones it gained.
 //
-// Before it places, and on every tick, it applies the majority rule
-// (shard.Majority over the members of the last placement it applied):
-// a node that sees no majority of them stops every fragment and reader at
-// once (actor.Engine.Fence) and places nothing until it sees a majority
-// again; then it places as the others do, and every fragment it is given
-// waits for its owner's hand-off. See doc.go, "Quorum".
+// On every tick it applies the majority rule (shard.Majority over the
+// newest agreed membership, counting the members with a round trip within
+// the lease): a node that no majority heard stops every fragment and
+// reader at once (actor.Engine.Fence) and places nothing until it sees a
+// majority again; then it resumes its old placement if the cluster placed
+// nothing newer meanwhile (actor.Engine.Resume), or places the newer one,
+// every fragment it is given waiting for its owner's hand-off. See doc.go,
+// "Quorum".
 func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
-	var pending, fenced, resume bool
-	var since time.Time
-	var last string
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	n.mem.Touch()
@@ -204,26 +209,28 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		case <-stop:
 			return
 		case <-n.changes:
-			pending = true
 		case <-n.dead:
 			// It ran on while the others saw it dead: they may have placed
 			// its fragments elsewhere under placements it never applied.
-			if !fenced {
+			if n.follower.Dead() {
 				n.eng.Resumed("its membership refuted its death")
 			}
-			// Declared dead while fenced: the others may have placed its
-			// fragments elsewhere under an epoch it has not seen yet, so it
-			// waits for a newer placement (their join of it brings one)
-			// rather than resume the old one.
-			resume = false
 			continue
 		case <-t.C:
 		}
 		ms := n.mem.Members()
+		leaving := n.mem.Leaving()
 		agreed := newestAgreed(n.placement(), n.mem)
-		switch majority := shard.Majority(agreed, n.mem.Heard(lease(len(agreed)))); {
-		case !majority && !fenced:
-			fenced = true
+		l := lease(len(agreed))
+		wasFenced := n.follower.Fenced()
+		s := n.follower.Next(shard.View{Now: time.Now(), Members: names(ms), Leaving: sortedNames(leaving),
+			Epoch: n.mem.Epoch(), Agreed: agreed, Majority: shard.Majority(agreed, n.mem.Heard(l)), Lease: l})
+		if wasFenced && !n.follower.Fenced() {
+			n.fenced.Store(false)
+			n.cfg.Logger.Warn("a majority again: this node resumes or places, taking fragments back by hand-off", "sees", names(ms))
+		}
+		switch s.Kind {
+		case shard.StepFence:
 			n.fenced.Store(true)
 			p := n.placement()
 			n.cfg.Logger.Warn("no majority of the last agreed membership heard this node lately: it stops owning until one does",
@@ -232,80 +239,41 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 				n.cfg.Logger.Error("fence", "err", err)
 			}
 			n.hist.event(Event{At: time.Now(), Kind: "fenced", Node: n.cfg.Name, Epoch: p.Epoch})
-			continue
-		case majority && fenced:
-			fenced = false
-			n.fenced.Store(false)
-			n.cfg.Logger.Warn("a majority again: this node places and takes fragments back by hand-off", "sees", names(ms))
-			pending, last, resume = true, "", true
-		case fenced:
-			continue
-		}
-		if !pending {
-			continue
-		}
-		key := fmt.Sprint(names(ms), n.mem.Epoch())
-		if key != last {
-			last, since = key, time.Now()
-			continue
-		}
-		wait := placementSettle
-		if resume {
-			// Back from a fence: long enough for a newer epoch the others
-			// placed meanwhile to reach it by gossip before it takes the
-			// old placement up again (Resume).
-			wait = max(wait, resumeSettle)
-		}
-		if lostMember(agreed, ms, n.mem.Leaving()) {
-			// Without a member that died or is cut off: it stops owning
-			// once its lease ran out, counted from its last round trip
-			// with each of us, before the death we saw.
-			wait = max(wait, lease(len(agreed)))
-		}
-		if time.Since(since) < wait {
-			continue
-		}
-		pending = false
-		if len(ms) == 0 {
-			continue // the last node is leaving: nothing to place
-		}
-		p := Place(plan, ms, n.mem.Epoch())
-		if p.Epoch <= n.placement().Epoch {
-			if resume && p.Epoch == n.placement().Epoch {
-				// Fenced and back with no newer placement: nobody else
-				// owns what this node owned (actor.Engine.Resume).
-				resume = false
-				p.Leaving = n.mem.Leaving()
-				if err := n.eng.Resume(p.engine(n.cfg.Name)); err != nil {
-					n.cfg.Logger.Error("resume after a fence", "epoch", p.Epoch, "err", err)
-					pending, resume = true, true // again on the next tick
-					continue
+		case shard.StepResume:
+			p := Place(plan, ms, s.Epoch)
+			p.Leaving = leaving
+			err := n.eng.Resume(p.engine(n.cfg.Name))
+			n.follower.Done(s, err)
+			if err != nil {
+				n.cfg.Logger.Error("resume after a fence", "epoch", p.Epoch, "err", err)
+				continue
+			}
+			n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
+		case shard.StepPlace:
+			p := Place(plan, ms, s.Epoch)
+			p.Leaving = leaving
+			err := n.eng.Place(p.engine(n.cfg.Name))
+			n.follower.Done(s, err)
+			if err != nil {
+				n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
+				continue
+			}
+			n.placeMu.Lock()
+			old := n.place
+			n.place = p
+			n.placeMu.Unlock()
+			if err := saveAgreed(n.cfg.DataDir, p); err != nil {
+				n.cfg.Logger.Warn("keep the agreed membership", "err", err)
+			}
+			n.mem.SetAgreed(p.Epoch, p.Members)
+			for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
+				n.hist.event(ev)
+				if ev.To == n.cfg.Name {
+					n.met.moves.WithLabelValues(ev.Kind).Add(float64(len(ev.Fragments)))
 				}
-				n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
 			}
-			continue
+			n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
 		}
-		resume = false // a newer placement: its gained fragments wait for hand-offs
-		p.Leaving = n.mem.Leaving()
-		if err := n.eng.Place(p.engine(n.cfg.Name)); err != nil {
-			n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
-			continue
-		}
-		n.placeMu.Lock()
-		old := n.place
-		n.place = p
-		n.placeMu.Unlock()
-		if err := saveAgreed(n.cfg.DataDir, p); err != nil {
-			n.cfg.Logger.Warn("keep the agreed membership", "err", err)
-		}
-		n.mem.SetAgreed(p.Epoch, p.Members)
-		for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
-			n.hist.event(ev)
-			if ev.To == n.cfg.Name {
-				n.met.moves.WithLabelValues(ev.Kind).Add(float64(len(ev.Fragments)))
-			}
-		}
-		n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
 	}
 }
 
@@ -317,14 +285,6 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 // as the leaver left at the very end of the wait, with the only newest
 // copy.)
 const leaveMargin = 5 * time.Second
-
-// resumeSettle is how long a node back from a fence sees the same members
-// and epoch before it resumes its old placement (actor.Engine.Resume): if
-// the others declared it dead and placed without it, their newer epoch
-// comes by gossip (a push-pull, their alive messages) well within it, and
-// so does the news of its death, after which it waits for their newer
-// placement instead.
-const resumeSettle = 3 * time.Second
 
 // handOff leaves gracefully: the node announces it is leaving, so that the
 // others place its fragments and source partitions elsewhere, and waits

@@ -106,19 +106,6 @@ func newestAgreed(own Placement, m *Membership) []string {
 	return own.Members
 }
 
-// lostMember reports whether a member of the agreed membership is neither
-// alive nor leaving in ms: it died (or is cut off), and the placement
-// without it waits the lease.
-func lostMember(agreed []string, ms []Member, leaving map[string]string) bool {
-	now := side(ms, leaving)
-	for _, m := range agreed {
-		if !slices.Contains(now, m) {
-			return true
-		}
-	}
-	return false
-}
-
 // fenceConfig is the placement a node that lost its majority assumes the
 // others apply: its last one's members without it, at its epoch
 // (actor.Engine.Fence).

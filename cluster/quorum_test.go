@@ -71,19 +71,6 @@ func TestHasMajority(t *testing.T) {
 	if !shard.Majority(newestAgreed(last, m), []string{"n2", "n3", "n4"}) {
 		t.Error("three of the newest five is no majority")
 	}
-	ms := func(names ...string) []Member {
-		var out []Member
-		for _, n := range names {
-			out = append(out, Member{Name: n})
-		}
-		return out
-	}
-	if lostMember(last.Members, ms("n1", "n2", "n3"), nil) || lostMember(last.Members, ms("n1", "n3"), map[string]string{"n2": "addr"}) {
-		t.Error("a member alive or leaving counted as lost")
-	}
-	if !lostMember(last.Members, ms("n1", "n3"), nil) {
-		t.Error("a member gone without leaving not counted as lost")
-	}
 	// The lease outlasts two rounds of probes: each peer is probed at
 	// least once within it.
 	for n := 1; n <= 9; n++ {

@@ -55,7 +55,10 @@
 //     copies of the newest checkpoint lost at once) without logging every
 //     batch. The cost is latency: a stage sees its input one standby round
 //     trip after the checkpoint, and a start waits for its downstream
-//     fragments' answers (a round trip; a RewindTimeout when one is away).
+//     fragments' answers (a round trip; a RewindTimeout when one is away;
+//     a tenth of it when an answer went astray: a probe to a fragment not
+//     placed yet, or a replay that an upstream which had not placed yet
+//     sent to the fragment's old owner, are asked again that soon).
 //     A network partition must not let both sides own a fragment and
 //     release outputs (when they met, one lineage would replace the other
 //     and downstream fragments may have applied both): only a side with a

@@ -38,7 +38,11 @@ import (
 //     from its restored vector; after MaxAttempts the event is skipped and
 //     dead-lettered;
 //   - a rewind unanswered for RewindTimeout is asked again (the request or
-//     the replay was lost with a connection);
+//     the replay was lost with a connection); after a tenth of it for an
+//     exchange partition not heard from since a restore (Confirm: the
+//     answer may have gone to the fragment's old owner), and from where a
+//     replay got to if a batch dropped as a gap meanwhile showed that the
+//     sender has more (the replay came out of order);
 //   - a fragment waiting for a hand-off takes no input until the old
 //     owner's checkpoint (or the wait's end);
 //   - a fragment on a node that was paused long enough for the others to
@@ -189,6 +193,11 @@ type awaited struct {
 	to     int64
 	at     time.Time
 	repeat bool // asked, and asked again after RewindTimeout until answered
+	// beyond is the largest End of a batch dropped as a gap meanwhile:
+	// its sender had records up to there, and a replay that fills less
+	// leaves the wait on (see Step), not asked yet: a gap asks at once.
+	beyond  int64
+	unasked bool
 }
 
 // Ready is what the driver is to carry out, in this order.
@@ -404,16 +413,36 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 		m.ready.Gaps++
 		m.ready.Acks = append(m.ready.Acks, from)
 		m.gap(p, from, min)
+		if a, ok := m.awaiting[p]; ok && b.End > a.beyond {
+			a.beyond = b.End
+			m.awaiting[p] = a
+		}
 		return
 	}
+	a, asked := m.awaiting[p]
 	delete(m.awaiting, p)
 	delete(m.unsettled, p)
 	m.frag.SetNow(m.now)
 	m.result(m.frag.Apply(b, min), from, true)
+	if end := m.vec.End(p); asked && a.beyond > end && !m.down {
+		// The replay's batches may come out of order (a network that
+		// reorders, or the answers to two requests crossing): a later one
+		// that came first was dropped as a gap, silently since its sender
+		// was asked already, and this one fills only part of the hole. No
+		// sender will send the rest unless asked: a reader at its end has
+		// nothing due, and every batch was acknowledged (sim scenario
+		// duplication_reordering left a fragment 416 offsets short for
+		// good). The wait goes on from here, asked again a tenth of
+		// RewindTimeout from now unless the rest, still on its way, comes
+		// first.
+		m.awaiting[p] = awaited{from: a.from, to: end, at: m.probeAgainAt(), repeat: true, unasked: true}
+	}
 }
 
 // gap asks for p again from to, unless that was asked of this sender
-// and not yet answered, or the fragment drops gaps until its replay.
+// and not yet answered, or the fragment drops gaps until its replay. (A
+// wait that goes on after a replay filled part of the hole was not asked
+// yet: a gap asks at once.)
 //
 // A replay asked of whoever reads a source partition does not cover a gap
 // from a reader that is ahead of the fragment: the driver names the
@@ -426,7 +455,7 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 // exchange's rewind goes to the upstream fragment's owner whoever sent
 // the batch, so asking again there would only repeat the same request.
 func (m *Machine) gap(p PartitionID, from From, to int64) {
-	if a, ok := m.awaiting[p]; ok &&
+	if a, ok := m.awaiting[p]; ok && !a.unasked &&
 		(a.from == from.Key || a.from == "" && (!a.repeat || m.plan.IsExchange(p.Source))) {
 		return
 	}
@@ -435,6 +464,22 @@ func (m *Machine) gap(p PartitionID, from From, to int64) {
 
 func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
 	a := awaited{to: to, at: m.now, repeat: true}
+	if m.unsettled[p] {
+		// After a restore (Confirm), the upstream fragment's answer is
+		// what settles p, and until every input settled this fragment
+		// answers its own upstreams' probes with -1: their first
+		// checkpoints wait on it, and so does its own (its downstream
+		// fragments answer it alike). An upstream that has not applied
+		// the placement that moved this fragment yet sends its answer to
+		// the fragment's old owner, where it is lost, and one with no new
+		// outputs sends nothing else: after a failover every restored
+		// fragment took its first checkpoint only after RewindTimeout,
+		// and a second crash within those seconds found no standby copy
+		// of it (sim scenario kill_both_in_turn). Asked again a tenth of
+		// RewindTimeout from now, as a probe is resent: by then the
+		// upstream has most likely placed.
+		a.at = m.probeAgainAt()
+	}
 	if ask != nil {
 		a.from = ask.Key
 	}
@@ -516,7 +561,8 @@ func (m *Machine) AckedEnd(seq uint64, end int64) {
 
 // probeAgainAt is the send time that makes resendLost send a probe again
 // a tenth of RewindTimeout from now: the answer is on its way (the
-// receiver is placed, or has heard from its upstreams) soon.
+// receiver is placed, or has heard from its upstreams) soon. As the time
+// of a rewind, it makes Tick ask again as soon.
 func (m *Machine) probeAgainAt() time.Time {
 	return m.now.Add(m.cfg.RewindTimeout/10 - m.cfg.RewindTimeout)
 }
@@ -623,8 +669,22 @@ func (m *Machine) Rewinding() bool {
 
 // resendLost sends again, to each fragment, from the oldest of its batches
 // unacknowledged for RewindTimeout (its records since then, in one batch).
+//
+// Every batch is looked at, not only the oldest: a probe's time is set
+// back to make it due a tenth of RewindTimeout on (probeAgainAt), and an
+// older batch sent since less than RewindTimeout would hold it back.
 func (m *Machine) resendLost() {
-	if m.down || len(m.unacked) == 0 || m.now.Sub(m.unacked[0].at) < m.cfg.RewindTimeout {
+	if m.down {
+		return
+	}
+	due := false
+	for _, s := range m.unacked {
+		if m.now.Sub(s.at) >= m.cfg.RewindTimeout {
+			due = true
+			break
+		}
+	}
+	if !due {
 		return
 	}
 	type dest struct{ ch, dest int }
@@ -642,7 +702,17 @@ func (m *Machine) resendLost() {
 	})
 	for _, s := range lost {
 		m.ready.Resent++
-		m.Resend(s.ch, s.dest, s.from)
+		from := s.from
+		if base, _ := m.frag.Kept(s.ch, s.dest); m.cfg.Confirm && from < base {
+			// The receiver's confirmed checkpoint covers the records before
+			// base (Trim came since the batch left): it has them. Resend
+			// would answer a request for them with Behind, and a probe of
+			// a verifying fragment would be gone with no batch to answer
+			// it: sim seed 1833 kept a fragment verifying for good, its
+			// outputs never released.
+			from = base
+		}
+		m.Resend(s.ch, s.dest, from)
 	}
 }
 

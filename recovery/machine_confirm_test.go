@@ -1,7 +1,9 @@
 package recovery_test
 
 import (
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/tessera-streams/tessera/recovery"
 )
@@ -256,5 +258,128 @@ func TestMachineConfirmCommitsOnCopied(t *testing.T) {
 	rd := m0.Ready()
 	if got := rd.Commits[part(0, 0)]; got != 12 {
 		t.Fatalf("after the standby's confirmation the readers may commit %v, want events/0 at 12", rd.Commits)
+	}
+}
+
+// After a restore, a fragment takes no checkpoint, and answers its own
+// upstreams' probes "unknown", until every upstream fragment answered
+// its replay request. An upstream that has not applied the placement
+// that moved the fragment yet sends the answer to the old owner, and one
+// with no new outputs sends nothing else: the request is asked again a
+// tenth of RewindTimeout later, not after all of it (sim scenario
+// kill_both_in_turn: restored fragments took their first checkpoint
+// seconds late, and a second crash meanwhile found no copy of them).
+func TestMachineConfirmUnsettledAskedAgainSoon(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	for _, m := range ms {
+		m.Start()
+	}
+	exchange(t, r, ms[:])
+	t0 := r.now
+	ms[1] = recovery.NewMachine(r.plan, 1, recovery.Restored{Fragment: r.plan.NewFragment(1)}, 0, false, confirmCfg)
+	m1 := ms[1]
+	m1.SetNow(t0)
+	m1.Replay()
+	m1.Start()
+	want := []rewind{{part(sourceCh, 0), 0, ""}, {part(exchangeCh, 0), 0, ""}, {part(exchangeCh, 1), 0, ""}}
+	if got := rewinds(m1.Ready().Rewinds); !slices.Equal(got, want) {
+		t.Fatalf("the replay: rewinds %v, want %v", got, want)
+	}
+	// The answers went astray.
+	m1.Tick(t0.Add(recovery.DefaultRewindTimeout/10 - time.Nanosecond))
+	if got := m1.Ready().Rewinds; len(got) != 0 {
+		t.Fatalf("asked again before a tenth of the timeout: %v", rewinds(got))
+	}
+	m1.Tick(t0.Add(recovery.DefaultRewindTimeout / 10))
+	rd := m1.Ready()
+	if got, want := rewinds(rd.Rewinds), want[1:]; !slices.Equal(got, want) {
+		t.Fatalf("a tenth of the timeout on: rewinds %v, want the exchange partitions asked again, %v", got, want)
+	}
+	// Now they come: the fragment settles, and asks nothing more soon.
+	r.now = t0.Add(recovery.DefaultRewindTimeout / 10)
+	for _, u := range []int{0, 1} {
+		ms[u].SetNow(r.now)
+		ms[u].Resend(exchangeCh, 1, 0)
+		for _, s := range ms[u].Ready().Sends {
+			if s.Dest == 1 {
+				m1.Step(s.Batch, recovery.From{Key: "fragment", Ref: u, Seq: s.Seq})
+			}
+		}
+	}
+	m1.Ready()
+	m1.Tick(t0.Add(2 * recovery.DefaultRewindTimeout / 10))
+	if got := m1.Ready().Rewinds; len(got) != 0 {
+		t.Fatalf("asked again once settled: %v", rewinds(got))
+	}
+	exchange(t, r, ms[:])
+	if m1.Verifying() {
+		t.Fatal("still verifying once every fragment answered")
+	}
+}
+
+// A batch lost on its way is sent again from where its receiver's
+// confirmed checkpoint does not cover (Trim), not from where it began: a
+// request for records the receiver's checkpoint covers is answered Behind,
+// not with a batch, and a restored fragment's probe of that receiver
+// would be gone with nothing left to answer it — the fragment verified
+// for good and never released its outputs (sim seed 1833: a fragment
+// that answered a request from 0 while it waited for a hand-off, then
+// restored, had that batch still unacknowledged when the receiver's
+// checkpoint covered it).
+func TestMachineConfirmLostBatchResentPastTrim(t *testing.T) {
+	r, _, upto := trimmedWorld(t)
+	t0 := r.now
+	m0 := recovery.NewMachine(r.plan, 0, r.restore(t, 0), 0, true, confirmCfg)
+	m0.SetNow(t0)
+	m0.Resend(exchangeCh, 1, 0) // fragment 1 asks while fragment 0 waits: the batch is lost
+	if s := m0.Ready().Sends; len(s) != 1 || s[0].Batch.PrevEnd != 0 {
+		t.Fatalf("the answer while waiting: %+v", s)
+	}
+	m0.StopWaiting()
+	m0.Tick(t0)
+	for _, s := range m0.Ready().Sends { // the probes: fragment 1 does not know yet
+		end := int64(-1)
+		if s.Dest == 0 {
+			end = s.Batch.End
+		}
+		m0.AckedEnd(s.Seq, end)
+	}
+	m0.Trim(exchangeCh, 1, upto) // fragment 1's confirmed checkpoint covers the records
+	m0.Ready()
+	m0.Tick(t0.Add(recovery.DefaultRewindTimeout))
+	rd := m0.Ready()
+	if len(rd.Behinds) != 0 || len(rd.Sends) != 1 || rd.Sends[0].Dest != 1 || rd.Sends[0].Batch.PrevEnd != upto {
+		t.Fatalf("the lost batch sent again: %d sends, behinds %+v; want one to fragment 1 from %d", len(rd.Sends), rd.Behinds, upto)
+	}
+	m0.AckedEnd(rd.Sends[0].Seq, upto)
+	if m0.Verifying() {
+		t.Fatal("still verifying once fragment 1 said where it is")
+	}
+}
+
+// A probe answered "unknown" is sent again a tenth of RewindTimeout on,
+// even if an older batch, sent since less than RewindTimeout, is still
+// unacknowledged: the check once looked at the oldest only, and a
+// restored fragment that answered a request while it waited for a
+// hand-off verified for seconds more (sim seed 1833).
+func TestMachineConfirmProbeResentBehindOlderBatch(t *testing.T) {
+	r, _, _ := trimmedWorld(t)
+	t0 := r.now
+	m0 := recovery.NewMachine(r.plan, 0, r.restore(t, 0), 0, true, confirmCfg)
+	m0.SetNow(t0)
+	m0.Resend(exchangeCh, 1, 0) // answered while waiting, not acknowledged yet
+	m0.Ready()
+	m0.StopWaiting()
+	m0.Tick(t0)
+	for _, s := range m0.Ready().Sends {
+		m0.AckedEnd(s.Seq, -1) // the probes: not known yet
+	}
+	m0.Tick(t0.Add(recovery.DefaultRewindTimeout / 10))
+	got := map[int]bool{}
+	for _, s := range m0.Ready().Sends {
+		got[s.Dest] = true
+	}
+	if !got[0] || !got[1] {
+		t.Fatalf("a tenth of the timeout after \"unknown\": probes sent again to %v, want fragments 0 and 1", got)
 	}
 }

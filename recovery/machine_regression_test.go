@@ -89,3 +89,58 @@ func TestMachineGapFromReaderAheadDuringReplay(t *testing.T) {
 		t.Fatalf("counts %v, want %v", got, want)
 	}
 }
+
+// A replay may come out of order (a network that reorders, or the answers
+// to two requests crossing): its later batch, first to arrive, is dropped
+// as a gap without a new request (its sender was asked already), and its
+// first batch fills only part of the hole. The rest must be asked for
+// again: a reader at its end sends nothing unless asked, and every batch
+// was acknowledged (sim scenario duplication_reordering left a fragment
+// 416 offsets short for good). The request waits a tenth of
+// RewindTimeout, for the rest if it is still on its way.
+func TestMachineReorderedReplayAskedAgain(t *testing.T) {
+	const timeout = 3 * time.Second
+	for _, late := range []bool{true, false} {
+		r := countRig(t, newStore(t), "reordered-replay", 1, 1)
+		r.push(0, "a", "b", "c", "a", "b", "c", "a", "b")
+		m := r.machine(0, recovery.MachineConfig{RewindTimeout: timeout})
+		t0 := r.now
+		m.Step(r.batch(t, 0, 0, 2, 0), reader(0))
+		m.Step(r.batch(t, 0, 4, 8, 0), reader(0))
+		if got, want := rewinds(m.Ready().Rewinds), []rewind{{part(sourceCh, 0), 2, "reader-0"}}; !slices.Equal(got, want) {
+			t.Fatalf("a gap: rewinds %v, want %v", got, want)
+		}
+		m.Step(r.batch(t, 0, 4, 8, 0), reader(0)) // the replay's second batch, first
+		m.Step(r.batch(t, 0, 2, 4, 0), reader(0)) // its first
+		if rd := m.Ready(); len(rd.Rewinds) != 0 || rd.Applied != 1 || !m.Rewinding() {
+			t.Fatalf("the replay's first batch after its second: %d rewinds, %d applied, rewinding %v; want the wait to go on",
+				len(rd.Rewinds), rd.Applied, m.Rewinding())
+		}
+		if !late {
+			m.Step(r.batch(t, 0, 4, 8, 0), reader(0)) // the rest was on its way
+		}
+		m.Tick(t0.Add(timeout/10 - time.Nanosecond))
+		if rd := m.Ready(); len(rd.Rewinds) != 0 {
+			t.Fatalf("asked again before a tenth of the timeout: %v", rewinds(rd.Rewinds))
+		}
+		m.Tick(t0.Add(timeout / 10))
+		var want []rewind
+		if late {
+			want = []rewind{{part(sourceCh, 0), 4, ""}}
+		}
+		if got := rewinds(m.Ready().Rewinds); !slices.Equal(got, want) && (len(got) > 0 || len(want) > 0) {
+			t.Fatalf("rest late %v: rewinds %v, want %v", late, got, want)
+		}
+		if late {
+			m.Step(r.batch(t, 0, 4, 8, 0), reader(0))
+			m.Ready()
+		}
+		m.Tick(t0.Add(time.Hour))
+		if rd := m.Ready(); len(rd.Rewinds) != 0 || m.Rewinding() {
+			t.Fatalf("rest late %v: still asking once everything came: %v", late, rewinds(rd.Rewinds))
+		}
+		if got, want := view(t, m, "counts"), map[string]int64{"a": 3, "b": 3, "c": 2}; !maps.Equal(got, want) {
+			t.Fatalf("rest late %v: counts %v, want %v", late, got, want)
+		}
+	}
+}

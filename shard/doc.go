@@ -13,6 +13,9 @@
 //     more than half of the last agreed membership, or exactly half with its
 //     lowest-ordered member (see its doc for why a side without a majority
 //     stops rather than goes on).
+//   - Follower decides, from what a node sees over time, when it places,
+//     fences and resumes: the rule of cluster.Node, which the simulation
+//     (package sim) runs too. Time is an input: no clock of its own.
 //
 // Rendezvous hashing gives minimal movement by construction: when a member
 // joins, only fragments for which it now ranks in the top R change; when one

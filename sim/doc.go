@@ -9,6 +9,12 @@
 //     resends and trims) and every reader's flow control a
 //     recovery.Credits, carried out as the actor package's fragment and
 //     reader actors carry them out;
+//   - when a node places, fences and resumes is decided by its
+//     shard.Follower, the rule cluster.Node follows: a placement once the
+//     member list and epoch stood still (the lease longer without a member
+//     that died), a fence at once when no majority hears the node, and
+//     back from a fence the old placement resumed (actor.Engine.Resume) or
+//     a newer one applied;
 //   - placement is shard.LayOut over a node's live members, and a change
 //     is carried out from shard.Changes, the plan actor.Engine.Place
 //     carries out too: kept fragments learn the epoch, lost ones take a
@@ -49,9 +55,13 @@
 // lost its majority before the majority can place its fragments
 // elsewhere. It then stops every fragment and reader at once, keeping its
 // store (fence): nothing is released, checkpointed or read on that side,
-// and what its fragments held is dropped. When it sees a majority again
-// it places as a restarted node does, waiting for the running nodes'
-// hand-offs of what it gains. This is consistency over availability: a
+// and what its fragments held is dropped; as actor.Engine.Fence, it takes
+// the others to own everything under its last epoch. When it sees a
+// majority again and the view stood still for the Follower's Resume
+// time, it resumes its old placement from its own checkpoints if the
+// epoch did not move (nobody else can own its fragments under it), or
+// applies the newer one, waiting for the hand-offs of what it gains.
+// This is consistency over availability: a
 // side without a majority (a minority, the half of an even split without
 // the lowest member, or the last nodes after more than half died at once)
 // processes nothing until the others are back: a user of that side sees

@@ -36,24 +36,24 @@ type node struct {
 	// Membership: what this node knows of each peer, directly or by gossip
 	// (its newest heartbeat: when, its member epoch, whether it runs or
 	// leaves); this node's epoch (raised past every epoch seen on every
-	// change of its member list, as cluster.Membership does), the member
-	// list it last saw, and since when.
+	// change of its member list, as cluster.Membership does), and the
+	// member list it last saw.
 	peers   map[string]peerInfo
 	epoch   uint64
 	high    uint64
 	alive   []string
-	since   time.Time
 	running bool // placed at least once
 	leaving bool
+	// follow decides when the node places, fences and resumes: the
+	// real node's rule (shard.Follower), fed what this node sees.
+	follow *shard.Follower
 	// agreed is the membership of the last placement this node applied
 	// (its members, not the nodes leaving it), and agreedEpoch its placement epoch: the
 	// list a majority is counted against (shard.Majority). Like the
 	// epochs, it outlives a restart (a real node keeps it with its
-	// store). fenced: the node lost its majority and dropped what it
-	// owned (fence); it places again once it sees a majority.
+	// store).
 	agreed      []string
 	agreedEpoch uint64
-	fenced      bool
 	// seeded: the node joined a cluster that had nodes already (they are
 	// its seeds). Until it has applied a placement it counts as having a
 	// majority only once a peer heard it, as a real node's Join fails
@@ -338,9 +338,11 @@ func (n *node) start() error {
 	n.pause, n.pauses = recovery.NewPauseClock(c.cfg.PauseLimit), 0
 	n.pause.Observe(c.now)
 	n.peers = map[string]peerInfo{}
-	n.alive, n.since, n.running, n.leaving, n.pending = []string{n.name}, c.now, false, false, map[int]bool{}
+	n.alive, n.running, n.leaving, n.pending = []string{n.name}, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
-	n.fenced = false
+	fc := shard.DefaultFollow
+	fc.Start = c.cfg.Settle
+	n.follow = shard.NewFollower(fc)
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	c.trace("%s started (incarnation %d)", n.name, n.inc)
@@ -382,9 +384,9 @@ func (n *node) stop() error {
 	return nil
 }
 
-// tick is one turn of a node: heartbeats, the failure detector, a new
-// placement if the member list or epoch changed, then the readers and
-// fragments.
+// tick is one turn of a node: heartbeats, the failure detector, what its
+// Follower decides (a fence, a new placement, a resumed one), then the
+// readers and fragments.
 func (n *node) tick() {
 	c := n.c
 	n.readClock()
@@ -402,19 +404,23 @@ func (n *node) tick() {
 		n.beat()
 	}
 	n.detect()
-	if n.holdsQuorum() {
-		if err := n.maybePlace(); err != nil {
-			n.fail(err)
-			return
-		}
-		if !n.up {
-			return
-		}
+	if err := n.follows(); err != nil {
+		n.fail(err)
+		return
+	}
+	if !n.up {
+		return
+	}
+	if n.owns() {
 		n.tickFragments()
 		n.tickReaders()
 	}
 	n.sync()
 }
+
+// owns reports whether the node applies a placement: placed, and not
+// fenced or back from a fence waiting to resume or place.
+func (n *node) owns() bool { return n.placed != nil && !n.follow.Away() }
 
 // readClock reads the node's pause clock, as the engine's ticker and
 // every fragment actor do before they act; after a pause it has not told
@@ -447,10 +453,18 @@ func (n *node) readClock() {
 }
 
 // fragment is fragment f, if the node owns it, for a message it is about
-// to handle: as a fragment actor, it reads the pause clock first.
+// to handle: as a fragment actor, it reads the pause clock first. A node
+// that lost its majority fences before the message is handled, as its
+// next tick would: it handles nothing its majority no longer backs.
 func (n *node) fragment(f int) *frag {
 	n.readClock()
-	if !n.up || !n.holdsQuorum() {
+	if !n.up {
+		return nil
+	}
+	if !n.quorum() {
+		_ = n.follows() // with no majority a step can only fence
+	}
+	if !n.owns() {
 		return nil
 	}
 	return n.frags[f]
@@ -506,7 +520,7 @@ func (n *node) detect() {
 		return
 	}
 	n.c.trace("%s sees %v", n.name, alive)
-	n.alive, n.since = alive, n.c.now
+	n.alive = alive
 	top := max(n.epoch, n.high)
 	for _, p := range alive {
 		top = max(top, n.peers[p].epoch)
@@ -533,6 +547,13 @@ func (n *node) lease() time.Duration { return n.c.cfg.Detect - n.c.cfg.Heartbeat
 // sees everyone alive but is declared dead by them; it must stop before
 // they place its fragments elsewhere.
 func (n *node) quorum() bool {
+	ok, _ := n.majority()
+	return ok
+}
+
+// majority is quorum's answer and the agreed membership it counted
+// against.
+func (n *node) majority() (bool, []string) {
 	agreed, epoch := n.agreed, n.agreedEpoch
 	for _, p := range slices.Sorted(maps.Keys(n.peers)) {
 		if info := n.peers[p]; info.agreedEpoch > epoch {
@@ -546,47 +567,66 @@ func (n *node) quorum() bool {
 		}
 	}
 	if n.seeded && epoch == 0 && len(side) == 1 {
-		return false // no seed answered yet
+		return false, agreed // no seed answered yet
 	}
-	return shard.Majority(agreed, side)
+	return shard.Majority(agreed, side), agreed
 }
 
-// holdsQuorum checks the node's quorum before it places or lets a
-// fragment or reader act: a node that lost it is fenced (fence) and
-// places again — as a node that joins a running cluster — once it holds
-// it again.
-func (n *node) holdsQuorum() bool {
-	ok := n.quorum()
-	switch {
-	case !ok && !n.fenced && n.placed != nil:
-		n.fence()
-	case ok && n.fenced:
-		n.fenced = false
-		n.c.trace("%s sees a majority again: it joins as a restarted node", n.name)
+// follows feeds what the node sees to its Follower and carries out what it
+// decides: a fence, a placement, or the old placement resumed after a
+// fence.
+func (n *node) follows() error {
+	c := n.c
+	var members, leaving []string
+	for _, m := range n.alive {
+		if (m == n.name && n.leaving) || (m != n.name && n.peers[m].leaving) {
+			leaving = append(leaving, m)
+			continue
+		}
+		members = append(members, m)
 	}
-	return ok
+	majority, agreed := n.majority()
+	wasFenced := n.follow.Fenced()
+	s := n.follow.Next(shard.View{Now: c.now, Members: members, Leaving: leaving, Epoch: n.placementEpoch(),
+		Agreed: agreed, Majority: majority, Lease: n.lease()})
+	if wasFenced && !n.follow.Fenced() {
+		c.trace("%s sees a majority again: it resumes or places", n.name)
+	}
+	switch s.Kind {
+	case shard.StepFence:
+		n.fence()
+	case shard.StepPlace, shard.StepResume:
+		next := &placed{epoch: s.Epoch, members: s.Members, leaving: s.Leaving,
+			layout: shard.LayOut(s.Members, c.plan.Fragments(), len(c.parts), false)}
+		err := n.place(next, s)
+		n.follow.Done(s, err)
+		return err
+	}
+	return nil
 }
 
 // fence stops every fragment and reader of a node that lost its
 // majority, as a crash would but keeping its store: nothing they hold is
 // released, no checkpoint is taken, no source read, and what they held
 // is gone (the majority may go on with it meanwhile, from the copies it
-// has). The node forgets its placement: when it sees a majority again it
-// places as a starting node does, waiting for the running nodes'
-// hand-offs of what it gains, so it never resumes a fragment the others
-// owned meanwhile. Standby copies it keeps stay (they are the copies of
-// owners that hold a majority, or were before the fence).
+// has). As actor.Engine.Fence, the node then takes the others to own
+// everything under its last placement's epoch: when it sees a majority
+// again, it resumes that placement from its own checkpoints if the epoch
+// did not move (nobody else can own its fragments under it), or applies
+// the newer one, waiting for the hand-offs of what it gains. Standby
+// copies it keeps stay (they are the copies of owners that hold a
+// majority, or did before the fence).
 func (n *node) fence() {
 	c := n.c
 	c.counts.Fences++
 	c.trace("%s lost its majority (agreed %v): it stops its fragments and readers", n.name, n.agreed)
-	n.fenced = true
 	for _, i := range sortedKeys(n.readers) {
 		_ = n.readers[i].r.Close()
 	}
-	n.frags, n.readers, n.placed, n.running = map[int]*frag{}, map[int]*reader{}, nil, false
-	n.pending, n.handedOff = map[int]bool{}, map[int]uint64{}
-	n.since = c.now
+	n.frags, n.readers, n.pending = map[int]*frag{}, map[int]*reader{}, map[int]bool{}
+	others := slices.DeleteFunc(slices.Clone(n.placed.members), func(m string) bool { return m == n.name })
+	n.placed = &placed{epoch: n.placed.epoch, members: others,
+		layout: shard.LayOut(others, c.plan.Fragments(), len(c.parts), false)}
 }
 
 // placementEpoch is the largest epoch of a live member, as
@@ -601,42 +641,19 @@ func (n *node) placementEpoch() uint64 {
 	return e
 }
 
-// maybePlace places when the member list or the epoch changed: a
-// starting node once its member list has been still for Settle.
-func (n *node) maybePlace() error {
-	c := n.c
-	if !n.running && c.now.Sub(n.since) < c.cfg.Settle {
-		return nil
-	}
-	var members, leaving []string
-	for _, m := range n.alive {
-		if (m == n.name && n.leaving) || (m != n.name && n.peers[m].leaving) {
-			leaving = append(leaving, m)
-			continue
-		}
-		members = append(members, m)
-	}
-	epoch := n.placementEpoch()
-	if p := n.placed; p != nil && p.epoch == epoch && slices.Equal(p.members, members) && slices.Equal(p.leaving, leaving) {
-		return nil
-	}
-	if p := n.placed; p != nil && epoch < p.epoch {
-		return nil // placements only move forward
-	}
-	l := shard.LayOut(members, c.plan.Fragments(), len(c.parts), false)
-	next := &placed{epoch: epoch, members: members, leaving: leaving, layout: l}
-	return n.place(next)
-}
-
-// place carries out a new placement as the engine's Place does, from the
-// plan shard.Changes computes: kept fragments learn the epoch; lost ones
-// take a final checkpoint, stop and are handed to their new owner; gained
-// ones restore their newest local checkpoint and start (after a hand-off
-// from a live owner); readers move the same way.
-func (n *node) place(next *placed) error {
+// place carries out a new placement as the engine's Place does (or, for
+// a StepResume, its Resume), from the plan shard.Changes computes: kept
+// fragments learn the epoch; lost ones take a final checkpoint, stop and
+// are handed to their new owner; gained ones restore their newest local
+// checkpoint and start (after a hand-off from a live owner, unless the
+// node resumes); readers move the same way.
+func (n *node) place(next *placed, s shard.Step) error {
 	c := n.c
 	c.counts.Placements++
-	first := n.placed == nil
+	first, resume := s.First, s.Kind == shard.StepResume
+	if resume {
+		c.counts.Resumes++
+	}
 	var oldOwners []string
 	if first {
 		// As a node that joins a running cluster: the running nodes own
@@ -657,7 +674,7 @@ func (n *node) place(next *placed) error {
 		return slices.Contains(next.members, m) || slices.Contains(next.leaving, m)
 	}
 	changes := shard.Changes(n.name, oldOwners, next.layout.Fragments, live)
-	c.trace("%s places epoch %d over %v (leaving %v)", n.name, next.epoch, next.members, next.leaving)
+	c.trace("%s %ss epoch %d over %v (leaving %v)", n.name, s.Kind, next.epoch, next.members, next.leaving)
 	var started []int
 	for _, ch := range changes {
 		f := ch.Fragment
@@ -670,7 +687,7 @@ func (n *node) place(next *placed) error {
 				return nil // it crashed (a full disk)
 			}
 		case shard.Gain:
-			wait := ch.Handoff && n.handedOff[f] < next.epoch
+			wait := !resume && ch.Handoff && n.handedOff[f] < next.epoch
 			delete(n.handedOff, f)
 			if err := n.gain(f, next.epoch, wait); err != nil {
 				return err
@@ -739,7 +756,7 @@ func (n *node) fail(err error) {
 // holds a majority of its last agreed membership (it is not fenced).
 func (c *Cluster) Owns(name string) bool {
 	n := c.nodes[name]
-	return n != nil && n.up && !n.paused && !n.fenced && n.placed != nil
+	return n != nil && n.up && !n.paused && n.owns()
 }
 
 // Members is the member list a node sees (nil if it is down).

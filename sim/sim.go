@@ -124,8 +124,10 @@ type Counts struct {
 	Placements, Handoffs, Replicated, Fenced      int64
 	Stale                                         int64 // fragments that restored a copy older than what downstream applied
 	Crashes, Restarts, DiskFull                   int64
-	// Fences counts nodes that lost their majority and stopped owning.
-	Fences int64
+	// Fences counts nodes that lost their majority and stopped owning;
+	// Resumes those that took their old placement up again after one,
+	// the cluster having placed nothing newer meanwhile.
+	Fences, Resumes int64
 	// Resumed counts fragments that dropped their state after their
 	// node's pause (recovery.Machine.FollowPauses).
 	Resumed int64

@@ -108,8 +108,10 @@ func (c *Cluster) Placement() string {
 		p := c.nodes[name].placed
 		var d strings.Builder
 		switch n := c.nodes[name]; {
-		case n.fenced:
+		case n.follow.Fenced():
 			fmt.Fprintf(&d, "  fenced: no majority of %s (epoch %d); owns nothing\n", strings.Join(n.agreed, " "), n.agreedEpoch)
+		case n.follow.Away():
+			fmt.Fprintf(&d, "  back from a fence (epoch %d): waits to resume or place; owns nothing\n", n.follow.Epoch())
 		case p == nil:
 			d.WriteString("  not placed yet\n")
 		default:
