@@ -317,7 +317,6 @@ func (n *node) offer(f int, data []byte, from string) {
 // on (endWrite); a crash before keeps a random part of it.
 func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 	c := n.c
-	fr.lastCkpt = c.now
 	take := fr.m.Checkpoint
 	if !replicate {
 		take = fr.m.FinalCheckpoint // a hand-off's: the new owner waits for it
@@ -327,8 +326,12 @@ func (n *node) checkpoint(f int, fr *frag, replicate bool) error {
 		return err
 	}
 	if cp == nil {
+		// None taken (one is being written, or the fragment verifies its
+		// restored copy): asked again at the next tick, as the fragment
+		// actor does, not a whole interval later.
 		return nil
 	}
+	fr.lastCkpt = c.now
 	if !n.writable() {
 		return errCrashed
 	}
