@@ -384,12 +384,14 @@ func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payloa
 }
 
 // recView is a record of a batch being decoded, read but not yet
-// decoded: its key's bytes and its event's, the latter without the key's
-// bytes where at >= 0 (the key stood at byte at).
+// decoded: where its key's bytes and its event's are in the part's bytes,
+// the event without the key's bytes where at >= 0 (the key stood at byte
+// at of the event). It holds no pointers: the scratch of views costs the
+// collector nothing.
 type recView struct {
-	off, ts int64
-	kb, vb  []byte
-	at      int
+	off, ts      int64
+	k, kn, v, vn int
+	at           int
 }
 
 // decodeScratch is decodeParts' scratch, kept in a pool: a node decodes
@@ -417,7 +419,6 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		return nil, nil, err
 	}
 	views := sc.views
-	defer clear(sc.views) // the batch's bytes stay collectable
 
 	var items []Rec[K, T]
 	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
@@ -437,12 +438,14 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	hashed := batch && find.hashed()
 	kb := &sc.keys
 	if batch {
-		kb.reset(n)
+		kb.reset(b, n)
 		for i := range views {
-			kb.kbs = append(kb.kbs, views[i].kb)
+			v := &views[i]
+			var h uint64
 			if hashed {
-				kb.hs = append(kb.hs, shard.Bytes(views[i].kb))
+				h = shard.Bytes(b[v.k : v.k+v.kn])
 			}
+			kb.add(v.k, v.kn, h)
 		}
 		kb.find(find)
 		defer kb.done()
@@ -456,12 +459,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	var scratch []byte
 	for i := range views {
 		v := &views[i]
-		vb := v.vb
+		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
 		if v.at >= 0 {
 			if !copies {
 				scratch = nil
 			}
-			scratch = append(append(append(scratch[:0], vb[:v.at]...), v.kb...), vb[v.at:]...)
+			scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
 			vb = scratch
 		}
 		var k K
@@ -474,12 +477,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 			in.last = kb.got[i]
 		case kd != nil && !batch:
 			in.find = find
-			k, err = kd.decodeInterned(v.kb, in)
+			k, err = kd.decodeInterned(key, in)
 			in.find = nil
 		case kd != nil:
-			k, err = kd.decodeInterned(v.kb, in) // not in the table: the slots
+			k, err = kd.decodeInterned(key, in) // not in the table: the slots
 		default:
-			k, err = c.kc.Decode(v.kb)
+			k, err = c.kc.Decode(key)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
@@ -508,46 +511,95 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 // readViews reads n records from b into sc.views and returns what
 // follows them.
 func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, error) {
-	r := &batchReader{b: b}
 	if cap(sc.views) < n {
 		sc.views = make([]recView, 0, n)
 	}
 	views := sc.views[:0]
+	fail := func(what string) ([]byte, error) {
+		sc.views = views[:0]
+		return nil, fmt.Errorf("malformed batch: %s", what)
+	}
 	var off, ts int64
+	p := 0
+	// Each field's uvarint is read inline when it takes one byte, as
+	// nearly all do; uvarintAt reads the others.
 	for i := range n {
-		d := r.varint("offset")
+		var d, dt int64
+		var kn, h, kat uint64
+		if p < len(b) && b[p] < 0x80 {
+			d, p = int64(b[p]>>1)^-int64(b[p]&1), p+1
+		} else if kn, p = uvarintAt(b, p); p < 0 {
+			return fail("offset")
+		} else {
+			d = int64(kn>>1) ^ -int64(kn&1)
+		}
 		if i == 0 {
 			off = d
 		} else {
 			off += d
 		}
 		if et {
-			ts += r.varint("event time")
-		}
-		v := recView{kb: r.bytes("key"), at: -1}
-		if !shared {
-			v.vb = r.bytes("event")
-		} else if h := r.uvarint("event"); h&1 == 0 {
-			v.vb = r.take(h>>1, "event")
-		} else {
-			at := r.uvarint("key position")
-			v.vb = r.take(h>>1, "event")
-			if r.err == nil && at > uint64(len(v.vb)) {
-				r.fail("key position")
+			if dt, p = varintAt(b, p); p < 0 {
+				return fail("event time")
 			}
-			v.at = int(at)
+			ts += dt
 		}
-		if r.err != nil {
-			sc.views = views[:0]
-			return nil, r.err
+		v := recView{off: off, ts: ts, at: -1}
+		if p < len(b) && b[p] < 0x80 {
+			kn, p = uint64(b[p]), p+1
+		} else if kn, p = uvarintAt(b, p); p < 0 {
+			return fail("key")
 		}
+		if kn > uint64(len(b)-p) {
+			return fail("key")
+		}
+		v.k, v.kn, p = p, int(kn), p+int(kn)
+		if p < len(b) && b[p] < 0x80 {
+			h, p = uint64(b[p]), p+1
+		} else if h, p = uvarintAt(b, p); p < 0 {
+			return fail("event")
+		}
+		if shared {
+			spliced := h&1 != 0
+			if h >>= 1; spliced {
+				if kat, p = uvarintAt(b, p); p < 0 {
+					return fail("key position")
+				}
+				if kat > h {
+					return fail("key position")
+				}
+				v.at = int(kat)
+			}
+		}
+		if h > uint64(len(b)-p) {
+			return fail("event")
+		}
+		v.v, v.vn, p = p, int(h), p+int(h)
 		if (i > 0 && d < 0) || off < 0 {
 			sc.views = views[:0]
 			return nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
 		}
-		v.off, v.ts = off, ts
 		views = append(views, v)
 	}
 	sc.views = views
-	return r.b, nil
+	return b[p:], nil
+}
+
+// uvarintAt reads the uvarint at b[p:]: its value and the place after it,
+// or -1.
+func uvarintAt(b []byte, p int) (uint64, int) {
+	if p < 0 || p >= len(b) {
+		return 0, -1
+	}
+	v, n := binary.Uvarint(b[p:])
+	if n <= 0 {
+		return 0, -1
+	}
+	return v, p + n
+}
+
+// varintAt is uvarintAt for a varint.
+func varintAt(b []byte, p int) (int64, int) {
+	u, p := uvarintAt(b, p)
+	return int64(u>>1) ^ -int64(u&1), p
 }

@@ -179,32 +179,45 @@ const probeAhead = 3
 // keyBatch looks up a run of keys in a stringIndex at once (find). It
 // is scratch, reused from batch to batch.
 type keyBatch struct {
-	kbs   [][]byte // the keys' bytes
-	hs    []uint64 // their hashes (shard.Bytes), with a hash index
-	got   []string // the table's string equal to kbs[i], if found[i]
+	buf   []byte    // where the keys' bytes are
+	spans []keySpan // the keys in buf
+	hs    []uint64  // their hashes (shard.Bytes), with a hash index
+	got   []string  // the table's string equal to key i, if found[i]
 	found []bool
 	ents  []uint64
 	sum   byte // the first bytes read, kept so that the reads stay
 }
 
-// reset makes room for n keys.
-func (kb *keyBatch) reset(n int) {
-	if cap(kb.kbs) < n {
-		kb.kbs, kb.hs = make([][]byte, 0, n), make([]uint64, 0, n)
+type keySpan struct{ at, n int }
+
+// reset makes room for n keys in buf.
+func (kb *keyBatch) reset(buf []byte, n int) {
+	if cap(kb.spans) < n {
+		kb.spans, kb.hs = make([]keySpan, 0, n), make([]uint64, 0, n)
 		kb.got, kb.found, kb.ents = make([]string, n), make([]bool, n), make([]uint64, n)
 	}
-	kb.kbs, kb.hs = kb.kbs[:0], kb.hs[:0]
+	kb.buf, kb.spans, kb.hs = buf, kb.spans[:0], kb.hs[:0]
+}
+
+// add adds the key buf[at:at+n], whose hash is h.
+func (kb *keyBatch) add(at, n int, h uint64) {
+	kb.spans = append(kb.spans, keySpan{at, n})
+	kb.hs = append(kb.hs, h)
+}
+
+func (kb *keyBatch) key(i int) []byte {
+	s := kb.spans[i]
+	return kb.buf[s.at : s.at+s.n]
 }
 
 // done drops what the scratch refers to: the batch's bytes and the
 // table's strings stay collectable.
 func (kb *keyBatch) done() {
-	clear(kb.kbs[:cap(kb.kbs)])
-	clear(kb.got[:len(kb.kbs)])
-	kb.kbs = kb.kbs[:0]
+	clear(kb.got[:len(kb.spans)])
+	kb.buf, kb.spans = nil, kb.spans[:0]
 }
 
-// find finds kb.kbs in s.
+// find finds the keys in s.
 //
 // One lookup reads three places the caches rarely hold for keys from
 // another node: the key's entry in the index, the slot's string header
@@ -213,11 +226,11 @@ func (kb *keyBatch) done() {
 // key's place before any is needed, so the CPU waits for the misses of a
 // step together. A key not at its home place is probed alone.
 func (kb *keyBatch) find(s *stringIndex) {
-	n := len(kb.kbs)
+	n := len(kb.spans)
 	got, found := kb.got[:n], kb.found[:n]
 	if s.x == nil {
-		for i, b := range kb.kbs {
-			got[i], found[i] = s.find(b)
+		for i := range n {
+			got[i], found[i] = s.find(kb.key(i))
 		}
 		return
 	}
@@ -254,7 +267,8 @@ func (kb *keyBatch) find(s *stringIndex) {
 		}
 	}
 	kb.sum = sum
-	for i, b := range kb.kbs {
+	for i := range n {
+		b := kb.key(i)
 		if found[i] && got[i] == string(b) {
 			continue
 		}

@@ -202,12 +202,19 @@ func TestKeyBatchFinds(t *testing.T) {
 				keys = append(keys, fmt.Sprintf("k%d", i))
 			}
 			keys = append(keys, "", "k", "k1\x00")
-			kb.reset(len(keys))
+			var buf []byte
 			for _, k := range keys {
-				kb.kbs = append(kb.kbs, []byte(k))
+				buf = append(buf, k...)
+			}
+			kb.reset(buf, len(keys))
+			at := 0
+			for _, k := range keys {
+				var h uint64
 				if hashed {
-					kb.hs = append(kb.hs, shard.String(k))
+					h = shard.String(k)
 				}
+				kb.add(at, len(k), h)
+				at += len(k)
 			}
 			kb.find(tb.stringIndex())
 			for i, k := range keys {
@@ -231,8 +238,8 @@ func TestKeyBatchFinds(t *testing.T) {
 	var kb keyBatch
 	empty := newTable[string, int64](nil, nil)
 	empty.idx, empty.hash = nil, keyHasher[string](nil)
-	kb.reset(1)
-	kb.kbs, kb.hs = append(kb.kbs, []byte("a")), append(kb.hs, shard.String("a"))
+	kb.reset([]byte("a"), 1)
+	kb.add(0, 1, shard.String("a"))
 	kb.find(empty.stringIndex())
 	if kb.found[0] {
 		t.Fatal("an empty table found a key")
