@@ -32,10 +32,11 @@ type Interner struct {
 	// stageKeys[s], when set, finds a key of keyed stage s in a table of
 	// the fragment the Interner belongs to (Fragment.Interner), by its
 	// bytes: the string the state holds. A key decoded from another
-	// node's batch is then looked up once in the table's map, which the
+	// node's batch is then looked up once in the table's index, which the
 	// apply reads again from the caches and compares by pointer, rather
 	// than in the slots first: they missed the caches as often as the
-	// map. find is the one of the key being decoded now.
+	// index. A batch's keys are looked up together (keyBatch, from
+	// decodeParts); find is the index String tries for one key.
 	stageKeys []*stringIndex
 	find      *stringIndex
 }
