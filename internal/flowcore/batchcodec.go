@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"unsafe"
+
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // Batches cross nodes in this encoding (inside a wire.Batch):
@@ -261,12 +264,19 @@ const spliceRoom = 11
 // without the bytes of the key encoded (with its length) at
 // dst[kmark:kend], if it holds them, and with its header h (and at) in
 // front.
-func spliceKey(dst []byte, kmark, kend, mark int) []byte {
+// hint is where the key stood in the event before (-1: nowhere): the
+// events of a run mostly hold it at one place, looked at first. Any place
+// of the key's bytes decodes alike. It returns where the key stood.
+func spliceKey(dst []byte, kmark, kend, mark, hint int) ([]byte, int) {
 	_, m := binary.Uvarint(dst[kmark:kend])
 	key, ev := dst[kmark+m:kend], dst[mark+spliceRoom:]
 	at := -1
 	if len(key) >= minSharedKey {
-		at = bytes.Index(ev, key)
+		if hint >= 0 && hint+len(key) <= len(ev) && string(ev[hint:hint+len(key)]) == string(key) {
+			at = hint
+		} else {
+			at = bytes.Index(ev, key)
+		}
 	}
 	var tmp [2 * binary.MaxVarintLen64]byte
 	var l int
@@ -285,7 +295,7 @@ func spliceKey(dst []byte, kmark, kend, mark int) []byte {
 		w += copy(dst[w:], ev[:at])
 		w += copy(dst[w:], ev[at+len(key):])
 	}
-	return dst[:w]
+	return dst[:w], at
 }
 
 // recsEncoder is where a run of records being encoded is: the offset and
@@ -293,6 +303,7 @@ func spliceKey(dst []byte, kmark, kend, mark int) []byte {
 type recsEncoder struct {
 	n               int
 	prevOff, prevTS int64
+	at              int // where the last event held its key (spliceKey), -1: nowhere
 }
 
 // appendRec appends one record of a run: its offset (the first absolute,
@@ -331,7 +342,11 @@ func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], t
 	if dst, err = c.ec.Append(dst, it.Val); err != nil {
 		return nil, fmt.Errorf("encode event: %w", err)
 	}
-	return spliceKey(dst, kmark, kend, mark), nil
+	if e.n == 1 {
+		e.at = -1
+	}
+	dst, e.at = spliceKey(dst, kmark, kend, mark, e.at)
+	return dst, nil
 }
 
 // putLength writes the length of dst[mark+5:] as a uvarint at mark and
@@ -368,10 +383,43 @@ func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payloa
 	return c.decodeParts(b, n, et, in, false)
 }
 
+// recView is a record of a batch being decoded, read but not yet
+// decoded: where its key's bytes and its event's are in the part's bytes,
+// the event without the key's bytes where at >= 0 (the key stood at byte
+// at of the event). It holds no pointers: the scratch of views costs the
+// collector nothing.
+type recView struct {
+	off, ts      int64
+	k, kn, v, vn int
+	at           int
+}
+
+// decodeScratch is decodeParts' scratch, kept in a pool: a node decodes
+// many fragments' batches, one fragment's at a time on each goroutine.
+type decodeScratch struct {
+	views []recView
+	keys  keyBatch
+}
+
+var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
+
 // decodeParts reads n records; shared: in the form that may splice an
 // event's key out of it (encodeWire).
+//
+// It reads every record's bytes first, then decodes them: the keys of a
+// stage whose fragment holds a table of plain strings are looked up in it
+// together (keyBatch), and each record carries its key's hash on to the
+// table (Rec.h), which then finds the key in the places the lookup just
+// read rather than hashing it again.
 func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error) {
-	r := &batchReader{b: b}
+	sc := decodeScratches.Get().(*decodeScratch)
+	defer decodeScratches.Put(sc)
+	rest, err := readViews(sc, b, n, et, shared)
+	if err != nil {
+		return nil, nil, err
+	}
+	views := sc.views
+
 	var items []Rec[K, T]
 	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
 		items = (*s)[:0]
@@ -385,6 +433,23 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		kd, ed = nil, nil
 	}
 	find := in.keyFinder(c.stage)
+	_, plain := c.kc.(stringCodec[K])
+	batch := kd != nil && find != nil && plain
+	hashed := batch && find.hashed()
+	kb := &sc.keys
+	if batch {
+		kb.reset(b, n)
+		for i := range views {
+			v := &views[i]
+			var h uint64
+			if hashed {
+				h = shard.Bytes(b[v.k : v.k+v.kn])
+			}
+			kb.add(v.k, v.kn, h)
+		}
+		kb.find(find)
+		defer kb.done()
+	}
 	if et {
 		p.ts = make([]int64, 0, n)
 	}
@@ -392,68 +457,149 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	// for codecs of ours, which copy what they keep; a fresh one for each
 	// event of any other, which may keep the bytes it was given.
 	var scratch []byte
+	for i := range views {
+		v := &views[i]
+		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
+		if v.at >= 0 {
+			if !copies {
+				scratch = nil
+			}
+			scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
+			vb = scratch
+		}
+		var k K
+		var err error
+		switch {
+		case batch && kb.found[i]:
+			// The table's own string; the event's copy of the key is
+			// decoded right after and finds it as the last one.
+			*(*string)(unsafe.Pointer(&k)) = kb.got[i]
+			in.last = kb.got[i]
+		case kd != nil && !batch:
+			in.find = find
+			k, err = kd.decodeInterned(key, in)
+			in.find = nil
+		case kd != nil:
+			k, err = kd.decodeInterned(key, in) // not in the table: the slots
+		default:
+			k, err = c.kc.Decode(key)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
+		}
+		var val T
+		if ed != nil {
+			val, err = ed.decodeInterned(vb, in)
+		} else {
+			val, err = c.ec.Decode(vb)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
+		}
+		r := Rec[K, T]{Key: k, Val: val, Off: v.off}
+		if hashed {
+			r.h = kb.hs[i]
+		}
+		p.items = append(p.items, r)
+		if et {
+			p.ts = append(p.ts, v.ts)
+		}
+	}
+	return p, rest, nil
+}
+
+// readViews reads n records from b into sc.views and returns what
+// follows them.
+func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, error) {
+	if cap(sc.views) < n {
+		sc.views = make([]recView, 0, n)
+	}
+	views := sc.views[:0]
+	fail := func(what string) ([]byte, error) {
+		sc.views = views[:0]
+		return nil, fmt.Errorf("malformed batch: %s", what)
+	}
 	var off, ts int64
+	p := 0
+	// Each field's uvarint is read inline when it takes one byte, as
+	// nearly all do; uvarintAt reads the others.
 	for i := range n {
-		d := r.varint("offset")
+		var d, dt int64
+		var kn, h, kat uint64
+		if p < len(b) && b[p] < 0x80 {
+			d, p = int64(b[p]>>1)^-int64(b[p]&1), p+1
+		} else if kn, p = uvarintAt(b, p); p < 0 {
+			return fail("offset")
+		} else {
+			d = int64(kn>>1) ^ -int64(kn&1)
+		}
 		if i == 0 {
 			off = d
 		} else {
 			off += d
 		}
 		if et {
-			ts += r.varint("event time")
-		}
-		kb := r.bytes("key")
-		var vb []byte
-		if !shared {
-			vb = r.bytes("event")
-		} else if h := r.uvarint("event"); h&1 == 0 {
-			vb = r.take(h>>1, "event")
-		} else {
-			at := r.uvarint("key position")
-			rest := r.take(h>>1, "event")
-			if r.err == nil && at > uint64(len(rest)) {
-				r.fail("key position")
+			if dt, p = varintAt(b, p); p < 0 {
+				return fail("event time")
 			}
-			if r.err == nil {
-				if !copies {
-					scratch = nil
+			ts += dt
+		}
+		v := recView{off: off, ts: ts, at: -1}
+		if p < len(b) && b[p] < 0x80 {
+			kn, p = uint64(b[p]), p+1
+		} else if kn, p = uvarintAt(b, p); p < 0 {
+			return fail("key")
+		}
+		if kn > uint64(len(b)-p) {
+			return fail("key")
+		}
+		v.k, v.kn, p = p, int(kn), p+int(kn)
+		if p < len(b) && b[p] < 0x80 {
+			h, p = uint64(b[p]), p+1
+		} else if h, p = uvarintAt(b, p); p < 0 {
+			return fail("event")
+		}
+		if shared {
+			spliced := h&1 != 0
+			if h >>= 1; spliced {
+				if kat, p = uvarintAt(b, p); p < 0 {
+					return fail("key position")
 				}
-				scratch = append(append(append(scratch[:0], rest[:at]...), kb...), rest[at:]...)
-				vb = scratch
+				if kat > h {
+					return fail("key position")
+				}
+				v.at = int(kat)
 			}
 		}
-		if r.err != nil {
-			return nil, nil, r.err
+		if h > uint64(len(b)-p) {
+			return fail("event")
 		}
+		v.v, v.vn, p = p, int(h), p+int(h)
 		if (i > 0 && d < 0) || off < 0 {
-			return nil, nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
+			sc.views = views[:0]
+			return nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
 		}
-		var k K
-		var err error
-		if kd != nil {
-			in.find = find
-			k, err = kd.decodeInterned(kb, in)
-			in.find = nil
-		} else {
-			k, err = c.kc.Decode(kb)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
-		}
-		var v T
-		if ed != nil {
-			v, err = ed.decodeInterned(vb, in)
-		} else {
-			v, err = c.ec.Decode(vb)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
-		}
-		p.items = append(p.items, Rec[K, T]{Key: k, Val: v, Off: off})
-		if et {
-			p.ts = append(p.ts, ts)
-		}
+		views = append(views, v)
 	}
-	return p, r.b, nil
+	sc.views = views
+	return b[p:], nil
+}
+
+// uvarintAt reads the uvarint at b[p:]: its value and the place after it,
+// or -1.
+func uvarintAt(b []byte, p int) (uint64, int) {
+	if p < 0 || p >= len(b) {
+		return 0, -1
+	}
+	v, n := binary.Uvarint(b[p:])
+	if n <= 0 {
+		return 0, -1
+	}
+	return v, p + n
+}
+
+// varintAt is uvarintAt for a varint.
+func varintAt(b []byte, p int) (int64, int) {
+	u, p := uvarintAt(b, p)
+	return int64(u>>1) ^ -int64(u&1), p
 }

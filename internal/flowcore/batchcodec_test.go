@@ -70,6 +70,9 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		in := flowstest.NewInput[stamped](1)
 		words := []string{"a", "bb", "ccc", "", "é", "a b"}
+		for i := range rapid.IntRange(0, 400).Draw(t, "more words") {
+			words = append(words, fmt.Sprintf("w%d", i)) // enough keys to collide in a table's index
+		}
 		for i := range rapid.IntRange(0, 300).Draw(t, "lines") {
 			var parts []string
 			for range rapid.IntRange(0, 4).Draw(t, fmt.Sprint("words", i)) {
@@ -83,16 +86,23 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 			t.Fatal(err)
 		}
 		direct, decoded := plan.NewFragment(0), plan.NewFragment(0)
-		var intern flowcore.Interner
-		interned := rapid.Bool().Draw(t, "interned")
+		// Decoded with no Interner, one of its own, or the fragment's,
+		// which finds keys in the fragment's tables (as a node does).
+		var intern *flowcore.Interner
+		switch rapid.IntRange(0, 2).Draw(t, "interner") {
+		case 1:
+			intern = new(flowcore.Interner)
+		case 2:
+			intern = decoded.Interner()
+		}
 		for _, b := range batches(t, plan, rapid.IntRange(1, 40).Draw(t, "batch")) {
 			enc, err := plan.EncodeBatch(nil, b)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var d *flowcore.Batch
-			if interned {
-				d, err = plan.DecodeBatchInterned(enc, &intern)
+			if intern != nil {
+				d, err = plan.DecodeBatchInterned(enc, intern)
 			} else {
 				d, err = plan.DecodeBatch(enc)
 			}
@@ -146,10 +156,25 @@ func FuzzDecodeBatch(f *testing.F) {
 		f.Add(enc)
 	}
 	f.Add([]byte{1, 0, 0, 0, 0, 2, 1, 1, 0, 0})
+	// held: a fragment whose tables hold the seeds' keys, so that its
+	// Interner finds keys in them (keyBatch).
+	held := plan.NewFragment(0)
+	for _, b := range batches(f, plan, 2) {
+		if err := held.Apply(b, b.PrevEnd); err != nil {
+			f.Fatal(err)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := plan.DecodeBatch(data)
+		bi, erri := plan.DecodeBatchInterned(data, held.Interner())
+		if (err == nil) != (erri == nil) {
+			t.Fatalf("decoded alone: %v; through a fragment's Interner: %v", err, erri)
+		}
 		if err != nil {
 			return
+		}
+		if a, c := fmt.Sprint(flowcore.BatchEvents(held, b)), fmt.Sprint(flowcore.BatchEvents(held, bi)); a != c {
+			t.Fatalf("decoded alone %s, through a fragment's Interner %s", a, c)
 		}
 		enc, err := plan.EncodeBatch(nil, b)
 		if err != nil {

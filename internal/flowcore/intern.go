@@ -32,12 +32,13 @@ type Interner struct {
 	// stageKeys[s], when set, finds a key of keyed stage s in a table of
 	// the fragment the Interner belongs to (Fragment.Interner), by its
 	// bytes: the string the state holds. A key decoded from another
-	// node's batch is then looked up once in the table's map, which the
+	// node's batch is then looked up once in the table's index, which the
 	// apply reads again from the caches and compares by pointer, rather
 	// than in the slots first: they missed the caches as often as the
-	// map. find is the one of the key being decoded now.
-	stageKeys []func(b []byte) (string, bool)
-	find      func(b []byte) (string, bool)
+	// index. A batch's keys are looked up together (keyBatch, from
+	// decodeParts); find is the index String tries for one key.
+	stageKeys []*stringIndex
+	find      *stringIndex
 }
 
 const (
@@ -57,7 +58,7 @@ func (in *Interner) String(b []byte) string {
 		return in.last
 	}
 	if in.find != nil {
-		if s, ok := in.find(b); ok {
+		if s, ok := in.find.find(b); ok {
 			in.last = s
 			return s
 		}
@@ -95,49 +96,176 @@ type internDecoder[T any] interface {
 
 // keysOf has i find the keys of stage with find, unless a table of the
 // stage was given before (any one holds every key the stage applied).
-func (in *Interner) keysOf(stage int, find func(b []byte) (string, bool)) {
+func (in *Interner) keysOf(stage int, find *stringIndex) {
 	if find == nil {
 		return
 	}
 	if stage >= len(in.stageKeys) {
-		in.stageKeys = append(in.stageKeys, make([]func([]byte) (string, bool), stage+1-len(in.stageKeys))...)
+		in.stageKeys = append(in.stageKeys, make([]*stringIndex, stage+1-len(in.stageKeys))...)
 	}
 	if in.stageKeys[stage] == nil {
 		in.stageKeys[stage] = find
 	}
 }
 
-// keyFinder is the finder of stage's keys, or nil.
-func (in *Interner) keyFinder(stage int) func(b []byte) (string, bool) {
+// keyFinder is the index of stage's keys, or nil.
+func (in *Interner) keyFinder(stage int) *stringIndex {
 	if in == nil || stage >= len(in.stageKeys) {
 		return nil
 	}
 	return in.stageKeys[stage]
 }
 
+// stringIndex finds the keys of a table keyed by plain strings by their
+// bytes, and hands out the table's own strings.
+type stringIndex struct {
+	x    *hashIndex       // the table's index; nil: idx
+	idx  map[string]int32 // a table without a hash index
+	keys *[]string        // the field: it grows by append
+}
+
 // stringKeys finds a key by its bytes, for a table keyed by plain strings
 // (nil for any other key type): the map lookup with the conversion in its
 // index expression does not allocate.
 func (t *table[K, V]) stringKeys() func(b []byte) (string, bool) {
-	keys, ok := any(&t.keys).(*[]string) // the field: it grows by append
+	s := t.stringIndex()
+	if s == nil {
+		return nil
+	}
+	return s.find
+}
+
+// stringIndex is the table's index of string keys, or nil for a table of
+// any other key type. With a hash index, the hash of a key's bytes
+// (shard.Bytes) is the table's hash of the key (keyHasher).
+func (t *table[K, V]) stringIndex() *stringIndex {
+	keys, ok := any(&t.keys).(*[]string)
 	if !ok {
 		return nil
 	}
 	if t.hash != nil {
-		return func(b []byte) (string, bool) {
-			p := hxFindBytes(&t.hx, *keys, b, shard.Bytes(b))
-			if p < 0 {
-				return "", false
+		return &stringIndex{x: &t.hx, keys: keys}
+	}
+	return &stringIndex{idx: any(t.idx).(map[string]int32), keys: keys}
+}
+
+// hashed reports whether the index finds keys by their stable hash.
+func (s *stringIndex) hashed() bool { return s.x != nil }
+
+// find returns the table's string equal to b, if it holds one.
+func (s *stringIndex) find(b []byte) (string, bool) {
+	if s.x != nil {
+		return s.findHashed(b, shard.Bytes(b))
+	}
+	i, ok := s.idx[string(b)]
+	if !ok {
+		return "", false
+	}
+	return (*s.keys)[i], true
+}
+
+func (s *stringIndex) findHashed(b []byte, h uint64) (string, bool) {
+	p := hxFindBytes(s.x, *s.keys, b, h)
+	if p < 0 {
+		return "", false
+	}
+	return (*s.keys)[s.x.slotAt(p)], true
+}
+
+// probeAhead is how many places after a key's home keyBatch.find looks
+// for its tag before it probes the key alone.
+const probeAhead = 3
+
+// keyBatch looks up a run of keys in a stringIndex at once (find). It
+// is scratch, reused from batch to batch.
+type keyBatch struct {
+	buf   []byte    // where the keys' bytes are
+	spans []keySpan // the keys in buf
+	hs    []uint64  // their hashes (shard.Bytes), with a hash index
+	got   []string  // the table's string equal to key i, if found[i]
+	found []bool
+	ents  []uint64
+}
+
+type keySpan struct{ at, n int }
+
+// reset makes room for n keys in buf.
+func (kb *keyBatch) reset(buf []byte, n int) {
+	if cap(kb.spans) < n {
+		kb.spans, kb.hs = make([]keySpan, 0, n), make([]uint64, 0, n)
+		kb.got, kb.found, kb.ents = make([]string, n), make([]bool, n), make([]uint64, n)
+	}
+	kb.buf, kb.spans, kb.hs = buf, kb.spans[:0], kb.hs[:0]
+}
+
+// add adds the key buf[at:at+n], whose hash is h.
+func (kb *keyBatch) add(at, n int, h uint64) {
+	kb.spans = append(kb.spans, keySpan{at, n})
+	kb.hs = append(kb.hs, h)
+}
+
+func (kb *keyBatch) key(i int) []byte {
+	s := kb.spans[i]
+	return kb.buf[s.at : s.at+s.n]
+}
+
+// done drops what the scratch refers to: the batch's bytes and the
+// table's strings stay collectable.
+func (kb *keyBatch) done() {
+	clear(kb.got[:len(kb.spans)])
+	kb.buf, kb.spans = nil, kb.spans[:0]
+}
+
+// find finds the keys in s.
+//
+// One lookup reads three places the caches rarely hold for keys from
+// another node: the key's entry in the index, the slot's string header
+// and the string's bytes. Looked up one after another, each waited for
+// the one before (a branch on what it read); here the entries of every
+// key are read first, then the headers of every candidate, then the keys
+// compared, so the CPU waits for the misses of a step together. A key not
+// near its home place is probed alone. (Reading each candidate's first
+// byte in a step of its own, before the comparisons, measured no faster.)
+func (kb *keyBatch) find(s *stringIndex) {
+	n := len(kb.spans)
+	got, found := kb.got[:n], kb.found[:n]
+	if s.x == nil {
+		for i := range n {
+			got[i], found[i] = s.find(kb.key(i))
+		}
+		return
+	}
+	x, keys, hs := s.x, *s.keys, kb.hs[:n]
+	if len(x.ents) == 0 {
+		clear(got)
+		clear(found)
+		return
+	}
+	ents, mask := kb.ents[:n], uint64(len(x.ents)-1)
+	for i, h := range hs {
+		ents[i] = x.ents[h>>x.shift]
+	}
+	for i, e := range ents {
+		// The first entry with the key's tag from its home place on: a
+		// key pushed off its home is mostly in the same cache line.
+		tag, p := hs[i]>>32, hs[i]>>x.shift
+		for range probeAhead {
+			if e == 0 || e>>32 == tag {
+				break
 			}
-			return (*keys)[t.hx.slotAt(p)], true
+			p = (p + 1) & mask
+			e = x.ents[p]
+		}
+		found[i] = e != 0 && e>>32 == tag
+		if found[i] {
+			got[i] = keys[int32(uint32(e))-1]
 		}
 	}
-	idx := any(t.idx).(map[string]int32)
-	return func(b []byte) (string, bool) {
-		i, ok := idx[string(b)]
-		if !ok {
-			return "", false
+	for i := range n {
+		b := kb.key(i)
+		if found[i] && got[i] == string(b) {
+			continue
 		}
-		return (*keys)[i], true
+		got[i], found[i] = s.findHashed(b, hs[i])
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"unsafe"
+
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // A key seen again is the same string, without an allocation, and the
@@ -102,7 +104,7 @@ func TestInternerFindsTableKeys(t *testing.T) {
 	tb := newTable[string, int64](nil, nil)
 	tb.insert("alpha", 1)
 	var in Interner
-	in.keysOf(0, tb.stringKeys())
+	in.keysOf(0, tb.stringIndex())
 	in.find = in.keyFinder(0)
 	if got := in.String([]byte("alpha")); unsafe.StringData(got) != unsafe.StringData(tb.keys[0]) {
 		t.Errorf("a known key decoded to %q, not the table's own string", got)
@@ -134,7 +136,7 @@ func BenchmarkInternerDecodeApply(b *testing.B) {
 	tabs := make([]*table[string, int64], frags)
 	for f := range frags {
 		tabs[f] = newTable[string, int64](nil, nil)
-		ins[f].keysOf(0, tabs[f].stringKeys())
+		ins[f].keysOf(0, tabs[f].stringIndex())
 		ins[f].find = ins[f].keyFinder(0)
 	}
 	keys := make([][][]byte, frags)
@@ -176,4 +178,70 @@ func BenchmarkInternerDecodeApply(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*part), "ns/key")
 	_ = sum
+}
+
+// keyBatch.find finds the table's own string of every key it holds, at its
+// home place, pushed off it or far from it, and no key it does not hold
+// (the empty key among them), for tables with a hash index and with a map.
+func TestKeyBatchFinds(t *testing.T) {
+	for _, hashed := range []bool{true, false} {
+		tb := newTable[string, int64](nil, nil)
+		if hashed {
+			tb.idx, tb.hash = nil, keyHasher[string](nil)
+		}
+		held := map[string]bool{}
+		for i := range 3000 {
+			k := fmt.Sprintf("k%d", i)
+			tb.insert(k, 1)
+			held[k] = true
+		}
+		var kb keyBatch
+		for round := range 3 {
+			var keys []string
+			for i := round; i < 6000; i += 3 {
+				keys = append(keys, fmt.Sprintf("k%d", i))
+			}
+			keys = append(keys, "", "k", "k1\x00")
+			var buf []byte
+			for _, k := range keys {
+				buf = append(buf, k...)
+			}
+			kb.reset(buf, len(keys))
+			at := 0
+			for _, k := range keys {
+				var h uint64
+				if hashed {
+					h = shard.String(k)
+				}
+				kb.add(at, len(k), h)
+				at += len(k)
+			}
+			kb.find(tb.stringIndex())
+			for i, k := range keys {
+				if kb.found[i] != held[k] {
+					t.Fatalf("hashed %v: %q found %v, held %v", hashed, k, kb.found[i], held[k])
+				}
+				if !kb.found[i] {
+					continue
+				}
+				j, _ := tb.lookup(k, 0)
+				if unsafe.StringData(kb.got[i]) != unsafe.StringData(tb.keys[j]) {
+					t.Fatalf("hashed %v: %q is not the table's own string", hashed, k)
+				}
+			}
+			kb.done()
+		}
+	}
+	if n := (&Interner{}).keyFinder(0); n != nil {
+		t.Fatal("an Interner without tables has a finder")
+	}
+	var kb keyBatch
+	empty := newTable[string, int64](nil, nil)
+	empty.idx, empty.hash = nil, keyHasher[string](nil)
+	kb.reset([]byte("a"), 1)
+	kb.add(0, 1, shard.String("a"))
+	kb.find(empty.stringIndex())
+	if kb.found[0] {
+		t.Fatal("an empty table found a key")
+	}
 }

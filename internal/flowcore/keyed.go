@@ -212,7 +212,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 			t.idx, t.hash = nil, ks.hash
 		}
 		fr.ops[op] = t
-		fr.intern.keysOf(ks.stage, t.stringKeys())
+		fr.intern.keysOf(ks.stage, t.stringIndex())
 		if ttl <= 0 {
 			ks.subscribeBulk(fr, func(k K, v T) { update(t, k, v) }, bulk(t), func() bool { return t.subs == nil })
 			return
