@@ -74,17 +74,18 @@ func BuildDir(t testing.TB, dir, name string) string {
 
 // BuildPackage compiles the main package of the module's build list at
 // importPath (a dependency's command, such as nats-server) as name, once
-// per test binary. Tests run a
-// broker this way, outside the test process, where the race detector
-// would multiply its CPU without looking at our code.
+// per test binary. Tests run a broker this way, outside the test process,
+// where the race detector would multiply its CPU without looking at our
+// code.
 func BuildPackage(t testing.TB, importPath, name string) string {
 	t.Helper()
 	return build(t, importPath, name)
 }
 
 // build compiles pkg (a directory or an import path) as name, once per
-// test binary. The go command's cache keeps the linked binary too: a
-// second test run links nothing.
+// test binary, into the directory kept between runs: go build compares
+// the build ID of the binary already there with what it would link, and
+// links nothing when they agree.
 func build(t testing.TB, pkg, name string) string {
 	t.Helper()
 	built.Lock()
