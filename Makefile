@@ -14,10 +14,10 @@ build:
 
 # What CI runs, in two passes. test-race runs every test with the race
 # detector (goleak runs in each TestMain). There the randomized tests of
-# sim and flowstest run a tenth or a fifth of their cases (sim/race_test.go
-# says why); test-full runs those two packages again without the race
-# detector, every case: 1,000 fault schedules, rapid's hundred checks, ten
-# rounds of network faults. Both passes are the test, and they run at the
+# sim, flowstest and recovery run a tenth or a fifth of their cases
+# (sim/race_test.go says why); test-full runs those packages again without
+# the race detector, every case: 1,000 fault schedules, rapid's hundred
+# checks, ten rounds of network faults, 400 seeds of the alert log. Both passes are the test, and they run at the
 # same time: the race pass leaves the cores idle for long stretches (tests
 # that wait on processes, failure detection and rates), which the full
 # pass's half-minute of CPU fills; one after the other they took that much
@@ -39,7 +39,7 @@ build:
 # -ldflags=-w leaves DWARF out of the test binaries (race reports and
 # panics symbolise from the binary's own tables): a fifth less CPU to link
 # some thirty race-instrumented binaries.
-FULLPKGS := ./sim ./flowstest
+FULLPKGS := ./sim ./flowstest ./recovery
 SLOWFIRST := ./examples/wordcount ./examples/visitors ./actor ./internal/browsertest ./bench
 test:
 	@$(MAKE) --no-print-directory -j2 test-race test-full

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-var alertSeeds = flag.Int("alertlog.seeds", 400, "seeds of TestAlertLogSimulated")
+var alertSeeds = flag.Int("alertlog.seeds", 0, "seeds of TestAlertLogSimulated (0: 400, or 40 with the race detector)")
 
 // The alert log's rules, simulated: three or five nodes exchange messages over
 // FIFO links that may lose them, apply placements late, evaluate slowly
@@ -30,6 +30,13 @@ var alertSeeds = flag.Int("alertlog.seeds", 400, "seeds of TestAlertLogSimulated
 // identically; -alertlog.seeds=N runs more.
 func TestAlertLogSimulated(t *testing.T) {
 	seeds := *alertSeeds
+	if seeds == 0 {
+		seeds = 400
+		if raceDetector {
+			seeds = 40
+			t.Logf("race detector on: %d seeds (make test runs 400 without it)", seeds)
+		}
+	}
 	if testing.Short() {
 		seeds = min(seeds, 50)
 	}

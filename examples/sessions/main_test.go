@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +19,38 @@ func TestMain(m *testing.M) { exampletest.Main(m) }
 var testArgs = []string{"-events", "300000", "-seed", "3", "-partitions", "3", "-users", "500",
 	"-fragments", "16", "-progress", "0", "-log-level", "error"}
 
+// sequentialRuns holds what sequential computed, by its arguments: the
+// tests share one input, which costs seconds under the race detector.
+// Callers must not change what it returns.
+var sequentialRuns struct {
+	sync.Mutex
+	done map[string]sequentialRun
+}
+
+type sequentialRun struct {
+	users map[string]User
+	hist  splice.Histogram
+}
+
 // sequential cuts every user's events, sorted by time, into sessions at
-// silences of at least the gap.
+// silences of at least the gap, once per args.
 func sequential(t *testing.T, args []string) (map[string]User, splice.Histogram) {
+	t.Helper()
+	key := strings.Join(args, " ")
+	sequentialRuns.Lock()
+	defer sequentialRuns.Unlock() // a second test waits for the first's result
+	if r, ok := sequentialRuns.done[key]; ok {
+		return r.users, r.hist
+	}
+	users, hist := computeSequential(t, args)
+	if sequentialRuns.done == nil {
+		sequentialRuns.done = map[string]sequentialRun{}
+	}
+	sequentialRuns.done[key] = sequentialRun{users, hist}
+	return users, hist
+}
+
+func computeSequential(t *testing.T, args []string) (map[string]User, splice.Histogram) {
 	t.Helper()
 	o := &Options{}
 	exampletest.ParseFlags(t, flagSet(o), args)
@@ -109,6 +139,7 @@ func TestSessionsExact(t *testing.T) {
 // Killed with SIGKILL mid-stream and restarted, the sessions, their
 // merges and the watermarks come back from the checkpoints: exact.
 func TestSIGKILLSessionsExact(t *testing.T) {
+	t.Parallel() // a real-process test: it mostly waits on its processes
 	users, hist := sequential(t, testArgs)
 	bin := exampletest.Build(t, "sessions")
 	args := append(append([]string(nil), testArgs...), "-data", t.TempDir(), "-checkpoint-interval", "100ms", "-rate", "150000")

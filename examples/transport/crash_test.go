@@ -122,23 +122,31 @@ func checkExact(t *testing.T, base string, want pipeline.Result, dirs ...string)
 	}
 }
 
-// Three nodes run the example; one is killed with SIGKILL mid-stream:
-// both survivors' OD views, and the nodes' trips files together, equal
-// the sequential program's.
+// Three nodes run the example. While pings stream in, snapshot reads
+// (snapshotReads) see the pipeline's stages at one cut; then one node is
+// killed with SIGKILL mid-stream: both survivors' OD views, and the
+// nodes' trips files together, equal the sequential program's.
 func TestThreeNodesOneKilledExact(t *testing.T) {
 	t.Parallel()
-	args, _, want := testArgs(t, 1500, 16, "-k", "1", "-rate", "40000") // the input lasts about 2.5 s
+	// At 20,000 pings/s the input lasts about 5 s: the reads and the kill
+	// fall in it.
+	args, _, want := testArgs(t, 1500, 16, "-k", "1", "-rate", "20000")
 	bin := exampletest.Build(t, "transport")
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	procs := exampletest.StartCluster(t, bin, args, dirs)
-	time.Sleep(1200 * time.Millisecond)
+	snapshotReads(t, procs, min(100, len(want.Trips)/10))
+	var trips struct{ Value int64 }
+	exampletest.GetJSON(t, procs[0].Base+"/v1/views/trips", &trips)
 	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	procs[2].Wait()
 	start := time.Now()
+	if trips.Value >= int64(len(want.Trips)) {
+		t.Fatalf("every trip (%d) was counted before the kill: the kill was not mid-stream", trips.Value)
+	}
 	waitComplete(t, procs[0].Base, len(want.Trips))
-	t.Logf("%d trips exact %v after the kill", len(want.Trips), time.Since(start))
+	t.Logf("%d trips (%d before the kill) exact %v after the kill", len(want.Trips), trips.Value, time.Since(start))
 	checkExact(t, procs[0].Base, want, dirs...)
 	waitComplete(t, procs[1].Base, len(want.Trips))
 	checkExact(t, procs[1].Base, want, dirs...)

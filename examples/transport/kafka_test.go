@@ -6,25 +6,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tessera-streams/tessera/examples/transport/pipeline"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 )
 
-// -produce writes the simulation into a topic of kfake (in the test
-// process), and -source kafka then computes from the topic exactly what
+// -produce writes the simulation into a topic of kfake (in a process
+// of its own), and -source kafka then computes from the topic exactly what
 // the sequential program computes from the simulation — what the
 // embedded source gives too (TestKAnonymityInEveryQueryForm) — while a
 // malformed record in the topic is dead-lettered, not applied.
 func TestKafkaSourceSameAsSimulation(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close) // after the example stops (cleanups run last first)
-	brokers := strings.Join(c.ListenAddrs(), ",")
+	addrs := exampletest.KafkaBroker(t) // stopped after the example (cleanups run last first)
+	brokers := strings.Join(addrs, ",")
 	const k = 2
 	args, s, want := testArgs(t, 800, 16, "-k", fmt.Sprint(k), "-brokers", brokers, "-topic", "pings")
 
@@ -35,7 +30,7 @@ func TestKafkaSourceSameAsSimulation(t *testing.T) {
 	if !strings.Contains(out.String(), fmt.Sprintf("produced %d pings", s.Pings())) {
 		t.Fatalf("-produce printed %q, want %d pings", out.String(), s.Pings())
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("pings"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic("pings"),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)

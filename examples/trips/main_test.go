@@ -223,19 +223,22 @@ func getOD(t *testing.T, base string) map[string]int64 {
 
 // waitComplete polls the views until they say they are complete (the
 // input fully processed, through both stages), for up to 90 s, and
-// checks that they then hold n trips.
+// checks that they then hold n trips. It polls the total and the cluster
+// state, which are small, and reads the od view (every cell) only once
+// they are complete.
 func waitComplete(t *testing.T, base string, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
+	var total struct {
+		Value    int64
+		Complete bool
+	}
+	var od odAnswer
+	var cl struct{ Complete bool }
 	for {
-		var total struct {
-			Value    int64
-			Complete bool
-		}
-		var od odAnswer
-		var cl struct{ Complete bool }
-		if exampletest.TryJSON(base+"/v1/views/trips", &total) && exampletest.TryJSON(base+"/v1/views/od?limit=100000", &od) &&
-			exampletest.TryJSON(base+"/v1/cluster", &cl) && total.Complete && od.Complete && cl.Complete {
+		total.Value, total.Complete, od, cl.Complete = 0, false, odAnswer{}, false
+		if exampletest.TryJSON(base+"/v1/views/trips", &total) && exampletest.TryJSON(base+"/v1/cluster", &cl) && total.Complete && cl.Complete &&
+			exampletest.TryJSON(base+"/v1/views/od?limit=100000", &od) && od.Complete {
 			var sum int64
 			for _, v := range od.cells() {
 				sum += v

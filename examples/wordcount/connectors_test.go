@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
@@ -49,13 +48,9 @@ func checkWords(t *testing.T, base string, want map[string]int64) {
 
 // -source kafka counts the lines of a topic's partitions, exactly.
 func TestKafkaSource(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "lines"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close) // after the example stops (cleanups run last first)
-	brokers := strings.Join(c.ListenAddrs(), ",")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("lines"))
+	addrs := exampletest.KafkaBroker(t, "lines:3") // stopped after the example (cleanups run last first)
+	brokers := strings.Join(addrs, ",")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic("lines"))
 	if err != nil {
 		t.Fatal(err)
 	}

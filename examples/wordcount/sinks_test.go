@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,12 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tessera-streams/tessera/connectors/file"
@@ -183,26 +182,18 @@ func checkKafkaUpdates(t *testing.T, brokers []string, want map[string]int64) {
 	for _, n := range want {
 		total += n
 	}
-	var got []update
-	waitFor(t, "all updates committed to the output topic", func() bool {
-		got = readCommittedUpdates(t, brokers, "counts")
-		return int64(len(got)) >= total
-	})
-	checkUpdates(t, got, want)
+	r := newCommittedReader(t, brokers, "counts")
+	waitFor(t, "all updates committed to the output topic", func() bool { return int64(len(r.read(t))) >= total })
+	checkUpdates(t, r.got, want)
 }
 
-// kafkaLines starts an in-process Kafka, in the test process so that it
-// outlives the nodes killed, with the topics lines and counts, and
-// returns its brokers and an admin client (which also produces, to
-// partitions set by hand).
+// kafkaLines starts a Kafka broker (kfake), in a process of its own so
+// that it outlives the nodes killed (see exampletest.KafkaBroker), with
+// the topics lines and counts, and returns its brokers and an admin
+// client (which also produces, to partitions set by hand).
 func kafkaLines(t *testing.T, parts int32) ([]string, *kgo.Client) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, "lines"), kfake.SeedTopics(parts, "counts"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close) // after the examples stop
-	brokers := c.ListenAddrs()
+	brokers := exampletest.KafkaBroker(t, fmt.Sprintf("lines:%d", parts), fmt.Sprintf("counts:%d", parts))
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +280,24 @@ func TestKafkaSinkNodeKilledExact(t *testing.T) {
 	checkKafkaUpdates(t, brokers, want)
 }
 
+// readCommittedUpdates reads every committed update of topic.
 func readCommittedUpdates(t *testing.T, brokers []string, topic string) []update {
+	t.Helper()
+	return newCommittedReader(t, brokers, topic).read(t)
+}
+
+// committedReader reads a topic with read_committed, each record once:
+// read goes on from where the last read stopped (a wait that polls the
+// output topic would otherwise decode it whole every 20 ms, under the
+// race detector).
+type committedReader struct {
+	cl    *kgo.Client
+	topic string
+	next  map[int32]int64 // the offset after the last record read, by partition
+	got   []update
+}
+
+func newCommittedReader(t *testing.T, brokers []string, topic string) *committedReader {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -297,44 +305,50 @@ func readCommittedUpdates(t *testing.T, brokers []string, topic string) []update
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(cl.Close)
+	return &committedReader{cl: cl, topic: topic, next: map[int32]int64{}}
+}
+
+// read reads the topic up to its committed ends as they are now, and
+// returns every update read so far.
+func (r *committedReader) read(t *testing.T) []update {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	ends, err := kadm.NewClient(r.cl).ListCommittedOffsets(ctx, r.topic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	left := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
+		if o.Offset > r.next[o.Partition] {
 			left[o.Partition] = o.Offset
 		}
 	})
-	var got []update
 	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
+		fs := r.cl.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
-			t.Fatalf("read %s: %v", topic, err)
+			t.Fatalf("read %s: %v", r.topic, err)
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := left[r.Partition]
-			if !ok || r.Offset >= end {
+		fs.EachRecord(func(rec *kgo.Record) {
+			if rec.Offset < r.next[rec.Partition] {
 				return
 			}
-			if r.Offset+1 >= end {
-				delete(left, r.Partition)
+			r.next[rec.Partition] = rec.Offset + 1
+			if end, ok := left[rec.Partition]; ok && rec.Offset+1 >= end {
+				delete(left, rec.Partition)
 			}
-			if r.Attrs.IsControl() {
+			if rec.Attrs.IsControl() {
 				return
 			}
-			u := update{id: string(r.Key), at: fmt.Sprintf("%d/%d by producer %d.%d", r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch)}
-			if err := json.Unmarshal(r.Value, &u.WordCount); err != nil {
-				t.Fatalf("record %s: %v", r.Value, err)
+			u := update{id: string(rec.Key), at: fmt.Sprintf("%d/%d by producer %d.%d", rec.Partition, rec.Offset, rec.ProducerID, rec.ProducerEpoch)}
+			if err := json.Unmarshal(rec.Value, &u.WordCount); err != nil {
+				t.Fatalf("record %s: %v", rec.Value, err)
 			}
-			got = append(got, u)
+			r.got = append(r.got, u)
 		})
 	}
-	return got
+	return r.got
 }
 
 // genArgs runs the generator at a rate that keeps the node busy across the
@@ -358,12 +372,28 @@ func TestFileSinkSIGKILLExact(t *testing.T) {
 	args := append(genArgs(n, data), "-sink", "file", "-sink-dir", out)
 	p := killRestarts(t, bin, args, 5, nil)
 	waitFinished(t, p.Base, n)
-	var got []update
-	waitFor(t, "all updates in the files", func() bool {
-		got = readSinkFiles(t, out)
-		return len(got) >= n
-	})
-	checkUpdates(t, got, sequentialCounts(n, 4, 7))
+	waitFor(t, "all updates in the files", func() bool { return sinkFileLines(t, out) >= n })
+	checkUpdates(t, readSinkFiles(t, out), sequentialCounts(n, 4, 7))
+}
+
+// sinkFileLines counts the complete lines in the sink's files: the wait
+// for them counts bytes, and the updates are decoded once, at the end
+// (150,000 lines cost seconds to decode under the race detector).
+func sinkFileLines(t *testing.T, dir string) int {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "fragment-*.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += bytes.Count(b, []byte("\n"))
+	}
+	return n
 }
 
 func readSinkFiles(t *testing.T, dir string) []update {
@@ -443,24 +473,12 @@ func TestNATSSinkSIGKILLExact(t *testing.T) {
 	checkUpdates(t, got, sequentialCounts(n, 4, 7))
 }
 
-// natsServer starts a NATS server with JetStream on 127.0.0.1, in the test
-// process so that it outlives the examples killed, and returns its URL and
-// a JetStream client.
+// natsServer starts a NATS server with JetStream on 127.0.0.1, in a
+// process of its own so that it outlives the examples killed (see
+// exampletest.NATSServer), and returns its URL and a JetStream client.
 func natsServer(t *testing.T) (string, jetstream.JetStream) {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { // after the examples stop
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready in 10s")
-	}
-	nc, err := natsgo.Connect(ns.ClientURL())
+	url := exampletest.NATSServer(t)
+	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +487,7 @@ func natsServer(t *testing.T) (string, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns.ClientURL(), js
+	return url, js
 }
 
 // -sink kafka on three nodes; n2 is SIGSTOPped, the others take its
@@ -523,9 +541,10 @@ func TestKafkaSinkNodeStoppedExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		fed += len(recs)
+		words := wordsIn(vs[:fed])
 		waitFor(t, fmt.Sprintf("the total of %d lines on n0", fed), func() bool {
 			var v struct{ Value int64 }
-			return exampletest.TryJSON(procs[0].Base+"/v1/views/total", &v) && v.Value == wordsIn(vs[:fed])
+			return exampletest.TryJSON(procs[0].Base+"/v1/views/total", &v) && v.Value == words
 		})
 	}
 	// placed reports whether node i applied a placement whose members
@@ -534,6 +553,7 @@ func TestKafkaSinkNodeStoppedExact(t *testing.T) {
 		var st struct{ Placement struct{ Members []string } }
 		return exampletest.TryJSON(procs[i].Base+"/v1/cluster?scope=local", &st) && slices.Contains(st.Placement.Members, "n2") == with
 	}
+	var resumed time.Time // when n2 was last let go on
 	for round := range rounds {
 		feed(chunk)
 		if err := zombie.Signal(syscall.SIGSTOP); err != nil {
@@ -550,6 +570,7 @@ func TestKafkaSinkNodeStoppedExact(t *testing.T) {
 		if err := zombie.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
+		resumed = time.Now()
 		stopped = false
 		waitFor(t, "every node placing with n2 again", func() bool { return placed(0, true) && placed(1, true) && placed(2, true) })
 		t.Logf("round %d: n2 stopped and resumed with %d of %d lines fed", round+1, fed, nLines)
@@ -559,8 +580,12 @@ func TestKafkaSinkNodeStoppedExact(t *testing.T) {
 	checkKafkaUpdates(t, brokers, want)
 	// A zombie's fragment that went on from its old state delivers again
 	// once the sink takes the fragment back, a fence backoff (10 s) after
-	// its first write was fenced: look again after that.
-	time.Sleep(12 * time.Second)
+	// its first write was fenced: look again after that. That write is
+	// one n2 began before its stop or right after it resumed (it notices
+	// the stop at once, and fences itself within milliseconds: it logs
+	// both), so it was refused within moments of the SIGCONT; the feeding
+	// and checks above used part of the wait already.
+	time.Sleep(time.Until(resumed.Add(10*time.Second + 5*time.Second)))
 	checkUpdates(t, readCommittedUpdates(t, brokers, "counts"), want)
 	// Each stop is noticed by n2's clock (a stop as long as the others'
 	// take-over time) or by its membership refuting its death.

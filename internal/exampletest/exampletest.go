@@ -6,17 +6,21 @@ package exampletest
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,14 +33,19 @@ import (
 	"github.com/tessera-streams/tessera/internal/syncbuf"
 )
 
-// built holds the examples Build compiled in this test binary: a
+// built holds the binaries Build compiled in this test binary: a
 // package's tests share one binary per example, as linking one costs
 // seconds of CPU (the example packages have up to twenty tests that start
-// one). Main removes them when the tests end.
+// one).
+//
+// They are built into a directory that stays from one run of the
+// package's tests to the next (under the system's temporary directory,
+// one per package directory): go build leaves a binary that is up to date
+// as it is, so a second run of the tests links nothing.
 var built struct {
 	sync.Mutex
 	dir  string
-	bins map[string]*buildOnce // by the directory built
+	bins map[string]*buildOnce // by the directory or import path built
 }
 
 type buildOnce struct {
@@ -46,38 +55,57 @@ type buildOnce struct {
 }
 
 // Build compiles the example in the test's working directory, once per
-// test binary (the package's TestMain must call Main).
+// test binary.
 func Build(t testing.TB, name string) string {
 	t.Helper()
 	return BuildDir(t, ".", name)
 }
 
 // BuildDir compiles the package in dir (relative to the test's working
-// directory) as name, once per test binary (the package's TestMain must
-// call Main).
+// directory) as name, once per test binary.
 func BuildDir(t testing.TB, dir, name string) string {
 	t.Helper()
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return build(t, abs, name)
+}
+
+// BuildPackage compiles the main package of the module's build list at
+// importPath (a dependency's command, such as nats-server) as name, once
+// per test binary. Tests run a broker this way, outside the test process,
+// where the race detector would multiply its CPU without looking at our
+// code.
+func BuildPackage(t testing.TB, importPath, name string) string {
+	t.Helper()
+	return build(t, importPath, name)
+}
+
+// build compiles pkg (a directory or an import path) as name, once per
+// test binary, into the directory kept between runs: go build compares
+// the build ID of the binary already there with what it would link, and
+// links nothing when they agree.
+func build(t testing.TB, pkg, name string) string {
+	t.Helper()
 	built.Lock()
 	if built.dir == "" {
-		if built.dir, err = os.MkdirTemp("", "exampletest-"); err != nil {
+		dir, err := buildDir()
+		if err != nil {
 			built.Unlock()
 			t.Fatal(err)
 		}
-		built.bins = map[string]*buildOnce{}
+		built.dir, built.bins = dir, map[string]*buildOnce{}
 	}
-	b := built.bins[abs]
+	b := built.bins[pkg]
 	if b == nil {
-		b = &buildOnce{bin: filepath.Join(built.dir, fmt.Sprintf("%s-%d", name, len(built.bins)))}
-		built.bins[abs] = b
+		b = &buildOnce{bin: filepath.Join(built.dir, name+"-"+shortHash(pkg))}
+		built.bins[pkg] = b
 	}
 	built.Unlock()
 	b.once.Do(func() {
-		if out, err := exec.Command("go", "build", "-ldflags=-w", "-o", b.bin, abs).CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %v\n%s", abs, err, out)
+		if out, err := exec.Command("go", "build", "-ldflags=-w", "-o", b.bin, pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
 	if b.err != nil {
@@ -86,17 +114,32 @@ func BuildDir(t testing.TB, dir, name string) string {
 	return b.bin
 }
 
-// Main runs a package's tests as goleak.VerifyTestMain does (with opts),
-// then removes the binaries Build made.
+// buildDir is the directory of the binaries that the tests of the
+// package in the working directory build: the same in every run of them,
+// and another for every package (and every checkout), so that two test
+// binaries never build into one file at once.
+func buildDir() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tessera-exampletest-%d", os.Getuid()), shortHash(wd))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("example binaries: %w", err)
+	}
+	return dir, nil
+}
+
+// shortHash names s in a path.
+func shortHash(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:8])
+}
+
+// Main runs a package's tests as goleak.VerifyTestMain does (with opts).
+// The binaries Build made stay for the next run (see built).
 func Main(m *testing.M, opts ...goleak.Option) {
-	goleak.VerifyTestMain(m, append(opts, goleak.Cleanup(func(code int) {
-		built.Lock()
-		if built.dir != "" {
-			os.RemoveAll(built.dir)
-		}
-		built.Unlock()
-		os.Exit(code)
-	}))...)
+	goleak.VerifyTestMain(m, opts...)
 }
 
 // FreePort is a free TCP address on 127.0.0.1.
@@ -350,4 +393,61 @@ func WaitDone(t testing.TB, base string, done func(ClusterState) bool) ClusterSt
 	}
 	t.Fatalf("not finished in 90s")
 	return ClusterState{}
+}
+
+// NATSServer starts the module's nats-server (built once, see
+// BuildPackage) with JetStream on 127.0.0.1, storing in a directory of the
+// test, and returns its URL once it is ready. It runs in a process of its
+// own, so it outlives the examples a test kills, and the test binary's
+// race detector does not multiply the CPU of every message it stores.
+// It is killed when the test ends, after the processes started later.
+func NATSServer(t testing.TB) string {
+	t.Helper()
+	bin := BuildPackage(t, "github.com/nats-io/nats-server/v2", "nats-server")
+	addr := FreePort(t)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Start(t, bin, "-a", host, "-p", port, "-js", "-sd", t.TempDir())
+	p.waitStderr(t, "nats-server", "Server is ready")
+	return "nats://" + addr
+}
+
+// KafkaBroker starts a Kafka broker (kfake, in the process of the command
+// kafkabroker, built once) on 127.0.0.1 with the topics given as
+// NAME:PARTITIONS, and returns its address once it serves. A process of
+// its own outlives the examples a test kills and costs no race-detector
+// CPU, as NATSServer's. It is killed when the test ends, after the
+// processes started later.
+func KafkaBroker(t testing.TB, topics ...string) []string {
+	t.Helper()
+	bin := BuildPackage(t, "github.com/tessera-streams/tessera/internal/exampletest/kafkabroker", "kafkabroker")
+	addr := FreePort(t)
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-port", port}
+	for _, topic := range topics {
+		args = append(args, "-topic", topic)
+	}
+	p := Start(t, bin, args...)
+	p.waitStderr(t, "kafkabroker", "kafkabroker ready on "+addr)
+	return []string{addr}
+}
+
+// waitStderr waits up to 30 s for the process (what) to log ready.
+func (p *Proc) waitStderr(t testing.TB, what, ready string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.Stderr(), ready); time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-p.Exited:
+			t.Fatalf("%s exited: %v\n%s", what, p.Err, p.Stderr())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready in 30s\n%s", what, p.Stderr())
+		}
+	}
 }
