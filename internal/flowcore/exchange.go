@@ -219,9 +219,12 @@ const exChunkLen = 1 << exChunkBits
 // exFree is how many forgotten chunks an exchange keeps to reuse, per
 // fragment: a fragment that keeps up forgets about as many chunks per
 // checkpoint interval as it fills, and fresh chunks were a quarter of what
-// the fragments allocated (the two-stage bench). A few suffice; more
-// would hold memory idle.
-const exFree = 8
+// the fragments allocated (the two-stage bench). With 8, the two-stage
+// bench still allocated a third more chunks than its logs hold at once (a
+// burst of forgotten chunks overflowed the list while others were about
+// to grow): 24 leaves about the chunks that first fill the logs. What it
+// may hold idle is 24 chunks of 36 KiB per fragment of that exchange.
+const exFree = 24
 
 // exPools holds the forgotten chunks of one exchange, shared by the logs
 // of all its fragments, and the records of its batch parts once applied.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -523,4 +524,42 @@ func TestExchangeRestoresPartEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(again)
+}
+
+// A string table numbers an entry's strings from 1 in the order first
+// seen, finds them again by where their bytes are, and forgets them when
+// the next entry starts — also when its numbers wrap and it clears, and
+// across growing.
+func TestExchangeStringTable(t *testing.T) {
+	strs := make([]string, 3000)
+	for i := range strs {
+		strs[i] = fmt.Sprint("s", i)
+	}
+	tab := &exStrings{slots: make([]exString, 1024)}
+	for round := range 4 {
+		switch round {
+		case 2:
+			tab.base, tab.n = math.MaxUint32/2-100, 0 // a table so used that this entry's numbers pass half the range
+		default:
+			tab.reset()
+		}
+		if round == 3 && tab.base != 0 {
+			t.Fatalf("base %d after a reset past half the range, want 0", tab.base)
+		}
+		n := 200 + round*900 // the last rounds grow the table
+		for i := range n {
+			if got := tab.find(strs[i]); got != 0 {
+				t.Fatalf("round %d: new string %d found as %d", round, i, got)
+			}
+			if got := tab.find(strs[i/2]); got != i/2+1 {
+				t.Fatalf("round %d: string %d numbered %d, want %d", round, i/2, got, i/2+1)
+			}
+		}
+		if got := tab.find(strings.Clone(strs[0])); got != 0 {
+			t.Fatalf("round %d: equal bytes elsewhere found as %d", round, got)
+		}
+		if got := tab.find(strs[0][:1]); got != 0 {
+			t.Fatalf("round %d: a prefix found as %d", round, got)
+		}
+	}
 }
