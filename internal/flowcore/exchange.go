@@ -183,7 +183,7 @@ type exWriter[K comparable, T any] struct {
 	rest     []restoredRec[K, T] // records read by restore, until restored
 	needN    int                 // records in the dests' need ranges
 	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
-	// The kind of the records entries it writes: exCompactEntry with
+	// The kind of the records entries it writes: exDenseEntry with
 	// compact, else exRecordEntry. restKind is the kind of those a
 	// restore read (entries of another kind are rewritten, as legacy).
 	recKind, restKind byte
@@ -360,7 +360,7 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 	w.et = p.channelET(w.ch)
 	w.recKind = exRecordEntry
 	if w.compact = newExCompact(codec.kc, codec.ec, w.et); w.compact != nil {
-		w.recKind = exCompactEntry
+		w.recKind = exDenseEntry
 	}
 	for ch := w.from; ; {
 		w.ancestors = append(w.ancestors, ch)
@@ -663,11 +663,12 @@ func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 // number below which fragment d's (4 bytes) records are forgotten (its
 // durable checkpoint covers them: trim); kind 3 the records numbered from
 // (8 bytes) on, for every fragment, up to the number in the value's head,
-// as a batch part encodes them; kind 4 the same in the compact form
+// as a batch part encodes them; kind 5 the same in the compact form
 // (exchangecompact.go), which an exchange of integer keys and plain
-// structs writes instead. Kind 1 is the format before, which a restore
-// still reads: the records for fragment d (4 bytes) numbered from (8
-// bytes) on. A restore reads records entries of any kind; the next
+// structs writes instead. Kinds 1 and 4 are formats before, which a
+// restore still reads: kind 1 the records for fragment d (4 bytes)
+// numbered from (8 bytes) on; kind 4 the compact form with every record's
+// number. A restore reads records entries of any kind; the next
 // checkpoint rewrites those of a kind the exchange does not write.
 const exchangeNamespace = math.MaxUint16 - 1
 
@@ -682,7 +683,7 @@ func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
 	switch kind {
-	case exRecordEntry, exCompactEntry:
+	case exRecordEntry, exCompactEntry, exDenseEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
 	case exTrimEntry:
 		k = binary.BigEndian.AppendUint32(k, uint32(from))
@@ -764,7 +765,7 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	val = binary.AppendUvarint(val, uint64(w.stage))
 	val = binary.AppendUvarint(val, uint64(n))
 	if w.compact != nil {
-		val = w.compact.encode(w, val, from, to)
+		val = w.compact.encode(w, val, from, to, w.recKind == exCompactEntry || int64(n) != to-from)
 		if n > 0 {
 			w.recBytes = (len(val) + n - 1) / n
 		}
@@ -819,7 +820,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		kind = key[2]
 	}
 	switch {
-	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry):
+	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry || kind == exDenseEntry):
 		from = int64(binary.BigEndian.Uint64(key[3:]))
 	case len(key) == 15 && kind == exDestEntry:
 		from = int64(binary.BigEndian.Uint64(key[7:]))
@@ -846,11 +847,12 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return fmt.Errorf("exchange %d: records entries overlap", w.edge)
 	}
 	at := len(w.rest)
-	if kind == exCompactEntry {
+	if kind == exCompactEntry || kind == exDenseEntry {
 		if w.compact == nil {
 			return fmt.Errorf("exchange %d: a compact records entry, which this exchange's codecs cannot read", w.edge)
 		}
-		err := w.compact.decode(r.b, int(n), from, to, func(rec Rec[K, T]) {
+		numbered := kind == exCompactEntry || int64(n) != to-from
+		err := w.compact.decode(r.b, int(n), from, to, numbered, func(rec Rec[K, T]) {
 			w.rest = append(w.rest, restoredRec[K, T]{rec: rec})
 		})
 		if err != nil {

@@ -340,6 +340,18 @@ func FuzzExchangeRestore(f *testing.F) {
 	}
 	k, v := legacyEntry(f, w, 1, []Rec[int64, countUpdate]{{Key: 1, Val: countUpdate{Key: "a", Value: 1}, Off: 3}}, 30)
 	f.Add(k, v)
+	old := exchangeWriter(f, 4) // compact entries with every record's number (kind 4)
+	old.recKind = exCompactEntry
+	for i := range int64(30) {
+		old.emit(i%7, countUpdate{Key: keys[i%4], Value: i % 7})
+	}
+	store = exStore{}
+	store.checkpoint(f, old)
+	for k, v := range store {
+		if k[2] == exCompactEntry {
+			f.Add([]byte(k), v)
+		}
+	}
 	f.Fuzz(func(t *testing.T, key, val []byte) {
 		r := exchangeWriter(t, 4)
 		if err := r.restore(r.entryKey(exSeqEntry, 0), binary.AppendVarint(nil, 30)); err != nil {
@@ -425,7 +437,7 @@ func BenchmarkExchange(b *testing.B) {
 // length. It is smaller than the form of a batch part.
 func TestExchangeCompactEntry(t *testing.T) {
 	w := exchangeWriter(t, 64)
-	if w.compact == nil || w.recKind != exCompactEntry {
+	if w.compact == nil || w.recKind != exDenseEntry {
 		t.Fatal("no compact form for an int64 key and a plain struct")
 	}
 	shared := make([]string, 50)
@@ -443,11 +455,12 @@ func TestExchangeCompactEntry(t *testing.T) {
 		}
 		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
 	}
-	for _, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}} {
+	for i, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}, {0, 3000}, {1000, 2049}} {
+		numbered := i >= 4 // kind 4's form, which numbers each record
 		head := binary.AppendVarint(nil, r[1])
-		val := w.compact.encode(w, head, r[0], r[1])
+		val := w.compact.encode(w, head, r[0], r[1], numbered)
 		var got []Rec[int64, countUpdate]
-		err := w.compact.decode(val[len(head):], int(r[1]-r[0]), r[0], r[1], func(rec Rec[int64, countUpdate]) { got = append(got, rec) })
+		err := w.compact.decode(val[len(head):], int(r[1]-r[0]), r[0], r[1], numbered, func(rec Rec[int64, countUpdate]) { got = append(got, rec) })
 		if err != nil {
 			t.Fatalf("records [%d, %d): %v", r[0], r[1], err)
 		}
@@ -475,55 +488,71 @@ func TestExchangeCompactEntry(t *testing.T) {
 	}
 }
 
-// A checkpoint whose records entries are in the form of a batch part
-// (kind 3, what checkpoints held before the compact form) restores into an
-// exchange that writes compact entries, and the next checkpoint replaces
-// them by one compact entry.
+// A checkpoint whose records entries are in a form before — of a batch
+// part (kind 3, before the compact form) or compact with every record's
+// number (kind 4) — restores into an exchange that writes the compact form
+// of kind 5, and the next checkpoint replaces them by one such entry.
 func TestExchangeRestoresPartEntries(t *testing.T) {
-	const fragments = 4
-	w := exchangeWriter(t, fragments)
-	w.compact, w.recKind = nil, exRecordEntry // writes kind 3, as before
-	per := make([][]string, fragments)
-	store := exStore{}
-	for i := range int64(120) {
-		w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
-		d := shard.Fragment(w.hash(i%9), fragments)
-		per[d] = append(per[d], fmt.Sprintf("%d:%d:k%d", i, i%9, i%5))
-		if i%40 == 39 {
-			store.checkpoint(t, w)
-		}
-	}
-	check := func(r *exWriter[int64, countUpdate]) {
-		t.Helper()
-		for d := range fragments {
-			if got := items(r.resend(d, 0)); !slices.Equal(got, per[d]) {
-				t.Fatalf("fragment %d resent %v, want %v", d, got, per[d])
+	for _, kind := range []byte{exRecordEntry, exCompactEntry} {
+		t.Run(fmt.Sprint("kind ", kind), func(t *testing.T) {
+			const fragments = 4
+			w := exchangeWriter(t, fragments)
+			w.recKind = kind // writes as before
+			if kind == exRecordEntry {
+				w.compact = nil
 			}
-		}
+			per := make([][]string, fragments)
+			store := exStore{}
+			for i := range int64(120) {
+				w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
+				d := shard.Fragment(w.hash(i%9), fragments)
+				per[d] = append(per[d], fmt.Sprintf("%d:%d:k%d", i, i%9, i%5))
+				if i%40 == 39 {
+					store.checkpoint(t, w)
+				}
+			}
+			written := 0
+			for k := range store {
+				if k[2] == kind {
+					written++
+				}
+			}
+			if written != 3 {
+				t.Fatalf("%d entries of kind %d written, want 3", written, kind)
+			}
+			check := func(r *exWriter[int64, countUpdate]) {
+				t.Helper()
+				for d := range fragments {
+					if got := items(r.resend(d, 0)); !slices.Equal(got, per[d]) {
+						t.Fatalf("fragment %d resent %v, want %v", d, got, per[d])
+					}
+				}
+			}
+			r := exchangeWriter(t, fragments)
+			if err := store.restore(r); err != nil {
+				t.Fatal(err)
+			}
+			check(r)
+			store.checkpoint(t, r)
+			compact := 0
+			for k := range store {
+				switch k[2] {
+				case exRecordEntry, exCompactEntry:
+					t.Fatalf("the checkpoint after a restore kept the entry %x of the form before", k)
+				case exDenseEntry:
+					compact++
+				}
+			}
+			if compact != 1 {
+				t.Fatalf("%d compact entries, want 1", compact)
+			}
+			again := exchangeWriter(t, fragments)
+			if err := store.restore(again); err != nil {
+				t.Fatal(err)
+			}
+			check(again)
+		})
 	}
-	r := exchangeWriter(t, fragments)
-	if err := store.restore(r); err != nil {
-		t.Fatal(err)
-	}
-	check(r)
-	store.checkpoint(t, r)
-	compact := 0
-	for k := range store {
-		switch k[2] {
-		case exRecordEntry:
-			t.Fatalf("the checkpoint after a restore kept the entry %x of the form before", k)
-		case exCompactEntry:
-			compact++
-		}
-	}
-	if compact != 1 {
-		t.Fatalf("%d compact entries, want 1", compact)
-	}
-	again := exchangeWriter(t, fragments)
-	if err := store.restore(again); err != nil {
-		t.Fatal(err)
-	}
-	check(again)
 }
 
 // A string table numbers an entry's strings from 1 in the order first

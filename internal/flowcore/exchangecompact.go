@@ -34,7 +34,16 @@ import (
 // table's updates carry the table's own string of a key, so a key's
 // updates share one pointer, and a lookup costs a hash of two words. Two
 // equal strings elsewhere are written twice, which is only bigger.
-const exCompactEntry = 4
+//
+// Kind 5 (exDenseEntry), what writers write now, is the same but for the
+// numbers: an entry that holds every record from from to to (no holes,
+// which only a restore leaves) writes none, as they are from, from+1, and
+// so on; an entry with holes writes them as kind 4 does. A log without
+// holes is the rule, and a record's number was one of its four fields.
+const (
+	exCompactEntry = 4
+	exDenseEntry   = 5
+)
 
 // exCompact is what an exchange writer needs for the compact form.
 type exCompact[K comparable, T any] struct {
@@ -57,12 +66,13 @@ func newExCompact[K comparable, T any](kc KeyCodec[K], ec Codec[T], et bool) *ex
 }
 
 // encode appends the records in the log's slots from to to (the holes left
-// out) after val, which holds the entry's head.
+// out) after val, which holds the entry's head; with numbered, each with
+// the distance of its number from the record's before.
 //
 // A plain loop over the chunks, not runs with a closure: val and prev
 // written through a closure's pointers took a write barrier check on every
 // append, and the calls a tenth of the time while the GC marks.
-func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) []byte {
+func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, numbered bool) []byte {
 	strs := exStringTables.Get().(*exStrings)
 	defer exStringTables.Put(strs)
 	strs.reset()
@@ -76,9 +86,12 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) 
 			if c.dest[k] == noDest {
 				continue
 			}
-			r, off := &c.recs[k], slot0+int64(k)
-			val = binary.AppendUvarint(val, uint64(off-prev))
-			prev = off
+			r := &c.recs[k]
+			if numbered {
+				off := slot0 + int64(k)
+				val = binary.AppendUvarint(val, uint64(off-prev))
+				prev = off
+			}
 			val = binary.AppendVarint(val, x.kc.get(&r.Key))
 			p := unsafe.Pointer(&r.Val)
 			for o := range ops {
@@ -105,18 +118,26 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) 
 }
 
 // decode reads n records numbered from from to to from b, which follows
-// the entry's head, and hands each to fn in order.
-func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, fn func(Rec[K, T])) error {
+// the entry's head, and hands each to fn in order; numbered says whether
+// the records carry their numbers, else n must be to-from.
+func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, numbered bool, fn func(Rec[K, T])) error {
+	if !numbered && int64(n) != to-from {
+		return fmt.Errorf("a compact records entry of %d records without numbers for [%d, %d)", n, from, to)
+	}
 	var strs []string
 	prev := from
 	for i := range n {
-		d, m := binary.Uvarint(b)
-		if m <= 0 || d > uint64(to-prev) || (i > 0 && d == 0) {
-			return fmt.Errorf("record %d of a compact records entry: bad number", i)
-		}
-		b = b[m:]
 		var r Rec[K, T]
-		r.Off = prev + int64(d)
+		if numbered {
+			d, m := binary.Uvarint(b)
+			if m <= 0 || d > uint64(to-prev) || (i > 0 && d == 0) {
+				return fmt.Errorf("record %d of a compact records entry: bad number", i)
+			}
+			b = b[m:]
+			r.Off = prev + int64(d)
+		} else {
+			r.Off = from + int64(i)
+		}
 		prev = r.Off
 		if r.Off >= to {
 			return fmt.Errorf("record %d of a compact records entry: numbered %d, past %d", i, r.Off, to)
