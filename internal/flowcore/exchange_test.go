@@ -352,6 +352,8 @@ func FuzzExchangeRestore(f *testing.F) {
 			f.Add([]byte(k), v)
 		}
 	}
+	f.Add(w.entryKey(exTrimsEntry, 0), []byte{0, 4, 0, 60})        // every fragment's trim point
+	f.Add(w.entryKey(exTrimEntry, 2), binary.AppendVarint(nil, 7)) // one, as before
 	f.Fuzz(func(t *testing.T, key, val []byte) {
 		r := exchangeWriter(t, 4)
 		if err := r.restore(r.entryKey(exSeqEntry, 0), binary.AppendVarint(nil, 30)); err != nil {
@@ -591,4 +593,61 @@ func TestExchangeStringTable(t *testing.T) {
 			t.Fatalf("round %d: a prefix found as %d", round, got)
 		}
 	}
+}
+
+// Trim points in the format before (an entry per fragment, kind 2)
+// restore, and the next checkpoint replaces them by the one entry of all
+// trim points (kind 6).
+func TestExchangeRestoresTrimEntries(t *testing.T) {
+	const fragments = 4
+	w := exchangeWriter(t, fragments)
+	for i := range int64(40) {
+		w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
+	}
+	store := exStore{}
+	store.checkpoint(t, w)
+	w.released(false)
+	w.takeDue(func(_ int, b *Batch) { b.Release() })
+	w.trim(1, 20)
+	w.trim(3, 40)
+	store.checkpoint(t, w)
+	want := []int64{0, 20, 0, 40}
+	// The same checkpoint as written before.
+	delete(store, string(w.entryKey(exTrimsEntry, 0)))
+	for d, base := range want {
+		if base > 0 {
+			store[string(w.entryKey(exTrimEntry, int64(d)))] = binary.AppendVarint(nil, base)
+		}
+	}
+	check := func(r *exWriter[int64, countUpdate]) {
+		t.Helper()
+		for d, base := range want {
+			if got, _ := r.kept(d); got != base {
+				t.Fatalf("fragment %d's records begin at %d, want %d", d, got, base)
+			}
+		}
+	}
+	r := exchangeWriter(t, fragments)
+	if err := store.restore(r); err != nil {
+		t.Fatal(err)
+	}
+	check(r)
+	store.checkpoint(t, r)
+	trims := 0
+	for k := range store {
+		switch k[2] {
+		case exTrimEntry:
+			t.Fatalf("the checkpoint after a restore kept the trim entry %x of the format before", k)
+		case exTrimsEntry:
+			trims++
+		}
+	}
+	if trims != 1 {
+		t.Fatalf("%d entries of trim points, want 1", trims)
+	}
+	again := exchangeWriter(t, fragments)
+	if err := store.restore(again); err != nil {
+		t.Fatal(err)
+	}
+	check(again)
 }
