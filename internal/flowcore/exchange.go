@@ -180,10 +180,15 @@ type exWriter[K comparable, T any] struct {
 	seqSaved int64 // the sequence number last written to a checkpoint
 	spans    [][2]int64
 	legacy   [][]byte
-	rest     []restoredRec[K, T] // records read by restore, until restored
-	needN    int                 // records in the dests' need ranges
-	recBytes int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
-	// The kind of the records entries it writes: exCompactEntry with
+	// trimsSaved says the checkpoint holds the trim points' entry (kind
+	// 6); legacyTrims are the fragments whose trim point a restore read
+	// from an entry of its own (kind 2), which the next delta replaces.
+	trimsSaved  bool
+	legacyTrims []int
+	rest        []restoredRec[K, T] // records read by restore, until restored
+	needN       int                 // records in the dests' need ranges
+	recBytes    int                 // about how many bytes a record takes encoded, to size a checkpoint entry at once
+	// The kind of the records entries it writes: exDenseEntry with
 	// compact, else exRecordEntry. restKind is the kind of those a
 	// restore read (entries of another kind are rewritten, as legacy).
 	recKind, restKind byte
@@ -219,9 +224,12 @@ const exChunkLen = 1 << exChunkBits
 // exFree is how many forgotten chunks an exchange keeps to reuse, per
 // fragment: a fragment that keeps up forgets about as many chunks per
 // checkpoint interval as it fills, and fresh chunks were a quarter of what
-// the fragments allocated (the two-stage bench). A few suffice; more
-// would hold memory idle.
-const exFree = 8
+// the fragments allocated (the two-stage bench). With 8, the two-stage
+// bench still allocated a third more chunks than its logs hold at once (a
+// burst of forgotten chunks overflowed the list while others were about
+// to grow): 24 leaves about the chunks that first fill the logs. What it
+// may hold idle is 24 chunks of 36 KiB per fragment of that exchange.
+const exFree = 24
 
 // exPools holds the forgotten chunks of one exchange, shared by the logs
 // of all its fragments, and the records of its batch parts once applied.
@@ -357,7 +365,7 @@ func newExWriter[K comparable, T any](fr *Fragment, edge int, codec *recsCodec[K
 	w.et = p.channelET(w.ch)
 	w.recKind = exRecordEntry
 	if w.compact = newExCompact(codec.kc, codec.ec, w.et); w.compact != nil {
-		w.recKind = exCompactEntry
+		w.recKind = exDenseEntry
 	}
 	for ch := w.from; ; {
 		w.ancestors = append(w.ancestors, ch)
@@ -656,30 +664,38 @@ func (w *exWriter[K, T]) unreleased() bool { return w.rel < w.seq }
 func (w *exWriter[K, T]) retained() int { return int(w.seq-w.split) + w.needN }
 
 // An exchange's checkpoint entries live in exchangeNamespace under edge (2
-// bytes) and a kind byte: kind 0 holds the sequence number; kind 2 the
-// number below which fragment d's (4 bytes) records are forgotten (its
-// durable checkpoint covers them: trim); kind 3 the records numbered from
-// (8 bytes) on, for every fragment, up to the number in the value's head,
-// as a batch part encodes them; kind 4 the same in the compact form
+// bytes) and a kind byte: kind 0 holds the sequence number; kind 6, for
+// every fragment in order, the number below which its records are
+// forgotten (its durable checkpoint covers them: trim), as varints; kind 3
+// the records numbered from (8 bytes) on, for every fragment, up to the
+// number in the value's head, as a batch part encodes them; kind 5 the same in the compact form
 // (exchangecompact.go), which an exchange of integer keys and plain
-// structs writes instead. Kind 1 is the format before, which a restore
-// still reads: the records for fragment d (4 bytes) numbered from (8
-// bytes) on. A restore reads records entries of any kind; the next
-// checkpoint rewrites those of a kind the exchange does not write.
+// structs writes instead. Kinds 1, 2 and 4 are formats before, which a
+// restore still reads: kind 1 the records for fragment d (4 bytes)
+// numbered from (8 bytes) on; kind 2 the trim point of fragment d (4
+// bytes) alone; kind 4 the compact form with every record's number. A
+// restore reads entries of any kind; the next checkpoint rewrites those of
+// a kind the exchange does not write.
+//
+// The trim points are one entry, not one per fragment: every fragment
+// downstream checkpoints once an interval and moves its trim point, so an
+// entry each made a checkpoint of the two-stage bench write 64 tiny
+// entries besides its records, each a key for the store to insert.
 const exchangeNamespace = math.MaxUint16 - 1
 
 const (
 	exSeqEntry    = 0
 	exDestEntry   = 1 // the format of one entry per destination
-	exTrimEntry   = 2
+	exTrimEntry   = 2 // the format of one entry per trim point
 	exRecordEntry = 3
+	exTrimsEntry  = 6
 )
 
 func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 	k := binary.BigEndian.AppendUint16(make([]byte, 0, 11), uint16(w.edge))
 	k = append(k, kind)
 	switch kind {
-	case exRecordEntry, exCompactEntry:
+	case exRecordEntry, exCompactEntry, exDenseEntry:
 		k = binary.BigEndian.AppendUint64(k, uint64(from))
 	case exTrimEntry:
 		k = binary.BigEndian.AppendUint32(k, uint32(from))
@@ -689,14 +705,24 @@ func (w *exWriter[K, T]) entryKey(kind byte, from int64) []byte {
 
 // delta writes the records logged since the last checkpoint as one entry,
 // deletes the entries no fragment needs any more, and writes the sequence
-// number and the trim points that moved.
+// number and, if one moved, the trim points.
 func (w *exWriter[K, T]) delta(d *Delta) error {
+	moved := len(w.legacyTrims) > 0
 	for i := range w.dests {
-		if dd := &w.dests[i]; dd.base != dd.baseSaved {
-			d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimEntry, int64(i)),
-				Value: binary.AppendVarint(nil, dd.base)})
+		moved = moved || w.dests[i].base != w.dests[i].baseSaved
+	}
+	if moved {
+		val := make([]byte, 0, 3*len(w.dests))
+		for i := range w.dests {
+			dd := &w.dests[i]
+			val = binary.AppendVarint(val, dd.base)
 			dd.baseSaved = dd.base
 		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimsEntry, 0), Value: val})
+		for _, i := range w.legacyTrims {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: exchangeNamespace, Key: w.entryKey(exTrimEntry, int64(i))})
+		}
+		w.trimsSaved, w.legacyTrims = true, nil
 	}
 	need := w.needed()
 	keep := w.spans[:0]
@@ -735,10 +761,8 @@ func (w *exWriter[K, T]) delta(d *Delta) error {
 		d.Entries++
 	}
 	d.Entries += int64(len(w.spans))
-	for i := range w.dests {
-		if w.dests[i].baseSaved > 0 {
-			d.Entries++
-		}
+	if w.trimsSaved {
+		d.Entries++
 	}
 	return nil
 }
@@ -761,7 +785,7 @@ func (w *exWriter[K, T]) encodeRange(from, to int64) ([]byte, error) {
 	val = binary.AppendUvarint(val, uint64(w.stage))
 	val = binary.AppendUvarint(val, uint64(n))
 	if w.compact != nil {
-		val = w.compact.encode(w, val, from, to)
+		val = w.compact.encode(w, val, from, to, w.recKind == exCompactEntry || int64(n) != to-from)
 		if n > 0 {
 			w.recBytes = (len(val) + n - 1) / n
 		}
@@ -808,6 +832,23 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 			return fmt.Errorf("exchange %d: malformed trim point", w.edge)
 		}
 		w.dests[d].base, w.dests[d].baseSaved = base, base
+		w.legacyTrims = append(w.legacyTrims, int(d))
+		return nil
+	}
+	if len(key) == 3 && key[2] == exTrimsEntry {
+		b := val
+		for i := range w.dests {
+			base, k := binary.Varint(b)
+			if k <= 0 || base < 0 {
+				return fmt.Errorf("exchange %d: malformed trim point of fragment %d", w.edge, i)
+			}
+			w.dests[i].base, w.dests[i].baseSaved = base, base
+			b = b[k:]
+		}
+		if len(b) != 0 {
+			return fmt.Errorf("exchange %d: trim points for more than %d fragments (the flow changed?)", w.edge, len(w.dests))
+		}
+		w.trimsSaved = true
 		return nil
 	}
 	var from int64
@@ -816,7 +857,7 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		kind = key[2]
 	}
 	switch {
-	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry):
+	case len(key) == 11 && (kind == exRecordEntry || kind == exCompactEntry || kind == exDenseEntry):
 		from = int64(binary.BigEndian.Uint64(key[3:]))
 	case len(key) == 15 && kind == exDestEntry:
 		from = int64(binary.BigEndian.Uint64(key[7:]))
@@ -843,11 +884,12 @@ func (w *exWriter[K, T]) restore(key, val []byte) error {
 		return fmt.Errorf("exchange %d: records entries overlap", w.edge)
 	}
 	at := len(w.rest)
-	if kind == exCompactEntry {
+	if kind == exCompactEntry || kind == exDenseEntry {
 		if w.compact == nil {
 			return fmt.Errorf("exchange %d: a compact records entry, which this exchange's codecs cannot read", w.edge)
 		}
-		err := w.compact.decode(r.b, int(n), from, to, func(rec Rec[K, T]) {
+		numbered := kind == exCompactEntry || int64(n) != to-from
+		err := w.compact.decode(r.b, int(n), from, to, numbered, func(rec Rec[K, T]) {
 			w.rest = append(w.rest, restoredRec[K, T]{rec: rec})
 		})
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -339,6 +340,20 @@ func FuzzExchangeRestore(f *testing.F) {
 	}
 	k, v := legacyEntry(f, w, 1, []Rec[int64, countUpdate]{{Key: 1, Val: countUpdate{Key: "a", Value: 1}, Off: 3}}, 30)
 	f.Add(k, v)
+	old := exchangeWriter(f, 4) // compact entries with every record's number (kind 4)
+	old.recKind = exCompactEntry
+	for i := range int64(30) {
+		old.emit(i%7, countUpdate{Key: keys[i%4], Value: i % 7})
+	}
+	store = exStore{}
+	store.checkpoint(f, old)
+	for k, v := range store {
+		if k[2] == exCompactEntry {
+			f.Add([]byte(k), v)
+		}
+	}
+	f.Add(w.entryKey(exTrimsEntry, 0), []byte{0, 4, 0, 60})        // every fragment's trim point
+	f.Add(w.entryKey(exTrimEntry, 2), binary.AppendVarint(nil, 7)) // one, as before
 	f.Fuzz(func(t *testing.T, key, val []byte) {
 		r := exchangeWriter(t, 4)
 		if err := r.restore(r.entryKey(exSeqEntry, 0), binary.AppendVarint(nil, 30)); err != nil {
@@ -424,7 +439,7 @@ func BenchmarkExchange(b *testing.B) {
 // length. It is smaller than the form of a batch part.
 func TestExchangeCompactEntry(t *testing.T) {
 	w := exchangeWriter(t, 64)
-	if w.compact == nil || w.recKind != exCompactEntry {
+	if w.compact == nil || w.recKind != exDenseEntry {
 		t.Fatal("no compact form for an int64 key and a plain struct")
 	}
 	shared := make([]string, 50)
@@ -442,11 +457,12 @@ func TestExchangeCompactEntry(t *testing.T) {
 		}
 		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
 	}
-	for _, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}} {
+	for i, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}, {0, 3000}, {1000, 2049}} {
+		numbered := i >= 4 // kind 4's form, which numbers each record
 		head := binary.AppendVarint(nil, r[1])
-		val := w.compact.encode(w, head, r[0], r[1])
+		val := w.compact.encode(w, head, r[0], r[1], numbered)
 		var got []Rec[int64, countUpdate]
-		err := w.compact.decode(val[len(head):], int(r[1]-r[0]), r[0], r[1], func(rec Rec[int64, countUpdate]) { got = append(got, rec) })
+		err := w.compact.decode(val[len(head):], int(r[1]-r[0]), r[0], r[1], numbered, func(rec Rec[int64, countUpdate]) { got = append(got, rec) })
 		if err != nil {
 			t.Fatalf("records [%d, %d): %v", r[0], r[1], err)
 		}
@@ -474,29 +490,140 @@ func TestExchangeCompactEntry(t *testing.T) {
 	}
 }
 
-// A checkpoint whose records entries are in the form of a batch part
-// (kind 3, what checkpoints held before the compact form) restores into an
-// exchange that writes compact entries, and the next checkpoint replaces
-// them by one compact entry.
+// A checkpoint whose records entries are in a form before — of a batch
+// part (kind 3, before the compact form) or compact with every record's
+// number (kind 4) — restores into an exchange that writes the compact form
+// of kind 5, and the next checkpoint replaces them by one such entry.
 func TestExchangeRestoresPartEntries(t *testing.T) {
+	for _, kind := range []byte{exRecordEntry, exCompactEntry} {
+		t.Run(fmt.Sprint("kind ", kind), func(t *testing.T) {
+			const fragments = 4
+			w := exchangeWriter(t, fragments)
+			w.recKind = kind // writes as before
+			if kind == exRecordEntry {
+				w.compact = nil
+			}
+			per := make([][]string, fragments)
+			store := exStore{}
+			for i := range int64(120) {
+				w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
+				d := shard.Fragment(w.hash(i%9), fragments)
+				per[d] = append(per[d], fmt.Sprintf("%d:%d:k%d", i, i%9, i%5))
+				if i%40 == 39 {
+					store.checkpoint(t, w)
+				}
+			}
+			written := 0
+			for k := range store {
+				if k[2] == kind {
+					written++
+				}
+			}
+			if written != 3 {
+				t.Fatalf("%d entries of kind %d written, want 3", written, kind)
+			}
+			check := func(r *exWriter[int64, countUpdate]) {
+				t.Helper()
+				for d := range fragments {
+					if got := items(r.resend(d, 0)); !slices.Equal(got, per[d]) {
+						t.Fatalf("fragment %d resent %v, want %v", d, got, per[d])
+					}
+				}
+			}
+			r := exchangeWriter(t, fragments)
+			if err := store.restore(r); err != nil {
+				t.Fatal(err)
+			}
+			check(r)
+			store.checkpoint(t, r)
+			compact := 0
+			for k := range store {
+				switch k[2] {
+				case exRecordEntry, exCompactEntry:
+					t.Fatalf("the checkpoint after a restore kept the entry %x of the form before", k)
+				case exDenseEntry:
+					compact++
+				}
+			}
+			if compact != 1 {
+				t.Fatalf("%d compact entries, want 1", compact)
+			}
+			again := exchangeWriter(t, fragments)
+			if err := store.restore(again); err != nil {
+				t.Fatal(err)
+			}
+			check(again)
+		})
+	}
+}
+
+// A string table numbers an entry's strings from 1 in the order first
+// seen, finds them again by where their bytes are, and forgets them when
+// the next entry starts — also when its numbers wrap and it clears, and
+// across growing.
+func TestExchangeStringTable(t *testing.T) {
+	strs := make([]string, 3000)
+	for i := range strs {
+		strs[i] = fmt.Sprint("s", i)
+	}
+	tab := &exStrings{slots: make([]exString, 1024)}
+	for round := range 4 {
+		switch round {
+		case 2:
+			tab.base, tab.n = math.MaxUint32/2-100, 0 // a table so used that this entry's numbers pass half the range
+		default:
+			tab.reset()
+		}
+		if round == 3 && tab.base != 0 {
+			t.Fatalf("base %d after a reset past half the range, want 0", tab.base)
+		}
+		n := 200 + round*900 // the last rounds grow the table
+		for i := range n {
+			if got := tab.find(strs[i]); got != 0 {
+				t.Fatalf("round %d: new string %d found as %d", round, i, got)
+			}
+			if got := tab.find(strs[i/2]); got != i/2+1 {
+				t.Fatalf("round %d: string %d numbered %d, want %d", round, i/2, got, i/2+1)
+			}
+		}
+		if got := tab.find(strings.Clone(strs[0])); got != 0 {
+			t.Fatalf("round %d: equal bytes elsewhere found as %d", round, got)
+		}
+		if got := tab.find(strs[0][:1]); got != 0 {
+			t.Fatalf("round %d: a prefix found as %d", round, got)
+		}
+	}
+}
+
+// Trim points in the format before (an entry per fragment, kind 2)
+// restore, and the next checkpoint replaces them by the one entry of all
+// trim points (kind 6).
+func TestExchangeRestoresTrimEntries(t *testing.T) {
 	const fragments = 4
 	w := exchangeWriter(t, fragments)
-	w.compact, w.recKind = nil, exRecordEntry // writes kind 3, as before
-	per := make([][]string, fragments)
-	store := exStore{}
-	for i := range int64(120) {
+	for i := range int64(40) {
 		w.emit(i%9, countUpdate{Key: fmt.Sprint("k", i%5), Value: i % 9})
-		d := shard.Fragment(w.hash(i%9), fragments)
-		per[d] = append(per[d], fmt.Sprintf("%d:%d:k%d", i, i%9, i%5))
-		if i%40 == 39 {
-			store.checkpoint(t, w)
+	}
+	store := exStore{}
+	store.checkpoint(t, w)
+	w.released(false)
+	w.takeDue(func(_ int, b *Batch) { b.Release() })
+	w.trim(1, 20)
+	w.trim(3, 40)
+	store.checkpoint(t, w)
+	want := []int64{0, 20, 0, 40}
+	// The same checkpoint as written before.
+	delete(store, string(w.entryKey(exTrimsEntry, 0)))
+	for d, base := range want {
+		if base > 0 {
+			store[string(w.entryKey(exTrimEntry, int64(d)))] = binary.AppendVarint(nil, base)
 		}
 	}
 	check := func(r *exWriter[int64, countUpdate]) {
 		t.Helper()
-		for d := range fragments {
-			if got := items(r.resend(d, 0)); !slices.Equal(got, per[d]) {
-				t.Fatalf("fragment %d resent %v, want %v", d, got, per[d])
+		for d, base := range want {
+			if got, _ := r.kept(d); got != base {
+				t.Fatalf("fragment %d's records begin at %d, want %d", d, got, base)
 			}
 		}
 	}
@@ -506,17 +633,17 @@ func TestExchangeRestoresPartEntries(t *testing.T) {
 	}
 	check(r)
 	store.checkpoint(t, r)
-	compact := 0
+	trims := 0
 	for k := range store {
 		switch k[2] {
-		case exRecordEntry:
-			t.Fatalf("the checkpoint after a restore kept the entry %x of the form before", k)
-		case exCompactEntry:
-			compact++
+		case exTrimEntry:
+			t.Fatalf("the checkpoint after a restore kept the trim entry %x of the format before", k)
+		case exTrimsEntry:
+			trims++
 		}
 	}
-	if compact != 1 {
-		t.Fatalf("%d compact entries, want 1", compact)
+	if trims != 1 {
+		t.Fatalf("%d entries of trim points, want 1", trims)
 	}
 	again := exchangeWriter(t, fragments)
 	if err := store.restore(again); err != nil {

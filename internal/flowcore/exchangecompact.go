@@ -3,7 +3,9 @@ package flowcore
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"reflect"
+	"sync"
 	"unsafe"
 )
 
@@ -32,13 +34,21 @@ import (
 // table's updates carry the table's own string of a key, so a key's
 // updates share one pointer, and a lookup costs a hash of two words. Two
 // equal strings elsewhere are written twice, which is only bigger.
-const exCompactEntry = 4
+//
+// Kind 5 (exDenseEntry), what writers write now, is the same but for the
+// numbers: an entry that holds every record from from to to (no holes,
+// which only a restore leaves) writes none, as they are from, from+1, and
+// so on; an entry with holes writes them as kind 4 does. A log without
+// holes is the rule, and a record's number was one of its four fields.
+const (
+	exCompactEntry = 4
+	exDenseEntry   = 5
+)
 
 // exCompact is what an exchange writer needs for the compact form.
 type exCompact[K comparable, T any] struct {
-	kc   intCodec[K]
-	sc   *structCodec[T]
-	strs exStrings
+	kc intCodec[K]
+	sc *structCodec[T]
 }
 
 // newExCompact is the compact form for codecs kc and ec with event time
@@ -56,57 +66,78 @@ func newExCompact[K comparable, T any](kc KeyCodec[K], ec Codec[T], et bool) *ex
 }
 
 // encode appends the records in the log's slots from to to (the holes left
-// out) after val, which holds the entry's head.
-func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64) []byte {
-	x.strs.reset()
+// out) after val, which holds the entry's head; with numbered, each with
+// the distance of its number from the record's before.
+//
+// A plain loop over the chunks, not runs with a closure: val and prev
+// written through a closure's pointers took a write barrier check on every
+// append, and the calls a tenth of the time while the GC marks.
+func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, numbered bool) []byte {
+	strs := exStringTables.Get().(*exStrings)
+	defer exStringTables.Put(strs)
+	strs.reset()
 	prev := from
 	ops := x.sc.ops
-	w.runs(from, to, func(c *exChunk[K, T], i, j int, n int64) {
+	for n := from; n < to; {
+		c, i := w.slot(n)
+		j := min(exChunkLen, i+int(to-n))
+		slot0 := n - int64(i) // the number of the chunk's slot 0
 		for k := i; k < j; k++ {
 			if c.dest[k] == noDest {
 				continue
 			}
-			r, off := &c.recs[k], n+int64(k-i)
-			val = binary.AppendUvarint(val, uint64(off-prev))
-			prev = off
+			r := &c.recs[k]
+			if numbered {
+				off := slot0 + int64(k)
+				val = binary.AppendUvarint(val, uint64(off-prev))
+				prev = off
+			}
 			val = binary.AppendVarint(val, x.kc.get(&r.Key))
 			p := unsafe.Pointer(&r.Val)
 			for o := range ops {
 				op := &ops[o]
-				if op.kind == reflect.Int64 { // a count: spared the call
+				switch op.kind {
+				case reflect.Int64: // a count: spared the call
 					val = binary.AppendVarint(val, *(*int64)(unsafe.Add(p, op.off)))
-					continue
-				}
-				if op.kind != reflect.String {
+				case reflect.String:
+					s := *(*string)(unsafe.Add(p, op.off))
+					if ref := strs.find(s); ref > 0 {
+						val = binary.AppendUvarint(val, uint64(ref))
+						continue
+					}
+					val = binary.AppendUvarint(append(val, 0), uint64(len(s)))
+					val = append(val, s...)
+				default:
 					val = appendField(val, op, p)
-					continue
 				}
-				s := *(*string)(unsafe.Add(p, op.off))
-				if ref := x.strs.find(s); ref > 0 {
-					val = binary.AppendUvarint(val, uint64(ref))
-					continue
-				}
-				val = binary.AppendUvarint(append(val, 0), uint64(len(s)))
-				val = append(val, s...)
 			}
 		}
-	})
+		n += int64(j - i)
+	}
 	return val
 }
 
 // decode reads n records numbered from from to to from b, which follows
-// the entry's head, and hands each to fn in order.
-func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, fn func(Rec[K, T])) error {
+// the entry's head, and hands each to fn in order; numbered says whether
+// the records carry their numbers, else n must be to-from.
+func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, numbered bool, fn func(Rec[K, T])) error {
+	if !numbered && int64(n) != to-from {
+		return fmt.Errorf("a compact records entry of %d records without numbers for [%d, %d)", n, from, to)
+	}
 	var strs []string
 	prev := from
 	for i := range n {
-		d, m := binary.Uvarint(b)
-		if m <= 0 || d > uint64(to-prev) || (i > 0 && d == 0) {
-			return fmt.Errorf("record %d of a compact records entry: bad number", i)
-		}
-		b = b[m:]
 		var r Rec[K, T]
-		r.Off = prev + int64(d)
+		if numbered {
+			d, m := binary.Uvarint(b)
+			if m <= 0 || d > uint64(to-prev) || (i > 0 && d == 0) {
+				return fmt.Errorf("record %d of a compact records entry: bad number", i)
+			}
+			b = b[m:]
+			r.Off = prev + int64(d)
+		} else {
+			r.Off = from + int64(i)
+		}
 		prev = r.Off
 		if r.Off >= to {
 			return fmt.Errorf("record %d of a compact records entry: numbered %d, past %d", i, r.Off, to)
@@ -151,58 +182,76 @@ func (x *exCompact[K, T]) decode(b []byte, n int, from, to int64, fn func(Rec[K,
 }
 
 // exStrings numbers the strings of one entry, from 1, by where their bytes
-// are and their length: an open-addressed table, kept from entry to entry
-// and cleared for each.
+// are and their length: an open-addressed table. Its slots outlive the
+// entry: an entry's strings are numbered from base on, so a slot numbered
+// at or below base is free, and starting an entry costs no clearing. The
+// tables are pooled (exStringTables), not kept per writer: 64 fragments'
+// tables were 6 MB that each checkpoint found cold; a pooled one is warm
+// on the goroutine that encodes the next entry.
 type exStrings struct {
 	slots []exString
-	n     int // strings numbered
+	base  uint32 // the entry's strings are numbered base+1 to base+n
+	n     uint32
 }
 
+// exString is 16 bytes: four to a cache line.
 type exString struct {
 	p   uintptr // the string's bytes; the log keeps them alive while an entry is encoded
-	l   int
-	ref int // 0: empty slot
+	l   uint32
+	ref uint32 // base+number: free if at or below base
 }
 
+var exStringTables = sync.Pool{New: func() any { return &exStrings{slots: make([]exString, 1024)} }}
+
+// reset starts an entry: the numbers of the last one are forgotten.
 func (t *exStrings) reset() {
-	clear(t.slots)
+	t.base += t.n
 	t.n = 0
+	if t.base > math.MaxUint32/2 {
+		clear(t.slots)
+		t.base = 0
+	}
 }
 
 // find is the number of s if the entry holds it already, or 0 after
 // numbering it.
 func (t *exStrings) find(s string) int {
-	if 2*(t.n+1) > len(t.slots) {
+	if 2*(t.n+1) > uint32(len(t.slots)) {
 		t.grow()
 	}
 	p, l := uintptr(unsafe.Pointer(unsafe.StringData(s))), len(s)
 	if l == 0 {
 		p = 0
 	}
+	t.n++
+	if uint64(l) > math.MaxUint32 {
+		return 0 // numbered, but never found: written again each time
+	}
 	mask := uint64(len(t.slots) - 1)
 	for i := exStringHash(p, l) & mask; ; i = (i + 1) & mask {
 		e := &t.slots[i]
-		if e.ref == 0 {
-			t.n++
-			*e = exString{p: p, l: l, ref: t.n}
+		if e.ref <= t.base {
+			*e = exString{p: p, l: uint32(l), ref: t.base + t.n}
 			return 0
 		}
-		if e.p == p && e.l == l {
-			return e.ref
+		if e.p == p && e.l == uint32(l) {
+			t.n-- // found: not numbered again
+			return int(e.ref - t.base)
 		}
 	}
 }
 
+// grow doubles the table, keeping the entry's strings.
 func (t *exStrings) grow() {
 	old := t.slots
-	t.slots = make([]exString, max(256, 2*len(old)))
+	t.slots = make([]exString, max(1024, 2*len(old)))
 	mask := uint64(len(t.slots) - 1)
 	for _, e := range old {
-		if e.ref == 0 {
+		if e.ref <= t.base {
 			continue
 		}
-		i := exStringHash(e.p, e.l) & mask
-		for t.slots[i].ref != 0 {
+		i := exStringHash(e.p, int(e.l)) & mask
+		for t.slots[i].ref > t.base {
 			i = (i + 1) & mask
 		}
 		t.slots[i] = e
