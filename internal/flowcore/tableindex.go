@@ -56,6 +56,28 @@ func hxFind[K comparable](x *hashIndex, keys []K, k K, h uint64) int {
 	}
 }
 
+// hxSlot is hxFind returning the key's slot (not its place), or -1: what
+// a lookup wants, without reading the entry a second time.
+func hxSlot[K comparable](x *hashIndex, keys []K, k K, h uint64) int32 {
+	ents := x.ents
+	if len(ents) == 0 {
+		return -1
+	}
+	mask := uint64(len(ents) - 1)
+	tag := h >> 32
+	for p := h >> x.shift; ; p = (p + 1) & mask {
+		e := ents[p&mask]
+		if e == 0 {
+			return -1
+		}
+		if e>>32 == tag {
+			if s := int32(uint32(e)) - 1; keys[s] == k {
+				return s
+			}
+		}
+	}
+}
+
 // hxFindBytes is hxFind for a table of strings and a key as bytes.
 func hxFindBytes(x *hashIndex, keys []string, b []byte, h uint64) int {
 	if len(x.ents) == 0 {
@@ -136,8 +158,8 @@ func (t *table[K, V]) lookup(k K, h uint64) (int32, bool) {
 	if h == 0 {
 		h = t.hash(k)
 	}
-	if p := hxFind(&t.hx, t.keys, k, h); p >= 0 {
-		return t.hx.slotAt(p), true
+	if s := hxSlot(&t.hx, t.keys, k, h); s >= 0 {
+		return s, true
 	}
 	return 0, false
 }
