@@ -72,7 +72,7 @@ type sliceKey[K comparable, A any] struct {
 	// window takes in; far says there may be slices later still. A
 	// cleanup takes out the slices it drops: when window rj fires, none of
 	// its slices was dropped (a slice goes with the last window over it).
-	// tail is the start of the key's last slice.
+	// tail is the start of the key's last slice, when it has any.
 	run, ahead   A
 	rj           int64
 	runN, aheadN int32
@@ -280,11 +280,15 @@ func (ks *sliceKey[K, A]) room() bool {
 // slice finds or makes the slice starting at t: in order, a key's next
 // slice is its last one or comes after it.
 func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
+	// The row's tail is its last slice's start: an event's branch does not
+	// wait for the key's array, whose line is most often not in the cache
+	// (a sliding key's array spans its windows' slices); the update of the
+	// accumulator then overlaps with what follows.
 	n := len(ks.slices)
-	if n > 0 && ks.slices[n-1].start == t {
+	if n > 0 && ks.tail == t {
 		return n - 1, false
 	}
-	if n == 0 || ks.slices[n-1].start < t {
+	if n == 0 || ks.tail < t {
 		grow := ks.room()
 		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
 		if grow {
