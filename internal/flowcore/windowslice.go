@@ -263,13 +263,15 @@ func (so *sliceOp[K, T, A]) newRow(k K) int32 {
 // room moves a key's slices to the front of their array when it is full
 // but slices were dropped before them: a drop costs no copy, and a key's
 // array is copied once per array's worth of drops, not at every drop. It
-// says whether one more slice needs a new array.
+// says whether one more slice needs a new array: also when fewer slices
+// were dropped than half those kept, as a sliding key's array, full of
+// its window's slices, would be copied whole for every slice it gains.
 func (ks *sliceKey[K, A]) room() bool {
 	if len(ks.slices) < cap(ks.slices) {
 		return false
 	}
-	if cap(ks.buf) == cap(ks.slices) {
-		return true // no room before the slices either
+	if before := cap(ks.buf) - cap(ks.slices); before == 0 || before < len(ks.slices)/2 {
+		return true
 	}
 	n := copy(ks.buf[:cap(ks.buf)], ks.slices)
 	clear(ks.buf[n:cap(ks.buf)])
