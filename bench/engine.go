@@ -178,7 +178,9 @@ func windowRun(in *input, p params, w flows.Windows, sliding bool, gap time.Dura
 	case gap > 0:
 		win = flows.SessionAggregate(ks, gap, func() int64 { return 0 }, count, add)
 	case sliding:
-		win = flows.WindowAggregateMerge(ks, w, func() int64 { return 0 }, count, add)
+		// A count is a group: the windows fire from running totals, as the
+		// sliced baseline's do.
+		win = flows.WindowAggregateInvertible(ks, w, func() int64 { return 0 }, count, add, func(a, b int64) int64 { return a - b })
 	default:
 		win = flows.WindowAggregate(ks, w, func() int64 { return 0 }, count)
 	}

@@ -387,7 +387,7 @@ func windowed(in *input, p params, name string, size, slide, gap time.Duration, 
 		res.And = atMost("rss_ratio", 2) // RSS at most twice plain Go's
 	case slide < size:
 		res.Baseline = "one goroutine counting per key and slice (gcd of size and slide), windows summed from slices"
-		res.Note += "; the engine's windows are sliced too (WindowAggregateMerge)"
+		res.Note += "; the engine's windows are sliced too and fire from running totals (WindowAggregateInvertible)"
 	case gap > 0:
 		res.Baseline = "one goroutine: every key's times sorted and cut at gaps"
 		res.Note = fmt.Sprintf("count per key in sessions with a %v gap over %v of event time; %d sessions", gap, time.Duration(eventSpan), wantN)

@@ -2,7 +2,7 @@
 // graph of streams from sources (From) through stateless operators (Map,
 // Filter, FlatMap), keys (KeyBy), keyed stateful operators (Reduce,
 // Aggregate, Count, Process, WindowAggregate, WindowAggregateMerge,
-// SessionAggregate) to sinks (To) and views (Table.View, Processed.View,
+// WindowAggregateInvertible, SessionAggregate) to sinks (To) and views (Table.View, Processed.View,
 // Windowed.KeyedView, AggregateView, WindowView) and alerts (Alert). Any
 // stream can be keyed, any number of times: a source's, or one that a
 // stateful operator makes (Processed.Out, Table.Updates, Windowed.Results).

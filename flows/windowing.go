@@ -70,6 +70,22 @@ func WindowAggregateMerge[K comparable, T, A any](ks KeyedStream[K, T], w Window
 	return flowcore.WindowAggregateMerge[K, T, A](ks, w, init, add, merge, opts...)
 }
 
+// WindowAggregateInvertible is WindowAggregateMerge for accumulators that
+// form a commutative group: merge is also commutative, and inverse(a, b),
+// for b the accumulator of some of a's events, is the accumulator of a's
+// other events (a count or a sum: a - b). A sliding window then fires
+// from the key's previous window — merging the slices that entered and
+// taking out those that left — instead of combining every slice of the
+// window: a firing costs a slide's slices, not a window's. Results are
+// WindowAggregateMerge's where the group is exact (integers; a float sum
+// rounds differently). A result may hold the running total: init, add,
+// merge and inverse must return accumulators that share nothing the next
+// call changes (values, not maps or slices changed in place).
+func WindowAggregateInvertible[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A,
+	merge, inverse func(A, A) A, opts ...WindowOption) Windowed[K, T, A] {
+	return flowcore.WindowAggregateInvertible[K, T, A](ks, w, init, add, merge, inverse, opts...)
+}
+
 // SessionAggregate folds every event of a key into session windows: an
 // event opens [t, t+gap), and sessions that overlap merge (their
 // accumulators combined with merge). A session fires when the watermark

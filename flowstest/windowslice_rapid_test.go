@@ -34,6 +34,17 @@ func addTick(s tickStats, e tick) tickStats { return tickStats{s.N + 1, s.Sum + 
 
 func mergeTicks(a, b tickStats) tickStats { return tickStats{a.N + b.N, a.Sum + b.Sum} }
 
+func subtractTicks(a, b tickStats) tickStats { return tickStats{a.N - b.N, a.Sum - b.Sum} }
+
+// How a run of the slicing property keeps its windows.
+type windowLayout int
+
+const (
+	perWindow    windowLayout = iota // WindowAggregate: a state per window
+	sliced                           // WindowAggregateMerge: slices, a window combined from them
+	runningTotal                     // WindowAggregateInvertible: slices and a running total per key
+)
+
 // sliceRun is what a run of the slicing property leaves: every output
 // with its id, sorted (a replay after a crash repeats outputs, and may
 // fire a window with other values where its batches cut the input
@@ -51,17 +62,21 @@ type sliceCase struct {
 	checkpoints, crashes                 map[int]bool // after the event at this position
 }
 
-func runSliceCase(t *rapid.T, c sliceCase, sliced bool) sliceRun {
+func runSliceCase(t *rapid.T, c sliceCase, layout windowLayout) sliceRun {
 	in := flowstest.NewInput[tick](1)
 	f := flows.New("slices", flows.WithFragments(c.fragments))
 	ks := flows.KeyBy(flows.From(f, "ticks", in, flows.WithEventTime(func(e tick) time.Time { return e.At }, c.delay)),
 		func(e tick) string { return e.Key })
 	opts := []flows.WindowOption{flows.AllowedLateness(c.lateness)}
 	var w flows.Windowed[string, tick, tickStats]
-	if sliced {
-		w = flows.WindowAggregateMerge(ks, flows.Sliding(c.size, c.slide), func() tickStats { return tickStats{} }, addTick, mergeTicks, opts...)
-	} else {
-		w = flows.WindowAggregate(ks, flows.Sliding(c.size, c.slide), func() tickStats { return tickStats{} }, addTick, opts...)
+	zero := func() tickStats { return tickStats{} }
+	switch layout {
+	case perWindow:
+		w = flows.WindowAggregate(ks, flows.Sliding(c.size, c.slide), zero, addTick, opts...)
+	case sliced:
+		w = flows.WindowAggregateMerge(ks, flows.Sliding(c.size, c.slide), zero, addTick, mergeTicks, opts...)
+	case runningTotal:
+		w = flows.WindowAggregateInvertible(ks, flows.Sliding(c.size, c.slide), zero, addTick, mergeTicks, subtractTicks, opts...)
 	}
 	w = w.KeyedView("keys", c.retain)
 	flows.WindowView(w, "sum", splice.Sum[int64](), func(_ string, s tickStats) int64 { return s.Sum }, c.retain)
@@ -150,49 +165,77 @@ func runSliceCase(t *rapid.T, c sliceCase, sliced bool) sliceRun {
 // and crashes.
 func TestSlicedWindowsEqualWindowByWindow(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		sec := func(lo, hi int, name string) time.Duration {
-			return time.Duration(rapid.IntRange(lo, hi).Draw(t, name)) * time.Second
-		}
-		c := sliceCase{slide: sec(1, 6, "slide"), delay: sec(0, 5, "delay"), lateness: sec(0, 10, "lateness"),
-			retain: sec(0, 20, "retain"), fragments: rapid.IntRange(1, 3).Draw(t, "fragments"),
-			batch: rapid.IntRange(1, 20).Draw(t, "batch"), checkpoints: map[int]bool{}, crashes: map[int]bool{}}
-		c.size = c.slide * time.Duration(rapid.IntRange(1, 6).Draw(t, "slides"))
-		if rapid.Bool().Draw(t, "ragged") {
-			c.size += sec(0, int(c.slide/time.Second)-1, "extra") // size not a multiple of slide
-		}
-		clock := time.Unix(0, 0).Add(sec(-60, 60, "origin"))
-		n := rapid.IntRange(1, 150).Draw(t, "events")
-		for i := range n {
-			clock = clock.Add(time.Duration(rapid.Int64Range(0, int64(3*time.Second)).Draw(t, "step")))
-			at := clock.Add(-time.Duration(rapid.Int64Range(0, int64(c.delay)).Draw(t, "jitter")))
-			if rapid.IntRange(0, 9).Draw(t, "late") == 0 {
-				at = clock.Add(-c.delay - sec(0, 30, "lag"))
-			}
-			c.ticks = append(c.ticks, tick{Key: rapid.SampledFrom([]string{"a", "b", "c"}).Draw(t, "key"), At: at, W: int64(i)})
-		}
-		for range rapid.IntRange(0, 4).Draw(t, "faults") {
-			at := rapid.IntRange(0, n-1).Draw(t, "at")
-			c.checkpoints[at] = true
-			if crash := at + rapid.IntRange(0, 20).Draw(t, "crash after"); crash < n {
-				c.crashes[crash] = true
-			}
-		}
-		want, got := runSliceCase(t, c, false), runSliceCase(t, c, true)
-		if len(want.results) == 0 {
-			t.Fatalf("no results")
-		}
-		if !slices.Equal(got.results, want.results) {
-			for i := range min(len(got.results), len(want.results)) {
-				if got.results[i] != want.results[i] {
-					t.Fatalf("sliced output %q, window by window %q (of %d and %d outputs)", got.results[i], want.results[i], len(got.results), len(want.results))
-				}
-			}
-			t.Fatalf("sliced emitted %d outputs, window by window %d", len(got.results), len(want.results))
-		}
-		for i := range want.answers {
-			if got.answers[i] != want.answers[i] {
-				t.Fatalf("probe %d: sliced views answer\n%s\nwindow by window\n%s", i, got.answers[i], want.answers[i])
-			}
-		}
+		c := drawSliceCase(t)
+		sameRuns(t, runSliceCase(t, c, perWindow), runSliceCase(t, c, sliced), "sliced", "window by window")
 	})
+}
+
+// Sliding windows fired from running totals (WindowAggregateInvertible)
+// emit exactly what windows combined from their slices at every firing
+// (WindowAggregateMerge) emit, and their views answer the same, with
+// events out of order, late and too late, checkpoints and crashes (a
+// restored fragment has no running totals: it combines a key's slices at
+// its first firing).
+func TestRunningTotalsEqualRecombinedSlices(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := drawSliceCase(t)
+		sameRuns(t, runSliceCase(t, c, sliced), runSliceCase(t, c, runningTotal), "running totals", "recombined")
+	})
+}
+
+// drawSliceCase draws events (out of order, late, too late, before 1970
+// too), window sizes and slides, lateness, retention, fragments, batches,
+// checkpoints and crashes.
+func drawSliceCase(t *rapid.T) sliceCase {
+	sec := func(lo, hi int, name string) time.Duration {
+		return time.Duration(rapid.IntRange(lo, hi).Draw(t, name)) * time.Second
+	}
+	c := sliceCase{slide: sec(1, 6, "slide"), delay: sec(0, 5, "delay"), lateness: sec(0, 10, "lateness"),
+		retain: sec(0, 20, "retain"), fragments: rapid.IntRange(1, 3).Draw(t, "fragments"),
+		batch: rapid.IntRange(1, 20).Draw(t, "batch"), checkpoints: map[int]bool{}, crashes: map[int]bool{}}
+	c.size = c.slide * time.Duration(rapid.IntRange(1, 6).Draw(t, "slides"))
+	if rapid.Bool().Draw(t, "ragged") {
+		c.size += sec(0, int(c.slide/time.Second)-1, "extra") // size not a multiple of slide
+	}
+	clock := time.Unix(0, 0).Add(sec(-60, 60, "origin"))
+	n := rapid.IntRange(1, 150).Draw(t, "events")
+	for i := range n {
+		clock = clock.Add(time.Duration(rapid.Int64Range(0, int64(3*time.Second)).Draw(t, "step")))
+		at := clock.Add(-time.Duration(rapid.Int64Range(0, int64(c.delay)).Draw(t, "jitter")))
+		if rapid.IntRange(0, 9).Draw(t, "late") == 0 {
+			at = clock.Add(-c.delay - sec(0, 30, "lag"))
+		}
+		c.ticks = append(c.ticks, tick{Key: rapid.SampledFrom([]string{"a", "b", "c"}).Draw(t, "key"), At: at, W: int64(i)})
+	}
+	for range rapid.IntRange(0, 4).Draw(t, "faults") {
+		at := rapid.IntRange(0, n-1).Draw(t, "at")
+		c.checkpoints[at] = true
+		if crash := at + rapid.IntRange(0, 20).Draw(t, "crash after"); crash < n {
+			c.crashes[crash] = true
+		}
+	}
+	return c
+}
+
+// sameRuns fails unless got emitted and answered what want did.
+func sameRuns(t *rapid.T, want, got sliceRun, gotName, wantName string) {
+	if len(want.results) == 0 {
+		t.Fatalf("no results")
+	}
+	if !slices.Equal(got.results, want.results) {
+		for i := range min(len(got.results), len(want.results)) {
+			if got.results[i] != want.results[i] {
+				t.Fatalf("%s output %q, %s %q (of %d and %d outputs)", gotName, got.results[i], wantName, want.results[i], len(got.results), len(want.results))
+			}
+		}
+		t.Fatalf("%s emitted %d outputs, %s %d", gotName, len(got.results), wantName, len(want.results))
+	}
+	if len(got.answers) != len(want.answers) {
+		t.Fatalf("%s probed %d times, %s %d", gotName, len(got.answers), wantName, len(want.answers))
+	}
+	for i := range want.answers {
+		if got.answers[i] != want.answers[i] {
+			t.Fatalf("probe %d: %s views answer\n%s\n%s\n%s", i, gotName, got.answers[i], wantName, want.answers[i])
+		}
+	}
 }

@@ -88,7 +88,9 @@
 // stage's timers and windows fire after the records before them arrived.
 // Sliding windows with a merge (WindowAggregateMerge) and tumbling ones
 // keep a key's events in slices that windows share, so an event costs one
-// update whatever the overlap (windowslice.go). Allowed lateness gives
+// update whatever the overlap (windowslice.go); with an inverse
+// (WindowAggregateInvertible) a window fires from the key's running total.
+// Allowed lateness gives
 // late refinements; later events go to TooLate.
 // Restamp gives records after a key a new event time (a trip emitted
 // when it is confirmed, dated by its departure): downstream they may

@@ -407,6 +407,14 @@ func TestValidate(t *testing.T) {
 			flows.WindowAggregate(ks, flows.Sliding(time.Second, time.Minute), func() int { return 0 }, func(n int, _ string) int { return n })
 			return f
 		}, "negative allowed lateness"},
+		{"window without an inverse", func() *flows.Flow {
+			f := flows.New("x")
+			src := flows.From(f, "in", in, flows.WithEventTime(func(string) time.Time { return time.Time{} }, 0))
+			ks := flows.KeyBy(src, flows.Identity[string])
+			flows.WindowAggregateInvertible(ks, flows.Sliding(time.Minute, time.Second), func() int { return 0 }, func(n int, _ string) int { return n },
+				func(a, b int) int { return a + b }, nil)
+			return f
+		}, "merge and inverse must not be nil"},
 		{"TTL without event time", func() *flows.Flow {
 			f := flows.New("x")
 			ks := flows.KeyBy(flows.From(f, "in", in), flows.Identity[string])

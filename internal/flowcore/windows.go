@@ -105,7 +105,7 @@ type Windowed[K comparable, T, A any] struct {
 // size/slide windows over it: give WindowAggregateMerge a merge to share
 // slices between them instead.
 func WindowAggregate[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A, opts ...WindowOption) Windowed[K, T, A] {
-	return windowAggregate(ks, "WindowAggregate", w, init, add, nil, opts)
+	return windowAggregate(ks, "WindowAggregate", w, init, add, nil, nil, opts)
 }
 
 // WindowAggregateMerge is WindowAggregate for accumulators that merge:
@@ -123,10 +123,29 @@ func WindowAggregateMerge[K comparable, T, A any](ks KeyedStream[K, T], w Window
 	if merge == nil {
 		ks.f.errorf("WindowAggregateMerge: merge must not be nil")
 	}
-	return windowAggregate(ks, "WindowAggregateMerge", w, init, add, merge, opts)
+	return windowAggregate(ks, "WindowAggregateMerge", w, init, add, merge, nil, opts)
 }
 
-func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, w Windows, init func() A, add func(A, T) A, merge func(A, A) A,
+// WindowAggregateInvertible is WindowAggregateMerge for accumulators that
+// form a commutative group: merge is also commutative, and inverse(a, b),
+// for b the accumulator of some of a's events, is the accumulator of a's
+// other events (a count or a sum: a - b). A sliding window then fires
+// from the key's previous window — merging the slices that entered and
+// taking out those that left — instead of combining every slice of the
+// window: a firing costs a slide's slices, not a window's. Results are
+// WindowAggregateMerge's where the group is exact (integers; a float sum
+// rounds differently). A result may hold the running total: init, add,
+// merge and inverse must return accumulators that share nothing the next
+// call changes (values, not maps or slices changed in place).
+func WindowAggregateInvertible[K comparable, T, A any](ks KeyedStream[K, T], w Windows, init func() A, add func(A, T) A,
+	merge, inverse func(A, A) A, opts ...WindowOption) Windowed[K, T, A] {
+	if merge == nil || inverse == nil {
+		ks.f.errorf("WindowAggregateInvertible: merge and inverse must not be nil")
+	}
+	return windowAggregate(ks, "WindowAggregateInvertible", w, init, add, merge, inverse, opts)
+}
+
+func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, w Windows, init func() A, add func(A, T) A, merge, inverse func(A, A) A,
 	opts []WindowOption) Windowed[K, T, A] {
 	f := ks.f
 	if !w.global && (w.size <= 0 || w.slide <= 0 || w.slide > w.size) {
@@ -149,7 +168,7 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 	sliced := slicedWindows(w, merge != nil, every, early)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		if sliced {
-			so := newSliceOp(op, w, lateness, init, add, merge, ks.kc, ac)
+			so := newSliceOp(op, w, lateness, init, add, merge, inverse, ks.kc, ac)
 			fr.ops[op] = so
 			fr.addTimers(ks.stage, so)
 			ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })

@@ -24,7 +24,11 @@ import (
 // O(1) amortised merges, but would keep a partial per slice and need a
 // copy of accumulators that merge may modify; with the slices' counts
 // seen here (tens per window) recomputing is cheaper than keeping them.
-// An algebra with an inverse could subtract instead; merge alone has none.
+// An algebra with an inverse (WindowAggregateInvertible: counts, sums)
+// keeps a running total per key instead: a firing takes out the slices
+// that left the window and merges those that entered, which reads the
+// slices at the front of the key's array and none of the others (events
+// ahead of the watermark gather in the key's row).
 //
 // Tumbling windows are slices of their own size: a window is one slice and
 // needs no merge. Early triggers (FireEvery, EarlyEvery) count and mark
@@ -33,7 +37,8 @@ import (
 //
 // Layout: a key's slices are one sorted slice of (start, accumulator) in
 // a flat table of keys, found through one map from key to row. One timer
-// per key (its next firing or cleanup) stands for all its windows.
+// per key (its next firing or cleanup) stands for all its windows; timers
+// sit in buckets by time (see sliceBucket).
 
 // slicedWindows says whether WindowAggregate keeps slices for windows w
 // with these options: merge is needed where a window spans slices.
@@ -56,21 +61,35 @@ type sliceKey[K comparable, A any] struct {
 	slices []sliceAcc[A]
 	buf    []sliceAcc[A] // slices' array from its first element: dropped slices leave room before slices
 	due    int64
-	timed  bool // due is set: a timer in sliceOp.timers stands for it
+	timed  bool // due is set: an entry in sliceOp.buckets stands for it
 	// stamp: the fragment's generation when any of the key's slices last
 	// changed, for a KeyedView's watches (one per key, not per slice: a
 	// watch may be told of a key's window that did not change).
 	stamp uint64
+	// A running total, with an inverse (valid while hasRun): run is the
+	// merge of the key's slices in window rj, runN of them; ahead of its
+	// slices from rj's end to rj+1's, aheadN of them, which the next
+	// window takes in; far says there may be slices later still. A
+	// cleanup takes out the slices it drops: when window rj fires, none of
+	// its slices was dropped (a slice goes with the last window over it).
+	// tail is the start of the key's last slice, when it has any.
+	run, ahead   A
+	rj           int64
+	runN, aheadN int32
+	hasRun, far  bool
+	tail         int64
 }
 
-// sliceTimer is a key's timer: the row and the time it was set for. The
-// row's due is the truth; a timer that no longer matches it is stale.
-type sliceTimer struct {
-	at  int64
-	row int32
+// sliceBucket holds the timers set for one time: the rows of the keys
+// due then, in the order they were set. A row's due is the truth; an
+// entry that no longer matches it is stale. Every time a key is due at is
+// a window's end or its cleanup, on the grid of the slide: a fragment's
+// keys share few distinct times, and firing a key costs an append to the
+// bucket of its next time, not a sift through a heap of every key.
+type sliceBucket struct {
+	at   int64
+	rows []int32
 }
-
-func (a sliceTimer) before(b sliceTimer) bool { return a.at < b.at }
 
 type sliceOp[K comparable, T, A any] struct {
 	op                int
@@ -79,12 +98,15 @@ type sliceOp[K comparable, T, A any] struct {
 	init              func() A
 	add               func(A, T) A
 	merge             func(A, A) A // nil for tumbling windows
+	inverse           func(A, A) A // nil without one, and for tumbling windows
 	kc                KeyCodec[K]
 	ac                Codec[A]
 	rows              map[K]int32
 	keys              []sliceKey[K, A]
-	free              []int32 // rows of keys without slices
-	timers            []sliceTimer
+	free              []int32       // rows of keys without slices
+	buckets           []sliceBucket // sorted by time, each time once
+	spare             [][]int32     // emptied buckets' rows, for reuse
+	hint              int           // the bucket last set: keys fired together are due together next
 	// fired: the watermark the windows followed. Every window ending at
 	// or before it fired, and every one whose end + lateness is at or
 	// before it is gone.
@@ -103,10 +125,14 @@ type sliceOp[K comparable, T, A any] struct {
 	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
 }
 
-func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge func(A, A) A,
+func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge, inverse func(A, A) A,
 	kc KeyCodec[K], ac Codec[A]) *sliceOp[K, T, A] {
-	return &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gcd(w.size, w.slide), lateness: lateness,
-		init: init, add: add, merge: merge, kc: kc, ac: ac, rows: map[K]int32{}, fired: NoWatermark,
+	gran := gcd(w.size, w.slide)
+	if gran == w.size {
+		inverse = nil // a window is one slice: nothing to run
+	}
+	return &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gran, lateness: lateness,
+		init: init, add: add, merge: merge, inverse: inverse, kc: kc, ac: ac, rows: map[K]int32{}, fired: NoWatermark,
 		byStart: map[int64]map[K]struct{}{}}
 }
 
@@ -167,6 +193,9 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	s := &ks.slices[i]
 	s.acc = so.add(s.acc, v)
 	so.touch(k, s)
+	if ks.hasRun {
+		so.runEvent(ks, t, v, created)
+	}
 	if so.gen != nil {
 		ks.stamp = *so.gen
 	}
@@ -199,6 +228,24 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	}
 }
 
+// runEvent adds an event of slice t to the key's running total or to what
+// waits after its window.
+func (so *sliceOp[K, T, A]) runEvent(ks *sliceKey[K, A], t int64, v T, created bool) {
+	n := int32(0)
+	if created {
+		n = 1
+	}
+	switch end := so.end(ks.rj); {
+	case t < ks.rj*so.slide:
+	case t < end:
+		ks.run, ks.runN = so.add(ks.run, v), ks.runN+n
+	case t < end+so.slide:
+		ks.ahead, ks.aheadN = so.add(ks.ahead, v), ks.aheadN+n
+	default:
+		ks.far = true
+	}
+}
+
 // newRow takes a row for key k.
 func (so *sliceOp[K, T, A]) newRow(k K) int32 {
 	var row int32
@@ -216,13 +263,15 @@ func (so *sliceOp[K, T, A]) newRow(k K) int32 {
 // room moves a key's slices to the front of their array when it is full
 // but slices were dropped before them: a drop costs no copy, and a key's
 // array is copied once per array's worth of drops, not at every drop. It
-// says whether one more slice needs a new array.
+// says whether one more slice needs a new array: also when fewer slices
+// were dropped than half those kept, as a sliding key's array, full of
+// its window's slices, would be copied whole for every slice it gains.
 func (ks *sliceKey[K, A]) room() bool {
 	if len(ks.slices) < cap(ks.slices) {
 		return false
 	}
-	if cap(ks.buf) == cap(ks.slices) {
-		return true // no room before the slices either
+	if before := cap(ks.buf) - cap(ks.slices); before == 0 || before < len(ks.slices)/2 {
+		return true
 	}
 	n := copy(ks.buf[:cap(ks.buf)], ks.slices)
 	clear(ks.buf[n:cap(ks.buf)])
@@ -233,16 +282,21 @@ func (ks *sliceKey[K, A]) room() bool {
 // slice finds or makes the slice starting at t: in order, a key's next
 // slice is its last one or comes after it.
 func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
+	// The row's tail is its last slice's start: an event's branch does not
+	// wait for the key's array, whose line is most often not in the cache
+	// (a sliding key's array spans its windows' slices); the update of the
+	// accumulator then overlaps with what follows.
 	n := len(ks.slices)
-	if n > 0 && ks.slices[n-1].start == t {
+	if n > 0 && ks.tail == t {
 		return n - 1, false
 	}
-	if n == 0 || ks.slices[n-1].start < t {
+	if n == 0 || ks.tail < t {
 		grow := ks.room()
 		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
 		if grow {
 			ks.buf = ks.slices[:0]
 		}
+		ks.tail = t
 		return n, true
 	}
 	i, found := searchSlices(ks.slices, t)
@@ -325,6 +379,64 @@ func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) (acc A, ok bool) 
 	return acc, true
 }
 
+// running is value for a firing with an inverse: the key's running total
+// moves on from the window it last fired, one slide behind — taking out
+// the slices that left and merging those that entered, which events ahead
+// of the watermark gathered in the row — instead of combining a window's
+// slices. A key that did not fire the window before (its first, after a
+// gap, after a restore) combines its slices once.
+func (so *sliceOp[K, T, A]) running(ks *sliceKey[K, A], j int64) (A, bool) {
+	if ks.hasRun && ks.rj == j-1 {
+		// Out: the slices of window j-1 before window j's start.
+		ss := ks.slices[so.windowFirst(ks, j-1):]
+		for i := range ss {
+			if ss[i].start >= j*so.slide {
+				break
+			}
+			ks.run = so.inverse(ks.run, ss[i].acc)
+			ks.runN--
+		}
+		ks.run, ks.runN, ks.rj = so.merge(ks.run, ks.ahead), ks.runN+ks.aheadN, j
+		ks.ahead, ks.aheadN = so.init(), 0
+		if ks.far {
+			so.gather(ks)
+		}
+	} else if !ks.hasRun || ks.rj != j {
+		ks.hasRun, ks.rj, ks.runN = true, j, 0
+		ks.run, ks.ahead, ks.aheadN = so.init(), so.init(), 0
+		i := so.windowFirst(ks, j)
+		for ; i < len(ks.slices) && ks.slices[i].start < so.end(j); i++ {
+			ks.run = so.merge(ks.run, ks.slices[i].acc)
+			ks.runN++
+		}
+		so.gather(ks)
+	}
+	return ks.run, ks.runN > 0
+}
+
+// gather sets the key's ahead from its slices after window rj: the last
+// ones, read from the end (the watermark follows the slowest partition, so
+// a key's latest events may run some slides ahead of it).
+func (so *sliceOp[K, T, A]) gather(ks *sliceKey[K, A]) {
+	ks.far = false
+	from, to := so.end(ks.rj), so.end(ks.rj+1)
+	if len(ks.slices) == 0 || ks.tail < from {
+		return
+	}
+	i := len(ks.slices)
+	for i > 0 && ks.slices[i-1].start >= from {
+		i--
+	}
+	for ; i < len(ks.slices); i++ {
+		if ks.slices[i].start >= to {
+			ks.far = true
+			return
+		}
+		ks.ahead = so.merge(ks.ahead, ks.slices[i].acc)
+		ks.aheadN++
+	}
+}
+
 // combine merges the key's slices lo to hi (one at least).
 func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 	if hi-lo == 1 || so.merge == nil {
@@ -347,7 +459,10 @@ func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, boo
 	// window's time (a binary search: a key may hold size/gcd slices).
 	next := func(jfrom int64, at func(int64) int64) {
 		i := 0
-		if jfrom != math.MinInt64 {
+		// Cleanups drop slices from the front: the first slice is most
+		// often the one (a search would read the key's slices in the
+		// middle first, which a running total does not read).
+		if jfrom != math.MinInt64 && len(ks.slices) > 0 && ks.slices[0].start < jfrom*so.slide {
 			i, _ = searchSlices(ks.slices, jfrom*so.slide)
 		}
 		if i < len(ks.slices) {
@@ -392,7 +507,34 @@ func (so *sliceOp[K, T, A]) sliceDue(t, after int64) (int64, bool) {
 func (so *sliceOp[K, T, A]) setTimer(row int32, at int64) {
 	ks := &so.keys[row]
 	ks.due, ks.timed = at, true
-	heapPush(&so.timers, sliceTimer{at: at, row: row})
+	b := so.hint
+	if b >= len(so.buckets) || so.buckets[b].at != at {
+		b = so.bucket(at)
+		so.hint = b
+	}
+	so.buckets[b].rows = append(so.buckets[b].rows, row)
+}
+
+// bucket is the index of the bucket of time at, made if there is none.
+func (so *sliceOp[K, T, A]) bucket(at int64) int {
+	lo, hi := 0, len(so.buckets)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if so.buckets[m].at < at {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(so.buckets) && so.buckets[lo].at == at {
+		return lo
+	}
+	var rows []int32
+	if n := len(so.spare); n > 0 {
+		rows, so.spare = so.spare[n-1], so.spare[:n-1]
+	}
+	so.buckets = slices.Insert(so.buckets, lo, sliceBucket{at: at, rows: rows})
+	return lo
 }
 
 // schedule sets every key's timer from the restored state.
@@ -429,23 +571,24 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	if so.reschedule {
 		so.schedule()
 	}
-	for len(so.timers) > 0 && so.timers[0].at <= wm {
-		t := so.timers[0]
-		ks := &so.keys[t.row]
-		if !ks.timed || ks.due != t.at {
-			heapPop(&so.timers) // stale: the key's timer moved or it has no state
-			continue
+	for len(so.buckets) > 0 && so.buckets[0].at <= wm {
+		// A key's next time is after this one: setting it never adds to
+		// this bucket nor puts a bucket before it.
+		at, rows := so.buckets[0].at, so.buckets[0].rows
+		for _, row := range rows {
+			ks := &so.keys[row]
+			if !ks.timed || ks.due != at {
+				continue // stale: the key's timer moved or it has no state
+			}
+			if next, ok := so.run(fr, row, at); ok {
+				so.setTimer(row, next)
+			} else {
+				so.keys[row].timed = false
+			}
 		}
-		// The key's entry moves in place to its next time (one sift down,
-		// where popping and pushing again would be two).
-		if next, ok := so.run(fr, t.row, t.at); ok {
-			ks.due = next
-			so.timers[0].at = next
-			heapDown(so.timers, 0)
-		} else {
-			ks.timed = false
-			heapPop(&so.timers)
-		}
+		so.spare = append(so.spare, rows[:0])
+		so.buckets = slices.Delete(so.buckets, 0, 1)
+		so.hint = max(so.hint-1, 0)
 	}
 	so.advance(wm)
 	for _, v := range so.views {
@@ -468,7 +611,11 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 	ks := &so.keys[row]
 	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
 		j := floorDiv(d, so.slide)
-		if acc, ok := so.value(ks, j); ok {
+		value := so.value
+		if so.inverse != nil {
+			value = so.running
+		}
+		if acc, ok := value(ks, j); ok {
 			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
 			so.emit(ks.key, j, acc, OnTime)
@@ -507,6 +654,14 @@ func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 	n := 0
 	for n < len(ks.slices) && so.last(ks.slices[n].start) <= j {
 		s := &ks.slices[n]
+		if ks.hasRun && s.start >= ks.rj*so.slide {
+			// The running total holds the slices there are of its window.
+			if end := so.end(ks.rj); s.start < end {
+				ks.run, ks.runN = so.inverse(ks.run, s.acc), ks.runN-1
+			} else {
+				ks.hasRun = false // after the window: not seen to happen, as firings run in time order
+			}
+		}
 		if so.tracking && s.saved && !s.dirty {
 			so.dirty = append(so.dirty, winKey[K]{ks.key, s.start})
 		}
@@ -530,7 +685,8 @@ func (so *sliceOp[K, T, A]) release(row int32) {
 	ks := &so.keys[row]
 	delete(so.rows, ks.key)
 	var zero K
-	ks.key, ks.timed = zero, false
+	var none A
+	ks.key, ks.timed, ks.hasRun, ks.run, ks.ahead = zero, false, false, none, none
 	so.free = append(so.free, row)
 }
 
