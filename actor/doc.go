@@ -39,7 +39,11 @@
 // checkpoints and releases nothing, counted in FragmentStats.Stale — and
 // asks every node for a newer copy (wire.Fetch) every RewindTimeout until
 // one offers it. A hand-off of an older lineage than this node's own copy
-// is not taken over that copy.
+// is not taken over that copy; a hand-off is judged by its lineage
+// (wire.CheckpointChunk.Lineage, recovery.Machine.HandoffEpoch), even when
+// the lineage took no checkpoint yet, and the own copy it replaces is kept
+// aside (in memory) and offered to the fragment if the lineage's copy
+// proves stale.
 //
 // The engine owns every goroutine it starts (the actor system, the ticker,
 // retry timers) and Stop waits for them.

@@ -249,6 +249,13 @@ type Engine struct {
 	malformed atomic.Int64
 	handoffs  atomic.Int64
 	handedOff map[int]uint64
+
+	// superseded are this node's own copies that a hand-off of a newer
+	// lineage replaced although they held a later checkpoint (supMu):
+	// offered to the fragment here if the lineage's copy proves stale.
+	supMu      sync.Mutex
+	superseded map[int]*recovery.Checkpoint
+
 	self      string // this node's name in a cluster; "" for a single node
 	writes    chan writeReq
 	drained   chan struct{}
@@ -280,7 +287,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),
-		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}}
+		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, superseded: map[int]*recovery.Checkpoint{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err

@@ -360,6 +360,9 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		}
 		st.Stale.Store(m.Stale())
 		if rd.Fetch {
+			if cp := e.supersededCopy(fa.id); cp != nil {
+				c.Send(c.Self(), offerMsg{cp: cp, from: e.self}) // taken if newer than the copy here
+			}
 			e.fetch(fa.id)
 		}
 		if rd.Recopy {
@@ -574,7 +577,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 			return
 		}
 	}
-	if e.olderCopy(fa.id, msg.cp) || (m.Stale() && !e.newerCopy(fa.id, msg.cp)) {
+	if e.olderCopy(fa.id, msg.lineage) || (m.Stale() && !e.newerCopy(fa.id, msg.lineage)) {
 		// The old owner's copy is of an older lineage than the one here
 		// (it restored an older copy and, finding it stale, took no
 		// checkpoint): the one here is the newest state.
@@ -602,7 +605,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 // offer takes a copy another node had, if the fragment is stale and the
 // copy newer than its own (recovery.Ready.Fetch).
 func (fa *fragmentActor) offer(c pa.Context, msg offerMsg) {
-	if !fa.m.Stale() || fa.m.Writing() || !fa.e.newerCopy(fa.id, msg.cp) {
+	if !fa.m.Stale() || fa.m.Writing() || !fa.e.newerCopy(fa.id, msg.cp.Manifest.Epoch) {
 		return
 	}
 	fa.take(msg.cp, msg.from)
@@ -612,6 +615,7 @@ func (fa *fragmentActor) offer(c pa.Context, msg offerMsg) {
 // or a newer copy a stale fragment fetched) and starts from it.
 func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 	e, m := fa.e, fa.m
+	e.supersede(fa.id, cp)
 	if _, err := e.store.Write(e.plan.Name(), fa.id, cp); err != nil {
 		e.fail(fmt.Errorf("fragment %d: write the handed-off checkpoint: %w", fa.id, err))
 		return false
@@ -654,8 +658,9 @@ func (fa *fragmentActor) requestCheckpoint(c pa.Context, final bool) {
 		// Its last checkpoint is its newest sound state. (A restored
 		// fragment checks its copy against its downstream fragments before
 		// it checkpoints: a round trip, unless one is unreachable, which a
-		// stop or a hand-off does not wait for.)
-		c.Respond(ckptOK{})
+		// stop or a hand-off does not wait for.) One that verifies its
+		// copy hands it off under its lineage's number.
+		c.Respond(ckptOK{lineage: m.HandoffEpoch()})
 		return
 	}
 	want := m.Epoch() + 1

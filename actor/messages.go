@@ -25,7 +25,10 @@ type (
 	// ckptReq asks for a checkpoint; final (a stop, a hand-off): one
 	// that cannot be taken yet is not waited for.
 	ckptReq struct{ final bool }
-	ckptOK  struct{}
+	// ckptOK answers it; lineage is the epoch a hand-off of the fragment
+	// carries at least (recovery.Machine.HandoffEpoch): set when a final
+	// checkpoint could not be taken.
+	ckptOK struct{ lineage uint64 }
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
 	// replay: it started after a placement change (Machine.Replay).
 	startMsg struct{ replay bool }

@@ -136,7 +136,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	}
 	for i, f := range lost {
 		pid := old.frags[old.local[f]]
-		_, err := finals[i].Result()
+		res, err := finals[i].Result()
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 		if err != nil {
 			// The new owner waits for nothing sound: it times out and
@@ -144,7 +144,8 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			e.cfg.Logger.Warn("final checkpoint of a fragment that moved", "fragment", f, "err", err)
 			continue
 		}
-		if err := e.handOff(f, e.pidOf(cl.Fragments[f], e.plan.Name()+"/replica"), cl.Epoch); err != nil {
+		ok, _ := res.(ckptOK)
+		if err := e.handOff(f, e.pidOf(cl.Fragments[f], e.plan.Name()+"/replica"), cl.Epoch, ok.lineage); err != nil {
 			e.cfg.Logger.Warn("hand off a fragment", "fragment", f, "to", cl.Fragments[f], "err", err)
 			continue
 		}

@@ -54,15 +54,20 @@ func (e *Engine) replicate(frag int, cp *recovery.Checkpoint, full, whole bool) 
 		}
 		cp = whole
 	}
-	e.sendCheckpoint(l.standby[frag], frag, cp, l.epoch, chunkCopy)
+	e.sendCheckpoint(l.standby[frag], frag, cp, l.epoch, chunkCopy, cp.Manifest.Epoch)
 	e.replicated.Add(1)
 	return true
 }
 
 // handOff sends fragment frag's last durable checkpoint, whole, to the
 // replica actor of its new owner, which restores it before it accepts
-// input.
-func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
+// input. lineage is the least epoch the new owner judges it by against
+// its own copy: a fragment that started a lineage and took no checkpoint
+// in it yet (it verifies its copy) hands that copy off as its lineage's
+// (recovery.Machine.HandoffEpoch). The copy keeps its own epoch in the
+// store: should it prove stale there, a fetched copy of an older lineage
+// that covers more may still replace it.
+func (e *Engine) handOff(frag int, to *pa.PID, placement, lineage uint64) error {
 	cp, ok, err := e.store.Full(e.plan.Name(), frag)
 	if err != nil {
 		return err
@@ -70,7 +75,7 @@ func (e *Engine) handOff(frag int, to *pa.PID, placement uint64) error {
 	if !ok {
 		cp = recovery.Empty(e.plan.Fragments()) // never checkpointed: the new owner starts empty
 	}
-	e.sendCheckpoint(to, frag, cp, placement, chunkHandoff)
+	e.sendCheckpoint(to, frag, cp, placement, chunkHandoff, max(cp.Manifest.Epoch, lineage))
 	return nil
 }
 
@@ -86,7 +91,7 @@ func (e *Engine) forwardHandoff(f int, owner string, placement uint64) {
 		return
 	}
 	delete(e.handedOff, f)
-	if err := e.handOff(f, e.pidOf(owner, e.plan.Name()+"/replica"), placement); err != nil {
+	if err := e.handOff(f, e.pidOf(owner, e.plan.Name()+"/replica"), placement, 0); err != nil {
 		e.cfg.Logger.Warn("forward a hand-off", "fragment", f, "to", owner, "err", err)
 		return
 	}
@@ -102,7 +107,7 @@ const (
 )
 
 // sendCheckpoint sends cp in chunks to a replica actor.
-func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, placement uint64, kind int) {
+func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, placement uint64, kind int, lineage uint64) {
 	data := recovery.EncodeCheckpoint(cp)
 	replyTo := e.sys.Address()
 	prev := uint64(0)
@@ -114,7 +119,7 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
 			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
 			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: kind == chunkHandoff, ReplyTo: replyTo,
-			Offer: kind == chunkOffer})
+			Offer: kind == chunkOffer, Lineage: lineage})
 		data = data[n:]
 		if len(data) == 0 {
 			break
@@ -185,6 +190,7 @@ type offerMsg struct {
 // checkpoint.
 type handoffMsg struct {
 	cp        *recovery.Checkpoint
+	lineage   uint64 // what it is judged by against the copy here (wire.CheckpointChunk.Lineage)
 	placement uint64
 	from      string
 	replyTo   string // the old owner's remote address
@@ -346,7 +352,7 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		// owner placed before the last epoch bump; its checkpoint is sound
 		// and the readers replay from it); a running one only if it is
 		// ahead and not older than the fragment's placement.
-		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
+		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, lineage: max(cp.Manifest.Epoch, m.Lineage), placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
 		return
 	}
 	if m.Placement < l.epoch {
@@ -354,18 +360,44 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		e.cfg.Logger.Debug("hand-off under an older placement fenced", "fragment", f, "from", m.Owner, "placement", m.Placement, "here", l.epoch)
 		return
 	}
-	if e.olderCopy(f, cp) {
+	if e.olderCopy(f, max(cp.Manifest.Epoch, m.Lineage)) {
 		// The old owner's copy is of an older lineage than the one here
 		// (it restored an older copy and took no checkpoint since): the
 		// one here is what to start from, with no wait.
 		e.handedOff[f] = m.Placement
 		return
 	}
+	e.supersede(f, cp)
 	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
 		e.cfg.Logger.Error("write a handed-off checkpoint", "fragment", f, "err", err)
 		return
 	}
 	e.handedOff[f] = m.Placement
+}
+
+// supersede keeps this node's own copy of f aside when cp, a hand-off of
+// a newer lineage, replaces it although the own copy is a later
+// checkpoint: the lineage's copy may prove stale here (a fragment
+// downstream applied more than it holds), and the own copy may then be
+// the only one that covers what was applied (sim seed 7837).
+func (e *Engine) supersede(f int, cp *recovery.Checkpoint) {
+	if !e.olderCopy(f, cp.Manifest.Epoch) {
+		return
+	}
+	own, ok, err := e.store.Full(e.plan.Name(), f)
+	if err != nil || !ok {
+		return
+	}
+	e.supMu.Lock()
+	e.superseded[f] = own
+	e.supMu.Unlock()
+}
+
+// supersededCopy is the own copy of f a hand-off replaced, if any.
+func (e *Engine) supersededCopy(f int) *recovery.Checkpoint {
+	e.supMu.Lock()
+	defer e.supMu.Unlock()
+	return e.superseded[f]
 }
 
 // fetch asks every other node for its copy of fragment f (recovery's
@@ -421,19 +453,21 @@ func (ra *replicaActor) fetch(m *wire.Fetch) {
 	if l := e.layout.Load(); l != nil {
 		placement = l.epoch
 	}
-	e.sendCheckpoint(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), f, cp, placement, chunkOffer)
+	e.sendCheckpoint(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), f, cp, placement, chunkOffer, cp.Manifest.Epoch)
 }
 
-// olderCopy reports whether cp is of an older lineage than this node's own
-// copy of fragment f (a larger epoch is a newer lineage, or later in the
-// same one: recovery.MachineConfig.Confirm).
-func (e *Engine) olderCopy(f int, cp *recovery.Checkpoint) bool {
+// olderCopy reports whether a copy of epoch (a hand-off's: its lineage)
+// is of an older lineage than this node's own copy of fragment f (a
+// larger epoch is a newer lineage, or later in the same one:
+// recovery.MachineConfig.Confirm).
+func (e *Engine) olderCopy(f int, epoch uint64) bool {
 	have, ok, err := e.store.Manifest(e.plan.Name(), f)
-	return err == nil && ok && have.Epoch > cp.Manifest.Epoch
+	return err == nil && ok && have.Epoch > epoch
 }
 
-// newerCopy reports whether cp is newer than this node's own copy of f.
-func (e *Engine) newerCopy(f int, cp *recovery.Checkpoint) bool {
+// newerCopy reports whether a copy of epoch is newer than this node's own
+// copy of f.
+func (e *Engine) newerCopy(f int, epoch uint64) bool {
 	have, ok, err := e.store.Manifest(e.plan.Name(), f)
-	return err == nil && (!ok || have.Epoch < cp.Manifest.Epoch)
+	return err == nil && (!ok || have.Epoch < epoch)
 }

@@ -47,7 +47,12 @@
 //     it stops and fetches the same way. Every start from a copy begins a
 //     new lineage, numbered past those of older placements (epoch =
 //     placement << 32 and up), so a hand-off or a fetched copy replaces a
-//     node's own copy only if it is newer.
+//     node's own copy only if it is newer. A hand-off is judged by its
+//     lineage even before the lineage took a checkpoint
+//     (Machine.HandoffEpoch: it still verifies the copy it started from,
+//     and upstream fragments may have verified against it); the own copy
+//     it replaces stays with the node, offered to the fragment if the
+//     lineage's copy proves stale.
 //     Why not the alternative, deterministic replay from an order log of
 //     the input interleaving: the log would have to be durable in two
 //     places before outputs leave anyway (rule 1), and then the checkpoint

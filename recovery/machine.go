@@ -969,6 +969,32 @@ func (m *Machine) FinalCheckpoint() (*Checkpoint, error) {
 	return cp, nil
 }
 
+// HandoffEpoch is the lineage a hand-off of the fragment is judged by
+// (Confirm), when FinalCheckpoint took none because the fragment still
+// verifies the copy it started from: the driver hands off its last
+// durable checkpoint (none after an empty start), of an older lineage,
+// and the new owner compares this epoch, not the checkpoint's, with its
+// own copy. The lineage began: upstream fragments verified their own
+// copies against its ends (From.End) and released against them. An
+// older lineage's copy on the new owner may have applied an upstream
+// lineage those fragments left since, and must not win over it: sim
+// seed 6458 had a fragment that started empty on a joining node hand off
+// "epoch 0", its new owner keep its own copy from before a pause, and
+// apply its upstream's new lineage on top of what it had applied of the
+// old one. The copy handed off is the lineage's start and all it exposed
+// (outputs only what the copy holds, ends its vector), so the new owner
+// goes on from it as from the lineage. It stores the copy under the
+// copy's own epoch: should the copy prove stale there, a newer copy
+// fetched from another node may still replace it. Zero when the
+// fragment holds no lineage of its own: it waits, is stale, or is down
+// (a failure or a pause: its last durable checkpoint is all there is).
+func (m *Machine) HandoffEpoch() uint64 {
+	if !m.cfg.Confirm || m.down || m.waiting || m.stale || m.resumed {
+		return 0
+	}
+	return m.epoch
+}
+
 // Durable takes the writer's answer for the checkpoint being written.
 // After a failure that waited for it, the restore follows; upstream
 // fragments learn how far it covers their outputs.

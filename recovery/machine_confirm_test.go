@@ -383,3 +383,91 @@ func TestMachineConfirmProbeResentBehindOlderBatch(t *testing.T) {
 		t.Fatalf("a tenth of the timeout after \"unknown\": probes sent again to %v, want fragments 0 and 1", got)
 	}
 }
+
+// A fragment that starts a lineage (here from nothing, its copies out of
+// reach) and is handed off before it verified its copy takes no final
+// checkpoint: its driver hands off the last durable one, of an older
+// lineage or none. Its lineage began all the same: its ends let upstream
+// fragments verify their own new lineages. The hand-off must be judged by
+// the lineage, or the new owner keeps its own copy of an older lineage,
+// which applied an upstream's old lineage, and applies the upstream's new
+// one on top of it (sim seed 6458: fragment 1's copy from before a pause
+// had applied fragment 0's old outputs up to 315; fragment 0 had started
+// anew from nothing, verified against fragment 1's empty lineage, and
+// counted to 387 again; the view was 16 updates off).
+func TestMachineConfirmHandoffOfVerifyingLineage(t *testing.T) {
+	r, ms := exchangeWorld(t, confirmCfg)
+	for _, m := range ms {
+		m.Start()
+	}
+	exchange(t, r, ms[:])
+	ms[0].Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	ms[0].Ready()
+	confirmed(t, r, ms[0], 0)
+	exchange(t, r, ms[:])
+	old, _ := confirmed(t, r, ms[1], 1) // the copy its old owner keeps
+	if old.Manifest.Offsets[part(exchangeCh, 0)] == 0 {
+		t.Fatalf("fragment 1's copy applied none of fragment 0's outputs: %v", old.Manifest.Offsets)
+	}
+
+	// Both owners are gone; a node that has no copy starts both fragments
+	// anew under placement 7. Fragment 0 verifies against fragment 1's
+	// answer; fragment 1 is handed off before its own probes are answered.
+	const placement = 7
+	fresh := func(f int, wait bool) *recovery.Machine {
+		m := recovery.NewMachine(r.plan, f, recovery.Restored{Fragment: r.plan.NewFragment(f)}, placement, wait, confirmCfg)
+		m.SetNow(r.now)
+		m.Start()
+		return m
+	}
+	n0, n1 := fresh(0, false), fresh(1, false)
+	// Fragment 1's probes arrive and are answered; the answers are lost.
+	ns := [2]*recovery.Machine{n0, n1}
+	for round := range 12 {
+		for f, m := range ns {
+			rd := m.Ready()
+			for _, s := range rd.Sends {
+				s.Batch.Epoch = placement
+				ns[s.Dest].Step(s.Batch, recovery.From{Key: "fragment", Ref: f, Seq: s.Seq})
+			}
+			for _, a := range rd.Acks {
+				if a.Ref == 0 {
+					n0.AckedEnd(a.Seq, a.End)
+				}
+			}
+			for _, rw := range rd.Rewinds {
+				if u := rw.Part.Partition; rw.Part.Source == exchangeCh {
+					ns[u].Resend(exchangeCh, f, rw.To)
+				}
+			}
+		}
+		if round%3 == 2 { // what was sent is answered before anything is sent again
+			r.now = r.now.Add(recovery.DefaultRewindTimeout)
+			for _, m := range ns {
+				m.Tick(r.now)
+			}
+		}
+	}
+	if n0.Verifying() {
+		t.Fatal("fragment 0 still verifies after its downstream fragments answered")
+	}
+	if !n1.Verifying() {
+		t.Fatal("fragment 1 verified without its answers")
+	}
+	if cp, err := n1.FinalCheckpoint(); cp != nil || err != nil {
+		t.Fatalf("a final checkpoint while verifying: %v, %v", cp, err)
+	}
+	if got := n1.HandoffEpoch(); got <= old.Manifest.Epoch {
+		t.Fatalf("fragment 1's hand-off is judged by epoch %d, not above its old copy's %d: the new owner keeps the copy that applied fragment 0's old lineage", got, old.Manifest.Epoch)
+	}
+
+	// A fragment with no lineage of its own hands off its last checkpoint
+	// as it is: it waits for a hand-off, or dropped its state after a pause.
+	if got := fresh(1, true).HandoffEpoch(); got != 0 {
+		t.Fatalf("a waiting fragment's hand-off is judged by %d", got)
+	}
+	n1.Resumed()
+	if got := n1.HandoffEpoch(); got != 0 {
+		t.Fatalf("a resumed fragment's hand-off is judged by %d", got)
+	}
+}

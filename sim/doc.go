@@ -19,7 +19,8 @@
 //     is carried out from shard.Changes, the plan actor.Engine.Place
 //     carries out too: kept fragments learn the epoch, lost ones take a
 //     final checkpoint and are handed off, gained ones restore their
-//     newest local copy or wait for a live owner's hand-off;
+//     newest local copy or wait for a live owner's hand-off (judged by
+//     its lineage: recovery.Machine.HandoffEpoch);
 //   - a node reads its pause clock (recovery.PauseClock) on every tick
 //     and before any fragment handles a message, as the engine does, and
 //     after a gap longer than Config.PauseLimit every fragment drops its

@@ -104,13 +104,18 @@ func (n *node) lose(f int, to string, epoch uint64) {
 	if !ok {
 		cp = recovery.Empty(c.plan.Fragments())
 	}
+	// A lineage that took no checkpoint yet (it verifies the copy it
+	// started from) hands that copy off as its own: the new owner judges
+	// it by the lineage, as the engine's placement does
+	// (recovery.Machine.HandoffEpoch, wire.CheckpointChunk.Lineage).
+	lineage := max(cp.Manifest.Epoch, fr.m.HandoffEpoch())
 	data := recovery.EncodeCheckpoint(cp)
 	from := n.name
 	c.counts.Handoffs++
 	c.trace("%s hands fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
 	n.pending[f] = true
 	inc := n.inc
-	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+	c.send(from, to, func(d *node) { d.handoff(f, data, lineage, epoch, from, inc) })
 }
 
 // forward passes on a hand-off this node took for a fragment it was to
@@ -125,7 +130,7 @@ func (n *node) forward(f int, to string, epoch uint64) {
 	data, from, inc := recovery.EncodeCheckpoint(cp), n.name, n.inc
 	c.counts.Handoffs++
 	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
-	c.send(from, to, func(d *node) { d.handoff(f, data, epoch, from, inc) })
+	c.send(from, to, func(d *node) { d.handoff(f, data, cp.Manifest.Epoch, epoch, from, inc) })
 }
 
 // askHandoff asks the old owner a gained fragment waits for whether it
@@ -169,7 +174,7 @@ func (n *node) handoffDone(f int, to string, inc int) {
 
 // handoff takes a fragment's last checkpoint from the owner that hands it
 // over, as the engine's replica actor and fragment actor do.
-func (n *node) handoff(f int, data []byte, placement uint64, from string, inc int) {
+func (n *node) handoff(f int, data []byte, lineage, placement uint64, from string, inc int) {
 	c := n.c
 	cp, err := recovery.DecodeCheckpoint(data)
 	if err != nil {
@@ -185,13 +190,14 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 			c.counts.Fenced++
 			return
 		}
-		if n.older(f, cp) {
+		if n.older(f, lineage) {
 			n.handedOff[f] = placement // the newer copy here is what to start from
 			return
 		}
 		if !n.writable() {
 			return
 		}
+		n.supersede(f, cp)
 		if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
 			n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
 			return
@@ -206,11 +212,11 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 		return
 	}
 	if !waiting && fr.writing != nil {
-		fr.handoff = func() { n.handoff(f, data, placement, from, inc) } // after the write
+		fr.handoff = func() { n.handoff(f, data, lineage, placement, from, inc) } // after the write
 		c.counts.HandoffsAfterWrite++
 		return
 	}
-	if n.older(f, cp) || (m.Stale() && !n.newer(f, cp)) {
+	if n.older(f, lineage) || (m.Stale() && !n.newer(f, lineage)) {
 		// The old owner's copy is of an older lineage than the one here
 		// (it restored an older copy and, finding it stale, took no
 		// checkpoint): the one here is the newest state.
@@ -232,18 +238,19 @@ func (n *node) handoff(f int, data []byte, placement uint64, from string, inc in
 	n.handoffDone(f, from, inc)
 }
 
-// older reports whether cp is of an older lineage than this node's own
-// copy of fragment f (a larger epoch is a newer lineage, or later in the
+// older reports whether a copy of epoch (a hand-off's: its lineage) is of
+// an older lineage than this node's own copy of fragment f (a larger epoch is a newer lineage, or later in the
 // same one: recovery.MachineConfig.Confirm).
-func (n *node) older(f int, cp *recovery.Checkpoint) bool {
+func (n *node) older(f int, epoch uint64) bool {
 	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
-	return err == nil && ok && have.Epoch > cp.Manifest.Epoch
+	return err == nil && ok && have.Epoch > epoch
 }
 
-// newer reports whether cp is newer than this node's own copy of f.
-func (n *node) newer(f int, cp *recovery.Checkpoint) bool {
+// newer reports whether a copy of epoch is newer than this node's own
+// copy of f.
+func (n *node) newer(f int, epoch uint64) bool {
 	have, ok, err := n.st.Manifest(n.c.plan.Name(), f)
-	return err == nil && (!ok || have.Epoch < cp.Manifest.Epoch)
+	return err == nil && (!ok || have.Epoch < epoch)
 }
 
 // take restores fragment f from a checkpoint handed to it (a hand-off, or
@@ -254,6 +261,7 @@ func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 	if !n.writable() {
 		return
 	}
+	n.supersede(f, cp)
 	if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
 		n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
 		return
@@ -271,11 +279,30 @@ func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 	n.carry(f)
 }
 
+// supersede keeps this node's own copy of f aside when cp, of a newer
+// lineage, replaces it although the own copy is a later checkpoint.
+func (n *node) supersede(f int, cp *recovery.Checkpoint) {
+	if !n.older(f, cp.Manifest.Epoch) {
+		return
+	}
+	if own, ok, err := n.st.Full(n.c.plan.Name(), f); err == nil && ok {
+		n.superseded[f] = own
+	}
+}
+
 // fetch asks every other member for its copy of fragment f: the one this
 // node restored is older than what fragments downstream applied.
 func (n *node) fetch(f int) {
 	c := n.c
 	to, inc := n.name, n.inc
+	if sup := n.superseded[f]; sup != nil {
+		data := recovery.EncodeCheckpoint(sup)
+		c.send(n.name, n.name, func(r *node) {
+			if r.inc == inc {
+				r.offer(f, data, r.name)
+			}
+		})
+	}
 	for _, p := range n.alive {
 		if p == n.name {
 			continue
@@ -303,7 +330,7 @@ func (n *node) offer(f int, data []byte, from string) {
 		return
 	}
 	cp, err := recovery.DecodeCheckpoint(data)
-	if err != nil || !n.newer(f, cp) {
+	if err != nil || !n.newer(f, cp.Manifest.Epoch) {
 		return
 	}
 	n.take(f, fr, cp, from)

@@ -71,9 +71,13 @@ type node struct {
 	frags     map[int]*frag
 	readers   map[int]*reader // by source partition index
 	handedOff map[int]uint64  // hand-offs that came before their placement
-	needSync  bool            // standby copies written without a sync
-	confirms  []func()        // to their owners once the standby copies are synced
-	syncing   bool            // a sync of standby copies runs on a slow disk
+	// superseded are this node's own copies that a hand-off of a newer
+	// lineage replaced although they held a later checkpoint: offered to
+	// the fragment here if the lineage's copy proves stale.
+	superseded map[int]*recovery.Checkpoint
+	needSync   bool     // standby copies written without a sync
+	confirms   []func() // to their owners once the standby copies are synced
+	syncing    bool     // a sync of standby copies runs on a slow disk
 }
 
 type peerInfo struct {
@@ -340,6 +344,7 @@ func (n *node) start() error {
 	n.peers = map[string]peerInfo{}
 	n.alive, n.running, n.leaving, n.pending = []string{n.name}, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
+	n.superseded = map[int]*recovery.Checkpoint{}
 	fc := shard.DefaultFollow
 	fc.Start = c.cfg.Settle
 	n.follow = shard.NewFollower(fc)

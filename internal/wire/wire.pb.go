@@ -460,8 +460,12 @@ type CheckpointChunk struct {
 	Handoff   bool                   `protobuf:"varint,11,opt,name=handoff,proto3" json:"handoff,omitempty"`    // the last checkpoint of an owner handing the fragment to the receiver
 	// The sender's remote address: a hand-off's for HandoffDone, a standby
 	// copy's for Copied.
-	ReplyTo       string `protobuf:"bytes,12,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
-	Offer         bool   `protobuf:"varint,13,opt,name=offer,proto3" json:"offer,omitempty"` // a node's copy, sent to a fragment that asked for a newer one (Fetch)
+	ReplyTo string `protobuf:"bytes,12,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	Offer   bool   `protobuf:"varint,13,opt,name=offer,proto3" json:"offer,omitempty"` // a node's copy, sent to a fragment that asked for a newer one (Fetch)
+	// A hand-off's lineage: the epoch the receiver judges it by against its
+	// own copy, at least epoch (recovery.Machine.HandoffEpoch: a lineage that
+	// took no checkpoint yet hands off the copy it started from).
+	Lineage       uint64 `protobuf:"varint,14,opt,name=lineage,proto3" json:"lineage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -585,6 +589,13 @@ func (x *CheckpointChunk) GetOffer() bool {
 		return x.Offer
 	}
 	return false
+}
+
+func (x *CheckpointChunk) GetLineage() uint64 {
+	if x != nil {
+		return x.Lineage
+	}
+	return 0
 }
 
 // HandoffAsk asks the node a fragment waits for a hand-off from whether
@@ -1764,7 +1775,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x06Rewind\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x03R\x02to\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\rR\achannel\"\xc3\x02\n" +
+	"\achannel\x18\x03 \x01(\rR\achannel\"\xdd\x02\n" +
 	"\x0fCheckpointChunk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x14\n" +
@@ -1780,7 +1791,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	" \x01(\tR\x05owner\x12\x18\n" +
 	"\ahandoff\x18\v \x01(\bR\ahandoff\x12\x19\n" +
 	"\breply_to\x18\f \x01(\tR\areplyTo\x12\x14\n" +
-	"\x05offer\x18\r \x01(\bR\x05offer\"W\n" +
+	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
+	"\alineage\x18\x0e \x01(\x04R\alineage\"W\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
