@@ -202,6 +202,26 @@ func TestNodeKilledMidStreamExact(t *testing.T) {
 	}
 }
 
+// until polls cond every 50 ms until it holds, or fails after limit.
+func until(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", limit, what)
+		}
+	}
+}
+
+// countedAtLeast waits until the cluster counted at least min events: a fault
+// injected then lands mid-stream, however slowly the nodes started.
+func countedAtLeast(t *testing.T, base string, min int64) {
+	t.Helper()
+	until(t, 60*time.Second, fmt.Sprintf("%d events counted", min), func() bool {
+		var total struct{ Value int64 }
+		return exampletest.TryJSON(base+"/v1/views/total", &total) && total.Value >= min
+	})
+}
+
 // A fourth node joins mid-stream and takes over fragments; then a node
 // leaves gracefully (SIGTERM) and hands its fragments off. Exact.
 func TestJoinAndLeaveExact(t *testing.T) {
@@ -210,7 +230,7 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	bin := exampletest.Build(t, "wordcount")
 	common := []string{"-events", fmt.Sprint(n), "-seed", "23", "-fragments", "30", "-rate", "400000", "-checkpoint-interval", "200ms"}
 	procs, gossip := startCluster(t, bin, 3, common...)
-	time.Sleep(2 * time.Second)
+	countedAtLeast(t, procs[0].Base, n/5)
 	type reader struct {
 		Partition        int
 		Position, Events int64
@@ -219,13 +239,21 @@ func TestJoinAndLeaveExact(t *testing.T) {
 	exampletest.GetJSON(t, procs[0].Base+"/v1/cluster", &before)
 	p4 := startNode(t, bin, "n3", exampletest.FreePort(t), gossip[0], 1, common...)
 	p4.WaitURL(t)
-	time.Sleep(time.Second)
 	type fragment struct {
 		Fragment       int
 		Owner          string
 		Events         int64
 		RestoredEvents int64 `json:"restored_events"`
 	}
+	// Until the new node runs what the placement gave it: fragments and a
+	// source partition (the checks below say what it restored).
+	until(t, 30*time.Second, "the new node to take fragments and a partition", func() bool {
+		var st struct {
+			Fragments []fragment
+			Readers   []reader
+		}
+		return exampletest.TryJSON(p4.Base+"/v1/cluster?scope=local", &st) && len(st.Fragments) > 0 && len(st.Readers) > 0
+	})
 	// The fragments the new node took waited for their old owners'
 	// hand-offs: each restored what its old owner had counted, and asked
 	// the readers to replay only what followed, while the fragment moved.
@@ -298,7 +326,7 @@ func TestStaleOwnerFencedExact(t *testing.T) {
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", "29", "-fragments", "32", "-rate", "300000",
 		"-checkpoint-interval", "200ms")
-	time.Sleep(1500 * time.Millisecond)
+	countedAtLeast(t, procs[0].Base, n/5)
 	stale := procs[2]
 	if err := stale.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -316,7 +344,18 @@ func TestStaleOwnerFencedExact(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // the survivors run the new placement
+	// Until the survivors run the new placement: they own every fragment.
+	until(t, 30*time.Second, "the survivors to own every fragment", func() bool {
+		owned := 0
+		for _, p := range procs[:2] {
+			var st struct{ Fragments []struct{ Fragment int } }
+			if !exampletest.TryJSON(p.Base+"/v1/cluster?scope=local", &st) {
+				return false
+			}
+			owned += len(st.Fragments)
+		}
+		return owned == 32
+	})
 	if err := stale.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +411,7 @@ func TestClusterStoppedAndRestartedExact(t *testing.T) {
 		return procs
 	}
 	procs := start()
-	time.Sleep(1500 * time.Millisecond)
+	countedAtLeast(t, procs[0].Base, n/5)
 	for _, p := range procs {
 		if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

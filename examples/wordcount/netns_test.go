@@ -54,7 +54,7 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 		Fragments []fragment
 	}
 	// Mid-stream: the cluster has counted some but not all.
-	nw.until(t, 20*time.Second, "the stream to be under way", func() bool {
+	until(t, 20*time.Second, "the stream to be under way", func() bool {
 		var total struct{ Value int64 }
 		return c.get(procs[0].Base+"/v1/views/total", &total) && total.Value >= n/10
 	})
@@ -66,7 +66,7 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 
 	nw.cut(t, 2)
 	cutAt := time.Now()
-	nw.until(t, 20*time.Second, "n0 and n1 to take over n2's fragments", func() bool {
+	until(t, 20*time.Second, "n0 and n1 to take over n2's fragments", func() bool {
 		var st state
 		if !c.get(procs[0].Base+"/v1/cluster", &st) || len(st.Members) != 2 || len(st.Fragments) != 32 {
 			return false
@@ -86,7 +86,7 @@ func TestNetnsPartitionHealExact(t *testing.T) {
 	nw.heal(t, 2)
 	healAt := time.Now()
 	for i, p := range procs {
-		nw.until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
+		until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
 			var st state
 			return c.get(p.Base+"/v1/cluster?scope=local", &st) && len(st.Members) == 3
 		})
@@ -123,7 +123,7 @@ func TestNetnsOneWayCutExact(t *testing.T) {
 	const seed = 41
 	nw, procs := startNetnsCluster(t, n, seed, "iptables")
 	c := nw.client(t)
-	nw.until(t, 20*time.Second, "the stream to be under way", func() bool {
+	until(t, 20*time.Second, "the stream to be under way", func() bool {
 		var total struct{ Value int64 }
 		return c.get(procs[0].Base+"/v1/views/total", &total) && total.Value >= n/10
 	})
@@ -147,7 +147,7 @@ func TestNetnsOneWayCutExact(t *testing.T) {
 	healAt := time.Now()
 	t.Logf("n0 -> n2 cut at total %d for %v; %s", at.Value, healAt.Sub(cutAt).Round(time.Millisecond), strings.Join(seen, ", "))
 	for i, p := range procs {
-		nw.until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
+		until(t, 30*time.Second, fmt.Sprintf("n%d to see three members after the heal", i), func() bool {
 			var st struct{ Members []member }
 			return c.get(p.Base+"/v1/cluster?scope=local", &st) && len(st.Members) == 3
 		})
@@ -329,16 +329,6 @@ func (nw *netnsNet) iptables(t *testing.T, i int, args ...string) {
 	full := append([]string{"netns", "exec", nw.nodes[i], "iptables", "-w"}, args...)
 	if out, err := exec.Command("ip", full...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(full, " "), err, out)
-	}
-}
-
-// until polls cond every 50 ms until it holds, or fails after limit.
-func (nw *netnsNet) until(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(limit); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", limit, what)
-		}
 	}
 }
 
