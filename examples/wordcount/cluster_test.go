@@ -245,14 +245,27 @@ func TestJoinAndLeaveExact(t *testing.T) {
 		Events         int64
 		RestoredEvents int64 `json:"restored_events"`
 	}
-	// Until the new node runs what the placement gave it: fragments and a
-	// source partition (the checks below say what it restored).
-	until(t, 30*time.Second, "the new node to take fragments and a partition", func() bool {
+	// Until the new node runs what the placement gave it: a source
+	// partition, and fragments that each took a checkpoint of their own
+	// since they started (one that waits for its hand-off takes none; the
+	// checks below say what each restored).
+	until(t, 30*time.Second, "the new node to run fragments and a partition", func() bool {
 		var st struct {
-			Fragments []fragment
-			Readers   []reader
+			Fragments []struct {
+				Epoch         uint64
+				RestoredEpoch uint64 `json:"restored_epoch"`
+			}
+			Readers []reader
 		}
-		return exampletest.TryJSON(p4.Base+"/v1/cluster?scope=local", &st) && len(st.Fragments) > 0 && len(st.Readers) > 0
+		if !exampletest.TryJSON(p4.Base+"/v1/cluster?scope=local", &st) || len(st.Fragments) == 0 || len(st.Readers) == 0 {
+			return false
+		}
+		for _, f := range st.Fragments {
+			if f.Epoch <= f.RestoredEpoch {
+				return false
+			}
+		}
+		return true
 	})
 	// The fragments the new node took waited for their old owners'
 	// hand-offs: each restored what its old owner had counted, and asked
