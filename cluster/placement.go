@@ -239,23 +239,23 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 				n.cfg.Logger.Error("fence", "err", err)
 			}
 			n.hist.event(Event{At: time.Now(), Kind: "fenced", Node: n.cfg.Name, Epoch: p.Epoch})
-		case shard.StepResume:
+		case shard.StepPlace, shard.StepResume:
 			p := Place(plan, ms, s.Epoch)
 			p.Leaving = leaving
-			err := n.eng.Resume(p.engine(n.cfg.Name))
+			apply := n.eng.Place
+			if s.Kind == shard.StepResume {
+				apply = n.eng.Resume
+			}
+			err := apply(p.engine(n.cfg.Name))
 			n.follower.Done(s, err)
 			if err != nil {
-				n.cfg.Logger.Error("resume after a fence", "epoch", p.Epoch, "err", err)
+				n.cfg.Logger.Error("apply placement", "step", s.Kind, "epoch", p.Epoch, "err", err)
 				continue
 			}
-			n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
-		case shard.StepPlace:
-			p := Place(plan, ms, s.Epoch)
-			p.Leaving = leaving
-			err := n.eng.Place(p.engine(n.cfg.Name))
-			n.follower.Done(s, err)
-			if err != nil {
-				n.cfg.Logger.Error("apply placement", "epoch", p.Epoch, "err", err)
+			if s.Kind == shard.StepResume {
+				// The placement it applied before the fence, at the same
+				// epoch: nothing to record again.
+				n.cfg.Logger.Warn("no newer placement while fenced: this node resumes its own fragments from its checkpoints", "epoch", p.Epoch)
 				continue
 			}
 			n.placeMu.Lock()

@@ -126,31 +126,22 @@ type Follower struct {
 	away    bool // fenced, or back from a fence and not placed since
 	resume  bool // back from a fence: it may resume its old placement
 	dead    bool // declared dead while fenced: it may not
-	key     viewKey
-	keyed   bool
-	since   time.Time // when the view's members and epoch last changed
+	// The member list last seen, and whether it is kept (false: the next
+	// view counts as a change).
+	members, leaving []string
+	seenEpoch        uint64
+	keyed            bool
+	since            time.Time // when the view's members and epoch last changed
 }
 
-type viewKey struct {
-	members, leaving string
-	epoch            uint64
-}
-
-func keyOf(v View) viewKey {
-	return viewKey{members: joined(v.Members), leaving: joined(v.Leaving), epoch: v.Epoch}
-}
-
-func joined(s []string) string {
-	n := 0
-	for _, m := range s {
-		n += len(m) + 1
+// seen keeps what v shows of the member list, and reports whether it
+// differs from what the Follower saw last (or forgot it: keyed false).
+func (f *Follower) seen(v View) bool {
+	if f.keyed && v.Epoch == f.seenEpoch && slices.Equal(v.Members, f.members) && slices.Equal(v.Leaving, f.leaving) {
+		return false
 	}
-	b := make([]byte, 0, n)
-	for _, m := range s {
-		b = append(b, m...)
-		b = append(b, 0)
-	}
-	return string(b)
+	f.members, f.leaving, f.seenEpoch, f.keyed = slices.Clone(v.Members), slices.Clone(v.Leaving), v.Epoch, true
+	return true
 }
 
 // NewFollower returns the Follower of a node that has placed nothing yet.
@@ -185,8 +176,8 @@ func (f *Follower) Next(v View) Step {
 	case f.fenced:
 		return Step{}
 	}
-	if k := keyOf(v); !f.keyed || k != f.key {
-		f.key, f.keyed, f.since = k, true, v.Now
+	if f.seen(v) {
+		f.since = v.Now
 		return Step{}
 	}
 	if !v.Majority || len(v.Members) == 0 {
