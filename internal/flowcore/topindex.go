@@ -53,10 +53,16 @@ type topCand[K comparable, V any] struct {
 // heap belongs to the fragment's driver (changed while it applies
 // events); cur, the published copy, is what queries read.
 type topIndex[K comparable, V any] struct {
-	view  string
-	kc    KeyCodec[K]
-	o     viewOptions[V]
-	pos   []int32 // per table slot: its place in heap, or -1
+	view string
+	kc   KeyCodec[K]
+	o    viewOptions[V]
+	pos  []int32 // per table slot: its place in heap, or -1
+	// in has bit i set when slot i is in the set (pos[i] >= 0). Most
+	// changes are of keys outside a full set that do not score above
+	// it. A fragment's table of 1,500 keys has 6 KiB of pos, of which a
+	// batch read almost every cache line only to learn that; in is the
+	// 200 bytes the caches keep.
+	in    []uint64
 	heap  []topCand[K, V]
 	valid bool // the invariant holds (see above)
 	dirty bool // changed since the last publish
@@ -154,19 +160,22 @@ func (x *topIndex[K, V]) down(i int) bool {
 func (x *topIndex[K, V]) note(t *table[K, V], i int32) {
 	for int(i) >= len(x.pos) {
 		x.pos = append(x.pos, -1)
+		if len(x.pos) > 64*len(x.in) {
+			x.in = append(x.in, 0)
+		}
 	}
 	if !x.valid {
 		return
 	}
 	v := t.vals[i]
-	p := x.pos[i]
 	sc := x.o.score(v)
 	full := len(x.heap) == topDepth
-	if p < 0 && full && !cmp.Less(x.heap[0].s, sc) {
+	if full && !cmp.Less(x.heap[0].s, sc) && x.in[i>>6]&(1<<(i&63)) == 0 {
 		// The common case: an outsider that does not score above the
 		// set, published or not; no key to read, nothing to move.
 		return
 	}
+	p := x.pos[i]
 	if !x.o.publish(v) {
 		if p >= 0 {
 			x.invalidate()
@@ -189,11 +198,15 @@ func (x *topIndex[K, V]) note(t *table[K, V], i int32) {
 	case len(x.heap) < topDepth:
 		x.heap = append(x.heap, c)
 		x.pos[i] = int32(len(x.heap) - 1)
+		x.in[i>>6] |= 1 << (i & 63)
 		x.up(len(x.heap) - 1)
 	default: // it scores more than the lowest of a full set
-		x.pos[x.heap[0].slot] = -1
+		out := x.heap[0].slot
+		x.pos[out] = -1
+		x.in[out>>6] &^= 1 << (out & 63)
 		x.heap[0] = c
 		x.pos[i] = 0
+		x.in[i>>6] |= 1 << (i & 63)
 		x.down(0)
 	}
 	x.dirty = true
@@ -211,6 +224,8 @@ func (x *topIndex[K, V]) removed(i, n int32) {
 		x.pos[i] = x.pos[n]
 		if p := x.pos[i]; p >= 0 {
 			x.heap[p].slot = i
+			x.in[i>>6] |= 1 << (i & 63)
+			x.in[n>>6] &^= 1 << (n & 63)
 		}
 	}
 	x.pos = x.pos[:n]
@@ -219,6 +234,7 @@ func (x *topIndex[K, V]) removed(i, n int32) {
 func (x *topIndex[K, V]) invalidate() {
 	for _, c := range x.heap {
 		x.pos[c.slot] = -1
+		x.in[c.slot>>6] &^= 1 << (c.slot & 63)
 	}
 	clear(x.heap)
 	x.heap = x.heap[:0]
