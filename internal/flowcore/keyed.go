@@ -58,6 +58,11 @@ func (t *table[K, V]) touch(i int32) {
 	for _, x := range t.tops {
 		x.note(t, i)
 	}
+	t.touched(i)
+}
+
+// touched is touch without telling the top sets.
+func (t *table[K, V]) touched(i int32) {
 	if t.gen != nil {
 		t.stamp[i] = *t.gen
 	}
@@ -321,7 +326,12 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				}
 				if j, ok := t.lookup(it.Key, it.h); ok {
 					t.vals[j]++
-					t.touch(j)
+					for _, x := range t.tops {
+						if !skipInt(x, j, t.vals[j]) {
+							x.note(t, j)
+						}
+					}
+					t.touched(j)
 				} else {
 					t.insertH(it.Key, it.h, 1)
 				}
