@@ -244,16 +244,78 @@ func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, 
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
 	var enc recsEncoder
 	var err error
+	// A plain struct's fields are known: the field that holds a string
+	// key is found by comparing strings (appendShared), not searched for
+	// in the encoded bytes and cut out of them (spliceKey).
+	sc, _ := c.ec.(*structCodec[T])
+	_, plain := c.kc.(stringCodec[K])
+	fields := share && plain && sc != nil
 	for i := range p.items {
 		var ts int64
 		if et {
 			ts = p.ts[i]
 		}
-		if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
+		if fields {
+			dst = c.appendShared(dst, &enc, &p.items[i], ts, et, sc)
+		} else if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
 			return nil, err
 		}
 	}
 	return dst, nil
+}
+
+// appendRecHead appends a record's offset and, with et, its event time.
+func appendRecHead(dst []byte, e *recsEncoder, off, ts int64, et bool) []byte {
+	if e.n == 0 {
+		dst = binary.AppendVarint(dst, off)
+	} else {
+		dst = binary.AppendVarint(dst, off-e.prevOff)
+	}
+	e.prevOff = off
+	e.n++
+	if et {
+		dst = binary.AppendVarint(dst, ts-e.prevTS)
+		e.prevTS = ts
+	}
+	return dst
+}
+
+// appendShared is appendRec in the shared form for a string key and a
+// plain struct event (sc): the same bytes as spliceKey's wherever the key
+// is a field of the event, the key cut at that field (spliceKey cuts it
+// where its bytes first appear, which decodes alike).
+func (c *recsCodec[K, T]) appendShared(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et bool, sc *structCodec[T]) []byte {
+	dst = appendRecHead(dst, e, it.Off, ts, et)
+	key := *(*string)(unsafe.Pointer(&it.Key))
+	if len(key) < 0x80 {
+		dst = append(dst, byte(len(key)))
+	} else {
+		dst = binary.AppendUvarint(dst, uint64(len(key)))
+	}
+	dst = append(dst, key...)
+	// The header, h and at, takes a byte each for events under 64 bytes
+	// and keys within their first 128: room for two, moved if it differs.
+	mark := len(dst)
+	dst = append(dst, 0, 0)
+	dst, at := sc.appendSharing(dst, unsafe.Pointer(&it.Val), key)
+	n := len(dst) - mark - 2
+	var tmp [2 * binary.MaxVarintLen64]byte
+	var l int
+	if at < 0 {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1)
+	} else {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1|1)
+		l += binary.PutUvarint(tmp[l:], uint64(at))
+	}
+	if l != 2 {
+		if l > 2 {
+			dst = append(dst, tmp[:l-2]...)
+		}
+		copy(dst[mark+l:], dst[mark+2:mark+2+n])
+		dst = dst[:mark+l+n]
+	}
+	copy(dst[mark:], tmp[:l])
+	return dst
 }
 
 // spliceRoom is the room spliceKey's header may take: h (an event under
@@ -311,17 +373,7 @@ type recsEncoder struct {
 // difference), key and event; with share, an event that holds its key's
 // bytes without them (the wire form, spliceKey).
 func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et, share bool) ([]byte, error) {
-	if e.n == 0 {
-		dst = binary.AppendVarint(dst, it.Off)
-	} else {
-		dst = binary.AppendVarint(dst, it.Off-e.prevOff)
-	}
-	e.prevOff = it.Off
-	e.n++
-	if et {
-		dst = binary.AppendVarint(dst, ts-e.prevTS)
-		e.prevTS = ts
-	}
+	dst = appendRecHead(dst, e, it.Off, ts, et)
 	kmark := len(dst)
 	dst = append(dst, 0) // room for a length below 128, moved if longer
 	var err error
@@ -457,16 +509,11 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	// for codecs of ours, which copy what they keep; a fresh one for each
 	// event of any other, which may keep the bytes it was given.
 	var scratch []byte
+	stc, _ := c.ec.(*structCodec[T])
+	fields := plain && stc != nil
 	for i := range views {
 		v := &views[i]
 		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
-		if v.at >= 0 {
-			if !copies {
-				scratch = nil
-			}
-			scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
-			vb = scratch
-		}
 		var k K
 		var err error
 		switch {
@@ -488,9 +535,26 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
 		}
 		var val T
-		if ed != nil {
+		got := false
+		if v.at >= 0 {
+			if fields {
+				// The key is the string field the event lacks (mostly):
+				// taken as decoded, not put back and read again.
+				val, got = stc.decodeShared(vb, v.at, *(*string)(unsafe.Pointer(&k)), in)
+			}
+			if !got {
+				if !copies {
+					scratch = nil
+				}
+				scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
+				vb = scratch
+			}
+		}
+		switch {
+		case got:
+		case ed != nil:
 			val, err = ed.decodeInterned(vb, in)
-		} else {
+		default:
 			val, err = c.ec.Decode(vb)
 		}
 		if err != nil {
