@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"unsafe"
 
@@ -13,29 +14,49 @@ import (
 
 // Batches cross nodes in this encoding (inside a wire.Batch):
 //
-//	version byte (2; 1 is read too)
+//	version byte (3; 1 and 2 are read too)
 //	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
 //	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
-//	parts uvarint, then per part: stage uvarint, records uvarint, and per record
-//	  offset (varint, delta from the previous; the first from prev_end)
+//	parts uvarint, then per part: stage uvarint, records uvarint,
+//	  form uvarint (version 3 only: 0 spliced, f > 0 field f-1), and per record
+//	  offset (the first absolute, a varint; then the difference from the one
+//	    before: a uvarint in the field form, a varint in the others)
 //	  event time (varint, delta from the previous; with event time)
 //	  key as uvarint length + the codec's bytes
 //	  event: uvarint h, then
-//	    h even: the codec's h/2 bytes (version 1: h is the length itself)
-//	    h odd: uvarint at, then the h/2 bytes of the event's encoding
-//	      without the key's bytes, which stood at byte at
+//	    version 1: the codec's h bytes
+//	    spliced form (version 2; version 3 with form 0):
+//	      h even: the codec's h/2 bytes
+//	      h odd: uvarint at, then the h/2 bytes of the event's encoding
+//	        without the key's bytes, which stood at byte at
+//	    field form (version 3, form f > 0; a string key and a plain struct
+//	    event, structCodec):
+//	      h even: the codec's h/2 bytes
+//	      h odd: the h/2 bytes of the event's encoding without its string
+//	        field f-1, length and bytes, which is the key
 //
 // An event usually holds its key (a field of it, or it is the key): sent
 // once, a record of the keyed count is about half the bytes, and every copy
 // between the reader and the fragment (the encoding, protobuf on both
-// sides, gRPC) and the garbage they leave shrink with it. The splice is at
-// the level of bytes, so it is exact for any codec.
+// sides, gRPC, the kernel's) and the garbage they leave shrink with it.
+// The splice is at the level of bytes, so it is exact for any codec; the
+// field form, for the events whose fields the codec knows, names the field
+// once a part instead of a position and a length in every record, and
+// neither side searches or moves bytes for it.
 //
 // Decoding checks every length and bound: a malformed batch is an error,
 // never a panic. The records of an exchange's log in a checkpoint
 // (exchange.go) keep the version 1 form of a part.
 
-const batchVersion = 2
+const batchVersion = 3
+
+// Part forms, as decodeParts is told them: formWhole (version 1),
+// formSpliced (version 2, and 3's form 0), or a field number >= 0 (the
+// field form).
+const (
+	formWhole   = -2
+	formSpliced = -1
+)
 
 // minSharedKey is the shortest key encoding worth splicing out of its
 // event: the position costs a byte.
@@ -49,8 +70,8 @@ func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
 	return p.encodeBatch(dst, b, batchVersion)
 }
 
-// encodeBatch appends b's encoding in version v (1 is for tests: a node of
-// the version before sends it).
+// encodeBatch appends b's encoding in version v (1 and 2 are for tests:
+// nodes of the versions before send them).
 func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
 	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(b.Source))
@@ -76,9 +97,14 @@ func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(b.parts)))
 	var err error
 	for _, pl := range b.parts {
-		if v == 1 {
+		switch v {
+		case 1:
 			dst, err = pl.encode(p, dst, b.EventTime)
-		} else {
+		case 2:
+			dst, err = pl.(interface {
+				encodeSpliced(*Plan, []byte, bool) ([]byte, error)
+			}).encodeSpliced(p, dst, b.EventTime)
+		default:
 			dst, err = pl.encodeWire(p, dst, b.EventTime)
 		}
 		if err != nil {
@@ -153,10 +179,10 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) { return p.DecodeBatchIn
 // DecodeBatchInterned is DecodeBatch taking the strings of keys and events
 // from in (a fragment's own; nil for none).
 func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
-	if len(data) == 0 || (data[0] != batchVersion && data[0] != 1) {
+	if len(data) == 0 || data[0] < 1 || data[0] > batchVersion {
 		return nil, errors.New("malformed batch: unknown version")
 	}
-	shared := data[0] == batchVersion
+	version := data[0]
 	r := &batchReader{b: data[1:]}
 	b := &Batch{}
 	src, part := r.uvarint("source"), r.uvarint("partition")
@@ -195,6 +221,17 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 	for range nparts {
 		stage := r.uvarint("stage")
 		n := r.uvarint("records")
+		form := formWhole
+		switch version {
+		case 2:
+			form = formSpliced
+		case 3:
+			if f := r.uvarint("form"); f > maxFields {
+				r.fail("form")
+			} else {
+				form = int(f) - 1
+			}
+		}
 		if r.err != nil {
 			b.Release()
 			return nil, r.err
@@ -203,7 +240,7 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 			b.Release()
 			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
 		}
-		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, shared)
+		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, form)
 		if err != nil {
 			b.Release()
 			return nil, err
@@ -229,19 +266,91 @@ type recsCodec[K comparable, T any] struct {
 // encode appends the records in the version 1 form, which an exchange's
 // log keeps in checkpoints.
 func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
-	return p.encodeParts(pl, dst, et, false)
+	return p.encodeParts(pl, dst, et, false, false)
 }
 
 // encodeWire appends the records in the form batches cross nodes in: an
-// event that holds its key's bytes is sent without them.
+// event that holds its key's bytes is sent without them. A plain struct
+// event whose first record's key is one of its string fields goes in the
+// field form, the others in the spliced form.
 func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
-	return p.encodeParts(pl, dst, et, true)
+	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
+	sc, _ := c.ec.(*structCodec[T])
+	_, plain := c.kc.(stringCodec[K])
+	field := -1
+	if plain && sc != nil && len(p.items) > 0 {
+		field = sc.keyField(unsafe.Pointer(&p.items[0].Val), *(*string)(unsafe.Pointer(&p.items[0].Key)))
+	}
+	if field < 0 {
+		return p.encodeParts(pl, dst, et, true, true)
+	}
+	dst = binary.AppendUvarint(dst, uint64(p.stage))
+	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	dst = binary.AppendUvarint(dst, uint64(field)+1)
+	var prev int64
+	for i := range p.items {
+		it := &p.items[i]
+		if i == 0 {
+			dst = binary.AppendVarint(dst, it.Off)
+		} else {
+			dst = binary.AppendUvarint(dst, uint64(it.Off-prev))
+		}
+		prev = it.Off
+		if et {
+			var d int64
+			if i == 0 {
+				d = p.ts[0]
+			} else {
+				d = p.ts[i] - p.ts[i-1]
+			}
+			dst = binary.AppendVarint(dst, d)
+		}
+		key := *(*string)(unsafe.Pointer(&it.Key))
+		if len(key) < 0x80 {
+			dst = append(dst, byte(len(key)))
+		} else {
+			dst = binary.AppendUvarint(dst, uint64(len(key)))
+		}
+		dst = append(dst, key...)
+		// h takes a byte for events under 64 bytes: room for one, the
+		// event moved if it takes more.
+		mark := len(dst)
+		dst = append(dst, 0)
+		var cut bool
+		dst, cut = sc.appendWithout(dst, unsafe.Pointer(&it.Val), field, key)
+		n := len(dst) - mark - 1
+		h := uint64(n) << 1
+		if cut {
+			h |= 1
+		}
+		if h < 0x80 {
+			dst[mark] = byte(h)
+			continue
+		}
+		var tmp [binary.MaxVarintLen64]byte
+		l := binary.PutUvarint(tmp[:], h)
+		dst = append(dst, tmp[:l-1]...)
+		copy(dst[mark+l:], dst[mark+1:mark+1+n])
+		copy(dst[mark:], tmp[:l])
+	}
+	return dst, nil
 }
 
-func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, error) {
+// encodeSpliced appends the records in version 2's form (a node of the
+// version before sends it).
+func (p *recs[K, T]) encodeSpliced(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, true, false)
+}
+
+// encodeParts appends the records in version 1's form, or with share the
+// spliced form: version 2's, or with form version 3's form 0.
+func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share, form bool) ([]byte, error) {
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	if form {
+		dst = append(dst, 0)
+	}
 	var enc recsEncoder
 	var err error
 	// A plain struct's fields are known: the field that holds a string
@@ -432,7 +541,7 @@ func putShortLength(dst []byte, mark int) []byte {
 
 // decode reads n records in the version 1 form (an exchange's log).
 func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
-	return c.decodeParts(b, n, et, in, false)
+	return c.decodeParts(b, n, et, in, formWhole)
 }
 
 // recView is a record of a batch being decoded, read but not yet
@@ -463,10 +572,16 @@ var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 // together (keyBatch), and each record carries its key's hash on to the
 // table (Rec.h), which then finds the key in the places the lookup just
 // read rather than hashing it again.
-func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error) {
+func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, form int) (payload, []byte, error) {
+	_, plain := c.kc.(stringCodec[K])
+	stc, _ := c.ec.(*structCodec[T])
+	fields := plain && stc != nil
+	if form >= 0 && (!fields || form >= len(stc.ops) || stc.ops[form].kind != reflect.String) {
+		return nil, nil, fmt.Errorf("malformed batch: no string field %d in the events of stage %d", form, c.stage)
+	}
 	sc := decodeScratches.Get().(*decodeScratch)
 	defer decodeScratches.Put(sc)
-	rest, err := readViews(sc, b, n, et, shared)
+	rest, err := readViews(sc, b, n, et, form)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -485,7 +600,6 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		kd, ed = nil, nil
 	}
 	find := in.keyFinder(c.stage)
-	_, plain := c.kc.(stringCodec[K])
 	batch := kd != nil && find != nil && plain
 	hashed := batch && find.hashed()
 	kb := &sc.keys
@@ -509,8 +623,6 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	// for codecs of ours, which copy what they keep; a fresh one for each
 	// event of any other, which may keep the bytes it was given.
 	var scratch []byte
-	stc, _ := c.ec.(*structCodec[T])
-	fields := plain && stc != nil
 	for i := range views {
 		v := &views[i]
 		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
@@ -536,7 +648,14 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		}
 		var val T
 		got := false
-		if v.at >= 0 {
+		switch {
+		case v.at >= 0 && form >= 0:
+			// The event lacks its field form, which is the key.
+			if val, err = stc.decodeWithout(vb, form, *(*string)(unsafe.Pointer(&k)), in); err != nil {
+				return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
+			}
+			got = true
+		case v.at >= 0:
 			if fields {
 				// The key is the string field the event lacks (mostly):
 				// taken as decoded, not put back and read again.
@@ -574,7 +693,7 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 
 // readViews reads n records from b into sc.views and returns what
 // follows them.
-func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, error) {
+func readViews(sc *decodeScratch, b []byte, n int, et bool, form int) ([]byte, error) {
 	if cap(sc.views) < n {
 		sc.views = make([]recView, 0, n)
 	}
@@ -589,13 +708,16 @@ func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, err
 	// nearly all do; uvarintAt reads the others.
 	for i := range n {
 		var d, dt int64
-		var kn, h, kat uint64
+		var u, kn, h, kat uint64
 		if p < len(b) && b[p] < 0x80 {
-			d, p = int64(b[p]>>1)^-int64(b[p]&1), p+1
-		} else if kn, p = uvarintAt(b, p); p < 0 {
+			u, p = uint64(b[p]), p+1
+		} else if u, p = uvarintAt(b, p); p < 0 {
 			return fail("offset")
+		}
+		if i > 0 && form >= 0 {
+			d = int64(u) // the field form's differences are uvarints
 		} else {
-			d = int64(kn>>1) ^ -int64(kn&1)
+			d = int64(u>>1) ^ -int64(u&1)
 		}
 		if i == 0 {
 			off = d
@@ -623,7 +745,12 @@ func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, err
 		} else if h, p = uvarintAt(b, p); p < 0 {
 			return fail("event")
 		}
-		if shared {
+		if form >= 0 {
+			if h&1 != 0 {
+				v.at = form
+			}
+			h >>= 1
+		} else if form == formSpliced {
 			spliced := h&1 != 0
 			if h >>= 1; spliced {
 				if kat, p = uvarintAt(b, p); p < 0 {

@@ -154,6 +154,10 @@ func FuzzDecodeBatch(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(enc)
+		if enc, err = plan.EncodeBatchV2(nil, b); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
 	}
 	f.Add([]byte{1, 0, 0, 0, 0, 2, 1, 1, 0, 0})
 	// held: a fragment whose tables hold the seeds' keys, so that its

@@ -2,6 +2,7 @@ package flowcore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -59,6 +60,17 @@ func TestSharedKeyFieldsMatchSplice(t *testing.T) {
 			if len(key) < minSharedKey {
 				first = -1
 			}
+			// The field form cuts the first string field that is the key,
+			// and only that, and puts it back.
+			if field := ec.keyField(unsafe.Pointer(&v), key); field >= 0 {
+				cutEnc, cut := ec.appendWithout(nil, unsafe.Pointer(&v), field, key)
+				back, err := ec.decodeWithout(cutEnc, field, key, nil)
+				if !cut || err != nil || fmt.Sprint(back) != fmt.Sprint(v) || len(enc)-len(cutEnc) != len(binary.AppendUvarint(nil, uint64(len(key))))+len(key) {
+					t.Fatalf("record %d: field %d cut %v: %v, %v from %x; whole %x", i, field, cut, back, err, cutEnc, enc)
+				}
+			} else if whole, cut := ec.appendWithout(nil, unsafe.Pointer(&v), 0, key); cut || !bytes.Equal(whole, enc) {
+				t.Fatalf("record %d: no field is the key, yet cut %v: %x, whole %x", i, cut, whole, enc)
+			}
 			// (Within a run spliceKey looks where the record before had
 			// its key first: a record on its own is compared.)
 			one, _ := c.appendRec(nil, &recsEncoder{}, &items[i], ts, true, true)
@@ -69,7 +81,7 @@ func TestSharedKeyFieldsMatchSplice(t *testing.T) {
 		}
 		for _, form := range [][]byte{fields, splice} {
 			sc := &decodeScratch{}
-			rest, err := readViews(sc, form, n, true, true)
+			rest, err := readViews(sc, form, n, true, formSpliced)
 			if err != nil || len(rest) != 0 {
 				t.Fatalf("read views: %v, %d bytes left", err, len(rest))
 			}
@@ -101,7 +113,8 @@ func TestSharedKeyFieldsMatchSplice(t *testing.T) {
 }
 
 // decodeShared decodes what it accepts exactly as the event put back
-// together decodes, for any bytes, position and key.
+// together decodes, for any bytes, position and key; decodeWithout decodes
+// the event without its first field exactly as the whole event.
 func FuzzDecodeShared(f *testing.F) {
 	c, err := newStructCodec[cellPing]()
 	if err != nil {
@@ -117,6 +130,12 @@ func FuzzDecodeShared(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, at int, key string) {
 		if at < 0 || at > len(b) {
 			return // readViews refuses such positions
+		}
+		// Device, field 0, cut whole (the field form).
+		gotW, errW := c.decodeWithout(b, 0, key, nil)
+		wantW, err := c.Decode(append(binary.AppendUvarint(nil, uint64(len(key))), append([]byte(key), b...)...))
+		if (errW == nil) != (err == nil) || (err == nil && fmt.Sprint(gotW) != fmt.Sprint(wantW)) {
+			t.Fatalf("without field 0: %v, %v; put back together: %v, %v", gotW, errW, wantW, err)
 		}
 		got, ok := c.decodeShared(b, at, key, nil)
 		whole := append(append(append([]byte{}, b[:at]...), key...), b[at:]...)

@@ -144,6 +144,33 @@ func (c *structCodec[T]) appendSharing(dst []byte, p unsafe.Pointer, key string)
 	return dst, at
 }
 
+// maxFields bounds the field number a batch's part may name.
+const maxFields = 1 << 16
+
+// keyField is the number of the first string field of the T at p that
+// holds key, or -1.
+func (c *structCodec[T]) keyField(p unsafe.Pointer, key string) int {
+	for i := range c.ops {
+		if op := &c.ops[i]; op.kind == reflect.String && *(*string)(unsafe.Add(p, op.off)) == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// appendWithout encodes the T at p as appendAt does, but without its
+// string field field if that holds key (cut): the record carries the key
+// anyway (a batch's field form).
+func (c *structCodec[T]) appendWithout(dst []byte, p unsafe.Pointer, field int, key string) ([]byte, bool) {
+	cut := *(*string)(unsafe.Add(p, c.ops[field].off)) == key
+	for i := range c.ops {
+		if i != field || !cut {
+			dst = appendField(dst, &c.ops[i], p)
+		}
+	}
+	return dst, cut
+}
+
 // appendField encodes the field op of the struct at p.
 func appendField(dst []byte, op *fieldOp, p unsafe.Pointer) []byte {
 	fp := unsafe.Add(p, op.off)
@@ -211,6 +238,29 @@ func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
 	p := unsafe.Pointer(&v)
 	for i := range c.ops {
 		n, err := decodeField(b, &c.ops[i], p, in)
+		if err != nil {
+			return v, err
+		}
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
+	}
+	return v, nil
+}
+
+// decodeWithout decodes what appendWithout cut: b lacks the string field
+// field (a string field: the caller checks), which is key.
+func (c *structCodec[T]) decodeWithout(b []byte, field int, key string, in *Interner) (T, error) {
+	var v T
+	p := unsafe.Pointer(&v)
+	for i := range c.ops {
+		op := &c.ops[i]
+		if i == field {
+			*(*string)(unsafe.Add(p, op.off)) = key
+			continue
+		}
+		n, err := decodeField(b, op, p, in)
 		if err != nil {
 			return v, err
 		}
