@@ -18,11 +18,14 @@ import (
 //	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
 //	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
 //	parts uvarint, then per part: stage uvarint, records uvarint,
-//	  form uvarint (version 3 only: 0 spliced, f > 0 field f-1), and per record
+//	  form uvarint (version 3 only: 0 spliced; 2f or 2f+1, f > 0, field f-1,
+//	    2f+1 with keys front-coded), and per record
 //	  offset (the first absolute, a varint; then the difference from the one
 //	    before: a uvarint in the field form, a varint in the others)
 //	  event time (varint, delta from the previous; with event time)
-//	  key as uvarint length + the codec's bytes
+//	  key as uvarint length + the codec's bytes; front-coded: uvarint s,
+//	    the bytes the key shares with the record's before (its first s),
+//	    then uvarint length + the bytes that follow them
 //	  event: uvarint h, then
 //	    version 1: the codec's h bytes
 //	    spliced form (version 2; version 3 with form 0):
@@ -42,7 +45,10 @@ import (
 // The splice is at the level of bytes, so it is exact for any codec; the
 // field form, for the events whose fields the codec knows, names the field
 // once a part instead of a position and a length in every record, and
-// neither side searches or moves bytes for it.
+// neither side searches or moves bytes for it. Keys that share their first
+// bytes with the key before them (identifiers with a common prefix, zero
+// padded numbers) are front-coded, as sorted keys are in a table's blocks
+// (LevelDB's, pebble's), where a part's first records say it saves bytes.
 //
 // Decoding checks every length and bound: a malformed batch is an error,
 // never a panic. The records of an exchange's log in a checkpoint
@@ -50,13 +56,28 @@ import (
 
 const batchVersion = 3
 
-// Part forms, as decodeParts is told them: formWhole (version 1),
-// formSpliced (version 2, and 3's form 0), or a field number >= 0 (the
-// field form).
+// partForm is how a part's records are laid out, as decodeParts is told:
+// field is formWhole (version 1), formSpliced (version 2, and 3's form 0),
+// or a field number >= 0 (the field form, whose keys may be front-coded).
+type partForm struct {
+	field int
+	front bool
+}
+
 const (
 	formWhole   = -2
 	formSpliced = -1
 )
+
+// maxFrontKeys bounds the bytes of the keys of one front-coded part once
+// put back together: a part is front-coded only below it, and a decoder
+// refuses a part that claims more (a few bytes could claim gigabytes).
+const maxFrontKeys = 1 << 20
+
+// frontSample is how many of a part's first records decide whether it is
+// front-coded: if their keys share more than a byte each on average with
+// the key before them.
+const frontSample = 32
 
 // minSharedKey is the shortest key encoding worth splicing out of its
 // event: the position costs a byte.
@@ -221,15 +242,15 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 	for range nparts {
 		stage := r.uvarint("stage")
 		n := r.uvarint("records")
-		form := formWhole
+		form := partForm{field: formWhole}
 		switch version {
 		case 2:
-			form = formSpliced
+			form.field = formSpliced
 		case 3:
-			if f := r.uvarint("form"); f > maxFields {
+			if f := r.uvarint("form"); f == 1 || f>>1 > maxFields {
 				r.fail("form")
 			} else {
-				form = int(f) - 1
+				form = partForm{field: int(f>>1) - 1, front: f&1 != 0}
 			}
 		}
 		if r.err != nil {
@@ -284,10 +305,16 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 	if field < 0 {
 		return p.encodeParts(pl, dst, et, true, true)
 	}
+	front := frontCodes(p.items)
+	form := uint64(field+1) << 1
+	if front {
+		form |= 1
+	}
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
-	dst = binary.AppendUvarint(dst, uint64(field)+1)
+	dst = binary.AppendUvarint(dst, form)
 	var prev int64
+	var prevKey string
 	for i := range p.items {
 		it := &p.items[i]
 		if i == 0 {
@@ -306,12 +333,13 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 			dst = binary.AppendVarint(dst, d)
 		}
 		key := *(*string)(unsafe.Pointer(&it.Key))
-		if len(key) < 0x80 {
-			dst = append(dst, byte(len(key)))
-		} else {
-			dst = binary.AppendUvarint(dst, uint64(len(key)))
+		rest := key
+		if front {
+			s := sharedPrefix(prevKey, key)
+			dst, rest, prevKey = appendLen(dst, s), key[s:], key
 		}
-		dst = append(dst, key...)
+		dst = appendLen(dst, len(rest))
+		dst = append(dst, rest...)
 		// h takes a byte for events under 64 bytes: room for one, the
 		// event moved if it takes more.
 		mark := len(dst)
@@ -334,6 +362,44 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 		copy(dst[mark:], tmp[:l])
 	}
 	return dst, nil
+}
+
+// appendLen appends n as a uvarint, inline for the one byte most take.
+func appendLen(dst []byte, n int) []byte {
+	if n < 0x80 {
+		return append(dst, byte(n))
+	}
+	return binary.AppendUvarint(dst, uint64(n))
+}
+
+// sharedPrefix is the number of first bytes a and b share.
+func sharedPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// frontCodes reports whether the string keys of items are worth
+// front-coding: their first records' keys share more than a byte each on
+// average with the one before (a front-coded key costs a byte more where
+// it shares none), and all of them put together stay under maxFrontKeys.
+func frontCodes[K comparable, T any](items []Rec[K, T]) bool {
+	if len(items) < 2 {
+		return false
+	}
+	key := func(i int) string { return *(*string)(unsafe.Pointer(&items[i].Key)) }
+	total, shared := 0, 0
+	for i := range items {
+		total += len(key(i))
+		if i > 0 && i <= frontSample {
+			shared += sharedPrefix(key(i-1), key(i))
+		}
+	}
+	return total <= maxFrontKeys && shared > min(len(items)-1, frontSample)
 }
 
 // encodeSpliced appends the records in version 2's form (a node of the
@@ -541,7 +607,7 @@ func putShortLength(dst []byte, mark int) []byte {
 
 // decode reads n records in the version 1 form (an exchange's log).
 func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
-	return c.decodeParts(b, n, et, in, formWhole)
+	return c.decodeParts(b, n, et, in, partForm{field: formWhole})
 }
 
 // recView is a record of a batch being decoded, read but not yet
@@ -558,8 +624,9 @@ type recView struct {
 // decodeScratch is decodeParts' scratch, kept in a pool: a node decodes
 // many fragments' batches, one fragment's at a time on each goroutine.
 type decodeScratch struct {
-	views []recView
-	keys  keyBatch
+	views    []recView
+	keys     keyBatch
+	keyBytes []byte // front-coded keys put back together
 }
 
 var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
@@ -572,20 +639,28 @@ var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 // together (keyBatch), and each record carries its key's hash on to the
 // table (Rec.h), which then finds the key in the places the lookup just
 // read rather than hashing it again.
-func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, form int) (payload, []byte, error) {
+func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf partForm) (payload, []byte, error) {
 	_, plain := c.kc.(stringCodec[K])
 	stc, _ := c.ec.(*structCodec[T])
 	fields := plain && stc != nil
+	form := pf.field
 	if form >= 0 && (!fields || form >= len(stc.ops) || stc.ops[form].kind != reflect.String) {
 		return nil, nil, fmt.Errorf("malformed batch: no string field %d in the events of stage %d", form, c.stage)
 	}
 	sc := decodeScratches.Get().(*decodeScratch)
 	defer decodeScratches.Put(sc)
-	rest, err := readViews(sc, b, n, et, form)
+	rest, err := readViews(sc, b, n, et, pf)
 	if err != nil {
 		return nil, nil, err
 	}
 	views := sc.views
+	// kbuf holds the keys' bytes: the part's own, or the front-coded keys
+	// put back together (plain strings only, which keep no bytes they are
+	// given: the scratch is reused).
+	kbuf := b
+	if pf.front {
+		kbuf = sc.keyBytes
+	}
 
 	var items []Rec[K, T]
 	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
@@ -604,12 +679,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, fo
 	hashed := batch && find.hashed()
 	kb := &sc.keys
 	if batch {
-		kb.reset(b, n)
+		kb.reset(kbuf, n)
 		for i := range views {
 			v := &views[i]
 			var h uint64
 			if hashed {
-				h = shard.Bytes(b[v.k : v.k+v.kn])
+				h = shard.Bytes(kbuf[v.k : v.k+v.kn])
 			}
 			kb.add(v.k, v.kn, h)
 		}
@@ -625,7 +700,7 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, fo
 	var scratch []byte
 	for i := range views {
 		v := &views[i]
-		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
+		key, vb := kbuf[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
 		var k K
 		var err error
 		switch {
@@ -693,11 +768,19 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, fo
 
 // readViews reads n records from b into sc.views and returns what
 // follows them.
-func readViews(sc *decodeScratch, b []byte, n int, et bool, form int) ([]byte, error) {
+func readViews(sc *decodeScratch, b []byte, n int, et bool, pf partForm) ([]byte, error) {
 	if cap(sc.views) < n {
 		sc.views = make([]recView, 0, n)
 	}
 	views := sc.views[:0]
+	form := pf.field
+	if pf.front {
+		if form < 0 {
+			return nil, errors.New("malformed batch: front-coded keys outside the field form")
+		}
+		sc.keyBytes = sc.keyBytes[:0]
+	}
+	var prevK, prevKn int // the key before, front-coded: in sc.keyBytes
 	fail := func(what string) ([]byte, error) {
 		sc.views = views[:0]
 		return nil, fmt.Errorf("malformed batch: %s", what)
@@ -731,6 +814,17 @@ func readViews(sc *decodeScratch, b []byte, n int, et bool, form int) ([]byte, e
 			ts += dt
 		}
 		v := recView{off: off, ts: ts, at: -1}
+		var shared uint64
+		if pf.front {
+			if p < len(b) && b[p] < 0x80 {
+				shared, p = uint64(b[p]), p+1
+			} else if shared, p = uvarintAt(b, p); p < 0 {
+				return fail("key prefix")
+			}
+			if shared > uint64(prevKn) {
+				return fail("key prefix")
+			}
+		}
 		if p < len(b) && b[p] < 0x80 {
 			kn, p = uint64(b[p]), p+1
 		} else if kn, p = uvarintAt(b, p); p < 0 {
@@ -739,7 +833,18 @@ func readViews(sc *decodeScratch, b []byte, n int, et bool, form int) ([]byte, e
 		if kn > uint64(len(b)-p) {
 			return fail("key")
 		}
-		v.k, v.kn, p = p, int(kn), p+int(kn)
+		if pf.front {
+			start := len(sc.keyBytes)
+			if uint64(start)+shared+kn > maxFrontKeys {
+				return fail("front-coded keys too long")
+			}
+			sc.keyBytes = append(sc.keyBytes, sc.keyBytes[prevK:prevK+int(shared)]...)
+			sc.keyBytes = append(sc.keyBytes, b[p:p+int(kn)]...)
+			v.k, v.kn, p = start, int(shared+kn), p+int(kn)
+			prevK, prevKn = v.k, v.kn
+		} else {
+			v.k, v.kn, p = p, int(kn), p+int(kn)
+		}
 		if p < len(b) && b[p] < 0x80 {
 			h, p = uint64(b[p]), p+1
 		} else if h, p = uvarintAt(b, p); p < 0 {

@@ -2,6 +2,7 @@ package flowcore_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,68 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 		}
 		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 37 {
 			t.Fatalf("%s: %v, want %v", v.name, got.Entries, want.Entries)
+		}
+	}
+}
+
+// Keys that share their first bytes are front-coded, long ones too (their
+// lengths take more than a byte), and decode to the same state as whole
+// keys and as version 2's batches.
+func TestBatchFrontCodedKeys(t *testing.T) {
+	prefix := strings.Repeat("p", 150)
+	in := flowstest.NewInput[stamped](1)
+	for i := range 600 {
+		in.Push(0, stamped{Text: fmt.Sprintf("%s-%03d", prefix, i%41), At: t0.Add(time.Duration(i) * time.Second)})
+	}
+	in.Close()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, v2, v3 := plan.NewFragment(0), plan.NewFragment(0), plan.NewFragment(0)
+	var n2, n3, records int
+	for _, b := range batches(t, plan, 64) {
+		e2, err := plan.EncodeBatchV2(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e3, err := plan.EncodeBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2, n3, records = n2+len(e2), n3+len(e3), records+b.Count
+		for _, c := range []struct {
+			fr  *flowcore.Fragment
+			enc []byte
+		}{{v2, e2}, {v3, e3}} {
+			d, err := plan.DecodeBatchInterned(c.enc, c.fr.Interner())
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if err := c.fr.Apply(d, d.PrevEnd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := direct.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Most keys share at least the 150 bytes of the prefix.
+	if n2-n3 < 100*records {
+		t.Fatalf("%d records: %d bytes in version 2, %d front-coded", records, n2, n3)
+	}
+	req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}}
+	want, err := direct.Query(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, fr := range map[string]*flowcore.Fragment{"version 2": v2, "version 3": v3} {
+		got, err := fr.Query(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 41 {
+			t.Fatalf("%s: %d entries, want %d", name, len(got.Entries), len(want.Entries))
 		}
 	}
 }

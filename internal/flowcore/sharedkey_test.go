@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -81,7 +82,7 @@ func TestSharedKeyFieldsMatchSplice(t *testing.T) {
 		}
 		for _, form := range [][]byte{fields, splice} {
 			sc := &decodeScratch{}
-			rest, err := readViews(sc, form, n, true, formSpliced)
+			rest, err := readViews(sc, form, n, true, partForm{field: formSpliced})
 			if err != nil || len(rest) != 0 {
 				t.Fatalf("read views: %v, %d bytes left", err, len(rest))
 			}
@@ -150,4 +151,36 @@ func FuzzDecodeShared(f *testing.F) {
 			t.Fatalf("decoded %v from the shared form, %v put back together", got, want)
 		}
 	})
+}
+
+// A part of front-coded keys that would put together more than
+// maxFrontKeys bytes of keys, from a few, is refused: each key shares the
+// whole key before it and adds a kilobyte.
+func TestFrontCodedKeysBounded(t *testing.T) {
+	records := func(n int) []byte {
+		var b []byte
+		for i := range n {
+			b = append(b, 0)                            // offset
+			b = binary.AppendUvarint(b, uint64(i*1024)) // shared: all of the key before
+			b = binary.AppendUvarint(b, 1024)           // the bytes that follow
+			b = append(b, bytes.Repeat([]byte{byte('a' + i%26)}, 1024)...)
+			b = append(b, 0) // an empty event
+		}
+		return b
+	}
+	const n = 50
+	sc := &decodeScratch{}
+	if _, err := readViews(sc, records(n), n, false, partForm{field: 0, front: true}); err == nil || !strings.Contains(err.Error(), "too long") {
+		t.Fatalf("%d bytes claiming %d KiB of keys: %v", len(records(n)), n*(n+1)/2, err)
+	}
+	// The same keys, fewer of them, are put back together.
+	sc = &decodeScratch{}
+	rest, err := readViews(sc, records(20), 20, false, partForm{field: 0, front: true})
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("20 records: %v, %d bytes left", err, len(rest))
+	}
+	v := sc.views[19]
+	if v.kn != 20*1024 || sc.keyBytes[v.k] != 'a' || sc.keyBytes[v.k+v.kn-1] != 'a'+19 {
+		t.Fatalf("key 19: %d bytes", v.kn)
+	}
 }
