@@ -184,3 +184,19 @@ func TestFrontCodedKeysBounded(t *testing.T) {
 		t.Fatalf("key 19: %d bytes", v.kn)
 	}
 }
+
+// sharedPrefix counts the bytes two strings share, within and across its
+// eight-byte steps.
+func TestSharedPrefix(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a := rapid.StringN(0, 40, -1).Draw(t, "a")
+		b := a[:rapid.IntRange(0, len(a)).Draw(t, "shared")] + rapid.StringN(0, 40, -1).Draw(t, "b's rest")
+		want := 0
+		for want < min(len(a), len(b)) && a[want] == b[want] {
+			want++
+		}
+		if got := sharedPrefix(a, b); got != want {
+			t.Fatalf("sharedPrefix(%q, %q) = %d, want %d", a, b, got, want)
+		}
+	})
+}
