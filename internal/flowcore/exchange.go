@@ -545,7 +545,7 @@ func (w *exWriter[K, T]) splitPlain(from, to int64, parts []*recs[K, T]) {
 
 // newPart is an empty batch part with room for n records.
 func (w *exWriter[K, T]) newPart(n int) *recs[K, T] {
-	p := &recs[K, T]{stage: w.stage}
+	p := &recs[K, T]{stage: w.stage, keep: true}
 	p.items, p.pool = w.pools.part(n)
 	if w.et {
 		p.ts = make([]int64, 0, n)

@@ -477,6 +477,12 @@ type recs[K comparable, T any] struct {
 	items []Rec[K, T]
 	ts    []int64 // event times of items, if the source has event time
 	pool  *sync.Pool
+	// keep: release pools the records without clearing them. An
+	// exchange's part: its log holds the same records until a checkpoint
+	// of their fragment covers them, and a pooled slice that nobody takes
+	// goes at the second GC, so clearing freed little sooner; it wrote
+	// every record once more (while the GC marks, through a barrier).
+	keep bool
 }
 
 func (p *recs[K, T]) len() int { return len(p.items) }
@@ -556,7 +562,9 @@ func (p *recs[K, T]) release() {
 	if p.pool == nil {
 		return
 	}
-	clear(p.items)
+	if !p.keep {
+		clear(p.items)
+	}
 	b := p.items[:0]
 	p.items = nil
 	p.pool.Put(&b)
