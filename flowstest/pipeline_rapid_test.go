@@ -26,8 +26,10 @@ type pipelineOutputs struct {
 // stage 0 counts words; each next stage re-keys the previous stage's
 // updates by a function of the key and count, and counts (or sums) them.
 // Every stage has a view and a sink delivered on checkpoints. Stage sumAt
-// (if not 0) sums the counts instead.
-func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int) (*flows.Flow, []*flowstest.Collector[flows.KV[string, int64]]) {
+// (if not 0) sums the counts instead. With bare, the last stage has no
+// sink: nothing subscribes to its table's updates, so its fragments apply
+// each batch in bulk (a count: a run of one key is one lookup).
+func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int, bare bool) (*flows.Flow, []*flowstest.Collector[flows.KV[string, int64]]) {
 	f := flows.New("pipeline", flows.WithFragments(fragments))
 	words := flows.From(f, "words", in)
 	t := flows.Count(flows.KeyBy(words, flows.Identity[string])).View("stage0")
@@ -43,14 +45,17 @@ func buildPipeline(in *flowstest.Input[string], fragments, stages int, sumAt int
 			t = flows.Count(ks)
 		}
 		t = t.View(fmt.Sprintf("stage%d", s))
+		if bare && s == stages-1 {
+			break
+		}
 		sinks = append(sinks, flowstest.Collect(t.Updates(), flows.OnCheckpoint()))
 	}
 	return f, sinks
 }
 
-func runRandomPipeline(t fataler, words [][]string, fragments, stages, sumAt, batch int, faults []int, rng *rand.Rand, net flowstest.Faults) pipelineOutputs {
+func runRandomPipeline(t fataler, words [][]string, fragments, stages, sumAt int, bare bool, batch int, faults []int, rng *rand.Rand, net flowstest.Faults) pipelineOutputs {
 	in := flowstest.NewInput[string](len(words))
-	f, sinks := buildPipeline(in, fragments, stages, sumAt)
+	f, sinks := buildPipeline(in, fragments, stages, sumAt, bare)
 	d, err := flowstest.New(f, time.Unix(0, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +192,7 @@ type pipelineCase struct {
 	faults                               []int
 	batch                                int
 	network                              bool
+	bare                                 bool // the last stage without a sink
 	drop, duplicate, reorder             float64
 }
 
@@ -198,6 +204,7 @@ func checkRandomPipeline(t *rapid.T, network bool) {
 	if rapid.Bool().Draw(t, "sum at the last stage") {
 		c.sumAt = c.stages - 1
 	}
+	c.bare = rapid.Bool().Draw(t, "last stage without a sink")
 	c.fragments = rapid.IntRange(1, 6).Draw(t, "fragments")
 	c.partitions = rapid.IntRange(1, 3).Draw(t, "partitions")
 	c.seed = rapid.Uint64().Draw(t, "seed")
@@ -240,15 +247,24 @@ func (c pipelineCase) check(t fataler) {
 			want[w]++
 		}
 	}
-	clean := runRandomPipeline(t, words, c.fragments, c.stages, c.sumAt, 1024, nil, rand.New(rand.NewPCG(c.seed, 6)), flowstest.Faults{})
+	clean := runRandomPipeline(t, words, c.fragments, c.stages, c.sumAt, c.bare, 1024, nil, rand.New(rand.NewPCG(c.seed, 6)), flowstest.Faults{})
 	if !maps.Equal(clean.views["stage0"], want) {
 		t.Fatalf("stage 0: %v, want %v", clean.views["stage0"], want)
+	}
+	if c.bare {
+		// Applied in bulk, the last stage holds what it holds applied
+		// record by record.
+		each := runRandomPipeline(t, words, c.fragments, c.stages, c.sumAt, false, 1024, nil, rand.New(rand.NewPCG(c.seed, 6)), flowstest.Faults{})
+		last := fmt.Sprintf("stage%d", c.stages-1)
+		if !maps.Equal(clean.views[last], each.views[last]) {
+			t.Fatalf("view %s applied in bulk: %v, record by record: %v", last, clean.views[last], each.views[last])
+		}
 	}
 	var net flowstest.Faults
 	if c.network {
 		net = flowstest.Faults{Rand: rand.New(rand.NewPCG(c.seed, 8)), Drop: c.drop, Duplicate: c.duplicate, Reorder: c.reorder}
 	}
-	got := runRandomPipeline(t, words, c.fragments, c.stages, c.sumAt, c.batch, c.faults, rand.New(rand.NewPCG(c.seed, 7)), net)
+	got := runRandomPipeline(t, words, c.fragments, c.stages, c.sumAt, c.bare, c.batch, c.faults, rand.New(rand.NewPCG(c.seed, 7)), net)
 	for view, w := range clean.views {
 		if !maps.Equal(got.views[view], w) {
 			t.Fatalf("view %s: %v, want %v", view, got.views[view], w)

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
+	"reflect"
 	"sync"
 	"unsafe"
 
@@ -13,29 +15,70 @@ import (
 
 // Batches cross nodes in this encoding (inside a wire.Batch):
 //
-//	version byte (2; 1 is read too)
+//	version byte (3; 1 and 2 are read too)
 //	source, partition uvarint; epoch uvarint; prev_end, end varint; count uvarint
 //	flags byte (1: event time, 2: idle, 4: done); watermark varint (with event time)
-//	parts uvarint, then per part: stage uvarint, records uvarint, and per record
-//	  offset (varint, delta from the previous; the first from prev_end)
+//	parts uvarint, then per part: stage uvarint, records uvarint,
+//	  form uvarint (version 3 only: 0 spliced; 2f or 2f+1, f > 0, field f-1,
+//	    2f+1 with keys front-coded), and per record
+//	  offset (the first absolute, a varint; then the difference from the one
+//	    before: a uvarint in the field form, a varint in the others)
 //	  event time (varint, delta from the previous; with event time)
-//	  key as uvarint length + the codec's bytes
+//	  key as uvarint length + the codec's bytes; front-coded: uvarint s,
+//	    the bytes the key shares with the record's before (its first s),
+//	    then uvarint length + the bytes that follow them
 //	  event: uvarint h, then
-//	    h even: the codec's h/2 bytes (version 1: h is the length itself)
-//	    h odd: uvarint at, then the h/2 bytes of the event's encoding
-//	      without the key's bytes, which stood at byte at
+//	    version 1: the codec's h bytes
+//	    spliced form (version 2; version 3 with form 0):
+//	      h even: the codec's h/2 bytes
+//	      h odd: uvarint at, then the h/2 bytes of the event's encoding
+//	        without the key's bytes, which stood at byte at
+//	    field form (version 3, form f > 0; a string key and a plain struct
+//	    event, structCodec):
+//	      h even: the codec's h/2 bytes
+//	      h odd: the h/2 bytes of the event's encoding without its string
+//	        field f-1, length and bytes, which is the key
 //
 // An event usually holds its key (a field of it, or it is the key): sent
 // once, a record of the keyed count is about half the bytes, and every copy
 // between the reader and the fragment (the encoding, protobuf on both
-// sides, gRPC) and the garbage they leave shrink with it. The splice is at
-// the level of bytes, so it is exact for any codec.
+// sides, gRPC, the kernel's) and the garbage they leave shrink with it.
+// The splice is at the level of bytes, so it is exact for any codec; the
+// field form, for the events whose fields the codec knows, names the field
+// once a part instead of a position and a length in every record, and
+// neither side searches or moves bytes for it. Keys that share their first
+// bytes with the key before them (identifiers with a common prefix, zero
+// padded numbers) are front-coded, as sorted keys are in a table's blocks
+// (LevelDB's, pebble's), where a part's first records say it saves bytes.
 //
 // Decoding checks every length and bound: a malformed batch is an error,
 // never a panic. The records of an exchange's log in a checkpoint
 // (exchange.go) keep the version 1 form of a part.
 
-const batchVersion = 2
+const batchVersion = 3
+
+// partForm is how a part's records are laid out, as decodeParts is told:
+// field is formWhole (version 1), formSpliced (version 2, and 3's form 0),
+// or a field number >= 0 (the field form, whose keys may be front-coded).
+type partForm struct {
+	field int
+	front bool
+}
+
+const (
+	formWhole   = -2
+	formSpliced = -1
+)
+
+// maxFrontKeys bounds the bytes of the keys of one front-coded part once
+// put back together: a part is front-coded only below it, and a decoder
+// refuses a part that claims more (a few bytes could claim gigabytes).
+const maxFrontKeys = 1 << 20
+
+// frontSample is how many of a part's first records decide whether it is
+// front-coded: if their keys share more than a byte each on average with
+// the key before them.
+const frontSample = 32
 
 // minSharedKey is the shortest key encoding worth splicing out of its
 // event: the position costs a byte.
@@ -49,8 +92,8 @@ func (p *Plan) EncodeBatch(dst []byte, b *Batch) ([]byte, error) {
 	return p.encodeBatch(dst, b, batchVersion)
 }
 
-// encodeBatch appends b's encoding in version v (1 is for tests: a node of
-// the version before sends it).
+// encodeBatch appends b's encoding in version v (1 and 2 are for tests:
+// nodes of the versions before send them).
 func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
 	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(b.Source))
@@ -76,9 +119,14 @@ func (p *Plan) encodeBatch(dst []byte, b *Batch, v byte) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(b.parts)))
 	var err error
 	for _, pl := range b.parts {
-		if v == 1 {
+		switch v {
+		case 1:
 			dst, err = pl.encode(p, dst, b.EventTime)
-		} else {
+		case 2:
+			dst, err = pl.(interface {
+				encodeSpliced(*Plan, []byte, bool) ([]byte, error)
+			}).encodeSpliced(p, dst, b.EventTime)
+		default:
 			dst, err = pl.encodeWire(p, dst, b.EventTime)
 		}
 		if err != nil {
@@ -153,10 +201,10 @@ func (p *Plan) DecodeBatch(data []byte) (*Batch, error) { return p.DecodeBatchIn
 // DecodeBatchInterned is DecodeBatch taking the strings of keys and events
 // from in (a fragment's own; nil for none).
 func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
-	if len(data) == 0 || (data[0] != batchVersion && data[0] != 1) {
+	if len(data) == 0 || data[0] < 1 || data[0] > batchVersion {
 		return nil, errors.New("malformed batch: unknown version")
 	}
-	shared := data[0] == batchVersion
+	version := data[0]
 	r := &batchReader{b: data[1:]}
 	b := &Batch{}
 	src, part := r.uvarint("source"), r.uvarint("partition")
@@ -195,6 +243,17 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 	for range nparts {
 		stage := r.uvarint("stage")
 		n := r.uvarint("records")
+		form := partForm{field: formWhole}
+		switch version {
+		case 2:
+			form.field = formSpliced
+		case 3:
+			if f := r.uvarint("form"); f == 1 || f>>1 > maxFields {
+				r.fail("form")
+			} else {
+				form = partForm{field: int(f>>1) - 1, front: f&1 != 0}
+			}
+		}
 		if r.err != nil {
 			b.Release()
 			return nil, r.err
@@ -203,7 +262,7 @@ func (p *Plan) DecodeBatchInterned(data []byte, in *Interner) (*Batch, error) {
 			b.Release()
 			return nil, fmt.Errorf("malformed batch: part of stage %d with %d records", stage, n)
 		}
-		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, shared)
+		pl, rest, err := p.f.stages[stage].codec.decodeParts(r.b, int(n), b.EventTime, in, form)
 		if err != nil {
 			b.Release()
 			return nil, err
@@ -229,31 +288,217 @@ type recsCodec[K comparable, T any] struct {
 // encode appends the records in the version 1 form, which an exchange's
 // log keeps in checkpoints.
 func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
-	return p.encodeParts(pl, dst, et, false)
+	return p.encodeParts(pl, dst, et, false, false)
 }
 
 // encodeWire appends the records in the form batches cross nodes in: an
-// event that holds its key's bytes is sent without them.
+// event that holds its key's bytes is sent without them. A plain struct
+// event whose first record's key is one of its string fields goes in the
+// field form, the others in the spliced form.
 func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
-	return p.encodeParts(pl, dst, et, true)
+	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
+	sc, _ := c.ec.(*structCodec[T])
+	_, plain := c.kc.(stringCodec[K])
+	field := -1
+	if plain && sc != nil && len(p.items) > 0 {
+		field = sc.keyField(unsafe.Pointer(&p.items[0].Val), *(*string)(unsafe.Pointer(&p.items[0].Key)))
+	}
+	if field < 0 {
+		return p.encodeParts(pl, dst, et, true, true)
+	}
+	front := frontCodes(p.items)
+	form := uint64(field+1) << 1
+	if front {
+		form |= 1
+	}
+	dst = binary.AppendUvarint(dst, uint64(p.stage))
+	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	dst = binary.AppendUvarint(dst, form)
+	var prev int64
+	var prevKey string
+	for i := range p.items {
+		it := &p.items[i]
+		if i == 0 {
+			dst = binary.AppendVarint(dst, it.Off)
+		} else {
+			dst = binary.AppendUvarint(dst, uint64(it.Off-prev))
+		}
+		prev = it.Off
+		if et {
+			var d int64
+			if i == 0 {
+				d = p.ts[0]
+			} else {
+				d = p.ts[i] - p.ts[i-1]
+			}
+			dst = binary.AppendVarint(dst, d)
+		}
+		key := *(*string)(unsafe.Pointer(&it.Key))
+		rest := key
+		if front {
+			s := sharedPrefix(prevKey, key)
+			dst, rest, prevKey = appendLen(dst, s), key[s:], key
+		}
+		dst = appendLen(dst, len(rest))
+		dst = append(dst, rest...)
+		// h takes a byte for events under 64 bytes: room for one, the
+		// event moved if it takes more.
+		mark := len(dst)
+		dst = append(dst, 0)
+		var cut bool
+		dst, cut = sc.appendWithout(dst, unsafe.Pointer(&it.Val), field, key)
+		n := len(dst) - mark - 1
+		h := uint64(n) << 1
+		if cut {
+			h |= 1
+		}
+		if h < 0x80 {
+			dst[mark] = byte(h)
+			continue
+		}
+		var tmp [binary.MaxVarintLen64]byte
+		l := binary.PutUvarint(tmp[:], h)
+		dst = append(dst, tmp[:l-1]...)
+		copy(dst[mark+l:], dst[mark+1:mark+1+n])
+		copy(dst[mark:], tmp[:l])
+	}
+	return dst, nil
 }
 
-func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share bool) ([]byte, error) {
+// appendLen appends n as a uvarint, inline for the one byte most take.
+func appendLen(dst []byte, n int) []byte {
+	if n < 0x80 {
+		return append(dst, byte(n))
+	}
+	return binary.AppendUvarint(dst, uint64(n))
+}
+
+// sharedPrefix is the number of first bytes a and b share, compared
+// eight at a time.
+func sharedPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(a[i:]), 8)) ^
+			binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(b[i:]), 8))
+		if x != 0 {
+			return i + bits.TrailingZeros64(x)/8
+		}
+	}
+	for i < n && a[i] == b[i] {
+		i++
+	}
+	return i
+}
+
+// frontCodes reports whether the string keys of items are worth
+// front-coding: their first records' keys share more than a byte each on
+// average with the one before (a front-coded key costs a byte more where
+// it shares none), and all of them put together stay under maxFrontKeys.
+func frontCodes[K comparable, T any](items []Rec[K, T]) bool {
+	if len(items) < 2 {
+		return false
+	}
+	key := func(i int) string { return *(*string)(unsafe.Pointer(&items[i].Key)) }
+	total, shared := 0, 0
+	for i := range items {
+		total += len(key(i))
+		if i > 0 && i <= frontSample {
+			shared += sharedPrefix(key(i-1), key(i))
+		}
+	}
+	return total <= maxFrontKeys && shared > min(len(items)-1, frontSample)
+}
+
+// encodeSpliced appends the records in version 2's form (a node of the
+// version before sends it).
+func (p *recs[K, T]) encodeSpliced(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	return p.encodeParts(pl, dst, et, true, false)
+}
+
+// encodeParts appends the records in version 1's form, or with share the
+// spliced form: version 2's, or with form version 3's form 0.
+func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share, form bool) ([]byte, error) {
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+	if form {
+		dst = append(dst, 0)
+	}
 	var enc recsEncoder
 	var err error
+	// A plain struct's fields are known: the field that holds a string
+	// key is found by comparing strings (appendShared), not searched for
+	// in the encoded bytes and cut out of them (spliceKey).
+	sc, _ := c.ec.(*structCodec[T])
+	_, plain := c.kc.(stringCodec[K])
+	fields := share && plain && sc != nil
 	for i := range p.items {
 		var ts int64
 		if et {
 			ts = p.ts[i]
 		}
-		if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
+		if fields {
+			dst = c.appendShared(dst, &enc, &p.items[i], ts, et, sc)
+		} else if dst, err = c.appendRec(dst, &enc, &p.items[i], ts, et, share); err != nil {
 			return nil, err
 		}
 	}
 	return dst, nil
+}
+
+// appendRecHead appends a record's offset and, with et, its event time.
+func appendRecHead(dst []byte, e *recsEncoder, off, ts int64, et bool) []byte {
+	if e.n == 0 {
+		dst = binary.AppendVarint(dst, off)
+	} else {
+		dst = binary.AppendVarint(dst, off-e.prevOff)
+	}
+	e.prevOff = off
+	e.n++
+	if et {
+		dst = binary.AppendVarint(dst, ts-e.prevTS)
+		e.prevTS = ts
+	}
+	return dst
+}
+
+// appendShared is appendRec in the shared form for a string key and a
+// plain struct event (sc): the same bytes as spliceKey's wherever the key
+// is a field of the event, the key cut at that field (spliceKey cuts it
+// where its bytes first appear, which decodes alike).
+func (c *recsCodec[K, T]) appendShared(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et bool, sc *structCodec[T]) []byte {
+	dst = appendRecHead(dst, e, it.Off, ts, et)
+	key := *(*string)(unsafe.Pointer(&it.Key))
+	if len(key) < 0x80 {
+		dst = append(dst, byte(len(key)))
+	} else {
+		dst = binary.AppendUvarint(dst, uint64(len(key)))
+	}
+	dst = append(dst, key...)
+	// The header, h and at, takes a byte each for events under 64 bytes
+	// and keys within their first 128: room for two, moved if it differs.
+	mark := len(dst)
+	dst = append(dst, 0, 0)
+	dst, at := sc.appendSharing(dst, unsafe.Pointer(&it.Val), key)
+	n := len(dst) - mark - 2
+	var tmp [2 * binary.MaxVarintLen64]byte
+	var l int
+	if at < 0 {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1)
+	} else {
+		l = binary.PutUvarint(tmp[:], uint64(n)<<1|1)
+		l += binary.PutUvarint(tmp[l:], uint64(at))
+	}
+	if l != 2 {
+		if l > 2 {
+			dst = append(dst, tmp[:l-2]...)
+		}
+		copy(dst[mark+l:], dst[mark+2:mark+2+n])
+		dst = dst[:mark+l+n]
+	}
+	copy(dst[mark:], tmp[:l])
+	return dst
 }
 
 // spliceRoom is the room spliceKey's header may take: h (an event under
@@ -311,17 +556,7 @@ type recsEncoder struct {
 // difference), key and event; with share, an event that holds its key's
 // bytes without them (the wire form, spliceKey).
 func (c *recsCodec[K, T]) appendRec(dst []byte, e *recsEncoder, it *Rec[K, T], ts int64, et, share bool) ([]byte, error) {
-	if e.n == 0 {
-		dst = binary.AppendVarint(dst, it.Off)
-	} else {
-		dst = binary.AppendVarint(dst, it.Off-e.prevOff)
-	}
-	e.prevOff = it.Off
-	e.n++
-	if et {
-		dst = binary.AppendVarint(dst, ts-e.prevTS)
-		e.prevTS = ts
-	}
+	dst = appendRecHead(dst, e, it.Off, ts, et)
 	kmark := len(dst)
 	dst = append(dst, 0) // room for a length below 128, moved if longer
 	var err error
@@ -380,7 +615,7 @@ func putShortLength(dst []byte, mark int) []byte {
 
 // decode reads n records in the version 1 form (an exchange's log).
 func (c *recsCodec[K, T]) decode(b []byte, n int, et bool, in *Interner) (payload, []byte, error) {
-	return c.decodeParts(b, n, et, in, false)
+	return c.decodeParts(b, n, et, in, partForm{field: formWhole})
 }
 
 // recView is a record of a batch being decoded, read but not yet
@@ -397,8 +632,9 @@ type recView struct {
 // decodeScratch is decodeParts' scratch, kept in a pool: a node decodes
 // many fragments' batches, one fragment's at a time on each goroutine.
 type decodeScratch struct {
-	views []recView
-	keys  keyBatch
+	views    []recView
+	keys     keyBatch
+	keyBytes []byte // front-coded keys put back together
 }
 
 var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
@@ -411,14 +647,28 @@ var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 // together (keyBatch), and each record carries its key's hash on to the
 // table (Rec.h), which then finds the key in the places the lookup just
 // read rather than hashing it again.
-func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error) {
+func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf partForm) (payload, []byte, error) {
+	_, plain := c.kc.(stringCodec[K])
+	stc, _ := c.ec.(*structCodec[T])
+	fields := plain && stc != nil
+	form := pf.field
+	if form >= 0 && (!fields || form >= len(stc.ops) || stc.ops[form].kind != reflect.String) {
+		return nil, nil, fmt.Errorf("malformed batch: no string field %d in the events of stage %d", form, c.stage)
+	}
 	sc := decodeScratches.Get().(*decodeScratch)
 	defer decodeScratches.Put(sc)
-	rest, err := readViews(sc, b, n, et, shared)
+	rest, err := readViews(sc, b, n, et, pf)
 	if err != nil {
 		return nil, nil, err
 	}
 	views := sc.views
+	// kbuf holds the keys' bytes: the part's own, or the front-coded keys
+	// put back together (plain strings only, which keep no bytes they are
+	// given: the scratch is reused).
+	kbuf := b
+	if pf.front {
+		kbuf = sc.keyBytes
+	}
 
 	var items []Rec[K, T]
 	if s, ok := c.pool.Get().(*[]Rec[K, T]); ok && cap(*s) >= n {
@@ -433,17 +683,16 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 		kd, ed = nil, nil
 	}
 	find := in.keyFinder(c.stage)
-	_, plain := c.kc.(stringCodec[K])
 	batch := kd != nil && find != nil && plain
 	hashed := batch && find.hashed()
 	kb := &sc.keys
 	if batch {
-		kb.reset(b, n)
+		kb.reset(kbuf, n)
 		for i := range views {
 			v := &views[i]
 			var h uint64
 			if hashed {
-				h = shard.Bytes(b[v.k : v.k+v.kn])
+				h = shard.Bytes(kbuf[v.k : v.k+v.kn])
 			}
 			kb.add(v.k, v.kn, h)
 		}
@@ -459,14 +708,7 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 	var scratch []byte
 	for i := range views {
 		v := &views[i]
-		key, vb := b[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
-		if v.at >= 0 {
-			if !copies {
-				scratch = nil
-			}
-			scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
-			vb = scratch
-		}
+		key, vb := kbuf[v.k:v.k+v.kn:v.k+v.kn], b[v.v:v.v+v.vn:v.v+v.vn]
 		var k K
 		var err error
 		switch {
@@ -488,9 +730,33 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 			return nil, nil, fmt.Errorf("malformed batch: key of record %d: %w", i, err)
 		}
 		var val T
-		if ed != nil {
+		got := false
+		switch {
+		case v.at >= 0 && form >= 0:
+			// The event lacks its field form, which is the key.
+			if val, err = stc.decodeWithout(vb, form, *(*string)(unsafe.Pointer(&k)), in); err != nil {
+				return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
+			}
+			got = true
+		case v.at >= 0:
+			if fields {
+				// The key is the string field the event lacks (mostly):
+				// taken as decoded, not put back and read again.
+				val, got = stc.decodeShared(vb, v.at, *(*string)(unsafe.Pointer(&k)), in)
+			}
+			if !got {
+				if !copies {
+					scratch = nil
+				}
+				scratch = append(append(append(scratch[:0], vb[:v.at]...), key...), vb[v.at:]...)
+				vb = scratch
+			}
+		}
+		switch {
+		case got:
+		case ed != nil:
 			val, err = ed.decodeInterned(vb, in)
-		} else {
+		default:
 			val, err = c.ec.Decode(vb)
 		}
 		if err != nil {
@@ -510,11 +776,19 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, sh
 
 // readViews reads n records from b into sc.views and returns what
 // follows them.
-func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, error) {
+func readViews(sc *decodeScratch, b []byte, n int, et bool, pf partForm) ([]byte, error) {
 	if cap(sc.views) < n {
 		sc.views = make([]recView, 0, n)
 	}
 	views := sc.views[:0]
+	form := pf.field
+	if pf.front {
+		if form < 0 {
+			return nil, errors.New("malformed batch: front-coded keys outside the field form")
+		}
+		sc.keyBytes = sc.keyBytes[:0]
+	}
+	var prevK, prevKn int // the key before, front-coded: in sc.keyBytes
 	fail := func(what string) ([]byte, error) {
 		sc.views = views[:0]
 		return nil, fmt.Errorf("malformed batch: %s", what)
@@ -525,13 +799,16 @@ func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, err
 	// nearly all do; uvarintAt reads the others.
 	for i := range n {
 		var d, dt int64
-		var kn, h, kat uint64
+		var u, kn, h, kat uint64
 		if p < len(b) && b[p] < 0x80 {
-			d, p = int64(b[p]>>1)^-int64(b[p]&1), p+1
-		} else if kn, p = uvarintAt(b, p); p < 0 {
+			u, p = uint64(b[p]), p+1
+		} else if u, p = uvarintAt(b, p); p < 0 {
 			return fail("offset")
+		}
+		if i > 0 && form >= 0 {
+			d = int64(u) // the field form's differences are uvarints
 		} else {
-			d = int64(kn>>1) ^ -int64(kn&1)
+			d = int64(u>>1) ^ -int64(u&1)
 		}
 		if i == 0 {
 			off = d
@@ -545,6 +822,17 @@ func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, err
 			ts += dt
 		}
 		v := recView{off: off, ts: ts, at: -1}
+		var shared uint64
+		if pf.front {
+			if p < len(b) && b[p] < 0x80 {
+				shared, p = uint64(b[p]), p+1
+			} else if shared, p = uvarintAt(b, p); p < 0 {
+				return fail("key prefix")
+			}
+			if shared > uint64(prevKn) {
+				return fail("key prefix")
+			}
+		}
 		if p < len(b) && b[p] < 0x80 {
 			kn, p = uint64(b[p]), p+1
 		} else if kn, p = uvarintAt(b, p); p < 0 {
@@ -553,13 +841,29 @@ func readViews(sc *decodeScratch, b []byte, n int, et, shared bool) ([]byte, err
 		if kn > uint64(len(b)-p) {
 			return fail("key")
 		}
-		v.k, v.kn, p = p, int(kn), p+int(kn)
+		if pf.front {
+			start := len(sc.keyBytes)
+			if uint64(start)+shared+kn > maxFrontKeys {
+				return fail("front-coded keys too long")
+			}
+			sc.keyBytes = append(sc.keyBytes, sc.keyBytes[prevK:prevK+int(shared)]...)
+			sc.keyBytes = append(sc.keyBytes, b[p:p+int(kn)]...)
+			v.k, v.kn, p = start, int(shared+kn), p+int(kn)
+			prevK, prevKn = v.k, v.kn
+		} else {
+			v.k, v.kn, p = p, int(kn), p+int(kn)
+		}
 		if p < len(b) && b[p] < 0x80 {
 			h, p = uint64(b[p]), p+1
 		} else if h, p = uvarintAt(b, p); p < 0 {
 			return fail("event")
 		}
-		if shared {
+		if form >= 0 {
+			if h&1 != 0 {
+				v.at = form
+			}
+			h >>= 1
+		} else if form == formSpliced {
 			spliced := h&1 != 0
 			if h >>= 1; spliced {
 				if kat, p = uvarintAt(b, p); p < 0 {

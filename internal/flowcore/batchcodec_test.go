@@ -142,7 +142,8 @@ func TestBatchEncodingRoundTrips(t *testing.T) {
 
 func FuzzDecodeBatch(f *testing.F) {
 	in := flowstest.NewInput[stamped](1)
-	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Second)}, stamped{"", t0.Add(2 * time.Second)}, stamped{"bb ccc", t0.Add(3 * time.Second)})
+	in.Push(0, stamped{"a b", t0}, stamped{"c", t0.Add(time.Second)}, stamped{"", t0.Add(2 * time.Second)}, stamped{"bb ccc", t0.Add(3 * time.Second)},
+		stamped{"key-01 key-02 key-011 key-1", t0.Add(4 * time.Second)}) // front-coded keys
 	in.Close()
 	plan, err := flowcore.Compile(stampedFlow(in, 1))
 	if err != nil {
@@ -151,6 +152,10 @@ func FuzzDecodeBatch(f *testing.F) {
 	for _, b := range batches(f, plan, 2) {
 		enc, err := plan.EncodeBatch(nil, b)
 		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
+		if enc, err = plan.EncodeBatchV2(nil, b); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(enc)

@@ -2,6 +2,7 @@ package flowcore_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,9 +12,9 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-// An event that holds its key crosses nodes without the key's bytes, and a
-// batch of the version before (every event whole) still decodes to the
-// same state.
+// An event that holds its key crosses nodes without the key's bytes, and
+// batches of the versions before (every event whole; the key spliced out
+// at its position) still decode to the same state.
 func TestBatchSendsKeyOnce(t *testing.T) {
 	in := flowstest.NewInput[stamped](1)
 	for i := range 500 {
@@ -24,23 +25,89 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct, v1, v2 := plan.NewFragment(0), plan.NewFragment(0), plan.NewFragment(0)
-	var n1, n2, records int
+	direct := plan.NewFragment(0)
+	versions := []struct {
+		name   string
+		encode func([]byte, *flowcore.Batch) ([]byte, error)
+		fr     *flowcore.Fragment
+		bytes  int
+	}{{"version 1", plan.EncodeBatchV1, plan.NewFragment(0), 0}, {"version 2", plan.EncodeBatchV2, plan.NewFragment(0), 0},
+		{"version 3", plan.EncodeBatch, plan.NewFragment(0), 0}}
+	var records int
 	for _, b := range batches(t, plan, 64) {
-		e1, err := plan.EncodeBatchV1(nil, b)
+		records += b.Count
+		for i := range versions {
+			v := &versions[i]
+			enc, err := v.encode(nil, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.bytes += len(enc)
+			d, err := plan.DecodeBatch(enc)
+			if err != nil {
+				t.Fatalf("%s: decode: %v", v.name, err)
+			}
+			if err := v.fr.Apply(d, d.PrevEnd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := direct.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each record's 8-byte key is left out of its event, for a byte of its
+	// position (version 2), or with its length for nothing (version 3: the
+	// key is the event's first field).
+	if n1, n2, n3 := versions[0].bytes, versions[1].bytes, versions[2].bytes; n1-n2 < 7*records || n2-n3 < 2*records-records/10 {
+		t.Fatalf("%d records: %d bytes in version 1, %d in version 2, %d in version 3", records, n1, n2, n3)
+	}
+	req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}}
+	want, err := direct.Query(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range versions {
+		got, err := v.fr.Query(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e2, err := plan.EncodeBatch(nil, b)
+		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 37 {
+			t.Fatalf("%s: %v, want %v", v.name, got.Entries, want.Entries)
+		}
+	}
+}
+
+// Keys that share their first bytes are front-coded, long ones too (their
+// lengths take more than a byte), and decode to the same state as whole
+// keys and as version 2's batches.
+func TestBatchFrontCodedKeys(t *testing.T) {
+	prefix := strings.Repeat("p", 150)
+	in := flowstest.NewInput[stamped](1)
+	for i := range 600 {
+		in.Push(0, stamped{Text: fmt.Sprintf("%s-%03d", prefix, i%41), At: t0.Add(time.Duration(i) * time.Second)})
+	}
+	in.Close()
+	plan, err := flowcore.Compile(stampedFlow(in, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, v2, v3 := plan.NewFragment(0), plan.NewFragment(0), plan.NewFragment(0)
+	var n2, n3, records int
+	for _, b := range batches(t, plan, 64) {
+		e2, err := plan.EncodeBatchV2(nil, b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n1, n2, records = n1+len(e1), n2+len(e2), records+b.Count
+		e3, err := plan.EncodeBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2, n3, records = n2+len(e2), n3+len(e3), records+b.Count
 		for _, c := range []struct {
 			fr  *flowcore.Fragment
 			enc []byte
-		}{{v1, e1}, {v2, e2}} {
-			d, err := plan.DecodeBatch(c.enc)
+		}{{v2, e2}, {v3, e3}} {
+			d, err := plan.DecodeBatchInterned(c.enc, c.fr.Interner())
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -52,23 +119,22 @@ func TestBatchSendsKeyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Each record's 8-byte key is left out of its event, for a byte of its
-	// position.
-	if n1-n2 < 7*records {
-		t.Fatalf("%d records: %d bytes shared, %d without sharing", records, n2, n1)
+	// Most keys share at least the 150 bytes of the prefix.
+	if n2-n3 < 100*records {
+		t.Fatalf("%d records: %d bytes in version 2, %d front-coded", records, n2, n3)
 	}
 	req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}}
 	want, err := direct.Query(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, fr := range map[string]*flowcore.Fragment{"version 1": v1, "version 2": v2} {
+	for name, fr := range map[string]*flowcore.Fragment{"version 2": v2, "version 3": v3} {
 		got, err := fr.Query(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 37 {
-			t.Fatalf("%s: %v, want %v", name, got.Entries, want.Entries)
+		if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) != 41 {
+			t.Fatalf("%s: %d entries, want %d", name, len(got.Entries), len(want.Entries))
 		}
 	}
 }

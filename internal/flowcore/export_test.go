@@ -4,6 +4,10 @@ package flowcore
 // event whole, its key's bytes included.
 func (p *Plan) EncodeBatchV1(dst []byte, b *Batch) ([]byte, error) { return p.encodeBatch(dst, b, 1) }
 
+// EncodeBatchV2 encodes b as a node of version 2 sends it: the key's bytes
+// spliced out of each event that holds them, at their position.
+func (p *Plan) EncodeBatchV2(dst []byte, b *Batch) ([]byte, error) { return p.encodeBatch(dst, b, 2) }
+
 // BatchEvents prints the events of b as fragment fr describes them.
 func BatchEvents(fr *Fragment, b *Batch) []string {
 	var out []string

@@ -343,7 +343,7 @@ type stageDef struct {
 	edge   int         // the exchange that feeds it, or -1: readers of source feed it
 	parent int         // a stage keyed alike whose time it shares (Windowed.ByKey), or -1
 	codec  interface { // encodes batches to cross nodes (KeyBy stages)
-		decodeParts(b []byte, n int, et bool, in *Interner, shared bool) (payload, []byte, error)
+		decodeParts(b []byte, n int, et bool, in *Interner, form partForm) (payload, []byte, error)
 	}
 }
 

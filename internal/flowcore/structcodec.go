@@ -121,6 +121,56 @@ func (c *structCodec[T]) appendAt(dst []byte, p unsafe.Pointer) []byte {
 	return dst
 }
 
+// appendSharing encodes the T at p as appendAt does, except for the
+// first string field that holds key (of at least minSharedKey bytes): of
+// it only the length, the bytes being the key's, which the record carries
+// anyway (a batch's shared form, spliceKey). It returns where the key's
+// bytes belong in what it appended, or -1 where no field holds the key.
+// Knowing the fields, it finds the key by comparing strings, where
+// spliceKey searches the encoded bytes for it and moves them.
+func (c *structCodec[T]) appendSharing(dst []byte, p unsafe.Pointer, key string) ([]byte, int) {
+	start, at := len(dst), -1
+	for i := range c.ops {
+		op := &c.ops[i]
+		if at < 0 && op.kind == reflect.String && len(key) >= minSharedKey {
+			if s := *(*string)(unsafe.Add(p, op.off)); s == key {
+				dst = binary.AppendUvarint(dst, uint64(len(s)))
+				at = len(dst) - start
+				continue
+			}
+		}
+		dst = appendField(dst, op, p)
+	}
+	return dst, at
+}
+
+// maxFields bounds the field number a batch's part may name.
+const maxFields = 1 << 16
+
+// keyField is the number of the first string field of the T at p that
+// holds key, or -1.
+func (c *structCodec[T]) keyField(p unsafe.Pointer, key string) int {
+	for i := range c.ops {
+		if op := &c.ops[i]; op.kind == reflect.String && *(*string)(unsafe.Add(p, op.off)) == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// appendWithout encodes the T at p as appendAt does, but without its
+// string field field if that holds key (cut): the record carries the key
+// anyway (a batch's field form).
+func (c *structCodec[T]) appendWithout(dst []byte, p unsafe.Pointer, field int, key string) ([]byte, bool) {
+	cut := *(*string)(unsafe.Add(p, c.ops[field].off)) == key
+	for i := range c.ops {
+		if i != field || !cut {
+			dst = appendField(dst, &c.ops[i], p)
+		}
+	}
+	return dst, cut
+}
+
 // appendField encodes the field op of the struct at p.
 func appendField(dst []byte, op *fieldOp, p unsafe.Pointer) []byte {
 	fp := unsafe.Add(p, op.off)
@@ -197,6 +247,58 @@ func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
 		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
 	}
 	return v, nil
+}
+
+// decodeWithout decodes what appendWithout cut: b lacks the string field
+// field (a string field: the caller checks), which is key.
+func (c *structCodec[T]) decodeWithout(b []byte, field int, key string, in *Interner) (T, error) {
+	var v T
+	p := unsafe.Pointer(&v)
+	for i := range c.ops {
+		op := &c.ops[i]
+		if i == field {
+			*(*string)(unsafe.Add(p, op.off)) = key
+			continue
+		}
+		n, err := decodeField(b, op, p, in)
+		if err != nil {
+			return v, err
+		}
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
+	}
+	return v, nil
+}
+
+// decodeShared decodes an encoding b that lacks the key's bytes at byte
+// at (appendSharing's, or any encoder's that cut the key out of a string
+// field whole): the string field whose bytes would start at at, with the
+// key's length, is key itself, and nothing is put back together. ok is
+// false where b has another shape (the key's bytes cut from elsewhere, or
+// b malformed): the caller puts the event back together and decodes it
+// whole, as it would have anyway, so both ways decode alike.
+func (c *structCodec[T]) decodeShared(b []byte, at int, key string, in *Interner) (v T, ok bool) {
+	p := unsafe.Pointer(&v)
+	pos, hole := 0, false
+	for i := range c.ops {
+		op := &c.ops[i]
+		if !hole && op.kind == reflect.String {
+			l, m := binary.Uvarint(b[pos:])
+			if m > 0 && pos+m == at && l == uint64(len(key)) {
+				*(*string)(unsafe.Add(p, op.off)) = key
+				pos, hole = pos+m, true
+				continue
+			}
+		}
+		n, err := decodeField(b[pos:], op, p, in)
+		if err != nil || (!hole && pos+n > at) {
+			return v, false
+		}
+		pos += n
+	}
+	return v, hole && pos == len(b)
 }
 
 // decodeField decodes the field op of the struct at p from the front of b
