@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"unsafe"
 
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -45,6 +46,7 @@ type table[K comparable, V any] struct {
 	blockMark []bool
 	blocks    []int32
 	perKey    bool
+	sink      uint64 // what Count read ahead, summed so the reads stay
 }
 
 type entrySpan struct{ k0, k1, v1 int }
@@ -58,6 +60,11 @@ func (t *table[K, V]) touch(i int32) {
 	for _, x := range t.tops {
 		x.note(t, i)
 	}
+	t.touched(i)
+}
+
+// touched is touch without telling the top sets.
+func (t *table[K, V]) touched(i int32) {
 	if t.gen != nil {
 		t.stamp[i] = *t.gen
 	}
@@ -322,10 +329,35 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 		// of the second stage. With the hash known (a reader routed the
 		// record) keys are rarely repeated, and the compare is not made.
 		return func(_ *Fragment, items []Rec[K, T], min int64) {
+			var sink uint64
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
 			for i := range items {
 				it := &items[i]
+				// Reads ahead, for the caches: the index entry of the
+				// record countFar ahead, and the key and count of the
+				// record countNear ahead (its entry read countFar-countNear
+				// records ago). A count of 100k keys over 64 fragments
+				// finds few of them in the caches, and a lookup waits for
+				// its entry before it reads the key; read this way, the
+				// misses of several records overlap, for a thirtieth less
+				// CPU. (Looked up in passes of 32 records, entries first,
+				// the passes' overhead cost more than they saved.) The
+				// loads' sum is kept (t.sink) so that they are not
+				// dropped. A hash-indexed key is a string or an integer:
+				// its first byte can be read.
+				if t.hash != nil && len(t.hx.ents) > 0 {
+					x := &t.hx
+					if a := i + countFar; a < len(items) && items[a].h != 0 {
+						sink += x.ents[items[a].h>>x.shift]
+					}
+					if a := i + countNear; a < len(items) && items[a].h != 0 {
+						e := x.ents[items[a].h>>x.shift]
+						if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
+							sink += uint64(*(*byte)(unsafe.Pointer(&t.keys[s]))) + uint64(t.vals[s])
+						}
+					}
+				}
 				if it.Off < min {
 					continue
 				}
@@ -350,11 +382,17 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				}
 				if j, ok := t.lookup(it.Key, it.h); ok {
 					t.vals[j]++
-					t.touch(j)
+					for _, x := range t.tops {
+						if !skipInt(x, j, t.vals[j]) {
+							x.note(t, j)
+						}
+					}
+					t.touched(j)
 				} else {
 					t.insertH(it.Key, it.h, 1)
 				}
 			}
+			t.sink += sink
 			if run >= 0 {
 				t.vals[run] += n
 				t.touch(run)
@@ -362,6 +400,9 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 		}
 	})
 }
+
+// How far ahead a count's bulk apply reads (see Count).
+const countFar, countNear = 8, 4
 
 // Updates is the stream of the table's changes: the key and its new value,
 // after every event.

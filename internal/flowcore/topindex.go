@@ -53,10 +53,16 @@ type topCand[K comparable, V any] struct {
 // heap belongs to the fragment's driver (changed while it applies
 // events); cur, the published copy, is what queries read.
 type topIndex[K comparable, V any] struct {
-	view  string
-	kc    KeyCodec[K]
-	o     viewOptions[V]
-	pos   []int32 // per table slot: its place in heap, or -1
+	view string
+	kc   KeyCodec[K]
+	o    viewOptions[V]
+	pos  []int32 // per table slot: its place in heap, or -1
+	// in has bit i set when slot i is in the set (pos[i] >= 0). Most
+	// changes are of keys outside a full set that do not score above
+	// it. A fragment's table of 1,500 keys has 6 KiB of pos, of which a
+	// batch read almost every cache line only to learn that; in is the
+	// 200 bytes the caches keep.
+	in    []uint64
 	heap  []topCand[K, V]
 	valid bool // the invariant holds (see above)
 	dirty bool // changed since the last publish
@@ -154,46 +160,56 @@ func (x *topIndex[K, V]) down(i int) bool {
 func (x *topIndex[K, V]) note(t *table[K, V], i int32) {
 	for int(i) >= len(x.pos) {
 		x.pos = append(x.pos, -1)
+		if len(x.pos) > 64*len(x.in) {
+			x.in = append(x.in, 0)
+		}
 	}
 	if !x.valid {
 		return
 	}
 	v := t.vals[i]
-	p := x.pos[i]
 	sc := x.o.score(v)
 	full := len(x.heap) == topDepth
-	if p < 0 && full && !cmp.Less(x.heap[0].s, sc) {
+	if full && !cmp.Less(x.heap[0].s, sc) && x.in[i>>6]&(1<<(i&63)) == 0 {
 		// The common case: an outsider that does not score above the
 		// set, published or not; no key to read, nothing to move.
 		return
 	}
+	p := x.pos[i]
 	if !x.o.publish(v) {
 		if p >= 0 {
 			x.invalidate()
 		}
 		return
 	}
-	c := topCand[K, V]{slot: i, k: t.keys[i], v: v, s: sc}
-	switch {
-	case p >= 0:
+	if p >= 0 {
 		if full && cmp.Less(sc, x.heap[0].s) {
 			// It fell below the lowest score of the set: a key outside
 			// may now score more.
 			x.invalidate()
 			return
 		}
-		x.heap[p] = c
+		x.heap[p].v, x.heap[p].s = v, sc // its key is the member's
 		if !x.down(int(p)) {
 			x.up(int(p))
 		}
+		x.dirty = true
+		return
+	}
+	c := topCand[K, V]{slot: i, k: t.keys[i], v: v, s: sc}
+	switch {
 	case len(x.heap) < topDepth:
 		x.heap = append(x.heap, c)
 		x.pos[i] = int32(len(x.heap) - 1)
+		x.in[i>>6] |= 1 << (i & 63)
 		x.up(len(x.heap) - 1)
 	default: // it scores more than the lowest of a full set
-		x.pos[x.heap[0].slot] = -1
+		out := x.heap[0].slot
+		x.pos[out] = -1
+		x.in[out>>6] &^= 1 << (out & 63)
 		x.heap[0] = c
 		x.pos[i] = 0
+		x.in[i>>6] |= 1 << (i & 63)
 		x.down(0)
 	}
 	x.dirty = true
@@ -211,6 +227,8 @@ func (x *topIndex[K, V]) removed(i, n int32) {
 		x.pos[i] = x.pos[n]
 		if p := x.pos[i]; p >= 0 {
 			x.heap[p].slot = i
+			x.in[i>>6] |= 1 << (i & 63)
+			x.in[n>>6] &^= 1 << (n & 63)
 		}
 	}
 	x.pos = x.pos[:n]
@@ -219,6 +237,7 @@ func (x *topIndex[K, V]) removed(i, n int32) {
 func (x *topIndex[K, V]) invalidate() {
 	for _, c := range x.heap {
 		x.pos[c.slot] = -1
+		x.in[c.slot>>6] &^= 1 << (c.slot & 63)
 	}
 	clear(x.heap)
 	x.heap = x.heap[:0]
@@ -369,4 +388,21 @@ func (fr *Fragment) QueryPublished(req splice.Request) (ans splice.Answer, ok bo
 		}
 	}
 	return ans, false
+}
+
+// skipInt reports that a set over int64 values scored by the values
+// themselves need not be told (note) that slot i, one it was told of
+// before, changed to v: the set is full, v does not score above its
+// lowest member, and slot i is not a member. It is note's common case
+// without the call, the score function's call and the conversion to a
+// score, for the tables of counts, which call it for every event. Telling
+// the view's top set of every change cost a keyed count of 100k keys
+// over 64 fragments about a tenth of its CPU, and 95 of 100 changes could
+// not enter the set; with this check first it costs about half as much.
+// (A conversion to float64 keeps the order of int64 values, ties aside,
+// so v <= lowest implies that its score does not exceed the lowest
+// score.)
+func skipInt[K comparable](x *topIndex[K, int64], i int32, v int64) bool {
+	return x.o.byValue && len(x.heap) == topDepth && v <= x.heap[0].v &&
+		int(i>>6) < len(x.in) && x.in[i>>6]&(1<<(i&63)) == 0
 }

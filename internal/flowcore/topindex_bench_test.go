@@ -65,3 +65,54 @@ func BenchmarkTop10(b *testing.B) {
 		}
 	})
 }
+
+// A count's top set, kept by its bulk apply (which skips the changes that
+// cannot enter a full set and reads ahead of its lookups), answers what a
+// scan answers after every batch, and the counts are the events'.
+func TestCountTopFromBatches(t *testing.T) {
+	for _, keys := range []int{40, 300, 1563} {
+		const events = 40_000
+		f := countFlow(events, keys)
+		plan, err := flowcore.Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr := plan.NewFragment(0)
+		answered := 0
+		for _, bt := range batches(t, plan, 1024) {
+			if err := fr.Apply(bt, bt.PrevEnd); err != nil {
+				t.Fatal(err)
+			}
+			fr.Publish()
+			for _, n := range []int{1, 10, 64} {
+				req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Top: n}}
+				pub, ok := fr.QueryPublished(req)
+				if !ok {
+					continue // a tie at the set's edge: a scan answers
+				}
+				answered++
+				scan, err := fr.Query(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(pub.Entries) != fmt.Sprint(scan.Entries) {
+					t.Fatalf("%d keys, top %d: published %v, scan %v", keys, n, pub.Entries, scan.Entries)
+				}
+			}
+		}
+		if answered == 0 {
+			t.Fatalf("%d keys: the published set answered no top query", keys)
+		}
+		all, err := fr.Query(splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: splice.MaxLimit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum int64
+		for _, e := range all.Entries {
+			sum += e.Value.(int64)
+		}
+		if sum != events || len(all.Entries) > keys {
+			t.Fatalf("%d keys: %d keys counted %d events, want %d", keys, len(all.Entries), sum, events)
+		}
+	}
+}

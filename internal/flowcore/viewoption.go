@@ -32,6 +32,9 @@ func PublishIf[V any](keep func(V) bool) ViewOption[V] { return ViewOption[V]{ke
 type viewOptions[V any] struct {
 	score func(V) float64 // nil: ?top= is a bad request
 	keep  func(V) bool    // nil: publish every entry
+	// byValue: score is numberScore's, so values compare as their
+	// scores do (see skipInt).
+	byValue bool
 }
 
 func (o viewOptions[V]) publish(v V) bool { return o.keep == nil || o.keep(v) }
@@ -48,6 +51,7 @@ func resolveViewOptions[V any](opts []ViewOption[V]) viewOptions[V] {
 	}
 	if o.score == nil {
 		o.score = numberScore[V]()
+		o.byValue = o.score != nil
 	}
 	return o
 }
