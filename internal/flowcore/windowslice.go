@@ -27,8 +27,9 @@ import (
 // An algebra with an inverse (WindowAggregateInvertible: counts, sums)
 // keeps a running total per key instead: a firing takes out the slices
 // that left the window and merges those that entered, which reads the
-// slices at the front of the key's array and none of the others (events
-// ahead of the watermark gather in the key's row).
+// slices at the front of the key's array and those just after the
+// window's (found by the number of slices the total holds), none of the
+// others.
 //
 // Tumbling windows are slices of their own size: a window is one slice and
 // needs no merge. Early triggers (FireEvery, EarlyEvery) count and mark
@@ -67,17 +68,16 @@ type sliceKey[K comparable, A any] struct {
 	// watch may be told of a key's window that did not change).
 	stamp uint64
 	// A running total, with an inverse (valid while hasRun): run is the
-	// merge of the key's slices in window rj, runN of them; ahead of its
-	// slices from rj's end to rj+1's, aheadN of them, which the next
-	// window takes in; far says there may be slices later still. A
-	// cleanup takes out the slices it drops: when window rj fires, none of
-	// its slices was dropped (a slice goes with the last window over it).
+	// merge of the key's slices in window rj, runN of them, so the slices
+	// after the window's are found without a search. A cleanup takes out
+	// the slices it drops: when window rj fires, none of its slices was
+	// dropped (a slice goes with the last window over it).
 	// tail is the start of the key's last slice, when it has any.
-	run, ahead   A
-	rj           int64
-	runN, aheadN int32
-	hasRun, far  bool
-	tail         int64
+	run    A
+	rj     int64
+	runN   int32
+	hasRun bool
+	tail   int64
 }
 
 // sliceBucket holds the timers set for one time: the rows of the keys
@@ -228,21 +228,15 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	}
 }
 
-// runEvent adds an event of slice t to the key's running total or to what
-// waits after its window.
+// runEvent adds an event of slice t to the key's running total if the
+// slice is in its window. A later slice is merged when the window reaches
+// it: the event's slice holds it.
 func (so *sliceOp[K, T, A]) runEvent(ks *sliceKey[K, A], t int64, v T, created bool) {
-	n := int32(0)
-	if created {
-		n = 1
-	}
-	switch end := so.end(ks.rj); {
-	case t < ks.rj*so.slide:
-	case t < end:
-		ks.run, ks.runN = so.add(ks.run, v), ks.runN+n
-	case t < end+so.slide:
-		ks.ahead, ks.aheadN = so.add(ks.ahead, v), ks.aheadN+n
-	default:
-		ks.far = true
+	if t >= ks.rj*so.slide && t < so.end(ks.rj) {
+		ks.run = so.add(ks.run, v)
+		if created {
+			ks.runN++
+		}
 	}
 }
 
@@ -291,24 +285,51 @@ func (so *sliceOp[K, T, A]) slice(ks *sliceKey[K, A], t int64) (int, bool) {
 		return n - 1, false
 	}
 	if n == 0 || ks.tail < t {
-		grow := ks.room()
-		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
-		if grow {
-			ks.buf = ks.slices[:0]
+		if ks.room() {
+			so.grow(ks)
 		}
+		ks.slices = append(ks.slices, sliceAcc[A]{start: t, acc: so.init()})
 		ks.tail = t
 		return n, true
 	}
-	i, found := searchSlices(ks.slices, t)
-	if found {
+	// Before the tail: most often an event of a partition behind another,
+	// some slices back. Starts are distinct and on the grid, so the slice
+	// (tail-t)/gran places before the last starts at t or earlier: the
+	// first guess, exact when the key has every slice since (most keys of
+	// a sliding window have). It reads one line of the key's array where a
+	// binary search reads several, out of the cache (a sliding key's array
+	// spans its windows' slices).
+	i := max(n-1-int(min((ks.tail-t)/so.gran, int64(n-1))), 0)
+	for ahead := 0; ks.slices[i].start < t; i++ {
+		if ahead++; ahead == 4 {
+			i, _ = searchSlices(ks.slices[:n-1], t)
+			break
+		}
+	}
+	if ks.slices[i].start == t {
 		return i, false
 	}
-	grow := ks.room()
-	ks.slices = slices.Insert(ks.slices, i, sliceAcc[A]{start: t, acc: so.init()})
-	if grow {
-		ks.buf = ks.slices[:0]
+	if ks.room() {
+		so.grow(ks)
 	}
+	ks.slices = slices.Insert(ks.slices, i, sliceAcc[A]{start: t, acc: so.init()})
 	return i, true
+}
+
+// grow moves a key's slices to a new array with room for more. A key with
+// more than a few slices is most often one with events in every slice of
+// its windows: its array goes at once to twice its windows' slices (room
+// then copies its slices to the front once per window's worth of drops),
+// where doubling from one would copy it at every doubling, from memory
+// long out of the cache.
+func (so *sliceOp[K, T, A]) grow(ks *sliceKey[K, A]) {
+	n := len(ks.slices)
+	more := 1 // append's growth, up to a size class
+	if n >= 4 {
+		more = max(int(min(2*(so.size/so.gran), 1024))-n, 1)
+	}
+	ks.slices = slices.Grow(ks.slices[:n:n], more)
+	ks.buf = ks.slices[:0]
 }
 
 // searchSlices is the index of the first slice starting at or after t, and
@@ -381,60 +402,36 @@ func (so *sliceOp[K, T, A]) value(ks *sliceKey[K, A], j int64) (acc A, ok bool) 
 
 // running is value for a firing with an inverse: the key's running total
 // moves on from the window it last fired, one slide behind — taking out
-// the slices that left and merging those that entered, which events ahead
-// of the watermark gathered in the row — instead of combining a window's
-// slices. A key that did not fire the window before (its first, after a
-// gap, after a restore) combines its slices once.
+// the slices that left and merging those that entered — instead of
+// combining a window's slices. The window's slices are runN in a row from
+// its first: those that entered follow them, wherever the key's latest
+// events are (the watermark follows the slowest partition, so they may
+// run many slides ahead of it). A key that did not fire the window before
+// (its first, after a gap, after a restore) combines its slices once.
 func (so *sliceOp[K, T, A]) running(ks *sliceKey[K, A], j int64) (A, bool) {
 	if ks.hasRun && ks.rj == j-1 {
-		// Out: the slices of window j-1 before window j's start.
-		ss := ks.slices[so.windowFirst(ks, j-1):]
-		for i := range ss {
-			if ss[i].start >= j*so.slide {
-				break
-			}
-			ks.run = so.inverse(ks.run, ss[i].acc)
+		i := so.windowFirst(ks, j-1)
+		in := i + int(ks.runN)
+		// Out: the slices of window j-1 before window j's start (none when
+		// a cleanup at the window's end took them out).
+		for ; i < in && ks.slices[i].start < j*so.slide; i++ {
+			ks.run = so.inverse(ks.run, ks.slices[i].acc)
 			ks.runN--
 		}
-		ks.run, ks.runN, ks.rj = so.merge(ks.run, ks.ahead), ks.runN+ks.aheadN, j
-		ks.ahead, ks.aheadN = so.init(), 0
-		if ks.far {
-			so.gather(ks)
+		for end := so.end(j); in < len(ks.slices) && ks.slices[in].start < end; in++ {
+			ks.run = so.merge(ks.run, ks.slices[in].acc)
+			ks.runN++
 		}
+		ks.rj = j
 	} else if !ks.hasRun || ks.rj != j {
-		ks.hasRun, ks.rj, ks.runN = true, j, 0
-		ks.run, ks.ahead, ks.aheadN = so.init(), so.init(), 0
+		ks.hasRun, ks.rj, ks.runN, ks.run = true, j, 0, so.init()
 		i := so.windowFirst(ks, j)
 		for ; i < len(ks.slices) && ks.slices[i].start < so.end(j); i++ {
 			ks.run = so.merge(ks.run, ks.slices[i].acc)
 			ks.runN++
 		}
-		so.gather(ks)
 	}
 	return ks.run, ks.runN > 0
-}
-
-// gather sets the key's ahead from its slices after window rj: the last
-// ones, read from the end (the watermark follows the slowest partition, so
-// a key's latest events may run some slides ahead of it).
-func (so *sliceOp[K, T, A]) gather(ks *sliceKey[K, A]) {
-	ks.far = false
-	from, to := so.end(ks.rj), so.end(ks.rj+1)
-	if len(ks.slices) == 0 || ks.tail < from {
-		return
-	}
-	i := len(ks.slices)
-	for i > 0 && ks.slices[i-1].start >= from {
-		i--
-	}
-	for ; i < len(ks.slices); i++ {
-		if ks.slices[i].start >= to {
-			ks.far = true
-			return
-		}
-		ks.ahead = so.merge(ks.ahead, ks.slices[i].acc)
-		ks.aheadN++
-	}
 }
 
 // combine merges the key's slices lo to hi (one at least).
@@ -686,7 +683,7 @@ func (so *sliceOp[K, T, A]) release(row int32) {
 	delete(so.rows, ks.key)
 	var zero K
 	var none A
-	ks.key, ks.timed, ks.hasRun, ks.run, ks.ahead = zero, false, false, none, none
+	ks.key, ks.timed, ks.hasRun, ks.run = zero, false, false, none
 	so.free = append(so.free, row)
 }
 
