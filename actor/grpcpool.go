@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"sync"
@@ -151,8 +152,13 @@ func (netCodec) Name() string { return "proto" }
 func unmarshalRemote(data mem.BufferSlice, rm *remote.RemoteMessage) error {
 	if data.Len() >= payloadOwnBuffer {
 		// The garbage collector owns b: the fragments decode the parts
-		// aliasing it after this returns.
-		b := data.Materialize()
+		// aliasing it after this returns. bytes.Join allocates it
+		// without clearing it first (Materialize clears, then copies).
+		pieces := make([][]byte, len(data))
+		for i, d := range data {
+			pieces[i] = d.ReadOnlyData()
+		}
+		b := bytes.Join(pieces, nil)
 		if m, err := readBatch(b); err == nil {
 			rm.MessageType = m.MessageType
 			markBatches(rm)
