@@ -1,10 +1,12 @@
 package actor
 
 import (
+	"bytes"
 	"fmt"
 	"math/bits"
 	"sync"
 
+	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -85,6 +87,11 @@ var _ encoding.CodecV2 = netCodec{}
 // Marshal encodes v into a buffer of netPool (a small message into its
 // own slice, as gRPC's codec does).
 func (netCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if rm, ok := v.(*remote.RemoteMessage); ok {
+		if out, ok := appendBatch(rm); ok {
+			return out, nil
+		}
+	}
 	m := protoMessage(v)
 	if m == nil {
 		return nil, fmt.Errorf("marshal: %T is not a protobuf message", v)
@@ -111,8 +118,12 @@ func (netCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // Unmarshal decodes data into v; a message that arrived in pieces is
-// joined in a buffer of netPool first.
+// joined in a buffer of netPool first. A MessageBatch is joined in a
+// buffer of its own that its payloads alias (see readBatch).
 func (netCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if rm, ok := v.(*remote.RemoteMessage); ok {
+		return unmarshalRemote(data, rm)
+	}
 	m := protoMessage(v)
 	if m == nil {
 		return fmt.Errorf("unmarshal: %T is not a protobuf message", v)
@@ -136,3 +147,34 @@ func protoMessage(v any) proto.Message {
 // Name is the content subtype gRPC's own protobuf codec registers: the
 // other side reads the messages with either.
 func (netCodec) Name() string { return "proto" }
+
+// unmarshalRemote decodes a protoactor RemoteMessage into rm.
+func unmarshalRemote(data mem.BufferSlice, rm *remote.RemoteMessage) error {
+	if data.Len() >= payloadOwnBuffer {
+		// The garbage collector owns b: the fragments decode the parts
+		// aliasing it after this returns. bytes.Join allocates it
+		// without clearing it first (Materialize clears, then copies).
+		pieces := make([][]byte, len(data))
+		for i, d := range data {
+			pieces[i] = d.ReadOnlyData()
+		}
+		b := bytes.Join(pieces, nil)
+		if m, err := readBatch(b); err == nil {
+			rm.MessageType = m.MessageType
+			markBatches(rm)
+			return nil
+		}
+		if err := proto.Unmarshal(b, rm); err != nil {
+			return err
+		}
+		markBatches(rm)
+		return nil
+	}
+	buf := data.MaterializeToBuffer(netPool)
+	defer buf.Free()
+	if err := proto.Unmarshal(buf.ReadOnlyData(), rm); err != nil {
+		return err
+	}
+	markBatches(rm)
+	return nil
+}
