@@ -39,7 +39,7 @@ func countSharded(in *input, p params) map[string]int64 {
 			}
 		}()
 	}
-	feedShards(in, p, p.batch, chans, func(k string, _ int64) string { return k })
+	feedShards(in, p, p.baselineBatch, chans, func(k string, _ int64) string { return k })
 	workers.Wait()
 	out := make(map[string]int64)
 	for _, m := range maps {
@@ -191,7 +191,7 @@ func windowSharded(in *input, p params, size, slide int64) (results, sum int64) 
 			}
 		}()
 	}
-	feedShards(in, p, p.batch, chans, func(k string, ts int64) ev { return ev{k, ts} })
+	feedShards(in, p, p.baselineBatch, chans, func(k string, ts int64) ev { return ev{k, ts} })
 	workers.Wait()
 	for _, r := range res {
 		results += r[0]

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 // baselines inside, and the results file has what tools read.
 func TestSmallRun(t *testing.T) {
 	out := t.TempDir()
-	p := params{events: 40_000, keys: 500, fragments: 8, partitions: 2, rounds: 1, batch: 64, quick: true}
+	p := params{events: 40_000, keys: 500, fragments: 8, partitions: 2, rounds: 1, batch: 64, baselineBatch: 64, quick: true}
 	if err := run(p, out, io.Discard); err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func spectrumSharded(in *input, p params) map[int64]int64 {
 			}
 		}()
 	}
-	feedShards(in, p, 1024, first, func(k string, _ int64) string { return k })
+	feedShards(in, p, p.baselineBatch, first, func(k string, _ int64) string { return k })
 	w1.Wait()
 	for _, c := range second {
 		close(c)
