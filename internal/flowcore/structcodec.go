@@ -234,23 +234,12 @@ func appendField(dst []byte, op *fieldOp, p unsafe.Pointer) []byte {
 func (c *structCodec[T]) Decode(b []byte) (T, error) { return c.decodeInterned(b, nil) }
 
 func (c *structCodec[T]) decodeInterned(b []byte, in *Interner) (T, error) {
-	var v T
-	p := unsafe.Pointer(&v)
-	for i := range c.ops {
-		n, err := decodeField(b, &c.ops[i], p, in)
-		if err != nil {
-			return v, err
-		}
-		b = b[n:]
-	}
-	if len(b) != 0 {
-		return v, fmt.Errorf("%d bytes after the last field of %s", len(b), reflect.TypeFor[T]())
-	}
-	return v, nil
+	return c.decodeWithout(b, -1, "", in)
 }
 
 // decodeWithout decodes what appendWithout cut: b lacks the string field
-// field (a string field: the caller checks), which is key.
+// field (a string field: the caller checks), which is key. With field -1,
+// b holds every field.
 func (c *structCodec[T]) decodeWithout(b []byte, field int, key string, in *Interner) (T, error) {
 	var v T
 	p := unsafe.Pointer(&v)
