@@ -18,26 +18,7 @@ import (
 // seconds of a run. It reports the time per event.
 func BenchmarkDecodeApplyNode(b *testing.B) {
 	const events, keys, fragments, owned, size = 1 << 18, 100_000, 64, 21, 64
-	in := flowstest.NewInput[keyedEvent](1)
-	rng := rand.New(rand.NewPCG(7, 8))
-	names := make([]string, keys)
-	for i := range names {
-		names[i] = fmt.Sprintf("key-%06d", i)
-	}
-	for i := range events {
-		in.Push(0, keyedEvent{K: names[rng.IntN(keys)], T: int64(i)})
-	}
-	in.Close()
-	f := flows.New("node", flows.WithFragments(fragments))
-	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
-	plan, err := flowcore.Compile(f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := plan.OpenReader(0, 0, 0, 4*size)
-	if err != nil {
-		b.Fatal(err)
-	}
+	plan, r := keyedNodeReader(b, events, keys, fragments, 4*size, "key-%06d", func(i int) int64 { return int64(i) })
 	defer r.Close()
 	type part struct {
 		frag int
@@ -93,26 +74,7 @@ func BenchmarkDecodeApplyNode(b *testing.B) {
 // the time per event.
 func BenchmarkEncodeNode(b *testing.B) {
 	const events, keys, fragments, size = 1 << 18, 100_000, 64, 64
-	in := flowstest.NewInput[keyedEvent](1)
-	rng := rand.New(rand.NewPCG(7, 8))
-	names := make([]string, keys)
-	for i := range names {
-		names[i] = fmt.Sprintf("key-%07d", i)
-	}
-	for i := range events {
-		in.Push(0, keyedEvent{K: names[rng.IntN(keys)], T: int64(i % 1024)})
-	}
-	in.Close()
-	f := flows.New("node", flows.WithFragments(fragments))
-	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
-	plan, err := flowcore.Compile(f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := plan.OpenReader(0, 0, 0, 4*size)
-	if err != nil {
-		b.Fatal(err)
-	}
+	plan, r := keyedNodeReader(b, events, keys, fragments, 4*size, "key-%07d", func(i int) int64 { return int64(i % 1024) })
 	defer r.Close()
 	var batches []*flowcore.Batch
 	total := 0
@@ -142,4 +104,32 @@ func BenchmarkEncodeNode(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*total), "ns/event")
 	b.ReportMetric(float64(bytes)/float64(total), "B/event")
+}
+
+// keyedNodeReader compiles a keyed count over events random picks of keys
+// named by format, with event times from ts, and opens its one partition's
+// reader with batches of batch records.
+func keyedNodeReader(b *testing.B, events, keys, fragments, batch int, format string, ts func(int) int64) (*flowcore.Plan, *flowcore.Reader) {
+	b.Helper()
+	in := flowstest.NewInput[keyedEvent](1)
+	rng := rand.New(rand.NewPCG(7, 8))
+	names := make([]string, keys)
+	for i := range names {
+		names[i] = fmt.Sprintf(format, i)
+	}
+	for i := range events {
+		in.Push(0, keyedEvent{K: names[rng.IntN(keys)], T: ts(i)})
+	}
+	in.Close()
+	f := flows.New("node", flows.WithFragments(fragments))
+	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := plan.OpenReader(0, 0, 0, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return plan, r
 }
