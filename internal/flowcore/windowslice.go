@@ -123,6 +123,11 @@ type sliceOp[K comparable, T, A any] struct {
 	firedSaved, wStored bool                     // the fired mark in the last checkpoint is current; one is stored
 	restoredW           bool                     // a restore read the fired mark (windowOp's entries have none)
 	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
+	warmed              int64                    // warm's sum, kept so that its loads are not dropped
+	// The bounds of window emitJ, the last one emitted (if emitted).
+	emitted            bool
+	emitJ              int64
+	emitStart, emitEnd time.Time
 }
 
 func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge, inverse func(A, A) A,
@@ -549,8 +554,13 @@ func (so *sliceOp[K, T, A]) schedule() {
 }
 
 func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
-	s := j * so.slide
-	r := WindowResult[K, A]{Key: k, Start: time.Unix(0, s).UTC(), End: time.Unix(0, s+so.size).UTC(), Value: acc, Firing: f}
+	// A watermark fires one window of every key due: its bounds are made
+	// once, not per result.
+	if !so.emitted || so.emitJ != j {
+		s := j * so.slide
+		so.emitted, so.emitJ, so.emitStart, so.emitEnd = true, j, time.Unix(0, s).UTC(), time.Unix(0, s+so.size).UTC()
+	}
+	r := WindowResult[K, A]{Key: k, Start: so.emitStart, End: so.emitEnd, Value: acc, Firing: f}
 	for _, sub := range so.subs {
 		sub(r)
 	}
@@ -572,7 +582,10 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		// A key's next time is after this one: setting it never adds to
 		// this bucket nor puts a bucket before it.
 		at, rows := so.buckets[0].at, so.buckets[0].rows
-		for _, row := range rows {
+		for i, row := range rows {
+			if i%warmRows == 0 {
+				so.warm(rows[i:min(i+warmRows, len(rows))])
+			}
 			ks := &so.keys[row]
 			if !ks.timed || ks.due != at {
 				continue // stale: the key's timer moved or it has no state
@@ -591,6 +604,34 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	for _, v := range so.views {
 		v.expire(fr, wm)
 	}
+}
+
+// warmRows is how many rows of a bucket warm loads at once: enough
+// misses in flight to hide most of their latency, few enough that the
+// lines stay in the cache until their firings read them.
+const warmRows = 16
+
+// warm reads the lines the firings of these rows will read — the row,
+// its first slice (the one leaving, or dropped) and the first after its
+// running total's window (the one entering) — in a loop whose loads do
+// not depend on one another, so that the core has them in flight at
+// once: a key's state is most often out of the cache when its window
+// fires (it was last touched a window's time before), and a firing,
+// long and full of calls, would wait for each miss in turn.
+func (so *sliceOp[K, T, A]) warm(rows []int32) {
+	var x int64
+	for _, row := range rows {
+		ks := &so.keys[row]
+		ss := ks.slices
+		if len(ss) == 0 {
+			continue
+		}
+		x += ss[0].start
+		if r := int(ks.runN); r < len(ss) {
+			x += ss[r].start
+		}
+	}
+	so.warmed = x
 }
 
 // advance moves the watermark the windows followed to wm (if later).
