@@ -151,7 +151,16 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 		buf := &sinkBuf[T]{sink: sink}
 		c.sinks = append(c.sinks, buf)
 		s.attach(c, func(v T) {
-			buf.out = append(buf.out, Output[T]{ID: c.outputID(), Value: v})
+			// In place: an Output made whole and then appended was built
+			// on the stack and copied (twice the stores, per output).
+			n := len(buf.out)
+			if n == cap(buf.out) {
+				buf.out = slices.Grow(buf.out, 1)
+			}
+			buf.out = buf.out[:n+1]
+			o := &buf.out[n]
+			c.setOutputID(&o.ID)
+			o.Value = v
 			if len(buf.out) >= sinkChunk {
 				c.flushEarly(buf)
 			}
