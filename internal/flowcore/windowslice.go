@@ -456,27 +456,41 @@ func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 // first slice with a window left to fire (or to drop) has the earliest.
 func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
 	fireFrom, cleanFrom := so.froms(after)
-	best, ok := int64(0), false
-	// The first slice whose last window is jfrom or later, and that
-	// window's time (a binary search: a key may hold size/gcd slices).
-	next := func(jfrom int64, at func(int64) int64) {
-		i := 0
-		// Cleanups drop slices from the front: the first slice is most
-		// often the one (a search would read the key's slices in the
-		// middle first, which a running total does not read).
-		if jfrom != math.MinInt64 && len(ks.slices) > 0 && ks.slices[0].start < jfrom*so.slide {
-			i, _ = searchSlices(ks.slices, jfrom*so.slide)
-		}
-		if i < len(ks.slices) {
-			j := max(so.first(ks.slices[i].start), jfrom)
-			if t := at(j); j <= so.last(ks.slices[i].start) && t > after && (!ok || t < best) {
-				best, ok = t, true
-			}
+	best, ok := so.dueFrom(ks, fireFrom, after, false)
+	// Without lateness a window goes as it fires: the cleanups' times are
+	// the firings' (a firing asks this of every key it fires).
+	if so.lateness != 0 {
+		if t, found := so.dueFrom(ks, cleanFrom, after, true); found && (!ok || t < best) {
+			best, ok = t, true
 		}
 	}
-	next(cleanFrom, so.cleanup)
-	next(fireFrom, so.end)
 	return best, ok
+}
+
+// dueFrom is the time after `after` that the first of the key's windows
+// jfrom or later fires (or goes, with cleanup): that of the first slice
+// whose last window is jfrom or later.
+func (so *sliceOp[K, T, A]) dueFrom(ks *sliceKey[K, A], jfrom, after int64, cleanup bool) (int64, bool) {
+	i := 0
+	// Cleanups drop slices from the front: the first slice is most often
+	// the one (a search would read the key's slices in the middle first,
+	// which a running total does not read).
+	if jfrom != math.MinInt64 && len(ks.slices) > 0 && ks.slices[0].start < jfrom*so.slide {
+		i, _ = searchSlices(ks.slices, jfrom*so.slide)
+	}
+	if i >= len(ks.slices) {
+		return 0, false
+	}
+	t := ks.slices[i].start
+	j := max(so.first(t), jfrom)
+	if j > so.last(t) {
+		return 0, false
+	}
+	at := so.end(j)
+	if cleanup {
+		at = so.cleanup(j)
+	}
+	return at, at > after
 }
 
 // froms are the first windows ending, and going, after `after`.
