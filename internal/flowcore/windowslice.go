@@ -456,6 +456,11 @@ func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 // first slice with a window left to fire (or to drop) has the earliest.
 func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
 	fireFrom, cleanFrom := so.froms(after)
+	return so.nextDueFrom(ks, after, fireFrom, cleanFrom)
+}
+
+// nextDueFrom is nextDue with froms(after) (a firing's are its keys').
+func (so *sliceOp[K, T, A]) nextDueFrom(ks *sliceKey[K, A], after, fireFrom, cleanFrom int64) (int64, bool) {
 	best, ok := so.dueFrom(ks, fireFrom, after, false)
 	// Without lateness a window goes as it fires: the cleanups' times are
 	// the firings' (a firing asks this of every key it fires).
@@ -596,6 +601,7 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		// A key's next time is after this one: setting it never adds to
 		// this bucket nor puts a bucket before it.
 		at, rows := so.buckets[0].at, so.buckets[0].rows
+		due := so.dueTime(at)
 		for i, row := range rows {
 			if i%warmRows == 0 {
 				so.warm(rows[i:min(i+warmRows, len(rows))])
@@ -604,7 +610,7 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 			if !ks.timed || ks.due != at {
 				continue // stale: the key's timer moved or it has no state
 			}
-			if next, ok := so.run(fr, row, at); ok {
+			if next, ok := so.run(fr, row, due); ok {
 				so.setTimer(row, next)
 			} else {
 				so.keys[row].timed = false
@@ -655,29 +661,28 @@ func (so *sliceOp[K, T, A]) advance(wm int64) {
 	}
 }
 
-// run fires the window of key row ending at `at`, then drops the windows
+// run fires the window of key row ending at `at` (due.at), then drops the windows
 // whose state goes at `at`: one, or at the end of time every window whose
 // lateness saturates. Every earlier firing and cleanup of the key ran. It
 // returns the key's next time, if it has slices left.
-func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool) {
+func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, due dueTime) (int64, bool) {
 	ks := &so.keys[row]
-	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
-		j := floorDiv(d, so.slide)
-		value := so.value
+	at := due.at
+	if due.fires {
+		var acc A
+		var ok bool
 		if so.inverse != nil {
-			value = so.running
+			acc, ok = so.running(ks, due.j)
+		} else {
+			acc, ok = so.value(ks, due.j)
 		}
-		if acc, ok := value(ks, j); ok {
+		if ok {
 			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
-			so.emit(ks.key, j, acc, OnTime)
+			so.emit(ks.key, due.j, acc, OnTime)
 		}
 	}
-	// The first window not gone: every one whose cleanup is before `at` is.
-	next := int64(math.MinInt64)
-	if x := at - 1 - so.size; at-1 >= math.MinInt64+so.size && x >= math.MinInt64+so.lateness {
-		next = floorDiv(x-so.lateness, so.slide) + 1
-	}
+	next := due.kept
 	for len(ks.slices) > 0 {
 		t := ks.slices[0].start
 		j := max(so.first(t), next)
@@ -691,7 +696,30 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 		so.release(row)
 		return 0, false
 	}
-	return so.nextDue(ks, at)
+	return so.nextDueFrom(ks, at, due.fireFrom, due.cleanFrom)
+}
+
+// dueTime is what run needs of a time keys are due at, the same for
+// every key due then (a firing runs for every key of a bucket).
+type dueTime struct {
+	at    int64
+	fires bool  // a window ends at `at`, after the watermark the windows followed
+	j     int64 // that window, if fires
+	kept  int64 // the first window not gone: every one whose cleanup is before `at` is
+	// froms(at), for the keys' next times
+	fireFrom, cleanFrom int64
+}
+
+func (so *sliceOp[K, T, A]) dueTime(at int64) dueTime {
+	due := dueTime{at: at, kept: math.MinInt64}
+	due.fireFrom, due.cleanFrom = so.froms(at)
+	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
+		due.fires, due.j = true, floorDiv(d, so.slide)
+	}
+	if x := at - 1 - so.size; at-1 >= math.MinInt64+so.size && x >= math.MinInt64+so.lateness {
+		due.kept = floorDiv(x-so.lateness, so.slide) + 1
+	}
+	return due
 }
 
 // drop ends window j of a key: its final value goes to the views, and the
