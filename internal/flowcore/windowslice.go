@@ -124,6 +124,8 @@ type sliceOp[K comparable, T, A any] struct {
 	restoredW           bool                     // a restore read the fired mark (windowOp's entries have none)
 	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
 	warmed              int64                    // warm's sum, kept so that its loads are not dropped
+	spans               [2]sliceSpan             // span's answers
+	spanNext            int                      // the one of spans span replaces next
 	// The bounds of window emitJ, the last one emitted (if emitted).
 	emitted            bool
 	emitJ              int64
@@ -136,9 +138,12 @@ func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init 
 	if gran == w.size {
 		inverse = nil // a window is one slice: nothing to run
 	}
-	return &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gran, lateness: lateness,
+	so := &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gran, lateness: lateness,
 		init: init, add: add, merge: merge, inverse: inverse, kc: kc, ac: ac, rows: map[K]int32{}, fired: NoWatermark,
 		byStart: map[int64]map[K]struct{}{}}
+	so.spans[0] = sliceSpan{0, so.first(0), so.last(0)}
+	so.spans[1] = so.spans[0]
+	return so
 }
 
 func gcd(a, b int64) int64 {
@@ -173,6 +178,26 @@ func (so *sliceOp[K, T, A]) cleanup(j int64) int64 { return satAdd(so.end(j), so
 // first and last window over slice t.
 func (so *sliceOp[K, T, A]) first(t int64) int64 { return floorDiv(t-so.size, so.slide) + 1 }
 func (so *sliceOp[K, T, A]) last(t int64) int64  { return floorDiv(t, so.slide) }
+
+// sliceSpan is the first and last window over slice t.
+type sliceSpan struct{ t, first, last int64 }
+
+// span is first and last of slice t, kept for the two slice starts asked
+// for last: a firing asks them of every key it fires, several times
+// each, and at one time every key's first slices start at the same few
+// times (two divisions each, most often answered by a comparison).
+func (so *sliceOp[K, T, A]) span(t int64) (first, last int64) {
+	if m := &so.spans[0]; m.t == t {
+		return m.first, m.last
+	}
+	if m := &so.spans[1]; m.t == t {
+		return m.first, m.last
+	}
+	m := &so.spans[so.spanNext]
+	so.spanNext ^= 1
+	*m = sliceSpan{t, so.first(t), so.last(t)}
+	return m.first, m.last
+}
 
 func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	if so.reschedule {
@@ -487,8 +512,9 @@ func (so *sliceOp[K, T, A]) dueFrom(ks *sliceKey[K, A], jfrom, after int64, clea
 		return 0, false
 	}
 	t := ks.slices[i].start
-	j := max(so.first(t), jfrom)
-	if j > so.last(t) {
+	first, last := so.span(t)
+	j := max(first, jfrom)
+	if j > last {
 		return 0, false
 	}
 	at := so.end(j)
@@ -514,10 +540,11 @@ func (so *sliceOp[K, T, A]) froms(after int64) (fireFrom, cleanFrom int64) {
 func (so *sliceOp[K, T, A]) sliceDue(t, after int64) (int64, bool) {
 	fireFrom, cleanFrom := so.froms(after)
 	best, ok := int64(0), false
-	if j := max(so.first(t), fireFrom); j <= so.last(t) && so.end(j) > after {
+	first, last := so.span(t)
+	if j := max(first, fireFrom); j <= last && so.end(j) > after {
 		best, ok = so.end(j), true
 	}
-	if j := max(so.first(t), cleanFrom); j <= so.last(t) {
+	if j := max(first, cleanFrom); j <= last {
 		if at := so.cleanup(j); at > after && (!ok || at < best) {
 			best, ok = at, true
 		}
@@ -685,8 +712,9 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, due dueTime) (int64, bo
 	next := due.kept
 	for len(ks.slices) > 0 {
 		t := ks.slices[0].start
-		j := max(so.first(t), next)
-		if j > so.last(t) || so.cleanup(j) != at {
+		first, last := so.span(t)
+		j := max(first, next)
+		if j > last || so.cleanup(j) != at {
 			break
 		}
 		so.drop(ks, j)
@@ -732,7 +760,10 @@ func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 		}
 	}
 	n := 0
-	for n < len(ks.slices) && so.last(ks.slices[n].start) <= j {
+	for n < len(ks.slices) {
+		if _, last := so.span(ks.slices[n].start); last > j {
+			break
+		}
 		s := &ks.slices[n]
 		if ks.hasRun && s.start >= ks.rj*so.slide {
 			// The running total holds the slices there are of its window.
