@@ -39,7 +39,9 @@ import (
 // Layout: a key's slices are one sorted slice of (start, accumulator) in
 // a flat table of keys, found through one map from key to row. One timer
 // per key (its next firing or cleanup) stands for all its windows; timers
-// sit in buckets by time (see sliceBucket).
+// sit in buckets by time (see sliceBucket). A bucket's keys fire in
+// order, what their time means worked out once for all (dueTime), and
+// the state of the next few keys loaded while these fire (warm).
 
 // slicedWindows says whether WindowAggregate keeps slices for windows w
 // with these options: merge is needed where a window spans slices.
@@ -629,9 +631,11 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		// this bucket nor puts a bucket before it.
 		at, rows := so.buckets[0].at, so.buckets[0].rows
 		due := so.dueTime(at)
+		so.warm(rows[:min(warmRows, len(rows))])
 		for i, row := range rows {
-			if i%warmRows == 0 {
-				so.warm(rows[i:min(i+warmRows, len(rows))])
+			// The next rows' lines load while these fire.
+			if i%warmRows == 0 && i+warmRows < len(rows) {
+				so.warm(rows[i+warmRows : min(i+2*warmRows, len(rows))])
 			}
 			ks := &so.keys[row]
 			if !ks.timed || ks.due != at {
@@ -653,9 +657,10 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	}
 }
 
-// warmRows is how many rows of a bucket warm loads at once: enough
-// misses in flight to hide most of their latency, few enough that the
-// lines stay in the cache until their firings read them.
+// warmRows is how many rows of a bucket warm loads at once, while the
+// rows before them fire: enough misses in flight to hide most of their
+// latency, few enough that the lines stay in the cache until their
+// firings read them.
 const warmRows = 16
 
 // warm reads the lines the firings of these rows will read — the row,
