@@ -137,7 +137,15 @@ func (c *core) firing(cause Cause, op int, at, ts int64, k interface{ firingKey(
 }
 
 func (c *core) outputID() OutputID {
-	id := OutputID{Fragment: -1, Cause: c.cause, Index: c.outIdx}
+	var id OutputID
+	c.setOutputID(&id)
+	return id
+}
+
+// setOutputID is outputID written in place (a sink's buffer slot): an
+// output's id is 88 bytes, made for every output.
+func (c *core) setOutputID(id *OutputID) {
+	*id = OutputID{Fragment: -1, Cause: c.cause, Index: c.outIdx}
 	if c.frag != nil {
 		id.Fragment = c.frag.id
 	}
@@ -147,7 +155,6 @@ func (c *core) outputID() OutputID {
 		id.Op, id.At, id.Key = c.causeOp, c.causeAt, c.causeKey.firingKey()
 	}
 	c.outIdx++
-	return id
 }
 
 // flushEarly writes a full sink buffer before the batch ends (sinkChunk);

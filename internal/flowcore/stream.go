@@ -151,7 +151,16 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 		buf := &sinkBuf[T]{sink: sink}
 		c.sinks = append(c.sinks, buf)
 		s.attach(c, func(v T) {
-			buf.out = append(buf.out, Output[T]{ID: c.outputID(), Value: v})
+			// In place: an Output made whole and then appended was built
+			// on the stack and copied (twice the stores, per output).
+			n := len(buf.out)
+			if n == cap(buf.out) {
+				buf.out = slices.Grow(buf.out, 1)
+			}
+			buf.out = buf.out[:n+1]
+			o := &buf.out[n]
+			c.setOutputID(&o.ID)
+			o.Value = v
 			if len(buf.out) >= sinkChunk {
 				c.flushEarly(buf)
 			}
@@ -175,7 +184,15 @@ func To[T any](s Stream[T], sink Sink[T], opts ...SinkOption) {
 // peak for good (a buffer keeps its capacity) and a copy at every growth.
 // Outputs written early are not taken back if the batch then fails; its
 // replay makes them again with the same ids, as any replay does.
-const sinkChunk = 4096
+//
+// 1024 outputs (100–200 bytes each) stay in a core's cache from one
+// chunk to the next, so the buffer is rewritten in place; at 4096 a
+// fragment's buffer outgrew it, and a firing of every key's window paid a
+// miss for every output written, again to clear it, and once more in the
+// sink, with 64 fragments' buffers on the heap for the GC to scan. It is
+// also the engine's default batch (512 records), with room: a batch's
+// outputs still go in one write.
+const sinkChunk = 1024
 
 type sinkBuf[T any] struct {
 	sink Sink[T]

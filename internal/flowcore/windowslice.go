@@ -39,7 +39,9 @@ import (
 // Layout: a key's slices are one sorted slice of (start, accumulator) in
 // a flat table of keys, found through one map from key to row. One timer
 // per key (its next firing or cleanup) stands for all its windows; timers
-// sit in buckets by time (see sliceBucket).
+// sit in buckets by time (see sliceBucket). A bucket's keys fire in
+// order, what their time means worked out once for all (dueTime), and
+// the state of the next few keys loaded while these fire (warm).
 
 // slicedWindows says whether WindowAggregate keeps slices for windows w
 // with these options: merge is needed where a window spans slices.
@@ -123,6 +125,13 @@ type sliceOp[K comparable, T, A any] struct {
 	firedSaved, wStored bool                     // the fired mark in the last checkpoint is current; one is stored
 	restoredW           bool                     // a restore read the fired mark (windowOp's entries have none)
 	gen                 *uint64                  // the fragment's publish generation, once a KeyedView tracks changes
+	warmed              int64                    // warm's sum, kept so that its loads are not dropped
+	spans               [2]sliceSpan             // span's answers
+	spanNext            int                      // the one of spans span replaces next
+	// The bounds of window emitJ, the last one emitted (if emitted).
+	emitted            bool
+	emitJ              int64
+	emitStart, emitEnd time.Time
 }
 
 func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init func() A, add func(A, T) A, merge, inverse func(A, A) A,
@@ -131,9 +140,12 @@ func newSliceOp[K comparable, T, A any](op int, w Windows, lateness int64, init 
 	if gran == w.size {
 		inverse = nil // a window is one slice: nothing to run
 	}
-	return &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gran, lateness: lateness,
+	so := &sliceOp[K, T, A]{op: op, size: w.size, slide: w.slide, gran: gran, lateness: lateness,
 		init: init, add: add, merge: merge, inverse: inverse, kc: kc, ac: ac, rows: map[K]int32{}, fired: NoWatermark,
 		byStart: map[int64]map[K]struct{}{}}
+	so.spans[0] = sliceSpan{0, so.first(0), so.last(0)}
+	so.spans[1] = so.spans[0]
+	return so
 }
 
 func gcd(a, b int64) int64 {
@@ -168,6 +180,26 @@ func (so *sliceOp[K, T, A]) cleanup(j int64) int64 { return satAdd(so.end(j), so
 // first and last window over slice t.
 func (so *sliceOp[K, T, A]) first(t int64) int64 { return floorDiv(t-so.size, so.slide) + 1 }
 func (so *sliceOp[K, T, A]) last(t int64) int64  { return floorDiv(t, so.slide) }
+
+// sliceSpan is the first and last window over slice t.
+type sliceSpan struct{ t, first, last int64 }
+
+// span is first and last of slice t, kept for the two slice starts asked
+// for last: a firing asks them of every key it fires, several times
+// each, and at one time every key's first slices start at the same few
+// times (two divisions each, most often answered by a comparison).
+func (so *sliceOp[K, T, A]) span(t int64) (first, last int64) {
+	if m := &so.spans[0]; m.t == t {
+		return m.first, m.last
+	}
+	if m := &so.spans[1]; m.t == t {
+		return m.first, m.last
+	}
+	m := &so.spans[so.spanNext]
+	so.spanNext ^= 1
+	*m = sliceSpan{t, so.first(t), so.last(t)}
+	return m.first, m.last
+}
 
 func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 	if so.reschedule {
@@ -451,27 +483,47 @@ func (so *sliceOp[K, T, A]) combine(ks *sliceKey[K, A], lo, hi int) A {
 // first slice with a window left to fire (or to drop) has the earliest.
 func (so *sliceOp[K, T, A]) nextDue(ks *sliceKey[K, A], after int64) (int64, bool) {
 	fireFrom, cleanFrom := so.froms(after)
-	best, ok := int64(0), false
-	// The first slice whose last window is jfrom or later, and that
-	// window's time (a binary search: a key may hold size/gcd slices).
-	next := func(jfrom int64, at func(int64) int64) {
-		i := 0
-		// Cleanups drop slices from the front: the first slice is most
-		// often the one (a search would read the key's slices in the
-		// middle first, which a running total does not read).
-		if jfrom != math.MinInt64 && len(ks.slices) > 0 && ks.slices[0].start < jfrom*so.slide {
-			i, _ = searchSlices(ks.slices, jfrom*so.slide)
-		}
-		if i < len(ks.slices) {
-			j := max(so.first(ks.slices[i].start), jfrom)
-			if t := at(j); j <= so.last(ks.slices[i].start) && t > after && (!ok || t < best) {
-				best, ok = t, true
-			}
+	return so.nextDueFrom(ks, after, fireFrom, cleanFrom)
+}
+
+// nextDueFrom is nextDue with froms(after) (a firing's are its keys').
+func (so *sliceOp[K, T, A]) nextDueFrom(ks *sliceKey[K, A], after, fireFrom, cleanFrom int64) (int64, bool) {
+	best, ok := so.dueFrom(ks, fireFrom, after, false)
+	// Without lateness a window goes as it fires: the cleanups' times are
+	// the firings' (a firing asks this of every key it fires).
+	if so.lateness != 0 {
+		if t, found := so.dueFrom(ks, cleanFrom, after, true); found && (!ok || t < best) {
+			best, ok = t, true
 		}
 	}
-	next(cleanFrom, so.cleanup)
-	next(fireFrom, so.end)
 	return best, ok
+}
+
+// dueFrom is the time after `after` that the first of the key's windows
+// jfrom or later fires (or goes, with cleanup): that of the first slice
+// whose last window is jfrom or later.
+func (so *sliceOp[K, T, A]) dueFrom(ks *sliceKey[K, A], jfrom, after int64, cleanup bool) (int64, bool) {
+	i := 0
+	// Cleanups drop slices from the front: the first slice is most often
+	// the one (a search would read the key's slices in the middle first,
+	// which a running total does not read).
+	if jfrom != math.MinInt64 && len(ks.slices) > 0 && ks.slices[0].start < jfrom*so.slide {
+		i, _ = searchSlices(ks.slices, jfrom*so.slide)
+	}
+	if i >= len(ks.slices) {
+		return 0, false
+	}
+	t := ks.slices[i].start
+	first, last := so.span(t)
+	j := max(first, jfrom)
+	if j > last {
+		return 0, false
+	}
+	at := so.end(j)
+	if cleanup {
+		at = so.cleanup(j)
+	}
+	return at, at > after
 }
 
 // froms are the first windows ending, and going, after `after`.
@@ -490,10 +542,11 @@ func (so *sliceOp[K, T, A]) froms(after int64) (fireFrom, cleanFrom int64) {
 func (so *sliceOp[K, T, A]) sliceDue(t, after int64) (int64, bool) {
 	fireFrom, cleanFrom := so.froms(after)
 	best, ok := int64(0), false
-	if j := max(so.first(t), fireFrom); j <= so.last(t) && so.end(j) > after {
+	first, last := so.span(t)
+	if j := max(first, fireFrom); j <= last && so.end(j) > after {
 		best, ok = so.end(j), true
 	}
-	if j := max(so.first(t), cleanFrom); j <= so.last(t) {
+	if j := max(first, cleanFrom); j <= last {
 		if at := so.cleanup(j); at > after && (!ok || at < best) {
 			best, ok = at, true
 		}
@@ -549,8 +602,13 @@ func (so *sliceOp[K, T, A]) schedule() {
 }
 
 func (so *sliceOp[K, T, A]) emit(k K, j int64, acc A, f Firing) {
-	s := j * so.slide
-	r := WindowResult[K, A]{Key: k, Start: time.Unix(0, s).UTC(), End: time.Unix(0, s+so.size).UTC(), Value: acc, Firing: f}
+	// A watermark fires one window of every key due: its bounds are made
+	// once, not per result.
+	if !so.emitted || so.emitJ != j {
+		s := j * so.slide
+		so.emitted, so.emitJ, so.emitStart, so.emitEnd = true, j, time.Unix(0, s).UTC(), time.Unix(0, s+so.size).UTC()
+	}
+	r := WindowResult[K, A]{Key: k, Start: so.emitStart, End: so.emitEnd, Value: acc, Firing: f}
 	for _, sub := range so.subs {
 		sub(r)
 	}
@@ -572,12 +630,18 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 		// A key's next time is after this one: setting it never adds to
 		// this bucket nor puts a bucket before it.
 		at, rows := so.buckets[0].at, so.buckets[0].rows
-		for _, row := range rows {
+		due := so.dueTime(at)
+		so.warm(rows[:min(warmRows, len(rows))])
+		for i, row := range rows {
+			// The next rows' lines load while these fire.
+			if i%warmRows == 0 && i+warmRows < len(rows) {
+				so.warm(rows[i+warmRows : min(i+2*warmRows, len(rows))])
+			}
 			ks := &so.keys[row]
 			if !ks.timed || ks.due != at {
 				continue // stale: the key's timer moved or it has no state
 			}
-			if next, ok := so.run(fr, row, at); ok {
+			if next, ok := so.run(fr, row, due); ok {
 				so.setTimer(row, next)
 			} else {
 				so.keys[row].timed = false
@@ -593,6 +657,35 @@ func (so *sliceOp[K, T, A]) fireEvent(fr *Fragment, wm int64) {
 	}
 }
 
+// warmRows is how many rows of a bucket warm loads at once, while the
+// rows before them fire: enough misses in flight to hide most of their
+// latency, few enough that the lines stay in the cache until their
+// firings read them.
+const warmRows = 16
+
+// warm reads the lines the firings of these rows will read — the row,
+// its first slice (the one leaving, or dropped) and the first after its
+// running total's window (the one entering) — in a loop whose loads do
+// not depend on one another, so that the core has them in flight at
+// once: a key's state is most often out of the cache when its window
+// fires (it was last touched a window's time before), and a firing,
+// long and full of calls, would wait for each miss in turn.
+func (so *sliceOp[K, T, A]) warm(rows []int32) {
+	var x int64
+	for _, row := range rows {
+		ks := &so.keys[row]
+		ss := ks.slices
+		if len(ss) == 0 {
+			continue
+		}
+		x += ss[0].start
+		if r := int(ks.runN); r < len(ss) {
+			x += ss[r].start
+		}
+	}
+	so.warmed = x
+}
+
 // advance moves the watermark the windows followed to wm (if later).
 func (so *sliceOp[K, T, A]) advance(wm int64) {
 	if wm > so.fired {
@@ -600,33 +693,33 @@ func (so *sliceOp[K, T, A]) advance(wm int64) {
 	}
 }
 
-// run fires the window of key row ending at `at`, then drops the windows
+// run fires the window of key row ending at `at` (due.at), then drops the windows
 // whose state goes at `at`: one, or at the end of time every window whose
 // lateness saturates. Every earlier firing and cleanup of the key ran. It
 // returns the key's next time, if it has slices left.
-func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool) {
+func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, due dueTime) (int64, bool) {
 	ks := &so.keys[row]
-	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
-		j := floorDiv(d, so.slide)
-		value := so.value
+	at := due.at
+	if due.fires {
+		var acc A
+		var ok bool
 		if so.inverse != nil {
-			value = so.running
+			acc, ok = so.running(ks, due.j)
+		} else {
+			acc, ok = so.value(ks, due.j)
 		}
-		if acc, ok := value(ks, j); ok {
+		if ok {
 			so.fkey = ks.key
 			fr.firing(CauseWindow, so.op, at, at-1, so)
-			so.emit(ks.key, j, acc, OnTime)
+			so.emit(ks.key, due.j, acc, OnTime)
 		}
 	}
-	// The first window not gone: every one whose cleanup is before `at` is.
-	next := int64(math.MinInt64)
-	if x := at - 1 - so.size; at-1 >= math.MinInt64+so.size && x >= math.MinInt64+so.lateness {
-		next = floorDiv(x-so.lateness, so.slide) + 1
-	}
+	next := due.kept
 	for len(ks.slices) > 0 {
 		t := ks.slices[0].start
-		j := max(so.first(t), next)
-		if j > so.last(t) || so.cleanup(j) != at {
+		first, last := so.span(t)
+		j := max(first, next)
+		if j > last || so.cleanup(j) != at {
 			break
 		}
 		so.drop(ks, j)
@@ -636,7 +729,30 @@ func (so *sliceOp[K, T, A]) run(fr *Fragment, row int32, at int64) (int64, bool)
 		so.release(row)
 		return 0, false
 	}
-	return so.nextDue(ks, at)
+	return so.nextDueFrom(ks, at, due.fireFrom, due.cleanFrom)
+}
+
+// dueTime is what run needs of a time keys are due at, the same for
+// every key due then (a firing runs for every key of a bucket).
+type dueTime struct {
+	at    int64
+	fires bool  // a window ends at `at`, after the watermark the windows followed
+	j     int64 // that window, if fires
+	kept  int64 // the first window not gone: every one whose cleanup is before `at` is
+	// froms(at), for the keys' next times
+	fireFrom, cleanFrom int64
+}
+
+func (so *sliceOp[K, T, A]) dueTime(at int64) dueTime {
+	due := dueTime{at: at, kept: math.MinInt64}
+	due.fireFrom, due.cleanFrom = so.froms(at)
+	if d := at - so.size; at > so.fired && mod(d, so.slide) == 0 {
+		due.fires, due.j = true, floorDiv(d, so.slide)
+	}
+	if x := at - 1 - so.size; at-1 >= math.MinInt64+so.size && x >= math.MinInt64+so.lateness {
+		due.kept = floorDiv(x-so.lateness, so.slide) + 1
+	}
+	return due
 }
 
 // drop ends window j of a key: its final value goes to the views, and the
@@ -649,7 +765,10 @@ func (so *sliceOp[K, T, A]) drop(ks *sliceKey[K, A], j int64) {
 		}
 	}
 	n := 0
-	for n < len(ks.slices) && so.last(ks.slices[n].start) <= j {
+	for n < len(ks.slices) {
+		if _, last := so.span(ks.slices[n].start); last > j {
+			break
+		}
 		s := &ks.slices[n]
 		if ks.hasRun && s.start >= ks.rj*so.slide {
 			// The running total holds the slices there are of its window.
