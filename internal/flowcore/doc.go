@@ -49,7 +49,8 @@
 // fragment once a durable checkpoint covers them: a restored fragment
 // never contradicts what it sent, however its inputs interleave on
 // replay. Each stage therefore sees its input one checkpoint interval
-// after the stage before made it.
+// after the stage before made it (at the end of a bounded input, the
+// engine checkpoints at once: Fragment.EndedUnreleased).
 //
 // # Outputs
 //
