@@ -78,12 +78,13 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, 
 	strs.reset()
 	prev := from
 	ops := x.sc.ops
+	holes := w.holes > 0 // else no slot is noDest: its dest is not read
 	for n := from; n < to; {
 		c, i := w.slot(n)
 		j := min(exChunkLen, i+int(to-n))
 		slot0 := n - int64(i) // the number of the chunk's slot 0
 		for k := i; k < j; k++ {
-			if c.dest[k] == noDest {
+			if holes && c.dest[k] == noDest {
 				continue
 			}
 			r := &c.recs[k]
