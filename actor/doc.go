@@ -31,7 +31,10 @@
 // once synced, confirms it to the owner (wire.Copied): only then does the
 // machine release the checkpoint's exchange outputs and OnCheckpoint
 // deliveries and take the next periodic checkpoint; a fragment without a
-// standby confirms at once. A copy unconfirmed for RewindTimeout goes
+// standby confirms at once. A fragment whose inputs all ended while its
+// exchange outputs wait for a checkpoint takes one at once rather than at
+// the next interval, so that a bounded pipeline's later stages end a
+// checkpoint write after the first instead of up to an interval later. A copy unconfirmed for RewindTimeout goes
 // again whole (Recopy). Acknowledgements of exchange batches carry how far
 // the receiver applied the sender (wire.Acks.ends): a restored fragment
 // that finds a downstream fragment ahead of its copy, or is told it is

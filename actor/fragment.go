@@ -34,6 +34,7 @@ type fragmentActor struct {
 	// written, adopted once it is durable.
 	pendingHandoff *handoffMsg
 	again          bool     // take another checkpoint as soon as it is durable
+	ending         bool     // a partition of its input ended: see flushEnded
 	waiters        []waiter // on-demand checkpoint requests
 	fullNext       bool     // send the standby the whole next checkpoint
 	fromEmpty      bool     // started empty and took no checkpoint yet: the next one is whole
@@ -247,6 +248,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	}
 	fa.carry(c)
 	fa.settleReleases(c)
+	fa.flushEnded(c)
 	if len(fa.waiters) > 0 && !m.Writing() {
 		if m.Down() || m.Waiting() {
 			// It went down or stale meanwhile: as requestCheckpoint, its
@@ -285,9 +287,27 @@ func (fa *fragmentActor) beginWait() {
 // batch.
 func senderKey(pid *pa.PID) string { return pid.Address + "/" + pid.Id }
 
+// flushEnded takes a checkpoint at once, not at the next interval, when
+// the fragment's outputs on an exchange wait for one and its inputs all
+// ended: a bounded pipeline's later stages get the end of their input a
+// checkpoint write after it is made rather than up to an interval later
+// (on the two-stage bench, whose fragments checkpoint every 100 ms, the
+// end of the run waited about 130 ms for that interval). Only after a
+// batch that ended a partition (ending), so that a running fragment does
+// not ask at every message.
+func (fa *fragmentActor) flushEnded(c pa.Context) {
+	if !fa.ending || fa.e.cfg.CheckpointInterval <= 0 || fa.m.Writing() {
+		return
+	}
+	if fa.m.Fragment().EndedUnreleased() {
+		fa.checkpoint(c, false)
+	}
+}
+
 // step hands the machine a batch.
 func (fa *fragmentActor) step(c pa.Context, b *flowcore.Batch, from recovery.From) {
 	m := fa.m
+	fa.ending = fa.ending || b.Done
 	p := recovery.PartitionID{Source: b.Source, Partition: b.Partition}
 	now := fa.e.cfg.Now()
 	m.SetNow(now)

@@ -41,7 +41,10 @@
 //     from the other nodes until one comes — it refuses, loudly, rather
 //     than contradict what was applied. A downstream's answer counts only
 //     once it has heard from every upstream since its own restore, since
-//     its own copy may yet prove stale; (3) a downstream fragment that asks
+//     its own copy may yet prove stale: until then it answers "unknown",
+//     and once it has heard from all it answers those probes again with
+//     its end (fragments that feed each other settle in one round trip,
+//     not a timer's); (3) a downstream fragment that asks
 //     for records its upstream no longer keeps (its own durable checkpoint
 //     covered them) restored an older copy than its own: told so (Behind),
 //     it stops and fetches the same way. Every start from a copy begins a

@@ -471,3 +471,59 @@ func TestMachineConfirmHandoffOfVerifyingLineage(t *testing.T) {
 		t.Fatalf("a resumed fragment's hand-off is judged by %d", got)
 	}
 }
+
+// After a start (or a restore), fragments that feed each other settle
+// without waiting on a timer: a fragment answers a probe "unknown" while
+// another of its inputs is unsettled, and answers it again with its end
+// once every input settled, so the prober stops verifying — and may take
+// its first checkpoint — with no probe sent twice.
+func TestMachineConfirmSettlesWithoutProbingAgain(t *testing.T) {
+	_, ms := exchangeWorld(t, confirmCfg)
+	for _, m := range ms {
+		m.Start()
+	}
+	// Every message is carried at once, in the order made; no clock moves.
+	type msg struct {
+		to   int
+		send *recovery.Send
+		ack  *recovery.From
+	}
+	var queue []msg
+	unknown := 0
+	take := func(f int) {
+		rd := ms[f].Ready()
+		for i := range rd.Sends {
+			queue = append(queue, msg{to: rd.Sends[i].Dest, send: &rd.Sends[i]})
+		}
+		for i := range rd.Acks {
+			if ref, ok := rd.Acks[i].Ref.(int); ok {
+				if rd.Acks[i].End < 0 {
+					unknown++
+				}
+				queue = append(queue, msg{to: ref, ack: &rd.Acks[i]})
+			}
+		}
+	}
+	for f := range ms {
+		take(f)
+	}
+	for len(queue) > 0 {
+		q := queue[0]
+		queue = queue[1:]
+		if q.send != nil {
+			from := q.send.Batch.Partition
+			ms[q.to].Step(q.send.Batch, recovery.From{Key: "fragment", Ref: from, Seq: q.send.Seq})
+		} else {
+			ms[q.to].AckedEnd(q.ack.Seq, q.ack.End)
+		}
+		take(q.to)
+	}
+	if unknown == 0 {
+		t.Fatal("no probe was answered unknown: the test does not reach the case")
+	}
+	for f, m := range ms {
+		if m.Verifying() {
+			t.Fatalf("fragment %d still verifies: a probe answered unknown was not answered again", f)
+		}
+	}
+}

@@ -49,7 +49,8 @@
 // fragment once a durable checkpoint covers them: a restored fragment
 // never contradicts what it sent, however its inputs interleave on
 // replay. Each stage therefore sees its input one checkpoint interval
-// after the stage before made it.
+// after the stage before made it (at the end of a bounded input, the
+// engine checkpoints at once: Fragment.EndedUnreleased).
 //
 // # Outputs
 //
@@ -110,5 +111,7 @@
 // and never encoded in-process; batches of records cross goroutines. A
 // record carries the key hash its reader routed it by, and a table of
 // string or integer keys finds the key by that hash (tableindex.go); a
-// table nobody subscribed to applies a batch in one loop (fragStage).
+// table nobody subscribed to applies a batch in one loop, and so does one
+// whose updates are subscribed to when it is its stage's one subscriber,
+// calling them per record (fragStage).
 package flowcore

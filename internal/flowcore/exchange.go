@@ -140,6 +140,7 @@ type exchangeOut interface {
 	kept(d int) (base, sent int64)
 	made() int64
 	unreleased() bool
+	ended() bool
 }
 
 // exWriter is fragment fr's output on one exchange.
@@ -590,9 +591,12 @@ func (w *exWriter[K, T]) scan(from, to int64, fn func(c *exChunk[K, T], i int)) 
 // finished reports whether the exchange's partition of this fragment has
 // ended: its inputs ended and all it made is released.
 func (w *exWriter[K, T]) finished() bool {
-	if w.rel != w.seq {
-		return false
-	}
+	return w.rel == w.seq && w.ended()
+}
+
+// ended reports whether the inputs the exchange's records come from
+// ended: no more are made.
+func (w *exWriter[K, T]) ended() bool {
 	for _, ch := range w.ancestors {
 		if slices.Contains(w.fr.done[ch], false) {
 			return false

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"sync"
 	"unsafe"
@@ -78,12 +79,13 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, 
 	strs.reset()
 	prev := from
 	ops := x.sc.ops
+	holes := w.holes > 0 // else no slot is noDest: its dest is not read
 	for n := from; n < to; {
 		c, i := w.slot(n)
 		j := min(exChunkLen, i+int(to-n))
 		slot0 := n - int64(i) // the number of the chunk's slot 0
 		for k := i; k < j; k++ {
-			if c.dest[k] == noDest {
+			if holes && c.dest[k] == noDest {
 				continue
 			}
 			r := &c.recs[k]
@@ -228,7 +230,7 @@ func (t *exStrings) find(s string) int {
 		return 0 // numbered, but never found: written again each time
 	}
 	mask := uint64(len(t.slots) - 1)
-	for i := exStringHash(p, l) & mask; ; i = (i + 1) & mask {
+	for i := exStringHash(p, l, mask); ; i = (i + 1) & mask {
 		e := &t.slots[i]
 		if e.ref <= t.base {
 			*e = exString{p: p, l: uint32(l), ref: t.base + t.n}
@@ -250,7 +252,7 @@ func (t *exStrings) grow() {
 		if e.ref <= t.base {
 			continue
 		}
-		i := exStringHash(e.p, int(e.l)) & mask
+		i := exStringHash(e.p, int(e.l), mask)
 		for t.slots[i].ref > t.base {
 			i = (i + 1) & mask
 		}
@@ -258,7 +260,9 @@ func (t *exStrings) grow() {
 	}
 }
 
-func exStringHash(p uintptr, l int) uint64 {
+// exStringHash is the home slot of a string's bytes p and length l in a
+// table of mask+1 slots: the top bits of a Fibonacci hash.
+func exStringHash(p uintptr, l int, mask uint64) uint64 {
 	h := (uint64(p) ^ uint64(l)<<56) * 0x9e3779b97f4a7c15
-	return h ^ h>>32
+	return h >> (64 - bits.Len64(mask))
 }

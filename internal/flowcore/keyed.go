@@ -221,7 +221,13 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 		fr.ops[op] = t
 		fr.intern.keysOf(ks.stage, t.stringIndex())
 		if ttl <= 0 {
-			ks.subscribeBulk(fr, func(k K, v T) { update(t, k, v) }, bulk(t), func() bool { return t.subs == nil })
+			// With update subscribers, the bulk form calls them for every
+			// record as the record loop would (bulkEvent): only if the
+			// table is its stage's one subscriber, so that nothing else
+			// is called per record in between.
+			ks.subscribeBulk(fr, func(k K, v T) { update(t, k, v) }, bulk(t), func() bool {
+				return t.subs == nil || len(fr.stages[ks.stage].(*fragStage[K, T]).subs) == 1
+			})
 			return
 		}
 		t.exp = &tableTTL[K]{ttl: ttl}
@@ -239,16 +245,39 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 // bulkOf is the bulk form that applies each record with add.
 func bulkOf[K comparable, T, V any](add func(t *table[K, V], k K, h uint64, v T) int32) func(t *table[K, V]) bulkFunc[K, T] {
 	return func(t *table[K, V]) bulkFunc[K, T] {
-		return func(fr *Fragment, items []Rec[K, T], min int64) {
+		return func(fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
 			for i := range items {
 				it := &items[i]
 				if it.Off < min {
 					continue
 				}
-				fr.curIdx, fr.cur.Offset = i, it.Off
-				add(t, it.Key, it.h, it.Val)
+				if t.subs == nil {
+					fr.curIdx, fr.cur.Offset = i, it.Off
+					add(t, it.Key, it.h, it.Val)
+					continue
+				}
+				bulkEvent(fr, items, ts, i)
+				s := add(t, it.Key, it.h, it.Val)
+				t.updated(t.keys[s], t.vals[s])
 			}
 		}
+	}
+}
+
+// bulkEvent makes record i of items the fragment's current one, as the
+// record loop of recs.apply does before it calls the subscribers: a bulk
+// form calls a table's update subscribers (an exchange, a sink) with what
+// they read of the fragment (the output's cause, the event time) as the
+// record loop leaves it.
+func bulkEvent[K comparable, T any](fr *Fragment, items []Rec[K, T], ts []int64, i int) {
+	off, rec := items[i].Off, 0
+	if i > 0 && items[i-1].Off == off {
+		rec = fr.record + 1 // another record of the same event
+	}
+	fr.event(off, rec)
+	fr.curIdx = i
+	if ts != nil {
+		fr.cur.TS = ts[i]
 	}
 }
 
@@ -328,7 +357,11 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 		// of all keys are close), and its lookups and touches were most
 		// of the second stage. With the hash known (a reader routed the
 		// record) keys are rarely repeated, and the compare is not made.
-		return func(_ *Fragment, items []Rec[K, T], min int64) {
+		return func(fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
+			if t.subs != nil {
+				countUpdating(t, fr, items, ts, min)
+				return
+			}
 			var sink uint64
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
@@ -399,6 +432,46 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 			}
 		}
 	})
+}
+
+// countUpdating is Count's bulk apply for a table whose updates are
+// subscribed to (a count re-keyed by its value: a count of counts): per
+// record, the lookup with the hash the reader routed it with (the record
+// loop's hashed the key again), read ahead as Count's other bulk form
+// does, and the update subscribers called with the table's own string of
+// the key, which an exchange's compact entries find again by its
+// pointer. Runs of one key are not folded: every update is an output.
+func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
+	var sink uint64
+	for i := range items {
+		it := &items[i]
+		if t.hash != nil && len(t.hx.ents) > 0 {
+			x := &t.hx
+			if a := i + countFar; a < len(items) && items[a].h != 0 {
+				sink += x.ents[items[a].h>>x.shift]
+			}
+			if a := i + countNear; a < len(items) && items[a].h != 0 {
+				e := x.ents[items[a].h>>x.shift]
+				if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
+					sink += uint64(*(*byte)(unsafe.Pointer(&t.keys[s]))) + uint64(t.vals[s])
+				}
+			}
+		}
+		if it.Off < min {
+			continue
+		}
+		bulkEvent(fr, items, ts, i)
+		j, ok := t.lookup(it.Key, it.h)
+		if ok {
+			t.vals[j]++
+			t.touch(j)
+		} else {
+			t.insertH(it.Key, it.h, 1)
+			j = int32(len(t.keys) - 1)
+		}
+		t.updated(t.keys[j], t.vals[j])
+	}
+	t.sink += sink
 }
 
 // How far ahead a count's bulk apply reads (see Count).

@@ -1015,6 +1015,19 @@ func (fr *Fragment) Unreleased() bool {
 	return false
 }
 
+// EndedUnreleased reports whether outputs on an exchange whose inputs all
+// ended wait for a checkpoint to release them: nothing more will come to
+// join them, and a checkpoint now ends the exchange's partition for the
+// fragments downstream instead of one at the next interval.
+func (fr *Fragment) EndedUnreleased() bool {
+	for _, w := range fr.out {
+		if w.unreleased() && w.ended() {
+			return true
+		}
+	}
+	return false
+}
+
 // Retained is the number of records the fragment keeps for fragments
 // downstream of it.
 func (fr *Fragment) Retained() int {

@@ -513,7 +513,7 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 		var bulk []bulkFunc[K, T]
 		bulk, subs = st.split()
 		for _, b := range bulk {
-			b(fr, p.items, min)
+			b(fr, p.items, p.ts, min)
 		}
 		if len(subs) == 0 {
 			p.applied(fr, min)
@@ -600,7 +600,12 @@ func (p *recs[K, T]) Items() []Rec[K, T] { return p.items }
 // registers. Running it over the batch before the other subscribers run
 // record by record changes nothing they or a query can see: queries come
 // between batches, and after a user function fails the fragment's state
-// is not trusted anyway (the engine restores it).
+// is not trusted anyway (the engine restores it). A table whose updates
+// are subscribed to (Updates: an exchange, a sink) is applied in bulk too
+// when it is its stage's one subscriber: its bulk form then sets the
+// current record and calls the update subscribers per record
+// (bulkEvent), in the order the loop would, without the loop's calls
+// through closures and, for a count, with its lookups read ahead.
 type fragStage[K comparable, T any] struct {
 	kc    KeyCodec[K]
 	subs  []func(K, T)
@@ -612,10 +617,11 @@ type fragStage[K comparable, T any] struct {
 	each   []func(K, T)
 }
 
-// bulkFunc applies the records of items whose offset is at least min.
-// While it runs, fr.curIdx and fr.cur.Offset name the record it applies
-// (a user function that panics is reported at it).
-type bulkFunc[K comparable, T any] func(fr *Fragment, items []Rec[K, T], min int64)
+// bulkFunc applies the records of items (with event times ts, nil
+// without) whose offset is at least min. While it runs, fr.curIdx and
+// fr.cur.Offset name the record it applies (a user function that panics
+// is reported at it).
+type bulkFunc[K comparable, T any] func(fr *Fragment, items []Rec[K, T], ts []int64, min int64)
 
 type bulkSub[K comparable, T any] struct {
 	fn  bulkFunc[K, T]
