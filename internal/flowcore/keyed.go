@@ -380,16 +380,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				// dropped. A hash-indexed key is a string or an integer:
 				// its first byte can be read.
 				if t.hash != nil && len(t.hx.ents) > 0 {
-					x := &t.hx
-					if a := i + countFar; a < len(items) && items[a].h != 0 {
-						sink += x.ents[items[a].h>>x.shift]
-					}
-					if a := i + countNear; a < len(items) && items[a].h != 0 {
-						e := x.ents[items[a].h>>x.shift]
-						if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
-							sink += uint64(*(*byte)(unsafe.Pointer(&t.keys[s]))) + uint64(t.vals[s])
-						}
-					}
+					sink += countAhead(t, items, i)
 				}
 				if it.Off < min {
 					continue
@@ -434,6 +425,24 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 	})
 }
 
+// countAhead reads ahead for record i of a bulk count (see Count's bulk
+// apply for why): the index entry of the record countFar ahead and the
+// key and count of the record countNear ahead. It returns the loads' sum
+// so that they are not dropped. The table must be hash-indexed.
+func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i int) (sink uint64) {
+	x := &t.hx
+	if a := i + countFar; a < len(items) && items[a].h != 0 {
+		sink += x.ents[items[a].h>>x.shift]
+	}
+	if a := i + countNear; a < len(items) && items[a].h != 0 {
+		e := x.ents[items[a].h>>x.shift]
+		if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
+			sink += uint64(*(*byte)(unsafe.Pointer(&t.keys[s]))) + uint64(t.vals[s])
+		}
+	}
+	return sink
+}
+
 // countUpdating is Count's bulk apply for a table whose updates are
 // subscribed to (a count re-keyed by its value: a count of counts): per
 // record, the lookup with the hash the reader routed it with (the record
@@ -446,16 +455,7 @@ func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items 
 	for i := range items {
 		it := &items[i]
 		if t.hash != nil && len(t.hx.ents) > 0 {
-			x := &t.hx
-			if a := i + countFar; a < len(items) && items[a].h != 0 {
-				sink += x.ents[items[a].h>>x.shift]
-			}
-			if a := i + countNear; a < len(items) && items[a].h != 0 {
-				e := x.ents[items[a].h>>x.shift]
-				if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
-					sink += uint64(*(*byte)(unsafe.Pointer(&t.keys[s]))) + uint64(t.vals[s])
-				}
-			}
+			sink += countAhead(t, items, i)
 		}
 		if it.Off < min {
 			continue
