@@ -543,6 +543,10 @@ func (rt *router[K, T]) take(f int) payload {
 	}
 	if rt.runs != nil {
 		p.run, rt.runs[f] = rt.runs[f], nil
+		// Sent as the run's bytes, the records are not read again: clearing
+		// them when the batch is released, out of the caches by then, cost
+		// as much as encoding them.
+		p.keep = p.run != nil && p.run.ok
 	}
 	return p
 }
@@ -557,7 +561,8 @@ type recs[K comparable, T any] struct {
 	// exchange's part: its log holds the same records until a checkpoint
 	// of their fragment covers them, and a pooled slice that nobody takes
 	// goes at the second GC, so clearing freed little sooner; it wrote
-	// every record once more (while the GC marks, through a barrier).
+	// every record once more (while the GC marks, through a barrier). A
+	// batch sent as its run's bytes (take) too.
 	keep bool
 	// run holds the records encoded for another node as they were routed
 	// (nil: none).
