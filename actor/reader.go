@@ -283,7 +283,11 @@ func (ra *readerActor) send(c pa.Context, f int) {
 	b.Epoch = l.epoch
 	ra.cr.Sent(f, b.PrevEnd, ra.e.cfg.Now())
 	to := l.route[f]
-	if ra.e.isLocal(to) {
+	local := ra.e.isLocal(to)
+	// The next batches of a fragment on another node are encoded as their
+	// records are routed (flowcore.Reader.EncodeAhead).
+	ra.r.EncodeAhead(f, !local)
+	if local {
 		c.Send(to, &batchMsg{b: b, reader: c.Self()})
 		return
 	}

@@ -34,6 +34,13 @@ func (c *ClusterConfig) readers() []string {
 // refuses frames over 4 MB (the connection drops, messages vanish).
 const remoteBatchSize = 8
 
+// remoteQueueSize is the room an endpoint writer's queue starts with; it
+// doubles when full. protoactor's default, a million slots of 16 bytes,
+// put 16 MB of pointers per connected node in every node's heap, which
+// each garbage collection scanned through: in three nodes, most of a
+// cycle's marking, and a cost one node never has.
+const remoteQueueSize = 1024
+
 // startRemote serves protoactor remote on addr. The port is checked first:
 // protoactor panics when it is taken. With tlsCfg (mutual TLS: a
 // certificate, the CA for both sides, client certificates required), the
@@ -66,6 +73,7 @@ func startRemote(sys *pa.ActorSystem, addr string, tlsCfg *tls.Config) (r *remot
 	}
 	dial = append(dial, grpc.WithTransportCredentials(creds))
 	opts := []remote.ConfigOption{remote.WithEndpointWriterBatchSize(remoteBatchSize),
+		remote.WithEndpointWriterQueueSize(remoteQueueSize),
 		remote.WithServerOptions(server...), remote.WithDialOptions(dial...)}
 	r = remote.NewRemote(sys, remote.Configure(host, port, opts...))
 	r.Start()

@@ -294,8 +294,15 @@ func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
 // encodeWire appends the records in the form batches cross nodes in: an
 // event that holds its key's bytes is sent without them. A plain struct
 // event whose first record's key is one of its string fields goes in the
-// field form, the others in the spliced form.
+// field form, the others in the spliced form. Records the reader encoded
+// as it routed them (wireRun) are copied as they are.
 func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
+	if r := p.run; r != nil && r.ok && r.e.n == len(p.items) && (p.ts != nil) == et {
+		dst = binary.AppendUvarint(dst, uint64(p.stage))
+		dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+		dst = binary.AppendUvarint(dst, r.e.form())
+		return append(dst, r.buf...), nil
+	}
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	sc, _ := c.ec.(*structCodec[T])
 	_, plain := c.kc.(stringCodec[K])
@@ -306,34 +313,58 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 	if field < 0 {
 		return p.encodeParts(pl, dst, et, true, true)
 	}
-	front := frontCodes(p.items)
-	form := uint64(field+1) << 1
-	if front {
-		form |= 1
-	}
+	e := fieldEnc{field: field, front: frontCodes(p.items)}
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))
-	dst = binary.AppendUvarint(dst, form)
-	var prev int64
-	var prevKey string
-	for i := range p.items {
-		it := &p.items[i]
-		if i == 0 {
+	dst = binary.AppendUvarint(dst, e.form())
+	var ts []int64
+	if et {
+		ts = p.ts
+	}
+	return appendFieldRecs(dst, &e, sc, p.items, ts), nil
+}
+
+// fieldEnc is where the encoding of a part's records in the field form
+// is: its form, and the record before.
+type fieldEnc struct {
+	field           int // the event's string field that holds the key
+	front           bool
+	n               int // records encoded
+	prevOff, prevTS int64
+	prevKey         string
+	keys            int // bytes of the keys encoded
+}
+
+// form is the part's form as it goes on the wire.
+func (e *fieldEnc) form() uint64 {
+	f := uint64(e.field+1) << 1
+	if e.front {
+		f |= 1
+	}
+	return f
+}
+
+// appendFieldRecs appends items (with event times ts, nil without) in the
+// field form of e, after the e.n records encoded before them, and notes
+// where it is in e.
+func appendFieldRecs[K comparable, T any](dst []byte, e *fieldEnc, sc *structCodec[T], items []Rec[K, T], ts []int64) []byte {
+	field, front := e.field, e.front
+	prev, prevTS, prevKey := e.prevOff, e.prevTS, e.prevKey
+	for i := range items {
+		it := &items[i]
+		if e.n == 0 {
 			dst = binary.AppendVarint(dst, it.Off)
 		} else {
 			dst = binary.AppendUvarint(dst, uint64(it.Off-prev))
 		}
 		prev = it.Off
-		if et {
-			var d int64
-			if i == 0 {
-				d = p.ts[0]
-			} else {
-				d = p.ts[i] - p.ts[i-1]
-			}
-			dst = binary.AppendVarint(dst, d)
+		if ts != nil {
+			dst = binary.AppendVarint(dst, ts[i]-prevTS)
+			prevTS = ts[i]
 		}
+		e.n++
 		key := *(*string)(unsafe.Pointer(&it.Key))
+		e.keys += len(key)
 		rest := key
 		if front {
 			s := sharedPrefix(prevKey, key)
@@ -362,7 +393,65 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 		copy(dst[mark+l:], dst[mark+1:mark+1+n])
 		copy(dst[mark:], tmp[:l])
 	}
-	return dst, nil
+	e.prevOff, e.prevTS, e.prevKey = prev, prevTS, prevKey
+	return dst
+}
+
+// wireRun is a pending batch's records for a fragment on another node,
+// encoded in the field form as the reader routes them (encodeAhead): their
+// keys were just read to hash them, and are still in the caches, where
+// encoding the batch when it is sent read every key again from memory
+// (most of what encoding cost). encodeWire then copies the bytes.
+type wireRun struct {
+	buf []byte
+	e   fieldEnc
+	ok  bool // false: the records are not all encoded; encodeWire encodes them
+	// last holds the bytes of the last key encoded, which the next
+	// records' keys are front-coded against: a poll later, the key's own
+	// bytes are out of the caches again.
+	last []byte
+}
+
+var wireRuns = sync.Pool{New: func() any { return new(wireRun) }}
+
+// release gives the run back to the pool.
+func (r *wireRun) release() {
+	r.buf, r.e, r.ok, r.last = r.buf[:0], fieldEnc{}, false, r.last[:0]
+	wireRuns.Put(r)
+}
+
+// canAhead reports whether the stage's records can be encoded as they are
+// routed: a string key and a plain struct event (the field form).
+func (c *recsCodec[K, T]) canAhead() bool {
+	_, plain := c.kc.(stringCodec[K])
+	_, sc := c.ec.(*structCodec[T])
+	return plain && sc
+}
+
+// beginRun starts a run for a batch whose first records are items, more
+// than frontSample of them: its form is chosen as encodeWire chooses it
+// for the whole batch. The caller appends items to it.
+func (c *recsCodec[K, T]) beginRun(items []Rec[K, T]) *wireRun {
+	sc := c.ec.(*structCodec[T])
+	field := sc.keyField(unsafe.Pointer(&items[0].Val), *(*string)(unsafe.Pointer(&items[0].Key)))
+	r := wireRuns.Get().(*wireRun)
+	if field < 0 {
+		return r // not ok: encodeWire sends the spliced form
+	}
+	r.e, r.ok = fieldEnc{field: field, front: frontCodes(items)}, true
+	return r
+}
+
+// appendRun encodes items, the batch's records after those in r.
+func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], ts []int64) {
+	r.buf = appendFieldRecs(r.buf, &r.e, c.ec.(*structCodec[T]), items, ts)
+	if r.e.front && len(r.e.prevKey) > 0 {
+		r.last = append(r.last[:0], r.e.prevKey...)
+		r.e.prevKey = unsafe.String(&r.last[0], len(r.last))
+	}
+	if r.e.front && r.e.keys > maxFrontKeys {
+		r.ok = false // too long to front-code: encodeWire decides again
+	}
 }
 
 // appendLen appends n as a uvarint, inline for the one byte most take.

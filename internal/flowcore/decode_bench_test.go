@@ -133,3 +133,52 @@ func keyedNodeReader(b *testing.B, events, keys, fragments, batch int, format st
 	}
 	return plan, r
 }
+
+// BenchmarkEncodeAheadNode reads, routes and encodes a reader's batches
+// for fragments on other nodes as the three-nodes bench does: polls of 512
+// events of the keyed count, every fragment's batch taken and encoded
+// every 15 polls (about 120 records, the 5 ms flush of that bench), each
+// batch encoded when it is sent (at-send) or as its records are routed
+// (ahead, Reader.EncodeAhead). It reports the time per event.
+func BenchmarkEncodeAheadNode(b *testing.B) {
+	const events, keys, fragments = 1 << 20, 100_000, 64
+	for _, ahead := range []bool{false, true} {
+		name := "at-send"
+		if ahead {
+			name = "ahead"
+		}
+		b.Run(name, func(b *testing.B) {
+			buf := make([]byte, 0, 1<<20)
+			total := 0
+			for range b.N {
+				b.StopTimer()
+				plan, r := keyedNodeReader(b, events, keys, fragments, 512, "key-%07d", func(i int) int64 { return int64(i % 1024) })
+				for f := range fragments {
+					r.EncodeAhead(f, ahead)
+				}
+				b.StartTimer()
+				for poll := 0; ; poll++ {
+					n, err := r.Poll(b.Context(), 512)
+					total += n
+					done := err != nil || n == 0
+					if poll%15 == 14 || done {
+						for f := range fragments {
+							bt := r.Take(f)
+							if _, err := plan.EncodeBatch(buf[:0], bt); err != nil {
+								b.Fatal(err)
+							}
+							bt.Release()
+						}
+					}
+					if done {
+						break
+					}
+				}
+				b.StopTimer()
+				r.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(total), "ns/event")
+		})
+	}
+}

@@ -22,3 +22,15 @@ func BatchEvents(fr *Fragment, b *Batch) []string {
 
 // SinkChunk is the most outputs a sink's buffer holds before a write.
 const SinkChunk = sinkChunk
+
+// AheadParts is the number of b's parts whose records were encoded as
+// they were routed (Reader.EncodeAhead), all of them.
+func (b *Batch) AheadParts() int {
+	n := 0
+	for _, pl := range b.parts {
+		if r := pl.(interface{ ahead() *wireRun }).ahead(); r != nil && r.ok && r.e.n == pl.len() {
+			n++
+		}
+	}
+	return n
+}

@@ -232,6 +232,7 @@ type Reader struct {
 		route()
 		pending(f int) int
 		take(f int) payload
+		setAhead(f int, on bool)
 	}
 	full []int // fragments whose pending batch reached batchSize
 	// Scratch of Poll: the records routed so far, and the batches that a
@@ -301,6 +302,16 @@ func (r *Reader) Due(f int) bool {
 		return true
 	}
 	return r.plan.f.sources[r.src].et != nil && (r.sentWM[f] != r.Watermark() || r.sentIdle[f] != r.Idle())
+}
+
+// EncodeAhead says whether fragment f is on another node: if so, its
+// batches from the next one on are encoded for it as their records are
+// routed, and EncodeBatch copies what they hold (a batch for a fragment on
+// this node holds its records as they are too).
+func (r *Reader) EncodeAhead(f int, remote bool) {
+	for _, rt := range r.routers {
+		rt.setAhead(f, remote)
+	}
 }
 
 // SetBatchSize changes how many records make a fragment's batch full.

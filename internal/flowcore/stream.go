@@ -321,6 +321,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 			return
 		}
 		rt := &router[K, T]{stage: stage, pool: pool, bufs: make([][]Rec[K, T], g), r: r, at: make([]int32, g+1)}
+		if codec.canAhead() {
+			rt.codec = codec
+		}
 		r.routers = append(r.routers, rt)
 		if f.sources[s.src].et != nil {
 			rt.ts = make([][]int64, g)
@@ -390,6 +393,12 @@ type router[K comparable, T any] struct {
 	// (at has a slot more); order lists in's indexes by fragment.
 	at    []int32
 	order []int32
+	// The records of the fragments marked ahead (on another node) are
+	// also encoded as they are routed, into runs (wireRun), when the
+	// stage's records can be (codec is then set).
+	codec *recsCodec[K, T]
+	ahead []bool
+	runs  []*wireRun
 }
 
 // route appends the poll's records to their fragments' batches, in their
@@ -439,6 +448,9 @@ func (rt *router[K, T]) route() {
 			}
 			rt.ts[f] = ts
 		}
+		if rt.ahead != nil {
+			rt.encodeAhead(f, b, was)
+		}
 		if bs := rt.r.batchSize; was < bs && len(b) >= bs {
 			at := rt.order[lo+int32(bs-was)-1]
 			if len(rt.inAt) > 0 {
@@ -475,6 +487,50 @@ const batchSlack = 8
 
 func (rt *router[K, T]) pending(f int) int { return len(rt.bufs[f]) }
 
+// encodeAhead encodes the records routed to fragment f's batch b from
+// was on, if f is marked ahead, into the batch's run. A run begins once
+// the batch holds the records that choose its key coding (frontCodes
+// samples the first frontSample+1), with all of them: the bytes are those
+// encodeWire would write for the whole batch. A batch that reached them
+// before f was marked has no run.
+func (rt *router[K, T]) encodeAhead(f int, b []Rec[K, T], was int) {
+	run := rt.runs[f]
+	if run != nil && (!rt.ahead[f] || was == 0) {
+		run.release()
+		rt.runs[f], run = nil, nil
+	}
+	switch {
+	case !rt.ahead[f]:
+		return
+	case run == nil && was <= frontSample && len(b) > frontSample:
+		run, was = rt.codec.beginRun(b), 0
+		rt.runs[f] = run
+	case run == nil:
+		return
+	}
+	if !run.ok {
+		return
+	}
+	var ts []int64
+	if rt.ts != nil {
+		ts = rt.ts[f][was:]
+	}
+	rt.codec.appendRun(run, b[was:], ts)
+}
+
+// setAhead marks fragment f's batches, from the next one on, to be encoded
+// as they are routed (on: f is on another node), if the stage's records
+// can be.
+func (rt *router[K, T]) setAhead(f int, on bool) {
+	if rt.codec == nil || (rt.ahead == nil && !on) {
+		return
+	}
+	if rt.ahead == nil {
+		rt.ahead, rt.runs = make([]bool, len(rt.bufs)), make([]*wireRun, len(rt.bufs))
+	}
+	rt.ahead[f] = on
+}
+
 func (rt *router[K, T]) take(f int) payload {
 	b := rt.bufs[f]
 	if len(b) == 0 {
@@ -484,6 +540,13 @@ func (rt *router[K, T]) take(f int) payload {
 	p := &recs[K, T]{stage: rt.stage, items: b, pool: rt.pool}
 	if rt.ts != nil {
 		p.ts, rt.ts[f] = rt.ts[f], nil
+	}
+	if rt.runs != nil {
+		p.run, rt.runs[f] = rt.runs[f], nil
+		// Sent as the run's bytes, the records are not read again: clearing
+		// them when the batch is released, out of the caches by then, cost
+		// as much as encoding them.
+		p.keep = p.run != nil && p.run.ok
 	}
 	return p
 }
@@ -498,11 +561,17 @@ type recs[K comparable, T any] struct {
 	// exchange's part: its log holds the same records until a checkpoint
 	// of their fragment covers them, and a pooled slice that nobody takes
 	// goes at the second GC, so clearing freed little sooner; it wrote
-	// every record once more (while the GC marks, through a barrier).
+	// every record once more (while the GC marks, through a barrier). A
+	// batch sent as its run's bytes (take) too.
 	keep bool
+	// run holds the records encoded for another node as they were routed
+	// (nil: none).
+	run *wireRun
 }
 
 func (p *recs[K, T]) len() int { return len(p.items) }
+
+func (p *recs[K, T]) ahead() *wireRun { return p.run }
 
 func (p *recs[K, T]) stageOf() int { return p.stage }
 
@@ -576,6 +645,10 @@ func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
 }
 
 func (p *recs[K, T]) release() {
+	if p.run != nil {
+		p.run.release()
+		p.run = nil
+	}
 	if p.pool == nil {
 		return
 	}
