@@ -41,7 +41,9 @@ import (
 // per key (its next firing or cleanup) stands for all its windows; timers
 // sit in buckets by time (see sliceBucket). A bucket's keys fire in
 // order, what their time means worked out once for all (dueTime), and
-// the state of the next few keys loaded while these fire (warm).
+// the state of the next few keys loaded while these fire (warm). A
+// batch's events likewise look their keys' rows and slices up a few dozen
+// at a time before they apply (bulk).
 
 // slicedWindows says whether WindowAggregate keeps slices for windows w
 // with these options: merge is needed where a window spans slices.
