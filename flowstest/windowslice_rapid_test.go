@@ -43,6 +43,10 @@ const (
 	perWindow    windowLayout = iota // WindowAggregate: a state per window
 	sliced                           // WindowAggregateMerge: slices, a window combined from them
 	runningTotal                     // WindowAggregateInvertible: slices and a running total per key
+	// runningTotal with another subscriber of the keyed stream (a Count,
+	// declared after the windows): the windows take the records one by
+	// one, not a batch's at once.
+	runningTotalByRecord
 )
 
 // sliceRun is what a run of the slicing property leaves: every output
@@ -75,11 +79,14 @@ func runSliceCase(t *rapid.T, c sliceCase, layout windowLayout) sliceRun {
 		w = flows.WindowAggregate(ks, flows.Sliding(c.size, c.slide), zero, addTick, opts...)
 	case sliced:
 		w = flows.WindowAggregateMerge(ks, flows.Sliding(c.size, c.slide), zero, addTick, mergeTicks, opts...)
-	case runningTotal:
+	case runningTotal, runningTotalByRecord:
 		w = flows.WindowAggregateInvertible(ks, flows.Sliding(c.size, c.slide), zero, addTick, mergeTicks, subtractTicks, opts...)
 	}
 	w = w.KeyedView("keys", c.retain)
 	flows.WindowView(w, "sum", splice.Sum[int64](), func(_ string, s tickStats) int64 { return s.Sum }, c.retain)
+	if layout == runningTotalByRecord {
+		flows.Count(ks)
+	}
 	results := flowstest.Collect(w.Results())
 	tooLate := flowstest.Collect(w.TooLate())
 	d, err := flowstest.New(f, time.Unix(0, 0))
@@ -180,6 +187,18 @@ func TestRunningTotalsEqualRecombinedSlices(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		c := drawSliceCase(t)
 		sameRuns(t, runSliceCase(t, c, sliced), runSliceCase(t, c, runningTotal), "running totals", "recombined")
+	})
+}
+
+// Windows that take a batch's records at once (their keyed stream's one
+// subscriber: rows looked up ahead) emit and answer exactly what they do
+// taking them one by one (another subscriber beside them), for tumbling
+// and sliding windows, events out of order, late and too late, batches of
+// every size, checkpoints and crashes.
+func TestBatchedEventsEqualOneByOne(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := drawSliceCase(t)
+		sameRuns(t, runSliceCase(t, c, runningTotalByRecord), runSliceCase(t, c, runningTotal), "batched", "one by one")
 	})
 }
 

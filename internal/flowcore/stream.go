@@ -678,7 +678,8 @@ func (p *recs[K, T]) Items() []Rec[K, T] { return p.items }
 // when it is its stage's one subscriber: its bulk form then sets the
 // current record and calls the update subscribers per record
 // (bulkEvent), in the order the loop would, without the loop's calls
-// through closures and, for a count, with its lookups read ahead.
+// through closures and, for a count, with its lookups read ahead. Sliced
+// windows (sliceOp.bulk) are applied in bulk on the same terms.
 type fragStage[K comparable, T any] struct {
 	kc    KeyCodec[K]
 	subs  []func(K, T)

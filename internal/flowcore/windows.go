@@ -171,7 +171,12 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 			so := newSliceOp(op, w, lateness, init, add, merge, inverse, ks.kc, ac)
 			fr.ops[op] = so
 			fr.addTimers(ks.stage, so)
-			ks.subscribe(fr, func(k K, v T) { so.event(fr, k, v) })
+			// A batch at once when nothing else is called per record in
+			// between: its outputs (late refinements, too-late events)
+			// come in the order the record loop makes them.
+			ks.subscribeBulk(fr, func(k K, v T) { so.event(fr, k, v) }, so.bulk, func() bool {
+				return len(fr.stages[ks.stage].(*fragStage[K, T]).subs) == 1
+			})
 			return
 		}
 		wo := &windowOp[K, T, A]{op: op, w: w, lateness: lateness, every: every, early: int64(early), init: init, add: add, kc: ks.kc, ac: ac,

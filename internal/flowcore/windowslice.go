@@ -41,7 +41,9 @@ import (
 // per key (its next firing or cleanup) stands for all its windows; timers
 // sit in buckets by time (see sliceBucket). A bucket's keys fire in
 // order, what their time means worked out once for all (dueTime), and
-// the state of the next few keys loaded while these fire (warm).
+// the state of the next few keys loaded while these fire (warm). A
+// batch's events likewise look their keys' rows and slices up a few dozen
+// at a time before they apply (bulk).
 
 // slicedWindows says whether WindowAggregate keeps slices for windows w
 // with these options: merge is needed where a window spans slices.
@@ -201,7 +203,10 @@ func (so *sliceOp[K, T, A]) span(t int64) (first, last int64) {
 	return m.first, m.last
 }
 
-func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
+func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) { so.eventRow(fr, k, v, -1) }
+
+// eventRow is event for a key whose row is known (-1: not known).
+func (so *sliceOp[K, T, A]) eventRow(fr *Fragment, k K, v T, row int32) {
 	if so.reschedule {
 		so.schedule()
 	}
@@ -216,7 +221,10 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		return
 	}
 	t := ts - mod(ts, so.gran)
-	row, ok := so.rows[k]
+	ok := row >= 0
+	if !ok {
+		row, ok = so.rows[k]
+	}
 	if !ok {
 		row = so.newRow(k)
 	}
@@ -259,6 +267,72 @@ func (so *sliceOp[K, T, A]) event(fr *Fragment, k K, v T) {
 		}
 	}
 }
+
+// bulk is event's form for a batch's records (fragStage), for a window
+// operator that is its stage's one subscriber. It takes the records
+// eventAhead at a time, in three passes: the keys' rows, looked up; then
+// for each row the slice its record goes to (where slice looks first, or
+// the entry an append writes) read; then the records applied, the
+// fragment's current record set as the record loop would (bulkEvent). A
+// key's row and its slices are most often out of the cache (a fragment's
+// keys are touched about once a slice, and a sliding key's array spans its
+// windows' slices): record by record, an event waits for the map's entry,
+// then the row, then the slice, in turn. In passes, the loads of one pass
+// do not wait for one another and are in flight together, and the
+// records apply from the cache. A row found by the first pass stays the
+// key's: rows are freed by firings and cleanups only, which run between
+// batches. A key not found then is looked up again at its record (a
+// record before it may have made its row).
+func (so *sliceOp[K, T, A]) bulk(fr *Fragment, items []Rec[K, T], ts []int64, from int64) {
+	var rows [eventAhead]int32
+	var sink int64
+	for lo := 0; lo < len(items); lo += eventAhead {
+		part := items[lo:min(lo+eventAhead, len(items))]
+		for i := range part {
+			row, ok := so.rows[part[i].Key]
+			if !ok {
+				row = -1
+			}
+			rows[i] = row
+		}
+		if ts != nil {
+			for i, row := range rows[:len(part)] {
+				if row < 0 {
+					continue
+				}
+				ks := &so.keys[row]
+				n := len(ks.slices)
+				if n == 0 {
+					continue
+				}
+				// The record's slice, where slice guesses it first; or the
+				// next, which an append writes.
+				t := ts[lo+i] - mod(ts[lo+i], so.gran)
+				if t > ks.tail {
+					if n < cap(ks.slices) {
+						sink += ks.slices[:n+1][n].start
+					}
+					continue
+				}
+				sink += ks.slices[max(n-1-int(min((ks.tail-t)/so.gran, int64(n-1))), 0)].start
+			}
+		}
+		for i := range part {
+			it := &part[i]
+			if it.Off < from {
+				continue
+			}
+			bulkEvent(fr, items, ts, lo+i)
+			so.eventRow(fr, it.Key, it.Val, rows[i])
+		}
+	}
+	so.warmed += sink
+}
+
+// eventAhead is how many records bulk takes at once: enough loads in
+// flight to hide most of their latency, few enough that their lines stay
+// in the cache until the records apply.
+const eventAhead = 32
 
 // runEvent adds an event of slice t to the key's running total if the
 // slice is in its window. A later slice is merged when the window reaches
