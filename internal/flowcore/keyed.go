@@ -365,6 +365,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 			var sink uint64
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
+			ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
 			for i := range items {
 				it := &items[i]
 				// Reads ahead, for the caches: the index entry of the
@@ -379,7 +380,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				// loads' sum is kept (t.sink) so that they are not
 				// dropped. A hash-indexed key is a string or an integer:
 				// its first byte can be read.
-				if t.hash != nil && len(t.hx.ents) > 0 {
+				if ahead {
 					sink += countAhead(t, items, i)
 				}
 				if it.Off < min {
@@ -425,6 +426,15 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 	})
 }
 
+// hashed reports whether a batch's records carry their hashes: a
+// reader's do, an exchange's and those decoded from another node do not,
+// and a count reads ahead only with them (countAhead). Called per record
+// of an exchange's batch, the read-ahead that found no hash took more of
+// a count of counts' second stage than its counting.
+func hashed[K comparable, T any](items []Rec[K, T]) bool {
+	return len(items) > 0 && (items[0].h != 0 || items[len(items)-1].h != 0)
+}
+
 // countAhead reads ahead for record i of a bulk count (see Count's bulk
 // apply for why): the index entry of the record countFar ahead and the
 // key and count of the record countNear ahead. It returns the loads' sum
@@ -452,9 +462,10 @@ func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i in
 // pointer. Runs of one key are not folded: every update is an output.
 func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
 	var sink uint64
+	ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
 	for i := range items {
 		it := &items[i]
-		if t.hash != nil && len(t.hx.ents) > 0 {
+		if ahead {
 			sink += countAhead(t, items, i)
 		}
 		if it.Off < min {
