@@ -40,13 +40,22 @@ type table[K comparable, V any] struct {
 	spans      []entrySpan
 	entryBytes int
 	// Without a TTL, a table checkpoints blocks of slots (tableBlock
-	// slots an entry); blockMark and blocks are delta's scratch. perKey
-	// says a restore read entries of one key each (the format before):
-	// the next delta deletes them and writes every block.
-	blockMark []bool
-	blocks    []int32
-	perKey    bool
-	sink      uint64 // what Count read ahead, summed so the reads stay
+	// slots an entry of keys, another of values: tableblocks.go);
+	// blockMark and blocks are delta's scratch, blockSaved the keys the
+	// store holds of each block, keyBytes about how many bytes a key took
+	// in the last keys entries. perKey says a restore read entries of one
+	// key each, oneEntry that it read that many blocks of one entry each
+	// (the formats before): the next delta deletes them and writes every
+	// block. valsDue is the number of keys a restore read whose values
+	// must come next.
+	blockMark  []bool
+	blocks     []int32
+	blockSaved []uint8
+	keyBytes   int
+	perKey     bool
+	oneEntry   int
+	valsDue    uint8
+	sink       uint64 // what Count read ahead, summed so the reads stay
 }
 
 type entrySpan struct{ k0, k1, v1 int }
@@ -365,6 +374,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 			var sink uint64
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
+			ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
 			for i := range items {
 				it := &items[i]
 				// Reads ahead, for the caches: the index entry of the
@@ -379,7 +389,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				// loads' sum is kept (t.sink) so that they are not
 				// dropped. A hash-indexed key is a string or an integer:
 				// its first byte can be read.
-				if t.hash != nil && len(t.hx.ents) > 0 {
+				if ahead {
 					sink += countAhead(t, items, i)
 				}
 				if it.Off < min {
@@ -425,6 +435,15 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 	})
 }
 
+// hashed reports whether a batch's records carry their hashes: a
+// reader's do, an exchange's and those decoded from another node do not,
+// and a count reads ahead only with them (countAhead). Called per record
+// of an exchange's batch, the read-ahead that found no hash took more of
+// a count of counts' second stage than its counting.
+func hashed[K comparable, T any](items []Rec[K, T]) bool {
+	return len(items) > 0 && (items[0].h != 0 || items[len(items)-1].h != 0)
+}
+
 // countAhead reads ahead for record i of a bulk count (see Count's bulk
 // apply for why): the index entry of the record countFar ahead and the
 // key and count of the record countNear ahead. It returns the loads' sum
@@ -452,9 +471,10 @@ func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i in
 // pointer. Runs of one key are not folded: every update is an output.
 func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
 	var sink uint64
+	ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
 	for i := range items {
 		it := &items[i]
-		if t.hash != nil && len(t.hx.ents) > 0 {
+		if ahead {
 			sink += countAhead(t, items, i)
 		}
 		if it.Off < min {
