@@ -162,17 +162,7 @@ func TestEnginesAcrossRemote(t *testing.T) {
 	}
 	t.Logf("this node: %d of 64 fragments, %d of 4 readers", len(e.Fragments()), len(e.Readers()))
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		res, err := splice.Evaluate(ctx, e, splice.Request{View: "total"})
-		if err == nil && res.Value == int64(n) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("total %v (%v) after 60s, want %d", res.Value, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTotal(t, e, n)
 	all, err := splice.Evaluate(ctx, e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +219,7 @@ func TestEnginesAcrossRemote(t *testing.T) {
 			t.Fatalf("child checkpoint: %q, %v", line, err)
 		}
 	}
+	deadline := time.Now().Add(60 * time.Second)
 	for i, r := range e.Readers() {
 		for c := e.Committed(i); c != g.Limit(r.Partition); c = e.Committed(i) {
 			if time.Now().After(deadline) {
@@ -356,17 +347,7 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 		t.Fatalf("this node owns %d of 64 fragments", len(e.Fragments()))
 	}
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		res, err := splice.Evaluate(ctx, e, splice.Request{View: "total"})
-		if err == nil && res.Value == int64(n) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("total %v (%v) after 60s, want %d", res.Value, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitTotal(t, e, n)
 	all, err := splice.Evaluate(ctx, e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 10000}})
 	if err != nil {
 		t.Fatal(err)
@@ -399,5 +380,22 @@ func TestStartFailsOnTakenRemote(t *testing.T) {
 			Readers: []string{"a", "a"}, Remotes: map[string]string{"a": addr}}})
 	if err == nil || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Start on a taken remote address: %v", err)
+	}
+}
+
+// waitTotal waits until the "total" view counts n events: the view is
+// exact once every event is applied.
+func waitTotal(t *testing.T, e *Engine, n int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
+		if err == nil && res.Value == int64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("total %v (%v) after 60s, want %d", res.Value, err, n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
