@@ -264,6 +264,7 @@ type Engine struct {
 
 	self      string // this node's name in a cluster; "" for a single node
 	writes    chan writeReq
+	settling  func() // tests: runs as settleWrites begins
 	drained   chan struct{}
 	stop      chan struct{}
 	bg        sync.WaitGroup        // the ticker, the writer and retry timers

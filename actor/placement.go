@@ -222,7 +222,8 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 // cluster's last agreed membership (cluster.Node applies shard.Majority),
 // so the other side may place its fragments elsewhere and go on from the
 // copies it has. Nothing the stopped fragments hold is released, no
-// checkpoint is taken after this, no source is read; what they held is
+// checkpoint is taken after this (those queued before are committed
+// before Fence returns), no source is read; what they held is
 // gone (the checkpoints already in the local store stay: the others'
 // newer lineages replace them, epochs only grow). cl is the placement the
 // node assumes the others apply — the same members without it, at the
@@ -256,6 +257,11 @@ func (e *Engine) Fence(cl *ClusterConfig) error {
 	for _, pid := range old.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()
 	}
+	// The checkpoints the fragments queued before they stopped are
+	// committed now, not after Place or Resume restored the fragments: one
+	// committed later would replace the restored fragment's own in the
+	// store with an older state and offsets.
+	e.settleWrites()
 	e.cfg.Cluster = cl
 	l := &layout{epoch: old.epoch}
 	for f, owner := range cl.Fragments {

@@ -14,6 +14,9 @@ type writeReq struct {
 	// whole: cp holds the whole state already (the first checkpoint of a
 	// fragment that started empty), so a full copy need not be read back.
 	whole bool
+	// settled, with no cp: closed once every checkpoint queued before it
+	// is committed (settleWrites).
+	settled chan struct{}
 }
 
 // writer commits checkpoints; fragments never wait for it.
@@ -43,6 +46,9 @@ func (e *Engine) writer() {
 		}
 		written := false
 		for i, r := range reqs {
+			if r.cp == nil {
+				continue
+			}
 			ns[i], errs[i] = e.store.WriteUnsynced(e.plan.Name(), r.frag, r.cp)
 			written = written || errs[i] == nil
 		}
@@ -56,6 +62,10 @@ func (e *Engine) writer() {
 			}
 		}
 		for i, r := range reqs {
+			if r.cp == nil {
+				close(r.settled)
+				continue
+			}
 			copying := false
 			if errs[i] == nil && e.self != "" {
 				copying = e.replicate(r.frag, r.cp, r.full, r.whole)
@@ -66,4 +76,16 @@ func (e *Engine) writer() {
 			}
 		}
 	}
+}
+
+// settleWrites returns once the checkpoints queued before it are
+// committed (or failed). The caller holds placeMu, so that shutdown does
+// not close the queue meanwhile.
+func (e *Engine) settleWrites() {
+	if e.settling != nil {
+		e.settling()
+	}
+	settled := make(chan struct{})
+	e.writes <- writeReq{settled: settled}
+	<-settled
 }

@@ -324,11 +324,21 @@ func sortKeys(es []Entry, rs []keyRank) {
 	}
 }
 
+// loadedManifest, if set (by tests), runs in Load between reading the
+// manifest and reading the entries.
+var loadedManifest func()
+
 // Load reads the last checkpoint of a fragment: its manifest, and each
 // entry through fn (in key order; the slices are valid only during the
 // call). It returns ok=false if the fragment has no checkpoint. Every entry's
 // checksum is verified and their number checked against the manifest; a
 // failure is ErrCorrupt, and fn may have seen some entries.
+//
+// The manifest and the entries are read from one snapshot of the store: a
+// checkpoint of the fragment committed between the two reads (a queued
+// write of a fragment that stopped, a standby copy arriving) would
+// otherwise give the older manifest's offsets with the newer state, and
+// the replay from those offsets would apply again what the state holds.
 func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, ok bool, err error) {
 	defer func() {
 		if err != nil {
@@ -338,8 +348,10 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 			err = fmt.Errorf("restore fragment %d of %s: %w", frag, flow, err)
 		}
 	}()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
 	mk := fragPrefix('m', flow, frag)
-	v, closer, err := s.db.Get(mk)
+	v, closer, err := snap.Get(mk)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return m, false, nil
 	}
@@ -354,8 +366,11 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 	if err != nil {
 		return m, false, fmt.Errorf("manifest: %w", err)
 	}
+	if loadedManifest != nil {
+		loadedManifest()
+	}
 	prefix := fragPrefix('e', flow, frag)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return m, false, err
 	}

@@ -70,6 +70,44 @@ func TestIncrementalCheckpoints(t *testing.T) {
 	}
 }
 
+// A checkpoint committed while a restore reads the one before it (the
+// queued write of a fragment that was just stopped) must not give the
+// older manifest with the newer entries: the replay from the older
+// offsets would apply again what those entries hold.
+func TestLoadReadsManifestAndEntriesOfOneCheckpoint(t *testing.T) {
+	s, err := Open("db", vfs.NewMem(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := PartitionID{0, 0}
+	cp1 := &Checkpoint{Manifest: Manifest{Epoch: 1, Fragments: 8, Entries: 1, Offsets: map[PartitionID]int64{p: 100}},
+		Puts: []Entry{put(0, "", "100 events")}}
+	if _, err := s.Write("flow", 3, cp1); err != nil {
+		t.Fatal(err)
+	}
+	cp2 := &Checkpoint{Manifest: Manifest{Epoch: 2, Fragments: 8, Entries: 1, Offsets: map[PartitionID]int64{p: 200}},
+		Puts: []Entry{put(0, "", "200 events")}}
+	loadedManifest = func() {
+		loadedManifest = nil
+		if _, err := s.Write("flow", 3, cp2); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { loadedManifest = nil }()
+	m, got, ok, err := load(t, s, 3)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if m.Epoch != 1 || m.Offsets[p] != 100 || got["0/"] != "100 events" {
+		t.Fatalf("restored the manifest of epoch %d (offset %d) with the state %q", m.Epoch, m.Offsets[p], got["0/"])
+	}
+	m, got, _, err = load(t, s, 3)
+	if err != nil || m.Epoch != 2 || got["0/"] != "200 events" {
+		t.Fatalf("after the write: epoch %d, state %q, err %v", m.Epoch, got["0/"], err)
+	}
+}
+
 func TestManifestCountDetectsMissingEntries(t *testing.T) {
 	s, _ := Open("db", vfs.NewMem(), quiet())
 	defer s.Close()
