@@ -124,28 +124,9 @@ func TestEnginesAcrossRemote(t *testing.T) {
 	for p := range 4 {
 		readers = append(readers, shard.Place(1000+p, nodes, 1)[0])
 	}
-	type child struct {
-		stdin io.WriteCloser
-		out   *bufio.Reader
-	}
 	var children []child
 	for _, nd := range nodes[1:] {
-		spec, _ := json.Marshal(nodeSpec{Self: nd, Remotes: remotes, Fragments: frags, Readers: readers, Events: n})
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), nodeEnv+"="+string(spec))
-		cmd.Stderr = os.Stderr
-		stdin, _ := cmd.StdinPipe()
-		stdout, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			stdin.Close()
-			if err := cmd.Wait(); err != nil {
-				t.Errorf("node %s: %v", nd, err)
-			}
-		})
-		children = append(children, child{stdin, bufio.NewReader(stdout)})
+		children = append(children, startChild(t, nodeSpec{Self: nd, Remotes: remotes, Fragments: frags, Readers: readers, Events: n}))
 	}
 	e, err := Start(countFlow(t, src, ""), Config{Logger: quiet(), BatchSize: 256, CheckpointInterval: 20 * time.Millisecond,
 		Cluster: &ClusterConfig{Self: "a", Remote: remotes["a"], Epoch: 3, Fragments: frags, Readers: readers, Remotes: remotes}})
@@ -315,21 +296,7 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 		frags[f] = tab.Owner(f)
 	}
 	readers := []string{"a", "a", "a", "a"}
-	spec, _ := json.Marshal(nodeSpec{Self: "b", Remotes: remotes, Fragments: frags, Readers: readers, Events: n, Keyed: true})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), nodeEnv+"="+string(spec))
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("node b: %v", err)
-		}
-	})
+	b := startChild(t, nodeSpec{Self: "b", Remotes: remotes, Fragments: frags, Readers: readers, Events: n, Keyed: true})
 	plan, err := keyedFlow(n)
 	if err != nil {
 		t.Fatal(err)
@@ -340,7 +307,7 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Stop()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+	if line, err := b.out.ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("node b: %q, %v", line, err)
 	}
 	if len(e.Fragments()) == 64 || len(e.Fragments()) == 0 {
@@ -398,4 +365,33 @@ func waitTotal(t *testing.T, e *Engine, n int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// child is a node of a test running in a process of its own (nodeEnv):
+// its standard input and output.
+type child struct {
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startChild starts node spec.Self in a process of its own; the test's
+// cleanup closes its input, which stops it, and waits for it.
+func startChild(t *testing.T, spec nodeSpec) child {
+	t.Helper()
+	js, _ := json.Marshal(spec)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), nodeEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("node %s: %v", spec.Self, err)
+		}
+	})
+	return child{stdin, bufio.NewReader(stdout)}
 }

@@ -87,8 +87,8 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, 
 		j := min(exChunkLen, i+int(to-n))
 		slot0 := n - int64(i) // the number of the chunk's slot 0
 		for k := i; k < j; k++ {
-			if str && k+encodeAhead < j {
-				sink += strs.home(*(*string)(unsafe.Add(unsafe.Pointer(&c.recs[k+encodeAhead].Val), ahead)))
+			if str && k+stringAhead < j {
+				sink += strs.home(*(*string)(unsafe.Add(unsafe.Pointer(&c.recs[k+stringAhead].Val), ahead)))
 			}
 			if holes && c.dest[k] == noDest {
 				continue
@@ -125,11 +125,11 @@ func (x *exCompact[K, T]) encode(w *exWriter[K, T], val []byte, from, to int64, 
 	return val
 }
 
-// encodeAhead is how many records ahead encode reads the home slot of a
+// stringAhead is how many records ahead encode reads the home slot of a
 // record's string: a string table of a fragment's keys does not fit the
 // first-level cache, and a lookup waited for its slot (half of what
 // encoding cost); read ahead, the misses of several records overlap.
-const encodeAhead = 8
+const stringAhead = 8
 
 // firstString is the offset of the event's first string field, if it has
 // one.
@@ -267,7 +267,7 @@ func (t *exStrings) find(s string) int {
 	}
 }
 
-// home reads the home slot of s, for the caches (see encodeAhead), and
+// home reads the home slot of s, for the caches (see stringAhead), and
 // returns what it read so that the read is kept.
 func (t *exStrings) home(s string) uint32 {
 	p := uintptr(unsafe.Pointer(unsafe.StringData(s)))

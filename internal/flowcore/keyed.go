@@ -365,7 +365,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 			var sink uint64
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
-			ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
+			ahead := readsAhead(t, items)
 			for i := range items {
 				it := &items[i]
 				// Reads ahead, for the caches: the index entry of the
@@ -426,13 +426,14 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 	})
 }
 
-// hashed reports whether a batch's records carry their hashes: a
-// reader's do, an exchange's and those decoded from another node do not,
-// and a count reads ahead only with them (countAhead). Called per record
-// of an exchange's batch, the read-ahead that found no hash took more of
-// a count of counts' second stage than its counting.
-func hashed[K comparable, T any](items []Rec[K, T]) bool {
-	return len(items) > 0 && (items[0].h != 0 || items[len(items)-1].h != 0)
+// readsAhead reports whether a bulk count reads ahead for a batch
+// (countAhead): its table has a hash index with entries, and the batch's
+// records carry their hashes — a reader's do, an exchange's and those
+// decoded from another node do not. Called per record of an exchange's
+// batch, the read-ahead that found no hash took more of a count of
+// counts' second stage than its counting.
+func readsAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T]) bool {
+	return t.hash != nil && len(t.hx.ents) > 0 && len(items) > 0 && (items[0].h != 0 || items[len(items)-1].h != 0)
 }
 
 // countAhead reads ahead for record i of a bulk count (see Count's bulk
@@ -462,7 +463,7 @@ func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i in
 // pointer. Runs of one key are not folded: every update is an output.
 func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items []Rec[K, T], ts []int64, min int64) {
 	var sink uint64
-	ahead := t.hash != nil && len(t.hx.ents) > 0 && hashed(items)
+	ahead := readsAhead(t, items)
 	for i := range items {
 		it := &items[i]
 		if ahead {
