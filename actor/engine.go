@@ -372,6 +372,9 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/inbox"); err != nil {
 			return nil, fmt.Errorf("spawn inbox actor: %w", err)
 		}
+		if inboxStarted != nil {
+			inboxStarted(e)
+		}
 		e.awaitRemotes(cl)
 	}
 	root := e.sys.Root
@@ -438,6 +441,9 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	for j, pid := range l.frags {
 		root.Send(pid, startMsg{replay: replay[j]})
 	}
+	if e.inbox != nil {
+		root.Send(e.inbox, inboxReadyMsg{}) // after the fragments' start
+	}
 	for f := range restored {
 		if restored[f] != nil && cl.awaitHandoff(f) && f < len(cl.HandoffFrom) {
 			e.askHandoff(f, cl.HandoffFrom[f])
@@ -463,6 +469,10 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	}
 	return e, nil
 }
+
+// inboxStarted, if set (by a test), runs in Start once the inbox and the
+// remote run and before the fragments do.
+var inboxStarted func(e *Engine)
 
 // layout is where the engine's actors are: the local fragments and
 // readers, and every fragment's and reader's actor, local or remote. A

@@ -49,12 +49,28 @@ type netDurableMsg struct {
 // those go out together.
 type flushAcksMsg struct{}
 
+// inboxReadyMsg tells the inbox that the engine's fragments run: it hands
+// them the batches it held since it started.
+type inboxReadyMsg struct{}
+
 // inboxActor receives other nodes' readers' batches for this node's
 // fragments, and returns the fragments' credits and announces their durable
 // checkpoints to those readers, a node's to one reader together.
+//
+// The inbox runs before the fragments do: the engine's remote listens
+// first, and the other nodes, which wait for it (awaitRemotes), send as
+// soon as it answers. A batch handed to a fragment not spawned yet is a
+// dead letter, and the reader that sent it, its credits spent on batches
+// nobody acknowledges, stops reading the partition until
+// recovery.CreditTimeout takes them back: seconds in which the partition
+// is committed nowhere (a node joining then started it from 0). So the
+// inbox holds what comes until the engine says its fragments run
+// (inboxReadyMsg).
 type inboxActor struct {
 	e     *Engine
 	frags []*pa.PID // the local fragment of each index, by its predictable name
+	ready bool      // the fragments run: batches go to them
+	held  []*wire.Batches
 	// acks holds acknowledgements and durable announcements not yet
 	// sent, per reader.
 	acks      map[string]*pendingAcks
@@ -96,7 +112,20 @@ func newInboxActor(e *Engine) *inboxActor {
 func (in *inboxActor) Receive(c pa.Context) {
 	switch m := c.Message().(type) {
 	case *wire.Batches:
+		if !in.ready {
+			in.held = append(in.held, m)
+			return
+		}
 		in.batches(c, m)
+	case inboxReadyMsg:
+		if in.ready {
+			return
+		}
+		in.ready = true
+		for _, m := range in.held {
+			in.batches(c, m)
+		}
+		in.held = nil
 	case netAckMsg:
 		p := in.pending(c, m.sender)
 		p.frags = append(p.frags, m.fragment)

@@ -103,8 +103,9 @@
 // applied) beside the place of the last one applied. State TTL
 // expires a key by the watermark, after its due timers, and never while it
 // has timers of its own pending. A table (Count, Reduce, Aggregate)
-// without a TTL checkpoints its keys in blocks of 32, one entry each,
-// rewritten when any of its keys changed (tableblocks.go); with a TTL, one
+// without a TTL checkpoints its keys in blocks of 32, two entries each:
+// the block's values, rewritten when any of them changed, and its keys,
+// rewritten only when the block got keys (tableblocks.go); with a TTL, one
 // entry per key.
 //
 // The hot path is typed end to end with generics: events are never boxed

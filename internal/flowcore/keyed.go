@@ -40,13 +40,22 @@ type table[K comparable, V any] struct {
 	spans      []entrySpan
 	entryBytes int
 	// Without a TTL, a table checkpoints blocks of slots (tableBlock
-	// slots an entry); blockMark and blocks are delta's scratch. perKey
-	// says a restore read entries of one key each (the format before):
-	// the next delta deletes them and writes every block.
-	blockMark []bool
-	blocks    []int32
-	perKey    bool
-	sink      uint64 // what Count read ahead, summed so the reads stay
+	// slots an entry of keys, another of values: tableblocks.go);
+	// blockMark and blocks are delta's scratch, blockSaved the keys the
+	// store holds of each block, keyBytes about how many bytes a key took
+	// in the last keys entries. perKey says a restore read entries of one
+	// key each, oneEntry that it read that many blocks of one entry each
+	// (the formats before): the next delta deletes them and writes every
+	// block. valsDue is the number of keys a restore read whose values
+	// must come next.
+	blockMark  []bool
+	blocks     []int32
+	blockSaved []uint8
+	keyBytes   int
+	perKey     bool
+	oneEntry   int
+	valsDue    uint8
+	sink       uint64 // what Count read ahead, summed so the reads stay
 }
 
 type entrySpan struct{ k0, k1, v1 int }
