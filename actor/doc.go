@@ -48,7 +48,8 @@
 // aside (in memory) and offered to the fragment if the lineage's copy
 // proves stale.
 //
-// The engine owns every goroutine it starts (the actor system, the ticker,
+// The engine owns every goroutine it starts (the actor system, the workers
+// that run its fragments', readers' and inbox's mailboxes, the ticker,
 // retry timers) and Stop waits for them.
 //
 // # A paused node

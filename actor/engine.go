@@ -236,6 +236,7 @@ type Engine struct {
 	store    *recovery.Store
 	ownStore bool
 	sys      *pa.ActorSystem
+	workers  *workers // runs the fragments', readers' and inbox's mailboxes
 	layout   atomic.Pointer[layout]
 	placeMu  sync.Mutex             // one placement change at a time
 	allParts []recovery.PartitionID // every source partition, in source order
@@ -345,6 +346,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		pa.WithDeadLetterThrottleInterval(10*time.Millisecond),
 		pa.WithDeadLetterRequestLogging(false),
 	)
+	e.workers = newWorkers(300) // protoactor's default throughput
 	e.bg.Add(1)
 	go e.writer()
 	eng := e // the results are nil when an error returns
@@ -368,7 +370,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/replica"); err != nil {
 			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
-		if e.inbox, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }),
+		if e.inbox, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }, pa.WithDispatcher(e.workers)),
 			plan.Name()+"/inbox"); err != nil {
 			return nil, fmt.Errorf("spawn inbox actor: %w", err)
 		}
@@ -577,7 +579,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	if waitHandoff {
 		e.drainCount(+1)
 	}
-	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()))
+	props := pa.PropsFromProducer(func() pa.Actor { return fa }, pa.WithMailbox(pa.UnboundedPriority()),
+		pa.WithDispatcher(e.workers))
 	pid, err := e.sys.Root.SpawnNamed(props, e.fragName(i))
 	if err != nil {
 		return nil, nil, fmt.Errorf("spawn fragment %d: %w", i, err)
@@ -606,7 +609,7 @@ func (e *Engine) spawnReader(i int, from int64) (*pa.PID, *ReaderStats, error) {
 	e.mu.Lock()
 	e.unfinish++
 	e.mu.Unlock()
-	rpid, err := e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }), e.readerName(i))
+	rpid, err := e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return ra }, pa.WithDispatcher(e.workers)), e.readerName(i))
 	if err != nil {
 		r.Close()
 		return nil, nil, fmt.Errorf("spawn reader %s/%d: %w", src.Name, part.Partition, err)
@@ -783,6 +786,7 @@ func (e *Engine) shutdown(final bool) {
 		e.remote.Shutdown(false)
 	}
 	e.sys.Shutdown()
+	e.workers.Close()
 	e.closeStore()
 }
 
