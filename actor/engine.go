@@ -783,6 +783,12 @@ func (e *Engine) shutdown(final bool) {
 	close(e.writes)
 	e.bg.Wait()
 	if e.remote != nil {
+		// The endpoint writers close their gRPC connections as they
+		// stop, and gRPC logs as a connection closes through a logger
+		// that every remote's Start sets anew: stopping their
+		// supervisor waits for them, so nothing of this engine's
+		// remote still runs when another starts.
+		_ = e.sys.Root.StopFuture(e.sys.NewLocalPID(endpointSupervisor)).Wait()
 		e.remote.Shutdown(false)
 	}
 	e.sys.Shutdown()

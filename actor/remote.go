@@ -41,6 +41,10 @@ const remoteBatchSize = 8
 // cycle's marking, and a cost one node never has.
 const remoteQueueSize = 1024
 
+// endpointSupervisor is the name protoactor's remote gives the actor that
+// supervises its endpoint writers.
+const endpointSupervisor = "EndpointSupervisor"
+
 // startRemote serves protoactor remote on addr. The port is checked first:
 // protoactor panics when it is taken. With tlsCfg (mutual TLS: a
 // certificate, the CA for both sides, client certificates required), the
@@ -100,7 +104,11 @@ const (
 func transportOptions() ([]grpc.ServerOption, []grpc.DialOption) {
 	server := []grpc.ServerOption{experimental.BufferPool(netPool), grpc.ForceServerCodecV2(netCodec{}),
 		grpc.InitialWindowSize(netWindow), grpc.InitialConnWindowSize(netWindow),
-		grpc.WriteBufferSize(netBuffer), grpc.ReadBufferSize(netBuffer)}
+		grpc.WriteBufferSize(netBuffer), grpc.ReadBufferSize(netBuffer),
+		// Stop returns once the handlers (protoactor's endpoint readers)
+		// have: gRPC logs as they end, through the logger every remote's
+		// Start sets anew.
+		grpc.WaitForHandlers(true)}
 	dial := []grpc.DialOption{experimental.WithBufferPool(netPool), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(netCodec{})),
 		grpc.WithInitialWindowSize(netWindow), grpc.WithInitialConnWindowSize(netWindow),
 		grpc.WithWriteBufferSize(netBuffer), grpc.WithReadBufferSize(netBuffer)}
