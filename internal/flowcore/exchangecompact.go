@@ -146,7 +146,8 @@ func (x *exCompact[K, T]) encodeFields(w *exWriter[K, T], strs *exStrings, val [
 // encodeStringInt is encode's loop for an event of a string and an int64
 // (strInt) in a log without holes, records not numbered: the bytes
 // encodeFields writes, without its loop and switch over the fields per
-// record (a third of the instructions a record's encoding took).
+// record: with the hash's shift kept, 29% fewer instructions per record
+// than encodeFields took (BenchmarkExchange under cachegrind).
 func (x *exCompact[K, T]) encodeStringInt(w *exWriter[K, T], strs *exStrings, val []byte, from, to int64) []byte {
 	so, io := x.strOff, x.intOff
 	var sink uint32
@@ -161,7 +162,9 @@ func (x *exCompact[K, T]) encodeStringInt(w *exWriter[K, T], strs *exStrings, va
 			val = binary.AppendVarint(val, x.kc.get(&r.Key))
 			p := unsafe.Pointer(&r.Val)
 			s := *(*string)(unsafe.Add(p, so))
-			if ref := strs.find(s); ref > 0 {
+			if ref := strs.at(s); ref > 0 {
+				val = binary.AppendUvarint(val, uint64(ref))
+			} else if ref := strs.find(s); ref > 0 {
 				val = binary.AppendUvarint(val, uint64(ref))
 			} else {
 				val = binary.AppendUvarint(append(val, 0), uint64(len(s)))
@@ -321,6 +324,19 @@ func (t *exStrings) find(s string) int {
 			return int(e.ref - t.base)
 		}
 	}
+}
+
+// at is the number of s if its home slot holds it, else 0 (find looks
+// further, and numbers it): what find returns for a string the entry
+// holds at its home slot, in a call small enough to be inlined, which a
+// string the entry repeats mostly is.
+func (t *exStrings) at(s string) uint32 {
+	p, l := uintptr(unsafe.Pointer(unsafe.StringData(s))), len(s)
+	e := &t.slots[exStringHash(p, l, t.shift)&uint64(len(t.slots)-1)]
+	if e.ref > t.base && e.p == p && uint64(e.l) == uint64(l) && l != 0 {
+		return e.ref - t.base
+	}
+	return 0
 }
 
 // home reads the home slot of s, for the caches (see stringAhead), and
