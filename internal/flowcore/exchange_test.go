@@ -1,6 +1,7 @@
 package flowcore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -616,7 +617,7 @@ func TestExchangeStringTable(t *testing.T) {
 	for i := range strs {
 		strs[i] = fmt.Sprint("s", i)
 	}
-	tab := &exStrings{slots: make([]exString, 1024)}
+	tab := newExStrings(1024)
 	for round := range 4 {
 		switch round {
 		case 2:
@@ -700,6 +701,52 @@ func TestExchangeRestoresTrimEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(again)
+}
+
+// An entry of count updates (a string, then an int64) is written by a
+// loop of its own (encodeStringInt): its bytes are those of the loop over
+// the fields, for keys of any sign and size, a string repeated by
+// pointer, an equal string elsewhere, the empty string, strings longer
+// than a byte's length, and a table that grows within the entry.
+func TestExchangeEncodeStringIntAsFields(t *testing.T) {
+	w := exchangeWriter(t, 64)
+	if w.compact == nil || !w.compact.strInt {
+		t.Fatal("count updates are not encoded by encodeStringInt")
+	}
+	shared := make([]string, 700)
+	for i := range shared {
+		shared[i] = strings.Repeat(fmt.Sprint("k", i), i%7*30)
+	}
+	for i := range 5000 {
+		v := int64(i*7919%100) - 50
+		if i%5 == 0 {
+			v = int64(i) << 40
+		}
+		key := shared[i*31%len(shared)]
+		if i%11 == 0 {
+			key = strings.Clone(key) // equal bytes elsewhere
+		}
+		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
+	}
+	for _, r := range [][2]int64{{0, 5000}, {1000, 2049}, {5, 6}, {7, 7}, {1023, 4097}} {
+		head := binary.AppendVarint(nil, r[1])
+		got := w.compact.encode(w, slices.Clone(head), r[0], r[1], false)
+		strs := newExStrings(1024)
+		want := w.compact.encodeFields(w, strs, slices.Clone(head), r[0], r[1], false)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("records [%d, %d): %d bytes, the loop over the fields wrote %d (first difference at %d)",
+				r[0], r[1], len(got), len(want), firstDiff(got, want))
+		}
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
 
 // BenchmarkExchangeEncode is one fragment's records entry of a checkpoint
