@@ -493,21 +493,7 @@ func TestExchangeCompactEntry(t *testing.T) {
 	if w.compact == nil || w.recKind != exDenseEntry {
 		t.Fatal("no compact form for an int64 key and a plain struct")
 	}
-	shared := make([]string, 50)
-	for i := range shared {
-		shared[i] = strings.Repeat(fmt.Sprint("k", i), i%7*30)
-	}
-	for i := range 3000 {
-		v := int64(i*7919%100) - 50
-		if i%5 == 0 {
-			v = int64(i) << 40
-		}
-		key := shared[i%len(shared)]
-		if i%11 == 0 {
-			key = strings.Clone(key) // equal bytes elsewhere
-		}
-		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
-	}
+	emitCountUpdates(w, 3000, 50, 1)
 	for i, r := range [][2]int64{{0, 3000}, {1000, 2049}, {5, 6}, {7, 7}, {0, 3000}, {1000, 2049}} {
 		numbered := i >= 4 // kind 4's form, which numbers each record
 		head := binary.AppendVarint(nil, r[1])
@@ -713,21 +699,7 @@ func TestExchangeEncodeStringIntAsFields(t *testing.T) {
 	if w.compact == nil || !w.compact.strInt {
 		t.Fatal("count updates are not encoded by encodeStringInt")
 	}
-	shared := make([]string, 700)
-	for i := range shared {
-		shared[i] = strings.Repeat(fmt.Sprint("k", i), i%7*30)
-	}
-	for i := range 5000 {
-		v := int64(i*7919%100) - 50
-		if i%5 == 0 {
-			v = int64(i) << 40
-		}
-		key := shared[i*31%len(shared)]
-		if i%11 == 0 {
-			key = strings.Clone(key) // equal bytes elsewhere
-		}
-		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
-	}
+	emitCountUpdates(w, 5000, 700, 31)
 	for _, r := range [][2]int64{{0, 5000}, {1000, 2049}, {5, 6}, {7, 7}, {1023, 4097}} {
 		head := binary.AppendVarint(nil, r[1])
 		got := w.compact.encode(w, slices.Clone(head), r[0], r[1], false)
@@ -737,6 +709,29 @@ func TestExchangeEncodeStringIntAsFields(t *testing.T) {
 			t.Fatalf("records [%d, %d): %d bytes, the loop over the fields wrote %d (first difference at %d)",
 				r[0], r[1], len(got), len(want), firstDiff(got, want))
 		}
+	}
+}
+
+// emitCountUpdates emits n count updates to w: keys of any sign and
+// size, over strs strings (the i-th update's is number i*stride,
+// modulo strings), most of them shared by pointer, every eleventh an equal
+// copy elsewhere, the empty string among them, and some longer than a
+// byte's length.
+func emitCountUpdates(w *exWriter[int64, countUpdate], n, strs, stride int) {
+	shared := make([]string, strs)
+	for i := range shared {
+		shared[i] = strings.Repeat(fmt.Sprint("k", i), i%7*30)
+	}
+	for i := range n {
+		v := int64(i*7919%100) - 50
+		if i%5 == 0 {
+			v = int64(i) << 40
+		}
+		key := shared[i*stride%len(shared)]
+		if i%11 == 0 {
+			key = strings.Clone(key) // equal bytes elsewhere
+		}
+		w.emit(v, countUpdate{Key: key, Value: int64(i) * -3})
 	}
 }
 

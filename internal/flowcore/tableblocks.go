@@ -106,35 +106,19 @@ func (t *table[K, V]) blockDelta(ns uint16, d *Delta) error {
 		t.blockMark[b] = false
 		lo := int(b) << tableBlockBits
 		hi := min(lo+tableBlock, len(t.keys))
+		var sp entrySpan
+		var bad int
 		if hi-lo != int(t.blockSaved[b]) {
-			sp := entrySpan{k0: len(buf)}
-			buf = blockKey(buf, b, blockKeys)
-			sp.k1 = len(buf)
-			buf = binary.AppendUvarint(buf, uint64(hi-lo))
-			for i := lo; i < hi; i++ {
-				mark := len(buf)
-				if buf, err = t.kc.Append(append(buf, 0), t.keys[i]); err != nil {
-					return fmt.Errorf("encode key: %w", err)
-				}
-				buf = putShortLength(buf, mark)
+			if buf, sp, bad, err = appendBlockEntry(buf, b, blockKeys, t.keys[lo:hi], Codec[K](t.kc)); err != nil {
+				return fmt.Errorf("encode key: %w", err)
 			}
-			sp.v1 = len(buf)
 			keyBytes += sp.v1 - sp.k1
 			spans = append(spans, sp)
 			t.blockSaved[b] = uint8(hi - lo)
 		}
-		sp := entrySpan{k0: len(buf)}
-		buf = blockKey(buf, b, blockVals)
-		sp.k1 = len(buf)
-		buf = binary.AppendUvarint(buf, uint64(hi-lo))
-		for i := lo; i < hi; i++ {
-			mark := len(buf)
-			if buf, err = t.vc.Append(append(buf, 0), t.vals[i]); err != nil {
-				return fmt.Errorf("encode state of key %s: %w", t.kc.Format(t.keys[i]), err)
-			}
-			buf = putShortLength(buf, mark)
+		if buf, sp, bad, err = appendBlockEntry(buf, b, blockVals, t.vals[lo:hi], t.vc); err != nil {
+			return fmt.Errorf("encode state of key %s: %w", t.kc.Format(t.keys[lo+bad]), err)
 		}
-		sp.v1 = len(buf)
 		valBytes += sp.v1 - sp.k1
 		spans = append(spans, sp)
 	}
@@ -150,6 +134,26 @@ func (t *table[K, V]) blockDelta(ns uint16, d *Delta) error {
 	t.spans, t.blocks = spans[:0], blocks[:0]
 	d.Entries += 2 * int64(nb)
 	return nil
+}
+
+// appendBlockEntry appends to buf block b's entry of kind: its key, then
+// the number of slots, then each of xs encoded by c with its length
+// before it; sp is where the entry's key and value are in buf. When a slot
+// does not encode, bad is its index in xs.
+func appendBlockEntry[T any](buf []byte, b int32, kind byte, xs []T, c Codec[T]) (_ []byte, sp entrySpan, bad int, err error) {
+	sp.k0 = len(buf)
+	buf = blockKey(buf, b, kind)
+	sp.k1 = len(buf)
+	buf = binary.AppendUvarint(buf, uint64(len(xs)))
+	for i, x := range xs {
+		mark := len(buf)
+		if buf, err = c.Append(append(buf, 0), x); err != nil {
+			return buf, sp, i, err
+		}
+		buf = putShortLength(buf, mark)
+	}
+	sp.v1 = len(buf)
+	return buf, sp, 0, nil
 }
 
 // blockRestore reads a block's entry: its keys must come when the blocks
