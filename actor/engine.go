@@ -370,7 +370,10 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			plan.Name()+"/replica"); err != nil {
 			return nil, fmt.Errorf("spawn replica actor: %w", err)
 		}
-		if e.inbox, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return newInboxActor(e) }, pa.WithDispatcher(e.workers)),
+		// One inbox for the engine's life: restarted after a panic, it
+		// keeps what it holds and knows whether the fragments run.
+		in := newInboxActor(e)
+		if e.inbox, err = e.sys.Root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return in }, pa.WithDispatcher(e.workers)),
 			plan.Name()+"/inbox"); err != nil {
 			return nil, fmt.Errorf("spawn inbox actor: %w", err)
 		}
@@ -783,12 +786,6 @@ func (e *Engine) shutdown(final bool) {
 	close(e.writes)
 	e.bg.Wait()
 	if e.remote != nil {
-		// The endpoint writers close their gRPC connections as they
-		// stop, and gRPC logs as a connection closes through a logger
-		// that every remote's Start sets anew: stopping their
-		// supervisor waits for them, so nothing of this engine's
-		// remote still runs when another starts.
-		_ = e.sys.Root.StopFuture(e.sys.NewLocalPID(endpointSupervisor)).Wait()
 		e.remote.Shutdown(false)
 	}
 	e.sys.Shutdown()

@@ -1,12 +1,15 @@
 package actor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +39,49 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stagesEnv); spec != "" {
 		runStageNode(spec) // a node of the two-stage tests; never returns
 	}
+	remoteStarting = awaitRemotesGone
 	goleak.VerifyTestMain(m)
+}
+
+// awaitRemotesGone waits (at most 20 s) until the remotes of the tests
+// before have ended: no endpoint writer left in their actor systems and
+// no goroutine in gRPC's or protoactor remote's code. A writer closes its
+// gRPC connection as it stops, whenever its peer goes, and gRPC logs then
+// through the logger that every remote's Start sets anew: a race the
+// detector reports, in the tests' one process only. It then notes sys.
+func awaitRemotesGone(sys *pa.ActorSystem) {
+	remotesMu.Lock()
+	defer remotesMu.Unlock()
+	buf := make([]byte, 4<<20)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		remotes = slices.DeleteFunc(remotes, func(s *pa.ActorSystem) bool { return !hasEndpointWriters(s) })
+		n := runtime.Stack(buf, true)
+		if len(remotes) == 0 && !bytes.Contains(buf[:n], []byte("google.golang.org/grpc")) &&
+			!bytes.Contains(buf[:n], []byte("protoactor-go/remote.")) {
+			break
+		}
+	}
+	remotes = append(remotes, sys)
+}
+
+// The actor systems whose remotes the tests started, while they may
+// have endpoint writers (awaitRemotesGone).
+var (
+	remotesMu sync.Mutex
+	remotes   []*pa.ActorSystem
+)
+
+// hasEndpointWriters says whether sys has an actor under protoactor
+// remote's endpoint supervisor: a writer or a watcher.
+func hasEndpointWriters(sys *pa.ActorSystem) bool {
+	for _, m := range sys.ProcessRegistry.LocalPIDs.LocalPIDs {
+		for _, k := range m.Keys() {
+			if strings.HasPrefix(k, "EndpointSupervisor/") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func quiet() *slog.Logger {

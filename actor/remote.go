@@ -41,9 +41,9 @@ const remoteBatchSize = 8
 // cycle's marking, and a cost one node never has.
 const remoteQueueSize = 1024
 
-// endpointSupervisor is the name protoactor's remote gives the actor that
-// supervises its endpoint writers.
-const endpointSupervisor = "EndpointSupervisor"
+// remoteStarting, if set (by the tests), runs before the remote of sys
+// starts.
+var remoteStarting func(sys *pa.ActorSystem)
 
 // startRemote serves protoactor remote on addr. The port is checked first:
 // protoactor panics when it is taken. With tlsCfg (mutual TLS: a
@@ -80,6 +80,9 @@ func startRemote(sys *pa.ActorSystem, addr string, tlsCfg *tls.Config) (r *remot
 		remote.WithEndpointWriterQueueSize(remoteQueueSize),
 		remote.WithServerOptions(server...), remote.WithDialOptions(dial...)}
 	r = remote.NewRemote(sys, remote.Configure(host, port, opts...))
+	if remoteStarting != nil {
+		remoteStarting(sys)
+	}
 	r.Start()
 	return r, nil
 }

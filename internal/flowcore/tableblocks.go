@@ -109,7 +109,7 @@ func (t *table[K, V]) blockDelta(ns uint16, d *Delta) error {
 		var sp entrySpan
 		var bad int
 		if hi-lo != int(t.blockSaved[b]) {
-			if buf, sp, bad, err = appendBlockEntry(buf, b, blockKeys, t.keys[lo:hi], Codec[K](t.kc)); err != nil {
+			if buf, sp, _, err = appendBlockEntry(buf, b, blockKeys, t.keys[lo:hi], Codec[K](t.kc)); err != nil {
 				return fmt.Errorf("encode key: %w", err)
 			}
 			keyBytes += sp.v1 - sp.k1
