@@ -166,16 +166,8 @@ type stageNode struct {
 // (ready), which it does only once the other nodes' remotes answer.
 func startStage(t *testing.T, spec stageSpec) *stageNode {
 	t.Helper()
-	js, _ := json.Marshal(spec)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), stagesEnv+"="+string(js))
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n := &stageNode{t: t, name: spec.Self, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	cmd, stdin, out := execNode(t, stagesEnv, spec)
+	n := &stageNode{t: t, name: spec.Self, cmd: cmd, stdin: stdin, out: out}
 	t.Cleanup(func() {
 		if n.killed {
 			return

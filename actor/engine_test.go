@@ -678,12 +678,18 @@ func TestSourceFailureIsReported(t *testing.T) {
 // checkWords fails unless e's words view holds exactly the counts of want.
 func checkWords(t *testing.T, e *Engine, want map[string]int64) {
 	t.Helper()
-	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: "words", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}})
+	checkView(t, e, "words", want)
+}
+
+// checkView fails unless e's keyed view holds exactly the values of want.
+func checkView(t *testing.T, e *Engine, view string, want map[string]int64) {
+	t.Helper()
+	res, err := splice.Evaluate(context.Background(), e, splice.Request{View: view, Op: splice.OpEntries, Query: splice.Query{Limit: len(want) + 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Entries) != len(want) {
-		t.Fatalf("%d words, want %d", len(res.Entries), len(want))
+		t.Fatalf("%s: %d keys, want %d", view, len(res.Entries), len(want))
 	}
 	for _, en := range res.Entries {
 		if en.Value != want[en.Key] {

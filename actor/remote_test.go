@@ -313,20 +313,8 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 	if len(e.Fragments()) == 64 || len(e.Fragments()) == 0 {
 		t.Fatalf("this node owns %d of 64 fragments", len(e.Fragments()))
 	}
-	ctx := context.Background()
 	waitTotal(t, e, n)
-	all, err := splice.Evaluate(ctx, e, splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 10000}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all.Entries) != len(want) {
-		t.Fatalf("%d keys, want %d", len(all.Entries), len(want))
-	}
-	for _, en := range all.Entries {
-		if en.Value != want[en.Key] {
-			t.Fatalf("%s = %v, want %d", en.Key, en.Value, want[en.Key])
-		}
-	}
+	checkView(t, e, "counts", want)
 	if m := e.NetStats().Malformed; m != 0 {
 		t.Fatalf("%d malformed messages", m)
 	}
@@ -378,20 +366,29 @@ type child struct {
 // cleanup closes its input, which stops it, and waits for it.
 func startChild(t *testing.T, spec nodeSpec) child {
 	t.Helper()
-	js, _ := json.Marshal(spec)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), nodeEnv+"="+string(js))
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, stdout := execNode(t, nodeEnv, spec)
 	t.Cleanup(func() {
 		stdin.Close()
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("node %s: %v", spec.Self, err)
 		}
 	})
-	return child{stdin, bufio.NewReader(stdout)}
+	return child{stdin, stdout}
+}
+
+// execNode starts this test binary as a node process that runs no test:
+// env (nodeEnv or stagesEnv) holds spec as JSON, and the node reads its
+// orders from stdin and writes its answers to stdout.
+func execNode(t *testing.T, env string, spec any) (*exec.Cmd, io.WriteCloser, *bufio.Reader) {
+	t.Helper()
+	js, _ := json.Marshal(spec)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdin, bufio.NewReader(stdout)
 }
