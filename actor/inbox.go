@@ -53,6 +53,10 @@ type flushAcksMsg struct{}
 // them the batches it held since it started.
 type inboxReadyMsg struct{}
 
+// placedMsg tells the inbox that the engine applied a placement: it hands
+// the fragments the batches of that placement it held for them (waiting).
+type placedMsg struct{}
+
 // inboxActor receives other nodes' readers' batches for this node's
 // fragments, and returns the fragments' credits and announces their durable
 // checkpoints to those readers, a node's to one reader together.
@@ -66,16 +70,32 @@ type inboxReadyMsg struct{}
 // is committed nowhere (a node joining then started it from 0). So the
 // inbox holds what comes until the engine says its fragments run
 // (inboxReadyMsg).
+//
+// The same happens when the placement changes: the other nodes apply a
+// placement at their own pace, and a reader that applied it first sends
+// to a fragment this node gains before this node has spawned it. A batch
+// of a newer epoch than this node's placement, for a fragment that does
+// not run here, waits (waiting) until the engine applies a placement
+// (placedMsg), and then goes to its fragment, or is dropped as before if
+// that placement did not give this node the fragment either. What waits
+// is bounded by the readers' credits.
 type inboxActor struct {
-	e     *Engine
-	frags []*pa.PID // the local fragment of each index, by its predictable name
-	ready bool      // the fragments run: batches go to them
-	held  []*wire.Batches
+	e       *Engine
+	frags   []*pa.PID // the local fragment of each index, by its predictable name
+	ready   bool      // the fragments run: batches go to them
+	held    []*wire.Batches
+	waiting []waitingBatch // in arrival order
 	// acks holds acknowledgements and durable announcements not yet
 	// sent, per reader.
 	acks      map[string]*pendingAcks
 	flushing  bool
 	readerIDs map[string]*pa.PID // readers seen, by address/id
+}
+
+// waitingBatch is a part held for fragment f, not running here yet.
+type waitingBatch struct {
+	f   uint32
+	msg *netBatchMsg
 }
 
 type pendingAcks struct {
@@ -126,6 +146,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 			in.batches(c, m)
 		}
 		in.held = nil
+	case placedMsg:
+		in.placed(c)
 	case netAckMsg:
 		p := in.pending(c, m.sender)
 		p.frags = append(p.frags, m.fragment)
@@ -177,6 +199,9 @@ func (in *inboxActor) batches(c pa.Context, m *wire.Batches) {
 		reader = pa.NewPID(m.ReaderAddress, m.ReaderId)
 		in.readerIDs[key] = reader
 	}
+	// Only while a placement change is under way can a part be for a
+	// fragment this node is about to gain.
+	ahead := m.Epoch > e.layout.Load().epoch
 	for i, f := range m.Fragments {
 		if int(f) >= len(in.frags) {
 			e.malformed.Add(1)
@@ -186,6 +211,49 @@ func (in *inboxActor) batches(c pa.Context, m *wire.Batches) {
 		if len(m.Seqs) > 0 {
 			seq = m.Seqs[i]
 		}
-		c.Send(in.frags[f], &netBatchMsg{records: m.Records[i], epoch: m.Epoch, sender: reader, seq: seq, inbox: c.Self()})
+		msg := &netBatchMsg{records: m.Records[i], epoch: m.Epoch, sender: reader, seq: seq, inbox: c.Self()}
+		if (ahead && !in.runs(f)) || in.waits(f) {
+			in.waiting = append(in.waiting, waitingBatch{f: f, msg: msg})
+			continue
+		}
+		c.Send(in.frags[f], msg)
 	}
+}
+
+// runs reports whether fragment f's actor runs on this node.
+func (in *inboxActor) runs(f uint32) bool {
+	_, ok := in.e.sys.ProcessRegistry.GetLocal(in.frags[f].Id)
+	return ok
+}
+
+// waits reports whether parts for fragment f wait: the next ones wait
+// behind them, so that the fragment gets its batches in order.
+func (in *inboxActor) waits(f uint32) bool {
+	for _, w := range in.waiting {
+		if w.f == f {
+			return true
+		}
+	}
+	return false
+}
+
+// placed hands the waiting parts of a placement no newer than the one
+// applied to their fragments, in the order they came; the others wait on.
+// A part whose fragment this placement did not give this node goes to
+// where it went before the parts waited: no actor, a dead letter, and its
+// reader takes its credit back after recovery.CreditTimeout.
+func (in *inboxActor) placed(c pa.Context) {
+	epoch := in.e.layout.Load().epoch
+	keep := in.waiting[:0]
+	later := map[uint32]bool{} // fragments with a part that waits on: their later parts too
+	for _, w := range in.waiting {
+		if w.msg.epoch > epoch || later[w.f] {
+			later[w.f] = true
+			keep = append(keep, w)
+			continue
+		}
+		c.Send(in.frags[w.f], w.msg)
+	}
+	clear(in.waiting[len(keep):])
+	in.waiting = keep
 }

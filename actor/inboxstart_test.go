@@ -11,6 +11,7 @@ import (
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 )
 
@@ -23,35 +24,7 @@ import (
 // committed nowhere and read it from 0 (examples/wordcount's
 // TestJoinAndLeaveExact, one run in a few on a loaded machine).
 func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
-	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 5, Events: 2000}, word)
-	plan := countFlow(t, src, "")
-	r, err := plan.OpenReader(0, 0, 0, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Poll(context.Background(), 1<<20); err != nil && !errors.Is(err, io.EOF) {
-		t.Fatal(err)
-	}
-	var frags []uint32
-	var records [][]byte
-	var events int64
-	for f := range plan.Fragments() {
-		b := r.Take(f)
-		if b.Count == 0 {
-			continue
-		}
-		b.Epoch = 1
-		events += int64(b.Count)
-		enc, err := plan.EncodeBatch(nil, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		frags, records = append(frags, uint32(f)), append(records, enc)
-	}
-	r.Close()
-	if events != 2000 {
-		t.Fatalf("the batches hold %d events, want 2000", events)
-	}
+	plan, frags, records, events := otherNodeBatches(t, 1)
 
 	acks := make(chan *wire.Acks, 256)
 	inboxStarted = func(e *Engine) {
@@ -100,6 +73,106 @@ func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
 			}
 		case <-timeout:
 			t.Fatalf("%d of %d fragments never acknowledged the batch that reached the inbox before they ran", len(due), len(frags))
+		}
+	}
+	var applied int64
+	for _, fr := range e.Fragments() {
+		applied += fr.Events.Load()
+	}
+	if applied != events {
+		t.Fatalf("the fragments applied %d events, want %d", applied, events)
+	}
+}
+
+// otherNodeBatches reads 2000 events of a count flow as another node's
+// reader would, and encodes each fragment's batch, of placement epoch.
+func otherNodeBatches(t *testing.T, epoch uint64) (plan *flowcore.Plan, frags []uint32, records [][]byte, events int64) {
+	t.Helper()
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 5, Events: 2000}, word)
+	plan = countFlow(t, src, "")
+	r, err := plan.OpenReader(0, 0, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Poll(context.Background(), 1<<20); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	for f := range plan.Fragments() {
+		b := r.Take(f)
+		if b.Count == 0 {
+			continue
+		}
+		b.Epoch = epoch
+		events += int64(b.Count)
+		enc, err := plan.EncodeBatch(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frags, records = append(frags, uint32(f)), append(records, enc)
+	}
+	if events != 2000 {
+		t.Fatalf("the batches hold %d events, want 2000", events)
+	}
+	return plan, frags, records, events
+}
+
+// A node gains fragments in a placement change, and a reader on another
+// node that applied the placement first sends them batches before this
+// node has spawned them. The inbox holds those batches until the engine
+// applies the placement. Handed on at once, they were dead letters, and
+// their reader read nothing more of its partition until
+// recovery.CreditTimeout took its credits back.
+func TestInboxHoldsBatchesForFragmentsAboutToBeGained(t *testing.T) {
+	plan, frags, records, events := otherNodeBatches(t, 2)
+	// Epoch 1: node c owns the fragments the batches go to, a the others.
+	// c is gone by epoch 2, which gives a everything: a gains them from a
+	// dead owner and starts them at once, from its empty store. Every name
+	// shares a's address: nothing is sent to another process.
+	addr := freeAddr(t)
+	gained := map[uint32]bool{}
+	owners := slices.Repeat([]string{"a"}, plan.Fragments())
+	for _, f := range frags {
+		owners[f], gained[f] = "c", true
+	}
+	e, err := Start(plan, Config{Logger: quiet(),
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: owners,
+			Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr, "c": addr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	acks := make(chan *wire.Acks, 256)
+	reader, err := e.sys.Root.SpawnNamed(pa.PropsFromFunc(func(c pa.Context) {
+		if m, ok := c.Message().(*wire.Acks); ok {
+			acks <- m
+		}
+	}), "other-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sys.Root.Send(e.inbox, &wire.Batches{Flow: plan.Name(), Epoch: 2, ReaderAddress: reader.Address,
+		ReaderId: reader.Id, Fragments: frags, Records: records})
+	// The marker's acknowledgement comes back once the inbox has taken the
+	// batches, before the placement that gives a their fragments.
+	const marker = 1 << 30
+	e.sys.Root.Send(e.inbox, netAckMsg{sender: reader, fragment: marker})
+	if m := <-acks; !slices.Equal(m.Fragments, []uint32{marker}) {
+		t.Fatalf("the inbox's first acknowledgement is for %v, want the marker alone", m.Fragments)
+	}
+	if err := e.Place(&ClusterConfig{Epoch: 2, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
+		Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr}}); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(30 * time.Second)
+	for len(gained) > 0 {
+		select {
+		case m := <-acks:
+			for _, f := range m.Fragments {
+				delete(gained, f)
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d gained fragments never acknowledged the batch that came before the placement", len(gained), len(frags))
 		}
 	}
 	var applied int64

@@ -212,6 +212,11 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	for i, pid := range started {
 		e.sys.Root.Send(pid, startMsg{replay: replay[i]})
 	}
+	// Batches of this placement that came before the fragments it gave
+	// this node were spawned waited in the inbox.
+	if e.inbox != nil {
+		e.sys.Root.Send(e.inbox, placedMsg{})
+	}
 	e.cfg.Logger.Info("placement applied", "epoch", cl.Epoch, "fragments", len(l.frags), "gained", len(gained),
 		"lost", len(lost), "readers", len(l.readers))
 	return nil
