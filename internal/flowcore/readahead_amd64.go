@@ -2,7 +2,8 @@ package flowcore
 
 import "unsafe"
 
-// canPrefetch reports whether prefetch3 asks the CPU for anything.
+// canPrefetch reports whether prefetch3 and prefetchLines ask the CPU for
+// anything.
 const canPrefetch = true
 
 // prefetch3 asks the CPU to bring the lines at a, b and c into its caches,
@@ -12,3 +13,9 @@ const canPrefetch = true
 //
 //go:noescape
 func prefetch3(a, b, c unsafe.Pointer)
+
+// prefetchLines asks the CPU for the lines of the n bytes at p, to be
+// written, and returns without waiting for them.
+//
+//go:noescape
+func prefetchLines(p unsafe.Pointer, n uintptr)

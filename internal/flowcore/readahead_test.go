@@ -5,8 +5,9 @@ import (
 	"unsafe"
 )
 
-// A read-ahead prefetch changes no memory and faults on no address.
-func TestPrefetch3LeavesMemory(t *testing.T) {
+// Prefetches change no memory, fault on no address and cover any length,
+// aligned or not.
+func TestPrefetchesLeaveMemory(t *testing.T) {
 	buf := make([]byte, 256)
 	for i := range buf {
 		buf[i] = byte(i * 7)
@@ -14,6 +15,11 @@ func TestPrefetch3LeavesMemory(t *testing.T) {
 	p := unsafe.Pointer(&buf[0])
 	for off := range len(buf) {
 		prefetch3(unsafe.Add(p, off), nil, unsafe.Add(p, len(buf)-1-off))
+		for _, n := range []int{0, 1, 63, 64, 65, 130, len(buf) - off} {
+			if off+n <= len(buf) {
+				prefetchLines(unsafe.Add(p, off), uintptr(n))
+			}
+		}
 	}
 	for i := range buf {
 		if buf[i] != byte(i*7) {
