@@ -388,7 +388,9 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				// the passes' overhead cost more than they saved.) The
 				// loads' sum is kept (t.sink) so that they are not
 				// dropped. A hash-indexed key is a string or an integer:
-				// its first byte can be read.
+				// its first byte can be read. On amd64 the reads ahead
+				// are prefetches, which the loop does not wait for (see
+				// countAhead).
 				if ahead {
 					sink += countAhead(t, items, i)
 				}
@@ -449,8 +451,29 @@ func readsAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T]) bool
 // apply for why): the index entry of the record countFar ahead and the
 // key and count of the record countNear ahead. It returns the loads' sum
 // so that they are not dropped. The table must be hash-indexed.
+//
+// Where the CPU can be asked to prefetch (canPrefetch), it is asked
+// instead, and the sum is 0. A load read ahead must still complete
+// before the loop gets past it, and a record's work is short: the loop
+// waited for the loads of a record eight ahead, and they were a fifth of a
+// keyed count's CPU. A prefetch is not waited for.
 func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i int) (sink uint64) {
 	x := &t.hx
+	if canPrefetch {
+		// An address with nothing to fetch is one already in the cache.
+		far, k, v := unsafe.Pointer(x), unsafe.Pointer(x), unsafe.Pointer(x)
+		if a := i + countFar; a < len(items) && items[a].h != 0 {
+			far = unsafe.Pointer(&x.ents[items[a].h>>x.shift])
+		}
+		if a := i + countNear; a < len(items) && items[a].h != 0 {
+			e := x.ents[items[a].h>>x.shift]
+			if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
+				k, v = unsafe.Pointer(&t.keys[s]), unsafe.Pointer(&t.vals[s])
+			}
+		}
+		prefetch3(far, k, v)
+		return 0
+	}
 	if a := i + countFar; a < len(items) && items[a].h != 0 {
 		sink += x.ents[items[a].h>>x.shift]
 	}
