@@ -156,7 +156,11 @@ func (x *exCompact[K, T]) encodeStringInt(w *exWriter[K, T], strs *exStrings, va
 		j := min(exChunkLen, i+int(to-n))
 		for k := i; k < j; k++ {
 			if k+stringAhead < j {
-				sink += strs.home(*(*string)(unsafe.Add(unsafe.Pointer(&c.recs[k+stringAhead].Val), so)))
+				s := *(*string)(unsafe.Add(unsafe.Pointer(&c.recs[k+stringAhead].Val), so))
+				sink += strs.home(s)
+				if len(s) > 0 {
+					sink += uint32(s[0]) // its bytes, which the entry's first use of s copies
+				}
 			}
 			r := &c.recs[k]
 			val = binary.AppendVarint(val, x.kc.get(&r.Key))
@@ -182,6 +186,10 @@ func (x *exCompact[K, T]) encodeStringInt(w *exWriter[K, T], strs *exStrings, va
 // record's string: a string table of a fragment's keys does not fit the
 // first-level cache, and a lookup waited for its slot (half of what
 // encoding cost); read ahead, the misses of several records overlap.
+// The string's first byte is read ahead too: an entry copies a string's
+// bytes the first time it holds it, and that copy waited for them (an
+// eighth of encoding, for a count's updates: their keys' bytes were last
+// read when the count's lookup compared them).
 const stringAhead = 8
 
 // firstString is the offset of the event's first string field, if it has
