@@ -322,7 +322,7 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 	if et {
 		ts = p.ts
 	}
-	return appendFieldRecs(dst, &e, sc, p.items, ts), nil
+	return appendFieldRecs(dst, &e, sc, p.items, nil, ts), nil
 }
 
 // fieldEnc is where the encoding of a part's records in the field form
@@ -347,11 +347,20 @@ func (e *fieldEnc) form() uint64 {
 
 // appendFieldRecs appends items (with event times ts, nil without) in the
 // field form of e, after the e.n records encoded before them, and notes
-// where it is in e.
-func appendFieldRecs[K comparable, T any](dst []byte, e *fieldEnc, sc *structCodec[T], items []Rec[K, T], ts []int64) []byte {
+// where it is in e. With idx, it appends items[idx[i]] (event time
+// ts[idx[i]]) for each i instead.
+func appendFieldRecs[K comparable, T any](dst []byte, e *fieldEnc, sc *structCodec[T], items []Rec[K, T], idx []int32, ts []int64) []byte {
 	field, front := e.field, e.front
 	prev, prevTS, prevKey := e.prevOff, e.prevTS, e.prevKey
-	for i := range items {
+	n := len(items)
+	if idx != nil {
+		n = len(idx)
+	}
+	for j := range n {
+		i := j
+		if idx != nil {
+			i = int(idx[j])
+		}
 		it := &items[i]
 		if e.n == 0 {
 			dst = binary.AppendVarint(dst, it.Off)
@@ -448,8 +457,8 @@ func (c *recsCodec[K, T]) beginRun(items []Rec[K, T]) *wireRun {
 }
 
 // appendRun encodes items, the batch's records after those in r.
-func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], ts []int64) {
-	r.buf = appendFieldRecs(r.buf, &r.e, c.ec.(*structCodec[T]), items, ts)
+func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], idx []int32, ts []int64) {
+	r.buf = appendFieldRecs(r.buf, &r.e, c.ec.(*structCodec[T]), items, idx, ts)
 	if r.e.front && len(r.e.prevKey) > 0 {
 		r.last = append(r.last[:0], r.e.prevKey...)
 		r.e.prevKey = unsafe.String(&r.last[0], len(r.last))

@@ -400,10 +400,6 @@ type router[K comparable, T any] struct {
 	codec *recsCodec[K, T]
 	ahead []bool
 	runs  []*wireRun
-	// Scratch of routeBare: a fragment's records of the poll, and their
-	// event times.
-	gather   []Rec[K, T]
-	gatherTS []int64
 }
 
 // route appends the poll's records to their fragments' batches, in their
@@ -478,7 +474,6 @@ func (rt *router[K, T]) route() {
 		lo = hi
 	}
 	clear(rt.in) // holds no event past the poll
-	clear(rt.gather)
 	rt.in, rt.inFr, rt.inAt, rt.inTS = rt.in[:0], rt.inFr[:0], rt.inAt[:0], rt.inTS[:0]
 }
 
@@ -568,7 +563,7 @@ func (rt *router[K, T]) encodeAhead(f int, b []Rec[K, T], was int) {
 		ts = rt.ts[f][was:]
 	}
 	run.et = rt.ts != nil
-	rt.codec.appendRun(run, b[was:], ts)
+	rt.codec.appendRun(run, b[was:], nil, ts)
 	if run.ok && run.e.n == len(b) {
 		// From now on the batch's records are only in the run (bare):
 		// the buffer's copies are dropped, and the next records are not
@@ -611,20 +606,11 @@ func (rt *router[K, T]) routeBare(f int, idx []int32) bool {
 		rt.unbare(f)
 		return false
 	}
-	g := rt.gather[:0]
-	for _, i := range idx {
-		g = append(g, rt.in[i])
-	}
-	rt.gather = g
 	var ts []int64
 	if rt.ts != nil {
-		ts = rt.gatherTS[:0]
-		for _, i := range idx {
-			ts = append(ts, rt.inTS[i])
-		}
-		rt.gatherTS = ts
+		ts = rt.inTS
 	}
-	rt.codec.appendRun(run, g, ts)
+	rt.codec.appendRun(run, rt.in, idx, ts)
 	return true
 }
 
