@@ -297,12 +297,13 @@ func (p *recs[K, T]) encode(pl *Plan, dst []byte, et bool) ([]byte, error) {
 // field form, the others in the spliced form. Records the reader encoded
 // as it routed them (wireRun) are copied as they are.
 func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
-	if r := p.run; r != nil && r.ok && r.e.n == len(p.items) && (p.ts != nil) == et {
+	if r := p.run; r != nil && r.ok && r.e.n == p.len() && r.et == et {
 		dst = binary.AppendUvarint(dst, uint64(p.stage))
-		dst = binary.AppendUvarint(dst, uint64(len(p.items)))
+		dst = binary.AppendUvarint(dst, uint64(r.e.n))
 		dst = binary.AppendUvarint(dst, r.e.form())
 		return append(dst, r.buf...), nil
 	}
+	p.full()
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	sc, _ := c.ec.(*structCodec[T])
 	_, plain := c.kc.(stringCodec[K])
@@ -321,7 +322,7 @@ func (p *recs[K, T]) encodeWire(pl *Plan, dst []byte, et bool) ([]byte, error) {
 	if et {
 		ts = p.ts
 	}
-	return appendFieldRecs(dst, &e, sc, p.items, ts), nil
+	return appendFieldRecs(dst, &e, sc, p.items, nil, ts), nil
 }
 
 // fieldEnc is where the encoding of a part's records in the field form
@@ -346,11 +347,20 @@ func (e *fieldEnc) form() uint64 {
 
 // appendFieldRecs appends items (with event times ts, nil without) in the
 // field form of e, after the e.n records encoded before them, and notes
-// where it is in e.
-func appendFieldRecs[K comparable, T any](dst []byte, e *fieldEnc, sc *structCodec[T], items []Rec[K, T], ts []int64) []byte {
+// where it is in e. With idx, it appends items[idx[i]] (event time
+// ts[idx[i]]) for each i instead.
+func appendFieldRecs[K comparable, T any](dst []byte, e *fieldEnc, sc *structCodec[T], items []Rec[K, T], idx []int32, ts []int64) []byte {
 	field, front := e.field, e.front
 	prev, prevTS, prevKey := e.prevOff, e.prevTS, e.prevKey
-	for i := range items {
+	n := len(items)
+	if idx != nil {
+		n = len(idx)
+	}
+	for j := range n {
+		i := j
+		if idx != nil {
+			i = int(idx[j])
+		}
 		it := &items[i]
 		if e.n == 0 {
 			dst = binary.AppendVarint(dst, it.Off)
@@ -410,13 +420,17 @@ type wireRun struct {
 	// records' keys are front-coded against: a poll later, the key's own
 	// bytes are out of the caches again.
 	last []byte
+	et   bool // with event times
+	// bare: the batch buffer holds none of the records, the run all of
+	// them (router.routeBare).
+	bare bool
 }
 
 var wireRuns = sync.Pool{New: func() any { return new(wireRun) }}
 
 // release gives the run back to the pool.
 func (r *wireRun) release() {
-	r.buf, r.e, r.ok, r.last = r.buf[:0], fieldEnc{}, false, r.last[:0]
+	r.buf, r.e, r.ok, r.last, r.et, r.bare = r.buf[:0], fieldEnc{}, false, r.last[:0], false, false
 	wireRuns.Put(r)
 }
 
@@ -443,8 +457,8 @@ func (c *recsCodec[K, T]) beginRun(items []Rec[K, T]) *wireRun {
 }
 
 // appendRun encodes items, the batch's records after those in r.
-func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], ts []int64) {
-	r.buf = appendFieldRecs(r.buf, &r.e, c.ec.(*structCodec[T]), items, ts)
+func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], idx []int32, ts []int64) {
+	r.buf = appendFieldRecs(r.buf, &r.e, c.ec.(*structCodec[T]), items, idx, ts)
 	if r.e.front && len(r.e.prevKey) > 0 {
 		r.last = append(r.last[:0], r.e.prevKey...)
 		r.e.prevKey = unsafe.String(&r.last[0], len(r.last))
@@ -452,6 +466,17 @@ func (c *recsCodec[K, T]) appendRun(r *wireRun, items []Rec[K, T], ts []int64) {
 	if r.e.front && r.e.keys > maxFrontKeys {
 		r.ok = false // too long to front-code: encodeWire decides again
 	}
+}
+
+// decodeRun decodes the records r holds, as a node they are sent to
+// would (without its Interner).
+func (c *recsCodec[K, T]) decodeRun(r *wireRun) *recs[K, T] {
+	d, _, err := c.decodeParts(r.buf, r.e.n, r.et, nil, partForm{field: r.e.field, front: r.e.front})
+	if err != nil {
+		// The bytes are this process's own encoding, never a peer's.
+		panic(fmt.Sprintf("flowcore: records encoded ahead do not decode: %v", err))
+	}
+	return d.(*recs[K, T])
 }
 
 // appendLen appends n as a uvarint, inline for the one byte most take.
@@ -508,6 +533,7 @@ func (p *recs[K, T]) encodeSpliced(pl *Plan, dst []byte, et bool) ([]byte, error
 // encodeParts appends the records in version 1's form, or with share the
 // spliced form: version 2's, or with form version 3's form 0.
 func (p *recs[K, T]) encodeParts(pl *Plan, dst []byte, et, share, form bool) ([]byte, error) {
+	p.full()
 	c := pl.f.stages[p.stage].codec.(*recsCodec[K, T])
 	dst = binary.AppendUvarint(dst, uint64(p.stage))
 	dst = binary.AppendUvarint(dst, uint64(len(p.items)))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,23 +20,31 @@ import (
 // the bytes encoding them when they are sent gives, with and without
 // event time, whole or front-coded keys, a key that is not a field of the
 // event, and fragments marked on and off between batches and within one;
-// and they decode to the same state.
+// and they decode to the same state. A batch encoded ahead and applied on
+// the reader's node after all (its records kept only as the run's bytes,
+// then decoded back) gives the same state as one that was not, as does a
+// batch whose front-coded keys outgrow maxFrontKeys within it.
 func TestBatchEncodedAhead(t *testing.T) {
+	long := strings.Repeat("k", 24<<10)
 	for _, c := range []struct {
 		name      string
 		format    string
 		eventTime bool
 		upper     bool // the key is not a field of the event: no run
+		events    int
+		minAhead  int // parts encoded ahead at least
 	}{
-		{"front-coded", "key-%06d", false, false},
-		{"event time", "key-%06d", true, false},
-		{"whole keys", "%d", false, false},
-		{"key not a field", "key-%06d", false, true},
+		{"front-coded", "key-%06d", false, false, 3000, 20},
+		{"event time", "key-%06d", true, false, 3000, 20},
+		{"whole keys", "%d", false, false, 3000, 20},
+		{"key not a field", "key-%06d", false, true, 3000, 0},
+		// Most batches outgrow the bound: few are sent as encoded ahead.
+		{"front-coded past the bound", long + "%06d", true, false, 600, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			const fragments, events = 4, 3000
+			const fragments = 4
 			in := flowstest.NewInput[keyedEvent](1)
-			for i := range events {
+			for i := range c.events {
 				in.Push(0, keyedEvent{K: fmt.Sprintf(c.format, (i*7919)%101), T: int64(i) * int64(time.Millisecond)})
 			}
 			in.Close()
@@ -68,6 +77,11 @@ func TestBatchEncodedAhead(t *testing.T) {
 				ahead.EncodeAhead(fr, true)
 			}
 			direct, decoded := plan.NewFragment(0), plan.NewFragment(0)
+			// Every fragment's batches applied as read, and as encoded ahead.
+			var plainFr, aheadFr [fragments]*flowcore.Fragment
+			for fr := range fragments {
+				plainFr[fr], aheadFr[fr] = plan.NewFragment(fr), plan.NewFragment(fr)
+			}
 			aheadParts := 0
 			for poll := 0; ; poll++ {
 				n, err := plain.Poll(context.Background(), 7)
@@ -88,6 +102,9 @@ func TestBatchEncodedAhead(t *testing.T) {
 				for fr := range fragments {
 					b1, b2 := plain.Take(fr), ahead.Take(fr)
 					aheadParts += b2.AheadParts()
+					if b1.Count != b2.Count {
+						t.Fatalf("poll %d, fragment %d: %d records, %d encoded ahead", poll, fr, b1.Count, b2.Count)
+					}
 					e1, err := plan.EncodeBatch(nil, b1)
 					if err != nil {
 						t.Fatal(err)
@@ -111,6 +128,12 @@ func TestBatchEncodedAhead(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
+					if err := plainFr[fr].Apply(b1, b1.PrevEnd); err != nil {
+						t.Fatal(err)
+					}
+					if err := aheadFr[fr].Apply(b2, b2.PrevEnd); err != nil {
+						t.Fatal(err)
+					}
 					b1.Release()
 					b2.Release()
 				}
@@ -120,7 +143,7 @@ func TestBatchEncodedAhead(t *testing.T) {
 			}
 			if want := 0; c.upper && aheadParts != want {
 				t.Fatalf("%d parts encoded ahead, want none", aheadParts)
-			} else if !c.upper && aheadParts < 20 {
+			} else if aheadParts < c.minAhead {
 				t.Fatalf("%d parts encoded ahead", aheadParts)
 			}
 			req := splice.Request{View: "counts", Op: splice.OpEntries, Query: splice.Query{Limit: 1000}}
@@ -134,6 +157,19 @@ func TestBatchEncodedAhead(t *testing.T) {
 			}
 			if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) == 0 {
 				t.Fatalf("decoded: %v, want %v", got.Entries, want.Entries)
+			}
+			for fr := range fragments {
+				want, err := plainFr[fr].Query(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := aheadFr[fr].Query(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) || len(want.Entries) == 0 {
+					t.Fatalf("fragment %d applied as encoded ahead: %v, want %v", fr, got.Entries, want.Entries)
+				}
 			}
 		})
 	}

@@ -437,31 +437,34 @@ func (rt *router[K, T]) route() {
 		if hi == lo {
 			continue
 		}
-		b := rt.bufs[f]
-		if b == nil {
-			b = rt.get()
-		}
-		was := len(b)
-		for _, i := range rt.order[lo:hi] {
-			b = append(b, rt.in[i])
-		}
-		rt.bufs[f] = b
-		if rt.ts != nil {
-			ts := rt.ts[f]
-			if ts == nil {
-				// Sized once for the batch: grown by appends it would be
-				// allocated, copied and cleared a dozen times.
-				ts = make([]int64, 0, max(rt.r.batchSize, int(hi-lo)))
+		was := rt.pending(f)
+		if !rt.routeBare(f, rt.order[lo:hi]) {
+			b := rt.bufs[f]
+			if b == nil {
+				b = rt.get()
 			}
+			from := len(b)
 			for _, i := range rt.order[lo:hi] {
-				ts = append(ts, rt.inTS[i])
+				b = append(b, rt.in[i])
 			}
-			rt.ts[f] = ts
+			rt.bufs[f] = b
+			if rt.ts != nil {
+				ts := rt.ts[f]
+				if ts == nil {
+					// Sized once for the batch: grown by appends it would be
+					// allocated, copied and cleared a dozen times.
+					ts = make([]int64, 0, max(rt.r.batchSize, int(hi-lo)))
+				}
+				for _, i := range rt.order[lo:hi] {
+					ts = append(ts, rt.inTS[i])
+				}
+				rt.ts[f] = ts
+			}
+			if rt.ahead != nil {
+				rt.encodeAhead(f, b, from)
+			}
 		}
-		if rt.ahead != nil {
-			rt.encodeAhead(f, b, was)
-		}
-		if bs := rt.r.batchSize; was < bs && len(b) >= bs {
+		if bs := rt.r.batchSize; was < bs && was+int(hi-lo) >= bs {
 			at := rt.order[lo+int32(bs-was)-1]
 			if len(rt.inAt) > 0 {
 				at = rt.inAt[at]
@@ -522,7 +525,14 @@ func (rt *router[K, T]) get() []Rec[K, T] {
 // records (see get).
 const batchSlack = 8
 
-func (rt *router[K, T]) pending(f int) int { return len(rt.bufs[f]) }
+func (rt *router[K, T]) pending(f int) int {
+	if rt.runs != nil {
+		if r := rt.runs[f]; r != nil && r.bare {
+			return r.e.n
+		}
+	}
+	return len(rt.bufs[f])
+}
 
 // encodeAhead encodes the records routed to fragment f's batch b from
 // was on, if f is marked ahead, into the batch's run. A run begins once
@@ -552,7 +562,73 @@ func (rt *router[K, T]) encodeAhead(f int, b []Rec[K, T], was int) {
 	if rt.ts != nil {
 		ts = rt.ts[f][was:]
 	}
-	rt.codec.appendRun(run, b[was:], ts)
+	run.et = rt.ts != nil
+	rt.codec.appendRun(run, b[was:], nil, ts)
+	if run.ok && run.e.n == len(b) {
+		// From now on the batch's records are only in the run (bare):
+		// the buffer's copies are dropped, and the next records are not
+		// copied into it at all.
+		run.bare = true
+		rt.bufs[f] = b[:0]
+		if rt.ts != nil {
+			rt.ts[f] = rt.ts[f][:0]
+		}
+	}
+}
+
+// routeBare encodes the records of the poll at idx, routed to fragment
+// f, straight into its batch's run, if the run is bare: the records of a
+// fragment on another node are only ever read as the run's bytes, and
+// copying each one into a batch buffer first cost a store to a line no
+// cache held. A run that can take no more (front-coded keys past
+// maxFrontKeys) or whose fragment is no longer marked ahead gets its
+// records back in the buffer (unbare), and routeBare reports false: the
+// caller routes the records as for any batch.
+func (rt *router[K, T]) routeBare(f int, idx []int32) bool {
+	if rt.runs == nil {
+		return false
+	}
+	run := rt.runs[f]
+	if run == nil || !run.bare {
+		return false
+	}
+	if run.e.front {
+		keys := run.e.keys
+		for _, i := range idx {
+			keys += len(*(*string)(unsafe.Pointer(&rt.in[i].Key)))
+		}
+		if keys > maxFrontKeys {
+			rt.unbare(f)
+			return false
+		}
+	}
+	if !rt.ahead[f] {
+		rt.unbare(f)
+		return false
+	}
+	var ts []int64
+	if rt.ts != nil {
+		ts = rt.inTS
+	}
+	rt.codec.appendRun(run, rt.in, idx, ts)
+	return true
+}
+
+// unbare puts the records of fragment f's bare run back in its batch
+// buffer, decoded from the run's bytes, which stays as it was.
+func (rt *router[K, T]) unbare(f int) {
+	run := rt.runs[f]
+	d := rt.codec.decodeRun(run)
+	b := rt.bufs[f]
+	if b == nil {
+		b = rt.get()
+	}
+	rt.bufs[f] = append(b, d.items...)
+	if rt.ts != nil {
+		rt.ts[f] = append(rt.ts[f], d.ts...)
+	}
+	run.bare = false
+	d.release()
 }
 
 // setAhead marks fragment f's batches, from the next one on, to be encoded
@@ -569,10 +645,10 @@ func (rt *router[K, T]) setAhead(f int, on bool) {
 }
 
 func (rt *router[K, T]) take(f int) payload {
-	b := rt.bufs[f]
-	if len(b) == 0 {
+	if rt.pending(f) == 0 {
 		return nil
 	}
+	b := rt.bufs[f]
 	rt.bufs[f] = nil
 	p := &recs[K, T]{stage: rt.stage, items: b, pool: rt.pool}
 	if rt.ts != nil {
@@ -584,6 +660,9 @@ func (rt *router[K, T]) take(f int) payload {
 		// them when the batch is released, out of the caches by then, cost
 		// as much as encoding them.
 		p.keep = p.run != nil && p.run.ok
+		if p.run != nil && p.run.bare {
+			p.bare = rt.codec
+		}
 	}
 	return p
 }
@@ -604,15 +683,39 @@ type recs[K comparable, T any] struct {
 	// run holds the records encoded for another node as they were routed
 	// (nil: none).
 	run *wireRun
+	// bare, when set, decodes the records from run, which holds them all:
+	// items holds none until full.
+	bare *recsCodec[K, T]
 }
 
-func (p *recs[K, T]) len() int { return len(p.items) }
+func (p *recs[K, T]) len() int {
+	if p.bare != nil {
+		return p.run.e.n
+	}
+	return len(p.items)
+}
+
+// full puts the records of a bare batch in items, decoded from its run:
+// for the rare batch read as records after all (its fragment came back to
+// this node, or the node it goes to reads an older form).
+func (p *recs[K, T]) full() {
+	if p.bare == nil {
+		return
+	}
+	d := p.bare.decodeRun(p.run)
+	p.bare = nil
+	p.items = append(p.items[:0], d.items...)
+	p.ts, d.ts = d.ts, nil
+	p.keep = false
+	d.release()
+}
 
 func (p *recs[K, T]) ahead() *wireRun { return p.run }
 
 func (p *recs[K, T]) stageOf() int { return p.stage }
 
 func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
+	p.full()
 	st := fr.stages[p.stage].(*fragStage[K, T])
 	subs := st.subs
 	if from == 0 && fr.skip == nil && st.bulks != nil {
@@ -676,6 +779,7 @@ func (p *recs[K, T]) applied(fr *Fragment, min int64) {
 }
 
 func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
+	p.full()
 	st := fr.stages[p.stage].(*fragStage[K, T])
 	it := p.items[i]
 	return st.kc.Format(it.Key), fmt.Sprintf("%+v", it.Val)
@@ -698,7 +802,10 @@ func (p *recs[K, T]) release() {
 }
 
 // Items exposes the records, for engines that encode batches.
-func (p *recs[K, T]) Items() []Rec[K, T] { return p.items }
+func (p *recs[K, T]) Items() []Rec[K, T] {
+	p.full()
+	return p.items
+}
 
 // fragStage is a keyed stage in a fragment: the operators subscribed to
 // its records, called for every record in the order they subscribed.
