@@ -60,6 +60,13 @@ func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Stop()
+	awaitApplied(t, e, acks, frags, events, "the batch that reached the inbox before they ran")
+}
+
+// awaitApplied waits for every fragment of frags to acknowledge its batch
+// (what), then checks that the engine's fragments applied events.
+func awaitApplied(t *testing.T, e *Engine, acks <-chan *wire.Acks, frags []uint32, events int64, what string) {
+	t.Helper()
 	due := map[uint32]bool{}
 	for _, f := range frags {
 		due[f] = true
@@ -72,7 +79,7 @@ func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
 				delete(due, f)
 			}
 		case <-timeout:
-			t.Fatalf("%d of %d fragments never acknowledged the batch that reached the inbox before they ran", len(due), len(frags))
+			t.Fatalf("%d of %d fragments never acknowledged %s", len(due), len(frags), what)
 		}
 	}
 	var applied int64
@@ -130,10 +137,9 @@ func TestInboxHoldsBatchesForFragmentsAboutToBeGained(t *testing.T) {
 	// dead owner and starts them at once, from its empty store. Every name
 	// shares a's address: nothing is sent to another process.
 	addr := freeAddr(t)
-	gained := map[uint32]bool{}
 	owners := slices.Repeat([]string{"a"}, plan.Fragments())
 	for _, f := range frags {
-		owners[f], gained[f] = "c", true
+		owners[f] = "c"
 	}
 	e, err := Start(plan, Config{Logger: quiet(),
 		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: owners,
@@ -164,22 +170,5 @@ func TestInboxHoldsBatchesForFragmentsAboutToBeGained(t *testing.T) {
 		Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr}}); err != nil {
 		t.Fatal(err)
 	}
-	timeout := time.After(30 * time.Second)
-	for len(gained) > 0 {
-		select {
-		case m := <-acks:
-			for _, f := range m.Fragments {
-				delete(gained, f)
-			}
-		case <-timeout:
-			t.Fatalf("%d of %d gained fragments never acknowledged the batch that came before the placement", len(gained), len(frags))
-		}
-	}
-	var applied int64
-	for _, fr := range e.Fragments() {
-		applied += fr.Events.Load()
-	}
-	if applied != events {
-		t.Fatalf("the fragments applied %d events, want %d", applied, events)
-	}
+	awaitApplied(t, e, acks, frags, events, "the batch that came before the placement that gave them to the node")
 }

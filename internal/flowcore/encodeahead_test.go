@@ -174,3 +174,44 @@ func TestBatchEncodedAhead(t *testing.T) {
 		})
 	}
 }
+
+// A batch whose records were kept only as the bytes encoded ahead, applied
+// on the reader's node after all, and whose bytes do not decode (a defect
+// of the encoder, never a peer's input) fails the batch with a dead
+// letter; it does not take the process down.
+func TestBareBatchThatDoesNotDecodeFails(t *testing.T) {
+	in := flowstest.NewInput[keyedEvent](1)
+	for i := range 2000 {
+		in.Push(0, keyedEvent{K: fmt.Sprintf("key-%06d", i%101)})
+	}
+	in.Close()
+	f := flows.New("ahead", flows.WithFragments(1))
+	flows.Count(flows.KeyBy(flows.From(f, "events", in), func(e keyedEvent) string { return e.K })).View("counts")
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := plan.OpenReader(0, 0, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.EncodeAhead(0, true)
+	for {
+		if _, err := r.Poll(context.Background(), 100); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	b := r.Take(0)
+	if n := b.CorruptAhead(); n != 1 {
+		t.Fatalf("%d parts kept only as bytes, want 1", n)
+	}
+	err = plan.NewFragment(0).Apply(b, b.PrevEnd)
+	var ee *flowcore.EventError
+	if !errors.As(err, &ee) || !strings.Contains(ee.DeadLetter.Error, "do not decode") {
+		t.Fatalf("applying a bare batch that does not decode: %v, want an event error saying so", err)
+	}
+}

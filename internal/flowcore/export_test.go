@@ -34,3 +34,17 @@ func (b *Batch) AheadParts() int {
 	}
 	return n
 }
+
+// CorruptAhead cuts the bytes of b's parts whose records are kept only
+// as the run encoded ahead (bare) to half, and returns how many it cut.
+func (b *Batch) CorruptAhead() int {
+	n := 0
+	for _, pl := range b.parts {
+		r := pl.(interface{ ahead() *wireRun }).ahead()
+		if r != nil && r.bare {
+			r.buf = r.buf[:len(r.buf)/2]
+			n++
+		}
+	}
+	return n
+}

@@ -702,8 +702,11 @@ func (p *recs[K, T]) full() {
 	if p.bare == nil {
 		return
 	}
-	d := p.bare.decodeRun(p.run)
+	c := p.bare
+	// Not tried again: a run that does not decode panics (decodeRun),
+	// apply's recover then describes the record (applySafe).
 	p.bare = nil
+	d := c.decodeRun(p.run)
 	p.items = append(p.items[:0], d.items...)
 	p.ts, d.ts = d.ts, nil
 	p.keep = false
@@ -780,6 +783,9 @@ func (p *recs[K, T]) applied(fr *Fragment, min int64) {
 
 func (p *recs[K, T]) describe(fr *Fragment, i int) (key, val string) {
 	p.full()
+	if i < 0 || i >= len(p.items) {
+		return "", "" // the records are lost: a bare run that did not decode
+	}
 	st := fr.stages[p.stage].(*fragStage[K, T])
 	it := p.items[i]
 	return st.kc.Format(it.Key), fmt.Sprintf("%+v", it.Val)
