@@ -3,6 +3,7 @@ package actor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"testing"
@@ -30,23 +31,9 @@ func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
 	inboxStarted = func(e *Engine) {
 		// A reader on another node: an actor here that takes the
 		// acknowledgements.
-		reader, err := e.sys.Root.SpawnNamed(pa.PropsFromFunc(func(c pa.Context) {
-			if m, ok := c.Message().(*wire.Acks); ok {
-				acks <- m
-			}
-		}), "other-reader")
-		if err != nil {
+		// Before any fragment runs.
+		if err := sendFromOtherReader(e, plan, 1, frags, records, acks); err != nil {
 			t.Error(err)
-			return
-		}
-		e.sys.Root.Send(e.inbox, &wire.Batches{Flow: plan.Name(), Epoch: 1, ReaderAddress: reader.Address,
-			ReaderId: reader.Id, Fragments: frags, Records: records})
-		// An acknowledgement through the inbox comes back once the inbox
-		// has taken the batches, before any fragment runs.
-		const marker = 1 << 30
-		e.sys.Root.Send(e.inbox, netAckMsg{sender: reader, fragment: marker})
-		if m := <-acks; !slices.Equal(m.Fragments, []uint32{marker}) {
-			t.Errorf("the inbox's first acknowledgement is for %v, want the marker alone", m.Fragments)
 		}
 	}
 	defer func() { inboxStarted = nil }()
@@ -61,6 +48,30 @@ func TestInboxHoldsBatchesUntilFragmentsRun(t *testing.T) {
 	}
 	defer e.Stop()
 	awaitApplied(t, e, acks, frags, events, "the batch that reached the inbox before they ran")
+}
+
+// sendFromOtherReader sends e's inbox the batches (records, for frags, of
+// placement epoch) as a reader on another node does, from an actor here
+// that passes the acknowledgements it gets to acks, and returns once the
+// inbox has taken them: an acknowledgement through the inbox sent after
+// them, a marker, comes back first.
+func sendFromOtherReader(e *Engine, plan *flowcore.Plan, epoch uint64, frags []uint32, records [][]byte, acks chan *wire.Acks) error {
+	reader, err := e.sys.Root.SpawnNamed(pa.PropsFromFunc(func(c pa.Context) {
+		if m, ok := c.Message().(*wire.Acks); ok {
+			acks <- m
+		}
+	}), "other-reader")
+	if err != nil {
+		return err
+	}
+	e.sys.Root.Send(e.inbox, &wire.Batches{Flow: plan.Name(), Epoch: epoch, ReaderAddress: reader.Address,
+		ReaderId: reader.Id, Fragments: frags, Records: records})
+	const marker = 1 << 30
+	e.sys.Root.Send(e.inbox, netAckMsg{sender: reader, fragment: marker})
+	if m := <-acks; !slices.Equal(m.Fragments, []uint32{marker}) {
+		return fmt.Errorf("the inbox's first acknowledgement is for %v, want the marker alone", m.Fragments)
+	}
+	return nil
 }
 
 // awaitApplied waits for every fragment of frags to acknowledge its batch
@@ -149,22 +160,9 @@ func TestInboxHoldsBatchesForFragmentsAboutToBeGained(t *testing.T) {
 	}
 	defer e.Stop()
 	acks := make(chan *wire.Acks, 256)
-	reader, err := e.sys.Root.SpawnNamed(pa.PropsFromFunc(func(c pa.Context) {
-		if m, ok := c.Message().(*wire.Acks); ok {
-			acks <- m
-		}
-	}), "other-reader")
-	if err != nil {
+	// Before the placement that gives a their fragments.
+	if err := sendFromOtherReader(e, plan, 2, frags, records, acks); err != nil {
 		t.Fatal(err)
-	}
-	e.sys.Root.Send(e.inbox, &wire.Batches{Flow: plan.Name(), Epoch: 2, ReaderAddress: reader.Address,
-		ReaderId: reader.Id, Fragments: frags, Records: records})
-	// The marker's acknowledgement comes back once the inbox has taken the
-	// batches, before the placement that gives a their fragments.
-	const marker = 1 << 30
-	e.sys.Root.Send(e.inbox, netAckMsg{sender: reader, fragment: marker})
-	if m := <-acks; !slices.Equal(m.Fragments, []uint32{marker}) {
-		t.Fatalf("the inbox's first acknowledgement is for %v, want the marker alone", m.Fragments)
 	}
 	if err := e.Place(&ClusterConfig{Epoch: 2, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
 		Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr}}); err != nil {
