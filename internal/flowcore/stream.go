@@ -490,6 +490,9 @@ const routeAhead = 2
 // core that applied it: without asking ahead, route's stores waited for
 // them one fragment after the other.
 func (rt *router[K, T]) prefetchDest(f int) {
+	if rt.bare(f) {
+		return // its records go to the run, not the buffer
+	}
 	n := rt.at[f]
 	if f > 0 {
 		n -= rt.at[f-1]
@@ -526,12 +529,16 @@ func (rt *router[K, T]) get() []Rec[K, T] {
 const batchSlack = 8
 
 func (rt *router[K, T]) pending(f int) int {
-	if rt.runs != nil {
-		if r := rt.runs[f]; r != nil && r.bare {
-			return r.e.n
-		}
+	if rt.bare(f) {
+		return rt.runs[f].e.n
 	}
 	return len(rt.bufs[f])
+}
+
+// bare reports whether fragment f's pending records are all in its run
+// (routeBare), none in its buffer.
+func (rt *router[K, T]) bare(f int) bool {
+	return rt.runs != nil && rt.runs[f] != nil && rt.runs[f].bare
 }
 
 // encodeAhead encodes the records routed to fragment f's batch b from
@@ -585,13 +592,14 @@ func (rt *router[K, T]) encodeAhead(f int, b []Rec[K, T], was int) {
 // records back in the buffer (unbare), and routeBare reports false: the
 // caller routes the records as for any batch.
 func (rt *router[K, T]) routeBare(f int, idx []int32) bool {
-	if rt.runs == nil {
+	if !rt.bare(f) {
+		return false
+	}
+	if !rt.ahead[f] {
+		rt.unbare(f)
 		return false
 	}
 	run := rt.runs[f]
-	if run == nil || !run.bare {
-		return false
-	}
 	if run.e.front {
 		keys := run.e.keys
 		for _, i := range idx {
@@ -601,10 +609,6 @@ func (rt *router[K, T]) routeBare(f int, idx []int32) bool {
 			rt.unbare(f)
 			return false
 		}
-	}
-	if !rt.ahead[f] {
-		rt.unbare(f)
-		return false
 	}
 	var ts []int64
 	if rt.ts != nil {
