@@ -522,6 +522,7 @@ type eventBuffer[K comparable, T any] struct {
 	cur     *buffered[K, T] // &running while it runs
 	last    [3]int64        // channel, partition and offset of the last event added
 	lastSub int32
+	hasLast bool
 	// The last event applied (its place in the order), and whether it
 	// changed since the last checkpoint; stale: a restore left events up
 	// to the frontier in h.
@@ -573,11 +574,14 @@ const (
 func (b *eventBuffer[K, T]) add(k K, v T) {
 	c := b.fr.cur
 	e := buffered[K, T]{ts: c.TS, ch: int32(c.Source), part: int32(c.Partition), off: c.Offset, key: k, val: v}
-	if b.last == [3]int64{int64(c.Source), int64(c.Partition), c.Offset} {
+	if at := [3]int64{int64(c.Source), int64(c.Partition), c.Offset}; b.hasLast && b.last == at {
 		b.lastSub++
 		e.sub = b.lastSub
 	} else {
-		b.last, b.lastSub = [3]int64{int64(c.Source), int64(c.Partition), c.Offset}, 0
+		// (Not the zero place by default: the first record of offset 0
+		// of partition 0 would be record 1 when it came first, 0 when
+		// not, and its outputs' ids would differ in a replay.)
+		b.last, b.lastSub, b.hasLast = at, 0, true
 	}
 	b.h.push(e)
 }
