@@ -437,6 +437,15 @@ func (a *buffered[K, T]) cmp(b *buffered[K, T]) int {
 	return cmp.Compare(a.sub, b.sub)
 }
 
+// before is cmp(b) < 0, inlined where the times differ, as they nearly
+// always do.
+func (a *buffered[K, T]) before(b *buffered[K, T]) bool {
+	if a.ts != b.ts {
+		return a.ts < b.ts
+	}
+	return a.cmp(b) < 0
+}
+
 // bufHeap is a min-heap of waiting events by their place in the order,
 // held by value: an event costs no allocation of its own. It compares in
 // place, not through heap.go's before(E), which copies two whole events
@@ -451,7 +460,7 @@ func (h *bufHeap[K, T]) push(e buffered[K, T]) {
 	i := len(q) - 1
 	for i > 0 {
 		parent := (i - 1) / 2
-		if e.cmp(&q[parent]) >= 0 {
+		if !e.before(&q[parent]) {
 			break
 		}
 		q[i] = q[parent]
@@ -482,7 +491,7 @@ func (h *bufHeap[K, T]) pop(into *buffered[K, T]) {
 			break
 		}
 		m := l
-		if r := l + 1; r < n && q[r].cmp(&q[l]) < 0 {
+		if r := l + 1; r < n && q[r].before(&q[l]) {
 			m = r
 		}
 		q[i] = q[m]
@@ -490,7 +499,7 @@ func (h *bufHeap[K, T]) pop(into *buffered[K, T]) {
 	}
 	for i > 0 {
 		parent := (i - 1) / 2
-		if last.cmp(&q[parent]) >= 0 {
+		if !last.before(&q[parent]) {
 			break
 		}
 		q[i] = q[parent]
@@ -522,6 +531,7 @@ type eventBuffer[K comparable, T any] struct {
 	cur     *buffered[K, T] // &running while it runs
 	last    [3]int64        // channel, partition and offset of the last event added
 	lastSub int32
+	hasLast bool
 	// The last event applied (its place in the order), and whether it
 	// changed since the last checkpoint; stale: a restore left events up
 	// to the frontier in h.
@@ -573,11 +583,14 @@ const (
 func (b *eventBuffer[K, T]) add(k K, v T) {
 	c := b.fr.cur
 	e := buffered[K, T]{ts: c.TS, ch: int32(c.Source), part: int32(c.Partition), off: c.Offset, key: k, val: v}
-	if b.last == [3]int64{int64(c.Source), int64(c.Partition), c.Offset} {
+	if at := [3]int64{int64(c.Source), int64(c.Partition), c.Offset}; b.hasLast && b.last == at {
 		b.lastSub++
 		e.sub = b.lastSub
 	} else {
-		b.last, b.lastSub = [3]int64{int64(c.Source), int64(c.Partition), c.Offset}, 0
+		// (Not the zero place by default: the first record of offset 0
+		// of partition 0 would be record 1 when it came first, 0 when
+		// not, and its outputs' ids would differ in a replay.)
+		b.last, b.lastSub, b.hasLast = at, 0, true
 	}
 	b.h.push(e)
 }

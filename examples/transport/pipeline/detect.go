@@ -187,9 +187,17 @@ func unix(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 // (Unix nanoseconds). It returns the next state and what to do: timers to
 // set, and what to emit: a move, or a trip to a stay the ping confirms.
 func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Stay, out Step) {
+	p.ping(sub, &s, cell, zone, at, &out)
+	return s, out
+}
+
+// ping is OnPing on the state in place, out zero: the flow's step, which
+// copies neither the state (some 150 bytes) nor the step in and out.
+func (p Params) ping(sub uint64, s *Stay, cell, zone int32, at int64, out *Step) {
 	if !s.Started {
 		out.Timers = [2]int64{at + int64(p.Silence), at + int64(p.TTL)}
-		return Stay{Started: true, Run: newRun(zone, cell, at), Last: at, Expiry: out.Timers[1]}, out
+		*s = Stay{Started: true, Run: newRun(zone, cell, at), Last: at, Expiry: out.Timers[1]}
+		return
 	}
 	switch {
 	case zone == s.Run.Zone:
@@ -235,16 +243,13 @@ func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Sta
 	}
 	// Seen in the zone over the dwell time: a stay, moving or not.
 	if p.isNew(s) && at >= s.Run.Since+int64(p.Dwell) {
-		var t Detected
-		var ok bool
-		if s, t, ok = p.confirm(sub, s); ok {
+		if t, ok := p.confirm(sub, s); ok {
 			out.add(t)
 		}
 	}
-	return s, out
 }
 
-func (p Params) isNew(s Stay) bool { return !s.HasAnchor || s.Run.Zone != s.Anchor }
+func (p Params) isNew(s *Stay) bool { return !s.HasAnchor || s.Run.Zone != s.Anchor }
 
 // OnTimer is the detector's step for a timer at time at: if the current
 // run began the silence time ago with no ping elsewhere since, and the
@@ -257,10 +262,8 @@ func (p Params) OnTimer(sub uint64, s Stay, at int64) (Stay, Step) {
 	if !s.Started {
 		return s, out
 	}
-	if at >= s.Run.Since+int64(p.Silence) && p.isNew(s) && s.Run.still() && s.Run.settled(s.Last, p.Settled) {
-		var t Detected
-		var ok bool
-		if s, t, ok = p.confirm(sub, s); ok {
+	if at >= s.Run.Since+int64(p.Silence) && p.isNew(&s) && s.Run.still() && s.Run.settled(s.Last, p.Settled) {
+		if t, ok := p.confirm(sub, &s); ok {
 			out.add(t)
 		}
 	}
@@ -277,7 +280,7 @@ func (p Params) OnTimer(sub uint64, s Stay, at int64) (Stay, Step) {
 
 // confirm makes the current run the anchor, and returns the trip from the
 // anchor before: it left at the first ping outside that anchor.
-func (p Params) confirm(sub uint64, s Stay) (Stay, Detected, bool) {
+func (p Params) confirm(sub uint64, s *Stay) (Detected, bool) {
 	var t Detected
 	ok := s.HasAnchor && s.Run.Zone != s.Anchor
 	if ok {
@@ -289,5 +292,5 @@ func (p Params) confirm(sub uint64, s Stay) (Stay, Detected, bool) {
 		t = Detected{Sub: sub, From: s.Anchor, To: s.Run.Zone, Depart: unix(depart), Arrive: unix(s.Run.Since)}
 	}
 	s.HasAnchor, s.Anchor, s.AnchorCell, s.AnchorEnd, s.Left, s.Outside = true, s.Run.Zone, s.Run.stillCell(), s.Last, 0, false
-	return s, t, ok
+	return t, ok
 }

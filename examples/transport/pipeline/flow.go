@@ -77,13 +77,14 @@ func Flow(src flows.Source[sim.Ping], net Network, o Options) *flows.Flow {
 	out := flows.Process(bySub, flows.Handler[uint64, Event, Stay, Detected]{
 		OnEvent: func(c *flows.Context[uint64, Stay, Detected], e Event) {
 			s, _ := c.State()
-			s, st := p.OnPing(c.Key(), s, e.Cell, net.CellZone[e.Cell], e.At)
-			carry(c, s, st)
+			var st Step
+			p.ping(c.Key(), &s, e.Cell, net.CellZone[e.Cell], e.At, &st)
+			carry(c, &s, &st)
 		},
 		OnTimer: func(c *flows.Context[uint64, Stay, Detected], at time.Time) {
 			if s, ok := c.State(); ok {
 				if next, st := p.OnTimer(c.Key(), s, at.UnixNano()); next != s || st.Clear {
-					carry(c, next, st)
+					carry(c, &next, &st)
 				}
 			}
 		},
@@ -120,8 +121,8 @@ func Flow(src flows.Source[sim.Ping], net Network, o Options) *flows.Flow {
 	return f
 }
 
-// carry does what a detector's step asks.
-func carry(c *flows.Context[uint64, Stay, Detected], s Stay, st Step) {
+// carry does what a detector's step asks: s is the next state.
+func carry(c *flows.Context[uint64, Stay, Detected], s *Stay, st *Step) {
 	for _, t := range st.Timers {
 		if t != 0 {
 			c.SetEventTimer(time.Unix(0, t))
@@ -134,7 +135,7 @@ func carry(c *flows.Context[uint64, Stay, Detected], s Stay, st Step) {
 		c.ClearState()
 		return
 	}
-	c.SetState(s)
+	c.SetState(*s)
 }
 
 // Crowded says whether a zone has more than threshold people on the move
