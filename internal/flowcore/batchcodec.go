@@ -877,11 +877,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 		if err != nil {
 			return nil, nil, fmt.Errorf("malformed batch: event of record %d: %w", i, err)
 		}
-		r := Rec[K, T]{Key: k, Val: val, Off: v.off}
+		var r *Rec[K, T]
+		p.items, r = grow1(p.items)
+		r.Key, r.Val, r.Off, r.h = k, val, v.off, 0
 		if hashed {
 			r.h = kb.hs[i]
 		}
-		p.items = append(p.items, r)
 		if et {
 			p.ts = append(p.ts, v.ts)
 		}
@@ -936,7 +937,10 @@ func readViews(sc *decodeScratch, b []byte, n int, et bool, pf partForm) ([]byte
 			}
 			ts += dt
 		}
-		v := recView{off: off, ts: ts, at: -1}
+		// Written in place (grow1 says why): a third of readViews.
+		var v *recView
+		views, v = grow1(views)
+		v.off, v.ts, v.at = off, ts, -1
 		var shared uint64
 		if pf.front {
 			if p < len(b) && b[p] < 0x80 {
@@ -998,7 +1002,6 @@ func readViews(sc *decodeScratch, b []byte, n int, et bool, pf partForm) ([]byte
 			sc.views = views[:0]
 			return nil, fmt.Errorf("malformed batch: offsets out of order at record %d", i)
 		}
-		views = append(views, v)
 	}
 	sc.views = views
 	return b[p:], nil

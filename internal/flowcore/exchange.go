@@ -564,7 +564,9 @@ func (w *exWriter[K, T]) splitPlain(from, to int64, parts []*recs[K, T]) {
 		for k, d := range dest {
 			p := parts[d]
 			r := &rs[k]
-			p.items = append(p.items, Rec[K, T]{Key: r.Key, Val: r.Val, Off: off + int64(k)})
+			var it *Rec[K, T]
+			p.items, it = grow1(p.items)
+			it.Key, it.Val, it.Off, it.h = r.Key, r.Val, off+int64(k), 0
 		}
 		n += int64(j - i)
 	}

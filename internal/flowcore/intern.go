@@ -1,7 +1,9 @@
 package flowcore
 
 import (
+	"encoding/binary"
 	"hash/maphash"
+	"unsafe"
 
 	"github.com/tessera-streams/tessera/shard"
 )
@@ -263,9 +265,36 @@ func (kb *keyBatch) find(s *stringIndex) {
 	}
 	for i := range n {
 		b := kb.key(i)
-		if found[i] && got[i] == string(b) {
+		if found[i] && sameKey(got[i], b) {
 			continue
 		}
 		got[i], found[i] = s.findHashed(b, hs[i])
 	}
+}
+
+// sameKey reports whether s and b hold the same bytes (sameString).
+func sameKey(s string, b []byte) bool {
+	return sameString(s, unsafe.String(unsafe.SliceData(b), len(b)))
+}
+
+// sameString is a == b with keys of 8 to 16 bytes compared as their
+// first and last 8 bytes, inline: the runtime's comparison, a call for
+// every key of a batch, was about a twentieth of decoding other nodes'
+// batches, and most of a count's lookup of a key its table took from
+// another node (a string the reader's record does not share).
+func sameString(a, b string) bool {
+	n := len(a)
+	if n != len(b) {
+		return false
+	}
+	pa, pb := unsafe.StringData(a), unsafe.StringData(b)
+	if pa == pb {
+		return true
+	}
+	if n < 8 || n > 16 {
+		return a == b
+	}
+	x, y := unsafe.Slice(pa, n), unsafe.Slice(pb, n)
+	return binary.LittleEndian.Uint64(x) == binary.LittleEndian.Uint64(y) &&
+		binary.LittleEndian.Uint64(x[n-8:]) == binary.LittleEndian.Uint64(y[n-8:])
 }

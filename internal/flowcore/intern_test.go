@@ -245,3 +245,29 @@ func TestKeyBatchFinds(t *testing.T) {
 		t.Fatal("an empty table found a key")
 	}
 }
+
+// sameString and sameKey agree with == for every length around the
+// inline form's 8 to 16 bytes, for strings that differ in any one byte,
+// and for one string compared with itself.
+func TestSameString(t *testing.T) {
+	for n := range 24 {
+		a := make([]byte, n)
+		for i := range a {
+			a[i] = byte('a' + i)
+		}
+		s := string(a)
+		if !sameString(s, s) || !sameString(s, string(a)) || !sameKey(s, a) {
+			t.Errorf("len %d: a string differs from itself", n)
+		}
+		for i := range n {
+			b := append([]byte(nil), a...)
+			b[i] ^= 0x20
+			if sameString(s, string(b)) || sameKey(s, b) {
+				t.Errorf("len %d: %q equals %q", n, s, b)
+			}
+		}
+		if n > 1 && (sameString(s, s[:n-1]) || sameKey(s[1:], a[:n-1])) {
+			t.Errorf("len %d: strings of other lengths or bytes are equal", n)
+		}
+	}
+}

@@ -22,6 +22,7 @@ type table[K comparable, V any] struct {
 	idx   map[K]int32 // nil when hash is set
 	hash  func(K) uint64
 	hx    hashIndex
+	strs  bool // K is a string type: lookups compare keys with sameString
 	keys  []K
 	vals  []V
 	mark  []bool           // mark[i]: slot i changed since the last checkpoint
@@ -225,7 +226,7 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
 		if ks.hash != nil && hashIndexed[K]() {
-			t.idx, t.hash = nil, ks.hash
+			t.idx, t.hash, t.strs = nil, ks.hash, reflect.TypeFor[K]().Kind() == reflect.String
 		}
 		fr.ops[op] = t
 		fr.intern.keysOf(ks.stage, t.stringIndex())

@@ -228,6 +228,21 @@ type Rec[K comparable, T any] struct {
 	h uint64
 }
 
+// grow1 returns s with one more element, and a pointer to it, to be
+// written field by field (all of them: it may hold what s's array held).
+// A record built aside and appended was copied with 16-byte loads that
+// straddled the 8-byte stores that had just built it, which the CPU does
+// not forward to a load: a stall for every record appended on the paths
+// that append one record at a time.
+func grow1[E any](s []E) ([]E, *E) {
+	n := len(s)
+	if n == cap(s) {
+		s = slices.Grow(s, 1)
+	}
+	s = s[:n+1]
+	return s, &s[n]
+}
+
 // KeyedStream is a stream partitioned by key: the input of the stateful
 // operators. Every key belongs to one fragment.
 type KeyedStream[K comparable, T any] struct {
@@ -332,7 +347,9 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 		s.attach(&r.core, func(v T) {
 			k := key(v)
 			h := ks.hash(k)
-			rt.in = append(rt.in, Rec[K, T]{Key: k, Val: v, Off: r.cur.Offset, h: h})
+			var rec *Rec[K, T]
+			rt.in, rec = grow1(rt.in)
+			rec.Key, rec.Val, rec.Off, rec.h = k, v, r.cur.Offset, h
 			rt.inFr = append(rt.inFr, int32(shard.Fragment(h, g)))
 			if len(r.routers) > 1 {
 				rt.inAt = append(rt.inAt, r.routed) // else a record's place is its index in in

@@ -3,6 +3,7 @@ package flowcore
 import (
 	"math/bits"
 	"reflect"
+	"unsafe"
 )
 
 // hashIndex finds a table's slot by the key's stable hash (shard's, the
@@ -78,6 +79,28 @@ func hxSlot[K comparable](x *hashIndex, keys []K, k K, h uint64) int32 {
 	}
 }
 
+// hxSlotString is hxSlot for a table of strings, whose keys it compares
+// with sameString.
+func hxSlotString(x *hashIndex, keys []string, k string, h uint64) int32 {
+	ents := x.ents
+	if len(ents) == 0 {
+		return -1
+	}
+	mask := uint64(len(ents) - 1)
+	tag := h >> 32
+	for p := h >> x.shift; ; p = (p + 1) & mask {
+		e := ents[p&mask]
+		if e == 0 {
+			return -1
+		}
+		if e>>32 == tag {
+			if s := int32(uint32(e)) - 1; sameString(keys[s], k) {
+				return s
+			}
+		}
+	}
+}
+
 // hxFindBytes is hxFind for a table of strings and a key as bytes.
 func hxFindBytes(x *hashIndex, keys []string, b []byte, h uint64) int {
 	if len(x.ents) == 0 {
@@ -90,7 +113,7 @@ func hxFindBytes(x *hashIndex, keys []string, b []byte, h uint64) int {
 		if e == 0 {
 			return -1
 		}
-		if e>>32 == tag && keys[int32(uint32(e))-1] == string(b) {
+		if e>>32 == tag && sameKey(keys[int32(uint32(e))-1], b) {
 			return int(p)
 		}
 	}
@@ -158,7 +181,13 @@ func (t *table[K, V]) lookup(k K, h uint64) (int32, bool) {
 	if h == 0 {
 		h = t.hash(k)
 	}
-	if s := hxSlot(&t.hx, t.keys, k, h); s >= 0 {
+	var s int32
+	if t.strs {
+		s = hxSlotString(&t.hx, *(*[]string)(unsafe.Pointer(&t.keys)), *(*string)(unsafe.Pointer(&k)), h)
+	} else {
+		s = hxSlot(&t.hx, t.keys, k, h)
+	}
+	if s >= 0 {
 		return s, true
 	}
 	return 0, false
