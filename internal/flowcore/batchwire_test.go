@@ -192,10 +192,11 @@ func TestBatchSharedKeyKeptBytes(t *testing.T) {
 	}
 }
 
-// Front-coded keys of up to 16 bytes, which a decoder puts together in
-// two words, and longer ones mixed with them decode to the same state as
-// the events applied directly: every length of shared prefix and of
-// suffix around the words' 8 and 16 bytes.
+// Front-coded keys of 1 to 20 bytes (around the 8 and 16 bytes between
+// which lookups compare a key as two words) decode, and are found in the
+// tables, to the same state as the events applied directly: every length
+// of shared prefix and of suffix. (TestSameString guards the comparison
+// itself: a lookup compares only keys whose hash tags match.)
 func TestBatchFrontCodedShortKeys(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	keys := make([]string, 300)

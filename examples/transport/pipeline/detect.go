@@ -5,11 +5,12 @@
 // sequential program over the same input (Sequential), and scored
 // against a simulation's ground truth (Score).
 //
-// The flow and the sequential program share the detector's steps (OnPing,
-// OnTimer) and the cells' arithmetic; only the driving differs.
+// The flow and the sequential program share the detector's steps (the
+// flow steps a ping in place with ping, which OnPing wraps; OnTimer) and
+// the cells' arithmetic; only the driving differs.
 //
 // The detector is written for the engine's hot path: its state (Stay) and
-// its input (Event) hold no pointer and no time.Time, a step returns its
+// its input (Event) hold no pointer and no time.Time, a step gives its
 // outputs and timers in fixed arrays, a subscriber's state expires by one
 // event-time timer per TTL (set again when it fires early) rather than
 // one moved at every ping, and a subscriber on the move is emitted once
@@ -191,8 +192,9 @@ func (p Params) OnPing(sub uint64, s Stay, cell, zone int32, at int64) (next Sta
 	return s, out
 }
 
-// ping is OnPing on the state in place, out zero: the flow's step, which
-// copies neither the state (some 150 bytes) nor the step in and out.
+// ping is OnPing on the state in place (*out must be zero on entry): the
+// flow's step, which copies neither the state (some 150 bytes) nor the
+// step in and out.
 func (p Params) ping(sub uint64, s *Stay, cell, zone int32, at int64, out *Step) {
 	if !s.Started {
 		out.Timers = [2]int64{at + int64(p.Silence), at + int64(p.TTL)}
