@@ -237,7 +237,7 @@ func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
 	if !p.ttracking || p.migrate {
 		n = len(p.keys)
 	}
-	buf := make([]byte, 0, n*max(p.timerBytes, 16))
+	buf := make([]byte, 0, n*(max(p.timerBytes, 16)*5/4+2))
 	put := func(k K) error {
 		at := len(buf)
 		var err error
