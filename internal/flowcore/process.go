@@ -146,10 +146,11 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	if ok && ts <= last {
 		return
 	}
-	if ok {
-		p.del(k, ttlDomain, satAdd(last, p.ttl))
-	}
 	p.lastTS[k] = ts
+	if ok {
+		p.move(k, ttlDomain, satAdd(last, p.ttl), satAdd(ts, p.ttl))
+		return
+	}
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
