@@ -170,9 +170,11 @@ func (s *Store) Sync() error {
 }
 
 func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteOptions) (int, error) {
-	b := s.db.NewBatch()
-	defer b.Close()
 	entries := fragPrefix('e', flow, frag)
+	// The batch's array is sized for its records up front: grown by
+	// doubling, it copied a checkpoint's bytes about twice more.
+	b := s.db.NewBatchWithSize(batchSize(len(entries), cp))
+	defer b.Close()
 	if cp.Full {
 		if err := b.DeleteRange(entries, prefixEnd(entries), nil); err != nil {
 			return 0, err
@@ -191,7 +193,10 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 	// A key put twice keeps its last value.
 	for _, i := range keyOrder(cp.Deletes) {
 		e := &cp.Deletes[i]
-		if err := b.Delete(entryKey(entries, e.Namespace, e.Key), nil); err != nil {
+		op := b.DeleteDeferred(len(entries) + 2 + len(e.Key))
+		k := binary.BigEndian.AppendUint16(append(op.Key[:0], entries...), e.Namespace)
+		copy(op.Key[len(k):], e.Key)
+		if err := op.Finish(); err != nil {
 			return 0, err
 		}
 	}
@@ -220,27 +225,49 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 	return n, nil
 }
 
+// batchSize is the size of the batch write makes of cp, its entries'
+// keys after a prefix of prefix bytes, give or take the manifest and the
+// ranges deleted (for which the batch may grow).
+func batchSize(prefix int, cp *Checkpoint) int {
+	const header, record = 12, 1 + 2*binary.MaxVarintLen32 // a record's kind and its lengths
+	n := header + record + prefix + 256                    // the manifest
+	for i := range cp.Puts {
+		n += record + prefix + 2 + len(cp.Puts[i].Key) + len(cp.Puts[i].Value) + 4
+	}
+	for i := range cp.Deletes {
+		n += record + prefix + 2 + len(cp.Deletes[i].Key)
+	}
+	return n
+}
+
 // keyOrder returns the indexes of es in the order of their keys in the
 // store (namespace, then key), a key listed twice in the order listed.
 func keyOrder(es []Entry) []int32 {
 	rs := make([]keyRank, len(es))
+	inOrder := true
 	for i := range es {
 		rs[i] = keyRank{ns: es[i].Namespace, i: int32(i)}
+		inOrder = inOrder && (i == 0 || es[i-1].Namespace <= es[i].Namespace)
 	}
-	// Entries come grouped by namespace (each table's in a run): this sort
-	// finds the runs and costs little.
-	slices.SortFunc(rs, func(a, b keyRank) int {
-		if a.ns != b.ns {
-			return int(a.ns) - int(b.ns)
-		}
-		return int(a.i - b.i)
-	})
+	// Entries come grouped by namespace (each table's in a run), most
+	// often in the order of the namespaces (a fragment's delta lists its
+	// operators in order): then there is nothing to sort.
+	if !inOrder {
+		slices.SortFunc(rs, func(a, b keyRank) int {
+			if a.ns != b.ns {
+				return int(a.ns) - int(b.ns)
+			}
+			return int(a.i - b.i)
+		})
+	}
+	// The namespaces' sorts share their scratch arrays.
+	packed, sorted := make([]uint64, len(rs)), make([]keyRank, len(rs))
 	for lo := 0; lo < len(rs); {
 		hi := lo + 1
 		for hi < len(rs) && rs[hi].ns == rs[lo].ns {
 			hi++
 		}
-		sortKeys(es, rs[lo:hi])
+		sortKeys(es, rs[lo:hi], packed[:hi-lo], sorted[:hi-lo])
 		lo = hi
 	}
 	idx := make([]int32, len(rs))
@@ -261,8 +288,9 @@ type keyRank struct {
 
 // sortKeys sorts the entries of one namespace by key, then index: pdqsort
 // with the index as the last criterion is as stable as a stable sort,
-// which cost as much as the skiplist search it saved.
-func sortKeys(es []Entry, rs []keyRank) {
+// which cost as much as the skiplist search it saved. packed and sorted
+// are scratch of len(rs).
+func sortKeys(es []Entry, rs []keyRank, packed []uint64, sorted []keyRank) {
 	if len(rs) < 2 {
 		return
 	}
@@ -302,12 +330,10 @@ func sortKeys(es []Entry, rs []keyRank) {
 	// Sorted as integers, which costs a third of sorting by a function:
 	// the first 6 bytes of the head, then the position (in the order of
 	// the indexes); runs of equal 6 bytes are then sorted by key.
-	packed := make([]uint64, len(rs))
 	for x, r := range rs {
 		packed[x] = r.head&^0xffff | uint64(x)
 	}
 	slices.Sort(packed)
-	sorted := make([]keyRank, len(rs))
 	for x, p := range packed {
 		sorted[x] = rs[p&0xffff]
 	}

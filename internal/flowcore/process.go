@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tessera-streams/tessera/splice"
@@ -145,20 +146,22 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	if ok && ts <= last {
 		return
 	}
-	if ok {
-		p.del(k, ttlDomain, satAdd(last, p.ttl))
-	}
 	p.lastTS[k] = ts
+	if ok {
+		p.move(k, ttlDomain, satAdd(last, p.ttl), satAdd(ts, p.ttl))
+		return
+	}
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
 // Process state lives in two namespaces: ns for the states, ns+1 for the
 // timers, which are rewritten whole when they changed.
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
-	// The keys and values share one array (sized by the last delta's),
-	// not two each: a slice handed to the delta is never written again (if
-	// it runs out, a larger array takes the next ones).
-	buf := make([]byte, 0, len(p.dirty)*max(p.entryBytes, 16))
+	// The keys and values share one array (sized by the last delta's,
+	// with a quarter more: running out copies what it holds to a larger
+	// one), not two each: a slice handed to the delta is never written
+	// again (if it runs out, a larger array takes the next ones).
+	buf := make([]byte, 0, len(p.dirty)*(max(p.entryBytes, 16)*5/4+2))
 	var err error
 	for k := range p.dirty {
 		at := len(buf)
@@ -453,6 +456,12 @@ func (a *buffered[K, T]) before(b *buffered[K, T]) bool {
 type bufHeap[K comparable, T any] []buffered[K, T]
 
 func (h *bufHeap[K, T]) push(e buffered[K, T]) {
+	if len(*h) == cap(*h) {
+		// Doubled, where append grows a large slice by a quarter: a
+		// buffer holds up to a watermark's delay of a fragment's events,
+		// and growing to that a quarter at a time copied them many times.
+		*h = slices.Grow(*h, max(len(*h), 64))
+	}
 	*h = append(*h, e)
 	q := *h
 	// A hole moves up, not the event: each level copies one element, not

@@ -113,6 +113,36 @@ func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {
 	}
 }
 
+// move moves key k's timer of domain dom at from to to, as del then set
+// would, with one look-up of the key: every event moves its key's expiry.
+func (p *procTimers[K]) move(k K, dom TimeDomain, from, to int64) {
+	pk := p.keys[k]
+	old, dup := -1, false
+	t := procTimer{to, dom}
+	if pk != nil {
+		for i, x := range pk.ts {
+			switch x {
+			case procTimer{from, dom}:
+				old = i
+			case t:
+				dup = true
+			}
+		}
+	}
+	if old < 0 || dup {
+		p.del(k, dom, from)
+		p.set(k, dom, to)
+		return
+	}
+	// In place: the key keeps its row and its heap entries, which go
+	// stale as remove's do.
+	pk.ts[old] = t
+	p.touchTimers(k, pk)
+	if h := heapOf(dom); !pk.timed[h] || t.less(pk.due[h]) {
+		p.push(k, pk, h, t)
+	}
+}
+
 // remove forgets a key's pending timer; its heap entry, if it has one,
 // goes stale.
 func (p *procTimers[K]) remove(k K, pk *procKey, i int) {
@@ -237,7 +267,7 @@ func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
 	if !p.ttracking || p.migrate {
 		n = len(p.keys)
 	}
-	buf := make([]byte, 0, n*max(p.timerBytes, 16))
+	buf := make([]byte, 0, n*(max(p.timerBytes, 16)*5/4+2))
 	put := func(k K) error {
 		at := len(buf)
 		var err error

@@ -22,7 +22,28 @@ func TestProcTimersFireAsASet(t *testing.T) {
 		limit := [2]int64{-1, -1}
 		for range rapid.IntRange(1, 200).Draw(t, "ops") {
 			k := rapid.SampledFrom(keys).Draw(t, "key")
-			switch rapid.IntRange(0, 3).Draw(t, "op") {
+			switch rapid.IntRange(0, 4).Draw(t, "op") {
+			case 4:
+				// Move one of the key's timers (or one it does not
+				// have) to another time, as every event moves an expiry.
+				var mine []timerKey[string]
+				for tk := range model {
+					if tk.key == k {
+						mine = append(mine, tk)
+					}
+				}
+				slices.SortFunc(mine, func(a, b timerKey[string]) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.dom, b.dom)) })
+				from := timerKey[string]{at: 99, key: k, dom: domain.Draw(t, "dom")}
+				if len(mine) > 0 {
+					from = mine[rapid.IntRange(0, len(mine)-1).Draw(t, "which")]
+				}
+				to := timerKey[string]{at: rapid.Int64Range(0, 40).Draw(t, "to"), key: k, dom: from.dom}
+				if h := heapOf(to.dom); to.at <= limit[h] {
+					to.at = limit[h] + 1
+				}
+				pt.move(k, from.dom, from.at, to.at)
+				delete(model, from)
+				model[to] = true
 			case 0, 1:
 				tk := timerKey[string]{at: rapid.Int64Range(0, 40).Draw(t, "at"), key: k, dom: domain.Draw(t, "dom")}
 				if h := heapOf(tk.dom); tk.at <= limit[h] {
