@@ -12,18 +12,12 @@ import (
 // the checkpoint; a segment goes once all its events are applied; and the
 // entries of one event each that older checkpoints hold still restore.
 func TestEventBufferCheckpoint(t *testing.T) {
-	kc, err := DefaultKeyCodec[string]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec, err := DefaultCodec[int64]()
-	if err != nil {
-		t.Fatal(err)
-	}
+	codec := bufferCodec(t)
+	kc, ec := codec.kc, codec.ec
 	type buf = eventBuffer[string, int64]
 	var ran []int64
 	newBuf := func() *buf {
-		return &buf{fr: &Fragment{}, codec: &recsCodec[string, int64]{kc: kc, ec: ec},
+		return &buf{fr: &Fragment{}, codec: codec,
 			run: func(_ string, v int64) { ran = append(ran, v) }}
 	}
 	// Event i: time 10*i, offset i, value i.
@@ -164,4 +158,19 @@ func TestWatermarkCheckpoint(t *testing.T) {
 	if len(d.Reset) != 0 {
 		t.Fatalf("the second delta resets %v again", d.Reset)
 	}
+}
+
+// bufferCodec is the codec of the event buffers of the tests: string keys,
+// int64 events.
+func bufferCodec(t *testing.T) *recsCodec[string, int64] {
+	t.Helper()
+	kc, err := DefaultKeyCodec[string]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := DefaultCodec[int64]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &recsCodec[string, int64]{kc: kc, ec: ec}
 }

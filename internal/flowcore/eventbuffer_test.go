@@ -15,14 +15,7 @@ import (
 // its last checkpoint, with the events since redelivered, applies what the
 // first run had not applied by that checkpoint, in that order.
 func TestEventBufferAppliesInSortedOrder(t *testing.T) {
-	kc, err := DefaultKeyCodec[string]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec, err := DefaultCodec[int64]()
-	if err != nil {
-		t.Fatal(err)
-	}
+	codec := bufferCodec(t)
 	type buf = eventBuffer[string, int64]
 	// An input event: where it comes from, its time, and its records.
 	type input struct {
@@ -64,7 +57,7 @@ func TestEventBufferAppliesInSortedOrder(t *testing.T) {
 
 		var ran []bufPos // what the run applies, by the places of the events
 		newBuf := func() *buf {
-			b := &buf{fr: &Fragment{}, codec: &recsCodec[string, int64]{kc: kc, ec: ec}}
+			b := &buf{fr: &Fragment{}, codec: codec}
 			b.run = func(_ string, v int64) {
 				c := b.cur
 				if c.val != c.ts { // the value travels with its event
