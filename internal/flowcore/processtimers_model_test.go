@@ -20,23 +20,28 @@ func TestProcTimersFireAsASet(t *testing.T) {
 		keys := []string{"a", "b", "c", "d"}
 		domain := rapid.SampledFrom([]TimeDomain{ProcessingTime, EventTime, ttlDomain})
 		limit := [2]int64{-1, -1}
+		// pick draws one of key k's timers in the model, or is none if
+		// it has none.
+		pick := func(k string, none timerKey[string]) timerKey[string] {
+			var mine []timerKey[string]
+			for tk := range model {
+				if tk.key == k {
+					mine = append(mine, tk)
+				}
+			}
+			if len(mine) == 0 {
+				return none
+			}
+			slices.SortFunc(mine, func(a, b timerKey[string]) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.dom, b.dom)) })
+			return mine[rapid.IntRange(0, len(mine)-1).Draw(t, "which")]
+		}
 		for range rapid.IntRange(1, 200).Draw(t, "ops") {
 			k := rapid.SampledFrom(keys).Draw(t, "key")
 			switch rapid.IntRange(0, 4).Draw(t, "op") {
 			case 4:
 				// Move one of the key's timers (or one it does not
 				// have) to another time, as every event moves an expiry.
-				var mine []timerKey[string]
-				for tk := range model {
-					if tk.key == k {
-						mine = append(mine, tk)
-					}
-				}
-				slices.SortFunc(mine, func(a, b timerKey[string]) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.dom, b.dom)) })
-				from := timerKey[string]{at: 99, key: k, dom: domain.Draw(t, "dom")}
-				if len(mine) > 0 {
-					from = mine[rapid.IntRange(0, len(mine)-1).Draw(t, "which")]
-				}
+				from := pick(k, timerKey[string]{at: 99, key: k, dom: domain.Draw(t, "dom")})
 				to := timerKey[string]{at: rapid.Int64Range(0, 40).Draw(t, "to"), key: k, dom: from.dom}
 				if h := heapOf(to.dom); to.at <= limit[h] {
 					to.at = limit[h] + 1
@@ -53,17 +58,7 @@ func TestProcTimersFireAsASet(t *testing.T) {
 				model[tk] = true
 			case 2:
 				// Delete one of the key's timers, or one it does not have.
-				var mine []timerKey[string]
-				for tk := range model {
-					if tk.key == k {
-						mine = append(mine, tk)
-					}
-				}
-				slices.SortFunc(mine, func(a, b timerKey[string]) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.dom, b.dom)) })
-				tk := timerKey[string]{at: 99, key: k, dom: EventTime}
-				if len(mine) > 0 {
-					tk = mine[rapid.IntRange(0, len(mine)-1).Draw(t, "which")]
-				}
+				tk := pick(k, timerKey[string]{at: 99, key: k, dom: EventTime})
 				pt.del(k, tk.dom, tk.at)
 				delete(model, tk)
 			case 3:
