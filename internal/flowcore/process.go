@@ -25,27 +25,50 @@ type Context[K comparable, S, O any] struct {
 	op  *procOp[K, S, O]
 	fr  *Fragment
 	dom TimeDomain // of the firing timer
+	// slot is the key's row once State or SetState found it (-1 before):
+	// a handler reads its state and sets it back, and the second call
+	// finds it without a look-up.
+	slot int32
 }
+
+// enter makes the context key k's, for an event or a timer of domain dom.
+func (c *Context[K, S, O]) enter(k K, dom TimeDomain) { c.key, c.dom, c.slot = k, dom, -1 }
 
 // Key is the current key.
 func (c *Context[K, S, O]) Key() K { return c.key }
 
 // State returns the key's state and whether it has any.
 func (c *Context[K, S, O]) State() (S, bool) {
-	s, ok := c.op.state[c.key]
-	return s, ok
+	if c.slot < 0 {
+		i, ok := c.op.idx[c.key]
+		if !ok {
+			var zero S
+			return zero, false
+		}
+		c.slot = i
+	}
+	r := &c.op.rows[c.slot]
+	return r.s, r.has
 }
 
 // SetState replaces the key's state.
 func (c *Context[K, S, O]) SetState(s S) {
-	c.op.state[c.key] = s
-	c.op.dirty[c.key] = struct{}{}
+	if c.slot < 0 {
+		c.slot = c.op.row(c.key)
+	}
+	c.op.put(c.slot, s)
 }
 
 // ClearState removes the key's state.
 func (c *Context[K, S, O]) ClearState() {
-	delete(c.op.state, c.key)
-	c.op.dirty[c.key] = struct{}{}
+	if c.slot < 0 {
+		i, ok := c.op.idx[c.key]
+		if !ok {
+			return // no state, none in the checkpoint
+		}
+		c.slot = i
+	}
+	c.op.clearRow(c.slot)
 }
 
 // Emit sends an output downstream.
@@ -112,10 +135,19 @@ func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, Even
 const ttlDomain TimeDomain = 2
 
 type procOp[K comparable, S, O any] struct {
-	op    int // the operator's number: outputs of its timers name it
-	state map[K]S
-	dirty map[K]struct{} // keys set or cleared since the last checkpoint
-	subs  []func(O)
+	op int // the operator's number: outputs of its timers name it
+	// The keys' states, in rows: a key's row is found by one look-up of
+	// a small value (a map of the states themselves copied each, some
+	// 150 bytes in the transport example, in and out of the map), and
+	// the row says whether it changed since the last checkpoint, where a
+	// second map did. A key cleared keeps its row until the checkpoint
+	// has deleted it.
+	idx    map[K]int32
+	rows   []procRow[K, S]
+	free   []int32 // rows of no key
+	dirty  []int32 // rows set or cleared since the last checkpoint
+	nstate int     // rows with a state
+	subs   []func(O)
 	procTimers[K]
 	ctx     Context[K, S, O]
 	onTimer func(c *Context[K, S, O], at time.Time)
@@ -129,7 +161,80 @@ type procOp[K comparable, S, O any] struct {
 	entryBytes int
 }
 
+// procRow is a key's row of a Process's state.
+type procRow[K comparable, S any] struct {
+	key   K
+	s     S
+	has   bool // s is the key's state
+	dirty bool // in procOp.dirty
+}
+
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
+
+// row returns key k's row, adding one if it has none.
+func (p *procOp[K, S, O]) row(k K) int32 {
+	if i, ok := p.idx[k]; ok {
+		return i
+	}
+	var i int32
+	if n := len(p.free); n > 0 {
+		i = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		i = int32(len(p.rows))
+		p.rows = append(p.rows, procRow[K, S]{})
+	}
+	p.rows[i].key = k
+	p.idx[k] = i
+	return i
+}
+
+// put sets row i's state.
+func (p *procOp[K, S, O]) put(i int32, s S) {
+	r := &p.rows[i]
+	if !r.has {
+		r.has = true
+		p.nstate++
+	}
+	r.s = s
+	if !r.dirty {
+		r.dirty = true
+		p.dirty = append(p.dirty, i)
+	}
+}
+
+// clearRow removes row i's state; the row stays until the next
+// checkpoint deletes the key.
+func (p *procOp[K, S, O]) clearRow(i int32) {
+	r := &p.rows[i]
+	if !r.has {
+		return
+	}
+	var zero S
+	r.s, r.has = zero, false // drops references for the collector
+	p.nstate--
+	if !r.dirty {
+		r.dirty = true
+		p.dirty = append(p.dirty, i)
+	}
+}
+
+// clearState removes key k's state, if it has one.
+func (p *procOp[K, S, O]) clearState(k K) {
+	if i, ok := p.idx[k]; ok {
+		p.clearRow(i)
+	}
+}
+
+// state is key k's state and whether it has one.
+func (p *procOp[K, S, O]) state(k K) (S, bool) {
+	if i, ok := p.idx[k]; ok {
+		r := &p.rows[i]
+		return r.s, r.has
+	}
+	var zero S
+	return zero, false
+}
 
 // seen moves key k's expiry to its latest event time plus the TTL. Without
 // event-time order, an event that comes the TTL after the key's last one
@@ -138,10 +243,7 @@ func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
 func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	last, ok := p.lastTS[k]
 	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.userTimers(k) == 0 {
-		if _, had := p.state[k]; had {
-			delete(p.state, k)
-			p.dirty[k] = struct{}{}
-		}
+		p.clearState(k)
 	}
 	if ok && ts <= last {
 		return
@@ -163,31 +265,41 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	// again (if it runs out, a larger array takes the next ones).
 	buf := make([]byte, 0, len(p.dirty)*(max(p.entryBytes, 16)*5/4+2))
 	var err error
-	for k := range p.dirty {
+	for _, i := range p.dirty {
+		r := &p.rows[i]
 		at := len(buf)
-		if buf, err = p.kc.Append(buf, k); err != nil {
+		if buf, err = p.kc.Append(buf, r.key); err != nil {
 			return fmt.Errorf("encode key: %w", err)
 		}
 		key := buf[at:len(buf):len(buf)]
-		s, ok := p.state[k]
-		if !ok {
+		if !r.has {
 			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
 			continue
 		}
 		at = len(buf)
-		if buf, err = p.sc.Append(buf, s); err != nil {
-			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
+		if buf, err = p.sc.Append(buf, r.s); err != nil {
+			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
 		}
 		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
 	}
 	if len(p.dirty) > 0 {
 		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
 	}
-	clear(p.dirty)
+	// Encoded without error: the rows are clean, and those deleted free.
+	for _, i := range p.dirty {
+		r := &p.rows[i]
+		r.dirty = false
+		if !r.has {
+			delete(p.idx, r.key)
+			*r = procRow[K, S]{}
+			p.free = append(p.free, i)
+		}
+	}
+	p.dirty = p.dirty[:0]
 	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
 		return err
 	}
-	d.Entries += int64(len(p.state))
+	d.Entries += int64(p.nstate)
 	return nil
 }
 
@@ -207,7 +319,13 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
 	}
-	p.state[k] = s
+	i := p.row(k)
+	r := &p.rows[i]
+	if !r.has {
+		r.has = true
+		p.nstate++
+	}
+	r.s = s
 	return nil
 }
 
@@ -260,10 +378,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 				continue
 			}
 			delete(p.lastTS, t.key)
-			if _, ok := p.state[t.key]; ok {
-				delete(p.state, t.key)
-				p.dirty[t.key] = struct{}{}
-			}
+			p.clearState(t.key)
 			p.rearm(t.key, 1)
 			continue
 		}
@@ -281,7 +396,7 @@ func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
 			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
 		}
 	}()
-	p.ctx.key, p.ctx.dom = t.key, t.dom
+	p.ctx.enter(t.key, t.dom)
 	p.onTimer(&p.ctx, time.Unix(0, t.at))
 }
 
@@ -337,9 +452,9 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	}
 	codec, _ := f.stages[ks.stage].codec.(*recsCodec[K, T])
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		p := &procOp[K, S, O]{op: op, state: map[K]S{}, dirty: map[K]struct{}{}, procTimers: newProcTimers[K](),
+		p := &procOp[K, S, O]{op: op, idx: map[K]int32{}, procTimers: newProcTimers[K](),
 			onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
-		p.ctx = Context[K, S, O]{op: p, fr: fr}
+		p.ctx = Context[K, S, O]{op: p, fr: fr, slot: -1}
 		fr.ops[op] = p
 		fr.addTimers(ks.stage, p)
 		if !ordered {
@@ -347,7 +462,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 				if ttl > 0 {
 					p.seen(k, fr.cur.TS)
 				}
-				p.ctx.key, p.ctx.dom = k, EventTime
+				p.ctx.enter(k, EventTime)
 				h.OnEvent(&p.ctx, v)
 			})
 			return
@@ -356,7 +471,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 			if ttl > 0 {
 				p.seen(k, fr.cur.TS)
 			}
-			p.ctx.key, p.ctx.dom = k, EventTime
+			p.ctx.enter(k, EventTime)
 			h.OnEvent(&p.ctx, v)
 		}}
 		p.ord = buf
@@ -388,16 +503,18 @@ func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K
 	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
-			if s, ok := po.state[*only]; ok && o.publish(s) {
+			if s, ok := po.state(*only); ok && o.publish(s) {
 				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
 			}
 			return nil
 		}
-		keys := make([]K, 0, len(po.state))
-		for k := range po.state {
-			keys = append(keys, k)
+		rows := make([]int32, 0, po.nstate)
+		for i := range po.rows {
+			if po.rows[i].has {
+				rows = append(rows, int32(i))
+			}
 		}
-		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, o)
+		return selectKeys(len(rows), func(i int) (K, S) { r := &po.rows[rows[i]]; return r.key, r.s }, q, after, p.kc, o)
 	})
 	return p
 }
