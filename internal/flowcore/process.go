@@ -147,6 +147,7 @@ type procOp[K comparable, S, O any] struct {
 	free   []int32 // rows of no key
 	dirty  []int32 // rows set or cleared since the last checkpoint
 	nstate int     // rows with a state
+	stored int     // rows with an entry in the checkpoint
 	subs   []func(O)
 	procTimers[K]
 	ctx     Context[K, S, O]
@@ -156,7 +157,7 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
-	// entryBytes: the bytes of a key and its state in the last delta, to
+	// entryBytes: the bytes of a key and its entry in the last delta, to
 	// size the next one's array.
 	entryBytes int
 }
@@ -165,8 +166,9 @@ type procOp[K comparable, S, O any] struct {
 type procRow[K comparable, S any] struct {
 	key   K
 	s     S
-	has   bool // s is the key's state
-	dirty bool // in procOp.dirty
+	has    bool // s is the key's state
+	dirty  bool // in procOp.dirty
+	stored bool // an entry in the checkpoint
 }
 
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
@@ -197,10 +199,7 @@ func (p *procOp[K, S, O]) put(i int32, s S) {
 		p.nstate++
 	}
 	r.s = s
-	if !r.dirty {
-		r.dirty = true
-		p.dirty = append(p.dirty, i)
-	}
+	p.touch(i)
 }
 
 // clearRow removes row i's state; the row stays until the next
@@ -213,10 +212,7 @@ func (p *procOp[K, S, O]) clearRow(i int32) {
 	var zero S
 	r.s, r.has = zero, false // drops references for the collector
 	p.nstate--
-	if !r.dirty {
-		r.dirty = true
-		p.dirty = append(p.dirty, i)
-	}
+	p.touch(i)
 }
 
 // clearState removes key k's state, if it has one.
@@ -256,9 +252,54 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
-// Process state lives in two namespaces: ns for the states, ns+1 for the
-// timers, which are rewritten whole when they changed.
+// Process state is an entry per key with a state or timers, in the
+// operator's second namespace (ns+1): key = procEntry + the key; value =
+// the format (procEntryV1), whether a state follows the timers (a byte),
+// the number of timers, each one's domain (a byte) and time (varint),
+// then the state. One entry per key, not a state's and a timers' (the
+// key's timers change with its state, as an event does both): a
+// checkpoint writes half the entries, and the store's cost is per entry.
+//
+// Before, states were entries of the first namespace (ns, key = the key)
+// and timers of the second (timerEntry + the key, or one entry per timer:
+// see restoreTimers). Those still restore; the next checkpoint rewrites
+// both namespaces whole.
+const (
+	procEntry   = 0xfe
+	procEntryV1 = 1
+)
+
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
+	if !p.ttracking || p.migrate {
+		// Every key's timers: before the first checkpoint their changes
+		// were not tracked. After a restore of the old form, every key
+		// is written anew, into namespaces cleared.
+		if p.migrate {
+			d.Reset = append(d.Reset, ns, ns+1)
+			p.stored = 0
+			for i := range p.rows {
+				r := &p.rows[i]
+				r.stored = false
+				if r.has {
+					p.touch(int32(i))
+				}
+			}
+		}
+		for k, pk := range p.keys {
+			if len(pk.ts) > 0 {
+				p.touch(p.row(k))
+			}
+		}
+		p.ttracking, p.migrate = true, false
+	}
+	for _, k := range p.tdirty {
+		if pk := p.keys[k]; pk != nil {
+			pk.tdirty = false
+		}
+		p.touch(p.row(k))
+	}
+	clear(p.tdirty)
+	p.tdirty = p.tdirty[:0]
 	// The keys and values share one array (sized by the last delta's,
 	// with a quarter more: running out copies what it holds to a larger
 	// one), not two each: a slice handed to the delta is never written
@@ -267,49 +308,86 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	var err error
 	for _, i := range p.dirty {
 		r := &p.rows[i]
+		var ts []procTimer
+		if pk := p.keys[r.key]; pk != nil {
+			ts = pk.ts
+		}
+		if !r.has && len(ts) == 0 && !r.stored {
+			continue // nothing to write, nothing written before
+		}
 		at := len(buf)
-		if buf, err = p.kc.Append(buf, r.key); err != nil {
+		if buf, err = p.kc.Append(append(buf, procEntry), r.key); err != nil {
 			return fmt.Errorf("encode key: %w", err)
 		}
 		key := buf[at:len(buf):len(buf)]
-		if !r.has {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+		if !r.has && len(ts) == 0 {
+			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns + 1, Key: key})
 			continue
 		}
 		at = len(buf)
-		if buf, err = p.sc.Append(buf, r.s); err != nil {
-			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
+		buf = append(buf, procEntryV1, 0)
+		if r.has {
+			buf[len(buf)-1] = 1
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
+		buf = binary.AppendUvarint(buf, uint64(len(ts)))
+		for _, t := range ts {
+			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
+		}
+		if r.has {
+			if buf, err = p.sc.Append(buf, r.s); err != nil {
+				return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
+			}
+		}
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: buf[at:len(buf):len(buf)]})
 	}
 	if len(p.dirty) > 0 {
 		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
 	}
-	// Encoded without error: the rows are clean, and those deleted free.
+	// Encoded without error: the rows are clean, and those of no state
+	// and no timers free.
 	for _, i := range p.dirty {
 		r := &p.rows[i]
 		r.dirty = false
-		if !r.has {
-			delete(p.idx, r.key)
-			*r = procRow[K, S]{}
-			p.free = append(p.free, i)
+		if r.has || p.keys[r.key] != nil && len(p.keys[r.key].ts) > 0 {
+			if !r.stored {
+				r.stored = true
+				p.stored++
+			}
+			continue
 		}
+		if r.stored {
+			p.stored--
+		}
+		delete(p.idx, r.key)
+		*r = procRow[K, S]{}
+		p.free = append(p.free, i)
 	}
 	p.dirty = p.dirty[:0]
-	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
-		return err
-	}
-	d.Entries += int64(p.nstate)
+	d.Entries += int64(p.stored)
 	return nil
 }
 
+// touch marks row i changed since the last checkpoint.
+func (p *procOp[K, S, O]) touch(i int32) {
+	if r := &p.rows[i]; !r.dirty {
+		r.dirty = true
+		p.dirty = append(p.dirty, i)
+	}
+}
+
 func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
+	seen := func(k K, t procTimer) {
+		if t.dom == ttlDomain {
+			p.lastTS[k] = t.at - p.ttl
+		}
+	}
+	if ns%2 == 1 && len(key) > 0 && key[0] == procEntry {
+		return p.restoreEntry(key[1:], val, seen)
+	}
+	// The old form: the next checkpoint rewrites it.
+	p.migrate = true
 	if ns%2 == 1 {
-		return p.restoreTimers(p.kc, key, val, func(k K, t procTimer) {
-			if t.dom == ttlDomain {
-				p.lastTS[k] = t.at - p.ttl
-			}
-		})
+		return p.restoreTimers(p.kc, key, val, seen)
 	}
 	k, err := p.kc.Decode(key)
 	if err != nil {
@@ -319,14 +397,63 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
 	}
+	p.restoreState(p.row(k), s)
+	return nil
+}
+
+// restoreEntry restores a key's entry (see procEntry).
+func (p *procOp[K, S, O]) restoreEntry(key, val []byte, seen func(K, procTimer)) error {
+	k, err := p.kc.Decode(key)
+	if err != nil {
+		return fmt.Errorf("decode key: %w", err)
+	}
+	if len(val) < 2 || val[0] != procEntryV1 || val[1] > 1 {
+		return fmt.Errorf("entry of key %s: unknown form", p.kc.Format(k))
+	}
+	hasState := val[1] == 1
+	n, l := binary.Uvarint(val[2:])
+	if l <= 0 || n > uint64(len(val)) || n == 0 && !hasState {
+		return fmt.Errorf("entry of key %s: bad timer count", p.kc.Format(k))
+	}
+	val = val[2+l:]
+	p.ttracking = true
+	for range n {
+		if len(val) < 2 || val[0] > byte(ttlDomain) {
+			return fmt.Errorf("timers of key %s: bad timer", p.kc.Format(k))
+		}
+		t := procTimer{dom: TimeDomain(val[0])}
+		if t.at, l = binary.Varint(val[1:]); l <= 0 {
+			return fmt.Errorf("timers of key %s: bad time", p.kc.Format(k))
+		}
+		val = val[1+l:]
+		seen(k, t)
+		p.add(k, t, false)
+	}
 	i := p.row(k)
+	if hasState {
+		s, err := p.sc.Decode(val)
+		if err != nil {
+			return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
+		}
+		p.restoreState(i, s)
+	} else if len(val) != 0 {
+		return fmt.Errorf("timers of key %s: %d bytes left", p.kc.Format(k), len(val))
+	}
+	if r := &p.rows[i]; !r.stored {
+		r.stored = true
+		p.stored++
+	}
+	return nil
+}
+
+// restoreState sets row i's state, as a restore does: not as a change.
+func (p *procOp[K, S, O]) restoreState(i int32, s S) {
 	r := &p.rows[i]
 	if !r.has {
 		r.has = true
 		p.nstate++
 	}
 	r.s = s
-	return nil
 }
 
 func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {

@@ -58,14 +58,11 @@ type procTimers[K comparable] struct {
 	nkeys  int // keys with pending timers
 	// tdirty lists the keys whose timers changed since the last
 	// checkpoint, kept once one was taken or restored (the first writes
-	// every key's). migrate: a restore read timers in the format of one
-	// entry per timer, which the next checkpoint replaces.
+	// every key's). migrate: a restore read entries of an older form,
+	// which the next checkpoint replaces.
 	tdirty    []K
 	ttracking bool
 	migrate   bool
-	// timerBytes: the bytes of a key's timer entry in the last delta, to
-	// size the next one's array.
-	timerBytes int
 }
 
 func newProcTimers[K comparable]() procTimers[K] { return procTimers[K]{keys: map[K]*procKey{}} }
@@ -254,70 +251,16 @@ func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
 	return last, ok
 }
 
-// Timer entries (the operator's second namespace), one per key with
-// timers: key = timerEntry + the key; value = the number of timers, then
-// each one's domain (a byte) and time (varint). Before, each timer was an
-// entry of its own: key = domain (0-2) + time (8 bytes) + the key, empty
-// value; those still restore, and the next checkpoint rewrites them.
+// Timer entries of the checkpoints before a key's timers went into its
+// entry with its state (procEntry), in the operator's second namespace:
+// one per key with timers: key = timerEntry + the key; value = the number
+// of timers, then each one's domain (a byte) and time (varint). Before
+// that, each timer was an entry of its own: key = domain (0-2) + time (8
+// bytes) + the key, empty value. Both still restore.
 const timerEntry = 0xff
 
-func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
-	// The keys and values share one array, as in procOp.delta.
-	n := len(p.tdirty)
-	if !p.ttracking || p.migrate {
-		n = len(p.keys)
-	}
-	buf := make([]byte, 0, n*(max(p.timerBytes, 16)*5/4+2))
-	put := func(k K) error {
-		at := len(buf)
-		var err error
-		if buf, err = kc.Append(append(buf, timerEntry), k); err != nil {
-			return fmt.Errorf("encode timer key: %w", err)
-		}
-		key := buf[at:len(buf):len(buf)]
-		pk := p.keys[k]
-		if pk == nil || len(pk.ts) == 0 {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
-			return nil
-		}
-		pk.tdirty = false
-		at = len(buf)
-		buf = binary.AppendUvarint(buf, uint64(len(pk.ts)))
-		for _, t := range pk.ts {
-			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
-		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
-		return nil
-	}
-	if !p.ttracking || p.migrate {
-		d.Reset = append(d.Reset, ns)
-		for k, pk := range p.keys {
-			if len(pk.ts) == 0 {
-				continue
-			}
-			if err := put(k); err != nil {
-				return err
-			}
-		}
-		p.ttracking, p.migrate = true, false
-	} else {
-		for _, k := range p.tdirty {
-			if err := put(k); err != nil {
-				return err
-			}
-		}
-	}
-	if n > 0 {
-		p.timerBytes = (len(buf) + n - 1) / n
-	}
-	clear(p.tdirty)
-	p.tdirty = p.tdirty[:0]
-	d.Entries += int64(p.nkeys)
-	return nil
-}
-
-// restoreTimers restores a timer entry, of either format; seen hears of
-// each timer.
+// restoreTimers restores a timer entry of an older form (see timerEntry);
+// seen hears of each timer.
 func (p *procTimers[K]) restoreTimers(kc KeyCodec[K], key, val []byte, seen func(K, procTimer)) error {
 	p.ttracking = true
 	if len(key) > 0 && key[0] == timerEntry {
