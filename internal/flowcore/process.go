@@ -164,8 +164,8 @@ type procOp[K comparable, S, O any] struct {
 
 // procRow is a key's row of a Process's state.
 type procRow[K comparable, S any] struct {
-	key   K
-	s     S
+	key    K
+	s      S
 	has    bool // s is the key's state
 	dirty  bool // in procOp.dirty
 	stored bool // an entry in the checkpoint
@@ -472,7 +472,7 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 			fr.firing(CauseProcessingTimer, p.op, t.at, ts, p)
 			p.fireOne(fr, t)
 		}
-		p.rearm(t.key, 0)
+		p.rearmKey(t.key, t.pk, 0)
 	}
 }
 
@@ -513,7 +513,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 			fr.firing(CauseEventTimer, p.op, t.at, t.at, p)
 			p.fireOne(fr, t)
 		}
-		p.rearm(t.key, 1)
+		p.rearmKey(t.key, t.pk, 1)
 	}
 }
 
@@ -788,12 +788,14 @@ type eventBuffer[K comparable, T any] struct {
 	// The last event applied (its place in the order), and whether it
 	// changed since the last checkpoint; stale: a restore left events up
 	// to the frontier in h.
-	applied         bufPos
-	frontier        bufPlace
-	moved, stale    bool
-	hasFrontier     bool         // in the checkpoint
-	segs            []bufSegment // in the checkpoint
-	scratch, valBuf []byte
+	applied      bufPos
+	frontier     bufPlace
+	moved, stale bool
+	hasFrontier  bool         // in the checkpoint
+	segs         []bufSegment // in the checkpoint
+	// eventBytes: the bytes of an event in the last segment, to size the
+	// next one's array.
+	eventBytes int
 }
 
 // bufPos is an event's place in the order.
@@ -909,31 +911,38 @@ func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
 		clear(b.segs[len(segs):])
 		b.segs = segs
 	}
-	val := b.valBuf[:0]
-	var latest bufPlace
 	n := 0
 	for i := range b.h {
-		e := &b.h[i]
-		if e.saved {
-			continue
+		if !b.h[i].saved {
+			n++
 		}
-		var err error
-		if val, err = b.appendEvent(val, e); err != nil {
-			return err
-		}
-		if p := e.place(); n == 0 || string(p[:]) > string(latest[:]) {
-			latest = p
-		}
-		e.saved = true
-		n++
 	}
 	if n > 0 {
-		key := append([]byte{bufSegmentKey}, latest[:]...)
-		v := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen32), uint64(n))
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: append(v, val...)})
-		b.segs = append(b.segs, bufSegment{key: key, latest: latest})
+		// The events are encoded into the entry's value itself, sized
+		// by the last segment's bytes per event with a quarter more.
+		val := make([]byte, 0, binary.MaxVarintLen32+n*(max(b.eventBytes, 16)*5/4))
+		val = binary.AppendUvarint(val, uint64(n))
+		from, latest := len(val), -1
+		for i := range b.h {
+			e := &b.h[i]
+			if e.saved {
+				continue
+			}
+			var err error
+			if val, err = b.appendEvent(val, e); err != nil {
+				return err
+			}
+			if latest < 0 || b.h[latest].before(e) {
+				latest = i
+			}
+			e.saved = true
+		}
+		b.eventBytes = (len(val) - from + n - 1) / n
+		p := b.h[latest].place()
+		key := append([]byte{bufSegmentKey}, p[:]...)
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		b.segs = append(b.segs, bufSegment{key: key, latest: p})
 	}
-	b.valBuf = val[:0]
 	d.Entries += int64(len(b.segs))
 	if b.hasFrontier {
 		d.Entries++
@@ -950,17 +959,19 @@ func (b *eventBuffer[K, T]) appendEvent(dst []byte, e *buffered[K, T]) ([]byte, 
 	dst = binary.AppendUvarint(dst, uint64(uint32(e.part)))
 	dst = binary.AppendUvarint(dst, uint64(e.off))
 	dst = binary.AppendUvarint(dst, uint64(uint32(e.sub)))
+	// Each encoded in place after a byte for its length, which moves it
+	// only if it takes more (128 bytes or more).
 	var err error
-	if b.scratch, err = b.codec.kc.Append(b.scratch[:0], e.key); err != nil {
+	mark := len(dst)
+	if dst, err = b.codec.kc.Append(append(dst, 0), e.key); err != nil {
 		return dst, fmt.Errorf("encode waiting event's key: %w", err)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
-	dst = append(dst, b.scratch...)
-	if b.scratch, err = b.codec.ec.Append(b.scratch[:0], e.val); err != nil {
+	dst = putShortLength(dst, mark)
+	mark = len(dst)
+	if dst, err = b.codec.ec.Append(append(dst, 0), e.val); err != nil {
 		return dst, fmt.Errorf("encode waiting event: %w", err)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
-	return append(dst, b.scratch...), nil
+	return putShortLength(dst, mark), nil
 }
 
 func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {

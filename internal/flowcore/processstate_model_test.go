@@ -92,7 +92,7 @@ func TestProcessCheckpointsRestoreStatesAndTimers(t *testing.T) {
 						p.ctx.ClearState()
 						delete(model, tk.key)
 					}
-					p.rearm(tk.key, 1)
+					p.rearmKey(tk.key, tk.pk, 1)
 				}
 			case 6, 7:
 				var d Delta

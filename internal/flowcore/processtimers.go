@@ -46,6 +46,11 @@ type timerKey[K comparable] struct {
 	at  int64
 	key K
 	dom TimeDomain
+	// pk is the key's timers as the entry was pushed: an entry finds
+	// them without a look-up of the key. A key forgotten (tidy) has no
+	// entry standing for it (timed), so its older entries are stale; a
+	// key set again has new timers and entries of its own.
+	pk *procKey
 }
 
 // before orders timers by time; at the same time, a key's own timers
@@ -94,7 +99,7 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 
 func (p *procTimers[K]) push(k K, pk *procKey, h int, t procTimer) {
 	pk.due[h], pk.timed[h] = t, true
-	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom})
+	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom, pk: pk})
 }
 
 func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {
@@ -176,8 +181,8 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 	hp := &p.timers[h]
 	e := (*hp)[0]
 	t := procTimer{e.at, e.dom}
-	pk := p.keys[e.key]
-	if pk == nil || !pk.timed[h] || pk.due[h] != t {
+	pk := e.pk
+	if !pk.timed[h] || pk.due[h] != t {
 		heapPop(hp)
 		return e, false
 	}
@@ -190,7 +195,7 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 		}
 	}
 	if next, ok := pk.first(h); ok {
-		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom}
+		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom, pk: pk}
 		pk.due[h] = next
 		heapFix(*hp, 0)
 		return e, false
@@ -216,10 +221,14 @@ func (pk *procKey) first(h int) (procTimer, bool) {
 // rearm gives key k an entry in heap h at its earliest timer there, unless
 // it has one at least as early.
 func (p *procTimers[K]) rearm(k K, h int) {
-	pk := p.keys[k]
-	if pk == nil {
-		return
+	if pk := p.keys[k]; pk != nil {
+		p.rearmKey(k, pk, h)
 	}
+}
+
+// rearmKey is rearm for a key whose timers pk are known: those of the
+// entry that fired, live or forgotten (then it has none).
+func (p *procTimers[K]) rearmKey(k K, pk *procKey, h int) {
 	if first, found := pk.first(h); found && (!pk.timed[h] || first.less(pk.due[h])) {
 		p.push(k, pk, h, first)
 	}
