@@ -301,10 +301,11 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	clear(p.tdirty)
 	p.tdirty = p.tdirty[:0]
 	// The keys and values share one array (sized by the last delta's,
-	// with a quarter more: running out copies what it holds to a larger
-	// one), not two each: a slice handed to the delta is never written
-	// again (if it runs out, a larger array takes the next ones).
-	buf := make([]byte, 0, len(p.dirty)*(max(p.entryBytes, 16)*5/4+2))
+	// with a quarter more, or for the first as entries of 64 bytes:
+	// running out copies what it holds to a larger one), not two each: a
+	// slice handed to the delta is never written again (if it runs out, a
+	// larger array takes the next ones).
+	buf := make([]byte, 0, len(p.dirty)*(max(cmp.Or(p.entryBytes, 64), 16)*5/4+2))
 	var err error
 	for _, i := range p.dirty {
 		r := &p.rows[i]
@@ -919,8 +920,9 @@ func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
 	}
 	if n > 0 {
 		// The events are encoded into the entry's value itself, sized
-		// by the last segment's bytes per event with a quarter more.
-		val := make([]byte, 0, binary.MaxVarintLen32+n*(max(b.eventBytes, 16)*5/4))
+		// by the last segment's bytes per event with a quarter more (for
+		// the first, as events of 64 bytes).
+		val := make([]byte, 0, binary.MaxVarintLen32+n*(max(cmp.Or(b.eventBytes, 64), 16)*5/4))
 		val = binary.AppendUvarint(val, uint64(n))
 		from, latest := len(val), -1
 		for i := range b.h {
