@@ -36,10 +36,13 @@ func heapOf(dom TimeDomain) int {
 // procKey is a key's pending timers (a few: unsorted) and, per heap, the
 // timer its entry there stands for.
 type procKey struct {
-	ts     []procTimer
+	ts     []procTimer // in few, while it fits
 	due    [2]procTimer
 	timed  [2]bool // an entry in the heap is at due
 	tdirty bool    // in procTimers.tdirty
+	// few holds a key's first timers (a handler's and an expiry, as a
+	// rule) with the key: reading them costs no second cache miss.
+	few [2]procTimer
 }
 
 type timerKey[K comparable] struct {
@@ -78,6 +81,7 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 	pk := p.keys[k]
 	if pk == nil {
 		pk = &procKey{}
+		pk.ts = pk.few[:0]
 		p.keys[k] = pk
 	}
 	for _, x := range pk.ts {
