@@ -147,8 +147,15 @@ type procOp[K comparable, S, O any] struct {
 	free   []int32 // rows of no key
 	dirty  []int32 // rows set or cleared since the last checkpoint
 	nstate int     // rows with a state
-	stored int     // rows with an entry in the checkpoint
-	subs   []func(O)
+	// refree: a restore left rows free between the keys it put back,
+	// which the free list does not hold yet.
+	refree bool
+	// The checkpoint's blocks (see procBlock): which are stored, how
+	// many, and scratch for a delta's.
+	blockStored, blockMark []bool
+	nblocks                int
+	blockList              []int32
+	subs                   []func(O)
 	procTimers[K]
 	ctx     Context[K, S, O]
 	onTimer func(c *Context[K, S, O], at time.Time)
@@ -164,11 +171,11 @@ type procOp[K comparable, S, O any] struct {
 
 // procRow is a key's row of a Process's state.
 type procRow[K comparable, S any] struct {
-	key    K
-	s      S
-	has    bool // s is the key's state
-	dirty  bool // in procOp.dirty
-	stored bool // an entry in the checkpoint
+	key   K
+	s     S
+	used  bool // the row is key's
+	has   bool // s is the key's state
+	dirty bool // in procOp.dirty
 }
 
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
@@ -178,6 +185,15 @@ func (p *procOp[K, S, O]) row(k K) int32 {
 	if i, ok := p.idx[k]; ok {
 		return i
 	}
+	if p.refree {
+		// Every free row, those a delta freed since included.
+		p.refree, p.free = false, p.free[:0]
+		for i := range p.rows {
+			if !p.rows[i].used {
+				p.free = append(p.free, int32(i))
+			}
+		}
+	}
 	var i int32
 	if n := len(p.free); n > 0 {
 		i = p.free[n-1]
@@ -186,7 +202,7 @@ func (p *procOp[K, S, O]) row(k K) int32 {
 		i = int32(len(p.rows))
 		p.rows = append(p.rows, procRow[K, S]{})
 	}
-	p.rows[i].key = k
+	p.rows[i].key, p.rows[i].used = k, true
 	p.idx[k] = i
 	return i
 }
@@ -252,21 +268,31 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
-// Process state is an entry per key with a state or timers, in the
-// operator's second namespace (ns+1): key = procEntry + the key; value =
-// the format (procEntryV1), whether a state follows the timers (a byte),
-// the number of timers, each one's domain (a byte) and time (varint),
-// then the state. One entry per key, not a state's and a timers' (the
-// key's timers change with its state, as an event does both): a
-// checkpoint writes half the entries, and the store's cost is per entry.
+// Process state is checkpointed in blocks of rows, in the operator's
+// second namespace (ns+1): rows b*procBlock to (b+1)*procBlock are one
+// entry, key = procBlockEntry + b (4 bytes, big-endian); value = the
+// format (procBlockV1), the number of its keys, then for each: its row
+// within the block (a byte), the key with its length before it, whether
+// it has a state (a byte), the number of its timers, each one's domain
+// (a byte) and time (varint), and then the state with its length before
+// it. A key's state and timers are one record (an event changes both),
+// and a block is one entry for up to procBlock keys: the store's cost is
+// mostly per entry (as a table's blocks say, tableblocks.go), and in a
+// Process nearly every key changes between checkpoints (each of its
+// events moves its state). A key changed alone costs its block's bytes.
+//
+// A restore puts each key back in its row, so that the blocks' rows stay
+// where the checkpoint has them; the rows left free between are reused.
 //
 // Before, states were entries of the first namespace (ns, key = the key)
 // and timers of the second (timerEntry + the key, or one entry per timer:
 // see restoreTimers). Those still restore; the next checkpoint rewrites
 // both namespaces whole.
 const (
-	procEntry   = 0xfe
-	procEntryV1 = 1
+	procBlockBits  = 5
+	procBlock      = 1 << procBlockBits
+	procBlockEntry = 0xfd
+	procBlockV1    = 1
 )
 
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
@@ -276,11 +302,10 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 		// is written anew, into namespaces cleared.
 		if p.migrate {
 			d.Reset = append(d.Reset, ns, ns+1)
-			p.stored = 0
+			clear(p.blockStored)
+			p.nblocks = 0
 			for i := range p.rows {
-				r := &p.rows[i]
-				r.stored = false
-				if r.has {
+				if p.rows[i].used {
 					p.touch(int32(i))
 				}
 			}
@@ -300,71 +325,98 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	}
 	clear(p.tdirty)
 	p.tdirty = p.tdirty[:0]
-	// The keys and values share one array (sized by the last delta's,
-	// with a quarter more, or for the first as entries of 64 bytes:
-	// running out copies what it holds to a larger one), not two each: a
-	// slice handed to the delta is never written again (if it runs out, a
-	// larger array takes the next ones).
-	buf := make([]byte, 0, len(p.dirty)*(max(cmp.Or(p.entryBytes, 64), 16)*5/4+2))
-	var err error
-	for _, i := range p.dirty {
-		r := &p.rows[i]
-		var ts []procTimer
-		if pk := p.keys[r.key]; pk != nil {
-			ts = pk.ts
-		}
-		if !r.has && len(ts) == 0 && !r.stored {
-			continue // nothing to write, nothing written before
-		}
-		at := len(buf)
-		if buf, err = p.kc.Append(append(buf, procEntry), r.key); err != nil {
-			return fmt.Errorf("encode key: %w", err)
-		}
-		key := buf[at:len(buf):len(buf)]
-		if !r.has && len(ts) == 0 {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns + 1, Key: key})
-			continue
-		}
-		at = len(buf)
-		buf = append(buf, procEntryV1, 0)
-		if r.has {
-			buf[len(buf)-1] = 1
-		}
-		buf = binary.AppendUvarint(buf, uint64(len(ts)))
-		for _, t := range ts {
-			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
-		}
-		if r.has {
-			if buf, err = p.sc.Append(buf, r.s); err != nil {
-				return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
-			}
-		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: buf[at:len(buf):len(buf)]})
+	// The blocks of the rows changed, each once.
+	nb := (len(p.rows) + procBlock - 1) >> procBlockBits
+	if len(p.blockStored) < nb {
+		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
+		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
 	}
-	if len(p.dirty) > 0 {
-		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
-	}
-	// Encoded without error: the rows are clean, and those of no state
-	// and no timers free.
+	blocks := p.blockList[:0]
 	for _, i := range p.dirty {
-		r := &p.rows[i]
-		r.dirty = false
-		if r.has || p.keys[r.key] != nil && len(p.keys[r.key].ts) > 0 {
-			if !r.stored {
-				r.stored = true
-				p.stored++
-			}
-			continue
+		p.rows[i].dirty = false
+		if b := i >> procBlockBits; !p.blockMark[b] {
+			p.blockMark[b] = true
+			blocks = append(blocks, b)
 		}
-		if r.stored {
-			p.stored--
-		}
-		delete(p.idx, r.key)
-		*r = procRow[K, S]{}
-		p.free = append(p.free, i)
 	}
 	p.dirty = p.dirty[:0]
-	d.Entries += int64(p.stored)
+	// The blocks' entries share one array (sized by the last delta's
+	// bytes per key, with a quarter more, or for the first as keys of 64
+	// bytes: running out copies what it holds to a larger one): a slice
+	// handed to the delta is never written again (if it runs out, a
+	// larger array takes the next ones).
+	buf := make([]byte, 0, len(blocks)*procBlock*(max(cmp.Or(p.entryBytes, 64), 16)*5/4+2))
+	keys := 0
+	for _, b := range blocks {
+		p.blockMark[b] = false
+		at := len(buf)
+		buf = binary.BigEndian.AppendUint32(append(buf, procBlockEntry), uint32(b))
+		key := buf[at:len(buf):len(buf)]
+		at = len(buf)
+		buf = append(buf, procBlockV1, 0) // the count, a byte while it fits
+		n := 0
+		for i := b << procBlockBits; i < min((b+1)<<procBlockBits, int32(len(p.rows))); i++ {
+			r := &p.rows[i]
+			if !r.used {
+				continue
+			}
+			var ts []procTimer
+			if pk := p.keys[r.key]; pk != nil {
+				ts = pk.ts
+			}
+			if !r.has && len(ts) == 0 {
+				// Nothing left of the key: its row is free.
+				delete(p.idx, r.key)
+				*r = procRow[K, S]{}
+				p.free = append(p.free, i)
+				continue
+			}
+			var err error
+			buf = append(buf, byte(i&(procBlock-1)))
+			mark := len(buf)
+			if buf, err = p.kc.Append(append(buf, 0), r.key); err != nil {
+				return fmt.Errorf("encode key: %w", err)
+			}
+			buf = putShortLength(buf, mark)
+			buf = append(buf, 0)
+			if r.has {
+				buf[len(buf)-1] = 1
+			}
+			buf = binary.AppendUvarint(buf, uint64(len(ts)))
+			for _, t := range ts {
+				buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
+			}
+			if r.has {
+				mark = len(buf)
+				if buf, err = p.sc.Append(append(buf, 0), r.s); err != nil {
+					return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
+				}
+				buf = putShortLength(buf, mark)
+			}
+			n++
+		}
+		keys += n
+		if n == 0 {
+			buf = buf[:at]
+			if p.blockStored[b] {
+				p.blockStored[b] = false
+				p.nblocks--
+				d.Deletes = append(d.Deletes, StateEntry{Namespace: ns + 1, Key: key})
+			}
+			continue
+		}
+		buf[at+1] = byte(n) // at most procBlock: a uvarint of one byte
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: buf[at:len(buf):len(buf)]})
+		if !p.blockStored[b] {
+			p.blockStored[b] = true
+			p.nblocks++
+		}
+	}
+	if keys > 0 {
+		p.entryBytes = (len(buf) + keys - 1) / keys
+	}
+	p.blockList = blocks[:0]
+	d.Entries += int64(p.nblocks)
 	return nil
 }
 
@@ -382,8 +434,8 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 			p.lastTS[k] = t.at - p.ttl
 		}
 	}
-	if ns%2 == 1 && len(key) > 0 && key[0] == procEntry {
-		return p.restoreEntry(key[1:], val, seen)
+	if ns%2 == 1 && len(key) == 5 && key[0] == procBlockEntry {
+		return p.restoreBlock(binary.BigEndian.Uint32(key[1:]), val, seen)
 	}
 	// The old form: the next checkpoint rewrites it.
 	p.migrate = true
@@ -402,47 +454,94 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	return nil
 }
 
-// restoreEntry restores a key's entry (see procEntry).
-func (p *procOp[K, S, O]) restoreEntry(key, val []byte, seen func(K, procTimer)) error {
-	k, err := p.kc.Decode(key)
-	if err != nil {
-		return fmt.Errorf("decode key: %w", err)
+// restoreBlock restores block b's keys into their rows (see procBlock).
+func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTimer)) error {
+	r := &batchReader{b: val, kind: fmt.Sprintf("block %d of a Process's keys", b)}
+	if len(val) < 2 || val[0] != procBlockV1 {
+		return fmt.Errorf("%s: unknown form", r.kind)
 	}
-	if len(val) < 2 || val[0] != procEntryV1 || val[1] > 1 {
-		return fmt.Errorf("entry of key %s: unknown form", p.kc.Format(k))
+	r.b = val[1:]
+	n := r.uvarint("count")
+	if b >= 1<<31>>procBlockBits || n == 0 || n > procBlock {
+		r.fail("bad count")
 	}
-	hasState := val[1] == 1
-	n, l := binary.Uvarint(val[2:])
-	if l <= 0 || n > uint64(len(val)) || n == 0 && !hasState {
-		return fmt.Errorf("entry of key %s: bad timer count", p.kc.Format(k))
-	}
-	val = val[2+l:]
 	p.ttracking = true
 	for range n {
-		if len(val) < 2 || val[0] > byte(ttlDomain) {
-			return fmt.Errorf("timers of key %s: bad timer", p.kc.Format(k))
+		if r.err != nil {
+			break
 		}
-		t := procTimer{dom: TimeDomain(val[0])}
-		if t.at, l = binary.Varint(val[1:]); l <= 0 {
-			return fmt.Errorf("timers of key %s: bad time", p.kc.Format(k))
+		if len(r.b) == 0 || r.b[0] >= procBlock {
+			r.fail("bad row")
+			break
 		}
-		val = val[1+l:]
-		seen(k, t)
-		p.add(k, t, false)
-	}
-	i := p.row(k)
-	if hasState {
-		s, err := p.sc.Decode(val)
+		i := int32(b)<<procBlockBits | int32(r.b[0])
+		r.b = r.b[1:]
+		kb := r.bytes("key")
+		if r.err != nil || len(r.b) == 0 || r.b[0] > 1 {
+			r.fail("bad key or flag")
+			break
+		}
+		hasState := r.b[0] == 1
+		r.b = r.b[1:]
+		k, err := p.kc.Decode(kb)
 		if err != nil {
-			return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
+			return fmt.Errorf("%s: decode key: %w", r.kind, err)
 		}
-		p.restoreState(i, s)
-	} else if len(val) != 0 {
-		return fmt.Errorf("timers of key %s: %d bytes left", p.kc.Format(k), len(val))
+		for len(p.rows) <= int(i) {
+			p.rows = append(p.rows, procRow[K, S]{})
+			p.refree = true
+		}
+		if p.rows[i].used {
+			return fmt.Errorf("%s: row %d twice", r.kind, i)
+		}
+		if _, dup := p.idx[k]; dup {
+			return fmt.Errorf("%s: key %s twice", r.kind, p.kc.Format(k))
+		}
+		p.rows[i].key, p.rows[i].used = k, true
+		p.idx[k] = i
+		nt := r.uvarint("timer count")
+		for range nt {
+			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(ttlDomain) {
+				r.fail("bad timer")
+				break
+			}
+			t := procTimer{dom: TimeDomain(r.b[0])}
+			r.b = r.b[1:]
+			t.at = r.varint("timer")
+			if r.err != nil {
+				break
+			}
+			seen(k, t)
+			p.add(k, t, false)
+		}
+		if hasState {
+			sb := r.bytes("state")
+			if r.err != nil {
+				break
+			}
+			s, err := p.sc.Decode(sb)
+			if err != nil {
+				return fmt.Errorf("%s: decode state of key %s: %w", r.kind, p.kc.Format(k), err)
+			}
+			p.restoreState(i, s)
+		} else if nt == 0 {
+			r.fail("a key of no state and no timers")
+		}
 	}
-	if r := &p.rows[i]; !r.stored {
-		r.stored = true
-		p.stored++
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return r.err
+	}
+	nb := int(b) + 1
+	if len(p.blockStored) < nb {
+		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
+		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
+	}
+	if !p.blockStored[b] {
+		p.blockStored[b] = true
+		p.nblocks++
 	}
 	return nil
 }

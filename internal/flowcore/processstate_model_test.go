@@ -1,6 +1,7 @@
 package flowcore
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -49,10 +50,19 @@ func TestProcessCheckpointsRestoreStatesAndTimers(t *testing.T) {
 		p := newOp()
 		model := map[string]int64{}
 		store := map[[2]string][]byte{} // namespace (as a string), key
-		keys := []string{"a", "b", "c", "d", "e"}
+		// A few keys changed often, and enough others to fill several
+		// blocks of rows (procBlock), with rows freed between.
+		hot := []string{"a", "b", "c", "d", "e"}
+		keys := slices.Clone(hot)
+		for i := range 3 * procBlock {
+			keys = append(keys, fmt.Sprintf("k%d", i))
+		}
 		var wm int64
-		for range rapid.IntRange(1, 150).Draw(t, "ops") {
-			k := rapid.SampledFrom(keys).Draw(t, "key")
+		for range rapid.IntRange(1, 300).Draw(t, "ops") {
+			k := rapid.SampledFrom(hot).Draw(t, "hot key")
+			if rapid.Bool().Draw(t, "cold") {
+				k = rapid.SampledFrom(keys).Draw(t, "key")
+			}
 			switch rapid.IntRange(0, 7).Draw(t, "op") {
 			case 0, 1:
 				v := rapid.Int64Range(0, 100).Draw(t, "state")

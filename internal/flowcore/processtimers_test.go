@@ -50,10 +50,11 @@ func timersFlow(t *testing.T, n int) (*flowcore.Plan, *[]string) {
 	return plan, &got
 }
 
-// A Process checkpoints an entry per key, its state and timers together.
-// Checkpoints of the older forms — states and timers apart, timers one
-// entry per key or one per timer — restore, fire and emit as the new form
-// does, and the next checkpoint rewrites both namespaces in the new form.
+// A Process checkpoints its keys in blocks, each key's state and timers
+// together. Checkpoints of the older forms — states and timers apart,
+// timers one entry per key or one per timer — restore, fire and emit as
+// the new form does, and the next checkpoint rewrites both namespaces in
+// the new form.
 func TestProcessRestoresEntriesOfEveryForm(t *testing.T) {
 	src, _ := timersFlow(t, 200)
 	bs := batches(t, src, 8)
@@ -72,8 +73,15 @@ func TestProcessRestoresEntriesOfEveryForm(t *testing.T) {
 	// per timer (domain, time, key).
 	perKey, perTimer := flowcore.Delta{Entries: d.Entries}, flowcore.Delta{Entries: d.Entries}
 	timers, states := 0, 0
+	uvarint := func(b []byte) (uint64, []byte) {
+		n, l := binary.Uvarint(b)
+		if l <= 0 {
+			t.Fatalf("bad uvarint in %x", b)
+		}
+		return n, b[l:]
+	}
 	for _, e := range d.Puts {
-		if e.Namespace%2 == 0 || e.Namespace == 0xffff || len(e.Key) == 0 || e.Key[0] != 0xfe {
+		if e.Namespace%2 == 0 || e.Namespace == 0xffff || len(e.Key) != 5 || e.Key[0] != 0xfd {
 			perKey.Puts = append(perKey.Puts, e)
 			perTimer.Puts = append(perTimer.Puts, e)
 			continue
@@ -81,29 +89,37 @@ func TestProcessRestoresEntriesOfEveryForm(t *testing.T) {
 		if len(e.Value) < 2 || e.Value[0] != 1 {
 			t.Fatalf("entry %x: value %x of no known form", e.Key, e.Value)
 		}
-		hasState := e.Value[1] == 1
-		v := e.Value[2:]
-		n, l := binary.Uvarint(v)
-		v = v[l:]
-		ts := v
+		n, v := uvarint(e.Value[1:])
 		for range n {
-			at, l := binary.Varint(v[1:])
-			key := binary.BigEndian.AppendUint64([]byte{v[0]}, uint64(at))
-			perTimer.Puts = append(perTimer.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append(key, e.Key[1:]...)})
-			v = v[1+l:]
-			timers++
+			v = v[1:] // the row
+			kl, rest := uvarint(v)
+			key := rest[:kl]
+			hasState := rest[kl] == 1
+			nt, rest := uvarint(rest[kl+1:])
+			ts := rest
+			for range nt {
+				at, l := binary.Varint(rest[1:])
+				tk := binary.BigEndian.AppendUint64([]byte{rest[0]}, uint64(at))
+				perTimer.Puts = append(perTimer.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append(tk, key...)})
+				rest = rest[1+l:]
+				timers++
+			}
+			if nt > 0 {
+				val := binary.AppendUvarint(nil, nt)
+				val = append(val, ts[:len(ts)-len(rest)]...)
+				perKey.Puts = append(perKey.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append([]byte{0xff}, key...), Value: val})
+			}
+			if hasState {
+				sl, st := uvarint(rest)
+				e := flowcore.StateEntry{Namespace: e.Namespace - 1, Key: key, Value: st[:sl]}
+				perKey.Puts, perTimer.Puts = append(perKey.Puts, e), append(perTimer.Puts, e)
+				rest = st[sl:]
+				states++
+			}
+			v = rest
 		}
-		if n > 0 {
-			val := binary.AppendUvarint(nil, n)
-			val = append(val, ts[:len(ts)-len(v)]...)
-			perKey.Puts = append(perKey.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append([]byte{0xff}, e.Key[1:]...), Value: val})
-		}
-		if hasState {
-			st := flowcore.StateEntry{Namespace: e.Namespace - 1, Key: e.Key[1:], Value: v}
-			perKey.Puts, perTimer.Puts = append(perKey.Puts, st), append(perTimer.Puts, st)
-			states++
-		} else if len(v) != 0 {
-			t.Fatalf("entry %x: %d bytes after the timers of a key of no state", e.Key, len(v))
+		if len(v) != 0 {
+			t.Fatalf("entry %x: %d bytes after its keys", e.Key, len(v))
 		}
 	}
 	if timers < 5 || states < 3 {
@@ -126,7 +142,7 @@ func TestProcessRestoresEntriesOfEveryForm(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range next.Puts {
-			if e.Namespace < 0xfffe && (e.Namespace%2 == 0 || e.Key[0] != 0xfe) {
+			if e.Namespace < 0xfffe && (e.Namespace%2 == 0 || e.Key[0] != 0xfd) {
 				t.Fatalf("restored from form %d: an entry of an older form written: namespace %d, key %x", i, e.Namespace, e.Key)
 			}
 		}
