@@ -140,8 +140,10 @@ type procOp[K comparable, S, O any] struct {
 	// a small value (a map of the states themselves copied each, some
 	// 150 bytes in the transport example, in and out of the map), and
 	// the row says whether it changed since the last checkpoint, where a
-	// second map did. A key cleared keeps its row until the checkpoint
-	// has deleted it.
+	// second map did. Rows are also the checkpoint's (see procBlock): a
+	// key with timers and no state gets one when a checkpoint writes it,
+	// and a key left with neither keeps its row until a checkpoint
+	// writes its block without it.
 	idx    map[K]int32
 	rows   []procRow[K, S]
 	free   []int32 // rows of no key
@@ -164,8 +166,8 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
-	// entryBytes: the bytes of a key and its entry in the last delta, to
-	// size the next one's array.
+	// entryBytes: the bytes per key of the last delta's blocks, to size
+	// the next one's array.
 	entryBytes int
 }
 
