@@ -12,15 +12,44 @@ func heapPush[E heapElem[E]](h *[]E, e E) {
 }
 
 // heapPop removes and returns the least element (h must not be empty).
+// The hole left at the top goes down to a leaf along the lesser children
+// (one comparison a level), and the last element goes up from there
+// (rarely more than a level: it is one of the greatest): fewer
+// comparisons than sifting the last element down from the top, which
+// takes two a level, to about the bottom.
 func heapPop[E heapElem[E]](h *[]E) E {
 	s := *h
 	n := len(s) - 1
-	top := s[0]
-	s[0] = s[n]
+	top, last := s[0], s[n]
 	var zero E
 	s[n] = zero
-	*h = s[:n]
-	heapDown(*h, 0)
+	s = s[:n]
+	*h = s
+	if n == 0 {
+		return top
+	}
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		c := l
+		if r := l + 1; r < n && s[r].before(s[l]) {
+			c = r
+		}
+		s[i] = s[c]
+		i = c
+	}
+	for i > 0 {
+		p := (i - 1) / 2
+		if !last.before(s[p]) {
+			break
+		}
+		s[i] = s[p]
+		i = p
+	}
+	s[i] = last
 	return top
 }
 

@@ -25,27 +25,50 @@ type Context[K comparable, S, O any] struct {
 	op  *procOp[K, S, O]
 	fr  *Fragment
 	dom TimeDomain // of the firing timer
+	// slot is the key's row once State or SetState found it (-1 before):
+	// a handler reads its state and sets it back, and the second call
+	// finds it without a look-up.
+	slot int32
 }
+
+// enter makes the context key k's, for an event or a timer of domain dom.
+func (c *Context[K, S, O]) enter(k K, dom TimeDomain) { c.key, c.dom, c.slot = k, dom, -1 }
 
 // Key is the current key.
 func (c *Context[K, S, O]) Key() K { return c.key }
 
 // State returns the key's state and whether it has any.
 func (c *Context[K, S, O]) State() (S, bool) {
-	s, ok := c.op.state[c.key]
-	return s, ok
+	if c.slot < 0 {
+		i, ok := c.op.idx[c.key]
+		if !ok {
+			var zero S
+			return zero, false
+		}
+		c.slot = i
+	}
+	r := &c.op.rows[c.slot]
+	return r.s, r.has
 }
 
 // SetState replaces the key's state.
 func (c *Context[K, S, O]) SetState(s S) {
-	c.op.state[c.key] = s
-	c.op.dirty[c.key] = struct{}{}
+	if c.slot < 0 {
+		c.slot = c.op.row(c.key)
+	}
+	c.op.put(c.slot, s)
 }
 
 // ClearState removes the key's state.
 func (c *Context[K, S, O]) ClearState() {
-	delete(c.op.state, c.key)
-	c.op.dirty[c.key] = struct{}{}
+	if c.slot < 0 {
+		i, ok := c.op.idx[c.key]
+		if !ok {
+			return // no state, none in the checkpoint
+		}
+		c.slot = i
+	}
+	c.op.clearRow(c.slot)
 }
 
 // Emit sends an output downstream.
@@ -112,10 +135,29 @@ func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, Even
 const ttlDomain TimeDomain = 2
 
 type procOp[K comparable, S, O any] struct {
-	op    int // the operator's number: outputs of its timers name it
-	state map[K]S
-	dirty map[K]struct{} // keys set or cleared since the last checkpoint
-	subs  []func(O)
+	op int // the operator's number: outputs of its timers name it
+	// The keys' states, in rows: a key's row is found by one look-up of
+	// a small value (a map of the states themselves copied each, some
+	// 150 bytes in the transport example, in and out of the map), and
+	// the row says whether it changed since the last checkpoint, where a
+	// second map did. Rows are also the checkpoint's (see procBlock): a
+	// key with timers and no state gets one when a checkpoint writes it,
+	// and a key left with neither keeps its row until a checkpoint
+	// writes its block without it.
+	idx    map[K]int32
+	rows   []procRow[K, S]
+	free   []int32 // rows of no key
+	dirty  []int32 // rows set or cleared since the last checkpoint
+	nstate int     // rows with a state
+	// refree: a restore left rows free between the keys it put back,
+	// which the free list does not hold yet.
+	refree bool
+	// The checkpoint's blocks (see procBlock): which are stored, how
+	// many, and scratch for a delta's.
+	blockStored, blockMark []bool
+	nblocks                int
+	blockList              []int32
+	subs                   []func(O)
 	procTimers[K]
 	ctx     Context[K, S, O]
 	onTimer func(c *Context[K, S, O], at time.Time)
@@ -124,12 +166,89 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
-	// entryBytes: the bytes of a key and its state in the last delta, to
-	// size the next one's array.
+	// entryBytes: the bytes per key of the last delta's blocks, to size
+	// the next one's array.
 	entryBytes int
 }
 
+// procRow is a key's row of a Process's state.
+type procRow[K comparable, S any] struct {
+	key   K
+	s     S
+	used  bool // the row is key's
+	has   bool // s is the key's state
+	dirty bool // in procOp.dirty
+}
+
 func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
+
+// row returns key k's row, adding one if it has none.
+func (p *procOp[K, S, O]) row(k K) int32 {
+	if i, ok := p.idx[k]; ok {
+		return i
+	}
+	if p.refree {
+		// Every free row, those a delta freed since included.
+		p.refree, p.free = false, p.free[:0]
+		for i := range p.rows {
+			if !p.rows[i].used {
+				p.free = append(p.free, int32(i))
+			}
+		}
+	}
+	var i int32
+	if n := len(p.free); n > 0 {
+		i = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		i = int32(len(p.rows))
+		p.rows = append(p.rows, procRow[K, S]{})
+	}
+	p.rows[i].key, p.rows[i].used = k, true
+	p.idx[k] = i
+	return i
+}
+
+// put sets row i's state.
+func (p *procOp[K, S, O]) put(i int32, s S) {
+	r := &p.rows[i]
+	if !r.has {
+		r.has = true
+		p.nstate++
+	}
+	r.s = s
+	p.touch(i)
+}
+
+// clearRow removes row i's state; the row stays until the next
+// checkpoint deletes the key.
+func (p *procOp[K, S, O]) clearRow(i int32) {
+	r := &p.rows[i]
+	if !r.has {
+		return
+	}
+	var zero S
+	r.s, r.has = zero, false // drops references for the collector
+	p.nstate--
+	p.touch(i)
+}
+
+// clearState removes key k's state, if it has one.
+func (p *procOp[K, S, O]) clearState(k K) {
+	if i, ok := p.idx[k]; ok {
+		p.clearRow(i)
+	}
+}
+
+// state is key k's state and whether it has one.
+func (p *procOp[K, S, O]) state(k K) (S, bool) {
+	if i, ok := p.idx[k]; ok {
+		r := &p.rows[i]
+		return r.s, r.has
+	}
+	var zero S
+	return zero, false
+}
 
 // seen moves key k's expiry to its latest event time plus the TTL. Without
 // event-time order, an event that comes the TTL after the key's last one
@@ -138,10 +257,7 @@ func (p *procOp[K, S, O]) firingKey() string { return p.kc.Format(p.ctx.key) }
 func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	last, ok := p.lastTS[k]
 	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.userTimers(k) == 0 {
-		if _, had := p.state[k]; had {
-			delete(p.state, k)
-			p.dirty[k] = struct{}{}
-		}
+		p.clearState(k)
 	}
 	if ok && ts <= last {
 		return
@@ -154,50 +270,179 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
-// Process state lives in two namespaces: ns for the states, ns+1 for the
-// timers, which are rewritten whole when they changed.
+// Process state is checkpointed in blocks of rows, in the operator's
+// second namespace (ns+1): rows b*procBlock to (b+1)*procBlock are one
+// entry, key = procBlockEntry + b (4 bytes, big-endian); value = the
+// format (procBlockV1), the number of its keys, then for each: its row
+// within the block (a byte), the key with its length before it, whether
+// it has a state (a byte), the number of its timers, each one's domain
+// (a byte) and time (varint), and then the state with its length before
+// it. A key's state and timers are one record (an event changes both),
+// and a block is one entry for up to procBlock keys: the store's cost is
+// mostly per entry (as a table's blocks say, tableblocks.go), and in a
+// Process nearly every key changes between checkpoints (each of its
+// events moves its state). A key changed alone costs its block's bytes.
+//
+// A restore puts each key back in its row, so that the blocks' rows stay
+// where the checkpoint has them; the rows left free between are reused.
+//
+// Before, states were entries of the first namespace (ns, key = the key)
+// and timers of the second (timerEntry + the key, or one entry per timer:
+// see restoreTimers). Those still restore; the next checkpoint rewrites
+// both namespaces whole.
+const (
+	procBlockBits  = 5
+	procBlock      = 1 << procBlockBits
+	procBlockEntry = 0xfd
+	procBlockV1    = 1
+)
+
 func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
-	// The keys and values share one array (sized by the last delta's,
-	// with a quarter more: running out copies what it holds to a larger
-	// one), not two each: a slice handed to the delta is never written
-	// again (if it runs out, a larger array takes the next ones).
-	buf := make([]byte, 0, len(p.dirty)*(max(p.entryBytes, 16)*5/4+2))
-	var err error
-	for k := range p.dirty {
-		at := len(buf)
-		if buf, err = p.kc.Append(buf, k); err != nil {
-			return fmt.Errorf("encode key: %w", err)
+	if !p.ttracking || p.migrate {
+		// Every key's timers: before the first checkpoint their changes
+		// were not tracked. After a restore of the old form, every key
+		// is written anew, into namespaces cleared.
+		if p.migrate {
+			d.Reset = append(d.Reset, ns, ns+1)
+			clear(p.blockStored)
+			p.nblocks = 0
+			for i := range p.rows {
+				if p.rows[i].used {
+					p.touch(int32(i))
+				}
+			}
 		}
+		for k, pk := range p.keys {
+			if len(pk.ts) > 0 {
+				p.touch(p.row(k))
+			}
+		}
+		p.ttracking, p.migrate = true, false
+	}
+	for _, k := range p.tdirty {
+		if pk := p.keys[k]; pk != nil {
+			pk.tdirty = false
+		}
+		p.touch(p.row(k))
+	}
+	clear(p.tdirty)
+	p.tdirty = p.tdirty[:0]
+	// The blocks of the rows changed, each once.
+	nb := (len(p.rows) + procBlock - 1) >> procBlockBits
+	if len(p.blockStored) < nb {
+		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
+		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
+	}
+	blocks := p.blockList[:0]
+	for _, i := range p.dirty {
+		p.rows[i].dirty = false
+		if b := i >> procBlockBits; !p.blockMark[b] {
+			p.blockMark[b] = true
+			blocks = append(blocks, b)
+		}
+	}
+	p.dirty = p.dirty[:0]
+	// The blocks' entries share one array (sized by the last delta's
+	// bytes per key, with a quarter more, or for the first as keys of 64
+	// bytes: running out copies what it holds to a larger one): a slice
+	// handed to the delta is never written again (if it runs out, a
+	// larger array takes the next ones).
+	buf := make([]byte, 0, len(blocks)*procBlock*(max(cmp.Or(p.entryBytes, 64), 16)*5/4+2))
+	keys := 0
+	for _, b := range blocks {
+		p.blockMark[b] = false
+		at := len(buf)
+		buf = binary.BigEndian.AppendUint32(append(buf, procBlockEntry), uint32(b))
 		key := buf[at:len(buf):len(buf)]
-		s, ok := p.state[k]
-		if !ok {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
+		at = len(buf)
+		buf = append(buf, procBlockV1, 0) // the count, a byte while it fits
+		n := 0
+		for i := b << procBlockBits; i < min((b+1)<<procBlockBits, int32(len(p.rows))); i++ {
+			r := &p.rows[i]
+			if !r.used {
+				continue
+			}
+			var ts []procTimer
+			if pk := p.keys[r.key]; pk != nil {
+				ts = pk.ts
+			}
+			if !r.has && len(ts) == 0 {
+				// Nothing left of the key: its row is free.
+				delete(p.idx, r.key)
+				*r = procRow[K, S]{}
+				p.free = append(p.free, i)
+				continue
+			}
+			var err error
+			buf = append(buf, byte(i&(procBlock-1)))
+			mark := len(buf)
+			if buf, err = p.kc.Append(append(buf, 0), r.key); err != nil {
+				return fmt.Errorf("encode key: %w", err)
+			}
+			buf = putShortLength(buf, mark)
+			buf = append(buf, 0)
+			if r.has {
+				buf[len(buf)-1] = 1
+			}
+			buf = binary.AppendUvarint(buf, uint64(len(ts)))
+			for _, t := range ts {
+				buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
+			}
+			if r.has {
+				mark = len(buf)
+				if buf, err = p.sc.Append(append(buf, 0), r.s); err != nil {
+					return fmt.Errorf("encode state of key %s: %w", p.kc.Format(r.key), err)
+				}
+				buf = putShortLength(buf, mark)
+			}
+			n++
+		}
+		keys += n
+		if n == 0 {
+			buf = buf[:at]
+			if p.blockStored[b] {
+				p.blockStored[b] = false
+				p.nblocks--
+				d.Deletes = append(d.Deletes, StateEntry{Namespace: ns + 1, Key: key})
+			}
 			continue
 		}
-		at = len(buf)
-		if buf, err = p.sc.Append(buf, s); err != nil {
-			return fmt.Errorf("encode state of key %s: %w", p.kc.Format(k), err)
+		buf[at+1] = byte(n) // at most procBlock: a uvarint of one byte
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns + 1, Key: key, Value: buf[at:len(buf):len(buf)]})
+		if !p.blockStored[b] {
+			p.blockStored[b] = true
+			p.nblocks++
 		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
 	}
-	if len(p.dirty) > 0 {
-		p.entryBytes = (len(buf) + len(p.dirty) - 1) / len(p.dirty)
+	if keys > 0 {
+		p.entryBytes = (len(buf) + keys - 1) / keys
 	}
-	clear(p.dirty)
-	if err := p.timersDelta(ns+1, p.kc, d); err != nil {
-		return err
-	}
-	d.Entries += int64(len(p.state))
+	p.blockList = blocks[:0]
+	d.Entries += int64(p.nblocks)
 	return nil
 }
 
+// touch marks row i changed since the last checkpoint.
+func (p *procOp[K, S, O]) touch(i int32) {
+	if r := &p.rows[i]; !r.dirty {
+		r.dirty = true
+		p.dirty = append(p.dirty, i)
+	}
+}
+
 func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
+	seen := func(k K, t procTimer) {
+		if t.dom == ttlDomain {
+			p.lastTS[k] = t.at - p.ttl
+		}
+	}
+	if ns%2 == 1 && len(key) == 5 && key[0] == procBlockEntry {
+		return p.restoreBlock(binary.BigEndian.Uint32(key[1:]), val, seen)
+	}
+	// The old form: the next checkpoint rewrites it.
+	p.migrate = true
 	if ns%2 == 1 {
-		return p.restoreTimers(p.kc, key, val, func(k K, t procTimer) {
-			if t.dom == ttlDomain {
-				p.lastTS[k] = t.at - p.ttl
-			}
-		})
+		return p.restoreTimers(p.kc, key, val, seen)
 	}
 	k, err := p.kc.Decode(key)
 	if err != nil {
@@ -207,8 +452,110 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	if err != nil {
 		return fmt.Errorf("decode state of key %s: %w", p.kc.Format(k), err)
 	}
-	p.state[k] = s
+	p.restoreState(p.row(k), s)
 	return nil
+}
+
+// restoreBlock restores block b's keys into their rows (see procBlock).
+func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTimer)) error {
+	r := &batchReader{b: val, kind: fmt.Sprintf("block %d of a Process's keys", b)}
+	if len(val) < 2 || val[0] != procBlockV1 {
+		return fmt.Errorf("%s: unknown form", r.kind)
+	}
+	r.b = val[1:]
+	n := r.uvarint("count")
+	if b >= 1<<31>>procBlockBits || n == 0 || n > procBlock {
+		r.fail("bad count")
+	}
+	p.ttracking = true
+	for range n {
+		if r.err != nil {
+			break
+		}
+		if len(r.b) == 0 || r.b[0] >= procBlock {
+			r.fail("bad row")
+			break
+		}
+		i := int32(b)<<procBlockBits | int32(r.b[0])
+		r.b = r.b[1:]
+		kb := r.bytes("key")
+		if r.err != nil || len(r.b) == 0 || r.b[0] > 1 {
+			r.fail("bad key or flag")
+			break
+		}
+		hasState := r.b[0] == 1
+		r.b = r.b[1:]
+		k, err := p.kc.Decode(kb)
+		if err != nil {
+			return fmt.Errorf("%s: decode key: %w", r.kind, err)
+		}
+		for len(p.rows) <= int(i) {
+			p.rows = append(p.rows, procRow[K, S]{})
+			p.refree = true
+		}
+		if p.rows[i].used {
+			return fmt.Errorf("%s: row %d twice", r.kind, i)
+		}
+		if _, dup := p.idx[k]; dup {
+			return fmt.Errorf("%s: key %s twice", r.kind, p.kc.Format(k))
+		}
+		p.rows[i].key, p.rows[i].used = k, true
+		p.idx[k] = i
+		nt := r.uvarint("timer count")
+		for range nt {
+			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(ttlDomain) {
+				r.fail("bad timer")
+				break
+			}
+			t := procTimer{dom: TimeDomain(r.b[0])}
+			r.b = r.b[1:]
+			t.at = r.varint("timer")
+			if r.err != nil {
+				break
+			}
+			seen(k, t)
+			p.add(k, t, false)
+		}
+		if hasState {
+			sb := r.bytes("state")
+			if r.err != nil {
+				break
+			}
+			s, err := p.sc.Decode(sb)
+			if err != nil {
+				return fmt.Errorf("%s: decode state of key %s: %w", r.kind, p.kc.Format(k), err)
+			}
+			p.restoreState(i, s)
+		} else if nt == 0 {
+			r.fail("a key of no state and no timers")
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return r.err
+	}
+	nb := int(b) + 1
+	if len(p.blockStored) < nb {
+		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
+		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
+	}
+	if !p.blockStored[b] {
+		p.blockStored[b] = true
+		p.nblocks++
+	}
+	return nil
+}
+
+// restoreState sets row i's state, as a restore does: not as a change.
+func (p *procOp[K, S, O]) restoreState(i int32, s S) {
+	r := &p.rows[i]
+	if !r.has {
+		r.has = true
+		p.nstate++
+	}
+	r.s = s
 }
 
 func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
@@ -227,7 +574,7 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 			fr.firing(CauseProcessingTimer, p.op, t.at, ts, p)
 			p.fireOne(fr, t)
 		}
-		p.rearm(t.key, 0)
+		p.rearmKey(t.key, t.pk, 0)
 	}
 }
 
@@ -260,10 +607,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 				continue
 			}
 			delete(p.lastTS, t.key)
-			if _, ok := p.state[t.key]; ok {
-				delete(p.state, t.key)
-				p.dirty[t.key] = struct{}{}
-			}
+			p.clearState(t.key)
 			p.rearm(t.key, 1)
 			continue
 		}
@@ -271,7 +615,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 			fr.firing(CauseEventTimer, p.op, t.at, t.at, p)
 			p.fireOne(fr, t)
 		}
-		p.rearm(t.key, 1)
+		p.rearmKey(t.key, t.pk, 1)
 	}
 }
 
@@ -281,7 +625,7 @@ func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
 			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
 		}
 	}()
-	p.ctx.key, p.ctx.dom = t.key, t.dom
+	p.ctx.enter(t.key, t.dom)
 	p.onTimer(&p.ctx, time.Unix(0, t.at))
 }
 
@@ -337,9 +681,9 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	}
 	codec, _ := f.stages[ks.stage].codec.(*recsCodec[K, T])
 	f.fragW = append(f.fragW, func(fr *Fragment) {
-		p := &procOp[K, S, O]{op: op, state: map[K]S{}, dirty: map[K]struct{}{}, procTimers: newProcTimers[K](),
+		p := &procOp[K, S, O]{op: op, idx: map[K]int32{}, procTimers: newProcTimers[K](),
 			onTimer: h.OnTimer, kc: ks.kc, sc: sc, ttl: ttl, lastTS: map[K]int64{}}
-		p.ctx = Context[K, S, O]{op: p, fr: fr}
+		p.ctx = Context[K, S, O]{op: p, fr: fr, slot: -1}
 		fr.ops[op] = p
 		fr.addTimers(ks.stage, p)
 		if !ordered {
@@ -347,7 +691,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 				if ttl > 0 {
 					p.seen(k, fr.cur.TS)
 				}
-				p.ctx.key, p.ctx.dom = k, EventTime
+				p.ctx.enter(k, EventTime)
 				h.OnEvent(&p.ctx, v)
 			})
 			return
@@ -356,7 +700,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 			if ttl > 0 {
 				p.seen(k, fr.cur.TS)
 			}
-			p.ctx.key, p.ctx.dom = k, EventTime
+			p.ctx.enter(k, EventTime)
 			h.OnEvent(&p.ctx, v)
 		}}
 		p.ord = buf
@@ -388,16 +732,18 @@ func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K
 	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
-			if s, ok := po.state[*only]; ok && o.publish(s) {
+			if s, ok := po.state(*only); ok && o.publish(s) {
 				return []splice.Entry{{Key: p.kc.Format(*only), Value: s, Sort: *only}}
 			}
 			return nil
 		}
-		keys := make([]K, 0, len(po.state))
-		for k := range po.state {
-			keys = append(keys, k)
+		rows := make([]int32, 0, po.nstate)
+		for i := range po.rows {
+			if po.rows[i].has {
+				rows = append(rows, int32(i))
+			}
 		}
-		return selectKeys(len(keys), func(i int) (K, S) { return keys[i], po.state[keys[i]] }, q, after, p.kc, o)
+		return selectKeys(len(rows), func(i int) (K, S) { r := &po.rows[rows[i]]; return r.key, r.s }, q, after, p.kc, o)
 	})
 	return p
 }
@@ -544,12 +890,14 @@ type eventBuffer[K comparable, T any] struct {
 	// The last event applied (its place in the order), and whether it
 	// changed since the last checkpoint; stale: a restore left events up
 	// to the frontier in h.
-	applied         bufPos
-	frontier        bufPlace
-	moved, stale    bool
-	hasFrontier     bool         // in the checkpoint
-	segs            []bufSegment // in the checkpoint
-	scratch, valBuf []byte
+	applied      bufPos
+	frontier     bufPlace
+	moved, stale bool
+	hasFrontier  bool         // in the checkpoint
+	segs         []bufSegment // in the checkpoint
+	// eventBytes: the bytes of an event in the last segment, to size the
+	// next one's array.
+	eventBytes int
 }
 
 // bufPos is an event's place in the order.
@@ -665,31 +1013,39 @@ func (b *eventBuffer[K, T]) delta(ns uint16, d *Delta) error {
 		clear(b.segs[len(segs):])
 		b.segs = segs
 	}
-	val := b.valBuf[:0]
-	var latest bufPlace
 	n := 0
 	for i := range b.h {
-		e := &b.h[i]
-		if e.saved {
-			continue
+		if !b.h[i].saved {
+			n++
 		}
-		var err error
-		if val, err = b.appendEvent(val, e); err != nil {
-			return err
-		}
-		if p := e.place(); n == 0 || string(p[:]) > string(latest[:]) {
-			latest = p
-		}
-		e.saved = true
-		n++
 	}
 	if n > 0 {
-		key := append([]byte{bufSegmentKey}, latest[:]...)
-		v := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen32), uint64(n))
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: append(v, val...)})
-		b.segs = append(b.segs, bufSegment{key: key, latest: latest})
+		// The events are encoded into the entry's value itself, sized
+		// by the last segment's bytes per event with a quarter more (for
+		// the first, as events of 64 bytes).
+		val := make([]byte, 0, binary.MaxVarintLen32+n*(max(cmp.Or(b.eventBytes, 64), 16)*5/4))
+		val = binary.AppendUvarint(val, uint64(n))
+		from, latest := len(val), -1
+		for i := range b.h {
+			e := &b.h[i]
+			if e.saved {
+				continue
+			}
+			var err error
+			if val, err = b.appendEvent(val, e); err != nil {
+				return err
+			}
+			if latest < 0 || b.h[latest].before(e) {
+				latest = i
+			}
+			e.saved = true
+		}
+		b.eventBytes = (len(val) - from + n - 1) / n
+		p := b.h[latest].place()
+		key := append([]byte{bufSegmentKey}, p[:]...)
+		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: val})
+		b.segs = append(b.segs, bufSegment{key: key, latest: p})
 	}
-	b.valBuf = val[:0]
 	d.Entries += int64(len(b.segs))
 	if b.hasFrontier {
 		d.Entries++
@@ -706,17 +1062,19 @@ func (b *eventBuffer[K, T]) appendEvent(dst []byte, e *buffered[K, T]) ([]byte, 
 	dst = binary.AppendUvarint(dst, uint64(uint32(e.part)))
 	dst = binary.AppendUvarint(dst, uint64(e.off))
 	dst = binary.AppendUvarint(dst, uint64(uint32(e.sub)))
+	// Each encoded in place after a byte for its length, which moves it
+	// only if it takes more (128 bytes or more).
 	var err error
-	if b.scratch, err = b.codec.kc.Append(b.scratch[:0], e.key); err != nil {
+	mark := len(dst)
+	if dst, err = b.codec.kc.Append(append(dst, 0), e.key); err != nil {
 		return dst, fmt.Errorf("encode waiting event's key: %w", err)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
-	dst = append(dst, b.scratch...)
-	if b.scratch, err = b.codec.ec.Append(b.scratch[:0], e.val); err != nil {
+	dst = putShortLength(dst, mark)
+	mark = len(dst)
+	if dst, err = b.codec.ec.Append(append(dst, 0), e.val); err != nil {
 		return dst, fmt.Errorf("encode waiting event: %w", err)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b.scratch)))
-	return append(dst, b.scratch...), nil
+	return putShortLength(dst, mark), nil
 }
 
 func (b *eventBuffer[K, T]) restore(_ uint16, key, val []byte) error {

@@ -36,16 +36,24 @@ func heapOf(dom TimeDomain) int {
 // procKey is a key's pending timers (a few: unsorted) and, per heap, the
 // timer its entry there stands for.
 type procKey struct {
-	ts     []procTimer
+	ts     []procTimer // in few, while it fits
 	due    [2]procTimer
 	timed  [2]bool // an entry in the heap is at due
 	tdirty bool    // in procTimers.tdirty
+	// few holds a key's first timers (a handler's and an expiry, as a
+	// rule) with the key: reading them costs no second cache miss.
+	few [2]procTimer
 }
 
 type timerKey[K comparable] struct {
 	at  int64
 	key K
 	dom TimeDomain
+	// pk is the key's timers as the entry was pushed: an entry finds
+	// them without a look-up of the key. A key forgotten (tidy) has no
+	// entry standing for it (timed), so its older entries are stale; a
+	// key set again has new timers and entries of its own.
+	pk *procKey
 }
 
 // before orders timers by time; at the same time, a key's own timers
@@ -58,14 +66,11 @@ type procTimers[K comparable] struct {
 	nkeys  int // keys with pending timers
 	// tdirty lists the keys whose timers changed since the last
 	// checkpoint, kept once one was taken or restored (the first writes
-	// every key's). migrate: a restore read timers in the format of one
-	// entry per timer, which the next checkpoint replaces.
+	// every key's). migrate: a restore read entries of an older form,
+	// which the next checkpoint replaces.
 	tdirty    []K
 	ttracking bool
 	migrate   bool
-	// timerBytes: the bytes of a key's timer entry in the last delta, to
-	// size the next one's array.
-	timerBytes int
 }
 
 func newProcTimers[K comparable]() procTimers[K] { return procTimers[K]{keys: map[K]*procKey{}} }
@@ -76,6 +81,7 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 	pk := p.keys[k]
 	if pk == nil {
 		pk = &procKey{}
+		pk.ts = pk.few[:0]
 		p.keys[k] = pk
 	}
 	for _, x := range pk.ts {
@@ -97,7 +103,7 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 
 func (p *procTimers[K]) push(k K, pk *procKey, h int, t procTimer) {
 	pk.due[h], pk.timed[h] = t, true
-	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom})
+	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom, pk: pk})
 }
 
 func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {
@@ -179,8 +185,8 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 	hp := &p.timers[h]
 	e := (*hp)[0]
 	t := procTimer{e.at, e.dom}
-	pk := p.keys[e.key]
-	if pk == nil || !pk.timed[h] || pk.due[h] != t {
+	pk := e.pk
+	if !pk.timed[h] || pk.due[h] != t {
 		heapPop(hp)
 		return e, false
 	}
@@ -193,7 +199,7 @@ func (p *procTimers[K]) due(h int) (timerKey[K], bool) {
 		}
 	}
 	if next, ok := pk.first(h); ok {
-		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom}
+		(*hp)[0] = timerKey[K]{at: next.at, key: e.key, dom: next.dom, pk: pk}
 		pk.due[h] = next
 		heapFix(*hp, 0)
 		return e, false
@@ -219,10 +225,14 @@ func (pk *procKey) first(h int) (procTimer, bool) {
 // rearm gives key k an entry in heap h at its earliest timer there, unless
 // it has one at least as early.
 func (p *procTimers[K]) rearm(k K, h int) {
-	pk := p.keys[k]
-	if pk == nil {
-		return
+	if pk := p.keys[k]; pk != nil {
+		p.rearmKey(k, pk, h)
 	}
+}
+
+// rearmKey is rearm for a key whose timers pk are known: those of the
+// entry that fired, live or forgotten (then it has none).
+func (p *procTimers[K]) rearmKey(k K, pk *procKey, h int) {
 	if first, found := pk.first(h); found && (!pk.timed[h] || first.less(pk.due[h])) {
 		p.push(k, pk, h, first)
 	}
@@ -254,70 +264,16 @@ func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
 	return last, ok
 }
 
-// Timer entries (the operator's second namespace), one per key with
-// timers: key = timerEntry + the key; value = the number of timers, then
-// each one's domain (a byte) and time (varint). Before, each timer was an
-// entry of its own: key = domain (0-2) + time (8 bytes) + the key, empty
-// value; those still restore, and the next checkpoint rewrites them.
+// Timer entries of the checkpoints before a key's timers went into its
+// entry with its state (procEntry), in the operator's second namespace:
+// one per key with timers: key = timerEntry + the key; value = the number
+// of timers, then each one's domain (a byte) and time (varint). Before
+// that, each timer was an entry of its own: key = domain (0-2) + time (8
+// bytes) + the key, empty value. Both still restore.
 const timerEntry = 0xff
 
-func (p *procTimers[K]) timersDelta(ns uint16, kc KeyCodec[K], d *Delta) error {
-	// The keys and values share one array, as in procOp.delta.
-	n := len(p.tdirty)
-	if !p.ttracking || p.migrate {
-		n = len(p.keys)
-	}
-	buf := make([]byte, 0, n*(max(p.timerBytes, 16)*5/4+2))
-	put := func(k K) error {
-		at := len(buf)
-		var err error
-		if buf, err = kc.Append(append(buf, timerEntry), k); err != nil {
-			return fmt.Errorf("encode timer key: %w", err)
-		}
-		key := buf[at:len(buf):len(buf)]
-		pk := p.keys[k]
-		if pk == nil || len(pk.ts) == 0 {
-			d.Deletes = append(d.Deletes, StateEntry{Namespace: ns, Key: key})
-			return nil
-		}
-		pk.tdirty = false
-		at = len(buf)
-		buf = binary.AppendUvarint(buf, uint64(len(pk.ts)))
-		for _, t := range pk.ts {
-			buf = binary.AppendVarint(append(buf, byte(t.dom)), t.at)
-		}
-		d.Puts = append(d.Puts, StateEntry{Namespace: ns, Key: key, Value: buf[at:len(buf):len(buf)]})
-		return nil
-	}
-	if !p.ttracking || p.migrate {
-		d.Reset = append(d.Reset, ns)
-		for k, pk := range p.keys {
-			if len(pk.ts) == 0 {
-				continue
-			}
-			if err := put(k); err != nil {
-				return err
-			}
-		}
-		p.ttracking, p.migrate = true, false
-	} else {
-		for _, k := range p.tdirty {
-			if err := put(k); err != nil {
-				return err
-			}
-		}
-	}
-	if n > 0 {
-		p.timerBytes = (len(buf) + n - 1) / n
-	}
-	clear(p.tdirty)
-	p.tdirty = p.tdirty[:0]
-	d.Entries += int64(p.nkeys)
-	return nil
-}
-
-// restoreTimers restores a timer entry, of either format; seen hears of
-// each timer.
+// restoreTimers restores a timer entry of an older form (see timerEntry);
+// seen hears of each timer.
 func (p *procTimers[K]) restoreTimers(kc KeyCodec[K], key, val []byte, seen func(K, procTimer)) error {
 	p.ttracking = true
 	if len(key) > 0 && key[0] == timerEntry {

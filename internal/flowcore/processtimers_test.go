@@ -50,10 +50,12 @@ func timersFlow(t *testing.T, n int) (*flowcore.Plan, *[]string) {
 	return plan, &got
 }
 
-// Timers checkpointed one entry per timer (as Process wrote them before
-// timers were kept per key) restore, fire as the ones of one entry per key
-// do, and the next checkpoint rewrites them in the new form.
-func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
+// A Process checkpoints its keys in blocks, each key's state and timers
+// together. Checkpoints of the older forms — states and timers apart,
+// timers one entry per key or one per timer — restore, fire and emit as
+// the new form does, and the next checkpoint rewrites both namespaces in
+// the new form.
+func TestProcessRestoresEntriesOfEveryForm(t *testing.T) {
 	src, _ := timersFlow(t, 200)
 	bs := batches(t, src, 8)
 	fr := src.NewFragment(0)
@@ -66,30 +68,65 @@ func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same timers, one entry each: domain, time, key.
-	old := flowcore.Delta{Entries: d.Entries}
-	timers := 0
+	// The same state in the older forms: the state in the first
+	// namespace; the timers in the second, an entry per key (perKey) or
+	// per timer (domain, time, key).
+	perKey, perTimer := flowcore.Delta{Entries: d.Entries}, flowcore.Delta{Entries: d.Entries}
+	timers, states := 0, 0
+	uvarint := func(b []byte) (uint64, []byte) {
+		n, l := binary.Uvarint(b)
+		if l <= 0 {
+			t.Fatalf("bad uvarint in %x", b)
+		}
+		return n, b[l:]
+	}
 	for _, e := range d.Puts {
-		if e.Namespace%2 == 0 || e.Namespace == 0xffff || len(e.Key) == 0 || e.Key[0] != 0xff {
-			old.Puts = append(old.Puts, e)
+		if e.Namespace%2 == 0 || e.Namespace == 0xffff || len(e.Key) != 5 || e.Key[0] != 0xfd {
+			perKey.Puts = append(perKey.Puts, e)
+			perTimer.Puts = append(perTimer.Puts, e)
 			continue
 		}
-		v := e.Value
-		n, l := binary.Uvarint(v)
-		v = v[l:]
+		if len(e.Value) < 2 || e.Value[0] != 1 {
+			t.Fatalf("entry %x: value %x of no known form", e.Key, e.Value)
+		}
+		n, v := uvarint(e.Value[1:])
 		for range n {
-			at, l := binary.Varint(v[1:])
-			key := binary.BigEndian.AppendUint64([]byte{v[0]}, uint64(at))
-			old.Puts = append(old.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append(key, e.Key[1:]...)})
-			v = v[1+l:]
-			timers++
+			v = v[1:] // the row
+			kl, rest := uvarint(v)
+			key := rest[:kl]
+			hasState := rest[kl] == 1
+			nt, rest := uvarint(rest[kl+1:])
+			ts := rest
+			for range nt {
+				at, l := binary.Varint(rest[1:])
+				tk := binary.BigEndian.AppendUint64([]byte{rest[0]}, uint64(at))
+				perTimer.Puts = append(perTimer.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append(tk, key...)})
+				rest = rest[1+l:]
+				timers++
+			}
+			if nt > 0 {
+				val := binary.AppendUvarint(nil, nt)
+				val = append(val, ts[:len(ts)-len(rest)]...)
+				perKey.Puts = append(perKey.Puts, flowcore.StateEntry{Namespace: e.Namespace, Key: append([]byte{0xff}, key...), Value: val})
+			}
+			if hasState {
+				sl, st := uvarint(rest)
+				e := flowcore.StateEntry{Namespace: e.Namespace - 1, Key: key, Value: st[:sl]}
+				perKey.Puts, perTimer.Puts = append(perKey.Puts, e), append(perTimer.Puts, e)
+				rest = st[sl:]
+				states++
+			}
+			v = rest
+		}
+		if len(v) != 0 {
+			t.Fatalf("entry %x: %d bytes after its keys", e.Key, len(v))
 		}
 	}
-	if timers < 5 {
-		t.Fatalf("%d timers checkpointed: the test needs some", timers)
+	if timers < 5 || states < 3 {
+		t.Fatalf("%d timers and %d states checkpointed: the test needs some", timers, states)
 	}
-	var outs [2][]string
-	for i, delta := range []flowcore.Delta{d, old} {
+	var outs [3][]string
+	for i, delta := range []flowcore.Delta{d, perKey, perTimer} {
 		plan, got := timersFlow(t, 200)
 		fr, err := restoreInto(plan, delta)
 		if err != nil {
@@ -105,16 +142,17 @@ func TestProcessRestoresTimersOfEitherForm(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range next.Puts {
-			if e.Namespace%2 == 1 && e.Namespace != 0xffff && e.Key[0] != 0xff {
-				t.Fatalf("a timer entry of the old form written: %x", e.Key)
+			if e.Namespace < 0xfffe && (e.Namespace%2 == 0 || e.Key[0] != 0xfd) {
+				t.Fatalf("restored from form %d: an entry of an older form written: namespace %d, key %x", i, e.Namespace, e.Key)
 			}
 		}
-		if reset := slices.ContainsFunc(next.Reset, func(ns uint16) bool { return ns%2 == 1 && ns != 0xffff }); reset != (i == 1) {
-			t.Fatalf("restored from form %d: timers namespace reset %v", i, reset)
+		if reset := len(next.Reset) == 2; reset != (i > 0) || i > 0 && next.Reset[0]+1 != next.Reset[1] {
+			t.Fatalf("restored from form %d: namespaces reset %v", i, next.Reset)
 		}
 		outs[i] = *got
 	}
-	if len(outs[0]) == 0 || !slices.Equal(outs[0], outs[1]) {
-		t.Fatalf("after restoring timers of one entry per key %v, of one per timer %v", outs[0], outs[1])
+	if len(outs[0]) == 0 || !slices.Equal(outs[0], outs[1]) || !slices.Equal(outs[0], outs[2]) {
+		t.Fatalf("after restoring the entries of one per key %v, states apart and timers of one entry per key %v, of one per timer %v",
+			outs[0], outs[1], outs[2])
 	}
 }
