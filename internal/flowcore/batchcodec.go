@@ -813,6 +813,11 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 		}
 		kb.find(find)
 		defer kb.done()
+		if hashed {
+			ks := keySlotsPool.Get().(*keySlots)
+			ks.x, ks.dels, ks.at = find.x, find.x.dels, append(ks.at[:0], kb.slots[:n]...)
+			p.slots = ks
+		}
 	}
 	if et {
 		p.ts = make([]int64, 0, n)

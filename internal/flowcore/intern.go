@@ -167,11 +167,18 @@ func (s *stringIndex) find(b []byte) (string, bool) {
 }
 
 func (s *stringIndex) findHashed(b []byte, h uint64) (string, bool) {
+	k, slot := s.slotHashed(b, h)
+	return k, slot >= 0
+}
+
+// slotHashed is findHashed returning the key's slot too (-1: not found).
+func (s *stringIndex) slotHashed(b []byte, h uint64) (string, int32) {
 	p := hxFindBytes(s.x, *s.keys, b, h)
 	if p < 0 {
-		return "", false
+		return "", -1
 	}
-	return (*s.keys)[s.x.slotAt(p)], true
+	slot := s.x.slotAt(p)
+	return (*s.keys)[slot], slot
 }
 
 // probeAhead is how many places after a key's home keyBatch.find looks
@@ -187,6 +194,10 @@ type keyBatch struct {
 	got   []string  // the table's string equal to key i, if found[i]
 	found []bool
 	ents  []uint64
+	// slots[i] is key i's slot in the table (-1: not found), with a hash
+	// index: decodeParts hands them on to the table's bulk apply
+	// (keySlots), which then need not look the keys up again.
+	slots []int32
 }
 
 type keySpan struct{ at, n int }
@@ -196,6 +207,7 @@ func (kb *keyBatch) reset(buf []byte, n int) {
 	if cap(kb.spans) < n {
 		kb.spans, kb.hs = make([]keySpan, 0, n), make([]uint64, 0, n)
 		kb.got, kb.found, kb.ents = make([]string, n), make([]bool, n), make([]uint64, n)
+		kb.slots = make([]int32, n)
 	}
 	kb.buf, kb.spans, kb.hs = buf, kb.spans[:0], kb.hs[:0]
 }
@@ -237,10 +249,13 @@ func (kb *keyBatch) find(s *stringIndex) {
 		}
 		return
 	}
-	x, keys, hs := s.x, *s.keys, kb.hs[:n]
+	x, keys, hs, slots := s.x, *s.keys, kb.hs[:n], kb.slots[:n]
 	if len(x.ents) == 0 {
 		clear(got)
 		clear(found)
+		for i := range slots {
+			slots[i] = -1
+		}
 		return
 	}
 	ents, mask := kb.ents[:n], uint64(len(x.ents)-1)
@@ -260,7 +275,8 @@ func (kb *keyBatch) find(s *stringIndex) {
 		}
 		found[i] = e != 0 && e>>32 == tag
 		if found[i] {
-			got[i] = keys[int32(uint32(e))-1]
+			slots[i] = int32(uint32(e)) - 1
+			got[i] = keys[slots[i]]
 		}
 	}
 	for i := range n {
@@ -268,7 +284,8 @@ func (kb *keyBatch) find(s *stringIndex) {
 		if found[i] && sameKey(got[i], b) {
 			continue
 		}
-		got[i], found[i] = s.findHashed(b, hs[i])
+		got[i], slots[i] = s.slotHashed(b, hs[i])
+		found[i] = slots[i] >= 0
 	}
 }
 

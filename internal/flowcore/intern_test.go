@@ -221,12 +221,18 @@ func TestKeyBatchFinds(t *testing.T) {
 				if kb.found[i] != held[k] {
 					t.Fatalf("hashed %v: %q found %v, held %v", hashed, k, kb.found[i], held[k])
 				}
+				if hashed && !held[k] && kb.slots[i] != -1 {
+					t.Fatalf("%q, not held, found at slot %d", k, kb.slots[i])
+				}
 				if !kb.found[i] {
 					continue
 				}
 				j, _ := tb.lookup(k, 0)
 				if unsafe.StringData(kb.got[i]) != unsafe.StringData(tb.keys[j]) {
 					t.Fatalf("hashed %v: %q is not the table's own string", hashed, k)
+				}
+				if hashed && kb.slots[i] != j {
+					t.Fatalf("%q found at slot %d, in slot %d", k, kb.slots[i], j)
 				}
 			}
 			kb.done()
@@ -241,8 +247,35 @@ func TestKeyBatchFinds(t *testing.T) {
 	kb.reset([]byte("a"), 1)
 	kb.add(0, 1, shard.String("a"))
 	kb.find(empty.stringIndex())
-	if kb.found[0] {
+	if kb.found[0] || kb.slots[0] != -1 {
 		t.Fatal("an empty table found a key")
+	}
+}
+
+// A batch's key slots hold for the index they were found in, for as many
+// records as they were found for, until the table removes a key (which
+// moves slots).
+func TestKeySlotsHold(t *testing.T) {
+	tb := newTable[string, int64](nil, nil)
+	tb.idx, tb.hash, tb.strs = nil, keyHasher[string](nil), true
+	for i := range 10 {
+		tb.insert(strconv.Itoa(i), 1)
+	}
+	other := newTable[string, int64](nil, nil)
+	s := &keySlots{x: &tb.hx, dels: tb.hx.dels, at: []int32{3, -1}}
+	if s.of(&tb.hx, 2) == nil {
+		t.Fatal("slots just found do not hold")
+	}
+	if s.of(&other.hx, 2) != nil || s.of(&tb.hx, 3) != nil || (*keySlots)(nil).of(&tb.hx, 2) != nil {
+		t.Fatal("slots hold for another table, another batch or none")
+	}
+	tb.insert("new", 1) // an insert moves no slot
+	if s.of(&tb.hx, 2) == nil {
+		t.Fatal("slots stopped holding after an insert")
+	}
+	tb.indexDelete("0")
+	if s.of(&tb.hx, 2) != nil {
+		t.Fatal("slots hold after a key was removed")
 	}
 }
 
