@@ -761,7 +761,9 @@ var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 // stage whose fragment holds a table of plain strings are looked up in it
 // together (keyBatch), and each record carries its key's hash on to the
 // table (Rec.h), which then finds the key in the places the lookup just
-// read rather than hashing it again.
+// read rather than hashing it again, and the slots the keys were found in
+// (keySlots). A key the table does not hold yet goes to the table's
+// arena (keyArena), if it has one.
 func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf partForm) (payload, []byte, error) {
 	_, plain := c.kc.(stringCodec[K])
 	stc, _ := c.ec.(*structCodec[T])
@@ -841,6 +843,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 			in.find = find
 			k, err = kd.decodeInterned(key, in)
 			in.find = nil
+		case batch && find.arena != nil:
+			// Not in the table yet, which inserts it when it applies the
+			// record: in its arena, beside its other keys.
+			s := find.arena.string(key)
+			*(*string)(unsafe.Pointer(&k)) = s
+			in.last = s
 		case kd != nil:
 			k, err = kd.decodeInterned(key, in) // not in the table: the slots
 		default:

@@ -124,6 +124,38 @@ type stringIndex struct {
 	x    *hashIndex       // the table's index; nil: idx
 	idx  map[string]int32 // a table without a hash index
 	keys *[]string        // the field: it grows by append
+	// arena, for a table that never removes a key (no TTL), holds the
+	// keys decoded for it that it did not hold yet: the keys it then
+	// inserts (nearly all of them) lie side by side.
+	arena *keyArena
+}
+
+// keyArena packs the bytes of a table's new keys in chunks. A key decoded
+// from another node's batch was a string of its own, at whatever place
+// the allocator had free (amid the Interner's other strings and the
+// batch's garbage): finding the keys of a batch read a cache line for
+// every key's bytes, and a node's tables' keys spread over several times
+// the lines they fill packed. A chunk lives while any of its keys does:
+// as long as its table, which removes none; a key kept after its table
+// is dropped (its fragment moved) keeps its chunk, at most arenaChunk
+// bytes.
+type keyArena struct{ buf []byte }
+
+const (
+	arenaChunk  = 4 << 10
+	arenaMaxKey = 256 // bytes; a longer key is a string of its own
+)
+
+// string returns a string equal to b, in the arena.
+func (a *keyArena) string(b []byte) string {
+	if len(b) == 0 || len(b) > arenaMaxKey {
+		return string(b)
+	}
+	if len(a.buf)+len(b) > cap(a.buf) {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[len(a.buf)-len(b)], len(b))
 }
 
 // stringKeys finds a key by its bytes, for a table keyed by plain strings

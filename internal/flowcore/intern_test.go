@@ -1,11 +1,14 @@
 package flowcore
 
 import (
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"math/rand/v2"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/tessera-streams/tessera/shard"
@@ -301,6 +304,72 @@ func TestSameString(t *testing.T) {
 		}
 		if n > 1 && (sameString(s, s[:n-1]) || sameKey(s[1:], a[:n-1])) {
 			t.Errorf("len %d: strings of other lengths or bytes are equal", n)
+		}
+	}
+}
+
+// The keys of another node's batch that a table without a TTL does not
+// hold yet are decoded into its arena, side by side, and it inserts those
+// very strings; a table with a TTL (which removes keys) gets strings of
+// their own. The counts are those of the events.
+func TestNewKeysInTableArena(t *testing.T) {
+	for _, ttl := range []bool{false, true} {
+		evs := make([]stampedKey, 300)
+		for i := range evs {
+			evs[i] = stampedKey{K: fmt.Sprintf("key-%013d", i%100), At: int64(i)} // past the tiny allocator's 16 bytes
+		}
+		f := New("arena", WithFragments(1))
+		src := From(f, "in", Source[stampedKey](&stampedSource{evs: evs}), WithEventTime(func(e stampedKey) time.Time { return time.Unix(0, e.At) }, time.Hour))
+		ks := KeyBy(src, func(e stampedKey) string { return e.K })
+		var opts []StateOption
+		if ttl {
+			opts = append(opts, WithStateTTL(time.Hour))
+		}
+		Count(ks, opts...).View("counts")
+		plan, err := Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := plan.OpenReader(0, 0, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Poll(t.Context(), 1000); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		enc, err := plan.EncodeBatch(nil, r.Take(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		fr := plan.NewFragment(0)
+		b, err := plan.DecodeBatchInterned(enc, fr.Interner())
+		if err != nil {
+			t.Fatal(err)
+		}
+		items := b.parts[0].(*recs[string, stampedKey]).items
+		k0, k1 := items[0].Key, items[1].Key
+		packed := unsafe.StringData(k1) == (*byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(k0)), len(k0)))
+		if packed == ttl {
+			t.Fatalf("ttl %v: new keys %q and %q packed side by side: %v", ttl, k0, k1, packed)
+		}
+		if ttl {
+			continue // a table with a TTL applies in event time order, later
+		}
+		if err := fr.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+		tb := fr.ops[0].(*table[string, int64])
+		if len(tb.keys) != 100 {
+			t.Fatalf("%d keys, want 100", len(tb.keys))
+		}
+		for i, k := range tb.keys {
+			if tb.vals[i] != 3 {
+				t.Fatalf("%s counted %d, want 3", k, tb.vals[i])
+			}
+		}
+		if unsafe.StringData(tb.keys[0]) != unsafe.StringData(k0) {
+			t.Fatalf("the table holds a copy of the key decoded into its arena")
 		}
 	}
 }

@@ -229,7 +229,11 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 			t.idx, t.hash, t.strs = nil, ks.hash, reflect.TypeFor[K]().Kind() == reflect.String
 		}
 		fr.ops[op] = t
-		fr.intern.keysOf(ks.stage, t.stringIndex())
+		si := t.stringIndex()
+		if si != nil && ttl <= 0 {
+			si.arena = new(keyArena)
+		}
+		fr.intern.keysOf(ks.stage, si)
 		if ttl <= 0 {
 			// With update subscribers, the bulk form calls them for every
 			// record as the record loop would (bulkEvent): only if the
