@@ -845,10 +845,12 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 			in.find = nil
 		case batch && find.arena != nil:
 			// Not in the table yet, which inserts it when it applies the
-			// record: in its arena, beside its other keys.
-			s := find.arena.string(key)
-			*(*string)(unsafe.Pointer(&k)) = s
-			in.last = s
+			// record: in its arena, beside its other keys (once, however
+			// many records of the batches before that hold it: the
+			// Interner finds it again).
+			in.arena = find.arena
+			k, err = kd.decodeInterned(key, in)
+			in.arena = nil
 		case kd != nil:
 			k, err = kd.decodeInterned(key, in) // not in the table: the slots
 		default:

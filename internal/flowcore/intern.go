@@ -41,6 +41,9 @@ type Interner struct {
 	// decodeParts); find is the index String tries for one key.
 	stageKeys []*stringIndex
 	find      *stringIndex
+	// arena, while set, is where String puts a string it did not hold:
+	// a key the table of its stage does not hold yet (decodeParts).
+	arena *keyArena
 }
 
 const (
@@ -81,7 +84,12 @@ func (in *Interner) String(b []byte) string {
 	default:
 		// Two places per string: with one, keys that share a slot pushed
 		// each other out on every batch.
-		s := string(b)
+		var s string
+		if in.arena != nil {
+			s = in.arena.string(b)
+		} else {
+			s = string(b)
+		}
 		at := i1
 		if t1 != 0 && (t2 == 0 || h&(1<<31) != 0) {
 			at = i2

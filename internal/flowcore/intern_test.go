@@ -371,5 +371,9 @@ func TestNewKeysInTableArena(t *testing.T) {
 		if unsafe.StringData(tb.keys[0]) != unsafe.StringData(k0) {
 			t.Fatalf("the table holds a copy of the key decoded into its arena")
 		}
+		// Each key once, whatever the records that hold it.
+		if a := fr.intern.keyFinder(0).arena; len(a.buf) != 100*len(k0) {
+			t.Fatalf("the arena holds %d bytes for 100 keys of %d", len(a.buf), len(k0))
+		}
 	}
 }
