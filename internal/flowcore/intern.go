@@ -146,7 +146,7 @@ type stringIndex struct {
 // the lines they fill packed. A chunk lives while any of its keys does:
 // as long as its table, which removes none; a key kept after its table
 // is dropped (its fragment moved) keeps its chunk, at most arenaChunk
-// bytes.
+// bytes (of keys that were all the table's).
 type keyArena struct{ buf []byte }
 
 const (
@@ -160,7 +160,9 @@ func (a *keyArena) string(b []byte) string {
 		return string(b)
 	}
 	if len(a.buf)+len(b) > cap(a.buf) {
-		a.buf = make([]byte, 0, arenaChunk)
+		// Chunks grow to arenaChunk: a table of a few keys takes a few
+		// bytes more than their own.
+		a.buf = make([]byte, 0, max(min(2*cap(a.buf), arenaChunk), 64, len(b)))
 	}
 	a.buf = append(a.buf, b...)
 	return unsafe.String(&a.buf[len(a.buf)-len(b)], len(b))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -372,8 +373,43 @@ func TestNewKeysInTableArena(t *testing.T) {
 			t.Fatalf("the table holds a copy of the key decoded into its arena")
 		}
 		// Each key once, whatever the records that hold it.
-		if a := fr.intern.keyFinder(0).arena; len(a.buf) != 100*len(k0) {
-			t.Fatalf("the arena holds %d bytes for 100 keys of %d", len(a.buf), len(k0))
+		at := map[string]*byte{}
+		for _, it := range items {
+			if p, ok := at[it.Key]; ok && p != unsafe.StringData(it.Key) {
+				t.Fatalf("records of %s hold copies of it", it.Key)
+			}
+			at[it.Key] = unsafe.StringData(it.Key)
 		}
+	}
+}
+
+// An arena's chunks start small and grow to arenaChunk; a key goes in
+// whole, a long one in a string of its own.
+func TestKeyArenaChunks(t *testing.T) {
+	var a keyArena
+	k := a.string([]byte("k"))
+	if k != "k" || cap(a.buf) != 64 {
+		t.Fatalf("first chunk of %d bytes for a key of one", cap(a.buf))
+	}
+	var caps []int
+	for i := 0; cap(a.buf) < arenaChunk || len(a.buf) < arenaChunk-16; i++ {
+		want := fmt.Sprintf("key-%05d", i)
+		if got := a.string([]byte(want)); got != want {
+			t.Fatalf("arena string %q, want %q", got, want)
+		}
+		if len(caps) == 0 || caps[len(caps)-1] != cap(a.buf) {
+			caps = append(caps, cap(a.buf))
+		}
+	}
+	if fmt.Sprint(caps) != fmt.Sprint([]int{64, 128, 256, 512, 1024, 2048, 4096}) {
+		t.Fatalf("chunks of %v bytes", caps)
+	}
+	long := strings.Repeat("x", arenaMaxKey+1)
+	before := len(a.buf)
+	if got := a.string([]byte(long)); got != long || len(a.buf) != before {
+		t.Fatal("a long key went into the arena")
+	}
+	if a.string(nil) != "" {
+		t.Fatal("the empty key")
 	}
 }
