@@ -761,7 +761,9 @@ var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 // stage whose fragment holds a table of plain strings are looked up in it
 // together (keyBatch), and each record carries its key's hash on to the
 // table (Rec.h), which then finds the key in the places the lookup just
-// read rather than hashing it again.
+// read rather than hashing it again, and the slots the keys were found in
+// (keySlots). A key the table does not hold yet goes to the table's
+// arena (keyArena), if it has one.
 func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf partForm) (payload, []byte, error) {
 	_, plain := c.kc.(stringCodec[K])
 	stc, _ := c.ec.(*structCodec[T])
@@ -813,6 +815,11 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 		}
 		kb.find(find)
 		defer kb.done()
+		if hashed {
+			ks := keySlotsPool.Get().(*keySlots)
+			ks.x, ks.dels, ks.at = find.x, find.x.dels, append(ks.at[:0], kb.slots[:n]...)
+			p.slots = ks
+		}
 	}
 	if et {
 		p.ts = make([]int64, 0, n)
@@ -836,6 +843,14 @@ func (c *recsCodec[K, T]) decodeParts(b []byte, n int, et bool, in *Interner, pf
 			in.find = find
 			k, err = kd.decodeInterned(key, in)
 			in.find = nil
+		case batch && find.arena != nil:
+			// Not in the table yet, which inserts it when it applies the
+			// record: in its arena, beside its other keys (once, however
+			// many records of the batches before that hold it: the
+			// Interner finds it again).
+			in.arena = find.arena
+			k, err = kd.decodeInterned(key, in)
+			in.arena = nil
 		case kd != nil:
 			k, err = kd.decodeInterned(key, in) // not in the table: the slots
 		default:

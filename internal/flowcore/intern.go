@@ -41,6 +41,9 @@ type Interner struct {
 	// decodeParts); find is the index String tries for one key.
 	stageKeys []*stringIndex
 	find      *stringIndex
+	// arena, while set, is where String puts a string it did not hold:
+	// a key the table of its stage does not hold yet (decodeParts).
+	arena *keyArena
 }
 
 const (
@@ -81,7 +84,12 @@ func (in *Interner) String(b []byte) string {
 	default:
 		// Two places per string: with one, keys that share a slot pushed
 		// each other out on every batch.
-		s := string(b)
+		var s string
+		if in.arena != nil {
+			s = in.arena.string(b)
+		} else {
+			s = string(b)
+		}
 		at := i1
 		if t1 != 0 && (t2 == 0 || h&(1<<31) != 0) {
 			at = i2
@@ -124,6 +132,40 @@ type stringIndex struct {
 	x    *hashIndex       // the table's index; nil: idx
 	idx  map[string]int32 // a table without a hash index
 	keys *[]string        // the field: it grows by append
+	// arena, for a table that never removes a key (no TTL), holds the
+	// keys decoded for it that it did not hold yet: the keys it then
+	// inserts (nearly all of them) lie side by side.
+	arena *keyArena
+}
+
+// keyArena packs the bytes of a table's new keys in chunks. A key decoded
+// from another node's batch was a string of its own, at whatever place
+// the allocator had free (amid the Interner's other strings and the
+// batch's garbage): finding the keys of a batch read a cache line for
+// every key's bytes, and a node's tables' keys spread over several times
+// the lines they fill packed. A chunk lives while any of its keys does:
+// as long as its table, which removes none; a key kept after its table
+// is dropped (its fragment moved) keeps its chunk, at most arenaChunk
+// bytes (of keys that were all the table's).
+type keyArena struct{ buf []byte }
+
+const (
+	arenaChunk  = 4 << 10
+	arenaMaxKey = 256 // bytes; a longer key is a string of its own
+)
+
+// string returns a string equal to b, in the arena.
+func (a *keyArena) string(b []byte) string {
+	if len(b) == 0 || len(b) > arenaMaxKey {
+		return string(b)
+	}
+	if len(a.buf)+len(b) > cap(a.buf) {
+		// Chunks grow to arenaChunk: a table of a few keys takes a few
+		// bytes more than their own.
+		a.buf = make([]byte, 0, max(min(2*cap(a.buf), arenaChunk), 64, len(b)))
+	}
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[len(a.buf)-len(b)], len(b))
 }
 
 // stringKeys finds a key by its bytes, for a table keyed by plain strings
@@ -167,11 +209,18 @@ func (s *stringIndex) find(b []byte) (string, bool) {
 }
 
 func (s *stringIndex) findHashed(b []byte, h uint64) (string, bool) {
+	k, slot := s.slotHashed(b, h)
+	return k, slot >= 0
+}
+
+// slotHashed is findHashed returning the key's slot too (-1: not found).
+func (s *stringIndex) slotHashed(b []byte, h uint64) (string, int32) {
 	p := hxFindBytes(s.x, *s.keys, b, h)
 	if p < 0 {
-		return "", false
+		return "", -1
 	}
-	return (*s.keys)[s.x.slotAt(p)], true
+	slot := s.x.slotAt(p)
+	return (*s.keys)[slot], slot
 }
 
 // probeAhead is how many places after a key's home keyBatch.find looks
@@ -187,6 +236,10 @@ type keyBatch struct {
 	got   []string  // the table's string equal to key i, if found[i]
 	found []bool
 	ents  []uint64
+	// slots[i] is key i's slot in the table (-1: not found), with a hash
+	// index: decodeParts hands them on to the table's bulk apply
+	// (keySlots), which then need not look the keys up again.
+	slots []int32
 }
 
 type keySpan struct{ at, n int }
@@ -196,6 +249,7 @@ func (kb *keyBatch) reset(buf []byte, n int) {
 	if cap(kb.spans) < n {
 		kb.spans, kb.hs = make([]keySpan, 0, n), make([]uint64, 0, n)
 		kb.got, kb.found, kb.ents = make([]string, n), make([]bool, n), make([]uint64, n)
+		kb.slots = make([]int32, n)
 	}
 	kb.buf, kb.spans, kb.hs = buf, kb.spans[:0], kb.hs[:0]
 }
@@ -237,10 +291,13 @@ func (kb *keyBatch) find(s *stringIndex) {
 		}
 		return
 	}
-	x, keys, hs := s.x, *s.keys, kb.hs[:n]
+	x, keys, hs, slots := s.x, *s.keys, kb.hs[:n], kb.slots[:n]
 	if len(x.ents) == 0 {
 		clear(got)
 		clear(found)
+		for i := range slots {
+			slots[i] = -1
+		}
 		return
 	}
 	ents, mask := kb.ents[:n], uint64(len(x.ents)-1)
@@ -260,7 +317,8 @@ func (kb *keyBatch) find(s *stringIndex) {
 		}
 		found[i] = e != 0 && e>>32 == tag
 		if found[i] {
-			got[i] = keys[int32(uint32(e))-1]
+			slots[i] = int32(uint32(e)) - 1
+			got[i] = keys[slots[i]]
 		}
 	}
 	for i := range n {
@@ -268,7 +326,8 @@ func (kb *keyBatch) find(s *stringIndex) {
 		if found[i] && sameKey(got[i], b) {
 			continue
 		}
-		got[i], found[i] = s.findHashed(b, hs[i])
+		got[i], slots[i] = s.slotHashed(b, hs[i])
+		found[i] = slots[i] >= 0
 	}
 }
 

@@ -1,11 +1,15 @@
 package flowcore
 
 import (
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/tessera-streams/tessera/shard"
@@ -221,12 +225,18 @@ func TestKeyBatchFinds(t *testing.T) {
 				if kb.found[i] != held[k] {
 					t.Fatalf("hashed %v: %q found %v, held %v", hashed, k, kb.found[i], held[k])
 				}
+				if hashed && !held[k] && kb.slots[i] != -1 {
+					t.Fatalf("%q, not held, found at slot %d", k, kb.slots[i])
+				}
 				if !kb.found[i] {
 					continue
 				}
 				j, _ := tb.lookup(k, 0)
 				if unsafe.StringData(kb.got[i]) != unsafe.StringData(tb.keys[j]) {
 					t.Fatalf("hashed %v: %q is not the table's own string", hashed, k)
+				}
+				if hashed && kb.slots[i] != j {
+					t.Fatalf("%q found at slot %d, in slot %d", k, kb.slots[i], j)
 				}
 			}
 			kb.done()
@@ -241,8 +251,35 @@ func TestKeyBatchFinds(t *testing.T) {
 	kb.reset([]byte("a"), 1)
 	kb.add(0, 1, shard.String("a"))
 	kb.find(empty.stringIndex())
-	if kb.found[0] {
+	if kb.found[0] || kb.slots[0] != -1 {
 		t.Fatal("an empty table found a key")
+	}
+}
+
+// A batch's key slots hold for the index they were found in, for as many
+// records as they were found for, until the table removes a key (which
+// moves slots).
+func TestKeySlotsHold(t *testing.T) {
+	tb := newTable[string, int64](nil, nil)
+	tb.idx, tb.hash, tb.strs = nil, keyHasher[string](nil), true
+	for i := range 10 {
+		tb.insert(strconv.Itoa(i), 1)
+	}
+	other := newTable[string, int64](nil, nil)
+	s := &keySlots{x: &tb.hx, dels: tb.hx.dels, at: []int32{3, -1}}
+	if s.of(&tb.hx, 2) == nil {
+		t.Fatal("slots just found do not hold")
+	}
+	if s.of(&other.hx, 2) != nil || s.of(&tb.hx, 3) != nil || (*keySlots)(nil).of(&tb.hx, 2) != nil {
+		t.Fatal("slots hold for another table, another batch or none")
+	}
+	tb.insert("new", 1) // an insert moves no slot
+	if s.of(&tb.hx, 2) == nil {
+		t.Fatal("slots stopped holding after an insert")
+	}
+	tb.indexDelete("0")
+	if s.of(&tb.hx, 2) != nil {
+		t.Fatal("slots hold after a key was removed")
 	}
 }
 
@@ -269,5 +306,110 @@ func TestSameString(t *testing.T) {
 		if n > 1 && (sameString(s, s[:n-1]) || sameKey(s[1:], a[:n-1])) {
 			t.Errorf("len %d: strings of other lengths or bytes are equal", n)
 		}
+	}
+}
+
+// The keys of another node's batch that a table without a TTL does not
+// hold yet are decoded into its arena, side by side, and it inserts those
+// very strings; a table with a TTL (which removes keys) gets strings of
+// their own. The counts are those of the events.
+func TestNewKeysInTableArena(t *testing.T) {
+	for _, ttl := range []bool{false, true} {
+		evs := make([]stampedKey, 300)
+		for i := range evs {
+			evs[i] = stampedKey{K: fmt.Sprintf("key-%013d", i%100), At: int64(i)} // past the tiny allocator's 16 bytes
+		}
+		f := New("arena", WithFragments(1))
+		src := From(f, "in", Source[stampedKey](&stampedSource{evs: evs}), WithEventTime(func(e stampedKey) time.Time { return time.Unix(0, e.At) }, time.Hour))
+		ks := KeyBy(src, func(e stampedKey) string { return e.K })
+		var opts []StateOption
+		if ttl {
+			opts = append(opts, WithStateTTL(time.Hour))
+		}
+		Count(ks, opts...).View("counts")
+		plan, err := Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := plan.OpenReader(0, 0, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Poll(t.Context(), 1000); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatal(err)
+		}
+		enc, err := plan.EncodeBatch(nil, r.Take(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		fr := plan.NewFragment(0)
+		b, err := plan.DecodeBatchInterned(enc, fr.Interner())
+		if err != nil {
+			t.Fatal(err)
+		}
+		items := b.parts[0].(*recs[string, stampedKey]).items
+		k0, k1 := items[0].Key, items[1].Key
+		packed := unsafe.StringData(k1) == (*byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(k0)), len(k0)))
+		if packed == ttl {
+			t.Fatalf("ttl %v: new keys %q and %q packed side by side: %v", ttl, k0, k1, packed)
+		}
+		if ttl {
+			continue // a table with a TTL applies in event time order, later
+		}
+		if err := fr.Apply(b, b.PrevEnd); err != nil {
+			t.Fatal(err)
+		}
+		tb := fr.ops[0].(*table[string, int64])
+		if len(tb.keys) != 100 {
+			t.Fatalf("%d keys, want 100", len(tb.keys))
+		}
+		for i, k := range tb.keys {
+			if tb.vals[i] != 3 {
+				t.Fatalf("%s counted %d, want 3", k, tb.vals[i])
+			}
+		}
+		if unsafe.StringData(tb.keys[0]) != unsafe.StringData(k0) {
+			t.Fatalf("the table holds a copy of the key decoded into its arena")
+		}
+		// Each key once, whatever the records that hold it.
+		at := map[string]*byte{}
+		for _, it := range items {
+			if p, ok := at[it.Key]; ok && p != unsafe.StringData(it.Key) {
+				t.Fatalf("records of %s hold copies of it", it.Key)
+			}
+			at[it.Key] = unsafe.StringData(it.Key)
+		}
+	}
+}
+
+// An arena's chunks start small and grow to arenaChunk; a key goes in
+// whole, a long one in a string of its own.
+func TestKeyArenaChunks(t *testing.T) {
+	var a keyArena
+	k := a.string([]byte("k"))
+	if k != "k" || cap(a.buf) != 64 {
+		t.Fatalf("first chunk of %d bytes for a key of one", cap(a.buf))
+	}
+	var caps []int
+	for i := 0; cap(a.buf) < arenaChunk || len(a.buf) < arenaChunk-16; i++ {
+		want := fmt.Sprintf("key-%05d", i)
+		if got := a.string([]byte(want)); got != want {
+			t.Fatalf("arena string %q, want %q", got, want)
+		}
+		if len(caps) == 0 || caps[len(caps)-1] != cap(a.buf) {
+			caps = append(caps, cap(a.buf))
+		}
+	}
+	if fmt.Sprint(caps) != fmt.Sprint([]int{64, 128, 256, 512, 1024, 2048, 4096}) {
+		t.Fatalf("chunks of %v bytes", caps)
+	}
+	long := strings.Repeat("x", arenaMaxKey+1)
+	before := len(a.buf)
+	if got := a.string([]byte(long)); got != long || len(a.buf) != before {
+		t.Fatal("a long key went into the arena")
+	}
+	if a.string(nil) != "" {
+		t.Fatal("the empty key")
 	}
 }

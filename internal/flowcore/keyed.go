@@ -229,7 +229,11 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 			t.idx, t.hash, t.strs = nil, ks.hash, reflect.TypeFor[K]().Kind() == reflect.String
 		}
 		fr.ops[op] = t
-		fr.intern.keysOf(ks.stage, t.stringIndex())
+		si := t.stringIndex()
+		if si != nil && ttl <= 0 {
+			si.arena = new(keyArena)
+		}
+		fr.intern.keysOf(ks.stage, si)
 		if ttl <= 0 {
 			// With update subscribers, the bulk form calls them for every
 			// record as the record loop would (bulkEvent): only if the
@@ -376,6 +380,9 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 			run, n := int32(-1), int64(0) // the slot of the run's key, and the records of the run
 			var runKey K
 			ahead := readsAhead(t, items)
+			// The slots the batch's decoding found its keys in: a key
+			// found there is counted without a lookup of its own.
+			at := fr.stages[ks.stage].(*fragStage[K, T]).slots.of(&t.hx, len(items))
 			for i := range items {
 				it := &items[i]
 				// Reads ahead, for the caches: the index entry of the
@@ -393,9 +400,20 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				// are prefetches, which the loop does not wait for (see
 				// countAhead).
 				if ahead {
-					sink += countAhead(t, items, i)
+					sink += countAhead(t, items, at, i)
 				}
 				if it.Off < min {
+					continue
+				}
+				if at != nil && at[i] >= 0 {
+					j := at[i]
+					t.vals[j]++
+					for _, x := range t.tops {
+						if !skipInt(x, j, t.vals[j]) {
+							x.note(t, j)
+						}
+					}
+					t.touched(j)
 					continue
 				}
 				if it.h == 0 {
@@ -458,18 +476,27 @@ func readsAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T]) bool
 // before the loop gets past it, and a record's work is short: the loop
 // waited for the loads of a record eight ahead, and they were a fifth of a
 // keyed count's CPU. A prefetch is not waited for.
-func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], i int) (sink uint64) {
+//
+// A record whose slot the batch's decoding found (at, nil: none) needs no
+// entry nor key: its count is read ahead, countNear records ahead.
+func countAhead[K comparable, T any](t *table[K, int64], items []Rec[K, T], at []int32, i int) (sink uint64) {
 	x := &t.hx
 	if canPrefetch {
 		// An address with nothing to fetch is one already in the cache.
 		far, k, v := unsafe.Pointer(x), unsafe.Pointer(x), unsafe.Pointer(x)
-		if a := i + countFar; a < len(items) && items[a].h != 0 {
+		if a := i + countFar; a < len(items) && items[a].h != 0 && (at == nil || at[a] < 0) {
 			far = unsafe.Pointer(&x.ents[items[a].h>>x.shift])
 		}
-		if a := i + countNear; a < len(items) && items[a].h != 0 {
-			e := x.ents[items[a].h>>x.shift]
-			if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
-				k, v = unsafe.Pointer(&t.keys[s]), unsafe.Pointer(&t.vals[s])
+		if a := i + countNear; a < len(items) {
+			if at != nil && at[a] >= 0 {
+				if s := int(at[a]); s < len(t.vals) {
+					v = unsafe.Pointer(&t.vals[s])
+				}
+			} else if items[a].h != 0 {
+				e := x.ents[items[a].h>>x.shift]
+				if s := int(uint32(e)) - 1; s >= 0 && s < len(t.keys) {
+					k, v = unsafe.Pointer(&t.keys[s]), unsafe.Pointer(&t.vals[s])
+				}
 			}
 		}
 		prefetch3(far, k, v)
@@ -500,7 +527,7 @@ func countUpdating[K comparable, T any](t *table[K, int64], fr *Fragment, items 
 	for i := range items {
 		it := &items[i]
 		if ahead {
-			sink += countAhead(t, items, i)
+			sink += countAhead(t, items, nil, i)
 		}
 		if it.Off < min {
 			continue

@@ -223,8 +223,9 @@ type Rec[K comparable, T any] struct {
 	Val T
 	Off int64
 	// h is the key's stable hash if the reader that routed the record
-	// computed it (0: not known; a batch decoded from another node or an
-	// exchange's): the fragment's table finds the key by it (tableindex.go).
+	// computed it, or the decoding of another node's batch for a
+	// hash-indexed table (0: not known; an exchange's): the fragment's
+	// table finds the key by it (tableindex.go).
 	h uint64
 }
 
@@ -707,6 +708,9 @@ type recs[K comparable, T any] struct {
 	// bare, when set, decodes the records from run, which holds them all:
 	// items holds none until full.
 	bare *recsCodec[K, T]
+	// slots of the records' keys in their fragment's table, when decoded
+	// from another node's batch (nil: none).
+	slots *keySlots
 }
 
 func (p *recs[K, T]) len() int {
@@ -745,9 +749,11 @@ func (p *recs[K, T]) apply(fr *Fragment, min int64, from int) {
 	if from == 0 && fr.skip == nil && st.bulks != nil {
 		var bulk []bulkFunc[K, T]
 		bulk, subs = st.split()
+		st.slots = p.slots
 		for _, b := range bulk {
 			b(fr, p.items, p.ts, min)
 		}
+		st.slots = nil
 		if len(subs) == 0 {
 			p.applied(fr, min)
 			return
@@ -817,6 +823,10 @@ func (p *recs[K, T]) release() {
 		p.run.release()
 		p.run = nil
 	}
+	if p.slots != nil {
+		p.slots.release()
+		p.slots = nil
+	}
 	if p.pool == nil {
 		return
 	}
@@ -860,13 +870,46 @@ type fragStage[K comparable, T any] struct {
 	split1 bool
 	bulk   []bulkFunc[K, T]
 	each   []func(K, T)
+	// slots of the keys of the batch the bulk forms apply (nil: none).
+	slots *keySlots
 }
 
 // bulkFunc applies the records of items (with event times ts, nil
 // without) whose offset is at least min. While it runs, fr.curIdx and
 // fr.cur.Offset name the record it applies (a user function that panics
-// is reported at it).
+// is reported at it). The stage's slots, while it runs, are where the
+// records' keys were found in a table as the batch was decoded, if they
+// were (keySlots.of says whether they hold for a table).
 type bulkFunc[K comparable, T any] func(fr *Fragment, items []Rec[K, T], ts []int64, min int64)
+
+// keySlots are the slots of a decoded batch's keys in a hash-indexed
+// table of their fragment, found as the batch was decoded (keyBatch,
+// which looks the keys up to take the table's strings): the table's bulk
+// apply takes them rather than looking every key up again. A table's
+// slots move only when it removes a key: the slots hold while the index's
+// dels is what it was when they were found.
+type keySlots struct {
+	x    *hashIndex
+	dels uint64
+	at   []int32 // at[i]: the slot of record i's key, -1: not in the table then
+}
+
+var keySlotsPool = sync.Pool{New: func() any { return new(keySlots) }}
+
+// of returns the slots of n records if they are slots of the table whose
+// index is x and still hold, or nil.
+func (s *keySlots) of(x *hashIndex, n int) []int32 {
+	if s == nil || s.x != x || s.dels != x.dels || len(s.at) != n {
+		return nil
+	}
+	return s.at
+}
+
+// release gives s back to the pool.
+func (s *keySlots) release() {
+	s.x, s.at = nil, s.at[:0]
+	keySlotsPool.Put(s)
+}
 
 type bulkSub[K comparable, T any] struct {
 	fn  bulkFunc[K, T]

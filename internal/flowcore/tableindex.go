@@ -21,6 +21,10 @@ type hashIndex struct {
 	ents  []uint64
 	n     int
 	shift uint // 64 - log2(len(ents))
+	// dels counts the keys removed: a table's slots only move when one
+	// is (a slot found for a key stays its slot while dels does not
+	// change: keySlots).
+	dels uint64
 }
 
 // hashIndexed reports whether a table keyed by K finds its keys with a
@@ -155,6 +159,7 @@ func (x *hashIndex) place(e uint64) {
 // back so that no entry's probe crosses a free place.
 func (x *hashIndex) removeAt(p int) {
 	x.n--
+	x.dels++
 	mask := uint64(len(x.ents) - 1)
 	hole := uint64(p)
 	for q := (hole + 1) & mask; ; q = (q + 1) & mask {
