@@ -209,14 +209,9 @@ func (p *procOp[K, S, O]) row(k K) int32 {
 	return i
 }
 
-// put sets row i's state.
+// put sets row i's state, a change for the next checkpoint.
 func (p *procOp[K, S, O]) put(i int32, s S) {
-	r := &p.rows[i]
-	if !r.has {
-		r.has = true
-		p.nstate++
-	}
-	r.s = s
+	p.restoreState(i, s)
 	p.touch(i)
 }
 

@@ -13,20 +13,8 @@ import (
 // rows, index, states and timers agree, and whose next checkpoint
 // restores to the same states and timers.
 func FuzzProcessRestore(f *testing.F) {
-	kc, err := DefaultKeyCodec[string]()
-	if err != nil {
-		f.Fatal(err)
-	}
-	sc, err := DefaultCodec[int64]()
-	if err != nil {
-		f.Fatal(err)
-	}
-	type op = procOp[string, int64, string]
-	newOp := func() *op {
-		p := &op{idx: map[string]int32{}, procTimers: newProcTimers[string](), kc: kc, sc: sc, lastTS: map[string]int64{}, ttl: 100}
-		p.ctx = Context[string, int64, string]{op: p, fr: &Fragment{}, slot: -1}
-		return p
-	}
+	kc, sc := testProcCodecs(f)
+	newOp := func() *testProcOp { return newTestProcOp(kc, sc, 100) }
 	// An input is entries, each a byte of namespace, a byte of key length,
 	// the key, a byte of value length and the value.
 	frame := func(es ...StateEntry) []byte {
@@ -113,23 +101,6 @@ func FuzzProcessRestore(f *testing.F) {
 			if int(i) >= len(p.rows) || p.rows[i].key != k || !p.rows[i].used {
 				t.Fatalf("key %q indexed at row %d of %d", k, i, len(p.rows))
 			}
-		}
-		timersOf := func(p *op, k string) []procTimer {
-			pk := p.keys[k]
-			if pk == nil {
-				return nil
-			}
-			ts := slices.Clone(pk.ts)
-			slices.SortFunc(ts, func(a, b procTimer) int {
-				if a.less(b) {
-					return -1
-				}
-				if b.less(a) {
-					return 1
-				}
-				return 0
-			})
-			return ts
 		}
 		// A key set now takes a free row; the next checkpoint restores
 		// to what the operator holds.

@@ -14,38 +14,8 @@ import (
 // say and restore to the same states and timers; the run goes on from the
 // restored operator at times, as after a crash.
 func TestProcessCheckpointsRestoreStatesAndTimers(t *testing.T) {
-	kc, err := DefaultKeyCodec[string]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := DefaultCodec[int64]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	type op = procOp[string, int64, string]
-	newOp := func() *op {
-		p := &op{idx: map[string]int32{}, procTimers: newProcTimers[string](), kc: kc, sc: sc, lastTS: map[string]int64{}}
-		p.ctx = Context[string, int64, string]{op: p, fr: &Fragment{}, slot: -1}
-		return p
-	}
-	// timersOf is key k's timers, sorted.
-	timersOf := func(p *op, k string) []procTimer {
-		pk := p.keys[k]
-		if pk == nil {
-			return nil
-		}
-		ts := slices.Clone(pk.ts)
-		slices.SortFunc(ts, func(a, b procTimer) int {
-			if a.less(b) {
-				return -1
-			}
-			if b.less(a) {
-				return 1
-			}
-			return 0
-		})
-		return ts
-	}
+	kc, sc := testProcCodecs(t)
+	newOp := func() *testProcOp { return newTestProcOp(kc, sc, 0) }
 	rapid.Check(t, func(t *rapid.T) {
 		p := newOp()
 		model := map[string]int64{}
@@ -155,4 +125,46 @@ func TestProcessCheckpointsRestoreStatesAndTimers(t *testing.T) {
 			}
 		}
 	})
+}
+
+// testProcOp is a Process of string keys and int64 states, driven
+// directly (testProcOp.ctx) by the tests of its rows and checkpoints.
+type testProcOp = procOp[string, int64, string]
+
+func testProcCodecs(t testing.TB) (KeyCodec[string], Codec[int64]) {
+	t.Helper()
+	kc, err := DefaultKeyCodec[string]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := DefaultCodec[int64]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc, sc
+}
+
+func newTestProcOp(kc KeyCodec[string], sc Codec[int64], ttl int64) *testProcOp {
+	p := &testProcOp{idx: map[string]int32{}, procTimers: newProcTimers[string](), kc: kc, sc: sc, lastTS: map[string]int64{}, ttl: ttl}
+	p.ctx = Context[string, int64, string]{op: p, fr: &Fragment{}, slot: -1}
+	return p
+}
+
+// timersOf is key k's timers, sorted.
+func timersOf(p *testProcOp, k string) []procTimer {
+	pk := p.keys[k]
+	if pk == nil {
+		return nil
+	}
+	ts := slices.Clone(pk.ts)
+	slices.SortFunc(ts, func(a, b procTimer) int {
+		if a.less(b) {
+			return -1
+		}
+		if b.less(a) {
+			return 1
+		}
+		return 0
+	})
+	return ts
 }
