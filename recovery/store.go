@@ -111,7 +111,12 @@ func fragPrefix(kind byte, flow string, frag int) []byte {
 }
 
 func entryKey(prefix []byte, ns uint16, key []byte) []byte {
-	b := make([]byte, 0, len(prefix)+2+len(key))
+	return appendEntryKey(make([]byte, 0, len(prefix)+2+len(key)), prefix, ns, key)
+}
+
+// appendEntryKey appends entryKey's key to b: in place in a batch's
+// record (write), whose key array is as long as the key.
+func appendEntryKey(b, prefix []byte, ns uint16, key []byte) []byte {
 	b = append(b, prefix...)
 	b = binary.BigEndian.AppendUint16(b, ns)
 	return append(b, key...)
@@ -194,8 +199,7 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 	for _, i := range keyOrder(cp.Deletes) {
 		e := &cp.Deletes[i]
 		op := b.DeleteDeferred(len(entries) + 2 + len(e.Key))
-		k := binary.BigEndian.AppendUint16(append(op.Key[:0], entries...), e.Namespace)
-		copy(op.Key[len(k):], e.Key)
+		appendEntryKey(op.Key[:0], entries, e.Namespace, e.Key)
 		if err := op.Finish(); err != nil {
 			return 0, err
 		}
@@ -205,8 +209,7 @@ func (s *Store) write(flow string, frag int, cp *Checkpoint, opts *pebble.WriteO
 		// Key, value and checksum are written in place in the batch:
 		// building them apart copied every value twice more.
 		op := b.SetDeferred(len(entries)+2+len(e.Key), len(e.Value)+4)
-		k := binary.BigEndian.AppendUint16(append(op.Key[:0], entries...), e.Namespace)
-		k = append(k, e.Key...)
+		k := appendEntryKey(op.Key[:0], entries, e.Namespace, e.Key)
 		v := append(op.Value[:0], e.Value...)
 		binary.LittleEndian.AppendUint32(v, crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, e.Value))
 		if err := op.Finish(); err != nil {

@@ -164,13 +164,6 @@ func TestWatermarkCheckpoint(t *testing.T) {
 // int64 events.
 func bufferCodec(t *testing.T) *recsCodec[string, int64] {
 	t.Helper()
-	kc, err := DefaultKeyCodec[string]()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec, err := DefaultCodec[int64]()
-	if err != nil {
-		t.Fatal(err)
-	}
+	kc, ec := testProcCodecs(t)
 	return &recsCodec[string, int64]{kc: kc, ec: ec}
 }
