@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"runtime/trace"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -181,8 +183,9 @@ func freePort() (string, error) { return freeport.Addr() }
 
 // startNodes starts k nodes of a bench cluster, which read no input until
 // the file hold exists, and waits until every one answers HTTP (a node
-// answers once it is placed and its engine runs).
-func startNodes(p params, k int, dir, hold string) ([]*benchNode, error) {
+// answers once it is placed and its engine runs). tag names the cluster
+// in the nodes' profile and trace files.
+func startNodes(p params, k int, dir, hold, tag string) ([]*benchNode, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -215,10 +218,10 @@ func startNodes(p params, k int, dir, hold string) ([]*benchNode, error) {
 		cmd := exec.Command(exe, args...)
 		cmd.Env = append(os.Environ(), nodeEnv+"=1")
 		if profile != "" {
-			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeProfileEnv, profile, k, i))
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%s.n%d", nodeProfileEnv, profile, tag, i))
 		}
 		if tracePath != "" {
-			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%dnodes.n%d", nodeTraceEnv, tracePath, k, i))
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s.%s.n%d", nodeTraceEnv, tracePath, tag, i))
 		}
 		errBuf := new(syncbuf.Buffer)
 		cmd.Stderr = errBuf
@@ -277,6 +280,7 @@ type clusterView struct {
 		Fragment int
 		Owner    string
 		Events   int64
+		Batches  int64
 	}
 }
 
@@ -366,6 +370,10 @@ type clusterSpan struct {
 	// CPU, not by acknowledgements.
 	stalls int64
 	exact  time.Time // when the view was first read exact
+	// batches is how many batches the fragments applied, switches how
+	// often a node's thread left its core, a second.
+	batches  int64
+	switches float64
 }
 
 // clusterRun runs the keyed count on k nodes until every event is applied
@@ -381,16 +389,39 @@ type clusterSpan struct {
 // kill, if set, is called with the nodes once a third of the events are
 // applied.
 func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) error) (clusterSpan, error) {
+	return clustersRun(p, []int{k}, want, kill)
+}
+
+// clustersRun is clusterRun for clusters of the sizes given, separate
+// from each other and all on this machine, each counting the whole input:
+// their input is released together, and the span and CPU are theirs
+// together, per event of each (sizes {1, 1, 1}: three one-node
+// processes at once, sharing the machine as three nodes of one cluster
+// do, but crossing no nodes).
+func clustersRun(p params, sizes []int, want map[string]int64, kill func([]*benchNode) error) (clusterSpan, error) {
 	dir, err := os.MkdirTemp("", "tessera-bench-cluster")
 	if err != nil {
 		return clusterSpan{}, err
 	}
 	defer os.RemoveAll(dir)
 	hold := filepath.Join(dir, "release")
-	nodes, err := startNodes(p, k, dir, hold)
-	defer stopNodes(nodes)
-	if err != nil {
-		return clusterSpan{}, nodeErr(err, nodes)
+	var nodes []*benchNode
+	var heads []*benchNode // each cluster's first node
+	defer func() { stopNodes(nodes) }()
+	for c, k := range sizes {
+		cdir, tag := dir, fmt.Sprintf("%dnodes", k)
+		if len(sizes) > 1 {
+			cdir, tag = filepath.Join(dir, fmt.Sprint(c)), fmt.Sprintf("%dnodes-%d", k, c)
+		}
+		if err := os.MkdirAll(cdir, 0o755); err != nil {
+			return clusterSpan{}, err
+		}
+		ns, err := startNodes(p, k, cdir, hold, tag)
+		nodes = append(nodes, ns...)
+		if err != nil {
+			return clusterSpan{}, nodeErr(err, nodes)
+		}
+		heads = append(heads, ns[0])
 	}
 	if err := readCPU(nodes); err != nil {
 		return clusterSpan{}, err
@@ -398,11 +429,12 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 	for _, nd := range nodes {
 		nd.cpu0 = nd.cpu
 	}
+	v0, i0 := switches(nodes)
 	start := time.Now()
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		return clusterSpan{}, err
 	}
-	total := int64(len(p.in.idx))
+	total := int64(len(sizes)) * int64(len(p.in.idx))
 	killed := kill == nil
 	deadline := start.Add(10 * time.Minute)
 	for {
@@ -431,6 +463,7 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 	if err := readCPU(nodes); err != nil {
 		return clusterSpan{}, err
 	}
+	v1, i1 := switches(nodes)
 	if err := os.WriteFile(hold+spanEnd, nil, 0o644); err != nil {
 		return clusterSpan{}, err
 	}
@@ -439,19 +472,56 @@ func clusterRun(p params, k int, want map[string]int64, kill func([]*benchNode) 
 		cpu += nd.cpu - nd.cpu0
 	}
 	res := clusterSpan{rate: float64(total) / span.Seconds(), cpu: float64(cpu.Nanoseconds()) / float64(total),
-		cores: cpu.Seconds() / span.Seconds()}
-	var st clusterView
-	if err := getJSON(nodes[0].base+"/v1/cluster", &st); err == nil {
+		cores: cpu.Seconds() / span.Seconds(), switches: float64(v1-v0+i1-i0) / span.Seconds()}
+	for _, h := range heads {
+		var st clusterView
+		if err := getJSON(h.base+"/v1/cluster", &st); err != nil {
+			res.stalls = -1 // only reported
+			break
+		}
 		for _, r := range st.Readers {
 			res.stalls += r.Stalls
 		}
-	} else {
-		res.stalls = -1 // only reported
+		for _, f := range st.Fragments {
+			res.batches += f.Batches
+		}
 	}
-	if res.exact, err = waitExact(nodes[0].base, want, time.Minute); err != nil {
-		return res, nodeErr(err, nodes)
+	for _, h := range heads {
+		if res.exact, err = waitExact(h.base, want, time.Minute); err != nil {
+			return res, nodeErr(err, nodes)
+		}
 	}
 	return res, nil
+}
+
+// switches is the number of times the nodes' threads were switched off a
+// core, voluntarily (to wait) and not (preempted), from
+// /proc/<pid>/task/*/status; a node that cannot be read counts none.
+func switches(nodes []*benchNode) (voluntary, preempted int64) {
+	for _, n := range nodes {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", n.cmd.Process.Pid))
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			voluntary += statusField(b, "voluntary_ctxt_switches:")
+			preempted += statusField(b, "nonvoluntary_ctxt_switches:")
+		}
+	}
+	return voluntary, preempted
+}
+
+// statusField is the number after name at the start of a line of a
+// /proc status file, or 0.
+func statusField(b []byte, name string) int64 {
+	for line := range bytes.Lines(b) {
+		if v, ok := bytes.CutPrefix(line, []byte(name)); ok {
+			n, _ := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // waitExact reads the view until it holds exactly want and returns when it
@@ -487,11 +557,14 @@ func nodeErr(err error, nodes []*benchNode) error {
 
 // threeNodes measures the keyed count on three nodes against one node,
 // both over the same HTTP-observed protocol. (keyed-count compares the
-// engine with plain Go.)
+// engine with plain Go.) Each round also runs three separate one-node
+// processes at once, each counting the whole input: what the three
+// processes' sharing two cores costs an event, with nothing crossing
+// nodes, which the note reports beside the goal's ratio.
 func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 	p.in = in
 	want := countMap(in)
-	var one, three []clusterSpan
+	var one, three, solo []clusterSpan
 	for round := range p.rounds {
 		r1, err := clusterRun(p, 1, want, nil)
 		if err != nil {
@@ -501,29 +574,49 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 		if err != nil {
 			return Result{Name: "three-nodes"}, fmt.Errorf("three nodes: %w", err)
 		}
-		one, three = append(one, r1), append(three, r3)
-		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls), 3 nodes %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls)\n",
-			round+1, r1.rate/1e6, r1.cpu, r1.cores, r1.stalls, r3.rate/1e6, r3.cpu, r3.cores, r3.stalls)
+		rs, err := clustersRun(p, []int{1, 1, 1}, want, nil)
+		if err != nil {
+			return Result{Name: "three-nodes"}, fmt.Errorf("three one-node processes: %w", err)
+		}
+		one, three, solo = append(one, r1), append(three, r3), append(solo, rs)
+		fmt.Fprintf(w, "  round %d: 1 node %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls, %.0f switches/s), "+
+			"3 nodes %.2fM events/s %.0f ns CPU/event (%.2f cores, %d stalls, %.0f switches/s, %.0f records a batch), "+
+			"3 one-node processes at once %.0f ns CPU/event (%.0f switches/s)\n",
+			round+1, r1.rate/1e6, r1.cpu, r1.cores, r1.stalls, r1.switches, r3.rate/1e6, r3.cpu, r3.cores, r3.stalls, r3.switches,
+			float64(len(in.idx))/float64(max(r3.batches, 1)), rs.cpu, rs.switches)
 	}
-	r1, r3 := medianSpan(one), medianSpan(three)
+	r1, r3, rs := medianSpan(one), medianSpan(three), medianSpan(solo)
 	// The goal is on CPU, not on rate: on one machine three processes
 	// share the same cores, so only the CPU each event costs says what
 	// crossing nodes adds.
 	r := Result{Name: "three-nodes", Events: len(in.idx), Rounds: p.rounds, Versus: "1 node",
 		Goal:     atMost("cpu_ratio", 1.5),
 		Baseline: "the same keyed count on one node process",
-		Note:     "3 node processes vs 1 on one machine (127.0.0.1): ratio and CPU ratio are 3 nodes over 1 node; every run exact"}
+		Note: "3 node processes vs 1 on one machine (127.0.0.1): ratio and CPU ratio are 3 nodes over 1 node; every run exact; " +
+			separateNote(rs, r1),
+		SeparateCPUNsPerEvent: rs.cpu}
 	r.against(r3.rate, r3.cpu, r1.rate, r1.cpu)
 	return r, nil
 }
 
-// medianSpan is the median rate and the median CPU per event of the runs.
-func medianSpan(ss []clusterSpan) clusterSpan {
-	rates, cpus := make([]float64, len(ss)), make([]float64, len(ss))
-	for i, s := range ss {
-		rates[i], cpus[i] = s.rate, s.cpu
+// separateNote says what three separate one-node processes at once (rs)
+// spent an event, against one node alone (r1).
+func separateNote(rs, r1 clusterSpan) string {
+	vs := "-"
+	if r1.cpu > 0 {
+		vs = fmt.Sprintf("%.2f", rs.cpu/r1.cpu)
 	}
-	return clusterSpan{rate: medianF(rates), cpu: medianF(cpus)}
+	return fmt.Sprintf("3 separate one-node processes at once, crossing no nodes: %.0f ns CPU/event, %s x 1 node alone "+
+		"(threads switched off a core %.0f/s, 1 node alone %.0f/s)", rs.cpu, vs, rs.switches, r1.switches)
+}
+
+// medianSpan is the median rate, CPU per event and switches of the runs.
+func medianSpan(ss []clusterSpan) clusterSpan {
+	rates, cpus, sw := make([]float64, len(ss)), make([]float64, len(ss)), make([]float64, len(ss))
+	for i, s := range ss {
+		rates[i], cpus[i], sw[i] = s.rate, s.cpu, s.switches
+	}
+	return clusterSpan{rate: medianF(rates), cpu: medianF(cpus), switches: medianF(sw)}
 }
 
 // failover kills one of three nodes mid-stream and measures the time until

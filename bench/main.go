@@ -190,6 +190,9 @@ type Result struct {
 	// The window rows' baseline's peak RSS, and the engine's over it.
 	BaselinePeakRSSMB float64 `json:"baseline_peak_rss_mb,omitempty"`
 	RSSRatio          float64 `json:"rss_ratio,omitempty"`
+	// The three-nodes row: the CPU per event of three separate one-node
+	// processes run at once (sharing the machine, crossing no nodes).
+	SeparateCPUNsPerEvent float64 `json:"separate_cpu_ns_per_event,omitempty"`
 }
 
 func run(p params, out string, w io.Writer) error {

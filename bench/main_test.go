@@ -78,7 +78,8 @@ func TestSmallRun(t *testing.T) {
 	}
 	// The nodes' CPU is read in 10 ms ticks: one node's share of this tiny
 	// input may be under one, three nodes' and a failover's are not.
-	if r := byName["three-nodes"]; r.EventsPerSec <= 0 || r.BaselineEventsPerSec <= 0 || r.Ratio != r.EventsPerSec/r.BaselineEventsPerSec || r.CPUNsPerEvent <= 0 {
+	if r := byName["three-nodes"]; r.EventsPerSec <= 0 || r.BaselineEventsPerSec <= 0 || r.Ratio != r.EventsPerSec/r.BaselineEventsPerSec || r.CPUNsPerEvent <= 0 ||
+		r.SeparateCPUNsPerEvent <= 0 {
 		t.Errorf("three-nodes = %+v", r)
 	}
 	if r := byName["failover"]; r.RestoreMs <= 0 || r.CatchUpMs < r.RestoreMs || r.CPUNsPerEvent <= 0 {
@@ -118,6 +119,30 @@ func TestClusterRunTrace(t *testing.T) {
 	}
 	if fi.Size() == 0 {
 		t.Error("empty trace")
+	}
+}
+
+// Two separate one-node clusters run at once, each counting the whole
+// input: the span counts the events of both, each one's view is exact,
+// and the fragments' batches and the threads' switches are read.
+func TestClustersRunSeparate(t *testing.T) {
+	in := newInput(20_000, 100)
+	p := params{in: in, fragments: 4, partitions: 2}
+	res, err := clustersRun(p, []int{1, 1}, countMap(in), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.rate <= 0 || res.batches <= 0 || res.switches < 0 || res.exact.IsZero() {
+		t.Errorf("span = %+v", res)
+	}
+}
+
+// statusField reads a number from a /proc status file's line, and 0 for
+// a line it lacks.
+func TestStatusField(t *testing.T) {
+	b := []byte("Name:\tbench\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n")
+	if v, n, x := statusField(b, "voluntary_ctxt_switches:"), statusField(b, "nonvoluntary_ctxt_switches:"), statusField(b, "Threads:"); v != 12 || n != 3 || x != 0 {
+		t.Errorf("voluntary %d, nonvoluntary %d, missing %d", v, n, x)
 	}
 }
 
