@@ -405,18 +405,12 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 				if it.Off < min {
 					continue
 				}
-				if at != nil && at[i] >= 0 {
-					j := at[i]
-					t.vals[j]++
-					for _, x := range t.tops {
-						if !skipInt(x, j, t.vals[j]) {
-							x.note(t, j)
-						}
-					}
-					t.touched(j)
-					continue
-				}
-				if it.h == 0 {
+				var j int32
+				var found bool
+				switch {
+				case at != nil && at[i] >= 0:
+					j, found = at[i], true
+				case it.h == 0:
 					if run >= 0 && it.Key == runKey {
 						n++
 						continue
@@ -425,27 +419,28 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 						t.vals[run] += n
 						t.touch(run)
 					}
-					j, ok := t.lookup(it.Key, 0)
-					if ok {
-						run, n = j, 1
+					if r, ok := t.lookup(it.Key, 0); ok {
+						run, n = r, 1
 					} else {
 						t.insert(it.Key, 1)
 						run, n = int32(len(t.keys)-1), 0
 					}
 					runKey = it.Key
 					continue
+				default:
+					j, found = t.lookup(it.Key, it.h)
 				}
-				if j, ok := t.lookup(it.Key, it.h); ok {
-					t.vals[j]++
-					for _, x := range t.tops {
-						if !skipInt(x, j, t.vals[j]) {
-							x.note(t, j)
-						}
-					}
-					t.touched(j)
-				} else {
+				if !found {
 					t.insertH(it.Key, it.h, 1)
+					continue
 				}
+				t.vals[j]++
+				for _, x := range t.tops {
+					if !skipInt(x, j, t.vals[j]) {
+						x.note(t, j)
+					}
+				}
+				t.touched(j)
 			}
 			t.sink += sink
 			if run >= 0 {

@@ -323,11 +323,7 @@ func (p *procOp[K, S, O]) delta(ns uint16, d *Delta) error {
 	clear(p.tdirty)
 	p.tdirty = p.tdirty[:0]
 	// The blocks of the rows changed, each once.
-	nb := (len(p.rows) + procBlock - 1) >> procBlockBits
-	if len(p.blockStored) < nb {
-		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
-		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
-	}
+	p.haveBlocks((len(p.rows) + procBlock - 1) >> procBlockBits)
 	blocks := p.blockList[:0]
 	for _, i := range p.dirty {
 		p.rows[i].dirty = false
@@ -451,6 +447,14 @@ func (p *procOp[K, S, O]) restore(ns uint16, key, val []byte) error {
 	return nil
 }
 
+// haveBlocks makes the blocks' flags cover nb blocks.
+func (p *procOp[K, S, O]) haveBlocks(nb int) {
+	if len(p.blockStored) < nb {
+		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
+		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
+	}
+}
+
 // restoreBlock restores block b's keys into their rows (see procBlock).
 func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTimer)) error {
 	r := &batchReader{b: val, kind: fmt.Sprintf("block %d of a Process's keys", b)}
@@ -531,11 +535,7 @@ func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTi
 	if r.err != nil {
 		return r.err
 	}
-	nb := int(b) + 1
-	if len(p.blockStored) < nb {
-		p.blockStored = append(p.blockStored, make([]bool, nb-len(p.blockStored))...)
-		p.blockMark = append(p.blockMark, make([]bool, nb-len(p.blockMark))...)
-	}
+	p.haveBlocks(int(b) + 1)
 	if !p.blockStored[b] {
 		p.blockStored[b] = true
 		p.nblocks++
