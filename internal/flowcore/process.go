@@ -131,8 +131,23 @@ func (c *Context[K, S, O]) SetEventTimer(at time.Time) { c.op.set(c.key, EventTi
 // DeleteEventTimer cancels the key's event-time timer at at.
 func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, EventTime, at.UnixNano()) }
 
-// ttlDomain is the internal timer domain that expires state.
-const ttlDomain TimeDomain = 2
+// ttlDomain and waitDomain are the internal timer domains that expire
+// state. A key's expiry (ttlDomain) is always at its last event time plus
+// the TTL: a restore reads the last event time back from it. When it
+// comes while timers of the key's own are pending, the state waits for
+// them: the expiry becomes a wait (waitDomain) at the latest of them,
+// and the key forgets its last event time, which has expired. Its next
+// event sets a new expiry and drops the wait; the wait, if it comes
+// first, expires the state or waits again.
+//
+// Before waitDomain, a waiting expiry was a ttlDomain timer at the
+// timer's time, which a later event did not move (it moved its last event
+// time plus the TTL, a timer no longer there) and which a restore read as
+// a last event. A checkpoint of then restores as it did.
+const (
+	ttlDomain  TimeDomain = 2
+	waitDomain TimeDomain = 3
+)
 
 type procOp[K comparable, S, O any] struct {
 	op int // the operator's number: outputs of its timers name it
@@ -262,6 +277,8 @@ func (p *procOp[K, S, O]) seen(k K, ts int64) {
 		p.move(k, ttlDomain, satAdd(last, p.ttl), satAdd(ts, p.ttl))
 		return
 	}
+	// A key new, expired, or whose expiry waits (see waitDomain).
+	p.delDomain(k, waitDomain)
 	p.set(k, ttlDomain, satAdd(ts, p.ttl))
 }
 
@@ -502,7 +519,7 @@ func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTi
 		p.idx[k] = i
 		nt := r.uvarint("timer count")
 		for range nt {
-			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(ttlDomain) {
+			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(waitDomain) {
 				r.fail("bad timer")
 				break
 			}
@@ -594,14 +611,14 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 		if !ok {
 			continue // the earliest entry was stale
 		}
-		if t.dom == ttlDomain {
+		if t.dom == ttlDomain || t.dom == waitDomain {
+			delete(p.lastTS, t.key)
 			if last, ok := p.lastTimer(t.key); ok {
 				// Timers of its own are pending: the state waits for them.
-				p.set(t.key, ttlDomain, last)
+				p.set(t.key, waitDomain, last)
 				p.rearm(t.key, 1)
 				continue
 			}
-			delete(p.lastTS, t.key)
 			p.clearState(t.key)
 			p.rearm(t.key, 1)
 			continue

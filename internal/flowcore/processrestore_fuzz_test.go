@@ -36,6 +36,10 @@ func FuzzProcessRestore(f *testing.F) {
 			seed.set(k, EventTime, int64(i))
 			seed.set(k, ttlDomain, int64(i)+100)
 		}
+		if i%5 == 1 {
+			seed.set(k, EventTime, int64(i)+200)
+			seed.set(k, waitDomain, int64(i)+200) // an expiry waiting for it
+		}
 	}
 	var d Delta
 	if err := seed.delta(0, &d); err != nil {

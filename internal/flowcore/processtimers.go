@@ -238,12 +238,32 @@ func (p *procTimers[K]) rearmKey(k K, pk *procKey, h int) {
 	}
 }
 
+// delDomain deletes key k's pending timers of domain dom.
+func (p *procTimers[K]) delDomain(k K, dom TimeDomain) {
+	pk := p.keys[k]
+	if pk == nil {
+		return
+	}
+	for i := len(pk.ts) - 1; i >= 0; i-- {
+		if pk.ts[i].dom == dom {
+			p.remove(k, pk, i)
+			if len(pk.ts) == 0 {
+				return // remove may have forgotten the key
+			}
+		}
+	}
+}
+
+// own reports whether a timer of domain dom is one of the key's own, not
+// one that expires its state.
+func own(dom TimeDomain) bool { return dom != ttlDomain && dom != waitDomain }
+
 // userTimers is the number of key k's pending timers of its own.
 func (p *procTimers[K]) userTimers(k K) int {
 	n := 0
 	if pk := p.keys[k]; pk != nil {
 		for _, x := range pk.ts {
-			if x.dom != ttlDomain {
+			if own(x.dom) {
 				n++
 			}
 		}
@@ -256,7 +276,7 @@ func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
 	last, ok := int64(NoWatermark), false
 	if pk := p.keys[k]; pk != nil {
 		for _, x := range pk.ts {
-			if x.dom != ttlDomain {
+			if own(x.dom) {
 				last, ok = max(last, x.at), true
 			}
 		}

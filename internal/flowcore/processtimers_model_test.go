@@ -18,7 +18,7 @@ func TestProcTimersFireAsASet(t *testing.T) {
 		pt := newProcTimers[string]()
 		model := map[timerKey[string]]bool{}
 		keys := []string{"a", "b", "c", "d"}
-		domain := rapid.SampledFrom([]TimeDomain{ProcessingTime, EventTime, ttlDomain})
+		domain := rapid.SampledFrom([]TimeDomain{ProcessingTime, EventTime, ttlDomain, waitDomain})
 		limit := [2]int64{-1, -1}
 		// pick draws one of key k's timers in the model, or is none if
 		// it has none.
