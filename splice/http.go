@@ -329,6 +329,12 @@ func ParseWindowQuery(v url.Values) (Query, error) {
 	return q, nil
 }
 
+// minEventTime and maxEventTime are the times Unix nanoseconds hold.
+var (
+	minEventTime = time.Unix(0, math.MinInt64).UTC()
+	maxEventTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
 // parseWindowRange reads the window selection of a windowed or windowed
 // keyed query: window ("latest"), from and to (RFC 3339 times: windows
 // starting in [from, to)).
@@ -344,6 +350,12 @@ func parseWindowRange(v url.Values, q *Query) error {
 		if err != nil {
 			return 0, fmt.Errorf("%w: %s must be an RFC 3339 time, got %q", ErrBadRequest, name, v.Get(name))
 		}
+		// Event times are Unix nanoseconds: UnixNano of a time outside
+		// them wraps around.
+		if t.Before(minEventTime) || t.After(maxEventTime) {
+			return 0, fmt.Errorf("%w: %s must be between %s and %s (event times are int64 nanoseconds), got %q",
+				ErrBadRequest, name, minEventTime.Format(time.RFC3339Nano), maxEventTime.Format(time.RFC3339Nano), v.Get(name))
+		}
 		return t.UnixNano(), nil
 	}
 	var err error
@@ -357,6 +369,7 @@ func parseWindowRange(v url.Values, q *Query) error {
 		if q.To, err = at("to"); err != nil {
 			return err
 		}
+		q.Bounded = true // a to at the Unix epoch is a bound
 		if q.To <= q.From {
 			return fmt.Errorf("%w: to must be after from", ErrBadRequest)
 		}

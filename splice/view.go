@@ -86,13 +86,18 @@ type Query struct {
 	Top    int    // if > 0: the Top entries by score instead of key order
 
 	// Windowed and windowed keyed views: windows starting in [From, To)
-	// (Unix ns; To == 0 for no bound), and, if Latest, only the latest
-	// complete one. Limit, After, Prefix and Top select the entries of each
-	// window of a windowed keyed view; Limit counts the windows of a
-	// windowed view.
+	// (Unix ns; To == 0 for no bound unless Bounded, which makes a To of 0
+	// the Unix epoch), and, if Latest, only the latest complete one.
+	// Limit, After, Prefix and Top select the entries of each window of a
+	// windowed keyed view; Limit counts the windows of a windowed view.
 	From, To int64
+	Bounded  bool
 	Latest   bool
 }
+
+// Before reports whether a window starting at s starts before the
+// query's To, if it has one.
+func (q Query) Before(s int64) bool { return s < q.To || q.To == 0 && !q.Bounded }
 
 // Request is one question asked of every fragment (or of one, for OpKey).
 type Request struct {

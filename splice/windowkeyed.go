@@ -131,9 +131,8 @@ func evaluateKeyedWindowsUncut(ctx context.Context, g Gatherer, spec Spec, req R
 			return res, fmt.Errorf("%w: no complete window of view %q yet", ErrNotFound, spec.Name)
 		}
 		latest = s
-		// [s, s+1) holds one start; s+1 == 0 would mean no bound, and the
-		// filter below keeps s alone anyway.
-		q.From, q.To = s, s+1
+		// [s, s+1) holds one start.
+		q.From, q.To, q.Bounded = s, s+1, true
 	}
 	ans, err := g.Gather(ctx, Request{View: req.View, Op: OpWindowEntries, Query: q}, -1)
 	if err != nil {

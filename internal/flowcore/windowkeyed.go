@@ -218,7 +218,7 @@ func (v *winKeyed[K, A]) expire(_ *Fragment, wm int64) {
 // answer lists the windows starting in [q.From, q.To), closed or open, in
 // start order, each filled in by fill (if not nil).
 func (v *winKeyed[K, A]) answer(open openWindows[K, A], q splice.Query, fill func(s int64, p *splice.WindowPartial)) splice.Answer {
-	in := func(s int64) bool { return s >= q.From && (q.To == 0 || s < q.To) }
+	in := func(s int64) bool { return s >= q.From && q.Before(s) }
 	var starts []int64
 	for s := range v.closed {
 		if in(s) {

@@ -153,7 +153,7 @@ func (v *winView[K, A, In, P, Out]) query(open openWindows[K, A], q splice.Query
 // starts lists the windows starting in [q.From, q.To), closed or open, in
 // start order.
 func (v *winView[K, A, In, P, Out]) starts(open openWindows[K, A], q splice.Query) []int64 {
-	in := func(s int64) bool { return s >= q.From && (q.To == 0 || s < q.To) }
+	in := func(s int64) bool { return s >= q.From && q.Before(s) }
 	var starts []int64
 	for s := range v.closed {
 		if in(s) {

@@ -965,7 +965,9 @@ type Query struct {
 	// copy of its last checkpoint (marked stale).
 	Standby bool `protobuf:"varint,13,opt,name=standby,proto3" json:"standby,omitempty"`
 	// since: per fragment, the marks of a changes request (splice.OpChanges).
-	Since         string `protobuf:"bytes,14,opt,name=since,proto3" json:"since,omitempty"`
+	Since string `protobuf:"bytes,14,opt,name=since,proto3" json:"since,omitempty"`
+	// bounded: to bounds the windows even where it is 0 (splice.Query).
+	Bounded       bool `protobuf:"varint,15,opt,name=bounded,proto3" json:"bounded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1096,6 +1098,13 @@ func (x *Query) GetSince() string {
 		return x.Since
 	}
 	return ""
+}
+
+func (x *Query) GetBounded() bool {
+	if x != nil {
+		return x.Bounded
+	}
+	return false
 }
 
 // QueryReply is the answer of some fragments, encoded by the flow.
@@ -1813,7 +1822,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\achannel\x18\x03 \x01(\rR\achannel\x12\x12\n" +
 	"\x04upto\x18\x04 \x01(\x03R\x04upto\")\n" +
 	"\vHandoffDone\x12\x1a\n" +
-	"\bfragment\x18\x01 \x01(\rR\bfragment\"\xad\x02\n" +
+	"\bfragment\x18\x01 \x01(\rR\bfragment\"\xc7\x02\n" +
 	"\x05Query\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04view\x18\x02 \x01(\tR\x04view\x12\x0e\n" +
@@ -1829,7 +1838,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x06latest\x18\v \x01(\bR\x06latest\x12\x1c\n" +
 	"\tfragments\x18\f \x03(\rR\tfragments\x12\x18\n" +
 	"\astandby\x18\r \x01(\bR\astandby\x12\x14\n" +
-	"\x05since\x18\x0e \x01(\tR\x05since\"n\n" +
+	"\x05since\x18\x0e \x01(\tR\x05since\x12\x18\n" +
+	"\abounded\x18\x0f \x01(\bR\abounded\"n\n" +
 	"\n" +
 	"QueryReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
