@@ -353,6 +353,12 @@ func (e *Engine) holdOf(cut map[string]int64, answers []*wire.Released) splice.H
 // KeysAgain implements splice.Staged: the flow has exchanges.
 func (e *Engine) KeysAgain() bool { return e.plan.HasExchanges() }
 
+// SourcePartitions names the partitions of the flow's sources
+// (splice.Partitioned).
+func (e *Engine) SourcePartitions() []string { return e.plan.SourcePartitions() }
+
+var _ splice.Partitioned = (*Engine)(nil)
+
 var (
 	_ splice.Cutter = (*Engine)(nil)
 	_ splice.Staged = (*Engine)(nil)

@@ -615,6 +615,12 @@ func (d *Driver) DeadLetters() []flows.DeadLetter { return d.dead }
 // Views implements splice.Gatherer.
 func (d *Driver) Views() []splice.Spec { return d.plan.Views() }
 
+// SourcePartitions names the partitions of the flow's sources
+// (splice.Partitioned).
+func (d *Driver) SourcePartitions() []string { return d.plan.SourcePartitions() }
+
+var _ splice.Partitioned = (*Driver)(nil)
+
 // Gather implements splice.Gatherer.
 func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]splice.Answer, error) {
 	var out []splice.Answer

@@ -179,6 +179,13 @@ type Staged interface {
 	KeysAgain() bool
 }
 
+// Partitioned is a Gatherer that names the source partitions its flow
+// reads: a read whose MinOffsets names another is a bad request at once
+// (it would wait for its whole timeout).
+type Partitioned interface {
+	SourcePartitions() []string
+}
+
 // EvaluateRead answers req as o asks: Evaluate, once the answer covers
 // o.MinOffsets, from one cut for a Snapshot. A latest read with
 // MinOffsets of a flow that keys again (Staged) is answered from a cut:
@@ -188,6 +195,11 @@ type Staged interface {
 func EvaluateRead(ctx context.Context, g Gatherer, req Request, o ReadOptions) (Result, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultReadTimeout
+	}
+	if pg, ok := g.(Partitioned); ok && len(o.MinOffsets) > 0 {
+		if err := readsAll(pg.SourcePartitions(), o.MinOffsets); err != nil {
+			return Result{}, err
+		}
 	}
 	if s, ok := g.(Staged); ok && o.MinOffsets != nil && s.KeysAgain() {
 		o.Consistency = Snapshot
@@ -251,12 +263,9 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 		return Result{}, "", err
 	}
 	cut := hold.Offsets
-	for p := range minOffsets {
-		if _, ok := cut[p]; !ok {
-			release()
-			return Result{}, "", fmt.Errorf("%w: min_offsets names %s, which the flow does not read (it reads %s)", ErrBadRequest, p,
-				strings.Join(slices.Sorted(maps.Keys(cut)), ", "))
-		}
+	if err := readsAll(slices.Collect(maps.Keys(cut)), minOffsets); err != nil {
+		release()
+		return Result{}, "", err
 	}
 	if why := below(cut, minOffsets); why != "" {
 		release()
@@ -278,6 +287,17 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 	}
 	res.Cut = Cut{Consistency: Snapshot, Offsets: cut, Exchanges: hold.Exchanges}
 	return res, "", nil
+}
+
+// readsAll refuses minOffsets if it names a partition not in reads.
+func readsAll(reads []string, minOffsets map[string]int64) error {
+	for _, p := range slices.Sorted(maps.Keys(minOffsets)) {
+		if !slices.Contains(reads, p) {
+			return fmt.Errorf("%w: min_offsets names %s, which the flow does not read (it reads %s)", ErrBadRequest, p,
+				strings.Join(slices.Sorted(slices.Values(reads)), ", "))
+		}
+	}
+	return nil
 }
 
 // LowerCut is, per source partition, the least offset among the

@@ -66,6 +66,16 @@ func (p *Plan) PartitionName(ch, part int) string {
 	return p.partitionName(ch, part)
 }
 
+// SourcePartitions names every partition of the flow's sources, as
+// PartitionName does: what a read's min_offsets may name.
+func (p *Plan) SourcePartitions() []string {
+	var out []string
+	for ch := range p.f.sources {
+		out = append(out, p.names[ch]...)
+	}
+	return out
+}
+
 func (p *Plan) partitionName(ch, part int) string {
 	return fmt.Sprintf("%s/%d", p.channelName(ch), part)
 }
