@@ -97,16 +97,12 @@ func regular(name string, fi os.FileInfo) error {
 }
 
 // DecodeJSON decodes one JSON value, and rejects trailing data.
+// (json.Decoder.More, used before, reads a closing bracket after the value
+// as the end of a list and took `{"a":1}}` whole.)
 func DecodeJSON[T any](line []byte) (T, error) {
 	var v T
-	d := json.NewDecoder(bytes.NewReader(line))
-	if err := d.Decode(&v); err != nil {
-		return v, err
-	}
-	if d.More() {
-		return v, errors.New("trailing data after the JSON value")
-	}
-	return v, nil
+	err := json.Unmarshal(line, &v)
+	return v, err
 }
 
 // Files lists the files, one per partition.
