@@ -67,10 +67,11 @@ func (s *Sink[T]) Path(frag int) string {
 
 // Write appends out, the outputs of one fragment, to the fragment's file
 // and fsyncs it. The first Write after the file is opened (the sink's
-// first for the fragment, or the first after a failed one) skips its
-// outputs up to and including the one whose id is the file's last line:
-// they were written by a Write whose success no checkpoint recorded before
-// a crash, and flows.OnCheckpoint delivers them again in the same order.
+// first for the fragment, or the first after a failed one or after
+// Restored) skips its outputs up to and including the one whose id is the
+// file's last line: they were written by a Write whose success no
+// checkpoint recorded before a crash or a restore, and flows.OnCheckpoint
+// delivers them again in the same order.
 func (s *Sink[T]) Write(out []flows.Output[T]) error {
 	if len(out) == 0 {
 		return nil
@@ -148,6 +149,27 @@ func (s *Sink[T]) write(ff *fragFile, frag int, out []flows.Output[T]) error {
 	}
 	return ff.f.Sync()
 }
+
+// Restored closes fragment frag's file (flows.RestoredSink): the
+// fragment restored a checkpoint and delivers its pending outputs again,
+// some of which the file may hold. The next Write opens the file again and
+// skips what it holds, as after a crash.
+func (s *Sink[T]) Restored(frag int) {
+	s.mu.Lock()
+	ff := s.frags[frag]
+	s.mu.Unlock()
+	if ff == nil {
+		return
+	}
+	ff.mu.Lock()
+	defer ff.mu.Unlock()
+	if ff.f != nil {
+		ff.f.Close()
+		ff.f = nil
+	}
+}
+
+var _ flows.RestoredSink = (*Sink[int])(nil)
 
 // appendQuoted appends s as a JSON string (ids are printable ASCII, keys
 // aside, which json.Marshal escapes).
