@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +128,16 @@ func (s *Source[T]) describe(ctx context.Context) error {
 			return fmt.Errorf("stream %q has no subjects: give Subjects", s.cfg.Stream)
 		}
 	}
+	// A filter the stream does not store (a typo) would be a partition
+	// that never holds a message. A stream without subjects of its own (a
+	// mirror, or one that sources others) stores any: it is not checked.
+	if stored := info.Config.Subjects; len(stored) > 0 {
+		for _, subj := range s.cfg.Subjects {
+			if !slices.ContainsFunc(stored, func(st string) bool { return subjectWithin(subj, st) }) {
+				return fmt.Errorf("subject %q is not among the subjects stream %q stores (%s)", subj, s.cfg.Stream, strings.Join(stored, ", "))
+			}
+		}
+	}
 	if !s.cfg.Bounded {
 		return nil
 	}
@@ -142,6 +153,29 @@ func (s *Source[T]) describe(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// subjectWithin reports whether every subject that filter matches is one
+// that pattern matches (NATS wildcards: "*" one token, ">" one or more
+// tokens at the end).
+func subjectWithin(filter, pattern string) bool {
+	f, p := strings.Split(filter, "."), strings.Split(pattern, ".")
+	for i, pt := range p {
+		if pt == ">" {
+			return len(f) > i
+		}
+		if i >= len(f) {
+			return false
+		}
+		switch ft := f[i]; {
+		case ft == ">":
+			return false // more tokens than pattern's one
+		case pt == "*":
+		case ft != pt: // a literal, or "*" against a literal
+			return false
+		}
+	}
+	return len(f) == len(p)
 }
 
 // DecodeJSON decodes a message's data as JSON.

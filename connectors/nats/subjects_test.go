@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+	"pgregory.net/rapid"
 
 	"github.com/tessera-streams/tessera/flows"
 )
@@ -37,4 +40,52 @@ func TestSubjectOutsideStreamIsRefused(t *testing.T) {
 		t.Errorf("bounded=%v: New and Open took subject %q, which stream EV (lines.*) does not store; Read = %v (io.EOF: %v)",
 			bounded, "line.b", rerr, errors.Is(rerr, io.EOF))
 	}
+}
+
+// subjectWithin(f, p) holds exactly when every subject that filter f
+// matches is matched by pattern p, as the NATS server matches them
+// (server.SubjectMatchesFilter), over every subject of up to five tokens
+// of a small alphabet.
+func TestSubjectWithinAgreesWithServer(t *testing.T) {
+	tokens := []string{"a", "b"}
+	var subjects []string
+	var grow func(s string, n int)
+	grow = func(s string, n int) {
+		if n == 0 {
+			return
+		}
+		for _, tk := range tokens {
+			subj := tk
+			if s != "" {
+				subj = s + "." + tk
+			}
+			subjects = append(subjects, subj)
+			grow(subj, n-1)
+		}
+	}
+	grow("", 5)
+	pattern := rapid.Custom(func(t *rapid.T) string {
+		n := rapid.IntRange(1, 4).Draw(t, "tokens")
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = rapid.SampledFrom([]string{"a", "b", "*"}).Draw(t, "token")
+		}
+		if rapid.Bool().Draw(t, "tail") {
+			parts[n-1] = ">"
+		}
+		return strings.Join(parts, ".")
+	})
+	rapid.Check(t, func(t *rapid.T) {
+		f, p := pattern.Draw(t, "filter"), pattern.Draw(t, "pattern")
+		want := true
+		for _, s := range subjects {
+			if server.SubjectMatchesFilter(s, f) && !server.SubjectMatchesFilter(s, p) {
+				want = false
+				break
+			}
+		}
+		if got := subjectWithin(f, p); got != want {
+			t.Fatalf("subjectWithin(%q, %q) = %v, want %v", f, p, got, want)
+		}
+	})
 }
