@@ -78,6 +78,12 @@ func (s schedule) due(now time.Time, perPart float64) int64 {
 	return s.at + int64(now.Sub(s.t0).Seconds()*perPart)
 }
 
+// maxRate bounds Config.Rate: the schedule's offsets, a rate times the
+// seconds since a partition opened, stay far from overflowing an int64
+// for centuries (a non-finite rate, or one that overflows, left the
+// offset to the platform's conversion of a float).
+const maxRate = 1e12
+
 // New returns a generator source.
 func New[T any](cfg Config, fn func(partition int, offset int64, r *Rand) T) (*Source[T], error) {
 	switch {
@@ -85,8 +91,8 @@ func New[T any](cfg Config, fn func(partition int, offset int64, r *Rand) T) (*S
 		return nil, fmt.Errorf("gen: partitions must be at least 1, got %d", cfg.Partitions)
 	case cfg.Events < 0:
 		return nil, fmt.Errorf("gen: events must not be negative, got %d", cfg.Events)
-	case cfg.Rate < 0:
-		return nil, fmt.Errorf("gen: rate must not be negative, got %v", cfg.Rate)
+	case !(cfg.Rate >= 0 && cfg.Rate <= maxRate): // NaN too
+		return nil, fmt.Errorf("gen: rate must be between 0 (unthrottled) and %g events a second, got %v", maxRate, cfg.Rate)
 	case fn == nil:
 		return nil, errors.New("gen: no event function")
 	}

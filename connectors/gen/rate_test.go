@@ -10,14 +10,15 @@ import (
 )
 
 // A rate that is not a finite number (what -rate NaN or -rate Inf parse
-// to) is bad configuration: New must refuse it, like a negative one. Taken,
+// to), or one so large that its offsets overflow, is bad configuration:
+// New must refuse it, like a negative one. Taken,
 // the schedule converts a non-finite float to int64 (reader.Read via
 // schedule.due), which Go leaves to the platform: here +Inf makes a
 // partition that silently never yields an event.
 func TestNonFiniteRateIsRefused(t *testing.T) {
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { return now }
-	for _, rate := range []float64{math.NaN(), math.Inf(1)} {
+	for _, rate := range []float64{math.NaN(), math.Inf(1), 1e300} {
 		s, err := New(Config{Partitions: 1, Events: 100, Rate: rate, Now: clock}, word)
 		if err != nil {
 			continue
