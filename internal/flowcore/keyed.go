@@ -247,10 +247,17 @@ func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl i
 		t.exp = &tableTTL[K]{ttl: ttl}
 		fr.addTimers(ks.stage, t)
 		ks.subscribe(fr, func(k K, v T) {
-			t.expired(k, fr.cur.TS)
+			// A late event runs at the watermark: its key may have expired
+			// behind it since the watermark last moved, and the state it
+			// makes expires at once if its expiry is behind it too.
+			wm := fr.wm()
+			t.expired(k, max(fr.cur.TS, wm))
 			update(t, k, v)
 			i, _ := t.lookup(k, 0)
 			t.exp.seen(i, k, fr.cur.TS)
+			if satAdd(t.exp.last[i], t.exp.ttl) <= wm {
+				t.expire(i)
+			}
 		})
 	})
 	return Table[K, V]{stage: ks.stage, op: op, kc: ks.kc, hs: ks.hash, f: f, vc: vc}

@@ -260,26 +260,53 @@ func (p *procOp[K, S, O]) state(k K) (S, bool) {
 	return zero, false
 }
 
-// seen moves key k's expiry to its latest event time plus the TTL. Without
-// event-time order, an event that comes the TTL after the key's last one
-// finds the state expired — unless the key has timers pending: they are
-// its state's future, and expiry waits for them (by the watermark).
-func (p *procOp[K, S, O]) seen(k K, ts int64) {
+// seen moves key k's expiry to its latest event time plus the TTL, for an
+// event at ts that runs at time at: its own time, or the watermark where
+// that is later (a late event). A key whose expiry at has passed finds
+// its state expired, whether or not the watermark fired the expiry yet:
+// without event-time order, an event that comes the TTL after the key's
+// last one; and a late event whose key expired behind the watermark since
+// it last moved. Not if the key has timers pending: they are its state's
+// future, and expiry waits for them (by the watermark). With event-time
+// order an event that is not late runs at its own time after every
+// expiry due before it, which has fired.
+//
+// It reports whether the key's expiry is due at at already (a late event's
+// state expires as it is made): the caller then expires it after the
+// event (expireDue).
+func (p *procOp[K, S, O]) seen(k K, ts, at int64) bool {
 	last, ok := p.lastTS[k]
-	if ok && ts >= satAdd(last, p.ttl) && p.ord == nil && p.userTimers(k) == 0 {
+	if ok && at >= satAdd(last, p.ttl) && p.userTimers(k) == 0 {
+		p.del(k, ttlDomain, satAdd(last, p.ttl))
+		delete(p.lastTS, k)
 		p.clearState(k)
+		ok = false
 	}
 	if ok && ts <= last {
-		return
+		return satAdd(last, p.ttl) <= at
 	}
 	p.lastTS[k] = ts
 	if ok {
 		p.move(k, ttlDomain, satAdd(last, p.ttl), satAdd(ts, p.ttl))
+	} else {
+		// A key new, expired, or whose expiry waits (see waitDomain).
+		p.delDomain(k, waitDomain)
+		p.set(k, ttlDomain, satAdd(ts, p.ttl))
+	}
+	return satAdd(ts, p.ttl) <= at
+}
+
+// expireDue expires key k's state after an event that seen said is due at
+// at, unless the event set timers of the key's own: the expiry then waits
+// for them, as the watermark's does.
+func (p *procOp[K, S, O]) expireDue(k K, at int64) {
+	last, ok := p.lastTS[k]
+	if !ok || satAdd(last, p.ttl) > at || p.userTimers(k) > 0 {
 		return
 	}
-	// A key new, expired, or whose expiry waits (see waitDomain).
-	p.delDomain(k, waitDomain)
-	p.set(k, ttlDomain, satAdd(ts, p.ttl))
+	p.del(k, ttlDomain, satAdd(last, p.ttl))
+	delete(p.lastTS, k)
+	p.clearState(k)
 }
 
 // Process state is checkpointed in blocks of rows, in the operator's
@@ -698,28 +725,25 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		p.ctx = Context[K, S, O]{op: p, fr: fr, slot: -1}
 		fr.ops[op] = p
 		fr.addTimers(ks.stage, p)
-		if !ordered {
-			ks.subscribe(fr, func(k K, v T) {
-				if ttl > 0 {
-					p.seen(k, fr.cur.TS)
-				}
-				p.ctx.enter(k, EventTime)
-				h.OnEvent(&p.ctx, v)
-			})
-			return
-		}
-		buf := &eventBuffer[K, T]{fr: fr, codec: codec, run: func(k K, v T) {
-			if ttl > 0 {
-				p.seen(k, fr.cur.TS)
-			}
+		// run runs an event at time at (see seen).
+		run := func(k K, v T, at int64) {
+			due := ttl > 0 && p.seen(k, fr.cur.TS, at)
 			p.ctx.enter(k, EventTime)
 			h.OnEvent(&p.ctx, v)
-		}}
+			if due {
+				p.expireDue(k, at)
+			}
+		}
+		if !ordered {
+			ks.subscribe(fr, func(k K, v T) { run(k, v, max(fr.cur.TS, fr.wm())) })
+			return
+		}
+		buf := &eventBuffer[K, T]{fr: fr, codec: codec, run: func(k K, v T) { run(k, v, fr.cur.TS) }}
 		p.ord = buf
 		fr.ops[ordOp] = buf
 		ks.subscribe(fr, func(k K, v T) {
 			if wm := fr.wm(); wm != NoWatermark && fr.cur.TS <= wm {
-				buf.run(k, v) // late: it runs at once
+				run(k, v, wm) // late: it runs at once
 				return
 			}
 			buf.add(k, v)

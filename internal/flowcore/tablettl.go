@@ -72,10 +72,11 @@ func (t *table[K, V]) expire(i int32) {
 	t.remove(i)
 }
 
-// expired drops key k if an event at ts comes at least the TTL after its
-// last one: its state expired by event time, whether or not the watermark
-// has said so yet. This makes expiry a function of the key's events, not
-// of how they were batched.
+// expired drops key k if an event that runs at at (its time, or the
+// watermark for a late one) comes at least the TTL after its last one: its
+// state expired by event time, whether or not the watermark has fired the
+// expiry yet. This makes expiry a function of the key's events and the
+// watermark they meet, not of when the watermark moved.
 func (t *table[K, V]) expired(k K, ts int64) {
 	if i, ok := t.lookup(k, 0); ok && ts >= satAdd(t.exp.last[i], t.exp.ttl) {
 		t.expire(i)
