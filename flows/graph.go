@@ -61,13 +61,28 @@ func From[T any](f *Flow, name string, src Source[T], opts ...SourceOption) Stre
 	return flowcore.From[T](f, name, src, opts...)
 }
 
+// The event times a flow takes, and the longest span of time it may
+// name: see WithEventTime.
+var (
+	MinEventTime = flowcore.MinEventTime
+	MaxEventTime = flowcore.MaxEventTime
+)
+
+// MaxTimeSpan bounds a flow's window sizes, session gaps, allowed
+// lateness, state TTLs and out-of-orderness.
+const MaxTimeSpan = flowcore.MaxTimeSpan
+
 // SourceOption configures a source in From.
 type SourceOption = flowcore.SourceOption
 
 // WithEventTime gives a source event time: ts extracts an event's timestamp,
 // and the source's partitions emit watermarks that trail the largest
 // timestamp seen by maxOutOfOrder (bounded out-of-orderness). ts must take
-// the source's event type.
+// the source's event type. An event whose time is outside [MinEventTime,
+// MaxEventTime) (1800 to 2200) goes to the dead letters; a flow's window
+// sizes, session gaps, lateness, state TTLs and out-of-orderness are at
+// most MaxTimeSpan (ten years), so that the times made from them stay
+// within what Unix nanoseconds hold.
 func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) SourceOption {
 	return flowcore.WithEventTime[T](ts, maxOutOfOrder)
 }

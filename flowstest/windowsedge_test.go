@@ -2,6 +2,7 @@ package flowstest_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,13 +11,12 @@ import (
 )
 
 // An event near the largest time Unix nanoseconds hold (April 2262), in a
-// window or session whose end lies past it, is neither in any result nor
-// sent to TooLate: it is dropped silently, which WindowAggregate's and
-// SessionAggregate's docs promise never happens; and two such events a
-// minute apart, with a gap of an hour, make two sessions, not one. The end
-// of the window (start + size) and of the session (time + gap) overflow
-// int64 (windows.go, windowslice.go, sessions.go add them unchecked) and
-// wrap to 1677, before every watermark.
+// window or session whose end lies past it, was neither in any result nor
+// sent to TooLate: the end of its window (start + size) or session (time
+// + gap) overflowed int64 and wrapped to 1677, and two such events a
+// minute apart, with a gap of an hour, made two sessions. An event time
+// outside [MinEventTime, MaxEventTime) now goes to the dead letters with
+// its offset; no event is lost silently.
 func TestWindowsNearTheEndOfUnixNanoTime(t *testing.T) {
 	top := time.Unix(0, math.MaxInt64).Add(-30 * time.Minute) // a window of an hour from it ends past 2262-04-11 23:47:16
 	for _, tc := range []struct {
@@ -66,11 +66,45 @@ func TestWindowsNearTheEndOfUnixNanoTime(t *testing.T) {
 		for _, e := range tooLate.Values() {
 			seen[e.W] = true
 		}
+		for _, dl := range d.DeadLetters() {
+			if !strings.Contains(dl.Error, "is outside") {
+				t.Errorf("%s: dead letter %+v", tc.name, dl)
+			}
+			seen[dl.Offset+1] = true // events 1 and 2 are at offsets 0 and 1
+		}
 		for _, w := range []int64{1, 2} {
 			if !seen[w] {
 				t.Errorf("%s: event %d is in no result and not too late (results %v, too late %v)", tc.name, w, results.Values(), tooLate.Values())
 			}
 		}
 		d.Close()
+	}
+}
+
+// A flow that names a span of time beyond MaxTimeSpan fails when it is
+// built, before anything starts: its windows' ends could overflow.
+func TestSpansBeyondMaxTimeSpanFailTheFlow(t *testing.T) {
+	long := flows.MaxTimeSpan + time.Hour
+	for name, build := range map[string]func(flows.KeyedStream[string, wev]){
+		"window": func(ks flows.KeyedStream[string, wev]) { flows.WindowAggregate(ks, flows.Tumbling(long), noW, addW) },
+		"lateness": func(ks flows.KeyedStream[string, wev]) {
+			flows.WindowAggregate(ks, flows.Tumbling(time.Hour), noW, addW, flows.AllowedLateness(long))
+		},
+		"gap": func(ks flows.KeyedStream[string, wev]) { flows.SessionAggregate(ks, long, noW, addW, mergeW) },
+		"ttl": func(ks flows.KeyedStream[string, wev]) { flows.Count(ks, flows.WithStateTTL(long)) },
+	} {
+		in := flowstest.NewInput[wev](1)
+		f := flows.New("spans", flows.WithFragments(1))
+		build(flows.KeyBy(flows.From(f, "events", in, flows.WithEventTime(func(e wev) time.Time { return e.At }, 0)),
+			func(e wev) string { return e.Key }))
+		if _, err := flowstest.New(f, time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), "beyond the longest span") {
+			t.Errorf("%s of %v: the flow built (%v)", name, long, err)
+		}
+	}
+	in := flowstest.NewInput[wev](1)
+	f := flows.New("spans", flows.WithFragments(1))
+	flows.From(f, "events", in, flows.WithEventTime(func(e wev) time.Time { return e.At }, long))
+	if _, err := flowstest.New(f, time.Unix(0, 0)); err == nil {
+		t.Errorf("out-of-orderness of %v: the flow built", long)
 	}
 }

@@ -32,6 +32,33 @@ func WithIdleTimeout(d time.Duration) SourceOption { return SourceOption{idle: d
 // NoWatermark is the watermark before any event: nothing is complete.
 const NoWatermark = math.MinInt64
 
+// Event times are Unix nanoseconds, which hold 1677-09-21 to 2262-04-11.
+// An event's time must lie in [MinEventTime, MaxEventTime): a source's
+// reader sends an event of another time to the dead letters. The margins
+// leave room for the windows' ends, sessions' gaps, expiries and
+// lateness of a flow, each at most MaxTimeSpan (checked when the flow is
+// built), to be added without overflowing, through a few windows in a
+// row; before, an hour's window of an event in 2262 wrapped round to 1677
+// and the event was lost.
+var (
+	MinEventTime = time.Date(1800, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxEventTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// MaxTimeSpan bounds a flow's window sizes, session gaps, allowed
+// lateness, state TTLs and out-of-orderness.
+const MaxTimeSpan = 10 * 365 * 24 * time.Hour
+
+var minEventSec, maxEventSec = MinEventTime.Unix(), MaxEventTime.Unix()
+
+// checkSpan fails the flow if d, a duration of what, is beyond
+// MaxTimeSpan.
+func (f *Flow) checkSpan(what string, d time.Duration) {
+	if d > MaxTimeSpan {
+		f.errorf("%s %v is beyond the longest span a flow's times may have, %v (ten years)", what, d, MaxTimeSpan)
+	}
+}
+
 type eventTime struct {
 	maxDelay int64 // ns
 	idle     int64 // ns; 0: never
@@ -49,6 +76,7 @@ func sourceOptions[T any](f *Flow, name string, d *sourceDef, opts []SourceOptio
 			if o.maxDelay < 0 {
 				f.errorf("source %q: negative out-of-orderness %v", name, o.maxDelay)
 			}
+			f.checkSpan(fmt.Sprintf("source %q: out-of-orderness", name), o.maxDelay)
 			ts = fn
 			if d.et == nil {
 				d.et = &eventTime{}

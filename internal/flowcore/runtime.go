@@ -549,7 +549,12 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 	for next = i; next < len(p.b.Events); next++ {
 		r.event(p.b.Offsets[next], 0)
 		if p.ts != nil {
-			t := p.ts(p.b.Events[next]).UnixNano()
+			at := p.ts(p.b.Events[next])
+			if s := at.Unix(); s < minEventSec || s >= maxEventSec {
+				r.userErr = append(r.userErr, p.outOfTime(r, next, at))
+				continue
+			}
+			t := at.UnixNano()
 			r.cur.TS = t
 			if t > r.maxTS {
 				r.maxTS = t
@@ -560,6 +565,19 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 		}
 	}
 	return next
+}
+
+// outOfTime is the dead letter of event i, whose time at is outside
+// [MinEventTime, MaxEventTime).
+func (p *pump[T]) outOfTime(r *Reader, i int, at time.Time) DeadLetter {
+	dl := DeadLetter{
+		Flow: r.plan.f.name, Source: r.plan.channelName(r.src), Partition: r.part,
+		Offset: r.cur.Offset, Fragment: -1,
+		Error: fmt.Sprintf("event time %s is outside %s to %s", at.UTC().Format(time.RFC3339Nano),
+			MinEventTime.Format(time.RFC3339), MaxEventTime.Format(time.RFC3339)),
+	}
+	dl.SetValue(fmt.Sprintf("%+v", p.b.Events[i]))
+	return dl
 }
 
 // Fragment is the state of one key group and the operators after the key.

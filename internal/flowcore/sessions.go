@@ -22,6 +22,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 	if gap <= 0 {
 		f.errorf("SessionAggregate: gap must be positive, got %v", gap)
 	}
+	f.checkSpan("SessionAggregate: gap", gap)
 	if init == nil || add == nil || merge == nil {
 		f.errorf("SessionAggregate: init, add and merge must not be nil")
 	}

@@ -26,6 +26,7 @@ func stateTTL(f *Flow, op string, stage int, opts []StateOption) int64 {
 		if o.ttl < 0 {
 			f.errorf("%s: negative state TTL %v", op, o.ttl)
 		}
+		f.checkSpan(op+": state TTL", o.ttl)
 	}
 	switch {
 	case ttl == 0:

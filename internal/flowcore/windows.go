@@ -151,6 +151,7 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 	if !w.global && (w.size <= 0 || w.slide <= 0 || w.slide > w.size) {
 		f.errorf("%s: windows need 0 < slide <= size, got size %v, slide %v", name, time.Duration(w.size), time.Duration(w.slide))
 	}
+	f.checkSpan(name+": window size", time.Duration(w.size))
 	if init == nil || add == nil {
 		f.errorf("%s: init and add must not be nil", name)
 	}
@@ -228,6 +229,7 @@ func windowOperator[A any](f *Flow, name string, stage int, opts []WindowOption)
 		if o.lateness < 0 {
 			f.errorf("%s: negative allowed lateness %v", name, o.lateness)
 		}
+		f.checkSpan(name+": allowed lateness", o.lateness)
 		lateness = max(lateness, int64(o.lateness))
 	}
 	ac = stateCodec[A](f, name, nil)
