@@ -90,19 +90,8 @@ func TestCountOfCountsEqualsReference(t *testing.T) {
 			if err := d.Drain(); err != nil {
 				t.Fatal(err)
 			}
-			switch rng.IntN(5) {
-			case 0:
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-			case 1:
-				if err := d.Crash(rng.IntN(fragments)); err != nil {
-					t.Fatal(err)
-				}
-			case 2:
-				if err := d.Restart(); err != nil {
-					t.Fatal(err)
-				}
+			if err := randomFault(d, rng, 5); err != nil {
+				t.Fatal(err)
 			}
 		}
 		in.Close()

@@ -61,3 +61,17 @@ func windowsWithFaults(t *testing.T, evs []click, fragments, batch int, delay ti
 	}
 	return results.Values()
 }
+
+// randomFault takes one of n choices, as rng picks: a checkpoint, a crash
+// of a fragment, a restart of every fragment, or (the other n-3) nothing.
+func randomFault(d *flowstest.Driver, rng *rand.Rand, n int) error {
+	switch rng.IntN(n) {
+	case 0:
+		return d.Checkpoint()
+	case 1:
+		return d.Crash(rng.IntN(len(d.Freshness())))
+	case 2:
+		return d.Restart()
+	}
+	return nil
+}

@@ -153,19 +153,8 @@ func checkStateTTL(t rapid.TB, seed uint64, ttl time.Duration, events, fragments
 		if err := d.Drain(); err != nil {
 			t.Fatal(err)
 		}
-		switch rng.IntN(6) {
-		case 0:
-			if err := d.Checkpoint(); err != nil {
-				t.Fatal(err)
-			}
-		case 1:
-			if err := d.Crash(rng.IntN(len(d.Freshness()))); err != nil {
-				t.Fatal(err)
-			}
-		case 2:
-			if err := d.Restart(); err != nil {
-				t.Fatal(err)
-			}
+		if err := randomFault(d, rng, 6); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if err := d.Drain(); err != nil {

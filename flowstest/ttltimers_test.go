@@ -239,19 +239,8 @@ func TestProcessTTLWaitsForTimersExact(t *testing.T) {
 			if err := d.Drain(); err != nil {
 				t.Fatal(err)
 			}
-			switch rng.IntN(6) {
-			case 0:
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-			case 1:
-				if err := d.Crash(rng.IntN(fragments)); err != nil {
-					t.Fatal(err)
-				}
-			case 2:
-				if err := d.Restart(); err != nil {
-					t.Fatal(err)
-				}
+			if err := randomFault(d, rng, 6); err != nil {
+				t.Fatal(err)
 			}
 		}
 		if err := d.Settle(); err != nil {

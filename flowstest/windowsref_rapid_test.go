@@ -335,21 +335,7 @@ func runWinCase(t *rapid.T, c winCase) {
 			t.Fatal(err)
 		}
 	}
-	for _, o := range c.ops {
-		switch o.kind {
-		case opPush:
-			in.Push(o.part, o.ev)
-		case opDrain:
-			must(d.Drain())
-		case opCheckpoint:
-			must(d.Drain())
-			must(d.Checkpoint())
-		case opCrash:
-			must(d.Crash(o.frag))
-		case opRestart:
-			must(d.Restart())
-		}
-	}
+	must(runOps(d, in, c.ops))
 	in.Close()
 	if c.crashAtEnd >= 0 {
 		must(d.Crash(c.crashAtEnd))
@@ -636,21 +622,7 @@ func TestStateTTLTablesEqualSequentialReference(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, o := range c.ops {
-			switch o.kind {
-			case opPush:
-				in.Push(o.part, o.ev)
-			case opDrain:
-				must(d.Drain())
-			case opCheckpoint:
-				must(d.Drain())
-				must(d.Checkpoint())
-			case opCrash:
-				must(d.Crash(o.frag))
-			case opRestart:
-				must(d.Restart())
-			}
-		}
+		must(runOps(d, in, c.ops))
 		must(d.Drain())
 		wantUpdates, wantLeft := refTables(c)
 		for i, view := range []string{"count", "agg", "reduce"} {
@@ -689,4 +661,29 @@ func TestStateTTLTablesEqualSequentialReference(t *testing.T) {
 			}
 		}
 	})
+}
+
+// runOps runs ops against d, pushing to in.
+func runOps(d *flowstest.Driver, in *flowstest.Input[wev], ops []wop) error {
+	for _, o := range ops {
+		var err error
+		switch o.kind {
+		case opPush:
+			in.Push(o.part, o.ev)
+		case opDrain:
+			err = d.Drain()
+		case opCheckpoint:
+			if err = d.Drain(); err == nil {
+				err = d.Checkpoint()
+			}
+		case opCrash:
+			err = d.Crash(o.frag)
+		case opRestart:
+			err = d.Restart()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
