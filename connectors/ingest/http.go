@@ -46,7 +46,7 @@ func (s *Stream[T]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrKeyReused):
 		splice.WriteError(w, http.StatusUnprocessableEntity, "Idempotency-Key "+strconv.Quote(pr.Key)+" was used with another body")
 		return
-	case errors.Is(err, ErrClosed), errors.Is(err, ErrBroken):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrBroken), errors.Is(err, ErrFull):
 		err = fmt.Errorf("%w: %w", push.ErrUnavailable, err)
 	}
 	push.ReplyWithToken(w, s.cfg.Name, res, err, func(res Result) string { return minOffsets(s.cfg.Name, res) })

@@ -111,6 +111,11 @@ type Log struct {
 	closed  bool
 	senders sync.WaitGroup // appends between their closed check and their send
 	trimMu  sync.Mutex     // one Trim at a time
+	// keyMu orders the writer's commits and retention's expiry of
+	// idempotency keys: retention reads a key's record, decides it
+	// expired and deletes it in its batch, and a commit of the writer in
+	// between that wrote the key anew lost its record to that delete.
+	keyMu sync.Mutex
 }
 
 // stream is a stream's state in the log.
@@ -468,6 +473,8 @@ func (l *Log) commit(group []*appendReq) {
 		fail(*errp)
 		return
 	}
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
 	now := l.opts.Now().UnixNano()
 	b := l.db.NewBatch()
 	defer b.Close()
@@ -478,6 +485,12 @@ func (l *Log) commit(group []*appendReq) {
 	next := map[pkey]int64{}
 	var heads []headAt
 	keys := map[string]*appendReq{} // stream 0 key → its first request in the group
+	// held is what the log will hold with the group's appends taken so
+	// far: one that would take it over MaxBytes fails with ErrFull here,
+	// where appends are taken one at a time (the HTTP check before
+	// queueing let concurrent pushes all through, and Append had none).
+	held := l.bytes.Load()
+	full := false
 	for _, r := range group {
 		if r.key != "" {
 			ik := r.s.name + "\x00" + r.key
@@ -495,6 +508,17 @@ func (l *Log) commit(group []*appendReq) {
 				continue
 			}
 		}
+		var size int64
+		for _, pe := range r.parts {
+			for _, ev := range pe.events {
+				size += int64(len(ev))
+			}
+		}
+		if held+size > l.opts.MaxBytes {
+			r.err, full = fmt.Errorf("%w: it holds %d bytes the flow has not committed or retention has not deleted yet (limit %d)", ErrFull, held, l.opts.MaxBytes), true
+			continue
+		}
+		held += size
 		r.res = Result{}
 		for _, pe := range r.parts {
 			k := pkey{r.s, pe.p}
@@ -553,6 +577,9 @@ func (l *Log) commit(group []*appendReq) {
 	}
 	for k, to := range next {
 		k.s.parts[k.p].end.Store(to)
+	}
+	if full {
+		l.nudge() // retention may delete committed events to make room
 	}
 	for _, r := range group {
 		if r.dupOf != nil {

@@ -350,14 +350,18 @@ func TestRetention(t *testing.T) {
 	if evs, _ := readAll(t, s, 0, 4); len(evs) != 6 || evs[0].N != 4 {
 		t.Fatalf("from 4: %v", evs)
 	}
-	// Size: fill the log over MaxBytes with fresh events; committing lets
-	// retention make room by deleting the oldest.
-	for s.l.Bytes() < 4000 {
-		if _, err := s.Append(ctx, "", line(99)); err != nil {
+	// Size: fill the log to MaxBytes with fresh events, until it refuses
+	// more; committing lets retention make room by deleting the oldest.
+	for {
+		_, err := s.Append(ctx, "", line(99))
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if !l.full(1) {
+	if !l.full(len(line(99))) {
 		t.Fatal("the log should be full")
 	}
 	r, _ = s.Open(0, s.End(0))

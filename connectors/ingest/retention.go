@@ -91,6 +91,10 @@ func (l *Log) Trim() error {
 		best.bytes += bm.bytes
 		over -= bm.bytes
 	}
+	// The keys' expiry and the batch's commit, apart from the writer's
+	// commits (keyMu).
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
 	keys, err := l.expireKeys(b, now)
 	if err != nil {
 		return err
