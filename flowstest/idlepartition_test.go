@@ -7,6 +7,7 @@ import (
 
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/splice"
 )
 
 // idleTimersFlow sets, for every click, an event-time timer at its time
@@ -205,4 +206,53 @@ func TestIdlePartitionsWatermarkIndependentOfNumbering(t *testing.T) {
 	if wms[0] == nil || wms[1] == nil || !wms[0].Equal(*wms[1]) {
 		t.Fatalf("both partitions idle: watermark %v with partition 0 at 08:05, %v with partition 1 at 08:05", wms[0], wms[1])
 	}
+}
+
+// The end of a bounded partition completes its watermark, whether or not
+// it was idle before it ended: at the end of the input every window
+// fires, with or without a silence of the idle timeout before the end.
+func TestIdlePartitionEndCompletesWatermark(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	for _, silent := range []bool{false, true} {
+		in := flowstest.NewInput[click](1)
+		f, out := idleTimersFlow(in)
+		d, err := flowstest.New(f, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Push(0, click{User: "a", At: t0})
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		if silent {
+			if err := d.Advance(2 * time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Drain(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		in.Close()
+		if err := d.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		fr := d.Freshness()
+		got := out.Values()
+		d.Close()
+		if len(got) != 1 {
+			t.Errorf("silent %v: the input ended, %d timers fired (want 1); watermarks %v", silent, len(got), watermarks(fr))
+		}
+	}
+}
+
+func watermarks(fs []splice.Freshness) []string {
+	var out []string
+	for _, f := range fs {
+		s := "none"
+		if f.Watermark != nil {
+			s = f.Watermark.Format(time.RFC3339)
+		}
+		out = append(out, fmt.Sprintf("%d:%s complete=%v", f.Fragment, s, f.Complete))
+	}
+	return out
 }
