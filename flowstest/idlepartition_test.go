@@ -256,3 +256,57 @@ func watermarks(fs []splice.Freshness) []string {
 	}
 	return out
 }
+
+// The channel's watermark never falls, and a restore gives it back as it
+// was, though its partitions' do not: partition 1 goes idle at 08:00,
+// partition 0 takes the watermark to 08:10, then partition 1 is active
+// again at 08:02. A fragment crashed and restored then still has 08:10,
+// not 08:02 (the least of its active partitions'): an event between the
+// two is as late after the crash as without it.
+func TestChannelWatermarkSurvivesCrashAfterIdlePartitionReturns(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	for _, crash := range []bool{false, true} {
+		in := flowstest.NewInput[click](2)
+		f, _ := idleTimersFlow(in)
+		d, err := flowstest.New(f, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		push := func(part int, user string, at time.Duration) {
+			in.Push(part, click{User: user, At: t0.Add(at)})
+			if err := d.Drain(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		push(1, "b", 0)
+		push(0, "a", 0)
+		if err := d.Advance(2 * time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		push(0, "a", 10*time.Minute) // partition 1 idle: the watermark is 08:10
+		push(1, "b", 2*time.Minute)  // active again, behind it
+		wm := func() time.Time {
+			for _, fr := range d.Freshness() {
+				if fr.Watermark != nil {
+					return *fr.Watermark
+				}
+			}
+			return time.Time{}
+		}
+		before := wm()
+		if crash {
+			if err := d.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			for f := range d.Freshness() {
+				if err := d.Crash(f); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if got := wm(); !got.Equal(before) || !got.Equal(t0.Add(10*time.Minute)) {
+			t.Errorf("crash %v: watermark %v, before the crash %v; want 08:10", crash, got, before)
+		}
+		d.Close()
+	}
+}

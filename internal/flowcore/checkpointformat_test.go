@@ -137,6 +137,31 @@ func TestWatermarkCheckpoint(t *testing.T) {
 	if !slices.Equal(again.wms[1].parts, fr.wms[1].parts) || again.wms[1].wm != fr.wms[1].wm {
 		t.Fatalf("restored %+v, want %+v", again.wms[1], fr.wms[1])
 	}
+	// The channel's watermark is restored as it was, though its active
+	// partitions' minimum is below it: partition 2 active again at 60.
+	fr.wms[1].observe(0, 90, false)
+	fr.wms[1].observe(1, 95, false)
+	fr.wms[1].observe(2, 60, false)
+	d = Delta{}
+	fr.wmDelta(&d)
+	again = newFr()
+	if err := again.wmRestore(d.Puts[0].Key, d.Puts[0].Value); err != nil {
+		t.Fatal(err)
+	}
+	if fr.wms[1].wm != 90 || again.wms[1].wm != 90 {
+		t.Fatalf("channel watermark %d, restored %d, want 90", fr.wms[1].wm, again.wms[1].wm)
+	}
+	// An entry of the form before the channels' watermarks restores from
+	// its partitions'.
+	parts := binary.AppendUvarint(nil, 3)
+	for part, wm := range []int64{90, 95, 60} {
+		parts = binary.AppendVarint(binary.AppendUvarint(binary.AppendUvarint(parts, 1), uint64(part)), wm)
+		parts = append(parts, 0)
+	}
+	again = newFr()
+	if err := again.wmRestore(wmKey, parts); err != nil || again.wms[1].wm != 60 {
+		t.Fatalf("an entry without channels: watermark %d, %v; want 60", again.wms[1].wm, err)
+	}
 
 	old := newFr()
 	for part, wm := range []int64{40, 60, 80} {
@@ -166,4 +191,36 @@ func bufferCodec(t *testing.T) *recsCodec[string, int64] {
 	t.Helper()
 	kc, ec := testProcCodecs(t)
 	return &recsCodec[string, int64]{kc: kc, ec: ec}
+}
+
+// A watermark entry of any bytes restores or fails, never panics; one
+// that restores checkpoints again to an entry that restores the same.
+func FuzzWatermarkRestore(f *testing.F) {
+	newFr := func() *Fragment { return &Fragment{wms: []watermarks{{wm: NoWatermark}, newWatermarks(3)}} }
+	fr := newFr()
+	fr.wms[1].observe(0, 50, false)
+	fr.wms[1].observe(2, 70, true)
+	var d Delta
+	fr.wmDelta(&d)
+	f.Add(d.Puts[0].Value)
+	f.Add([]byte{1, 1, 0, 2, 0})
+	f.Add([]byte{1, 1, 0, 2, 0, 1, 1, 8})
+	f.Fuzz(func(t *testing.T, val []byte) {
+		a := newFr()
+		if a.wmRestore(wmKey, val) != nil {
+			return
+		}
+		var d Delta
+		a.wmDelta(&d)
+		if len(d.Puts) == 0 {
+			return
+		}
+		b := newFr()
+		if err := b.wmRestore(wmKey, d.Puts[0].Value); err != nil {
+			t.Fatalf("a restored entry checkpoints to one that fails: %v", err)
+		}
+		if !slices.Equal(a.wms[1].parts, b.wms[1].parts) || a.wms[1].wm != b.wms[1].wm {
+			t.Fatalf("restored again %+v, want %+v", b.wms[1], a.wms[1])
+		}
+	})
 }

@@ -141,9 +141,19 @@ func (w *watermarks) observe(part int, wm int64, idle bool) bool {
 	return w.recompute()
 }
 
+// recompute sets the channel's watermark from its partitions': the
+// minimum over the active ones, or, when every partition is idle, the
+// largest of theirs (each said it holds nothing more for now). Before,
+// with none active it stayed where the last partition to go idle left
+// it, which made it depend on the order partitions went idle, and a
+// restore of such a channel had no watermark at all.
 func (w *watermarks) recompute() bool {
 	low, any := int64(math.MaxInt64), false
+	high := int64(NoWatermark)
 	for _, p := range w.parts {
+		if p.seen {
+			high = max(high, p.wm)
+		}
 		if p.idle {
 			continue
 		}
@@ -154,7 +164,10 @@ func (w *watermarks) recompute() bool {
 		}
 		low = min(low, p.wm)
 	}
-	if any && low > w.wm {
+	if !any {
+		low = high
+	}
+	if low > w.wm {
 		w.wm = low
 		return true
 	}
@@ -164,8 +177,12 @@ func (w *watermarks) recompute() bool {
 // Watermarks live in a reserved namespace of the checkpoint, in one entry
 // (key wmKey): every event-time partition seen, of every channel — one put
 // per checkpoint, not one per partition (a stage after an exchange has a
-// partition per upstream fragment). Older checkpoints hold an entry per
-// partition, keyed by channel and partition; they still restore.
+// partition per upstream fragment) — then each channel's own watermark,
+// which its partitions' do not always give back (it never falls, and a
+// partition that was idle may be active again behind it): the count of
+// channels, then each one's number and watermark. Entries without the
+// channels (before them) and older checkpoints, an entry per partition
+// keyed by channel and partition, still restore.
 const watermarkNamespace = math.MaxUint16
 
 var wmKey = []byte{'w'}
@@ -199,8 +216,18 @@ func (fr *Fragment) wmDelta(d *Delta) {
 	if n == 0 {
 		return
 	}
-	out := binary.AppendUvarint(make([]byte, 0, len(val)+binary.MaxVarintLen64), uint64(n))
-	d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: wmKey, Value: append(out, val...)})
+	var chans []byte
+	m := 0
+	for ch := range fr.wms {
+		if w := &fr.wms[ch]; w.parts != nil && w.wm != NoWatermark {
+			chans = binary.AppendVarint(binary.AppendUvarint(chans, uint64(ch)), w.wm)
+			m++
+		}
+	}
+	out := binary.AppendUvarint(make([]byte, 0, len(val)+len(chans)+2*binary.MaxVarintLen64), uint64(n))
+	out = append(out, val...)
+	out = append(binary.AppendUvarint(out, uint64(m)), chans...)
+	d.Puts = append(d.Puts, StateEntry{Namespace: watermarkNamespace, Key: wmKey, Value: out})
 	d.Entries++
 }
 
@@ -221,6 +248,19 @@ func (fr *Fragment) wmRestore(key, val []byte) error {
 			r.b = r.b[1:]
 			if err := fr.wmSet(ch, part, wm, idle); err != nil {
 				return err
+			}
+		}
+		if r.err == nil && len(r.b) != 0 {
+			m := r.uvarint("channels")
+			for i := uint64(0); i < m && r.err == nil; i++ {
+				ch, wm := r.uvarint("channel"), r.varint("channel watermark")
+				if r.err != nil {
+					break
+				}
+				if ch >= uint64(len(fr.wms)) || fr.wms[ch].parts == nil {
+					return fmt.Errorf("watermark of channel %d, which has no event time in this flow", ch)
+				}
+				fr.wms[ch].wm = max(fr.wms[ch].wm, wm)
 			}
 		}
 		if r.err == nil && len(r.b) != 0 {

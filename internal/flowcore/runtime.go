@@ -298,10 +298,13 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 }
 
 // Idle reports whether an event-time partition has had no event for its
-// idle timeout.
+// idle timeout: since its last event, or, before its first, since the
+// reader first read the clock (a partition that never has an event, or
+// one silent since a restart, is idle too). A partition that ended is
+// not: its watermark is the end of time.
 func (r *Reader) Idle() bool {
 	et := r.plan.f.sources[r.src].et
-	return et != nil && et.idle > 0 && !r.lastEv.IsZero() && r.now.Sub(r.lastEv) >= time.Duration(et.idle)
+	return et != nil && et.idle > 0 && !r.ended && !r.lastEv.IsZero() && r.now.Sub(r.lastEv) >= time.Duration(et.idle)
 }
 
 // Due reports whether fragment f should be sent a batch: records are
@@ -328,7 +331,12 @@ func (r *Reader) EncodeAhead(f int, remote bool) {
 func (r *Reader) SetBatchSize(n int) { r.batchSize = max(n, 1) }
 
 // SetNow sets the processing time, used to detect an idle partition.
-func (r *Reader) SetNow(t time.Time) { r.now = t }
+func (r *Reader) SetNow(t time.Time) {
+	r.now = t
+	if r.lastEv.IsZero() {
+		r.lastEv = t // silence counts from here until an event comes
+	}
+}
 
 // Watermark is the partition's event-time watermark: the largest event time
 // read less the allowed out-of-orderness (NoWatermark before any event).
