@@ -381,6 +381,9 @@ func (d *Driver) run() error {
 		}
 		m := d.machines[q.dest]
 		m.SetNow(d.now)
+		// The windows the alerts still need, before every step, as an
+		// engine's fragment sets it (not only when the clock moves).
+		m.Fragment().SetHold(d.hold())
 		m.Step(q.b, q.from)
 		if err := d.ready(q.dest); err != nil {
 			return err
