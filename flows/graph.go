@@ -88,8 +88,10 @@ func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) Sou
 }
 
 // WithIdleTimeout marks a partition idle when it has had no event for d of
-// processing time: an idle partition does not hold the watermark back,
-// until it has events again. Default: never idle.
+// processing time (counted from its reader's start if it has had none
+// since): an idle partition does not hold the watermark back, until it has
+// events again. With every partition idle, the watermark is the largest
+// of theirs. A partition that ended is never idle. Default: never idle.
 func WithIdleTimeout(d time.Duration) SourceOption { return flowcore.WithIdleTimeout(d) }
 
 // Map transforms every event.
