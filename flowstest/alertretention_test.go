@@ -43,23 +43,15 @@ func TestAlertFiresForWindowsPastRetention(t *testing.T) {
 			// The alert evaluates 07:00, the clock moves (fragments
 			// hold the windows after it), and the process restarts.
 			in.Push(0, click{User: "z", At: t0.Add(-time.Hour)}, click{User: "z", At: t0.Add(-50 * time.Minute)})
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Drain())
 			r, err := d.StepAlerts()
 			if err != nil {
 				t.Fatal(err)
 			}
 			recs = append(recs, r...)
-			if err := d.Advance(time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Checkpoint(); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Restart(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Advance(time.Second))
+			must(t, d.Checkpoint())
+			must(t, d.Restart())
 		}
 		for _, u := range []string{"a", "b", "c"} {
 			in.Push(0, click{User: u, At: t0.Add(10 * time.Second)})
@@ -67,9 +59,7 @@ func TestAlertFiresForWindowsPastRetention(t *testing.T) {
 		for i := 1; i <= 10; i++ {
 			in.Push(0, click{User: "a", At: t0.Add(time.Duration(i) * time.Minute)})
 		}
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		r, err := d.StepAlerts()
 		d.Close()
 		if err != nil {

@@ -75,3 +75,14 @@ func randomFault(d *flowstest.Driver, rng *rand.Rand, n int) error {
 	}
 	return nil
 }
+
+// must fails the test on err.
+func must(t interface {
+	Helper()
+	Fatal(...any)
+}, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -38,16 +38,10 @@ func TestIdleTimeoutPartitionWithoutEvents(t *testing.T) {
 	}
 	defer d.Close()
 	in.Push(0, click{User: "a", At: t0})
-	if err := d.Drain(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Advance(2 * time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	must(t, d.Drain())
+	must(t, d.Advance(2*time.Minute))
 	in.Push(0, click{User: "a", At: t0.Add(5 * time.Minute)})
-	if err := d.Drain(); err != nil {
-		t.Fatal(err)
-	}
+	must(t, d.Drain())
 	if got := out.Values(); len(got) != 1 {
 		t.Fatalf("partition 1 never had an event in two minutes, idle after one: %d timers fired (%v), want 1", len(got), got)
 	}
@@ -70,39 +64,23 @@ func TestIdlePartitionStaysIdleAcrossRestart(t *testing.T) {
 		}
 		in.Push(1, click{User: "b", At: t0})
 		in.Push(0, click{User: "a", At: t0})
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Advance(2 * time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
+		must(t, d.Advance(2*time.Minute))
 		in.Push(0, click{User: "a", At: t0.Add(5 * time.Minute)})
-		if err := d.Settle(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Settle())
 		if got := out.Values(); len(got) != 2 {
 			t.Fatalf("partition 1 idle: %d timers fired (%v), want 2", len(got), got)
 		}
 		if restart {
-			if err := d.Restart(); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Restart())
+			must(t, d.Drain())
 		}
 		// However a restart counts the partition's silence, it has been
 		// silent for its idle timeout again.
-		if err := d.Advance(2 * time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Advance(2*time.Minute))
+		must(t, d.Drain())
 		in.Push(0, click{User: "a", At: t0.Add(10 * time.Minute)})
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		got := out.Values()
 		d.Close()
 		if n := len(got); n < 3 {
@@ -135,12 +113,8 @@ func TestAllPartitionsIdleWatermarkSurvivesCrash(t *testing.T) {
 		}
 		in.Push(0, click{User: "a", At: t0.Add(5 * time.Minute)})
 		in.Push(1, click{User: "b", At: t0.Add(5 * time.Minute)})
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Advance(2 * time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
+		must(t, d.Advance(2*time.Minute))
 		if err := d.Settle(); err != nil { // both partitions idle, checkpointed
 			t.Fatal(err)
 		}
@@ -149,20 +123,14 @@ func TestAllPartitionsIdleWatermarkSurvivesCrash(t *testing.T) {
 			t.Fatalf("watermark %v with both partitions idle, want 08:05", before)
 		}
 		if crash {
-			if err := d.Crash(0); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Crash(0))
+			must(t, d.Drain())
 			if after := d.Freshness()[0].Watermark; after == nil || !after.Equal(*before) {
 				t.Errorf("watermark %v before a crash, %v after the restore", before, after)
 			}
 		}
 		in.Push(0, click{User: "a", At: t0.Add(time.Minute)}) // behind 08:05
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		var fired []string
 		for _, r := range results.Values() {
 			fired = append(fired, fmt.Sprintf("%s@%s=%d", r.Key, r.Start.Format("15:04"), r.Value))
@@ -191,15 +159,9 @@ func TestIdlePartitionsWatermarkIndependentOfNumbering(t *testing.T) {
 		}
 		in.Push(ahead, click{User: "a", At: t0.Add(5 * time.Minute)})
 		in.Push(1-ahead, click{User: "b", At: t0})
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Advance(2 * time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
+		must(t, d.Advance(2*time.Minute))
+		must(t, d.Drain())
 		wms = append(wms, d.Freshness()[0].Watermark)
 		d.Close()
 	}
@@ -221,21 +183,13 @@ func TestIdlePartitionEndCompletesWatermark(t *testing.T) {
 			t.Fatal(err)
 		}
 		in.Push(0, click{User: "a", At: t0})
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		if silent {
-			if err := d.Advance(2 * time.Minute); err != nil {
-				t.Fatal(err)
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Advance(2*time.Minute))
+			must(t, d.Drain())
 		}
 		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		fr := d.Freshness()
 		got := out.Values()
 		d.Close()
@@ -274,15 +228,11 @@ func TestChannelWatermarkSurvivesCrashAfterIdlePartitionReturns(t *testing.T) {
 		}
 		push := func(part int, user string, at time.Duration) {
 			in.Push(part, click{User: user, At: t0.Add(at)})
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Drain())
 		}
 		push(1, "b", 0)
 		push(0, "a", 0)
-		if err := d.Advance(2 * time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Advance(2*time.Minute))
 		push(0, "a", 10*time.Minute) // partition 1 idle: the watermark is 08:10
 		push(1, "b", 2*time.Minute)  // active again, behind it
 		wm := func() time.Time {
@@ -295,13 +245,9 @@ func TestChannelWatermarkSurvivesCrashAfterIdlePartitionReturns(t *testing.T) {
 		}
 		before := wm()
 		if crash {
-			if err := d.Checkpoint(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Checkpoint())
 			for f := range d.Freshness() {
-				if err := d.Crash(f); err != nil {
-					t.Fatal(err)
-				}
+				must(t, d.Crash(f))
 			}
 		}
 		if got := wm(); !got.Equal(before) || !got.Equal(t0.Add(10*time.Minute)) {

@@ -43,9 +43,7 @@ func TestStateTTLLateEventBehindExpiry(t *testing.T) {
 		}
 		push := func(user string, at time.Duration) {
 			in.Push(0, click{User: user, At: t0.Add(at)})
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Drain())
 		}
 		push("other", 60*time.Minute) // the watermark: 60 min
 		push("k", 0)                  // late; its state expires at 10 min, behind the watermark

@@ -64,19 +64,13 @@ func TestStateTTLAfterTimerWaitedFor(t *testing.T) {
 			}
 			push := func(user string, at time.Duration) {
 				in.Push(0, click{User: user, At: t0.Add(at)})
-				if err := d.Drain(); err != nil {
-					t.Fatal(err)
-				}
+				must(t, d.Drain())
 			}
 			push("k", 0)
 			push("other", 11*time.Minute) // k's expiry at 10 waits for its timer at 50
 			if crash {
-				if err := d.Checkpoint(); err != nil {
-					t.Fatal(err)
-				}
-				if err := d.Restart(); err != nil {
-					t.Fatal(err)
-				}
+				must(t, d.Checkpoint())
+				must(t, d.Restart())
 			}
 			push("k", tc.second)
 			push("other", tc.alive)
@@ -236,16 +230,12 @@ func TestProcessTTLWaitsForTimersExact(t *testing.T) {
 				in.Push(0, evs[i])
 			}
 			j += k
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
+			must(t, d.Drain())
 			if err := randomFault(d, rng, 6); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := d.Settle(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Settle())
 		for _, u := range users {
 			v, err := d.Get("s", u)
 			r, ok := want[u]

@@ -45,9 +45,7 @@ func TestWindowsNearTheEndOfUnixNanoTime(t *testing.T) {
 		}
 		in.Push(0, wev{Key: "a", At: top, W: 1}, wev{Key: "a", At: top.Add(time.Minute), W: 2})
 		in.Close()
-		if err := d.Drain(); err != nil {
-			t.Fatal(err)
-		}
+		must(t, d.Drain())
 		// Every event in some result, or too late.
 		seen := map[int64]bool{}
 		for _, r := range results.Values() {

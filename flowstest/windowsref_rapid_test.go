@@ -330,23 +330,18 @@ func runWinCase(t *rapid.T, c winCase) {
 	}
 	defer d.Close()
 	d.BatchSize = c.batch
-	must := func(err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(runOps(d, in, c.ops))
+	must(t, runOps(d, in, c.ops))
 	in.Close()
 	if c.crashAtEnd >= 0 {
-		must(d.Crash(c.crashAtEnd))
+		must(t, d.Crash(c.crashAtEnd))
 	}
-	must(d.Drain())
+	must(t, d.Drain())
 	if c.restartAtEnd {
-		must(d.Restart())
+		must(t, d.Restart())
 	}
-	must(d.Settle())
-	must(d.Checkpoint())
-	must(d.Settle())
+	must(t, d.Settle())
+	must(t, d.Checkpoint())
+	must(t, d.Settle())
 
 	format := func(r flows.WindowResult[string, wstats]) string {
 		return fmt.Sprintf("%s %d %d %v %v", r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing)
@@ -617,17 +612,12 @@ func TestStateTTLTablesEqualSequentialReference(t *testing.T) {
 		}
 		defer d.Close()
 		d.BatchSize = c.batch
-		must := func(err error) {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		must(runOps(d, in, c.ops))
-		must(d.Drain())
+		must(t, runOps(d, in, c.ops))
+		must(t, d.Drain())
 		wantUpdates, wantLeft := refTables(c)
 		for i, view := range []string{"count", "agg", "reduce"} {
 			es, err := d.Entries(view, splice.Query{})
-			must(err)
+			must(t, err)
 			var got []string
 			for _, e := range es {
 				v := e.Value
@@ -643,15 +633,15 @@ func TestStateTTLTablesEqualSequentialReference(t *testing.T) {
 		}
 		in.Close()
 		if c.crashAtEnd >= 0 {
-			must(d.Crash(c.crashAtEnd))
+			must(t, d.Crash(c.crashAtEnd))
 		}
-		must(d.Drain())
+		must(t, d.Drain())
 		if c.restartAtEnd {
-			must(d.Restart())
+			must(t, d.Restart())
 		}
-		must(d.Settle())
-		must(d.Checkpoint())
-		must(d.Settle())
+		must(t, d.Settle())
+		must(t, d.Checkpoint())
+		must(t, d.Settle())
 		for i, view := range []string{"count", "agg", "reduce"} {
 			if got := sinks[i](); !slices.Equal(got, wantUpdates[i]) {
 				t.Fatalf("%s updates differ from the reference:\n%s", view, diffLines(got, wantUpdates[i]))
