@@ -112,7 +112,9 @@ func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
 // confirms it, say, can date the trip by its departure. An event restamped
 // behind its stage's watermark arrives late downstream: windows take it
 // within their allowed lateness (AllowedLateness), and send it to TooLate
-// after. Before the key, event time is the source's (WithEventTime).
+// after. Before the key, event time is the source's (WithEventTime). A time
+// outside [MinEventTime, MaxEventTime) fails the event, which goes to the
+// dead letters.
 func Restamp[T any](s Stream[T], ts func(T) time.Time) Stream[T] { return flowcore.Restamp[T](s, ts) }
 
 // Identity returns its argument: the extract function of an aggregate view

@@ -72,10 +72,11 @@ func InEventTimeOrder() StateOption { return flowcore.InEventTimeOrder() }
 //
 // With WithStateTTL, a key's state expires once the watermark passes its
 // last event by the TTL, after every timer due before; a key with timers of
-// its own pending keeps its state until they have fired. Without
-// InEventTimeOrder an event that comes the TTL after its key's last one
-// (and finds no timer pending) starts from no state, whatever the
-// watermark says.
+// its own pending keeps its state until they have fired. An event that
+// comes the TTL after its key's last one (and finds no timer pending)
+// starts from no state, whatever the watermark says; a late event finds
+// the state expired if the watermark passed the key's expiry, and the
+// state it makes goes at once if the watermark passed its own.
 func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S, O], opts ...StateOption) Processed[K, S, O] {
 	return flowcore.Process[K, T, S, O](ks, h, opts...)
 }

@@ -106,3 +106,38 @@ func TestSpansBeyondMaxTimeSpanFailTheFlow(t *testing.T) {
 		t.Errorf("out-of-orderness of %v: the flow built", long)
 	}
 }
+
+// Restamp's times are held to the same range as a source's: an event it
+// dates outside [MinEventTime, MaxEventTime) (a zero time, a missing
+// field) goes to the dead letters, and the window downstream counts the
+// others.
+func TestRestampOutsideEventTimeIsDeadLettered(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	in := flowstest.NewInput[wev](1)
+	f := flows.New("restamp-range", flows.WithFragments(1))
+	ks := flows.KeyBy(flows.From(f, "events", in, flows.WithEventTime(func(e wev) time.Time { return e.At }, time.Hour)),
+		func(e wev) string { return e.Key })
+	dated := flows.Restamp(ks.Values(), func(e wev) time.Time {
+		if e.W == 2 {
+			return time.Time{} // year 1
+		}
+		return e.At
+	})
+	w := flows.WindowAggregate(flows.KeyBy(dated, func(e wev) string { return e.Key }), flows.Tumbling(time.Hour), noW, addW)
+	results := flowstest.Collect(w.Results())
+	d, err := flowstest.New(f, time.Unix(0, 0))
+	must(t, err)
+	defer d.Close()
+	d.MaxAttempts = 1
+	in.Push(0, wev{Key: "a", At: t0, W: 1}, wev{Key: "a", At: t0.Add(time.Minute), W: 2}, wev{Key: "a", At: t0.Add(2 * time.Minute), W: 4})
+	in.Close()
+	must(t, d.Settle())
+	var sum int64
+	for _, r := range results.Values() {
+		sum += r.Value.Sum
+	}
+	dead := d.DeadLetters()
+	if sum != 5 || len(dead) != 1 || !strings.Contains(dead[0].Error, "is outside") || dead[0].Offset != 1 {
+		t.Fatalf("window sums %d (want 5, events 1 and 4), dead letters %+v (want event 2's)", sum, dead)
+	}
+}

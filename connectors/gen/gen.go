@@ -79,10 +79,10 @@ func (s schedule) due(now time.Time, perPart float64) int64 {
 }
 
 // maxRate bounds Config.Rate: the schedule's offsets, a rate times the
-// seconds since a partition opened, stay far from overflowing an int64
-// for centuries (a non-finite rate, or one that overflows, left the
-// offset to the platform's conversion of a float).
-const maxRate = 1e12
+// seconds since a partition opened, stay below an int64's largest for
+// 292 years even with one partition (a non-finite rate, or one that
+// overflowed, left the offset to the platform's conversion of a float).
+const maxRate = 1e9
 
 // New returns a generator source.
 func New[T any](cfg Config, fn func(partition int, offset int64, r *Rand) T) (*Source[T], error) {

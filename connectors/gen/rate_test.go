@@ -18,7 +18,7 @@ import (
 func TestNonFiniteRateIsRefused(t *testing.T) {
 	now := time.Unix(1000, 0)
 	clock := func() time.Time { return now }
-	for _, rate := range []float64{math.NaN(), math.Inf(1), 1e300} {
+	for _, rate := range []float64{math.NaN(), math.Inf(1), 1e300, 2e9} {
 		s, err := New(Config{Partitions: 1, Events: 100, Rate: rate, Now: clock}, word)
 		if err != nil {
 			continue

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -91,15 +92,10 @@ func (l *Log) Trim() error {
 		best.bytes += bm.bytes
 		over -= bm.bytes
 	}
-	// The keys' expiry and the batch's commit, apart from the writer's
-	// commits (keyMu).
-	l.keyMu.Lock()
-	defer l.keyMu.Unlock()
-	keys, err := l.expireKeys(b, now)
-	if err != nil {
+	if err := l.expireKeys(now); err != nil {
 		return err
 	}
-	if len(trim) == 0 && keys == 0 {
+	if len(trim) == 0 {
 		return nil
 	}
 	if err := l.Err(); err != nil {
@@ -123,23 +119,50 @@ func (l *Log) Trim() error {
 	return nil
 }
 
-// expireKeys deletes the idempotency keys older than IdempotencyTTL.
-func (l *Log) expireKeys(b *pebble.Batch, now time.Time) (int, error) {
+// expireKeys deletes the idempotency keys older than IdempotencyTTL, up
+// to maxExpiredKeys a pass, in chunks of keyChunk.
+func (l *Log) expireKeys(now time.Time) error {
+	for n := 0; n < maxExpiredKeys; {
+		k, err := l.expireKeyChunk(now)
+		if err != nil || k < keyChunk {
+			return err
+		}
+		n += k
+	}
+	return nil
+}
+
+// How many keys retention expires a pass, and how many at a time: each
+// chunk holds keyMu, which the writer's commits wait for, while it reads
+// its keys' records and commits their deletes.
+const (
+	maxExpiredKeys = 100_000
+	keyChunk       = 1000
+)
+
+// expireKeyChunk deletes up to keyChunk expired keys in a batch of its
+// own, apart from the writer's commits (keyMu): a key's record read,
+// judged expired and deleted here is not one the writer wrote anew in
+// between. It returns how many expiry entries it read.
+func (l *Log) expireKeyChunk(now time.Time) (int, error) {
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
 	lo := []byte{kindExpiry}
 	hi := binary.BigEndian.AppendUint64([]byte{kindExpiry}, uint64(now.Add(-l.opts.IdempotencyTTL).UnixNano()))
 	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return 0, err
 	}
-	defer it.Close()
+	b := l.db.NewBatch()
+	defer b.Close()
 	n := 0
-	for it.First(); it.Valid() && n < 100_000; it.Next() {
+	for it.First(); it.Valid() && n < keyChunk; it.Next() {
 		k := it.Key()
+		n++
+		b.Delete(k, nil)
 		if len(k) < 9 {
 			continue
 		}
-		b.Delete(k, nil)
-		n++
 		// The key may have been used again since (a retry after it
 		// expired): its record is then newer than this index entry.
 		key := append([]byte{kindKey}, k[9:]...)
@@ -153,7 +176,16 @@ func (l *Log) expireKeys(b *pebble.Batch, now time.Time) (int, error) {
 			b.Delete(key, nil)
 		}
 	}
-	return n, it.Error()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return 0, err
+	}
+	if n == 0 || l.Err() != nil {
+		return 0, nil // nothing, or the WAL failed: a commit now would be fatal
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return 0, fmt.Errorf("trim keys: %w", err)
+	}
+	return n, nil
 }
 
 // trimmed is what one pass of Trim deletes from one partition: its first n

@@ -128,13 +128,15 @@ func (s *Source[T]) describe(ctx context.Context) error {
 			return fmt.Errorf("stream %q has no subjects: give Subjects", s.cfg.Stream)
 		}
 	}
-	// A filter the stream does not store (a typo) would be a partition
-	// that never holds a message. A stream without subjects of its own (a
-	// mirror, or one that sources others) stores any: it is not checked.
+	// A filter that matches none of the subjects the stream stores (a
+	// typo) would be a partition that never holds a message. One that
+	// matches a part of them (orders.* of orders.eu and orders.us) reads
+	// that part. A stream without subjects of its own (a mirror, or one
+	// that sources others) stores any: it is not checked.
 	if stored := info.Config.Subjects; len(stored) > 0 {
 		for _, subj := range s.cfg.Subjects {
-			if !slices.ContainsFunc(stored, func(st string) bool { return subjectWithin(subj, st) }) {
-				return fmt.Errorf("subject %q is not among the subjects stream %q stores (%s)", subj, s.cfg.Stream, strings.Join(stored, ", "))
+			if !slices.ContainsFunc(stored, func(st string) bool { return subjectsOverlap(subj, st) }) {
+				return fmt.Errorf("subject %q matches none of the subjects stream %q stores (%s)", subj, s.cfg.Stream, strings.Join(stored, ", "))
 			}
 		}
 	}
@@ -155,27 +157,20 @@ func (s *Source[T]) describe(ctx context.Context) error {
 	return nil
 }
 
-// subjectWithin reports whether every subject that filter matches is one
-// that pattern matches (NATS wildcards: "*" one token, ">" one or more
-// tokens at the end).
-func subjectWithin(filter, pattern string) bool {
-	f, p := strings.Split(filter, "."), strings.Split(pattern, ".")
-	for i, pt := range p {
-		if pt == ">" {
-			return len(f) > i
-		}
-		if i >= len(f) {
-			return false
-		}
-		switch ft := f[i]; {
-		case ft == ">":
-			return false // more tokens than pattern's one
-		case pt == "*":
-		case ft != pt: // a literal, or "*" against a literal
+// subjectsOverlap reports whether some subject matches both a and b
+// (NATS wildcards: "*" one token, ">" one or more tokens at the end).
+func subjectsOverlap(a, b string) bool {
+	ta, tb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(ta) && i < len(tb); i++ {
+		x, y := ta[i], tb[i]
+		switch {
+		case x == ">" || y == ">":
+			return true // both have a token here, and ">" takes it and the rest
+		case x != y && x != "*" && y != "*":
 			return false
 		}
 	}
-	return len(f) == len(p)
+	return len(ta) == len(tb)
 }
 
 // DecodeJSON decodes a message's data as JSON.

@@ -34,7 +34,9 @@ const NoWatermark = math.MinInt64
 
 // Event times are Unix nanoseconds, which hold 1677-09-21 to 2262-04-11.
 // An event's time must lie in [MinEventTime, MaxEventTime): a source's
-// reader sends an event of another time to the dead letters. The margins
+// reader sends an event of another time to the dead letters, and Restamp
+// fails on it (it goes to the dead letters as an event a user function
+// failed on). They are fixed: a flow must not change them. The margins
 // leave room for the windows' ends, sessions' gaps, expiries and
 // lateness of a flow, each at most MaxTimeSpan (checked when the flow is
 // built), to be added without overflowing, through a few windows in a
@@ -49,7 +51,14 @@ var (
 // lateness, state TTLs and out-of-orderness.
 const MaxTimeSpan = 10 * 365 * 24 * time.Hour
 
-var minEventSec, maxEventSec = MinEventTime.Unix(), MaxEventTime.Unix()
+// inEventTime reports whether t is in [MinEventTime, MaxEventTime).
+func inEventTime(t time.Time) bool { return !t.Before(MinEventTime) && t.Before(MaxEventTime) }
+
+// outOfTime says why an event time t cannot be taken.
+func outOfTime(t time.Time) string {
+	return fmt.Sprintf("event time %s is outside %s to %s", t.UTC().Format(time.RFC3339Nano),
+		MinEventTime.Format(time.RFC3339), MaxEventTime.Format(time.RFC3339))
+}
 
 // checkSpan fails the flow if d, a duration of what, is beyond
 // MaxTimeSpan.

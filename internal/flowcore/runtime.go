@@ -558,7 +558,7 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 		r.event(p.b.Offsets[next], 0)
 		if p.ts != nil {
 			at := p.ts(p.b.Events[next])
-			if s := at.Unix(); s < minEventSec || s >= maxEventSec {
+			if !inEventTime(at) {
 				r.userErr = append(r.userErr, p.outOfTime(r, next, at))
 				continue
 			}
@@ -580,9 +580,7 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 func (p *pump[T]) outOfTime(r *Reader, i int, at time.Time) DeadLetter {
 	dl := DeadLetter{
 		Flow: r.plan.f.name, Source: r.plan.channelName(r.src), Partition: r.part,
-		Offset: r.cur.Offset, Fragment: -1,
-		Error: fmt.Sprintf("event time %s is outside %s to %s", at.UTC().Format(time.RFC3339Nano),
-			MinEventTime.Format(time.RFC3339), MaxEventTime.Format(time.RFC3339)),
+		Offset: r.cur.Offset, Fragment: -1, Error: outOfTime(at),
 	}
 	dl.SetValue(fmt.Sprintf("%+v", p.b.Events[i]))
 	return dl

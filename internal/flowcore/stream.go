@@ -117,7 +117,9 @@ func FlatMap[T, U any](s Stream[T], fn func(v T, emit func(U))) Stream[U] {
 // confirms it, say, can date the trip by its departure. An event restamped
 // behind its stage's watermark arrives late downstream: windows take it
 // within their allowed lateness (AllowedLateness), and send it to TooLate
-// after. Before the key, event time is the source's (WithEventTime).
+// after. Before the key, event time is the source's (WithEventTime). A time
+// outside [MinEventTime, MaxEventTime) fails the event, which goes to the
+// dead letters.
 func Restamp[T any](s Stream[T], ts func(T) time.Time) Stream[T] {
 	s.ok("Restamp", ts)
 	if s.side == readerSide {
@@ -126,8 +128,12 @@ func Restamp[T any](s Stream[T], ts func(T) time.Time) Stream[T] {
 	return Stream[T]{f: s.f, what: "Restamp", side: s.side, src: s.src, stage: s.stage,
 		attach: func(c *core, next func(T)) {
 			s.attach(c, func(v T) {
+				at := ts(v)
+				if !inEventTime(at) {
+					panic("Restamp: " + outOfTime(at))
+				}
 				was := c.cur.TS
-				c.cur.TS = ts(v).UnixNano()
+				c.cur.TS = at.UnixNano()
 				next(v)
 				c.cur.TS = was
 			})
