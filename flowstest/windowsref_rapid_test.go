@@ -257,15 +257,7 @@ func refWindows(c winCase) (results, tooLate []string) {
 			tooLate = append(tooLate, fmt.Sprintf("%s %d %d", e.Key, ts, e.W))
 		}
 		maxTS[o.part] = max(maxTS[o.part], ts)
-		low := int64(math.MaxInt64)
-		for _, m := range maxTS {
-			low = min(low, m-int64(c.delay))
-			if m == flowcore.NoWatermark {
-				low = flowcore.NoWatermark
-				break
-			}
-		}
-		if low != flowcore.NoWatermark {
+		if low := refWatermark(maxTS, c.delay); low != flowcore.NoWatermark {
 			advance(low)
 		}
 	}
@@ -469,15 +461,7 @@ func refSessions(c winCase) (results, tooLate []string) {
 			state[e.Key] = append(keep, n)
 		}
 		maxTS[o.part] = max(maxTS[o.part], ts)
-		low := int64(math.MaxInt64)
-		for _, m := range maxTS {
-			low = min(low, m-int64(c.delay))
-			if m == flowcore.NoWatermark {
-				low = flowcore.NoWatermark
-				break
-			}
-		}
-		if low != flowcore.NoWatermark {
+		if low := refWatermark(maxTS, c.delay); low != flowcore.NoWatermark {
 			advance(low)
 		}
 	}
@@ -676,4 +660,17 @@ func runOps(d *flowstest.Driver, in *flowstest.Input[wev], ops []wop) error {
 		}
 	}
 	return nil
+}
+
+// refWatermark is the references' watermark: the least partition's
+// largest event time less the delay, none before every partition has one.
+func refWatermark(maxTS []int64, delay time.Duration) int64 {
+	low := int64(math.MaxInt64)
+	for _, m := range maxTS {
+		if m == flowcore.NoWatermark {
+			return flowcore.NoWatermark
+		}
+		low = min(low, m-int64(delay))
+	}
+	return low
 }
