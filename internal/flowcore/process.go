@@ -277,9 +277,7 @@ func (p *procOp[K, S, O]) state(k K) (S, bool) {
 func (p *procOp[K, S, O]) seen(k K, ts, at int64) bool {
 	last, ok := p.lastTS[k]
 	if ok && at >= satAdd(last, p.ttl) && p.userTimers(k) == 0 {
-		p.del(k, ttlDomain, satAdd(last, p.ttl))
-		delete(p.lastTS, k)
-		p.clearState(k)
+		p.expire(k, last)
 		ok = false
 	}
 	if ok && ts <= last {
@@ -300,10 +298,14 @@ func (p *procOp[K, S, O]) seen(k K, ts, at int64) bool {
 // at, unless the event set timers of the key's own: the expiry then waits
 // for them, as the watermark's does.
 func (p *procOp[K, S, O]) expireDue(k K, at int64) {
-	last, ok := p.lastTS[k]
-	if !ok || satAdd(last, p.ttl) > at || p.userTimers(k) > 0 {
-		return
+	if last, ok := p.lastTS[k]; ok && at >= satAdd(last, p.ttl) && p.userTimers(k) == 0 {
+		p.expire(k, last)
 	}
+}
+
+// expire expires key k's state, whose last event was at last, before its
+// expiry timer fired.
+func (p *procOp[K, S, O]) expire(k K, last int64) {
 	p.del(k, ttlDomain, satAdd(last, p.ttl))
 	delete(p.lastTS, k)
 	p.clearState(k)

@@ -559,7 +559,7 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 		if p.ts != nil {
 			at := p.ts(p.b.Events[next])
 			if !inEventTime(at) {
-				r.userErr = append(r.userErr, p.outOfTime(r, next, at))
+				r.userErr = append(r.userErr, p.deadTime(r, next, at))
 				continue
 			}
 			t := at.UnixNano()
@@ -575,9 +575,9 @@ func (p *pump[T]) run(r *Reader, i int) (next int) {
 	return next
 }
 
-// outOfTime is the dead letter of event i, whose time at is outside
+// deadTime is the dead letter of event i, whose time at is outside
 // [MinEventTime, MaxEventTime).
-func (p *pump[T]) outOfTime(r *Reader, i int, at time.Time) DeadLetter {
+func (p *pump[T]) deadTime(r *Reader, i int, at time.Time) DeadLetter {
 	dl := DeadLetter{
 		Flow: r.plan.f.name, Source: r.plan.channelName(r.src), Partition: r.part,
 		Offset: r.cur.Offset, Fragment: -1, Error: outOfTime(at),
