@@ -248,11 +248,16 @@ type Reader struct {
 	// Scratch of Poll: the records routed so far, and the batches that a
 	// poll filled with the place of the record that filled them, to list
 	// them in full in that order (the order appending as they came gave).
-	routed   int32
-	crossed  []crossing
-	sent     []int64 // per fragment: End of the last batch taken
-	bad      []BadRecord
-	userErr  []DeadLetter
+	routed  int32
+	crossed []crossing
+	sent    []int64 // per fragment: End of the last batch taken
+	bad     []BadRecord
+	userErr []DeadLetter
+	// deadTo: the reader has reported the dead letters of every offset
+	// below it. A rewind reads them again, and they are not reported
+	// twice (a reader that is opened anew — the node restarted, or the
+	// partition moved — reports again those it reads again).
+	deadTo   int64
 	events   int64
 	maxTS    int64   // largest event time read (NoWatermark: none)
 	ended    bool    // the partition returned io.EOF
@@ -273,6 +278,7 @@ func (p *Plan) OpenReader(src, part int, from int64, batchSize int) (*Reader, er
 	r := &Reader{src: src, part: part, batchSize: max(batchSize, 1), maxTS: NoWatermark}
 	r.plan = p
 	r.cur = Cursor{Source: src, Partition: part, Offset: from}
+	r.deadTo = from
 	r.sent = make([]int64, p.f.fragments)
 	r.sentWM = make([]int64, p.f.fragments)
 	r.sentIdle = make([]bool, p.f.fragments)
@@ -526,11 +532,21 @@ func (p *pump[T]) poll(r *Reader, ctx context.Context, max int) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	r.bad = append(r.bad, p.b.Bad...)
+	for _, b := range p.b.Bad {
+		if b.Offset >= r.deadTo {
+			r.bad = append(r.bad, b)
+		}
+	}
+	reported := len(r.userErr)
 	for i := 0; i < len(p.b.Events); {
 		i = p.run(r, i)
 	}
+	fresh := slices.DeleteFunc(r.userErr[reported:], func(d DeadLetter) bool { return d.Offset < r.deadTo })
+	r.userErr = r.userErr[:reported+len(fresh)]
 	r.events += int64(len(p.b.Events))
+	if p.b.End > r.deadTo {
+		r.deadTo = p.b.End
+	}
 	if p.b.End > r.cur.Offset {
 		r.cur.Offset = p.b.End
 	}
