@@ -26,7 +26,11 @@ import (
 // and the view is gathered as usual. splice.EvaluateRead checks that every
 // fragment's answer reports exactly the cut's offsets (a fragment that
 // restored, moved or answered from a standby's copy does not) and asks
-// again otherwise. Then the readers read on (resume).
+// again otherwise. Then the readers read on (resume). A reader on a node
+// that died never answers (protoactor holds what is sent to the node for
+// about 10 s before it gives up): the pause stops waiting once a reader's
+// node is found unreachable or the placement changes, as a query does,
+// and the read asks again, of the readers placed now, within its timeout.
 //
 // The price is a pause of the input for one round trip to the readers,
 // the batches in flight and the evaluation: a few milliseconds on one
@@ -232,21 +236,7 @@ func (e *Engine) Pause(ctx context.Context) (splice.Hold, func(), error) {
 		}
 	}
 	cut := make(map[string]int64, len(futs))
-	var why []string
-	for i, f := range futs {
-		res, err := f.Result()
-		name := e.plan.PartitionName(e.allParts[i].Source, e.allParts[i].Partition)
-		switch p, ok := res.(*wire.Paused); {
-		case err != nil:
-			why = append(why, fmt.Sprintf("the reader of %s did not stand still in %v", name, wait.Round(time.Millisecond)))
-		case !ok:
-			why = append(why, fmt.Sprintf("the reader of %s answered with a %T", name, res))
-		case p.Error != "":
-			why = append(why, p.Error)
-		default:
-			cut[p.Partition] = p.Position
-		}
-	}
+	why := e.pausedAll(l, futs, wait, cut)
 	hold := splice.Hold{Offsets: cut}
 	if len(why) == 0 && e.plan.HasExchanges() {
 		var err error
@@ -262,6 +252,83 @@ func (e *Engine) Pause(ctx context.Context) (splice.Hold, func(), error) {
 		return splice.Hold{}, nil, &splice.UnavailableError{Reason: "no cut: " + strings.Join(why, "; "), RetryAfter: time.Second}
 	}
 	return hold, release, nil
+}
+
+// pausedAnswer is a reader's answer to a Pause, by its place in
+// layout.allRead.
+type pausedAnswer struct {
+	i   int
+	res any
+	err error
+}
+
+// pausedAll waits for every reader's answer to the Pause of futs, adds
+// the positions to cut, and says why any did not stand still. A reader
+// on a node that dies never answers, and protoactor holds what is sent
+// to that node until it gives the connection up (about 10 s): as a
+// query does (query.go), it stops waiting once a reader's node is found
+// unreachable, or the placement changed (the reader moved), so that the
+// read asks again, of the readers the placement names now, within its
+// timeout.
+func (e *Engine) pausedAll(l *layout, futs []*pa.Future, wait time.Duration, cut map[string]int64) []string {
+	answers := make(chan pausedAnswer, len(futs))
+	for i, f := range futs {
+		go func() {
+			res, err := f.Result()
+			answers <- pausedAnswer{i, res, err}
+		}()
+	}
+	var why []string
+	pending := make(map[int]bool, len(futs))
+	for i := range futs {
+		pending[i] = true
+	}
+	probe := time.NewTimer(probeAfter)
+	defer probe.Stop()
+	for len(pending) > 0 {
+		select {
+		case a := <-answers:
+			delete(pending, a.i)
+			name := e.plan.PartitionName(e.allParts[a.i].Source, e.allParts[a.i].Partition)
+			switch p, ok := a.res.(*wire.Paused); {
+			case a.err != nil:
+				why = append(why, fmt.Sprintf("the reader of %s did not stand still in %v", name, wait.Round(time.Millisecond)))
+			case !ok:
+				why = append(why, fmt.Sprintf("the reader of %s answered with a %T", name, a.res))
+			case p.Error != "":
+				why = append(why, p.Error)
+			default:
+				cut[p.Partition] = p.Position
+			}
+			continue
+		case <-probe.C:
+		}
+		gone := ""
+		if e.layout.Load() != l {
+			gone = "the placement changed"
+		}
+		for i := range pending {
+			if pid := l.allRead[i]; gone == "" && !e.isLocal(pid) && !e.reachable(l.nodeAt(pid.Address), pid.Address) {
+				gone = fmt.Sprintf("the reader of %s is on node %s, which is unreachable",
+					e.plan.PartitionName(e.allParts[i].Source, e.allParts[i].Partition), l.nodeAt(pid.Address))
+			}
+		}
+		if gone != "" {
+			// Its answer will not come, or not for this cut: stop waiting
+			// for every reader that has not answered (their futures end
+			// with no answer).
+			why = append(why, gone)
+			for i := range pending {
+				e.sys.Root.Stop(futs[i].PID())
+			}
+			for range pending {
+				<-answers
+			}
+			return why
+		}
+		probe.Reset(probeEvery)
+	}
+	return why
 }
 
 // releaseAll makes every stage of a pipeline apply what the stage before
