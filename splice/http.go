@@ -49,7 +49,9 @@ type HandlerConfig struct {
 // (source/partition:offset pairs, comma-separated: answer once they are
 // covered) and timeout (how long to wait for them; 504 after), and its
 // answer states its cut (read.go). Errors are JSON {"error": "..."}:
-// 404 for an unknown view or key, 400 for bad parameters.
+// 404 for an unknown view or key, 400 for bad parameters; a key not found
+// also states its fragment's freshness and the cut, as of which it is
+// absent.
 func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -501,6 +503,17 @@ func safeString(s string) bool {
 	return true
 }
 
+// notFoundAnswer is the 404 of a key lookup: the key is absent from its
+// fragment as of the offsets it states.
+type notFoundAnswer struct {
+	Error     string      `json:"error"`
+	View      string      `json:"view"`
+	Key       string      `json:"key"`
+	Stale     bool        `json:"stale,omitempty"`
+	Cut       *Cut        `json:"cut,omitempty"`
+	Freshness []Freshness `json:"freshness"`
+}
+
 type keyAnswer struct {
 	View      string      `json:"view"`
 	Key       string      `json:"key"`
@@ -541,6 +554,14 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := EvaluateRead(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key}, o)
+	if errors.Is(err, ErrNotFound) && len(res.Freshness) > 0 {
+		// Not found as of the fragment's offsets: say which (a fragment
+		// restored or answering from a standby's copy is behind what the
+		// answers before it showed).
+		WriteJSON(w, http.StatusNotFound, notFoundAnswer{Error: fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view).Error(),
+			View: view, Key: key, Stale: res.Stale(), Cut: cutOf(res), Freshness: res.Freshness})
+		return
+	}
 	if errors.Is(err, ErrNotFound) {
 		err = fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view)
 	}

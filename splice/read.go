@@ -278,6 +278,7 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 		if why := notAt(res.Freshness, hold); why != "" {
 			return Result{}, why, nil
 		}
+		res.Cut = Cut{Consistency: Snapshot, Offsets: cut, Exchanges: hold.Exchanges}
 	}
 	if err != nil {
 		return res, "", err
