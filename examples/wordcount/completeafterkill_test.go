@@ -20,7 +20,7 @@ func TestCompleteOnlyWhenAllCountedAfterOwnerKilled(t *testing.T) {
 	t.Parallel()
 	const n, frags, seed = 600_000, 16, 53
 	bin := exampletest.Build(t, "wordcount")
-	o := newInputOracle(n, 4, seed, frags, "w0000", "w0777")
+	o := newInputOracle(n, 4, seed, frags, oracleWords...)
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", fmt.Sprint(frags),
 		"-rate", "150000", "-checkpoint-interval", "500ms")
 	bases := []string{procs[0].Base, procs[1].Base, procs[2].Base}
