@@ -504,6 +504,11 @@ type viewWatch struct {
 	events  map[string]int
 	failed  string // an "error" event, or one the client does not know
 	history []string
+	// check, if set, says how the copy after an event differs from the
+	// view as of the offsets the event states ("" if it does not).
+	check   func(total int64, words map[string]int64, fresh []splice.Freshness) string
+	wrong   []string
+	checked int
 }
 
 type watchEvent struct {
@@ -565,8 +570,9 @@ func (w *viewWatch) applyReceived() {
 				Key   string
 				Value int64
 			}
-			Removed []string
-			Stale   bool
+			Removed   []string
+			Stale     bool
+			Freshness []splice.Freshness
 		}
 		json.Unmarshal(e.data, &m)
 		w.events[e.name]++
@@ -591,6 +597,12 @@ func (w *viewWatch) applyReceived() {
 			w.failed = fmt.Sprintf("event %q: %s", e.name, e.data)
 		}
 		w.history = append(w.history, fmt.Sprintf("%s %s total=%d stale=%v words=%d", e.at.Format("15:04:05.000"), e.name, w.total, m.Stale, len(w.words)))
+		if w.check != nil && e.name != "unavailable" && w.failed == "" {
+			w.checked++
+			if why := w.check(w.total, w.words, m.Freshness); why != "" && len(w.wrong) < 5 {
+				w.wrong = append(w.wrong, fmt.Sprintf("after the %s event of %s: %s", e.name, e.at.Format("15:04:05.000"), why))
+			}
+		}
 	}
 	w.raw = nil
 }
@@ -623,11 +635,15 @@ func (w *viewWatch) converges(t *testing.T, limit time.Duration, what string, to
 			}
 		}
 		got := w.total
+		for _, why := range w.wrong {
+			t.Errorf("%s watch: %s", what, why)
+		}
+		w.wrong = nil
 		events := maps.Clone(w.events)
 		hist := strings.Join(w.history[max(0, len(w.history)-30):], "\n  ")
 		w.mu.Unlock()
 		if ok {
-			t.Logf("%s watch: %v", what, events)
+			t.Logf("%s watch: %v, %d states checked", what, events, w.checked)
 			return
 		}
 		if ended != "" {
@@ -644,6 +660,56 @@ func (w *viewWatch) converges(t *testing.T, limit time.Duration, what string, to
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// watchChecks has the watches check, after every event, that the copy
+// counts exactly the input below the offsets the event states, fragment
+// by fragment.
+func watchChecks(o *inputOracle, frags int, words, total *viewWatch) {
+	fragments := func(fresh []splice.Freshness) ([]int64, string) {
+		if len(fresh) != frags {
+			return nil, fmt.Sprintf("%d fragments' freshness", len(fresh))
+		}
+		want := make([]int64, frags)
+		for _, f := range fresh {
+			want[f.Fragment] = o.fragment(f.Fragment, f.Offsets)
+		}
+		return want, ""
+	}
+	words.mu.Lock()
+	words.check = func(_ int64, ws map[string]int64, fresh []splice.Freshness) string {
+		want, why := fragments(fresh)
+		if why != "" {
+			return why
+		}
+		got := make([]int64, frags)
+		for w, c := range ws {
+			got[o.fragOf[w]] += c
+		}
+		for f := range got {
+			if got[f] != want[f] {
+				return fmt.Sprintf("fragment %d's words count %d, the input below its offsets %v holds %d", f, got[f], fresh[f].Offsets, want[f])
+			}
+		}
+		return ""
+	}
+	words.mu.Unlock()
+	total.mu.Lock()
+	total.check = func(v int64, _ map[string]int64, fresh []splice.Freshness) string {
+		want, why := fragments(fresh)
+		if why != "" {
+			return why
+		}
+		var sum int64
+		for _, n := range want {
+			sum += n
+		}
+		if v != sum {
+			return fmt.Sprintf("the total is %d, the input below the fragments' offsets holds %d", v, sum)
+		}
+		return ""
+	}
+	total.mu.Unlock()
 }
 
 // readsAcrossMove runs a bounded input on three nodes, asks the nodes in
@@ -668,6 +734,7 @@ func readsAcrossMove(t *testing.T, seed uint64, stay, leaving []int, move func(b
 	countedAtLeast(t, bases[stay[0]], 100_000)
 	words := watchView(t, bases[stay[0]], "/v1/views/words/watch?limit=100000&interval=250ms")
 	total := watchView(t, bases[stay[len(stay)-1]], "/v1/views/total/watch?interval=250ms")
+	watchChecks(o, frags, words, total)
 	probes := newReadProbes(t)
 	for _, node := range append(slices.Clone(stay), leaving...) {
 		for _, path := range readPaths {
