@@ -18,7 +18,19 @@ import (
 // the whole input, once they have.
 func TestCompleteOnlyWhenAllCountedAfterOwnerKilled(t *testing.T) {
 	t.Parallel()
-	const n, frags, seed = 600_000, 16, 53
+	completeAfterOwnerStops(t, 53, syscall.SIGKILL)
+}
+
+// The same with the owner leaving (SIGTERM) as the input ends: its
+// fragments are handed off whole, and the new owners say complete once
+// they restored them, with all the input.
+func TestCompleteOnlyWhenAllCountedAfterOwnerLeaves(t *testing.T) {
+	t.Parallel()
+	completeAfterOwnerStops(t, 67, syscall.SIGTERM)
+}
+
+func completeAfterOwnerStops(t *testing.T, seed uint64, sig syscall.Signal) {
+	const n, frags = 600_000, 16
 	bin := exampletest.Build(t, "wordcount")
 	o := newInputOracle(n, 4, seed, frags, oracleWords...)
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", fmt.Sprint(frags),
@@ -36,12 +48,12 @@ func TestCompleteOnlyWhenAllCountedAfterOwnerKilled(t *testing.T) {
 		var total struct{ Value int64 }
 		return exampletest.TryJSON(bases[2]+"/v1/views/total", &total) && total.Value == n
 	})
-	if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := procs[2].Cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	procs[2].Wait()
-	killed := time.Now()
-	t.Logf("killed at %s", killed.Format("15:04:05.000"))
+	stopped := time.Now()
+	t.Logf("stopped at %s", stopped.Format("15:04:05.000"))
 	// Until a snapshot read says complete on both nodes that stay.
 	for _, node := range []int{0, 1} {
 		until(t, 60*time.Second, "a complete snapshot answer", func() bool {
@@ -49,17 +61,17 @@ func TestCompleteOnlyWhenAllCountedAfterOwnerKilled(t *testing.T) {
 			return exampletest.TryJSON(bases[node]+"/v1/views/total?consistency=snapshot&timeout=8s", &a) && a.Complete
 		})
 	}
-	t.Logf("complete %v after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("complete %v after it stopped", time.Since(stopped).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond) // answers after it too
 	answers := probes.stop()
 	checkReads(t, o, frags, answers)
 	complete := 0
 	for _, a := range answers {
-		if a.start.After(killed) && a.status == http.StatusOK && strings.Contains(string(a.body), `"complete":true`) {
+		if a.start.After(stopped) && a.status == http.StatusOK && strings.Contains(string(a.body), `"complete":true`) {
 			complete++
 		}
 	}
 	if complete == 0 {
-		t.Errorf("no answer after the kill said complete")
+		t.Errorf("no answer after it stopped said complete")
 	}
 }
