@@ -810,3 +810,39 @@ func TestReadsWhileNodeLeaves(t *testing.T) {
 		}
 	})
 }
+
+// Reads on the two nodes that stay, and on the third from the moment it
+// serves again, while the third is killed and, once the others took its
+// fragments over, restarted on its data: it comes back with the
+// checkpoints of the fragments it owned and takes some back by hand-off.
+func TestReadsWhileKilledNodeRejoins(t *testing.T) {
+	t.Parallel()
+	readsAcrossMove(t, 71, []int{0, 1}, nil, func(bin string, procs []*exampletest.Proc, _ []string, probe func(string)) {
+		args := slices.Clone(procs[2].Cmd.Args[1:])
+		if err := procs[2].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		procs[2].Wait()
+		waitFresh(t, procs[0].Base, time.Now())
+		p := exampletest.Start(t, bin, args...)
+		p.WaitURL(t)
+		probe(p.Base)
+		until(t, 30*time.Second, "the restarted node to run fragments", func() bool {
+			var st struct {
+				Fragments []struct {
+					Epoch         uint64
+					RestoredEpoch uint64 `json:"restored_epoch"`
+				}
+			}
+			if !exampletest.TryJSON(p.Base+"/v1/cluster?scope=local", &st) || len(st.Fragments) == 0 {
+				return false
+			}
+			for _, f := range st.Fragments {
+				if f.Epoch <= f.RestoredEpoch {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
