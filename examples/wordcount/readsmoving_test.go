@@ -112,6 +112,10 @@ type readAnswer struct {
 	err         error
 	// ryw: the min_offsets token the read carried (read-your-writes).
 	ryw map[string]int64
+	// reply is the body decoded (as the probe gets it: the decoding,
+	// slow with the race detector, overlaps the run), or why not.
+	reply     readReply
+	decodeErr error
 }
 
 func (a readAnswer) String() string {
@@ -151,6 +155,9 @@ func (p *readProbes) get(node int, base, path string, ryw map[string]int64) read
 		a.status, a.contentType, a.retryAfter = resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After")
 	}
 	a.end, a.err = time.Now(), err
+	if err == nil {
+		a.decodeErr = json.Unmarshal(a.body, &a.reply)
+	}
 	return a
 }
 
@@ -329,9 +336,9 @@ func checkReads(t *testing.T, o *inputOracle, frags int, answers []readAnswer, g
 			fail(a, "content type %q, not JSON", a.contentType)
 			continue
 		}
-		var r readReply
-		if err := json.Unmarshal(a.body, &r); err != nil {
-			fail(a, "not JSON: %v", err)
+		r := a.reply
+		if a.decodeErr != nil {
+			fail(a, "not JSON: %v", a.decodeErr)
 			continue
 		}
 		u, _ := url.Parse(a.path)
