@@ -272,10 +272,28 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 		return Result{}, "the input read so far is " + why, nil
 	}
 	res, err := Evaluate(ctx, g, req)
+	// A key lookup asks only the key's fragment, which may be at the cut
+	// when the others are not: after a fragment restored an older
+	// checkpoint, the readers replay from its offsets and stand still
+	// behind the fragments that did not (they drop what they applied
+	// before). That is no cut, and older than the cuts read before it:
+	// every fragment must be at it, as for a read of the whole view.
+	at := res.Freshness
+	if req.Op == OpKey && (err == nil || errors.Is(err, ErrNotFound)) {
+		ans, gerr := g.Gather(ctx, req, -1)
+		if gerr != nil {
+			release()
+			return Result{}, "", gerr
+		}
+		at = make([]Freshness, len(ans))
+		for i, a := range ans {
+			at[i] = a.Freshness
+		}
+	}
 	release()
 	if errors.Is(err, ErrNotFound) {
-		// Absent at the cut, if every fragment asked was at it.
-		if why := notAt(res.Freshness, hold); why != "" {
+		// Absent at the cut, if every fragment was at it.
+		if why := notAt(at, hold); why != "" {
 			return Result{}, why, nil
 		}
 		res.Cut = Cut{Consistency: Snapshot, Offsets: cut, Exchanges: hold.Exchanges}
@@ -283,7 +301,7 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 	if err != nil {
 		return res, "", err
 	}
-	if why := notAt(res.Freshness, hold); why != "" {
+	if why := notAt(at, hold); why != "" {
 		return Result{}, why, nil
 	}
 	res.Cut = Cut{Consistency: Snapshot, Offsets: cut, Exchanges: hold.Exchanges}
