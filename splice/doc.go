@@ -21,7 +21,10 @@
 // answer). A Snapshot read asks a Cutter to hold its input still at one
 // cut, evaluates, and checks that every fragment's answer reports exactly
 // the cut's offsets (else it asks again, within the read's timeout): every
-// fragment as of the same source offsets. In a flow that keys again, the
+// fragment as of the same source offsets. A key lookup, which only the
+// key's fragment answers, asks every fragment for its offsets too: after
+// a fragment restored an older checkpoint, the readers stand behind the
+// fragments that did not, and the restored fragment alone is at no cut. In a flow that keys again, the
 // cut (Hold) also says, per exchange, how many outputs each upstream
 // fragment made from that input (Cut.Exchanges), and each fragment's
 // answer must report having applied exactly what its upstream fragments
