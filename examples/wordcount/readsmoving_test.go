@@ -721,10 +721,10 @@ func watchChecks(o *inputOracle, frags int, words, total *viewWatch) {
 
 // readsAcrossMove runs a bounded input on three nodes, asks the nodes in
 // stay (and in leaving, until they are gone) every read of readPaths in
-// loops, with read-your-writes tokens
-// from every node, and two watches, while move moves fragments; then
-// checks every answer, and that the watches end at the view's final
-// value.
+// loops, with read-your-writes tokens from every node, and follows three
+// watches (the total, every word, the top five) while move moves
+// fragments; then checks every answer, and that the watches end at the
+// view's final value.
 //
 // move may have a node it starts asked the same reads (probe), as soon
 // as it serves.
@@ -742,6 +742,24 @@ func readsAcrossMove(t *testing.T, seed uint64, stay, leaving []int, move func(b
 	words := watchView(t, bases[stay[0]], "/v1/views/words/watch?limit=100000&interval=250ms")
 	total := watchView(t, bases[stay[len(stay)-1]], "/v1/views/total/watch?interval=250ms")
 	watchChecks(o, frags, words, total)
+	top := watchView(t, bases[stay[len(stay)-1]], "/v1/views/words/watch?top=5&interval=250ms")
+	top.check = func(_ int64, ws map[string]int64, fresh []splice.Freshness) string {
+		if len(fresh) != frags {
+			return fmt.Sprintf("%d fragments' freshness", len(fresh))
+		}
+		for w, c := range ws {
+			if _, ok := o.byWord[w]; !ok {
+				return fmt.Sprintf("%s among the top words", w)
+			}
+			if want := o.word(w, fresh[o.fragOf[w]].Offsets); c != want {
+				return fmt.Sprintf("%s counts %d, the input below its fragment's offsets holds %d", w, c, want)
+			}
+		}
+		if len(ws) != 5 {
+			return fmt.Sprintf("%d top words", len(ws))
+		}
+		return ""
+	}
 	probes := newReadProbes(t)
 	for _, node := range append(slices.Clone(stay), leaving...) {
 		for _, path := range readPaths {
@@ -760,7 +778,19 @@ func readsAcrossMove(t *testing.T, seed uint64, stay, leaving []int, move func(b
 	waitFinished(t, bases[stay[0]], n)
 	checkReads(t, o, frags, probes.stop(), leaving...)
 	total.converges(t, 10*time.Second, "total", n, nil)
-	words.converges(t, 10*time.Second, "words", 0, sequentialCounts(n, 4, seed))
+	all := sequentialCounts(n, 4, seed)
+	words.converges(t, 10*time.Second, "words", 0, all)
+	best := slices.SortedFunc(maps.Keys(all), func(a, b string) int {
+		if all[a] != all[b] {
+			return int(all[b] - all[a])
+		}
+		return strings.Compare(a, b)
+	})[:5]
+	top5 := map[string]int64{}
+	for _, w := range best {
+		top5[w] = all[w]
+	}
+	top.converges(t, 10*time.Second, "top words", 0, top5)
 }
 
 // Reads on the two nodes that stay while the third, an owner of
