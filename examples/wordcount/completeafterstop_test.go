@@ -15,7 +15,8 @@ import (
 // input ends: an answer says complete only when it counts all of it, on
 // the nodes that stay, while the killed node's fragments restore from
 // their standbys' copies and replay; a snapshot read says complete, with
-// the whole input, once they have.
+// the whole input, once they have. Watches end at the final view, with
+// no input after the kill to send them the changes they might miss.
 func TestCompleteOnlyWhenAllCountedAfterOwnerKilled(t *testing.T) {
 	t.Parallel()
 	completeAfterOwnerStops(t, 53, syscall.SIGKILL)
@@ -36,6 +37,8 @@ func completeAfterOwnerStops(t *testing.T, seed uint64, sig syscall.Signal) {
 	procs, _ := startCluster(t, bin, 3, "-events", fmt.Sprint(n), "-seed", fmt.Sprint(seed), "-fragments", fmt.Sprint(frags),
 		"-rate", "150000", "-checkpoint-interval", "500ms")
 	bases := []string{procs[0].Base, procs[1].Base, procs[2].Base}
+	countedAtLeast(t, bases[0], 50_000)
+	converged := followWatches(t, o, frags, bases[0], bases[1])
 	probes := newReadProbes(t)
 	for _, node := range []int{0, 1} {
 		for _, path := range readPaths {
@@ -74,4 +77,5 @@ func completeAfterOwnerStops(t *testing.T, seed uint64, sig syscall.Signal) {
 	if complete == 0 {
 		t.Errorf("no answer after it stopped said complete")
 	}
+	converged(n, seed)
 }

@@ -719,6 +719,53 @@ func watchChecks(o *inputOracle, frags int, words, total *viewWatch) {
 	total.mu.Unlock()
 }
 
+// followWatches follows three watches — every word on wordsBase, the
+// total and the top five on totalBase — whose copies must, after every
+// event, count exactly the input below the offsets the event states; the
+// function it returns waits until they end at the view's final value, of
+// the input of n events of seed.
+func followWatches(t *testing.T, o *inputOracle, frags int, wordsBase, totalBase string) func(n int64, seed uint64) {
+	t.Helper()
+	words := watchView(t, wordsBase, "/v1/views/words/watch?limit=100000&interval=250ms")
+	total := watchView(t, totalBase, "/v1/views/total/watch?interval=250ms")
+	watchChecks(o, frags, words, total)
+	top := watchView(t, totalBase, "/v1/views/words/watch?top=5&interval=250ms")
+	top.check = func(_ int64, ws map[string]int64, fresh []splice.Freshness) string {
+		if len(fresh) != frags {
+			return fmt.Sprintf("%d fragments' freshness", len(fresh))
+		}
+		for w, c := range ws {
+			if _, ok := o.byWord[w]; !ok {
+				return fmt.Sprintf("%s among the top words", w)
+			}
+			if want := o.word(w, fresh[o.fragOf[w]].Offsets); c != want {
+				return fmt.Sprintf("%s counts %d, the input below its fragment's offsets holds %d", w, c, want)
+			}
+		}
+		if len(ws) != 5 {
+			return fmt.Sprintf("%d top words", len(ws))
+		}
+		return ""
+	}
+	return func(n int64, seed uint64) {
+		t.Helper()
+		total.converges(t, 10*time.Second, "total", n, nil)
+		all := sequentialCounts(n, 4, seed)
+		words.converges(t, 10*time.Second, "words", 0, all)
+		best := slices.SortedFunc(maps.Keys(all), func(a, b string) int {
+			if all[a] != all[b] {
+				return int(all[b] - all[a])
+			}
+			return strings.Compare(a, b)
+		})[:5]
+		top5 := map[string]int64{}
+		for _, w := range best {
+			top5[w] = all[w]
+		}
+		top.converges(t, 10*time.Second, "top words", 0, top5)
+	}
+}
+
 // readsAcrossMove runs a bounded input on three nodes, asks the nodes in
 // stay (and in leaving, until they are gone) every read of readPaths in
 // loops, with read-your-writes tokens from every node, and follows three
@@ -739,27 +786,7 @@ func readsAcrossMove(t *testing.T, seed uint64, stay, leaving []int, move func(b
 		bases[i] = p.Base
 	}
 	countedAtLeast(t, bases[stay[0]], 100_000)
-	words := watchView(t, bases[stay[0]], "/v1/views/words/watch?limit=100000&interval=250ms")
-	total := watchView(t, bases[stay[len(stay)-1]], "/v1/views/total/watch?interval=250ms")
-	watchChecks(o, frags, words, total)
-	top := watchView(t, bases[stay[len(stay)-1]], "/v1/views/words/watch?top=5&interval=250ms")
-	top.check = func(_ int64, ws map[string]int64, fresh []splice.Freshness) string {
-		if len(fresh) != frags {
-			return fmt.Sprintf("%d fragments' freshness", len(fresh))
-		}
-		for w, c := range ws {
-			if _, ok := o.byWord[w]; !ok {
-				return fmt.Sprintf("%s among the top words", w)
-			}
-			if want := o.word(w, fresh[o.fragOf[w]].Offsets); c != want {
-				return fmt.Sprintf("%s counts %d, the input below its fragment's offsets holds %d", w, c, want)
-			}
-		}
-		if len(ws) != 5 {
-			return fmt.Sprintf("%d top words", len(ws))
-		}
-		return ""
-	}
+	converged := followWatches(t, o, frags, bases[stay[0]], bases[stay[len(stay)-1]])
 	probes := newReadProbes(t)
 	for _, node := range append(slices.Clone(stay), leaving...) {
 		for _, path := range readPaths {
@@ -777,20 +804,7 @@ func readsAcrossMove(t *testing.T, seed uint64, stay, leaving []int, move func(b
 	t.Logf("moved in %v", time.Since(moved).Round(time.Millisecond))
 	waitFinished(t, bases[stay[0]], n)
 	checkReads(t, o, frags, probes.stop(), leaving...)
-	total.converges(t, 10*time.Second, "total", n, nil)
-	all := sequentialCounts(n, 4, seed)
-	words.converges(t, 10*time.Second, "words", 0, all)
-	best := slices.SortedFunc(maps.Keys(all), func(a, b string) int {
-		if all[a] != all[b] {
-			return int(all[b] - all[a])
-		}
-		return strings.Compare(a, b)
-	})[:5]
-	top5 := map[string]int64{}
-	for _, w := range best {
-		top5[w] = all[w]
-	}
-	top.converges(t, 10*time.Second, "top words", 0, top5)
+	converged(n, seed)
 }
 
 // Reads on the two nodes that stay while the third, an owner of
