@@ -1,0 +1,664 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/exampletest"
+)
+
+func TestMain(m *testing.M) { exampletest.Main(m) }
+
+// testParams is the input of the cluster tests: 36k readings, 18k of
+// them of the hot device.
+var testParams = SourceParams{Hot: 30_000, Warm: 6_000, Early: 25, IdleEnd: 2 * time.Second}
+
+func TestReferenceShape(t *testing.T) {
+	t.Parallel()
+	want := reference(testParams)
+	var bursts, tenths, hot int
+	for a := range want.alarms {
+		switch {
+		case strings.Contains(a, "|burst|"):
+			bursts++
+		case strings.Contains(a, "|tenth|"):
+			tenths++
+		}
+		if strings.HasPrefix(a, HotDev+"|") {
+			hot++
+		}
+	}
+	t.Logf("%d alarms (%d bursts, %d tenths, %d of the hot device), %d site windows", want.nAlarms, bursts, tenths, hot, len(want.sites))
+	if len(want.alarms) != want.nAlarms {
+		t.Fatalf("%d alarms are not all distinct (%d)", want.nAlarms, len(want.alarms))
+	}
+	if bursts < 500 || tenths < 1000 || hot < 500 {
+		t.Fatalf("too few alarms to test: %d bursts, %d tenths, %d hot", bursts, tenths, hot)
+	}
+}
+
+// node is one process of a test cluster, with what it takes to start it
+// again on the same addresses and data.
+type node struct {
+	name, gossip, remote, dir string
+	args                      []string
+	mu                        sync.Mutex // guards p, which a restart replaces while watchComplete reads it
+	p                         *exampletest.Proc
+}
+
+// proc is the node's current process.
+func (n *node) proc() *exampletest.Proc {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.p
+}
+
+// start starts the node and waits until it serves.
+func (n *node) start(t *testing.T, bin string, join string) {
+	t.Helper()
+	p := n.spawn(t, bin, join)
+	p.WaitURL(t)
+	n.mu.Lock()
+	n.p = p
+	n.mu.Unlock()
+}
+
+// spawn starts the node's process.
+func (n *node) spawn(t *testing.T, bin string, join string) *exampletest.Proc {
+	t.Helper()
+	a := append(slices.Clone(n.args), "-node", n.name, "-http", exampletest.FreePort(t), "-gossip", n.gossip,
+		"-remote", n.remote, "-expect", "3", "-data", n.dir)
+	if join != "" {
+		a = append(a, "-join", join)
+	}
+	return exampletest.Start(t, bin, a...)
+}
+
+func (n *node) kill(t *testing.T) {
+	t.Helper()
+	if err := n.p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	n.p.Wait()
+}
+
+// startCluster starts three nodes of the alarms program with sp.
+func startCluster(t *testing.T, sp SourceParams) []*node {
+	t.Helper()
+	bin := exampletest.Build(t, "alarms")
+	args := []string{"-hot", fmt.Sprint(sp.Hot), "-warm", fmt.Sprint(sp.Warm), "-early", fmt.Sprint(sp.Early),
+		"-rate", fmt.Sprint(sp.Rate), "-idle-end", sp.IdleEnd.String(), "-fragments", "12",
+		"-checkpoint-interval", "200ms", "-progress", "0", "-log-level", "warn"}
+	nodes := make([]*node, 3)
+	for i := range nodes {
+		nodes[i] = &node{name: fmt.Sprintf("n%d", i), gossip: exampletest.FreePort(t), remote: exampletest.FreePort(t),
+			dir: t.TempDir(), args: args}
+	}
+	procs := make([]*exampletest.Proc, len(nodes))
+	for i, n := range nodes {
+		join := ""
+		if i > 0 {
+			join = nodes[0].gossip
+		}
+		procs[i] = n.spawn(t, bin, join)
+	}
+	for i, n := range nodes {
+		procs[i].WaitURL(t)
+		n.p = procs[i]
+	}
+	return nodes
+}
+
+// clusterState is the part of GET /v1/cluster the tests read.
+type clusterState struct {
+	Complete    bool
+	DeadLetters int64 `json:"dead_letters"`
+	Placement   struct {
+		Fragments []string
+		Readers   []string
+	}
+	Fragments []struct {
+		Fragment    int
+		Owner       string
+		Events      int64
+		TooLate     int64 `json:"too_late"`
+		DeadLetters int64 `json:"dead_letters"`
+		Restores    int64
+	}
+	Readers []struct {
+		Partition int
+		Owner     string
+		Position  int64
+		Done      bool
+	}
+}
+
+// waitFor polls cond every 20 ms for up to 90 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 90 s", what)
+		}
+	}
+}
+
+// read is how far the readers have read, in all.
+func read(st clusterState) int64 {
+	var n int64
+	for _, r := range st.Readers {
+		n += r.Position
+	}
+	return n
+}
+
+// sitesAnswer is an answer of the windowed keyed view sites.
+type sitesAnswer struct {
+	Windows []struct {
+		Start   time.Time
+		Entries []struct {
+			Key   string
+			Value SiteAgg
+		}
+		More bool
+	}
+	More     bool
+	Complete bool
+}
+
+// waitComplete waits until base answers complete for the cluster and
+// both views, and returns its cluster state.
+func waitComplete(t *testing.T, base string) clusterState {
+	t.Helper()
+	var st clusterState
+	waitFor(t, "complete on "+base, func() bool {
+		var total struct{ Complete bool }
+		var sites sitesAnswer
+		st = clusterState{}
+		return exampletest.TryJSON(base+"/v1/cluster", &st) && st.Complete &&
+			exampletest.TryJSON(base+"/v1/views/alarms", &total) && total.Complete &&
+			exampletest.TryJSON(base+"/v1/views/sites?limit=100000", &sites) && sites.Complete
+	})
+	return st
+}
+
+// checkViews compares base's views, once complete, with want.
+func checkViews(t *testing.T, base string, want expected) {
+	t.Helper()
+	st := waitComplete(t, base)
+	var late, dead int64
+	for _, f := range st.Fragments {
+		late += f.TooLate
+		dead += f.DeadLetters
+	}
+	if late != 0 || dead != 0 || st.DeadLetters != 0 {
+		t.Errorf("%s: %d readings or alarms too late, %d dead letters (%d in all)", base, late, dead, st.DeadLetters)
+	}
+	var total struct {
+		Value    int64
+		Complete bool
+	}
+	exampletest.GetJSON(t, base+"/v1/views/alarms", &total)
+	if total.Value != int64(want.nAlarms) {
+		t.Errorf("%s: alarms view %d, want %d", base, total.Value, want.nAlarms)
+	}
+	var sites sitesAnswer
+	exampletest.GetJSON(t, base+"/v1/views/sites?limit=100000", &sites)
+	got := map[string]SiteAgg{}
+	for _, w := range sites.Windows {
+		if w.More {
+			t.Fatalf("%s: window %v cut short", base, w.Start)
+		}
+		for _, e := range w.Entries {
+			got[siteCell(e.Key, w.Start)] = e.Value
+		}
+	}
+	if sites.More {
+		t.Fatalf("%s: sites view cut short", base)
+	}
+	if !maps.Equal(got, want.sites) {
+		t.Errorf("%s: sites view: %d cells, want %d; differing: %s", base, len(got), len(want.sites), diffCells(got, want.sites))
+	}
+}
+
+func diffCells(got, want map[string]SiteAgg) string {
+	var d []string
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g != w {
+			d = append(d, fmt.Sprintf("%s got %+v (present %v) want %+v", k, g, ok, w))
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s got %+v, want none", k, g))
+		}
+	}
+	slices.Sort(d)
+	if len(d) > 10 {
+		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
+	}
+	return strings.Join(d, "; ")
+}
+
+// sinkLines reads the lines of every fragment file of sub in every node's
+// data directory: output id → the distinct values written with it.
+func sinkLines(t *testing.T, sub string, nodes []*node) map[string][]string {
+	t.Helper()
+	byID := map[string][]string{}
+	for _, n := range nodes {
+		files, _ := filepath.Glob(filepath.Join(n.dir, sub, "*.jsonl"))
+		for _, name := range files {
+			f, err := os.Open(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var l struct {
+					ID    string
+					Value json.RawMessage
+				}
+				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+					f.Close()
+					t.Fatalf("%s: %q: %v", name, sc.Text(), err)
+				}
+				if v := string(l.Value); !slices.Contains(byID[l.ID], v) {
+					byID[l.ID] = append(byID[l.ID], v)
+				}
+			}
+			f.Close()
+		}
+	}
+	return byID
+}
+
+// checkSinks waits for the sinks of every node to hold every expected
+// output (a sink is delivered a checkpoint after its outputs), then checks
+// that no output id has two values and the outputs are the reference's.
+func checkSinks(t *testing.T, nodes []*node, want expected) {
+	t.Helper()
+	var alarms, windows map[string][]string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		alarms, windows = sinkLines(t, "alarms", nodes), sinkLines(t, "windows", nodes)
+		if len(alarms) >= want.nAlarms && len(windows) >= len(want.sites) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	gotAlarms := map[string]int{}
+	for id, vs := range alarms {
+		if len(vs) > 1 {
+			t.Errorf("alarm output %s has %d values: %v", id, len(vs), vs)
+		}
+		var a Alarm
+		if err := json.Unmarshal([]byte(vs[0]), &a); err != nil {
+			t.Fatal(err)
+		}
+		gotAlarms[alarmText(a)]++
+	}
+	if !maps.Equal(gotAlarms, want.alarms) {
+		t.Errorf("alarms sink: %d ids, %d distinct alarms; want %d: %s", len(alarms), len(gotAlarms), want.nAlarms,
+			diffCounts(gotAlarms, want.alarms))
+	}
+	onTime, _ := flows.OnTime.MarshalText()
+	gotWindows := map[string]SiteAgg{}
+	for id, vs := range windows {
+		if len(vs) > 1 {
+			t.Errorf("window output %s has %d values: %v", id, len(vs), vs)
+		}
+		var r struct {
+			Key        string
+			Start, End time.Time
+			Value      SiteAgg
+			Firing     string
+		}
+		if err := json.Unmarshal([]byte(vs[0]), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Firing != string(onTime) || r.End.Sub(r.Start) != WindowSize {
+			t.Errorf("window output %s: %s", id, vs[0])
+		}
+		c := siteCell(r.Key, r.Start)
+		if _, dup := gotWindows[c]; dup {
+			t.Errorf("window %s delivered under two ids (one is %s)", c, id)
+		}
+		gotWindows[c] = r.Value
+	}
+	if !maps.Equal(gotWindows, want.sites) {
+		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), diffCells(gotWindows, want.sites))
+	}
+}
+
+func diffCounts(got, want map[string]int) string {
+	var d []string
+	for k, w := range want {
+		if got[k] != w {
+			d = append(d, fmt.Sprintf("%s: got %d want %d", k, got[k], w))
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s: got %d want 0", k, g))
+		}
+	}
+	slices.Sort(d)
+	if len(d) > 10 {
+		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
+	}
+	return strings.Join(d, "; ")
+}
+
+// checkExact checks the views of every live node and the sinks.
+func checkExact(t *testing.T, nodes []*node, want expected) {
+	t.Helper()
+	for _, n := range nodes {
+		select {
+		case <-n.p.Exited:
+			continue
+		default:
+		}
+		checkViews(t, n.p.Base, want)
+	}
+	checkSinks(t, nodes, want)
+}
+
+// state reads base's cluster state, retrying while it answers otherwise.
+func state(t *testing.T, base string) clusterState {
+	t.Helper()
+	var st clusterState
+	waitFor(t, "the cluster state of "+base, func() bool { st = clusterState{}; return exampletest.TryJSON(base+"/v1/cluster", &st) })
+	return st
+}
+
+// The skewed flow on three nodes without a fault ends with the
+// reference's views and sink outputs.
+func TestThreeNodesSkewedExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	checkExact(t, nodes, want)
+}
+
+// A node that owns the hot partition's reader, killed with SIGKILL in
+// the middle of the input: the two others end exact.
+func TestHotReaderOwnerKilledExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 10_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	var st clusterState
+	waitFor(t, "a third of the input read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/3
+	})
+	victim := victimOf(t, nodes, st.Placement.Readers[0])
+	victim.kill(t)
+	t.Logf("%s killed with %d of %d readings read; it owned %d fragments", victim.name, read(st), sp.Hot+sp.Warm,
+		owned(st, victim.name))
+	checkExact(t, nodes, want)
+}
+
+// A node killed with SIGKILL right after the readers read the last
+// reading, before or about the final checkpoints: the others end exact.
+func TestNodeKilledAtEndOfInputExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	var st clusterState
+	// The hot device's fragment's owner, once the last readings are read.
+	hot := hotOwner(t, nodes)
+	victim := victimOf(t, nodes, hot)
+	waitFor(t, "every reading read", func() bool {
+		st = clusterState{}
+		if !exampletest.TryJSON(victim.p.Base+"/v1/cluster", &st) || len(st.Readers) != Partitions {
+			return false
+		}
+		for _, r := range st.Readers {
+			if r.Position < sp.Limit(r.Partition) {
+				return false
+			}
+		}
+		return true
+	})
+	victim.kill(t)
+	t.Logf("%s killed once every reading was read (complete: %v); it owned %d fragments", victim.name, st.Complete, owned(st, victim.name))
+	checkExact(t, nodes, want)
+}
+
+// A node killed with SIGKILL in the middle of the input and started
+// again on its data directory rejoins and takes fragments back; the
+// cluster ends exact.
+func TestNodeKilledAndRestartedExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 4_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	var st clusterState
+	waitFor(t, "a fifth of the input read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/5
+	})
+	victim := nodes[2]
+	victim.kill(t)
+	t.Logf("%s killed with %d of %d readings read; it owned %d fragments", victim.name, read(st), sp.Hot+sp.Warm, owned(st, victim.name))
+	waitFor(t, "the others own every fragment", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, victim.name) == 0
+	})
+	t.Logf("failed over with %d readings read", read(st))
+	victim.start(t, exampletest.Build(t, "alarms"), nodes[0].gossip)
+	waitFor(t, "the restarted node owns fragments", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && owned(st, victim.name) > 0
+	})
+	t.Logf("%s owns %d fragments again with %d readings read", victim.name, owned(st, victim.name), read(st))
+	checkExact(t, nodes, want)
+}
+
+// owned is how many fragments name owns in st's placement.
+func owned(st clusterState, name string) int {
+	n := 0
+	for _, o := range st.Placement.Fragments {
+		if o == name {
+			n++
+		}
+	}
+	return n
+}
+
+// victimOf is the node named name.
+func victimOf(t *testing.T, nodes []*node, name string) *node {
+	t.Helper()
+	for _, n := range nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	t.Fatalf("no node %q", name)
+	return nil
+}
+
+// hotOwner is the owner of the fragment with the most events (the hot
+// device's).
+func hotOwner(t *testing.T, nodes []*node) string {
+	t.Helper()
+	var owner string
+	waitFor(t, "the hot fragment", func() bool {
+		st := state(t, nodes[0].p.Base)
+		var most int64
+		for _, f := range st.Fragments {
+			if f.Events > most {
+				most, owner = f.Events, f.Owner
+			}
+		}
+		return most > 0
+	})
+	return owner
+}
+
+// A node killed with SIGKILL and started again at once on the same
+// addresses and data, before the others can see it die: the cluster ends
+// exact.
+func TestNodeRestartedBeforeDetectedExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 6_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	var st clusterState
+	waitFor(t, "a quarter of the input read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/4
+	})
+	victim := victimOf(t, nodes, st.Placement.Readers[0])
+	victim.kill(t)
+	victim.start(t, exampletest.Build(t, "alarms"), nodes[(slices.Index(nodes, victim)+1)%3].gossip)
+	t.Logf("%s killed and restarted with %d of %d readings read; it owned %d fragments", victim.name, read(st), sp.Hot+sp.Warm,
+		owned(st, victim.name))
+	checkExact(t, nodes, want)
+}
+
+// A node killed with SIGKILL once every reading was read, and started
+// again after the others completed without it: it takes fragments back
+// by hand-off, and every node still answers exact.
+func TestNodeRestartedAfterCompleteExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	victim := victimOf(t, nodes, hotOwner(t, nodes))
+	var st clusterState
+	waitFor(t, "every reading read", func() bool {
+		st = clusterState{}
+		if !exampletest.TryJSON(victim.p.Base+"/v1/cluster", &st) || len(st.Readers) != Partitions {
+			return false
+		}
+		for _, r := range st.Readers {
+			if r.Position < sp.Limit(r.Partition) {
+				return false
+			}
+		}
+		return true
+	})
+	victim.kill(t)
+	live := nodes[(slices.Index(nodes, victim)+1)%3]
+	waitComplete(t, live.p.Base)
+	victim.start(t, exampletest.Build(t, "alarms"), live.gossip)
+	waitFor(t, "the restarted node owns fragments", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(live.p.Base+"/v1/cluster", &st) && owned(st, victim.name) > 0
+	})
+	checkExact(t, nodes, want)
+}
+
+// watchComplete asks every node of nodes for both views, latest and
+// snapshot, until the test ends, and fails the test on an answer that
+// says it is complete and differs from want.
+func watchComplete(t *testing.T, nodes []*node, want expected) {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	var answers, complete int
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			n := nodes[i%len(nodes)]
+			p := n.proc()
+			select {
+			case <-p.Exited:
+				continue
+			default:
+			}
+			base := p.Base
+			q := ""
+			if i%2 == 1 {
+				q = "consistency=snapshot&"
+			}
+			var total struct {
+				Value    int64
+				Complete bool
+			}
+			if exampletest.TryJSON(base+"/v1/views/alarms?"+q, &total) {
+				answers++
+				if total.Complete {
+					complete++
+					if total.Value != int64(want.nAlarms) {
+						t.Errorf("%s answered alarms %d complete (%s), want %d", n.name, total.Value, q, want.nAlarms)
+					}
+				}
+			}
+			var sites sitesAnswer
+			if exampletest.TryJSON(base+"/v1/views/sites?"+q+"limit=100000", &sites) {
+				answers++
+				if sites.Complete {
+					complete++
+					got := map[string]SiteAgg{}
+					for _, w := range sites.Windows {
+						for _, e := range w.Entries {
+							got[siteCell(e.Key, w.Start)] = e.Value
+						}
+					}
+					if !maps.Equal(got, want.sites) {
+						t.Errorf("%s answered sites complete (%s) with %d cells, want %d: %s", n.name, q, len(got), len(want.sites),
+							diffCells(got, want.sites))
+					}
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		t.Logf("%d answers, %d complete", answers, complete)
+	})
+}
+
+// A node killed with SIGKILL right after the cluster said it was
+// complete: the others stay exact, and no answer that says complete
+// differs.
+func TestNodeKilledAfterCompleteExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, want)
+	victim := victimOf(t, nodes, hotOwner(t, nodes))
+	var st clusterState
+	waitFor(t, "complete", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(victim.p.Base+"/v1/cluster", &st) && st.Complete
+	})
+	victim.kill(t)
+	t.Logf("%s killed once complete; it owned %d fragments", victim.name, owned(st, victim.name))
+	checkExact(t, nodes, want)
+}
