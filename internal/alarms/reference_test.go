@@ -31,9 +31,9 @@ func siteCell(site string, start time.Time) string {
 // alarms into the sliding windows of their sites.
 func reference(sp SourceParams) expected {
 	type ev struct {
-		r      Reading
-		p      int
-		off    int64
+		r   Reading
+		p   int
+		off int64
 	}
 	byDev := map[string][]ev{}
 	for p := range Partitions {
