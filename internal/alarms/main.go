@@ -10,9 +10,10 @@
 // has a few early readings and then nothing (idle) until it ends, and
 // partition 3 is empty.
 //
-// Views: "sites" (windowed keyed: per site and window, the alarms, bursts
-// and the largest burst sum) and "alarms" (aggregate: the number of
-// alarms). Sinks: DATA/alarms and DATA/windows (connectors/file, one file
+// Views: "devices" (keyed: every device's state, until it expires; none
+// once a bounded input ended), "sites" (windowed keyed: per site and
+// window, the alarms, bursts and the largest burst sum) and "alarms"
+// (aggregate: the number of alarms). Sinks: DATA/alarms and DATA/windows (connectors/file, one file
 // per fragment, delivered on checkpoints).
 package main
 
@@ -168,7 +169,7 @@ func Flow(src flows.Source[Reading], fragments int, idle time.Duration, alarmSin
 			c.Emit(a)
 			c.SetState(s)
 		},
-	}, flows.InEventTimeOrder(), flows.WithStateTTL(TTL)).Out()
+	}, flows.InEventTimeOrder(), flows.WithStateTTL(TTL)).View("devices").Out()
 	sites := flows.WindowAggregateMerge(flows.KeyBy(alarms, func(a Alarm) string { return a.Site }),
 		flows.Sliding(WindowSize, WindowSlide), func() SiteAgg { return SiteAgg{} }, AddAlarm, MergeSites).
 		KeyedView("sites", Retain)

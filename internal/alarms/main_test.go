@@ -93,13 +93,15 @@ func (n *node) kill(t *testing.T) {
 	n.p.Wait()
 }
 
-// startCluster starts three nodes of the alarms program with sp.
-func startCluster(t *testing.T, sp SourceParams) []*node {
+// startCluster starts three nodes of the alarms program with sp, and
+// extra flags.
+func startCluster(t *testing.T, sp SourceParams, extra ...string) []*node {
 	t.Helper()
 	bin := exampletest.Build(t, "alarms")
 	args := []string{"-hot", fmt.Sprint(sp.Hot), "-warm", fmt.Sprint(sp.Warm), "-early", fmt.Sprint(sp.Early),
 		"-rate", fmt.Sprint(sp.Rate), "-idle-end", sp.IdleEnd.String(), "-fragments", "12",
 		"-checkpoint-interval", "200ms", "-progress", "0", "-log-level", "warn"}
+	args = append(args, extra...)
 	nodes := make([]*node, 3)
 	for i := range nodes {
 		nodes[i] = &node{name: fmt.Sprintf("n%d", i), gossip: exampletest.FreePort(t), remote: exampletest.FreePort(t),
@@ -175,6 +177,14 @@ type sitesAnswer struct {
 	}
 	More     bool
 	Complete bool
+	Stale    bool
+	Cut      *answerCut
+}
+
+// answerCut is the cut of a snapshot answer.
+type answerCut struct {
+	Consistency string
+	Offsets     map[string]int64
 }
 
 // waitComplete waits until base answers complete for the cluster and
@@ -212,6 +222,18 @@ func checkViews(t *testing.T, base string, want expected) {
 	exampletest.GetJSON(t, base+"/v1/views/alarms", &total)
 	if total.Value != int64(want.nAlarms) {
 		t.Errorf("%s: alarms view %d, want %d", base, total.Value, want.nAlarms)
+	}
+	var devices struct {
+		Entries []struct {
+			Key   string
+			Value Device
+		}
+		Complete bool
+	}
+	exampletest.GetJSON(t, base+"/v1/views/devices?limit=1000", &devices)
+	if len(devices.Entries) != 0 || !devices.Complete {
+		t.Errorf("%s: devices view holds %d devices (complete %v) once the input ended, want none: %+v", base,
+			len(devices.Entries), devices.Complete, devices.Entries[:min(len(devices.Entries), 5)])
 	}
 	var sites sitesAnswer
 	exampletest.GetJSON(t, base+"/v1/views/sites?limit=100000", &sites)
@@ -391,6 +413,7 @@ func TestThreeNodesSkewedExact(t *testing.T) {
 	sp.Rate = 12_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, sp, want)
 	checkExact(t, nodes, want)
 }
 
@@ -402,7 +425,7 @@ func TestHotReaderOwnerKilledExact(t *testing.T) {
 	sp.Rate = 10_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	watchComplete(t, nodes, sp, want)
 	var st clusterState
 	waitFor(t, "a third of the input read", func() bool {
 		st = clusterState{}
@@ -422,24 +445,13 @@ func TestNodeKilledAtEndOfInputExact(t *testing.T) {
 	sp := testParams
 	sp.Rate = 12_000
 	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	nodes := startCluster(t, sp, "-checkpoint-interval", "1s")
+	watchComplete(t, nodes, sp, want)
 	var st clusterState
 	// The hot device's fragment's owner, once the last readings are read.
 	hot := hotOwner(t, nodes)
 	victim := victimOf(t, nodes, hot)
-	waitFor(t, "every reading read", func() bool {
-		st = clusterState{}
-		if !exampletest.TryJSON(victim.p.Base+"/v1/cluster", &st) || len(st.Readers) != Partitions {
-			return false
-		}
-		for _, r := range st.Readers {
-			if r.Position < sp.Limit(r.Partition) {
-				return false
-			}
-		}
-		return true
-	})
+	st = waitAllRead(t, nodes, sp)
 	victim.kill(t)
 	t.Logf("%s killed once every reading was read (complete: %v); it owned %d fragments", victim.name, st.Complete, owned(st, victim.name))
 	checkExact(t, nodes, want)
@@ -454,7 +466,7 @@ func TestNodeKilledAndRestartedExact(t *testing.T) {
 	sp.Rate = 4_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	watchComplete(t, nodes, sp, want)
 	var st clusterState
 	waitFor(t, "a fifth of the input read", func() bool {
 		st = clusterState{}
@@ -527,7 +539,7 @@ func TestNodeRestartedBeforeDetectedExact(t *testing.T) {
 	sp.Rate = 6_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	watchComplete(t, nodes, sp, want)
 	var st clusterState
 	waitFor(t, "a quarter of the input read", func() bool {
 		st = clusterState{}
@@ -550,21 +562,10 @@ func TestNodeRestartedAfterCompleteExact(t *testing.T) {
 	sp.Rate = 12_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	watchComplete(t, nodes, sp, want)
 	victim := victimOf(t, nodes, hotOwner(t, nodes))
 	var st clusterState
-	waitFor(t, "every reading read", func() bool {
-		st = clusterState{}
-		if !exampletest.TryJSON(victim.p.Base+"/v1/cluster", &st) || len(st.Readers) != Partitions {
-			return false
-		}
-		for _, r := range st.Readers {
-			if r.Position < sp.Limit(r.Partition) {
-				return false
-			}
-		}
-		return true
-	})
+	st = waitAllRead(t, nodes, sp)
 	victim.kill(t)
 	live := nodes[(slices.Index(nodes, victim)+1)%3]
 	waitComplete(t, live.p.Base)
@@ -579,17 +580,32 @@ func TestNodeRestartedAfterCompleteExact(t *testing.T) {
 // watchComplete asks every node of nodes for both views, latest and
 // snapshot, until the test ends, and fails the test on an answer that
 // says it is complete and differs from want.
-func watchComplete(t *testing.T, nodes []*node, want expected) {
+func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) {
 	t.Helper()
+	devs, latest := byDevice(sp), latestReadings(sp)
+	var snapshots, midRun int
+	// atCut is what the flow holds at a snapshot's cut, for each watermark
+	// the cut may have.
+	atCut := func(cut *answerCut) (ends [Partitions]int64, refs []expected) {
+		for p := range Partitions {
+			ends[p] = cut.Offsets[fmt.Sprintf("readings/%d", p)]
+		}
+		for _, wm := range cutWatermarks(sp, ends, latest) {
+			refs = append(refs, referenceAt(devs, ends, wm))
+		}
+		return ends, refs
+	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var answers, complete int
+	var slowest time.Duration
+	var slowestQ string
 	go func() {
 		defer close(done)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
-			case <-time.After(30 * time.Millisecond):
+			case <-time.After(10 * time.Millisecond):
 			}
 			n := nodes[i%len(nodes)]
 			p := n.proc()
@@ -606,8 +622,15 @@ func watchComplete(t *testing.T, nodes []*node, want expected) {
 			var total struct {
 				Value    int64
 				Complete bool
+				Stale    bool
+				Cut      *answerCut
 			}
-			if exampletest.TryJSON(base+"/v1/views/alarms?"+q, &total) {
+			asked := time.Now()
+			ok := exampletest.TryJSON(base+"/v1/views/alarms?"+q, &total)
+			if d := time.Since(asked); d > slowest {
+				slowest, slowestQ = d, n.name+" alarms "+q
+			}
+			if ok {
 				answers++
 				if total.Complete {
 					complete++
@@ -615,9 +638,53 @@ func watchComplete(t *testing.T, nodes []*node, want expected) {
 						t.Errorf("%s answered alarms %d complete (%s), want %d", n.name, total.Value, q, want.nAlarms)
 					}
 				}
+				if q != "" && total.Cut != nil {
+					snapshots++
+					if !total.Complete {
+						midRun++
+					}
+					ends, refs := atCut(total.Cut)
+					if !slices.ContainsFunc(refs, func(r expected) bool { return int64(r.nAlarms) == total.Value }) {
+						var counts []int
+						for _, r := range refs {
+							counts = append(counts, r.nAlarms)
+						}
+						t.Errorf("%s answered alarms %d at the cut %v (stale %v), want one of %v", n.name, total.Value, ends, total.Stale, counts)
+					}
+				}
+			}
+			if q != "" {
+				var devices struct {
+					Entries []struct {
+						Key   string
+						Value Device
+					}
+					More     bool
+					Complete bool
+					Stale    bool
+					Cut      *answerCut
+				}
+				if exampletest.TryJSON(base+"/v1/views/devices?"+q+"limit=100000", &devices) && devices.Cut != nil {
+					answers++
+					snapshots++
+					got := map[string]Device{}
+					for _, e := range devices.Entries {
+						got[e.Key] = e.Value
+					}
+					ends, refs := atCut(devices.Cut)
+					if devices.More || !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.devices, got) }) {
+						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' (the first: %s)",
+							n.name, ends, devices.Stale, devices.More, len(got), len(refs), diffDevices(got, refs[0].devices))
+					}
+				}
 			}
 			var sites sitesAnswer
-			if exampletest.TryJSON(base+"/v1/views/sites?"+q+"limit=100000", &sites) {
+			asked = time.Now()
+			ok = exampletest.TryJSON(base+"/v1/views/sites?"+q+"limit=100000", &sites)
+			if d := time.Since(asked); d > slowest {
+				slowest, slowestQ = d, n.name+" sites "+q
+			}
+			if ok {
 				answers++
 				if sites.Complete {
 					complete++
@@ -632,13 +699,30 @@ func watchComplete(t *testing.T, nodes []*node, want expected) {
 							diffCells(got, want.sites))
 					}
 				}
+				if q != "" && sites.Cut != nil {
+					snapshots++
+					if !sites.Complete {
+						midRun++
+					}
+					got := map[string]SiteAgg{}
+					for _, w := range sites.Windows {
+						for _, e := range w.Entries {
+							got[siteCell(e.Key, w.Start)] = e.Value
+						}
+					}
+					ends, refs := atCut(sites.Cut)
+					if !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.sites, got) }) {
+						t.Errorf("%s answered sites at the cut %v (stale %v) with %d cells, none of the %d watermarks' (the first: %s)", n.name,
+							ends, sites.Stale, len(got), len(refs), diffCells(got, refs[0].sites))
+					}
+				}
 			}
 		}
 	}()
 	t.Cleanup(func() {
 		close(stop)
 		<-done
-		t.Logf("%d answers, %d complete", answers, complete)
+		t.Logf("%d answers, %d complete, %d snapshots checked at their cut (%d before complete); the slowest took %v (%s)", answers, complete, snapshots, midRun, slowest, slowestQ)
 	})
 }
 
@@ -651,7 +735,7 @@ func TestNodeKilledAfterCompleteExact(t *testing.T) {
 	sp.Rate = 12_000
 	want := reference(sp)
 	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, want)
+	watchComplete(t, nodes, sp, want)
 	victim := victimOf(t, nodes, hotOwner(t, nodes))
 	var st clusterState
 	waitFor(t, "complete", func() bool {
@@ -661,4 +745,195 @@ func TestNodeKilledAfterCompleteExact(t *testing.T) {
 	victim.kill(t)
 	t.Logf("%s killed once complete; it owned %d fragments", victim.name, owned(st, victim.name))
 	checkExact(t, nodes, want)
+}
+
+// The node that reads the idle partition, killed with SIGKILL as soon as
+// the first readings are read, before most fragments checkpointed
+// anything: the others end exact.
+func TestIdleReaderOwnerKilledAtStartExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, sp, want)
+	var st clusterState
+	waitFor(t, "the first readings read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && len(st.Placement.Readers) == Partitions && read(st) > 0
+	})
+	victim := victimOf(t, nodes, st.Placement.Readers[2])
+	victim.kill(t)
+	t.Logf("%s killed with %d readings read (%+v); it owned %d fragments", victim.name, read(st), st.Readers, owned(st, victim.name))
+	checkExact(t, nodes, want)
+}
+
+// A node killed with SIGKILL and restarted; once it is given fragments
+// back, another node — one handing fragments to it — is killed too: the
+// two left end exact.
+func TestNodeKilledDuringHandOffExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 4_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, sp, want)
+	var st clusterState
+	waitFor(t, "a tenth of the input read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/10
+	})
+	first := nodes[2]
+	first.kill(t)
+	var before clusterState
+	waitFor(t, "the others own every fragment", func() bool {
+		before = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &before) && len(before.Placement.Fragments) > 0 &&
+			owned(before, first.name) == 0
+	})
+	p := first.spawn(t, exampletest.Build(t, "alarms"), nodes[0].gossip)
+	// The node that hands over most fragments to the restarted one.
+	waitFor(t, "the restarted node owns fragments", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && owned(st, first.name) > 0
+	})
+	from := map[string]int{}
+	for f, o := range st.Placement.Fragments {
+		if o == first.name {
+			from[before.Placement.Fragments[f]]++
+		}
+	}
+	second := nodes[0]
+	if from[nodes[1].name] > from[nodes[0].name] {
+		second = nodes[1]
+	}
+	second.kill(t)
+	p.WaitURL(t)
+	first.mu.Lock()
+	first.p = p
+	first.mu.Unlock()
+	t.Logf("%s killed, restarted, given %d fragments (from %v) with %d readings read; %s killed then", first.name,
+		owned(st, first.name), from, read(st), second.name)
+	checkExact(t, nodes, want)
+}
+
+// Every node killed with SIGKILL once every reading was read, and the
+// cluster started again on their data: it ends exact.
+func TestClusterKilledAtEndOfInputExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	nodes := startCluster(t, sp, "-checkpoint-interval", "1s")
+	var st clusterState
+	st = waitAllRead(t, nodes, sp)
+	for _, n := range nodes {
+		n.p.Cmd.Process.Signal(syscall.SIGKILL)
+	}
+	for _, n := range nodes {
+		n.p.Wait()
+	}
+	t.Logf("every node killed once every reading was read (complete: %v)", st.Complete)
+	bin := exampletest.Build(t, "alarms")
+	procs := make([]*exampletest.Proc, len(nodes))
+	for i, n := range nodes {
+		join := ""
+		if i > 0 {
+			join = nodes[0].gossip
+		}
+		procs[i] = n.spawn(t, bin, join)
+	}
+	for i, n := range nodes {
+		procs[i].WaitURL(t)
+		n.mu.Lock()
+		n.p = procs[i]
+		n.mu.Unlock()
+	}
+	watchComplete(t, nodes, sp, want)
+	checkExact(t, nodes, want)
+}
+
+// Two nodes killed with SIGKILL one after the other, mid-input: the last
+// one stops (it has no majority), and once both are started again the
+// cluster ends exact.
+func TestTwoNodesKilledAndRestartedExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 6_000
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, sp, want)
+	var st clusterState
+	waitFor(t, "a fifth of the input read", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/5
+	})
+	nodes[2].kill(t)
+	waitFor(t, "the others own every fragment", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, "n2") == 0
+	})
+	nodes[1].kill(t)
+	t.Logf("n2 then n1 killed with %d readings read", read(st))
+	bin := exampletest.Build(t, "alarms")
+	p1, p2 := nodes[1].spawn(t, bin, nodes[0].gossip), nodes[2].spawn(t, bin, nodes[0].gossip)
+	for i, p := range []*exampletest.Proc{p1, p2} {
+		p.WaitURL(t)
+		n := nodes[i+1]
+		n.mu.Lock()
+		n.p = p
+		n.mu.Unlock()
+	}
+	checkExact(t, nodes, want)
+}
+
+// waitAllRead waits until every reading was read, asking each node for
+// its own readers as often as it can, and returns the cluster state of
+// the node that read the last.
+func waitAllRead(t *testing.T, nodes []*node, sp SourceParams) clusterState {
+	t.Helper()
+	var done [Partitions]bool
+	var st clusterState
+	waitFor(t, "every reading read", func() bool {
+		for _, n := range nodes {
+			select {
+			case <-n.p.Exited:
+				continue
+			default:
+			}
+			st = clusterState{}
+			if !exampletest.TryJSON(n.p.Base+"/v1/cluster?scope=local", &st) {
+				continue
+			}
+			for _, r := range st.Readers {
+				if r.Position >= sp.Limit(r.Partition) {
+					done[r.Partition] = true
+				}
+			}
+			if !slices.Contains(done[:], false) {
+				return true
+			}
+		}
+		return false
+	})
+	return st
+}
+
+func diffDevices(got, want map[string]Device) string {
+	var d []string
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g != w {
+			d = append(d, fmt.Sprintf("%s got %+v (present %v) want %+v", k, g, ok, w))
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s got %+v, want none", k, g))
+		}
+	}
+	slices.Sort(d)
+	if len(d) > 10 {
+		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
+	}
+	return strings.Join(d, "; ")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -12,6 +13,7 @@ type expected struct {
 	alarms  map[string]int // alarmText → how many (each is unique in practice)
 	nAlarms int
 	sites   map[string]SiteAgg // siteCell → the window's value
+	devices map[string]Device  // at a cut: the devices' states not expired
 }
 
 // alarmText names an alarm by all its fields.
@@ -102,4 +104,175 @@ func windowStarts(t time.Time) []time.Time {
 		starts = append(starts, time.Unix(0, s).UTC())
 	}
 	return starts
+}
+
+// byDevice is the input of sp per device, in the order the reference
+// applies it: event time, then partition and offset.
+type devEvent struct {
+	r   Reading
+	p   int
+	off int64
+}
+
+func byDevice(sp SourceParams) map[string][]devEvent {
+	m := map[string][]devEvent{}
+	for p := range Partitions {
+		for off := range sp.Limit(p) {
+			r := sp.Event(p, off)
+			m[r.Dev] = append(m[r.Dev], devEvent{r, p, off})
+		}
+	}
+	for _, evs := range m {
+		slices.SortFunc(evs, func(a, b devEvent) int {
+			return cmp.Or(a.r.At.Compare(b.r.At), cmp.Compare(a.p, b.p), cmp.Compare(a.off, b.off))
+		})
+	}
+	return m
+}
+
+// referenceAt is what the flow holds at a cut: the readings below ends
+// read, those at or before the watermark wm applied (the others wait for
+// it), and the timers at or before wm fired.
+func referenceAt(devs map[string][]devEvent, ends [Partitions]int64, wm time.Time) expected {
+	var alarms []Alarm
+	devices := map[string]Device{}
+	for dev, evs := range devs {
+		var (
+			s     Device
+			has   bool
+			last  time.Time
+			timer time.Time
+		)
+		fire := func() {
+			if has {
+				var a Alarm
+				s, a = OnBurst(dev, s, timer)
+				alarms = append(alarms, a)
+			}
+			timer = time.Time{}
+		}
+		for _, e := range evs {
+			if e.off >= ends[e.p] || e.r.At.After(wm) {
+				continue
+			}
+			if !timer.IsZero() && timer.Before(e.r.At) {
+				fire()
+			}
+			if has && timer.IsZero() && last.Add(TTL).Before(e.r.At) {
+				s, has = Device{}, false
+			}
+			var out *Alarm
+			var t time.Time
+			s, out, t = OnReading(s, e.r)
+			has, last = true, e.r.At
+			if out != nil {
+				alarms = append(alarms, *out)
+			}
+			if !t.IsZero() {
+				timer = t
+			}
+		}
+		if !timer.IsZero() && !timer.After(wm) {
+			fire()
+		}
+		if has && last.Add(TTL).After(wm) {
+			devices[dev] = s
+		}
+	}
+	want := expected{alarms: map[string]int{}, nAlarms: len(alarms), sites: map[string]SiteAgg{}, devices: devices}
+	for _, a := range alarms {
+		want.alarms[alarmText(a)]++
+		for _, start := range windowStarts(a.At) {
+			c := siteCell(a.Site, start)
+			want.sites[c] = AddAlarm(want.sites[c], a)
+		}
+	}
+	return want
+}
+
+// cutWatermarks are the watermarks a cut at ends may have: each
+// partition's is its latest reading's time less MaxDelay (none before
+// one, the end of time once it ended), and the smallest counts but of
+// partitions idle at the cut — which only the processing time of the
+// run knows, so every choice of them is a candidate.
+func cutWatermarks(sp SourceParams, ends [Partitions]int64, latest [Partitions][]time.Time) []time.Time {
+	end := time.Unix(0, math.MaxInt64)
+	var per [Partitions]time.Time
+	var seen [Partitions]bool
+	for p := range Partitions {
+		switch {
+		case ends[p] >= sp.Limit(p) && p != 2:
+			per[p], seen[p] = end, true
+		case ends[p] == 0:
+		default:
+			per[p], seen[p] = latest[p][ends[p]-1].Add(-MaxDelay), true
+		}
+	}
+	var out []time.Time
+	add := func(wm time.Time) {
+		if !slices.ContainsFunc(out, wm.Equal) {
+			out = append(out, wm)
+		}
+	}
+	options := [][Partitions]time.Time{per}
+	if ends[2] >= sp.Limit(2) { // partition 2 may have ended, or not yet
+		ended := per
+		ended[2] = end
+		options = append(options, ended)
+	}
+	for _, per := range options {
+		for idle := range 1 << Partitions {
+			add(cutWatermark(per, seen, idle))
+		}
+	}
+	return out
+}
+
+// latestReadings are, per partition and offset, the latest event time of
+// the readings up to it.
+func latestReadings(sp SourceParams) (latest [Partitions][]time.Time) {
+	for p := range Partitions {
+		var l time.Time
+		for off := range sp.Limit(p) {
+			if at := sp.Event(p, off).At; at.After(l) {
+				l = at
+			}
+			latest[p] = append(latest[p], l)
+		}
+	}
+	return latest
+}
+
+// cutWatermark is the watermark of partitions at per (seen or not) but
+// the idle ones: the smallest of the others, or the largest if all are
+// idle.
+func cutWatermark(per [Partitions]time.Time, seen [Partitions]bool, idle int) time.Time {
+	end := time.Unix(0, math.MaxInt64)
+	{
+		low, any, high := end, false, time.Time{}
+		none := false
+		for p := range Partitions {
+			if seen[p] && per[p].After(high) {
+				high = per[p]
+			}
+			if idle&(1<<p) != 0 {
+				continue
+			}
+			any = true
+			if !seen[p] {
+				none = true
+				break
+			}
+			if per[p].Before(low) {
+				low = per[p]
+			}
+		}
+		switch {
+		case none:
+			return time.Time{} // no watermark yet: nothing applied
+		case !any:
+			return high
+		}
+		return low
+	}
 }
