@@ -10,6 +10,11 @@
 // has a few early readings and then nothing (idle) until it ends, and
 // partition 3 is empty.
 //
+// Every reading is also counted per device as it arrives ("counts", a
+// keyed view), and every count update goes to DATA/counts: which reading
+// is a device's n-th depends on how the partitions interleave, so each
+// update's value is fixed only by the one history the sink must see.
+//
 // Views: "devices" (keyed: every device's state, until it expires; none
 // once a bounded input ended), "sites" (windowed keyed: per site and
 // window, the alarms, bursts and the largest burst sum) and "alarms"
@@ -138,17 +143,77 @@ func MergeSites(a, b SiteAgg) SiteAgg {
 	return SiteAgg{Alarms: a.Alarms + b.Alarms, Bursts: a.Bursts + b.Bursts, MaxSum: max(a.MaxSum, b.MaxSum)}
 }
 
+// Reminder is what the reminders stage emits: a device's readings so far
+// in its current run, FollowUp after the run's first reading.
+type Reminder struct {
+	Dev      string
+	At       time.Time
+	Readings int64
+}
+
+// Run is a device's state in the reminders stage: the first reading of
+// its current run (a TTL expiry starts a new run) and its readings since.
+type Run struct {
+	First    time.Time
+	Readings int64
+}
+
+// FollowUp is how long after a run's first reading a reminder fires (a
+// quarter and an eighth of a second off whole seconds, as the other
+// timers).
+const FollowUp = 3*time.Minute + 125*time.Millisecond
+
+// OnRunReading is the reminders stage's event step: it counts the reading
+// and returns the run's follow-up time, which every reading of the run
+// asks for again — a time already passed once the run is older than
+// FollowUp.
+func OnRunReading(s Run, r Reading) (Run, time.Time) {
+	if s.First.IsZero() {
+		s.First = r.At
+	}
+	s.Readings++
+	return s, s.First.Add(FollowUp)
+}
+
+// Reminders adds the reminders stage to the flow over the readings keyed
+// by device: a follow-up timer that every reading of a run sets again, and
+// its reminders to sink.
+func Reminders(byDev flows.KeyedStream[string, Reading], sink flows.Sink[Reminder]) {
+	rem := flows.Process(byDev, flows.Handler[string, Reading, Run, Reminder]{
+		OnEvent: func(c *flows.Context[string, Run, Reminder], r Reading) {
+			s, _ := c.State()
+			s, at := OnRunReading(s, r)
+			c.SetEventTimer(at)
+			c.SetState(s)
+		},
+		OnTimer: func(c *flows.Context[string, Run, Reminder], at time.Time) {
+			s, _ := c.State()
+			c.Emit(Reminder{Dev: c.Key(), At: at, Readings: s.Readings})
+		},
+	}, flows.InEventTimeOrder(), flows.WithStateTTL(TTL)).Out()
+	flows.To(rem, sink, flows.OnCheckpoint())
+}
+
 // Flow is the alarms flow over src; alarms and window results also go to
 // the sinks (nil: none).
 func Flow(src flows.Source[Reading], fragments int, idle time.Duration, alarmSink flows.Sink[Alarm],
-	windowSink flows.Sink[flows.WindowResult[string, SiteAgg]]) *flows.Flow {
+	windowSink flows.Sink[flows.WindowResult[string, SiteAgg]], countSink flows.Sink[flows.KV[string, int64]],
+	reminderSink flows.Sink[Reminder]) *flows.Flow {
 	f := flows.New("alarms", flows.WithFragments(fragments))
 	opts := []flows.SourceOption{flows.WithEventTime(func(r Reading) time.Time { return r.At }, MaxDelay)}
 	if idle > 0 {
 		opts = append(opts, flows.WithIdleTimeout(idle))
 	}
 	readings := flows.From(f, "readings", src, opts...)
-	alarms := flows.Process(flows.KeyBy(readings, func(r Reading) string { return r.Dev }), flows.Handler[string, Reading, Device, Alarm]{
+	byDev := flows.KeyBy(readings, func(r Reading) string { return r.Dev })
+	counts := flows.Count(byDev).View("counts")
+	if reminderSink != nil {
+		Reminders(byDev, reminderSink)
+	}
+	if countSink != nil {
+		flows.To(counts.Updates(), countSink, flows.OnCheckpoint())
+	}
+	alarms := flows.Process(byDev, flows.Handler[string, Reading, Device, Alarm]{
 		OnEvent: func(c *flows.Context[string, Device, Alarm], r Reading) {
 			s, _ := c.State()
 			s, out, timer := OnReading(s, r)
@@ -194,6 +259,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&sp.Rate, "rate", 0, "readings per second of partitions 0 and 1 together (0: unthrottled)")
 	fs.DurationVar(&sp.IdleEnd, "idle-end", 2*time.Second, "partition 2 ends this long after the source is made")
 	idle := fs.Duration("idle-timeout", 300*time.Millisecond, "a partition without readings this long is idle (0: never)")
+	reminders := fs.Bool("reminders", false, "add the reminders stage, its reminders to DATA/reminders")
 	var closers []func() error
 	defer func() {
 		for _, c := range closers {
@@ -218,7 +284,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil, err
 		}
 		closers = append(closers, ws.Close)
-		return Flow(src, node.Fragments, *idle, as, ws), nil
+		cs, err := file.NewSink[flows.KV[string, int64]](filepath.Join(node.Data, "counts"), nil)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, cs.Close)
+		var rs flows.Sink[Reminder]
+		if *reminders {
+			s, err := file.NewSink[Reminder](filepath.Join(node.Data, "reminders"), nil)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, s.Close)
+			rs = s
+		}
+		return Flow(src, node.Fragments, *idle, as, ws, cs, rs), nil
 	}, [][2]string{
 		{"/v1/views/sites?limit=20", "sites' windows"},
 		{"/v1/views/alarms", "alarms"},

@@ -14,6 +14,7 @@ type expected struct {
 	nAlarms int
 	sites   map[string]SiteAgg // siteCell → the window's value
 	devices map[string]Device  // at a cut: the devices' states not expired
+	counts  map[string]int64   // readings per device
 }
 
 // alarmText names an alarm by all its fields.
@@ -83,7 +84,10 @@ func reference(sp SourceParams) expected {
 		}
 		fire()
 	}
-	want := expected{alarms: map[string]int{}, nAlarms: len(alarms), sites: map[string]SiteAgg{}}
+	want := expected{alarms: map[string]int{}, nAlarms: len(alarms), sites: map[string]SiteAgg{}, counts: map[string]int64{}}
+	for dev, evs := range byDev {
+		want.counts[dev] = int64(len(evs))
+	}
 	for _, a := range alarms {
 		want.alarms[alarmText(a)]++
 		for _, start := range windowStarts(a.At) {
@@ -135,7 +139,7 @@ func byDevice(sp SourceParams) map[string][]devEvent {
 // it), and the timers at or before wm fired.
 func referenceAt(devs map[string][]devEvent, ends [Partitions]int64, wm time.Time) expected {
 	var alarms []Alarm
-	devices := map[string]Device{}
+	devices, counts := map[string]Device{}, map[string]int64{}
 	for dev, evs := range devs {
 		var (
 			s     Device
@@ -152,6 +156,9 @@ func referenceAt(devs map[string][]devEvent, ends [Partitions]int64, wm time.Tim
 			timer = time.Time{}
 		}
 		for _, e := range evs {
+			if e.off < ends[e.p] {
+				counts[dev]++
+			}
 			if e.off >= ends[e.p] || e.r.At.After(wm) {
 				continue
 			}
@@ -179,7 +186,7 @@ func referenceAt(devs map[string][]devEvent, ends [Partitions]int64, wm time.Tim
 			devices[dev] = s
 		}
 	}
-	want := expected{alarms: map[string]int{}, nAlarms: len(alarms), sites: map[string]SiteAgg{}, devices: devices}
+	want := expected{alarms: map[string]int{}, nAlarms: len(alarms), sites: map[string]SiteAgg{}, devices: devices, counts: counts}
 	for _, a := range alarms {
 		want.alarms[alarmText(a)]++
 		for _, start := range windowStarts(a.At) {
@@ -275,4 +282,38 @@ func cutWatermark(per [Partitions]time.Time, seen [Partitions]bool, idle int) ti
 		}
 		return low
 	}
+}
+
+// referenceReminders runs the reminders stage sequentially: a device's
+// follow-up timer fires before its next reading that comes after it (and
+// at the end), and fires again when a reading asks for it again, even at
+// a time already passed.
+func referenceReminders(sp SourceParams) map[string]int {
+	out := map[string]int{}
+	for dev, evs := range byDevice(sp) {
+		var (
+			s     Run
+			has   bool
+			last  time.Time
+			timer time.Time
+		)
+		fire := func() {
+			out[fmt.Sprintf("%s|%d|%d", dev, timer.UnixNano(), s.Readings)]++
+			timer = time.Time{}
+		}
+		for _, e := range evs {
+			if !timer.IsZero() && timer.Before(e.r.At) {
+				fire()
+			}
+			if has && timer.IsZero() && last.Add(TTL).Before(e.r.At) {
+				s, has = Run{}, false
+			}
+			s, timer = OnRunReading(s, e.r)
+			has, last = true, e.r.At
+		}
+		if !timer.IsZero() {
+			fire()
+		}
+	}
+	return out
 }
