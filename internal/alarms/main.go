@@ -198,7 +198,7 @@ func Reminders(byDev flows.KeyedStream[string, Reading], sink flows.Sink[Reminde
 // the sinks (nil: none).
 func Flow(src flows.Source[Reading], fragments int, idle time.Duration, alarmSink flows.Sink[Alarm],
 	windowSink flows.Sink[flows.WindowResult[string, SiteAgg]], countSink flows.Sink[flows.KV[string, int64]],
-	reminderSink flows.Sink[Reminder]) *flows.Flow {
+	reminderSink flows.Sink[Reminder], countAlarms bool) *flows.Flow {
 	f := flows.New("alarms", flows.WithFragments(fragments))
 	opts := []flows.SourceOption{flows.WithEventTime(func(r Reading) time.Time { return r.At }, MaxDelay)}
 	if idle > 0 {
@@ -209,6 +209,15 @@ func Flow(src flows.Source[Reading], fragments int, idle time.Duration, alarmSin
 	counts := flows.Count(byDev).View("counts")
 	if reminderSink != nil {
 		Reminders(byDev, reminderSink)
+	}
+	if alarmSink != nil && countAlarms {
+		// Every hundredth reading of a device is an alarm too, in the
+		// alarms' sink: one reading can make outputs of two operators there.
+		flows.To(flows.FlatMap(counts.Updates(), func(kv flows.KV[string, int64], emit func(Alarm)) {
+			if kv.Value%100 == 0 {
+				emit(Alarm{Dev: kv.Key, Site: SiteOf(kv.Key), Kind: "hundredth", N: kv.Value})
+			}
+		}), alarmSink, flows.OnCheckpoint())
 	}
 	if countSink != nil {
 		flows.To(counts.Updates(), countSink, flows.OnCheckpoint())
@@ -260,6 +269,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&sp.IdleEnd, "idle-end", 2*time.Second, "partition 2 ends this long after the source is made")
 	idle := fs.Duration("idle-timeout", 300*time.Millisecond, "a partition without readings this long is idle (0: never)")
 	reminders := fs.Bool("reminders", false, "add the reminders stage, its reminders to DATA/reminders")
+	countAlarms := fs.Bool("count-alarms", false, "every hundredth reading of a device is an alarm too (\"hundredth\", in DATA/alarms)")
 	var closers []func() error
 	defer func() {
 		for _, c := range closers {
@@ -298,7 +308,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			closers = append(closers, s.Close)
 			rs = s
 		}
-		return Flow(src, node.Fragments, *idle, as, ws, cs, rs), nil
+		return Flow(src, node.Fragments, *idle, as, ws, cs, rs, *countAlarms), nil
 	}, [][2]string{
 		{"/v1/views/sites?limit=20", "sites' windows"},
 		{"/v1/views/alarms", "alarms"},

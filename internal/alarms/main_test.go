@@ -1233,3 +1233,44 @@ func TestReminderFiredAgainHasItsOwnID(t *testing.T) {
 		t.Errorf("reminders sink: %d distinct reminders, want %d: %s", len(got), len(want), diffCounts(got, want))
 	}
 }
+
+// Two operators' outputs of one reading in one sink — a Process's,
+// which runs the reading once the watermark passes it, and a table's
+// update, made as it arrives — each have an id of their own: on three
+// nodes without a fault, every alarm is in the sink under its own id.
+func TestOneReadingsAlarmsOfTwoOperatorsHaveTheirOwnIDs(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate = 12_000
+	want := reference(sp)
+	var hundredths int
+	for _, n := range want.counts {
+		hundredths += int(n / 100)
+	}
+	nodes := startCluster(t, sp, "-count-alarms")
+	waitComplete(t, nodes[0].p.Base)
+	total := want.nAlarms + hundredths
+	var lines map[string][]string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		lines = sinkLines(t, "alarms", nodes)
+		var n int
+		for _, vs := range lines {
+			n += len(vs)
+		}
+		if n >= total || time.Now().After(deadline) {
+			break
+		}
+	}
+	var shared []string
+	n := 0
+	for id, vs := range lines {
+		n += len(vs)
+		if len(vs) > 1 && len(shared) < 3 {
+			shared = append(shared, fmt.Sprintf("%s holds %v", id, vs))
+		}
+	}
+	if len(lines) != total {
+		t.Errorf("alarms sink: %d alarms (%d of them hundredths) under %d ids, want %d; %s", n, hundredths, len(lines), total,
+			strings.Join(shared, "; "))
+	}
+}
