@@ -15,6 +15,12 @@
 // is a device's n-th depends on how the partitions interleave, so each
 // update's value is fixed only by the one history the sink must see.
 //
+// Two optional parts show how outputs are named: -reminders adds a
+// stage whose follow-up timer every reading of a run asks for again, at a
+// time already passed once the run is older (DATA/reminders), and
+// -count-alarms sends every hundredth reading of a device to the alarms'
+// sink too, so that one reading can make outputs of two operators there.
+//
 // Views: "devices" (keyed: every device's state, until it expires; none
 // once a bounded input ended), "sites" (windowed keyed: per site and
 // window, the alarms, bursts and the largest burst sum) and "alarms"
