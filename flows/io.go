@@ -149,7 +149,11 @@ type Output[T any] = flowcore.Output[T]
 //		Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
 //		Offset    int64 // CauseEvent: the event's offset
 //		Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
-//		Op        int   // timers and windows: the operator, in declaration order
+//		// Op: for timers and windows, the operator, in declaration order.
+//		// For CauseEvent, 0; or 1 + the operator that held the event back
+//		// and ran it later (a Process in event-time order), whose outputs
+//		// are then numbered apart from those the event made when it arrived.
+//		Op        int
 //		Key       string
 //		At        int64 // timers: the timer's time; windows: the window's end (unix ns)
 //		Index     int

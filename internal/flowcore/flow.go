@@ -282,20 +282,27 @@ func (c Cause) String() string {
 type OutputID struct {
 	Fragment  int // -1 for outputs before the key
 	Cause     Cause
-	Source    int    // CauseEvent: the input channel
-	Partition int    // CauseEvent: its partition (an exchange's: the upstream fragment)
-	Offset    int64  // CauseEvent: the event's offset
-	Record    int    // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
-	Op        int    // timers and windows: the operator, in declaration order
-	Key       string // timers and windows: the key; a window's early firings: "key@start"
-	At        int64  // timers: the timer's time; windows: the window's end (unix ns)
-	Index     int
+	Source    int   // CauseEvent: the input channel
+	Partition int   // CauseEvent: its partition (an exchange's: the upstream fragment)
+	Offset    int64 // CauseEvent: the event's offset
+	Record    int   // CauseEvent: the record's number among the event's in the fragment (FlatMap before KeyBy)
+	// Op: for timers and windows, the operator, in declaration order. For
+	// CauseEvent, 0; or 1 + the operator that held the event back and ran
+	// it later (a Process in event-time order), whose outputs are then
+	// numbered apart from those the event made when it arrived.
+	Op    int
+	Key   string // timers and windows: the key; a window's early firings: "key@start"
+	At    int64  // timers: the timer's time; windows: the window's end (unix ns)
+	Index int
 }
 
 // String is a stable, compact text form of the id: a message id or record
 // key for sinks that deduplicate.
 func (id OutputID) String() string {
 	if id.Cause == CauseEvent {
+		if id.Op > 0 {
+			return fmt.Sprintf("%d/e/%d/%d/%d/%d/h%d/%d", id.Fragment, id.Source, id.Partition, id.Offset, id.Record, id.Op-1, id.Index)
+		}
 		return fmt.Sprintf("%d/e/%d/%d/%d/%d/%d", id.Fragment, id.Source, id.Partition, id.Offset, id.Record, id.Index)
 	}
 	return fmt.Sprintf("%d/%s/%d/%d/%s/%d", id.Fragment, id.Cause, id.Op, id.At, id.Key, id.Index)

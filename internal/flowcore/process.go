@@ -115,21 +115,34 @@ const (
 // SetProcessingTimer asks for OnTimer to be called for this key once the
 // processing time reaches at. Setting the same time twice sets one timer.
 func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) {
-	c.op.set(c.key, ProcessingTime, at.UnixNano())
+	c.op.setTimer(c.key, ProcessingTime, at.UnixNano())
 }
 
 // DeleteProcessingTimer cancels the key's processing-time timer at at.
 func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
-	c.op.del(c.key, ProcessingTime, at.UnixNano())
+	c.op.delTimer(c.key, ProcessingTime, at.UnixNano())
 }
 
 // SetEventTimer asks for OnTimer to be called for this key once the
 // watermark reaches at. Event-time timers are deterministic: a replay fires
 // them at the same point of the stream.
-func (c *Context[K, S, O]) SetEventTimer(at time.Time) { c.op.set(c.key, EventTime, at.UnixNano()) }
+//
+// A timer set for a time the handler has already reached — at or before
+// the event's time in event-time order, the watermark otherwise, or the
+// time of the timer firing now (for processing time: the batch's
+// processing time) — and not pending fires as soon as the handler
+// returns, as part of what the handler runs for: its outputs are numbered
+// on from the handler's (OutputID). A key's timer at one time may so fire
+// more than once, each firing's outputs with ids of their own; a time
+// that is pending fires once, however often it is set.
+func (c *Context[K, S, O]) SetEventTimer(at time.Time) {
+	c.op.setTimer(c.key, EventTime, at.UnixNano())
+}
 
 // DeleteEventTimer cancels the key's event-time timer at at.
-func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) { c.op.del(c.key, EventTime, at.UnixNano()) }
+func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) {
+	c.op.delTimer(c.key, EventTime, at.UnixNano())
+}
 
 // ttlDomain and waitDomain are the internal timer domains that expire
 // state. A key's expiry (ttlDomain) is always at its last event time plus
@@ -181,6 +194,11 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
+	// While a handler runs: the time it has reached in each domain
+	// (by TimeDomain), and the timers it set for a time already reached,
+	// which fire as soon as it returns (setTimer).
+	reached [2]int64
+	dueNow  []procTimer
 	// entryBytes: the bytes per key of the last delta's blocks, to size
 	// the next one's array.
 	entryBytes int
@@ -613,7 +631,7 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 				ts = 0
 			}
 			fr.firing(CauseProcessingTimer, p.op, t.at, ts, p)
-			p.fireOne(fr, t)
+			p.fireOne(fr, t, fr.wm())
 		}
 		p.rearmKey(t.key, t.pk, 0)
 	}
@@ -654,20 +672,88 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 		}
 		if p.onTimer != nil {
 			fr.firing(CauseEventTimer, p.op, t.at, t.at, p)
-			p.fireOne(fr, t)
+			p.fireOne(fr, t, t.at)
 		}
 		p.rearmKey(t.key, t.pk, 1)
 	}
 }
 
-func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K]) {
+// fireOne fires timer t, the handler having reached event time reached
+// (setTimer), and then the timers it set for a time already reached.
+func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K], reached int64) {
+	p.enterHandler(fr, reached)
+	p.callTimer(fr, t.key, procTimer{t.at, t.dom})
+	p.fireDueNow(fr, t.key)
+}
+
+// callTimer calls OnTimer for key k's timer t; a panic makes the timer a
+// dead letter.
+func (p *procOp[K, S, O]) callTimer(fr *Fragment, k K, t procTimer) {
 	defer func() {
 		if v := recover(); v != nil {
-			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(t.key), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
+			fr.timerErr = append(fr.timerErr, fr.deadLetter(p.kc.Format(k), fmt.Sprintf("timer at %s", time.Unix(0, t.at).UTC()), v))
 		}
 	}()
-	p.ctx.enter(t.key, t.dom)
+	p.ctx.enter(k, t.dom)
 	p.onTimer(&p.ctx, time.Unix(0, t.at))
+}
+
+// enterHandler starts a handler that has reached event time reached and
+// the batch's processing time.
+func (p *procOp[K, S, O]) enterHandler(fr *Fragment, reached int64) {
+	p.reached = [2]int64{ProcessingTime: fr.now.UnixNano(), EventTime: reached}
+	p.dueNow = p.dueNow[:0]
+}
+
+// setTimer sets key k's timer of domain dom at at. A time the running
+// handler has already reached would otherwise fire at the next firing
+// under the id of an earlier firing at that time (the operator, the key
+// and the time: OutputID), or fire again after the key's events that the
+// handler comes before: it fires as soon as the handler returns, as part
+// of what the handler runs for, unless it is pending (set before, it
+// fires once).
+func (p *procOp[K, S, O]) setTimer(k K, dom TimeDomain, at int64) {
+	t := procTimer{at, dom}
+	if at > p.reached[dom] || p.pending(k, t) {
+		p.set(k, dom, at)
+		return
+	}
+	if !slices.Contains(p.dueNow, t) {
+		p.dueNow = append(p.dueNow, t)
+	}
+}
+
+// delTimer cancels key k's timer of domain dom at at, pending or due now.
+func (p *procOp[K, S, O]) delTimer(k K, dom TimeDomain, at int64) {
+	if i := slices.Index(p.dueNow, procTimer{at, dom}); i >= 0 {
+		p.dueNow = slices.Delete(p.dueNow, i, i+1)
+	}
+	p.del(k, dom, at)
+}
+
+// fireDueNow fires, after a handler of key k returned, the timers it set
+// for a time already reached, and those these set in turn, each time of
+// a domain once; their outputs are numbered on from the handler's.
+func (p *procOp[K, S, O]) fireDueNow(fr *Fragment, k K) {
+	if len(p.dueNow) == 0 || p.onTimer == nil {
+		p.dueNow = p.dueNow[:0]
+		return
+	}
+	var fired []procTimer
+	ts := fr.cur.TS
+	for len(p.dueNow) > 0 {
+		t := p.dueNow[0]
+		p.dueNow = slices.Delete(p.dueNow, 0, 1)
+		if slices.Contains(fired, t) {
+			continue
+		}
+		fired = append(fired, t)
+		if t.dom == EventTime {
+			fr.cur.TS = t.at
+		}
+		p.callTimer(fr, k, t)
+		fr.cur.TS = ts
+	}
 }
 
 // Processed is the result of Process: its output stream and its state.
@@ -728,25 +814,28 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		p.ctx = Context[K, S, O]{op: p, fr: fr, slot: -1}
 		fr.ops[op] = p
 		fr.addTimers(ks.stage, p)
-		// run runs an event at time at (see seen).
-		run := func(k K, v T, at int64) {
+		// run runs an event at time at (see seen), having reached event
+		// time reached (setTimer).
+		run := func(k K, v T, at, reached int64) {
 			due := ttl > 0 && p.seen(k, fr.cur.TS, at)
 			p.ctx.enter(k, EventTime)
+			p.enterHandler(fr, reached)
 			h.OnEvent(&p.ctx, v)
+			p.fireDueNow(fr, k)
 			if due {
 				p.expireDue(k, at)
 			}
 		}
 		if !ordered {
-			ks.subscribe(fr, func(k K, v T) { run(k, v, max(fr.cur.TS, fr.wm())) })
+			ks.subscribe(fr, func(k K, v T) { wm := fr.wm(); run(k, v, max(fr.cur.TS, wm), wm) })
 			return
 		}
-		buf := &eventBuffer[K, T]{fr: fr, codec: codec, run: func(k K, v T) { run(k, v, fr.cur.TS) }}
+		buf := &eventBuffer[K, T]{fr: fr, op: op, codec: codec, run: func(k K, v T) { run(k, v, fr.cur.TS, fr.cur.TS) }}
 		p.ord = buf
 		fr.ops[ordOp] = buf
 		ks.subscribe(fr, func(k K, v T) {
 			if wm := fr.wm(); wm != NoWatermark && fr.cur.TS <= wm {
-				run(k, v, wm) // late: it runs at once
+				run(k, v, wm, wm) // late: it runs at once
 				return
 			}
 			buf.add(k, v)
@@ -918,6 +1007,7 @@ func (h *bufHeap[K, T]) pop(into *buffered[K, T]) {
 // of an entry per event, keyed by its 28-byte place, still restore.)
 type eventBuffer[K comparable, T any] struct {
 	fr      *Fragment
+	op      int // the Process's operator (OutputID.Op of what it emits)
 	codec   *recsCodec[K, T]
 	run     func(k K, v T)
 	h       bufHeap[K, T]
@@ -1023,7 +1113,7 @@ func (b *eventBuffer[K, T]) applyNext(fr *Fragment) {
 		b.running = buffered[K, T]{}
 		return
 	}
-	fr.event(e.off, int(e.sub))
+	fr.released(e.off, int(e.sub), b.op)
 	b.cur, fr.failing = e, b
 	b.run(e.key, e.val)
 	b.cur, fr.failing = nil, nil

@@ -3,6 +3,7 @@ package flowcore
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Process timers: a key's pending timers live with the key, and each of
@@ -104,6 +105,12 @@ func (p *procTimers[K]) add(k K, t procTimer, touch bool) {
 func (p *procTimers[K]) push(k K, pk *procKey, h int, t procTimer) {
 	pk.due[h], pk.timed[h] = t, true
 	heapPush(&p.timers[h], timerKey[K]{at: t.at, key: k, dom: t.dom, pk: pk})
+}
+
+// pending reports whether key k has timer t.
+func (p *procTimers[K]) pending(k K, t procTimer) bool {
+	pk := p.keys[k]
+	return pk != nil && slices.Contains(pk.ts, t)
 }
 
 func (p *procTimers[K]) del(k K, dom TimeDomain, at int64) {

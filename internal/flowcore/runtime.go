@@ -122,6 +122,7 @@ type core struct {
 	causeAt  int64
 	causeKey interface{ firingKey() string }
 	record   int
+	held     int // CauseEvent: 0, or 1 + the operator that held the event back (OutputID.Op)
 	outIdx   int
 	frag     *Fragment // nil in readers
 	sinks    []interface {
@@ -136,7 +137,15 @@ type core struct {
 // event makes record rec of the input event at offset off the cause of
 // what is emitted next.
 func (c *core) event(off int64, rec int) {
-	c.cur.Offset, c.cause, c.record, c.outIdx = off, CauseEvent, rec, 0
+	c.cur.Offset, c.cause, c.record, c.held, c.outIdx = off, CauseEvent, rec, 0, 0
+}
+
+// released is event for an event that operator op held back and runs
+// now (a Process in event-time order): its outputs are numbered apart
+// from those the event made on arrival, which also started at 0.
+func (c *core) released(off int64, rec, op int) {
+	c.event(off, rec)
+	c.held = op + 1
 }
 
 // firing makes a timer or window of operator op, for the key k formats,
@@ -160,7 +169,7 @@ func (c *core) setOutputID(id *OutputID) {
 		id.Fragment = c.frag.id
 	}
 	if c.cause == CauseEvent {
-		id.Source, id.Partition, id.Offset, id.Record = c.cur.Source, c.cur.Partition, c.cur.Offset, c.record
+		id.Source, id.Partition, id.Offset, id.Record, id.Op = c.cur.Source, c.cur.Partition, c.cur.Offset, c.record, c.held
 	} else {
 		id.Op, id.At, id.Key = c.causeOp, c.causeAt, c.causeKey.firingKey()
 	}
