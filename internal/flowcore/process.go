@@ -194,10 +194,10 @@ type procOp[K comparable, S, O any] struct {
 	ttl     int64       // 0: state never expires
 	lastTS  map[K]int64 // with a TTL: each key's latest event time
 	ord     orderedInput[K]
-	// While a handler runs: the time it has reached in each domain
-	// (by TimeDomain), and the timers it set for a time already reached,
-	// which fire as soon as it returns (setTimer).
-	reached [2]int64
+	// While a handler runs: the event time it has reached (in processing
+	// time, the batch's), and the timers it set for a time already
+	// reached, which fire as soon as it returns (setTimer).
+	reached int64
 	dueNow  []procTimer
 	// entryBytes: the bytes per key of the last delta's blocks, to size
 	// the next one's array.
@@ -681,7 +681,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 // fireOne fires timer t, the handler having reached event time reached
 // (setTimer), and then the timers it set for a time already reached.
 func (p *procOp[K, S, O]) fireOne(fr *Fragment, t timerKey[K], reached int64) {
-	p.enterHandler(fr, reached)
+	p.enterHandler(reached)
 	p.callTimer(fr, t.key, procTimer{t.at, t.dom})
 	p.fireDueNow(fr, t.key)
 }
@@ -698,11 +698,13 @@ func (p *procOp[K, S, O]) callTimer(fr *Fragment, k K, t procTimer) {
 	p.onTimer(&p.ctx, time.Unix(0, t.at))
 }
 
-// enterHandler starts a handler that has reached event time reached and
-// the batch's processing time.
-func (p *procOp[K, S, O]) enterHandler(fr *Fragment, reached int64) {
-	p.reached = [2]int64{ProcessingTime: fr.now.UnixNano(), EventTime: reached}
-	p.dueNow = p.dueNow[:0]
+// enterHandler starts a handler that has reached event time reached (and
+// the batch's processing time).
+func (p *procOp[K, S, O]) enterHandler(reached int64) {
+	p.reached = reached
+	if len(p.dueNow) > 0 { // left by a handler that panicked
+		p.dueNow = p.dueNow[:0]
+	}
 }
 
 // setTimer sets key k's timer of domain dom at at. A time the running
@@ -714,7 +716,11 @@ func (p *procOp[K, S, O]) enterHandler(fr *Fragment, reached int64) {
 // fires once).
 func (p *procOp[K, S, O]) setTimer(k K, dom TimeDomain, at int64) {
 	t := procTimer{at, dom}
-	if at > p.reached[dom] || p.pending(k, t) {
+	reached := p.reached
+	if dom == ProcessingTime {
+		reached = p.ctx.fr.now.UnixNano()
+	}
+	if at > reached || p.pending(k, t) {
 		p.set(k, dom, at)
 		return
 	}
@@ -735,7 +741,10 @@ func (p *procOp[K, S, O]) delTimer(k K, dom TimeDomain, at int64) {
 // for a time already reached, and those these set in turn, each time of
 // a domain once; their outputs are numbered on from the handler's.
 func (p *procOp[K, S, O]) fireDueNow(fr *Fragment, k K) {
-	if len(p.dueNow) == 0 || p.onTimer == nil {
+	if len(p.dueNow) == 0 {
+		return
+	}
+	if p.onTimer == nil {
 		p.dueNow = p.dueNow[:0]
 		return
 	}
@@ -819,7 +828,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		run := func(k K, v T, at, reached int64) {
 			due := ttl > 0 && p.seen(k, fr.cur.TS, at)
 			p.ctx.enter(k, EventTime)
-			p.enterHandler(fr, reached)
+			p.enterHandler(reached)
 			h.OnEvent(&p.ctx, v)
 			p.fireDueNow(fr, k)
 			if due {
