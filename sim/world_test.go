@@ -14,6 +14,36 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
+// scheduleWorld is a flow on a simulated cluster that runSchedule drives
+// through a fault schedule, and what the flow should compute.
+type scheduleWorld interface {
+	// sim is the cluster the flow runs on.
+	sim() *sim.Cluster
+	// push appends n events to the input.
+	push(n int)
+	// end ends a bounded input: its last events arrive and its partitions
+	// close. It reports whether it did (false: the input goes on).
+	end() bool
+	// last is what arrives once the faults stop, before settle.
+	last()
+	// settle runs until the answer is exact, for at most limit, and
+	// returns what is still wrong then.
+	settle(limit time.Duration) []string
+}
+
+// worldMaker makes a world of the given shape (stages: 1 or 2, which a
+// world may ignore) on a cluster of cfg.
+type worldMaker func(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error)
+
+// newCountWorld is the world of counts and counts of counts.
+func newCountWorld(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error) {
+	return newWorld(cfg, fragments, parts, stages)
+}
+
+func (w *world) sim() *sim.Cluster { return w.c }
+func (w *world) end() bool         { return false } // unbounded
+func (w *world) last()             { w.push(100) }
+
 // world is a two-stage flow on a simulated cluster, and what it should
 // compute: events are counted per key (the view "counts"); every count's
 // update goes to a sink that delivers once a checkpoint covers it, keyed
