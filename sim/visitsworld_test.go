@@ -171,13 +171,18 @@ func (r *recorder[T]) Write(out []flows.Output[T]) error {
 	return nil
 }
 
+// contradicted reports the outputs delivered again with another value.
+func (r *recorder[T]) contradicted() []string {
+	if n := len(r.contradictions); n > 0 {
+		return []string{fmt.Sprintf("sink %s: %d outputs delivered again with another value, first %s", r.name, n, r.contradictions[0])}
+	}
+	return nil
+}
+
 // problems compares the values delivered, one per id, with want (a
 // multiset).
 func (r *recorder[T]) problems(want []string) []string {
-	var out []string
-	if n := len(r.contradictions); n > 0 {
-		out = append(out, fmt.Sprintf("sink %s: %d outputs delivered again with another value, first %s", r.name, n, r.contradictions[0]))
-	}
+	out := r.contradicted()
 	left := map[string]int{}
 	for _, v := range want {
 		left[v]++
@@ -424,7 +429,11 @@ func (w *visitsWorld) last()             { w.visitsFlow.end() }
 // expired.
 func (w *visitsWorld) problems() []string {
 	if !w.c.Converged() {
-		return []string{"not converged:\n" + w.c.Placement()}
+		out := []string{"not converged:\n" + w.c.Placement()}
+		for _, r := range []interface{ contradicted() []string }{w.visits, w.atOnce, w.windows, w.tooLate, w.counts} {
+			out = append(out, r.contradicted()...)
+		}
+		return out
 	}
 	out := w.outputProblems()
 	if w.ended {
@@ -447,11 +456,18 @@ func (w *visitsWorld) problems() []string {
 	return out
 }
 
+// settle runs until the answer is exact, or until a sink got an output
+// again with another value, which nothing undoes.
 func (w *visitsWorld) settle(limit time.Duration) []string {
 	var last []string
 	w.c.RunUntil(limit, 250*time.Millisecond, func() bool {
 		last = w.problems()
-		return len(last) == 0
+		return len(last) == 0 || w.contradicted()
 	})
 	return last
+}
+
+func (v *visitsFlow) contradicted() bool {
+	return len(v.visits.contradictions)+len(v.atOnce.contradictions)+len(v.windows.contradictions)+
+		len(v.tooLate.contradictions)+len(v.counts.contradictions) > 0
 }
