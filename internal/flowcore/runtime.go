@@ -442,12 +442,23 @@ func (r *Reader) Take(f int) *Batch {
 	return b
 }
 
-// RewindFor answers fragment f's request to read again from to: the reader
+// RewindFor answers fragment f's request to read again from to (f -1: the
+// reader's own, for every fragment, as when credits expired): the reader
 // rewinds if to is behind its position (every fragment then drops what it
-// applied before), and otherwise reminds f (Remind). It reports whether it
-// rewound.
+// applied before), and otherwise reminds f, or every fragment for -1
+// (Remind). A batch lost at the position — one that only told a fragment
+// where the partition starts or that it ended — is thus sent again: with
+// no reminder, a fragment whose only batch of a partition was that one
+// never learned the partition ended, and its timers and windows, and
+// every stage after it, waited for good (sim seed 885 of the visits
+// world). It reports whether it rewound.
 func (r *Reader) RewindFor(f int, to int64) (bool, error) {
 	if to >= r.cur.Offset {
+		if f < 0 {
+			for i := range r.remind {
+				r.remind[i] = true
+			}
+		}
 		r.Remind(f)
 		return false, nil
 	}
