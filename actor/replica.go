@@ -163,7 +163,13 @@ func (e *Engine) askHandoff(f int, owner string) {
 
 // handoffAsk answers a node waiting for a hand-off of a fragment this node
 // neither owns nor is placing: a placement being applied finishes first
-// (placeMu), so a hand-off it sends goes out before the answer.
+// (placeMu), so a hand-off it sends goes out before the answer. A copy of
+// the fragment in the store is handed off, for the asker to judge by its
+// lineage: it may be the fragment's newest state, whose outputs were
+// released — this node owned the fragment until it crashed or was
+// fenced, and the asker's own copy is older, or none (sim visits seeds
+// 409 and 498: the asker started an older lineage, or nothing, beside
+// it). Only a node with no copy answers that it has none.
 func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 	e := ra.e
 	if m.Flow != e.plan.Name() || int(m.Fragment) >= e.plan.Fragments() || m.ReplyTo == "" {
@@ -177,7 +183,13 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 	if owns {
 		return // it hands the fragment off when it places
 	}
-	c.Send(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), &wire.NoHandoff{Fragment: m.Fragment})
+	to := pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica")
+	if cp, ok, err := e.store.Full(e.plan.Name(), int(m.Fragment)); err == nil && ok {
+		e.handoffs.Add(1) // the asker confirms it as any hand-off (wire.HandoffDone)
+		e.sendCheckpoint(to, int(m.Fragment), cp, l.epoch, chunkHandoff, cp.Manifest.Epoch)
+		return
+	}
+	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment})
 }
 
 // offerMsg brings a stale fragment a copy another node had (Fetch).

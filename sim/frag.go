@@ -137,9 +137,14 @@ func (n *node) forward(f int, to string, epoch uint64) {
 // has the fragment to hand off: a node that restarted within the failure
 // detection window finds the others still count it as the owner of what
 // it owned before, and takes the placement over the running nodes as
-// the old one, naming owners that never had the fragment. One that says
-// it has none (it owns it neither now nor hands it off) ends the wait at
-// once: the fragment starts from its own copy, which a fragment
+// the old one, naming owners that never had the fragment. One that does
+// not own the fragment (now, nor hands it off) but keeps a copy of it
+// hands that copy off, which the asker judges by its lineage: the copy
+// may be the fragment's newest state, whose outputs were released — the
+// node owned the fragment before it crashed or was fenced (seeds 409
+// and 498 of the visits world started the fragment from an older
+// lineage, or from nothing, beside it). One that has none ends the wait
+// at once: the fragment starts from its own copy, which a fragment
 // downstream may prove stale (then it fetches a newer one).
 func (n *node) askHandoff(f int, owner string) {
 	c := n.c
@@ -150,6 +155,16 @@ func (n *node) askHandoff(f int, owner string) {
 	c.send(asker, owner, func(d *node) {
 		if d.fragment(f) != nil || d.pending[f] {
 			return // it hands the fragment off when it places
+		}
+		if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
+			data, from, dinc, placement := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0)
+			if d.placed != nil {
+				placement = d.placed.epoch
+			}
+			c.counts.Handoffs++
+			c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
+			c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc) })
+			return
 		}
 		c.send(d.name, asker, func(w *node) {
 			if w.inc != inc {
