@@ -153,9 +153,13 @@ func (n *node) askHandoff(f int, owner string) {
 	}
 	asker, inc := n.name, n.inc
 	c.send(asker, owner, func(d *node) {
-		if d.fragment(f) != nil || d.pending[f] {
+		if d.fragment(f) != nil {
 			return // it hands the fragment off when it places
 		}
+		// A hand-off it sent and that was not confirmed (pending) does
+		// not keep it from answering, as actor's handoffAsk: the
+		// confirmation may be lost, or the fragment moved on (seed 2403
+		// of the visits world waited and started an older lineage).
 		if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
 			data, from, dinc, placement := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0)
 			if d.placed != nil {
