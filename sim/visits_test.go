@@ -176,6 +176,12 @@ func TestFixedVisitSeeds(t *testing.T) {
 //     then late7=1").
 //   - 2037 (three nodes): as 275, n2 (the owner) killed and n3 (the
 //     standby) leaving 2.1s later; n1 started both fragments from nothing.
+//   - 2383 (four nodes, two fragments): a partition n1 n3 | n2 n4 left
+//     both fragments' owners and standbys (n2 and n4, each the other's)
+//     on the side without the lowest member; n3, then n1 alone while n3
+//     was paused, started both from nothing, and n2's and n4's copies
+//     came back after the heal ("sink counts: 224 outputs delivered again
+//     with another value").
 //
 // Cause: a fragment gained from a dead owner restores the gaining node's
 // own copy and starts (shard.Changes hands off only from a live owner;
@@ -192,7 +198,7 @@ func TestFixedVisitSeeds(t *testing.T) {
 // a copy stays unavailable until a member with one comes back, instead
 // of starting a lineage from nothing beside it (consistency over
 // availability, as the majority rule chose for partitions).
-var lostCopySeeds = []uint64{275, 1123, 1361, 2037}
+var lostCopySeeds = []uint64{275, 1123, 1361, 2037, 2383}
 
 // TestFragmentGainedFromDeadOwnerStartsFromNewestCopy replays
 // lostCopySeeds.
