@@ -116,9 +116,13 @@ type Handler[K comparable, T, S, O any] = flowcore.Handler[K, T, S, O]
 //
 //	func (c *Context[K, S, O]) SetEventTimer(at time.Time)
 //	    SetEventTimer asks for OnTimer to be called for this key once the watermark reaches at.
+//	    A time the handler has already reached (the event's time in event-time order, else the
+//	    watermark; a firing timer's time) that is not pending fires as soon as the handler returns,
+//	    its outputs numbered on from the handler's: each such firing has output ids of its own.
 //
 //	func (c *Context[K, S, O]) SetProcessingTimer(at time.Time)
 //	    SetProcessingTimer asks for OnTimer to be called for this key once the processing time reaches at.
+//	    A time at or before the batch's processing time that is not pending fires as soon as the handler returns.
 //
 //	func (c *Context[K, S, O]) SetState(s S)
 //	    SetState replaces the key's state.

@@ -114,6 +114,8 @@ const (
 
 // SetProcessingTimer asks for OnTimer to be called for this key once the
 // processing time reaches at. Setting the same time twice sets one timer.
+// A time at or before the batch's processing time that is not pending
+// fires as soon as the handler returns (see SetEventTimer).
 func (c *Context[K, S, O]) SetProcessingTimer(at time.Time) {
 	c.op.setTimer(c.key, ProcessingTime, at.UnixNano())
 }
@@ -128,13 +130,17 @@ func (c *Context[K, S, O]) DeleteProcessingTimer(at time.Time) {
 // them at the same point of the stream.
 //
 // A timer set for a time the handler has already reached — at or before
-// the event's time in event-time order, the watermark otherwise, or the
-// time of the timer firing now (for processing time: the batch's
-// processing time) — and not pending fires as soon as the handler
-// returns, as part of what the handler runs for: its outputs are numbered
-// on from the handler's (OutputID). A key's timer at one time may so fire
-// more than once, each firing's outputs with ids of their own; a time
-// that is pending fires once, however often it is set.
+// the event's time in event-time order (a late event's too), the
+// watermark otherwise, or the time of the timer firing now (for
+// processing time: the batch's processing time) — and not pending fires
+// as soon as the handler returns, as part of what the handler runs for:
+// its outputs are numbered on from the handler's (OutputID). A key's
+// timer at one time may so fire more than once, each firing's outputs
+// with ids of their own; a time that is pending fires once, however
+// often it is set. In event-time order what a handler has reached is
+// fixed by the input, and so are the ids; without it, by the watermark
+// (which, like the rest of what such a Process computes, may differ in a
+// replay: a sink needs OnCheckpoint to see one history).
 func (c *Context[K, S, O]) SetEventTimer(at time.Time) {
 	c.op.setTimer(c.key, EventTime, at.UnixNano())
 }
@@ -844,7 +850,12 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 		fr.ops[ordOp] = buf
 		ks.subscribe(fr, func(k K, v T) {
 			if wm := fr.wm(); wm != NoWatermark && fr.cur.TS <= wm {
-				run(k, v, wm, wm) // late: it runs at once
+				// Late: it runs at once, having reached its own time (as
+				// had it come in time), not the watermark, which a replay
+				// may find elsewhere: a timer it sets at a time between
+				// fires at the next firing, under the timer's id, as it
+				// would have.
+				run(k, v, wm, fr.cur.TS)
 				return
 			}
 			buf.add(k, v)
