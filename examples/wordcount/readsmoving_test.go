@@ -828,23 +828,7 @@ func TestReadsWhileNodeJoins(t *testing.T) {
 			"-fragments", "16", "-rate", "120000", "-checkpoint-interval", "200ms")
 		p.WaitURL(t)
 		probe(p.Base) // the new node answers for the cluster from the start
-		until(t, 30*time.Second, "the new node to run fragments", func() bool {
-			var st struct {
-				Fragments []struct {
-					Epoch         uint64
-					RestoredEpoch uint64 `json:"restored_epoch"`
-				}
-			}
-			if !exampletest.TryJSON(p.Base+"/v1/cluster?scope=local", &st) || len(st.Fragments) == 0 {
-				return false
-			}
-			for _, f := range st.Fragments {
-				if f.Epoch <= f.RestoredEpoch {
-					return false
-				}
-			}
-			return true
-		})
+		waitRunsFragments(t, p.Base, "the new node")
 	})
 }
 
@@ -878,22 +862,29 @@ func TestReadsWhileKilledNodeRejoins(t *testing.T) {
 		p := exampletest.Start(t, bin, args...)
 		p.WaitURL(t)
 		probe(p.Base)
-		until(t, 30*time.Second, "the restarted node to run fragments", func() bool {
-			var st struct {
-				Fragments []struct {
-					Epoch         uint64
-					RestoredEpoch uint64 `json:"restored_epoch"`
-				}
+		waitRunsFragments(t, p.Base, "the restarted node")
+	})
+}
+
+// waitRunsFragments waits until the node at base runs fragments, each
+// past the epoch it restored.
+func waitRunsFragments(t *testing.T, base, node string) {
+	t.Helper()
+	until(t, 30*time.Second, node+" to run fragments", func() bool {
+		var st struct {
+			Fragments []struct {
+				Epoch         uint64
+				RestoredEpoch uint64 `json:"restored_epoch"`
 			}
-			if !exampletest.TryJSON(p.Base+"/v1/cluster?scope=local", &st) || len(st.Fragments) == 0 {
+		}
+		if !exampletest.TryJSON(base+"/v1/cluster?scope=local", &st) || len(st.Fragments) == 0 {
+			return false
+		}
+		for _, f := range st.Fragments {
+			if f.Epoch <= f.RestoredEpoch {
 				return false
 			}
-			for _, f := range st.Fragments {
-				if f.Epoch <= f.RestoredEpoch {
-					return false
-				}
-			}
-			return true
-		})
+		}
+		return true
 	})
 }

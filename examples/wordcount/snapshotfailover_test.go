@@ -21,17 +21,7 @@ func TestSnapshotReadDuringFailoverAnswersOnceACutIsHad(t *testing.T) {
 	procs, _ := startCluster(t, bin, 3, "-seed", "59", "-fragments", "16", "-rate", "100000", "-checkpoint-interval", "200ms")
 	countedAtLeast(t, procs[0].Base, 50_000)
 	// The victim reads a source partition: a cut needs its reader.
-	victim := -1
-	for i, p := range procs {
-		var st struct{ Readers []struct{ Partition int } }
-		exampletest.GetJSON(t, p.Base+"/v1/cluster?scope=local", &st)
-		if len(st.Readers) > 0 {
-			victim = i
-		}
-	}
-	if victim < 0 {
-		t.Fatal("no node reads a partition")
-	}
+	victim := readerNode(t, procs)
 	var stay []int
 	for i := range procs {
 		if i != victim {
@@ -87,4 +77,22 @@ func TestSnapshotReadDuringFailoverAnswersOnceACutIsHad(t *testing.T) {
 		}
 	}
 	t.Logf("%d snapshot reads, %d answered late", len(answers), bad)
+}
+
+// readerNode is the index of a node in procs that reads a source
+// partition (the last one that does).
+func readerNode(t *testing.T, procs []*exampletest.Proc) int {
+	t.Helper()
+	victim := -1
+	for i, p := range procs {
+		var st struct{ Readers []struct{ Partition int } }
+		exampletest.GetJSON(t, p.Base+"/v1/cluster?scope=local", &st)
+		if len(st.Readers) > 0 {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatal("no node reads a partition")
+	}
+	return victim
 }

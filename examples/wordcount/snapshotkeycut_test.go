@@ -26,17 +26,7 @@ func TestSnapshotKeyReadCutNeverGoesBack(t *testing.T) {
 	bin := exampletest.Build(t, "wordcount")
 	procs, _ := startCluster(t, bin, 3, "-seed", "73", "-fragments", fmt.Sprint(frags), "-rate", "100000", "-checkpoint-interval", "1s")
 	countedAtLeast(t, procs[0].Base, 100_000)
-	victim := -1
-	for i, p := range procs {
-		var st struct{ Readers []struct{ Partition int } }
-		exampletest.GetJSON(t, p.Base+"/v1/cluster?scope=local", &st)
-		if len(st.Readers) > 0 {
-			victim = i
-		}
-	}
-	if victim < 0 {
-		t.Fatal("no node reads a partition")
-	}
+	victim := readerNode(t, procs)
 	// The most frequent word of every fragment.
 	keys := make([]string, frags)
 	for _, w := range Vocabulary {

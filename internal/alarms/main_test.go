@@ -269,11 +269,12 @@ func checkViews(t *testing.T, base string, want expected) {
 		t.Fatalf("%s: sites view cut short", base)
 	}
 	if !maps.Equal(got, want.sites) {
-		t.Errorf("%s: sites view: %d cells, want %d; differing: %s", base, len(got), len(want.sites), diffCells(got, want.sites))
+		t.Errorf("%s: sites view: %d cells, want %d; differing: %s", base, len(got), len(want.sites), diffMap(got, want.sites))
 	}
 }
 
-func diffCells(got, want map[string]SiteAgg) string {
+// diffMap lists (the first ten of) the keys where got and want differ.
+func diffMap[V comparable](got, want map[string]V) string {
 	var d []string
 	for k, w := range want {
 		if g, ok := got[k]; !ok || g != w {
@@ -418,7 +419,7 @@ func checkSinks(t *testing.T, nodes []*node, want expected) {
 		gotWindows[c] = r.Value
 	}
 	if !maps.Equal(gotWindows, want.sites) {
-		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), diffCells(gotWindows, want.sites))
+		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), diffMap(gotWindows, want.sites))
 	}
 }
 
@@ -688,7 +689,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					ends, refs := atCut(devices.Cut)
 					if devices.More || !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.devices, got) }) {
 						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' (the first: %s)",
-							n.name, ends, devices.Stale, devices.More, len(got), len(refs), diffDevices(got, refs[0].devices))
+							n.name, ends, devices.Stale, devices.More, len(got), len(refs), diffMap(got, refs[0].devices))
 					}
 				}
 			}
@@ -742,7 +743,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					}
 					if !maps.Equal(got, want.sites) {
 						t.Errorf("%s answered sites complete (%s) with %d cells, want %d: %s", n.name, q, len(got), len(want.sites),
-							diffCells(got, want.sites))
+							diffMap(got, want.sites))
 					}
 				}
 				if q != "" && sites.Cut != nil {
@@ -759,7 +760,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					ends, refs := atCut(sites.Cut)
 					if !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.sites, got) }) {
 						t.Errorf("%s answered sites at the cut %v (stale %v) with %d cells, none of the %d watermarks' (the first: %s)", n.name,
-							ends, sites.Stale, len(got), len(refs), diffCells(got, refs[0].sites))
+							ends, sites.Stale, len(got), len(refs), diffMap(got, refs[0].sites))
 					}
 				}
 			}
@@ -838,25 +839,6 @@ func waitAllRead(t *testing.T, nodes []*node, sp SourceParams) clusterState {
 		return false
 	})
 	return st
-}
-
-func diffDevices(got, want map[string]Device) string {
-	var d []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok || g != w {
-			d = append(d, fmt.Sprintf("%s got %+v (present %v) want %+v", k, g, ok, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("%s got %+v, want none", k, g))
-		}
-	}
-	slices.Sort(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
-	}
-	return strings.Join(d, "; ")
 }
 
 // countsAnswer is an answer of the keyed view counts.
