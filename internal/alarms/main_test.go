@@ -252,7 +252,7 @@ func checkViews(t *testing.T, base string, want expected) {
 			len(devices.Entries), devices.Complete, devices.Entries[:min(len(devices.Entries), 5)])
 	}
 	if got := getCounts(t, base); !maps.Equal(got, want.counts) {
-		t.Errorf("%s: counts view: %d devices, want %d: %s", base, len(got), len(want.counts), diffInts(got, want.counts))
+		t.Errorf("%s: counts view: %d devices, want %d: %s", base, len(got), len(want.counts), diffMap(got, want.counts))
 	}
 	var sites sitesAnswer
 	exampletest.GetJSON(t, base+"/v1/views/sites?limit=100000", &sites)
@@ -706,7 +706,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					snapshots++
 					if counts.More || !maps.Equal(got, at) {
 						t.Errorf("%s answered counts at the cut %v (stale %v, more %v) with %d devices: %s", n.name, ends, counts.Stale,
-							counts.More, len(got), diffInts(got, at))
+							counts.More, len(got), diffMap(got, at))
 					}
 				} else {
 					// A latest answer holds at least the readings below its
@@ -870,25 +870,6 @@ func getCounts(t *testing.T, base string) map[string]int64 {
 		t.Fatalf("%s: counts view cut short", base)
 	}
 	return a.values()
-}
-
-func diffInts(got, want map[string]int64) string {
-	var d []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok || g != w {
-			d = append(d, fmt.Sprintf("%s got %d (present %v) want %d", k, g, ok, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("%s got %d, want none", k, g))
-		}
-	}
-	slices.Sort(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
-	}
-	return strings.Join(d, "; ")
 }
 
 // A node stopped with SIGSTOP mid-input until the others placed its
