@@ -78,22 +78,7 @@ func TestCountOfCountsEqualsReference(t *testing.T) {
 		if rapid.Bool().Draw(t, "network faults") {
 			d.Faults = flowstest.Faults{Rand: rand.New(rand.NewPCG(rng.Uint64(), 2)), Drop: 0.05, Duplicate: 0.2, Reorder: 0.3}
 		}
-		pos := make([]int, partitions)
-		for more := true; more; {
-			more = false
-			for p := range words {
-				n := min(len(words[p])-pos[p], 1+rng.IntN(60))
-				in.Push(p, words[p][pos[p]:pos[p]+n]...)
-				pos[p] += n
-				more = more || pos[p] < len(words[p])
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
-			if err := randomFault(d, rng, 5); err != nil {
-				t.Fatal(err)
-			}
-		}
+		must(t, pushInChunks(d, in, words, rng, 60))
 		in.Close()
 		if err := d.Crash(rng.IntN(fragments)); err != nil {
 			t.Fatal(err)

@@ -76,6 +76,29 @@ func randomFault(d *flowstest.Driver, rng *rand.Rand, n int) error {
 	return nil
 }
 
+// pushInChunks pushes parts[p] to partition p of in, a chunk of 1 to most
+// events of each partition in turn, and after each round drains d and
+// takes a random fault (randomFault, one in five).
+func pushInChunks[T any](d *flowstest.Driver, in *flowstest.Input[T], parts [][]T, rng *rand.Rand, most int) error {
+	pos := make([]int, len(parts))
+	for more := true; more; {
+		more = false
+		for p := range parts {
+			n := min(len(parts[p])-pos[p], 1+rng.IntN(most))
+			in.Push(p, parts[p][pos[p]:pos[p]+n]...)
+			pos[p] += n
+			more = more || pos[p] < len(parts[p])
+		}
+		if err := d.Drain(); err != nil {
+			return err
+		}
+		if err := randomFault(d, rng, 5); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // must fails the test on err.
 func must(t interface {
 	Helper()

@@ -105,22 +105,7 @@ func TestProcessSessionsInEventTimeOrderEqualReference(t *testing.T) {
 		}
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 40).Draw(t, "batch")
-		pos := make([]int, partitions)
-		for more := true; more; {
-			more = false
-			for p := range parts {
-				n := min(len(parts[p])-pos[p], 1+rng.IntN(50))
-				in.Push(p, parts[p][pos[p]:pos[p]+n]...)
-				pos[p] += n
-				more = more || pos[p] < len(parts[p])
-			}
-			if err := d.Drain(); err != nil {
-				t.Fatal(err)
-			}
-			if err := randomFault(d, rng, 5); err != nil {
-				t.Fatal(err)
-			}
-		}
+		must(t, pushInChunks(d, in, parts, rng, 50))
 		in.Close()
 		if rng.IntN(2) == 0 {
 			// Right as the end of the input makes every timer due.

@@ -323,17 +323,7 @@ func runWinCase(t *rapid.T, c winCase) {
 	defer d.Close()
 	d.BatchSize = c.batch
 	must(t, runOps(d, in, c.ops))
-	in.Close()
-	if c.crashAtEnd >= 0 {
-		must(t, d.Crash(c.crashAtEnd))
-	}
-	must(t, d.Drain())
-	if c.restartAtEnd {
-		must(t, d.Restart())
-	}
-	must(t, d.Settle())
-	must(t, d.Checkpoint())
-	must(t, d.Settle())
+	must(t, c.end(d, in.Close))
 
 	format := func(r flows.WindowResult[string, wstats]) string {
 		return fmt.Sprintf("%s %d %d %v %v", r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing)
@@ -615,17 +605,7 @@ func TestStateTTLTablesEqualSequentialReference(t *testing.T) {
 				t.Fatalf("view %s before the end differs from the reference:\n%s", view, diffLines(got, wantLeft[i]))
 			}
 		}
-		in.Close()
-		if c.crashAtEnd >= 0 {
-			must(t, d.Crash(c.crashAtEnd))
-		}
-		must(t, d.Drain())
-		if c.restartAtEnd {
-			must(t, d.Restart())
-		}
-		must(t, d.Settle())
-		must(t, d.Checkpoint())
-		must(t, d.Settle())
+		must(t, c.end(d, in.Close))
 		for i, view := range []string{"count", "agg", "reduce"} {
 			if got := sinks[i](); !slices.Equal(got, wantUpdates[i]) {
 				t.Fatalf("%s updates differ from the reference:\n%s", view, diffLines(got, wantUpdates[i]))
@@ -673,4 +653,30 @@ func refWatermark(maxTS []int64, delay time.Duration) int64 {
 		low = min(low, m-int64(delay))
 	}
 	return low
+}
+
+// end closes the input (closeInput) and runs the case's end: a fragment
+// crashed before the last drain, a restart after it, and the settling
+// with a checkpoint between.
+func (c winCase) end(d *flowstest.Driver, closeInput func()) error {
+	closeInput()
+	if c.crashAtEnd >= 0 {
+		if err := d.Crash(c.crashAtEnd); err != nil {
+			return err
+		}
+	}
+	if err := d.Drain(); err != nil {
+		return err
+	}
+	if c.restartAtEnd {
+		if err := d.Restart(); err != nil {
+			return err
+		}
+	}
+	for _, step := range []func() error{d.Settle, d.Checkpoint, d.Settle} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

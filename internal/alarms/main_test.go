@@ -161,6 +161,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// watchedCluster starts the skewed flow on three nodes at rate readings
+// a second (args: more flags) with a watch of their answers until they
+// complete (watchComplete), and returns its input and the reference.
+func watchedCluster(t *testing.T, rate float64, args ...string) (SourceParams, expected, []*node) {
+	t.Helper()
+	sp := testParams
+	sp.Rate = rate
+	want := reference(sp)
+	nodes := startCluster(t, sp, args...)
+	watchComplete(t, nodes, sp, want)
+	return sp, want, nodes
+}
+
+// waitRead waits until n says the readers have read at least least
+// readings in all, and returns the cluster state that says so.
+func waitRead(t *testing.T, n *node, least int64) clusterState {
+	t.Helper()
+	var st clusterState
+	waitFor(t, fmt.Sprintf("%d readings read", least), func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(n.p.Base+"/v1/cluster", &st) && read(st) >= least
+	})
+	return st
+}
+
+// waitOwnsNone waits until n's placement gives node name no fragment,
+// and returns the cluster state that says so.
+func waitOwnsNone(t *testing.T, n *node, name string) clusterState {
+	t.Helper()
+	var st clusterState
+	waitFor(t, "the others own every fragment", func() bool {
+		st = clusterState{}
+		return exampletest.TryJSON(n.p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, name) == 0
+	})
+	return st
+}
+
 // read is how far the readers have read, in all.
 func read(st clusterState) int64 {
 	var n int64
@@ -471,11 +508,7 @@ func state(t *testing.T, base string) clusterState {
 // reference's views and sink outputs.
 func TestThreeNodesSkewedExact(t *testing.T) {
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 12_000
-	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, sp, want)
+	_, want, nodes := watchedCluster(t, 12_000)
 	checkExact(t, nodes, want)
 }
 
@@ -483,16 +516,8 @@ func TestThreeNodesSkewedExact(t *testing.T) {
 // the middle of the input: the two others end exact.
 func TestHotReaderOwnerKilledExact(t *testing.T) {
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 10_000
-	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, sp, want)
-	var st clusterState
-	waitFor(t, "a third of the input read", func() bool {
-		st = clusterState{}
-		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/3
-	})
+	sp, want, nodes := watchedCluster(t, 10_000)
+	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/3)
 	victim := victimOf(t, nodes, st.Placement.Readers[0])
 	victim.kill(t)
 	t.Logf("%s killed with %d of %d readings read; it owned %d fragments", victim.name, read(st), sp.Hot+sp.Warm,
@@ -504,11 +529,7 @@ func TestHotReaderOwnerKilledExact(t *testing.T) {
 // reading, before or about the final checkpoints: the others end exact.
 func TestNodeKilledAtEndOfInputExact(t *testing.T) {
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 12_000
-	want := reference(sp)
-	nodes := startCluster(t, sp, "-checkpoint-interval", "1s")
-	watchComplete(t, nodes, sp, want)
+	sp, want, nodes := watchedCluster(t, 12_000, "-checkpoint-interval", "1s")
 	var st clusterState
 	// The hot device's fragment's owner, once the last readings are read.
 	hot := hotOwner(t, nodes)
@@ -524,23 +545,12 @@ func TestNodeKilledAtEndOfInputExact(t *testing.T) {
 // cluster ends exact.
 func TestNodeKilledAndRestartedExact(t *testing.T) {
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 4_000
-	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, sp, want)
-	var st clusterState
-	waitFor(t, "a fifth of the input read", func() bool {
-		st = clusterState{}
-		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/5
-	})
+	sp, want, nodes := watchedCluster(t, 4_000)
+	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/5)
 	victim := nodes[2]
 	victim.kill(t)
 	t.Logf("%s killed with %d of %d readings read; it owned %d fragments", victim.name, read(st), sp.Hot+sp.Warm, owned(st, victim.name))
-	waitFor(t, "the others own every fragment", func() bool {
-		st = clusterState{}
-		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, victim.name) == 0
-	})
+	st = waitOwnsNone(t, nodes[0], victim.name)
 	t.Logf("failed over with %d readings read", read(st))
 	victim.start(t, exampletest.Build(t, "alarms"), nodes[0].gossip)
 	waitFor(t, "the restarted node owns fragments", func() bool {
@@ -879,25 +889,14 @@ func getCounts(t *testing.T, base string) map[string]int64 {
 // count updates show one history.
 func TestNodeStalledAndResumedExact(t *testing.T) {
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 4_000
-	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, sp, want)
-	var st clusterState
-	waitFor(t, "a fifth of the input read", func() bool {
-		st = clusterState{}
-		return exampletest.TryJSON(nodes[0].p.Base+"/v1/cluster", &st) && read(st) >= (sp.Hot+sp.Warm)/5
-	})
+	sp, want, nodes := watchedCluster(t, 4_000)
+	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/5)
 	victim := victimOf(t, nodes, hotOwner(t, nodes))
 	if err := victim.p.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	live := nodes[(slices.Index(nodes, victim)+1)%3]
-	waitFor(t, "the others own every fragment", func() bool {
-		st = clusterState{}
-		return exampletest.TryJSON(live.p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, victim.name) == 0
-	})
+	st = waitOwnsNone(t, live, victim.name)
 	if err := victim.p.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -923,11 +922,7 @@ func TestRollingKillsExact(t *testing.T) {
 		t.Skip("open defect: rolling kills stall a fragment now and then (see the comment); -rollingkills runs it")
 	}
 	t.Parallel()
-	sp := testParams
-	sp.Rate = 3_000
-	want := reference(sp)
-	nodes := startCluster(t, sp)
-	watchComplete(t, nodes, sp, want)
+	_, want, nodes := watchedCluster(t, 3_000)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("ALARMS_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -947,10 +942,7 @@ func TestRollingKillsExact(t *testing.T) {
 		victim.kill(t)
 		wait := rng.IntN(2) == 0
 		if wait {
-			waitFor(t, "the others own every fragment", func() bool {
-				st = clusterState{}
-				return exampletest.TryJSON(live.p.Base+"/v1/cluster", &st) && len(st.Placement.Fragments) > 0 && owned(st, victim.name) == 0
-			})
+			st = waitOwnsNone(t, live, victim.name)
 		}
 		victim.start(t, bin, live.gossip)
 		t.Logf("%s killed with %d readings read and started again (after failover: %v)", victim.name, read(st), wait)
