@@ -791,8 +791,7 @@ func TestClusterKilledAtEndOfInputExact(t *testing.T) {
 	sp.Rate = 12_000
 	want := reference(sp)
 	nodes := startCluster(t, sp, "-checkpoint-interval", "1s")
-	var st clusterState
-	st = waitAllRead(t, nodes, sp)
+	st := waitAllRead(t, nodes, sp)
 	for _, n := range nodes {
 		n.p.Cmd.Process.Signal(syscall.SIGKILL)
 	}
@@ -890,13 +889,13 @@ func getCounts(t *testing.T, base string) map[string]int64 {
 func TestNodeStalledAndResumedExact(t *testing.T) {
 	t.Parallel()
 	sp, want, nodes := watchedCluster(t, 4_000)
-	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/5)
+	waitRead(t, nodes[0], (sp.Hot+sp.Warm)/5)
 	victim := victimOf(t, nodes, hotOwner(t, nodes))
 	if err := victim.p.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	live := nodes[(slices.Index(nodes, victim)+1)%3]
-	st = waitOwnsNone(t, live, victim.name)
+	st := waitOwnsNone(t, live, victim.name)
 	if err := victim.p.Cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
