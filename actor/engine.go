@@ -252,10 +252,13 @@ type Engine struct {
 	// malformed counts messages from other nodes that did not decode or
 	// were for another flow; handoffs the hand-offs sent and not yet
 	// confirmed by the new owner; handedOff, per fragment, the placement
-	// epoch of a hand-off that arrived before its placement (placeMu).
-	malformed atomic.Int64
-	handoffs  atomic.Int64
-	handedOff map[int]uint64
+	// epoch of a hand-off that arrived before its placement, and
+	// handedOffFrom the sender's remote address, to confirm it to
+	// (placeMu).
+	malformed     atomic.Int64
+	handoffs      atomic.Int64
+	handedOff     map[int]uint64
+	handedOffFrom map[int]string
 
 	// superseded are this node's own copies that a hand-off of a newer
 	// lineage replaced although they held a later checkpoint (supMu):
@@ -295,7 +298,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),
-		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, superseded: map[int]*recovery.Checkpoint{}}
+		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, handedOffFrom: map[int]string{}, superseded: map[int]*recovery.Checkpoint{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err
@@ -396,7 +399,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			l.local = append(l.local, -1)
 			continue
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, cl.awaitHandoff(i))
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, cl.awaitHandoff(i), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -552,7 +555,7 @@ func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
 // spawnFragment starts fragment i's actor from its restored state. A
 // fragment that waits for a hand-off takes no input until its old owner's
 // last checkpoint arrives (or handoffWait passes).
-func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool) (*pa.PID, *FragmentStats, error) {
+func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather []string) (*pa.PID, *FragmentStats, error) {
 	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
 	st.RestoredEpoch.Store(r.Manifest.Epoch)
 	st.RestoredEvents.Store(r.Manifest.Events)
@@ -578,6 +581,9 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// A fragment that starts empty checkpoints its whole state first.
 		fromEmpty:   e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
 		waitCounted: waitHandoff}
+	if gather != nil {
+		fa.gather = recovery.NewGather[handoffMsg](gather)
+	}
 	st.fa = fa
 	if waitHandoff {
 		e.drainCount(+1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,14 @@ type fragmentActor struct {
 	pauses         uint64   // the node's pauses the fragment has handled (pause.go)
 	waits          uint64   // waits for a hand-off begun: a timeout ends only the latest
 	waitCounted    bool     // a wait for a hand-off is counted against the drain
+	// gather: gained from an owner that died, the fragment waits for the
+	// copies of the live members it asked (recovery.Gather).
+	gather *recovery.Gather[handoffMsg]
+	// confirms: the nodes (remote addresses) whose hand-off the fragment
+	// took, to confirm once its first checkpoint after confirmAfter is
+	// settled (recovery.Machine.Settled).
+	confirms     []string
+	confirmAfter uint64
 
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
@@ -173,7 +182,12 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case offerMsg:
 		fa.offer(c, msg)
 	case noHandoffMsg:
-		if m.Waiting() && !m.Stale() && !m.Resuming() {
+		if fa.gather != nil && m.Waiting() && !m.Stale() {
+			fa.gather.None(msg.from)
+			if fa.gather.Done() {
+				fa.endGather(c)
+			}
+		} else if m.Waiting() && !m.Stale() && !m.Resuming() {
 			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
 			fa.endWait()
 			m.SetNow(fa.e.cfg.Now())
@@ -203,10 +217,18 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case ckptReq:
 		fa.requestCheckpoint(c, msg.final)
+	case confirmLaterMsg:
+		fa.confirmLater(msg.replyTo)
 	case *wire.Release:
 		fa.release(c, msg)
 	case epochMsg:
 		m.Placement(msg.epoch)
+		if fa.gather != nil && m.Waiting() && !m.Stale() {
+			fa.gather.Left(func(name string) bool { return slices.Contains(msg.live, name) })
+			if fa.gather.Done() {
+				fa.endGather(c)
+			}
+		}
 	case startMsg:
 		m.SetNow(fa.e.cfg.Now())
 		if msg.replay {
@@ -227,6 +249,11 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case pausedMsg:
 		// checkPause did the work.
 	case handoffTimeoutMsg:
+		if msg.wait == fa.waits && fa.gather != nil && m.Waiting() && !m.Stale() {
+			fa.e.cfg.Logger.Warn("not every live member answered with its copy of the fragment: starting from the newest that came",
+				"fragment", fa.id, "unanswered", fa.gather.Pending())
+			fa.endGather(c)
+		}
 		if msg.wait == fa.waits && m.Waiting() && !m.Stale() {
 			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
 			fa.endWait()
@@ -247,6 +274,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		return
 	}
 	fa.carry(c)
+	fa.confirmHandoffs(c)
 	fa.settleReleases(c)
 	fa.flushEnded(c)
 	if len(fa.waiters) > 0 && !m.Writing() {
@@ -264,6 +292,28 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		// fragments first: a round trip) may be taken now.
 		fa.checkpoint(c, true)
 	}
+}
+
+// confirmLater confirms the hand-off of the node at replyTo once the
+// fragment's state since now is on two nodes (confirms).
+func (fa *fragmentActor) confirmLater(replyTo string) {
+	if replyTo == "" {
+		return
+	}
+	fa.confirms = append(fa.confirms, replyTo)
+	fa.confirmAfter = fa.m.Epoch()
+}
+
+// confirmHandoffs sends the hand-off confirmations that wait for a
+// settled checkpoint, once there is one.
+func (fa *fragmentActor) confirmHandoffs(c pa.Context) {
+	if len(fa.confirms) == 0 || !fa.m.Settled(fa.confirmAfter) {
+		return
+	}
+	for _, to := range fa.confirms {
+		c.Send(pa.NewPID(to, fa.e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
+	}
+	fa.confirms = nil
 }
 
 // endWait ends a wait for a hand-off counted against the drain.
@@ -581,6 +631,16 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 			c.Send(pa.NewPID(msg.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
 		}
 	}
+	if fa.gather != nil && m.Waiting() {
+		dropped, _, ok := fa.gather.Copy(msg.from, msg.lineage, msg)
+		if ok && dropped.replyTo != "" {
+			c.Send(pa.NewPID(dropped.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
+		}
+		if fa.gather.Done() {
+			fa.endGather(c)
+		}
+		return
+	}
 	if m.Resuming() {
 		fa.pendingHandoff = &msg // after the restore that follows the pause
 		return
@@ -619,7 +679,31 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		return
 	}
 	fa.endWait()
-	done()
+	fa.confirmLater(msg.replyTo)
+}
+
+// endGather starts a fragment that gathered the live members' copies
+// from the newest offered, judged as any hand-off against its own copy,
+// or from its own copy if none was offered.
+func (fa *fragmentActor) endGather(c pa.Context) {
+	g := fa.gather
+	fa.gather = nil
+	best, _, from, ok := g.Best()
+	fa.e.cfg.Logger.Debug("gathered the copies of a fragment gained from a dead owner", "fragment", fa.id,
+		"offered", ok, "from", from, "unanswered", g.Pending())
+	if ok {
+		fa.handedOff(c, best)
+		return
+	}
+	if fa.m.Resuming() {
+		// It restores after a pause first: the wait ends later.
+		fa.waits++
+		fa.e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+		return
+	}
+	fa.endWait()
+	fa.m.SetNow(fa.e.cfg.Now())
+	fa.m.StopWaiting()
 }
 
 // offer takes a copy another node had, if the fragment is stale and the

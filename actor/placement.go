@@ -2,6 +2,7 @@ package actor
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -11,8 +12,12 @@ import (
 )
 
 // epochMsg tells a fragment the placement epoch: batches of an older one
-// are fenced from now on.
-type epochMsg struct{ epoch uint64 }
+// are fenced from now on. live: the placement's live members (a gathering
+// fragment stops waiting for the others, recovery.Gather.Left).
+type epochMsg struct {
+	epoch uint64
+	live  []string
+}
 
 // movedMsg tells a reader the fragments whose owner changed: their
 // unacknowledged batches went to the old owner, so their credits come back
@@ -33,10 +38,11 @@ func placementPlan(old, cl *ClusterConfig) []shard.Change {
 }
 
 // Place applies a new placement (of a newer epoch): fragments this node
-// lost take a final checkpoint and stop; fragments it gained restore their
-// newest local checkpoint (a standby copy, or an old one of its own, or
-// none) and start, and the readers replay what they miss, since a gap
-// makes a fragment ask for a rewind; source partitions move the same way.
+// lost take a final checkpoint and stop; fragments it gained start from
+// their old owner's hand-off if it lives, else from the newest copy the
+// live members and this node keep (recovery.Gather), and the readers
+// replay what they miss, since a gap makes a fragment ask for a rewind;
+// source partitions move the same way.
 // Every reader routes to the new owners from the next batch on.
 func (e *Engine) Place(cl *ClusterConfig) error { return e.place(cl, false) }
 
@@ -72,6 +78,15 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
 	e.awaitRemotes(cl)
 	plan := placementPlan(e.cfg.Cluster, cl)
+	var others []string // the live members but this node, whose copies a fragment gained from a dead owner gathers
+	for _, m := range [2]map[string]string{cl.Remotes, cl.Leaving} {
+		for name := range m {
+			if name != self && !slices.Contains(others, name) {
+				others = append(others, name)
+			}
+		}
+	}
+	slices.Sort(others)
 	e.cfg.Cluster = cl
 	e.placeAlerts(cl)
 	l := &layout{epoch: cl.Epoch}
@@ -90,7 +105,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			l.route = append(l.route, old.frags[i])
 			l.frags = append(l.frags, old.frags[i])
 			l.fstats = append(l.fstats, old.fstats[i])
-			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch})
+			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch, live: others})
 		case shard.Lose:
 			lost = append(lost, f)
 			l.local = append(l.local, -1)
@@ -99,21 +114,34 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			// From a live owner (one that left the placement or is
 			// leaving), the fragment is handed off: it waits for that
 			// owner's last checkpoint, unless it came already. From a dead
-			// one it starts from the standby copy in the local store.
+			// one it gathers the copies of the live members and starts
+			// from the newest, its own among them (recovery.Gather).
 			gained = append(gained, f)
-			wait := !resume && plan[f].Handoff && e.handedOff[f] < cl.Epoch
+			var gather []string
+			if !resume && plan[f].Orphaned {
+				gather = others
+			}
+			wait := len(gather) > 0 || (!resume && plan[f].Handoff && e.handedOff[f] < cl.Epoch)
 			delete(e.handedOff, f)
+			confirm, took := e.handedOffFrom[f]
+			delete(e.handedOffFrom, f)
 			r, err := recovery.Restore(e.store, e.plan, f)
 			if err != nil {
 				return err
 			}
-			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait)
+			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait, gather)
 			if err != nil {
 				return err
 			}
 			started, replay = append(started, pid), append(replay, !wait)
-			if wait {
-				defer e.askHandoff(f, plan[f].From) // once the layout routes to it
+			if took {
+				e.sys.Root.Send(pid, confirmLaterMsg{replyTo: confirm})
+			}
+			for _, m := range gather {
+				defer e.askHandoff(f, m) // once the layout routes to it
+			}
+			if wait && gather == nil {
+				defer e.askHandoff(f, plan[f].From)
 			}
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)
@@ -122,7 +150,13 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 		default:
 			l.local = append(l.local, -1)
 			l.route = append(l.route, e.pidOf(owner, e.fragName(f)))
-			e.forwardHandoff(f, owner, cl.Epoch)
+			_, leaving := cl.Leaving[self]
+			if !e.forwardHandoff(f, owner, cl.Epoch) && leaving && plan[f].Orphaned {
+				// The new owner gathers the live members' copies, and
+				// this node may be gone before it asks: it hands its
+				// copy off unasked, and stays until that is confirmed.
+				e.handOffCopy(f, owner, cl.Epoch)
+			}
 		}
 	}
 	// Fragments that moved away: a final checkpoint, stop, and hand the

@@ -86,16 +86,36 @@ func (e *Engine) handOff(frag int, to *pa.PID, placement, lineage uint64) error 
 // simulation: two nodes joining at once, the first handed a fragment that
 // the placement then gave the second, which waited 10 s and started from
 // its own older copy.)
-func (e *Engine) forwardHandoff(f int, owner string, placement uint64) {
+func (e *Engine) forwardHandoff(f int, owner string, placement uint64) bool {
 	if _, ok := e.handedOff[f]; !ok || owner == "" || owner == e.self {
-		return
+		return false
 	}
 	delete(e.handedOff, f)
+	delete(e.handedOffFrom, f)
 	if err := e.handOff(f, e.pidOf(owner, e.plan.Name()+"/replica"), placement, 0); err != nil {
 		e.cfg.Logger.Warn("forward a hand-off", "fragment", f, "to", owner, "err", err)
+		return true
+	}
+	e.handoffs.Add(1)
+	return true
+}
+
+// handOffCopy hands this node's copy of fragment f, if it keeps one, to
+// owner, which gained f from an owner that died (placeMu held): this node
+// leaves, perhaps before owner gathers the live members' copies
+// (recovery.Gather), and the copy may be the newest. It counts as a
+// hand-off pending until owner confirms it, which the leave waits for
+// (cluster.Node).
+func (e *Engine) handOffCopy(f int, owner string, placement uint64) {
+	if owner == "" || owner == e.self {
+		return
+	}
+	cp, ok, err := e.store.Full(e.plan.Name(), f)
+	if err != nil || !ok {
 		return
 	}
 	e.handoffs.Add(1)
+	e.sendCheckpoint(e.pidOf(owner, e.plan.Name()+"/replica"), f, cp, placement, chunkHandoff, cp.Manifest.Epoch)
 }
 
 // What a checkpoint is sent to a replica actor as: a standby copy, a
@@ -147,9 +167,9 @@ type assembly struct {
 	data    []byte
 }
 
-// noHandoffMsg tells a fragment waiting for a hand-off that the node it
-// waits for has none to give.
-type noHandoffMsg struct{}
+// noHandoffMsg tells a fragment waiting for a hand-off that node from has
+// none to give.
+type noHandoffMsg struct{ from string }
 
 // askHandoff asks owner whether it has fragment f to hand off to this
 // node (wire.HandoffAsk).
@@ -189,8 +209,13 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		e.sendCheckpoint(to, int(m.Fragment), cp, l.epoch, chunkHandoff, cp.Manifest.Epoch)
 		return
 	}
-	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment})
+	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self})
 }
+
+// confirmLaterMsg gives a fragment just placed here the hand-off it
+// restored, which came before the placement: it confirms it to the node
+// at replyTo as one it took itself (fragmentActor.confirmLater).
+type confirmLaterMsg struct{ replyTo string }
 
 // offerMsg brings a stale fragment a copy another node had (Fetch).
 type offerMsg struct {
@@ -244,7 +269,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	case *wire.NoHandoff:
 		if l := e.layout.Load(); l != nil && int(msg.Fragment) < len(l.local) {
 			if i := l.local[msg.Fragment]; i >= 0 {
-				c.Send(l.frags[i], noHandoffMsg{})
+				c.Send(l.frags[i], noHandoffMsg{from: msg.From})
 			}
 		}
 		return
@@ -372,19 +397,21 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		e.cfg.Logger.Debug("hand-off under an older placement fenced", "fragment", f, "from", m.Owner, "placement", m.Placement, "here", l.epoch)
 		return
 	}
-	if e.olderCopy(f, max(cp.Manifest.Epoch, m.Lineage)) {
-		// The old owner's copy is of an older lineage than the one here
-		// (it restored an older copy and took no checkpoint since): the
-		// one here is what to start from, with no wait.
-		e.handedOff[f] = m.Placement
-		return
+	if !e.olderCopy(f, max(cp.Manifest.Epoch, m.Lineage)) {
+		e.supersede(f, cp)
+		if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
+			e.cfg.Logger.Error("write a handed-off checkpoint", "fragment", f, "err", err)
+			return
+		}
 	}
-	e.supersede(f, cp)
-	if _, err := e.store.Write(e.plan.Name(), f, cp); err != nil {
-		e.cfg.Logger.Error("write a handed-off checkpoint", "fragment", f, "err", err)
-		return
-	}
+	// Else the old owner's copy is of an older lineage than the one here
+	// (it restored an older copy and took no checkpoint since): the one
+	// here is what to start from, with no wait. Either way the fragment,
+	// once placed here, confirms the hand-off as one it took itself.
 	e.handedOff[f] = m.Placement
+	if m.ReplyTo != "" {
+		e.handedOffFrom[f] = m.ReplyTo
+	}
 }
 
 // supersede keeps this node's own copy of f aside when cp, a hand-off of
@@ -466,6 +493,27 @@ func (ra *replicaActor) fetch(m *wire.Fetch) {
 		placement = l.epoch
 	}
 	e.sendCheckpoint(pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica"), f, cp, placement, chunkOffer, cp.Manifest.Epoch)
+}
+
+// KeepsCopies reports whether this node's store holds a checkpoint of a
+// fragment it does not own: a standby copy, a hand-off, or its own from
+// before the fragment moved. A leaving node that keeps one stays a while
+// (cluster.Node): it may be the newest copy of a fragment whose owner
+// died, which the new owner gathers (recovery.Gather).
+func (e *Engine) KeepsCopies() bool {
+	l := e.layout.Load()
+	if l == nil {
+		return false
+	}
+	for f, i := range l.local {
+		if i >= 0 {
+			continue
+		}
+		if _, ok, err := e.store.Manifest(e.plan.Name(), f); err == nil && ok {
+			return true
+		}
+	}
+	return false
 }
 
 // olderCopy reports whether a copy of epoch (a hand-off's: its lineage)

@@ -286,10 +286,30 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 // copy.)
 const leaveMargin = 5 * time.Second
 
+// A leaving node that keeps copies of fragments it does not own stays
+// until the placement it applied is over live members only, and at least
+// PauseLimit after it announced the leave (a member that died just before
+// is noticed by then): a fragment whose owner died is gathered by its new
+// owner from the live members' copies (recovery.Gather), and this node's
+// may be the newest, which that placement has it hand over (actor.Engine's
+// Place) and stay until it is taken. Gone earlier, it would leave the new
+// owner an older copy, or none. A member that dies after it left has its
+// new standby's copy.
+func (n *Node) placedOverLive() bool {
+	live := names(n.mem.Members())
+	for _, m := range n.placement().Members {
+		if m != n.cfg.Name && !slices.Contains(live, m) {
+			return false
+		}
+	}
+	return true
+}
+
 // handOff leaves gracefully: the node announces it is leaving, so that the
 // others place its fragments and source partitions elsewhere, and waits
 // (up to actor.HandoffWait + leaveMargin) until it owns nothing, having
-// checkpointed what it handed over.
+// checkpointed what it handed over, and the copies it hands over were
+// taken; with copies of others' fragments, as placedOverLive says.
 func (n *Node) handOff() {
 	if err := n.mem.SetLeaving(); err != nil {
 		n.cfg.Logger.Warn("announce leaving", "err", err)
@@ -298,9 +318,11 @@ func (n *Node) handOff() {
 	if len(n.mem.Members()) == 0 {
 		return // the last node: nobody to hand off to
 	}
-	deadline := time.Now().Add(actor.HandoffWait + leaveMargin)
+	start := time.Now()
+	deadline := start.Add(actor.HandoffWait + leaveMargin)
 	for time.Now().Before(deadline) {
-		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 {
+		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 &&
+			(!n.eng.KeepsCopies() || (time.Since(start) >= PauseLimit && n.placedOverLive())) {
 			n.cfg.Logger.Info("handed off every fragment")
 			return
 		}

@@ -692,6 +692,20 @@ func (m *Machine) Copied(epoch uint64) {
 	m.sendOutputs()
 }
 
+// Settled reports whether a checkpoint taken after epoch since is durable
+// here and, where there is a standby, confirmed there (Copied): the
+// fragment's state since then is on two nodes. A fragment that took over
+// a hand-off confirms it to the node that handed it off only once the
+// first checkpoint after the copy it took is settled (since: its epoch
+// when it took it), for the sender may leave at once and take its copy
+// with it: until then the copy here is the only one (sim visits seed 77:
+// a leaver confirmed as soon as the new owner had written its hand-off,
+// left, and the new owner's standby had no copy when the new owner was
+// cut off).
+func (m *Machine) Settled(since uint64) bool {
+	return m.epoch > since && !m.writing && !m.copying
+}
+
 // Verifying reports whether the fragment waits, after a restore, for
 // fragments downstream to say where they are (Confirm): it takes no
 // checkpoint until then.

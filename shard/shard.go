@@ -209,9 +209,13 @@ type Change struct {
 	From, To string // the owner before and after ("" for none)
 	// Handoff, for a gained fragment: its old owner is alive (in the new
 	// placement, or leaving it), so it hands its last checkpoint over and
-	// the fragment waits for it; from a dead owner the fragment starts from
-	// its local standby copy.
+	// the fragment waits for it.
 	Handoff bool
+	// Orphaned: the fragment moves away from an owner that is not alive.
+	// Its new owner gathers the copies of the live members and starts
+	// from the newest (recovery.Gather); a leaving member hands its copy
+	// off unasked, since it may be gone before it is asked.
+	Orphaned bool
 }
 
 // Changes is the plan of member self when the owners of fragments change
@@ -221,7 +225,9 @@ type Change struct {
 func Changes(self string, old, new []string, alive func(string) bool) []Change {
 	out := make([]Change, len(new))
 	for f, o := range new {
-		out[f] = Change{Fragment: f, From: ownerAt(old, f), To: o, Kind: Elsewhere}
+		from := ownerAt(old, f)
+		out[f] = Change{Fragment: f, From: from, To: o, Kind: Elsewhere,
+			Orphaned: from != "" && from != o && !alive(from)}
 		if o == self && out[f].From == self {
 			out[f].Kind = Keep
 		}

@@ -205,6 +205,9 @@ func TestChangesFollowDiff(t *testing.T) {
 				if c.Handoff != (c.Kind == Gain && c.From != gone) {
 					t.Fatalf("%s, fragment %d: hand-off %v from %s (gone %s)", self, f, c.Handoff, c.From, gone)
 				}
+				if c.Orphaned != (c.From == gone) {
+					t.Fatalf("%s, fragment %d: orphaned %v, from %s (gone %s)", self, f, c.Orphaned, c.From, gone)
+				}
 			}
 		}
 		for _, mv := range moves {

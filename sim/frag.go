@@ -27,6 +27,46 @@ type frag struct {
 	// the write ends, as the fragment actor keeps it (pendingHandoff).
 	writing *recovery.Checkpoint
 	handoff func()
+	// gather: a fragment gained from an owner that died waits for the
+	// copies of the live members it asked (recovery.Gather).
+	gather *recovery.Gather[handedCopy]
+	// confirms: the senders of hand-offs the fragment took, to confirm
+	// once its first checkpoint after confirmAfter is settled
+	// (recovery.Machine.Settled), as the fragment actor does.
+	confirms     []sender
+	confirmAfter uint64
+}
+
+// sender is a node in one incarnation.
+type sender struct {
+	name string
+	inc  int
+}
+
+// confirmLater confirms by's hand-off once the fragment's state since now
+// is on two nodes.
+func (n *node) confirmLater(fr *frag, by sender) {
+	fr.confirms = append(fr.confirms, by)
+	fr.confirmAfter = fr.m.Epoch()
+}
+
+// confirmHandoffs sends fragment f's hand-off confirmations once its
+// checkpoint since they came is settled.
+func (n *node) confirmHandoffs(f int, fr *frag) {
+	if len(fr.confirms) == 0 || !fr.m.Settled(fr.confirmAfter) {
+		return
+	}
+	for _, by := range fr.confirms {
+		n.handoffDone(f, by.name, by.inc)
+	}
+	fr.confirms = nil
+}
+
+// handedCopy is a copy a gathering fragment was offered, as it came.
+type handedCopy struct {
+	data      []byte
+	placement uint64
+	inc       int // the sender's incarnation, to confirm to
 }
 
 // reader is a source partition's reader a node owns, with its flow
@@ -120,8 +160,10 @@ func (n *node) lose(f int, to string, epoch uint64) {
 
 // forward passes on a hand-off this node took for a fragment it was to
 // own and now does not: the old owner handed it its newest state, which
-// nobody else has (the fragment's new owner waits for it).
-func (n *node) forward(f int, to string, epoch uint64) {
+// nobody else has (the fragment's new owner waits for it). A leaving node
+// hands off its copy of a fragment whose owner died the same way (leaver),
+// and stays until the new owner confirms it.
+func (n *node) forward(f int, to string, epoch uint64, leaver bool) {
 	c := n.c
 	cp, ok, err := n.st.Full(c.plan.Name(), f)
 	if err != nil || !ok {
@@ -129,7 +171,10 @@ func (n *node) forward(f int, to string, epoch uint64) {
 	}
 	data, from, inc := recovery.EncodeCheckpoint(cp), n.name, n.inc
 	c.counts.Handoffs++
-	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
+	if leaver {
+		n.pending[f] = true
+	}
+	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d, leaving %v)", n.name, f, to, cp.Manifest.Epoch, leaver)
 	c.send(from, to, func(d *node) { d.handoff(f, data, cp.Manifest.Epoch, epoch, from, inc) })
 }
 
@@ -166,20 +211,66 @@ func (n *node) askHandoff(f int, owner string) {
 				placement = d.placed.epoch
 			}
 			c.counts.Handoffs++
+			d.pending[f] = true // until the asker confirms it, as the engine counts it (HandoffsPending)
 			c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
 			c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc) })
 			return
 		}
-		c.send(d.name, asker, func(w *node) {
-			if w.inc != inc {
-				return
-			}
-			if fr := w.fragment(f); fr != nil && fr.m.Waiting() && !fr.m.Stale() {
-				c.trace("%s: %s has no fragment %d to hand off: the wait ends", w.name, d.name, f)
-				fr.deadline = c.now
+		from := d.name
+		c.send(from, asker, func(w *node) {
+			if w.inc == inc {
+				w.noHandoff(f, from)
 			}
 		})
 	})
+}
+
+// noHandoff takes member from's answer that it has no copy of fragment f
+// to hand off: a gathering fragment counts it; one waiting for its old
+// owner ends the wait, and starts from its own copy.
+func (n *node) noHandoff(f int, from string) {
+	c := n.c
+	fr := n.fragment(f)
+	if fr == nil || !fr.m.Waiting() || fr.m.Stale() {
+		return
+	}
+	if fr.gather != nil {
+		fr.gather.None(from)
+		if fr.gather.Done() {
+			n.endGather(f, fr)
+		}
+		return
+	}
+	c.trace("%s: %s has no fragment %d to hand off: the wait ends", n.name, from, f)
+	fr.deadline = c.now
+}
+
+// gatherCopies asks every live member but this node for its copy of
+// fragment f, gained from an owner that died (recovery.Gather).
+func (n *node) gatherCopies(f int, asked []string) {
+	n.frags[f].gather = recovery.NewGather[handedCopy](asked)
+	n.c.trace("%s gathers the copies of fragment %d from %v", n.name, f, asked)
+	for _, m := range asked {
+		n.askHandoff(f, m)
+	}
+}
+
+// endGather starts a gathering fragment from the newest copy offered, if
+// it is newer than its own (handoff judges it as any hand-off), or from
+// its own copy.
+func (n *node) endGather(f int, fr *frag) {
+	c := n.c
+	g := fr.gather
+	fr.gather = nil
+	best, lineage, from, ok := g.Best()
+	c.trace("%s ends the gather of fragment %d (offered: %v, from %s, lineage %d; no answer from %v)", n.name, f, ok, from, lineage, g.Pending())
+	if ok {
+		n.handoff(f, best.data, lineage, best.placement, from, best.inc)
+		return
+	}
+	fr.m.SetNow(c.now)
+	fr.m.StopWaiting()
+	n.carry(f)
 }
 
 // handoffDone tells the old owner that its hand-off of f was taken.
@@ -209,23 +300,32 @@ func (n *node) handoff(f int, data []byte, lineage, placement uint64, from strin
 			c.counts.Fenced++
 			return
 		}
-		if n.older(f, lineage) {
-			n.handedOff[f] = placement // the newer copy here is what to start from
-			return
-		}
-		if !n.writable() {
-			return
-		}
-		n.supersede(f, cp)
-		if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
-			n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
-			return
+		if !n.older(f, lineage) { // else the newer copy here is what to start from
+			if !n.writable() {
+				return
+			}
+			n.supersede(f, cp)
+			if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
+				n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
+				return
+			}
 		}
 		n.handedOff[f] = placement
+		n.handedOffBy[f] = sender{from, inc} // confirmed by the fragment once placed here
 		return
 	}
 	m := fr.m
 	waiting := m.Waiting()
+	if waiting && fr.gather != nil {
+		dropped, dropFrom, ok := fr.gather.Copy(from, lineage, handedCopy{data: data, placement: placement, inc: inc})
+		if ok {
+			n.handoffDone(f, dropFrom, dropped.inc)
+		}
+		if fr.gather.Done() {
+			n.endGather(f, fr)
+		}
+		return
+	}
 	if !waiting && (placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(cp.Manifest.Offsets, m.Vector())) {
 		n.handoffDone(f, from, inc)
 		return
@@ -254,7 +354,7 @@ func (n *node) handoff(f int, data []byte, lineage, placement uint64, from strin
 		return
 	}
 	n.take(f, fr, cp, from)
-	n.handoffDone(f, from, inc)
+	n.confirmLater(fr, sender{from, inc})
 }
 
 // older reports whether a copy of epoch (a hand-off's: its lineage) is of
@@ -581,8 +681,16 @@ func (n *node) tickFragments() {
 		}
 		m := fr.m
 		if m.Waiting() && !c.now.Before(fr.deadline) {
-			m.SetNow(c.now)
-			m.StopWaiting()
+			if fr.gather != nil {
+				n.endGather(f, fr) // with the copies that came
+				if !n.up {
+					return
+				}
+			}
+			if fr := n.frags[f]; fr != nil && fr.m.Waiting() {
+				fr.m.SetNow(c.now)
+				fr.m.StopWaiting()
+			}
 		}
 		m.Tick(c.now)
 		n.carry(f)
@@ -663,6 +771,7 @@ func (n *node) carry(f int) {
 				}
 			})
 		}
+		n.confirmHandoffs(f, fr)
 		if !rd.Restore {
 			return
 		}

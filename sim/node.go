@@ -63,14 +63,20 @@ type node struct {
 	seeded bool
 	// leftBy: a leaving node stops once it owns nothing and every hand-off
 	// it sent was taken (pending), or at this deadline, as cluster.Node.
-	leftBy   time.Time
-	pending  map[int]bool
-	lastBeat time.Time
+	leftBy time.Time
+	// holdUntil: a leaving node that keeps copies of fragments it does
+	// not own stays until then at least.
+	holdUntil time.Time
+	pending   map[int]bool
+	lastBeat  time.Time
 
 	placed    *placed
 	frags     map[int]*frag
 	readers   map[int]*reader // by source partition index
 	handedOff map[int]uint64  // hand-offs that came before their placement
+	// handedOffBy: their senders, to confirm to once the fragment placed
+	// here settles a checkpoint (frag.confirms).
+	handedOffBy map[int]sender
 	// superseded are this node's own copies that a hand-off of a newer
 	// lineage replaced although they held a later checkpoint: offered to
 	// the fragment here if the lineage's copy proves stale.
@@ -203,6 +209,12 @@ func (c *Cluster) Leave(name string) error {
 	// that one whose hand-off was lost can still fetch this node's copy
 	// (seed 3950).
 	n.leaving, n.leftBy = true, c.now.Add(c.cfg.HandoffWait+5*time.Second)
+	// As cluster.Node (placedOverLive): with copies of others' fragments,
+	// it stays until it would have noticed a member that died before it
+	// announced, and until its placement is over live members only, so
+	// that it hands its copies of a dead member's fragments over
+	// (recovery.Gather).
+	n.holdUntil = c.now.Add(c.cfg.PauseLimit)
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	n.lastBeat = c.now
@@ -344,6 +356,7 @@ func (n *node) start() error {
 	n.peers = map[string]peerInfo{}
 	n.alive, n.running, n.leaving, n.pending = []string{n.name}, false, false, map[int]bool{}
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
+	n.handedOffBy = map[int]sender{}
 	n.superseded = map[int]*recovery.Checkpoint{}
 	fc := shard.DefaultFollow
 	fc.Start = c.cfg.Settle
@@ -399,7 +412,8 @@ func (n *node) tick() {
 		return
 	}
 	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
-		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0)) {
+		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0 &&
+			(!n.keepsCopies() || (!c.now.Before(n.holdUntil) && n.placedOverLive())))) {
 		c.trace("%s left", n.name)
 		_ = n.stop()
 		return
@@ -421,6 +435,31 @@ func (n *node) tick() {
 		n.tickReaders()
 	}
 	n.sync()
+}
+
+// placedOverLive reports whether every member of the placement the node
+// applied is alive in its view, as cluster.Node's.
+func (n *node) placedOverLive() bool {
+	for _, m := range n.placed.members {
+		if !slices.Contains(n.alive, m) {
+			return false
+		}
+	}
+	return true
+}
+
+// keepsCopies reports whether the node's store holds a checkpoint of a
+// fragment it does not own, as actor.Engine.KeepsCopies.
+func (n *node) keepsCopies() bool {
+	for f := range n.c.plan.Fragments() {
+		if n.frags[f] != nil {
+			continue
+		}
+		if _, ok, err := n.st.Manifest(n.c.plan.Name(), f); err == nil && ok {
+			return true
+		}
+	}
+	return false
 }
 
 // owns reports whether the node applies a placement: placed, and not
@@ -680,31 +719,61 @@ func (n *node) place(next *placed, s shard.Step) error {
 	}
 	changes := shard.Changes(n.name, oldOwners, next.layout.Fragments, live)
 	c.trace("%s %ss epoch %d over %v (leaving %v)", n.name, s.Kind, next.epoch, next.members, next.leaving)
+	var others []string // the live members but this node, whose copies a fragment gained from a dead owner gathers
+	for _, m := range slices.Concat(next.members, next.leaving) {
+		if m != n.name {
+			others = append(others, m)
+		}
+	}
 	var started []int
 	for _, ch := range changes {
 		f := ch.Fragment
 		switch ch.Kind {
 		case shard.Keep:
-			n.frags[f].m.Placement(next.epoch)
+			fr := n.frags[f]
+			fr.m.Placement(next.epoch)
+			if fr.gather != nil && fr.m.Waiting() && !fr.m.Stale() {
+				fr.gather.Left(live)
+				if fr.gather.Done() {
+					n.endGather(f, fr)
+					if !n.up {
+						return nil
+					}
+				}
+			}
 		case shard.Lose:
 			n.lose(f, ch.To, next.epoch)
 			if !n.up {
 				return nil // it crashed (a full disk)
 			}
 		case shard.Gain:
-			wait := !resume && ch.Handoff && n.handedOff[f] < next.epoch
+			gather := !resume && ch.Orphaned && len(others) > 0
+			wait := gather || (!resume && ch.Handoff && n.handedOff[f] < next.epoch)
 			delete(n.handedOff, f)
+			by, took := n.handedOffBy[f]
+			delete(n.handedOffBy, f)
 			if err := n.gain(f, next.epoch, wait); err != nil {
 				return err
 			}
-			if wait {
+			if took {
+				n.confirmLater(n.frags[f], by)
+			}
+			if gather {
+				n.gatherCopies(f, others)
+			} else if wait {
 				n.askHandoff(f, ch.From)
 			}
 			started = append(started, f)
 		case shard.Elsewhere:
 			if _, ok := n.handedOff[f]; ok && ch.To != "" {
 				delete(n.handedOff, f)
-				n.forward(f, ch.To, next.epoch)
+				delete(n.handedOffBy, f)
+				n.forward(f, ch.To, next.epoch, false)
+			} else if n.leaving && ch.Orphaned && ch.To != "" {
+				// The new owner gathers the live members' copies, and
+				// this node may be gone before it asks: it hands its
+				// copy off unasked, and stays until that is confirmed.
+				n.forward(f, ch.To, next.epoch, true)
 			}
 		}
 	}

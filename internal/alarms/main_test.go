@@ -138,6 +138,7 @@ type clusterState struct {
 	Fragments []struct {
 		Fragment    int
 		Owner       string
+		Standby     string
 		Events      int64
 		TooLate     int64 `json:"too_late"`
 		DeadLetters int64 `json:"dead_letters"`

@@ -665,10 +665,13 @@ func (x *HandoffAsk) GetReplyTo() string {
 	return ""
 }
 
-// NoHandoff answers a HandoffAsk: the node has no such fragment to hand off.
+// NoHandoff answers a HandoffAsk: the node has no such fragment to hand
+// off. from names it: a fragment gathering the live members' copies
+// (recovery.Gather) counts who answered.
 type NoHandoff struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -708,6 +711,13 @@ func (x *NoHandoff) GetFragment() uint32 {
 		return x.Fragment
 	}
 	return 0
+}
+
+func (x *NoHandoff) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
 }
 
 // Copied tells a fragment's owner that its standby holds checkpoint epoch
@@ -1806,9 +1816,10 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x19\n" +
-	"\breply_to\x18\x03 \x01(\tR\areplyTo\"'\n" +
+	"\breply_to\x18\x03 \x01(\tR\areplyTo\";\n" +
 	"\tNoHandoff\x12\x1a\n" +
-	"\bfragment\x18\x01 \x01(\rR\bfragment\":\n" +
+	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\":\n" +
 	"\x06Copied\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"R\n" +
