@@ -172,13 +172,14 @@ type assembly struct {
 type noHandoffMsg struct{ from string }
 
 // askHandoff asks owner whether it has fragment f to hand off to this
-// node (wire.HandoffAsk).
+// node (wire.HandoffAsk), and a copy newer than this node's own.
 func (e *Engine) askHandoff(f int, owner string) {
 	if owner == "" || owner == e.self {
 		return
 	}
+	have, _, _ := e.store.Manifest(e.plan.Name(), f) // the zero manifest: none
 	e.sys.Root.Send(e.pidOf(owner, e.plan.Name()+"/replica"),
-		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address()})
+		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address(), Have: have.Epoch})
 }
 
 // handoffAsk answers a node waiting for a hand-off of a fragment this node
@@ -204,6 +205,13 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		return // it hands the fragment off when it places
 	}
 	to := pa.NewPID(m.ReplyTo, e.plan.Name()+"/replica")
+	if have, ok, err := e.store.Manifest(e.plan.Name(), int(m.Fragment)); err != nil || !ok || have.Epoch < m.Have {
+		// No copy, or an older one than the asker's own: the asker would
+		// keep its own (olderCopy), and a whole checkpoint is not sent
+		// for nothing.
+		c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self})
+		return
+	}
 	if cp, ok, err := e.store.Full(e.plan.Name(), int(m.Fragment)); err == nil && ok {
 		e.handoffs.Add(1) // the asker confirms it as any hand-off (wire.HandoffDone)
 		e.sendCheckpoint(to, int(m.Fragment), cp, l.epoch, chunkHandoff, cp.Manifest.Epoch)

@@ -197,6 +197,7 @@ func (n *node) askHandoff(f int, owner string) {
 		return
 	}
 	asker, inc := n.name, n.inc
+	own, _, _ := n.st.Manifest(c.plan.Name(), f) // the zero manifest: none
 	c.send(asker, owner, func(d *node) {
 		if d.fragment(f) != nil {
 			return // it hands the fragment off when it places
@@ -204,17 +205,21 @@ func (n *node) askHandoff(f int, owner string) {
 		// A hand-off it sent and that was not confirmed (pending) does
 		// not keep it from answering, as actor's handoffAsk: the
 		// confirmation may be lost, or the fragment moved on (seed 2403
-		// of the visits world waited and started an older lineage).
-		if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
-			data, from, dinc, placement := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0)
-			if d.placed != nil {
-				placement = d.placed.epoch
+		// of the visits world waited and started an older lineage). A
+		// copy older than the asker's own is not sent: the asker would
+		// keep its own.
+		if have, ok, err := d.st.Manifest(c.plan.Name(), f); err == nil && ok && have.Epoch >= own.Epoch {
+			if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
+				data, from, dinc, placement := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0)
+				if d.placed != nil {
+					placement = d.placed.epoch
+				}
+				c.counts.Handoffs++
+				d.pending[f] = true // until the asker confirms it, as the engine counts it (HandoffsPending)
+				c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
+				c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc) })
+				return
 			}
-			c.counts.Handoffs++
-			d.pending[f] = true // until the asker confirms it, as the engine counts it (HandoffsPending)
-			c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
-			c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc) })
-			return
 		}
 		from := d.name
 		c.send(from, asker, func(w *node) {

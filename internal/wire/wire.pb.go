@@ -600,16 +600,20 @@ func (x *CheckpointChunk) GetLineage() uint64 {
 
 // HandoffAsk asks the node a fragment waits for a hand-off from whether
 // it has the fragment to hand off; one that neither owns it nor handed it
-// off answers NoHandoff, to the asker's replica actor at reply_to (after
-// any hand-off it sent, on the same connection), and the wait ends at
-// once. (A node that restarted within the failure detection window takes
-// the placement over the running nodes as the old one, which may name
-// owners that never had the fragment.)
+// off hands off the copy it keeps, or answers NoHandoff, to the asker's
+// replica actor at reply_to (after any hand-off it sent, on the same
+// connection). (A node that restarted within the failure detection
+// window takes the placement over the running nodes as the old one,
+// which may name owners that never had the fragment.) A fragment gained
+// from a dead owner asks every live member (recovery.Gather). have is the
+// epoch of the asker's own copy (0: none): an older copy is not sent, the
+// answer is NoHandoff.
 type HandoffAsk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Flow          string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
 	Fragment      uint32                 `protobuf:"varint,2,opt,name=fragment,proto3" json:"fragment,omitempty"`
 	ReplyTo       string                 `protobuf:"bytes,3,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	Have          uint64                 `protobuf:"varint,4,opt,name=have,proto3" json:"have,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +667,13 @@ func (x *HandoffAsk) GetReplyTo() string {
 		return x.ReplyTo
 	}
 	return ""
+}
+
+func (x *HandoffAsk) GetHave() uint64 {
+	if x != nil {
+		return x.Have
+	}
+	return 0
 }
 
 // NoHandoff answers a HandoffAsk: the node has no such fragment to hand
@@ -1811,12 +1822,13 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\ahandoff\x18\v \x01(\bR\ahandoff\x12\x19\n" +
 	"\breply_to\x18\f \x01(\tR\areplyTo\x12\x14\n" +
 	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
-	"\alineage\x18\x0e \x01(\x04R\alineage\"W\n" +
+	"\alineage\x18\x0e \x01(\x04R\alineage\"k\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x19\n" +
-	"\breply_to\x18\x03 \x01(\tR\areplyTo\";\n" +
+	"\breply_to\x18\x03 \x01(\tR\areplyTo\x12\x12\n" +
+	"\x04have\x18\x04 \x01(\x04R\x04have\";\n" +
 	"\tNoHandoff\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\":\n" +
