@@ -305,15 +305,9 @@ func (n *node) handoff(f int, data []byte, lineage, placement uint64, from strin
 			c.counts.Fenced++
 			return
 		}
-		if !n.older(f, lineage) { // else the newer copy here is what to start from
-			if !n.writable() {
-				return
-			}
-			n.supersede(f, cp)
-			if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
-				n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
-				return
-			}
+		// Else the newer copy here is what to start from.
+		if !n.older(f, lineage) && !n.write(f, cp) {
+			return
 		}
 		n.handedOff[f] = placement
 		n.handedOffBy[f] = sender{from, inc} // confirmed by the fragment once placed here
@@ -382,12 +376,7 @@ func (n *node) newer(f int, epoch uint64) bool {
 func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 	c := n.c
 	m := fr.m
-	if !n.writable() {
-		return
-	}
-	n.supersede(f, cp)
-	if _, err := n.st.Write(c.plan.Name(), f, cp); err != nil {
-		n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
+	if !n.write(f, cp) {
 		return
 	}
 	r, err := recovery.Restore(n.st, c.plan, f)
@@ -401,6 +390,21 @@ func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 	m.Start()
 	fr.fullNext = true
 	n.carry(f)
+}
+
+// write stores cp, a checkpoint of fragment f handed to this node, over
+// its own copy (kept aside if it was later: supersede). It reports false
+// if the disk refused it (full: the node failed).
+func (n *node) write(f int, cp *recovery.Checkpoint) bool {
+	if !n.writable() {
+		return false
+	}
+	n.supersede(f, cp)
+	if _, err := n.st.Write(n.c.plan.Name(), f, cp); err != nil {
+		n.fail(fmt.Errorf("write the handed-off checkpoint of fragment %d: %w", f, err))
+		return false
+	}
+	return true
 }
 
 // supersede keeps this node's own copy of f aside when cp, of a newer
