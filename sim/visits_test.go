@@ -185,13 +185,22 @@ func TestFixedVisitSeeds(t *testing.T) {
 //     came back after the heal ("sink counts: 224 outputs delivered again
 //     with another value").
 //
-// The fix to make: a fragment whose placement history says it had a
-// lineage, while no live member keeps a copy, stays unavailable until a
-// member with one comes back, instead of starting a lineage from nothing
-// beside it (consistency over availability, as the majority rule chose
-// for partitions). That needs the lineage's existence to be known to the
-// majority (the placement history, or a copy count in the agreed
-// placement), which it is not today.
+// Here the gather (recovery.Gather) finds no copy on any live member,
+// and the new owner has none either. The fix to make: a fragment that
+// finds no copy stays unavailable while a member that is down keeps one,
+// and gathers again when such a member is back, instead of starting a
+// lineage from nothing beside it (consistency over availability, as the
+// majority rule chose for partitions, and as Kafka does without unclean
+// leader election). The survivors must know which down members keep a
+// copy: each node would gossip the fragments it keeps copies of (a
+// bitset in its memberlist metadata, the simulation's heartbeat), and
+// every node would remember the last one of a member that died (not of
+// one that left: it handed its copies over). A node's own placement
+// history does not tell: in 1123 the survivor was the owner's standby
+// in the last placement, named after the real standby had died, and
+// never got a copy. A fragment whose owner died before its first
+// checkpoint was copied released nothing, and no one gossips a copy of
+// it: it still starts at once.
 var lostCopySeeds = []uint64{1123, 2383}
 
 var lostCopies = flag.Bool("lostcopies", false, "TestFragmentWithoutLiveCopyStaysUnavailable: replay lostCopySeeds, which fail until the fix above is made")
