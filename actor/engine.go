@@ -579,8 +579,9 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// checkpoint goes whole.
 		fullNext: e.self != "",
 		// A fragment that starts empty checkpoints its whole state first.
-		fromEmpty:   e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
-		waitCounted: waitHandoff}
+		fromEmpty:     e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
+		waitCounted:   waitHandoff,
+		waitPlacement: epoch}
 	if gather != nil {
 		fa.gather = recovery.NewGather[handoffMsg](gather)
 	}

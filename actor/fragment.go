@@ -52,6 +52,10 @@ type fragmentActor struct {
 	// settled (recovery.Machine.Settled).
 	confirms     []string
 	confirmAfter uint64
+	// waitPlacement is the placement epoch the latest wait for a hand-off
+	// began under: a hand-off made under an older one does not end it
+	// (handedOff).
+	waitPlacement uint64
 
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
@@ -477,6 +481,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			// meanwhile hands it back once it applies the placement that
 			// gives it to this node again.
 			fa.waits++
+			fa.waitPlacement = m.PlacementEpoch()
 			fa.beginWait()
 			e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
 		}
@@ -658,6 +663,25 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		}
 	}
 	if e.olderCopy(fa.id, msg.lineage) || (m.Stale() && !e.newerCopy(fa.id, msg.lineage)) {
+		if waiting && msg.placement < fa.waitPlacement {
+			// Made before this wait began: the answer to a hand-off
+			// request of this node's previous process (a peer's remote
+			// delivers what it queued for this address once the node
+			// listens again), or a hand-off of an older placement change.
+			// The sender may have run the fragment since, and hands it
+			// off again under the placement the fragment waits under.
+			// Ended by this one, the wait started the fragment from its
+			// own copy, whose unreleased outputs then reached the
+			// fragments downstream, and the current hand-off, not ahead
+			// of the running fragment, was refused: every copy was
+			// stale from then on, and the fragment refused for good
+			// (internal/alarms TestRollingKillsExact). The wait goes on
+			// until the current hand-off, a NoHandoff or handoffWait.
+			e.cfg.Logger.Debug("a hand-off of an older placement than the wait's, of an older lineage than the copy here, ignored",
+				"fragment", fa.id, "from", msg.from, "placement", msg.placement, "waiting since", fa.waitPlacement)
+			done()
+			return
+		}
 		// The old owner's copy is of an older lineage than the one here
 		// (it restored an older copy and, finding it stale, took no
 		// checkpoint): the one here is the newest state.

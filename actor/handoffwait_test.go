@@ -1,0 +1,80 @@
+package actor
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// A node restarted under placement 11 waits for the hand-off of a
+// fragment that another node ran while it was away. The answer to the
+// hand-off request its previous process sent under placement 8 reaches it
+// first (the other node's remote delivers what it queued for the node's
+// address once the node listens again): a copy of an older lineage than
+// the node's own. That answer must not end the wait. The fragment takes
+// the hand-off of the placement it waits under: a newer lineage (the
+// other node ran the fragment since placement 8 and released its
+// outputs), though behind the node's own copy on the source partition.
+//
+// Judged by the old answer, the fragment started from its own copy (never
+// confirmed by its standby: its outputs were never released) and refused
+// the current hand-off as not ahead of the running fragment. Its own
+// outputs then reached the fragments downstream, every copy of the
+// fragment became stale, and it waited for a newer one for good, its
+// reader at the end of its partition (internal/alarms
+// TestRollingKillsExact, a run in some twenty).
+func TestHandoffOfAnOlderPlacementDoesNotEndTheWait(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 1000}, word)
+	plan := countFlow(t, src, "")
+	const f = 0
+	part := recovery.PartitionID{Source: 0, Partition: 0}
+	copyOf := func(epoch uint64, end int64) *recovery.Checkpoint {
+		return &recovery.Checkpoint{Full: true, Manifest: recovery.Manifest{Epoch: epoch, Fragments: plan.Fragments(),
+			Offsets: map[recovery.PartitionID]int64{part: end}}}
+	}
+	var (
+		own     = copyOf(4<<32+31, 100) // this node's, of the lineage begun under placement 4
+		old     = copyOf(4<<32+30, 90)  // the answer of placement 8: the standby's copy then
+		current = copyOf(9<<32+6, 80)   // the hand-off of placement 11: the lineage begun under 9
+	)
+	store := diskStore(t)
+	if _, err := store.Write(plan.Name(), f, own); err != nil {
+		t.Fatal(err)
+	}
+	// The source partition's reader is on node b, which shares a's
+	// address: nothing reads it, and nothing is sent to another process.
+	addr := freeAddr(t)
+	await := make([]bool, plan.Fragments())
+	await[f] = true
+	e, err := Start(plan, Config{Logger: quiet(), Store: store,
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 11, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
+			Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr}, AwaitHandoff: await}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	l := e.layout.Load()
+	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
+	for _, h := range []struct {
+		cp        *recovery.Checkpoint
+		placement uint64
+	}{{old, 8}, {current, 11}} {
+		e.sys.Root.Send(pid, handoffMsg{cp: h.cp, lineage: h.cp.Manifest.Epoch, placement: h.placement, from: "b"})
+	}
+	// Answered once both hand-offs are handled: the fragment's mailbox
+	// takes one sender's messages in order.
+	if _, err := e.sys.Root.RequestFuture(pid, ckptReq{final: true}, 10*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.RestoredEpoch.Load(); got != current.Manifest.Epoch {
+		t.Fatalf("the fragment runs from the checkpoint of epoch %#x, want the hand-off of the placement it waited under (%#x); "+
+			"its own copy is %#x, the answer of placement 8 %#x", got, current.Manifest.Epoch, own.Manifest.Epoch, old.Manifest.Epoch)
+	}
+	if got, want := st.Offsets(), map[string]int64{plan.PartitionName(0, 0): 80}; !maps.Equal(got, want) {
+		t.Fatalf("offsets %v, want %v (the current hand-off's)", got, want)
+	}
+}
