@@ -42,12 +42,13 @@
 // checkpoints and releases nothing, counted in FragmentStats.Stale — and
 // asks every node for a newer copy (wire.Fetch) every RewindTimeout until
 // one offers it. A hand-off of an older lineage than this node's own copy
-// is not taken over that copy, and ends a wait for a hand-off only if it
-// was made under the placement the wait began under or a newer one: an
-// older one (the answer to a request of the node's previous process,
-// delivered once the node listens again) may predate the sender's own run
-// of the fragment, whose hand-off is still to come. A hand-off is judged
-// by its lineage (wire.CheckpointChunk.Lineage,
+// is not taken over that copy, and it ends a wait for a hand-off, as a
+// NoHandoff does, only if made under the placement the wait began under or
+// a newer one (an answer to a HandoffAsk carries the ask's): one of an
+// older placement, such as the answer to a request of the node's previous
+// process that a peer delivers once the node listens again, may predate
+// the sender's own run of the fragment, whose hand-off is still to come.
+// A hand-off is judged by its lineage (wire.CheckpointChunk.Lineage,
 // recovery.Machine.HandoffEpoch), even when the lineage took no checkpoint
 // yet, and the own copy it replaces is kept aside (in memory) and offered
 // to the fragment if the lineage's copy proves stale.

@@ -454,7 +454,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	}
 	for f := range restored {
 		if restored[f] != nil && cl.awaitHandoff(f) && f < len(cl.HandoffFrom) {
-			e.askHandoff(f, cl.HandoffFrom[f])
+			e.askHandoff(f, cl.HandoffFrom[f], cfg.Epoch)
 		}
 	}
 	if cl != nil {

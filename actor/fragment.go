@@ -186,12 +186,17 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case offerMsg:
 		fa.offer(c, msg)
 	case noHandoffMsg:
+		// An answer to the request of an older wait (this node's previous
+		// process asked) says nothing of this one (handedOff).
+		current := msg.placement == 0 || msg.placement >= fa.waitPlacement
 		if fa.gather != nil && m.Waiting() && !m.Stale() {
-			fa.gather.None(msg.from)
-			if fa.gather.Done() {
-				fa.endGather(c)
+			if current {
+				fa.gather.None(msg.from)
+				if fa.gather.Done() {
+					fa.endGather(c)
+				}
 			}
-		} else if m.Waiting() && !m.Stale() && !m.Resuming() {
+		} else if m.Waiting() && !m.Stale() && !m.Resuming() && current {
 			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
 			fa.endWait()
 			m.SetNow(fa.e.cfg.Now())
@@ -637,6 +642,10 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		}
 	}
 	if fa.gather != nil && m.Waiting() {
+		// Any copy competes, even one made under an older placement
+		// (the answer to this node's previous process, or a leaver's):
+		// the gather judges it by its lineage, and the member answers
+		// this wait's request too.
 		dropped, _, ok := fa.gather.Copy(msg.from, msg.lineage, msg)
 		if ok && dropped.replyTo != "" {
 			c.Send(pa.NewPID(dropped.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})

@@ -15,19 +15,26 @@ import (
 // hand-off request its previous process sent under placement 8 reaches it
 // first (the other node's remote delivers what it queued for the node's
 // address once the node listens again): a copy of an older lineage than
-// the node's own. That answer must not end the wait. The fragment takes
-// the hand-off of the placement it waits under: a newer lineage (the
-// other node ran the fragment since placement 8 and released its
-// outputs), though behind the node's own copy on the source partition.
+// the node's own, or word that the other node had none. That answer must
+// not end the wait. The fragment takes the hand-off of the placement it
+// waits under: a newer lineage (the other node ran the fragment since
+// placement 8 and released its outputs), though behind the node's own
+// copy on the source partition.
 //
-// Judged by the old answer, the fragment started from its own copy (never
-// confirmed by its standby: its outputs were never released) and refused
-// the current hand-off as not ahead of the running fragment. Its own
-// outputs then reached the fragments downstream, every copy of the
-// fragment became stale, and it waited for a newer one for good, its
-// reader at the end of its partition (internal/alarms
+// Ended by the old answer, the wait started the fragment from its own
+// copy (never confirmed by its standby: its outputs were never released),
+// and the current hand-off was refused as not ahead of the running
+// fragment. The own copy's outputs then reached the fragments downstream,
+// every copy of the fragment became stale, and it waited for a newer one
+// for good, its reader at the end of its partition (internal/alarms
 // TestRollingKillsExact, a run in some twenty).
-func TestHandoffOfAnOlderPlacementDoesNotEndTheWait(t *testing.T) {
+func TestAnswerToAnOlderWaitDoesNotEndTheWait(t *testing.T) {
+	for _, old := range []string{"hand-off", "no hand-off"} {
+		t.Run(old, func(t *testing.T) { answerToAnOlderWait(t, old == "hand-off") })
+	}
+}
+
+func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 1000}, word)
 	plan := countFlow(t, src, "")
 	const f = 0
@@ -38,7 +45,7 @@ func TestHandoffOfAnOlderPlacementDoesNotEndTheWait(t *testing.T) {
 	}
 	var (
 		own     = copyOf(4<<32+31, 100) // this node's, of the lineage begun under placement 4
-		old     = copyOf(4<<32+30, 90)  // the answer of placement 8: the standby's copy then
+		old     = copyOf(4<<32+30, 90)  // the answer under placement 8: the standby's copy then
 		current = copyOf(9<<32+6, 80)   // the hand-off of placement 11: the lineage begun under 9
 	)
 	store := diskStore(t)
@@ -59,20 +66,20 @@ func TestHandoffOfAnOlderPlacementDoesNotEndTheWait(t *testing.T) {
 	defer e.Stop()
 	l := e.layout.Load()
 	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
-	for _, h := range []struct {
-		cp        *recovery.Checkpoint
-		placement uint64
-	}{{old, 8}, {current, 11}} {
-		e.sys.Root.Send(pid, handoffMsg{cp: h.cp, lineage: h.cp.Manifest.Epoch, placement: h.placement, from: "b"})
+	if oldHandoff {
+		e.sys.Root.Send(pid, handoffMsg{cp: old, lineage: old.Manifest.Epoch, placement: 8, from: "b"})
+	} else {
+		e.sys.Root.Send(pid, noHandoffMsg{placement: 8})
 	}
-	// Answered once both hand-offs are handled: the fragment's mailbox
-	// takes one sender's messages in order.
+	e.sys.Root.Send(pid, handoffMsg{cp: current, lineage: current.Manifest.Epoch, placement: 11, from: "b"})
+	// Answered once both are handled: the fragment's mailbox takes one
+	// sender's messages in order.
 	if _, err := e.sys.Root.RequestFuture(pid, ckptReq{final: true}, 10*time.Second).Result(); err != nil {
 		t.Fatal(err)
 	}
 	if got := st.RestoredEpoch.Load(); got != current.Manifest.Epoch {
 		t.Fatalf("the fragment runs from the checkpoint of epoch %#x, want the hand-off of the placement it waited under (%#x); "+
-			"its own copy is %#x, the answer of placement 8 %#x", got, current.Manifest.Epoch, own.Manifest.Epoch, old.Manifest.Epoch)
+			"its own copy is %#x", got, current.Manifest.Epoch, own.Manifest.Epoch)
 	}
 	if got, want := st.Offsets(), map[string]int64{plan.PartitionName(0, 0): 80}; !maps.Equal(got, want) {
 		t.Fatalf("offsets %v, want %v (the current hand-off's)", got, want)

@@ -138,10 +138,10 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 				e.sys.Root.Send(pid, confirmLaterMsg{replyTo: confirm})
 			}
 			for _, m := range gather {
-				defer e.askHandoff(f, m) // once the layout routes to it
+				defer e.askHandoff(f, m, cl.Epoch) // once the layout routes to it
 			}
 			if wait && gather == nil {
-				defer e.askHandoff(f, plan[f].From)
+				defer e.askHandoff(f, plan[f].From, cl.Epoch)
 			}
 			l.local = append(l.local, len(l.frags))
 			l.route = append(l.route, pid)

@@ -168,18 +168,22 @@ type assembly struct {
 }
 
 // noHandoffMsg tells a fragment waiting for a hand-off that node from has
-// none to give.
-type noHandoffMsg struct{ from string }
+// none to give; placement is the asked wait's (0: unknown).
+type noHandoffMsg struct {
+	from      string
+	placement uint64
+}
 
 // askHandoff asks owner whether it has fragment f to hand off to this
-// node (wire.HandoffAsk), and a copy newer than this node's own.
-func (e *Engine) askHandoff(f int, owner string) {
+// node (wire.HandoffAsk), and a copy newer than this node's own, for a
+// wait begun under placement.
+func (e *Engine) askHandoff(f int, owner string, placement uint64) {
 	if owner == "" || owner == e.self {
 		return
 	}
 	have, _, _ := e.store.Manifest(e.plan.Name(), f) // the zero manifest: none
 	e.sys.Root.Send(e.pidOf(owner, e.plan.Name()+"/replica"),
-		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address(), Have: have.Epoch})
+		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address(), Placement: placement, Have: have.Epoch})
 }
 
 // handoffAsk answers a node waiting for a hand-off of a fragment this node
@@ -209,15 +213,19 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		// No copy, or an older one than the asker's own: the asker would
 		// keep its own (olderCopy), and a whole checkpoint is not sent
 		// for nothing.
-		c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self})
+		c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement})
 		return
+	}
+	placement := m.Placement // the asker's wait's, carried back
+	if placement == 0 {
+		placement = l.epoch // an asker that does not say
 	}
 	if cp, ok, err := e.store.Full(e.plan.Name(), int(m.Fragment)); err == nil && ok {
 		e.handoffs.Add(1) // the asker confirms it as any hand-off (wire.HandoffDone)
-		e.sendCheckpoint(to, int(m.Fragment), cp, l.epoch, chunkHandoff, cp.Manifest.Epoch)
+		e.sendCheckpoint(to, int(m.Fragment), cp, placement, chunkHandoff, cp.Manifest.Epoch)
 		return
 	}
-	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self})
+	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement})
 }
 
 // confirmLaterMsg gives a fragment just placed here the hand-off it
@@ -277,7 +285,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	case *wire.NoHandoff:
 		if l := e.layout.Load(); l != nil && int(msg.Fragment) < len(l.local) {
 			if i := l.local[msg.Fragment]; i >= 0 {
-				c.Send(l.frags[i], noHandoffMsg{from: msg.From})
+				c.Send(l.frags[i], noHandoffMsg{from: msg.From, placement: msg.Placement})
 			}
 		}
 		return

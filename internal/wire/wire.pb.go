@@ -454,10 +454,12 @@ type CheckpointChunk struct {
 	Full      bool                   `protobuf:"varint,5,opt,name=full,proto3" json:"full,omitempty"`
 	Seq       uint32                 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`
 	Last      bool                   `protobuf:"varint,7,opt,name=last,proto3" json:"last,omitempty"`
-	Data      []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`            // a slice of the encoded checkpoint
-	Placement uint64                 `protobuf:"varint,9,opt,name=placement,proto3" json:"placement,omitempty"` // the sender's placement epoch
-	Owner     string                 `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`         // the sender's node name
-	Handoff   bool                   `protobuf:"varint,11,opt,name=handoff,proto3" json:"handoff,omitempty"`    // the last checkpoint of an owner handing the fragment to the receiver
+	Data      []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"` // a slice of the encoded checkpoint
+	// The sender's placement epoch; in the answer to a HandoffAsk, the
+	// ask's.
+	Placement uint64 `protobuf:"varint,9,opt,name=placement,proto3" json:"placement,omitempty"`
+	Owner     string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`      // the sender's node name
+	Handoff   bool   `protobuf:"varint,11,opt,name=handoff,proto3" json:"handoff,omitempty"` // the last checkpoint of an owner handing the fragment to the receiver
 	// The sender's remote address: a hand-off's for HandoffDone, a standby
 	// copy's for Copied.
 	ReplyTo string `protobuf:"bytes,12,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
@@ -609,11 +611,16 @@ func (x *CheckpointChunk) GetLineage() uint64 {
 // epoch of the asker's own copy (0: none): an older copy is not sent, the
 // answer is NoHandoff.
 type HandoffAsk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Flow          string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
-	Fragment      uint32                 `protobuf:"varint,2,opt,name=fragment,proto3" json:"fragment,omitempty"`
-	ReplyTo       string                 `protobuf:"bytes,3,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
-	Have          uint64                 `protobuf:"varint,4,opt,name=have,proto3" json:"have,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Flow     string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
+	Fragment uint32                 `protobuf:"varint,2,opt,name=fragment,proto3" json:"fragment,omitempty"`
+	ReplyTo  string                 `protobuf:"bytes,3,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// The placement epoch the asker's wait began under. The answer carries
+	// it back: one that reaches a later process of the asker's node (a
+	// peer's remote delivers what it queued for an address once the node
+	// listens there again) is known for an answer to an older wait.
+	Placement     uint64 `protobuf:"varint,4,opt,name=placement,proto3" json:"placement,omitempty"`
+	Have          uint64 `protobuf:"varint,5,opt,name=have,proto3" json:"have,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +676,13 @@ func (x *HandoffAsk) GetReplyTo() string {
 	return ""
 }
 
+func (x *HandoffAsk) GetPlacement() uint64 {
+	if x != nil {
+		return x.Placement
+	}
+	return 0
+}
+
 func (x *HandoffAsk) GetHave() uint64 {
 	if x != nil {
 		return x.Have
@@ -682,7 +696,8 @@ func (x *HandoffAsk) GetHave() uint64 {
 type NoHandoff struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
-	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	Placement     uint64                 `protobuf:"varint,2,opt,name=placement,proto3" json:"placement,omitempty"` // the HandoffAsk's
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,6 +735,13 @@ func (*NoHandoff) Descriptor() ([]byte, []int) {
 func (x *NoHandoff) GetFragment() uint32 {
 	if x != nil {
 		return x.Fragment
+	}
+	return 0
+}
+
+func (x *NoHandoff) GetPlacement() uint64 {
+	if x != nil {
+		return x.Placement
 	}
 	return 0
 }
@@ -1822,16 +1844,18 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\ahandoff\x18\v \x01(\bR\ahandoff\x12\x19\n" +
 	"\breply_to\x18\f \x01(\tR\areplyTo\x12\x14\n" +
 	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
-	"\alineage\x18\x0e \x01(\x04R\alineage\"k\n" +
+	"\alineage\x18\x0e \x01(\x04R\alineage\"\x89\x01\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x19\n" +
-	"\breply_to\x18\x03 \x01(\tR\areplyTo\x12\x12\n" +
-	"\x04have\x18\x04 \x01(\x04R\x04have\";\n" +
+	"\breply_to\x18\x03 \x01(\tR\areplyTo\x12\x1c\n" +
+	"\tplacement\x18\x04 \x01(\x04R\tplacement\x12\x12\n" +
+	"\x04have\x18\x05 \x01(\x04R\x04have\"Y\n" +
 	"\tNoHandoff\x12\x1a\n" +
-	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\":\n" +
+	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x1c\n" +
+	"\tplacement\x18\x02 \x01(\x04R\tplacement\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\":\n" +
 	"\x06Copied\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"R\n" +
