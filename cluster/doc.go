@@ -73,7 +73,10 @@
 // missed placements while cut off or stopped does not count against
 // members the others no longer count (newestAgreed). A restarted node
 // waits in settle for a majority of the newer of what it kept and what
-// its peers gossip.
+// its peers gossip. A node's epoch bump after a join or a leave passes
+// the placements its members applied as well as the epochs they announce:
+// the member that announced an applied placement's epoch may have
+// restarted since with a smaller one.
 //
 // Not covered: a member that leaves while cut off from the others stays
 // in their agreed membership; only an operator could take it out, and no

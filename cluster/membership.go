@@ -287,7 +287,7 @@ func (m *Membership) track(n *memberlist.Node, alive bool) (leaving bool) {
 	}
 	old, had := m.peers[n.Name]
 	m.peers[n.Name] = peer{gossip: n.Address(), meta: meta}
-	m.high = max(m.high, meta.Epoch)
+	m.high = max(m.high, meta.Epoch, meta.AgreedEpoch)
 	return meta.Leaving && (!had || !old.meta.Leaving)
 }
 
@@ -412,10 +412,18 @@ func (m *Membership) loop() {
 			continue
 		case <-m.bump:
 		}
+		// Past every placement a member applied (AgreedEpoch), not only
+		// past the epochs the members announce: a placement's epoch is
+		// the largest a member announced then, and the member may have
+		// restarted since with a smaller one. A node bumping past the
+		// announced ones alone placed below the placement the others
+		// applied, which they never apply again: every batch between
+		// them was fenced for good (internal/alarms TestRollingKillsExact,
+		// a node restarted several times in a row).
 		m.mu.Lock()
-		top := max(m.self.Epoch, m.high)
+		top := max(m.self.Epoch, m.high, m.self.AgreedEpoch)
 		for _, p := range m.peers {
-			top = max(top, p.meta.Epoch)
+			top = max(top, p.meta.Epoch, p.meta.AgreedEpoch)
 		}
 		m.self.Epoch, m.high = top+1, top+1
 		m.mu.Unlock()

@@ -121,6 +121,55 @@ func TestMembershipConverges(t *testing.T) {
 	a.Shutdown()
 }
 
+// A placement's epoch is the largest a member announced then, and that
+// member may restart with a smaller one. A node that joins bumps past
+// every placement the members applied (SetAgreed), not only past the
+// epochs they announce: below it, it placed alone, the others never placed
+// again, and every batch between them was fenced for good
+// (internal/alarms TestRollingKillsExact: a node restarted several times
+// in a row placed at 16 while the others had applied 17).
+func TestJoinBumpsPastTheAppliedPlacement(t *testing.T) {
+	meta := func(i int) *wire.Meta {
+		return &wire.Meta{Remote: fmt.Sprintf("127.0.0.1:%d", 9000+i), Flow: "f", Fragments: 8, Version: "1"}
+	}
+	a := startMember(t, "a", nil, meta(0))
+	b := startMember(t, "b", []string{a.Addr()}, meta(1))
+	eventually(t, "a and b see each other", func() bool {
+		return joinNames(a.Members()) == "a,b" && joinNames(b.Members()) == "a,b"
+	}, a, b)
+	const applied = 40 // announced by a member since restarted with a smaller epoch
+	if e := max(a.Epoch(), b.Epoch()); e >= applied {
+		t.Fatalf("the members announce epoch %d already: nothing to test", e)
+	}
+	for _, m := range []*Membership{a, b} {
+		m.SetAgreed(applied, []string{"a", "b", "c"})
+	}
+	eventually(t, "each hears the other's placement", func() bool {
+		ea, _ := a.Agreed()
+		eb, _ := b.Agreed()
+		return ea == applied && eb == applied
+	}, a, b)
+	c := startMember(t, "c", []string{a.Addr()}, meta(2))
+	all := []*Membership{a, b, c}
+	eventually(t, "every member's epoch past the placement applied", func() bool {
+		for _, m := range all {
+			if len(m.Members()) != 3 || m.Epoch() <= applied {
+				return false
+			}
+		}
+		return true
+	}, all...)
+	// One after another, so that no probe of a member gone waits out its
+	// timeout after the test (goleak).
+	for i := len(all) - 1; i > 0; i-- {
+		if err := all[i].Leave(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, all[i].cfg.Name+" left", func() bool { return len(a.Members()) == i }, all[:i]...)
+	}
+	a.Shutdown()
+}
+
 // A node running another flow is refused, with an error on its side.
 func TestMembershipRefusesAnotherFlow(t *testing.T) {
 	a := startMember(t, "a", nil, &wire.Meta{Flow: "f", Fragments: 8, Version: "1"})
