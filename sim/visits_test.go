@@ -69,7 +69,7 @@ func TestVisitsInOneProcessEqualReference(t *testing.T) {
 // end exact: every sink holds the reference's outputs, one value per id.
 //
 // Known failures: lostCopySeeds (a fragment gained from a dead owner
-// starts from an older copy, or none, while a newer one is elsewhere).
+// starts from nothing while every copy is on members that are down).
 func TestRandomVisitSchedules(t *testing.T) {
 	n := *schedules
 	if n == 0 {
