@@ -322,7 +322,7 @@ func (n *Node) handOff() {
 	deadline := start.Add(actor.HandoffWait + leaveMargin)
 	for time.Now().Before(deadline) {
 		if len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 &&
-			(!n.eng.KeepsCopies() || (time.Since(start) >= PauseLimit && n.placedOverLive())) {
+			((time.Since(start) >= PauseLimit && n.placedOverLive()) || !n.eng.KeepsCopies()) {
 			n.cfg.Logger.Info("handed off every fragment")
 			return
 		}

@@ -74,18 +74,24 @@ var (
 // (pebble's goroutines, schedules side by side) in each. make test runs
 // the thousand again without it.
 func TestRandomSchedules(t *testing.T) {
+	runSchedules(t, scheduleCount(t, 1000), "TestRandomSchedules", newCountWorld)
+}
+
+// scheduleCount is how many schedules a random test runs: -schedules, or
+// full, a tenth of it with the race detector on or -short.
+func scheduleCount(t *testing.T, full int) int {
 	n := *schedules
 	if n == 0 {
-		n = 1000
+		n = full
 		if raceDetector {
-			n = 100
-			t.Logf("race detector on: %d schedules (make test runs 1,000 without it)", n)
+			n = full / 10
+			t.Logf("race detector on: %d schedules (make test runs %d without it)", n, full)
 		}
 	}
 	if testing.Short() {
-		n = min(n, 100)
+		n = min(n, full/10)
 	}
-	runSchedules(t, n, "TestRandomSchedules", newCountWorld)
+	return n
 }
 
 // runSchedules runs the schedules of n seeds from -seed over the worlds mk

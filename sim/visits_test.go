@@ -71,17 +71,7 @@ func TestVisitsInOneProcessEqualReference(t *testing.T) {
 // Known failures: lostCopySeeds (a fragment gained from a dead owner
 // starts from nothing while every copy is on members that are down).
 func TestRandomVisitSchedules(t *testing.T) {
-	n := *schedules
-	if n == 0 {
-		n = 100
-		if raceDetector {
-			n = 10
-		}
-	}
-	if testing.Short() {
-		n = min(n, 10)
-	}
-	runSchedules(t, n, "TestRandomVisitSchedules", newVisitsWorld)
+	runSchedules(t, scheduleCount(t, 100), "TestRandomVisitSchedules", newVisitsWorld)
 }
 
 // fixedVisitSeeds are schedules of the visits world that ended inexact:

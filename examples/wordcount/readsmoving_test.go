@@ -114,7 +114,7 @@ type readAnswer struct {
 	ryw map[string]int64
 	// reply is the body decoded (as the probe gets it: the decoding,
 	// slow with the race detector, overlaps the run), or why not.
-	reply     readReply
+	reply     snapAnswer
 	decodeErr error
 }
 
@@ -270,22 +270,6 @@ var readPaths = []string{
 	"/v1/views/total?consistency=snapshot&timeout=8s",
 	"/v1/views/words?consistency=snapshot&limit=100000&timeout=8s",
 	"/v1/views/words/keys/w0777?consistency=snapshot&timeout=8s",
-}
-
-// readReply is the part of a view answer the checks read.
-type readReply struct {
-	Value   int64
-	Entries []struct {
-		Key   string
-		Value int64
-	}
-	More      bool
-	Complete  bool
-	Stale     bool
-	Cut       *splice.Cut
-	Freshness []splice.Freshness
-	Error     string
-	Fragments []int
 }
 
 // readLimit bounds how long any read may take, however loaded the

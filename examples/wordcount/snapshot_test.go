@@ -26,8 +26,11 @@ type snapAnswer struct {
 	}
 	More      bool
 	Complete  bool
+	Stale     bool
 	Cut       *splice.Cut
 	Freshness []splice.Freshness
+	Error     string
+	Fragments []int
 }
 
 func getStatus(t *testing.T, u string, into any) (int, string) {

@@ -111,6 +111,14 @@ func startCluster(t *testing.T, sp SourceParams, extra ...string) []*node {
 		nodes[i] = &node{name: fmt.Sprintf("n%d", i), gossip: exampletest.FreePort(t), remote: exampletest.FreePort(t),
 			dir: t.TempDir(), args: args}
 	}
+	startAll(t, bin, nodes)
+	return nodes
+}
+
+// startAll starts every node of nodes at once, the others joining the
+// first, and waits until each serves.
+func startAll(t *testing.T, bin string, nodes []*node) {
+	t.Helper()
 	procs := make([]*exampletest.Proc, len(nodes))
 	for i, n := range nodes {
 		join := ""
@@ -121,9 +129,10 @@ func startCluster(t *testing.T, sp SourceParams, extra ...string) []*node {
 	}
 	for i, n := range nodes {
 		procs[i].WaitURL(t)
+		n.mu.Lock()
 		n.p = procs[i]
+		n.mu.Unlock()
 	}
-	return nodes
 }
 
 // clusterState is the part of GET /v1/cluster the tests read.
@@ -395,7 +404,7 @@ func checkSinks(t *testing.T, nodes []*node, want expected) {
 	}
 	if !maps.Equal(gotAlarms, want.alarms) {
 		t.Errorf("alarms sink: %d ids, %d distinct alarms; want %d: %s", len(alarms), len(gotAlarms), want.nAlarms,
-			diffCounts(gotAlarms, want.alarms))
+			diffMap(gotAlarms, want.alarms))
 	}
 	counts := sinkLines(t, "counts", nodes)
 	perDev := map[string][]int64{}
@@ -458,25 +467,6 @@ func checkSinks(t *testing.T, nodes []*node, want expected) {
 	if !maps.Equal(gotWindows, want.sites) {
 		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), diffMap(gotWindows, want.sites))
 	}
-}
-
-func diffCounts(got, want map[string]int) string {
-	var d []string
-	for k, w := range want {
-		if got[k] != w {
-			d = append(d, fmt.Sprintf("%s: got %d want %d", k, got[k], w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("%s: got %d want 0", k, g))
-		}
-	}
-	slices.Sort(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
-	}
-	return strings.Join(d, "; ")
 }
 
 // checkExact checks the views of every live node and the sinks.
@@ -799,21 +789,7 @@ func TestClusterKilledAtEndOfInputExact(t *testing.T) {
 		n.p.Wait()
 	}
 	t.Logf("every node killed once every reading was read (complete: %v)", st.Complete)
-	bin := exampletest.Build(t, "alarms")
-	procs := make([]*exampletest.Proc, len(nodes))
-	for i, n := range nodes {
-		join := ""
-		if i > 0 {
-			join = nodes[0].gossip
-		}
-		procs[i] = n.spawn(t, bin, join)
-	}
-	for i, n := range nodes {
-		procs[i].WaitURL(t)
-		n.mu.Lock()
-		n.p = procs[i]
-		n.mu.Unlock()
-	}
+	startAll(t, exampletest.Build(t, "alarms"), nodes)
 	watchComplete(t, nodes, sp, want)
 	checkExact(t, nodes, want)
 }
@@ -1004,7 +980,7 @@ func TestReminderFiredAgainHasItsOwnID(t *testing.T) {
 		t.Errorf("reminders sink: %d reminders under %d ids; %s", total, len(lines), strings.Join(shared, "; "))
 	}
 	if !maps.Equal(got, want) {
-		t.Errorf("reminders sink: %d distinct reminders, want %d: %s", len(got), len(want), diffCounts(got, want))
+		t.Errorf("reminders sink: %d distinct reminders, want %d: %s", len(got), len(want), diffMap(got, want))
 	}
 }
 
