@@ -266,6 +266,11 @@ type Engine struct {
 	supMu      sync.Mutex
 	superseded map[int]*recovery.Checkpoint
 
+	// settled: the newest checkpoint each fragment settled, as far as this
+	// node knows (settledMu; settled.go).
+	settledMu sync.Mutex
+	settled   recovery.Settled
+
 	self      string // this node's name in a cluster; "" for a single node
 	writes    chan writeReq
 	settling  func() // tests: runs as settleWrites begins
@@ -304,6 +309,10 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			return nil, err
 		}
 		e.ownStore = true
+	}
+	if e.settled, err = e.store.Settled(plan.Name()); err != nil {
+		e.closeStore()
+		return nil, err
 	}
 	cl := cfg.Cluster
 	owns := func(owner []string, i int) bool { return cl == nil || owner[i] == cl.Self }
@@ -359,6 +368,8 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		}
 	}()
 	defer close(eng.started) // before the clean-up above
+	// silent: the members whose remote does not answer (layout.silent).
+	var silent map[string]bool
 	if cl != nil {
 		// The replica actor runs from here on, but handles nothing until
 		// Start returns (started) and placements wait for placeMu: the
@@ -383,27 +394,41 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		if inboxStarted != nil {
 			inboxStarted(e)
 		}
-		e.awaitRemotes(cl)
+		silent = e.awaitRemotes(cl)
 	}
 	root := e.sys.Root
-	l := &layout{epoch: cfg.Epoch}
+	l := &layout{epoch: cfg.Epoch, silent: silent}
 	// In a cluster, a fragment restored from a checkpoint (its own, a
 	// standby copy or a hand-off that came before) asks every reader to
 	// replay from its offsets: readers on other nodes may have gone past
 	// them with nothing more to send that would show the gap (found by the
 	// simulation). On one node the readers start where the fragments are.
 	var replay []bool
+	gathers := map[int][]string{}
 	for i, r := range restored {
 		if r == nil {
 			l.route = append(l.route, e.pidOf(cl.Fragments[i], e.fragName(i)))
 			l.local = append(l.local, -1)
 			continue
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, cl.awaitHandoff(i), nil)
+		wait, gather, lacking := cl.awaitHandoff(i), []string(nil), false
+		if cl != nil && !wait && recovery.Short(r.Manifest.Epoch, e.settledOf(i)) {
+			// Its copy is behind the newest checkpoint it settled: as
+			// Place, it gathers the live members' copies first.
+			wait, gather = true, liveOthers(cl)
+			lacking = len(gather) == 0
+		}
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, wait, gather, liveOthers(cl))
 		if err != nil {
 			return nil, err
 		}
-		replay = append(replay, r.Found && cl != nil && !cl.awaitHandoff(i))
+		if lacking {
+			root.Send(pid, lackMsg{})
+		}
+		if gather != nil {
+			gathers[i] = gather // asked once the layout routes to it
+		}
+		replay = append(replay, r.Found && cl != nil && !wait)
 		l.local = append(l.local, len(l.frags))
 		l.route = append(l.route, pid)
 		l.frags = append(l.frags, pid)
@@ -456,6 +481,9 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		if restored[f] != nil && cl.awaitHandoff(f) && f < len(cl.HandoffFrom) {
 			e.askHandoff(f, cl.HandoffFrom[f], cfg.Epoch)
 		}
+		for _, m := range gathers[f] {
+			e.askHandoff(f, m, cfg.Epoch)
+		}
 	}
 	if cl != nil {
 		if e.querier, err = root.SpawnNamed(pa.PropsFromProducer(func() pa.Actor { return &queryActor{e: e} }),
@@ -497,6 +525,10 @@ type layout struct {
 	allRead []*pa.PID      // every reader's actor, local or remote (in allParts order)
 	standby []*pa.PID      // per fragment: the replica actor of its standby node, nil for none
 	cl      *ClusterConfig // the placement (nil for a single node); not modified
+	// silent: the members whose remote did not answer when the placement
+	// was applied (awaitRemotes). They are not sent news of settled
+	// checkpoints until a placement finds them (tellSettled).
+	silent map[string]bool
 }
 
 func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.plan.Name(), i) }
@@ -555,7 +587,7 @@ func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
 // spawnFragment starts fragment i's actor from its restored state. A
 // fragment that waits for a hand-off takes no input until its old owner's
 // last checkpoint arrives (or handoffWait passes).
-func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather []string) (*pa.PID, *FragmentStats, error) {
+func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather, others []string) (*pa.PID, *FragmentStats, error) {
 	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
 	st.RestoredEpoch.Store(r.Manifest.Epoch)
 	st.RestoredEvents.Store(r.Manifest.Events)
@@ -581,7 +613,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		// A fragment that starts empty checkpoints its whole state first.
 		fromEmpty:     e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
 		waitCounted:   waitHandoff,
-		waitPlacement: epoch}
+		waitPlacement: epoch,
+		others:        others}
 	if gather != nil {
 		fa.gather = recovery.NewGather[handoffMsg](gather)
 	}

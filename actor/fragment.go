@@ -56,6 +56,15 @@ type fragmentActor struct {
 	// began under: a hand-off made under an older one does not end it
 	// (handedOff).
 	waitPlacement uint64
+	// others: the live members but this node, as the newest placement
+	// the fragment heard of names them (a gather asks them).
+	others []string
+	// lacking: the newest settled checkpoint of the fragment known here,
+	// which no live member offered and the copy here is behind: the
+	// fragment stays unavailable and gathers again at every placement and
+	// after every hand-off wait (lack; recovery.Settled).
+	lacking uint64
+	told    uint64 // the newest settled checkpoint it told the members of
 
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
@@ -87,6 +96,10 @@ func (fa *fragmentActor) query(req splice.Request) (splice.Answer, error) {
 	defer fa.mu.RUnlock()
 	if fa.stopped {
 		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, Reason: fmt.Sprintf("fragment %d stopped on this node: the placement is changing", fa.id), RetryAfter: time.Second}
+	}
+	if fa.lacking != 0 && fa.m.Waiting() {
+		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, RetryAfter: time.Second,
+			Reason: fmt.Sprintf("fragment %d waits for a member that keeps a copy of its newest settled checkpoint (epoch %d): the live members' copies are older", fa.id, fa.lacking)}
 	}
 	if err := fa.m.Serving(); err != nil {
 		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}
@@ -196,11 +209,9 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 					fa.endGather(c)
 				}
 			}
-		} else if m.Waiting() && !m.Stale() && !m.Resuming() && current {
+		} else if m.Waiting() && !m.Stale() && !m.Resuming() && current && fa.lacking == 0 {
 			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
-			fa.endWait()
-			m.SetNow(fa.e.cfg.Now())
-			m.StopWaiting()
+			fa.startOwn(c)
 		}
 	case exRewindMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -232,11 +243,19 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.release(c, msg)
 	case epochMsg:
 		m.Placement(msg.epoch)
+		fa.others = msg.live
 		if fa.gather != nil && m.Waiting() && !m.Stale() {
 			fa.gather.Left(func(name string) bool { return slices.Contains(msg.live, name) })
 			if fa.gather.Done() {
 				fa.endGather(c)
 			}
+		} else if fa.lacking != 0 && m.Waiting() && !m.Stale() && len(fa.others) > 0 {
+			// A member that keeps the copy it lacks may be back.
+			fa.regather(c)
+		}
+	case lackMsg:
+		if m.Waiting() && fa.gather == nil {
+			fa.lack(c)
 		}
 	case startMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -262,12 +281,12 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			fa.e.cfg.Logger.Warn("not every live member answered with its copy of the fragment: starting from the newest that came",
 				"fragment", fa.id, "unanswered", fa.gather.Pending())
 			fa.endGather(c)
+		} else if msg.wait == fa.waits && fa.lacking != 0 && m.Waiting() && !m.Stale() {
+			fa.regather(c) // an answer may have been lost
 		}
-		if msg.wait == fa.waits && m.Waiting() && !m.Stale() {
+		if msg.wait == fa.waits && m.Waiting() && !m.Stale() && fa.gather == nil && fa.lacking == 0 {
 			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
-			fa.endWait()
-			m.SetNow(fa.e.cfg.Now())
-			m.StopWaiting()
+			fa.startOwn(c)
 		}
 	case *pa.Restarting:
 		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.id)
@@ -284,6 +303,10 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	}
 	fa.carry(c)
 	fa.confirmHandoffs(c)
+	if s := m.SettledEpoch(); s > fa.told {
+		fa.told = s
+		fa.e.noteSettled(fa.id, s, true)
+	}
 	fa.settleReleases(c)
 	fa.flushEnded(c)
 	if len(fa.waiters) > 0 && !m.Writing() {
@@ -671,6 +694,17 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 			return
 		}
 	}
+	if waiting && !m.Stale() && recovery.Short(max(msg.lineage, fa.own()), e.settledOf(fa.id)) {
+		// Neither this copy nor the one here holds the newest checkpoint
+		// the fragment settled (the old owner lacked it too): the
+		// fragment gathers the live members' copies, or goes on waiting
+		// for one.
+		done() // not taken
+		if fa.lacking == 0 {
+			fa.regather(c)
+		}
+		return
+	}
 	if e.olderCopy(fa.id, msg.lineage) || (m.Stale() && !e.newerCopy(fa.id, msg.lineage)) {
 		if waiting && msg.placement < fa.waitPlacement {
 			// Made before this wait began: the answer to a hand-off
@@ -715,6 +749,62 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 	fa.confirmLater(msg.replyTo)
 }
 
+// own is the lineage of this node's copy of the fragment (0: none).
+func (fa *fragmentActor) own() uint64 {
+	m, _, _ := fa.e.store.Manifest(fa.e.plan.Name(), fa.id) // the zero manifest: none
+	return m.Epoch
+}
+
+// startOwn ends a wait for a hand-off from the copy here, unless that
+// copy is behind the newest checkpoint the fragment settled: then it
+// gathers the live members' copies (recovery.Settled).
+func (fa *fragmentActor) startOwn(c pa.Context) {
+	m := fa.m
+	if !m.Stale() && recovery.Short(fa.own(), fa.e.settledOf(fa.id)) {
+		fa.regather(c)
+		return
+	}
+	fa.endWait()
+	m.SetNow(fa.e.cfg.Now())
+	m.StopWaiting()
+}
+
+// regather asks every live member for its copy of the fragment, as a
+// fragment gained from a dead owner does (recovery.Gather): the copy
+// here is behind the newest checkpoint the fragment settled.
+func (fa *fragmentActor) regather(c pa.Context) {
+	e := fa.e
+	fa.gather = recovery.NewGather[handoffMsg](fa.others)
+	fa.waits++
+	fa.waitPlacement = fa.m.PlacementEpoch()
+	if len(fa.others) == 0 {
+		fa.endGather(c)
+		return
+	}
+	e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+	for _, m := range fa.others {
+		e.askHandoff(fa.id, m, fa.waitPlacement)
+	}
+}
+
+// lack leaves the fragment unavailable: no live member offered a copy as
+// new as the newest checkpoint it settled, and the copy here is older.
+// Started from it, it would release other values under the ids of
+// outputs the sinks have. It gathers again at the next placement
+// (epochMsg) or after the hand-off wait (an answer may have been lost),
+// until a member that keeps such a copy is back.
+func (fa *fragmentActor) lack(c pa.Context) {
+	settled := fa.e.settledOf(fa.id)
+	if fa.lacking == 0 {
+		fa.e.cfg.Logger.Warn("no live member keeps a copy of the fragment as new as the newest checkpoint it settled: it waits for one",
+			"fragment", fa.id, "settled", settled, "here", fa.own())
+	}
+	fa.lacking = settled
+	fa.endWait()
+	fa.waits++
+	fa.e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+}
+
 // endGather starts a fragment that gathered the live members' copies
 // from the newest offered, judged as any hand-off against its own copy,
 // or from its own copy if none was offered.
@@ -724,6 +814,14 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 	best, _, from, ok := g.Best()
 	fa.e.cfg.Logger.Debug("gathered the copies of a fragment gained from a dead owner", "fragment", fa.id,
 		"offered", ok, "from", from, "unanswered", g.Pending())
+	g.Know(fa.e.settledOf(fa.id))
+	if _, lacks := g.Lacks(fa.own()); lacks {
+		if ok && best.replyTo != "" {
+			c.Send(pa.NewPID(best.replyTo, fa.e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)}) // not taken
+		}
+		fa.lack(c)
+		return
+	}
 	if ok {
 		fa.handedOff(c, best)
 		return
@@ -765,6 +863,7 @@ func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 	m.SetNow(e.cfg.Now())
 	m.Restored(r, true)
 	m.Start()
+	fa.lacking = 0
 	fa.load(r)
 	fa.fullNext = true // the standby's copy is of another lineage
 	fa.stats.RestoredEpoch.Store(r.Manifest.Epoch)

@@ -2,7 +2,6 @@ package actor
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -76,20 +75,12 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	}
 	self := e.cfg.Cluster.Self
 	cl.Self, cl.Remote = self, e.cfg.Cluster.Remote
-	e.awaitRemotes(cl)
+	silent := e.awaitRemotes(cl)
 	plan := placementPlan(e.cfg.Cluster, cl)
-	var others []string // the live members but this node, whose copies a fragment gained from a dead owner gathers
-	for _, m := range [2]map[string]string{cl.Remotes, cl.Leaving} {
-		for name := range m {
-			if name != self && !slices.Contains(others, name) {
-				others = append(others, name)
-			}
-		}
-	}
-	slices.Sort(others)
+	others := liveOthers(cl) // whose copies a fragment gained from a dead owner gathers
 	e.cfg.Cluster = cl
 	e.placeAlerts(cl)
-	l := &layout{epoch: cl.Epoch}
+	l := &layout{epoch: cl.Epoch, silent: silent}
 	var moved []int
 	var gained, lost []int
 	var started []*pa.PID // gained fragments
@@ -118,7 +109,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			// from the newest, its own among them (recovery.Gather).
 			gained = append(gained, f)
 			var gather []string
-			if !resume && plan[f].Orphaned {
+			if !resume && plan[f].Orphaned && len(others) > 0 {
 				gather = others
 			}
 			wait := len(gather) > 0 || (!resume && plan[f].Handoff && e.handedOff[f] < cl.Epoch)
@@ -129,13 +120,26 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			if err != nil {
 				return err
 			}
-			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait, gather)
+			// A fragment that would start now from its own copy (alone,
+			// or from a hand-off that came before the placement) must not
+			// start behind the newest checkpoint it settled: it gathers
+			// the live members' copies, or waits for a member that keeps
+			// one (recovery.Settled).
+			lacking := !wait && !resume && recovery.Short(r.Manifest.Epoch, e.settledOf(f))
+			if lacking {
+				wait, gather = true, others
+				lacking = len(gather) == 0
+			}
+			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait, gather, others)
 			if err != nil {
 				return err
 			}
 			started, replay = append(started, pid), append(replay, !wait)
 			if took {
 				e.sys.Root.Send(pid, confirmLaterMsg{replyTo: confirm})
+			}
+			if lacking {
+				e.sys.Root.Send(pid, lackMsg{})
 			}
 			for _, m := range gather {
 				defer e.askHandoff(f, m, cl.Epoch) // once the layout routes to it
@@ -231,6 +235,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	}
 	l.standby, l.cl = e.standbys(cl), cl
 	e.layout.Store(l)
+	e.tellAllSettled(l)
 	for _, pid := range l.readers {
 		if len(moved) > 0 {
 			e.sys.Root.Send(pid, movedMsg{fragments: moved})

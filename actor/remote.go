@@ -127,8 +127,9 @@ const defaultRemoteWait = 10 * time.Second
 // connection that is refused and tries again two seconds later, holding
 // every message to that node meanwhile: nodes start at about the same
 // time, so each waits a moment for the others rather than two seconds.
-func (e *Engine) awaitRemotes(cl *ClusterConfig) {
+func (e *Engine) awaitRemotes(cl *ClusterConfig) (silent map[string]bool) {
 	deadline := time.Now().Add(e.cfg.RemoteWait)
+	silent = map[string]bool{}
 	for name, addr := range cl.Remotes {
 		if name == cl.Self {
 			continue
@@ -141,15 +142,17 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) {
 			}
 			if time.Now().After(deadline) {
 				e.cfg.Logger.Warn("a node's remote does not answer", "node", name, "remote", addr, "err", err)
+				silent[name] = true
 				break
 			}
 			select {
 			case <-e.stop:
-				return
+				return silent
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
 	}
+	return silent
 }
 
 // unknown counts and drops a message an actor does not handle: from

@@ -134,12 +134,16 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 	if cp.Manifest.Epoch > 0 {
 		prev = cp.Manifest.Epoch - 1
 	}
+	var settled uint64
+	if kind == chunkHandoff {
+		settled = e.settledOf(frag)
+	}
 	for seq := 0; ; seq++ {
 		n := min(len(data), replicaChunk)
 		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
 			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
 			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: kind == chunkHandoff, ReplyTo: replyTo,
-			Offer: kind == chunkOffer, Lineage: lineage})
+			Offer: kind == chunkOffer, Lineage: lineage, Settled: settled})
 		data = data[n:]
 		if len(data) == 0 {
 			break
@@ -181,9 +185,16 @@ func (e *Engine) askHandoff(f int, owner string, placement uint64) {
 	if owner == "" || owner == e.self {
 		return
 	}
+	l := e.layout.Load()
+	if l == nil || l.cl == nil {
+		return
+	}
+	to := memberPID(l.cl, owner, e.plan.Name()+"/replica")
+	if to == nil {
+		return
+	}
 	have, _, _ := e.store.Manifest(e.plan.Name(), f) // the zero manifest: none
-	e.sys.Root.Send(e.pidOf(owner, e.plan.Name()+"/replica"),
-		&wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address(), Placement: placement, Have: have.Epoch})
+	e.sys.Root.Send(to, &wire.HandoffAsk{Flow: e.plan.Name(), Fragment: uint32(f), ReplyTo: e.sys.Address(), Placement: placement, Have: have.Epoch})
 }
 
 // handoffAsk answers a node waiting for a hand-off of a fragment this node
@@ -213,7 +224,7 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		// No copy, or an older one than the asker's own: the asker would
 		// keep its own (olderCopy), and a whole checkpoint is not sent
 		// for nothing.
-		c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement})
+		c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement, Settled: e.settledOf(int(m.Fragment))})
 		return
 	}
 	placement := m.Placement // the asker's wait's, carried back
@@ -225,7 +236,7 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		e.sendCheckpoint(to, int(m.Fragment), cp, placement, chunkHandoff, cp.Manifest.Epoch)
 		return
 	}
-	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement})
+	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement, Settled: e.settledOf(int(m.Fragment))})
 }
 
 // confirmLaterMsg gives a fragment just placed here the hand-off it
@@ -252,6 +263,11 @@ type handoffMsg struct {
 // handoffTimeoutMsg ends a fragment's wait for a hand-off: its wait-th
 // (0: the one it was spawned with).
 type handoffTimeoutMsg struct{ wait uint64 }
+
+// lackMsg tells a fragment just placed here that its copy is behind the
+// newest checkpoint it settled and no live member is there to ask
+// (fragmentActor.lack).
+type lackMsg struct{}
 
 func (ra *replicaActor) Receive(c pa.Context) {
 	e := ra.e
@@ -282,7 +298,11 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	case *wire.HandoffAsk:
 		ra.handoffAsk(c, msg)
 		return
+	case *wire.Settled:
+		e.settledNews(msg)
+		return
 	case *wire.NoHandoff:
+		e.noteSettled(int(msg.Fragment), msg.Settled, false)
 		if l := e.layout.Load(); l != nil && int(msg.Fragment) < len(l.local) {
 			if i := l.local[msg.Fragment]; i >= 0 {
 				c.Send(l.frags[i], noHandoffMsg{from: msg.From, placement: msg.Placement})
@@ -396,6 +416,7 @@ type syncMsg struct{}
 // fragment restores it.
 func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.CheckpointChunk) {
 	e := ra.e
+	e.noteSettled(f, m.Settled, false)
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
 	l := e.layout.Load()

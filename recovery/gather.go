@@ -21,6 +21,7 @@ type Gather[C any] struct {
 	lineage uint64
 	from    string
 	has     bool
+	settled uint64 // the newest settled checkpoint known (Know)
 }
 
 // NewGather starts a gather over the members asked (not the node itself).
@@ -69,4 +70,66 @@ func (g *Gather[C]) Pending() []string { return slices.Clone(g.pending) }
 // if no member offered one.
 func (g *Gather[C]) Best() (c C, lineage uint64, from string, ok bool) {
 	return g.best, g.lineage, g.from, g.has
+}
+
+// Settled is what a node knows of the newest settled checkpoint of every
+// fragment of a flow (Machine.SettledEpoch, by fragment): its owners tell
+// every member when one settles, and every member passes it on in its
+// answers to a gather and in its hand-offs. It only grows (the largest
+// epoch wins), so the order news comes in does not matter.
+//
+// It keeps a fragment from starting behind released outputs when every
+// copy of them is on members that are down: a fragment about to start from
+// a copy older than the newest settled checkpoint known of it (Short)
+// stays unavailable and gathers the live members' copies again whenever
+// the placement changes, until a member that keeps one is back —
+// consistency over availability, as the majority rule chose for
+// partitions, and as Kafka does without unclean leader election. Started
+// from an older copy, or from nothing, it released other values under the
+// ids of outputs the sinks had (sim visits seeds 1123 and 2383: the
+// standby died, then the owner; a partition left both owners and both
+// standbys on the side without a majority). What a node learns after its
+// owner and standby are both gone it cannot learn: a checkpoint that
+// settled in the last gossip round before both died goes unnoticed.
+type Settled map[int]uint64
+
+// Note records that fragment f settled a checkpoint of epoch; it reports
+// whether that is news.
+func (s Settled) Note(f int, epoch uint64) bool {
+	if epoch <= s[f] {
+		return false
+	}
+	s[f] = epoch
+	return true
+}
+
+// Merge records every entry of o, and reports whether any was news.
+func (s Settled) Merge(o Settled) bool {
+	news := false
+	for f, e := range o {
+		if s.Note(f, e) {
+			news = true
+		}
+	}
+	return news
+}
+
+// Short reports whether a fragment would start from a copy of lineage
+// have (0: none) behind the newest settled checkpoint known of it.
+func Short(have, settled uint64) bool { return have < settled }
+
+// Know records the newest settled checkpoint of the fragment that a member
+// that answered, or the node itself, knows of (Settled).
+func (g *Gather[C]) Know(settled uint64) { g.settled = max(g.settled, settled) }
+
+// Lacks reports whether the gather ends without a copy the fragment may
+// start from: the best copy offered and the node's own (own: its
+// lineage, 0 for none) are both older than the newest settled checkpoint
+// known, which is then returned (Short).
+func (g *Gather[C]) Lacks(own uint64) (settled uint64, lacks bool) {
+	have := own
+	if g.has {
+		have = max(have, g.lineage)
+	}
+	return g.settled, Short(have, g.settled)
 }

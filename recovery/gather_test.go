@@ -84,3 +84,58 @@ func TestGatherKeepsTheNewestLineage(t *testing.T) {
 		}
 	})
 }
+
+// What a node knows of settled checkpoints is the largest epoch it heard
+// of for each fragment, whatever the order and the repeats of the news
+// (Note, Merge); a gather lacks a copy exactly when the best offered and
+// the node's own are both older than the newest settled checkpoint known
+// (Know, Lacks).
+func TestSettledKnowsTheNewest(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		type news struct {
+			frag  int
+			epoch uint64
+		}
+		all := rapid.SliceOf(rapid.Custom(func(t *rapid.T) news {
+			return news{rapid.IntRange(0, 3).Draw(t, "frag"), rapid.Uint64Range(0, 9).Draw(t, "epoch")}
+		})).Draw(t, "news")
+		want := map[int]uint64{}
+		for _, n := range all {
+			want[n.frag] = max(want[n.frag], n.epoch)
+		}
+		// One node hears every piece on its own, another by halves
+		// merged in the other order.
+		one, a, b := Settled{}, Settled{}, Settled{}
+		cut := rapid.IntRange(0, len(all)).Draw(t, "cut")
+		for i, n := range all {
+			had := one[n.frag]
+			if got := one.Note(n.frag, n.epoch); got != (n.epoch > had) {
+				t.Fatalf("Note(%d, %d) over %d reports news %v", n.frag, n.epoch, had, got)
+			}
+			if i < cut {
+				a.Note(n.frag, n.epoch)
+			} else {
+				b.Note(n.frag, n.epoch)
+			}
+		}
+		b.Merge(a)
+		for f := range 4 {
+			if one[f] != want[f] || b[f] != want[f] {
+				t.Fatalf("fragment %d: %d one by one, %d merged, want %d", f, one[f], b[f], want[f])
+			}
+		}
+		settled := want[0]
+		own := rapid.Uint64Range(0, 9).Draw(t, "own")
+		offered := rapid.SliceOf(rapid.Uint64Range(0, 9)).Draw(t, "offered")
+		g := NewGather[int](nil)
+		best := own
+		for i, l := range offered {
+			g.Copy(fmt.Sprintf("n%d", i), l, i)
+			best = max(best, l)
+		}
+		g.Know(settled)
+		if got, lacks := g.Lacks(own); got != settled || lacks != (best < settled) {
+			t.Fatalf("own %d, offered %v, settled %d: Lacks = %d, %v", own, offered, settled, got, lacks)
+		}
+	})
+}

@@ -104,6 +104,7 @@ type Machine struct {
 	// the restored checkpoint holds.
 	copying     bool
 	copyEpoch   uint64
+	settled     uint64 // the newest checkpoint confirmed (Copied): on two nodes
 	copyOffsets map[PartitionID]int64
 	copyAt      time.Time
 	verifying   map[[2]int]bool
@@ -676,6 +677,7 @@ func (m *Machine) Copied(epoch uint64) {
 		return
 	}
 	m.copying = false
+	m.settled = max(m.settled, m.copyEpoch)
 	for p, end := range m.copyOffsets {
 		if m.plan.IsExchange(p.Source) {
 			m.ready.Trims = append(m.ready.Trims, Trim{Part: p, Upto: end})
@@ -705,6 +707,12 @@ func (m *Machine) Copied(epoch uint64) {
 func (m *Machine) Settled(since uint64) bool {
 	return m.epoch > since && !m.writing && !m.copying
 }
+
+// SettledEpoch is the epoch of the newest checkpoint this machine took
+// and saw confirmed (Copied; 0: none): the outputs it released are in it,
+// and a fragment that later starts from an older copy would release
+// others under their ids (Settled records it for the whole cluster).
+func (m *Machine) SettledEpoch() uint64 { return m.settled }
 
 // Verifying reports whether the fragment waits, after a restore, for
 // fragments downstream to say where they are (Confirm): it takes no

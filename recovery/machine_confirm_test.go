@@ -87,7 +87,13 @@ func confirmed(t *testing.T, r *rig, m *recovery.Machine, id int) (*recovery.Che
 	if again, _ := m.Checkpoint(); again != nil {
 		t.Fatal("a checkpoint taken while the last one waits for its copy")
 	}
+	if m.SettledEpoch() >= cp.Manifest.Epoch {
+		t.Fatalf("settled epoch %#x before the standby confirmed checkpoint %#x", m.SettledEpoch(), cp.Manifest.Epoch)
+	}
 	m.Copied(cp.Manifest.Epoch)
+	if m.SettledEpoch() != cp.Manifest.Epoch {
+		t.Fatalf("settled epoch %#x after the standby confirmed checkpoint %#x", m.SettledEpoch(), cp.Manifest.Epoch)
+	}
 	return cp, m.Ready()
 }
 

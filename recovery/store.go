@@ -439,7 +439,7 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 func (s *Store) Drop(flow string) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, kind := range []byte{'e', 'm', 's', 'r', 'v'} {
+	for _, kind := range []byte{'e', 'm', 's', 'r', 'v', 'k'} {
 		lo := append([]byte{kind}, flow...)
 		lo = append(lo, 0)
 		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
@@ -447,6 +447,41 @@ func (s *Store) Drop(flow string) error {
 		}
 	}
 	return b.Commit(pebble.Sync)
+}
+
+// NoteSettled records what this node knows of fragment frag's newest
+// settled checkpoint (recovery.Settled), so that it outlives a restart.
+// It is written without a sync of its own: the next checkpoint or standby
+// copy the store syncs makes it durable with it.
+func (s *Store) NoteSettled(flow string, frag int, epoch uint64) error {
+	k := fragPrefix('k', flow, frag)
+	return s.db.Set(k, sealed(k, binary.AppendUvarint(nil, epoch)), pebble.NoSync)
+}
+
+// Settled is what NoteSettled recorded for flow.
+func (s *Store) Settled(flow string) (Settled, error) {
+	lo := append([]byte{'k'}, flow...)
+	lo = append(lo, 0)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	out := Settled{}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		body, err := unseal(k, it.Value())
+		if err != nil || len(k) != len(lo)+4 {
+			_ = it.Close()
+			return nil, fmt.Errorf("settled checkpoints of %s: %w", flow, cmp.Or(err, ErrCorrupt))
+		}
+		e, n := binary.Uvarint(body)
+		if n <= 0 {
+			_ = it.Close()
+			return nil, fmt.Errorf("settled checkpoints of %s: %w: bad epoch", flow, ErrCorrupt)
+		}
+		out.Note(int(binary.BigEndian.Uint32(k[len(lo):])), e)
+	}
+	return out, it.Close()
 }
 
 const manifestVersion = 1

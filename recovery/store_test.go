@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -401,5 +402,54 @@ func TestEmptyCheckpointCrossesTheWire(t *testing.T) {
 	}
 	if !cp.Full || cp.Manifest.Fragments != 8 || cp.Manifest.Epoch != 0 || len(cp.Puts) != 0 {
 		t.Fatalf("decoded %+v", cp)
+	}
+}
+
+// What a node knows of settled checkpoints (NoteSettled) is durable once a
+// later synced write is, is read back by flow, and a damaged record is an
+// error rather than news.
+func TestSettledOutlivesACrash(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s, err := Open("db", fs, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for f, e := range map[int]uint64{0: 7, 3: 1 << 40, 9: 2} {
+		if err := s.NoteSettled("flow", f, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.NoteSettled("other", 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	// A checkpoint's synced write makes the notes before it durable.
+	if _, err := s.Write("flow", 1, &Checkpoint{Manifest: Manifest{Epoch: 1, Fragments: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	crashed, err := Open("db", fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0}), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer crashed.Close()
+	got, err := crashed.Settled("flow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Settled{0: 7, 3: 1 << 40, 9: 2}); !maps.Equal(got, want) {
+		t.Fatalf("after a crash: %v, want %v", got, want)
+	}
+	if err := crashed.Drop("flow"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := crashed.Settled("flow"); err != nil || len(got) != 0 {
+		t.Fatalf("after Drop: %v, %v", got, err)
+	}
+	k := fragPrefix('k', "other", 0)
+	if err := crashed.db.Set(k, []byte{5, 0, 0, 0, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashed.Settled("other"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a damaged record reads as %v, want ErrCorrupt", err)
 	}
 }

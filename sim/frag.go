@@ -35,6 +35,11 @@ type frag struct {
 	// (recovery.Machine.Settled), as the fragment actor does.
 	confirms     []sender
 	confirmAfter uint64
+	// lacking: the newest settled checkpoint known of the fragment, which
+	// no live member offered and its own copy is behind: it stays
+	// unavailable, and gathers again at every new placement
+	// (recovery.Settled).
+	lacking uint64
 }
 
 // sender is a node in one incarnation.
@@ -155,7 +160,8 @@ func (n *node) lose(f int, to string, epoch uint64) {
 	c.trace("%s hands fragment %d to %s (epoch %d)", n.name, f, to, cp.Manifest.Epoch)
 	n.pending[f] = true
 	inc := n.inc
-	c.send(from, to, func(d *node) { d.handoff(f, data, lineage, epoch, from, inc) })
+	settled := n.settled[f]
+	c.send(from, to, func(d *node) { d.handoff(f, data, lineage, epoch, from, inc, settled) })
 }
 
 // forward passes on a hand-off this node took for a fragment it was to
@@ -169,13 +175,13 @@ func (n *node) forward(f int, to string, epoch uint64, leaver bool) {
 	if err != nil || !ok {
 		return
 	}
-	data, from, inc := recovery.EncodeCheckpoint(cp), n.name, n.inc
+	data, from, inc, settled := recovery.EncodeCheckpoint(cp), n.name, n.inc, n.settled[f]
 	c.counts.Handoffs++
 	if leaver {
 		n.pending[f] = true
 	}
 	c.trace("%s forwards the hand-off of fragment %d to %s (epoch %d, leaving %v)", n.name, f, to, cp.Manifest.Epoch, leaver)
-	c.send(from, to, func(d *node) { d.handoff(f, data, cp.Manifest.Epoch, epoch, from, inc) })
+	c.send(from, to, func(d *node) { d.handoff(f, data, cp.Manifest.Epoch, epoch, from, inc, settled) })
 }
 
 // askHandoff asks the old owner a gained fragment waits for whether it
@@ -210,31 +216,33 @@ func (n *node) askHandoff(f int, owner string) {
 		// keep its own.
 		if have, ok, err := d.st.Manifest(c.plan.Name(), f); err == nil && ok && have.Epoch >= own.Epoch {
 			if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
-				data, from, dinc, placement := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0)
+				data, from, dinc, placement, settled := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0), d.settled[f]
 				if d.placed != nil {
 					placement = d.placed.epoch
 				}
 				c.counts.Handoffs++
 				d.pending[f] = true // until the asker confirms it, as the engine counts it (HandoffsPending)
 				c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
-				c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc) })
+				c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc, settled) })
 				return
 			}
 		}
-		from := d.name
+		from, settled := d.name, d.settled[f]
 		c.send(from, asker, func(w *node) {
 			if w.inc == inc {
-				w.noHandoff(f, from)
+				w.noHandoff(f, from, settled)
 			}
 		})
 	})
 }
 
 // noHandoff takes member from's answer that it has no copy of fragment f
-// to hand off: a gathering fragment counts it; one waiting for its old
-// owner ends the wait, and starts from its own copy.
-func (n *node) noHandoff(f int, from string) {
+// to hand off, with what it knows of f's newest settled checkpoint: a
+// gathering fragment counts it; one waiting for its old owner ends the
+// wait, and starts from its own copy (startOwn).
+func (n *node) noHandoff(f int, from string, settled uint64) {
 	c := n.c
+	n.settled.Note(f, settled)
 	fr := n.fragment(f)
 	if fr == nil || !fr.m.Waiting() || fr.m.Stale() {
 		return
@@ -246,15 +254,81 @@ func (n *node) noHandoff(f int, from string) {
 		}
 		return
 	}
+	if fr.lacking != 0 {
+		return
+	}
 	c.trace("%s: %s has no fragment %d to hand off: the wait ends", n.name, from, f)
 	fr.deadline = c.now
+}
+
+// tellSettled tells every other node of s, news of settled checkpoints
+// (recovery.Settled): at once when a fragment here settles one, and the
+// whole of what this node knows at every placement it applies, for the
+// nodes that missed news while they were down or cut off.
+func (n *node) tellSettled(s recovery.Settled) {
+	from := n.name
+	for _, to := range n.c.names {
+		if to != from {
+			n.c.send(from, to, func(d *node) { d.settled.Merge(s) })
+		}
+	}
+}
+
+// own is the lineage of this node's own copy of fragment f (0: none).
+func (n *node) own(f int) uint64 {
+	m, _, _ := n.st.Manifest(n.c.plan.Name(), f) // the zero manifest: none
+	return m.Epoch
+}
+
+// startOwn ends a waiting fragment's wait from its own copy, unless that
+// copy is behind the newest settled checkpoint known of it: then it
+// gathers the live members' copies (recovery.Settled).
+func (n *node) startOwn(f int, fr *frag) {
+	c := n.c
+	if !fr.m.Stale() && recovery.Short(n.own(f), n.settled[f]) {
+		n.gatherCopies(f, n.others())
+		return
+	}
+	fr.m.SetNow(c.now)
+	fr.m.StopWaiting()
+	n.carry(f)
+}
+
+// others are the live members of the placement applied but this node.
+func (n *node) others() []string {
+	var o []string
+	if n.placed != nil {
+		for _, m := range slices.Concat(n.placed.members, n.placed.leaving) {
+			if m != n.name {
+				o = append(o, m)
+			}
+		}
+	}
+	return o
+}
+
+// lack leaves fragment f unavailable: no live member offered a copy at
+// least as new as its newest settled checkpoint, and its own is older.
+// It gathers again at the next placement (node.place), or after the
+// hand-off wait (an answer may have been lost).
+func (n *node) lack(f int, fr *frag) {
+	c := n.c
+	fr.lacking = n.settled[f]
+	fr.deadline = c.now.Add(c.cfg.HandoffWait)
+	c.trace("%s: no live member keeps a copy of fragment %d as new as its settled epoch %d: it waits for one", n.name, f, fr.lacking)
 }
 
 // gatherCopies asks every live member but this node for its copy of
 // fragment f, gained from an owner that died (recovery.Gather).
 func (n *node) gatherCopies(f int, asked []string) {
-	n.frags[f].gather = recovery.NewGather[handedCopy](asked)
+	fr := n.frags[f]
+	fr.gather = recovery.NewGather[handedCopy](asked)
+	fr.deadline = n.c.now.Add(n.c.cfg.HandoffWait)
 	n.c.trace("%s gathers the copies of fragment %d from %v", n.name, f, asked)
+	if len(asked) == 0 {
+		n.endGather(f, fr)
+		return
+	}
 	for _, m := range asked {
 		n.askHandoff(f, m)
 	}
@@ -269,8 +343,16 @@ func (n *node) endGather(f int, fr *frag) {
 	fr.gather = nil
 	best, lineage, from, ok := g.Best()
 	c.trace("%s ends the gather of fragment %d (offered: %v, from %s, lineage %d; no answer from %v)", n.name, f, ok, from, lineage, g.Pending())
+	g.Know(n.settled[f])
+	if _, lacks := g.Lacks(n.own(f)); lacks {
+		if ok {
+			n.handoffDone(f, from, best.inc) // not taken
+		}
+		n.lack(f, fr)
+		return
+	}
 	if ok {
-		n.handoff(f, best.data, lineage, best.placement, from, best.inc)
+		n.handoff(f, best.data, lineage, best.placement, from, best.inc, 0)
 		return
 	}
 	fr.m.SetNow(c.now)
@@ -289,8 +371,9 @@ func (n *node) handoffDone(f int, to string, inc int) {
 
 // handoff takes a fragment's last checkpoint from the owner that hands it
 // over, as the engine's replica actor and fragment actor do.
-func (n *node) handoff(f int, data []byte, lineage, placement uint64, from string, inc int) {
+func (n *node) handoff(f int, data []byte, lineage, placement uint64, from string, inc int, settled uint64) {
 	c := n.c
+	n.settled.Note(f, settled)
 	cp, err := recovery.DecodeCheckpoint(data)
 	if err != nil {
 		c.errs = append(c.errs, fmt.Errorf("%s: hand-off of fragment %d: %w", n.name, f, err))
@@ -330,8 +413,18 @@ func (n *node) handoff(f int, data []byte, lineage, placement uint64, from strin
 		return
 	}
 	if !waiting && fr.writing != nil {
-		fr.handoff = func() { n.handoff(f, data, lineage, placement, from, inc) } // after the write
+		fr.handoff = func() { n.handoff(f, data, lineage, placement, from, inc, 0) } // after the write
 		c.counts.HandoffsAfterWrite++
+		return
+	}
+	if waiting && !m.Stale() && recovery.Short(max(lineage, n.own(f)), n.settled[f]) {
+		// Neither this copy nor the one here holds the newest settled
+		// checkpoint (the old owner lacked it too): the fragment gathers
+		// the live members' copies, or goes on waiting for one.
+		n.handoffDone(f, from, inc) // not taken
+		if fr.lacking == 0 {
+			n.gatherCopies(f, n.others())
+		}
 		return
 	}
 	if n.older(f, lineage) || (m.Stale() && !n.newer(f, lineage)) {
@@ -385,6 +478,7 @@ func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 		return
 	}
 	c.trace("%s takes fragment %d from %s (epoch %d)", n.name, f, from, r.Manifest.Epoch)
+	fr.lacking = 0
 	m.SetNow(c.now)
 	m.Restored(r, true)
 	m.Start()
@@ -690,15 +784,22 @@ func (n *node) tickFragments() {
 		}
 		m := fr.m
 		if m.Waiting() && !c.now.Before(fr.deadline) {
-			if fr.gather != nil {
+			switch {
+			case fr.gather != nil:
 				n.endGather(f, fr) // with the copies that came
+			case fr.lacking != 0:
+				n.gatherCopies(f, n.others()) // again: an answer may have been lost
+			default:
+				n.startOwn(f, fr)
+			}
+			if !n.up {
+				return
+			}
+			if fr := n.frags[f]; fr != nil && fr.m.Waiting() && fr.gather == nil && fr.lacking == 0 && !fr.m.Stale() {
+				n.startOwn(f, fr)
 				if !n.up {
 					return
 				}
-			}
-			if fr := n.frags[f]; fr != nil && fr.m.Waiting() {
-				fr.m.SetNow(c.now)
-				fr.m.StopWaiting()
 			}
 		}
 		m.Tick(c.now)
@@ -731,6 +832,9 @@ func (n *node) carry(f int) {
 			return
 		}
 		m := fr.m
+		if e := m.SettledEpoch(); n.settled.Note(f, e) {
+			n.tellSettled(recovery.Settled{f: e})
+		}
 		rd := m.Ready()
 		// The machine collects some actions from maps: their order is
 		// fixed here, so that a seed replays identically.

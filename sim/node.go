@@ -69,6 +69,11 @@ type node struct {
 	holdUntil time.Time
 	pending   map[int]bool
 	lastBeat  time.Time
+	// settled is what the node knows of every fragment's newest settled
+	// checkpoint (recovery.Settled): from its own fragments, its peers
+	// (tellSettled) and the answers to its gathers. A real node keeps it
+	// with its store, so it outlives a restart.
+	settled recovery.Settled
 
 	placed    *placed
 	frags     map[int]*frag
@@ -108,7 +113,7 @@ type placed struct {
 }
 
 func (c *Cluster) newNode(name string) *node {
-	return &node{c: c, name: name, fs: vfs.NewCrashableMem(), seeded: len(c.nodes) > 0}
+	return &node{c: c, name: name, fs: vfs.NewCrashableMem(), seeded: len(c.nodes) > 0, settled: recovery.Settled{}}
 }
 
 // Start starts nodes: new ones join the cluster (every node knows every
@@ -740,6 +745,12 @@ func (n *node) place(next *placed, s shard.Step) error {
 						return nil
 					}
 				}
+			} else if fr.lacking != 0 && len(others) > 0 {
+				// A member that keeps the copy it lacks may be back.
+				n.gatherCopies(f, others)
+				if !n.up {
+					return nil
+				}
 			}
 		case shard.Lose:
 			n.lose(f, ch.To, next.epoch)
@@ -749,6 +760,16 @@ func (n *node) place(next *placed, s shard.Step) error {
 		case shard.Gain:
 			gather := !resume && ch.Orphaned && len(others) > 0
 			wait := gather || (!resume && ch.Handoff && n.handedOff[f] < next.epoch)
+			// A fragment that would start now from its own copy (alone,
+			// or from a hand-off that came before the placement) must not
+			// start behind the newest settled checkpoint known of it: it
+			// gathers the live members' copies, or waits for a member
+			// that keeps one (recovery.Settled).
+			lacking := !wait && !resume && recovery.Short(n.own(f), n.settled[f])
+			if lacking {
+				wait, gather = true, len(others) > 0
+				lacking = !gather
+			}
 			delete(n.handedOff, f)
 			by, took := n.handedOffBy[f]
 			delete(n.handedOffBy, f)
@@ -760,6 +781,8 @@ func (n *node) place(next *placed, s shard.Step) error {
 			}
 			if gather {
 				n.gatherCopies(f, others)
+			} else if lacking {
+				n.lack(f, n.frags[f])
 			} else if wait {
 				n.askHandoff(f, ch.From)
 			}
@@ -778,6 +801,9 @@ func (n *node) place(next *placed, s shard.Step) error {
 		}
 	}
 	n.placed = next
+	if len(n.settled) > 0 {
+		n.tellSettled(maps.Clone(n.settled))
+	}
 	n.running = true
 	n.agreed = slices.Clone(next.members) // a leaver is not counted: its leave was announced
 	n.agreedEpoch = next.epoch

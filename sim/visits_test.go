@@ -1,7 +1,6 @@
 package sim_test
 
 import (
-	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -142,68 +141,33 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     placement is confirmed once written, which it was not (a leaver
 //     stayed its whole 15 s: the scenario leave_mid_stream ended exact
 //     after 14.25 s, now 2.25 s).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1361, 2037, 2403}
+//   - 1123 and 2383: a fragment gained from a dead owner started from
+//     nothing while no live member kept a copy, and the copies came back
+//     later; the new lineage released count updates under the old one's
+//     ids with other values. 1123 (three nodes): n3 (the standby)
+//     crashed at 3.99s and n2 (the owner) at 7.16s, before the placement
+//     without n3 could give them a new standby; n1, with a majority of
+//     the agreed n1 n2 (the lowest member of an even split), started both
+//     fragments from nothing ("sink counts: 50 outputs delivered again
+//     with another value, first 0/e/2/0/6/0/0: c20=1 then late7=1").
+//     2383 (four nodes, two fragments): a partition n1 n3 | n2 n4 left
+//     both fragments' owners and standbys (n2 and n4, each the other's)
+//     on the side without the lowest member; n3, then n1 alone while n3
+//     was paused, started both from nothing, and n2's and n4's copies
+//     came back after the heal ("224 outputs"). A node's own placement
+//     history could not tell: in 1123 the survivor was the owner's
+//     standby in the last placement, named after the real standby had
+//     died, and never got a copy. Since: every node knows the newest
+//     checkpoint each fragment settled (recovery.Settled; an owner tells
+//     every member when one settles, and every node tells the others all
+//     it knows at each placement), and a fragment that would start from
+//     a copy older than that stays unavailable and gathers again until a
+//     member that keeps one is back.
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) {
 	for _, seed := range fixedVisitSeeds {
-		log, problems := runSchedule(seed, true, newVisitsWorld)
-		if len(problems) > 0 {
-			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomVisitSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
-				seed, seed, strings.Join(problems, "\n"), strings.Join(log, "\n"))
-		}
-	}
-}
-
-// lostCopySeeds are schedules of the visits world in which a fragment
-// gained from a dead owner starts from nothing while no live member keeps
-// a copy, and the copies come back later: the new lineage replays the
-// input in other batches and releases count updates under the old one's
-// ids with other values. They fail today:
-//
-//   - 1123 (three nodes): n3 (the standby) crashed at 3.99s and n2 (the
-//     owner) at 7.16s, before the placement without n3 could give them a
-//     new standby; n1, with a majority of the agreed n1 n2 (the lowest
-//     member of an even split), started both fragments from nothing while
-//     the copies were on the two down nodes ("sink counts: 50 outputs
-//     delivered again with another value, first 0/e/2/0/6/0/0: c20=1
-//     then late7=1").
-//   - 2383 (four nodes, two fragments): a partition n1 n3 | n2 n4 left
-//     both fragments' owners and standbys (n2 and n4, each the other's)
-//     on the side without the lowest member; n3, then n1 alone while n3
-//     was paused, started both from nothing, and n2's and n4's copies
-//     came back after the heal ("sink counts: 224 outputs delivered again
-//     with another value").
-//
-// Here the gather (recovery.Gather) finds no copy on any live member,
-// and the new owner has none either. The fix to make: a fragment that
-// finds no copy stays unavailable while a member that is down keeps one,
-// and gathers again when such a member is back, instead of starting a
-// lineage from nothing beside it (consistency over availability, as the
-// majority rule chose for partitions, and as Kafka does without unclean
-// leader election). The survivors must know which down members keep a
-// copy: each node would gossip the fragments it keeps copies of (a
-// bitset in its memberlist metadata, the simulation's heartbeat), and
-// every node would remember the last one of a member that died (not of
-// one that left: it handed its copies over). A node's own placement
-// history does not tell: in 1123 the survivor was the owner's standby
-// in the last placement, named after the real standby had died, and
-// never got a copy. A fragment whose owner died before its first
-// checkpoint was copied released nothing, and no one gossips a copy of
-// it: it still starts at once.
-var lostCopySeeds = []uint64{1123, 2383}
-
-var lostCopies = flag.Bool("lostcopies", false, "TestFragmentWithoutLiveCopyStaysUnavailable: replay lostCopySeeds, which fail until the fix above is made")
-
-// TestFragmentWithoutLiveCopyStaysUnavailable replays lostCopySeeds with
-// -lostcopies. They fail: the defect above is open,
-// and the test runs only when asked for, so that the suite stays green
-// for everything else; it says so when it skips.
-func TestFragmentWithoutLiveCopyStaysUnavailable(t *testing.T) {
-	if !*lostCopies {
-		t.Skip("open defect: a fragment whose copies are all on down nodes starts from nothing (lostCopySeeds); -lostcopies replays it")
-	}
-	for _, seed := range lostCopySeeds {
 		log, problems := runSchedule(seed, true, newVisitsWorld)
 		if len(problems) > 0 {
 			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomVisitSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",

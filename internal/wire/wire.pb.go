@@ -467,7 +467,11 @@ type CheckpointChunk struct {
 	// A hand-off's lineage: the epoch the receiver judges it by against its
 	// own copy, at least epoch (recovery.Machine.HandoffEpoch: a lineage that
 	// took no checkpoint yet hands off the copy it started from).
-	Lineage       uint64 `protobuf:"varint,14,opt,name=lineage,proto3" json:"lineage,omitempty"`
+	Lineage uint64 `protobuf:"varint,14,opt,name=lineage,proto3" json:"lineage,omitempty"`
+	// On a hand-off: the newest checkpoint of the fragment the sender knows
+	// settled (recovery.Settled). A receiver whose copies are all older does
+	// not start from them.
+	Settled       uint64 `protobuf:"varint,15,opt,name=settled,proto3" json:"settled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +604,13 @@ func (x *CheckpointChunk) GetLineage() uint64 {
 	return 0
 }
 
+func (x *CheckpointChunk) GetSettled() uint64 {
+	if x != nil {
+		return x.Settled
+	}
+	return 0
+}
+
 // HandoffAsk asks the node a fragment waits for a hand-off from whether
 // it has the fragment to hand off; one that neither owns it nor handed it
 // off hands off the copy it keeps, or answers NoHandoff, to the asker's
@@ -698,6 +709,7 @@ type NoHandoff struct {
 	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
 	Placement     uint64                 `protobuf:"varint,2,opt,name=placement,proto3" json:"placement,omitempty"` // the HandoffAsk's
 	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	Settled       uint64                 `protobuf:"varint,4,opt,name=settled,proto3" json:"settled,omitempty"` // as CheckpointChunk.settled
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,6 +765,77 @@ func (x *NoHandoff) GetFrom() string {
 	return ""
 }
 
+func (x *NoHandoff) GetSettled() uint64 {
+	if x != nil {
+		return x.Settled
+	}
+	return 0
+}
+
+// Settled tells a member the newest checkpoint each fragment named
+// settled (recovery.Settled): epochs[i] is fragments[i]'s. An owner sends
+// it when one of its fragments settles one; every node sends all it
+// knows when it applies a placement.
+type Settled struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flow          string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
+	Fragments     []uint32               `protobuf:"varint,2,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
+	Epochs        []uint64               `protobuf:"varint,3,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settled) Reset() {
+	*x = Settled{}
+	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settled) ProtoMessage() {}
+
+func (x *Settled) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settled.ProtoReflect.Descriptor instead.
+func (*Settled) Descriptor() ([]byte, []int) {
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Settled) GetFlow() string {
+	if x != nil {
+		return x.Flow
+	}
+	return ""
+}
+
+func (x *Settled) GetFragments() []uint32 {
+	if x != nil {
+		return x.Fragments
+	}
+	return nil
+}
+
+func (x *Settled) GetEpochs() []uint64 {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
 // Copied tells a fragment's owner that its standby holds checkpoint epoch
 // synced: the checkpoint's outputs may leave (recovery.Machine.Copied).
 type Copied struct {
@@ -765,7 +848,7 @@ type Copied struct {
 
 func (x *Copied) Reset() {
 	*x = Copied{}
-	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +860,7 @@ func (x *Copied) String() string {
 func (*Copied) ProtoMessage() {}
 
 func (x *Copied) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +873,7 @@ func (x *Copied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copied.ProtoReflect.Descriptor instead.
 func (*Copied) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{8}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Copied) GetFragment() uint32 {
@@ -822,7 +905,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +917,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +930,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Fetch) GetFlow() string {
@@ -886,7 +969,7 @@ type Behind struct {
 
 func (x *Behind) Reset() {
 	*x = Behind{}
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +981,7 @@ func (x *Behind) String() string {
 func (*Behind) ProtoMessage() {}
 
 func (x *Behind) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +994,7 @@ func (x *Behind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Behind.ProtoReflect.Descriptor instead.
 func (*Behind) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Behind) GetFragment() uint32 {
@@ -953,7 +1036,7 @@ type HandoffDone struct {
 
 func (x *HandoffDone) Reset() {
 	*x = HandoffDone{}
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1048,7 @@ func (x *HandoffDone) String() string {
 func (*HandoffDone) ProtoMessage() {}
 
 func (x *HandoffDone) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1061,7 @@ func (x *HandoffDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDone.ProtoReflect.Descriptor instead.
 func (*HandoffDone) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HandoffDone) GetFragment() uint32 {
@@ -1017,7 +1100,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1112,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1125,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Query) GetId() uint64 {
@@ -1166,7 +1249,7 @@ type QueryReply struct {
 
 func (x *QueryReply) Reset() {
 	*x = QueryReply{}
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1261,7 @@ func (x *QueryReply) String() string {
 func (*QueryReply) ProtoMessage() {}
 
 func (x *QueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1274,7 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *QueryReply) GetId() uint64 {
@@ -1233,7 +1316,7 @@ type Resync struct {
 
 func (x *Resync) Reset() {
 	*x = Resync{}
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1328,7 @@ func (x *Resync) String() string {
 func (*Resync) ProtoMessage() {}
 
 func (x *Resync) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1341,7 @@ func (x *Resync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resync.ProtoReflect.Descriptor instead.
 func (*Resync) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Resync) GetFragment() uint32 {
@@ -1301,7 +1384,7 @@ type AlertLog struct {
 
 func (x *AlertLog) Reset() {
 	*x = AlertLog{}
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1396,7 @@ func (x *AlertLog) String() string {
 func (*AlertLog) ProtoMessage() {}
 
 func (x *AlertLog) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1409,7 @@ func (x *AlertLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertLog.ProtoReflect.Descriptor instead.
 func (*AlertLog) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AlertLog) GetFlow() string {
@@ -1471,7 +1554,7 @@ type Pause struct {
 
 func (x *Pause) Reset() {
 	*x = Pause{}
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1566,7 @@ func (x *Pause) String() string {
 func (*Pause) ProtoMessage() {}
 
 func (x *Pause) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1579,7 @@ func (x *Pause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pause.ProtoReflect.Descriptor instead.
 func (*Pause) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Pause) GetId() uint64 {
@@ -1535,7 +1618,7 @@ type Paused struct {
 
 func (x *Paused) Reset() {
 	*x = Paused{}
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1630,7 @@ func (x *Paused) String() string {
 func (*Paused) ProtoMessage() {}
 
 func (x *Paused) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1643,7 @@ func (x *Paused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Paused.ProtoReflect.Descriptor instead.
 func (*Paused) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Paused) GetId() uint64 {
@@ -1606,7 +1689,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1701,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1714,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Release) GetId() uint64 {
@@ -1667,7 +1750,7 @@ type Released struct {
 
 func (x *Released) Reset() {
 	*x = Released{}
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1762,7 @@ func (x *Released) String() string {
 func (*Released) ProtoMessage() {}
 
 func (x *Released) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1775,7 @@ func (x *Released) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Released.ProtoReflect.Descriptor instead.
 func (*Released) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Released) GetId() uint64 {
@@ -1742,7 +1825,7 @@ type ExchangeMade struct {
 
 func (x *ExchangeMade) Reset() {
 	*x = ExchangeMade{}
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1837,7 @@ func (x *ExchangeMade) String() string {
 func (*ExchangeMade) ProtoMessage() {}
 
 func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1850,7 @@ func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeMade.ProtoReflect.Descriptor instead.
 func (*ExchangeMade) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExchangeMade) GetChannel() uint32 {
@@ -1827,7 +1910,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x06Rewind\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x03R\x02to\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\rR\achannel\"\xdd\x02\n" +
+	"\achannel\x18\x03 \x01(\rR\achannel\"\xf7\x02\n" +
 	"\x0fCheckpointChunk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x14\n" +
@@ -1844,18 +1927,24 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\ahandoff\x18\v \x01(\bR\ahandoff\x12\x19\n" +
 	"\breply_to\x18\f \x01(\tR\areplyTo\x12\x14\n" +
 	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
-	"\alineage\x18\x0e \x01(\x04R\alineage\"\x89\x01\n" +
+	"\alineage\x18\x0e \x01(\x04R\alineage\x12\x18\n" +
+	"\asettled\x18\x0f \x01(\x04R\asettled\"\x89\x01\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x19\n" +
 	"\breply_to\x18\x03 \x01(\tR\areplyTo\x12\x1c\n" +
 	"\tplacement\x18\x04 \x01(\x04R\tplacement\x12\x12\n" +
-	"\x04have\x18\x05 \x01(\x04R\x04have\"Y\n" +
+	"\x04have\x18\x05 \x01(\x04R\x04have\"s\n" +
 	"\tNoHandoff\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x1c\n" +
 	"\tplacement\x18\x02 \x01(\x04R\tplacement\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\":\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x18\n" +
+	"\asettled\x18\x04 \x01(\x04R\asettled\"S\n" +
+	"\aSettled\x12\x12\n" +
+	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
+	"\tfragments\x18\x02 \x03(\rR\tfragments\x12\x16\n" +
+	"\x06epochs\x18\x03 \x03(\x04R\x06epochs\":\n" +
 	"\x06Copied\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"R\n" +
@@ -1951,7 +2040,7 @@ func file_internal_wire_wire_proto_rawDescGZIP() []byte {
 	return file_internal_wire_wire_proto_rawDescData
 }
 
-var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_internal_wire_wire_proto_goTypes = []any{
 	(*Meta)(nil),            // 0: tessera.wire.Meta
 	(*Batches)(nil),         // 1: tessera.wire.Batches
@@ -1961,23 +2050,24 @@ var file_internal_wire_wire_proto_goTypes = []any{
 	(*CheckpointChunk)(nil), // 5: tessera.wire.CheckpointChunk
 	(*HandoffAsk)(nil),      // 6: tessera.wire.HandoffAsk
 	(*NoHandoff)(nil),       // 7: tessera.wire.NoHandoff
-	(*Copied)(nil),          // 8: tessera.wire.Copied
-	(*Fetch)(nil),           // 9: tessera.wire.Fetch
-	(*Behind)(nil),          // 10: tessera.wire.Behind
-	(*HandoffDone)(nil),     // 11: tessera.wire.HandoffDone
-	(*Query)(nil),           // 12: tessera.wire.Query
-	(*QueryReply)(nil),      // 13: tessera.wire.QueryReply
-	(*Resync)(nil),          // 14: tessera.wire.Resync
-	(*AlertLog)(nil),        // 15: tessera.wire.AlertLog
-	(*Pause)(nil),           // 16: tessera.wire.Pause
-	(*Paused)(nil),          // 17: tessera.wire.Paused
-	(*Release)(nil),         // 18: tessera.wire.Release
-	(*Released)(nil),        // 19: tessera.wire.Released
-	(*ExchangeMade)(nil),    // 20: tessera.wire.ExchangeMade
+	(*Settled)(nil),         // 8: tessera.wire.Settled
+	(*Copied)(nil),          // 9: tessera.wire.Copied
+	(*Fetch)(nil),           // 10: tessera.wire.Fetch
+	(*Behind)(nil),          // 11: tessera.wire.Behind
+	(*HandoffDone)(nil),     // 12: tessera.wire.HandoffDone
+	(*Query)(nil),           // 13: tessera.wire.Query
+	(*QueryReply)(nil),      // 14: tessera.wire.QueryReply
+	(*Resync)(nil),          // 15: tessera.wire.Resync
+	(*AlertLog)(nil),        // 16: tessera.wire.AlertLog
+	(*Pause)(nil),           // 17: tessera.wire.Pause
+	(*Paused)(nil),          // 18: tessera.wire.Paused
+	(*Release)(nil),         // 19: tessera.wire.Release
+	(*Released)(nil),        // 20: tessera.wire.Released
+	(*ExchangeMade)(nil),    // 21: tessera.wire.ExchangeMade
 }
 var file_internal_wire_wire_proto_depIdxs = []int32{
-	15, // 0: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
-	20, // 1: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
+	16, // 0: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
+	21, // 1: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
 	2,  // [2:2] is the sub-list for method output_type
 	2,  // [2:2] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -1996,7 +2086,7 @@ func file_internal_wire_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_wire_wire_proto_rawDesc), len(file_internal_wire_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

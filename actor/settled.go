@@ -1,0 +1,130 @@
+package actor
+
+import (
+	"maps"
+	"slices"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+
+	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/recovery"
+)
+
+// What this node knows of the newest checkpoint every fragment settled
+// (recovery.Settled): a fragment that would start from an older copy —
+// every newer one is on members that are down — stays unavailable and
+// gathers the live members' copies again (fragmentActor.lack) instead of
+// releasing other values under the ids of outputs the sinks have. A
+// fragment here that settles a checkpoint tells every live member at once
+// (wire.Settled); every node tells the others all it knows when it
+// applies a placement, for the members that were down or cut off; and
+// hand-offs and the answers to a gather carry the sender's knowledge of
+// their fragment. The store keeps it across restarts.
+
+// settledOf is the newest settled checkpoint of fragment f this node
+// knows of (0: none).
+func (e *Engine) settledOf(f int) uint64 {
+	e.settledMu.Lock()
+	defer e.settledMu.Unlock()
+	return e.settled[f]
+}
+
+// noteSettled records that fragment f settled a checkpoint of epoch. tell:
+// the fragment runs here, and every live member is told at once if it is
+// news.
+func (e *Engine) noteSettled(f int, epoch uint64, tell bool) {
+	if e.self == "" || f < 0 || f >= e.plan.Fragments() {
+		return // a single node: every copy is its own
+	}
+	e.settledMu.Lock()
+	news := e.settled.Note(f, epoch)
+	if news {
+		if err := e.store.NoteSettled(e.plan.Name(), f, epoch); err != nil {
+			e.cfg.Logger.Warn("record a settled checkpoint", "fragment", f, "err", err)
+		}
+	}
+	e.settledMu.Unlock()
+	if news && tell {
+		if l := e.layout.Load(); l != nil {
+			e.tellSettled(l, recovery.Settled{f: epoch})
+		}
+	}
+}
+
+// tellSettled sends s to every live member of l's placement but this
+// node, but for those whose remote did not answer when it was applied:
+// protoactor's endpoint writer keeps every gRPC connection it failed to
+// set up (remote/endpoint_writer.go, initializeInternal), and a
+// placement that finds the member sends it all this node knows.
+func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
+	cl := l.cl
+	if cl == nil || len(s) == 0 {
+		return
+	}
+	msg := &wire.Settled{Flow: e.plan.Name()}
+	for _, f := range slices.Sorted(maps.Keys(s)) {
+		msg.Fragments = append(msg.Fragments, uint32(f))
+		msg.Epochs = append(msg.Epochs, s[f])
+	}
+	for _, m := range liveOthers(cl) {
+		if pid := memberPID(cl, m, e.plan.Name()+"/replica"); pid != nil && !l.silent[m] {
+			e.sys.Root.Send(pid, msg)
+		}
+	}
+}
+
+// tellAllSettled sends every live member of l's placement all this node
+// knows.
+func (e *Engine) tellAllSettled(l *layout) {
+	e.settledMu.Lock()
+	s := make(recovery.Settled, len(e.settled))
+	s.Merge(e.settled)
+	e.settledMu.Unlock()
+	e.tellSettled(l, s)
+}
+
+// settledNews takes a member's wire.Settled.
+func (e *Engine) settledNews(m *wire.Settled) {
+	if m.Flow != e.plan.Name() || len(m.Fragments) != len(m.Epochs) {
+		e.malformed.Add(1)
+		return
+	}
+	for i, f := range m.Fragments {
+		if int(f) >= e.plan.Fragments() {
+			e.malformed.Add(1)
+			continue
+		}
+		e.noteSettled(int(f), m.Epochs[i], false)
+	}
+}
+
+// liveOthers are the live members of cl (leaving ones included) but this
+// node, sorted.
+func liveOthers(cl *ClusterConfig) []string {
+	var out []string
+	if cl == nil {
+		return nil
+	}
+	for _, m := range [2]map[string]string{cl.Remotes, cl.Leaving} {
+		for name := range m {
+			if name != cl.Self && !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// memberPID is the actor name on member m's node under placement cl, or
+// nil if cl does not know the member's address.
+func memberPID(cl *ClusterConfig, m, name string) *pa.PID {
+	addr, ok := cl.Remotes[m]
+	if !ok {
+		addr, ok = cl.Leaving[m]
+	}
+	if !ok || addr == "" {
+		return nil
+	}
+	return pa.NewPID(addr, name)
+}
