@@ -57,6 +57,7 @@ func TestReferenceShape(t *testing.T) {
 type node struct {
 	name, gossip, remote, dir string
 	args                      []string
+	expect                    int        // the cluster's size (-expect)
 	mu                        sync.Mutex // guards p, which a restart replaces while watchComplete reads it
 	p                         *exampletest.Proc
 }
@@ -82,7 +83,7 @@ func (n *node) start(t *testing.T, bin string, join string) {
 func (n *node) spawn(t *testing.T, bin string, join string) *exampletest.Proc {
 	t.Helper()
 	a := append(slices.Clone(n.args), "-node", n.name, "-http", exampletest.FreePort(t), "-gossip", n.gossip,
-		"-remote", n.remote, "-expect", "3", "-data", n.dir)
+		"-remote", n.remote, "-expect", fmt.Sprint(n.expect), "-data", n.dir)
 	if join != "" {
 		a = append(a, "-join", join)
 	}
@@ -101,15 +102,22 @@ func (n *node) kill(t *testing.T) {
 // extra flags.
 func startCluster(t *testing.T, sp SourceParams, extra ...string) []*node {
 	t.Helper()
+	return startClusterOf(t, 3, sp, extra...)
+}
+
+// startClusterOf starts size nodes of the alarms program with sp, and
+// extra flags.
+func startClusterOf(t *testing.T, size int, sp SourceParams, extra ...string) []*node {
+	t.Helper()
 	bin := exampletest.Build(t, "alarms")
 	args := []string{"-hot", fmt.Sprint(sp.Hot), "-warm", fmt.Sprint(sp.Warm), "-early", fmt.Sprint(sp.Early),
 		"-rate", fmt.Sprint(sp.Rate), "-idle-end", sp.IdleEnd.String(), "-fragments", "12",
 		"-checkpoint-interval", "200ms", "-progress", "0", "-log-level", "warn"}
 	args = append(args, extra...)
-	nodes := make([]*node, 3)
+	nodes := make([]*node, size)
 	for i := range nodes {
 		nodes[i] = &node{name: fmt.Sprintf("n%d", i), gossip: exampletest.FreePort(t), remote: exampletest.FreePort(t),
-			dir: t.TempDir(), args: args}
+			dir: t.TempDir(), args: args, expect: size}
 	}
 	startAll(t, bin, nodes)
 	return nodes
@@ -175,10 +183,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // complete (watchComplete), and returns its input and the reference.
 func watchedCluster(t *testing.T, rate float64, args ...string) (SourceParams, expected, []*node) {
 	t.Helper()
+	return watchedClusterOf(t, 3, rate, args...)
+}
+
+// watchedClusterOf is watchedCluster over size nodes.
+func watchedClusterOf(t *testing.T, size int, rate float64, args ...string) (SourceParams, expected, []*node) {
+	t.Helper()
 	sp := testParams
 	sp.Rate = rate
 	want := reference(sp)
-	nodes := startCluster(t, sp, args...)
+	nodes := startClusterOf(t, size, sp, args...)
 	watchComplete(t, nodes, sp, want)
 	return sp, want, nodes
 }
