@@ -258,7 +258,7 @@ type Engine struct {
 	malformed     atomic.Int64
 	handoffs      atomic.Int64
 	handedOff     map[int]uint64
-	handedOffFrom map[int]string
+	handedOffFrom map[int]handoffRef
 
 	// superseded are this node's own copies that a hand-off of a newer
 	// lineage replaced although they held a later checkpoint (supMu):
@@ -303,7 +303,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	cfg.defaults()
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),
-		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, handedOffFrom: map[int]string{}, superseded: map[int]*recovery.Checkpoint{}}
+		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, handedOffFrom: map[int]handoffRef{}, superseded: map[int]*recovery.Checkpoint{}}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err

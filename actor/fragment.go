@@ -47,10 +47,9 @@ type fragmentActor struct {
 	// gather: gained from an owner that died, the fragment waits for the
 	// copies of the live members it asked (recovery.Gather).
 	gather *recovery.Gather[handoffMsg]
-	// confirms: the nodes (remote addresses) whose hand-off the fragment
-	// took, to confirm once its first checkpoint after confirmAfter is
+	// confirms: the processes whose hand-off the fragment took, to confirm once its first checkpoint after confirmAfter is
 	// settled (recovery.Machine.Settled).
-	confirms     []string
+	confirms     []handoffRef
 	confirmAfter uint64
 	// waitPlacement is the placement epoch the latest wait for a hand-off
 	// began under: a hand-off made under an older one does not end it
@@ -328,8 +327,8 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 
 // confirmLater confirms the hand-off of the node at replyTo once the
 // fragment's state since now is on two nodes (confirms).
-func (fa *fragmentActor) confirmLater(replyTo string) {
-	if replyTo == "" {
+func (fa *fragmentActor) confirmLater(replyTo handoffRef) {
+	if replyTo.addr == "" {
 		return
 	}
 	fa.confirms = append(fa.confirms, replyTo)
@@ -343,7 +342,7 @@ func (fa *fragmentActor) confirmHandoffs(c pa.Context) {
 		return
 	}
 	for _, to := range fa.confirms {
-		c.Send(pa.NewPID(to, fa.e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
+		to.confirm(fa.e, fa.id)
 	}
 	fa.confirms = nil
 }
@@ -660,9 +659,7 @@ func (fa *fragmentActor) load(r recovery.Restored) {
 func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 	e, m := fa.e, fa.m
 	done := func() {
-		if msg.replyTo != "" {
-			c.Send(pa.NewPID(msg.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
-		}
+		msg.replyTo.confirm(e, fa.id)
 	}
 	if fa.gather != nil && m.Waiting() {
 		// Any copy competes, even one made under an older placement
@@ -670,8 +667,8 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		// the gather judges it by its lineage, and the member answers
 		// this wait's request too.
 		dropped, _, ok := fa.gather.Copy(msg.from, msg.lineage, msg)
-		if ok && dropped.replyTo != "" {
-			c.Send(pa.NewPID(dropped.replyTo, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)})
+		if ok {
+			dropped.replyTo.confirm(e, fa.id)
 		}
 		if fa.gather.Done() {
 			fa.endGather(c)
@@ -816,8 +813,8 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 		"offered", ok, "from", from, "unanswered", g.Pending())
 	g.Know(fa.e.settledOf(fa.id))
 	if _, lacks := g.Lacks(fa.own()); lacks {
-		if ok && best.replyTo != "" {
-			c.Send(pa.NewPID(best.replyTo, fa.e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(fa.id)}) // not taken
+		if ok {
+			best.replyTo.confirm(fa.e, fa.id) // not taken
 		}
 		fa.lack(c)
 		return

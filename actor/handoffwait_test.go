@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -83,5 +84,33 @@ func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 	}
 	if got, want := st.Offsets(), map[string]int64{plan.PartitionName(0, 0): 80}; !maps.Equal(got, want) {
 		t.Fatalf("offsets %v, want %v (the current hand-off's)", got, want)
+	}
+}
+
+// A node's remote delivers what another node queued for its address to
+// the next process there. The confirmation of a hand-off that this node's
+// previous process sent must not count as the confirmation of one this
+// process sent: the node would take that one for taken, and might leave
+// while its copy is still the only one. The simulation drops such a
+// confirmation the same way (sim handoffDone: the sender's incarnation).
+func TestConfirmationOfAnEarlierProcessIsIgnored(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 10}, word)
+	plan := countFlow(t, src, "")
+	addr := freeAddr(t)
+	e, err := Start(plan, Config{Logger: quiet(), Store: diskStore(t),
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
+			Readers: []string{"a"}, Remotes: map[string]string{"a": addr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	e.handoffs.Add(1) // a hand-off this process sent, not yet taken
+	e.handoffDone(&wire.HandoffDone{Fragment: 0, To: "the id of an earlier process"})
+	if n := e.handoffs.Load(); n != 1 {
+		t.Fatalf("%d hand-offs pending after the confirmation of an earlier process's, want 1", n)
+	}
+	e.handoffDone(&wire.HandoffDone{Fragment: 0, To: e.sys.ID})
+	if n := e.handoffs.Load(); n != 0 {
+		t.Fatalf("%d hand-offs pending after this process's was confirmed, want 0", n)
 	}
 }

@@ -39,9 +39,11 @@ func placementPlan(old, cl *ClusterConfig) []shard.Change {
 // Place applies a new placement (of a newer epoch): fragments this node
 // lost take a final checkpoint and stop; fragments it gained start from
 // their old owner's hand-off if it lives, else from the newest copy the
-// live members and this node keep (recovery.Gather), and the readers
-// replay what they miss, since a gap makes a fragment ask for a rewind;
-// source partitions move the same way.
+// live members and this node keep (recovery.Gather) — but never from a
+// copy older than the newest checkpoint the fragment settled: then it
+// waits for a member that keeps one (recovery.Settled, settled.go) — and
+// the readers replay what they miss, since a gap makes a fragment ask for
+// a rewind; source partitions move the same way.
 // Every reader routes to the new owners from the next batch on.
 func (e *Engine) Place(cl *ClusterConfig) error { return e.place(cl, false) }
 

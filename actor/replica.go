@@ -143,7 +143,7 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
 			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
 			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: kind == chunkHandoff, ReplyTo: replyTo,
-			Offer: kind == chunkOffer, Lineage: lineage, Settled: settled})
+			Offer: kind == chunkOffer, Lineage: lineage, Settled: settled, SenderId: e.sys.ID})
 		data = data[n:]
 		if len(data) == 0 {
 			break
@@ -242,7 +242,7 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 // confirmLaterMsg gives a fragment just placed here the hand-off it
 // restored, which came before the placement: it confirms it to the node
 // at replyTo as one it took itself (fragmentActor.confirmLater).
-type confirmLaterMsg struct{ replyTo string }
+type confirmLaterMsg struct{ replyTo handoffRef }
 
 // offerMsg brings a stale fragment a copy another node had (Fetch).
 type offerMsg struct {
@@ -257,12 +257,35 @@ type handoffMsg struct {
 	lineage   uint64 // what it is judged by against the copy here (wire.CheckpointChunk.Lineage)
 	placement uint64
 	from      string
-	replyTo   string // the old owner's remote address
+	replyTo   handoffRef // the old owner, to confirm to
+}
+
+// handoffRef is the process that sent a hand-off: its remote address, and
+// its actor system's id (wire.CheckpointChunk.SenderId), which the
+// confirmation names.
+type handoffRef struct{ addr, id string }
+
+// confirm tells the process at r that its hand-off of fragment f was
+// taken, or not taken and need not be kept (wire.HandoffDone).
+func (r handoffRef) confirm(e *Engine, f int) {
+	if r.addr != "" {
+		e.sys.Root.Send(pa.NewPID(r.addr, e.plan.Name()+"/replica"), &wire.HandoffDone{Fragment: uint32(f), To: r.id})
+	}
 }
 
 // handoffTimeoutMsg ends a fragment's wait for a hand-off: its wait-th
 // (0: the one it was spawned with).
 type handoffTimeoutMsg struct{ wait uint64 }
+
+// handoffDone counts a hand-off this process sent as taken, unless the
+// confirmation names an earlier process on this address.
+func (e *Engine) handoffDone(m *wire.HandoffDone) {
+	if m.To != "" && m.To != e.sys.ID {
+		e.cfg.Logger.Debug("a confirmation of an earlier process's hand-off ignored", "fragment", m.Fragment)
+		return
+	}
+	e.handoffs.Add(-1)
+}
 
 // lackMsg tells a fragment just placed here that its copy is behind the
 // newest checkpoint it settled and no live member is there to ask
@@ -276,7 +299,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	case *wire.CheckpointChunk:
 		m = msg
 	case *wire.HandoffDone:
-		e.handoffs.Add(-1)
+		e.handoffDone(msg)
 		return
 	case syncMsg:
 		ra.syncing = false
@@ -426,7 +449,8 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		// owner placed before the last epoch bump; its checkpoint is sound
 		// and the readers replay from it); a running one only if it is
 		// ahead and not older than the fragment's placement.
-		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, lineage: max(cp.Manifest.Epoch, m.Lineage), placement: m.Placement, from: m.Owner, replyTo: m.ReplyTo})
+		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, lineage: max(cp.Manifest.Epoch, m.Lineage), placement: m.Placement, from: m.Owner,
+			replyTo: handoffRef{m.ReplyTo, m.SenderId}})
 		return
 	}
 	if m.Placement < l.epoch {
@@ -447,7 +471,7 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 	// once placed here, confirms the hand-off as one it took itself.
 	e.handedOff[f] = m.Placement
 	if m.ReplyTo != "" {
-		e.handedOffFrom[f] = m.ReplyTo
+		e.handedOffFrom[f] = handoffRef{m.ReplyTo, m.SenderId}
 	}
 }
 

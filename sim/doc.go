@@ -20,7 +20,11 @@
 //     carries out too: kept fragments learn the epoch, lost ones take a
 //     final checkpoint and are handed off, gained ones restore their
 //     newest local copy or wait for a live owner's hand-off (judged by
-//     its lineage: recovery.Machine.HandoffEpoch);
+//     its lineage: recovery.Machine.HandoffEpoch), and ones gained from
+//     a dead owner gather the live members' copies (recovery.Gather);
+//     no fragment starts from a copy older than the newest checkpoint it
+//     settled, which every node hears of (recovery.Settled), as the
+//     engine's settled.go;
 //   - a node reads its pause clock (recovery.PauseClock) on every tick
 //     and before any fragment handles a message, as the engine does, and
 //     after a gap longer than Config.PauseLimit every fragment drops its

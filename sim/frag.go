@@ -360,7 +360,9 @@ func (n *node) endGather(f int, fr *frag) {
 	n.carry(f)
 }
 
-// handoffDone tells the old owner that its hand-off of f was taken.
+// handoffDone tells the old owner that its hand-off of f was taken: the
+// process that sent it (inc), which the engine's confirmation names too
+// (wire.HandoffDone.to); a later process on that node ignores it.
 func (n *node) handoffDone(f int, to string, inc int) {
 	n.c.send(n.name, to, func(d *node) {
 		if d.inc == inc {

@@ -471,7 +471,10 @@ type CheckpointChunk struct {
 	// On a hand-off: the newest checkpoint of the fragment the sender knows
 	// settled (recovery.Settled). A receiver whose copies are all older does
 	// not start from them.
-	Settled       uint64 `protobuf:"varint,15,opt,name=settled,proto3" json:"settled,omitempty"`
+	Settled uint64 `protobuf:"varint,15,opt,name=settled,proto3" json:"settled,omitempty"`
+	// The sending process (its actor system's id): a HandoffDone names it
+	// back, and a later process on the same address ignores it.
+	SenderId      string `protobuf:"bytes,16,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -609,6 +612,13 @@ func (x *CheckpointChunk) GetSettled() uint64 {
 		return x.Settled
 	}
 	return 0
+}
+
+func (x *CheckpointChunk) GetSenderId() string {
+	if x != nil {
+		return x.SenderId
+	}
+	return ""
 }
 
 // HandoffAsk asks the node a fragment waits for a hand-off from whether
@@ -1026,10 +1036,15 @@ func (x *Behind) GetUpto() int64 {
 }
 
 // HandoffDone tells the owner that handed a fragment off that the new
-// owner restored its checkpoint and runs it.
+// owner restored its checkpoint and runs it. to is the hand-off's
+// CheckpointChunk.sender_id: protoactor's remote delivers what it queued
+// for an address to the next process there, whose own hand-offs it does
+// not confirm (it would count one of them taken, and let the node leave
+// while that one is still the only copy).
 type HandoffDone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1069,6 +1084,13 @@ func (x *HandoffDone) GetFragment() uint32 {
 		return x.Fragment
 	}
 	return 0
+}
+
+func (x *HandoffDone) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
 }
 
 // Query asks a node for its fragments' answers to a view request.
@@ -1910,7 +1932,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x06Rewind\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x03R\x02to\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\rR\achannel\"\xf7\x02\n" +
+	"\achannel\x18\x03 \x01(\rR\achannel\"\x94\x03\n" +
 	"\x0fCheckpointChunk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x14\n" +
@@ -1928,7 +1950,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\breply_to\x18\f \x01(\tR\areplyTo\x12\x14\n" +
 	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
 	"\alineage\x18\x0e \x01(\x04R\alineage\x12\x18\n" +
-	"\asettled\x18\x0f \x01(\x04R\asettled\"\x89\x01\n" +
+	"\asettled\x18\x0f \x01(\x04R\asettled\x12\x1b\n" +
+	"\tsender_id\x18\x10 \x01(\tR\bsenderId\"\x89\x01\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
@@ -1956,9 +1979,10 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x1a\n" +
 	"\bupstream\x18\x02 \x01(\rR\bupstream\x12\x18\n" +
 	"\achannel\x18\x03 \x01(\rR\achannel\x12\x12\n" +
-	"\x04upto\x18\x04 \x01(\x03R\x04upto\")\n" +
+	"\x04upto\x18\x04 \x01(\x03R\x04upto\"9\n" +
 	"\vHandoffDone\x12\x1a\n" +
-	"\bfragment\x18\x01 \x01(\rR\bfragment\"\xc7\x02\n" +
+	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"\xc7\x02\n" +
 	"\x05Query\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04view\x18\x02 \x01(\tR\x04view\x12\x0e\n" +
