@@ -404,6 +404,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	// them with nothing more to send that would show the gap (found by the
 	// simulation). On one node the readers start where the fragments are.
 	var replay []bool
+	others := liveOthers(cl)
 	gathers := map[int][]string{}
 	for i, r := range restored {
 		if r == nil {
@@ -415,10 +416,10 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		if cl != nil && !wait && recovery.Short(r.Manifest.Epoch, e.settledOf(i)) {
 			// Its copy is behind the newest checkpoint it settled: as
 			// Place, it gathers the live members' copies first.
-			wait, gather = true, liveOthers(cl)
+			wait, gather = true, others
 			lacking = len(gather) == 0
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, wait, gather, liveOthers(cl))
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, wait, gather, others)
 		if err != nil {
 			return nil, err
 		}

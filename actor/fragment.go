@@ -47,8 +47,9 @@ type fragmentActor struct {
 	// gather: gained from an owner that died, the fragment waits for the
 	// copies of the live members it asked (recovery.Gather).
 	gather *recovery.Gather[handoffMsg]
-	// confirms: the processes whose hand-off the fragment took, to confirm once its first checkpoint after confirmAfter is
-	// settled (recovery.Machine.Settled).
+	// confirms: the processes whose hand-off the fragment took, to
+	// confirm once its first checkpoint after confirmAfter is settled
+	// (recovery.Machine.Settled).
 	confirms     []handoffRef
 	confirmAfter uint64
 	// waitPlacement is the placement epoch the latest wait for a hand-off

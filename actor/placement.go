@@ -123,11 +123,11 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 				return err
 			}
 			// A fragment that would start now from its own copy (alone,
-			// or from a hand-off that came before the placement) must not
-			// start behind the newest checkpoint it settled: it gathers
-			// the live members' copies, or waits for a member that keeps
-			// one (recovery.Settled).
-			lacking := !wait && !resume && recovery.Short(r.Manifest.Epoch, e.settledOf(f))
+			// back from a fence, or from a hand-off that came before the
+			// placement) must not start behind the newest checkpoint it
+			// settled: it gathers the live members' copies, or waits for a
+			// member that keeps one (recovery.Settled).
+			lacking := !wait && recovery.Short(r.Manifest.Epoch, e.settledOf(f))
 			if lacking {
 				wait, gather = true, others
 				lacking = len(gather) == 0

@@ -61,8 +61,9 @@ type node struct {
 	// own, it would place over itself and start every fragment anew
 	// beside the lineage of nodes that are only down (seed 6892).
 	seeded bool
-	// leftBy: a leaving node stops once it owns nothing and every hand-off
-	// it sent was taken (pending), or at this deadline, as cluster.Node.
+	// leftBy: a leaving node stops once it applies a placement (it is not
+	// fenced) in which it owns nothing and every hand-off it sent was
+	// taken (pending), or at this deadline, as cluster.Node.
 	leftBy time.Time
 	// holdUntil: a leaving node that keeps copies of fragments it does
 	// not own stays until then at least.
@@ -417,7 +418,7 @@ func (n *node) tick() {
 		return
 	}
 	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
-		(n.placed != nil && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0 &&
+		(n.owns() && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0 &&
 			(!n.keepsCopies() || (!c.now.Before(n.holdUntil) && n.placedOverLive())))) {
 		c.trace("%s left", n.name)
 		_ = n.stop()
@@ -761,11 +762,12 @@ func (n *node) place(next *placed, s shard.Step) error {
 			gather := !resume && ch.Orphaned && len(others) > 0
 			wait := gather || (!resume && ch.Handoff && n.handedOff[f] < next.epoch)
 			// A fragment that would start now from its own copy (alone,
-			// or from a hand-off that came before the placement) must not
-			// start behind the newest settled checkpoint known of it: it
-			// gathers the live members' copies, or waits for a member
-			// that keeps one (recovery.Settled).
-			lacking := !wait && !resume && recovery.Short(n.own(f), n.settled[f])
+			// back from a fence, or from a hand-off that came before the
+			// placement) must not start behind the newest settled
+			// checkpoint known of it: it gathers the live members'
+			// copies, or waits for a member that keeps one
+			// (recovery.Settled).
+			lacking := !wait && recovery.Short(n.own(f), n.settled[f])
 			if lacking {
 				wait, gather = true, len(others) > 0
 				lacking = !gather

@@ -163,7 +163,16 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     it knows at each placement), and a fragment that would start from
 //     a copy older than that stays unavailable and gathers again until a
 //     member that keeps one is back.
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403}
+//   - 3669 (five nodes, a sixth started; two leaves, kills, a full disk):
+//     with that rule, fragment 4 waited for good. Its owner n4 was told
+//     to leave, was fenced (no majority) while its gather ran, and left
+//     as soon as it saw a majority again: fenced, it owned nothing, its
+//     placement was over live members, and it kept the fragment's newest
+//     copy, which its standby n2, gone in an earlier leave, had had too.
+//     A leaving node now leaves only once it applies a placement (it is
+//     not fenced), and hands such copies over first (cluster.Node's
+//     handOff).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) {
