@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 )
@@ -35,15 +36,44 @@ func TestAnswerToAnOlderWaitDoesNotEndTheWait(t *testing.T) {
 	}
 }
 
-func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
-	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 1000}, word)
-	plan := countFlow(t, src, "")
-	const f = 0
-	part := recovery.PartitionID{Source: 0, Partition: 0}
-	copyOf := func(epoch uint64, end int64) *recovery.Checkpoint {
+// onePartition is a count flow over one source partition of events, and
+// copyOf makes a whole checkpoint of one of its fragments at epoch that
+// has applied the partition up to end.
+func onePartition(t *testing.T, events int64) (plan *flowcore.Plan, copyOf func(epoch uint64, end int64) *recovery.Checkpoint) {
+	t.Helper()
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: events}, word)
+	plan = countFlow(t, src, "")
+	return plan, func(epoch uint64, end int64) *recovery.Checkpoint {
 		return &recovery.Checkpoint{Full: true, Manifest: recovery.Manifest{Epoch: epoch, Fragments: plan.Fragments(),
-			Offsets: map[recovery.PartitionID]int64{part: end}}}
+			Offsets: map[recovery.PartitionID]int64{{Source: 0, Partition: 0}: end}}}
 	}
+}
+
+// startAlone starts plan on node a of a cluster at placement epoch,
+// which gives a every fragment and node reader the source partition; the
+// remotes are a's and others' (names that share a's address: nothing is
+// sent to another process). await: the fragments that wait for a
+// hand-off.
+func startAlone(t *testing.T, plan *flowcore.Plan, store *recovery.Store, epoch uint64, reader string, others []string, await []bool) *Engine {
+	t.Helper()
+	addr := freeAddr(t)
+	remotes := map[string]string{"a": addr}
+	for _, o := range others {
+		remotes[o] = addr
+	}
+	e, err := Start(plan, Config{Logger: quiet(), Store: store,
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: epoch, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
+			Readers: []string{reader}, Remotes: remotes, AwaitHandoff: await}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
+	plan, copyOf := onePartition(t, 1000)
+	const f = 0
 	var (
 		own     = copyOf(4<<32+31, 100) // this node's, of the lineage begun under placement 4
 		old     = copyOf(4<<32+30, 90)  // the answer under placement 8: the standby's copy then
@@ -53,18 +83,10 @@ func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 	if _, err := store.Write(plan.Name(), f, own); err != nil {
 		t.Fatal(err)
 	}
-	// The source partition's reader is on node b, which shares a's
-	// address: nothing reads it, and nothing is sent to another process.
-	addr := freeAddr(t)
+	// The source partition's reader is on node b: nothing reads it.
 	await := make([]bool, plan.Fragments())
 	await[f] = true
-	e, err := Start(plan, Config{Logger: quiet(), Store: store,
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 11, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-			Readers: []string{"b"}, Remotes: map[string]string{"a": addr, "b": addr}, AwaitHandoff: await}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
+	e := startAlone(t, plan, store, 11, "b", []string{"b"}, await)
 	l := e.layout.Load()
 	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
 	if oldHandoff {
@@ -94,16 +116,8 @@ func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 // while its copy is still the only one. The simulation drops such a
 // confirmation the same way (sim handoffDone: the sender's incarnation).
 func TestConfirmationOfAnEarlierProcessIsIgnored(t *testing.T) {
-	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 10}, word)
-	plan := countFlow(t, src, "")
-	addr := freeAddr(t)
-	e, err := Start(plan, Config{Logger: quiet(), Store: diskStore(t),
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-			Readers: []string{"a"}, Remotes: map[string]string{"a": addr}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
+	plan, _ := onePartition(t, 10)
+	e := startAlone(t, plan, diskStore(t), 1, "a", nil, nil)
 	e.handoffs.Add(1) // a hand-off this process sent, not yet taken
 	e.handoffDone(&wire.HandoffDone{Fragment: 0, To: "the id of an earlier process"})
 	if n := e.handoffs.Load(); n != 1 {

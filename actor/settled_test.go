@@ -3,12 +3,10 @@ package actor
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
@@ -27,14 +25,8 @@ import (
 // Before the fix the fragment started at once from its own copy (sim
 // visits seeds 1123 and 2383: from nothing).
 func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
-	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 1000}, word)
-	plan := countFlow(t, src, "")
+	plan, copyOf := onePartition(t, 1000)
 	const f = 0
-	part := recovery.PartitionID{Source: 0, Partition: 0}
-	copyOf := func(epoch uint64, end int64) *recovery.Checkpoint {
-		return &recovery.Checkpoint{Full: true, Manifest: recovery.Manifest{Epoch: epoch, Fragments: plan.Fragments(),
-			Offsets: map[recovery.PartitionID]int64{part: end}}}
-	}
 	var (
 		own     = copyOf(3<<32+2, 40)  // this node's
 		settled = uint64(3<<32 + 5)    // released by the owner, copied by its standby; both down now
@@ -48,17 +40,10 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 	if err := store.NoteSettled(plan.Name(), f, settled); err != nil {
 		t.Fatal(err)
 	}
-	// The source partition's reader is on node b, which shares a's
-	// address: nothing reads it, and nothing is sent to another process.
-	// b is not a live member: a has no one to gather copies from.
-	addr := freeAddr(t)
-	e, err := Start(plan, Config{Logger: quiet(), Store: store,
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 7, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-			Readers: []string{"b"}, Remotes: map[string]string{"a": addr}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
+	// The source partition's reader is on node b, which is not a live
+	// member: nothing reads the partition, and a has no one to gather
+	// copies from.
+	e := startAlone(t, plan, store, 7, "b", nil, nil)
 	l := e.layout.Load()
 	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
 	other := l.frags[l.local[1]] // fragment 1 has no settled checkpoint: it starts
@@ -103,16 +88,9 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 // knows, survives a restart (the store keeps it), and news for a fragment
 // the flow does not have counts as malformed.
 func TestSettledNewsIsKept(t *testing.T) {
-	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 3, Events: 10}, word)
-	plan := countFlow(t, src, "")
+	plan, _ := onePartition(t, 10)
 	store := diskStore(t)
-	addr := freeAddr(t)
-	e, err := Start(plan, Config{Logger: quiet(), Store: store,
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 1, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-			Readers: []string{"a"}, Remotes: map[string]string{"a": addr}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := startAlone(t, plan, store, 1, "a", nil, nil)
 	const at = 50 << 32 // past the epochs the fragments settle here
 	e.settledNews(&wire.Settled{Flow: plan.Name(), Fragments: []uint32{0, 1}, Epochs: []uint64{at + 9, at + 4}})
 	e.settledNews(&wire.Settled{Flow: plan.Name(), Fragments: []uint32{0, 1, 99}, Epochs: []uint64{at + 7, at + 5, 1}})
