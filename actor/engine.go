@@ -99,6 +99,16 @@ type Config struct {
 	// without them (see awaitRemotes); default 10s. Tests whose placement
 	// names a node that never listens set it short.
 	RemoteWait time.Duration
+	// UncleanAfter, in a cluster, lets a fragment that waited this long
+	// for a copy of the newest checkpoint it settled — every such copy is
+	// on members that are down (recovery.Settled) — start from the newest
+	// copy the live members have, or from nothing, as Kafka's unclean
+	// leader election does. Outputs it already delivered may then be
+	// delivered again with other values under the same ids, and what the
+	// lost copies held is lost: it is for a member that will not come
+	// back (its disk is gone). Zero, the default: the fragment waits
+	// until such a member is back.
+	UncleanAfter time.Duration
 }
 
 // Validate reports a configuration that cannot work: negative sizes,
@@ -114,7 +124,7 @@ func (c *Config) Validate() error {
 		{"PollSize", int64(c.PollSize)}, {"IdleDelay", int64(c.IdleDelay)}, {"TickInterval", int64(c.TickInterval)},
 		{"QueryTimeout", int64(c.QueryTimeout)}, {"MaxAttempts", int64(c.MaxAttempts)},
 		{"RetryBackoff", int64(c.RetryBackoff)}, {"AlertInterval", int64(c.AlertInterval)},
-		{"PauseLimit", int64(c.PauseLimit)}, {"RemoteWait", int64(c.RemoteWait)},
+		{"PauseLimit", int64(c.PauseLimit)}, {"RemoteWait", int64(c.RemoteWait)}, {"UncleanAfter", int64(c.UncleanAfter)},
 	} {
 		if n.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is negative (%d); zero takes the default", n.name, n.v))

@@ -63,8 +63,10 @@ type fragmentActor struct {
 	// which no live member offered and the copy here is behind: the
 	// fragment stays unavailable and gathers again at every placement and
 	// after every hand-off wait (lack; recovery.Settled).
-	lacking uint64
-	told    uint64 // the newest settled checkpoint it told the members of
+	lacking      uint64
+	lackingSince time.Time // when it began to lack (Config.UncleanAfter)
+	acceptShort  bool      // it starts from the copies there are (unclean): handedOff takes an older one
+	told         uint64    // the newest settled checkpoint it told the members of
 
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
@@ -692,7 +694,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 			return
 		}
 	}
-	if waiting && !m.Stale() && recovery.Short(max(msg.lineage, fa.own()), e.settledOf(fa.id)) {
+	if waiting && !m.Stale() && !fa.acceptShort && recovery.Short(max(msg.lineage, fa.own()), e.settledOf(fa.id)) {
 		// Neither this copy nor the one here holds the newest checkpoint
 		// the fragment settled (the old owner lacked it too): the
 		// fragment gathers the live members' copies, or goes on waiting
@@ -792,15 +794,28 @@ func (fa *fragmentActor) regather(c pa.Context) {
 // (epochMsg) or after the hand-off wait (an answer may have been lost),
 // until a member that keeps such a copy is back.
 func (fa *fragmentActor) lack(c pa.Context) {
-	settled := fa.e.settledOf(fa.id)
+	e := fa.e
+	settled := e.settledOf(fa.id)
 	if fa.lacking == 0 {
-		fa.e.cfg.Logger.Warn("no live member keeps a copy of the fragment as new as the newest checkpoint it settled: it waits for one",
+		e.cfg.Logger.Warn("no live member keeps a copy of the fragment as new as the newest checkpoint it settled: it waits for one",
 			"fragment", fa.id, "settled", settled, "here", fa.own())
+		fa.lackingSince = e.cfg.Now()
 	}
 	fa.lacking = settled
 	fa.endWait()
 	fa.waits++
-	fa.e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+	again := handoffWait
+	if u := e.cfg.UncleanAfter; u > 0 {
+		again = min(again, max(fa.lackingSince.Add(u).Sub(e.cfg.Now()), 0))
+	}
+	e.after(again, c.Self(), handoffTimeoutMsg{wait: fa.waits})
+}
+
+// unclean reports whether a lacking fragment waited Config.UncleanAfter
+// and may start from the copies there are.
+func (fa *fragmentActor) unclean() bool {
+	u := fa.e.cfg.UncleanAfter
+	return u > 0 && fa.lacking != 0 && !fa.e.cfg.Now().Before(fa.lackingSince.Add(u))
 }
 
 // endGather starts a fragment that gathered the live members' copies
@@ -813,12 +828,23 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 	fa.e.cfg.Logger.Debug("gathered the copies of a fragment gained from a dead owner", "fragment", fa.id,
 		"offered", ok, "from", from, "unanswered", g.Pending())
 	g.Know(fa.e.settledOf(fa.id))
-	if _, lacks := g.Lacks(fa.own()); lacks {
-		if ok {
-			best.replyTo.confirm(fa.e, fa.id) // not taken
+	if settled, lacks := g.Lacks(fa.own()); lacks {
+		if !fa.unclean() {
+			if ok {
+				best.replyTo.confirm(fa.e, fa.id) // not taken
+			}
+			fa.lack(c)
+			return
 		}
-		fa.lack(c)
-		return
+		fa.e.cfg.Logger.Error("starting behind the newest checkpoint the fragment settled (UncleanAfter): outputs it delivered may be delivered again with other values",
+			"fragment", fa.id, "settled", settled, "from", from, "here", fa.own(), "waited", fa.e.cfg.Now().Sub(fa.lackingSince))
+		fa.lacking = 0
+		if ok {
+			fa.acceptShort = true
+			fa.handedOff(c, best)
+			fa.acceptShort = false
+			return
+		}
 	}
 	if ok {
 		fa.handedOff(c, best)

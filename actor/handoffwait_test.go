@@ -49,21 +49,24 @@ func onePartition(t *testing.T, events int64) (plan *flowcore.Plan, copyOf func(
 	}
 }
 
-// startAlone starts plan on node a of a cluster at placement epoch,
-// which gives a every fragment and node reader the source partition; the
-// remotes are a's and others' (names that share a's address: nothing is
-// sent to another process). await: the fragments that wait for a
-// hand-off.
-func startAlone(t *testing.T, plan *flowcore.Plan, store *recovery.Store, epoch uint64, reader string, others []string, await []bool) *Engine {
+// startAlone starts plan with cfg (quiet, if it has no logger) on node a
+// of a cluster at placement epoch, which gives a every fragment and node
+// reader the source partition; the remotes are a's and others' (names
+// that share a's address: nothing is sent to another process). await:
+// the fragments that wait for a hand-off.
+func startAlone(t *testing.T, plan *flowcore.Plan, cfg Config, epoch uint64, reader string, others []string, await []bool) *Engine {
 	t.Helper()
 	addr := freeAddr(t)
 	remotes := map[string]string{"a": addr}
 	for _, o := range others {
 		remotes[o] = addr
 	}
-	e, err := Start(plan, Config{Logger: quiet(), Store: store,
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: epoch, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-			Readers: []string{reader}, Remotes: remotes, AwaitHandoff: await}})
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	cfg.Cluster = &ClusterConfig{Self: "a", Remote: addr, Epoch: epoch, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
+		Readers: []string{reader}, Remotes: remotes, AwaitHandoff: await}
+	e, err := Start(plan, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +89,7 @@ func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 	// The source partition's reader is on node b: nothing reads it.
 	await := make([]bool, plan.Fragments())
 	await[f] = true
-	e := startAlone(t, plan, store, 11, "b", []string{"b"}, await)
+	e := startAlone(t, plan, Config{Store: store}, 11, "b", []string{"b"}, await)
 	l := e.layout.Load()
 	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
 	if oldHandoff {
@@ -117,7 +120,7 @@ func answerToAnOlderWait(t *testing.T, oldHandoff bool) {
 // confirmation the same way (sim handoffDone: the sender's incarnation).
 func TestConfirmationOfAnEarlierProcessIsIgnored(t *testing.T) {
 	plan, _ := onePartition(t, 10)
-	e := startAlone(t, plan, diskStore(t), 1, "a", nil, nil)
+	e := startAlone(t, plan, Config{Store: diskStore(t)}, 1, "a", nil, nil)
 	e.handoffs.Add(1) // a hand-off this process sent, not yet taken
 	e.handoffDone(&wire.HandoffDone{Fragment: 0, To: "the id of an earlier process"})
 	if n := e.handoffs.Load(); n != 1 {

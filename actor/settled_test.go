@@ -43,7 +43,7 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 	// The source partition's reader is on node b, which is not a live
 	// member: nothing reads the partition, and a has no one to gather
 	// copies from.
-	e := startAlone(t, plan, store, 7, "b", nil, nil)
+	e := startAlone(t, plan, Config{Store: store}, 7, "b", nil, nil)
 	l := e.layout.Load()
 	pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
 	other := l.frags[l.local[1]] // fragment 1 has no settled checkpoint: it starts
@@ -90,7 +90,7 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 func TestSettledNewsIsKept(t *testing.T) {
 	plan, _ := onePartition(t, 10)
 	store := diskStore(t)
-	e := startAlone(t, plan, store, 1, "a", nil, nil)
+	e := startAlone(t, plan, Config{Store: store}, 1, "a", nil, nil)
 	const at = 50 << 32 // past the epochs the fragments settle here
 	e.settledNews(&wire.Settled{Flow: plan.Name(), Fragments: []uint32{0, 1}, Epochs: []uint64{at + 9, at + 4}})
 	e.settledNews(&wire.Settled{Flow: plan.Name(), Fragments: []uint32{0, 1, 99}, Epochs: []uint64{at + 7, at + 5, 1}})
@@ -107,5 +107,42 @@ func TestSettledNewsIsKept(t *testing.T) {
 	}
 	if want := (recovery.Settled{0: at + 9, 1: at + 5}); got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("the store keeps %v, want %v", got, want)
+	}
+}
+
+// With Config.UncleanAfter, a fragment whose settled checkpoint is only
+// on members that are down starts without it once it waited that long
+// (an operator knows those members will not come back): here from its
+// own copy, the newest there is.
+func TestUncleanAfterStartsFromTheCopiesThereAre(t *testing.T) {
+	plan, copyOf := onePartition(t, 1000)
+	const f = 0
+	own := copyOf(3<<32+2, 40)
+	store := diskStore(t)
+	if _, err := store.Write(plan.Name(), f, own); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.NoteSettled(plan.Name(), f, 3<<32+5); err != nil {
+		t.Fatal(err)
+	}
+	e := startAlone(t, plan, Config{Store: store, UncleanAfter: 50 * time.Millisecond}, 7, "b", nil, nil)
+	l := e.layout.Load()
+	st := l.fstats[l.local[f]]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with UncleanAfter 50ms the view still answers %v after 30s", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := st.RestoredEpoch.Load(); got != own.Manifest.Epoch {
+		t.Fatalf("the fragment runs from epoch %#x, want its own copy's (%#x)", got, own.Manifest.Epoch)
+	}
+	if err := (&Config{UncleanAfter: -time.Second}).Validate(); err == nil {
+		t.Fatal("a negative UncleanAfter validates")
 	}
 }

@@ -35,6 +35,8 @@ type Flags struct {
 	Remote     string
 	Join       string // comma-separated gossip addresses
 	Expect     int
+	// UncleanAfter: see actor.Config.UncleanAfter.
+	UncleanAfter time.Duration
 	// Streams are not flags: a program's build function adds the streams
 	// that take pushed events (see Config.Streams).
 	Streams []Stream
@@ -104,6 +106,7 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 	str(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
 	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
 	integer(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
+	dur(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
 	str(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
 	str(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
 	str(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
@@ -213,6 +216,9 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	if f.Progress < 0 {
 		return fmt.Errorf("-progress must not be negative, got %v", f.Progress)
 	}
+	if f.UncleanAfter < 0 {
+		return fmt.Errorf("-unclean-after must not be negative, got %v", f.UncleanAfter)
+	}
 	sec, err := f.Security()
 	if err != nil {
 		return err
@@ -225,7 +231,7 @@ func (f *Flags) Serve(ctx context.Context, flow *flows.Flow, stdout io.Writer, l
 	}
 	n := NewNode(Config{
 		Flow: flow, Name: f.Node, HTTPAddr: f.HTTP, DataDir: f.Data, Logger: logger,
-		Engine: actor.Config{CheckpointInterval: f.Checkpoint},
+		Engine: actor.Config{CheckpointInterval: f.Checkpoint, UncleanAfter: f.UncleanAfter},
 		Gossip: f.Gossip, Remote: f.Remote, Join: join, Expect: f.Expect, Streams: f.Streams, Security: sec, Pages: f.Pages,
 	})
 	errc := make(chan error, 1)
