@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -174,9 +175,44 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     handOff).
 var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669}
 
+// openVisitSeeds are schedules of the visits world that end inexact
+// today, found in seeds 6001–10000 (make test runs fewer). Both fail on
+// the code before recovery.Settled too, there with count updates
+// delivered again with other values.
+//
+//   - 6345 (two nodes, then three more started): every node of the
+//     first cluster went down (n2 left, n1 was killed, n3's disk filled)
+//     and n4 and n5, started after, formed a cluster of their own and
+//     started both fragments from nothing under placement 2. When n1 and
+//     n3 came back, the two histories met: the old one's settled
+//     checkpoints are newer, so the new one's copies are behind, and a
+//     fragment waits for good (not converged). A fix to consider:
+//     newcomers whose seeds are all down should not place over
+//     themselves alone, since they know no settled checkpoint.
+//   - 8311 (five nodes and a sixth; partitions, slow disks, a node
+//     paused): count updates delivered again with other values, and
+//     visits, windows and counts missing at the end. Not analysed yet.
+var openVisitSeeds = []uint64{6345, 8311}
+
+var openSeeds = flag.Bool("openseeds", false, "TestOpenVisitSeeds: replay openVisitSeeds, which fail until the defects they show are fixed")
+
+// TestOpenVisitSeeds replays openVisitSeeds with -openseeds: they fail
+// today, and the test says so when it skips.
+func TestOpenVisitSeeds(t *testing.T) {
+	if !*openSeeds {
+		t.Skip("open defects: openVisitSeeds end inexact; -openseeds replays them")
+	}
+	replayVisitSeeds(t, openVisitSeeds)
+}
+
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
-func TestFixedVisitSeeds(t *testing.T) {
-	for _, seed := range fixedVisitSeeds {
+func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
+
+// replayVisitSeeds runs the visits world's schedules of seeds and fails
+// for each that does not end exact.
+func replayVisitSeeds(t *testing.T, seeds []uint64) {
+	t.Helper()
+	for _, seed := range seeds {
 		log, problems := runSchedule(seed, true, newVisitsWorld)
 		if len(problems) > 0 {
 			t.Errorf("seed %d is not exact (replay: go test ./sim -run TestRandomVisitSchedules -schedules 1 -seed %d):\n%s\nschedule:\n%s",
