@@ -77,8 +77,7 @@ func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
 // knows.
 func (e *Engine) tellAllSettled(l *layout) {
 	e.settledMu.Lock()
-	s := make(recovery.Settled, len(e.settled))
-	s.Merge(e.settled)
+	s := maps.Clone(e.settled)
 	e.settledMu.Unlock()
 	e.tellSettled(l, s)
 }

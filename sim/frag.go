@@ -202,8 +202,7 @@ func (n *node) askHandoff(f int, owner string) {
 	if owner == "" || owner == n.name {
 		return
 	}
-	asker, inc := n.name, n.inc
-	own, _, _ := n.st.Manifest(c.plan.Name(), f) // the zero manifest: none
+	asker, inc, own := n.name, n.inc, n.own(f)
 	c.send(asker, owner, func(d *node) {
 		if d.fragment(f) != nil {
 			return // it hands the fragment off when it places
@@ -214,7 +213,7 @@ func (n *node) askHandoff(f int, owner string) {
 		// of the visits world waited and started an older lineage). A
 		// copy older than the asker's own is not sent: the asker would
 		// keep its own.
-		if have, ok, err := d.st.Manifest(c.plan.Name(), f); err == nil && ok && have.Epoch >= own.Epoch {
+		if have, ok, err := d.st.Manifest(c.plan.Name(), f); err == nil && ok && have.Epoch >= own {
 			if cp, ok, err := d.st.Full(c.plan.Name(), f); err == nil && ok {
 				data, from, dinc, placement, settled := recovery.EncodeCheckpoint(cp), d.name, d.inc, uint64(0), d.settled[f]
 				if d.placed != nil {
@@ -295,10 +294,14 @@ func (n *node) startOwn(f int, fr *frag) {
 }
 
 // others are the live members of the placement applied but this node.
-func (n *node) others() []string {
+func (n *node) others() []string { return n.othersIn(n.placed) }
+
+// othersIn are the live members of placement p (nil: none) but this
+// node: those whose copies a fragment gathers.
+func (n *node) othersIn(p *placed) []string {
 	var o []string
-	if n.placed != nil {
-		for _, m := range slices.Concat(n.placed.members, n.placed.leaving) {
+	if p != nil {
+		for _, m := range slices.Concat(p.members, p.leaving) {
 			if m != n.name {
 				o = append(o, m)
 			}
@@ -789,6 +792,9 @@ func (n *node) tickFragments() {
 			switch {
 			case fr.gather != nil:
 				n.endGather(f, fr) // with the copies that came
+				if fr := n.frags[f]; n.up && fr != nil && fr.m.Waiting() && fr.gather == nil && fr.lacking == 0 && !fr.m.Stale() {
+					n.startOwn(f, fr)
+				}
 			case fr.lacking != 0:
 				n.gatherCopies(f, n.others()) // again: an answer may have been lost
 			default:
@@ -796,12 +802,6 @@ func (n *node) tickFragments() {
 			}
 			if !n.up {
 				return
-			}
-			if fr := n.frags[f]; fr != nil && fr.m.Waiting() && fr.gather == nil && fr.lacking == 0 && !fr.m.Stale() {
-				n.startOwn(f, fr)
-				if !n.up {
-					return
-				}
 			}
 		}
 		m.Tick(c.now)

@@ -725,12 +725,7 @@ func (n *node) place(next *placed, s shard.Step) error {
 	}
 	changes := shard.Changes(n.name, oldOwners, next.layout.Fragments, live)
 	c.trace("%s %ss epoch %d over %v (leaving %v)", n.name, s.Kind, next.epoch, next.members, next.leaving)
-	var others []string // the live members but this node, whose copies a fragment gained from a dead owner gathers
-	for _, m := range slices.Concat(next.members, next.leaving) {
-		if m != n.name {
-			others = append(others, m)
-		}
-	}
+	others := n.othersIn(next) // whose copies a fragment gained from a dead owner gathers
 	var started []int
 	for _, ch := range changes {
 		f := ch.Fragment
