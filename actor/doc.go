@@ -28,7 +28,10 @@
 // The machines run recovery's strong rule (MachineConfig.Confirm; the
 // package doc of recovery says why). The writer sends each durable
 // checkpoint to the fragment's standby, whose replica actor writes it and,
-// once synced, confirms it to the owner (wire.Copied): only then does the
+// once synced, confirms it to the owner (wire.Copied): only then, and once
+// a majority of the placement's members knows of the checkpoint
+// (recovery.Known: the owner and the standby, and members that answered
+// the owner's wire.Settled with wire.Known once they synced it), does the
 // machine release the checkpoint's exchange outputs and OnCheckpoint
 // deliveries and take the next periodic checkpoint; a fragment without a
 // standby confirms at once. A fragment whose inputs all ended while its

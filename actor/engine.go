@@ -429,7 +429,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			wait, gather = true, others
 			lacking = len(gather) == 0
 		}
-		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, wait, gather, others)
+		pid, st, err := e.spawnFragment(i, *r, cfg.Epoch, wait, gather, others, cl.members())
 		if err != nil {
 			return nil, err
 		}
@@ -598,7 +598,7 @@ func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
 // spawnFragment starts fragment i's actor from its restored state. A
 // fragment that waits for a hand-off takes no input until its old owner's
 // last checkpoint arrives (or handoffWait passes).
-func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather, others []string) (*pa.PID, *FragmentStats, error) {
+func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather, others, members []string) (*pa.PID, *FragmentStats, error) {
 	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
 	st.RestoredEpoch.Store(r.Manifest.Epoch)
 	st.RestoredEvents.Store(r.Manifest.Events)
@@ -625,7 +625,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 		fromEmpty:     e.self != "" && r.Manifest.Epoch == 0 && !waitHandoff,
 		waitCounted:   waitHandoff,
 		waitPlacement: epoch,
-		others:        others}
+		others:        others,
+		members:       members}
 	if gather != nil {
 		fa.gather = recovery.NewGather[handoffMsg](gather)
 	}

@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(stagesEnv); spec != "" {
 		runStageNode(spec) // a node of the two-stage tests; never returns
 	}
+	if spec := os.Getenv(membersEnv); spec != "" {
+		runMembers(spec) // the other members of TestReleaseWaitsForAMajorityToKnow; never returns
+	}
 	remoteStarting = awaitRemotesGone
 	goleak.VerifyTestMain(m)
 }

@@ -67,6 +67,12 @@ type fragmentActor struct {
 	lackingSince time.Time // when it began to lack (Config.UncleanAfter)
 	acceptShort  bool      // it starts from the copies there are (unclean): handedOff takes an older one
 	told         uint64    // the newest settled checkpoint it told the members of
+	// members: the placement's members, leavers left out; confirmed: the
+	// newest checkpoint the standby confirmed; known: who knows of it. It
+	// is released once a majority of the members does (releaseKnown).
+	members   []string
+	confirmed uint64
+	known     recovery.Known
 
 	// releases: snapshot reads waiting for the outputs to leave (cut.go).
 	releases []releaseWait
@@ -191,7 +197,13 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case *wire.Copied:
 		m.SetNow(fa.e.cfg.Now())
-		m.Copied(msg.Epoch)
+		fa.copied(msg.Epoch, msg.From)
+	case *wire.Known:
+		m.SetNow(fa.e.cfg.Now())
+		if fa.known != nil {
+			fa.known.Note(msg.Member, msg.Epoch)
+			fa.releaseKnown()
+		}
 	case exBehindMsg:
 		m.SetNow(fa.e.cfg.Now())
 		m.Behind(msg.ch, msg.upstream, msg.upto)
@@ -245,7 +257,9 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		fa.release(c, msg)
 	case epochMsg:
 		m.Placement(msg.epoch)
-		fa.others = msg.live
+		fa.others, fa.members = msg.live, msg.members
+		m.SetNow(fa.e.cfg.Now())
+		fa.releaseKnown() // a majority of the new members may know of it
 		if fa.gather != nil && m.Waiting() && !m.Stale() {
 			fa.gather.Left(func(name string) bool { return slices.Contains(msg.live, name) })
 			if fa.gather.Done() {
@@ -896,10 +910,77 @@ func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 	return true
 }
 
+// copied takes the standby's confirmation of checkpoint epoch. It is
+// released once a majority of the placement's members knows of it
+// (recovery.Known): at once where the owner and the standby are a
+// majority; else it notes the news itself (the owner knows in its store
+// as well as by its copy), the members that do not know are told
+// (wire.Settled with reply_to), and
+// each answers once the news is synced in its store (wire.Known). The
+// members that did not answer within RewindTimeout are asked again
+// (Recopy, while the checkpoint waits: recopy).
+func (fa *fragmentActor) copied(epoch uint64, standby string) {
+	e := fa.e
+	if c, ok := fa.m.Copying(); !ok || epoch < c {
+		return
+	}
+	l := e.layout.Load()
+	if e.self == "" || l == nil || l.cl == nil {
+		fa.m.Copied(epoch)
+		return
+	}
+	if standby == "" && fa.id < len(l.cl.Standbys) {
+		standby = l.cl.Standbys[fa.id]
+	}
+	if fa.known == nil {
+		fa.known = recovery.Known{}
+	}
+	fa.confirmed = max(fa.confirmed, epoch)
+	fa.known.Note(e.self, epoch)
+	fa.known.Note(standby, epoch)
+	if fa.releaseKnown() {
+		return
+	}
+	e.noteSettled(fa.id, epoch, false)
+	fa.askKnown(l, epoch)
+}
+
+// askKnown tells the members that do not know of checkpoint epoch, and
+// asks them to answer.
+func (fa *fragmentActor) askKnown(l *layout, epoch uint64) {
+	e := fa.e
+	msg := &wire.Settled{Flow: e.plan.Name(), Fragments: []uint32{uint32(fa.id)}, Epochs: []uint64{epoch}, ReplyTo: e.sys.Address()}
+	for _, name := range fa.known.Lacking(fa.members, epoch) {
+		if pid := memberPID(l.cl, name, e.plan.Name()+"/replica"); pid != nil && name != e.self && !l.silent[name] {
+			e.sys.Root.Send(pid, msg)
+		}
+	}
+}
+
+// releaseKnown releases the checkpoint the standby confirmed once a
+// majority of the placement's members knows of it; false if it still
+// waits.
+func (fa *fragmentActor) releaseKnown() bool {
+	c, ok := fa.m.Copying()
+	if !ok || fa.confirmed < c || !fa.known.Enough(fa.members, c) {
+		return false
+	}
+	fa.m.Copied(c)
+	return true
+}
+
 // recopy sends the standby the whole last durable checkpoint again: it
 // did not confirm the last one in time (lost, fenced, or the standby
 // changed); with no standby, durable here is all there is.
 func (fa *fragmentActor) recopy() {
+	if c, ok := fa.m.Copying(); ok && fa.confirmed >= c {
+		// The standby has it: what did not come is the answers of members
+		// that know of it.
+		if l := fa.e.layout.Load(); l != nil && l.cl != nil {
+			fa.askKnown(l, c)
+		}
+		return
+	}
 	fa.fullNext = true
 	if fa.e.self == "" || !fa.e.replicate(fa.id, nil, true, false) {
 		if epoch, ok := fa.m.Copying(); ok {
@@ -985,6 +1066,10 @@ func (fa *fragmentActor) durable(c pa.Context, msg ckptDone) {
 		fa.breakCheckpoints(c, msg.err)
 		return
 	}
+	// A new checkpoint waits for its standby: what was confirmed and
+	// known was of the one before (an owner that restored an older copy
+	// may number its checkpoints again).
+	fa.confirmed, fa.known = 0, nil
 	if !msg.copying {
 		fa.m.Copied(msg.epoch) // no standby: durable here is all there is
 	}

@@ -12,10 +12,13 @@ import (
 
 // epochMsg tells a fragment the placement epoch: batches of an older one
 // are fenced from now on. live: the placement's live members (a gathering
-// fragment stops waiting for the others, recovery.Gather.Left).
+// fragment stops waiting for the others, recovery.Gather.Left); members:
+// its members, leavers left out (a majority of them must know of a
+// checkpoint before it is released, recovery.Known).
 type epochMsg struct {
-	epoch uint64
-	live  []string
+	epoch   uint64
+	live    []string
+	members []string
 }
 
 // movedMsg tells a reader the fragments whose owner changed: their
@@ -98,7 +101,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			l.route = append(l.route, old.frags[i])
 			l.frags = append(l.frags, old.frags[i])
 			l.fstats = append(l.fstats, old.fstats[i])
-			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch, live: others})
+			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch, live: others, members: cl.members()})
 		case shard.Lose:
 			lost = append(lost, f)
 			l.local = append(l.local, -1)
@@ -132,7 +135,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 				wait, gather = true, others
 				lacking = len(gather) == 0
 			}
-			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait, gather, others)
+			pid, st, err := e.spawnFragment(f, r, cl.Epoch, wait, gather, others, cl.members())
 			if err != nil {
 				return err
 			}

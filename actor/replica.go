@@ -158,10 +158,17 @@ type replicaActor struct {
 	partial map[uint32]*assembly
 	offers  map[string]map[uint32]*assembly // offers being assembled, by sender and fragment
 	syncing bool                            // a syncMsg is on its way
-	// confirms are the standby copies written since the last sync, to
-	// confirm to their owners once synced.
-	confirms []*wire.Copied
-	owners   []string // the owners' remote addresses, in confirms order
+	// confirms are the standby copies written since the last sync (Copied),
+	// and the news of settled checkpoints their owners asked this node to
+	// keep (Known), to confirm to the owners' fragments once synced.
+	confirms []confirm
+}
+
+// confirm is a confirmation the replica actor sends once its store is
+// synced.
+type confirm struct {
+	to  *pa.PID
+	msg any
 }
 
 type assembly struct {
@@ -303,16 +310,16 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		return
 	case syncMsg:
 		ra.syncing = false
-		confirms, owners := ra.confirms, ra.owners
-		ra.confirms, ra.owners = nil, nil
+		confirms := ra.confirms
+		ra.confirms = nil
 		if err := e.store.Sync(); err != nil {
 			e.cfg.Logger.Error("sync standby copies", "err", err)
 			return // unconfirmed: the owners send them again (Recopy)
 		}
-		// The copies are durable here: their owners may release what
-		// they cover.
-		for i, cm := range confirms {
-			c.Send(pa.NewPID(owners[i], e.fragName(int(cm.Fragment))), cm)
+		// The copies and the news are durable here: their owners may
+		// release what they cover.
+		for _, cm := range confirms {
+			c.Send(cm.to, cm.msg)
 		}
 		return
 	case *wire.Fetch:
@@ -322,7 +329,10 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		ra.handoffAsk(c, msg)
 		return
 	case *wire.Settled:
-		e.settledNews(msg)
+		if e.settledNews(msg) && msg.ReplyTo != "" && len(msg.Fragments) == 1 {
+			f := msg.Fragments[0]
+			ra.confirmLater(c, pa.NewPID(msg.ReplyTo, e.fragName(int(f))), &wire.Known{Fragment: f, Epoch: msg.Epochs[0], Member: e.self})
+		}
 		return
 	case *wire.NoHandoff:
 		e.noteSettled(int(msg.Fragment), msg.Settled, false)
@@ -419,15 +429,25 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		e.cfg.Logger.Error("write a standby copy", "fragment", f, "err", err)
 		return
 	}
+	var cm *wire.Copied
 	if m.ReplyTo != "" {
-		ra.confirms = append(ra.confirms, &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch})
-		ra.owners = append(ra.owners, m.ReplyTo)
+		cm = &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch, From: e.self}
+	}
+	ra.confirmLater(c, pa.NewPID(m.ReplyTo, e.fragName(f)), cm)
+	e.cfg.Logger.Debug("standby copy", "fragment", f, "epoch", cp.Manifest.Epoch, "full", cp.Full, "took", time.Since(start))
+}
+
+// confirmLater sends msg (nil: none) to once what this node wrote
+// before is synced: standby copies and the news of settled checkpoints
+// that arrive together share one disk sync, which queues behind them.
+func (ra *replicaActor) confirmLater(c pa.Context, to *pa.PID, msg any) {
+	if msg != nil {
+		ra.confirms = append(ra.confirms, confirm{to: to, msg: msg})
 	}
 	if !ra.syncing {
 		ra.syncing = true
 		c.Send(c.Self(), syncMsg{})
 	}
-	e.cfg.Logger.Debug("standby copy", "fragment", f, "epoch", cp.Manifest.Epoch, "full", cp.Full, "took", time.Since(start))
 }
 
 // syncMsg makes the replica actor sync the standby copies it wrote.

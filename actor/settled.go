@@ -16,10 +16,12 @@ import (
 // gathers the live members' copies again (fragmentActor.lack) instead of
 // releasing other values under the ids of outputs the sinks have. A
 // fragment here that settles a checkpoint tells every live member at once
-// (wire.Settled); every node tells the others all it knows when it
-// applies a placement, for the members that were down or cut off; and
-// hand-offs and the answers to a gather carry the sender's knowledge of
-// their fragment. The store keeps it across restarts.
+// (wire.Settled), or before it settles, where it needs their answers to
+// release it (fragmentActor.copied, recovery.Known); every node tells the
+// others all it knows when it applies a placement, for the members that
+// were down or cut off; and hand-offs and the answers to a gather carry
+// the sender's knowledge of their fragment. The store keeps it across
+// restarts.
 
 // settledOf is the newest settled checkpoint of fragment f this node
 // knows of (0: none).
@@ -31,16 +33,18 @@ func (e *Engine) settledOf(f int) uint64 {
 
 // noteSettled records that fragment f settled a checkpoint of epoch. tell:
 // the fragment runs here, and every live member is told at once if it is
-// news.
-func (e *Engine) noteSettled(f int, epoch uint64, tell bool) {
+// news. It reports whether the store holds the news (to be synced with
+// its next sync).
+func (e *Engine) noteSettled(f int, epoch uint64, tell bool) bool {
 	if e.self == "" || f < 0 || f >= e.plan.Fragments() {
-		return // a single node: every copy is its own
+		return false // a single node: every copy is its own
 	}
 	e.settledMu.Lock()
-	news := e.settled.Note(f, epoch)
+	news, kept := e.settled.Note(f, epoch), true
 	if news {
 		if err := e.store.NoteSettled(e.plan.Name(), f, epoch); err != nil {
 			e.cfg.Logger.Warn("record a settled checkpoint", "fragment", f, "err", err)
+			kept = false
 		}
 	}
 	e.settledMu.Unlock()
@@ -49,6 +53,7 @@ func (e *Engine) noteSettled(f int, epoch uint64, tell bool) {
 			e.tellSettled(l, recovery.Settled{f: epoch})
 		}
 	}
+	return kept
 }
 
 // tellSettled sends s to every live member of l's placement but this
@@ -82,19 +87,33 @@ func (e *Engine) tellAllSettled(l *layout) {
 	e.tellSettled(l, s)
 }
 
-// settledNews takes a member's wire.Settled.
-func (e *Engine) settledNews(m *wire.Settled) {
+// settledNews takes a member's wire.Settled. It reports whether the
+// store holds all of it (to be synced with its next sync).
+func (e *Engine) settledNews(m *wire.Settled) bool {
 	if m.Flow != e.plan.Name() || len(m.Fragments) != len(m.Epochs) {
 		e.malformed.Add(1)
-		return
+		return false
 	}
+	kept := true
 	for i, f := range m.Fragments {
 		if int(f) >= e.plan.Fragments() {
 			e.malformed.Add(1)
+			kept = false
 			continue
 		}
-		e.noteSettled(int(f), m.Epochs[i], false)
+		kept = e.noteSettled(int(f), m.Epochs[i], false) && kept
 	}
+	return kept
+}
+
+// members are the members of placement cl, sorted, this node among them
+// and leaving ones left out: the membership the majority rule counts
+// (nil for a single node).
+func (cl *ClusterConfig) members() []string {
+	if cl == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(cl.Remotes))
 }
 
 // liveOthers are the live members of cl (leaving ones included) but this

@@ -72,9 +72,15 @@
 //     and downstream fragments may have applied both): only a side with a
 //     majority of the last agreed membership owns (shard.Majority, applied
 //     by cluster.Node and by the simulation), and a side without one stops
-//     its fragments and readers.
+//     its fragments and readers. A side stops only once its lease runs
+//     out, and an owner cut off with its standby may settle checkpoints
+//     until then: a confirmed checkpoint is released only once a majority
+//     of the members knows of it (Known), so that the side that takes the
+//     fragment over learns of it (Settled) and waits for the copy instead
+//     of starting from an older one.
 //     The actor engine and the simulation (package sim) both carry the
 //     rules out: a standby confirms a copy once it is synced (wire.Copied),
+//     a member says it knows of one once the news is synced (wire.Known),
 //     acknowledgements of exchange batches carry the receiver's end
 //     (wire.Acks), and a stale fragment asks every node for its copy
 //     (wire.Fetch). A fragment without a standby (a single node, or a

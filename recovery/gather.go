@@ -88,9 +88,11 @@ func (g *Gather[C]) Best() (c C, lineage uint64, from string, ok bool) {
 // from an older copy, or from nothing, it released other values under the
 // ids of outputs the sinks had (sim visits seeds 1123 and 2383: the
 // standby died, then the owner; a partition left both owners and both
-// standbys on the side without a majority). What a node learns after its
-// owner and standby are both gone it cannot learn: a checkpoint that
-// settled in the last gossip round before both died goes unnoticed.
+// standbys on the side without a majority). That the members learn of a
+// checkpoint before it settles, not after, is Known's rule: an owner
+// releases a checkpoint only once a majority of its placement's members
+// knows of it, so the owner and its standby may both die, or be cut off
+// together, the moment it settled.
 type Settled map[int]uint64
 
 // Note records that fragment f settled a checkpoint of epoch; it reports

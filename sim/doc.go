@@ -23,8 +23,10 @@
 //     its lineage: recovery.Machine.HandoffEpoch), and ones gained from
 //     a dead owner gather the live members' copies (recovery.Gather);
 //     no fragment starts from a copy older than the newest checkpoint it
-//     settled, which every node hears of (recovery.Settled), as the
-//     engine's settled.go;
+//     settled, which every node hears of (recovery.Settled), and a
+//     confirmed checkpoint is released only once a majority of the
+//     placement's members knows of it (recovery.Known), as the engine's
+//     settled.go and fragment actor;
 //   - a node reads its pause clock (recovery.PauseClock) on every tick
 //     and before any fragment handles a message, as the engine does, and
 //     after a gap longer than Config.PauseLimit every fragment drops its

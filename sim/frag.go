@@ -40,6 +40,10 @@ type frag struct {
 	// unavailable, and gathers again at every new placement
 	// (recovery.Settled).
 	lacking uint64
+	// confirmed is the newest checkpoint the standby confirmed; known who
+	// knows of it: it is released once a majority does (recovery.Known).
+	confirmed uint64
+	known     recovery.Known
 }
 
 // sender is a node in one incarnation.
@@ -638,6 +642,7 @@ func (n *node) durable(f int, fr *frag, cp *recovery.Checkpoint, err error, repl
 	if err != nil {
 		return err
 	}
+	fr.confirmed, fr.known = 0, nil // of the checkpoint before, as the fragment actor
 	if replicate && !n.replicate(f, fr, cp) {
 		fr.m.Copied(cp.Manifest.Epoch) // no standby: durable here is all there is
 	}
@@ -679,6 +684,10 @@ func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) bool {
 func (n *node) recopy(f int) {
 	fr := n.frags[f]
 	if fr == nil {
+		return
+	}
+	if e, ok := fr.m.Copying(); ok && fr.confirmed >= e {
+		n.askKnown(f, fr, e) // the standby has it: members' answers did not come
 		return
 	}
 	fr.fullNext = true
@@ -733,9 +742,77 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 				return
 			}
 			if fr := d.fragment(f); fr != nil {
-				fr.m.SetNow(c.now)
-				fr.m.Copied(epoch)
+				d.copied(f, fr, epoch, from)
 				d.carry(f)
+			}
+		})
+	})
+}
+
+// copied takes the standby's confirmation of fragment f's checkpoint
+// epoch. It is released once a majority of the placement's members knows
+// of it (recovery.Known): the members that do not are told, and each says
+// so once it synced the news, as the engine's fragment actor does.
+func (n *node) copied(f int, fr *frag, epoch uint64, standby string) {
+	fr.m.SetNow(n.c.now)
+	if e, ok := fr.m.Copying(); !ok || epoch < e {
+		return
+	}
+	if fr.known == nil {
+		fr.known = recovery.Known{}
+	}
+	fr.confirmed = max(fr.confirmed, epoch)
+	fr.known.Note(n.name, epoch)
+	fr.known.Note(standby, epoch)
+	if n.release(f, fr) {
+		return
+	}
+	n.settled.Note(f, epoch)
+	n.askKnown(f, fr, epoch)
+}
+
+// askKnown tells the members that do not know of fragment f's checkpoint
+// epoch, and asks them to answer.
+func (n *node) askKnown(f int, fr *frag, epoch uint64) {
+	from, inc := n.name, n.inc
+	for _, to := range fr.known.Lacking(n.placed.members, epoch) {
+		if to != from {
+			n.c.send(from, to, func(d *node) { d.askedSettled(f, epoch, from, inc) })
+		}
+	}
+}
+
+// release releases fragment f's checkpoint that waits for a majority of
+// the placement's members to know of it, if one does now; false if it
+// still waits.
+func (n *node) release(f int, fr *frag) bool {
+	e, ok := fr.m.Copying()
+	if !ok || fr.confirmed < e || !fr.known.Enough(n.placed.members, e) {
+		return false
+	}
+	fr.m.SetNow(n.c.now)
+	fr.m.Copied(e)
+	return true
+}
+
+// askedSettled notes the news of fragment f's checkpoint epoch from its
+// owner, and says it knows once the news is synced with the node's next
+// sync, as the engine's replica actor does.
+func (n *node) askedSettled(f int, epoch uint64, owner string, ownerInc int) {
+	c := n.c
+	n.settled.Note(f, epoch)
+	n.needSync = true
+	from := n.name
+	n.confirms = append(n.confirms, func() {
+		c.send(from, owner, func(d *node) {
+			if d.inc != ownerInc {
+				return
+			}
+			if fr := d.fragment(f); fr != nil && fr.known != nil {
+				fr.known.Note(from, epoch)
+				if d.release(f, fr) {
+					d.carry(f)
+				}
 			}
 		})
 	})

@@ -838,6 +838,13 @@ func (n *node) place(next *placed, s shard.Step) error {
 		fr.m.Start()
 		n.carry(f)
 	}
+	for _, f := range sortedKeys(n.frags) {
+		// A checkpoint that waited for more members to know of it may
+		// be known to a majority of the new placement's.
+		if fr := n.frags[f]; n.up && fr != nil && n.release(f, fr) {
+			n.carry(f)
+		}
+	}
 	return nil
 }
 

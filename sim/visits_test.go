@@ -173,10 +173,21 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     A leaving node now leaves only once it applies a placement (it is
 //     not fenced), and hands such copies over first (cluster.Node's
 //     handOff).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669}
+//   - 8311 (five nodes and a sixth; partitions, slow disks): a partition
+//     n1 n3 n4 n5 | n2 n6 left fragment 5's owner n6 and its standby n2
+//     on the minority side. For the 1.4 s until their lease ran out they
+//     went on, and settled two checkpoints whose news reached no member
+//     of the majority. n4 then took the fragment over, gathered, found
+//     no copy and knew of no settled checkpoint, and started it from
+//     nothing ("sink counts: 12 outputs delivered again with another
+//     value, first 5/e/2/5/18/0/0: c21=4 then late10=1"). Since: an owner
+//     releases a checkpoint only once a majority of its placement's
+//     members knows of it (recovery.Known), so a side that owns the
+//     fragment later holds a member that tells its gather.
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311}
 
 // openVisitSeeds are schedules of the visits world that end inexact
-// today, found in seeds 6001–10000 (make test runs fewer). Both fail on
+// today, found in seeds 6001–10000 (make test runs fewer). It fails on
 // the code before recovery.Settled too, there with count updates
 // delivered again with other values.
 //
@@ -189,10 +200,7 @@ var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403,
 //     fragment waits for good (not converged). A fix to consider:
 //     newcomers whose seeds are all down should not place over
 //     themselves alone, since they know no settled checkpoint.
-//   - 8311 (five nodes and a sixth; partitions, slow disks, a node
-//     paused): count updates delivered again with other values, and
-//     visits, windows and counts missing at the end. Not analysed yet.
-var openVisitSeeds = []uint64{6345, 8311}
+var openVisitSeeds = []uint64{6345}
 
 var openSeeds = flag.Bool("openseeds", false, "TestOpenVisitSeeds: replay openVisitSeeds, which fail until the defects they show are fixed")
 

@@ -785,12 +785,16 @@ func (x *NoHandoff) GetSettled() uint64 {
 // Settled tells a member the newest checkpoint each fragment named
 // settled (recovery.Settled): epochs[i] is fragments[i]'s. An owner sends
 // it when one of its fragments settles one; every node sends all it
-// knows when it applies a placement.
+// knows when it applies a placement. With reply_to (the owner's remote
+// address) the owner waits for a majority of members to know of its
+// fragment's checkpoint before it releases it (recovery.Known): the
+// member answers Known once the news is synced in its store.
 type Settled struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Flow          string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
 	Fragments     []uint32               `protobuf:"varint,2,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
 	Epochs        []uint64               `protobuf:"varint,3,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
+	ReplyTo       string                 `protobuf:"bytes,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,19 +850,91 @@ func (x *Settled) GetEpochs() []uint64 {
 	return nil
 }
 
-// Copied tells a fragment's owner that its standby holds checkpoint epoch
-// synced: the checkpoint's outputs may leave (recovery.Machine.Copied).
+func (x *Settled) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return ""
+}
+
+// Known answers a Settled with reply_to: member holds the news of the
+// fragment's checkpoint epoch synced in its store.
+type Known struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Member        string                 `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Known) Reset() {
+	*x = Known{}
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Known) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Known) ProtoMessage() {}
+
+func (x *Known) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Known.ProtoReflect.Descriptor instead.
+func (*Known) Descriptor() ([]byte, []int) {
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Known) GetFragment() uint32 {
+	if x != nil {
+		return x.Fragment
+	}
+	return 0
+}
+
+func (x *Known) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Known) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+// Copied tells a fragment's owner that its standby, the member from,
+// holds checkpoint epoch synced: the checkpoint's outputs may leave
+// (recovery.Machine.Copied) once a majority of members knows of it
+// (recovery.Known).
 type Copied struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fragment      uint32                 `protobuf:"varint,1,opt,name=fragment,proto3" json:"fragment,omitempty"`
 	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	From          string                 `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Copied) Reset() {
 	*x = Copied{}
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +946,7 @@ func (x *Copied) String() string {
 func (*Copied) ProtoMessage() {}
 
 func (x *Copied) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +959,7 @@ func (x *Copied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copied.ProtoReflect.Descriptor instead.
 func (*Copied) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Copied) GetFragment() uint32 {
@@ -898,6 +974,13 @@ func (x *Copied) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Copied) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
 }
 
 // Fetch asks a node for its copy of a fragment's last checkpoint, for the
@@ -915,7 +998,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1010,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1023,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Fetch) GetFlow() string {
@@ -979,7 +1062,7 @@ type Behind struct {
 
 func (x *Behind) Reset() {
 	*x = Behind{}
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1074,7 @@ func (x *Behind) String() string {
 func (*Behind) ProtoMessage() {}
 
 func (x *Behind) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1087,7 @@ func (x *Behind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Behind.ProtoReflect.Descriptor instead.
 func (*Behind) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Behind) GetFragment() uint32 {
@@ -1051,7 +1134,7 @@ type HandoffDone struct {
 
 func (x *HandoffDone) Reset() {
 	*x = HandoffDone{}
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1146,7 @@ func (x *HandoffDone) String() string {
 func (*HandoffDone) ProtoMessage() {}
 
 func (x *HandoffDone) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1159,7 @@ func (x *HandoffDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDone.ProtoReflect.Descriptor instead.
 func (*HandoffDone) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HandoffDone) GetFragment() uint32 {
@@ -1122,7 +1205,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1217,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1230,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Query) GetId() uint64 {
@@ -1271,7 +1354,7 @@ type QueryReply struct {
 
 func (x *QueryReply) Reset() {
 	*x = QueryReply{}
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1366,7 @@ func (x *QueryReply) String() string {
 func (*QueryReply) ProtoMessage() {}
 
 func (x *QueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1379,7 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QueryReply) GetId() uint64 {
@@ -1338,7 +1421,7 @@ type Resync struct {
 
 func (x *Resync) Reset() {
 	*x = Resync{}
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1433,7 @@ func (x *Resync) String() string {
 func (*Resync) ProtoMessage() {}
 
 func (x *Resync) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1446,7 @@ func (x *Resync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resync.ProtoReflect.Descriptor instead.
 func (*Resync) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Resync) GetFragment() uint32 {
@@ -1406,7 +1489,7 @@ type AlertLog struct {
 
 func (x *AlertLog) Reset() {
 	*x = AlertLog{}
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1501,7 @@ func (x *AlertLog) String() string {
 func (*AlertLog) ProtoMessage() {}
 
 func (x *AlertLog) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1514,7 @@ func (x *AlertLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertLog.ProtoReflect.Descriptor instead.
 func (*AlertLog) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AlertLog) GetFlow() string {
@@ -1576,7 +1659,7 @@ type Pause struct {
 
 func (x *Pause) Reset() {
 	*x = Pause{}
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1671,7 @@ func (x *Pause) String() string {
 func (*Pause) ProtoMessage() {}
 
 func (x *Pause) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1684,7 @@ func (x *Pause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pause.ProtoReflect.Descriptor instead.
 func (*Pause) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Pause) GetId() uint64 {
@@ -1640,7 +1723,7 @@ type Paused struct {
 
 func (x *Paused) Reset() {
 	*x = Paused{}
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1735,7 @@ func (x *Paused) String() string {
 func (*Paused) ProtoMessage() {}
 
 func (x *Paused) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1748,7 @@ func (x *Paused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Paused.ProtoReflect.Descriptor instead.
 func (*Paused) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Paused) GetId() uint64 {
@@ -1711,7 +1794,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1806,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1819,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Release) GetId() uint64 {
@@ -1772,7 +1855,7 @@ type Released struct {
 
 func (x *Released) Reset() {
 	*x = Released{}
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +1867,7 @@ func (x *Released) String() string {
 func (*Released) ProtoMessage() {}
 
 func (x *Released) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +1880,7 @@ func (x *Released) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Released.ProtoReflect.Descriptor instead.
 func (*Released) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Released) GetId() uint64 {
@@ -1847,7 +1930,7 @@ type ExchangeMade struct {
 
 func (x *ExchangeMade) Reset() {
 	*x = ExchangeMade{}
-	mi := &file_internal_wire_wire_proto_msgTypes[21]
+	mi := &file_internal_wire_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1942,7 @@ func (x *ExchangeMade) String() string {
 func (*ExchangeMade) ProtoMessage() {}
 
 func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[21]
+	mi := &file_internal_wire_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1955,7 @@ func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeMade.ProtoReflect.Descriptor instead.
 func (*ExchangeMade) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{21}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExchangeMade) GetChannel() uint32 {
@@ -1963,14 +2046,20 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x1c\n" +
 	"\tplacement\x18\x02 \x01(\x04R\tplacement\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12\x18\n" +
-	"\asettled\x18\x04 \x01(\x04R\asettled\"S\n" +
+	"\asettled\x18\x04 \x01(\x04R\asettled\"n\n" +
 	"\aSettled\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tfragments\x18\x02 \x03(\rR\tfragments\x12\x16\n" +
-	"\x06epochs\x18\x03 \x03(\x04R\x06epochs\":\n" +
+	"\x06epochs\x18\x03 \x03(\x04R\x06epochs\x12\x19\n" +
+	"\breply_to\x18\x04 \x01(\tR\areplyTo\"Q\n" +
+	"\x05Known\x12\x1a\n" +
+	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\"N\n" +
 	"\x06Copied\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"R\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"R\n" +
 	"\x05Fetch\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x19\n" +
@@ -2064,7 +2153,7 @@ func file_internal_wire_wire_proto_rawDescGZIP() []byte {
 	return file_internal_wire_wire_proto_rawDescData
 }
 
-var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_internal_wire_wire_proto_goTypes = []any{
 	(*Meta)(nil),            // 0: tessera.wire.Meta
 	(*Batches)(nil),         // 1: tessera.wire.Batches
@@ -2075,23 +2164,24 @@ var file_internal_wire_wire_proto_goTypes = []any{
 	(*HandoffAsk)(nil),      // 6: tessera.wire.HandoffAsk
 	(*NoHandoff)(nil),       // 7: tessera.wire.NoHandoff
 	(*Settled)(nil),         // 8: tessera.wire.Settled
-	(*Copied)(nil),          // 9: tessera.wire.Copied
-	(*Fetch)(nil),           // 10: tessera.wire.Fetch
-	(*Behind)(nil),          // 11: tessera.wire.Behind
-	(*HandoffDone)(nil),     // 12: tessera.wire.HandoffDone
-	(*Query)(nil),           // 13: tessera.wire.Query
-	(*QueryReply)(nil),      // 14: tessera.wire.QueryReply
-	(*Resync)(nil),          // 15: tessera.wire.Resync
-	(*AlertLog)(nil),        // 16: tessera.wire.AlertLog
-	(*Pause)(nil),           // 17: tessera.wire.Pause
-	(*Paused)(nil),          // 18: tessera.wire.Paused
-	(*Release)(nil),         // 19: tessera.wire.Release
-	(*Released)(nil),        // 20: tessera.wire.Released
-	(*ExchangeMade)(nil),    // 21: tessera.wire.ExchangeMade
+	(*Known)(nil),           // 9: tessera.wire.Known
+	(*Copied)(nil),          // 10: tessera.wire.Copied
+	(*Fetch)(nil),           // 11: tessera.wire.Fetch
+	(*Behind)(nil),          // 12: tessera.wire.Behind
+	(*HandoffDone)(nil),     // 13: tessera.wire.HandoffDone
+	(*Query)(nil),           // 14: tessera.wire.Query
+	(*QueryReply)(nil),      // 15: tessera.wire.QueryReply
+	(*Resync)(nil),          // 16: tessera.wire.Resync
+	(*AlertLog)(nil),        // 17: tessera.wire.AlertLog
+	(*Pause)(nil),           // 18: tessera.wire.Pause
+	(*Paused)(nil),          // 19: tessera.wire.Paused
+	(*Release)(nil),         // 20: tessera.wire.Release
+	(*Released)(nil),        // 21: tessera.wire.Released
+	(*ExchangeMade)(nil),    // 22: tessera.wire.ExchangeMade
 }
 var file_internal_wire_wire_proto_depIdxs = []int32{
-	16, // 0: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
-	21, // 1: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
+	17, // 0: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
+	22, // 1: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
 	2,  // [2:2] is the sub-list for method output_type
 	2,  // [2:2] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -2110,7 +2200,7 @@ func file_internal_wire_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_wire_wire_proto_rawDesc), len(file_internal_wire_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
