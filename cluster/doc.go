@@ -48,7 +48,13 @@
 // epoch until the next placement. When to place, fence and resume is the
 // rule of shard.Follower, which the simulation's nodes follow too (package
 // sim). A restarted node waits in
-// settle until it sees a majority of the membership it kept. The two
+// settle until it sees a majority of the membership it kept. A node
+// started with seeds (Config.Join) that knows of no placement, its own or
+// a peer's, waits in settle until it sees a member that began the cluster
+// (started with none: wire.Meta.founder): new nodes that found only each
+// other, every member of the cluster down, would otherwise place over
+// themselves and start every fragment anew beside a history that is only
+// down (sim visits seed 6345). The two
 // sides of a partition therefore never both own a fragment and release
 // outputs that fragments downstream apply (two lineages that meet at the
 // heal). The price is availability: a side without a majority processes

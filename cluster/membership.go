@@ -368,6 +368,19 @@ func (m *Membership) Agreed() (epoch uint64, members []string) {
 	return epoch, members
 }
 
+// Founded reports whether a live member other than this node began the
+// cluster (wire.Meta.founder).
+func (m *Membership) Founded() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, p := range m.peers {
+		if name != m.cfg.Name && p.meta.Founder {
+			return true
+		}
+	}
+	return false
+}
+
 // SetLeaving marks the node as leaving in its metadata: the others place
 // its fragments elsewhere while it still runs (a graceful hand-off).
 func (m *Membership) SetLeaving() error {

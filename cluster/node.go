@@ -260,7 +260,8 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg.OnDeadLetters = n.dl.add
 	ecfg.OnCheckpoint = func(_ int, took time.Duration, _ int) { n.met.ckpt.Observe(took.Seconds()) }
 	if cfg.Gossip != "" {
-		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version()}
+		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version(),
+			Founder: len(cfg.Join) == 0}
 		n.changes, n.dead = make(chan struct{}, 1), make(chan struct{}, 1)
 		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
 			OnMember: func(ev MemberEvent) {

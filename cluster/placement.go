@@ -93,6 +93,13 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 		// Before it starts, a node counts the members it sees: none heard
 		// its probes for long enough to count round trips yet.
 		majority := shard.Majority(prev.Members, side(ms, leaving))
+		// A node that joined knows of no placement, its own or a peer's,
+		// and sees only nodes as new as itself: those that began the
+		// cluster and placed may all be down, with settled checkpoints a
+		// history begun anew here would deliver other values for (sim
+		// visits seed 6345). It waits for one of them, or the founder.
+		orphan := len(n.cfg.Join) > 0 && prev.Epoch == 0 && !m.Founded()
+		majority = majority && !orphan
 		now := time.Now()
 		s := n.follower.Next(shard.View{Now: now, Members: names(ms), Leaving: sortedNames(leaving),
 			Epoch: m.Epoch(), Agreed: prev.Members, Majority: majority})
@@ -103,6 +110,9 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 			logged = now
 			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect,
 				"agreed", prev.Members, "majority", majority)
+			if orphan {
+				n.cfg.Logger.Warn("no member seen has applied a placement or began the cluster: waiting for one", "members", names(ms))
+			}
 		}
 		select {
 		case <-ctx.Done():

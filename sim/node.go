@@ -55,11 +55,13 @@ type node struct {
 	agreed      []string
 	agreedEpoch uint64
 	// seeded: the node joined a cluster that had nodes already (they are
-	// its seeds). Until it has applied a placement it counts as having a
-	// majority only once a peer heard it, as a real node's Join fails
-	// while no seed answers: alone, with no agreed membership of its
-	// own, it would place over itself and start every fragment anew
-	// beside the lineage of nodes that are only down (seed 6892).
+	// its seeds). Until it or a peer has applied a placement it counts as
+	// having a majority only once the node that began the cluster (the
+	// one not seeded) heard it, as a real node's Join fails while no seed
+	// answers and cluster.Node's settle waits for a founder (wire.Meta):
+	// alone, or with other new nodes only, with no agreed membership, it
+	// would place over them and start every fragment anew beside the
+	// lineage of nodes that are only down (seeds 6892, 6345).
 	seeded bool
 	// leftBy: a leaving node stops once it applies a placement (it is not
 	// fenced) in which it owns nothing and every hand-off it sent was
@@ -103,6 +105,7 @@ type peerInfo struct {
 	// agreed and agreedEpoch are the peer's last agreed membership.
 	agreed      []string
 	agreedEpoch uint64
+	founder     bool // started with no seeds (node.seeded)
 }
 
 // placed is the placement a node applied.
@@ -531,7 +534,7 @@ func (n *node) beat() {
 		heard[p] = info.at
 	}
 	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving,
-		heard: heard, agreed: n.agreed, agreedEpoch: n.agreedEpoch}}
+		heard: heard, agreed: n.agreed, agreedEpoch: n.agreedEpoch, founder: !n.seeded}}
 	for p, info := range n.peers {
 		news[p] = info
 	}
@@ -616,8 +619,12 @@ func (n *node) majority() (bool, []string) {
 			side = append(side, p)
 		}
 	}
-	if n.seeded && epoch == 0 && len(side) == 1 {
-		return false, agreed // no seed answered yet
+	if n.seeded && epoch == 0 && !slices.ContainsFunc(side, func(p string) bool { return p != n.name && n.peers[p].founder }) {
+		// No seed answered yet, or only nodes as new as this one: none
+		// has applied a placement, and none began the cluster. Those
+		// that did may all be down, with settled checkpoints a history
+		// begun anew would deliver other values for (seed 6345).
+		return false, agreed
 	}
 	return shard.Majority(agreed, side), agreed
 }

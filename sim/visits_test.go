@@ -1,7 +1,6 @@
 package sim_test
 
 import (
-	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -184,34 +183,17 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     releases a checkpoint only once a majority of its placement's
 //     members knows of it (recovery.Known), so a side that owns the
 //     fragment later holds a member that tells its gather.
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311}
-
-// openVisitSeeds are schedules of the visits world that end inexact
-// today, found in seeds 6001–10000 (make test runs fewer). It fails on
-// the code before recovery.Settled too, there with count updates
-// delivered again with other values.
-//
 //   - 6345 (two nodes, then three more started): every node of the
-//     first cluster went down (n2 left, n1 was killed, n3's disk filled)
-//     and n4 and n5, started after, formed a cluster of their own and
-//     started both fragments from nothing under placement 2. When n1 and
-//     n3 came back, the two histories met: the old one's settled
-//     checkpoints are newer, so the new one's copies are behind, and a
-//     fragment waits for good (not converged). A fix to consider:
-//     newcomers whose seeds are all down should not place over
-//     themselves alone, since they know no settled checkpoint.
-var openVisitSeeds = []uint64{6345}
-
-var openSeeds = flag.Bool("openseeds", false, "TestOpenVisitSeeds: replay openVisitSeeds, which fail until the defects they show are fixed")
-
-// TestOpenVisitSeeds replays openVisitSeeds with -openseeds: they fail
-// today, and the test says so when it skips.
-func TestOpenVisitSeeds(t *testing.T) {
-	if !*openSeeds {
-		t.Skip("open defects: openVisitSeeds end inexact; -openseeds replays them")
-	}
-	replayVisitSeeds(t, openVisitSeeds)
-}
+//     first cluster went down (n2 left, n1 was killed, n3's disk filled),
+//     and n4 and n5, started after with each other as seeds, formed a
+//     cluster of their own and started both fragments from nothing under
+//     placement 2. When n1 and n3 came back, the two histories met: the
+//     old one's settled checkpoints were newer than every copy of the
+//     new one, and a fragment waited for good. A node that joined now
+//     places only once a member that applied a placement, or the node
+//     that began the cluster, heard it (node.seeded; cluster.Node's
+//     settle).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,4 +96,48 @@ func TestOwnerAndStandbyKilledTheFragmentWaitsForTheirCopies(t *testing.T) {
 		n.mu.Unlock()
 	}
 	checkExact(t, nodes, want)
+}
+
+// Two nodes run the flow, and both are killed with SIGKILL once their
+// outputs reached the sink. Two new nodes start, each told to join the
+// other: neither has applied a placement, and neither began the cluster
+// (both have -join). Placed over themselves, they would start every
+// fragment from nothing, and their new history would deliver count
+// updates under the old one's ids with other values (sim visits seed
+// 6345). They wait instead, and say why; the old nodes restart, the four
+// place together, and the cluster ends exact.
+func TestNewNodesWaitForTheClusterTheyJoin(t *testing.T) {
+	t.Parallel()
+	sp, want, nodes := watchedClusterOf(t, 2, 4_000)
+	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/4)
+	for _, n := range nodes {
+		n.kill(t)
+	}
+	t.Logf("n0 and n1 killed with %d of %d readings read", read(st), sp.Hot+sp.Warm)
+	bin := exampletest.Build(t, "alarms")
+	fresh := make([]*node, 2)
+	for i := range fresh {
+		fresh[i] = &node{name: fmt.Sprintf("n%d", len(nodes)+i), gossip: exampletest.FreePort(t), remote: exampletest.FreePort(t),
+			dir: t.TempDir(), args: nodes[0].args, expect: 2}
+	}
+	// A node serves once it has placed: the new ones are not waited for.
+	procs := []*exampletest.Proc{fresh[0].spawn(t, bin, fresh[1].gossip), fresh[1].spawn(t, bin, fresh[0].gossip)}
+	waitFor(t, "both new nodes saying they wait for a member that placed", func() bool {
+		for _, p := range procs {
+			if !strings.Contains(p.Stderr(), "no member seen has applied a placement or began the cluster") {
+				return false
+			}
+		}
+		return true
+	})
+	t.Log("the new nodes wait; restarting n0 and n1")
+	procs = append(procs, nodes[0].spawn(t, bin, fresh[0].gossip), nodes[1].spawn(t, bin, fresh[0].gossip))
+	all := append(fresh, nodes...)
+	for i, n := range all {
+		procs[i].WaitURL(t)
+		n.mu.Lock()
+		n.p = procs[i]
+		n.mu.Unlock()
+	}
+	checkExact(t, all, want)
 }

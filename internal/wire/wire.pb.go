@@ -38,8 +38,12 @@ type Meta struct {
 	// The last placement the node applied: its epoch and members (its
 	// agreed membership). A node counts its majority against the newest
 	// agreed membership it knows of, its own or a peer's (cluster.Quorum).
-	AgreedEpoch   uint64   `protobuf:"varint,9,opt,name=agreed_epoch,json=agreedEpoch,proto3" json:"agreed_epoch,omitempty"`
-	Agreed        []string `protobuf:"bytes,10,rep,name=agreed,proto3" json:"agreed,omitempty"`
+	AgreedEpoch uint64   `protobuf:"varint,9,opt,name=agreed_epoch,json=agreedEpoch,proto3" json:"agreed_epoch,omitempty"`
+	Agreed      []string `protobuf:"bytes,10,rep,name=agreed,proto3" json:"agreed,omitempty"`
+	// The node was started with no nodes to join: it began the cluster. A
+	// node that joined, knows of no placement and sees no founder waits
+	// (cluster.Node's settle).
+	Founder       bool `protobuf:"varint,11,opt,name=founder,proto3" json:"founder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -142,6 +146,13 @@ func (x *Meta) GetAgreed() []string {
 		return x.Agreed
 	}
 	return nil
+}
+
+func (x *Meta) GetFounder() bool {
+	if x != nil {
+		return x.Founder
+	}
+	return false
 }
 
 // Batches carries one sender's batches for fragments owned by one node:
@@ -1983,7 +1994,7 @@ var File_internal_wire_wire_proto protoreflect.FileDescriptor
 
 const file_internal_wire_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x83\x02\n" +
+	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x9d\x02\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06remote\x18\x01 \x01(\tR\x06remote\x12\x12\n" +
 	"\x04http\x18\x02 \x01(\tR\x04http\x12\x12\n" +
@@ -1995,7 +2006,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\arunning\x18\b \x01(\bR\arunning\x12!\n" +
 	"\fagreed_epoch\x18\t \x01(\x04R\vagreedEpoch\x12\x16\n" +
 	"\x06agreed\x18\n" +
-	" \x03(\tR\x06agreed\"\xc3\x01\n" +
+	" \x03(\tR\x06agreed\x12\x18\n" +
+	"\afounder\x18\v \x01(\bR\afounder\"\xc3\x01\n" +
 	"\aBatches\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12%\n" +
