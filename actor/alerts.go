@@ -228,7 +228,8 @@ func (e *Engine) tickAlerts() {
 // node owns the alerts, and hands the alerts raised with the progress to
 // the log: on a single node (or without a standby) it writes them in one
 // synced batch and only then announces them; in a cluster it first
-// prepares them with its standby. An alert is raised once, crash or not.
+// prepares them with its standby and a majority of the members. An alert
+// is raised once, crash or not.
 func (e *Engine) stepAlerts() {
 	a := &e.alerts
 	if a.m == nil {

@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // AlertLog is the rules of a flow's alert log in a cluster, as a state
@@ -17,13 +19,16 @@ import (
 // The log is a sequence of steps, numbered by its version (steps
 // committed); records are numbered from 0 across steps. Its rules:
 //
-//   - prepare, then commit: the owner sends each step it evaluated to its
-//     standby, which holds it in memory (prepared) and acknowledges; only
-//     then does the owner write it, synced, and announce it (a step is
-//     committed once the owner wrote it); then it sends the step to every
-//     other node, which appends it to its copy. A node's copy is therefore
-//     always a prefix of the committed log, and a committed step is on the
-//     owner's disk and in its standby's memory (prepared or appended);
+//   - prepare, then commit: the owner sends each step it evaluated to
+//     every other member, which holds it in memory (prepared) and
+//     acknowledges; once its standby and, with the owner, a majority of
+//     the placement's members hold it (shard.Majority: in a cluster of
+//     three, the standby is enough) the owner writes it, synced, and
+//     announces it (a step is committed once the owner wrote it); then it
+//     sends the step to every other node, which appends it to its copy. A
+//     node's copy is therefore always a prefix of the committed log, and a
+//     committed step is on the owner's disk and in the memory of its
+//     standby and of a majority (prepared or appended);
 //   - a new owner catches up before it evaluates: it asks every other
 //     node of its placement for what it holds (sync) and waits for every
 //     answer; it appends the longest log it is answered, then a prepared
@@ -42,7 +47,12 @@ import (
 //     the step it has not committed and evaluates nothing, as standby it
 //     refuses prepares, until it applies a placement again. Without it, an
 //     owner cut off together with its standby (two of five nodes) could
-//     commit a step the new owner on the other side evaluates again;
+//     commit a step the new owner on the other side evaluates again. The
+//     fence comes only when their lease runs out, and until then the
+//     majority rule of the commit keeps them from committing: the other
+//     side holds every step committed (the simulation in alertlog_test.go
+//     cuts the two off at any point and fences them later; with the
+//     standby's copy alone, seed 15 raised a crossing twice);
 //   - a node whose copy is behind (a lost message, a new node) is sent the
 //     records it lacks with the states at the owner's version; messages
 //     not acknowledged are sent again after Retry.
@@ -78,7 +88,11 @@ type AlertLog struct {
 	pending     *AlertStep
 	pendingAt   time.Time
 	pendingWait time.Duration // before the prepare is sent again
-	peers       map[string]*alertPeer
+	// holders: the members that hold the pending step prepared. It is
+	// committed once its standby and a majority of the placement's
+	// members do (shard.Majority, with the owner).
+	holders map[string]bool
+	peers   map[string]*alertPeer
 
 	// Standby: the step the owner prepared with this node, and the
 	// owner's placement epoch then.
@@ -123,7 +137,7 @@ type AlertKind uint8
 
 // The kinds of AlertMsg.
 const (
-	AlertPrepare AlertKind = iota + 1 // owner → standby: hold this step
+	AlertPrepare AlertKind = iota + 1 // owner → every member: hold this step
 	AlertCommit                       // owner → any node: the log up to Version
 	AlertSync                         // new owner → every node: what do you hold?
 	AlertAnswer                       // node → new owner: what it holds
@@ -304,7 +318,7 @@ func (l *AlertLog) Propose(base uint64, records [][]byte, progressed map[string]
 		l.commit(st, true, now)
 		return true
 	}
-	l.pending, l.pendingWait = &st, 0
+	l.pending, l.pendingWait, l.holders = &st, 0, map[string]bool{}
 	l.sendPrepare(now)
 	return true
 }
@@ -472,10 +486,13 @@ func (l *AlertLog) onAck(m AlertMsg, now time.Time) {
 		p.wait = 0 // it progressed: the next message to it goes at once
 	}
 	p.version, p.total, p.known = m.Version, m.Total, true
-	if pd := l.pending; pd != nil && m.From == l.standby && m.Prepared == pd.Version && m.PreparedAt == l.epoch {
-		l.pending = nil
-		l.commit(*pd, true, now)
-		return
+	if pd := l.pending; pd != nil && m.Prepared == pd.Version && m.PreparedAt == l.epoch {
+		l.holders[m.From] = true
+		if l.committable() {
+			l.pending = nil
+			l.commit(*pd, true, now)
+			return
+		}
 	}
 	// A node behind is sent what it lacks, backing off while it does not
 	// progress: every message is acknowledged, and the acknowledgements
@@ -483,8 +500,8 @@ func (l *AlertLog) onAck(m AlertMsg, now time.Time) {
 	// again (nor a connection that stalls pile copies up).
 	if l.ready && behind && now.Sub(p.sentAt) >= p.wait {
 		l.sendCommit(m.From, now)
-		if l.pending != nil && m.From == l.standby {
-			l.sendPrepare(now) // it can take the step once it caught up
+		if l.pending != nil && !l.holders[m.From] {
+			l.prepareAt(m.From) // it can take the step once it caught up
 		}
 	}
 }
@@ -524,9 +541,36 @@ func (l *AlertLog) sendCommit(to string, now time.Time) {
 	l.send(c)
 }
 
+// committable reports whether the pending step may be committed: its standby
+// holds it, and with the owner a majority of the placement's members.
+// The standby's copy alone was not enough: an owner cut off together with
+// its standby (two of five) goes on until its lease runs out, and a step
+// it committed meanwhile no node on the other side holds, whose new owner
+// would evaluate it again.
+func (l *AlertLog) committable() bool {
+	if !l.holders[l.standby] {
+		return false
+	}
+	side := []string{l.cfg.Self}
+	for m := range l.holders {
+		side = append(side, m)
+	}
+	return shard.Majority(append(slices.Clone(l.members), l.cfg.Self), side)
+}
+
+// sendPrepare sends the pending step to every member that does not hold
+// it yet.
 func (l *AlertLog) sendPrepare(now time.Time) {
 	l.pendingAt, l.pendingWait = now, l.backoff(l.pendingWait)
-	p := AlertMsg{Kind: AlertPrepare, From: l.cfg.Self, To: l.standby, Placement: l.epoch, AlertStep: *l.pending}
+	for _, m := range l.members {
+		if !l.holders[m] {
+			l.prepareAt(m)
+		}
+	}
+}
+
+func (l *AlertLog) prepareAt(to string) {
+	p := AlertMsg{Kind: AlertPrepare, From: l.cfg.Self, To: to, Placement: l.epoch, AlertStep: *l.pending}
 	p.Total = l.pending.Total()
 	l.send(p)
 }

@@ -319,7 +319,11 @@ type alertSim struct {
 	pauses    int
 	cuts      int
 	takeovers int
-	raised    map[int]string // the record at each position of the log, once raised
+	// cutOff: the nodes cut off whose lease has not run out, for lease
+	// more steps (cut).
+	cutOff []string
+	lease  int
+	raised map[int]string // the record at each position of the log, once raised
 }
 
 func newAlertSim(t *testing.T, seed uint64) *alertSim {
@@ -417,35 +421,46 @@ func (s *alertSim) fail(n *simNode) {
 }
 
 // cut cuts the owner and its standby off from the other three, if one of
-// those holds the newest committed step (Replicas = 2: the other side
-// can go on without the two). The two are fenced before the others place
-// without them: they stopped hearing a majority, and their lease runs
-// out before the others declare them dead (cluster/doc.go, "Quorum").
+// those holds the newest committed step (Replicas = 2: a node that held
+// it prepared may have been restarted since, and lost it). The two go
+// on, evaluating and preparing between them, until their lease runs out
+// (lease: a number of steps); then they are fenced, before the others
+// place without them: they stopped hearing a majority, and their lease
+// runs out before the others declare them dead (cluster/doc.go,
+// "Quorum"). What they commit meanwhile the other side must hold: an
+// owner commits only once a majority of the members holds its step.
 func (s *alertSim) cut() bool {
 	owner, standby, _ := s.placement()
-	if standby == "" {
-		return false
-	}
-	var newest uint64
-	for _, n := range s.nodes {
-		newest = max(newest, n.log.version)
-	}
-	held := false
-	for _, n := range s.nodes {
-		held = held || (n.name != owner && n.name != standby && n.log.version == newest)
-	}
-	if !held {
-		return false
+	if standby == "" || s.holders(func(n *simNode) bool { return n.name != owner && n.name != standby }) == 0 {
+		return false // the other side must hold what was committed before (Replicas = 2)
 	}
 	s.cuts++
-	for _, name := range []string{owner, standby} {
-		n := s.nodes[name]
-		n.state = simCut
-		n.log.Fence()
-		s.carry(n, false)
+	s.cutOff = []string{owner, standby}
+	for _, name := range s.cutOff {
+		s.nodes[name].state = simCut
 	}
-	s.epoch++
+	s.lease = 1 + s.rng.IntN(40)
 	return true
+}
+
+// leaseOut fences the nodes cut off once their lease ran out, and the
+// others place without them.
+func (s *alertSim) leaseOut() {
+	if s.lease == 0 {
+		return
+	}
+	if s.lease--; s.lease > 0 {
+		return
+	}
+	for _, name := range s.cutOff {
+		n := s.nodes[name]
+		if n.state == simCut {
+			n.log.Fence()
+			s.carry(n, false)
+		}
+	}
+	s.cutOff = nil
+	s.epoch++
 }
 
 // across: a message between the two sides of a cut is lost.
@@ -616,6 +631,7 @@ func (s *alertSim) dups() int {
 
 func (s *alertSim) step() {
 	s.now = s.now.Add(10 * time.Millisecond)
+	s.leaseOut()
 	switch r := s.rng.IntN(100); {
 	case r < 40: // every link delivers its next message, or loses it
 		for _, l := range s.linkKeys {
@@ -673,9 +689,14 @@ func (s *alertSim) step() {
 			case simPaused:
 				n.state = simStale // resumes: it still believes its old placement
 				return
-			case simStale, simCut:
-				s.rejoin(n) // a cut heals one node at a time
+			case simStale:
+				s.rejoin(n)
 				return
+			case simCut:
+				if s.lease == 0 { // after the fence
+					s.rejoin(n) // a cut heals one node at a time
+					return
+				}
 			}
 		}
 		if s.rng.IntN(3) > 0 || !s.replicated() || !s.allUp() {
@@ -691,6 +712,12 @@ func (s *alertSim) step() {
 // lost its prepared step and maybe the end of its log: failing another
 // at once would be a second failure.
 func (s *alertSim) replicated() bool {
+	return s.holders(func(*simNode) bool { return true }) >= 2
+}
+
+// holders counts the running nodes among those of which holds the newest
+// committed step, in their logs or prepared.
+func (s *alertSim) holders(of func(*simNode) bool) int {
 	var newest *simNode
 	for _, name := range s.names {
 		if n := s.nodes[name]; n.running() && (newest == nil || n.log.version > newest.log.version) {
@@ -700,7 +727,7 @@ func (s *alertSim) replicated() bool {
 	holders := 0
 	for _, name := range s.names {
 		n := s.nodes[name]
-		if !n.running() {
+		if !n.running() || !of(n) {
 			continue
 		}
 		if n.log.version == newest.log.version {
@@ -717,7 +744,7 @@ func (s *alertSim) replicated() bool {
 			}
 		}
 	}
-	return holders >= 2
+	return holders
 }
 
 func (s *alertSim) kill(n *simNode) {
