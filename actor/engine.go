@@ -223,6 +223,13 @@ type ClusterConfig struct {
 	// owns it now ("" unknown): it is asked whether it has the fragment
 	// at all, and the wait ends at once if it has not.
 	HandoffFrom []string
+	// ColdStart: the first placement of a node that found no member
+	// running (cluster.Node's joinRunning). Who owned its fragments while
+	// it was away is unknown, and the live members may keep a newer
+	// lineage than its own copy, whose outputs were released: every
+	// fragment it owns gathers their copies before it starts
+	// (recovery.Gather), as one gained from a dead owner.
+	ColdStart bool
 	// Alerts: the node that evaluates the flow's alerts and its standby,
 	// if any (a flow with alerts needs them; see doc.go).
 	Alerts []string
@@ -423,7 +430,9 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			continue
 		}
 		wait, gather, lacking := cl.awaitHandoff(i), []string(nil), false
-		if cl != nil && !wait && recovery.Short(r.Manifest.Epoch, e.settledOf(i)) {
+		if cl != nil && cl.ColdStart && !wait && len(others) > 0 {
+			wait, gather = true, others
+		} else if cl != nil && !wait && recovery.Short(r.Manifest.Epoch, e.settledOf(i)) {
 			// Its copy is behind the newest checkpoint it settled: as
 			// Place, it gathers the live members' copies first.
 			wait, gather = true, others

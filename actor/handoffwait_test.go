@@ -1,6 +1,9 @@
 package actor
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/splice"
 )
 
 // A node restarted under placement 11 waits for the hand-off of a
@@ -56,6 +60,13 @@ func onePartition(t *testing.T, events int64) (plan *flowcore.Plan, copyOf func(
 // the fragments that wait for a hand-off.
 func startAlone(t *testing.T, plan *flowcore.Plan, cfg Config, epoch uint64, reader string, others []string, await []bool) *Engine {
 	t.Helper()
+	return startAloneCold(t, plan, cfg, epoch, reader, others, await, false)
+}
+
+// startAloneCold is startAlone, as a first placement that found no
+// member running if cold (ClusterConfig.ColdStart).
+func startAloneCold(t *testing.T, plan *flowcore.Plan, cfg Config, epoch uint64, reader string, others []string, await []bool, cold bool) *Engine {
+	t.Helper()
 	addr := freeAddr(t)
 	remotes := map[string]string{"a": addr}
 	for _, o := range others {
@@ -65,7 +76,7 @@ func startAlone(t *testing.T, plan *flowcore.Plan, cfg Config, epoch uint64, rea
 		cfg.Logger = quiet()
 	}
 	cfg.Cluster = &ClusterConfig{Self: "a", Remote: addr, Epoch: epoch, Fragments: slices.Repeat([]string{"a"}, plan.Fragments()),
-		Readers: []string{reader}, Remotes: remotes, AwaitHandoff: await}
+		Readers: []string{reader}, Remotes: remotes, AwaitHandoff: await, ColdStart: cold}
 	e, err := Start(plan, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -129,5 +140,54 @@ func TestConfirmationOfAnEarlierProcessIsIgnored(t *testing.T) {
 	e.handoffDone(&wire.HandoffDone{Fragment: 0, To: e.sys.ID})
 	if n := e.handoffs.Load(); n != 0 {
 		t.Fatalf("%d hand-offs pending after this process's was confirmed, want 0", n)
+	}
+}
+
+// A node restarts together with the others: its first placement finds no
+// member running (ClusterConfig.ColdStart), and it owns a fragment it
+// owned before it went down. Another member ran the fragment meanwhile
+// and keeps a newer lineage, whose outputs were released. The fragment
+// must not start from the node's own copy: it gathers the live members'
+// copies first and starts from the newest (sim visits seed 10488, where
+// it started from its own and delivered count updates again with other
+// values). Without ColdStart it serves from its own copy at once, as
+// before.
+func TestColdStartGathersTheOthersCopies(t *testing.T) {
+	plan, copyOf := onePartition(t, 1000)
+	const f = 0
+	own, newer := copyOf(2<<32+1, 40), copyOf(5<<32+2, 90)
+	for _, cold := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cold %v", cold), func(t *testing.T) {
+			store := diskStore(t)
+			if _, err := store.Write(plan.Name(), f, own); err != nil {
+				t.Fatal(err)
+			}
+			// The source partition's reader is on b: nothing reads it.
+			e := startAloneCold(t, plan, Config{Store: store}, 8, "b", []string{"b"}, nil, cold)
+			l := e.layout.Load()
+			pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
+			if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
+			var ue *splice.UnavailableError
+			if waits := errors.As(err, &ue) && slices.Contains(ue.Fragments, f); waits != cold {
+				t.Fatalf("before b answers, the view answers %v; want fragment %d waiting: %v", err, f, cold)
+			}
+			if !cold {
+				if got := st.RestoredEpoch.Load(); got != own.Manifest.Epoch {
+					t.Fatalf("the fragment runs from epoch %#x, want its own copy's %#x", got, own.Manifest.Epoch)
+				}
+				return
+			}
+			// b's answer to the gather: its copy of the lineage it ran.
+			e.sys.Root.Send(pid, handoffMsg{cp: newer, lineage: newer.Manifest.Epoch, placement: 8, from: "b"})
+			if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.RestoredEpoch.Load(); got != newer.Manifest.Epoch {
+				t.Fatalf("the fragment runs from epoch %#x, want b's copy %#x (its own is %#x)", got, newer.Manifest.Epoch, own.Manifest.Epoch)
+			}
+		})
 	}
 }

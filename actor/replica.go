@@ -219,6 +219,12 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 		e.malformed.Add(1)
 		return
 	}
+	if e.layout.Load() == nil {
+		// The engine is starting (its remote listens first): answer once
+		// its fragments run. A node whose first placement found nobody
+		// running asks every member at once (ClusterConfig.ColdStart).
+		<-e.started
+	}
 	e.placeMu.Lock()
 	l := e.layout.Load()
 	owns := l == nil || l.local[m.Fragment] >= 0

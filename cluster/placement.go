@@ -146,7 +146,11 @@ func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.C
 		}
 	}
 	if len(running) == 0 {
-		return // the cluster starts: nothing to take over
+		// The cluster starts, or restarts: nothing to take over, but the
+		// others may keep newer copies of this node's fragments than its
+		// own (it was away while they ran them: sim visits seed 10488).
+		cl.ColdStart = true
+		return
 	}
 	prev := Place(plan, running, 0)
 	cl.AwaitHandoff = make([]bool, len(cl.Fragments))

@@ -1,7 +1,6 @@
 package sim_test
 
 import (
-	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -194,38 +193,19 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     places only once a member that applied a placement, or the node
 //     that began the cluster, heard it (node.seeded; cluster.Node's
 //     settle).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345}
-
-// openVisitSeeds are schedules of the visits world that end inexact
-// today, found in seeds 10001–16000 (make test runs fewer). It fails on
-// the code before recovery.Known too.
-//
 //   - 10488 (two nodes, a third started; kills, a full disk): n2 owned
 //     both fragments and was killed; n3, started after, took them over
 //     from n1's standby copies under placement 5 and released their
-//     outputs, with n1 as standby (two of the two members). Then n1 was
-//     killed and n3's disk filled, and all three restarted at once. n2
-//     placed first, saw no member running, and started both fragments
-//     from its own copies of placement 2, as a cluster that starts does
-//     (cluster.Node's joinRunning: "nothing to take over"); it knew of
-//     no newer settled checkpoint, since the news of placement 5 went to
-//     its members, and n1 and n3 pass on what they know only once they
-//     place. Count updates came again with other values. A node whose
-//     first placement finds nobody running would have to gather the live
-//     members' copies first, but in the engine those members serve no
-//     remote before they place themselves.
-var openVisitSeeds = []uint64{10488}
-
-var openSeeds = flag.Bool("openseeds", false, "TestOpenVisitSeeds: replay openVisitSeeds, which fail until the defects they show are fixed")
-
-// TestOpenVisitSeeds replays openVisitSeeds with -openseeds: they fail
-// today, and the test says so when it skips.
-func TestOpenVisitSeeds(t *testing.T) {
-	if !*openSeeds {
-		t.Skip("open defects: openVisitSeeds end inexact; -openseeds replays them")
-	}
-	replayVisitSeeds(t, openVisitSeeds)
-}
+//     outputs. Then n1 was killed and n3's disk filled, and all three
+//     restarted at once. n2 placed first, saw no member running, and
+//     started both fragments from its own copies of placement 2, as a
+//     cluster that starts did; it knew of no newer settled checkpoint
+//     (the news went to placement 5's members, who pass it on only once
+//     they place). Count updates came again with other values. A first
+//     placement that finds no member running now gathers the live
+//     members' copies of every fragment it gains (node.place's cold;
+//     actor.ClusterConfig.ColdStart).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
