@@ -88,13 +88,7 @@ func TestOwnerAndStandbyKilledTheFragmentWaitsForTheirCopies(t *testing.T) {
 	t.Logf("%s waits for the fragment's copies; restarting %s and %s", heir.name, owner.name, standby.name)
 	// Together: a node starts serving once the cluster has its five.
 	bin := exampletest.Build(t, "alarms")
-	procs := []*exampletest.Proc{owner.spawn(t, bin, left[0].gossip), standby.spawn(t, bin, left[0].gossip)}
-	for i, n := range []*node{owner, standby} {
-		procs[i].WaitURL(t)
-		n.mu.Lock()
-		n.p = procs[i]
-		n.mu.Unlock()
-	}
+	adopt(t, []*node{owner, standby}, []*exampletest.Proc{owner.spawn(t, bin, left[0].gossip), standby.spawn(t, bin, left[0].gossip)})
 	checkExact(t, nodes, want)
 }
 
@@ -133,12 +127,7 @@ func TestNewNodesWaitForTheClusterTheyJoin(t *testing.T) {
 	t.Log("the new nodes wait; restarting n0 and n1")
 	procs = append(procs, nodes[0].spawn(t, bin, fresh[0].gossip), nodes[1].spawn(t, bin, fresh[0].gossip))
 	all := append(fresh, nodes...)
-	for i, n := range all {
-		procs[i].WaitURL(t)
-		n.mu.Lock()
-		n.p = procs[i]
-		n.mu.Unlock()
-	}
+	adopt(t, all, procs)
 	checkExact(t, all, want)
 }
 
@@ -191,11 +180,6 @@ func TestClusterRestartedAfterTheOwnerMovedExact(t *testing.T) {
 	for i, n := range nodes {
 		procs[i] = n.spawn(t, bin, nodes[(i+1)%len(nodes)].gossip)
 	}
-	for i, n := range nodes {
-		procs[i].WaitURL(t)
-		n.mu.Lock()
-		n.p = procs[i]
-		n.mu.Unlock()
-	}
+	adopt(t, nodes, procs)
 	checkExact(t, nodes, want)
 }

@@ -135,6 +135,12 @@ func startAll(t *testing.T, bin string, nodes []*node) {
 		}
 		procs[i] = n.spawn(t, bin, join)
 	}
+	adopt(t, nodes, procs)
+}
+
+// adopt waits until each of procs serves and makes it its node's process.
+func adopt(t *testing.T, nodes []*node, procs []*exampletest.Proc) {
+	t.Helper()
 	for i, n := range nodes {
 		procs[i].WaitURL(t)
 		n.mu.Lock()
