@@ -223,9 +223,9 @@ type ClusterConfig struct {
 	// owns it now ("" unknown): it is asked whether it has the fragment
 	// at all, and the wait ends at once if it has not.
 	HandoffFrom []string
-	// ColdStart: the first placement of a node that found no member
-	// running (cluster.Node's joinRunning). Who owned its fragments while
-	// it was away is unknown, and the live members may keep a newer
+	// ColdStart: the first placement of a restarted node that found no
+	// member running (cluster.Node's joinRunning). Who owned its fragments
+	// while it was away is unknown, and the live members may keep a newer
 	// lineage than its own copy, whose outputs were released: every
 	// fragment it owns gathers their copies before it starts
 	// (recovery.Gather), as one gained from a dead owner.

@@ -290,6 +290,11 @@ func (n *Node) Run(ctx context.Context) error {
 				cfg.Logger.Warn("leave the cluster", "err", err)
 			}
 		}()
+		kept, err := loadAgreed(cfg.DataDir)
+		if err != nil {
+			ln.Close()
+			return err
+		}
 		if n.place, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
 			ln.Close()
 			return err
@@ -311,7 +316,7 @@ func (n *Node) Run(ctx context.Context) error {
 		default:
 		}
 		ecfg.RemoteTLS = cfg.Security.RemoteTLS
-		n.joinRunning(ctx, plan, ecfg.Cluster)
+		n.joinRunning(ctx, plan, ecfg.Cluster, kept.Epoch > 0)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
 	if cfg.DataDir != "" {

@@ -138,7 +138,8 @@ func sortedNames(m map[string]string) []string { return slices.Sorted(maps.Keys(
 // partitions it takes start where the cluster committed them (the running
 // nodes' GET /v1/cluster), not at the start of this node's empty store.
 // The running nodes own what the placement over them alone gives them.
-func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.ClusterConfig) {
+// restart: the node applied a placement before (DataDir/membership.json).
+func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.ClusterConfig, restart bool) {
 	var running []Member
 	for _, m := range n.mem.Members() {
 		if m.Running && m.Name != n.cfg.Name {
@@ -146,10 +147,11 @@ func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.C
 		}
 	}
 	if len(running) == 0 {
-		// The cluster starts, or restarts: nothing to take over, but the
-		// others may keep newer copies of this node's fragments than its
-		// own (it was away while they ran them: sim visits seed 10488).
-		cl.ColdStart = true
+		// The cluster starts, or restarts: nothing to take over. In a
+		// restart (this node placed before) the others may keep newer
+		// copies of its fragments than its own: it was away while they
+		// ran them (sim visits seed 10488).
+		cl.ColdStart = restart
 		return
 	}
 	prev := Place(plan, running, 0)

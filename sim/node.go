@@ -712,7 +712,7 @@ func (n *node) place(next *placed, s shard.Step) error {
 		c.counts.Resumes++
 	}
 	var oldOwners []string
-	cold := false // a first placement that finds no member running
+	cold := false // a first placement after a restart that finds no member running
 	if first {
 		// As a node that joins a running cluster: the running nodes own
 		// what the placement over them alone gives them.
@@ -725,7 +725,7 @@ func (n *node) place(next *placed, s shard.Step) error {
 		if len(running) > 0 {
 			oldOwners = shard.LayOut(running, c.plan.Fragments(), len(c.parts), false).Fragments
 		}
-		cold = len(running) == 0
+		cold = len(running) == 0 && n.agreedEpoch > 0 // a restart: it placed before
 	} else {
 		oldOwners = n.placed.layout.Fragments
 	}
@@ -763,11 +763,14 @@ func (n *node) place(next *placed, s shard.Step) error {
 				return nil // it crashed (a full disk)
 			}
 		case shard.Gain:
-			// A first placement that finds no member running cannot
-			// tell who owned the fragment while this node was away: the
-			// live members may keep a newer lineage than its own copy,
-			// whose outputs were released (seed 10488). It gathers their
-			// copies, as cluster.Node's cold start (joinRunning).
+			// A first placement after a restart that finds no member
+			// running cannot tell who owned the fragment while this node
+			// was away: the live members may keep a newer lineage than
+			// its own copy, whose outputs were released (seed 10488). It
+			// gathers their copies, as cluster.Node's cold start
+			// (joinRunning). A cluster's first start has nothing to
+			// gather (seed 12937: a member killed before it answered
+			// kept a starting fragment waiting).
 			gather := !resume && (ch.Orphaned || cold) && len(others) > 0
 			wait := gather || (!resume && ch.Handoff && n.handedOff[f] < next.epoch)
 			// A fragment that would start now from its own copy (alone,
