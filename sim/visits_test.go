@@ -201,10 +201,10 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     started both fragments from its own copies of placement 2, as a
 //     cluster that starts did; it knew of no newer settled checkpoint
 //     (the news went to placement 5's members, who pass it on only once
-//     they place). Count updates came again with other values. A first
-//     placement that finds no member running now gathers the live
-//     members' copies of every fragment it gains (node.place's cold;
-//     actor.ClusterConfig.ColdStart).
+//     they place). Count updates came again with other values. A
+//     restarted node's first placement that finds no member running now
+//     gathers the live members' copies of every fragment it gains
+//     (node.place's cold; actor.ClusterConfig.ColdStart).
 var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
