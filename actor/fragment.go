@@ -913,12 +913,11 @@ func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 // copied takes the standby's confirmation of checkpoint epoch. It is
 // released once a majority of the placement's members knows of it
 // (recovery.Known): at once where the owner and the standby are a
-// majority; else it notes the news itself (the owner knows in its store
-// as well as by its copy), the members that do not know are told
-// (wire.Settled with reply_to), and
-// each answers once the news is synced in its store (wire.Known). The
-// members that did not answer within RewindTimeout are asked again
-// (Recopy, while the checkpoint waits: recopy).
+// majority; else the owner notes the news in its own store, and the
+// members that do not know are told (wire.Settled with reply_to) and each
+// answers once the news is synced in its store (wire.Known). The members
+// that did not answer within RewindTimeout are asked again (Recopy, while
+// the checkpoint waits: recopy).
 func (fa *fragmentActor) copied(epoch uint64, standby string) {
 	e := fa.e
 	if c, ok := fa.m.Copying(); !ok || epoch < c {

@@ -4,8 +4,6 @@ import (
 	"maps"
 	"slices"
 	"time"
-
-	"github.com/tessera-streams/tessera/shard"
 )
 
 // AlertLog is the rules of a flow's alert log in a cluster, as a state
@@ -88,10 +86,10 @@ type AlertLog struct {
 	pending     *AlertStep
 	pendingAt   time.Time
 	pendingWait time.Duration // before the prepare is sent again
-	// holders: the members that hold the pending step prepared. It is
-	// committed once its standby and a majority of the placement's
-	// members do (shard.Majority, with the owner).
-	holders map[string]bool
+	// holders: the members that hold the pending step prepared, by its
+	// version. It is committed once its standby and a majority of the
+	// placement's members do (Known, with the owner).
+	holders Known
 	peers   map[string]*alertPeer
 
 	// Standby: the step the owner prepared with this node, and the
@@ -318,7 +316,7 @@ func (l *AlertLog) Propose(base uint64, records [][]byte, progressed map[string]
 		l.commit(st, true, now)
 		return true
 	}
-	l.pending, l.pendingWait, l.holders = &st, 0, map[string]bool{}
+	l.pending, l.pendingWait, l.holders = &st, 0, Known{l.cfg.Self: st.Version}
 	l.sendPrepare(now)
 	return true
 }
@@ -487,7 +485,7 @@ func (l *AlertLog) onAck(m AlertMsg, now time.Time) {
 	}
 	p.version, p.total, p.known = m.Version, m.Total, true
 	if pd := l.pending; pd != nil && m.Prepared == pd.Version && m.PreparedAt == l.epoch {
-		l.holders[m.From] = true
+		l.holders.Note(m.From, pd.Version)
 		if l.committable() {
 			l.pending = nil
 			l.commit(*pd, true, now)
@@ -500,7 +498,7 @@ func (l *AlertLog) onAck(m AlertMsg, now time.Time) {
 	// again (nor a connection that stalls pile copies up).
 	if l.ready && behind && now.Sub(p.sentAt) >= p.wait {
 		l.sendCommit(m.From, now)
-		if l.pending != nil && !l.holders[m.From] {
+		if l.pending != nil && l.holders[m.From] < l.pending.Version {
 			l.prepareAt(m.From) // it can take the step once it caught up
 		}
 	}
@@ -548,24 +546,16 @@ func (l *AlertLog) sendCommit(to string, now time.Time) {
 // it committed meanwhile no node on the other side holds, whose new owner
 // would evaluate it again.
 func (l *AlertLog) committable() bool {
-	if !l.holders[l.standby] {
-		return false
-	}
-	side := []string{l.cfg.Self}
-	for m := range l.holders {
-		side = append(side, m)
-	}
-	return shard.Majority(append(slices.Clone(l.members), l.cfg.Self), side)
+	v := l.pending.Version
+	return l.holders[l.standby] >= v && l.holders.Enough(append(slices.Clone(l.members), l.cfg.Self), v)
 }
 
 // sendPrepare sends the pending step to every member that does not hold
 // it yet.
 func (l *AlertLog) sendPrepare(now time.Time) {
 	l.pendingAt, l.pendingWait = now, l.backoff(l.pendingWait)
-	for _, m := range l.members {
-		if !l.holders[m] {
-			l.prepareAt(m)
-		}
+	for _, m := range l.holders.Lacking(l.members, l.pending.Version) {
+		l.prepareAt(m)
 	}
 }
 

@@ -28,6 +28,9 @@ import (
 // newer one (the owner, the standby that confirmed it) or noted it in
 // its store, synced (Store.NoteSettled), and said so. What it knows only
 // grows, so the order of the answers does not matter.
+//
+// AlertLog counts the members that hold its pending step prepared the
+// same way, by the step's version.
 type Known map[string]uint64
 
 // Note records that member durably knows of the fragment's checkpoint
