@@ -89,6 +89,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	var moved []int
 	var gained, lost []int
 	var started []*pa.PID // gained fragments
+	var kept []*pa.PID    // fragments it keeps: told the epoch once the layout is stored
 	var replay []bool     // ... that start now (not waiting for a hand-off)
 	for f, owner := range cl.Fragments {
 		if old.route[f].Address != e.pidOf(owner, "").Address {
@@ -101,7 +102,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			l.route = append(l.route, old.frags[i])
 			l.frags = append(l.frags, old.frags[i])
 			l.fstats = append(l.fstats, old.fstats[i])
-			e.sys.Root.Send(old.frags[i], epochMsg{epoch: cl.Epoch, live: others, members: cl.members()})
+			kept = append(kept, old.frags[i])
 		case shard.Lose:
 			lost = append(lost, f)
 			l.local = append(l.local, -1)
@@ -240,6 +241,13 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	}
 	l.standby, l.cl = e.standbys(cl), cl
 	e.layout.Store(l)
+	// A kept fragment whose gather ends with this placement (a member it
+	// waited for left) replays at once: it asks the readers this layout
+	// names, not the old ones, which may be about to stop (recovery's
+	// replayAll).
+	for _, pid := range kept {
+		e.sys.Root.Send(pid, epochMsg{epoch: cl.Epoch, live: others, members: cl.members()})
+	}
 	e.tellAllSettled(l)
 	for _, pid := range l.readers {
 		if len(moved) > 0 {

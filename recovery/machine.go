@@ -87,6 +87,10 @@ type Machine struct {
 	attempts    map[flows.EventID]int
 	skips       map[flows.EventID]bool
 	awaiting    map[PartitionID]awaited
+	// dropped: per source partition, the sender of the last batch dropped
+	// while the fragment waited, was down or backed off. The replay asks
+	// it too (replayAll).
+	dropped map[PartitionID]From
 
 	// Batches sent downstream are numbered; acknowledgements held while
 	// too many outputs are retained.
@@ -288,7 +292,7 @@ func NewMachine(plan *flowcore.Plan, id int, r Restored, placement uint64, waitH
 	cfg.defaults()
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
-		waiting: waitHandoff}
+		dropped: map[PartitionID]From{}, waiting: waitHandoff}
 	if cfg.Replicated && !cfg.Confirm {
 		m.frag.LagReleases()
 	}
@@ -398,6 +402,9 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 		// too: the backoff holds all input, not only what is out of order.
 		m.ready.Gaps++
 		m.ready.Acks = append(m.ready.Acks, from)
+		if !m.plan.IsExchange(p.Source) {
+			m.dropped[p] = from
+		}
 		return
 	}
 	if Fence(&m.placement, b.Epoch) == Fenced {
@@ -922,11 +929,25 @@ func (m *Machine) awaitAll() {
 	}
 }
 
-// replayAll asks every channel partition to send again from the vector.
+// replayAll asks every channel partition to send again from the vector:
+// whoever reads a source partition now, and the reader whose batch of it
+// was dropped meanwhile, if any. That reader took the acknowledgement as
+// delivery, so only a rewind makes it send those records again. The
+// driver names the reader of the placement it applied last, which may be
+// one about to stop: sim seed 12937 (with a cold start that gathered on
+// a cluster's first placement) asked a reader that had read nothing for
+// the fragment, and whose last, empty batch at the fragment's end, sent as
+// it stopped, ended the wait. The new reader, which had sent the
+// partition whole while the fragment waited, was never asked, and the
+// fragment never applied that partition.
 func (m *Machine) replayAll() {
 	for _, p := range m.inputs() {
 		m.rewind(p, nil, m.vec.End(p))
+		if from, ok := m.dropped[p]; ok {
+			m.ready.Rewinds = append(m.ready.Rewinds, Rewind{Part: p, To: m.vec.End(p), Ask: &from})
+		}
 	}
+	clear(m.dropped)
 }
 
 // inputs is every channel partition.

@@ -528,7 +528,9 @@ func TestMachineFailureRestores(t *testing.T) {
 				t.Fatalf("rewinds %v before the backoff ended", rd.Rewinds)
 			}
 			m.Tick(r.now.Add(backoff))
-			want := []rewind{{part(sourceCh, 0), 2, ""}, {part(sourceCh, 1), 2, ""}}
+			// ... from whoever reads each partition, and from the readers
+			// whose batches it dropped.
+			want := []rewind{{part(sourceCh, 0), 2, ""}, {part(sourceCh, 0), 2, "reader-0"}, {part(sourceCh, 1), 2, ""}, {part(sourceCh, 1), 2, "reader-1"}}
 			if got := rewinds(m.Ready().Rewinds); !slices.Equal(got, want) || m.Holding() {
 				t.Fatalf("after the backoff: rewinds %v, want %v", got, want)
 			}
@@ -662,7 +664,10 @@ func TestMachineHandoffWait(t *testing.T) {
 			if !m.Waiting() || m.Serving() == nil || !strings.Contains(m.Serving().Error(), "handed over") {
 				t.Fatalf("waiting %v, serving %v", m.Waiting(), m.Serving())
 			}
-			m.Step(r.batch(t, 0, 3, 6, 0), reader(0))
+			// Partition 0's reader moved while the fragment waited: the
+			// new one sent what it read, which is dropped and acknowledged.
+			moved := recovery.From{Key: "reader-0 of the next placement"}
+			m.Step(r.batch(t, 0, 3, 6, 0), moved)
 			if rd := m.Ready(); rd.Gaps != 1 || rd.Applied != 0 || len(rd.Acks) != 1 || len(rd.Rewinds) != 0 {
 				t.Fatalf("input while waiting: %+v", rd)
 			}
@@ -677,8 +682,10 @@ func TestMachineHandoffWait(t *testing.T) {
 				t.Fatalf("a waiting fragment asked for input: %+v", rd)
 			}
 
+			// The replay asks whoever reads each partition, and the new
+			// reader too: it took the acknowledgement as delivery.
 			c.end(m, newer)
-			want := []rewind{{part(sourceCh, 0), c.from, ""}, {part(sourceCh, 1), 0, ""}}
+			want := []rewind{{part(sourceCh, 0), c.from, ""}, {part(sourceCh, 0), c.from, moved.Key}, {part(sourceCh, 1), 0, ""}}
 			if got := rewinds(m.Ready().Rewinds); !slices.Equal(got, want) {
 				t.Fatalf("replay %v, want %v", got, want)
 			}
@@ -1348,7 +1355,7 @@ func TestMachineResumedDropsStaleState(t *testing.T) {
 			}
 
 			m.Restored(handedOff, true)
-			want := []rewind{{part(sourceCh, 0), 25, ""}, {part(exchangeCh, 0), 0, ""}, {part(exchangeCh, 1), 0, ""}}
+			want := []rewind{{part(sourceCh, 0), 25, ""}, {part(sourceCh, 0), 25, "reader-0"}, {part(exchangeCh, 0), 0, ""}, {part(exchangeCh, 1), 0, ""}}
 			if got := rewinds(m.Ready().Rewinds); !slices.Equal(got, want) {
 				t.Fatalf("replay after the hand-off %v, want %v", got, want)
 			}

@@ -735,28 +735,13 @@ func (n *node) place(next *placed, s shard.Step) error {
 	changes := shard.Changes(n.name, oldOwners, next.layout.Fragments, live)
 	c.trace("%s %ss epoch %d over %v (leaving %v)", n.name, s.Kind, next.epoch, next.members, next.leaving)
 	others := n.othersIn(next) // whose copies a fragment gained from a dead owner gathers
-	var started []int
+	var started, kept []int
 	for _, ch := range changes {
 		f := ch.Fragment
 		switch ch.Kind {
 		case shard.Keep:
-			fr := n.frags[f]
-			fr.m.Placement(next.epoch)
-			if fr.gather != nil && fr.m.Waiting() && !fr.m.Stale() {
-				fr.gather.Left(live)
-				if fr.gather.Done() {
-					n.endGather(f, fr)
-					if !n.up {
-						return nil
-					}
-				}
-			} else if fr.lacking != 0 && len(others) > 0 {
-				// A member that keeps the copy it lacks may be back.
-				n.gatherCopies(f, others)
-				if !n.up {
-					return nil
-				}
-			}
+			n.frags[f].m.Placement(next.epoch)
+			kept = append(kept, f)
 		case shard.Lose:
 			n.lose(f, ch.To, next.epoch)
 			if !n.up {
@@ -841,6 +826,24 @@ func (n *node) place(next *placed, s shard.Step) error {
 			for _, f := range moved {
 				r.rewind(r.cr.Moved(f, c.now, r.r.Position()), f)
 			}
+		}
+	}
+	// A kept fragment's gather ends, or begins again, once the placement
+	// is applied, as the engine's epochMsg comes after its layout: the
+	// replay of a gather that ends asks the readers of this placement.
+	for _, f := range kept {
+		fr := n.frags[f]
+		if fr.gather != nil && fr.m.Waiting() && !fr.m.Stale() {
+			fr.gather.Left(live)
+			if fr.gather.Done() {
+				n.endGather(f, fr)
+			}
+		} else if fr.lacking != 0 && len(others) > 0 {
+			// A member that keeps the copy it lacks may be back.
+			n.gatherCopies(f, others)
+		}
+		if !n.up {
+			return nil
 		}
 	}
 	for _, f := range started {
