@@ -104,4 +104,5 @@ fuzz:
 	$(GO) test ./splice -run '^$$' -fuzz '^FuzzParseWindowedKeyedQuery$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeManifest$$' -fuzztime 20s
 	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodeCheckpoint$$' -fuzztime 20s
+	$(GO) test ./recovery -run '^$$' -fuzz '^FuzzDecodePreparedAlert$$' -fuzztime 20s
 	$(GO) test ./cluster -run '^$$' -fuzz '^FuzzDecodeBeat$$' -fuzztime 20s

@@ -81,6 +81,11 @@ func (e *Engine) loadAlerts() error {
 		a.records = append(a.records, json.RawMessage(r))
 	}
 	a.m = recovery.NewAlertLog(recovery.AlertLogConfig{Self: e.self, Cluster: e.cfg.Cluster != nil}, version, a.seq, states)
+	if st, at, ok, err := e.store.PreparedAlert(e.plan.Name()); err != nil {
+		return err
+	} else if ok {
+		a.m.RestorePrepared(st, at)
+	}
 	e.hold.Store(hold)
 	return nil
 }
@@ -339,6 +344,15 @@ func (e *Engine) carryAlerts() {
 	rd := a.m.Ready()
 	added := false
 	for _, w := range rd.Writes {
+		if w.Prepared {
+			// Synced before the acknowledgement that follows it goes out.
+			if err := e.store.WritePreparedAlert(e.plan.Name(), w.PreparedAt, w.AlertStep); err != nil {
+				a.stopped = true
+				e.fail(err)
+				return
+			}
+			continue
+		}
 		if w.First != a.seq {
 			a.stopped = true
 			e.fail(fmt.Errorf("alerts of %s: a write from record %d on a log of %d", e.plan.Name(), w.First, a.seq))

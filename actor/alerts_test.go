@@ -3,10 +3,17 @@ package actor
 import (
 	"bytes"
 	"fmt"
+	"reflect"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/splice"
 )
 
 // A message of the alert log whose records exceed a frame goes in parts;
@@ -79,5 +86,67 @@ func TestAlertPartsJoin(t *testing.T) {
 	st, err = decodeAlertStep(w)
 	if err != nil || st.First != parts[2].First || st.Total() != 3010 || !bytes.Equal(st.Records[0], recs[st.First-10]) {
 		t.Fatalf("the last part alone: records [%d, %d), %v", st.First, st.Total(), err)
+	}
+}
+
+// A member stores the step the alerts' owner prepared with it, synced,
+// before it acknowledges it, and takes it back when it starts again: the
+// owner may have committed the step counting this member, and a new
+// owner's catch-up must find it here after a restart too (the alert log
+// simulation, which keeps what a node's store holds prepared through its
+// restarts, raised a crossing twice on seed 773 when a restarted node
+// forgot it).
+func TestPreparedAlertStepOutlivesARestart(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 5, Events: 10}, word)
+	f := flows.New("alerting", flows.WithFragments(2))
+	in := flows.From(f, "gen", src, flows.WithEventTime(func(string) time.Time { return time.Unix(0, 0) }, 0))
+	w := flows.WindowAggregate(flows.KeyBy(in, flows.Identity[string]), flows.Tumbling(time.Minute),
+		func() int64 { return 0 }, func(n int64, _ string) int64 { return n + 1 })
+	v := flows.WindowView(w, "words", splice.Count[struct{}](), func(string, int64) struct{} { return struct{}{} }, time.Hour)
+	flows.Alert(v, "busy", func(prev, cur int64) bool { return prev <= 3 && cur > 3 })
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The store holds the step prepared under placement 3, before this
+	// process.
+	store := diskStore(t)
+	before := recovery.AlertStep{Version: 1, First: 0, Records: [][]byte{[]byte(`{"alert":"busy"}`)}, States: map[string][]byte{"busy": {1}}}
+	if err := store.WritePreparedAlert(plan.Name(), 3, before); err != nil {
+		t.Fatal(err)
+	}
+	// b is the standby of a's alerts under placement 5 (a shares b's
+	// address: nothing goes to another process).
+	addr := freeAddr(t)
+	e, err := Start(plan, Config{Store: store, Logger: quiet(), Cluster: &ClusterConfig{Self: "b", Remote: addr, Epoch: 5,
+		Fragments: slices.Repeat([]string{"b"}, plan.Fragments()), Readers: []string{"b"},
+		Remotes: map[string]string{"a": addr, "b": addr}, Alerts: []string{"a", "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	prepared := func() (*recovery.AlertStep, uint64) {
+		e.alerts.mu.Lock()
+		defer e.alerts.mu.Unlock()
+		return e.alerts.m.Prepared()
+	}
+	if st, at := prepared(); st == nil || at != 3 || !reflect.DeepEqual(*st, before) {
+		t.Fatalf("after the start: holds %+v prepared under %d, want the stored step under 3", st, at)
+	}
+
+	// a prepares the next step with b under placement 5.
+	next := recovery.AlertStep{Version: 1, First: 0, Records: [][]byte{[]byte(`{"alert":"busy","n":2}`)}, States: map[string][]byte{"busy": {2}}}
+	parts := alertParts(recovery.AlertMsg{Kind: recovery.AlertPrepare, From: "a", To: "b", Placement: 5, AlertStep: next, Total: 1},
+		plan.Name(), "a", addr)
+	for _, p := range parts {
+		e.receiveAlert(p)
+	}
+	if st, at := prepared(); st == nil || at != 5 || !reflect.DeepEqual(*st, next) {
+		t.Fatalf("after the prepare: holds %+v prepared under %d, want a's step under 5", st, at)
+	}
+	st, at, ok, err := store.PreparedAlert(plan.Name())
+	if err != nil || !ok || at != 5 || !reflect.DeepEqual(st, next) {
+		t.Fatalf("the store holds %+v prepared under %d (ok %v, %v), want a's step under 5", st, at, ok, err)
 	}
 }

@@ -158,12 +158,12 @@
 //
 // A step of the owner: it evaluates the windows completed since its last
 // step (a query to every fragment) and sends the records raised and the
-// alerts' new states to every other member, which holds them in memory
-// (prepared) and acknowledges; once its standby and, with the owner, a
-// majority of the members did (in a cluster of three the standby is
-// enough; an owner cut off with its standby goes on until its lease runs
-// out, and must not commit a step the other side does not hold) the
-// owner then writes them with the states in one
+// alerts' new states to every other member, which stores them, synced, as
+// the step it holds prepared (kept through a restart) and acknowledges;
+// once its standby and, with the owner, a majority of the members did (in
+// a cluster of three the standby is enough; an owner cut off with its
+// standby goes on until its lease runs out, and must not commit a step the
+// other side does not hold) the owner writes them with the states in one
 // synced batch, announces them (a Warn log line, Config.OnAlert), and sends
 // them to every node, which appends them to its copy. Fragments keep the
 // windows the committed states have not evaluated yet (Fragment.SetHold):

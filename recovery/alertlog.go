@@ -18,15 +18,16 @@ import (
 // committed); records are numbered from 0 across steps. Its rules:
 //
 //   - prepare, then commit: the owner sends each step it evaluated to
-//     every other member, which holds it in memory (prepared) and
-//     acknowledges; once its standby and, with the owner, a majority of
-//     the placement's members hold it (shard.Majority: in a cluster of
-//     three, the standby is enough) the owner writes it, synced, and
-//     announces it (a step is committed once the owner wrote it); then it
-//     sends the step to every other node, which appends it to its copy. A
-//     node's copy is therefore always a prefix of the committed log, and a
-//     committed step is on the owner's disk and in the memory of its
-//     standby and of a majority (prepared or appended);
+//     every other member, which stores it, synced, as the step it holds
+//     prepared (a write with Prepared) and acknowledges; once its standby
+//     and, with the owner, a majority of the placement's members hold it
+//     (shard.Majority: in a cluster of three, the standby is enough) the
+//     owner writes it, synced, and announces it (a step is committed once
+//     the owner wrote it); then it sends the step to every other node,
+//     which appends it to its copy. A node's copy is therefore always a
+//     prefix of the committed log, and a committed step is on the disks
+//     of the owner, its standby and a majority (prepared or appended),
+//     and outlives their restarts (RestorePrepared);
 //   - a new owner catches up before it evaluates: it asks every other
 //     node of its placement for what it holds (sync) and waits for every
 //     answer; it appends the longest log it is answered, then a prepared
@@ -165,12 +166,17 @@ type AlertMsg struct {
 
 // AlertWrite appends records (numbered from First, which is the number of
 // records written before) and sets the states and version, in one batch.
+// With Prepared it is instead the step this node holds prepared for the
+// owner, under placement PreparedAt: stored, synced, in place of the one
+// before (Store.WritePreparedAlert), and not part of the log.
 type AlertWrite struct {
 	AlertStep
 	Sync bool // the commit point: synced before anything that follows
 	// Announce: the records are raised by this node now (log them, call
 	// the engine's OnAlert); otherwise they were raised elsewhere.
-	Announce bool
+	Announce   bool
+	Prepared   bool
+	PreparedAt uint64
 }
 
 // AlertReady is what an AlertLog asks of its node: writes, in order, then
@@ -206,6 +212,20 @@ func NewAlertLog(cfg AlertLogConfig, version, total uint64, states map[string][]
 	}
 	return l
 }
+
+// RestorePrepared takes back the step this node held prepared when it
+// stopped (Store.PreparedAlert), prepared under placement at: the owner
+// may have committed it counting this node, and a new owner's catch-up
+// must find it here. One the log already holds is dropped.
+func (l *AlertLog) RestorePrepared(st AlertStep, at uint64) {
+	if l.cfg.Cluster && st.Version > l.version {
+		l.prepared, l.preparedAt = &st, at
+	}
+}
+
+// Prepared is the step this node holds prepared for the owner, and the
+// placement it was prepared under (nil: none).
+func (l *AlertLog) Prepared() (*AlertStep, uint64) { return l.prepared, l.preparedAt }
 
 // Ready returns the actions accumulated since the last call.
 func (l *AlertLog) Ready() AlertReady {
@@ -383,9 +403,11 @@ func (l *AlertLog) onPrepare(m AlertMsg) {
 		l.send(a)
 		return
 	}
-	if m.Version == l.version+1 && m.First == l.total {
+	if m.Version == l.version+1 && m.First == l.total &&
+		(l.prepared == nil || l.prepared.Version != m.Version || l.preparedAt != m.Placement) {
 		st := m.AlertStep
 		l.prepared, l.preparedAt = &st, m.Placement
+		l.rd.Writes = append(l.rd.Writes, AlertWrite{AlertStep: st, Sync: true, Prepared: true, PreparedAt: m.Placement})
 	}
 	l.send(l.ack(m.From))
 }

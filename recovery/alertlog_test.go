@@ -82,7 +82,8 @@ func TestAlertLogOwnerDiesAfterPrepare(t *testing.T) {
 		t.Fatal("proposal refused")
 	}
 	deliver(a, b) // prepare
-	if rd := b.Ready(); len(rd.Writes) != 0 || len(rd.Sends) != 1 || rd.Sends[0].Prepared != 1 {
+	if rd := b.Ready(); len(rd.Writes) != 1 || !rd.Writes[0].Prepared || !rd.Writes[0].Sync || rd.Writes[0].PreparedAt != 1 ||
+		len(rd.Sends) != 1 || rd.Sends[0].Prepared != 1 {
 		t.Fatalf("standby: %+v", rd)
 	}
 	// a dies; b owns the alerts alone.
@@ -324,6 +325,9 @@ type alertSim struct {
 	cutOff []string
 	lease  int
 	raised map[int]string // the record at each position of the log, once raised
+	// forgetPrepared: a restarted node forgets the step its store holds
+	// prepared, as before AlertLog.RestorePrepared.
+	forgetPrepared bool
 }
 
 func newAlertSim(t *testing.T, seed uint64) *alertSim {
@@ -372,6 +376,11 @@ func (s *alertSim) apply(n *simNode) {
 func (s *alertSim) carry(n *simNode, takeover bool) {
 	rd := n.log.Ready()
 	for _, w := range rd.Writes {
+		if w.Prepared {
+			n.writes = append(n.writes, w) // synced: it survives a crash
+			n.synced = len(n.writes)
+			continue
+		}
 		if w.First != uint64(len(n.records)) {
 			s.fatalf("%s: write from record %d on a log of %d", n.name, w.First, len(n.records))
 		}
@@ -422,7 +431,7 @@ func (s *alertSim) fail(n *simNode) {
 
 // cut cuts the owner and its standby off from the other three, if one of
 // those holds the newest committed step (Replicas = 2: a node that held
-// it prepared may have been restarted since, and lost it). The two go
+// it may have been restarted since, and lost the end of its log). The two go
 // on, evaluating and preparing between them, until their lease runs out
 // (lease: a number of steps); then they are fenced, before the others
 // place without them: they stopped hearing a majority, and their lease
@@ -708,15 +717,15 @@ func (s *alertSim) step() {
 
 // replicated: the newest committed step is held by two running nodes, in
 // their logs or prepared (the same step, not one its owner dropped): one
-// more failure loses nothing (Replicas = 2). A node just restarted has
-// lost its prepared step and maybe the end of its log: failing another
-// at once would be a second failure.
+// more failure loses nothing (Replicas = 2). A node just restarted keeps
+// the step its store holds prepared, but may have lost the end of its log:
+// failing another at once would be a second failure.
 func (s *alertSim) replicated() bool {
 	return s.holders(func(*simNode) bool { return true }) >= 2
 }
 
 // holders counts the running nodes among those of which holds the newest
-// committed step, in their logs or prepared.
+// committed step, in their logs or in their stores prepared.
 func (s *alertSim) holders(of func(*simNode) bool) int {
 	var newest *simNode
 	for _, name := range s.names {
@@ -734,7 +743,7 @@ func (s *alertSim) holders(of func(*simNode) bool) int {
 			holders++
 			continue
 		}
-		if p := n.log.prepared; p != nil && p.Version == newest.log.version && p.Total() == uint64(len(newest.records)) {
+		if p := storedPrepared(n); p != nil && p.Version == newest.log.version && p.Total() == uint64(len(newest.records)) {
 			same := true
 			for i, r := range p.Records {
 				same = same && string(r) == newest.records[p.First+uint64(i)]
@@ -745,6 +754,17 @@ func (s *alertSim) holders(of func(*simNode) bool) int {
 		}
 	}
 	return holders
+}
+
+// storedPrepared is the step n's store holds prepared (nil: none): it
+// acknowledged holding it, and keeps it through a restart.
+func storedPrepared(n *simNode) *AlertStep {
+	for i := len(n.writes) - 1; i >= 0; i-- {
+		if n.writes[i].Prepared {
+			return &n.writes[i].AlertStep
+		}
+	}
+	return nil
 }
 
 func (s *alertSim) kill(n *simNode) {
@@ -768,7 +788,12 @@ func (s *alertSim) restart(n *simNode) {
 	var version uint64
 	states := map[string][]byte{}
 	n.records, n.checked = n.records[:0], 0
+	var prepared *AlertWrite
 	for _, w := range n.writes {
+		if w.Prepared {
+			prepared = &w
+			continue
+		}
 		version = w.Version
 		states = w.States
 		for _, r := range w.Records {
@@ -777,6 +802,9 @@ func (s *alertSim) restart(n *simNode) {
 	}
 	n.evaluating, n.applied = false, 0
 	n.log = NewAlertLog(AlertLogConfig{Self: n.name, Cluster: true, Retry: s.retry}, version, uint64(len(n.records)), states)
+	if prepared != nil && !s.forgetPrepared {
+		n.log.RestorePrepared(prepared.AlertStep, prepared.PreparedAt)
+	}
 	for l := range s.links {
 		if l.to == n.name || l.from == n.name {
 			s.links[l] = nil // its connections were reset

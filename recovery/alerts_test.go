@@ -3,6 +3,7 @@ package recovery
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -53,4 +54,57 @@ func TestAlertLogStore(t *testing.T) {
 	if v, _ := s.AlertVersion("g"); v != 9 {
 		t.Fatalf("the other flow's version %d after Drop", v)
 	}
+}
+
+// The step a member holds prepared is stored in place of the one before,
+// read back whole, and dropped with the flow.
+func TestPreparedAlertStore(t *testing.T) {
+	s, err := Open("db", vfs.NewMem(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, ok, err := s.PreparedAlert("f"); ok || err != nil {
+		t.Fatalf("empty store: ok %v, %v", ok, err)
+	}
+	first := AlertStep{Version: 3, First: 5, Records: [][]byte{[]byte(`{"n":5}`)}, States: map[string][]byte{"a": {1}}, Lost: 2}
+	second := AlertStep{Version: 3, First: 5, Records: [][]byte{[]byte(`{"n":5}`), []byte(`{"n":6}`)},
+		States: map[string][]byte{"a": {2}, "b": {}}, Lost: -1}
+	for _, w := range []struct {
+		at uint64
+		st AlertStep
+	}{{4, first}, {7, second}} {
+		if err := s.WritePreparedAlert("f", w.at, w.st); err != nil {
+			t.Fatal(err)
+		}
+		st, at, ok, err := s.PreparedAlert("f")
+		if !ok || err != nil || at != w.at || !reflect.DeepEqual(st, w.st) {
+			t.Fatalf("read back %+v at %d (ok %v, %v), want %+v at %d", st, at, ok, err, w.st, w.at)
+		}
+	}
+	if err := s.Drop("f"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := s.PreparedAlert("f"); ok || err != nil {
+		t.Fatalf("after Drop: ok %v, %v", ok, err)
+	}
+}
+
+func FuzzDecodePreparedAlert(f *testing.F) {
+	f.Add(EncodePreparedAlert(9, AlertStep{Version: 3, First: 5, Records: [][]byte{[]byte("r")}, States: map[string][]byte{"a": {1}, "b": nil}, Lost: -4}))
+	f.Add(EncodePreparedAlert(0, AlertStep{}))
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 1, 0x61, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, at, err := DecodePreparedAlert(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not marked corrupt: %v", err)
+			}
+			return
+		}
+		again, againAt, err := DecodePreparedAlert(EncodePreparedAlert(at, st))
+		if err != nil || againAt != at || !reflect.DeepEqual(again, st) {
+			t.Fatalf("re-decode: %+v at %d, %v; want %+v at %d", again, againAt, err, st, at)
+		}
+	})
 }

@@ -89,7 +89,8 @@
 //     that cannot confirm copies would have to fall back to; neither does.
 //   - AlertLog is, the same way, the rules of a flow's alert log in a
 //     cluster: one node evaluates the alerts, prepares each step with its
-//     standby before it writes and announces it, and every node keeps a
+//     standby and a majority of the members (which store it, synced)
+//     before it writes and announces it, and every node keeps a
 //     copy; a new owner catches up from every node before it evaluates, so
 //     that no crossing is raised twice or skipped across a failover.
 package recovery
