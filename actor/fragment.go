@@ -637,14 +637,20 @@ func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
 			to = ref.sender
 		}
 	}
+	i := e.partIndex(p)
 	if to == nil {
-		i := e.partIndex(p)
 		if i < 0 || i >= len(l.allRead) {
 			return
 		}
 		to = l.allRead[i]
 	}
 	if e.isLocal(to) {
+		// A local sender the layout no longer names as the partition's
+		// reader was stopped by a placement: a rewind to it would never
+		// be handled, and the drain would wait for it.
+		if i < 0 || i >= len(l.allRead) || !to.Equal(l.allRead[i]) {
+			return
+		}
 		e.drainCount(+1)
 		c.Send(to, rewindMsg{to: rw.To, fragment: fa.id})
 		return
