@@ -224,8 +224,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 				}
 			}
 		} else if m.Waiting() && !m.Stale() && !m.Resuming() && current && fa.lacking == 0 {
-			fa.e.cfg.Logger.Info("the node named as the fragment's old owner has none to hand off: starting from the local copy", "fragment", fa.id)
-			fa.startOwn(c)
+			fa.noOldOwner(c, "the node named as the fragment's old owner has none to hand off")
 		}
 	case exRewindMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -293,16 +292,21 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 	case pausedMsg:
 		// checkPause did the work.
 	case handoffTimeoutMsg:
+		gathered := false
 		if msg.wait == fa.waits && fa.gather != nil && m.Waiting() && !m.Stale() {
 			fa.e.cfg.Logger.Warn("not every live member answered with its copy of the fragment: starting from the newest that came",
 				"fragment", fa.id, "unanswered", fa.gather.Pending())
 			fa.endGather(c)
+			gathered = true
 		} else if msg.wait == fa.waits && fa.lacking != 0 && m.Waiting() && !m.Stale() {
 			fa.regather(c) // an answer may have been lost
 		}
 		if msg.wait == fa.waits && m.Waiting() && !m.Stale() && fa.gather == nil && fa.lacking == 0 {
-			fa.e.cfg.Logger.Warn("no hand-off from the fragment's old owner: starting from the local copy", "fragment", fa.id)
-			fa.startOwn(c)
+			if gathered {
+				fa.startOwn(c) // no copy it gathered was taken
+			} else {
+				fa.noOldOwner(c, "no hand-off from the fragment's old owner")
+			}
 		}
 	case *pa.Restarting:
 		fa.e.cfg.Logger.Error("fragment actor restarted after an engine failure", "fragment", fa.id)
@@ -773,6 +777,25 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 func (fa *fragmentActor) own() uint64 {
 	m, _, _ := fa.e.store.Manifest(fa.e.plan.Name(), fa.id) // the zero manifest: none
 	return m.Epoch
+}
+
+// noOldOwner ends a wait for a hand-off that the old owner did not send
+// (why). A node that keeps a copy of the fragment gathers the live
+// members' copies, as for a dead owner: the old owner was a guess (a
+// first placement, a restart within the failure detection window), and
+// says nothing of where the fragment ran meanwhile, while the live
+// members' copies, and what they know of its settled checkpoints, do (sim
+// seed 19205 started a restarted node's copy of an older lineage than
+// the one a majority ran meanwhile). One that keeps none starts from
+// nothing at once, as a cluster's first start does.
+func (fa *fragmentActor) noOldOwner(c pa.Context, why string) {
+	if fa.own() == 0 {
+		fa.e.cfg.Logger.Info(why+": starting from nothing", "fragment", fa.id)
+		fa.startOwn(c)
+		return
+	}
+	fa.e.cfg.Logger.Info(why+": gathering the live members' copies", "fragment", fa.id)
+	fa.regather(c)
 }
 
 // startOwn ends a wait for a hand-off from the copy here, unless that

@@ -450,7 +450,12 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 		// good). The wait goes on from here, asked again a tenth of
 		// RewindTimeout from now unless the rest, still on its way, comes
 		// first.
-		m.awaiting[p] = awaited{from: a.from, to: end, at: m.probeAgainAt(), repeat: true, unasked: true}
+		// It keeps beyond: a second batch that fills another part of the
+		// hole must not end the wait short of it (sim seed 24836: a
+		// reordered replay filled 0–256, then 256–512, of a hole the
+		// sender had sent up to 595, and the fragment never asked for
+		// the rest).
+		m.awaiting[p] = awaited{from: a.from, to: end, at: m.probeAgainAt(), repeat: true, unasked: true, beyond: a.beyond}
 	}
 }
 
@@ -1002,7 +1007,14 @@ func (m *Machine) Tick(now time.Time) {
 // restored it tells every fragment downstream where it is, and they ask
 // again.
 func (m *Machine) Resend(ch, dest int, from int64) {
-	if m.down {
+	if m.down || m.waiting {
+		// A waiting fragment's outputs are its own copy's, which the
+		// hand-off or a gathered copy may replace, and which may not even
+		// be durable (written, not yet synced, when the node was fenced):
+		// sim seed 20409 sent a downstream fragment 60 records from such a
+		// copy, lost in the crash that followed, and the fragment waited
+		// for a newer copy for good. The downstream asks again after
+		// RewindTimeout.
 		return
 	}
 	base, sent := m.frag.Kept(ch, dest)

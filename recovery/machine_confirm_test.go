@@ -331,17 +331,22 @@ func TestMachineConfirmUnsettledAskedAgainSoon(t *testing.T) {
 // for good and never released its outputs (sim seed 1833: a fragment
 // that answered a request from 0 while it waited for a hand-off, then
 // restored, had that batch still unacknowledged when the receiver's
-// checkpoint covered it).
+// checkpoint covered it). A waiting fragment answers no request now (sim
+// seed 20409): the batch here is lost right after the wait.
 func TestMachineConfirmLostBatchResentPastTrim(t *testing.T) {
 	r, _, upto := trimmedWorld(t)
 	t0 := r.now
 	m0 := recovery.NewMachine(r.plan, 0, r.restore(t, 0), 0, true, confirmCfg)
 	m0.SetNow(t0)
-	m0.Resend(exchangeCh, 1, 0) // fragment 1 asks while fragment 0 waits: the batch is lost
-	if s := m0.Ready().Sends; len(s) != 1 || s[0].Batch.PrevEnd != 0 {
-		t.Fatalf("the answer while waiting: %+v", s)
+	m0.Resend(exchangeCh, 1, 0) // fragment 1 asks while fragment 0 waits
+	if s := m0.Ready().Sends; len(s) != 0 {
+		t.Fatalf("a waiting fragment answered with %+v: its copy may yet be replaced, or not be durable", s)
 	}
 	m0.StopWaiting()
+	m0.Resend(exchangeCh, 1, 0) // asked again: the batch is lost
+	if s := m0.Ready().Sends; len(s) != 1 || s[0].Batch.PrevEnd != 0 {
+		t.Fatalf("the answer after the wait: %+v", s)
+	}
 	m0.Tick(t0)
 	for _, s := range m0.Ready().Sends { // the probes: fragment 1 does not know yet
 		end := int64(-1)
@@ -367,15 +372,18 @@ func TestMachineConfirmLostBatchResentPastTrim(t *testing.T) {
 // even if an older batch, sent since less than RewindTimeout, is still
 // unacknowledged: the check once looked at the oldest only, and a
 // restored fragment that answered a request while it waited for a
-// hand-off verified for seconds more (sim seed 1833).
+// hand-off verified for seconds more (sim seed 1833; a waiting fragment
+// answers none now, so the request here comes as the wait ends).
 func TestMachineConfirmProbeResentBehindOlderBatch(t *testing.T) {
 	r, _, _ := trimmedWorld(t)
 	t0 := r.now
 	m0 := recovery.NewMachine(r.plan, 0, r.restore(t, 0), 0, true, confirmCfg)
 	m0.SetNow(t0)
-	m0.Resend(exchangeCh, 1, 0) // answered while waiting, not acknowledged yet
-	m0.Ready()
 	m0.StopWaiting()
+	m0.Resend(exchangeCh, 1, 0) // answered, not acknowledged yet
+	if s := m0.Ready().Sends; len(s) != 1 {
+		t.Fatalf("the answer: %+v", s)
+	}
 	m0.Tick(t0)
 	for _, s := range m0.Ready().Sends {
 		m0.AckedEnd(s.Seq, -1) // the probes: not known yet

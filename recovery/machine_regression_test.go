@@ -144,3 +144,40 @@ func TestMachineReorderedReplayAskedAgain(t *testing.T) {
 		}
 	}
 }
+
+// The same, with the hole filled by two batches, each a part: the wait
+// goes on after both until the rest comes, however many parts fill it
+// meanwhile (sim seed 24836: a reordered replay filled 0–256, then
+// 256–512, of a hole its sender had sent up to 595; the wait ended at 512,
+// and the fragment never asked for the rest).
+func TestMachineReplayInPartsAskedAgain(t *testing.T) {
+	const timeout = 3 * time.Second
+	r := countRig(t, newStore(t), "replay-in-parts", 1, 1)
+	r.push(0, "a", "b", "c", "a", "b", "c", "a", "b")
+	m := r.machine(0, recovery.MachineConfig{RewindTimeout: timeout})
+	t0 := r.now
+	m.Step(r.batch(t, 0, 2, 6, 0), reader(0)) // a gap: asked from 0
+	m.Step(r.batch(t, 0, 6, 8, 0), reader(0)) // the sender had sent up to 8
+	if got, want := rewinds(m.Ready().Rewinds), []rewind{{part(sourceCh, 0), 0, "reader-0"}}; !slices.Equal(got, want) {
+		t.Fatalf("a gap: rewinds %v, want %v", got, want)
+	}
+	m.Step(r.batch(t, 0, 0, 2, 0), reader(0)) // the replay's first part
+	m.Step(r.batch(t, 0, 2, 4, 0), reader(0)) // its second
+	if rd := m.Ready(); len(rd.Rewinds) != 0 || rd.Applied != 2 || !m.Rewinding() {
+		t.Fatalf("two parts of the hole: %d rewinds, %d applied, rewinding %v; want the wait to go on",
+			len(rd.Rewinds), rd.Applied, m.Rewinding())
+	}
+	m.Tick(t0.Add(timeout / 10))
+	if got, want := rewinds(m.Ready().Rewinds), []rewind{{part(sourceCh, 0), 4, ""}}; !slices.Equal(got, want) {
+		t.Fatalf("a tenth of the timeout on: rewinds %v, want %v", got, want)
+	}
+	m.Step(r.batch(t, 0, 4, 8, 0), reader(0))
+	m.Ready()
+	m.Tick(t0.Add(time.Hour))
+	if rd := m.Ready(); len(rd.Rewinds) != 0 || m.Rewinding() {
+		t.Fatalf("still asking once everything came: %v", rewinds(rd.Rewinds))
+	}
+	if got, want := view(t, m, "counts"), map[string]int64{"a": 3, "b": 3, "c": 2}; !maps.Equal(got, want) {
+		t.Fatalf("counts %v, want %v", got, want)
+	}
+}

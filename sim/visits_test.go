@@ -205,7 +205,35 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     restarted node's first placement that finds no member running now
 //     gathers the live members' copies of every fragment it gains
 //     (node.place's cold; actor.ClusterConfig.ColdStart).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488}
+//   - 19205 (five nodes; partitions, kills): n4, restarted, gained
+//     fragment 0 at its first placement and waited for the hand-off of
+//     n1, which the layout over the running members named its old owner.
+//     n1 had none, and knew of no newer settled checkpoint. While the
+//     fragment waited, it answered a downstream fragment's request with
+//     its own copy's outputs, of an older lineage than the one a majority
+//     ran meanwhile; once the news of that lineage came, it took it over,
+//     and the outputs downstream contradicted it: the fragment waited for
+//     a newer copy for good. A waiting fragment answers no request now
+//     (recovery.Machine.Resend), and one whose old owner has none to hand
+//     off gathers the live members' copies if it keeps one of its own
+//     (noHandoff); either alone makes the seed pass.
+//   - 20409 (two nodes, a third started; a partition, slow disks, a full
+//     disk, a kill): n2, fenced while a checkpoint of fragments 0, 1, 4
+//     and 5 was written but not yet synced, placed again, restored that
+//     checkpoint from its store and waited for a hand-off. Waiting, it
+//     answered a downstream fragment's request with the checkpoint's
+//     outputs. n2 was killed, the unsynced checkpoint was gone, and the
+//     fragments restarted from nothing behind what fragment 2 applied:
+//     they waited for a newer copy for good. A waiting fragment answers
+//     no request now.
+//   - 24836 (three nodes; a partition, duplicated and reordered
+//     messages): fragment 3 asked n2's reader to replay partition hits/1
+//     from 0, the reader had sent up to 595, and the replay came in
+//     parts, reordered: 512–595 first (dropped as a gap), then 0–256 and
+//     256–512. The first part kept the wait on, the second ended it at
+//     512, and nothing asked for the rest. The wait keeps how far the
+//     sender had sent (recovery.Machine.Step, beyond).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488, 19205, 20409, 24836}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
