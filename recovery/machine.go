@@ -44,7 +44,9 @@ import (
 //     replay got to if a batch dropped as a gap meanwhile showed that the
 //     sender has more (the replay came out of order);
 //   - a fragment waiting for a hand-off takes no input until the old
-//     owner's checkpoint (or the wait's end);
+//     owner's checkpoint (or the wait's end), sends nothing downstream,
+//     not even what a downstream fragment asks for again, and its replay
+//     asks the readers whose batches it dropped meanwhile as well;
 //   - a fragment on a node that was paused long enough for the others to
 //     take it over (Resumed) trusts nothing it holds: like a failed one it
 //     applies, checkpoints and releases nothing, restores its last durable
@@ -1003,9 +1005,9 @@ func (m *Machine) Tick(now time.Time) {
 
 // Resend sends fragment dest its records of exchange channel ch again
 // from from: it restored an older checkpoint. A fragment that is down
-// answers nothing (what it holds may be a half-applied event's); once
-// restored it tells every fragment downstream where it is, and they ask
-// again.
+// answers nothing (what it holds may be a half-applied event's), nor does
+// one that waits; once restored, or its wait over, it tells every
+// fragment downstream where it is, and they ask again.
 func (m *Machine) Resend(ch, dest int, from int64) {
 	if m.down || m.waiting {
 		// A waiting fragment's outputs are its own copy's, which the
