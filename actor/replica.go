@@ -14,12 +14,13 @@ import (
 const replicaChunk = 256 << 10
 
 // handoffWait bounds how long a fragment taken over from a live owner waits
-// for that owner's last checkpoint before it starts from its own copy (and
+// for that owner's last checkpoint before it gathers the live members'
+// copies, or, keeping none of its own, starts from nothing (noOldOwner;
 // the readers replay the difference).
 const handoffWait = 10 * time.Second
 
 // HandoffWait is how long a fragment gained from a live owner waits for
-// its hand-off before it starts from its own copy: a node that leaves
+// its hand-off before it gathers the live members' copies: a node that leaves
 // stays longer than this while its hand-offs are unconfirmed
 // (cluster.Node), so that a new owner whose hand-off was lost, finding
 // its own copy stale, can still fetch the leaver's.
