@@ -224,7 +224,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 				}
 			}
 		} else if m.Waiting() && !m.Stale() && !m.Resuming() && current && fa.lacking == 0 {
-			fa.noOldOwner(c, "the node named as the fragment's old owner has none to hand off")
+			fa.noOldOwner(c, "the node named as the fragment's old owner has none to hand off", slog.LevelInfo)
 		}
 	case exRewindMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -305,7 +305,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			if gathered {
 				fa.startOwn(c) // no copy it gathered was taken
 			} else {
-				fa.noOldOwner(c, "no hand-off from the fragment's old owner")
+				fa.noOldOwner(c, "no hand-off from the fragment's old owner", slog.LevelWarn)
 			}
 		}
 	case *pa.Restarting:
@@ -780,7 +780,7 @@ func (fa *fragmentActor) own() uint64 {
 }
 
 // noOldOwner ends a wait for a hand-off that the old owner did not send
-// (why). A node that keeps a copy of the fragment gathers the live
+// (why, logged at level). A node that keeps a copy of the fragment gathers the live
 // members' copies, as for a dead owner: the old owner was a guess (a
 // first placement, a restart within the failure detection window), and
 // says nothing of where the fragment ran meanwhile, while the live
@@ -788,13 +788,14 @@ func (fa *fragmentActor) own() uint64 {
 // seed 19205 started a restarted node's copy of an older lineage than
 // the one a majority ran meanwhile). One that keeps none starts from
 // nothing at once, as a cluster's first start does.
-func (fa *fragmentActor) noOldOwner(c pa.Context, why string) {
+func (fa *fragmentActor) noOldOwner(c pa.Context, why string, level slog.Level) {
+	ctx := context.Background()
 	if fa.own() == 0 {
-		fa.e.cfg.Logger.Info(why+": starting from nothing", "fragment", fa.id)
+		fa.e.cfg.Logger.Log(ctx, level, why+": starting from nothing", "fragment", fa.id)
 		fa.startOwn(c)
 		return
 	}
-	fa.e.cfg.Logger.Info(why+": gathering the live members' copies", "fragment", fa.id)
+	fa.e.cfg.Logger.Log(ctx, level, why+": gathering the live members' copies", "fragment", fa.id)
 	fa.regather(c)
 }
 

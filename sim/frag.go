@@ -243,17 +243,17 @@ func (n *node) askHandoff(f int, owner string) {
 // to hand off, with what it knows of f's newest settled checkpoint: a
 // gathering fragment counts it; one waiting for its old owner gathers the
 // live members' copies, as one gained from a dead owner, if this node
-// keeps a copy of it (one that has none starts from nothing, as before:
-// a cluster's first start would otherwise wait for a round of answers
-// more, which message loss stretched from 6.5 s to 20 s in the loss
-// scenario). The node named
+// keeps a copy of it, as the fragment actor's noOldOwner. The node named
 // as the old owner is a guess at a first placement (the layout over the
 // running members) and after a restart within the failure detection
-// window, and its answer says nothing of where the fragment ran: sim seed
+// window, and its answer says nothing of where the fragment ran: seed
 // 19205 started a restarted node's own copy, of an older lineage than the
 // one a majority ran meanwhile (this node had not heard of its settled
 // checkpoints yet), sent its outputs downstream, then took the newer
-// lineage, which contradicted them, and waited for good.
+// lineage, which contradicted them, and waited for good. One that keeps
+// no copy starts from nothing, as before: a cluster's first start would
+// otherwise wait for a round of answers more, which message loss
+// stretched from 6.5 s to 20 s in the loss scenario.
 func (n *node) noHandoff(f int, from string, settled uint64) {
 	c := n.c
 	n.settled.Note(f, settled)
