@@ -780,14 +780,14 @@ func (fa *fragmentActor) own() uint64 {
 }
 
 // noOldOwner ends a wait for a hand-off that the old owner did not send
-// (why, logged at level). A node that keeps a copy of the fragment gathers the live
-// members' copies, as for a dead owner: the old owner was a guess (a
-// first placement, a restart within the failure detection window), and
-// says nothing of where the fragment ran meanwhile, while the live
-// members' copies, and what they know of its settled checkpoints, do (sim
-// seed 19205 started a restarted node's copy of an older lineage than
-// the one a majority ran meanwhile). One that keeps none starts from
-// nothing at once, as a cluster's first start does.
+// (why, logged at level). A node that keeps a copy of the fragment
+// gathers the live members' copies, as for a dead owner: the old owner
+// was a guess (a first placement, a restart within the failure detection
+// window), and says nothing of where the fragment ran meanwhile, while
+// the live members' copies, and what they know of its settled
+// checkpoints, do (sim seed 19205 started a restarted node's copy of an
+// older lineage than the one a majority ran meanwhile). One that keeps
+// none starts from nothing at once, as a cluster's first start does.
 func (fa *fragmentActor) noOldOwner(c pa.Context, why string, level slog.Level) {
 	ctx := context.Background()
 	if fa.own() == 0 {
