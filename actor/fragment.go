@@ -706,6 +706,22 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		fa.pendingHandoff = &msg // after the restore that follows the pause
 		return
 	}
+	if msg.asked && m.Waiting() && !m.Stale() && fa.lacking == 0 {
+		// The node named as the old owner does not own the fragment and
+		// offers the copy it keeps: the name was a guess (a first
+		// placement, a restart within the failure detection window), and
+		// its copy is only one of the copies there are. The fragment
+		// gathers the live members' copies, as when that node has none
+		// (noOldOwner); the node answers the gather again (sim seed 32097
+		// started from a copy of placement 3 that a node fenced since then
+		// kept, while a live member kept the newer copies of placement 4,
+		// whose outputs were released).
+		done() // not taken
+		fa.e.cfg.Logger.Info("the node named as the fragment's old owner offers a copy, not its hand-off: gathering the live members' copies",
+			"fragment", fa.id, "from", msg.from)
+		fa.regather(c)
+		return
+	}
 	waiting := m.Waiting()
 	if !waiting {
 		if msg.placement < m.PlacementEpoch() || m.Down() || !recovery.Ahead(msg.cp.Manifest.Offsets, m.Vector()) {

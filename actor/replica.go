@@ -120,11 +120,13 @@ func (e *Engine) handOffCopy(f int, owner string, placement uint64) {
 }
 
 // What a checkpoint is sent to a replica actor as: a standby copy, a
-// hand-off, or an offer (the answer to a Fetch).
+// hand-off, an offer (the answer to a Fetch), or the copy of a node that
+// does not own the fragment, in answer to a HandoffAsk.
 const (
 	chunkCopy = iota
 	chunkHandoff
 	chunkOffer
+	chunkAsked
 )
 
 // sendCheckpoint sends cp in chunks to a replica actor.
@@ -136,15 +138,16 @@ func (e *Engine) sendCheckpoint(to *pa.PID, frag int, cp *recovery.Checkpoint, p
 		prev = cp.Manifest.Epoch - 1
 	}
 	var settled uint64
-	if kind == chunkHandoff {
+	handoff := kind == chunkHandoff || kind == chunkAsked
+	if handoff {
 		settled = e.settledOf(frag)
 	}
 	for seq := 0; ; seq++ {
 		n := min(len(data), replicaChunk)
 		e.sys.Root.Send(to, &wire.CheckpointChunk{Flow: e.plan.Name(), Fragment: uint32(frag),
 			Epoch: cp.Manifest.Epoch, PrevEpoch: prev, Full: cp.Full, Seq: uint32(seq), Last: n == len(data),
-			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: kind == chunkHandoff, ReplyTo: replyTo,
-			Offer: kind == chunkOffer, Lineage: lineage, Settled: settled, SenderId: e.sys.ID})
+			Data: data[:n:n], Placement: placement, Owner: e.self, Handoff: handoff, ReplyTo: replyTo,
+			Offer: kind == chunkOffer, Lineage: lineage, Settled: settled, SenderId: e.sys.ID, Asked: kind == chunkAsked})
 		data = data[n:]
 		if len(data) == 0 {
 			break
@@ -247,7 +250,7 @@ func (ra *replicaActor) handoffAsk(c pa.Context, m *wire.HandoffAsk) {
 	}
 	if cp, ok, err := e.store.Full(e.plan.Name(), int(m.Fragment)); err == nil && ok {
 		e.handoffs.Add(1) // the asker confirms it as any hand-off (wire.HandoffDone)
-		e.sendCheckpoint(to, int(m.Fragment), cp, placement, chunkHandoff, cp.Manifest.Epoch)
+		e.sendCheckpoint(to, int(m.Fragment), cp, placement, chunkAsked, cp.Manifest.Epoch)
 		return
 	}
 	c.Send(to, &wire.NoHandoff{Fragment: m.Fragment, From: e.self, Placement: m.Placement, Settled: e.settledOf(int(m.Fragment))})
@@ -272,6 +275,7 @@ type handoffMsg struct {
 	placement uint64
 	from      string
 	replyTo   handoffRef // the old owner, to confirm to
+	asked     bool       // the copy of a node that does not own the fragment (wire.CheckpointChunk.Asked)
 }
 
 // handoffRef is the process that sent a hand-off: its remote address, and
@@ -477,7 +481,7 @@ func (ra *replicaActor) handoff(f int, cp *recovery.Checkpoint, m *wire.Checkpoi
 		// and the readers replay from it); a running one only if it is
 		// ahead and not older than the fragment's placement.
 		e.sys.Root.Send(l.frags[i], handoffMsg{cp: cp, lineage: max(cp.Manifest.Epoch, m.Lineage), placement: m.Placement, from: m.Owner,
-			replyTo: handoffRef{m.ReplyTo, m.SenderId}})
+			replyTo: handoffRef{m.ReplyTo, m.SenderId}, asked: m.Asked})
 		return
 	}
 	if m.Placement < l.epoch {

@@ -226,7 +226,7 @@ func (n *node) askHandoff(f int, owner string) {
 				c.counts.Handoffs++
 				d.pending[f] = true // until the asker confirms it, as the engine counts it (HandoffsPending)
 				c.trace("%s hands its copy of fragment %d to %s, who asked (epoch %d)", d.name, f, asker, cp.Manifest.Epoch)
-				c.send(from, asker, func(w *node) { w.handoff(f, data, cp.Manifest.Epoch, placement, from, dinc, settled) })
+				c.send(from, asker, func(w *node) { w.askedCopy(f, data, cp.Manifest.Epoch, placement, from, dinc, settled) })
 				return
 			}
 		}
@@ -237,6 +237,28 @@ func (n *node) askHandoff(f int, owner string) {
 			}
 		})
 	})
+}
+
+// askedCopy takes the copy of fragment f that member from, which does not
+// own it, handed off when asked (askHandoff). A fragment that waits for
+// its old owner's hand-off, gathering nothing, gathers the live members'
+// copies instead, as when the old owner has none (noHandoff): the node
+// named as the old owner was a guess, and its copy is only one of the
+// copies there are. Seed 32097 started both fragments from the copies of
+// a node fenced since placement 3, which the layout over the running
+// members named as their old owner, while a live member kept the newer
+// copies of placement 4, whose outputs were released: 22 count updates
+// came again with other values. The copy is not taken (the member
+// answers the gather again); other hand-offs take it as any.
+func (n *node) askedCopy(f int, data []byte, lineage, placement uint64, from string, inc int, settled uint64) {
+	if fr := n.fragment(f); n.up && fr != nil && fr.m.Waiting() && fr.gather == nil && fr.lacking == 0 && !fr.m.Stale() {
+		n.settled.Note(f, settled)
+		n.handoffDone(f, from, inc)
+		n.c.trace("%s: %s, not the owner, offers its copy of fragment %d: it gathers the live members' copies", n.name, from, f)
+		n.gatherCopies(f, n.others())
+		return
+	}
+	n.handoff(f, data, lineage, placement, from, inc, settled)
 }
 
 // noHandoff takes member from's answer that it has no copy of fragment f

@@ -485,7 +485,12 @@ type CheckpointChunk struct {
 	Settled uint64 `protobuf:"varint,15,opt,name=settled,proto3" json:"settled,omitempty"`
 	// The sending process (its actor system's id): a HandoffDone names it
 	// back, and a later process on the same address ignores it.
-	SenderId      string `protobuf:"bytes,16,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	SenderId string `protobuf:"bytes,16,opt,name=sender_id,json=senderId,proto3" json:"sender_id,omitempty"`
+	// With handoff: the copy of a node that does not own the fragment, in
+	// answer to a HandoffAsk, not an owner's last checkpoint. A fragment
+	// that waits for its old owner gathers the live members' copies instead
+	// (actor/fragment.go handedOff).
+	Asked         bool `protobuf:"varint,17,opt,name=asked,proto3" json:"asked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -630,6 +635,13 @@ func (x *CheckpointChunk) GetSenderId() string {
 		return x.SenderId
 	}
 	return ""
+}
+
+func (x *CheckpointChunk) GetAsked() bool {
+	if x != nil {
+		return x.Asked
+	}
+	return false
 }
 
 // HandoffAsk asks the node a fragment waits for a hand-off from whether
@@ -2027,7 +2039,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x06Rewind\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x03R\x02to\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\rR\achannel\"\x94\x03\n" +
+	"\achannel\x18\x03 \x01(\rR\achannel\"\xaa\x03\n" +
 	"\x0fCheckpointChunk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
 	"\bfragment\x18\x02 \x01(\rR\bfragment\x12\x14\n" +
@@ -2046,7 +2058,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x05offer\x18\r \x01(\bR\x05offer\x12\x18\n" +
 	"\alineage\x18\x0e \x01(\x04R\alineage\x12\x18\n" +
 	"\asettled\x18\x0f \x01(\x04R\asettled\x12\x1b\n" +
-	"\tsender_id\x18\x10 \x01(\tR\bsenderId\"\x89\x01\n" +
+	"\tsender_id\x18\x10 \x01(\tR\bsenderId\x12\x14\n" +
+	"\x05asked\x18\x11 \x01(\bR\x05asked\"\x89\x01\n" +
 	"\n" +
 	"HandoffAsk\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1a\n" +
