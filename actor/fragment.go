@@ -885,6 +885,7 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 	g := fa.gather
 	fa.gather = nil
 	best, _, from, ok := g.Best()
+	best.asked = false // gathered: taken or kept as any hand-off, not gathered again
 	fa.e.cfg.Logger.Debug("gathered the copies of a fragment gained from a dead owner", "fragment", fa.id,
 		"offered", ok, "from", from, "unanswered", g.Pending())
 	g.Know(fa.e.settledOf(fa.id))
