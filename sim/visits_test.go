@@ -233,7 +233,16 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     256–512. The first part kept the wait on, the second ended it at
 //     512, and nothing asked for the rest. The wait keeps how far the
 //     sender had sent (recovery.Machine.Step, beyond).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488, 19205, 20409, 24836}
+//   - 32097 (three nodes, two more started; a partition, a pause, a kill):
+//     n4, new, asked n3, which the layout over the running members named
+//     as the old owner of both fragments, for their hand-off. n3, fenced
+//     since placement 3, owned neither but kept copies from then, and
+//     handed those off when asked; n4 started both fragments from them
+//     while n1 kept the newer copies of placement 4, whose outputs were
+//     released: 22 count updates came again with other values. Such a
+//     copy now starts a gather of the live members' copies (askedCopy;
+//     wire.CheckpointChunk.asked).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488, 19205, 20409, 24836, 32097}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
