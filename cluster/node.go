@@ -295,7 +295,7 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		if n.place, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1)); err != nil {
+		if n.place, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1), kept); err != nil {
 			ln.Close()
 			return err
 		}

@@ -68,16 +68,13 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 // least expect members alive, a majority of the last agreed membership
 // among them, the member list and epoch still for a second), then returns
 // the placement and the Follower's step, which Run reports carried out
-// once the engine started.
-func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int) (Placement, shard.Step, error) {
+// once the engine started. prev is the membership the node kept
+// (loadAgreed; zero if it never placed).
+func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int, prev agreed) (Placement, shard.Step, error) {
 	// A node that placed before counts a majority of the membership it
 	// last agreed on, as follow does: restarted on the minority side of a
 	// partition, it waits rather than start every fragment from its own
 	// copies while the majority goes on.
-	prev, err := loadAgreed(n.cfg.DataDir)
-	if err != nil {
-		return Placement{}, shard.Step{}, err
-	}
 	cfg := shard.DefaultFollow
 	cfg.Expect = expect
 	n.follower = shard.NewFollower(cfg)

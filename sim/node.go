@@ -754,8 +754,8 @@ func (n *node) place(next *placed, s shard.Step) error {
 			// its own copy, whose outputs were released (seed 10488). It
 			// gathers their copies, as cluster.Node's cold start
 			// (joinRunning). A cluster's first start has nothing to
-			// gather (seed 12937: a member killed before it answered
-			// kept a starting fragment waiting).
+			// gather, and gathering there slows it (under message loss)
+			// for nothing.
 			gather := !resume && (ch.Orphaned || cold) && len(others) > 0
 			wait := gather || (!resume && ch.Handoff && n.handedOff[f] < next.epoch)
 			// A fragment that would start now from its own copy (alone,
