@@ -18,6 +18,7 @@ import (
 	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/recovery"
+	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -233,6 +234,13 @@ type ClusterConfig struct {
 	// Alerts: the node that evaluates the flow's alerts and its standby,
 	// if any (a flow with alerts needs them; see doc.go).
 	Alerts []string
+	// Prev: the agreed membership before this placement, the one whose
+	// majority placed it (nil for a cluster's first); PrevCaught: this
+	// node had caught up with what was settled before Prev. The engine
+	// tells every member all it knows once it applies a placement, and
+	// reports when it heard enough of them (CaughtUp; shard.Quorum).
+	Prev       []string
+	PrevCaught bool
 }
 
 func (c *ClusterConfig) awaitHandoff(f int) bool {
@@ -287,6 +295,10 @@ type Engine struct {
 	// node knows (settledMu; settled.go).
 	settledMu sync.Mutex
 	settled   recovery.Settled
+	// catch: how far the node caught up with what was settled before its
+	// placement (catchMu; catchup.go).
+	catchMu sync.Mutex
+	catch   shard.CatchUp
 
 	self      string // this node's name in a cluster; "" for a single node
 	writes    chan writeReq
@@ -491,6 +503,10 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 		l.standby, l.cl = e.standbys(cl), cl
 	}
 	e.layout.Store(l)
+	if cl != nil {
+		e.agree(cl)
+		e.tellAllSettled(l)
+	}
 	for j, pid := range l.frags {
 		root.Send(pid, startMsg{replay: replay[j]})
 	}

@@ -995,7 +995,8 @@ func (fa *fragmentActor) copied(epoch uint64, standby string) {
 // asks them to answer.
 func (fa *fragmentActor) askKnown(l *layout, epoch uint64) {
 	e := fa.e
-	msg := &wire.Settled{Flow: e.plan.Name(), Fragments: []uint32{uint32(fa.id)}, Epochs: []uint64{epoch}, ReplyTo: e.sys.Address()}
+	msg := &wire.Settled{Flow: e.plan.Name(), Fragments: []uint32{uint32(fa.id)}, Epochs: []uint64{epoch}, ReplyTo: e.sys.Address(),
+		OwnerPlacement: l.epoch}
 	for _, name := range fa.known.Lacking(fa.members, epoch) {
 		if pid := memberPID(l.cl, name, e.plan.Name()+"/replica"); pid != nil && name != e.self && !l.silent[name] {
 			e.sys.Root.Send(pid, msg)

@@ -248,6 +248,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	for _, pid := range kept {
 		e.sys.Root.Send(pid, epochMsg{epoch: cl.Epoch, live: others, members: cl.members()})
 	}
+	e.agree(cl) // none on a resume: the epoch is the same
 	e.tellAllSettled(l)
 	for _, pid := range l.readers {
 		if len(moved) > 0 {

@@ -340,6 +340,16 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		ra.handoffAsk(c, msg)
 		return
 	case *wire.Settled:
+		// A node that applied a newer placement than the owner's told the
+		// others all it knew when it did, without this news: they may
+		// have caught up with that placement from what it told
+		// (shard.TestQuorumSideKnowsWhatWasSettled). It does not count
+		// among those that know (recovery.Known) until the owner applied
+		// that placement too and asks again (recopy).
+		if epoch, _, _ := e.reportCaught(); msg.OwnerPlacement != 0 && epoch > msg.OwnerPlacement {
+			e.settledNews(msg)
+			return
+		}
 		if e.settledNews(msg) && msg.ReplyTo != "" && len(msg.Fragments) == 1 {
 			f := msg.Fragments[0]
 			ra.confirmLater(c, pa.NewPID(msg.ReplyTo, e.fragName(int(f))), &wire.Known{Fragment: f, Epoch: msg.Epochs[0], Member: e.self})
@@ -440,6 +450,10 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		e.cfg.Logger.Error("write a standby copy", "fragment", f, "err", err)
 		return
 	}
+	// Its confirmation counts it among the members that know of the
+	// checkpoint (recovery.Known): it knows of it as news too, which it
+	// tells with all it knows when it applies a placement (catchup.go).
+	e.noteSettled(f, cp.Manifest.Epoch, false)
 	var cm *wire.Copied
 	if m.ReplyTo != "" {
 		cm = &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch, From: e.self}

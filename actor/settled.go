@@ -62,11 +62,17 @@ func (e *Engine) noteSettled(f int, epoch uint64, tell bool) bool {
 // set up (remote/endpoint_writer.go, initializeInternal), and a
 // placement that finds the member sends it all this node knows.
 func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
+	msg := &wire.Settled{Flow: e.plan.Name()}
+	e.sendSettled(l, s, msg)
+}
+
+// sendSettled sends msg with s to every live member of l's placement but
+// this node (tellSettled).
+func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled) {
 	cl := l.cl
-	if cl == nil || len(s) == 0 {
+	if cl == nil || (len(s) == 0 && msg.Placement == 0) {
 		return
 	}
-	msg := &wire.Settled{Flow: e.plan.Name()}
 	for _, f := range slices.Sorted(maps.Keys(s)) {
 		msg.Fragments = append(msg.Fragments, uint32(f))
 		msg.Epochs = append(msg.Epochs, s[f])
@@ -79,12 +85,17 @@ func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
 }
 
 // tellAllSettled sends every live member of l's placement all this node
-// knows.
+// knows, as its report that it applied the placement (catchup.go): the
+// members count it toward catching up with what was settled before it.
 func (e *Engine) tellAllSettled(l *layout) {
 	e.settledMu.Lock()
 	s := maps.Clone(e.settled)
 	e.settledMu.Unlock()
-	e.tellSettled(l, s)
+	msg := &wire.Settled{Flow: e.plan.Name()}
+	if epoch, caught, tell := e.reportCaught(); epoch == l.epoch && (tell || len(s) > 0) {
+		msg.Placement, msg.From, msg.Caught = epoch, e.self, caught
+	}
+	e.sendSettled(l, s, msg)
 }
 
 // settledNews takes a member's wire.Settled. It reports whether the
@@ -102,6 +113,9 @@ func (e *Engine) settledNews(m *wire.Settled) bool {
 			continue
 		}
 		kept = e.noteSettled(int(f), m.Epochs[i], false) && kept
+	}
+	if kept && m.Placement > 0 && m.From != "" {
+		e.heardReport(m.Placement, m.From, m.Caught)
 	}
 	return kept
 }

@@ -77,7 +77,24 @@
 // Membership.SetAgreed) and counts against the newest agreed membership it
 // knows of, its own or a peer's, as the simulation's nodes do: a node that
 // missed placements while cut off or stopped does not count against
-// members the others no longer count (newestAgreed). A restarted node
+// members the others no longer count (newestAgreed).
+//
+// A majority of the newest agreed membership is not always enough: the
+// members a placement added, or those cut off as it was applied, may not
+// have heard what was settled before it (sim visits seed 22890: a node
+// that joined a lone survivor, then was cut off from it, was a majority
+// of the two alone, and started the survivor's fragments from nothing).
+// The agreed membership therefore carries the ones before it
+// (shard.Agreement), and a side also needs a majority of those, down to
+// one that a member of the side caught up with (shard.Agreement.Quorum,
+// Raft's joint consensus in the form a membership change takes here).
+// Every engine tells every member all it knows of settled checkpoints
+// once it applies a placement (actor.Engine.CaughtUp); a node that heard
+// a majority of the membership before, one of them caught up with the
+// one before that, has caught up (shard.CatchUp), keeps that with the
+// agreed membership (agreed.Caught) and gossips it (wire.Meta.caught).
+// A membership.json kept before this carries no memberships before, and
+// counts a majority of its members alone, as before. A restarted node
 // waits in settle for a majority of the newer of what it kept and what
 // its peers gossip. A node's epoch bump after a join or a leave passes
 // the placements its members applied as well as the epochs they announce:

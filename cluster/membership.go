@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // Gossip timings, tuned for a LAN (and loopback): a node probes one peer
@@ -342,12 +343,17 @@ func (m *Membership) SetRunning() error {
 }
 
 // SetAgreed gossips the last placement this node applied, its epoch and
-// members: a node that missed placements (cut off, stopped) counts its
-// majority against the newest one it hears of (Agreed).
+// members, and the agreed membership before it: a node that missed
+// placements (cut off, stopped) counts its majority against the newest
+// one it hears of (Agreed).
 // It does not wait for the gossip: the membership's loop sends it.
-func (m *Membership) SetAgreed(epoch uint64, members []string) {
+func (m *Membership) SetAgreed(a agreed) {
 	m.mu.Lock()
-	m.self.AgreedEpoch, m.self.Agreed = epoch, slices.Clone(members)
+	m.self.AgreedEpoch, m.self.Agreed = a.Epoch, slices.Clone(a.Members)
+	m.self.AgreedBefore, m.self.AgreedCut, m.self.Caught = nil, a.Cut, a.Caught
+	for _, p := range a.Before {
+		m.self.AgreedBefore = append(m.self.AgreedBefore, &wire.Placed{Epoch: p.Epoch, Members: slices.Clone(p.Members)})
+	}
 	m.mu.Unlock()
 	select {
 	case m.update <- struct{}{}:
@@ -356,16 +362,35 @@ func (m *Membership) SetAgreed(epoch uint64, members []string) {
 }
 
 // Agreed is the newest agreed membership a live peer gossips (SetAgreed),
-// by placement epoch: zero if none does.
-func (m *Membership) Agreed() (epoch uint64, members []string) {
+// by placement epoch: zero if none does. This node has not caught up
+// with it.
+func (m *Membership) Agreed() agreed {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var a agreed
 	for name, p := range m.peers {
-		if name != m.cfg.Name && p.meta.AgreedEpoch > epoch {
-			epoch, members = p.meta.AgreedEpoch, slices.Clone(p.meta.Agreed)
+		if name != m.cfg.Name && p.meta.AgreedEpoch > a.Epoch && len(p.meta.Agreed) > 0 {
+			a = agreed{Epoch: p.meta.AgreedEpoch, Members: slices.Clone(p.meta.Agreed), Cut: p.meta.AgreedCut}
+			for _, b := range p.meta.AgreedBefore {
+				a.Before = append(a.Before, shard.Placed{Epoch: b.Epoch, Members: slices.Clone(b.Members)})
+			}
 		}
 	}
-	return epoch, members
+	return a
+}
+
+// Caught is the newest placement epoch each live peer says it caught up
+// with (SetAgreed; shard.CatchUp).
+func (m *Membership) Caught() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := make(map[string]uint64, len(m.peers))
+	for name, p := range m.peers {
+		if name != m.cfg.Name {
+			c[name] = p.meta.Caught
+		}
+	}
+	return c
 }
 
 // Founded reports whether a live member other than this node began the
@@ -551,7 +576,7 @@ func (d *mlDelegate) NodeMeta(limit int) []byte {
 		// Too many members to gossip the agreed membership: the others
 		// count against their own (as before the field existed).
 		meta := proto.Clone(m.self).(*wire.Meta)
-		meta.AgreedEpoch, meta.Agreed = 0, nil
+		meta.AgreedEpoch, meta.Agreed, meta.AgreedBefore, meta.AgreedCut = 0, nil, nil, false
 		b, err = proto.Marshal(meta)
 	}
 	m.mu.Unlock()

@@ -142,12 +142,10 @@ func TestJoinBumpsPastTheAppliedPlacement(t *testing.T) {
 		t.Fatalf("the members announce epoch %d already: nothing to test", e)
 	}
 	for _, m := range []*Membership{a, b} {
-		m.SetAgreed(applied, []string{"a", "b", "c"})
+		m.SetAgreed(agreed{Epoch: applied, Members: []string{"a", "b", "c"}})
 	}
 	eventually(t, "each hears the other's placement", func() bool {
-		ea, _ := a.Agreed()
-		eb, _ := b.Agreed()
-		return ea == applied && eb == applied
+		return a.Agreed().Epoch == applied && b.Agreed().Epoch == applied
 	}, a, b)
 	c := startMember(t, "c", []string{a.Addr()}, meta(2))
 	all := []*Membership{a, b, c}

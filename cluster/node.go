@@ -164,6 +164,7 @@ type Node struct {
 	mem     *Membership // nil for a single node
 	placeMu sync.Mutex
 	place   Placement
+	agr     agreed      // place's agreed membership, the ones before it, and what the node caught up with
 	fenced  atomic.Bool // no majority of the last agreed membership: it owns nothing (follow)
 	// follower decides when the node places, fences and resumes (settle,
 	// follow); only their goroutine uses it.
@@ -295,16 +296,20 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		if n.place, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1), kept); err != nil {
+		var counted agreed
+		if n.place, counted, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1), kept); err != nil {
 			ln.Close()
 			return err
 		}
-		if err := saveAgreed(cfg.DataDir, n.place); err != nil {
+		var caught bool
+		n.agr, caught = counted.next(n.place, kept)
+		if err := saveAgreed(cfg.DataDir, n.agr); err != nil {
 			ln.Close()
 			return err
 		}
-		n.mem.SetAgreed(n.place.Epoch, n.place.Members)
+		n.mem.SetAgreed(n.agr)
 		ecfg.Cluster = n.place.engine(cfg.Name)
+		ecfg.Cluster.Prev, ecfg.Cluster.PrevCaught = n.agr.agreement().Prev().Members, caught
 		ecfg.Live = n.mem.Alive
 		if ecfg.PauseLimit == 0 {
 			ecfg.PauseLimit = PauseLimit

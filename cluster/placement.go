@@ -67,10 +67,11 @@ func (p Placement) engine(self string) *actor.ClusterConfig {
 // settle waits until the node's Follower places for the first time (at
 // least expect members alive, a majority of the last agreed membership
 // among them, the member list and epoch still for a second), then returns
-// the placement and the Follower's step, which Run reports carried out
-// once the engine started. prev is the membership the node kept
-// (loadAgreed; zero if it never placed).
-func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int, prev agreed) (Placement, shard.Step, error) {
+// the placement, the agreed membership it counted against, and the
+// Follower's step, which Run reports carried out once the engine started.
+// kept is the membership the node kept (loadAgreed; zero if it never
+// placed).
+func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, expect int, kept agreed) (Placement, agreed, shard.Step, error) {
 	// A node that placed before counts a majority of the membership it
 	// last agreed on, as follow does: restarted on the minority side of a
 	// partition, it waits rather than start every fragment from its own
@@ -84,36 +85,34 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 	for {
 		ms := m.Members()
 		leaving := m.Leaving()
-		if e, members := m.Agreed(); e > prev.Epoch && len(members) > 0 {
-			prev = agreed{Epoch: e, Members: members} // it missed placements while it was down
-		}
+		counted := newestAgreed(kept, m) // it may have missed placements while it was down
 		// Before it starts, a node counts the members it sees: none heard
 		// its probes for long enough to count round trips yet.
-		majority := shard.Majority(prev.Members, side(ms, leaving))
+		majority := quorum(counted, kept, side(ms, leaving), m, n.cfg.Name)
 		// A node that joined knows of no placement, its own or a peer's,
 		// and sees only nodes as new as itself: those that began the
 		// cluster and placed may all be down, with settled checkpoints a
 		// history begun anew here would deliver other values for (sim
 		// visits seed 6345). It waits for one of them, or the founder.
-		orphan := len(n.cfg.Join) > 0 && prev.Epoch == 0 && !m.Founded()
+		orphan := len(n.cfg.Join) > 0 && counted.Epoch == 0 && !m.Founded()
 		majority = majority && !orphan
 		now := time.Now()
 		s := n.follower.Next(shard.View{Now: now, Members: names(ms), Leaving: sortedNames(leaving),
-			Epoch: m.Epoch(), Agreed: prev.Members, Majority: majority})
+			Epoch: m.Epoch(), Agreed: counted.Members, Majority: majority})
 		if s.Kind == shard.StepPlace {
-			return Place(plan, ms, s.Epoch), s, nil
+			return Place(plan, ms, s.Epoch), counted, s, nil
 		}
 		if now.Sub(logged) >= 2*time.Second {
 			logged = now
 			n.cfg.Logger.Info("waiting for the cluster to settle", "members", names(ms), "expect", expect,
-				"agreed", prev.Members, "majority", majority)
+				"agreed", counted.Members, "majority", majority)
 			if orphan {
 				n.cfg.Logger.Warn("no member seen has applied a placement or began the cluster: waiting for one", "members", names(ms))
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return Placement{}, shard.Step{}, ctx.Err()
+			return Placement{}, agreed{}, shard.Step{}, ctx.Err()
 		case <-t.C:
 		}
 	}
@@ -199,6 +198,30 @@ func (n *Node) placement() Placement {
 	return n.place
 }
 
+// caughtUp is the node's agreed membership, its Caught moved up to its
+// epoch (kept, and gossiped) once its engine heard enough members after
+// they applied it (actor.Engine.CaughtUp).
+func (n *Node) caughtUp() agreed {
+	n.placeMu.Lock()
+	a := n.agr
+	n.placeMu.Unlock()
+	if a.Caught >= a.Epoch || !n.eng.CaughtUp(a.Epoch) {
+		return a
+	}
+	a.Caught = a.Epoch
+	n.placeMu.Lock()
+	if n.agr.Epoch == a.Epoch {
+		n.agr.Caught = a.Epoch
+	}
+	n.placeMu.Unlock()
+	if err := saveAgreed(n.cfg.DataDir, a); err != nil {
+		n.cfg.Logger.Warn("keep the agreed membership", "err", err)
+	}
+	n.mem.SetAgreed(a)
+	n.cfg.Logger.Debug("caught up with what was settled before the placement", "epoch", a.Epoch)
+	return a
+}
+
 // follow re-places the flow whenever the members change, by the rule of
 // the node's shard.Follower (the simulation's nodes follow the same one):
 // once the member list and the epoch have been still for a while, every
@@ -233,11 +256,13 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		}
 		ms := n.mem.Members()
 		leaving := n.mem.Leaving()
-		agreed := newestAgreed(n.placement(), n.mem)
+		own := n.caughtUp()
+		counted := newestAgreed(own, n.mem)
+		agreed := counted.Members
 		l := lease(len(agreed))
 		wasFenced := n.follower.Fenced()
 		s := n.follower.Next(shard.View{Now: time.Now(), Members: names(ms), Leaving: sortedNames(leaving),
-			Epoch: n.mem.Epoch(), Agreed: agreed, Majority: shard.Majority(agreed, n.mem.Heard(l)), Lease: l})
+			Epoch: n.mem.Epoch(), Agreed: agreed, Majority: quorum(counted, own, n.mem.Heard(l), n.mem, n.cfg.Name), Lease: l})
 		if wasFenced && !n.follower.Fenced() {
 			n.fenced.Store(false)
 			n.cfg.Logger.Warn("a majority again: this node resumes or places, taking fragments back by hand-off", "sees", names(ms))
@@ -256,10 +281,14 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			p := Place(plan, ms, s.Epoch)
 			p.Leaving = leaving
 			apply := n.eng.Place
+			next, caught := counted.next(p, own)
 			if s.Kind == shard.StepResume {
 				apply = n.eng.Resume
+				next, caught = own, own.Caught >= own.agreement().Prev().Epoch
 			}
-			err := apply(p.engine(n.cfg.Name))
+			cl := p.engine(n.cfg.Name)
+			cl.Prev, cl.PrevCaught = next.agreement().Prev().Members, caught
+			err := apply(cl)
 			n.follower.Done(s, err)
 			if err != nil {
 				n.cfg.Logger.Error("apply placement", "step", s.Kind, "epoch", p.Epoch, "err", err)
@@ -273,12 +302,12 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			}
 			n.placeMu.Lock()
 			old := n.place
-			n.place = p
+			n.place, n.agr = p, next
 			n.placeMu.Unlock()
-			if err := saveAgreed(n.cfg.DataDir, p); err != nil {
+			if err := saveAgreed(n.cfg.DataDir, next); err != nil {
 				n.cfg.Logger.Warn("keep the agreed membership", "err", err)
 			}
-			n.mem.SetAgreed(p.Epoch, p.Members)
+			n.mem.SetAgreed(next)
 			for _, ev := range moves(old, p, n.mem.Alive, time.Now()) {
 				n.hist.event(ev)
 				if ev.To == n.cfg.Name {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tessera-streams/tessera/actor"
 	"github.com/tessera-streams/tessera/internal/flowcore"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // agreedFile is where a node keeps the membership of the last placement it
@@ -21,10 +22,30 @@ import (
 const agreedFile = "membership.json"
 
 // agreed is the last agreed membership: the members of a placement a node
-// applied, and its epoch.
+// applied and its epoch, the agreed memberships before it
+// (shard.Agreement), and the newest placement epoch the node caught up
+// with (Caught; actor.Engine.CaughtUp). A file kept before Before
+// existed has none, and is not cut: the rule is then a majority of
+// Members alone, as it was.
 type agreed struct {
-	Epoch   uint64   `json:"epoch"`
-	Members []string `json:"members"`
+	Epoch   uint64         `json:"epoch"`
+	Members []string       `json:"members"`
+	Before  []shard.Placed `json:"before,omitempty"`
+	Cut     bool           `json:"cut,omitempty"`
+	Caught  uint64         `json:"caught,omitempty"`
+}
+
+func (a agreed) agreement() shard.Agreement {
+	return shard.Agreement{Placed: shard.Placed{Epoch: a.Epoch, Members: a.Members}, Before: a.Before, Cut: a.Cut}
+}
+
+// next is the agreed membership once the node applies p, a being the one
+// its side counted against and own its own; and whether the node had
+// caught up with the one before p (actor.ClusterConfig.PrevCaught).
+func (a agreed) next(p Placement, own agreed) (agreed, bool) {
+	g := a.agreement().Next(shard.Placed{Epoch: p.Epoch, Members: p.Members}, own.Caught)
+	return agreed{Epoch: g.Epoch, Members: g.Members, Before: g.Before, Cut: g.Cut, Caught: own.Caught},
+		own.Caught >= g.Prev().Epoch
 }
 
 // loadAgreed reads the last agreed membership kept in dir; none (zero) if
@@ -47,13 +68,13 @@ func loadAgreed(dir string) (agreed, error) {
 	return a, nil
 }
 
-// saveAgreed keeps p's membership in dir (written aside, then renamed: a
-// crash leaves the old one or the new one).
-func saveAgreed(dir string, p Placement) error {
+// saveAgreed keeps a in dir (written aside, then renamed: a crash leaves
+// the old one or the new one).
+func saveAgreed(dir string, a agreed) error {
 	if dir == "" {
 		return nil
 	}
-	b, err := json.Marshal(agreed{Epoch: p.Epoch, Members: p.Members})
+	b, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("keep the agreed membership: %w", err)
 	}
@@ -98,12 +119,20 @@ func lease(members int) time.Duration {
 // cluster grew or shrank — would otherwise count against members the
 // others no longer count: three of an old five it still hears could make
 // it a majority beside the true majority of the new membership.
-func newestAgreed(own Placement, m *Membership) []string {
-	peerEpoch, peerMembers := m.Agreed()
-	if peerEpoch > own.Epoch && len(peerMembers) > 0 {
-		return peerMembers
+// quorum reports whether side may own under a, the agreed membership
+// counted against, with what its members caught up with: this node own's,
+// the others' as they gossip it (shard.Agreement.Quorum).
+func quorum(a, own agreed, side []string, m *Membership, self string) bool {
+	caught := m.Caught()
+	caught[self] = own.Caught
+	return a.agreement().Quorum(side, caught)
+}
+
+func newestAgreed(own agreed, m *Membership) agreed {
+	if peer := m.Agreed(); peer.Epoch > own.Epoch {
+		return peer
 	}
-	return own.Members
+	return own
 }
 
 // fenceConfig is the placement a node that lost its majority assumes the

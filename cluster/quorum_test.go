@@ -3,7 +3,7 @@ package cluster
 import (
 	"os"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"testing"
 	"time"
 
@@ -19,15 +19,24 @@ func TestAgreedMembershipKept(t *testing.T) {
 	if err != nil || a.Epoch != 0 || len(a.Members) != 0 {
 		t.Fatalf("before any placement: %+v, %v", a, err)
 	}
-	if err := saveAgreed(dir, Placement{Epoch: 7, Members: []string{"n1", "n2", "n3"}}); err != nil {
+	if err := saveAgreed(dir, agreed{Epoch: 7, Members: []string{"n1", "n2", "n3"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := saveAgreed(dir, Placement{Epoch: 9, Members: []string{"n1", "n3"}}); err != nil {
+	want := agreed{Epoch: 9, Members: []string{"n1", "n3"}, Before: []shard.Placed{{Epoch: 7, Members: []string{"n1", "n2", "n3"}}}, Cut: true, Caught: 7}
+	if err := saveAgreed(dir, want); err != nil {
 		t.Fatal(err)
 	}
 	a, err = loadAgreed(dir)
-	if err != nil || a.Epoch != 9 || !slices.Equal(a.Members, []string{"n1", "n3"}) {
-		t.Fatalf("kept %+v, %v; want epoch 9, members n1 n3", a, err)
+	if err != nil || !reflect.DeepEqual(a, want) {
+		t.Fatalf("kept %+v, %v; want %+v", a, err, want)
+	}
+	// A file kept before the membership before it was: none, and the
+	// rule is a majority of the members alone.
+	if err := os.WriteFile(filepath.Join(dir, agreedFile), []byte(`{"epoch":4,"members":["n1","n2"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = loadAgreed(dir); err != nil || a.Epoch != 4 || len(a.Before) != 0 || a.Cut || !a.agreement().Quorum([]string{"n1"}, nil) {
+		t.Fatalf("an older file: %+v, %v", a, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, agreedFile), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
@@ -42,7 +51,7 @@ func TestAgreedMembershipKept(t *testing.T) {
 // missed placements); a placement without a member that is neither alive
 // nor leaving waits the lease.
 func TestHasMajority(t *testing.T) {
-	last := Placement{Epoch: 4, Members: []string{"n1", "n2", "n3"}}
+	last := agreed{Epoch: 4, Members: []string{"n1", "n2", "n3"}}
 	m := &Membership{cfg: MemberConfig{Name: "n3"}, peers: map[string]peer{
 		"n3": {meta: &wire.Meta{AgreedEpoch: 9, Agreed: []string{"n9"}}}, // itself: its own placement counts
 		"n1": {meta: &wire.Meta{AgreedEpoch: 3, Agreed: []string{"n1", "n3"}}},
@@ -58,18 +67,42 @@ func TestHasMajority(t *testing.T) {
 		{[]string{"n3", "n4", "n5"}, false}, // joiners do not count
 	}
 	for _, c := range cases {
-		if got := shard.Majority(newestAgreed(last, m), c.heard); got != c.want {
+		if got := newestAgreed(last, m).agreement().Quorum(c.heard, nil); got != c.want {
 			t.Errorf("heard by %v: majority %v, want %v", c.heard, got, c.want)
 		}
 	}
 	// The cluster grew to five while n3 was stopped; n1 applied it. n3 is
 	// heard by n2 only: a majority of its own three, not of the five.
 	m.peers["n1"] = peer{meta: &wire.Meta{AgreedEpoch: 6, Agreed: []string{"n1", "n2", "n3", "n4", "n5"}}}
-	if shard.Majority(newestAgreed(last, m), []string{"n2", "n3"}) {
+	if newestAgreed(last, m).agreement().Quorum([]string{"n2", "n3"}, nil) {
 		t.Error("a node that missed a placement counted against its own older one")
 	}
-	if !shard.Majority(newestAgreed(last, m), []string{"n2", "n3", "n4"}) {
+	if !newestAgreed(last, m).agreement().Quorum([]string{"n2", "n3", "n4"}, nil) {
 		t.Error("three of the newest five is no majority")
+	}
+	// A peer's newer placement was made by a majority of [n1 n2], and no
+	// member caught up with it yet: a side needs a majority of that one
+	// too, and a member caught up with what was settled before it.
+	m.peers["n1"] = peer{meta: &wire.Meta{AgreedEpoch: 6, Agreed: []string{"n1", "n2", "n3"},
+		AgreedBefore: []*wire.Placed{{Epoch: 5, Members: []string{"n1", "n2"}}}, AgreedCut: true, Caught: 5}}
+	m.peers["n2"] = peer{meta: &wire.Meta{Caught: 4}}
+	a := newestAgreed(last, m)
+	if a.Epoch != 6 || len(a.Before) != 1 || a.Before[0].Epoch != 5 || !a.Cut {
+		t.Errorf("a peer's newer placement: counted %+v", a)
+	}
+	own := agreed{Caught: 4}
+	if quorum(a, own, []string{"n2", "n3"}, m, "n3") {
+		t.Error("n2 and n3 hold no majority of [n1 n2]")
+	}
+	if !quorum(a, own, []string{"n1", "n3"}, m, "n3") {
+		t.Error("n1, caught up with 5, and n3 hold a majority of both")
+	}
+	m.peers["n1"].meta.Caught = 4
+	if quorum(a, own, []string{"n1", "n3"}, m, "n3") {
+		t.Error("no member caught up with what was settled before 5, and the list before it is cut")
+	}
+	if !quorum(a, agreed{Caught: 6}, []string{"n2", "n3"}, m, "n3") {
+		t.Error("n3 caught up with 6: a majority of it is enough")
 	}
 	// The lease outlasts two rounds of probes: each peer is probed at
 	// least once within it.

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // A heartbeat's echo is a round trip as of when the heartbeat went, however
@@ -73,13 +74,14 @@ func TestGossipCarriesHeartbeatsAndTheAgreedMembership(t *testing.T) {
 	}
 	eventually(t, "both members echoed", func() bool { return echoed(a) > 0 && echoed(b) > 0 }, a, b)
 
-	a.SetAgreed(5, []string{"a", "b"})
+	a.SetAgreed(agreed{Epoch: 5, Members: []string{"a", "b"}, Before: []shard.Placed{{Epoch: 3, Members: []string{"a"}}}, Cut: true, Caught: 3})
 	eventually(t, "b learns a's agreed membership", func() bool {
-		e, ms := b.Agreed()
-		return e == 5 && slices.Equal(ms, []string{"a", "b"})
+		g := b.Agreed()
+		return g.Epoch == 5 && slices.Equal(g.Members, []string{"a", "b"}) && len(g.Before) == 1 &&
+			g.Before[0].Epoch == 3 && slices.Equal(g.Before[0].Members, []string{"a"}) && g.Cut && b.Caught()["a"] == 3
 	}, a, b)
-	if e, _ := a.Agreed(); e != 0 {
-		t.Errorf("a counts its own gossip as a peer's (epoch %d)", e)
+	if g := a.Agreed(); g.Epoch != 0 {
+		t.Errorf("a counts its own gossip as a peer's (epoch %d)", g.Epoch)
 	}
 }
 

@@ -2,6 +2,9 @@ package shard
 
 import (
 	"fmt"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -53,4 +56,211 @@ func TestMajorityOneSide(t *testing.T) {
 			t.Fatalf("agreed %v split %v | %v: both sides answer %v", agreed, a, b, Majority(agreed, a))
 		}
 	})
+}
+
+// A model of a cluster whose membership changes while its members settle
+// checkpoints and tell each other what they know, every message of it
+// lost or late at will. Whatever happened, a side that may own under the
+// newest placement (Agreement.Quorum) holds a member that knows of every
+// checkpoint settled: a fragment gained there is gathered from a copy as
+// new as the newest settled one, not started behind it.
+//
+// A checkpoint is settled once a majority of the owner's placement knows
+// of it (recovery.Known), counting only members that have not applied a
+// newer placement than the owner's (the engine's Known answers): a
+// member's report of a newer placement may have left without it.
+func TestQuorumSideKnowsWhatWasSettled(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		names := []string{"n1", "n2", "n3", "n4", "n5"}
+		type node struct {
+			applied int    // the placement it applied (an index; its epoch is one more), -1: none
+			caught  uint64 // the newest placement epoch it caught up with (kept across restarts)
+			catch   CatchUp
+			knows   map[int]bool
+		}
+		type report struct {
+			to, from string
+			epoch    uint64
+			caught   bool
+			knows    []int
+		}
+		ns := map[string]*node{}
+		for _, m := range names {
+			ns[m] = &node{applied: -1, knows: map[int]bool{}}
+		}
+		var agreements []Agreement // by placement index; epoch is index + 1
+		var queue []report
+		settled := 0
+		var log []string
+		caughtOf := func(side []string) map[string]uint64 {
+			c := map[string]uint64{}
+			for _, m := range side {
+				c[m] = ns[m].caught
+			}
+			return c
+		}
+		noteCaught := func(n *node) {
+			if n.applied >= 0 && n.catch.CaughtUp(uint64(n.applied+1)) {
+				n.caught = max(n.caught, uint64(n.applied+1))
+			}
+		}
+		apply := func(x string, i int) {
+			n := ns[x]
+			n.applied = i
+			a := agreements[i]
+			n.catch.Agree(a.Epoch, a.Prev().Members, x, n.caught >= a.Prev().Epoch)
+			noteCaught(n)
+			epoch, caught, _ := n.catch.Report()
+			var knows []int
+			for item := range n.knows {
+				knows = append(knows, item)
+			}
+			for _, y := range names {
+				if y != x {
+					queue = append(queue, report{to: y, from: x, epoch: epoch, caught: caught, knows: knows})
+				}
+			}
+			log = append(log, fmt.Sprintf("%s applies %+v, caught up with %d", x, a, n.caught))
+		}
+		pick := func(label string, from []string) []string {
+			var out []string
+			for _, m := range from {
+				if rapid.Bool().Draw(t, label) {
+					out = append(out, m)
+				}
+			}
+			return out
+		}
+		first := pick("first", names)
+		if len(first) == 0 {
+			first = names[:1]
+		}
+		agreements = append(agreements, Agreement{}.Next(Placed{Epoch: 1, Members: first}, 0))
+		apply(first[0], 0)
+		for range rapid.IntRange(1, 60).Draw(t, "steps") {
+			k := len(agreements) - 1
+			switch rapid.IntRange(0, 5).Draw(t, "op") {
+			case 0: // a member of the placement it applied settles a checkpoint
+				x := rapid.SampledFrom(names).Draw(t, "owner")
+				j := ns[x].applied
+				if j < 0 || !slices.Contains(agreements[j].Members, x) {
+					continue
+				}
+				var able []string
+				for _, m := range names {
+					if ns[m].applied <= j {
+						able = append(able, m)
+					}
+				}
+				knowers := append(pick("knowers", able), x)
+				if !Majority(agreements[j].Members, knowers) {
+					continue
+				}
+				for _, m := range knowers {
+					ns[m].knows[settled] = true
+				}
+				log = append(log, fmt.Sprintf("%s settles %d under %d, known to %v", x, settled, j+1, knowers))
+				settled++
+			case 1: // a side places anew
+				side := pick("side", names)
+				x := rapid.SampledFrom(names).Draw(t, "placer")
+				if !slices.Contains(side, x) || ns[x].applied != k || !agreements[k].Quorum(side, caughtOf(side)) {
+					continue
+				}
+				agreements = append(agreements, agreements[k].Next(Placed{Epoch: uint64(k + 2), Members: side}, ns[x].caught))
+				apply(x, k+1)
+			case 2: // a member applies the newest placement
+				x := rapid.SampledFrom(agreements[k].Members).Draw(t, "applier")
+				if ns[x].applied < k {
+					apply(x, k)
+				}
+			case 3, 4: // a report arrives
+				if len(queue) == 0 {
+					continue
+				}
+				i := rapid.IntRange(0, len(queue)-1).Draw(t, "report")
+				r := queue[i]
+				queue = slices.Delete(queue, i, i+1)
+				d := ns[r.to]
+				for _, item := range r.knows {
+					d.knows[item] = true
+				}
+				d.catch.Hear(r.epoch, r.from, r.caught)
+				noteCaught(d)
+			case 5: // a report is lost
+				if len(queue) > 0 {
+					i := rapid.IntRange(0, len(queue)-1).Draw(t, "lost")
+					queue = slices.Delete(queue, i, i+1)
+				}
+			}
+			// Every side that may own under the newest placement knows.
+			k = len(agreements) - 1
+			for mask := 1; mask < 1<<len(names); mask++ {
+				var side []string
+				knows := map[int]bool{}
+				for i, m := range names {
+					if mask&(1<<i) != 0 {
+						side = append(side, m)
+						for item := range ns[m].knows {
+							knows[item] = true
+						}
+					}
+				}
+				if !agreements[k].Quorum(side, caughtOf(side)) {
+					if len(side) == len(names) {
+						// Every node back, the cluster goes on: it knows all.
+						t.Fatalf("all nodes together hold no quorum under %+v:\n%s", agreements[k], strings.Join(log, "\n"))
+					}
+					continue
+				}
+				for item := range settled {
+					if !knows[item] {
+						t.Fatalf("side %v owns under %+v but none knows of checkpoint %d:\n%s",
+							side, agreements[k], item, strings.Join(log, "\n"))
+					}
+				}
+			}
+		}
+	})
+}
+
+// Next lists the memberships before a placement down to one that the
+// node placing it caught up with; a node with nothing kept before (the
+// cluster's first placement, or a membership kept before Before existed)
+// counts a majority of the members alone.
+func TestAgreementNext(t *testing.T) {
+	p := func(epoch uint64, ms ...string) Placed { return Placed{Epoch: epoch, Members: ms} }
+	first := Agreement{}.Next(p(3, "a", "b", "c"), 0)
+	if len(first.Before) != 0 || first.Cut || !first.Quorum([]string{"a", "b"}, nil) {
+		t.Fatalf("a first placement: %+v", first)
+	}
+	second := first.Next(p(5, "a", "b"), 0)
+	if !reflect.DeepEqual(second.Before, []Placed{p(3, "a", "b", "c")}) || second.Cut {
+		t.Fatalf("the second: %+v", second)
+	}
+	third := second.Next(p(8, "a", "b", "d"), 0) // placed by a that caught up with nothing
+	if len(third.Before) != 2 || third.Cut {
+		t.Fatalf("the third, placed by a node caught up with nothing: %+v", third)
+	}
+	if cut := second.Next(p(8, "a", "b", "d"), 5); !reflect.DeepEqual(cut.Before, []Placed{p(5, "a", "b")}) || !cut.Cut {
+		t.Fatalf("the third, placed by a node caught up with 5: %+v", cut)
+	}
+	// a and d are a majority of 8 and of 5 (the half with a), not of 3:
+	// only a member caught up with 5 or 8 lets them own.
+	side := []string{"a", "d"}
+	if third.Quorum(side, map[string]uint64{"a": 3}) {
+		t.Error("a and d own with nobody caught up past 3")
+	}
+	if !third.Quorum(side, map[string]uint64{"a": 5}) {
+		t.Error("a caught up with 5: a and d hold a majority of 8 and 5")
+	}
+	if !third.Quorum([]string{"d", "b"}, map[string]uint64{"d": 8}) {
+		t.Error("d caught up with 8: a majority of 8 is enough")
+	}
+	if !(Agreement{Placed: p(9, "a", "b")}).Quorum([]string{"a"}, nil) {
+		t.Error("a membership kept before Before existed: a majority of its members is enough")
+	}
+	if got := third.Next(p(8, "x"), 0); !reflect.DeepEqual(got.Before, third.Before) {
+		t.Errorf("a placement a peer applied first keeps its list: %+v", got)
+	}
 }

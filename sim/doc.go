@@ -50,7 +50,11 @@
 // dead, as gossip would.
 //
 // Quorum. Only a side that holds a majority of the last agreed membership
-// places and owns (shard.Majority, the rule cluster.Node applies too): the
+// places and owns (shard.Agreement.Quorum, the rule cluster.Node applies
+// too; until a member of the side caught up with what was settled before
+// the last placement, a majority of the memberships before it as well:
+// each node tells every other all it knows once it applies a placement,
+// and counts who told it, shard.CatchUp, as the engine does): the
 // agreed membership is the member list of the last placement applied (the
 // newest a node knows of, its own or one a peer's heartbeat carries, by
 // placement epoch; a graceful leaver is not in it), and of an even split

@@ -772,6 +772,10 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 		return
 	}
 	n.needSync = true
+	// Its confirmation counts it among the members that know of the
+	// checkpoint (recovery.Known): it knows of it as news too, which it
+	// tells with all it knows when it applies a placement (tellCaughtUp).
+	n.settled.Note(f, cp.Manifest.Epoch)
 	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
 	epoch, from := cp.Manifest.Epoch, n.name
 	n.confirms = append(n.confirms, func() {
@@ -812,10 +816,10 @@ func (n *node) copied(f int, fr *frag, epoch uint64, standby string) {
 // askKnown tells the members that do not know of fragment f's checkpoint
 // epoch, and asks them to answer.
 func (n *node) askKnown(f int, fr *frag, epoch uint64) {
-	from, inc := n.name, n.inc
+	from, inc, placement := n.name, n.inc, n.placed.epoch
 	for _, to := range fr.known.Lacking(n.placed.members, epoch) {
 		if to != from {
-			n.c.send(from, to, func(d *node) { d.askedSettled(f, epoch, from, inc) })
+			n.c.send(from, to, func(d *node) { d.askedSettled(f, epoch, from, inc, placement) })
 		}
 	}
 }
@@ -835,11 +839,18 @@ func (n *node) release(f int, fr *frag) bool {
 
 // askedSettled notes the news of fragment f's checkpoint epoch from its
 // owner, and says it knows once the news is synced with the node's next
-// sync, as the engine's replica actor does.
-func (n *node) askedSettled(f int, epoch uint64, owner string, ownerInc int) {
+// sync, as the engine's replica actor does; but not if it applied a newer
+// placement than the owner's (placement): it told the others all it knew
+// when it did (tellCaughtUp), without this news, and they may have
+// caught up with that placement from what it told
+// (shard.TestQuorumSideKnowsWhatWasSettled).
+func (n *node) askedSettled(f int, epoch uint64, owner string, ownerInc int, placement uint64) {
 	c := n.c
 	n.settled.Note(f, epoch)
 	n.needSync = true
+	if n.agreedEpoch > placement {
+		return
+	}
 	from := n.name
 	n.confirms = append(n.confirms, func() {
 		c.send(from, owner, func(d *node) {

@@ -54,6 +54,18 @@ type node struct {
 	// store).
 	agreed      []string
 	agreedEpoch uint64
+	// agreedBefore are the agreed memberships before agreed, newest
+	// first, and agreedCut whether they stop short of the cluster's
+	// first (shard.Agreement): until this node, or another of its side,
+	// caught up with what was settled before agreed, the side needs a
+	// majority of them too (shard.Agreement.Quorum). caught, the newest
+	// placement epoch it caught up with, outlives a restart with them,
+	// and its heartbeats carry it; catch, which follows the catching up
+	// (shard.CatchUp, as the engine's), does not.
+	agreedBefore []shard.Placed
+	agreedCut    bool
+	caught       uint64
+	catch        shard.CatchUp
 	// seeded: the node joined a cluster that had nodes already (they are
 	// its seeds). Until it or a peer has applied a placement it counts as
 	// having a majority only once the node that began the cluster (the
@@ -102,10 +114,14 @@ type peerInfo struct {
 	// the newest heartbeat the peer has of it (by that node's clock): a
 	// node learns from it that the peer still hears it (quorum).
 	heard map[string]time.Time
-	// agreed and agreedEpoch are the peer's last agreed membership.
-	agreed      []string
-	agreedEpoch uint64
-	founder     bool // started with no seeds (node.seeded)
+	// agreed and agreedEpoch are the peer's last agreed membership,
+	// agreedBefore and agreedCut the ones before it.
+	agreed       []string
+	agreedEpoch  uint64
+	agreedBefore []shard.Placed
+	agreedCut    bool
+	caught       uint64 // the newest placement epoch the peer caught up with
+	founder      bool   // started with no seeds (node.seeded)
 }
 
 // placed is the placement a node applied.
@@ -367,6 +383,7 @@ func (n *node) start() error {
 	n.placed, n.frags, n.readers, n.handedOff = nil, map[int]*frag{}, map[int]*reader{}, map[int]uint64{}
 	n.handedOffBy = map[int]sender{}
 	n.superseded = map[int]*recovery.Checkpoint{}
+	n.catch = shard.CatchUp{}
 	fc := shard.DefaultFollow
 	fc.Start = c.cfg.Settle
 	n.follow = shard.NewFollower(fc)
@@ -534,7 +551,8 @@ func (n *node) beat() {
 		heard[p] = info.at
 	}
 	news := map[string]peerInfo{n.name: {at: n.c.now, epoch: n.epoch, running: n.running, leaving: n.leaving,
-		heard: heard, agreed: n.agreed, agreedEpoch: n.agreedEpoch, founder: !n.seeded}}
+		heard: heard, agreed: n.agreed, agreedEpoch: n.agreedEpoch, agreedBefore: n.agreedBefore,
+		agreedCut: n.agreedCut, caught: n.caught, founder: !n.seeded}}
 	for p, info := range n.peers {
 		news[p] = info
 	}
@@ -607,26 +625,92 @@ func (n *node) quorum() bool {
 // majority is quorum's answer and the agreed membership it counted
 // against.
 func (n *node) majority() (bool, []string) {
-	agreed, epoch := n.agreed, n.agreedEpoch
-	for _, p := range slices.Sorted(maps.Keys(n.peers)) {
-		if info := n.peers[p]; info.agreedEpoch > epoch {
-			agreed, epoch = info.agreed, info.agreedEpoch
-		}
-	}
+	a := n.counted()
 	side := []string{n.name}
+	caught := map[string]uint64{n.name: n.caught}
 	for p, info := range n.peers {
 		if s, ok := info.heard[n.name]; ok && n.c.now.Sub(s) < n.lease() {
 			side = append(side, p)
+			caught[p] = info.caught
 		}
 	}
-	if n.seeded && epoch == 0 && !slices.ContainsFunc(side, func(p string) bool { return p != n.name && n.peers[p].founder }) {
+	if n.seeded && a.Epoch == 0 && !slices.ContainsFunc(side, func(p string) bool { return p != n.name && n.peers[p].founder }) {
 		// No seed answered yet, or only nodes as new as this one: none
 		// has applied a placement, and none began the cluster. Those
 		// that did may all be down, with settled checkpoints a history
 		// begun anew would deliver other values for (seed 6345).
-		return false, agreed
+		return false, a.Members
 	}
-	return shard.Majority(agreed, side), agreed
+	return a.Quorum(side, caught), a.Members
+}
+
+// counted is the newest agreed membership the node knows of: its own,
+// or a newer one a peer applied.
+func (n *node) counted() shard.Agreement {
+	a := shard.Agreement{Placed: shard.Placed{Epoch: n.agreedEpoch, Members: n.agreed}, Before: n.agreedBefore, Cut: n.agreedCut}
+	for _, p := range slices.Sorted(maps.Keys(n.peers)) {
+		if info := n.peers[p]; info.agreedEpoch > a.Epoch {
+			a = shard.Agreement{Placed: shard.Placed{Epoch: info.agreedEpoch, Members: info.agreed}, Before: info.agreedBefore, Cut: info.agreedCut}
+		}
+	}
+	return a
+}
+
+// catchUp is what a node tells every other node once it applied a
+// placement (tellCaughtUp), as the engine's wire.Settled with placement:
+// all it knows of settled checkpoints, the placement's epoch, and whether
+// it had caught up with the agreed membership before it (or with this
+// one already).
+type catchUp struct {
+	from    string
+	epoch   uint64
+	caught  bool
+	settled recovery.Settled
+}
+
+// agree makes next the node's agreed membership, and the one it counted
+// its majority against when it placed next the membership before it
+// (shard.Quorum), as cluster.Node does: it has caught up with next once
+// a majority of that one told it what they know after they applied next
+// (catchUpNews).
+func (n *node) agree(next *placed) {
+	a := n.counted().Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
+	n.agreed, n.agreedEpoch = a.Members, a.Epoch // a leaver is not counted: its leave was announced
+	n.agreedBefore, n.agreedCut = a.Before, a.Cut
+	prev := a.Prev()
+	n.catch.Agree(a.Epoch, prev.Members, n.name, n.caught >= prev.Epoch)
+	n.caughtUpNow()
+}
+
+// tellCaughtUp tells every other node what this one knows of settled
+// checkpoints, once it applied its agreed membership.
+func (n *node) tellCaughtUp() {
+	epoch, caught, tell := n.catch.Report()
+	if epoch != n.agreedEpoch || (!tell && len(n.settled) == 0) {
+		return // a cluster's first placement: nothing to catch up with
+	}
+	r := catchUp{from: n.name, epoch: epoch, caught: caught, settled: maps.Clone(n.settled)}
+	for _, to := range n.c.names {
+		if to != n.name {
+			n.c.send(n.name, to, func(d *node) { d.catchUpNews(r) })
+		}
+	}
+}
+
+// catchUpNews takes another node's catchUp.
+func (n *node) catchUpNews(r catchUp) {
+	n.settled.Merge(r.settled)
+	n.catch.Hear(r.epoch, r.from, r.caught)
+	n.caughtUpNow()
+}
+
+// caughtUpNow notes whether the node caught up with its agreed
+// membership.
+func (n *node) caughtUpNow() {
+	if n.caught < n.agreedEpoch && n.catch.CaughtUp(n.agreedEpoch) {
+		n.caught = n.agreedEpoch
+		n.c.trace("%s caught up with epoch %d (the ones before: %v)", n.name, n.agreedEpoch, n.agreedBefore)
+	}
 }
 
 // follows feeds what the node sees to its Follower and carries out what it
@@ -800,12 +884,11 @@ func (n *node) place(next *placed, s shard.Step) error {
 		}
 	}
 	n.placed = next
-	if len(n.settled) > 0 {
-		n.tellSettled(maps.Clone(n.settled))
+	if next.epoch != n.agreedEpoch {
+		n.agree(next)
 	}
+	n.tellCaughtUp()
 	n.running = true
-	n.agreed = slices.Clone(next.members) // a leaver is not counted: its leave was announced
-	n.agreedEpoch = next.epoch
 	var moved []int
 	for f, o := range next.layout.Fragments {
 		if f >= len(oldOwners) || oldOwners[f] != o {

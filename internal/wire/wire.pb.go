@@ -43,7 +43,15 @@ type Meta struct {
 	// The node was started with no nodes to join: it began the cluster. A
 	// node that joined, knows of no placement and sees no founder waits
 	// (cluster.Node's settle).
-	Founder       bool `protobuf:"varint,11,opt,name=founder,proto3" json:"founder,omitempty"`
+	Founder bool `protobuf:"varint,11,opt,name=founder,proto3" json:"founder,omitempty"`
+	// The agreed memberships before agreed, newest first, and whether they
+	// stop short of the cluster's first (shard.Agreement); caught: the
+	// newest placement epoch the node caught up with (shard.CatchUp). Until
+	// a member of a side caught up with what was settled before agreed, the
+	// side needs a majority of those before too (shard.Agreement.Quorum).
+	AgreedBefore  []*Placed `protobuf:"bytes,12,rep,name=agreed_before,json=agreedBefore,proto3" json:"agreed_before,omitempty"`
+	AgreedCut     bool      `protobuf:"varint,13,opt,name=agreed_cut,json=agreedCut,proto3" json:"agreed_cut,omitempty"`
+	Caught        uint64    `protobuf:"varint,14,opt,name=caught,proto3" json:"caught,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +163,80 @@ func (x *Meta) GetFounder() bool {
 	return false
 }
 
+func (x *Meta) GetAgreedBefore() []*Placed {
+	if x != nil {
+		return x.AgreedBefore
+	}
+	return nil
+}
+
+func (x *Meta) GetAgreedCut() bool {
+	if x != nil {
+		return x.AgreedCut
+	}
+	return false
+}
+
+func (x *Meta) GetCaught() uint64 {
+	if x != nil {
+		return x.Caught
+	}
+	return 0
+}
+
+// Placed is a placement's membership: its epoch and members.
+type Placed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Members       []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placed) Reset() {
+	*x = Placed{}
+	mi := &file_internal_wire_wire_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placed) ProtoMessage() {}
+
+func (x *Placed) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_wire_wire_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placed.ProtoReflect.Descriptor instead.
+func (*Placed) Descriptor() ([]byte, []int) {
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Placed) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Placed) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // Batches carries one sender's batches for fragments owned by one node:
 // a reader's, or an upstream fragment's outputs on an exchange. The
 // sender's sends of one turn go out as one message per node, and the
@@ -179,7 +261,7 @@ type Batches struct {
 
 func (x *Batches) Reset() {
 	*x = Batches{}
-	mi := &file_internal_wire_wire_proto_msgTypes[1]
+	mi := &file_internal_wire_wire_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +273,7 @@ func (x *Batches) String() string {
 func (*Batches) ProtoMessage() {}
 
 func (x *Batches) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[1]
+	mi := &file_internal_wire_wire_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +286,7 @@ func (x *Batches) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batches.ProtoReflect.Descriptor instead.
 func (*Batches) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{1}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Batches) GetFlow() string {
@@ -274,7 +356,7 @@ type Acks struct {
 
 func (x *Acks) Reset() {
 	*x = Acks{}
-	mi := &file_internal_wire_wire_proto_msgTypes[2]
+	mi := &file_internal_wire_wire_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +368,7 @@ func (x *Acks) String() string {
 func (*Acks) ProtoMessage() {}
 
 func (x *Acks) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[2]
+	mi := &file_internal_wire_wire_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +381,7 @@ func (x *Acks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Acks.ProtoReflect.Descriptor instead.
 func (*Acks) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{2}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Acks) GetFragments() []uint32 {
@@ -340,7 +422,7 @@ type Durable struct {
 
 func (x *Durable) Reset() {
 	*x = Durable{}
-	mi := &file_internal_wire_wire_proto_msgTypes[3]
+	mi := &file_internal_wire_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +434,7 @@ func (x *Durable) String() string {
 func (*Durable) ProtoMessage() {}
 
 func (x *Durable) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[3]
+	mi := &file_internal_wire_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +447,7 @@ func (x *Durable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Durable.ProtoReflect.Descriptor instead.
 func (*Durable) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{3}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Durable) GetFragments() []uint32 {
@@ -403,7 +485,7 @@ type Rewind struct {
 
 func (x *Rewind) Reset() {
 	*x = Rewind{}
-	mi := &file_internal_wire_wire_proto_msgTypes[4]
+	mi := &file_internal_wire_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +497,7 @@ func (x *Rewind) String() string {
 func (*Rewind) ProtoMessage() {}
 
 func (x *Rewind) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[4]
+	mi := &file_internal_wire_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +510,7 @@ func (x *Rewind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewind.ProtoReflect.Descriptor instead.
 func (*Rewind) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{4}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rewind) GetFragment() uint32 {
@@ -497,7 +579,7 @@ type CheckpointChunk struct {
 
 func (x *CheckpointChunk) Reset() {
 	*x = CheckpointChunk{}
-	mi := &file_internal_wire_wire_proto_msgTypes[5]
+	mi := &file_internal_wire_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +591,7 @@ func (x *CheckpointChunk) String() string {
 func (*CheckpointChunk) ProtoMessage() {}
 
 func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[5]
+	mi := &file_internal_wire_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +604,7 @@ func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChunk.ProtoReflect.Descriptor instead.
 func (*CheckpointChunk) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{5}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckpointChunk) GetFlow() string {
@@ -671,7 +753,7 @@ type HandoffAsk struct {
 
 func (x *HandoffAsk) Reset() {
 	*x = HandoffAsk{}
-	mi := &file_internal_wire_wire_proto_msgTypes[6]
+	mi := &file_internal_wire_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +765,7 @@ func (x *HandoffAsk) String() string {
 func (*HandoffAsk) ProtoMessage() {}
 
 func (x *HandoffAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[6]
+	mi := &file_internal_wire_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +778,7 @@ func (x *HandoffAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffAsk.ProtoReflect.Descriptor instead.
 func (*HandoffAsk) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{6}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HandoffAsk) GetFlow() string {
@@ -749,7 +831,7 @@ type NoHandoff struct {
 
 func (x *NoHandoff) Reset() {
 	*x = NoHandoff{}
-	mi := &file_internal_wire_wire_proto_msgTypes[7]
+	mi := &file_internal_wire_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +843,7 @@ func (x *NoHandoff) String() string {
 func (*NoHandoff) ProtoMessage() {}
 
 func (x *NoHandoff) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[7]
+	mi := &file_internal_wire_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +856,7 @@ func (x *NoHandoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NoHandoff.ProtoReflect.Descriptor instead.
 func (*NoHandoff) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{7}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NoHandoff) GetFragment() uint32 {
@@ -812,19 +894,32 @@ func (x *NoHandoff) GetSettled() uint64 {
 // address) the owner waits for a majority of members to know of its
 // fragment's checkpoint before it releases it (recovery.Known): the
 // member answers Known once the news is synced in its store.
+//
+// With placement, the message is the one a node sends when it applies a
+// placement: all it knows, from the member named from, which applied
+// placement, and had caught up (caught) with the agreed membership before
+// it (or with this one already). A node that heard it from a majority of
+// that membership has caught up too (shard.CaughtUp).
 type Settled struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Flow          string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
-	Fragments     []uint32               `protobuf:"varint,2,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
-	Epochs        []uint64               `protobuf:"varint,3,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
-	ReplyTo       string                 `protobuf:"bytes,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Flow      string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
+	Fragments []uint32               `protobuf:"varint,2,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
+	Epochs    []uint64               `protobuf:"varint,3,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
+	ReplyTo   string                 `protobuf:"bytes,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	Placement uint64                 `protobuf:"varint,5,opt,name=placement,proto3" json:"placement,omitempty"`
+	From      string                 `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`
+	Caught    bool                   `protobuf:"varint,7,opt,name=caught,proto3" json:"caught,omitempty"`
+	// With reply_to: the owner's placement epoch. A member that applied a
+	// newer placement does not answer: it told the others all it knew when
+	// it did, without this news.
+	OwnerPlacement uint64 `protobuf:"varint,8,opt,name=owner_placement,json=ownerPlacement,proto3" json:"owner_placement,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Settled) Reset() {
 	*x = Settled{}
-	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +931,7 @@ func (x *Settled) String() string {
 func (*Settled) ProtoMessage() {}
 
 func (x *Settled) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[8]
+	mi := &file_internal_wire_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +944,7 @@ func (x *Settled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settled.ProtoReflect.Descriptor instead.
 func (*Settled) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{8}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Settled) GetFlow() string {
@@ -880,6 +975,34 @@ func (x *Settled) GetReplyTo() string {
 	return ""
 }
 
+func (x *Settled) GetPlacement() uint64 {
+	if x != nil {
+		return x.Placement
+	}
+	return 0
+}
+
+func (x *Settled) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Settled) GetCaught() bool {
+	if x != nil {
+		return x.Caught
+	}
+	return false
+}
+
+func (x *Settled) GetOwnerPlacement() uint64 {
+	if x != nil {
+		return x.OwnerPlacement
+	}
+	return 0
+}
+
 // Known answers a Settled with reply_to: member holds the news of the
 // fragment's checkpoint epoch synced in its store.
 type Known struct {
@@ -893,7 +1016,7 @@ type Known struct {
 
 func (x *Known) Reset() {
 	*x = Known{}
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1028,7 @@ func (x *Known) String() string {
 func (*Known) ProtoMessage() {}
 
 func (x *Known) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[9]
+	mi := &file_internal_wire_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1041,7 @@ func (x *Known) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Known.ProtoReflect.Descriptor instead.
 func (*Known) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{9}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Known) GetFragment() uint32 {
@@ -957,7 +1080,7 @@ type Copied struct {
 
 func (x *Copied) Reset() {
 	*x = Copied{}
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1092,7 @@ func (x *Copied) String() string {
 func (*Copied) ProtoMessage() {}
 
 func (x *Copied) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[10]
+	mi := &file_internal_wire_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1105,7 @@ func (x *Copied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Copied.ProtoReflect.Descriptor instead.
 func (*Copied) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{10}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Copied) GetFragment() uint32 {
@@ -1021,7 +1144,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1156,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[11]
+	mi := &file_internal_wire_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1169,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{11}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Fetch) GetFlow() string {
@@ -1085,7 +1208,7 @@ type Behind struct {
 
 func (x *Behind) Reset() {
 	*x = Behind{}
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1220,7 @@ func (x *Behind) String() string {
 func (*Behind) ProtoMessage() {}
 
 func (x *Behind) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[12]
+	mi := &file_internal_wire_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1233,7 @@ func (x *Behind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Behind.ProtoReflect.Descriptor instead.
 func (*Behind) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{12}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Behind) GetFragment() uint32 {
@@ -1157,7 +1280,7 @@ type HandoffDone struct {
 
 func (x *HandoffDone) Reset() {
 	*x = HandoffDone{}
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1292,7 @@ func (x *HandoffDone) String() string {
 func (*HandoffDone) ProtoMessage() {}
 
 func (x *HandoffDone) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[13]
+	mi := &file_internal_wire_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1305,7 @@ func (x *HandoffDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDone.ProtoReflect.Descriptor instead.
 func (*HandoffDone) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{13}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HandoffDone) GetFragment() uint32 {
@@ -1228,7 +1351,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1363,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[14]
+	mi := &file_internal_wire_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1376,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{14}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Query) GetId() uint64 {
@@ -1377,7 +1500,7 @@ type QueryReply struct {
 
 func (x *QueryReply) Reset() {
 	*x = QueryReply{}
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1512,7 @@ func (x *QueryReply) String() string {
 func (*QueryReply) ProtoMessage() {}
 
 func (x *QueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[15]
+	mi := &file_internal_wire_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1525,7 @@ func (x *QueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryReply.ProtoReflect.Descriptor instead.
 func (*QueryReply) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{15}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *QueryReply) GetId() uint64 {
@@ -1444,7 +1567,7 @@ type Resync struct {
 
 func (x *Resync) Reset() {
 	*x = Resync{}
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1579,7 @@ func (x *Resync) String() string {
 func (*Resync) ProtoMessage() {}
 
 func (x *Resync) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[16]
+	mi := &file_internal_wire_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1592,7 @@ func (x *Resync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resync.ProtoReflect.Descriptor instead.
 func (*Resync) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{16}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Resync) GetFragment() uint32 {
@@ -1512,7 +1635,7 @@ type AlertLog struct {
 
 func (x *AlertLog) Reset() {
 	*x = AlertLog{}
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1647,7 @@ func (x *AlertLog) String() string {
 func (*AlertLog) ProtoMessage() {}
 
 func (x *AlertLog) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[17]
+	mi := &file_internal_wire_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1660,7 @@ func (x *AlertLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertLog.ProtoReflect.Descriptor instead.
 func (*AlertLog) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{17}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AlertLog) GetFlow() string {
@@ -1682,7 +1805,7 @@ type Pause struct {
 
 func (x *Pause) Reset() {
 	*x = Pause{}
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1817,7 @@ func (x *Pause) String() string {
 func (*Pause) ProtoMessage() {}
 
 func (x *Pause) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[18]
+	mi := &file_internal_wire_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1830,7 @@ func (x *Pause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pause.ProtoReflect.Descriptor instead.
 func (*Pause) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{18}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pause) GetId() uint64 {
@@ -1746,7 +1869,7 @@ type Paused struct {
 
 func (x *Paused) Reset() {
 	*x = Paused{}
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1881,7 @@ func (x *Paused) String() string {
 func (*Paused) ProtoMessage() {}
 
 func (x *Paused) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[19]
+	mi := &file_internal_wire_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1894,7 @@ func (x *Paused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Paused.ProtoReflect.Descriptor instead.
 func (*Paused) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{19}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Paused) GetId() uint64 {
@@ -1817,7 +1940,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1952,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[20]
+	mi := &file_internal_wire_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1965,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{20}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Release) GetId() uint64 {
@@ -1878,7 +2001,7 @@ type Released struct {
 
 func (x *Released) Reset() {
 	*x = Released{}
-	mi := &file_internal_wire_wire_proto_msgTypes[21]
+	mi := &file_internal_wire_wire_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2013,7 @@ func (x *Released) String() string {
 func (*Released) ProtoMessage() {}
 
 func (x *Released) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[21]
+	mi := &file_internal_wire_wire_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2026,7 @@ func (x *Released) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Released.ProtoReflect.Descriptor instead.
 func (*Released) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{21}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Released) GetId() uint64 {
@@ -1953,7 +2076,7 @@ type ExchangeMade struct {
 
 func (x *ExchangeMade) Reset() {
 	*x = ExchangeMade{}
-	mi := &file_internal_wire_wire_proto_msgTypes[22]
+	mi := &file_internal_wire_wire_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2088,7 @@ func (x *ExchangeMade) String() string {
 func (*ExchangeMade) ProtoMessage() {}
 
 func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_wire_wire_proto_msgTypes[22]
+	mi := &file_internal_wire_wire_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2101,7 @@ func (x *ExchangeMade) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeMade.ProtoReflect.Descriptor instead.
 func (*ExchangeMade) Descriptor() ([]byte, []int) {
-	return file_internal_wire_wire_proto_rawDescGZIP(), []int{22}
+	return file_internal_wire_wire_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExchangeMade) GetChannel() uint32 {
@@ -2006,7 +2129,7 @@ var File_internal_wire_wire_proto protoreflect.FileDescriptor
 
 const file_internal_wire_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x9d\x02\n" +
+	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x8f\x03\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06remote\x18\x01 \x01(\tR\x06remote\x12\x12\n" +
 	"\x04http\x18\x02 \x01(\tR\x04http\x12\x12\n" +
@@ -2019,7 +2142,14 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\fagreed_epoch\x18\t \x01(\x04R\vagreedEpoch\x12\x16\n" +
 	"\x06agreed\x18\n" +
 	" \x03(\tR\x06agreed\x12\x18\n" +
-	"\afounder\x18\v \x01(\bR\afounder\"\xc3\x01\n" +
+	"\afounder\x18\v \x01(\bR\afounder\x129\n" +
+	"\ragreed_before\x18\f \x03(\v2\x14.tessera.wire.PlacedR\fagreedBefore\x12\x1d\n" +
+	"\n" +
+	"agreed_cut\x18\r \x01(\bR\tagreedCut\x12\x16\n" +
+	"\x06caught\x18\x0e \x01(\x04R\x06caught\"8\n" +
+	"\x06Placed\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\"\xc3\x01\n" +
 	"\aBatches\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12%\n" +
@@ -2071,12 +2201,16 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x1c\n" +
 	"\tplacement\x18\x02 \x01(\x04R\tplacement\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12\x18\n" +
-	"\asettled\x18\x04 \x01(\x04R\asettled\"n\n" +
+	"\asettled\x18\x04 \x01(\x04R\asettled\"\xe1\x01\n" +
 	"\aSettled\x12\x12\n" +
 	"\x04flow\x18\x01 \x01(\tR\x04flow\x12\x1c\n" +
 	"\tfragments\x18\x02 \x03(\rR\tfragments\x12\x16\n" +
 	"\x06epochs\x18\x03 \x03(\x04R\x06epochs\x12\x19\n" +
-	"\breply_to\x18\x04 \x01(\tR\areplyTo\"Q\n" +
+	"\breply_to\x18\x04 \x01(\tR\areplyTo\x12\x1c\n" +
+	"\tplacement\x18\x05 \x01(\x04R\tplacement\x12\x12\n" +
+	"\x04from\x18\x06 \x01(\tR\x04from\x12\x16\n" +
+	"\x06caught\x18\a \x01(\bR\x06caught\x12'\n" +
+	"\x0fowner_placement\x18\b \x01(\x04R\x0eownerPlacement\"Q\n" +
 	"\x05Known\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
@@ -2178,40 +2312,42 @@ func file_internal_wire_wire_proto_rawDescGZIP() []byte {
 	return file_internal_wire_wire_proto_rawDescData
 }
 
-var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_internal_wire_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_internal_wire_wire_proto_goTypes = []any{
 	(*Meta)(nil),            // 0: tessera.wire.Meta
-	(*Batches)(nil),         // 1: tessera.wire.Batches
-	(*Acks)(nil),            // 2: tessera.wire.Acks
-	(*Durable)(nil),         // 3: tessera.wire.Durable
-	(*Rewind)(nil),          // 4: tessera.wire.Rewind
-	(*CheckpointChunk)(nil), // 5: tessera.wire.CheckpointChunk
-	(*HandoffAsk)(nil),      // 6: tessera.wire.HandoffAsk
-	(*NoHandoff)(nil),       // 7: tessera.wire.NoHandoff
-	(*Settled)(nil),         // 8: tessera.wire.Settled
-	(*Known)(nil),           // 9: tessera.wire.Known
-	(*Copied)(nil),          // 10: tessera.wire.Copied
-	(*Fetch)(nil),           // 11: tessera.wire.Fetch
-	(*Behind)(nil),          // 12: tessera.wire.Behind
-	(*HandoffDone)(nil),     // 13: tessera.wire.HandoffDone
-	(*Query)(nil),           // 14: tessera.wire.Query
-	(*QueryReply)(nil),      // 15: tessera.wire.QueryReply
-	(*Resync)(nil),          // 16: tessera.wire.Resync
-	(*AlertLog)(nil),        // 17: tessera.wire.AlertLog
-	(*Pause)(nil),           // 18: tessera.wire.Pause
-	(*Paused)(nil),          // 19: tessera.wire.Paused
-	(*Release)(nil),         // 20: tessera.wire.Release
-	(*Released)(nil),        // 21: tessera.wire.Released
-	(*ExchangeMade)(nil),    // 22: tessera.wire.ExchangeMade
+	(*Placed)(nil),          // 1: tessera.wire.Placed
+	(*Batches)(nil),         // 2: tessera.wire.Batches
+	(*Acks)(nil),            // 3: tessera.wire.Acks
+	(*Durable)(nil),         // 4: tessera.wire.Durable
+	(*Rewind)(nil),          // 5: tessera.wire.Rewind
+	(*CheckpointChunk)(nil), // 6: tessera.wire.CheckpointChunk
+	(*HandoffAsk)(nil),      // 7: tessera.wire.HandoffAsk
+	(*NoHandoff)(nil),       // 8: tessera.wire.NoHandoff
+	(*Settled)(nil),         // 9: tessera.wire.Settled
+	(*Known)(nil),           // 10: tessera.wire.Known
+	(*Copied)(nil),          // 11: tessera.wire.Copied
+	(*Fetch)(nil),           // 12: tessera.wire.Fetch
+	(*Behind)(nil),          // 13: tessera.wire.Behind
+	(*HandoffDone)(nil),     // 14: tessera.wire.HandoffDone
+	(*Query)(nil),           // 15: tessera.wire.Query
+	(*QueryReply)(nil),      // 16: tessera.wire.QueryReply
+	(*Resync)(nil),          // 17: tessera.wire.Resync
+	(*AlertLog)(nil),        // 18: tessera.wire.AlertLog
+	(*Pause)(nil),           // 19: tessera.wire.Pause
+	(*Paused)(nil),          // 20: tessera.wire.Paused
+	(*Release)(nil),         // 21: tessera.wire.Release
+	(*Released)(nil),        // 22: tessera.wire.Released
+	(*ExchangeMade)(nil),    // 23: tessera.wire.ExchangeMade
 }
 var file_internal_wire_wire_proto_depIdxs = []int32{
-	17, // 0: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
-	22, // 1: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
-	2,  // [2:2] is the sub-list for method output_type
-	2,  // [2:2] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	1,  // 0: tessera.wire.Meta.agreed_before:type_name -> tessera.wire.Placed
+	18, // 1: tessera.wire.AlertLog.held:type_name -> tessera.wire.AlertLog
+	23, // 2: tessera.wire.Released.exchanges:type_name -> tessera.wire.ExchangeMade
+	3,  // [3:3] is the sub-list for method output_type
+	3,  // [3:3] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_internal_wire_wire_proto_init() }
@@ -2225,7 +2361,7 @@ func file_internal_wire_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_wire_wire_proto_rawDesc), len(file_internal_wire_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
