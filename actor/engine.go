@@ -234,13 +234,13 @@ type ClusterConfig struct {
 	// Alerts: the node that evaluates the flow's alerts and its standby,
 	// if any (a flow with alerts needs them; see doc.go).
 	Alerts []string
-	// Prev: the agreed membership before this placement, the one whose
-	// majority placed it (nil for a cluster's first); PrevCaught: this
-	// node had caught up with what was settled before Prev. The engine
-	// tells every member all it knows once it applies a placement, and
-	// reports when it heard enough of them (CaughtUp; shard.Quorum).
-	Prev       []string
-	PrevCaught bool
+	// Agreement: this placement's agreed membership and the ones before
+	// it (shard.Agreement); Caught: the newest placement epoch this node
+	// caught up with. The engine tells every member all it knows once it
+	// applies a placement, and reports when what it heard knows of every
+	// checkpoint settled before it (CaughtUp; shard.CatchUp).
+	Agreement shard.Agreement
+	Caught    uint64
 }
 
 func (c *ClusterConfig) awaitHandoff(f int) bool {

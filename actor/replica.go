@@ -330,6 +330,13 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		// The copies and the news are durable here: their owners may
 		// release what they cover.
 		for _, cm := range confirms {
+			if cp, ok := cm.msg.(*wire.Copied); ok {
+				// Its confirmation counts it among the members that know
+				// of the checkpoint (recovery.Known): now that the copy is
+				// durable, it knows of it as news too, which it tells with
+				// all it knows when it applies a placement (catchup.go).
+				e.noteSettled(int(cp.Fragment), cp.Epoch, false)
+			}
 			c.Send(cm.to, cm.msg)
 		}
 		return
@@ -450,10 +457,6 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		e.cfg.Logger.Error("write a standby copy", "fragment", f, "err", err)
 		return
 	}
-	// Its confirmation counts it among the members that know of the
-	// checkpoint (recovery.Known): it knows of it as news too, which it
-	// tells with all it knows when it applies a placement (catchup.go).
-	e.noteSettled(f, cp.Manifest.Epoch, false)
 	var cm *wire.Copied
 	if m.ReplyTo != "" {
 		cm = &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch, From: e.self}

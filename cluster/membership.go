@@ -379,6 +379,21 @@ func (m *Membership) Agreed() agreed {
 	return a
 }
 
+// Behind lists the live peers that gossip they applied the placement of
+// epoch and have not caught up with it (SetAgreed; shard.CatchUp).
+func (m *Membership) Behind(epoch uint64) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for name, p := range m.peers {
+		if name != m.cfg.Name && p.meta.AgreedEpoch == epoch && p.meta.Caught < epoch {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Caught is the newest placement epoch each live peer says it caught up
 // with (SetAgreed; shard.CatchUp).
 func (m *Membership) Caught() map[string]uint64 {

@@ -301,15 +301,14 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		var caught bool
-		n.agr, caught = counted.next(n.place, kept)
+		n.agr = counted.next(n.place, kept)
 		if err := saveAgreed(cfg.DataDir, n.agr); err != nil {
 			ln.Close()
 			return err
 		}
 		n.mem.SetAgreed(n.agr)
 		ecfg.Cluster = n.place.engine(cfg.Name)
-		ecfg.Cluster.Prev, ecfg.Cluster.PrevCaught = n.agr.agreement().Prev().Members, caught
+		ecfg.Cluster.Agreement, ecfg.Cluster.Caught = n.agr.agreement(), kept.Caught
 		ecfg.Live = n.mem.Alive
 		if ecfg.PauseLimit == 0 {
 			ecfg.PauseLimit = PauseLimit

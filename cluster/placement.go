@@ -240,6 +240,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	n.mem.Touch()
+	var retold time.Time
 	for {
 		select {
 		case <-stop:
@@ -257,6 +258,12 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		ms := n.mem.Members()
 		leaving := n.mem.Leaving()
 		own := n.caughtUp()
+		if time.Since(retold) >= retellEvery {
+			// A report may be lost: the members that gossip they have
+			// not caught up with the placement are told again.
+			retold = time.Now()
+			n.eng.Retell(n.mem.Behind(own.Epoch))
+		}
 		counted := newestAgreed(own, n.mem)
 		agreed := counted.Members
 		l := lease(len(agreed))
@@ -281,13 +288,13 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			p := Place(plan, ms, s.Epoch)
 			p.Leaving = leaving
 			apply := n.eng.Place
-			next, caught := counted.next(p, own)
+			next := counted.next(p, own)
 			if s.Kind == shard.StepResume {
 				apply = n.eng.Resume
-				next, caught = own, own.Caught >= own.agreement().Prev().Epoch
+				next = own
 			}
 			cl := p.engine(n.cfg.Name)
-			cl.Prev, cl.PrevCaught = next.agreement().Prev().Members, caught
+			cl.Agreement, cl.Caught = next.agreement(), own.Caught
 			err := apply(cl)
 			n.follower.Done(s, err)
 			if err != nil {
@@ -317,6 +324,28 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 			n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
 		}
 	}
+}
+
+// retellEvery is how often a node tells its report of its placement
+// again to the members that gossip they have not caught up with it
+// (actor.Engine.Retell).
+const retellEvery = time.Second
+
+// othersCaughtUp reports whether the node applied a placement without
+// it, and every live member of that placement gossips it caught up with
+// it: a leaver's report may be the one they need (shard.CatchUp).
+func (n *Node) othersCaughtUp() bool {
+	p := n.placement()
+	if slices.Contains(p.Members, n.cfg.Name) {
+		return false
+	}
+	caught, live := n.mem.Caught(), names(n.mem.Members())
+	for _, m := range p.Members {
+		if slices.Contains(live, m) && caught[m] < p.Epoch {
+			return false
+		}
+	}
+	return true
 }
 
 // leaveMargin is how long a leaving node stays past the new owners' wait
@@ -357,7 +386,11 @@ func (n *Node) placedOverLive() bool {
 // keeps, so it waits until it applies a placement again and hands them
 // over (sim visits seed 3669: an owner told to leave was fenced, left as
 // soon as it saw a majority again, and its fragment had no copy left as
-// new as its settled checkpoint).
+// new as its settled checkpoint). It also waits until it applied a
+// placement without it and the members of that one caught up with it
+// (othersCaughtUp): they may need its report to (sim seed 7368: a leaver
+// that owned nothing left before the placement without it, the last
+// member of which then waited for its report for good).
 func (n *Node) handOff() {
 	if err := n.mem.SetLeaving(); err != nil {
 		n.cfg.Logger.Warn("announce leaving", "err", err)
@@ -370,7 +403,7 @@ func (n *Node) handOff() {
 	deadline := start.Add(actor.HandoffWait + leaveMargin)
 	for time.Now().Before(deadline) {
 		if !n.fenced.Load() && len(n.eng.Fragments()) == 0 && len(n.eng.Readers()) == 0 && n.eng.NetStats().HandoffsPending == 0 &&
-			((time.Since(start) >= PauseLimit && n.placedOverLive()) || !n.eng.KeepsCopies()) {
+			n.othersCaughtUp() && ((time.Since(start) >= PauseLimit && n.placedOverLive()) || !n.eng.KeepsCopies()) {
 			n.cfg.Logger.Info("handed off every fragment")
 			return
 		}

@@ -40,12 +40,10 @@ func (a agreed) agreement() shard.Agreement {
 }
 
 // next is the agreed membership once the node applies p, a being the one
-// its side counted against and own its own; and whether the node had
-// caught up with the one before p (actor.ClusterConfig.PrevCaught).
-func (a agreed) next(p Placement, own agreed) (agreed, bool) {
+// its side counted against and own its own (shard.Agreement.Next).
+func (a agreed) next(p Placement, own agreed) agreed {
 	g := a.agreement().Next(shard.Placed{Epoch: p.Epoch, Members: p.Members}, own.Caught)
-	return agreed{Epoch: g.Epoch, Members: g.Members, Before: g.Before, Cut: g.Cut, Caught: own.Caught},
-		own.Caught >= g.Prev().Epoch
+	return agreed{Epoch: g.Epoch, Members: g.Members, Before: g.Before, Cut: g.Cut, Caught: own.Caught}
 }
 
 // loadAgreed reads the last agreed membership kept in dir; none (zero) if

@@ -67,11 +67,12 @@ const maxBefore = 8
 
 // Quorum reports whether side may own fragments under a. Side holds a
 // majority of a's members (Majority), and a member of side caught up
-// with what was settled before a (CaughtUp); or, until one has, side
-// holds a majority of the agreed membership before a as well, and a
-// member caught up with what was settled before that one; and so on down
-// a.Before. caught gives the newest placement epoch each member of side
-// caught up with (0 or missing: none).
+// with what was settled before a (CatchUp); or, until one has, side
+// knows of it together (Knows): it holds a majority of the agreed
+// membership before a as well, and a member caught up with what was
+// settled before that one; and so on down a.Before. caught gives the
+// newest placement epoch each member of side caught up with (0 or
+// missing: none).
 //
 // A majority of a's members alone does not always hold a member that
 // knows of the checkpoints settled before a. They are known to a
@@ -87,9 +88,13 @@ const maxBefore = 8
 // before, the member that caught up knows of. A majority of the one
 // before alone is not enough: a placement made twice in a row, before
 // the members of the first heard anything, gives its new members a
-// majority of both (TestQuorumSideKnowsWhatWasSettled). This is Raft's
+// majority of both (TestQuorumSideKnowsWhatWasSettled); and asking the
+// members of that one to have caught up with the one before it stalled
+// a cluster for good once a placement no member caught up with was
+// followed by others (sim visits seeds 1123, 3669, 5068). This is Raft's
 // joint consensus in the form a membership change takes here: the old
-// membership's majority is needed too until the new one has heard it.
+// memberships' majorities are needed too until the new one has heard
+// them.
 func (a Agreement) Quorum(side []string, caught map[string]uint64) bool {
 	if !Majority(a.Members, side) {
 		return false
@@ -98,11 +103,21 @@ func (a Agreement) Quorum(side []string, caught map[string]uint64) bool {
 	for _, m := range side {
 		newest = max(newest, caught[m])
 	}
-	if newest >= a.Epoch {
-		return true
-	}
+	return newest >= a.Epoch || a.Knows(side, newest)
+}
+
+// Knows reports whether the members of set know, together, of every
+// checkpoint settled before a: they hold a majority of each agreed
+// membership before a (a.Before) down to one that a member of set
+// caught up with (newest: the newest epoch one caught up with), or down
+// to the cluster's first. What was settled under each of those, a
+// majority of it knew before it applied a newer placement (a member
+// that applied a newer one does not count among those that know:
+// recovery.Known); what was settled before, the member that caught up
+// knows of.
+func (a Agreement) Knows(set []string, newest uint64) bool {
 	for _, p := range a.Before {
-		if !Majority(p.Members, side) {
+		if !Majority(p.Members, set) {
 			return false
 		}
 		if newest >= p.Epoch {
@@ -145,30 +160,17 @@ func (a Agreement) Prev() Placed {
 	return a.Before[0]
 }
 
-// CaughtUp reports whether a node that applied a placement knows of every
-// checkpoint settled before it, given prev, the agreed membership before
-// it (nil for a cluster's first placement), and heard, the members that
-// told it all they know of settled checkpoints after they applied the
-// placement (the node itself among them if it was a member of prev).
-// They must hold a majority of prev, whose members settled under prev
-// only what a majority of prev knew; and one of them must have caught up
-// with prev itself (anyCaught), for what was settled before prev.
-func CaughtUp(prev, heard []string, anyCaught bool) bool {
-	return len(prev) == 0 || anyCaught && Majority(prev, heard)
-}
-
 // CatchUp follows a node's catching up with what was settled before the
-// placement it applied (CaughtUp): the members that told it all they
-// knew once they applied the placement, and whether one of them, or the
-// node itself, had caught up with the agreed membership before it. The
-// zero value has applied no placement. Not safe for concurrent use.
+// placement it applied: the members that told it all they knew once they
+// applied the placement, and the newest placement epoch any of them, or
+// the node, caught up with. Once they know together of every checkpoint
+// settled before it (Agreement.Knows), the node does too. The zero value
+// has applied no placement. Not safe for concurrent use.
 type CatchUp struct {
-	epoch     uint64
-	prev      []string
-	was       bool // the node had caught up with prev when it applied epoch
-	heard     map[string]bool
-	anyCaught bool
-	caught    bool
+	a      Agreement
+	heard  map[string]bool
+	own    uint64 // the newest epoch the node caught up with
+	newest uint64 // ... it or a member heard
 	// early are the reports of members that applied a placement the node
 	// has not applied yet, by epoch.
 	early map[uint64][]catchUpReport
@@ -176,45 +178,40 @@ type CatchUp struct {
 
 type catchUpReport struct {
 	from   string
-	caught bool
+	caught uint64
 }
 
-// Agree starts catching up with the placement of epoch that node self
-// applied, made by a majority of prev (nil: a cluster's first); was: the
-// node had caught up with prev. The node's own knowledge counts as heard.
-// A placement of the epoch already applied (a resume) changes nothing.
-func (c *CatchUp) Agree(epoch uint64, prev []string, self string, was bool) {
-	if c.epoch == epoch && c.heard != nil {
+// Agree starts catching up with a, the agreement of the placement node
+// self applied; caught is the newest epoch the node caught up with. The
+// node's own knowledge counts as heard. A placement of the epoch already
+// applied (a resume) changes nothing.
+func (c *CatchUp) Agree(a Agreement, self string, caught uint64) {
+	if c.a.Epoch == a.Epoch && c.heard != nil {
 		return
 	}
 	early := c.early
-	*c = CatchUp{epoch: epoch, prev: slices.Clone(prev), was: was || len(prev) == 0,
-		heard: map[string]bool{self: true}, early: map[uint64][]catchUpReport{}}
-	c.anyCaught = c.was
+	*c = CatchUp{a: a, heard: map[string]bool{self: true}, own: caught, newest: caught, early: map[uint64][]catchUpReport{}}
 	for e, rs := range early {
 		switch {
-		case e == epoch:
+		case e == a.Epoch:
 			for _, r := range rs {
 				c.hear(r)
 			}
-		case e > epoch:
+		case e > a.Epoch:
 			c.early[e] = rs
 		}
 	}
-	c.check()
 }
 
 // Hear takes member from's report that it applied the placement of epoch
-// and told the node all it knew, the node holding it now; caught: from
-// had caught up with the agreed membership before that placement (or
-// with it).
-func (c *CatchUp) Hear(epoch uint64, from string, caught bool) {
+// and told the node all it knew, the node holding it now; caught is the
+// newest epoch from caught up with.
+func (c *CatchUp) Hear(epoch uint64, from string, caught uint64) {
 	r := catchUpReport{from: from, caught: caught}
 	switch {
-	case epoch == c.epoch && c.heard != nil:
+	case epoch == c.a.Epoch && c.heard != nil:
 		c.hear(r)
-		c.check()
-	case epoch > c.epoch:
+	case epoch > c.a.Epoch:
 		if c.early == nil {
 			c.early = map[uint64][]catchUpReport{}
 		}
@@ -224,22 +221,26 @@ func (c *CatchUp) Hear(epoch uint64, from string, caught bool) {
 
 func (c *CatchUp) hear(r catchUpReport) {
 	c.heard[r.from] = true
-	c.anyCaught = c.anyCaught || r.caught
+	c.newest = max(c.newest, r.caught)
 }
 
-func (c *CatchUp) check() {
-	if !c.caught && CaughtUp(c.prev, slices.Sorted(maps.Keys(c.heard)), c.anyCaught) {
-		c.caught = true
+// Caught is the newest placement epoch the node caught up with: its
+// placement's once what it heard knows of every checkpoint settled
+// before it.
+func (c *CatchUp) Caught() uint64 {
+	if c.heard != nil && c.own < c.a.Epoch && c.a.Knows(slices.Sorted(maps.Keys(c.heard)), c.newest) {
+		c.own = c.a.Epoch
 	}
+	return c.own
 }
 
 // Report is what the node's own report of its placement says (Hear's
 // arguments), and whether it has anything to report: a cluster's first
 // placement has nothing before it to catch up with.
-func (c *CatchUp) Report() (epoch uint64, caught, tell bool) {
-	return c.epoch, c.was || c.caught, len(c.prev) > 0
+func (c *CatchUp) Report() (epoch, caught uint64, tell bool) {
+	return c.a.Epoch, c.Caught(), len(c.a.Before) > 0
 }
 
 // CaughtUp reports whether the node caught up with what was settled
 // before its placement of epoch.
-func (c *CatchUp) CaughtUp(epoch uint64) bool { return c.epoch == epoch && c.caught }
+func (c *CatchUp) CaughtUp(epoch uint64) bool { return c.a.Epoch == epoch && c.Caught() >= epoch }

@@ -79,10 +79,9 @@ func TestQuorumSideKnowsWhatWasSettled(t *testing.T) {
 			knows   map[int]bool
 		}
 		type report struct {
-			to, from string
-			epoch    uint64
-			caught   bool
-			knows    []int
+			to, from      string
+			epoch, caught uint64
+			knows         []int
 		}
 		ns := map[string]*node{}
 		for _, m := range names {
@@ -100,15 +99,15 @@ func TestQuorumSideKnowsWhatWasSettled(t *testing.T) {
 			return c
 		}
 		noteCaught := func(n *node) {
-			if n.applied >= 0 && n.catch.CaughtUp(uint64(n.applied+1)) {
-				n.caught = max(n.caught, uint64(n.applied+1))
+			if n.applied >= 0 {
+				n.caught = max(n.caught, n.catch.Caught())
 			}
 		}
 		apply := func(x string, i int) {
 			n := ns[x]
 			n.applied = i
 			a := agreements[i]
-			n.catch.Agree(a.Epoch, a.Prev().Members, x, n.caught >= a.Prev().Epoch)
+			n.catch.Agree(a, x, n.caught)
 			noteCaught(n)
 			epoch, caught, _ := n.catch.Report()
 			var knows []int
@@ -219,6 +218,34 @@ func TestQuorumSideKnowsWhatWasSettled(t *testing.T) {
 							side, agreements[k], item, strings.Join(log, "\n"))
 					}
 				}
+			}
+		}
+		// Every member of the newest placement applies it, and tells its
+		// report again until every report arrived (cluster.Node retells
+		// it to the members that gossip they have not caught up): each
+		// catches up.
+		k := len(agreements) - 1
+		for _, x := range agreements[k].Members {
+			if ns[x].applied < k {
+				apply(x, k)
+			}
+		}
+		for _, x := range agreements[k].Members {
+			epoch, caught, _ := ns[x].catch.Report()
+			for _, y := range agreements[k].Members {
+				if y != x {
+					d := ns[y]
+					for item := range ns[x].knows {
+						d.knows[item] = true
+					}
+					d.catch.Hear(epoch, x, caught)
+					noteCaught(d)
+				}
+			}
+		}
+		for _, x := range agreements[k].Members {
+			if !ns[x].catch.CaughtUp(agreements[k].Epoch) {
+				t.Fatalf("%s did not catch up with %+v from every member's report:\n%s", x, agreements[k], strings.Join(log, "\n"))
 			}
 		}
 	})

@@ -772,13 +772,14 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 		return
 	}
 	n.needSync = true
-	// Its confirmation counts it among the members that know of the
-	// checkpoint (recovery.Known): it knows of it as news too, which it
-	// tells with all it knows when it applies a placement (tellCaughtUp).
-	n.settled.Note(f, cp.Manifest.Epoch)
 	c.trace("%s keeps a copy of fragment %d at epoch %d (full %v)", n.name, f, cp.Manifest.Epoch, full)
 	epoch, from := cp.Manifest.Epoch, n.name
 	n.confirms = append(n.confirms, func() {
+		// Its confirmation counts it among the members that know of the
+		// checkpoint (recovery.Known): once the copy is durable, it
+		// knows of it as news too, which it tells with all it knows when
+		// it applies a placement (tellCaughtUp).
+		n.settled.Note(f, epoch)
 		c.send(from, owner, func(d *node) {
 			if d.inc != ownerInc {
 				return

@@ -437,8 +437,11 @@ func (n *node) tick() {
 	if !n.up {
 		return
 	}
+	// A leaver also stays until it applied a placement without it and
+	// the live members caught up with that one: its report may be the
+	// one they need (shard.CatchUp), as cluster.Node's.
 	if n.leaving && (c.now.After(n.leftBy) || len(n.alive) == 1 ||
-		(n.owns() && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0 &&
+		(n.owns() && len(n.frags) == 0 && len(n.readers) == 0 && len(n.pending) == 0 && n.othersCaughtUp() &&
 			(!n.keepsCopies() || (!c.now.Before(n.holdUntil) && n.placedOverLive())))) {
 		c.trace("%s left", n.name)
 		_ = n.stop()
@@ -447,6 +450,11 @@ func (n *node) tick() {
 	if c.now.Sub(n.lastBeat) >= c.cfg.Heartbeat {
 		n.lastBeat = c.now
 		n.beat()
+		// A report may be lost: the members that say they have not
+		// caught up are told again, as cluster.Node has its engine do.
+		if b := n.behind(); len(b) > 0 {
+			n.tellCaughtUpTo(b)
+		}
 	}
 	n.detect()
 	if err := n.follows(); err != nil {
@@ -658,43 +666,69 @@ func (n *node) counted() shard.Agreement {
 
 // catchUp is what a node tells every other node once it applied a
 // placement (tellCaughtUp), as the engine's wire.Settled with placement:
-// all it knows of settled checkpoints, the placement's epoch, and whether
-// it had caught up with the agreed membership before it (or with this
-// one already).
+// all it knows of settled checkpoints, the placement's epoch, and the
+// newest placement epoch it caught up with.
 type catchUp struct {
-	from    string
-	epoch   uint64
-	caught  bool
-	settled recovery.Settled
+	from          string
+	epoch, caught uint64
+	settled       recovery.Settled
 }
 
-// agree makes next the node's agreed membership, and the one it counted
-// its majority against when it placed next the membership before it
-// (shard.Quorum), as cluster.Node does: it has caught up with next once
-// a majority of that one told it what they know after they applied next
-// (catchUpNews).
+// agree makes next the node's agreed membership, with the memberships
+// before it (shard.Agreement.Next), as cluster.Node does: the node has
+// caught up with next once what the members told it after they applied
+// next (catchUpNews) knows of everything settled before
+// (shard.CatchUp).
 func (n *node) agree(next *placed) {
 	a := n.counted().Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
 	n.agreed, n.agreedEpoch = a.Members, a.Epoch // a leaver is not counted: its leave was announced
 	n.agreedBefore, n.agreedCut = a.Before, a.Cut
-	prev := a.Prev()
-	n.catch.Agree(a.Epoch, prev.Members, n.name, n.caught >= prev.Epoch)
+	n.catch.Agree(a, n.name, n.caught)
 	n.caughtUpNow()
 }
 
 // tellCaughtUp tells every other node what this one knows of settled
 // checkpoints, once it applied its agreed membership.
-func (n *node) tellCaughtUp() {
+func (n *node) tellCaughtUp() { n.tellCaughtUpTo(n.c.names) }
+
+// tellCaughtUpTo sends the node's report to the nodes named.
+func (n *node) tellCaughtUpTo(names []string) {
 	epoch, caught, tell := n.catch.Report()
 	if epoch != n.agreedEpoch || (!tell && len(n.settled) == 0) {
 		return // a cluster's first placement: nothing to catch up with
 	}
 	r := catchUp{from: n.name, epoch: epoch, caught: caught, settled: maps.Clone(n.settled)}
-	for _, to := range n.c.names {
+	for _, to := range names {
 		if to != n.name {
 			n.c.send(n.name, to, func(d *node) { d.catchUpNews(r) })
 		}
 	}
+}
+
+// behind are the live members that applied the node's agreed
+// membership and, by their heartbeats, have not caught up with it.
+func (n *node) behind() []string {
+	var out []string
+	for _, p := range n.alive {
+		if info := n.peers[p]; p != n.name && info.agreedEpoch == n.agreedEpoch && info.caught < n.agreedEpoch {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// othersCaughtUp reports whether the node applied a placement without
+// it, and every live member of it caught up with it by its heartbeats.
+func (n *node) othersCaughtUp() bool {
+	if slices.Contains(n.placed.members, n.name) {
+		return false
+	}
+	for _, p := range n.placed.members {
+		if slices.Contains(n.alive, p) && n.peers[p].caught < n.agreedEpoch {
+			return false
+		}
+	}
+	return true
 }
 
 // catchUpNews takes another node's catchUp.
@@ -707,9 +741,9 @@ func (n *node) catchUpNews(r catchUp) {
 // caughtUpNow notes whether the node caught up with its agreed
 // membership.
 func (n *node) caughtUpNow() {
-	if n.caught < n.agreedEpoch && n.catch.CaughtUp(n.agreedEpoch) {
-		n.caught = n.agreedEpoch
-		n.c.trace("%s caught up with epoch %d (the ones before: %v)", n.name, n.agreedEpoch, n.agreedBefore)
+	if c := n.catch.Caught(); c > n.caught {
+		n.caught = c
+		n.c.trace("%s caught up with epoch %d (the ones before: %v)", n.name, c, n.agreedBefore)
 	}
 }
 

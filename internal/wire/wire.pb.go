@@ -897,9 +897,8 @@ func (x *NoHandoff) GetSettled() uint64 {
 //
 // With placement, the message is the one a node sends when it applies a
 // placement: all it knows, from the member named from, which applied
-// placement, and had caught up (caught) with the agreed membership before
-// it (or with this one already). A node that heard it from a majority of
-// that membership has caught up too (shard.CaughtUp).
+// placement, and caught is the newest placement epoch it caught up with.
+// A node that heard enough of them has caught up too (shard.CatchUp).
 type Settled struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Flow      string                 `protobuf:"bytes,1,opt,name=flow,proto3" json:"flow,omitempty"`
@@ -908,7 +907,7 @@ type Settled struct {
 	ReplyTo   string                 `protobuf:"bytes,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	Placement uint64                 `protobuf:"varint,5,opt,name=placement,proto3" json:"placement,omitempty"`
 	From      string                 `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`
-	Caught    bool                   `protobuf:"varint,7,opt,name=caught,proto3" json:"caught,omitempty"`
+	Caught    uint64                 `protobuf:"varint,7,opt,name=caught,proto3" json:"caught,omitempty"`
 	// With reply_to: the owner's placement epoch. A member that applied a
 	// newer placement does not answer: it told the others all it knew when
 	// it did, without this news.
@@ -989,11 +988,11 @@ func (x *Settled) GetFrom() string {
 	return ""
 }
 
-func (x *Settled) GetCaught() bool {
+func (x *Settled) GetCaught() uint64 {
 	if x != nil {
 		return x.Caught
 	}
-	return false
+	return 0
 }
 
 func (x *Settled) GetOwnerPlacement() uint64 {
@@ -2209,7 +2208,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\breply_to\x18\x04 \x01(\tR\areplyTo\x12\x1c\n" +
 	"\tplacement\x18\x05 \x01(\x04R\tplacement\x12\x12\n" +
 	"\x04from\x18\x06 \x01(\tR\x04from\x12\x16\n" +
-	"\x06caught\x18\a \x01(\bR\x06caught\x12'\n" +
+	"\x06caught\x18\a \x01(\x04R\x06caught\x12'\n" +
 	"\x0fowner_placement\x18\b \x01(\x04R\x0eownerPlacement\"Q\n" +
 	"\x05Known\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x14\n" +
