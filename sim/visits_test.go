@@ -256,7 +256,15 @@ func TestRandomVisitSchedules(t *testing.T) {
 //     1123, 3669 and 5068 for good after a placement no member caught up
 //     with; graceful leavers must stay until the others caught up with a
 //     placement without them (count world seed 7368).
-var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1123, 1361, 2037, 2383, 2403, 3669, 8311, 6345, 10488, 19205, 20409, 22890, 24836, 32097}
+//   - 1099, 5068, 6779 and 7390 ended not converged under the first
+//     forms of that rule: 1099 and 7390 lost a leaver's report before it
+//     left (reports are now told again to the members that gossip they
+//     have not caught up, and a leaver stays until they have); 5068 after
+//     a placement no member caught up with; 6779 waited for a standby
+//     copy a crash had lost, which the standby had already told as
+//     settled (it now notes a copy only once it is durable).
+var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1099, 1123, 1361, 2037, 2383, 2403, 3669, 5068, 6779, 7390, 8311, 6345, 10488,
+	19205, 20409, 22890, 24836, 32097}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
