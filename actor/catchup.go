@@ -1,19 +1,14 @@
 package actor
 
-import (
-	"maps"
-	"slices"
-
-	"github.com/tessera-streams/tessera/internal/wire"
-	"github.com/tessera-streams/tessera/shard"
-)
+import "github.com/tessera-streams/tessera/shard"
 
 // The engine's part in catching up with what was settled before a
-// placement (shard.CatchUp, shard.Quorum): it tells every member all it
-// knows once it applies a placement (tellAllSettled, a wire.Settled with
-// placement), counts the members' reports once its store holds what they
-// told (settledNews), and answers cluster.Node, which counts a majority
-// of the agreed membership before too until the node caught up.
+// placement (shard.CatchUp, shard.Agreement.Quorum): it tells every
+// member all it knows once it applies a placement (tellAllSettled, a
+// wire.Settled with placement), counts the members' reports once its
+// store holds what they told (settledNews), and answers cluster.Node,
+// which counts majorities of the memberships before the placement too
+// until the node caught up.
 
 // agree starts catching up with cl's placement (none on a resume: the
 // epoch is the same).
@@ -57,25 +52,9 @@ func (e *Engine) CaughtUp(epoch uint64) bool {
 // named: cluster.Node names those that gossip they applied it and have
 // not caught up, as a report may be lost.
 func (e *Engine) Retell(members []string) {
-	l := e.layout.Load()
-	if l == nil || l.cl == nil || len(members) == 0 {
-		return
-	}
-	e.settledMu.Lock()
-	s := maps.Clone(e.settled)
-	e.settledMu.Unlock()
-	epoch, caught, tell := e.reportCaught()
-	if epoch != l.epoch || (!tell && len(s) == 0) {
-		return
-	}
-	msg := &wire.Settled{Flow: e.plan.Name(), Placement: epoch, From: e.self, Caught: caught}
-	for _, f := range slices.Sorted(maps.Keys(s)) {
-		msg.Fragments = append(msg.Fragments, uint32(f))
-		msg.Epochs = append(msg.Epochs, s[f])
-	}
-	for _, m := range members {
-		if pid := memberPID(l.cl, m, e.plan.Name()+"/replica"); pid != nil && m != e.self {
-			e.sys.Root.Send(pid, msg)
+	if l := e.layout.Load(); l != nil && len(members) > 0 {
+		if epoch, _, _ := e.reportCaught(); epoch == l.epoch {
+			e.report(l, members)
 		}
 	}
 }

@@ -62,13 +62,12 @@ func (e *Engine) noteSettled(f int, epoch uint64, tell bool) bool {
 // set up (remote/endpoint_writer.go, initializeInternal), and a
 // placement that finds the member sends it all this node knows.
 func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
-	msg := &wire.Settled{Flow: e.plan.Name()}
-	e.sendSettled(l, s, msg)
+	e.sendSettled(l, s, &wire.Settled{Flow: e.plan.Name()}, nil)
 }
 
-// sendSettled sends msg with s to every live member of l's placement but
-// this node (tellSettled).
-func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled) {
+// sendSettled sends msg with s to the members named (nil: every live
+// member of l's placement but this node, as tellSettled says).
+func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled, to []string) {
 	cl := l.cl
 	if cl == nil || (len(s) == 0 && msg.Placement == 0) {
 		return
@@ -77,8 +76,11 @@ func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled) {
 		msg.Fragments = append(msg.Fragments, uint32(f))
 		msg.Epochs = append(msg.Epochs, s[f])
 	}
-	for _, m := range liveOthers(cl) {
-		if pid := memberPID(cl, m, e.plan.Name()+"/replica"); pid != nil && !l.silent[m] {
+	if to == nil {
+		to = liveOthers(cl)
+	}
+	for _, m := range to {
+		if pid := memberPID(cl, m, e.plan.Name()+"/replica"); pid != nil && m != e.self && !l.silent[m] {
 			e.sys.Root.Send(pid, msg)
 		}
 	}
@@ -87,7 +89,12 @@ func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled) {
 // tellAllSettled sends every live member of l's placement all this node
 // knows, as its report that it applied the placement (catchup.go): the
 // members count it toward catching up with what was settled before it.
-func (e *Engine) tellAllSettled(l *layout) {
+func (e *Engine) tellAllSettled(l *layout) { e.report(l, nil) }
+
+// report sends the members named (nil: every live member of l's
+// placement) all this node knows, as its report of l's placement if it
+// has one to make (shard.CatchUp.Report).
+func (e *Engine) report(l *layout, to []string) {
 	e.settledMu.Lock()
 	s := maps.Clone(e.settled)
 	e.settledMu.Unlock()
@@ -95,7 +102,7 @@ func (e *Engine) tellAllSettled(l *layout) {
 	if epoch, caught, tell := e.reportCaught(); epoch == l.epoch && (tell || len(s) > 0) {
 		msg.Placement, msg.From, msg.Caught = epoch, e.self, caught
 	}
-	e.sendSettled(l, s, msg)
+	e.sendSettled(l, s, msg, to)
 }
 
 // settledNews takes a member's wire.Settled. It reports whether the

@@ -303,9 +303,10 @@ func (n *node) noHandoff(f int, from string, settled uint64) {
 }
 
 // tellSettled tells every other node of s, news of settled checkpoints
-// (recovery.Settled): at once when a fragment here settles one, and the
-// whole of what this node knows at every placement it applies, for the
-// nodes that missed news while they were down or cut off.
+// (recovery.Settled), at once when a fragment here settles one. The whole
+// of what this node knows goes with its report of every placement it
+// applies (tellCaughtUp), for the nodes that missed news while they were
+// down or cut off.
 func (n *node) tellSettled(s recovery.Settled) {
 	from := n.name
 	for _, to := range n.c.names {
