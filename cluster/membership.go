@@ -587,6 +587,15 @@ func (d *mlDelegate) NodeMeta(limit int) []byte {
 	m := (*Membership)(d)
 	m.mu.Lock()
 	b, err := proto.Marshal(m.self)
+	if err == nil && len(b) > limit && len(m.self.AgreedBefore) > 0 {
+		// The memberships before the agreed one first, oldest first: a
+		// shorter list, cut, only asks more of a side (shard.Agreement).
+		meta := proto.Clone(m.self).(*wire.Meta)
+		for err == nil && len(b) > limit && len(meta.AgreedBefore) > 0 {
+			meta.AgreedBefore, meta.AgreedCut = meta.AgreedBefore[:len(meta.AgreedBefore)-1], true
+			b, err = proto.Marshal(meta)
+		}
+	}
 	if err == nil && len(b) > limit && len(m.self.Agreed) > 0 {
 		// Too many members to gossip the agreed membership: the others
 		// count against their own (as before the field existed).

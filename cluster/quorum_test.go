@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -110,5 +111,31 @@ func TestHasMajority(t *testing.T) {
 		if l := lease(n); l <= time.Duration(2*max(n, 2))*gossipProbeInterval {
 			t.Errorf("lease(%d) = %v: not two rounds of probes", n, l)
 		}
+	}
+}
+
+// A node's metadata fits memberlist's limit: the memberships before the
+// agreed one go first, oldest first, and the list says it is cut; the
+// agreed membership and the caught-up epoch stay.
+func TestMetaDropsTheOldestMembershipsFirst(t *testing.T) {
+	members := []string{"node-with-a-long-name-1", "node-with-a-long-name-2", "node-with-a-long-name-3"}
+	self := &wire.Meta{Remote: "127.0.0.1:9000", Flow: "f", AgreedEpoch: 20, Agreed: members, Caught: 12}
+	for e := uint64(19); e > 11; e-- {
+		self.AgreedBefore = append(self.AgreedBefore, &wire.Placed{Epoch: e, Members: members})
+	}
+	m := &Membership{self: self, logger: slog.New(slog.DiscardHandler)}
+	const limit = 300
+	b := (*mlDelegate)(m).NodeMeta(limit)
+	meta, err := decodeMeta(b)
+	if err != nil || len(b) > limit || len(b) == 0 {
+		t.Fatalf("%d bytes of metadata (limit %d): %v", len(b), limit, err)
+	}
+	if meta.AgreedEpoch != 20 || len(meta.Agreed) != 3 || meta.Caught != 12 || !meta.AgreedCut ||
+		len(meta.AgreedBefore) == 0 || len(meta.AgreedBefore) >= 8 || meta.AgreedBefore[0].Epoch != 19 {
+		t.Fatalf("the metadata kept agreed %d %v, caught %d, cut %v, %d before (first %v)",
+			meta.AgreedEpoch, meta.Agreed, meta.Caught, meta.AgreedCut, len(meta.AgreedBefore), meta.AgreedBefore[0])
+	}
+	if len(self.AgreedBefore) != 8 {
+		t.Fatal("the node's own metadata lost its list")
 	}
 }
