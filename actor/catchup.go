@@ -6,7 +6,8 @@ import "github.com/tessera-streams/tessera/shard"
 // placement (shard.CatchUp, shard.Agreement.Quorum): it tells every
 // member all it knows once it applies a placement (tellAllSettled, a
 // wire.Settled with placement), counts the members' reports once its
-// store holds what they told (settledNews), and answers cluster.Node,
+// store holds what they told (settledNews; synced before CaughtUp says
+// so), and answers cluster.Node,
 // which counts majorities of the memberships before the placement too
 // until the node caught up.
 
@@ -42,15 +43,27 @@ func (e *Engine) reportCaught() (epoch, caught uint64, tell bool) {
 // before its placement of epoch: what the members told it after they
 // applied it, and what it knew, knows of every checkpoint settled before
 // it (shard.CatchUp). cluster.Node keeps it with the agreed membership.
+//
+// The news it caught up from is synced before it says so: the store holds
+// it once heardReport counts a report, but only its next sync makes it
+// durable, and cluster.Node keeps and gossips what this answers.
 func (e *Engine) CaughtUp(epoch uint64) bool {
 	e.catchMu.Lock()
-	defer e.catchMu.Unlock()
-	return e.catch.CaughtUp(epoch)
+	ok := e.catch.CaughtUp(epoch)
+	e.catchMu.Unlock()
+	if ok {
+		if err := e.store.Sync(); err != nil {
+			e.cfg.Logger.Warn("sync the news of settled checkpoints", "err", err)
+			return false
+		}
+	}
+	return ok
 }
 
 // Retell sends the node's report of its placement again to the members
-// named: cluster.Node names those that gossip they applied it and have
-// not caught up, as a report may be lost.
+// named, but for those whose remote did not answer when the placement was
+// applied (tellSettled): cluster.Node names those that gossip they
+// applied it and have not caught up, as a report may be lost.
 func (e *Engine) Retell(members []string) {
 	if l := e.layout.Load(); l != nil && len(members) > 0 {
 		if epoch, _, _ := e.reportCaught(); epoch == l.epoch {

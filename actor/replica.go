@@ -173,6 +173,9 @@ type replicaActor struct {
 type confirm struct {
 	to  *pa.PID
 	msg any
+	// placement: for a standby copy's confirmation, the owner's placement
+	// epoch it came under (wire.CheckpointChunk.placement).
+	placement uint64
 }
 
 type assembly struct {
@@ -336,6 +339,13 @@ func (ra *replicaActor) Receive(c pa.Context) {
 				// durable, it knows of it as news too, which it tells with
 				// all it knows when it applies a placement (catchup.go).
 				e.noteSettled(int(cp.Fragment), cp.Epoch, false)
+				if epoch, _, _ := e.reportCaught(); epoch > cm.placement {
+					// It applied a newer placement than the owner's since
+					// the copy came, and told its report without it: it
+					// does not count among those that know, as a Settled
+					// it answers. The owner sends the copy again (Recopy).
+					continue
+				}
 			}
 			c.Send(cm.to, cm.msg)
 		}
@@ -353,11 +363,13 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		// (shard.TestQuorumSideKnowsWhatWasSettled). It does not count
 		// among those that know (recovery.Known) until the owner applied
 		// that placement too and asks again (recopy).
+		// It notes the news first, then looks: a placement applied in
+		// between sends a report that holds it.
+		kept := e.settledNews(msg)
 		if epoch, _, _ := e.reportCaught(); msg.OwnerPlacement != 0 && epoch > msg.OwnerPlacement {
-			e.settledNews(msg)
 			return
 		}
-		if e.settledNews(msg) && msg.ReplyTo != "" && len(msg.Fragments) == 1 {
+		if kept && msg.ReplyTo != "" && len(msg.Fragments) == 1 {
 			f := msg.Fragments[0]
 			ra.confirmLater(c, pa.NewPID(msg.ReplyTo, e.fragName(int(f))), &wire.Known{Fragment: f, Epoch: msg.Epochs[0], Member: e.self})
 		}
@@ -461,7 +473,7 @@ func (ra *replicaActor) Receive(c pa.Context) {
 	if m.ReplyTo != "" {
 		cm = &wire.Copied{Fragment: m.Fragment, Epoch: cp.Manifest.Epoch, From: e.self}
 	}
-	ra.confirmLater(c, pa.NewPID(m.ReplyTo, e.fragName(f)), cm)
+	ra.confirmCopyLater(c, pa.NewPID(m.ReplyTo, e.fragName(f)), cm, m.Placement)
 	e.cfg.Logger.Debug("standby copy", "fragment", f, "epoch", cp.Manifest.Epoch, "full", cp.Full, "took", time.Since(start))
 }
 
@@ -469,8 +481,14 @@ func (ra *replicaActor) Receive(c pa.Context) {
 // before is synced: standby copies and the news of settled checkpoints
 // that arrive together share one disk sync, which queues behind them.
 func (ra *replicaActor) confirmLater(c pa.Context, to *pa.PID, msg any) {
+	ra.confirmCopyLater(c, to, msg, 0)
+}
+
+// confirmCopyLater is confirmLater for a standby copy that came under the
+// owner's placement.
+func (ra *replicaActor) confirmCopyLater(c pa.Context, to *pa.PID, msg any, placement uint64) {
 	if msg != nil {
-		ra.confirms = append(ra.confirms, confirm{to: to, msg: msg})
+		ra.confirms = append(ra.confirms, confirm{to: to, msg: msg, placement: placement})
 	}
 	if !ra.syncing {
 		ra.syncing = true

@@ -95,11 +95,15 @@ func (e *Engine) tellAllSettled(l *layout) { e.report(l, nil) }
 // placement) all this node knows, as its report of l's placement if it
 // has one to make (shard.CatchUp.Report).
 func (e *Engine) report(l *layout, to []string) {
+	// What it caught up with first, what it knows then: a report must
+	// carry the news that made its sender catch up (heardReport notes the
+	// news before it counts the report).
+	epoch, caught, tell := e.reportCaught()
 	e.settledMu.Lock()
 	s := maps.Clone(e.settled)
 	e.settledMu.Unlock()
 	msg := &wire.Settled{Flow: e.plan.Name()}
-	if epoch, caught, tell := e.reportCaught(); epoch == l.epoch && (tell || len(s) > 0) {
+	if epoch == l.epoch && (tell || len(s) > 0) {
 		msg.Placement, msg.From, msg.Caught = epoch, e.self, caught
 	}
 	e.sendSettled(l, s, msg, to)

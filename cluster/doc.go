@@ -89,14 +89,18 @@
 // one that a member of the side caught up with (shard.Agreement.Quorum,
 // Raft's joint consensus in the form a membership change takes here).
 // Every engine tells every member all it knows of settled checkpoints
-// once it applies a placement (actor.Engine.CaughtUp); a node that heard
-// a majority of the membership before, one of them caught up with the
-// one before that, has caught up (shard.CatchUp), keeps that with the
-// agreed membership (agreed.Caught) and gossips it (wire.Meta.caught).
-// A membership.json kept before this carries no memberships before, and
-// counts a majority of its members alone, as before. A restarted node
-// waits in settle for a majority of the newer of what it kept and what
-// its peers gossip. A node's epoch bump after a join or a leave passes
+// once it applies a placement, and again every second to those that
+// gossip they have not caught up (actor.Engine.Retell); a node whose
+// reporters hold majorities of the memberships before, down to one that
+// one of them caught up with, has caught up (shard.CatchUp,
+// actor.Engine.CaughtUp), keeps that with the agreed membership
+// (agreed.Caught) and gossips it (wire.Meta.caught). A membership.json
+// kept before this carries no memberships before, and counts a majority
+// of its members alone, as before. The rule holds once every member runs
+// this version: an older one sends no reports, and answers an owner's
+// Known after it applied a newer placement. A restarted node waits in
+// settle for a majority of the newer of what it kept and what its peers
+// gossip. A node's epoch bump after a join or a leave passes
 // the placements its members applied as well as the epochs they announce:
 // the member that announced an applied placement's epoch may have
 // restarted since with a smaller one.

@@ -362,8 +362,8 @@ func (m *Membership) SetAgreed(a agreed) {
 }
 
 // Agreed is the newest agreed membership a live peer gossips (SetAgreed),
-// by placement epoch: zero if none does. This node has not caught up
-// with it.
+// by placement epoch: zero if none does. Its Caught is zero: what the
+// peers caught up with is Caught's.
 func (m *Membership) Agreed() agreed {
 	m.mu.Lock()
 	defer m.mu.Unlock()

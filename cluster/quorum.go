@@ -40,9 +40,10 @@ func (a agreed) agreement() shard.Agreement {
 }
 
 // next is the agreed membership once the node applies p, a being the one
-// its side counted against and own its own (shard.Agreement.Next).
+// its side counted against and own its own (shard.Agreement.Extend,
+// Next).
 func (a agreed) next(p Placement, own agreed) agreed {
-	g := a.agreement().Next(shard.Placed{Epoch: p.Epoch, Members: p.Members}, own.Caught)
+	g := a.agreement().Extend(own.agreement()).Next(shard.Placed{Epoch: p.Epoch, Members: p.Members}, own.Caught)
 	return agreed{Epoch: g.Epoch, Members: g.Members, Before: g.Before, Cut: g.Cut, Caught: own.Caught}
 }
 

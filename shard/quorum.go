@@ -54,16 +54,16 @@ type Placed struct {
 // against it (Quorum): the members of the last placement applied, and
 // the agreed memberships before it, newest first (Before): the one whose
 // majority made it, and so on back to the cluster's first placement, or
-// to one that the node that made it had caught up with (Cut: the list
-// stops there, or after maxBefore).
+// to one that the node that applied it had caught up with (Cut: the list
+// stops there; each node cuts its own list, so two nodes' lists of one
+// placement may differ in length, and a shorter one only asks more of a
+// side). A list kept before Before existed is empty and not cut: a
+// majority of the members alone, as then.
 type Agreement struct {
 	Placed
 	Before []Placed
 	Cut    bool
 }
-
-// maxBefore bounds Agreement.Before: a node gossips its agreement.
-const maxBefore = 8
 
 // Quorum reports whether side may own fragments under a. Side holds a
 // majority of a's members (Majority), and a member of side caught up
@@ -143,12 +143,30 @@ func (a Agreement) Next(p Placed, caught uint64) Agreement {
 				break
 			}
 		}
-		if len(next.Before) > maxBefore {
-			next.Before, next.Cut = next.Before[:maxBefore], true
-		}
 	}
 	next.Before = slices.Clone(next.Before)
 	return next
+}
+
+// Extend is a, a newer agreement than own that a peer gossips, with own's
+// list in place of a's from own's placement on, if a's list is cut and
+// names it: a peer cuts its list where it caught up, and gossip cuts it
+// shorter where it would not fit, and a list cut where no member caught
+// up lets no side own. The lists of one placement name the same
+// memberships, so the longer one only asks more of a side, or goes back
+// to the cluster's first placement.
+func (a Agreement) Extend(own Agreement) Agreement {
+	if a.Epoch <= own.Epoch || !a.Cut || own.Epoch == 0 {
+		return a
+	}
+	for i, q := range a.Before {
+		if q.Epoch == own.Epoch {
+			a.Before = append(append(slices.Clone(a.Before[:i]), own.Placed), own.Before...)
+			a.Cut = own.Cut
+			break
+		}
+	}
+	return a
 }
 
 // Prev is the agreed membership before a (none for a cluster's first
@@ -205,7 +223,8 @@ func (c *CatchUp) Agree(a Agreement, self string, caught uint64) {
 
 // Hear takes member from's report that it applied the placement of epoch
 // and told the node all it knew, the node holding it now; caught is the
-// newest epoch from caught up with.
+// newest epoch from caught up with when it told it (a report carries
+// what its sender knew when it caught up).
 func (c *CatchUp) Hear(epoch uint64, from string, caught uint64) {
 	r := catchUpReport{from: from, caught: caught}
 	switch {
@@ -228,8 +247,9 @@ func (c *CatchUp) hear(r catchUpReport) {
 // placement's once what it heard knows of every checkpoint settled
 // before it.
 func (c *CatchUp) Caught() uint64 {
-	if c.heard != nil && c.own < c.a.Epoch && c.a.Knows(slices.Sorted(maps.Keys(c.heard)), c.newest) {
-		c.own = c.a.Epoch
+	if c.heard != nil && c.own < c.a.Epoch &&
+		(c.newest >= c.a.Epoch || c.a.Knows(slices.Sorted(maps.Keys(c.heard)), c.newest)) {
+		c.own = c.a.Epoch // a reporter that caught up with it told all it knew
 	}
 	return c.own
 }

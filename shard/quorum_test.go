@@ -291,3 +291,42 @@ func TestAgreementNext(t *testing.T) {
 		t.Errorf("a placement a peer applied first keeps its list: %+v", got)
 	}
 }
+
+// A run of placements that no member caught up with does not stall the
+// cluster once every member reports: the list is not cut for its length.
+// A peer's list, cut, goes on with the node's own from its placement.
+func TestAgreementLongRunAndExtend(t *testing.T) {
+	abc := []string{"a", "b", "c"}
+	a := Agreement{}.Next(Placed{Epoch: 1, Members: abc}, 0)
+	for e := uint64(2); e <= 12; e++ {
+		a = a.Next(Placed{Epoch: e, Members: abc}, 1) // every node caught up with 1 only
+	}
+	if len(a.Before) != 11 {
+		t.Fatalf("after 12 placements: %d before, cut %v", len(a.Before), a.Cut)
+	}
+	var c CatchUp
+	c.Agree(a, "a", 1)
+	c.Hear(12, "b", 1)
+	if !c.CaughtUp(12) || !a.Quorum([]string{"a", "b"}, map[string]uint64{"a": 1}) {
+		t.Fatalf("a and b, caught up with 1, heard: caught up %v", c.CaughtUp(12))
+	}
+	// A reporter caught up with the placement told all it knew.
+	var d CatchUp
+	d.Agree(a, "c", 0)
+	if d.Hear(12, "a", 12); !d.CaughtUp(12) {
+		t.Fatal("a report of a member caught up with the placement did not catch the node up")
+	}
+
+	own := Agreement{Placed: Placed{Epoch: 5, Members: abc}, Before: []Placed{{Epoch: 4, Members: abc}}}
+	peer := Agreement{Placed: Placed{Epoch: 7, Members: abc}, Before: []Placed{{Epoch: 6, Members: abc}, {Epoch: 5, Members: abc}}, Cut: true}
+	got := peer.Extend(own)
+	if want := []Placed{{Epoch: 6, Members: abc}, {Epoch: 5, Members: abc}, {Epoch: 4, Members: abc}}; !reflect.DeepEqual(got.Before, want) || got.Cut {
+		t.Fatalf("extended: %+v", got)
+	}
+	if len(peer.Before) != 2 {
+		t.Fatal("Extend changed the peer's list")
+	}
+	if other := (Agreement{Placed: Placed{Epoch: 3, Members: abc}}); !reflect.DeepEqual(peer.Extend(other), peer) {
+		t.Fatal("a list that does not name the node's placement was extended")
+	}
+}

@@ -779,8 +779,13 @@ func (n *node) standbyCopy(f int, data []byte, full bool, prev, placement uint64
 		// Its confirmation counts it among the members that know of the
 		// checkpoint (recovery.Known): once the copy is durable, it
 		// knows of it as news too, which it tells with all it knows when
-		// it applies a placement (tellCaughtUp).
+		// it applies a placement (tellCaughtUp). If it applied a newer
+		// placement than the owner's since the copy came, its report left
+		// without it: it does not confirm, as the engine's replica actor.
 		n.settled.Note(f, epoch)
+		if n.agreedEpoch > placement {
+			return
+		}
 		c.send(from, owner, func(d *node) {
 			if d.inc != ownerInc {
 				return

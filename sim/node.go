@@ -680,7 +680,8 @@ type catchUp struct {
 // next (catchUpNews) knows of everything settled before
 // (shard.CatchUp).
 func (n *node) agree(next *placed) {
-	a := n.counted().Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
+	own := shard.Agreement{Placed: shard.Placed{Epoch: n.agreedEpoch, Members: n.agreed}, Before: n.agreedBefore, Cut: n.agreedCut}
+	a := n.counted().Extend(own).Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
 	n.agreed, n.agreedEpoch = a.Members, a.Epoch // a leaver is not counted: its leave was announced
 	n.agreedBefore, n.agreedCut = a.Before, a.Cut
 	n.catch.Agree(a, n.name, n.caught)
