@@ -169,15 +169,6 @@ func (a Agreement) Extend(own Agreement) Agreement {
 	return a
 }
 
-// Prev is the agreed membership before a (none for a cluster's first
-// placement, or one kept before Before existed).
-func (a Agreement) Prev() Placed {
-	if len(a.Before) == 0 {
-		return Placed{}
-	}
-	return a.Before[0]
-}
-
 // CatchUp follows a node's catching up with what was settled before the
 // placement it applied: the members that told it all they knew once they
 // applied the placement, and the newest placement epoch any of them, or
