@@ -7,9 +7,8 @@ import "github.com/tessera-streams/tessera/shard"
 // member all it knows once it applies a placement (tellAllSettled, a
 // wire.Settled with placement), counts the members' reports once its
 // store holds what they told (settledNews; synced before CaughtUp says
-// so), and answers cluster.Node,
-// which counts majorities of the memberships before the placement too
-// until the node caught up.
+// so), and answers cluster.Node, which counts majorities of the
+// memberships before the placement too until the node caught up.
 
 // agree starts catching up with cl's placement (none on a resume: the
 // epoch is the same).

@@ -362,9 +362,9 @@ func (ra *replicaActor) Receive(c pa.Context) {
 		// have caught up with that placement from what it told
 		// (shard.TestQuorumSideKnowsWhatWasSettled). It does not count
 		// among those that know (recovery.Known) until the owner applied
-		// that placement too and asks again (recopy).
-		// It notes the news first, then looks: a placement applied in
-		// between sends a report that holds it.
+		// that placement too and asks again (recopy). It notes the news
+		// first, then looks: a placement applied in between sends a
+		// report that holds it.
 		kept := e.settledNews(msg)
 		if epoch, _, _ := e.reportCaught(); msg.OwnerPlacement != 0 && epoch > msg.OwnerPlacement {
 			return

@@ -342,10 +342,11 @@ func (m *Membership) SetRunning() error {
 	return m.ml.UpdateNode(time.Second)
 }
 
-// SetAgreed gossips the last placement this node applied, its epoch and
-// members, and the agreed membership before it: a node that missed
-// placements (cut off, stopped) counts its majority against the newest
-// one it hears of (Agreed).
+// SetAgreed gossips the last placement this node applied (its epoch and
+// members, and the agreed memberships before it) and the newest epoch
+// the node caught up with: a node that missed placements (cut off,
+// stopped) counts its majority against the newest one it hears of
+// (Agreed), and what its side caught up with (Caught).
 // It does not wait for the gossip: the membership's loop sends it.
 func (m *Membership) SetAgreed(a agreed) {
 	m.mu.Lock()

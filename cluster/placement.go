@@ -388,9 +388,9 @@ func (n *Node) placedOverLive() bool {
 // soon as it saw a majority again, and its fragment had no copy left as
 // new as its settled checkpoint). It also waits until it applied a
 // placement without it and the members of that one caught up with it
-// (othersCaughtUp): they may need its report to (sim seed 7368: a leaver
-// that owned nothing left before the placement without it, the last
-// member of which then waited for its report for good).
+// (othersCaughtUp): they may need its report to catch up (sim seed 7368:
+// a leaver that owned nothing left before the placement without it, and
+// the last member of that one waited for its report for good).
 func (n *Node) handOff() {
 	if err := n.mem.SetLeaving(); err != nil {
 		n.cfg.Logger.Warn("announce leaving", "err", err)

@@ -111,13 +111,6 @@ func lease(members int) time.Duration {
 	return time.Duration(2*max(members, 2))*gossipProbeInterval + gossipProbeTimeout
 }
 
-// newestAgreed is the agreed membership a node counts its majority
-// against: the members of the last placement it applied, or of a newer
-// one a peer applied and gossips (Membership.Agreed), as the simulation's
-// nodes do. A node that missed placements — cut off, or stopped, while the
-// cluster grew or shrank — would otherwise count against members the
-// others no longer count: three of an old five it still hears could make
-// it a majority beside the true majority of the new membership.
 // quorum reports whether side may own under a, the agreed membership
 // counted against, with what its members caught up with: this node own's,
 // the others' as they gossip it (shard.Agreement.Quorum).
@@ -127,6 +120,13 @@ func quorum(a, own agreed, side []string, m *Membership, self string) bool {
 	return a.agreement().Quorum(side, caught)
 }
 
+// newestAgreed is the agreed membership a node counts its majority
+// against: the members of the last placement it applied, or of a newer
+// one a peer applied and gossips (Membership.Agreed), as the simulation's
+// nodes do. A node that missed placements — cut off, or stopped, while the
+// cluster grew or shrank — would otherwise count against members the
+// others no longer count: three of an old five it still hears could make
+// it a majority beside the true majority of the new membership.
 func newestAgreed(own agreed, m *Membership) agreed {
 	if peer := m.Agreed(); peer.Epoch > own.Epoch {
 		return peer

@@ -134,7 +134,7 @@ func (a Agreement) Next(p Placed, caught uint64) Agreement {
 	next := Agreement{Placed: Placed{Epoch: p.Epoch, Members: slices.Clone(p.Members)}}
 	switch {
 	case a.Epoch >= p.Epoch:
-		next.Before, next.Cut = a.Before, a.Cut
+		next.Before, next.Cut = slices.Clone(a.Before), a.Cut
 	case a.Epoch > 0:
 		next.Before, next.Cut = append([]Placed{a.Placed}, a.Before...), a.Cut
 		for i, q := range next.Before {
@@ -144,7 +144,6 @@ func (a Agreement) Next(p Placed, caught uint64) Agreement {
 			}
 		}
 	}
-	next.Before = slices.Clone(next.Before)
 	return next
 }
 

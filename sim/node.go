@@ -652,10 +652,15 @@ func (n *node) majority() (bool, []string) {
 	return a.Quorum(side, caught), a.Members
 }
 
+// agreement is the node's own agreed membership, with the ones before it.
+func (n *node) agreement() shard.Agreement {
+	return shard.Agreement{Placed: shard.Placed{Epoch: n.agreedEpoch, Members: n.agreed}, Before: n.agreedBefore, Cut: n.agreedCut}
+}
+
 // counted is the newest agreed membership the node knows of: its own,
 // or a newer one a peer applied.
 func (n *node) counted() shard.Agreement {
-	a := shard.Agreement{Placed: shard.Placed{Epoch: n.agreedEpoch, Members: n.agreed}, Before: n.agreedBefore, Cut: n.agreedCut}
+	a := n.agreement()
 	for _, p := range slices.Sorted(maps.Keys(n.peers)) {
 		if info := n.peers[p]; info.agreedEpoch > a.Epoch {
 			a = shard.Agreement{Placed: shard.Placed{Epoch: info.agreedEpoch, Members: info.agreed}, Before: info.agreedBefore, Cut: info.agreedCut}
@@ -680,8 +685,7 @@ type catchUp struct {
 // next (catchUpNews) knows of everything settled before
 // (shard.CatchUp).
 func (n *node) agree(next *placed) {
-	own := shard.Agreement{Placed: shard.Placed{Epoch: n.agreedEpoch, Members: n.agreed}, Before: n.agreedBefore, Cut: n.agreedCut}
-	a := n.counted().Extend(own).Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
+	a := n.counted().Extend(n.agreement()).Next(shard.Placed{Epoch: next.epoch, Members: next.members}, n.caught)
 	n.agreed, n.agreedEpoch = a.Members, a.Epoch // a leaver is not counted: its leave was announced
 	n.agreedBefore, n.agreedCut = a.Before, a.Cut
 	n.catch.Agree(a, n.name, n.caught)
