@@ -60,11 +60,18 @@ func (e *Engine) CaughtUp(epoch uint64) bool {
 }
 
 // Retell sends the node's report of its placement again to the members
-// named, but for those whose remote did not answer when the placement was
-// applied (tellSettled): cluster.Node names those that gossip they
-// applied it and have not caught up, as a report may be lost.
+// named: cluster.Node names those that gossip they applied it and have
+// not caught up, as a report may be lost. A member whose remote did not
+// answer when the placement was applied is sent nothing until a probe
+// finds it answering; Retell starts that probe too (probeSilent), and the
+// member found is told at once.
 func (e *Engine) Retell(members []string) {
-	if l := e.layout.Load(); l != nil && len(members) > 0 {
+	l := e.layout.Load()
+	if l == nil {
+		return
+	}
+	e.probeSilent(l)
+	if len(members) > 0 {
 		if epoch, _, _ := e.reportCaught(); epoch == l.epoch {
 			e.report(l, members)
 		}

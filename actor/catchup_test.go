@@ -3,6 +3,7 @@ package actor
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tessera-streams/tessera/internal/wire"
 	"github.com/tessera-streams/tessera/shard"
@@ -66,5 +67,41 @@ func TestCatchUpFromMembersReports(t *testing.T) {
 	}
 	if !e.CaughtUp(epoch + 1) {
 		t.Fatal("the report that came before the placement was not counted")
+	}
+}
+
+// A member whose remote did not answer when the placement was applied
+// (silent) is sent nothing: protoactor would keep the connection it
+// failed to set up. Once its remote answers, the node's next retell finds
+// it and sends it the report it missed. Before, it heard nothing until
+// the next placement, and could not catch up meanwhile.
+func TestSilentMemberIsToldOnceItAnswers(t *testing.T) {
+	k := &knownRig{addr: freeAddr(t)} // nothing listens there yet
+	addr := freeAddr(t)
+	e, err := Start(knownPlan(t), Config{Store: diskStore(t), Logger: quiet(), RemoteWait: 50 * time.Millisecond,
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 3, Fragments: []string{"a"}, Readers: []string{"a"},
+			Remotes: map[string]string{"a": addr, "b": k.addr},
+			Agreement: shard.Agreement{Placed: shard.Placed{Epoch: 3, Members: []string{"a", "b"}},
+				Before: []shard.Placed{{Epoch: 2, Members: []string{"b"}}}, Cut: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.e = e
+	if !e.layout.Load().silent.has("b") {
+		t.Fatal("b's remote did not answer, yet b is not silent")
+	}
+	e.Retell([]string{"b"})
+	k.startMembers(t)
+	t.Cleanup(e.Stop) // before the members' process stops
+	for deadline := time.Now().Add(30 * time.Second); e.layout.Load().silent.has("b"); {
+		if time.Now().After(deadline) {
+			t.Fatal("b's remote answers, and b is still silent after 30s of retells")
+		}
+		e.Retell([]string{"b"})
+		time.Sleep(20 * time.Millisecond)
+	}
+	k.order("wait report")
+	if got := k.line(t); got != "report 3 a 0" {
+		t.Fatalf("b heard %q, want a's report of placement 3", got)
 	}
 }

@@ -305,7 +305,8 @@ type Engine struct {
 	settling  func() // tests: runs as settleWrites begins
 	drained   chan struct{}
 	stop      chan struct{}
-	bg        sync.WaitGroup        // the ticker, the writer and retry timers
+	stopMu    sync.Mutex            // stop closes under it: e.bg takes no Add after its Wait
+	bg        sync.WaitGroup        // the ticker, the writer, retry timers and probes
 	failed    atomic.Pointer[error] // the first fatal error
 	failedCh  chan struct{}         // closed with the first fatal error
 	once      sync.Once
@@ -398,7 +399,7 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	}()
 	defer close(eng.started) // before the clean-up above
 	// silent: the members whose remote does not answer (layout.silent).
-	var silent map[string]bool
+	var silent *silence
 	if cl != nil {
 		// The replica actor runs from here on, but handles nothing until
 		// Start returns (started) and placements wait for placeMu: the
@@ -563,8 +564,8 @@ type layout struct {
 	cl      *ClusterConfig // the placement (nil for a single node); not modified
 	// silent: the members whose remote did not answer when the placement
 	// was applied (awaitRemotes). They are not sent news of settled
-	// checkpoints until a placement finds them (tellSettled).
-	silent map[string]bool
+	// checkpoints until a probe finds them (probeSilent; nil: none).
+	silent *silence
 }
 
 func (e *Engine) fragName(i int) string { return fmt.Sprintf("%s/kg-%03d", e.plan.Name(), i) }
@@ -855,7 +856,9 @@ func (e *Engine) shutdown(final bool) {
 		}
 		e.finalAlerts()
 	}
+	e.stopMu.Lock()
 	close(e.stop)
+	e.stopMu.Unlock()
 	e.stopAlerts()
 	for _, pid := range l.frags {
 		_ = e.sys.Root.PoisonFuture(pid).Wait()

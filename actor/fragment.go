@@ -998,7 +998,7 @@ func (fa *fragmentActor) askKnown(l *layout, epoch uint64) {
 	msg := &wire.Settled{Flow: e.plan.Name(), Fragments: []uint32{uint32(fa.id)}, Epochs: []uint64{epoch}, ReplyTo: e.sys.Address(),
 		OwnerPlacement: l.epoch}
 	for _, name := range fa.known.Lacking(fa.members, epoch) {
-		if pid := memberPID(l.cl, name, e.plan.Name()+"/replica"); pid != nil && name != e.self && !l.silent[name] {
+		if pid := memberPID(l.cl, name, e.plan.Name()+"/replica"); pid != nil && name != e.self && !l.silent.has(name) {
 			e.sys.Root.Send(pid, msg)
 		}
 	}

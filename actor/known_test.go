@@ -78,6 +78,27 @@ const membersEnv = "TESSERA_ACTOR_TEST_MEMBERS"
 
 func startKnown(t *testing.T, others ...string) *knownRig {
 	t.Helper()
+	k := &knownRig{addr: freeAddr(t)}
+	k.startMembers(t)
+	addr := freeAddr(t)
+	remotes := map[string]string{"a": addr, "b": k.addr}
+	for _, o := range others {
+		remotes[o] = k.addr
+	}
+	var err error
+	k.e, err = Start(knownPlan(t), Config{Store: diskStore(t), Logger: quiet(), CheckpointInterval: 20 * time.Millisecond,
+		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 3, Fragments: []string{"a"}, Standbys: []string{"b"},
+			Readers: []string{"a"}, Remotes: remotes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.e.Stop) // before the members' process stops
+	return k
+}
+
+// knownPlan is the flow of the known rig: a total count, one fragment.
+func knownPlan(t *testing.T) *flowcore.Plan {
+	t.Helper()
 	f := flows.New("known", flows.WithFragments(1))
 	src, _ := gen.New(gen.Config{Partitions: 1, Seed: 5, Events: 300}, word)
 	flows.AggregateView(flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string]).Values(),
@@ -86,7 +107,13 @@ func startKnown(t *testing.T, others ...string) *knownRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &knownRig{addr: freeAddr(t)}
+	return plan
+}
+
+// startMembers starts the process that plays the other members, on
+// k.addr, and waits until its remote listens.
+func (k *knownRig) startMembers(t *testing.T) {
+	t.Helper()
 	cmd, stdin, stdout := execNode(t, membersEnv, k.addr)
 	k.child = child{stdin, stdout}
 	t.Cleanup(func() {
@@ -98,19 +125,6 @@ func startKnown(t *testing.T, others ...string) *knownRig {
 	if got := k.line(t); got != "ready" {
 		t.Fatalf("the members' process says %q", got)
 	}
-	addr := freeAddr(t)
-	remotes := map[string]string{"a": addr, "b": k.addr}
-	for _, o := range others {
-		remotes[o] = k.addr
-	}
-	k.e, err = Start(plan, Config{Store: diskStore(t), Logger: quiet(), CheckpointInterval: 20 * time.Millisecond,
-		Cluster: &ClusterConfig{Self: "a", Remote: addr, Epoch: 3, Fragments: []string{"a"}, Standbys: []string{"b"},
-			Readers: []string{"a"}, Remotes: remotes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.e.Stop) // before the members' process stops
-	return k
 }
 
 func (k *knownRig) order(o string) { fmt.Fprintln(k.child.stdin, o) }
@@ -162,11 +176,14 @@ func (k *knownRig) released(t *testing.T, why string) {
 
 // runMembers plays the members of a TestReleaseWaitsForAMajorityToKnow
 // cluster but a, on the remote address spec names: b's replica confirms
-// every copy, and news that asks for an answer is kept. Orders on stdin:
+// every copy, and news that asks for an answer is kept, as are reports of
+// a placement (TestSilentMemberIsToldOnceItAnswers). Orders on stdin:
 // "wait asked" prints the first news kept ("asked <fragment> <epoch>
-// <owner's address>"), waiting for it at most 30 s; "asked?" prints "asked N", the
-// number kept; "answer <member> <epoch> <address>" says that member knows
-// of the fragment's checkpoint. It stops when stdin closes.
+// <owner's address>"), waiting for it at most 30 s; "wait report" prints
+// the first report ("report <placement> <from> <caught>"), waiting as
+// long; "asked?" prints "asked N", the number kept; "answer <member>
+// <epoch> <address>" says that member knows of the fragment's checkpoint.
+// It stops when stdin closes.
 func runMembers(spec string) {
 	var addr string
 	if err := json.Unmarshal([]byte(spec), &addr); err != nil {
@@ -180,9 +197,9 @@ func runMembers(spec string) {
 		os.Exit(1)
 	}
 	var (
-		mu    sync.Mutex
-		asked []*wire.Settled
-		more  = make(chan struct{}, 1)
+		mu             sync.Mutex
+		asked, reports []*wire.Settled
+		more           = make(chan struct{}, 1)
 	)
 	_, err = sys.Root.SpawnNamed(pa.PropsFromFunc(func(c pa.Context) {
 		switch m := c.Message().(type) {
@@ -191,14 +208,17 @@ func runMembers(spec string) {
 				c.Send(pa.NewPID(m.ReplyTo, "known/kg-000"), &wire.Copied{Fragment: m.Fragment, Epoch: m.Epoch, From: "b"})
 			}
 		case *wire.Settled:
+			mu.Lock()
 			if m.ReplyTo != "" {
-				mu.Lock()
 				asked = append(asked, m)
-				mu.Unlock()
-				select {
-				case more <- struct{}{}:
-				default:
-				}
+			}
+			if m.Placement != 0 {
+				reports = append(reports, m)
+			}
+			mu.Unlock()
+			select {
+			case more <- struct{}{}:
+			default:
 			}
 		}
 	}), "known/replica")
@@ -206,34 +226,42 @@ func runMembers(spec string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// first is the first message of *kept, waiting for one at most 30 s
+	// (nil if none came).
+	first := func(kept *[]*wire.Settled) *wire.Settled {
+		deadline := time.After(30 * time.Second)
+		for {
+			mu.Lock()
+			if len(*kept) > 0 {
+				m := (*kept)[0]
+				mu.Unlock()
+				return m
+			}
+			mu.Unlock()
+			select {
+			case <-more:
+			case <-deadline:
+				return nil
+			}
+		}
+	}
 	fmt.Println("ready")
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		o := strings.Fields(in.Text())
 		switch {
 		case len(o) == 2 && o[0] == "wait" && o[1] == "asked":
-			for deadline := time.After(30 * time.Second); ; {
-				mu.Lock()
-				n := len(asked)
-				mu.Unlock()
-				if n > 0 {
-					break
-				}
-				select {
-				case <-more:
-					continue
-				case <-deadline:
-				}
-				break
-			}
-			mu.Lock()
-			if len(asked) == 0 {
+			if m := first(&asked); m == nil {
 				fmt.Println("asked nothing in 30s")
 			} else {
-				m := asked[0]
 				fmt.Println("asked", m.Fragments[0], m.Epochs[0], m.ReplyTo)
 			}
-			mu.Unlock()
+		case len(o) == 2 && o[0] == "wait" && o[1] == "report":
+			if m := first(&reports); m == nil {
+				fmt.Println("no report in 30s")
+			} else {
+				fmt.Println("report", m.Placement, m.From, m.Caught)
+			}
 		case len(o) == 1 && o[0] == "asked?":
 			mu.Lock()
 			fmt.Println("asked", len(asked))

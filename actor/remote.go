@@ -3,8 +3,11 @@ package actor
 import (
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -127,9 +130,11 @@ const defaultRemoteWait = 10 * time.Second
 // connection that is refused and tries again two seconds later, holding
 // every message to that node meanwhile: nodes start at about the same
 // time, so each waits a moment for the others rather than two seconds.
-func (e *Engine) awaitRemotes(cl *ClusterConfig) (silent map[string]bool) {
+// The ones that never answered are silent (layout.silent) until a probe
+// finds them (probeSilent).
+func (e *Engine) awaitRemotes(cl *ClusterConfig) *silence {
 	deadline := time.Now().Add(e.cfg.RemoteWait)
-	silent = map[string]bool{}
+	silent := &silence{names: map[string]bool{}}
 	for name, addr := range cl.Remotes {
 		if name == cl.Self {
 			continue
@@ -142,7 +147,7 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) (silent map[string]bool) {
 			}
 			if time.Now().After(deadline) {
 				e.cfg.Logger.Warn("a node's remote does not answer", "node", name, "remote", addr, "err", err)
-				silent[name] = true
+				silent.names[name] = true
 				break
 			}
 			select {
@@ -153,6 +158,80 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) (silent map[string]bool) {
 		}
 	}
 	return silent
+}
+
+// silence is the members of a placement whose remote did not answer when
+// it was applied: they are sent no news of settled checkpoints, since
+// protoactor's endpoint writer keeps every gRPC connection it failed to
+// set up (remote/endpoint_writer.go, initializeInternal), until a probe
+// finds their remote answering.
+type silence struct {
+	mu      sync.Mutex
+	names   map[string]bool
+	probing bool // a probeSilent runs
+}
+
+// has reports whether member is silent (nil: nobody is).
+func (s *silence) has(member string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.names[member]
+}
+
+// probeSilent dials, once, the remote of every silent member of l's
+// placement, without waiting: a member whose remote answers is silent no
+// more, and is sent all this node knows, as the placement would have sent
+// it (report). Without it, a member whose remote came up after the
+// placement was applied heard no news, and no report to catch up from,
+// until the next placement, which the membership may never make.
+func (e *Engine) probeSilent(l *layout) {
+	s := l.silent
+	if s == nil || l.cl == nil {
+		return
+	}
+	s.mu.Lock()
+	names := slices.Sorted(maps.Keys(s.names))
+	if len(names) == 0 || s.probing {
+		s.mu.Unlock()
+		return
+	}
+	s.probing = true
+	s.mu.Unlock()
+	// Stop closes e.stop under stopMu before it waits for e.bg.
+	e.stopMu.Lock()
+	select {
+	case <-e.stop:
+		e.stopMu.Unlock()
+		return
+	default:
+	}
+	e.bg.Add(1)
+	e.stopMu.Unlock()
+	go func() {
+		defer e.bg.Done()
+		var heard []string
+		for _, name := range names {
+			c, err := net.DialTimeout("tcp", l.cl.Remotes[name], 200*time.Millisecond)
+			if err != nil {
+				continue
+			}
+			c.Close()
+			heard = append(heard, name)
+		}
+		s.mu.Lock()
+		for _, name := range heard {
+			delete(s.names, name)
+		}
+		s.probing = false
+		s.mu.Unlock()
+		if len(heard) > 0 && e.layout.Load() == l {
+			e.cfg.Logger.Info("silent members' remotes answer: they are told what this node knows", "members", heard)
+			e.report(l, heard)
+		}
+	}()
 }
 
 // unknown counts and drops a message an actor does not handle: from

@@ -57,10 +57,9 @@ func (e *Engine) noteSettled(f int, epoch uint64, tell bool) bool {
 }
 
 // tellSettled sends s to every live member of l's placement but this
-// node, but for those whose remote did not answer when it was applied:
-// protoactor's endpoint writer keeps every gRPC connection it failed to
-// set up (remote/endpoint_writer.go, initializeInternal), and a
-// placement that finds the member sends it all this node knows.
+// node, but for those whose remote did not answer when it was applied
+// (silence): the probe or the placement that finds such a member sends it
+// all this node knows.
 func (e *Engine) tellSettled(l *layout, s recovery.Settled) {
 	e.sendSettled(l, s, &wire.Settled{Flow: e.plan.Name()}, nil)
 }
@@ -80,7 +79,7 @@ func (e *Engine) sendSettled(l *layout, s recovery.Settled, msg *wire.Settled, t
 		to = liveOthers(cl)
 	}
 	for _, m := range to {
-		if pid := memberPID(cl, m, e.plan.Name()+"/replica"); pid != nil && m != e.self && !l.silent[m] {
+		if pid := memberPID(cl, m, e.plan.Name()+"/replica"); pid != nil && m != e.self && !l.silent.has(m) {
 			e.sys.Root.Send(pid, msg)
 		}
 	}

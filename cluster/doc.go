@@ -90,7 +90,9 @@
 // Raft's joint consensus in the form a membership change takes here).
 // Every engine tells every member all it knows of settled checkpoints
 // once it applies a placement, and again every second to those that
-// gossip they have not caught up (actor.Engine.Retell); a node whose
+// gossip they have not caught up (actor.Engine.Retell; a member whose
+// remote did not answer when the placement was applied is told once a
+// probe, each second too, finds it answering); a node whose
 // reporters hold majorities of the memberships before, down to one that
 // one of them caught up with, has caught up (shard.CatchUp,
 // actor.Engine.CaughtUp), keeps that with the agreed membership
