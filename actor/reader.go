@@ -292,6 +292,7 @@ func (ra *readerActor) send(c pa.Context, f int) {
 		return
 	}
 	count := b.Count
+	ra.stats.Crossed.Add(int64(count))
 	if need := outRoom(count, ra.outPerRec); cap(ra.outBuf)-len(ra.outBuf) < need {
 		ra.outBuf = make([]byte, 0, max(outChunk, need))
 	}

@@ -82,6 +82,7 @@ type ReaderStats struct {
 	Events    atomic.Int64 // events read, replays included
 	Bad       atomic.Int64 // malformed records
 	Stalls    atomic.Int64 // times it waited for credits
+	Crossed   atomic.Int64 // records sent to fragments on other nodes, replays included
 	Rewinds   atomic.Int64
 	Done      atomic.Bool // the partition is exhausted and everything was applied
 	// Committed is the offset up to which every fragment, on any node, has

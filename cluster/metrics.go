@@ -107,6 +107,7 @@ var (
 	mLag       = prometheus.NewDesc("tessera_source_lag_records", "Records read from a source partition that not every fragment's durable checkpoint covers yet (position - committed): what a restart reads again.", []string{"source", "partition"}, nil)
 	mMalformed = prometheus.NewDesc("tessera_source_malformed_total", "Malformed records in a source partition, sent to the dead-letter output.", []string{"source", "partition"}, nil)
 	mStalls    = prometheus.NewDesc("tessera_reader_stalls_total", "Times a reader waited for a fragment's credits.", []string{"source", "partition"}, nil)
+	mCrossed   = prometheus.NewDesc("tessera_reader_crossed_records_total", "Records a reader sent to fragments on other nodes.", []string{"source", "partition"}, nil)
 	mApplied   = prometheus.NewDesc("tessera_fragment_events_total", "Records applied by a fragment.", []string{"fragment"}, nil)
 	mBatches   = prometheus.NewDesc("tessera_fragment_batches_total", "Batches applied by a fragment.", []string{"fragment"}, nil)
 	mFailures  = prometheus.NewDesc("tessera_fragment_failures_total", "User-function failures; each restores the fragment from its checkpoint.", []string{"fragment"}, nil)
@@ -124,7 +125,7 @@ var (
 	mDead      = prometheus.NewDesc("tessera_dead_letters_total", "Dead letters written.", nil, nil)
 )
 
-var allDescs = []*prometheus.Desc{mRead, mPosition, mCommitted, mLag, mMalformed, mStalls, mApplied, mBatches, mFailures, mPoison,
+var allDescs = []*prometheus.Desc{mRead, mPosition, mCommitted, mLag, mMalformed, mStalls, mCrossed, mApplied, mBatches, mFailures, mPoison,
 	mRestores, mReplayed, mTooLate, mEpoch, mCkptBytes, mCkptAge, mCkptTook, mFragments, mMembers, mPlaceEp, mDead}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -150,6 +151,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(mLag, float64(lag(pos, com)), r.Source, p)
 		counter(mMalformed, r.Bad.Load(), r.Source, p)
 		counter(mStalls, r.Stalls.Load(), r.Source, p)
+		counter(mCrossed, r.Crossed.Load(), r.Source, p)
 	}
 	now := time.Now()
 	frags := e.Fragments()

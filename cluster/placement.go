@@ -36,7 +36,10 @@ const Replicas = 2
 // placed as if it were fragment fragments+i, so that partitions spread
 // independently of fragments; the flow's alerts as if they were the
 // fragment after the partitions, with an owner and a standby like a
-// fragment's.
+// fragment's. A flow with keyed sources (flows.WithKeyedPartitions, of P
+// partitions) places its fragments in P groups, f ≡ q (mod P) together,
+// and partition q of each keyed source with group q (shard.Spec): its
+// records stay on the node.
 //
 // The alerts share one owner rather than one per alert: their records
 // form one log, numbered for /v1/alerts/watch, written with their states
@@ -50,11 +53,17 @@ func Place(plan *flowcore.Plan, members []Member, epoch uint64) Placement {
 		p.Remotes[m.Name] = m.Remote
 	}
 	slices.Sort(p.Members)
-	parts := 0
+	spec := shard.Spec{Fragments: plan.Fragments(), Groups: plan.KeyGroups(), Alerts: len(plan.Alerts()) > 0}
 	for _, s := range plan.Sources() {
-		parts += s.Partitions
+		spec.Partitions += s.Partitions
+		for q := range s.Partitions {
+			if !s.Keyed {
+				q = -1
+			}
+			spec.Keyed = append(spec.Keyed, q)
+		}
 	}
-	l := shard.LayOut(p.Members, plan.Fragments(), parts, len(plan.Alerts()) > 0)
+	l := spec.LayOut(p.Members)
 	p.Fragments, p.Standbys, p.Readers, p.Alerts = l.Fragments, l.Standbys, l.Readers, l.Alerts
 	return p
 }

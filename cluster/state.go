@@ -101,6 +101,7 @@ type ReaderState struct {
 	Committed    int64   `json:"committed"` // every fragment's checkpoint covers the partition up to here
 	Malformed    int64   `json:"malformed"`
 	Stalls       int64   `json:"stalls"`
+	Crossed      int64   `json:"crossed"` // records sent to fragments on other nodes
 	Rewinds      int64   `json:"rewinds"`
 	Done         bool    `json:"done"`
 }
@@ -154,7 +155,7 @@ func (n *Node) State() ClusterState {
 	for i, r := range n.eng.Readers() {
 		rs := ReaderState{Source: r.Source, Partition: r.Partition, Owner: n.cfg.Name, Position: r.Position.Load(),
 			Events: r.Events.Load(), Committed: n.eng.Committed(i), Malformed: r.Bad.Load(), Stalls: r.Stalls.Load(),
-			Rewinds: r.Rewinds.Load(), Done: r.Done.Load()}
+			Crossed: r.Crossed.Load(), Rewinds: r.Rewinds.Load(), Done: r.Done.Load()}
 		rs.EventsPerSec = n.rates.reader(r)
 		st.Readers = append(st.Readers, rs)
 	}

@@ -94,6 +94,28 @@ func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) Sou
 // of theirs. A partition that ended is never idle. Default: never idle.
 func WithIdleTimeout(d time.Duration) SourceOption { return flowcore.WithIdleTimeout(d) }
 
+// WithKeyedPartitions says the source is partitioned by the key of the
+// flow's KeyBy: partition p holds the events whose key k has
+// KeyPartition(k, partitions) == p, as Kafka topics keyed by it are with
+// that partitioner (Kafka Streams calls it co-partitioning). A cluster
+// then places each partition's reader on the node that owns the fragments
+// of its keys (fragments f ≡ p mod partitions, placed together), and no
+// record the source gives crosses nodes on its way to its fragment. The
+// partitions must divide the flow's fragments (WithFragments), or the
+// flow fails to build; keyed sources of a flow must have as many
+// partitions. An event in another partition than its key's is still
+// counted exactly, where its key is: it only crosses nodes. Use
+// partitions at least the number of nodes, or some nodes own nothing.
+func WithKeyedPartitions() SourceOption { return flowcore.WithKeyedPartitions() }
+
+// KeyPartition is the partition that holds key in a source with
+// partitions partitions and WithKeyedPartitions: the key's hash as KeyBy
+// takes it, with KeyBy's default key codec, mod partitions. Producers of
+// such a source partition by it.
+func KeyPartition[K comparable](key K, partitions int) (int, error) {
+	return flowcore.KeyPartition(key, partitions)
+}
+
 // Map transforms every event.
 func Map[T, U any](s Stream[T], fn func(T) U) Stream[U] { return flowcore.Map[T, U](s, fn) }
 

@@ -167,26 +167,60 @@ type Layout struct {
 // the fragment after the partitions. Every node computes the same layout
 // from the same members, in any order.
 func LayOut(members []string, g, partitions int, alerts bool) Layout {
+	return Spec{Fragments: g, Partitions: partitions, Alerts: alerts}.LayOut(members)
+}
+
+// Spec is what a layout places.
+type Spec struct {
+	Fragments  int
+	Partitions int // source partitions, of every source in source order
+	// Groups, if positive, places fragment f together with every fragment
+	// f' ≡ f (mod Groups), owner and standby alike, as fragment f mod
+	// Groups alone would be; Keyed[i] >= 0 is the group of source
+	// partition i, placed with it (its reader beside its fragments), and
+	// -1 a partition placed on its own. A keyed source's partition p holds
+	// the keys of the fragments ≡ p (mod its partitions), since a key's
+	// fragment is its hash mod Fragments (Fragment) and its partition
+	// the hash mod the partitions: no record it reads leaves the node.
+	Groups int
+	Keyed  []int // nil: none
+	Alerts bool
+}
+
+// LayOut places s over members, as the function LayOut says, with the
+// groups of s.
+func (s Spec) LayOut(members []string) Layout {
 	const replicas = 2
 	var l Layout
-	tab := Assign(members, g, replicas)
-	for f := range g {
-		l.Fragments = append(l.Fragments, tab.Owner(f))
-		standby := ""
-		if len(tab.Fragments[f]) > 1 {
-			standby = tab.Fragments[f][1]
+	for f := range s.Fragments {
+		at := f
+		if s.Groups > 0 {
+			at = f % s.Groups
 		}
+		p := Place(at, members, replicas)
+		owner, standby := "", ""
+		if len(p) > 0 {
+			owner = p[0]
+		}
+		if len(p) > 1 {
+			standby = p[1]
+		}
+		l.Fragments = append(l.Fragments, owner)
 		l.Standbys = append(l.Standbys, standby)
 	}
-	for i := range partitions {
+	for i := range s.Partitions {
+		at := s.Fragments + i
+		if i < len(s.Keyed) && s.Keyed[i] >= 0 && s.Groups > 0 {
+			at = s.Keyed[i] % s.Groups
+		}
 		owner := ""
-		if p := Place(g+i, members, 1); len(p) > 0 {
+		if p := Place(at, members, 1); len(p) > 0 {
 			owner = p[0]
 		}
 		l.Readers = append(l.Readers, owner)
 	}
-	if alerts {
-		l.Alerts = Place(g+partitions, members, replicas)
+	if s.Alerts {
+		l.Alerts = Place(s.Fragments+s.Partitions, members, replicas)
 	}
 	return l
 }

@@ -229,3 +229,55 @@ func TestLayOutWithoutMembers(t *testing.T) {
 		t.Fatalf("readers %q, alerts %q with no members", l.Readers, l.Alerts)
 	}
 }
+
+// A layout with groups (keyed sources) places fragment f with every
+// fragment ≡ f mod the groups, owner and standby alike, as fragment
+// f mod groups alone is placed; a keyed partition's reader is its group's
+// owner, and other partitions and the alerts are placed as without
+// groups. Without groups, the layout is every fragment's own Place.
+func TestSpecPlacesKeyedPartitionsBesideTheirFragments(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ms := members(t, "members")
+		groups := rapid.SampledFrom([]int{0, 1, 2, 4, 8}).Draw(t, "groups")
+		g := max(groups, 1) * rapid.IntRange(1, 8).Draw(t, "per group")
+		unkeyed := rapid.IntRange(0, 3).Draw(t, "unkeyed partitions")
+		s := Spec{Fragments: g, Groups: groups, Alerts: rapid.Bool().Draw(t, "alerts")}
+		for range unkeyed {
+			s.Keyed = append(s.Keyed, -1)
+		}
+		for q := range groups {
+			s.Keyed = append(s.Keyed, q)
+		}
+		s.Partitions = len(s.Keyed)
+		l := s.LayOut(ms)
+		plain := LayOut(ms, g, s.Partitions, s.Alerts)
+		for f := range g {
+			at := f
+			if groups > 0 {
+				at = f % groups
+			}
+			want := Place(at, ms, 2)
+			if l.Fragments[f] != want[0] || (len(want) > 1) != (l.Standbys[f] != "") || (len(want) > 1 && l.Standbys[f] != want[1]) {
+				t.Fatalf("fragment %d: owner %q standby %q, want %v", f, l.Fragments[f], l.Standbys[f], want)
+			}
+			if groups == 0 && (l.Fragments[f] != plain.Fragments[f] || l.Standbys[f] != plain.Standbys[f]) {
+				t.Fatalf("fragment %d without groups: %q/%q, LayOut %q/%q", f, l.Fragments[f], l.Standbys[f], plain.Fragments[f], plain.Standbys[f])
+			}
+		}
+		for i, q := range s.Keyed {
+			switch {
+			case q >= 0 && groups > 0:
+				for f := q; f < g; f += groups {
+					if l.Readers[i] != l.Fragments[f] {
+						t.Fatalf("keyed partition %d (group %d) is read on %q, its fragment %d is on %q", i, q, l.Readers[i], f, l.Fragments[f])
+					}
+				}
+			case l.Readers[i] != plain.Readers[i]:
+				t.Fatalf("partition %d is read on %q, without groups on %q", i, l.Readers[i], plain.Readers[i])
+			}
+		}
+		if !slices.Equal(l.Alerts, plain.Alerts) {
+			t.Fatalf("alerts on %v, without groups on %v", l.Alerts, plain.Alerts)
+		}
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"slices"
 	"time"
+
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // SourceOption configures a source in From.
@@ -14,6 +16,7 @@ type SourceOption struct {
 	ts       any // func(T) time.Time
 	maxDelay time.Duration
 	idle     time.Duration
+	keyed    bool
 }
 
 // WithEventTime gives a source event time: ts extracts an event's timestamp,
@@ -28,6 +31,30 @@ func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) Sou
 // processing time: an idle partition does not hold the watermark back,
 // until it has events again. Default: never idle.
 func WithIdleTimeout(d time.Duration) SourceOption { return SourceOption{idle: d} }
+
+// WithKeyedPartitions says the source is partitioned by the key of the
+// flow's KeyBy: partition p holds the events whose key k has
+// KeyPartition(k, partitions) == p. A cluster then places each partition's
+// reader beside the fragments of its keys (Plan.KeyGroups), and its
+// records cross no nodes. The partitions must divide the flow's
+// fragments. An event in another partition is still counted where its key
+// is, only not beside its reader.
+func WithKeyedPartitions() SourceOption { return SourceOption{keyed: true} }
+
+// KeyPartition is the partition of a source with partitions partitions
+// that holds key under WithKeyedPartitions: its hash as KeyBy takes it,
+// with the key codec KeyBy uses by default, mod partitions. It is the
+// partitioner for the producers of such a source.
+func KeyPartition[K comparable](key K, partitions int) (int, error) {
+	if partitions < 1 {
+		return 0, fmt.Errorf("key partition: %d partitions", partitions)
+	}
+	kc, err := DefaultKeyCodec[K]()
+	if err != nil {
+		return 0, fmt.Errorf("key partition: %w", err)
+	}
+	return shard.Fragment(keyHasher(kc)(key), partitions), nil
+}
 
 // NoWatermark is the watermark before any event: nothing is complete.
 const NoWatermark = math.MinInt64
@@ -91,6 +118,9 @@ func sourceOptions[T any](f *Flow, name string, d *sourceDef, opts []SourceOptio
 				d.et = &eventTime{}
 			}
 			d.et.maxDelay = int64(o.maxDelay)
+		}
+		if o.keyed {
+			d.keyed = true
 		}
 		if o.idle != 0 {
 			if o.idle < 0 {

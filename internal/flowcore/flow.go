@@ -86,11 +86,23 @@ func (f *Flow) Validate() error {
 		errs = append(errs, fmt.Errorf("flow %q has no source", f.name))
 	}
 	names := map[string]bool{}
+	keyed := ""
 	for _, s := range f.sources {
 		if names["source "+s.name] {
 			errs = append(errs, fmt.Errorf("flow %q: duplicate source name %q", f.name, s.name))
 		}
 		names["source "+s.name] = true
+		switch {
+		case !s.keyed || s.partitions < 1 || f.fragments < 1:
+		case f.fragments%s.partitions != 0:
+			errs = append(errs, fmt.Errorf("flow %q: source %q has keyed partitions, %d, which do not divide the flow's %d fragments: "+
+				"a partition would hold the keys of fragments on different nodes", f.name, s.name, s.partitions, f.fragments))
+		case keyed != "" && f.keyGroups() != s.partitions:
+			errs = append(errs, fmt.Errorf("flow %q: keyed sources %q and %q have %d and %d partitions: keyed sources must have as many",
+				f.name, keyed, s.name, f.keyGroups(), s.partitions))
+		default:
+			keyed = s.name
+		}
 	}
 	for _, v := range f.views {
 		if names["view "+v.spec.Name] {
@@ -108,6 +120,16 @@ func (f *Flow) Validate() error {
 		errs = append(errs, fmt.Errorf("flow %q has no view and no sink: its results would go nowhere", f.name))
 	}
 	return errors.Join(errs...)
+}
+
+// keyGroups is the partitions of the flow's first keyed source (0: none).
+func (f *Flow) keyGroups() int {
+	for _, s := range f.sources {
+		if s.keyed {
+			return s.partitions
+		}
+	}
+	return 0
 }
 
 // Compile validates the flow and returns it compiled for an engine. The flow
@@ -339,6 +361,7 @@ func (fn SinkFunc[T]) Write(out []Output[T]) error { return fn(out) }
 type sourceDef struct {
 	name       string
 	partitions int
+	keyed      bool       // WithKeyedPartitions
 	et         *eventTime // nil: no event time
 	open       func(r *Reader, p int, from int64) error
 }

@@ -24,6 +24,7 @@ type Plan struct {
 type SourceInfo struct {
 	Name       string
 	Partitions int
+	Keyed      bool // WithKeyedPartitions
 }
 
 // Name is the flow's name.
@@ -42,10 +43,16 @@ func (p *Plan) DeadLetters() DeadLetterSink { return p.f.deadSink }
 func (p *Plan) Sources() []SourceInfo {
 	out := make([]SourceInfo, len(p.f.sources))
 	for i, s := range p.f.sources {
-		out[i] = SourceInfo{Name: s.name, Partitions: s.partitions}
+		out[i] = SourceInfo{Name: s.name, Partitions: s.partitions, Keyed: s.keyed}
 	}
 	return out
 }
+
+// KeyGroups is how many groups a cluster places the fragments in (0:
+// each fragment on its own): the partitions of the flow's keyed sources
+// (WithKeyedPartitions), each read beside the fragments of its keys
+// (shard.Spec).
+func (p *Plan) KeyGroups() int { return p.f.keyGroups() }
 
 // Views lists the views' specs in declaration order.
 func (p *Plan) Views() []splice.Spec {
