@@ -58,9 +58,9 @@ func (s *latencySink) Write(out []flows.Output[bev]) error {
 
 // benchFlow is the workloads' flow: the keyed count (with a latency sink),
 // or the stateless map and filter.
-func benchFlow(src flows.Source[bev], fragments int, stateless bool, lat *latencySink, kept *atomic.Int64) *flows.Flow {
+func benchFlow(src flows.Source[bev], fragments int, stateless bool, lat *latencySink, kept *atomic.Int64, opts ...flows.SourceOption) *flows.Flow {
 	f := flows.New("bench", flows.WithFragments(max(fragments, 1)))
-	events := flows.From(f, "keys", src)
+	events := flows.From(f, "keys", src, opts...)
 	if stateless {
 		keep := flows.Filter(events, func(e bev) bool { return statelessKeep(e.K) })
 		flows.To(keep, flows.SinkFunc[bev](func(out []flows.Output[bev]) error {

@@ -145,6 +145,68 @@ func (r *sliceReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) 
 
 func (r *sliceReader) Close() error { return nil }
 
+// keyedSource serves the key sequence partitioned by key, as a source
+// under flows.WithKeyedPartitions is: partition p holds, in input order,
+// the events whose key has flows.KeyPartition(key, parts) == p. Every
+// 1024th event of a partition carries its read time, for latency.
+type keyedSource struct {
+	in   *input
+	pos  [][]uint32 // per partition: the positions of its events in in.idx
+	gate *fileGate  // nil: read at once
+}
+
+func newKeyedSource(in *input, parts int, gate *fileGate) (*keyedSource, error) {
+	of := make([]int, len(in.keys))
+	for k, key := range in.keys {
+		p, err := flows.KeyPartition(key, parts)
+		if err != nil {
+			return nil, err
+		}
+		of[k] = p
+	}
+	s := &keyedSource{in: in, pos: make([][]uint32, parts), gate: gate}
+	for i, k := range in.idx {
+		s.pos[of[k]] = append(s.pos[of[k]], uint32(i))
+	}
+	return s, nil
+}
+
+func (s *keyedSource) Partitions() int { return len(s.pos) }
+
+func (s *keyedSource) Open(p int, from int64) (flows.PartitionReader[bev], error) {
+	return &keyedReader{s: s, pos: s.pos[p], next: int(from)}, nil
+}
+
+type keyedReader struct {
+	s    *keyedSource
+	pos  []uint32
+	next int
+}
+
+func (r *keyedReader) Read(_ context.Context, b *flows.ReadBatch[bev], max int) error {
+	if !r.s.gate.opened() {
+		return nil
+	}
+	end := min(r.next+max, len(r.pos))
+	now := time.Now().UnixNano()
+	for i := r.next; i < end; i++ {
+		e := bev{K: r.s.in.keys[r.s.in.idx[r.pos[i]]]}
+		if i%sampleEvery == 0 {
+			e.T = now
+		}
+		b.Events = append(b.Events, e)
+		b.Offsets = append(b.Offsets, int64(i))
+	}
+	r.next = end
+	b.End = int64(end)
+	if r.next >= len(r.pos) {
+		return io.EOF
+	}
+	return nil
+}
+
+func (r *keyedReader) Close() error { return nil }
+
 // resetPeakRSS collects garbage, returns memory to the OS and resets the
 // process's RSS high-water mark (Linux); peakRSSMB reads it.
 func resetPeakRSS() {

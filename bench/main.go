@@ -46,6 +46,10 @@ type params struct {
 	keys       int
 	fragments  int
 	partitions int
+	// keyedParts, if positive, makes the cluster workloads' source keyed
+	// (flows.WithKeyedPartitions) with that many partitions, in place of
+	// partitions: the three-nodes-keyed row.
+	keyedParts int
 	rounds     int
 	batch      int // the engine's records per batch
 	// baselineBatch is the sharded baselines' records per batch, kept
@@ -255,6 +259,7 @@ func run(p params, out string, w io.Writer) error {
 		{"kafka-ingest", func() (Result, error) { return kafkaIngest(in, p, w) }},
 		{"nats-ingest", func() (Result, error) { return natsIngest(in, p, w) }},
 		{"three-nodes", func() (Result, error) { return threeNodes(in, p, w) }},
+		{"three-nodes-keyed", func() (Result, error) { return threeNodesKeyed(in, p, w) }},
 		{"failover", func() (Result, error) { return failover(in, p, w) }},
 		{"kafka-source", func() (Result, error) { return kafkaSource(in, p, w) }},
 		{"kafka-eos-sink", func() (Result, error) { return kafkaEOSSink(in, p, w) }},

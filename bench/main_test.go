@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -40,7 +41,7 @@ func TestSmallRun(t *testing.T) {
 	goals := map[string]string{"checkpoint-overhead": "ratio >= 0.9", "recovery": "restore_ms <= 1000", "query-latency": "p99_ms <= 5 and top_p99_ms <= 20", "watchers": "p99_ms <= 5", "two-stage": "ratio >= 0.5",
 		"http-ingest": "ratio >= 0.4", "kafka-source": "ratio >= 0.5", "kafka-eos-sink": "ratio >= 0.5",
 		"kafka-ingest": "ratio >= 0.5", "nats-ingest": "ratio >= 0.5",
-		"transport": "events_per_sec >= 1.5e+06", "three-nodes": "cpu_ratio <= 1.5",
+		"transport": "events_per_sec >= 1.5e+06", "three-nodes": "cpu_ratio <= 1.5", "three-nodes-keyed": "cpu_ratio <= 1.5",
 		"sliding-30m": "vs_tumbling >= 0.8", "session-windows": "ratio >= 0.5", "tumbling-1m": "ratio >= 0.6 and rss_ratio <= 2",
 		"keyed-count": "ratio >= 0.8"}
 	for _, r := range rs {
@@ -83,6 +84,10 @@ func TestSmallRun(t *testing.T) {
 	if r := byName["three-nodes"]; r.EventsPerSec <= 0 || r.BaselineEventsPerSec <= 0 || r.Ratio != r.EventsPerSec/r.BaselineEventsPerSec || r.CPUNsPerEvent <= 0 ||
 		r.SeparateCPUNsPerEvent < 0 || !strings.Contains(r.Note, "3 separate one-node processes at once") {
 		t.Errorf("three-nodes = %+v", r)
+	}
+	if r := byName["three-nodes-keyed"]; r.EventsPerSec <= 0 || r.BaselineEventsPerSec <= 0 || r.CPUNsPerEvent <= 0 ||
+		!strings.Contains(r.Note, "no record crossed nodes") {
+		t.Errorf("three-nodes-keyed = %+v", r)
 	}
 	if r := byName["failover"]; r.RestoreMs <= 0 || r.CatchUpMs < r.RestoreMs || r.CPUNsPerEvent <= 0 {
 		t.Errorf("failover = %+v", r)
@@ -166,5 +171,28 @@ func TestClusterRunSpanProfile(t *testing.T) {
 	}
 	if fi.Size() == 0 {
 		t.Error("empty profile: the node never began it (or never stopped it)")
+	}
+}
+
+// A keyed source on three nodes, one SIGKILLed a third of the way in:
+// its partitions' readers and fragments move together to their groups'
+// standbys (shard.Spec), and the count is exact, each event applied once
+// (clusterRun fails on more). Nothing crosses nodes, after the kill too:
+// a group's new owner reads its partitions.
+func TestKeyedSourceNodeKilledExact(t *testing.T) {
+	in := newInput(60_000, 300)
+	p := params{in: in, fragments: 8, partitions: 4, keyedParts: 4}
+	res, err := clusterRun(p, 3, countMap(in), func(nodes []*benchNode) error {
+		if err := nodes[2].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			return err
+		}
+		<-nodes[2].done
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.exact.IsZero() || res.crossed != 0 {
+		t.Errorf("span = %+v; want an exact view, and no record crossed nodes", res)
 	}
 }
