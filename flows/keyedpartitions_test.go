@@ -10,13 +10,14 @@ import (
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/flowstest"
 	"github.com/tessera-streams/tessera/internal/flowcore"
+	"github.com/tessera-streams/tessera/shard"
 )
 
 // A key's partition under WithKeyedPartitions (KeyPartition) is its
 // fragment mod the partitions, for string and integer keys: the fragment
 // a keyed view finds the key in, which is where KeyBy routes it. So a
 // partition's keys all belong to the fragments its reader is placed with
-// (shard.Spec).
+// (shard.Spec). The ingest connectors partition keyed events by it.
 func TestKeyPartitionIsTheFragmentModThePartitions(t *testing.T) {
 	plans := map[int]*flowcore.Plan{}
 	for _, parts := range []int{1, 2, 4, 8} {
@@ -45,6 +46,10 @@ func TestKeyPartitionIsTheFragmentModThePartitions(t *testing.T) {
 		}
 		if p, err := flows.KeyPartition(w, parts); err != nil || p != frag%parts {
 			t.Fatalf("KeyPartition(%q, %d) = %d, %v; its fragment %d", w, parts, p, err, frag)
+		}
+		// The ingest connectors' partition of a keyed event.
+		if p, _ := flows.KeyPartition(w, parts); p != shard.Fragment(shard.String(w), parts) {
+			t.Fatalf("KeyPartition(%q, %d) = %d, the ingest connectors' partition %d", w, parts, p, shard.Fragment(shard.String(w), parts))
 		}
 		n := int64(len(w)) * 7919
 		frag, err = views[1].FragmentOf(flowcoreKey(n))

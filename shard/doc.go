@@ -9,6 +9,9 @@
 //   - Place ranks members for a fragment by rendezvous (highest random weight)
 //     hashing; the first is the owner, the next R-1 are standbys.
 //   - Assign builds the whole table and Diff lists what moves between tables.
+//   - Spec.LayOut places a flow: fragments, their standbys, source
+//     partitions' readers and alerts; with Groups, fragments ≡ mod Groups
+//     together and a keyed source's partitions beside their fragments.
 //   - Majority decides whether a side of a split cluster may own fragments:
 //     more than half of the last agreed membership, or exactly half with its
 //     lowest-ordered member (see its doc for why a side without a majority

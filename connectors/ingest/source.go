@@ -26,7 +26,10 @@ type Config[T any] struct {
 	// JSON into T, trailing data refused.
 	Decode func([]byte) (T, error)
 	// Key, if set, places each event: partition = hash(Key(event)) mod
-	// Partitions. Nil: each request goes whole to one partition, the next
+	// Partitions, flows.KeyPartition's partition: a flow that keys the
+	// events by the same string can read the source with
+	// flows.WithKeyedPartitions, and no event crosses nodes to its
+	// fragment. Nil: each request goes whole to one partition, the next
 	// one round-robin.
 	Key func(T) string
 	// MaxBody is the largest request body; default 8 MiB.

@@ -43,8 +43,11 @@ type IngestConfig[T any] struct {
 	// an event it rejects fails its whole request (400). Nil: JSON into T.
 	Decode func([]byte) (T, error)
 	// Key, if set, places each event: partition = hash(Key(event)) mod
-	// the topic's partitions. Nil: each request goes whole to one
-	// partition, the next one round-robin.
+	// the topic's partitions, flows.KeyPartition's partition: a flow that
+	// keys the events by the same string can read the topic with
+	// flows.WithKeyedPartitions, and no event crosses nodes to its
+	// fragment. Nil: each request goes whole to one partition, the next
+	// one round-robin.
 	Key func(T) string
 	// MaxBody is the largest request body; default 1 MiB, Kafka's default
 	// largest record batch, so that one event always fits a record.

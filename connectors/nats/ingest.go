@@ -42,7 +42,9 @@ type IngestConfig[T any] struct {
 	// an event it rejects fails its whole request (400). Nil: JSON into T.
 	Decode func([]byte) (T, error)
 	// Key, if set, places each event: partition = hash(Key(event)) mod
-	// len(Subjects). Nil: each request goes whole to one partition: with an
+	// len(Subjects), flows.KeyPartition's partition (a flow keyed by the
+	// same string can read the subjects with flows.WithKeyedPartitions).
+	// Nil: each request goes whole to one partition: with an
 	// idempotency key, hash(key) mod len(Subjects), so that a retry on any
 	// node goes where the first attempt went; without, the next one
 	// round-robin.
