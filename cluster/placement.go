@@ -53,17 +53,7 @@ func Place(plan *flowcore.Plan, members []Member, epoch uint64) Placement {
 		p.Remotes[m.Name] = m.Remote
 	}
 	slices.Sort(p.Members)
-	spec := shard.Spec{Fragments: plan.Fragments(), Groups: plan.KeyGroups(), Alerts: len(plan.Alerts()) > 0}
-	for _, s := range plan.Sources() {
-		spec.Partitions += s.Partitions
-		for q := range s.Partitions {
-			if !s.Keyed {
-				q = -1
-			}
-			spec.Keyed = append(spec.Keyed, q)
-		}
-	}
-	l := spec.LayOut(p.Members)
+	l := plan.LayoutSpec().LayOut(p.Members)
 	p.Fragments, p.Standbys, p.Readers, p.Alerts = l.Fragments, l.Standbys, l.Readers, l.Alerts
 	return p
 }

@@ -15,7 +15,9 @@
 //     that died), a fence at once when no majority hears the node, and
 //     back from a fence the old placement resumed (actor.Engine.Resume) or
 //     a newer one applied;
-//   - placement is shard.LayOut over a node's live members, and a change
+//   - placement is the flow's layout over a node's live members
+//     (flowcore.Plan.LayoutSpec, as cluster.Place lays it out: keyed
+//     sources' partitions beside their fragments), and a change
 //     is carried out from shard.Changes, the plan actor.Engine.Place
 //     carries out too: kept fragments learn the epoch, lost ones take a
 //     final checkpoint and are handed off, gained ones restore their

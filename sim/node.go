@@ -777,7 +777,7 @@ func (n *node) follows() error {
 		n.fence()
 	case shard.StepPlace, shard.StepResume:
 		next := &placed{epoch: s.Epoch, members: s.Members, leaving: s.Leaving,
-			layout: shard.LayOut(s.Members, c.plan.Fragments(), len(c.parts), false)}
+			layout: c.plan.LayoutSpec().LayOut(s.Members)}
 		err := n.place(next, s)
 		n.follow.Done(s, err)
 		return err
@@ -806,7 +806,7 @@ func (n *node) fence() {
 	n.frags, n.readers, n.pending = map[int]*frag{}, map[int]*reader{}, map[int]bool{}
 	others := slices.DeleteFunc(slices.Clone(n.placed.members), func(m string) bool { return m == n.name })
 	n.placed = &placed{epoch: n.placed.epoch, members: others,
-		layout: shard.LayOut(others, c.plan.Fragments(), len(c.parts), false)}
+		layout: c.plan.LayoutSpec().LayOut(others)}
 }
 
 // placementEpoch is the largest epoch of a live member, as
@@ -846,7 +846,7 @@ func (n *node) place(next *placed, s shard.Step) error {
 			}
 		}
 		if len(running) > 0 {
-			oldOwners = shard.LayOut(running, c.plan.Fragments(), len(c.parts), false).Fragments
+			oldOwners = c.plan.LayoutSpec().LayOut(running).Fragments
 		}
 		cold = len(running) == 0 && n.agreedEpoch > 0 // a restart: it placed before
 	} else {

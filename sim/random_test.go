@@ -77,6 +77,12 @@ func TestRandomSchedules(t *testing.T) {
 	runSchedules(t, scheduleCount(t, 1000), "TestRandomSchedules", newCountWorld)
 }
 
+// The same schedules over a source partitioned by the key: fragments move
+// in groups, each with its partition's reader (shard.Spec).
+func TestRandomKeyedSchedules(t *testing.T) {
+	runSchedules(t, scheduleCount(t, 300), "TestRandomKeyedSchedules", newKeyedCountWorld)
+}
+
 // scheduleCount is how many schedules a random test runs: -schedules, or
 // full, a tenth of it with the race detector on or -short.
 func scheduleCount(t *testing.T, full int) int {

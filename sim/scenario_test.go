@@ -66,7 +66,7 @@ func (s *scenario) init(cfg sim.Config, fragments, parts, stages int) error {
 	if os.Getenv("SIM_TRACE") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	w, err := newWorld(cfg, fragments, parts, stages)
+	w, err := newWorld(cfg, fragments, parts, stages, false)
 	s.w = w
 	return err
 }

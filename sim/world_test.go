@@ -37,7 +37,16 @@ type worldMaker func(cfg sim.Config, fragments, parts, stages int) (scheduleWorl
 
 // newCountWorld is the world of counts and counts of counts.
 func newCountWorld(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error) {
-	return newWorld(cfg, fragments, parts, stages)
+	return newWorld(cfg, fragments, parts, stages, false)
+}
+
+// newKeyedCountWorld is the count world over a source partitioned by the
+// key (flows.WithKeyedPartitions): each event goes to its key's partition,
+// and the fragments are rounded up to a multiple of the partitions, so
+// that the placement puts each partition's reader beside its keys'
+// fragments, moving them together.
+func newKeyedCountWorld(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error) {
+	return newWorld(cfg, (fragments+parts-1)/parts*parts, parts, stages, true)
 }
 
 func (w *world) sim() *sim.Cluster { return w.c }
@@ -54,7 +63,10 @@ type world struct {
 	stages int // 2: the groups stage after an exchange; 1: counts only
 	in     *flowstest.Input[int64]
 	parts  int
+	keyed  bool // each event in its key's partition (newKeyedCountWorld)
 	pushed int
+	at     [][2]int64 // each event's partition and offset, in push order
+	ends   []int64    // each partition's next offset
 	sink   map[flows.OutputID]flows.KV[string, int64]
 	// contradictions are outputs delivered twice with different values.
 	contradictions []string
@@ -74,10 +86,14 @@ func keyOf(v int64) string         { return fmt.Sprintf("k%02d", (v*7919)%worldK
 func groupOf(key string) string    { return fmt.Sprintf("g%d", shard.String(key)%worldGroups) }
 func partitionOf(i, parts int) int { return i % parts }
 
-func newWorld(cfg sim.Config, fragments, parts, stages int) (*world, error) {
-	w := &world{in: flowstest.NewInput[int64](parts), parts: parts, stages: stages, sink: map[flows.OutputID]flows.KV[string, int64]{}}
+func newWorld(cfg sim.Config, fragments, parts, stages int, keyed bool) (*world, error) {
+	w := &world{in: flowstest.NewInput[int64](parts), parts: parts, stages: stages, keyed: keyed, sink: map[flows.OutputID]flows.KV[string, int64]{}}
 	f := flows.New("sim", flows.WithFragments(fragments))
-	evs := flows.From(f, "events", w.in)
+	var opts []flows.SourceOption
+	if keyed {
+		opts = append(opts, flows.WithKeyedPartitions())
+	}
+	evs := flows.From(f, "events", w.in, opts...)
 	counts := flows.Count(flows.KeyBy(evs, keyOf)).View("counts")
 	upd := counts.Updates()
 	flows.To(upd, flows.SinkFunc[flows.KV[string, int64]](func(out []flows.Output[flows.KV[string, int64]]) error {
@@ -100,10 +116,20 @@ func newWorld(cfg sim.Config, fragments, parts, stages int) (*world, error) {
 	return w, nil
 }
 
-// push appends n events, spread over the partitions.
+// push appends n events, spread over the partitions, or each in its
+// key's partition in a keyed world.
 func (w *world) push(n int) {
 	for range n {
-		w.in.Push(partitionOf(w.pushed, w.parts), int64(w.pushed))
+		p := partitionOf(w.pushed, w.parts)
+		if w.keyed {
+			p, _ = flows.KeyPartition(keyOf(int64(w.pushed)), w.parts)
+		}
+		w.in.Push(p, int64(w.pushed))
+		if w.ends == nil {
+			w.ends = make([]int64, w.parts)
+		}
+		w.at = append(w.at, [2]int64{int64(p), w.ends[p]})
+		w.ends[p]++
 		w.pushed++
 	}
 }
@@ -165,10 +191,8 @@ func (w *world) problems() []string {
 		seen[[2]int64{int64(id.Partition), id.Offset}]++
 	}
 	missing, twice := 0, 0
-	for i := range w.pushed {
-		p := partitionOf(i, w.parts)
-		off := int64(i / w.parts)
-		switch seen[[2]int64{int64(p), off}] {
+	for _, at := range w.at {
+		switch seen[at] {
 		case 0:
 			missing++
 		case 1:

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tessera-streams/tessera/shard"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -53,6 +54,24 @@ func (p *Plan) Sources() []SourceInfo {
 // (WithKeyedPartitions), each read beside the fragments of its keys
 // (shard.Spec).
 func (p *Plan) KeyGroups() int { return p.f.keyGroups() }
+
+// LayoutSpec is what a cluster places of the flow (shard.Spec): its
+// fragments, in groups beside its keyed sources' partitions (KeyGroups),
+// every source partition's reader, and its alerts. cluster.Place and the
+// simulation lay it out.
+func (p *Plan) LayoutSpec() shard.Spec {
+	s := shard.Spec{Fragments: p.f.fragments, Groups: p.f.keyGroups(), Alerts: len(p.f.alerts) > 0}
+	for _, src := range p.f.sources {
+		s.Partitions += src.partitions
+		for q := range src.partitions {
+			if !src.keyed {
+				q = -1
+			}
+			s.Keyed = append(s.Keyed, q)
+		}
+	}
+	return s
+}
 
 // Views lists the views' specs in declaration order.
 func (p *Plan) Views() []splice.Spec {
