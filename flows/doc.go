@@ -21,6 +21,11 @@
 // spliced: a keyed view is the union of their keys, an aggregate view
 // merges their partials with the view's algebra (package splice).
 //
+// A key's fragment is its hash mod the fragments. A source whose producers
+// put each key in partition KeyPartition(key, partitions) says so with
+// WithKeyedPartitions: in a cluster each partition is then read on the
+// node that owns its keys' fragments, and its records cross no nodes.
+//
 // # Outputs
 //
 // Every output has an OutputID fixed by its cause: the input event (its
