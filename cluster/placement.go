@@ -321,6 +321,10 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 				}
 			}
 			n.cfg.Logger.Info("placement changed", "epoch", p.Epoch, "members", p.Members)
+			if g := plan.KeyGroups(); g > 0 && g < len(p.Members) {
+				n.cfg.Logger.Warn("the flow's keyed sources have fewer partitions than the cluster has members: some members own nothing",
+					"partitions", g, "members", len(p.Members))
+			}
 		}
 	}
 }
