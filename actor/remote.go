@@ -140,9 +140,8 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) *silence {
 			continue
 		}
 		for {
-			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			err := dialRemote(addr)
 			if err == nil {
-				c.Close()
 				break
 			}
 			if time.Now().After(deadline) {
@@ -158,6 +157,16 @@ func (e *Engine) awaitRemotes(cl *ClusterConfig) *silence {
 		}
 	}
 	return silent
+}
+
+// dialRemote reports whether a node's remote at addr accepts a TCP
+// connection within 200 ms (nil), closing it at once.
+func dialRemote(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
 
 // silence is the members of a placement whose remote did not answer when
@@ -214,12 +223,9 @@ func (e *Engine) probeSilent(l *layout) {
 		defer e.bg.Done()
 		var heard []string
 		for _, name := range names {
-			c, err := net.DialTimeout("tcp", l.cl.Remotes[name], 200*time.Millisecond)
-			if err != nil {
-				continue
+			if dialRemote(l.cl.Remotes[name]) == nil {
+				heard = append(heard, name)
 			}
-			c.Close()
-			heard = append(heard, name)
 		}
 		s.mu.Lock()
 		for _, name := range heard {
