@@ -25,7 +25,6 @@ type Plan struct {
 type SourceInfo struct {
 	Name       string
 	Partitions int
-	Keyed      bool // WithKeyedPartitions
 }
 
 // Name is the flow's name.
@@ -44,7 +43,7 @@ func (p *Plan) DeadLetters() DeadLetterSink { return p.f.deadSink }
 func (p *Plan) Sources() []SourceInfo {
 	out := make([]SourceInfo, len(p.f.sources))
 	for i, s := range p.f.sources {
-		out[i] = SourceInfo{Name: s.name, Partitions: s.partitions, Keyed: s.keyed}
+		out[i] = SourceInfo{Name: s.name, Partitions: s.partitions}
 	}
 	return out
 }
