@@ -585,13 +585,9 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 	want := countMap(in)
 	var one, three, solo []clusterSpan
 	for round := range p.rounds {
-		r1, err := clusterRun(p, 1, want, nil)
+		r1, r3, err := oneAndThree(p, want)
 		if err != nil {
-			return Result{Name: "three-nodes"}, fmt.Errorf("one node: %w", err)
-		}
-		r3, err := clusterRun(p, 3, want, nil)
-		if err != nil {
-			return Result{Name: "three-nodes"}, fmt.Errorf("three nodes: %w", err)
+			return Result{Name: "three-nodes"}, err
 		}
 		rs, err := clustersRun(p, []int{1, 1, 1}, want, nil)
 		if err != nil {
@@ -618,6 +614,17 @@ func threeNodes(in *input, p params, w io.Writer) (Result, error) {
 	return r, nil
 }
 
+// oneAndThree runs the keyed count of p on one node, then on three.
+func oneAndThree(p params, want map[string]int64) (r1, r3 clusterSpan, err error) {
+	if r1, err = clusterRun(p, 1, want, nil); err != nil {
+		return r1, r3, fmt.Errorf("one node: %w", err)
+	}
+	if r3, err = clusterRun(p, 3, want, nil); err != nil {
+		return r1, r3, fmt.Errorf("three nodes: %w", err)
+	}
+	return r1, r3, nil
+}
+
 // keyedParts is the partitions of the three-nodes-keyed row's source,
 // halved until they divide the fragments.
 const keyedParts = 16
@@ -639,13 +646,9 @@ func threeNodesKeyed(in *input, p params, w io.Writer) (Result, error) {
 	want := countMap(in)
 	var one, three []clusterSpan
 	for round := range p.rounds {
-		r1, err := clusterRun(p, 1, want, nil)
+		r1, r3, err := oneAndThree(p, want)
 		if err != nil {
-			return Result{Name: "three-nodes-keyed"}, fmt.Errorf("one node: %w", err)
-		}
-		r3, err := clusterRun(p, 3, want, nil)
-		if err != nil {
-			return Result{Name: "three-nodes-keyed"}, fmt.Errorf("three nodes: %w", err)
+			return Result{Name: "three-nodes-keyed"}, err
 		}
 		if r3.crossed != 0 {
 			return Result{Name: "three-nodes-keyed"}, fmt.Errorf("three nodes: %d records crossed nodes, with every partition beside its keys", r3.crossed)
