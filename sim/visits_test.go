@@ -19,7 +19,7 @@ func TestVisitsInOneProcessEqualReference(t *testing.T) {
 		seeds = 4 // each costs ten times as much, and finds no other race
 	}
 	for seed := uint64(1); seed <= seeds; seed++ {
-		v := newVisitsFlow(seed, 1+int(seed%5), 1+int(seed%3))
+		v := newVisitsFlow(seed, 1+int(seed%5), 1+int(seed%3), false)
 		d, err := flowstest.New(v.f, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		if err != nil {
 			t.Fatal(err)
@@ -71,6 +71,12 @@ func TestVisitsInOneProcessEqualReference(t *testing.T) {
 // starts from nothing while every copy is on members that are down).
 func TestRandomVisitSchedules(t *testing.T) {
 	runSchedules(t, scheduleCount(t, 100), "TestRandomVisitSchedules", newVisitsWorld)
+}
+
+// The same schedules over hits partitioned by user: fragments move in
+// groups, each with its partition's reader (shard.Spec).
+func TestRandomKeyedVisitSchedules(t *testing.T) {
+	runSchedules(t, scheduleCount(t, 50), "TestRandomKeyedVisitSchedules", newKeyedVisitsWorld)
 }
 
 // fixedVisitSeeds are schedules of the visits world that ended inexact:

@@ -225,6 +225,7 @@ type visitsFlow struct {
 	in      *flowstest.Input[hit]
 	rng     *rand.Rand
 	jitter  bool    // hits up to visitOutOfOrder - 1ms out of order
+	keyed   bool    // each user's hits in its partition (newKeyedVisitsWorld)
 	clocks  []int64 // per partition: the latest time of its hits
 	hits    []hit
 	lates   int
@@ -237,8 +238,9 @@ type visitsFlow struct {
 	want    *visitsWant
 }
 
-func newVisitsFlow(seed uint64, fragments, parts int) *visitsFlow {
+func newVisitsFlow(seed uint64, fragments, parts int, keyed bool) *visitsFlow {
 	v := &visitsFlow{
+		keyed:   keyed,
 		in:      flowstest.NewInput[hit](parts),
 		rng:     rand.New(rand.NewPCG(seed, 0x715175)),
 		clocks:  make([]int64, parts),
@@ -253,7 +255,11 @@ func newVisitsFlow(seed uint64, fragments, parts int) *visitsFlow {
 		v.clocks[p] = time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC).UnixNano()
 	}
 	f := flows.New("visits", flows.WithFragments(fragments))
-	hits := flows.From(f, "hits", v.in, flows.WithEventTime(func(h hit) time.Time { return time.Unix(0, h.At) }, visitOutOfOrder))
+	opts := []flows.SourceOption{flows.WithEventTime(func(h hit) time.Time { return time.Unix(0, h.At) }, visitOutOfOrder)}
+	if keyed {
+		opts = append(opts, flows.WithKeyedPartitions())
+	}
+	hits := flows.From(f, "hits", v.in, opts...)
 	p := flows.Process(flows.KeyBy(hits, func(h hit) string { return h.User }), visitHandler,
 		flows.InEventTimeOrder(), flows.WithStateTTL(visitTTL)).View("open")
 	out := p.Out()
@@ -280,17 +286,32 @@ func (v *visitsFlow) next(p int) hit {
 	v.clocks[p] += step * int64(time.Millisecond)
 	if g.IntN(40) == 0 {
 		v.lates++
+		for v.keyed && !v.inPartition(fmt.Sprintf("late%d", v.lates), p) {
+			v.lates++
+		}
 		back := 2*time.Minute + time.Duration(g.Int64N(8*60_000))*time.Millisecond
 		return hit{User: fmt.Sprintf("late%d", v.lates), At: v.clocks[p] - int64(back)}
 	}
 	h := hit{User: "hot", At: v.clocks[p]}
-	if g.IntN(2) == 0 {
-		h.User = fmt.Sprintf("c%02d", g.IntN(coldUsers))
+	if g.IntN(2) == 0 || (v.keyed && !v.inPartition("hot", p)) {
+		c := g.IntN(coldUsers)
+		// Keyed: the first cold user from c on whose partition is p.
+		for i := 0; v.keyed && i < coldUsers && !v.inPartition(fmt.Sprintf("c%02d", c), p); i++ {
+			c = (c + 1) % coldUsers
+		}
+		h.User = fmt.Sprintf("c%02d", c)
 	}
 	if v.jitter {
 		h.At -= g.Int64N(int64(visitOutOfOrder/time.Millisecond)) * int64(time.Millisecond)
 	}
 	return h
+}
+
+// inPartition reports whether user's hits belong in partition p of a
+// keyed source (flows.KeyPartition).
+func (v *visitsFlow) inPartition(user string, p int) bool {
+	q, _ := flows.KeyPartition(user, len(v.clocks))
+	return q == p
 }
 
 // push appends n hits, spread over the partitions.
@@ -412,7 +433,19 @@ type visitsWorld struct {
 // newVisitsWorld makes the visits world; it has its stages whatever
 // stages says.
 func newVisitsWorld(cfg sim.Config, fragments, parts, _ int) (scheduleWorld, error) {
-	v := newVisitsFlow(cfg.Seed, fragments, parts)
+	return visitsWorldOf(cfg, fragments, parts, false)
+}
+
+// newKeyedVisitsWorld is the visits world over a source partitioned by
+// user (flows.WithKeyedPartitions): each partition's hits are of its
+// users only, drawn as before but for the user, and the fragments are
+// rounded up to a multiple of the partitions.
+func newKeyedVisitsWorld(cfg sim.Config, fragments, parts, _ int) (scheduleWorld, error) {
+	return visitsWorldOf(cfg, (fragments+parts-1)/parts*parts, parts, true)
+}
+
+func visitsWorldOf(cfg sim.Config, fragments, parts int, keyed bool) (scheduleWorld, error) {
+	v := newVisitsFlow(cfg.Seed, fragments, parts, keyed)
 	c, err := sim.New(v.f, cfg)
 	if err != nil {
 		return nil, err
