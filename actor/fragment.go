@@ -178,6 +178,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		if err != nil {
 			fa.stats.Malformed.Add(1)
 			fa.e.cfg.Logger.Warn("malformed batch from another node", "fragment", fa.id, "sender", msg.sender.Id, "err", err)
+			from.Start = -1 // not known: the oldest batch in flight
 			fa.ack(c, from)
 			return
 		}
@@ -604,11 +605,11 @@ func (fa *fragmentActor) sends(c pa.Context, l *layout, sends []recovery.Send) {
 func (fa *fragmentActor) ack(c pa.Context, a recovery.From) {
 	switch to := a.Ref.(type) {
 	case *pa.PID:
-		c.Send(to, ackMsg{fragment: fa.id})
+		c.Send(to, ackMsg{fragment: fa.id, start: a.Start})
 	case exSender:
 		c.Send(to.pid, exAckMsg{seq: a.Seq, end: a.End})
 	case netSender:
-		c.Send(to.inbox, netAckMsg{sender: to.sender, fragment: uint32(fa.id), seq: a.Seq, end: a.End})
+		c.Send(to.inbox, netAckMsg{sender: to.sender, fragment: uint32(fa.id), seq: a.Seq, end: a.End, start: a.Start})
 	}
 }
 

@@ -34,6 +34,7 @@ type netAckMsg struct {
 	fragment uint32
 	seq      uint64
 	end      int64 // to an upstream fragment: recovery.From.End
+	start    int64 // to a reader: recovery.From.Start
 }
 
 // netDurableMsg is a fragment's announcement of its durable checkpoint to
@@ -103,6 +104,7 @@ type pendingAcks struct {
 	frags   []uint32
 	seqs    []uint64
 	ends    []int64
+	starts  []int64 // to a reader: each batch's start (wire.Acks.starts)
 	durable *wire.Durable
 }
 
@@ -154,6 +156,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 		if m.seq != 0 {
 			p.seqs = append(p.seqs, m.seq)
 			p.ends = append(p.ends, m.end)
+		} else {
+			p.starts = append(p.starts, m.start)
 		}
 	case netDurableMsg:
 		p := in.pending(c, m.reader)
@@ -171,8 +175,8 @@ func (in *inboxActor) Receive(c pa.Context) {
 			}
 			// The messages own their slices until they are sent.
 			if len(p.frags) > 0 {
-				c.Send(p.reader, &wire.Acks{Fragments: p.frags, Seqs: p.seqs, Ends: p.ends})
-				p.frags, p.seqs, p.ends = nil, nil, nil
+				c.Send(p.reader, &wire.Acks{Fragments: p.frags, Seqs: p.seqs, Ends: p.ends, Starts: p.starts})
+				p.frags, p.seqs, p.ends, p.starts = nil, nil, nil, nil
 			}
 			if p.durable != nil {
 				c.Send(p.reader, p.durable)

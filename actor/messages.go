@@ -16,7 +16,10 @@ type (
 		b      *flowcore.Batch
 		reader *pa.PID
 	}
-	ackMsg    struct{ fragment int }
+	ackMsg struct {
+		fragment int
+		start    int64 // the batch's PrevEnd (recovery.From.Start)
+	}
 	rewindMsg struct {
 		to       int64
 		fragment int

@@ -65,8 +65,13 @@ func (ra *readerActor) receive(c pa.Context) {
 	case pauseLeaseMsg:
 		ra.leaseEnded(c)
 	case *wire.Acks:
-		for _, f := range m.Fragments {
-			ra.ack(c, int(f))
+		named := len(m.Starts) == len(m.Fragments) // a node before acknowledgements named their batch: none
+		for i, f := range m.Fragments {
+			start := int64(-1)
+			if named {
+				start = m.Starts[i]
+			}
+			ra.ack(c, int(f), start)
 		}
 		ra.settle(c)
 	case *wire.Rewind:
@@ -101,7 +106,7 @@ func (ra *readerActor) receive(c pa.Context) {
 		}
 		ra.schedule(c, 0)
 	case ackMsg:
-		ra.ack(c, m.fragment)
+		ra.ack(c, m.fragment, m.start)
 		ra.settle(c)
 	case stopMsg:
 		ra.unpause(c, "the engine is stopping")
@@ -152,10 +157,11 @@ func (ra *readerActor) commit(c int64) {
 	}
 }
 
-// ack returns a credit of fragment f (a late ack from a fragment's old
-// owner changes nothing).
-func (ra *readerActor) ack(c pa.Context, f int) {
-	unblocked, ok := ra.cr.Ack(f, ra.e.cfg.Now())
+// ack returns the credit of fragment f's batch that began at start (-1:
+// the oldest in flight); an acknowledgement of no batch in flight changes
+// nothing (recovery.Credits.Ack).
+func (ra *readerActor) ack(c pa.Context, f int, start int64) {
+	unblocked, ok := ra.cr.Ack(f, start, ra.e.cfg.Now())
 	if !ok {
 		return
 	}

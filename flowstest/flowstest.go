@@ -401,7 +401,7 @@ func (d *Driver) ack(f int, to recovery.From) error {
 		d.machines[ref].Acked(to.Seq)
 		return d.ready(ref)
 	case readerRef:
-		if unblocked, _ := d.credits[ref].Ack(f, d.now); unblocked {
+		if unblocked, _ := d.credits[ref].Ack(f, to.Start, d.now); unblocked {
 			d.sendReader(int(ref), f)
 		}
 	}

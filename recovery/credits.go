@@ -25,8 +25,9 @@ const DefaultCredits = 4
 //   - a fragment has Credits batches in flight at most; a full batch for a
 //     fragment without a credit blocks the reader (no more polls) until an
 //     acknowledgement returns one: back-pressure reaches the source;
-//   - an acknowledgement beyond the credits (a late one from a fragment's
-//     old owner) is ignored;
+//   - an acknowledgement names its batch, by where it began: one of no
+//     batch in flight (late, from a fragment's old owner, or a second of
+//     the same batch) is ignored;
 //   - credits are taken back when a fragment moves (its batches went to an
 //     old owner) and when a fragment with batches in flight acknowledged
 //     nothing for CreditTimeout — then the reader rewinds to the oldest
@@ -90,17 +91,32 @@ func (c *Credits) Block(f int) bool {
 	return true
 }
 
-// Ack returns a credit of f; it reports whether f was blocked (its batch
-// should be sent now). A late acknowledgement changes nothing.
-func (c *Credits) Ack(f int, now time.Time) (unblocked, ok bool) {
+// Ack returns the credit of f's batch in flight that began at start (-1:
+// the oldest in flight, as a node of a version before acknowledgements
+// named their batch says); it reports whether f was blocked (its batch
+// should be sent now). An acknowledgement of no batch in flight — a late
+// one, of a batch whose credit was taken back, or a second one of the
+// same batch — changes nothing: returning a credit for it would return
+// another batch's, and that batch, if it was lost, would never be sent
+// again (sim visits seed 38150: a duplicated batch's second
+// acknowledgement stood for the partition's last batch, which was lost,
+// and the fragment never had the end of the partition).
+func (c *Credits) Ack(f int, start int64, now time.Time) (unblocked, ok bool) {
 	if f < 0 || f >= len(c.credits) || c.credits[f] >= c.max {
 		return false, false
 	}
+	u := c.unacked[f]
+	i := 0
+	if start >= 0 {
+		if i = slices.Index(u, start); i < 0 {
+			return false, false
+		}
+	}
+	if len(u) > 0 {
+		c.unacked[f] = append(u[:i], u[i+1:]...)
+	}
 	c.credits[f]++
 	c.inflight--
-	if u := c.unacked[f]; len(u) > 0 {
-		c.unacked[f] = append(u[:0], u[1:]...)
-	}
 	c.lastAck[f] = now
 	return c.unblock(f), true
 }

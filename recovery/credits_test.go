@@ -22,7 +22,7 @@ func TestCreditsBlockAckExpire(t *testing.T) {
 	if !c.Block(0) || c.Block(0) || c.MayPoll() {
 		t.Fatal("a blocked fragment does not stop polling once")
 	}
-	if unblocked, ok := c.Ack(0, t0.Add(2*time.Second)); !unblocked || !ok || !c.MayPoll() {
+	if unblocked, ok := c.Ack(0, 0, t0.Add(2*time.Second)); !unblocked || !ok || !c.MayPoll() {
 		t.Fatalf("ack: unblocked %v ok %v may poll %v", unblocked, ok, c.MayPoll())
 	}
 	if from, took := c.Expire(t0.Add(2*time.Second + CreditTimeout - 1)); took || from != -1 {
@@ -34,8 +34,44 @@ func TestCreditsBlockAckExpire(t *testing.T) {
 	if c.InFlight() != 0 || !c.CanSend(0) {
 		t.Fatal("expired credits not back")
 	}
-	if _, ok := c.Ack(0, t0); ok {
+	if _, ok := c.Ack(0, -1, t0); ok {
 		t.Fatal("a late acknowledgement returned a credit beyond the maximum")
+	}
+}
+
+// An acknowledgement returns the credit of the batch it names: a second
+// acknowledgement of the same batch (the network duplicated it) does not
+// stand for another batch in flight, which, lost, is then sent again
+// once its credit times out. Before, acknowledgements were counted: the
+// duplicate's took the lost last batch's place, the partition finished,
+// and its fragment never had the end (sim visits seed 38150). An
+// acknowledgement that names no batch (-1, from a node of the version
+// before) returns the oldest's.
+func TestCreditsAckNamesItsBatch(t *testing.T) {
+	c := NewCredits(1, 4, t0)
+	for _, from := range []int64{0, 10, 20} {
+		c.Sent(0, from, t0)
+	}
+	c.EOF()
+	if _, ok := c.Ack(0, 0, t0); !ok {
+		t.Fatal("the acknowledgement of the batch from 0 returned no credit")
+	}
+	if _, ok := c.Ack(0, 0, t0); ok {
+		t.Fatal("a second acknowledgement of the batch from 0 returned a credit")
+	}
+	if _, ok := c.Ack(0, 10, t0); !ok {
+		t.Fatal("the acknowledgement of the batch from 10 returned no credit")
+	}
+	if c.Flushed(false) || c.InFlight() != 1 {
+		t.Fatalf("finished, or %d in flight, with the batch from 20 lost", c.InFlight())
+	}
+	if from, took := c.Expire(t0.Add(CreditTimeout)); !took || from != 20 {
+		t.Fatalf("expire: from %d took %v, want the lost batch from 20", from, took)
+	}
+	c.Sent(0, 30, t0)
+	c.Sent(0, 40, t0)
+	if _, ok := c.Ack(0, -1, t0); !ok || len(c.unacked[0]) != 1 || c.unacked[0][0] != 40 {
+		t.Fatalf("an acknowledgement naming no batch left %v in flight, want [40]", c.unacked[0])
 	}
 }
 
@@ -64,7 +100,7 @@ func TestCreditsMoved(t *testing.T) {
 		t.Fatalf("moved with batches in flight: from %d, %d in flight", from, c.InFlight())
 	}
 	c.Sent(0, 12, t0)
-	c.Ack(0, t0)
+	c.Ack(0, 12, t0)
 	if from := c.Moved(0, t0, 20); from != 20 {
 		t.Fatalf("moved with every batch acknowledged: from %d, want the position 20", from)
 	}
@@ -79,7 +115,7 @@ func TestCreditsFinish(t *testing.T) {
 	if c.Flushed(false) {
 		t.Fatal("finished with a batch in flight")
 	}
-	c.Ack(0, t0)
+	c.Ack(0, 0, t0)
 	if c.Flushed(true) {
 		t.Fatal("finished while a fragment is behind")
 	}
@@ -121,7 +157,9 @@ func TestCreditsProperties(t *testing.T) {
 					c.Block(f)
 				}
 			case 2, 3:
-				c.Ack(f, now)
+				// A batch in flight, a duplicate or stale one, or none named.
+				start := rapid.SampledFrom([]int64{-1, pos - 10, pos - 20, pos - 30, pos}).Draw(t, "start")
+				c.Ack(f, start, now)
 			case 4:
 				c.Expire(now)
 			case 5:

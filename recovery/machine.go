@@ -196,6 +196,11 @@ type From struct {
 	// it does not know yet (it waits for a hand-off or a restore). The
 	// driver passes it back to the sender (AckedEnd).
 	End int64
+	// Start is set by the machine on every acknowledgement: where the
+	// batch began on its partition (its PrevEnd), which a reader's
+	// Credits.Ack matches against its batches in flight. A driver that
+	// acknowledges a batch it could not decode sets it to -1.
+	Start int64
 }
 
 type awaited struct {
@@ -381,6 +386,7 @@ func (m *Machine) Placement(epoch uint64) { m.placement = max(m.placement, epoch
 // Step judges a batch and, if it is admitted, applies it.
 func (m *Machine) Step(b *flowcore.Batch, from From) {
 	defer b.Release()
+	from.Start = b.PrevEnd
 	p := PartitionID{Source: b.Source, Partition: b.Partition}
 	if m.cfg.Confirm && m.plan.IsExchange(p.Source) {
 		// Where this fragment is on the sender's partition, for the

@@ -1083,9 +1083,10 @@ func (n *node) ack(f int, a recovery.From) {
 	c := n.c
 	switch ref := a.Ref.(type) {
 	case readerRef:
+		start := a.Start
 		c.send(n.name, ref.node, func(d *node) {
 			if r := d.readers[ref.part]; r != nil && d.inc == ref.inc {
-				r.ack(f)
+				r.ack(f, start)
 			}
 		})
 	case fragRef:
@@ -1249,8 +1250,8 @@ func (r *reader) send(f int) {
 	})
 }
 
-func (r *reader) ack(f int) {
-	unblocked, ok := r.cr.Ack(f, r.n.c.now)
+func (r *reader) ack(f int, start int64) {
+	unblocked, ok := r.cr.Ack(f, start, r.n.c.now)
 	if !ok {
 		return
 	}

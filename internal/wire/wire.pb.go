@@ -344,12 +344,17 @@ func (x *Batches) GetSeqs() []uint64 {
 // ends[i], to an upstream fragment, is how far the receiver had applied
 // the sender's partition when it took seqs[i] (-1: it does not know yet),
 // which a restored sender checks its copy against
-// (recovery.MachineConfig.Confirm).
+// (recovery.MachineConfig.Confirm). starts[i], to a reader, is where the
+// acknowledged batch began (its prev_end; -1: not known), so that a
+// second acknowledgement of one batch returns no other batch's credit
+// (recovery.Credits.Ack); a node before this field sends none, and its
+// acknowledgements return the oldest batch's.
 type Acks struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fragments     []uint32               `protobuf:"varint,1,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
 	Seqs          []uint64               `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
 	Ends          []int64                `protobuf:"varint,3,rep,packed,name=ends,proto3" json:"ends,omitempty"`
+	Starts        []int64                `protobuf:"varint,4,rep,packed,name=starts,proto3" json:"starts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +406,13 @@ func (x *Acks) GetSeqs() []uint64 {
 func (x *Acks) GetEnds() []int64 {
 	if x != nil {
 		return x.Ends
+	}
+	return nil
+}
+
+func (x *Acks) GetStarts() []int64 {
+	if x != nil {
+		return x.Starts
 	}
 	return nil
 }
@@ -2156,11 +2168,12 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\treader_id\x18\x04 \x01(\tR\breaderId\x12\x1c\n" +
 	"\tfragments\x18\x05 \x03(\rR\tfragments\x12\x18\n" +
 	"\arecords\x18\x06 \x03(\fR\arecords\x12\x12\n" +
-	"\x04seqs\x18\a \x03(\x04R\x04seqs\"L\n" +
+	"\x04seqs\x18\a \x03(\x04R\x04seqs\"d\n" +
 	"\x04Acks\x12\x1c\n" +
 	"\tfragments\x18\x01 \x03(\rR\tfragments\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12\x12\n" +
-	"\x04ends\x18\x03 \x03(\x03R\x04ends\"[\n" +
+	"\x04ends\x18\x03 \x03(\x03R\x04ends\x12\x16\n" +
+	"\x06starts\x18\x04 \x03(\x03R\x06starts\"[\n" +
 	"\aDurable\x12\x1c\n" +
 	"\tfragments\x18\x01 \x03(\rR\tfragments\x12\x18\n" +
 	"\aoffsets\x18\x02 \x03(\x03R\aoffsets\x12\x18\n" +
