@@ -795,13 +795,28 @@ func (n *node) follows() error {
 // did not move (nobody else can own its fragments under it), or applies
 // the newer one, waiting for the hand-offs of what it gains. Standby
 // copies it keeps stay (they are the copies of owners that hold a
-// majority, or did before the fence).
+// majority, or did before the fence). A checkpoint being written on a
+// slow disk is synced first, as Fence's settleWrites commits what the
+// fragments queued: left unsynced, it stayed in the store, a later
+// placement restored the fragment from it and ran on, and a crash then
+// lost it while fragments downstream had applied its outputs (sim visits
+// seed 36115 waited for good for a copy newer than any a live member
+// kept).
 func (n *node) fence() {
 	c := n.c
 	c.counts.Fences++
 	c.trace("%s lost its majority (agreed %v): it stops its fragments and readers", n.name, n.agreed)
 	for _, i := range sortedKeys(n.readers) {
 		_ = n.readers[i].r.Close()
+	}
+	for _, f := range sortedKeys(n.frags) {
+		if fr := n.frags[f]; fr.writing != nil && n.writable() {
+			fr.writing = nil
+			if err := n.st.Sync(); err != nil {
+				n.fail(fmt.Errorf("fragment %d: a checkpoint's sync at the fence: %w", f, err))
+				return
+			}
+		}
 	}
 	n.frags, n.readers, n.pending = map[int]*frag{}, map[int]*reader{}, map[int]bool{}
 	others := slices.DeleteFunc(slices.Clone(n.placed.members), func(m string) bool { return m == n.name })
