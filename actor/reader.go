@@ -187,6 +187,7 @@ func (ra *readerActor) rewind(c pa.Context, to int64, f int) {
 		// at one position for every fragment now.
 		ra.unpause(c, fmt.Sprintf("%s rewound to %d for fragment %d", ra.name(), to, f))
 	}
+	ra.cr.Resend(f, to, ra.e.cfg.Now()) // sent again from to, or reminded (-1: Expire took them back)
 	rewound, err := ra.r.RewindFor(f, to)
 	if err != nil {
 		ra.e.fail(err)

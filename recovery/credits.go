@@ -32,7 +32,9 @@ const DefaultCredits = 4
 //     old owner) and when a fragment with batches in flight acknowledged
 //     nothing for CreditTimeout — then the reader rewinds to the oldest
 //     unacknowledged batch, or a lost last batch would never show as a gap;
-//   - a rewind unblocks the reader and clears the end of the partition;
+//   - a rewind unblocks the reader and clears the end of the partition; a
+//     fragment's request to send again from an offset takes back the
+//     credits of its batches in flight from there (Resend);
 //   - the partition is finished once read to its end, nothing is due to a
 //     fragment without a credit, and every batch is acknowledged;
 //   - the source is committed up to the smallest offset every fragment's
@@ -161,6 +163,35 @@ func (c *Credits) Moved(f int, now time.Time, position int64) (from int64) {
 		from = position
 	}
 	return from
+}
+
+// Resend takes back the credits of f's batches in flight that begin at
+// or after to: f asked to be sent its partition again from to (it found a
+// gap), so the reader sends them again, and an acknowledgement of one
+// that still comes names no batch in flight. Without it, once
+// acknowledgements named their batch, a lost batch's credit came back
+// only after CreditTimeout, while the fragment's gap had already asked
+// for it again.
+func (c *Credits) Resend(f int, to int64, now time.Time) {
+	if f < 0 || f >= len(c.credits) {
+		return
+	}
+	u := c.unacked[f]
+	kept := u[:0]
+	for _, s := range u {
+		if s < to {
+			kept = append(kept, s)
+		}
+	}
+	n := len(u) - len(kept)
+	if n == 0 {
+		return
+	}
+	c.unacked[f] = kept
+	c.credits[f] += n
+	c.inflight -= n
+	c.lastAck[f] = now
+	c.unblock(f)
 }
 
 // Expire takes back the credits of fragments that acknowledged nothing

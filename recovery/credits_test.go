@@ -75,6 +75,30 @@ func TestCreditsAckNamesItsBatch(t *testing.T) {
 	}
 }
 
+// A fragment that asks to be sent again from an offset (a gap) gives
+// back the credits of its batches in flight from there: they are sent
+// again, and their late acknowledgements return nothing.
+func TestCreditsResend(t *testing.T) {
+	c := NewCredits(2, 3, t0)
+	for _, from := range []int64{0, 10, 20} {
+		c.Sent(0, from, t0)
+	}
+	c.Sent(1, 10, t0)
+	if c.CanSend(0) || !c.Block(0) {
+		t.Fatal("fragment 0 has a credit left, or was blocked already")
+	}
+	c.Resend(0, 10, t0)
+	if !c.CanSend(0) || !c.MayPoll() || c.InFlight() != 2 || len(c.unacked[0]) != 1 || c.unacked[0][0] != 0 {
+		t.Fatalf("after a resend from 10: can send %v, may poll %v, %d in flight, fragment 0's %v", c.CanSend(0), c.MayPoll(), c.InFlight(), c.unacked[0])
+	}
+	if _, ok := c.Ack(0, 20, t0); ok {
+		t.Fatal("the late acknowledgement of a batch sent again returned a credit")
+	}
+	if _, ok := c.Ack(0, 0, t0); !ok {
+		t.Fatal("the batch from 0, still in flight, lost its credit")
+	}
+}
+
 // A fragment that moved gives back its credits and names the oldest
 // offset in flight, which its new owner may never ask for.
 func TestCreditsReclaim(t *testing.T) {
@@ -161,7 +185,11 @@ func TestCreditsProperties(t *testing.T) {
 				start := rapid.SampledFrom([]int64{-1, pos - 10, pos - 20, pos - 30, pos}).Draw(t, "start")
 				c.Ack(f, start, now)
 			case 4:
-				c.Expire(now)
+				if rapid.Bool().Draw(t, "resend") {
+					c.Resend(f, pos-10*int64(rapid.IntRange(0, 3).Draw(t, "back")), now)
+				} else {
+					c.Expire(now)
+				}
 			case 5:
 				c.Reclaim(f, now)
 			case 6:

@@ -1267,6 +1267,7 @@ func (r *reader) ack(f int, start int64) {
 // a fragment that is not behind is sent its next batch even if nothing
 // changed (it may lack the watermark).
 func (r *reader) rewind(to int64, f int) {
+	r.cr.Resend(f, to, r.n.c.now) // sent again from to, or reminded (-1: Expire took them back)
 	rewound, err := r.r.RewindFor(f, to)
 	if err != nil {
 		r.n.c.errs = append(r.n.c.errs, err)
