@@ -810,12 +810,17 @@ func (n *node) fence() {
 		_ = n.readers[i].r.Close()
 	}
 	for _, f := range sortedKeys(n.frags) {
-		if fr := n.frags[f]; fr.writing != nil && n.writable() {
-			fr.writing = nil
-			if err := n.st.Sync(); err != nil {
-				n.fail(fmt.Errorf("fragment %d: a checkpoint's sync at the fence: %w", f, err))
-				return
-			}
+		fr := n.frags[f]
+		if fr.writing == nil {
+			continue
+		}
+		if !n.writable() {
+			return // a full disk: the node crashed, as a failed sync stops it
+		}
+		fr.writing = nil
+		if err := n.st.Sync(); err != nil {
+			n.fail(fmt.Errorf("fragment %d: a checkpoint's sync at the fence: %w", f, err))
+			return
 		}
 	}
 	n.frags, n.readers, n.pending = map[int]*frag{}, map[int]*reader{}, map[int]bool{}
