@@ -320,7 +320,9 @@ func (n *Node) Run(ctx context.Context) error {
 		default:
 		}
 		ecfg.RemoteTLS = cfg.Security.RemoteTLS
-		n.joinRunning(ctx, plan, ecfg.Cluster, kept.Epoch > 0)
+		// Cold (ColdStart) when no member runs and the cluster placed
+		// before: this node did, or a member gossips it did (counted).
+		n.joinRunning(ctx, plan, ecfg.Cluster, kept.Epoch > 0 || counted.Epoch > 0)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
 	if cfg.DataDir != "" {

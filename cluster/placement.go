@@ -133,7 +133,8 @@ func sortedNames(m map[string]string) []string { return slices.Sorted(maps.Keys(
 // partitions it takes start where the cluster committed them (the running
 // nodes' GET /v1/cluster), not at the start of this node's empty store.
 // The running nodes own what the placement over them alone gives them.
-// restart: the node applied a placement before (DataDir/membership.json).
+// restart: the node, or a member it sees, applied a placement before
+// (DataDir/membership.json, the members' gossiped agreed membership).
 func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.ClusterConfig, restart bool) {
 	var running []Member
 	for _, m := range n.mem.Members() {
@@ -143,9 +144,10 @@ func (n *Node) joinRunning(ctx context.Context, plan *flowcore.Plan, cl *actor.C
 	}
 	if len(running) == 0 {
 		// The cluster starts, or restarts: nothing to take over. In a
-		// restart (this node placed before) the others may keep newer
-		// copies of its fragments than its own: it was away while they
-		// ran them (sim visits seed 10488).
+		// restart (this node, or a member, placed before) the others may
+		// keep newer copies of its fragments than its own: it was away
+		// while they ran them (sim visits seed 10488), or it is new and
+		// has none while they restart (sim visits seed 53505).
 		cl.ColdStart = restart
 		return
 	}

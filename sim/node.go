@@ -868,7 +868,12 @@ func (n *node) place(next *placed, s shard.Step) error {
 		if len(running) > 0 {
 			oldOwners = c.plan.LayoutSpec().LayOut(running).Fragments
 		}
-		cold = len(running) == 0 && n.agreedEpoch > 0 // a restart: it placed before
+		// A restart (it placed before), or a cluster that placed before
+		// whose members all restart: a new node that joined it then
+		// started every fragment from nothing beside the copies of the
+		// members that ran them (seed 53505 delivered count updates
+		// again with other values).
+		cold = len(running) == 0 && (n.agreedEpoch > 0 || n.counted().Epoch > 0)
 	} else {
 		oldOwners = n.placed.layout.Fragments
 	}

@@ -284,8 +284,16 @@ func TestRandomKeyedVisitSchedules(t *testing.T) {
 //     fragment 0; a crash then lost it, and fragment 1 waited for good for
 //     a copy as new as what fragment 0 had applied. The fence now syncs
 //     the write first, as the engine's Fence commits what was queued.
+//   - 53505 (two nodes; one left, a third started, the last original
+//     killed at the end of the input and restarted, a fourth started)
+//     delivered 598 count updates again with other values: the fourth
+//     node placed while no member ran, as a cluster's first start, and
+//     started both fragments from nothing beside the restarted node's
+//     copies. A first placement that finds no member running now gathers
+//     the live members' copies if the cluster placed before — this node
+//     did, or a member gossips it did — (cluster.Node's ColdStart too).
 var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1099, 1123, 1361, 2037, 2383, 2403, 3669, 5068, 6779, 7390, 8311, 6345, 10488,
-	19205, 20409, 22890, 24836, 32097, 36115, 38150}
+	19205, 20409, 22890, 24836, 32097, 36115, 38150, 53505}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
