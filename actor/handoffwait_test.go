@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	pa "github.com/asynkron/protoactor-go/actor"
+
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/internal/wire"
@@ -51,6 +53,23 @@ func onePartition(t *testing.T, events int64) (plan *flowcore.Plan, copyOf func(
 		return &recovery.Checkpoint{Full: true, Manifest: recovery.Manifest{Epoch: epoch, Fragments: plan.Fragments(),
 			Offsets: map[recovery.PartitionID]int64{{Source: 0, Partition: 0}: end}}}
 	}
+}
+
+// handledBy returns once fragment actor pid of e handled what was sent it
+// before: its mailbox takes one sender's messages in order.
+func handledBy(t *testing.T, e *Engine, pid *pa.PID) {
+	t.Helper()
+	if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitsIn reports whether the view "total" of e answers that fragment f
+// is unavailable, and what it answered.
+func waitsIn(e *Engine, f int) (bool, error) {
+	_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
+	var ue *splice.UnavailableError
+	return errors.As(err, &ue) && slices.Contains(ue.Fragments, f), err
 }
 
 // startAlone starts plan with cfg (quiet, if it has no logger) on node a
@@ -166,12 +185,8 @@ func TestColdStartGathersTheOthersCopies(t *testing.T) {
 			e := startAloneCold(t, plan, Config{Store: store}, 8, "b", []string{"b"}, nil, cold)
 			l := e.layout.Load()
 			pid, st := l.frags[l.local[f]], l.fstats[l.local[f]]
-			if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
-				t.Fatal(err)
-			}
-			_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
-			var ue *splice.UnavailableError
-			if waits := errors.As(err, &ue) && slices.Contains(ue.Fragments, f); waits != cold {
+			handledBy(t, e, pid)
+			if waits, err := waitsIn(e, f); waits != cold {
 				t.Fatalf("before b answers, the view answers %v; want fragment %d waiting: %v", err, f, cold)
 			}
 			if !cold {
@@ -182,9 +197,7 @@ func TestColdStartGathersTheOthersCopies(t *testing.T) {
 			}
 			// b's answer to the gather: its copy of the lineage it ran.
 			e.sys.Root.Send(pid, handoffMsg{cp: newer, lineage: newer.Manifest.Epoch, placement: 8, from: "b"})
-			if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
-				t.Fatal(err)
-			}
+			handledBy(t, e, pid)
 			if got := st.RestoredEpoch.Load(); got != newer.Manifest.Epoch {
 				t.Fatalf("the fragment runs from epoch %#x, want b's copy %#x (its own is %#x)", got, newer.Manifest.Epoch, own.Manifest.Epoch)
 			}

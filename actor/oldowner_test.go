@@ -1,16 +1,11 @@
 package actor
 
 import (
-	"context"
-	"errors"
-	"slices"
 	"testing"
-	"time"
 
 	pa "github.com/asynkron/protoactor-go/actor"
 
 	"github.com/tessera-streams/tessera/recovery"
-	"github.com/tessera-streams/tessera/splice"
 )
 
 // The ends of a wait for a hand-off when the node named as the old owner
@@ -44,19 +39,9 @@ func TestWhenTheOldOwnerHandsNothingOff(t *testing.T) {
 		l := e.layout.Load()
 		return e, l.frags[l.local[f]], l.fstats[l.local[f]]
 	}
-	// handled returns once the fragment handled what was sent it before:
-	// its mailbox takes one sender's messages in order.
-	handled := func(t *testing.T, e *Engine, pid *pa.PID) {
-		t.Helper()
-		if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waiting := func(t *testing.T, e *Engine) bool {
-		t.Helper()
-		_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
-		var ue *splice.UnavailableError
-		return errors.As(err, &ue) && slices.Contains(ue.Fragments, f)
+	waits := func(e *Engine) bool {
+		w, _ := waitsIn(e, f)
+		return w
 	}
 	runsFrom := func(t *testing.T, st *FragmentStats, want *recovery.Checkpoint, why string) {
 		t.Helper()
@@ -69,8 +54,8 @@ func TestWhenTheOldOwnerHandsNothingOff(t *testing.T) {
 	t.Run("none to hand off, none here: it starts from nothing", func(t *testing.T) {
 		e, pid, st := start(t, false)
 		e.sys.Root.Send(pid, noHandoffMsg{from: "b", placement: 8})
-		handled(t, e, pid)
-		if waiting(t, e) {
+		handledBy(t, e, pid)
+		if waits(e) {
 			t.Fatal("still waiting after b had none to hand off and a keeps no copy")
 		}
 		if got := st.RestoredEpoch.Load(); got != 0 {
@@ -81,13 +66,13 @@ func TestWhenTheOldOwnerHandsNothingOff(t *testing.T) {
 	t.Run("none to hand off, a copy here: it gathers the live members' copies", func(t *testing.T) {
 		e, pid, st := start(t, true)
 		e.sys.Root.Send(pid, noHandoffMsg{from: "b", placement: 8})
-		handled(t, e, pid)
-		if !waiting(t, e) {
+		handledBy(t, e, pid)
+		if !waits(e) {
 			t.Fatalf("started from its own copy (epoch %#x) without asking the live members", st.RestoredEpoch.Load())
 		}
 		e.sys.Root.Send(pid, handoffMsg{cp: newest, lineage: newest.Manifest.Epoch, placement: 8, from: "c", asked: true})
 		e.sys.Root.Send(pid, noHandoffMsg{from: "b", placement: 8})
-		handled(t, e, pid)
+		handledBy(t, e, pid)
 		runsFrom(t, st, newest, "both answered the gather")
 	})
 
@@ -95,14 +80,14 @@ func TestWhenTheOldOwnerHandsNothingOff(t *testing.T) {
 		e, pid, st := start(t, true)
 		// Ahead of a's own copy: taken as a hand-off, it would run.
 		e.sys.Root.Send(pid, handoffMsg{cp: offer, lineage: offer.Manifest.Epoch, placement: 8, from: "b", asked: true})
-		handled(t, e, pid)
-		if !waiting(t, e) {
+		handledBy(t, e, pid)
+		if !waits(e) {
 			t.Fatalf("took b's offered copy as a hand-off: runs from %#x", st.RestoredEpoch.Load())
 		}
 		// b answers the gather with the same copy; c with the newest.
 		e.sys.Root.Send(pid, handoffMsg{cp: offer, lineage: offer.Manifest.Epoch, placement: 8, from: "b", asked: true})
 		e.sys.Root.Send(pid, handoffMsg{cp: newest, lineage: newest.Manifest.Epoch, placement: 8, from: "c", asked: true})
-		handled(t, e, pid)
+		handledBy(t, e, pid)
 		runsFrom(t, st, newest, "the gather's newest copy")
 	})
 
@@ -110,14 +95,14 @@ func TestWhenTheOldOwnerHandsNothingOff(t *testing.T) {
 		e, pid, st := start(t, true)
 		e.sys.Root.Send(pid, noHandoffMsg{from: "b", placement: 8})
 		e.sys.Root.Send(pid, handoffMsg{cp: newest, lineage: newest.Manifest.Epoch, placement: 8, from: "c", asked: true})
-		handled(t, e, pid)
-		if !waiting(t, e) {
+		handledBy(t, e, pid)
+		if !waits(e) {
 			t.Fatalf("the gather ended with b unanswered: runs from %#x", st.RestoredEpoch.Load())
 		}
 		// b, unanswered, is gone from placement 9: the gather has every
 		// answer it can get.
 		e.sys.Root.Send(pid, epochMsg{epoch: 9, live: []string{"c"}, members: []string{"a", "c"}})
-		handled(t, e, pid)
+		handledBy(t, e, pid)
 		runsFrom(t, st, newest, "the members left answered")
 	})
 }

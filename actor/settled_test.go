@@ -50,15 +50,9 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 
 	// Each answer comes once the messages sent before it are handled:
 	// the fragment's mailbox takes one sender's messages in order.
-	handled := func() {
-		t.Helper()
-		if _, err := e.sys.Root.RequestFuture(pid, ckptReq{}, 10*time.Second).Result(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	unavailable := func(when string) {
 		t.Helper()
-		handled()
+		handledBy(t, e, pid)
 		_, err := splice.Evaluate(context.Background(), e, splice.Request{View: "total"})
 		var ue *splice.UnavailableError
 		if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "newest settled checkpoint") {
@@ -75,7 +69,7 @@ func TestFragmentBehindItsSettledCheckpointWaits(t *testing.T) {
 	unavailable("offered a copy older than the settled checkpoint")
 
 	e.sys.Root.Send(pid, handoffMsg{cp: newest, lineage: newest.Manifest.Epoch, placement: 7, from: "d"})
-	handled()
+	handledBy(t, e, pid)
 	if got := st.RestoredEpoch.Load(); got != newest.Manifest.Epoch {
 		t.Fatalf("the fragment runs from epoch %#x, want the settled checkpoint's copy (%#x)", got, newest.Manifest.Epoch)
 	}
