@@ -296,19 +296,10 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		var counted agreed
-		if n.place, counted, first, err = n.settle(ctx, n.mem, plan, max(cfg.Expect, 1), kept); err != nil {
+		if ecfg.Cluster, first, err = n.placeFirst(ctx, plan, kept); err != nil {
 			ln.Close()
 			return err
 		}
-		n.agr = counted.next(n.place, kept)
-		if err := saveAgreed(cfg.DataDir, n.agr); err != nil {
-			ln.Close()
-			return err
-		}
-		n.mem.SetAgreed(n.agr)
-		ecfg.Cluster = n.place.engine(cfg.Name)
-		ecfg.Cluster.Agreement, ecfg.Cluster.Caught = n.agr.agreement(), kept.Caught
 		ecfg.Live = n.mem.Alive
 		if ecfg.PauseLimit == 0 {
 			ecfg.PauseLimit = PauseLimit
@@ -320,9 +311,6 @@ func (n *Node) Run(ctx context.Context) error {
 		default:
 		}
 		ecfg.RemoteTLS = cfg.Security.RemoteTLS
-		// Cold (ColdStart) when no member runs and the cluster placed
-		// before: this node did, or a member gossips it did (counted).
-		n.joinRunning(ctx, plan, ecfg.Cluster, kept.Epoch > 0 || counted.Epoch > 0)
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
 	}
 	if cfg.DataDir != "" {

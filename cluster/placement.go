@@ -117,6 +117,29 @@ func (n *Node) settle(ctx context.Context, m *Membership, plan *flowcore.Plan, e
 	}
 }
 
+// placeFirst waits for the cluster to settle and makes the node's first
+// placement: kept is the membership it last agreed on (DataDir), zero for
+// a node that never placed. It returns the engine's cluster config and
+// the follower's step that the engine's start carries out.
+func (n *Node) placeFirst(ctx context.Context, plan *flowcore.Plan, kept agreed) (*actor.ClusterConfig, shard.Step, error) {
+	place, counted, first, err := n.settle(ctx, n.mem, plan, max(n.cfg.Expect, 1), kept)
+	if err != nil {
+		return nil, shard.Step{}, err
+	}
+	n.place = place
+	n.agr = counted.next(place, kept)
+	if err := saveAgreed(n.cfg.DataDir, n.agr); err != nil {
+		return nil, shard.Step{}, err
+	}
+	n.mem.SetAgreed(n.agr)
+	cl := place.engine(n.cfg.Name)
+	cl.Agreement, cl.Caught = n.agr.agreement(), kept.Caught
+	// Cold (ColdStart) when no member runs and the cluster placed
+	// before: this node did, or a member gossips it did (counted).
+	n.joinRunning(ctx, plan, cl, kept.Epoch > 0 || counted.Epoch > 0)
+	return cl, first, nil
+}
+
 func names(ms []Member) []string {
 	out := make([]string, len(ms))
 	for i, m := range ms {
