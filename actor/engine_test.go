@@ -43,7 +43,20 @@ func TestMain(m *testing.M) {
 		runMembers(spec) // the other members of TestReleaseWaitsForAMajorityToKnow; never returns
 	}
 	remoteStarting = awaitRemotesGone
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(settleRemotes{m})
+}
+
+// settleRemotes runs the tests, then waits for the last ones' remotes as
+// the next test's would (awaitRemotesGone): an endpoint writer whose dial
+// failed sleeps 2 s before it ends, past goleak's own retries.
+type settleRemotes struct{ m *testing.M }
+
+func (s settleRemotes) Run() int {
+	code := s.m.Run()
+	remotesMu.Lock()
+	remotesEnded()
+	remotesMu.Unlock()
+	return code
 }
 
 // awaitRemotesGone waits (at most 20 s) until the remotes of the tests
@@ -55,6 +68,12 @@ func TestMain(m *testing.M) {
 func awaitRemotesGone(sys *pa.ActorSystem) {
 	remotesMu.Lock()
 	defer remotesMu.Unlock()
+	remotesEnded()
+	remotes = append(remotes, sys)
+}
+
+// remotesEnded is awaitRemotesGone's wait, under remotesMu.
+func remotesEnded() {
 	buf := make([]byte, 4<<20)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		remotes = slices.DeleteFunc(remotes, func(s *pa.ActorSystem) bool { return !hasEndpointWriters(s) })
@@ -64,7 +83,6 @@ func awaitRemotesGone(sys *pa.ActorSystem) {
 			break
 		}
 	}
-	remotes = append(remotes, sys)
 }
 
 // The actor systems whose remotes the tests started, while they may
