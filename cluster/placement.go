@@ -282,7 +282,7 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		ms := n.mem.Members()
 		leaving := n.mem.Leaving()
 		own := n.caughtUp()
-		if time.Since(retold) >= retellEvery {
+		if time.Since(retold) >= shard.DefaultFollow.Retell {
 			// A report may be lost: the members that gossip they have
 			// not caught up with the placement are told again.
 			retold = time.Now()
@@ -353,11 +353,6 @@ func (n *Node) follow(stop <-chan struct{}, plan *flowcore.Plan) {
 		}
 	}
 }
-
-// retellEvery is how often a node tells its report of its placement
-// again to the members that gossip they have not caught up with it
-// (actor.Engine.Retell).
-const retellEvery = time.Second
 
 // othersCaughtUp reports whether the node applied a placement without
 // it, and every live member of that placement gossips it caught up with

@@ -22,11 +22,15 @@ type FollowConfig struct {
 	// newer epoch the others placed meanwhile reaches it before it takes
 	// its old placement up again (StepResume).
 	Resume time.Duration
+	// Retell: how often a node that applied a placement tells its report
+	// of it (CatchUp) again to the members that say they have not caught
+	// up with it, as a report may be lost (actor.Engine.Retell).
+	Retell time.Duration
 }
 
 // DefaultFollow is the real cluster's timing (cluster.Node), which the
 // simulation uses too.
-var DefaultFollow = FollowConfig{Start: time.Second, Settle: 300 * time.Millisecond, Resume: 3 * time.Second}
+var DefaultFollow = FollowConfig{Start: time.Second, Settle: 300 * time.Millisecond, Resume: 3 * time.Second, Retell: time.Second}
 
 // View is what a node sees of the cluster at one moment: the input of a
 // Follower's Next.

@@ -47,6 +47,7 @@ type node struct {
 	// follow decides when the node places, fences and resumes: the
 	// real node's rule (shard.Follower), fed what this node sees.
 	follow *shard.Follower
+	fc     shard.FollowConfig // follow's timing: the real node's
 	// agreed is the membership of the last placement this node applied
 	// (its members, not the nodes leaving it), and agreedEpoch its placement epoch: the
 	// list a majority is counted against (shard.Majority). Like the
@@ -84,6 +85,7 @@ type node struct {
 	holdUntil time.Time
 	pending   map[int]bool
 	lastBeat  time.Time
+	retold    time.Time // when it last told its report again (tellCaughtUpTo)
 	// settled is what the node knows of every fragment's newest settled
 	// checkpoint (recovery.Settled): from its own fragments, its peers
 	// (tellSettled) and the answers to its gathers. A real node keeps it
@@ -384,9 +386,10 @@ func (n *node) start() error {
 	n.handedOffBy = map[int]sender{}
 	n.superseded = map[int]*recovery.Checkpoint{}
 	n.catch = shard.CatchUp{}
-	fc := shard.DefaultFollow
-	fc.Start = c.cfg.Settle
-	n.follow = shard.NewFollower(fc)
+	n.fc = shard.DefaultFollow
+	n.fc.Start = c.cfg.Settle
+	n.follow = shard.NewFollower(n.fc)
+	n.retold = time.Time{}
 	n.high = max(n.high, n.epoch) + 1
 	n.epoch = n.high
 	c.trace("%s started (incarnation %d)", n.name, n.inc)
@@ -450,8 +453,11 @@ func (n *node) tick() {
 	if c.now.Sub(n.lastBeat) >= c.cfg.Heartbeat {
 		n.lastBeat = c.now
 		n.beat()
-		// A report may be lost: the members that say they have not
-		// caught up are told again, as cluster.Node has its engine do.
+	}
+	// A report may be lost: the members that say they have not caught
+	// up are told again, as often as cluster.Node has its engine do.
+	if c.now.Sub(n.retold) >= n.fc.Retell {
+		n.retold = c.now
 		if b := n.behind(); len(b) > 0 {
 			n.tellCaughtUpTo(b)
 		}
