@@ -520,10 +520,14 @@ func (m *Machine) rewind(p PartitionID, ask *From, to int64) {
 func (m *Machine) result(err error, from From, applied bool) {
 	var ee *flowcore.EventError
 	if errors.As(err, &ee) {
+		// The timers that failed in this batch fire again in the replay
+		// of the checkpoint the failure restores.
+		m.frag.TimerDeadLetters()
 		m.ready.Acks = append(m.ready.Acks, from)
 		m.failure(ee)
 		return
 	}
+	m.ready.DeadLetters = append(m.ready.DeadLetters, m.frag.TimerDeadLetters()...)
 	if err != nil {
 		m.ready.Errors = append(m.ready.Errors, err)
 	}

@@ -85,7 +85,7 @@ func (c *Context[K, S, O]) Now() time.Time { return c.fr.now }
 // the timer's time (the zero time for sources without event time, and in
 // processing-time timers).
 func (c *Context[K, S, O]) Timestamp() time.Time {
-	if c.fr.cur.TS == 0 || c.dom == ProcessingTime && c.fr.cause == CauseProcessingTimer {
+	if c.fr.cur.TS == 0 || c.dom == ProcessingTime { // a processing-time timer, fired by the clock or at once in a handler
 		return time.Time{}
 	}
 	return time.Unix(0, c.fr.cur.TS)
@@ -159,13 +159,22 @@ func (c *Context[K, S, O]) DeleteEventTimer(at time.Time) {
 // event sets a new expiry and drops the wait; the wait, if it comes
 // first, expires the state or waits again.
 //
+// The wait is in the time of the timers it waits for: in event time
+// (waitDomain) at the latest of the key's event-time timers while it has
+// any, else in processing time (procWaitDomain) at the latest of its
+// processing-time timers. A processing-time instant is no event time: a
+// wait there in event time came due at once, forever, with the clock
+// behind the events, or held the state until the watermark reached a
+// time of the clock, long after the timer fired, with the clock ahead.
+//
 // Before waitDomain, a waiting expiry was a ttlDomain timer at the
 // timer's time, which a later event did not move (it moved its last event
 // time plus the TTL, a timer no longer there) and which a restore read as
 // a last event. A checkpoint of then restores as it did.
 const (
-	ttlDomain  TimeDomain = 2
-	waitDomain TimeDomain = 3
+	ttlDomain      TimeDomain = 2
+	waitDomain     TimeDomain = 3
+	procWaitDomain TimeDomain = 4
 )
 
 type procOp[K comparable, S, O any] struct {
@@ -313,6 +322,7 @@ func (p *procOp[K, S, O]) seen(k K, ts, at int64) bool {
 	} else {
 		// A key new, expired, or whose expiry waits (see waitDomain).
 		p.delDomain(k, waitDomain)
+		p.delDomain(k, procWaitDomain)
 		p.set(k, ttlDomain, satAdd(ts, p.ttl))
 	}
 	return satAdd(ts, p.ttl) <= at
@@ -572,7 +582,7 @@ func (p *procOp[K, S, O]) restoreBlock(b uint32, val []byte, seen func(K, procTi
 		p.idx[k] = i
 		nt := r.uvarint("timer count")
 		for range nt {
-			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(waitDomain) {
+			if r.err != nil || len(r.b) < 2 || r.b[0] > byte(procWaitDomain) {
 				r.fail("bad timer")
 				break
 			}
@@ -631,6 +641,11 @@ func (p *procOp[K, S, O]) fire(fr *Fragment, now time.Time) {
 		if !ok {
 			continue
 		}
+		if t.dom == procWaitDomain {
+			p.expireOrWait(t.key)
+			p.rearm(t.key, 0)
+			continue
+		}
 		if p.onTimer != nil {
 			ts := fr.wm()
 			if ts == NoWatermark {
@@ -666,13 +681,7 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 		}
 		if t.dom == ttlDomain || t.dom == waitDomain {
 			delete(p.lastTS, t.key)
-			if last, ok := p.lastTimer(t.key); ok {
-				// Timers of its own are pending: the state waits for them.
-				p.set(t.key, waitDomain, last)
-				p.rearm(t.key, 1)
-				continue
-			}
-			p.clearState(t.key)
+			p.expireOrWait(t.key)
 			p.rearm(t.key, 1)
 			continue
 		}
@@ -681,6 +690,20 @@ func (p *procOp[K, S, O]) fireEvent(fr *Fragment, wm int64) {
 			p.fireOne(fr, t, t.at)
 		}
 		p.rearmKey(t.key, t.pk, 1)
+	}
+}
+
+// expireOrWait expires key k's state, whose expiry came, unless timers of
+// its own are pending: then it waits for the latest of them, in event
+// time while any is an event-time timer, else in processing time (see
+// waitDomain).
+func (p *procOp[K, S, O]) expireOrWait(k K) {
+	if last, ok := p.lastTimer(k, EventTime); ok {
+		p.set(k, waitDomain, last)
+	} else if last, ok := p.lastTimer(k, ProcessingTime); ok {
+		p.set(k, procWaitDomain, last)
+	} else {
+		p.clearState(k)
 	}
 }
 

@@ -28,7 +28,7 @@ func (a procTimer) less(b procTimer) bool { return a.at < b.at || a.at == b.at &
 
 // heapOf is the heap a timer's domain fires from.
 func heapOf(dom TimeDomain) int {
-	if dom == ProcessingTime {
+	if dom == ProcessingTime || dom == procWaitDomain {
 		return 0
 	}
 	return 1
@@ -263,7 +263,7 @@ func (p *procTimers[K]) delDomain(k K, dom TimeDomain) {
 
 // own reports whether a timer of domain dom is one of the key's own, not
 // one that expires its state.
-func own(dom TimeDomain) bool { return dom != ttlDomain && dom != waitDomain }
+func own(dom TimeDomain) bool { return dom == ProcessingTime || dom == EventTime }
 
 // userTimers is the number of key k's pending timers of its own.
 func (p *procTimers[K]) userTimers(k K) int {
@@ -278,12 +278,13 @@ func (p *procTimers[K]) userTimers(k K) int {
 	return n
 }
 
-// lastTimer is the time of key k's latest pending timer of its own.
-func (p *procTimers[K]) lastTimer(k K) (int64, bool) {
+// lastTimer is the time of key k's latest pending timer of domain dom
+// (EventTime or ProcessingTime: its own).
+func (p *procTimers[K]) lastTimer(k K, dom TimeDomain) (int64, bool) {
 	last, ok := int64(NoWatermark), false
 	if pk := p.keys[k]; pk != nil {
 		for _, x := range pk.ts {
-			if own(x.dom) {
+			if x.dom == dom {
 				last, ok = max(last, x.at), true
 			}
 		}

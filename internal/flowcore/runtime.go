@@ -1174,12 +1174,26 @@ func (fr *Fragment) Advance(now time.Time) ([]DeadLetter, error) {
 		fr.curDom = t.dom
 		t.t.fire(fr, now)
 	}
-	dl := fr.timerErr
-	fr.timerErr = nil
+	dl := fr.TimerDeadLetters()
 	if err := fr.flushSinks(); err != nil {
 		return dl, fmt.Errorf("fragment %d sink: %w", fr.id, err)
 	}
 	return dl, nil
+}
+
+// TimerDeadLetters returns, and forgets, the dead letters of the timers
+// and window firings whose function panicked since it was last called:
+// event-time ones fire as Apply and Observe move the watermark. The
+// caller takes them after every Apply and Observe that did not fail: a
+// checkpoint taken after them holds the timer as fired, so a restore of
+// it fires the timer no more, and a dead letter still queued in the
+// fragment the restore replaces would be lost. After a failure the
+// caller restores the checkpoint before them, whose replay fires them
+// again.
+func (fr *Fragment) TimerDeadLetters() []DeadLetter {
+	dl := fr.timerErr
+	fr.timerErr = nil
+	return dl
 }
 
 // Query answers a view request from this fragment's state. The caller adds
