@@ -372,10 +372,7 @@ func checkSubscribers(t *rapid.T, poison bool) {
 	atOnce := newIDSink()
 	flows.To(flows.Map(p.Out(), subOutString), flows.SinkFunc[string](atOnce.write))
 	flows.Count(flows.KeyBy(p.Out(), func(o subOut) string { return o.Kind })).View("kinds")
-	d, err := flowstest.New(f, time.Unix(0, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDriver(t, f, time.Unix(0, 0))
 	defer d.Close()
 	d.BatchSize = rapid.IntRange(1, 30).Draw(t, "batch")
 	d.Faults = drawNetwork(t, rng)
@@ -396,14 +393,7 @@ func checkSubscribers(t *rapid.T, poison bool) {
 				want[u] = m.s
 			}
 		}
-		es, err := flowstest.EntriesOf[subState](d, "subs", splice.Query{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]subState{}
-		for _, e := range es {
-			got[e.Key] = e.Value
-		}
+		got := viewMap[subState](t, d, "subs")
 		same := func(a, b subState) bool {
 			return a.N == b.N && a.Rep == b.Rep && slices.Equal(a.Timers, b.Timers)
 		}
@@ -420,28 +410,11 @@ func checkSubscribers(t *rapid.T, poison bool) {
 		}
 	}
 	watermark := func() int64 {
-		wm := int64(math.MaxInt64)
-		for p := range parts {
-			if pushed[p] == 0 {
-				return math.MinInt64
-			}
-			last := int64(math.MinInt64)
-			for _, e := range parts[p][:pushed[p]] {
-				last = max(last, e.At.UnixNano())
-			}
-			wm = min(wm, last-int64(delay))
-		}
-		return wm
+		return pushedWatermark(parts, pushed, func(e subEv) time.Time { return e.At }, delay)
 	}
 	restarts := 0
 	for more, round := true, 0; more; round++ {
-		more = false
-		for p := range parts {
-			k := min(len(parts[p])-pushed[p], rng.IntN(25))
-			in.Push(p, parts[p][pushed[p]:pushed[p]+k]...)
-			pushed[p] += k
-			more = more || pushed[p] < len(parts[p])
-		}
+		more = pushSome(in, parts, pushed, rng, 25)
 		must(t, d.Drain())
 		switch rng.IntN(6) {
 		case 0:
@@ -459,11 +432,7 @@ func checkSubscribers(t *rapid.T, poison bool) {
 	}
 	must(t, d.Settle())
 	check(watermark(), "all pushed")
-	in.Close()
-	if rng.IntN(2) == 0 {
-		must(t, d.Crash(rng.IntN(fragments))) // as the end of the input makes everything due
-	}
-	must(t, d.Settle())
+	must(t, endInput(d, rng, fragments, in.Close))
 	check(math.MaxInt64, "the end")
 
 	var want []string
@@ -480,37 +449,11 @@ func checkSubscribers(t *rapid.T, poison bool) {
 		}
 	}
 	slices.Sort(want)
-	seen := map[flows.OutputID]subOut{}
-	var got []string
-	for _, o := range onCP.Outputs() {
-		if prev, ok := seen[o.ID]; ok {
-			if prev != o.Value {
-				t.Fatalf("on-checkpoint output %v delivered as %+v, then %+v", o.ID, prev, o.Value)
-			}
-			continue
-		}
-		seen[o.ID] = o.Value
-		got = append(got, subOutString(o.Value))
-	}
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
+	if got := idValues(t, "on-checkpoint outputs", onCP.Outputs(), subOutString); !slices.Equal(got, want) {
 		t.Fatalf("on-checkpoint outputs (%d):\n%s\nwant (%d):\n%s", len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
 	}
-	if len(atOnce.clash) > 0 {
-		t.Fatalf("at-once sink: ids with two values: %q", atOnce.clash)
-	}
-	if g := atOnce.values(); !slices.Equal(g, want) {
-		t.Fatalf("at-once outputs by id (%d):\n%s\nwant (%d):\n%s", len(g), strings.Join(g, "\n"), len(want), strings.Join(want, "\n"))
-	}
-	gotKinds := map[string]int64{}
-	es, err := flowstest.EntriesOf[int64](d, "kinds", splice.Query{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range es {
-		gotKinds[e.Key] = e.Value
-	}
-	if !maps.Equal(gotKinds, kinds) {
+	checkIDSink(t, "at-once", atOnce, want)
+	if gotKinds := viewMap[int64](t, d, "kinds"); !maps.Equal(gotKinds, kinds) {
 		t.Fatalf("outputs counted by kind downstream: %v, want %v", gotKinds, kinds)
 	}
 	// Each poisoned event dead-lettered, nothing else; once unless the
@@ -597,10 +540,7 @@ func TestOutsideProcessingTimerUnderStateTTL(t *testing.T) {
 }
 
 func processingTimerUnderTTL(t *testing.T, t0, clock time.Time, restart bool) {
-	in := flowstest.NewInput[click](1)
-	f := flows.New("ptimer-ttl", flows.WithFragments(1))
-	ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0)),
-		func(c click) string { return c.User })
+	in, f, ks := clickFlow("ptimer-ttl", 1, 1, 0)
 	fired := 0
 	flows.Process(ks, flows.Handler[string, click, int, string]{
 		OnEvent: func(c *flows.Context[string, int, string], e click) {
@@ -616,10 +556,7 @@ func processingTimerUnderTTL(t *testing.T, t0, clock time.Time, restart bool) {
 			}
 		},
 	}, flows.WithStateTTL(10*time.Minute)).View("n")
-	d, err := flowstest.New(f, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDriver(t, f, clock)
 	// The driver is not safe to use after a step that did not return
 	// within the limit: the test fails, and the step's goroutine keeps
 	// spinning until the test binary exits.
@@ -814,42 +751,21 @@ func TestOutsideFannedOutLinesInEventTimeOrder(t *testing.T) {
 			}
 		}), flows.SinkFunc[string](fan.write))
 
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, time.Unix(0, 0))
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 20).Draw(t, "batch")
 		must(t, pushInChunks(d, in, parts, rng, 15))
-		in.Close()
-		if rng.IntN(2) == 0 {
-			must(t, d.Crash(rng.IntN(fragments)))
-		}
-		must(t, d.Settle())
+		must(t, endInput(d, rng, fragments, in.Close))
 
-		for name, s := range map[string]*idSink{"on-checkpoint": onCP, "at-once": atOnce} {
-			if len(s.clash) > 0 {
-				t.Fatalf("%s sink: ids with two values: %q", name, s.clash)
-			}
-			if got := s.values(); !slices.Equal(got, want) {
-				t.Fatalf("%s sink holds %d outputs by id:\n%s\nwant %d:\n%s", name, len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
-			}
-		}
+		checkIDSink(t, "on-checkpoint", onCP, want)
+		checkIDSink(t, "at-once", atOnce, want)
 		if len(fan.clash) > 0 {
 			t.Fatalf("fan-out sink: ids with two values: %q", fan.clash)
 		}
 		if got := len(fan.values()); got != copies {
 			t.Fatalf("fan-out sink holds %d outputs by id, want %d", got, copies)
 		}
-		es, err := flowstest.EntriesOf[int64](d, "lines", splice.Query{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]int64{}
-		for _, e := range es {
-			got[e.Key] = e.Value
-		}
-		if !maps.Equal(got, counts) {
+		if got := viewMap[int64](t, d, "lines"); !maps.Equal(got, counts) {
 			t.Fatalf("lines counted: %v, want %v", got, counts)
 		}
 		// Each customer's count updates: 1 to its lines, once each.
@@ -913,6 +829,70 @@ func sessBucket(s sess) string {
 	return "many"
 }
 
+type sessOpen struct {
+	N            int
+	Start, Timer int64
+}
+
+// sessionStage is a per-user session Process in event-time order (and
+// opts): each event moves the user's timer to its time plus the gap, and
+// the timer emits the session and clears the state (a timer that finds no
+// session panics).
+func sessionStage(ks flows.KeyedStream[string, click], gap time.Duration, opts ...flows.StateOption) flows.Processed[string, sessOpen, sess] {
+	return flows.Process(ks, flows.Handler[string, click, sessOpen, sess]{
+		OnEvent: func(c *flows.Context[string, sessOpen, sess], e click) {
+			s, ok := c.State()
+			if !ok {
+				s.Start = e.At.UnixNano()
+			} else {
+				c.DeleteEventTimer(time.Unix(0, s.Timer))
+			}
+			s.N++
+			s.Timer = e.At.Add(gap).UnixNano()
+			c.SetEventTimer(time.Unix(0, s.Timer))
+			c.SetState(s)
+		},
+		OnTimer: func(c *flows.Context[string, sessOpen, sess], at time.Time) {
+			s, ok := c.State()
+			if !ok {
+				panic(fmt.Sprintf("timer of %q at %v without a session", c.Key(), at))
+			}
+			c.Emit(sess{User: c.Key(), N: s.N, Start: s.Start, End: at.UnixNano()})
+			c.ClearState()
+		},
+	}, append([]flows.StateOption{flows.InEventTimeOrder()}, opts...)...)
+}
+
+// sessionModel is the sessions of evs (any order) up to the watermark wm:
+// those closed, and per user the one open.
+func sessionModel(evs []click, gap time.Duration, wm int64) (closed []sess, open map[string]sessOpen) {
+	byUser := map[string][]int64{}
+	for _, c := range evs {
+		if ts := c.At.UnixNano(); ts <= wm {
+			byUser[c.User] = append(byUser[c.User], ts)
+		}
+	}
+	open = map[string]sessOpen{}
+	for u, ts := range byUser {
+		slices.Sort(ts)
+		s := sessOpen{Start: ts[0]}
+		for i, x := range ts {
+			if i > 0 && x >= ts[i-1]+int64(gap) {
+				closed = append(closed, sess{u, s.N, s.Start, ts[i-1] + int64(gap)})
+				s = sessOpen{Start: x}
+			}
+			s.N++
+			s.Timer = x + int64(gap)
+		}
+		if s.Timer <= wm {
+			closed = append(closed, sess{u, s.N, s.Start, s.Timer})
+		} else {
+			open[u] = s
+		}
+	}
+	return closed, open
+}
+
 func TestOutsideSessionsIntoHourlyTotals(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(t, "seed"), 29))
@@ -935,23 +915,7 @@ func TestOutsideSessionsIntoHourlyTotals(t *testing.T) {
 		}
 
 		// The model.
-		byUser := map[string][]int64{}
-		for _, c := range all {
-			byUser[c.User] = append(byUser[c.User], c.At.UnixNano())
-		}
-		var sessions []sess
-		for u, ts := range byUser {
-			slices.Sort(ts)
-			start, n := ts[0], 0
-			for i, x := range ts {
-				if i > 0 && x >= ts[i-1]+int64(gap) {
-					sessions = append(sessions, sess{u, n, start, ts[i-1] + int64(gap)})
-					start, n = x, 0
-				}
-				n++
-			}
-			sessions = append(sessions, sess{u, n, start, ts[len(ts)-1] + int64(gap)})
-		}
+		sessions, _ := sessionModel(all, gap, math.MaxInt64)
 		type bh struct {
 			b string
 			h int64
@@ -983,36 +947,8 @@ func TestOutsideSessionsIntoHourlyTotals(t *testing.T) {
 		slices.Sort(wantSess)
 		slices.Sort(wantHourly)
 
-		in := flowstest.NewInput[click](partitions)
-		f := flows.New("hourly", flows.WithFragments(fragments))
-		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, delay)),
-			func(c click) string { return c.User })
-		type open struct {
-			N            int
-			Start, Timer int64
-		}
-		s1 := flows.Process(ks, flows.Handler[string, click, open, sess]{
-			OnEvent: func(c *flows.Context[string, open, sess], e click) {
-				s, ok := c.State()
-				if !ok {
-					s.Start = e.At.UnixNano()
-				} else {
-					c.DeleteEventTimer(time.Unix(0, s.Timer))
-				}
-				s.N++
-				s.Timer = e.At.Add(gap).UnixNano()
-				c.SetEventTimer(time.Unix(0, s.Timer))
-				c.SetState(s)
-			},
-			OnTimer: func(c *flows.Context[string, open, sess], at time.Time) {
-				s, ok := c.State()
-				if !ok {
-					panic(fmt.Sprintf("timer of %q at %v without a session", c.Key(), at))
-				}
-				c.Emit(sess{User: c.Key(), N: s.N, Start: s.Start, End: at.UnixNano()})
-				c.ClearState()
-			},
-		}, flows.InEventTimeOrder(), flows.WithStateTTL(ttl))
+		in, f, ks := clickFlow("hourly", partitions, fragments, delay)
+		s1 := sessionStage(ks, gap, flows.WithStateTTL(ttl))
 		sessSink := newIDSink()
 		flows.To(flows.Map(s1.Out(), func(s sess) string { return fmt.Sprint(s) }), flows.SinkFunc[string](sessSink.write))
 		type tally struct{ Hour, Sessions, Events int64 }
@@ -1047,19 +983,12 @@ func TestOutsideSessionsIntoHourlyTotals(t *testing.T) {
 		flows.Aggregate(flows.KeyBy(s2.Out(), func(x hourly) string { return time.Unix(0, x.Hour).UTC().Format(time.RFC3339) }),
 			func() int64 { return 0 }, func(a int64, x hourly) int64 { return a + int64(x.Events) }).View("per hour")
 
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, time.Unix(0, 0))
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 40).Draw(t, "batch")
 		d.Faults = drawNetwork(t, rng)
 		must(t, pushInChunks(d, in, parts, rng, 30))
-		in.Close()
-		if rng.IntN(2) == 0 {
-			must(t, d.Crash(rng.IntN(fragments)))
-		}
-		must(t, d.Settle())
+		must(t, endInput(d, rng, fragments, in.Close))
 		// Each session of seven dead-lettered (once, or again after a
 		// restart), nothing else.
 		gotPoisoned := map[string]bool{}
@@ -1074,37 +1003,12 @@ func TestOutsideSessionsIntoHourlyTotals(t *testing.T) {
 		if !maps.Equal(gotPoisoned, poisoned) {
 			t.Fatalf("sessions dead-lettered %v, want %v", gotPoisoned, poisoned)
 		}
-		if len(sessSink.clash) > 0 {
-			t.Fatalf("sessions: ids with two values: %q", sessSink.clash)
-		}
-		if got := sessSink.values(); !slices.Equal(got, wantSess) {
-			t.Fatalf("sessions:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantSess, "\n"))
-		}
-		seen := map[flows.OutputID]hourly{}
-		var got []string
-		for _, o := range hourSink.Outputs() {
-			if prev, ok := seen[o.ID]; ok {
-				if prev != o.Value {
-					t.Fatalf("hourly total %v delivered as %+v, then %+v", o.ID, prev, o.Value)
-				}
-				continue
-			}
-			seen[o.ID] = o.Value
-			got = append(got, fmt.Sprint(o.Value))
-		}
-		slices.Sort(got)
+		checkIDSink(t, "sessions", sessSink, wantSess)
+		got := idValues(t, "hourly totals", hourSink.Outputs(), func(x hourly) string { return fmt.Sprint(x) })
 		if !slices.Equal(got, wantHourly) {
 			t.Fatalf("hourly totals:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantHourly, "\n"))
 		}
-		es, err := flowstest.EntriesOf[int64](d, "per hour", splice.Query{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotHour := map[string]int64{}
-		for _, e := range es {
-			gotHour[e.Key] = e.Value
-		}
-		if !maps.Equal(gotHour, perHour) {
+		if gotHour := viewMap[int64](t, d, "per hour"); !maps.Equal(gotHour, perHour) {
 			t.Fatalf("events per hour: %v, want %v", gotHour, perHour)
 		}
 		var events, longest int64
@@ -1184,10 +1088,7 @@ func TestOutsideIntDeviceViews(t *testing.T) {
 				c.SetState(s)
 			},
 		}).View("peak", flows.PublishIf(func(p peak) bool { return p.Peak >= 50 }), flows.ScoreBy(func(p peak) float64 { return float64(p.Peak) }))
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, time.Unix(0, 0))
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 20).Draw(t, "batch")
 
@@ -1221,16 +1122,6 @@ func TestOutsideIntDeviceViews(t *testing.T) {
 			s.last = max(s.last, ts)
 			s.peak.Peak = max(s.peak.Peak, r.V)
 			s.peak.N++
-		}
-		wmark := func() int64 {
-			wm := int64(math.MaxInt64)
-			for _, x := range maxTS {
-				if x == math.MinInt64 {
-					return math.MinInt64
-				}
-				wm = min(wm, x-int64(delay))
-			}
-			return wm
 		}
 		expire := func(wm int64) {
 			for _, s := range model {
@@ -1350,14 +1241,8 @@ func TestOutsideIntDeviceViews(t *testing.T) {
 				}
 				// Single keys, present or not.
 				for _, k := range devs {
-					v, err := d.Get(view.name, format(k))
 					w, ok := wantVal[format(k)]
-					switch {
-					case !ok && !errors.Is(err, splice.ErrNotFound):
-						t.Fatalf("%s: view %s key %d: %v, %v; want none", when, view.name, k, v, err)
-					case ok && (err != nil || v != w):
-						t.Fatalf("%s: view %s key %d: %v, %v; want %v", when, view.name, k, v, err, w)
-					}
+					checkGet(t, d, when, view.name, format(k), w, ok)
 				}
 			}
 		}
@@ -1382,7 +1267,7 @@ func TestOutsideIntDeviceViews(t *testing.T) {
 			must(t, d.Drain())
 			must(t, randomFault(d, rng, 5))
 			must(t, d.Settle())
-			expire(wmark())
+			expire(refWatermark(maxTS, delay))
 			checkViews(fmt.Sprintf("round %d", round))
 		}
 		in.Close()
@@ -1444,10 +1329,7 @@ func TestOutsideWindowResultsRekeyedDownstream(t *testing.T) {
 			func() total { return total{} }, func(a total, ch change) total { return total{a.N + ch.DN, a.Sum + ch.DSum} }).View("window totals")
 		flows.Count(flows.KeyBy(w.Results(), func(r flows.WindowResult[string, wstats]) int64 { return r.Start.UnixNano() })).View("firings")
 		flows.Count(flows.KeyBy(w.TooLate(), func(e wev) string { return e.Key })).View("too late")
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, time.Unix(0, 0))
 		defer d.Close()
 		d.BatchSize = c.batch
 		must(t, runOps(d, in, c.ops))
@@ -1480,44 +1362,15 @@ func TestOutsideWindowResultsRekeyedDownstream(t *testing.T) {
 		for _, e := range tooLate {
 			wantTooLate[strings.Fields(e)[0]]++
 		}
-		viewOf := func(name string) map[string]any {
-			es, err := d.Entries(name, splice.Query{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := map[string]any{}
-			for _, e := range es {
-				m[e.Key] = e.Value
-			}
-			return m
-		}
 		check := func(name string, want map[string]any) {
-			if got := viewOf(name); !maps.Equal(got, want) {
+			if got := viewMap[any](t, d, name); !maps.Equal(got, want) {
 				t.Fatalf("view %s:\n%v\nwant\n%v", name, got, want)
 			}
 		}
-		anyOf := func(m any) map[string]any {
-			out := map[string]any{}
-			switch m := m.(type) {
-			case map[string]wstats:
-				for k, v := range m {
-					out[k] = v
-				}
-			case map[string]total:
-				for k, v := range m {
-					out[k] = v
-				}
-			case map[string]int64:
-				for k, v := range m {
-					out[k] = v
-				}
-			}
-			return out
-		}
-		check("latest", anyOf(wantLatest))
-		check("window totals", anyOf(wantTotals))
-		check("firings", anyOf(wantFirings))
-		check("too late", anyOf(wantTooLate))
+		check("latest", anyValues(wantLatest))
+		check("window totals", anyValues(wantTotals))
+		check("firings", anyValues(wantFirings))
+		check("too late", anyValues(wantTooLate))
 	})
 }
 
@@ -1530,63 +1383,6 @@ func TestOutsideWindowResultsRekeyedDownstream(t *testing.T) {
 // source's watermark only: the open sessions of each source at every
 // check are a model's at that source's watermark, and the counts at the
 // end are the model's, with checkpoints, crashes and restarts between.
-
-type sessOpen struct {
-	N            int
-	Start, Timer int64
-}
-
-func sessionStage(ks flows.KeyedStream[string, click], gap time.Duration) flows.Processed[string, sessOpen, sess] {
-	return flows.Process(ks, flows.Handler[string, click, sessOpen, sess]{
-		OnEvent: func(c *flows.Context[string, sessOpen, sess], e click) {
-			s, ok := c.State()
-			if !ok {
-				s.Start = e.At.UnixNano()
-			} else {
-				c.DeleteEventTimer(time.Unix(0, s.Timer))
-			}
-			s.N++
-			s.Timer = e.At.Add(gap).UnixNano()
-			c.SetEventTimer(time.Unix(0, s.Timer))
-			c.SetState(s)
-		},
-		OnTimer: func(c *flows.Context[string, sessOpen, sess], at time.Time) {
-			s, _ := c.State()
-			c.Emit(sess{User: c.Key(), N: s.N, Start: s.Start, End: at.UnixNano()})
-			c.ClearState()
-		},
-	}, flows.InEventTimeOrder())
-}
-
-// sessionModel is the sessions of evs (any order) up to the watermark wm:
-// those closed, and per user the one open.
-func sessionModel(evs []click, gap time.Duration, wm int64) (closed []sess, open map[string]sessOpen) {
-	byUser := map[string][]int64{}
-	for _, c := range evs {
-		if ts := c.At.UnixNano(); ts <= wm {
-			byUser[c.User] = append(byUser[c.User], ts)
-		}
-	}
-	open = map[string]sessOpen{}
-	for u, ts := range byUser {
-		slices.Sort(ts)
-		s := sessOpen{Start: ts[0]}
-		for i, x := range ts {
-			if i > 0 && x >= ts[i-1]+int64(gap) {
-				closed = append(closed, sess{u, s.N, s.Start, ts[i-1] + int64(gap)})
-				s = sessOpen{Start: x}
-			}
-			s.N++
-			s.Timer = x + int64(gap)
-		}
-		if s.Timer <= wm {
-			closed = append(closed, sess{u, s.N, s.Start, s.Timer})
-		} else {
-			open[u] = s
-		}
-	}
-	return closed, open
-}
 
 func TestOutsideSourcesApartInEventTime(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
@@ -1624,49 +1420,28 @@ func TestOutsideSourcesApartInEventTime(t *testing.T) {
 		f := flows.New("apart", flows.WithFragments(fragments))
 		var sinks []*flowstest.Collector[sess]
 		for _, s := range srcs {
-			ks := flows.KeyBy(flows.From(f, s.name, s.in, flows.WithEventTime(func(c click) time.Time { return c.At }, s.delay)),
-				func(c click) string { return c.User })
+			ks := keyedClicks(f, s.name, s.in, s.delay)
 			p := sessionStage(ks, s.gap).View("open " + s.name)
 			flows.Count(flows.KeyBy(p.Out(), sessBucket)).View("buckets " + s.name)
 			sinks = append(sinks, flowstest.Collect(p.Out(), flows.OnCheckpoint()))
 		}
 		flows.Count(flows.KeyBy(flows.From(f, "tags", tags), flows.Identity[string])).View("tags")
-		d, err := flowstest.New(f, time.Unix(0, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, time.Unix(0, 0))
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 30).Draw(t, "batch")
 
 		check := func(when string, final bool) {
 			for _, s := range srcs {
 				var pushed []click
-				wm := int64(math.MaxInt64)
 				for p := range s.parts {
 					pushed = append(pushed, s.parts[p][:s.pos[p]]...)
-					if final {
-						continue
-					}
-					last := int64(math.MinInt64)
-					for _, c := range s.parts[p][:s.pos[p]] {
-						last = max(last, c.At.UnixNano())
-					}
-					if last == math.MinInt64 {
-						wm = math.MinInt64
-						break
-					}
-					wm = min(wm, last-int64(s.delay))
+				}
+				wm := int64(math.MaxInt64)
+				if !final {
+					wm = pushedWatermark(s.parts, s.pos, func(c click) time.Time { return c.At }, s.delay)
 				}
 				_, open := sessionModel(pushed, s.gap, wm)
-				es, err := flowstest.EntriesOf[sessOpen](d, "open "+s.name, splice.Query{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := map[string]sessOpen{}
-				for _, e := range es {
-					got[e.Key] = e.Value
-				}
-				if !maps.Equal(got, open) {
+				if got := viewMap[sessOpen](t, d, "open "+s.name); !maps.Equal(got, open) {
 					t.Fatalf("%s: open %s sessions %v, want %v (watermark %v)", when, s.name, got, open, time.Unix(0, wm).UTC())
 				}
 			}
@@ -1674,26 +1449,15 @@ func TestOutsideSourcesApartInEventTime(t *testing.T) {
 			for _, tg := range allTags {
 				want[tg]++
 			}
-			es, err := flowstest.EntriesOf[int64](d, "tags", splice.Query{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := map[string]int64{}
-			for _, e := range es {
-				got[e.Key] = e.Value
-			}
-			if !maps.Equal(got, want) {
+			if got := viewMap[int64](t, d, "tags"); !maps.Equal(got, want) {
 				t.Fatalf("%s: tags %v, want %v", when, got, want)
 			}
 		}
 		for round := 0; ; round++ {
 			more := false
 			for _, s := range srcs {
-				for p := range s.parts {
-					k := min(len(s.parts[p])-s.pos[p], rng.IntN(12))
-					s.in.Push(p, s.parts[p][s.pos[p]:s.pos[p]+k]...)
-					s.pos[p] += k
-					more = more || s.pos[p] < len(s.parts[p])
+				if pushSome(s.in, s.parts, s.pos, rng, 12) {
+					more = true
 				}
 			}
 			for range rng.IntN(4) {
@@ -1711,13 +1475,11 @@ func TestOutsideSourcesApartInEventTime(t *testing.T) {
 				break
 			}
 		}
-		for _, s := range srcs {
-			s.in.Close()
-		}
-		if rng.IntN(2) == 0 {
-			must(t, d.Crash(rng.IntN(fragments)))
-		}
-		must(t, d.Settle())
+		must(t, endInput(d, rng, fragments, func() {
+			for _, s := range srcs {
+				s.in.Close()
+			}
+		}))
 		check("the end", true)
 		for i, s := range srcs {
 			var all []click
@@ -1736,15 +1498,7 @@ func TestOutsideSourcesApartInEventTime(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s sessions:\n%s", s.name, diffLines(got, want))
 			}
-			es, err := flowstest.EntriesOf[int64](d, "buckets "+s.name, splice.Query{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			gotB := map[string]int64{}
-			for _, e := range es {
-				gotB[e.Key] = e.Value
-			}
-			if !maps.Equal(gotB, buckets) {
+			if gotB := viewMap[int64](t, d, "buckets "+s.name); !maps.Equal(gotB, buckets) {
 				t.Fatalf("%s buckets %v, want %v", s.name, gotB, buckets)
 			}
 		}
@@ -1807,10 +1561,7 @@ func TestOutsideProcessingTimeReminders(t *testing.T) {
 		atOnce := flowstest.Collect(p.Out())
 		flows.Count(flows.KeyBy(p.Out(), func(o remindOut) string { return o.Key })).View("fired")
 		start := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
-		d, err := flowstest.New(f, start)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := startDriver(t, f, start)
 		defer d.Close()
 		d.BatchSize = rapid.IntRange(1, 10).Draw(t, "batch")
 
@@ -1880,13 +1631,7 @@ func TestOutsideProcessingTimeReminders(t *testing.T) {
 			}
 			// The states now.
 			for k, m := range model {
-				v, err := d.Get("reminders", k)
-				switch {
-				case m.n == 0 && !errors.Is(err, splice.ErrNotFound):
-					t.Fatalf("round %d: key %q: %v, %v; want none", round, k, v, err)
-				case m.n > 0 && (err != nil || v != st{m.n, m.fired}):
-					t.Fatalf("round %d: key %q: %+v, %v; want %+v", round, k, v, err, st{m.n, m.fired})
-				}
+				checkGet(t, d, fmt.Sprintf("round %d", round), "reminders", k, st{m.n, m.fired}, m.n > 0)
 			}
 		}
 		in.Close()
@@ -1902,13 +1647,7 @@ func TestOutsideProcessingTimeReminders(t *testing.T) {
 			t.Fatalf("reminders at once:\n%s", diffLines(got, want))
 		}
 		for k, m := range model {
-			v, err := d.Get("fired", k)
-			switch {
-			case m.fired == 0 && !errors.Is(err, splice.ErrNotFound):
-				t.Fatalf("key %q fired %v, %v; want none", k, v, err)
-			case m.fired > 0 && (err != nil || v != int64(m.fired)):
-				t.Fatalf("key %q fired %v, %v; want %d", k, v, err, m.fired)
-			}
+			checkGet(t, d, "the end", "fired", k, int64(m.fired), m.fired > 0)
 		}
 	})
 }
@@ -1925,10 +1664,7 @@ func TestOutsideFailedEventTimerDeadLetteredAcrossRestore(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
 	for _, then := range []string{"nothing", "another event fails", "a crash", "a restart"} {
 		t.Run(then, func(t *testing.T) {
-			in := flowstest.NewInput[click](1)
-			f := flows.New("timer-panic", flows.WithFragments(1))
-			ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0)),
-				func(c click) string { return c.User })
+			in, f, ks := clickFlow("timer-panic", 1, 1, 0)
 			flows.Process(ks, flows.Handler[string, click, int, string]{
 				OnEvent: func(c *flows.Context[string, int, string], e click) {
 					if e.User == "poison" {
@@ -1942,10 +1678,7 @@ func TestOutsideFailedEventTimerDeadLetteredAcrossRestore(t *testing.T) {
 				},
 				OnTimer: func(c *flows.Context[string, int, string], at time.Time) { panic("a failing reminder") },
 			}).View("n")
-			d, err := flowstest.New(f, time.Unix(0, 0))
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := startDriver(t, f, time.Unix(0, 0))
 			defer d.Close()
 			in.Push(0, click{User: "k", At: t0})
 			must(t, d.Drain())
@@ -1995,10 +1728,7 @@ func TestOutsideFailedEventTimerDeadLetteredAcrossRestore(t *testing.T) {
 // the event's handler returns; likewise Context.TimeDomain.
 func TestOutsideTimestampInTimers(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
-	in := flowstest.NewInput[click](1)
-	f := flows.New("timestamps", flows.WithFragments(2))
-	ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0)),
-		func(c click) string { return c.User })
+	in, f, ks := clickFlow("timestamps", 1, 2, 0)
 	type seen struct {
 		Dom flows.TimeDomain
 		At  time.Time
@@ -2022,10 +1752,7 @@ func TestOutsideTimestampInTimers(t *testing.T) {
 		},
 	}).View("n")
 	start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	d, err := flowstest.New(f, start)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDriver(t, f, start)
 	defer d.Close()
 	for i, u := range []string{"event", "clock", "now"} {
 		in.Push(0, click{User: u, At: t0.Add(time.Duration(i) * time.Second)})
@@ -2038,18 +1765,129 @@ func TestOutsideTimestampInTimers(t *testing.T) {
 		{flows.EventTime, t0.Add(time.Minute), t0.Add(time.Minute)}, // "event", by the watermark
 		{flows.ProcessingTime, start.Add(time.Minute), time.Time{}}, // "clock", by the clock
 	}
-	key := func(s seen) string { return fmt.Sprintf("%v %v %v", s.Dom, s.At.UTC(), s.TS.UTC()) }
-	g := make([]string, len(got))
-	for i, s := range got {
-		g[i] = key(s)
+	keys := func(ss []seen) []string {
+		ks := make([]string, len(ss))
+		for i, s := range ss {
+			ks[i] = fmt.Sprintf("%v %v %v", s.Dom, s.At.UTC(), s.TS.UTC())
+		}
+		slices.Sort(ks)
+		return ks
 	}
-	w := make([]string, len(want))
-	for i, s := range want {
-		w[i] = key(s)
-	}
-	slices.Sort(g)
-	slices.Sort(w)
-	if !slices.Equal(g, w) {
+	if g, w := keys(got), keys(want); !slices.Equal(g, w) {
 		t.Errorf("timers (domain, time, Timestamp):\n%s\nwant\n%s", strings.Join(g, "\n"), strings.Join(w, "\n"))
 	}
+}
+
+// ---------------------------------------------------------------------------
+// Helpers the tests above share.
+
+// keyedClicks is f's source named source, of in, with event time and the
+// out-of-orderness delay, keyed by user.
+func keyedClicks(f *flows.Flow, source string, in *flowstest.Input[click], delay time.Duration) flows.KeyedStream[string, click] {
+	return flows.KeyBy(flows.From(f, source, in, flows.WithEventTime(func(c click) time.Time { return c.At }, delay)),
+		func(c click) string { return c.User })
+}
+
+// clickFlow is a new flow named name of the given fragments, an input of
+// the given partitions, and the flow's source "clicks" of it (keyedClicks).
+func clickFlow(name string, partitions, fragments int, delay time.Duration) (*flowstest.Input[click], *flows.Flow, flows.KeyedStream[string, click]) {
+	in := flowstest.NewInput[click](partitions)
+	f := flows.New(name, flows.WithFragments(fragments))
+	return in, f, keyedClicks(f, "clicks", in, delay)
+}
+
+// checkIDSink checks that the sink s (named name) had every output id
+// with one value only, and that its values by id are want (sorted).
+func checkIDSink(t *rapid.T, name string, s *idSink, want []string) {
+	if len(s.clash) > 0 {
+		t.Fatalf("%s sink: ids with two values: %q", name, s.clash)
+	}
+	if got := s.values(); !slices.Equal(got, want) {
+		t.Fatalf("%s sink holds %d outputs by id:\n%s\nwant %d:\n%s", name, len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
+	}
+}
+
+// endInput closes the input (closeInput), half the time crashes one of
+// the fragments right as the end of the input makes everything due, and
+// settles d.
+func endInput(d *flowstest.Driver, rng *rand.Rand, fragments int, closeInput func()) error {
+	closeInput()
+	if rng.IntN(2) == 0 {
+		if err := d.Crash(rng.IntN(fragments)); err != nil {
+			return err
+		}
+	}
+	return d.Settle()
+}
+
+// pushSome pushes to each partition p of in the next 0 to most-1 events
+// of parts[p] (pos[p] counts those pushed so far), and says whether any
+// are left.
+func pushSome[T any](in *flowstest.Input[T], parts [][]T, pos []int, rng *rand.Rand, most int) bool {
+	more := false
+	for p := range parts {
+		k := min(len(parts[p])-pos[p], rng.IntN(most))
+		in.Push(p, parts[p][pos[p]:pos[p]+k]...)
+		pos[p] += k
+		more = more || pos[p] < len(parts[p])
+	}
+	return more
+}
+
+// anyValues is m with its values as any, to compare with a view's.
+func anyValues[V any](m map[string]V) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// checkGet checks view's value of key (at when): want if ok, else none.
+func checkGet(t *rapid.T, d *flowstest.Driver, when, view, key string, want any, ok bool) {
+	v, err := d.Get(view, key)
+	switch {
+	case !ok && !errors.Is(err, splice.ErrNotFound):
+		t.Fatalf("%s: view %s key %q: %+v, %v; want none", when, view, key, v, err)
+	case ok && (err != nil || v != want):
+		t.Fatalf("%s: view %s key %q: %+v, %v; want %+v", when, view, key, v, err, want)
+	}
+}
+
+// startDriver is a driver of f with its clock at clock; the caller
+// closes it.
+func startDriver(t fataler, f *flows.Flow, clock time.Time) *flowstest.Driver {
+	t.Helper()
+	d, err := flowstest.New(f, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// viewMap is every entry of view, by key.
+func viewMap[V any](t fataler, d *flowstest.Driver, view string) map[string]V {
+	t.Helper()
+	es, err := flowstest.EntriesOf[V](d, view, splice.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]V{}
+	for _, e := range es {
+		m[e.Key] = e.Value
+	}
+	return m
+}
+
+// pushedWatermark is the watermark the first pos[p] events of each
+// partition p make (refWatermark).
+func pushedWatermark[T any](parts [][]T, pos []int, at func(T) time.Time, delay time.Duration) int64 {
+	maxTS := make([]int64, len(parts))
+	for p := range parts {
+		maxTS[p] = math.MinInt64
+		for _, e := range parts[p][:pos[p]] {
+			maxTS[p] = max(maxTS[p], at(e).UnixNano())
+		}
+	}
+	return refWatermark(maxTS, delay)
 }
