@@ -425,8 +425,17 @@ func (r *Reader) Poll(ctx context.Context, max int) (int, error) {
 	}
 	r.crossed, r.routed = r.crossed[:0], 0
 	r.ended = errors.Is(err, io.EOF)
-	if ferr := r.flushSinks(); ferr != nil && err == nil {
-		err = fmt.Errorf("sink: %w", ferr)
+	if ferr := r.flushSinks(); ferr != nil {
+		// The sink's outputs are gone from its buffer: its error is the
+		// poll's, even on the read that reached the end of the partition
+		// (io.EOF would have finished the partition and dropped them
+		// without a word).
+		serr := fmt.Errorf("sink: %w", ferr)
+		if err == nil || r.ended {
+			err = serr
+		} else {
+			err = errors.Join(err, serr)
+		}
 	}
 	return int(r.events - before), err
 }
