@@ -41,7 +41,8 @@ func (n *Node) alertList(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s := params.Get("limit"); s != "" {
+	if params.Has("limit") {
+		s := params.Get("limit")
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > 10_000 {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("limit must be an integer in [1, 10000], got %q", s))
@@ -78,13 +79,17 @@ func (n *Node) alertWatch(w http.ResponseWriter, r *http.Request, stopping <-cha
 			return
 		}
 	}
-	if s := params.Get("since"); s != "" {
+	if params.Has("since") {
+		s := params.Get("since")
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || v > total {
 			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("since must be an integer in [0, %d], got %q", total, s))
 			return
 		}
 		sent = v
+	}
+	if splice.StreamHead(w, r) {
+		return
 	}
 	fl, ok := splice.StartEvents(w)
 	if !ok {

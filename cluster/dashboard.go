@@ -253,6 +253,9 @@ func (n *Node) clusterWatch(w http.ResponseWriter, r *http.Request, stopping <-c
 		}
 		every = d
 	}
+	if splice.StreamHead(w, r) {
+		return
+	}
 	fl, ok := splice.StartEvents(w)
 	if !ok {
 		return

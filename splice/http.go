@@ -173,6 +173,13 @@ func Params(r *http.Request) (url.Values, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: malformed query string: %v", ErrBadRequest, err)
 	}
+	// Every parameter of every route takes one value: a second one would
+	// otherwise be dropped without a word, or win over the first.
+	for k, vals := range v {
+		if len(vals) != 1 {
+			return nil, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, k, len(vals))
+		}
+	}
 	return v, nil
 }
 
@@ -569,6 +576,11 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	// The key as the view prints it (an int key asked as "07" is "7"), as
+	// its listings name it.
+	if k := res.Entries[0].Key; k != "" {
+		key = k
+	}
 	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)})
 }
 
@@ -591,7 +603,8 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if s := params.Get("interval"); s != "" {
+	if params.Has("interval") {
+		s := params.Get("interval")
 		d, err := time.ParseDuration(s)
 		if err != nil || d < MinWatchInterval || d > time.Minute {
 			WriteError(w, http.StatusBadRequest, fmt.Sprintf("interval must be a duration in [%v, 1m], got %q", MinWatchInterval, s))
@@ -609,6 +622,9 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, ok := w.(http.Flusher); !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return
+	}
+	if StreamHead(w, r) {
 		return
 	}
 	sub, first := h.hub.subscribe(r.Context(), req, interval)
@@ -781,6 +797,19 @@ func StartEvents(w http.ResponseWriter) (http.Flusher, bool) {
 	}
 	startEvents(w)
 	return fl, true
+}
+
+// StreamHead answers a HEAD request of a stream with the stream's headers
+// alone, and reports whether r was one. The mux routes HEAD to a GET
+// route, and the writes of a HEAD answer's body are dropped without an
+// error: a stream's handler would run on, and hold the connection, until
+// the client went.
+func StreamHead(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodHead {
+		return false
+	}
+	startEvents(w)
+	return true
 }
 
 func startEvents(w http.ResponseWriter) {
