@@ -553,10 +553,7 @@ func TestEngineOutsideLateWindowsAcrossCrashes(t *testing.T) {
 				}
 			}
 			results.mu.Unlock()
-			var lateSeqs []int
-			for _, sq := range tooLate.values() {
-				lateSeqs = append(lateSeqs, sq)
-			}
+			lateSeqs := tooLate.values() // a copy
 			sort.Ints(lateSeqs)
 			var wl []int
 			for sq := range wantLate {
