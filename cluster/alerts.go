@@ -88,10 +88,7 @@ func (n *Node) alertWatch(w http.ResponseWriter, r *http.Request, stopping <-cha
 		}
 		sent = v
 	}
-	if splice.StreamHead(w, r) {
-		return
-	}
-	fl, ok := splice.StartEvents(w)
+	fl, ok := splice.StartEvents(w, r)
 	if !ok {
 		return
 	}

@@ -253,10 +253,7 @@ func (n *Node) clusterWatch(w http.ResponseWriter, r *http.Request, stopping <-c
 		}
 		every = d
 	}
-	if splice.StreamHead(w, r) {
-		return
-	}
-	fl, ok := splice.StartEvents(w)
+	fl, ok := splice.StartEvents(w, r)
 	if !ok {
 		return
 	}

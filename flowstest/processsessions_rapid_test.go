@@ -2,6 +2,7 @@ package flowstest_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,12 +15,6 @@ import (
 	"github.com/tessera-streams/tessera/flowstest"
 	"github.com/tessera-streams/tessera/splice"
 )
-
-type sessionOut struct {
-	User  string
-	N     int
-	Start int64
-}
 
 // A Process in event-time order that counts a key's events into sessions
 // with event-time timers (each event moves its key's timer to its time
@@ -49,24 +44,13 @@ func TestProcessSessionsInEventTimeOrderEqualReference(t *testing.T) {
 			all = append(all, parts[p]...)
 		}
 
-		// Sequential reference: per key, sessions break where an event
-		// comes at or after the one before plus the gap.
-		byUser := map[string][]int64{}
-		for _, c := range all {
-			byUser[c.User] = append(byUser[c.User], c.At.UnixNano())
-		}
+		// Sequential reference (sessionModel): per key, sessions break
+		// where an event comes at or after the one before plus the gap;
+		// the end of the input closes them all.
+		closed, _ := sessionModel(all, gap, math.MaxInt64)
 		var want []string
-		for u, ts := range byUser {
-			slices.Sort(ts)
-			start, n := ts[0], 0
-			for i, x := range ts {
-				if i > 0 && x >= ts[i-1]+int64(gap) {
-					want = append(want, fmt.Sprintf("%q %d %d", u, n, start))
-					start, n = x, 0
-				}
-				n++
-			}
-			want = append(want, fmt.Sprintf("%q %d %d", u, n, start))
+		for _, x := range closed {
+			want = append(want, fmt.Sprintf("%q %d %d %d", x.User, x.N, x.Start, x.End))
 		}
 		slices.Sort(want)
 
@@ -74,29 +58,7 @@ func TestProcessSessionsInEventTimeOrderEqualReference(t *testing.T) {
 		f := flows.New("sessions", flows.WithFragments(fragments))
 		ks := flows.KeyBy(flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, delay)),
 			func(c click) string { return c.User })
-		type st struct {
-			N            int
-			Start, Timer int64
-		}
-		p := flows.Process(ks, flows.Handler[string, click, st, sessionOut]{
-			OnEvent: func(c *flows.Context[string, st, sessionOut], e click) {
-				s, ok := c.State()
-				if !ok {
-					s.Start = e.At.UnixNano()
-				} else {
-					c.DeleteEventTimer(time.Unix(0, s.Timer))
-				}
-				s.N++
-				s.Timer = e.At.Add(gap).UnixNano()
-				c.SetEventTimer(time.Unix(0, s.Timer))
-				c.SetState(s)
-			},
-			OnTimer: func(c *flows.Context[string, st, sessionOut], _ time.Time) {
-				s, _ := c.State()
-				c.Emit(sessionOut{User: c.Key(), N: s.N, Start: s.Start})
-				c.ClearState()
-			},
-		}, flows.InEventTimeOrder())
+		p := sessionStage(ks, gap)
 		p.View("open")
 		sink := flowstest.Collect(p.Out(), flows.OnCheckpoint())
 		d, err := flowstest.New(f, time.Unix(0, 0))
@@ -122,7 +84,7 @@ func TestProcessSessionsInEventTimeOrderEqualReference(t *testing.T) {
 		if err := d.Settle(); err != nil {
 			t.Fatal(err)
 		}
-		seen := map[flows.OutputID]sessionOut{}
+		seen := map[flows.OutputID]sess{}
 		var got []string
 		for _, o := range sink.Outputs() {
 			if prev, ok := seen[o.ID]; ok {
@@ -132,7 +94,7 @@ func TestProcessSessionsInEventTimeOrderEqualReference(t *testing.T) {
 				continue
 			}
 			seen[o.ID] = o.Value
-			got = append(got, fmt.Sprintf("%q %d %d", o.Value.User, o.Value.N, o.Value.Start))
+			got = append(got, fmt.Sprintf("%q %d %d %d", o.Value.User, o.Value.N, o.Value.Start, o.Value.End))
 		}
 		slices.Sort(got)
 		if !slices.Equal(got, want) {

@@ -115,7 +115,7 @@ func (c *Credits) Ack(f int, start int64, now time.Time) (unblocked, ok bool) {
 		}
 	}
 	if len(u) > 0 {
-		c.unacked[f] = append(u[:i], u[i+1:]...)
+		c.unacked[f] = slices.Delete(u, i, i+1)
 	}
 	c.credits[f]++
 	c.inflight--
@@ -176,18 +176,12 @@ func (c *Credits) Resend(f int, to int64, now time.Time) {
 	if f < 0 || f >= len(c.credits) {
 		return
 	}
-	u := c.unacked[f]
-	kept := u[:0]
-	for _, s := range u {
-		if s < to {
-			kept = append(kept, s)
-		}
-	}
-	n := len(u) - len(kept)
+	before := len(c.unacked[f])
+	c.unacked[f] = slices.DeleteFunc(c.unacked[f], func(s int64) bool { return s >= to })
+	n := before - len(c.unacked[f])
 	if n == 0 {
 		return
 	}
-	c.unacked[f] = kept
 	c.credits[f] += n
 	c.inflight -= n
 	c.lastAck[f] = now

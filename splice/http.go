@@ -624,8 +624,8 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
-	if StreamHead(w, r) {
-		return
+	if streamHead(w, r) {
+		return // before it subscribes: a HEAD needs no answer computed
 	}
 	sub, first := h.hub.subscribe(r.Context(), req, interval)
 	if sub == nil {
@@ -787,24 +787,29 @@ func diffWindows(old, cur map[string][]byte, windows []Window) (changed []Window
 }
 
 // StartEvents begins a server-sent event stream: it answers 500 (and
-// returns false) when the connection cannot stream, else writes the
-// stream's headers and returns the flusher that pushes each event out.
-func StartEvents(w http.ResponseWriter) (http.Flusher, bool) {
+// returns false) when the connection cannot stream, answers a HEAD with
+// the stream's headers alone (and returns false: see streamHead), else
+// writes the stream's headers and returns the flusher that pushes each
+// event out.
+func StartEvents(w http.ResponseWriter, r *http.Request) (http.Flusher, bool) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
+		return nil, false
+	}
+	if streamHead(w, r) {
 		return nil, false
 	}
 	startEvents(w)
 	return fl, true
 }
 
-// StreamHead answers a HEAD request of a stream with the stream's headers
+// streamHead answers a HEAD request of a stream with the stream's headers
 // alone, and reports whether r was one. The mux routes HEAD to a GET
 // route, and the writes of a HEAD answer's body are dropped without an
 // error: a stream's handler would run on, and hold the connection, until
 // the client went.
-func StreamHead(w http.ResponseWriter, r *http.Request) bool {
+func streamHead(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodHead {
 		return false
 	}
