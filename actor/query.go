@@ -247,7 +247,7 @@ func (r *replyActor) Receive(c pa.Context) {
 }
 
 func (e *Engine) ask(l *layout, addr string, req splice.Request, frags []int, standby bool, deadline time.Time) *call {
-	q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After,
+	q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After, HasAfter: req.Query.HasAfter,
 		Prefix: req.Query.Prefix, Top: int32(req.Query.Top), Key: req.Key, From: req.Query.From, To: req.Query.To,
 		Bounded: req.Query.Bounded, Latest: req.Query.Latest, Standby: standby, Since: req.Since}
 	for _, f := range frags {
@@ -506,7 +506,7 @@ func (q *queryActor) Receive(c pa.Context) {
 	}
 	e := q.e
 	req := splice.Request{View: m.View, Op: splice.Op(m.Op), Key: m.Key, Since: m.Since, Query: splice.Query{
-		Limit: int(m.Limit), After: m.After, Prefix: m.Prefix, Top: int(m.Top), From: m.From, To: m.To, Bounded: m.Bounded, Latest: m.Latest}}
+		Limit: int(m.Limit), After: m.After, HasAfter: m.HasAfter, Prefix: m.Prefix, Top: int(m.Top), From: m.From, To: m.To, Bounded: m.Bounded, Latest: m.Latest}}
 	frags := make([]int, len(m.Fragments))
 	for i, f := range m.Fragments {
 		frags[i] = int(f)

@@ -1177,7 +1177,7 @@ func TestOutsideIntDeviceViews(t *testing.T) {
 				limit := 1 + rng.IntN(4)
 				var paged []string
 				for after := ""; ; {
-					es, err := d.Entries(view.name, splice.Query{Limit: limit, After: after})
+					es, err := d.Entries(view.name, splice.Query{Limit: limit, After: after, HasAfter: len(paged) > 0})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -94,7 +94,7 @@ func TestPublishIfLeavesEntriesOut(t *testing.T) {
 			if !res.More {
 				break
 			}
-			q.After = res.NextAfter
+			q.After, q.HasAfter = res.NextAfter, true
 		}
 		if !mapsEqual(got, want) {
 			t.Fatalf("window %v: pages hold %v, want %v", kw.Start, got, want)
@@ -157,7 +157,7 @@ func TestPublishIfLeavesEntriesOut(t *testing.T) {
 		if !res.More {
 			break
 		}
-		q.After = res.Entries[len(res.Entries)-1].Key
+		q.After, q.HasAfter = res.Entries[len(res.Entries)-1].Key, true
 	}
 	if !mapsEqual(got, want) {
 		t.Fatalf("total-pub pages hold %v, want %v", got, want)

@@ -366,7 +366,7 @@ func TestKeyedWindowViewExact(t *testing.T) {
 				if !got.More {
 					break
 				}
-				q.After = got.NextAfter
+				q.After, q.HasAfter = got.NextAfter, true
 			}
 			for _, s := range starts {
 				var keys []string
@@ -459,7 +459,7 @@ func dumpKeyedWindows(t *rapid.T, d *flowstest.Driver) string {
 			if err != nil || !res.More {
 				break
 			}
-			q.After = res.NextAfter
+			q.After, q.HasAfter = res.NextAfter, true
 		}
 		for _, key := range []string{"z00->z01", "z02->z02"} {
 			res, err := queryKey(d, view, key, splice.Query{From: math.MinInt64})

@@ -41,8 +41,10 @@ type HandlerConfig struct {
 // same request and interval share one evaluation per interval.
 // Windowed views take window=latest, from and to (RFC 3339), and limit.
 // Keyed queries take limit (default 1000, at most 10,000,000), after (page
-// on after this key), prefix, and top (the top N by value instead of key
-// order). Windowed keyed views take both: window, from and to choose the
+// on after this key; after= is after the empty key), prefix, and top (the
+// top N by value instead of key order). A key is one path segment,
+// escaped as URLs escape it (a%2Fb is the key "a/b"); /keys/ is the
+// empty key. Windowed keyed views take both: window, from and to choose the
 // windows, and limit, after, prefix and top the entries of each window; a
 // key of one takes window, from and to. Every query and key lookup also
 // takes consistency (latest, the default, or snapshot: one cut), min_offsets
@@ -60,6 +62,11 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	mux.HandleFunc("GET /v1/views", h.list)
 	mux.HandleFunc("GET /v1/views/{view}", h.view)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
+	mux.HandleFunc("GET /v1/views/{view}/keys/{$}", h.key) // the empty key
+	mux.HandleFunc("GET /v1/views/{view}/keys", func(w http.ResponseWriter, r *http.Request) {
+		// Not a redirect to /keys/, the empty key's lookup.
+		WriteError(w, http.StatusNotFound, "no route for "+r.URL.Path+": a key's lookup is /v1/views/{view}/keys/{key}")
+	})
 	mux.HandleFunc("GET /v1/views/{view}/watch", h.watch)
 }
 
@@ -221,10 +228,7 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 			return q, fmt.Errorf("%w: top and after do not combine", ErrBadRequest)
 		}
 	}
-	q.After, q.Prefix = v.Get("after"), v.Get("prefix")
-	if v.Has("after") && q.After == "" {
-		return q, fmt.Errorf("%w: after is empty", ErrBadRequest)
-	}
+	q.After, q.HasAfter, q.Prefix = v.Get("after"), v.Has("after"), v.Get("prefix")
 	return q, nil
 }
 

@@ -66,8 +66,8 @@ func FuzzParseWindowedKeyedQuery(f *testing.F) {
 			}
 			return
 		}
-		if q.Limit < 1 || q.Limit > MaxLimit || q.Top < 0 || q.Top > MaxTop || (q.Top > 0 && q.After != "") ||
-			(v.Has("after") && q.After == "") || (q.To != 0 && q.To <= q.From) || q.Latest != v.Has("window") {
+		if q.Limit < 1 || q.Limit > MaxLimit || q.Top < 0 || q.Top > MaxTop || (q.Top > 0 && q.Paged()) ||
+			q.HasAfter != v.Has("after") || q.After != v.Get("after") || (q.To != 0 && q.To <= q.From) || q.Latest != v.Has("window") {
 			t.Fatalf("accepted %q as %+v", raw, q)
 		}
 	})

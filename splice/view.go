@@ -80,10 +80,14 @@ const (
 
 // Query selects entries of a keyed view.
 type Query struct {
-	Limit  int    // at most this many entries (> 0)
-	After  string // only keys after this one, in key order; "" for from the start
-	Prefix string // only keys whose printed form has this prefix
-	Top    int    // if > 0: the Top entries by score instead of key order
+	Limit int    // at most this many entries (> 0)
+	After string // only keys after this one, in key order (see Paged)
+	// HasAfter makes an empty After the empty key, a key like any other:
+	// the page starts after it. Without it, an empty After starts at the
+	// first key.
+	HasAfter bool
+	Prefix   string // only keys whose printed form has this prefix
+	Top      int    // if > 0: the Top entries by score instead of key order
 
 	// Windowed and windowed keyed views: windows starting in [From, To)
 	// (Unix ns; To == 0 for no bound unless Bounded, which makes a To of 0
@@ -94,6 +98,10 @@ type Query struct {
 	Bounded  bool
 	Latest   bool
 }
+
+// Paged reports whether the query starts after a key (After, even the
+// empty one if HasAfter), not at the first.
+func (q Query) Paged() bool { return q.HasAfter || q.After != "" }
 
 // Before reports whether a window starting at s starts before the
 // query's To, if it has one.
@@ -238,7 +246,7 @@ type Result struct {
 	// KeyedWindows: windowed keyed views, in start order.
 	KeyedWindows []KeyedWindow
 	More         bool   // keyed: more entries follow the last one (page on with after=); windowed: earlier windows were left out; windowed keyed: a window has more entries
-	NextAfter    string // windowed keyed, if More: the after= of the next page
+	NextAfter    string // windowed keyed, if More: the After (with HasAfter) of the next page
 	Horizon      int64  // windowed and windowed keyed: windows ending before it may have been dropped
 	Latest       bool   // windowed and windowed keyed: the answer to Query.Latest
 	Freshness    []Freshness
@@ -324,7 +332,7 @@ func Evaluate(ctx context.Context, g Gatherer, req Request) (Result, error) {
 		return res, nil
 	}
 	req.Op = OpEntries
-	if req.Query.After != "" {
+	if req.Query.Paged() {
 		if err := spec.CheckAfter(req.Query.After); err != nil {
 			return res, errors.Join(ErrBadRequest, err)
 		}

@@ -63,9 +63,9 @@ func deltaEligible(spec Spec, req Request) bool {
 	case Windowed:
 		return req.Op == OpWindows && spec.Splice != nil
 	case WindowedKeyed:
-		return req.Op == OpEntries && !req.Query.Latest && req.Query.After == "" && spec.Compare != nil
+		return req.Op == OpEntries && !req.Query.Latest && !req.Query.Paged() && spec.Compare != nil
 	}
-	return spec.Kind == Keyed && req.Op == OpEntries && req.Query.After == "" && spec.Compare != nil
+	return spec.Kind == Keyed && req.Op == OpEntries && !req.Query.Paged() && spec.Compare != nil
 }
 
 // evaluateDelta is the group's next update built from the fragments'

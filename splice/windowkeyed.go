@@ -115,7 +115,7 @@ func evaluateKeyedWindowsUncut(ctx context.Context, g Gatherer, spec Spec, req R
 	if q.Limit <= 0 {
 		q.Limit = DefaultLimit
 	}
-	if q.After != "" {
+	if q.Paged() {
 		if err := spec.CheckAfter(q.After); err != nil {
 			return res, errors.Join(ErrBadRequest, err)
 		}

@@ -246,23 +246,22 @@ func TestKeyedWindowViewHTTP(t *testing.T) {
 	}
 
 	for path, code := range map[string]int{
-		"/v1/views/od?window=first":                           http.StatusBadRequest,
-		"/v1/views/od?from=yesterday":                         http.StatusBadRequest,
-		"/v1/views/od?from=" + at(hour7) + "&to=" + at(hour7): http.StatusBadRequest,
-		"/v1/views/od?limit=0":                                http.StatusBadRequest,
-		"/v1/views/od?top=3&after=z01":                        http.StatusBadRequest,
-		"/v1/views/od?top=-1":                                 http.StatusBadRequest,
-		"/v1/views/od?x=1":                                    http.StatusBadRequest,
-		"/v1/views/od?limit=1&limit=2":                        http.StatusBadRequest,
-		"/v1/views/od?after=":                                 http.StatusBadRequest,
-		"/v1/views/od-stats?top=3":                            http.StatusBadRequest, // a struct value without a score
-		"/v1/views/od/keys/z01-%3Ez02?limit=3":                http.StatusBadRequest,
-		"/v1/views/od/keys/z01-%3Ez02?window=all":             http.StatusBadRequest,
+		"/v1/views/od?window=first":                                             http.StatusBadRequest,
+		"/v1/views/od?from=yesterday":                                           http.StatusBadRequest,
+		"/v1/views/od?from=" + at(hour7) + "&to=" + at(hour7):                   http.StatusBadRequest,
+		"/v1/views/od?limit=0":                                                  http.StatusBadRequest,
+		"/v1/views/od?top=3&after=z01":                                          http.StatusBadRequest,
+		"/v1/views/od?top=-1":                                                   http.StatusBadRequest,
+		"/v1/views/od?x=1":                                                      http.StatusBadRequest,
+		"/v1/views/od?limit=1&limit=2":                                          http.StatusBadRequest,
+		"/v1/views/od-stats?top=3":                                              http.StatusBadRequest, // a struct value without a score
+		"/v1/views/od/keys/z01-%3Ez02?limit=3":                                  http.StatusBadRequest,
+		"/v1/views/od/keys/z01-%3Ez02?window=all":                               http.StatusBadRequest,
 		"/v1/views/od/keys/z01-%3Ez02?from=" + at(hour7) + "&from=" + at(hour7): http.StatusBadRequest,
-		"/v1/views/od/keys/nowhere":                                     http.StatusNotFound,
-		"/v1/views/od/keys/nowhere?window=latest":                       http.StatusNotFound,
-		"/v1/views/od?window=latest&from=" + at(hour7.Add(2*time.Hour)): http.StatusNotFound, // only the open 09:00 window
-		"/v1/views/nope?window=latest":                                  http.StatusNotFound,
+		"/v1/views/od/keys/nowhere":                                             http.StatusNotFound,
+		"/v1/views/od/keys/nowhere?window=latest":                               http.StatusNotFound,
+		"/v1/views/od?window=latest&from=" + at(hour7.Add(2*time.Hour)):         http.StatusNotFound, // only the open 09:00 window
+		"/v1/views/nope?window=latest":                                          http.StatusNotFound,
 	} {
 		var e struct {
 			Error string `json:"error"`

@@ -463,12 +463,12 @@ const freshness = (a) => (a.complete ? 'complete (the input was fully applied) Â
   `updated ${clock(Date.now())}`;
 
 function exploreKeyed(v) {
-  const state = { mode: 'top', n: 10, prefix: '', key: '', pages: [''] };
+  const state = { mode: 'top', n: 10, prefix: '', key: '', pages: [null] };
   const topN = el('input', { type: 'number', min: 1, max: 1000, value: 10, style: 'width:5em' });
   const search = el('input', { type: 'search', placeholder: 'key or prefix', size: 24 });
   $('ex-controls').append('top', topN, el('button', { text: 'show top', onclick: () => { state.mode = 'top'; state.n = +topN.value || 10; run(); } }),
     search, el('button', { text: 'find key', onclick: () => { state.mode = 'key'; state.key = search.value; run(); } }),
-    el('button', { text: 'search prefix', onclick: () => { state.mode = 'prefix'; state.prefix = search.value; state.pages = ['']; run(); } }));
+    el('button', { text: 'search prefix', onclick: () => { state.mode = 'prefix'; state.prefix = search.value; state.pages = [null]; run(); } }));
   const u = chart('ex-chart', {
     height: 160, scales: { x: { time: false, range: padded } },
     series: [{ label: 'rank' }, { label: 'value', fill: color(0) + '99', stroke: color(0), paths: bars(), points: { show: false }, value: (u, x) => fmt(x, 2) }],
@@ -486,7 +486,7 @@ function exploreKeyed(v) {
         return;
       }
       const q = state.mode === 'top' ? `top=${state.n}`
-        : `limit=20&prefix=${encodeURIComponent(state.prefix)}` + (state.pages.at(-1) ? `&after=${encodeURIComponent(state.pages.at(-1))}` : '');
+        : `limit=20&prefix=${encodeURIComponent(state.prefix)}` + (state.pages.at(-1) !== null ? `&after=${encodeURIComponent(state.pages.at(-1))}` : '');
       const a = await query(`${base}?${q}`);
       const es = a.entries || [];
       table(['key', 'value'], es.map((e) => [e.key, show(e.value)]));

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,6 +73,26 @@ func TestDashboardThreeNodes(t *testing.T) {
 		const v = r && +r.cells[1].textContent;
 		return v > %v && v;
 	})()`, first))
+	// Pages of a prefix search (every word): the next page starts after
+	// the first one's last key, and the previous one is the first again.
+	const pageKeys = `[...document.querySelectorAll('#ex-table tbody tr')].map(r => r.cells[0].textContent)`
+	const click = `((text) => { const b = [...document.querySelectorAll('#ex-controls button, #ex-paging button')].find(b => b.textContent === text); return b ? (b.click(), true) : false; })`
+	wait[bool](p, 10*time.Second, "a prefix search", click+`('search prefix')`)
+	page1 := wait[[]string](p, 30*time.Second, "the first page of words", `(() => {
+		const ks = `+pageKeys+`;
+		return document.getElementById('ex-paging').textContent.startsWith('page 1') && ks.length === 20 && ks;
+	})()`)
+	wait[bool](p, 10*time.Second, "a next button", click+`('next →')`)
+	page2 := wait[[]string](p, 30*time.Second, "the second page of words", `(() => {
+		const ks = `+pageKeys+`;
+		return document.getElementById('ex-paging').textContent.startsWith('page 2') && ks.length > 0 && ks;
+	})()`)
+	if page2[0] <= page1[len(page1)-1] {
+		t.Fatalf("page 2 starts at %q, not after page 1's last key %q", page2[0], page1[len(page1)-1])
+	}
+	wait[bool](p, 10*time.Second, "a previous button", click+`('← previous')`)
+	wait[bool](p, 30*time.Second, "the first page again", `document.getElementById('ex-paging').textContent.startsWith('page 1') && `+
+		pageKeys+`[0] === `+strconv.Quote(page1[0]))
 	t.Logf("members %s; %d throughput points, %.0f events/s; top word count %v then %v", names, points, rate, first, grown)
 	p.shot("dashboard-three-nodes")
 

@@ -30,7 +30,7 @@ func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(
 				return splice.Answer{Entries: sel(fr, req.Query, nil, &k)}, nil
 			case splice.OpEntries:
 				var after *K
-				if req.Query.After != "" {
+				if req.Query.Paged() {
 					k, err := kc.Parse(req.Query.After)
 					if err != nil {
 						return splice.Answer{}, err

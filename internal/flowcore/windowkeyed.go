@@ -97,7 +97,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 					return splice.Answer{}, fmt.Errorf("%w: view %q has no score for ?top=", splice.ErrBadRequest, name)
 				}
 				var after *K
-				if q.After != "" {
+				if q.Paged() {
 					k, err := kc.Parse(q.After)
 					if err != nil {
 						return splice.Answer{}, errors.Join(splice.ErrBadRequest, fmt.Errorf("after %q: %w", q.After, err))

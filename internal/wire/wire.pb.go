@@ -1355,7 +1355,9 @@ type Query struct {
 	// since: per fragment, the marks of a changes request (splice.OpChanges).
 	Since string `protobuf:"bytes,14,opt,name=since,proto3" json:"since,omitempty"`
 	// bounded: to bounds the windows even where it is 0 (splice.Query).
-	Bounded       bool `protobuf:"varint,15,opt,name=bounded,proto3" json:"bounded,omitempty"`
+	Bounded bool `protobuf:"varint,15,opt,name=bounded,proto3" json:"bounded,omitempty"`
+	// has_after: after is set, even to the empty key (splice.Query.HasAfter).
+	HasAfter      bool `protobuf:"varint,16,opt,name=has_after,json=hasAfter,proto3" json:"has_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1491,6 +1493,13 @@ func (x *Query) GetSince() string {
 func (x *Query) GetBounded() bool {
 	if x != nil {
 		return x.Bounded
+	}
+	return false
+}
+
+func (x *Query) GetHasAfter() bool {
+	if x != nil {
+		return x.HasAfter
 	}
 	return false
 }
@@ -2242,7 +2251,7 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x04upto\x18\x04 \x01(\x03R\x04upto\"9\n" +
 	"\vHandoffDone\x12\x1a\n" +
 	"\bfragment\x18\x01 \x01(\rR\bfragment\x12\x0e\n" +
-	"\x02to\x18\x02 \x01(\tR\x02to\"\xc7\x02\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"\xe4\x02\n" +
 	"\x05Query\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04view\x18\x02 \x01(\tR\x04view\x12\x0e\n" +
@@ -2259,7 +2268,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\tfragments\x18\f \x03(\rR\tfragments\x12\x18\n" +
 	"\astandby\x18\r \x01(\bR\astandby\x12\x14\n" +
 	"\x05since\x18\x0e \x01(\tR\x05since\x12\x18\n" +
-	"\abounded\x18\x0f \x01(\bR\abounded\"n\n" +
+	"\abounded\x18\x0f \x01(\bR\abounded\x12\x1b\n" +
+	"\thas_after\x18\x10 \x01(\bR\bhasAfter\"n\n" +
 	"\n" +
 	"QueryReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
