@@ -494,6 +494,9 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		for _, err := range rd.Errors {
 			e.cfg.Logger.Error("fragment output", "fragment", fa.id, "err", err)
 		}
+		if rd.SinkFailures > 0 {
+			e.cfg.Logger.Warn("a sink refused outputs; restoring the fragment to make them again", "fragment", fa.id)
+		}
 		if rd.Failures > 0 {
 			e.cfg.Logger.Warn("user function failed; restoring the fragment to retry", "fragment", fa.id)
 		}

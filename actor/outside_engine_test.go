@@ -857,3 +857,126 @@ func oeSortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ---------------------------------------------------------------------------
+// Sinks at once after the key that refuse writes — a burst while the sink
+// is down, then one write in four — lose nothing: each refusal restores
+// the fragment, which makes the refused outputs again with the same ids
+// (and those made since its checkpoint: at least once), for outputs of
+// events and of processing-time timers alike. The engine goes on without
+// an error, and its views are exact. Each account's deposits come in one
+// partition, so a replay makes each count update with its value again.
+// A processing-time timer is set anew by the replay of its event, so a
+// period's total may come out more than once, with the sum of one
+// history each; the whole period's sum comes out.
+func TestEngineOutsideAtOnceSinkRefusalsLoseNothing(t *testing.T) {
+	const period = 30 * time.Second
+	clk := &oeClock{}
+	in := flowstest.NewInput[oeDeposit](3)
+	refuse := func(n int) bool { return n >= 3 && n < 40 || n%4 == 0 }
+	updates := newOESink[flows.KV[string, int64]]()
+	updates.fail = refuse
+	var mu sync.Mutex
+	writes, refused := 0, 0
+	totals := map[string]map[int64]bool{} // every sum delivered, by account
+	totalSink := flows.SinkFunc[oeTotal](func(out []flows.Output[oeTotal]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if writes++; refuse(writes) {
+			refused++
+			return fmt.Errorf("totals write %d refused", writes)
+		}
+		for _, o := range out {
+			if totals[o.Value.Acct] == nil {
+				totals[o.Value.Acct] = map[int64]bool{}
+			}
+			totals[o.Value.Acct][o.Value.Sum] = true
+		}
+		return nil
+	})
+	f := flows.New("refusals", flows.WithFragments(4))
+	ks := flows.KeyBy(flows.From(f, "deposits", flows.Source[oeDeposit](in)), func(d oeDeposit) string { return d.Acct })
+	flows.To(flows.Count(ks).View("n").Updates(), flows.Sink[flows.KV[string, int64]](updates))
+	p := flows.Process(ks, flows.Handler[string, oeDeposit, int64, oeTotal]{
+		OnEvent: func(c *flows.Context[string, int64, oeTotal], d oeDeposit) {
+			n, ok := c.State()
+			if !ok {
+				c.SetProcessingTimer(c.Now().Add(period))
+			}
+			c.SetState(n + d.Amt)
+		},
+		OnTimer: func(c *flows.Context[string, int64, oeTotal], at time.Time) {
+			n, _ := c.State()
+			c.Emit(oeTotal{Acct: c.Key(), Sum: n})
+			c.ClearState()
+		},
+	})
+	flows.To(p.Out(), totalSink)
+	store := oeOpen(t, t.TempDir())
+	defer store.Close()
+	e := oeStart(t, f, Config{Store: store, Now: clk.now, TickInterval: 5 * time.Millisecond,
+		CheckpointInterval: 20 * time.Millisecond, RetryBackoff: time.Millisecond})
+	defer e.Stop()
+
+	rng := rand.New(rand.NewPCG(8, 9))
+	count, sums := map[string]int64{}, map[string]int64{}
+	for range 600 {
+		a := rng.IntN(31)
+		d := oeDeposit{Acct: fmt.Sprintf("a%02d", a), Amt: 1 + rng.Int64N(50)}
+		if a == 30 {
+			d.Acct = "hot"
+		}
+		in.Push(a%3, d)
+		count[d.Acct]++
+		sums[d.Acct] += d.Amt
+	}
+	nUpdates := 0
+	for _, n := range count {
+		nUpdates += int(n)
+	}
+	oeWait(t, "every count update delivered", func() bool { return updates.len() == nUpdates })
+	// The clock moves a period at a time until every account's whole
+	// sum came out.
+	oeWait(t, "every period's whole sum delivered", func() bool {
+		clk.advance(period + time.Second)
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		for a, n := range sums {
+			if !totals[a][n] {
+				return false
+			}
+		}
+		return true
+	})
+	select {
+	case <-e.Failed():
+		t.Fatalf("the engine failed: %v", e.Err())
+	default:
+	}
+	updates.checkConflicts(t, "updates")
+	seen := map[string][]bool{}
+	for _, kv := range updates.values() {
+		if seen[kv.Key] == nil {
+			seen[kv.Key] = make([]bool, count[kv.Key]+1)
+		}
+		if kv.Value < 1 || kv.Value > count[kv.Key] || seen[kv.Key][kv.Value] {
+			t.Fatalf("update %s=%d: not one of 1..%d once", kv.Key, kv.Value, count[kv.Key])
+		}
+		seen[kv.Key][kv.Value] = true
+	}
+	got := oeEntries(t, e, "n")
+	for a, n := range count {
+		if got[a] != n {
+			t.Fatalf("view n: %s = %v, want %d", a, got[a], n)
+		}
+	}
+	updates.mu.Lock()
+	defer updates.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if updates.failed == 0 || refused == 0 {
+		t.Fatalf("refused writes: %d of the updates, %d of the totals; the test needs both", updates.failed, refused)
+	}
+	t.Logf("refused %d+%d writes; delivered %d updates (%d distinct)", updates.failed, refused, updates.delivered, nUpdates)
+}

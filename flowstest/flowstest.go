@@ -427,19 +427,20 @@ func (d *Driver) ready(f int) error {
 		d.machines[t.Part.Partition].Trim(t.Part.Source, f, t.Upto)
 	}
 	d.dead = append(d.dead, rd.DeadLetters...)
-	if len(rd.Errors) > 0 {
-		return errors.Join(rd.Errors...)
-	}
+	// A sink's refusal is the caller's to see; the restore that makes
+	// the refused outputs again (a sink's or a user function's failure)
+	// happens all the same, so that the driver goes on if asked to.
+	errs := rd.Errors
 	if rd.Restore {
 		r, err := recovery.Restore(d.store, d.plan, f)
 		if err != nil {
-			return err
+			return errors.Join(append(errs, err)...)
 		}
 		d.restores++
 		d.machines[f].Restored(r, false)
-		return d.ready(f)
+		errs = append(errs, d.ready(f))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // rewind asks a channel partition to send fragment f its records again.

@@ -86,7 +86,10 @@ type Machine struct {
 	broken  error     // a checkpoint failed: no further checkpoints
 
 	downAttempt int
-	attempts    map[flows.EventID]int
+	// sinkAttempts: batches in a row whose outputs a sink refused (it
+	// sets the backoff of the restore that delivers them again).
+	sinkAttempts int
+	attempts     map[flows.EventID]int
 	skips       map[flows.EventID]bool
 	awaiting    map[PartitionID]awaited
 	// dropped: per source partition, the sender of the last batch dropped
@@ -241,8 +244,14 @@ type Ready struct {
 	// Restore: load the fragment's last durable checkpoint and call
 	// Restored with it.
 	Restore bool
-	// Errors are failures to report (sinks); the fragment goes on.
+	// Errors are failures to report: a sink's refusal, of outputs made
+	// as they are (the fragment restores to make them again:
+	// SinkFailures) or on a checkpoint (OnCheckpoint: they stay, and are
+	// delivered on the next); the fragment goes on.
 	Errors []error
+	// SinkFailures counts refusals of outputs made as they are: each
+	// restores the fragment (Restore) to make them again.
+	SinkFailures int
 	// Recopy (Confirm): the standby did not confirm the last durable
 	// checkpoint in time: send it the whole checkpoint again (to the
 	// fragment's standby now), or call Copied if there is none.
@@ -527,12 +536,16 @@ func (m *Machine) result(err error, from From, applied bool) {
 		m.failure(ee)
 		return
 	}
-	m.ready.DeadLetters = append(m.ready.DeadLetters, m.frag.TimerDeadLetters()...)
 	if err != nil {
-		m.ready.Errors = append(m.ready.Errors, err)
+		m.frag.TimerDeadLetters() // fired again by the replay, as above
+		m.ready.Acks = append(m.ready.Acks, from)
+		m.sinkFailure(err)
+		return
 	}
+	m.ready.DeadLetters = append(m.ready.DeadLetters, m.frag.TimerDeadLetters()...)
 	if applied {
 		m.ready.Applied++
+		m.sinkAttempts = 0
 	}
 	m.sendOutputs()
 	if m.frag.Retained() > m.cfg.MaxRetained {
@@ -844,6 +857,30 @@ func (m *Machine) failure(ee *flowcore.EventError) {
 	}
 }
 
+// maxSinkBackoff bounds the attempts that multiply Config.Backoff before
+// a refused sink is tried again: a sink down for long is tried every
+// 10 backoffs (a second by default), not ever more rarely.
+const maxSinkBackoff = 10
+
+// sinkFailure takes a sink's refusal of outputs made as they are (not
+// OnCheckpoint): its Write failed, and the outputs it was handed are not
+// kept. The fragment restores its last durable checkpoint and, after a
+// backoff, replays from it, making them again with the same ids (and
+// those made since the checkpoint, which the sink may have: at least
+// once, as every replay). No event is at fault: none is dead-lettered,
+// and the fragment tries again for as long as the sink refuses, taking
+// no checkpoint that would cover what the sink did not take.
+func (m *Machine) sinkFailure(err error) {
+	m.ready.Errors = append(m.ready.Errors, err)
+	m.ready.SinkFailures++
+	m.sinkAttempts++
+	m.down, m.downAttempt = true, min(m.sinkAttempts, maxSinkBackoff)
+	m.releaseHeld(true)
+	if !m.writing {
+		m.ready.Restore = true
+	}
+}
+
 // Resumed drops the fragment's state: its node was stopped (or declared
 // dead) for long enough that another node may have taken the fragment
 // over, applied what came meanwhile and released its outputs. Nothing the
@@ -1006,10 +1043,12 @@ func (m *Machine) Tick(now time.Time) {
 		return
 	}
 	dls, err := m.frag.Advance(now)
-	m.ready.DeadLetters = append(m.ready.DeadLetters, dls...)
 	if err != nil {
-		m.ready.Errors = append(m.ready.Errors, err)
+		// The timers fired here fire again once the restore is replayed.
+		m.sinkFailure(err)
+		return
 	}
+	m.ready.DeadLetters = append(m.ready.DeadLetters, dls...)
 	m.sendOutputs()
 }
 

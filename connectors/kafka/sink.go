@@ -22,9 +22,10 @@ type SinkConfig[T any] struct {
 	// Encode makes a record's value from an output; nil encodes JSON.
 	Encode func(v T) ([]byte, error)
 	// WriteTimeout bounds a Write; 0 waits until every record is
-	// acknowledged, however long franz-go retries. The engine logs a Write
-	// that fails and goes on without those outputs, so a deadline trades a
-	// stalled fragment for lost outputs.
+	// acknowledged, however long franz-go retries. A Write that fails
+	// loses nothing: the fragment restores its last checkpoint and makes
+	// the outputs again (at least once, with the same keys), after a
+	// backoff, for as long as the topic refuses them.
 	WriteTimeout time.Duration
 	// Options are added to the producer client (TLS, SASL, compression,
 	// ...). The sink sets acks=all itself.
@@ -109,6 +110,12 @@ func (s *Sink[T]) Write(out []flows.Output[T]) error {
 		defer cancel()
 	}
 	if err := s.cl.ProduceSync(ctx, ptrs...).FirstErr(); err != nil {
+		if errors.Is(err, kerr.UnknownTopicID) {
+			// The topic was deleted and made again: franz-go keeps the
+			// old topic's id, and fails every record, until it is
+			// purged. The next Write learns the new topic.
+			s.cl.PurgeTopicsFromProducing(s.cfg.Topic)
+		}
 		return fmt.Errorf("kafka sink: produce %d outputs to %q: %w", len(out), s.cfg.Topic, err)
 	}
 	return nil

@@ -24,9 +24,10 @@ type SinkConfig[T any] struct {
 	// acknowledgement before it is published again; default 5s.
 	AckWait time.Duration
 	// WriteTimeout bounds a Write; 0 retries until every message is
-	// acknowledged. The engine logs a Write that fails and goes on without
-	// those outputs, so a deadline trades a stalled fragment for lost
-	// outputs.
+	// acknowledged. A Write that fails loses nothing: the fragment
+	// restores its last checkpoint and makes the outputs again (at least
+	// once, with the same ids), after a backoff, for as long as the
+	// stream refuses them.
 	WriteTimeout time.Duration
 	Options      []natsgo.Option
 }
