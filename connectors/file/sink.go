@@ -47,8 +47,8 @@ type Line struct {
 }
 
 // NewSink returns a sink writing into dir, created if missing. encode
-// makes an output's value, which must be JSON; nil encodes with
-// encoding/json.
+// makes an output's value, which must be JSON (written compacted, on the
+// output's line); nil encodes with encoding/json.
 func NewSink[T any](dir string, encode func(T) ([]byte, error)) (*Sink[T], error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("file sink: %w", err)
@@ -129,22 +129,23 @@ func (s *Sink[T]) write(ff *fragFile, frag int, out []flows.Output[T]) error {
 	if len(out) == 0 {
 		return nil
 	}
-	var buf []byte
+	var buf bytes.Buffer
 	for _, o := range out {
 		v, err := s.encode(o.Value)
 		if err != nil {
 			return fmt.Errorf("encode output %s: %w", o.ID, err)
 		}
-		if !json.Valid(v) {
-			return fmt.Errorf("output %s encodes to invalid JSON %q", o.ID, v)
+		buf.WriteString(`{"id":`)
+		buf.Write(appendQuoted(buf.AvailableBuffer(), o.ID.String()))
+		buf.WriteString(`,"value":`)
+		// Compacted: a value encoded over several lines (indented) would
+		// break the file's one line per output.
+		if err := json.Compact(&buf, v); err != nil {
+			return fmt.Errorf("output %s encodes to invalid JSON %q: %w", o.ID, v, err)
 		}
-		buf = append(buf, `{"id":`...)
-		buf = appendQuoted(buf, o.ID.String())
-		buf = append(buf, `,"value":`...)
-		buf = append(buf, v...)
-		buf = append(buf, "}\n"...)
+		buf.WriteString("}\n")
 	}
-	if _, err := ff.f.Write(buf); err != nil {
+	if _, err := ff.f.Write(buf.Bytes()); err != nil {
 		return err
 	}
 	return ff.f.Sync()
