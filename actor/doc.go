@@ -39,10 +39,15 @@
 // the next interval, so that a bounded pipeline's later stages end a
 // checkpoint write after the first instead of up to an interval later. A copy unconfirmed for RewindTimeout goes
 // again whole (Recopy). Acknowledgements of exchange batches carry how far
-// the receiver applied the sender (wire.Acks.ends): a restored fragment
-// that finds a downstream fragment ahead of its copy, or is told it is
-// behind its own durable checkpoint (wire.Behind), refuses — it applies,
-// checkpoints and releases nothing, counted in FragmentStats.Stale — and
+// the receiver applied the sender (wire.Acks.ends), and name their batch
+// by a number that no earlier actor of the fragment in this process sent,
+// nor, from a random start per process, most likely one of an earlier
+// process at this address: a late acknowledgement meant for one of those
+// is taken for no batch of this one (recovery.MachineConfig.FirstSend). A
+// restored fragment that finds a downstream fragment ahead of its copy,
+// or is told it is behind its own durable checkpoint (wire.Behind),
+// refuses — it applies, checkpoints and releases nothing, counted in
+// FragmentStats.Stale — and
 // asks every node for a newer copy (wire.Fetch) every RewindTimeout until
 // one offers it. A hand-off of an older lineage than this node's own copy
 // is not taken over that copy, and it ends a wait for a hand-off, as a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -291,6 +292,14 @@ type Engine struct {
 	supMu      sync.Mutex
 	superseded map[int]*recovery.Checkpoint
 
+	// sent, per fragment: the largest number of a batch its actors sent
+	// downstream, from a random start per process. The fragment's next
+	// actor here numbers its sends past it, so that a late
+	// acknowledgement of an earlier actor's batch (or, through
+	// protoactor's remote, of an earlier process's) finds none of its own
+	// (recovery.MachineConfig.FirstSend).
+	sent []atomic.Uint64
+
 	// settled: the newest checkpoint each fragment settled, as far as this
 	// node knows (settledMu; settled.go).
 	settledMu sync.Mutex
@@ -334,6 +343,11 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 	e = &Engine{plan: plan, cfg: cfg, store: cfg.Store, drained: make(chan struct{}), stop: make(chan struct{}), started: make(chan struct{}),
 		failedCh: make(chan struct{}),
 		writes:   make(chan writeReq, plan.Fragments()), handedOff: map[int]uint64{}, handedOffFrom: map[int]handoffRef{}, superseded: map[int]*recovery.Checkpoint{}}
+	e.sent = make([]atomic.Uint64, plan.Fragments())
+	base := rand.Uint64N(1 << 62) // a process's machines number below 1<<63 (FirstSend)
+	for i := range e.sent {
+		e.sent[i].Store(base)
+	}
 	if e.store == nil {
 		if e.store, err = recovery.Open("checkpoints", vfs.NewMem(), cfg.Logger); err != nil {
 			return nil, err
@@ -640,7 +654,8 @@ func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHan
 	// or without a standby: ckptDone.copying), and a fragment started from
 	// any copy checks it against what its downstream fragments applied.
 	m := recovery.NewMachine(e.plan, i, r, epoch, waitHandoff, recovery.MachineConfig{MaxAttempts: e.cfg.MaxAttempts,
-		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: true, Confirm: true})
+		Backoff: e.cfg.RetryBackoff, RewindTimeout: recovery.DefaultRewindTimeout, Replicated: true, Confirm: true,
+		FirstSend: e.sent[i].Load() + 1})
 	m.SetNow(e.cfg.Now())
 	fa := &fragmentActor{e: e, id: i, m: m, stats: st, lastCkpt: e.cfg.Now(), pauses: e.pauseCount(),
 		// The standby's copy may be of another lineage (an owner that

@@ -569,6 +569,9 @@ func holdDelta(begins bool) int {
 // sends sends batches to fragments downstream: by pointer on this node,
 // encoded and one message per node otherwise.
 func (fa *fragmentActor) sends(c pa.Context, l *layout, sends []recovery.Send) {
+	if len(sends) > 0 {
+		fa.e.sent[fa.id].Store(sends[len(sends)-1].Seq) // the machine numbers them in order
+	}
 	var out map[string]*wire.Batches
 	var buf []byte
 	for _, s := range sends {

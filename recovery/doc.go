@@ -82,8 +82,11 @@
 //     rules out: a standby confirms a copy once it is synced (wire.Copied),
 //     a member says it knows of one once the news is synced (wire.Known),
 //     acknowledgements of exchange batches carry the receiver's end
-//     (wire.Acks), and a stale fragment asks every node for its copy
-//     (wire.Fetch). A fragment without a standby (a single node, or a
+//     (wire.Acks) and name their batch by a number that no earlier
+//     machine of the fragment at that address sent
+//     (MachineConfig.FirstSend: an end taken for another batch's proves
+//     or settles nothing), and a stale fragment asks every node for its
+//     copy (wire.Fetch). A fragment without a standby (a single node, or a
 //     cluster of one) confirms at once: durable here is all there is.
 //     Fragment.LagReleases (Replicated without Confirm) is what a driver
 //     that cannot confirm copies would have to fall back to; neither does.

@@ -90,15 +90,15 @@ type Machine struct {
 	// sets the backoff of the restore that delivers them again).
 	sinkAttempts int
 	attempts     map[flows.EventID]int
-	skips       map[flows.EventID]bool
-	awaiting    map[PartitionID]awaited
+	skips        map[flows.EventID]bool
+	awaiting     map[PartitionID]awaited
 	// dropped: per source partition, the sender of the last batch dropped
 	// while the fragment waited, was down or backed off. The replay asks
 	// it too (replayAll).
 	dropped map[PartitionID]From
 
-	// Batches sent downstream are numbered; acknowledgements held while
-	// too many outputs are retained.
+	// Batches sent downstream are numbered (from FirstSend);
+	// acknowledgements held while too many outputs are retained.
 	nextSend uint64
 	held     []From
 	unacked  []sentBatch // batches sent downstream and not acknowledged, in order
@@ -169,6 +169,26 @@ type MachineConfig struct {
 	// (LagReleases) is needed then. The driver must carry out Copied,
 	// AckedEnd, Recopy and Fetch; without Confirm it need not.
 	Confirm bool
+	// FirstSend numbers the machine's first batch sent downstream
+	// (Send.Seq; zero: 1), and the ones after follow it. An
+	// acknowledgement names its batch by that number alone and goes to
+	// the sender's address (the fragment actor's name; a node and a
+	// fragment), which the fragment's next machine there shares: one
+	// made when the node gains the fragment again (after a fence or a
+	// move), or one of the next process at that address, to which
+	// protoactor's remote delivers what it queued. Such a machine may be
+	// sent the late acknowledgement of an earlier one's batch, above all
+	// a downstream fragment's second answer to a probe (answerProbers),
+	// which comes once that fragment has heard from all its upstreams:
+	// seconds later if one was away. Taken for the machine's own batch of
+	// that number, its end would prove the machine's copy stale when it
+	// is not (an end past that batch's, on another exchange: sim visits
+	// seed 84150 waited for good), or settle the check of a fragment that
+	// has not answered. So a driver that makes a fragment's machines one
+	// after another numbers each past every number the ones before it
+	// sent (the simulation per node, the engine per fragment from a
+	// random start per process). It stays below 1<<63: numbers never wrap.
+	FirstSend uint64
 }
 
 func (c *MachineConfig) defaults() {
@@ -309,6 +329,9 @@ func NewMachine(plan *flowcore.Plan, id int, r Restored, placement uint64, waitH
 	m := &Machine{plan: plan, id: id, frag: r.Fragment, vec: r.Vector, epoch: r.Manifest.Epoch, placement: placement, cfg: cfg,
 		attempts: map[flows.EventID]int{}, skips: map[flows.EventID]bool{}, awaiting: map[PartitionID]awaited{},
 		dropped: map[PartitionID]From{}, waiting: waitHandoff}
+	if cfg.FirstSend > 0 {
+		m.nextSend = cfg.FirstSend - 1 // send numbers the next one
+	}
 	if cfg.Replicated && !cfg.Confirm {
 		m.frag.LagReleases()
 	}

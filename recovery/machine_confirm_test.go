@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
 	"github.com/tessera-streams/tessera/recovery"
 )
 
@@ -538,6 +541,176 @@ func TestMachineConfirmSettlesWithoutProbingAgain(t *testing.T) {
 	for f, m := range ms {
 		if m.Verifying() {
 			t.Fatalf("fragment %d still verifies: a probe answered unknown was not answered again", f)
+		}
+	}
+}
+
+// An acknowledgement names its batch by number only and reaches the
+// sender's address, where the fragment's next machine may run by then. A
+// downstream fragment that has not heard from all its upstreams since its
+// restore answers a probe "unknown", and answers it again with its end
+// once it has (answerProbers): seconds later if an upstream was away. A
+// next machine that numbered its sends from 1 again took that answer for
+// its own batch of the same number, on another exchange and at an end the
+// answer passed, and went stale for good although its copy was the
+// newest (sim visits seed 84150: fragment 5's machine on n4, fenced after
+// a pause, had probed fragment 1, which answered 5.7 s later, when the
+// next machine ran). A machine numbers its sends past the earlier
+// machine's (MachineConfig.FirstSend): the late answer finds no batch,
+// and the answers to its own probes settle it.
+func TestMachineConfirmLateAnswerToEarlierMachine(t *testing.T) {
+	// Two exchanges out of the counts: every update, keyed by the count
+	// reached (channel 1), and the odd ones, keyed by key (channel 2), so
+	// that a fragment's outputs on the two end at different numbers.
+	in := flowstest.NewInput[ev](1)
+	fl := flows.New("two-exchanges", flows.WithFragments(2))
+	counts := flows.Count(flows.KeyBy(flows.From(fl, "events", in), func(e ev) string { return e.Key })).View("counts")
+	flows.Count(flows.KeyBy(counts.Updates(), func(kv flows.KV[string, int64]) int64 { return kv.Value })).View("reached")
+	odd := flows.Filter(counts.Updates(), func(kv flows.KV[string, int64]) bool { return kv.Value%2 == 1 })
+	flows.Count(flows.KeyBy(odd, func(kv flows.KV[string, int64]) string { return kv.Key })).View("odd")
+	plan, err := flowcore.Compile(fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Exchanges(); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("exchange channels %v, want 1 and 2", got)
+	}
+	r := &rig{plan: plan, in: in, store: newStore(t), now: time.Unix(1_000_000, 0)}
+	for f := range 2 {
+		for _, k := range keysOf(f, 2, 3) {
+			r.push(0, k, k, k, k)
+		}
+	}
+
+	// The driver: messages go one at a time, in the order made, and an
+	// acknowledgement to whatever machine of the fragment it names runs
+	// then. last is the largest number fragment 0's machines sent.
+	var ms [2]*recovery.Machine
+	type msg struct {
+		from, to int
+		send     *recovery.Send
+		ack      *recovery.From
+		rewind   *recovery.Rewind
+	}
+	var queue, held []msg
+	var last uint64
+	var stale [2]error
+	take := func(f int) {
+		rd := ms[f].Ready()
+		stale[f] = cmpErr(stale[f], rd.Stale)
+		for i, s := range rd.Sends {
+			if f == 0 {
+				last = max(last, s.Seq)
+			}
+			queue = append(queue, msg{from: f, to: s.Dest, send: &rd.Sends[i]})
+		}
+		for i, a := range rd.Acks {
+			if ref, ok := a.Ref.(int); ok {
+				queue = append(queue, msg{from: f, to: ref, ack: &rd.Acks[i]})
+			}
+		}
+		for i, rw := range rd.Rewinds {
+			if plan.IsExchange(rw.Part.Source) {
+				queue = append(queue, msg{from: f, to: rw.Part.Partition, rewind: &rd.Rewinds[i]})
+			}
+		}
+	}
+	run := func(hold func(msg) bool) {
+		for len(queue) > 0 {
+			q := queue[0]
+			queue = queue[1:]
+			if hold != nil && hold(q) {
+				held = append(held, q)
+				continue
+			}
+			m := ms[q.to]
+			switch {
+			case q.send != nil:
+				m.Step(q.send.Batch, recovery.From{Key: "fragment", Ref: q.from, Seq: q.send.Seq})
+			case q.ack != nil:
+				m.AckedEnd(q.ack.Seq, q.ack.End)
+			default:
+				m.Resend(q.rewind.Part.Source, q.from, q.rewind.To)
+			}
+			take(q.to)
+		}
+	}
+	start := func(f int, rs recovery.Restored, first uint64) {
+		cfg := confirmCfg
+		cfg.FirstSend = first
+		ms[f] = recovery.NewMachine(plan, f, rs, 0, false, cfg)
+		ms[f].SetNow(r.now)
+		ms[f].Replay()
+		ms[f].Start()
+		take(f)
+	}
+	for f := range ms {
+		start(f, recovery.Restored{Fragment: plan.NewFragment(f)}, 0)
+	}
+	run(nil)
+	ms[0].Step(r.batch(t, 0, 0, 12, 0), reader(0))
+	ms[0].Ready()
+	_, rd := confirmed(t, r, ms[0], 0)
+	if len(rd.Sends) == 0 {
+		t.Fatal("fragment 0's confirmed checkpoint released nothing")
+	}
+	queue = nil
+	ms[0].Resend(1, 1, 0) // its outputs, as fragment 1 asks for them
+	ms[0].Resend(2, 1, 0)
+	take(0)
+	run(nil)
+	confirmed(t, r, ms[1], 1)
+	take(1)
+	run(nil)
+	ends := [2]int64{ms[1].Vector().End(part(1, 0)), ms[1].Vector().End(part(2, 0))}
+	if ends[0] == 0 || ends[0] == ends[1] {
+		t.Fatalf("fragment 1 applied fragment 0's outputs on the exchanges up to %v: want two different ends", ends)
+	}
+
+	// Both fragments start again from their copies. Fragment 1 hears from
+	// fragment 0 but not from itself (its own messages are late): it
+	// answers fragment 0's probes "unknown". Its two requests reach
+	// fragment 0 out of order.
+	start(1, r.restore(t, 1), 0)
+	start(0, r.restore(t, 0), last+1)
+	var asks []int
+	for i, q := range queue {
+		if q.rewind != nil && q.from == 1 && q.to == 0 {
+			asks = append(asks, i)
+		}
+	}
+	if len(asks) != 2 {
+		t.Fatalf("fragment 1 asks fragment 0 %d times, want once per exchange", len(asks))
+	}
+	queue[asks[0]], queue[asks[1]] = queue[asks[1]], queue[asks[0]]
+	late := func(q msg) bool { return q.from == 1 && q.to == 1 }
+	run(late)
+	if !ms[0].Verifying() || !ms[1].Verifying() {
+		t.Fatalf("verifying: fragment 0 %v, fragment 1 %v; want both waiting for fragment 1", ms[0].Verifying(), ms[1].Verifying())
+	}
+	ownLate := held
+
+	// Fragment 0's node stops it (a fence) and starts it again from the
+	// same copy; what was on its way to or from the earlier machine is
+	// lost. The new machine sends, and its messages to fragment 1 are
+	// late too. Then fragment 1's own messages come: it settles and
+	// answers the earlier machine's probes again, which reaches the
+	// machine that runs now; then the new machine's probes come.
+	queue = slices.DeleteFunc(queue, func(q msg) bool { return q.from == 0 || q.to == 0 })
+	held = nil
+	start(0, r.restore(t, 0), last+1)
+	run(func(q msg) bool { return late(q) || q.from == 0 && q.to == 1 })
+	probes := held
+	queue, held = ownLate, nil
+	run(nil)
+	queue = probes
+	run(nil)
+	for f, m := range ms {
+		if m.Stale() {
+			t.Fatalf("fragment %d went stale although its copy is the newest there is: %v", f, stale[f])
+		}
+		if m.Verifying() {
+			t.Fatalf("fragment %d still verifies once every message came", f)
 		}
 	}
 }

@@ -109,7 +109,7 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 	if err != nil {
 		return fmt.Errorf("restore fragment %d: %w", f, err)
 	}
-	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true, Confirm: true})
+	m := recovery.NewMachine(c.plan, f, r, epoch, wait, recovery.MachineConfig{Replicated: true, Confirm: true, FirstSend: n.sent + 1})
 	m.SetNow(c.now)
 	// The standby is sent the whole first checkpoint: a new lineage's
 	// numbers do not follow the copy it has.
@@ -118,7 +118,7 @@ func (n *node) gain(f int, epoch uint64, wait bool) error {
 		fr.deadline = c.now.Add(c.cfg.HandoffWait)
 	}
 	n.frags[f] = fr
-	c.trace("%s gains fragment %d (restored epoch %d, wait %v)", n.name, f, r.Manifest.Epoch, wait)
+	c.trace("%s gains fragment %d (restored epoch %d, wait %v, sends from %d)", n.name, f, r.Manifest.Epoch, wait, n.sent+1)
 	return nil
 }
 
@@ -983,6 +983,7 @@ func (n *node) carry(f int) {
 			return cmp.Or(cmp.Compare(a.Part.Source, b.Part.Source), cmp.Compare(a.Part.Partition, b.Part.Partition))
 		})
 		for _, s := range rd.Sends {
+			n.sent = max(n.sent, s.Seq)
 			n.sendExchange(f, s)
 		}
 		for _, a := range rd.Acks {

@@ -103,9 +103,14 @@ type node struct {
 	// lineage replaced although they held a later checkpoint: offered to
 	// the fragment here if the lineage's copy proves stale.
 	superseded map[int]*recovery.Checkpoint
-	needSync   bool     // standby copies written without a sync
-	confirms   []func() // to their owners once the standby copies are synced
-	syncing    bool     // a sync of standby copies runs on a slow disk
+	// sent is the largest number of a batch a fragment of this node sent
+	// downstream: a fragment's next machine here numbers its sends past
+	// it, so that a late acknowledgement of an earlier machine's batch
+	// finds none of its own (recovery.MachineConfig.FirstSend).
+	sent     uint64
+	needSync bool     // standby copies written without a sync
+	confirms []func() // to their owners once the standby copies are synced
+	syncing  bool     // a sync of standby copies runs on a slow disk
 }
 
 type peerInfo struct {

@@ -292,8 +292,23 @@ func TestRandomKeyedVisitSchedules(t *testing.T) {
 //     copies. A first placement that finds no member running now gathers
 //     the live members' copies if the cluster placed before — this node
 //     did, or a member gossips it did — (cluster.Node's ColdStart too).
+//   - 84150 (four nodes, a fifth started; messages dropped, a leave, a
+//     long pause) ended not converged: n2 left and handed fragment 5 to
+//     n4, which was paused for 2.3 s right after, fenced itself once back,
+//     and gained its fragments again at the next placement, with new
+//     machines. Fragment 1, which n5 took from n2 at the leave, had not
+//     heard from fragment 2 on n4 since (the probe was dropped): it had
+//     answered the probes of fragment 5's machine of before the pause
+//     "unknown", and answered them again with its ends once fragment 2's
+//     new machine probed it. The new machine of fragment 5 numbered its
+//     sends from 1 again and took the answer on channel 2 (93) for its
+//     own batch of that number on channel 1 (covered up to 87): "fragment
+//     4 applied them up to 93". It found its copy stale — the newest
+//     there was, which no fetch could better — and waited for good. A
+//     fragment's next machine on a node now numbers its sends past every
+//     earlier one's (recovery.MachineConfig.FirstSend).
 var fixedVisitSeeds = []uint64{275, 409, 498, 885, 1099, 1123, 1361, 2037, 2383, 2403, 3669, 5068, 6779, 7390, 8311, 6345, 10488,
-	19205, 20409, 22890, 24836, 32097, 36115, 38150, 53505}
+	19205, 20409, 22890, 24836, 32097, 36115, 38150, 53505, 84150}
 
 // TestFixedVisitSeeds replays the schedules fixedVisitSeeds name.
 func TestFixedVisitSeeds(t *testing.T) { replayVisitSeeds(t, fixedVisitSeeds) }
