@@ -118,6 +118,13 @@ type SinkOption = flowcore.SinkOption
 // stateless stream, one input partition per key, or a Process with
 // InEventTimeOrder); otherwise a replay may give an id a different value.
 // It needs a stream after KeyBy.
+//
+// A Write that fails loses nothing either way. With OnCheckpoint the
+// outputs stay, and are given again on the next checkpoint. Without it
+// (after KeyBy), the fragment restores its last checkpoint and replays
+// from it after a backoff, making them again with the same ids, for as
+// long as the sink refuses. A sink before KeyBy, called by the readers,
+// that fails stops the engine with its error.
 func OnCheckpoint() SinkOption { return flowcore.OnCheckpoint() }
 
 // To sends the stream's events to a sink. Before the key, the sink is

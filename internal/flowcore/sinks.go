@@ -29,6 +29,13 @@ type SinkOption struct{ committed bool }
 // stateless stream, one input partition per key, or a Process with
 // InEventTimeOrder); otherwise a replay may give an id a different value.
 // It needs a stream after KeyBy.
+//
+// A Write that fails loses nothing either way. With OnCheckpoint the
+// outputs stay, and are given again on the next checkpoint. Without it
+// (after KeyBy), the fragment restores its last checkpoint and replays
+// from it after a backoff, making them again with the same ids, for as
+// long as the sink refuses. A sink before KeyBy, called by the readers,
+// that fails stops the engine with its error.
 func OnCheckpoint() SinkOption { return SinkOption{committed: true} }
 
 // committedSink is a sink's outputs in a fragment, delivered on durable
