@@ -1001,7 +1001,13 @@ func (n *node) carry(f int) {
 				}
 			})
 		}
-		c.errs = append(c.errs, rd.Errors...)
+		for _, err := range rd.Errors {
+			if errors.Is(err, ErrRefused) {
+				c.trace("%s: fragment %d: %v", n.name, f, err)
+				continue
+			}
+			c.errs = append(c.errs, err)
+		}
 		c.dead = append(c.dead, rd.DeadLetters...)
 		if rd.Stale != nil {
 			c.counts.Stale++

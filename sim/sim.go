@@ -200,6 +200,12 @@ func (c *Cluster) Counts() Counts { return c.counts }
 // DeadLetters are the dead letters of every node so far.
 func (c *Cluster) DeadLetters() []flows.DeadLetter { return c.dead }
 
+// ErrRefused is what a sink of the world returns for a write it refuses
+// on purpose: a fault the world injects, which the engine's rules take
+// (the fragment restores and makes the outputs again), not a failure of
+// the run. Err leaves such refusals out.
+var ErrRefused = errors.New("sim: the sink refuses the write")
+
 // Err is every failure a node reported (a sink or a checkpoint that
 // failed), nil if none.
 func (c *Cluster) Err() error { return errors.Join(c.errs...) }

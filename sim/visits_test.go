@@ -73,6 +73,14 @@ func TestRandomVisitSchedules(t *testing.T) {
 	runSchedules(t, scheduleCount(t, 100), "TestRandomVisitSchedules", newVisitsWorld)
 }
 
+// The same schedules with a sink at once that refuses writes: the
+// fragments restore to make the refused outputs again (recovery's
+// sinkFailure), in every placement, hand-off and fault the schedules
+// make.
+func TestRandomRefusingVisitSchedules(t *testing.T) {
+	runSchedules(t, scheduleCount(t, 30), "TestRandomRefusingVisitSchedules", newRefusingVisitsWorld)
+}
+
 // The same schedules over hits partitioned by user: fragments move in
 // groups, each with its partition's reader (shard.Spec).
 func TestRandomKeyedVisitSchedules(t *testing.T) {

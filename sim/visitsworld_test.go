@@ -154,6 +154,10 @@ type recorder[T any] struct {
 	key            func(T) string
 	got            map[flows.OutputID]string
 	contradictions []string
+	// refuse, if set, draws whether a write is refused (sim.ErrRefused):
+	// none of it is kept.
+	refuse   func() bool
+	refusals int
 }
 
 func newRecorder[T any](name string, key func(T) string) *recorder[T] {
@@ -161,6 +165,10 @@ func newRecorder[T any](name string, key func(T) string) *recorder[T] {
 }
 
 func (r *recorder[T]) Write(out []flows.Output[T]) error {
+	if r.refuse != nil && r.refuse() {
+		r.refusals++
+		return fmt.Errorf("%w: sink %s, %d outputs (refusal %d)", sim.ErrRefused, r.name, len(out), r.refusals)
+	}
 	for _, o := range out {
 		v := r.key(o.Value)
 		if had, ok := r.got[o.ID]; ok && had != v {
@@ -442,6 +450,23 @@ func newVisitsWorld(cfg sim.Config, fragments, parts, _ int) (scheduleWorld, err
 // rounded up to a multiple of the partitions.
 func newKeyedVisitsWorld(cfg sim.Config, fragments, parts, _ int) (scheduleWorld, error) {
 	return visitsWorldOf(cfg, (fragments+parts-1)/parts*parts, parts, true)
+}
+
+// newRefusingVisitsWorld is the visits world whose sink at once refuses
+// writes, each with a probability drawn per world (a tenth to three fifths), from
+// a generator of its own: the schedule is the one the seed draws for
+// TestRandomVisitSchedules. A fragment whose outputs are refused restores
+// and makes them again, so the sink still holds every visit once, with
+// one value.
+func newRefusingVisitsWorld(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error) {
+	w, err := newVisitsWorld(cfg, fragments, parts, stages)
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x2ef05e))
+	p := 0.1 + rng.Float64()/2
+	w.(*visitsWorld).atOnce.refuse = func() bool { return rng.Float64() < p }
+	return w, nil
 }
 
 func visitsWorldOf(cfg sim.Config, fragments, parts int, keyed bool) (scheduleWorld, error) {
