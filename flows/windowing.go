@@ -103,7 +103,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 // Its methods:
 //
 //	func (w Windowed[K, T, A]) ByKey() KeyedStream[K, WindowResult[K, A]]
-//	    ByKey is the stream of window results keyed by their key.
+//	    ByKey is the stream of window results keyed by their key. A key's results come from its own fragment, so stateful operators (Count, Aggregate, Process) follow without a shuffle: for instance the number of sessions of every user. Operators in event time after it (windows, sessions, a Process's timers) see a result that a move of the watermark fired as made before that move, as one sent through KeyBy would be: on time for their windows that the same move fires.
 //
 //	func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...ViewOption[A]) Windowed[K, T, A]
 //	    KeyedView exposes the windows' keys as a view: for each event-time window, every key of the window with its value — the live accumulator while the window is open, the final value once the watermark fired it (refined by late events within the allowed lateness).

@@ -678,6 +678,11 @@ type Fragment struct {
 	undone   int      // partitions not ended
 	stageDom []int
 	curDom   int
+	// moving: a move of a channel's watermark fires its operators, from
+	// movedFrom; behind: their results pass to the operators after them
+	// (behindFiring), which see movedFrom.
+	moving, behind bool
+	movedFrom      int64
 	// failing describes the event running outside a batch's records (one
 	// that waited for the watermark), for its dead letter.
 	failing  interface{ describeFailing() (key, val string) }
@@ -723,8 +728,29 @@ func (fr *Fragment) addTimers(stage int, t interface {
 	fr.timers = append(fr.timers, timerReg{dom: fr.stageDom[stage], t: t})
 }
 
-// wm is the watermark of the stage running now.
-func (fr *Fragment) wm() int64 { return fr.wms[fr.curDom].wm }
+// wm is the watermark of the stage running now: while a firing's
+// results pass to the operators after it in the fragment (behind), the
+// watermark before the move that fired them.
+func (fr *Fragment) wm() int64 {
+	if fr.behind {
+		return fr.movedFrom
+	}
+	return fr.wms[fr.curDom].wm
+}
+
+// behindFiring runs fn, which hands a firing's results to operators
+// after the one that fired them, in the same fragment (Windowed.ByKey).
+// During a move of the watermark they see the watermark before it, as
+// results that crossed an exchange would: a window that fired at the
+// new watermark made its results then, and they are not late for the
+// windows, sessions and timers downstream that the same move fires next,
+// in the order the operators were declared.
+func (fr *Fragment) behindFiring(fn func()) {
+	was := fr.behind
+	defer func() { fr.behind = was }() // a panic downstream is recovered by the firing's caller
+	fr.behind = fr.moving
+	fn()
+}
 
 // EventID identifies an input event: a channel, partition and offset.
 type EventID struct {
@@ -832,7 +858,11 @@ func (fr *Fragment) observe(b *Batch) {
 	if !b.EventTime {
 		return
 	}
-	if w := &fr.wms[b.Source]; w.observe(b.Partition, b.Watermark, b.Idle) {
+	w := &fr.wms[b.Source]
+	from := w.wm
+	if w.observe(b.Partition, b.Watermark, b.Idle) {
+		fr.moving, fr.movedFrom = true, from
+		defer func() { fr.moving, fr.behind = false, false }() // and if a firing panics
 		for _, t := range fr.timers {
 			if t.dom == b.Source {
 				fr.curDom = t.dom

@@ -192,7 +192,10 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 // ByKey is the stream of window results keyed by their key. A key's
 // results come from its own fragment, so stateful operators (Count,
 // Aggregate, Process) follow without a shuffle: for instance the number of
-// sessions of every user.
+// sessions of every user. Operators in event time after it (windows,
+// sessions, a Process's timers) see a result that a move of the
+// watermark fired as made before that move, as one sent through KeyBy
+// would be: on time for their windows that the same move fires.
 func (w Windowed[K, T, A]) ByKey() KeyedStream[K, WindowResult[K, A]] {
 	f := w.f
 	stage := len(f.stages)
@@ -204,9 +207,11 @@ func (w Windowed[K, T, A]) ByKey() KeyedStream[K, WindowResult[K, A]] {
 		fr.stages[stage] = st
 		subs, _ := fr.ops[w.op].(windowOutputs[K, T, A]).outputs()
 		*subs = append(*subs, func(r WindowResult[K, A]) {
-			for _, s := range st.subs {
-				s(r.Key, r)
-			}
+			fr.behindFiring(func() {
+				for _, s := range st.subs {
+					s(r.Key, r)
+				}
+			})
 		})
 	})
 	return ks
