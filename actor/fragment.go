@@ -495,7 +495,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 			e.cfg.Logger.Error("fragment output", "fragment", fa.id, "err", err)
 		}
 		if rd.SinkFailures > 0 {
-			e.cfg.Logger.Warn("a sink refused outputs; restoring the fragment to make them again", "fragment", fa.id)
+			e.cfg.Logger.Warn("a sink refused outputs: the fragment holds its input and writes them again after a backoff", "fragment", fa.id)
 		}
 		if rd.Failures > 0 {
 			e.cfg.Logger.Warn("user function failed; restoring the fragment to retry", "fragment", fa.id)

@@ -860,15 +860,15 @@ func oeSortedKeys[V any](m map[string]V) []string {
 
 // ---------------------------------------------------------------------------
 // Sinks at once after the key that refuse writes — a burst while the sink
-// is down, then one write in four — lose nothing: each refusal restores
-// the fragment, which makes the refused outputs again with the same ids
-// (and those made since its checkpoint: at least once), for outputs of
-// events and of processing-time timers alike. The engine goes on without
-// an error, and its views are exact. Each account's deposits come in one
-// partition, so a replay makes each count update with its value again.
-// A processing-time timer is set anew by the replay of its event, so a
-// period's total may come out more than once, with the sum of one
-// history each; the whole period's sum comes out.
+// is down, then one write in four — lose nothing: the fragment keeps the
+// refused outputs and writes them again after a backoff, applying nothing
+// meanwhile, for outputs of events and of processing-time timers alike.
+// The engine goes on without an error, and its views are exact. Each
+// account's deposits come in one partition, so a replay (were there one)
+// makes each count update with its value again; a processing-time timer
+// is set anew by the replay of its event, so a period's total may come
+// out more than once, with the sum of one history each: the whole
+// period's sum comes out.
 func TestEngineOutsideAtOnceSinkRefusalsLoseNothing(t *testing.T) {
 	const period = 30 * time.Second
 	clk := &oeClock{}

@@ -121,10 +121,11 @@ type SinkOption = flowcore.SinkOption
 //
 // A Write that fails loses nothing either way. With OnCheckpoint the
 // outputs stay, and are given again on the next checkpoint. Without it
-// (after KeyBy), the fragment restores its last checkpoint and replays
-// from it after a backoff, making them again with the same ids, for as
-// long as the sink refuses. A sink before KeyBy, called by the readers,
-// that fails stops the engine with its error.
+// (after KeyBy), the fragment keeps them and gives them again after a
+// backoff, for as long as the sink refuses, applying no input and taking
+// no checkpoint meanwhile (a crash meanwhile makes them again, with the
+// same ids, from the last checkpoint). A sink before KeyBy, called by the
+// readers, that fails stops the engine with its error.
 func OnCheckpoint() SinkOption { return flowcore.OnCheckpoint() }
 
 // To sends the stream's events to a sink. Before the key, the sink is

@@ -234,6 +234,15 @@ func (d *Driver) Drain() error {
 	ctx := context.Background()
 	for progress := true; progress; {
 		progress = false
+		for f, m := range d.machines {
+			if m.SinkHeld() { // a sink refused outputs: write them again now
+				m.Tick(d.now)
+				if err := d.ready(f); err != nil {
+					return err
+				}
+				progress = progress || !m.SinkHeld()
+			}
+		}
 		for ri, r := range d.readers {
 			cr := d.credits[ri]
 			n, eof := 0, cr.Ended()
@@ -427,9 +436,9 @@ func (d *Driver) ready(f int) error {
 		d.machines[t.Part.Partition].Trim(t.Part.Source, f, t.Upto)
 	}
 	d.dead = append(d.dead, rd.DeadLetters...)
-	// A sink's refusal is the caller's to see; the restore that makes
-	// the refused outputs again (a sink's or a user function's failure)
-	// happens all the same, so that the driver goes on if asked to.
+	// A sink's refusal is the caller's to see (Drain writes the refused
+	// outputs again when called again); the restore after a user
+	// function's failure happens all the same.
 	errs := rd.Errors
 	if rd.Restore {
 		r, err := recovery.Restore(d.store, d.plan, f)

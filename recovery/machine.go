@@ -86,8 +86,10 @@ type Machine struct {
 	broken  error     // a checkpoint failed: no further checkpoints
 
 	downAttempt int
-	// sinkAttempts: batches in a row whose outputs a sink refused (it
-	// sets the backoff of the restore that delivers them again).
+	// sinkHeld: a sink refused outputs made at once, which the fragment
+	// keeps and writes again after the backoff (holdSinks); sinkAttempts:
+	// the refusals in a row, which set the backoff.
+	sinkHeld     bool
 	sinkAttempts int
 	attempts     map[flows.EventID]int
 	skips        map[flows.EventID]bool
@@ -265,12 +267,12 @@ type Ready struct {
 	// Restored with it.
 	Restore bool
 	// Errors are failures to report: a sink's refusal, of outputs made
-	// as they are (the fragment restores to make them again:
-	// SinkFailures) or on a checkpoint (OnCheckpoint: they stay, and are
-	// delivered on the next); the fragment goes on.
+	// as they are (SinkFailures) or on a checkpoint (OnCheckpoint: they
+	// stay, and are delivered on the next); neither loses them.
 	Errors []error
-	// SinkFailures counts refusals of outputs made as they are: each
-	// restores the fragment (Restore) to make them again.
+	// SinkFailures counts refusals of outputs made as they are: the
+	// fragment holds them, and its input, and writes them again at a Tick
+	// after a backoff (SinkHeld).
 	SinkFailures int
 	// Recopy (Confirm): the standby did not confirm the last durable
 	// checkpoint in time: send it the whole checkpoint again (to the
@@ -392,8 +394,11 @@ func (m *Machine) PlacementEpoch() uint64 { return m.placement }
 // Waiting reports whether the fragment waits for a hand-off.
 func (m *Machine) Waiting() bool { return m.waiting }
 
-// Down reports whether the fragment failed and waits for its restore.
-func (m *Machine) Down() bool { return m.down }
+// Down reports whether the fragment's newest sound state is its last
+// checkpoint: it failed and waits for its restore, or it holds outputs a
+// sink refused (SinkHeld), which a checkpoint must not cover. A checkpoint
+// asked of it (a hand-off, a stop) is that last one.
+func (m *Machine) Down() bool { return m.down || m.sinkHeld }
 
 // Writing reports whether a checkpoint is with the writer.
 func (m *Machine) Writing() bool { return m.writing }
@@ -560,15 +565,11 @@ func (m *Machine) result(err error, from From, applied bool) {
 		return
 	}
 	if err != nil {
-		m.frag.TimerDeadLetters() // fired again by the replay, as above
-		m.ready.Acks = append(m.ready.Acks, from)
-		m.sinkFailure(err)
-		return
+		m.holdSinks(err) // the batch is applied; its outputs wait
 	}
 	m.ready.DeadLetters = append(m.ready.DeadLetters, m.frag.TimerDeadLetters()...)
 	if applied {
 		m.ready.Applied++
-		m.sinkAttempts = 0
 	}
 	m.sendOutputs()
 	if m.frag.Retained() > m.cfg.MaxRetained {
@@ -885,24 +886,40 @@ func (m *Machine) failure(ee *flowcore.EventError) {
 // 10 backoffs (a second by default), not ever more rarely.
 const maxSinkBackoff = 10
 
-// sinkFailure takes a sink's refusal of outputs made as they are (not
-// OnCheckpoint): its Write failed, and the outputs it was handed are not
-// kept. The fragment restores its last durable checkpoint and, after a
-// backoff, replays from it, making them again with the same ids (and
-// those made since the checkpoint, which the sink may have: at least
-// once, as every replay). No event is at fault: none is dead-lettered,
-// and the fragment tries again for as long as the sink refuses, taking
-// no checkpoint that would cover what the sink did not take.
-func (m *Machine) sinkFailure(err error) {
+// holdSinks takes a sink's refusal of outputs made as they are (not
+// OnCheckpoint). The fragment keeps them and, after a backoff, writes
+// them again (Tick), for as long as the sink refuses: no event is at
+// fault, so none is dead-lettered. Meanwhile it applies no input (it is
+// dropped, and replayed once the sink took them), fires no
+// processing-time timer, and takes no checkpoint, which would cover
+// outputs the sink does not have: a restore (a crash, a hand-off, which
+// takes the last checkpoint) makes them again with the same ids.
+func (m *Machine) holdSinks(err error) {
 	m.ready.Errors = append(m.ready.Errors, err)
 	m.ready.SinkFailures++
 	m.sinkAttempts++
-	m.down, m.downAttempt = true, min(m.sinkAttempts, maxSinkBackoff)
-	m.releaseHeld(true)
-	if !m.writing {
-		m.ready.Restore = true
+	m.sinkHeld = true
+	m.backoff = m.now
+	if m.cfg.Backoff > 0 {
+		m.backoff = m.now.Add(m.cfg.Backoff * time.Duration(min(m.sinkAttempts, maxSinkBackoff)))
 	}
+	m.awaitAll()
 }
+
+// retrySinks writes again, once the backoff ended, what a sink refused;
+// it reports whether the fragment may go on.
+func (m *Machine) retrySinks() bool {
+	if err := m.frag.RetrySinks(); err != nil {
+		m.holdSinks(err)
+		return false
+	}
+	m.sinkHeld, m.sinkAttempts = false, 0
+	return true
+}
+
+// SinkHeld reports whether the fragment holds outputs a sink refused, to
+// write them again at a Tick after the backoff.
+func (m *Machine) SinkHeld() bool { return m.sinkHeld }
 
 // Resumed drops the fragment's state: its node was stopped (or declared
 // dead) for long enough that another node may have taken the fragment
@@ -942,6 +959,9 @@ func (m *Machine) Restored(r Restored, handoff bool) {
 		m.frag.Restored()
 	}
 	m.stale = false
+	if m.sinkHeld { // the restore makes again what a sink refused
+		m.sinkHeld, m.sinkAttempts, m.backoff = false, 0, time.Time{}
+	}
 	m.epoch = max(r.Manifest.Epoch, own) // epochs only grow: checkpoint waiters count on it
 	m.unacked = m.unacked[:0]            // the restored fragment tells every fragment where it is
 	for ev := range m.skips {
@@ -1043,7 +1063,7 @@ func (m *Machine) inputs() []PartitionID {
 // RewindTimeout are asked again (of whoever has the partition now).
 func (m *Machine) Tick(now time.Time) {
 	m.now = now
-	if !m.backoff.IsZero() && !now.Before(m.backoff) {
+	if !m.backoff.IsZero() && !now.Before(m.backoff) && (!m.sinkHeld || m.retrySinks()) {
 		m.backoff = time.Time{}
 		m.replayAll()
 	}
@@ -1062,14 +1082,12 @@ func (m *Machine) Tick(now time.Time) {
 		m.staleAt = now
 		m.ready.Fetch = true
 	}
-	if m.down || m.waiting {
+	if m.down || m.waiting || m.sinkHeld {
 		return
 	}
 	dls, err := m.frag.Advance(now)
 	if err != nil {
-		// The timers fired here fire again once the restore is replayed.
-		m.sinkFailure(err)
-		return
+		m.holdSinks(err)
 	}
 	m.ready.DeadLetters = append(m.ready.DeadLetters, dls...)
 	m.sendOutputs()
@@ -1135,7 +1153,7 @@ func (m *Machine) Checkpoint() (*Checkpoint, error) {
 // downstream fragments said where they are: a copy that may be stale must
 // not outnumber the copies that are not.
 func (m *Machine) FinalCheckpoint() (*Checkpoint, error) {
-	if m.writing || m.broken != nil || m.down || m.waiting || len(m.verifying) > 0 {
+	if m.writing || m.broken != nil || m.down || m.sinkHeld || m.waiting || len(m.verifying) > 0 {
 		return nil, nil
 	}
 	cp, err := Take(m.frag, &m.vec, m.plan.Fragments(), m.epoch+1, m.now)

@@ -74,8 +74,8 @@ func TestRandomVisitSchedules(t *testing.T) {
 }
 
 // The same schedules with a sink at once that refuses writes: the
-// fragments restore to make the refused outputs again (recovery's
-// sinkFailure), in every placement, hand-off and fault the schedules
+// fragments hold the refused outputs and write them again (recovery's
+// holdSinks), in every placement, hand-off and fault the schedules
 // make.
 func TestRandomRefusingVisitSchedules(t *testing.T) {
 	runSchedules(t, scheduleCount(t, 30), "TestRandomRefusingVisitSchedules", newRefusingVisitsWorld)

@@ -455,7 +455,7 @@ func newKeyedVisitsWorld(cfg sim.Config, fragments, parts, _ int) (scheduleWorld
 // newRefusingVisitsWorld is the visits world whose sink at once refuses
 // writes, each with a probability drawn per world (a tenth to three fifths), from
 // a generator of its own: the schedule is the one the seed draws for
-// TestRandomVisitSchedules. A fragment whose outputs are refused restores
+// TestRandomVisitSchedules. A fragment whose outputs are refused holds
 // and makes them again, so the sink still holds every visit once, with
 // one value.
 func newRefusingVisitsWorld(cfg sim.Config, fragments, parts, stages int) (scheduleWorld, error) {

@@ -23,9 +23,9 @@ type SinkConfig[T any] struct {
 	Encode func(v T) ([]byte, error)
 	// WriteTimeout bounds a Write; 0 waits until every record is
 	// acknowledged, however long franz-go retries. A Write that fails
-	// loses nothing: the fragment restores its last checkpoint and makes
-	// the outputs again (at least once, with the same keys), after a
-	// backoff, for as long as the topic refuses them.
+	// loses nothing: the fragment gives the outputs again after a
+	// backoff, for as long as the topic refuses them, and holds its input
+	// meanwhile.
 	WriteTimeout time.Duration
 	// Options are added to the producer client (TLS, SASL, compression,
 	// ...). The sink sets acks=all itself.

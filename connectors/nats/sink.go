@@ -24,10 +24,9 @@ type SinkConfig[T any] struct {
 	// acknowledgement before it is published again; default 5s.
 	AckWait time.Duration
 	// WriteTimeout bounds a Write; 0 retries until every message is
-	// acknowledged. A Write that fails loses nothing: the fragment
-	// restores its last checkpoint and makes the outputs again (at least
-	// once, with the same ids), after a backoff, for as long as the
-	// stream refuses them.
+	// acknowledged. A Write that fails loses nothing: the fragment gives
+	// the outputs again after a backoff, for as long as the stream
+	// refuses them, and holds its input meanwhile.
 	WriteTimeout time.Duration
 	Options      []natsgo.Option
 }

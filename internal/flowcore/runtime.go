@@ -204,13 +204,19 @@ func (c *core) setOutputID(id *OutputID) {
 // flushEarly writes a full sink buffer before the batch ends (sinkChunk);
 // its error is the batch's, returned by the next flushSinks.
 func (c *core) flushEarly(s interface{ flush() error }) {
+	if len(c.sinkErrs) > 0 {
+		return // a sink refused: what follows waits for the batch's end
+	}
 	if err := s.flush(); err != nil {
 		c.sinkErrs = append(c.sinkErrs, err)
 	}
 }
 
+// flushSinks writes every sink's buffer. A chunk refused early stayed in
+// its buffer and goes again here: the batch's error is what these writes
+// refuse.
 func (c *core) flushSinks() error {
-	errs := c.sinkErrs
+	var errs []error
 	c.sinkErrs = nil
 	for _, s := range c.sinks {
 		if err := s.flush(); err != nil {
@@ -978,6 +984,18 @@ func (fr *Fragment) deadLetter(key, val string, v any) DeadLetter {
 	}
 	dl.SetValue(val)
 	return dl
+}
+
+// RetrySinks writes again what sinks refused (Apply, Observe and Advance
+// report the refusal as a sink error, and keep the outputs): the caller
+// applies nothing more to the fragment, and takes no checkpoint of it,
+// until this succeeds, so that the sinks see the outputs in order and a
+// restore makes again those the process did not deliver.
+func (fr *Fragment) RetrySinks() error {
+	if err := fr.flushSinks(); err != nil {
+		return fmt.Errorf("fragment %d sink: %w", fr.id, err)
+	}
+	return nil
 }
 
 func (fr *Fragment) discardSinks() {

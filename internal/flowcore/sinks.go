@@ -32,10 +32,11 @@ type SinkOption struct{ committed bool }
 //
 // A Write that fails loses nothing either way. With OnCheckpoint the
 // outputs stay, and are given again on the next checkpoint. Without it
-// (after KeyBy), the fragment restores its last checkpoint and replays
-// from it after a backoff, making them again with the same ids, for as
-// long as the sink refuses. A sink before KeyBy, called by the readers,
-// that fails stops the engine with its error.
+// (after KeyBy), the fragment keeps them and gives them again after a
+// backoff, for as long as the sink refuses, applying no input and taking
+// no checkpoint meanwhile (a crash meanwhile makes them again, with the
+// same ids, from the last checkpoint). A sink before KeyBy, called by the
+// readers, that fails stops the engine with its error.
 func OnCheckpoint() SinkOption { return SinkOption{committed: true} }
 
 // committedSink is a sink's outputs in a fragment, delivered on durable

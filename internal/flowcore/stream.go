@@ -211,14 +211,18 @@ func (b *sinkBuf[T]) discard() {
 	b.out = b.out[:0]
 }
 
+// flush writes the buffer to the sink. A refused write keeps it, to be
+// written again (Fragment.RetrySinks) before anything else reaches it.
 func (b *sinkBuf[T]) flush() error {
 	if len(b.out) == 0 {
 		return nil
 	}
-	err := b.sink.Write(b.out)
+	if err := b.sink.Write(b.out); err != nil {
+		return err
+	}
 	clear(b.out)
 	b.out = b.out[:0]
-	return err
+	return nil
 }
 
 // Rec is a keyed record in a batch: the key, the event, and the offset of
