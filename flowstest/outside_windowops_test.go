@@ -186,7 +186,7 @@ func TestOutsideCountTriggeredSlidingWindows(t *testing.T) {
 		ks := flows.KeyBy(flows.From(f, "events", in, flows.WithEventTime(func(e owEv) time.Time { return e.At }, delay)),
 			func(e owEv) string { return e.Key })
 		w := flows.WindowAggregate(ks, flows.Sliding(size, slide), noW,
-			func(s wstats, e owEv) wstats { return addW(s, wev{Key: e.Key, At: e.At, W: e.W}) },
+			func(s wstats, e owEv) wstats { return addW(s, wev(e)) },
 			flows.FireEvery(every), flows.AllowedLateness(lateness))
 		committed := flowstest.Collect(w.Results(), flows.OnCheckpoint())
 		atOnce := flowstest.Collect(w.Results())
