@@ -227,6 +227,26 @@ type oeTotal struct {
 	At   int64 // the timer's processing time, unix ns
 }
 
+// oePeriods is an account's processing-time periods: its first deposit
+// opens one of length period, later ones join it, and its timer emits the
+// period's total and clears the state.
+func oePeriods(period time.Duration) flows.Handler[string, oeDeposit, int64, oeTotal] {
+	return flows.Handler[string, oeDeposit, int64, oeTotal]{
+		OnEvent: func(c *flows.Context[string, int64, oeTotal], d oeDeposit) {
+			n, ok := c.State()
+			if !ok {
+				c.SetProcessingTimer(c.Now().Add(period))
+			}
+			c.SetState(n + d.Amt)
+		},
+		OnTimer: func(c *flows.Context[string, int64, oeTotal], at time.Time) {
+			n, _ := c.State()
+			c.Emit(oeTotal{Acct: c.Key(), Sum: n, At: at.UnixNano()})
+			c.ClearState()
+		},
+	}
+}
+
 // oeClock is the wall clock moved ahead by the test.
 type oeClock struct{ skew atomic.Int64 }
 
@@ -241,20 +261,7 @@ func TestEngineOutsideProcessingTimersAcrossRestart(t *testing.T) {
 	build := func() *flows.Flow {
 		f := flows.New("periods", flows.WithFragments(8))
 		ks := flows.KeyBy(flows.From(f, "deposits", flows.Source[oeDeposit](in)), func(d oeDeposit) string { return d.Acct })
-		p := flows.Process(ks, flows.Handler[string, oeDeposit, int64, oeTotal]{
-			OnEvent: func(c *flows.Context[string, int64, oeTotal], d oeDeposit) {
-				n, ok := c.State()
-				if !ok {
-					c.SetProcessingTimer(c.Now().Add(period))
-				}
-				c.SetState(n + d.Amt)
-			},
-			OnTimer: func(c *flows.Context[string, int64, oeTotal], at time.Time) {
-				n, _ := c.State()
-				c.Emit(oeTotal{Acct: c.Key(), Sum: n, At: at.UnixNano()})
-				c.ClearState()
-			},
-		})
+		p := flows.Process(ks, oePeriods(period))
 		p.View("open")
 		flows.AggregateView(ks.Values(), "deposits", splice.Count[oeDeposit](), func(d oeDeposit) oeDeposit { return d })
 		flows.To(p.Out(), flows.Sink[oeTotal](committed), flows.OnCheckpoint())
@@ -897,21 +904,7 @@ func TestEngineOutsideAtOnceSinkRefusalsLoseNothing(t *testing.T) {
 	f := flows.New("refusals", flows.WithFragments(4))
 	ks := flows.KeyBy(flows.From(f, "deposits", flows.Source[oeDeposit](in)), func(d oeDeposit) string { return d.Acct })
 	flows.To(flows.Count(ks).View("n").Updates(), flows.Sink[flows.KV[string, int64]](updates))
-	p := flows.Process(ks, flows.Handler[string, oeDeposit, int64, oeTotal]{
-		OnEvent: func(c *flows.Context[string, int64, oeTotal], d oeDeposit) {
-			n, ok := c.State()
-			if !ok {
-				c.SetProcessingTimer(c.Now().Add(period))
-			}
-			c.SetState(n + d.Amt)
-		},
-		OnTimer: func(c *flows.Context[string, int64, oeTotal], at time.Time) {
-			n, _ := c.State()
-			c.Emit(oeTotal{Acct: c.Key(), Sum: n})
-			c.ClearState()
-		},
-	})
-	flows.To(p.Out(), totalSink)
+	flows.To(flows.Process(ks, oePeriods(period)).Out(), totalSink)
 	store := oeOpen(t, t.TempDir())
 	defer store.Close()
 	e := oeStart(t, f, Config{Store: store, Now: clk.now, TickInterval: 5 * time.Millisecond,

@@ -7,10 +7,8 @@ package cluster_test
 // answer is checked against a plain-Go program over the same input.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +19,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tessera-streams/tessera/cluster"
+	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/flows"
 	"github.com/tessera-streams/tessera/internal/exampletest"
 	"github.com/tessera-streams/tessera/splice"
@@ -51,20 +49,20 @@ func ocNodeMain(args []string) int {
 	defer stop()
 	fs := flag.NewFlagSet("outside", flag.ContinueOnError)
 	specJSON := fs.String("spec", "", "the scenario's input (JSON)")
-	var sink *ocFileSink
+	var sink *file.Sink[OcSummary]
 	err := cluster.Run(ctx, fs, args, os.Stdout, os.Stderr, func(node *cluster.Flags) (*flows.Flow, error) {
 		var sp ocSpec
 		if err := json.Unmarshal([]byte(*specJSON), &sp); err != nil {
 			return nil, fmt.Errorf("-spec: %w", err)
 		}
 		var err error
-		if sink, err = openOcSink(filepath.Join(node.Data, "sink.jsonl")); err != nil {
+		if sink, err = file.NewSink[OcSummary](filepath.Join(node.Data, "sink"), nil); err != nil {
 			return nil, err
 		}
 		return ocFlow(sp, node.Fragments, sink), nil
 	}, [][2]string{{"/v1/cluster", "cluster"}})
 	if sink != nil {
-		sink.f.Close()
+		sink.Close()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "outside node:", err)
@@ -255,55 +253,6 @@ func (r *ocReader) Read(_ context.Context, b *flows.ReadBatch[OcPing], max int) 
 }
 
 func (r *ocReader) Close() error { return nil }
-
-// ocFileSink appends each output with its id as a JSON line, synced per
-// write: an idempotent sink, read back by id.
-type ocFileSink struct {
-	mu sync.Mutex
-	f  *os.File
-}
-
-type ocLine struct {
-	ID  string
-	Out OcSummary
-}
-
-func openOcSink(path string) (*ocFileSink, error) {
-	b, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	// A line cut short by a kill was never acknowledged: drop it.
-	keep := int64(bytes.LastIndexByte(b, '\n') + 1)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Truncate(keep); err != nil {
-		return nil, err
-	}
-	if _, err := f.Seek(keep, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return &ocFileSink{f: f}, nil
-}
-
-func (s *ocFileSink) Write(out []flows.Output[OcSummary]) error {
-	var buf []byte
-	for _, o := range out {
-		b, err := json.Marshal(ocLine{ID: o.ID.String(), Out: o.Value})
-		if err != nil {
-			return err
-		}
-		buf = append(append(buf, b...), '\n')
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.f.Write(buf); err != nil {
-		return err
-	}
-	return s.f.Sync()
-}
 
 // ocModel is the flow computed by a plain sequential program.
 type ocModel struct {
@@ -565,25 +514,6 @@ func ocPages(t *testing.T, bases []string, view string, limit int) (map[string]i
 	}
 }
 
-func ocDiff(got, want map[string]int64) string {
-	var d []string
-	for k, v := range want {
-		if g, ok := got[k]; !ok || g != v {
-			d = append(d, fmt.Sprintf("%q: %d (present %v), want %d", k, g, ok, v))
-		}
-	}
-	for k, v := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("%q: %d, want none", k, v))
-		}
-	}
-	sort.Strings(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
-	}
-	return strings.Join(d, "; ")
-}
-
 // windowsOf reads a windowed keyed view's windows of key from base.
 func ocWindows(base, view, key string) (map[time.Time]int64, bool, string) {
 	u := fmt.Sprintf("%s/v1/views/%s/keys/%s?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z", base, view, url.PathEscape(key))
@@ -629,7 +559,7 @@ func (c *ocCluster) checkViews(m *ocModel, limit time.Duration) {
 					if !ok {
 						return why
 					}
-					if d := ocDiff(got, want); d != "" {
+					if d := exampletest.DiffMap(got, want); d != "" {
 						return fmt.Sprintf("%s from %s, pages of %d: %s", view, rot[0], lim, d)
 					}
 				}
@@ -697,8 +627,16 @@ func (c *ocCluster) checkSink(m *ocModel) {
 	byID := map[string]OcSummary{}
 	idOf := map[ocOutKey]string{}
 	lines := 0
+	var files []string
 	for _, nd := range c.nodes {
-		b, err := os.ReadFile(filepath.Join(nd.dir, "sink.jsonl"))
+		fs, err := filepath.Glob(filepath.Join(nd.dir, "sink", "*.jsonl")) // the file sink's, one per fragment
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -706,9 +644,12 @@ func (c *ocCluster) checkSink(m *ocModel) {
 			if !strings.HasSuffix(l, "\n") {
 				continue // cut by a kill mid-write: that write never returned
 			}
-			var ln ocLine
+			var ln struct {
+				ID  string    `json:"id"`
+				Out OcSummary `json:"value"`
+			}
 			if err := json.Unmarshal([]byte(l), &ln); err != nil {
-				t.Fatalf("%s: line %q: %v", nd.name, l, err)
+				t.Fatalf("%s: line %q: %v", name, l, err)
 			}
 			lines++
 			ln.Out.At = ln.Out.At.UTC()

@@ -38,29 +38,26 @@ var owT0 = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
 func owAt(d time.Duration) time.Time { return owT0.Add(d) }
 
+// owEnd ends the input (closeInput), perhaps crashes a fragment right at
+// the end and restarts the whole flow after it has read the end, and
+// settles: every output is made and every checkpoint taken.
+func owEnd(t *rapid.T, d *flowstest.Driver, closeInput func(), fragments int) {
+	closeInput()
+	if rapid.Bool().Draw(t, "crash at end") {
+		must(t, d.Crash(rapid.IntRange(0, fragments-1).Draw(t, "end frag")))
+	}
+	must(t, d.Drain())
+	if rapid.Bool().Draw(t, "restart at end") {
+		must(t, d.Restart())
+	}
+	must(t, d.Settle())
+	must(t, d.Checkpoint())
+	must(t, d.Settle())
+}
+
 // owResult prints a window result as the models do.
 func owResult[V any](r flows.WindowResult[string, V]) string {
 	return fmt.Sprintf("%s %s..%s %v %v", r.Key, r.Start.Sub(owT0), r.End.Sub(owT0), r.Value, r.Firing)
-}
-
-// owIDValues checks that a sink had every output id with one value only,
-// and returns the values, one per id, sorted.
-func owIDValues[T any](t interface{ Fatalf(string, ...any) }, what string, outs []flows.Output[T], format func(T) string) []string {
-	seen := map[flows.OutputID]string{}
-	var vals []string
-	for _, o := range outs {
-		v := format(o.Value)
-		if prev, ok := seen[o.ID]; ok {
-			if prev != v {
-				t.Fatalf("%s: output %v delivered as %q, then %q", what, o.ID, prev, v)
-			}
-			continue
-		}
-		seen[o.ID] = v
-		vals = append(vals, v)
-	}
-	slices.Sort(vals)
-	return vals
 }
 
 // ---------------------------------------------------------------------------
@@ -135,21 +132,28 @@ func windowsOfWindows(t *testing.T, via string, slide time.Duration, stepwise bo
 	for w, sum := range wins {
 		want = append(want, fmt.Sprintf("%s %d on-time", w, sum))
 	}
-	slices.Sort(want)
+	owCheckResults(t, "two-hour windows", got.Values(), want, late.Values())
+}
+
+// owCheckResults compares the results of windows over hourly sums with
+// want, and requires that no hourly sum was too late for them.
+func owCheckResults(t *testing.T, what string, got []flows.WindowResult[string, int64], want []string, late []flows.WindowResult[string, int64]) {
+	t.Helper()
 	var gotS []string
-	for _, r := range got.Values() {
+	for _, r := range got {
 		gotS = append(gotS, owResult(r))
 	}
 	slices.Sort(gotS)
+	slices.Sort(want)
 	if !slices.Equal(gotS, want) {
-		t.Errorf("two-hour windows of hourly sums differ from the model:\n%s", diffLines(gotS, want))
+		t.Errorf("%s of hourly sums differ from the model:\n%s", what, diffLines(gotS, want))
 	}
-	if rs := late.Values(); len(rs) != 0 {
+	if len(late) != 0 {
 		var ls []string
-		for _, r := range rs {
+		for _, r := range late {
 			ls = append(ls, owResult(r))
 		}
-		t.Errorf("%d hourly results too late for the two-hour windows: %q", len(ls), ls)
+		t.Errorf("%d hourly results too late for the %s: %q", len(ls), what, ls)
 	}
 }
 
@@ -244,17 +248,7 @@ func TestOutsideCountTriggeredSlidingWindows(t *testing.T) {
 				must(t, d.Restart())
 			}
 		}
-		in.Close()
-		if rapid.Bool().Draw(t, "crash at end") {
-			must(t, d.Crash(rapid.IntRange(0, fragments-1).Draw(t, "end frag")))
-		}
-		must(t, d.Drain())
-		if rapid.Bool().Draw(t, "restart at end") {
-			must(t, d.Restart())
-		}
-		must(t, d.Settle())
-		must(t, d.Checkpoint())
-		must(t, d.Settle())
+		owEnd(t, d, in.Close, fragments)
 
 		wantResults, wantLate := owCountTriggerModel(evs, size, slide, delay, lateness, every)
 		format := func(r flows.WindowResult[string, wstats]) string {
@@ -573,12 +567,12 @@ func windowViewsWithIdlePartition(t *testing.T, fault string) {
 	must(t, d.Checkpoint())
 	must(t, d.Settle())
 
-	gotResults := owIDValues(t, "results", results.Outputs(), owResult[int64])
+	gotResults := idValues(t, "results", results.Outputs(), owResult[int64])
 	slices.Sort(m.results)
 	if !slices.Equal(gotResults, m.results) {
 		t.Fatalf("results differ from the model:\n%s", diffLines(gotResults, m.results))
 	}
-	gotLate := owIDValues(t, "too late", tooLate.Outputs(), func(e owEv) string { return fmt.Sprintf("%s %s", e.Key, e.At.Sub(owT0)) })
+	gotLate := idValues(t, "too late", tooLate.Outputs(), func(e owEv) string { return fmt.Sprintf("%s %s", e.Key, e.At.Sub(owT0)) })
 	slices.Sort(m.tooLate)
 	if !slices.Equal(gotLate, m.tooLate) {
 		t.Fatalf("too-late events differ from the model:\n%s", diffLines(gotLate, m.tooLate))
@@ -634,11 +628,6 @@ func sessionsOfWindows(t *testing.T, via string) {
 	}
 	in.Close()
 	must(t, d.Settle())
-	var gotS []string
-	for _, r := range got.Values() {
-		gotS = append(gotS, owResult(r))
-	}
-	slices.Sort(gotS)
 	// Hours 0, 1 and 2 of a end at 0:59:59.999999999, 1:59:59… and
 	// 2:59:59…: one session up to 90 minutes after the last; hour 4 ends
 	// 4:59:59…, more than 90 minutes later.
@@ -648,17 +637,7 @@ func sessionsOfWindows(t *testing.T, via string) {
 		fmt.Sprintf("a %s..%s 8 on-time", last(4*time.Hour), last(4*time.Hour)+90*time.Minute),
 		fmt.Sprintf("b %s..%s 16 on-time", last(6*time.Hour), last(6*time.Hour)+90*time.Minute),
 	}
-	slices.Sort(want)
-	if !slices.Equal(gotS, want) {
-		t.Errorf("sessions of hourly sums differ from the model:\n%s", diffLines(gotS, want))
-	}
-	if rs := late.Values(); len(rs) != 0 {
-		var ls []string
-		for _, r := range rs {
-			ls = append(ls, owResult(r))
-		}
-		t.Errorf("%d hourly results too late for the sessions: %q", len(ls), ls)
-	}
+	owCheckResults(t, "sessions", got.Values(), want, late.Values())
 }
 
 // ---------------------------------------------------------------------------
@@ -735,17 +714,7 @@ func TestOutsideRestampedRekeyedSlidingWindows(t *testing.T) {
 				must(t, d.Restart())
 			}
 		}
-		in.Close()
-		if rapid.Bool().Draw(t, "crash at end") {
-			must(t, d.Crash(rapid.IntRange(0, fragments-1).Draw(t, "end frag")))
-		}
-		must(t, d.Settle())
-		if rapid.Bool().Draw(t, "restart at end") {
-			must(t, d.Restart())
-		}
-		must(t, d.Settle())
-		must(t, d.Checkpoint())
-		must(t, d.Settle())
+		owEnd(t, d, in.Close, fragments)
 
 		// The model: every trip in each window over its departure.
 		wins := map[string]map[int64]wstats{}
@@ -767,7 +736,7 @@ func TestOutsideRestampedRekeyedSlidingWindows(t *testing.T) {
 		}
 		slices.Sort(want)
 		slices.Sort(wantView)
-		got := owIDValues(t, "committed results", committed.Outputs(), func(r flows.WindowResult[string, wstats]) string {
+		got := idValues(t, "committed results", committed.Outputs(), func(r flows.WindowResult[string, wstats]) string {
 			return fmt.Sprintf("%s %d %d %v %v", r.Key, r.Start.UnixNano(), r.End.UnixNano(), r.Value, r.Firing)
 		})
 		if !slices.Equal(got, want) {

@@ -277,7 +277,7 @@ func mod(a, b int64) int64 {
 
 // idValues checks that a sink had every output id with one value only,
 // and returns the values, one per id, sorted.
-func idValues[T any](t *rapid.T, what string, outs []flows.Output[T], format func(T) string) []string {
+func idValues[T any](t interface{ Fatalf(string, ...any) }, what string, outs []flows.Output[T], format func(T) string) []string {
 	seen := map[flows.OutputID]string{}
 	var vals []string
 	for _, o := range outs {

@@ -318,7 +318,7 @@ func checkViews(t *testing.T, base string, want expected) {
 			len(devices.Entries), devices.Complete, devices.Entries[:min(len(devices.Entries), 5)])
 	}
 	if got := getCounts(t, base); !maps.Equal(got, want.counts) {
-		t.Errorf("%s: counts view: %d devices, want %d: %s", base, len(got), len(want.counts), diffMap(got, want.counts))
+		t.Errorf("%s: counts view: %d devices, want %d: %s", base, len(got), len(want.counts), exampletest.DiffMap(got, want.counts))
 	}
 	var sites sitesAnswer
 	exampletest.GetJSON(t, base+"/v1/views/sites?limit=100000", &sites)
@@ -335,28 +335,8 @@ func checkViews(t *testing.T, base string, want expected) {
 		t.Fatalf("%s: sites view cut short", base)
 	}
 	if !maps.Equal(got, want.sites) {
-		t.Errorf("%s: sites view: %d cells, want %d; differing: %s", base, len(got), len(want.sites), diffMap(got, want.sites))
+		t.Errorf("%s: sites view: %d cells, want %d; differing: %s", base, len(got), len(want.sites), exampletest.DiffMap(got, want.sites))
 	}
-}
-
-// diffMap lists (the first ten of) the keys where got and want differ.
-func diffMap[V comparable](got, want map[string]V) string {
-	var d []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok || g != w {
-			d = append(d, fmt.Sprintf("%s got %+v (present %v) want %+v", k, g, ok, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("%s got %+v, want none", k, g))
-		}
-	}
-	slices.Sort(d)
-	if len(d) > 10 {
-		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
-	}
-	return strings.Join(d, "; ")
 }
 
 // sinkLines reads the lines of every fragment file of sub in every node's
@@ -424,7 +404,7 @@ func checkSinks(t *testing.T, nodes []*node, want expected) {
 	}
 	if !maps.Equal(gotAlarms, want.alarms) {
 		t.Errorf("alarms sink: %d ids, %d distinct alarms; want %d: %s", len(alarms), len(gotAlarms), want.nAlarms,
-			diffMap(gotAlarms, want.alarms))
+			exampletest.DiffMap(gotAlarms, want.alarms))
 	}
 	counts := sinkLines(t, "counts", nodes)
 	perDev := map[string][]int64{}
@@ -485,7 +465,7 @@ func checkSinks(t *testing.T, nodes []*node, want expected) {
 		gotWindows[c] = r.Value
 	}
 	if !maps.Equal(gotWindows, want.sites) {
-		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), diffMap(gotWindows, want.sites))
+		t.Errorf("windows sink: %d, want %d: %s", len(gotWindows), len(want.sites), exampletest.DiffMap(gotWindows, want.sites))
 	}
 }
 
@@ -709,7 +689,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					ends, refs := atCut(devices.Cut)
 					if devices.More || !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.devices, got) }) {
 						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' (the first: %s)",
-							n.name, ends, devices.Stale, devices.More, len(got), len(refs), diffMap(got, refs[0].devices))
+							n.name, ends, devices.Stale, devices.More, len(got), len(refs), exampletest.DiffMap(got, refs[0].devices))
 					}
 				}
 			}
@@ -726,7 +706,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					snapshots++
 					if counts.More || !maps.Equal(got, at) {
 						t.Errorf("%s answered counts at the cut %v (stale %v, more %v) with %d devices: %s", n.name, ends, counts.Stale,
-							counts.More, len(got), diffMap(got, at))
+							counts.More, len(got), exampletest.DiffMap(got, at))
 					}
 				} else {
 					// A latest answer holds at least the readings below its
@@ -763,7 +743,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					}
 					if !maps.Equal(got, want.sites) {
 						t.Errorf("%s answered sites complete (%s) with %d cells, want %d: %s", n.name, q, len(got), len(want.sites),
-							diffMap(got, want.sites))
+							exampletest.DiffMap(got, want.sites))
 					}
 				}
 				if q != "" && sites.Cut != nil {
@@ -780,7 +760,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					ends, refs := atCut(sites.Cut)
 					if !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.sites, got) }) {
 						t.Errorf("%s answered sites at the cut %v (stale %v) with %d cells, none of the %d watermarks' (the first: %s)", n.name,
-							ends, sites.Stale, len(got), len(refs), diffMap(got, refs[0].sites))
+							ends, sites.Stale, len(got), len(refs), exampletest.DiffMap(got, refs[0].sites))
 					}
 				}
 			}
@@ -1000,7 +980,7 @@ func TestReminderFiredAgainHasItsOwnID(t *testing.T) {
 		t.Errorf("reminders sink: %d reminders under %d ids; %s", total, len(lines), strings.Join(shared, "; "))
 	}
 	if !maps.Equal(got, want) {
-		t.Errorf("reminders sink: %d distinct reminders, want %d: %s", len(got), len(want), diffMap(got, want))
+		t.Errorf("reminders sink: %d distinct reminders, want %d: %s", len(got), len(want), exampletest.DiffMap(got, want))
 	}
 }
 

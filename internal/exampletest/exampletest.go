@@ -451,3 +451,23 @@ func (p *Proc) waitStderr(t testing.TB, what, ready string) {
 		}
 	}
 }
+
+// DiffMap lists (the first ten of) the keys where got and want differ.
+func DiffMap[V comparable](got, want map[string]V) string {
+	var d []string
+	for k, w := range want {
+		if g, ok := got[k]; !ok || g != w {
+			d = append(d, fmt.Sprintf("%s got %+v (present %v) want %+v", k, g, ok, w))
+		}
+	}
+	for k, g := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, fmt.Sprintf("%s got %+v, want none", k, g))
+		}
+	}
+	slices.Sort(d)
+	if len(d) > 10 {
+		d = append(d[:10], fmt.Sprintf("... %d in all", len(d)))
+	}
+	return strings.Join(d, "; ")
+}
