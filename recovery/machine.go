@@ -441,7 +441,7 @@ func (m *Machine) Step(b *flowcore.Batch, from From) {
 		}
 		defer m.answerProbers()
 	}
-	if m.down || m.waiting || !m.backoff.IsZero() {
+	if m.down || m.waiting || m.sinkHeld || !m.backoff.IsZero() {
 		// The replay after the restore (or the hand-off) brings it again.
 		// A batch that happens to follow on from the restored offsets waits
 		// too: the backoff holds all input, not only what is out of order.
@@ -1063,9 +1063,11 @@ func (m *Machine) inputs() []PartitionID {
 // RewindTimeout are asked again (of whoever has the partition now).
 func (m *Machine) Tick(now time.Time) {
 	m.now = now
-	if !m.backoff.IsZero() && !now.Before(m.backoff) && (!m.sinkHeld || m.retrySinks()) {
-		m.backoff = time.Time{}
-		m.replayAll()
+	if m.sinkHeld && !now.Before(m.backoff) || !m.sinkHeld && !m.backoff.IsZero() && !now.Before(m.backoff) {
+		if !m.sinkHeld || m.retrySinks() {
+			m.backoff = time.Time{}
+			m.replayAll()
+		}
 	}
 	for p, a := range m.awaiting {
 		if a.repeat && now.Sub(a.at) >= m.cfg.RewindTimeout {
