@@ -82,9 +82,11 @@ func TestOutsideWindowsOfWindows(t *testing.T) {
 	}
 }
 
-func windowsOfWindows(t *testing.T, via string, slide time.Duration, stepwise bool) {
+// owHourly is a flow of hourly sums per key, and their results keyed by
+// key again: in the same fragment (via "ByKey") or through an exchange.
+func owHourly(name, via string) (*flows.Flow, *flowstest.Input[owEv], flows.KeyedStream[string, flows.WindowResult[string, int64]]) {
 	in := flowstest.NewInput[owEv](1)
-	f := flows.New("winwin", flows.WithFragments(2))
+	f := flows.New(name, flows.WithFragments(2))
 	ks := flows.KeyBy(flows.From(f, "events", in, flows.WithEventTime(func(e owEv) time.Time { return e.At }, 0)),
 		func(e owEv) string { return e.Key })
 	hourly := flows.WindowAggregate(ks, flows.Tumbling(time.Hour), owZero, owSum)
@@ -92,6 +94,11 @@ func windowsOfWindows(t *testing.T, via string, slide time.Duration, stepwise bo
 	if via == "exchange" {
 		byKey = flows.KeyBy(hourly.Results(), func(r flows.WindowResult[string, int64]) string { return r.Key })
 	}
+	return f, in, byKey
+}
+
+func windowsOfWindows(t *testing.T, via string, slide time.Duration, stepwise bool) {
+	f, in, byKey := owHourly("winwin", via)
 	twoHours := flows.WindowAggregate(byKey, flows.Sliding(2*time.Hour, slide), owZero,
 		func(n int64, r flows.WindowResult[string, int64]) int64 { return n + r.Value })
 	got := flowstest.Collect(twoHours.Results())
@@ -606,15 +613,7 @@ func TestOutsideSessionsOfWindows(t *testing.T) {
 }
 
 func sessionsOfWindows(t *testing.T, via string) {
-	in := flowstest.NewInput[owEv](1)
-	f := flows.New("winsess", flows.WithFragments(2))
-	ks := flows.KeyBy(flows.From(f, "events", in, flows.WithEventTime(func(e owEv) time.Time { return e.At }, 0)),
-		func(e owEv) string { return e.Key })
-	hourly := flows.WindowAggregate(ks, flows.Tumbling(time.Hour), owZero, owSum)
-	byKey := hourly.ByKey()
-	if via == "exchange" {
-		byKey = flows.KeyBy(hourly.Results(), func(r flows.WindowResult[string, int64]) string { return r.Key })
-	}
+	f, in, byKey := owHourly("winsess", via)
 	sessions := flows.SessionAggregate(byKey, 90*time.Minute, owZero,
 		func(n int64, r flows.WindowResult[string, int64]) int64 { return n + r.Value }, func(a, b int64) int64 { return a + b })
 	got := flowstest.Collect(sessions.Results())

@@ -1063,7 +1063,7 @@ func (m *Machine) inputs() []PartitionID {
 // RewindTimeout are asked again (of whoever has the partition now).
 func (m *Machine) Tick(now time.Time) {
 	m.now = now
-	if m.sinkHeld && !now.Before(m.backoff) || !m.sinkHeld && !m.backoff.IsZero() && !now.Before(m.backoff) {
+	if (m.sinkHeld || !m.backoff.IsZero()) && !now.Before(m.backoff) {
 		if !m.sinkHeld || m.retrySinks() {
 			m.backoff = time.Time{}
 			m.replayAll()

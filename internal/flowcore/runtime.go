@@ -155,8 +155,9 @@ type core struct {
 		discard()
 	}
 	srcSubs []any // readers: func(T) subscribers of the source
-	// sinkErrs: sink writes that failed before the batch ended (flushEarly).
-	sinkErrs []error
+	// sinkRefused: a sink write failed before the batch ended (flushEarly):
+	// what follows waits for flushSinks.
+	sinkRefused bool
 }
 
 // event makes record rec of the input event at offset off the cause of
@@ -201,14 +202,11 @@ func (c *core) setOutputID(id *OutputID) {
 	c.outIdx++
 }
 
-// flushEarly writes a full sink buffer before the batch ends (sinkChunk);
-// its error is the batch's, returned by the next flushSinks.
+// flushEarly writes a full sink buffer before the batch ends (sinkChunk).
+// Once a sink refused, the buffers wait for the batch's end.
 func (c *core) flushEarly(s interface{ flush() error }) {
-	if len(c.sinkErrs) > 0 {
-		return // a sink refused: what follows waits for the batch's end
-	}
-	if err := s.flush(); err != nil {
-		c.sinkErrs = append(c.sinkErrs, err)
+	if !c.sinkRefused && s.flush() != nil {
+		c.sinkRefused = true
 	}
 }
 
@@ -217,7 +215,7 @@ func (c *core) flushEarly(s interface{ flush() error }) {
 // refuse.
 func (c *core) flushSinks() error {
 	var errs []error
-	c.sinkErrs = nil
+	c.sinkRefused = false
 	for _, s := range c.sinks {
 		if err := s.flush(); err != nil {
 			errs = append(errs, err)
