@@ -258,6 +258,26 @@ type answerCut struct {
 	Offsets     map[string]int64
 }
 
+// freshness is a fragment's part of an answer: its watermark.
+type freshness struct {
+	Fragment  int
+	Watermark *time.Time
+}
+
+// fragmentWatermarks lists the watermark (the least of its input
+// channels') of each fragment of an answer, for a message.
+func fragmentWatermarks(fs []freshness) string {
+	var out []string
+	for _, f := range fs {
+		wm := "none"
+		if f.Watermark != nil {
+			wm = f.Watermark.UTC().Format(time.TimeOnly)
+		}
+		out = append(out, fmt.Sprintf("%d:%s", f.Fragment, wm))
+	}
+	return strings.Join(out, " ")
+}
+
 // waitComplete waits until base answers complete for the cluster and
 // both views, and returns its cluster state.
 func waitComplete(t *testing.T, base string) clusterState {
@@ -601,14 +621,15 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 	var snapshots, midRun, latestChecked int
 	// atCut is what the flow holds at a snapshot's cut, for each watermark
 	// the cut may have.
-	atCut := func(cut *answerCut) (ends [Partitions]int64, refs []expected) {
+	atCut := func(cut *answerCut) (ends [Partitions]int64, refs []expected, wms []time.Time) {
 		for p := range Partitions {
 			ends[p] = cut.Offsets[fmt.Sprintf("readings/%d", p)]
 		}
-		for _, wm := range cutWatermarks(sp, ends, latest) {
+		wms = cutWatermarks(sp, ends, latest)
+		for _, wm := range wms {
 			refs = append(refs, referenceAt(devs, ends, wm))
 		}
-		return ends, refs
+		return ends, refs, wms
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var answers, complete int
@@ -635,10 +656,11 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 				q = "consistency=snapshot&"
 			}
 			var total struct {
-				Value    int64
-				Complete bool
-				Stale    bool
-				Cut      *answerCut
+				Value     int64
+				Complete  bool
+				Stale     bool
+				Cut       *answerCut
+				Freshness []freshness
 			}
 			asked := time.Now()
 			ok := exampletest.TryJSON(base+"/v1/views/alarms?"+q, &total)
@@ -658,13 +680,14 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					if !total.Complete {
 						midRun++
 					}
-					ends, refs := atCut(total.Cut)
+					ends, refs, wms := atCut(total.Cut)
 					if !slices.ContainsFunc(refs, func(r expected) bool { return int64(r.nAlarms) == total.Value }) {
 						var counts []int
 						for _, r := range refs {
 							counts = append(counts, r.nAlarms)
 						}
-						t.Errorf("%s answered alarms %d at the cut %v (stale %v), want one of %v", n.name, total.Value, ends, total.Stale, counts)
+						t.Errorf("%s answered alarms %d at the cut %v (stale %v), want one of %v (at %v; fragments' watermarks %s)", n.name, total.Value, ends, total.Stale, counts,
+							wms, fragmentWatermarks(total.Freshness))
 					}
 				}
 			}
@@ -674,10 +697,11 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 						Key   string
 						Value Device
 					}
-					More     bool
-					Complete bool
-					Stale    bool
-					Cut      *answerCut
+					More      bool
+					Complete  bool
+					Stale     bool
+					Cut       *answerCut
+					Freshness []freshness
 				}
 				if exampletest.TryJSON(base+"/v1/views/devices?"+q+"limit=100000", &devices) && devices.Cut != nil {
 					answers++
@@ -686,10 +710,11 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					for _, e := range devices.Entries {
 						got[e.Key] = e.Value
 					}
-					ends, refs := atCut(devices.Cut)
+					ends, refs, wms := atCut(devices.Cut)
 					if devices.More || !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.devices, got) }) {
-						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' (the first: %s)",
-							n.name, ends, devices.Stale, devices.More, len(got), len(refs), exampletest.DiffMap(got, refs[0].devices))
+						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' %v (the first: %s; fragments' watermarks %s)",
+							n.name, ends, devices.Stale, devices.More, len(got), len(refs), wms, exampletest.DiffMap(got, refs[0].devices),
+							fragmentWatermarks(devices.Freshness))
 					}
 				}
 			}
@@ -757,7 +782,7 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 							got[siteCell(e.Key, w.Start)] = e.Value
 						}
 					}
-					ends, refs := atCut(sites.Cut)
+					ends, refs, _ := atCut(sites.Cut)
 					if !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.sites, got) }) {
 						t.Errorf("%s answered sites at the cut %v (stale %v) with %d cells, none of the %d watermarks' (the first: %s)", n.name,
 							ends, sites.Stale, len(got), len(refs), exampletest.DiffMap(got, refs[0].sites))
