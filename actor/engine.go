@@ -628,11 +628,19 @@ func (e *Engine) pidOf(owner, name string) *pa.PID {
 func (e *Engine) standbys(cl *ClusterConfig) []*pa.PID {
 	out := make([]*pa.PID, len(cl.Fragments))
 	for f := range out {
-		if f < len(cl.Standbys) && cl.Standbys[f] != "" && cl.Standbys[f] != cl.Self {
-			out[f] = e.pidOf(cl.Standbys[f], e.plan.Name()+"/replica")
+		if sb := standbyOf(cl, f); sb != "" {
+			out[f] = e.pidOf(sb, e.plan.Name()+"/replica")
 		}
 	}
 	return out
+}
+
+// standbyOf is fragment f's standby in cl ("" for none, or this node).
+func standbyOf(cl *ClusterConfig, f int) string {
+	if f < len(cl.Standbys) && cl.Standbys[f] != cl.Self {
+		return cl.Standbys[f]
+	}
+	return ""
 }
 
 // spawnFragment starts fragment i's actor from its restored state. A

@@ -269,6 +269,12 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			// A member that keeps the copy it lacks may be back.
 			fa.regather(c)
 		}
+		if msg.newStandby {
+			fa.stats.StandbyEpoch.Store(0)
+			if !m.Waiting() && !m.Down() {
+				fa.toNewStandby()
+			}
+		}
 	case lackMsg:
 		if m.Waiting() && fa.gather == nil {
 			fa.lack(c)
@@ -279,6 +285,9 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 			m.Replay()
 		}
 		m.Start()
+		if msg.placed && !m.Waiting() {
+			fa.toNewStandby()
+		}
 	case *wire.Resync:
 		// The standby's copy is missing or behind: it is sent whole, now
 		// if a checkpoint waits for its confirmation.
@@ -781,6 +790,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		if waiting {
 			fa.endWait()
 			m.StopWaiting()
+			fa.toNewStandby()
 		} else if !m.Stale() {
 			// The old owner was sent input past this copy (it is ahead):
 			// readers that sent it will not send this one that input
@@ -834,6 +844,7 @@ func (fa *fragmentActor) startOwn(c pa.Context) {
 	fa.endWait()
 	m.SetNow(fa.e.cfg.Now())
 	m.StopWaiting()
+	fa.toNewStandby()
 }
 
 // regather asks every live member for its copy of the fragment, as a
@@ -927,6 +938,7 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 	fa.endWait()
 	fa.m.SetNow(fa.e.cfg.Now())
 	fa.m.StopWaiting()
+	fa.toNewStandby()
 }
 
 // offer takes a copy another node had, if the fragment is stale and the
@@ -957,7 +969,7 @@ func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 	m.Start()
 	fa.lacking = 0
 	fa.load(r)
-	fa.fullNext = true // the standby's copy is of another lineage
+	fa.toNewStandby() // the standby's copy is of another lineage
 	fa.stats.RestoredEpoch.Store(r.Manifest.Epoch)
 	fa.stats.RestoredEvents.Store(r.Manifest.Events)
 	e.cfg.Logger.Debug("fragment handed over", "fragment", fa.id, "from", from, "epoch", r.Manifest.Epoch, "events", r.Manifest.Events)
@@ -974,10 +986,13 @@ func (fa *fragmentActor) take(cp *recovery.Checkpoint, from string) bool {
 // the checkpoint waits: recopy).
 func (fa *fragmentActor) copied(epoch uint64, standby string) {
 	e := fa.e
+	l := e.layout.Load()
+	if l != nil && l.cl != nil && standby != "" && standby == standbyOf(l.cl, fa.id) && epoch > fa.stats.StandbyEpoch.Load() {
+		fa.stats.StandbyEpoch.Store(epoch)
+	}
 	if c, ok := fa.m.Copying(); !ok || epoch < c {
 		return
 	}
-	l := e.layout.Load()
 	if e.self == "" || l == nil || l.cl == nil {
 		fa.m.Copied(epoch)
 		return
@@ -1037,6 +1052,34 @@ func (fa *fragmentActor) recopy() {
 	}
 	fa.fullNext = true
 	if fa.e.self == "" || !fa.e.replicate(fa.id, nil, true, false) {
+		if epoch, ok := fa.m.Copying(); ok {
+			fa.m.Copied(epoch)
+		}
+	}
+}
+
+// toNewStandby sends the fragment's standby its last durable checkpoint,
+// whole, at once, when the standby has no copy of it: a placement gave
+// the fragment another standby, or the fragment starts running here from
+// a copy (gained, handed off, or its own after a wait), of a lineage the
+// standby may not hold. Until the standby has a copy, only the owner
+// keeps the newest settled state, and the owner lost before the standby
+// gets one leaves no live member able to restore the fragment. Before,
+// the copy went with the next checkpoint or Recopy: a checkpoint that
+// waited for the confirmation of a standby that died waited up to
+// RewindTimeout for the next Recopy, and a restored fragment for its
+// first checkpoint, which waits for its copy's check downstream; an
+// owner killed meanwhile left the fragment with no live copy as new as
+// its settled checkpoint, and its next owner waited for good. The new
+// standby's confirmation also settles a checkpoint that waits (copied).
+// The next checkpoint goes whole too, should this copy be fenced (a
+// standby that has not applied the placement yet).
+func (fa *fragmentActor) toNewStandby() {
+	fa.fullNext = true
+	if fa.e.self == "" || fa.stats.Epoch.Load() == 0 {
+		return // nothing durable yet: the first checkpoint goes whole
+	}
+	if !fa.e.replicate(fa.id, nil, true, false) { // no standby now
 		if epoch, ok := fa.m.Copying(); ok {
 			fa.m.Copied(epoch)
 		}

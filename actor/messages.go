@@ -34,7 +34,9 @@ type (
 	ckptOK struct{ lineage uint64 }
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
 	// replay: it started after a placement change (Machine.Replay).
-	startMsg struct{ replay bool }
+	// startMsg starts a fragment; placed: a placement change gained it
+	// (not the engine's start), and its standby gets its copy at once.
+	startMsg struct{ replay, placed bool }
 	stopMsg  struct{}
 	ckptDone struct {
 		epoch   uint64

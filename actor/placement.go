@@ -19,6 +19,9 @@ type epochMsg struct {
 	epoch   uint64
 	live    []string
 	members []string
+	// newStandby: the placement gave the fragment another standby, which
+	// has no copy of it yet (toNewStandby).
+	newStandby bool
 }
 
 // movedMsg tells a reader the fragments whose owner changed: their
@@ -90,6 +93,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	var gained, lost []int
 	var started []*pa.PID // gained fragments
 	var kept []*pa.PID    // fragments it keeps: told the epoch once the layout is stored
+	var newStandby []bool // ... whose standby changed
 	var replay []bool     // ... that start now (not waiting for a hand-off)
 	for f, owner := range cl.Fragments {
 		if old.route[f].Address != e.pidOf(owner, "").Address {
@@ -103,6 +107,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 			l.frags = append(l.frags, old.frags[i])
 			l.fstats = append(l.fstats, old.fstats[i])
 			kept = append(kept, old.frags[i])
+			newStandby = append(newStandby, old.cl != nil && standbyOf(old.cl, f) != standbyOf(cl, f))
 		case shard.Lose:
 			lost = append(lost, f)
 			l.local = append(l.local, -1)
@@ -245,8 +250,8 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	// waited for left) replays at once: it asks the readers this layout
 	// names, not the old ones, which may be about to stop (recovery's
 	// replayAll).
-	for _, pid := range kept {
-		e.sys.Root.Send(pid, epochMsg{epoch: cl.Epoch, live: others, members: cl.members()})
+	for i, pid := range kept {
+		e.sys.Root.Send(pid, epochMsg{epoch: cl.Epoch, live: others, members: cl.members(), newStandby: newStandby[i]})
 	}
 	e.agree(cl) // none on a resume: the epoch is the same
 	e.tellAllSettled(l)
@@ -263,7 +268,7 @@ func (e *Engine) place(cl *ClusterConfig, resume bool) error {
 	// their input send nothing more that would show the gap: it asks every
 	// reader to replay from where it is.
 	for i, pid := range started {
-		e.sys.Root.Send(pid, startMsg{replay: replay[i]})
+		e.sys.Root.Send(pid, startMsg{replay: replay[i], placed: true})
 	}
 	// Batches of this placement that came before the fragments it gave
 	// this node were spawned waited in the inbox.

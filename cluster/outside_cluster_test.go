@@ -381,6 +381,59 @@ func (c *ocCluster) launch(nd *ocNode, expect int) {
 	nd.p = exampletest.Start(c.t, c.bin, args...)
 }
 
+// join starts a new node that joins the running cluster.
+func (c *ocCluster) join(name string) *ocNode {
+	nd := &ocNode{name: name, gossip: exampletest.FreePort(c.t), dir: c.t.TempDir()}
+	c.nodes = append(c.nodes, nd)
+	c.launch(nd, 1)
+	nd.p.WaitURL(c.t)
+	return nd
+}
+
+// survivable waits until /v1/cluster shows the live nodes as the
+// members, every fragment owned by one of them and with a live standby
+// that confirmed a copy of it since it became its standby
+// (standby_epoch), unless it has none yet, and no hand-off unconfirmed:
+// the cluster can lose one more node.
+func (c *ocCluster) survivable(limit time.Duration) {
+	c.t.Helper()
+	live := map[string]bool{}
+	for _, nd := range c.live() {
+		live[nd.name] = true
+	}
+	ocUntilWhy(c.t, limit, "every fragment to have a live standby with its copy", func() string {
+		var st struct {
+			Members   []struct{ Name string }
+			Fragments []struct {
+				Fragment       int
+				Owner, Standby string
+				Epoch          uint64
+				StandbyEpoch   uint64 `json:"standby_epoch"`
+			}
+			Network map[string]struct {
+				HandoffsPending int64 `json:"handoffs_pending"`
+			}
+		}
+		if !exampletest.TryJSON(c.live()[0].p.Base+"/v1/cluster", &st) {
+			return "no answer"
+		}
+		if len(st.Members) != len(live) {
+			return fmt.Sprintf("members %+v", st.Members)
+		}
+		for _, f := range st.Fragments {
+			if !live[f.Owner] || !live[f.Standby] || (f.Epoch > 0 && f.StandbyEpoch == 0) {
+				return fmt.Sprintf("fragment %+v", f)
+			}
+		}
+		for n, ns := range st.Network {
+			if ns.HandoffsPending > 0 {
+				return fmt.Sprintf("%s: %d hand-offs pending", n, ns.HandoffsPending)
+			}
+		}
+		return ""
+	})
+}
+
 func (c *ocCluster) kill(nd *ocNode) {
 	if err := nd.p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		c.t.Fatal(err)
@@ -695,6 +748,44 @@ func (c *ocCluster) waitRead(nd *ocNode, n int64, limit time.Duration) {
 		r, _ := c.read(nd)
 		return r >= n
 	})
+}
+
+// ocTotal is how many pings sp holds in all.
+func ocTotal(sp ocSpec) (n int64) {
+	for _, l := range sp.Limits {
+		n += l
+	}
+	return n
+}
+
+// A process function with event-time timers and a state TTL, keyed
+// again into counts and windows, with its outputs delivered on
+// checkpoints: a node is killed mid-input, a fourth joins, and once
+// every fragment's standby holds its copy another node is killed just as
+// the input is read out. The sink holds each of the model's outputs
+// under one id with the model's values, and every surviving node's
+// views equal the model. (Fragments whose checkpoint waited for the
+// dead node's confirmation as their standby once sent the new standby
+// nothing until the next Recopy: the second kill left them with no live
+// copy as new as what they settled, and their next owner waited for
+// good.)
+func TestOutsideClusterProcessKillJoinKillExact(t *testing.T) {
+	t.Parallel()
+	sp := ocSpec{Limits: []int64{1100, 1100, 1100, 1100}, Subs: []int{12, 12, 12, 12}, Rate: 300, Seed: 1}
+	m := sp.model()
+	c := ocStart(t, sp, 3)
+	n0, n1, n2 := c.nodes[0], c.nodes[1], c.nodes[2]
+	c.waitRead(n0, ocTotal(sp)/4, 30*time.Second)
+	c.kill(n2)
+	c.join("n3")
+	c.survivable(30 * time.Second)
+	ocUntil(t, 30*time.Second, "the input read out", func() bool {
+		_, done := c.read(n0)
+		return done
+	})
+	c.kill(n1)
+	c.checkViews(m, 40*time.Second)
+	c.checkSink(m)
 }
 
 // A skewed input: one partition holds a single hot subscriber and most of

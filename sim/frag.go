@@ -333,6 +333,7 @@ func (n *node) startOwn(f int, fr *frag) {
 	}
 	fr.m.SetNow(c.now)
 	fr.m.StopWaiting()
+	n.toNewStandby(f, fr)
 	n.carry(f)
 }
 
@@ -403,6 +404,7 @@ func (n *node) endGather(f int, fr *frag) {
 	}
 	fr.m.SetNow(c.now)
 	fr.m.StopWaiting()
+	n.toNewStandby(f, fr)
 	n.carry(f)
 }
 
@@ -484,6 +486,7 @@ func (n *node) handoff(f int, data []byte, lineage, placement uint64, from strin
 		m.SetNow(c.now)
 		if waiting {
 			m.StopWaiting()
+			n.toNewStandby(f, n.frags[f])
 		} else if !m.Stale() {
 			// The old owner was sent input past this copy (it is ahead):
 			// readers that sent it will not send this one that input
@@ -530,7 +533,7 @@ func (n *node) take(f int, fr *frag, cp *recovery.Checkpoint, from string) {
 	m.SetNow(c.now)
 	m.Restored(r, true)
 	m.Start()
-	fr.fullNext = true
+	n.toNewStandby(f, fr) // the standby's copy is of another lineage
 	n.carry(f)
 }
 
@@ -715,6 +718,32 @@ func (n *node) replicate(f int, fr *frag, cp *recovery.Checkpoint) bool {
 	c.counts.Replicated++
 	c.send(from, standby, func(d *node) { d.standbyCopy(f, data, full, prev, epoch, from, inc) })
 	return true
+}
+
+// standbyOf is a standby as a placement names it, "" for none (or this
+// node itself).
+func (n *node) standbyOf(name string) string {
+	if name == n.name {
+		return ""
+	}
+	return name
+}
+
+// toNewStandby sends the fragment's standby its last durable checkpoint,
+// whole, at once, when the standby has no copy of it, as the engine's
+// fragment actor does (actor's toNewStandby): a placement gave a kept
+// fragment another standby, or the fragment starts running here from a
+// copy. A checkpoint that waited for a standby that died is confirmed by
+// the one that replaces it without waiting for a Recopy, and an owner
+// lost right after a failover leaves a copy as new as the settled one.
+// The next checkpoint goes whole too, should this copy be fenced.
+func (n *node) toNewStandby(f int, fr *frag) {
+	if !n.replicate(f, fr, nil) { // no standby now
+		if e, ok := fr.m.Copying(); ok {
+			fr.m.Copied(e)
+		}
+	}
+	fr.fullNext = true
 }
 
 // recopy sends the standby the whole last durable checkpoint again: it

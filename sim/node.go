@@ -866,6 +866,10 @@ func (n *node) place(next *placed, s shard.Step) error {
 		c.counts.Resumes++
 	}
 	var oldOwners []string
+	var oldStandbys []string // of a placement this node applied, to tell a kept fragment's new standby
+	if !first && n.placed != nil {
+		oldStandbys = n.placed.layout.Standbys
+	}
 	cold := false // a first placement after a restart that finds no member running
 	if first {
 		// As a node that joins a running cluster: the running nodes own
@@ -1003,6 +1007,9 @@ func (n *node) place(next *placed, s shard.Step) error {
 		if !n.up {
 			return nil
 		}
+		if f < len(oldStandbys) && n.standbyOf(oldStandbys[f]) != n.standbyOf(next.layout.Standbys[f]) && !fr.m.Waiting() && !fr.m.Down() {
+			n.toNewStandby(f, fr)
+		}
 	}
 	for _, f := range started {
 		fr := n.frags[f]
@@ -1014,6 +1021,9 @@ func (n *node) place(next *placed, s shard.Step) error {
 			fr.m.Replay()
 		}
 		fr.m.Start()
+		if !first && !fr.m.Waiting() {
+			n.toNewStandby(f, fr)
+		}
 		n.carry(f)
 	}
 	for _, f := range sortedKeys(n.frags) {
