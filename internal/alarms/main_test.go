@@ -522,6 +522,28 @@ func TestThreeNodesSkewedExact(t *testing.T) {
 	checkExact(t, nodes, want)
 }
 
+// A node that owns the idle partition's reader, killed with SIGKILL in
+// the middle of the input while that partition has not ended: every
+// snapshot read answers the reference at its cut, and the two others end
+// exact. The reader started anew elsewhere once made the idle partition
+// active again in every fragment it sent a batch before reading
+// anything, and the watermark stood still (snapshots answered counts of
+// alarms of no watermark their cut could have) until it found the
+// partition idle, seconds later here.
+func TestIdleReaderOwnerKilledExact(t *testing.T) {
+	t.Parallel()
+	sp := testParams
+	sp.Rate, sp.IdleEnd = 10_000, 6*time.Second
+	want := reference(sp)
+	nodes := startCluster(t, sp)
+	watchComplete(t, nodes, sp, want)
+	st := waitRead(t, nodes[0], (sp.Hot+sp.Warm)/3)
+	victim := victimOf(t, nodes, st.Placement.Readers[2])
+	victim.kill(t)
+	t.Logf("%s killed with %d of %d readings read (readers %v)", victim.name, read(st), sp.Hot+sp.Warm, st.Placement.Readers)
+	checkExact(t, nodes, want)
+}
+
 // A node that owns the hot partition's reader, killed with SIGKILL in
 // the middle of the input: the two others end exact.
 func TestHotReaderOwnerKilledExact(t *testing.T) {

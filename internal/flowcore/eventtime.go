@@ -167,9 +167,16 @@ func newWatermarks(parts int) watermarks {
 }
 
 // observe records a partition's watermark from a batch and returns whether
-// the channel's watermark advanced.
+// the channel's watermark advanced. A batch without a watermark that does
+// not say its partition is idle tells nothing: its reader has read no
+// event since it opened or rewound. Such a batch leaves the partition as
+// it was: a partition known idle stays idle until its reader reads an
+// event or says it is not. Before, the reader a failover started anew
+// made an idle partition active again, and the channel's watermark stood
+// still until that reader found the partition idle itself, an idle
+// timeout later at least, longer while it could not poll.
 func (w *watermarks) observe(part int, wm int64, idle bool) bool {
-	if part < 0 || part >= len(w.parts) {
+	if part < 0 || part >= len(w.parts) || (wm == NoWatermark && !idle) {
 		return false
 	}
 	p := &w.parts[part]
