@@ -123,8 +123,8 @@ func TestEventBufferCheckpoint(t *testing.T) {
 func TestWatermarkCheckpoint(t *testing.T) {
 	newFr := func() *Fragment { return &Fragment{wms: []watermarks{{wm: NoWatermark}, newWatermarks(3)}} }
 	fr := newFr()
-	fr.wms[1].observe(0, 50, false)
-	fr.wms[1].observe(2, 70, true)
+	fr.wms[1].observe(0, 50, false, false)
+	fr.wms[1].observe(2, 70, true, false)
 	var d Delta
 	fr.wmDelta(&d)
 	if len(d.Puts) != 1 || len(d.Reset) != 0 || d.Entries != 1 {
@@ -139,9 +139,9 @@ func TestWatermarkCheckpoint(t *testing.T) {
 	}
 	// The channel's watermark is restored as it was, though its active
 	// partitions' minimum is below it: partition 2 active again at 60.
-	fr.wms[1].observe(0, 90, false)
-	fr.wms[1].observe(1, 95, false)
-	fr.wms[1].observe(2, 60, false)
+	fr.wms[1].observe(0, 90, false, false)
+	fr.wms[1].observe(1, 95, false, false)
+	fr.wms[1].observe(2, 60, false, false)
 	d = Delta{}
 	fr.wmDelta(&d)
 	again = newFr()
@@ -198,8 +198,8 @@ func bufferCodec(t *testing.T) *recsCodec[string, int64] {
 func FuzzWatermarkRestore(f *testing.F) {
 	newFr := func() *Fragment { return &Fragment{wms: []watermarks{{wm: NoWatermark}, newWatermarks(3)}} }
 	fr := newFr()
-	fr.wms[1].observe(0, 50, false)
-	fr.wms[1].observe(2, 70, true)
+	fr.wms[1].observe(0, 50, false, false)
+	fr.wms[1].observe(2, 70, true, false)
 	var d Delta
 	fr.wmDelta(&d)
 	f.Add(d.Puts[0].Value)

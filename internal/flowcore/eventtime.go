@@ -167,20 +167,34 @@ func newWatermarks(parts int) watermarks {
 }
 
 // observe records a partition's watermark from a batch and returns whether
-// the channel's watermark advanced. A batch without a watermark that does
-// not say its partition is idle tells nothing: its reader has read no
-// event since it opened or rewound. Such a batch leaves the partition as
-// it was: a partition known idle stays idle until its reader reads an
-// event or says it is not. Before, the reader a failover started anew
-// made an idle partition active again, and the channel's watermark stood
-// still until that reader found the partition idle itself, an idle
-// timeout later at least, longer while it could not poll.
-func (w *watermarks) observe(part int, wm int64, idle bool) bool {
+// the channel's watermark advanced; replay: the batch brings nothing the
+// fragment did not apply before.
+//
+// A batch's reader may know less of its partition than the fragment does,
+// and then its word does not count:
+//   - A batch without a watermark that does not say its partition is idle
+//     tells nothing: its reader has read no event since it opened or
+//     rewound.
+//   - A replay does not make an idle partition active: its reader rewound
+//     (for another fragment, which restored an older checkpoint) and reads
+//     again events this fragment applied long ago, which are nothing new
+//     to it; its watermark may still rise.
+//
+// Before, either made an idle partition active again at its old
+// watermark in every fragment the reader reached (after a failover, or
+// when a fragment started again from nothing), and the channel's
+// watermark stood still there until the reader found the partition idle
+// itself, an idle timeout after its last event at least, seconds while it
+// could not poll.
+func (w *watermarks) observe(part int, wm int64, idle, replay bool) bool {
 	if part < 0 || part >= len(w.parts) || (wm == NoWatermark && !idle) {
 		return false
 	}
 	p := &w.parts[part]
-	p.seen, p.idle = true, idle
+	if !replay || idle || !p.seen || !p.idle {
+		p.idle = idle
+	}
+	p.seen = true
 	if wm > p.wm {
 		p.wm = wm
 	}

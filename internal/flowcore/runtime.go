@@ -850,8 +850,9 @@ func (fr *Fragment) Watermark() int64 {
 }
 
 // observe takes a batch's watermark and fires the event-time timers it
-// makes due in the stages its channel feeds.
-func (fr *Fragment) observe(b *Batch) {
+// makes due in the stages its channel feeds; replay: the batch brings
+// nothing the fragment did not apply before (Observe).
+func (fr *Fragment) observe(b *Batch, replay bool) {
 	if b.Source < 0 || b.Source >= len(fr.wms) {
 		return
 	}
@@ -864,7 +865,7 @@ func (fr *Fragment) observe(b *Batch) {
 	}
 	w := &fr.wms[b.Source]
 	from := w.wm
-	if w.observe(b.Partition, b.Watermark, b.Idle) {
+	if w.observe(b.Partition, b.Watermark, b.Idle, replay) {
 		fr.moving, fr.movedFrom = true, from
 		defer func() { fr.moving, fr.behind = false, false }() // and if a firing panics
 		for _, t := range fr.timers {
@@ -879,10 +880,11 @@ func (fr *Fragment) observe(b *Batch) {
 // Observe takes the watermark of a batch whose records were all applied
 // before (a replay): it still carries the partition's progress, which a
 // fragment that missed it (it restored after the batch was first sent)
-// needs to complete its windows and timers.
+// needs to complete its windows and timers. It does not make an idle
+// partition active (watermarks.observe).
 func (fr *Fragment) Observe(b *Batch) error {
 	fr.cur.Source, fr.cur.Partition = b.Source, b.Partition
-	if err := fr.observeSafe(b); err != nil {
+	if err := fr.observeSafe(b, true); err != nil {
 		fr.discardSinks()
 		return err
 	}
@@ -928,7 +930,7 @@ func (fr *Fragment) Apply(b *Batch, min int64) error {
 			return err
 		}
 	}
-	if err := fr.observeSafe(b); err != nil {
+	if err := fr.observeSafe(b, false); err != nil {
 		fr.discardSinks()
 		return err
 	}
@@ -940,7 +942,7 @@ func (fr *Fragment) Apply(b *Batch, min int64) error {
 
 // observeSafe observes a batch's watermark; a user function that panics
 // on an event that waited for it is an *EventError, as in Apply.
-func (fr *Fragment) observeSafe(b *Batch) (err error) {
+func (fr *Fragment) observeSafe(b *Batch, replay bool) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			if fr.failing == nil {
@@ -954,7 +956,7 @@ func (fr *Fragment) observeSafe(b *Batch) (err error) {
 			err = fr.failed
 		}
 	}()
-	fr.observe(b)
+	fr.observe(b, replay)
 	return nil
 }
 
