@@ -37,15 +37,15 @@
 // standby confirms at once. A fragment whose inputs all ended while its
 // exchange outputs wait for a checkpoint takes one at once rather than at
 // the next interval, so that a bounded pipeline's later stages end a
-// checkpoint write after the first instead of up to an
-// interval later. A copy unconfirmed for RewindTimeout goes again whole
-// (Recopy). A standby that has no copy yet is sent the last durable
-// checkpoint whole at once: when a placement gives a kept fragment
-// another standby (a checkpoint that waited for a dead standby's
-// confirmation is confirmed by the new one), and when a fragment starts
-// running from a copy (gained, handed off, or its own after a wait);
-// FragmentStats.StandbyEpoch says when the standby confirmed one, after
-// which the owner may die (toNewStandby). Acknowledgements of exchange batches carry how far
+// checkpoint write after the first instead of up to an interval later. A
+// copy unconfirmed for RewindTimeout goes again whole (Recopy). A standby
+// that has no copy yet is sent the last durable checkpoint whole at once:
+// when a placement gives a kept fragment another standby (a checkpoint
+// that waited for a dead standby's confirmation is confirmed by the new
+// one), and when a fragment starts running from a copy (gained, handed
+// off, or its own after a wait); FragmentStats.StandbyEpoch says when the
+// standby confirmed one, after which the owner may die (toNewStandby).
+// Acknowledgements of exchange batches carry how far
 // the receiver applied the sender (wire.Acks.ends), and name their batch
 // by a number that no earlier actor of the fragment in this process sent,
 // nor, from a random start per process, most likely one of an earlier

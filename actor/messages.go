@@ -33,9 +33,9 @@ type (
 	// checkpoint could not be taken.
 	ckptOK struct{ lineage uint64 }
 	// startMsg starts a fragment once the layout is in place (Machine.Start);
-	// replay: it started after a placement change (Machine.Replay).
-	// startMsg starts a fragment; placed: a placement change gained it
-	// (not the engine's start), and its standby gets its copy at once.
+	// replay: it started after a placement change (Machine.Replay); placed:
+	// a placement change gained it (not the engine's start), and its
+	// standby gets its copy at once (toNewStandby).
 	startMsg struct{ replay, placed bool }
 	stopMsg  struct{}
 	ckptDone struct {

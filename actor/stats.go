@@ -31,24 +31,19 @@ type FragmentStats struct {
 	Restores       atomic.Int64 // restores from a checkpoint after a failure
 	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
 	Epoch          atomic.Uint64
-	// StandbyEpoch is the newest checkpoint of the fragment that its
-	// standby in the placement now confirmed a copy of (0: none since it
-	// became the standby, or no standby). Once it is not 0, the standby
-	// holds a copy at least as new as every checkpoint the fragment
-	// settled, and the owner may die: the standby takes over from it.
-	StandbyEpoch atomic.Uint64
-	Watermark    atomic.Int64 // event-time watermark, unix ns (flowcore.NoWatermark: none)
-	TooLate      atomic.Int64 // events too late for every window (replays may count again)
-	CkptTime     atomic.Int64 // unix nanoseconds of the last durable checkpoint
-	CkptBytes    atomic.Int64 // bytes written by checkpoints
-	CkptTook     atomic.Int64 // ns from taking the last durable checkpoint to its being durable
-	Retained     atomic.Int64 // exchange outputs kept until downstream checkpoints cover them
-	Complete     atomic.Bool  // every input ended and was applied, every output sent (Fragment.Complete)
-	mu           sync.Mutex
-	offsets      map[string]int64
-	durable      map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
-	ckptErr      error
-	fa           *fragmentActor // its actor, for the read path (fragmentActor.query)
+	StandbyEpoch   atomic.Uint64 // the newest checkpoint its standby confirmed since it became its standby (0: none yet, or no standby); once not 0, the standby holds every checkpoint the fragment settled
+	Watermark      atomic.Int64  // event-time watermark, unix ns (flowcore.NoWatermark: none)
+	TooLate        atomic.Int64  // events too late for every window (replays may count again)
+	CkptTime       atomic.Int64  // unix nanoseconds of the last durable checkpoint
+	CkptBytes      atomic.Int64  // bytes written by checkpoints
+	CkptTook       atomic.Int64  // ns from taking the last durable checkpoint to its being durable
+	Retained       atomic.Int64  // exchange outputs kept until downstream checkpoints cover them
+	Complete       atomic.Bool   // every input ended and was applied, every output sent (Fragment.Complete)
+	mu             sync.Mutex
+	offsets        map[string]int64
+	durable        map[recovery.PartitionID]int64 // offsets of the last durable checkpoint
+	ckptErr        error
+	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
 
 	// Stale: the fragment restored a copy older than what fragments
 	// downstream applied and refuses until a newer one comes (Stales

@@ -61,29 +61,25 @@ type Member struct {
 
 // FragmentState is one fragment in GET /v1/cluster.
 type FragmentState struct {
-	Fragment       int     `json:"fragment"`
-	Owner          string  `json:"owner"`
-	Standby        string  `json:"standby,omitempty"` // keeps a copy of its checkpoints, takes over if the owner dies
-	Events         int64   `json:"events"`
-	Lag            int64   `json:"lag"` // source offsets read but not yet applied here, over the partitions it has seen
-	EventsPerSec   float64 `json:"events_per_sec"`
-	Batches        int64   `json:"batches"`
-	Duplicates     int64   `json:"duplicate_batches"`
-	Gaps           int64   `json:"gaps"`
-	Fenced         int64   `json:"fenced"`          // batches of an older placement epoch, dropped
-	Failures       int64   `json:"failures"`        // user-function failures, each followed by a restore
-	DeadLetters    int64   `json:"dead_letters"`    // events skipped after their last attempt
-	Restores       int64   `json:"restores"`        // restores from a checkpoint
-	Replayed       int64   `json:"replayed"`        // source offsets received again after a restore or restart
-	Epoch          uint64  `json:"epoch"`           // of the last durable checkpoint
-	RestoredEpoch  uint64  `json:"restored_epoch"`  // the checkpoint it started from on this node (0: none)
-	RestoredEvents int64   `json:"restored_events"` // the events that checkpoint had counted
-	// StandbyEpoch: the newest checkpoint the standby confirmed a copy of
-	// since it became the standby (0: none yet). Once it is not 0 the
-	// standby holds every checkpoint the fragment settled, and can take
-	// over should the owner die.
-	StandbyEpoch    uint64           `json:"standby_epoch"`
-	CheckpointAt    *time.Time       `json:"checkpoint_at"` // when it was taken
+	Fragment        int              `json:"fragment"`
+	Owner           string           `json:"owner"`
+	Standby         string           `json:"standby,omitempty"` // keeps a copy of its checkpoints, takes over if the owner dies
+	Events          int64            `json:"events"`
+	Lag             int64            `json:"lag"` // source offsets read but not yet applied here, over the partitions it has seen
+	EventsPerSec    float64          `json:"events_per_sec"`
+	Batches         int64            `json:"batches"`
+	Duplicates      int64            `json:"duplicate_batches"`
+	Gaps            int64            `json:"gaps"`
+	Fenced          int64            `json:"fenced"`          // batches of an older placement epoch, dropped
+	Failures        int64            `json:"failures"`        // user-function failures, each followed by a restore
+	DeadLetters     int64            `json:"dead_letters"`    // events skipped after their last attempt
+	Restores        int64            `json:"restores"`        // restores from a checkpoint
+	Replayed        int64            `json:"replayed"`        // source offsets received again after a restore or restart
+	Epoch           uint64           `json:"epoch"`           // of the last durable checkpoint
+	RestoredEpoch   uint64           `json:"restored_epoch"`  // the checkpoint it started from on this node (0: none)
+	RestoredEvents  int64            `json:"restored_events"` // the events that checkpoint had counted
+	StandbyEpoch    uint64           `json:"standby_epoch"`   // the newest checkpoint its standby confirmed since it became its standby (0: none yet); once not 0, the fragment survives its owner's loss
+	CheckpointAt    *time.Time       `json:"checkpoint_at"`   // when it was taken
 	CheckpointAge   float64          `json:"checkpoint_age_sec"`
 	CheckpointTook  float64          `json:"checkpoint_duration_sec"` // the last one, from being taken to being durable
 	CheckpointBytes int64            `json:"checkpoint_bytes"`        // written in all
