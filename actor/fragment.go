@@ -1050,6 +1050,12 @@ func (fa *fragmentActor) recopy() {
 		}
 		return
 	}
+	fa.sendWhole()
+}
+
+// sendWhole sends the standby the whole last durable checkpoint, and
+// the next one whole too; with no standby, durable here is all there is.
+func (fa *fragmentActor) sendWhole() {
 	fa.fullNext = true
 	if fa.e.self == "" || !fa.e.replicate(fa.id, nil, true, false) {
 		if epoch, ok := fa.m.Copying(); ok {
@@ -1075,15 +1081,11 @@ func (fa *fragmentActor) recopy() {
 // The next checkpoint goes whole too, should this copy be fenced (a
 // standby that has not applied the placement yet).
 func (fa *fragmentActor) toNewStandby() {
-	fa.fullNext = true
 	if fa.e.self == "" || fa.stats.Epoch.Load() == 0 {
-		return // nothing durable yet: the first checkpoint goes whole
+		fa.fullNext = true // nothing durable yet: the first checkpoint goes whole
+		return
 	}
-	if !fa.e.replicate(fa.id, nil, true, false) { // no standby now
-		if epoch, ok := fa.m.Copying(); ok {
-			fa.m.Copied(epoch)
-		}
-	}
+	fa.sendWhole()
 }
 
 func (fa *fragmentActor) requestCheckpoint(c pa.Context, final bool) {

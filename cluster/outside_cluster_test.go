@@ -750,6 +750,15 @@ func (c *ocCluster) waitRead(nd *ocNode, n int64, limit time.Duration) {
 	})
 }
 
+// waitReadOut waits until node's readers read the whole input.
+func (c *ocCluster) waitReadOut(nd *ocNode, limit time.Duration) {
+	c.t.Helper()
+	ocUntil(c.t, limit, "the input read out", func() bool {
+		_, done := c.read(nd)
+		return done
+	})
+}
+
 // ocTotal is how many pings sp holds in all.
 func ocTotal(sp ocSpec) (n int64) {
 	for _, l := range sp.Limits {
@@ -779,10 +788,7 @@ func TestOutsideClusterProcessKillJoinKillExact(t *testing.T) {
 	c.kill(n2)
 	c.join("n3")
 	c.survivable(30 * time.Second)
-	ocUntil(t, 30*time.Second, "the input read out", func() bool {
-		_, done := c.read(n0)
-		return done
-	})
+	c.waitReadOut(n0, 30*time.Second)
 	c.kill(n1)
 	c.checkViews(m, 40*time.Second)
 	c.checkSink(m)
@@ -800,10 +806,7 @@ func TestOutsideClusterSkewedInputEndsWhileNodeDown(t *testing.T) {
 	n1 := c.nodes[1]
 	c.waitRead(c.nodes[0], 600, 30*time.Second)
 	c.kill(n1)
-	ocUntil(t, 30*time.Second, "the input read out while n1 is down", func() bool {
-		_, done := c.read(c.nodes[0])
-		return done
-	})
+	c.waitReadOut(c.nodes[0], 30*time.Second)
 	c.checkViews(m, 40*time.Second)
 	c.launch(n1, 3)
 	n1.p.WaitURL(t)

@@ -738,11 +738,7 @@ func (n *node) standbyOf(name string) string {
 // lost right after a failover leaves a copy as new as the settled one.
 // The next checkpoint goes whole too, should this copy be fenced.
 func (n *node) toNewStandby(f int, fr *frag) {
-	if !n.replicate(f, fr, nil) { // no standby now
-		if e, ok := fr.m.Copying(); ok {
-			fr.m.Copied(e)
-		}
-	}
+	n.sendWhole(f, fr)
 	fr.fullNext = true
 }
 
@@ -758,6 +754,12 @@ func (n *node) recopy(f int) {
 		n.askKnown(f, fr, e) // the standby has it: members' answers did not come
 		return
 	}
+	n.sendWhole(f, fr)
+}
+
+// sendWhole sends the standby the whole last durable checkpoint; with no
+// standby, durable here is all there is.
+func (n *node) sendWhole(f int, fr *frag) {
 	fr.fullNext = true
 	if !n.replicate(f, fr, nil) {
 		if e, ok := fr.m.Copying(); ok {
