@@ -647,10 +647,10 @@ func standbyOf(cl *ClusterConfig, f int) string {
 // fragment that waits for a hand-off takes no input until its old owner's
 // last checkpoint arrives (or handoffWait passes).
 func (e *Engine) spawnFragment(i int, r recovery.Restored, epoch uint64, waitHandoff bool, gather, others, members []string) (*pa.PID, *FragmentStats, error) {
-	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot()}
+	st := &FragmentStats{ID: i, offsets: map[string]int64{}, durable: r.Vector.Snapshot(), channelWMs: make([]atomic.Int64, len(e.plan.Channels()))}
 	st.RestoredEpoch.Store(r.Manifest.Epoch)
 	st.RestoredEvents.Store(r.Manifest.Events)
-	st.Watermark.Store(r.Fragment.Watermark())
+	st.storeWatermarks(r.Fragment)
 	st.Epoch.Store(r.Manifest.Epoch)
 	st.CkptTime.Store(r.Manifest.Time)
 	st.Events.Store(r.Manifest.Events)

@@ -113,7 +113,7 @@ func (fa *fragmentActor) query(req splice.Request) (splice.Answer, error) {
 		return splice.Answer{}, &splice.UnavailableError{Fragments: []int{fa.id}, Reason: err.Error(), RetryAfter: time.Second}
 	}
 	ans, err := fa.m.Fragment().Query(req)
-	ans.Freshness = fa.stats.freshness()
+	ans.Freshness = fa.stats.freshnessOf(fa.e.plan.ViewChannel(req.View))
 	return ans, err
 }
 
@@ -442,7 +442,7 @@ func (fa *fragmentActor) carry(c pa.Context) {
 		// (Drained) read them.
 		fr := m.Fragment()
 		st.Events.Store(fr.Events())
-		st.Watermark.Store(fr.Watermark())
+		st.storeWatermarks(fr)
 		st.Retained.Store(int64(fr.Retained()))
 		st.Complete.Store(fr.Complete())
 		if n := fr.TooLate(); n > fa.tooLate {
@@ -682,7 +682,7 @@ func (fa *fragmentActor) rewind(c pa.Context, l *layout, rw recovery.Rewind) {
 func (fa *fragmentActor) load(r recovery.Restored) {
 	fa.tooLate, fa.fromEmpty = 0, false
 	fa.stats.Events.Store(r.Fragment.Events())
-	fa.stats.Watermark.Store(r.Fragment.Watermark())
+	fa.stats.storeWatermarks(r.Fragment)
 	offs := map[string]int64{}
 	for p, end := range r.Vector.Snapshot() {
 		offs[fa.e.plan.PartitionName(p.Source, p.Partition)] = end

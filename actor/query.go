@@ -422,7 +422,7 @@ func (e *Engine) fromCopy(req splice.Request, f int) (a splice.Answer, ok bool, 
 		for p, end := range r.Manifest.Offsets {
 			a.Freshness.Offsets[e.plan.PartitionName(p.Source, p.Partition)] = end
 		}
-		if wm := r.Fragment.Watermark(); wm != flowcore.NoWatermark {
+		if wm := r.Fragment.ChannelWatermark(e.plan.ViewChannel(req.View)); wm != flowcore.NoWatermark {
 			t := time.Unix(0, wm).UTC()
 			a.Freshness.Watermark = &t
 		}

@@ -51,6 +51,6 @@ func (fa *fragmentActor) queryPublished(req splice.Request) (splice.Answer, bool
 	if !ok {
 		return ans, false
 	}
-	ans.Freshness = fa.stats.freshness()
+	ans.Freshness = fa.stats.freshnessOf(fa.e.plan.ViewChannel(req.View))
 	return ans, fa.seq.Load() == s
 }

@@ -32,7 +32,7 @@ type FragmentStats struct {
 	Replayed       atomic.Int64 // source offsets received again that were applied before (replays)
 	Epoch          atomic.Uint64
 	StandbyEpoch   atomic.Uint64 // the newest checkpoint its standby confirmed since it became its standby (0: none yet, or no standby); once not 0, the standby holds every checkpoint the fragment settled
-	Watermark      atomic.Int64  // event-time watermark, unix ns (flowcore.NoWatermark: none)
+	Watermark      atomic.Int64  // event-time watermark, unix ns (flowcore.NoWatermark: none): the least of its input channels'
 	TooLate        atomic.Int64  // events too late for every window (replays may count again)
 	CkptTime       atomic.Int64  // unix nanoseconds of the last durable checkpoint
 	CkptBytes      atomic.Int64  // bytes written by checkpoints
@@ -45,6 +45,11 @@ type FragmentStats struct {
 	ckptErr        error
 	fa             *fragmentActor // its actor, for the read path (fragmentActor.query)
 
+	// channelWMs is the watermark of each input channel (unix ns,
+	// flowcore.NoWatermark: none): a view's answer gives the one of the
+	// channel that feeds its stage (Plan.ViewChannel).
+	channelWMs []atomic.Int64
+
 	// Stale: the fragment restored a copy older than what fragments
 	// downstream applied and refuses until a newer one comes (Stales
 	// counts such stops).
@@ -52,9 +57,27 @@ type FragmentStats struct {
 	Stales atomic.Int64
 }
 
-func (s *FragmentStats) freshness() splice.Freshness {
+// storeWatermarks takes fr's watermarks: its own and each channel's.
+func (s *FragmentStats) storeWatermarks(fr *flowcore.Fragment) {
+	s.Watermark.Store(fr.Watermark())
+	for ch := range s.channelWMs {
+		s.channelWMs[ch].Store(fr.ChannelWatermark(ch))
+	}
+}
+
+// freshness is the fragment's freshness, with its own watermark (the
+// least of its channels').
+func (s *FragmentStats) freshness() splice.Freshness { return s.freshnessOf(-1) }
+
+// freshnessOf is the fragment's freshness for a view whose stage input
+// channel ch feeds (-1: the fragment's own watermark).
+func (s *FragmentStats) freshnessOf(ch int) splice.Freshness {
 	f := splice.Freshness{Fragment: s.ID, Epoch: s.Epoch.Load(), Offsets: s.Offsets(), Complete: s.Complete.Load()}
-	if wm := s.Watermark.Load(); wm != flowcore.NoWatermark {
+	wm := s.Watermark.Load()
+	if ch >= 0 && ch < len(s.channelWMs) {
+		wm = s.channelWMs[ch].Load()
+	}
+	if wm != flowcore.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		f.Watermark = &t
 	}

@@ -645,7 +645,7 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 		if err != nil {
 			return nil, err
 		}
-		a.Freshness = d.freshness(i)
+		a.Freshness = d.freshnessOf(i, d.plan.ViewChannel(req.View))
 		out = append(out, a)
 	}
 	return out, nil
@@ -655,19 +655,26 @@ func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]spli
 func (d *Driver) Freshness() []splice.Freshness {
 	out := make([]splice.Freshness, len(d.machines))
 	for i := range d.machines {
-		out[i] = d.freshness(i)
+		out[i] = d.freshnessOf(i, -1)
 	}
 	return out
 }
 
-func (d *Driver) freshness(f int) splice.Freshness {
+// freshnessOf is fragment f's freshness for a view of a stage input
+// channel ch feeds, as the engine gives it: that channel's watermark
+// (-1: the fragment's own, the least of its channels').
+func (d *Driver) freshnessOf(f, ch int) splice.Freshness {
 	offs := map[string]int64{}
 	m := d.machines[f]
 	for p, end := range m.Vector().Snapshot() {
 		offs[d.plan.PartitionName(p.Source, p.Partition)] = end
 	}
 	fr := splice.Freshness{Fragment: f, Epoch: m.Epoch(), Offsets: offs, Complete: m.Fragment().Complete()}
-	if wm := m.Fragment().Watermark(); wm != flowcore.NoWatermark {
+	wm := m.Fragment().Watermark()
+	if ch >= 0 {
+		wm = m.Fragment().ChannelWatermark(ch)
+	}
+	if wm != flowcore.NoWatermark {
 		t := time.Unix(0, wm).UTC()
 		fr.Watermark = &t
 	}

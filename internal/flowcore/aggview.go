@@ -37,7 +37,7 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Aggregate, Algebra: alg.Name(),
 		Splice: spliceParts(alg)}
-	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
+	f.views = append(f.views, viewDef{spec: spec, stage: s.stage, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpValue {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is an aggregate: it has no keys", splice.ErrBadRequest, name)
 		}

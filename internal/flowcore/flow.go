@@ -387,6 +387,7 @@ type edgeDef struct {
 
 type viewDef struct {
 	spec  splice.Spec
+	stage int // the keyed stage whose state the view reads
 	query func(f *Fragment, req splice.Request) (splice.Answer, error)
 	// To answer across nodes: the codecs of entry values (keyed views) and
 	// partials (aggregate and windowed views), and the key parser.

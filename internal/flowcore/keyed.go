@@ -582,7 +582,7 @@ func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
 		}
 		fr.changes = append(fr.changes, tableChanges[K, V]{view: name, t: tb, o: o})
 	})
-	addKeyedView(t.f, name, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+	addKeyedView(t.f, name, t.stage, t.kc, t.hs, anyCodec(t.vc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		tb := fr.ops[op].(*table[K, V])
 		if only != nil {
 			if i, ok := tb.lookup(*only, 0); ok && o.publish(tb.vals[i]) {

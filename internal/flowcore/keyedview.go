@@ -11,15 +11,15 @@ import (
 	"github.com/tessera-streams/tessera/splice"
 )
 
-// addKeyedView registers a keyed view whose fragments answer with sel:
+// addKeyedView registers a keyed view of stage whose fragments answer with sel:
 // the entries for q (after may be nil), or only the key *only.
-func addKeyedView[K comparable](f *Flow, name string, kc KeyCodec[K], hash func(K) uint64, vals valueCodec,
+func addKeyedView[K comparable](f *Flow, name string, stage int, kc KeyCodec[K], hash func(K) uint64, vals valueCodec,
 	sel func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry) {
 	if kc == nil {
 		return // KeyBy reported the missing codec
 	}
 	spec := keyedSpec(f, name, splice.Keyed, kc, hash)
-	f.views = append(f.views, viewDef{spec: spec, vals: vals, parseKey: func(s string) (any, error) { return kc.Parse(s) },
+	f.views = append(f.views, viewDef{spec: spec, stage: stage, vals: vals, parseKey: func(s string) (any, error) { return kc.Parse(s) },
 		query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 			switch req.Op {
 			case splice.OpKey:

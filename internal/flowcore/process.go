@@ -900,7 +900,7 @@ func (p Processed[K, S, O]) Out() Stream[O] {
 // and PublishIf for its options).
 func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K, S, O] {
 	o := resolveViewOptions(opts)
-	addKeyedView(p.f, name, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
+	addKeyedView(p.f, name, p.stage, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {
 			if s, ok := po.state(*only); ok && o.publish(s) {

@@ -849,6 +849,30 @@ func (fr *Fragment) Watermark() int64 {
 	return low
 }
 
+// ChannelWatermark is the watermark (unix ns) of the fragment's input
+// channel ch (ViewChannel), NoWatermark if it has none yet or no event
+// time.
+func (fr *Fragment) ChannelWatermark(ch int) int64 {
+	if ch < 0 || ch >= len(fr.wms) || fr.wms[ch].parts == nil {
+		return NoWatermark
+	}
+	return fr.wms[ch].wm
+}
+
+// ViewChannel is the input channel that feeds the stage view reads (-1:
+// no such view). The view's event time is that channel's watermark
+// (Fragment.ChannelWatermark): the windows of its stage close, and its
+// timers fire, as it passes. A fragment's own watermark, the least of its
+// channels', lags it wherever a later stage's exchange lags.
+func (p *Plan) ViewChannel(view string) int {
+	for _, v := range p.f.views {
+		if v.spec.Name == view {
+			return p.stageChannel(v.stage)
+		}
+	}
+	return -1
+}
+
 // observe takes a batch's watermark and fires the event-time timers it
 // makes due in the stages its channel feeds; replay: the batch brings
 // nothing the fragment did not apply before (Observe).

@@ -84,7 +84,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 		fr.changes = append(fr.changes, winKeyedChanges[K, A]{view: name, kv: kv, wo: wo, o: o})
 	})
 	spec := keyedSpec(f, name, splice.WindowedKeyed, kc, w.in.hash)
-	f.views = append(f.views, viewDef{spec: spec, vals: anyCodec(ac), parseKey: func(s string) (any, error) { return kc.Parse(s) },
+	f.views = append(f.views, viewDef{spec: spec, stage: w.in.stage, vals: anyCodec(ac), parseKey: func(s string) (any, error) { return kc.Parse(s) },
 		query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 			open := fr.ops[w.op].(windowIndexed[K, A]).openWindows()
 			kv := fr.ops[op].(*winKeyed[K, A])

@@ -72,7 +72,7 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 	})
 	spec := splice.Spec{Name: name, Kind: splice.Windowed, Algebra: alg.Name(),
 		Splice: spliceParts(alg)}
-	f.views = append(f.views, viewDef{spec: spec, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
+	f.views = append(f.views, viewDef{spec: spec, stage: w.in.stage, parts: anyCodec(pc), query: func(fr *Fragment, req splice.Request) (splice.Answer, error) {
 		if req.Op != splice.OpWindows {
 			return splice.Answer{}, fmt.Errorf("%w: view %q is windowed: query it by window", splice.ErrBadRequest, name)
 		}
