@@ -256,6 +256,7 @@ type sitesAnswer struct {
 type answerCut struct {
 	Consistency string
 	Offsets     map[string]int64
+	Exchanges   map[string][]int64
 }
 
 // freshness is a fragment's part of an answer: its watermark.
@@ -264,8 +265,8 @@ type freshness struct {
 	Watermark *time.Time
 }
 
-// fragmentWatermarks lists the watermark (the least of its input
-// channels') of each fragment of an answer, for a message.
+// fragmentWatermarks lists the watermark of each fragment of an answer
+// (that of the input of the view's stage), for a message.
 func fragmentWatermarks(fs []freshness) string {
 	var out []string
 	for _, f := range fs {
@@ -640,18 +641,59 @@ func hotOwner(t *testing.T, nodes []*node) string {
 func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) {
 	t.Helper()
 	devs, latest := byDevice(sp), latestReadings(sp)
+	frags := map[int][]map[string][]devEvent{} // byFragment(devs, n), by n
+	fragsOf := func(n int) []map[string][]devEvent {
+		if frags[n] == nil {
+			frags[n] = byFragment(devs, n)
+		}
+		return frags[n]
+	}
+	// own is the watermark of each fragment of a first-stage view's
+	// answer (its freshness gives its stage's), each one that the cut
+	// may have (wms); why says why not.
+	own := func(fs []freshness, wms []time.Time) (own []time.Time, why string) {
+		own = make([]time.Time, len(fs))
+		for _, f := range fs {
+			if f.Fragment < 0 || f.Fragment >= len(fs) {
+				return nil, fmt.Sprintf("fragment %d of %d answered", f.Fragment, len(fs))
+			}
+			if f.Watermark != nil {
+				own[f.Fragment] = *f.Watermark
+			}
+			if !slices.ContainsFunc(wms, own[f.Fragment].Equal) {
+				return nil, fmt.Sprintf("fragment %d's watermark %v is none the cut may have", f.Fragment, own[f.Fragment])
+			}
+		}
+		return own, ""
+	}
+	// sitesAt is the sites at a snapshot's cut at ends whose exchange
+	// says fragment f of the per-device stage had made made[f] alarms:
+	// its alarms at the watermark of the cut (wms) that makes that many.
+	sitesAt := func(ends [Partitions]int64, wms []time.Time, made []int64) (map[string]SiteAgg, string) {
+		var want expected
+		for f, devs := range fragsOf(len(made)) {
+			var at *expected
+			for _, wm := range wms {
+				if r := referenceAt(devs, ends, wm); int64(r.nAlarms) == made[f] {
+					at = &r
+					break
+				}
+			}
+			if at == nil {
+				return nil, fmt.Sprintf("fragment %d made %d alarms, which no watermark of the cut gives", f, made[f])
+			}
+			want.merge(*at)
+		}
+		return want.sites, ""
+	}
 	var snapshots, midRun, latestChecked int
-	// atCut is what the flow holds at a snapshot's cut, for each watermark
-	// the cut may have.
-	atCut := func(cut *answerCut) (ends [Partitions]int64, refs []expected, wms []time.Time) {
+	// atCut is a snapshot's cut: the ends of the partitions, and the
+	// watermarks a fragment may have at it.
+	atCut := func(cut *answerCut) (ends [Partitions]int64, wms []time.Time) {
 		for p := range Partitions {
 			ends[p] = cut.Offsets[fmt.Sprintf("readings/%d", p)]
 		}
-		wms = cutWatermarks(sp, ends, latest)
-		for _, wm := range wms {
-			refs = append(refs, referenceAt(devs, ends, wm))
-		}
-		return ends, refs, wms
+		return ends, cutWatermarks(sp, ends, latest)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var answers, complete int
@@ -702,14 +744,13 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					if !total.Complete {
 						midRun++
 					}
-					ends, refs, wms := atCut(total.Cut)
-					if !slices.ContainsFunc(refs, func(r expected) bool { return int64(r.nAlarms) == total.Value }) {
-						var counts []int
-						for _, r := range refs {
-							counts = append(counts, r.nAlarms)
-						}
-						t.Errorf("%s answered alarms %d at the cut %v (stale %v), want one of %v (at %v; fragments' watermarks %s)", n.name, total.Value, ends, total.Stale, counts,
+					ends, wms := atCut(total.Cut)
+					if at, why := own(total.Freshness, wms); why != "" {
+						t.Errorf("%s answered alarms %d at the cut %v (stale %v): %s (the cut's: %v; fragments' watermarks %s)", n.name, total.Value, ends, total.Stale, why,
 							wms, fragmentWatermarks(total.Freshness))
+					} else if want := atFragments(fragsOf(len(at)), ends, at).nAlarms; int64(want) != total.Value {
+						t.Errorf("%s answered alarms %d at the cut %v (stale %v), want %d at the fragments' watermarks %s", n.name, total.Value, ends, total.Stale, want,
+							fragmentWatermarks(total.Freshness))
 					}
 				}
 			}
@@ -732,11 +773,13 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 					for _, e := range devices.Entries {
 						got[e.Key] = e.Value
 					}
-					ends, refs, wms := atCut(devices.Cut)
-					if devices.More || !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.devices, got) }) {
-						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, none of the %d watermarks' %v (the first: %s; fragments' watermarks %s)",
-							n.name, ends, devices.Stale, devices.More, len(got), len(refs), wms, exampletest.DiffMap(got, refs[0].devices),
-							fragmentWatermarks(devices.Freshness))
+					ends, wms := atCut(devices.Cut)
+					if at, why := own(devices.Freshness, wms); why != "" {
+						t.Errorf("%s answered devices at the cut %v (stale %v): %s (the cut's: %v; fragments' watermarks %s)", n.name, ends, devices.Stale, why,
+							wms, fragmentWatermarks(devices.Freshness))
+					} else if want := atFragments(fragsOf(len(at)), ends, at).devices; devices.More || !maps.Equal(want, got) {
+						t.Errorf("%s answered devices at the cut %v (stale %v, more %v) with %d devices, want %d at the fragments' watermarks %s: %s",
+							n.name, ends, devices.Stale, devices.More, len(got), len(want), fragmentWatermarks(devices.Freshness), exampletest.DiffMap(got, want))
 					}
 				}
 			}
@@ -804,10 +847,19 @@ func watchComplete(t *testing.T, nodes []*node, sp SourceParams, want expected) 
 							got[siteCell(e.Key, w.Start)] = e.Value
 						}
 					}
-					ends, refs, _ := atCut(sites.Cut)
-					if !slices.ContainsFunc(refs, func(r expected) bool { return maps.Equal(r.sites, got) }) {
-						t.Errorf("%s answered sites at the cut %v (stale %v) with %d cells, none of the %d watermarks' (the first: %s)", n.name,
-							ends, sites.Stale, len(got), len(refs), exampletest.DiffMap(got, refs[0].sites))
+					ends, wms := atCut(sites.Cut)
+					// The alarms each fragment of the per-device stage made
+					// by the cut say at which watermark it made them.
+					if len(sites.Cut.Exchanges) != 1 {
+						t.Errorf("%s answered sites at the cut %v with exchanges %v: want the one of the sites", n.name, ends, sites.Cut.Exchanges)
+					}
+					for _, made := range sites.Cut.Exchanges {
+						if want, why := sitesAt(ends, wms, made); why != "" {
+							t.Errorf("%s answered sites at the cut %v (stale %v, exchange %v): %s (the cut's watermarks: %v)", n.name, ends, sites.Stale, made, why, wms)
+						} else if !maps.Equal(want, got) {
+							t.Errorf("%s answered sites at the cut %v (stale %v, exchange %v) with %d cells, want %d: %s", n.name,
+								ends, sites.Stale, made, len(got), len(want), exampletest.DiffMap(got, want))
+						}
 					}
 				}
 			}

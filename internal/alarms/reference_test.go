@@ -3,9 +3,12 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
+
+	"github.com/tessera-streams/tessera/flows"
 )
 
 // expected is what a run over the whole input must end with.
@@ -262,4 +265,55 @@ func referenceReminders(sp SourceParams) map[string]int {
 		}
 	}
 	return out
+}
+
+// byFragment splits the input per device (byDevice) by the fragment of
+// each device among n: the per-device stage of fragment f holds the
+// devices of byFragment(devs, n)[f].
+func byFragment(devs map[string][]devEvent, n int) []map[string][]devEvent {
+	out := make([]map[string][]devEvent, n)
+	for i := range out {
+		out[i] = map[string][]devEvent{}
+	}
+	for dev, evs := range devs {
+		f, err := flows.KeyPartition(dev, n)
+		if err != nil {
+			panic(err)
+		}
+		out[f][dev] = evs
+	}
+	return out
+}
+
+// merge adds b, what other devices hold at a cut, to a.
+func (a *expected) merge(b expected) {
+	if a.alarms == nil {
+		*a = expected{alarms: map[string]int{}, sites: map[string]SiteAgg{}, devices: map[string]Device{}, counts: map[string]int64{}}
+	}
+	a.nAlarms += b.nAlarms
+	for k, n := range b.alarms {
+		a.alarms[k] += n
+	}
+	for c, w := range b.sites {
+		if v, ok := a.sites[c]; ok {
+			w = MergeSites(v, w)
+		}
+		a.sites[c] = w
+	}
+	maps.Copy(a.devices, b.devices)
+	maps.Copy(a.counts, b.counts)
+}
+
+// atFragments is what the flow holds at a cut at ends with fragment f of
+// the per-device stage at watermark wms[f] (the zero time: none yet):
+// each fragment's event time is its own, and after a fragment restarts
+// from an older copy its watermark may stand behind the others' for a
+// while (its input partitions look active to it again, until their
+// readers find them idle).
+func atFragments(frags []map[string][]devEvent, ends [Partitions]int64, wms []time.Time) expected {
+	var want expected
+	for f, devs := range frags {
+		want.merge(referenceAt(devs, ends, wms[f]))
+	}
+	return want
 }
