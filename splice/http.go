@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -35,25 +36,29 @@ type HandlerConfig struct {
 //	GET /v1/views                      the views, their kinds and freshness
 //	GET /v1/views/{view}               an aggregate's value, a keyed view's entries, or windows
 //	GET /v1/views/{view}/keys/{key}    one key of a keyed or windowed keyed view
+//	GET /v1/views/{view}/keys?key_base64=...  the same, the key given by its bytes
 //	GET /v1/views/{view}/watch         server-sent events as the answer changes
 //
 // A watch takes interval (250ms to 1m, default 1s); its watchers of the
-// same request and interval share one evaluation per interval.
-// Windowed views take window=latest, from and to (RFC 3339), and limit.
-// Keyed queries take limit (default 1000, at most 10,000,000), after (page
-// on after this key; after= is after the empty key), prefix, and top (the
-// top N by value instead of key order). A key is one path segment,
-// escaped as URLs escape it (a%2Fb is the key "a/b"); /keys/ is the
-// empty key. Windowed keyed views take both: window, from and to choose the
-// windows, and limit, after, prefix and top the entries of each window; a
-// key of one takes window, from and to. Every query and key lookup also
-// takes consistency (latest, the default, or snapshot: one cut), min_offsets
-// (source/partition:offset pairs, comma-separated: answer once they are
-// covered) and timeout (how long to wait for them; 504 after), and its
-// answer states its cut (read.go). Errors are JSON {"error": "..."}:
-// 404 for an unknown view or key, 400 for bad parameters; a key not found
-// also states its fragment's freshness and the cut, as of which it is
-// absent.
+// same request and interval share one evaluation per interval. Windowed
+// views take window=latest, from and to (RFC 3339), and limit. Keyed
+// queries take limit (default 1000, at most 10,000,000), after (page on
+// after this key; after= is after the empty key), prefix, and top (the top
+// N by value instead of key order). A key is one path segment, escaped as
+// URLs escape it (a%2Fb is the key "a/b", %FF the byte 0xFF); /keys/ is
+// the empty key. A key that is not valid UTF-8 is printed with its bytes
+// in base64 beside it (key_base64, next_after_base64), and after_base64,
+// prefix_base64 and key_base64 take bytes back in place of after, prefix
+// and a key in the path (keybytes.go). Windowed keyed views take both:
+// window, from and to choose the windows, and limit, after, prefix and top
+// the entries of each window; a key of one takes window, from and to.
+// Every query and key lookup also takes consistency (latest, the default,
+// or snapshot: one cut), min_offsets (source/partition:offset pairs,
+// comma-separated: answer once they are covered) and timeout (how long to
+// wait for them; 504 after), and its answer states its cut (read.go).
+// Errors are JSON {"error": "..."}: 404 for an unknown view or key, 400
+// for bad parameters; a key not found also states its fragment's freshness
+// and the cut, as of which it is absent.
 func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -63,10 +68,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	mux.HandleFunc("GET /v1/views/{view}", h.view)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{$}", h.key) // the empty key
-	mux.HandleFunc("GET /v1/views/{view}/keys", func(w http.ResponseWriter, r *http.Request) {
-		// Not a redirect to /keys/, the empty key's lookup.
-		WriteError(w, http.StatusNotFound, "no route for "+r.URL.Path+": a key's lookup is /v1/views/{view}/keys/{key}")
-	})
+	mux.HandleFunc("GET /v1/views/{view}/keys", h.keyBytes)
 	mux.HandleFunc("GET /v1/views/{view}/watch", h.watch)
 }
 
@@ -191,10 +193,12 @@ func Params(r *http.Request) (url.Values, error) {
 }
 
 // ParseQuery reads a keyed query from URL parameters; unknown parameters
-// are errors, so that a typo does not silently return everything.
+// are errors, so that a typo does not silently return everything. A key
+// of after or prefix may come as its bytes in base64 (after_base64,
+// prefix_base64) instead.
 func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 	q := Query{Limit: DefaultLimit}
-	ok := map[string]bool{"limit": true, "after": true, "prefix": true, "top": true}
+	ok := map[string]bool{"limit": true, "after": true, "after_base64": true, "prefix": true, "prefix_base64": true, "top": true}
 	for _, a := range allowed {
 		ok[a] = true
 	}
@@ -224,12 +228,15 @@ func ParseQuery(v url.Values, allowed ...string) (Query, error) {
 		if q.Top, err = num("top", 1, MaxTop); err != nil {
 			return q, err
 		}
-		if v.Has("after") {
+		if v.Has("after") || v.Has("after_base64") {
 			return q, fmt.Errorf("%w: top and after do not combine", ErrBadRequest)
 		}
 	}
-	q.After, q.HasAfter, q.Prefix = v.Get("after"), v.Has("after"), v.Get("prefix")
-	return q, nil
+	if q.After, q.HasAfter, err = keyParam(v, "after"); err != nil {
+		return q, err
+	}
+	q.Prefix, _, err = keyParam(v, "prefix")
+	return q, err
 }
 
 func (h *handler) evaluate(r *http.Request) (Result, error) {
@@ -455,8 +462,8 @@ func writeEntries(w http.ResponseWriter, res Result) {
 	bw.WriteString(`],"more":`)
 	bw.WriteString(strconv.FormatBool(res.More))
 	if res.More && len(res.Entries) > 0 {
-		bw.WriteString(`,"next_after":`)
-		writeJSONValue(bw, res.Entries[len(res.Entries)-1].Key)
+		bw.WriteByte(',')
+		writeKeyField(bw, "next_after", res.Entries[len(res.Entries)-1].Key)
 	}
 	bw.WriteString(`,"complete":`)
 	bw.WriteString(strconv.FormatBool(res.Complete()))
@@ -476,9 +483,12 @@ func writeStale(bw *bufio.Writer, res Result) {
 	}
 }
 
+// writeEntry writes {"key":...,"value":...}, with "key_base64" if the key
+// is not valid UTF-8; for one that is, it allocates nothing but what the
+// value's encoding does.
 func writeEntry(bw *bufio.Writer, e Entry) {
-	bw.WriteString(`{"key":`)
-	writeJSONValue(bw, e.Key)
+	bw.WriteByte('{')
+	writeKeyField(bw, "key", e.Key)
 	bw.WriteString(`,"value":`)
 	writeJSONValue(bw, e.Value)
 	bw.WriteByte('}')
@@ -490,12 +500,8 @@ func writeJSONValue(bw *bufio.Writer, v any) {
 		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), x, 10))
 		return
 	case string:
-		if safeString(x) {
-			bw.WriteByte('"')
-			bw.WriteString(x)
-			bw.WriteByte('"')
-			return
-		}
+		writeJSONString(bw, x)
+		return
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -520,6 +526,7 @@ type notFoundAnswer struct {
 	Error     string      `json:"error"`
 	View      string      `json:"view"`
 	Key       string      `json:"key"`
+	KeyBase64 string      `json:"key_base64,omitempty"` // the key's bytes, if it is not valid UTF-8
 	Stale     bool        `json:"stale,omitempty"`
 	Cut       *Cut        `json:"cut,omitempty"`
 	Freshness []Freshness `json:"freshness"`
@@ -528,6 +535,7 @@ type notFoundAnswer struct {
 type keyAnswer struct {
 	View      string      `json:"view"`
 	Key       string      `json:"key"`
+	KeyBase64 string      `json:"key_base64,omitempty"`
 	Value     any         `json:"value"`
 	Complete  bool        `json:"complete"` // its fragment's input ended and was applied: the value is final
 	Stale     bool        `json:"stale,omitempty"`
@@ -536,19 +544,54 @@ type keyAnswer struct {
 }
 
 func (h *handler) key(w http.ResponseWriter, r *http.Request) {
-	view, key := r.PathValue("view"), r.PathValue("key")
+	h.lookup(w, r, r.PathValue("key"), false)
+}
+
+// keyBytes answers GET /v1/views/{view}/keys?key_base64=...: the lookup
+// of the key whose bytes the parameter gives. A request that does not
+// name key_base64 has no route, as before there was this one (it is not
+// a redirect to /keys/, the empty key's lookup).
+func (h *handler) keyBytes(w http.ResponseWriter, r *http.Request) {
+	// Named even in a malformed query string: that is a bad lookup.
+	if !strings.Contains(r.URL.RawQuery, "key_base64") {
+		noKeyRoute(w, r)
+		return
+	}
+	h.lookup(w, r, "", true)
+}
+
+func noKeyRoute(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, http.StatusNotFound, "no route for "+r.URL.Path+
+		": a key's lookup is /v1/views/{view}/keys/{key} or /v1/views/{view}/keys?key_base64={its bytes in base64}")
+}
+
+// lookup answers the lookup of key, or, byBytes, of the key the
+// parameter key_base64 gives.
+func (h *handler) lookup(w http.ResponseWriter, r *http.Request, key string, byBytes bool) {
+	view := r.PathValue("view")
 	spec, err := FindSpec(h.g, view)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("%w %q", ErrUnknownView, view))
 		return
 	}
-	if spec.Kind == WindowedKeyed {
-		h.windowKey(w, r, view, key)
-		return
-	}
 	params, err := Params(r)
 	if err != nil {
 		h.fail(w, r, err)
+		return
+	}
+	if byBytes {
+		if !params.Has("key_base64") {
+			noKeyRoute(w, r)
+			return
+		}
+		if key, err = decodeKey("key_base64", params.Get("key_base64")); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		params.Del("key_base64")
+	}
+	if spec.Kind == WindowedKeyed {
+		h.windowKey(w, r, view, key, params)
 		return
 	}
 	o, err := ParseReadOptions(params)
@@ -570,7 +613,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 		// restored or answering from a standby's copy is behind what the
 		// answers before it showed).
 		WriteJSON(w, http.StatusNotFound, notFoundAnswer{Error: fmt.Errorf("%w: key %q in view %q", ErrNotFound, key, view).Error(),
-			View: view, Key: key, Stale: res.Stale(), Cut: cutOf(res), Freshness: res.Freshness})
+			View: view, Key: key, KeyBase64: keyBase64(key), Stale: res.Stale(), Cut: cutOf(res), Freshness: res.Freshness})
 		return
 	}
 	if errors.Is(err, ErrNotFound) {
@@ -585,7 +628,7 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 	if k := res.Entries[0].Key; k != "" {
 		key = k
 	}
-	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)})
+	WriteJSON(w, http.StatusOK, keyAnswer{View: view, Key: key, KeyBase64: keyBase64(key), Value: res.Entries[0].Value, Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)})
 }
 
 // MinWatchInterval is the shortest interval a watch may ask for: every
@@ -702,15 +745,21 @@ func changeEvent(last map[string][]byte, u *watchUpdate) []byte {
 		if len(changed) == 0 && len(removed) == 0 {
 			return nil
 		}
-		event, v = "changes", map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
+		return changesEvent(changed, removed, res)
 	}
 	b, _ := json.Marshal(v)
 	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", event, b)
 }
 
+// jsonEntry is an entry of a watch's events, as writeEntry writes one.
 type jsonEntry struct {
-	Key   string `json:"key"`
-	Value any    `json:"value"`
+	Key       string `json:"key"`
+	KeyBase64 string `json:"key_base64,omitempty"` // the key's bytes, if it is not valid UTF-8
+	Value     any    `json:"value"`
+}
+
+func newJSONEntry(e Entry) jsonEntry {
+	return jsonEntry{Key: e.Key, KeyBase64: keyBase64(e.Key), Value: e.Value}
 }
 
 func watchPayload(res Result) any {
@@ -724,7 +773,7 @@ func watchPayload(res Result) any {
 	}
 	es := make([]jsonEntry, len(res.Entries))
 	for i, e := range res.Entries {
-		es[i] = jsonEntry{e.Key, e.Value}
+		es[i] = newJSONEntry(e)
 	}
 	return map[string]any{"view": res.Spec.Name, "entries": es, "freshness": res.Freshness, "cut": cutOf(res)}
 }
@@ -760,7 +809,7 @@ func diff(old, cur map[string][]byte, entries []Entry) (changed []jsonEntry, rem
 	changed, removed = []jsonEntry{}, []string{}
 	for _, e := range entries {
 		if o, ok := old[e.Key]; !ok || !bytes.Equal(o, cur[e.Key]) {
-			changed = append(changed, jsonEntry{e.Key, e.Value})
+			changed = append(changed, newJSONEntry(e))
 		}
 	}
 	for k := range old {

@@ -178,7 +178,7 @@ func (d *deltaWatch) apply(spec Spec, q Query, changed []Entry, hidden []string,
 		if _, ch := byKey[e.Key]; ch || !was {
 			nb, _ := json.Marshal(e.Value)
 			if !was || !bytes.Equal(b, nb) {
-				diff = append(diff, jsonEntry{e.Key, e.Value})
+				diff = append(diff, newJSONEntry(e))
 			}
 			b = nb
 		}
@@ -279,15 +279,21 @@ func applyTop(spec Spec, n int, old []Entry, changed []Entry, byKey map[string]i
 	return out[:min(len(out), n)], true
 }
 
-// changesEvent is the "changes" event with these entries and removed keys.
+// changesEvent is the "changes" event with these entries and removed keys
+// (those that are not valid UTF-8 in "removed_base64", keybytes.go).
 func changesEvent(changed []jsonEntry, removed []string, res Result) []byte {
 	if changed == nil {
 		changed = []jsonEntry{}
 	}
+	removed, removedB64 := removedKeys(removed)
 	if removed == nil {
 		removed = []string{}
 	}
-	b, _ := json.Marshal(map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)})
+	v := map[string]any{"entries": changed, "removed": removed, "freshness": res.Freshness, "cut": cutOf(res)}
+	if removedB64 != nil {
+		v["removed_base64"] = removedB64
+	}
+	b, _ := json.Marshal(v)
 	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", "changes", b)
 }
 

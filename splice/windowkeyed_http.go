@@ -15,17 +15,18 @@ import (
 // ParseWindowedKeyedQuery reads a windowed keyed query from URL
 // parameters: the windows (window=latest: the latest complete window; from
 // and to, RFC 3339: windows starting in [from, to); neither: every window
-// the view holds) and, within each window, the entries (limit, after,
-// prefix and top, as ParseQuery reads them). Unknown parameters are errors.
+// the view holds) and, within each window, the entries (limit, after or
+// after_base64, prefix or prefix_base64, and top, as ParseQuery reads
+// them). Unknown parameters are errors.
 func ParseWindowedKeyedQuery(v url.Values) (Query, error) {
 	keyed := url.Values{}
 	for k, vals := range v {
 		switch k {
 		case "window", "from", "to":
-		case "limit", "after", "prefix", "top":
+		case "limit", "after", "after_base64", "prefix", "prefix_base64", "top":
 			keyed[k] = vals
 		default:
-			return Query{}, fmt.Errorf("%w: unknown parameter %q (a windowed keyed view takes window, from, to, limit, after, prefix, top)", ErrBadRequest, k)
+			return Query{}, fmt.Errorf("%w: unknown parameter %q (a windowed keyed view takes window, from, to, limit, after, after_base64, prefix, prefix_base64, top)", ErrBadRequest, k)
 		}
 		if len(vals) != 1 {
 			return Query{}, fmt.Errorf("%w: parameter %q given %d times", ErrBadRequest, k, len(vals))
@@ -70,8 +71,9 @@ type windowValue struct {
 type windowKeyAnswer struct {
 	View      string        `json:"view"`
 	Key       string        `json:"key"`
-	Window    *windowValue  `json:"window,omitempty"`  // ?window=latest
-	Windows   []windowValue `json:"windows,omitempty"` // otherwise: the windows in range that hold the key
+	KeyBase64 string        `json:"key_base64,omitempty"` // the key's bytes, if it is not valid UTF-8
+	Window    *windowValue  `json:"window,omitempty"`     // ?window=latest
+	Windows   []windowValue `json:"windows,omitempty"`    // otherwise: the windows in range that hold the key
 	Horizon   *time.Time    `json:"horizon,omitempty"`
 	Freshness []Freshness   `json:"freshness"`
 	Complete  bool          `json:"complete"` // the key's fragment applied its whole input: the values are final
@@ -79,14 +81,9 @@ type windowKeyAnswer struct {
 	Cut       *Cut          `json:"cut,omitempty"`
 }
 
-// windowKey answers GET /v1/views/{view}/keys/{key} of a windowed keyed
-// view.
-func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key string) {
-	params, err := Params(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
+// windowKey answers the lookup of key in a windowed keyed view, with
+// params the request's parameters (but key_base64).
+func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key string, params url.Values) {
 	o, err := ParseReadOptions(params)
 	if err != nil {
 		h.fail(w, r, err)
@@ -109,7 +106,7 @@ func (h *handler) windowKey(w http.ResponseWriter, r *http.Request, view, key st
 		h.fail(w, r, err)
 		return
 	}
-	a := windowKeyAnswer{View: view, Key: key, Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
+	a := windowKeyAnswer{View: view, Key: key, KeyBase64: keyBase64(key), Horizon: horizon(res), Freshness: res.Freshness, Complete: res.Complete(), Stale: res.Stale(), Cut: cutOf(res)}
 	vs := make([]windowValue, len(res.KeyedWindows))
 	for i, kw := range res.KeyedWindows {
 		vs[i] = windowValue{Start: kw.Start, End: kw.End, Complete: kw.Complete, Value: kw.Entries[0].Value}
@@ -145,12 +142,14 @@ func writeKeyedWindows(w http.ResponseWriter, res Result) {
 //
 //	{"view": ..., "kind": "windowed-keyed",
 //	 "window": W (window=latest) or "windows": [W, ...],
-//	 "more": bool, "next_after": key (if more: the after= of the next page),
+//	 "more": bool, "next_after": key (if more: the after= of the next page;
+//	 with "next_after_base64", its bytes, if it is not valid UTF-8),
 //	 "horizon": time (if windows may have been dropped), "freshness": [...],
 //	 "complete": bool (every fragment applied its whole input)}
 //
 // with each W {"start", "end", "complete", "keys" (how many the window
-// holds), "entries": [{"key", "value"}, ...], "more"}. A page is one range
+// holds), "entries": [{"key", "value"}, ...] (and "key_base64", see
+// writeEntry), "more"}. A page is one range
 // of keys in every window (see Result.NextAfter).
 func appendKeyedWindows(bw *bufio.Writer, res Result) {
 	bw.WriteString(`{"view":`)
@@ -172,8 +171,8 @@ func appendKeyedWindows(bw *bufio.Writer, res Result) {
 	bw.WriteString(`,"more":`)
 	bw.WriteString(strconv.FormatBool(res.More))
 	if res.More {
-		bw.WriteString(`,"next_after":`)
-		writeJSONValue(bw, res.NextAfter)
+		bw.WriteByte(',')
+		writeKeyField(bw, "next_after", res.NextAfter)
 	}
 	if h := horizon(res); h != nil {
 		bw.WriteString(`,"horizon":`)

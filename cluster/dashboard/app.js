@@ -26,6 +26,33 @@ const bytes = (b) => b >= 1 << 30 ? fmt(b / (1 << 30), 1) + ' GiB' : b >= 1 << 2
 const clock = (t) => new Date(t).toLocaleTimeString('en-GB', { hour12: false });
 const show = (v) => typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v);
 
+// keyText is an entry's key as a table shows it. An answer gives a key
+// that is not valid UTF-8 with its bytes (key_base64): it is shown
+// Go-quoted, its characters as they are and every other byte as \xNN.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+function keyText(e) {
+  if (e.key_base64 == null) return e.key;
+  const b = Uint8Array.from(atob(e.key_base64), (c) => c.charCodeAt(0));
+  const esc = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  const hex = (x) => '\\x' + x.toString(16).padStart(2, '0');
+  let s = '';
+  for (let i = 0; i < b.length;) {
+    let n = 0, ch = null;
+    while (ch === null && n < 4 && i + n < b.length) {
+      n++;
+      try { ch = utf8.decode(b.subarray(i, i + n)); } catch (_) { /* no character of n bytes at i */ }
+    }
+    if (ch === null) { s += hex(b[i++]); continue; }
+    s += esc[ch] || (ch < ' ' || ch === '\x7f' ? hex(ch.charCodeAt(0)) : ch);
+    i += n;
+  }
+  return `"${s}"`;
+}
+
+// afterParam is the parameter that asks for the page after answer a's:
+// the key's bytes if the answer gives them.
+const afterParam = (a) => a.next_after_base64 != null ? `after_base64=${encodeURIComponent(a.next_after_base64)}` : `after=${encodeURIComponent(a.next_after)}`;
+
 // num picks the number to chart from a view value: the value itself, or a
 // count-like field of an object ({"trips": N, "subscribers": M} → N).
 function num(v) {
@@ -480,23 +507,23 @@ function exploreKeyed(v) {
     try {
       if (state.mode === 'key') {
         const a = await query(`${base}/keys/${encodeURIComponent(state.key)}`);
-        table(['key', 'value'], [[a.key, show(a.value)]]);
+        table(['key', 'value'], [[keyText(a), show(a.value)]]);
         u.setData([[1], [num(a.value)]]);
         status(freshness(a));
         return;
       }
       const q = state.mode === 'top' ? `top=${state.n}`
-        : `limit=20&prefix=${encodeURIComponent(state.prefix)}` + (state.pages.at(-1) !== null ? `&after=${encodeURIComponent(state.pages.at(-1))}` : '');
+        : `limit=20&prefix=${encodeURIComponent(state.prefix)}` + (state.pages.at(-1) !== null ? `&${state.pages.at(-1)}` : '');
       const a = await query(`${base}?${q}`);
       const es = a.entries || [];
-      table(['key', 'value'], es.map((e) => [e.key, show(e.value)]));
+      table(['key', 'value'], es.map((e) => [keyText(e), show(e.value)]));
       u.setData([es.map((_, i) => i + 1), es.map((e) => num(e.value))]);
       status(`${es.length} entries · ` + freshness(a));
       if (state.mode === 'prefix') {
         const pg = $('ex-paging');
         pg.append(`page ${state.pages.length}`);
         if (state.pages.length > 1) pg.append(el('button', { text: '← previous', onclick: () => { state.pages.pop(); run(); } }));
-        if (a.more) pg.append(el('button', { text: 'next →', onclick: () => { state.pages.push(a.next_after); run(); } }));
+        if (a.more) pg.append(el('button', { text: 'next →', onclick: () => { state.pages.push(afterParam(a)); run(); } }));
       }
     } catch (e) {
       if (e.name === 'AbortError' || e instanceof AuthError) return;
@@ -527,7 +554,7 @@ function exploreWindowedKeyed(v) {
       pick.append(el('option', { value: x.start, text: `${clock(x.start)}–${clock(x.end)} · ${fmt(x.keys)} keys${x.complete ? '' : ' (open)'}` }));
     }
     if (w) pick.value = w.start;
-    table(['key', 'value'], w ? w.entries.map((e) => [e.key, show(e.value)]) : []);
+    table(['key', 'value'], w ? w.entries.map((e) => [keyText(e), show(e.value)]) : []);
     return w;
   }
   async function run() {

@@ -93,6 +93,14 @@ func TestDashboardThreeNodes(t *testing.T) {
 	wait[bool](p, 10*time.Second, "a previous button", click+`('← previous')`)
 	wait[bool](p, 30*time.Second, "the first page again", `document.getElementById('ex-paging').textContent.startsWith('page 1') && `+
 		pageKeys+`[0] === `+strconv.Quote(page1[0]))
+	// A key that is not valid UTF-8 is shown Go-quoted from its bytes, and
+	// the page after it asks for them. The words are all valid UTF-8: the
+	// page's own functions are given such answers.
+	keys := eval[[]string](p, `[keyText({key: '\ufffd\u0001', key_base64: '/wE='}), keyText({key: 'a\ufffd\ufffd"', key_base64: 'YcOp/yI='}),
+		keyText({key: 'w0001'}), afterParam({next_after: '\ufffd', next_after_base64: '/w+='}), afterParam({next_after: 'w 1'})]`)
+	if want := []string{`"\xff\x01"`, `"aé\xff\""`, "w0001", "after_base64=%2Fw%2B%3D", "after=w%201"}; strings.Join(keys, "|") != strings.Join(want, "|") {
+		t.Fatalf("keys shown %q, want %q", keys, want)
+	}
 	t.Logf("members %s; %d throughput points, %.0f events/s; top word count %v then %v", names, points, rate, first, grown)
 	p.shot("dashboard-three-nodes")
 
