@@ -2,6 +2,7 @@ package actor
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tessera-streams/tessera/internal/wire"
+	"github.com/tessera-streams/tessera/splice"
 )
 
 // sampleBatch is a RemoteMessage as protoactor's endpoint writer builds
@@ -148,4 +150,24 @@ func FuzzReadBatch(f *testing.F) {
 			t.Fatalf("batches %v, proto %v", gb, wb)
 		}
 	})
+}
+
+// A query for keys that are not valid UTF-8 crosses nodes with their
+// bytes. Its fields were protobuf strings, which refuse such bytes: a
+// lookup of such a key on another node, or a page after it, was never
+// sent (protoactor logs the error and drops the message) and timed out.
+func TestQueryMsgKeysNotUTF8(t *testing.T) {
+	req := splice.Request{View: "v", Op: splice.OpKey, Key: "\xff\x01", Query: splice.Query{Limit: 5, After: "a\xfe", HasAfter: true, Prefix: "\xc3"}}
+	data, err := proto.Marshal(queryMsg(req, []int{3, 9}, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m wire.Query
+	if err := proto.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	got, frags := requestOf(&m)
+	if !reflect.DeepEqual(got, req) || !reflect.DeepEqual(frags, []int{3, 9}) || !m.Standby {
+		t.Fatalf("decoded %+v, fragments %v, standby %v; want %+v, [3 9], true", got, frags, m.Standby, req)
+	}
 }

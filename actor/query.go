@@ -246,13 +246,31 @@ func (r *replyActor) Receive(c pa.Context) {
 	}
 }
 
-func (e *Engine) ask(l *layout, addr string, req splice.Request, frags []int, standby bool, deadline time.Time) *call {
-	q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: req.Query.After, HasAfter: req.Query.HasAfter,
-		Prefix: req.Query.Prefix, Top: int32(req.Query.Top), Key: req.Key, From: req.Query.From, To: req.Query.To,
+// queryMsg is the message that asks another node's fragments frags for
+// req. Keys, after and prefix go as bytes: they need not be valid UTF-8.
+func queryMsg(req splice.Request, frags []int, standby bool) *wire.Query {
+	q := &wire.Query{View: req.View, Op: uint32(req.Op), Limit: int32(req.Query.Limit), After: []byte(req.Query.After), HasAfter: req.Query.HasAfter,
+		Prefix: []byte(req.Query.Prefix), Top: int32(req.Query.Top), Key: []byte(req.Key), From: req.Query.From, To: req.Query.To,
 		Bounded: req.Query.Bounded, Latest: req.Query.Latest, Standby: standby, Since: req.Since}
 	for _, f := range frags {
 		q.Fragments = append(q.Fragments, uint32(f))
 	}
+	return q
+}
+
+// requestOf is the request and the fragments a queryMsg asks for.
+func requestOf(m *wire.Query) (splice.Request, []int) {
+	req := splice.Request{View: m.View, Op: splice.Op(m.Op), Key: string(m.Key), Since: m.Since, Query: splice.Query{
+		Limit: int(m.Limit), After: string(m.After), HasAfter: m.HasAfter, Prefix: string(m.Prefix), Top: int(m.Top), From: m.From, To: m.To, Bounded: m.Bounded, Latest: m.Latest}}
+	frags := make([]int, len(m.Fragments))
+	for i, f := range m.Fragments {
+		frags[i] = int(f)
+	}
+	return req, frags
+}
+
+func (e *Engine) ask(l *layout, addr string, req splice.Request, frags []int, standby bool, deadline time.Time) *call {
+	q := queryMsg(req, frags, standby)
 	c := &call{node: l.nodeAt(addr), addr: addr, view: req.View, frags: frags, sent: time.Now(), done: make(chan callResult, 1)}
 	c.reply = e.sys.Root.Spawn(pa.PropsFromProducer(func() pa.Actor { return &replyActor{done: c.done} }))
 	e.sys.Root.RequestWithCustomSender(pa.NewPID(addr, e.plan.Name()+"/query"), q, c.reply)
@@ -505,12 +523,7 @@ func (q *queryActor) Receive(c pa.Context) {
 		return
 	}
 	e := q.e
-	req := splice.Request{View: m.View, Op: splice.Op(m.Op), Key: m.Key, Since: m.Since, Query: splice.Query{
-		Limit: int(m.Limit), After: m.After, HasAfter: m.HasAfter, Prefix: m.Prefix, Top: int(m.Top), From: m.From, To: m.To, Bounded: m.Bounded, Latest: m.Latest}}
-	frags := make([]int, len(m.Fragments))
-	for i, f := range m.Fragments {
-		frags[i] = int(f)
-	}
+	req, frags := requestOf(m)
 	// Answer off the actor: the local fragments answer through their own
 	// mailboxes.
 	e.bg.Add(1)

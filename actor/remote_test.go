@@ -41,6 +41,7 @@ type nodeSpec struct {
 	Readers   []string
 	Events    int64
 	Keyed     bool // keyedFlow, not the count of words
+	Binary    bool // words of bytes that are not valid UTF-8 (binaryWord)
 }
 
 const nodeEnv = "TESSERA_ACTOR_TEST_NODE"
@@ -53,7 +54,11 @@ func runChildNode(spec string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: ns.Events}, word)
+	words := word
+	if ns.Binary {
+		words = binaryWord
+	}
+	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: ns.Events}, words)
 	f := flows.New("count", flows.WithFragments(64))
 	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
 	flows.Count(ks).View("words")
@@ -317,6 +322,96 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 	checkView(t, e, "counts", want)
 	if m := e.NetStats().Malformed; m != 0 {
 		t.Fatalf("%d malformed messages", m)
+	}
+}
+
+// binaryWord is a word of two bytes that are not valid UTF-8: 0xff, then
+// one of 60 bytes.
+func binaryWord(_ int, _ int64, r *gen.Rand) string { return string([]byte{0xff, byte(0x80 + r.Intn(60))}) }
+
+// Words that are not valid UTF-8 counted on two nodes: this one finds each
+// by its bytes, whichever node owns it, and pages after one and by a
+// prefix of such bytes go on from it on both nodes. A query's key, after
+// and prefix crossed nodes as protobuf strings, which refuse such bytes:
+// the query to the other node was never sent and timed out.
+func TestEnginesAcrossRemoteKeysNotUTF8(t *testing.T) {
+	const n = 20_000
+	g, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: n}, binaryWord)
+	want := map[string]int64{}
+	for p := range 4 {
+		for o := range g.Limit(p) {
+			want[g.Event(p, o)]++
+		}
+	}
+	nodes := []string{"a", "b"}
+	remotes := map[string]string{"a": freeAddr(t), "b": freeAddr(t)}
+	tab := shard.Assign(nodes, 64, 1)
+	frags := make([]string, 64)
+	for f := range frags {
+		frags[f] = tab.Owner(f)
+	}
+	readers := []string{"a", "a", "b", "b"}
+	b := startChild(t, nodeSpec{Self: "b", Remotes: remotes, Fragments: frags, Readers: readers, Events: n, Binary: true})
+	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: n}, binaryWord)
+	f := flows.New("count", flows.WithFragments(64))
+	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
+	flows.Count(ks).View("words")
+	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Start(plan, Config{Logger: quiet(), BatchSize: 256, CheckpointInterval: time.Hour, QueryTimeout: 5 * time.Second,
+		Cluster: &ClusterConfig{Self: "a", Remote: remotes["a"], Epoch: 3, Fragments: frags, Readers: readers, Remotes: remotes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	if line, err := b.out.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("node b: %q, %v", line, err)
+	}
+	waitTotal(t, e, n)
+	ctx := context.Background()
+	spec, err := splice.FindSpec(e, "words")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := 0
+	for k, c := range want {
+		if fr, _ := spec.FragmentOf(k); frags[fr] == "b" {
+			remote++
+		}
+		one, err := splice.Evaluate(ctx, e, splice.Request{View: "words", Op: splice.OpKey, Key: k})
+		if err != nil || len(one.Entries) != 1 || one.Entries[0].Value != c {
+			t.Fatalf("word %q: %+v, %v; want %d", k, one.Entries, err, c)
+		}
+	}
+	if remote == 0 {
+		t.Fatal("no word of node b was asked for")
+	}
+	// Pages of 7 after the last word of the page before, and of a prefix.
+	for _, prefix := range []string{"", "\xff"} {
+		got := map[string]int64{}
+		q := splice.Query{Limit: 7, Prefix: prefix}
+		for {
+			res, err := splice.Evaluate(ctx, e, splice.Request{View: "words", Op: splice.OpEntries, Query: q})
+			if err != nil {
+				t.Fatalf("prefix %q, after %q: %v", prefix, q.After, err)
+			}
+			for _, en := range res.Entries {
+				if _, dup := got[en.Key]; dup {
+					t.Fatalf("prefix %q: word %q twice", prefix, en.Key)
+				}
+				got[en.Key] = en.Value.(int64)
+			}
+			if !res.More {
+				break
+			}
+			q.After, q.HasAfter = res.Entries[len(res.Entries)-1].Key, true
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("prefix %q: pages held %v, want %v", prefix, got, want)
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ func newMetrics() *metrics {
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tessera_http_request_duration_seconds",
 			Help: "Time to answer an HTTP API request, by route pattern and status code (watch streams are not timed). " +
-				"Routes GET /v1/views/{view} and GET /v1/views/{view}/keys/{key} (and keys/{$}, the empty key) are the view queries.",
+				"Routes GET /v1/views/{view}, GET /v1/views/{view}/keys/{key} (and keys/{$}, the empty key) and GET /v1/views/{view}/keys (a lookup by key_base64) are the view queries.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18), // 0.1 ms to 13 s
 		}, []string{"route", "code"}),
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{

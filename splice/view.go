@@ -131,7 +131,7 @@ type Freshness struct {
 	Fragment  int              `json:"fragment"`
 	Epoch     uint64           `json:"epoch"`               // the fragment's last durable checkpoint (0: none yet)
 	Offsets   map[string]int64 `json:"offsets"`             // per source partition ("source/partition"): end of the last applied batch
-	Watermark *time.Time       `json:"watermark,omitempty"` // event time complete up to here (flows with event time)
+	Watermark *time.Time       `json:"watermark,omitempty"` // event time complete up to here (flows with event time): in a view's answer, that of the stage the view reads
 	// Complete: the fragment applied every input to its end (bounded
 	// sources read out, upstream fragments complete) and sent everything
 	// downstream: its state is final.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"unicode/utf8"
 
 	"github.com/tessera-streams/tessera/splice"
 )
@@ -52,10 +54,33 @@ func answerVersion(v *viewDef) byte {
 }
 
 // answerHead is an encoded answer's JSON head: its freshness and, for
-// splice.OpChanges, the fragment's mark.
+// splice.OpChanges, the fragment's mark. The mark's hidden keys that are
+// not valid UTF-8 go in HiddenBytes (base64 in JSON), which keeps their
+// bytes: a JSON string would turn them into U+FFFD, and a watch would
+// miss that they left the view.
 type answerHead struct {
 	splice.Freshness
-	Changes *splice.ChangeMark `json:"changes,omitempty"`
+	Changes     *splice.ChangeMark `json:"changes,omitempty"`
+	HiddenBytes [][]byte           `json:"hidden_bytes,omitempty"`
+}
+
+// newAnswerHead is a's head, the hidden keys of its mark split by
+// whether they are valid UTF-8.
+func newAnswerHead(a splice.Answer) answerHead {
+	h := answerHead{Freshness: a.Freshness, Changes: a.Changes}
+	if c := a.Changes; c != nil && slices.ContainsFunc(c.Hidden, func(k string) bool { return !utf8.ValidString(k) }) {
+		cc := *c
+		cc.Hidden = nil
+		for _, k := range c.Hidden {
+			if utf8.ValidString(k) {
+				cc.Hidden = append(cc.Hidden, k)
+			} else {
+				h.HiddenBytes = append(h.HiddenBytes, []byte(k))
+			}
+		}
+		h.Changes = &cc
+	}
+	return h
 }
 
 // EncodeAnswer encodes a fragment's answer to a request on view, to cross
@@ -74,7 +99,7 @@ func (p *Plan) EncodeAnswer(view string, a splice.Answer) ([]byte, error) {
 	}
 	// A changes answer's mark travels in the freshness's JSON (older
 	// decoders ignore the field).
-	fr, err := json.Marshal(answerHead{Freshness: a.Freshness, Changes: a.Changes})
+	fr, err := json.Marshal(newAnswerHead(a))
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +192,14 @@ func (p *Plan) DecodeAnswer(view string, data []byte) (splice.Answer, error) {
 			return a, fmt.Errorf("malformed answer: freshness: %w", err)
 		}
 		a.Freshness, a.Changes = h.Freshness, h.Changes
+		if len(h.HiddenBytes) > 0 {
+			if a.Changes == nil {
+				return a, errors.New("malformed answer: hidden keys without a mark")
+			}
+			for _, k := range h.HiddenBytes {
+				a.Changes.Hidden = append(a.Changes.Hidden, string(k))
+			}
+		}
 	}
 	a.Horizon = r.varint("horizon")
 	value := func(c valueCodec, what string) any {

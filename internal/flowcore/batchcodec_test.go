@@ -289,7 +289,8 @@ func TestChangesAnswerRoundTrips(t *testing.T) {
 	if err != nil || a.Changes == nil || a.Changes.Reset || len(a.Entries) != 5 {
 		t.Fatalf("changes since %s: %+v, %v; want the 5 words", since, a, err)
 	}
-	a.Changes.Hidden = []string{"w9"}
+	// Hidden keys cross nodes with their bytes, valid UTF-8 or not.
+	a.Changes.Hidden = []string{"w9", "\xff\x01", "\xfe"}
 	enc, err := plan.EncodeAnswer(req.View, a)
 	if err != nil {
 		t.Fatal(err)

@@ -1335,19 +1335,22 @@ func (x *HandoffDone) GetTo() string {
 
 // Query asks a node for its fragments' answers to a view request.
 type Query struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Id        uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	View      string                 `protobuf:"bytes,2,opt,name=view,proto3" json:"view,omitempty"`
-	Op        uint32                 `protobuf:"varint,3,opt,name=op,proto3" json:"op,omitempty"`
-	Limit     int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
-	After     string                 `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`
-	Prefix    string                 `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	Top       int32                  `protobuf:"varint,7,opt,name=top,proto3" json:"top,omitempty"`
-	Key       string                 `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
-	From      int64                  `protobuf:"varint,9,opt,name=from,proto3" json:"from,omitempty"`
-	To        int64                  `protobuf:"varint,10,opt,name=to,proto3" json:"to,omitempty"`
-	Latest    bool                   `protobuf:"varint,11,opt,name=latest,proto3" json:"latest,omitempty"`
-	Fragments []uint32               `protobuf:"varint,12,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	View  string                 `protobuf:"bytes,2,opt,name=view,proto3" json:"view,omitempty"`
+	Op    uint32                 `protobuf:"varint,3,opt,name=op,proto3" json:"op,omitempty"`
+	Limit int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// after, prefix and key are a key's bytes, which need not be valid
+	// UTF-8 (a string field refuses them); a node that declared them
+	// strings reads the same bytes.
+	After     []byte   `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`
+	Prefix    []byte   `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Top       int32    `protobuf:"varint,7,opt,name=top,proto3" json:"top,omitempty"`
+	Key       []byte   `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	From      int64    `protobuf:"varint,9,opt,name=from,proto3" json:"from,omitempty"`
+	To        int64    `protobuf:"varint,10,opt,name=to,proto3" json:"to,omitempty"`
+	Latest    bool     `protobuf:"varint,11,opt,name=latest,proto3" json:"latest,omitempty"`
+	Fragments []uint32 `protobuf:"varint,12,rep,packed,name=fragments,proto3" json:"fragments,omitempty"`
 	// standby: the asker could not reach the fragments' owner; answer from
 	// the live fragment if it runs here now, else from this node's standby
 	// copy of its last checkpoint (marked stale).
@@ -1420,18 +1423,18 @@ func (x *Query) GetLimit() int32 {
 	return 0
 }
 
-func (x *Query) GetAfter() string {
+func (x *Query) GetAfter() []byte {
 	if x != nil {
 		return x.After
 	}
-	return ""
+	return nil
 }
 
-func (x *Query) GetPrefix() string {
+func (x *Query) GetPrefix() []byte {
 	if x != nil {
 		return x.Prefix
 	}
-	return ""
+	return nil
 }
 
 func (x *Query) GetTop() int32 {
@@ -1441,11 +1444,11 @@ func (x *Query) GetTop() int32 {
 	return 0
 }
 
-func (x *Query) GetKey() string {
+func (x *Query) GetKey() []byte {
 	if x != nil {
 		return x.Key
 	}
-	return ""
+	return nil
 }
 
 func (x *Query) GetFrom() int64 {
@@ -2257,10 +2260,10 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\x04view\x18\x02 \x01(\tR\x04view\x12\x0e\n" +
 	"\x02op\x18\x03 \x01(\rR\x02op\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x14\n" +
-	"\x05after\x18\x05 \x01(\tR\x05after\x12\x16\n" +
-	"\x06prefix\x18\x06 \x01(\tR\x06prefix\x12\x10\n" +
+	"\x05after\x18\x05 \x01(\fR\x05after\x12\x16\n" +
+	"\x06prefix\x18\x06 \x01(\fR\x06prefix\x12\x10\n" +
 	"\x03top\x18\a \x01(\x05R\x03top\x12\x10\n" +
-	"\x03key\x18\b \x01(\tR\x03key\x12\x12\n" +
+	"\x03key\x18\b \x01(\fR\x03key\x12\x12\n" +
 	"\x04from\x18\t \x01(\x03R\x04from\x12\x0e\n" +
 	"\x02to\x18\n" +
 	" \x01(\x03R\x02to\x12\x16\n" +
