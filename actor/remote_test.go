@@ -327,7 +327,9 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 
 // binaryWord is a word of two bytes that are not valid UTF-8: 0xff, then
 // one of 60 bytes.
-func binaryWord(_ int, _ int64, r *gen.Rand) string { return string([]byte{0xff, byte(0x80 + r.Intn(60))}) }
+func binaryWord(_ int, _ int64, r *gen.Rand) string {
+	return string([]byte{0xff, byte(0x80 + r.Intn(60))})
+}
 
 // Words that are not valid UTF-8 counted on two nodes: this one finds each
 // by its bytes, whichever node owns it, and pages after one and by a
