@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"mime"
 	"net/http"
+	"path"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,10 +31,22 @@ var dashboardAssets = func() http.Handler {
 	if err != nil {
 		panic(err) // the embedded directory is part of the binary
 	}
-	files := http.StripPrefix("/dashboard/", http.FileServerFS(sub))
+	// Each file is written as it is: a file server would answer a name
+	// it does not have in plain text, and redirect index.html to a
+	// directory that is no route.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("file")
+		b, err := fs.ReadFile(sub, name)
+		if err != nil || name == "index.html" {
+			splice.WriteError(w, http.StatusNotFound, fmt.Sprintf("no dashboard file %q: the dashboard is at /", name))
+			return
+		}
+		if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 		w.Header().Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
+		w.Write(b)
 	})
 }()
 

@@ -15,6 +15,16 @@
 // the nodes that saw it.
 // metrics.go exports the Prometheus metrics.
 //
+// Every request the API cannot take is answered with a JSON error
+// ({"error": "..."}) and its status, never a redirect or a plain-text
+// page: a path with an empty, . or .. segment is a 400 (http.ServeMux
+// would redirect it to its clean form, another route: /keys/.. of a
+// key's lookup is the view's listing; a key . or .. is escaped %2E), an
+// unknown route or dashboard file a 404, a method a route does not take
+// a 405 with Allow (node.go, dashboard.go). What net/http answers before
+// any handler runs stays its own: a path that is not valid %-escaping,
+// and a request head over 1 MiB.
+//
 // Quorum (quorum.go, follow in placement.go). A node owns fragments only
 // while a majority of the last agreed membership — the members of the
 // last placement it applied, kept in DataDir/membership.json across

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -343,7 +344,7 @@ func (n *Node) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	mux := http.NewServeMux()
 	n.routes(mux, stopping)
-	srv := &http.Server{Handler: n.met.timed(cfg.Security.guard(mux)), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: n.met.timed(cfg.Security.guard(cleanPaths(mux))), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -417,6 +418,10 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 		s.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("POST /v1/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			splice.WriteError(w, http.StatusBadRequest, "/v1/checkpoint takes no parameters: it checkpoints every fragment of this node")
+			return
+		}
 		if err := n.eng.Checkpoint(r.Context()); err != nil {
 			splice.WriteError(w, http.StatusInternalServerError, err.Error())
 			return
@@ -455,4 +460,40 @@ func (n *Node) routes(mux *http.ServeMux, stopping chan struct{}) {
 		}
 		splice.WriteError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// cleanPaths answers, as the routes answer bad requests, what the mux
+// would answer with a redirect or a bare status before any route saw it:
+// a path with an empty, . or .. segment (the mux redirects it to its clean
+// form, which may be another route: the lookup of the key ".." in
+// /v1/views/v/keys/.. to the listing of v), a request for * but OPTIONS
+// (which the server answers), and CONNECT.
+func cleanPaths(mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.EscapedPath(); {
+		case r.Method == http.MethodConnect:
+			w.Header().Set("Allow", "GET, POST")
+			splice.WriteError(w, http.StatusMethodNotAllowed, "CONNECT: this node is no proxy")
+		case r.RequestURI == "*":
+			splice.WriteError(w, http.StatusBadRequest, r.Method+" *: a request names a path")
+		case p != "" && p != cleanPath(p):
+			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("path %q has an empty, . or .. segment (cleaned, it is %s): "+
+				"in a key, escape / as %%2F and a key . or .. as %%2E or %%2E%%2E", p, cleanPath(p)))
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// cleanPath is p as http.ServeMux cleans it: without empty, . and ..
+// segments, its trailing slash kept.
+func cleanPath(p string) string {
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }

@@ -67,7 +67,7 @@ func Register(mux *http.ServeMux, g Gatherer, cfg HandlerConfig) {
 	mux.HandleFunc("GET /v1/views", h.list)
 	mux.HandleFunc("GET /v1/views/{view}", h.view)
 	mux.HandleFunc("GET /v1/views/{view}/keys/{key}", h.key)
-	mux.HandleFunc("GET /v1/views/{view}/keys/{$}", h.key) // the empty key
+	mux.HandleFunc("GET /v1/views/{view}/keys/{$}", h.emptyKey)
 	mux.HandleFunc("GET /v1/views/{view}/keys", h.keyBytes)
 	mux.HandleFunc("GET /v1/views/{view}/watch", h.watch)
 }
@@ -547,6 +547,15 @@ func (h *handler) key(w http.ResponseWriter, r *http.Request) {
 	h.lookup(w, r, r.PathValue("key"), false)
 }
 
+// emptyKey answers /v1/views/{view}/keys/, the empty key's lookup, and
+// /keys/%2F: the mux unescapes a last segment before it matches, and takes
+// the "/" of the key "/" for the trailing slash of /keys/.
+func (h *handler) emptyKey(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.EscapedPath()
+	key, _ := url.PathUnescape(p[strings.LastIndexByte(p, '/')+1:]) // "" or "/": net/http parsed the path
+	h.lookup(w, r, key, false)
+}
+
 // keyBytes answers GET /v1/views/{view}/keys?key_base64=...: the lookup
 // of the key whose bytes the parameter gives. A request that does not
 // name key_base64 has no route, as before there was this one (it is not
@@ -594,6 +603,10 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request, key string, byB
 		h.windowKey(w, r, view, key, params)
 		return
 	}
+	if spec.Kind != Keyed {
+		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is %s: it has no keys", view, map[Kind]string{Aggregate: "an aggregate", Windowed: "windowed"}[spec.Kind]))
+		return
+	}
 	o, err := ParseReadOptions(params)
 	if err != nil {
 		h.fail(w, r, err)
@@ -601,10 +614,6 @@ func (h *handler) lookup(w http.ResponseWriter, r *http.Request, key string, byB
 	}
 	if len(params) > 0 {
 		WriteError(w, http.StatusBadRequest, "a key lookup takes no query parameters but consistency, min_offsets and timeout")
-		return
-	}
-	if spec.Kind != Keyed {
-		WriteError(w, http.StatusBadRequest, fmt.Sprintf("view %q is %s: it has no keys", view, map[Kind]string{Aggregate: "an aggregate", Windowed: "windowed"}[spec.Kind]))
 		return
 	}
 	res, err := EvaluateRead(r.Context(), h.g, Request{View: view, Op: OpKey, Key: key}, o)
@@ -644,12 +653,19 @@ const MinWatchInterval = 250 * time.Millisecond
 // Watchers of the same view, parameters and interval share one evaluation
 // per interval (watch.go); each diffs against what it last sent.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
-	interval := time.Second
-	params, err := Params(r)
+	// The view first: a watch of an unknown view is a 404 whatever its
+	// parameters, as a query of one is.
+	req, o, err := h.request(r, "interval")
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	params, _ := Params(r) // request read them
+	if o.Consistency != Latest || o.MinOffsets != nil || params.Has("timeout") {
+		h.fail(w, r, fmt.Errorf("%w: a watch takes no consistency, min_offsets or timeout: it follows the latest answer", ErrBadRequest))
+		return
+	}
+	interval := time.Second
 	if params.Has("interval") {
 		s := params.Get("interval")
 		d, err := time.ParseDuration(s)
@@ -658,14 +674,6 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		interval = d
-	}
-	req, o, err := h.request(r, "interval")
-	if err == nil && (o.Consistency != Latest || o.MinOffsets != nil || params.Has("timeout")) {
-		err = fmt.Errorf("%w: a watch takes no consistency, min_offsets or timeout: it follows the latest answer", ErrBadRequest)
-	}
-	if err != nil {
-		h.fail(w, r, err)
-		return
 	}
 	if _, ok := w.(http.Flusher); !ok {
 		WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")

@@ -227,7 +227,8 @@ func EvaluateRead(ctx context.Context, g Gatherer, req Request, o ReadOptions) (
 			}
 		}
 		if err != nil && !(errors.Is(err, ErrUnavailable) && o.Consistency == Snapshot) {
-			if ctx.Err() != nil && !errors.Is(err, ErrBadRequest) {
+			// The engine may see the deadline pass before ctx says so.
+			if (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && !errors.Is(err, ErrBadRequest) {
 				if why == "" {
 					why = err.Error()
 				}
@@ -277,9 +278,10 @@ func snapshotOnce(ctx context.Context, g Gatherer, req Request, minOffsets map[s
 	// checkpoint, the readers replay from its offsets and stand still
 	// behind the fragments that did not (they drop what they applied
 	// before). That is no cut, and older than the cuts read before it:
-	// every fragment must be at it, as for a read of the whole view.
+	// every fragment must be at it, as for a read of the whole view. (A
+	// key of a windowed keyed view was asked of every fragment already.)
 	at := res.Freshness
-	if req.Op == OpKey && (err == nil || errors.Is(err, ErrNotFound)) {
+	if req.Op == OpKey && res.Spec.Kind == Keyed && (err == nil || errors.Is(err, ErrNotFound)) {
 		ans, gerr := g.Gather(ctx, req, -1)
 		if gerr != nil {
 			release()

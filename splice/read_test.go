@@ -134,6 +134,35 @@ func TestEvaluateReadTimesOut(t *testing.T) {
 	}
 }
 
+// lateCutter is a Cutter whose input stands at in/0:4, and whose second
+// pause finds the read's deadline passed before the read's context says so
+// (an engine reads the clock itself).
+type lateCutter struct {
+	movingGatherer
+	pauses int
+}
+
+func (c *lateCutter) Pause(context.Context) (Hold, func(), error) {
+	c.pauses++
+	if c.pauses > 1 {
+		return Hold{}, nil, context.DeadlineExceeded
+	}
+	return Hold{Offsets: map[string]int64{"in/0": 4}}, func() {}, nil
+}
+
+// A snapshot read whose deadline the engine sees first is still a
+// CutTimeoutError saying what the read waited for (the 504's message),
+// not a bare "context deadline exceeded".
+func TestEvaluateReadDeadlineSeenFirst(t *testing.T) {
+	g := &lateCutter{movingGatherer: movingGatherer{answers: []Answer{{Partial: int64(1), Freshness: Freshness{Offsets: map[string]int64{"in/0": 4}}}}}}
+	_, err := EvaluateRead(context.Background(), g, Request{View: "total"},
+		ReadOptions{Consistency: Snapshot, MinOffsets: map[string]int64{"in/0": 9}, Timeout: time.Minute})
+	var te *CutTimeoutError
+	if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || te.Reason != "the input read so far is in/0 up to 4, not yet 9" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestParseReadOptions(t *testing.T) {
 	for _, tc := range []struct {
 		q, err string
