@@ -53,6 +53,11 @@ function keyText(e) {
 // the key's bytes if the answer gives them.
 const afterParam = (a) => a.next_after_base64 != null ? `after_base64=${encodeURIComponent(a.next_after_base64)}` : `after=${encodeURIComponent(a.next_after)}`;
 
+// keyURL asks view base for one key by its UTF-8 bytes (key_base64): a
+// path cannot carry every key, as a browser resolves the keys . and .. in
+// it (and their %2E forms) before it sends the request.
+const keyURL = (base, key) => `${base}/keys?key_base64=${encodeURIComponent(btoa(Array.from(new TextEncoder().encode(key), (b) => String.fromCharCode(b)).join('')))}`;
+
 // num picks the number to chart from a view value: the value itself, or a
 // count-like field of an object ({"trips": N, "subscribers": M} → N).
 function num(v) {
@@ -506,7 +511,7 @@ function exploreKeyed(v) {
     $('ex-paging').textContent = '';
     try {
       if (state.mode === 'key') {
-        const a = await query(`${base}/keys/${encodeURIComponent(state.key)}`);
+        const a = await query(keyURL(base, state.key));
         table(['key', 'value'], [[keyText(a), show(a.value)]]);
         u.setData([[1], [num(a.value)]]);
         status(freshness(a));
@@ -560,7 +565,7 @@ function exploreWindowedKeyed(v) {
   async function run() {
     try {
       if (state.key) {
-        const a = await query(`${v.url}/keys/${encodeURIComponent(state.key)}`);
+        const a = await query(keyURL(v.url, state.key));
         const ws = a.windows || (a.window ? [a.window] : []);
         chart('ex-chart', { height: 200, series: [{}, line(state.key, 0, { value: (u, x) => fmt(x, 2) })], axes: [{}, yAxis()] },
           [ws.map((w) => Date.parse(w.start) / 1000), ws.map((w) => num(w.value))]);

@@ -135,6 +135,17 @@ func eval[T any](p *page, expr string) T {
 	return v
 }
 
+// evalAwait evaluates the JavaScript expression and waits for the
+// promise it gives.
+func evalAwait[T any](p *page, expr string) T {
+	p.t.Helper()
+	v, err := chromedp.Run(p.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
 // shot saves a full-page screenshot as name.png.
 func (p *page) shot(name string) {
 	p.t.Helper()

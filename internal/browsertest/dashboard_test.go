@@ -101,6 +101,20 @@ func TestDashboardThreeNodes(t *testing.T) {
 	if want := []string{`"\xff\x01"`, `"aé\xff\""`, "w0001", "after_base64=%2Fw%2B%3D", "after=w%201"}; strings.Join(keys, "|") != strings.Join(want, "|") {
 		t.Fatalf("keys shown %q, want %q", keys, want)
 	}
+	// A key is asked for by its bytes: the key ".." in a path would be
+	// resolved away by the browser, and the view's listing answered.
+	urls := eval[[]string](p, `[keyURL('/v1/views/words', '..'), keyURL('/v1/views/words', 'é/')]`)
+	if want := []string{"/v1/views/words/keys?key_base64=Li4%3D", "/v1/views/words/keys?key_base64=w6kv"}; strings.Join(urls, "|") != strings.Join(want, "|") {
+		t.Fatalf("key URLs %q, want %q", urls, want)
+	}
+	found := evalAwait[string](p, `(async () => {
+		const one = await (await fetch(keyURL('/v1/views/words', 'w0001'))).json();
+		const dots = await fetch(keyURL('/v1/views/words', '..'));
+		return one.key + ' ' + dots.status + ' ' + (await dots.json()).key;
+	})()`)
+	if found != "w0001 404 .." {
+		t.Fatalf("lookups by keyURL answered %q, want w0001 found and the key .. not found", found)
+	}
 	t.Logf("members %s; %d throughput points, %.0f events/s; top word count %v then %v", names, points, rate, first, grown)
 	p.shot("dashboard-three-nodes")
 
