@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -100,6 +101,39 @@ func TestHTTP(t *testing.T) {
 	s.ServeHTTP(rec, req)
 	if rec.Code != 413 {
 		t.Fatalf("chunked body over the limit: %d %s", rec.Code, rec.Body)
+	}
+	// A gzip body is taken decompressed, its limit on what it holds; other
+	// encodings are refused.
+	gz := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s))
+		zw.Close()
+		return b.String()
+	}
+	for _, c := range []struct {
+		name, enc, body string
+		code            int
+	}{
+		{"gzip", "gzip", gz(`{"text":"g1"}` + "\n" + `{"text":"g2"}`), 200},
+		{"not gzip", "gzip", `{"text":"a"}`, 400},
+		{"cut gzip", "gzip", gz(`{"text":"a"}`)[:15], 400},
+		{"gzip too large once decompressed", "gzip", gz(strings.Repeat(`{"text":"aaaa"}`+"\n", 100)), 413},
+		{"brotli", "br", `{"text":"a"}`, 415},
+	} {
+		before := ends(s)
+		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(c.body))
+		req.Header.Set("Content-Type", nd)
+		req.Header.Set("Content-Encoding", c.enc)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		var got map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != c.code || (c.code != 200) != (got["error"] != nil) {
+			t.Errorf("%s: %d %s, want %d", c.name, rec.Code, rec.Body, c.code)
+		}
+		if want := map[bool]int64{true: 2, false: 0}[c.code == 200]; ends(s)-before != want {
+			t.Errorf("%s: appended %d events, want %d", c.name, ends(s)-before, want)
+		}
 	}
 	// Idempotency over HTTP.
 	a = post(t, s, nd, "key-1", `{"text":"x"}`)

@@ -6,9 +6,12 @@
 //
 // A body is JSON lines (Content-Type application/x-ndjson or
 // application/jsonl; blank lines are skipped) or one JSON array
-// (application/json). Read refuses a request before anything is applied:
-// 405 for another method, 415 for another content type, 413 over the body
-// limit, 400 for an Idempotency-Key over MaxKeyLen bytes or for a body
+// (application/json), sent as it is or gzip-compressed (Content-Encoding:
+// gzip; the body limit holds for it decompressed). Read refuses a request
+// before anything is applied: 405 for another method, 415 for another
+// content type or encoding, 413 over the body limit, 400 for an
+// Idempotency-Key over MaxKeyLen bytes, a gzip stream that is not one, or
+// a body
 // that does not split into events or an event the stream's decoder
 // rejects (the error names its line or index). Every event is decoded
 // before the store sees the request, so a malformed event fails the whole

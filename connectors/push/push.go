@@ -1,12 +1,14 @@
 package push
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -142,13 +144,16 @@ func Read[T any](w http.ResponseWriter, r *http.Request, maxBody int64, decode f
 		splice.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
 		return nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := readBody(w, r, maxBody)
 	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		switch _, tooLarge := errors.AsType[*http.MaxBytesError](err); {
+		case tooLarge:
 			splice.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
-			return nil
+		case errors.Is(err, errEncoding):
+			splice.WriteError(w, http.StatusUnsupportedMediaType, err.Error())
+		default:
+			splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("read the body: %v", err))
 		}
-		splice.WriteError(w, http.StatusBadRequest, fmt.Sprintf("read the body: %v", err))
 		return nil
 	}
 	req, err := Decode(kind, body, key, decode)
@@ -157,6 +162,36 @@ func Read[T any](w http.ResponseWriter, r *http.Request, maxBody int64, decode f
 		return nil
 	}
 	return req
+}
+
+// errEncoding is a Content-Encoding the handler does not take (415).
+var errEncoding = errors.New("Content-Encoding")
+
+// readBody reads r's body, gzip-compressed or not (Content-Encoding), of
+// at most maxBody bytes once decompressed (and as sent): a few kilobytes
+// of gzip can hold gigabytes.
+func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
+	in := http.MaxBytesReader(w, r.Body, maxBody)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+		return io.ReadAll(in)
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		defer zr.Close()
+		body, err := io.ReadAll(io.LimitReader(zr, maxBody+1))
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		if int64(len(body)) > maxBody {
+			return nil, &http.MaxBytesError{Limit: maxBody}
+		}
+		return body, nil
+	default:
+		return nil, fmt.Errorf("%w %q: a body goes as it is or gzip-compressed (Content-Encoding: gzip)", errEncoding, enc)
+	}
 }
 
 // Retry answers code (429 or 503) with Retry-After and the message.
