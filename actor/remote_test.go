@@ -59,11 +59,7 @@ func runChildNode(spec string) {
 		words = binaryWord
 	}
 	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: ns.Events}, words)
-	f := flows.New("count", flows.WithFragments(64))
-	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
-	flows.Count(ks).View("words")
-	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
-	plan, err := flowcore.Compile(f)
+	plan, err := wordsFlow(src)
 	if ns.Keyed {
 		plan, err = keyedFlow(ns.Events)
 	}
@@ -293,13 +289,7 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 			want[g.Event(p, o).K]++
 		}
 	}
-	nodes := []string{"a", "b"}
-	remotes := map[string]string{"a": freeAddr(t), "b": freeAddr(t)}
-	tab := shard.Assign(nodes, 64, 1)
-	frags := make([]string, 64)
-	for f := range frags {
-		frags[f] = tab.Owner(f)
-	}
+	remotes, frags := twoNodes(t)
 	readers := []string{"a", "a", "a", "a"}
 	b := startChild(t, nodeSpec{Self: "b", Remotes: remotes, Fragments: frags, Readers: readers, Events: n, Keyed: true})
 	plan, err := keyedFlow(n)
@@ -325,6 +315,28 @@ func TestEnginesAcrossRemoteEncodedAhead(t *testing.T) {
 	}
 }
 
+// wordsFlow counts the words of src (view "words") and all of them
+// ("total"), in 64 fragments.
+func wordsFlow(src flows.Source[string]) (*flowcore.Plan, error) {
+	f := flows.New("count", flows.WithFragments(64))
+	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
+	flows.Count(ks).View("words")
+	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
+	return flowcore.Compile(f)
+}
+
+// twoNodes places 64 fragments on the nodes a and b, whose remotes are at
+// free addresses.
+func twoNodes(t *testing.T) (remotes map[string]string, frags []string) {
+	remotes = map[string]string{"a": freeAddr(t), "b": freeAddr(t)}
+	tab := shard.Assign([]string{"a", "b"}, 64, 1)
+	frags = make([]string, 64)
+	for f := range frags {
+		frags[f] = tab.Owner(f)
+	}
+	return remotes, frags
+}
+
 // binaryWord is a word of two bytes that are not valid UTF-8: 0xff, then
 // one of 60 bytes.
 func binaryWord(_ int, _ int64, r *gen.Rand) string {
@@ -345,21 +357,11 @@ func TestEnginesAcrossRemoteKeysNotUTF8(t *testing.T) {
 			want[g.Event(p, o)]++
 		}
 	}
-	nodes := []string{"a", "b"}
-	remotes := map[string]string{"a": freeAddr(t), "b": freeAddr(t)}
-	tab := shard.Assign(nodes, 64, 1)
-	frags := make([]string, 64)
-	for f := range frags {
-		frags[f] = tab.Owner(f)
-	}
+	remotes, frags := twoNodes(t)
 	readers := []string{"a", "a", "b", "b"}
 	b := startChild(t, nodeSpec{Self: "b", Remotes: remotes, Fragments: frags, Readers: readers, Events: n, Binary: true})
 	src, _ := gen.New(gen.Config{Partitions: 4, Seed: 5, Events: n}, binaryWord)
-	f := flows.New("count", flows.WithFragments(64))
-	ks := flows.KeyBy(flows.From(f, "gen", src), flows.Identity[string])
-	flows.Count(ks).View("words")
-	flows.AggregateView(ks.Values(), "total", splice.Count[string](), flows.Identity[string])
-	plan, err := flowcore.Compile(f)
+	plan, err := wordsFlow(src)
 	if err != nil {
 		t.Fatal(err)
 	}
