@@ -277,7 +277,7 @@ func (fa *fragmentActor) Receive(c pa.Context) {
 		}
 	case lackMsg:
 		if m.Waiting() && fa.gather == nil {
-			fa.lack(c)
+			fa.lack(c, false)
 		}
 	case startMsg:
 		m.SetNow(fa.e.cfg.Now())
@@ -870,8 +870,9 @@ func (fa *fragmentActor) regather(c pa.Context) {
 // Started from it, it would release other values under the ids of
 // outputs the sinks have. It gathers again at the next placement
 // (epochMsg) or after the hand-off wait (an answer may have been lost),
-// until a member that keeps such a copy is back.
-func (fa *fragmentActor) lack(c pa.Context) {
+// until a member that keeps such a copy is back; after lostAnswerWait if
+// a member left the gather unanswered (unanswered).
+func (fa *fragmentActor) lack(c pa.Context, unanswered bool) {
 	e := fa.e
 	settled := e.settledOf(fa.id)
 	if fa.lacking == 0 {
@@ -883,6 +884,9 @@ func (fa *fragmentActor) lack(c pa.Context) {
 	fa.endWait()
 	fa.waits++
 	again := handoffWait
+	if unanswered {
+		again = lostAnswerWait
+	}
 	if u := e.cfg.UncleanAfter; u > 0 {
 		again = min(again, max(fa.lackingSince.Add(u).Sub(e.cfg.Now()), 0))
 	}
@@ -912,7 +916,7 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 			if ok {
 				best.replyTo.confirm(fa.e, fa.id) // not taken
 			}
-			fa.lack(c)
+			fa.lack(c, len(g.Pending()) > 0)
 			return
 		}
 		fa.e.cfg.Logger.Error("starting behind the newest checkpoint the fragment settled (UncleanAfter): outputs it delivered may be delivered again with other values",

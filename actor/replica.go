@@ -19,6 +19,14 @@ const replicaChunk = 256 << 10
 // the readers replay the difference).
 const handoffWait = 10 * time.Second
 
+// lostAnswerWait is how soon a fragment that lacks a copy gathers the
+// live members' copies again when a member left its ask unanswered for a
+// whole hand-off wait: the ask or the answer was lost, most likely, and a
+// member that leaves stays only a little longer than HandoffWait (sim
+// visits seed 123884: a leaver's answer lost, the next gather a hand-off
+// wait later found it gone, and the fragment waited for good).
+const lostAnswerWait = time.Second
+
 // HandoffWait is how long a fragment gained from a live owner waits for
 // its hand-off before it gathers the live members' copies: a node that leaves
 // stays longer than this while its hand-offs are unconfirmed

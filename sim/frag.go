@@ -357,11 +357,15 @@ func (n *node) othersIn(p *placed) []string {
 // lack leaves fragment f unavailable: no live member offered a copy at
 // least as new as its newest settled checkpoint, and its own is older.
 // It gathers again at the next placement (node.place), or after the
-// hand-off wait (an answer may have been lost).
-func (n *node) lack(f int, fr *frag) {
+// hand-off wait (an answer may have been lost); after LostAnswerWait if
+// a member left the gather unanswered (unanswered), as the engine's.
+func (n *node) lack(f int, fr *frag, unanswered bool) {
 	c := n.c
 	fr.lacking = n.settled[f]
 	fr.deadline = c.now.Add(c.cfg.HandoffWait)
+	if unanswered {
+		fr.deadline = c.now.Add(c.cfg.LostAnswerWait)
+	}
 	c.trace("%s: no live member keeps a copy of fragment %d as new as its settled epoch %d: it waits for one", n.name, f, fr.lacking)
 }
 
@@ -395,7 +399,7 @@ func (n *node) endGather(f int, fr *frag) {
 		if ok {
 			n.handoffDone(f, from, best.inc) // not taken
 		}
-		n.lack(f, fr)
+		n.lack(f, fr, len(g.Pending()) > 0)
 		return
 	}
 	if ok {

@@ -944,7 +944,7 @@ func (n *node) place(next *placed, s shard.Step) error {
 			if gather {
 				n.gatherCopies(f, others)
 			} else if lacking {
-				n.lack(f, n.frags[f])
+				n.lack(f, n.frags[f], false)
 			} else if wait {
 				n.askHandoff(f, ch.From)
 			}

@@ -47,6 +47,10 @@ type Config struct {
 	// HandoffWait bounds a gained fragment's wait for its old owner's last
 	// checkpoint (default 10s, as the engine's).
 	HandoffWait time.Duration
+	// LostAnswerWait is how soon a fragment that lacks a copy gathers
+	// again when a member left its ask unanswered (default 1s, as the
+	// engine's).
+	LostAnswerWait time.Duration
 	// BatchSize is the records per batch a reader sends (default 64);
 	// PollSize the records it reads per poll (default 256).
 	BatchSize, PollSize int
@@ -71,6 +75,7 @@ func (c *Config) defaults() {
 	def(&c.PauseLimit, c.Detect-c.Heartbeat)
 	def(&c.CheckpointInterval, time.Second)
 	def(&c.HandoffWait, 10*time.Second)
+	def(&c.LostAnswerWait, time.Second)
 	def(&c.Latency, time.Millisecond)
 	if c.BatchSize <= 0 {
 		c.BatchSize = 64
