@@ -34,7 +34,7 @@ import (
 )
 
 // ocChildArg, as the first argument, makes this test binary a node of
-// the scenarios' flow instead of running tests.
+// a scenario's flow (ocSpec.Flow) instead of running tests.
 const ocChildArg = "-outside-cluster-node"
 
 func init() {
@@ -49,17 +49,30 @@ func ocNodeMain(args []string) int {
 	defer stop()
 	fs := flag.NewFlagSet("outside", flag.ContinueOnError)
 	specJSON := fs.String("spec", "", "the scenario's input (JSON)")
-	var sink *file.Sink[OcSummary]
+	var sink io.Closer
 	err := cluster.Run(ctx, fs, args, os.Stdout, os.Stderr, func(node *cluster.Flags) (*flows.Flow, error) {
 		var sp ocSpec
 		if err := json.Unmarshal([]byte(*specJSON), &sp); err != nil {
 			return nil, fmt.Errorf("-spec: %w", err)
 		}
-		var err error
-		if sink, err = file.NewSink[OcSummary](filepath.Join(node.Data, "sink"), nil); err != nil {
-			return nil, err
+		dir := filepath.Join(node.Data, "sink")
+		switch sp.Flow {
+		case "":
+			s, err := file.NewSink[OcSummary](dir, nil)
+			if err != nil {
+				return nil, err
+			}
+			sink = s
+			return ocFlow(sp, node.Fragments, s), nil
+		case osFlowName:
+			s, err := file.NewSink[OsSession](dir, nil)
+			if err != nil {
+				return nil, err
+			}
+			sink = s
+			return osFlow(sp, node.Fragments, s), nil
 		}
-		return ocFlow(sp, node.Fragments, sink), nil
+		return nil, fmt.Errorf("-spec: no flow %q", sp.Flow)
 	}, [][2]string{{"/v1/cluster", "cluster"}})
 	if sink != nil {
 		sink.Close()
@@ -76,9 +89,17 @@ func ocNodeMain(args []string) int {
 // drawn at random; Subs[p] == 1 is one hot subscriber. Subscriber 0 of
 // partition 1 is the empty string.
 type ocSpec struct {
+	// Flow names the flow the nodes run: "" is ocFlow, osFlowName osFlow
+	// (outside_sessions_test.go), whose input reads Limits, Subs and Seed
+	// its own way.
+	Flow   string
 	Limits []int64
 	Subs   []int
-	Rate   float64 // pings a second per partition (0: unthrottled)
+	Rate   float64   // pings a second per partition (0: unthrottled)
+	Rates  []float64 // when set, each partition's own Rate
+	// Silent: partition p reads nothing for Silent[p] after it is opened
+	// (again after every opening), then its Limits[p] pings.
+	Silent []time.Duration
 	Seed   uint64
 	// PoisonEvery: every PoisonEvery-th ping of a partition is poisoned,
 	// alternately for the function before the key and the process
@@ -127,6 +148,14 @@ func (sp ocSpec) sub(p int, off int64) string {
 	return fmt.Sprintf("p%d-s%02d", p, j)
 }
 
+// rate is partition p's pings a second (0: unthrottled).
+func (sp ocSpec) rate(p int) float64 {
+	if p < len(sp.Rates) {
+		return sp.Rates[p]
+	}
+	return sp.Rate
+}
+
 func (sp ocSpec) event(p int, off int64) OcPing {
 	e := OcPing{Sub: sp.sub(p, off), At: ocBase.Add(time.Duration(off) * time.Minute)}
 	if sp.PoisonEvery > 0 && off%sp.PoisonEvery == sp.PoisonEvery-1 {
@@ -154,7 +183,7 @@ func ocClass(s OcSummary) string {
 
 func ocFlow(sp ocSpec, fragments int, sink flows.Sink[OcSummary]) *flows.Flow {
 	f := flows.New("outside", flows.WithFragments(fragments))
-	pings := flows.From(f, "pings", &ocSource{sp: sp}, flows.WithEventTime(func(p OcPing) time.Time { return p.At }, time.Minute))
+	pings := flows.From(f, "pings", &ocSource[OcPing]{sp: sp, event: sp.event}, flows.WithEventTime(func(p OcPing) time.Time { return p.At }, time.Minute))
 	pings = flows.Map(pings, func(p OcPing) OcPing {
 		if p.Poison == 1 {
 			panic("poisoned before the key")
@@ -191,10 +220,12 @@ func ocFlow(sp ocSpec, fragments int, sink flows.Sink[OcSummary]) *flows.Flow {
 	return f
 }
 
-// ocSource reads ocSpec's partitions, at Rate from where a partition was
-// first opened (a replay from an older offset catches up at full speed).
-type ocSource struct {
+// ocSource reads ocSpec's partitions, event(p, off) at each offset, at
+// their rate from where a partition was first opened (a replay from an
+// older offset catches up at full speed).
+type ocSource[T any] struct {
 	sp    ocSpec
+	event func(p int, off int64) T
 	mu    sync.Mutex
 	start map[int]ocSchedule
 }
@@ -204,9 +235,9 @@ type ocSchedule struct {
 	at int64
 }
 
-func (s *ocSource) Partitions() int { return len(s.sp.Limits) }
+func (s *ocSource[T]) Partitions() int { return len(s.sp.Limits) }
 
-func (s *ocSource) Open(p int, from int64) (flows.PartitionReader[OcPing], error) {
+func (s *ocSource[T]) Open(p int, from int64) (flows.PartitionReader[T], error) {
 	if p < 0 || p >= len(s.sp.Limits) || from < 0 {
 		return nil, fmt.Errorf("no partition %d at %d", p, from)
 	}
@@ -216,32 +247,41 @@ func (s *ocSource) Open(p int, from int64) (flows.PartitionReader[OcPing], error
 		s.start = map[int]ocSchedule{}
 	}
 	sc, ok := s.start[p]
-	if !ok || sc.due(time.Now(), s.sp.Rate) < from {
+	if !ok || sc.due(time.Now(), s.sp.rate(p)) < from {
 		sc = ocSchedule{t0: time.Now(), at: from}
 		s.start[p] = sc
 	}
-	return &ocReader{s: s, p: p, next: from, sched: sc}, nil
+	r := &ocReader[T]{s: s, p: p, next: from, sched: sc}
+	if p < len(s.sp.Silent) {
+		r.silent = time.Now().Add(s.sp.Silent[p])
+	}
+	return r, nil
 }
 
 func (sc ocSchedule) due(now time.Time, rate float64) int64 {
 	return sc.at + int64(now.Sub(sc.t0).Seconds()*rate)
 }
 
-type ocReader struct {
-	s     *ocSource
-	p     int
-	next  int64
-	sched ocSchedule
+type ocReader[T any] struct {
+	s      *ocSource[T]
+	p      int
+	next   int64
+	sched  ocSchedule
+	silent time.Time // reads nothing until then
 }
 
-func (r *ocReader) Read(_ context.Context, b *flows.ReadBatch[OcPing], max int) error {
+func (r *ocReader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int) error {
+	b.End = r.next
+	if time.Now().Before(r.silent) {
+		return nil
+	}
 	limit := r.s.sp.Limits[r.p]
 	n := min(int64(max), limit-r.next)
-	if r.s.sp.Rate > 0 {
-		n = min(n, r.sched.due(time.Now(), r.s.sp.Rate)-r.next)
+	if rate := r.s.sp.rate(r.p); rate > 0 {
+		n = min(n, r.sched.due(time.Now(), rate)-r.next)
 	}
 	for range n {
-		b.Events = append(b.Events, r.s.sp.event(r.p, r.next))
+		b.Events = append(b.Events, r.s.event(r.p, r.next))
 		b.Offsets = append(b.Offsets, r.next)
 		r.next++
 	}
@@ -252,7 +292,7 @@ func (r *ocReader) Read(_ context.Context, b *flows.ReadBatch[OcPing], max int) 
 	return nil
 }
 
-func (r *ocReader) Close() error { return nil }
+func (r *ocReader[T]) Close() error { return nil }
 
 // ocModel is the flow computed by a plain sequential program.
 type ocModel struct {
@@ -375,10 +415,38 @@ func ocStart(t *testing.T, sp ocSpec, n int, extra ...string) *ocCluster {
 func (c *ocCluster) launch(nd *ocNode, expect int) {
 	args := append(slices.Clone(c.common), "-node", nd.name, "-http", exampletest.FreePort(c.t), "-gossip", nd.gossip,
 		"-remote", exampletest.FreePort(c.t), "-expect", strconv.Itoa(expect), "-data", nd.dir)
-	if nd.gossip != c.seed {
-		args = append(args, "-join", c.seed)
+	if to := c.joinTo(nd); to != "" {
+		args = append(args, "-join", to)
 	}
 	nd.p = exampletest.Start(c.t, c.bin, args...)
+}
+
+// joinTo is the gossip address nd joins: the first node's, unless nd is
+// the first node or the first node is down, and then another live
+// node's ("" for the first node's first start: it begins the cluster).
+func (c *ocCluster) joinTo(nd *ocNode) string {
+	if first := c.nodes[0]; nd != first && !first.down() {
+		return c.seed
+	}
+	for _, o := range c.live() {
+		if o != nd {
+			return o.gossip
+		}
+	}
+	return ""
+}
+
+// down says whether nd's process was started and has exited.
+func (nd *ocNode) down() bool {
+	if nd.p == nil {
+		return false
+	}
+	select {
+	case <-nd.p.Exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // join starts a new node that joins the running cluster.
@@ -445,7 +513,7 @@ func (c *ocCluster) kill(nd *ocNode) {
 func (c *ocCluster) live() []*ocNode {
 	var l []*ocNode
 	for _, nd := range c.nodes {
-		if nd.p.Base != "" {
+		if nd.p != nil && nd.p.Base != "" {
 			l = append(l, nd)
 		}
 	}
@@ -671,15 +739,11 @@ func mapsEqualTime(a, b map[time.Time]int64) bool {
 	return true
 }
 
-// checkSink reads every node's sink file: each output id once in effect
-// (an id written again carries the same value), every output of the
-// model under exactly one id, and nothing else.
-func (c *ocCluster) checkSink(m *ocModel) {
+// sinkLines calls line with the id and the value of every whole line of
+// every node's sink files, and returns how many there were.
+func (c *ocCluster) sinkLines(line func(file, id string, value json.RawMessage)) int {
 	t := c.t
 	t.Helper()
-	byID := map[string]OcSummary{}
-	idOf := map[ocOutKey]string{}
-	lines := 0
 	var files []string
 	for _, nd := range c.nodes {
 		fs, err := filepath.Glob(filepath.Join(nd.dir, "sink", "*.jsonl")) // the file sink's, one per fragment
@@ -688,6 +752,7 @@ func (c *ocCluster) checkSink(m *ocModel) {
 		}
 		files = append(files, fs...)
 	}
+	lines := 0
 	for _, name := range files {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -698,25 +763,43 @@ func (c *ocCluster) checkSink(m *ocModel) {
 				continue // cut by a kill mid-write: that write never returned
 			}
 			var ln struct {
-				ID  string    `json:"id"`
-				Out OcSummary `json:"value"`
+				ID    string          `json:"id"`
+				Value json.RawMessage `json:"value"`
 			}
 			if err := json.Unmarshal([]byte(l), &ln); err != nil {
 				t.Fatalf("%s: line %q: %v", name, l, err)
 			}
 			lines++
-			ln.Out.At = ln.Out.At.UTC()
-			if prev, ok := byID[ln.ID]; ok && prev != ln.Out {
-				t.Errorf("output %s delivered as %+v and as %+v", ln.ID, prev, ln.Out)
-			}
-			byID[ln.ID] = ln.Out
-			k := ocOutKey{ln.Out.Sub, ln.Out.At.UnixNano()}
-			if prev, ok := idOf[k]; ok && prev != ln.ID {
-				t.Errorf("%s's bucket ending %v delivered under two ids: %s and %s", k.Sub, ln.Out.At, prev, ln.ID)
-			}
-			idOf[k] = ln.ID
+			line(name, ln.ID, ln.Value)
 		}
 	}
+	return lines
+}
+
+// checkSink reads every node's sink file: each output id once in effect
+// (an id written again carries the same value), every output of the
+// model under exactly one id, and nothing else.
+func (c *ocCluster) checkSink(m *ocModel) {
+	t := c.t
+	t.Helper()
+	byID := map[string]OcSummary{}
+	idOf := map[ocOutKey]string{}
+	lines := c.sinkLines(func(name, id string, value json.RawMessage) {
+		var out OcSummary
+		if err := json.Unmarshal(value, &out); err != nil {
+			t.Fatalf("%s: %s: %v", name, value, err)
+		}
+		out.At = out.At.UTC()
+		if prev, ok := byID[id]; ok && prev != out {
+			t.Errorf("output %s delivered as %+v and as %+v", id, prev, out)
+		}
+		byID[id] = out
+		k := ocOutKey{out.Sub, out.At.UnixNano()}
+		if prev, ok := idOf[k]; ok && prev != id {
+			t.Errorf("%s's bucket ending %v delivered under two ids: %s and %s", k.Sub, out.At, prev, id)
+		}
+		idOf[k] = id
+	})
 	missing, wrong, extra := 0, 0, 0
 	for k, want := range m.outs {
 		id, ok := idOf[k]
