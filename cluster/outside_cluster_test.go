@@ -659,6 +659,24 @@ func ocWindows(base, view, key string) (map[time.Time]int64, bool, string) {
 	return got, a.Complete, ""
 }
 
+// ocKeyedEqual reads each keyed view of want in pages of each size of
+// limits, each page from the next node of bases in turn, and says how the
+// first that is not complete and equal to want differs ("" if none).
+func ocKeyedEqual(t *testing.T, bases []string, want map[string]map[string]int64, limits ...int) string {
+	for view, w := range want {
+		for _, lim := range limits {
+			got, ok, why := ocPages(t, bases, view, lim)
+			if !ok {
+				return why
+			}
+			if d := exampletest.DiffMap(got, w); d != "" {
+				return fmt.Sprintf("%s from %s, pages of %d: %s", view, bases[0], lim, d)
+			}
+		}
+	}
+	return ""
+}
+
 // checkViews waits until every live node's views are complete and equal
 // the model: every keyed view paged across the nodes, the windows of
 // every class, and the aggregate.
@@ -674,16 +692,8 @@ func (c *ocCluster) checkViews(m *ocModel, limit time.Duration) {
 		}
 		for i := range live {
 			rot := append(slices.Clone(bases[i:]), bases[:i]...)
-			for view, want := range map[string]map[string]int64{"classes": m.classes, "bysub": m.bysub} {
-				for _, lim := range []int{1, 7, 1000} {
-					got, ok, why := ocPages(t, rot, view, lim)
-					if !ok {
-						return why
-					}
-					if d := exampletest.DiffMap(got, want); d != "" {
-						return fmt.Sprintf("%s from %s, pages of %d: %s", view, rot[0], lim, d)
-					}
-				}
+			if why := ocKeyedEqual(t, rot, map[string]map[string]int64{"classes": m.classes, "bysub": m.bysub}, 1, 7, 1000); why != "" {
+				return why
 			}
 			for class, want := range m.windows {
 				got, complete, why := ocWindows(bases[i], "sixhourly", class)

@@ -222,16 +222,8 @@ func (c *ocCluster) osCheckViews(m *osModel, limit time.Duration) {
 		}
 		for i := range live {
 			rot := append(slices.Clone(bases[i:]), bases[:i]...)
-			for view, want := range map[string]map[string]int64{"weight": m.weight, "sessions": m.sessions} {
-				for _, lim := range []int{1, 5, 1000} {
-					got, ok, why := ocPages(t, rot, view, lim)
-					if !ok {
-						return why
-					}
-					if d := exampletest.DiffMap(got, want); d != "" {
-						return fmt.Sprintf("%s from %s, pages of %d: %s", view, rot[0], lim, d)
-					}
-				}
+			if why := ocKeyedEqual(t, rot, map[string]map[string]int64{"weight": m.weight, "sessions": m.sessions}, 1, 5, 1000); why != "" {
+				return why
 			}
 			for view, byKey := range map[string]map[string]map[time.Time]int64{"hourly": m.hourly, "sixhourly": m.sixhourly} {
 				for key, want := range byKey {
