@@ -788,9 +788,7 @@ func (fa *fragmentActor) handedOff(c pa.Context, msg handoffMsg) {
 		done()
 		m.SetNow(e.cfg.Now())
 		if waiting {
-			fa.endWait()
-			m.StopWaiting()
-			fa.toNewStandby()
+			fa.runCopy()
 		} else if !m.Stale() {
 			// The old owner was sent input past this copy (it is ahead):
 			// readers that sent it will not send this one that input
@@ -841,10 +839,7 @@ func (fa *fragmentActor) startOwn(c pa.Context) {
 		fa.regather(c)
 		return
 	}
-	fa.endWait()
-	m.SetNow(fa.e.cfg.Now())
-	m.StopWaiting()
-	fa.toNewStandby()
+	fa.runCopy()
 }
 
 // regather asks every live member for its copy of the fragment, as a
@@ -939,6 +934,12 @@ func (fa *fragmentActor) endGather(c pa.Context) {
 		fa.e.after(handoffWait, c.Self(), handoffTimeoutMsg{wait: fa.waits})
 		return
 	}
+	fa.runCopy()
+}
+
+// runCopy ends the fragment's wait: it runs from the copy it holds, which
+// its standby gets (toNewStandby).
+func (fa *fragmentActor) runCopy() {
 	fa.endWait()
 	fa.m.SetNow(fa.e.cfg.Now())
 	fa.m.StopWaiting()

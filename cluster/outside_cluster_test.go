@@ -659,6 +659,21 @@ func ocWindows(base, view, key string) (map[time.Time]int64, bool, string) {
 	return got, a.Complete, ""
 }
 
+// rotations lists, for each live node, the live nodes' HTTP bases
+// starting from its own: a check reads each node, paging on through the
+// others.
+func (c *ocCluster) rotations() [][]string {
+	var bases []string
+	for _, nd := range c.live() {
+		bases = append(bases, nd.p.Base)
+	}
+	var out [][]string
+	for i := range bases {
+		out = append(out, append(slices.Clone(bases[i:]), bases[:i]...))
+	}
+	return out
+}
+
 // ocKeyedEqual reads each keyed view of want in pages of each size of
 // limits, each page from the next node of bases in turn, and says how the
 // first that is not complete and equal to want differs ("" if none).
@@ -685,34 +700,28 @@ func (c *ocCluster) checkViews(m *ocModel, limit time.Duration) {
 	t.Helper()
 	defer c.dumpOnFailure()
 	ocUntilWhy(t, limit, "every node's views to equal the model", func() string {
-		live := c.live()
-		bases := make([]string, len(live))
-		for i, nd := range live {
-			bases[i] = nd.p.Base
-		}
-		for i := range live {
-			rot := append(slices.Clone(bases[i:]), bases[:i]...)
+		for _, rot := range c.rotations() {
 			if why := ocKeyedEqual(t, rot, map[string]map[string]int64{"classes": m.classes, "bysub": m.bysub}, 1, 7, 1000); why != "" {
 				return why
 			}
 			for class, want := range m.windows {
-				got, complete, why := ocWindows(bases[i], "sixhourly", class)
+				got, complete, why := ocWindows(rot[0], "sixhourly", class)
 				if why != "" {
 					return why
 				}
 				if !complete {
-					return fmt.Sprintf("sixhourly %q on %s: not complete", class, bases[i])
+					return fmt.Sprintf("sixhourly %q on %s: not complete", class, rot[0])
 				}
 				if !mapsEqualTime(got, want) {
-					return fmt.Sprintf("sixhourly %q on %s: %v, want %v", class, bases[i], got, want)
+					return fmt.Sprintf("sixhourly %q on %s: %v, want %v", class, rot[0], got, want)
 				}
 			}
 			var agg struct {
 				Value    int64
 				Complete bool
 			}
-			if !exampletest.TryJSON(bases[i]+"/v1/views/pings", &agg) || !agg.Complete || agg.Value != m.pings {
-				return fmt.Sprintf("pings on %s: %+v, want %d", bases[i], agg, m.pings)
+			if !exampletest.TryJSON(rot[0]+"/v1/views/pings", &agg) || !agg.Complete || agg.Value != m.pings {
+				return fmt.Sprintf("pings on %s: %+v, want %d", rot[0], agg, m.pings)
 			}
 		}
 		return ""
@@ -786,31 +795,59 @@ func (c *ocCluster) sinkLines(line func(file, id string, value json.RawMessage))
 	return lines
 }
 
+// ocSinkByID reads every node's sink files as outputs of type V, each
+// made ready by norm, which returns its key: an id written again must
+// carry the same value, and a key must stand under one id. It returns
+// the outputs by id, the ids by key and the lines read.
+func ocSinkByID[V comparable](c *ocCluster, norm func(*V) ocOutKey) (map[string]V, map[ocOutKey]string, int) {
+	t := c.t
+	t.Helper()
+	byID := map[string]V{}
+	idOf := map[ocOutKey]string{}
+	lines := c.sinkLines(func(name, id string, value json.RawMessage) {
+		var out V
+		if err := json.Unmarshal(value, &out); err != nil {
+			t.Fatalf("%s: %s: %v", name, value, err)
+		}
+		k := norm(&out)
+		if prev, ok := byID[id]; ok && prev != out {
+			t.Errorf("output %s delivered as %+v and as %+v", id, prev, out)
+		}
+		byID[id] = out
+		if prev, ok := idOf[k]; ok && prev != id {
+			t.Errorf("%q's output at %v delivered under two ids: %s and %s", k.Sub, time.Unix(0, k.At).UTC(), prev, id)
+		}
+		idOf[k] = id
+	})
+	return byID, idOf, lines
+}
+
+// ocExtra reports the outputs of the sink (byID, idOf) the model (outs)
+// never emits, the first five of them as errors, and returns how many.
+func ocExtra[V, W any](t *testing.T, byID map[string]V, idOf map[ocOutKey]string, outs map[ocOutKey]W) int {
+	t.Helper()
+	extra := 0
+	for k, id := range idOf {
+		if _, ok := outs[k]; !ok {
+			if extra++; extra <= 5 {
+				t.Errorf("sink has %s = %+v, which the model never emits", id, byID[id])
+			}
+		}
+	}
+	return extra
+}
+
 // checkSink reads every node's sink file: each output id once in effect
 // (an id written again carries the same value), every output of the
 // model under exactly one id, and nothing else.
 func (c *ocCluster) checkSink(m *ocModel) {
 	t := c.t
 	t.Helper()
-	byID := map[string]OcSummary{}
-	idOf := map[ocOutKey]string{}
-	lines := c.sinkLines(func(name, id string, value json.RawMessage) {
-		var out OcSummary
-		if err := json.Unmarshal(value, &out); err != nil {
-			t.Fatalf("%s: %s: %v", name, value, err)
-		}
+	byID, idOf, lines := ocSinkByID(c, func(out *OcSummary) ocOutKey {
 		out.At = out.At.UTC()
-		if prev, ok := byID[id]; ok && prev != out {
-			t.Errorf("output %s delivered as %+v and as %+v", id, prev, out)
-		}
-		byID[id] = out
-		k := ocOutKey{out.Sub, out.At.UnixNano()}
-		if prev, ok := idOf[k]; ok && prev != id {
-			t.Errorf("%s's bucket ending %v delivered under two ids: %s and %s", k.Sub, out.At, prev, id)
-		}
-		idOf[k] = id
+		return ocOutKey{out.Sub, out.At.UnixNano()}
 	})
-	missing, wrong, extra := 0, 0, 0
+	missing, wrong := 0, 0
 	for k, want := range m.outs {
 		id, ok := idOf[k]
 		switch {
@@ -824,13 +861,7 @@ func (c *ocCluster) checkSink(m *ocModel) {
 			}
 		}
 	}
-	for k, id := range idOf {
-		if _, ok := m.outs[k]; !ok {
-			if extra++; extra <= 5 {
-				t.Errorf("sink has %s = %+v, which the model never emits", id, byID[id])
-			}
-		}
-	}
+	extra := ocExtra(t, byID, idOf, m.outs)
 	t.Logf("sink: %d lines, %d ids, %d outputs in the model (%d missing, %d wrong, %d extra)", lines, len(byID), len(m.outs), missing, wrong, extra)
 }
 

@@ -5,7 +5,6 @@ package cluster_test
 // keyed again into tables and windows, and delivered on checkpoints.
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -215,27 +214,21 @@ func (c *ocCluster) osCheckViews(m *osModel, limit time.Duration) {
 	t.Helper()
 	defer c.dumpOnFailure()
 	ocUntilWhy(t, limit, "every node's views to equal the model", func() string {
-		live := c.live()
-		bases := make([]string, len(live))
-		for i, nd := range live {
-			bases[i] = nd.p.Base
-		}
-		for i := range live {
-			rot := append(slices.Clone(bases[i:]), bases[:i]...)
+		for _, rot := range c.rotations() {
 			if why := ocKeyedEqual(t, rot, map[string]map[string]int64{"weight": m.weight, "sessions": m.sessions}, 1, 5, 1000); why != "" {
 				return why
 			}
 			for view, byKey := range map[string]map[string]map[time.Time]int64{"hourly": m.hourly, "sixhourly": m.sixhourly} {
 				for key, want := range byKey {
-					got, complete, why := ocWindows(bases[i], view, key)
+					got, complete, why := ocWindows(rot[0], view, key)
 					if why != "" {
 						return why
 					}
 					if !complete {
-						return fmt.Sprintf("%s %q on %s: not complete", view, key, bases[i])
+						return fmt.Sprintf("%s %q on %s: not complete", view, key, rot[0])
 					}
 					if !mapsEqualTime(got, want) {
-						return fmt.Sprintf("%s %q on %s: %s", view, key, bases[i], osDiffWindows(got, want))
+						return fmt.Sprintf("%s %q on %s: %s", view, key, rot[0], osDiffWindows(got, want))
 					}
 				}
 			}
@@ -243,8 +236,8 @@ func (c *ocCluster) osCheckViews(m *osModel, limit time.Duration) {
 				Value    int64
 				Complete bool
 			}
-			if !exampletest.TryJSON(bases[i]+"/v1/views/visits", &agg) || !agg.Complete || agg.Value != m.visits {
-				return fmt.Sprintf("visits on %s: %+v, want %d", bases[i], agg, m.visits)
+			if !exampletest.TryJSON(rot[0]+"/v1/views/visits", &agg) || !agg.Complete || agg.Value != m.visits {
+				return fmt.Sprintf("visits on %s: %+v, want %d", rot[0], agg, m.visits)
 			}
 		}
 		return ""
@@ -281,25 +274,11 @@ func (c *ocCluster) osCheckSink(m *osModel) {
 		Value      OsAcc
 		Firing     string
 	}
-	byID := map[string]line{}
-	idOf := map[ocOutKey]string{}
-	lines := c.sinkLines(func(name, id string, value json.RawMessage) {
-		var s line
-		if err := json.Unmarshal(value, &s); err != nil {
-			t.Fatalf("%s: %s: %v", name, value, err)
-		}
+	byID, idOf, lines := ocSinkByID(c, func(s *line) ocOutKey {
 		s.Start, s.End = s.Start.UTC(), s.End.UTC()
-		if prev, ok := byID[id]; ok && prev != s {
-			t.Errorf("output %s delivered as %+v and as %+v", id, prev, s)
-		}
-		byID[id] = s
-		k := ocOutKey{s.Key, s.End.UnixNano()}
-		if prev, ok := idOf[k]; ok && prev != id {
-			t.Errorf("%q's session ending %v delivered under two ids: %s and %s", s.Key, s.End, prev, id)
-		}
-		idOf[k] = id
+		return ocOutKey{s.Key, s.End.UnixNano()}
 	})
-	missing, wrong, extra := 0, 0, 0
+	missing, wrong := 0, 0
 	for k, want := range m.outs {
 		id, ok := idOf[k]
 		if !ok {
@@ -320,13 +299,7 @@ func (c *ocCluster) osCheckSink(m *osModel) {
 			}
 		}
 	}
-	for k, id := range idOf {
-		if _, ok := m.outs[k]; !ok {
-			if extra++; extra <= 5 {
-				t.Errorf("sink has %s = %+v, which the model never emits", id, byID[id])
-			}
-		}
-	}
+	extra := ocExtra(t, byID, idOf, m.outs)
 	t.Logf("sink: %d lines, %d ids, %d sessions in the model (%d missing, %d wrong, %d extra)", lines, len(byID), len(m.outs), missing, wrong, extra)
 }
 

@@ -326,15 +326,11 @@ func (n *node) own(f int) uint64 {
 // copy is behind the newest settled checkpoint known of it: then it
 // gathers the live members' copies (recovery.Settled).
 func (n *node) startOwn(f int, fr *frag) {
-	c := n.c
 	if !fr.m.Stale() && recovery.Short(n.own(f), n.settled[f]) {
 		n.gatherCopies(f, n.others())
 		return
 	}
-	fr.m.SetNow(c.now)
-	fr.m.StopWaiting()
-	n.toNewStandby(f, fr)
-	n.carry(f)
+	n.runCopy(f, fr)
 }
 
 // others are the live members of the placement applied but this node.
@@ -406,7 +402,13 @@ func (n *node) endGather(f int, fr *frag) {
 		n.handoff(f, best.data, lineage, best.placement, from, best.inc, 0)
 		return
 	}
-	fr.m.SetNow(c.now)
+	n.runCopy(f, fr)
+}
+
+// runCopy ends fragment f's wait: it runs from the copy it holds, which
+// its standby gets, as the fragment actor's runCopy.
+func (n *node) runCopy(f int, fr *frag) {
+	fr.m.SetNow(n.c.now)
 	fr.m.StopWaiting()
 	n.toNewStandby(f, fr)
 	n.carry(f)
