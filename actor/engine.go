@@ -329,8 +329,10 @@ type Engine struct {
 }
 
 // Start restores every fragment from its last checkpoint (failing if one
-// cannot be trusted), spawns the fragments and the readers, and starts each
-// reader at the smallest offset any fragment still needs.
+// cannot be trusted, or if the store's checkpoints were written by another
+// layout of the flow: recovery.Store.CheckLayout), spawns the fragments
+// and the readers, and starts each reader at the smallest offset any
+// fragment still needs.
 //
 // With Config.Cluster, the engine is one node of a cluster: one per process
 // (protoactor's remote.Start sets gRPC's global logger, which races with the
@@ -353,6 +355,14 @@ func Start(plan *flowcore.Plan, cfg Config) (e *Engine, err error) {
 			return nil, err
 		}
 		e.ownStore = true
+	}
+	grew, err := e.store.CheckLayout(plan.Name(), plan.Layout())
+	if err != nil {
+		e.closeStore()
+		return nil, err
+	}
+	if grew {
+		cfg.Logger.Info(recovery.LayoutGrew, "flow", plan.Name())
 	}
 	if e.settled, err = e.store.Settled(plan.Name()); err != nil {
 		e.closeStore()

@@ -168,14 +168,16 @@ func TestJoinBumpsPastTheAppliedPlacement(t *testing.T) {
 	a.Shutdown()
 }
 
-// A node running another flow is refused, with an error on its side.
+// A node running another flow is refused, with an error on its side: by
+// name, fragments, version, or layout (its stages and stateful operators).
 func TestMembershipRefusesAnotherFlow(t *testing.T) {
-	a := startMember(t, "a", nil, &wire.Meta{Flow: "f", Fragments: 8, Version: "1"})
+	a := startMember(t, "a", nil, &wire.Meta{Flow: "f", Fragments: 8, Version: "1", Layout: 7})
 	defer a.Shutdown()
 	for _, meta := range []*wire.Meta{
-		{Flow: "g", Fragments: 8, Version: "1"},
-		{Flow: "f", Fragments: 16, Version: "1"},
-		{Flow: "f", Fragments: 8, Version: "2"},
+		{Flow: "g", Fragments: 8, Version: "1", Layout: 7},
+		{Flow: "f", Fragments: 16, Version: "1", Layout: 7},
+		{Flow: "f", Fragments: 8, Version: "2", Layout: 7},
+		{Flow: "f", Fragments: 8, Version: "1", Layout: 9},
 	} {
 		_, err := Join(MemberConfig{Name: "x", Bind: "127.0.0.1:0", Seeds: []string{a.Addr()}, Meta: meta, Logger: quiet()})
 		if err == nil || !strings.Contains(err.Error(), "this cluster runs") {

@@ -236,6 +236,25 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 		n.dl.path = filepath.Join(cfg.DataDir, "deadletters.jsonl")
+		store, err := recovery.Open(filepath.Join(cfg.DataDir, "checkpoints"), nil, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := store.Close(); err != nil {
+				cfg.Logger.Error("close checkpoint store", "err", err)
+			}
+		}()
+		// Checkpoints of another layout of the flow fail the node before it
+		// joins (the engine checks again as it starts).
+		grew, err := store.CheckLayout(plan.Name(), plan.Layout())
+		if err != nil {
+			return err
+		}
+		if grew {
+			cfg.Logger.Info(recovery.LayoutGrew, "flow", plan.Name())
+		}
+		cfg.Engine.Store = store
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -263,7 +282,7 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg.OnCheckpoint = func(_ int, took time.Duration, _ int) { n.met.ckpt.Observe(took.Seconds()) }
 	if cfg.Gossip != "" {
 		meta := &wire.Meta{Remote: cfg.Remote, Http: n.addr, Flow: plan.Name(), Fragments: uint32(plan.Fragments()), Version: plan.Version(),
-			Founder: len(cfg.Join) == 0}
+			Layout: plan.LayoutHash(), Founder: len(cfg.Join) == 0}
 		n.changes, n.dead = make(chan struct{}, 1), make(chan struct{}, 1)
 		n.mem, err = Join(MemberConfig{Name: cfg.Name, Bind: cfg.Gossip, Seeds: cfg.Join, Meta: meta, Logger: cfg.Logger, Key: cfg.Security.GossipKey,
 			OnMember: func(ev MemberEvent) {
@@ -313,19 +332,6 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		ecfg.RemoteTLS = cfg.Security.RemoteTLS
 		cfg.Logger.Info("placed", "epoch", n.place.Epoch, "members", n.place.Members)
-	}
-	if cfg.DataDir != "" {
-		store, err := recovery.Open(filepath.Join(cfg.DataDir, "checkpoints"), nil, cfg.Logger)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		defer func() {
-			if err := store.Close(); err != nil {
-				cfg.Logger.Error("close checkpoint store", "err", err)
-			}
-		}()
-		ecfg.Store = store
 	}
 	n.eng, err = actor.Start(plan, ecfg)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/tessera-streams/tessera/connectors/file"
 	"github.com/tessera-streams/tessera/connectors/gen"
 	"github.com/tessera-streams/tessera/flows"
+	"github.com/tessera-streams/tessera/recovery"
 	"github.com/tessera-streams/tessera/splice"
 )
 
@@ -396,6 +397,36 @@ func TestRunRejectsBadConfigBeforeStarting(t *testing.T) {
 			t.Errorf("a second Run() = %v, want an error that says so", err)
 		}
 	}
+}
+
+// A node on a data directory whose checkpoints another layout of its flow
+// wrote (here the count of each key became its last key) fails before it
+// listens or joins, saying why; the flow that wrote them starts on them.
+func TestRunRefusesCheckpointsOfAnotherLayout(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := gen.New(gen.Config{Partitions: 1, Events: 100}, word)
+	r := start(t, Config{Flow: testFlow(src), Name: "n1", DataDir: dir})
+	waitDone(t, r)
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	r.done <- nil // for the test's cleanup
+	changed := flows.New("test", flows.WithFragments(8))
+	ks := flows.KeyBy(flows.From(changed, "gen", src), flows.Identity[string])
+	flows.Aggregate(ks, func() string { return "" }, func(_, k string) string { return k }).View("counts")
+	n := NewNode(Config{Flow: changed, Name: "n1", DataDir: dir, HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0",
+		Logger: quiet()})
+	err := n.Run(context.Background())
+	if !errors.Is(err, recovery.ErrLayout) || !strings.Contains(err.Error(), "table of string by string") {
+		t.Fatalf("Run() = %v, want the layout refused", err)
+	}
+	select {
+	case <-n.Ready():
+		t.Fatal("the node became ready")
+	default:
+	}
+	start(t, Config{Flow: testFlow(src), Name: "n1", DataDir: dir})
 }
 
 // brokenSource fails at the first read, as a file that turned into a

@@ -439,7 +439,7 @@ func (s *Store) Load(flow string, frag int, fn func(Entry) error) (m Manifest, o
 func (s *Store) Drop(flow string) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, kind := range []byte{'e', 'm', 's', 'r', 'v', 'p', 'k'} {
+	for _, kind := range []byte{'e', 'm', 's', 'r', 'v', 'p', 'k', 'l'} {
 		lo := append([]byte{kind}, flow...)
 		lo = append(lo, 0)
 		if err := b.DeleteRange(lo, prefixEnd(lo), nil); err != nil {

@@ -25,6 +25,7 @@ type Flow struct {
 	stages   []stageDef // keyed stages (one per KeyBy)
 	edges    []edgeDef  // exchanges: KeyBy after a stateful operator
 	ops      int        // stateful operators: index into Fragment.ops
+	opLines  []string   // their lines of the layout (addOp)
 	sinks    int
 	views    []viewDef
 	alerts   []alertDef
@@ -369,6 +370,7 @@ type sourceDef struct {
 // stageDef is a keyed stage: the records of one KeyBy, in the fragments.
 type stageDef struct {
 	name   string
+	keyed  string      // its line of the layout: "KeyBy K of T"
 	source int         // the source at the root of the stage's path (its event time)
 	edge   int         // the exchange that feeds it, or -1: readers of source feed it
 	parent int         // a stage keyed alike whose time it shares (Windowed.ByKey), or -1

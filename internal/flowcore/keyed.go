@@ -221,8 +221,7 @@ type Table[K comparable, V any] struct {
 // subscribers (see fragStage).
 func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T), bulk func(t *table[K, V]) bulkFunc[K, T]) Table[K, V] {
 	f := ks.f
-	op := f.ops
-	f.ops++
+	op := f.addOp(ks.stage, fmt.Sprintf("table of %s by %s%s", typeName[V](), typeName[K](), ttlNote(ttl)))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
 		if ks.hash != nil && hashIndexed[K]() {
@@ -566,6 +565,7 @@ func (t Table[K, V]) Updates() Stream[KV[K, V]] {
 func (t Table[K, V]) View(name string, opts ...ViewOption[V]) Table[K, V] {
 	o := resolveViewOptions(opts)
 	op := t.op
+	t.f.opView(op, name)
 	if o.score != nil && plainValue(reflect.TypeFor[V]()) {
 		t.f.fragW = append(t.f.fragW, func(fr *Fragment) {
 			tb := fr.ops[op].(*table[K, V])

@@ -838,12 +838,10 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	if ordered && f.sources[f.stages[ks.stage].source].et == nil {
 		f.errorf("Process: InEventTimeOrder needs a source with event time (flows.WithEventTime)")
 	}
-	op := f.ops
-	f.ops++
+	op := f.addOp(ks.stage, fmt.Sprintf("Process of state %s by %s, out %s%s", typeName[S](), typeName[K](), typeName[O](), ttlNote(ttl)))
 	ordOp := -1
 	if ordered {
-		ordOp = f.ops
-		f.ops++
+		ordOp = f.addOp(ks.stage, fmt.Sprintf("event-time order of %s by %s", typeName[T](), typeName[K]()))
 	}
 	codec, _ := f.stages[ks.stage].codec.(*recsCodec[K, T])
 	f.fragW = append(f.fragW, func(fr *Fragment) {
@@ -900,6 +898,7 @@ func (p Processed[K, S, O]) Out() Stream[O] {
 // and PublishIf for its options).
 func (p Processed[K, S, O]) View(name string, opts ...ViewOption[S]) Processed[K, S, O] {
 	o := resolveViewOptions(opts)
+	p.f.opView(p.op, name)
 	addKeyedView(p.f, name, p.stage, p.kc, p.hs, anyCodec(p.sc), func(fr *Fragment, q splice.Query, after *K, only *K) []splice.Entry {
 		po := fr.ops[p.op].(*procOp[K, S, O])
 		if only != nil {

@@ -31,7 +31,7 @@ func SessionAggregate[K comparable, T, A any](ks KeyedStream[K, T], gap time.Dur
 			f.errorf("SessionAggregate: early triggers (FireEvery, EarlyEvery) are for WindowAggregate; sessions fire on the watermark")
 		}
 	}
-	lateness, ac, op := windowOperator[A](f, "SessionAggregate", ks.stage, opts)
+	lateness, ac, op := windowOperator[A](f, "SessionAggregate", fmt.Sprintf("gap %v", gap), ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		so := &sessionOp[K, T, A]{op: op, gap: int64(gap), lateness: lateness, init: init, add: add, merge: merge,
 			kc: ks.kc, ac: ac, idx: map[K]int32{}}

@@ -147,8 +147,7 @@ func toCommitted[T any](s Stream[T], sink Sink[T]) {
 		return
 	}
 	vc := stateCodec[T](f, "To(OnCheckpoint)", nil)
-	op := f.ops
-	f.ops++
+	op := f.addOp(s.stage, fmt.Sprintf("sink on checkpoints of %s", typeName[T]()))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		cs := &committedSink[T]{sink: sink, vc: vc}
 		fr.ops[op] = cs

@@ -287,7 +287,7 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 	s.ok("KeyBy", key)
 	stage := len(f.stages)
 	name := fmt.Sprintf("KeyBy#%d", stage)
-	sd := stageDef{name: name, source: s.src, edge: -1, parent: -1}
+	sd := stageDef{name: name, keyed: fmt.Sprintf("KeyBy %s of %s", typeName[K](), typeName[T]()), source: s.src, edge: -1, parent: -1}
 	if s.side == fragmentSide {
 		sd.source = f.stages[s.stage].source
 		sd.edge = len(f.edges)

@@ -155,7 +155,7 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 	if init == nil || add == nil {
 		f.errorf("%s: init and add must not be nil", name)
 	}
-	lateness, ac, op := windowOperator[A](f, name, ks.stage, opts)
+	lateness, ac, op := windowOperator[A](f, name, w.layout(), ks.stage, opts)
 	every, early := 0, time.Duration(0)
 	for _, o := range opts {
 		if o.every < 0 {
@@ -226,7 +226,7 @@ type windowOutputs[K comparable, T, A any] interface {
 // windowOperator checks what every window operator needs (event time, a
 // lateness that is not negative, a codec for the accumulator) and reserves
 // the operator's slot.
-func windowOperator[A any](f *Flow, name string, stage int, opts []WindowOption) (lateness int64, ac Codec[A], op int) {
+func windowOperator[A any](f *Flow, name, what string, stage int, opts []WindowOption) (lateness int64, ac Codec[A], op int) {
 	if src := f.sources[f.stages[stage].source]; src.et == nil {
 		f.errorf("%s: source %q has no event time (flows.WithEventTime)", name, src.name)
 	}
@@ -238,8 +238,7 @@ func windowOperator[A any](f *Flow, name string, stage int, opts []WindowOption)
 		lateness = max(lateness, int64(o.lateness))
 	}
 	ac = stateCodec[A](f, name, nil)
-	op = f.ops
-	f.ops++
+	op = f.addOp(stage, fmt.Sprintf("%s of %s, %s", name, typeName[A](), what))
 	return lateness, ac, op
 }
 

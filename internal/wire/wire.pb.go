@@ -49,9 +49,13 @@ type Meta struct {
 	// newest placement epoch the node caught up with (shard.CatchUp). Until
 	// a member of a side caught up with what was settled before agreed, the
 	// side needs a majority of those before too (shard.Agreement.Quorum).
-	AgreedBefore  []*Placed `protobuf:"bytes,12,rep,name=agreed_before,json=agreedBefore,proto3" json:"agreed_before,omitempty"`
-	AgreedCut     bool      `protobuf:"varint,13,opt,name=agreed_cut,json=agreedCut,proto3" json:"agreed_cut,omitempty"`
-	Caught        uint64    `protobuf:"varint,14,opt,name=caught,proto3" json:"caught,omitempty"`
+	AgreedBefore []*Placed `protobuf:"bytes,12,rep,name=agreed_before,json=agreedBefore,proto3" json:"agreed_before,omitempty"`
+	AgreedCut    bool      `protobuf:"varint,13,opt,name=agreed_cut,json=agreedCut,proto3" json:"agreed_cut,omitempty"`
+	Caught       uint64    `protobuf:"varint,14,opt,name=caught,proto3" json:"caught,omitempty"`
+	// A hash of the flow's layout (flowcore.Plan.LayoutHash: its sources,
+	// stages, exchanges and stateful operators); 0 from a node that does
+	// not send one.
+	Layout        uint64 `protobuf:"varint,15,opt,name=layout,proto3" json:"layout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +184,13 @@ func (x *Meta) GetAgreedCut() bool {
 func (x *Meta) GetCaught() uint64 {
 	if x != nil {
 		return x.Caught
+	}
+	return 0
+}
+
+func (x *Meta) GetLayout() uint64 {
+	if x != nil {
+		return x.Layout
 	}
 	return 0
 }
@@ -2152,7 +2163,7 @@ var File_internal_wire_wire_proto protoreflect.FileDescriptor
 
 const file_internal_wire_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\x8f\x03\n" +
+	"\x18internal/wire/wire.proto\x12\ftessera.wire\"\xa7\x03\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06remote\x18\x01 \x01(\tR\x06remote\x12\x12\n" +
 	"\x04http\x18\x02 \x01(\tR\x04http\x12\x12\n" +
@@ -2169,7 +2180,8 @@ const file_internal_wire_wire_proto_rawDesc = "" +
 	"\ragreed_before\x18\f \x03(\v2\x14.tessera.wire.PlacedR\fagreedBefore\x12\x1d\n" +
 	"\n" +
 	"agreed_cut\x18\r \x01(\bR\tagreedCut\x12\x16\n" +
-	"\x06caught\x18\x0e \x01(\x04R\x06caught\"8\n" +
+	"\x06caught\x18\x0e \x01(\x04R\x06caught\x12\x16\n" +
+	"\x06layout\x18\x0f \x01(\x04R\x06layout\"8\n" +
 	"\x06Placed\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\"\xc3\x01\n" +

@@ -1,0 +1,78 @@
+package flowcore_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tessera-streams/tessera/flowstest"
+	"github.com/tessera-streams/tessera/internal/flowcore"
+	"github.com/tessera-streams/tessera/splice"
+)
+
+type lyClick struct {
+	User string
+	At   int64
+}
+
+// lyFlow is a flow with every kind of stateful operator: a Process with a
+// TTL re-keyed into a table, windows with a windowed keyed view and a
+// window view, sessions, an aggregate view and a sink on checkpoints.
+// tag goes into a Map's function only: the layout must not see it.
+func lyFlow(t *testing.T, tag string, window time.Duration) *flowcore.Plan {
+	t.Helper()
+	in := flowstest.NewInput[lyClick](2)
+	f := flowcore.New("layout")
+	s := flowcore.From(f, "clicks", flowcore.Source[lyClick](in),
+		flowcore.WithEventTime(func(c lyClick) time.Time { return time.Unix(0, c.At) }, time.Second))
+	s = flowcore.Map(s, func(c lyClick) lyClick { c.User += tag; return c })
+	users := flowcore.KeyBy(s, func(c lyClick) string { return c.User })
+	p := flowcore.Process(users, flowcore.Handler[string, lyClick, int64, string]{
+		OnEvent: func(c *flowcore.Context[string, int64, string], v lyClick) {}}, flowcore.WithStateTTL(time.Hour))
+	p.View("last")
+	flowcore.Count(flowcore.KeyBy(p.Out(), func(s string) string { return s })).View("outs")
+	w := flowcore.WindowAggregate(users, flowcore.Tumbling(window), func() int64 { return 0 },
+		func(n int64, _ lyClick) int64 { return n + 1 })
+	w.KeyedView("per-user", time.Hour)
+	flowcore.WindowView(w, "all", splice.Sum[int64](), func(_ string, n int64) int64 { return n }, time.Hour)
+	flowcore.SessionAggregate(users, time.Minute, func() int64 { return 0 }, func(n int64, _ lyClick) int64 { return n + 1 },
+		func(a, b int64) int64 { return a + b })
+	flowcore.AggregateView(users.Values(), "clicks", splice.Count[lyClick](), func(c lyClick) lyClick { return c })
+	flowcore.To(users.Values(), flowcore.Sink[lyClick](flowcore.SinkFunc[lyClick](func([]flowcore.Output[lyClick]) error { return nil })),
+		flowcore.OnCheckpoint())
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+func TestLayout(t *testing.T) {
+	a := lyFlow(t, "", time.Minute)
+	t.Logf("layout:\n%s", strings.Join(a.Layout(), "\n"))
+	for _, want := range []string{
+		`source 0: "clicks"`,
+		`stage 0: KeyBy string of flowcore_test.lyClick from source 0`,
+		`stage 1: KeyBy string of string through exchange 0 from stage 0`,
+		`operator 0 of stage 0: Process of state int64 by string, out string, with a TTL, view "last"`,
+		`operator 1 of stage 1: table of int64 by string, view "outs"`,
+		`operator 2 of stage 0: WindowAggregate of int64, windows of 1m0s every 1m0s`,
+		`operator 3 of stage 0: keyed window view "per-user" of int64 by string`,
+		`operator 4 of stage 0: window view "all" of partials int64`,
+		`operator 5 of stage 0: SessionAggregate of int64, gap 1m0s`,
+		`operator 6 of stage 0: aggregate view "clicks" of partials int64`,
+		`operator 7 of stage 0: sink on checkpoints of flowcore_test.lyClick`,
+	} {
+		if !slices.Contains(a.Layout(), want) {
+			t.Errorf("no line %q", want)
+		}
+	}
+	// The functions are not the layout; the windows' bounds are.
+	if b := lyFlow(t, "!", time.Minute); !slices.Equal(a.Layout(), b.Layout()) || a.LayoutHash() != b.LayoutHash() {
+		t.Errorf("another Map function changed the layout:\n%q\n%q", a.Layout(), b.Layout())
+	}
+	if c := lyFlow(t, "", time.Hour); slices.Equal(a.Layout(), c.Layout()) || a.LayoutHash() == c.LayoutHash() {
+		t.Error("windows of an hour laid out as windows of a minute")
+	}
+}

@@ -1,0 +1,125 @@
+package recovery
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ErrLayout is the error of a store whose checkpoints another layout of
+// the flow wrote (CheckLayout).
+var ErrLayout = errors.New("the checkpoints were written by another layout of the flow")
+
+// LayoutGrew is what a node logs when CheckLayout found that the flow
+// grew.
+const LayoutGrew = "the flow has stages or operators its checkpoints have not: they start empty, at the checkpoints' offsets"
+
+// CheckLayout makes sure the store's checkpoints of flow can be read by a
+// flow of this layout (flowcore.Plan.Layout: its sources, keyed stages,
+// exchanges and stateful operators, which the checkpoints are laid out
+// by), and records layout for the next run. They can if they were written
+// by the same layout, or by one the new layout extends: the same sources,
+// and stages and operators added after the old ones (grew). What is added
+// starts empty, at the offsets the checkpoints hold: a count added to a
+// flow counts what the flow reads from then on. Any other change is
+// refused (ErrLayout), with what differs: restoring the checkpoints would
+// hand one operator's state to another, or decode it by another type. A
+// store that has checkpoints of flow but no layout (written before
+// layouts were recorded) is taken as it is: there is nothing to compare
+// them with.
+func (s *Store) CheckLayout(flow string, layout []string) (grew bool, err error) {
+	k := append([]byte{'l'}, flow...)
+	k = append(k, 0)
+	// Written without a sync of its own: the first checkpoint's sync makes
+	// it durable (the log keeps the order of writes), and until then there
+	// is nothing it lays out.
+	record := func() error { return s.db.Set(k, sealed(k, []byte(strings.Join(layout, "\n"))), pebble.NoSync) }
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, record()
+	}
+	if err != nil {
+		return false, fmt.Errorf("layout of flow %s: %w", flow, err)
+	}
+	body, err := unseal(k, v)
+	was := strings.Split(string(body), "\n")
+	_ = closer.Close()
+	if err != nil {
+		return false, fmt.Errorf("layout of flow %s: %w", flow, err)
+	}
+	if slices.Equal(was, layout) {
+		return false, nil
+	}
+	has, err := s.hasManifest(flow)
+	if err != nil {
+		return false, fmt.Errorf("layout of flow %s: %w", flow, err)
+	}
+	if !has {
+		// Recorded by a run that took no checkpoint: it lays out nothing.
+		return false, record()
+	}
+	if extends(layout, was) {
+		return true, record()
+	}
+	return false, fmt.Errorf("flow %s: %w: start it on a store without them (a new data directory), or run the flow that wrote them; %s",
+		flow, ErrLayout, layoutDiff(was, layout))
+}
+
+// hasManifest reports whether the store holds a checkpoint of any
+// fragment of flow.
+func (s *Store) hasManifest(flow string) (bool, error) {
+	lo := append([]byte{'m'}, flow...)
+	lo = append(lo, 0)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return false, err
+	}
+	has := it.First()
+	return has, it.Close()
+}
+
+// extends reports whether layout now keeps everything of layout was, and
+// adds stages and operators only after its own: the same sources, was's
+// stages the first of now's, and was's operators the first of now's.
+// (A layout lists its sources, then its stages, then its operators, each
+// line starting with what it is.)
+func extends(now, was []string) bool {
+	part := func(l []string, kind string) []string {
+		var out []string
+		for _, line := range l {
+			if strings.HasPrefix(line, kind+" ") {
+				out = append(out, line)
+			}
+		}
+		return out
+	}
+	if !slices.Equal(part(now, "source"), part(was, "source")) {
+		return false
+	}
+	for _, kind := range []string{"stage", "operator"} {
+		n, w := part(now, kind), part(was, kind)
+		if len(n) < len(w) || !slices.Equal(n[:len(w)], w) {
+			return false
+		}
+	}
+	return len(part(was, "source"))+len(part(was, "stage"))+len(part(was, "operator")) == len(was)
+}
+
+// layoutDiff says where layout now first departs from was, and how
+// many lines each has.
+func layoutDiff(was, now []string) string {
+	i := 0
+	for i < len(was) && i < len(now) && was[i] == now[i] {
+		i++
+	}
+	line := func(l []string) string {
+		if i < len(l) {
+			return fmt.Sprintf("%q", l[i])
+		}
+		return "nothing more"
+	}
+	return fmt.Sprintf("line %d of the layout was %s, is %s (%d lines before, %d now)", i+1, line(was), line(now), len(was), len(now))
+}
