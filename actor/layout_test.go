@@ -36,7 +36,7 @@ func lyFlow(variant string, n int) *flows.Flow {
 	in.Close()
 	f := flows.New("layout", flows.WithFragments(8))
 	s := flows.From(f, "words", flows.Source[string](in))
-	words := func() { flows.Count(flows.KeyBy(s, flows.Identity[string])).View("words") }
+	words := func() flows.Table[string, int64] { return flows.Count(flows.KeyBy(s, flows.Identity[string])).View("words") }
 	upper := func() {
 		flows.Count(flows.KeyBy(flows.Map(s, strings.ToUpper), flows.Identity[string])).View("upper")
 	}
@@ -55,10 +55,11 @@ func lyFlow(variant string, n int) *flows.Flow {
 		flows.Count(flows.KeyBy(flows.Map(s, func(w string) string { return w + "!" }), flows.Identity[string])).View("loud")
 		words()
 		upper()
-	case "grown": // a count by length after the others
-		words()
+	case "grown": // a count by length after the others, and one of the word counts' updates through an exchange
+		w := words()
 		upper()
 		flows.Count(flows.KeyBy(s, func(w string) int { return len(w) })).View("lengths")
+		flows.Count(flows.KeyBy(w.Updates(), func(kv flows.KV[string, int64]) string { return kv.Key[:2] })).View("updates")
 	}
 	return f
 }
@@ -139,6 +140,7 @@ func TestEngineRefusesCheckpointsOfAnotherLayout(t *testing.T) {
 	lyCheck(t, e, "words", lyWant(0, 3000, flows.Identity[string]))
 	lyCheck(t, e, "upper", lyWant(0, 3000, strings.ToUpper))
 	lyCheck(t, e, "lengths", lyWant(2000, 3000, func(w string) int { return len(w) }))
+	lyCheck(t, e, "updates", lyWant(2000, 3000, func(w string) string { return w[:2] }))
 	e.Stop()
 	st.Close()
 	// Crashed and restarted, the grown flow recovers its new count too;
@@ -152,6 +154,7 @@ func TestEngineRefusesCheckpointsOfAnotherLayout(t *testing.T) {
 	}
 	lyCheck(t, e, "words", lyWant(0, 4000, flows.Identity[string]))
 	lyCheck(t, e, "lengths", lyWant(2000, 4000, func(w string) int { return len(w) }))
+	lyCheck(t, e, "updates", lyWant(2000, 4000, func(w string) string { return w[:2] }))
 	oeCrash(e)
 	st.Close()
 	e, st, err = lyRun(t, dir, "grown", 4000)
@@ -160,6 +163,7 @@ func TestEngineRefusesCheckpointsOfAnotherLayout(t *testing.T) {
 	}
 	lyCheck(t, e, "words", lyWant(0, 4000, flows.Identity[string]))
 	lyCheck(t, e, "lengths", lyWant(2000, 4000, func(w string) int { return len(w) }))
+	lyCheck(t, e, "updates", lyWant(2000, 4000, func(w string) string { return w[:2] }))
 	e.Stop()
 	st.Close()
 }
