@@ -121,5 +121,29 @@ func layoutDiff(was, now []string) string {
 		}
 		return "nothing more"
 	}
-	return fmt.Sprintf("line %d of the layout was %s, is %s (%d lines before, %d now)", i+1, line(was), line(now), len(was), len(now))
+	diff := fmt.Sprintf("line %d of the layout was %s, is %s (%d lines before, %d now)", i+1, line(was), line(now), len(was), len(now))
+	if reordered(was, now) {
+		diff += "; these are the same operators in another order: a flow must declare them in the same order in every run " +
+			"(ranging over a map does not)"
+	}
+	return diff
+}
+
+// reordered reports whether two different layouts have the same
+// operators, but for their numbers.
+func reordered(was, now []string) bool {
+	strip := func(l []string) []string {
+		out := make([]string, len(l))
+		for i, line := range l {
+			if rest, ok := strings.CutPrefix(line, "operator "); ok {
+				if _, after, ok := strings.Cut(rest, " "); ok {
+					line = after
+				}
+			}
+			out[i] = line
+		}
+		slices.Sort(out)
+		return out
+	}
+	return !slices.Equal(was, now) && slices.Equal(strip(was), strip(now))
 }

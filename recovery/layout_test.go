@@ -62,6 +62,22 @@ func TestCheckLayout(t *testing.T) {
 	if _, err := check(changed); !errors.Is(err, ErrLayout) {
 		t.Fatalf("reopened: a changed state type: %v", err)
 	}
+	// The same operators declared in another order: the error says so.
+	two := append(slices.Clone(layoutV1), `operator 1 of stage 0: sink on checkpoints of string`)
+	swapped := append(slices.Clone(layoutV1[:2]), `operator 0 of stage 0: sink on checkpoints of string`,
+		`operator 1 of stage 0: table of int64 by string, view "words"`)
+	if _, err := s.CheckLayout("two", two); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write("two", 0, cp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckLayout("two", swapped); !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "in another order") {
+		t.Fatalf("operators in another order: %v", err)
+	}
+	if _, err := check(changed); strings.Contains(err.Error(), "in another order") {
+		t.Fatalf("a changed operator said to be in another order: %v", err)
+	}
 	// Another flow's layout is its own.
 	if grew, err := s.CheckLayout("other", changed); grew || err != nil {
 		t.Fatalf("another flow: grew=%v err=%v", grew, err)
