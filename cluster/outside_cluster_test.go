@@ -105,6 +105,9 @@ type ocSpec struct {
 	// alternately for the function before the key and the process
 	// function, which panic on it.
 	PoisonEvery int64
+	// Grown: the flow has one more stateful stage at its end (see
+	// outside_grow_test.go).
+	Grown bool
 }
 
 // OcPing is a subscriber seen at a time.
@@ -217,6 +220,9 @@ func ocFlow(sp ocSpec, fragments int, sink flows.Sink[OcSummary]) *flows.Flow {
 		func() int64 { return 0 }, func(n int64, s OcSummary) int64 { return n + s.N }).KeyedView("sixhourly", 10*365*24*time.Hour)
 	flows.AggregateView(sums, "pings", splice.Sum[int64](), func(s OcSummary) int64 { return s.N })
 	flows.To(sums, sink, flows.OnCheckpoint())
+	if sp.Grown {
+		flows.Count(flows.KeyBy(pings, func(p OcPing) string { return p.Sub })).View("since")
+	}
 	return f
 }
 
