@@ -18,18 +18,18 @@ var ErrLayout = errors.New("the checkpoints were written by another layout of th
 const LayoutGrew = "the flow has stages or operators its checkpoints have not: they start empty, at the checkpoints' offsets"
 
 // CheckLayout makes sure the store's checkpoints of flow can be read by a
-// flow of this layout (flowcore.Plan.Layout: its sources, keyed stages,
-// exchanges and stateful operators, which the checkpoints are laid out
-// by), and records layout for the next run. They can if they were written
-// by the same layout, or by one the new layout extends: the same sources,
-// and stages and operators added after the old ones (grew). What is added
-// starts empty, at the offsets the checkpoints hold: a count added to a
-// flow counts what the flow reads from then on. Any other change is
-// refused (ErrLayout), with what differs: restoring the checkpoints would
-// hand one operator's state to another, or decode it by another type. A
-// store that has checkpoints of flow but no layout (written before
-// layouts were recorded) is taken as it is: there is nothing to compare
-// them with.
+// flow of this layout (flowcore.Plan.Layout: its fragment count, sources,
+// keyed stages, exchanges and stateful operators, which the checkpoints
+// are laid out by), and records layout for the next run. They can if they
+// were written by the same layout, or by one the new layout extends: the
+// same fragment count and sources, and stages and operators added after
+// the old ones (grew). What is added starts empty, at the offsets the
+// checkpoints hold: a count added to a flow counts what the flow reads
+// from then on. Any other change is refused (ErrLayout), with what
+// differs: restoring the checkpoints would hand one operator's state to
+// another, or decode it by another type. A store that has checkpoints of
+// flow but no layout (written before layouts were recorded) is taken as
+// it is: there is nothing to compare them with.
 func (s *Store) CheckLayout(flow string, layout []string) (grew bool, err error) {
 	k := append([]byte{'l'}, flow...)
 	k = append(k, 0)
@@ -82,10 +82,10 @@ func (s *Store) hasManifest(flow string) (bool, error) {
 }
 
 // extends reports whether layout now keeps everything of layout was, and
-// adds stages and operators only after its own: the same sources, was's
-// stages the first of now's, and was's operators the first of now's.
-// (A layout lists its sources, then its stages, then its operators, each
-// line starting with what it is.)
+// adds stages and operators only after its own: the same fragment count
+// and sources, was's stages the first of now's, and was's operators the
+// first of now's. (A layout lists its fragment count, its sources, its
+// stages, then its operators, each line starting with what it is.)
 func extends(now, was []string) bool {
 	part := func(l []string, kind string) []string {
 		var out []string
@@ -96,8 +96,10 @@ func extends(now, was []string) bool {
 		}
 		return out
 	}
-	if !slices.Equal(part(now, "source"), part(was, "source")) {
-		return false
+	for _, kind := range []string{"fragments", "source"} {
+		if !slices.Equal(part(now, kind), part(was, kind)) {
+			return false
+		}
 	}
 	for _, kind := range []string{"stage", "operator"} {
 		n, w := part(now, kind), part(was, kind)
@@ -105,7 +107,11 @@ func extends(now, was []string) bool {
 			return false
 		}
 	}
-	return len(part(was, "source"))+len(part(was, "stage"))+len(part(was, "operator")) == len(was)
+	n := 0
+	for _, kind := range []string{"fragments", "source", "stage", "operator"} {
+		n += len(part(was, kind))
+	}
+	return n == len(was)
 }
 
 // layoutDiff says where layout now first departs from was, and how
@@ -122,6 +128,9 @@ func layoutDiff(was, now []string) string {
 		return "nothing more"
 	}
 	diff := fmt.Sprintf("line %d of the layout was %s, is %s (%d lines before, %d now)", i+1, line(was), line(now), len(was), len(now))
+	if len(was) > 0 && len(now) > 0 && was[0] != now[0] && strings.HasPrefix(was[0], "fragments ") {
+		diff += "; state cannot be re-sharded"
+	}
 	if reordered(was, now) {
 		diff += "; these are the same operators in another order: a flow must declare them in the same order in every run " +
 			"(ranging over a map does not)"

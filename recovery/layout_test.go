@@ -11,6 +11,7 @@ import (
 )
 
 var layoutV1 = []string{
+	`fragments 8`,
 	`source 0: "words"`,
 	`stage 0: KeyBy string of string from source 0`,
 	`operator 0 of stage 0: table of int64 by string, view "words"`,
@@ -32,7 +33,7 @@ func TestCheckLayout(t *testing.T) {
 	defer func() { _ = s.Close() }() // the store open at the end
 	check := func(layout []string) (bool, error) { t.Helper(); return s.CheckLayout("flow", layout) }
 	changed := slices.Clone(layoutV1)
-	changed[2] = `operator 0 of stage 0: table of main.Acc by string, view "words"`
+	changed[3] = `operator 0 of stage 0: table of main.Acc by string, view "words"`
 
 	// No checkpoint yet: any layout is recorded, the last one wins.
 	if grew, err := check(changed); grew || err != nil {
@@ -51,7 +52,7 @@ func TestCheckLayout(t *testing.T) {
 	// Checkpoints of the flow: another layout is refused, saying where it
 	// departs, and the recorded one stays (the same store reopened).
 	_, err := check(changed)
-	if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "line 3 of the layout") || !strings.Contains(err.Error(), "main.Acc") {
+	if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "line 4 of the layout") || !strings.Contains(err.Error(), "main.Acc") {
 		t.Fatalf("a changed state type: %v", err)
 	}
 	t.Logf("refused: %v", err)
@@ -64,7 +65,7 @@ func TestCheckLayout(t *testing.T) {
 	}
 	// The same operators declared in another order: the error says so.
 	two := append(slices.Clone(layoutV1), `operator 1 of stage 0: sink on checkpoints of string`)
-	swapped := append(slices.Clone(layoutV1[:2]), `operator 0 of stage 0: sink on checkpoints of string`,
+	swapped := append(slices.Clone(layoutV1[:3]), `operator 0 of stage 0: sink on checkpoints of string`,
 		`operator 1 of stage 0: table of int64 by string, view "words"`)
 	if _, err := s.CheckLayout("two", two); err != nil {
 		t.Fatal(err)
@@ -78,13 +79,19 @@ func TestCheckLayout(t *testing.T) {
 	if _, err := check(changed); strings.Contains(err.Error(), "in another order") {
 		t.Fatalf("a changed operator said to be in another order: %v", err)
 	}
+	// Another fragment count.
+	refrag := slices.Clone(layoutV1)
+	refrag[0] = `fragments 16`
+	if _, err := check(refrag); !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "cannot be re-sharded") {
+		t.Fatalf("another fragment count: %v", err)
+	}
 	// Another flow's layout is its own.
 	if grew, err := s.CheckLayout("other", changed); grew || err != nil {
 		t.Fatalf("another flow: grew=%v err=%v", grew, err)
 	}
 	// A layout that adds a stage and an operator after the old ones grows
 	// from it, and is then the one recorded: the old one is refused.
-	grown := append(slices.Insert(slices.Clone(layoutV1), 2, `stage 1: KeyBy string of string from source 0`),
+	grown := append(slices.Insert(slices.Clone(layoutV1), 3, `stage 1: KeyBy string of string from source 0`),
 		`operator 1 of stage 1: table of int64 by string, view "other"`)
 	if grew, err := check(grown); !grew || err != nil {
 		t.Fatalf("an added stage: grew=%v err=%v", grew, err)
@@ -116,13 +123,13 @@ func TestCheckLayoutOfAnOlderStore(t *testing.T) {
 	if grew, err := s.CheckLayout("flow", layoutV1); grew || err != nil {
 		t.Fatalf("grew=%v err=%v", grew, err)
 	}
-	if _, err := s.CheckLayout("flow", layoutV1[:2]); !errors.Is(err, ErrLayout) {
+	if _, err := s.CheckLayout("flow", layoutV1[:3]); !errors.Is(err, ErrLayout) {
 		t.Fatalf("a layout without the operator: %v", err)
 	}
 }
 
 // The rule of extends: a layout extends another exactly when it keeps its
-// sources, and its stages and operators are the other's followed by new
+// fragment count and sources, and its stages and operators are the other's followed by new
 // ones. Every other edit of a line, insertion before an old line, removal
 // or new source is refused.
 func TestLayoutExtendsProperty(t *testing.T) {
@@ -138,6 +145,7 @@ func TestLayoutExtendsProperty(t *testing.T) {
 		}
 		src, stg, ops := gen("source", 0, rapid.IntRange(1, 3).Draw(t, "sources"), "src"),
 			gen("stage", 0, rapid.IntRange(1, 3).Draw(t, "stages"), "stage"), gen("operator", 0, rapid.IntRange(0, 4).Draw(t, "ops"), "op")
+		src = append([]string{fmt.Sprintf("fragments %d", rapid.IntRange(1, 4).Draw(t, "fragments"))}, src...)
 		was := slices.Concat(src, stg, ops)
 		if !extends(was, was) {
 			t.Fatalf("%q does not extend itself", was)
@@ -160,6 +168,9 @@ func TestLayoutExtendsProperty(t *testing.T) {
 			t.Fatalf("line %d removed: %q extends %q", at, removed, was)
 		}
 		// A new source, or a new line before an old stage or operator.
+		if extends(slices.Concat([]string{"fragments 9"}, src[1:], stg, ops), was) {
+			t.Fatal("another fragment count extends")
+		}
 		if extends(slices.Concat(src, []string{"source 9: new"}, stg, ops), was) {
 			t.Fatal("a new source extends")
 		}

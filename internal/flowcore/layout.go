@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// A flow's layout is what its checkpoints are laid out by: the sources
+// A flow's layout is what its checkpoints are laid out by: the fragment
+// count (keys are placed in fragments by it), the sources
 // (offsets and watermarks are kept by source number), the keyed stages
 // and the exchanges between them (an exchange keeps the outputs it has
 // not yet delivered, encoded by the event type it re-keys), and the
@@ -48,7 +49,7 @@ func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 // (see above): two plans with equal layouts read each other's checkpoints.
 func (p *Plan) Layout() []string {
 	f := p.f
-	var out []string
+	out := []string{fmt.Sprintf("fragments %d", f.fragments)}
 	for i, s := range f.sources {
 		out = append(out, fmt.Sprintf("source %d: %q", i, s.name))
 	}

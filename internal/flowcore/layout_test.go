@@ -52,6 +52,7 @@ func TestLayout(t *testing.T) {
 	a := lyFlow(t, "", time.Minute)
 	t.Logf("layout:\n%s", strings.Join(a.Layout(), "\n"))
 	for _, want := range []string{
+		`fragments 64`,
 		`source 0: "clicks"`,
 		`stage 0: KeyBy string of flowcore_test.lyClick from source 0`,
 		`stage 1: KeyBy string of string through exchange 0 from stage 0`,
