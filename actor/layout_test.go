@@ -36,7 +36,9 @@ func lyFlow(variant string, n int) *flows.Flow {
 	in.Close()
 	f := flows.New("layout", flows.WithFragments(8))
 	s := flows.From(f, "words", flows.Source[string](in))
-	words := func() flows.Table[string, int64] { return flows.Count(flows.KeyBy(s, flows.Identity[string])).View("words") }
+	words := func() flows.Table[string, int64] {
+		return flows.Count(flows.KeyBy(s, flows.Identity[string])).View("words")
+	}
 	upper := func() {
 		flows.Count(flows.KeyBy(flows.Map(s, strings.ToUpper), flows.Identity[string])).View("upper")
 	}
