@@ -20,7 +20,7 @@ type lyClick struct {
 // TTL re-keyed into a table, windows with a windowed keyed view and a
 // window view, sessions, an aggregate view and a sink on checkpoints.
 // tag goes into a Map's function only: the layout must not see it.
-func lyFlow(t *testing.T, tag string, window time.Duration) *flowcore.Plan {
+func lyFlow(t *testing.T, tag string, window time.Duration, opts ...flowcore.WindowOption) *flowcore.Plan {
 	t.Helper()
 	in := flowstest.NewInput[lyClick](2)
 	f := flowcore.New("layout")
@@ -33,7 +33,7 @@ func lyFlow(t *testing.T, tag string, window time.Duration) *flowcore.Plan {
 	p.View("last")
 	flowcore.Count(flowcore.KeyBy(p.Out(), func(s string) string { return s })).View("outs")
 	w := flowcore.WindowAggregate(users, flowcore.Tumbling(window), func() int64 { return 0 },
-		func(n int64, _ lyClick) int64 { return n + 1 })
+		func(n int64, _ lyClick) int64 { return n + 1 }, opts...)
 	w.KeyedView("per-user", time.Hour)
 	flowcore.WindowView(w, "all", splice.Sum[int64](), func(_ string, n int64) int64 { return n }, time.Hour)
 	flowcore.SessionAggregate(users, time.Minute, func() int64 { return 0 }, func(n int64, _ lyClick) int64 { return n + 1 },
@@ -58,7 +58,7 @@ func TestLayout(t *testing.T) {
 		`stage 1: KeyBy string of string through exchange 0 from stage 0`,
 		`operator 0 of stage 0: Process of state int64 by string, out string, with a TTL, view "last"`,
 		`operator 1 of stage 1: table of int64 by string, view "outs"`,
-		`operator 2 of stage 0: WindowAggregate of int64, windows of 1m0s every 1m0s`,
+		`operator 2 of stage 0: WindowAggregate of int64, windows of 1m0s every 1m0s, in slices`,
 		`operator 3 of stage 0: keyed window view "per-user" of int64 by string`,
 		`operator 4 of stage 0: window view "all" of partials int64`,
 		`operator 5 of stage 0: SessionAggregate of int64, gap 1m0s`,
@@ -75,5 +75,9 @@ func TestLayout(t *testing.T) {
 	}
 	if c := lyFlow(t, "", time.Hour); slices.Equal(a.Layout(), c.Layout()) || a.LayoutHash() == c.LayoutHash() {
 		t.Error("windows of an hour laid out as windows of a minute")
+	}
+	// Early firings keep the windows' state per window, not in slices.
+	if d := lyFlow(t, "", time.Minute, flowcore.EarlyEvery(time.Second)); slices.Equal(a.Layout(), d.Layout()) {
+		t.Error("windows that fire early laid out as sliced windows")
 	}
 }

@@ -155,7 +155,6 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 	if init == nil || add == nil {
 		f.errorf("%s: init and add must not be nil", name)
 	}
-	lateness, ac, op := windowOperator[A](f, name, w.layout(), ks.stage, opts)
 	every, early := 0, time.Duration(0)
 	for _, o := range opts {
 		if o.every < 0 {
@@ -166,7 +165,14 @@ func windowAggregate[K comparable, T, A any](ks KeyedStream[K, T], name string, 
 		}
 		every, early = max(every, o.every), max(early, o.early)
 	}
+	// Sliced windows keep their state in slices, the others per window:
+	// the layout tells them apart.
 	sliced := slicedWindows(w, merge != nil, every, early)
+	what := w.layout()
+	if sliced {
+		what += ", in slices"
+	}
+	lateness, ac, op := windowOperator[A](f, name, what, ks.stage, opts)
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		if sliced {
 			so := newSliceOp(op, w, lateness, init, add, merge, inverse, ks.kc, ac)
