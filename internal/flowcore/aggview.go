@@ -23,7 +23,7 @@ func AggregateView[T, In, P, Out any](s Stream[T], name string, alg splice.Algeb
 	if err != nil {
 		f.errorf("aggregate view %q: partials of %s: %v", name, alg.Name(), err)
 	}
-	op := f.addOp(s.stage, fmt.Sprintf("aggregate view %q of partials %s", name, typeName[P]()))
+	op := f.addOp(s.stage, fmt.Sprintf("aggregate view %q of partials %s, algebra %s", name, typeName[P](), algebraDesc(alg)))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		st := &aggState[P]{p: alg.Zero(), pc: pc, dirty: true}
 		fr.ops[op] = st

@@ -219,9 +219,9 @@ type Table[K comparable, V any] struct {
 // newTableOp adds a table operator: update applies an event to the table;
 // bulk makes the form that applies a batch's records to a table without
 // subscribers (see fragStage).
-func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], ttl int64, update func(t *table[K, V], k K, v T), bulk func(t *table[K, V]) bulkFunc[K, T]) Table[K, V] {
+func newTableOp[K comparable, T, V any](ks KeyedStream[K, T], vc Codec[V], given any, ttl int64, update func(t *table[K, V], k K, v T), bulk func(t *table[K, V]) bulkFunc[K, T]) Table[K, V] {
 	f := ks.f
-	op := f.addOp(ks.stage, fmt.Sprintf("table of %s by %s%s", typeName[V](), typeName[K](), ttlNote(ttl)))
+	op := f.addOp(ks.stage, fmt.Sprintf("table of %s by %s%s%s", typeName[V](), typeName[K](), codecNote("state", given), ttlNote(ttl)))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		t := newTable[K, V](ks.kc, vc)
 		if ks.hash != nil && hashIndexed[K]() {
@@ -315,7 +315,7 @@ func Reduce[K comparable, T any](ks KeyedStream[K, T], fn func(acc, v T) T, opts
 		t.insertH(k, h, v)
 		return int32(len(t.keys) - 1)
 	}
-	return newTableOp(ks, vc, ttl, func(t *table[K, T], k K, v T) {
+	return newTableOp(ks, vc, givenCodec(opts), ttl, func(t *table[K, T], k K, v T) {
 		i := add(t, k, 0, v)
 		if t.subs != nil {
 			t.updated(k, t.vals[i])
@@ -340,7 +340,7 @@ func Aggregate[K comparable, T, A any](ks KeyedStream[K, T], init func() A, add 
 		t.insertH(k, h, add(init(), v))
 		return int32(len(t.keys) - 1)
 	}
-	return newTableOp(ks, vc, ttl, func(t *table[K, A], k K, v T) {
+	return newTableOp(ks, vc, givenCodec(opts), ttl, func(t *table[K, A], k K, v T) {
 		i := apply(t, k, 0, v)
 		if t.subs != nil {
 			t.updated(k, t.vals[i])
@@ -361,7 +361,7 @@ func Count[K comparable, T any](ks KeyedStream[K, T], opts ...StateOption) Table
 		t.insert(k, 1)
 		return 1
 	}
-	return newTableOp(ks, vc, ttl, func(t *table[K, int64], k K, _ T) {
+	return newTableOp(ks, vc, nil, ttl, func(t *table[K, int64], k K, _ T) {
 		n := add(t, k)
 		if t.subs != nil {
 			t.updated(k, n)

@@ -1,27 +1,38 @@
 package flowcore
 
 import (
+	"encoding"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 )
 
-// A flow's layout is what its checkpoints are laid out by: the fragment
-// count (keys are placed in fragments by it), the sources
-// (offsets and watermarks are kept by source number), the keyed stages
-// and the exchanges between them (an exchange keeps the outputs it has
-// not yet delivered, encoded by the event type it re-keys), and the
-// stateful operators in the order the flow declared them (an operator's
-// state is kept under its number, encoded by its state's type). A flow
-// changed in any of these reads a checkpoint of the old flow wrongly: a
-// stage added before a count gives the count's state to the new stage,
-// silently; a new state type fails to decode, or decodes into nonsense.
-// The engine therefore refuses to start a flow on checkpoints written by
-// another layout (recovery.Store.CheckLayout), and a cluster refuses a
-// node whose flow has another layout. What the layout leaves out may
-// change between runs: the functions (a fixed Map, a new filter), views
-// that read a table, sinks called at once, partition counts, versions.
+// A flow's layout is what its checkpoints are laid out by:
+//   - the fragment count (keys are placed in fragments by it);
+//   - the sources (offsets and watermarks are kept by source number), and
+//     whether they have event time (records crossing an exchange carry
+//     their time only then);
+//   - the keyed stages and the exchanges between them (an exchange keeps
+//     the outputs it has not yet delivered, encoded by the event type it
+//     re-keys and its codecs);
+//   - the stateful operators in the order the flow declared them (an
+//     operator's state is kept under its number, encoded by its state's
+//     type, or a codec given), with what decides how they keep it:
+//     windows, TTL, a view's algebra, the operator a view reads, and the
+//     views that read an operator (which tell two operators alike apart).
+//
+// A flow changed in any of these reads a checkpoint of the old flow
+// wrongly: a stage added before a count gives the count's state to the new
+// stage, silently; a new state type fails to decode, or decodes into
+// nonsense. The engine therefore refuses to start a flow on checkpoints
+// written by another layout (recovery.Store.CheckLayout), and a cluster
+// refuses a node whose flow has another layout. What the layout leaves out
+// may change between runs: the functions (a fixed Map, a new filter),
+// sinks called at once, partition counts, versions.
 
 // addOp reserves the next stateful operator's number for an operator of
 // stage described by what (its kind, its state's type, its windows), and
@@ -42,8 +53,104 @@ func (f *Flow) opView(op int, name string) {
 	}
 }
 
-// typeName is the name of type T in a layout line.
-func typeName[T any]() string { return reflect.TypeFor[T]().String() }
+// typeName is type T in a layout line: its name with its package's path,
+// and for a struct its exported fields in order, as the default codec
+// encodes them (by position: two fields swapped would swap their
+// values), into the types of the fields. A type that encodes itself
+// (protobuf, MarshalBinary, JSON or text marshalers, time.Time) is its
+// name.
+func typeName[T any]() string { return typeDesc(reflect.TypeFor[T](), map[reflect.Type]bool{}) }
+
+func typeDesc(t reflect.Type, seen map[reflect.Type]bool) string {
+	name := t.String()
+	if t.Name() != "" && t.PkgPath() != "" {
+		name = t.PkgPath() + "." + t.Name()
+	}
+	if seen[t] || selfEncoded(t) {
+		return name
+	}
+	seen[t] = true
+	var inner string
+	switch t.Kind() {
+	case reflect.Struct:
+		var fields []string
+		for i := range t.NumField() {
+			if f := t.Field(i); f.IsExported() {
+				fields = append(fields, f.Name+" "+typeDesc(f.Type, seen))
+			}
+		}
+		return name + "{" + strings.Join(fields, "; ") + "}"
+	case reflect.Pointer:
+		inner = "*" + typeDesc(t.Elem(), seen)
+	case reflect.Slice:
+		inner = "[]" + typeDesc(t.Elem(), seen)
+	case reflect.Array:
+		inner = fmt.Sprintf("[%d]%s", t.Len(), typeDesc(t.Elem(), seen))
+	case reflect.Map:
+		inner = "map[" + typeDesc(t.Key(), seen) + "]" + typeDesc(t.Elem(), seen)
+	default:
+		return name
+	}
+	if t.Name() != "" {
+		return name + "(" + inner + ")"
+	}
+	return inner
+}
+
+// selfEncoded reports whether values of t encode themselves, whatever
+// their fields.
+func selfEncoded(t reflect.Type) bool {
+	for _, i := range []reflect.Type{reflect.TypeFor[proto.Message](), reflect.TypeFor[encoding.BinaryMarshaler](),
+		reflect.TypeFor[encoding.TextMarshaler](), reflect.TypeFor[json.Marshaler]()} {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// algebraDesc is an algebra in a layout line: its name, and its
+// parameters (a histogram's bounds, a top's k) when it holds nothing but
+// plain data, which prints the same in every run.
+func algebraDesc(alg interface{ Name() string }) string {
+	if plainData(reflect.TypeOf(alg), map[reflect.Type]bool{}) {
+		return fmt.Sprintf("%s %+v", alg.Name(), alg)
+	}
+	return alg.Name()
+}
+
+// plainData reports whether values of t are made of numbers, strings and
+// booleans only: no functions, pointers, interfaces, maps or channels.
+func plainData(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return true
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !plainData(t.Field(i).Type, seen) {
+				return false
+			}
+		}
+		return true
+	case reflect.Slice, reflect.Array:
+		return plainData(t.Elem(), seen)
+	case reflect.Bool, reflect.String, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+// codecNote names a codec the flow gave (nil: the default) in a layout
+// line: another codec may encode the same type otherwise.
+func codecNote(what string, c any) string {
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf(", %s codec %T", what, c)
+}
 
 // Layout lists what the flow's checkpoints are laid out by, a line each
 // (see above): two plans with equal layouts read each other's checkpoints.
@@ -51,7 +158,12 @@ func (p *Plan) Layout() []string {
 	f := p.f
 	out := []string{fmt.Sprintf("fragments %d", f.fragments)}
 	for i, s := range f.sources {
-		out = append(out, fmt.Sprintf("source %d: %q", i, s.name))
+		line := fmt.Sprintf("source %d: %q", i, s.name)
+		if s.et != nil {
+			// Records crossing an exchange carry their time only then.
+			line += ", with event time"
+		}
+		out = append(out, line)
 	}
 	for i, s := range f.stages {
 		switch {
@@ -87,6 +199,16 @@ func fnv64(s string) uint64 {
 func ttlNote(ttl int64) string {
 	if ttl > 0 {
 		return ", with a TTL"
+	}
+	return ""
+}
+
+// processTTLNote marks a layout line of a Process under a TTL, with the
+// TTL: a Process keeps a key's expiry, from which a restore works out
+// its last event by the TTL.
+func processTTLNote(ttl int64) string {
+	if ttl > 0 {
+		return fmt.Sprintf(", with a TTL of %v", time.Duration(ttl))
 	}
 	return ""
 }

@@ -53,17 +53,17 @@ func TestLayout(t *testing.T) {
 	t.Logf("layout:\n%s", strings.Join(a.Layout(), "\n"))
 	for _, want := range []string{
 		`fragments 64`,
-		`source 0: "clicks"`,
-		`stage 0: KeyBy string of flowcore_test.lyClick from source 0`,
+		`source 0: "clicks", with event time`,
+		`stage 0: KeyBy string of github.com/tessera-streams/tessera/internal/flowcore_test.lyClick{User string; At int64} from source 0`,
 		`stage 1: KeyBy string of string through exchange 0 from stage 0`,
-		`operator 0 of stage 0: Process of state int64 by string, out string, with a TTL, view "last"`,
+		`operator 0 of stage 0: Process of state int64 by string, out string, with a TTL of 1h0m0s, view "last"`,
 		`operator 1 of stage 1: table of int64 by string, view "outs"`,
 		`operator 2 of stage 0: WindowAggregate of int64, windows of 1m0s every 1m0s, in slices`,
-		`operator 3 of stage 0: keyed window view "per-user" of int64 by string`,
-		`operator 4 of stage 0: window view "all" of partials int64`,
+		`operator 3 of stage 0: keyed window view "per-user" of operator 2, int64 by string`,
+		`operator 4 of stage 0: window view "all" of operator 2, partials int64, algebra sum {}`,
 		`operator 5 of stage 0: SessionAggregate of int64, gap 1m0s`,
-		`operator 6 of stage 0: aggregate view "clicks" of partials int64`,
-		`operator 7 of stage 0: sink on checkpoints of flowcore_test.lyClick`,
+		`operator 6 of stage 0: aggregate view "clicks" of partials int64, algebra count {}`,
+		`operator 7 of stage 0: sink on checkpoints of github.com/tessera-streams/tessera/internal/flowcore_test.lyClick{User string; At int64}`,
 	} {
 		if !slices.Contains(a.Layout(), want) {
 			t.Errorf("no line %q", want)
@@ -79,5 +79,102 @@ func TestLayout(t *testing.T) {
 	// Early firings keep the windows' state per window, not in slices.
 	if d := lyFlow(t, "", time.Minute, flowcore.EarlyEvery(time.Second)); slices.Equal(a.Layout(), d.Layout()) {
 		t.Error("windows that fire early laid out as sliced windows")
+	}
+}
+
+// lyCodec is a key codec the flow gives: it may encode strings otherwise.
+type lyCodec struct{ flowcore.KeyCodec[string] }
+
+func layoutOf(t *testing.T, build func(f *flowcore.Flow, s flowcore.Stream[lyClick])) []string {
+	t.Helper()
+	f := flowcore.New("layout")
+	build(f, flowcore.From(f, "clicks", flowcore.Source[lyClick](flowstest.NewInput[lyClick](1)),
+		flowcore.WithEventTime(func(c lyClick) time.Time { return time.Unix(0, c.At) }, time.Second)))
+	plan, err := flowcore.Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan.Layout()
+}
+
+// Each pair of flows lays out its state differently though their
+// operators' types are alike: an algebra's kind or parameters, the window
+// operator a view reads, codecs given, a Process's TTL, a source's event
+// time. Each pair must have two layouts.
+func TestLayoutTellsAlikeOperatorsApart(t *testing.T) {
+	user := func(c lyClick) string { return c.User }
+	at := func(c lyClick) int64 { return c.At }
+	one := func(c lyClick) float64 { return 1 }
+	kc, err := flowcore.DefaultKeyCodec[string]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := flowcore.DefaultCodec[int64]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(n int64, _ lyClick) int64 { return n + 1 }
+	zero := func() int64 { return 0 }
+	windowView := func(which int) func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+		return func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+			ks := flowcore.KeyBy(s, user)
+			ws := []flowcore.Windowed[string, lyClick, int64]{
+				flowcore.WindowAggregate(ks, flowcore.Tumbling(time.Minute), zero, count),
+				flowcore.WindowAggregate(ks, flowcore.Tumbling(time.Hour), zero, count),
+			}
+			flowcore.WindowView(ws[which], "v", splice.Sum[int64](), func(_ string, n int64) int64 { return n }, time.Hour)
+		}
+	}
+	process := func(ttl time.Duration) func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+		return func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+			flowcore.Process(flowcore.KeyBy(s, user), flowcore.Handler[string, lyClick, int64, string]{
+				OnEvent: func(*flowcore.Context[string, int64, string], lyClick) {}}, flowcore.WithStateTTL(ttl)).View("p")
+		}
+	}
+	for name, pair := range map[string][2]func(f *flowcore.Flow, s flowcore.Stream[lyClick]){
+		"sum or count": {
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.AggregateView(flowcore.KeyBy(s, user).Values(), "a", splice.Sum[int64](), at)
+			},
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.AggregateView(flowcore.KeyBy(s, user).Values(), "a", splice.Count[lyClick](), func(c lyClick) lyClick { return c })
+			}},
+		"histogram bounds": {
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.AggregateView(flowcore.KeyBy(s, user).Values(), "a", splice.NewHistogram(5), one)
+			},
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.AggregateView(flowcore.KeyBy(s, user).Values(), "a", splice.NewHistogram(5, 10), one)
+			}},
+		"the windows a view reads": {windowView(0), windowView(1)},
+		"a key codec given": {
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) { flowcore.Count(flowcore.KeyBy(s, user)).View("c") },
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.Count(flowcore.KeyBy(s, user, flowcore.WithKeyCodec[string](lyCodec{kc}))).View("c")
+			}},
+		"a state codec given": {
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.Aggregate(flowcore.KeyBy(s, user), zero, count).View("c")
+			},
+			func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+				flowcore.Aggregate(flowcore.KeyBy(s, user), zero, count, flowcore.WithStateCodec(sc)).View("c")
+			}},
+		"a Process's TTL": {process(time.Hour), process(2 * time.Hour)},
+	} {
+		a, b := layoutOf(t, pair[0]), layoutOf(t, pair[1])
+		if slices.Equal(a, b) {
+			t.Errorf("%s: one layout for both flows: %q", name, a)
+		}
+	}
+	// A source with event time and one without.
+	plain := flowcore.New("layout")
+	flowcore.Count(flowcore.KeyBy(flowcore.From(plain, "clicks", flowcore.Source[lyClick](flowstest.NewInput[lyClick](1))), user)).View("c")
+	p, err := flowcore.Compile(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timed := layoutOf(t, func(f *flowcore.Flow, s flowcore.Stream[lyClick]) { flowcore.Count(flowcore.KeyBy(s, user)).View("c") })
+	if slices.Equal(p.Layout(), timed) {
+		t.Errorf("event time: one layout for both flows: %q", timed)
 	}
 }

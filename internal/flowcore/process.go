@@ -838,7 +838,7 @@ func Process[K comparable, T, S, O any](ks KeyedStream[K, T], h Handler[K, T, S,
 	if ordered && f.sources[f.stages[ks.stage].source].et == nil {
 		f.errorf("Process: InEventTimeOrder needs a source with event time (flows.WithEventTime)")
 	}
-	op := f.addOp(ks.stage, fmt.Sprintf("Process of state %s by %s, out %s%s", typeName[S](), typeName[K](), typeName[O](), ttlNote(ttl)))
+	op := f.addOp(ks.stage, fmt.Sprintf("Process of state %s by %s, out %s%s%s", typeName[S](), typeName[K](), typeName[O](), codecNote("state", givenCodec(opts)), processTTLNote(ttl)))
 	ordOp := -1
 	if ordered {
 		ordOp = f.addOp(ks.stage, fmt.Sprintf("event-time order of %s by %s", typeName[T](), typeName[K]()))

@@ -41,6 +41,16 @@ func stateTTL(f *Flow, op string, stage int, opts []StateOption) int64 {
 // another type fails the flow's Validate.
 func WithStateCodec[S any](c Codec[S]) StateOption { return StateOption{codec: c} }
 
+// givenCodec is the state codec opts give, or nil.
+func givenCodec(opts []StateOption) any {
+	for _, o := range opts {
+		if o.codec != nil {
+			return o.codec
+		}
+	}
+	return nil
+}
+
 func stateCodec[S any](f *Flow, op string, opts []StateOption) Codec[S] {
 	for _, o := range opts {
 		if o.codec != nil {

@@ -298,6 +298,7 @@ func KeyBy[T any, K comparable](s Stream[T], key func(T) K, opts ...KeyOption) K
 	var err error
 	var ec Codec[T]
 	for _, o := range opts {
+		f.stages[stage].keyed += codecNote("key", o.keyCodec) + codecNote("event", o.eventCodec)
 		if o.keyCodec != nil {
 			if kc, ok := o.keyCodec.(KeyCodec[K]); ok {
 				ks.kc = kc

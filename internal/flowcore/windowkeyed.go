@@ -71,7 +71,7 @@ func (w Windowed[K, T, A]) KeyedView(name string, retain time.Duration, opts ...
 	}
 	o := resolveViewOptions(opts)
 	kc, ac, size := w.in.kc, w.ac, w.w.size
-	op := f.addOp(w.in.stage, fmt.Sprintf("keyed window view %q of %s by %s", name, typeName[A](), typeName[K]()))
+	op := f.addOp(w.in.stage, fmt.Sprintf("keyed window view %q of operator %d, %s by %s", name, w.op, typeName[A](), typeName[K]()))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		wo := fr.ops[w.op].(windowIndexed[K, A])
 		kv := &winKeyed[K, A]{kc: kc, ac: ac, publish: o.keep, size: size, retain: int64(retain), next: math.MaxInt64,

@@ -58,7 +58,7 @@ func WindowView[K comparable, T, A, In, P, Out any](w Windowed[K, T, A], name st
 		f.errorf("window view %q: partials of %s: %v", name, alg.Name(), err)
 		return v
 	}
-	op := f.addOp(w.in.stage, fmt.Sprintf("window view %q of partials %s", name, typeName[P]()))
+	op := f.addOp(w.in.stage, fmt.Sprintf("window view %q of operator %d, partials %s, algebra %s", name, w.op, typeName[P](), algebraDesc(alg)))
 	f.fragW = append(f.fragW, func(fr *Fragment) {
 		wo := fr.ops[w.op].(windowIndexed[K, A])
 		vo := &winView[K, A, In, P, Out]{alg: alg, extract: extract, pc: pc, size: w.w.size, retain: int64(retain),
