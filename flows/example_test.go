@@ -50,3 +50,24 @@ func Example() {
 	fmt.Println("to:", to, "total:", total)
 	// Output: to: 2 total: 10
 }
+
+// A flow's layout, as its checkpoints are laid out: a count declared
+// before this one, or another state type, would not start on them.
+func ExampleLayout() {
+	f := flows.New("wordcount", flows.WithFragments(4))
+	lines := flows.From(f, "lines", flowstest.NewInput[string](2))
+	flows.Count(flows.KeyBy(lines, flows.Identity[string])).View("lines")
+	layout, err := flows.Layout(f)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, line := range layout {
+		fmt.Println(line)
+	}
+	// Output:
+	// fragments 4
+	// source 0: "lines"
+	// stage 0: KeyBy string of string from source 0
+	// operator 0 of stage 0: table of int64 by string, view "lines"
+}

@@ -45,6 +45,15 @@ func WithVersion(v string) Option { return flowcore.WithVersion(v) }
 // counters.
 func WithDeadLetters(sink DeadLetterSink) Option { return flowcore.WithDeadLetters(sink) }
 
+// Layout lists what the flow's checkpoints are laid out by, a line each:
+// its fragment count, its sources, its KeyBy stages and its stateful
+// operators, with their types and what decides how they keep their state.
+// A node refuses to start on checkpoints of another layout, but for one
+// that only adds stages and operators after the old ones (the README,
+// "Changing a flow"). A test that compares a flow's layout with the
+// deployed flow's tells before a deploy whether the checkpoints will do.
+func Layout(f *Flow) ([]string, error) { return flowcore.Layout(f) }
+
 // DefaultFragments is the number of fragments of a flow unless set.
 const DefaultFragments = flowcore.DefaultFragments
 

@@ -221,3 +221,13 @@ func (w Windows) layout() string {
 	}
 	return fmt.Sprintf("windows of %v every %v", time.Duration(w.size), time.Duration(w.slide))
 }
+
+// Layout is the layout of flow f (Plan.Layout), or why f does not
+// compile.
+func Layout(f *Flow) ([]string, error) {
+	p, err := Compile(f)
+	if err != nil {
+		return nil, err
+	}
+	return p.Layout(), nil
+}
