@@ -37,6 +37,8 @@ type Flags struct {
 	Expect     int
 	// UncleanAfter: see actor.Config.UncleanAfter.
 	UncleanAfter time.Duration
+	// Layout: print the flow's layout and exit (flows.Layout).
+	Layout bool
 	// Streams are not flags: a program's build function adds the streams
 	// that take pushed events (see Config.Streams).
 	Streams []Stream
@@ -107,6 +109,7 @@ func (f *Flags) Register(fs *flag.FlagSet) error {
 	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
 	integer(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
 	dur(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
+	boolean(&f.Layout, "layout", false, "print the flow's layout (what its checkpoints are laid out by: a node refuses checkpoints of another) and exit")
 	str(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
 	str(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
 	str(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
@@ -162,6 +165,14 @@ func Run(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io
 	}
 	flow, err := build(&node)
 	if err != nil {
+		return err
+	}
+	if node.Layout {
+		layout, err := flows.Layout(flow)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, strings.Join(layout, "\n"))
 		return err
 	}
 	logger, err := node.Logger(stderr)

@@ -1,11 +1,16 @@
 package cluster
 
 import (
+	"bytes"
+	"context"
 	"flag"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tessera-streams/tessera/connectors/gen"
+	"github.com/tessera-streams/tessera/flows"
 )
 
 // The environment sets the node flags' defaults; the command line wins; a
@@ -37,5 +42,24 @@ func TestFlagsFromEnvironment(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v: want %q", err, want)
 		}
+	}
+}
+
+// -layout prints the flow's layout, a line each, and starts nothing (an
+// HTTP address that cannot be listened on is never tried).
+func TestRunPrintsLayout(t *testing.T) {
+	src, _ := gen.New(gen.Config{Partitions: 1, Events: 10}, word)
+	var out bytes.Buffer
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	build := func(*Flags) (*flows.Flow, error) { return testFlow(src), nil }
+	if err := Run(context.Background(), fs, []string{"-layout", "-http", "nonsense"}, &out, io.Discard, build, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, err := flows.Layout(testFlow(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSuffix(out.String(), "\n"); got != strings.Join(want, "\n") || len(want) < 4 {
+		t.Fatalf("printed %q, want %q", got, want)
 	}
 }
