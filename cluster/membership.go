@@ -563,7 +563,7 @@ func (m *Membership) compatible(n *memberlist.Node) error {
 			n.Name, meta.Flow, meta.Fragments, meta.Version, refusedMark, self.Flow, self.Fragments, self.Version)
 	}
 	if meta.Layout != 0 && self.Layout != 0 && meta.Layout != self.Layout {
-		return fmt.Errorf("node %s runs flow %q with other stages or stateful operators (layout %016x); %s %q of layout %016x",
+		return fmt.Errorf("node %s runs flow %q with other stages, stateful operators or source partitions (layout %016x); %s %q of layout %016x",
 			n.Name, meta.Flow, meta.Layout, refusedMark, self.Flow, self.Layout)
 	}
 	return nil

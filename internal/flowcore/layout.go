@@ -178,9 +178,18 @@ func (p *Plan) Layout() []string {
 	return append(out, f.opLines...)
 }
 
-// LayoutHash is a hash of Layout, which nodes compare as they join.
+// LayoutHash is a hash of Layout and of the sources' partition counts,
+// which nodes compare as they join. A store takes more partitions (their
+// offsets start at 0), but nodes of one cluster must agree on them: they
+// place the readers, and the alerts after them, by partition number, and
+// a node that knew of fewer would read a partition no one else does, or
+// none would.
 func (p *Plan) LayoutHash() uint64 {
-	return fnv64(strings.Join(p.Layout(), "\n"))
+	lines := p.Layout()
+	for _, s := range p.f.sources {
+		lines = append(lines, fmt.Sprintf("partitions of %q: %d", s.name, s.partitions))
+	}
+	return fnv64(strings.Join(lines, "\n"))
 }
 
 // fnv64 is the 64-bit FNV-1a hash of s: stable across processes and

@@ -178,3 +178,26 @@ func TestLayoutTellsAlikeOperatorsApart(t *testing.T) {
 		t.Errorf("event time: one layout for both flows: %q", timed)
 	}
 }
+
+// A store takes a source with more partitions, so the layout leaves
+// partition counts out; nodes of one cluster must agree on them, so the
+// hash they compare at join holds them.
+func TestLayoutHashHoldsPartitions(t *testing.T) {
+	plan := func(parts int) *flowcore.Plan {
+		f := flowcore.New("layout")
+		s := flowcore.From(f, "clicks", flowcore.Source[lyClick](flowstest.NewInput[lyClick](parts)))
+		flowcore.Count(flowcore.KeyBy(s, func(c lyClick) string { return c.User })).View("c")
+		p, err := flowcore.Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	two, four := plan(2), plan(4)
+	if !slices.Equal(two.Layout(), four.Layout()) {
+		t.Errorf("partition counts in the layout: %q, %q", two.Layout(), four.Layout())
+	}
+	if two.LayoutHash() == four.LayoutHash() || two.LayoutHash() != plan(2).LayoutHash() {
+		t.Error("the hash nodes compare does not tell 2 partitions from 4, or not 2 from 2")
+	}
+}

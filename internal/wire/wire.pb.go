@@ -52,9 +52,8 @@ type Meta struct {
 	AgreedBefore []*Placed `protobuf:"bytes,12,rep,name=agreed_before,json=agreedBefore,proto3" json:"agreed_before,omitempty"`
 	AgreedCut    bool      `protobuf:"varint,13,opt,name=agreed_cut,json=agreedCut,proto3" json:"agreed_cut,omitempty"`
 	Caught       uint64    `protobuf:"varint,14,opt,name=caught,proto3" json:"caught,omitempty"`
-	// A hash of the flow's layout (flowcore.Plan.LayoutHash: its sources,
-	// stages, exchanges and stateful operators); 0 from a node that does
-	// not send one.
+	// A hash of the flow's layout and its sources' partition counts
+	// (flowcore.Plan.LayoutHash); 0 from a node that does not send one.
 	Layout        uint64 `protobuf:"varint,15,opt,name=layout,proto3" json:"layout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
