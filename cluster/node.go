@@ -231,6 +231,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var dataStore *recovery.Store // with a data directory
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -254,7 +255,7 @@ func (n *Node) Run(ctx context.Context) error {
 		if grew {
 			cfg.Logger.Info(recovery.LayoutGrew, "flow", plan.Name())
 		}
-		cfg.Engine.Store = store
+		dataStore = store
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -276,6 +277,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.hist.init(parts)
 
 	ecfg := cfg.Engine
+	if dataStore != nil {
+		ecfg.Store = dataStore
+	}
 	var first shard.Step // the follower's first placement, carried out when the engine starts
 	ecfg.Logger = cfg.Logger
 	ecfg.OnDeadLetters = n.dl.add

@@ -415,9 +415,15 @@ func TestRunRefusesCheckpointsOfAnotherLayout(t *testing.T) {
 	changed := flows.New("test", flows.WithFragments(8))
 	ks := flows.KeyBy(flows.From(changed, "gen", src), flows.Identity[string])
 	flows.Aggregate(ks, func() string { return "" }, func(_, k string) string { return k }).View("counts")
-	n := NewNode(Config{Flow: changed, Name: "n1", DataDir: dir, HTTPAddr: "127.0.0.1:0", Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0",
+	// An HTTP address in use: a node that listened first would fail on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	n := NewNode(Config{Flow: changed, Name: "n1", DataDir: dir, HTTPAddr: ln.Addr().String(), Gossip: "127.0.0.1:0", Remote: "127.0.0.1:0",
 		Logger: quiet()})
-	err := n.Run(context.Background())
+	err = n.Run(context.Background())
 	if !errors.Is(err, recovery.ErrLayout) || !strings.Contains(err.Error(), "table of string by string") {
 		t.Fatalf("Run() = %v, want the layout refused", err)
 	}

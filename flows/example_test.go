@@ -66,6 +66,7 @@ func ExampleLayout() {
 		fmt.Println(line)
 	}
 	// Output:
+	// layout 1
 	// fragments 4
 	// source 0: "lines"
 	// stage 0: KeyBy string of string from source 0

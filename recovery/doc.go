@@ -19,7 +19,9 @@
 //   - Take, Restore and Store write and read checkpoints in pebble (through
 //     a vfs.FS, so that tests crash it): each checkpoint is one atomic
 //     batch of the state changed since the last one, with its vector;
-//     checkpoints queued together share one disk sync.
+//     checkpoints queued together share one disk sync. The store records
+//     the layout of the flow that wrote them, and CheckLayout refuses a
+//     flow of another.
 //   - Strong productions (MachineConfig.Confirm) are how a pipeline stays
 //     exact when a fragment restarts from a copy. A fragment's outputs on
 //     an exchange depend on how its input partitions interleaved, which a

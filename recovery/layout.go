@@ -25,18 +25,28 @@ const LayoutGrew = "the flow has stages or operators its checkpoints have not: t
 // same fragment count and sources, and stages and operators added after
 // the old ones (grew). What is added starts empty, at the offsets the
 // checkpoints hold: a count added to a flow counts what the flow reads
-// from then on. Any other change is refused (ErrLayout), with what
-// differs: restoring the checkpoints would hand one operator's state to
-// another, or decode it by another type. A store that has checkpoints of
-// flow but no layout (written before layouts were recorded) is taken as
-// it is: there is nothing to compare them with.
+// from then on. The way back is open too: a layout the recorded one
+// extends, as after a grown flow is rolled back; if the checkpoints hold
+// state of what it lacks, restoring them fails, naming it. Any other
+// change is refused (ErrLayout), with what differs: restoring the
+// checkpoints would hand one operator's state to another, or decode it by
+// another type. A store that has checkpoints of flow but no layout
+// (written before layouts were recorded), or one in another format of
+// layout (its first line), is taken as it is: there is nothing to compare
+// them with.
 func (s *Store) CheckLayout(flow string, layout []string) (grew bool, err error) {
 	k := append([]byte{'l'}, flow...)
 	k = append(k, 0)
-	// Written without a sync of its own: the first checkpoint's sync makes
-	// it durable (the log keeps the order of writes), and until then there
-	// is nothing it lays out.
-	record := func() error { return s.db.Set(k, sealed(k, []byte(strings.Join(layout, "\n"))), pebble.NoSync) }
+	// Written without a sync of its own: the next checkpoint's sync makes
+	// it durable (the log keeps the order of writes). Until then the
+	// record of the run before may stand: the checkpoints it covers are
+	// all there is, and both layouts read them.
+	record := func() error {
+		if err := s.db.Set(k, sealed(k, []byte(strings.Join(layout, "\n"))), pebble.NoSync); err != nil {
+			return fmt.Errorf("record the layout of flow %s: %w", flow, err)
+		}
+		return nil
+	}
 	v, closer, err := s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, record()
@@ -50,8 +60,16 @@ func (s *Store) CheckLayout(flow string, layout []string) (grew bool, err error)
 	if err != nil {
 		return false, fmt.Errorf("layout of flow %s: %w", flow, err)
 	}
-	if slices.Equal(was, layout) {
+	switch {
+	case slices.Equal(was, layout):
 		return false, nil
+	case len(layout) == 0 || len(was) == 0 || was[0] != layout[0]:
+		// Another format: nothing to compare.
+		return false, record()
+	case extends(layout, was):
+		return true, record()
+	case extends(was, layout):
+		return false, record()
 	}
 	has, err := s.hasManifest(flow)
 	if err != nil {
@@ -60,9 +78,6 @@ func (s *Store) CheckLayout(flow string, layout []string) (grew bool, err error)
 	if !has {
 		// Recorded by a run that took no checkpoint: it lays out nothing.
 		return false, record()
-	}
-	if extends(layout, was) {
-		return true, record()
 	}
 	return false, fmt.Errorf("flow %s: %w: start it on a store without them (a new data directory), or run the flow that wrote them; %s",
 		flow, ErrLayout, layoutDiff(was, layout))
@@ -82,10 +97,11 @@ func (s *Store) hasManifest(flow string) (bool, error) {
 }
 
 // extends reports whether layout now keeps everything of layout was, and
-// adds stages and operators only after its own: the same fragment count
-// and sources, was's stages the first of now's, and was's operators the
-// first of now's. (A layout lists its fragment count, its sources, its
-// stages, then its operators, each line starting with what it is.)
+// adds stages and operators only after its own: the same format, fragment
+// count and sources, was's stages the first of now's, and was's operators
+// the first of now's. (A layout lists its format, its fragment count, its
+// sources, its stages, then its operators, each line starting with what it
+// is.)
 func extends(now, was []string) bool {
 	part := func(l []string, kind string) []string {
 		var out []string
@@ -96,7 +112,7 @@ func extends(now, was []string) bool {
 		}
 		return out
 	}
-	for _, kind := range []string{"fragments", "source"} {
+	for _, kind := range []string{"layout", "fragments", "source"} {
 		if !slices.Equal(part(now, kind), part(was, kind)) {
 			return false
 		}
@@ -108,7 +124,7 @@ func extends(now, was []string) bool {
 		}
 	}
 	n := 0
-	for _, kind := range []string{"fragments", "source", "stage", "operator"} {
+	for _, kind := range []string{"layout", "fragments", "source", "stage", "operator"} {
 		n += len(part(was, kind))
 	}
 	return n == len(was)
@@ -128,7 +144,7 @@ func layoutDiff(was, now []string) string {
 		return "nothing more"
 	}
 	diff := fmt.Sprintf("line %d of the layout was %s, is %s (%d lines before, %d now)", i+1, line(was), line(now), len(was), len(now))
-	if len(was) > 0 && len(now) > 0 && was[0] != now[0] && strings.HasPrefix(was[0], "fragments ") {
+	if len(was) > 1 && len(now) > 1 && was[1] != now[1] && strings.HasPrefix(was[1], "fragments ") {
 		diff += "; state cannot be re-sharded"
 	}
 	if reordered(was, now) {

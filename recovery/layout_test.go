@@ -11,6 +11,7 @@ import (
 )
 
 var layoutV1 = []string{
+	`layout 1`,
 	`fragments 8`,
 	`source 0: "words"`,
 	`stage 0: KeyBy string of string from source 0`,
@@ -33,7 +34,7 @@ func TestCheckLayout(t *testing.T) {
 	defer func() { _ = s.Close() }() // the store open at the end
 	check := func(layout []string) (bool, error) { t.Helper(); return s.CheckLayout("flow", layout) }
 	changed := slices.Clone(layoutV1)
-	changed[3] = `operator 0 of stage 0: table of main.Acc by string, view "words"`
+	changed[4] = `operator 0 of stage 0: table of main.Acc by string, view "words"`
 
 	// No checkpoint yet: any layout is recorded, the last one wins.
 	if grew, err := check(changed); grew || err != nil {
@@ -52,7 +53,7 @@ func TestCheckLayout(t *testing.T) {
 	// Checkpoints of the flow: another layout is refused, saying where it
 	// departs, and the recorded one stays (the same store reopened).
 	_, err := check(changed)
-	if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "line 4 of the layout") || !strings.Contains(err.Error(), "main.Acc") {
+	if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "line 5 of the layout") || !strings.Contains(err.Error(), "main.Acc") {
 		t.Fatalf("a changed state type: %v", err)
 	}
 	t.Logf("refused: %v", err)
@@ -65,7 +66,7 @@ func TestCheckLayout(t *testing.T) {
 	}
 	// The same operators declared in another order: the error says so.
 	two := append(slices.Clone(layoutV1), `operator 1 of stage 0: sink on checkpoints of string`)
-	swapped := append(slices.Clone(layoutV1[:3]), `operator 0 of stage 0: sink on checkpoints of string`,
+	swapped := append(slices.Clone(layoutV1[:4]), `operator 0 of stage 0: sink on checkpoints of string`,
 		`operator 1 of stage 0: table of int64 by string, view "words"`)
 	if _, err := s.CheckLayout("two", two); err != nil {
 		t.Fatal(err)
@@ -76,12 +77,12 @@ func TestCheckLayout(t *testing.T) {
 	if _, err := s.CheckLayout("two", swapped); !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "in another order") {
 		t.Fatalf("operators in another order: %v", err)
 	}
-	if _, err := check(changed); strings.Contains(err.Error(), "in another order") {
+	if _, err := check(changed); err == nil || strings.Contains(err.Error(), "in another order") {
 		t.Fatalf("a changed operator said to be in another order: %v", err)
 	}
 	// Another fragment count.
 	refrag := slices.Clone(layoutV1)
-	refrag[0] = `fragments 16`
+	refrag[1] = `fragments 16`
 	if _, err := check(refrag); !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), "cannot be re-sharded") {
 		t.Fatalf("another fragment count: %v", err)
 	}
@@ -90,8 +91,10 @@ func TestCheckLayout(t *testing.T) {
 		t.Fatalf("another flow: grew=%v err=%v", grew, err)
 	}
 	// A layout that adds a stage and an operator after the old ones grows
-	// from it, and is then the one recorded: the old one is refused.
-	grown := append(slices.Insert(slices.Clone(layoutV1), 3, `stage 1: KeyBy string of string from source 0`),
+	// from it, and is then the one recorded; the way back is open (the
+	// restore tells whether the checkpoints hold state of what it lacks),
+	// also after the store was closed; a change beside the growth is not.
+	grown := append(slices.Insert(slices.Clone(layoutV1), 4, `stage 1: KeyBy string of string from source 0`),
 		`operator 1 of stage 1: table of int64 by string, view "other"`)
 	if grew, err := check(grown); !grew || err != nil {
 		t.Fatalf("an added stage: grew=%v err=%v", grew, err)
@@ -99,8 +102,15 @@ func TestCheckLayout(t *testing.T) {
 	if grew, err := check(grown); grew || err != nil {
 		t.Fatalf("the grown layout again: grew=%v err=%v", grew, err)
 	}
-	if _, err := check(layoutV1); !errors.Is(err, ErrLayout) {
-		t.Fatalf("back to the layout before it grew: %v", err)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openDisk(t, dir)
+	if grew, err := check(layoutV1); grew || err != nil {
+		t.Fatalf("back to the layout before it grew: grew=%v err=%v", grew, err)
+	}
+	if _, err := check(append(slices.Clone(changed), grown[5:]...)); !errors.Is(err, ErrLayout) {
+		t.Fatalf("grown, with an old operator changed: %v", err)
 	}
 	// Dropping the flow's checkpoints drops its layout too.
 	if err := s.Drop("flow"); err != nil {
@@ -112,7 +122,8 @@ func TestCheckLayout(t *testing.T) {
 }
 
 // A store whose checkpoints were written before layouts were recorded
-// takes the first layout it is given.
+// takes the first layout it is given; a layout of another format is
+// taken as such a store's.
 func TestCheckLayoutOfAnOlderStore(t *testing.T) {
 	s := openDisk(t, t.TempDir())
 	defer s.Close()
@@ -123,8 +134,14 @@ func TestCheckLayoutOfAnOlderStore(t *testing.T) {
 	if grew, err := s.CheckLayout("flow", layoutV1); grew || err != nil {
 		t.Fatalf("grew=%v err=%v", grew, err)
 	}
-	if _, err := s.CheckLayout("flow", layoutV1[:3]); !errors.Is(err, ErrLayout) {
-		t.Fatalf("a layout without the operator: %v", err)
+	changed := slices.Clone(layoutV1)
+	changed[4] = `operator 0 of stage 0: table of string by string, view "words"`
+	if _, err := s.CheckLayout("flow", changed); !errors.Is(err, ErrLayout) {
+		t.Fatalf("a changed operator: %v", err)
+	}
+	// A layout of another format: nothing to compare with.
+	if grew, err := s.CheckLayout("flow", append([]string{"layout 2"}, changed[1:]...)); grew || err != nil {
+		t.Fatalf("another format: grew=%v err=%v", grew, err)
 	}
 }
 

@@ -32,7 +32,7 @@ import (
 // written by another layout (recovery.Store.CheckLayout), and a cluster
 // refuses a node whose flow has another layout. What the layout leaves out
 // may change between runs: the functions (a fixed Map, a new filter),
-// sinks called at once, partition counts, versions.
+// sinks called at once, more source partitions, versions.
 
 // addOp reserves the next stateful operator's number for an operator of
 // stage described by what (its kind, its state's type, its windows), and
@@ -76,7 +76,12 @@ func typeDesc(t reflect.Type, seen map[reflect.Type]bool) string {
 		var fields []string
 		for i := range t.NumField() {
 			if f := t.Field(i); f.IsExported() {
-				fields = append(fields, f.Name+" "+typeDesc(f.Type, seen))
+				field := f.Name + " " + typeDesc(f.Type, seen)
+				if tag, ok := f.Tag.Lookup("json"); ok {
+					// A struct the JSON codec encodes: by these names.
+					field += fmt.Sprintf(" json:%q", tag)
+				}
+				fields = append(fields, field)
 			}
 		}
 		return name + "{" + strings.Join(fields, "; ") + "}"
@@ -152,11 +157,18 @@ func codecNote(what string, c any) string {
 	return fmt.Sprintf(", %s codec %T", what, c)
 }
 
+// layoutFormat is the first line of a layout: the format of the lines
+// after it. A store takes checkpoints recorded under another format as
+// they are (recovery.Store.CheckLayout): a change of the lines' wording
+// must come with a new format, or every store of an earlier one would be
+// refused for it.
+const layoutFormat = "layout 1"
+
 // Layout lists what the flow's checkpoints are laid out by, a line each
 // (see above): two plans with equal layouts read each other's checkpoints.
 func (p *Plan) Layout() []string {
 	f := p.f
-	out := []string{fmt.Sprintf("fragments %d", f.fragments)}
+	out := []string{layoutFormat, fmt.Sprintf("fragments %d", f.fragments)}
 	for i, s := range f.sources {
 		line := fmt.Sprintf("source %d: %q", i, s.name)
 		if s.et != nil {

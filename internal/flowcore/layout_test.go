@@ -52,6 +52,7 @@ func TestLayout(t *testing.T) {
 	a := lyFlow(t, "", time.Minute)
 	t.Logf("layout:\n%s", strings.Join(a.Layout(), "\n"))
 	for _, want := range []string{
+		`layout 1`,
 		`fragments 64`,
 		`source 0: "clicks", with event time`,
 		`stage 0: KeyBy string of github.com/tessera-streams/tessera/internal/flowcore_test.lyClick{User string; At int64} from source 0`,
@@ -80,6 +81,11 @@ func TestLayout(t *testing.T) {
 	if d := lyFlow(t, "", time.Minute, flowcore.EarlyEvery(time.Second)); slices.Equal(a.Layout(), d.Layout()) {
 		t.Error("windows that fire early laid out as sliced windows")
 	}
+}
+
+type lyTagged struct {
+	N    int64  `json:"n"`
+	Note string `json:"note,omitempty"`
 }
 
 // lyCodec is a key codec the flow gives: it may encode strings otherwise.
@@ -165,6 +171,15 @@ func TestLayoutTellsAlikeOperatorsApart(t *testing.T) {
 		if slices.Equal(a, b) {
 			t.Errorf("%s: one layout for both flows: %q", name, a)
 		}
+	}
+	// A struct's fields, in order, with the names the JSON codec gives
+	// them.
+	tagged := layoutOf(t, func(f *flowcore.Flow, s flowcore.Stream[lyClick]) {
+		flowcore.Aggregate(flowcore.KeyBy(s, user), func() lyTagged { return lyTagged{} },
+			func(a lyTagged, c lyClick) lyTagged { a.N++; return a }).View("t")
+	})
+	if want := `lyTagged{N int64 json:"n"; Note string json:"note,omitempty"}`; !strings.Contains(strings.Join(tagged, "\n"), want) {
+		t.Errorf("no %s in %q", want, tagged)
 	}
 	// A source with event time and one without.
 	plain := flowcore.New("layout")

@@ -1067,7 +1067,7 @@ func (fr *Fragment) Restore(e StateEntry) error {
 		return nil
 	case exchangeNamespace:
 		if len(e.Key) < 2 || int(binary.BigEndian.Uint16(e.Key)) >= len(fr.out) {
-			return fmt.Errorf("restore fragment %d: an entry of no exchange (the flow changed?)", fr.id)
+			return fmt.Errorf("restore fragment %d: an entry of no exchange of this flow: the checkpoint holds outputs of a stage it lacks (one the flow had when it wrote them)", fr.id)
 		}
 		if err := fr.out[binary.BigEndian.Uint16(e.Key)].restore(e.Key, e.Value); err != nil {
 			return fmt.Errorf("restore fragment %d: %w", fr.id, err)
@@ -1076,7 +1076,7 @@ func (fr *Fragment) Restore(e StateEntry) error {
 	}
 	i := int(e.Namespace / 2)
 	if i >= len(fr.ops) {
-		return fmt.Errorf("restore fragment %d: namespace %d belongs to no operator (the flow changed?)", fr.id, e.Namespace)
+		return fmt.Errorf("restore fragment %d: namespace %d belongs to no operator of this flow: the checkpoint holds state of an operator it lacks (one the flow had when it wrote them)", fr.id, e.Namespace)
 	}
 	if err := fr.ops[i].(stateOp).restore(e.Namespace, e.Key, e.Value); err != nil {
 		return fmt.Errorf("restore fragment %d, operator %d: %w", fr.id, i, err)
