@@ -199,3 +199,35 @@ func TestLayoutExtendsProperty(t *testing.T) {
 		}
 	})
 }
+
+// The rules that read a recorded layout take any text without a panic,
+// and a layout always extends itself.
+func FuzzLayoutRules(f *testing.F) {
+	f.Add(strings.Join(layoutV1, "\n"), strings.Join(layoutV1[:3], "\n"))
+	f.Add("layout 1\nfragments 8\noperator 0 x", "operator\n\noperator 0")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		was, now := strings.Split(a, "\n"), strings.Split(b, "\n")
+		_ = extends(now, was)
+		_ = extends(was, now)
+		_ = layoutDiff(was, now)
+		_ = reordered(was, now)
+		if !extends(was, was) && len(was) == partsOf(was) {
+			t.Fatalf("%q does not extend itself", was)
+		}
+	})
+}
+
+// partsOf is how many lines of l the rules know (extends ignores no line:
+// a layout with another line extends nothing).
+func partsOf(l []string) int {
+	n := 0
+	for _, line := range l {
+		for _, kind := range []string{"layout ", "fragments ", "source ", "stage ", "operator "} {
+			if strings.HasPrefix(line, kind) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
