@@ -722,16 +722,25 @@ func (c *ocCluster) checkViews(m *ocModel, limit time.Duration) {
 					return fmt.Sprintf("sixhourly %q on %s: %v, want %v", class, rot[0], got, want)
 				}
 			}
-			var agg struct {
-				Value    int64
-				Complete bool
-			}
-			if !exampletest.TryJSON(rot[0]+"/v1/views/pings", &agg) || !agg.Complete || agg.Value != m.pings {
-				return fmt.Sprintf("pings on %s: %+v, want %d", rot[0], agg, m.pings)
+			if why := ocAggregateEqual(rot[0], "pings", m.pings); why != "" {
+				return why
 			}
 		}
 		return ""
 	})
+}
+
+// ocAggregateEqual says how the aggregate view on base differs from a
+// complete answer of want ("" if it does not).
+func ocAggregateEqual(base, view string, want int64) string {
+	var agg struct {
+		Value    int64
+		Complete bool
+	}
+	if !exampletest.TryJSON(base+"/v1/views/"+view, &agg) || !agg.Complete || agg.Value != want {
+		return fmt.Sprintf("%s on %s: %+v, want %d", view, base, agg, want)
+	}
+	return ""
 }
 
 // dumpOnFailure logs what every live node says of itself, once the test

@@ -232,12 +232,8 @@ func (c *ocCluster) osCheckViews(m *osModel, limit time.Duration) {
 					}
 				}
 			}
-			var agg struct {
-				Value    int64
-				Complete bool
-			}
-			if !exampletest.TryJSON(rot[0]+"/v1/views/visits", &agg) || !agg.Complete || agg.Value != m.visits {
-				return fmt.Sprintf("visits on %s: %+v, want %d", rot[0], agg, m.visits)
+			if why := ocAggregateEqual(rot[0], "visits", m.visits); why != "" {
+				return why
 			}
 		}
 		return ""
