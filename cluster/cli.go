@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +21,8 @@ import (
 // Flags are the node flags every example binary shares. Each has an
 // environment variable, TESSERA_ and the flag's name in upper case with
 // dashes as underscores (TESSERA_HTTP, TESSERA_CHECKPOINT_INTERVAL, ...),
-// which sets its default; a flag given on the command line wins.
+// which sets its default; a flag given on the command line wins. Parse
+// does the same for the program's own flags (FromEnv).
 type Flags struct {
 	Node       string
 	HTTP       string
@@ -58,74 +58,84 @@ type Flags struct {
 // Register adds the node flags to fs, with defaults from the environment.
 // It returns an error if an environment variable does not parse.
 func (f *Flags) Register(fs *flag.FlagSet) error {
+	mine := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	mine.StringVar(&f.Node, "node", "", "node name (default: host name)")
+	mine.StringVar(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
+	mine.StringVar(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
+	mine.IntVar(&f.Fragments, "fragments", flows.DefaultFragments, "fragments (key groups) of the flow's state")
+	mine.DurationVar(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
+	mine.DurationVar(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
+	mine.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	mine.StringVar(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
+	mine.StringVar(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
+	mine.StringVar(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
+	mine.IntVar(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
+	mine.DurationVar(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
+	mine.BoolVar(&f.Layout, "layout", false, "print the flow's layout (what its checkpoints are laid out by: a node refuses checkpoints of another) and exit")
+	mine.StringVar(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
+	mine.StringVar(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
+	mine.StringVar(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
+	mine.StringVar(&f.AuthTokenFile, "auth-token-file", "", "security: bearer tokens, one \"ROLE TOKEN\" per line (roles read, write, admin); every /v1/ route then needs one")
+	mine.BoolVar(&f.AuthHealth, "auth-health", false, "security: with -auth-token-file, /healthz, /readyz and /metrics need a token too")
+	mine.StringVar(&f.GossipKey, "gossip-key", "", "security: file with a base64 gossip key of 16, 24 or 32 bytes: encrypted gossip, nodes without it cannot join")
+	err := FromEnv(mine)
+	mine.VisitAll(func(fl *flag.Flag) { fs.Var(fl.Value, fl.Name, fl.Usage) })
+	return err
+}
+
+// FromEnv sets each flag of fs whose environment variable is set: TESSERA_
+// and the flag's name in upper case with dashes as underscores
+// (TESSERA_SINK_TOPIC for -sink-topic). The value becomes the flag's
+// default, so that one given on the command line, parsed after, wins. It
+// returns an error naming every variable that does not parse.
+func FromEnv(fs *flag.FlagSet) error {
 	var errs []string
-	envName := func(name string) string { return "TESSERA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
-	env := func(name string) (string, bool) { return os.LookupEnv(envName(name)) }
-	str := func(p *string, name, def, usage string) {
-		if v, ok := env(name); ok {
-			def = v
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := "TESSERA_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			return
 		}
-		fs.StringVar(p, name, def, usage)
-	}
-	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
-		if v, ok := env(name); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: %v", envName(name), v, err))
-			}
-			def = d
+		if err := fl.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Sprintf("%s=%q: %s", name, v, envErr(fl, err)))
+			return
 		}
-		fs.DurationVar(p, name, def, usage)
-	}
-	boolean := func(p *bool, name string, def bool, usage string) {
-		if v, ok := env(name); ok {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: not a boolean", envName(name), v))
-			}
-			def = b
-		}
-		fs.BoolVar(p, name, def, usage)
-	}
-	integer := func(p *int, name string, def int, usage string) {
-		if v, ok := env(name); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: not an integer", envName(name), v))
-			}
-			def = n
-		}
-		fs.IntVar(p, name, def, usage)
-	}
-	str(&f.Node, "node", "", "node name (default: host name)")
-	str(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
-	str(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
-	integer(&f.Fragments, "fragments", flows.DefaultFragments, "fragments (key groups) of the flow's state")
-	dur(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
-	dur(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
-	str(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
-	str(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
-	str(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
-	str(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
-	integer(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
-	dur(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
-	boolean(&f.Layout, "layout", false, "print the flow's layout (what its checkpoints are laid out by: a node refuses checkpoints of another) and exit")
-	str(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
-	str(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
-	str(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
-	str(&f.AuthTokenFile, "auth-token-file", "", "security: bearer tokens, one \"ROLE TOKEN\" per line (roles read, write, admin); every /v1/ route then needs one")
-	boolean(&f.AuthHealth, "auth-health", false, "security: with -auth-token-file, /healthz, /readyz and /metrics need a token too")
-	str(&f.GossipKey, "gossip-key", "", "security: file with a base64 gossip key of 16, 24 or 32 bytes: encrypted gossip, nodes without it cannot join")
+		fl.DefValue = fl.Value.String()
+	})
 	if len(errs) > 0 {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }
 
+// envErr says what fl wants, for a value it refused with err (the flag
+// package's own errors say only "parse error").
+func envErr(fl *flag.Flag, err error) string {
+	g, ok := fl.Value.(flag.Getter)
+	if !ok {
+		return err.Error()
+	}
+	switch g.Get().(type) {
+	case bool:
+		return "not a boolean"
+	case int, int64, uint, uint64:
+		return "not an integer"
+	case float64:
+		return "not a number"
+	case time.Duration:
+		return "not a duration (such as 500ms or 2m)"
+	}
+	return err.Error()
+}
+
 // Parse registers the node flags on fs, beside the flags the program
-// defined there, parses args and refuses positional arguments.
+// defined there, sets every flag of fs from the environment (FromEnv),
+// parses args and refuses positional arguments.
 func (f *Flags) Parse(fs *flag.FlagSet, args []string) error {
 	if err := f.Register(fs); err != nil {
+		return err
+	}
+	if err := FromEnv(fs); err != nil {
 		return err
 	}
 	if err := fs.Parse(args); err != nil {
