@@ -57,7 +57,11 @@ type Config struct {
 	// LogActors passes protoactor's own Info and Debug logs through; by
 	// default only its warnings and errors reach Logger.
 	LogActors bool
-	// Now is the processing-time clock; time.Now if nil.
+	// Now is the processing-time clock; time.Now if nil. The engine's own
+	// delays run on it too: BatchDelay, CheckpointInterval, RetryBackoff
+	// and the credits' timeout. A clock that does not move holds partial
+	// batches and checkpoints until it does: a test's virtual clock must
+	// be advanced, as processing-time timers need anyway.
 	Now func() time.Time
 	// OnDeadLetters receives dead letters (malformed input, failed user
 	// functions) in addition to the flow's dead-letter sink. It is called
