@@ -609,9 +609,13 @@ func (w *exWriter[K, T]) scan(from, to int64, fn func(c *exChunk[K, T], i int)) 
 }
 
 // finished reports whether the exchange's partition of this fragment has
-// ended: its inputs ended and all it made is released.
+// ended: its inputs ended and all it made is released, and with event
+// time the watermark they ended with too. A partition that ends counts
+// as complete downstream (Fragment.Complete): ended under a watermark
+// still held back by the checkpoints, its fragments answered complete
+// before their windows had fired.
 func (w *exWriter[K, T]) finished() bool {
-	return w.rel == w.seq && w.ended()
+	return w.rel == w.seq && w.ended() && (!w.et || w.relWM >= w.wm())
 }
 
 // ended reports whether the inputs the exchange's records come from
