@@ -100,7 +100,10 @@ func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) Sou
 // processing time (counted from its reader's start if it has had none
 // since): an idle partition does not hold the watermark back, until it has
 // events again. With every partition idle, the watermark is the largest
-// of theirs. A partition that ended is never idle. Default: never idle.
+// of theirs. A partition that ended is never idle; it holds nothing back
+// but says nothing of the others: beside partitions that are all idle,
+// the watermark is the largest of theirs, and it reaches the end of time
+// only once every partition ended. Default: never idle.
 func WithIdleTimeout(d time.Duration) SourceOption { return flowcore.WithIdleTimeout(d) }
 
 // WithKeyedPartitions says the source is partitioned by the key of the

@@ -34,6 +34,7 @@ type Input[T any] struct {
 	mu     sync.Mutex
 	parts  [][]T
 	closed bool
+	ended  []bool // partitions closed on their own (ClosePartition)
 }
 
 // NewInput makes an input with the given number of partitions.
@@ -53,6 +54,18 @@ func (in *Input[T]) Close() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.closed = true
+}
+
+// ClosePartition marks partition p finished, as a bounded partition
+// shorter than the others is (a file): its reader returns io.EOF at its
+// end while the others go on.
+func (in *Input[T]) ClosePartition(p int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.ended == nil {
+		in.ended = make([]bool, len(in.parts))
+	}
+	in.ended[p] = true
 }
 
 // Partitions implements flows.Source.
@@ -81,7 +94,7 @@ func (r *inputReader[T]) Read(_ context.Context, b *flows.ReadBatch[T], max int)
 		b.Offsets = append(b.Offsets, r.next)
 	}
 	b.End = r.next
-	if r.in.closed && r.next >= int64(len(evs)) {
+	if (r.in.closed || r.in.ended != nil && r.in.ended[r.p]) && r.next >= int64(len(evs)) {
 		return io.EOF
 	}
 	return nil

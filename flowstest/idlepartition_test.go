@@ -256,3 +256,56 @@ func TestChannelWatermarkSurvivesCrashAfterIdlePartitionReturns(t *testing.T) {
 		d.Close()
 	}
 }
+
+// A partition that ended tells nothing of the others: with every other
+// partition idle, the watermark stays where they allow, not at the end of
+// time. Partition 0 is bounded and ends at 08:05; partition 1 has an event
+// at 08:00, goes silent and is idle a minute later. Its next event, at
+// 08:10, is on time: its minute's window counts it, nothing is too late,
+// and the global window fires once, when the whole input ends, with every
+// event. Before, the end of partition 0 took the watermark to the end of
+// time: every window fired, and partition 1's event was too late.
+func TestEndedPartitionDoesNotCompleteIdleOnes(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	in := flowstest.NewInput[click](2)
+	f := flows.New("ended-idle", flows.WithFragments(2))
+	src := flows.From(f, "clicks", in, flows.WithEventTime(func(c click) time.Time { return c.At }, 0),
+		flows.WithIdleTimeout(time.Minute))
+	ks := flows.KeyBy(src, func(c click) string { return c.User })
+	zero, add := func() int { return 0 }, func(n int, _ click) int { return n + 1 }
+	perMinute := flows.WindowAggregate(ks, flows.Tumbling(time.Minute), zero, add)
+	minutes, tooLate := flowstest.Collect(perMinute.Results()), flowstest.Collect(perMinute.TooLate())
+	global := flowstest.Collect(flows.WindowAggregate(ks, flows.Global(), zero, add).Results())
+	d, err := flowstest.New(f, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for i := range 6 {
+		in.Push(0, click{User: "a", At: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	in.ClosePartition(0)
+	in.Push(1, click{User: "b", At: t0})
+	must(t, d.Drain())
+	must(t, d.Advance(2*time.Minute))
+	must(t, d.Drain())
+	if got := global.Values(); len(got) != 0 {
+		t.Fatalf("partition 0 ended and partition 1 is idle: the global window fired before the input ended: %v", got)
+	}
+	in.Push(1, click{User: "b", At: t0.Add(10 * time.Minute)})
+	in.Close()
+	must(t, d.Drain())
+	if got := tooLate.Values(); len(got) != 0 {
+		t.Fatalf("too late: %v", got)
+	}
+	fired := map[string]int{}
+	for _, r := range minutes.Values() {
+		fired[fmt.Sprintf("%s %s", r.Key, r.Start.Format("15:04"))] = r.Value
+	}
+	if fired["b 08:10"] != 1 || fired["b 08:00"] != 1 || fired["a 08:05"] != 1 || len(fired) != 8 {
+		t.Fatalf("windows fired: %v, want a's six minutes and b's 08:00 and 08:10 with one event each", fired)
+	}
+	if got := global.Values(); len(got) != 2 || got[0].Value+got[1].Value != 8 {
+		t.Fatalf("global windows: %v, want a's and b's, 8 events", got)
+	}
+}

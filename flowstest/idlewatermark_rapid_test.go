@@ -24,6 +24,7 @@ type idleRef struct {
 	now         int64
 	maxTS       []int64
 	lastEv      []int64
+	ended       []bool
 	wm          int64
 	counts      map[string]int64 // key@start → events placed
 	tooLate     int
@@ -36,7 +37,7 @@ func (r *idleRef) idleNow(p int) bool {
 func (r *idleRef) recompute() {
 	low, active := int64(math.MaxInt64), false
 	for p := range r.maxTS {
-		if r.idleNow(p) {
+		if r.ended[p] || r.idleNow(p) {
 			continue
 		}
 		active = true
@@ -44,6 +45,20 @@ func (r *idleRef) recompute() {
 			return
 		}
 		low = min(low, r.maxTS[p]-r.delay)
+	}
+	if !active {
+		// Every partition that has not ended is idle: the watermark is
+		// the largest of theirs; the end of time once all ended.
+		low = math.MaxInt64
+		if slices.Contains(r.ended, false) {
+			low = flowcore.NoWatermark
+			for p := range r.maxTS {
+				if !r.ended[p] {
+					low = max(low, r.maxTS[p]-r.delay)
+				}
+			}
+		}
+		active = true
 	}
 	if active && low > r.wm {
 		r.wm = low
@@ -66,11 +81,13 @@ func (r *idleRef) fired() map[string]int64 {
 }
 
 // Windows over partitions that go idle (no event for the idle timeout of
-// processing time; one stays active) and come back, some with events behind the watermark:
-// after every drain, every fragment's watermark is the least watermark of
-// the active partitions (never going back), the windows it passed fired
-// once each with every event placed in them, none fired before, and the
-// events that came for windows already passed went to TooLate.
+// processing time; one that has not ended stays active), come back, some
+// with events behind the watermark, and end: after every drain, every
+// fragment's watermark is the least watermark of the active partitions
+// that have not ended (never going back), the end of time once all ended,
+// the windows it passed fired once each with every event placed in them,
+// none fired before, and the events that came for windows already passed
+// went to TooLate.
 func TestIdlePartitionsWatermarkEqualsReference(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		const idle = time.Minute
@@ -97,6 +114,7 @@ func TestIdlePartitionsWatermarkEqualsReference(t *testing.T) {
 		for p := range nparts {
 			ref.maxTS = append(ref.maxTS, flowcore.NoWatermark)
 			ref.lastEv = append(ref.lastEv, 0)
+			ref.ended = append(ref.ended, false)
 			clock[p] = t0
 		}
 		push := func(p int, evs []click) {
@@ -155,13 +173,37 @@ func TestIdlePartitionsWatermarkEqualsReference(t *testing.T) {
 			push(p, []click{{User: "u0", At: clock[p]}})
 		}
 		check(0)
+		var open []int // the partitions that have not ended
+		for p := range nparts {
+			open = append(open, p)
+		}
 		for step := 1; step < rapid.IntRange(5, 40).Draw(rt, "steps"); step++ {
+			if len(open) == 0 {
+				break
+			}
+			if rapid.IntRange(0, 9).Draw(rt, "end") == 0 {
+				// A partition ends: it holds nothing back, and says
+				// nothing of the others.
+				i := rapid.IntRange(0, len(open)-1).Draw(rt, "ending")
+				p := open[i]
+				open = slices.Delete(open, i, i+1)
+				ref.ended[p] = true
+				in.ClosePartition(p)
+				check(step)
+				continue
+			}
 			if rapid.IntRange(0, 2).Draw(rt, "advance") == 0 {
 				dt := time.Duration(rapid.IntRange(1, 120).Draw(rt, "dt (s)")) * time.Second
-				// Some partition stays active: with every one idle the
-				// watermark depends on their numbering
-				// (TestIdlePartitionsWatermarkIndependentOfNumbering).
-				if until := time.Duration(slices.Max(ref.lastEv) + ref.idle - ref.now - int64(time.Second)); dt > until {
+				// Some partition that has not ended stays active: with
+				// every one idle the watermark depends on their numbering
+				// (TestIdlePartitionsWatermarkIndependentOfNumbering); with
+				// one ended beside them, see
+				// TestEndedPartitionDoesNotCompleteIdleOnes.
+				var last int64
+				for _, p := range open {
+					last = max(last, ref.lastEv[p])
+				}
+				if until := time.Duration(last + ref.idle - ref.now - int64(time.Second)); dt > until {
 					dt = until
 				}
 				if dt <= 0 {
@@ -174,7 +216,7 @@ func TestIdlePartitionsWatermarkEqualsReference(t *testing.T) {
 				check(step)
 				continue
 			}
-			p := rapid.IntRange(0, nparts-1).Draw(rt, "partition")
+			p := open[rapid.IntRange(0, len(open)-1).Draw(rt, "partition")]
 			var evs []click
 			for range rapid.IntRange(1, 6).Draw(rt, "events") {
 				clock[p] = clock[p].Add(time.Duration(rapid.IntRange(0, 50).Draw(rt, "step (s)")) * time.Second)

@@ -29,7 +29,9 @@ func WithEventTime[T any](ts func(T) time.Time, maxOutOfOrder time.Duration) Sou
 
 // WithIdleTimeout marks a partition idle when it has had no event for d of
 // processing time: an idle partition does not hold the watermark back,
-// until it has events again. Default: never idle.
+// until it has events again. A partition that ended is never idle, and
+// with every other partition idle the watermark is the largest of the
+// idle ones' (recompute). Default: never idle.
 func WithIdleTimeout(d time.Duration) SourceOption { return SourceOption{idle: d} }
 
 // WithKeyedPartitions says the source is partitioned by the key of the
@@ -207,24 +209,34 @@ func (w *watermarks) observe(part int, wm int64, idle, replay bool) bool {
 // with none active it stayed where the last partition to go idle left
 // it, which made it depend on the order partitions went idle, and a
 // restore of such a channel had no watermark at all.
+//
+// A partition that ended (its watermark the end of time) holds nothing
+// back, but says nothing of the others: with every other partition idle,
+// the watermark is the largest of the idle ones', and the end of time
+// only once every partition ended. Before, one ended partition beside
+// idle ones took the watermark to the end of time: every window fired,
+// a global one before the input ended, and every later event of the idle
+// partitions was too late.
 func (w *watermarks) recompute() bool {
-	low, any := int64(math.MaxInt64), false
+	low, active, idle := int64(math.MaxInt64), false, false
 	high := int64(NoWatermark)
 	for _, p := range w.parts {
-		if p.seen {
-			high = max(high, p.wm)
+		switch {
+		case p.idle:
+			idle = true
+			if p.seen {
+				high = max(high, p.wm)
+			}
+		case p.seen && p.wm == math.MaxInt64:
+			// Ended: it holds nothing back, and says nothing of the
+			// others.
+		case !p.seen:
+			active, low = true, NoWatermark
+		default:
+			active, low = true, min(low, p.wm)
 		}
-		if p.idle {
-			continue
-		}
-		any = true
-		if !p.seen {
-			low = NoWatermark
-			break
-		}
-		low = min(low, p.wm)
 	}
-	if !any {
+	if !active && idle {
 		low = high
 	}
 	if low > w.wm {
