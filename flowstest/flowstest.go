@@ -410,8 +410,6 @@ func (d *Driver) run() error {
 		if err := d.ready(q.dest); err != nil {
 			return err
 		}
-		// A batch boundary, where the engine's fragments publish too.
-		d.machines[q.dest].Fragment().Publish()
 	}
 	return nil
 }
@@ -462,6 +460,9 @@ func (d *Driver) ready(f int) error {
 		d.machines[f].Restored(r, false)
 		errs = append(errs, d.ready(f))
 	}
+	// The end of a message, where an engine's fragment publishes what
+	// queries read without its lock (Gather).
+	d.machines[f].Fragment().Publish()
 	return errors.Join(errs...)
 }
 
@@ -647,16 +648,25 @@ func (d *Driver) SourcePartitions() []string { return d.plan.SourcePartitions() 
 
 var _ splice.Partitioned = (*Driver)(nil)
 
-// Gather implements splice.Gatherer.
+// Gather implements splice.Gatherer. As an engine's read path does, it
+// answers from what a fragment published at the end of its last message
+// where it can (a ?top= query: Fragment.QueryPublished), else under the
+// driver.
 func (d *Driver) Gather(_ context.Context, req splice.Request, only int) ([]splice.Answer, error) {
 	var out []splice.Answer
 	for i, m := range d.machines {
 		if only >= 0 && i != only {
 			continue
 		}
-		a, err := m.Fragment().Query(req)
-		if err != nil {
-			return nil, err
+		a, ok := splice.Answer{}, false
+		if m.Serving() == nil {
+			a, ok = m.Fragment().QueryPublished(req)
+		}
+		if !ok {
+			var err error
+			if a, err = m.Fragment().Query(req); err != nil {
+				return nil, err
+			}
 		}
 		a.Freshness = d.freshnessOf(i, d.plan.ViewChannel(req.View))
 		out = append(out, a)

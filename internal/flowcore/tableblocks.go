@@ -210,6 +210,13 @@ func (t *table[K, V]) blockRestore(key, val []byte) error {
 			return fmt.Errorf("block %d: decode state of key %s: %w", b, t.kc.Format(t.keys[lo+int(i)]), err)
 		}
 		t.vals[lo+int(i)] = v
+		// The keys came in with the zero value, which the views' top
+		// sets took in: they take in the value now (a top answer after
+		// a restart ranked every restored key at zero, or left out those
+		// a PublishIf refused at zero).
+		for _, x := range t.tops {
+			x.note(t, int32(lo+int(i)))
+		}
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("trailing bytes")
