@@ -586,25 +586,7 @@ func TestEngineOutsideHunt3EndingPartitionsSessionsAlertsGlobal(t *testing.T) {
 			}
 		}
 	}
-	runReader := func(e *Engine) (stop func()) {
-		done, quit := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-quit:
-					return
-				default:
-				}
-				readOnce(e)
-				time.Sleep(time.Millisecond)
-			}
-		}()
-		var once sync.Once
-		stop = func() { once.Do(func() { close(quit); <-done }) }
-		t.Cleanup(stop)
-		return stop
-	}
+	runReader := func(e *Engine) (stop func()) { return ohReadWhile(t, func() { readOnce(e) }) }
 
 	// quiet checks the engine at the end of round r: every event applied,
 	// the watermark exactly the model's, the views, alerts and Early
@@ -1308,25 +1290,7 @@ func TestEngineOutsideHunt3KeyedPartitionsPublishedSlidingViews(t *testing.T) {
 			}
 		}
 	}
-	runReader := func(e *Engine) (stop func()) {
-		done, quit := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-quit:
-					return
-				default:
-				}
-				readOnce(e)
-				time.Sleep(time.Millisecond)
-			}
-		}()
-		var once sync.Once
-		stop = func() { once.Do(func() { close(quit); <-done }) }
-		t.Cleanup(stop)
-		return stop
-	}
+	runReader := func(e *Engine) (stop func()) { return ohReadWhile(t, func() { readOnce(e) }) }
 
 	quiet := func(e *Engine, r int, what string) {
 		t.Helper()

@@ -88,6 +88,29 @@ func ohWatermarkAt(e *Engine, wm time.Time) bool {
 	return true
 }
 
+// ohReadWhile calls read again and again, a millisecond apart, until the
+// stop it returns is called (at the latest when the test ends, before the
+// engine it reads stops).
+func ohReadWhile(t *testing.T, read func()) (stop func()) {
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			read()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(quit); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // ohDrained waits for e to drain.
 func ohDrained(t *testing.T, e *Engine, what string) {
 	t.Helper()
@@ -1105,25 +1128,7 @@ func TestEngineOutsideHuntEarlySlidingWindowsReadWhileRunning(t *testing.T) {
 	}
 	// run reads the views until its stop is called (at the latest when
 	// the test ends, before the engine stops).
-	run := func(e *Engine) (stop func()) {
-		done, quit := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-quit:
-					return
-				default:
-				}
-				readOnce(e)
-				time.Sleep(time.Millisecond)
-			}
-		}()
-		var once sync.Once
-		stop = func() { once.Do(func() { close(quit); <-done }) }
-		t.Cleanup(stop)
-		return stop
-	}
+	run := func(e *Engine) (stop func()) { return ohReadWhile(t, func() { readOnce(e) }) }
 	pushed := int64(0)
 	round := func(e *Engine, r int) {
 		for p := range 3 {
