@@ -36,7 +36,11 @@ type Config struct {
 	// a standby's copy, or the query fails at once (query.go).
 	QueryTimeout time.Duration
 	// CheckpointInterval is how often each fragment checkpoints; default 1s,
-	// negative for never (a final checkpoint is still taken at Stop).
+	// negative for never (a final checkpoint is still taken at Stop, and
+	// Checkpoint takes one). A flow that keys again after a stateful stage
+	// sends its outputs across the exchange only as checkpoints cover them:
+	// with never, its later stages get their input, and a bounded input its
+	// end, only at Checkpoint and Stop.
 	CheckpointInterval time.Duration
 	// MaxAttempts is how often an event on which a user function fails is
 	// tried, each time after restoring the fragment, before it goes to the

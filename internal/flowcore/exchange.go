@@ -141,6 +141,7 @@ type exchangeOut interface {
 	made() int64
 	unreleased() bool
 	ended() bool
+	finished() bool
 }
 
 // exWriter is fragment fr's output on one exchange.

@@ -1216,12 +1216,13 @@ func (fr *Fragment) Unreleased() bool {
 }
 
 // EndedUnreleased reports whether outputs on an exchange whose inputs all
-// ended wait for a checkpoint to release them: nothing more will come to
-// join them, and a checkpoint now ends the exchange's partition for the
-// fragments downstream instead of one at the next interval.
+// ended, or the watermark they ended with, wait for a checkpoint to
+// release them: nothing more will come to join them, and a checkpoint now
+// ends the exchange's partition for the fragments downstream instead of
+// one at the next interval.
 func (fr *Fragment) EndedUnreleased() bool {
 	for _, w := range fr.out {
-		if w.unreleased() && w.ended() {
+		if w.ended() && !w.finished() {
 			return true
 		}
 	}
