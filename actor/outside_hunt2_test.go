@@ -52,15 +52,15 @@ func o2WindowDiff(got map[int64]splice.Window, want map[int64]any, w time.Time) 
 	for _, st := range o2SortedStarts(want) {
 		g, ok := got[st]
 		if !ok || g.Value != want[st] {
-			return fmt.Sprintf("window %s: %v (there %v), want %v", time.Unix(0, st).UTC().Format("15:04"), g.Value, ok, want[st])
+			return fmt.Sprintf("window %s: %v (there %v), want %v", time.Unix(0, st).UTC().Format("15:04:05"), g.Value, ok, want[st])
 		}
 		if g.Complete != w.After(g.End) {
-			return fmt.Sprintf("window %s..%s: complete %v at watermark %s", g.Start.Format("15:04"), g.End.Format("15:04"), g.Complete, w.Format("15:04:05.00"))
+			return fmt.Sprintf("window %s..%s: complete %v at watermark %s", g.Start.Format("15:04:05"), g.End.Format("15:04:05"), g.Complete, w.Format("15:04:05.00"))
 		}
 	}
 	for st, g := range got {
 		if _, ok := want[st]; !ok {
-			return fmt.Sprintf("window %s: %v, want none", time.Unix(0, st).UTC().Format("15:04"), g.Value)
+			return fmt.Sprintf("window %s: %v, want none", time.Unix(0, st).UTC().Format("15:04:05"), g.Value)
 		}
 	}
 	return ""

@@ -825,21 +825,16 @@ type o3Reading struct {
 // o3WindowsDiff compares a windowed view's windows with want, printed,
 // and their Complete with whether w passed their ends; "" if they agree.
 func o3WindowsDiff(got map[int64]splice.Window, want map[int64]string, w time.Time) string {
-	for st, wv := range want {
-		g, ok := got[st]
-		if !ok || fmt.Sprint(g.Value) != wv {
-			return fmt.Sprintf("window %s: %v (there %v), want %s", time.Unix(0, st).UTC().Format("15:04:05"), g.Value, ok, wv)
-		}
-		if g.Complete != w.After(g.End) {
-			return fmt.Sprintf("window %s..%s: complete %v at watermark %s", g.Start.Format("15:04:05"), g.End.Format("15:04:05"), g.Complete, w.Format("15:04:05.00"))
-		}
-	}
+	printed := map[int64]splice.Window{}
 	for st, g := range got {
-		if _, ok := want[st]; !ok {
-			return fmt.Sprintf("window %s: %v, want none", time.Unix(0, st).UTC().Format("15:04:05"), g.Value)
-		}
+		g.Value = fmt.Sprint(g.Value)
+		printed[st] = g
 	}
-	return ""
+	wants := map[int64]any{}
+	for st, v := range want {
+		wants[st] = v
+	}
+	return o2WindowDiff(printed, wants, w)
 }
 
 // o3Top is the n best of entries by score (descending), ties by key.
