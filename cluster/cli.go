@@ -21,8 +21,8 @@ import (
 // Flags are the node flags every example binary shares. Each has an
 // environment variable, TESSERA_ and the flag's name in upper case with
 // dashes as underscores (TESSERA_HTTP, TESSERA_CHECKPOINT_INTERVAL, ...),
-// which sets its default; a flag given on the command line wins. Parse
-// does the same for the program's own flags (FromEnv).
+// which sets its default; a flag given on the command line wins.
+// Register does the same for the program's own flags (FromEnv).
 type Flags struct {
 	Node       string
 	HTTP       string
@@ -55,32 +55,30 @@ type Flags struct {
 	GossipKey     string
 }
 
-// Register adds the node flags to fs, with defaults from the environment.
-// It returns an error if an environment variable does not parse.
+// Register adds the node flags to fs and sets every flag of fs, the
+// program's own too, from the environment (FromEnv). It returns an error
+// if an environment variable does not parse.
 func (f *Flags) Register(fs *flag.FlagSet) error {
-	mine := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
-	mine.StringVar(&f.Node, "node", "", "node name (default: host name)")
-	mine.StringVar(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
-	mine.StringVar(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
-	mine.IntVar(&f.Fragments, "fragments", flows.DefaultFragments, "fragments (key groups) of the flow's state")
-	mine.DurationVar(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
-	mine.DurationVar(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
-	mine.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
-	mine.StringVar(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
-	mine.StringVar(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
-	mine.StringVar(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
-	mine.IntVar(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
-	mine.DurationVar(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
-	mine.BoolVar(&f.Layout, "layout", false, "print the flow's layout (what its checkpoints are laid out by: a node refuses checkpoints of another) and exit")
-	mine.StringVar(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
-	mine.StringVar(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
-	mine.StringVar(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
-	mine.StringVar(&f.AuthTokenFile, "auth-token-file", "", "security: bearer tokens, one \"ROLE TOKEN\" per line (roles read, write, admin); every /v1/ route then needs one")
-	mine.BoolVar(&f.AuthHealth, "auth-health", false, "security: with -auth-token-file, /healthz, /readyz and /metrics need a token too")
-	mine.StringVar(&f.GossipKey, "gossip-key", "", "security: file with a base64 gossip key of 16, 24 or 32 bytes: encrypted gossip, nodes without it cannot join")
-	err := FromEnv(mine)
-	mine.VisitAll(func(fl *flag.Flag) { fs.Var(fl.Value, fl.Name, fl.Usage) })
-	return err
+	fs.StringVar(&f.Node, "node", "", "node name (default: host name)")
+	fs.StringVar(&f.HTTP, "http", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&f.Data, "data", "", "data directory: checkpoints and dead letters (empty: in memory, lost at exit)")
+	fs.IntVar(&f.Fragments, "fragments", flows.DefaultFragments, "fragments (key groups) of the flow's state")
+	fs.DurationVar(&f.Checkpoint, "checkpoint-interval", time.Second, "how often each fragment checkpoints")
+	fs.DurationVar(&f.Progress, "progress", 5*time.Second, "print progress this often (0: never)")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.Gossip, "gossip", "", "cluster: gossip address host:port (empty: a single node)")
+	fs.StringVar(&f.Remote, "remote", "", "cluster: protoactor remote address host:port for node-to-node messages")
+	fs.StringVar(&f.Join, "join", "", "cluster: comma-separated gossip addresses of nodes to join (empty: start a cluster)")
+	fs.IntVar(&f.Expect, "expect", 1, "cluster: wait for this many members before placing fragments")
+	fs.DurationVar(&f.UncleanAfter, "unclean-after", 0, "cluster: a fragment whose newest settled checkpoint is only on members that are down starts without it after this long, and may deliver outputs again with other values (0: it waits for them)")
+	fs.BoolVar(&f.Layout, "layout", false, "print the flow's layout (what its checkpoints are laid out by: a node refuses checkpoints of another) and exit")
+	fs.StringVar(&f.TLSCert, "tls-cert", "", "security: PEM certificate file: serve HTTPS (with -tls-key)")
+	fs.StringVar(&f.TLSKey, "tls-key", "", "security: PEM private key file of -tls-cert")
+	fs.StringVar(&f.TLSCA, "tls-ca", "", "security: PEM CA file: mutual TLS between nodes with -tls-cert, and trust for the other nodes' HTTPS")
+	fs.StringVar(&f.AuthTokenFile, "auth-token-file", "", "security: bearer tokens, one \"ROLE TOKEN\" per line (roles read, write, admin); every /v1/ route then needs one")
+	fs.BoolVar(&f.AuthHealth, "auth-health", false, "security: with -auth-token-file, /healthz, /readyz and /metrics need a token too")
+	fs.StringVar(&f.GossipKey, "gossip-key", "", "security: file with a base64 gossip key of 16, 24 or 32 bytes: encrypted gossip, nodes without it cannot join")
+	return FromEnv(fs)
 }
 
 // FromEnv sets each flag of fs whose environment variable is set: TESSERA_
@@ -129,13 +127,9 @@ func envErr(fl *flag.Flag, err error) string {
 }
 
 // Parse registers the node flags on fs, beside the flags the program
-// defined there, sets every flag of fs from the environment (FromEnv),
-// parses args and refuses positional arguments.
+// defined there (Register), parses args and refuses positional arguments.
 func (f *Flags) Parse(fs *flag.FlagSet, args []string) error {
 	if err := f.Register(fs); err != nil {
-		return err
-	}
-	if err := FromEnv(fs); err != nil {
 		return err
 	}
 	if err := fs.Parse(args); err != nil {
